@@ -1,0 +1,1 @@
+"""Alerts: payload building (pure) and transport to OpsGenie."""

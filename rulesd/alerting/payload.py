@@ -1,0 +1,161 @@
+"""Firing -> OpsGenie `CreateAlertPayload` (SPEC 5.2, 5.3), every API limit enforced.
+
+Pure: the same firing and settings always give the same payload, so the
+outbox can store it and tests can pin it exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rulesd.engine import Firing
+from rulesd.rules.model import Responder, Rule
+
+# OpsGenie Alert API v2 limits (characters).
+MESSAGE_MAX = 130
+ALIAS_MAX = 512
+DESCRIPTION_MAX = 15_000
+DETAILS_TOTAL_MAX = 8_000
+TAGS_MAX = 20
+TAG_MAX = 50
+RESPONDERS_MAX = 50
+ENTITY_MAX = 512
+SOURCE_MAX = 100
+NOTE_MAX = 25_000
+
+TRIGGERING_RULES = "Triggering Rules"
+EVENT_SOURCE = "Event Source"
+RESPONDER_KINDS = ("team", "user", "escalation", "schedule")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """The parts of the payload that come from the daemon's configuration."""
+
+    source: str = "rulesd"
+    recipients: tuple[Responder, ...] = ()
+
+
+def parse_recipients(text: str | None) -> tuple[Responder, ...]:
+    """`"team:ops, alice@example.com"` -> responders; ValueError names a bad entry."""
+    out: list[Responder] = []
+    for raw in (text or "").split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        kind, sep, name = entry.partition(":")
+        if sep and kind.strip().lower() in RESPONDER_KINDS:
+            kind, name = kind.strip().lower(), name.strip()
+        else:
+            kind, name = ("user" if "@" in entry else "team"), entry
+        if not name:
+            raise ValueError(f"recipient {entry!r} has no name")
+        out.append(Responder(kind, "username" if kind == "user" else "name", name))
+    return tuple(out)
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, ending in an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "") -> dict[str, Any]:
+    """The JSON body of the OpsGenie create-alert request for `firing`."""
+    lead, event = firing.lead, firing.event
+    spec = lead.alert
+    payload: dict[str, Any] = {
+        "message": _message(firing),
+        "alias": _alias(firing),
+        "description": truncate(_description(firing), DESCRIPTION_MAX),
+        "responders": [r.to_json() for r in _responders(firing.rules, settings.recipients)],
+        "tags": _tags(firing),
+        "details": _details(firing, event_source),
+        "priority": spec.priority,
+        "source": truncate(settings.source, SOURCE_MAX),
+    }
+    if spec.entity is not None:
+        payload["entity"] = truncate(spec.entity.render(event), ENTITY_MAX)
+    if spec.note is not None:
+        payload["note"] = truncate(spec.note.render(event), NOTE_MAX)
+    return payload
+
+
+def _message(firing: Firing) -> str:
+    spec, event = firing.lead.alert, firing.event
+    text = spec.message.render(event).strip() if spec.message else ""
+    if not text:
+        fallback = event.get("message")
+        text = fallback.strip() if isinstance(fallback, str) else ""
+    # OpsGenie rejects multi-line messages poorly; keep the first line readable.
+    text = " ".join(text.split())
+    return truncate(text or f"rulesd: {firing.lead.name}", MESSAGE_MAX)
+
+
+def _alias(firing: Firing) -> str:
+    spec = firing.lead.alert
+    alias = spec.alias.render(firing.event).strip() if spec.alias else ""
+    if not alias:
+        alias = "rulesd: " + ", ".join(sorted(r.name for r in firing.rules))
+        if firing.lead.threshold and firing.lead.threshold.group_by:
+            alias += ": " + ", ".join(firing.group)
+    if len(alias) > ALIAS_MAX:
+        alias = "rulesd-sha256: " + hashlib.sha256(alias.encode()).hexdigest()
+    return alias
+
+
+def _description(firing: Firing) -> str:
+    lines: list[str] = []
+    for rule in firing.rules:
+        text = rule.alert.description.render(firing.event) if rule.alert.description else rule.description
+        if text.strip():
+            lines.append(f"{rule.name}: {text.strip()}")
+    event_json = json.dumps(firing.event, indent=2, ensure_ascii=False, default=str)
+    head = "\n".join(lines)
+    return f"{head}\n\nEvent:\n{event_json}" if head else f"Event:\n{event_json}"
+
+
+def _responders(rules: Iterable[Rule], recipients: Iterable[Responder]) -> list[Responder]:
+    seen = dict.fromkeys(r for rule in rules for r in rule.alert.responders)
+    seen.update(dict.fromkeys(recipients))
+    return list(seen)[:RESPONDERS_MAX]
+
+
+def _tags(firing: Firing) -> list[str]:
+    tags: dict[str, None] = {}
+    for rule in firing.rules:
+        for template in rule.alert.tags:
+            tag = template.render(firing.event).replace(",", "").strip()[:TAG_MAX].strip()
+            if tag:
+                tags[tag] = None
+    return list(tags)[:TAGS_MAX]
+
+
+def _details(firing: Firing, event_source: str) -> dict[str, str]:
+    names = [r.name for r in firing.rules]
+    fixed = {TRIGGERING_RULES: json.dumps(names)}
+    extra: dict[str, str] = {}
+    if event_source:
+        extra[EVENT_SOURCE] = event_source
+    for rule in firing.rules:
+        for key, template in rule.alert.details:
+            if key not in fixed and key not in extra:
+                extra[key] = template.render(firing.event)
+    return {**fixed, **_fit_details(extra, DETAILS_TOTAL_MAX - _size(fixed))}
+
+
+def _size(details: dict[str, str]) -> int:
+    return sum(len(k) + len(v) for k, v in details.items())
+
+
+def _fit_details(details: dict[str, str], budget: int) -> dict[str, str]:
+    """Drop the largest values until keys and values fit in `budget` characters."""
+    kept = dict(details)
+    for key in sorted(details, key=lambda k: (-len(details[k]), k)):
+        if _size(kept) <= budget:
+            break
+        del kept[key]
+    return kept

@@ -1,0 +1,181 @@
+"""The engine: event + event time + state -> the rules that fire (SPEC 4.4).
+
+Pure: no I/O and no clock. Time is an argument; the window and throttle state
+lives in an EngineState that can be saved and restored as JSON and is pruned
+so that it stays bounded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from rulesd.rules.fields import MISSING, Event, Getter
+from rulesd.rules.index import RuleIndex
+from rulesd.rules.model import Rule, RuleSet
+from rulesd.rules.templates import to_text
+
+GroupKey = tuple[str, ...]
+SWEEP_EVERY = 4096  # events between sweeps of expired groups
+MAX_GROUPS_PER_RULE = 100_000  # beyond this the oldest groups are forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One alert's worth of firing: the event and the rules that fired on it, lead first."""
+
+    event: Event
+    time: float
+    rules: tuple[Rule, ...]
+    group: tuple[str, ...] = ()  # the lead rule's group_by values, as text
+
+    @property
+    def lead(self) -> Rule:
+        """The rule with the highest priority (ties broken by name)."""
+        return self.rules[0]
+
+
+@dataclass(slots=True)
+class EngineState:
+    """Window counts and throttle times per rule and group; JSON-serialisable."""
+
+    windows: dict[str, dict[GroupKey, list[float]]] = field(default_factory=dict)
+    throttles: dict[str, dict[GroupKey, float]] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict (group keys become lists)."""
+        return {
+            "fingerprints": self.fingerprints,
+            "windows": {r: [[list(k), v] for k, v in g.items()] for r, g in self.windows.items()},
+            "throttles": {r: [[list(k), v] for k, v in g.items()] for r, g in self.throttles.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineState:
+        """The inverse of to_json."""
+        return cls(
+            windows={r: {tuple(k): list(v) for k, v in g} for r, g in data.get("windows", {}).items()},
+            throttles={r: {tuple(k): float(v) for k, v in g} for r, g in data.get("throttles", {}).items()},
+            fingerprints=dict(data.get("fingerprints", {})),
+        )
+
+    def group_count(self) -> int:
+        """How many groups are tracked in all, a measure of memory held."""
+        return sum(map(len, self.windows.values())) + sum(map(len, self.throttles.values()))
+
+
+def group_key(getters: tuple[Getter, ...], event: Event) -> GroupKey:
+    """The group of an event: its group_by values; a missing field is its own value."""
+    return tuple(
+        "\x00missing" if (v := get(event)) is MISSING else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+        for get in getters
+    )
+
+
+def event_time(value: Any, arrival: float) -> float:
+    """Event time from a field value (epoch seconds or RFC 3339), else the arrival time."""
+    if type(value) in (int, float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return arrival
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        return parsed.timestamp()
+    return arrival
+
+
+class Engine:
+    """Evaluates events against a rule set, keeping threshold and throttle state."""
+
+    def __init__(self, ruleset: RuleSet, state: EngineState | None = None) -> None:
+        self.state = state or EngineState()
+        self.ruleset = ruleset
+        self.index = RuleIndex(ruleset.rules)
+        self._adopt(ruleset)
+        self._seen = 0
+        self._latest = float("-inf")
+
+    def replace_rules(self, ruleset: RuleSet) -> None:
+        """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
+        index = RuleIndex(ruleset.rules)
+        self.ruleset, self.index = ruleset, index
+        self._adopt(ruleset)
+
+    def _adopt(self, ruleset: RuleSet) -> None:
+        current = {r.name: r.fingerprint for r in ruleset.rules}
+        for table in (self.state.windows, self.state.throttles):
+            for name in [n for n in table if current.get(n) != self.state.fingerprints.get(n)]:
+                del table[name]
+        self.state.fingerprints = current
+
+    def evaluate(self, event: Event, time: float) -> Firing | None:
+        """The firing this event causes at event time `time`, if any."""
+        self._seen += 1
+        if time > self._latest:
+            self._latest = time
+        if self._seen % SWEEP_EVERY == 0:
+            self.sweep(self._latest)
+        fired: list[tuple[Rule, GroupKey]] = []
+        for rule in self.index.candidates(event):
+            if rule.match(event):
+                group = group_key(rule.group_getters, event) if rule.group_getters else ()
+                if self._fires(rule, group, time):
+                    fired.append((rule, group))
+        if not fired:
+            return None
+        fired.sort(key=lambda f: f[0].rank)
+        lead = fired[0][0]
+        values = tuple(to_text(get(event)) for get in lead.group_getters)
+        return Firing(event, time, tuple(r for r, _ in fired), values)
+
+    def _fires(self, rule: Rule, group: GroupKey, time: float) -> bool:
+        threshold = rule.threshold
+        if threshold is not None:
+            groups = self.state.windows.setdefault(rule.name, {})
+            times = groups.get(group)
+            if times is None:
+                times = groups[group] = []
+            bisect.insort(times, time)
+            del times[: bisect.bisect_right(times, time - threshold.window)]
+            if len(times) < threshold.count:
+                return False
+            del groups[group]  # the group's count starts again from zero
+        if rule.throttle:
+            last_fired = self.state.throttles.setdefault(rule.name, {})
+            last = last_fired.get(group)
+            if last is not None and time - last < rule.throttle:
+                return False
+            last_fired[group] = time
+        return True
+
+    def sweep(self, now: float) -> None:
+        """Forget groups whose window or throttle has expired by event time `now`."""
+        for rule in self.ruleset.rules:
+            if rule.threshold and rule.name in self.state.windows:
+                groups = self.state.windows[rule.name]
+                cutoff = now - rule.threshold.window
+                for key in [k for k, t in groups.items() if not t or t[-1] <= cutoff]:
+                    del groups[key]
+                _cap(groups, lambda t: t[-1])
+            if rule.throttle and rule.name in self.state.throttles:
+                last_fired = self.state.throttles[rule.name]
+                cutoff = now - rule.throttle
+                for key in [k for k, t in last_fired.items() if t <= cutoff]:
+                    del last_fired[key]
+                _cap(last_fired, lambda t: t)
+
+
+def _cap(groups: dict[GroupKey, Any], newest: Any) -> None:
+    """Bound memory under a flood of distinct groups by forgetting the stalest."""
+    excess = len(groups) - MAX_GROUPS_PER_RULE
+    if excess > 0:
+        for key in sorted(groups, key=lambda k: newest(groups[k]))[:excess]:
+            del groups[key]

@@ -1,0 +1,66 @@
+"""Raw lines -> events. Bad input is an InvalidEvent with a reason, never a crash."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from rulesd.rules.fields import Event
+
+
+class InvalidEvent(ValueError):
+    """A line that is not an event; the message is the reason, safe to log."""
+
+
+def parse_json(line: bytes) -> Event:
+    """One JSON object per line (orjson: fast, and strict about UTF-8 and nesting depth)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"invalid JSON: {exc}") from None
+    if type(value) is not dict:
+        raise InvalidEvent(f"not a JSON object but {_kind(value)}")
+    return value
+
+
+def parse_text(line: bytes) -> Event:
+    """The line as `{"message": line}`."""
+    try:
+        return {"message": line.decode("utf-8").rstrip("\r\n")}
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"invalid UTF-8 at byte {exc.start}") from None
+
+
+def regex_parser(pattern: str) -> Callable[[bytes], Event]:
+    """A parser whose named groups become fields; lines that do not match are invalid."""
+    compiled = re.compile(pattern)
+
+    def parse(line: bytes) -> Event:
+        message = parse_text(line)["message"]
+        m = compiled.search(message)
+        if m is None:
+            raise InvalidEvent("does not match the source pattern")
+        fields: dict[str, Any] = {k: v for k, v in m.groupdict().items() if v is not None}
+        fields.setdefault("message", message)
+        return fields
+
+    return parse
+
+
+def make_parser(fmt: str, pattern: str | None = None) -> Callable[[bytes], Event]:
+    """The parser for a source `format`: json, text or regex."""
+    if fmt == "json":
+        return parse_json
+    if fmt == "text":
+        return parse_text
+    if fmt == "regex" and pattern:
+        return regex_parser(pattern)
+    raise ValueError(f"unknown event format {fmt!r}")
+
+
+def _kind(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")

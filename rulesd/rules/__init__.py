@@ -1,0 +1,1 @@
+"""The rule language: model, loading, compiling."""

@@ -1,0 +1,52 @@
+"""Dotted field paths into events, compiled once into fast getters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+Event = dict[str, Any]
+
+
+class _Missing:
+    """The value of a path that is not in the event (distinct from JSON null)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+Getter = Callable[[Event], Any]
+
+
+def split_path(path: str) -> tuple[str, ...]:
+    """`http.status` -> `('http', 'status')`."""
+    return tuple(path.split("."))
+
+
+def make_getter(path: str) -> Getter:
+    """A function that returns the event's value at `path`, or MISSING.
+
+    A numeric segment also indexes into a list (`items.0.name`).
+    """
+    parts = split_path(path)
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda event: event.get(key, MISSING)
+
+    def get(event: Event) -> Any:
+        value: Any = event
+        for part in parts:
+            if type(value) is dict:
+                value = value.get(part, MISSING)
+                if value is MISSING:
+                    return MISSING
+            elif type(value) is list and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return MISSING
+        return value
+
+    return get

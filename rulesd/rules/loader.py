@@ -1,0 +1,153 @@
+"""Rule files and directories -> one RuleSet, or every problem found on the way.
+
+`rulesd check`, `rulesd test`, `rulesd replay` and the daemon's reload all use
+`load_ruleset`, so none of them can accept what another would reject.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rulesd.errors import Problem, RuleError, SourceLocation
+from rulesd.rules.compile import compile_rule, fingerprint
+from rulesd.rules.model import Rule, RuleSet
+from rulesd.validation import schema_violations
+from rulesd.yamldoc import Document, InvalidInputError, read_yaml
+
+RULE_SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What loading found: the rule set (None if any error) and all problems."""
+
+    ruleset: RuleSet | None
+    problems: tuple[Problem, ...]
+    files: tuple[str, ...]
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Problems of severity error."""
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Problem]]:
+    """Rule files named by `paths`; directories are searched recursively.
+
+    Hidden entries are skipped so that Kubernetes ConfigMap mounts (`..data`, `..2024_…`)
+    do not load every rule twice; `*.test.yaml` files are rule tests, not rules.
+    """
+    files: list[str] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        path = os.fspath(raw)
+        if os.path.isdir(path):
+            found = sorted(_walk(path))
+            if not found:
+                problems.append(Problem(SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning"))
+            files.extend(found)
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            problems.append(Problem(SourceLocation(path), "no such file or directory"))
+    return list(dict.fromkeys(files)), problems
+
+
+def _walk(top: str) -> Iterator[str]:
+    for root, dirs, names in os.walk(top, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if name.startswith(".") or name.endswith(TEST_SUFFIXES):
+                continue
+            if name.endswith(RULE_SUFFIXES):
+                yield os.path.join(root, name)
+
+
+def _rules_in(doc: Document) -> Iterator[tuple[dict[str, Any], tuple[str | int, ...]]]:
+    value = doc.value
+    if isinstance(value, dict) and isinstance(value.get("rules"), list):
+        for i, item in enumerate(value["rules"]):
+            if isinstance(item, dict):
+                yield item, ("rules", i)
+    elif isinstance(value, dict):
+        yield value, ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    rules: list[Rule]
+    names: list[tuple[str, SourceLocation]]  # every named rule, valid or not
+    problems: list[Problem]
+
+
+def _load_file(path: str) -> _Loaded:
+    try:
+        doc = read_yaml(path)
+    except InvalidInputError as exc:
+        return _Loaded([], [], list(exc.problems))
+    if doc.value is None:
+        empty = Problem(SourceLocation(path, 1, 1), "empty file: expected a rule or a list under 'rules:'")
+        return _Loaded([], [], [empty])
+    violations = schema_violations(doc, "rule")
+    problems = sorted({p for _, p in violations})
+    # Semantic checks need a valid shape: skip rules the schema already faulted.
+    faulted = {vpath[:2] if vpath[:1] == ("rules",) else () for vpath, _ in violations}
+    loaded = _Loaded([], [], problems)
+    for raw, base in _rules_in(doc):
+        if isinstance(raw.get("name"), str):
+            loaded.names.append((raw["name"], doc.locate(base)))
+        if base in faulted or () in faulted:
+            continue
+        rule, found = compile_rule(raw, doc, base)
+        problems.extend(found)
+        if rule is not None:
+            loaded.rules.append(rule)
+    return loaded
+
+
+def check_paths(paths: Iterable[str | os.PathLike[str]]) -> CheckResult:
+    """Load every rule file under `paths`, collecting all problems."""
+    files, problems = discover_files(paths)
+    rules: list[Rule] = []
+    names: list[tuple[str, SourceLocation]] = []
+    for path in files:
+        loaded = _load_file(path)
+        rules.extend(loaded.rules)
+        names.extend(loaded.names)
+        problems.extend(loaded.problems)
+    problems.extend(_duplicate_names(names))
+    ruleset = None
+    if not any(p.severity == "error" for p in problems):
+        digest = fingerprint([[r.name, r.fingerprint] for r in rules])
+        ruleset = RuleSet(tuple(rules), tuple(files), digest)
+    return CheckResult(ruleset, tuple(sorted(problems)), tuple(files))
+
+
+def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
+    first: dict[str, SourceLocation] = {}
+    problems: list[Problem] = []
+    for name, here in names:
+        there = first.setdefault(name, here)
+        if there is here:
+            continue
+        problems.append(Problem(here, f"duplicate rule name '{name}' (also defined at {there})"))
+        problems.append(Problem(there, f"duplicate rule name '{name}' (also defined at {here})"))
+    return sorted(set(problems))
+
+
+def load_ruleset(paths: Iterable[str | os.PathLike[str]]) -> RuleSet:
+    """Load rules or raise RuleError with every problem; warnings do not fail."""
+    result = check_paths(paths)
+    if result.ruleset is None:
+        raise RuleError(result.errors)
+    return result.ruleset
+
+
+def default_rule_paths() -> list[Path]:
+    """`./rules`, the default for commands given no path."""
+    return [Path("rules")]

@@ -1,0 +1,142 @@
+"""JSON Schema validation of YAML documents, with errors placed at `path:line:col`."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from rulesd.errors import Problem
+from rulesd.yamldoc import Document, JsonPath
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The bundled JSON Schema `name` (`rule`, `config`, `test`)."""
+    text = resources.files("rulesd").joinpath(f"schemas/{name}.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name))
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """`('rules', 2, 'match', 'http.status')` -> `rules[2].match["http.status"]`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out or "(top level)"
+
+
+def validate_document(doc: Document, schema: str) -> list[Problem]:
+    """Every schema violation in `doc`, each located at the offending key or value."""
+    return sorted({problem for _, problem in schema_violations(doc, schema)})
+
+
+def schema_violations(doc: Document, schema: str) -> list[tuple[JsonPath, Problem]]:
+    """Like validate_document, with the JSON path of each violation."""
+    found: list[tuple[JsonPath, Problem]] = []
+    for error in _validator(schema).iter_errors(doc.value):
+        best = _most_relevant(error)
+        found.extend((tuple(best.absolute_path), p) for p in _problems(doc, best))
+    return found
+
+
+def _most_relevant(error: ValidationError) -> ValidationError:
+    # Never print "is not valid under any of the given schemas": descend to the best sub-error.
+    while error.context:
+        best = best_match(error.context)
+        if best is None:
+            break
+        error = best
+    return error
+
+
+def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
+    path: JsonPath = tuple(error.absolute_path)
+    where = format_path(path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        yield from _unknown_keys(doc, path, error.instance, schema)
+        return
+    if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+        # jsonschema reports a bad key at its parent mapping; point at the key itself.
+        key_path = (*path, error.instance)
+        message = f"{format_path(key_path)}: invalid key: {schema.get('errorMessage', error.message)}"
+        yield Problem(doc.locate(key_path, key=True), message)
+        return
+    yield Problem(doc.locate(path), f"{where}: {_message(error, schema)}")
+
+
+def _unknown_keys(
+    doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]
+) -> Iterator[Problem]:
+    known = sorted(schema.get("properties", {}))
+    for key in instance:
+        if key in known:
+            continue
+        hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        advice = f"did you mean '{hint[0]}'?" if hint else f"expected one of: {', '.join(known)}"
+        message = f"{format_path((*path, key))}: unknown key '{key}'; {advice}"
+        yield Problem(doc.locate((*path, key), key=True), message)
+
+
+def _message(error: ValidationError, schema: dict[str, Any]) -> str:
+    custom = schema.get("errorMessage")
+    value = _show(error.instance)
+    match error.validator:
+        case "type":
+            wanted = error.validator_value
+            kinds = [wanted] if isinstance(wanted, str) else list(wanted)
+            names = " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+            return f"expected {names}, got {value}"
+        case "required":
+            missing = error.message.split("'")[1] if "'" in error.message else error.message
+            return f"missing required key '{missing}'"
+        case "enum":
+            options = ", ".join(str(o) for o in error.validator_value)
+            return f"{value} is not one of: {options}"
+        case "pattern" | "minProperties" | "maxProperties" if custom:
+            return f"{value}: {custom}" if error.validator == "pattern" else str(custom)
+        case "minimum":
+            return f"{value} is less than the minimum of {error.validator_value}"
+        case "minItems":
+            return "must not be empty"
+        case "minProperties":
+            return "must not be empty"
+        case "uniqueItems":
+            return "has duplicate entries"
+    return error.message
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,157 @@
+"""YAML documents with the line and column of every value and key.
+
+PyYAML's composer keeps marks on nodes; we build plain Python values from
+the nodes ourselves so that each value's place can be looked up afterwards by
+its path, and so that duplicate keys are an error rather than silently lost.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+
+from rulesd.errors import InvalidInputError, Problem, SourceLocation
+
+try:  # the C composer is much faster on large rule sets
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - libyaml missing
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+JsonPath = tuple[str | int, ...]
+MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+
+
+@dataclass(slots=True)
+class Document:
+    """A parsed YAML file: its value and where each part of it was written."""
+
+    path: str
+    value: object
+    value_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+    key_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: Iterable[str | int], *, key: bool = False) -> SourceLocation:
+        """The location of the value (or of its key) at `path`, else of its nearest parent."""
+        parts = tuple(path)
+        if key and parts in self.key_marks:
+            return SourceLocation(self.path, *self.key_marks[parts])
+        while parts:
+            if parts in self.value_marks:
+                return SourceLocation(self.path, *self.value_marks[parts])
+            parts = parts[:-1]
+        line, col = self.value_marks.get((), (1, 1))
+        return SourceLocation(self.path, line, col)
+
+
+class _Builder:
+    """Turns a composed node tree into plain values, recording marks and problems."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.constructor = SafeConstructor()
+        self.problems: list[Problem] = []
+        self.nodes = 0
+
+    def mark(self, node: yaml.Node) -> tuple[int, int]:
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(SourceLocation(self.doc.path, *self.mark(node)), message))
+
+    def build(self, node: yaml.Node, path: JsonPath) -> object:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(node)
+        self.doc.value_marks[path] = self.mark(node)
+        if isinstance(node, yaml.MappingNode):
+            return self.build_mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self.build_scalar(node)
+
+    def build_mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, object]:
+        try:
+            self.constructor.flatten_mapping(node)  # resolves `<<` merge keys
+        except ConstructorError as exc:
+            self.problem(node, _describe(exc))
+            return {}
+        result: dict[str, object] = {}
+        first_seen: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem(key_node, "a mapping key must be a plain scalar")
+                continue
+            key = str(key_node.value)
+            if key in first_seen:
+                line = first_seen[key].start_mark.line + 1
+                self.problem(key_node, f"duplicate key '{key}' (first defined on line {line})")
+                continue
+            first_seen[key] = key_node
+            self.doc.key_marks[(*path, key)] = self.mark(key_node)
+            result[key] = self.build(value_node, (*path, key))
+        return result
+
+    def build_scalar(self, node: yaml.Node) -> object:
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            self.problem(node, _describe(exc))
+            return None
+        if isinstance(value, datetime.date | bytes):
+            return str(node.value)  # dates stay as written: rules compare strings
+        return value
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def _describe(exc: yaml.MarkedYAMLError) -> str:
+    parts = [p for p in (exc.context, exc.problem) if p]
+    return "; ".join(parts) if parts else str(exc)
+
+
+def parse_yaml(text: str, path: str) -> Document:
+    """Parse one YAML document; raise InvalidInputError listing every problem found."""
+    doc = Document(path, None)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = SourceLocation(path, mark.line + 1, mark.column + 1) if mark else SourceLocation(path)
+        raise InvalidInputError([Problem(loc, f"YAML syntax error: {_describe(exc)}")]) from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError([Problem(SourceLocation(path), f"YAML error: {exc}")]) from None
+    if node is None:
+        return doc
+    builder = _Builder(doc)
+    try:
+        doc.value = builder.build(node, ())
+    except _TooLarge as exc:
+        builder.problem(exc.node, f"document too large (more than {MAX_NODES} nodes)")
+    except RecursionError:
+        builder.problem(node, "document nested too deeply")
+    if builder.problems:
+        raise InvalidInputError(builder.problems)
+    return doc
+
+
+def read_yaml(path: str) -> Document:
+    """Read and parse a YAML file; unreadable or undecodable files are problems too."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            [Problem(SourceLocation(path), f"not valid UTF-8 (byte offset {exc.start})")]
+        ) from None
+    except OSError as exc:
+        raise InvalidInputError(
+            [Problem(SourceLocation(path), f"cannot read: {exc.strerror or exc}")]
+        ) from None
+    return parse_yaml(text, path)
