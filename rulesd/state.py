@@ -1,0 +1,205 @@
+"""The durable state: one SQLite database (WAL) with source positions, the outbox
+and the engine's window/throttle state.
+
+`commit` writes a batch's positions, the alerts its events caused and the engine
+state in ONE transaction, so a crash at any moment either keeps all of them or
+none: no alert is lost, and no event whose alert was queued is evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+PENDING, DEAD = "pending", "dead"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (source TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS engine_state (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    response TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAlert:
+    """One queued alert as the sender sees it."""
+
+    id: int
+    created: float
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt: float
+    last_error: str | None
+    response: str | None
+
+
+class StateStore:
+    """SQLite access. One connection per thread; writes serialised by SQLite's lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._memory: sqlite3.Connection | None = None
+        if path == ":memory:":
+            # A shared in-memory database (dry runs): one connection guarded by a lock.
+            self._memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn().executescript(_SCHEMA)
+            self._conn().execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._memory is not None:
+            return self._memory
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a queued page survives power loss too; group commit keeps fsyncs rare.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- source positions and engine state -------------------------------------------------
+
+    def load_positions(self) -> dict[str, dict[str, Any]]:
+        """Saved source positions, keyed by source (e.g. file path)."""
+        with self._lock:
+            rows = self._conn().execute("SELECT source, data FROM positions").fetchall()
+        return {source: json.loads(data) for source, data in rows}
+
+    def load_engine_state(self) -> dict[str, Any] | None:
+        """The saved engine state, if any."""
+        with self._lock:
+            row = self._conn().execute("SELECT data FROM engine_state WHERE id = 1").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def commit(
+        self,
+        *,
+        positions: Mapping[str, Mapping[str, Any]],
+        payloads: Iterable[dict[str, Any]],
+        now: float,
+        engine_state: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Queue `payloads`, save positions and engine state: all in one transaction.
+
+        Returns the number of alerts queued.
+        """
+        rows = [(now, orjson.dumps(p).decode(), now) for p in payloads]
+        with self._lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if rows:
+                    conn.executemany(
+                        "INSERT INTO outbox (created, payload, next_attempt) VALUES (?, ?, ?)", rows
+                    )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO positions (source, data) VALUES (?, ?)",
+                    [(k, json.dumps(dict(v))) for k, v in positions.items()],
+                )
+                if engine_state is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO engine_state (id, data) VALUES (1, ?)",
+                        (orjson.dumps(engine_state).decode(),),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def head(self) -> OutboxAlert | None:
+        """The oldest pending alert: the sender delivers strictly in order."""
+        with self._lock:
+            row = self._conn().execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1"
+            ).fetchone()
+        return None if row is None else _alert(row)
+
+    def mark_sent(self, alert_id: int) -> None:
+        """Delivered: the alert leaves the outbox."""
+        self._write("DELETE FROM outbox WHERE id = ?", (alert_id,))
+
+    def reschedule(self, alert_id: int, next_attempt: float, error: str, *, count: bool = True) -> None:
+        """A failed attempt: try again at `next_attempt`."""
+        self._write(
+            "UPDATE outbox SET attempts = attempts + ?, next_attempt = ?, last_error = ? WHERE id = ?",
+            (1 if count else 0, next_attempt, error, alert_id),
+        )
+
+    def dead_letter(self, alert_id: int, error: str, response: str | None = None) -> None:
+        """Give up on an alert; `rulesd outbox retry-dead` can requeue it."""
+        self._write(
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, response = ? "
+            "WHERE id = ?",
+            (error, response, alert_id),
+        )
+
+    def retry_dead(self, now: float) -> int:
+        """Requeue every dead-lettered alert (as new, so max_age starts again); returns how many."""
+        with self._lock:
+            cur = self._conn().execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt = ?, created = ?, "
+                "last_error = NULL, response = NULL WHERE status = 'dead'",
+                (now, now),
+            )
+        return cur.rowcount
+
+    def alerts(self, status: str | None = None) -> list[OutboxAlert]:
+        """Queued alerts in order, optionally only those with `status`."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        with self._lock:
+            rows = self._conn().execute(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id", args).fetchall()
+        return [_alert(r) for r in rows]
+
+    def depth(self) -> tuple[int, float | None]:
+        """Pending alerts and the creation time of the oldest."""
+        with self._lock:
+            count, oldest = self._conn().execute(
+                "SELECT COUNT(*), MIN(created) FROM outbox WHERE status = 'pending'"
+            ).fetchone()
+        return int(count), oldest
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn().execute(sql, args)
+
+
+_COLUMNS = "id, created, payload, status, attempts, next_attempt, last_error, response"
+
+
+def _alert(row: tuple[Any, ...]) -> OutboxAlert:
+    return OutboxAlert(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7])
