@@ -92,9 +92,7 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
     yield Problem(doc.locate(path), f"{where}: {_message(error, schema)}")
 
 
-def _unknown_keys(
-    doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]
-) -> Iterator[Problem]:
+def _unknown_keys(doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
     known = sorted(schema.get("properties", {}))
     for key in instance:
         if key in known:
@@ -108,9 +106,9 @@ def _unknown_keys(
 def _message(error: ValidationError, schema: dict[str, Any]) -> str:
     custom = schema.get("errorMessage")
     value = _show(error.instance)
+    wanted: Any = error.validator_value
     match error.validator:
         case "type":
-            wanted = error.validator_value
             kinds = [wanted] if isinstance(wanted, str) else list(wanted)
             names = " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
             return f"expected {names}, got {value}"
@@ -118,7 +116,7 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
             missing = error.message.split("'")[1] if "'" in error.message else error.message
             return f"missing required key '{missing}'"
         case "enum":
-            options = ", ".join(str(o) for o in error.validator_value)
+            options = ", ".join(str(o) for o in wanted)
             return f"{value} is not one of: {options}"
         case "pattern" | "minProperties" | "maxProperties" if custom:
             return f"{value}: {custom}" if error.validator == "pattern" else str(custom)
@@ -131,6 +129,19 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
         case "uniqueItems":
             return "has duplicate entries"
     return error.message
+
+
+def _items(value: object) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _type_names(wanted: object) -> str:
+    """`["string", "number", "boolean"]` -> `a string, a number or a boolean`."""
+    kinds = [str(k) for k in _items(wanted)]
+    if len(kinds) == 1:
+        return _TYPE_NAMES.get(kinds[0], kinds[0])
+    names = ["a boolean" if k == "boolean" else _TYPE_NAMES.get(k, k) for k in kinds]
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def _show(value: object) -> str:
