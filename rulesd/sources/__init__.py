@@ -1,0 +1,1 @@
+"""Event sources: a tailed file, standard input, the systemd journal."""
