@@ -1,0 +1,332 @@
+"""Transport to OpsGenie (SPEC 5.1): one POST per alert, every outcome classified.
+
+The exception classes decide what the outbox does with an alert:
+`RetryableAlertError` -> try again later, `PausingAlertError` -> stop and retry
+slowly without giving up on anything, `PermanentAlertError` -> dead-letter it.
+
+`classify` and `validate_alert_url` are pure; `OpsGenieClient` is the thin I/O
+shell around them. The API key is read on every request (a reload may change it)
+and is scrubbed from everything that leaves this module: exception messages,
+response bodies and redirect targets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, TextIO
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+
+from rulesd import __version__
+from rulesd.errors import RulesdError
+
+USER_AGENT = f"rulesd/{__version__}"
+# Enough of an error body to explain a rejection, small enough for a log line and the outbox.
+BODY_MAX = 4096
+# What is read of a response body at most: a misbehaving proxy must not fill memory.
+BODY_READ_LIMIT = 64 * 1024
+REDACTED = "<redacted>"
+# OpsGenie keys are UUIDs; anything printable without whitespace is accepted, but never
+# a character that `requests` would reject with the header value in its error message.
+_KEY_SYNTAX = re.compile(r"[\x21-\x7e]+")
+
+
+class Transport(Protocol):
+    """Something that delivers one alert payload, raising `AlertError` when it cannot."""
+
+    def create_alert(self, payload: dict[str, Any]) -> None:
+        """Deliver `payload`; return only once it has been accepted."""
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class AlertError(RulesdError):
+    """An alert was not delivered. `status` is the HTTP status, if there was a response."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryableAlertError(AlertError):
+    """A transient failure (network, timeout, 408, 429, 5xx): try the same alert again later.
+
+    `retry_after` is the server's requested wait in seconds, if it named one.
+    """
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+class PausingAlertError(AlertError):
+    """Every alert would fail the same way (wrong key, a redirect): pause, dead-letter nothing.
+
+    Only the operator can fix it (the key file, `opsgenie.alert_url`); until then the sender
+    retries slowly so that delivery resumes on its own once they have.
+    """
+
+
+class PermanentAlertError(AlertError):
+    """OpsGenie rejected this alert (400, 404, 413, 422, ...): retrying cannot help.
+
+    `body` is the response body (key scrubbed, at most `BODY_MAX` characters), kept with the
+    dead-lettered alert so the operator can see why.
+    """
+
+    def __init__(self, message: str, status: int, body: str) -> None:
+        super().__init__(message, status)
+        self.body = body
+
+
+# -- pure decisions ----------------------------------------------------------------------------
+
+
+def validate_alert_url(url: str) -> str:
+    """Return `url` if alerts may be sent there: https, or http to a loopback host only.
+
+    The API key travels in a header, so plain http is allowed only where nothing can
+    overhear it (tests, a local relay).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"alert_url {url!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in a URL end up in logs and error messages.
+        raise ValueError("alert_url must not contain credentials (user:password@)")
+    _ = parts.port  # raises ValueError for a malformed port
+    if scheme == "https" or (scheme == "http" and is_loopback(host)):
+        return url
+    if scheme == "http":
+        raise ValueError(f"alert_url {url!r}: http is allowed only for loopback hosts; use https")
+    raise ValueError(f"alert_url {url!r}: the scheme must be https")
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost`, 127.0.0.0/8 and ::1 (a bare host name, brackets removed)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def classify(status: int, headers: Mapping[str, str], body: str, now: float) -> AlertError | None:
+    """The error an HTTP response means, or None when the alert was delivered.
+
+    `body` and `headers` must already be scrubbed of the key; `now` (epoch seconds)
+    turns an HTTP-date `Retry-After` into a delay.
+    """
+    if 200 <= status < 300:
+        return None
+    excerpt = _excerpt(body)
+    if 300 <= status < 400:
+        target = header(headers, "Location") or "(no Location)"
+        return PausingAlertError(
+            f"HTTP {status}: redirect to {target} not followed (the API key must not travel "
+            "to another host); fix opsgenie.alert_url",
+            status,
+        )
+    if status in (401, 403):
+        return PausingAlertError(f"HTTP {status}: OpsGenie rejected the API key{excerpt}", status)
+    if status in (408, 429) or status >= 500:
+        delay = retry_after(headers, now, rate_limited=status == 429)
+        return RetryableAlertError(f"HTTP {status}{excerpt}", status, delay)
+    if 400 <= status < 500:
+        return PermanentAlertError(f"HTTP {status}: alert rejected{excerpt}", status, body)
+    # 1xx or a nonsense status: nothing says the alert arrived, so try again.
+    return RetryableAlertError(f"HTTP {status}: unexpected status{excerpt}", status)
+
+
+def retry_after(headers: Mapping[str, str], now: float, *, rate_limited: bool) -> float | None:
+    """The wait the server asked for, in seconds, or None.
+
+    `Retry-After` (seconds or an HTTP-date) first; on a 429 OpsGenie's own
+    `X-RateLimit-Period-In-Sec` next.
+    """
+    value = header(headers, "Retry-After")
+    if value is not None:
+        delay = _seconds(value)
+        if delay is None:
+            delay = _until_http_date(value, now)
+        if delay is not None:
+            return delay
+    if rate_limited:
+        period = header(headers, "X-RateLimit-Period-In-Sec")
+        if period is not None:
+            return _seconds(period)
+    return None
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value by case-insensitive name (plain dicts in tests, requests' own in use)."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value.strip()
+    return None
+
+
+def redact(text: str, secret: str) -> str:
+    """`text` with every occurrence of `secret` replaced, and a cut-off start of it removed.
+
+    The trailing fragment matters because bodies are read only up to a limit, which
+    can end in the middle of an echoed key.
+    """
+    if not secret:
+        return text
+    text = text.replace(secret, REDACTED)
+    for size in range(min(len(secret) - 1, len(text)), 3, -1):
+        if text.endswith(secret[:size]):
+            return text[:-size] + REDACTED
+    return text
+
+
+def truncate(text: str, limit: int = BODY_MAX) -> str:
+    """At most `limit` characters, ending in `…` when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _excerpt(body: str) -> str:
+    flat = " ".join(body.split())
+    return f": {truncate(flat, 300)}" if flat else ""
+
+
+def _seconds(value: str) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    # float() accepts "nan" and "inf"; neither is a wait.
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def _until_http_date(value: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT, even when it forgets to say so
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+# -- I/O ---------------------------------------------------------------------------------------
+
+
+class OpsGenieClient:
+    """Creates alerts through the OpsGenie Alert API v2 over one injected `requests.Session`.
+
+    `api_key` is called for every request so that a reload can change the key. `timeout`
+    applies to connecting and to each read; `connect_timeout` overrides the first.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        alert_url: str,
+        api_key: Callable[[], str],
+        timeout: float,
+        *,
+        connect_timeout: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self.alert_url = validate_alert_url(alert_url)
+        self._api_key = api_key
+        self._timeout = (connect_timeout if connect_timeout is not None else timeout, timeout)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"OpsGenieClient(alert_url={self.alert_url!r})"
+
+    def create_alert(self, payload: dict[str, Any]) -> None:
+        """POST `payload`; return on 2xx, else raise the `AlertError` subclass that fits."""
+        key = self._read_key()
+        try:
+            response = self._post(payload, key)
+        except requests.RequestException as exc:
+            raise RetryableAlertError(_describe(exc, key)) from None
+        with response:
+            try:
+                # Read even a 2xx body: a fully read response lets the connection be reused.
+                body = redact(_read_body(response), key)
+            except requests.RequestException:
+                body = "(the response body could not be read)"
+        headers = {name: redact(value, key) for name, value in response.headers.items()}
+        error = classify(response.status_code, headers, truncate(body), self._clock())
+        if error is not None:
+            raise error
+
+    def _read_key(self) -> str:
+        try:
+            key = self._api_key().strip()
+        except OSError as exc:
+            # The message names the key file, never its contents.
+            raise PausingAlertError(f"cannot read the OpsGenie API key: {exc}") from None
+        if not key:
+            raise PausingAlertError("the OpsGenie API key is empty")
+        if not _KEY_SYNTAX.fullmatch(key):
+            raise PausingAlertError("the OpsGenie API key contains spaces or control characters")
+        return key
+
+    def _post(self, payload: dict[str, Any], key: str) -> requests.Response:
+        return self._session.post(
+            self.alert_url,
+            data=orjson.dumps(payload),
+            headers={
+                "Authorization": f"GenieKey {key}",
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+            timeout=self._timeout,
+            # Never follow: the Authorization header would go wherever Location points.
+            allow_redirects=False,
+            stream=True,
+        )
+
+
+def _read_body(response: requests.Response) -> str:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=8192):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= BODY_READ_LIMIT:
+            break
+    return b"".join(chunks)[:BODY_READ_LIMIT].decode("utf-8", "replace")
+
+
+def _describe(exc: requests.RequestException, key: str) -> str:
+    if isinstance(exc, requests.Timeout):
+        kind = "timeout"
+    elif isinstance(exc, requests.ConnectionError):
+        kind = "connection error"
+    else:
+        kind = "request failed"
+    return redact(f"{kind}: {type(exc).__name__}: {exc}", key)
+
+
+class PrintTransport:
+    """`--dry-run`: writes each payload as one compact JSON line instead of sending it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __repr__(self) -> str:
+        return "PrintTransport()"
+
+    def create_alert(self, payload: dict[str, Any]) -> None:
+        """Write `payload` as one JSON line and flush, so a pipe reader sees it at once."""
+        self._stream.write(orjson.dumps(payload).decode() + "\n")
+        self._stream.flush()
