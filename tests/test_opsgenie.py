@@ -1,5 +1,8 @@
 """The OpsGenie transport: the exact request, every status class, URL rules, no key leaks."""
 
+# Tests read `assert expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
+# ruff: noqa: SIM300
+
 from __future__ import annotations
 
 import io
@@ -416,7 +419,7 @@ def test_unreadable_key_file_pauses(mock: Any) -> None:
     def key() -> str:
         raise FileNotFoundError(2, "No such file or directory", "/etc/rulesd/opsgenie.key")
 
-    with pytest.raises(PausingAlertError, match="opsgenie.key"):
+    with pytest.raises(PausingAlertError, match=r"opsgenie\.key"):
         OpsGenieClient(requests.Session(), URL, key, 10.0).create_alert(PAYLOAD)
     assert 0 == len(mock.calls)
 
