@@ -1,0 +1,137 @@
+"""Measure replay throughput against the floor of reading and parsing the events.
+
+    python benchmarks/run.py [--repeat N] [--events N] [--rules 10,100,1000] [--cli] [--quick]
+
+The floor is the least any replay has to do: read the events file in binary and
+`orjson.loads` each line. `replay` runs `rulesd.replay.replay` (the code path of
+`rulesd replay`) over the same file with the alerts discarded. Each figure is
+the best of N repetitions, because other work on the machine only ever slows a
+run down. `--cli` also times the real `rulesd replay` command once per rule set
+as a sanity check (it includes interpreter start-up and rule loading).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import generate
+
+from rulesd.alerting.payload import AlertSettings
+from rulesd.replay import ReplaySummary, replay
+from rulesd.rules.loader import load_ruleset
+
+TIME_FIELD = "ts"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One measured configuration: its best time and what the replay saw."""
+
+    label: str
+    seconds: float
+    events: int
+    alerts: int | None = None
+
+    @property
+    def rate(self) -> float:
+        """Events per second."""
+        return self.events / self.seconds
+
+
+def best_of(repeat: int, run: Callable[[], int | None]) -> tuple[float, int | None]:
+    """The shortest wall time of `repeat` runs, and what the last run returned."""
+    best, value = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        started = time.perf_counter()
+        value = run()
+        best = min(best, time.perf_counter() - started)
+    return best, value
+
+
+def floor(path: Path) -> int:
+    """Read and parse every line, nothing else; returns the number of lines."""
+    loads = orjson.loads
+    n = 0
+    with path.open("rb") as f:
+        for line in f:
+            loads(line)
+            n += 1
+    return n
+
+
+def replay_file(path: Path, ruleset: object) -> int:
+    """Replay the file as `rulesd replay --time-field ts` does; returns the alert count."""
+    with path.open("rb") as f:
+        for item in replay(ruleset, f, name=str(path), settings=AlertSettings(),  # type: ignore[arg-type]
+                           time_field=TIME_FIELD, start=0.0):
+            if isinstance(item, ReplaySummary):
+                return item.alerts
+    raise AssertionError("replay yielded no summary")
+
+
+def cli_seconds(events: Path, rules: Path) -> float:
+    """Wall time of the real command, output discarded."""
+    exe = Path(sys.executable).with_name("rulesd")
+    command = [str(exe), "replay", "--rules", str(rules), "--time-field", TIME_FIELD, str(events)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="best of N (default 5)")
+    parser.add_argument("--events", type=int, default=generate.DEFAULT_EVENTS)
+    parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
+    parser.add_argument("--rules", default=",".join(map(str, generate.RULE_COUNTS)))
+    parser.add_argument("--cli", action="store_true", help="also time the real command once")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20,000 events, best of 1")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.repeat = 20_000, 1
+    counts = [int(c) for c in args.rules.split(",")]
+    out = generate.DATA_DIR
+    generate.write_all(out, args.events, args.seed)
+    events = generate.events_path(out, args.events, args.seed)
+
+    seconds, n = best_of(args.repeat, lambda: floor(events))
+    assert n is not None
+    results = [Result("floor (read + orjson.loads)", seconds, n)]
+    for count in counts:
+        ruleset = load_ruleset([generate.rules_path(out, count, args.seed)])
+        seconds, alerts = best_of(args.repeat, lambda rs=ruleset: replay_file(events, rs))
+        results.append(Result(f"replay, {count} rules", seconds, n, alerts))
+    print_table(results, args)
+    if args.cli:
+        for count in counts:
+            took = cli_seconds(events, generate.rules_path(out, count, args.seed))
+            print(f"rulesd replay CLI, {count} rules: {took:.2f} s wall "
+                  f"({n / took:,.0f} events/s including start-up and rule loading)")
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    """A small fixed-width table: rate and ratio to the floor."""
+    base = results[0].rate
+    print(f"{results[0].events:,} events, best of {args.repeat}, Python "
+          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{'measurement':<30} {'events/s':>12} {'x floor':>8} {'best s':>8} {'alerts':>7}")
+    for r in results:
+        alerts = "" if r.alerts is None else str(r.alerts)
+        print(f"{r.label:<30} {r.rate:>12,.0f} {r.rate / base:>8.3f} {r.seconds:>8.3f} {alerts:>7}")
+
+
+if __name__ == "__main__":
+    main()
