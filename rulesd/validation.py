@@ -92,7 +92,9 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
     yield Problem(doc.locate(path), f"{where}: {_message(error, schema)}")
 
 
-def _unknown_keys(doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
+def _unknown_keys(
+    doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]
+) -> Iterator[Problem]:
     known = sorted(schema.get("properties", {}))
     for key in instance:
         if key in known:
@@ -109,9 +111,7 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
     wanted: Any = error.validator_value
     match error.validator:
         case "type":
-            kinds = [wanted] if isinstance(wanted, str) else list(wanted)
-            names = " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
-            return f"expected {names}, got {value}"
+            return f"expected {_type_names(wanted)}, got {value}"
         case "required":
             missing = error.message.split("'")[1] if "'" in error.message else error.message
             return f"missing required key '{missing}'"

@@ -14,15 +14,24 @@ from dataclasses import dataclass, field
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from rulesd.errors import InvalidInputError, Problem, SourceLocation
+from rulesd.errors import InvalidInputError as InvalidInputError  # re-exported
+from rulesd.errors import Problem, SourceLocation
 
 try:  # the C composer is much faster on large rule sets
     from yaml import CSafeLoader as _Loader
+
+    _LIBYAML = True
 except ImportError:  # pragma: no cover - libyaml missing
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
+    _LIBYAML = False
+
 JsonPath = tuple[str | int, ...]
 MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+_YAML_TAG = "tag:yaml.org,2002:"
+# Plain data only: a tag naming anything else (`!!python/object`, `!custom`) is refused
+# outright instead of being dropped silently, so nobody believes it does something.
+_SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))
 
 
 @dataclass(slots=True)
@@ -67,6 +76,12 @@ class _Builder:
         if self.nodes > MAX_NODES:
             raise _TooLarge(node)
         self.doc.value_marks[path] = self.mark(node)
+        if not _allowed_tag(node):
+            self.problem(
+                node,
+                f"the tag '{_show_tag(node.tag)}' is not allowed: only plain YAML data is accepted",
+            )
+            return None
         if isinstance(node, yaml.MappingNode):
             return self.build_mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -106,14 +121,36 @@ class _Builder:
         return value
 
 
+def _allowed_tag(node: yaml.Node) -> bool:
+    if isinstance(node, yaml.MappingNode):
+        return bool(node.tag == _YAML_TAG + "map")
+    if isinstance(node, yaml.SequenceNode):
+        return bool(node.tag == _YAML_TAG + "seq")
+    return node.tag in _SCALAR_TAGS
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+
+
 class _TooLarge(Exception):
     def __init__(self, node: yaml.Node) -> None:
         self.node = node
 
 
 def _describe(exc: yaml.MarkedYAMLError) -> str:
-    parts = [p for p in (exc.context, exc.problem) if p]
-    return "; ".join(parts) if parts else str(exc)
+    problem, context, where = exc.problem, exc.context, exc.context_mark
+    if problem and context:
+        # "did not find expected ',' or '}' (while parsing a flow mapping started at 3:12)"
+        start = f" started at {where.line + 1}:{where.column + 1}" if where else ""
+        return f"{problem} ({context}{start})"
+    return problem or context or str(exc)
+
+
+def _offset_location(path: str, text: str, offset: int) -> SourceLocation:
+    """The line and column of character `offset` in `text`."""
+    line = text.count("\n", 0, offset) + 1
+    return SourceLocation(path, line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
 
 
 def parse_yaml(text: str, path: str) -> Document:
@@ -125,6 +162,14 @@ def parse_yaml(text: str, path: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         loc = SourceLocation(path, mark.line + 1, mark.column + 1) if mark else SourceLocation(path)
         raise InvalidInputError([Problem(loc, f"YAML syntax error: {_describe(exc)}")]) from None
+    except yaml.reader.ReaderError as exc:
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = f"YAML syntax error: the character U+{code:04X} is not allowed"
+        offset = exc.position
+        if _LIBYAML:  # libyaml counts UTF-8 bytes, not characters
+            offset = len(text.encode("utf-8")[:offset].decode("utf-8", "ignore"))
+        where = _offset_location(path, text, offset)
+        raise InvalidInputError([Problem(where, message)]) from None
     except yaml.YAMLError as exc:
         raise InvalidInputError([Problem(SourceLocation(path), f"YAML error: {exc}")]) from None
     if node is None:
@@ -144,14 +189,15 @@ def parse_yaml(text: str, path: str) -> Document:
 def read_yaml(path: str) -> Document:
     """Read and parse a YAML file; unreadable or undecodable files are problems too."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(
-            [Problem(SourceLocation(path), f"not valid UTF-8 (byte offset {exc.start})")]
-        ) from None
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
-        raise InvalidInputError(
-            [Problem(SourceLocation(path), f"cannot read: {exc.strerror or exc}")]
-        ) from None
+        raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8-sig")  # valid up to the bad byte
+        where = _offset_location(path, before, len(before))
+        bad = data[exc.start]
+        raise InvalidInputError([Problem(where, f"not valid UTF-8 (byte {bad:#04x})")]) from None
     return parse_yaml(text, path)

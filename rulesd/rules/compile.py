@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Collection
 from typing import Any
 
 from rulesd.durations import parse_duration
 from rulesd.errors import Problem
-from rulesd.rules.conditions import ConditionError, compile_condition, necessary_hints
+from rulesd.rules.conditions import (
+    Compiled,
+    ConditionError,
+    compile_condition,
+    necessary_hints,
+)
 from rulesd.rules.fields import make_getter
 from rulesd.rules.model import DEFAULT_PRIORITY, AlertSpec, Responder, Rule, Threshold
 from rulesd.rules.templates import Template, TemplateError, parse_template
@@ -26,12 +31,23 @@ def fingerprint(data: Any) -> str:
 
 
 class _Context:
-    """Collects problems while compiling one rule, locating each in its document."""
+    """Collects problems while compiling one rule, locating each in its document.
 
-    def __init__(self, doc: Document, base: JsonPath) -> None:
+    `faulted` holds the paths of schema violations: a part of the rule at or above one
+    of them is skipped (its shape is wrong), while the rest is still checked so that
+    one run of `rulesd check` reports every problem.
+    """
+
+    def __init__(self, doc: Document, base: JsonPath, faulted: Collection[JsonPath]) -> None:
         self.doc = doc
         self.base = base
+        self.faulted = [v for v in faulted if v[: len(base)] == base]
         self.problems: list[Problem] = []
+
+    def ok(self, path: JsonPath) -> bool:
+        """True when the schema found nothing wrong at or below `path`."""
+        full = (*self.base, *path)
+        return not any(v[: len(full)] == full for v in self.faulted)
 
     def report(self, path: JsonPath, message: str) -> None:
         full = (*self.base, *path)
@@ -52,18 +68,22 @@ class _Context:
             return parse_template("")
 
 
-def compile_rule(raw: dict[str, Any], doc: Document, base: JsonPath) -> tuple[Rule | None, list[Problem]]:
-    """Compile one schema-valid rule mapping; the problems say why it could not be."""
-    ctx = _Context(doc, base)
-    try:
-        compiled = compile_condition(raw["match"])
-    except ConditionError as exc:
-        ctx.report(("match", *exc.path), str(exc))
-        compiled = None
-    threshold = _threshold(raw.get("threshold"), ctx)
-    throttle = ctx.duration(raw["throttle"], ("throttle",)) if "throttle" in raw else None
+def compile_rule(
+    raw: dict[str, Any], doc: Document, base: JsonPath, faulted: Collection[JsonPath] = ()
+) -> tuple[Rule | None, list[Problem]]:
+    """Compile one rule mapping; the problems say why it could not be.
+
+    `faulted` are the paths of the document's schema violations: the rule is not
+    compiled if one lies within it, but its other parts are still checked.
+    """
+    ctx = _Context(doc, base, faulted)
+    compiled = _condition(raw.get("match"), ctx)
+    threshold = _threshold(raw.get("threshold"), ctx) if ctx.ok(("threshold",)) else None
+    throttle = None
+    if "throttle" in raw and ctx.ok(("throttle",)):
+        throttle = ctx.duration(raw["throttle"], ("throttle",))
     alert = _alert(raw.get("alert", {}), ctx)
-    if ctx.problems or compiled is None:
+    if ctx.problems or ctx.faulted or compiled is None:
         return None, ctx.problems
     rule = Rule(
         name=raw["name"],
@@ -81,8 +101,29 @@ def compile_rule(raw: dict[str, Any], doc: Document, base: JsonPath) -> tuple[Ru
     return rule, []
 
 
-def _threshold(raw: dict[str, Any] | None, ctx: _Context) -> Threshold | None:
-    if raw is None:
+def _condition(match: Any, ctx: _Context) -> Compiled | None:
+    if not isinstance(match, dict):
+        return None
+    if ctx.ok(("match",)):
+        return _compile_match(match, ctx)
+    for key, value in match.items():  # still find the bad regexes of the sound entries
+        if ctx.ok(("match", key)):
+            _compile_match({key: value}, ctx)
+    return None
+
+
+def _compile_match(match: dict[str, Any], ctx: _Context) -> Compiled | None:
+    try:
+        return compile_condition(match)
+    except ConditionError as exc:
+        ctx.report(("match", *exc.path), str(exc))
+    except (RecursionError, OverflowError) as exc:  # from re.compile on extreme patterns
+        ctx.report(("match",), f"cannot compile: {exc}")
+    return None
+
+
+def _threshold(raw: Any, ctx: _Context) -> Threshold | None:
+    if not isinstance(raw, dict):
         return None
     window = ctx.duration(raw["window"], ("threshold", "window"))
     if window <= 0:
@@ -90,17 +131,35 @@ def _threshold(raw: dict[str, Any] | None, ctx: _Context) -> Threshold | None:
     return Threshold(raw["count"], window, tuple(raw.get("group_by", ())))
 
 
-def _alert(raw: dict[str, Any], ctx: _Context) -> AlertSpec:
-    def tmpl(key: str) -> Template | None:
-        return ctx.template(raw[key], ("alert", key)) if key in raw else None
+def _alert(raw: Any, ctx: _Context) -> AlertSpec:
+    if not isinstance(raw, dict):
+        return AlertSpec()
 
-    each: Callable[[str], tuple[Template, ...]] = lambda key: tuple(  # noqa: E731
-        ctx.template(s, ("alert", key, i)) for i, s in enumerate(raw.get(key, ()))
-    )
-    responders = tuple(_responder(r) for r in raw.get("responders", ()))
+    def tmpl(key: str) -> Template | None:
+        value = raw.get(key)
+        if isinstance(value, str) and ctx.ok(("alert", key)):
+            return ctx.template(value, ("alert", key))
+        return None
+
+    def each(key: str) -> tuple[Template, ...]:
+        items = raw.get(key)
+        if not isinstance(items, list):
+            return ()
+        return tuple(
+            ctx.template(s, ("alert", key, i))
+            for i, s in enumerate(items)
+            if isinstance(s, str) and ctx.ok(("alert", key, i))
+        )
+
+    details_raw = raw.get("details")
     details = tuple(
-        (k, ctx.template(v, ("alert", "details", k))) for k, v in raw.get("details", {}).items()
+        (k, ctx.template(v, ("alert", "details", k)))
+        for k, v in (details_raw.items() if isinstance(details_raw, dict) else ())
+        if isinstance(v, str) and ctx.ok(("alert", "details", k))
     )
+    responders: tuple[Responder, ...] = ()
+    if ctx.ok(("alert", "responders")):
+        responders = tuple(_responder(r) for r in raw.get("responders", ()))
     templates = {key: tmpl(key) for key in _TEMPLATE_KEYS}
     return AlertSpec(
         priority=raw.get("priority", DEFAULT_PRIORITY),

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rulesd.errors import Problem, RuleError, SourceLocation
+from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.compile import compile_rule, fingerprint
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.validation import schema_violations
-from rulesd.yamldoc import Document, InvalidInputError, read_yaml
+from rulesd.yamldoc import Document, read_yaml
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
@@ -49,7 +49,10 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
         if os.path.isdir(path):
             found = sorted(_walk(path))
             if not found:
-                problems.append(Problem(SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning"))
+                warning = Problem(
+                    SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning"
+                )
+                problems.append(warning)
             files.extend(found)
         elif os.path.exists(path):
             files.append(path)
@@ -70,8 +73,9 @@ def _walk(top: str) -> Iterator[str]:
 
 def _rules_in(doc: Document) -> Iterator[tuple[dict[str, Any], tuple[str | int, ...]]]:
     value = doc.value
-    if isinstance(value, dict) and isinstance(value.get("rules"), list):
-        for i, item in enumerate(value["rules"]):
+    if isinstance(value, dict) and "rules" in value:
+        items = value["rules"]
+        for i, item in enumerate(items if isinstance(items, list) else ()):
             if isinstance(item, dict):
                 yield item, ("rules", i)
     elif isinstance(value, dict):
@@ -91,19 +95,18 @@ def _load_file(path: str) -> _Loaded:
     except InvalidInputError as exc:
         return _Loaded([], [], list(exc.problems))
     if doc.value is None:
-        empty = Problem(SourceLocation(path, 1, 1), "empty file: expected a rule or a list under 'rules:'")
+        message = "empty file: expected a rule or a list under 'rules:'"
+        empty = Problem(SourceLocation(path, 1, 1), message)
         return _Loaded([], [], [empty])
     violations = schema_violations(doc, "rule")
     problems = sorted({p for _, p in violations})
-    # Semantic checks need a valid shape: skip rules the schema already faulted.
-    faulted = {vpath[:2] if vpath[:1] == ("rules",) else () for vpath, _ in violations}
+    # Semantic checks skip the parts the schema already faulted (see compile_rule).
+    faulted = {vpath for vpath, _ in violations}
     loaded = _Loaded([], [], problems)
     for raw, base in _rules_in(doc):
         if isinstance(raw.get("name"), str):
-            loaded.names.append((raw["name"], doc.locate(base)))
-        if base in faulted or () in faulted:
-            continue
-        rule, found = compile_rule(raw, doc, base)
+            loaded.names.append((raw["name"], doc.locate((*base, "name"))))
+        rule, found = compile_rule(raw, doc, base, faulted)
         problems.extend(found)
         if rule is not None:
             loaded.rules.append(rule)

@@ -1,0 +1,309 @@
+"""The condition language (SPEC 4.2): operators, matchers, missing fields, no coercion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from rulesd.rules.conditions import compile_condition
+from rulesd.validation import load_schema
+
+EVENT: dict[str, Any] = {
+    "service": "payments",
+    "level": "error",
+    "message": "upstream Timeout after 30s",
+    "count": 3,
+    "ratio": 0.5,
+    "flag": True,
+    "off": False,
+    "nothing": None,
+    "status_text": "500",
+    "tags": ["red", "blue", 7],
+    "http": {"status": 502, "method": "POST", "headers": {"host": "api.example.com"}},
+    "items": [{"name": "first", "qty": 1}, {"name": "second", "qty": 2}],
+    "numbered": {"0": "zero-key"},
+}
+
+
+def matches(condition: dict[str, Any], event: dict[str, Any] = EVENT) -> bool:
+    """Compile `condition` as the loader does and evaluate it on `event`."""
+    return compile_condition(condition).test(event)
+
+
+OPERATOR_CASES = [
+    # equals / not_equals
+    ({"service": {"equals": "payments"}}, True),
+    ({"service": {"equals": "billing"}}, False),
+    ({"count": {"equals": 3}}, True),
+    ({"count": {"equals": 3.0}}, True),
+    ({"ratio": {"equals": 0.5}}, True),
+    ({"flag": {"equals": True}}, True),
+    ({"off": {"equals": False}}, True),
+    ({"nothing": {"equals": None}}, True),
+    ({"service": {"not_equals": "billing"}}, True),
+    ({"service": {"not_equals": "payments"}}, False),
+    ({"count": {"not_equals": "3"}}, True),
+    # in / not_in
+    ({"level": {"in": ["error", "critical"]}}, True),
+    ({"level": {"in": ["warning", "info"]}}, False),
+    ({"count": {"in": [1, 2, 3]}}, True),
+    ({"count": {"in": ["3", True]}}, False),
+    ({"nothing": {"in": [None, "x"]}}, True),
+    ({"level": {"not_in": ["warning", "info"]}}, True),
+    ({"level": {"not_in": ["error"]}}, False),
+    ({"count": {"not_in": ["3"]}}, True),
+    # contains: substring of a string, element of a list
+    ({"message": {"contains": "Timeout"}}, True),
+    ({"message": {"contains": "timeout"}}, False),
+    ({"tags": {"contains": "blue"}}, True),
+    ({"tags": {"contains": 7}}, True),
+    ({"tags": {"contains": "7"}}, False),
+    ({"tags": {"contains": "green"}}, False),
+    ({"count": {"contains": 3}}, False),
+    ({"http": {"contains": "status"}}, False),
+    # startswith / endswith
+    ({"message": {"startswith": "upstream"}}, True),
+    ({"message": {"startswith": "Timeout"}}, False),
+    ({"message": {"endswith": "30s"}}, True),
+    ({"message": {"endswith": "upstream"}}, False),
+    ({"count": {"startswith": "3"}}, False),
+    ({"tags": {"startswith": "red"}}, False),
+    # regex: re.search, case-sensitive unless the pattern says otherwise
+    ({"message": {"regex": "timeout|refused"}}, False),
+    ({"message": {"regex": "(?i)timeout|refused"}}, True),
+    ({"message": {"regex": "Time.*\\d+s$"}}, True),
+    ({"message": {"regex": "^Timeout"}}, False),
+    ({"count": {"regex": "3"}}, False),
+    ({"tags": {"regex": "red"}}, False),
+    # ordering
+    ({"count": {"gt": 2}}, True),
+    ({"count": {"gt": 3}}, False),
+    ({"count": {"gte": 3}}, True),
+    ({"count": {"gte": 3.5}}, False),
+    ({"count": {"lt": 4}}, True),
+    ({"count": {"lt": 3}}, False),
+    ({"count": {"lte": 3}}, True),
+    ({"count": {"lte": 2.99}}, False),
+    ({"ratio": {"gt": 0.25, "lt": 0.75}}, True),
+    ({"http.status": {"gte": 500, "lt": 600}}, True),
+    ({"http.status": {"gte": 500, "lt": 502}}, False),
+    # exists
+    ({"service": {"exists": True}}, True),
+    ({"service": {"exists": False}}, False),
+    ({"nothing": {"exists": True}}, True),
+    ({"absent": {"exists": True}}, False),
+    ({"absent": {"exists": False}}, True),
+    # several operators in one mapping: all must hold
+    ({"message": {"startswith": "upstream", "contains": "Timeout"}}, True),
+    ({"message": {"startswith": "upstream", "contains": "refused"}}, False),
+    ({"count": {"exists": True, "gte": 3}}, True),
+    ({"count": {"exists": True, "gte": 4}}, False),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), OPERATOR_CASES)
+def test_operator(condition: dict[str, Any], expected: bool) -> None:
+    """Each operator decides as SPEC 4.2 says."""
+    assert expected == matches(condition)
+
+
+MATCHER_CASES = [
+    ({"service": "payments"}, True),
+    ({"service": "billing"}, False),
+    ({"count": 3}, True),
+    ({"count": 3.0}, True),
+    ({"ratio": 0.5}, True),
+    ({"flag": True}, True),
+    ({"off": False}, True),
+    ({"nothing": None}, True),
+    ({"absent": None}, False),
+    ({"level": ["error", "critical"]}, True),
+    ({"level": ["warning", "info"]}, False),
+    ({"count": [1, 3]}, True),
+    ({"count": ["3", True]}, False),
+    ({"nothing": [None]}, True),
+    ({"absent": [None, "x"]}, False),
+    ({"tags": ["red", "blue", 7]}, False),  # a list matcher compares to a scalar, never to a list
+    ({"service": "payments", "level": "error"}, True),
+    ({"service": "payments", "level": "warning"}, False),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), MATCHER_CASES)
+def test_scalar_and_list_matchers(condition: dict[str, Any], expected: bool) -> None:
+    """A scalar matcher means equals; a list means equals any of."""
+    assert expected == matches(condition)
+
+
+MISSING_CASES = [
+    {"absent": "x"},
+    {"absent": ["x", "y"]},
+    {"absent": {"equals": "x"}},
+    {"absent": {"not_equals": "x"}},
+    {"absent": {"in": ["x"]}},
+    {"absent": {"not_in": ["x"]}},
+    {"absent": {"contains": "x"}},
+    {"absent": {"startswith": "x"}},
+    {"absent": {"endswith": "x"}},
+    {"absent": {"regex": ".*"}},
+    {"absent": {"gt": 0}},
+    {"absent": {"gte": 0}},
+    {"absent": {"lt": 0}},
+    {"absent": {"lte": 0}},
+    {"absent": {"exists": True}},
+    {"absent": {"exists": False, "not_equals": "x"}},
+    {"http.missing": {"not_equals": 1}},
+    {"items.5.name": {"not_in": ["first"]}},
+]
+
+
+@pytest.mark.parametrize("condition", MISSING_CASES)
+def test_missing_field_satisfies_nothing_but_exists_false(condition: dict[str, Any]) -> None:
+    """A missing field fails every matcher, negative ones included."""
+    assert matches(condition) is False
+
+
+@pytest.mark.parametrize("path", ["absent", "http.missing", "items.9.name", "service.deeper"])
+def test_missing_field_satisfies_exists_false(path: str) -> None:
+    """`exists: false` holds exactly when the path leads nowhere."""
+    assert matches({path: {"exists": False}}) is True
+
+
+COERCION_CASES = [
+    ({"status_text": 500}, False),
+    ({"status_text": {"equals": 500}}, False),
+    ({"status_text": {"in": [500]}}, False),
+    ({"status_text": "500"}, True),
+    ({"http.status": "502"}, False),
+    ({"http.status": {"in": ["502"]}}, False),
+    ({"flag": 1}, False),
+    ({"flag": {"equals": 1}}, False),
+    ({"flag": {"in": [1]}}, False),
+    ({"count": True}, False),
+    ({"off": 0}, False),
+    ({"nothing": False}, False),
+    ({"nothing": ""}, False),
+    ({"nothing": 0}, False),
+    ({"count": 3.0}, True),
+    ({"ratio": {"in": [0.5, "x"]}}, True),
+    ({"status_text": {"gt": 100}}, False),
+    ({"status_text": {"lte": 1000}}, False),
+    ({"flag": {"gte": 0}}, False),
+    ({"flag": {"lt": 2}}, False),
+    ({"nothing": {"lt": 1}}, False),
+    ({"tags": {"gt": 0}}, False),
+    ({"http": {"gt": 0}}, False),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), COERCION_CASES)
+def test_no_coercion(condition: dict[str, Any], expected: bool) -> None:
+    """`"500"` is not 500, true is not 1, 1 equals 1.0, ordering needs numbers."""
+    assert expected == matches(condition)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [({"n": 1}, True), ({"n": 1.0}, True), ({"n": True}, False), ({"n": "1"}, False)],
+)
+def test_integer_operand_equals_only_numbers(event: dict[str, Any], expected: bool) -> None:
+    """`n: 1` matches the numbers 1 and 1.0 only."""
+    assert expected == matches({"n": 1}, event)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [({"n": True}, True), ({"n": 1}, False), ({"n": 1.0}, False), ({"n": "true"}, False)],
+)
+def test_boolean_operand_equals_only_booleans(event: dict[str, Any], expected: bool) -> None:
+    """`n: true` matches the boolean true only."""
+    assert expected == matches({"n": True}, event)
+
+
+COMBINATOR_CASES = [
+    ({"all": [{"service": "payments"}, {"level": "error"}]}, True),
+    ({"all": [{"service": "payments"}, {"level": "warning"}]}, False),
+    ({"any": [{"service": "billing"}, {"level": "error"}]}, True),
+    ({"any": [{"service": "billing"}, {"level": "warning"}]}, False),
+    ({"not": {"service": "billing"}}, True),
+    ({"not": {"service": "payments"}}, False),
+    ({"not": {"absent": "x"}}, True),  # the inner condition fails, so `not` holds
+    ({"not": {"absent": {"exists": False}}}, False),
+    ({"any": [{"all": [{"service": "payments"}, {"not": {"level": "error"}}]}, {"count": 3}]}, True),
+    ({"any": [{"all": [{"service": "payments"}, {"not": {"level": "error"}}]}, {"count": 4}]}, False),
+    (
+        {
+            "all": [
+                {"any": [{"level": "warning"}, {"http.status": {"gte": 500}}]},
+                {"not": {"not": {"flag": True}}},
+            ]
+        },
+        True,
+    ),
+    ({"service": "payments", "any": [{"level": "info"}, {"level": "debug"}]}, False),
+    ({"service": "payments", "not": {"any": [{"level": "info"}, {"level": "debug"}]}}, True),
+    ({"all": [{"all": [{"all": [{"service": "payments"}]}]}]}, True),
+    ({"any": [{"any": [{"any": [{"service": "billing"}]}]}]}, False),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), COMBINATOR_CASES)
+def test_all_any_not_nest(condition: dict[str, Any], expected: bool) -> None:
+    """`all`, `any` and `not` combine conditions to any depth."""
+    assert expected == matches(condition)
+
+
+PATH_CASES = [
+    ({"http.status": 502}, True),
+    ({"http.method": "POST"}, True),
+    ({"http.headers.host": "api.example.com"}, True),
+    ({"http.headers.host.more": {"exists": False}}, True),
+    ({"items.0.name": "first"}, True),
+    ({"items.1.name": "second"}, True),
+    ({"items.1.qty": {"gt": 1}}, True),
+    ({"items.2.name": {"exists": False}}, True),
+    ({"items.0": {"exists": True}}, True),
+    ({"items.-1.name": {"exists": False}}, True),
+    ({"items.first.name": {"exists": False}}, True),
+    ({"tags.0": "red"}, True),
+    ({"tags.2": 7}, True),
+    ({"numbered.0": "zero-key"}, True),
+    ({"message.0": {"exists": False}}, True),  # strings are not indexed
+    ({"service.name": {"exists": False}}, True),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), PATH_CASES)
+def test_dotted_paths(condition: dict[str, Any], expected: bool) -> None:
+    """Dotted paths walk mappings; numeric segments also index lists."""
+    assert expected == matches(condition)
+
+
+def test_dotted_path_is_not_a_literal_key() -> None:
+    """`http.status` walks into `http`; it does not read a key containing a dot."""
+    assert matches({"http.status": 1}, {"http.status": 1}) is False
+
+
+@pytest.mark.parametrize(
+    ("regex", "text", "expected"),
+    [
+        ("^a(b)\\1$", "abb", True),
+        ("^a(b)\\1$", "abc", False),
+        ("^(?P<x>a)(?P=x)$", "aa", True),
+        ("^(?P<x>a)(?P=x)$", "ab", False),
+    ],
+)
+def test_regex_backreferences(regex: str, text: str, expected: bool) -> None:
+    """Back-references work as in Python's `re`."""
+    assert expected == matches({"s": {"regex": regex}}, {"s": text})
+
+
+def test_every_table_entry_is_a_schema_valid_condition() -> None:
+    """The tables above are written in the rule language that `rulesd check` accepts."""
+    validator = Draft202012Validator(load_schema("rule"))
+    tables = [OPERATOR_CASES, MATCHER_CASES, COERCION_CASES, COMBINATOR_CASES, PATH_CASES]
+    conditions = [c for table in tables for c, _ in table] + MISSING_CASES
+    invalid = [c for c in conditions if not validator.is_valid({"name": "t", "match": c})]
+    assert [] == invalid

@@ -1,0 +1,360 @@
+"""Loading rule files (SPEC 4, 7): every problem reported as `path:line:col: error: message`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rulesd.errors import RuleError
+from rulesd.rules.loader import check_paths, load_ruleset
+from rulesd.rules.model import Responder, Threshold
+
+INVALID = os.path.join(os.path.dirname(__file__), "data", "invalid")
+DURATION_HELP = "a duration is a number of seconds or a string like 30s, 5m, 2h, 1d (or 1h30m)"
+PATH_HELP = (
+    "a field path is one or more non-empty names joined by dots, without braces (e.g. http.status)"
+)
+NAME_HELP = (
+    "a rule name starts with a letter or digit, then up to 99 letters, digits, '_', '.' or '-'"
+)
+RESPONDER_HELP = (
+    "a responder is {type: team|user|escalation|schedule} with exactly one of name, username or id"
+)
+
+INVALID_FILES = [
+    (
+        "yaml_syntax.yaml",
+        "5:1: error: YAML syntax error: did not find expected ',' or '}' "
+        "(while parsing a flow mapping started at 4:12)",
+    ),
+    ("duplicate_key.yaml", "4:3: error: duplicate key 'service' (first defined on line 3)"),
+    ("unknown_key.yaml", "3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?"),
+    (
+        "unknown_operator.yaml",
+        "3:11: error: match.level.regx: unknown key 'regx'; did you mean 'regex'?",
+    ),
+    ("wrong_type.yaml", '3:10: error: enabled: expected true or false, got "yes"'),
+    ("string_bound.yaml", '3:22: error: match["http.status"].gte: expected a number, got "500"'),
+    ("bad_priority.yaml", '4:13: error: alert.priority: "P0" is not one of: P1, P2, P3, P4, P5'),
+    ("bad_duration.yaml", f'3:11: error: throttle: "5 minutes": {DURATION_HELP}'),
+    ("zero_window.yaml", "3:31: error: threshold.window: the window must be longer than 0s"),
+    (
+        "bad_regex.yaml",
+        "3:20: error: match.message.regex: invalid regex '(timeout|refused': "
+        "missing ), unterminated subpattern at position 1",
+    ),
+    (
+        "malformed_template.yaml",
+        "4:12: error: alert.message: malformed template: "
+        "unclosed '{' at position 12 (write '{{' for a brace)",
+    ),
+    ("bad_field_path.yaml", f'3:3: error: match["http..status"]: invalid key: {PATH_HELP}'),
+    ("bad_group_by.yaml", f'3:46: error: threshold.group_by[0]: "{{host}}": {PATH_HELP}'),
+    ("bad_name.yaml", f'1:7: error: name: "has spaces": {NAME_HELP}'),
+    ("missing_match.yaml", "1:1: error: (top level): missing required key 'match'"),
+    ("bad_responder.yaml", f"4:16: error: alert.responders[0]: {RESPONDER_HELP}"),
+    ("empty.yaml", "1:1: error: empty file: expected a rule or a list under 'rules:'"),
+    ("only_comment.yaml", "1:1: error: empty file: expected a rule or a list under 'rules:'"),
+    (
+        "python_tag.yaml",
+        "2:8: error: the tag '!!python/object/apply:os.system' is not allowed: "
+        "only plain YAML data is accepted",
+    ),
+    ("not_utf8.yaml", "2:22: error: not valid UTF-8 (byte 0xe9)"),
+    (
+        "control_character.yaml",
+        "2:20: error: YAML syntax error: the character U+0007 is not allowed",
+    ),
+    ("item_not_mapping.yaml", '4:5: error: rules[1]: expected a mapping, got "just a string"'),
+    ("rules_not_a_list.yaml", "2:3: error: rules: expected a list, got a mapping"),
+    ("top_level_list.yaml", "1:1: error: (top level): expected a mapping, got a list"),
+]
+
+
+def check_lines(*paths: str | Path) -> list[str]:
+    """The problems `rulesd check` would print for `paths`."""
+    return [str(p) for p in check_paths(paths).problems]
+
+
+@pytest.mark.parametrize(("name", "expected"), INVALID_FILES)
+def test_invalid_file(name: str, expected: str) -> None:
+    """Each invalid file yields exactly one problem, at the right place, saying what is wrong."""
+    path = os.path.join(INVALID, name)
+    assert [f"{path}:{expected}"] == check_lines(path)
+
+
+def test_every_invalid_file_is_in_the_table() -> None:
+    """No file in tests/data/invalid goes untested."""
+    tested = {name for name, _ in INVALID_FILES} | {"multi_error.yaml", "duplicate_names"}
+    assert sorted(tested) == sorted(os.listdir(INVALID))
+
+
+def test_duplicate_names_across_files_are_reported_at_both_places() -> None:
+    """A name used twice is an error at each definition, naming the other."""
+    first = os.path.join(INVALID, "duplicate_names", "first.yaml")
+    second = os.path.join(INVALID, "duplicate_names", "second.yaml")
+    expected = [
+        f"{first}:2:11: error: duplicate rule name 'dup' (also defined at {second}:2:7)",
+        f"{second}:2:7: error: duplicate rule name 'dup' (also defined at {first}:2:11)",
+    ]
+    assert expected == check_lines(os.path.join(INVALID, "duplicate_names"))
+
+
+def test_duplicate_names_within_one_file(tmp_path: Path) -> None:
+    """Two rules of one file with the same name are both reported."""
+    path = tmp_path / "r.yaml"
+    path.write_text("rules:\n  - {name: a, match: {x: 1}}\n  - {name: a, match: {x: 2}}\n")
+    expected = [
+        f"{path}:2:12: error: duplicate rule name 'a' (also defined at {path}:3:12)",
+        f"{path}:3:12: error: duplicate rule name 'a' (also defined at {path}:2:12)",
+    ]
+    assert expected == check_lines(path)
+
+
+def test_multi_error_file_reports_every_problem() -> None:
+    """Schema and semantic problems of every rule are all reported, in file order."""
+    path = os.path.join(INVALID, "multi_error.yaml")
+    expected = [
+        '5:26: error: rules[0].match["http.status"].gte: expected a number, got "500"',
+        "6:24: error: rules[0].match.message.regex: invalid regex '(unclosed': "
+        "missing ), unterminated subpattern at position 1",
+        "7:24: error: rules[0].threshold.count: 0 is less than the minimum of 1",
+        '9:17: error: rules[0].alert.priority: "P9" is not one of: P1, P2, P3, P4, P5',
+        "10:16: error: rules[0].alert.message: malformed template: '{a!r}' at position 5 "
+        "is not a field path (only {field.path} is allowed: no expressions, indexing or "
+        "format specs)",
+        f'11:11: error: rules[1].name: "bad name!": {NAME_HELP}',
+        "13:5: error: rules[2]: missing required key 'name'",
+        "14:5: error: rules[2].descripton: unknown key 'descripton'; did you mean 'description'?",
+        "17:12: error: rules[3].match.any: must not be empty",
+        "18:12: error: rules[3].match.not: expected a mapping, got a list",
+        f'19:15: error: rules[3].throttle: "soon": {DURATION_HELP}',
+        "20:5: error: rules[4]: expected a mapping, got 42",
+    ]
+    assert [f"{path}:{line}" for line in expected] == check_lines(path)
+
+
+def test_no_message_is_the_unhelpful_any_of_schemas_text() -> None:
+    """jsonschema's "is not valid under any of the given schemas" never reaches the user."""
+    messages = check_lines(INVALID)
+    assert [] == [m for m in messages if "any of the given schemas" in m]
+    assert len(messages) > len(INVALID_FILES)
+
+
+def test_valid_rules_load_with_everything_compiled(tmp_path: Path) -> None:
+    """A valid file gives compiled rules carrying their definition."""
+    path = tmp_path / "payments.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: upstream\n"
+        "    description: cannot reach upstream\n"
+        "    match: {service: payments, http.status: {gte: 500}}\n"
+        "    threshold: {count: 5, window: 2m, group_by: [host]}\n"
+        "    throttle: 1h30m\n"
+        "    alert:\n"
+        "      priority: P1\n"
+        "      message: failing on {host}\n"
+        "      responders: [{type: team, name: ops}, {type: user, username: a@example.com}]\n"
+        "  - name: quiet\n"
+        "    enabled: false\n"
+        "    match: {service: payments}\n"
+    )
+    result = check_paths([path])
+    assert () == result.problems
+    assert result.ruleset is not None
+    upstream, quiet = result.ruleset.rules
+    event = {"service": "payments", "http": {"status": 502}, "host": "h1"}
+    assert ("upstream", "cannot reach upstream", True) == (
+        upstream.name,
+        upstream.description,
+        upstream.enabled,
+    )
+    assert Threshold(5, 120.0, ("host",)) == upstream.threshold
+    assert 5400.0 == upstream.throttle
+    assert "P1" == upstream.priority
+    assert "failing on h1" == upstream.alert.message.render(event)  # type: ignore[union-attr]
+    assert (Responder("team", "name", "ops"), Responder("user", "username", "a@example.com")) == (
+        upstream.alert.responders
+    )
+    assert upstream.match(event) is True
+    assert upstream.match({**event, "http": {"status": 404}}) is False
+    assert (False, "P3") == (quiet.enabled, quiet.priority)
+    assert f"{path}:2:5" == str(upstream.location)
+
+
+def test_single_rule_file(tmp_path: Path) -> None:
+    """A file may hold one rule mapping instead of a `rules:` list."""
+    path = tmp_path / "one.yml"
+    path.write_text("name: one\nmatch: {level: [error, critical]}\n")
+    ruleset = load_ruleset([path])
+    assert ["one"] == [r.name for r in ruleset.rules]
+
+
+def test_directories_are_searched_recursively_skipping_tests_and_hidden(tmp_path: Path) -> None:
+    """`*.yaml`/`*.yml` below a directory load; rule tests and hidden entries do not."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "..data").mkdir()
+    (tmp_path / "a.yaml").write_text("name: a\nmatch: {x: 1}\n")
+    (tmp_path / "sub" / "b.yml").write_text("name: b\nmatch: {x: 1}\n")
+    (tmp_path / "a.test.yaml").write_text("not: [a rule")
+    (tmp_path / ".hidden.yaml").write_text("not: [a rule")
+    (tmp_path / "..data" / "a.yaml").write_text("name: a\nmatch: {x: 1}\n")
+    (tmp_path / "notes.txt").write_text("not: [a rule")
+    result = check_paths([tmp_path])
+    assert () == result.problems
+    assert (str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yml")) == result.files
+
+
+def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
+    """A missing path is an error; a directory without rules is only a warning."""
+    missing = tmp_path / "nope.yaml"
+    assert [f"{missing}: error: no such file or directory"] == check_lines(missing)
+    result = check_paths([tmp_path])
+    assert [f"{tmp_path}: warning: no rule files (*.yaml, *.yml) found"] == [
+        str(p) for p in result.problems
+    ]
+    assert result.ruleset is not None
+
+
+def test_load_ruleset_raises_with_every_error() -> None:
+    """load_ruleset refuses a rule set with any error and carries all of them."""
+    path = os.path.join(INVALID, "multi_error.yaml")
+    with pytest.raises(RuleError) as caught:
+        load_ruleset([path])
+    assert 12 == len(caught.value.problems)
+
+
+def test_fingerprint_follows_the_definition(tmp_path: Path) -> None:
+    """A rule's fingerprint changes with its definition and only then."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nmatch: {x: 1}\n")
+    before = load_ruleset([path]).rules[0].fingerprint
+    path.write_text("# a comment\nname: r\nmatch:\n  x: 1\n")
+    same = load_ruleset([path]).rules[0].fingerprint
+    path.write_text("name: r\nmatch: {x: 2}\n")
+    changed = load_ruleset([path]).rules[0].fingerprint
+    assert (before, True) == (same, before != changed)
+
+
+def test_yaml_features_that_are_plain_data_are_accepted(tmp_path: Path) -> None:
+    """Anchors, aliases and merge keys work; dates stay strings."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "common: &common {service: payments}\n"
+        "rules:\n"
+        "  - name: a\n"
+        "    match: {<<: *common, day: 2024-01-01}\n"
+    )
+    assert ["common: unknown key 'common'; expected one of: rules"] == [
+        p.message for p in check_paths([path]).problems
+    ]
+    path.write_text(
+        "rules:\n"
+        "  - name: a\n"
+        "    match: &m {service: payments, day: 2024-01-01}\n"
+        "  - name: b\n"
+        "    match: {<<: *m, level: error}\n"
+    )
+    a, b = load_ruleset([path]).rules
+    event = {"service": "payments", "day": "2024-01-01", "level": "error"}
+    assert (True, True, False) == (a.match(event), b.match(event), b.match({**event, "day": 1}))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: a\nmatch: !!python/name:os.system {}\n", "2:8: error: the tag '!!python/name:os.system'"),
+        ("name: !!python/str a\nmatch: {x: 1}\n", "1:7: error: the tag '!!python/str'"),
+        ("name: a\nmatch: !custom {x: 1}\n", "2:8: error: the tag '!custom'"),
+        ("name: a\nmatch: {x: !!set {a, b}}\n", "2:12: error: the tag '!!set'"),
+    ],
+)
+def test_tags_that_are_not_plain_data_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    """No YAML tag can build objects, and none is silently ignored."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert [f"{path}:{expected} is not allowed: only plain YAML data is accepted"] == check_lines(
+        path
+    )
+
+
+def test_alias_bomb_is_refused(tmp_path: Path) -> None:
+    """A "billion laughs" document is a problem, not a hang or a crash."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert ["document too large (more than 1000000 nodes)"] == [
+        p.message for p in check_paths([path]).problems
+    ]
+
+
+def test_deep_nesting_is_a_problem(tmp_path: Path) -> None:
+    """Absurdly nested YAML is reported, not a crash."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: a\nmatch: {x: " + "[" * 5000 + "]" * 5000 + "}\n")
+    problems = check_paths([path]).problems
+    assert 1 <= len(problems)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Editors that write a BOM do not break rule files."""
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfname: a\nmatch: {x: 1}\n")
+    assert ["a"] == [r.name for r in load_ruleset([path]).rules]
+
+
+YAML_TEXT = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(
+            ["name", "match", "rules", "alert", "threshold", "throttle", "regex", "all", "any",
+             "not", "exists", "in", "message", "priority", "tags", "count", "window", "group_by",
+             "details", "responders", "type", "http.status", "level", "x"]
+        ),
+        children,
+        max_size=5,
+    ),
+    max_leaves=20,
+)
+
+
+def _check_text(text: str | bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "fuzz.yaml")
+        with open(path, "wb") as fh:
+            fh.write(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+        result = check_paths([path])
+    for problem in result.problems:
+        assert "any of the given schemas" not in problem.message
+        assert problem.location.path == path
+    assert (result.ruleset is None) == bool(result.errors)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.sampled_from("ab:- \n{}[]!&*#'\"|>%@`,?\t\\.0\x07é"), max_size=80))
+def test_arbitrary_text_never_raises(text: str) -> None:
+    """Any text at all gives problems or rules, never an exception."""
+    _check_text(text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(YAML_TEXT)
+def test_arbitrary_yaml_values_never_raise(value: object) -> None:
+    """Any YAML value, however close to a rule, gives problems or rules, never an exception."""
+    import yaml
+
+    _check_text(yaml.safe_dump(value, allow_unicode=True))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=60))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    """Undecodable bytes are problems too."""
+    _check_text(data)
