@@ -10,50 +10,66 @@ from collections.abc import Callable, Sequence
 
 import orjson
 
-from rulesd import __version__
+from rulesd import __version__, logs
 from rulesd.alerting.payload import AlertSettings
-from rulesd.errors import InvalidInputError, Problem
+from rulesd.config import load_config
+from rulesd.errors import ConfigError, InvalidInputError, Problem
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay
 from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
 from rulesd.ruletest import run_test_files
 from rulesd.validation import load_schema
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
 log = logging.getLogger("rulesd")
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Subcommands accept the logging options too; SUPPRESS keeps their defaults from
+    # overwriting a value given before the subcommand.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     parser = argparse.ArgumentParser(prog="rulesd", description=__doc__, parents=[common])
+    parser.set_defaults(log_level="info", log_format="text")
     parser.add_argument("--version", action="version", version=f"rulesd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = sub.add_parser("run", parents=[common], help="run the daemon (in the foreground)")
+    run.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
+    run.add_argument("--dry-run", action="store_true", help="print alert payloads instead of sending them")
+
     check = sub.add_parser("check", parents=[common], help="validate rule files and directories")
     check.add_argument("paths", nargs="*", metavar="PATH")
+    check.add_argument("--config", metavar="FILE", help="also validate this daemon configuration")
     check.add_argument("--format", choices=["text", "json"], default="text")
+
+    outbox = sub.add_parser("outbox", parents=[common], help="show or requeue queued alerts")
+    outbox.add_argument("action", nargs="?", choices=["list", "retry-dead"], default="list")
+    outbox.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
 
     test = sub.add_parser("test", parents=[common], help="run rule unit tests")
     test.add_argument("files", nargs="+", metavar="TESTFILE")
 
     rep = sub.add_parser("replay", parents=[common], help="evaluate rules over a JSON-lines file")
-    rep.add_argument("--rules", action="append", required=True, metavar="PATH")
+    rep.add_argument("--rules", action="append", metavar="PATH")
+    rep.add_argument("--config", metavar="FILE", help="take rules, time_field and recipients from it")
     rep.add_argument("--time-field", metavar="FIELD")
     rep.add_argument("--format", choices=["text", "json"], default="text")
     rep.add_argument("events", metavar="EVENTS_FILE", help="a JSON-lines file, or - for stdin")
 
     schema = sub.add_parser("schema", parents=[common], help="print a JSON Schema")
-    schema.add_argument("which", nargs="?", choices=["rule", "test"], default="rule")
+    schema.add_argument("which", nargs="?", choices=["rule", "config", "test"], default="rule")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rulesd` command; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="rulesd: %(levelname)s: %(message)s"
-    )
+    logs.configure(args.log_level, args.log_format)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run,
+        "outbox": cmd_outbox,
         "check": cmd_check,
         "test": cmd_test,
         "replay": cmd_replay,
@@ -61,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except ConfigError as exc:
+        _print_problems(exc.problems, sys.stderr)
+        return EXIT_USAGE
     except InvalidInputError as exc:
         _print_problems(exc.problems, sys.stderr)
         return EXIT_FAIL
@@ -77,21 +96,29 @@ def _print_problems(problems: Sequence[Problem], stream: object) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`rulesd check`: every problem in GCC style (or JSON), then a summary."""
-    paths = args.paths or default_rule_paths()
+    config_problems: list[Problem] = []
+    paths: list[str] = args.paths or [str(p) for p in default_rule_paths()]
+    if args.config:
+        try:
+            config = load_config(args.config)
+            paths = args.paths or list(config.rules)
+        except ConfigError as exc:
+            config_problems = list(exc.problems)
     result = check_paths(paths)
+    problems = sorted([*config_problems, *result.problems])
+    errors = [p for p in problems if p.severity == "error"]
     if args.format == "json":
-        print(json.dumps([p.to_json() for p in result.problems], indent=2))
+        print(json.dumps([p.to_json() for p in problems], indent=2))
     else:
-        _print_problems(result.problems, sys.stdout)
-        errors = len(result.errors)
-        warnings = len(result.problems) - errors
+        _print_problems(problems, sys.stdout)
         rules = len(result.ruleset.rules) if result.ruleset else 0
-        verdict = "OK" if errors == 0 else "FAILED"
+        verdict = "OK" if not errors else "FAILED"
+        config_note = f"config {args.config}, " if args.config else ""
         print(
-            f"{verdict}: {len(result.files)} file(s), {rules} rule(s), "
-            f"{errors} error(s), {warnings} warning(s)"
+            f"{verdict}: {config_note}{len(result.files)} file(s), {rules} rule(s), "
+            f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
         )
-    return EXIT_OK if not result.errors else EXIT_FAIL
+    return EXIT_OK if not errors else EXIT_FAIL
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -111,7 +138,16 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """`rulesd replay`: print every alert that would be sent, then a summary."""
-    ruleset = load_ruleset(args.rules)
+    settings, time_field, rule_paths = AlertSettings(), args.time_field, args.rules
+    if args.config:
+        config = load_config(args.config)
+        settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
+        time_field = time_field or config.time_field
+        rule_paths = rule_paths or list(config.rules)
+    if not rule_paths:
+        print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
+        return EXIT_USAGE
+    ruleset = load_ruleset(rule_paths)
     as_json = args.format == "json"
     out = sys.stdout
 
@@ -121,8 +157,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stream = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
     with stream:
         for item in replay(
-            ruleset, stream, name=args.events, settings=AlertSettings(),
-            time_field=args.time_field, on_invalid=on_invalid,
+            ruleset, stream, name=args.events, settings=settings,
+            time_field=time_field, on_invalid=on_invalid,
         ):
             if isinstance(item, ReplayedAlert):
                 out.write(orjson.dumps(item.payload).decode() + "\n" if as_json else _alert_line(item))
@@ -142,6 +178,50 @@ def _print_summary(summary: ReplaySummary, stream: object) -> None:
         *(f"  {name}: {count} firing(s)" for name, count in sorted(summary.firings.items())),
     ]
     print("\n".join(lines), file=stream)  # type: ignore[call-overload]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
+    from rulesd.daemon import Daemon  # imported here: the authoring commands need none of it
+
+    config = load_config(args.config)
+    result = check_paths(config.rules)
+    if result.ruleset is None:
+        _print_problems(result.errors, sys.stderr)
+        return EXIT_USAGE
+    try:
+        daemon = Daemon(config, result.ruleset, dry_run=args.dry_run)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_FAIL
+    return daemon.run()
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """`rulesd outbox`: list pending and dead-lettered alerts, or requeue the dead ones."""
+    import os
+    import time
+
+    from rulesd.daemon import STATE_FILE
+    from rulesd.state import StateStore
+
+    config = load_config(args.config)
+    path = os.path.join(config.state_dir, STATE_FILE)
+    if not os.path.exists(path):
+        print(f"no state database at {path}: nothing queued")
+        return EXIT_OK
+    store = StateStore(path)
+    if args.action == "retry-dead":
+        print(f"requeued {store.retry_dead(time.time())} dead-lettered alert(s)")
+        return EXIT_OK
+    alerts = store.alerts()
+    for a in alerts:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.created))
+        error = f"  last error: {a.last_error}" if a.last_error else ""
+        print(f"{a.id}\t{a.status}\t{when}\tattempts={a.attempts}\t{a.payload.get('alias', '')}{error}")
+    pending = sum(a.status == "pending" for a in alerts)
+    print(f"{pending} pending, {len(alerts) - pending} dead-lettered")
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -1,0 +1,249 @@
+"""`rulesd run`: the composition root. Builds the real clock, files, database, HTTP
+session and threads, and runs the main loop:
+
+    source -> event -> engine -> payload -> one SQLite transaction (positions + outbox)
+    -> sender thread -> OpsGenie
+
+Reloads and signals are handled between batches, so no event is ever evaluated
+by a half-loaded rule set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+import requests
+
+from rulesd.alerting.opsgenie import OpsGenieClient, PrintTransport, Transport
+from rulesd.alerting.payload import AlertSettings, build_payload
+from rulesd.config import Config, resolve_api_key
+from rulesd.engine import Engine, EngineState, event_time
+from rulesd.errors import InvalidInputError
+from rulesd.events import InvalidEvent, make_parser
+from rulesd.logs import RateLimitedWarning
+from rulesd.reload import RuleWatcher
+from rulesd.rules.fields import MISSING, make_getter
+from rulesd.rules.loader import check_paths
+from rulesd.rules.model import RuleSet
+from rulesd.sender import Sender
+from rulesd.sources.file import FileSource, Line, Position
+from rulesd.sources.stdin import StdinSource
+from rulesd.state import StateStore
+
+log = logging.getLogger("rulesd")
+BATCH_LINES = 2048  # lines per transaction under load (group commit)
+IDLE_WAIT = 0.2  # seconds; also bounds how late a signal or reload is noticed
+STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM
+EOF_GRACE = 30.0  # seconds to deliver what is queued when stdin ends
+STATE_FILE = "state.sqlite"
+
+
+class Source(Protocol):
+    """What the main loop needs of an event source."""
+
+    def read(self, max_lines: int) -> list[Line]: ...
+    def wait(self, timeout: float) -> None: ...
+    def checkpoint(self) -> dict[str, Position]: ...
+    def lag_bytes(self) -> int: ...
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the daemon has done, for logs and status."""
+
+    events: int = 0
+    invalid: int = 0
+    alerts: int = 0
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    last_error: str | None = None
+    firings: dict[str, int] = field(default_factory=dict)
+
+
+class Daemon:
+    """One running rulesd."""
+
+    def __init__(self, config: Config, ruleset: RuleSet, *, dry_run: bool = False,
+                 environ: Mapping[str, str] = os.environ, stdout: TextIO = sys.stdout,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.environ = environ
+        self.clock = clock
+        self.counters = Counters()
+        self.stop_requested = threading.Event()
+        self.warn = RateLimitedWarning(log, time.monotonic)
+        self.store = _open_store(config, dry_run)
+        saved = self.store.load_engine_state()
+        self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None)
+        self.settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
+        self.parse = make_parser(config.source.format, config.source.pattern)
+        self.get_time = make_getter(config.time_field) if config.time_field else None
+        self._api_key = "" if dry_run else resolve_api_key(config.opsgenie, environ)
+        self.transport: Transport = PrintTransport(stdout) if dry_run else self._http_transport()
+        self.sender = Sender(self.store, self.transport, clock=clock, max_age=config.opsgenie.max_age,
+                             on_result=self._on_delivery)
+        self.sender_wake = threading.Event()
+        self.sender_stop = threading.Event()
+        self.watcher = RuleWatcher(config.rules, clock=time.monotonic)
+        self.source: Source = self._open_source()
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def _http_transport(self) -> Transport:
+        session = requests.Session()
+        session.trust_env = False  # no proxy or .netrc surprises: the key goes only where configured
+        return OpsGenieClient(session, self.config.opsgenie.alert_url, lambda: self._api_key,
+                              self.config.opsgenie.timeout_s)
+
+    def _open_source(self) -> Source:
+        cfg = self.config.source
+        if cfg.type == "stdin":
+            return StdinSource(sys.stdin.fileno(), max_line_bytes=cfg.max_line_bytes, warn=self.warn)
+        saved = {k: Position.from_json(v) for k, v in self.store.load_positions().items()}
+        return FileSource(cfg.paths, start_at=cfg.start_at, max_line_bytes=cfg.max_line_bytes,
+                          positions=saved, warn=self.warn)
+
+    def _on_delivery(self, kind: str, alert: Any, detail: str) -> None:
+        message = alert.payload.get("message", "")
+        if kind == "sent":
+            log.debug("alert %d delivered: %s", alert.id, message)
+        elif kind == "retry":
+            log.warning("alert %d not delivered, will retry: %s", alert.id, detail)
+        elif kind == "paused":
+            self.counters.last_error = detail
+            log.error("OpsGenie refused the request (%s); sending paused, nothing dropped", detail)
+        else:
+            self.counters.last_error = detail
+            log.error("alert %d dead-lettered (%s): %s: %s", alert.id, kind, message, detail)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or stdin's end); 0 after a clean stop."""
+        self._install_signals()
+        self.watcher.start()
+        sender = threading.Thread(target=self.sender.run, args=(self.sender_stop, self.sender_wake),
+                                  name="rulesd-sender", daemon=True)
+        sender.start()
+        log.info("rulesd started: %d rule(s) loaded, source %s%s", len(self.engine.ruleset.rules),
+                 self.config.source.type, " (dry run: alerts printed, not sent)" if self.dry_run else "")
+        try:
+            self._loop()
+        finally:
+            self._shutdown(sender)
+        return 0
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, lambda _s, _f: self.watcher.request())
+
+    def _loop(self) -> None:
+        stdin = isinstance(self.source, StdinSource)
+        while not self.stop_requested.is_set():
+            if self.watcher.due():
+                self.reload()
+            lines = self.source.read(BATCH_LINES)
+            if lines:
+                self._process(lines)
+                continue
+            if stdin and self.source.eof:  # type: ignore[attr-defined]
+                log.info("end of input: delivering what is queued")
+                return
+            self.source.wait(IDLE_WAIT)
+
+    def _process(self, lines: list[Line]) -> None:
+        payloads: list[dict[str, Any]] = []
+        now = self.clock()
+        for line in lines:
+            try:
+                event = self.parse(line.data)
+            except InvalidEvent as exc:
+                self.counters.invalid += 1
+                self.warn(f"{line.path} (offset {line.offset}): skipped: {exc}")
+                continue
+            self.counters.events += 1
+            when = now if self.get_time is None else event_time(_value(self.get_time(event)), now)
+            firing = self.engine.evaluate(event, when)
+            if firing is not None:
+                for rule in firing.rules:
+                    self.counters.firings[rule.name] = self.counters.firings.get(rule.name, 0) + 1
+                payloads.append(build_payload(firing, self.settings, f"{line.path} (offset {line.offset})"))
+        # One transaction: a crash either keeps these alerts and the new position, or neither.
+        self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
+                          payloads=payloads, now=now, engine_state=self.engine.state.to_json())
+        if payloads:
+            self.counters.alerts += len(payloads)
+            self.sender_wake.set()
+
+    def reload(self) -> bool:
+        """Load the rules again; on any error keep the running set and log every problem."""
+        result = check_paths(self.config.rules)
+        if not self.dry_run:
+            try:
+                self._api_key = resolve_api_key(self.config.opsgenie, self.environ)
+            except InvalidInputError as exc:
+                log.error("reload: keeping the previous API key: %s", exc)
+        if result.ruleset is None:
+            self.counters.reloads_failed += 1
+            self.counters.last_error = f"reload failed: {len(result.errors)} error(s)"
+            for problem in result.errors:
+                log.error("reload failed, previous rules kept: %s", problem)
+            return False
+        old = self.engine.ruleset
+        self.counters.reloads_ok += 1
+        if result.ruleset.fingerprint != old.fingerprint:
+            self.engine.replace_rules(result.ruleset)
+            log.info("rules reloaded: %s", describe_change(old, result.ruleset))
+        return True
+
+    def _shutdown(self, sender: threading.Thread) -> None:
+        self.watcher.stop()
+        self.source.close()
+        self.sender_stop.set()
+        self.sender_wake.set()
+        sender.join(timeout=STOP_GRACE)
+        grace = EOF_GRACE if isinstance(self.source, StdinSource) and self.source.eof else STOP_GRACE
+        drained = self.sender.drain(self.clock() + grace)
+        depth, _ = self.store.depth()
+        if not drained or depth:
+            log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
+        log.info("stopped: %d event(s), %d invalid, %d alert(s) queued", self.counters.events,
+                 self.counters.invalid, self.counters.alerts)
+
+
+def describe_change(old: RuleSet, new: RuleSet) -> str:
+    """`12 rule(s); added: a; removed: b; changed: c` for the reload log line."""
+    before, after = old.by_name(), new.by_name()
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(n for n in set(before) & set(after) if before[n].fingerprint != after[n].fingerprint)
+    parts = [f"{len(new.rules)} rule(s)"]
+    parts += [f"{label}: {', '.join(names)}" for label, names in
+              (("added", added), ("removed", removed), ("changed", changed)) if names]
+    return "; ".join(parts)
+
+
+def _open_store(config: Config, dry_run: bool) -> StateStore:
+    if dry_run:
+        return StateStore(":memory:")  # a dry run never disturbs the real state
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    return StateStore(os.path.join(config.state_dir, STATE_FILE))
+
+
+def _value(value: Any) -> Any:
+    return None if value is MISSING else value

@@ -1,0 +1,120 @@
+"""Noticing rule changes: watchdog events on the rule directories, debounced, plus a
+periodic fingerprint of the files as a backstop (and SIGHUP, wired by the daemon).
+
+Directories are watched rather than files so that editors saving by rename,
+`sed -i` and Kubernetes ConfigMap `..data` symlink swaps are all seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from rulesd.rules.loader import discover_files
+
+log = logging.getLogger("rulesd")
+
+
+def files_fingerprint(paths: Iterable[str]) -> str:
+    """A hash of the rule files' names, sizes, inodes and modification times: cheap to take."""
+    files, _ = discover_files(paths)
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            digest.update(f"{path}:gone".encode())
+            continue
+        digest.update(f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self.on_change = on_change
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in ("opened", "closed_no_write"):
+            self.on_change()
+
+
+class RuleWatcher:
+    """Tells the main loop when rule files may have changed; never reloads by itself."""
+
+    def __init__(self, paths: Iterable[str], *, clock: Callable[[], float], debounce: float = 0.1,
+                 backstop: float = 5.0) -> None:
+        self.paths = tuple(paths)
+        self.clock = clock
+        self.debounce = debounce
+        self.backstop = backstop
+        self.wakeup = threading.Event()  # set on every change, for a prompt main loop
+        self._lock = threading.Lock()
+        self._changed_at: float | None = None
+        self._forced = False
+        self._last_check = clock()
+        self._fingerprint = files_fingerprint(self.paths)
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+
+    def start(self) -> None:
+        """Start watching the directories that hold the rule paths."""
+        observer = Observer()
+        handler = _Handler(self._touched)
+        for directory in sorted(self._directories()):
+            try:
+                observer.schedule(handler, directory, recursive=True)
+            except OSError as exc:
+                log.warning("cannot watch %s for rule changes (%s); relying on the periodic check", directory, exc)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        """Stop the watcher thread."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=2)
+
+    def request(self) -> None:
+        """Ask for a reload now (SIGHUP)."""
+        with self._lock:
+            self._forced = True
+        self.wakeup.set()
+
+    def due(self) -> bool:
+        """True once a change has settled (or was requested): the caller should reload now."""
+        now = self.clock()
+        with self._lock:
+            if self._forced:
+                self._forced, self._changed_at = False, None
+                self._fingerprint = files_fingerprint(self.paths)
+                return True
+            settled = self._changed_at is not None and now - self._changed_at >= self.debounce
+        if not settled and now - self._last_check < self.backstop:
+            return False
+        self._last_check = now
+        current = files_fingerprint(self.paths)
+        with self._lock:
+            self._changed_at = None
+            changed = current != self._fingerprint
+            self._fingerprint = current
+        return changed or settled
+
+    def _touched(self) -> None:
+        with self._lock:
+            self._changed_at = self.clock()
+        self.wakeup.set()
+
+    def _directories(self) -> set[str]:
+        dirs: set[str] = set()
+        for path in self.paths:
+            target = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+            while not os.path.isdir(target) and target != os.path.dirname(target):
+                target = os.path.dirname(target)  # watch the nearest existing parent
+            dirs.add(target)
+        return dirs

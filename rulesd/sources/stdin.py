@@ -1,0 +1,105 @@
+"""The stdin source: lines from a file descriptor until EOF."""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Callable
+
+from rulesd.sources.file import Line, Position
+
+CHUNK = 1 << 16
+
+
+class StdinSource:
+    """Reads newline-terminated lines from `fd` without blocking the main loop.
+
+    `select` tells when data is there, so signals and reloads are handled while
+    waiting; a final line without a newline is delivered at EOF.
+    """
+
+    def __init__(self, fd: int = 0, *, max_line_bytes: int = 1_048_576,
+                 warn: Callable[[str], None] = lambda message: None, name: str = "<stdin>") -> None:
+        self.fd = fd
+        self.name = name
+        self.max_line_bytes = max_line_bytes
+        self.warn = warn
+        self.eof = False
+        self.skipped_long = 0
+        self._pending = b""
+        self._discarding = False  # inside an over-long line, until its newline
+        self._offset = 0  # byte offset of _pending's start
+        self._ready: list[Line] = []
+
+    def read(self, max_lines: int) -> list[Line]:
+        """Complete lines available now, at most `max_lines`."""
+        if not self._ready and not self.eof and self._readable(0):
+            self._fill()
+        out, self._ready = self._ready[:max_lines], self._ready[max_lines:]
+        return out
+
+    def wait(self, timeout: float) -> None:
+        """Block until input may be there or `timeout` seconds pass."""
+        if not self._ready and not self.eof:
+            self._readable(timeout)
+
+    def checkpoint(self) -> dict[str, Position]:
+        """stdin cannot be resumed: no positions."""
+        return {}
+
+    def lag_bytes(self) -> int:
+        """Unknown for a pipe; what is buffered here."""
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Nothing to release: the descriptor belongs to the process."""
+
+    def _readable(self, timeout: float) -> bool:
+        try:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+        except InterruptedError:
+            return False
+        return bool(ready)
+
+    def _fill(self) -> None:
+        chunk = os.read(self.fd, CHUNK)
+        if not chunk:
+            self.eof = True
+            if self._pending and not self._discarding:
+                self._emit(self._pending)
+            self._pending = b""
+            return
+        if self._discarding:
+            end = chunk.find(b"\n")
+            if end < 0:
+                self._offset += len(chunk)
+                return
+            self._discarding = False
+            self._offset += end + 1
+            chunk = chunk[end + 1 :]
+        data = self._pending + chunk
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._emit(data[start:end])
+            start = end + 1
+        self._pending = data[start:]
+        if len(self._pending) > self.max_line_bytes:
+            self._skip_long()
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if len(line) > self.max_line_bytes:
+            self._skip_long(len(raw) + 1)
+            return
+        self._ready.append(Line(line, self.name, self._offset))
+        self._offset += len(raw) + 1
+
+    def _skip_long(self, consumed: int | None = None) -> None:
+        self.skipped_long += 1
+        self.warn(f"{self.name}: skipped a line longer than {self.max_line_bytes} bytes at offset {self._offset}")
+        if consumed is None:  # still unterminated: drop what we have and the rest up to the newline
+            self._offset += len(self._pending)
+            self._pending = b""
+            self._discarding = True
+        else:
+            self._offset += consumed

@@ -1,0 +1,125 @@
+"""Starting the real `rulesd run` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+API_KEY = "e2e-secret-key-0123456789"
+RULES = """
+rules:
+  - name: page-on-demand
+    match: {kind: page}
+    alert:
+      message: "page {id}"
+      alias: "page-{id}"
+      priority: P2
+      tags: [e2e]
+"""
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes (for conditions no event signals)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Workspace:
+    """A config, rule directory, state directory, key file and event file under tmp_path."""
+
+    def __init__(self, root: Path, alert_url: str, **overrides: Any) -> None:
+        self.root = root
+        self.rules = root / "rules"
+        self.rules.mkdir()
+        (self.rules / "rules.yaml").write_text(RULES)
+        self.events = root / "events.jsonl"
+        self.events.touch()
+        self.key_file = root / "opsgenie.key"
+        self.key_file.write_text(API_KEY + "\n")
+        config: dict[str, Any] = {
+            "rules": ["rules"],
+            "source": {"type": "file", "path": "events.jsonl", "start_at": "beginning"},
+            "state_dir": "state",
+            "opsgenie": {"api_key_file": "opsgenie.key", "alert_url": f"{alert_url}/v2/alerts", "timeout_s": 2},
+        }
+        for key, value in overrides.items():
+            config[key] = value
+        self.config = root / "rulesd.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.processes: list[DaemonProcess] = []
+
+    def append(self, *events: dict[str, Any] | bytes) -> None:
+        """Append events (dicts as JSON lines, bytes as they are) in one write."""
+        data = b"".join(e if isinstance(e, bytes) else json.dumps(e).encode() + b"\n" for e in events)
+        with open(self.events, "ab") as fh:
+            fh.write(data)
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        """Start `rulesd run` on this workspace and wait until it is running."""
+        process = DaemonProcess(self.root, ["run", "--config", str(self.config), *args], env)
+        self.processes.append(process)
+        assert process.wait_for_log("rulesd started"), process.output()
+        return process
+
+    def rulesd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a one-shot rulesd command (outbox, check) on this workspace."""
+        return subprocess.run([sys.executable, "-m", "rulesd", *args], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    def all_output(self) -> str:
+        """Everything every process of this workspace printed."""
+        return "".join(p.output() for p in self.processes)
+
+    def stop_all(self) -> None:
+        for p in self.processes:
+            p.kill()
+
+
+class DaemonProcess:
+    """One `rulesd` process with its output captured to files."""
+
+    count = 0
+
+    def __init__(self, root: Path, args: list[str], env: dict[str, str] | None) -> None:
+        DaemonProcess.count += 1
+        self.stdout_path = root / f"stdout-{DaemonProcess.count}.txt"
+        self.stderr_path = root / f"stderr-{DaemonProcess.count}.txt"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "RULESD_"))}
+        full_env.update(env or {})
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "rulesd", "--log-level", "debug", *args],
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env,
+                                         cwd=root)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return self.stdout_path.read_text(errors="replace") + self.stderr()
+
+    def wait_for_log(self, text: str, timeout: float = 15.0) -> bool:
+        return wait_until(lambda: text in self.stderr() or self.proc.poll() is not None, timeout) and (
+            text in self.stderr())
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -1,0 +1,95 @@
+"""A real HTTP server on loopback standing in for OpsGenie in end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    """What to answer: status, headers, body."""
+
+    status: int = 202
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"result":"Request will be processed","took":0.01,"requestId":"x"}'
+
+
+Responder = Callable[[Received], Reply]
+
+
+class FakeOpsGenie:
+    """Records every request; answers 202 unless `responder` says otherwise."""
+
+    def __init__(self, responder: Responder | None = None) -> None:
+        self.requests: list[Received] = []
+        self.responder: Responder = responder or (lambda _r: Reply())
+        self.changed = threading.Condition()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                self._handle()
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._handle()
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                received = Received(self.command, self.path, dict(self.headers.items()), body)
+                reply = owner.responder(received)
+                with owner.changed:
+                    owner.requests.append(received)
+                    owner.changed.notify_all()
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FakeOpsGenie:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Bodies of the successfully answered create-alert requests, in arrival order."""
+        return [r.json() for r in self.requests if r.method == "POST" and r.path.endswith("/v2/alerts")]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0) -> bool:
+        """Block until `predicate(requests)` holds or `timeout` passes."""
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate(self.requests), timeout)

@@ -1,0 +1,51 @@
+"""Tests for rulesd.sources.stdin: lines from a pipe, without blocking."""
+
+from __future__ import annotations
+
+import os
+
+from rulesd.sources.stdin import StdinSource
+
+
+def drain(source: StdinSource) -> list[bytes]:
+    out: list[bytes] = []
+    while not source.eof:
+        source.wait(1.0)
+        out.extend(line.data for line in source.read(1000))
+    out.extend(line.data for line in source.read(1000))
+    return out
+
+
+def test_lines_crlf_and_a_final_line_without_newline() -> None:
+    """Every line, CR stripped; the last one without a newline is delivered at EOF."""
+    r, w = os.pipe()
+    os.write(w, b'{"a": 1}\r\n{"b": 2}\n\n{"c": 3}')
+    os.close(w)
+    assert [b'{"a": 1}', b'{"b": 2}', b"", b'{"c": 3}'] == drain(StdinSource(r))
+
+
+def test_over_long_lines_are_skipped_and_counted() -> None:
+    """A line over max_line_bytes is dropped whole, even across reads; the next line survives."""
+    warnings: list[str] = []
+    r, w = os.pipe()
+    source = StdinSource(r, max_line_bytes=100, warn=warnings.append)
+    pid = os.fork()
+    if pid == 0:  # a writer process, so the pipe never fills up against ourselves
+        os.close(r)
+        os.write(w, b"ok1\n" + b"x" * 300_000 + b"\nok2\n" + b"y" * 150 + b"\nok3")
+        os._exit(0)
+    os.close(w)
+    assert [b"ok1", b"ok2", b"ok3"] == drain(source)
+    os.waitpid(pid, 0)
+    assert 2 == source.skipped_long
+    assert 2 == len(warnings)
+
+
+def test_read_respects_max_lines() -> None:
+    """read() hands out at most max_lines and keeps the rest for the next call."""
+    r, w = os.pipe()
+    os.write(w, b"1\n2\n3\n")
+    os.close(w)
+    source = StdinSource(r)
+    assert [b"1", b"2"] == [line.data for line in source.read(2)]
+    assert [b"3"] == [line.data for line in source.read(2)]
