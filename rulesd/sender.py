@@ -1,0 +1,274 @@
+"""Drains the outbox to OpsGenie (SPEC 5.4): in order, with backoff, pausing and dead letters.
+
+Alerts leave strictly in queue order: only the oldest pending alert is ever tried,
+so while it waits for its next attempt nothing behind it is sent. What happens
+after a failed attempt is decided by the class of the transport's error:
+
+- `RetryableAlertError` (network, 408, 429, 5xx): reschedule with exponential
+  backoff and jitter, or the server's `Retry-After`; counts as an attempt.
+- `PausingAlertError` (401/403, a redirect): every alert would fail alike, so
+  reschedule at `auth_retry` without counting it and report `paused_reason`.
+- `PermanentAlertError` (other 4xx): dead-letter with the response body, go on.
+
+An alert older than `max_age` is dead-lettered as expired instead of sent: a page
+that late does more harm than good.
+
+`backoff` and `retry_delay` are pure; `Sender` is the loop around the store and the
+transport. The sender keeps its own SQLite connection (StateStore opens one per
+thread), so it can run in its own thread beside the daemon's reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random as _random
+import threading
+import time
+from collections.abc import Callable
+
+from rulesd.alerting.opsgenie import (
+    AlertError,
+    PausingAlertError,
+    PermanentAlertError,
+    RetryableAlertError,
+    Transport,
+)
+from rulesd.state import OutboxAlert, StateStore
+
+log = logging.getLogger("rulesd.sender")
+
+# What `step` answers when the outbox is empty: "nothing to do for a long while".
+IDLE_DELAY = 3600.0
+# `run` looks at the outbox at least this often even without a wake-up, so alerts that
+# another process requeued (`rulesd outbox retry-dead`) go out without a restart.
+POLL_INTERVAL = 5.0
+# A server's Retry-After is honoured up to this; a broken header must not stall the queue.
+RETRY_AFTER_MAX = 3600.0
+
+SENT, RETRY, PAUSED, DEAD, EXPIRED = "sent", "retry", "paused", "dead", "expired"
+
+ResultHook = Callable[[str, OutboxAlert, str], None]
+
+
+def backoff(attempts: int, *, initial: float, maximum: float, random: Callable[[], float]) -> float:
+    """Seconds before the next try after `attempts` earlier failures: capped doubling, equal jitter.
+
+    Equal jitter (half fixed, half random) spreads retries out like full jitter does but
+    never comes back almost at once, which would hammer a struggling endpoint.
+    """
+    # The exponent is capped so that a long outage cannot overflow the float.
+    ceiling = min(maximum, initial * 2.0 ** min(max(attempts, 0), 64))
+    return ceiling / 2 + random() * ceiling / 2
+
+
+def retry_delay(
+    attempts: int,
+    retry_after: float | None,
+    *,
+    initial: float,
+    maximum: float,
+    random: Callable[[], float],
+) -> float:
+    """Seconds before retrying: the server's wish if it stated one, else `backoff`.
+
+    A stated wait is clamped to [initial, RETRY_AFTER_MAX]: `Retry-After: 0` must not
+    make a hot loop, nor a huge value hold every later alert until it expires.
+    """
+    if retry_after is not None:
+        return min(max(retry_after, initial), RETRY_AFTER_MAX)
+    return backoff(attempts, initial=initial, maximum=maximum, random=random)
+
+
+def is_expired(alert: OutboxAlert, now: float, max_age: float) -> bool:
+    """True once an alert has waited `max_age` seconds since it was queued."""
+    return now - alert.created >= max_age
+
+
+class Sender:
+    """Delivers outbox alerts through a `Transport`, oldest first.
+
+    `clock` must tell the same time (epoch seconds) that `StateStore.commit(now=...)` was
+    given, since `created` and `next_attempt` are compared with it. `sleep` is only used
+    by `drain`. `on_result(kind, alert, detail)` hears every outcome: kind is one of
+    "sent", "retry", "paused", "dead", "expired"; `detail` never contains the API key.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        transport: Transport,
+        *,
+        clock: Callable[[], float],
+        max_age: float = 86400.0,
+        random: Callable[[], float] = _random.random,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        auth_retry: float = 60.0,
+        on_result: ResultHook | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self.transport = transport
+        self._clock = clock
+        self._max_age = max_age
+        self._random = random
+        self._initial = initial_backoff
+        self._max_backoff = max_backoff
+        self._auth_retry = auth_retry
+        self._on_result = on_result
+        self._sleep = sleep
+        # Serialises `step`, `run` and `drain` so that no alert is ever in flight twice.
+        self._lock = threading.Lock()
+        self.paused_reason: str | None = None
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def step(self) -> float:
+        """Deliver every due alert in order until one fails or none is due.
+
+        Returns the seconds until the oldest pending alert is due (`IDLE_DELAY` when the
+        outbox is empty).
+        """
+        while True:
+            delay = self._advance()
+            if delay is not None:
+                return IDLE_DELAY if delay == math.inf else delay
+
+    def run(self, stop: threading.Event, wake: threading.Event) -> None:
+        """Deliver until `stop` is set; `wake` cuts a wait short (set it after `stop` too).
+
+        Never raises: a failing store or callback is logged and tried again after a pause.
+        """
+        try:
+            while not stop.is_set():
+                # Cleared before looking, so a wake-up during the step is not lost.
+                wake.clear()
+                delay = self._guarded_step(stop)
+                if stop.is_set():
+                    break
+                wake.wait(min(delay, POLL_INTERVAL))
+        finally:
+            self._store.close()  # this thread's connection only
+
+    def drain(self, deadline: float) -> bool:
+        """On shutdown: deliver until the outbox is empty (True) or `deadline` passes (False).
+
+        Never sleeps past the deadline; an attempt already in flight finishes (bounded
+        by the transport's timeout).
+        """
+        while True:
+            now = self._clock()
+            if now >= deadline:
+                return self._store.head() is None
+            delay = self._advance()
+            if delay is None:
+                continue
+            if delay == math.inf:
+                return True
+            if now + delay >= deadline:
+                return False
+            self._sleep(delay)
+
+    def _guarded_step(self, stop: threading.Event) -> float:
+        """One pass of `run`: deliver due alerts while not stopped; never raises."""
+        try:
+            while not stop.is_set():
+                delay = self._advance()
+                if delay is not None:
+                    return IDLE_DELAY if delay == math.inf else delay
+        except Exception:  # the top of the sender loop: log, wait, go on
+            log.exception("sender step failed; retrying in %.0fs", POLL_INTERVAL)
+            return POLL_INTERVAL
+        return 0.0
+
+    # -- one alert ---------------------------------------------------------------------------
+
+    def _advance(self) -> float | None:
+        """Handle the oldest pending alert if it is due.
+
+        Returns None after progress (sent, dead-lettered, expired), else the seconds to
+        wait: until the head is due, or `math.inf` when the outbox is empty.
+        """
+        with self._lock:
+            now = self._clock()
+            alert = self._store.head()
+            if alert is None:
+                return math.inf
+            if is_expired(alert, now, self._max_age):
+                self._expire(alert, now)
+                return None
+            if alert.next_attempt > now:
+                return self._wait(alert, alert.next_attempt, now)
+            return self._attempt(alert, now)
+
+    def _wait(self, alert: OutboxAlert, next_attempt: float, now: float) -> float:
+        """Seconds until the head needs attention: its next attempt or its expiry, if sooner."""
+        return min(next_attempt, alert.created + self._max_age) - now
+
+    def _attempt(self, alert: OutboxAlert, now: float) -> float | None:
+        """Send one due alert and record the outcome; the wait before the next try, if any."""
+        try:
+            self.transport.create_alert(alert.payload)
+        except PermanentAlertError as exc:
+            self._dead_letter(alert, exc)
+            return None
+        except PausingAlertError as exc:
+            return self._pause(alert, now, exc)
+        except RetryableAlertError as exc:
+            return self._retry(alert, now, str(exc), exc.retry_after)
+        except AlertError as exc:  # a subclass this sender does not know: be careful
+            return self._retry(alert, now, str(exc), None)
+        except Exception as exc:  # a transport bug must not stop delivery
+            log.exception("unexpected error sending alert %d", alert.id)
+            return self._retry(alert, now, f"unexpected {type(exc).__name__}", None)
+        self._store.mark_sent(alert.id)
+        self.paused_reason = self.last_error = None
+        self.last_success = now
+        self._report(SENT, alert, _sent_detail(alert))
+        return None
+
+    def _retry(self, alert: OutboxAlert, now: float, error: str, retry_after: float | None) -> float:
+        delay = retry_delay(
+            alert.attempts,
+            retry_after,
+            initial=self._initial,
+            maximum=self._max_backoff,
+            random=self._random,
+        )
+        self._store.reschedule(alert.id, now + delay, error)
+        self.last_error = error
+        self._report(RETRY, alert, f"{error}; attempt {alert.attempts + 1} failed, retrying in {delay:.1f}s")
+        return self._wait(alert, now + delay, now)
+
+    def _pause(self, alert: OutboxAlert, now: float, exc: PausingAlertError) -> float:
+        # Not counted: the alert is not at fault, and nothing may be dead-lettered for it.
+        self._store.reschedule(alert.id, now + self._auth_retry, str(exc), count=False)
+        self.paused_reason = self.last_error = str(exc)
+        self._report(PAUSED, alert, f"{exc}; delivery paused, retrying in {self._auth_retry:.0f}s")
+        return self._wait(alert, now + self._auth_retry, now)
+
+    def _dead_letter(self, alert: OutboxAlert, exc: PermanentAlertError) -> None:
+        self._store.dead_letter(alert.id, str(exc), exc.body)
+        self.last_error = str(exc)
+        self._report(DEAD, alert, str(exc))
+
+    def _expire(self, alert: OutboxAlert, now: float) -> None:
+        age = now - alert.created
+        error = f"expired: undelivered after {age:.0f}s (max_age {self._max_age:.0f}s)"
+        if alert.last_error:
+            error += f"; last error: {alert.last_error}"
+        self._store.dead_letter(alert.id, error, alert.response)
+        self._report(EXPIRED, alert, error)
+
+    def _report(self, kind: str, alert: OutboxAlert, detail: str) -> None:
+        if self._on_result is not None:
+            self._on_result(kind, alert, detail)
+
+
+def _sent_detail(alert: OutboxAlert) -> str:
+    if alert.attempts == 0:
+        return "delivered"
+    return f"delivered after {alert.attempts} failed attempt{'s' if alert.attempts != 1 else ''}"
