@@ -24,6 +24,11 @@ from rulesd.alerting.opsgenie import (
 from rulesd.sender import IDLE_DELAY, RETRY_AFTER_MAX, Sender, backoff, retry_delay
 from rulesd.state import DEAD, PENDING, OutboxAlert, StateStore
 
+try:  # OpsGenie's own schema, when the helper is present; these tests do not need it
+    from tests.opsgenie_schema import create_alert_validator
+except ImportError:
+    create_alert_validator = None
+
 T0 = 1_700_000_000.0
 KEY = "3f6e1c2a-9b7d-4e8f-a1b2-c3d4e5f60718"
 
@@ -557,13 +562,29 @@ def test_real_client_delivers_to_a_local_server(
     """Sender + OpsGenieClient over a real socket: exact bodies and headers, in order."""
     accepted = b'{"result":"Request will be processed","took":0.01,"requestId":"r"}'
     opsgenie = servers(lambda _path: (202, {"Content-Type": "application/json"}, accepted))
-    payloads: list[dict[str, Any]] = [{"message": "a", "priority": "P1"}, {"message": "b", "tags": ["x"]}]
+    payloads: list[dict[str, Any]] = [
+        {
+            "message": "Payments upstream failing on a",
+            "alias": "rulesd: payments-upstream-errors: a",
+            "details": {"Triggering Rules": json.dumps(["payments-upstream-errors"])},
+            "responders": [{"type": "team", "name": "payments-oncall"}, {"type": "user", "username": "a@example.com"}],
+            "tags": ["payments", "host:a"],
+            "priority": "P1",
+            "source": "rulesd",
+        },
+        {"message": "b", "priority": "P3", "source": "rulesd"},
+    ]
     store.commit(positions={}, payloads=payloads, now=T0)
     with requests.Session() as session:
         client = OpsGenieClient(session, opsgenie.url, lambda: KEY, 5.0)
         make_sender(store, client, clock).step()
 
-    assert payloads == [json.loads(s.body) for s in opsgenie.seen]
+    received = [json.loads(s.body) for s in opsgenie.seen]
+    assert payloads == received
+    if create_alert_validator is not None:
+        validator = create_alert_validator()
+        for payload in received:
+            validator.validate(payload)
     assert {f"GenieKey {KEY}"} == {s.headers["Authorization"] for s in opsgenie.seen}
     assert {"application/json"} == {s.headers["Content-Type"] for s in opsgenie.seen}
     assert (0, None) == store.depth()
