@@ -1,0 +1,340 @@
+"""Firing -> OpsGenie create-alert body (SPEC 5.2, 5.3), pinned exactly and checked against
+OpsGenie's own schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from rulesd.alerting.payload import AlertSettings, build_payload, parse_recipients
+from rulesd.engine import Firing
+from rulesd.rules.model import Responder, Rule
+from tests.opsgenie_schema import DETAILS_MAX, create_alert_validator, details_size
+from tests.ruletools import rules_from_yaml
+
+VALIDATOR = create_alert_validator()
+
+RULES = rules_from_yaml(
+    """
+rules:
+  - name: upstream
+    description: The payment service cannot reach its upstream.
+    match: {service: payments}
+    threshold: {count: 2, window: 2m, group_by: [host, region]}
+    alert:
+      message: "Payments upstream failing on {host}"
+      priority: P1
+      tags: [payments, "host:{host}"]
+      responders: [{type: team, name: payments-oncall}, {type: user, username: alice@example.com}]
+      details: {runbook: "https://wiki.example.com/payments", status: "{http.status}"}
+      entity: "{host}"
+      note: "status {http.status}"
+  - name: bare
+    match: {service: payments}
+  - name: described
+    description: plain description
+    match: {service: payments}
+    alert:
+      description: "rendered for {host}"
+      priority: P2
+      tags: [payments, "second, with comma"]
+      responders: [{type: escalation, name: payments-escalation}, {type: team, name: payments-oncall}]
+      details: {runbook: "ignored: the first rule's key wins", owner: payments}
+"""
+)
+EVENT: dict[str, Any] = {
+    "service": "payments",
+    "host": "a",
+    "http": {"status": 502},
+    "message": "upstream timeout",
+}
+EVENT_JSON = json.dumps(EVENT, indent=2)
+DEFAULT_SETTINGS = AlertSettings()
+
+
+def build(
+    rules: list[Rule],
+    event: dict[str, Any] = EVENT,
+    settings: AlertSettings = DEFAULT_SETTINGS,
+    source: str = "",
+    group: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Build the payload of a firing of `rules` (lead first) and validate it as OpsGenie would."""
+    payload = build_payload(Firing(event, 1_700_000_000.0, tuple(rules), group), settings, source)
+    VALIDATOR.validate(payload)
+    assert details_size(payload) <= DETAILS_MAX
+    return payload
+
+
+def rule(yaml_body: str) -> Rule:
+    """One rule named `r` with the given YAML lines under it."""
+    return rules_from_yaml("name: r\nmatch: {x: 1}\n" + yaml_body)["r"]
+
+
+def test_full_payload() -> None:
+    """A rule with every alert field, plus configured recipients, gives exactly this body."""
+    settings = AlertSettings("rulesd-test", parse_recipients("team:ops, alice@example.com"))
+    payload = build([RULES["upstream"]], settings=settings, source="events.jsonl:7", group=("a", ""))
+    assert {
+        "message": "Payments upstream failing on a",
+        "alias": "rulesd: upstream: a, ",
+        "description": "upstream: The payment service cannot reach its upstream.\n\n"
+        f"Event:\n{EVENT_JSON}",
+        "responders": [
+            {"type": "team", "name": "payments-oncall"},
+            {"type": "user", "username": "alice@example.com"},
+            {"type": "team", "name": "ops"},
+        ],
+        "tags": ["payments", "host:a"],
+        "details": {
+            "Triggering Rules": '["upstream"]',
+            "Event Source": "events.jsonl:7",
+            "runbook": "https://wiki.example.com/payments",
+            "status": "502",
+        },
+        "priority": "P1",
+        "source": "rulesd-test",
+        "entity": "a",
+        "note": "status 502",
+    } == payload
+
+
+def test_defaults_for_a_rule_without_alert_settings() -> None:
+    """No `alert:` means the event's message, P3, a name alias, and no entity or note."""
+    assert {
+        "message": "upstream timeout",
+        "alias": "rulesd: bare",
+        "description": f"Event:\n{EVENT_JSON}",
+        "responders": [],
+        "tags": [],
+        "details": {"Triggering Rules": '["bare"]'},
+        "priority": "P3",
+        "source": "rulesd",
+    } == build([RULES["bare"]])
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"message": "  spaced\n  out\ttext  "}, "spaced out text"),
+        ({"message": ""}, "rulesd: bare"),
+        ({"message": 42}, "rulesd: bare"),
+        ({}, "rulesd: bare"),
+    ],
+)
+def test_message_fallbacks(event: dict[str, Any], expected: str) -> None:
+    """Without `alert.message`: the event's message on one line, else `rulesd: <lead name>`."""
+    assert expected == build([RULES["bare"]], event)["message"]
+
+
+def test_message_template_rendering_empty_falls_back() -> None:
+    """A message template that renders empty falls back like a missing one."""
+    assert "upstream timeout" == build([rule("alert: {message: '{missing}'}")], EVENT)["message"]
+
+
+def test_several_rules_make_one_alert_naming_all() -> None:
+    """Fired rules are merged: lead's message and priority, unions of tags and responders."""
+    payload = build(
+        [RULES["upstream"], RULES["described"], RULES["bare"]],
+        settings=AlertSettings(recipients=parse_recipients("payments-oncall, bob@example.com")),
+        group=("a", ""),
+    )
+    assert {
+        "message": "Payments upstream failing on a",
+        "alias": "rulesd: bare, described, upstream: a, ",
+        "description": "upstream: The payment service cannot reach its upstream.\n"
+        "described: rendered for a\n\n"
+        f"Event:\n{EVENT_JSON}",
+        "responders": [
+            {"type": "team", "name": "payments-oncall"},
+            {"type": "user", "username": "alice@example.com"},
+            {"type": "escalation", "name": "payments-escalation"},
+            {"type": "user", "username": "bob@example.com"},
+        ],
+        "tags": ["payments", "host:a", "second with comma"],
+        "details": {
+            "Triggering Rules": '["upstream", "described", "bare"]',
+            "runbook": "https://wiki.example.com/payments",
+            "status": "502",
+            "owner": "payments",
+        },
+        "priority": "P1",
+        "source": "rulesd",
+        "entity": "a",
+        "note": "status 502",
+    } == payload
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["bare"], ["upstream", "described"], ["described", "bare", "upstream"]],
+)
+def test_triggering_rules_is_json_of_the_names_in_order(names: list[str]) -> None:
+    """`details["Triggering Rules"]` is `json.dumps(names)`, exactly as the Sentry plugin."""
+    payload = build([RULES[n] for n in names])
+    assert json.dumps(names) == payload["details"]["Triggering Rules"]
+
+
+def test_custom_alias_and_group_alias() -> None:
+    """`alert.alias` is rendered; the default alias carries the group values."""
+    assert "db-a" == build([rule("alert: {alias: 'db-{host}'}")])["alias"]
+    grouped = rule("threshold: {count: 1, window: 1m, group_by: [host]}")
+    assert "rulesd: r: a" == build([grouped], group=("a",))["alias"]
+
+
+def test_message_is_cut_at_130_with_an_ellipsis() -> None:
+    """A long message keeps its first 129 characters and ends in `…`."""
+    payload = build([RULES["bare"]], {"message": "x" * 200})
+    assert "x" * 129 + "…" == payload["message"]
+    assert "x" * 130 == build([RULES["bare"]], {"message": "x" * 130})["message"]
+
+
+def test_long_alias_becomes_a_stable_hash() -> None:
+    """An alias over 512 characters becomes a hash: the same alias always, others differ."""
+    long_alias = rule("alert: {alias: '{v}'}")
+    first = build([long_alias], {"v": "a" * 600})["alias"]
+    again = build([long_alias], {"v": "a" * 600})["alias"]
+    other = build([long_alias], {"v": "a" * 599 + "b"})["alias"]
+    exact = build([long_alias], {"v": "a" * 512})["alias"]
+    assert (True, True, True) == (first == again, first != other, len(first) <= 512)
+    assert "a" * 512 == exact
+
+
+def test_description_is_cut_at_15000() -> None:
+    """The description is at most 15,000 characters, ending in `…` when cut."""
+    payload = build([RULES["bare"]], {"blob": "y" * 20000})
+    assert (15000, "…") == (len(payload["description"]), payload["description"][-1])
+
+
+def test_details_drop_the_largest_values_first_but_never_triggering_rules() -> None:
+    """Over 8,000 characters in all, the largest detail values go first."""
+    names = [f"rule-{i:02d}-" + "n" * 80 for i in range(40)]
+    text = "rules:\n" + "".join(
+        f"  - name: {n}\n    match: {{x: 1}}\n    alert: {{details: {{d{i}: '{{v{i}}}'}}}}\n"
+        for i, n in enumerate(names)
+    )
+    rules = list(rules_from_yaml(text).values())
+    event = {"v0": "a" * 3000, "v1": "b" * 2000, "v2": "c" * 1000, "v3": "d" * 10}
+    payload = build(rules, event, source="events.jsonl:1")
+    assert json.dumps(names) == payload["details"]["Triggering Rules"]
+    assert 3000 < len(payload["details"]["Triggering Rules"])
+    kept = {k: v for k, v in payload["details"].items() if k != "Triggering Rules"}
+    assert {"Event Source": "events.jsonl:1", "d1": "b" * 2000, "d2": "c" * 1000, "d3": "d" * 10} | {
+        f"d{i}": "" for i in range(4, 40)
+    } == kept
+
+
+def test_details_within_the_limit_are_all_kept() -> None:
+    """Details that fit are kept as they are."""
+    payload = build([rule("alert: {details: {a: '{v}', b: small}}")], {"v": "z" * 7000})
+    assert {"Triggering Rules": '["r"]', "a": "z" * 7000, "b": "small"} == payload["details"]
+
+
+def test_tags_are_deduplicated_stripped_of_commas_and_limited() -> None:
+    """At most 20 tags of at most 50 characters, commas removed, duplicates removed."""
+    tags = ["a,b", "ab", " padded ", "{missing}", "L" * 60, "L" * 55] + [f"t{i}" for i in range(30)]
+    payload = build([rule("alert: {tags: " + json.dumps(tags) + "}")])
+    assert ["ab", "padded", "L" * 50] + [f"t{i}" for i in range(17)] == payload["tags"]
+
+
+def test_tags_from_several_rules_keep_order() -> None:
+    """The union of tags keeps first appearance order."""
+    one = rules_from_yaml("name: one\nmatch: {x: 1}\nalert: {tags: [b, a]}\n")["one"]
+    two = rules_from_yaml("name: two\nmatch: {x: 1}\nalert: {tags: [c, a, b]}\n")["two"]
+    assert ["b", "a", "c"] == build([one, two])["tags"]
+
+
+def test_responders_are_at_most_50() -> None:
+    """Rule responders and recipients together are cut to 50, duplicates removed."""
+    responders = [{"type": "team", "name": f"team-{i}"} for i in range(40)]
+    recipients = ", ".join([f"team:team-{i}" for i in range(30)] + [f"u{i}@x.org" for i in range(30)])
+    payload = build(
+        [rule("alert: {responders: " + json.dumps(responders) + "}")],
+        settings=AlertSettings(recipients=parse_recipients(recipients)),
+    )
+    assert responders + [{"type": "user", "username": f"u{i}@x.org"} for i in range(10)] == (
+        payload["responders"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "limit", "yaml_body"),
+    [
+        ("entity", 512, "alert: {entity: '{v}'}"),
+        ("note", 25000, "alert: {note: '{v}'}"),
+    ],
+)
+def test_entity_and_note_limits(field: str, limit: int, yaml_body: str) -> None:
+    """`entity` and `note` are cut to OpsGenie's limits."""
+    payload = build([rule(yaml_body)], {"v": "e" * (limit + 100)})
+    assert "e" * (limit - 1) + "…" == payload[field]
+
+
+def test_source_limit() -> None:
+    """The configured source is cut to 100 characters."""
+    payload = build([RULES["bare"]], settings=AlertSettings(source="s" * 150))
+    assert "s" * 99 + "…" == payload["source"]
+
+
+def test_payload_is_deterministic() -> None:
+    """The same firing always gives the same payload (the outbox stores it)."""
+    first = build([RULES["upstream"], RULES["described"]], group=("a", ""))
+    assert first == build([RULES["upstream"], RULES["described"]], group=("a", ""))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("team:ops", [("team", "name", "ops")]),
+        ("user:alice", [("user", "username", "alice")]),
+        ("escalation:esc", [("escalation", "name", "esc")]),
+        ("schedule:nights", [("schedule", "name", "nights")]),
+        ("alice@example.com", [("user", "username", "alice@example.com")]),
+        ("payments-oncall", [("team", "name", "payments-oncall")]),
+        (" Team : ops , , bob@example.com ", [("team", "name", "ops"), ("user", "username", "bob@example.com")]),
+        ("foo:bar", [("team", "name", "foo:bar")]),
+        ("", []),
+        (None, []),
+        (
+            "team:ops, alice@example.com, schedule:night",
+            [
+                ("team", "name", "ops"),
+                ("user", "username", "alice@example.com"),
+                ("schedule", "name", "night"),
+            ],
+        ),
+    ],
+)
+def test_parse_recipients(text: str | None, expected: list[tuple[str, str, str]]) -> None:
+    """Comma separated entries become responders as SPEC 5.3 says."""
+    assert tuple(Responder(*e) for e in expected) == parse_recipients(text)
+
+
+@pytest.mark.parametrize("text", ["team:", "user: ", "ops, schedule:"])
+def test_parse_recipients_rejects_an_entry_without_a_name(text: str) -> None:
+    """`team:` with nothing after it is an error naming the entry."""
+    with pytest.raises(ValueError, match="has no name"):
+        parse_recipients(text)
+
+
+def test_recipients_are_valid_responders() -> None:
+    """Every kind of recipient passes OpsGenie's schema as a responder."""
+    recipients = parse_recipients("team:t, user:u, escalation:e, schedule:s, a@b.c, plain")
+    payload = build([RULES["bare"]], settings=AlertSettings(recipients=recipients))
+    assert 6 == len(payload["responders"])
+
+
+def test_the_validator_rejects_what_opsgenie_would() -> None:
+    """The schema helper is strict: wrong responder keys and unknown fields fail."""
+    bad = [
+        {},
+        {"message": "m", "unknown": 1},
+        {"message": "m", "responders": [{"type": "user", "name": "alice"}]},
+        {"message": "m", "priority": "P0"},
+        {"message": "m", "details": {"a": 1}},
+        {"message": "m" * 131},
+        {"message": "m", "tags": ["t" * 51]},
+    ]
+    assert [False] * len(bad) == [VALIDATOR.is_valid(p) for p in bad]
