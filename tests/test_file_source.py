@@ -1,0 +1,456 @@
+"""Tests of the file source against real files, rotated the way logrotate does it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rulesd.sources.file import FileSource, Line, Position, classify_saved, fingerprint
+
+POLL = 0.02
+Factory = Callable[..., FileSource]
+
+
+@pytest.fixture
+def warnings() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def make_source(warnings: list[str]) -> Iterator[Factory]:
+    """Builds sources that poll fast, collect warnings, and are closed after the test."""
+    sources: list[FileSource] = []
+
+    def make(patterns: list[Path | str], **kwargs: Any) -> FileSource:
+        kwargs.setdefault("poll_interval", POLL)
+        kwargs.setdefault("warn", warnings.append)
+        source = FileSource([str(p) for p in patterns], **kwargs)
+        sources.append(source)
+        return source
+
+    yield make
+    for source in sources:
+        source.close()
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def numbered(start: int, stop: int) -> bytes:
+    return b"".join(b"line %d\n" % i for i in range(start, stop))
+
+
+def texts(lines: list[Line]) -> list[bytes]:
+    return [line.data for line in lines]
+
+
+def read_n(source: FileSource, count: int, timeout: float = 5.0) -> list[Line]:
+    """Read until `count` lines have come (failing after `timeout`), then check no more come."""
+    lines: list[Line] = []
+    deadline = time.monotonic() + timeout
+    while len(lines) < count:
+        assert time.monotonic() < deadline, f"only {len(lines)} of {count} lines: {texts(lines)}"
+        lines += source.read(1000)
+        if len(lines) < count:
+            source.wait(0.05)
+    assert [] == read_settled(source)
+    return lines
+
+
+def read_settled(source: FileSource) -> list[Line]:
+    """Everything read() returns over a few poll intervals, so that the source has looked at
+    the paths again since the caller's last change (the only way to show nothing comes)."""
+    lines = source.read(1000)
+    deadline = time.monotonic() + POLL * 3
+    while (remaining := deadline - time.monotonic()) > 0:
+        source.wait(remaining)
+        lines += source.read(1000)
+    return lines
+
+
+# -- pure parts --------------------------------------------------------------------------------
+
+
+def test_position_json_round_trip() -> None:
+    """A position survives the JSON it is saved as."""
+    position = Position(dev=1, ino=2, offset=3, fp_len=4, fp_hash="ab")
+    assert position == Position.from_json(json.loads(json.dumps(position.to_json())))
+
+
+@pytest.mark.parametrize(
+    ("content", "size", "expected"),
+    [
+        (b"hello world\n", 12, "resume"),
+        (b"hello world\nmore\n", 17, "resume"),
+        (b"hello", 5, "changed"),  # shorter than the fingerprint
+        (b"HELLO world\n", 12, "changed"),
+        (b"hello worl", 10, "changed"),
+    ],
+)
+def test_classify_saved(content: bytes, size: int, expected: str) -> None:
+    """A saved position is trusted only while the file's first bytes are unchanged."""
+    fp_len, fp_hash = fingerprint(b"hello world\n")
+    saved = Position(dev=1, ino=1, offset=12, fp_len=fp_len, fp_hash=fp_hash)
+    assert expected == classify_saved(saved, size, content[:1024])
+
+
+def test_classify_saved_truncated() -> None:
+    """Same first bytes but shorter than the offset is a truncation."""
+    fp_len, fp_hash = fingerprint(b"ab")
+    assert "truncated" == classify_saved(Position(1, 1, 10, fp_len, fp_hash), 4, b"ab\nc")
+
+
+# -- start_at, partial lines, long lines --------------------------------------------------------
+
+
+def test_start_at_end_skips_what_is_there(tmp_path: Path, make_source: Factory) -> None:
+    """With start_at=end only lines written after startup are read."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"old 1\nold 2\n")
+    source = make_source([log], start_at="end")
+    append(log, b"new\n")
+    assert [Line(b"new", str(log), 12)] == read_n(source, 1)
+
+
+def test_start_at_end_keeps_the_line_being_written(tmp_path: Path, make_source: Factory) -> None:
+    """A line half written at startup is read whole once it is complete."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"old\nhal")
+    source = make_source([log], start_at="end")
+    append(log, b"f\n")
+    assert [b"half"] == texts(read_n(source, 1))
+
+
+def test_start_at_beginning_reads_everything(tmp_path: Path, make_source: Factory) -> None:
+    """With start_at=beginning existing lines are read, with their offsets."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"a\r\nbb\n\nc\n")
+    source = make_source([log], start_at="beginning")
+    expected = [Line(b"a", str(log), 0), Line(b"bb", str(log), 3), Line(b"", str(log), 6), Line(b"c", str(log), 7)]
+    assert expected == read_n(source, 4)
+
+
+def test_partial_line_waits_for_its_newline(tmp_path: Path, make_source: Factory) -> None:
+    """A last line without newline is not returned and the position stays at its start."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"one\ntw")
+    source = make_source([log], start_at="beginning")
+    assert [b"one"] == texts(read_n(source, 1))
+    assert 4 == source.checkpoint()[str(log)].offset
+    append(log, b"o\n")
+    assert [Line(b"two", str(log), 4)] == read_n(source, 1)
+    assert 8 == source.checkpoint()[str(log)].offset
+
+
+def test_read_respects_max_lines(tmp_path: Path, make_source: Factory) -> None:
+    """read() returns at most max_lines; the checkpoint covers only those."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 10))
+    source = make_source([log], start_at="beginning")
+    assert numbered(0, 3).splitlines() == texts(source.read(3))
+    assert len(numbered(0, 3)) == source.checkpoint()[str(log)].offset
+    assert numbered(3, 10).splitlines() == texts(read_n(source, 7))
+
+
+def test_long_line_is_skipped_and_counted(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
+    """An over-long line is skipped with a warning; the next line is read normally."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"a\n" + b"x" * 300_000 + b"\nb\n" + b"y" * 101 + b"\nc\n")
+    source = make_source([log], start_at="beginning", max_line_bytes=100)
+    assert [b"a", b"b", b"c"] == texts(read_n(source, 3))
+    assert 2 == source.skipped_long
+    assert 2 == sum("longer than 100 bytes" in w for w in warnings)
+
+
+def test_long_line_written_in_pieces(tmp_path: Path, make_source: Factory) -> None:
+    """A line that grows too long while being written is discarded without being held."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"a\n" + b"x" * 150)
+    source = make_source([log], start_at="beginning", max_line_bytes=100)
+    assert [b"a"] == texts(read_n(source, 1))
+    assert 1 == source.skipped_long
+    assert 2 == source.checkpoint()[str(log)].offset  # never inside the long line
+    append(log, b"x" * 100_000)
+    assert [] == read_settled(source)
+    append(log, b"x\nb\n")
+    assert [b"b"] == texts(read_n(source, 1))
+    assert 1 == source.skipped_long
+
+
+def test_line_of_exactly_max_bytes_is_kept(tmp_path: Path, make_source: Factory) -> None:
+    """The limit is inclusive."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"z" * 100 + b"\n")
+    source = make_source([log], start_at="beginning", max_line_bytes=100)
+    assert [b"z" * 100] == texts(read_n(source, 1))
+    assert 0 == source.skipped_long
+
+
+# -- rotation, truncation, deletion -------------------------------------------------------------
+
+
+def test_rename_rotation_in_a_burst(tmp_path: Path, make_source: Factory) -> None:
+    """Rename+create in the middle of a burst: every line once, in order, old file first."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 500))
+    source = make_source([log], start_at="beginning")
+    first = source.read(100)
+    append(log, numbered(500, 600))  # written just before the rename
+    os.rename(log, tmp_path / "events.jsonl.1")
+    log.write_bytes(numbered(600, 700))
+    lines = first + read_n(source, 600)
+    assert numbered(0, 700).splitlines() == texts(lines)
+    assert {str(log)} == {line.path for line in lines}
+
+
+def test_writer_still_on_the_old_file_after_rename(tmp_path: Path, make_source: Factory) -> None:
+    """Lines the writer adds to the renamed file before it reopens are not lost."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"")
+    source = make_source([log], start_at="beginning")
+    with open(log, "ab", buffering=0) as writer:
+        writer.write(numbered(0, 3))
+        assert 3 == len(read_n(source, 3))
+        os.rename(log, tmp_path / "events.jsonl.1")
+        log.write_bytes(b"")  # logrotate's "create"
+        assert [] == read_settled(source)
+        writer.write(numbered(3, 5))  # the writer has not reopened yet
+        assert numbered(3, 5).splitlines() == texts(read_n(source, 2))
+    append(log, numbered(5, 7))
+    assert numbered(5, 7).splitlines() == texts(read_n(source, 2))
+
+
+def test_two_rotations_before_reading(tmp_path: Path, make_source: Factory) -> None:
+    """Files rotated twice before being drained are all read, oldest first."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 2))
+    source = make_source([log], start_at="beginning")
+    assert 2 == len(read_n(source, 2))
+    append(log, numbered(2, 4))
+    os.rename(log, tmp_path / "events.jsonl.1")
+    log.write_bytes(b"")
+    # A look at the paths, so the source knows the second file before it is rotated too
+    # (a file created and rotated away between two looks cannot be seen by any tail -F).
+    lines = read_settled(source)
+    append(log, numbered(4, 6))
+    os.rename(log, tmp_path / "events.jsonl.2")
+    log.write_bytes(numbered(6, 8))
+    lines += read_n(source, 6 - len(lines))
+    assert numbered(2, 8).splitlines() == texts(lines)
+
+
+def test_copytruncate_restarts_at_zero(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
+    """Copy then truncate in place: no crash, reading restarts at 0 with a warning."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 50))
+    source = make_source([log], start_at="beginning")
+    assert 50 == len(read_n(source, 50))
+    shutil.copyfile(log, tmp_path / "events.jsonl.1")
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    assert [] == read_settled(source)
+    assert any("truncated" in w for w in warnings)
+    append(log, b"after\n")
+    assert [Line(b"after", str(log), 0)] == read_n(source, 1)
+
+
+def test_truncate_and_rewrite_past_the_offset(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
+    """Truncated and refilled beyond our offset between two looks: the fingerprint tells."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"first\n")
+    source = make_source([log], start_at="beginning")
+    assert 1 == len(read_n(source, 1))
+    with open(log, "r+b") as f:
+        f.truncate(0)
+        f.write(b"second\nthird\n")
+    assert [b"second", b"third"] == texts(read_n(source, 2))
+    assert any("fingerprint" in w for w in warnings)
+
+
+def test_delete_and_recreate(tmp_path: Path, make_source: Factory) -> None:
+    """The deleted file is drained through its descriptor, then the new file read from 0."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"one\n")
+    source = make_source([log], start_at="beginning")
+    assert 1 == len(read_n(source, 1))
+    append(log, b"two\n")
+    log.unlink()
+    assert [b"two"] == texts(read_n(source, 1))
+    assert {} == source.checkpoint()
+    log.write_bytes(b"three\n")
+    assert [Line(b"three", str(log), 0)] == read_n(source, 1)
+
+
+def test_file_appearing_later_is_read_from_start(tmp_path: Path, make_source: Factory) -> None:
+    """A path that does not exist yet is waited for, then read from its beginning."""
+    log = tmp_path / "later" / "events.jsonl"
+    source = make_source([log], start_at="end")
+    assert [] == read_settled(source)
+    log.parent.mkdir()
+    log.write_bytes(b"a\nb\n")
+    assert [b"a", b"b"] == texts(read_n(source, 2))
+
+
+def test_glob_with_two_files_and_a_new_one(tmp_path: Path, make_source: Factory) -> None:
+    """Every file matching a glob is tailed; a new match is read from its beginning."""
+    (tmp_path / "a.log").write_bytes(b"a1\n")
+    (tmp_path / "b.log").write_bytes(b"b1\n")
+    (tmp_path / "other.txt").write_bytes(b"ignored\n")
+    source = make_source([tmp_path / "*.log"], start_at="beginning")
+    assert {b"a1", b"b1"} == set(texts(read_n(source, 2)))
+    append(tmp_path / "b.log", b"b2\n")
+    (tmp_path / "c.log").write_bytes(b"c1\n")
+    lines = read_n(source, 2)
+    assert {(b"b2", str(tmp_path / "b.log")), (b"c1", str(tmp_path / "c.log"))} == {
+        (line.data, line.path) for line in lines
+    }
+
+
+def test_glob_matching_rotated_names_reads_once(tmp_path: Path, make_source: Factory) -> None:
+    """When the rotated name also matches the glob, its lines are not read again."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 5))
+    source = make_source([f"{log}*"], start_at="beginning")
+    assert 5 == len(read_n(source, 5))
+    append(log, numbered(5, 7))
+    os.rename(log, tmp_path / "events.jsonl.1")
+    log.write_bytes(numbered(7, 9))
+    assert numbered(5, 9).splitlines() == texts(read_n(source, 4))
+
+
+# -- resuming from saved positions ----------------------------------------------------------------
+
+
+def saved(source: FileSource) -> dict[str, Position]:
+    """The checkpoint as it comes back from the state database."""
+    stored = json.loads(json.dumps({k: v.to_json() for k, v in source.checkpoint().items()}))
+    return {k: Position.from_json(v) for k, v in stored.items()}
+
+
+def test_resume_from_checkpoint(tmp_path: Path, make_source: Factory) -> None:
+    """A new source resumes exactly after the last line returned: nothing lost or repeated."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 10))
+    first = make_source([log], start_at="beginning")
+    assert numbered(0, 4).splitlines() == texts(first.read(4))
+    positions = saved(first)
+    first.close()
+    append(log, numbered(10, 12))
+    second = make_source([log], start_at="end", positions=positions)
+    assert numbered(4, 12).splitlines() == texts(read_n(second, 8))
+
+
+def test_resume_after_rotation_while_down(tmp_path: Path, make_source: Factory) -> None:
+    """The old file is found by its inode and finished before the new file is read."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 10))
+    first = make_source([log], start_at="beginning")
+    assert 6 == len(first.read(6))
+    positions = saved(first)
+    first.close()
+    append(log, numbered(10, 12))
+    os.rename(log, tmp_path / "events.jsonl.1")
+    log.write_bytes(numbered(12, 15))
+    second = make_source([log], positions=positions)
+    assert numbered(6, 15).splitlines() == texts(read_n(second, 9))
+
+
+def test_resume_when_rotated_file_is_gone(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
+    """If the old file was removed while down, the new file is read from 0 with a warning."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    first = make_source([log], start_at="beginning")
+    assert 3 == len(read_n(first, 3))
+    positions = saved(first)
+    first.close()
+    replacement = tmp_path / "events.jsonl.new"
+    replacement.write_bytes(numbered(3, 5))  # created first, so its inode differs
+    log.unlink()
+    replacement.rename(log)
+    second = make_source([log], positions=positions)
+    assert numbered(3, 5).splitlines() == texts(read_n(second, 2))
+    assert any("may have been lost" in w for w in warnings)
+
+
+def test_fingerprint_mismatch_starts_over(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
+    """Same inode but different first bytes: the file was rewritten, read it from 0."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    first = make_source([log], start_at="beginning")
+    assert 3 == len(read_n(first, 3))
+    positions = saved(first)
+    first.close()
+    with open(log, "r+b") as f:  # rewritten in place, so dev+ino stay the same
+        f.truncate(0)
+        f.write(b"other 0\nother 1\nother 2\nother 3\n")
+    second = make_source([log], positions=positions)
+    assert 4 == len(read_n(second, 4))
+    assert any("fingerprint" in w for w in warnings)
+
+
+def test_truncated_while_down_starts_over(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
+    """Same first bytes but shorter than the saved offset: copytruncate happened meanwhile."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    first = make_source([log], start_at="beginning")
+    assert 3 == len(read_n(first, 3))
+    positions = saved(first)
+    first.close()
+    with open(log, "r+b") as f:
+        f.truncate(len(b"line 0\n"))
+    second = make_source([log], positions=positions)
+    assert [b"line 0"] == texts(read_n(second, 1))
+    assert any("truncated" in w for w in warnings)
+
+
+# -- waiting and lag ----------------------------------------------------------------------------
+
+
+def test_wait_wakes_on_append(tmp_path: Path, make_source: Factory) -> None:
+    """wait() returns soon after an append, long before its timeout or the next poll."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"")
+    source = make_source([log], poll_interval=5.0)
+    assert [] == source.read(10)
+    source.wait(0)  # consume wake-ups from setting up
+    writer = threading.Timer(0.05, append, args=(log, b"ping\n"))
+    started = time.monotonic()
+    writer.start()
+    source.wait(5.0)
+    elapsed = time.monotonic() - started
+    writer.join()
+    assert elapsed < 1.0
+    assert [b"ping"] == texts(source.read(10))
+
+
+def test_wait_times_out_without_data(tmp_path: Path, make_source: Factory) -> None:
+    """With nothing happening wait() blocks for its timeout."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"")
+    source = make_source([log])
+    source.read(10)
+    source.wait(0.5)  # drain wake-ups caused by creating the file
+    started = time.monotonic()
+    source.wait(0.1)
+    assert time.monotonic() - started >= 0.09
+
+
+def test_lag_bytes_counts_unread_data(tmp_path: Path, make_source: Factory) -> None:
+    """Lag is what was written but not yet returned, including a partial line."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"")
+    source = make_source([log])
+    append(log, b"12345\n789")
+    assert 9 == source.lag_bytes()
+    assert 1 == len(read_n(source, 1))
+    assert 3 == source.lag_bytes()
