@@ -1,0 +1,184 @@
+"""The candidate index never skips a rule that matches (it only saves work)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from rulesd.rules.index import RuleIndex
+from rulesd.rules.model import Rule, RuleSet
+from tests.ruletools import ruleset_from_yaml
+
+RULES_YAML = r"""
+rules:
+  - {name: eq, match: {service: payments}}
+  - {name: list, match: {level: [error, critical]}}
+  - {name: in-op, match: {service: {in: [billing, payments]}}}
+  - {name: equals-op, match: {level: {equals: error, not_equals: x}}}
+  - {name: eq-and-regex, match: {service: payments, message: {regex: "timeout|refused"}}}
+  - {name: eq-and-icase, match: {level: error, message: {regex: "(?i)refused"}}}
+  - {name: nested-all, match: {all: [{service: payments}, {host: [a, b]}]}}
+  - {name: contradiction, match: {all: [{service: payments}, {service: billing}]}}
+  - {name: numeric-eq, match: {http.status: 502}}
+  - {name: number-bound, match: {http.status: {gte: 500}}}
+  - {name: any-of, match: {any: [{service: payments}, {level: warning}]}}
+  - {name: negated, match: {not: {service: payments}}}
+  - {name: absent-host, match: {host: {exists: false}}}
+  - {name: disabled, enabled: false, match: {service: payments}}
+  - {name: re-alternation, match: {message: {regex: "timeout|refused"}}}
+  - {name: re-icase, match: {message: {regex: "(?i)TIMEOUT"}}}
+  - {name: re-scoped-icase, match: {message: {regex: "(?i:TIME)out"}}}
+  - {name: re-backref, match: {message: {regex: "(\\w)\\1"}}}
+  - {name: re-named-backref, match: {message: {regex: "(?P<c>o)(?P=c)"}}}
+  - {name: re-group, match: {message: {regex: "(dis)connect"}}}
+  - {name: re-conditional, match: {message: {regex: "^(a)?(?(1)b|c)$"}}}
+  - {name: re-anchor, match: {message: {regex: "^up"}}}
+  - {name: re-absolute-anchor, match: {message: {regex: "\\Atime"}}}
+  - {name: re-optional, match: {message: {regex: "colou?r"}}}
+  - {name: re-class, match: {message: {regex: "[0-9]{3}"}}}
+  - {name: re-negated-class, match: {message: {regex: "^[^a-z]+$"}}}
+  - {name: re-empty-branch, match: {message: {regex: "zzz|"}}}
+  - {name: re-star, match: {message: {regex: "q*"}}}
+  - {name: re-dotall, match: {message: {regex: "(?s)up.stream"}}}
+  - {name: re-dot, match: {message: {regex: "up.stream"}}}
+  - {name: re-lookahead, match: {message: {regex: "time(?=out)"}}}
+  - {name: re-lookbehind, match: {message: {regex: "(?<=dis)connect"}}}
+  - {name: re-word, match: {message: {regex: "\\btimeout\\b"}}}
+  - {name: re-verbose, match: {message: {regex: "(?x) time \\s? out  # a comment\n"}}}
+  - {name: re-multiline, match: {message: {regex: "(?m)^stream"}}}
+  - {name: re-unicode-s, match: {message: {regex: "(?i)s"}}}
+  - {name: re-unicode-k, match: {message: {regex: "(?i)k"}}}
+  - {name: re-sharp-s, match: {message: {regex: "(?i)straße"}}}
+  - {name: re-escape, match: {message: {regex: "\\d+ms"}}}
+  - {name: re-repeat, match: {message: {regex: "(ab){2,}"}}}
+  - {name: re-ascii, match: {message: {regex: "(?a)\\w\\w\\w\\w\\w"}}}
+  - {name: re-nested-path, match: {http.path: {regex: "^/api/"}}}
+  - {name: re-list-index, match: {items.0.name: {regex: "fir"}}}
+  - {name: re-two-fields, match: {message: {regex: "time"}, host: {regex: "^[ab]$"}}}
+  - {name: re-twice-one-field, match: {message: {regex: "time", startswith: "up"}}}
+  - {name: re-and-eq-other, match: {level: {regex: "^(error|crit)"}}}
+  - {name: re-in-any, match: {any: [{message: {regex: "refused"}}, {level: info}]}}
+  - {name: re-in-not, match: {not: {message: {regex: "time"}}}}
+  - {name: startswith-only, match: {message: {startswith: "conn"}}}
+  - {name: contains-list, match: {tags: {contains: red}}}
+"""
+
+WORDS = [
+    "upstream", "up", "stream", "timeout", "TIMEOUT", "Timeout", "time", "out", "refused",
+    "REFUSED", "connection", "disconnect", "connect", "aa", "oo", "book", "ab", "abab", "b",
+    "c", "colour", "color", "STRASSE", "straße", "STRAẞE", "ſ", "K", "k", "Σ", "/api/x", "502",
+    "12ms", "x", "é", "İ", "", "q",
+]
+SEPARATORS = [" ", "", "\n", "-", "."]
+
+
+def random_message(rng: random.Random) -> str:
+    """A short text made of words some rules look for."""
+    words = rng.choices(WORDS, k=rng.randint(0, 4))
+    out = ""
+    for word in words:
+        out += word + rng.choice(SEPARATORS)
+    return out
+
+
+def maybe(rng: random.Random, event: dict[str, Any], key: str, options: list[Any]) -> None:
+    """Set `key` to one of `options`, or leave it missing."""
+    value = rng.choice([*options, "<missing>"])
+    if value != "<missing>":
+        event[key] = value
+
+
+def random_event(rng: random.Random) -> dict[str, Any]:
+    """An event with fields of the right and the wrong types, present or missing."""
+    event: dict[str, Any] = {}
+    maybe(rng, event, "service", ["payments", "billing", "PAYMENTS", None, 5, ["payments"]])
+    maybe(rng, event, "level", ["error", "critical", "warning", "info", "crit", ["error"], True])
+    maybe(rng, event, "host", ["a", "b", "c", None, "ab"])
+    maybe(rng, event, "tags", [["red"], ["blue", "red"], "red", []])
+    if rng.random() < 0.9:
+        event["message"] = random_message(rng)
+    elif rng.random() < 0.5:
+        event["message"] = rng.choice([None, 42, ["timeout"], {"t": "timeout"}])
+    http: dict[str, Any] = {}
+    maybe(rng, http, "status", [200, 404, 500, 502, "502", 502.0, True, 499.5])
+    maybe(rng, http, "path", ["/api/x", "/web", "/API/", 7])
+    maybe(rng, event, "http", [http, http, "string", None])
+    maybe(rng, event, "items", [[{"name": "first"}], [], [{"name": 1}], [{"name": "FIRST"}], {}])
+    return event
+
+
+def brute_force(rules: tuple[Rule, ...], event: dict[str, Any]) -> set[str]:
+    """What the index must find: every enabled rule whose predicate holds."""
+    return {r.name for r in rules if r.enabled and r.match(event)}
+
+
+def via_index(index: RuleIndex, event: dict[str, Any]) -> set[str]:
+    """What the engine finds: candidates from the index, then the predicate."""
+    return {r.name for r in index.candidates(event) if r.match(event)}
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    """The mixed rule set above."""
+    return ruleset_from_yaml(RULES_YAML)
+
+
+def test_index_finds_exactly_what_brute_force_finds(ruleset: RuleSet) -> None:
+    """For thousands of random events the index agrees with evaluating every rule."""
+    rng = random.Random(20240601)
+    index = RuleIndex(ruleset.rules)
+    mismatches = []
+    for _ in range(4000):
+        event = random_event(rng)
+        expected, actual = brute_force(ruleset.rules, event), via_index(index, event)
+        if expected != actual:
+            mismatches.append((event, sorted(expected - actual), sorted(actual - expected)))
+    assert [] == mismatches[:5]
+
+
+def test_every_rule_is_exercised(ruleset: RuleSet) -> None:
+    """The random events make every enabled rule match at least once (else the test is weak)."""
+    rng = random.Random(20240601)
+    seen: set[str] = set()
+    for _ in range(4000):
+        seen |= brute_force(ruleset.rules, random_event(rng))
+    never = {r.name for r in ruleset.rules if r.enabled} - seen
+    assert {"contradiction"} == never
+
+
+@pytest.mark.parametrize(
+    ("rules", "event"),
+    [
+        (["re-conditional", "re-group"], {"message": "ab"}),
+        (["re-group", "re-conditional"], {"message": "ab"}),
+        (["re-backref", "re-named-backref", "re-group"], {"message": "book"}),
+        (["re-unicode-s"], {"message": "ſ"}),
+        (["re-unicode-k"], {"message": "K"}),
+        (["re-sharp-s"], {"message": "STRAẞE"}),
+        (["re-icase", "re-alternation"], {"message": "TimeOut"}),
+        (["re-verbose", "re-word"], {"message": "time out"}),
+        (["re-empty-branch", "re-star"], {"message": ""}),
+        (["re-multiline", "re-anchor"], {"message": "x\nstream"}),
+    ],
+)
+def test_tricky_patterns_in_small_sets(
+    ruleset: RuleSet, rules: list[str], event: dict[str, Any]
+) -> None:
+    """Patterns whose meaning could change when combined still match alone or together."""
+    chosen = tuple(r for r in ruleset.rules if r.name in rules)
+    assert brute_force(chosen, event) == via_index(RuleIndex(chosen), event)
+    assert set(rules) & brute_force(chosen, event)
+
+
+def test_disabled_rules_are_never_candidates(ruleset: RuleSet) -> None:
+    """A disabled rule is loaded but the index never offers it."""
+    index = RuleIndex(ruleset.rules)
+    event = {"service": "payments", "level": "error", "message": "timeout"}
+    assert "disabled" not in {r.name for r in index.candidates(event)}
+
+
+def test_empty_rule_set() -> None:
+    """No rules, no candidates."""
+    assert [] == RuleIndex(()).candidates({"service": "payments"})
