@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rulesd.alerting.opsgenie import validate_alert_url
 from rulesd.alerting.payload import parse_recipients
 from rulesd.durations import parse_duration
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
@@ -23,7 +24,6 @@ DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
 DEFAULT_STATE_DIR = "/var/lib/rulesd"
 API_KEY_ENV = "RULESD_OPSGENIE_API_KEY"
 CREDENTIAL_NAME = "opsgenie-api-key"
-_LOOPBACK_NAMES = ("localhost", "::1", "[::1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ def _source(raw: dict[str, Any], base: str, report: Any) -> SourceConfig:
 def _opsgenie(raw: dict[str, Any], base: str, report: Any) -> OpsgenieConfig:
     url = raw.get("alert_url", DEFAULT_ALERT_URL)
     try:
-        url = check_alert_url(url)
+        url = validate_alert_url(url)
     except ValueError as exc:
         report(("opsgenie", "alert_url"), str(exc))
     recipients: tuple[Responder, ...] = ()
@@ -162,25 +162,6 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Any) -> OpsgenieConfig:
         max_age=parse_duration(raw.get("max_age", "24h")),
         heartbeat=raw.get("heartbeat"),
     )
-
-
-def check_alert_url(url: str) -> str:
-    """`url` if it is https, or http to a loopback host; ValueError otherwise."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme == "https" and host:
-        return url
-    if parts.scheme == "http" and (host in _LOOPBACK_NAMES or host.startswith("127.")):
-        return url
-    if parts.scheme == "http":
-        return _refuse(f"{url!r} is plain http to a non-loopback host: the API key would travel unencrypted")
-    return _refuse(f"{url!r} is not an https URL")
-
-
-def _refuse(message: str) -> str:
-    raise ValueError(message)
 
 
 def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ) -> str:

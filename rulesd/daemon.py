@@ -17,18 +17,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 import requests
 
-from rulesd.alerting.opsgenie import OpsGenieClient, PrintTransport, Transport
+from rulesd.alerting.opsgenie import AlertError, OpsGenieClient, PrintTransport, Transport
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, resolve_api_key
 from rulesd.engine import Engine, EngineState, event_time
 from rulesd.errors import InvalidInputError
 from rulesd.events import InvalidEvent, make_parser
 from rulesd.logs import RateLimitedWarning
+from rulesd.metrics import MetricsServer, Stats, build_registry
+from rulesd.notify import Notifier
 from rulesd.reload import RuleWatcher
 from rulesd.rules.fields import MISSING, make_getter
 from rulesd.rules.loader import check_paths
@@ -44,6 +45,15 @@ IDLE_WAIT = 0.2  # seconds; also bounds how late a signal or reload is noticed
 STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM
 EOF_GRACE = 30.0  # seconds to deliver what is queued when stdin ends
 STATE_FILE = "state.sqlite"
+STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
+HEARTBEAT_EVERY = 60.0  # seconds between OpsGenie heartbeat pings
+STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this long
+
+
+class Checkpoint(Protocol):
+    """A source position that can be saved as JSON."""
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
 class Source(Protocol):
@@ -51,22 +61,9 @@ class Source(Protocol):
 
     def read(self, max_lines: int) -> list[Line]: ...
     def wait(self, timeout: float) -> None: ...
-    def checkpoint(self) -> dict[str, Position]: ...
+    def checkpoint(self) -> Mapping[str, Checkpoint]: ...
     def lag_bytes(self) -> int: ...
     def close(self) -> None: ...
-
-
-@dataclass(slots=True)
-class Counters:
-    """What the daemon has done, for logs and status."""
-
-    events: int = 0
-    invalid: int = 0
-    alerts: int = 0
-    reloads_ok: int = 0
-    reloads_failed: int = 0
-    last_error: str | None = None
-    firings: dict[str, int] = field(default_factory=dict)
 
 
 class Daemon:
@@ -79,7 +76,8 @@ class Daemon:
         self.dry_run = dry_run
         self.environ = environ
         self.clock = clock
-        self.counters = Counters()
+        self.stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules))
+        self.notifier = Notifier(environ)
         self.stop_requested = threading.Event()
         self.warn = RateLimitedWarning(log, time.monotonic)
         self.store = _open_store(config, dry_run)
@@ -89,17 +87,21 @@ class Daemon:
         self.parse = make_parser(config.source.format, config.source.pattern)
         self.get_time = make_getter(config.time_field) if config.time_field else None
         self._api_key = "" if dry_run else resolve_api_key(config.opsgenie, environ)
-        self.transport: Transport = PrintTransport(stdout) if dry_run else self._http_transport()
+        self.client = None if dry_run else self._http_client()
+        self.transport: Transport = self.client or PrintTransport(stdout)
         self.sender = Sender(self.store, self.transport, clock=clock, max_age=config.opsgenie.max_age,
                              on_result=self._on_delivery)
         self.sender_wake = threading.Event()
         self.sender_stop = threading.Event()
         self.watcher = RuleWatcher(config.rules, clock=time.monotonic)
         self.source: Source = self._open_source()
+        self.metrics = self._metrics_server()
+        self._heartbeat_due = threading.Event()
+        self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf")}
 
     # -- wiring -----------------------------------------------------------------------------
 
-    def _http_transport(self) -> Transport:
+    def _http_client(self) -> OpsGenieClient:
         session = requests.Session()
         session.trust_env = False  # no proxy or .netrc surprises: the key goes only where configured
         return OpsGenieClient(session, self.config.opsgenie.alert_url, lambda: self._api_key,
@@ -113,17 +115,25 @@ class Daemon:
         return FileSource(cfg.paths, start_at=cfg.start_at, max_line_bytes=cfg.max_line_bytes,
                           positions=saved, warn=self.warn)
 
+    def _metrics_server(self) -> MetricsServer | None:
+        if not self.config.metrics_listen:
+            return None
+        registry = build_registry(self.stats, self.store.depth, self.source.lag_bytes, self.clock)
+        return MetricsServer(self.config.metrics_listen, registry, self.stats, STALL_AFTER)
+
     def _on_delivery(self, kind: str, alert: Any, detail: str) -> None:
+        self.stats.bump(self.stats.delivery, kind)
         message = alert.payload.get("message", "")
         if kind == "sent":
+            self.stats.last_delivery = self.clock()
             log.debug("alert %d delivered: %s", alert.id, message)
         elif kind == "retry":
             log.warning("alert %d not delivered, will retry: %s", alert.id, detail)
         elif kind == "paused":
-            self.counters.last_error = detail
+            self.stats.last_error = detail
             log.error("OpsGenie refused the request (%s); sending paused, nothing dropped", detail)
         else:
-            self.counters.last_error = detail
+            self.stats.last_error = detail
             log.error("alert %d dead-lettered (%s): %s: %s", alert.id, kind, message, detail)
 
     # -- running ----------------------------------------------------------------------------
@@ -132,15 +142,23 @@ class Daemon:
         """Run until SIGTERM/SIGINT (or stdin's end); 0 after a clean stop."""
         self._install_signals()
         self.watcher.start()
-        sender = threading.Thread(target=self.sender.run, args=(self.sender_stop, self.sender_wake),
-                                  name="rulesd-sender", daemon=True)
-        sender.start()
+        threads = [threading.Thread(target=self.sender.run, args=(self.sender_stop, self.sender_wake),
+                                    name="rulesd-sender", daemon=True)]
+        if self.config.opsgenie.heartbeat and self.client is not None:
+            threads.append(threading.Thread(target=self._heartbeats, name="rulesd-heartbeat", daemon=True))
+        for thread in threads:
+            thread.start()
+        if self.metrics is not None:
+            self.metrics.start()
+            log.info("metrics on http://%s:%d/metrics", *self.metrics.address)
         log.info("rulesd started: %d rule(s) loaded, source %s%s", len(self.engine.ruleset.rules),
                  self.config.source.type, " (dry run: alerts printed, not sent)" if self.dry_run else "")
+        self.notifier.ready(self._status())
         try:
             self._loop()
         finally:
-            self._shutdown(sender)
+            self.notifier.stopping()
+            self._shutdown(threads)
         return 0
 
     def _install_signals(self) -> None:
@@ -155,6 +173,7 @@ class Daemon:
     def _loop(self) -> None:
         stdin = isinstance(self.source, StdinSource)
         while not self.stop_requested.is_set():
+            self._alive()
             if self.watcher.due():
                 self.reload()
             lines = self.source.read(BATCH_LINES)
@@ -166,64 +185,120 @@ class Daemon:
                 return
             self.source.wait(IDLE_WAIT)
 
+    def _alive(self) -> None:
+        """The main loop turned: feed the watchdog, /healthz, STATUS= and the heartbeat."""
+        now = time.monotonic()
+        self.stats.loop_alive = now
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now - self._last["watchdog"] >= interval:
+            self._last["watchdog"] = now
+            self.notifier.watchdog()
+        if self.notifier.enabled and now - self._last["status"] >= STATUS_EVERY:
+            self._last["status"] = now
+            self.notifier.status(self._status())
+        if now - self._last["heartbeat"] >= HEARTBEAT_EVERY:
+            self._last["heartbeat"] = now
+            self._heartbeat_due.set()  # pinged only while this loop lives
+
+    def _status(self) -> str:
+        depth, _ = self.store.depth()
+        events = sum(self.stats.events.values())
+        text = f"{self.stats.rules_loaded} rules, {events} events, outbox {depth}"
+        problem = self.sender.paused_reason or self.stats.last_error
+        return f"{text}; last error: {problem}" if problem else text
+
     def _process(self, lines: list[Line]) -> None:
         payloads: list[dict[str, Any]] = []
         now = self.clock()
+        stats = self.stats
+        source = lines[0].path
         for line in lines:
             try:
                 event = self.parse(line.data)
             except InvalidEvent as exc:
-                self.counters.invalid += 1
+                stats.bump(stats.invalid, line.path)
                 self.warn(f"{line.path} (offset {line.offset}): skipped: {exc}")
                 continue
-            self.counters.events += 1
+            if line.path != source:
+                source = line.path
+            stats.bump(stats.events, source)
             when = now if self.get_time is None else event_time(_value(self.get_time(event)), now)
             firing = self.engine.evaluate(event, when)
             if firing is not None:
                 for rule in firing.rules:
-                    self.counters.firings[rule.name] = self.counters.firings.get(rule.name, 0) + 1
+                    stats.bump(stats.firings, rule.name)
                 payloads.append(build_payload(firing, self.settings, f"{line.path} (offset {line.offset})"))
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
                           payloads=payloads, now=now, engine_state=self.engine.state.to_json())
         if payloads:
-            self.counters.alerts += len(payloads)
+            stats.alerts_queued += len(payloads)
             self.sender_wake.set()
 
     def reload(self) -> bool:
         """Load the rules again; on any error keep the running set and log every problem."""
+        self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready(self._status())
+
+    def _reload(self) -> bool:
         result = check_paths(self.config.rules)
         if not self.dry_run:
             try:
                 self._api_key = resolve_api_key(self.config.opsgenie, self.environ)
             except InvalidInputError as exc:
                 log.error("reload: keeping the previous API key: %s", exc)
+            if self.sender.resume():
+                self.sender_wake.set()
         if result.ruleset is None:
-            self.counters.reloads_failed += 1
-            self.counters.last_error = f"reload failed: {len(result.errors)} error(s)"
+            self.stats.bump(self.stats.reloads, "failed")
+            self.stats.last_error = f"reload failed: {len(result.errors)} error(s), previous rules kept"
             for problem in result.errors:
                 log.error("reload failed, previous rules kept: %s", problem)
             return False
         old = self.engine.ruleset
-        self.counters.reloads_ok += 1
+        self.stats.bump(self.stats.reloads, "ok")
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset)
+            self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
+            self.stats.last_error = None
             log.info("rules reloaded: %s", describe_change(old, result.ruleset))
         return True
 
-    def _shutdown(self, sender: threading.Thread) -> None:
+    def _heartbeats(self) -> None:
+        """Ping the OpsGenie heartbeat whenever the main loop asks; failures are logged, never fatal."""
+        name = self.config.opsgenie.heartbeat
+        assert name is not None and self.client is not None
+        while not self.sender_stop.is_set():
+            if not self._heartbeat_due.wait(1.0):
+                continue
+            self._heartbeat_due.clear()
+            try:
+                self.client.ping_heartbeat(name)
+            except AlertError as exc:
+                self.stats.bump(self.stats.heartbeats, "failed")
+                log.warning("heartbeat %r not pinged: %s", name, exc)
+            else:
+                self.stats.bump(self.stats.heartbeats, "ok")
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
         self.watcher.stop()
         self.source.close()
         self.sender_stop.set()
         self.sender_wake.set()
-        sender.join(timeout=STOP_GRACE)
+        for thread in threads:
+            thread.join(timeout=STOP_GRACE)
         grace = EOF_GRACE if isinstance(self.source, StdinSource) and self.source.eof else STOP_GRACE
         drained = self.sender.drain(self.clock() + grace)
         depth, _ = self.store.depth()
         if not drained or depth:
             log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
-        log.info("stopped: %d event(s), %d invalid, %d alert(s) queued", self.counters.events,
-                 self.counters.invalid, self.counters.alerts)
+        if self.metrics is not None:
+            self.metrics.stop()
+        log.info("stopped: %d event(s), %d invalid, %d alert(s) queued", sum(self.stats.events.values()),
+                 sum(self.stats.invalid.values()), self.stats.alerts_queued)
 
 
 def describe_change(old: RuleSet, new: RuleSet) -> str:

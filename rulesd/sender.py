@@ -184,6 +184,16 @@ class Sender:
             return POLL_INTERVAL
         return 0.0
 
+    def resume(self) -> bool:
+        """Retry a paused head at once (after a reload that may have fixed the key); True if paused."""
+        with self._lock:
+            if self.paused_reason is None:
+                return False
+            alert = self._store.head()
+            if alert is not None:
+                self._store.reschedule(alert.id, self._clock(), alert.last_error or "", count=False)
+            return True
+
     # -- one alert ---------------------------------------------------------------------------
 
     def _advance(self) -> float | None:

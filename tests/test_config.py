@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rulesd.config import check_alert_url, load_config, resolve_api_key
+from rulesd.alerting.opsgenie import validate_alert_url
+from rulesd.config import load_config, resolve_api_key
 from rulesd.errors import ConfigError
 from rulesd.rules.model import Responder
 
@@ -70,8 +71,8 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
         ("source: {type: stdin, format: regex, pattern: '(x'}\n",
          "rulesd.yaml:1:47: error: source.pattern: invalid regex: missing ), unterminated subpattern at position 0"),
         ("opsgenie: {alert_url: 'http://api.opsgenie.com/v2/alerts'}\n",
-         "rulesd.yaml:1:23: error: opsgenie.alert_url: 'http://api.opsgenie.com/v2/alerts' is plain http to a "
-         "non-loopback host: the API key would travel unencrypted"),
+         "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'http://api.opsgenie.com/v2/alerts': "
+         "http is allowed only for loopback hosts; use https"),
         ("opsgenie: {max_age: 3 days}\n",
          "rulesd.yaml:1:21: error: opsgenie.max_age: \"3 days\": a duration is a number of seconds or a string "
          "like 30s, 5m, 2h, 1d"),
@@ -95,7 +96,7 @@ def test_config_errors_name_the_key_and_place(tmp_path: Path, text: str, expecte
 )
 def test_alert_url_accepted(url: str) -> None:
     """https anywhere, http only on loopback."""
-    assert url == check_alert_url(url)
+    assert url == validate_alert_url(url)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,7 @@ def test_alert_url_accepted(url: str) -> None:
 def test_alert_url_refused(url: str) -> None:
     """Anything else would send the key in clear text or nowhere sensible."""
     with pytest.raises(ValueError):
-        check_alert_url(url)
+        validate_alert_url(url)
 
 
 def test_api_key_sources_in_order(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TextIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 import requests
@@ -109,6 +109,14 @@ def validate_alert_url(url: str) -> str:
     if scheme == "http":
         raise ValueError(f"alert_url {url!r}: http is allowed only for loopback hosts; use https")
     raise ValueError(f"alert_url {url!r}: the scheme must be https")
+
+
+def heartbeat_url(alert_url: str, name: str) -> str:
+    """The heartbeat ping URL on the same API host as `alert_url` (…/v2/alerts -> …/v2/heartbeats/NAME/ping)."""
+    parts = urlsplit(alert_url)
+    path = parts.path.rstrip("/")
+    prefix = path[: -len("/v2/alerts")] if path.endswith("/v2/alerts") else ""
+    return f"{parts.scheme}://{parts.netloc}{prefix}/v2/heartbeats/{quote(name, safe='')}/ping"
 
 
 def is_loopback(host: str) -> bool:
@@ -252,9 +260,16 @@ class OpsGenieClient:
 
     def create_alert(self, payload: dict[str, Any]) -> None:
         """POST `payload`; return on 2xx, else raise the `AlertError` subclass that fits."""
+        self._call("POST", self.alert_url, payload)
+
+    def ping_heartbeat(self, name: str) -> None:
+        """Ping the heartbeat `name` (OpsGenie pages when pings stop); same errors as create_alert."""
+        self._call("GET", heartbeat_url(self.alert_url, name), None)
+
+    def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> None:
         key = self._read_key()
         try:
-            response = self._post(payload, key)
+            response = self._request(method, url, payload, key)
         except requests.RequestException as exc:
             raise RetryableAlertError(_describe(exc, key)) from None
         with response:
@@ -280,10 +295,11 @@ class OpsGenieClient:
             raise PausingAlertError("the OpsGenie API key contains spaces or control characters")
         return key
 
-    def _post(self, payload: dict[str, Any], key: str) -> requests.Response:
-        return self._session.post(
-            self.alert_url,
-            data=orjson.dumps(payload),
+    def _request(self, method: str, url: str, payload: dict[str, Any] | None, key: str) -> requests.Response:
+        return self._session.request(
+            method,
+            url,
+            data=orjson.dumps(payload) if payload is not None else None,
             headers={
                 "Authorization": f"GenieKey {key}",
                 "Content-Type": "application/json",

@@ -1,0 +1,167 @@
+"""Prometheus metrics and a health check, served on `metrics.listen`.
+
+The daemon keeps plain counters on its hot path; this collector reads them at
+scrape time, so metrics cost nothing per event. Everything is registered on a
+registry of our own, never the process-global default one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+
+@dataclass(slots=True)
+class Stats:
+    """Everything the metrics report, kept by the daemon as plain numbers."""
+
+    events: dict[str, int] = field(default_factory=dict)  # per source
+    invalid: dict[str, int] = field(default_factory=dict)  # per source
+    matches: dict[str, int] = field(default_factory=dict)  # per rule
+    firings: dict[str, int] = field(default_factory=dict)  # per rule
+    alerts_queued: int = 0
+    delivery: dict[str, int] = field(default_factory=dict)  # sent / retry / paused / dead / expired
+    reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    ruleset_hash: str = ""
+    rules_loaded: int = 0
+    heartbeats: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    last_delivery: float | None = None  # wall clock
+    last_error: str | None = None
+    loop_alive: float = field(default_factory=time.monotonic)  # when the main loop last turned
+
+    def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
+        """Add `by` to `table[key]`."""
+        table[key] = table.get(key, 0) + by
+
+
+_DELIVERY_HELP = (
+    ("sent", "Alerts delivered."),
+    ("retry", "Failed attempts that will be retried."),
+    ("paused", "Attempts refused for the API key or a redirect."),
+    ("dead", "Alerts dead-lettered as rejected."),
+    ("expired", "Alerts dead-lettered as expired."),
+)
+
+
+class _Collector(Collector):
+    def __init__(self, stats: Stats, outbox: Callable[[], tuple[int, float | None]],
+                 lag: Callable[[], int], clock: Callable[[], float]) -> None:
+        self.stats, self.outbox, self.lag, self.clock = stats, outbox, lag, clock
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        yield _per("rulesd_events_read", "Events read, per source.", "source", s.events)
+        yield _per("rulesd_events_invalid", "Lines skipped as invalid, per source.", "source", s.invalid)
+        yield _per("rulesd_rule_matches", "Events that matched a rule's condition.", "rule", s.matches)
+        yield _per("rulesd_rule_firings", "Times a rule fired.", "rule", s.firings)
+        yield CounterMetricFamily("rulesd_alerts_queued", "Alerts written to the outbox.", value=s.alerts_queued)
+        for kind, help_text in _DELIVERY_HELP:
+            yield CounterMetricFamily(f"rulesd_alerts_{kind}", help_text, value=s.delivery.get(kind, 0))
+        depth, oldest = self.outbox()
+        now = self.clock()
+        yield GaugeMetricFamily("rulesd_outbox_depth", "Alerts waiting to be delivered.", value=depth)
+        yield GaugeMetricFamily("rulesd_outbox_oldest_age_seconds", "Age of the oldest undelivered alert.",
+                                value=max(0.0, now - oldest) if oldest is not None else 0.0)
+        yield _per("rulesd_reloads", "Rule reloads, by result.", "result", s.reloads)
+        yield GaugeMetricFamily("rulesd_rules_loaded", "Rules in the running rule set.", value=s.rules_loaded)
+        info = InfoMetricFamily("rulesd_ruleset", "The running rule set.")
+        info.add_metric([], {"hash": s.ruleset_hash})
+        yield info
+        yield GaugeMetricFamily("rulesd_source_lag_bytes", "Bytes written to the source but not yet read.",
+                                value=self.lag())
+        since = now - s.last_delivery if s.last_delivery is not None else float("nan")
+        yield GaugeMetricFamily("rulesd_seconds_since_last_delivery",
+                                "Seconds since an alert was last delivered (NaN: never).", value=since)
+        yield _per("rulesd_heartbeats", "OpsGenie heartbeat pings, by result.", "result", s.heartbeats)
+
+
+def _per(name: str, help_text: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+def build_registry(stats: Stats, outbox: Callable[[], tuple[int, float | None]], lag: Callable[[], int],
+                   clock: Callable[[], float] = time.time) -> CollectorRegistry:
+    """A registry with rulesd's metrics and the process and platform collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(stats, outbox, lag, clock))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+class MetricsServer:
+    """`/metrics` (Prometheus text format) and `/healthz` over HTTP, in a background thread."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry, stats: Stats, stall_after: float) -> None:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        handler = _handler(registry, stats, stall_after)
+        server_class = _server_class(host)
+        self.server = server_class((host, int(port)), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="rulesd-metrics", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port (port 0 in the config picks a free one)."""
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Serve in the background."""
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    if ":" not in host:
+        return ThreadingHTTPServer
+    import socket
+
+    class V6Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    return V6Server
+
+
+def _handler(registry: CollectorRegistry, stats: Stats, stall_after: float) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                stalled = time.monotonic() - stats.loop_alive
+                if stalled <= stall_after:
+                    self._reply(200, b"ok\n", "text/plain")
+                else:
+                    self._reply(503, f"main loop stalled for {stalled:.0f}s\n".encode(), "text/plain")
+            else:
+                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+            pass
+
+    return Handler

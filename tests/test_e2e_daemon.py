@@ -1,0 +1,265 @@
+"""End-to-end: the real `rulesd run` process, real files, real signals, and a real HTTP
+server on loopback standing in for OpsGenie."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_process import API_KEY, Workspace, wait_until
+from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
+from tests.opsgenie_schema import create_alert_validator
+
+VALIDATOR = create_alert_validator()
+
+
+def page(i: int) -> dict[str, object]:
+    return {"kind": "page", "id": i}
+
+
+def ids(server: FakeOpsGenie) -> list[int]:
+    """The event ids of the alerts the server accepted, in arrival order; every payload validated."""
+    out = []
+    for request in server.requests:
+        body = request.json()
+        VALIDATOR.validate(body)
+        assert f"GenieKey {API_KEY}" == request.headers["Authorization"]
+        out.append(int(body["alias"].removeprefix("page-")))
+    return out
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpsGenie]:
+    with FakeOpsGenie() as fake:
+        yield fake
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, server: FakeOpsGenie) -> Iterator[Workspace]:
+    ws = Workspace(tmp_path, server.url)
+    yield ws
+    ws.stop_all()
+    assert API_KEY not in ws.all_output(), "the API key leaked into the output"
+
+
+def test_events_appended_are_alerted_once_each_in_order(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Every matching event becomes one alert, delivered in order; SIGTERM exits 0."""
+    daemon = workspace.start()
+    workspace.append(*(page(i) for i in range(20)), {"kind": "noise"})
+    assert server.wait_for(lambda r: len(r) >= 20)
+    assert list(range(20)) == ids(server)
+    assert 0 == daemon.terminate()
+    assert list(range(20)) == ids(server)
+
+
+def test_rotation_by_rename_in_the_middle_of_a_burst(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """logrotate's rename+create while events are written: each event alerts exactly once."""
+    workspace.start()
+    for i in range(0, 300, 10):
+        workspace.append(*(page(j) for j in range(i, i + 10)))
+        if i == 150:
+            os.rename(workspace.events, str(workspace.events) + ".1")
+            workspace.events.touch()
+    assert server.wait_for(lambda r: len(r) >= 300, timeout=20)
+    time.sleep(0.5)  # nothing more may arrive: a duplicate would show now
+    assert list(range(300)) == sorted(ids(server))
+    assert 300 == len(server.requests)
+
+
+def test_copytruncate_does_not_crash(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """copytruncate: the file shrinks under us; we start over at 0 and keep alerting."""
+    daemon = workspace.start()
+    workspace.append(*(page(i) for i in range(5)))
+    assert server.wait_for(lambda r: len(r) >= 5)
+    shutil.copy(workspace.events, str(workspace.events) + ".1")
+    with open(workspace.events, "r+b") as fh:
+        fh.truncate(0)
+    workspace.append(page(5), page(6))
+    assert server.wait_for(lambda r: len(r) >= 7)
+    assert [0, 1, 2, 3, 4, 5, 6] == ids(server)
+    assert daemon.proc.poll() is None
+    assert "truncat" in daemon.stderr()
+
+
+def test_restart_resumes_exactly_where_it_stopped(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Events written while the daemon is down are read after the restart; none twice."""
+    daemon = workspace.start()
+    workspace.append(*(page(i) for i in range(10)))
+    assert server.wait_for(lambda r: len(r) >= 10)
+    assert 0 == daemon.terminate()
+    workspace.append(*(page(i) for i in range(10, 25)))
+    workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 25)
+    time.sleep(0.5)
+    assert list(range(25)) == ids(server)
+
+
+def test_sigkill_at_random_moments_loses_no_alert(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Killed with SIGKILL again and again while events flow: every event is alerted at least once,
+    and anything sent twice is an exact repeat (same alias, so OpsGenie deduplicates it)."""
+    rng = random.Random(7)
+    written = 0
+    for _ in range(6):
+        daemon = workspace.start()
+        for _ in range(rng.randint(3, 8)):
+            workspace.append(*(page(i) for i in range(written, written + 25)))
+            written += 25
+            time.sleep(rng.uniform(0.0, 0.05))
+        time.sleep(rng.uniform(0.0, 0.3))
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+    workspace.start()
+    assert server.wait_for(lambda r: len({b for b in ids(server)}) >= written, timeout=30)
+    delivered = ids(server)
+    assert set(range(written)) == set(delivered)
+    bodies: dict[int, bytes] = {}
+    for request in server.requests:
+        alias = request.json()["alias"]
+        assert bodies.setdefault(alias, request.body) == request.body
+
+
+def test_outage_then_recovery_delivers_everything_in_order(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """OpsGenie answers 500 for a while; afterwards every alert arrives, in order."""
+    failures = {"left": 3}
+
+    def flaky(_r: Received) -> Reply:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            return Reply(500, body=b'{"message":"Internal error"}')
+        return Reply()
+
+    server.responder = flaky
+    workspace.start()
+    workspace.append(*(page(i) for i in range(5)))
+    assert server.wait_for(lambda r: len(r) >= 3 + 5, timeout=30)
+    accepted = ids(server)[3:]
+    assert [0, 1, 2, 3, 4] == accepted
+
+
+def test_429_retry_after_is_respected(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A 429 with Retry-After: 2 holds the next attempt back for two seconds."""
+    times: list[float] = []
+
+    def limited(_r: Received) -> Reply:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return Reply(429, {"Retry-After": "2"}, b'{"message":"rate limited"}')
+        return Reply()
+
+    server.responder = limited
+    workspace.start()
+    workspace.append(page(0))
+    assert server.wait_for(lambda r: len(r) >= 2, timeout=15)
+    assert times[1] - times[0] >= 1.9
+
+
+def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """An alert OpsGenie refuses as invalid is dead-lettered; the ones after it are delivered."""
+    server.responder = lambda r: Reply(422, body=b'{"message":"Request body is not processable"}') if (
+        r.json()["alias"] == "page-1") else Reply()
+    workspace.start()
+    workspace.append(page(0), page(1), page(2))
+    assert server.wait_for(lambda r: len(r) >= 3)
+    assert [0, 1, 2] == ids(server)
+    listing = workspace.rulesd("outbox", "list", "--config", str(workspace.config))
+    assert "dead" in listing.stdout and "page-1" in listing.stdout, listing.stdout + listing.stderr
+    assert "not processable" in listing.stdout
+
+
+def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A refused key pauses sending; nothing is dropped; fixing the key and SIGHUP delivers."""
+    server.responder = lambda r: Reply() if r.headers["Authorization"] == "GenieKey good-key" else Reply(
+        401, body=b'{"message":"Could not authenticate"}')
+    workspace.key_file.write_text(API_KEY)
+    daemon = workspace.start()
+    workspace.append(page(0), page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert daemon.wait_for_log("paused")
+    listing = workspace.rulesd("outbox", "list", "--config", str(workspace.config))
+    assert "2 pending, 0 dead-lettered" in listing.stdout, listing.stdout
+    workspace.key_file.write_text("good-key\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert server.wait_for(lambda r: sum(x.headers["Authorization"] == "GenieKey good-key" for x in r) >= 2)
+    good = [x.json()["alias"] for x in server.requests if x.headers["Authorization"] == "GenieKey good-key"]
+    assert ["page-0", "page-1"] == good
+    assert "good-key" not in workspace.all_output()
+
+
+def test_redirect_is_not_followed_and_the_key_stays_home(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A 302 to another host is never followed: that host never sees a request, let alone the key."""
+    with FakeOpsGenie() as elsewhere:
+        server.responder = lambda _r: Reply(302, {"Location": f"{elsewhere.url}/v2/alerts"}, b"")
+        daemon = workspace.start()
+        workspace.append(page(0))
+        assert server.wait_for(lambda r: len(r) >= 1)
+        assert daemon.wait_for_log("paused")
+        time.sleep(0.5)
+        assert [] == elsewhere.requests
+
+
+def test_malformed_events_are_survived(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Non-JSON, invalid UTF-8, a 2 MiB line, 10,000-deep nesting and a JSON array are skipped;
+    the valid events around them still alert."""
+    daemon = workspace.start()
+    deep = b"[" * 10_000 + b"]" * 10_000
+    workspace.append(
+        page(0), b"this is not json\n", page(1), b'{"kind": "page", "id": 9, "x": "\xff\xfe"}\n', page(2),
+        b'{"kind": "page", "pad": "' + b"a" * (2 * 1024 * 1024) + b'"}\n', page(3),
+        b'{"a": ' + deep + b"}\n", page(4), b'[{"kind": "page", "id": 99}]\n', page(5), b"\n",
+    )
+    assert server.wait_for(lambda r: len(r) >= 6)
+    time.sleep(0.3)
+    assert [0, 1, 2, 3, 4, 5] == ids(server)
+    assert daemon.proc.poll() is None
+
+
+def test_invalid_rule_edit_keeps_the_old_rules(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A broken rule file is reported with path:line:col and the running rules stay."""
+    daemon = workspace.start()
+    (workspace.rules / "rules.yaml").write_text("rules:\n  - name: page-on-demand\n    match: {kind: [page}\n")
+    assert daemon.wait_for_log("reload failed")
+    assert "rules.yaml:3:" in daemon.stderr()
+    workspace.append(page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert [0] == ids(server)
+
+
+def test_valid_rule_edit_applies_within_a_second(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """After saving a new rule (by rename, as editors do), events match it within a second."""
+    daemon = workspace.start()
+    new_rules = workspace.root / "new.yaml.tmp"
+    new_rules.write_text(
+        "rules:\n  - name: page-on-demand\n    match: {kind: urgent}\n"
+        "    alert: {message: 'page {id}', alias: 'page-{id}'}\n"
+    )
+    os.rename(new_rules, workspace.rules / "rules.yaml")
+    saved = time.monotonic()
+    assert daemon.wait_for_log("rules reloaded", timeout=5)
+    assert time.monotonic() - saved < 1.0
+    workspace.append({"kind": "page", "id": 0}, {"kind": "urgent", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    time.sleep(0.3)
+    assert [1] == ids(server)
+
+
+def test_dry_run_prints_payloads_and_needs_no_key(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """--dry-run prints one JSON payload per line on stdout and sends nothing."""
+    ws = Workspace(tmp_path, server.url)
+    ws.key_file.unlink()
+    daemon = ws.start("--dry-run")
+    ws.append(page(0), page(1))
+    assert wait_until(lambda: daemon.stdout_path.read_text().count("\n") >= 2)
+    assert 0 == daemon.terminate()
+    lines = [json.loads(x) for x in daemon.stdout_path.read_text().splitlines()]
+    assert ["page-0", "page-1"] == [p["alias"] for p in lines]
+    for payload in lines:
+        VALIDATOR.validate(payload)
+    assert [] == server.requests
