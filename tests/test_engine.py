@@ -1,0 +1,270 @@
+"""The engine (SPEC 4.4): thresholds, windows, throttle, one firing per event, state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rulesd.engine import Engine, EngineState
+from rulesd.rules.model import RuleSet
+from tests.ruletools import ruleset_from_yaml
+
+T0 = 1_700_000_000.0
+
+
+def engine_for(yaml_text: str, state: EngineState | None = None) -> Engine:
+    """An engine over the rules of `yaml_text`."""
+    return Engine(ruleset_from_yaml(yaml_text), state)
+
+
+def fired(engine: Engine, event: dict[str, Any], time: float) -> list[str]:
+    """Names of the rules that fire on `event` at `time` (lead first), [] if none."""
+    firing = engine.evaluate(event, T0 + time)
+    return [r.name for r in firing.rules] if firing else []
+
+
+def run(engine: Engine, events: list[tuple[float, dict[str, Any]]]) -> list[list[str]]:
+    """`fired` for each (time, event) in order."""
+    return [fired(engine, event, t) for t, event in events]
+
+
+THRESHOLD = """
+name: burst
+match: {level: error}
+threshold: {count: 3, window: 60}
+"""
+ERR = {"level": "error"}
+
+
+def test_without_threshold_every_match_fires() -> None:
+    """A rule without threshold fires on every matching event and no other."""
+    engine = engine_for("name: r\nmatch: {level: error}\n")
+    assert [["r"], [], ["r"]] == run(engine, [(0, ERR), (1, {"level": "info"}), (2, ERR)])
+
+
+def test_threshold_fires_exactly_at_the_nth_event() -> None:
+    """The third matching event within the window fires, not the second."""
+    engine = engine_for(THRESHOLD)
+    assert [[], [], ["burst"]] == run(engine, [(0, ERR), (10, ERR), (20, ERR)])
+
+
+def test_count_restarts_after_firing() -> None:
+    """After firing, the group needs `count` new events to fire again."""
+    engine = engine_for(THRESHOLD)
+    times = [0, 1, 2, 3, 4, 5, 6]
+    assert [[], [], ["burst"], [], [], ["burst"], []] == run(engine, [(t, ERR) for t in times])
+
+
+def test_window_is_half_open() -> None:
+    """An event exactly `window` seconds older than the current one no longer counts."""
+    engine = engine_for(THRESHOLD)
+    assert [[], [], []] == run(engine, [(0, ERR), (30, ERR), (60, ERR)])
+    engine = engine_for(THRESHOLD)
+    assert [[], [], ["burst"]] == run(engine, [(0, ERR), (30, ERR), (59.999, ERR)])
+
+
+def test_old_events_slide_out_of_the_window() -> None:
+    """Only events within the last `window` seconds count."""
+    engine = engine_for(THRESHOLD)
+    events = [(0, ERR), (50, ERR), (100, ERR), (105, ERR)]
+    assert [[], [], [], ["burst"]] == run(engine, events)
+
+
+def test_non_matching_events_do_not_count() -> None:
+    """Events the rule does not match never add to its count."""
+    engine = engine_for(THRESHOLD)
+    info = {"level": "info"}
+    assert [[], [], [], [], ["burst"]] == run(engine, [(0, ERR), (1, info), (2, info), (3, ERR), (4, ERR)])
+
+
+GROUPED = """
+name: per-host
+match: {level: error}
+threshold: {count: 2, window: 60, group_by: [host]}
+"""
+
+
+def test_group_by_counts_each_group_apart() -> None:
+    """Each host has its own count."""
+    engine = engine_for(GROUPED)
+    events = [(0, {"level": "error", "host": "a"}), (1, {"level": "error", "host": "b"}),
+              (2, {"level": "error", "host": "a"}), (3, {"level": "error", "host": "b"})]
+    assert [[], [], ["per-host"], ["per-host"]] == run(engine, events)
+
+
+def test_missing_group_field_is_its_own_group() -> None:
+    """A missing group field is a group of its own, apart from null and from ""."""
+    engine = engine_for(GROUPED)
+    events = [
+        (0, {"level": "error"}),
+        (1, {"level": "error", "host": None}),
+        (2, {"level": "error", "host": ""}),
+        (3, {"level": "error", "host": "missing"}),
+        (4, {"level": "error"}),
+        (5, {"level": "error", "host": None}),
+    ]
+    assert [[], [], [], [], ["per-host"], ["per-host"]] == run(engine, events)
+
+
+def test_group_values_of_different_types_are_different_groups() -> None:
+    """`1` and `"1"` are different hosts, as they are different values."""
+    engine = engine_for(GROUPED)
+    events = [(0, {"level": "error", "host": 1}), (1, {"level": "error", "host": "1"})]
+    assert [[], []] == run(engine, events)
+
+
+def test_firing_names_the_lead_rules_group_values() -> None:
+    """The firing carries the lead rule's group_by values as text."""
+    engine = engine_for("name: g\nmatch: {x: 1}\nthreshold: {count: 1, window: 5, group_by: [host, n]}\n")
+    firing = engine.evaluate({"x": 1, "host": "a", "n": 3}, T0)
+    assert firing is not None
+    assert ("a", "3") == firing.group
+
+
+THROTTLED = """
+name: noisy
+match: {level: error}
+throttle: 600
+"""
+
+
+def test_throttle_suppresses_within_the_period_and_allows_after() -> None:
+    """Once fired, a rule stays quiet for `throttle` seconds of event time."""
+    engine = engine_for(THROTTLED)
+    events = [(0, ERR), (1, ERR), (599, ERR), (600, ERR), (601, ERR), (1200, ERR)]
+    assert [["noisy"], [], [], ["noisy"], [], ["noisy"]] == run(engine, events)
+
+
+def test_throttle_is_per_group() -> None:
+    """A throttled group does not silence another group."""
+    engine = engine_for(
+        "name: t\nmatch: {level: error}\nthreshold: {count: 1, window: 10, group_by: [host]}\n"
+        "throttle: 100\n"
+    )
+    events = [(0, {"level": "error", "host": "a"}), (1, {"level": "error", "host": "b"}),
+              (2, {"level": "error", "host": "a"})]
+    assert [["t"], ["t"], []] == run(engine, events)
+
+
+def test_rules_firing_together_make_one_firing_lead_first() -> None:
+    """All rules firing on one event are one firing; lead = highest priority, then name."""
+    engine = engine_for(
+        """
+rules:
+  - {name: zeta, match: {level: error}, alert: {priority: P1}}
+  - {name: alpha, match: {level: error}, alert: {priority: P2}}
+  - {name: beta, match: {level: error}}
+  - {name: aardvark, match: {level: error}, alert: {priority: P2}}
+  - {name: other, match: {level: info}, alert: {priority: P1}}
+"""
+    )
+    firing = engine.evaluate(ERR, T0)
+    assert firing is not None
+    assert (["zeta", "aardvark", "alpha", "beta"], "zeta") == (
+        [r.name for r in firing.rules],
+        firing.lead.name,
+    )
+
+
+def test_only_rules_that_fire_are_in_the_firing() -> None:
+    """A matching rule still below its threshold is not named."""
+    engine = engine_for(
+        "rules:\n  - {name: now, match: {level: error}}\n"
+        "  - {name: later, match: {level: error}, threshold: {count: 2, window: 60}}\n"
+    )
+    assert [["now"], ["later", "now"]] == run(engine, [(0, ERR), (1, ERR)])
+
+
+def test_disabled_rules_never_fire() -> None:
+    """`enabled: false` loads the rule but never fires it."""
+    engine = engine_for("name: quiet\nenabled: false\nmatch: {level: error}\n")
+    assert [[], []] == run(engine, [(0, ERR), (1, ERR)])
+
+
+def test_state_round_trip_through_json_preserves_behaviour() -> None:
+    """Window and throttle state saved as JSON and restored carries on where it was."""
+    text = """
+rules:
+  - {name: burst, match: {level: error}, threshold: {count: 3, window: 60, group_by: [host]}}
+  - {name: noisy, match: {level: error}, throttle: 600}
+"""
+    ruleset = ruleset_from_yaml(text)
+    first = Engine(ruleset)
+    a, b = {"level": "error", "host": "a"}, {"level": "error"}
+    assert [["noisy"], [], []] == run(first, [(0, a), (1, a), (2, b)])
+    saved = json.loads(json.dumps(first.state.to_json()))
+    restored = Engine(ruleset, EngineState.from_json(saved))
+    assert [["burst"], [], ["noisy"]] == run(restored, [(3, a), (4, b), (700, {"level": "error", "host": "c"})])
+    assert saved == json.loads(json.dumps(EngineState.from_json(saved).to_json()))
+
+
+def test_replace_rules_keeps_state_of_unchanged_rules_only() -> None:
+    """On reload, unchanged rules keep their counts; changed ones start afresh."""
+    old = """
+rules:
+  - {name: same, match: {level: error}, threshold: {count: 2, window: 60}}
+  - {name: edited, match: {level: error}, threshold: {count: 2, window: 60}}
+"""
+    new = """
+rules:
+  - {name: same, match: {level: error}, threshold: {count: 2, window: 60}}
+  - {name: edited, match: {level: error}, threshold: {count: 2, window: 61}}
+  - {name: added, match: {level: error}, threshold: {count: 2, window: 60}}
+"""
+    engine = engine_for(old)
+    assert [[]] == run(engine, [(0, ERR)])
+    engine.replace_rules(ruleset_from_yaml(new))
+    assert [["same"], ["added", "edited"]] == run(engine, [(1, ERR), (2, ERR)])
+
+
+def test_replace_rules_drops_state_of_removed_rules() -> None:
+    """A rule that disappears leaves no state behind, even if it comes back."""
+    text = "name: r\nmatch: {level: error}\nthreshold: {count: 2, window: 60}\n"
+    engine = engine_for(text)
+    run(engine, [(0, ERR)])
+    engine.replace_rules(ruleset_from_yaml("name: other\nmatch: {x: 1}\n"))
+    assert 0 == engine.state.group_count()
+    engine.replace_rules(ruleset_from_yaml(text))
+    assert [[], ["r"]] == run(engine, [(1, ERR), (2, ERR)])
+
+
+def test_sweep_drops_expired_groups() -> None:
+    """Groups whose window or throttle has passed are forgotten: state stays bounded."""
+    engine = engine_for(
+        """
+rules:
+  - {name: w, match: {level: error}, threshold: {count: 5, window: 60, group_by: [host]}}
+  - {name: t, match: {level: error}, threshold: {count: 1, window: 1, group_by: [host]}, throttle: 100}
+"""
+    )
+    for i in range(50):
+        engine.evaluate({"level": "error", "host": f"h{i}"}, T0 + i)
+    assert 100 == engine.state.group_count()
+    engine.sweep(T0 + 109)  # every window ended; throttles of h0..h9 ended
+    assert ({}, 40) == (engine.state.windows.get("w", {}), len(engine.state.throttles["t"]))
+    engine.sweep(T0 + 200)
+    assert 0 == engine.state.group_count()
+
+
+def test_sweep_keeps_live_groups() -> None:
+    """A sweep keeps groups still inside their window, and their counts."""
+    engine = engine_for(GROUPED)
+    engine.evaluate({"level": "error", "host": "a"}, T0)
+    engine.evaluate({"level": "error", "host": "b"}, T0 + 50)
+    engine.sweep(T0 + 70)
+    assert 1 == engine.state.group_count()
+    assert [["per-host"]] == run(engine, [(71, {"level": "error", "host": "b"})])
+
+
+def test_many_distinct_groups_stay_bounded_over_time() -> None:
+    """With a steady flow of new groups, periodic sweeps keep state from growing."""
+    engine = engine_for(GROUPED)
+    for i in range(20000):
+        engine.evaluate({"level": "error", "host": f"h{i}"}, T0 + i / 10)
+    assert engine.state.group_count() <= 600 + 4096
+
+
+def test_ruleset_is_the_engines_current_one() -> None:
+    """The engine exposes the rule set it evaluates."""
+    ruleset: RuleSet = ruleset_from_yaml(THRESHOLD)
+    assert ruleset is Engine(ruleset).ruleset
