@@ -213,6 +213,48 @@ def test_rename_rotation_in_a_burst(tmp_path: Path, make_source: Factory) -> Non
     assert {str(log)} == {line.path for line in lines}
 
 
+def test_rotation_under_a_running_writer(tmp_path: Path, make_source: Factory) -> None:
+    """A writer thread keeps writing through three rotations (and writes to the renamed file
+    before it reopens): every line is read exactly once, in order."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"")
+    source = make_source([log], start_at="beginning")
+    # The writer waits until the first line of each new file was read, because a file that is
+    # created and rotated away before the source ever looks at it cannot be seen by a tail -F.
+    first_lines = {b"line %d" % (n + 50): threading.Event() for n in (3000, 6000, 9000)}
+    total = 12_000
+
+    def write() -> None:
+        writer = open(log, "ab", buffering=0)  # noqa: SIM115 - reopened at every rotation
+        for n in range(0, total, 100):
+            if n and n % 3000 == 0:
+                os.rename(log, tmp_path / f"events.jsonl.{n}")
+                writer.write(numbered(n, n + 50))  # still on the renamed file
+                writer.close()
+                writer = open(log, "ab", buffering=0)  # noqa: SIM115
+                writer.write(numbered(n + 50, n + 51))
+                assert first_lines[b"line %d" % (n + 50)].wait(5)
+                writer.write(numbered(n + 51, n + 100))
+            else:
+                writer.write(numbered(n, n + 100))
+        writer.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    lines: list[Line] = []
+    deadline = time.monotonic() + 10
+    while len(lines) < total and time.monotonic() < deadline:
+        batch = source.read(500)
+        lines += batch
+        for line in batch:
+            if line.data in first_lines:
+                first_lines[line.data].set()
+        if not batch:
+            source.wait(0.05)
+    thread.join()
+    assert numbered(0, total).splitlines() == texts(lines)
+
+
 def test_writer_still_on_the_old_file_after_rename(tmp_path: Path, make_source: Factory) -> None:
     """Lines the writer adds to the renamed file before it reopens are not lost."""
     log = tmp_path / "events.jsonl"

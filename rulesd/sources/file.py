@@ -409,7 +409,7 @@ class FileSource:
         self._poll_interval = poll_interval
         self.skipped_long = 0
         self._watches: dict[str, _Watch] = {}
-        self._retired: dict[Identity, Position] = {}
+        self._retired: dict[Identity, tuple[str, Position]] = {}
         self._more = False  # the last read() stopped at max_lines
         self._turn = 0  # which watch reads first, so that no file starves the others
         self._wakeup = _Wakeup()
@@ -603,8 +603,10 @@ class FileSource:
             os.close(fd)
             return None
         offset = 0
-        retired = self._retired.get(_identity(st))
-        if retired is not None and classify_saved(retired, st.st_size, _head(fd)) == "resume":
+        # Only a file seen under another name counts: a re-created path may reuse the inode
+        # of the deleted file, and short fingerprints could then match by chance.
+        old_path, retired = self._retired.get(_identity(st), (path, None))
+        if old_path != path and retired and classify_saved(retired, st.st_size, _head(fd)) == "resume":
             offset = retired.offset
         return _Tail(fd, st, offset, self._on_long_for(path))
 
@@ -638,7 +640,7 @@ class FileSource:
     def _retire(self, path: str, tail: _Tail) -> None:
         if tail.read_pos > tail.committed:
             self._warn(f"{path}: a rotated file ended without a newline; its last line is dropped")
-        self._retired[tail.identity] = tail.position()
+        self._retired[tail.identity] = (path, tail.position())
         if len(self._retired) > _RETIRED_MAX:
             del self._retired[next(iter(self._retired))]
         tail.close()
