@@ -1,4 +1,7 @@
-"""The stdin source: lines from a file descriptor until EOF."""
+"""The stdin source: lines from a file descriptor until EOF.
+
+`LineSplitter`, the byte stream -> lines part, is shared with the journald source.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,71 @@ from collections.abc import Callable
 from rulesd.sources.file import Line, Position
 
 CHUNK = 1 << 16
+
+
+class LineSplitter:
+    """Splits a byte stream into newline-terminated `Line`s, CR stripped.
+
+    Lines longer than `max_line_bytes` are skipped (with a warning) and counted, and an
+    unterminated one is dropped as soon as it is too long, never held in memory whole.
+    Offsets count bytes from the start of the stream.
+    """
+
+    def __init__(self, name: str, max_line_bytes: int, warn: Callable[[str], None]) -> None:
+        self.name = name
+        self.max_line_bytes = max_line_bytes
+        self.warn = warn
+        self.skipped_long = 0
+        self.pending = b""  # the start of a line whose newline has not come yet
+        self._discarding = False  # inside an over-long line, until its newline
+        self._offset = 0  # byte offset of pending's start
+
+    def feed(self, chunk: bytes) -> list[Line]:
+        """The lines that `chunk` completes."""
+        out: list[Line] = []
+        if self._discarding:
+            end = chunk.find(b"\n")
+            if end < 0:
+                self._offset += len(chunk)
+                return out
+            self._discarding = False
+            self._offset += end + 1
+            chunk = chunk[end + 1 :]
+        data = self.pending + chunk
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._emit(data[start:end], out)
+            start = end + 1
+        self.pending = data[start:]
+        if len(self.pending) > self.max_line_bytes:
+            self._skip_long()
+        return out
+
+    def finish(self) -> list[Line]:
+        """At end of stream: the last line if it had no newline."""
+        out: list[Line] = []
+        if self.pending and not self._discarding:
+            self._emit(self.pending, out)
+        self.pending = b""
+        return out
+
+    def _emit(self, raw: bytes, out: list[Line]) -> None:
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if len(line) > self.max_line_bytes:
+            self._skip_long(len(raw) + 1)
+            return
+        out.append(Line(line, self.name, self._offset))
+        self._offset += len(raw) + 1
+
+    def _skip_long(self, consumed: int | None = None) -> None:
+        self.skipped_long += 1
+        self.warn(f"{self.name}: skipped a line longer than {self.max_line_bytes} bytes at offset {self._offset}")
+        if consumed is None:  # still unterminated: drop what we have and the rest up to the newline
+            self._offset += len(self.pending)
+            self.pending = b""
+            self._discarding = True
+        else:
+            self._offset += consumed
 
 
 class StdinSource:
@@ -22,14 +90,14 @@ class StdinSource:
                  warn: Callable[[str], None] = lambda message: None, name: str = "<stdin>") -> None:
         self.fd = fd
         self.name = name
-        self.max_line_bytes = max_line_bytes
-        self.warn = warn
         self.eof = False
-        self.skipped_long = 0
-        self._pending = b""
-        self._discarding = False  # inside an over-long line, until its newline
-        self._offset = 0  # byte offset of _pending's start
+        self._splitter = LineSplitter(name, max_line_bytes, warn)
         self._ready: list[Line] = []
+
+    @property
+    def skipped_long(self) -> int:
+        """How many over-long lines were skipped."""
+        return self._splitter.skipped_long
 
     def read(self, max_lines: int) -> list[Line]:
         """Complete lines available now, at most `max_lines`."""
@@ -49,7 +117,7 @@ class StdinSource:
 
     def lag_bytes(self) -> int:
         """Unknown for a pipe; what is buffered here."""
-        return len(self._pending)
+        return len(self._splitter.pending)
 
     def close(self) -> None:
         """Nothing to release: the descriptor belongs to the process."""
@@ -63,43 +131,8 @@ class StdinSource:
 
     def _fill(self) -> None:
         chunk = os.read(self.fd, CHUNK)
-        if not chunk:
-            self.eof = True
-            if self._pending and not self._discarding:
-                self._emit(self._pending)
-            self._pending = b""
-            return
-        if self._discarding:
-            end = chunk.find(b"\n")
-            if end < 0:
-                self._offset += len(chunk)
-                return
-            self._discarding = False
-            self._offset += end + 1
-            chunk = chunk[end + 1 :]
-        data = self._pending + chunk
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            self._emit(data[start:end])
-            start = end + 1
-        self._pending = data[start:]
-        if len(self._pending) > self.max_line_bytes:
-            self._skip_long()
-
-    def _emit(self, raw: bytes) -> None:
-        line = raw[:-1] if raw.endswith(b"\r") else raw
-        if len(line) > self.max_line_bytes:
-            self._skip_long(len(raw) + 1)
-            return
-        self._ready.append(Line(line, self.name, self._offset))
-        self._offset += len(raw) + 1
-
-    def _skip_long(self, consumed: int | None = None) -> None:
-        self.skipped_long += 1
-        self.warn(f"{self.name}: skipped a line longer than {self.max_line_bytes} bytes at offset {self._offset}")
-        if consumed is None:  # still unterminated: drop what we have and the rest up to the newline
-            self._offset += len(self._pending)
-            self._pending = b""
-            self._discarding = True
+        if chunk:
+            self._ready.extend(self._splitter.feed(chunk))
         else:
-            self._offset += consumed
+            self.eof = True
+            self._ready.extend(self._splitter.finish())
