@@ -1,0 +1,215 @@
+"""The `rulesd` command (SPEC 2, 7): check, test, replay, schema, --version, via a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+import rulesd
+
+INVALID = os.path.join(os.path.dirname(__file__), "data", "invalid")
+RULES = "name: err\nmatch: {level: error}\nalert: {priority: P2, message: 'error on {host}'}\n"
+
+
+def rulesd_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m rulesd ARGS` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "rulesd", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    """Write `text` to `path` and return it."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_check_valid_exits_0(tmp_path: Path) -> None:
+    """Valid rules: no problems, a summary, exit 0."""
+    rules = write(tmp_path / "r.yaml", RULES)
+    result = rulesd_cli("check", str(rules))
+    assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n", "") == (
+        result.returncode,
+        result.stdout,
+        result.stderr,
+    )
+
+
+def test_check_defaults_to_the_rules_directory(tmp_path: Path) -> None:
+    """Without a path, `./rules` is checked."""
+    (tmp_path / "rules").mkdir()
+    write(tmp_path / "rules" / "r.yaml", RULES)
+    result = rulesd_cli("check", cwd=tmp_path)
+    assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == (
+        result.returncode,
+        result.stdout,
+    )
+
+
+def test_check_invalid_reports_every_problem_and_exits_1() -> None:
+    """A multi-error file: every problem on its own line, then the summary, exit 1."""
+    path = os.path.join(INVALID, "multi_error.yaml")
+    result = rulesd_cli("check", path)
+    lines = result.stdout.splitlines()
+    assert 1 == result.returncode
+    assert 12 == sum(line.startswith(f"{path}:") and ": error: " in line for line in lines)
+    assert "FAILED: 1 file(s), 0 rule(s), 12 error(s), 0 warning(s)" == lines[-1]
+    assert "" == result.stderr
+
+
+def test_check_the_whole_invalid_directory_never_crashes() -> None:
+    """All invalid files at once: problems only, no traceback, no unhelpful schema text."""
+    result = rulesd_cli("check", INVALID)
+    output = result.stdout + result.stderr
+    assert 1 == result.returncode
+    assert "Traceback" not in output
+    assert "any of the given schemas" not in output
+    assert result.stdout.splitlines()[-1].startswith("FAILED: ")
+
+
+def test_check_json_format(tmp_path: Path) -> None:
+    """`--format json` prints the same problems as a JSON array."""
+    path = os.path.join(INVALID, "unknown_key.yaml")
+    result = rulesd_cli("check", "--format", "json", path)
+    assert 1 == result.returncode
+    assert [
+        {
+            "path": path,
+            "line": 3,
+            "col": 1,
+            "severity": "error",
+            "message": "throtle: unknown key 'throtle'; did you mean 'throttle'?",
+        }
+    ] == json.loads(result.stdout)
+    ok = rulesd_cli("check", "--format", "json", str(write(tmp_path / "r.yaml", RULES)))
+    assert (0, []) == (ok.returncode, json.loads(ok.stdout))
+
+
+def test_check_usage_error_exits_2() -> None:
+    """An unknown option is a usage error."""
+    result = rulesd_cli("check", "--no-such-option")
+    assert (2, "") == (result.returncode, result.stdout)
+    assert "unrecognized arguments: --no-such-option" in result.stderr
+
+
+def test_rule_tests_pass_and_fail(tmp_path: Path) -> None:
+    """`rulesd test`: exit 0 when all pass; exit 1 with expected, actual and differences."""
+    write(tmp_path / "rules.yaml", RULES)
+    good = write(
+        tmp_path / "good.test.yaml",
+        "rule_files: [rules.yaml]\ntests:\n  - name: pages\n    events:\n"
+        "      - {event: {level: error, host: a}}\n"
+        "    expect_alerts:\n      - {event: 1, rules: [err], priority: P2, message: error on a}\n",
+    )
+    passed = rulesd_cli("test", str(good))
+    assert (0, f"PASS {good}:3:5: pages\nrule tests: 1 passed, 0 failed, 0 invalid\n") == (
+        passed.returncode,
+        passed.stdout,
+    )
+    bad = write(
+        tmp_path / "bad.test.yaml",
+        "rule_files: [rules.yaml]\ntests:\n  - name: wrong priority\n    events:\n"
+        "      - {event: {level: info}}\n"
+        "      - {at: 5s, event: {level: error, host: b}}\n"
+        "    expect_alerts:\n      - {event: 2, rules: [err], priority: P1}\n",
+    )
+    failed = rulesd_cli("test", str(bad))
+    assert 1 == failed.returncode
+    assert (
+        f"FAIL {bad}:3:5: wrong priority\n"
+        "    expected:\n"
+        "      - event 2: rules ['err'], priority: 'P1'\n"
+        "    actual:\n"
+        "      - event 2: rules ['err'], priority 'P2', message 'error on b'\n"
+        "    differences:\n"
+        "      missing: event 2: rules ['err'], priority: 'P1'\n"
+        "        priority: expected 'P1', got 'P2'\n"
+        "      unexpected: event 2: rules ['err'], priority 'P2', message 'error on b'\n"
+        "rule tests: 0 passed, 1 failed, 0 invalid\n"
+    ) == failed.stdout
+
+
+def test_rule_tests_of_the_repository_pass() -> None:
+    """The example rules in rules/ pass their own tests."""
+    root = Path(__file__).resolve().parent.parent
+    files = sorted(str(p) for p in (root / "rules").glob("*.test.yaml"))
+    result = rulesd_cli("test", *files)
+    assert (0, " 0 failed, 0 invalid") == (result.returncode, result.stdout[-21:].rstrip("\n"))
+
+
+EVENTS = (
+    b'{"level":"error","host":"a"}\n'
+    b"not json\n"
+    b"\n"
+    b'{"level":"info"}\n'
+    b'{"level":"error","host":"b"}\n'
+)
+
+
+def test_replay_text(tmp_path: Path) -> None:
+    """`rulesd replay` prints each alert it would send, then a summary; it sends nothing."""
+    rules = write(tmp_path / "rules.yaml", RULES)
+    (tmp_path / "events.jsonl").write_bytes(EVENTS)
+    result = rulesd_cli("replay", "--rules", str(rules), "events.jsonl", cwd=tmp_path)
+    assert (
+        0,
+        "line 1: P2 [err] error on a  (alias: rulesd: err)\n"
+        "line 5: P2 [err] error on b  (alias: rulesd: err)\n"
+        "events: 3, invalid lines: 1, alerts: 2\n"
+        "  err: 2 firing(s)\n",
+    ) == (result.returncode, result.stdout)
+    assert "events.jsonl:2: skipped: invalid JSON" in result.stderr
+
+
+def test_replay_json(tmp_path: Path) -> None:
+    """`--format json` prints one payload per line; the summary goes to stderr."""
+    rules = write(tmp_path / "rules.yaml", RULES)
+    (tmp_path / "events.jsonl").write_bytes(EVENTS)
+    result = rulesd_cli("replay", "--rules", str(rules), "--format", "json", "events.jsonl", cwd=tmp_path)
+    payloads = [json.loads(line) for line in result.stdout.splitlines()]
+    assert 0 == result.returncode
+    assert [("error on a", "events.jsonl:1"), ("error on b", "events.jsonl:5")] == [
+        (p["message"], p["details"]["Event Source"]) for p in payloads
+    ]
+    assert "events: 3, invalid lines: 1, alerts: 2\n  err: 2 firing(s)\n" in result.stderr
+
+
+def test_replay_with_invalid_rules_exits_1(tmp_path: Path) -> None:
+    """Invalid rules are reported as `path:line:col` and nothing is replayed."""
+    (tmp_path / "events.jsonl").write_bytes(EVENTS)
+    bad = os.path.join(INVALID, "unknown_key.yaml")
+    result = rulesd_cli("replay", "--rules", bad, "events.jsonl", cwd=tmp_path)
+    assert (1, "") == (result.returncode, result.stdout)
+    assert f"{bad}:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?" in (
+        result.stderr
+    )
+
+
+def test_schema_rule_is_a_valid_draft_2020_12_schema() -> None:
+    """`rulesd schema rule` prints JSON that is itself a valid JSON Schema."""
+    result = rulesd_cli("schema", "rule")
+    schema = json.loads(result.stdout)
+    Draft202012Validator.check_schema(schema)
+    assert (0, "https://json-schema.org/draft/2020-12/schema") == (
+        result.returncode,
+        schema["$schema"],
+    )
+    validator = Draft202012Validator(schema)
+    assert validator.is_valid({"name": "r", "match": {"level": "error"}})
+    assert not validator.is_valid({"name": "r", "match": {"level": {"regx": "e"}}})
+
+
+def test_version() -> None:
+    """`rulesd --version` prints the version and exits 0."""
+    result = rulesd_cli("--version")
+    assert (0, f"rulesd {rulesd.__version__}\n") == (result.returncode, result.stdout)

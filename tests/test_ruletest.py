@@ -1,0 +1,123 @@
+"""`rulesd test` (SPEC 7): rule unit tests, compared exactly with the alerts produced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rulesd.ruletest import run_test_files
+
+RULES = """
+rules:
+  - name: burst
+    match: {level: error}
+    threshold: {count: 2, window: 1m, group_by: [host]}
+    alert: {priority: P1, message: "burst on {host}", details: {runbook: "https://wiki/x"}}
+  - name: any-error
+    match: {level: error}
+"""
+
+
+def run(tmp_path: Path, tests_yaml: str) -> tuple[list[tuple[str, bool, str]], list[str]]:
+    """Run one test file against RULES; (name, passed, report) per test, and problems."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    path = tmp_path / "t.test.yaml"
+    path.write_text("rule_files: [rules.yaml]\ntests:\n" + tests_yaml)
+    outcomes, problems = run_test_files([str(path)])
+    return [(o.name, o.passed, o.report) for o in outcomes], [str(p) for p in problems]
+
+
+def test_offsets_and_thresholds(tmp_path: Path) -> None:
+    """`at` sets event time; alerts are matched by event index, rules and listed fields."""
+    outcomes, problems = run(
+        tmp_path,
+        """
+  - name: second error within the minute pages
+    events:
+      - {at: 0s, event: {level: error, host: a}}
+      - {at: 59s, event: {level: error, host: a}}
+      - {at: 2m, event: {level: error, host: a}}
+    expect_alerts:
+      - {event: 1, rules: [any-error]}
+      - {event: 2, rules: [burst, any-error], priority: P1, message: burst on a,
+         details: {runbook: "https://wiki/x"}}
+      - {event: 3, rules: [any-error]}
+""",
+    )
+    assert ([("second error within the minute pages", True, "")], []) == (outcomes, problems)
+
+
+def test_window_edge_is_exclusive(tmp_path: Path) -> None:
+    """Events exactly one window apart do not reach a count of two."""
+    outcomes, _ = run(
+        tmp_path,
+        """
+  - name: a minute apart
+    events:
+      - {at: 0, event: {level: error, host: a}}
+      - {at: 60, event: {level: error, host: a}}
+    expect_alerts:
+      - {event: 1, rules: [any-error]}
+      - {event: 2, rules: [any-error]}
+""",
+    )
+    assert [("a minute apart", True, "")] == outcomes
+
+
+def test_failure_report_names_missing_and_unexpected_alerts(tmp_path: Path) -> None:
+    """A failed test reports expected, actual and each difference."""
+    outcomes, _ = run(
+        tmp_path,
+        """
+  - name: expects too much
+    events:
+      - {event: {level: error, host: a}}
+    expect_alerts:
+      - {event: 1, rules: [burst]}
+""",
+    )
+    assert [
+        (
+            "expects too much",
+            False,
+            "expected:\n"
+            "  - event 1: rules ['burst']\n"
+            "actual:\n"
+            "  - event 1: rules ['any-error'], priority 'P3', message 'rulesd: any-error'\n"
+            "differences:\n"
+            "  missing: event 1: rules ['burst']\n"
+            "    rules: expected ['burst'], got ['any-error']\n"
+            "  unexpected: event 1: rules ['any-error'], priority 'P3', message 'rulesd: any-error'",
+        )
+    ] == outcomes
+
+
+def test_no_alerts_expected(tmp_path: Path) -> None:
+    """`expect_alerts: []` fails when anything fires, saying `(no alerts)` expected."""
+    outcomes, _ = run(
+        tmp_path,
+        """
+  - name: quiet
+    events:
+      - {event: {level: error, host: a}}
+    expect_alerts: []
+""",
+    )
+    assert outcomes[0][2].startswith("expected:\n  (no alerts)\nactual:\n  - event 1")
+
+
+def test_invalid_test_file_and_invalid_rules_are_problems(tmp_path: Path) -> None:
+    """A malformed test file, or rules that do not load, become located problems."""
+    (tmp_path / "rules.yaml").write_text("name: r\nmatch: {level: error}\nthrotle: 1m\n")
+    bad_rules = tmp_path / "a.test.yaml"
+    bad_rules.write_text("rule_files: [rules.yaml]\ntests: []\n")
+    bad_test = tmp_path / "b.test.yaml"
+    bad_test.write_text("rule_files: [rules.yaml]\ntests:\n  - name: x\n    event: []\n")
+    outcomes, problems = run_test_files([str(bad_rules), str(bad_test)])
+    assert [] == outcomes
+    assert [
+        f"{tmp_path / 'rules.yaml'}:3:1: error: throtle: unknown key 'throtle'; "
+        "did you mean 'throttle'?",
+        f"{bad_test}:3:5: error: tests[0]: missing required key 'events'",
+        f"{bad_test}:3:5: error: tests[0]: missing required key 'expect_alerts'",
+        f"{bad_test}:4:5: error: tests[0].event: unknown key 'event'; did you mean 'events'?",
+    ] == [str(p) for p in problems]
