@@ -119,7 +119,10 @@ class Daemon:
         if not self.config.metrics_listen:
             return None
         registry = build_registry(self.stats, self.store.depth, self.source.lag_bytes, self.clock)
-        return MetricsServer(self.config.metrics_listen, registry, self.stats, STALL_AFTER)
+        # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
+        interval = self.notifier.watchdog_interval
+        stall_after = interval * 2 if interval is not None else STALL_AFTER
+        return MetricsServer(self.config.metrics_listen, registry, self.stats, stall_after)
 
     def _on_delivery(self, kind: str, alert: Any, detail: str) -> None:
         self.stats.bump(self.stats.delivery, kind)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,9 @@ class StateStore:
         if path == ":memory:":
             # A shared in-memory database (dry runs): one connection guarded by a lock.
             self._memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        self._lock = threading.RLock()
+        # Only the shared in-memory connection needs a lock; file databases give each thread
+        # its own connection and let SQLite (WAL: readers never wait for the writer) arbitrate.
+        self._lock: AbstractContextManager[Any] = threading.RLock() if self._memory else nullcontext()
         with self._lock:
             self._conn().executescript(_SCHEMA)
             self._conn().execute(

@@ -1,0 +1,209 @@
+"""End-to-end: the real `rulesd run` process as systemd sees it: the notify protocol over a
+real unix datagram socket, watchdog pings, /metrics and /healthz over HTTP, heartbeat pings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.daemon_process import API_KEY, DaemonProcess, Workspace, wait_until
+from tests.fake_opsgenie import FakeOpsGenie
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET; records every message."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._receive, daemon=True)
+        self.thread.start()
+
+    def _receive(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def states(self) -> list[str]:
+        """The READY/RELOADING/STOPPING fields, in order (STATUS and WATCHDOG left out)."""
+        out = []
+        for _, message in self.messages:
+            for field in message.split("\n"):
+                if field.split("=")[0] in ("READY", "RELOADING", "STOPPING"):
+                    out.append(field)
+        return out
+
+    def pings(self) -> list[float]:
+        return [t for t, m in self.messages if "WATCHDOG=1" in m.split("\n")]
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpsGenie]:
+    with FakeOpsGenie() as fake:
+        yield fake
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of the sample line `name` (with labels, exactly as exposed)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def test_notify_sequence_start_reload_failed_reload_stop(tmp_path: Path, server: FakeOpsGenie,
+                                                         notify: NotifySocket) -> None:
+    """READY=1 at start; RELOADING=1 (with MONOTONIC_USEC) then READY=1 around each reload, a failed
+    one too (with the error in STATUS=); STOPPING=1 on SIGTERM."""
+    ws = Workspace(tmp_path, server.url)
+    daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+    assert wait_until(lambda: notify.states()[:1] == ["READY=1"])
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: notify.states().count("READY=1") == 2)
+    (ws.rules / "rules.yaml").write_text("rules:\n  - name: x\n    match: {kind: [}\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: notify.states().count("READY=1") == 3)
+    assert 0 == daemon.terminate()
+    states = notify.states()
+    assert ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1"] == states[:6]
+    reloading = [m for _, m in notify.messages if "RELOADING=1" in m]
+    assert all("MONOTONIC_USEC=" in m for m in reloading)
+    statuses = [m for _, m in notify.messages if m.startswith("READY=1") and "STATUS=" in m]
+    assert "reload failed" in statuses[-1]
+    assert "1 rules" in statuses[0]
+
+
+def test_watchdog_pings_stop_while_the_main_loop_is_stuck(tmp_path: Path, server: FakeOpsGenie,
+                                                          notify: NotifySocket) -> None:
+    """Pings come at half WATCHDOG_USEC while the loop turns and stop while it is stuck (here on a
+    database lock held by another process), so systemd would restart the service; /healthz turns
+    503 meanwhile, and both recover when the loop does."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    daemon = ws.start(env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
+    assert wait_until(lambda: len(notify.pings()) >= 5)
+    gaps = [b - a for a, b in zip(notify.pings(), notify.pings()[1:], strict=False)]
+    assert max(gaps) < 0.4
+    assert (200, "ok\n") == get(f"http://127.0.0.1:{port}/healthz")
+    blocker = sqlite3.connect(tmp_path / "state" / "state.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    ws.append({"kind": "page", "id": 1})
+    assert wait_until(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 503)
+    last = notify.pings()[-1]
+    time.sleep(1.0)
+    assert notify.pings()[-1] == last, "the watchdog was fed while the main loop was stuck"
+    assert "stalled" in get(f"http://127.0.0.1:{port}/healthz")[1]
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert wait_until(lambda: notify.pings()[-1] > last)
+    assert (200, "ok\n") == get(f"http://127.0.0.1:{port}/healthz")
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+
+
+def test_metrics_move_as_events_flow(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """/metrics over HTTP: events, invalid lines, firings, alerts sent and reloads count up."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    daemon = ws.start()
+    status, before = get(f"http://127.0.0.1:{port}/metrics")
+    assert 200 == status
+    assert 1 == metric(before, "rulesd_rules_loaded")
+    ws.append({"kind": "page", "id": 1}, {"kind": "noise"}, b"not json\n", {"kind": "page", "id": 2})
+    assert server.wait_for(lambda r: len(r) >= 2)
+    source = str(ws.events)
+
+    def scraped() -> str:
+        return get(f"http://127.0.0.1:{port}/metrics")[1]
+
+    assert wait_until(lambda: metric(scraped(), "rulesd_alerts_sent_total") == 2)
+    after = scraped()
+    assert 3 == metric(after, f'rulesd_events_read_total{{source="{source}"}}')
+    assert 1 == metric(after, f'rulesd_events_invalid_total{{source="{source}"}}')
+    assert 2 == metric(after, 'rulesd_rule_firings_total{rule="page-on-demand"}')
+    assert 2 == metric(after, "rulesd_alerts_queued_total")
+    assert 0 == metric(after, "rulesd_outbox_depth")
+    assert 0 == metric(after, "rulesd_source_lag_bytes")
+    assert metric(after, "rulesd_seconds_since_last_delivery") < 60
+    assert "process_resident_memory_bytes" in after
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: metric(scraped(), 'rulesd_reloads_total{result="ok"}') == 1)
+    assert API_KEY not in scraped()
+    assert (404, "not found: try /metrics or /healthz\n") == get(f"http://127.0.0.1:{port}/other")
+
+
+def test_heartbeat_is_pinged_from_the_live_loop(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With opsgenie.heartbeat set, GET <api>/v2/heartbeats/NAME/ping with the key, at start and
+    every minute after."""
+    ws = Workspace(tmp_path, server.url)
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"]["heartbeat"] = "rulesd prod"
+    ws.config.write_text(yaml.safe_dump(config))
+    daemon = ws.start()
+    assert server.wait_for(lambda r: any(x.method == "GET" for x in r))
+    ping = next(x for x in server.requests if x.method == "GET")
+    assert "/v2/heartbeats/rulesd%20prod/ping" == ping.path
+    assert f"GenieKey {API_KEY}" == ping.headers["Authorization"]
+    assert 0 == daemon.terminate()
+    assert API_KEY not in daemon.output()
+
+
+def test_logs_carry_priority_prefixes_under_the_journal(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """When stderr is the journal stream (JOURNAL_STREAM matches it), each line starts with <N>."""
+    ws = Workspace(tmp_path, server.url)
+    # The file the next process's stderr goes to: opened for writing, it keeps its inode.
+    stderr_path = tmp_path / f"stderr-{DaemonProcess.count + 1}.txt"
+    stderr_path.touch()
+    st = os.stat(stderr_path)
+    daemon = ws.start(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    assert daemon.stderr_path == stderr_path
+    ws.append(b"not json\n")
+    assert daemon.wait_for_log("skipped")
+    lines = stderr_path.read_text().splitlines()
+    assert any(line.startswith("<6>") and "rulesd started" in line for line in lines)
+    assert any(line.startswith("<4>") and "skipped" in line for line in lines)
+    assert all(line.startswith("<") for line in lines)
