@@ -480,8 +480,7 @@ def test_wait_times_out_without_data(tmp_path: Path, make_source: Factory) -> No
     log = tmp_path / "events.jsonl"
     log.write_bytes(b"")
     source = make_source([log])
-    source.read(10)
-    source.wait(0.5)  # drain wake-ups caused by creating the file
+    assert [] == read_settled(source)  # also consumes wake-ups from creating the file
     started = time.monotonic()
     source.wait(0.1)
     assert time.monotonic() - started >= 0.09
@@ -496,3 +495,21 @@ def test_lag_bytes_counts_unread_data(tmp_path: Path, make_source: Factory) -> N
     assert 9 == source.lag_bytes()
     assert 1 == len(read_n(source, 1))
     assert 3 == source.lag_bytes()
+
+
+def test_unopenable_path_is_reported_once(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
+    """A path that cannot be opened warns once and is retried until it can."""
+    log = tmp_path / "events.jsonl"
+    log.symlink_to(log)  # a loop: opening it fails with ELOOP, even for root
+    source = make_source([log], start_at="beginning")
+    assert [] == read_settled(source)
+    assert 1 == sum("cannot open" in w for w in warnings)
+    log.unlink()
+    log.write_bytes(b"readable\n")
+    assert [b"readable"] == texts(read_n(source, 1))
+
+
+def test_rejects_unknown_start_at(tmp_path: Path) -> None:
+    """start_at is checked when the source is built."""
+    with pytest.raises(ValueError, match="start_at"):
+        FileSource([str(tmp_path / "x")], start_at="middle")

@@ -165,11 +165,12 @@ def _identity(st: os.stat_result) -> Identity:
     return st.st_dev, st.st_ino
 
 
-def _open(path: str) -> tuple[int, os.stat_result] | None:
-    """Open a regular file for reading; None when it is gone or not a regular file."""
+def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
+    """Open a regular file for reading; None when it is missing or not a regular file.
+    Other errors (permission denied) are raised for the caller to report."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
@@ -379,7 +380,7 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
 ]
 
 
-def _ignore_warning(message: str) -> None:
+def _log_warning(message: str) -> None:
     log.warning("%s", message)
 
 
@@ -396,7 +397,7 @@ class FileSource:
         start_at: str = "end",
         max_line_bytes: int = 1_048_576,
         positions: Mapping[str, Position] | None = None,
-        warn: Callable[[str], None] = _ignore_warning,
+        warn: Callable[[str], None] = _log_warning,
         poll_interval: float = 0.25,
     ) -> None:
         if start_at not in ("beginning", "end"):
@@ -415,6 +416,7 @@ class FileSource:
         self._wakeup = _Wakeup()
         self._observer = Observer()
         self._observed: set[str] = set()
+        self._unreadable: set[str] = set()  # paths already reported as unreadable
         self._start(dict(positions or {}), start_at)
         self._observer.start()
         self._last_scan = time.monotonic()
@@ -511,7 +513,7 @@ class FileSource:
 
     def _open_saved(self, path: str, real_path: str, saved: Position, *, rotated: bool) -> _Tail | None:
         """Open the file a saved position describes, at the offset the fingerprint allows."""
-        opened = _open(real_path)
+        opened = self._open(real_path)
         if opened is None:
             return None
         fd, st = opened
@@ -530,7 +532,7 @@ class FileSource:
 
     def _open_first(self, watch: _Watch, by_identity: Mapping[Identity, Position], start_at: str) -> None:
         """First sight of a path at startup: a position saved under another name, or start_at."""
-        opened = _open(watch.path)
+        opened = self._open(watch.path)
         if opened is None:
             return
         fd, st = opened
@@ -595,7 +597,7 @@ class FileSource:
     def _open_new(self, path: str) -> _Tail | None:
         """A file that appeared while running: read from 0, unless it is a file we already
         drained under another name (then from where we stopped)."""
-        opened = _open(path)
+        opened = self._open(path)
         if opened is None:
             return None
         fd, st = opened
@@ -649,6 +651,18 @@ class FileSource:
         return any(os.fstat(t.fd).st_size != t.read_pos for w in self._watches.values() for t in w.files)
 
     # -- bookkeeping --
+
+    def _open(self, path: str) -> tuple[int, os.stat_result] | None:
+        """`_open_regular`, reporting an unreadable path once instead of raising."""
+        try:
+            opened = _open_regular(path)
+        except OSError as exc:
+            if path not in self._unreadable:
+                self._warn(f"{path}: cannot open ({exc.strerror}); will retry")
+                self._unreadable.add(path)
+            return None
+        self._unreadable.discard(path)
+        return opened
 
     def _add_watch(self, path: str) -> _Watch:
         watch = _Watch(path, literal=path in self._patterns, files=deque())
