@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rulesd.sources.file import FileSource, Line, Position, classify_saved, fingerprint
+from rulesd.sources.file import FileSource, Line, Position, classify_saved, fingerprint, observed_directory
 
 POLL = 0.02
 Factory = Callable[..., FileSource]
@@ -108,6 +108,21 @@ def test_classify_saved_truncated() -> None:
     """Same first bytes but shorter than the offset is a truncation."""
     fp_len, fp_hash = fingerprint(b"ab")
     assert "truncated" == classify_saved(Position(1, 1, 10, fp_len, fp_hash), 4, b"ab\nc")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("/var/log/app/events.jsonl", ("/var/log/app", False)),
+        ("/var/log/app/*.jsonl", ("/var/log/app", False)),
+        ("/var/log/*/events.jsonl", ("/var/log", True)),
+        ("events.jsonl", (".", False)),
+        ("*/events.jsonl", (".", True)),
+    ],
+)
+def test_observed_directory(pattern: str, expected: tuple[str, bool]) -> None:
+    """The directory watched for a pattern is the deepest one without wildcards."""
+    assert expected == observed_directory(pattern)
 
 
 # -- start_at, partial lines, long lines --------------------------------------------------------
