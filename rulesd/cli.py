@@ -30,8 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
-    parser = argparse.ArgumentParser(prog="rulesd", description=__doc__, parents=[common])
-    parser.set_defaults(log_level="info", log_format="text")
+    parser = argparse.ArgumentParser(prog="rulesd", description=__doc__)
+    # Separate actions from `common`'s: argparse shares parent actions, defaults included.
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--version", action="version", version=f"rulesd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -154,7 +156,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     def on_invalid(line: int, reason: str) -> None:
         log.warning("%s:%d: skipped: %s", args.events, line, reason)
 
-    stream = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
+    try:
+        stream = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"{args.events}: error: cannot read events: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     with stream:
         for item in replay(
             ruleset, stream, name=args.events, settings=settings,
