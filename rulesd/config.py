@@ -36,6 +36,8 @@ class SourceConfig:
     pattern: str | None = None
     start_at: str = "end"
     max_line_bytes: int = 1_048_576
+    units: tuple[str, ...] = ()
+    matches: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,11 @@ def _source(raw: dict[str, Any], base: str, report: Any) -> SourceConfig:
     paths = [paths] if isinstance(paths, str) else paths
     if kind == "file" and not paths:
         report(("source",), "missing required key 'path' (the file or glob to tail)")
-    if kind == "stdin" and paths:
-        report(("source", "path"), "a stdin source reads standard input and takes no path")
+    if kind != "file" and paths:
+        report(("source", "path"), f"a {kind} source takes no path")
+    for key in ("units", "matches"):
+        if kind != "journald" and key in raw:
+            report(("source", key), f"'{key}' is only used with type: journald")
     if fmt == "regex":
         if not pattern:
             report(("source",), "format: regex needs a 'pattern' with named groups")
@@ -137,6 +142,8 @@ def _source(raw: dict[str, Any], base: str, report: Any) -> SourceConfig:
         pattern=pattern,
         start_at=raw.get("start_at", "end"),
         max_line_bytes=raw.get("max_line_bytes", 1_048_576),
+        units=tuple(raw.get("units", ())),
+        matches=tuple((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in raw.get("matches", {}).items()),
     )
 
 

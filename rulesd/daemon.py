@@ -36,6 +36,7 @@ from rulesd.rules.loader import check_paths
 from rulesd.rules.model import RuleSet
 from rulesd.sender import Sender
 from rulesd.sources.file import FileSource, Line, Position
+from rulesd.sources.journald import JournalCursor, JournaldSource, journal_event
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import StateStore
 
@@ -45,6 +46,7 @@ IDLE_WAIT = 0.2  # seconds; also bounds how late a signal or reload is noticed
 STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM
 EOF_GRACE = 30.0  # seconds to deliver what is queued when stdin ends
 STATE_FILE = "state.sqlite"
+JOURNAL_KEY = "journald"  # the key JournaldSource.checkpoint() saves its cursor under
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 HEARTBEAT_EVERY = 60.0  # seconds between OpsGenie heartbeat pings
 STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this long
@@ -84,7 +86,8 @@ class Daemon:
         saved = self.store.load_engine_state()
         self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None)
         self.settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
-        self.parse = make_parser(config.source.format, config.source.pattern)
+        self.parse = journal_event if config.source.type == "journald" else make_parser(
+            config.source.format, config.source.pattern)
         self.get_time = make_getter(config.time_field) if config.time_field else None
         self._api_key = "" if dry_run else resolve_api_key(config.opsgenie, environ)
         self.client = None if dry_run else self._http_client()
@@ -111,7 +114,12 @@ class Daemon:
         cfg = self.config.source
         if cfg.type == "stdin":
             return StdinSource(sys.stdin.fileno(), max_line_bytes=cfg.max_line_bytes, warn=self.warn)
-        saved = {k: Position.from_json(v) for k, v in self.store.load_positions().items()}
+        if cfg.type == "journald":
+            saved_cursor = self.store.load_positions().get(JOURNAL_KEY)
+            return JournaldSource(cfg.units, dict(cfg.matches), start_at=cfg.start_at, warn=self.warn,
+                                  max_line_bytes=cfg.max_line_bytes,
+                                  cursor=JournalCursor.from_json(saved_cursor).cursor if saved_cursor else None)
+        saved = {k: Position.from_json(v) for k, v in self.store.load_positions().items() if os.path.isabs(k)}
         return FileSource(cfg.paths, start_at=cfg.start_at, max_line_bytes=cfg.max_line_bytes,
                           positions=saved, warn=self.warn)
 

@@ -63,7 +63,7 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
     [
         ("sorce: {type: stdin}\n", "rulesd.yaml:1:1: error: sorce: unknown key 'sorce'; did you mean 'source'?"),
         ("source: {type: kafka}\n",
-         "rulesd.yaml:1:16: error: source.type: \"kafka\" is not one of: file, stdin"),
+         "rulesd.yaml:1:16: error: source.type: \"kafka\" is not one of: file, stdin, journald"),
         ("source: {type: file}\n",
          "rulesd.yaml:1:9: error: source: missing required key 'path' (the file or glob to tail)"),
         ("source: {type: stdin, format: regex}\n",
@@ -135,3 +135,18 @@ def test_inline_key_is_not_in_repr(tmp_path: Path) -> None:
     """The key never shows up when the config is printed or logged."""
     config = load_config(write(tmp_path, "opsgenie: {api_key: s3cr3t-key}\n"), environ={})
     assert "s3cr3t-key" not in repr(config)
+
+
+def test_journald_source_settings(tmp_path: Path) -> None:
+    """units and matches (a value or a list of values) are read for a journald source."""
+    config = load_config(write(tmp_path, (
+        "source: {type: journald, units: [app.service], matches: {PRIORITY: ['3', '4'], SYSLOG_IDENTIFIER: app}}\n"
+    )), environ={})
+    assert ("app.service",) == config.source.units
+    assert (("PRIORITY", ("3", "4")), ("SYSLOG_IDENTIFIER", ("app",))) == config.source.matches
+
+
+def test_journald_keys_refused_elsewhere(tmp_path: Path) -> None:
+    """units/matches on a file source are a mistake worth reporting."""
+    found = problems(write(tmp_path, "source: {type: file, path: x.log, units: [a]}\n"))
+    assert [f"{tmp_path}/rulesd.yaml:1:42: error: source.units: 'units' is only used with type: journald"] == found
