@@ -99,14 +99,17 @@ class Engine:
         self.state = state or EngineState()
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset.rules)
+        self._collect = self.index.root.collect
+        self._candidates: list[Rule] = []  # reused: no allocation per event
         self._adopt(ruleset)
-        self._seen = 0
+        self._until_sweep = SWEEP_EVERY
         self._latest = float("-inf")
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
         index = RuleIndex(ruleset.rules)
         self.ruleset, self.index = ruleset, index
+        self._collect = index.root.collect
         self._adopt(ruleset)
 
     def _adopt(self, ruleset: RuleSet) -> None:
@@ -118,17 +121,25 @@ class Engine:
 
     def evaluate(self, event: Event, time: float) -> Firing | None:
         """The firing this event causes at event time `time`, if any."""
-        self._seen += 1
         if time > self._latest:
             self._latest = time
-        if self._seen % SWEEP_EVERY == 0:
+        self._until_sweep -= 1
+        if not self._until_sweep:
+            self._until_sweep = SWEEP_EVERY
             self.sweep(self._latest)
+        candidates = self._candidates
+        self._collect(event, candidates)
+        if not candidates:
+            return None
         fired: list[tuple[Rule, GroupKey]] = []
-        for rule in self.index.candidates(event):
-            if rule.match(event):
-                group = group_key(rule.group_getters, event) if rule.group_getters else ()
-                if self._fires(rule, group, time):
-                    fired.append((rule, group))
+        try:
+            for rule in candidates:
+                if rule.match(event):
+                    group = group_key(rule.group_getters, event) if rule.group_getters else ()
+                    if self._fires(rule, group, time):
+                        fired.append((rule, group))
+        finally:
+            candidates.clear()  # also if a predicate raised: the next event starts empty
         if not fired:
             return None
         fired.sort(key=lambda f: f[0].rank)

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from orjson import JSONDecodeError, loads
+
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.engine import Engine, event_time
 from rulesd.events import InvalidEvent, parse_json
-from rulesd.rules.fields import MISSING, make_getter
+from rulesd.rules.fields import MISSING, Event, make_getter
 from rulesd.rules.model import RuleSet
 
 
@@ -49,28 +51,54 @@ def replay(
     Without a time field every event counts as arriving at `start` (default: now).
     """
     engine = Engine(ruleset)
+    evaluate = engine.evaluate
     arrival = time.time() if start is None else start
-    get_time = make_getter(time_field) if time_field else None
+    time_of = _time_reader(time_field, arrival)
     summary = ReplaySummary()
+    events = 0
     for lineno, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
         try:
-            event = parse_json(line)
-        except InvalidEvent as exc:
-            summary.invalid += 1
-            on_invalid(lineno, str(exc))
+            event = loads(line)
+        except JSONDecodeError:
+            event = None
+        if type(event) is not dict:
+            if line.strip():
+                summary.invalid += 1
+                on_invalid(lineno, _reason(line))
             continue
-        summary.events += 1
-        when = arrival if get_time is None else event_time(_value(get_time(event)), arrival)
-        firing = engine.evaluate(event, when)
+        events += 1
+        firing = evaluate(event, time_of(event))
         if firing is None:
             continue
         summary.alerts += 1
         names = tuple(r.name for r in firing.rules)
         summary.firings.update(names)
         yield ReplayedAlert(lineno, names, build_payload(firing, settings, f"{name}:{lineno}"))
+    summary.events = events
     yield summary
+
+
+def _reason(line: bytes) -> str:
+    try:
+        parse_json(line)
+    except InvalidEvent as exc:
+        return str(exc)
+    raise AssertionError("a line that failed to parse parsed")
+
+
+def _time_reader(time_field: str | None, arrival: float) -> Callable[[Event], float]:
+    """A function giving an event's time: its time field, else the arrival time."""
+    if time_field is None:
+        return lambda event: arrival
+    get = make_getter(time_field)
+
+    def time_of(event: Event) -> float:
+        value = get(event)
+        if type(value) is float:
+            return value  # the common case, without a call
+        return event_time(_value(value), arrival)
+
+    return time_of
 
 
 def _value(value: Any) -> Any:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from rulesd.rules.fields import MISSING, Event, Getter, make_getter
+from rulesd.rules.fields import MISSING, Event, make_getter
 
 Predicate = Callable[[Event], bool]
 ValueTest = Callable[[Any], bool]
@@ -116,13 +116,11 @@ def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
     raise AssertionError(f"operator {op!r} passed the schema but is unknown")
 
 
-def _field(get: Getter, matcher: Any, path: tuple[str | int, ...]) -> Compiled:
+def _field(key: str, matcher: Any, path: tuple[str | int, ...]) -> Compiled:
     if isinstance(matcher, list):
-        member = any_of_test(matcher)
-        return Compiled(lambda e: member(get(e)), 2)
+        return Compiled(_member_predicate(key, matcher), 2)
     if not isinstance(matcher, dict):
-        eq = equals_test(matcher)
-        return Compiled(lambda e: eq(get(e)), 2)
+        return Compiled(_equals_predicate(key, matcher), 2)
     exists = matcher.get("exists")
     tests: list[tuple[ValueTest, int]] = []
     for op, operand in matcher.items():
@@ -135,23 +133,63 @@ def _field(get: Getter, matcher: Any, path: tuple[str | int, ...]) -> Compiled:
     tests.sort(key=lambda t: t[1])
     value_tests = [t for t, _ in tests]
     cost = 1 + sum(c for _, c in tests)
+    get = make_getter(key)
     if exists is False:
         # Only a missing field satisfies `exists: false`; any other operator then fails.
         return Compiled(lambda e: get(e) is MISSING and not value_tests, 1)
-    value_test = _all_values(value_tests)
     if exists is True and not value_tests:
         return Compiled(lambda e: get(e) is not MISSING, 1)
+    return Compiled(_present_and(key, _all_values(value_tests)), cost)
 
-    def test(e: Event) -> bool:
-        v = get(e)
+
+def _present_and(key: str, value_test: ValueTest) -> Predicate:
+    """The field is present and passes `value_test`; a top-level key is read inline."""
+    if "." in key:
+        get = make_getter(key)
+
+        def nested(e: Event) -> bool:
+            v = get(e)
+            return v is not MISSING and value_test(v)
+
+        return nested
+
+    def top(e: Event) -> bool:
+        v = e.get(key, MISSING)
         return v is not MISSING and value_test(v)
 
-    return Compiled(test, cost)
+    return top
+
+
+def _equals_predicate(key: str, expected: Any) -> Predicate:
+    """`field: value`, fused with the field lookup: one call per event."""
+    if isinstance(expected, str):
+        # Neither a missing field (None or MISSING) nor any non-string equals a string.
+        if "." in key:
+            get = make_getter(key)
+            return lambda e: get(e) == expected
+        return lambda e: e.get(key) == expected
+    return _present_and(key, equals_test(expected))
+
+
+def _member_predicate(key: str, options: list[Any]) -> Predicate:
+    """`field: [a, b]`, fused with the field lookup for the all-strings case."""
+    if not all(isinstance(o, str) for o in options) or "." in key:
+        return _present_and(key, any_of_test(options))
+    strings = frozenset(options)
+
+    def test(e: Event) -> bool:
+        v = e.get(key)
+        return type(v) is str and v in strings
+
+    return test
 
 
 def _all_values(tests: list[ValueTest]) -> ValueTest:
     if len(tests) == 1:
         return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda v: a(v) and b(v)
     return lambda v: all(t(v) for t in tests)
 
 
@@ -165,7 +203,19 @@ def all_of(preds: Sequence[Predicate]) -> Predicate:
     if len(preds) == 3:
         a, b, c = preds
         return lambda e: a(e) and b(e) and c(e)
-    return lambda e: all(p(e) for p in preds)
+    if len(preds) == 4:
+        a, b, c, d = preds
+        return lambda e: a(e) and b(e) and c(e) and d(e)
+    every = tuple(preds)
+
+    def test(e: Event) -> bool:
+        # A plain loop: all() over a generator costs a frame per event.
+        for p in every:  # noqa: SIM110
+            if not p(e):
+                return False
+        return True
+
+    return test
 
 
 def any_of(preds: Sequence[Predicate]) -> Predicate:
@@ -175,7 +225,22 @@ def any_of(preds: Sequence[Predicate]) -> Predicate:
     if len(preds) == 2:
         a, b = preds
         return lambda e: a(e) or b(e)
-    return lambda e: any(p(e) for p in preds)
+    if len(preds) == 3:
+        a, b, c = preds
+        return lambda e: a(e) or b(e) or c(e)
+    some = tuple(preds)
+
+    def test(e: Event) -> bool:
+        for p in some:  # noqa: SIM110
+            if p(e):
+                return True
+        return False
+
+    return test
+
+
+def _negate(pred: Predicate) -> Predicate:
+    return lambda e: not pred(e)
 
 
 def compile_condition(cond: dict[str, Any], path: tuple[str | int, ...] = ()) -> Compiled:
@@ -190,9 +255,9 @@ def compile_condition(cond: dict[str, Any], path: tuple[str | int, ...] = ()) ->
             parts.append(Compiled(any_of([s.test for s in subs]), sum(s.cost for s in subs)))
         elif key == "not":
             inner = compile_condition(value, (*path, key))
-            parts.append(Compiled(lambda e, t=inner.test: not t(e), inner.cost))
+            parts.append(Compiled(_negate(inner.test), inner.cost))
         else:
-            parts.append(_field(make_getter(key), value, (*path, key)))
+            parts.append(_field(key, value, (*path, key)))
     parts.sort(key=lambda p: p.cost)
     return Compiled(all_of([p.test for p in parts]), sum(p.cost for p in parts))
 
@@ -203,24 +268,45 @@ class Hints:
 
     `equalities`: field -> the string values one of which the field must equal.
     `regexes`: field -> patterns the field must match (each one must).
+    `lower_bounds`: field -> a number the field must be a number at least equal to.
     """
 
     equalities: dict[str, frozenset[str]]
     regexes: dict[str, tuple[str, ...]]
+    lower_bounds: dict[str, float] = field(default_factory=dict)
 
 
 def necessary_hints(cond: dict[str, Any]) -> Hints:
-    """Equality and regex tests that every match of `cond` must pass (from its conjunction)."""
+    """Equality, regex and bound tests that every match of `cond` must pass."""
     equalities: dict[str, frozenset[str]] = {}
     regexes: dict[str, tuple[str, ...]] = {}
+    bounds: dict[str, float] = {}
     for key, value in _conjuncts(cond):
         values = _string_options(value)
         if values is not None:
-            known = equalities.get(key)
-            equalities[key] = values if known is None else known & values
-        if isinstance(value, dict) and isinstance(value.get("regex"), str):
-            regexes[key] = (*regexes.get(key, ()), value["regex"])
-    return Hints(equalities, regexes)
+            _narrow(equalities, key, values)
+        if isinstance(value, dict):
+            if isinstance(value.get("regex"), str):
+                regexes[key] = (*regexes.get(key, ()), value["regex"])
+            bound = _lower_bound(value)
+            if bound is not None:
+                bounds[key] = max(bound, bounds.get(key, bound))
+    for branches in _disjunctions(cond):
+        # A field every branch of an `any` pins to strings is pinned to their union.
+        hints = [necessary_hints(b).equalities for b in branches]
+        for key in set.intersection(*(set(h) for h in hints)) if hints else ():
+            _narrow(equalities, key, frozenset().union(*(h[key] for h in hints)))
+    return Hints(equalities, regexes, bounds)
+
+
+def _narrow(equalities: dict[str, frozenset[str]], key: str, values: frozenset[str]) -> None:
+    known = equalities.get(key)
+    equalities[key] = values if known is None else known & values
+
+
+def _lower_bound(matcher: dict[str, Any]) -> float | None:
+    found: list[float] = [matcher[op] for op in ("gt", "gte") if is_number(matcher.get(op))]
+    return max(found) if found else None
 
 
 def _conjuncts(cond: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -231,6 +317,18 @@ def _conjuncts(cond: dict[str, Any]) -> list[tuple[str, Any]]:
                 out.extend(_conjuncts(sub))
         elif key not in ("any", "not"):
             out.append((key, value))
+    return out
+
+
+def _disjunctions(cond: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The `any` lists that must hold, found through `all` like the conjuncts."""
+    out: list[list[dict[str, Any]]] = []
+    for key, value in cond.items():
+        if key == "all":
+            for sub in value:
+                out.extend(_disjunctions(sub))
+        elif key == "any":
+            out.append(value)
     return out
 
 

@@ -1,83 +1,297 @@
 """Candidate selection: which rules can possibly match an event.
 
-Most rules require a field to equal one of a few strings (`service: payments`)
-or a regex to match (`message: {regex: ...}`). Rules are bucketed on one such
-necessary test so that an event is only checked against rules whose bucket it
-hits: a dict lookup per indexed field, and one combined regex search per field
-for the regex-only rules. The full predicate still decides; the index only
-skips rules that cannot match.
+Every rule's condition implies some cheap necessary tests (`Hints`): a field
+must equal one of a few strings (`service: payments`), a regex must match a
+field, or a number must reach a bound. The index is a small tree built on
+them. At each node a rule is filed under one such test:
+
+- equality: a dict from the field's value to a child node (the rules that need
+  that value, indexed again on their remaining equalities), so an event pays
+  one dict lookup per field, however many rules there are;
+- regex: one search per field for literals that each regex requires (a
+  `timeout|refused` pattern cannot match a text holding neither word); the
+  literals are joined into one trie-shaped pattern, which the `re` engine
+  rejects in one pass over the text, so typical noise costs one C call;
+- lower bound: the rules sorted by their bound, cut with one bisection;
+- otherwise the rule is checked on every event that reaches the node.
+
+The full predicate still decides; the index only ever skips rules that cannot
+match, and each enabled rule sits in exactly one place, so no rule is returned
+twice for one event.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from rulesd.rules.fields import Event, Getter, make_getter
+from rulesd.rules.fields import MISSING, Event, Getter, make_getter
 from rulesd.rules.model import Rule
 
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?P<")
 _LEADING_FLAGS = re.compile(r"\A\(\?([aiLmsux]+)\)")
-
-
-@dataclass(frozen=True, slots=True)
-class _Bucketed:
-    get: Getter
-    table: dict[str, tuple[Rule, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class _RegexGroup:
-    get: Getter
-    search: re.Pattern[str]
-    rules: tuple[Rule, ...]
+_SPLIT_AT = 1  # a bucket is indexed again on the other fields its rules require
 
 
 class RuleIndex:
     """Finds the candidate rules for an event; each enabled rule is in exactly one place."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        enabled = [r for r in rules if r.enabled]
-        popularity = Counter(f for r in enabled for f in r.hints.equalities)
-        tables: dict[str, dict[str, list[Rule]]] = {}
-        by_regex: dict[str, list[tuple[Rule, str]]] = {}
-        always: list[Rule] = []
-        for rule in enabled:
-            eq = rule.hints.equalities
-            if eq:
-                # Index on the field most rules share: fewer lookups per event.
-                field = max(eq, key=lambda f: (popularity[f], -len(eq[f]), f))
-                table = tables.setdefault(field, {})
-                for value in eq[field]:
-                    table.setdefault(value, []).append(rule)
-                continue
-            combinable = _combinable(rule)
-            if combinable:
-                by_regex.setdefault(combinable[0], []).append((rule, combinable[1]))
-            else:
-                always.append(rule)
-        self.buckets = tuple(
-            _Bucketed(make_getter(f), {v: tuple(rs) for v, rs in t.items()}) for f, t in tables.items()
-        )
-        self.regex_groups = tuple(_regex_group(f, members) for f, members in by_regex.items())
-        self.always = tuple(always)
+        self.rules = tuple(r for r in rules if r.enabled)
+        self.root = _build(self.rules, frozenset())
 
     def candidates(self, event: Event) -> list[Rule]:
         """Rules that might match `event`, in no particular order."""
-        found = list(self.always)
-        for bucket in self.buckets:
-            value = bucket.get(event)
-            if type(value) is str:
-                hit = bucket.table.get(value)
-                if hit:
-                    found.extend(hit)
-        for group in self.regex_groups:
-            value = group.get(event)
-            if type(value) is str and group.search.search(value) is not None:
-                found.extend(group.rules)
+        found: list[Rule] = []
+        self.root.collect(event, found)
         return found
+
+
+class _Node:
+    """One level of the tree; `collect` appends the candidates for an event."""
+
+    __slots__ = ("always", "tables", "tests")
+
+    def __init__(
+        self,
+        always: tuple[Rule, ...],
+        tables: tuple[tuple[str, Getter | None, dict[str, _Node | tuple[Rule, ...]]], ...],
+        tests: tuple[Callable[[Event, list[Rule]], None], ...],
+    ) -> None:
+        self.always = always
+        self.tables = tables  # (top-level key, getter for a dotted path or None, table)
+        self.tests = tests
+
+    def collect(self, event: Event, out: list[Rule]) -> None:
+        """Append to `out` the rules under this node that `event` may match."""
+        if self.always:
+            out.extend(self.always)
+        for key, get, table in self.tables:
+            value = event.get(key) if get is None else get(event)
+            if type(value) is str:
+                hit = table.get(value)
+                if hit is not None:
+                    if type(hit) is tuple:
+                        out.extend(hit)
+                    else:
+                        hit.collect(event, out)  # type: ignore[union-attr]
+        for test in self.tests:
+            test(event, out)
+
+
+def _build(rules: Sequence[Rule], used: frozenset[str]) -> _Node:
+    """Index `rules` on the tests they require, ignoring the fields in `used`."""
+    popularity = Counter(f for r in rules for f in r.hints.equalities if f not in used)
+    by_field: dict[str, dict[str, list[Rule]]] = {}
+    literal_rules: dict[str, list[tuple[Rule, _Literals]]] = {}
+    bounded: dict[str, list[tuple[float, Rule]]] = {}
+    combined: dict[str, list[tuple[Rule, str]]] = {}
+    always: list[Rule] = []
+    for rule in rules:
+        hints = rule.hints
+        fields = [f for f in hints.equalities if f not in used]
+        if fields:
+            # The field most rules share: fewer lookups per event.
+            field = max(fields, key=lambda f: (popularity[f], -len(hints.equalities[f]), f))
+            table = by_field.setdefault(field, {})
+            for value in hints.equalities[field]:
+                table.setdefault(value, []).append(rule)
+        elif (literals := _required_literals(rule)) is not None:
+            literal_rules.setdefault(literals[0], []).append((rule, literals[1]))
+        elif hints.lower_bounds:
+            field, bound = min(hints.lower_bounds.items())
+            bounded.setdefault(field, []).append((bound, rule))
+        elif scoped := _combinable(rule):
+            combined.setdefault(scoped[0], []).append((rule, scoped[1]))
+        else:
+            always.append(rule)
+    tables = tuple(
+        (*_key_and_getter(f), {v: _child(rs, used | {f}) for v, rs in t.items()})
+        for f, t in by_field.items()
+    )
+    tests = (
+        *(_literal_test(f, members) for f, members in literal_rules.items()),
+        *(_bound_test(f, members) for f, members in bounded.items()),
+        *(_regex_test(f, members) for f, members in combined.items()),
+    )
+    return _Node(tuple(always), tables, tests)
+
+
+def _child(rules: list[Rule], used: frozenset[str]) -> _Node | tuple[Rule, ...]:
+    if len(rules) >= _SPLIT_AT and any(set(r.hints.equalities) - used for r in rules):
+        return _build(rules, used)
+    return tuple(rules)
+
+
+def _key_and_getter(field: str) -> tuple[str, Getter | None]:
+    """Top-level fields are read with a plain `dict.get`, dotted paths with a getter."""
+    return (field, None) if "." not in field else (field, make_getter(field))
+
+
+def _value_getter(field: str) -> Callable[[Event], Any]:
+    if "." in field:
+        return make_getter(field)
+    return lambda event: event.get(field, MISSING)
+
+
+# ---- regexes: required literals ---------------------------------------------------------
+
+# Any one of these (literal, case-insensitive) must occur in the text for the regex to match.
+_Literals = frozenset[tuple[str, bool]]
+
+
+def _required_literals(rule: Rule) -> tuple[str, _Literals] | None:
+    """A field and the literals one of which it must contain, the most selective found."""
+    best: tuple[str, _Literals] | None = None
+    for field, patterns in sorted(rule.hints.regexes.items()):
+        for pattern in patterns:
+            found = required_literals(pattern)
+            if found and (best is None or _strength(found) > _strength(best[1])):
+                best = (field, found)
+    return best
+
+
+def _strength(literals: _Literals) -> int:
+    return min(len(text) for text, _ in literals)
+
+
+def required_literals(pattern: str) -> _Literals | None:
+    """Literals one of which any text that `pattern` matches must contain; None if unknown.
+
+    Only runs of plain characters in the pattern's main sequence count (and in
+    groups and repeats that must match at least once); a top-level `a|b`
+    requires a literal from each branch.
+    """
+    from re import _constants as c  # type: ignore[attr-defined]
+    from re import _parser as p  # type: ignore[attr-defined]
+
+    try:
+        parsed = p.parse(pattern)
+    except re.error:
+        return None
+    flags = parsed.state.flags
+    if flags & ~(c.SRE_FLAG_UNICODE | c.SRE_FLAG_IGNORECASE | c.SRE_FLAG_MULTILINE
+                 | c.SRE_FLAG_DOTALL | c.SRE_FLAG_VERBOSE):
+        return None  # ASCII or LOCALE change what case-insensitive letters match
+    folded = bool(flags & c.SRE_FLAG_IGNORECASE)
+    options = _sequence_literals(list(parsed), c)
+    if not options:
+        return None
+    return frozenset((text, folded) for text in options)
+
+
+def _sequence_literals(items: list[tuple[Any, Any]], c: Any) -> frozenset[str] | None:
+    """The best requirement of a sequence: its longest literal run, or one from inside."""
+    best: frozenset[str] | None = None
+
+    def consider(found: frozenset[str] | None) -> None:
+        nonlocal best
+        if found and all(found) and (best is None or min(map(len, found)) > min(map(len, best))):
+            best = found
+
+    run: list[str] = []
+    for op, arg in items:
+        if op is c.LITERAL:
+            run.append(chr(arg))
+            continue
+        consider(frozenset(["".join(run)]) if run else None)
+        run = []
+        if op is c.SUBPATTERN and not arg[1] and not arg[2]:
+            consider(_sequence_literals(list(arg[3]), c))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            consider(_sequence_literals(list(arg[2]), c))
+        elif op is c.BRANCH:
+            branches = [_sequence_literals(list(b), c) for b in arg[1]]
+            if all(branches):
+                consider(frozenset().union(*branches))  # type: ignore[arg-type]
+    consider(frozenset(["".join(run)]) if run else None)
+    return best
+
+
+def _literal_test(field: str, members: list[tuple[Rule, _Literals]]) -> Callable[[Event, list[Rule]], None]:
+    """One search for any required literal, then the exact rules whose literals occur."""
+    get = _value_getter(field)
+    groups: dict[_Literals, list[Rule]] = {}
+    for rule, literals in members:
+        groups.setdefault(literals, []).append(rule)
+    gate = _gate_pattern(lit for literals in groups for lit in literals).search
+    checks = tuple((_contains_any(literals), tuple(rules)) for literals, rules in groups.items())
+
+    def test(event: Event, out: list[Rule]) -> None:
+        value = get(event)
+        if type(value) is str and gate(value) is not None:
+            for contains, rules in checks:
+                if contains(value):
+                    out.extend(rules)
+
+    return test
+
+
+def _contains_any(literals: _Literals) -> Callable[[str], bool]:
+    exact = tuple(text for text, folded in literals if not folded)
+    searches = tuple(re.compile(re.escape(text), re.IGNORECASE).search
+                     for text, folded in literals if folded)
+    if len(exact) == 1 and not searches:
+        text = exact[0]
+        return lambda value: text in value
+    return lambda value: any(t in value for t in exact) or any(s(value) for s in searches)
+
+
+def _gate_pattern(literals: Iterable[tuple[str, bool]]) -> re.Pattern[str]:
+    """A pattern matching wherever any of the literals occurs, shaped as a trie."""
+    unique = set(literals)
+    exact = _trie_regex(sorted(t for t, folded in unique if not folded))
+    folded = _trie_regex(sorted(t for t, f in unique if f))
+    parts = [exact] if exact else []
+    if folded:
+        parts.append(f"(?i:{folded})")
+    return re.compile("|".join(parts))
+
+
+def _trie_regex(words: list[str]) -> str:
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    return _trie_node(trie) if words else ""
+
+
+def _trie_node(node: dict[str, Any]) -> str:
+    branches = [re.escape(ch) + _trie_node(child) for ch, child in sorted(node.items()) if ch]
+    if "" in node:
+        # A literal ends here: any longer one with this prefix contains it, so stop.
+        return ""
+    if len(branches) == 1:
+        return branches[0]
+    return "(?:" + "|".join(branches) + ")"
+
+
+# ---- numbers: lower bounds --------------------------------------------------------------
+
+
+def _bound_test(field: str, members: list[tuple[float, Rule]]) -> Callable[[Event, list[Rule]], None]:
+    """Rules whose bound the event's number reaches, found by bisection."""
+    get = _value_getter(field)
+    members.sort(key=lambda m: m[0])
+    bounds = [b for b, _ in members]
+    rules = tuple(r for _, r in members)
+
+    def test(event: Event, out: list[Rule]) -> None:
+        value = get(event)
+        if type(value) is int or type(value) is float:
+            reached = bisect.bisect_right(bounds, value)
+            if reached:
+                out.extend(rules[:reached])
+
+    return test
+
+
+# ---- regexes without a usable literal ---------------------------------------------------
 
 
 def _combinable(rule: Rule) -> tuple[str, str] | None:
@@ -103,6 +317,14 @@ def _scoped(pattern: str) -> str | None:
     return body
 
 
-def _regex_group(field: str, members: list[tuple[Rule, str]]) -> _RegexGroup:
-    combined = re.compile("|".join(dict.fromkeys(p for _, p in members)))
-    return _RegexGroup(make_getter(field), combined, tuple(r for r, _ in members))
+def _regex_test(field: str, members: list[tuple[Rule, str]]) -> Callable[[Event, list[Rule]], None]:
+    get = _value_getter(field)
+    search = re.compile("|".join(dict.fromkeys(p for _, p in members))).search
+    rules = tuple(r for r, _ in members)
+
+    def test(event: Event, out: list[Rule]) -> None:
+        value = get(event)
+        if type(value) is str and search(value) is not None:
+            out.extend(rules)
+
+    return test
