@@ -168,7 +168,8 @@ class Sender:
                 continue
             if delay == math.inf:
                 return True
-            if now + delay >= deadline:
+            # The clock is read again: the attempt that just failed may have taken a while.
+            if self._clock() + delay >= deadline:
                 return False
             self._sleep(delay)
 

@@ -27,7 +27,7 @@ from rulesd.state import DEAD, PENDING, OutboxAlert, StateStore
 try:  # OpsGenie's own schema, when the helper is present; these tests do not need it
     from tests.opsgenie_schema import create_alert_validator
 except ImportError:
-    create_alert_validator = None
+    create_alert_validator = None  # type: ignore[assignment]
 
 T0 = 1_700_000_000.0
 KEY = "3f6e1c2a-9b7d-4e8f-a1b2-c3d4e5f60718"
@@ -413,6 +413,19 @@ def test_drain_respects_the_deadline(store: StateStore, clock: FakeClock) -> Non
     assert clock.now <= T0 + 10
     assert [0.75, 1.5, 3.0] == clock.sleeps  # the next wait (6.0) would end after the deadline
     assert ["a"] == pending(store)
+
+
+def test_drain_counts_the_time_a_slow_attempt_took(store: StateStore, clock: FakeClock) -> None:
+    """An attempt that times out late in the grace period leaves no time to sleep for another."""
+    queue(store, "a")
+
+    class SlowFailure:
+        def create_alert(self, payload: dict[str, Any]) -> None:
+            clock.advance(4.5)  # a read timeout
+            raise retryable(None)
+
+    assert not make_sender(store, SlowFailure(), clock).drain(deadline=T0 + 5)
+    assert ([], T0 + 4.5) == (clock.sleeps, clock.now)
 
 
 def test_drain_does_not_wait_for_an_attempt_after_the_deadline(store: StateStore, clock: FakeClock) -> None:
