@@ -23,6 +23,7 @@ from rulesd.alerting.opsgenie import (
     PrintTransport,
     RetryableAlertError,
     classify,
+    heartbeat_url,
     redact,
     retry_after,
     validate_alert_url,
@@ -366,6 +367,35 @@ def test_client_validates_its_url() -> None:
     """The client refuses a bad alert_url up front."""
     with pytest.raises(ValueError):
         make_client(url="http://api.opsgenie.com/v2/alerts")
+
+
+# -- heartbeats -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alert_url", "name", "expected"),
+    [
+        (URL, "rulesd", "https://api.opsgenie.com/v2/heartbeats/rulesd/ping"),
+        ("https://api.eu.opsgenie.com/v2/alerts/", "prod", "https://api.eu.opsgenie.com/v2/heartbeats/prod/ping"),
+        ("http://127.0.0.1:8080/og/v2/alerts", "a b/c", "http://127.0.0.1:8080/og/v2/heartbeats/a%20b%2Fc/ping"),
+    ],
+)
+def test_heartbeat_url(alert_url: str, name: str, expected: str) -> None:
+    """The ping goes to the alert URL's API host; the name cannot escape its path segment."""
+    assert expected == heartbeat_url(alert_url, name)
+
+
+def test_ping_heartbeat_is_a_keyed_get_with_the_same_errors(mock: Any) -> None:
+    """GET with the GenieKey; a redirect pauses like an alert would."""
+    ping = "https://api.opsgenie.com/v2/heartbeats/rulesd/ping"
+    mock.add(responses.GET, ping, status=202, match=[matchers.header_matcher({"Authorization": f"GenieKey {KEY}"})])
+
+    make_client().ping_heartbeat("rulesd")
+
+    mock.replace(responses.GET, ping, status=302, headers={"Location": "https://elsewhere.example.com/"})
+    with pytest.raises(PausingAlertError):
+        make_client().ping_heartbeat("rulesd")
+    assert 2 == len(mock.calls)
 
 
 # -- the key never leaks -----------------------------------------------------------------------

@@ -327,6 +327,22 @@ def test_401_pauses_without_dead_lettering_and_resumes(store: StateStore, clock:
     assert [("paused", "a"), ("paused", "a"), ("sent", "a"), ("sent", "b")] == results.kinds
 
 
+def test_resume_retries_a_paused_head_at_once(store: StateStore, clock: FakeClock) -> None:
+    """After a reload that may have fixed the key, the paused head is due again immediately."""
+    queue(store, "a")
+    wrong_key = PausingAlertError("HTTP 403: OpsGenie rejected the API key", 403)
+    transport = FakeTransport(wrong_key)
+    sender = make_sender(store, transport, clock, auth_retry=60.0)
+    assert not sender.resume()  # not paused: nothing to do
+    sender.step()
+
+    assert sender.resume()
+    assert IDLE_DELAY == sender.step()
+
+    assert ["a"] == transport.sent
+    assert sender.paused_reason is None
+
+
 def test_expiry_after_max_age(store: StateStore, clock: FakeClock) -> None:
     """An alert still undelivered after max_age is dead-lettered as expired, not sent late."""
     queue(store, "old")
