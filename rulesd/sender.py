@@ -142,6 +142,7 @@ class Sender:
 
         Never raises: a failing store or callback is logged and tried again after a pause.
         """
+        self._store.relax_durability()
         try:
             while not stop.is_set():
                 # Cleared before looking, so a wake-up during the step is not lost.

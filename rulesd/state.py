@@ -85,6 +85,15 @@ class StateStore:
             self._local.conn = conn
         return conn
 
+    def relax_durability(self) -> None:
+        """For the sender's connection: commits without fsync (WAL, synchronous=NORMAL).
+
+        Losing its last updates in a power cut only means an alert is sent again, which
+        OpsGenie deduplicates by alias; queuing (commit) stays fully durable.
+        """
+        if self._memory is None:
+            self._conn().execute("PRAGMA synchronous=NORMAL")
+
     def close(self) -> None:
         """Close this thread's connection."""
         conn = getattr(self._local, "conn", None)
