@@ -131,6 +131,8 @@ class Engine:
         self._collect(event, candidates)
         if not candidates:
             return None
+        if self.index.may_repeat and len(candidates) > 1:
+            candidates[:] = dict.fromkeys(candidates)
         fired: list[tuple[Rule, GroupKey]] = []
         try:
             for rule in candidates:

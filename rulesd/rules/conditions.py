@@ -269,11 +269,37 @@ class Hints:
     `equalities`: field -> the string values one of which the field must equal.
     `regexes`: field -> patterns the field must match (each one must).
     `lower_bounds`: field -> a number the field must be a number at least equal to.
+    `substrings`: field -> strings the field must contain (if it is a string; a list
+    may instead hold an equal item).
+    `alternatives`: the hints of each branch of an `any` that must hold, one of which
+    then holds too (empty when no branch hint is known for some branch).
     """
 
     equalities: dict[str, frozenset[str]]
     regexes: dict[str, tuple[str, ...]]
     lower_bounds: dict[str, float] = field(default_factory=dict)
+    alternatives: tuple[Hints, ...] = ()
+    substrings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def useful(self) -> bool:
+        """Whether these hints say anything an index can use."""
+        return bool(self.equalities or self.regexes or self.lower_bounds or self.substrings)
+
+    def merged(self, other: Hints) -> Hints:
+        """Hints that hold when both `self` and `other` hold (alternatives dropped)."""
+        equalities = dict(self.equalities)
+        for key, values in other.equalities.items():
+            _narrow(equalities, key, values)
+        regexes = dict(self.regexes)
+        for key, patterns in other.regexes.items():
+            regexes[key] = (*regexes.get(key, ()), *patterns)
+        bounds = dict(self.lower_bounds)
+        for key, bound in other.lower_bounds.items():
+            bounds[key] = max(bound, bounds.get(key, bound))
+        substrings = dict(self.substrings)
+        for key, needles in other.substrings.items():
+            substrings[key] = (*substrings.get(key, ()), *needles)
+        return Hints(equalities, regexes, bounds, substrings=substrings)
 
 
 def necessary_hints(cond: dict[str, Any]) -> Hints:
@@ -281,6 +307,7 @@ def necessary_hints(cond: dict[str, Any]) -> Hints:
     equalities: dict[str, frozenset[str]] = {}
     regexes: dict[str, tuple[str, ...]] = {}
     bounds: dict[str, float] = {}
+    substrings: dict[str, tuple[str, ...]] = {}
     for key, value in _conjuncts(cond):
         values = _string_options(value)
         if values is not None:
@@ -288,15 +315,21 @@ def necessary_hints(cond: dict[str, Any]) -> Hints:
         if isinstance(value, dict):
             if isinstance(value.get("regex"), str):
                 regexes[key] = (*regexes.get(key, ()), value["regex"])
+            if isinstance(value.get("contains"), str) and value["contains"]:
+                substrings[key] = (*substrings.get(key, ()), value["contains"])
             bound = _lower_bound(value)
             if bound is not None:
                 bounds[key] = max(bound, bounds.get(key, bound))
+    alternatives: tuple[Hints, ...] = ()
     for branches in _disjunctions(cond):
+        branch_hints = [necessary_hints(b) for b in branches]
         # A field every branch of an `any` pins to strings is pinned to their union.
-        hints = [necessary_hints(b).equalities for b in branches]
+        hints = [h.equalities for h in branch_hints]
         for key in set.intersection(*(set(h) for h in hints)) if hints else ():
             _narrow(equalities, key, frozenset().union(*(h[key] for h in hints)))
-    return Hints(equalities, regexes, bounds)
+        if not alternatives and branch_hints and all(h.useful() for h in branch_hints):
+            alternatives = tuple(branch_hints)
+    return Hints(equalities, regexes, bounds, alternatives, substrings)
 
 
 def _narrow(equalities: dict[str, frozenset[str]], key: str, values: frozenset[str]) -> None:

@@ -8,7 +8,7 @@ them. At each node a rule is filed under one such test:
 - equality: a dict from the field's value to a child node (the rules that need
   that value, indexed again on their remaining equalities), so an event pays
   one dict lookup per field, however many rules there are;
-- regex: one search per field for literals that each regex requires (a
+- regex or `contains`: one search per field for literals that each requires (a
   `timeout|refused` pattern cannot match a text holding neither word); the
   literals are joined into one trie-shaped pattern, which the `re` engine
   rejects in one pass over the text, so typical noise costs one C call;
@@ -26,14 +26,15 @@ import bisect
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+from rulesd.rules.conditions import Hints
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter
 from rulesd.rules.model import Rule
 
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?P<")
 _LEADING_FLAGS = re.compile(r"\A\(\?([aiLmsux]+)\)")
-_SPLIT_AT = 1  # a bucket is indexed again on the other fields its rules require
+_SPLIT_AT = 2  # from this many rules a bucket is indexed on their regexes and bounds too
 
 
 class RuleIndex:
@@ -41,13 +42,31 @@ class RuleIndex:
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(r for r in rules if r.enabled)
-        self.root = _build(self.rules, frozenset())
+        entries = [_Entry(r, h) for r in self.rules for h in _placements(r.hints)]
+        # A rule filed once per branch of its `any` may be collected more than once.
+        self.may_repeat = len(entries) > len(self.rules)
+        self.root = _build(entries, frozenset())
 
     def candidates(self, event: Event) -> list[Rule]:
-        """Rules that might match `event`, in no particular order."""
+        """Rules that might match `event`, each once, in no particular order."""
         found: list[Rule] = []
         self.root.collect(event, found)
-        return found
+        return list(dict.fromkeys(found)) if self.may_repeat else found
+
+
+class _Entry(NamedTuple):
+    """A rule and the hints it is filed under (its own, or those of one `any` branch)."""
+
+    rule: Rule
+    hints: Hints
+
+
+def _placements(hints: Hints) -> list[Hints]:
+    """Where a rule goes: under its own hints, or, when an `any` offers a hint in each
+    branch, once under each branch's hints (merged with its own)."""
+    if hints.alternatives:
+        return [hints.merged(alt) for alt in hints.alternatives]
+    return [hints]
 
 
 class _Node:
@@ -82,29 +101,29 @@ class _Node:
             test(event, out)
 
 
-def _build(rules: Sequence[Rule], used: frozenset[str]) -> _Node:
-    """Index `rules` on the tests they require, ignoring the fields in `used`."""
-    popularity = Counter(f for r in rules for f in r.hints.equalities if f not in used)
-    by_field: dict[str, dict[str, list[Rule]]] = {}
+def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Node:
+    """Index `entries` on the tests they require, ignoring the fields in `used`."""
+    popularity = Counter(f for e in entries for f in e.hints.equalities if f not in used)
+    by_field: dict[str, dict[str, list[_Entry]]] = {}
     literal_rules: dict[str, list[tuple[Rule, _Literals]]] = {}
     bounded: dict[str, list[tuple[float, Rule]]] = {}
     combined: dict[str, list[tuple[Rule, str]]] = {}
     always: list[Rule] = []
-    for rule in rules:
-        hints = rule.hints
+    for entry in entries:
+        rule, hints = entry
         fields = [f for f in hints.equalities if f not in used]
         if fields:
             # The field most rules share: fewer lookups per event.
             field = max(fields, key=lambda f: (popularity[f], -len(hints.equalities[f]), f))
             table = by_field.setdefault(field, {})
             for value in hints.equalities[field]:
-                table.setdefault(value, []).append(rule)
-        elif (literals := _required_literals(rule)) is not None:
+                table.setdefault(value, []).append(entry)
+        elif (literals := _required_literals(hints)) is not None:
             literal_rules.setdefault(literals[0], []).append((rule, literals[1]))
         elif hints.lower_bounds:
             field, bound = min(hints.lower_bounds.items())
             bounded.setdefault(field, []).append((bound, rule))
-        elif scoped := _combinable(rule):
+        elif scoped := _combinable(hints):
             combined.setdefault(scoped[0], []).append((rule, scoped[1]))
         else:
             always.append(rule)
@@ -120,10 +139,14 @@ def _build(rules: Sequence[Rule], used: frozenset[str]) -> _Node:
     return _Node(tuple(always), tables, tests)
 
 
-def _child(rules: list[Rule], used: frozenset[str]) -> _Node | tuple[Rule, ...]:
-    if len(rules) >= _SPLIT_AT and any(set(r.hints.equalities) - used for r in rules):
-        return _build(rules, used)
-    return tuple(rules)
+def _child(entries: list[_Entry], used: frozenset[str]) -> _Node | tuple[Rule, ...]:
+    if any(set(e.hints.equalities) - used for e in entries):
+        return _build(entries, used)
+    if len(entries) >= _SPLIT_AT and any(
+        e.hints.regexes or e.hints.substrings or e.hints.lower_bounds for e in entries
+    ):
+        return _build(entries, used)
+    return tuple(e.rule for e in entries)
 
 
 def _key_and_getter(field: str) -> tuple[str, Getter | None]:
@@ -143,15 +166,19 @@ def _value_getter(field: str) -> Callable[[Event], Any]:
 _Literals = frozenset[tuple[str, bool]]
 
 
-def _required_literals(rule: Rule) -> tuple[str, _Literals] | None:
+def _required_literals(hints: Hints) -> tuple[str, _Literals] | None:
     """A field and the literals one of which it must contain, the most selective found."""
-    best: tuple[str, _Literals] | None = None
-    for field, patterns in sorted(rule.hints.regexes.items()):
+    found: list[tuple[str, _Literals]] = [
+        (field, frozenset([(needle, False)]))
+        for field, needles in sorted(hints.substrings.items())
+        for needle in needles
+    ]
+    for field, patterns in sorted(hints.regexes.items()):
         for pattern in patterns:
-            found = required_literals(pattern)
-            if found and (best is None or _strength(found) > _strength(best[1])):
-                best = (field, found)
-    return best
+            literals = required_literals(pattern)
+            if literals:
+                found.append((field, literals))
+    return max(found, key=lambda f: _strength(f[1]), default=None)
 
 
 def _strength(literals: _Literals) -> int:
@@ -219,13 +246,18 @@ def _literal_test(field: str, members: list[tuple[Rule, _Literals]]) -> Callable
         groups.setdefault(literals, []).append(rule)
     gate = _gate_pattern(lit for literals in groups for lit in literals).search
     checks = tuple((_contains_any(literals), tuple(rules)) for literals, rules in groups.items())
+    everyone = tuple(rule for rule, _ in members)
 
     def test(event: Event, out: list[Rule]) -> None:
         value = get(event)
-        if type(value) is str and gate(value) is not None:
-            for contains, rules in checks:
-                if contains(value):
-                    out.extend(rules)
+        if type(value) is str:
+            if gate(value) is not None:
+                for contains, rules in checks:
+                    if contains(value):
+                        out.extend(rules)
+        elif type(value) is list:
+            out.extend(everyone)  # `contains` also looks for an equal item in a list
+
 
     return test
 
@@ -294,9 +326,9 @@ def _bound_test(field: str, members: list[tuple[float, Rule]]) -> Callable[[Even
 # ---- regexes without a usable literal ---------------------------------------------------
 
 
-def _combinable(rule: Rule) -> tuple[str, str] | None:
+def _combinable(hints: Hints) -> tuple[str, str] | None:
     """A (field, pattern) whose match the rule requires, if it can join a combined regex."""
-    for field, patterns in sorted(rule.hints.regexes.items()):
+    for field, patterns in sorted(hints.regexes.items()):
         for pattern in patterns:
             scoped = _scoped(pattern)
             if scoped is not None:
