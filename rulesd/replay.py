@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import methodcaller
 from typing import Any, BinaryIO
 
 from orjson import JSONDecodeError, loads
@@ -90,7 +91,8 @@ def _time_reader(time_field: str | None, arrival: float) -> Callable[[Event], fl
     """A function giving an event's time: its time field, else the arrival time."""
     if time_field is None:
         return lambda event: arrival
-    get = make_getter(time_field)
+    # A missing field reads as None either way: both mean "no time given".
+    get = make_getter(time_field) if "." in time_field else methodcaller("get", time_field)
 
     def time_of(event: Event) -> float:
         value = get(event)

@@ -35,6 +35,14 @@ def make_getter(path: str) -> Getter:
     if len(parts) == 1:
         key = parts[0]
         return lambda event: event.get(key, MISSING)
+    if len(parts) == 2 and not any(p.isdigit() for p in parts):
+        outer, inner = parts
+
+        def get_nested(event: Event) -> Any:
+            value = event.get(outer, MISSING)
+            return value.get(inner, MISSING) if type(value) is dict else MISSING
+
+        return get_nested
 
     def get(event: Event) -> Any:
         value: Any = event
