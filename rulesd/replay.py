@@ -6,7 +6,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import methodcaller
 from typing import Any, BinaryIO
 
 from orjson import JSONDecodeError, loads
@@ -54,7 +53,7 @@ def replay(
     engine = Engine(ruleset)
     evaluate = engine.evaluate
     arrival = time.time() if start is None else start
-    time_of = _time_reader(time_field, arrival)
+    time_key, read_time = _time_reader(time_field)
     summary = ReplaySummary()
     events = 0
     for lineno, line in enumerate(stream, 1):
@@ -68,7 +67,13 @@ def replay(
                 on_invalid(lineno, _reason(line))
             continue
         events += 1
-        firing = evaluate(event, time_of(event))
+        if time_key is None:
+            when = arrival
+        else:
+            value = event.get(time_key) if read_time is None else read_time(event)
+            # A float is the common case: no call to convert it.
+            when = value if type(value) is float else event_time(_value(value), arrival)
+        firing = evaluate(event, when)
         if firing is None:
             continue
         summary.alerts += 1
@@ -87,20 +92,14 @@ def _reason(line: bytes) -> str:
     raise AssertionError("a line that failed to parse parsed")
 
 
-def _time_reader(time_field: str | None, arrival: float) -> Callable[[Event], float]:
-    """A function giving an event's time: its time field, else the arrival time."""
-    if time_field is None:
-        return lambda event: arrival
-    # A missing field reads as None either way: both mean "no time given".
-    get = make_getter(time_field) if "." in time_field else methodcaller("get", time_field)
+def _time_reader(time_field: str | None) -> tuple[str | None, Callable[[Event], Any] | None]:
+    """The time field, and a getter for it if it is a dotted path (else `dict.get` will do).
 
-    def time_of(event: Event) -> float:
-        value = get(event)
-        if type(value) is float:
-            return value  # the common case, without a call
-        return event_time(_value(value), arrival)
-
-    return time_of
+    A missing field reads as None or MISSING: both mean "no time given".
+    """
+    if time_field is None or "." not in time_field:
+        return time_field, None
+    return time_field, make_getter(time_field)
 
 
 def _value(value: Any) -> Any:

@@ -23,10 +23,10 @@ twice for one event.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from operator import methodcaller
 from typing import Any, NamedTuple
 
 from rulesd.rules.conditions import Hints
@@ -70,6 +70,9 @@ def _placements(hints: Hints) -> list[Hints]:
     return [hints]
 
 
+_Collect = Callable[[Event, list[Rule]], None]
+
+
 class _Node:
     """One level of the tree; `collect` appends the candidates for an event."""
 
@@ -78,11 +81,12 @@ class _Node:
     def __init__(
         self,
         always: tuple[Rule, ...],
-        tables: tuple[tuple[str, Getter | None, dict[str, _Node | tuple[Rule, ...]]], ...],
-        tests: tuple[Callable[[Event, list[Rule]], None], ...],
+        tables: tuple[tuple[str, Getter | None, dict[str, _Collect | tuple[Rule, ...]]], ...],
+        tests: tuple[_Collect, ...],
     ) -> None:
         self.always = always
-        self.tables = tables  # (top-level key, getter for a dotted path or None, table)
+        # (top-level key, getter for a dotted path or None, value -> a child's collect or rules)
+        self.tables = tables
         self.tests = tests
 
     def collect(self, event: Event, out: list[Rule]) -> None:
@@ -97,7 +101,7 @@ class _Node:
                     if type(hit) is tuple:
                         out.extend(hit)
                     else:
-                        hit.collect(event, out)  # type: ignore[union-attr]
+                        hit(event, out)  # type: ignore[operator]
         for test in self.tests:
             test(event, out)
 
@@ -129,7 +133,7 @@ def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Node:
         else:
             always.append(rule)
     tables = tuple(
-        (*_key_and_getter(f), {v: _child(rs, used | {f}) for v, rs in t.items()})
+        (f, make_getter(f) if "." in f else None, {v: _child(rs, used | {f}) for v, rs in t.items()})
         for f, t in by_field.items()
     )
     tests = (
@@ -140,26 +144,21 @@ def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Node:
     return _Node(tuple(always), tables, tests)
 
 
-def _child(entries: list[_Entry], used: frozenset[str]) -> _Node | tuple[Rule, ...]:
+def _child(entries: list[_Entry], used: frozenset[str]) -> _Collect | tuple[Rule, ...]:
     if any(set(e.hints.equalities) - used for e in entries):
-        return _build(entries, used)
+        return _build(entries, used).collect
     if len(entries) >= _SPLIT_AT and any(
         e.hints.regexes or e.hints.substrings or e.hints.lower_bounds for e in entries
     ):
-        return _build(entries, used)
+        return _build(entries, used).collect
     return tuple(e.rule for e in entries)
-
-
-def _key_and_getter(field: str) -> tuple[str, Getter | None]:
-    """Top-level fields are read with a plain `dict.get`, dotted paths with a getter."""
-    return (field, None) if "." not in field else (field, make_getter(field))
 
 
 def _value_getter(field: str) -> Callable[[Event], Any]:
     """A getter whose result only matters when it is a str, list or number."""
     if "." in field:
         return make_getter(field)
-    return methodcaller("get", field)  # C-level: no Python frame per event
+    return lambda event: event.get(field)
 
 
 # ---- regexes: required literals ---------------------------------------------------------
@@ -187,6 +186,7 @@ def _strength(literals: _Literals) -> int:
     return min(len(text) for text, _ in literals)
 
 
+@functools.lru_cache(maxsize=4096)
 def required_literals(pattern: str) -> _Literals | None:
     """Literals one of which any text that `pattern` matches must contain; None if unknown.
 
@@ -240,7 +240,7 @@ def _sequence_literals(items: list[tuple[Any, Any]], c: Any) -> frozenset[str] |
     return best
 
 
-def _literal_test(field: str, members: list[tuple[Rule, _Literals]]) -> Callable[[Event, list[Rule]], None]:
+def _literal_test(field: str, members: list[tuple[Rule, _Literals]]) -> _Collect:
     """One search for any required literal, then the exact rules whose literals occur."""
     get = _value_getter(field)
     groups: dict[_Literals, list[Rule]] = {}
@@ -308,7 +308,7 @@ def _trie_node(node: dict[str, Any]) -> str:
 # ---- numbers: lower bounds --------------------------------------------------------------
 
 
-def _bound_test(field: str, members: list[tuple[float, Rule]]) -> Callable[[Event, list[Rule]], None]:
+def _bound_test(field: str, members: list[tuple[float, Rule]]) -> _Collect:
     """Rules whose bound the event's number reaches, found by bisection."""
     get = _value_getter(field)
     members.sort(key=lambda m: m[0])
@@ -351,7 +351,7 @@ def _scoped(pattern: str) -> str | None:
     return body
 
 
-def _regex_test(field: str, members: list[tuple[Rule, str]]) -> Callable[[Event, list[Rule]], None]:
+def _regex_test(field: str, members: list[tuple[Rule, str]]) -> _Collect:
     get = _value_getter(field)
     search = re.compile("|".join(dict.fromkeys(p for _, p in members))).search
     rules = tuple(r for r, _ in members)
