@@ -34,10 +34,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import generate  # noqa: E402
-from run import best_of, floor  # noqa: E402
+import generate
+from run import best_of, floor
 
-from tests.fake_opsgenie import FakeOpsGenie, Received, Reply  # noqa: E402
+from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 
 PROBE_RULE = {
     "name": "bench-probe",
@@ -88,7 +88,7 @@ def throughput(events: Path, rules: Path, url: str) -> tuple[float, int]:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class Arrivals:
