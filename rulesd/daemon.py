@@ -85,6 +85,7 @@ class Daemon:
         self.store = _open_store(config, dry_run)
         saved = self.store.load_engine_state()
         self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None)
+        self.stats.matches = self.engine.matches  # counted by the engine, read at scrape time
         self.settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
         self.parse = journal_event if config.source.type == "journald" else make_parser(
             config.source.format, config.source.pattern)
@@ -240,8 +241,10 @@ class Daemon:
                     stats.bump(stats.firings, rule.name)
                 payloads.append(build_payload(firing, self.settings, f"{line.path} (offset {line.offset})"))
         # One transaction: a crash either keeps these alerts and the new position, or neither.
+        state = self.engine.state
         self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
-                          payloads=payloads, now=now, engine_state=self.engine.state.to_json())
+                          payloads=payloads, now=now, engine_state=state.to_json() if state.dirty else None)
+        state.dirty = False
         if payloads:
             stats.alerts_queued += len(payloads)
             self.sender_wake.set()

@@ -46,6 +46,8 @@ class EngineState:
     windows: dict[str, dict[GroupKey, list[float]]] = field(default_factory=dict)
     throttles: dict[str, dict[GroupKey, float]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # Set whenever the state changes, so the daemon saves it only when there is news.
+    dirty: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-compatible dict (group keys become lists)."""
@@ -104,6 +106,7 @@ class Engine:
         self._adopt(ruleset)
         self._until_sweep = SWEEP_EVERY
         self._latest = float("-inf")
+        self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
@@ -118,6 +121,7 @@ class Engine:
             for name in [n for n in table if current.get(n) != self.state.fingerprints.get(n)]:
                 del table[name]
         self.state.fingerprints = current
+        self.state.dirty = True
 
     def evaluate(self, event: Event, time: float) -> Firing | None:
         """The firing this event causes at event time `time`, if any."""
@@ -137,6 +141,7 @@ class Engine:
         try:
             for rule in candidates:
                 if rule.match(event):
+                    self.matches[rule.name] = self.matches.get(rule.name, 0) + 1
                     group = group_key(rule.group_getters, event) if rule.group_getters else ()
                     if self._fires(rule, group, time):
                         fired.append((rule, group))
@@ -151,6 +156,8 @@ class Engine:
 
     def _fires(self, rule: Rule, group: GroupKey, time: float) -> bool:
         threshold = rule.threshold
+        if threshold is not None or rule.throttle:
+            self.state.dirty = True
         if threshold is not None:
             groups = self.state.windows.setdefault(rule.name, {})
             times = groups.get(group)
@@ -171,6 +178,7 @@ class Engine:
 
     def sweep(self, now: float) -> None:
         """Forget groups whose window or throttle has expired by event time `now`."""
+        self.state.dirty = True
         for rule in self.ruleset.rules:
             if rule.threshold and rule.name in self.state.windows:
                 groups = self.state.windows[rule.name]

@@ -165,6 +165,7 @@ def test_metrics_move_as_events_flow(tmp_path: Path, server: FakeOpsGenie) -> No
     assert 3 == metric(after, f'rulesd_events_read_total{{source="{source}"}}')
     assert 1 == metric(after, f'rulesd_events_invalid_total{{source="{source}"}}')
     assert 2 == metric(after, 'rulesd_rule_firings_total{rule="page-on-demand"}')
+    assert 2 == metric(after, 'rulesd_rule_matches_total{rule="page-on-demand"}')
     assert 2 == metric(after, "rulesd_alerts_queued_total")
     assert 0 == metric(after, "rulesd_outbox_depth")
     assert 0 == metric(after, "rulesd_source_lag_bytes")

@@ -268,3 +268,20 @@ def test_ruleset_is_the_engines_current_one() -> None:
     """The engine exposes the rule set it evaluates."""
     ruleset: RuleSet = ruleset_from_yaml(THRESHOLD)
     assert ruleset is Engine(ruleset).ruleset
+
+
+def test_matches_are_counted_per_rule_even_below_the_threshold() -> None:
+    """engine.matches counts events that satisfied a rule's condition, fired or not."""
+    engine = engine_for(THRESHOLD)
+    run(engine, [(0, ERR), (1, ERR), (2, {"level": "info"})])
+    assert {"burst": 2} == engine.matches
+
+
+def test_state_is_dirty_only_after_it_changed() -> None:
+    """The daemon saves the state only when dirty: a non-matching event leaves it clean."""
+    engine = engine_for(THRESHOLD)
+    engine.state.dirty = False
+    run(engine, [(0, {"level": "info"})])
+    assert engine.state.dirty is False
+    run(engine, [(1, ERR)])
+    assert engine.state.dirty is True
