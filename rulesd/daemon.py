@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Protocol, TextIO
 
 import requests
@@ -24,14 +26,14 @@ import requests
 from rulesd.alerting.opsgenie import AlertError, OpsGenieClient, PrintTransport, Transport
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, resolve_api_key
-from rulesd.engine import Engine, EngineState, event_time
+from rulesd.engine import Engine, EngineState, Firing, event_time
 from rulesd.errors import InvalidInputError
 from rulesd.events import InvalidEvent, make_parser
 from rulesd.logs import RateLimitedWarning
 from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
 from rulesd.reload import RuleWatcher
-from rulesd.rules.fields import MISSING, make_getter
+from rulesd.rules.fields import make_getter
 from rulesd.rules.loader import check_paths
 from rulesd.rules.model import RuleSet
 from rulesd.sender import Sender
@@ -220,34 +222,43 @@ class Daemon:
         return f"{text}; last error: {problem}" if problem else text
 
     def _process(self, lines: list[Line]) -> None:
-        payloads: list[dict[str, Any]] = []
+        # The per-event hot path: locals only, and counting done per batch, not per event.
         now = self.clock()
-        stats = self.stats
-        source = lines[0].path
-        for line in lines:
+        parse, evaluate, get_time = self.parse, self.engine.evaluate, self.get_time
+        payloads: list[dict[str, Any]] = []
+        invalid: dict[str, int] = {}
+        for data, path, offset in lines:
             try:
-                event = self.parse(line.data)
+                event = parse(data)
             except InvalidEvent as exc:
-                stats.bump(stats.invalid, line.path)
-                self.warn(f"{line.path} (offset {line.offset}): skipped: {exc}")
+                invalid[path] = invalid.get(path, 0) + 1
+                self.warn(f"{path} (offset {offset}): skipped: {exc}")
                 continue
-            if line.path != source:
-                source = line.path
-            stats.bump(stats.events, source)
-            when = now if self.get_time is None else event_time(_value(self.get_time(event)), now)
-            firing = self.engine.evaluate(event, when)
+            firing = evaluate(event, now if get_time is None else event_time(get_time(event), now))
             if firing is not None:
-                for rule in firing.rules:
-                    stats.bump(stats.firings, rule.name)
-                payloads.append(build_payload(firing, self.settings, f"{line.path} (offset {line.offset})"))
+                payloads.append(self._payload(firing, path, offset))
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         state = self.engine.state
         self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
                           payloads=payloads, now=now, engine_state=state.to_json() if state.dirty else None)
         state.dirty = False
+        self._count(lines, invalid, len(payloads))
         if payloads:
-            stats.alerts_queued += len(payloads)
             self.sender_wake.set()
+
+    def _payload(self, firing: Firing, path: str, offset: int) -> dict[str, Any]:
+        for rule in firing.rules:
+            self.stats.bump(self.stats.firings, rule.name)
+        return build_payload(firing, self.settings, f"{path} (offset {offset})")
+
+    def _count(self, lines: list[Line], invalid: dict[str, int], alerts: int) -> None:
+        stats = self.stats
+        for path, group in groupby(lines, itemgetter(1)):  # a source's lines come in runs
+            stats.bump(stats.events, path, len(list(group)))
+        for path, count in invalid.items():
+            stats.bump(stats.events, path, -count)
+            stats.bump(stats.invalid, path, count)
+        stats.alerts_queued += alerts
 
     def reload(self) -> bool:
         """Load the rules again; on any error keep the running set and log every problem."""
@@ -332,7 +343,3 @@ def _open_store(config: Config, dry_run: bool) -> StateStore:
         return StateStore(":memory:")  # a dry run never disturbs the real state
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
     return StateStore(os.path.join(config.state_dir, STATE_FILE))
-
-
-def _value(value: Any) -> Any:
-    return None if value is MISSING else value

@@ -92,6 +92,7 @@ class DaemonProcess:
     """One `rulesd` process with its output captured to files."""
 
     count = 0
+    running: list[DaemonProcess] = []  # killed after each test by tests/conftest.py
 
     def __init__(self, root: Path, args: list[str], env: dict[str, str] | None) -> None:
         DaemonProcess.count += 1
@@ -103,6 +104,7 @@ class DaemonProcess:
             self.proc = subprocess.Popen([sys.executable, "-m", "rulesd", "--log-level", "debug", *args],
                                          stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env,
                                          cwd=root)
+        DaemonProcess.running.append(self)
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -123,3 +125,12 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM (so it can stop its own children), then SIGKILL if it does not exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -43,30 +43,36 @@ class LineSplitter:
             self._offset += end + 1
             chunk = chunk[end + 1 :]
         data = self.pending + chunk
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            self._emit(data[start:end], out)
-            start = end + 1
-        self.pending = data[start:]
+        parts = data.split(b"\n")
+        self.pending = parts.pop()
+        self._emit_all(parts, out, strip_cr=b"\r" in data)
         if len(self.pending) > self.max_line_bytes:
             self._skip_long()
         return out
+
+    def _emit_all(self, parts: list[bytes], out: list[Line], *, strip_cr: bool) -> None:
+        # The per-event hot path of stdin and journald: kept to a few operations per line.
+        name, limit, offset = self.name, self.max_line_bytes, self._offset
+        append = out.append
+        for raw in parts:
+            size = len(raw)
+            line = raw[:-1] if strip_cr and raw.endswith(b"\r") else raw
+            if len(line) > limit:
+                self._offset = offset
+                self._skip_long(size + 1)
+                offset = self._offset
+                continue
+            append(Line(line, name, offset))
+            offset += size + 1
+        self._offset = offset
 
     def finish(self) -> list[Line]:
         """At end of stream: the last line if it had no newline."""
         out: list[Line] = []
         if self.pending and not self._discarding:
-            self._emit(self.pending, out)
+            self._emit_all([self.pending], out, strip_cr=True)
         self.pending = b""
         return out
-
-    def _emit(self, raw: bytes, out: list[Line]) -> None:
-        line = raw[:-1] if raw.endswith(b"\r") else raw
-        if len(line) > self.max_line_bytes:
-            self._skip_long(len(raw) + 1)
-            return
-        out.append(Line(line, self.name, self._offset))
-        self._offset += len(raw) + 1
 
     def _skip_long(self, consumed: int | None = None) -> None:
         self.skipped_long += 1
