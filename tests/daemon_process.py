@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -92,7 +92,7 @@ class DaemonProcess:
     """One `rulesd` process with its output captured to files."""
 
     count = 0
-    running: list[DaemonProcess] = []  # killed after each test by tests/conftest.py
+    running: ClassVar[list[DaemonProcess]] = []  # killed after each test by tests/conftest.py
 
     def __init__(self, root: Path, args: list[str], env: dict[str, str] | None) -> None:
         DaemonProcess.count += 1
