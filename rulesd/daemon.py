@@ -68,6 +68,8 @@ class Source(Protocol):
     def checkpoint(self) -> Mapping[str, Checkpoint]: ...
     def lag_bytes(self) -> int: ...
     def close(self) -> None: ...
+    @property
+    def skipped_long(self) -> int: ...
 
 
 class Daemon:
@@ -129,7 +131,9 @@ class Daemon:
     def _metrics_server(self) -> MetricsServer | None:
         if not self.config.metrics_listen:
             return None
-        registry = build_registry(self.stats, self.store.depth, self.source.lag_bytes, self.clock)
+        source = self.source
+        registry = build_registry(self.stats, self.store.depth, source.lag_bytes,
+                                  lambda: source.skipped_long, self.clock)
         # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
         interval = self.notifier.watchdog_interval
         stall_after = interval * 2 if interval is not None else STALL_AFTER

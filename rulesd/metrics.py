@@ -54,8 +54,8 @@ _DELIVERY_HELP = (
 
 class _Collector(Collector):
     def __init__(self, stats: Stats, outbox: Callable[[], tuple[int, float | None]],
-                 lag: Callable[[], int], clock: Callable[[], float]) -> None:
-        self.stats, self.outbox, self.lag, self.clock = stats, outbox, lag, clock
+                 lag: Callable[[], int], too_long: Callable[[], int], clock: Callable[[], float]) -> None:
+        self.stats, self.outbox, self.lag, self.too_long, self.clock = stats, outbox, lag, too_long, clock
 
     def collect(self) -> Iterator[Any]:
         s = self.stats
@@ -78,6 +78,8 @@ class _Collector(Collector):
         yield info
         yield GaugeMetricFamily("rulesd_source_lag_bytes", "Bytes written to the source but not yet read.",
                                 value=self.lag())
+        yield CounterMetricFamily("rulesd_lines_too_long", "Lines skipped for exceeding max_line_bytes.",
+                                  value=self.too_long())
         since = now - s.last_delivery if s.last_delivery is not None else float("nan")
         yield GaugeMetricFamily("rulesd_seconds_since_last_delivery",
                                 "Seconds since an alert was last delivered (NaN: never).", value=since)
@@ -92,10 +94,10 @@ def _per(name: str, help_text: str, label: str, values: dict[str, int]) -> Count
 
 
 def build_registry(stats: Stats, outbox: Callable[[], tuple[int, float | None]], lag: Callable[[], int],
-                   clock: Callable[[], float] = time.time) -> CollectorRegistry:
+                   too_long: Callable[[], int], clock: Callable[[], float] = time.time) -> CollectorRegistry:
     """A registry with rulesd's metrics and the process and platform collectors."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats, outbox, lag, clock))
+    registry.register(_Collector(stats, outbox, lag, too_long, clock))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

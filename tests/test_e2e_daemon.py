@@ -264,3 +264,42 @@ def test_dry_run_prints_payloads_and_needs_no_key(tmp_path: Path, server: FakeOp
     for payload in lines:
         VALIDATOR.validate(payload)
     assert [] == server.requests
+
+
+def test_outbox_retry_dead_requeues_into_the_running_daemon(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """`rulesd outbox retry-dead` requeues a dead-lettered alert; the running sender delivers it."""
+    rejected = {"page-1"}
+    server.responder = lambda r: Reply(422, body=b'{"message":"bad"}') if r.json()["alias"] in rejected else Reply()
+    workspace.start()
+    workspace.append(page(0), page(1))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    rejected.clear()
+    result = workspace.rulesd("outbox", "retry-dead", "--config", str(workspace.config))
+    assert "requeued 1 dead-lettered alert(s)" in result.stdout, result.stdout + result.stderr
+    assert server.wait_for(lambda r: len(r) >= 3, timeout=15)
+    assert [0, 1, 1] == ids(server)
+    listing = workspace.rulesd("outbox", "list", "--config", str(workspace.config))
+    assert "0 pending, 0 dead-lettered" in listing.stdout
+
+
+def test_configmap_symlink_swap_reloads(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A Kubernetes ConfigMap update (the `..data` symlink swapped atomically) is picked up."""
+    rules = workspace.rules
+    (rules / "rules.yaml").unlink()
+    old = rules / "..2026_01_01"
+    old.mkdir()
+    (old / "rules.yaml").write_text("name: page-on-demand\nmatch: {kind: page}\nalert: {alias: 'page-{id}'}\n")
+    (rules / "..data").symlink_to(old.name)
+    (rules / "rules.yaml").symlink_to("..data/rules.yaml")
+    daemon = workspace.start()
+    new = rules / "..2026_01_02"
+    new.mkdir()
+    (new / "rules.yaml").write_text("name: page-on-demand\nmatch: {kind: urgent}\nalert: {alias: 'page-{id}'}\n")
+    (rules / "..data_tmp").symlink_to(new.name)
+    os.rename(rules / "..data_tmp", rules / "..data")
+    assert daemon.wait_for_log("rules reloaded", timeout=5)
+    workspace.append({"kind": "page", "id": 0}, {"kind": "urgent", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    time.sleep(0.3)
+    assert [1] == ids(server)
+    assert "1 rule(s); changed: page-on-demand" in daemon.stderr()

@@ -169,6 +169,7 @@ def test_metrics_move_as_events_flow(tmp_path: Path, server: FakeOpsGenie) -> No
     assert 2 == metric(after, "rulesd_alerts_queued_total")
     assert 0 == metric(after, "rulesd_outbox_depth")
     assert 0 == metric(after, "rulesd_source_lag_bytes")
+    assert 0 == metric(after, "rulesd_lines_too_long_total")
     assert metric(after, "rulesd_seconds_since_last_delivery") < 60
     assert "process_resident_memory_bytes" in after
     daemon.proc.send_signal(signal.SIGHUP)
