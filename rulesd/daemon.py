@@ -21,6 +21,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, Protocol, TextIO
 
+import orjson
 import requests
 
 from rulesd.alerting.opsgenie import AlertError, OpsGenieClient, PrintTransport, Transport
@@ -28,7 +29,7 @@ from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, resolve_api_key
 from rulesd.engine import Engine, EngineState, Firing, event_time
 from rulesd.errors import InvalidInputError
-from rulesd.events import InvalidEvent, make_parser
+from rulesd.events import InvalidEvent, make_parser, parse_json
 from rulesd.logs import RateLimitedWarning
 from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
@@ -91,9 +92,13 @@ class Daemon:
         self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None)
         self.stats.matches = self.engine.matches  # counted by the engine, read at scrape time
         self.settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
+        # `parse` explains a bad line with InvalidEvent; `fast_parse` is what runs per event
+        # (orjson.loads itself for JSON lines: the type check is done inline).
         self.parse = journal_event if config.source.type == "journald" else make_parser(
             config.source.format, config.source.pattern)
-        self.get_time = make_getter(config.time_field) if config.time_field else None
+        self.fast_parse: Callable[[bytes], Any] = orjson.loads if self.parse is parse_json else self.parse
+        self.time_key = config.time_field
+        self.get_time = make_getter(config.time_field) if config.time_field and "." in config.time_field else None
         self._api_key = "" if dry_run else resolve_api_key(config.opsgenie, environ)
         self.client = None if dry_run else self._http_client()
         self.transport: Transport = self.client or PrintTransport(stdout)
@@ -228,17 +233,25 @@ class Daemon:
     def _process(self, lines: list[Line]) -> None:
         # The per-event hot path: locals only, and counting done per batch, not per event.
         now = self.clock()
-        parse, evaluate, get_time = self.parse, self.engine.evaluate, self.get_time
+        parse, evaluate = self.fast_parse, self.engine.evaluate
+        time_key, get_time = self.time_key, self.get_time
         payloads: list[dict[str, Any]] = []
         invalid: dict[str, int] = {}
         for data, path, offset in lines:
             try:
                 event = parse(data)
-            except InvalidEvent as exc:
+            except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
+                event = None
+            if type(event) is not dict:
                 invalid[path] = invalid.get(path, 0) + 1
-                self.warn(f"{path} (offset {offset}): skipped: {exc}")
+                self.warn(f"{path} (offset {offset}): skipped: {self._reason(data)}")
                 continue
-            firing = evaluate(event, now if get_time is None else event_time(get_time(event), now))
+            if time_key is None:
+                when = now
+            else:
+                value = event.get(time_key) if get_time is None else get_time(event)
+                when = value if type(value) is float else event_time(value, now)
+            firing = evaluate(event, when)
             if firing is not None:
                 payloads.append(self._payload(firing, path, offset))
         # One transaction: a crash either keeps these alerts and the new position, or neither.
@@ -249,6 +262,14 @@ class Daemon:
         self._count(lines, invalid, len(payloads))
         if payloads:
             self.sender_wake.set()
+
+    def _reason(self, data: bytes) -> str:
+        """Why a line is not an event, from the parser that explains itself."""
+        try:
+            self.parse(data)
+        except InvalidEvent as exc:
+            return str(exc)
+        return "not an event"
 
     def _payload(self, firing: Firing, path: str, offset: int) -> dict[str, Any]:
         for rule in firing.rules:
