@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
@@ -13,7 +14,7 @@ import orjson
 from rulesd import __version__, logs
 from rulesd.alerting.payload import AlertSettings
 from rulesd.config import load_config
-from rulesd.errors import ConfigError, InvalidInputError, Problem
+from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay
 from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
 from rulesd.ruletest import run_test_files
@@ -197,7 +198,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         daemon = Daemon(config, result.ruleset, dry_run=args.dry_run)
-    except OSError as exc:
+    except ConfigError:
+        raise  # a missing API key: a configuration error, exit 2
+    except (OSError, sqlite3.Error, RulesdError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_FAIL
     return daemon.run()

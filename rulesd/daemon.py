@@ -177,12 +177,18 @@ class Daemon:
         log.info("rulesd started: %d rule(s) loaded, source %s%s", len(self.engine.ruleset.rules),
                  self.config.source.type, " (dry run: alerts printed, not sent)" if self.dry_run else "")
         self.notifier.ready(self._status())
+        status = 0
         try:
             self._loop()
+        except Exception as exc:  # the top of the main loop: say what happened, stop, let systemd restart
+            # Nothing is lost: the source position only advances with the alerts it caused.
+            log.critical("fatal error, stopping; a restart resumes from the last commit: %s", exc, exc_info=True)
+            self.notifier.status(f"fatal error: {exc}")
+            status = 1
         finally:
             self.notifier.stopping()
             self._shutdown(threads)
-        return 0
+        return status
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: Any) -> None:

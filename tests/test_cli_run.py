@@ -1,0 +1,77 @@
+"""`rulesd run` and `rulesd outbox` exit statuses, through the real command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
+
+
+def rulesd(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rulesd", *args], input=stdin.decode(), capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def config(tmp_path: Path, text: str) -> str:
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "r.yaml").write_text(RULE)
+    path = tmp_path / "rulesd.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    """Exit 2 and the path named."""
+    result = rulesd("run", "--config", str(tmp_path / "nope.yaml"))
+    assert 2 == result.returncode
+    assert f"{tmp_path}/nope.yaml: error: cannot read" in result.stderr
+
+
+def test_invalid_rules_at_start_exit_2_with_their_location(tmp_path: Path) -> None:
+    """The daemon does not start on broken rules; each error is located."""
+    cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
+    (tmp_path / "rules" / "r.yaml").write_text("name: r\nmatch: {kind: [}\n")
+    result = rulesd("run", "--config", cfg)
+    assert 2 == result.returncode
+    assert "rules/r.yaml:2:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_api_key_exits_2(tmp_path: Path) -> None:
+    """Without a key (and without --dry-run) nothing starts."""
+    result = rulesd("run", "--config", config(tmp_path, "state_dir: st\n"))
+    assert 2 == result.returncode
+    assert "no API key" in result.stderr
+
+
+def test_unusable_state_database_exits_1(tmp_path: Path) -> None:
+    """A state file that is not a database: a clear fatal error, no traceback."""
+    cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "state.sqlite").write_bytes(b"this is not an SQLite database, not at all" * 4)
+    result = rulesd("run", "--config", cfg)
+    assert 1 == result.returncode
+    assert "cannot start: file is not a database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
+    """stdin to EOF, one JSON payload per alert on stdout, exit 0; invalid lines only warned about."""
+    cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\n")
+    events = b'{"kind": "page", "id": 1}\nnot json\n{"kind": "noise"}\n{"kind": "page", "id": 2}'
+    result = rulesd("run", "--config", cfg, "--dry-run", stdin=events)
+    assert 0 == result.returncode, result.stderr
+    payloads = [json.loads(line) for line in result.stdout.splitlines()]
+    assert ["p-1", "p-2"] == [p["alias"] for p in payloads]
+    assert [{"type": "team", "name": "ops"}] == payloads[0]["responders"]
+    assert "skipped: invalid JSON" in result.stderr
+
+
+def test_outbox_without_a_database_says_so(tmp_path: Path) -> None:
+    """`rulesd outbox list` before the first run: nothing queued, exit 0."""
+    result = rulesd("outbox", "list", "--config", config(tmp_path, "state_dir: st\n"))
+    assert 0 == result.returncode
+    assert "nothing queued" in result.stdout
