@@ -53,7 +53,6 @@ class RuleWatcher:
         self.clock = clock
         self.debounce = debounce
         self.backstop = backstop
-        self.wakeup = threading.Event()  # set on every change, for a prompt main loop
         self._lock = threading.Lock()
         self._changed_at: float | None = None
         self._forced = False
@@ -81,19 +80,24 @@ class RuleWatcher:
             self._observer.join(timeout=2)
 
     def request(self) -> None:
-        """Ask for a reload now (SIGHUP)."""
-        with self._lock:
-            self._forced = True
-        self.wakeup.set()
+        """Ask for a reload now (SIGHUP).
+
+        Called from a signal handler, which runs on the main thread possibly while it holds
+        `_lock` inside `due()`: so no lock here, just an assignment (atomic under the GIL).
+        The main loop looks at least every IDLE_WAIT seconds.
+        """
+        self._forced = True
 
     def due(self) -> bool:
         """True once a change has settled (or was requested): the caller should reload now."""
         now = self.clock()
+        if self._forced:
+            self._forced = False
+            with self._lock:
+                self._changed_at = None
+            self._fingerprint = files_fingerprint(self.paths)
+            return True
         with self._lock:
-            if self._forced:
-                self._forced, self._changed_at = False, None
-                self._fingerprint = files_fingerprint(self.paths)
-                return True
             settled = self._changed_at is not None and now - self._changed_at >= self.debounce
         if not settled and now - self._last_check < self.backstop:
             return False
@@ -108,7 +112,6 @@ class RuleWatcher:
     def _touched(self) -> None:
         with self._lock:
             self._changed_at = self.clock()
-        self.wakeup.set()
 
     def _directories(self) -> set[str]:
         dirs: set[str] = set()
