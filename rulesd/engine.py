@@ -20,7 +20,7 @@ from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.templates import to_text
 
 GroupKey = tuple[str, ...]
-SWEEP_EVERY = 4096  # events between sweeps of expired groups
+SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired groups
 MAX_GROUPS_PER_RULE = 100_000  # beyond this the oldest groups are forgotten
 
 
@@ -101,7 +101,7 @@ class Engine:
         self.state = state or EngineState()
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset.rules)
-        self._collect = self.index.root.collect
+        self._collect = self.index.collect
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self._adopt(ruleset)
         self._until_sweep = SWEEP_EVERY
@@ -112,7 +112,7 @@ class Engine:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
         index = RuleIndex(ruleset.rules)
         self.ruleset, self.index = ruleset, index
-        self._collect = index.root.collect
+        self._collect = index.collect
         self._adopt(ruleset)
 
     def _adopt(self, ruleset: RuleSet) -> None:
@@ -125,28 +125,38 @@ class Engine:
 
     def evaluate(self, event: Event, time: float) -> Firing | None:
         """The firing this event causes at event time `time`, if any."""
+        candidates = self._candidates
+        self._collect(event, candidates)
+        if not candidates:
+            # Most events: no rule can match, and nothing else needs doing.
+            return None
+        return self._decide(event, time, candidates)
+
+    def _decide(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
+        """Check the candidates in full and apply thresholds and throttles."""
+        try:
+            return self._fired(event, time, candidates)
+        finally:
+            candidates.clear()  # also if a predicate raised: the next event starts empty
+
+    def _fired(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
+        # Only events with candidates can add groups, so counting and timing just
+        # these is enough for the sweeps to bound the state.
         if time > self._latest:
             self._latest = time
         self._until_sweep -= 1
         if not self._until_sweep:
             self._until_sweep = SWEEP_EVERY
             self.sweep(self._latest)
-        candidates = self._candidates
-        self._collect(event, candidates)
-        if not candidates:
-            return None
         if self.index.may_repeat and len(candidates) > 1:
-            candidates[:] = dict.fromkeys(candidates)
+            candidates = list(dict.fromkeys(candidates))
         fired: list[tuple[Rule, GroupKey]] = []
-        try:
-            for rule in candidates:
-                if rule.match(event):
-                    self.matches[rule.name] = self.matches.get(rule.name, 0) + 1
-                    group = group_key(rule.group_getters, event) if rule.group_getters else ()
-                    if self._fires(rule, group, time):
-                        fired.append((rule, group))
-        finally:
-            candidates.clear()  # also if a predicate raised: the next event starts empty
+        for rule in candidates:
+            if rule.match(event):
+                self.matches[rule.name] = self.matches.get(rule.name, 0) + 1
+                group = group_key(rule.group_getters, event) if rule.group_getters else ()
+                if self._fires(rule, group, time):
+                    fired.append((rule, group))
         if not fired:
             return None
         fired.sort(key=lambda f: f[0].rank)

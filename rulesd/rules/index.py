@@ -10,14 +10,19 @@ them. At each node a rule is filed under one such test:
   one dict lookup per field, however many rules there are;
 - regex or `contains`: one search per field for literals that each requires (a
   `timeout|refused` pattern cannot match a text holding neither word); the
-  literals are joined into one trie-shaped pattern, which the `re` engine
-  rejects in one pass over the text, so typical noise costs one C call;
+  literals are joined into trie-shaped patterns (one for the exact and one for
+  the case-insensitive literals), which the `re` engine rejects in one pass over
+  the text each, so typical noise costs one or two C calls;
 - lower bound: the rules sorted by their bound, cut with one bisection;
 - otherwise the rule is checked on every event that reaches the node.
 
 The full predicate still decides; the index only ever skips rules that cannot
 match, and each enabled rule sits in exactly one place, so no rule is returned
 twice for one event.
+
+Each node of the tree is turned into one Python function of straight-line code
+(see `_NodeWriter`), because at a few hundred nanoseconds per event the method
+calls, loops and getter calls of a generic walk cost more than the lookups.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from types import CodeType, FunctionType
 from typing import Any, NamedTuple
 
 from rulesd.rules.conditions import Hints
-from rulesd.rules.fields import Event, Getter, make_getter
+from rulesd.rules.fields import Event, make_getter
 from rulesd.rules.model import Rule
 
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?P<")
@@ -46,12 +52,13 @@ class RuleIndex:
         entries = [_Entry(r, h) for r in self.rules for h in _placements(r.hints)]
         # A rule filed once per branch of its `any` may be collected more than once.
         self.may_repeat = len(entries) > len(self.rules)
-        self.root = _build(entries, frozenset())
+        # collect(event, out) appends the candidates for `event` to `out`.
+        self.collect: _Collect = _build(entries, frozenset())
 
     def candidates(self, event: Event) -> list[Rule]:
         """Rules that might match `event`, each once, in no particular order."""
         found: list[Rule] = []
-        self.root.collect(event, found)
+        self.collect(event, found)
         return list(dict.fromkeys(found)) if self.may_repeat else found
 
 
@@ -73,40 +80,33 @@ def _placements(hints: Hints) -> list[Hints]:
 _Collect = Callable[[Event, list[Rule]], None]
 
 
-class _Node:
-    """One level of the tree; `collect` appends the candidates for an event."""
+class _Literal(NamedTuple):
+    """Rules that need a field to contain one of some literals (see `_literal_test`)."""
 
-    __slots__ = ("always", "tables", "tests")
-
-    def __init__(
-        self,
-        always: tuple[Rule, ...],
-        tables: tuple[tuple[str, Getter | None, dict[str, _Collect | tuple[Rule, ...]]], ...],
-        tests: tuple[_Collect, ...],
-    ) -> None:
-        self.always = always
-        # (top-level key, getter for a dotted path or None, value -> a child's collect or rules)
-        self.tables = tables
-        self.tests = tests
-
-    def collect(self, event: Event, out: list[Rule]) -> None:
-        """Append to `out` the rules under this node that `event` may match."""
-        if self.always:
-            out.extend(self.always)
-        for key, get, table in self.tables:
-            value = event.get(key) if get is None else get(event)
-            if type(value) is str:
-                hit = table.get(value)
-                if hit is not None:
-                    if type(hit) is tuple:
-                        out.extend(hit)
-                    else:
-                        hit(event, out)  # type: ignore[operator]
-        for test in self.tests:
-            test(event, out)
+    gates: tuple[Callable[[str], object], ...]  # searches for any literal of any rule here
+    checks: tuple[tuple[_Literals, tuple[Rule, ...]], ...]  # rules grouped by their literals
+    everyone: tuple[Rule, ...]
 
 
-def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Node:
+class _Bound(NamedTuple):
+    """Rules that need a field to be a number reaching a bound, sorted by bound."""
+
+    bounds: tuple[float, ...]
+    rules: tuple[Rule, ...]
+
+
+class _Regex(NamedTuple):
+    """Rules without a usable literal, whose patterns are joined into one search."""
+
+    search: Callable[[str], object]
+    rules: tuple[Rule, ...]
+
+
+_Table = dict[str, "_Collect | tuple[Rule, ...]"]
+_Test = tuple[str, "_Literal | _Bound | _Regex"]
+
+
+def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Collect:
     """Index `entries` on the tests they require, ignoring the fields in `used`."""
     popularity = Counter(f for e in entries for f in e.hints.equalities if f not in used)
     by_field: dict[str, dict[str, list[_Entry]]] = {}
@@ -132,33 +132,25 @@ def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Node:
             combined.setdefault(scoped[0], []).append((rule, scoped[1]))
         else:
             always.append(rule)
-    tables = tuple(
-        (f, make_getter(f) if "." in f else None, {v: _child(rs, used | {f}) for v, rs in t.items()})
-        for f, t in by_field.items()
-    )
-    tests = (
-        *(_literal_test(f, members) for f, members in literal_rules.items()),
-        *(_bound_test(f, members) for f, members in bounded.items()),
-        *(_regex_test(f, members) for f, members in combined.items()),
-    )
-    return _Node(tuple(always), tables, tests)
+    tables = [
+        (f, {v: _child(rs, used | {f}) for v, rs in t.items()}) for f, t in by_field.items()
+    ]
+    tests: list[_Test] = [
+        *((f, _literal_test(members)) for f, members in literal_rules.items()),
+        *((f, _bound_test(members)) for f, members in bounded.items()),
+        *((f, _regex_test(members)) for f, members in combined.items()),
+    ]
+    return _NodeWriter().node(tuple(always), tables, tests)
 
 
 def _child(entries: list[_Entry], used: frozenset[str]) -> _Collect | tuple[Rule, ...]:
     if any(set(e.hints.equalities) - used for e in entries):
-        return _build(entries, used).collect
+        return _build(entries, used)
     if len(entries) >= _SPLIT_AT and any(
         e.hints.regexes or e.hints.substrings or e.hints.lower_bounds for e in entries
     ):
-        return _build(entries, used).collect
+        return _build(entries, used)
     return tuple(e.rule for e in entries)
-
-
-def _value_getter(field: str) -> Callable[[Event], Any]:
-    """A getter whose result only matters when it is a str, list or number."""
-    if "." in field:
-        return make_getter(field)
-    return lambda event: event.get(field)
 
 
 # ---- regexes: required literals ---------------------------------------------------------
@@ -240,49 +232,30 @@ def _sequence_literals(items: list[tuple[Any, Any]], c: Any) -> frozenset[str] |
     return best
 
 
-def _literal_test(field: str, members: list[tuple[Rule, _Literals]]) -> _Collect:
+def _literal_test(members: list[tuple[Rule, _Literals]]) -> _Literal:
     """One search for any required literal, then the exact rules whose literals occur."""
-    get = _value_getter(field)
     groups: dict[_Literals, list[Rule]] = {}
     for rule, literals in members:
         groups.setdefault(literals, []).append(rule)
-    gate = _gate_pattern(lit for literals in groups for lit in literals).search
-    checks = tuple((_contains_any(literals), tuple(rules)) for literals, rules in groups.items())
-    everyone = tuple(rule for rule, _ in members)
-
-    def test(event: Event, out: list[Rule]) -> None:
-        value = get(event)
-        if type(value) is str:
-            if gate(value) is not None:
-                for contains, rules in checks:
-                    if contains(value):
-                        out.extend(rules)
-        elif type(value) is list:
-            out.extend(everyone)  # `contains` also looks for an equal item in a list
+    gates = _gate_patterns(lit for literals in groups for lit in literals)
+    checks = tuple((literals, tuple(rules)) for literals, rules in groups.items())
+    return _Literal(tuple(g.search for g in gates), checks, tuple(rule for rule, _ in members))
 
 
-    return test
+def _gate_patterns(literals: Iterable[tuple[str, bool]]) -> list[re.Pattern[str]]:
+    """Patterns, each shaped as a trie, one of which matches wherever a literal occurs.
 
-
-def _contains_any(literals: _Literals) -> Callable[[str], bool]:
-    exact = tuple(text for text, folded in literals if not folded)
-    searches = tuple(re.compile(re.escape(text), re.IGNORECASE).search
-                     for text, folded in literals if folded)
-    if len(exact) == 1 and not searches:
-        text = exact[0]
-        return lambda value: text in value
-    return lambda value: any(t in value for t in exact) or any(s(value) for s in searches)
-
-
-def _gate_pattern(literals: Iterable[tuple[str, bool]]) -> re.Pattern[str]:
-    """A pattern matching wherever any of the literals occurs, shaped as a trie."""
+    The exact and the case-insensitive literals get a pattern each: joined, the
+    `re` engine can no longer skip ahead to the characters that start an exact
+    literal, and the one search costs about twice the two.
+    """
     unique = set(literals)
     exact = _trie_regex(sorted(t for t, folded in unique if not folded))
     folded = _trie_regex(sorted(t for t, f in unique if f))
-    parts = [exact] if exact else []
+    patterns = [re.compile(exact)] if exact else []
     if folded:
-        parts.append(f"(?i:{folded})")
-    return re.compile("|".join(parts))
+        patterns.append(re.compile(f"(?i:{folded})"))
+    return patterns
 
 
 def _trie_regex(words: list[str]) -> str:
@@ -308,21 +281,10 @@ def _trie_node(node: dict[str, Any]) -> str:
 # ---- numbers: lower bounds --------------------------------------------------------------
 
 
-def _bound_test(field: str, members: list[tuple[float, Rule]]) -> _Collect:
-    """Rules whose bound the event's number reaches, found by bisection."""
-    get = _value_getter(field)
+def _bound_test(members: list[tuple[float, Rule]]) -> _Bound:
+    """Rules whose bound the event's number reaches, sorted for a bisection."""
     members.sort(key=lambda m: m[0])
-    bounds = [b for b, _ in members]
-    rules = tuple(r for _, r in members)
-
-    def test(event: Event, out: list[Rule]) -> None:
-        value = get(event)
-        if type(value) is int or type(value) is float:
-            reached = bisect.bisect_right(bounds, value)
-            if reached:
-                out.extend(rules[:reached])
-
-    return test
+    return _Bound(tuple(b for b, _ in members), tuple(r for _, r in members))
 
 
 # ---- regexes without a usable literal ---------------------------------------------------
@@ -351,14 +313,143 @@ def _scoped(pattern: str) -> str | None:
     return body
 
 
-def _regex_test(field: str, members: list[tuple[Rule, str]]) -> _Collect:
-    get = _value_getter(field)
+def _regex_test(members: list[tuple[Rule, str]]) -> _Regex:
     search = re.compile("|".join(dict.fromkeys(p for _, p in members))).search
-    rules = tuple(r for r, _ in members)
+    return _Regex(search, tuple(r for r, _ in members))
 
-    def test(event: Event, out: list[Rule]) -> None:
-        value = get(event)
-        if type(value) is str and search(value) is not None:
-            out.extend(rules)
 
-    return test
+# ---- code generation --------------------------------------------------------------------
+
+_SHORT_BOUNDS = 4  # up to this many bounds are compared one by one, not bisected
+
+
+class _NodeWriter:
+    """Writes the function for one node: straight-line code, no loops over its parts.
+
+    Rule files are data, so nothing from them is ever written into the source:
+    field names, values, tables, patterns and rules are bound to generated names
+    (`C0`, `C1`, ...) in the function's globals, and the source holds only those
+    names and fixed code. Nodes of the same shape therefore share one compiled code
+    object (`_code_for`), which keeps building a large index quick.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = ["def collect(event, out):"]
+        self.names: dict[str, Any] = {"bisect_right": bisect.bisect_right}
+        self.locals: dict[str, str] = {}  # field -> the local holding its value
+
+    def const(self, value: Any) -> str:
+        """A generated name bound to `value`."""
+        name = f"C{len(self.names) - 1}"
+        self.names[name] = value
+        return name
+
+    def emit(self, depth: int, line: str) -> None:
+        """Add a line of source, indented `depth` levels."""
+        self.lines.append("    " * depth + line)
+
+    def node(
+        self, always: tuple[Rule, ...], tables: list[tuple[str, _Table]], tests: list[_Test]
+    ) -> _Collect:
+        """The collect function of a node with these rules, tables and tests."""
+        if always:
+            self.add_rules(1, always)
+        for field, table in tables:
+            self.table(self.read(field), table)
+        for field, test in tests:
+            value = self.read(field)
+            if isinstance(test, _Literal):
+                self.literal(value, test)
+            elif isinstance(test, _Bound):
+                self.bound(value, test)
+            else:
+                self.emit(1, f"if type({value}) is str and {self.const(test.search)}({value}) is not None:")
+                self.add_rules(2, test.rules)
+        if len(self.lines) == 1:
+            self.emit(1, "pass")
+        code = _code_for("\n".join(self.lines))
+        collect: _Collect = FunctionType(code, self.names)
+        return collect
+
+    def read(self, field: str) -> str:
+        """The local holding the event's value of `field`, read once per node.
+
+        A missing field reads as None or MISSING, neither of which any test accepts.
+        """
+        if field in self.locals:
+            return self.locals[field]
+        value = self.locals[field] = f"v{len(self.locals)}"
+        parts = field.split(".")
+        if len(parts) == 1:
+            self.emit(1, f"{value} = event.get({self.const(field)})")
+        elif len(parts) == 2 and not any(p.isdigit() for p in parts):
+            outer, inner = self.const(parts[0]), self.const(parts[1])
+            self.emit(1, f"{value} = event.get({outer})")
+            self.emit(1, f"{value} = {value}.get({inner}) if type({value}) is dict else None")
+        else:
+            self.emit(1, f"{value} = {self.const(make_getter(field))}(event)")
+        return value
+
+    def add_rules(self, depth: int, rules: tuple[Rule, ...]) -> None:
+        """Code that appends `rules` to the candidates."""
+        if len(rules) == 1:
+            self.emit(depth, f"out.append({self.const(rules[0])})")
+        else:
+            self.emit(depth, f"out.extend({self.const(rules)})")
+
+    def table(self, value: str, table: _Table) -> None:
+        """One dict lookup: the hit is either the rules or a child node's function."""
+        self.emit(1, f"if type({value}) is str:")
+        self.emit(2, f"hit = {self.const(table)}.get({value})")
+        self.emit(2, "if hit is not None:")
+        kinds = {type(hit) is tuple for hit in table.values()}
+        if kinds == {True}:
+            self.emit(3, "out.extend(hit)")
+        elif kinds == {False}:
+            self.emit(3, "hit(event, out)")
+        else:
+            self.emit(3, "if type(hit) is tuple:")
+            self.emit(4, "out.extend(hit)")
+            self.emit(3, "else:")
+            self.emit(4, "hit(event, out)")
+
+    def literal(self, value: str, test: _Literal) -> None:
+        """The gate searches, then each group's literals checked with `in` or a search."""
+        self.emit(1, f"if type({value}) is str:")
+        gates = [f"{self.const(gate)}({value}) is not None" for gate in test.gates]
+        self.emit(2, f"if {' or '.join(gates)}:")
+        for literals, rules in test.checks:
+            found = [
+                f"{self.const(re.compile(re.escape(text), re.IGNORECASE).search)}({value}) is not None"
+                if folded
+                else f"{self.const(text)} in {value}"
+                for text, folded in sorted(literals, key=lambda lit: lit[1])
+            ]
+            self.emit(3, f"if {' or '.join(found)}:")
+            self.add_rules(4, rules)
+        self.emit(1, f"elif type({value}) is list:")
+        self.add_rules(2, test.everyone)  # `contains` also looks for an equal item in a list
+
+    def bound(self, value: str, test: _Bound) -> None:
+        """The rules whose bound is at most the number: a few comparisons or a bisection."""
+        self.emit(1, f"if type({value}) is int or type({value}) is float:")
+        bounds, rules = test.bounds, test.rules
+        if len(bounds) <= _SHORT_BOUNDS:
+            keyword = "if"
+            for reached in range(len(bounds), 0, -1):
+                self.emit(2, f"{keyword} {value} >= {self.const(bounds[reached - 1])}:")
+                self.add_rules(3, rules[:reached])
+                keyword = "elif"
+        else:
+            self.emit(2, f"reached = bisect_right({self.const(bounds)}, {value})")
+            self.emit(2, "if reached:")
+            self.emit(3, f"out.extend({self.const(rules)}[:reached])")
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_for(source: str) -> CodeType:
+    """The code of the function `source` defines (which holds generated names only)."""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<rule index>", "exec"), namespace)
+    code: CodeType = namespace["collect"].__code__
+    return code
