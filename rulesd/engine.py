@@ -73,10 +73,15 @@ class EngineState:
 
 def group_key(getters: tuple[Getter, ...], event: Event) -> GroupKey:
     """The group of an event: its group_by values; a missing field is its own value."""
-    return tuple(
-        "\x00missing" if (v := get(event)) is MISSING else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
-        for get in getters
-    )
+    if len(getters) == 1:  # the common case, without a generator's frame
+        return (_group_value(getters[0](event)),)
+    return tuple([_group_value(get(event)) for get in getters])
+
+
+def _group_value(value: Any) -> str:
+    if value is MISSING:
+        return "\x00missing"
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def event_time(value: Any, arrival: float) -> float:
@@ -101,8 +106,10 @@ class Engine:
         self.state = state or EngineState()
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset.rules)
-        self._collect = self.index.collect
         self._candidates: list[Rule] = []  # reused: no allocation per event
+        # evaluate(event, time) -> the firing this event causes at event time `time`,
+        # if any: the index's root, which calls `_decide` when there are candidates.
+        self.evaluate = self.index.evaluator(self._decide, self._candidates)
         self._adopt(ruleset)
         self._until_sweep = SWEEP_EVERY
         self._latest = float("-inf")
@@ -112,7 +119,7 @@ class Engine:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
         index = RuleIndex(ruleset.rules)
         self.ruleset, self.index = ruleset, index
-        self._collect = index.collect
+        self.evaluate = index.evaluator(self._decide, self._candidates)
         self._adopt(ruleset)
 
     def _adopt(self, ruleset: RuleSet) -> None:
@@ -123,46 +130,40 @@ class Engine:
         self.state.fingerprints = current
         self.state.dirty = True
 
-    def evaluate(self, event: Event, time: float) -> Firing | None:
-        """The firing this event causes at event time `time`, if any."""
-        candidates = self._candidates
-        self._collect(event, candidates)
-        if not candidates:
-            # Most events: no rule can match, and nothing else needs doing.
-            return None
-        return self._decide(event, time, candidates)
-
     def _decide(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
-        """Check the candidates in full and apply thresholds and throttles."""
+        """Check the candidates in full and apply thresholds and throttles.
+
+        Called by `evaluate` for events that have candidates at all.
+        """
         try:
-            return self._fired(event, time, candidates)
+            # Only events with candidates can add groups, so counting and timing just
+            # these is enough for the sweeps to bound the state.
+            if time > self._latest:
+                self._latest = time
+            self._until_sweep -= 1
+            if not self._until_sweep:
+                self._until_sweep = SWEEP_EVERY
+                self.sweep(self._latest)
+            unique = candidates
+            if self.index.may_repeat and len(candidates) > 1:
+                unique = list(dict.fromkeys(candidates))
+            fired: list[tuple[Rule, GroupKey]] = []
+            matches = self.matches
+            for rule in unique:
+                if rule.match(event):
+                    matches[rule.name] = matches.get(rule.name, 0) + 1
+                    group = group_key(rule.group_getters, event) if rule.group_getters else ()
+                    if self._fires(rule, group, time):
+                        fired.append((rule, group))
         finally:
             candidates.clear()  # also if a predicate raised: the next event starts empty
-
-    def _fired(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
-        # Only events with candidates can add groups, so counting and timing just
-        # these is enough for the sweeps to bound the state.
-        if time > self._latest:
-            self._latest = time
-        self._until_sweep -= 1
-        if not self._until_sweep:
-            self._until_sweep = SWEEP_EVERY
-            self.sweep(self._latest)
-        if self.index.may_repeat and len(candidates) > 1:
-            candidates = list(dict.fromkeys(candidates))
-        fired: list[tuple[Rule, GroupKey]] = []
-        for rule in candidates:
-            if rule.match(event):
-                self.matches[rule.name] = self.matches.get(rule.name, 0) + 1
-                group = group_key(rule.group_getters, event) if rule.group_getters else ()
-                if self._fires(rule, group, time):
-                    fired.append((rule, group))
         if not fired:
             return None
-        fired.sort(key=lambda f: f[0].rank)
+        if len(fired) > 1:
+            fired.sort(key=lambda f: f[0].rank)
         lead = fired[0][0]
-        values = tuple(to_text(get(event)) for get in lead.group_getters)
-        return Firing(event, time, tuple(r for r, _ in fired), values)
+        values = tuple([to_text(get(event)) for get in lead.group_getters])
+        return Firing(event, time, tuple([r for r, _ in fired]), values)
 
     def _fires(self, rule: Rule, group: GroupKey, time: float) -> bool:
         threshold = rule.threshold

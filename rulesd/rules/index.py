@@ -33,7 +33,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from types import CodeType, FunctionType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from rulesd.rules.conditions import Hints
 from rulesd.rules.fields import Event, make_getter
@@ -52,8 +52,18 @@ class RuleIndex:
         entries = [_Entry(r, h) for r in self.rules for h in _placements(r.hints)]
         # A rule filed once per branch of its `any` may be collected more than once.
         self.may_repeat = len(entries) > len(self.rules)
+        self._root = _plan(entries, frozenset())
         # collect(event, out) appends the candidates for `event` to `out`.
-        self.collect: _Collect = _build(entries, frozenset())
+        self.collect: _Collect = _NodeWriter().node(self._root)
+
+    def evaluator(self, decide: _Decide[T], out: list[Rule]) -> Callable[[Event, float], T | None]:
+        """`evaluate(event, time)`: collects the candidates into `out`, and if there are
+        any returns `decide(event, time, out)`, else None.
+
+        Most events have no candidate at all; written into the root's own function,
+        they cost one Python call instead of two.
+        """
+        return _NodeWriter().evaluator(self._root, decide, out)
 
     def candidates(self, event: Event) -> list[Rule]:
         """Rules that might match `event`, each once, in no particular order."""
@@ -78,6 +88,8 @@ def _placements(hints: Hints) -> list[Hints]:
 
 
 _Collect = Callable[[Event, list[Rule]], None]
+T = TypeVar("T")
+_Decide = Callable[[Event, float, list[Rule]], T]
 
 
 class _Literal(NamedTuple):
@@ -106,7 +118,20 @@ _Table = dict[str, "_Collect | tuple[Rule, ...]"]
 _Test = tuple[str, "_Literal | _Bound | _Regex"]
 
 
+class _Plan(NamedTuple):
+    """What one node does: its rules for every event, its tables and its tests."""
+
+    always: tuple[Rule, ...]
+    tables: list[tuple[str, _Table]]
+    tests: list[_Test]
+
+
 def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Collect:
+    """The collect function of a node indexing `entries`."""
+    return _NodeWriter().node(_plan(entries, used))
+
+
+def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
     """Index `entries` on the tests they require, ignoring the fields in `used`."""
     popularity = Counter(f for e in entries for f in e.hints.equalities if f not in used)
     by_field: dict[str, dict[str, list[_Entry]]] = {}
@@ -140,7 +165,7 @@ def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Collect:
         *((f, _bound_test(members)) for f, members in bounded.items()),
         *((f, _regex_test(members)) for f, members in combined.items()),
     ]
-    return _NodeWriter().node(tuple(always), tables, tests)
+    return _Plan(tuple(always), tables, tests)
 
 
 def _child(entries: list[_Entry], used: frozenset[str]) -> _Collect | tuple[Rule, ...]:
@@ -334,7 +359,7 @@ class _NodeWriter:
     """
 
     def __init__(self) -> None:
-        self.lines: list[str] = ["def collect(event, out):"]
+        self.lines: list[str] = []
         self.names: dict[str, Any] = {"bisect_right": bisect.bisect_right}
         self.locals: dict[str, str] = {}  # field -> the local holding its value
 
@@ -348,10 +373,35 @@ class _NodeWriter:
         """Add a line of source, indented `depth` levels."""
         self.lines.append("    " * depth + line)
 
-    def node(
-        self, always: tuple[Rule, ...], tables: list[tuple[str, _Table]], tests: list[_Test]
-    ) -> _Collect:
-        """The collect function of a node with these rules, tables and tests."""
+    def node(self, plan: _Plan) -> _Collect:
+        """The collect function of a node."""
+        self.lines.append("def run(event, out):")
+        self.body(plan)
+        collect: _Collect = self.function()
+        return collect
+
+    def evaluator(
+        self, plan: _Plan, decide: _Decide[T], out: list[Rule]
+    ) -> Callable[[Event, float], T | None]:
+        """The root's function fused with the engine's step (see `RuleIndex.evaluator`)."""
+        self.lines.append("def run(event, time):")
+        self.emit(1, f"out = {self.const(out)}")
+        self.body(plan)
+        self.emit(1, "if out:")
+        self.emit(2, f"return {self.const(decide)}(event, time, out)")
+        self.emit(1, "return None")
+        evaluate: Callable[[Event, float], T | None] = self.function()
+        return evaluate
+
+    def function(self) -> Any:
+        """The function written so far, with the generated names bound."""
+        if len(self.lines) == 1:
+            self.emit(1, "pass")
+        return FunctionType(_code_for("\n".join(self.lines)), self.names)
+
+    def body(self, plan: _Plan) -> None:
+        """The node's tests, in the order its rules, tables and tests were planned."""
+        always, tables, tests = plan
         if always:
             self.add_rules(1, always)
         for field, table in tables:
@@ -365,11 +415,6 @@ class _NodeWriter:
             else:
                 self.emit(1, f"if type({value}) is str and {self.const(test.search)}({value}) is not None:")
                 self.add_rules(2, test.rules)
-        if len(self.lines) == 1:
-            self.emit(1, "pass")
-        code = _code_for("\n".join(self.lines))
-        collect: _Collect = FunctionType(code, self.names)
-        return collect
 
     def read(self, field: str) -> str:
         """The local holding the event's value of `field`, read once per node.
@@ -451,5 +496,5 @@ def _code_for(source: str) -> CodeType:
     """The code of the function `source` defines (which holds generated names only)."""
     namespace: dict[str, Any] = {}
     exec(compile(source, "<rule index>", "exec"), namespace)
-    code: CodeType = namespace["collect"].__code__
+    code: CodeType = namespace["run"].__code__
     return code
