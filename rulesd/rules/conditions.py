@@ -1,15 +1,19 @@
 """Conditions (SPEC 4.2) compiled once into predicates over events.
 
-Each matcher becomes a closure specialised for its operand's type, so that the
-per-event cost is a few attribute-free Python calls. Comparisons never coerce:
-`"500"` is not `500`, `true` is not `1`, and `1` equals `1.0`.
+A whole condition becomes one generated Python function (see `_Writer`): field
+lookups, string equality, membership and number comparisons are written inline,
+and the other operators call a closure specialised for the operand's type.
+Comparisons never coerce: `"500"` is not `500`, `true` is not `1`, and `1`
+equals `1.0`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import CodeType, FunctionType
 from typing import Any
 
 from rulesd.rules.fields import MISSING, Event, make_getter
@@ -17,6 +21,7 @@ from rulesd.rules.fields import MISSING, Event, make_getter
 Predicate = Callable[[Event], bool]
 ValueTest = Callable[[Any], bool]
 _NUMBER = (int, float)
+_MAX_NESTING = 16  # `all`/`any`/`not` levels written into one expression
 
 
 class ConditionError(ValueError):
@@ -116,150 +121,145 @@ def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
     raise AssertionError(f"operator {op!r} passed the schema but is unknown")
 
 
-def _field(key: str, matcher: Any, path: tuple[str | int, ...]) -> Compiled:
+class _Writer:
+    """Writes a condition as one Python expression over the event `e`.
+
+    One function per rule, without a call per field or per `all`/`any`, because the
+    candidates' predicates are a large part of the work per event. Rule files are
+    data: field names, values and compiled tests are bound to generated names
+    (`C0`, `C1`, ...) in the function's globals, never written into its source.
+    """
+
+    def __init__(self) -> None:
+        self.names: dict[str, Any] = {"MISSING": MISSING, "NUMBER": _NUMBER}
+        self.values = 0  # locals v0, v1, ... holding field values
+
+    def const(self, value: Any) -> str:
+        """A generated name bound to `value`."""
+        name = f"C{len(self.names) - 2}"
+        self.names[name] = value
+        return name
+
+    def local(self) -> str:
+        """A fresh local for a field's value."""
+        self.values += 1
+        return f"v{self.values - 1}"
+
+    def read(self, key: str) -> str:
+        """The field's value, MISSING when absent; a top-level key is read inline."""
+        if "." in key:
+            return f"{self.const(make_getter(key))}(e)"
+        return f"e.get({self.const(key)}, MISSING)"
+
+    def function(self, expression: str) -> Predicate:
+        """The predicate returning `expression`."""
+        test: Predicate = generated_function(f"def run(e):\n    return {expression}\n", self.names)
+        return test
+
+
+def generated_function(source: str, names: dict[str, Any]) -> Any:
+    """The function `run` that `source` defines, with `names` as its globals.
+
+    `source` must hold nothing but generated names and fixed code; functions of the
+    same shape share one compiled code object.
+    """
+    return FunctionType(_code_for(source), names)
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_for(source: str) -> CodeType:
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<rulesd>", "exec"), namespace)
+    code: CodeType = namespace["run"].__code__
+    return code
+
+
+def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
+    """The expression for `field: matcher`, and its rough cost."""
     if isinstance(matcher, list):
-        return Compiled(_member_predicate(key, matcher), 2)
+        if all(isinstance(o, str) for o in matcher) and "." not in key:
+            v = w.local()
+            return f"(type({v} := e.get({w.const(key)})) is str and {v} in {w.const(frozenset(matcher))})", 2
+        return _present_and(key, [f"{w.const(any_of_test(matcher))}({{v}})"], w), 2
     if not isinstance(matcher, dict):
-        return Compiled(_equals_predicate(key, matcher), 2)
+        if isinstance(matcher, str):
+            # Neither a missing field (MISSING) nor any non-string equals a string.
+            return f"({w.read(key)} == {w.const(matcher)})", 2
+        return _present_and(key, [f"{w.const(equals_test(matcher))}({{v}})"], w), 2
     exists = matcher.get("exists")
-    tests: list[tuple[ValueTest, int]] = []
+    tests: list[tuple[str, int]] = []
     for op, operand in matcher.items():
         if op == "exists":
             continue
         try:
-            tests.append(_operator(op, operand))
+            test, cost = _operator(op, operand)
         except ValueError as exc:
             raise ConditionError((*path, op), str(exc)) from None
+        tests.append((_value_expression(op, operand, test, w), cost))
     tests.sort(key=lambda t: t[1])
-    value_tests = [t for t, _ in tests]
     cost = 1 + sum(c for _, c in tests)
-    get = make_getter(key)
     if exists is False:
         # Only a missing field satisfies `exists: false`; any other operator then fails.
-        return Compiled(lambda e: get(e) is MISSING and not value_tests, 1)
-    if exists is True and not value_tests:
-        return Compiled(lambda e: get(e) is not MISSING, 1)
-    return Compiled(_present_and(key, _all_values(value_tests)), cost)
+        return ("False" if tests else f"({w.read(key)} is MISSING)"), 1
+    if exists is True and not tests:
+        return f"({w.read(key)} is not MISSING)", 1
+    return _present_and(key, [t for t, _ in tests], w), cost
 
 
-def _present_and(key: str, value_test: ValueTest) -> Predicate:
-    """The field is present and passes `value_test`; a top-level key is read inline."""
-    if "." in key:
-        get = make_getter(key)
-
-        def nested(e: Event) -> bool:
-            v = get(e)
-            return v is not MISSING and value_test(v)
-
-        return nested
-
-    def top(e: Event) -> bool:
-        v = e.get(key, MISSING)
-        return v is not MISSING and value_test(v)
-
-    return top
+def _value_expression(op: str, operand: Any, test: ValueTest, w: _Writer) -> str:
+    """`op` applied to the value `{v}`: inline for the common cheap operators."""
+    ordering = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+    if op in ordering:
+        return f"(type({{v}}) in NUMBER and {{v}} {ordering[op]} {w.const(operand)})"
+    if op == "equals" and isinstance(operand, str):
+        return f"({{v}} == {w.const(operand)})"
+    return f"{w.const(test)}({{v}})"
 
 
-def _equals_predicate(key: str, expected: Any) -> Predicate:
-    """`field: value`, fused with the field lookup: one call per event."""
-    if isinstance(expected, str):
-        # Neither a missing field (None or MISSING) nor any non-string equals a string.
-        if "." in key:
-            get = make_getter(key)
-            return lambda e: get(e) == expected
-        return lambda e: e.get(key) == expected
-    return _present_and(key, equals_test(expected))
+def _present_and(key: str, value_tests: list[str], w: _Writer) -> str:
+    """The field is present and passes every test (each a template over `{v}`)."""
+    v = w.local()
+    tests = " and ".join(t.format(v=v) for t in value_tests)
+    return f"(({v} := {w.read(key)}) is not MISSING and {tests})"
 
 
-def _member_predicate(key: str, options: list[Any]) -> Predicate:
-    """`field: [a, b]`, fused with the field lookup for the all-strings case."""
-    if not all(isinstance(o, str) for o in options) or "." in key:
-        return _present_and(key, any_of_test(options))
-    strings = frozenset(options)
-
-    def test(e: Event) -> bool:
-        v = e.get(key)
-        return type(v) is str and v in strings
-
-    return test
-
-
-def _all_values(tests: list[ValueTest]) -> ValueTest:
-    if len(tests) == 1:
-        return tests[0]
-    if len(tests) == 2:
-        a, b = tests
-        return lambda v: a(v) and b(v)
-    return lambda v: all(t(v) for t in tests)
-
-
-def all_of(preds: Sequence[Predicate]) -> Predicate:
-    """The conjunction of `preds`, unrolled for the common short cases."""
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        a, b = preds
-        return lambda e: a(e) and b(e)
-    if len(preds) == 3:
-        a, b, c = preds
-        return lambda e: a(e) and b(e) and c(e)
-    if len(preds) == 4:
-        a, b, c, d = preds
-        return lambda e: a(e) and b(e) and c(e) and d(e)
-    every = tuple(preds)
-
-    def test(e: Event) -> bool:
-        # A plain loop: all() over a generator costs a frame per event.
-        for p in every:  # noqa: SIM110
-            if not p(e):
-                return False
-        return True
-
-    return test
+def _condition(
+    cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth: int = 0
+) -> tuple[str, int]:
+    """The expression for a condition mapping, cheap parts first, and its cost."""
+    parts: list[tuple[str, int]] = []
+    for key, value in cond.items():
+        if key in ("all", "any"):
+            subs = [_nested(c, (*path, key, i), w, depth) for i, c in enumerate(value)]
+            joined = f" {'and' if key == 'all' else 'or'} ".join(e for e, _ in subs)
+            empty = "True" if key == "all" else "False"
+            parts.append((f"({joined})" if subs else empty, sum(c for _, c in subs)))
+        elif key == "not":
+            inner, cost = _nested(value, (*path, key), w, depth)
+            parts.append((f"(not {inner})", cost))
+        else:
+            parts.append(_field(key, value, (*path, key), w))
+    parts.sort(key=lambda p: p[1])
+    expression = " and ".join(e for e, _ in parts)
+    return (f"({expression})" if parts else "True"), sum(c for _, c in parts)
 
 
-def any_of(preds: Sequence[Predicate]) -> Predicate:
-    """The disjunction of `preds`."""
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        a, b = preds
-        return lambda e: a(e) or b(e)
-    if len(preds) == 3:
-        a, b, c = preds
-        return lambda e: a(e) or b(e) or c(e)
-    some = tuple(preds)
-
-    def test(e: Event) -> bool:
-        for p in some:  # noqa: SIM110
-            if p(e):
-                return True
-        return False
-
-    return test
-
-
-def _negate(pred: Predicate) -> Predicate:
-    return lambda e: not pred(e)
+def _nested(
+    cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth: int
+) -> tuple[str, int]:
+    """A sub-condition: inline, or deeply nested, a function of its own, because the
+    Python parser refuses expressions nested beyond about a hundred levels."""
+    if depth < _MAX_NESTING:
+        return _condition(cond, path, w, depth + 1)
+    sub = compile_condition(cond, path)
+    return f"{w.const(sub.test)}(e)", sub.cost
 
 
 def compile_condition(cond: dict[str, Any], path: tuple[str | int, ...] = ()) -> Compiled:
     """Compile a schema-valid condition mapping into one predicate."""
-    parts: list[Compiled] = []
-    for key, value in cond.items():
-        if key == "all":
-            subs = [compile_condition(c, (*path, key, i)) for i, c in enumerate(value)]
-            parts.append(Compiled(all_of([s.test for s in subs]), sum(s.cost for s in subs)))
-        elif key == "any":
-            subs = [compile_condition(c, (*path, key, i)) for i, c in enumerate(value)]
-            parts.append(Compiled(any_of([s.test for s in subs]), sum(s.cost for s in subs)))
-        elif key == "not":
-            inner = compile_condition(value, (*path, key))
-            parts.append(Compiled(_negate(inner.test), inner.cost))
-        else:
-            parts.append(_field(key, value, (*path, key)))
-    parts.sort(key=lambda p: p.cost)
-    return Compiled(all_of([p.test for p in parts]), sum(p.cost for p in parts))
+    writer = _Writer()
+    expression, cost = _condition(cond, path, writer)
+    return Compiled(writer.function(expression), cost)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,9 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from types import CodeType, FunctionType
 from typing import Any, NamedTuple, TypeVar
 
-from rulesd.rules.conditions import Hints
+from rulesd.rules.conditions import Hints, generated_function
 from rulesd.rules.fields import Event, make_getter
 from rulesd.rules.model import Rule
 
@@ -355,7 +354,7 @@ class _NodeWriter:
     field names, values, tables, patterns and rules are bound to generated names
     (`C0`, `C1`, ...) in the function's globals, and the source holds only those
     names and fixed code. Nodes of the same shape therefore share one compiled code
-    object (`_code_for`), which keeps building a large index quick.
+    object (`generated_function`), which keeps building a large index quick.
     """
 
     def __init__(self) -> None:
@@ -397,7 +396,7 @@ class _NodeWriter:
         """The function written so far, with the generated names bound."""
         if len(self.lines) == 1:
             self.emit(1, "pass")
-        return FunctionType(_code_for("\n".join(self.lines)), self.names)
+        return generated_function("\n".join(self.lines), self.names)
 
     def body(self, plan: _Plan) -> None:
         """The node's tests, in the order its rules, tables and tests were planned."""
@@ -489,12 +488,3 @@ class _NodeWriter:
             self.emit(2, f"reached = bisect_right({self.const(bounds)}, {value})")
             self.emit(2, "if reached:")
             self.emit(3, f"out.extend({self.const(rules)}[:reached])")
-
-
-@functools.lru_cache(maxsize=1024)
-def _code_for(source: str) -> CodeType:
-    """The code of the function `source` defines (which holds generated names only)."""
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<rule index>", "exec"), namespace)
-    code: CodeType = namespace["run"].__code__
-    return code
