@@ -443,19 +443,24 @@ class _NodeWriter:
 
     def table(self, value: str, table: _Table) -> None:
         """One dict lookup: the hit is either the rules or a child node's function."""
-        self.emit(1, f"if type({value}) is str:")
+        # The keys are strings, which no other JSON value equals; only a list or an
+        # object cannot be looked up, rare enough to pay for an exception instead of a
+        # type check on every event.
+        self.emit(1, "try:")
         self.emit(2, f"hit = {self.const(table)}.get({value})")
-        self.emit(2, "if hit is not None:")
+        self.emit(1, "except TypeError:")
+        self.emit(2, "hit = None")
+        self.emit(1, "if hit is not None:")
         kinds = {type(hit) is tuple for hit in table.values()}
         if kinds == {True}:
-            self.emit(3, "out.extend(hit)")
+            self.emit(2, "out.extend(hit)")
         elif kinds == {False}:
-            self.emit(3, "hit(event, out)")
+            self.emit(2, "hit(event, out)")
         else:
-            self.emit(3, "if type(hit) is tuple:")
-            self.emit(4, "out.extend(hit)")
-            self.emit(3, "else:")
-            self.emit(4, "hit(event, out)")
+            self.emit(2, "if type(hit) is tuple:")
+            self.emit(3, "out.extend(hit)")
+            self.emit(2, "else:")
+            self.emit(3, "hit(event, out)")
 
     def literal(self, value: str, test: _Literal) -> None:
         """The gate searches, then each group's literals checked with `in` or a search."""
