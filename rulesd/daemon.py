@@ -263,8 +263,7 @@ class Daemon:
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         state = self.engine.state
         self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
-                          payloads=payloads, now=now, engine_state=state.to_json() if state.dirty else None)
-        state.dirty = False
+                          payloads=payloads, now=now, engine=state.delta() if state.changed else None)
         self._count(lines, invalid, len(payloads))
         if payloads:
             self.sender_wake.set()

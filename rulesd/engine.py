@@ -39,6 +39,26 @@ class Firing:
         return self.rules[0]
 
 
+WINDOW, THROTTLE = "window", "throttle"  # the two kinds of per-group state
+
+
+@dataclass(frozen=True, slots=True)
+class StateDelta:
+    """Engine state to save: rows (kind, rule, group as JSON, value as JSON) to write and delete.
+
+    `full`: the rows are the whole state, replacing what was saved.
+    """
+
+    full: bool
+    fingerprints: dict[str, str]
+    upserts: list[tuple[str, str, str, str]]
+    deletes: list[tuple[str, str, str]]
+
+
+def _key_json(key: GroupKey) -> str:
+    return orjson.dumps(list(key)).decode()
+
+
 @dataclass(slots=True)
 class EngineState:
     """Window counts and throttle times per rule and group; JSON-serialisable."""
@@ -46,8 +66,10 @@ class EngineState:
     windows: dict[str, dict[GroupKey, list[float]]] = field(default_factory=dict)
     throttles: dict[str, dict[GroupKey, float]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
-    # Set whenever the state changes, so the daemon saves it only when there is news.
+    # What to save: `dirty` asks for a full rewrite (new state, new rules); `touched` names the
+    # groups changed since the last save, so a busy engine with many groups saves only those.
     dirty: bool = field(default=False, compare=False)
+    touched: set[tuple[str, str, GroupKey]] = field(default_factory=set, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-compatible dict (group keys become lists)."""
@@ -65,6 +87,34 @@ class EngineState:
             throttles={r: {tuple(k): float(v) for k, v in g} for r, g in data.get("throttles", {}).items()},
             fingerprints=dict(data.get("fingerprints", {})),
         )
+
+    @property
+    def changed(self) -> bool:
+        """True when there is something to save."""
+        return self.dirty or bool(self.touched)
+
+    def delta(self) -> StateDelta:
+        """What changed since the last call, as rows to write; then start afresh."""
+        if self.dirty:
+            rows = [(WINDOW, r, _key_json(k), orjson.dumps(v).decode()) for r, g in self.windows.items()
+                    for k, v in g.items()]
+            rows += [(THROTTLE, r, _key_json(k), orjson.dumps(v).decode()) for r, g in self.throttles.items()
+                     for k, v in g.items()]
+            result = StateDelta(True, dict(self.fingerprints), rows, [])
+        else:
+            upserts: list[tuple[str, str, str, str]] = []
+            deletes: list[tuple[str, str, str]] = []
+            for kind, rule, key in self.touched:
+                table = self.windows if kind == WINDOW else self.throttles
+                value = table.get(rule, {}).get(key)
+                if value is None:
+                    deletes.append((kind, rule, _key_json(key)))
+                else:
+                    upserts.append((kind, rule, _key_json(key), orjson.dumps(value).decode()))
+            result = StateDelta(False, dict(self.fingerprints), upserts, deletes)
+        self.dirty = False
+        self.touched.clear()
+        return result
 
     def group_count(self) -> int:
         """How many groups are tracked in all, a measure of memory held."""
@@ -167,9 +217,8 @@ class Engine:
 
     def _fires(self, rule: Rule, group: GroupKey, time: float) -> bool:
         threshold = rule.threshold
-        if threshold is not None or rule.throttle:
-            self.state.dirty = True
         if threshold is not None:
+            self.state.touched.add((WINDOW, rule.name, group))
             groups = self.state.windows.setdefault(rule.name, {})
             times = groups.get(group)
             if times is None:
@@ -185,29 +234,36 @@ class Engine:
             if last is not None and time - last < rule.throttle:
                 return False
             last_fired[group] = time
+            self.state.touched.add((THROTTLE, rule.name, group))
         return True
 
     def sweep(self, now: float) -> None:
         """Forget groups whose window or throttle has expired by event time `now`."""
-        self.state.dirty = True
+        touched = self.state.touched
         for rule in self.ruleset.rules:
             if rule.threshold and rule.name in self.state.windows:
                 groups = self.state.windows[rule.name]
                 cutoff = now - rule.threshold.window
-                for key in [k for k, t in groups.items() if not t or t[-1] <= cutoff]:
-                    del groups[key]
-                _cap(groups, lambda t: t[-1])
+                gone = [k for k, t in groups.items() if not t or t[-1] <= cutoff]
+                gone += _cap(groups, lambda t: t[-1], set(gone))
+                for key in gone:
+                    groups.pop(key, None)
+                    touched.add((WINDOW, rule.name, key))
             if rule.throttle and rule.name in self.state.throttles:
                 last_fired = self.state.throttles[rule.name]
                 cutoff = now - rule.throttle
-                for key in [k for k, t in last_fired.items() if t <= cutoff]:
-                    del last_fired[key]
-                _cap(last_fired, lambda t: t)
+                gone = [k for k, t in last_fired.items() if t <= cutoff]
+                gone += _cap(last_fired, lambda t: t, set(gone))
+                for key in gone:
+                    last_fired.pop(key, None)
+                    touched.add((THROTTLE, rule.name, key))
 
 
-def _cap(groups: dict[GroupKey, Any], newest: Any) -> None:
-    """Bound memory under a flood of distinct groups by forgetting the stalest."""
-    excess = len(groups) - MAX_GROUPS_PER_RULE
-    if excess > 0:
-        for key in sorted(groups, key=lambda k: newest(groups[k]))[:excess]:
-            del groups[key]
+def _cap(groups: dict[GroupKey, Any], newest: Any, going: set[GroupKey]) -> list[GroupKey]:
+    """The stalest groups beyond the limit (besides those `going` anyway): memory stays bounded
+    under a flood of distinct groups."""
+    excess = len(groups) - len(going) - MAX_GROUPS_PER_RULE
+    if excess <= 0:
+        return []
+    staying = (k for k in groups if k not in going)
+    return sorted(staying, key=lambda k: newest(groups[k]))[:excess]

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from rulesd.engine import WINDOW, StateDelta
+
 SCHEMA_VERSION = 1
 PENDING, DEAD = "pending", "dead"
 
@@ -25,6 +27,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS positions (source TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS engine_state (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS engine_groups (
+    kind TEXT NOT NULL, rule TEXT NOT NULL, grp TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (kind, rule, grp)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
@@ -110,10 +116,19 @@ class StateStore:
         return {source: json.loads(data) for source, data in rows}
 
     def load_engine_state(self) -> dict[str, Any] | None:
-        """The saved engine state, if any."""
+        """The saved engine state (in `EngineState.to_json` form), if any."""
         with self._lock:
-            row = self._conn().execute("SELECT data FROM engine_state WHERE id = 1").fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+            conn = self._conn()
+            row = conn.execute("SELECT data FROM engine_state WHERE id = 1").fetchone()
+            groups = conn.execute("SELECT kind, rule, grp, data FROM engine_groups").fetchall()
+        if row is None:
+            return None
+        state: dict[str, Any] = {"fingerprints": json.loads(row[0]).get("fingerprints", {}),
+                                 "windows": {}, "throttles": {}}
+        for kind, rule, grp, data in groups:
+            table = state["windows"] if kind == WINDOW else state["throttles"]
+            table.setdefault(rule, []).append([json.loads(grp), json.loads(data)])
+        return state
 
     def commit(
         self,
@@ -121,9 +136,9 @@ class StateStore:
         positions: Mapping[str, Mapping[str, Any]],
         payloads: Iterable[dict[str, Any]],
         now: float,
-        engine_state: Mapping[str, Any] | None = None,
+        engine: StateDelta | None = None,
     ) -> int:
-        """Queue `payloads`, save positions and engine state: all in one transaction.
+        """Queue `payloads`, save positions and the engine's changes: all in one transaction.
 
         Returns the number of alerts queued.
         """
@@ -140,11 +155,8 @@ class StateStore:
                     "INSERT OR REPLACE INTO positions (source, data) VALUES (?, ?)",
                     [(k, json.dumps(dict(v))) for k, v in positions.items()],
                 )
-                if engine_state is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO engine_state (id, data) VALUES (1, ?)",
-                        (orjson.dumps(engine_state).decode(),),
-                    )
+                if engine is not None:
+                    _save_engine(conn, engine)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -208,6 +220,16 @@ class StateStore:
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
         with self._lock:
             self._conn().execute(sql, args)
+
+
+def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:
+    if delta.full:
+        conn.execute("DELETE FROM engine_groups")
+    conn.execute("INSERT OR REPLACE INTO engine_state (id, data) VALUES (1, ?)",
+                 (orjson.dumps({"fingerprints": delta.fingerprints}).decode(),))
+    conn.executemany("INSERT OR REPLACE INTO engine_groups (kind, rule, grp, data) VALUES (?, ?, ?, ?)",
+                     delta.upserts)
+    conn.executemany("DELETE FROM engine_groups WHERE kind = ? AND rule = ? AND grp = ?", delta.deletes)
 
 
 _COLUMNS = "id, created, payload, status, attempts, next_attempt, last_error, response"

@@ -303,3 +303,23 @@ def test_configmap_symlink_swap_reloads(workspace: Workspace, server: FakeOpsGen
     time.sleep(0.3)
     assert [1] == ids(server)
     assert "1 rule(s); changed: page-on-demand" in daemon.stderr()
+
+
+def test_threshold_counts_survive_a_restart(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Window state is saved with the batch that changed it: two matches before a SIGKILL and
+    one after make the threshold of three."""
+    (workspace.rules / "burst.yaml").write_text(
+        "name: burst\nmatch: {kind: error}\nthreshold: {count: 3, window: 1h, group_by: [host]}\n"
+        "alert: {alias: 'burst-{host}'}\n")
+    daemon = workspace.start()
+    workspace.append({"kind": "error", "host": "a"}, {"kind": "error", "host": "a"}, page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)  # the page after them: both were committed
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    workspace.start()
+    workspace.append({"kind": "error", "host": "a"})
+    assert server.wait_for(lambda r: any(x.json()["alias"] == "burst-a" for x in r))
+    time.sleep(0.3)
+    aliases = [x.json()["alias"] for x in server.requests]
+    # page-0 may arrive twice (killed between its delivery and its removal from the outbox).
+    assert ["burst-a"] == [a for a in aliases if a != "page-0"]

@@ -277,11 +277,26 @@ def test_matches_are_counted_per_rule_even_below_the_threshold() -> None:
     assert {"burst": 2} == engine.matches
 
 
-def test_state_is_dirty_only_after_it_changed() -> None:
-    """The daemon saves the state only when dirty: a non-matching event leaves it clean."""
-    engine = engine_for(THRESHOLD)
-    engine.state.dirty = False
+def test_state_changes_are_tracked_per_group() -> None:
+    """Only touched groups are saved: a non-matching event changes nothing; a match marks its
+    group; a firing that resets the group turns it into a deletion."""
+    engine = engine_for(THRESHOLD.replace("window: 60}", "window: 60, group_by: [host]}"))
+    engine.state.delta()  # the initial full save
     run(engine, [(0, {"level": "info"})])
-    assert engine.state.dirty is False
-    run(engine, [(1, ERR)])
-    assert engine.state.dirty is True
+    assert not engine.state.changed
+    run(engine, [(1, {"level": "error", "host": "a"})])
+    delta = engine.state.delta()
+    assert (False, [("window", "burst", '["\\"a\\""]', "[1700000001.0]")], []) == (
+        delta.full, delta.upserts, delta.deletes)
+    run(engine, [(2, {"level": "error", "host": "a"}), (3, {"level": "error", "host": "a"})])
+    delta = engine.state.delta()
+    assert ([], [("window", "burst", '["\\"a\\""]')]) == (delta.upserts, delta.deletes)
+    assert not engine.state.changed
+
+
+def test_a_new_rule_set_saves_the_whole_state() -> None:
+    """After replace_rules the saved state is rewritten in full."""
+    engine = engine_for(THRESHOLD)
+    engine.state.delta()
+    engine.replace_rules(ruleset_from_yaml(THRESHOLD.replace("count: 3", "count: 4")))
+    assert engine.state.delta().full

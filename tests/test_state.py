@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from rulesd.engine import Engine, StateDelta
 from rulesd.state import StateStore
+from tests.ruletools import ruleset_from_yaml
 
 
 def store(tmp_path: Path) -> StateStore:
@@ -16,11 +18,13 @@ def store(tmp_path: Path) -> StateStore:
 def test_commit_queues_alerts_and_saves_positions_together(tmp_path: Path) -> None:
     """One commit: alerts in order, positions and engine state, all readable after reopening."""
     s = store(tmp_path)
+    delta = StateDelta(True, {"r": "f1"}, [("window", "r", '["\\"a\\""]', "[5.0]")], [])
     s.commit(positions={"/a": {"offset": 10}}, payloads=[{"message": "1"}, {"message": "2"}], now=100.0,
-             engine_state={"windows": {}})
+             engine=delta)
     reopened = store(tmp_path)
     assert {"/a": {"offset": 10}} == reopened.load_positions()
-    assert {"windows": {}} == reopened.load_engine_state()
+    assert {"fingerprints": {"r": "f1"}, "windows": {"r": [[['"a"'], [5.0]]]}, "throttles": {}} == (
+        reopened.load_engine_state())
     assert ["1", "2"] == [a.payload["message"] for a in reopened.alerts()]
     assert (2, 100.0) == reopened.depth()
 
@@ -31,7 +35,7 @@ def test_a_failed_commit_changes_nothing(tmp_path: Path) -> None:
     s.commit(positions={"/a": {"offset": 1}}, payloads=[], now=1.0)
     with pytest.raises(TypeError):
         s.commit(positions={"/a": {"offset": 2}}, payloads=[{"message": "x"}], now=2.0,
-                 engine_state={"bad": object()})
+                 engine=StateDelta(False, {"r": object()}, [], []))  # type: ignore[dict-item]
     assert {"/a": {"offset": 1}} == s.load_positions()
     assert [] == s.alerts()
 
@@ -63,3 +67,26 @@ def test_in_memory_store_for_dry_runs() -> None:
     s = StateStore(":memory:")
     s.commit(positions={}, payloads=[{"n": 1}], now=1.0)
     assert (1, 1.0) == s.depth()
+
+
+def test_engine_state_round_trip_with_incremental_saves(tmp_path: Path) -> None:
+    """Saving only the touched groups, batch after batch, restores the same state as the engine's."""
+    rules = ruleset_from_yaml(
+        "name: burst\nmatch: {level: error}\nthreshold: {count: 3, window: 60, group_by: [host]}\nthrottle: 600\n")
+    engine = Engine(rules)
+    s = store(tmp_path)
+    events = [(t, {"level": "error", "host": h}) for t, h in
+              [(0, "a"), (1, "b"), (2, "a"), (3, "a"), (4, "c"), (70, "b"), (71, "b"), (5000, "d")]]
+    for t, event in events:
+        engine.evaluate(event, 1_700_000_000.0 + t)
+        s.commit(positions={}, payloads=[], now=float(t), engine=engine.state.delta())
+        if t == 71:
+            engine.sweep(1_700_000_000.0 + 4000)  # a sweep's deletions are saved too
+            s.commit(positions={}, payloads=[], now=float(t), engine=engine.state.delta())
+    saved = store(tmp_path).load_engine_state()
+    assert saved is not None
+    expected = engine.state.to_json()
+    assert expected["fingerprints"] == saved["fingerprints"]
+    for kind in ("windows", "throttles"):
+        assert {r: sorted(map(repr, g)) for r, g in expected[kind].items() if g} == {
+            r: sorted(map(repr, g)) for r, g in saved[kind].items()}
