@@ -152,8 +152,7 @@ class Daemon:
             log.debug("alert %d delivered: %s", alert.id, message)
         elif kind == "retry":
             log.warning("alert %d not delivered, will retry: %s", alert.id, detail)
-        elif kind == "paused":
-            self.stats.last_error = detail
+        elif kind == "paused":  # shown live through sender.paused_reason until a delivery succeeds
             log.error("OpsGenie refused the request (%s); sending paused, nothing dropped", detail)
         else:
             self.stats.last_error = detail
@@ -315,10 +314,11 @@ class Daemon:
             return False
         old = self.engine.ruleset
         self.stats.bump(self.stats.reloads, "ok")
+        if (self.stats.last_error or "").startswith("reload failed"):
+            self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset)
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
-            self.stats.last_error = None
             log.info("rules reloaded: %s", describe_change(old, result.ruleset))
         return True
 

@@ -107,14 +107,19 @@ def test_notify_sequence_start_reload_failed_reload_stop(tmp_path: Path, server:
     (ws.rules / "rules.yaml").write_text("rules:\n  - name: x\n    match: {kind: [}\n")
     daemon.proc.send_signal(signal.SIGHUP)
     assert wait_until(lambda: notify.states().count("READY=1") == 3)
+    (ws.rules / "rules.yaml").write_text("name: x\nmatch: {kind: page}\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: notify.states().count("READY=1") == 4)
     assert 0 == daemon.terminate()
     states = notify.states()
-    assert ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1"] == states[:6]
+    assert ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1",
+            "STOPPING=1"] == states[:8]
     reloading = [m for _, m in notify.messages if "RELOADING=1" in m]
     assert all("MONOTONIC_USEC=" in m for m in reloading)
     statuses = [m for _, m in notify.messages if m.startswith("READY=1") and "STATUS=" in m]
-    assert "reload failed" in statuses[-1]
     assert "1 rules" in statuses[0]
+    assert "reload failed" in statuses[2]
+    assert "reload failed" not in statuses[3]
 
 
 def test_watchdog_pings_stop_while_the_main_loop_is_stuck(tmp_path: Path, server: FakeOpsGenie,
