@@ -27,14 +27,13 @@ import requests
 from rulesd.alerting.opsgenie import AlertError, OpsGenieClient, PrintTransport, Transport
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, resolve_api_key
-from rulesd.engine import Engine, EngineState, Firing, event_time
+from rulesd.engine import Engine, EngineState, Firing, event_time, time_reader
 from rulesd.errors import InvalidInputError
-from rulesd.events import InvalidEvent, make_parser, parse_json
+from rulesd.events import make_parser, parse_json, why_invalid
 from rulesd.logs import RateLimitedWarning
 from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
 from rulesd.reload import RuleWatcher
-from rulesd.rules.fields import make_getter
 from rulesd.rules.loader import check_paths
 from rulesd.rules.model import RuleSet
 from rulesd.sender import Sender
@@ -97,8 +96,7 @@ class Daemon:
         self.parse = journal_event if config.source.type == "journald" else make_parser(
             config.source.format, config.source.pattern)
         self.fast_parse: Callable[[bytes], Any] = orjson.loads if self.parse is parse_json else self.parse
-        self.time_key = config.time_field
-        self.get_time = make_getter(config.time_field) if config.time_field and "." in config.time_field else None
+        self.time_key, self.get_time = time_reader(config.time_field)
         self._api_key = "" if dry_run else resolve_api_key(config.opsgenie, environ)
         self.client = None if dry_run else self._http_client()
         self.transport: Transport = self.client or PrintTransport(stdout)
@@ -249,7 +247,7 @@ class Daemon:
                 event = None
             if type(event) is not dict:
                 invalid[path] = invalid.get(path, 0) + 1
-                self.warn(f"{path} (offset {offset}): skipped: {self._reason(data)}")
+                self.warn(f"{path} (offset {offset}): skipped: {why_invalid(self.parse, data)}")
                 continue
             if time_key is None:
                 when = now
@@ -266,14 +264,6 @@ class Daemon:
         self._count(lines, invalid, len(payloads))
         if payloads:
             self.sender_wake.set()
-
-    def _reason(self, data: bytes) -> str:
-        """Why a line is not an event, from the parser that explains itself."""
-        try:
-            self.parse(data)
-        except InvalidEvent as exc:
-            return str(exc)
-        return "not an event"
 
     def _payload(self, firing: Firing, path: str, offset: int) -> dict[str, Any]:
         for rule in firing.rules:
@@ -352,6 +342,7 @@ class Daemon:
             log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
         if self.metrics is not None:
             self.metrics.stop()
+        self.notifier.close()
         log.info("stopped: %d event(s), %d invalid, %d alert(s) queued", sum(self.stats.events.values()),
                  sum(self.stats.invalid.values()), self.stats.alerts_queued)
 

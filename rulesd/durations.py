@@ -29,13 +29,3 @@ def parse_duration(value: int | str) -> float:
     if pos != len(value) or pos == 0:
         raise ValueError(f"bad duration {value!r}: use seconds or e.g. 30s, 5m, 2h, 1d")
     return float(total)
-
-
-def format_duration(seconds: float) -> str:
-    """`90` -> `1m30s`, for messages."""
-    rest, out = int(seconds), ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if rest >= size:
-            out += f"{rest // size}{unit}"
-            rest %= size
-    return out + (f"{rest}s" if rest or not out else "")

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from rulesd.rules.fields import MISSING, Event, Getter
+from rulesd.rules.fields import MISSING, Event, Getter, make_getter
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.templates import to_text
@@ -147,6 +147,14 @@ def event_time(value: Any, arrival: float) -> float:
             parsed = parsed.replace(tzinfo=datetime.UTC)
         return parsed.timestamp()
     return arrival
+
+
+def time_reader(time_field: str | None) -> tuple[str | None, Getter | None]:
+    """The time field, and a getter for it if it is a dotted path (else `event.get(field)` will do,
+    inline in the hot loops). A missing field means "no time given": `event_time` then falls back."""
+    if time_field is None or "." not in time_field:
+        return time_field, None
+    return time_field, make_getter(time_field)
 
 
 class Engine:

@@ -50,6 +50,15 @@ def regex_parser(pattern: str) -> Callable[[bytes], Event]:
     return parse
 
 
+def why_invalid(parse: Callable[[bytes], Event], line: bytes) -> str:
+    """Why `line` is not an event, asked of a parser that explains itself (the slow path only)."""
+    try:
+        parse(line)
+    except InvalidEvent as exc:
+        return str(exc)
+    return "not an event"
+
+
 def make_parser(fmt: str, pattern: str | None = None) -> Callable[[bytes], Event]:
     """The parser for a source `format`: json, text or regex."""
     if fmt == "json":

@@ -11,9 +11,8 @@ from typing import Any, BinaryIO
 from orjson import JSONDecodeError, loads
 
 from rulesd.alerting.payload import AlertSettings, build_payload
-from rulesd.engine import Engine, event_time
-from rulesd.events import InvalidEvent, parse_json
-from rulesd.rules.fields import MISSING, Event, make_getter
+from rulesd.engine import Engine, event_time, time_reader
+from rulesd.events import parse_json, why_invalid
 from rulesd.rules.model import RuleSet
 
 
@@ -53,7 +52,7 @@ def replay(
     engine = Engine(ruleset)
     evaluate = engine.evaluate
     arrival = time.time() if start is None else start
-    time_key, read_time = _time_reader(time_field)
+    time_key, read_time = time_reader(time_field)
     summary = ReplaySummary()
     events = 0
     for lineno, line in enumerate(stream, 1):
@@ -64,7 +63,7 @@ def replay(
         if type(event) is not dict:
             if line.strip():
                 summary.invalid += 1
-                on_invalid(lineno, _reason(line))
+                on_invalid(lineno, why_invalid(parse_json, line))
             continue
         events += 1
         if time_key is None:
@@ -72,7 +71,7 @@ def replay(
         else:
             value = event.get(time_key) if read_time is None else read_time(event)
             # A float is the common case: no call to convert it.
-            when = value if type(value) is float else event_time(_value(value), arrival)
+            when = value if type(value) is float else event_time(value, arrival)
         firing = evaluate(event, when)
         if firing is None:
             continue
@@ -82,25 +81,3 @@ def replay(
         yield ReplayedAlert(lineno, names, build_payload(firing, settings, f"{name}:{lineno}"))
     summary.events = events
     yield summary
-
-
-def _reason(line: bytes) -> str:
-    try:
-        parse_json(line)
-    except InvalidEvent as exc:
-        return str(exc)
-    raise AssertionError("a line that failed to parse parsed")
-
-
-def _time_reader(time_field: str | None) -> tuple[str | None, Callable[[Event], Any] | None]:
-    """The time field, and a getter for it if it is a dotted path (else `dict.get` will do).
-
-    A missing field reads as None or MISSING: both mean "no time given".
-    """
-    if time_field is None or "." not in time_field:
-        return time_field, None
-    return time_field, make_getter(time_field)
-
-
-def _value(value: Any) -> Any:
-    return None if value is MISSING else value

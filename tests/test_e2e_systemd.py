@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.daemon_process import API_KEY, DaemonProcess, Workspace, wait_until
-from tests.fake_opsgenie import FakeOpsGenie
+from tests.fake_opsgenie import FakeOpsGenie, Reply
 
 
 class NotifySocket:
@@ -214,3 +214,34 @@ def test_logs_carry_priority_prefixes_under_the_journal(tmp_path: Path, server: 
     assert any(line.startswith("<6>") and "rulesd started" in line for line in lines)
     assert any(line.startswith("<4>") and "skipped" in line for line in lines)
     assert all(line.startswith("<") for line in lines)
+
+
+def test_status_shows_a_refused_key(tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket) -> None:
+    """While OpsGenie refuses the key, STATUS= says so (and nothing is dropped)."""
+    server.responder = lambda _r: Reply(401, body=b'{"message":"Could not authenticate"}')
+    ws = Workspace(tmp_path, server.url)
+    daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert wait_until(lambda: any("STATUS=" in m and "401" in m for _, m in notify.messages), timeout=15)
+    status = next(m for _, m in reversed(notify.messages) if "401" in m)
+    assert "outbox 1" in status
+    assert API_KEY not in status
+    assert 0 == daemon.terminate()
+
+
+def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A heartbeat ping that fails is a warning and a counter; alerts keep flowing."""
+    server.responder = lambda r: Reply(500, body=b"{}") if r.method == "GET" else Reply()
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"]["heartbeat"] = "rulesd"
+    ws.config.write_text(yaml.safe_dump(config))
+    daemon = ws.start()
+    assert daemon.wait_for_log("heartbeat 'rulesd' not pinged")
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: any(x.method == "POST" for x in r))
+    text = get(f"http://127.0.0.1:{port}/metrics")[1]
+    assert 1 <= metric(text, 'rulesd_heartbeats_total{result="failed"}')
+    assert daemon.proc.poll() is None

@@ -394,6 +394,16 @@ def saved(source: FileSource) -> dict[str, Position]:
     return {k: Position.from_json(v) for k, v in stored.items()}
 
 
+def stopped_after(make_source: Factory, log: Path, count: int, *, whole_file: bool = True) -> dict[str, Position]:
+    """Read `count` lines of `log` from its beginning (all of it, checking nothing more comes, or
+    only the first ones), stop, and return the saved positions."""
+    first = make_source([log], start_at="beginning")
+    assert count == len(read_n(first, count) if whole_file else first.read(count))
+    positions = saved(first)
+    first.close()
+    return positions
+
+
 def test_resume_from_checkpoint(tmp_path: Path, make_source: Factory) -> None:
     """A new source resumes exactly after the last line returned: nothing lost or repeated."""
     log = tmp_path / "events.jsonl"
@@ -411,10 +421,7 @@ def test_resume_after_rotation_while_down(tmp_path: Path, make_source: Factory) 
     """The old file is found by its inode and finished before the new file is read."""
     log = tmp_path / "events.jsonl"
     log.write_bytes(numbered(0, 10))
-    first = make_source([log], start_at="beginning")
-    assert 6 == len(first.read(6))
-    positions = saved(first)
-    first.close()
+    positions = stopped_after(make_source, log, 6, whole_file=False)
     append(log, numbered(10, 12))
     os.rename(log, tmp_path / "events.jsonl.1")
     log.write_bytes(numbered(12, 15))
@@ -426,10 +433,7 @@ def test_resume_when_rotated_file_is_gone(tmp_path: Path, make_source: Factory, 
     """If the old file was removed while down, the new file is read from 0 with a warning."""
     log = tmp_path / "events.jsonl"
     log.write_bytes(numbered(0, 3))
-    first = make_source([log], start_at="beginning")
-    assert 3 == len(read_n(first, 3))
-    positions = saved(first)
-    first.close()
+    positions = stopped_after(make_source, log, 3)
     replacement = tmp_path / "events.jsonl.new"
     replacement.write_bytes(numbered(3, 5))  # created first, so its inode differs
     log.unlink()
@@ -443,10 +447,7 @@ def test_fingerprint_mismatch_starts_over(tmp_path: Path, make_source: Factory, 
     """Same inode but different first bytes: the file was rewritten, read it from 0."""
     log = tmp_path / "events.jsonl"
     log.write_bytes(numbered(0, 3))
-    first = make_source([log], start_at="beginning")
-    assert 3 == len(read_n(first, 3))
-    positions = saved(first)
-    first.close()
+    positions = stopped_after(make_source, log, 3)
     with open(log, "r+b") as f:  # rewritten in place, so dev+ino stay the same
         f.truncate(0)
         f.write(b"other 0\nother 1\nother 2\nother 3\n")
@@ -459,10 +460,7 @@ def test_truncated_while_down_starts_over(tmp_path: Path, make_source: Factory, 
     """Same first bytes but shorter than the saved offset: copytruncate happened meanwhile."""
     log = tmp_path / "events.jsonl"
     log.write_bytes(numbered(0, 3))
-    first = make_source([log], start_at="beginning")
-    assert 3 == len(read_n(first, 3))
-    positions = saved(first)
-    first.close()
+    positions = stopped_after(make_source, log, 3)
     with open(log, "r+b") as f:
         f.truncate(len(b"line 0\n"))
     second = make_source([log], positions=positions)

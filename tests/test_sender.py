@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -476,22 +477,29 @@ def set_after(event: threading.Event, count: int) -> Callable[[], None]:
 # -- the thread --------------------------------------------------------------------------------
 
 
+@contextmanager
+def running(sender: Sender) -> Iterator[tuple[threading.Event, threading.Thread]]:
+    """`sender.run` in its own thread; yields its wake event and the thread, stops it on exit."""
+    stop, wake = threading.Event(), threading.Event()
+    thread = threading.Thread(target=sender.run, args=(stop, wake))
+    thread.start()
+    try:
+        yield wake, thread
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(10)
+
+
 def test_run_delivers_in_its_own_thread_and_stops(store: StateStore, clock: FakeClock) -> None:
     """run(): woken after queuing, delivers in order over its own connection, stops on request."""
     delivered = threading.Event()
     transport = FakeTransport(on_send=set_after(delivered, 3))
     sender = make_sender(store, transport, clock)
-    stop, wake = threading.Event(), threading.Event()
-    thread = threading.Thread(target=sender.run, args=(stop, wake))
-    thread.start()
-    try:
+    with running(sender) as (wake, thread):
         queue(store, "a", "b", "c")
         wake.set()
         assert delivered.wait(10)
-    finally:
-        stop.set()
-        wake.set()
-        thread.join(10)
 
     assert not thread.is_alive()
     assert ["a", "b", "c"] == transport.sent
@@ -509,17 +517,10 @@ def test_run_survives_a_failing_step(store: StateStore, clock: FakeClock, caplog
     transport = FakeTransport(on_send=set_after(delivered, 2))
     sender = Sender(store, transport, clock=clock, on_result=on_result)
     queue(store, "a", "b")
-    stop, wake = threading.Event(), threading.Event()
-    thread = threading.Thread(target=sender.run, args=(stop, wake))
-    thread.start()
-    try:
+    with running(sender) as (wake, thread):
         assert failed.wait(10)
         wake.set()  # cut the pause after the failure short
         assert delivered.wait(10)
-    finally:
-        stop.set()
-        wake.set()
-        thread.join(10)
 
     assert not thread.is_alive()
     assert ["a", "b"] == transport.sent
