@@ -27,7 +27,7 @@ import requests
 from rulesd.alerting.opsgenie import AlertError, OpsGenieClient, PrintTransport, Transport
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, resolve_api_key
-from rulesd.engine import Engine, EngineState, Firing, event_time, time_reader
+from rulesd.engine import Engine, EngineState, Firing
 from rulesd.errors import InvalidInputError
 from rulesd.events import make_parser, parse_json, why_invalid
 from rulesd.logs import RateLimitedWarning
@@ -88,7 +88,8 @@ class Daemon:
         self.warn = RateLimitedWarning(log, time.monotonic)
         self.store = _open_store(config, dry_run)
         saved = self.store.load_engine_state()
-        self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None)
+        self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None,
+                             time_field=config.time_field)
         self.stats.matches = self.engine.matches  # counted by the engine, read at scrape time
         self.settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
         # `parse` explains a bad line with InvalidEvent; `fast_parse` is what runs per event
@@ -96,7 +97,6 @@ class Daemon:
         self.parse = journal_event if config.source.type == "journald" else make_parser(
             config.source.format, config.source.pattern)
         self.fast_parse: Callable[[bytes], Any] = orjson.loads if self.parse is parse_json else self.parse
-        self.time_key, self.get_time = time_reader(config.time_field)
         self._api_key = "" if dry_run else resolve_api_key(config.opsgenie, environ)
         self.client = None if dry_run else self._http_client()
         self.transport: Transport = self.client or PrintTransport(stdout)
@@ -237,7 +237,6 @@ class Daemon:
         # The per-event hot path: locals only, and counting done per batch, not per event.
         now = self.clock()
         parse, evaluate = self.fast_parse, self.engine.evaluate
-        time_key, get_time = self.time_key, self.get_time
         payloads: list[dict[str, Any]] = []
         invalid: dict[str, int] = {}
         for data, path, offset in lines:
@@ -249,12 +248,7 @@ class Daemon:
                 invalid[path] = invalid.get(path, 0) + 1
                 self.warn(f"{path} (offset {offset}): skipped: {why_invalid(self.parse, data)}")
                 continue
-            if time_key is None:
-                when = now
-            else:
-                value = event.get(time_key) if get_time is None else get_time(event)
-                when = value if type(value) is float else event_time(value, now)
-            firing = evaluate(event, when)
+            firing = evaluate(event, now)
             if firing is not None:
                 payloads.append(self._payload(firing, path, offset))
         # One transaction: a crash either keeps these alerts and the new position, or neither.

@@ -150,8 +150,8 @@ def event_time(value: Any, arrival: float) -> float:
 
 
 def time_reader(time_field: str | None) -> tuple[str | None, Getter | None]:
-    """The time field, and a getter for it if it is a dotted path (else `event.get(field)` will do,
-    inline in the hot loops). A missing field means "no time given": `event_time` then falls back."""
+    """The time field, and a getter for it if it is a dotted path (else `event.get(field)` will do).
+    A missing field means "no time given": `event_time` then falls back."""
     if time_field is None or "." not in time_field:
         return time_field, None
     return time_field, make_getter(time_field)
@@ -160,13 +160,17 @@ def time_reader(time_field: str | None) -> tuple[str | None, Getter | None]:
 class Engine:
     """Evaluates events against a rule set, keeping threshold and throttle state."""
 
-    def __init__(self, ruleset: RuleSet, state: EngineState | None = None) -> None:
+    def __init__(self, ruleset: RuleSet, state: EngineState | None = None, *,
+                 time_field: str | None = None) -> None:
         self.state = state or EngineState()
+        # The event time is read only for events that have candidate rules: most have none.
+        self._time_key, self._read_time = time_reader(time_field)
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset.rules)
         self._candidates: list[Rule] = []  # reused: no allocation per event
-        # evaluate(event, time) -> the firing this event causes at event time `time`,
-        # if any: the index's root, which calls `_decide` when there are candidates.
+        # evaluate(event, arrival) -> the firing this event causes, if any, at its event time
+        # (`time_field`, else `arrival`): the index's root, which calls `_decide` when there
+        # are candidates.
         self.evaluate = self.index.evaluator(self._decide, self._candidates)
         self._adopt(ruleset)
         self._until_sweep = SWEEP_EVERY
@@ -188,11 +192,15 @@ class Engine:
         self.state.fingerprints = current
         self.state.dirty = True
 
-    def _decide(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
+    def _decide(self, event: Event, arrival: float, candidates: list[Rule]) -> Firing | None:
         """Check the candidates in full and apply thresholds and throttles.
 
         Called by `evaluate` for events that have candidates at all.
         """
+        time = arrival
+        if self._time_key is not None:
+            value = event.get(self._time_key) if self._read_time is None else self._read_time(event)
+            time = value if type(value) is float else event_time(value, arrival)
         try:
             # Only events with candidates can add groups, so counting and timing just
             # these is enough for the sweeps to bound the state.

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 from orjson import JSONDecodeError, loads
 
 from rulesd.alerting.payload import AlertSettings, build_payload
-from rulesd.engine import Engine, event_time, time_reader
+from rulesd.engine import Engine
 from rulesd.events import parse_json, why_invalid
 from rulesd.rules.model import RuleSet
 
@@ -49,10 +49,8 @@ def replay(
 
     Without a time field every event counts as arriving at `start` (default: now).
     """
-    engine = Engine(ruleset)
-    evaluate = engine.evaluate
+    evaluate = Engine(ruleset, time_field=time_field).evaluate
     arrival = time.time() if start is None else start
-    time_key, read_time = time_reader(time_field)
     summary = ReplaySummary()
     events = 0
     for lineno, line in enumerate(stream, 1):
@@ -66,13 +64,7 @@ def replay(
                 on_invalid(lineno, why_invalid(parse_json, line))
             continue
         events += 1
-        if time_key is None:
-            when = arrival
-        else:
-            value = event.get(time_key) if read_time is None else read_time(event)
-            # A float is the common case: no call to convert it.
-            when = value if type(value) is float else event_time(value, arrival)
-        firing = evaluate(event, when)
+        firing = evaluate(event, arrival)
         if firing is None:
             continue
         summary.alerts += 1
