@@ -17,8 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from itertools import groupby
-from operator import itemgetter
 from typing import Any, Protocol, TextIO
 
 import orjson
@@ -37,8 +35,9 @@ from rulesd.reload import RuleWatcher
 from rulesd.rules.loader import check_paths
 from rulesd.rules.model import RuleSet
 from rulesd.sender import Sender
-from rulesd.sources.file import FileSource, Line, Position
+from rulesd.sources.file import FileSource, Position
 from rulesd.sources.journald import JournalCursor, JournaldSource, journal_event
+from rulesd.sources.lines import Lines
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import StateStore
 
@@ -63,7 +62,7 @@ class Checkpoint(Protocol):
 class Source(Protocol):
     """What the main loop needs of an event source."""
 
-    def read(self, max_lines: int) -> list[Line]: ...
+    def read(self, max_lines: int) -> list[Lines]: ...
     def wait(self, timeout: float) -> None: ...
     def checkpoint(self) -> Mapping[str, Checkpoint]: ...
     def lag_bytes(self) -> int: ...
@@ -233,29 +232,34 @@ class Daemon:
         problem = self.sender.paused_reason or self.stats.last_error
         return f"{text}; last error: {problem}" if problem else text
 
-    def _process(self, lines: list[Line]) -> None:
-        # The per-event hot path: locals only, and counting done per batch, not per event.
+    def _process(self, runs: list[Lines]) -> None:
+        # The per-event hot path: locals only; offsets and counts are worked out per run.
         now = self.clock()
         parse, evaluate = self.fast_parse, self.engine.evaluate
         payloads: list[dict[str, Any]] = []
-        invalid: dict[str, int] = {}
-        for data, path, offset in lines:
-            try:
-                event = parse(data)
-            except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
-                event = None
-            if type(event) is not dict:
-                invalid[path] = invalid.get(path, 0) + 1
-                self.warn(f"{path} (offset {offset}): skipped: {why_invalid(self.parse, data)}")
-                continue
-            firing = evaluate(event, now)
-            if firing is not None:
-                payloads.append(self._payload(firing, path, offset))
+        for run in runs:
+            offsets: list[int] | None = None  # only for the rare line that alerts or is invalid
+            invalid = 0
+            for i, data in enumerate(run.data):
+                try:
+                    event = parse(data)
+                except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
+                    event = None
+                if type(event) is not dict:
+                    offsets = offsets or run.offsets()
+                    invalid += 1
+                    self.warn(f"{run.path} (offset {offsets[i]}): skipped: {why_invalid(self.parse, data)}")
+                    continue
+                firing = evaluate(event, now)
+                if firing is not None:
+                    offsets = offsets or run.offsets()
+                    payloads.append(self._payload(firing, run.path, offsets[i]))
+            self._count(run.path, len(run.data), invalid)
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         state = self.engine.state
         self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
                           payloads=payloads, now=now, engine=state.delta() if state.changed else None)
-        self._count(lines, invalid, len(payloads))
+        self.stats.alerts_queued += len(payloads)
         if payloads:
             self.sender_wake.set()
 
@@ -264,14 +268,10 @@ class Daemon:
             self.stats.bump(self.stats.firings, rule.name)
         return build_payload(firing, self.settings, f"{path} (offset {offset})")
 
-    def _count(self, lines: list[Line], invalid: dict[str, int], alerts: int) -> None:
-        stats = self.stats
-        for path, group in groupby(lines, itemgetter(1)):  # a source's lines come in runs
-            stats.bump(stats.events, path, len(list(group)))
-        for path, count in invalid.items():
-            stats.bump(stats.events, path, -count)
-            stats.bump(stats.invalid, path, count)
-        stats.alerts_queued += alerts
+    def _count(self, path: str, lines: int, invalid: int) -> None:
+        self.stats.bump(self.stats.events, path, lines - invalid)
+        if invalid:
+            self.stats.bump(self.stats.invalid, path, invalid)
 
     def reload(self) -> bool:
         """Load the rules again; on any error keep the running set and log every problem."""

@@ -208,18 +208,27 @@ def test_redirect_is_not_followed_and_the_key_stays_home(workspace: Workspace, s
 
 def test_malformed_events_are_survived(workspace: Workspace, server: FakeOpsGenie) -> None:
     """Non-JSON, invalid UTF-8, a 2 MiB line, 10,000-deep nesting and a JSON array are skipped;
-    the valid events around them still alert."""
+    the valid events around them still alert (a CRLF line too), each naming its line's offset."""
     daemon = workspace.start()
     deep = b"[" * 10_000 + b"]" * 10_000
-    workspace.append(
+    lines = [
         page(0), b"this is not json\n", page(1), b'{"kind": "page", "id": 9, "x": "\xff\xfe"}\n', page(2),
         b'{"kind": "page", "pad": "' + b"a" * (2 * 1024 * 1024) + b'"}\n', page(3),
         b'{"a": ' + deep + b"}\n", page(4), b'[{"kind": "page", "id": 99}]\n', page(5), b"\n",
-    )
-    assert server.wait_for(lambda r: len(r) >= 6)
+        b'{"kind": "page", "id": 6}\r\n', page(7),
+    ]
+    workspace.append(*lines)
+    assert server.wait_for(lambda r: len(r) >= 8)
     time.sleep(0.3)
-    assert [0, 1, 2, 3, 4, 5] == ids(server)
+    assert [0, 1, 2, 3, 4, 5, 6, 7] == ids(server)
     assert daemon.proc.poll() is None
+    offsets, offset = [], 0
+    for line in lines:
+        data = line if isinstance(line, bytes) else json.dumps(line).encode() + b"\n"
+        if isinstance(line, dict) or data.startswith(b'{"kind": "page", "id": 6}'):
+            offsets.append(f"{workspace.events} (offset {offset})")
+        offset += len(data)
+    assert offsets == [r.json()["details"]["Event Source"] for r in server.requests]
 
 
 def test_invalid_rule_edit_keeps_the_old_rules(workspace: Workspace, server: FakeOpsGenie) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from rulesd.sources.file import FileSource, Line, Position, classify_saved, fingerprint, observed_directory
+from rulesd.sources.file import FileSource, Position, classify_saved, fingerprint, observed_directory
+from rulesd.sources.lines import Line, each_line
 
 POLL = 0.02
 Factory = Callable[..., FileSource]
@@ -60,7 +61,7 @@ def read_n(source: FileSource, count: int, timeout: float = 5.0) -> list[Line]:
     deadline = time.monotonic() + timeout
     while len(lines) < count:
         assert time.monotonic() < deadline, f"only {len(lines)} of {count} lines: {texts(lines)}"
-        lines += source.read(1000)
+        lines += list(each_line(source.read(1000)))
         if len(lines) < count:
             source.wait(0.05)
     assert [] == read_settled(source)
@@ -70,11 +71,11 @@ def read_n(source: FileSource, count: int, timeout: float = 5.0) -> list[Line]:
 def read_settled(source: FileSource) -> list[Line]:
     """Everything read() returns over a few poll intervals, so that the source has looked at
     the paths again since the caller's last change (the only way to show nothing comes)."""
-    lines = source.read(1000)
+    lines = list(each_line(source.read(1000)))
     deadline = time.monotonic() + POLL * 3
     while (remaining := deadline - time.monotonic()) > 0:
         source.wait(remaining)
-        lines += source.read(1000)
+        lines += list(each_line(source.read(1000)))
     return lines
 
 
@@ -147,11 +148,11 @@ def test_start_at_end_keeps_the_line_being_written(tmp_path: Path, make_source: 
 
 
 def test_start_at_beginning_reads_everything(tmp_path: Path, make_source: Factory) -> None:
-    """With start_at=beginning existing lines are read, with their offsets."""
+    """With start_at=beginning existing lines are read, with their offsets (a CR is kept)."""
     log = tmp_path / "events.jsonl"
     log.write_bytes(b"a\r\nbb\n\nc\n")
     source = make_source([log], start_at="beginning")
-    expected = [Line(b"a", str(log), 0), Line(b"bb", str(log), 3), Line(b"", str(log), 6), Line(b"c", str(log), 7)]
+    expected = [Line(b"a\r", str(log), 0), Line(b"bb", str(log), 3), Line(b"", str(log), 6), Line(b"c", str(log), 7)]
     assert expected == read_n(source, 4)
 
 
@@ -172,7 +173,7 @@ def test_read_respects_max_lines(tmp_path: Path, make_source: Factory) -> None:
     log = tmp_path / "events.jsonl"
     log.write_bytes(numbered(0, 10))
     source = make_source([log], start_at="beginning")
-    assert numbered(0, 3).splitlines() == texts(source.read(3))
+    assert numbered(0, 3).splitlines() == texts(list(each_line(source.read(3))))
     assert len(numbered(0, 3)) == source.checkpoint()[str(log)].offset
     assert numbered(3, 10).splitlines() == texts(read_n(source, 7))
 
@@ -219,7 +220,7 @@ def test_rename_rotation_in_a_burst(tmp_path: Path, make_source: Factory) -> Non
     log = tmp_path / "events.jsonl"
     log.write_bytes(numbered(0, 500))
     source = make_source([log], start_at="beginning")
-    first = source.read(100)
+    first = list(each_line(source.read(100)))
     append(log, numbered(500, 600))  # written just before the rename
     os.rename(log, tmp_path / "events.jsonl.1")
     log.write_bytes(numbered(600, 700))
@@ -259,7 +260,7 @@ def test_rotation_under_a_running_writer(tmp_path: Path, make_source: Factory) -
     lines: list[Line] = []
     deadline = time.monotonic() + 10
     while len(lines) < total and time.monotonic() < deadline:
-        batch = source.read(500)
+        batch = list(each_line(source.read(500)))
         lines += batch
         for line in batch:
             if line.data in first_lines:
@@ -398,7 +399,7 @@ def stopped_after(make_source: Factory, log: Path, count: int, *, whole_file: bo
     """Read `count` lines of `log` from its beginning (all of it, checking nothing more comes, or
     only the first ones), stop, and return the saved positions."""
     first = make_source([log], start_at="beginning")
-    assert count == len(read_n(first, count) if whole_file else first.read(count))
+    assert count == len(read_n(first, count) if whole_file else list(each_line(first.read(count))))
     positions = saved(first)
     first.close()
     return positions
@@ -409,7 +410,7 @@ def test_resume_from_checkpoint(tmp_path: Path, make_source: Factory) -> None:
     log = tmp_path / "events.jsonl"
     log.write_bytes(numbered(0, 10))
     first = make_source([log], start_at="beginning")
-    assert numbered(0, 4).splitlines() == texts(first.read(4))
+    assert numbered(0, 4).splitlines() == texts(list(each_line(first.read(4))))
     positions = saved(first)
     first.close()
     append(log, numbered(10, 12))
@@ -476,7 +477,7 @@ def test_wait_wakes_on_append(tmp_path: Path, make_source: Factory) -> None:
     log = tmp_path / "events.jsonl"
     log.write_bytes(b"")
     source = make_source([log], poll_interval=5.0)
-    assert [] == source.read(10)
+    assert [] == list(each_line(source.read(10)))
     source.wait(0)  # consume wake-ups from setting up
     writer = threading.Timer(0.05, append, args=(log, b"ping\n"))
     started = time.monotonic()
@@ -485,7 +486,7 @@ def test_wait_wakes_on_append(tmp_path: Path, make_source: Factory) -> None:
     elapsed = time.monotonic() - started
     writer.join()
     assert elapsed < 1.0
-    assert [b"ping"] == texts(source.read(10))
+    assert [b"ping"] == texts(list(each_line(source.read(10))))
 
 
 def test_wait_times_out_without_data(tmp_path: Path, make_source: Factory) -> None:

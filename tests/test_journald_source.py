@@ -18,6 +18,7 @@ import pytest
 from rulesd.errors import RulesdError
 from rulesd.events import InvalidEvent
 from rulesd.sources.journald import JournalCursor, JournaldSource, journal_event, journalctl_argv, match_args
+from rulesd.sources.lines import each_line
 
 ENTRIES = Path(__file__).parent / "data" / "journal" / "entries.jsonl"
 LINES = ENTRIES.read_bytes().splitlines()
@@ -145,7 +146,7 @@ def read_lines(source: JournaldSource, count: int, *, batch: int = 1000, timeout
     deadline = time.monotonic() + timeout
     while len(got) < count:
         assert time.monotonic() < deadline, f"gave up after {len(got)} line(s)"
-        lines = source.read(min(batch, count - len(got)))
+        lines = list(each_line(source.read(min(batch, count - len(got)))))
         if not lines:
             source.wait(0.5)
         got.extend(line.data for line in lines)
@@ -158,7 +159,7 @@ def wait_stopped(source: JournaldSource, timeout: float = 20.0) -> None:
     while source.running:
         assert time.monotonic() < deadline, "journalctl did not exit"
         source.wait(0.5)
-        source.read(1000)
+        list(each_line(source.read(1000)))
 
 
 # -- the command line -------------------------------------------------------------------------
@@ -326,7 +327,7 @@ def test_start_at_end_reads_nothing_old(stand_in: StandIn, open_source: Callable
     source = open_source(start_at="end")
     assert "--lines=0" in stand_in.wait_runs(1)[0]["argv"]
     source.wait(0.05)
-    assert [] == source.read(1000)
+    assert [] == list(each_line(source.read(1000)))
     assert {} == source.checkpoint()
 
 
@@ -335,7 +336,7 @@ def test_checkpoint_is_the_last_line_handed_out(stand_in: StandIn,
     """The cursor follows read()'s results, not what has been read from the pipe."""
     source = open_source(start_at="beginning")
     stand_in.wait_written(0)  # the whole journal is in the pipe: one read takes it all
-    assert LINES[:2] == [line.data for line in source.read(2)]
+    assert LINES[:2] == [line.data for line in list(each_line(source.read(2)))]
     assert 0 < source.lag_bytes()
     assert {"journald": JournalCursor(CURSORS[1])} == source.checkpoint()
 
@@ -380,10 +381,10 @@ def test_restart_backoff_doubles_up_to_the_cap(stand_in: StandIn,
         wait_stopped(source)
         stopped_at = clock.now
         clock.now = stopped_at + delay - 0.01
-        source.read(1000)
+        list(each_line(source.read(1000)))
         assert restarts == source.restarts  # not yet due
         clock.now = stopped_at + delay
-        source.read(1000)
+        list(each_line(source.read(1000)))
         assert restarts + 1 == source.restarts
         stand_in.wait_runs(restarts + 2)
     restarting = [w.split("; ")[1] for w in warnings if "exited with status 1" in w]
@@ -399,12 +400,12 @@ def test_wait_wakes_promptly_on_output(stand_in: StandIn, tmp_path: Path,
     stand_in.configure(gate=str(gate))
     source = open_source(start_at="beginning")
     source.wait(0.05)
-    assert [] == source.read(1000)
+    assert [] == list(each_line(source.read(1000)))
     _open_gate(gate)
     started = time.monotonic()
     source.wait(30.0)
     assert time.monotonic() - started < 10.0
-    assert LINES[0] == source.read(1)[0].data
+    assert LINES[0] == next(each_line(source.read(1))).data
 
 
 def _open_gate(fifo: Path, timeout: float = 20.0) -> None:

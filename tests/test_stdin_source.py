@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from rulesd.sources.lines import each_line
 from rulesd.sources.stdin import StdinSource
 
 
@@ -11,17 +12,17 @@ def drain(source: StdinSource) -> list[bytes]:
     out: list[bytes] = []
     while not source.eof:
         source.wait(1.0)
-        out.extend(line.data for line in source.read(1000))
-    out.extend(line.data for line in source.read(1000))
+        out.extend(line.data for line in list(each_line(source.read(1000))))
+    out.extend(line.data for line in list(each_line(source.read(1000))))
     return out
 
 
 def test_lines_crlf_and_a_final_line_without_newline() -> None:
-    """Every line, CR stripped; the last one without a newline is delivered at EOF."""
+    """Every line, a CR kept (the parsers ignore it); the last one without a newline comes at EOF."""
     r, w = os.pipe()
     os.write(w, b'{"a": 1}\r\n{"b": 2}\n\n{"c": 3}')
     os.close(w)
-    assert [b'{"a": 1}', b'{"b": 2}', b"", b'{"c": 3}'] == drain(StdinSource(r))
+    assert [b'{"a": 1}\r', b'{"b": 2}', b"", b'{"c": 3}'] == drain(StdinSource(r))
 
 
 def test_over_long_lines_are_skipped_and_counted() -> None:
@@ -47,5 +48,5 @@ def test_read_respects_max_lines() -> None:
     os.write(w, b"1\n2\n3\n")
     os.close(w)
     source = StdinSource(r)
-    assert [b"1", b"2"] == [line.data for line in source.read(2)]
-    assert [b"3"] == [line.data for line in source.read(2)]
+    assert [b"1", b"2"] == [line.data for line in list(each_line(source.read(2)))]
+    assert [b"3"] == [line.data for line in list(each_line(source.read(2)))]

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -42,7 +42,9 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-__all__ = ["FileSource", "Line", "Position", "classify_saved", "fingerprint"]
+from rulesd.sources.lines import Lines, count_lines, split_long
+
+__all__ = ["FileSource", "Position", "classify_saved", "fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +89,6 @@ class Position:
             fp_len=int(data["fp_len"]),
             fp_hash=str(data["fp_hash"]),
         )
-
-
-class Line(NamedTuple):
-    """One complete line, without its line ending, and where it was read.
-
-    A NamedTuple rather than a frozen dataclass: one is made per event, and a tuple is
-    several times cheaper to build.
-    """
-
-    data: bytes
-    path: str
-    offset: int
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -262,37 +252,41 @@ class _Tail:
             self.fp_len, self.fp_hash = fingerprint(head)
         return True
 
-    def read_lines(self, limit: int, path: str, max_line_bytes: int) -> list[Line]:
+    def read_lines(self, limit: int, path: str, max_line_bytes: int) -> list[Lines]:
         """Up to `limit` complete lines, reading more of the file as needed."""
-        lines: list[Line] = []
+        runs: list[Lines] = []
         self.eof = False
-        while len(lines) < limit:
+        while limit > 0:
             if self._skip_start is not None:
                 if not self._discard_long_line():
                     break
                 continue
-            self._take_lines(lines, limit, path, max_line_bytes)
-            if len(lines) >= limit:
+            limit -= self._take_lines(runs, limit, path, max_line_bytes)
+            if limit <= 0:
                 break
             if len(self._buf) - self._pos > max_line_bytes:
                 self._start_discarding()
             elif not self._fill():
                 break
-        return lines
+        return runs
 
-    def _take_lines(self, lines: list[Line], limit: int, path: str, max_line_bytes: int) -> None:
-        buf, pos, base = self._buf, self._pos, self._buf_offset
-        while len(lines) < limit:
-            newline = buf.find(b"\n", pos)
-            if newline < 0:
-                break
-            if newline - pos > max_line_bytes:
-                self._on_long(base + pos)
-            else:
-                end = newline - 1 if newline > pos and buf[newline - 1] == 13 else newline
-                lines.append(Line(buf[pos:end], path, base + pos))
-            pos = newline + 1
-        self._pos = pos
+    def _take_lines(self, runs: list[Lines], limit: int, path: str, max_line_bytes: int) -> int:
+        """Appends the buffer's complete lines (at most `limit`) to `runs`; how many it took."""
+        buf, pos = self._buf, self._pos
+        end = buf.rfind(b"\n", pos)
+        if end < 0:
+            return 0
+        lines = buf[pos:end].split(b"\n")
+        if len(lines) > limit:
+            del lines[limit:]
+            end = pos + sum(map(len, lines)) + len(lines) - 1
+        start = self._buf_offset + pos
+        if max(map(len, lines)) <= max_line_bytes:
+            runs.append(Lines(path, start, lines))
+        else:
+            runs += split_long(path, start, lines, max_line_bytes, self._on_long)
+        self._pos = end + 1
+        return len(lines)
 
     def _fill(self) -> bool:
         chunk = os.pread(self.fd, CHUNK_BYTES, self.read_pos)
@@ -426,7 +420,7 @@ class FileSource:
 
     # -- public interface --
 
-    def read(self, max_lines: int) -> list[Line]:
+    def read(self, max_lines: int) -> list[Lines]:
         """The complete lines available now, at most `max_lines`; never blocks."""
         if max_lines <= 0:
             return []
@@ -434,13 +428,15 @@ class FileSource:
             self._scan()
         watches = list(self._watches.values())
         self._turn = (self._turn + 1) % max(1, len(watches))
-        lines: list[Line] = []
+        runs: list[Lines] = []
+        taken = 0
         for watch in watches[self._turn :] + watches[: self._turn]:
-            lines += self._read_watch(watch, max_lines - len(lines))
-            if len(lines) >= max_lines:
+            runs += self._read_watch(watch, max_lines - taken)
+            taken = count_lines(runs)
+            if taken >= max_lines:
                 break
-        self._more = len(lines) >= max_lines
-        return lines
+        self._more = taken >= max_lines
+        return runs
 
     def checkpoint(self) -> dict[str, Position]:
         """Positions covering exactly the lines returned by read() so far, keyed by path.
@@ -617,10 +613,10 @@ class FileSource:
 
     # -- reading --
 
-    def _read_watch(self, watch: _Watch, limit: int) -> list[Line]:
+    def _read_watch(self, watch: _Watch, limit: int) -> list[Lines]:
         """Lines of one path: rotated files are finished before the next file is read."""
-        lines: list[Line] = []
-        while watch.files and len(lines) < limit:
+        runs: list[Lines] = []
+        while watch.files and limit > 0:
             tail = watch.files[0]
             # Decided before the final read: once the writer has moved on, everything it
             # wrote to the old file is already there to be read.
@@ -629,11 +625,13 @@ class FileSource:
                 # Bytes past where we stopped may belong to a file truncated and refilled
                 # since: check before reading them, not only at the next poll.
                 self._check_truncation(watch.path, tail)
-            lines += tail.read_lines(limit - len(lines), watch.path, self._max_line_bytes)
+            got = tail.read_lines(limit, watch.path, self._max_line_bytes)
+            runs += got
+            limit -= count_lines(got)
             if not (done and tail.eof):
                 break
             self._retire(watch.path, watch.files.popleft())
-        return lines
+        return runs
 
     def _writer_gone(self, watch: _Watch) -> bool:
         """True when nothing more will be written to the oldest file of `watch`: it was

@@ -58,7 +58,6 @@ import select
 import signal
 import subprocess
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -69,7 +68,7 @@ import orjson
 from rulesd.errors import RulesdError
 from rulesd.events import InvalidEvent
 from rulesd.rules.fields import Event
-from rulesd.sources.file import Line
+from rulesd.sources.lines import LineQueue, Lines
 from rulesd.sources.stdin import CHUNK, LineSplitter
 
 __all__ = [
@@ -287,7 +286,7 @@ class _Journalctl:
             self._read_stderr()
         return self.out is not None and self.out in ready
 
-    def read_chunk(self) -> list[Line] | None:
+    def read_chunk(self) -> list[Lines] | None:
         """The lines one read of stdout completes; None at EOF."""
         assert self.out is not None
         chunk = os.read(self.out, CHUNK)
@@ -327,8 +326,8 @@ class _Journalctl:
         lines = self._errors.feed(chunk) if chunk else self._errors.finish()
         if not chunk:
             self.err = None
-        for line in lines:
-            self.warn(f"{NAME}: {line.data.decode('utf-8', errors='replace')}")
+        for line in (line for run in lines for line in run.data):
+            self.warn(f"{NAME}: {line.decode('utf-8', errors='replace').rstrip()}")
 
     def _close_pipes(self) -> None:
         self.out = self.err = None
@@ -393,7 +392,7 @@ class JournaldSource:
         self._boot_all = version is None or version >= BOOT_ALL_SINCE
         self._cursor = cursor
         self._since: int | None = None
-        self._ready: deque[Line] = deque()
+        self._ready = LineQueue()
         self._skipped_before = 0
         self._delay = backoff[0]
         self._restart_at = 0.0
@@ -422,14 +421,15 @@ class JournaldSource:
         """The cursor of the last entry handed out (or the one resumed from)."""
         return self._cursor
 
-    def read(self, max_lines: int) -> list[Line]:
+    def read(self, max_lines: int) -> list[Lines]:
         """Complete entries available now, at most `max_lines`; never blocks."""
         self._restart_if_due()
         if self._proc is not None and len(self._ready) < max_lines:
             self._fill(max_lines)
-        out = [self._ready.popleft() for _ in range(min(max_lines, len(self._ready)))]
-        for line in reversed(out):  # the checkpoint must cover exactly the lines handed out
-            if (cursor := entry_cursor(line.data)) is not None:
+        out = self._ready.take(max_lines)
+        # The checkpoint must cover exactly the lines handed out: the last one with a cursor.
+        for line in (line for run in reversed(out) for line in reversed(run.data)):
+            if (cursor := entry_cursor(line)) is not None:
                 self._cursor = cursor
                 break
         return out
@@ -450,7 +450,7 @@ class JournaldSource:
     def lag_bytes(self) -> int:
         """Bytes read from journalctl but not handed out; the journal's own backlog is unknown."""
         pending = len(self._proc.lines.pending) if self._proc is not None else 0
-        return pending + sum(len(line.data) for line in self._ready)
+        return pending + self._ready.queued_bytes()
 
     def close(self) -> None:
         """Stop journalctl."""

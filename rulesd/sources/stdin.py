@@ -9,13 +9,14 @@ import os
 import select
 from collections.abc import Callable
 
-from rulesd.sources.file import Line, Position
+from rulesd.sources.file import Position
+from rulesd.sources.lines import LineQueue, Lines, split_long
 
 CHUNK = 1 << 18
 
 
 class LineSplitter:
-    """Splits a byte stream into newline-terminated `Line`s, CR stripped.
+    """Splits a byte stream into runs of newline-terminated lines (see `Lines`).
 
     Lines longer than `max_line_bytes` are skipped (with a warning) and counted, and an
     unterminated one is dropped as soon as it is too long, never held in memory whole.
@@ -31,58 +32,47 @@ class LineSplitter:
         self._discarding = False  # inside an over-long line, until its newline
         self._offset = 0  # byte offset of pending's start
 
-    def feed(self, chunk: bytes) -> list[Line]:
+    def feed(self, chunk: bytes) -> list[Lines]:
         """The lines that `chunk` completes."""
-        out: list[Line] = []
         if self._discarding:
             end = chunk.find(b"\n")
             if end < 0:
                 self._offset += len(chunk)
-                return out
+                return []
             self._discarding = False
             self._offset += end + 1
             chunk = chunk[end + 1 :]
         data = self.pending + chunk
-        parts = data.split(b"\n")
-        self.pending = parts.pop()
-        self._emit_all(parts, out, strip_cr=b"\r" in data)
+        lines = data.split(b"\n")
+        self.pending = lines.pop()
+        out = self._runs(lines, len(data) - len(self.pending))
         if len(self.pending) > self.max_line_bytes:
-            self._skip_long()
+            self._on_long(self._offset)
+            self._offset += len(self.pending)  # drop what we have and the rest up to the newline
+            self.pending = b""
+            self._discarding = True
         return out
 
-    def _emit_all(self, parts: list[bytes], out: list[Line], *, strip_cr: bool) -> None:
-        # The per-event hot path of stdin and journald: kept to a few operations per line.
-        name, limit, offset = self.name, self.max_line_bytes, self._offset
-        append = out.append
-        for raw in parts:
-            size = len(raw)
-            line = raw[:-1] if strip_cr and raw.endswith(b"\r") else raw
-            if len(line) > limit:
-                self._offset = offset
-                self._skip_long(size + 1)
-                offset = self._offset
-                continue
-            append(Line(line, name, offset))
-            offset += size + 1
-        self._offset = offset
-
-    def finish(self) -> list[Line]:
+    def finish(self) -> list[Lines]:
         """At end of stream: the last line if it had no newline."""
-        out: list[Line] = []
+        out = []
         if self.pending and not self._discarding:
-            self._emit_all([self.pending], out, strip_cr=True)
+            out = self._runs([self.pending], len(self.pending))
         self.pending = b""
         return out
 
-    def _skip_long(self, consumed: int | None = None) -> None:
+    def _runs(self, lines: list[bytes], size: int) -> list[Lines]:
+        start = self._offset
+        self._offset += size
+        if not lines:
+            return []
+        if max(map(len, lines)) <= self.max_line_bytes:
+            return [Lines(self.name, start, lines)]
+        return split_long(self.name, start, lines, self.max_line_bytes, self._on_long)
+
+    def _on_long(self, offset: int) -> None:
         self.skipped_long += 1
-        self.warn(f"{self.name}: skipped a line longer than {self.max_line_bytes} bytes at offset {self._offset}")
-        if consumed is None:  # still unterminated: drop what we have and the rest up to the newline
-            self._offset += len(self.pending)
-            self.pending = b""
-            self._discarding = True
-        else:
-            self._offset += consumed
+        self.warn(f"{self.name}: skipped a line longer than {self.max_line_bytes} bytes at offset {offset}")
 
 
 class StdinSource:
@@ -98,20 +88,19 @@ class StdinSource:
         self.name = name
         self.eof = False
         self._splitter = LineSplitter(name, max_line_bytes, warn)
-        self._ready: list[Line] = []
+        self._ready = LineQueue()
 
     @property
     def skipped_long(self) -> int:
         """How many over-long lines were skipped."""
         return self._splitter.skipped_long
 
-    def read(self, max_lines: int) -> list[Line]:
+    def read(self, max_lines: int) -> list[Lines]:
         """Complete lines available now, at most `max_lines`."""
         # Fill up to a whole batch when data is waiting: fewer, larger transactions downstream.
         while len(self._ready) < max_lines and not self.eof and self._readable(0):
             self._fill()
-        out, self._ready = self._ready[:max_lines], self._ready[max_lines:]
-        return out
+        return self._ready.take(max_lines)
 
     def wait(self, timeout: float) -> None:
         """Block until input may be there or `timeout` seconds pass."""
@@ -124,7 +113,7 @@ class StdinSource:
 
     def lag_bytes(self) -> int:
         """Unknown for a pipe; what is buffered here."""
-        return len(self._splitter.pending)
+        return len(self._splitter.pending) + self._ready.queued_bytes()
 
     def close(self) -> None:
         """Nothing to release: the descriptor belongs to the process."""

@@ -1,0 +1,111 @@
+"""What every source hands the main loop: runs of consecutive complete lines.
+
+A run (`Lines`) is one `bytes.split` of what was read, not an object per line: at a
+million lines a second, building a tuple for each line costs as much as evaluating it.
+A line's offset is only needed for the rare line that alerts or is invalid, so it is
+worked out from the lengths then (`Lines.offsets`).
+
+Lines keep a trailing CR: every event parser ignores it (JSON counts it as whitespace,
+the text parsers strip it), and keeping it keeps the lengths equal to the bytes read.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate
+from typing import NamedTuple
+
+
+class Lines(NamedTuple):
+    """Consecutive complete lines of one source, newlines removed, the first at byte `start`."""
+
+    path: str
+    start: int
+    data: list[bytes]
+
+    def offsets(self) -> list[int]:
+        """The byte offset of each line."""
+        if not self.data:
+            return []
+        return list(accumulate((len(line) + 1 for line in self.data[:-1]), initial=self.start))
+
+
+class Line(NamedTuple):
+    """One line and where it was read (the slow paths' and the tests' view of a run)."""
+
+    data: bytes
+    path: str
+    offset: int
+
+
+def each_line(runs: Iterable[Lines]) -> Iterator[Line]:
+    """The lines of `runs`, one by one, with their offsets."""
+    for run in runs:
+        for data, offset in zip(run.data, run.offsets(), strict=True):
+            yield Line(data, run.path, offset)
+
+
+def count_lines(runs: Iterable[Lines]) -> int:
+    """How many lines `runs` hold."""
+    return sum(len(run.data) for run in runs)
+
+
+def split_long(path: str, start: int, lines: list[bytes], limit: int,
+               on_long: Callable[[int], None]) -> list[Lines]:
+    """`lines` (the first at byte `start`) as runs without the lines longer than `limit`,
+    each of which is reported by its offset to `on_long`. The fast path (no long line) is
+    one run; callers check with `max(map(len, lines))` before coming here."""
+    runs: list[Lines] = []
+    kept: list[bytes] = []
+    kept_start = offset = start
+    for line in lines:
+        if len(line) > limit:
+            if kept:
+                runs.append(Lines(path, kept_start, kept))
+                kept = []
+            on_long(offset)
+            kept_start = offset + len(line) + 1
+        else:
+            kept.append(line)
+        offset += len(line) + 1
+    if kept:
+        runs.append(Lines(path, kept_start, kept))
+    return runs
+
+
+class LineQueue:
+    """Runs read ahead and not yet handed out, handed out at most so many lines at a time."""
+
+    def __init__(self) -> None:
+        self._runs: deque[Lines] = deque()
+        self.lines = 0  # how many lines are queued
+
+    def __len__(self) -> int:
+        return self.lines
+
+    def extend(self, runs: Iterable[Lines]) -> None:
+        """Queue `runs` after those already here."""
+        for run in runs:
+            self._runs.append(run)
+            self.lines += len(run.data)
+
+    def take(self, max_lines: int) -> list[Lines]:
+        """The oldest runs, at most `max_lines` lines; a run is split if need be."""
+        out: list[Lines] = []
+        want = max_lines
+        while want > 0 and self._runs:
+            run = self._runs.popleft()
+            if len(run.data) > want:
+                head, tail = run.data[:want], run.data[want:]
+                rest = run.start + sum(map(len, head)) + len(head)
+                self._runs.appendleft(Lines(run.path, rest, tail))
+                run = Lines(run.path, run.start, head)
+            out.append(run)
+            want -= len(run.data)
+        self.lines -= max_lines - want
+        return out
+
+    def queued_bytes(self) -> int:
+        """The size of the queued lines."""
+        return sum(sum(map(len, run.data)) + len(run.data) for run in self._runs)

@@ -1,0 +1,68 @@
+"""Tests for rulesd.sources.lines: runs of lines, their offsets, and handing them out in batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from rulesd.events import make_parser
+from rulesd.sources.lines import Line, LineQueue, Lines, count_lines, each_line, split_long
+from rulesd.sources.stdin import LineSplitter
+
+STREAM = b"alpha\r\n\nbravo charlie\n" + b"x" * 50 + b"\ndelta\n"
+
+
+def expected_lines(stream: bytes, path: str = "p") -> list[Line]:
+    """Every line of `stream` that ends in a newline, found the slow way."""
+    out, offset = [], 0
+    for raw in stream.split(b"\n")[:-1]:
+        out.append(Line(raw, path, offset))
+        offset += len(raw) + 1
+    return out
+
+
+def test_offsets_count_every_byte_including_cr() -> None:
+    run = Lines("p", 100, [b"ab\r", b"", b"cde"])
+    assert [100, 104, 105] == run.offsets()
+    assert [] == Lines("p", 7, []).offsets()
+
+
+def test_split_long_drops_long_lines_and_keeps_the_offsets_of_the_rest() -> None:
+    reported: list[int] = []
+    lines = STREAM.split(b"\n")[:-1]
+    runs = split_long("p", 0, lines, 20, reported.append)
+    assert [line for line in expected_lines(STREAM) if len(line.data) <= 20] == list(each_line(runs))
+    assert [STREAM.index(b"x")] == reported
+    assert 2 == len(runs)  # the long line splits the run in two
+
+
+@pytest.mark.parametrize("sizes", [[1], [2, 3], [1, 1, 1, 1, 1, 1], [100]])
+def test_queue_hands_out_at_most_max_lines_with_exact_offsets(sizes: list[int]) -> None:
+    queue = LineQueue()
+    splitter = LineSplitter("p", 1000, lambda message: None)
+    queue.extend(splitter.feed(STREAM[:9]))
+    queue.extend(splitter.feed(STREAM[9:]))
+    assert 5 == len(queue)
+    got: list[Line] = []
+    for size in sizes * 5:
+        batch = queue.take(size)
+        assert count_lines(batch) == min(size, 5 - len(got))
+        got += each_line(batch)
+    assert expected_lines(STREAM) == got
+    assert 0 == len(queue)
+    assert 0 == queue.queued_bytes()
+
+
+def test_splitter_offsets_survive_chunk_boundaries_and_long_lines() -> None:
+    warnings: list[str] = []
+    splitter = LineSplitter("p", 20, warnings.append)
+    runs = [run for i in range(0, len(STREAM), 7) for run in splitter.feed(STREAM[i:i + 7])]
+    assert [line for line in expected_lines(STREAM) if len(line.data) <= 20] == list(each_line(runs))
+    assert 1 == splitter.skipped_long
+    assert [f"p: skipped a line longer than 20 bytes at offset {STREAM.index(b'x')}"] == warnings
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_parsers_ignore_the_cr_a_line_keeps(fmt: str) -> None:
+    parse = make_parser(fmt)
+    line = b'{"a": 1}'
+    assert parse(line) == parse(line + b"\r")
