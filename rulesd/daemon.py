@@ -42,7 +42,7 @@ from rulesd.sources.stdin import StdinSource
 from rulesd.state import StateStore
 
 log = logging.getLogger("rulesd")
-BATCH_LINES = 2048  # lines per transaction under load (group commit)
+BATCH_LINES = 8192  # lines per transaction under load (group commit); see also BATCH_BYTES
 IDLE_WAIT = 0.2  # seconds; also bounds how late a signal or reload is noticed
 STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM
 EOF_GRACE = 30.0  # seconds to deliver what is queued when stdin ends
@@ -233,12 +233,12 @@ class Daemon:
         return f"{text}; last error: {problem}" if problem else text
 
     def _process(self, runs: list[Lines]) -> None:
-        # The per-event hot path: locals only; offsets and counts are worked out per run.
+        # The per-event hot path: locals only; counts are kept per run, and offsets worked out
+        # only for the rare line that alerts or is invalid.
         now = self.clock()
         parse, evaluate = self.fast_parse, self.engine.evaluate
         payloads: list[dict[str, Any]] = []
         for run in runs:
-            offsets: list[int] | None = None  # only for the rare line that alerts or is invalid
             invalid = 0
             for i, data in enumerate(run.data):
                 try:
@@ -246,14 +246,12 @@ class Daemon:
                 except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
                     event = None
                 if type(event) is not dict:
-                    offsets = offsets or run.offsets()
                     invalid += 1
-                    self.warn(f"{run.path} (offset {offsets[i]}): skipped: {why_invalid(self.parse, data)}")
+                    self.warn(f"{run.path} (offset {run.offset(i)}): skipped: {why_invalid(self.parse, data)}")
                     continue
                 firing = evaluate(event, now)
                 if firing is not None:
-                    offsets = offsets or run.offsets()
-                    payloads.append(self._payload(firing, run.path, offsets[i]))
+                    payloads.append(self._payload(firing, run.path, run.offset(i)))
             self._count(run.path, len(run.data), invalid)
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         state = self.engine.state

@@ -223,10 +223,10 @@ class StateStore:
 
 
 def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:
-    if delta.full:
+    if delta.full:  # new rules or new state: the only time the fingerprints change
         conn.execute("DELETE FROM engine_groups")
-    conn.execute("INSERT OR REPLACE INTO engine_state (id, data) VALUES (1, ?)",
-                 (orjson.dumps({"fingerprints": delta.fingerprints}).decode(),))
+        conn.execute("INSERT OR REPLACE INTO engine_state (id, data) VALUES (1, ?)",
+                     (orjson.dumps({"fingerprints": delta.fingerprints}).decode(),))
     conn.executemany("INSERT OR REPLACE INTO engine_groups (kind, rule, grp, data) VALUES (?, ?, ?, ?)",
                      delta.upserts)
     conn.executemany("DELETE FROM engine_groups WHERE kind = ? AND rule = ? AND grp = ?", delta.deletes)

@@ -49,7 +49,7 @@ def test_queue_hands_out_at_most_max_lines_with_exact_offsets(sizes: list[int]) 
         got += each_line(batch)
     assert expected_lines(STREAM) == got
     assert 0 == len(queue)
-    assert 0 == queue.queued_bytes()
+    assert 0 == queue.size
 
 
 def test_splitter_offsets_survive_chunk_boundaries_and_long_lines() -> None:

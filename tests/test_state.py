@@ -35,7 +35,7 @@ def test_a_failed_commit_changes_nothing(tmp_path: Path) -> None:
     s.commit(positions={"/a": {"offset": 1}}, payloads=[], now=1.0)
     with pytest.raises(TypeError):
         s.commit(positions={"/a": {"offset": 2}}, payloads=[{"message": "x"}], now=2.0,
-                 engine=StateDelta(False, {"r": object()}, [], []))  # type: ignore[dict-item]
+                 engine=StateDelta(True, {"r": object()}, [], []))  # type: ignore[dict-item]
     assert {"/a": {"offset": 1}} == s.load_positions()
     assert [] == s.alerts()
 

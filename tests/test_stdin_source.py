@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from rulesd.sources import stdin
 from rulesd.sources.lines import each_line
 from rulesd.sources.stdin import StdinSource
 
@@ -50,3 +53,16 @@ def test_read_respects_max_lines() -> None:
     source = StdinSource(r)
     assert [b"1", b"2"] == [line.data for line in list(each_line(source.read(2)))]
     assert [b"3"] == [line.data for line in list(each_line(source.read(2)))]
+
+
+def test_read_stops_growing_a_batch_at_batch_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long lines make a batch of fewer lines: memory per batch is bounded in bytes too."""
+    monkeypatch.setattr(stdin, "BATCH_BYTES", 1000)
+    monkeypatch.setattr(stdin, "CHUNK", 500)
+    r, w = os.pipe()
+    os.write(w, (b"x" * 99 + b"\n") * 30)
+    os.close(w)
+    source = StdinSource(r)
+    first = list(each_line(source.read(1000)))
+    assert 10 <= len(first) < 30
+    assert [b"x" * 99] * 30 == [line.data for line in first] + drain(source)

@@ -42,7 +42,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from rulesd.sources.lines import Lines, count_lines, split_long
+from rulesd.sources.lines import BATCH_BYTES, Lines, count_lines, size_of, split_long
 
 __all__ = ["FileSource", "Position", "classify_saved", "fingerprint"]
 
@@ -256,13 +256,16 @@ class _Tail:
         """Up to `limit` complete lines, reading more of the file as needed."""
         runs: list[Lines] = []
         self.eof = False
-        while limit > 0:
+        size = 0
+        while limit > 0 and size < BATCH_BYTES:
             if self._skip_start is not None:
                 if not self._discard_long_line():
                     break
                 continue
+            taken = self._pos
             limit -= self._take_lines(runs, limit, path, max_line_bytes)
-            if limit <= 0:
+            size += self._pos - taken
+            if limit <= 0 or size >= BATCH_BYTES:
                 break
             if len(self._buf) - self._pos > max_line_bytes:
                 self._start_discarding()
@@ -408,7 +411,7 @@ class FileSource:
         self.skipped_long = 0
         self._watches: dict[str, _Watch] = {}
         self._retired: dict[Identity, tuple[str, Position]] = {}
-        self._more = False  # the last read() stopped at max_lines
+        self._more = False  # the last read() stopped at max_lines or BATCH_BYTES
         self._turn = 0  # which watch reads first, so that no file starves the others
         self._wakeup = _Wakeup()
         self._observer = Observer()
@@ -429,13 +432,13 @@ class FileSource:
         watches = list(self._watches.values())
         self._turn = (self._turn + 1) % max(1, len(watches))
         runs: list[Lines] = []
-        taken = 0
+        full = False
         for watch in watches[self._turn :] + watches[: self._turn]:
-            runs += self._read_watch(watch, max_lines - taken)
-            taken = count_lines(runs)
-            if taken >= max_lines:
+            runs += self._read_watch(watch, max_lines - count_lines(runs))
+            full = count_lines(runs) >= max_lines or size_of(runs) >= BATCH_BYTES
+            if full:
                 break
-        self._more = taken >= max_lines
+        self._more = full
         return runs
 
     def checkpoint(self) -> dict[str, Position]:

@@ -68,7 +68,7 @@ import orjson
 from rulesd.errors import RulesdError
 from rulesd.events import InvalidEvent
 from rulesd.rules.fields import Event
-from rulesd.sources.lines import LineQueue, Lines
+from rulesd.sources.lines import BATCH_BYTES, LineQueue, Lines
 from rulesd.sources.stdin import CHUNK, LineSplitter
 
 __all__ = [
@@ -450,7 +450,7 @@ class JournaldSource:
     def lag_bytes(self) -> int:
         """Bytes read from journalctl but not handed out; the journal's own backlog is unknown."""
         pending = len(self._proc.lines.pending) if self._proc is not None else 0
-        return pending + self._ready.queued_bytes()
+        return pending + self._ready.size
 
     def close(self) -> None:
         """Stop journalctl."""
@@ -470,7 +470,7 @@ class JournaldSource:
         proc = self._proc
         assert proc is not None
         for _ in range(_MAX_CHUNKS_PER_READ):
-            if len(self._ready) >= want or not proc.readable(0):
+            if len(self._ready) >= want or self._ready.size >= BATCH_BYTES or not proc.readable(0):
                 return
             lines = proc.read_chunk()
             if lines is None:

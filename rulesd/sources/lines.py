@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 from typing import NamedTuple
 
+# A batch also stops growing at this size, since a line may be up to `max_line_bytes` long.
+BATCH_BYTES = 8 << 20
+
 
 class Lines(NamedTuple):
     """Consecutive complete lines of one source, newlines removed, the first at byte `start`."""
@@ -23,6 +26,10 @@ class Lines(NamedTuple):
     path: str
     start: int
     data: list[bytes]
+
+    def offset(self, index: int) -> int:
+        """The byte offset of line `index`."""
+        return self.start + sum(map(len, self.data[:index])) + index
 
     def offsets(self) -> list[int]:
         """The byte offset of each line."""
@@ -49,6 +56,11 @@ def each_line(runs: Iterable[Lines]) -> Iterator[Line]:
 def count_lines(runs: Iterable[Lines]) -> int:
     """How many lines `runs` hold."""
     return sum(len(run.data) for run in runs)
+
+
+def size_of(runs: Iterable[Lines]) -> int:
+    """How many bytes `runs` were read from, newlines included."""
+    return sum(sum(map(len, run.data)) + len(run.data) for run in runs)
 
 
 def split_long(path: str, start: int, lines: list[bytes], limit: int,
@@ -80,6 +92,7 @@ class LineQueue:
     def __init__(self) -> None:
         self._runs: deque[Lines] = deque()
         self.lines = 0  # how many lines are queued
+        self.size = 0  # and how many bytes they were read from
 
     def __len__(self) -> int:
         return self.lines
@@ -89,6 +102,7 @@ class LineQueue:
         for run in runs:
             self._runs.append(run)
             self.lines += len(run.data)
+            self.size += size_of([run])
 
     def take(self, max_lines: int) -> list[Lines]:
         """The oldest runs, at most `max_lines` lines; a run is split if need be."""
@@ -104,8 +118,5 @@ class LineQueue:
             out.append(run)
             want -= len(run.data)
         self.lines -= max_lines - want
+        self.size -= size_of(out)
         return out
-
-    def queued_bytes(self) -> int:
-        """The size of the queued lines."""
-        return sum(sum(map(len, run.data)) + len(run.data) for run in self._runs)

@@ -10,7 +10,7 @@ import select
 from collections.abc import Callable
 
 from rulesd.sources.file import Position
-from rulesd.sources.lines import LineQueue, Lines, split_long
+from rulesd.sources.lines import BATCH_BYTES, LineQueue, Lines, split_long
 
 CHUNK = 1 << 18
 
@@ -98,7 +98,8 @@ class StdinSource:
     def read(self, max_lines: int) -> list[Lines]:
         """Complete lines available now, at most `max_lines`."""
         # Fill up to a whole batch when data is waiting: fewer, larger transactions downstream.
-        while len(self._ready) < max_lines and not self.eof and self._readable(0):
+        ready = self._ready
+        while len(ready) < max_lines and ready.size < BATCH_BYTES and not self.eof and self._readable(0):
             self._fill()
         return self._ready.take(max_lines)
 
@@ -113,7 +114,7 @@ class StdinSource:
 
     def lag_bytes(self) -> int:
         """Unknown for a pipe; what is buffered here."""
-        return len(self._splitter.pending) + self._ready.queued_bytes()
+        return len(self._splitter.pending) + self._ready.size
 
     def close(self) -> None:
         """Nothing to release: the descriptor belongs to the process."""
