@@ -128,7 +128,22 @@ def group_key(getters: tuple[Getter, ...], event: Event) -> GroupKey:
     return tuple([_group_value(get(event)) for get in getters])
 
 
+# The JSON texts of recent short string values (user names, addresses): the same ones recur,
+# and a reused text also keeps its hash for the dictionaries it is looked up in. Bounded:
+# emptied when full.
+_TEXTS: dict[str, str] = {}
+_TEXTS_MAX = 8192
+_TEXT_LEN_MAX = 64
+
+
 def _group_value(value: Any) -> str:
+    if type(value) is str and len(value) <= _TEXT_LEN_MAX:
+        text = _TEXTS.get(value)
+        if text is None:
+            if len(_TEXTS) >= _TEXTS_MAX:
+                _TEXTS.clear()
+            text = _TEXTS[value] = orjson.dumps(value).decode()
+        return text
     if value is MISSING:
         return "\x00missing"
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
@@ -213,41 +228,54 @@ class Engine:
             unique = candidates
             if self.index.may_repeat and len(candidates) > 1:
                 unique = list(dict.fromkeys(candidates))
-            fired: list[tuple[Rule, GroupKey]] = []
+            fired: list[Rule] = []
             matches = self.matches
             for rule in unique:
                 if rule.match(event):
                     matches[rule.name] = matches.get(rule.name, 0) + 1
                     group = group_key(rule.group_getters, event) if rule.group_getters else ()
                     if self._fires(rule, group, time):
-                        fired.append((rule, group))
+                        fired.append(rule)
         finally:
             candidates.clear()  # also if a predicate raised: the next event starts empty
         if not fired:
             return None
         if len(fired) > 1:
-            fired.sort(key=lambda f: f[0].rank)
-        lead = fired[0][0]
-        values = tuple([to_text(get(event)) for get in lead.group_getters])
-        return Firing(event, time, tuple([r for r, _ in fired]), values)
+            fired.sort(key=_rank)
+        lead = fired[0]
+        values = tuple([to_text(get(event)) for get in lead.group_getters]) if lead.group_getters else ()
+        return Firing(event, time, tuple(fired), values)
 
     def _fires(self, rule: Rule, group: GroupKey, time: float) -> bool:
         threshold = rule.threshold
         if threshold is not None:
-            self.state.touched.add((WINDOW, rule.name, group))
-            groups = self.state.windows.setdefault(rule.name, {})
+            name = rule.name
+            self.state.touched.add((WINDOW, name, group))
+            windows = self.state.windows
+            groups = windows.get(name)
+            if groups is None:
+                groups = windows[name] = {}
             times = groups.get(group)
             if times is None:
-                times = groups[group] = []
-            bisect.insort(times, time)
-            del times[: bisect.bisect_right(times, time - threshold.window)]
+                times = groups[group] = [time]
+            elif not times or time >= times[-1]:  # events mostly come in time order
+                times.append(time)
+            else:
+                bisect.insort(times, time)
+            cutoff = time - threshold.window
+            if not times[0] > cutoff:  # (not `<=`: a NaN cutoff empties the list, as bisect does)
+                del times[: bisect.bisect_right(times, cutoff)]
             if len(times) < threshold.count:
                 return False
             del groups[group]  # the group's count starts again from zero
-        if rule.throttle:
-            last_fired = self.state.throttles.setdefault(rule.name, {})
+        throttle = rule.throttle
+        if throttle:
+            throttles = self.state.throttles
+            last_fired = throttles.get(rule.name)
+            if last_fired is None:
+                last_fired = throttles[rule.name] = {}
             last = last_fired.get(group)
-            if last is not None and time - last < rule.throttle:
+            if last is not None and time - last < throttle:
                 return False
             last_fired[group] = time
             self.state.touched.add((THROTTLE, rule.name, group))
@@ -256,23 +284,35 @@ class Engine:
     def sweep(self, now: float) -> None:
         """Forget groups whose window or throttle has expired by event time `now`."""
         touched = self.state.touched
+        windows, throttles = self.state.windows, self.state.throttles
         for rule in self.ruleset.rules:
-            if rule.threshold and rule.name in self.state.windows:
-                groups = self.state.windows[rule.name]
+            if rule.threshold and rule.name in windows:
+                groups = windows[rule.name]
                 cutoff = now - rule.threshold.window
                 gone = [k for k, t in groups.items() if not t or t[-1] <= cutoff]
-                gone += _cap(groups, lambda t: t[-1], set(gone))
-                for key in gone:
-                    groups.pop(key, None)
-                    touched.add((WINDOW, rule.name, key))
-            if rule.throttle and rule.name in self.state.throttles:
-                last_fired = self.state.throttles[rule.name]
+                if len(groups) - len(gone) > MAX_GROUPS_PER_RULE:
+                    gone += _cap(groups, lambda t: t[-1], set(gone))
+                _forget(groups, gone, WINDOW, rule.name, touched)
+            if rule.throttle and rule.name in throttles:
+                last_fired = throttles[rule.name]
                 cutoff = now - rule.throttle
                 gone = [k for k, t in last_fired.items() if t <= cutoff]
-                gone += _cap(last_fired, lambda t: t, set(gone))
-                for key in gone:
-                    last_fired.pop(key, None)
-                    touched.add((THROTTLE, rule.name, key))
+                if len(last_fired) - len(gone) > MAX_GROUPS_PER_RULE:
+                    gone += _cap(last_fired, lambda t: t, set(gone))
+                _forget(last_fired, gone, THROTTLE, rule.name, touched)
+
+
+def _forget(groups: dict[GroupKey, Any], gone: list[GroupKey], kind: str, rule: str,
+            touched: set[tuple[str, str, GroupKey]]) -> None:
+    """Drop the `gone` groups (distinct keys, all present) and mark them for saving."""
+    if gone:
+        for key in gone:
+            del groups[key]
+        touched.update([(kind, rule, key) for key in gone])
+
+
+def _rank(rule: Rule) -> tuple[int, str]:
+    return rule.rank
 
 
 def _cap(groups: dict[GroupKey, Any], newest: Any, going: set[GroupKey]) -> list[GroupKey]:

@@ -70,6 +70,15 @@ def test_old_events_slide_out_of_the_window() -> None:
     assert [[], [], [], ["burst"]] == run(engine, events)
 
 
+def test_late_events_count_in_time_order() -> None:
+    """An event older than the latest one still counts by its own time: it leaves the window
+    first."""
+    engine = engine_for(THRESHOLD)
+    events = [(50, ERR), (0, ERR), (65, ERR), (75, ERR), (100, ERR), (90, ERR)]
+    assert [[], [], [], ["burst"], [], []] == run(engine, events)
+    assert [["burst"]] == run(engine, [(95, ERR)])
+
+
 def test_non_matching_events_do_not_count() -> None:
     """Events the rule does not match never add to its count."""
     engine = engine_for(THRESHOLD)
@@ -111,6 +120,17 @@ def test_group_values_of_different_types_are_different_groups() -> None:
     engine = engine_for(GROUPED)
     events = [(0, {"level": "error", "host": 1}), (1, {"level": "error", "host": "1"})]
     assert [[], []] == run(engine, events)
+
+
+def test_group_values_are_saved_as_json_texts() -> None:
+    """A group is saved as the JSON texts of its values, escapes and long values included."""
+    engine = engine_for(GROUPED)
+    engine.state.delta()
+    hosts = ['a"b', "back\\slash", "line\nbreak", "é", "h" * 100, "plain", 1.5, {"b": 1, "a": [None]}]
+    run(engine, [(t, {"level": "error", "host": host}) for t, host in enumerate(hosts)])
+    saved = sorted(group for _, _, group, _ in engine.state.delta().upserts)
+    assert sorted(json.dumps([json.dumps(h, ensure_ascii=False, separators=(",", ":"), sort_keys=True)],
+                             ensure_ascii=False, separators=(",", ":")) for h in hosts) == saved
 
 
 def test_firing_names_the_lead_rules_group_values() -> None:
