@@ -63,6 +63,19 @@ rules:
   - {name: re-in-not, match: {not: {message: {regex: "time"}}}}
   - {name: startswith-only, match: {message: {startswith: "conn"}}}
   - {name: contains-list, match: {tags: {contains: red}}}
+  - {name: slow-1, match: {latency: {gt: 100}}}
+  - {name: slow-2, match: {latency: {gte: 100}}}
+  - {name: slow-3, match: {latency: {gte: 250.5, lt: 1000}}}
+  - {name: slow-4, match: {latency: {gt: 1000}}}
+  - {name: slow-huge, match: {latency: {gte: 123456789012345678901234567890}}}
+  - {name: many-1, match: {size: {gte: 1}}}
+  - {name: many-2, match: {size: {gte: 2}}}
+  - {name: many-3, match: {size: {gte: 3}}}
+  - {name: many-4, match: {size: {gte: 4}}}
+  - {name: many-5, match: {size: {gte: 5}}}
+  - {name: many-5b, match: {size: {gte: 5.0}}}
+  - {name: many-6, match: {size: {gt: 6.5}}}
+  - {name: deep-bound, match: {items.0.n: {gte: 2}}}
 """
 
 WORDS = [
@@ -105,7 +118,12 @@ def random_event(rng: random.Random) -> dict[str, Any]:
     maybe(rng, http, "status", [200, 404, 500, 502, "502", 502.0, True, 499.5])
     maybe(rng, http, "path", ["/api/x", "/web", "/API/", 7])
     maybe(rng, event, "http", [http, http, "string", None])
-    maybe(rng, event, "items", [[{"name": "first"}], [], [{"name": 1}], [{"name": "FIRST"}], {}])
+    maybe(rng, event, "items", [[{"name": "first"}], [], [{"name": 1}], [{"name": "FIRST"}], {},
+                                [{"n": 2}], [{"n": 1.5}], [{"n": "3"}], [{"n": True}]])
+    numbers = [0, 99, 100, 100.0, 101, 250.5, 999.9, 1000, 1001, 1e30, 123456789012345678901234567890,
+               -5, True, False, None, "500", [500], {"v": 500}]
+    maybe(rng, event, "latency", numbers)
+    maybe(rng, event, "size", [*numbers, 1, 2, 3, 4, 4.5, 5, 6, 6.5, 7])
     return event
 
 

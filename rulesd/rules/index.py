@@ -406,11 +406,12 @@ class _NodeWriter:
         for field, table in tables:
             self.table(self.read(field), table)
         for field, test in tests:
+            if isinstance(test, _Bound):
+                self.bound(field, test)
+                continue
             value = self.read(field)
             if isinstance(test, _Literal):
                 self.literal(value, test)
-            elif isinstance(test, _Bound):
-                self.bound(value, test)
             else:
                 self.emit(1, f"if type({value}) is str and {self.const(test.search)}({value}) is not None:")
                 self.add_rules(2, test.rules)
@@ -464,7 +465,7 @@ class _NodeWriter:
 
     def literal(self, value: str, test: _Literal) -> None:
         """The gate searches, then each group's literals checked with `in` or a search."""
-        self.emit(1, f"if type({value}) is str:")
+        self.emit(1, f"if (kind := type({value})) is str:")
         gates = [f"{self.const(gate)}({value}) is not None" for gate in test.gates]
         self.emit(2, f"if {' or '.join(gates)}:")
         for literals, rules in test.checks:
@@ -476,20 +477,67 @@ class _NodeWriter:
             ]
             self.emit(3, f"if {' or '.join(found)}:")
             self.add_rules(4, rules)
-        self.emit(1, f"elif type({value}) is list:")
+        self.emit(1, "elif kind is list:")
         self.add_rules(2, test.everyone)  # `contains` also looks for an equal item in a list
 
-    def bound(self, value: str, test: _Bound) -> None:
-        """The rules whose bound is at most the number: a few comparisons or a bisection."""
-        self.emit(1, f"if type({value}) is int or type({value}) is float:")
-        bounds, rules = test.bounds, test.rules
-        if len(bounds) <= _SHORT_BOUNDS:
-            keyword = "if"
-            for reached in range(len(bounds), 0, -1):
-                self.emit(2, f"{keyword} {value} >= {self.const(bounds[reached - 1])}:")
-                self.add_rules(3, rules[:reached])
-                keyword = "elif"
+    def bound(self, field: str, test: _Bound) -> None:
+        """The rules whose bound the field's number reaches.
+
+        Most values reach no bound, so the smallest is compared first and the rest only
+        after it: one comparison for a typical event. A missing field reads as -inf; any
+        other value that is not a number (rare) makes the comparison raise TypeError,
+        which skips the test. Booleans compare as numbers here: the full predicate,
+        which rejects them, still decides.
+        """
+        number = self.number(field)
+        if number is None:  # a deep path: read it with its getter, then check the type
+            value, number = self.read(field), f"n{len(self.lines)}"
+            self.emit(1, f"{number} = {value} if type({value}) is int or type({value}) is float "
+                         f"else {self.const(_NO_NUMBER)}")
+        distinct = sorted(set(test.bounds))
+        # How many rules (sorted by bound) each distinct bound lets in.
+        reached = [bisect.bisect_right(test.bounds, b) for b in distinct]
+        self.emit(1, "try:")
+        if len(distinct) <= _SHORT_BOUNDS:
+            self._nested_bounds(2, number, [_exact_float(b) for b in distinct], reached, test.rules)
         else:
-            self.emit(2, f"reached = bisect_right({self.const(bounds)}, {value})")
-            self.emit(2, "if reached:")
-            self.emit(3, f"out.extend({self.const(rules)}[:reached])")
+            self.emit(2, f"if {number} >= {self.const(_exact_float(distinct[0]))}:")
+            self.emit(3, f"out.extend({self.const(test.rules)}[:bisect_right({self.const(test.bounds)}, {number})])")
+        self.emit(1, "except TypeError:")
+        self.emit(2, "pass")
+
+    def _nested_bounds(self, depth: int, number: str, bounds: list[float], reached: list[int],
+                       rules: tuple[Rule, ...]) -> None:
+        self.emit(depth, f"if {number} >= {self.const(bounds[0])}:")
+        if len(bounds) == 1:
+            self.add_rules(depth + 1, rules[: reached[0]])
+            return
+        self._nested_bounds(depth + 1, number, bounds[1:], reached[1:], rules)
+        self.emit(depth + 1, "else:")
+        self.add_rules(depth + 2, rules[: reached[0]])
+
+    def number(self, field: str) -> str | None:
+        """A local holding the field's value, -inf if it is missing; None for deep paths."""
+        parts = field.split(".")
+        if len(parts) > 2 or any(p.isdigit() for p in parts):
+            return None
+        local = f"n{len(self.lines)}"
+        missing = self.const(_NO_NUMBER)
+        if len(parts) == 1:
+            self.emit(1, f"{local} = event.get({self.const(field)}, {missing})")
+        else:
+            self.emit(1, f"{local} = event.get({self.const(parts[0])})")
+            self.emit(1, f"{local} = {local}.get({self.const(parts[1])}, {missing}) "
+                         f"if type({local}) is dict else {missing}")
+        return local
+
+
+_NO_NUMBER = float("-inf")  # what a missing number reads as: it reaches no bound
+
+
+def _exact_float(bound: float) -> float:
+    """The bound as a float if that changes nothing (so float values compare quickly)."""
+    try:
+        return float(bound) if float(bound) == bound else bound
+    except OverflowError:
+        return bound
