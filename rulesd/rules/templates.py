@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter
@@ -24,15 +24,30 @@ class Template:
 
     source: str
     parts: tuple[str | tuple[str, Getter], ...]
+    # `parts` ready to render: the leading literal, then each field's getter with the literal
+    # after it (often empty).
+    _head: str = field(init=False, repr=False, compare=False)
+    _rest: tuple[tuple[Getter, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        head, rest = "", []
+        for part in self.parts:
+            if not isinstance(part, str):
+                rest.append((part[1], ""))
+            elif rest:
+                rest[-1] = (rest[-1][0], rest[-1][1] + part)
+            else:
+                head += part
+        object.__setattr__(self, "_head", head)
+        object.__setattr__(self, "_rest", tuple(rest))
 
     def render(self, event: Event) -> str:
         """The text with every `{field}` replaced by the event's value (missing: empty)."""
-        if len(self.parts) == 1 and isinstance(self.parts[0], str):
-            return self.parts[0]
-        out: list[str] = []
-        for part in self.parts:
-            out.append(part if isinstance(part, str) else to_text(part[1](event)))
-        return "".join(out)
+        text = self._head
+        for get, literal in self._rest:
+            value = get(event)
+            text += (value if type(value) is str else to_text(value)) + literal
+        return text
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -42,6 +57,8 @@ class Template:
 
 def to_text(value: Any) -> str:
     """How an event value is written into text: strings as they are, the rest as JSON."""
+    if type(value) is str:  # the usual case first
+        return value
     if value is MISSING or value is None:
         return ""
     if isinstance(value, str):
