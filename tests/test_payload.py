@@ -3,12 +3,16 @@ OpsGenie's own schema."""
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
+import http
 import json
 from typing import Any
 
 import pytest
 
-from rulesd.alerting.payload import AlertSettings, build_payload, parse_recipients
+from rulesd.alerting.payload import AlertSettings, build_payload, event_text, parse_recipients
 from rulesd.engine import Firing
 from rulesd.rules.model import Responder, Rule
 from tests.opsgenie_schema import DETAILS_MAX, create_alert_validator, details_size
@@ -206,6 +210,46 @@ def test_description_is_cut_at_15000() -> None:
     """The description is at most 15,000 characters, ending in `…` when cut."""
     payload = build([RULES["bare"]], {"blob": "y" * 20000})
     assert (15000, "…") == (len(payload["description"]), payload["description"][-1])
+
+
+class Shade(enum.Enum):
+    """A value no JSON event holds."""
+
+    DARK = 1
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    event: dict[str, Any] = {"leaf": [1]}
+    for level in range(depth):
+        event = {"n": event} if level % 2 else {"l": [event]}
+    return event
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        EVENT,
+        {},
+        {"empty": {}, "none": [], "list": [1, [2, [{}]], {"k": []}], "deep": {"a": {"b": {"c": None}}}},
+        {"text": 'quote " backslash \\ newline \n tab \t bell \x07 del \x7f é ü 雪 \u2028 😀'},
+        {"floats": [0.1, -0.0, 1e16, 1e-7, 123456789.125, 1.5e300, 5e-324], "ints": [0, -1, 2**70]},
+        {"flags": [True, False, None], "nan": float("nan"), "inf": [float("inf"), float("-inf")]},
+        {1: "an int key", None: "a null key", "t": (1, "two"), "set": {3}, "enum": Shade.DARK},
+        {"day": datetime.date(2024, 6, 11), "big": decimal.Decimal("1.5"), "int enum": http.HTTPStatus.OK},
+        _nested(3),
+        _nested(120),
+    ],
+)
+def test_the_event_is_written_as_json_dumps_writes_it(event: dict[str, Any]) -> None:
+    """The event in the description is json.dumps's indented text, whatever the event holds."""
+    assert json.dumps(event, indent=2, ensure_ascii=False, default=str) == event_text(event)
+
+
+def test_the_description_ends_with_the_event() -> None:
+    """After the rules' descriptions comes the event, indented."""
+    event = {"service": "payments", "tags": ["a", "b"], "n": 1.5}
+    payload = build([RULES["described"]], event)
+    assert "described: rendered for\n\nEvent:\n" + json.dumps(event, indent=2) == payload["description"]
 
 
 def test_details_drop_the_largest_values_first_but_never_triggering_rules() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ NOTE_MAX = 25_000
 TRIGGERING_RULES = "Triggering Rules"
 EVENT_SOURCE = "Event Source"
 RESPONDER_KINDS = ("team", "user", "escalation", "schedule")
+
+# The string encoders json.dumps uses without and with ensure_ascii.
+_encode, _encode_ascii = json.encoder.encode_basestring, json.encoder.encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +117,56 @@ def _description(firing: Firing) -> str:
         text = rule.alert.description.render(firing.event) if rule.alert.description else rule.description
         if text.strip():
             lines.append(f"{rule.name}: {text.strip()}")
-    event_json = json.dumps(firing.event, indent=2, ensure_ascii=False, default=str)
+    event_json = event_text(firing.event)
     head = "\n".join(lines)
     return f"{head}\n\nEvent:\n{event_json}" if head else f"Event:\n{event_json}"
+
+
+def event_text(event: Any) -> str:
+    """`json.dumps(event, indent=2, ensure_ascii=False, default=str)`, the same text, made faster
+    for what JSON events hold (json's indented encoder is written in Python and slow)."""
+    try:
+        return _indented(event, "\n")
+    except _Unusual:  # other types, non-text keys, NaN, deep nesting: json itself decides
+        return json.dumps(event, indent=2, ensure_ascii=False, default=str)
+
+
+class _Unusual(Exception):
+    """A value that `_indented` leaves to json."""
+
+
+_DEPTH_MAX = 64  # levels of nesting `_indented` handles (json's own recursion limits stay in force)
+
+
+def _indented(value: Any, newline: str) -> str:
+    """`value` as json.dumps writes it with indent=2 at the indentation of `newline`."""
+    kind = type(value)
+    if kind is str:
+        return _encode(value)
+    if kind is dict or kind is list:
+        if not value:
+            return "{}" if kind is dict else "[]"
+        if len(newline) > 2 * _DEPTH_MAX:
+            raise _Unusual
+        inner = newline + "  "
+        if kind is list:
+            items = [_encode(item) if type(item) is str else _indented(item, inner) for item in value]
+            return "[" + inner + ("," + inner).join(items) + newline + "]"
+        items = []
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Unusual
+            items.append(_encode(key) + ": " + (_encode(item) if type(item) is str else _indented(item, inner)))
+        return "{" + inner + ("," + inner).join(items) + newline + "}"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    raise _Unusual
 
 
 def _responders(rules: Iterable[Rule], recipients: Iterable[Responder]) -> list[Responder]:
@@ -126,17 +177,20 @@ def _responders(rules: Iterable[Rule], recipients: Iterable[Responder]) -> list[
 
 def _tags(firing: Firing) -> list[str]:
     tags: dict[str, None] = {}
+    done: set[str] = set()  # template sources: rules often share tags, and a source renders one text
     for rule in firing.rules:
         for template in rule.alert.tags:
-            tag = template.render(firing.event).replace(",", "").strip()[:TAG_MAX].strip()
-            if tag:
-                tags[tag] = None
+            if template.source not in done:
+                done.add(template.source)
+                tag = template.render(firing.event).replace(",", "").strip()[:TAG_MAX].strip()
+                if tag:
+                    tags[tag] = None
     return list(tags)[:TAGS_MAX]
 
 
 def _details(firing: Firing, event_source: str) -> dict[str, str]:
     names = [r.name for r in firing.rules]
-    fixed = {TRIGGERING_RULES: json.dumps(names)}
+    fixed = {TRIGGERING_RULES: _names_json(names)}
     extra: dict[str, str] = {}
     if event_source:
         extra[EVENT_SOURCE] = event_source
@@ -147,6 +201,13 @@ def _details(firing: Firing, event_source: str) -> dict[str, str]:
     return {**fixed, **_fit_details(extra, DETAILS_TOTAL_MAX - _size(fixed))}
 
 
+def _names_json(names: list[str]) -> str:
+    """`json.dumps(names)`, without setting up an encoder for a list of strings."""
+    if all(type(name) is str for name in names):
+        return "[" + ", ".join(map(_encode_ascii, names)) + "]"
+    return json.dumps(names)
+
+
 def _size(details: dict[str, str]) -> int:
     return sum(len(k) + len(v) for k, v in details.items())
 
@@ -154,6 +215,8 @@ def _size(details: dict[str, str]) -> int:
 def _fit_details(details: dict[str, str], budget: int) -> dict[str, str]:
     """Drop the largest values until keys and values fit in `budget` characters."""
     kept = dict(details)
+    if _size(kept) <= budget:  # the usual case, without sorting
+        return kept
     for key in sorted(details, key=lambda k: (-len(details[k]), k)):
         if _size(kept) <= budget:
             break
