@@ -250,6 +250,7 @@ class Daemon:
                     self.warn(f"{run.path} (offset {run.offset(i)}): skipped: {why_invalid(self.parse, data)}")
                     continue
                 firing = evaluate(event, now)
+                del event  # freed before the next parse, which then reuses its memory while it is in cache
                 if firing is not None:
                     payloads.append(self._payload(firing, run.path, run.offset(i)))
             self._count(run.path, len(run.data), invalid)

@@ -65,6 +65,7 @@ def replay(
             continue
         events += 1
         firing = evaluate(event, arrival)
+        del event  # freed before the next parse, which then reuses its memory while it is in cache
         if firing is None:
             continue
         summary.alerts += 1

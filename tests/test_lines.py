@@ -21,9 +21,9 @@ def expected_lines(stream: bytes, path: str = "p") -> list[Line]:
 
 
 def test_offsets_count_every_byte_including_cr() -> None:
-    run = Lines("p", 100, [b"ab\r", b"", b"cde"])
+    run = Lines("p", 100, [b"ab\r", b"", b"cde"], 110)
     assert [100, 104, 105] == run.offsets()
-    assert [] == Lines("p", 7, []).offsets()
+    assert [] == Lines("p", 7, [], 7).offsets()
 
 
 def test_split_long_drops_long_lines_and_keeps_the_offsets_of_the_rest() -> None:
@@ -33,6 +33,7 @@ def test_split_long_drops_long_lines_and_keeps_the_offsets_of_the_rest() -> None
     assert [line for line in expected_lines(STREAM) if len(line.data) <= 20] == list(each_line(runs))
     assert [STREAM.index(b"x")] == reported
     assert 2 == len(runs)  # the long line splits the run in two
+    assert [STREAM.index(b"x"), len(STREAM)] == [run.end for run in runs]
 
 
 @pytest.mark.parametrize("sizes", [[1], [2, 3], [1, 1, 1, 1, 1, 1], [100]])
@@ -47,6 +48,7 @@ def test_queue_hands_out_at_most_max_lines_with_exact_offsets(sizes: list[int]) 
         batch = queue.take(size)
         assert count_lines(batch) == min(size, 5 - len(got))
         got += each_line(batch)
+        assert [run.end for run in batch] == [run.start + sum(len(x) + 1 for x in run.data) for run in batch]
     assert expected_lines(STREAM) == got
     assert 0 == len(queue)
     assert 0 == queue.size

@@ -9,11 +9,10 @@ equals `1.0`.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import CodeType, FunctionType
+from types import FunctionType
 from typing import Any
 
 from rulesd.rules.fields import MISSING, Event, make_getter
@@ -160,18 +159,14 @@ class _Writer:
 def generated_function(source: str, names: dict[str, Any]) -> Any:
     """The function `run` that `source` defines, with `names` as its globals.
 
-    `source` must hold nothing but generated names and fixed code; functions of the
-    same shape share one compiled code object.
+    `source` must hold nothing but generated names and fixed code. Each function gets
+    code of its own, even where another has the same shape: the interpreter specialises
+    a global lookup for one globals dict, and code shared between functions with
+    different constants would keep losing that on the hot path.
     """
-    return FunctionType(_code_for(source), names)
-
-
-@functools.lru_cache(maxsize=1024)
-def _code_for(source: str) -> CodeType:
     namespace: dict[str, Any] = {}
     exec(compile(source, "<rulesd>", "exec"), namespace)
-    code: CodeType = namespace["run"].__code__
-    return code
+    return FunctionType(namespace["run"].__code__, names)
 
 
 def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:

@@ -353,8 +353,7 @@ class _NodeWriter:
     Rule files are data, so nothing from them is ever written into the source:
     field names, values, tables, patterns and rules are bound to generated names
     (`C0`, `C1`, ...) in the function's globals, and the source holds only those
-    names and fixed code. Nodes of the same shape therefore share one compiled code
-    object (`generated_function`), which keeps building a large index quick.
+    names and fixed code (see `generated_function`).
     """
 
     def __init__(self) -> None:

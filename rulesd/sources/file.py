@@ -284,8 +284,8 @@ class _Tail:
             del lines[limit:]
             end = pos + sum(map(len, lines)) + len(lines) - 1
         start = self._buf_offset + pos
-        if max(map(len, lines)) <= max_line_bytes:
-            runs.append(Lines(path, start, lines))
+        if end - pos <= max_line_bytes or max(map(len, lines)) <= max_line_bytes:
+            runs.append(Lines(path, start, lines, self._buf_offset + end + 1))
         else:
             runs += split_long(path, start, lines, max_line_bytes, self._on_long)
         self._pos = end + 1

@@ -21,11 +21,13 @@ BATCH_BYTES = 8 << 20
 
 
 class Lines(NamedTuple):
-    """Consecutive complete lines of one source, newlines removed, the first at byte `start`."""
+    """Consecutive complete lines of one source, newlines removed, read from the bytes
+    `start` to `end` (the first line starts at `start`)."""
 
     path: str
     start: int
     data: list[bytes]
+    end: int
 
     def offset(self, index: int) -> int:
         """The byte offset of line `index`."""
@@ -60,7 +62,7 @@ def count_lines(runs: Iterable[Lines]) -> int:
 
 def size_of(runs: Iterable[Lines]) -> int:
     """How many bytes `runs` were read from, newlines included."""
-    return sum(sum(map(len, run.data)) + len(run.data) for run in runs)
+    return sum(run.end - run.start for run in runs)
 
 
 def split_long(path: str, start: int, lines: list[bytes], limit: int,
@@ -74,7 +76,7 @@ def split_long(path: str, start: int, lines: list[bytes], limit: int,
     for line in lines:
         if len(line) > limit:
             if kept:
-                runs.append(Lines(path, kept_start, kept))
+                runs.append(Lines(path, kept_start, kept, offset))
                 kept = []
             on_long(offset)
             kept_start = offset + len(line) + 1
@@ -82,7 +84,7 @@ def split_long(path: str, start: int, lines: list[bytes], limit: int,
             kept.append(line)
         offset += len(line) + 1
     if kept:
-        runs.append(Lines(path, kept_start, kept))
+        runs.append(Lines(path, kept_start, kept, offset))
     return runs
 
 
@@ -102,7 +104,7 @@ class LineQueue:
         for run in runs:
             self._runs.append(run)
             self.lines += len(run.data)
-            self.size += size_of([run])
+            self.size += run.end - run.start
 
     def take(self, max_lines: int) -> list[Lines]:
         """The oldest runs, at most `max_lines` lines; a run is split if need be."""
@@ -112,11 +114,11 @@ class LineQueue:
             run = self._runs.popleft()
             if len(run.data) > want:
                 head, tail = run.data[:want], run.data[want:]
-                rest = run.start + sum(map(len, head)) + len(head)
-                self._runs.appendleft(Lines(run.path, rest, tail))
-                run = Lines(run.path, run.start, head)
+                middle = run.start + sum(map(len, head)) + len(head)
+                self._runs.appendleft(Lines(run.path, middle, tail, run.end))
+                run = Lines(run.path, run.start, head, middle)
             out.append(run)
             want -= len(run.data)
+            self.size -= run.end - run.start
         self.lines -= max_lines - want
-        self.size -= size_of(out)
         return out

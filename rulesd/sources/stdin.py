@@ -42,10 +42,12 @@ class LineSplitter:
             self._discarding = False
             self._offset += end + 1
             chunk = chunk[end + 1 :]
-        data = self.pending + chunk
-        lines = data.split(b"\n")
+        lines = chunk.split(b"\n")
+        size = len(self.pending) + len(chunk)
+        if self.pending:  # only the short unfinished line is copied, not the whole chunk
+            lines[0] = self.pending + lines[0]
         self.pending = lines.pop()
-        out = self._runs(lines, len(data) - len(self.pending))
+        out = self._runs(lines, size - len(self.pending))
         if len(self.pending) > self.max_line_bytes:
             self._on_long(self._offset)
             self._offset += len(self.pending)  # drop what we have and the rest up to the newline
@@ -66,8 +68,9 @@ class LineSplitter:
         self._offset += size
         if not lines:
             return []
-        if max(map(len, lines)) <= self.max_line_bytes:
-            return [Lines(self.name, start, lines)]
+        limit = self.max_line_bytes
+        if size <= limit or max(map(len, lines)) <= limit:
+            return [Lines(self.name, start, lines, self._offset)]
         return split_long(self.name, start, lines, self.max_line_bytes, self._on_long)
 
     def _on_long(self, offset: int) -> None:
