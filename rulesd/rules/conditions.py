@@ -9,10 +9,11 @@ equals `1.0`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FunctionType
+from types import CodeType, FunctionType
 from typing import Any
 
 from rulesd.rules.fields import MISSING, Event, make_getter
@@ -159,14 +160,20 @@ class _Writer:
 def generated_function(source: str, names: dict[str, Any]) -> Any:
     """The function `run` that `source` defines, with `names` as its globals.
 
-    `source` must hold nothing but generated names and fixed code. Each function gets
-    code of its own, even where another has the same shape: the interpreter specialises
-    a global lookup for one globals dict, and code shared between functions with
-    different constants would keep losing that on the hot path.
+    `source` must hold nothing but generated names and fixed code, so functions of the
+    same shape are compiled once. Each still gets a copy of the code object: the
+    interpreter specialises a global lookup for one globals dict, and code shared between
+    functions with different globals would keep losing that on the hot path.
     """
+    return FunctionType(_code_for(source).replace(), names)
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_for(source: str) -> CodeType:
     namespace: dict[str, Any] = {}
     exec(compile(source, "<rulesd>", "exec"), namespace)
-    return FunctionType(namespace["run"].__code__, names)
+    code: CodeType = namespace["run"].__code__
+    return code
 
 
 def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
