@@ -40,7 +40,6 @@ from rulesd.rules.model import Rule
 
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?P<")
 _LEADING_FLAGS = re.compile(r"\A\(\?([aiLmsux]+)\)")
-_SPLIT_AT = 2  # from this many rules a bucket is indexed on their regexes and bounds too
 
 
 class RuleIndex:
@@ -168,11 +167,13 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
 
 
 def _child(entries: list[_Entry], used: frozenset[str]) -> _Collect | tuple[Rule, ...]:
-    if any(set(e.hints.equalities) - used for e in entries):
-        return _build(entries, used)
-    if len(entries) >= _SPLIT_AT and any(
-        e.hints.regexes or e.hints.substrings or e.hints.lower_bounds for e in entries
-    ):
+    """A node for `entries`, or just the rules when no test is left to tell them apart.
+
+    Even a single rule gets a node for its regex or bound: that test costs less than
+    sending the event on to the engine and running the rule's whole predicate.
+    """
+    if any(set(e.hints.equalities) - used or e.hints.regexes or e.hints.substrings
+           or e.hints.lower_bounds for e in entries):
         return _build(entries, used)
     return tuple(e.rule for e in entries)
 
