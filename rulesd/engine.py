@@ -176,8 +176,11 @@ class Engine:
     """Evaluates events against a rule set, keeping threshold and throttle state."""
 
     def __init__(self, ruleset: RuleSet, state: EngineState | None = None, *,
-                 time_field: str | None = None) -> None:
+                 time_field: str | None = None, saved: bool = True) -> None:
         self.state = state or EngineState()
+        # Changed groups are tracked only if the state is saved (the daemon); replay and tests
+        # would only pile them up.
+        self._touched: set[tuple[str, str, GroupKey]] | None = self.state.touched if saved else None
         # The event time is read only for events that have candidate rules: most have none.
         self._time_key, self._read_time = time_reader(time_field)
         self.ruleset = ruleset
@@ -250,7 +253,8 @@ class Engine:
         threshold = rule.threshold
         if threshold is not None:
             name = rule.name
-            self.state.touched.add((WINDOW, name, group))
+            if self._touched is not None:
+                self._touched.add((WINDOW, name, group))
             windows = self.state.windows
             groups = windows.get(name)
             if groups is None:
@@ -278,12 +282,13 @@ class Engine:
             if last is not None and time - last < throttle:
                 return False
             last_fired[group] = time
-            self.state.touched.add((THROTTLE, rule.name, group))
+            if self._touched is not None:
+                self._touched.add((THROTTLE, rule.name, group))
         return True
 
     def sweep(self, now: float) -> None:
         """Forget groups whose window or throttle has expired by event time `now`."""
-        touched = self.state.touched
+        touched = self._touched
         windows, throttles = self.state.windows, self.state.throttles
         for rule in self.ruleset.rules:
             if rule.threshold and rule.name in windows:
@@ -303,12 +308,13 @@ class Engine:
 
 
 def _forget(groups: dict[GroupKey, Any], gone: list[GroupKey], kind: str, rule: str,
-            touched: set[tuple[str, str, GroupKey]]) -> None:
+            touched: set[tuple[str, str, GroupKey]] | None) -> None:
     """Drop the `gone` groups (distinct keys, all present) and mark them for saving."""
     if gone:
         for key in gone:
             del groups[key]
-        touched.update([(kind, rule, key) for key in gone])
+        if touched is not None:
+            touched.update([(kind, rule, key) for key in gone])
 
 
 def _rank(rule: Rule) -> tuple[int, str]:

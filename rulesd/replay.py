@@ -49,7 +49,7 @@ def replay(
 
     Without a time field every event counts as arriving at `start` (default: now).
     """
-    evaluate = Engine(ruleset, time_field=time_field).evaluate
+    evaluate = Engine(ruleset, time_field=time_field, saved=False).evaluate
     arrival = time.time() if start is None else start
     summary = ReplaySummary()
     events = 0

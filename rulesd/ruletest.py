@@ -60,7 +60,7 @@ def run_test_file(path: str) -> list[TestOutcome]:
 
 
 def _run_one(doc: Document, index: int, test: dict[str, Any], ruleset: Any) -> TestOutcome:
-    engine = Engine(ruleset)
+    engine = Engine(ruleset, saved=False)
     actual: list[Alert] = []
     offset = 0.0
     for number, item in enumerate(test["events"], 1):

@@ -314,6 +314,20 @@ def test_state_changes_are_tracked_per_group() -> None:
     assert not engine.state.changed
 
 
+def test_an_engine_whose_state_is_not_saved_tracks_no_changes() -> None:
+    """Replay and rule tests never save: the same firings, but no growing set of changed groups."""
+    rules = ruleset_from_yaml(THRESHOLD.replace("window: 60}", "window: 60, group_by: [host]}"))
+    saved, unsaved = Engine(rules), Engine(rules, saved=False)
+    saved.state.delta()
+    unsaved.state.delta()
+    events = [(i, {"level": "error", "host": f"h{i % 4}"}) for i in range(40)]
+    assert run(saved, events) == run(unsaved, events)
+    assert saved.state.touched and not unsaved.state.touched
+    saved.sweep(1e12)
+    unsaved.sweep(1e12)
+    assert {} == unsaved.state.windows.get("burst", {}) and not unsaved.state.touched
+
+
 def test_a_new_rule_set_saves_the_whole_state() -> None:
     """After replace_rules the saved state is rewritten in full."""
     engine = engine_for(THRESHOLD)
