@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rulesd.rules.index import RuleIndex
+from rulesd.rules.index import RuleIndex, _anchor
 from rulesd.rules.model import Rule, RuleSet
 from tests.ruletools import ruleset_from_yaml
 
@@ -200,3 +200,17 @@ def test_disabled_rules_are_never_candidates(ruleset: RuleSet) -> None:
 def test_empty_rule_set() -> None:
     """No rules, no candidates."""
     assert [] == RuleIndex(()).candidates({"service": "payments"})
+
+
+@pytest.mark.parametrize(("literal", "anchor"), [
+    ("upstream timeout after ", "pstream timeout after "),  # p is the rarest letter here
+    ("FATAL: too many", "FATAL: too many"),  # capitals are rarer than any lower-case letter
+    ("disk quota exceeded", "quota exceeded"),
+    ("orders_25", "ders_25"),  # d is the rarest of the characters that leave four after them
+    ("ea_xyz", "_xyz"),  # the anchor keeps four characters, though x, y and z are rarer still
+    ("ab", "ab"),
+])
+def test_gate_anchors_start_at_the_rarest_character(literal: str, anchor: str) -> None:
+    """The gate looks for the end of each literal from its rarest character on."""
+    assert anchor == _anchor(literal)
+    assert literal.endswith(anchor) and len(anchor) >= min(4, len(literal))

@@ -274,13 +274,34 @@ def _gate_patterns(literals: Iterable[tuple[str, bool]]) -> list[re.Pattern[str]
     `re` engine can no longer skip ahead to the characters that start an exact
     literal, and the one search costs about twice the two.
     """
-    unique = set(literals)
+    unique = {(_anchor(text), folded) for text, folded in literals}
     exact = _trie_regex(sorted(t for t, folded in unique if not folded))
     folded = _trie_regex(sorted(t for t, f in unique if f))
     patterns = [re.compile(exact)] if exact else []
     if folded:
         patterns.append(re.compile(f"(?i:{folded})"))
     return patterns
+
+
+# Characters from the most to the least frequent in typical log text; any other character
+# (capitals, most punctuation) counts as rarer than all of these.
+_FREQUENT = " etaoinsrhldcumfpgwybvk0123456789.-/:_=xjqz"
+_RANK = {ch: rank for rank, ch in enumerate(_FREQUENT)}
+_ANCHOR_MIN = 4  # characters: shorter anchors would let too much text through
+
+
+def _anchor(literal: str) -> str:
+    """The part of `literal` the gate looks for: its end, from its rarest character on.
+
+    The `re` engine tries a match at every character that can start one, so anchors
+    that start with rare characters make it skip most of the text (a text holding the
+    literal holds its end too; the exact checks after the gate still decide).
+    """
+    if len(literal) <= _ANCHOR_MIN:
+        return literal
+    start = min(range(len(literal) - _ANCHOR_MIN + 1),
+                key=lambda i: (-_RANK.get(literal[i], len(_FREQUENT)), i))
+    return literal[start:]
 
 
 def _trie_regex(words: list[str]) -> str:
