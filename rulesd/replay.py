@@ -52,7 +52,7 @@ def replay(
     evaluate = Engine(ruleset, time_field=time_field, saved=False).evaluate
     arrival = time.time() if start is None else start
     summary = ReplaySummary()
-    events = 0
+    lineno = blank = 0  # events are the lines neither blank nor invalid: no count per event
     for lineno, line in enumerate(stream, 1):
         try:
             event = loads(line)
@@ -62,8 +62,9 @@ def replay(
             if line.strip():
                 summary.invalid += 1
                 on_invalid(lineno, why_invalid(parse_json, line))
+            else:
+                blank += 1
             continue
-        events += 1
         firing = evaluate(event, arrival)
         del event  # freed before the next parse, which then reuses its memory while it is in cache
         if firing is None:
@@ -72,5 +73,5 @@ def replay(
         names = tuple(r.name for r in firing.rules)
         summary.firings.update(names)
         yield ReplayedAlert(lineno, names, build_payload(firing, settings, f"{name}:{lineno}"))
-    summary.events = events
+    summary.events = lineno - blank - summary.invalid
     yield summary
