@@ -121,32 +121,36 @@ class EngineState:
         return sum(map(len, self.windows.values())) + sum(map(len, self.throttles.values()))
 
 
-def group_key(getters: tuple[Getter, ...], event: Event) -> GroupKey:
-    """The group of an event: its group_by values; a missing field is its own value."""
-    if len(getters) == 1:  # the common case, without a generator's frame
-        return (_group_value(getters[0](event)),)
-    return tuple([_group_value(get(event)) for get in getters])
+class GroupKeys:
+    """The group of an event: its group_by values as JSON texts; a missing field is its own value.
 
+    The texts of recent short strings (user names, addresses) are kept, since the same ones
+    recur and a reused text also keeps its hash for the dictionaries it is looked up in;
+    at most `TEXTS_MAX` of them, forgotten all at once when full.
+    """
 
-# The JSON texts of recent short string values (user names, addresses): the same ones recur,
-# and a reused text also keeps its hash for the dictionaries it is looked up in. Bounded:
-# emptied when full.
-_TEXTS: dict[str, str] = {}
-_TEXTS_MAX = 8192
-_TEXT_LEN_MAX = 64
+    TEXTS_MAX = 8192
+    TEXT_LEN_MAX = 64
 
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
 
-def _group_value(value: Any) -> str:
-    if type(value) is str and len(value) <= _TEXT_LEN_MAX:
-        text = _TEXTS.get(value)
-        if text is None:
-            if len(_TEXTS) >= _TEXTS_MAX:
-                _TEXTS.clear()
-            text = _TEXTS[value] = orjson.dumps(value).decode()
-        return text
-    if value is MISSING:
-        return "\x00missing"
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    def __call__(self, getters: tuple[Getter, ...], event: Event) -> GroupKey:
+        if len(getters) == 1:  # the common case, without a generator's frame
+            return (self._text(getters[0](event)),)
+        return tuple([self._text(get(event)) for get in getters])
+
+    def _text(self, value: Any) -> str:
+        if type(value) is str and len(value) <= self.TEXT_LEN_MAX:
+            text = self._texts.get(value)
+            if text is None:
+                if len(self._texts) >= self.TEXTS_MAX:
+                    self._texts.clear()
+                text = self._texts[value] = orjson.dumps(value).decode()
+            return text
+        if value is MISSING:
+            return "\x00missing"
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def event_time(value: Any, arrival: float) -> float:
@@ -194,6 +198,7 @@ class Engine:
         self._until_sweep = SWEEP_EVERY
         self._latest = float("-inf")
         self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
+        self._group_key = GroupKeys()
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
@@ -236,7 +241,7 @@ class Engine:
             for rule in unique:
                 if rule.match(event):
                     matches[rule.name] = matches.get(rule.name, 0) + 1
-                    group = group_key(rule.group_getters, event) if rule.group_getters else ()
+                    group = self._group_key(rule.group_getters, event) if rule.group_getters else ()
                     if self._fires(rule, group, time):
                         fired.append(rule)
         finally:
