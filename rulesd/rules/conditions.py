@@ -10,6 +10,7 @@ equals `1.0`.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,11 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"invalid regex {pattern!r}: {exc.msg}{where}") from None
 
 
+def _yaml_number(value: float) -> str:
+    """How YAML writes a non-finite number."""
+    return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+
+
 def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
     match op:
         case "equals":
@@ -117,6 +123,8 @@ def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
             search = compile_regex(operand).search
             return (lambda v: type(v) is str and search(v) is not None), 10
         case "gt" | "gte" | "lt" | "lte":
+            if not math.isfinite(operand):  # NaN compares false with everything: a rule that never fires
+                raise ValueError(f"expected a finite number, got {_yaml_number(operand)}")
             return _ordering(op, operand), 1
     raise AssertionError(f"operator {op!r} passed the schema but is unknown")
 
@@ -340,7 +348,8 @@ def _narrow(equalities: dict[str, frozenset[str]], key: str, values: frozenset[s
 
 
 def _lower_bound(matcher: dict[str, Any]) -> float | None:
-    found: list[float] = [matcher[op] for op in ("gt", "gte") if is_number(matcher.get(op))]
+    found: list[float] = [matcher[op] for op in ("gt", "gte")
+                          if is_number(matcher.get(op)) and math.isfinite(matcher[op])]
     return max(found) if found else None
 
 
