@@ -37,7 +37,7 @@ from rulesd.rules.model import RuleSet
 from rulesd.sender import Sender
 from rulesd.sources.file import FileSource, Position
 from rulesd.sources.journald import JournalCursor, JournaldSource, journal_event
-from rulesd.sources.lines import Lines
+from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import StateStore
 
@@ -240,6 +240,7 @@ class Daemon:
         payloads: list[dict[str, Any]] = []
         for run in runs:
             invalid = 0
+            offset = Offsets(run)
             for i, data in enumerate(run.data):
                 try:
                     event = parse(data)
@@ -247,12 +248,12 @@ class Daemon:
                     event = None
                 if type(event) is not dict:
                     invalid += 1
-                    self.warn(f"{run.path} (offset {run.offset(i)}): skipped: {why_invalid(self.parse, data)}")
+                    self.warn(f"{run.path} (offset {offset(i)}): skipped: {why_invalid(self.parse, data)}")
                     continue
                 firing = evaluate(event, now)
                 del event  # freed before the next parse, which then reuses its memory while it is in cache
                 if firing is not None:
-                    payloads.append(self._payload(firing, run.path, run.offset(i)))
+                    payloads.append(self._payload(firing, run.path, offset(i)))
             self._count(run.path, len(run.data), invalid)
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         state = self.engine.state

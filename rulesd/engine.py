@@ -220,11 +220,11 @@ class Engine:
 
         Called by `evaluate` for events that have candidates at all.
         """
-        time = arrival
-        if self._time_key is not None:
-            value = event.get(self._time_key) if self._read_time is None else self._read_time(event)
-            time = value if type(value) is float else event_time(value, arrival)
         try:
+            time = arrival
+            if self._time_key is not None:
+                value = event.get(self._time_key) if self._read_time is None else self._read_time(event)
+                time = value if type(value) is float else event_time(value, arrival)
             # Only events with candidates can add groups, so counting and timing just
             # these is enough for the sweeps to bound the state.
             if time > self._latest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rulesd.events import make_parser
-from rulesd.sources.lines import Line, LineQueue, Lines, count_lines, each_line, split_long
+from rulesd.sources.lines import Line, LineQueue, Lines, Offsets, count_lines, each_line, split_long
 from rulesd.sources.stdin import LineSplitter
 
 STREAM = b"alpha\r\n\nbravo charlie\n" + b"x" * 50 + b"\ndelta\n"
@@ -24,6 +24,14 @@ def test_offsets_count_every_byte_including_cr() -> None:
     run = Lines("p", 100, [b"ab\r", b"", b"cde"], 110)
     assert [100, 104, 105] == run.offsets()
     assert [] == Lines("p", 7, [], 7).offsets()
+
+
+def test_offsets_asked_in_any_order_match() -> None:
+    run = Lines("p", 100, [b"ab\r", b"", b"cde", b"f"], 112)
+    offset = Offsets(run)
+    expected = run.offsets()
+    for index in [0, 2, 3, 1, 1, 0, 3]:
+        assert expected[index] == offset(index)
 
 
 def test_split_long_drops_long_lines_and_keeps_the_offsets_of_the_rest() -> None:

@@ -29,15 +29,28 @@ class Lines(NamedTuple):
     data: list[bytes]
     end: int
 
-    def offset(self, index: int) -> int:
-        """The byte offset of line `index`."""
-        return self.start + sum(map(len, self.data[:index])) + index
-
     def offsets(self) -> list[int]:
         """The byte offset of each line."""
         if not self.data:
             return []
         return list(accumulate((len(line) + 1 for line in self.data[:-1]), initial=self.start))
+
+
+class Offsets:
+    """The offsets of a run's lines, asked for in increasing order: one pass over the run
+    however many are asked for (every line of a batch may alert or be invalid)."""
+
+    def __init__(self, run: Lines) -> None:
+        self._run = run
+        self._index, self._offset = 0, run.start
+
+    def __call__(self, index: int) -> int:
+        if index < self._index:  # asked out of order: count again from the start
+            self._index, self._offset = 0, self._run.start
+        data = self._run.data
+        self._offset += sum(map(len, data[self._index:index])) + index - self._index
+        self._index = index
+        return self._offset
 
 
 class Line(NamedTuple):
