@@ -214,3 +214,22 @@ def test_gate_anchors_start_at_the_rarest_character(literal: str, anchor: str) -
     """The gate looks for the end of each literal from its rarest character on."""
     assert anchor == _anchor(literal)
     assert literal.endswith(anchor) and len(anchor) >= min(4, len(literal))
+
+
+def test_a_field_read_inside_an_inlined_node_is_read_again_outside_it() -> None:
+    """`service: a` is a table of one value, so its node is written inline; the `level` it
+    reads there must not stand for the root's own `level` test when the service differs."""
+    rules = ruleset_from_yaml("""
+rules:
+  - {name: r1, match: {service: a, level: error}}
+  - {name: r3, match: {service: a, host: h}}
+  - {name: r2, match: {level: warning}}
+""")
+    index = RuleIndex(rules.rules)
+    for event, expected in [
+        ({"level": "warning"}, {"r2"}),
+        ({"service": "a", "level": "warning"}, {"r2"}),
+        ({"service": "a", "level": "error", "host": "h"}, {"r1", "r3"}),
+        ({"service": "b", "level": "error"}, set()),
+    ]:
+        assert expected == via_index(index, event) == brute_force(rules.rules, event)

@@ -22,7 +22,8 @@ twice for one event.
 
 Each node of the tree is turned into one Python function of straight-line code
 (see `_NodeWriter`), because at a few hundred nanoseconds per event the method
-calls, loops and getter calls of a generic walk cost more than the lookups.
+calls, loops and getter calls of a generic walk cost more than the lookups; a node
+reached through a table of a single value is written inline into its parent's.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class _Regex(NamedTuple):
     rules: tuple[Rule, ...]
 
 
-_Table = dict[str, "_Collect | tuple[Rule, ...]"]
+_Table = dict[str, "_Plan | tuple[Rule, ...]"]
 _Test = tuple[str, "_Literal | _Bound | _Regex"]
 
 
@@ -122,11 +123,6 @@ class _Plan(NamedTuple):
     always: tuple[Rule, ...]
     tables: list[tuple[str, _Table]]
     tests: list[_Test]
-
-
-def _build(entries: Sequence[_Entry], used: frozenset[str]) -> _Collect:
-    """The collect function of a node indexing `entries`."""
-    return _NodeWriter().node(_plan(entries, used))
 
 
 def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
@@ -166,7 +162,7 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
     return _Plan(tuple(always), tables, tests)
 
 
-def _child(entries: list[_Entry], used: frozenset[str]) -> _Collect | tuple[Rule, ...]:
+def _child(entries: list[_Entry], used: frozenset[str]) -> _Plan | tuple[Rule, ...]:
     """A node for `entries`, or just the rules when no test is left to tell them apart.
 
     Even a single rule gets a node for its regex or bound: that test costs less than
@@ -174,7 +170,7 @@ def _child(entries: list[_Entry], used: frozenset[str]) -> _Collect | tuple[Rule
     """
     if any(set(e.hints.equalities) - used or e.hints.regexes or e.hints.substrings
            or e.hints.lower_bounds for e in entries):
-        return _build(entries, used)
+        return _plan(entries, used)
     return tuple(e.rule for e in entries)
 
 
@@ -367,6 +363,7 @@ def _regex_test(members: list[tuple[Rule, str]]) -> _Regex:
 # ---- code generation --------------------------------------------------------------------
 
 _SHORT_BOUNDS = 4  # up to this many bounds are compared one by one, not bisected
+_INLINE_DEPTH = 8  # nodes written inline within one another in one function, at most
 
 
 class _NodeWriter:
@@ -382,6 +379,7 @@ class _NodeWriter:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {"bisect_right": bisect.bisect_right}
         self.locals: dict[str, str] = {}  # field -> the local holding its value
+        self.base = 0  # indentation of the node being written (inlined nodes sit deeper)
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
@@ -391,7 +389,7 @@ class _NodeWriter:
 
     def emit(self, depth: int, line: str) -> None:
         """Add a line of source, indented `depth` levels."""
-        self.lines.append("    " * depth + line)
+        self.lines.append("    " * (self.base + depth) + line)
 
     def node(self, plan: _Plan) -> _Collect:
         """The collect function of a node."""
@@ -464,16 +462,30 @@ class _NodeWriter:
             self.emit(depth, f"out.extend({self.const(rules)})")
 
     def table(self, value: str, table: _Table) -> None:
-        """One dict lookup: the hit is either the rules or a child node's function."""
+        """One dict lookup: the hit is either the rules or a child node's function.
+
+        A table of one value is a comparison instead, with its child node written inline,
+        so that a chain such as `service: api` -> `type: http_access` -> a bound costs one
+        call, not three.
+        """
+        if len(table) == 1 and self.base < _INLINE_DEPTH:
+            ((key, only),) = table.items()
+            self.emit(1, f"if {value} == {self.const(key)}:")
+            if isinstance(only, _Plan):
+                self.inline(only)
+            else:
+                self.add_rules(2, only)
+            return
+        lookup = {k: _NodeWriter().node(hit) if isinstance(hit, _Plan) else hit for k, hit in table.items()}
         # The keys are strings, which no other JSON value equals; only a list or an
         # object cannot be looked up, rare enough to pay for an exception instead of a
         # type check on every event.
         self.emit(1, "try:")
-        self.emit(2, f"hit = {self.const(table)}.get({value})")
+        self.emit(2, f"hit = {self.const(lookup)}.get({value})")
         self.emit(1, "except TypeError:")
         self.emit(2, "hit = None")
         self.emit(1, "if hit is not None:")
-        kinds = {type(hit) is tuple for hit in table.values()}
+        kinds = {type(hit) is tuple for hit in lookup.values()}
         if kinds == {True}:
             self.emit(2, "out.extend(hit)")
         elif kinds == {False}:
@@ -483,6 +495,13 @@ class _NodeWriter:
             self.emit(3, "out.extend(hit)")
             self.emit(2, "else:")
             self.emit(3, "hit(event, out)")
+
+    def inline(self, plan: _Plan) -> None:
+        """`plan`'s code one level deeper; the fields it reads are known only inside it."""
+        base, known = self.base, dict(self.locals)
+        self.base += 1
+        self.body(plan)
+        self.base, self.locals = base, known
 
     def literal(self, value: str, test: _Literal) -> None:
         """The gate searches, then each group's literals checked with `in` or a search."""
