@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 import orjson
 
@@ -92,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK  # `rulesd replay ... | head` is not an error
 
 
-def _print_problems(problems: Sequence[Problem], stream: object) -> None:
+def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
     for problem in problems:
-        print(problem, file=stream)  # type: ignore[call-overload]
+        print(problem, file=stream)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -179,12 +182,12 @@ def _alert_line(alert: ReplayedAlert) -> str:
     return f"line {alert.line}: {p['priority']} [{', '.join(alert.rules)}] {p['message']}  (alias: {p['alias']})\n"
 
 
-def _print_summary(summary: ReplaySummary, stream: object) -> None:
+def _print_summary(summary: ReplaySummary, stream: TextIO) -> None:
     lines = [
         f"events: {summary.events}, invalid lines: {summary.invalid}, alerts: {summary.alerts}",
         *(f"  {name}: {count} firing(s)" for name, count in sorted(summary.firings.items())),
     ]
-    print("\n".join(lines), file=stream)  # type: ignore[call-overload]
+    print("\n".join(lines), file=stream)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -208,9 +211,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """`rulesd outbox`: list pending and dead-lettered alerts, or requeue the dead ones."""
-    import os
-    import time
-
     from rulesd.daemon import STATE_FILE
     from rulesd.state import StateStore
 
