@@ -126,16 +126,17 @@ class Sender:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def step(self) -> float:
-        """Deliver every due alert in order until one fails or none is due.
+    def step(self, stop: threading.Event | None = None) -> float:
+        """Deliver every due alert in order until one fails, none is due or `stop` is set.
 
         Returns the seconds until the oldest pending alert is due (`IDLE_DELAY` when the
-        outbox is empty).
+        outbox is empty; 0 when stopped).
         """
-        while True:
+        while stop is None or not stop.is_set():
             delay = self._advance()
             if delay is not None:
                 return IDLE_DELAY if delay == math.inf else delay
+        return 0.0
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Deliver until `stop` is set; `wake` cuts a wait short (set it after `stop` too).
@@ -177,14 +178,10 @@ class Sender:
     def _guarded_step(self, stop: threading.Event) -> float:
         """One pass of `run`: deliver due alerts while not stopped; never raises."""
         try:
-            while not stop.is_set():
-                delay = self._advance()
-                if delay is not None:
-                    return IDLE_DELAY if delay == math.inf else delay
+            return self.step(stop)
         except Exception:  # the top of the sender loop: log, wait, go on
             log.exception("sender step failed; retrying in %.0fs", POLL_INTERVAL)
             return POLL_INTERVAL
-        return 0.0
 
     def resume(self) -> bool:
         """Retry a paused head at once (after a reload that may have fixed the key); True if paused."""

@@ -156,6 +156,18 @@ def test_delivers_everything_due_in_order(store: StateStore, clock: FakeClock) -
     assert (T0, None, None) == (sender.last_success, sender.last_error, sender.paused_reason)
 
 
+def test_a_step_ends_between_alerts_once_stopped(store: StateStore, clock: FakeClock) -> None:
+    """With `stop` set after the first delivery, the step returns 0 and the rest stay queued."""
+    queue(store, "a", "b")
+    stop = threading.Event()
+    transport = FakeTransport(on_send=stop.set)
+    sender = make_sender(store, transport, clock)
+
+    assert 0.0 == sender.step(stop)
+
+    assert (["a"], ["b"]) == (transport.sent, pending(store))
+
+
 def test_a_waiting_head_holds_back_later_alerts(store: StateStore, clock: FakeClock) -> None:
     """Strict order: while the oldest alert waits for its retry, nothing behind it is sent."""
     queue(store, "a")
