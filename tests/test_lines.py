@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rulesd.events import make_parser
-from rulesd.sources.lines import Line, LineQueue, Lines, Offsets, count_lines, each_line, split_long
+from rulesd.sources.lines import Line, LineQueue, Lines, Offsets, count_lines, each_line, runs_of, split_long
 from rulesd.sources.stdin import LineSplitter
 
 STREAM = b"alpha\r\n\nbravo charlie\n" + b"x" * 50 + b"\ndelta\n"
@@ -42,6 +42,20 @@ def test_split_long_drops_long_lines_and_keeps_the_offsets_of_the_rest() -> None
     assert [STREAM.index(b"x")] == reported
     assert 2 == len(runs)  # the long line splits the run in two
     assert [STREAM.index(b"x"), len(STREAM)] == [run.end for run in runs]
+
+
+@pytest.mark.parametrize("limit", [20, 50, 1000])
+def test_runs_of_is_one_run_unless_a_line_is_too_long(limit: int) -> None:
+    """Without a long line all lines are one run; with one, the same runs as `split_long`."""
+    lines = STREAM.split(b"\n")[:-1]
+    fast: list[int] = []
+    slow: list[int] = []
+    runs = runs_of("p", 0, lines, len(STREAM), limit, fast.append)
+    assert split_long("p", 0, lines, limit, slow.append) == runs
+    assert slow == fast
+    if limit >= 50:
+        assert [Lines("p", 0, lines, len(STREAM))] == runs
+    assert [] == runs_of("p", 7, [], 7, limit, fast.append)
 
 
 @pytest.mark.parametrize("sizes", [[1], [2, 3], [1, 1, 1, 1, 1, 1], [100]])

@@ -42,7 +42,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from rulesd.sources.lines import BATCH_BYTES, Lines, count_lines, size_of, split_long
+from rulesd.sources.lines import BATCH_BYTES, Lines, count_lines, runs_of, size_of
 
 __all__ = ["FileSource", "Position", "classify_saved", "fingerprint"]
 
@@ -284,10 +284,7 @@ class _Tail:
             del lines[limit:]
             end = pos + sum(map(len, lines)) + len(lines) - 1
         start = self._buf_offset + pos
-        if end - pos <= max_line_bytes or max(map(len, lines)) <= max_line_bytes:
-            runs.append(Lines(path, start, lines, self._buf_offset + end + 1))
-        else:
-            runs += split_long(path, start, lines, max_line_bytes, self._on_long)
+        runs += runs_of(path, start, lines, self._buf_offset + end + 1, max_line_bytes, self._on_long)
         self._pos = end + 1
         return len(lines)
 

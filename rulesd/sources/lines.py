@@ -78,11 +78,22 @@ def size_of(runs: Iterable[Lines]) -> int:
     return sum(run.end - run.start for run in runs)
 
 
+def runs_of(path: str, start: int, lines: list[bytes], end: int, limit: int,
+            on_long: Callable[[int], None]) -> list[Lines]:
+    """`lines`, read from the bytes `start` to `end`, as runs without the lines longer than
+    `limit` (see `split_long`). Almost always one run: no line can be too long when the
+    bytes read are not, and `max(map(len, ...))` is cheap next to building runs."""
+    if not lines:
+        return []
+    if end - start <= limit or max(map(len, lines)) <= limit:
+        return [Lines(path, start, lines, end)]
+    return split_long(path, start, lines, limit, on_long)
+
+
 def split_long(path: str, start: int, lines: list[bytes], limit: int,
                on_long: Callable[[int], None]) -> list[Lines]:
     """`lines` (the first at byte `start`) as runs without the lines longer than `limit`,
-    each of which is reported by its offset to `on_long`. The fast path (no long line) is
-    one run; callers check with `max(map(len, lines))` before coming here."""
+    each of which is reported by its offset to `on_long`; `runs_of` is the fast way in."""
     runs: list[Lines] = []
     kept: list[bytes] = []
     kept_start = offset = start

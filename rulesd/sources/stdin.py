@@ -10,7 +10,7 @@ import select
 from collections.abc import Callable
 
 from rulesd.sources.file import Position
-from rulesd.sources.lines import BATCH_BYTES, LineQueue, Lines, split_long
+from rulesd.sources.lines import BATCH_BYTES, LineQueue, Lines, runs_of
 
 CHUNK = 1 << 18
 
@@ -66,12 +66,7 @@ class LineSplitter:
     def _runs(self, lines: list[bytes], size: int) -> list[Lines]:
         start = self._offset
         self._offset += size
-        if not lines:
-            return []
-        limit = self.max_line_bytes
-        if size <= limit or max(map(len, lines)) <= limit:
-            return [Lines(self.name, start, lines, self._offset)]
-        return split_long(self.name, start, lines, self.max_line_bytes, self._on_long)
+        return runs_of(self.name, start, lines, self._offset, self.max_line_bytes, self._on_long)
 
     def _on_long(self, offset: int) -> None:
         self.skipped_long += 1
