@@ -52,8 +52,6 @@ class RuleIndex:
         # A rule filed once per branch of its `any` may be collected more than once.
         self.may_repeat = len(entries) > len(self.rules)
         self._root = _plan(entries, frozenset())
-        # collect(event, out) appends the candidates for `event` to `out`.
-        self.collect: _Collect = _NodeWriter().node(self._root)
 
     def evaluator(self, decide: _Decide[T], out: list[Rule]) -> Callable[[Event, float], T | None]:
         """`evaluate(event, time)`: collects the candidates into `out`, and if there are
@@ -63,6 +61,14 @@ class RuleIndex:
         they cost one Python call instead of two.
         """
         return _NodeWriter().evaluator(self._root, decide, out)
+
+    @functools.cached_property
+    def collect(self) -> _Collect:
+        """`collect(event, out)` appends the candidates for `event` to `out`.
+
+        Written on first use: the engine runs the `evaluator`, so most indexes never need it.
+        """
+        return _NodeWriter().node(self._root)
 
     def candidates(self, event: Event) -> list[Rule]:
         """Rules that might match `event`, each once, in no particular order."""
