@@ -169,14 +169,6 @@ def event_time(value: Any, arrival: float) -> float:
     return arrival
 
 
-def time_reader(time_field: str | None) -> tuple[str | None, Getter | None]:
-    """The time field, and a getter for it if it is a dotted path (else `event.get(field)` will do).
-    A missing field means "no time given": `event_time` then falls back."""
-    if time_field is None or "." not in time_field:
-        return time_field, None
-    return time_field, make_getter(time_field)
-
-
 class Engine:
     """Evaluates events against a rule set, keeping threshold and throttle state."""
 
@@ -187,15 +179,11 @@ class Engine:
         # would only pile them up.
         self._touched: set[tuple[str, str, GroupKey]] | None = self.state.touched if saved else None
         # The event time is read only for events that have candidate rules: most have none.
-        self._time_key, self._read_time = time_reader(time_field)
-        self.ruleset = ruleset
-        self.index = RuleIndex(ruleset.rules)
+        # A top-level field is read with `event.get`, cheaper than calling a getter.
+        self._time_key = time_field
+        self._read_time = make_getter(time_field) if time_field and "." in time_field else None
         self._candidates: list[Rule] = []  # reused: no allocation per event
-        # evaluate(event, arrival) -> the firing this event causes, if any, at its event time
-        # (`time_field`, else `arrival`): the index's root, which calls `_decide` when there
-        # are candidates.
-        self.evaluate = self.index.evaluator(self._decide, self._candidates)
-        self._adopt(ruleset)
+        self.replace_rules(ruleset)
         self._until_sweep = SWEEP_EVERY
         self._latest = float("-inf")
         self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
@@ -203,9 +191,11 @@ class Engine:
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
-        index = RuleIndex(ruleset.rules)
-        self.ruleset, self.index = ruleset, index
-        self.evaluate = index.evaluator(self._decide, self._candidates)
+        self.ruleset, self.index = ruleset, RuleIndex(ruleset.rules)
+        # evaluate(event, arrival) -> the firing this event causes, if any, at its event time
+        # (`time_field`, else `arrival`): the index's root, which calls `_decide` when there
+        # are candidates.
+        self.evaluate = self.index.evaluator(self._decide, self._candidates)
         self._adopt(ruleset)
 
     def _adopt(self, ruleset: RuleSet) -> None:
