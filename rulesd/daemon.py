@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Protocol, TextIO
 
 import orjson
@@ -248,7 +249,7 @@ class Daemon:
                     event = None
                 if type(event) is not dict:
                     invalid += 1
-                    self.warn(f"{run.path} (offset {offset(i)}): skipped: {why_invalid(self.parse, data)}")
+                    self.warn(partial(self._skipped, run.path, offset, i, data))  # built only if logged
                     continue
                 firing = evaluate(event, now)
                 del event  # freed before the next parse, which then reuses its memory while it is in cache
@@ -262,6 +263,10 @@ class Daemon:
         self.stats.alerts_queued += len(payloads)
         if payloads:
             self.sender_wake.set()
+
+    def _skipped(self, path: str, offset: Offsets, index: int, data: bytes) -> str:
+        """The warning for an invalid line: where it is and why (the parser is asked again)."""
+        return f"{path} (offset {offset(index)}): skipped: {why_invalid(self.parse, data)}"
 
     def _payload(self, firing: Firing, path: str, offset: int) -> dict[str, Any]:
         for rule in firing.rules:

@@ -73,7 +73,11 @@ def configure(level: str, fmt: str = "text", stream: TextIO = sys.stderr,
 
 
 class RateLimitedWarning:
-    """Logs at most one warning per `interval` seconds, saying how many were suppressed."""
+    """Logs at most one warning per `interval` seconds, saying how many were suppressed.
+
+    The message may be a function that builds it: a flood of bad lines then costs one
+    build per interval, not one per line.
+    """
 
     def __init__(self, logger: logging.Logger, clock: Callable[[], float], interval: float = 10.0) -> None:
         self.logger = logger
@@ -82,11 +86,13 @@ class RateLimitedWarning:
         self._last = float("-inf")
         self._suppressed = 0
 
-    def __call__(self, message: str) -> None:
+    def __call__(self, message: str | Callable[[], str]) -> None:
         now = self.clock()
         if now - self._last < self.interval:
             self._suppressed += 1
             return
+        if callable(message):
+            message = message()
         if self._suppressed:
             message += f" (and {self._suppressed} similar warning(s) suppressed)"
         self.logger.warning("%s", message)

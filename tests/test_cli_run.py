@@ -68,6 +68,7 @@ def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
     assert ["p-1", "p-2"] == [p["alias"] for p in payloads]
     assert [{"type": "team", "name": "ops"}] == payloads[0]["responders"]
     assert "skipped: invalid JSON" in result.stderr
+    assert "<stdin> (offset 26): skipped: invalid JSON" in result.stderr
 
 
 def test_outbox_without_a_database_says_so(tmp_path: Path) -> None:

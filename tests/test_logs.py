@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 
 from rulesd.logs import JsonFormatter, LineFormatter, RateLimitedWarning
 
@@ -44,3 +45,24 @@ def test_rate_limited_warning_counts_what_it_suppresses() -> None:
     now[0] = 11.0
     warn("later")
     assert ["w0", "later (and 4 similar warning(s) suppressed)"] == stream.getvalue().splitlines()
+
+
+def test_a_suppressed_warning_is_not_built() -> None:
+    """A message given as a function is built only when it is logged."""
+    stream = io.StringIO()
+    logger = logging.getLogger("rulesd-test-rate-lazy")
+    logger.handlers[:] = [logging.StreamHandler(stream)]
+    logger.propagate = False
+    built: list[int] = []
+
+    def message(i: int) -> Callable[[], str]:
+        return lambda: built.append(i) or f"w{i}"
+
+    now = [0.0]
+    warn = RateLimitedWarning(logger, lambda: now[0], interval=10)
+    for i in range(3):
+        warn(message(i))
+    now[0] = 11.0
+    warn(message(3))
+    assert [0, 3] == built
+    assert ["w0", "w3 (and 2 similar warning(s) suppressed)"] == stream.getvalue().splitlines()
