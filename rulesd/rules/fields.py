@@ -26,23 +26,31 @@ def split_path(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
 
+def shallow_keys(path: str) -> tuple[str, ...] | None:
+    """The keys of a path that `dict.get` alone reads (one key, or two that index no list),
+    which callers may read inline; None for any other path."""
+    parts = split_path(path)
+    if len(parts) == 1 or (len(parts) == 2 and not any(p.isdigit() for p in parts)):
+        return parts
+    return None
+
+
 def make_getter(path: str) -> Getter:
     """A function that returns the event's value at `path`, or MISSING.
 
     A numeric segment also indexes into a list (`items.0.name`).
     """
+    match shallow_keys(path):
+        case (key,):
+            return lambda event: event.get(key, MISSING)
+        case (outer, inner):
+
+            def get_nested(event: Event) -> Any:
+                value = event.get(outer, MISSING)
+                return value.get(inner, MISSING) if type(value) is dict else MISSING
+
+            return get_nested
     parts = split_path(path)
-    if len(parts) == 1:
-        key = parts[0]
-        return lambda event: event.get(key, MISSING)
-    if len(parts) == 2 and not any(p.isdigit() for p in parts):
-        outer, inner = parts
-
-        def get_nested(event: Event) -> Any:
-            value = event.get(outer, MISSING)
-            return value.get(inner, MISSING) if type(value) is dict else MISSING
-
-        return get_nested
 
     def get(event: Event) -> Any:
         value: Any = event

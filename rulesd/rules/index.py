@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from rulesd.rules.conditions import Hints, generated_function
-from rulesd.rules.fields import Event, make_getter
+from rulesd.rules.fields import Event, make_getter, shallow_keys
 from rulesd.rules.model import Rule
 
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?P<")
@@ -449,15 +449,14 @@ class _NodeWriter:
         if field in self.locals:
             return self.locals[field]
         value = self.locals[field] = f"v{len(self.locals)}"
-        parts = field.split(".")
-        if len(parts) == 1:
-            self.emit(1, f"{value} = event.get({self.const(field)})")
-        elif len(parts) == 2 and not any(p.isdigit() for p in parts):
-            outer, inner = self.const(parts[0]), self.const(parts[1])
-            self.emit(1, f"{value} = event.get({outer})")
-            self.emit(1, f"{value} = {value}.get({inner}) if type({value}) is dict else None")
-        else:
-            self.emit(1, f"{value} = {self.const(make_getter(field))}(event)")
+        match shallow_keys(field):
+            case (key,):
+                self.emit(1, f"{value} = event.get({self.const(key)})")
+            case (outer, inner):
+                self.emit(1, f"{value} = event.get({self.const(outer)})")
+                self.emit(1, f"{value} = {value}.get({self.const(inner)}) if type({value}) is dict else None")
+            case _:
+                self.emit(1, f"{value} = {self.const(make_getter(field))}(event)")
         return value
 
     def add_rules(self, depth: int, rules: tuple[Rule, ...]) -> None:
@@ -564,16 +563,16 @@ class _NodeWriter:
 
     def number(self, field: str) -> str | None:
         """A local holding the field's value, -inf if it is missing; None for deep paths."""
-        parts = field.split(".")
-        if len(parts) > 2 or any(p.isdigit() for p in parts):
+        keys = shallow_keys(field)
+        if keys is None:
             return None
         local = f"n{len(self.lines)}"
         missing = self.const(_NO_NUMBER)
-        if len(parts) == 1:
-            self.emit(1, f"{local} = event.get({self.const(field)}, {missing})")
+        if len(keys) == 1:
+            self.emit(1, f"{local} = event.get({self.const(keys[0])}, {missing})")
         else:
-            self.emit(1, f"{local} = event.get({self.const(parts[0])})")
-            self.emit(1, f"{local} = {local}.get({self.const(parts[1])}, {missing}) "
+            self.emit(1, f"{local} = event.get({self.const(keys[0])})")
+            self.emit(1, f"{local} = {local}.get({self.const(keys[1])}, {missing}) "
                          f"if type({local}) is dict else {missing}")
         return local
 
