@@ -111,8 +111,7 @@ class StateStore:
 
     def load_positions(self) -> dict[str, dict[str, Any]]:
         """Saved source positions, keyed by source (e.g. file path)."""
-        with self._lock:
-            rows = self._conn().execute("SELECT source, data FROM positions").fetchall()
+        rows = self._rows("SELECT source, data FROM positions")
         return {source: json.loads(data) for source, data in rows}
 
     def load_engine_state(self) -> dict[str, Any] | None:
@@ -167,11 +166,8 @@ class StateStore:
 
     def head(self) -> OutboxAlert | None:
         """The oldest pending alert: the sender delivers strictly in order."""
-        with self._lock:
-            row = self._conn().execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1"
-            ).fetchone()
-        return None if row is None else _alert(row)
+        rows = self._rows(f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1")
+        return _alert(rows[0]) if rows else None
 
     def mark_sent(self, alert_id: int) -> None:
         """Delivered: the alert leaves the outbox."""
@@ -194,32 +190,31 @@ class StateStore:
 
     def retry_dead(self, now: float) -> int:
         """Requeue every dead-lettered alert (as new, so max_age starts again); returns how many."""
-        with self._lock:
-            cur = self._conn().execute(
-                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt = ?, created = ?, "
-                "last_error = NULL, response = NULL WHERE status = 'dead'",
-                (now, now),
-            )
-        return cur.rowcount
+        return self._write(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt = ?, created = ?, "
+            "last_error = NULL, response = NULL WHERE status = 'dead'",
+            (now, now),
+        )
 
     def alerts(self, status: str | None = None) -> list[OutboxAlert]:
         """Queued alerts in order, optionally only those with `status`."""
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
-        with self._lock:
-            rows = self._conn().execute(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id", args).fetchall()
-        return [_alert(r) for r in rows]
+        return [_alert(r) for r in self._rows(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id", args)]
 
     def depth(self) -> tuple[int, float | None]:
         """Pending alerts and the creation time of the oldest."""
-        with self._lock:
-            count, oldest = self._conn().execute(
-                "SELECT COUNT(*), MIN(created) FROM outbox WHERE status = 'pending'"
-            ).fetchone()
+        ((count, oldest),) = self._rows("SELECT COUNT(*), MIN(created) FROM outbox WHERE status = 'pending'")
         return int(count), oldest
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Run one query; all its rows, fetched under the lock (the shared dry-run connection)."""
         with self._lock:
-            self._conn().execute(sql, args)
+            return self._conn().execute(sql, args).fetchall()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        """Run one statement (its own transaction); how many rows it changed."""
+        with self._lock:
+            return self._conn().execute(sql, args).rowcount
 
 
 def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:
