@@ -77,16 +77,6 @@ def _contains(needle: Any) -> ValueTest:
     return test
 
 
-def _ordering(op: str, bound: float) -> ValueTest:
-    if op == "gt":
-        return lambda v: type(v) in _NUMBER and v > bound
-    if op == "gte":
-        return lambda v: type(v) in _NUMBER and v >= bound
-    if op == "lt":
-        return lambda v: type(v) in _NUMBER and v < bound
-    return lambda v: type(v) in _NUMBER and v <= bound
-
-
 def compile_regex(pattern: str) -> re.Pattern[str]:
     """Compile a rule's regex; ValueError explains a bad one."""
     try:
@@ -102,6 +92,7 @@ def _yaml_number(value: float) -> str:
 
 
 def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
+    """A test for an operator that `_value_expression` does not write inline, and its cost."""
     match op:
         case "equals":
             return equals_test(operand), 1
@@ -122,10 +113,6 @@ def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
         case "regex":
             search = compile_regex(operand).search
             return (lambda v: type(v) is str and search(v) is not None), 10
-        case "gt" | "gte" | "lt" | "lte":
-            if not math.isfinite(operand):  # NaN compares false with everything: a rule that never fires
-                raise ValueError(f"expected a finite number, got {_yaml_number(operand)}")
-            return _ordering(op, operand), 1
     raise AssertionError(f"operator {op!r} passed the schema but is unknown")
 
 
@@ -202,10 +189,9 @@ def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> t
         if op == "exists":
             continue
         try:
-            test, cost = _operator(op, operand)
+            tests.append(_value_expression(op, operand, w))
         except ValueError as exc:
             raise ConditionError((*path, op), str(exc)) from None
-        tests.append((_value_expression(op, operand, test, w), cost))
     tests.sort(key=lambda t: t[1])
     cost = 1 + sum(c for _, c in tests)
     if exists is False:
@@ -216,14 +202,20 @@ def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> t
     return _present_and(key, [t for t, _ in tests], w), cost
 
 
-def _value_expression(op: str, operand: Any, test: ValueTest, w: _Writer) -> str:
-    """`op` applied to the value `{v}`: inline for the common cheap operators."""
-    ordering = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-    if op in ordering:
-        return f"(type({{v}}) in NUMBER and {{v}} {ordering[op]} {w.const(operand)})"
+_ORDERING = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _value_expression(op: str, operand: Any, w: _Writer) -> tuple[str, int]:
+    """`op` applied to the value `{v}`, and its rough cost: the common cheap operators are
+    written inline, the others call a compiled test."""
+    if op in _ORDERING:
+        if not math.isfinite(operand):  # NaN compares false with everything: a rule that never fires
+            raise ValueError(f"expected a finite number, got {_yaml_number(operand)}")
+        return f"(type({{v}}) in NUMBER and {{v}} {_ORDERING[op]} {w.const(operand)})", 1
     if op == "equals" and isinstance(operand, str):
-        return f"({{v}} == {w.const(operand)})"
-    return f"{w.const(test)}({{v}})"
+        return f"({{v}} == {w.const(operand)})", 1
+    test, cost = _operator(op, operand)
+    return f"{w.const(test)}({{v}})", cost
 
 
 def _present_and(key: str, value_tests: list[str], w: _Writer) -> str:
