@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rulesd.sources import stdin
+from rulesd.sources import lines, stdin
 from rulesd.sources.lines import each_line
 from rulesd.sources.stdin import StdinSource
 
@@ -57,7 +57,7 @@ def test_read_respects_max_lines() -> None:
 
 def test_read_stops_growing_a_batch_at_batch_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long lines make a batch of fewer lines: memory per batch is bounded in bytes too."""
-    monkeypatch.setattr(stdin, "BATCH_BYTES", 1000)
+    monkeypatch.setattr(lines, "BATCH_BYTES", 1000)
     monkeypatch.setattr(stdin, "CHUNK", 500)
     r, w = os.pipe()
     os.write(w, (b"x" * 99 + b"\n") * 30)

@@ -68,7 +68,7 @@ import orjson
 from rulesd.errors import RulesdError
 from rulesd.events import InvalidEvent
 from rulesd.rules.fields import Event
-from rulesd.sources.lines import BATCH_BYTES, LineQueue, Lines
+from rulesd.sources.lines import MAX_CHUNKS_PER_READ, LineQueue, Lines
 from rulesd.sources.stdin import CHUNK, LineSplitter
 
 __all__ = [
@@ -83,7 +83,6 @@ __all__ = [
 NAME = "journalctl"
 BACKOFF = (1.0, 30.0)  # seconds: first restart delay, and the cap it doubles up to
 BOOT_ALL_SINCE = 252  # oldest journalctl known to accept --boot=all
-_MAX_CHUNKS_PER_READ = 64  # bounds the time one read() spends draining the pipe
 _STDERR_LINE_BYTES = 4096
 _NO_MATCHES: Mapping[str, str | Sequence[str]] = MappingProxyType({})
 # journald field names: upper case, digits, underscores, not starting with a digit, <= 64 bytes
@@ -469,8 +468,8 @@ class JournaldSource:
     def _fill(self, want: int) -> None:
         proc = self._proc
         assert proc is not None
-        for _ in range(_MAX_CHUNKS_PER_READ):
-            if len(self._ready) >= want or self._ready.size >= BATCH_BYTES or not proc.readable(0):
+        for _ in range(MAX_CHUNKS_PER_READ):
+            if self._ready.filled(want) or not proc.readable(0):
                 return
             lines = proc.read_chunk()
             if lines is None:

@@ -18,6 +18,9 @@ from typing import NamedTuple
 
 # A batch also stops growing at this size, since a line may be up to `max_line_bytes` long.
 BATCH_BYTES = 8 << 20
+# Reads of a pipe per read() at most: an over-long line being skipped adds no lines, so the
+# batch alone would not bound the time spent draining it.
+MAX_CHUNKS_PER_READ = 64
 
 
 class Lines(NamedTuple):
@@ -122,6 +125,10 @@ class LineQueue:
 
     def __len__(self) -> int:
         return self.lines
+
+    def filled(self, max_lines: int) -> bool:
+        """Whether a batch is ready: `max_lines` lines, or BATCH_BYTES of them."""
+        return self.lines >= max_lines or self.size >= BATCH_BYTES
 
     def extend(self, runs: Iterable[Lines]) -> None:
         """Queue `runs` after those already here."""

@@ -10,7 +10,7 @@ import select
 from collections.abc import Callable
 
 from rulesd.sources.file import Position
-from rulesd.sources.lines import BATCH_BYTES, LineQueue, Lines, runs_of
+from rulesd.sources.lines import MAX_CHUNKS_PER_READ, LineQueue, Lines, runs_of
 
 CHUNK = 1 << 18
 
@@ -96,8 +96,9 @@ class StdinSource:
     def read(self, max_lines: int) -> list[Lines]:
         """Complete lines available now, at most `max_lines`."""
         # Fill up to a whole batch when data is waiting: fewer, larger transactions downstream.
-        ready = self._ready
-        while len(ready) < max_lines and ready.size < BATCH_BYTES and not self.eof and self._readable(0):
+        for _ in range(MAX_CHUNKS_PER_READ):
+            if self._ready.filled(max_lines) or self.eof or not self._readable(0):
+                break
             self._fill()
         return self._ready.take(max_lines)
 
