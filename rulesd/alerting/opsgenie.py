@@ -24,6 +24,7 @@ import orjson
 import requests
 
 from rulesd import __version__
+from rulesd.alerting.payload import truncate
 from rulesd.errors import RulesdError
 
 USER_AGENT = f"rulesd/{__version__}"
@@ -200,11 +201,6 @@ def redact(text: str, secret: str) -> str:
     return text
 
 
-def truncate(text: str, limit: int = BODY_MAX) -> str:
-    """At most `limit` characters, ending in `…` when cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _excerpt(body: str) -> str:
     flat = " ".join(body.split())
     return f": {truncate(flat, 300)}" if flat else ""
@@ -279,7 +275,7 @@ class OpsGenieClient:
             except requests.RequestException:
                 body = "(the response body could not be read)"
         headers = {name: redact(value, key) for name, value in response.headers.items()}
-        error = classify(response.status_code, headers, truncate(body), self._clock())
+        error = classify(response.status_code, headers, truncate(body, BODY_MAX), self._clock())
         if error is not None:
             raise error
 
