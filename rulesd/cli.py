@@ -108,8 +108,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             config = load_config(args.config)
             paths = args.paths or list(config.rules)
-        except ConfigError as exc:
+        except ConfigError as exc:  # still check the rules it names, if those could be read
             config_problems = list(exc.problems)
+            paths = args.paths or list(exc.rules or ())
     result = check_paths(paths)
     problems = sorted([*config_problems, *result.problems])
     errors = [p for p in problems if p.severity == "error"]

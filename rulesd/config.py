@@ -79,8 +79,18 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
         raise ConfigError([Problem(doc.locate(()), "the configuration must be a mapping of keys")])
     problems = validate_document(doc, "config")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, _rule_paths(doc, doc.value))
     return _resolve(doc, doc.value, environ)
+
+
+def _rule_paths(doc: Document, raw: dict[str, Any]) -> tuple[str, ...] | None:
+    """The rule paths `raw` names, made absolute; None if `rules` is malformed."""
+    base = os.path.dirname(os.path.abspath(doc.path))
+    rules = raw.get("rules", ["rules"])
+    rules = [rules] if isinstance(rules, str) else rules
+    if not isinstance(rules, list) or not all(isinstance(p, str) and p for p in rules):
+        return None
+    return tuple(_absolute(base, p) for p in rules)
 
 
 def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
@@ -90,14 +100,14 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     def report(keys: tuple[str | int, ...], message: str) -> None:
         problems.append(Problem(doc.locate(keys), f"{format_path(keys)}: {message}"))
 
-    rules = raw.get("rules", ["rules"])
-    rule_paths = tuple(_absolute(base, p) for p in ([rules] if isinstance(rules, str) else rules))
+    rule_paths = _rule_paths(doc, raw)
+    assert rule_paths is not None  # the schema has checked `rules`
     source = _source(raw.get("source", {"type": "stdin"}), base, report)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
     metrics = raw.get("metrics") or {}
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, rule_paths)
     return Config(
         path=os.path.abspath(doc.path),
         rules=rule_paths,

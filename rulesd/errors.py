@@ -58,4 +58,9 @@ class RuleError(InvalidInputError):
 
 
 class ConfigError(InvalidInputError):
-    """A daemon configuration that cannot be used."""
+    """A daemon configuration that cannot be used; `rules`, the rule paths it names when
+    those could be read, so that `rulesd check --config` still checks them."""
+
+    def __init__(self, problems: list[Problem], rules: tuple[str, ...] | None = None) -> None:
+        super().__init__(problems)
+        self.rules = rules

@@ -213,3 +213,20 @@ def test_version() -> None:
     """`rulesd --version` prints the version and exits 0."""
     result = rulesd_cli("--version")
     assert (0, f"rulesd {rulesd.__version__}\n") == (result.returncode, result.stdout)
+
+
+def test_check_config_with_errors_still_checks_the_rules_it_names(tmp_path: Path) -> None:
+    """An invalid config is reported, and the rules it names are checked, not ./rules."""
+    for folder in ("rules", "mine"):
+        (tmp_path / folder).mkdir()
+    write(tmp_path / "rules" / "other.yaml", "name: elsewhere\nmatch: {a: 1}\n")
+    write(tmp_path / "mine" / "r.yaml", "name: mine\nmatch: {x: {gte: .nan}}\n")
+    config = write(tmp_path / "rulesd.yaml", (
+        "rules: [mine]\n"
+        "opsgenie: {api_key: k, alert_url: 'http://example.com/v2/alerts'}\n"
+    ))
+    result = rulesd_cli("check", "--config", str(config), cwd=tmp_path)
+    assert 1 == result.returncode
+    assert "rulesd.yaml:2:" in result.stdout and "alert_url" in result.stdout
+    assert "mine/r.yaml:2:" in result.stdout and "expected a finite number" in result.stdout
+    assert result.stdout.rstrip().endswith("1 file(s), 0 rule(s), 2 error(s), 0 warning(s)")
