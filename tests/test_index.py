@@ -233,3 +233,42 @@ rules:
         ({"service": "b", "level": "error"}, set()),
     ]:
         assert expected == via_index(index, event) == brute_force(rules.rules, event)
+
+
+class _ReadRecorder(dict[str, Any]):
+    """An event that notes the fields the index reads."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.append(key)
+        return super().get(key, default)
+
+
+def test_the_root_reads_few_fields_filing_a_rule_under_a_gate_it_reads_anyway() -> None:
+    """`rg` needs `level` and a literal in `message`; the regex-only rules make the root read
+    `message` anyway, so `rg` is filed under that gate and no event pays for reading `level`."""
+    rules = ruleset_from_yaml(r"""
+rules:
+  - {name: r1, match: {message: {regex: "disk full on \\S+"}}}
+  - {name: r2, match: {message: {contains: "out of memory"}}}
+  - {name: rg, match: {level: error, message: {contains: "vol17"}}}
+  - {name: svc, match: {service: payments, level: [error, critical]}}
+""")
+    index = RuleIndex(rules.rules)
+    for event, expected in [
+        ({"level": "info", "message": "all well"}, set()),
+        ({"level": "error", "message": "vol17 is full"}, {"rg"}),
+        ({"level": "info", "message": "vol17 is full"}, {"rg"}),  # a candidate; its predicate says no
+        ({"service": "payments", "level": "error", "message": "disk full on /"}, {"r1", "svc"}),
+    ]:
+        recorder = _ReadRecorder(event)
+        found = {r.name for r in index.candidates(recorder)}
+        assert expected == found
+        assert brute_force(rules.rules, event) <= found
+        # The root reads `service` (its table) and `message` (its gate), each once; only the
+        # payments node reads `level`.
+        in_payments = ["level"] if event.get("service") == "payments" else []
+        assert sorted(["message", "service", *in_payments]) == sorted(recorder.read)

@@ -132,28 +132,34 @@ class _Plan(NamedTuple):
 
 
 def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
-    """Index `entries` on the tests they require, ignoring the fields in `used`."""
-    popularity = Counter(f for e in entries for f in e.hints.equalities if f not in used)
+    """Index `entries` on the tests they require, ignoring the fields in `used`.
+
+    Every field a node tests costs a read for every event that reaches it, so the node
+    reads as few fields as will cover its entries (greedily, the field most entries can
+    be filed under first); an entry then goes under an equality on a read field if it
+    has one (the most selective test), else a literal, a bound or a regex on one.
+    """
+    options = [_options(entry.hints, used) for entry in entries]
+    read = _fields_to_read(options)
+    popularity = Counter(f for e in entries for f in e.hints.equalities if f in read)
     by_field: dict[str, dict[str, list[_Entry]]] = {}
     literal_rules: dict[str, list[tuple[Rule, _Literals]]] = {}
     bounded: dict[str, list[tuple[float, Rule]]] = {}
     combined: dict[str, list[tuple[Rule, str]]] = {}
     always: list[Rule] = []
-    for entry in entries:
+    for entry, (equal, literals, bound, scoped) in zip(entries, options, strict=True):
         rule, hints = entry
-        fields = [f for f in hints.equalities if f not in used]
-        if fields:
+        if fields := [f for f in equal if f in read]:
             # The field most rules share: fewer lookups per event.
             field = max(fields, key=lambda f: (popularity[f], -len(hints.equalities[f]), f))
             table = by_field.setdefault(field, {})
             for value in hints.equalities[field]:
                 table.setdefault(value, []).append(entry)
-        elif (literals := _required_literals(hints)) is not None:
+        elif literals is not None and literals[0] in read:
             literal_rules.setdefault(literals[0], []).append((rule, literals[1]))
-        elif hints.lower_bounds:
-            field, bound = min(hints.lower_bounds.items())
-            bounded.setdefault(field, []).append((bound, rule))
-        elif scoped := _combinable(hints):
+        elif bound is not None and bound[0] in read:
+            bounded.setdefault(bound[0], []).append((bound[1], rule))
+        elif scoped is not None and scoped[0] in read:
             combined.setdefault(scoped[0], []).append((rule, scoped[1]))
         else:
             always.append(rule)
@@ -166,6 +172,38 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
         *((f, _regex_test(members)) for f, members in combined.items()),
     ]
     return _Plan(tuple(always), tables, tests)
+
+
+class _Options(NamedTuple):
+    """The tests an entry could be filed under: equality fields, a literal, a bound, a regex."""
+
+    equal: list[str]
+    literals: tuple[str, _Literals] | None
+    bound: tuple[str, float] | None
+    scoped: tuple[str, str] | None
+
+
+def _options(hints: Hints, used: frozenset[str]) -> _Options:
+    bounds = sorted(hints.lower_bounds.items())
+    return _Options([f for f in hints.equalities if f not in used], _required_literals(hints),
+                    bounds[0] if bounds else None, _combinable(hints))
+
+
+def _fields_to_read(options: list[_Options]) -> set[str]:
+    """A small set of fields under which every entry that has a test can be filed."""
+    def fields(o: _Options) -> set[str]:
+        found = set(o.equal)
+        found.update(t[0] for t in (o.literals, o.bound, o.scoped) if t is not None)
+        return found
+
+    left = [f for o in options if (f := fields(o))]
+    read: set[str] = set()
+    while left:
+        counts = Counter(f for fs in left for f in fs)
+        best = max(counts, key=lambda f: (counts[f], f))
+        read.add(best)
+        left = [fs for fs in left if best not in fs]
+    return read
 
 
 def _child(entries: list[_Entry], used: frozenset[str]) -> _Plan | tuple[Rule, ...]:
