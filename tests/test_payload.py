@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import enum
 import http
 import json
 from typing import Any
@@ -212,10 +211,8 @@ def test_description_is_cut_at_15000() -> None:
     assert (15000, "…") == (len(payload["description"]), payload["description"][-1])
 
 
-class Shade(enum.Enum):
-    """A value no JSON event holds."""
-
-    DARK = 1
+class _Text(str):
+    """A subclass of str, as no parser makes: json writes it as text."""
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -230,19 +227,43 @@ def _nested(depth: int) -> dict[str, Any]:
     [
         EVENT,
         {},
-        {"empty": {}, "none": [], "list": [1, [2, [{}]], {"k": []}], "deep": {"a": {"b": {"c": None}}}},
+        {"empty": {}, "none": [], "list": [1, [2, [{}]], {"k": []}], "deep": {"a": {"b": {"c": 1}}}},
         {"text": 'quote " backslash \\ newline \n tab \t bell \x07 del \x7f é ü 雪 \u2028 😀'},
-        {"floats": [0.1, -0.0, 1e16, 1e-7, 123456789.125, 1.5e300, 5e-324], "ints": [0, -1, 2**70]},
-        {"flags": [True, False, None], "nan": float("nan"), "inf": [float("inf"), float("-inf")]},
-        {1: "an int key", None: "a null key", "t": (1, "two"), "set": {3}, "enum": Shade.DARK},
-        {"day": datetime.date(2024, 6, 11), "big": decimal.Decimal("1.5"), "int enum": http.HTTPStatus.OK},
+        {"lone surrogate": "\ud800"},
+        {"floats": [0.1, -0.0, 1e16, 0.0001, 123456789.125, 1.5e300, 5e-324]},
+        {"ints": [0, -1, 2**63 - 1, -(2**63)]},
+        {"huge int": 2**70},
+        {"flags": [True, False]},
+        {"null": None},
+        {"nan": float("nan")},
+        {"inf": [float("inf"), float("-inf")]},
+        {1: "an int key"},
+        {None: "a null key"},
+        {"tuple": (1, "two")},
+        {"set": {3}},
+        {"day": datetime.date(2024, 6, 11)},
+        {"moment": datetime.datetime(2024, 6, 11, 10, 0, tzinfo=datetime.UTC)},
+        {"bytes": b"\x00binary"},
+        {"big": decimal.Decimal("1.5")},
+        {"int enum": http.HTTPStatus.OK},
+        {"text subclass": _Text("x")},
         _nested(3),
         _nested(120),
+        _nested(300),
     ],
 )
 def test_the_event_is_written_as_json_dumps_writes_it(event: dict[str, Any]) -> None:
-    """The event in the description is json.dumps's indented text, whatever the event holds."""
+    """The event in the description is json.dumps's indented text, whatever JSON or a YAML test
+    event holds (each unusual value is in an event of its own: one sends the whole event to json)."""
     assert json.dumps(event, indent=2, ensure_ascii=False, default=str) == event_text(event)
+
+
+def test_floats_under_1e_minus_4_keep_their_value_but_not_json_dumpss_exponent() -> None:
+    """The one difference from json.dumps: `1e-7`, not `1e-07`; `0.00001`, not `1e-05`."""
+    event = {"tiny": [1e-7, 1e-5, -2.5e-300], "n": 1}
+    text = event_text(event)
+    assert '{\n  "tiny": [\n    1e-7,\n    0.00001,\n    -2.5e-300\n  ],\n  "n": 1\n}' == text
+    assert event == json.loads(text)
 
 
 def test_the_description_ends_with_the_event() -> None:

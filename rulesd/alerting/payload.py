@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from rulesd.engine import Firing
 from rulesd.rules.model import Responder, Rule
@@ -32,8 +33,8 @@ TRIGGERING_RULES = "Triggering Rules"
 EVENT_SOURCE = "Event Source"
 RESPONDER_KINDS = ("team", "user", "escalation", "schedule")
 
-# The string encoders json.dumps uses without and with ensure_ascii.
-_encode, _encode_ascii = json.encoder.encode_basestring, json.encoder.encode_basestring_ascii
+# The string encoder json.dumps uses (with ensure_ascii).
+_encode_ascii = json.encoder.encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,50 +124,30 @@ def _description(firing: Firing) -> str:
 
 
 def event_text(event: Any) -> str:
-    """`json.dumps(event, indent=2, ensure_ascii=False, default=str)`, the same text, made faster
-    for what JSON events hold (json's indented encoder is written in Python and slow)."""
+    """The event as indented JSON, as `json.dumps(event, indent=2, ensure_ascii=False,
+    default=str)` writes it, but for the exponent of floats under 1e-4 (`1e-7`, not `1e-07`).
+
+    orjson writes it, ten times faster than json's indented encoder (written in Python);
+    json writes what orjson would write otherwise or not at all: types other than JSON's
+    (they go to `_not_json`), integers beyond 64 bits, keys that are not text, nesting
+    deeper than 254, and NaN and infinities, which orjson writes as `null`.
+    """
     try:
-        return _indented(event, "\n")
-    except _Unusual:  # other types, non-text keys, NaN, deep nesting: json itself decides
+        text = orjson.dumps(event, default=_not_json, option=_AS_JSON_WRITES).decode()
+    except orjson.JSONEncodeError:
+        text = "null"
+    if "null" in text:  # cheaper than a look for NaN: most events hold no null
         return json.dumps(event, indent=2, ensure_ascii=False, default=str)
+    return text
 
 
-class _Unusual(Exception):
-    """A value that `_indented` leaves to json."""
+# Everything but dict, list, str, int, float, bool and None goes to `default`.
+_AS_JSON_WRITES = (orjson.OPT_INDENT_2 | orjson.OPT_PASSTHROUGH_SUBCLASS
+                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
-_DEPTH_MAX = 64  # levels of nesting `_indented` handles (json's own recursion limits stay in force)
-
-
-def _indented(value: Any, newline: str) -> str:
-    """`value` as json.dumps writes it with indent=2 at the indentation of `newline`."""
-    kind = type(value)
-    if kind is str:
-        return _encode(value)
-    if kind is dict or kind is list:
-        if not value:
-            return "{}" if kind is dict else "[]"
-        if len(newline) > 2 * _DEPTH_MAX:
-            raise _Unusual
-        inner = newline + "  "
-        if kind is list:
-            items = [_encode(item) if type(item) is str else _indented(item, inner) for item in value]
-            return "[" + inner + ("," + inner).join(items) + newline + "]"
-        items = []
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _Unusual
-            items.append(_encode(key) + ": " + (_encode(item) if type(item) is str else _indented(item, inner)))
-        return "{" + inner + ("," + inner).join(items) + newline + "}"
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float and math.isfinite(value):
-        return float.__repr__(value)
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "true" if value else "false"
-    raise _Unusual
+def _not_json(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
 
 
 def _responders(rules: Iterable[Rule], recipients: Iterable[Responder]) -> list[Responder]:
