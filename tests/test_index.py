@@ -272,3 +272,20 @@ rules:
         # payments node reads `level`.
         in_payments = ["level"] if event.get("service") == "payments" else []
         assert sorted(["message", "service", *in_payments]) == sorted(recorder.read)
+
+
+def test_of_fields_that_cover_as_many_rules_an_equality_is_read_before_a_text_search() -> None:
+    """In the payments node, `level` and `message` each cover the rule; comparing `level`
+    is cheaper than searching `message`, so most events never have their message searched."""
+    rules = ruleset_from_yaml(r"""
+rules:
+  - {name: r, match: {service: payments, level: error, message: {regex: "declined by \\w+"}}}
+  - {name: other, match: {service: billing}}
+""")
+    index = RuleIndex(rules.rules)
+    recorder = _ReadRecorder({"service": "payments", "level": "info", "message": "declined by x"})
+    assert [] == index.candidates(recorder)
+    assert ["service", "level"] == recorder.read
+    recorder = _ReadRecorder({"service": "payments", "level": "error", "message": "declined by x"})
+    assert ["r"] == [r.name for r in index.candidates(recorder)]
+    assert ["service", "level", "message"] == recorder.read

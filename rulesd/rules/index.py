@@ -190,19 +190,27 @@ def _options(hints: Hints, used: frozenset[str]) -> _Options:
 
 
 def _fields_to_read(options: list[_Options]) -> set[str]:
-    """A small set of fields under which every entry that has a test can be filed."""
-    def fields(o: _Options) -> set[str]:
-        found = set(o.equal)
-        found.update(t[0] for t in (o.literals, o.bound, o.scoped) if t is not None)
-        return found
+    """A small set of fields under which every entry that has a test can be filed.
 
-    left = [f for o in options if (f := fields(o))]
+    Greedily the field that covers most of the entries left; of fields covering as many, the
+    one that is an equality for most of them, then a bound: those tests cost a lookup or a
+    comparison, a literal gate or a regex a search of the text.
+    """
+    left = [o for o in options if o.equal or o.literals or o.bound or o.scoped]
     read: set[str] = set()
     while left:
-        counts = Counter(f for fs in left for f in fs)
-        best = max(counts, key=lambda f: (counts[f], f))
+        covers: Counter[str] = Counter()
+        equal: Counter[str] = Counter()
+        bound: Counter[str] = Counter()
+        for o in left:
+            covers.update({*o.equal, *(t[0] for t in (o.literals, o.bound, o.scoped) if t)})
+            equal.update(o.equal)
+            if o.bound:
+                bound[o.bound[0]] += 1
+        best = max(covers, key=lambda f: (covers[f], equal[f], bound[f], f))
         read.add(best)
-        left = [fs for fs in left if best not in fs]
+        left = [o for o in left if best not in o.equal
+                and all(t is None or t[0] != best for t in (o.literals, o.bound, o.scoped))]
     return read
 
 
