@@ -289,3 +289,25 @@ rules:
     recorder = _ReadRecorder({"service": "payments", "level": "error", "message": "declined by x"})
     assert ["r"] == [r.name for r in index.candidates(recorder)]
     assert ["service", "level", "message"] == recorder.read
+
+
+def test_a_text_holding_a_regexs_literal_makes_its_rule_a_candidate_only_if_the_regex_matches() -> None:
+    """The gate finds `timeout after `; the rule's regex then decides there and then, so an
+    event whose text only holds the literal is not sent on to the engine."""
+    rules = ruleset_from_yaml(r"""
+rules:
+  - {name: slow, match: {message: {regex: "timeout after \\d{4,}ms"}}}
+  - {name: both, match: {message: {regex: "timeout after", contains: "db"}}}
+  - {name: icase, match: {message: {regex: "(?i)PANIC: .*\\[1\\]"}}}
+""")
+    index = RuleIndex(rules.rules)
+    for message, candidates, matching in [
+        ("timeout after 12ms", {"both"}, set()),  # `both` needs "db" too: its predicate decides
+        ("timeout after 12345ms", {"slow", "both"}, {"slow"}),
+        ("db timeout after 12ms", {"both"}, {"both"}),
+        ("panic: index [2]", set(), set()),
+        ("Panic: index [1]", {"icase"}, {"icase"}),
+    ]:
+        event = {"message": message}
+        assert candidates == {r.name for r in index.candidates(event)}
+        assert matching == via_index(index, event) == brute_force(rules.rules, event)

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from rulesd.rules.conditions import Hints, generated_function
+from rulesd.rules.conditions import Hints, compile_regex, generated_function
 from rulesd.rules.fields import Event, make_getter, shallow_keys
 from rulesd.rules.model import Rule
 
@@ -101,7 +101,8 @@ class _Literal(NamedTuple):
     """Rules that need a field to contain one of some literals (see `_literal_test`)."""
 
     gates: tuple[Callable[[str], object], ...]  # searches for any literal of any rule here
-    checks: tuple[tuple[_Literals, tuple[Rule, ...]], ...]  # rules grouped by their literals
+    # Rules grouped by their literals and the regexes they need the field to match.
+    checks: tuple[tuple[_Literals, tuple[Callable[[str], object], ...], tuple[Rule, ...]], ...]
     everyone: tuple[Rule, ...]
 
 
@@ -143,7 +144,7 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
     read = _fields_to_read(options)
     popularity = Counter(f for e in entries for f in e.hints.equalities if f in read)
     by_field: dict[str, dict[str, list[_Entry]]] = {}
-    literal_rules: dict[str, list[tuple[Rule, _Literals]]] = {}
+    literal_rules: dict[str, list[tuple[Rule, _Literals, tuple[str, ...]]]] = {}
     bounded: dict[str, list[tuple[float, Rule]]] = {}
     combined: dict[str, list[tuple[Rule, str]]] = {}
     always: list[Rule] = []
@@ -156,7 +157,8 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
             for value in hints.equalities[field]:
                 table.setdefault(value, []).append(entry)
         elif literals is not None and literals[0] in read:
-            literal_rules.setdefault(literals[0], []).append((rule, literals[1]))
+            field = literals[0]
+            literal_rules.setdefault(field, []).append((rule, literals[1], hints.regexes.get(field, ())))
         elif bound is not None and bound[0] in read:
             bounded.setdefault(bound[0], []).append((bound[1], rule))
         elif scoped is not None and scoped[0] in read:
@@ -305,14 +307,21 @@ def _sequence_literals(items: list[tuple[Any, Any]], c: Any) -> frozenset[str] |
     return best
 
 
-def _literal_test(members: list[tuple[Rule, _Literals]]) -> _Literal:
-    """One search for any required literal, then the exact rules whose literals occur."""
-    groups: dict[_Literals, list[Rule]] = {}
-    for rule, literals in members:
-        groups.setdefault(literals, []).append(rule)
-    gates = _gate_patterns(lit for literals in groups for lit in literals)
-    checks = tuple((literals, tuple(rules)) for literals, rules in groups.items())
-    return _Literal(tuple(g.search for g in gates), checks, tuple(rule for rule, _ in members))
+def _literal_test(members: list[tuple[Rule, _Literals, tuple[str, ...]]]) -> _Literal:
+    """One search for any required literal, then the exact rules whose literals occur and
+    whose regexes on the field match.
+
+    A literal only says that a regex may match (`timeout after \\d{4,}ms` needs more than
+    `timeout after `); checking the regex here, for the few texts that hold the literal,
+    costs less than sending the event on to the engine for a rule that then does not match.
+    """
+    groups: dict[tuple[_Literals, tuple[str, ...]], list[Rule]] = {}
+    for rule, literals, patterns in members:
+        groups.setdefault((literals, patterns), []).append(rule)
+    gates = _gate_patterns(lit for literals, _ in groups for lit in literals)
+    checks = tuple((literals, tuple(compile_regex(p).search for p in patterns), tuple(rules))
+                   for (literals, patterns), rules in groups.items())
+    return _Literal(tuple(g.search for g in gates), checks, tuple(rule for rule, _, _ in members))
 
 
 def _gate_patterns(literals: Iterable[tuple[str, bool]]) -> list[re.Pattern[str]]:
@@ -559,7 +568,7 @@ class _NodeWriter:
         self.emit(1, f"if (kind := type({value})) is str:")
         gates = [f"{self.const(gate)}({value}) is not None" for gate in test.gates]
         self.emit(2, f"if {' or '.join(gates)}:")
-        for literals, rules in test.checks:
+        for literals, searches, rules in test.checks:
             found = [
                 f"{self.const(re.compile(re.escape(text), re.IGNORECASE).search)}({value}) is not None"
                 if folded
@@ -567,7 +576,12 @@ class _NodeWriter:
                 for text, folded in sorted(literals, key=lambda lit: lit[1])
             ]
             self.emit(3, f"if {' or '.join(found)}:")
-            self.add_rules(4, rules)
+            if searches:
+                matched = " and ".join(f"{self.const(search)}({value}) is not None" for search in searches)
+                self.emit(4, f"if {matched}:")
+                self.add_rules(5, rules)
+            else:
+                self.add_rules(4, rules)
         self.emit(1, "elif kind is list:")
         self.add_rules(2, test.everyone)  # `contains` also looks for an equal item in a list
 
