@@ -28,7 +28,7 @@ from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, resolve_api_key
 from rulesd.engine import Engine, EngineState, Firing
 from rulesd.errors import InvalidInputError
-from rulesd.events import make_parser, parse_json, why_invalid
+from rulesd.events import BLOCK_LINES, make_parser, parse_block, parse_json, why_invalid
 from rulesd.logs import RateLimitedWarning
 from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
@@ -242,20 +242,17 @@ class Daemon:
         for run in runs:
             invalid = 0
             offset = Offsets(run)
-            for i, data in enumerate(run.data):
-                try:
-                    event = parse(data)
-                except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
-                    event = None
-                if type(event) is not dict:
-                    invalid += 1
-                    self.warn(partial(self._skipped, run.path, offset, i, data))  # built only if logged
-                    continue
-                firing = evaluate(event, now)
-                del event  # freed before the next parse, which then reuses its memory while it is in cache
-                if firing is not None:
-                    payloads.append(self._payload(firing, run.path, offset(i)))
-            self._count(run.path, len(run.data), invalid)
+            lines = run.data
+            for start in range(0, len(lines), BLOCK_LINES):
+                for i, event in enumerate(parse_block(parse, lines[start:start + BLOCK_LINES]), start):
+                    if type(event) is not dict:
+                        invalid += 1
+                        self.warn(partial(self._skipped, run.path, offset, i, lines[i]))  # built only if logged
+                        continue
+                    firing = evaluate(event, now)
+                    if firing is not None:
+                        payloads.append(self._payload(firing, run.path, offset(i)))
+            self._count(run.path, len(lines), invalid)
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         state = self.engine.state
         self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},

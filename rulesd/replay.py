@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from orjson import JSONDecodeError, loads
+from orjson import loads
 
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.engine import Engine
-from rulesd.events import parse_json, why_invalid
+from rulesd.events import parse_block, parse_json, why_invalid
 from rulesd.rules.model import RuleSet
 
 
@@ -53,25 +53,29 @@ def replay(
     arrival = time.time() if start is None else start
     summary = ReplaySummary()
     lineno = blank = 0  # events are the lines neither blank nor invalid: no count per event
-    for lineno, line in enumerate(stream, 1):
-        try:
-            event = loads(line)
-        except JSONDecodeError:
-            event = None
-        if type(event) is not dict:
-            if line.strip():
-                summary.invalid += 1
-                on_invalid(lineno, why_invalid(parse_json, line))
-            else:
-                blank += 1
-            continue
-        firing = evaluate(event, arrival)
-        del event  # freed before the next parse, which then reuses its memory while it is in cache
-        if firing is None:
-            continue
-        summary.alerts += 1
-        names = tuple(r.name for r in firing.rules)
-        summary.firings.update(names)
-        yield ReplayedAlert(lineno, names, build_payload(firing, settings, f"{name}:{lineno}"))
+    while block := stream.readlines(BLOCK_BYTES):
+        for offset, event in enumerate(parse_block(loads, block)):
+            if type(event) is not dict:
+                line = block[offset]
+                if line.strip():
+                    summary.invalid += 1
+                    on_invalid(lineno + offset + 1, why_invalid(parse_json, line))
+                else:
+                    blank += 1
+                continue
+            firing = evaluate(event, arrival)
+            if firing is None:
+                continue
+            summary.alerts += 1
+            names = tuple([r.name for r in firing.rules])
+            summary.firings.update(names)
+            where = lineno + offset + 1
+            yield ReplayedAlert(where, names, build_payload(firing, settings, f"{name}:{where}"))
+        lineno += len(block)
     summary.events = lineno - blank - summary.invalid
     yield summary
+
+
+# Lines read at a time: as many as fit in BLOCK_BYTES (about 60 events of 200 bytes), or one
+# longer line; they are parsed, then evaluated (see `parse_block`).
+BLOCK_BYTES = 12 * 1024

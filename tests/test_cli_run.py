@@ -76,3 +76,25 @@ def test_outbox_without_a_database_says_so(tmp_path: Path) -> None:
     result = rulesd("outbox", "list", "--config", config(tmp_path, "state_dir: st\n"))
     assert 0 == result.returncode
     assert "nothing queued" in result.stdout
+
+
+def test_bad_lines_anywhere_in_a_parsed_block_leave_the_others_and_their_offsets_right(tmp_path: Path) -> None:
+    """The daemon parses a block of lines, then evaluates it; bad lines at a block's start, end
+    and middle, in several blocks, are counted, and every page around them alerts in order,
+    naming its own offset."""
+    from rulesd.events import BLOCK_LINES
+
+    cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\n")
+    bad = [b"not json\n", b"[1, 2]\n", b"7\n", b'{"kind": "page", "id": \n']
+    at_bad = {0, BLOCK_LINES - 1, BLOCK_LINES, BLOCK_LINES + 1, 2 * BLOCK_LINES + 7, 5 * BLOCK_LINES - 1}
+    lines = [bad[i % len(bad)] if i in at_bad
+             else json.dumps({"kind": "page" if i % 3 else "noise", "id": i}).encode() + b"\n"
+             for i in range(5 * BLOCK_LINES)]
+    result = rulesd("run", "--config", cfg, "--dry-run", stdin=b"".join(lines))
+    assert 0 == result.returncode, result.stderr
+    payloads = [json.loads(line) for line in result.stdout.splitlines()]
+    offsets = [sum(map(len, lines[:i])) for i in range(len(lines))]
+    pages = [i for i in range(len(lines)) if i not in at_bad and i % 3]
+    assert [f"p-{i}" for i in pages] == [p["alias"] for p in payloads]
+    assert [f"<stdin> (offset {offsets[i]})" for i in pages] == [p["details"]["Event Source"] for p in payloads]
+    assert f"stopped: {len(lines) - len(at_bad)} event(s), {len(at_bad)} invalid" in result.stderr

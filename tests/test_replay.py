@@ -1,0 +1,104 @@
+"""`replay` parses lines a block at a time; what it reports is what line-by-line evaluation gives."""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from rulesd.alerting.payload import AlertSettings, build_payload
+from rulesd.engine import Engine
+from rulesd.events import parse_json, why_invalid
+from rulesd.replay import BLOCK_BYTES, ReplayedAlert, ReplaySummary, replay
+from rulesd.rules.model import RuleSet
+from tests.ruletools import ruleset_from_yaml
+
+RULES = ruleset_from_yaml("""
+rules:
+  - {name: err, match: {level: error}, alert: {message: "error on {host}"}}
+  - {name: burst, match: {level: warning}, threshold: {count: 3, window: 1m, group_by: [host]}}
+""")
+
+LINES = [
+    b'{"level":"error","host":"a"}\n',
+    b'{"level":"warning","host":"b","ts":1}\n',
+    b'{"level":"info"}\n',
+    b'{"level":"error","host":"c"}\r\n',
+    b'{"level":"error","host":"' + b"h" * BLOCK_BYTES + b'"}\n',  # longer than a block
+    b"not json\n",
+    b"\n",
+    b"   \n",
+    b"[1, 2]\n",
+    b'"text"\n',
+    b'{"level": "error", "host": \n',
+    b'{"level":"warning","host":"b"}',  # a last line without its newline
+]
+
+
+def reference(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int, str]]]:
+    """What replay must report: each line parsed and evaluated on its own, in order."""
+    evaluate = Engine(ruleset, saved=False).evaluate
+    alerts: list[Any] = []
+    invalid: list[tuple[int, str]] = []
+    summary = ReplaySummary()
+    for lineno, line in enumerate(io.BytesIO(data), 1):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            event = None
+        if type(event) is not dict:
+            if line.strip():
+                invalid.append((lineno, why_invalid(parse_json, line)))
+                summary.invalid += 1
+            continue
+        summary.events += 1
+        firing = evaluate(event, 0.0)
+        if firing is not None:
+            names = tuple(r.name for r in firing.rules)
+            summary.alerts += 1
+            summary.firings.update(names)
+            alerts.append(ReplayedAlert(lineno, names, build_payload(firing, AlertSettings(), f"f:{lineno}")))
+    return [*alerts, summary], invalid
+
+
+def replayed(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int, str]]]:
+    invalid: list[tuple[int, str]] = []
+    items = list(replay(ruleset, io.BytesIO(data), name="f", settings=AlertSettings(), start=0.0,
+                        on_invalid=lambda lineno, why: invalid.append((lineno, why))))
+    return items, invalid
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_replay_reports_what_line_by_line_evaluation_reports(seed: int) -> None:
+    """Whatever the lines and wherever the bad ones fall in a block (first, last, across the
+    boundary, in the last short block), the alerts, their line numbers, the invalid lines
+    and the summary are those of parsing and evaluating each line on its own."""
+    rng = random.Random(seed)
+    block = BLOCK_BYTES // 30  # lines of about 30 bytes in a block
+    count = rng.choice([0, 1, block - 1, block, block + 1, 3 * block + rng.randrange(block)])
+    valid_share = rng.choice([1.0, 0.97, 0.6])  # whole valid blocks take the fast path
+    lines = [rng.choice(LINES[:5]) if rng.random() < valid_share else rng.choice(LINES[5:-1])
+             for _ in range(count)]
+    data = b"".join(lines) + (LINES[-1] if seed % 2 else b"")
+    assert reference(RULES, data) == replayed(RULES, data)
+
+
+def test_an_invalid_line_in_a_block_leaves_the_line_numbers_of_the_others_right() -> None:
+    """A line in the second block is invalid; the alerts after it keep their numbers."""
+    info = b'{"level":"info"}\n'
+    per_block = BLOCK_BYTES // len(info) + 1
+    lines = [info] * (3 * per_block)
+    bad = per_block + per_block // 2
+    lines[bad] = b"{oops\n"
+    lines[bad + 1] = b'{"level":"error","host":"x"}\n'
+    lines[-1] = b'{"level":"error","host":"y"}\n'
+    items, invalid = replayed(RULES, b"".join(lines))
+    assert [(bad + 2, "x"), (len(lines), "y")] == [
+        (i.line, i.payload["message"].split()[-1]) for i in items if isinstance(i, ReplayedAlert)
+    ]
+    assert [bad + 1] == [lineno for lineno, _ in invalid]
+    summary = items[-1]
+    assert (len(lines) - 1, 1, 2) == (summary.events, summary.invalid, summary.alerts)
