@@ -31,23 +31,21 @@ BLOCK_LINES = 64
 
 
 def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[Any]:
-    """Each line parsed, or None where `parse` refuses it.
+    """Each line parsed, or None where `parse` refuses it; every line is parsed once.
 
     Replay and the daemon parse a block of lines and then evaluate its events: the parser's
     and then the engine's code and data each stay in the CPU's caches for a whole block,
     which at 100 rules is ~10% faster than parsing and evaluating line by line.
     """
-    try:
-        return list(map(parse, lines))
-    except ValueError:  # orjson's JSONDecodeError and InvalidEvent: a line is bad, so one by one
-        return [_parsed_or_none(parse, line) for line in lines]
-
-
-def _parsed_or_none(parse: Callable[[bytes], Any], line: bytes) -> Any:
-    try:
-        return parse(line)
-    except ValueError:
-        return None
+    events: list[Any] = []
+    while True:
+        try:
+            # `extend` keeps each value as it is parsed: after a bad line, the values before it
+            # are kept and parsing goes on after it.
+            events.extend(map(parse, lines[len(events):]))
+            return events
+        except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
+            events.append(None)
 
 
 def parse_text(line: bytes) -> Event:

@@ -36,3 +36,20 @@ def test_an_error_that_is_not_about_the_line_is_not_swallowed() -> None:
 
     with pytest.raises(KeyError):
         parse_block(broken, [b"x\n"])
+
+
+def test_every_line_is_parsed_once_however_many_are_bad() -> None:
+    """A source whose pattern most lines miss (a regex source picking errors out of a log)
+    costs one parse per line, not a parse of the block again after each bad line."""
+    calls: list[bytes] = []
+    parse = regex_parser(r"ERROR (?P<what>\w+)")
+
+    def counted(line: bytes) -> Any:
+        calls.append(line)
+        return parse(line)
+
+    lines = [b"INFO a\n", b"ERROR b\n", b"INFO c\n", b"INFO d\n", b"ERROR e\n", b"INFO f\n"]
+    events = parse_block(counted, lines)
+    assert ["b", "e"] == [e["what"] for e in events if e is not None]
+    assert [None, "b", None, None, "e", None] == [e and e["what"] for e in events]
+    assert lines == calls
