@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import enum
 import http
 import json
 from typing import Any
@@ -237,6 +238,8 @@ def _nested(depth: int) -> dict[str, Any]:
         {"null": None},
         {"nan": float("nan")},
         {"inf": [float("inf"), float("-inf")]},
+        {"null": None, "deep": [1, {"nan": float("nan")}]},
+        {"null": None, "tuple": (1, float("-inf"))},
         {1: "an int key"},
         {None: "a null key"},
         {"tuple": (1, "two")},
@@ -256,6 +259,24 @@ def test_the_event_is_written_as_json_dumps_writes_it(event: dict[str, Any]) -> 
     """The event in the description is json.dumps's indented text, whatever JSON or a YAML test
     event holds (each unusual value is in an event of its own: one sends the whole event to json)."""
     assert json.dumps(event, indent=2, ensure_ascii=False, default=str) == event_text(event)
+
+
+def test_an_event_holding_null_but_no_nan_is_written_by_orjson_too() -> None:
+    """orjson writes NaN as null, so a `null` in its text has the event searched for NaN; none
+    here, so orjson's text stands (its exponent for 1e-7 shows it)."""
+    event = {"user": None, "message": "NullPointerException in /dev/null", "tiny": 1e-7}
+    assert '{\n  "user": null,\n  "message": "NullPointerException in /dev/null",\n  "tiny": 1e-7\n}' == (
+        event_text(event)
+    )
+
+
+class _Shade(enum.Enum):
+    DARK = 1
+
+
+def test_an_enum_which_no_parser_makes_is_written_as_its_value() -> None:
+    """The one other difference from json.dumps (which writes `"_Shade.DARK"`)."""
+    assert '{\n  "shade": 1\n}' == event_text({"shade": _Shade.DARK})
 
 
 def test_floats_under_1e_minus_4_keep_their_value_but_not_json_dumpss_exponent() -> None:

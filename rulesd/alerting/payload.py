@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -125,20 +126,34 @@ def _description(firing: Firing) -> str:
 
 def event_text(event: Any) -> str:
     """The event as indented JSON, as `json.dumps(event, indent=2, ensure_ascii=False,
-    default=str)` writes it, but for the exponent of floats under 1e-4 (`1e-7`, not `1e-07`).
+    default=str)` writes it, but for the exponent of floats under 1e-4 (`1e-7`, not `1e-07`)
+    and enums, which no parser makes (orjson writes an enum's value).
 
     orjson writes it, ten times faster than json's indented encoder (written in Python);
-    json writes what orjson would write otherwise or not at all: types other than JSON's
+    json writes what orjson would write otherwise or not at all: other types than JSON's
     (they go to `_not_json`), integers beyond 64 bits, keys that are not text, nesting
     deeper than 254, and NaN and infinities, which orjson writes as `null`.
     """
     try:
         text = orjson.dumps(event, default=_not_json, option=_AS_JSON_WRITES).decode()
     except orjson.JSONEncodeError:
-        text = "null"
-    if "null" in text:  # cheaper than a look for NaN: most events hold no null
+        return json.dumps(event, indent=2, ensure_ascii=False, default=str)
+    if "null" in text and _non_finite(event):  # most events hold no null: no walk
         return json.dumps(event, indent=2, ensure_ascii=False, default=str)
     return text
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a NaN or an infinity is in `value`, which orjson has written (so its floats are
+    floats, not subclasses, and it is at most 254 levels deep)."""
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value)
+    if kind is dict:
+        return any(map(_non_finite, value.values()))
+    if kind is list or kind is tuple:
+        return any(map(_non_finite, value))
+    return False
 
 
 # Everything but dict, list, str, int, float, bool and None goes to `default`.
