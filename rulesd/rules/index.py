@@ -102,7 +102,7 @@ class _Literal(NamedTuple):
 
     gates: tuple[Callable[[str], object], ...]  # searches for any literal of any rule here
     # Rules grouped by their literals and the regexes they need the field to match.
-    checks: tuple[tuple[_Literals, tuple[Callable[[str], object], ...], tuple[Rule, ...]], ...]
+    checks: tuple[tuple[_Literals, tuple[tuple[_Searches, tuple[Rule, ...]], ...]], ...]
     everyone: tuple[Rule, ...]
 
 
@@ -120,6 +120,7 @@ class _Regex(NamedTuple):
     rules: tuple[Rule, ...]
 
 
+_Searches = tuple[Callable[[str], object], ...]  # searches that must all find a match
 _Table = dict[str, "_Plan | tuple[Rule, ...]"]
 _Test = tuple[str, "_Literal | _Bound | _Regex"]
 
@@ -137,8 +138,9 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
 
     Every field a node tests costs a read for every event that reaches it, so the node
     reads as few fields as will cover its entries (greedily, the field most entries can
-    be filed under first); an entry then goes under an equality on a read field if it
-    has one (the most selective test), else a literal, a bound or a regex on one.
+    be filed under first). An entry with an equality goes under an equality (the cheapest
+    and, as a rule, the most selective test: a literal that many rules share may be in many
+    texts); any other under a literal, a bound or a regex on a field the node reads.
     """
     options = [_options(entry.hints, used) for entry in entries]
     read = _fields_to_read(options)
@@ -186,9 +188,11 @@ class _Options(NamedTuple):
 
 
 def _options(hints: Hints, used: frozenset[str]) -> _Options:
+    equal = [f for f in hints.equalities if f not in used]
+    if equal:
+        return _Options(equal, None, None, None)
     bounds = sorted(hints.lower_bounds.items())
-    return _Options([f for f in hints.equalities if f not in used], _required_literals(hints),
-                    bounds[0] if bounds else None, _combinable(hints))
+    return _Options(equal, _required_literals(hints), bounds[0] if bounds else None, _combinable(hints))
 
 
 def _fields_to_read(options: list[_Options]) -> set[str]:
@@ -315,12 +319,15 @@ def _literal_test(members: list[tuple[Rule, _Literals, tuple[str, ...]]]) -> _Li
     `timeout after `); checking the regex here, for the few texts that hold the literal,
     costs less than sending the event on to the engine for a rule that then does not match.
     """
-    groups: dict[tuple[_Literals, tuple[str, ...]], list[Rule]] = {}
+    groups: dict[_Literals, dict[tuple[str, ...], list[Rule]]] = {}
     for rule, literals, patterns in members:
-        groups.setdefault((literals, patterns), []).append(rule)
-    gates = _gate_patterns(lit for literals, _ in groups for lit in literals)
-    checks = tuple((literals, tuple(compile_regex(p).search for p in patterns), tuple(rules))
-                   for (literals, patterns), rules in groups.items())
+        groups.setdefault(literals, {}).setdefault(patterns, []).append(rule)
+    gates = _gate_patterns(lit for literals in groups for lit in literals)
+    checks = tuple(
+        (literals, tuple((tuple(compile_regex(p).search for p in patterns), tuple(rules))
+                         for patterns, rules in by_patterns.items()))
+        for literals, by_patterns in groups.items()
+    )
     return _Literal(tuple(g.search for g in gates), checks, tuple(rule for rule, _, _ in members))
 
 
@@ -568,7 +575,7 @@ class _NodeWriter:
         self.emit(1, f"if (kind := type({value})) is str:")
         gates = [f"{self.const(gate)}({value}) is not None" for gate in test.gates]
         self.emit(2, f"if {' or '.join(gates)}:")
-        for literals, searches, rules in test.checks:
+        for literals, by_searches in test.checks:
             found = [
                 f"{self.const(re.compile(re.escape(text), re.IGNORECASE).search)}({value}) is not None"
                 if folded
@@ -576,12 +583,13 @@ class _NodeWriter:
                 for text, folded in sorted(literals, key=lambda lit: lit[1])
             ]
             self.emit(3, f"if {' or '.join(found)}:")
-            if searches:
-                matched = " and ".join(f"{self.const(search)}({value}) is not None" for search in searches)
-                self.emit(4, f"if {matched}:")
-                self.add_rules(5, rules)
-            else:
-                self.add_rules(4, rules)
+            for searches, rules in by_searches:
+                if searches:
+                    matched = " and ".join(f"{self.const(search)}({value}) is not None" for search in searches)
+                    self.emit(4, f"if {matched}:")
+                    self.add_rules(5, rules)
+                else:
+                    self.add_rules(4, rules)
         self.emit(1, "elif kind is list:")
         self.add_rules(2, test.everyone)  # `contains` also looks for an equal item in a list
 
