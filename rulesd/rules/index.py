@@ -12,11 +12,13 @@ them. At each node a rule is filed under one such test:
   `timeout|refused` pattern cannot match a text holding neither word); the
   literals are joined into trie-shaped patterns (one for the exact and one for
   the case-insensitive literals), which the `re` engine rejects in one pass over
-  the text each, so typical noise costs one or two C calls;
+  the text each, so typical noise costs one or two C calls; where a literal
+  occurs, the rules' regexes on the field are checked before they are returned;
 - lower bound: the rules sorted by their bound, cut with one bisection;
 - otherwise the rule is checked on every event that reaches the node.
 
-The full predicate still decides; the index only ever skips rules that cannot
+A node reads as few fields as cover its rules (see `_plan`). The full predicate
+still decides; the index only ever skips rules that cannot
 match, and each enabled rule sits in exactly one place, so no rule is returned
 twice for one event.
 
