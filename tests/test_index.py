@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rulesd.rules.index import RuleIndex, _anchor
+from rulesd.rules.index import RuleIndex, _anchor, _Literal
 from rulesd.rules.model import Rule, RuleSet
 from tests.ruletools import ruleset_from_yaml
 
@@ -302,3 +302,46 @@ rules:
         event = {"message": message}
         assert candidates == {r.name for r in index.candidates(event)}
         assert matching == via_index(index, event) == brute_force(rules.rules, event)
+
+
+def test_rules_each_with_an_equality_of_their_own_join_a_text_search_the_node_makes_anyway() -> None:
+    """Thirty rules each test a field no other rule tests, and a literal in `message`, which
+    the root searches anyway: filed under that search, they add no read each to every event."""
+    lines = [f"  - {{name: own{i}, match: {{f{i}: x, message: {{contains: panic}}}}}}" for i in range(30)]
+    lines.append("  - {name: plain, match: {message: {regex: 'disk \\d+ full'}}}")
+    rules = ruleset_from_yaml("rules:\n" + "\n".join(lines) + "\n")
+    index = RuleIndex(rules.rules)
+    for event, expected in [
+        ({"message": "all well", "f3": "x"}, set()),
+        ({"message": "kernel panic", "f3": "x"}, {f"own{i}" for i in range(30)}),  # predicates decide
+        ({"message": "disk 7 full"}, {"plain"}),
+    ]:
+        recorder = _ReadRecorder(event)
+        assert expected == {r.name for r in index.candidates(recorder)}
+        assert brute_force(rules.rules, event) <= expected
+        assert ["message"] == recorder.read
+
+
+def test_rules_sharing_a_literal_have_their_regexes_searched_at_once_first() -> None:
+    """Many rules need `timeout after ` and each its own regex: one search for any of the
+    regexes comes first, then each rule's own, and the candidates stay exact."""
+    lines = [f"  - {{name: h{i}, match: {{message: {{regex: 'timeout after \\d+ms on host-{i}\\b'}}}}}}"
+             for i in range(20)]
+    lines += [
+        "  - {name: icase, match: {message: {regex: '(?i)TIMEOUT AFTER \\d+MS ON DB'}}}",
+        "  - {name: two, match: {all: [{message: {regex: 'timeout after'}}, {message: {regex: 'again$'}}]}}",
+        "  - {name: plain, match: {message: {contains: 'timeout after '}}}",
+    ]
+    rules = ruleset_from_yaml("rules:\n" + "\n".join(lines) + "\n")
+    index = RuleIndex(rules.rules)
+    (field, gate), = index._root.tests
+    assert "message" == field and isinstance(gate, _Literal)
+    assert any(check.any_regex is not None for check in gate.checks)
+    for message, expected in [
+        ("timeout after 5ms on host-3x", {"plain"}),
+        ("timeout after 5ms on host-3", {"h3", "plain"}),
+        ("Timeout after 9ms on DB", {"icase"}),
+        ("timeout after 5ms on db, again", {"icase", "two", "plain"}),
+    ]:
+        event = {"message": message}
+        assert expected == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)

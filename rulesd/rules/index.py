@@ -18,9 +18,9 @@ them. At each node a rule is filed under one such test:
 - otherwise the rule is checked on every event that reaches the node.
 
 A node reads as few fields as cover its rules (see `_plan`). The full predicate
-still decides; the index only ever skips rules that cannot
-match, and each enabled rule sits in exactly one place, so no rule is returned
-twice for one event.
+still decides; the index only ever skips rules that cannot match. Each enabled
+rule sits in one place, or in one per branch of its `any`; `candidates` and the
+engine return such a rule once.
 
 Each node of the tree is turned into one Python function of straight-line code
 (see `_NodeWriter`), because at a few hundred nanoseconds per event the method
@@ -46,7 +46,8 @@ _LEADING_FLAGS = re.compile(r"\A\(\?([aiLmsux]+)\)")
 
 
 class RuleIndex:
-    """Finds the candidate rules for an event; each enabled rule is in exactly one place."""
+    """Finds the candidate rules for an event; each enabled rule is in one place (one per
+    branch of its `any`)."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(r for r in rules if r.enabled)
@@ -104,7 +105,7 @@ class _Literal(NamedTuple):
 
     gates: tuple[Callable[[str], object], ...]  # searches for any literal of any rule here
     # Rules grouped by their literals and the regexes they need the field to match.
-    checks: tuple[tuple[_Literals, tuple[tuple[_Searches, tuple[Rule, ...]], ...]], ...]
+    checks: tuple[_Check, ...]
     everyone: tuple[Rule, ...]
 
 
@@ -123,6 +124,16 @@ class _Regex(NamedTuple):
 
 
 _Searches = tuple[Callable[[str], object], ...]  # searches that must all find a match
+
+
+class _Check(NamedTuple):
+    """The rules of a gate that need one set of literals: those without a regex on the field,
+    and those with, grouped by their regexes, after an optional search for any of them."""
+
+    literals: _Literals
+    plain: tuple[Rule, ...]
+    any_regex: Callable[[str], object] | None
+    by_searches: tuple[tuple[_Searches, tuple[Rule, ...]], ...]
 _Table = dict[str, "_Plan | tuple[Rule, ...]"]
 _Test = tuple[str, "_Literal | _Bound | _Regex"]
 
@@ -140,11 +151,12 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
 
     Every field a node tests costs a read for every event that reaches it, so the node
     reads as few fields as will cover its entries (greedily, the field most entries can
-    be filed under first). An entry with an equality goes under an equality (the cheapest
-    and, as a rule, the most selective test: a literal that many rules share may be in many
-    texts); any other under a literal, a bound or a regex on a field the node reads.
+    be filed under first; see `_options` for where an entry may go). An entry goes under an
+    equality on a field the node reads if it has one, else under a literal, a bound or a
+    regex on one.
     """
-    options = [_options(entry.hints, used) for entry in entries]
+    shared = Counter(f for e in entries for f in e.hints.equalities if f not in used)
+    options = [_options(entry.hints, used, shared) for entry in entries]
     read = _fields_to_read(options)
     popularity = Counter(f for e in entries for f in e.hints.equalities if f in read)
     by_field: dict[str, dict[str, list[_Entry]]] = {}
@@ -189,9 +201,13 @@ class _Options(NamedTuple):
     scoped: tuple[str, str] | None
 
 
-def _options(hints: Hints, used: frozenset[str]) -> _Options:
+def _options(hints: Hints, used: frozenset[str], shared: Counter[str]) -> _Options:
+    """Where an entry may be filed. One with an equality on a field other entries here test
+    too goes under an equality: that field is read anyway, and a literal that many rules
+    share may be in many texts. One whose equalities are its own may go under a literal, a
+    bound or a regex on a field the node reads anyway, rather than add a read of its own."""
     equal = [f for f in hints.equalities if f not in used]
-    if equal:
+    if any(shared[f] > 1 for f in equal):
         return _Options(equal, None, None, None)
     bounds = sorted(hints.lower_bounds.items())
     return _Options(equal, _required_literals(hints), bounds[0] if bounds else None, _combinable(hints))
@@ -325,12 +341,28 @@ def _literal_test(members: list[tuple[Rule, _Literals, tuple[str, ...]]]) -> _Li
     for rule, literals, patterns in members:
         groups.setdefault(literals, {}).setdefault(patterns, []).append(rule)
     gates = _gate_patterns(lit for literals in groups for lit in literals)
-    checks = tuple(
-        (literals, tuple((tuple(compile_regex(p).search for p in patterns), tuple(rules))
-                         for patterns, rules in by_patterns.items()))
-        for literals, by_patterns in groups.items()
-    )
+    checks = tuple(_check(literals, by_patterns) for literals, by_patterns in groups.items())
     return _Literal(tuple(g.search for g in gates), checks, tuple(rule for rule, _, _ in members))
+
+
+_ANY_REGEX_MIN = 3  # regex groups behind one literal set from which one search for any of them pays
+
+
+def _check(literals: _Literals, by_patterns: dict[tuple[str, ...], list[Rule]]) -> _Check:
+    """Many rules may share a literal (`timeout after ` in `timeout after \\d+ms on host-1`,
+    `… host-2`, …): one search for any of their regexes then spares a text that holds the
+    literal but matches none of them a search per rule."""
+    plain = tuple(r for patterns, rules in by_patterns.items() if not patterns for r in rules)
+    with_regex = [(patterns, rules) for patterns, rules in by_patterns.items() if patterns]
+    any_regex = None
+    if len(with_regex) >= _ANY_REGEX_MIN:
+        scoped = [next((s for p in patterns if (s := _scoped(p)) is not None), None)
+                  for patterns, _ in with_regex]
+        if all(scoped):
+            any_regex = re.compile("|".join(dict.fromkeys(s for s in scoped if s))).search
+    by_searches = tuple((tuple(compile_regex(p).search for p in patterns), tuple(rules))
+                        for patterns, rules in with_regex)
+    return _Check(literals, plain, any_regex, by_searches)
 
 
 def _gate_patterns(literals: Iterable[tuple[str, bool]]) -> list[re.Pattern[str]]:
@@ -577,21 +609,24 @@ class _NodeWriter:
         self.emit(1, f"if (kind := type({value})) is str:")
         gates = [f"{self.const(gate)}({value}) is not None" for gate in test.gates]
         self.emit(2, f"if {' or '.join(gates)}:")
-        for literals, by_searches in test.checks:
+        for check in test.checks:
             found = [
                 f"{self.const(re.compile(re.escape(text), re.IGNORECASE).search)}({value}) is not None"
                 if folded
                 else f"{self.const(text)} in {value}"
-                for text, folded in sorted(literals, key=lambda lit: lit[1])
+                for text, folded in sorted(check.literals, key=lambda lit: lit[1])
             ]
             self.emit(3, f"if {' or '.join(found)}:")
-            for searches, rules in by_searches:
-                if searches:
-                    matched = " and ".join(f"{self.const(search)}({value}) is not None" for search in searches)
-                    self.emit(4, f"if {matched}:")
-                    self.add_rules(5, rules)
-                else:
-                    self.add_rules(4, rules)
+            if check.plain:
+                self.add_rules(4, check.plain)
+            depth = 4
+            if check.any_regex is not None:
+                self.emit(4, f"if {self.const(check.any_regex)}({value}) is not None:")
+                depth = 5
+            for searches, rules in check.by_searches:
+                matched = " and ".join(f"{self.const(search)}({value}) is not None" for search in searches)
+                self.emit(depth, f"if {matched}:")
+                self.add_rules(depth + 1, rules)
         self.emit(1, "elif kind is list:")
         self.add_rules(2, test.everyone)  # `contains` also looks for an equal item in a list
 
