@@ -40,10 +40,10 @@ def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[A
     events: list[Any] = []
     try:
         events.extend(map(parse, lines))  # most blocks: every line good
-        return events
     except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
         # `extend` kept the values before the bad line: go on one by one from the line after it.
         events.append(None)
+    # Also if `map` stopped short (a parser raising StopIteration): the line raises it again here.
     for line in lines[len(events):]:
         try:
             events.append(parse(line))

@@ -53,3 +53,15 @@ def test_every_line_is_parsed_once_however_many_are_bad() -> None:
     assert ["b", "e"] == [e["what"] for e in events if e is not None]
     assert [None, "b", None, None, "e", None] == [e and e["what"] for e in events]
     assert lines == calls
+
+
+def test_a_parser_raising_stop_iteration_does_not_cut_the_block_short() -> None:
+    """`map` would end quietly at a StopIteration; the block still has a value per line, or
+    the error surfaces."""
+    def stops(line: bytes) -> Any:
+        if line == b"stop\n":
+            raise StopIteration
+        return line
+
+    with pytest.raises(StopIteration):
+        parse_block(stops, [b"a\n", b"stop\n", b"b\n"])

@@ -127,7 +127,7 @@ def _description(firing: Firing) -> str:
 def event_text(event: Any) -> str:
     """The event as indented JSON, as `json.dumps(event, indent=2, ensure_ascii=False,
     default=str)` writes it, but for the exponent of floats under 1e-4 (`1e-7`, not `1e-07`)
-    and enums, which no parser makes (orjson writes an enum's value).
+    and what no parser makes: enums (orjson writes an enum's value) and orjson fragments.
 
     orjson writes it, ten times faster than json's indented encoder (written in Python);
     json writes what orjson would write otherwise or not at all: other types than JSON's
