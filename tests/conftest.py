@@ -1,12 +1,15 @@
-"""Shared test set-up: no daemon started by a test outlives it, even when the test fails."""
+"""Shared test set-up: a loopback OpsGenie, a daemon workspace, and no daemon started by a
+test outliving it, even when the test fails."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess
+from tests.daemon_process import API_KEY, DaemonProcess, Workspace
+from tests.fake_opsgenie import FakeOpsGenie
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +17,19 @@ def _kill_leftover_daemons() -> Iterator[None]:
     yield
     while DaemonProcess.running:
         DaemonProcess.running.pop().stop()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpsGenie]:
+    """A loopback HTTP server standing in for OpsGenie."""
+    with FakeOpsGenie() as fake:
+        yield fake
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, server: FakeOpsGenie) -> Iterator[Workspace]:
+    """A daemon workspace aimed at `server`; the API key must appear in no output."""
+    ws = Workspace(tmp_path, server.url)
+    yield ws
+    ws.stop_all()
+    assert API_KEY not in ws.all_output(), "the API key leaked into the output"

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,20 +60,6 @@ def page(i: int) -> dict[str, object]:
 
 def aliases(server: FakeOpsGenie) -> list[str]:
     return [r.json()["alias"] for r in server.requests if r.method == "POST"]
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpsGenie]:
-    with FakeOpsGenie() as fake:
-        yield fake
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, server: FakeOpsGenie) -> Iterator[Workspace]:
-    ws = Workspace(tmp_path, server.url)
-    yield ws
-    ws.stop_all()
-    assert API_KEY not in ws.all_output(), "the API key leaked into the output"
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -9,10 +9,7 @@ import random
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.daemon_process import API_KEY, Workspace, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
@@ -34,20 +31,6 @@ def ids(server: FakeOpsGenie) -> list[int]:
         assert f"GenieKey {API_KEY}" == request.headers["Authorization"]
         out.append(int(body["alias"].removeprefix("page-")))
     return out
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpsGenie]:
-    with FakeOpsGenie() as fake:
-        yield fake
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, server: FakeOpsGenie) -> Iterator[Workspace]:
-    ws = Workspace(tmp_path, server.url)
-    yield ws
-    ws.stop_all()
-    assert API_KEY not in ws.all_output(), "the API key leaked into the output"
 
 
 def test_events_appended_are_alerted_once_each_in_order(workspace: Workspace, server: FakeOpsGenie) -> None:

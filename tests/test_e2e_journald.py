@@ -7,10 +7,8 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.daemon_process import Workspace
@@ -55,12 +53,6 @@ def entry(i: int, unit: str, message: str) -> dict[str, object]:
         "_SYSTEMD_UNIT": unit, "_HOSTNAME": "web-01", "PRIORITY": "3", "_PID": "42",
         "SYSLOG_IDENTIFIER": "app", "MESSAGE": message,
     }
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpsGenie]:
-    with FakeOpsGenie() as fake:
-        yield fake
 
 
 def test_journald_source_alerts_and_resumes_by_cursor(tmp_path: Path, server: FakeOpsGenie) -> None:

@@ -61,12 +61,6 @@ class NotifySocket:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeOpsGenie]:
-    with FakeOpsGenie() as fake:
-        yield fake
-
-
-@pytest.fixture
 def notify(tmp_path: Path) -> Iterator[NotifySocket]:
     sock = NotifySocket(tmp_path / "notify.sock")
     yield sock
