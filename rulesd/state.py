@@ -122,8 +122,11 @@ class StateStore:
             groups = conn.execute("SELECT kind, rule, grp, data FROM engine_groups").fetchall()
         if row is None:
             return None
-        state: dict[str, Any] = {"fingerprints": json.loads(row[0]).get("fingerprints", {}),
-                                 "windows": {}, "throttles": {}}
+        # A database written before groups had rows of their own holds them all in this row:
+        # they are kept, and written as rows at the engine's first save.
+        saved = json.loads(row[0])
+        state: dict[str, Any] = {"fingerprints": saved.get("fingerprints", {}),
+                                 "windows": saved.get("windows", {}), "throttles": saved.get("throttles", {})}
         for kind, rule, grp, data in groups:
             table = state["windows"] if kind == WINDOW else state["throttles"]
             table.setdefault(rule, []).append([json.loads(grp), json.loads(data)])

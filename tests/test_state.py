@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from rulesd.engine import Engine, StateDelta
+from rulesd.engine import Engine, EngineState, StateDelta
 from rulesd.state import StateStore
 from tests.ruletools import ruleset_from_yaml
 
@@ -90,3 +91,21 @@ def test_engine_state_round_trip_with_incremental_saves(tmp_path: Path) -> None:
     for kind in ("windows", "throttles"):
         assert {r: sorted(map(repr, g)) for r, g in expected[kind].items() if g} == {
             r: sorted(map(repr, g)) for r, g in saved[kind].items()}
+
+
+def test_state_saved_whole_in_one_row_by_an_older_rulesd_is_kept(tmp_path: Path) -> None:
+    """Before groups had rows of their own, the whole state was one JSON row: an upgrade
+    restores its windows and throttles (else throttled alerts would page again), and the
+    first save writes them as rows."""
+    rules = ruleset_from_yaml("name: t\nmatch: {level: error}\nthrottle: 600\n")
+    old = Engine(rules)
+    old.evaluate({"level": "error"}, 1_700_000_000.0)
+    s = store(tmp_path)
+    with s._lock:
+        s._conn().execute("INSERT INTO engine_state (id, data) VALUES (1, ?)", (json.dumps(old.state.to_json()),))
+    restored = EngineState.from_json(store(tmp_path).load_engine_state() or {})
+    assert old.state.to_json() == restored.to_json()
+    engine = Engine(rules, restored)
+    assert engine.evaluate({"level": "error"}, 1_700_000_060.0) is None  # still throttled
+    s.commit(positions={}, payloads=[], now=0.0, engine=engine.state.delta())
+    assert old.state.to_json() == EngineState.from_json(store(tmp_path).load_engine_state() or {}).to_json()
