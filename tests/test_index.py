@@ -345,3 +345,31 @@ def test_rules_sharing_a_literal_have_their_regexes_searched_at_once_first() -> 
     ]:
         event = {"message": message}
         assert expected == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
+
+
+def test_a_list_value_makes_only_contains_rules_candidates_not_regex_ones() -> None:
+    """`contains` may find an equal item in a list; a regex never matches a list, so a list
+    in the gated field sends no regex rule on to the engine."""
+    rules = ruleset_from_yaml(r"""
+rules:
+  - {name: ct, match: {message: {contains: "timeout after"}}}
+  - {name: rx, match: {message: {regex: "timeout after \\d+"}}}
+""")
+    index = RuleIndex(rules.rules)
+    event = {"message": ["timeout after 5", "timeout after"]}
+    assert {"ct"} == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
+
+
+def test_a_bucket_whose_rules_have_no_usable_test_is_just_its_rules() -> None:
+    """A backreference gives no literal and cannot join a combined regex: the bucket holds the
+    rule itself rather than a node that would only hand it on."""
+    rules = ruleset_from_yaml(r"""
+rules:
+  - {name: bk, match: {service: a, message: {regex: "(\\w)\\1"}}}
+  - {name: other, match: {service: b}}
+""")
+    index = RuleIndex(rules.rules)
+    ((field, table),) = index._root.tables
+    assert "service" == field
+    assert (("bk",), ("other",)) == tuple(tuple(r.name for r in table[v]) for v in ("a", "b"))
+    assert {"bk"} == {r.name for r in index.candidates({"service": "a", "message": "aa"})}

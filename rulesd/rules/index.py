@@ -14,7 +14,8 @@ them. At each node a rule is filed under one such test:
   the case-insensitive literals), which the `re` engine rejects in one pass over
   the text each, so typical noise costs one or two C calls; where a literal
   occurs, the rules' regexes on the field are checked before they are returned;
-- lower bound: the rules sorted by their bound, cut with one bisection;
+- lower bound: the rules sorted by their bound, the smallest compared first (most
+  values reach none), then the rest compared one by one or bisected;
 - otherwise the rule is checked on every event that reaches the node.
 
 A node reads as few fields as cover its rules (see `_plan`). The full predicate
@@ -106,7 +107,7 @@ class _Literal(NamedTuple):
     gates: tuple[Callable[[str], object], ...]  # searches for any literal of any rule here
     # Rules grouped by their literals and the regexes they need the field to match.
     checks: tuple[_Check, ...]
-    everyone: tuple[Rule, ...]
+    in_lists: tuple[Rule, ...]  # `contains` rules without a regex here: a list may hold the text
 
 
 class _Bound(NamedTuple):
@@ -134,6 +135,8 @@ class _Check(NamedTuple):
     plain: tuple[Rule, ...]
     any_regex: Callable[[str], object] | None
     by_searches: tuple[tuple[_Searches, tuple[Rule, ...]], ...]
+
+
 _Table = dict[str, "_Plan | tuple[Rule, ...]"]
 _Test = tuple[str, "_Literal | _Bound | _Regex"]
 
@@ -158,7 +161,6 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
     shared = Counter(f for e in entries for f in e.hints.equalities if f not in used)
     options = [_options(entry.hints, used, shared) for entry in entries]
     read = _fields_to_read(options)
-    popularity = Counter(f for e in entries for f in e.hints.equalities if f in read)
     by_field: dict[str, dict[str, list[_Entry]]] = {}
     literal_rules: dict[str, list[tuple[Rule, _Literals, tuple[str, ...]]]] = {}
     bounded: dict[str, list[tuple[float, Rule]]] = {}
@@ -168,7 +170,7 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
         rule, hints = entry
         if fields := [f for f in equal if f in read]:
             # The field most rules share: fewer lookups per event.
-            field = max(fields, key=lambda f: (popularity[f], -len(hints.equalities[f]), f))
+            field = max(fields, key=lambda f: (shared[f], -len(hints.equalities[f]), f))
             table = by_field.setdefault(field, {})
             for value in hints.equalities[field]:
                 table.setdefault(value, []).append(entry)
@@ -200,6 +202,11 @@ class _Options(NamedTuple):
     bound: tuple[str, float] | None
     scoped: tuple[str, str] | None
 
+    @property
+    def fields(self) -> set[str]:
+        """Every field the entry could be filed under."""
+        return {*self.equal, *(t[0] for t in (self.literals, self.bound, self.scoped) if t is not None)}
+
 
 def _options(hints: Hints, used: frozenset[str], shared: Counter[str]) -> _Options:
     """Where an entry may be filed. One with an equality on a field other entries here test
@@ -220,21 +227,20 @@ def _fields_to_read(options: list[_Options]) -> set[str]:
     one that is an equality for most of them, then a bound: those tests cost a lookup or a
     comparison, a literal gate or a regex a search of the text.
     """
-    left = [o for o in options if o.equal or o.literals or o.bound or o.scoped]
+    left = [(o, fields) for o in options if (fields := o.fields)]
     read: set[str] = set()
     while left:
         covers: Counter[str] = Counter()
         equal: Counter[str] = Counter()
         bound: Counter[str] = Counter()
-        for o in left:
-            covers.update({*o.equal, *(t[0] for t in (o.literals, o.bound, o.scoped) if t)})
+        for o, fields in left:
+            covers.update(fields)
             equal.update(o.equal)
             if o.bound:
                 bound[o.bound[0]] += 1
         best = max(covers, key=lambda f: (covers[f], equal[f], bound[f], f))
         read.add(best)
-        left = [o for o in left if best not in o.equal
-                and all(t is None or t[0] != best for t in (o.literals, o.bound, o.scoped))]
+        left = [(o, fields) for o, fields in left if best not in fields]
     return read
 
 
@@ -246,7 +252,9 @@ def _child(entries: list[_Entry], used: frozenset[str]) -> _Plan | tuple[Rule, .
     """
     if any(set(e.hints.equalities) - used or e.hints.regexes or e.hints.substrings
            or e.hints.lower_bounds for e in entries):
-        return _plan(entries, used)
+        plan = _plan(entries, used)
+        if plan.tables or plan.tests:
+            return plan  # (else no test applies after all: a call to a node would only add them)
     return tuple(e.rule for e in entries)
 
 
@@ -342,7 +350,7 @@ def _literal_test(members: list[tuple[Rule, _Literals, tuple[str, ...]]]) -> _Li
         groups.setdefault(literals, {}).setdefault(patterns, []).append(rule)
     gates = _gate_patterns(lit for literals in groups for lit in literals)
     checks = tuple(_check(literals, by_patterns) for literals, by_patterns in groups.items())
-    return _Literal(tuple(g.search for g in gates), checks, tuple(rule for rule, _, _ in members))
+    return _Literal(tuple(g.search for g in gates), checks, tuple(r for check in checks for r in check.plain))
 
 
 _ANY_REGEX_MIN = 3  # regex groups behind one literal set from which one search for any of them pays
@@ -627,17 +635,19 @@ class _NodeWriter:
                 matched = " and ".join(f"{self.const(search)}({value}) is not None" for search in searches)
                 self.emit(depth, f"if {matched}:")
                 self.add_rules(depth + 1, rules)
-        self.emit(1, "elif kind is list:")
-        self.add_rules(2, test.everyone)  # `contains` also looks for an equal item in a list
+        if test.in_lists:  # `contains` also looks for an equal item in a list; a regex never matches one
+            self.emit(1, "elif kind is list:")
+            self.add_rules(2, test.in_lists)
 
     def bound(self, field: str, test: _Bound) -> None:
         """The rules whose bound the field's number reaches.
 
         Most values reach no bound, so the smallest is compared first and the rest only
         after it: one comparison for a typical event. A missing field reads as -inf; any
-        other value that is not a number (rare) makes the comparison raise TypeError,
-        which skips the test. Booleans compare as numbers here: the full predicate,
-        which rejects them, still decides.
+        other value that is not a number (a null, a text) makes the comparison raise
+        TypeError, which skips the test (a getter for a deeper path reads it as -inf).
+        Booleans compare as numbers here: the full predicate, which rejects them, still
+        decides.
         """
         number = self.number(field)
         if number is None:  # a deep path: read it with its getter, then check the type
