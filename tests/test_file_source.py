@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rulesd.sources.file import FileSource, Position, classify_saved, fingerprint, observed_directory
-from rulesd.sources.lines import Line, each_line
+from tests.lines_view import Line, each_line
 
 POLL = 0.02
 Factory = Callable[..., FileSource]

@@ -18,7 +18,7 @@ import pytest
 from rulesd.errors import RulesdError
 from rulesd.events import InvalidEvent
 from rulesd.sources.journald import JournalCursor, JournaldSource, journal_event, journalctl_argv, match_args
-from rulesd.sources.lines import each_line
+from tests.lines_view import each_line
 
 ENTRIES = Path(__file__).parent / "data" / "journal" / "entries.jsonl"
 LINES = ENTRIES.read_bytes().splitlines()

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from rulesd.sources import lines, stdin
-from rulesd.sources.lines import each_line
 from rulesd.sources.stdin import StdinSource
+from tests.lines_view import each_line
 
 
 def drain(source: StdinSource) -> list[bytes]:

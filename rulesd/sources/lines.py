@@ -3,7 +3,7 @@
 A run (`Lines`) is one `bytes.split` of what was read, not an object per line: at a
 million lines a second, building a tuple for each line costs as much as evaluating it.
 A line's offset is only needed for the rare line that alerts or is invalid, so it is
-worked out from the lengths then (`Lines.offsets`).
+worked out from the lengths then (`Offsets`).
 
 Lines keep a trailing CR: every event parser ignores it (JSON counts it as whitespace,
 the text parsers strip it), and keeping it keeps the lengths equal to the bytes read.
@@ -12,8 +12,7 @@ the text parsers strip it), and keeping it keeps the lengths equal to the bytes 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from itertools import accumulate
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 # A batch also stops growing at this size, since a line may be up to `max_line_bytes` long.
@@ -32,12 +31,6 @@ class Lines(NamedTuple):
     data: list[bytes]
     end: int
 
-    def offsets(self) -> list[int]:
-        """The byte offset of each line."""
-        if not self.data:
-            return []
-        return list(accumulate((len(line) + 1 for line in self.data[:-1]), initial=self.start))
-
 
 class Offsets:
     """The offsets of a run's lines, asked for in increasing order: one pass over the run
@@ -54,21 +47,6 @@ class Offsets:
         self._offset += sum(map(len, data[self._index:index])) + index - self._index
         self._index = index
         return self._offset
-
-
-class Line(NamedTuple):
-    """One line and where it was read (the slow paths' and the tests' view of a run)."""
-
-    data: bytes
-    path: str
-    offset: int
-
-
-def each_line(runs: Iterable[Lines]) -> Iterator[Line]:
-    """The lines of `runs`, one by one, with their offsets."""
-    for run in runs:
-        for data, offset in zip(run.data, run.offsets(), strict=True):
-            yield Line(data, run.path, offset)
 
 
 def count_lines(runs: Iterable[Lines]) -> int:
