@@ -79,13 +79,17 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
         raise ConfigError([Problem(doc.locate(()), "the configuration must be a mapping of keys")])
     problems = validate_document(doc, "config")
     if problems:
-        raise ConfigError(problems, _rule_paths(doc, doc.value))
+        raise ConfigError(problems, _rule_paths(_base(doc), doc.value))
     return _resolve(doc, doc.value, environ)
 
 
-def _rule_paths(doc: Document, raw: dict[str, Any]) -> tuple[str, ...] | None:
+def _base(doc: Document) -> str:
+    """The directory relative paths in the config are taken from."""
+    return os.path.dirname(os.path.abspath(doc.path))
+
+
+def _rule_paths(base: str, raw: dict[str, Any]) -> tuple[str, ...] | None:
     """The rule paths `raw` names, made absolute; None if `rules` is malformed."""
-    base = os.path.dirname(os.path.abspath(doc.path))
     rules = raw.get("rules", ["rules"])
     rules = [rules] if isinstance(rules, str) else rules
     if not isinstance(rules, list) or not all(isinstance(p, str) and p for p in rules):
@@ -94,13 +98,13 @@ def _rule_paths(doc: Document, raw: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
-    base = os.path.dirname(os.path.abspath(doc.path))
+    base = _base(doc)
     problems: list[Problem] = []
 
     def report(keys: tuple[str | int, ...], message: str) -> None:
         problems.append(Problem(doc.locate(keys), f"{format_path(keys)}: {message}"))
 
-    rule_paths = _rule_paths(doc, raw)
+    rule_paths = _rule_paths(base, raw)
     assert rule_paths is not None  # the schema has checked `rules`
     source = _source(raw.get("source", {"type": "stdin"}), base, report)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)

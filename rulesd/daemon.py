@@ -52,6 +52,7 @@ JOURNAL_KEY = "journald"  # the key JournaldSource.checkpoint() saves its cursor
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 HEARTBEAT_EVERY = 60.0  # seconds between OpsGenie heartbeat pings
 STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this long
+RELOAD_FAILED = "reload failed"  # the status text of a failed reload, cleared by the next good one
 
 
 class Checkpoint(Protocol):
@@ -294,13 +295,13 @@ class Daemon:
                 self.sender_wake.set()
         if result.ruleset is None:
             self.stats.bump(self.stats.reloads, "failed")
-            self.stats.last_error = f"reload failed: {len(result.errors)} error(s), previous rules kept"
+            self.stats.last_error = f"{RELOAD_FAILED}: {len(result.errors)} error(s), previous rules kept"
             for problem in result.errors:
                 log.error("reload failed, previous rules kept: %s", problem)
             return False
         old = self.engine.ruleset
         self.stats.bump(self.stats.reloads, "ok")
-        if (self.stats.last_error or "").startswith("reload failed"):
+        if (self.stats.last_error or "").startswith(RELOAD_FAILED):
             self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset)

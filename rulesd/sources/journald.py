@@ -423,7 +423,7 @@ class JournaldSource:
     def read(self, max_lines: int) -> list[Lines]:
         """Complete entries available now, at most `max_lines`; never blocks."""
         self._restart_if_due()
-        if self._proc is not None and len(self._ready) < max_lines:
+        if self._proc is not None:
             self._fill(max_lines)
         out = self._ready.take(max_lines)
         # The checkpoint must cover exactly the lines handed out: the last one with a cursor.
