@@ -15,6 +15,11 @@ from rulesd.engine import Engine
 from rulesd.events import parse_block, parse_json, why_invalid
 from rulesd.rules.model import RuleSet
 
+# Read at a time: lines up to and including the one that crosses BLOCK_BYTES (about 60 events
+# of 200 bytes; one long line alone), then parsed and evaluated (see `parse_block`). A byte
+# count, not the daemon's BLOCK_LINES, so that long lines do not make a block large.
+BLOCK_BYTES = 12 * 1024
+
 
 @dataclass(slots=True)
 class ReplaySummary:
@@ -74,8 +79,3 @@ def replay(
         lineno += len(block)
     summary.events = lineno - blank - summary.invalid
     yield summary
-
-
-# Lines read at a time: as many as fit in BLOCK_BYTES (about 60 events of 200 bytes), or one
-# longer line; they are parsed, then evaluated (see `parse_block`).
-BLOCK_BYTES = 12 * 1024
