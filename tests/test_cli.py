@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from jsonschema import Draft202012Validator
 
 import rulesd
@@ -230,3 +233,67 @@ def test_check_config_with_errors_still_checks_the_rules_it_names(tmp_path: Path
     assert "rulesd.yaml:2:" in result.stdout and "alert_url" in result.stdout
     assert "mine/r.yaml:2:" in result.stdout and "expected a finite number" in result.stdout
     assert result.stdout.rstrip().endswith("1 file(s), 0 rule(s), 2 error(s), 0 warning(s)")
+
+
+@pytest.mark.parametrize("kind", ["rule", "config", "test"])
+def test_every_object_in_the_bundled_schemas_refuses_unknown_keys_and_none_is_any_of(kind: str) -> None:
+    """`additionalProperties: false` on every object with named keys (a condition's other keys
+    are field paths, each checked by `propertyNames`), so a misspelt key is an error at its
+    line wherever it is; and no oneOf/anyOf, whose errors say only "is not valid under any of
+    the given schemas"."""
+    schema = json.loads(rulesd_cli("schema", kind).stdout)
+    objects: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            assert not {"oneOf", "anyOf"} & set(node), where
+            if "properties" in node:
+                objects.append(where)
+                assert node.get("additionalProperties") is False or "propertyNames" in node, where
+            for key, child in node.items():
+                walk(child, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, f"{where}/{i}")
+
+    walk(schema, kind)
+    assert len(objects) >= 3
+
+
+def test_replay_counts_thresholds_in_the_time_field_s_time(tmp_path: Path) -> None:
+    """`--time-field ts`: two errors a minute apart by `ts` make a pair within 2m; ten minutes
+    apart they do not. Without it, every event arrives at once and both files alert."""
+    rules = write(tmp_path / "rules.yaml", "name: pair\nmatch: {level: error}\nthreshold: {count: 2, window: 2m}\n")
+    near = write(tmp_path / "near.jsonl", '{"level":"error","ts":0}\n{"level":"error","ts":"1970-01-01T00:01:00Z"}\n')
+    far = write(tmp_path / "far.jsonl", '{"level":"error","ts":0}\n{"level":"error","ts":600}\n')
+    summaries = {
+        (name, flag): next(line for line in rulesd_cli("replay", "--rules", str(rules), *flag, str(path))
+                           .stdout.splitlines() if line.startswith("events:"))
+        for name, path in (("near", near), ("far", far)) for flag in ((), ("--time-field", "ts"))
+    }
+    assert {
+        ("near", ()): "events: 2, invalid lines: 0, alerts: 1",
+        ("near", ("--time-field", "ts")): "events: 2, invalid lines: 0, alerts: 1",
+        ("far", ()): "events: 2, invalid lines: 0, alerts: 1",
+        ("far", ("--time-field", "ts")): "events: 2, invalid lines: 0, alerts: 0",
+    } == summaries
+
+
+def test_rule_tests_with_an_invalid_test_file_exit_1(tmp_path: Path) -> None:
+    """A test file that is not valid is reported where it is wrong, and the run fails."""
+    write(tmp_path / "rules.yaml", RULES)
+    bad = write(tmp_path / "bad.test.yaml", "rule_files: [rules.yaml]\ntests:\n  - name: t\n    evnts: []\n")
+    result = rulesd_cli("test", str(bad))
+    assert 1 == result.returncode
+    assert f"{bad}:4:5:" in result.stdout + result.stderr
+    assert re.search(r"rule tests: 0 passed, 0 failed, [1-9]\d* invalid\n\Z", result.stdout)
+
+
+def test_the_readme_s_rule_and_its_rule_test_pass(tmp_path: Path) -> None:
+    """The rule example and the rule-test example in README.md work as written."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    write(tmp_path / "payments.yaml", next(b for b in blocks if "name: payments-upstream-errors" in b))
+    test = write(tmp_path / "payments.test.yaml", next(b for b in blocks if "rule_files: [payments.yaml]" in b))
+    result = rulesd_cli("test", str(test))
+    assert (0, "rule tests: 1 passed, 0 failed, 0 invalid") == (result.returncode, result.stdout.splitlines()[-1])

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rulesd.engine import Engine, EngineState
+import pytest
+
+from rulesd.engine import Engine, EngineState, event_time
 from rulesd.rules.model import RuleSet
 from tests.ruletools import ruleset_from_yaml
+
+ARRIVAL = 1_800_000_000.0  # an arrival time far from every event time below
 
 T0 = 1_700_000_000.0
 
@@ -334,3 +338,37 @@ def test_a_new_rule_set_saves_the_whole_state() -> None:
     engine.state.delta()
     engine.replace_rules(ruleset_from_yaml(THRESHOLD.replace("count: 3", "count: 4")))
     assert engine.state.delta().full
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1_700_000_000, 1_700_000_000.0),
+        (1_700_000_000.5, 1_700_000_000.5),
+        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
+        ("2023-11-14T23:13:20+01:00", 1_700_000_000.0),
+        ("2023-11-14T22:13:20", 1_700_000_000.0),  # no zone: UTC
+        ("yesterday", ARRIVAL),  # not a time: the arrival time
+        (None, ARRIVAL),
+        (True, ARRIVAL),
+        ([1_700_000_000], ARRIVAL),
+    ],
+)
+def test_event_time_comes_from_the_time_field(value: Any, expected: float) -> None:
+    """Epoch seconds or RFC 3339 (UTC when no zone is given); anything else: the arrival time."""
+    assert expected == event_time(value, ARRIVAL)
+
+
+def test_thresholds_count_in_the_time_field_s_time_not_the_arrival_time() -> None:
+    """Two events within the window by their `ts` fire though they arrive an hour apart; two
+    that arrive together but are ten minutes apart by `ts` do not."""
+    rules = ruleset_from_yaml("name: pair\nmatch: {level: error}\nthreshold: {count: 2, window: 1m}\n")
+    engine = Engine(rules, time_field="ts", saved=False)
+    assert engine.evaluate({"level": "error", "ts": 1000}, ARRIVAL) is None
+    firing = engine.evaluate({"level": "error", "ts": "1970-01-01T00:16:50Z"}, ARRIVAL + 3600)
+    assert firing is not None and 1010.0 == firing.time
+    assert engine.evaluate({"level": "error", "ts": 2000}, ARRIVAL) is None
+    assert engine.evaluate({"level": "error", "ts": 2600}, ARRIVAL) is None
+    nested = Engine(rules, time_field="meta.ts", saved=False)  # a dotted path works too
+    assert nested.evaluate({"level": "error", "meta": {"ts": 0}}, ARRIVAL) is None
+    assert nested.evaluate({"level": "error", "meta": {"ts": 30}}, ARRIVAL + 3600) is not None
