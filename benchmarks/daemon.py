@@ -227,15 +227,21 @@ def main() -> None:
     took, alerts = min(runs)
     print(f"{n:,} events, 100 rules, best of {args.repeat}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     print(f"floor (read + orjson.loads)      {n / base:>10,.0f} events/s")
-    print(f"rulesd run (stdin, SQLite)       {n / took:>10,.0f} events/s  {base / took:.3f}x floor  "
-          f"({alerts} alerts queued)")
+    print(
+        f"rulesd run (stdin, SQLite)       {n / took:>10,.0f} events/s  {base / took:.3f}x floor  "
+        f"({alerts} alerts queued)"
+    )
 
     lat = latency(rules, 3 if args.quick else 10, 1000)
-    print(f"alert latency at 1000 events/s: {len(lat)} probes, p50 {percentile(lat, 50) * 1000:.1f} ms, "
-          f"p99 {percentile(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+    print(
+        f"alert latency at 1000 events/s: {len(lat)} probes, p50 {percentile(lat, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
+    )
     delays = reload_delays(3 if args.quick else 10)
-    print(f"rule edit in effect: median {statistics.median(delays) * 1000:.0f} ms, "
-          f"max {max(delays) * 1000:.0f} ms over {len(delays)} edits")
+    print(
+        f"rule edit in effect: median {statistics.median(delays) * 1000:.0f} ms, "
+        f"max {max(delays) * 1000:.0f} ms over {len(delays)} edits"
+    )
 
 
 if __name__ == "__main__":

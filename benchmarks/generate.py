@@ -29,9 +29,30 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 START_TIME = 1_700_000_000.0
 
 _AREAS = (
-    "checkout", "payments", "search", "catalog", "cart", "inventory", "shipping", "billing",
-    "accounts", "profile", "reviews", "recommend", "pricing", "orders", "notify", "media",
-    "gateway", "session", "ledger", "fraud", "export", "import", "reports", "mailer",
+    "checkout",
+    "payments",
+    "search",
+    "catalog",
+    "cart",
+    "inventory",
+    "shipping",
+    "billing",
+    "accounts",
+    "profile",
+    "reviews",
+    "recommend",
+    "pricing",
+    "orders",
+    "notify",
+    "media",
+    "gateway",
+    "session",
+    "ledger",
+    "fraud",
+    "export",
+    "import",
+    "reports",
+    "mailer",
 )
 _KINDS = ("api", "worker", "web", "db", "cache")
 SERVICES = tuple(f"{a}-{k}" for a in _AREAS for k in _KINDS)  # 120 services
@@ -40,8 +61,16 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 LEVEL_WEIGHTS = (20, 70, 6, 3.5, 0.5)
 METHODS = ("GET", "GET", "GET", "POST", "PUT", "DELETE")
 PATHS = (
-    "/", "/api/v1/items", "/api/v1/items/{id}", "/api/v1/cart", "/api/v2/search", "/health",
-    "/api/v1/orders/{id}", "/static/app.js", "/login", "/api/v1/users/{id}/profile",
+    "/",
+    "/api/v1/items",
+    "/api/v1/items/{id}",
+    "/api/v1/cart",
+    "/api/v2/search",
+    "/health",
+    "/api/v1/orders/{id}",
+    "/static/app.js",
+    "/login",
+    "/api/v1/users/{id}/profile",
 )
 AUTH_EVENTS = ("login_succeeded", "login_failed", "logout", "token_refreshed", "mfa_challenge")
 AUTH_WEIGHTS = (40, 4, 25, 30, 1)
@@ -94,8 +123,10 @@ def _fill(template: str, rng: random.Random) -> str:
 
 
 def _http(rng: random.Random) -> dict[str, Any]:
-    status = rng.choices((200, 201, 204, 301, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504),
-                         (70, 5, 3, 1, 6, 2, 2, 1, 5, 1, 1.5, 1, 1, 0.5))[0]
+    status = rng.choices(
+        (200, 201, 204, 301, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504),
+        (70, 5, 3, 1, 6, 2, 2, 1, 5, 1, 1.5, 1, 1, 0.5),
+    )[0]
     return {
         "type": "http_access",
         "service": rng.choice(SERVICES),
@@ -212,70 +243,126 @@ def _rule(kind: str, i: int, rng: random.Random) -> dict[str, Any]:
     svc = rng.choice(SERVICES)
     name = f"{kind}-{i:04d}"
     if kind == "svc-errors":
-        return {"name": name, "match": {"service": svc, "level": ["error", "critical"]},
-                "throttle": "10m", "alert": _alert(rng, "Errors in {service} on {host}")}
+        return {
+            "name": name,
+            "match": {"service": svc, "level": ["error", "critical"]},
+            "throttle": "10m",
+            "alert": _alert(rng, "Errors in {service} on {host}"),
+        }
     if kind == "svc-errors-regex":
-        return {"name": name, "match": {"service": svc, "level": "error",
-                                         "message": {"regex": _regex_pattern(rng)}},
-                "threshold": {"count": 3, "window": "5m", "group_by": ["host"]},
-                "alert": _alert(rng, "{message}")}
+        return {
+            "name": name,
+            "match": {"service": svc, "level": "error", "message": {"regex": _regex_pattern(rng)}},
+            "threshold": {"count": 3, "window": "5m", "group_by": ["host"]},
+            "alert": _alert(rng, "{message}"),
+        }
     if kind == "http-5xx":
-        return {"name": name, "match": {"type": "http_access", "service": svc,
-                                         "http.status": {"gte": 500, "lt": 600}},
-                "threshold": {"count": rng.choice((3, 5, 10)), "window": "2m", "group_by": ["host"]},
-                "throttle": "15m", "alert": _alert(rng, "5xx on {service}/{host}")}
+        return {
+            "name": name,
+            "match": {"type": "http_access", "service": svc, "http.status": {"gte": 500, "lt": 600}},
+            "threshold": {"count": rng.choice((3, 5, 10)), "window": "2m", "group_by": ["host"]},
+            "throttle": "15m",
+            "alert": _alert(rng, "5xx on {service}/{host}"),
+        }
     if kind == "http-slow":
-        return {"name": name, "match": {"type": "http_access", "service": svc,
-                                         "latency_ms": {"gt": rng.choice((500, 1000, 2000))},
-                                         "http.method": ["POST", "PUT"]},
-                "threshold": {"count": 5, "window": "1m"}, "alert": _alert(rng, "slow {service}")}
+        return {
+            "name": name,
+            "match": {
+                "type": "http_access",
+                "service": svc,
+                "latency_ms": {"gt": rng.choice((500, 1000, 2000))},
+                "http.method": ["POST", "PUT"],
+            },
+            "threshold": {"count": 5, "window": "1m"},
+            "alert": _alert(rng, "slow {service}"),
+        }
     if kind == "auth":
         if rng.random() < 0.5:
-            return {"name": name, "match": {"service": "auth", "event": "login_failed",
-                                             "user": {"exists": True}},
-                    "threshold": {"count": rng.choice((5, 10, 20)), "window": "5m",
-                                  "group_by": rng.choice((["user"], ["source.ip"], ["user", "source.ip"]))},
-                    "throttle": "1h", "alert": _alert(rng, "brute force on {user}")}
+            return {
+                "name": name,
+                "match": {"service": "auth", "event": "login_failed", "user": {"exists": True}},
+                "threshold": {
+                    "count": rng.choice((5, 10, 20)),
+                    "window": "5m",
+                    "group_by": rng.choice((["user"], ["source.ip"], ["user", "source.ip"])),
+                },
+                "throttle": "1h",
+                "alert": _alert(rng, "brute force on {user}"),
+            }
         prefix = rng.choice(("10.", "172.", "192.168."))
-        return {"name": name, "match": {"event": ["login_succeeded", "mfa_challenge"],
-                                         "role": "admin", "not": {"source.ip": {"startswith": prefix}}},
-                "alert": _alert(rng, "admin {user} from {source.ip}")}
+        return {
+            "name": name,
+            "match": {
+                "event": ["login_succeeded", "mfa_challenge"],
+                "role": "admin",
+                "not": {"source.ip": {"startswith": prefix}},
+            },
+            "alert": _alert(rng, "admin {user} from {source.ip}"),
+        }
     if kind == "payments":
-        return {"name": name, "match": {"service": "payments", "event": rng.choice(PAY_EVENTS),
-                                         "provider": rng.choice(PROVIDERS),
-                                         "status": {"in": ["declined", "error"]},
-                                         "amount": {"gte": rng.choice((100, 500, 1000))}},
-                "threshold": {"count": 3, "window": "10m", "group_by": ["provider"]},
-                "throttle": "30m", "alert": _alert(rng, "payments {provider} failing")}
+        return {
+            "name": name,
+            "match": {
+                "service": "payments",
+                "event": rng.choice(PAY_EVENTS),
+                "provider": rng.choice(PROVIDERS),
+                "status": {"in": ["declined", "error"]},
+                "amount": {"gte": rng.choice((100, 500, 1000))},
+            },
+            "threshold": {"count": 3, "window": "10m", "group_by": ["provider"]},
+            "throttle": "30m",
+            "alert": _alert(rng, "payments {provider} failing"),
+        }
     if kind == "combo":
-        return {"name": name, "match": {"all": [
+        return {
+            "name": name,
+            "match": {
+                "all": [
                     {"service": [svc, rng.choice(SERVICES)]},
                     {"any": [{"level": "critical"}, {"http.status": {"gte": 502}}]},
-                    {"not": {"host": {"endswith": f"-{rng.randrange(100)}"}}}]},
-                "throttle": "5m", "alert": _alert(rng, "trouble on {service}")}
+                    {"not": {"host": {"endswith": f"-{rng.randrange(100)}"}}},
+                ]
+            },
+            "throttle": "5m",
+            "alert": _alert(rng, "trouble on {service}"),
+        }
     if kind == "regex-only":
         match: dict[str, Any] = {"message": {"regex": _regex_pattern(rng)}}
         if rng.random() < 0.3:
             match["not"] = {"level": "debug"}
-        return {"name": name, "match": match, "throttle": "10m",
-                "alert": _alert(rng, "{message}")}
+        return {"name": name, "match": match, "throttle": "10m", "alert": _alert(rng, "{message}")}
     if kind == "numeric":
-        return {"name": name, "match": {"latency_ms": {"gt": rng.choice((5000, 8000, 20000))},
-                                         "http.path": {"startswith": "/api/"}},
-                "threshold": {"count": 10, "window": "1m", "group_by": ["service"]},
-                "alert": _alert(rng, "very slow API on {service}")}
+        return {
+            "name": name,
+            "match": {"latency_ms": {"gt": rng.choice((5000, 8000, 20000))}, "http.path": {"startswith": "/api/"}},
+            "threshold": {"count": 10, "window": "1m", "group_by": ["service"]},
+            "alert": _alert(rng, "very slow API on {service}"),
+        }
     if kind == "any-level":
-        return {"name": name, "match": {"any": [
+        return {
+            "name": name,
+            "match": {
+                "any": [
                     {"level": "critical", "service": svc},
-                    {"message": {"contains": f"vol{rng.randrange(40)}"}, "level": "error"}]},
-                "alert": _alert(rng, "{message}")}
+                    {"message": {"contains": f"vol{rng.randrange(40)}"}, "level": "error"},
+                ]
+            },
+            "alert": _alert(rng, "{message}"),
+        }
     raise AssertionError(kind)
 
 
 # Share of each kind of rule; regex-only rules are ~12% of every set.
 RULE_MIX = (
-    ("svc-errors", 22), ("svc-errors-regex", 15), ("http-5xx", 14), ("http-slow", 6),
-    ("auth", 6), ("payments", 8), ("combo", 8), ("regex-only", 12), ("numeric", 3),
+    ("svc-errors", 22),
+    ("svc-errors-regex", 15),
+    ("http-5xx", 14),
+    ("http-slow", 6),
+    ("auth", 6),
+    ("payments", 8),
+    ("combo", 8),
+    ("regex-only", 12),
+    ("numeric", 3),
     ("any-level", 6),
 )
 

@@ -89,8 +89,14 @@ def floor_in_blocks(path: Path) -> int:
 def replay_file(path: Path, ruleset: object) -> int:
     """Replay the file as `rulesd replay --time-field ts` does; returns the alert count."""
     with path.open("rb") as f:
-        for item in replay(ruleset, f, name=str(path), settings=AlertSettings(),  # type: ignore[arg-type]
-                           time_field=TIME_FIELD, start=0.0):
+        for item in replay(
+            ruleset,
+            f,
+            name=str(path),
+            settings=AlertSettings(),  # type: ignore[arg-type]
+            time_field=TIME_FIELD,
+            start=0.0,
+        ):
             if isinstance(item, ReplaySummary):
                 return item.alerts
     raise AssertionError("replay yielded no summary")
@@ -113,9 +119,12 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(map(str, generate.RULE_COUNTS)))
     parser.add_argument("--cli", action="store_true", help="also time the real command once")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20,000 events, best of 1")
-    parser.add_argument("--cpu", action="store_true",
-                        help="time this process's CPU time instead of wall time (steadier on a "
-                             "shared machine; the process is single-threaded)")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time this process's CPU time instead of wall time (steadier on a "
+        "shared machine; the process is single-threaded)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.events, args.repeat = 20_000, 1
@@ -146,16 +155,20 @@ def main() -> None:
     if args.cli:
         for count in counts:
             took = cli_seconds(events, generate.rules_path(out, count, args.seed))
-            print(f"rulesd replay CLI, {count} rules: {took:.2f} s wall "
-                  f"({n / took:,.0f} events/s including start-up and rule loading)")
+            print(
+                f"rulesd replay CLI, {count} rules: {took:.2f} s wall "
+                f"({n / took:,.0f} events/s including start-up and rule loading)"
+            )
 
 
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
     """A small fixed-width table: rate and ratio to the floor (the faster way of parsing)."""
     base = max(r.rate for r in results[:FLOORS])
     clock = "CPU time" if args.cpu else "wall time"
-    print(f"{results[0].events:,} events, best of {args.repeat} ({clock}), Python "
-          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(
+        f"{results[0].events:,} events, best of {args.repeat} ({clock}), Python "
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
     print(f"{'measurement':<30} {'events/s':>12} {'x floor':>8} {'best s':>8} {'alerts':>7}")
     for r in results:
         alerts = "" if r.alerts is None else str(r.alerts)

@@ -168,8 +168,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with stream:
         for item in replay(
-            ruleset, stream, name=args.events, settings=settings,
-            time_field=time_field, on_invalid=on_invalid,
+            ruleset,
+            stream,
+            name=args.events,
+            settings=settings,
+            time_field=time_field,
+            on_invalid=on_invalid,
         ):
             if isinstance(item, ReplayedAlert):
                 out.write(orjson.dumps(item.payload).decode() + "\n" if as_json else _alert_line(item))

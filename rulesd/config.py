@@ -1,4 +1,4 @@
-"""The daemon configuration (`rulesd.yaml`, SPEC 3): validated, then frozen.
+"""The daemon configuration (`rulesd.yaml`): validated, then frozen.
 
 Relative paths resolve against the config file's folder. Every error names the
 key and `path:line:col`; `load_config` reports all of them at once.
@@ -203,10 +203,17 @@ def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ
         raise ConfigError([Problem(SourceLocation(where), f"cannot read the API key: {exc.strerror}")]) from None
     if cfg.api_key and cfg.api_key.strip():
         return cfg.api_key.strip()
-    raise ConfigError([Problem(SourceLocation("opsgenie"), (
-        "no API key: set opsgenie.api_key_file, $RULESD_OPSGENIE_API_KEY, the systemd credential "
-        f"'{CREDENTIAL_NAME}' or opsgenie.api_key (or run with --dry-run)"
-    ))])
+    raise ConfigError(
+        [
+            Problem(
+                SourceLocation("opsgenie"),
+                (
+                    "no API key: set opsgenie.api_key_file, $RULESD_OPSGENIE_API_KEY, the systemd credential "
+                    f"'{CREDENTIAL_NAME}' or opsgenie.api_key (or run with --dry-run)"
+                ),
+            )
+        ]
+    )
 
 
 def _read(path: str) -> str:

@@ -76,9 +76,16 @@ class Source(Protocol):
 class Daemon:
     """One running rulesd."""
 
-    def __init__(self, config: Config, ruleset: RuleSet, *, dry_run: bool = False,
-                 environ: Mapping[str, str] = os.environ, stdout: TextIO = sys.stdout,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        ruleset: RuleSet,
+        *,
+        dry_run: bool = False,
+        environ: Mapping[str, str] = os.environ,
+        stdout: TextIO = sys.stdout,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.dry_run = dry_run
         self.environ = environ
@@ -89,20 +96,23 @@ class Daemon:
         self.warn = RateLimitedWarning(log, time.monotonic)
         self.store = _open_store(config, dry_run)
         saved = self.store.load_engine_state()
-        self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None,
-                             time_field=config.time_field)
+        self.engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, time_field=config.time_field)
         self.stats.matches = self.engine.matches  # counted by the engine, read at scrape time
         self.settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
         # `parse` explains a bad line with InvalidEvent; `fast_parse` is what runs per event
         # (orjson.loads itself for JSON lines: the type check is done inline).
-        self.parse = journal_event if config.source.type == "journald" else make_parser(
-            config.source.format, config.source.pattern)
+        self.parse = (
+            journal_event
+            if config.source.type == "journald"
+            else make_parser(config.source.format, config.source.pattern)
+        )
         self.fast_parse: Callable[[bytes], Any] = orjson.loads if self.parse is parse_json else self.parse
         self._api_key = "" if dry_run else resolve_api_key(config.opsgenie, environ)
         self.client = None if dry_run else self._http_client()
         self.transport: Transport = self.client or PrintTransport(stdout)
-        self.sender = Sender(self.store, self.transport, clock=clock, max_age=config.opsgenie.max_age,
-                             on_result=self._on_delivery)
+        self.sender = Sender(
+            self.store, self.transport, clock=clock, max_age=config.opsgenie.max_age, on_result=self._on_delivery
+        )
         self.sender_wake = threading.Event()
         self.sender_stop = threading.Event()
         self.watcher = RuleWatcher(config.rules, clock=time.monotonic)
@@ -116,8 +126,9 @@ class Daemon:
     def _http_client(self) -> OpsGenieClient:
         session = requests.Session()
         session.trust_env = False  # no proxy or .netrc surprises: the key goes only where configured
-        return OpsGenieClient(session, self.config.opsgenie.alert_url, lambda: self._api_key,
-                              self.config.opsgenie.timeout_s)
+        return OpsGenieClient(
+            session, self.config.opsgenie.alert_url, lambda: self._api_key, self.config.opsgenie.timeout_s
+        )
 
     def _open_source(self) -> Source:
         cfg = self.config.source
@@ -125,19 +136,26 @@ class Daemon:
             return StdinSource(sys.stdin.fileno(), max_line_bytes=cfg.max_line_bytes, warn=self.warn)
         if cfg.type == "journald":
             saved_cursor = self.store.load_positions().get(JOURNAL_KEY)
-            return JournaldSource(cfg.units, dict(cfg.matches), start_at=cfg.start_at, warn=self.warn,
-                                  max_line_bytes=cfg.max_line_bytes,
-                                  cursor=JournalCursor.from_json(saved_cursor).cursor if saved_cursor else None)
+            return JournaldSource(
+                cfg.units,
+                dict(cfg.matches),
+                start_at=cfg.start_at,
+                warn=self.warn,
+                max_line_bytes=cfg.max_line_bytes,
+                cursor=JournalCursor.from_json(saved_cursor).cursor if saved_cursor else None,
+            )
         saved = {k: Position.from_json(v) for k, v in self.store.load_positions().items() if os.path.isabs(k)}
-        return FileSource(cfg.paths, start_at=cfg.start_at, max_line_bytes=cfg.max_line_bytes,
-                          positions=saved, warn=self.warn)
+        return FileSource(
+            cfg.paths, start_at=cfg.start_at, max_line_bytes=cfg.max_line_bytes, positions=saved, warn=self.warn
+        )
 
     def _metrics_server(self) -> MetricsServer | None:
         if not self.config.metrics_listen:
             return None
         source = self.source
-        registry = build_registry(self.stats, self.store.depth, source.lag_bytes,
-                                  lambda: source.skipped_long, self.clock)
+        registry = build_registry(
+            self.stats, self.store.depth, source.lag_bytes, lambda: source.skipped_long, self.clock
+        )
         # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
         interval = self.notifier.watchdog_interval
         stall_after = interval * 2 if interval is not None else STALL_AFTER
@@ -163,8 +181,11 @@ class Daemon:
         """Run until SIGTERM/SIGINT (or stdin's end); 0 after a clean stop."""
         self._install_signals()
         self.watcher.start()
-        threads = [threading.Thread(target=self.sender.run, args=(self.sender_stop, self.sender_wake),
-                                    name="rulesd-sender", daemon=True)]
+        threads = [
+            threading.Thread(
+                target=self.sender.run, args=(self.sender_stop, self.sender_wake), name="rulesd-sender", daemon=True
+            )
+        ]
         if self.config.opsgenie.heartbeat and self.client is not None:
             threads.append(threading.Thread(target=self._heartbeats, name="rulesd-heartbeat", daemon=True))
         for thread in threads:
@@ -172,8 +193,12 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.start()
             log.info("metrics on http://%s:%d/metrics", *self.metrics.address)
-        log.info("rulesd started: %d rule(s) loaded, source %s%s", len(self.engine.ruleset.rules),
-                 self.config.source.type, " (dry run: alerts printed, not sent)" if self.dry_run else "")
+        log.info(
+            "rulesd started: %d rule(s) loaded, source %s%s",
+            len(self.engine.ruleset.rules),
+            self.config.source.type,
+            " (dry run: alerts printed, not sent)" if self.dry_run else "",
+        )
         self.notifier.ready(self._status())
         status = 0
         try:
@@ -245,7 +270,7 @@ class Daemon:
             offset = Offsets(run)
             lines = run.data
             for start in range(0, len(lines), BLOCK_LINES):
-                for i, event in enumerate(parse_block(parse, lines[start:start + BLOCK_LINES]), start):
+                for i, event in enumerate(parse_block(parse, lines[start : start + BLOCK_LINES]), start):
                     if type(event) is not dict:
                         invalid += 1
                         self.warn(partial(self._skipped, run.path, offset, i, lines[i]))  # built only if logged
@@ -256,8 +281,12 @@ class Daemon:
             self._count(run.path, len(lines), invalid)
         # One transaction: a crash either keeps these alerts and the new position, or neither.
         state = self.engine.state
-        self.store.commit(positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
-                          payloads=payloads, now=now, engine=state.delta() if state.changed else None)
+        self.store.commit(
+            positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
+            payloads=payloads,
+            now=now,
+            engine=state.delta() if state.changed else None,
+        )
         self.stats.alerts_queued += len(payloads)
         if payloads:
             self.sender_wake.set()
@@ -340,8 +369,12 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.stop()
         self.notifier.close()
-        log.info("stopped: %d event(s), %d invalid, %d alert(s) queued", sum(self.stats.events.values()),
-                 sum(self.stats.invalid.values()), self.stats.alerts_queued)
+        log.info(
+            "stopped: %d event(s), %d invalid, %d alert(s) queued",
+            sum(self.stats.events.values()),
+            sum(self.stats.invalid.values()),
+            self.stats.alerts_queued,
+        )
 
 
 def describe_change(old: RuleSet, new: RuleSet) -> str:
@@ -351,8 +384,11 @@ def describe_change(old: RuleSet, new: RuleSet) -> str:
     removed = sorted(set(before) - set(after))
     changed = sorted(n for n in set(before) & set(after) if before[n].fingerprint != after[n].fingerprint)
     parts = [f"{len(new.rules)} rule(s)"]
-    parts += [f"{label}: {', '.join(names)}" for label, names in
-              (("added", added), ("removed", removed), ("changed", changed)) if names]
+    parts += [
+        f"{label}: {', '.join(names)}"
+        for label, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
     return "; ".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""The engine: event + event time + state -> the rules that fire (SPEC 4.4).
+"""The engine: event + event time + state -> the rules that fire.
 
 Pure: no I/O and no clock. Time is an argument; the window and throttle state
 lives in an EngineState that can be saved and restored as JSON and is pruned
@@ -96,10 +96,16 @@ class EngineState:
     def delta(self) -> StateDelta:
         """What changed since the last call, as rows to write; then start afresh."""
         if self.dirty:
-            rows = [(WINDOW, r, _key_json(k), orjson.dumps(v).decode()) for r, g in self.windows.items()
-                    for k, v in g.items()]
-            rows += [(THROTTLE, r, _key_json(k), orjson.dumps(v).decode()) for r, g in self.throttles.items()
-                     for k, v in g.items()]
+            rows = [
+                (WINDOW, r, _key_json(k), orjson.dumps(v).decode())
+                for r, g in self.windows.items()
+                for k, v in g.items()
+            ]
+            rows += [
+                (THROTTLE, r, _key_json(k), orjson.dumps(v).decode())
+                for r, g in self.throttles.items()
+                for k, v in g.items()
+            ]
             result = StateDelta(True, dict(self.fingerprints), rows, [])
         else:
             upserts: list[tuple[str, str, str, str]] = []
@@ -172,8 +178,9 @@ def event_time(value: Any, arrival: float) -> float:
 class Engine:
     """Evaluates events against a rule set, keeping threshold and throttle state."""
 
-    def __init__(self, ruleset: RuleSet, state: EngineState | None = None, *,
-                 time_field: str | None = None, saved: bool = True) -> None:
+    def __init__(
+        self, ruleset: RuleSet, state: EngineState | None = None, *, time_field: str | None = None, saved: bool = True
+    ) -> None:
         self.state = state or EngineState()
         # Changed groups are tracked only if the state is saved (the daemon); replay and tests
         # would only pile them up.
@@ -303,8 +310,13 @@ class Engine:
                 _forget(last_fired, gone, THROTTLE, rule.name, touched)
 
 
-def _forget(groups: dict[GroupKey, Any], gone: list[GroupKey], kind: str, rule: str,
-            touched: set[tuple[str, str, GroupKey]] | None) -> None:
+def _forget(
+    groups: dict[GroupKey, Any],
+    gone: list[GroupKey],
+    kind: str,
+    rule: str,
+    touched: set[tuple[str, str, GroupKey]] | None,
+) -> None:
     """Drop the `gone` groups (distinct keys, all present) and mark them for saving."""
     if gone:
         for key in gone:

@@ -44,7 +44,7 @@ def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[A
         # `extend` kept the values before the bad line: go on one by one from the line after it.
         events.append(None)
     # Also if `map` stopped short (a parser raising StopIteration): the line raises it again here.
-    for line in lines[len(events):]:
+    for line in lines[len(events) :]:
         try:
             events.append(parse(line))
         except ValueError:

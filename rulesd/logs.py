@@ -44,20 +44,24 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "time": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": super().format(record),
-        }, ensure_ascii=False)
+        return json.dumps(
+            {
+                "time": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": super().format(record),
+            },
+            ensure_ascii=False,
+        )
 
 
 def _one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def configure(level: str, fmt: str = "text", stream: TextIO = sys.stderr,
-              environ: Mapping[str, str] = os.environ) -> None:
+def configure(
+    level: str, fmt: str = "text", stream: TextIO = sys.stderr, environ: Mapping[str, str] = os.environ
+) -> None:
     """Send rulesd's log records to `stream`, one line each."""
     handler = logging.StreamHandler(stream)
     if fmt == "json":

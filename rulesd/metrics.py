@@ -53,8 +53,14 @@ _DELIVERY_HELP = (
 
 
 class _Collector(Collector):
-    def __init__(self, stats: Stats, outbox: Callable[[], tuple[int, float | None]],
-                 lag: Callable[[], int], too_long: Callable[[], int], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        outbox: Callable[[], tuple[int, float | None]],
+        lag: Callable[[], int],
+        too_long: Callable[[], int],
+        clock: Callable[[], float],
+    ) -> None:
         self.stats, self.outbox, self.lag, self.too_long, self.clock = stats, outbox, lag, too_long, clock
 
     def collect(self) -> Iterator[Any]:
@@ -69,20 +75,26 @@ class _Collector(Collector):
         depth, oldest = self.outbox()
         now = self.clock()
         yield GaugeMetricFamily("rulesd_outbox_depth", "Alerts waiting to be delivered.", value=depth)
-        yield GaugeMetricFamily("rulesd_outbox_oldest_age_seconds", "Age of the oldest undelivered alert.",
-                                value=max(0.0, now - oldest) if oldest is not None else 0.0)
+        yield GaugeMetricFamily(
+            "rulesd_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered alert.",
+            value=max(0.0, now - oldest) if oldest is not None else 0.0,
+        )
         yield _per("rulesd_reloads", "Rule reloads, by result.", "result", s.reloads)
         yield GaugeMetricFamily("rulesd_rules_loaded", "Rules in the running rule set.", value=s.rules_loaded)
         info = InfoMetricFamily("rulesd_ruleset", "The running rule set.")
         info.add_metric([], {"hash": s.ruleset_hash})
         yield info
-        yield GaugeMetricFamily("rulesd_source_lag_bytes", "Bytes written to the source but not yet read.",
-                                value=self.lag())
-        yield CounterMetricFamily("rulesd_lines_too_long", "Lines skipped for exceeding max_line_bytes.",
-                                  value=self.too_long())
+        yield GaugeMetricFamily(
+            "rulesd_source_lag_bytes", "Bytes written to the source but not yet read.", value=self.lag()
+        )
+        yield CounterMetricFamily(
+            "rulesd_lines_too_long", "Lines skipped for exceeding max_line_bytes.", value=self.too_long()
+        )
         since = now - s.last_delivery if s.last_delivery is not None else float("nan")
-        yield GaugeMetricFamily("rulesd_seconds_since_last_delivery",
-                                "Seconds since an alert was last delivered (NaN: never).", value=since)
+        yield GaugeMetricFamily(
+            "rulesd_seconds_since_last_delivery", "Seconds since an alert was last delivered (NaN: never).", value=since
+        )
         yield _per("rulesd_heartbeats", "OpsGenie heartbeat pings, by result.", "result", s.heartbeats)
 
 
@@ -93,8 +105,13 @@ def _per(name: str, help_text: str, label: str, values: dict[str, int]) -> Count
     return family
 
 
-def build_registry(stats: Stats, outbox: Callable[[], tuple[int, float | None]], lag: Callable[[], int],
-                   too_long: Callable[[], int], clock: Callable[[], float] = time.time) -> CollectorRegistry:
+def build_registry(
+    stats: Stats,
+    outbox: Callable[[], tuple[int, float | None]],
+    lag: Callable[[], int],
+    too_long: Callable[[], int],
+    clock: Callable[[], float] = time.time,
+) -> CollectorRegistry:
     """A registry with rulesd's metrics and the process and platform collectors."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(stats, outbox, lag, too_long, clock))

@@ -47,8 +47,9 @@ class _Handler(FileSystemEventHandler):
 class RuleWatcher:
     """Tells the main loop when rule files may have changed; never reloads by itself."""
 
-    def __init__(self, paths: Iterable[str], *, clock: Callable[[], float], debounce: float = 0.1,
-                 backstop: float = 5.0) -> None:
+    def __init__(
+        self, paths: Iterable[str], *, clock: Callable[[], float], debounce: float = 0.1, backstop: float = 5.0
+    ) -> None:
         self.paths = tuple(paths)
         self.clock = clock
         self.debounce = debounce

@@ -1,4 +1,4 @@
-"""`rulesd test`: unit tests for rules (SPEC 7), in the spirit of `promtool test rules`.
+"""`rulesd test`: unit tests for rules, in the spirit of `promtool test rules`.
 
 Each test feeds its events, in order, to a fresh engine over the rule files the
 test file names, and compares the alerts produced with `expect_alerts`: exactly
@@ -125,10 +125,7 @@ def _describe_expected(exp: dict[str, Any]) -> str:
 
 def _describe_actual(alert: Alert) -> str:
     p = alert.payload
-    return (
-        f"event {alert.event}: rules {sorted(alert.rules)}, priority {p['priority']!r}, "
-        f"message {p['message']!r}"
-    )
+    return f"event {alert.event}: rules {sorted(alert.rules)}, priority {p['priority']!r}, message {p['message']!r}"
 
 
 def run_test_files(paths: list[str]) -> tuple[list[TestOutcome], list[Problem]]:

@@ -1,4 +1,4 @@
-"""Drains the outbox to OpsGenie (SPEC 5.4): in order, with backoff, pausing and dead letters.
+"""Drains the outbox to OpsGenie: in order, with backoff, pausing and dead letters.
 
 Alerts leave strictly in queue order: only the oldest pending alert is ever tried,
 so while it waits for its next attempt nothing behind it is sent. What happens

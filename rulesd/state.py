@@ -125,8 +125,11 @@ class StateStore:
         # A database written before groups had rows of their own holds them all in this row:
         # they are kept, and written as rows at the engine's first save.
         saved = json.loads(row[0])
-        state: dict[str, Any] = {"fingerprints": saved.get("fingerprints", {}),
-                                 "windows": saved.get("windows", {}), "throttles": saved.get("throttles", {})}
+        state: dict[str, Any] = {
+            "fingerprints": saved.get("fingerprints", {}),
+            "windows": saved.get("windows", {}),
+            "throttles": saved.get("throttles", {}),
+        }
         for kind, rule, grp, data in groups:
             table = state["windows"] if kind == WINDOW else state["throttles"]
             table.setdefault(rule, []).append([json.loads(grp), json.loads(data)])
@@ -150,9 +153,7 @@ class StateStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if rows:
-                    conn.executemany(
-                        "INSERT INTO outbox (created, payload, next_attempt) VALUES (?, ?, ?)", rows
-                    )
+                    conn.executemany("INSERT INTO outbox (created, payload, next_attempt) VALUES (?, ?, ?)", rows)
                 conn.executemany(
                     "INSERT OR REPLACE INTO positions (source, data) VALUES (?, ?)",
                     [(k, json.dumps(dict(v))) for k, v in positions.items()],
@@ -186,8 +187,7 @@ class StateStore:
     def dead_letter(self, alert_id: int, error: str, response: str | None = None) -> None:
         """Give up on an alert; `rulesd outbox retry-dead` can requeue it."""
         self._write(
-            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, response = ? "
-            "WHERE id = ?",
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, response = ? WHERE id = ?",
             (error, response, alert_id),
         )
 
@@ -223,10 +223,11 @@ class StateStore:
 def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:
     if delta.full:  # new rules or new state: the only time the fingerprints change
         conn.execute("DELETE FROM engine_groups")
-        conn.execute("INSERT OR REPLACE INTO engine_state (id, data) VALUES (1, ?)",
-                     (orjson.dumps({"fingerprints": delta.fingerprints}).decode(),))
-    conn.executemany("INSERT OR REPLACE INTO engine_groups (kind, rule, grp, data) VALUES (?, ?, ?, ?)",
-                     delta.upserts)
+        conn.execute(
+            "INSERT OR REPLACE INTO engine_state (id, data) VALUES (1, ?)",
+            (orjson.dumps({"fingerprints": delta.fingerprints}).decode(),),
+        )
+    conn.executemany("INSERT OR REPLACE INTO engine_groups (kind, rule, grp, data) VALUES (?, ?, ?, ?)", delta.upserts)
     conn.executemany("DELETE FROM engine_groups WHERE kind = ? AND rule = ? AND grp = ?", delta.deletes)
 
 

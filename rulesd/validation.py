@@ -92,9 +92,7 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
     yield Problem(doc.locate(path), f"{where}: {_message(error, schema)}")
 
 
-def _unknown_keys(
-    doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]
-) -> Iterator[Problem]:
+def _unknown_keys(doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
     known = sorted(schema.get("properties", {}))
     for key in instance:
         if key in known:

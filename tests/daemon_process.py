@@ -76,8 +76,9 @@ class Workspace:
 
     def rulesd(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a one-shot rulesd command (outbox, check) on this workspace."""
-        return subprocess.run([sys.executable, "-m", "rulesd", *args], capture_output=True, text=True,
-                              timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "rulesd", *args], capture_output=True, text=True, timeout=60, check=False
+        )
 
     def all_output(self) -> str:
         """Everything every process of this workspace printed."""
@@ -101,9 +102,14 @@ class DaemonProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "RULESD_"))}
         full_env.update(env or {})
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "rulesd", "--log-level", "debug", *args],
-                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env,
-                                         cwd=root)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rulesd", "--log-level", "debug", *args],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=root,
+            )
         DaemonProcess.running.append(self)
 
     def stderr(self) -> str:
@@ -114,7 +120,8 @@ class DaemonProcess:
 
     def wait_for_log(self, text: str, timeout: float = 15.0) -> bool:
         return wait_until(lambda: text in self.stderr() or self.proc.poll() is not None, timeout) and (
-            text in self.stderr())
+            text in self.stderr()
+        )
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; the exit status."""

@@ -59,9 +59,7 @@ def _discriminated_recipient(defs: dict[str, Any]) -> dict[str, Any]:
     subtypes = {
         d["x-discriminator-value"]: name
         for name, d in defs.items()
-        if isinstance(d, dict)
-        and "x-discriminator-value" in d
-        and {"$ref": RECIPIENT} in d.get("allOf", [])
+        if isinstance(d, dict) and "x-discriminator-value" in d and {"$ref": RECIPIENT} in d.get("allOf", [])
     }
     return {
         "$ref": RECIPIENT,

@@ -37,12 +37,20 @@ VALIDATOR = create_alert_validator()
 PAGE_RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
 
 
-def rulesd_cli(*args: str, stdin: bytes = b"", cwd: Path | None = None,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def rulesd_cli(
+    *args: str, stdin: bytes = b"", cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "RULESD_"))}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "rulesd", *args], input=stdin, capture_output=True,
-                          timeout=60, check=False, cwd=cwd, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "rulesd", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env=full_env,
+    )
 
 
 def stdin_config(tmp_path: Path, rules: str, **extra: Any) -> Path:
@@ -105,23 +113,39 @@ def test_check_config_checks_the_rules_the_config_names(tmp_path: Path) -> None:
 
 def test_text_format_makes_each_line_a_message(tmp_path: Path) -> None:
     """format: text -> {"message": line} (CR dropped), evaluated by the daemon."""
-    config = stdin_config(tmp_path, "name: t\nmatch: {message: {contains: disk full}}\n"
-                                    "alert: {alias: 't: {message}'}\n", source={"type": "stdin", "format": "text"})
-    result = rulesd_cli("run", "--config", str(config), "--dry-run",
-                        stdin=b"all good\n/var: disk full\r\n{\"json\": \"is text here\"}\nroot: disk full")
+    config = stdin_config(
+        tmp_path,
+        "name: t\nmatch: {message: {contains: disk full}}\nalert: {alias: 't: {message}'}\n",
+        source={"type": "stdin", "format": "text"},
+    )
+    result = rulesd_cli(
+        "run",
+        "--config",
+        str(config),
+        "--dry-run",
+        stdin=b'all good\n/var: disk full\r\n{"json": "is text here"}\nroot: disk full',
+    )
     assert 0 == result.returncode, result.stderr
     assert ["t: /var: disk full", "t: root: disk full"] == [
-        json.loads(line)["alias"] for line in result.stdout.splitlines()]
+        json.loads(line)["alias"] for line in result.stdout.splitlines()
+    ]
 
 
 def test_regex_format_turns_named_groups_into_fields(tmp_path: Path) -> None:
     """format: regex -> named groups become fields (and `message` the line); a line that does
     not match is skipped with a warning."""
     config = stdin_config(
-        tmp_path, "name: e\nmatch: {level: ERROR}\nalert: {alias: '{host}/{level}', message: '{message}'}\n",
-        source={"type": "stdin", "format": "regex", "pattern": r"^(?P<level>[A-Z]+) (?P<host>\S+) "})
-    result = rulesd_cli("run", "--config", str(config), "--dry-run",
-                        stdin=b"INFO web-1 fine\nERROR web-2 broken pipe\ngarbage\nERROR db-1 down\n")
+        tmp_path,
+        "name: e\nmatch: {level: ERROR}\nalert: {alias: '{host}/{level}', message: '{message}'}\n",
+        source={"type": "stdin", "format": "regex", "pattern": r"^(?P<level>[A-Z]+) (?P<host>\S+) "},
+    )
+    result = rulesd_cli(
+        "run",
+        "--config",
+        str(config),
+        "--dry-run",
+        stdin=b"INFO web-1 fine\nERROR web-2 broken pipe\ngarbage\nERROR db-1 down\n",
+    )
     assert 0 == result.returncode, result.stderr
     payloads = [json.loads(line) for line in result.stdout.splitlines()]
     assert ["web-2/ERROR", "db-1/ERROR"] == [p["alias"] for p in payloads]
@@ -135,8 +159,9 @@ def test_bad_lines_are_skipped_with_one_rate_limited_warning_and_counted(tmp_pat
     config = stdin_config(tmp_path, PAGE_RULE, source={"type": "stdin", "max_line_bytes": 1024})
     bad = [b"not json\n"] * 30 + [b'{"kind": "page", "x": "\xff\xfe"}\n'] * 10 + [b"[1, 2]\n", b"7\n"] * 5
     long_lines = [b'{"kind": "page", "id": 0, "pad": "' + b"a" * 2048 + b'"}\n'] * 5
-    result = rulesd_cli("run", "--config", str(config), "--dry-run",
-                        stdin=b"".join(bad + long_lines) + b'{"kind": "page", "id": 1}\n')
+    result = rulesd_cli(
+        "run", "--config", str(config), "--dry-run", stdin=b"".join(bad + long_lines) + b'{"kind": "page", "id": 1}\n'
+    )
     assert 0 == result.returncode, result.stderr
     assert ["p-1"] == [json.loads(line)["alias"] for line in result.stdout.splitlines()]
     stderr = result.stderr.decode()
@@ -183,7 +208,8 @@ def test_start_at_end_applies_to_the_first_run_only(tmp_path: Path, server: Fake
 def test_state_is_one_sqlite_database_in_wal_mode(workspace: Workspace, server: FakeOpsGenie) -> None:
     """Positions, the outbox and the window state live in one SQLite database, in WAL mode."""
     (workspace.rules / "burst.yaml").write_text(
-        "name: burst\nmatch: {kind: error}\nthreshold: {count: 5, window: 1h}\n")
+        "name: burst\nmatch: {kind: error}\nthreshold: {count: 5, window: 1h}\n"
+    )
     daemon = workspace.start()
     workspace.append({"kind": "error"}, page(0))
     assert server.wait_for(lambda r: len(r) >= 1)
@@ -208,10 +234,15 @@ def test_a_backlog_is_committed_in_few_transactions(tmp_path: Path, monkeypatch:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "r.yaml").write_text(PAGE_RULE)
     events = tmp_path / "events.jsonl"
-    events.write_bytes(b"".join(json.dumps(page(i) if i % 10 == 0 else {"kind": "noise"}).encode() + b"\n"
-                                for i in range(5000)))
-    config = Config(path=str(tmp_path / "rulesd.yaml"), rules=(str(tmp_path / "rules"),),
-                    source=SourceConfig(type="stdin"), state_dir=str(tmp_path / "state"))
+    events.write_bytes(
+        b"".join(json.dumps(page(i) if i % 10 == 0 else {"kind": "noise"}).encode() + b"\n" for i in range(5000))
+    )
+    config = Config(
+        path=str(tmp_path / "rulesd.yaml"),
+        rules=(str(tmp_path / "rules"),),
+        source=SourceConfig(type="stdin"),
+        state_dir=str(tmp_path / "state"),
+    )
     out = io.StringIO()
     with open(events, "rb") as stdin:
         monkeypatch.setattr(sys, "stdin", stdin)
@@ -237,6 +268,7 @@ def test_a_backlog_is_committed_in_few_transactions(tmp_path: Path, monkeypatch:
 
 def test_sigterm_drains_the_outbox_before_exiting(workspace: Workspace, server: FakeOpsGenie) -> None:
     """An alert waiting for its retry when SIGTERM comes is still delivered in the stop grace."""
+
     def once_busy(_r: Received) -> Reply:
         return Reply(503, {"Retry-After": "1"}, b"{}") if len(server.requests) == 0 else Reply()
 
@@ -269,21 +301,26 @@ def test_sigterm_keeps_undelivered_alerts_for_the_next_start(workspace: Workspac
     workspace.start()
     assert server.wait_for(lambda r: len(r) > tried)
     assert "page-0" == server.requests[-1].json()["alias"]
-    assert wait_until(lambda: "0 pending" in workspace.rulesd("outbox", "list", "--config",
-                                                               str(workspace.config)).stdout)
+    assert wait_until(
+        lambda: "0 pending" in workspace.rulesd("outbox", "list", "--config", str(workspace.config)).stdout
+    )
 
 
 def test_request_timeout_comes_from_the_config(tmp_path: Path, server: FakeOpsGenie) -> None:
     """opsgenie.timeout_s bounds a request: a server that does not answer in time is a
     retryable timeout, and the alert is delivered by the next attempt."""
+
     def slow_once(_r: Received) -> Reply:
         if not server.requests:
             time.sleep(2.0)
         return Reply()
 
     server.responder = slow_once
-    ws = Workspace(tmp_path, server.url, opsgenie={
-        "api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 0.5})
+    ws = Workspace(
+        tmp_path,
+        server.url,
+        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 0.5},
+    )
     try:
         daemon = ws.start()
         ws.append(page(0))
@@ -294,8 +331,9 @@ def test_request_timeout_comes_from_the_config(tmp_path: Path, server: FakeOpsGe
         ws.stop_all()
 
 
-def test_one_http_session_serves_every_request(tmp_path: Path, server: FakeOpsGenie,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_http_session_serves_every_request(
+    tmp_path: Path, server: FakeOpsGenie, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The daemon builds one requests.Session (no proxy settings from the environment) and sends
     every alert and heartbeat through it."""
     made: list[requests.Session] = []
@@ -310,7 +348,8 @@ def test_one_http_session_serves_every_request(tmp_path: Path, server: FakeOpsGe
     (tmp_path / "rules" / "r.yaml").write_text(PAGE_RULE)
     (tmp_path / "events.jsonl").touch()
     config = Config(
-        path=str(tmp_path / "rulesd.yaml"), rules=(str(tmp_path / "rules"),),
+        path=str(tmp_path / "rulesd.yaml"),
+        rules=(str(tmp_path / "rules"),),
         source=SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),
         state_dir=str(tmp_path / "state"),
         opsgenie=OpsgenieConfig(alert_url=f"{server.url}/v2/alerts", api_key=API_KEY, timeout_s=5.0),
@@ -383,9 +422,12 @@ def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog:
     (rules / "b.yaml").write_text("name: b\nmatch: {kind: b}\n")
     (rules / "keep.yaml").write_text("name: keep\nmatch: {kind: k}\n")
     (tmp_path / "events.jsonl").touch()
-    config = Config(path=str(tmp_path / "rulesd.yaml"), rules=(str(rules),),
-                    source=SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),
-                    state_dir=str(tmp_path / "state"))
+    config = Config(
+        path=str(tmp_path / "rulesd.yaml"),
+        rules=(str(rules),),
+        source=SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),
+        state_dir=str(tmp_path / "state"),
+    )
     daemon = Daemon(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO())
     caplog.set_level(logging.INFO, logger="rulesd")
     try:

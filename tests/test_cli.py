@@ -1,4 +1,4 @@
-"""The `rulesd` command (SPEC 2, 7): check, test, replay, schema, --version, via a real process."""
+"""The `rulesd` command: check, test, replay, schema, --version, via a real process."""
 
 from __future__ import annotations
 
@@ -150,13 +150,7 @@ def test_rule_tests_of_the_repository_pass() -> None:
     assert (0, " 0 failed, 0 invalid") == (result.returncode, result.stdout[-21:].rstrip("\n"))
 
 
-EVENTS = (
-    b'{"level":"error","host":"a"}\n'
-    b"not json\n"
-    b"\n"
-    b'{"level":"info"}\n'
-    b'{"level":"error","host":"b"}\n'
-)
+EVENTS = b'{"level":"error","host":"a"}\nnot json\n\n{"level":"info"}\n{"level":"error","host":"b"}\n'
 
 
 def test_replay_text(tmp_path: Path) -> None:
@@ -193,9 +187,7 @@ def test_replay_with_invalid_rules_exits_1(tmp_path: Path) -> None:
     bad = os.path.join(INVALID, "unknown_key.yaml")
     result = rulesd_cli("replay", "--rules", bad, "events.jsonl", cwd=tmp_path)
     assert (1, "") == (result.returncode, result.stdout)
-    assert f"{bad}:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?" in (
-        result.stderr
-    )
+    assert f"{bad}:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?" in (result.stderr)
 
 
 def test_schema_rule_is_a_valid_draft_2020_12_schema() -> None:
@@ -224,10 +216,9 @@ def test_check_config_with_errors_still_checks_the_rules_it_names(tmp_path: Path
         (tmp_path / folder).mkdir()
     write(tmp_path / "rules" / "other.yaml", "name: elsewhere\nmatch: {a: 1}\n")
     write(tmp_path / "mine" / "r.yaml", "name: mine\nmatch: {x: {gte: .nan}}\n")
-    config = write(tmp_path / "rulesd.yaml", (
-        "rules: [mine]\n"
-        "opsgenie: {api_key: k, alert_url: 'http://example.com/v2/alerts'}\n"
-    ))
+    config = write(
+        tmp_path / "rulesd.yaml", ("rules: [mine]\nopsgenie: {api_key: k, alert_url: 'http://example.com/v2/alerts'}\n")
+    )
     result = rulesd_cli("check", "--config", str(config), cwd=tmp_path)
     assert 1 == result.returncode
     assert "rulesd.yaml:2:" in result.stdout and "alert_url" in result.stdout
@@ -267,9 +258,13 @@ def test_replay_counts_thresholds_in_the_time_field_s_time(tmp_path: Path) -> No
     near = write(tmp_path / "near.jsonl", '{"level":"error","ts":0}\n{"level":"error","ts":"1970-01-01T00:01:00Z"}\n')
     far = write(tmp_path / "far.jsonl", '{"level":"error","ts":0}\n{"level":"error","ts":600}\n')
     summaries = {
-        (name, flag): next(line for line in rulesd_cli("replay", "--rules", str(rules), *flag, str(path))
-                           .stdout.splitlines() if line.startswith("events:"))
-        for name, path in (("near", near), ("far", far)) for flag in ((), ("--time-field", "ts"))
+        (name, flag): next(
+            line
+            for line in rulesd_cli("replay", "--rules", str(rules), *flag, str(path)).stdout.splitlines()
+            if line.startswith("events:")
+        )
+        for name, path in (("near", near), ("far", far))
+        for flag in ((), ("--time-field", "ts"))
     }
     assert {
         ("near", ()): "events: 2, invalid lines: 0, alerts: 1",

@@ -11,8 +11,14 @@ RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
 
 
 def rulesd(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rulesd", *args], input=stdin.decode(), capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rulesd", *args],
+        input=stdin.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def config(tmp_path: Path, text: str) -> str:
@@ -87,9 +93,12 @@ def test_bad_lines_anywhere_in_a_parsed_block_leave_the_others_and_their_offsets
     cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\n")
     bad = [b"not json\n", b"[1, 2]\n", b"7\n", b'{"kind": "page", "id": \n']
     at_bad = {0, BLOCK_LINES - 1, BLOCK_LINES, BLOCK_LINES + 1, 2 * BLOCK_LINES + 7, 5 * BLOCK_LINES - 1}
-    lines = [bad[i % len(bad)] if i in at_bad
-             else json.dumps({"kind": "page" if i % 3 else "noise", "id": i}).encode() + b"\n"
-             for i in range(5 * BLOCK_LINES)]
+    lines = [
+        bad[i % len(bad)]
+        if i in at_bad
+        else json.dumps({"kind": "page" if i % 3 else "noise", "id": i}).encode() + b"\n"
+        for i in range(5 * BLOCK_LINES)
+    ]
     result = rulesd("run", "--config", cfg, "--dry-run", stdin=b"".join(lines))
     assert 0 == result.returncode, result.stderr
     payloads = [json.loads(line) for line in result.stdout.splitlines()]

@@ -1,4 +1,4 @@
-"""The condition language (SPEC 4.2): operators, matchers, missing fields, no coercion."""
+"""The condition language: operators, matchers, missing fields, no coercion."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ OPERATOR_CASES = [
 
 @pytest.mark.parametrize(("condition", "expected"), OPERATOR_CASES)
 def test_operator(condition: dict[str, Any], expected: bool) -> None:
-    """Each operator decides as SPEC 4.2 says."""
+    """Each operator decides as the README's operator table says."""
     assert expected == matches(condition)
 
 

@@ -35,12 +35,18 @@ def test_empty_config_gets_defaults(tmp_path: Path) -> None:
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     """rules, source.path, state_dir and api_key_file are relative to the config file."""
-    config = load_config(write(tmp_path, (
-        "rules: [r, /abs/rules]\n"
-        "source: {type: file, path: logs/*.jsonl, start_at: beginning}\n"
-        "state_dir: st\n"
-        "opsgenie: {api_key_file: key.txt, recipients: 'team:ops, alice@example.com, schedule:night'}\n"
-    )), environ={})
+    config = load_config(
+        write(
+            tmp_path,
+            (
+                "rules: [r, /abs/rules]\n"
+                "source: {type: file, path: logs/*.jsonl, start_at: beginning}\n"
+                "state_dir: st\n"
+                "opsgenie: {api_key_file: key.txt, recipients: 'team:ops, alice@example.com, schedule:night'}\n"
+            ),
+        ),
+        environ={},
+    )
     assert (str(tmp_path / "r"), "/abs/rules") == config.rules
     assert (str(tmp_path / "logs/*.jsonl"),) == config.source.paths
     assert str(tmp_path / "st") == config.state_dir
@@ -62,24 +68,37 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("sorce: {type: stdin}\n", "rulesd.yaml:1:1: error: sorce: unknown key 'sorce'; did you mean 'source'?"),
-        ("source: {type: kafka}\n",
-         "rulesd.yaml:1:16: error: source.type: \"kafka\" is not one of: file, stdin, journald"),
-        ("source: {type: file}\n",
-         "rulesd.yaml:1:9: error: source: missing required key 'path' (the file or glob to tail)"),
-        ("source: {type: stdin, format: regex}\n",
-         "rulesd.yaml:1:9: error: source: format: regex needs a 'pattern' with named groups"),
-        ("source: {type: stdin, format: regex, pattern: '(x'}\n",
-         "rulesd.yaml:1:47: error: source.pattern: invalid regex: missing ), unterminated subpattern at position 0"),
-        ("opsgenie: {alert_url: 'http://api.opsgenie.com/v2/alerts'}\n",
-         "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'http://api.opsgenie.com/v2/alerts': "
-         "http is allowed only for loopback hosts; use https"),
-        ("opsgenie: {max_age: 3 days}\n",
-         "rulesd.yaml:1:21: error: opsgenie.max_age: \"3 days\": a duration is a number of seconds or a string "
-         "like 30s, 5m, 2h, 1d"),
-        ("opsgenie: {recipients: 'team:'}\n",
-         "rulesd.yaml:1:24: error: opsgenie.recipients: recipient 'team:' has no name"),
-        ("metrics: {listen: 9464}\n",
-         "rulesd.yaml:1:19: error: metrics.listen: expected a string or null, got 9464"),
+        (
+            "source: {type: kafka}\n",
+            'rulesd.yaml:1:16: error: source.type: "kafka" is not one of: file, stdin, journald',
+        ),
+        (
+            "source: {type: file}\n",
+            "rulesd.yaml:1:9: error: source: missing required key 'path' (the file or glob to tail)",
+        ),
+        (
+            "source: {type: stdin, format: regex}\n",
+            "rulesd.yaml:1:9: error: source: format: regex needs a 'pattern' with named groups",
+        ),
+        (
+            "source: {type: stdin, format: regex, pattern: '(x'}\n",
+            "rulesd.yaml:1:47: error: source.pattern: invalid regex: missing ), unterminated subpattern at position 0",
+        ),
+        (
+            "opsgenie: {alert_url: 'http://api.opsgenie.com/v2/alerts'}\n",
+            "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'http://api.opsgenie.com/v2/alerts': "
+            "http is allowed only for loopback hosts; use https",
+        ),
+        (
+            "opsgenie: {max_age: 3 days}\n",
+            'rulesd.yaml:1:21: error: opsgenie.max_age: "3 days": a duration is a number of seconds or a string '
+            "like 30s, 5m, 2h, 1d",
+        ),
+        (
+            "opsgenie: {recipients: 'team:'}\n",
+            "rulesd.yaml:1:24: error: opsgenie.recipients: recipient 'team:' has no name",
+        ),
+        ("metrics: {listen: 9464}\n", "rulesd.yaml:1:19: error: metrics.listen: expected a string or null, got 9464"),
         ("- a\n- b\n", "rulesd.yaml:1:1: error: the configuration must be a mapping of keys"),
     ],
 )
@@ -91,8 +110,14 @@ def test_config_errors_name_the_key_and_place(tmp_path: Path, text: str, expecte
 
 @pytest.mark.parametrize(
     "url",
-    ["https://api.opsgenie.com/v2/alerts", "https://api.eu.opsgenie.com/v2/alerts", "http://127.0.0.1:8080/v2/alerts",
-     "http://localhost/v2/alerts", "http://[::1]:9/v2/alerts", "http://127.9.9.9/x"],
+    [
+        "https://api.opsgenie.com/v2/alerts",
+        "https://api.eu.opsgenie.com/v2/alerts",
+        "http://127.0.0.1:8080/v2/alerts",
+        "http://localhost/v2/alerts",
+        "http://[::1]:9/v2/alerts",
+        "http://127.9.9.9/x",
+    ],
 )
 def test_alert_url_accepted(url: str) -> None:
     """https anywhere, http only on loopback."""
@@ -100,8 +125,8 @@ def test_alert_url_accepted(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://api.opsgenie.com/v2/alerts", "ftp://x/y", "api.opsgenie.com/v2/alerts", "http://10.0.0.1/x",
-            "https://"],
+    "url",
+    ["http://api.opsgenie.com/v2/alerts", "ftp://x/y", "api.opsgenie.com/v2/alerts", "http://10.0.0.1/x", "https://"],
 )
 def test_alert_url_refused(url: str) -> None:
     """Anything else would send the key in clear text or nowhere sensible."""
@@ -139,9 +164,14 @@ def test_inline_key_is_not_in_repr(tmp_path: Path) -> None:
 
 def test_journald_source_settings(tmp_path: Path) -> None:
     """units and matches (a value or a list of values) are read for a journald source."""
-    config = load_config(write(tmp_path, (
-        "source: {type: journald, units: [app.service], matches: {PRIORITY: ['3', '4'], SYSLOG_IDENTIFIER: app}}\n"
-    )), environ={})
+    config = load_config(
+        write(
+            tmp_path,
+            "source: {type: journald, units: [app.service],\n"
+            "         matches: {PRIORITY: ['3', '4'], SYSLOG_IDENTIFIER: app}}\n",
+        ),
+        environ={},
+    )
     assert ("app.service",) == config.source.units
     assert (("PRIORITY", ("3", "4")), ("SYSLOG_IDENTIFIER", ("app",))) == config.source.matches
 

@@ -147,8 +147,11 @@ def test_429_retry_after_is_respected(workspace: Workspace, server: FakeOpsGenie
 
 def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server: FakeOpsGenie) -> None:
     """An alert OpsGenie refuses as invalid is dead-lettered; the ones after it are delivered."""
-    server.responder = lambda r: Reply(422, body=b'{"message":"Request body is not processable"}') if (
-        r.json()["alias"] == "page-1") else Reply()
+    server.responder = lambda r: (
+        Reply(422, body=b'{"message":"Request body is not processable"}')
+        if (r.json()["alias"] == "page-1")
+        else Reply()
+    )
     workspace.start()
     workspace.append(page(0), page(1), page(2))
     assert server.wait_for(lambda r: len(r) >= 3)
@@ -160,8 +163,11 @@ def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server
 
 def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Workspace, server: FakeOpsGenie) -> None:
     """A refused key pauses sending; nothing is dropped; fixing the key and SIGHUP delivers."""
-    server.responder = lambda r: Reply() if r.headers["Authorization"] == "GenieKey good-key" else Reply(
-        401, body=b'{"message":"Could not authenticate"}')
+    server.responder = lambda r: (
+        Reply()
+        if r.headers["Authorization"] == "GenieKey good-key"
+        else Reply(401, body=b'{"message":"Could not authenticate"}')
+    )
     workspace.key_file.write_text(API_KEY)
     daemon = workspace.start()
     workspace.append(page(0), page(1))
@@ -195,10 +201,20 @@ def test_malformed_events_are_survived(workspace: Workspace, server: FakeOpsGeni
     daemon = workspace.start()
     deep = b"[" * 10_000 + b"]" * 10_000
     lines = [
-        page(0), b"this is not json\n", page(1), b'{"kind": "page", "id": 9, "x": "\xff\xfe"}\n', page(2),
-        b'{"kind": "page", "pad": "' + b"a" * (2 * 1024 * 1024) + b'"}\n', page(3),
-        b'{"a": ' + deep + b"}\n", page(4), b'[{"kind": "page", "id": 99}]\n', page(5), b"\n",
-        b'{"kind": "page", "id": 6}\r\n', page(7),
+        page(0),
+        b"this is not json\n",
+        page(1),
+        b'{"kind": "page", "id": 9, "x": "\xff\xfe"}\n',
+        page(2),
+        b'{"kind": "page", "pad": "' + b"a" * (2 * 1024 * 1024) + b'"}\n',
+        page(3),
+        b'{"a": ' + deep + b"}\n",
+        page(4),
+        b'[{"kind": "page", "id": 99}]\n',
+        page(5),
+        b"\n",
+        b'{"kind": "page", "id": 6}\r\n',
+        page(7),
     ]
     workspace.append(*lines)
     assert server.wait_for(lambda r: len(r) >= 8)
@@ -302,7 +318,8 @@ def test_threshold_counts_survive_a_restart(workspace: Workspace, server: FakeOp
     one after make the threshold of three."""
     (workspace.rules / "burst.yaml").write_text(
         "name: burst\nmatch: {kind: error}\nthreshold: {count: 3, window: 1h, group_by: [host]}\n"
-        "alert: {alias: 'burst-{host}'}\n")
+        "alert: {alias: 'burst-{host}'}\n"
+    )
     daemon = workspace.start()
     workspace.append({"kind": "error", "host": "a"}, {"kind": "error", "host": "a"}, page(0))
     assert server.wait_for(lambda r: len(r) >= 1)  # the page after them: both were committed

@@ -49,9 +49,14 @@ alert: {message: "{message}", alias: "{message}", priority: P2}
 
 def entry(i: int, unit: str, message: str) -> dict[str, object]:
     return {
-        "__CURSOR": f"s=abc;i={i:x};b=boot;m={i};t={i};x=0", "__REALTIME_TIMESTAMP": str(1718035200000000 + i),
-        "_SYSTEMD_UNIT": unit, "_HOSTNAME": "web-01", "PRIORITY": "3", "_PID": "42",
-        "SYSLOG_IDENTIFIER": "app", "MESSAGE": message,
+        "__CURSOR": f"s=abc;i={i:x};b=boot;m={i};t={i};x=0",
+        "__REALTIME_TIMESTAMP": str(1718035200000000 + i),
+        "_SYSTEMD_UNIT": unit,
+        "_HOSTNAME": "web-01",
+        "PRIORITY": "3",
+        "_PID": "42",
+        "SYSLOG_IDENTIFIER": "app",
+        "MESSAGE": message,
     }
 
 
@@ -69,13 +74,19 @@ def test_journald_source_alerts_and_resumes_by_cursor(tmp_path: Path, server: Fa
         with journal.open("a") as fh:
             fh.writelines(json.dumps(e) + "\n" for e in entries)
 
-    write(entry(1, "app.service", "ERROR one"), entry(2, "other.service", "ERROR elsewhere"),
-          entry(3, "app.service", "all good"), entry(4, "app.service", "ERROR two"))
-    ws = Workspace(tmp_path, server.url, source={"type": "journald", "units": ["app.service"],
-                                                 "start_at": "beginning"})
+    write(
+        entry(1, "app.service", "ERROR one"),
+        entry(2, "other.service", "ERROR elsewhere"),
+        entry(3, "app.service", "all good"),
+        entry(4, "app.service", "ERROR two"),
+    )
+    ws = Workspace(tmp_path, server.url, source={"type": "journald", "units": ["app.service"], "start_at": "beginning"})
     (ws.rules / "rules.yaml").write_text(RULE)
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STAND_IN_JOURNAL": str(journal),
-           "STAND_IN_LOG": str(calls)}
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "STAND_IN_JOURNAL": str(journal),
+        "STAND_IN_LOG": str(calls),
+    }
     daemon = ws.start(env=env)
     assert server.wait_for(lambda r: len(r) >= 2)
     assert 0 == daemon.terminate()

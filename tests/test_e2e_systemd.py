@@ -89,8 +89,9 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
-def test_notify_sequence_start_reload_failed_reload_stop(tmp_path: Path, server: FakeOpsGenie,
-                                                         notify: NotifySocket) -> None:
+def test_notify_sequence_start_reload_failed_reload_stop(
+    tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket
+) -> None:
     """READY=1 at start; RELOADING=1 (with MONOTONIC_USEC) then READY=1 around each reload, a failed
     one too (with the error in STATUS=); STOPPING=1 on SIGTERM."""
     ws = Workspace(tmp_path, server.url)
@@ -106,8 +107,16 @@ def test_notify_sequence_start_reload_failed_reload_stop(tmp_path: Path, server:
     assert wait_until(lambda: notify.states().count("READY=1") == 4)
     assert 0 == daemon.terminate()
     states = notify.states()
-    assert ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1",
-            "STOPPING=1"] == states[:8]
+    assert [
+        "READY=1",
+        "RELOADING=1",
+        "READY=1",
+        "RELOADING=1",
+        "READY=1",
+        "RELOADING=1",
+        "READY=1",
+        "STOPPING=1",
+    ] == states[:8]
     reloading = [m for _, m in notify.messages if "RELOADING=1" in m]
     assert all("MONOTONIC_USEC=" in m for m in reloading)
     statuses = [m for _, m in notify.messages if m.startswith("READY=1") and "STATUS=" in m]
@@ -116,8 +125,9 @@ def test_notify_sequence_start_reload_failed_reload_stop(tmp_path: Path, server:
     assert "reload failed" not in statuses[3]
 
 
-def test_watchdog_pings_stop_while_the_main_loop_is_stuck(tmp_path: Path, server: FakeOpsGenie,
-                                                          notify: NotifySocket) -> None:
+def test_watchdog_pings_stop_while_the_main_loop_is_stuck(
+    tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket
+) -> None:
     """Pings come at half WATCHDOG_USEC while the loop turns and stop while it is stuck (here on a
     database lock held by another process), so systemd would restart the service; /healthz turns
     503 meanwhile, and both recover when the loop does."""

@@ -1,4 +1,4 @@
-"""The engine (SPEC 4.4): thresholds, windows, throttle, one firing per event, state."""
+"""The engine: thresholds, windows, throttle, one firing per event, state."""
 
 from __future__ import annotations
 
@@ -100,8 +100,12 @@ threshold: {count: 2, window: 60, group_by: [host]}
 def test_group_by_counts_each_group_apart() -> None:
     """Each host has its own count."""
     engine = engine_for(GROUPED)
-    events = [(0, {"level": "error", "host": "a"}), (1, {"level": "error", "host": "b"}),
-              (2, {"level": "error", "host": "a"}), (3, {"level": "error", "host": "b"})]
+    events = [
+        (0, {"level": "error", "host": "a"}),
+        (1, {"level": "error", "host": "b"}),
+        (2, {"level": "error", "host": "a"}),
+        (3, {"level": "error", "host": "b"}),
+    ]
     assert [[], [], ["per-host"], ["per-host"]] == run(engine, events)
 
 
@@ -133,8 +137,17 @@ def test_group_values_are_saved_as_json_texts() -> None:
     hosts = ['a"b', "back\\slash", "line\nbreak", "é", "h" * 100, "plain", 1.5, {"b": 1, "a": [None]}]
     run(engine, [(t, {"level": "error", "host": host}) for t, host in enumerate(hosts)])
     saved = sorted(group for _, _, group, _ in engine.state.delta().upserts)
-    assert sorted(json.dumps([json.dumps(h, ensure_ascii=False, separators=(",", ":"), sort_keys=True)],
-                             ensure_ascii=False, separators=(",", ":")) for h in hosts) == saved
+    assert (
+        sorted(
+            json.dumps(
+                [json.dumps(h, ensure_ascii=False, separators=(",", ":"), sort_keys=True)],
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            for h in hosts
+        )
+        == saved
+    )
 
 
 def test_firing_names_the_lead_rules_group_values() -> None:
@@ -162,11 +175,13 @@ def test_throttle_suppresses_within_the_period_and_allows_after() -> None:
 def test_throttle_is_per_group() -> None:
     """A throttled group does not silence another group."""
     engine = engine_for(
-        "name: t\nmatch: {level: error}\nthreshold: {count: 1, window: 10, group_by: [host]}\n"
-        "throttle: 100\n"
+        "name: t\nmatch: {level: error}\nthreshold: {count: 1, window: 10, group_by: [host]}\nthrottle: 100\n"
     )
-    events = [(0, {"level": "error", "host": "a"}), (1, {"level": "error", "host": "b"}),
-              (2, {"level": "error", "host": "a"})]
+    events = [
+        (0, {"level": "error", "host": "a"}),
+        (1, {"level": "error", "host": "b"}),
+        (2, {"level": "error", "host": "a"}),
+    ]
     assert [["t"], ["t"], []] == run(engine, events)
 
 
@@ -311,7 +326,10 @@ def test_state_changes_are_tracked_per_group() -> None:
     run(engine, [(1, {"level": "error", "host": "a"})])
     delta = engine.state.delta()
     assert (False, [("window", "burst", '["\\"a\\""]', "[1700000001.0]")], []) == (
-        delta.full, delta.upserts, delta.deletes)
+        delta.full,
+        delta.upserts,
+        delta.deletes,
+    )
     run(engine, [(2, {"level": "error", "host": "a"}), (3, {"level": "error", "host": "a"})])
     delta = engine.state.delta()
     assert ([], [("window", "burst", '["\\"a\\""]')]) == (delta.upserts, delta.deletes)

@@ -31,6 +31,7 @@ def test_each_line_is_parsed_and_a_bad_one_is_none(
 
 def test_an_error_that_is_not_about_the_line_is_not_swallowed() -> None:
     """Only a parser's ValueError marks a bad line; any other error is a bug and propagates."""
+
     def broken(line: bytes) -> Any:
         raise KeyError(line)
 
@@ -58,6 +59,7 @@ def test_every_line_is_parsed_once_however_many_are_bad() -> None:
 def test_a_parser_raising_stop_iteration_does_not_cut_the_block_short() -> None:
     """`map` would end quietly at a StopIteration; the block still has a value per line, or
     the error surfaces."""
+
     def stops(line: bytes) -> Any:
         if line == b"stop\n":
             raise StopIteration

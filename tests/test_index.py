@@ -79,10 +79,43 @@ rules:
 """
 
 WORDS = [
-    "upstream", "up", "stream", "timeout", "TIMEOUT", "Timeout", "time", "out", "refused",
-    "REFUSED", "connection", "disconnect", "connect", "aa", "oo", "book", "ab", "abab", "b",
-    "c", "colour", "color", "STRASSE", "straße", "STRAẞE", "ſ", "K", "k", "Σ", "/api/x", "502",
-    "12ms", "x", "é", "İ", "", "q",
+    "upstream",
+    "up",
+    "stream",
+    "timeout",
+    "TIMEOUT",
+    "Timeout",
+    "time",
+    "out",
+    "refused",
+    "REFUSED",
+    "connection",
+    "disconnect",
+    "connect",
+    "aa",
+    "oo",
+    "book",
+    "ab",
+    "abab",
+    "b",
+    "c",
+    "colour",
+    "color",
+    "STRASSE",
+    "straße",
+    "STRAẞE",
+    "ſ",
+    "K",
+    "k",
+    "Σ",
+    "/api/x",
+    "502",
+    "12ms",
+    "x",
+    "é",
+    "İ",
+    "",
+    "q",
 ]
 SEPARATORS = [" ", "", "\n", "-", "."]
 
@@ -118,10 +151,42 @@ def random_event(rng: random.Random) -> dict[str, Any]:
     maybe(rng, http, "status", [200, 404, 500, 502, "502", 502.0, True, 499.5])
     maybe(rng, http, "path", ["/api/x", "/web", "/API/", 7])
     maybe(rng, event, "http", [http, http, "string", None])
-    maybe(rng, event, "items", [[{"name": "first"}], [], [{"name": 1}], [{"name": "FIRST"}], {},
-                                [{"n": 2}], [{"n": 1.5}], [{"n": "3"}], [{"n": True}]])
-    numbers = [0, 99, 100, 100.0, 101, 250.5, 999.9, 1000, 1001, 1e30, 123456789012345678901234567890,
-               -5, True, False, None, "500", [500], {"v": 500}]
+    maybe(
+        rng,
+        event,
+        "items",
+        [
+            [{"name": "first"}],
+            [],
+            [{"name": 1}],
+            [{"name": "FIRST"}],
+            {},
+            [{"n": 2}],
+            [{"n": 1.5}],
+            [{"n": "3"}],
+            [{"n": True}],
+        ],
+    )
+    numbers = [
+        0,
+        99,
+        100,
+        100.0,
+        101,
+        250.5,
+        999.9,
+        1000,
+        1001,
+        1e30,
+        123456789012345678901234567890,
+        -5,
+        True,
+        False,
+        None,
+        "500",
+        [500],
+        {"v": 500},
+    ]
     maybe(rng, event, "latency", numbers)
     maybe(rng, event, "size", [*numbers, 1, 2, 3, 4, 4.5, 5, 6, 6.5, 7])
     return event
@@ -181,9 +246,7 @@ def test_every_rule_is_exercised(ruleset: RuleSet) -> None:
         (["re-multiline", "re-anchor"], {"message": "x\nstream"}),
     ],
 )
-def test_tricky_patterns_in_small_sets(
-    ruleset: RuleSet, rules: list[str], event: dict[str, Any]
-) -> None:
+def test_tricky_patterns_in_small_sets(ruleset: RuleSet, rules: list[str], event: dict[str, Any]) -> None:
     """Patterns whose meaning could change when combined still match alone or together."""
     chosen = tuple(r for r in ruleset.rules if r.name in rules)
     assert brute_force(chosen, event) == via_index(RuleIndex(chosen), event)
@@ -202,14 +265,17 @@ def test_empty_rule_set() -> None:
     assert [] == RuleIndex(()).candidates({"service": "payments"})
 
 
-@pytest.mark.parametrize(("literal", "anchor"), [
-    ("upstream timeout after ", "pstream timeout after "),  # p is the rarest letter here
-    ("FATAL: too many", "FATAL: too many"),  # capitals are rarer than any lower-case letter
-    ("disk quota exceeded", "quota exceeded"),
-    ("orders_25", "ders_25"),  # d is the rarest of the characters that leave four after them
-    ("ea_xyz", "_xyz"),  # the anchor keeps four characters, though x, y and z are rarer still
-    ("ab", "ab"),
-])
+@pytest.mark.parametrize(
+    ("literal", "anchor"),
+    [
+        ("upstream timeout after ", "pstream timeout after "),  # p is the rarest letter here
+        ("FATAL: too many", "FATAL: too many"),  # capitals are rarer than any lower-case letter
+        ("disk quota exceeded", "quota exceeded"),
+        ("orders_25", "ders_25"),  # d is the rarest of the characters that leave four after them
+        ("ea_xyz", "_xyz"),  # the anchor keeps four characters, though x, y and z are rarer still
+        ("ab", "ab"),
+    ],
+)
 def test_gate_anchors_start_at_the_rarest_character(literal: str, anchor: str) -> None:
     """The gate looks for the end of each literal from its rarest character on."""
     assert anchor == _anchor(literal)
@@ -252,8 +318,10 @@ def test_a_rule_with_an_equality_stays_under_it_though_the_node_searches_its_tex
     rules make the root search `message` anyway. Filed under that search, every text holding
     the literal would run a hundred regexes whatever its level; under `level`, an `info`
     event costs one lookup."""
-    lines = [f"  - {{name: h{i}, match: {{level: error, message: {{regex: 'timeout after \\d+ms on host-{i}\\b'}}}}}}"
-             for i in range(100)]
+    lines = [
+        f"  - {{name: h{i}, match: {{level: error, message: {{regex: 'timeout after \\d+ms on host-{i}\\b'}}}}}}"
+        for i in range(100)
+    ]
     lines += [f"  - {{name: r{i}, match: {{message: {{regex: 'disk {i} full'}}}}}}" for i in range(10)]
     rules = ruleset_from_yaml("rules:\n" + "\n".join(lines) + "\n")
     index = RuleIndex(rules.rules)
@@ -325,8 +393,9 @@ def test_rules_each_with_an_equality_of_their_own_join_a_text_search_the_node_ma
 def test_rules_sharing_a_literal_have_their_regexes_searched_at_once_first() -> None:
     """Many rules need `timeout after ` and each its own regex: one search for any of the
     regexes comes first, then each rule's own, and the candidates stay exact."""
-    lines = [f"  - {{name: h{i}, match: {{message: {{regex: 'timeout after \\d+ms on host-{i}\\b'}}}}}}"
-             for i in range(20)]
+    lines = [
+        f"  - {{name: h{i}, match: {{message: {{regex: 'timeout after \\d+ms on host-{i}\\b'}}}}}}" for i in range(20)
+    ]
     lines += [
         "  - {name: icase, match: {message: {regex: '(?i)TIMEOUT AFTER \\d+MS ON DB'}}}",
         "  - {name: two, match: {all: [{message: {regex: 'timeout after'}}, {message: {regex: 'again$'}}]}}",
@@ -334,7 +403,7 @@ def test_rules_sharing_a_literal_have_their_regexes_searched_at_once_first() -> 
     ]
     rules = ruleset_from_yaml("rules:\n" + "\n".join(lines) + "\n")
     index = RuleIndex(rules.rules)
-    (field, gate), = index._root.tests
+    ((field, gate),) = index._root.tests
     assert "message" == field and isinstance(gate, _Literal)
     assert any(check.any_regex is not None for check in gate.checks)
     for message, expected in [

@@ -25,7 +25,7 @@ SEED = 7
 
 
 class BruteForce:
-    """Every enabled rule's predicate on every event, with SPEC 4.4 written out plainly."""
+    """Every enabled rule's predicate on every event, with the firing rules written out plainly."""
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.rules = [r for r in ruleset.rules if r.enabled]
@@ -84,8 +84,13 @@ def _plant(event: dict[str, Any], match: dict[str, Any], rng: random.Random) -> 
                 event[key] = rng.choice(value)
             elif isinstance(value, dict) and "regex" in value and rng.random() < 0.3:
                 event[key] = rng.choice(generate.PROBLEMS).format(
-                    n=rng.randrange(9999), k=rng.randrange(40), code=rng.randrange(1000, 1400),
-                    user="u", service=event.get("service", "x"), host="h")
+                    n=rng.randrange(9999),
+                    k=rng.randrange(40),
+                    code=rng.randrange(1000, 1400),
+                    user="u",
+                    service=event.get("service", "x"),
+                    host="h",
+                )
 
 
 def _ruleset(count: int) -> tuple[RuleSet, list[dict[str, Any]]]:
@@ -143,14 +148,32 @@ rules:
   - {name: numbers, match: {code: 1, flag: true}}
 """
 TRICKY_EVENTS: list[dict[str, Any]] = [
-    {"message": "upstream timeout"}, {"message": "conn REFUSED"}, {"message": "DISK FULL on /"},
-    {"message": "ac"}, {"message": "abbbc"}, {"message": "yzz"}, {"message": "xyz"},
-    {"message": "12345"}, {"message": "panic: bc"}, {"message": "panic: ac!"}, {"message": "qq"},
-    {"message": "s", "latency": 5}, {"message": "s", "latency": 5.01}, {"latency": 5.5},
-    {"latency": True}, {"level": "info"}, {"level": "error", "host": "a"}, {"level": "critical"},
-    {"level": "error", "host": "b"}, {"http": {"status": 503, "method": "POST"}},
-    {"http": {"status": 503, "method": "GET"}}, {"code": 1.0, "flag": True},
-    {"code": True, "flag": True}, {"message": 5}, {"message": ["timeout"]}, {},
+    {"message": "upstream timeout"},
+    {"message": "conn REFUSED"},
+    {"message": "DISK FULL on /"},
+    {"message": "ac"},
+    {"message": "abbbc"},
+    {"message": "yzz"},
+    {"message": "xyz"},
+    {"message": "12345"},
+    {"message": "panic: bc"},
+    {"message": "panic: ac!"},
+    {"message": "qq"},
+    {"message": "s", "latency": 5},
+    {"message": "s", "latency": 5.01},
+    {"latency": 5.5},
+    {"latency": True},
+    {"level": "info"},
+    {"level": "error", "host": "a"},
+    {"level": "critical"},
+    {"level": "error", "host": "b"},
+    {"http": {"status": 503, "method": "POST"}},
+    {"http": {"status": 503, "method": "GET"}},
+    {"code": 1.0, "flag": True},
+    {"code": True, "flag": True},
+    {"message": 5},
+    {"message": ["timeout"]},
+    {},
 ]
 
 

@@ -165,13 +165,16 @@ def wait_stopped(source: JournaldSource, timeout: float = 20.0) -> None:
 # -- the command line -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kwargs", "start"), [
-    ({"cursor": None, "start_at": "end"}, ["--lines=0"]),
-    ({"cursor": None, "start_at": "beginning"}, ["--lines=all"]),
-    ({"cursor": "s=1;i=2", "start_at": "end"}, ["--after-cursor=s=1;i=2", "--lines=all"]),
-    ({"cursor": "s=1;i=2", "start_at": "beginning", "since": 99}, ["--after-cursor=s=1;i=2", "--lines=all"]),
-    ({"cursor": None, "start_at": "end", "since": 1718035200}, ["--since=@1718035200", "--lines=all"]),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "start"),
+    [
+        ({"cursor": None, "start_at": "end"}, ["--lines=0"]),
+        ({"cursor": None, "start_at": "beginning"}, ["--lines=all"]),
+        ({"cursor": "s=1;i=2", "start_at": "end"}, ["--after-cursor=s=1;i=2", "--lines=all"]),
+        ({"cursor": "s=1;i=2", "start_at": "beginning", "since": 99}, ["--after-cursor=s=1;i=2", "--lines=all"]),
+        ({"cursor": None, "start_at": "end", "since": 1718035200}, ["--since=@1718035200", "--lines=all"]),
+    ],
+)
 def test_argv_start(kwargs: dict[str, Any], start: list[str]) -> None:
     """A saved cursor wins over start_at; --lines=all keeps --follow from stopping at 10 entries."""
     assert BASE + start == journalctl_argv("journalctl", (), (), **kwargs)
@@ -180,10 +183,16 @@ def test_argv_start(kwargs: dict[str, Any], start: list[str]) -> None:
 def test_argv_units_and_matches() -> None:
     """Units become --unit= options, matches FIELD=value words, with no '+' between them."""
     matches = match_args({"PRIORITY": ["3", "4"], "SYSLOG_IDENTIFIER": "app"})
-    expected = [*BASE, "--lines=0", "--unit=a.service", "--unit=b*.service",
-                "PRIORITY=3", "PRIORITY=4", "SYSLOG_IDENTIFIER=app"]
-    assert expected == journalctl_argv("journalctl", ["a.service", "b*.service"], matches,
-                                       cursor=None, start_at="end")
+    expected = [
+        *BASE,
+        "--lines=0",
+        "--unit=a.service",
+        "--unit=b*.service",
+        "PRIORITY=3",
+        "PRIORITY=4",
+        "SYSLOG_IDENTIFIER=app",
+    ]
+    assert expected == journalctl_argv("journalctl", ["a.service", "b*.service"], matches, cursor=None, start_at="end")
 
 
 def test_argv_without_boot_all_for_old_journalctl() -> None:
@@ -192,9 +201,17 @@ def test_argv_without_boot_all_for_old_journalctl() -> None:
     assert ["/bin/journalctl", "--follow", "--output=json", "--all", "--no-pager", "--lines=0"] == argv
 
 
-@pytest.mark.parametrize("matches", [
-    {"priority": "3"}, {"1FIELD": "x"}, {"A+B": "x"}, {"+": "x"}, {"F" * 65: "x"}, {"FIELD": []},
-])
+@pytest.mark.parametrize(
+    "matches",
+    [
+        {"priority": "3"},
+        {"1FIELD": "x"},
+        {"A+B": "x"},
+        {"+": "x"},
+        {"F" * 65: "x"},
+        {"FIELD": []},
+    ],
+)
 def test_bad_matches_are_refused(matches: dict[str, Any]) -> None:
     """Lower case, leading digits, other characters, over 64 bytes, or no value at all."""
     with pytest.raises(RulesdError):
@@ -203,10 +220,19 @@ def test_bad_matches_are_refused(matches: dict[str, Any]) -> None:
 
 def test_the_command_line_journalctl_receives(stand_in: StandIn, open_source: Callable[..., JournaldSource]) -> None:
     """Units, matches and the saved cursor reach journalctl as built."""
-    open_source(["nginx.service", "payments.service"], {"PRIORITY": ["2", "3"], "_HOSTNAME": "web-01"},
-                cursor=CURSORS[1])
-    expected = [*BASE[1:], f"--after-cursor={CURSORS[1]}", "--lines=all", "--unit=nginx.service",
-                "--unit=payments.service", "PRIORITY=2", "PRIORITY=3", "_HOSTNAME=web-01"]
+    open_source(
+        ["nginx.service", "payments.service"], {"PRIORITY": ["2", "3"], "_HOSTNAME": "web-01"}, cursor=CURSORS[1]
+    )
+    expected = [
+        *BASE[1:],
+        f"--after-cursor={CURSORS[1]}",
+        "--lines=all",
+        "--unit=nginx.service",
+        "--unit=payments.service",
+        "PRIORITY=2",
+        "PRIORITY=3",
+        "_HOSTNAME=web-01",
+    ]
     assert [expected] == [run["argv"] for run in stand_in.wait_runs(1)]
 
 
@@ -237,7 +263,7 @@ def test_entry_mapped_to_event() -> None:
     event = journal_event(LINES[0])
     assert {
         "message": "Accepted publickey for deploy from 203.0.113.7 port 52144 ssh2: "
-                   "ED25519 SHA256:Vq3m1kYV0cS0yXl7y1bq0x5t8mS2cPZ4b0Xw1nU7H0E",
+        "ED25519 SHA256:Vq3m1kYV0cS0yXl7y1bq0x5t8mS2cPZ4b0Xw1nU7H0E",
         "priority": 6,
         "unit": "ssh.service",
         "host": "web-01",
@@ -267,14 +293,17 @@ def test_absent_fields_are_omitted() -> None:
     assert {"message", "priority", "host", "identifier", "time", "journal"} == set(event)
 
 
-@pytest.mark.parametrize(("entry", "expected"), [
-    ({"PRIORITY": "x", "_PID": "", "MESSAGE": "m"}, {"message": "m"}),
-    ({"__REALTIME_TIMESTAMP": "-5", "MESSAGE": "m"}, {"message": "m"}),
-    ({"MESSAGE": ["first", "second"], "PRIORITY": ["3", "5"]}, {"message": "first", "priority": 3}),
-    ({"MESSAGE": [[104, 105], "there"]}, {"message": "hi"}),
-    ({"MESSAGE": None}, {}),
-    ({"MESSAGE": []}, {"message": ""}),
-])
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"PRIORITY": "x", "_PID": "", "MESSAGE": "m"}, {"message": "m"}),
+        ({"__REALTIME_TIMESTAMP": "-5", "MESSAGE": "m"}, {"message": "m"}),
+        ({"MESSAGE": ["first", "second"], "PRIORITY": ["3", "5"]}, {"message": "first", "priority": 3}),
+        ({"MESSAGE": [[104, 105], "there"]}, {"message": "hi"}),
+        ({"MESSAGE": None}, {}),
+        ({"MESSAGE": []}, {"message": ""}),
+    ],
+)
 def test_values_that_do_not_convert_are_left_out(entry: dict[str, Any], expected: dict[str, Any]) -> None:
     """A value that does not convert drops only its event field; `journal` keeps the raw value."""
     event = journal_event(json.dumps(entry).encode())
@@ -283,15 +312,18 @@ def test_values_that_do_not_convert_are_left_out(entry: dict[str, Any], expected
     assert set(entry) == set(journal)
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    (b"not json", "invalid JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (b'{"MESSAGE": 5}', "MESSAGE: unexpected int"),
-    (b'{"MESSAGE": {"a": 1}}', "MESSAGE: unexpected dict"),
-    (b'{"MESSAGE": [104, 300]}', "outside 0..255"),
-    (b'{"MESSAGE": [true, false]}', "unexpected bool"),
-    (b'{"TAG": ["a", 5]}', "TAG: unexpected int"),
-])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"not json", "invalid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"MESSAGE": 5}', "MESSAGE: unexpected int"),
+        (b'{"MESSAGE": {"a": 1}}', "MESSAGE: unexpected dict"),
+        (b'{"MESSAGE": [104, 300]}', "outside 0..255"),
+        (b'{"MESSAGE": [true, false]}', "unexpected bool"),
+        (b'{"TAG": ["a", 5]}', "TAG: unexpected int"),
+    ],
+)
 def test_invalid_entries(line: bytes, reason: str) -> None:
     """What journalctl never writes is an InvalidEvent with a reason."""
     with pytest.raises(InvalidEvent, match=reason):
@@ -331,8 +363,7 @@ def test_start_at_end_reads_nothing_old(stand_in: StandIn, open_source: Callable
     assert {} == source.checkpoint()
 
 
-def test_checkpoint_is_the_last_line_handed_out(stand_in: StandIn,
-                                                 open_source: Callable[..., JournaldSource]) -> None:
+def test_checkpoint_is_the_last_line_handed_out(stand_in: StandIn, open_source: Callable[..., JournaldSource]) -> None:
     """The cursor follows read()'s results, not what has been read from the pipe."""
     source = open_source(start_at="beginning")
     stand_in.wait_written(0)  # the whole journal is in the pipe: one read takes it all
@@ -341,8 +372,9 @@ def test_checkpoint_is_the_last_line_handed_out(stand_in: StandIn,
     assert {"journald": JournalCursor(CURSORS[1])} == source.checkpoint()
 
 
-def test_resume_after_saved_cursor_on_a_new_source(stand_in: StandIn,
-                                                   open_source: Callable[..., JournaldSource]) -> None:
+def test_resume_after_saved_cursor_on_a_new_source(
+    stand_in: StandIn, open_source: Callable[..., JournaldSource]
+) -> None:
     """A new source given the saved cursor continues with the next entry."""
     first = open_source(start_at="beginning")
     got = read_lines(first, 3)
@@ -355,7 +387,8 @@ def test_resume_after_saved_cursor_on_a_new_source(stand_in: StandIn,
 
 
 def test_dead_journalctl_is_restarted_without_loss_or_duplicates(
-        stand_in: StandIn, open_source: Callable[..., JournaldSource]) -> None:
+    stand_in: StandIn, open_source: Callable[..., JournaldSource]
+) -> None:
     """journalctl dying half-way through an entry restarts after the last entry handed out."""
     stand_in.configure(die_after=[3, 1])  # run 1: 3 entries and half of the 4th; run 2: one more
     warnings: list[str] = []
@@ -365,13 +398,13 @@ def test_dead_journalctl_is_restarted_without_loss_or_duplicates(
     assert 2 == source.restarts
     argvs = [run["argv"] for run in stand_in.runs()]
     assert [None, f"--after-cursor={CURSORS[2]}", f"--after-cursor={CURSORS[3]}"] == [
-        next((a for a in argv if a.startswith("--after-cursor=")), None) for argv in argvs]
+        next((a for a in argv if a.startswith("--after-cursor=")), None) for argv in argvs
+    ]
     assert any("Failed to iterate through journal: Bad message" in w for w in warnings)
     assert any("exited with status 1; restarting it" in w for w in warnings)
 
 
-def test_restart_backoff_doubles_up_to_the_cap(stand_in: StandIn,
-                                               open_source: Callable[..., JournaldSource]) -> None:
+def test_restart_backoff_doubles_up_to_the_cap(stand_in: StandIn, open_source: Callable[..., JournaldSource]) -> None:
     """Failed runs are retried after 1, 2, 4 ... seconds, never more than the cap."""
     stand_in.configure(die_after=[0] * 10)
     clock = FakeClock()
@@ -389,11 +422,13 @@ def test_restart_backoff_doubles_up_to_the_cap(stand_in: StandIn,
         stand_in.wait_runs(restarts + 2)
     restarting = [w.split("; ")[1] for w in warnings if "exited with status 1" in w]
     assert ["restarting it in 1s", "restarting it in 2s", "restarting it in 4s", "restarting it in 4s"] == [
-        r.split(",")[0] for r in restarting[:4]]
+        r.split(",")[0] for r in restarting[:4]
+    ]
 
 
-def test_wait_wakes_promptly_on_output(stand_in: StandIn, tmp_path: Path,
-                                       open_source: Callable[..., JournaldSource]) -> None:
+def test_wait_wakes_promptly_on_output(
+    stand_in: StandIn, tmp_path: Path, open_source: Callable[..., JournaldSource]
+) -> None:
     """wait() returns as soon as journalctl writes, long before its timeout."""
     gate = tmp_path / "gate"
     os.mkfifo(gate)
@@ -421,8 +456,9 @@ def _open_gate(fifo: Path, timeout: float = 20.0) -> None:
             time.sleep(0.01)
 
 
-def test_over_long_entries_are_skipped_and_counted(stand_in: StandIn,
-                                                    open_source: Callable[..., JournaldSource]) -> None:
+def test_over_long_entries_are_skipped_and_counted(
+    stand_in: StandIn, open_source: Callable[..., JournaldSource]
+) -> None:
     """Entries over max_line_bytes are skipped with a warning; the others come through."""
     warnings: list[str] = []
     source = open_source(start_at="beginning", max_line_bytes=900, warn=warnings.append)

@@ -80,7 +80,7 @@ def test_queue_hands_out_at_most_max_lines_with_exact_offsets(sizes: list[int]) 
 def test_splitter_offsets_survive_chunk_boundaries_and_long_lines() -> None:
     warnings: list[str] = []
     splitter = LineSplitter("p", 20, warnings.append)
-    runs = [run for i in range(0, len(STREAM), 7) for run in splitter.feed(STREAM[i:i + 7])]
+    runs = [run for i in range(0, len(STREAM), 7) for run in splitter.feed(STREAM[i : i + 7])]
     assert [line for line in expected_lines(STREAM) if len(line.data) <= 20] == list(each_line(runs))
     assert 1 == splitter.skipped_long
     assert [f"p: skipped a line longer than 20 bytes at offset {STREAM.index(b'x')}"] == warnings

@@ -1,4 +1,4 @@
-"""Loading rule files (SPEC 4, 7): every problem reported as `path:line:col: error: message`."""
+"""Loading rule files: every problem reported as `path:line:col: error: message`."""
 
 from __future__ import annotations
 
@@ -16,15 +16,9 @@ from rulesd.rules.model import Responder, Threshold
 
 INVALID = os.path.join(os.path.dirname(__file__), "data", "invalid")
 DURATION_HELP = "a duration is a number of seconds or a string like 30s, 5m, 2h, 1d (or 1h30m)"
-PATH_HELP = (
-    "a field path is one or more non-empty names joined by dots, without braces (e.g. http.status)"
-)
-NAME_HELP = (
-    "a rule name starts with a letter or digit, then up to 99 letters, digits, '_', '.' or '-'"
-)
-RESPONDER_HELP = (
-    "a responder is {type: team|user|escalation|schedule} with exactly one of name, username or id"
-)
+PATH_HELP = "a field path is one or more non-empty names joined by dots, without braces (e.g. http.status)"
+NAME_HELP = "a rule name starts with a letter or digit, then up to 99 letters, digits, '_', '.' or '-'"
+RESPONDER_HELP = "a responder is {type: team|user|escalation|schedule} with exactly one of name, username or id"
 
 INVALID_FILES = [
     (
@@ -51,8 +45,7 @@ INVALID_FILES = [
     ),
     (
         "malformed_template.yaml",
-        "4:12: error: alert.message: malformed template: "
-        "unclosed '{' at position 12 (write '{{' for a brace)",
+        "4:12: error: alert.message: malformed template: unclosed '{' at position 12 (write '{{' for a brace)",
     ),
     ("bad_field_path.yaml", f'3:3: error: match["http..status"]: invalid key: {PATH_HELP}'),
     ("bad_group_by.yaml", f'3:46: error: threshold.group_by[0]: "{{host}}": {PATH_HELP}'),
@@ -63,8 +56,7 @@ INVALID_FILES = [
     ("only_comment.yaml", "1:1: error: empty file: expected a rule or a list under 'rules:'"),
     (
         "python_tag.yaml",
-        "2:8: error: the tag '!!python/object/apply:os.system' is not allowed: "
-        "only plain YAML data is accepted",
+        "2:8: error: the tag '!!python/object/apply:os.system' is not allowed: only plain YAML data is accepted",
     ),
     ("not_utf8.yaml", "2:22: error: not valid UTF-8 (byte 0xe9)"),
     (
@@ -216,9 +208,7 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     assert [f"{missing}: error: no such file or directory"] == check_lines(missing)
     result = check_paths([tmp_path])
-    assert [f"{tmp_path}: warning: no rule files (*.yaml, *.yml) found"] == [
-        str(p) for p in result.problems
-    ]
+    assert [f"{tmp_path}: warning: no rule files (*.yaml, *.yml) found"] == [str(p) for p in result.problems]
     assert result.ruleset is not None
 
 
@@ -246,14 +236,9 @@ def test_yaml_features_that_are_plain_data_are_accepted(tmp_path: Path) -> None:
     """Anchors, aliases and merge keys work; dates stay strings."""
     path = tmp_path / "r.yaml"
     path.write_text(
-        "common: &common {service: payments}\n"
-        "rules:\n"
-        "  - name: a\n"
-        "    match: {<<: *common, day: 2024-01-01}\n"
+        "common: &common {service: payments}\nrules:\n  - name: a\n    match: {<<: *common, day: 2024-01-01}\n"
     )
-    assert ["common: unknown key 'common'; expected one of: rules"] == [
-        p.message for p in check_paths([path]).problems
-    ]
+    assert ["common: unknown key 'common'; expected one of: rules"] == [p.message for p in check_paths([path]).problems]
     path.write_text(
         "rules:\n"
         "  - name: a\n"
@@ -279,9 +264,7 @@ def test_tags_that_are_not_plain_data_are_refused(tmp_path: Path, text: str, exp
     """No YAML tag can build objects, and none is silently ignored."""
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    assert [f"{path}:{expected} is not allowed: only plain YAML data is accepted"] == check_lines(
-        path
-    )
+    assert [f"{path}:{expected} is not allowed: only plain YAML data is accepted"] == check_lines(path)
 
 
 def test_alias_bomb_is_refused(tmp_path: Path) -> None:
@@ -290,9 +273,7 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\n")
-    assert ["document too large (more than 1000000 nodes)"] == [
-        p.message for p in check_paths([path]).problems
-    ]
+    assert ["document too large (more than 1000000 nodes)"] == [p.message for p in check_paths([path]).problems]
 
 
 def test_deep_nesting_is_a_problem(tmp_path: Path) -> None:
@@ -312,15 +293,40 @@ def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
 
 YAML_TEXT = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["name", "match", "rules", "alert", "threshold", "throttle", "regex", "all", "any",
-             "not", "exists", "in", "message", "priority", "tags", "count", "window", "group_by",
-             "details", "responders", "type", "http.status", "level", "x"]
-        ),
-        children,
-        max_size=5,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "name",
+                    "match",
+                    "rules",
+                    "alert",
+                    "threshold",
+                    "throttle",
+                    "regex",
+                    "all",
+                    "any",
+                    "not",
+                    "exists",
+                    "in",
+                    "message",
+                    "priority",
+                    "tags",
+                    "count",
+                    "window",
+                    "group_by",
+                    "details",
+                    "responders",
+                    "type",
+                    "http.status",
+                    "level",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
     ),
     max_leaves=20,
 )

@@ -25,8 +25,10 @@ def systemd_analyze() -> str:
     """The systemd-analyze binary; a missing one fails the test instead of skipping it."""
     path = shutil.which("systemd-analyze")
     if path is None:
-        pytest.fail("systemd-analyze not found: install Debian's `systemd` package "
-                    "(apt-get install --no-install-recommends systemd); .ci/run does")
+        pytest.fail(
+            "systemd-analyze not found: install Debian's `systemd` package "
+            "(apt-get install --no-install-recommends systemd); .ci/run does"
+        )
     return path
 
 
@@ -79,17 +81,20 @@ def test_unit_exposure_is_at_most_two(unit_copy: Path) -> None:
     assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("Type", ["notify"]),
-    ("ExecStart", [f"{INSTALLED_RULESD} run --config /etc/rulesd/rulesd.yaml"]),
-    ("ExecReload", ["/bin/kill -HUP $MAINPID"]),
-    ("WatchdogSec", ["30s"]),
-    ("DynamicUser", ["yes"]),
-    ("StateDirectory", ["rulesd"]),
-    ("ConfigurationDirectory", ["rulesd"]),
-    ("LoadCredential", [f"{CREDENTIAL_NAME}:/etc/rulesd/opsgenie.key"]),
-    ("MemoryDenyWriteExecute", ["yes"]),
-])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("Type", ["notify"]),
+        ("ExecStart", [f"{INSTALLED_RULESD} run --config /etc/rulesd/rulesd.yaml"]),
+        ("ExecReload", ["/bin/kill -HUP $MAINPID"]),
+        ("WatchdogSec", ["30s"]),
+        ("DynamicUser", ["yes"]),
+        ("StateDirectory", ["rulesd"]),
+        ("ConfigurationDirectory", ["rulesd"]),
+        ("LoadCredential", [f"{CREDENTIAL_NAME}:/etc/rulesd/opsgenie.key"]),
+        ("MemoryDenyWriteExecute", ["yes"]),
+    ],
+)
 def test_unit_setting(key: str, expected: list[str]) -> None:
     """The settings the daemon's behaviour depends on, e.g. the credential name rulesd.config reads."""
     assert expected == unit_settings(UNIT.read_text()).get(key)
@@ -126,8 +131,16 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 def test_daemon_runs_without_writable_executable_memory() -> None:
     """The demo runs under the kernel's MDWE (PR_SET_MDWE), which MemoryDenyWriteExecute=yes mirrors."""
-    argv = [sys.executable, "-c", MDWE_WRAPPER, rulesd_script(), "run", "--dry-run",
-            "--config", str(ROOT / "examples" / "rulesd.yaml")]
+    argv = [
+        sys.executable,
+        "-c",
+        MDWE_WRAPPER,
+        rulesd_script(),
+        "run",
+        "--dry-run",
+        "--config",
+        str(ROOT / "examples" / "rulesd.yaml"),
+    ]
     with (ROOT / "examples" / "events.jsonl").open() as events:
         result = run(argv, stdin=events)
     if result.returncode == 77:

@@ -1,4 +1,4 @@
-"""Firing -> OpsGenie create-alert body (SPEC 5.2, 5.3), pinned exactly and checked against
+"""Firing -> OpsGenie create-alert body, pinned exactly and checked against
 OpsGenie's own schema."""
 
 from __future__ import annotations
@@ -84,8 +84,7 @@ def test_full_payload() -> None:
     assert {
         "message": "Payments upstream failing on a",
         "alias": "rulesd: upstream: a, ",
-        "description": "upstream: The payment service cannot reach its upstream.\n\n"
-        f"Event:\n{EVENT_JSON}",
+        "description": f"upstream: The payment service cannot reach its upstream.\n\nEvent:\n{EVENT_JSON}",
         "responders": [
             {"type": "team", "name": "payments-oncall"},
             {"type": "user", "username": "alice@example.com"},
@@ -340,9 +339,7 @@ def test_responders_are_at_most_50() -> None:
         [rule("alert: {responders: " + json.dumps(responders) + "}")],
         settings=AlertSettings(recipients=parse_recipients(recipients)),
     )
-    assert responders + [{"type": "user", "username": f"u{i}@x.org"} for i in range(10)] == (
-        payload["responders"]
-    )
+    assert responders + [{"type": "user", "username": f"u{i}@x.org"} for i in range(10)] == (payload["responders"])
 
 
 @pytest.mark.parametrize(
@@ -394,7 +391,7 @@ def test_payload_is_deterministic() -> None:
     ],
 )
 def test_parse_recipients(text: str | None, expected: list[tuple[str, str, str]]) -> None:
-    """Comma separated entries become responders as SPEC 5.3 says."""
+    """Comma separated entries become responders as the README's recipients rule says."""
     assert tuple(Responder(*e) for e in expected) == parse_recipients(text)
 
 

@@ -66,8 +66,16 @@ def reference(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int,
 
 def replayed(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int, str]]]:
     invalid: list[tuple[int, str]] = []
-    items = list(replay(ruleset, io.BytesIO(data), name="f", settings=AlertSettings(), start=0.0,
-                        on_invalid=lambda lineno, why: invalid.append((lineno, why))))
+    items = list(
+        replay(
+            ruleset,
+            io.BytesIO(data),
+            name="f",
+            settings=AlertSettings(),
+            start=0.0,
+            on_invalid=lambda lineno, why: invalid.append((lineno, why)),
+        )
+    )
     return items, invalid
 
 
@@ -80,8 +88,7 @@ def test_replay_reports_what_line_by_line_evaluation_reports(seed: int) -> None:
     block = BLOCK_BYTES // 30  # lines of about 30 bytes in a block
     count = rng.choice([0, 1, block - 1, block, block + 1, 3 * block + rng.randrange(block)])
     valid_share = rng.choice([1.0, 0.97, 0.6])  # whole valid blocks take the fast path
-    lines = [rng.choice(LINES[:5]) if rng.random() < valid_share else rng.choice(LINES[5:-1])
-             for _ in range(count)]
+    lines = [rng.choice(LINES[:5]) if rng.random() < valid_share else rng.choice(LINES[5:-1]) for _ in range(count)]
     data = b"".join(lines) + (LINES[-1] if seed % 2 else b"")
     assert reference(RULES, data) == replayed(RULES, data)
 

@@ -37,14 +37,18 @@ def test_code_in_rule_text_is_only_ever_data(tmp_path: Path, template: str) -> N
         {"name": "as-any-of", "match": {"kind": [text, "other"], "n": {"gte": 1}}},
         {"name": "as-needle", "match": {"message": {"contains": text}}},
         {"name": "as-regex", "match": {"message": {"regex": re.escape(text)}}},
-        {"name": "as-template", "match": {"kind": text}, "alert": {
-            "priority": "P1", "message": text.replace("{", "{{").replace("}", "}}") + " {kind}"}},
+        {
+            "name": "as-template",
+            "match": {"kind": text},
+            "alert": {"priority": "P1", "message": text.replace("{", "{{").replace("}", "}}") + " {kind}"},
+        },
     ]
     engine = Engine(ruleset_from_yaml(json.dumps({"rules": rules})))
     fired = engine.evaluate({field: "yes", "kind": text, "n": 2, "message": f"a {text} b"}, 0.0)
     assert fired is not None
     assert {"as-field", "as-value", "as-any-of", "as-needle", "as-regex", "as-template"} == {
-        r.name for r in fired.rules}
+        r.name for r in fired.rules
+    }
     folded = " ".join(f"{text} {text}".split())  # the message is one line
     assert truncate(folded, 130) == build_payload(fired, AlertSettings())["message"]
     assert engine.evaluate({"kind": "something else", "message": "nothing"}, 1.0) is None

@@ -1,4 +1,4 @@
-"""`rulesd test` (SPEC 7): rule unit tests, compared exactly with the alerts produced."""
+"""`rulesd test`: rule unit tests, compared exactly with the alerts produced."""
 
 from __future__ import annotations
 
@@ -115,8 +115,7 @@ def test_invalid_test_file_and_invalid_rules_are_problems(tmp_path: Path) -> Non
     outcomes, problems = run_test_files([str(bad_rules), str(bad_test)])
     assert [] == outcomes
     assert [
-        f"{tmp_path / 'rules.yaml'}:3:1: error: throtle: unknown key 'throtle'; "
-        "did you mean 'throttle'?",
+        f"{tmp_path / 'rules.yaml'}:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?",
         f"{bad_test}:3:5: error: tests[0]: missing required key 'events'",
         f"{bad_test}:3:5: error: tests[0]: missing required key 'expect_alerts'",
         f"{bad_test}:4:5: error: tests[0].event: unknown key 'event'; did you mean 'events'?",

@@ -20,12 +20,12 @@ def test_commit_queues_alerts_and_saves_positions_together(tmp_path: Path) -> No
     """One commit: alerts in order, positions and engine state, all readable after reopening."""
     s = store(tmp_path)
     delta = StateDelta(True, {"r": "f1"}, [("window", "r", '["\\"a\\""]', "[5.0]")], [])
-    s.commit(positions={"/a": {"offset": 10}}, payloads=[{"message": "1"}, {"message": "2"}], now=100.0,
-             engine=delta)
+    s.commit(positions={"/a": {"offset": 10}}, payloads=[{"message": "1"}, {"message": "2"}], now=100.0, engine=delta)
     reopened = store(tmp_path)
     assert {"/a": {"offset": 10}} == reopened.load_positions()
     assert {"fingerprints": {"r": "f1"}, "windows": {"r": [[['"a"'], [5.0]]]}, "throttles": {}} == (
-        reopened.load_engine_state())
+        reopened.load_engine_state()
+    )
     assert ["1", "2"] == [a.payload["message"] for a in reopened.alerts()]
     assert (2, 100.0) == reopened.depth()
 
@@ -35,8 +35,12 @@ def test_a_failed_commit_changes_nothing(tmp_path: Path) -> None:
     s = store(tmp_path)
     s.commit(positions={"/a": {"offset": 1}}, payloads=[], now=1.0)
     with pytest.raises(TypeError):
-        s.commit(positions={"/a": {"offset": 2}}, payloads=[{"message": "x"}], now=2.0,
-                 engine=StateDelta(True, {"r": object()}, [], []))  # type: ignore[dict-item]
+        s.commit(
+            positions={"/a": {"offset": 2}},
+            payloads=[{"message": "x"}],
+            now=2.0,
+            engine=StateDelta(True, {"r": object()}, [], []),
+        )  # type: ignore[dict-item]
     assert {"/a": {"offset": 1}} == s.load_positions()
     assert [] == s.alerts()
 
@@ -50,7 +54,11 @@ def test_outbox_lifecycle(tmp_path: Path) -> None:
     s.reschedule(first.id, 50.0, "HTTP 503")
     again = s.head()
     assert again is not None and (again.id, 1, 50.0, "HTTP 503") == (
-        again.id, again.attempts, again.next_attempt, again.last_error)
+        again.id,
+        again.attempts,
+        again.next_attempt,
+        again.last_error,
+    )
     s.mark_sent(first.id)
     second = s.head()
     assert second is not None
@@ -73,11 +81,14 @@ def test_in_memory_store_for_dry_runs() -> None:
 def test_engine_state_round_trip_with_incremental_saves(tmp_path: Path) -> None:
     """Saving only the touched groups, batch after batch, restores the same state as the engine's."""
     rules = ruleset_from_yaml(
-        "name: burst\nmatch: {level: error}\nthreshold: {count: 3, window: 60, group_by: [host]}\nthrottle: 600\n")
+        "name: burst\nmatch: {level: error}\nthreshold: {count: 3, window: 60, group_by: [host]}\nthrottle: 600\n"
+    )
     engine = Engine(rules)
     s = store(tmp_path)
-    events = [(t, {"level": "error", "host": h}) for t, h in
-              [(0, "a"), (1, "b"), (2, "a"), (3, "a"), (4, "c"), (70, "b"), (71, "b"), (5000, "d")]]
+    events = [
+        (t, {"level": "error", "host": h})
+        for t, h in [(0, "a"), (1, "b"), (2, "a"), (3, "a"), (4, "c"), (70, "b"), (71, "b"), (5000, "d")]
+    ]
     for t, event in events:
         engine.evaluate(event, 1_700_000_000.0 + t)
         s.commit(positions={}, payloads=[], now=float(t), engine=engine.state.delta())
@@ -90,7 +101,8 @@ def test_engine_state_round_trip_with_incremental_saves(tmp_path: Path) -> None:
     assert expected["fingerprints"] == saved["fingerprints"]
     for kind in ("windows", "throttles"):
         assert {r: sorted(map(repr, g)) for r, g in expected[kind].items() if g} == {
-            r: sorted(map(repr, g)) for r, g in saved[kind].items()}
+            r: sorted(map(repr, g)) for r, g in saved[kind].items()
+        }
 
 
 def test_state_saved_whole_in_one_row_by_an_older_rulesd_is_kept(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Templates (SPEC 4.3): `{field.path}` and literal braces, nothing else."""
+"""Templates: `{field.path}` and literal braces, nothing else."""
 
 from __future__ import annotations
 

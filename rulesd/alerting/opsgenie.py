@@ -1,4 +1,4 @@
-"""Transport to OpsGenie (SPEC 5.1): one POST per alert, every outcome classified.
+"""Transport to OpsGenie: one POST per alert, every outcome classified.
 
 The exception classes decide what the outbox does with an alert:
 `RetryableAlertError` -> try again later, `PausingAlertError` -> stop and retry

@@ -1,4 +1,4 @@
-"""Firing -> OpsGenie `CreateAlertPayload` (SPEC 5.2, 5.3), every API limit enforced.
+"""Firing -> OpsGenie `CreateAlertPayload`, every API limit enforced.
 
 Pure: the same firing and settings always give the same payload, so the
 outbox can store it and tests can pin it exactly.
@@ -157,8 +157,12 @@ def _non_finite(value: Any) -> bool:
 
 
 # Everything but dict, list, str, int, float, bool and None goes to `default`.
-_AS_JSON_WRITES = (orjson.OPT_INDENT_2 | orjson.OPT_PASSTHROUGH_SUBCLASS
-                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+_AS_JSON_WRITES = (
+    orjson.OPT_INDENT_2
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
 def _not_json(value: Any) -> Any:

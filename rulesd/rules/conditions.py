@@ -1,4 +1,4 @@
-"""Conditions (SPEC 4.2) compiled once into predicates over events.
+"""Conditions compiled once into predicates over events.
 
 A whole condition becomes one generated Python function (see `_Writer`): field
 lookups, string equality, membership and number comparisons are written inline,
@@ -225,9 +225,7 @@ def _present_and(key: str, value_tests: list[str], w: _Writer) -> str:
     return f"(({v} := {w.read(key)}) is not MISSING and {tests})"
 
 
-def _condition(
-    cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth: int = 0
-) -> tuple[str, int]:
+def _condition(cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth: int = 0) -> tuple[str, int]:
     """The expression for a condition mapping, cheap parts first, and its cost."""
     parts: list[tuple[str, int]] = []
     for key, value in cond.items():
@@ -246,9 +244,7 @@ def _condition(
     return (f"({expression})" if parts else "True"), sum(c for _, c in parts)
 
 
-def _nested(
-    cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth: int
-) -> tuple[str, int]:
+def _nested(cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth: int) -> tuple[str, int]:
     """A sub-condition: inline, or deeply nested, a function of its own, because the
     Python parser refuses expressions nested beyond about a hundred levels."""
     if depth < _MAX_NESTING:
@@ -340,8 +336,9 @@ def _narrow(equalities: dict[str, frozenset[str]], key: str, values: frozenset[s
 
 
 def _lower_bound(matcher: dict[str, Any]) -> float | None:
-    found: list[float] = [matcher[op] for op in ("gt", "gte")
-                          if is_number(matcher.get(op)) and math.isfinite(matcher[op])]
+    found: list[float] = [
+        matcher[op] for op in ("gt", "gte") if is_number(matcher.get(op)) and math.isfinite(matcher[op])
+    ]
     return max(found) if found else None
 
 

@@ -183,9 +183,7 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
             combined.setdefault(scoped[0], []).append((rule, scoped[1]))
         else:
             always.append(rule)
-    tables = [
-        (f, {v: _child(rs, used | {f}) for v, rs in t.items()}) for f, t in by_field.items()
-    ]
+    tables = [(f, {v: _child(rs, used | {f}) for v, rs in t.items()}) for f, t in by_field.items()]
     tests: list[_Test] = [
         *((f, _literal_test(members)) for f, members in literal_rules.items()),
         *((f, _bound_test(members)) for f, members in bounded.items()),
@@ -250,8 +248,9 @@ def _child(entries: list[_Entry], used: frozenset[str]) -> _Plan | tuple[Rule, .
     Even a single rule gets a node for its regex or bound: that test costs less than
     sending the event on to the engine and running the rule's whole predicate.
     """
-    if any(set(e.hints.equalities) - used or e.hints.regexes or e.hints.substrings
-           or e.hints.lower_bounds for e in entries):
+    if any(
+        set(e.hints.equalities) - used or e.hints.regexes or e.hints.substrings or e.hints.lower_bounds for e in entries
+    ):
         plan = _plan(entries, used)
         if plan.tables or plan.tests:
             return plan  # (else no test applies after all: a call to a node would only add them)
@@ -299,8 +298,9 @@ def required_literals(pattern: str) -> _Literals | None:
     except re.error:
         return None
     flags = parsed.state.flags
-    if flags & ~(c.SRE_FLAG_UNICODE | c.SRE_FLAG_IGNORECASE | c.SRE_FLAG_MULTILINE
-                 | c.SRE_FLAG_DOTALL | c.SRE_FLAG_VERBOSE):
+    if flags & ~(
+        c.SRE_FLAG_UNICODE | c.SRE_FLAG_IGNORECASE | c.SRE_FLAG_MULTILINE | c.SRE_FLAG_DOTALL | c.SRE_FLAG_VERBOSE
+    ):
         return None  # ASCII or LOCALE change what case-insensitive letters match
     folded = bool(flags & c.SRE_FLAG_IGNORECASE)
     options = _sequence_literals(list(parsed), c)
@@ -364,12 +364,12 @@ def _check(literals: _Literals, by_patterns: dict[tuple[str, ...], list[Rule]]) 
     with_regex = [(patterns, rules) for patterns, rules in by_patterns.items() if patterns]
     any_regex = None
     if len(with_regex) >= _ANY_REGEX_MIN:
-        scoped = [next((s for p in patterns if (s := _scoped(p)) is not None), None)
-                  for patterns, _ in with_regex]
+        scoped = [next((s for p in patterns if (s := _scoped(p)) is not None), None) for patterns, _ in with_regex]
         if all(scoped):
             any_regex = re.compile("|".join(dict.fromkeys(s for s in scoped if s))).search
-    by_searches = tuple((tuple(compile_regex(p).search for p in patterns), tuple(rules))
-                        for patterns, rules in with_regex)
+    by_searches = tuple(
+        (tuple(compile_regex(p).search for p in patterns), tuple(rules)) for patterns, rules in with_regex
+    )
     return _Check(literals, plain, any_regex, by_searches)
 
 
@@ -405,8 +405,7 @@ def _anchor(literal: str) -> str:
     """
     if len(literal) <= _ANCHOR_MIN:
         return literal
-    start = min(range(len(literal) - _ANCHOR_MIN + 1),
-                key=lambda i: (-_RANK.get(literal[i], len(_FREQUENT)), i))
+    start = min(range(len(literal) - _ANCHOR_MIN + 1), key=lambda i: (-_RANK.get(literal[i], len(_FREQUENT)), i))
     return literal[start:]
 
 
@@ -457,7 +456,7 @@ def _scoped(pattern: str) -> str | None:
     if _BACKREF.search(pattern):
         return None  # group numbers and names would clash once joined
     flags = _LEADING_FLAGS.match(pattern)
-    body = f"(?{flags.group(1)}:{pattern[flags.end():]})" if flags else f"(?:{pattern})"
+    body = f"(?{flags.group(1)}:{pattern[flags.end() :]})" if flags else f"(?:{pattern})"
     try:
         re.compile(body)
     except re.error:
@@ -508,9 +507,7 @@ class _NodeWriter:
         collect: _Collect = self.function()
         return collect
 
-    def evaluator(
-        self, plan: _Plan, decide: _Decide[T], out: list[Rule]
-    ) -> Callable[[Event, float], T | None]:
+    def evaluator(self, plan: _Plan, decide: _Decide[T], out: list[Rule]) -> Callable[[Event, float], T | None]:
         """The root's function fused with the engine's step (see `RuleIndex.evaluator`)."""
         self.lines.append("def run(event, time):")
         self.emit(1, f"out = {self.const(out)}")
@@ -652,8 +649,9 @@ class _NodeWriter:
         number = self.number(field)
         if number is None:  # a deep path: read it with its getter, then check the type
             value, number = self.read(field), f"n{len(self.lines)}"
-            self.emit(1, f"{number} = {value} if type({value}) is int or type({value}) is float "
-                         f"else {self.const(_NO_NUMBER)}")
+            self.emit(
+                1, f"{number} = {value} if type({value}) is int or type({value}) is float else {self.const(_NO_NUMBER)}"
+            )
         distinct = sorted(set(test.bounds))
         # How many rules (sorted by bound) each distinct bound lets in.
         reached = [bisect.bisect_right(test.bounds, b) for b in distinct]
@@ -666,8 +664,9 @@ class _NodeWriter:
         self.emit(1, "except TypeError:")
         self.emit(2, "pass")
 
-    def _nested_bounds(self, depth: int, number: str, bounds: list[float], reached: list[int],
-                       rules: tuple[Rule, ...]) -> None:
+    def _nested_bounds(
+        self, depth: int, number: str, bounds: list[float], reached: list[int], rules: tuple[Rule, ...]
+    ) -> None:
         self.emit(depth, f"if {number} >= {self.const(bounds[0])}:")
         if len(bounds) == 1:
             self.add_rules(depth + 1, rules[: reached[0]])
@@ -687,8 +686,9 @@ class _NodeWriter:
             self.emit(1, f"{local} = event.get({self.const(keys[0])}, {missing})")
         else:
             self.emit(1, f"{local} = event.get({self.const(keys[0])})")
-            self.emit(1, f"{local} = {local}.get({self.const(keys[1])}, {missing}) "
-                         f"if type({local}) is dict else {missing}")
+            self.emit(
+                1, f"{local} = {local}.get({self.const(keys[1])}, {missing}) if type({local}) is dict else {missing}"
+            )
         return local
 
 

@@ -49,9 +49,7 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
         if os.path.isdir(path):
             found = sorted(_walk(path))
             if not found:
-                warning = Problem(
-                    SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning"
-                )
+                warning = Problem(SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning")
                 problems.append(warning)
             files.extend(found)
         elif os.path.exists(path):

@@ -117,8 +117,10 @@ def match_args(matches: Mapping[str, str | Sequence[str]]) -> list[str]:
     args: list[str] = []
     for field, values in matches.items():
         if not _FIELD_NAME.fullmatch(field):
-            raise RulesdError(f"journald match: {field!r} is not a journal field name "
-                              "(upper case letters, digits and '_', at most 64)")
+            raise RulesdError(
+                f"journald match: {field!r} is not a journal field name "
+                "(upper case letters, digits and '_', at most 64)"
+            )
         listed = [values] if isinstance(values, str) else list(values)
         if not listed:
             raise RulesdError(f"journald match {field}: no values given")
@@ -129,9 +131,16 @@ def match_args(matches: Mapping[str, str | Sequence[str]]) -> list[str]:
     return args
 
 
-def journalctl_argv(journalctl: str, units: Sequence[str], match_arguments: Sequence[str], *,
-                    cursor: str | None, start_at: str, since: int | None = None,
-                    boot_all: bool = True) -> list[str]:
+def journalctl_argv(
+    journalctl: str,
+    units: Sequence[str],
+    match_arguments: Sequence[str],
+    *,
+    cursor: str | None,
+    start_at: str,
+    since: int | None = None,
+    boot_all: bool = True,
+) -> list[str]:
     """The journalctl command line (see the module docstring for why each option is there)."""
     argv = [journalctl, "--follow", "--output=json", "--all", "--no-pager"]
     if boot_all:
@@ -266,8 +275,9 @@ class _Journalctl:
 
     def __init__(self, argv: list[str], max_line_bytes: int, warn: Callable[[str], None]) -> None:
         # Own session: a Ctrl-C meant for rulesd must not kill journalctl behind its back.
-        self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, start_new_session=True)
+        self.popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
         assert self.popen.stdout is not None and self.popen.stderr is not None
         self.out: int | None = self.popen.stdout.fileno()
         self.err: int | None = self.popen.stderr.fileno()
@@ -347,11 +357,14 @@ def _describe_exit(code: int) -> str:
 def probe_journalctl(journalctl: str) -> int | None:
     """The systemd version of `journalctl` (None if it does not say); RulesdError if it cannot run."""
     try:
-        done = subprocess.run([journalctl, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=10, check=False)
+        done = subprocess.run(
+            [journalctl, "--version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10, check=False
+        )
     except OSError as exc:
-        raise RulesdError(f"journald source: cannot run {journalctl!r}: {exc.strerror or exc}; "
-                          "is systemd's journalctl installed and on PATH?") from None
+        raise RulesdError(
+            f"journald source: cannot run {journalctl!r}: {exc.strerror or exc}; "
+            "is systemd's journalctl installed and on PATH?"
+        ) from None
     except subprocess.TimeoutExpired:
         raise RulesdError(f"journald source: '{journalctl} --version' did not finish") from None
     if done.returncode != 0:
@@ -369,11 +382,20 @@ class JournaldSource:
     blocks; if it exits it is restarted (see the module docstring).
     """
 
-    def __init__(self, units: Sequence[str] = (), matches: Mapping[str, str | Sequence[str]] = _NO_MATCHES,
-                 *, cursor: str | None = None, start_at: str = "end", journalctl: str = "journalctl",
-                 warn: Callable[[str], None] = lambda message: None, max_line_bytes: int = 1_048_576,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 backoff: tuple[float, float] = BACKOFF) -> None:
+    def __init__(
+        self,
+        units: Sequence[str] = (),
+        matches: Mapping[str, str | Sequence[str]] = _NO_MATCHES,
+        *,
+        cursor: str | None = None,
+        start_at: str = "end",
+        journalctl: str = "journalctl",
+        warn: Callable[[str], None] = lambda message: None,
+        max_line_bytes: int = 1_048_576,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        backoff: tuple[float, float] = BACKOFF,
+    ) -> None:
         if start_at not in ("beginning", "end"):
             raise RulesdError(f"journald source: start_at must be 'beginning' or 'end', not {start_at!r}")
         if any(not unit for unit in units):
@@ -461,8 +483,15 @@ class JournaldSource:
     # -- internals ----------------------------------------------------------------------------
 
     def _spawn(self) -> _Journalctl:
-        argv = journalctl_argv(self.journalctl, self.units, self.match_arguments, cursor=self._cursor,
-                               start_at=self.start_at, since=self._since, boot_all=self._boot_all)
+        argv = journalctl_argv(
+            self.journalctl,
+            self.units,
+            self.match_arguments,
+            cursor=self._cursor,
+            start_at=self.start_at,
+            since=self._since,
+            boot_all=self._boot_all,
+        )
         return _Journalctl(argv, self.max_line_bytes, self.warn)
 
     def _fill(self, want: int) -> None:

@@ -44,7 +44,7 @@ class Offsets:
         if index < self._index:  # asked out of order: count again from the start
             self._index, self._offset = 0, self._run.start
         data = self._run.data
-        self._offset += sum(map(len, data[self._index:index])) + index - self._index
+        self._offset += sum(map(len, data[self._index : index])) + index - self._index
         self._index = index
         return self._offset
 
@@ -59,8 +59,9 @@ def size_of(runs: Iterable[Lines]) -> int:
     return sum(run.end - run.start for run in runs)
 
 
-def runs_of(path: str, start: int, lines: list[bytes], end: int, limit: int,
-            on_long: Callable[[int], None]) -> list[Lines]:
+def runs_of(
+    path: str, start: int, lines: list[bytes], end: int, limit: int, on_long: Callable[[int], None]
+) -> list[Lines]:
     """`lines`, read from the bytes `start` to `end`, as runs without the lines longer than
     `limit` (see `split_long`). Almost always one run: no line can be too long when the
     bytes read are not, and `max(map(len, ...))` is cheap next to building runs."""
@@ -71,8 +72,7 @@ def runs_of(path: str, start: int, lines: list[bytes], end: int, limit: int,
     return split_long(path, start, lines, limit, on_long)
 
 
-def split_long(path: str, start: int, lines: list[bytes], limit: int,
-               on_long: Callable[[int], None]) -> list[Lines]:
+def split_long(path: str, start: int, lines: list[bytes], limit: int, on_long: Callable[[int], None]) -> list[Lines]:
     """`lines` (the first at byte `start`) as runs without the lines longer than `limit`,
     each of which is reported by its offset to `on_long`; `runs_of` is the fast way in."""
     runs: list[Lines] = []

@@ -80,8 +80,14 @@ class StdinSource:
     waiting; a final line without a newline is delivered at EOF.
     """
 
-    def __init__(self, fd: int = 0, *, max_line_bytes: int = 1_048_576,
-                 warn: Callable[[str], None] = lambda message: None, name: str = "<stdin>") -> None:
+    def __init__(
+        self,
+        fd: int = 0,
+        *,
+        max_line_bytes: int = 1_048_576,
+        warn: Callable[[str], None] = lambda message: None,
+        name: str = "<stdin>",
+    ) -> None:
         self.fd = fd
         self.name = name
         self.eof = False
