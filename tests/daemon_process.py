@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+
+from tests.fake_opsgenie import FakeOpsGenie
+from tests.run_cli import clean_env
 
 API_KEY = "e2e-secret-key-0123456789"
 RULES = """
@@ -25,6 +27,29 @@ rules:
       priority: P2
       tags: [e2e]
 """
+
+
+PAGE_RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
+
+
+def stdin_config(tmp_path: Path, rules: str, **extra: Any) -> Path:
+    """A config reading stdin, with `rules` as its one rule file and `extra` keys."""
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "r.yaml").write_text(rules)
+    config = {"source": {"type": "stdin"}, "state_dir": "state", **extra}
+    path = tmp_path / "rulesd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def page(i: int) -> dict[str, object]:
+    """An event that PAGE_RULE (and the workspace's rule) pages for, with alias `p-<i>`."""
+    return {"kind": "page", "id": i}
+
+
+def aliases(server: FakeOpsGenie) -> list[str]:
+    """The aliases of the alerts `server` received, in order."""
+    return [r.json()["alias"] for r in server.requests if r.method == "POST"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -74,12 +99,6 @@ class Workspace:
         assert process.wait_for_log("rulesd started"), process.output()
         return process
 
-    def rulesd(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run a one-shot rulesd command (outbox, check) on this workspace."""
-        return subprocess.run(
-            [sys.executable, "-m", "rulesd", *args], capture_output=True, text=True, timeout=60, check=False
-        )
-
     def all_output(self) -> str:
         """Everything every process of this workspace printed."""
         return "".join(p.output() for p in self.processes)
@@ -99,8 +118,7 @@ class DaemonProcess:
         DaemonProcess.count += 1
         self.stdout_path = root / f"stdout-{DaemonProcess.count}.txt"
         self.stderr_path = root / f"stderr-{DaemonProcess.count}.txt"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "RULESD_"))}
-        full_env.update(env or {})
+        full_env = clean_env(env)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "rulesd", "--log-level", "debug", *args],

@@ -5,30 +5,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from jsonschema import Draft202012Validator
 
 import rulesd
+from tests.daemon_process import PAGE_RULE
+from tests.opsgenie_schema import create_alert_validator
+from tests.run_cli import rulesd_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+VALIDATOR = create_alert_validator()
 
 INVALID = os.path.join(os.path.dirname(__file__), "data", "invalid")
 RULES = "name: err\nmatch: {level: error}\nalert: {priority: P2, message: 'error on {host}'}\n"
-
-
-def rulesd_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m rulesd ARGS` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "rulesd", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
 
 
 def write(path: Path, text: str) -> Path:
@@ -292,3 +286,54 @@ def test_the_readme_s_rule_and_its_rule_test_pass(tmp_path: Path) -> None:
     test = write(tmp_path / "payments.test.yaml", next(b for b in blocks if "rule_files: [payments.yaml]" in b))
     result = rulesd_cli("test", str(test))
     assert (0, "rule tests: 1 passed, 0 failed, 0 invalid") == (result.returncode, result.stdout.splitlines()[-1])
+
+
+def test_schema_config_prints_the_schema_the_configs_are_checked_against() -> None:
+    """`rulesd schema config` is a valid JSON Schema that accepts the shipped configs and refuses
+    an unknown key."""
+    result = rulesd_cli("schema", "config")
+    assert 0 == result.returncode
+    schema = json.loads(result.stdout)
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    for config in (ROOT / "packaging" / "rulesd.yaml", ROOT / "examples" / "rulesd.yaml"):
+        assert [] == list(validator.iter_errors(yaml.safe_load(config.read_text()))), config
+    assert list(validator.iter_errors({"sorce": {"type": "stdin"}}))
+
+
+def test_check_config_checks_the_rules_the_config_names(tmp_path: Path) -> None:
+    """`rulesd check --config FILE` checks the rules the config names (not ./rules), and a config
+    error is reported as path:line:col; exit 1 for either."""
+    (tmp_path / "my-rules").mkdir()
+    (tmp_path / "my-rules" / "r.yaml").write_text("name: r\nmatch: {kind: page}\nalert: {priority: P0}\n")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "ok.yaml").write_text(PAGE_RULE)
+    config = tmp_path / "rulesd.yaml"
+    config.write_text("rules: [my-rules]\n")
+    result = rulesd_cli("check", "--config", str(config), cwd=tmp_path)
+    assert 1 == result.returncode
+    out = result.stdout
+    assert f"{tmp_path}/my-rules/r.yaml:3:19: error: alert.priority:" in out, out
+    assert f"FAILED: config {config}, 1 file(s), 0 rule(s), 1 error(s)" in out
+
+    (tmp_path / "my-rules" / "r.yaml").write_text(PAGE_RULE)
+    config.write_text("rules: [my-rules]\nopsgenie:\n  alert_url: http://example.com/v2/alerts\n")
+    result = rulesd_cli("check", "--config", str(config), cwd=tmp_path)
+    assert 1 == result.returncode
+    assert f"{config}:3:14: error: opsgenie.alert_url:" in result.stdout
+
+
+def test_readme_demo_command(tmp_path: Path) -> None:
+    """`rulesd run --config examples/rulesd.yaml --dry-run < examples/events.jsonl` prints valid
+    CreateAlertPayload lines, exits 0 and leaves no state behind."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    events = (tmp_path / "examples" / "events.jsonl").read_bytes()
+    result = rulesd_cli("run", "--config", "examples/rulesd.yaml", "--dry-run", stdin=events, cwd=tmp_path)
+    assert 0 == result.returncode, result.stderr
+    payloads = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(payloads) >= 3
+    for payload in payloads:
+        VALIDATOR.validate(payload)
+        assert "rulesd-demo" == payload["source"]
+    assert not (tmp_path / "examples" / "state").exists()

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.run_cli import rulesd_cli
+
 RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
-
-
-def rulesd(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rulesd", *args],
-        input=stdin.decode(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def config(tmp_path: Path, text: str) -> str:
@@ -31,7 +20,7 @@ def config(tmp_path: Path, text: str) -> str:
 
 def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     """Exit 2 and the path named."""
-    result = rulesd("run", "--config", str(tmp_path / "nope.yaml"))
+    result = rulesd_cli("run", "--config", str(tmp_path / "nope.yaml"))
     assert 2 == result.returncode
     assert f"{tmp_path}/nope.yaml: error: cannot read" in result.stderr
 
@@ -40,7 +29,7 @@ def test_invalid_rules_at_start_exit_2_with_their_location(tmp_path: Path) -> No
     """The daemon does not start on broken rules; each error is located."""
     cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
     (tmp_path / "rules" / "r.yaml").write_text("name: r\nmatch: {kind: [}\n")
-    result = rulesd("run", "--config", cfg)
+    result = rulesd_cli("run", "--config", cfg)
     assert 2 == result.returncode
     assert "rules/r.yaml:2:" in result.stderr
     assert "Traceback" not in result.stderr
@@ -48,7 +37,7 @@ def test_invalid_rules_at_start_exit_2_with_their_location(tmp_path: Path) -> No
 
 def test_missing_api_key_exits_2(tmp_path: Path) -> None:
     """Without a key (and without --dry-run) nothing starts."""
-    result = rulesd("run", "--config", config(tmp_path, "state_dir: st\n"))
+    result = rulesd_cli("run", "--config", config(tmp_path, "state_dir: st\n"))
     assert 2 == result.returncode
     assert "no API key" in result.stderr
 
@@ -58,7 +47,7 @@ def test_unusable_state_database_exits_1(tmp_path: Path) -> None:
     cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
     (tmp_path / "st").mkdir()
     (tmp_path / "st" / "state.sqlite").write_bytes(b"this is not an SQLite database, not at all" * 4)
-    result = rulesd("run", "--config", cfg)
+    result = rulesd_cli("run", "--config", cfg)
     assert 1 == result.returncode
     assert "cannot start: file is not a database" in result.stderr
     assert "Traceback" not in result.stderr
@@ -68,7 +57,7 @@ def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
     """stdin to EOF, one JSON payload per alert on stdout, exit 0; invalid lines only warned about."""
     cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\n")
     events = b'{"kind": "page", "id": 1}\nnot json\n{"kind": "noise"}\n{"kind": "page", "id": 2}'
-    result = rulesd("run", "--config", cfg, "--dry-run", stdin=events)
+    result = rulesd_cli("run", "--config", cfg, "--dry-run", stdin=events)
     assert 0 == result.returncode, result.stderr
     payloads = [json.loads(line) for line in result.stdout.splitlines()]
     assert ["p-1", "p-2"] == [p["alias"] for p in payloads]
@@ -79,7 +68,7 @@ def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
 
 def test_outbox_without_a_database_says_so(tmp_path: Path) -> None:
     """`rulesd outbox list` before the first run: nothing queued, exit 0."""
-    result = rulesd("outbox", "list", "--config", config(tmp_path, "state_dir: st\n"))
+    result = rulesd_cli("outbox", "list", "--config", config(tmp_path, "state_dir: st\n"))
     assert 0 == result.returncode
     assert "nothing queued" in result.stdout
 
@@ -99,7 +88,7 @@ def test_bad_lines_anywhere_in_a_parsed_block_leave_the_others_and_their_offsets
         else json.dumps({"kind": "page" if i % 3 else "noise", "id": i}).encode() + b"\n"
         for i in range(5 * BLOCK_LINES)
     ]
-    result = rulesd("run", "--config", cfg, "--dry-run", stdin=b"".join(lines))
+    result = rulesd_cli("run", "--config", cfg, "--dry-run", stdin=b"".join(lines))
     assert 0 == result.returncode, result.stderr
     payloads = [json.loads(line) for line in result.stdout.splitlines()]
     offsets = [sum(map(len, lines[:i])) for i in range(len(lines))]

@@ -11,15 +11,12 @@ import signal
 import time
 from pathlib import Path
 
-from tests.daemon_process import API_KEY, Workspace, wait_until
+from tests.daemon_process import API_KEY, Workspace, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
+from tests.run_cli import rulesd_cli
 
 VALIDATOR = create_alert_validator()
-
-
-def page(i: int) -> dict[str, object]:
-    return {"kind": "page", "id": i}
 
 
 def ids(server: FakeOpsGenie) -> list[int]:
@@ -156,7 +153,7 @@ def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server
     workspace.append(page(0), page(1), page(2))
     assert server.wait_for(lambda r: len(r) >= 3)
     assert [0, 1, 2] == ids(server)
-    listing = workspace.rulesd("outbox", "list", "--config", str(workspace.config))
+    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
     assert "dead" in listing.stdout and "page-1" in listing.stdout, listing.stdout + listing.stderr
     assert "not processable" in listing.stdout
 
@@ -173,7 +170,7 @@ def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Works
     workspace.append(page(0), page(1))
     assert server.wait_for(lambda r: len(r) >= 1)
     assert daemon.wait_for_log("paused")
-    listing = workspace.rulesd("outbox", "list", "--config", str(workspace.config))
+    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
     assert "2 pending, 0 dead-lettered" in listing.stdout, listing.stdout
     workspace.key_file.write_text("good-key\n")
     daemon.proc.send_signal(signal.SIGHUP)
@@ -282,11 +279,11 @@ def test_outbox_retry_dead_requeues_into_the_running_daemon(workspace: Workspace
     workspace.append(page(0), page(1))
     assert server.wait_for(lambda r: len(r) >= 2)
     rejected.clear()
-    result = workspace.rulesd("outbox", "retry-dead", "--config", str(workspace.config))
+    result = rulesd_cli("outbox", "retry-dead", "--config", str(workspace.config))
     assert "requeued 1 dead-lettered alert(s)" in result.stdout, result.stdout + result.stderr
     assert server.wait_for(lambda r: len(r) >= 3, timeout=15)
     assert [0, 1, 1] == ids(server)
-    listing = workspace.rulesd("outbox", "list", "--config", str(workspace.config))
+    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
     assert "0 pending, 0 dead-lettered" in listing.stdout
 
 

@@ -18,6 +18,7 @@ import pytest
 from rulesd.errors import RulesdError
 from rulesd.events import InvalidEvent
 from rulesd.sources.journald import JournalCursor, JournaldSource, journal_event, journalctl_argv, match_args
+from tests.fake_clock import FakeClock
 from tests.lines_view import each_line
 
 ENTRIES = Path(__file__).parent / "data" / "journal" / "entries.jsonl"
@@ -105,16 +106,6 @@ class StandIn:
             assert time.monotonic() < deadline, f"journalctl ran {len(runs)} time(s), not {count}"
             time.sleep(0.01)
         return runs
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -24,35 +24,17 @@ from rulesd.alerting.opsgenie import (
 )
 from rulesd.sender import IDLE_DELAY, RETRY_AFTER_MAX, Sender, backoff, retry_delay
 from rulesd.state import DEAD, PENDING, OutboxAlert, StateStore
+from tests.fake_clock import T0, FakeClock
 
 try:  # OpsGenie's own schema, when the helper is present; these tests do not need it
     from tests.opsgenie_schema import create_alert_validator
 except ImportError:
     create_alert_validator = None  # type: ignore[assignment]
 
-T0 = 1_700_000_000.0
 KEY = "3f6e1c2a-9b7d-4e8f-a1b2-c3d4e5f60718"
 
 
 # -- fakes -------------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """Time that moves only when told; `sleep` moves it too."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FakeTransport:

@@ -16,7 +16,7 @@ from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.compile import compile_rule, fingerprint
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.validation import schema_violations
-from rulesd.yamldoc import Document, read_yaml
+from rulesd.yamldoc import Document, parse_yaml, read_yaml
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
@@ -92,9 +92,13 @@ def _load_file(path: str) -> _Loaded:
         doc = read_yaml(path)
     except InvalidInputError as exc:
         return _Loaded([], [], list(exc.problems))
+    return _load_document(doc)
+
+
+def _load_document(doc: Document) -> _Loaded:
     if doc.value is None:
         message = "empty file: expected a rule or a list under 'rules:'"
-        empty = Problem(SourceLocation(path, 1, 1), message)
+        empty = Problem(SourceLocation(doc.path, 1, 1), message)
         return _Loaded([], [], [empty])
     violations = schema_violations(doc, "rule")
     problems = sorted({p for _, p in violations})
@@ -114,10 +118,23 @@ def _load_file(path: str) -> _Loaded:
 def check_paths(paths: Iterable[str | os.PathLike[str]]) -> CheckResult:
     """Load every rule file under `paths`, collecting all problems."""
     files, problems = discover_files(paths)
+    return _combine([_load_file(path) for path in files], files, problems)
+
+
+def check_text(text: str, path: str = "<rules>") -> CheckResult:
+    """Load one rule file's `text` as if read from `path` (which only names it in problems)."""
+    try:
+        loaded = _load_document(parse_yaml(text, path))
+    except InvalidInputError as exc:
+        loaded = _Loaded([], [], list(exc.problems))
+    return _combine([loaded], [path], [])
+
+
+def _combine(loaded_files: list[_Loaded], files: list[str], problems: list[Problem]) -> CheckResult:
+    """One rule set of the rules of every file, unless any problem is an error."""
     rules: list[Rule] = []
     names: list[tuple[str, SourceLocation]] = []
-    for path in files:
-        loaded = _load_file(path)
+    for loaded in loaded_files:
         rules.extend(loaded.rules)
         names.extend(loaded.names)
         problems.extend(loaded.problems)
@@ -143,7 +160,15 @@ def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
 
 def load_ruleset(paths: Iterable[str | os.PathLike[str]]) -> RuleSet:
     """Load rules or raise RuleError with every problem; warnings do not fail."""
-    result = check_paths(paths)
+    return _ruleset_of(check_paths(paths))
+
+
+def load_ruleset_text(text: str, path: str = "<rules>") -> RuleSet:
+    """`load_ruleset` for one rule file given as text (see `check_text`)."""
+    return _ruleset_of(check_text(text, path))
+
+
+def _ruleset_of(result: CheckResult) -> RuleSet:
     if result.ruleset is None:
         raise RuleError(result.errors)
     return result.ruleset

@@ -1,0 +1,188 @@
+"""`rulesd run`'s state and delivery: one SQLite file in WAL mode, group commit of a backlog,
+the SIGTERM drain, request timeouts from the config, and one HTTP session for every request."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from rulesd.config import Config, OpsgenieConfig, SourceConfig
+from rulesd.daemon import Daemon
+from rulesd.rules.loader import load_ruleset
+from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, wait_until
+from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
+from tests.opsgenie_schema import create_alert_validator
+from tests.run_cli import rulesd_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+VALIDATOR = create_alert_validator()
+
+
+def test_state_is_one_sqlite_database_in_wal_mode(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Positions, the outbox and the window state live in one SQLite database, in WAL mode."""
+    (workspace.rules / "burst.yaml").write_text(
+        "name: burst\nmatch: {kind: error}\nthreshold: {count: 5, window: 1h}\n"
+    )
+    daemon = workspace.start()
+    workspace.append({"kind": "error"}, page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    state = workspace.root / "state"
+    assert {"state.sqlite"} == {p.name for p in state.iterdir()} - {"state.sqlite-wal", "state.sqlite-shm"}
+    db = sqlite3.connect(state / "state.sqlite")
+    try:
+        assert "wal" == db.execute("PRAGMA journal_mode").fetchone()[0]
+        assert [str(workspace.events)] == [row[0] for row in db.execute("SELECT source FROM positions")]
+        assert 1 == db.execute("SELECT count(*) FROM outbox").fetchone()[0] + len(server.requests)
+        saved = db.execute("SELECT count(*) FROM engine_groups").fetchone()[0]
+        saved += db.execute("SELECT count(*) FROM engine_state").fetchone()[0]
+        assert saved >= 1, "the window state of 'burst' was not saved"
+    finally:
+        db.close()
+
+
+def test_a_backlog_is_committed_in_few_transactions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: 5000 waiting lines are evaluated and committed together, not one
+    transaction per event; every alert still comes out."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(PAGE_RULE)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        b"".join(json.dumps(page(i) if i % 10 == 0 else {"kind": "noise"}).encode() + b"\n" for i in range(5000))
+    )
+    config = Config(
+        path=str(tmp_path / "rulesd.yaml"),
+        rules=(str(tmp_path / "rules"),),
+        source=SourceConfig(type="stdin"),
+        state_dir=str(tmp_path / "state"),
+    )
+    out = io.StringIO()
+    with open(events, "rb") as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        daemon = Daemon(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=out)
+        commits: list[int] = []
+        real_commit = daemon.store.commit
+
+        def counting_commit(**kwargs: Any) -> None:
+            commits.append(len(kwargs["payloads"]))
+            real_commit(**kwargs)
+
+        monkeypatch.setattr(daemon.store, "commit", counting_commit)
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            assert 0 == daemon.run()
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+    assert 500 == sum(commits) == len(out.getvalue().splitlines())
+    assert len(commits) <= 3, f"{len(commits)} transactions for 5000 lines"
+    assert not (tmp_path / "state").exists(), "a dry run touched the state directory"
+
+
+def test_sigterm_drains_the_outbox_before_exiting(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """An alert waiting for its retry when SIGTERM comes is still delivered in the stop grace."""
+
+    def once_busy(_r: Received) -> Reply:
+        return Reply(503, {"Retry-After": "1"}, b"{}") if len(server.requests) == 0 else Reply()
+
+    server.responder = once_busy
+    daemon = workspace.start()
+    workspace.append(page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    assert ["page-0", "page-0"] == aliases(server)
+    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
+    assert "0 pending, 0 dead-lettered" in listing.stdout, listing.stdout + listing.stderr
+
+
+def test_sigterm_keeps_undelivered_alerts_for_the_next_start(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """OpsGenie down through the stop grace: exit 0 anyway, the alert stays queued, and the next
+    start delivers it."""
+    down = {"yes": True}
+    server.responder = lambda _r: Reply(500, body=b"{}") if down["yes"] else Reply()
+    daemon = workspace.start()
+    workspace.append(page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    started = time.monotonic()
+    assert 0 == daemon.terminate()
+    assert time.monotonic() - started < 12
+    assert "still queued" in daemon.stderr()
+    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
+    assert "1 pending, 0 dead-lettered" in listing.stdout, listing.stdout + listing.stderr
+    down["yes"] = False
+    tried = len(server.requests)
+    workspace.start()
+    assert server.wait_for(lambda r: len(r) > tried)
+    assert "page-0" == server.requests[-1].json()["alias"]
+    assert wait_until(lambda: "0 pending" in rulesd_cli("outbox", "list", "--config", str(workspace.config)).stdout)
+
+
+def test_request_timeout_comes_from_the_config(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """opsgenie.timeout_s bounds a request: a server that does not answer in time is a
+    retryable timeout, and the alert is delivered by the next attempt."""
+
+    def slow_once(_r: Received) -> Reply:
+        if not server.requests:
+            time.sleep(2.0)
+        return Reply()
+
+    server.responder = slow_once
+    ws = Workspace(
+        tmp_path,
+        server.url,
+        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 0.5},
+    )
+    try:
+        daemon = ws.start()
+        ws.append(page(0))
+        assert server.wait_for(lambda r: len(r) >= 2, timeout=15)
+        assert daemon.wait_for_log("will retry")
+        assert "timeout" in daemon.stderr()
+    finally:
+        ws.stop_all()
+
+
+def test_one_http_session_serves_every_request(
+    tmp_path: Path, server: FakeOpsGenie, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon builds one requests.Session (no proxy settings from the environment) and sends
+    every alert and heartbeat through it."""
+    made: list[requests.Session] = []
+
+    class CountingSession(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(requests, "Session", CountingSession)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(PAGE_RULE)
+    (tmp_path / "events.jsonl").touch()
+    config = Config(
+        path=str(tmp_path / "rulesd.yaml"),
+        rules=(str(tmp_path / "rules"),),
+        source=SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),
+        state_dir=str(tmp_path / "state"),
+        opsgenie=OpsgenieConfig(alert_url=f"{server.url}/v2/alerts", api_key=API_KEY, timeout_s=5.0),
+    )
+    daemon = Daemon(config, load_ruleset(config.rules), environ={})
+    try:
+        assert daemon.client is not None
+        for i in range(3):
+            daemon.client.create_alert({"message": f"m{i}", "alias": f"a{i}"})
+        daemon.client.ping_heartbeat("hb")
+    finally:
+        daemon.source.close()
+        daemon.store.close()
+    assert 1 == len(made)
+    assert made[0].trust_env is False
+    assert ["POST", "POST", "POST", "GET"] == [r.method for r in server.requests]

@@ -1,0 +1,108 @@
+"""What `rulesd run` reads: text and regex formats, bad lines skipped with a rate-limited
+warning, stdin read to its end, and `start_at` on the first run only."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import rulesd
+from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, stdin_config
+from tests.fake_opsgenie import FakeOpsGenie
+from tests.opsgenie_schema import create_alert_validator
+from tests.run_cli import rulesd_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+VALIDATOR = create_alert_validator()
+
+
+def test_text_format_makes_each_line_a_message(tmp_path: Path) -> None:
+    """format: text -> {"message": line} (CR dropped), evaluated by the daemon."""
+    config = stdin_config(
+        tmp_path,
+        "name: t\nmatch: {message: {contains: disk full}}\nalert: {alias: 't: {message}'}\n",
+        source={"type": "stdin", "format": "text"},
+    )
+    result = rulesd_cli(
+        "run",
+        "--config",
+        str(config),
+        "--dry-run",
+        stdin=b'all good\n/var: disk full\r\n{"json": "is text here"}\nroot: disk full',
+    )
+    assert 0 == result.returncode, result.stderr
+    assert ["t: /var: disk full", "t: root: disk full"] == [
+        json.loads(line)["alias"] for line in result.stdout.splitlines()
+    ]
+
+
+def test_regex_format_turns_named_groups_into_fields(tmp_path: Path) -> None:
+    """format: regex -> named groups become fields (and `message` the line); a line that does
+    not match is skipped with a warning."""
+    config = stdin_config(
+        tmp_path,
+        "name: e\nmatch: {level: ERROR}\nalert: {alias: '{host}/{level}', message: '{message}'}\n",
+        source={"type": "stdin", "format": "regex", "pattern": r"^(?P<level>[A-Z]+) (?P<host>\S+) "},
+    )
+    result = rulesd_cli(
+        "run",
+        "--config",
+        str(config),
+        "--dry-run",
+        stdin=b"INFO web-1 fine\nERROR web-2 broken pipe\ngarbage\nERROR db-1 down\n",
+    )
+    assert 0 == result.returncode, result.stderr
+    payloads = [json.loads(line) for line in result.stdout.splitlines()]
+    assert ["web-2/ERROR", "db-1/ERROR"] == [p["alias"] for p in payloads]
+    assert "ERROR web-2 broken pipe" == payloads[0]["message"]
+    assert "does not match the source pattern" in result.stderr
+
+
+def test_bad_lines_are_skipped_with_one_rate_limited_warning_and_counted(tmp_path: Path) -> None:
+    """Invalid JSON, invalid UTF-8, non-objects and over-long lines are skipped: one warning
+    (the rest held back by the rate limit), the invalid ones counted, the valid event alerted."""
+    config = stdin_config(tmp_path, PAGE_RULE, source={"type": "stdin", "max_line_bytes": 1024})
+    bad = [b"not json\n"] * 30 + [b'{"kind": "page", "x": "\xff\xfe"}\n'] * 10 + [b"[1, 2]\n", b"7\n"] * 5
+    long_lines = [b'{"kind": "page", "id": 0, "pad": "' + b"a" * 2048 + b'"}\n'] * 5
+    result = rulesd_cli(
+        "run", "--config", str(config), "--dry-run", stdin=b"".join(bad + long_lines) + b'{"kind": "page", "id": 1}\n'
+    )
+    assert 0 == result.returncode, result.stderr
+    assert ["p-1"] == [json.loads(line)["alias"] for line in result.stdout.splitlines()]
+    stderr = result.stderr
+    assert 1 == stderr.count("skipped"), stderr
+    assert "stopped: 1 event(s), 50 invalid" in stderr
+
+
+def test_stdin_is_read_to_its_end_delivered_and_exit_0(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Not a dry run: stdin to EOF, every alert delivered (in order, with the User-Agent) before
+    the process exits 0."""
+    config = stdin_config(tmp_path, PAGE_RULE, opsgenie={"alert_url": f"{server.url}/v2/alerts"})
+    events = b"".join(json.dumps(page(i)).encode() + b"\n" for i in range(10))
+    result = rulesd_cli("run", "--config", str(config), stdin=events, env={"RULESD_OPSGENIE_API_KEY": API_KEY})
+    assert 0 == result.returncode, result.stderr
+    assert [f"p-{i}" for i in range(10)] == aliases(server)
+    assert {f"rulesd/{rulesd.__version__}"} == {r.headers["User-Agent"] for r in server.requests}
+    for request in server.requests:
+        VALIDATOR.validate(request.json())
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_start_at_end_applies_to_the_first_run_only(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """start_at: end skips what is there at the first start; after a restart the saved position
+    wins, so events written while the daemon was down are read."""
+    ws = Workspace(tmp_path, server.url, source={"type": "file", "path": "events.jsonl", "start_at": "end"})
+    try:
+        ws.append({"kind": "page", "id": "old"})
+        daemon = ws.start()
+        ws.append(page(0))
+        assert server.wait_for(lambda r: len(r) >= 1)
+        assert 0 == daemon.terminate()
+        ws.append(page(1))
+        ws.start()
+        assert server.wait_for(lambda r: len(r) >= 2)
+        time.sleep(0.3)
+        assert ["page-0", "page-1"] == aliases(server)
+    finally:
+        ws.stop_all()
