@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rulesd.alerting.payload import AlertSettings, build_payload, event_text, parse_recipients
+from rulesd.alerting.payload import AlertSettings, build_payload, event_text, parse_recipients, triggering_rules
 from rulesd.engine import Firing
 from rulesd.rules.model import Responder, Rule
 from tests.opsgenie_schema import DETAILS_MAX, create_alert_validator, details_size
@@ -83,7 +83,7 @@ def test_full_payload() -> None:
     payload = build([RULES["upstream"]], settings=settings, source="events.jsonl:7", group=("a", ""))
     assert {
         "message": "Payments upstream failing on a",
-        "alias": "rulesd: upstream: a, ",
+        "alias": 'rulesd: upstream: {"host":"a"}',
         "description": f"upstream: The payment service cannot reach its upstream.\n\nEvent:\n{EVENT_JSON}",
         "responders": [
             {"type": "team", "name": "payments-oncall"},
@@ -146,7 +146,7 @@ def test_several_rules_make_one_alert_naming_all() -> None:
     )
     assert {
         "message": "Payments upstream failing on a",
-        "alias": "rulesd: bare, described, upstream: a, ",
+        "alias": 'rulesd: bare, described, upstream: {"host":"a"}',
         "description": "upstream: The payment service cannot reach its upstream.\n"
         "described: rendered for a\n\n"
         f"Event:\n{EVENT_JSON}",
@@ -158,7 +158,7 @@ def test_several_rules_make_one_alert_naming_all() -> None:
         ],
         "tags": ["payments", "host:a", "second with comma"],
         "details": {
-            "Triggering Rules": '["upstream", "described", "bare"]',
+            "Triggering Rules": '["upstream","described","bare"]',
             "runbook": "https://wiki.example.com/payments",
             "status": "502",
             "owner": "payments",
@@ -175,16 +175,91 @@ def test_several_rules_make_one_alert_naming_all() -> None:
     [["bare"], ["upstream", "described"], ["described", "bare", "upstream"]],
 )
 def test_triggering_rules_is_json_of_the_names_in_order(names: list[str]) -> None:
-    """`details["Triggering Rules"]` is `json.dumps(names)`, exactly as the Sentry plugin."""
+    """`details["Triggering Rules"]` is what Sentry's json.dumps writes: compact separators."""
     payload = build([RULES[n] for n in names])
-    assert json.dumps(names) == payload["details"]["Triggering Rules"]
+    assert json.dumps(names, separators=(",", ":")) == payload["details"]["Triggering Rules"]
+
+
+def test_triggering_rules_byte_for_byte_as_sentry() -> None:
+    """The exact text of the Sentry plugin for two rules: no space after the comma."""
+    assert '["upstream","bare"]' == build([RULES["upstream"], RULES["bare"]])["details"]["Triggering Rules"]
+
+
+def test_triggering_rules_escape_non_ascii_as_sentrys_encoder() -> None:
+    """Sentry's encoder keeps ensure_ascii: anything beyond ASCII is written as a \\u escape."""
+    assert '["a","\\u00e9t\\u00e9","\\ud83d\\ude80"]' == triggering_rules(["a", "été", "🚀"])
+
+
+def test_names_over_the_limit_keep_the_leading_ones_and_say_how_many_more() -> None:
+    """80 rules with 100-character names (8,241 characters of JSON): the leading names that fit,
+    then `"… N more"`, still valid compact JSON, and the whole of details within 8,000."""
+    names = [f"{i:02d}" + "n" * 98 for i in range(80)]
+    text = "rules:\n" + "".join(f"  - name: {n}\n    match: {{x: 1}}\n" for n in names)
+    rules = list(rules_from_yaml(text).values())
+    payload = build(rules, source="events.jsonl (offset 0)")
+    value = payload["details"]["Triggering Rules"]
+    listed = json.loads(value)
+    kept = len(listed) - 1
+    assert [*names[:kept], f"… {80 - kept} more"] == listed
+    assert json.dumps(listed, separators=(",", ":")) == value  # compact, ASCII-only
+    assert len("Triggering Rules") + len(value) <= 8000
+    # One more name would not have fitted beside the marker.
+    one_more = json.dumps([*names[: kept + 1], f"… {79 - kept} more"], separators=(",", ":"))
+    assert len("Triggering Rules") + len(one_more) > 8000
+    assert "events.jsonl (offset 0)" == payload["details"]["Event Source"]  # room is left for it
+
+
+def test_a_huge_detail_key_is_dropped_before_event_source() -> None:
+    """Entries are measured key and value together: a 9,000-character key goes, Event Source stays."""
+    # A key over 1,024 characters must be written as YAML's explicit `? key`.
+    big = rule("alert:\n  details:\n    ? " + "k" * 9000 + "\n    : v\n    runbook: wiki\n")
+    payload = build([big], source="events.jsonl (offset 7)")
+    assert {"Triggering Rules": '["r"]', "Event Source": "events.jsonl (offset 7)", "runbook": "wiki"} == payload[
+        "details"
+    ]
+
+
+def test_details_fit_exactly_at_the_limit() -> None:
+    """8,000 characters of keys and values are kept; one more drops the largest entry."""
+    fixed = len("Triggering Rules") + len('["r"]') + len("a") + len("b") + len("small")
+    exact = build([rule("alert: {details: {a: '{v}', b: small}}")], {"v": "z" * (8000 - fixed)})
+    over = build([rule("alert: {details: {a: '{v}', b: small}}")], {"v": "z" * (8001 - fixed)})
+    assert (8000, {"Triggering Rules", "a", "b"}) == (details_size(exact), set(exact["details"]))
+    assert {"Triggering Rules": '["r"]', "b": "small"} == over["details"]
 
 
 def test_custom_alias_and_group_alias() -> None:
-    """`alert.alias` is rendered; the default alias carries the group values."""
+    """`alert.alias` is rendered; the default alias carries the group as compact JSON."""
     assert "db-a" == build([rule("alert: {alias: 'db-{host}'}")])["alias"]
     grouped = rule("threshold: {count: 1, window: 1m, group_by: [host]}")
-    assert "rulesd: r: a" == build([grouped], group=("a",))["alias"]
+    assert 'rulesd: r: {"host":"a"}' == build([grouped], {"host": "a"})["alias"]
+
+
+GROUPED = rule("threshold: {count: 1, window: 1m, group_by: [user, src]}")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"user": "a, b", "src": "c"}, {"user": "a", "src": "b, c"}),
+        ({"user": "1"}, {"user": 1}),
+        ({"user": ""}, {"user": None}),
+        ({"user": ""}, {}),
+        ({"user": None}, {}),
+        ({"user": "a", "src": None}, {"user": "a"}),
+        ({"user": 'a","src":"b'}, {"user": "a", "src": "b"}),
+    ],
+)
+def test_different_groups_never_share_a_default_alias(first: dict[str, Any], second: dict[str, Any]) -> None:
+    """Values holding the separator, text and numbers, empty text, null and a missing field."""
+    assert build([GROUPED], first)["alias"] != build([GROUPED], second)["alias"]
+
+
+def test_the_default_alias_of_a_group_names_its_fields() -> None:
+    """`rulesd: <names sorted>: {"field":value,...}` in group_by order, missing fields left out."""
+    alias = build([GROUPED, RULES["bare"]], {"user": "zoë, b", "src": 7, "x": 1})["alias"]
+    assert 'rulesd: bare, r: {"user":"zoë, b","src":7}' == alias
+    assert 'rulesd: r: {"user":"a"}' == build([GROUPED], {"user": "a"})["alias"]
 
 
 def test_message_is_cut_at_130_with_an_ellipsis() -> None:
@@ -303,7 +378,7 @@ def test_details_drop_the_largest_values_first_but_never_triggering_rules() -> N
     rules = list(rules_from_yaml(text).values())
     event = {"v0": "a" * 3000, "v1": "b" * 2000, "v2": "c" * 1000, "v3": "d" * 10}
     payload = build(rules, event, source="events.jsonl:1")
-    assert json.dumps(names) == payload["details"]["Triggering Rules"]
+    assert json.dumps(names, separators=(",", ":")) == payload["details"]["Triggering Rules"]
     assert 3000 < len(payload["details"]["Triggering Rules"])
     kept = {k: v for k, v in payload["details"].items() if k != "Triggering Rules"}
     assert {"Event Source": "events.jsonl:1", "d1": "b" * 2000, "d2": "c" * 1000, "d3": "d" * 10} | {

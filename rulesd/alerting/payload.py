@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from rulesd.engine import Firing
+from rulesd.rules.fields import MISSING
 from rulesd.rules.model import Responder, Rule
 
 # OpsGenie Alert API v2 limits (characters).
@@ -34,7 +35,8 @@ TRIGGERING_RULES = "Triggering Rules"
 EVENT_SOURCE = "Event Source"
 RESPONDER_KINDS = ("team", "user", "escalation", "schedule")
 
-# The string encoder json.dumps uses (with ensure_ascii).
+# The string encoder of Sentry's JSON module (simplejson, ensure_ascii left at its default:
+# True), which the Sentry OpsGenie plugin writes "Triggering Rules" with.
 _encode_ascii = json.encoder.encode_basestring_ascii
 
 
@@ -105,12 +107,38 @@ def _alias(firing: Firing) -> str:
     spec = firing.lead.alert
     alias = spec.alias.render(firing.event).strip() if spec.alias else ""
     if not alias:
-        alias = "rulesd: " + ", ".join(sorted(r.name for r in firing.rules))
-        if firing.lead.threshold and firing.lead.threshold.group_by:
-            alias += ": " + ", ".join(firing.group)
+        alias = default_alias(firing)
     if len(alias) > ALIAS_MAX:
         alias = "rulesd-sha256: " + hashlib.sha256(alias.encode()).hexdigest()
     return alias
+
+
+def default_alias(firing: Firing) -> str:
+    """`rulesd: <names, sorted>` then, when the lead rule groups, `: <group as compact JSON>`.
+
+    The group is a JSON object of the lead rule's `group_by` fields (in their order) and
+    values, a missing field left out. JSON keeps apart what a joined text would not:
+    (`user="a, b"`, `src="c"`) and (`user="a"`, `src="b, c"`), `"1"` and `1`, `""`, `null` and
+    a missing field, so two groups of the engine never share an alias.
+    """
+    alias = "rulesd: " + ", ".join(sorted(r.name for r in firing.rules))
+    lead = firing.lead
+    if lead.threshold and lead.threshold.group_by:
+        fields = [
+            _compact_json(path) + ":" + _compact_json(value)
+            for path, get in zip(lead.threshold.group_by, lead.group_getters, strict=True)
+            if (value := get(firing.event)) is not MISSING
+        ]
+        alias += ": {" + ",".join(fields) + "}"
+    return alias
+
+
+def _compact_json(value: Any) -> str:
+    """`value` as compact JSON, keys sorted (as the engine keys groups), text not escaped."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, values no parser makes
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def _description(firing: Firing) -> str:
@@ -189,8 +217,7 @@ def _tags(firing: Firing) -> list[str]:
 
 
 def _details(firing: Firing, event_source: str) -> dict[str, str]:
-    names = [r.name for r in firing.rules]
-    fixed = {TRIGGERING_RULES: _names_json(names)}
+    fixed = {TRIGGERING_RULES: triggering_rules([r.name for r in firing.rules])}
     extra: dict[str, str] = {}
     if event_source:
         extra[EVENT_SOURCE] = event_source
@@ -201,9 +228,28 @@ def _details(firing: Firing, event_source: str) -> dict[str, str]:
     return {**fixed, **_fit_details(extra, DETAILS_TOTAL_MAX - _size(fixed))}
 
 
-def _names_json(names: list[str]) -> str:
-    """`json.dumps(names)` (rule names are text), without setting up an encoder."""
-    return "[" + ", ".join(map(_encode_ascii, names)) + "]"
+def triggering_rules(names: list[str], limit: int = DETAILS_TOTAL_MAX - len(TRIGGERING_RULES)) -> str:
+    """The names as the Sentry plugin writes them (`["a","b"]`), at most `limit` characters.
+
+    When they do not all fit, the leading names that do are kept and the list ends with
+    `"… N more"` (written as Sentry's encoder writes it, `"\\u2026 N more"`).
+    """
+    parts = list(map(_encode_ascii, names))
+    text = "[" + ",".join(parts) + "]"
+    if len(text) <= limit:
+        return text
+    kept, size = 0, 1  # "["
+    for count, part in enumerate(parts, 1):
+        size += len(part) + (count > 1)
+        if size + len(_more(len(parts) - count)) + 2 > limit:  # ",<marker>]"
+            break
+        kept = count
+    marker = _more(len(parts) - kept)
+    return "[" + ",".join([*parts[:kept], marker]) + "]"
+
+
+def _more(count: int) -> str:
+    return _encode_ascii(f"… {count} more")
 
 
 def _size(details: dict[str, str]) -> int:
@@ -211,12 +257,13 @@ def _size(details: dict[str, str]) -> int:
 
 
 def _fit_details(details: dict[str, str], budget: int) -> dict[str, str]:
-    """Drop the largest values until keys and values fit in `budget` characters."""
+    """Drop the largest entries (key and value together) until they fit in `budget` characters."""
+    size = _size(details)
+    if size <= budget:  # the usual case, without sorting
+        return dict(details)
     kept = dict(details)
-    if _size(kept) <= budget:  # the usual case, without sorting
-        return kept
-    for key in sorted(details, key=lambda k: (-len(details[k]), k)):
-        if _size(kept) <= budget:
+    for key in sorted(details, key=lambda k: (-len(k) - len(details[k]), k)):
+        if size <= budget:
             break
-        del kept[key]
+        size -= len(key) + len(kept.pop(key))
     return kept
