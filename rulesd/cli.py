@@ -20,12 +20,18 @@ from rulesd.config import load_config
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay
 from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
-from rulesd.ruletest import run_test_files
+from rulesd.ruletest import check_test_file, is_test_file, run_test_files
 from rulesd.validation import load_schema
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
 log = logging.getLogger("rulesd")
+DESCRIPTION = """\
+rulesd follows a log or event stream, evaluates YAML trigger rules against every event and
+pages through OpsGenie (or Jira Service Management) when rules fire, naming the rules that
+fired. Check rules before deploying them with `rulesd check`, test them with `rulesd test`,
+try them on recorded events with `rulesd replay`, and run the daemon with `rulesd run`."""
+EPILOG = "Run `rulesd COMMAND --help` for the options of a command."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
-    parser = argparse.ArgumentParser(prog="rulesd", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="rulesd",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # Separate actions from `common`'s: argparse shares parent actions, defaults included.
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -111,8 +122,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         except ConfigError as exc:  # still check the rules it names, if those could be read
             config_problems = list(exc.problems)
             paths = args.paths or list(exc.rules or ())
-    result = check_paths(paths)
-    problems = sorted([*config_problems, *result.problems])
+    # A rule test file named on the command line is checked as a test file, not as rules.
+    tests = [p for p in paths if is_test_file(p) and os.path.isfile(p)]
+    result = check_paths([p for p in paths if p not in tests])
+    test_problems = [problem for path in tests for problem in check_test_file(path)]
+    problems = sorted([*config_problems, *result.problems, *test_problems])
     errors = [p for p in problems if p.severity == "error"]
     if args.format == "json":
         print(json.dumps([p.to_json() for p in problems], indent=2))
@@ -121,8 +135,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         rules = len(result.ruleset.rules) if result.ruleset else 0
         verdict = "OK" if not errors else "FAILED"
         config_note = f"config {args.config}, " if args.config else ""
+        tests_note = f"{len(tests)} rule test file(s) (run them with rulesd test), " if tests else ""
         print(
-            f"{verdict}: {config_note}{len(result.files)} file(s), {rules} rule(s), "
+            f"{verdict}: {config_note}{len(result.files)} file(s), {rules} rule(s), {tests_note}"
             f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
         )
     return EXIT_OK if not errors else EXIT_FAIL

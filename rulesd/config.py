@@ -70,14 +70,14 @@ class Config:
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
     """Read, validate and resolve `path`; ConfigError lists every problem."""
     try:
-        doc = read_yaml(path)
+        doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         raise ConfigError(list(exc.problems)) from None
     if doc.value is None:
         doc.value = {}
     if not isinstance(doc.value, dict):
-        raise ConfigError([Problem(doc.locate(()), "the configuration must be a mapping of keys")])
-    problems = validate_document(doc, "config")
+        raise ConfigError([*doc.problems, Problem(doc.locate(()), "the configuration must be a mapping of keys")])
+    problems = sorted({*doc.problems, *validate_document(doc, "config")})
     if problems:
         raise ConfigError(problems, _rule_paths(_base(doc), doc.value))
     return _resolve(doc, doc.value, environ)
@@ -188,19 +188,13 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Any) -> OpsgenieConfig:
 def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ) -> str:
     """The API key from, in order: api_key_file, $RULESD_OPSGENIE_API_KEY, the systemd
     credential `opsgenie-api-key`, the inline api_key. Whitespace is stripped."""
-    where = "opsgenie.api_key_file"
-    try:
-        if cfg.api_key_file:
-            return _non_empty(_read(cfg.api_key_file), cfg.api_key_file)
-        if environ.get(API_KEY_ENV, "").strip():
-            return environ[API_KEY_ENV].strip()
-        creds = environ.get("CREDENTIALS_DIRECTORY")
-        if creds and os.path.exists(os.path.join(creds, CREDENTIAL_NAME)):
-            where = f"credential {CREDENTIAL_NAME}"
-            path = os.path.join(creds, CREDENTIAL_NAME)
-            return _non_empty(_read(path), path)
-    except OSError as exc:
-        raise ConfigError([Problem(SourceLocation(where), f"cannot read the API key: {exc.strerror}")]) from None
+    if cfg.api_key_file:
+        return _read_key_file(cfg.api_key_file, "opsgenie.api_key_file")
+    if environ.get(API_KEY_ENV, "").strip():
+        return environ[API_KEY_ENV].strip()
+    creds = environ.get("CREDENTIALS_DIRECTORY")
+    if creds and os.path.exists(os.path.join(creds, CREDENTIAL_NAME)):
+        return _read_key_file(os.path.join(creds, CREDENTIAL_NAME), f"the systemd credential {CREDENTIAL_NAME}")
     if cfg.api_key and cfg.api_key.strip():
         return cfg.api_key.strip()
     raise ConfigError(
@@ -216,12 +210,17 @@ def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ
     )
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
-
-
-def _non_empty(key: str, path: str) -> str:
-    if not key.strip():
-        raise ConfigError([Problem(SourceLocation(path), "the API key file is empty")])
-    return key.strip()
+def _read_key_file(path: str, what: str) -> str:
+    """The stripped key in `path`; a ConfigError names the file and `what` it is, never its contents."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            key = fh.read().strip()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    else:
+        if key:
+            return key
+        reason = "the file is empty"
+    raise ConfigError([Problem(SourceLocation(path), f"cannot read the API key ({what}): {reason}")])

@@ -166,7 +166,8 @@ class Daemon:
         message = alert.payload.get("message", "")
         if kind == "sent":
             self.stats.last_delivery = self.clock()
-            log.debug("alert %d delivered: %s", alert.id, message)
+            # After failed attempts (each logged as a warning) the recovery is news too.
+            log.log(logging.INFO if alert.attempts else logging.DEBUG, "alert %d %s: %s", alert.id, detail, message)
         elif kind == "retry":
             log.warning("alert %d not delivered, will retry: %s", alert.id, detail)
         elif kind == "paused":  # shown live through sender.paused_reason until a delivery succeeds
@@ -233,7 +234,7 @@ class Daemon:
                 self._process(lines)
                 continue
             if stdin and self.source.eof:  # type: ignore[attr-defined]
-                log.info("end of input: delivering what is queued")
+                log.info("end of input: %s what is left", "printing" if self.dry_run else "delivering")
                 return
             self.source.wait(IDLE_WAIT)
 
@@ -369,11 +370,13 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.stop()
         self.notifier.close()
+        self.warn.flush()  # so that every invalid line counted below was warned about
         log.info(
-            "stopped: %d event(s), %d invalid, %d alert(s) queued",
+            "stopped: %d event(s), %d invalid, %d alert(s) %s",
             sum(self.stats.events.values()),
             sum(self.stats.invalid.values()),
             self.stats.alerts_queued,
+            "printed" if self.dry_run else "queued",
         )
 
 

@@ -1,4 +1,8 @@
-"""Durations: an integer of seconds or a string like `30s`, `5m`, `2h`, `1d`, `1h30m`."""
+"""Durations: an integer of seconds or a string like `30s`, `5m`, `2h`, `1d`, `1h30m`.
+
+Each unit is written at most once, largest first (`1h30m`; `5m5m` and `30m1h` are errors),
+so that a duration reads one way only.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +24,14 @@ def parse_duration(value: int | str) -> float:
     plain = _PLAIN.match(value)
     if plain:
         return float(plain.group(1))
-    total, pos = 0, 0
+    total, pos, smallest = 0, 0, float("inf")
     for m in _PART.finditer(value):
         if m.start() != pos:
             break
-        total += int(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
+        unit = _UNITS[m.group(2)]
+        if unit >= smallest:
+            raise ValueError(f"bad duration {value!r}: each unit at most once, largest first (e.g. 1h30m)")
+        total, pos, smallest = total + int(m.group(1)) * unit, m.end(), unit
     if pos != len(value) or pos == 0:
-        raise ValueError(f"bad duration {value!r}: use seconds or e.g. 30s, 5m, 2h, 1d")
+        raise ValueError(f"bad duration {value!r}: use seconds or e.g. 30s, 5m, 2h, 1d, 1h30m")
     return float(total)

@@ -80,7 +80,8 @@ class RateLimitedWarning:
     """Logs at most one warning per `interval` seconds, saying how many were suppressed.
 
     The message may be a function that builds it: a flood of bad lines then costs one
-    build per interval, not one per line.
+    build per interval, not one per line. `flush` (at stop) reports what is still
+    suppressed, so that the log accounts for every warning.
     """
 
     def __init__(self, logger: logging.Logger, clock: Callable[[], float], interval: float = 10.0) -> None:
@@ -89,11 +90,13 @@ class RateLimitedWarning:
         self.interval = interval
         self._last = float("-inf")
         self._suppressed = 0
+        self._latest: str | Callable[[], str] = ""
 
     def __call__(self, message: str | Callable[[], str]) -> None:
         now = self.clock()
         if now - self._last < self.interval:
             self._suppressed += 1
+            self._latest = message
             return
         if callable(message):
             message = message()
@@ -101,3 +104,10 @@ class RateLimitedWarning:
             message += f" (and {self._suppressed} similar warning(s) suppressed)"
         self.logger.warning("%s", message)
         self._last, self._suppressed = now, 0
+
+    def flush(self) -> None:
+        """Log the warnings suppressed since the last one written, naming the latest of them."""
+        if self._suppressed:
+            latest = self._latest() if callable(self._latest) else self._latest
+            self.logger.warning("%d similar warning(s) suppressed, the latest: %s", self._suppressed, latest)
+            self._suppressed = 0

@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from rulesd.errors import RulesdError
+
 
 @dataclass(slots=True)
 class Stats:
@@ -128,7 +130,10 @@ class MetricsServer:
         host = host.strip("[]")
         handler = _handler(registry, stats, stall_after)
         server_class = _server_class(host)
-        self.server = server_class((host, int(port)), handler)
+        try:
+            self.server = server_class((host, int(port)), handler)
+        except OSError as exc:  # "Address already in use" alone does not say which address
+            raise RulesdError(f"metrics.listen {listen}: cannot listen: {exc.strerror or exc}") from None
         self.thread = threading.Thread(target=self.server.serve_forever, name="rulesd-metrics", daemon=True)
 
     @property

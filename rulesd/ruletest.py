@@ -16,7 +16,7 @@ from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.durations import parse_duration
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
-from rulesd.rules.loader import load_ruleset
+from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
 from rulesd.rules.model import RuleSet
 from rulesd.validation import validate_document
 from rulesd.yamldoc import Document, read_yaml
@@ -47,12 +47,34 @@ class TestOutcome:
         return not self.report
 
 
+def is_test_file(path: str) -> bool:
+    """Whether `path` is named as a rule test file (`*.test.yaml`, `*.test.yml`)."""
+    return path.endswith(TEST_SUFFIXES)
+
+
+def check_test_file(path: str) -> list[Problem]:
+    """Every problem of the test file `path` itself (YAML, schema, rule files that do not
+    exist), without running it; its rules are checked when the tests run."""
+    try:
+        doc = read_yaml(path, keep_going=True)
+    except InvalidInputError as exc:
+        return list(exc.problems)
+    problems = sorted({*doc.problems, *validate_document(doc, "test")})
+    if problems:
+        return problems
+    assert isinstance(doc.value, dict)
+    for i, name in enumerate(doc.value["rule_files"]):
+        if not os.path.exists(os.path.join(os.path.dirname(path), name)):
+            problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: no such file or directory"))
+    return problems
+
+
 def run_test_file(path: str) -> list[TestOutcome]:
     """Run every test in `path`; InvalidInputError when the file or its rules are invalid."""
-    doc = read_yaml(path)
-    problems = validate_document(doc, "test")
+    problems = check_test_file(path)
     if problems:
         raise InvalidInputError(problems)
+    doc = read_yaml(path)
     assert isinstance(doc.value, dict)
     base = os.path.dirname(path)
     rule_paths = [os.path.join(base, p) for p in doc.value["rule_files"]]

@@ -42,6 +42,8 @@ class Document:
     value: object
     value_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    """Duplicate keys of a document read with `keep_going=True` (the first value is kept)."""
 
     def locate(self, path: Iterable[str | int], *, key: bool = False) -> SourceLocation:
         """The location of the value (or of its key) at `path`, else of its nearest parent."""
@@ -63,6 +65,7 @@ class _Builder:
         self.doc = doc
         self.constructor = SafeConstructor()
         self.problems: list[Problem] = []
+        self.duplicates: list[Problem] = []  # the value read is still the one written first
         self.nodes = 0
 
     def mark(self, node: yaml.Node) -> tuple[int, int]:
@@ -103,7 +106,8 @@ class _Builder:
             key = str(key_node.value)
             if key in first_seen:
                 line = first_seen[key].start_mark.line + 1
-                self.problem(key_node, f"duplicate key '{key}' (first defined on line {line})")
+                where = SourceLocation(self.doc.path, *self.mark(key_node))
+                self.duplicates.append(Problem(where, f"duplicate key '{key}' (first defined on line {line})"))
                 continue
             first_seen[key] = key_node
             self.doc.key_marks[(*path, key)] = self.mark(key_node)
@@ -153,15 +157,17 @@ def _offset_location(path: str, text: str, offset: int) -> SourceLocation:
     return SourceLocation(path, line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
 
 
-def parse_yaml(text: str, path: str) -> Document:
-    """Parse one YAML document; raise InvalidInputError listing every problem found."""
+def parse_yaml(text: str, path: str, *, keep_going: bool = False) -> Document:
+    """Parse one YAML document; raise InvalidInputError listing every problem found.
+
+    With `keep_going`, duplicate keys (the first value is kept) are put in `Document.problems`
+    instead, so that the caller can check and report the rest of the file too.
+    """
     doc = Document(path, None)
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        loc = SourceLocation(path, mark.line + 1, mark.column + 1) if mark else SourceLocation(path)
-        raise InvalidInputError([Problem(loc, f"YAML syntax error: {_describe(exc)}")]) from None
+        raise InvalidInputError([_syntax_problem(exc, text, path)]) from None
     except yaml.reader.ReaderError as exc:
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
         message = f"YAML syntax error: the character U+{code:04X} is not allowed"
@@ -181,12 +187,27 @@ def parse_yaml(text: str, path: str) -> Document:
         builder.problem(exc.node, f"document too large (more than {MAX_NODES} nodes)")
     except RecursionError:
         builder.problem(node, "document nested too deeply")
-    if builder.problems:
-        raise InvalidInputError(builder.problems)
+    if builder.problems or (builder.duplicates and not keep_going):
+        raise InvalidInputError(sorted([*builder.problems, *builder.duplicates]))
+    doc.problems = builder.duplicates
     return doc
 
 
-def read_yaml(path: str) -> Document:
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
+    """A syntax error at its place; a tab in a line's indentation is named as such."""
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return Problem(SourceLocation(path), f"YAML syntax error: {_describe(exc)}")
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    indent = line[: len(line) - len(line.lstrip(" \t"))]
+    if "\t" in indent:  # PyYAML only says "found character that cannot start any token"
+        where = SourceLocation(path, mark.line + 1, indent.index("\t") + 1)
+        return Problem(where, "YAML forbids tabs for indentation: indent with spaces")
+    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
+
+
+def read_yaml(path: str, *, keep_going: bool = False) -> Document:
     """Read and parse a YAML file; unreadable or undecodable files are problems too."""
     try:
         with open(path, "rb") as fh:
@@ -200,4 +221,4 @@ def read_yaml(path: str) -> Document:
         where = _offset_location(path, before, len(before))
         bad = data[exc.start]
         raise InvalidInputError([Problem(where, f"not valid UTF-8 (byte {bad:#04x})")]) from None
-    return parse_yaml(text, path)
+    return parse_yaml(text, path, keep_going=keep_going)

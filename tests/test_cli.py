@@ -42,6 +42,50 @@ def test_check_valid_exits_0(tmp_path: Path) -> None:
     )
 
 
+def test_check_validates_a_rule_test_file_as_a_test_file(tmp_path: Path) -> None:
+    """`rulesd check x.test.yaml` checks it against the test file schema, and says what it is."""
+    write(tmp_path / "r.yaml", RULES)
+    good = write(
+        tmp_path / "r.test.yaml",
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{event: {level: error}}]\n"
+        "    expect_alerts: [{event: 1, rules: [err]}]\n",
+    )
+    bad = write(
+        tmp_path / "bad.test.yaml",
+        "rule_files: [gone.yaml]\ntests:\n  - name: t\n    events: []\n    expect_alert: []\n",
+    )
+    ok = rulesd_cli("check", str(good), str(tmp_path / "r.yaml"))
+    assert (
+        0,
+        "OK: 1 file(s), 1 rule(s), 1 rule test file(s) (run them with rulesd test), 0 error(s), 0 warning(s)\n",
+    ) == (
+        ok.returncode,
+        ok.stdout,
+    )
+    failed = rulesd_cli("check", str(bad))
+    assert (
+        1,
+        [
+            f"{bad}:3:5: error: tests[0]: missing required key 'expect_alerts'",
+            f"{bad}:5:5: error: tests[0].expect_alert: unknown key 'expect_alert'; did you mean 'expect_alerts'?",
+            "FAILED: 0 file(s), 0 rule(s), 1 rule test file(s) (run them with rulesd test), 2 error(s), 0 warning(s)",
+        ],
+    ) == (failed.returncode, failed.stdout.splitlines())
+    missing = write(tmp_path / "m.test.yaml", "rule_files: [r.yaml, gone.yaml]\ntests: []\n")
+    assert (
+        f"{missing}:1:22: error: rule_files[1]: no such file or directory\n" in rulesd_cli("check", str(missing)).stdout
+    )
+
+
+def test_top_level_help_describes_rulesd_for_its_users() -> None:
+    """`rulesd --help` says what rulesd does and how to start, not how the module is built."""
+    result = rulesd_cli("--help")
+    assert 0 == result.returncode
+    assert "evaluates YAML trigger rules against every event" in result.stdout
+    assert "`rulesd COMMAND --help`" in result.stdout
+    assert "parses arguments" not in result.stdout and "exit codes" not in result.stdout
+
+
 def test_check_defaults_to_the_rules_directory(tmp_path: Path) -> None:
     """Without a path, `./rules` is checked."""
     (tmp_path / "rules").mkdir()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 from pathlib import Path
 
 from tests.run_cli import rulesd_cli
@@ -42,6 +44,30 @@ def test_missing_api_key_exits_2(tmp_path: Path) -> None:
     assert "no API key" in result.stderr
 
 
+def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
+    """Exit 2, naming the key file's path and the setting, not only "No such file or directory"."""
+    cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key_file: secret/opsgenie.key}\n")
+    result = rulesd_cli("run", "--config", cfg)
+    assert 2 == result.returncode
+    assert (
+        f"{tmp_path}/secret/opsgenie.key: error: cannot read the API key (opsgenie.api_key_file): "
+        "No such file or directory\n"
+    ) == result.stderr
+
+
+def test_a_metrics_address_in_use_is_named(tmp_path: Path) -> None:
+    """Exit 1, naming metrics.listen and the address taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        cfg = config(tmp_path, f"state_dir: st\nopsgenie: {{api_key: k}}\nmetrics: {{listen: '{listen}'}}\n")
+        result = rulesd_cli("run", "--config", cfg)
+    assert 1 == result.returncode
+    assert f"cannot start: metrics.listen {listen}: cannot listen: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unusable_state_database_exits_1(tmp_path: Path) -> None:
     """A state file that is not a database: a clear fatal error, no traceback."""
     cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
@@ -64,6 +90,23 @@ def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
     assert [{"type": "team", "name": "ops"}] == payloads[0]["responders"]
     assert "skipped: invalid JSON" in result.stderr
     assert "<stdin> (offset 26): skipped: invalid JSON" in result.stderr
+
+
+def test_the_demo_accounts_for_every_invalid_line_and_says_printed() -> None:
+    """The README's demo: each invalid line counted in the last line was warned about (one
+    directly, the rest as suppressed), and a dry run says it printed its alerts, not queued them."""
+    examples = Path(__file__).parent.parent / "examples"
+    events = (examples / "events.jsonl").read_bytes()
+    result = rulesd_cli("run", "--config", "rulesd.yaml", "--dry-run", stdin=events, cwd=examples)
+    stderr = result.stderr
+    assert 0 == result.returncode, stderr
+    stopped = re.search(r"stopped: (\d+) event\(s\), (\d+) invalid, (\d+) alert\(s\) printed", stderr)
+    assert stopped is not None, stderr
+    warned = stderr.count(": skipped: ") - stderr.count("suppressed, the latest")
+    suppressed = sum(int(n) for n in re.findall(r"(\d+) similar warning\(s\) suppressed", stderr))
+    assert (int(stopped[2]), int(stopped[3])) == (warned + suppressed, len(result.stdout.splitlines()))
+    assert 2 == int(stopped[2])
+    assert "queued" not in stderr
 
 
 def test_outbox_without_a_database_says_so(tmp_path: Path) -> None:

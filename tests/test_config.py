@@ -92,7 +92,7 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
         (
             "opsgenie: {max_age: 3 days}\n",
             'rulesd.yaml:1:21: error: opsgenie.max_age: "3 days": a duration is a number of seconds or a string '
-            "like 30s, 5m, 2h, 1d",
+            "like 30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)",
         ),
         (
             "opsgenie: {recipients: 'team:'}\n",
@@ -180,3 +180,12 @@ def test_journald_keys_refused_elsewhere(tmp_path: Path) -> None:
     """units/matches on a file source are a mistake worth reporting."""
     found = problems(write(tmp_path, "source: {type: file, path: x.log, units: [a]}\n"))
     assert [f"{tmp_path}/rulesd.yaml:1:42: error: source.units: 'units' is only used with type: journald"] == found
+
+
+def test_a_duplicate_key_does_not_hide_the_other_errors(tmp_path: Path) -> None:
+    """The duplicate is reported and the rest of the file is still checked."""
+    path = write(tmp_path, "state_dir: a\nstate_dir: b\nopsgenie: {timeout: 3}\n")
+    assert [
+        f"{path}:2:1: error: duplicate key 'state_dir' (first defined on line 1)",
+        f"{path}:3:12: error: opsgenie.timeout: unknown key 'timeout'; did you mean 'timeout_s'?",
+    ] == problems(path)

@@ -118,11 +118,14 @@ def test_outage_then_recovery_delivers_everything_in_order(workspace: Workspace,
         return Reply()
 
     server.responder = flaky
-    workspace.start()
+    daemon = workspace.start()
     workspace.append(*(page(i) for i in range(5)))
     assert server.wait_for(lambda r: len(r) >= 3 + 5, timeout=30)
     accepted = ids(server)[3:]
     assert [0, 1, 2, 3, 4] == accepted
+    # The delivery that ends the outage is logged at info, the ones after it only at debug.
+    assert daemon.wait_for_log("rulesd: info: alert 1 delivered after 3 failed attempts: page 0")
+    assert "rulesd: debug: alert 2 delivered: page 1" in daemon.stderr()
 
 
 def test_429_retry_after_is_respected(workspace: Workspace, server: FakeOpsGenie) -> None:

@@ -15,7 +15,10 @@ from rulesd.rules.loader import check_paths, load_ruleset
 from rulesd.rules.model import Responder, Threshold
 
 INVALID = os.path.join(os.path.dirname(__file__), "data", "invalid")
-DURATION_HELP = "a duration is a number of seconds or a string like 30s, 5m, 2h, 1d (or 1h30m)"
+DURATION_HELP = (
+    "a duration is a number of seconds or a string like 30s, 5m, 2h, 1d or 1h30m "
+    "(each unit at most once, largest first)"
+)
 PATH_HELP = "a field path is one or more non-empty names joined by dots, without braces (e.g. http.status)"
 NAME_HELP = "a rule name starts with a letter or digit, then up to 99 letters, digits, '_', '.' or '-'"
 RESPONDER_HELP = "a responder is {type: team|user|escalation|schedule} with exactly one of name, username or id"
@@ -27,6 +30,7 @@ INVALID_FILES = [
         "(while parsing a flow mapping started at 4:12)",
     ),
     ("duplicate_key.yaml", "4:3: error: duplicate key 'service' (first defined on line 3)"),
+    ("tab_indent.yaml", "3:1: error: YAML forbids tabs for indentation: indent with spaces"),
     ("unknown_key.yaml", "3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?"),
     (
         "unknown_operator.yaml",
@@ -85,6 +89,40 @@ def test_every_invalid_file_is_in_the_table() -> None:
     """No file in tests/data/invalid goes untested."""
     tested = {name for name, _ in INVALID_FILES} | {"multi_error.yaml", "duplicate_names"}
     assert sorted(tested) == sorted(os.listdir(INVALID))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("name: a\nmatch:\n  x: 1\n\t\ty: 2\n", "4:1"),
+        ("rules:\n  - name: a\n    match:\n  \t  x: 1\n", "4:3"),
+        ("name: a\nmatch:\n  x:\n    - 1\n\t- 2\n", "5:1"),
+    ],
+)
+def test_a_tab_in_indentation_is_named_at_its_place(tmp_path: Path, text: str, where: str) -> None:
+    """Wherever a tab indents a line, the error says YAML forbids it, at the tab."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert [f"{path}:{where}: error: YAML forbids tabs for indentation: indent with spaces"] == check_lines(path)
+
+
+def test_a_duplicate_key_does_not_hide_the_other_errors_of_its_file(tmp_path: Path) -> None:
+    """The duplicate is reported, and the file is still checked (its first value kept)."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: a\n"
+        "    match: {service: x}\n"
+        "    throtle: 5m\n"
+        "    match: {service: y}\n"
+        "  - name: b\n"
+        "    match: {level: {regx: a}}\n"
+    )
+    assert [
+        f"{path}:4:5: error: rules[0].throtle: unknown key 'throtle'; did you mean 'throttle'?",
+        f"{path}:5:5: error: duplicate key 'match' (first defined on line 3)",
+        f"{path}:7:21: error: rules[1].match.level.regx: unknown key 'regx'; did you mean 'regex'?",
+    ] == check_lines(path)
 
 
 def test_duplicate_names_across_files_are_reported_at_both_places() -> None:

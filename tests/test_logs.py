@@ -66,3 +66,18 @@ def test_a_suppressed_warning_is_not_built() -> None:
     warn(message(3))
     assert [0, 3] == built
     assert ["w0", "w3 (and 2 similar warning(s) suppressed)"] == stream.getvalue().splitlines()
+
+
+def test_flush_reports_what_is_still_suppressed() -> None:
+    """At stop, suppressed warnings are counted and the latest is shown (built only then)."""
+    stream = io.StringIO()
+    logger = logging.getLogger("rulesd-test-rate-flush")
+    logger.handlers[:] = [logging.StreamHandler(stream)]
+    logger.propagate = False
+    warn = RateLimitedWarning(logger, lambda: 0.0, interval=10)
+    warn("w0")
+    warn(lambda: "w1")
+    warn(lambda: "w2")
+    warn.flush()
+    warn.flush()  # nothing left: nothing logged
+    assert ["w0", "2 similar warning(s) suppressed, the latest: w2"] == stream.getvalue().splitlines()

@@ -89,19 +89,20 @@ class _Loaded:
 
 def _load_file(path: str) -> _Loaded:
     try:
-        doc = read_yaml(path)
+        doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return _Loaded([], [], list(exc.problems))
     return _load_document(doc)
 
 
 def _load_document(doc: Document) -> _Loaded:
-    if doc.value is None:
+    if doc.value is None and not doc.problems:
         message = "empty file: expected a rule or a list under 'rules:'"
         empty = Problem(SourceLocation(doc.path, 1, 1), message)
         return _Loaded([], [], [empty])
+    # A duplicate key keeps its first value: the rest of the file is still checked.
     violations = schema_violations(doc, "rule")
-    problems = sorted({p for _, p in violations})
+    problems = sorted({*doc.problems, *(p for _, p in violations)})
     # Semantic checks skip the parts the schema already faulted (see compile_rule).
     faulted = {vpath for vpath, _ in violations}
     loaded = _Loaded([], [], problems)
@@ -124,7 +125,7 @@ def check_paths(paths: Iterable[str | os.PathLike[str]]) -> CheckResult:
 def check_text(text: str, path: str = "<rules>") -> CheckResult:
     """Load one rule file's `text` as if read from `path` (which only names it in problems)."""
     try:
-        loaded = _load_document(parse_yaml(text, path))
+        loaded = _load_document(parse_yaml(text, path, keep_going=True))
     except InvalidInputError as exc:
         loaded = _Loaded([], [], list(exc.problems))
     return _combine([loaded], [path], [])

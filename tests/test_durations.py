@@ -1,0 +1,76 @@
+"""Durations: seconds or units written at most once each, largest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rulesd.durations import parse_duration
+from rulesd.errors import InvalidInputError
+from rulesd.rules.loader import check_paths
+from rulesd.ruletest import run_test_file
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("1h30m", 5400.0),
+        ("1d2h3m4s", 93784.0),
+        (" 1h 30m ", 5400.0),
+        ("0s", 0.0),
+    ],
+)
+def test_accepted(text: int | str, seconds: float) -> None:
+    """Seconds, one unit, or several units from the largest down."""
+    assert seconds == parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["5m5m", "30m1h", "1h1h30m", "10s5m", "1d1d"])
+def test_a_unit_twice_or_out_of_order_is_refused(text: str) -> None:
+    """`5m5m` and `30m1h` could mean several things: an error that says how to write it."""
+    with pytest.raises(ValueError, match="each unit at most once, largest first"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["", "m", "5 minutes", "-5m", "1.5h", True])
+def test_other_nonsense_is_refused(text: str | bool) -> None:
+    """Anything else is not a duration."""
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["5m5m", "30m1h"])
+def test_check_refuses_them_in_a_rule_at_their_place(tmp_path: Path, text: str) -> None:
+    """`rulesd check` reports them at the value, like any bad duration."""
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: r\nmatch: {{x: 1}}\nthrottle: {text}\n")
+    assert [
+        f'{path}:3:11: error: throttle: "{text}": a duration is a number of seconds or a string like '
+        "30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)"
+    ] == [str(p) for p in check_paths([path]).problems]
+
+
+def test_check_accepts_them_in_order(tmp_path: Path) -> None:
+    """`1h30m` and `1d2h3m4s` are fine in every duration field."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nmatch: {x: 1}\nthrottle: 1h30m\nthreshold: {count: 2, window: 1d2h3m4s}\n")
+    result = check_paths([path])
+    assert ((), 5400.0) == (result.problems, result.ruleset.rules[0].throttle if result.ruleset else None)
+
+
+def test_a_rule_test_refuses_them_in_at(tmp_path: Path) -> None:
+    """A test file's `at` follows the same rule."""
+    (tmp_path / "r.yaml").write_text("name: r\nmatch: {x: 1}\n")
+    path = tmp_path / "r.test.yaml"
+    path.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{at: 5m5m, event: {x: 1}}]\n    expect_alerts: []\n"
+    )
+    with pytest.raises(InvalidInputError, match="each unit at most once, largest first"):
+        run_test_file(str(path))
