@@ -116,7 +116,7 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
         case "enum":
             options = ", ".join(str(o) for o in wanted)
             return f"{value} is not one of: {options}"
-        case "pattern" | "minProperties" | "maxProperties" if custom:
+        case "pattern" | "minProperties" | "maxProperties" | "not" if custom:
             return f"{value}: {custom}" if error.validator == "pattern" else str(custom)
         case "minimum":
             return f"{value} is less than the minimum of {error.validator_value}"

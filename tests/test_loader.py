@@ -21,7 +21,10 @@ DURATION_HELP = (
 )
 PATH_HELP = "a field path is one or more non-empty names joined by dots, without braces (e.g. http.status)"
 NAME_HELP = "a rule name starts with a letter or digit, then up to 99 letters, digits, '_', '.' or '-'"
-RESPONDER_HELP = "a responder is {type: team|user|escalation|schedule} with exactly one of name, username or id"
+RESPONDER_HELP = (
+    "a responder is {type: user} with exactly one of username or id, "
+    "or {type: team|escalation|schedule} with exactly one of name or id"
+)
 
 INVALID_FILES = [
     (

@@ -14,6 +14,7 @@ import pytest
 
 from rulesd.alerting.payload import AlertSettings, build_payload, event_text, parse_recipients, triggering_rules
 from rulesd.engine import Firing
+from rulesd.rules.loader import check_text, load_ruleset_text
 from rulesd.rules.model import Responder, Rule
 from tests.opsgenie_schema import DETAILS_MAX, create_alert_validator, details_size
 from tests.ruletools import rules_from_yaml
@@ -496,3 +497,26 @@ def test_the_validator_rejects_what_opsgenie_would() -> None:
         {"message": "m", "tags": ["t" * 51]},
     ]
     assert [False] * len(bad) == [VALIDATOR.is_valid(p) for p in bad]
+
+
+@pytest.mark.parametrize("kind", ["user", "team", "escalation", "schedule"])
+@pytest.mark.parametrize("key", ["name", "username", "id"])
+def test_the_rule_schema_accepts_exactly_the_responders_opsgenie_resolves(kind: str, key: str) -> None:
+    """Each pairing of type and key: `rulesd check` accepts it if and only if OpsGenie's own
+    CreateAlertPayload schema does (a user by username or id; the others by name or id), and
+    the check error stands at the responder."""
+    text = f"name: r\nmatch: {{x: 1}}\nalert:\n  responders:\n    - {{type: {kind}, {key}: someone}}\n"
+    problems = [str(p) for p in check_text(text, "r.yaml").problems]
+    opsgenie_accepts = VALIDATOR.is_valid({"message": "m", "responders": [{"type": kind, key: "someone"}]})
+    assert opsgenie_accepts == (not problems), problems
+    if problems:
+        good = "username" if kind == "user" else "name"
+        article = "an" if kind == "escalation" else "a"
+        assert [
+            f"r.yaml:5:7: error: alert.responders[0]: {article} {kind} responder is named by {good} or id, "
+            f"not {key}: OpsGenie cannot resolve it"
+        ] == problems
+    else:
+        rules = list(load_ruleset_text(text).rules)
+        payload = build(rules)  # validated against CreateAlertPayload
+        assert [{"type": kind, key: "someone"}] == payload["responders"]
