@@ -118,6 +118,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.config:
         try:
             config = load_config(args.config)
+            config_problems = list(config.warnings)
             paths = args.paths or list(config.rules)
         except ConfigError as exc:  # still check the rules it names, if those could be read
             config_problems = list(exc.problems)

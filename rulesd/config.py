@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rulesd.alerting.opsgenie import validate_alert_url
+from rulesd.alerting.opsgenie import alert_url_warnings, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
 from rulesd.durations import parse_duration
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
@@ -65,6 +65,8 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     opsgenie: OpsgenieConfig = OpsgenieConfig()
     metrics_listen: str | None = None
+    warnings: tuple[Problem, ...] = ()
+    """What `rulesd check --config` prints as warnings and `rulesd run` logs at start."""
 
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
@@ -112,6 +114,10 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     metrics = raw.get("metrics") or {}
     if problems:
         raise ConfigError(problems, rule_paths)
+    warnings = tuple(
+        Problem(doc.locate(("opsgenie", key)), f"opsgenie.{key}: {message}", "warning")
+        for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat)
+    )
     return Config(
         path=os.path.abspath(doc.path),
         rules=rule_paths,
@@ -120,6 +126,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
         state_dir=_absolute(base, state_dir or DEFAULT_STATE_DIR),
         opsgenie=opsgenie,
         metrics_listen=metrics.get("listen"),
+        warnings=warnings,
     )
 
 

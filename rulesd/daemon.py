@@ -23,7 +23,7 @@ from typing import Any, Protocol, TextIO
 import orjson
 import requests
 
-from rulesd.alerting.opsgenie import AlertError, OpsGenieClient, PrintTransport, Transport
+from rulesd.alerting.opsgenie import AlertError, OpsGenieClient, PrintTransport, Transport, heartbeat_url
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, resolve_api_key
 from rulesd.engine import Engine, EngineState, Firing
@@ -187,8 +187,14 @@ class Daemon:
                 target=self.sender.run, args=(self.sender_stop, self.sender_wake), name="rulesd-sender", daemon=True
             )
         ]
-        if self.config.opsgenie.heartbeat and self.client is not None:
-            threads.append(threading.Thread(target=self._heartbeats, name="rulesd-heartbeat", daemon=True))
+        for warning in self.config.warnings:
+            log.warning("%s: %s", warning.location, warning.message)
+        heartbeat = self.config.opsgenie.heartbeat
+        if heartbeat and self.client is not None:
+            if heartbeat_url(self.client.alert_url, heartbeat) is None:
+                log.warning("heartbeat %r is not pinged: %s has no heartbeat API", heartbeat, self.client.alert_url)
+            else:
+                threads.append(threading.Thread(target=self._heartbeats, name="rulesd-heartbeat", daemon=True))
         for thread in threads:
             thread.start()
         if self.metrics is not None:

@@ -264,6 +264,30 @@ def test_check_config_with_errors_still_checks_the_rules_it_names(tmp_path: Path
     assert result.stdout.rstrip().endswith("1 file(s), 0 rule(s), 2 error(s), 0 warning(s)")
 
 
+def test_check_config_warns_about_an_unknown_endpoint_and_a_heartbeat_with_jsm(tmp_path: Path) -> None:
+    """Warnings at the setting's line:col that do not fail the check."""
+    (tmp_path / "rules").mkdir()
+    write(tmp_path / "rules" / "r.yaml", RULES)
+    base = write(tmp_path / "base.yaml", "opsgenie:\n  api_key: k\n  alert_url: https://api.eu.opsgenie.com/\n")
+    jsm = write(
+        tmp_path / "jsm.yaml",
+        "opsgenie:\n  alert_url: https://api.atlassian.com/jsm/ops/integration/v2/alerts\n  heartbeat: rulesd\n",
+    )
+    fine = write(
+        tmp_path / "fine.yaml", "opsgenie: {alert_url: 'https://api.eu.opsgenie.com/v2/alerts', heartbeat: x}\n"
+    )
+    base_result = rulesd_cli("check", "--config", str(base), cwd=tmp_path)
+    assert 0 == base_result.returncode
+    assert base_result.stdout.startswith(
+        f"{base}:3:14: warning: opsgenie.alert_url: 'https://api.eu.opsgenie.com/' is not a known alert endpoint"
+    )
+    assert base_result.stdout.rstrip().endswith("0 error(s), 1 warning(s)")
+    jsm_result = rulesd_cli("check", "--config", str(jsm), cwd=tmp_path)
+    assert 0 == jsm_result.returncode
+    assert jsm_result.stdout.startswith(f"{jsm}:3:14: warning: opsgenie.heartbeat: heartbeats are an OpsGenie API only")
+    assert "warning" not in rulesd_cli("check", "--config", str(fine), cwd=tmp_path).stdout.replace("0 warning(s)", "")
+
+
 @pytest.mark.parametrize("kind", ["rule", "config", "test"])
 def test_every_object_in_the_bundled_schemas_refuses_unknown_keys_and_none_is_any_of(kind: str) -> None:
     """`additionalProperties: false` on every object with named keys (a condition's other keys

@@ -249,3 +249,37 @@ def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, se
     text = get(f"http://127.0.0.1:{port}/metrics")[1]
     assert 1 <= metric(text, 'rulesd_heartbeats_total{result="failed"}')
     assert daemon.proc.poll() is None
+
+
+def test_jira_service_management_gets_the_alerts_and_no_heartbeat(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With alert_url on JSM's path, alerts are created there with `GenieKey`; a heartbeat
+    configured beside it is warned about at start and never pinged (JSM has no heartbeat API)."""
+    ws = Workspace(tmp_path, server.url)
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"]["alert_url"] = f"{server.url}/jsm/ops/integration/v2/alerts"
+    config["opsgenie"]["heartbeat"] = "rulesd"
+    ws.config.write_text(yaml.safe_dump(config))
+    daemon = ws.start()
+    ws.append({"kind": "page", "id": 1}, {"kind": "page", "id": 2})
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert [("POST", "/jsm/ops/integration/v2/alerts")] * 2 == [(r.method, r.path) for r in server.requests]
+    assert {f"GenieKey {API_KEY}"} == {r.headers["Authorization"] for r in server.requests}
+    assert ["page-1", "page-2"] == [r.json()["alias"] for r in server.requests]
+    stderr = daemon.stderr()
+    assert "opsgenie.heartbeat: heartbeats are an OpsGenie API only" in stderr
+    assert "heartbeat 'rulesd' is not pinged:" in stderr
+    assert 0 == daemon.terminate()
+    assert [] == [r for r in server.requests if r.method == "GET"]
+
+
+def test_an_unknown_alert_endpoint_is_warned_about_at_start(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """An Alertmanager-style base URL: the daemon starts, and says at once that alerts will be refused."""
+    ws = Workspace(tmp_path, server.url)
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"]["alert_url"] = f"{server.url}/"
+    ws.config.write_text(yaml.safe_dump(config))
+    daemon = ws.start()
+    warning = f"rulesd: warning: {ws.config}:"
+    line = next((x for x in daemon.stderr().splitlines() if x.startswith(warning)), "")
+    assert f"opsgenie.alert_url: '{server.url}/' is not a known alert endpoint: every alert would be refused" in line
+    assert 0 == daemon.terminate()

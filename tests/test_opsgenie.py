@@ -22,6 +22,8 @@ from rulesd.alerting.opsgenie import (
     PermanentAlertError,
     PrintTransport,
     RetryableAlertError,
+    alert_api,
+    alert_url_warnings,
     classify,
     heartbeat_url,
     redact,
@@ -383,6 +385,64 @@ def test_client_validates_its_url() -> None:
 def test_heartbeat_url(alert_url: str, name: str, expected: str) -> None:
     """The ping goes to the alert URL's API host; the name cannot escape its path segment."""
     assert expected == heartbeat_url(alert_url, name)
+
+
+def test_jira_service_management_has_no_heartbeat_url() -> None:
+    """No heartbeat URL is made up for JSM, whose API has none; pinging it is refused, not sent."""
+    jsm = "https://api.atlassian.com/jsm/ops/integration/v2/alerts"
+    assert None is heartbeat_url(jsm, "rulesd")
+    client = OpsGenieClient(requests.Session(), jsm, lambda: KEY, 1)
+    with pytest.raises(ValueError, match="no heartbeat API"):
+        client.ping_heartbeat("rulesd")
+
+
+# -- known endpoints ---------------------------------------------------------------------------
+
+JSM_URL = "https://api.atlassian.com/jsm/ops/integration/v2/alerts"
+
+
+@pytest.mark.parametrize(
+    ("url", "api"),
+    [
+        ("https://api.opsgenie.com/v2/alerts", "OpsGenie"),
+        ("https://api.eu.opsgenie.com/v2/alerts/", "OpsGenie"),
+        ("https://relay.example.com/opsgenie/v2/alerts", "OpsGenie"),
+        ("http://127.0.0.1:8080/v2/alerts", "OpsGenie"),
+        (JSM_URL, "Jira Service Management"),
+        ("http://127.0.0.1:8080/jsm/ops/integration/v2/alerts", "Jira Service Management"),
+        ("https://api.eu.opsgenie.com/", None),
+        ("https://api.opsgenie.com", None),
+        ("https://api.opsgenie.com/v1/alerts", None),
+        ("https://api.opsgenie.com/x/v2/alerts", None),
+        ("https://api.atlassian.com/v2/alerts", None),
+        ("https://api.opsgenie.com/jsm/ops/integration/v2/alerts", None),
+        ("https://api.atlassian.com/jsm/ops/integration/v2/", None),
+        ("http://127.0.0.1:8080/", None),
+    ],
+)
+def test_alert_api_knows_the_endpoints_by_their_path(url: str, api: str | None) -> None:
+    """OpsGenie's /v2/alerts and JSM's /jsm/ops/integration/v2/alerts; exact on the vendors' hosts."""
+    assert api == alert_api(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "heartbeat", "settings"),
+    [
+        (URL, None, []),
+        (URL, "rulesd", []),
+        (JSM_URL, None, []),
+        (JSM_URL, "rulesd", ["heartbeat"]),
+        ("https://api.eu.opsgenie.com/", None, ["alert_url"]),
+        ("https://api.eu.opsgenie.com/", "rulesd", ["alert_url"]),
+    ],
+)
+def test_alert_url_warnings(url: str, heartbeat: str | None, settings: list[str]) -> None:
+    """An unknown path, and a heartbeat with JSM, are warned about; the rest is fine."""
+    found = alert_url_warnings(url, heartbeat)
+    assert settings == [setting for setting, _ in found]
+    if "alert_url" in settings:
+        assert "is not a known alert endpoint: every alert would be refused" in found[0][1]
+        assert "https://api.eu.opsgenie.com/v2/alerts" in found[0][1] and JSM_URL in found[0][1]
 
 
 def test_ping_heartbeat_is_a_keyed_get_with_the_same_errors(mock: Any) -> None:

@@ -28,6 +28,14 @@ from rulesd.alerting.payload import truncate
 from rulesd.errors import RulesdError
 
 USER_AGENT = f"rulesd/{__version__}"
+# The alert endpoints rulesd knows. OpsGenie's API is served on api.opsgenie.com and
+# api.eu.opsgenie.com; Jira Service Management, which takes the same requests and `GenieKey`
+# keys of its API integrations, serves it under its own path on api.atlassian.com.
+OPSGENIE, JSM = "OpsGenie", "Jira Service Management"
+OPSGENIE_PATH = "/v2/alerts"
+JSM_PATH = "/jsm/ops/integration/v2/alerts"
+JSM_ALERT_URL = f"https://api.atlassian.com{JSM_PATH}"
+_API_HOSTS = {"api.opsgenie.com": OPSGENIE, "api.eu.opsgenie.com": OPSGENIE, "api.atlassian.com": JSM}
 # Enough of an error body to explain a rejection, small enough for a log line and the outbox.
 BODY_MAX = 4096
 # What is read of a response body at most: a misbehaving proxy must not fill memory.
@@ -112,8 +120,52 @@ def validate_alert_url(url: str) -> str:
     raise ValueError(f"alert_url {url!r}: the scheme must be https")
 
 
-def heartbeat_url(alert_url: str, name: str) -> str:
-    """The heartbeat ping URL on the same API host as `alert_url` (…/v2/alerts -> …/v2/heartbeats/NAME/ping)."""
+def alert_api(url: str) -> str | None:
+    """Which API `url` is an alert endpoint of (`OPSGENIE` or `JSM`), by its path; None if neither.
+
+    On the vendors' own hosts the path must be exactly theirs; elsewhere (a relay, a test
+    server) a path ending in the endpoint's path counts, since a relay may add a prefix.
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    api = JSM if path.endswith(JSM_PATH) else OPSGENIE if path.endswith(OPSGENIE_PATH) else None
+    vendor = _API_HOSTS.get((parts.hostname or "").lower().rstrip("."))
+    if vendor is not None and (api != vendor or path != (JSM_PATH if vendor == JSM else OPSGENIE_PATH)):
+        return None
+    return api
+
+
+def alert_url_warnings(url: str, heartbeat: str | None) -> list[tuple[str, str]]:
+    """What is likely wrong with a valid `alert_url` (and the heartbeat beside it), as
+    (setting, message) pairs: a path that no known alert endpoint has (every alert would be
+    refused and dead-lettered), or a heartbeat configured where no heartbeat API exists."""
+    api = alert_api(url)
+    found: list[tuple[str, str]] = []
+    if api is None:
+        found.append(
+            (
+                "alert_url",
+                f"{url!r} is not a known alert endpoint: every alert would be refused; use "
+                f"https://api.opsgenie.com{OPSGENIE_PATH} (EU: https://api.eu.opsgenie.com{OPSGENIE_PATH}) "
+                f"or, for Jira Service Management, {JSM_ALERT_URL}",
+            )
+        )
+    if heartbeat is not None and api == JSM:
+        found.append(
+            (
+                "heartbeat",
+                "heartbeats are an OpsGenie API only: Jira Service Management has none at this alert_url, "
+                "so the heartbeat will not be pinged; remove it or monitor rulesd another way",
+            )
+        )
+    return found
+
+
+def heartbeat_url(alert_url: str, name: str) -> str | None:
+    """The heartbeat ping URL on the same API host as `alert_url` (…/v2/alerts -> …/v2/heartbeats/NAME/ping);
+    None for Jira Service Management, which has no heartbeat API."""
+    if alert_api(alert_url) == JSM:
+        return None
     parts = urlsplit(alert_url)
     path = parts.path.rstrip("/")
     prefix = path[: -len("/v2/alerts")] if path.endswith("/v2/alerts") else ""
@@ -259,8 +311,14 @@ class OpsGenieClient:
         self._call("POST", self.alert_url, payload)
 
     def ping_heartbeat(self, name: str) -> None:
-        """Ping the heartbeat `name` (OpsGenie pages when pings stop); same errors as create_alert."""
-        self._call("GET", heartbeat_url(self.alert_url, name), None)
+        """Ping the heartbeat `name` (OpsGenie pages when pings stop); same errors as create_alert.
+
+        ValueError when `alert_url` has no heartbeat API (Jira Service Management).
+        """
+        url = heartbeat_url(self.alert_url, name)
+        if url is None:
+            raise ValueError(f"{self.alert_url} has no heartbeat API")
+        self._call("GET", url, None)
 
     def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> None:
         key = self._read_key()
