@@ -54,6 +54,9 @@ class FakeOpsGenie:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:  # the client died mid-request (SIGKILL): a real server drops it too
+                    self.close_connection = True
+                    return
                 received = Received(self.command, self.path, dict(self.headers.items()), body)
                 reply = owner.responder(received)
                 with owner.changed:
