@@ -10,14 +10,19 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
+import argcomplete
 import orjson
 
 from rulesd import __version__, logs
 from rulesd.alerting.payload import AlertSettings
+from rulesd.annotations import github_annotation
+from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.config import load_config
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
+from rulesd.junit import RuleTestFile, junit_xml
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay
 from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
 from rulesd.ruletest import check_test_file, is_test_file, run_test_files
@@ -25,6 +30,9 @@ from rulesd.validation import load_schema
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
+SCHEMAS = ("rule", "config", "test")
+LOG_LEVEL_HELP = "the least severe log records to write (default info)"
+LOG_FORMAT_HELP = "log records as text lines or JSON objects (default text)"
 log = logging.getLogger("rulesd")
 DESCRIPTION = """\
 rulesd follows a log or event stream, evaluates YAML trigger rules against every event and
@@ -38,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     # Subcommands accept the logging options too; SUPPRESS keeps their defaults from
     # overwriting a value given before the subcommand.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
-    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP
+    )
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"], help=LOG_FORMAT_HELP)
     parser = argparse.ArgumentParser(
         prog="rulesd",
         description=DESCRIPTION,
@@ -47,42 +57,73 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # Separate actions from `common`'s: argparse shares parent actions, defaults included.
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help=LOG_FORMAT_HELP)
     parser.add_argument("--version", action="version", version=f"rulesd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run the daemon (in the foreground)")
-    run.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
+    run.add_argument(
+        "--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"the configuration (default {DEFAULT_CONFIG})"
+    )
     run.add_argument("--dry-run", action="store_true", help="print alert payloads instead of sending them")
 
     check = sub.add_parser("check", parents=[common], help="validate rule files and directories")
-    check.add_argument("paths", nargs="*", metavar="PATH")
+    check.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="rule files and directories (default: the config's rules, else ./rules)",
+    )
     check.add_argument("--config", metavar="FILE", help="also validate this daemon configuration")
-    check.add_argument("--format", choices=["text", "json"], default="text")
+    check.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text (path:line:col: error: message), a JSON array, or GitHub Actions annotations",
+    )
 
     outbox = sub.add_parser("outbox", parents=[common], help="show or requeue queued alerts")
     outbox.add_argument("action", nargs="?", choices=["list", "retry-dead"], default="list")
     outbox.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
 
     test = sub.add_parser("test", parents=[common], help="run rule unit tests")
-    test.add_argument("files", nargs="+", metavar="TESTFILE")
+    test.add_argument("files", nargs="+", metavar="TESTFILE", help="rule test files (*.test.yaml)")
+    test.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
 
     rep = sub.add_parser("replay", parents=[common], help="evaluate rules over a JSON-lines file")
-    rep.add_argument("--rules", action="append", metavar="PATH")
+    rep.add_argument("--rules", action="append", metavar="PATH", help="rule files or directories (repeatable)")
     rep.add_argument("--config", metavar="FILE", help="take rules, time_field and recipients from it")
-    rep.add_argument("--time-field", metavar="FIELD")
-    rep.add_argument("--format", choices=["text", "json"], default="text")
+    rep.add_argument("--time-field", metavar="FIELD", help="the event field that holds the event's time")
+    rep.add_argument("--format", choices=["text", "json"], default="text", help="readable lines, or payloads as JSON")
     rep.add_argument("events", metavar="EVENTS_FILE", help="a JSON-lines file, or - for stdin")
 
-    schema = sub.add_parser("schema", parents=[common], help="print a JSON Schema")
-    schema.add_argument("which", nargs="?", choices=["rule", "config", "test"], default="rule")
+    schema = sub.add_parser("schema", parents=[common], help="print a JSON Schema, or write them as files")
+    schema.add_argument("which", nargs="?", choices=SCHEMAS, help="rule (the default when printing), config or test")
+    schema.add_argument(
+        "--write", metavar="DIR", help="write rulesd-{rule,config,test}.schema.json (or only WHICH) into DIR"
+    )
+
+    completion = sub.add_parser("completion", parents=[common], help="print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rulesd` command line; shell completion and the man page are generated from it."""
+    parser = _parser()
+    enable_rule_name_completion(parser, DEFAULT_CONFIG)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rulesd` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = build_parser()
+    # Answers a TAB from the completion script, then exits; options are offered once `-` is typed.
+    argcomplete.autocomplete(parser, always_complete_options=False)
+    args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run,
@@ -91,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test": cmd_test,
         "replay": cmd_replay,
         "schema": cmd_schema,
+        "completion": cmd_completion,
     }
     try:
         return commands[args.command](args)
@@ -132,7 +174,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([p.to_json() for p in problems], indent=2))
     else:
-        _print_problems(problems, sys.stdout)
+        if args.format == "github":
+            workdir = os.getcwd()
+            print("\n".join(github_annotation(p, workdir) for p in problems), end="\n" if problems else "")
+        else:
+            _print_problems(problems, sys.stdout)
         rules = len(result.ruleset.rules) if result.ruleset else 0
         verdict = "OK" if not errors else "FAILED"
         config_note = f"config {args.config}, " if args.config else ""
@@ -146,7 +192,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """`rulesd test`: run rule unit tests, report each failure with expected and actual."""
-    outcomes, problems = run_test_files(args.files)
+    results: list[RuleTestFile] = []
+    for path in args.files:  # one at a time, so that JUnit can say which file each problem stopped
+        file_outcomes, file_problems = run_test_files([path])
+        results.append(RuleTestFile(path, tuple(file_outcomes), tuple(file_problems)))
+    outcomes = [o for r in results for o in r.outcomes]
+    problems = [p for r in results for p in r.problems]
     _print_problems(problems, sys.stdout)
     for outcome in outcomes:
         if outcome.passed:
@@ -156,6 +207,12 @@ def cmd_test(args: argparse.Namespace) -> int:
             print("    " + outcome.report.replace("\n", "\n    "))
     failed = sum(not o.passed for o in outcomes)
     print(f"rule tests: {len(outcomes) - failed} passed, {failed} failed, {len(problems)} invalid")
+    if args.junit:
+        try:
+            Path(args.junit).write_bytes(junit_xml(results))
+        except OSError as exc:
+            print(f"{args.junit}: error: cannot write the JUnit report: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
     return EXIT_OK if not failed and not problems else EXIT_FAIL
 
 
@@ -255,6 +312,26 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    """`rulesd schema`: print a bundled JSON Schema."""
-    print(json.dumps(load_schema(args.which), indent=2))
+    """`rulesd schema`: print a bundled JSON Schema, or write them (or one) as files into a directory."""
+    if not args.write:
+        print(json.dumps(load_schema(args.which or "rule"), indent=2))
+        return EXIT_OK
+    directory = Path(args.write)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in [args.which] if args.which else SCHEMAS:
+            target = directory / f"rulesd-{name}.schema.json"
+            partial = target.with_name(f".{target.name}.tmp")  # renamed into place: editors never read half a file
+            partial.write_text(json.dumps(load_schema(name), indent=2) + "\n", encoding="utf-8")
+            partial.replace(target)
+            print(target)
+    except OSError as exc:
+        print(f"{args.write}: error: cannot write the schemas: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """`rulesd completion SHELL`: print the shell's completion script."""
+    print(shell_script(args.shell), end="")
     return EXIT_OK

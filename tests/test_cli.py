@@ -406,3 +406,30 @@ def test_readme_demo_command(tmp_path: Path) -> None:
         VALIDATOR.validate(payload)
         assert "rulesd-demo" == payload["source"]
     assert not (tmp_path / "examples" / "state").exists()
+
+
+def test_schema_write_writes_every_schema_as_a_file(tmp_path: Path) -> None:
+    """`rulesd schema --write DIR` creates DIR and writes the rule, config and test schemas, each what
+    `rulesd schema NAME` prints; the written rule and test schemas accept the repository's examples."""
+    result = rulesd_cli("schema", "--write", str(tmp_path / "schemas"))
+    names = ("rule", "config", "test")
+    written = [tmp_path / "schemas" / f"rulesd-{name}.schema.json" for name in names]
+    assert (0, "".join(f"{p}\n" for p in written)) == (result.returncode, result.stdout)
+    assert sorted(written) == sorted((tmp_path / "schemas").iterdir())
+    for name, path in zip(names, written, strict=True):
+        assert json.loads(rulesd_cli("schema", name).stdout) == json.loads(path.read_text())
+    rule_schema = Draft202012Validator(json.loads(written[0].read_text()))
+    test_schema = Draft202012Validator(json.loads(written[2].read_text()))
+    for example in sorted((ROOT / "rules").glob("*.yaml")):
+        schema = test_schema if example.name.endswith(".test.yaml") else rule_schema
+        assert [] == list(schema.iter_errors(yaml.safe_load(example.read_text()))), example
+
+
+def test_schema_write_one_schema_and_errors(tmp_path: Path) -> None:
+    """Naming a schema writes only it; a DIR that cannot be created is a usage error."""
+    result = rulesd_cli("schema", "config", "--write", str(tmp_path))
+    assert (0, [tmp_path / "rulesd-config.schema.json"]) == (result.returncode, list(tmp_path.iterdir()))
+    blocker = write(tmp_path / "file", "")
+    failed = rulesd_cli("schema", "--write", str(blocker / "sub"))
+    assert (2, "") == (failed.returncode, failed.stdout)
+    assert f"{blocker / 'sub'}: error: cannot write the schemas" in failed.stderr
