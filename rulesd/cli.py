@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import argcomplete
 import orjson
@@ -23,10 +23,15 @@ from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.config import load_config
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
 from rulesd.junit import RuleTestFile, junit_xml
+from rulesd.outbox_view import attempt_json, attempts_text, outbox_row, row_text
+from rulesd.outbox_view import summary as outbox_summary
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay
 from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
 from rulesd.ruletest import check_test_file, is_test_file, run_test_files
 from rulesd.validation import load_schema
+
+if TYPE_CHECKING:
+    from rulesd.state import StateStore
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
@@ -86,8 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     outbox = sub.add_parser("outbox", parents=[common], help="show or requeue queued alerts")
-    outbox.add_argument("action", nargs="?", choices=["list", "retry-dead"], default="list")
-    outbox.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
+    _outbox_options(outbox, defaults=True)
+    actions = outbox.add_subparsers(dest="action", metavar="ACTION")
+    # The options may follow the action too (`rulesd outbox list --config F --format json`).
+    after = argparse.ArgumentParser(add_help=False)
+    _outbox_options(after, defaults=False)
+    actions.add_parser("list", parents=[common, after], help="pending, paused and dead-lettered alerts")
+    show = actions.add_parser("show", parents=[common, after], help="one alert's payload and attempts")
+    show.add_argument("id", type=int, metavar="ID", help="the id `rulesd outbox list` shows")
+    actions.add_parser("retry-dead", parents=[common, after], help="requeue the dead-lettered alerts")
 
     test = sub.add_parser("test", parents=[common], help="run rule unit tests")
     test.add_argument("files", nargs="+", metavar="TESTFILE", help="rule test files (*.test.yaml)")
@@ -116,6 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _parser()
     enable_rule_name_completion(parser, DEFAULT_CONFIG)
     return parser
+
+
+def _outbox_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--config and --format for `rulesd outbox`; after the action without defaults, so that an
+    option given before the action is not overwritten."""
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG if defaults else argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"the daemon configuration, whose state_dir holds the outbox (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text" if defaults else argparse.SUPPRESS,
+        help="readable lines, or JSON (list: an array of objects; show: one object)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,26 +317,47 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    """`rulesd outbox`: list pending and dead-lettered alerts, or requeue the dead ones."""
+    """`rulesd outbox`: list or show queued and dead-lettered alerts, or requeue the dead ones."""
     from rulesd.daemon import STATE_FILE
     from rulesd.state import StateStore
 
     config = load_config(args.config)
     path = os.path.join(config.state_dir, STATE_FILE)
+    action = args.action or "list"
     if not os.path.exists(path):
-        print(f"no state database at {path}: nothing queued")
+        if action == "show":
+            print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
+            return EXIT_FAIL
+        print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
         return EXIT_OK
     store = StateStore(path)
-    if args.action == "retry-dead":
+    if action == "retry-dead":
         print(f"requeued {store.retry_dead(time.time())} dead-lettered alert(s)")
         return EXIT_OK
-    alerts = store.alerts()
-    for a in alerts:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.created))
-        error = f"  last error: {a.last_error}" if a.last_error else ""
-        print(f"{a.id}\t{a.status}\t{when}\tattempts={a.attempts}\t{a.payload.get('alias', '')}{error}")
-    pending = sum(a.status == "pending" for a in alerts)
-    print(f"{pending} pending, {len(alerts) - pending} dead-lettered")
+    paused = store.paused() is not None
+    if action == "show":
+        return _outbox_show(store, args.id, paused, as_json=args.format == "json")
+    rows = [outbox_row(alert, paused) for alert in store.alerts()]
+    if args.format == "json":
+        print(json.dumps([row.to_json() for row in rows], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for row in rows:
+        print(row_text(row))
+    print(outbox_summary(rows))
+    return EXIT_OK
+
+
+def _outbox_show(store: StateStore, alert_id: int, paused: bool, *, as_json: bool) -> int:
+    alert = store.alert(alert_id)
+    if alert is None:
+        print(f"rulesd outbox show: no alert {alert_id} in the outbox (delivered alerts leave it)", file=sys.stderr)
+        return EXIT_FAIL
+    row, attempts = outbox_row(alert, paused), store.attempts(alert_id)
+    if as_json:
+        print(json.dumps({**row.to_json(), "failed_attempts": [attempt_json(a) for a in attempts]}, indent=2))
+    else:
+        print(json.dumps(alert.payload, indent=2, ensure_ascii=False))
+        print(attempts_text(row, attempts, alert.next_attempt))
     return EXIT_OK
 
 

@@ -123,6 +123,9 @@ class Sender:
         self.paused_reason: str | None = None
         self.last_error: str | None = None
         self.last_success: float | None = None
+        # Whether the store's record of a pause may be set: unknown at start (a previous run may
+        # have left it), so the first delivery clears it; after that only a pause sets it again.
+        self._pause_recorded = True
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -234,6 +237,9 @@ class Sender:
             log.exception("unexpected error sending alert %d", alert.id)
             return self._retry(alert, now, f"unexpected {type(exc).__name__}", None)
         self._store.mark_sent(alert.id)
+        if self._pause_recorded:
+            self._store.set_paused(None)
+            self._pause_recorded = False
         self.paused_reason = self.last_error = None
         self.last_success = now
         self._report(SENT, alert, _sent_detail(alert))
@@ -247,20 +253,23 @@ class Sender:
             maximum=self._max_backoff,
             random=self._random,
         )
-        self._store.reschedule(alert.id, now + delay, error)
+        self._store.reschedule(alert.id, now + delay, error, at=now, result=RETRY)
         self.last_error = error
         self._report(RETRY, alert, f"{error}; attempt {alert.attempts + 1} failed, retrying in {delay:.1f}s")
         return self._wait(alert, now + delay, now)
 
     def _pause(self, alert: OutboxAlert, now: float, exc: PausingAlertError) -> float:
         # Not counted: the alert is not at fault, and nothing may be dead-lettered for it.
-        self._store.reschedule(alert.id, now + self._auth_retry, str(exc), count=False)
+        self._store.reschedule(alert.id, now + self._auth_retry, str(exc), count=False, at=now, result=PAUSED)
+        # Recorded in the store too, so that `rulesd outbox list` (another process) shows it.
+        self._store.set_paused(str(exc))
+        self._pause_recorded = True
         self.paused_reason = self.last_error = str(exc)
         self._report(PAUSED, alert, f"{exc}; delivery paused, retrying in {self._auth_retry:.0f}s")
         return self._wait(alert, now + self._auth_retry, now)
 
     def _dead_letter(self, alert: OutboxAlert, exc: PermanentAlertError) -> None:
-        self._store.dead_letter(alert.id, str(exc), exc.body)
+        self._store.dead_letter(alert.id, str(exc), exc.body, at=self._clock(), result=DEAD)
         self.last_error = str(exc)
         self._report(DEAD, alert, str(exc))
 
@@ -269,7 +278,7 @@ class Sender:
         error = f"expired: undelivered after {age:.0f}s (max_age {self._max_age:.0f}s)"
         if alert.last_error:
             error += f"; last error: {alert.last_error}"
-        self._store.dead_letter(alert.id, error, alert.response)
+        self._store.dead_letter(alert.id, error, alert.response, at=now, result=EXPIRED)
         self._report(EXPIRED, alert, error)
 
     def _report(self, kind: str, alert: OutboxAlert, detail: str) -> None:

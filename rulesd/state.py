@@ -22,6 +22,13 @@ from rulesd.engine import WINDOW, StateDelta
 
 SCHEMA_VERSION = 1
 PENDING, DEAD = "pending", "dead"
+PAUSED = "paused"  # not a status of a row: pending while the sender is paused (see `paused`)
+# The meta row that says the sender is paused (a refused key), so that another process
+# (`rulesd outbox list`) can tell paused alerts from pending ones.
+_PAUSED_KEY = "sender_paused"
+# Failed attempts kept per alert for `rulesd outbox show`: a pause is retried every minute,
+# so the history of a long one is cut to its latest entries.
+ATTEMPTS_KEPT = 50
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,6 +49,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     response TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, id);
+CREATE TABLE IF NOT EXISTS outbox_attempts (
+    alert_id INTEGER NOT NULL, at REAL NOT NULL, result TEXT NOT NULL, error TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_attempts_alert ON outbox_attempts (alert_id, at);
 """
 
 
@@ -57,6 +68,16 @@ class OutboxAlert:
     next_attempt: float
     last_error: str | None
     response: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One failed delivery attempt of an alert: when, what came of it (`retry`, `paused`,
+    `dead`, `expired`), and the error."""
+
+    at: float
+    result: str
+    error: str
 
 
 class StateStore:
@@ -174,22 +195,71 @@ class StateStore:
         return _alert(rows[0]) if rows else None
 
     def mark_sent(self, alert_id: int) -> None:
-        """Delivered: the alert leaves the outbox."""
-        self._write("DELETE FROM outbox WHERE id = ?", (alert_id,))
-
-    def reschedule(self, alert_id: int, next_attempt: float, error: str, *, count: bool = True) -> None:
-        """A failed attempt: try again at `next_attempt`."""
-        self._write(
-            "UPDATE outbox SET attempts = attempts + ?, next_attempt = ?, last_error = ? WHERE id = ?",
-            (1 if count else 0, next_attempt, error, alert_id),
+        """Delivered: the alert (and its history) leaves the outbox."""
+        self._transaction(
+            [
+                ("DELETE FROM outbox WHERE id = ?", (alert_id,)),
+                ("DELETE FROM outbox_attempts WHERE alert_id = ?", (alert_id,)),
+            ]
         )
 
-    def dead_letter(self, alert_id: int, error: str, response: str | None = None) -> None:
+    def reschedule(
+        self,
+        alert_id: int,
+        next_attempt: float,
+        error: str,
+        *,
+        count: bool = True,
+        at: float | None = None,
+        result: str = "retry",
+    ) -> None:
+        """A failed attempt: try again at `next_attempt`; recorded as `result` if made `at` a time."""
+        self._transaction(
+            [
+                (
+                    "UPDATE outbox SET attempts = attempts + ?, next_attempt = ?, last_error = ? WHERE id = ?",
+                    (1 if count else 0, next_attempt, error, alert_id),
+                ),
+                *_history(alert_id, at, result, error),
+            ]
+        )
+
+    def dead_letter(
+        self, alert_id: int, error: str, response: str | None = None, *, at: float | None = None, result: str = "dead"
+    ) -> None:
         """Give up on an alert; `rulesd outbox retry-dead` can requeue it."""
-        self._write(
-            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, response = ? WHERE id = ?",
-            (error, response, alert_id),
+        self._transaction(
+            [
+                (
+                    "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, response = ? "
+                    "WHERE id = ?",
+                    (error, response, alert_id),
+                ),
+                *_history(alert_id, at, result, error),
+            ]
         )
+
+    def attempts(self, alert_id: int) -> list[Attempt]:
+        """The failed attempts of an alert still in the outbox, oldest first (at most ATTEMPTS_KEPT)."""
+        rows = self._rows("SELECT at, result, error FROM outbox_attempts WHERE alert_id = ? ORDER BY at", (alert_id,))
+        return [Attempt(*row) for row in rows]
+
+    def alert(self, alert_id: int) -> OutboxAlert | None:
+        """One alert of the outbox by id, if it is still there."""
+        rows = self._rows(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (alert_id,))
+        return _alert(rows[0]) if rows else None
+
+    def set_paused(self, reason: str | None) -> None:
+        """Record that the sender is paused (a refused key) and why, or, with None, that it is not."""
+        if reason is None:
+            self._write("DELETE FROM meta WHERE key = ?", (_PAUSED_KEY,))
+        else:
+            self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_PAUSED_KEY, reason))
+
+    def paused(self) -> str | None:
+        """Why the sender is paused, as last recorded by the daemon; None when it is not."""
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (_PAUSED_KEY,))
+        return str(rows[0][0]) if rows else None
 
     def retry_dead(self, now: float) -> int:
         """Requeue every dead-lettered alert (as new, so max_age starts again); returns how many."""
@@ -218,6 +288,36 @@ class StateStore:
         """Run one statement (its own transaction); how many rows it changed."""
         with self._lock:
             return self._conn().execute(sql, args).rowcount
+
+    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run `statements` in one transaction."""
+        with self._lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    conn.execute(sql, args)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+
+def _history(alert_id: int, at: float | None, result: str, error: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements that record a failed attempt and keep only the latest ATTEMPTS_KEPT."""
+    if at is None:
+        return []
+    return [
+        (
+            "INSERT INTO outbox_attempts (alert_id, at, result, error) VALUES (?, ?, ?, ?)",
+            (alert_id, at, result, error),
+        ),
+        (
+            "DELETE FROM outbox_attempts WHERE alert_id = ? AND rowid NOT IN "
+            "(SELECT rowid FROM outbox_attempts WHERE alert_id = ? ORDER BY at DESC, rowid DESC LIMIT ?)",
+            (alert_id, alert_id, ATTEMPTS_KEPT),
+        ),
+    ]
 
 
 def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:

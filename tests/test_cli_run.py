@@ -7,6 +7,7 @@ import re
 import socket
 from pathlib import Path
 
+from rulesd.state import StateStore
 from tests.run_cli import rulesd_cli
 
 RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
@@ -139,3 +140,26 @@ def test_bad_lines_anywhere_in_a_parsed_block_leave_the_others_and_their_offsets
     assert [f"p-{i}" for i in pages] == [p["alias"] for p in payloads]
     assert [f"<stdin> (offset {offsets[i]})" for i in pages] == [p["details"]["Event Source"] for p in payloads]
     assert f"stopped: {len(lines) - len(at_bad)} event(s), {len(at_bad)} invalid" in result.stderr
+
+
+def test_outbox_json_and_show_without_a_database(tmp_path: Path) -> None:
+    """Before the first run: an empty JSON list (options after the action), and `show` of any id
+    says there is no such alert and exits 1."""
+    cfg = config(tmp_path, "state_dir: st\n")
+    listing = rulesd_cli("outbox", "list", "--config", cfg, "--format", "json")
+    assert (0, []) == (listing.returncode, json.loads(listing.stdout))
+    shown = rulesd_cli("outbox", "show", "3", "--config", cfg)
+    assert (1, "") == (shown.returncode, shown.stdout)
+    assert "no alert 3" in shown.stderr
+
+
+def test_outbox_show_of_an_alert_no_longer_queued(tmp_path: Path) -> None:
+    """An id that is not (or no longer) in the outbox: exit 1, saying that delivered alerts leave it."""
+    cfg = config(tmp_path, "state_dir: st\n")
+    (tmp_path / "st").mkdir()
+    StateStore(str(tmp_path / "st" / "state.sqlite"))
+    shown = rulesd_cli("outbox", "--config", cfg, "show", "42")
+    assert (1, "rulesd outbox show: no alert 42 in the outbox (delivered alerts leave it)\n") == (
+        shown.returncode,
+        shown.stderr,
+    )

@@ -101,7 +101,7 @@ def test_sigterm_drains_the_outbox_before_exiting(workspace: Workspace, server: 
     assert 0 == daemon.terminate()
     assert ["page-0", "page-0"] == aliases(server)
     listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
-    assert "0 pending, 0 dead-lettered" in listing.stdout, listing.stdout + listing.stderr
+    assert "0 pending, 0 paused, 0 dead" in listing.stdout, listing.stdout + listing.stderr
 
 
 def test_sigterm_keeps_undelivered_alerts_for_the_next_start(workspace: Workspace, server: FakeOpsGenie) -> None:
@@ -117,7 +117,7 @@ def test_sigterm_keeps_undelivered_alerts_for_the_next_start(workspace: Workspac
     assert time.monotonic() - started < 12
     assert "still queued" in daemon.stderr()
     listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
-    assert "1 pending, 0 dead-lettered" in listing.stdout, listing.stdout + listing.stderr
+    assert "1 pending, 0 paused, 0 dead" in listing.stdout, listing.stdout + listing.stderr
     down["yes"] = False
     tried = len(server.requests)
     workspace.start()

@@ -157,8 +157,22 @@ def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server
     assert server.wait_for(lambda r: len(r) >= 3)
     assert [0, 1, 2] == ids(server)
     listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
-    assert "dead" in listing.stdout and "page-1" in listing.stdout, listing.stdout + listing.stderr
-    assert "not processable" in listing.stdout
+    (dead,) = [line for line in listing.stdout.splitlines() if "  dead  " in line]
+    alert_id = int(dead.split()[0])
+    assert f"{alert_id}  dead  " in dead and "attempts=1  page-on-demand" in dead, listing.stdout
+    assert "    message: page 1\n" in listing.stdout
+    assert '    last error: HTTP 422: alert rejected: {"message":"Request body is not processable"}' in listing.stdout
+    assert listing.stdout.endswith("0 pending, 0 paused, 1 dead\n")
+    (row,) = json.loads(rulesd_cli("outbox", "list", "--format", "json", "--config", str(workspace.config)).stdout)
+    assert {"id": alert_id, "state": "dead", "attempts": 1, "lead_rule": "page-on-demand", "message": "page 1"} == {
+        k: row[k] for k in ("id", "state", "attempts", "lead_rule", "message")
+    }
+    assert row["event_source"].startswith(f"{workspace.events} (offset ")
+    assert "page-1" == row["payload"]["alias"]
+    shown = rulesd_cli("outbox", "show", str(alert_id), "--config", str(workspace.config))
+    payload_text, attempts_text = shown.stdout.split("\nattempts: ")
+    assert row["payload"] == json.loads(payload_text)
+    assert "HTTP 422: alert rejected" in attempts_text and "  dead  " in attempts_text
 
 
 def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Workspace, server: FakeOpsGenie) -> None:
@@ -173,8 +187,22 @@ def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Works
     workspace.append(page(0), page(1))
     assert server.wait_for(lambda r: len(r) >= 1)
     assert daemon.wait_for_log("paused")
-    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
-    assert "2 pending, 0 dead-lettered" in listing.stdout, listing.stdout
+    # Another process sees the pause: both alerts are "paused", not just "pending".
+    assert wait_until(
+        lambda: "0 pending, 2 paused, 0 dead" in rulesd_cli("outbox", "list", "--config", str(workspace.config)).stdout
+    )
+    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config), "--format", "json")
+    rows = json.loads(listing.stdout)
+    keys = ["id", "state", "created", "attempts", "lead_rule", "message", "event_source", "last_error", "payload"]
+    assert [keys, keys] == [list(row) for row in rows]
+    assert [("paused", 0, "page 0"), ("paused", 0, "page 1")] == [
+        (r["state"], r["attempts"], r["message"]) for r in rows
+    ]
+    assert "HTTP 401: OpsGenie rejected the API key" in rows[0]["last_error"]
+    shown = rulesd_cli("outbox", "--config", str(workspace.config), "show", str(rows[0]["id"]), "--format", "json")
+    detail = json.loads(shown.stdout)
+    assert rows[0]["payload"] == detail["payload"]
+    assert "paused" == detail["failed_attempts"][0]["result"]
     workspace.key_file.write_text("good-key\n")
     daemon.proc.send_signal(signal.SIGHUP)
     assert server.wait_for(lambda r: sum(x.headers["Authorization"] == "GenieKey good-key" for x in r) >= 2)
@@ -287,7 +315,7 @@ def test_outbox_retry_dead_requeues_into_the_running_daemon(workspace: Workspace
     assert server.wait_for(lambda r: len(r) >= 3, timeout=15)
     assert [0, 1, 1] == ids(server)
     listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
-    assert "0 pending, 0 dead-lettered" in listing.stdout
+    assert "0 pending, 0 paused, 0 dead" in listing.stdout
 
 
 def test_configmap_symlink_swap_reloads(workspace: Workspace, server: FakeOpsGenie) -> None:

@@ -314,11 +314,17 @@ def test_401_pauses_without_dead_lettering_and_resumes(store: StateStore, clock:
     assert [] == store.alerts(DEAD)
     assert [(0, "a"), (0, "b")] == [(a.attempts, a.payload["message"]) for a in store.alerts(PENDING)]
     assert ["a", "a"] == transport.attempts
+    # Recorded for other processes (`rulesd outbox list`), with each pause in the alert's history.
+    assert "HTTP 401: OpsGenie rejected the API key" == store.paused()
+    head = store.head()
+    assert head is not None
+    assert [(T0, "paused"), (T0 + 60, "paused")] == [(x.at, x.result) for x in store.attempts(head.id)]
 
     clock.advance(60)
     sender.step()
     assert ["a", "b"] == transport.sent
     assert sender.paused_reason is None
+    assert store.paused() is None
     assert [("paused", "a"), ("paused", "a"), ("sent", "a"), ("sent", "b")] == results.kinds
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rulesd.engine import Engine, EngineState, StateDelta
-from rulesd.state import StateStore
+from rulesd.state import ATTEMPTS_KEPT, StateStore
 from tests.ruletools import ruleset_from_yaml
 
 
@@ -121,3 +121,31 @@ def test_state_saved_whole_in_one_row_by_an_older_rulesd_is_kept(tmp_path: Path)
     assert engine.evaluate({"level": "error"}, 1_700_000_060.0) is None  # still throttled
     s.commit(positions={}, payloads=[], now=0.0, engine=engine.state.delta())
     assert old.state.to_json() == EngineState.from_json(store(tmp_path).load_engine_state() or {}).to_json()
+
+
+def test_the_sender_pause_is_recorded_for_other_processes(tmp_path: Path) -> None:
+    """set_paused writes a row another connection reads; None clears it."""
+    s = store(tmp_path)
+    assert s.paused() is None
+    s.set_paused("HTTP 401: OpsGenie rejected the API key")
+    assert "HTTP 401: OpsGenie rejected the API key" == store(tmp_path).paused()
+    s.set_paused(None)
+    assert store(tmp_path).paused() is None
+
+
+def test_failed_attempts_are_kept_until_delivery_and_capped(tmp_path: Path) -> None:
+    """Each failed attempt made at a time is recorded (the latest ATTEMPTS_KEPT); a delivery
+    removes the history with the alert; a reschedule without a time records nothing."""
+    s = store(tmp_path)
+    s.commit(positions={}, payloads=[{"n": 1}, {"n": 2}], now=1.0)
+    first, second = (a.id for a in s.alerts())
+    for i in range(ATTEMPTS_KEPT + 5):
+        s.reschedule(first, 100.0 + i, f"HTTP 503 #{i}", at=10.0 + i)
+    s.reschedule(first, 500.0, "not an attempt", count=False)
+    s.dead_letter(second, "HTTP 422", "{}", at=7.0)
+    kept = s.attempts(first)
+    assert (ATTEMPTS_KEPT, "HTTP 503 #5", "HTTP 503 #54") == (len(kept), kept[0].error, kept[-1].error)
+    assert [(7.0, "dead", "HTTP 422")] == [(a.at, a.result, a.error) for a in s.attempts(second)]
+    assert (second, "dead") == (s.alert(second).id, s.alert(second).status)  # type: ignore[union-attr]
+    s.mark_sent(first)
+    assert ([], None) == (s.attempts(first), s.alert(first))

@@ -1,0 +1,110 @@
+"""What `rulesd outbox list` and `rulesd outbox show` print: pure, from the store's rows.
+
+An alert's state is `dead` (dead-lettered), `paused` (pending while the sender is paused
+by a refused key, as the daemon records it in the store) or `pending`. The lead rule and
+the event source are read back from the payload, which names them in `details`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rulesd.alerting.payload import EVENT_SOURCE, TRIGGERING_RULES
+from rulesd.state import DEAD, PAUSED, PENDING, Attempt, OutboxAlert
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One alert of the outbox as an operator sees it."""
+
+    id: int
+    state: str
+    created: str
+    attempts: int
+    lead_rule: str
+    message: str
+    event_source: str | None
+    last_error: str | None
+    payload: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The object `--format json` prints for this row."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "created": self.created,
+            "attempts": self.attempts,
+            "lead_rule": self.lead_rule,
+            "message": self.message,
+            "event_source": self.event_source,
+            "last_error": self.last_error,
+            "payload": self.payload,
+        }
+
+
+def rfc3339(epoch: float) -> str:
+    """`2026-12-04T10:00:00Z`: UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def outbox_row(alert: OutboxAlert, paused: bool) -> OutboxRow:
+    """The row of `alert`; `paused` says whether the sender is paused."""
+    state = DEAD if alert.status == DEAD else PAUSED if paused else PENDING
+    details = alert.payload.get("details") or {}
+    source = details.get(EVENT_SOURCE)
+    return OutboxRow(
+        id=alert.id,
+        state=state,
+        created=rfc3339(alert.created),
+        attempts=alert.attempts,
+        lead_rule=_lead_rule(details.get(TRIGGERING_RULES)),
+        message=str(alert.payload.get("message", "")),
+        event_source=source if isinstance(source, str) else None,
+        last_error=alert.last_error,
+        payload=alert.payload,
+    )
+
+
+def _lead_rule(names: Any) -> str:
+    """The first name of `"Triggering Rules"` (the lead rule comes first), else empty."""
+    try:
+        listed = json.loads(names) if isinstance(names, str) else None
+    except ValueError:
+        return ""
+    return str(listed[0]) if isinstance(listed, list) and listed else ""
+
+
+def row_text(row: OutboxRow) -> str:
+    """A few lines for one alert: id, state, created, attempts and lead rule, then the rest."""
+    lines = [f"{row.id}  {row.state}  {row.created}  attempts={row.attempts}  {row.lead_rule}"]
+    lines.append(f"    message: {row.message}")
+    if row.event_source is not None:
+        lines.append(f"    event source: {row.event_source}")
+    if row.last_error:
+        lines.append(f"    last error: {row.last_error}")
+    return "\n".join(lines)
+
+
+def summary(rows: list[OutboxRow]) -> str:
+    """`2 pending, 1 paused, 3 dead`."""
+    counts = {state: sum(r.state == state for r in rows) for state in (PENDING, PAUSED, DEAD)}
+    return ", ".join(f"{count} {state}" for state, count in counts.items())
+
+
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    """A failed attempt as `outbox show --format json` prints it."""
+    return {"at": rfc3339(attempt.at), "result": attempt.result, "error": attempt.error}
+
+
+def attempts_text(row: OutboxRow, attempts: list[Attempt], next_attempt: float | None) -> str:
+    """The attempts part of `outbox show`: each failed attempt, then what happens next."""
+    lines = [f"attempts: {row.attempts} (a pause is not counted), failed:"]
+    lines += [f"  {rfc3339(a.at)}  {a.result}  {a.error}" for a in attempts]
+    if not attempts:
+        lines.append("  none failed yet")
+    if next_attempt is not None and row.state != DEAD:
+        lines.append(f"next attempt: {rfc3339(next_attempt)}")
+    return "\n".join(lines)
