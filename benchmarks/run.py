@@ -1,6 +1,7 @@
-"""Measure replay throughput against the floor of reading and parsing the events.
+"""Measure replay throughput in process against the floor of reading and parsing the events.
 
-    python benchmarks/run.py [--repeat N] [--events N] [--rules 10,100,1000] [--cli] [--quick]
+    python benchmarks/run.py [--shape classic,ops,sigma] [--repeat N] [--events N] [--rules 10,100,1000]
+                             [--cpu] [--cli] [--quick]
 
 The floor is the least any replay has to do: read the events file in binary and
 `orjson.loads` each line. It is measured line by line and in blocks of lines (as
@@ -33,7 +34,6 @@ from rulesd.alerting.payload import AlertSettings
 from rulesd.replay import BLOCK_BYTES, ReplaySummary, replay
 from rulesd.rules.loader import load_ruleset
 
-TIME_FIELD = "ts"
 FLOORS = 2  # the first runs measure the floor, two ways
 
 
@@ -86,15 +86,15 @@ def floor_in_blocks(path: Path) -> int:
     return n
 
 
-def replay_file(path: Path, ruleset: object) -> int:
-    """Replay the file as `rulesd replay --time-field ts` does; returns the alert count."""
+def replay_file(path: Path, ruleset: object, time_field: str) -> int:
+    """Replay the file as `rulesd replay --time-field F` does; returns the alert count."""
     with path.open("rb") as f:
         for item in replay(
             ruleset,
             f,
             name=str(path),
             settings=AlertSettings(),  # type: ignore[arg-type]
-            time_field=TIME_FIELD,
+            time_field=time_field,
             start=0.0,
         ):
             if isinstance(item, ReplaySummary):
@@ -102,10 +102,10 @@ def replay_file(path: Path, ruleset: object) -> int:
     raise AssertionError("replay yielded no summary")
 
 
-def cli_seconds(events: Path, rules: Path) -> float:
+def cli_seconds(events: Path, rules: Path, time_field: str) -> float:
     """Wall time of the real command, output discarded."""
     exe = Path(sys.executable).with_name("rulesd")
-    command = [str(exe), "replay", "--rules", str(rules), "--time-field", TIME_FIELD, str(events)]
+    command = [str(exe), "replay", "--rules", str(rules), "--time-field", time_field, str(events)]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -113,6 +113,7 @@ def cli_seconds(events: Path, rules: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="classic,ops,sigma", help="comma-separated shapes (see generate.py)")
     parser.add_argument("--repeat", type=int, default=5, help="best of N (default 5)")
     parser.add_argument("--events", type=int, default=generate.DEFAULT_EVENTS)
     parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
@@ -128,17 +129,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.events, args.repeat = 20_000, 1
-    counts = [int(c) for c in args.rules.split(",")]
-    out = generate.DATA_DIR
-    generate.write_all(out, args.events, args.seed)
-    events = generate.events_path(out, args.events, args.seed)
+    counts = tuple(int(c) for c in args.rules.split(","))
+    for shape in args.shape.split(","):
+        measure_shape(shape, counts, args)
 
-    rulesets = {c: load_ruleset([generate.rules_path(out, c, args.seed)]) for c in counts}
+
+def measure_shape(shape: str, counts: tuple[int, ...], args: argparse.Namespace) -> None:
+    """Measure and print the floor and the replays of one shape's rule sets."""
+    out = generate.DATA_DIR
+    generate.write_all(out, args.events, args.seed, shape, counts)
+    events = generate.events_path(out, args.events, args.seed, shape)
+    time_field = generate.shape_module(shape).TIME_FIELD
+
+    rulesets = {c: load_ruleset([generate.rules_path(out, c, args.seed, shape)]) for c in counts}
     runs: list[tuple[str, Callable[[], int]]] = [
         ("floor (read + orjson.loads)", lambda: floor(events)),
         (f"floor, in {BLOCK_BYTES // 1024} KiB blocks", lambda: floor_in_blocks(events)),
     ]
-    runs += [(f"replay, {c} rules", lambda rs=rs: replay_file(events, rs)) for c, rs in rulesets.items()]
+    runs += [(f"replay, {c} rules", lambda rs=rs: replay_file(events, rs, time_field)) for c, rs in rulesets.items()]
     # Rounds interleave the measurements, so that a busy spell on the machine slows
     # the floor and the replays alike instead of skewing their ratio.
     best = [float("inf")] * len(runs)
@@ -151,23 +159,23 @@ def main() -> None:
     n = returned[0]
     results = [Result(label, best[i], n) for i, (label, _) in enumerate(runs[:FLOORS])]
     results += [Result(label, best[i], n, returned[i]) for i, (label, _) in enumerate(runs) if i >= FLOORS]
-    print_table(results, args)
+    print_table(shape, results, args)
     if args.cli:
         for count in counts:
-            took = cli_seconds(events, generate.rules_path(out, count, args.seed))
+            took = cli_seconds(events, generate.rules_path(out, count, args.seed, shape), time_field)
             print(
                 f"rulesd replay CLI, {count} rules: {took:.2f} s wall "
                 f"({n / took:,.0f} events/s including start-up and rule loading)"
             )
 
 
-def print_table(results: list[Result], args: argparse.Namespace) -> None:
+def print_table(shape: str, results: list[Result], args: argparse.Namespace) -> None:
     """A small fixed-width table: rate and ratio to the floor (the faster way of parsing)."""
     base = max(r.rate for r in results[:FLOORS])
     clock = "CPU time" if args.cpu else "wall time"
     print(
-        f"{results[0].events:,} events, best of {args.repeat} ({clock}), Python "
-        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        f"shape {shape}: {results[0].events:,} events, best of {args.repeat} ({clock}), Python "
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
     )
     print(f"{'measurement':<30} {'events/s':>12} {'x floor':>8} {'best s':>8} {'alerts':>7}")
     for r in results:

@@ -1,0 +1,198 @@
+"""Whole-process measurements: the real `rulesd replay` and `rulesd run` commands, start-up
+included, against the whole-process floor (`floor.py`) measured in the same run.
+
+    python benchmarks/process.py [--shape classic,ops,sigma] [--rules 10,100,1000] [--events N]
+                                 [--repeat N] [--no-run] [--rss] [--quick]
+
+For each shape and rule count, in CPU time (user + system) of the child process, best of N:
+
+- `replay`: `rulesd replay --rules R --time-field F EVENTS` (alerts written to /dev/null);
+- `run`: `rulesd run` with a stdin source and a state directory on disk, delivering to a
+  loopback server standing in for OpsGenie (this process; its CPU time is not counted);
+- `start-up`: `rulesd replay` over an empty file, and `rulesd check R`, so the time that
+  does not depend on the events (interpreter, imports, rule loading, index) shows apart;
+- `floor`: `floor.py EVENTS` (interpreter start-up, read, `orjson.loads`), and over an
+  empty file for its own start-up.
+
+A ratio is floor CPU / command CPU over the same events ("x floor"; 1.0 would be as fast
+as parsing alone). Also printed without start-up on either side (`steady`). `--rss` adds
+peak RSS of `rulesd replay` and `rulesd run` with the 1,000-rule set of the shape plus one
+rule that keeps a live threshold group per event (`request_id`, 100,000 events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import generate
+
+from tests.fake_opsgenie import FakeOpsGenie
+
+HERE = Path(__file__).resolve().parent
+RULESD = [sys.executable, "-m", "rulesd"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one child process cost."""
+
+    cpu: float  # user + system seconds
+    wall: float
+    max_rss_mb: float
+
+
+def measure(command: list[str], stdin: Path | None = None, stdout: Path | None = None) -> Usage:
+    """Run `command` to completion (stdout discarded, or written to `stdout`) and return its
+    own resource use."""
+    with open(stdin or os.devnull, "rb") as inp, open(stdout or os.devnull, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdin=inp, stdout=out, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{err.decode()[-3000:]}")
+    return Usage(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024)
+
+
+def best(repeat: int, command: list[str], **kwargs: Any) -> Usage:
+    """The run with the least CPU time of `repeat` runs (the peak RSS is the largest seen)."""
+    runs = [measure(command, **kwargs) for _ in range(repeat)]
+    fastest = min(runs, key=lambda u: u.cpu)
+    return Usage(fastest.cpu, min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
+
+
+def write_config(root: Path, rules: Path, url: str, time_field: str) -> Path:
+    """A daemon config: stdin source, state on disk, alerts to the loopback server."""
+    config = {
+        "rules": [str(rules)],
+        "source": {"type": "stdin"},
+        "time_field": time_field,
+        "state_dir": str(root / "state"),
+        "opsgenie": {"api_key": "benchmark-key", "alert_url": f"{url}/v2/alerts"},
+    }
+    path = root / "rulesd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def replay_command(rules: Path, events: Path, time_field: str) -> list[str]:
+    """The `rulesd replay` command line."""
+    return [*RULESD, "replay", "--rules", str(rules), "--time-field", time_field, str(events)]
+
+
+def run_usage(repeat: int, rules: Path, events: Path, time_field: str, server: FakeOpsGenie) -> Usage:
+    """`rulesd run` with stdin, a fresh state directory each time."""
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = write_config(Path(tmp), rules, server.url, time_field)
+            runs.append(measure([*RULESD, "run", "--config", str(config)], stdin=events))
+    fastest = min(runs, key=lambda u: u.cpu)
+    return Usage(fastest.cpu, min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
+
+
+def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server: FakeOpsGenie) -> None:
+    """Measure one shape and print its table."""
+    out = generate.DATA_DIR
+    generate.write_all(out, args.events, args.seed, shape, tuple(counts))
+    events = generate.events_path(out, args.events, args.seed, shape)
+    time_field = generate.shape_module(shape).TIME_FIELD
+    empty = out / "empty.jsonl"
+    empty.write_bytes(b"")
+    floor_cmd = [sys.executable, str(HERE / "floor.py")]
+    floor = best(args.repeat, [*floor_cmd, str(events)])
+    floor_start = best(args.repeat, [*floor_cmd, str(empty)])
+    print(
+        f"shape {shape}: {args.events:,} events ({events.stat().st_size / args.events:.0f} bytes each), "
+        f"best of {args.repeat}, CPU time of the child, load {os.getloadavg()[0]:.2f}"
+    )
+    print(f"floor: {floor.cpu:.3f} s ({args.events / floor.cpu:,.0f} events/s), its start-up {floor_start.cpu:.3f} s")
+    print(
+        f"{'rules':>5} {'replay x floor':>14} {'steady':>7} {'run x floor':>11} {'steady':>7} "
+        f"{'start-up replay':>15} {'check':>6} {'(wall)':>7} {'RSS MB':>7}"
+    )
+    for count in counts:
+        rules = generate.rules_path(out, count, args.seed, shape)
+        replay = best(args.repeat, replay_command(rules, events, time_field))
+        start = best(args.repeat, replay_command(rules, empty, time_field))
+        check = best(args.repeat, [*RULESD, "check", str(rules)])
+        run_ratio = run_steady = "-"
+        if not args.no_run:
+            run = run_usage(args.repeat, rules, events, time_field, server)
+            run_ratio = f"{floor.cpu / run.cpu:.3f}"
+            run_steady = f"{(floor.cpu - floor_start.cpu) / (run.cpu - start.cpu):.3f}"
+        steady = (floor.cpu - floor_start.cpu) / (replay.cpu - start.cpu)
+        print(
+            f"{count:>5} {floor.cpu / replay.cpu:>14.3f} {steady:>7.3f} {run_ratio:>11} {run_steady:>7} "
+            f"{start.cpu:>14.3f}s {check.cpu:>5.3f}s {start.wall:>6.3f}s {replay.max_rss_mb:>7.1f}"
+        )
+
+
+def rss_check(shape: str, args: argparse.Namespace, server: FakeOpsGenie) -> None:
+    """Peak RSS with 1,000 rules and a live threshold group for every one of 100,000 events."""
+    module = generate.shape_module(shape)
+    count = 100_000 if not args.quick else 10_000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        events = root / "events.jsonl"
+        generate.write_events(events, _with_ids(module.generate_events(count, args.seed)))
+        rules = root / "rules.yaml"
+        wide = {
+            "name": "one-group-per-event",
+            "match": {"request_id": {"exists": True}},
+            "threshold": {"count": 1_000_000, "window": "1d", "group_by": ["request_id"]},
+        }
+        generate.write_rules(rules, [*module.generate_rules(999, args.seed), wide], args.seed)
+        replay = measure(replay_command(rules, events, module.TIME_FIELD))
+        run = run_usage(1, rules, events, module.TIME_FIELD, server)
+    print(
+        f"peak RSS, {shape}, 1,000 rules, {count:,} live threshold groups: "
+        f"replay {replay.max_rss_mb:.1f} MB, run {run.max_rss_mb:.1f} MB"
+    )
+
+
+def _with_ids(events: Any) -> Any:
+    for i, event in enumerate(events):
+        event["request_id"] = f"r{i:08d}"  # unique, whatever the shape
+        yield event
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="classic,ops,sigma")
+    parser.add_argument("--rules", default="10,100,1000")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-run", action="store_true", help="skip `rulesd run` (replay and start-up only)")
+    parser.add_argument("--rss", action="store_true", help="also measure peak RSS with 100,000 live groups")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 5,000 events, best of 1, 10 and 100 rules")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.repeat, args.rules = 5_000, 1, "10,100"
+    counts = [int(c) for c in args.rules.split(",")]
+    with FakeOpsGenie() as server:
+        for shape in args.shape.split(","):
+            shape_table(shape, counts, args, server)
+        if args.rss:
+            rss_check("ops", args, server)
+
+
+if __name__ == "__main__":
+    main()
