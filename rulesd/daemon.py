@@ -154,7 +154,12 @@ class Daemon:
             return None
         source = self.source
         registry = build_registry(
-            self.stats, self.store.depth, source.lag_bytes, lambda: source.skipped_long, self.clock
+            self.stats,
+            self.store.depth,
+            source.lag_bytes,
+            lambda: source.skipped_long,
+            self.clock,
+            paused=lambda: self.sender.paused_reason is not None,
         )
         # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
         interval = self.notifier.watchdog_interval
@@ -330,13 +335,13 @@ class Daemon:
             if self.sender.resume():
                 self.sender_wake.set()
         if result.ruleset is None:
-            self.stats.bump(self.stats.reloads, "failed")
+            self.stats.reloaded(ok=False)
             self.stats.last_error = f"{RELOAD_FAILED}: {len(result.errors)} error(s), previous rules kept"
             for problem in result.errors:
                 log.error("reload failed, previous rules kept: %s", problem)
             return False
         old = self.engine.ruleset
-        self.stats.bump(self.stats.reloads, "ok")
+        self.stats.reloaded(ok=True)
         if (self.stats.last_error or "").startswith(RELOAD_FAILED):
             self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:

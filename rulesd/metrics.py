@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +33,7 @@ class Stats:
     alerts_queued: int = 0
     delivery: dict[str, int] = field(default_factory=dict)  # sent / retry / paused / dead / expired
     reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    last_reload_ok: bool = True  # False from a failed reload until one succeeds
     ruleset_hash: str = ""
     rules_loaded: int = 0
     heartbeats: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
@@ -43,6 +44,11 @@ class Stats:
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add `by` to `table[key]`."""
         table[key] = table.get(key, 0) + by
+
+    def reloaded(self, ok: bool) -> None:
+        """Count a reload, and remember whether the rules on disk are the ones running."""
+        self.bump(self.reloads, "ok" if ok else "failed")
+        self.last_reload_ok = ok
 
 
 _DELIVERY_HELP = (
@@ -62,13 +68,17 @@ class _Collector(Collector):
         lag: Callable[[], int],
         too_long: Callable[[], int],
         clock: Callable[[], float],
+        paused: Callable[[], bool],
     ) -> None:
         self.stats, self.outbox, self.lag, self.too_long, self.clock = stats, outbox, lag, too_long, clock
+        self.paused = paused
 
     def collect(self) -> Iterator[Any]:
         s = self.stats
-        yield _per("rulesd_events_read", "Events read, per source.", "source", s.events)
-        yield _per("rulesd_events_invalid", "Lines skipped as invalid, per source.", "source", s.invalid)
+        # Both counters for every source seen, from 0: a rate needs the series before its first increase.
+        sources = s.events.keys() | s.invalid.keys()
+        yield _per("rulesd_events_read", "Events read, per source.", "source", s.events, sources)
+        yield _per("rulesd_events_invalid", "Lines skipped as invalid, per source.", "source", s.invalid, sources)
         yield _per("rulesd_rule_matches", "Events that matched a rule's condition.", "rule", s.matches)
         yield _per("rulesd_rule_firings", "Times a rule fired.", "rule", s.firings)
         yield CounterMetricFamily("rulesd_alerts_queued", "Alerts written to the outbox.", value=s.alerts_queued)
@@ -83,6 +93,16 @@ class _Collector(Collector):
             value=max(0.0, now - oldest) if oldest is not None else 0.0,
         )
         yield _per("rulesd_reloads", "Rule reloads, by result.", "result", s.reloads)
+        yield GaugeMetricFamily(
+            "rulesd_last_reload_successful",
+            "1 if the last rule reload succeeded (or none failed yet), 0 while the previous rules are kept.",
+            value=int(s.last_reload_ok),
+        )
+        yield GaugeMetricFamily(
+            "rulesd_sending_paused",
+            "1 while delivery is paused: OpsGenie refused the API key or redirected; nothing is dropped.",
+            value=int(self.paused()),
+        )
         yield GaugeMetricFamily("rulesd_rules_loaded", "Rules in the running rule set.", value=s.rules_loaded)
         info = InfoMetricFamily("rulesd_ruleset", "The running rule set.")
         info.add_metric([], {"hash": s.ruleset_hash})
@@ -100,10 +120,12 @@ class _Collector(Collector):
         yield _per("rulesd_heartbeats", "OpsGenie heartbeat pings, by result.", "result", s.heartbeats)
 
 
-def _per(name: str, help_text: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+def _per(
+    name: str, help_text: str, label: str, values: dict[str, int], keys: Iterable[str] = ()
+) -> CounterMetricFamily:
     family = CounterMetricFamily(name, help_text, labels=[label])
-    for key, value in sorted(values.items()):
-        family.add_metric([key], value)
+    for key in sorted(values.keys() | set(keys)):
+        family.add_metric([key], values.get(key, 0))
     return family
 
 
@@ -113,10 +135,12 @@ def build_registry(
     lag: Callable[[], int],
     too_long: Callable[[], int],
     clock: Callable[[], float] = time.time,
+    paused: Callable[[], bool] = lambda: False,
 ) -> CollectorRegistry:
-    """A registry with rulesd's metrics and the process and platform collectors."""
+    """A registry with rulesd's metrics and the process and platform collectors; `paused` tells
+    whether delivery is paused."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats, outbox, lag, too_long, clock))
+    registry.register(_Collector(stats, outbox, lag, too_long, clock, paused))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -1,0 +1,57 @@
+"""The metrics collector (`rulesd.metrics`), read through prometheus_client's own exposition."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rulesd.metrics import Stats, build_registry
+
+
+def exposed(stats: Stats, paused: bool = False) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample the registry exposes for `stats`: (name, labels) -> value."""
+    registry = build_registry(stats, lambda: (0, None), lambda: 0, lambda: 0, lambda: 1000.0, lambda: paused)
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_both_event_counters_start_at_zero_for_every_source_seen() -> None:
+    """A source with events but no invalid line has an invalid counter at 0, and the other way
+    round, so that rate() sees the first increase of either."""
+    stats = Stats(events={"a.log": 5}, invalid={"b.log": 2})
+    samples = exposed(stats)
+    assert {
+        ("a.log", "read"): 5,
+        ("a.log", "invalid"): 0,
+        ("b.log", "read"): 0,
+        ("b.log", "invalid"): 2,
+    } == {
+        (source, kind): samples[(f"rulesd_events_{kind}_total", (("source", source),))]
+        for source in ("a.log", "b.log")
+        for kind in ("read", "invalid")
+    }
+
+
+def test_sending_paused_and_last_reload_gauges() -> None:
+    """rulesd_sending_paused follows the callback; rulesd_last_reload_successful the last reload."""
+    stats = Stats()
+    assert (0, 1) == (
+        exposed(stats)[("rulesd_sending_paused", ())],
+        exposed(stats)[("rulesd_last_reload_successful", ())],
+    )
+    stats.reloaded(ok=False)
+    assert (1, 0) == (
+        exposed(stats, paused=True)[("rulesd_sending_paused", ())],
+        exposed(stats)[("rulesd_last_reload_successful", ())],
+    )
+    stats.reloaded(ok=True)
+    samples = exposed(stats)
+    assert (1, 1, 1) == (
+        samples[("rulesd_last_reload_successful", ())],
+        samples[("rulesd_reloads_total", (("result", "ok"),))],
+        samples[("rulesd_reloads_total", (("result", "failed"),))],
+    )
