@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +179,14 @@ def event_time(value: Any, arrival: float) -> float:
 class Engine:
     """Evaluates events against a rule set, keeping threshold and throttle state."""
 
+    evaluate: Callable[[Event, float], Firing | None]
+    """`evaluate(event, arrival)`: the firing `event` causes, if any, at its event time
+    (`time_field`, else `arrival`).
+
+    Its body is generated: `replace_rules` installs `RuleIndex.evaluator`, the index's root
+    node written as one Python function that collects the candidate rules and calls
+    `_decide` only when there are some (most events have none, and pay one call)."""
+
     def __init__(
         self, ruleset: RuleSet, state: EngineState | None = None, *, time_field: str | None = None, saved: bool = True
     ) -> None:
@@ -199,9 +208,6 @@ class Engine:
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
         self.ruleset, self.index = ruleset, RuleIndex(ruleset.rules)
-        # evaluate(event, arrival) -> the firing this event causes, if any, at its event time
-        # (`time_field`, else `arrival`): the index's root, which calls `_decide` when there
-        # are candidates.
         self.evaluate = self.index.evaluator(self._decide, self._candidates)
         self._adopt(ruleset)
 

@@ -14,7 +14,8 @@ import yaml
 
 from rulesd.engine import Engine
 from rulesd.rules.fields import MISSING, make_getter
-from rulesd.rules.index import RuleIndex, required_literals
+from rulesd.rules.index import RuleIndex
+from rulesd.rules.literals import required_literals
 from rulesd.rules.model import Rule, RuleSet
 from tests.ruletools import ruleset_from_yaml
 

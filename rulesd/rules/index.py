@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from rulesd.rules.conditions import Hints, compile_regex, generated_function
 from rulesd.rules.fields import Event, make_getter, shallow_keys
+from rulesd.rules.literals import Literals, required_literals
 from rulesd.rules.model import Rule
 
 _BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?P<")
@@ -131,7 +132,7 @@ class _Check(NamedTuple):
     """The rules of a gate that need one set of literals: those without a regex on the field,
     and those with, grouped by their regexes, after an optional search for any of them."""
 
-    literals: _Literals
+    literals: Literals
     plain: tuple[Rule, ...]
     any_regex: Callable[[str], object] | None
     by_searches: tuple[tuple[_Searches, tuple[Rule, ...]], ...]
@@ -162,7 +163,7 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
     options = [_options(entry.hints, used, shared) for entry in entries]
     read = _fields_to_read(options)
     by_field: dict[str, dict[str, list[_Entry]]] = {}
-    literal_rules: dict[str, list[tuple[Rule, _Literals, tuple[str, ...]]]] = {}
+    literal_rules: dict[str, list[tuple[Rule, Literals, tuple[str, ...]]]] = {}
     bounded: dict[str, list[tuple[float, Rule]]] = {}
     combined: dict[str, list[tuple[Rule, str]]] = {}
     always: list[Rule] = []
@@ -196,7 +197,7 @@ class _Options(NamedTuple):
     """The tests an entry could be filed under: equality fields, a literal, a bound, a regex."""
 
     equal: list[str]
-    literals: tuple[str, _Literals] | None
+    literals: tuple[str, Literals] | None
     bound: tuple[str, float] | None
     scoped: tuple[str, str] | None
 
@@ -259,13 +260,10 @@ def _child(entries: list[_Entry], used: frozenset[str]) -> _Plan | tuple[Rule, .
 
 # ---- regexes: required literals ---------------------------------------------------------
 
-# Any one of these (literal, case-insensitive) must occur in the text for the regex to match.
-_Literals = frozenset[tuple[str, bool]]
 
-
-def _required_literals(hints: Hints) -> tuple[str, _Literals] | None:
+def _required_literals(hints: Hints) -> tuple[str, Literals] | None:
     """A field and the literals one of which it must contain, the most selective found."""
-    found: list[tuple[str, _Literals]] = [
+    found: list[tuple[str, Literals]] = [
         (field, frozenset([(needle, False)]))
         for field, needles in sorted(hints.substrings.items())
         for needle in needles
@@ -278,66 +276,11 @@ def _required_literals(hints: Hints) -> tuple[str, _Literals] | None:
     return max(found, key=lambda f: _strength(f[1]), default=None)
 
 
-def _strength(literals: _Literals) -> int:
+def _strength(literals: Literals) -> int:
     return min(len(text) for text, _ in literals)
 
 
-@functools.lru_cache(maxsize=4096)
-def required_literals(pattern: str) -> _Literals | None:
-    """Literals one of which any text that `pattern` matches must contain; None if unknown.
-
-    Only runs of plain characters in the pattern's main sequence count (and in
-    groups and repeats that must match at least once); a top-level `a|b`
-    requires a literal from each branch.
-    """
-    from re import _constants as c  # type: ignore[attr-defined]
-    from re import _parser as p  # type: ignore[attr-defined]
-
-    try:
-        parsed = p.parse(pattern)
-    except re.error:
-        return None
-    flags = parsed.state.flags
-    if flags & ~(
-        c.SRE_FLAG_UNICODE | c.SRE_FLAG_IGNORECASE | c.SRE_FLAG_MULTILINE | c.SRE_FLAG_DOTALL | c.SRE_FLAG_VERBOSE
-    ):
-        return None  # ASCII or LOCALE change what case-insensitive letters match
-    folded = bool(flags & c.SRE_FLAG_IGNORECASE)
-    options = _sequence_literals(list(parsed), c)
-    if not options:
-        return None
-    return frozenset((text, folded) for text in options)
-
-
-def _sequence_literals(items: list[tuple[Any, Any]], c: Any) -> frozenset[str] | None:
-    """The best requirement of a sequence: its longest literal run, or one from inside."""
-    best: frozenset[str] | None = None
-
-    def consider(found: frozenset[str] | None) -> None:
-        nonlocal best
-        if found and all(found) and (best is None or min(map(len, found)) > min(map(len, best))):
-            best = found
-
-    run: list[str] = []
-    for op, arg in items:
-        if op is c.LITERAL:
-            run.append(chr(arg))
-            continue
-        consider(frozenset(["".join(run)]) if run else None)
-        run = []
-        if op is c.SUBPATTERN and not arg[1] and not arg[2]:
-            consider(_sequence_literals(list(arg[3]), c))
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and arg[0] >= 1:
-            consider(_sequence_literals(list(arg[2]), c))
-        elif op is c.BRANCH:
-            branches = [_sequence_literals(list(b), c) for b in arg[1]]
-            if all(branches):
-                consider(frozenset().union(*branches))  # type: ignore[arg-type]
-    consider(frozenset(["".join(run)]) if run else None)
-    return best
-
-
-def _literal_test(members: list[tuple[Rule, _Literals, tuple[str, ...]]]) -> _Literal:
+def _literal_test(members: list[tuple[Rule, Literals, tuple[str, ...]]]) -> _Literal:
     """One search for any required literal, then the exact rules whose literals occur and
     whose regexes on the field match.
 
@@ -345,7 +288,7 @@ def _literal_test(members: list[tuple[Rule, _Literals, tuple[str, ...]]]) -> _Li
     `timeout after `); checking the regex here, for the few texts that hold the literal,
     costs less than sending the event on to the engine for a rule that then does not match.
     """
-    groups: dict[_Literals, dict[tuple[str, ...], list[Rule]]] = {}
+    groups: dict[Literals, dict[tuple[str, ...], list[Rule]]] = {}
     for rule, literals, patterns in members:
         groups.setdefault(literals, {}).setdefault(patterns, []).append(rule)
     gates = _gate_patterns(lit for literals in groups for lit in literals)
@@ -356,7 +299,7 @@ def _literal_test(members: list[tuple[Rule, _Literals, tuple[str, ...]]]) -> _Li
 _ANY_REGEX_MIN = 3  # regex groups behind one literal set from which one search for any of them pays
 
 
-def _check(literals: _Literals, by_patterns: dict[tuple[str, ...], list[Rule]]) -> _Check:
+def _check(literals: Literals, by_patterns: dict[tuple[str, ...], list[Rule]]) -> _Check:
     """Many rules may share a literal (`timeout after ` in `timeout after \\d+ms on host-1`,
     `… host-2`, …): one search for any of their regexes then spares a text that holds the
     literal but matches none of them a search per rule."""
