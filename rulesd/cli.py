@@ -31,7 +31,7 @@ from rulesd.ruletest import check_test_file, is_test_file, run_test_files
 from rulesd.validation import load_schema
 
 if TYPE_CHECKING:
-    from rulesd.state import StateStore
+    from rulesd.state import SqliteState
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
@@ -299,7 +299,7 @@ def _print_summary(summary: ReplaySummary, stream: TextIO) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
-    from rulesd.daemon import Daemon  # imported here: the authoring commands need none of it
+    from rulesd.daemon import Daemon, build_parts  # imported here: the authoring commands need none of it
 
     config = load_config(args.config)
     result = check_paths(config.rules)
@@ -307,19 +307,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(result.errors, sys.stderr)
         return EXIT_USAGE
     try:
-        daemon = Daemon(config, result.ruleset, dry_run=args.dry_run)
+        parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=sys.stdin.fileno())
     except ConfigError:
         raise  # a missing API key: a configuration error, exit 2
     except (OSError, sqlite3.Error, RulesdError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_FAIL
-    return daemon.run()
+    return Daemon(parts).run()
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """`rulesd outbox`: list or show queued and dead-lettered alerts, or requeue the dead ones."""
     from rulesd.daemon import STATE_FILE
-    from rulesd.state import StateStore
+    from rulesd.state import SqliteState
 
     config = load_config(args.config)
     path = os.path.join(config.state_dir, STATE_FILE)
@@ -330,7 +330,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             return EXIT_FAIL
         print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
         return EXIT_OK
-    store = StateStore(path)
+    store = SqliteState(path)
     if action == "retry-dead":
         print(f"requeued {store.retry_dead(time.time())} dead-lettered alert(s)")
         return EXIT_OK
@@ -347,7 +347,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _outbox_show(store: StateStore, alert_id: int, paused: bool, *, as_json: bool) -> int:
+def _outbox_show(store: SqliteState, alert_id: int, paused: bool, *, as_json: bool) -> int:
     alert = store.alert(alert_id)
     if alert is None:
         print(f"rulesd outbox show: no alert {alert_id} in the outbox (delivered alerts leave it)", file=sys.stderr)

@@ -6,17 +6,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO
 
 from orjson import loads
 
-from rulesd.alerting.payload import AlertSettings, build_payload
+from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Engine
-from rulesd.events import parse_block, parse_json, why_invalid
+from rulesd.events import JSON_PARSER
+from rulesd.pipeline import build_alerts, evaluate_lines
 from rulesd.rules.model import RuleSet
 
 # Read at a time: lines up to and including the one that crosses BLOCK_BYTES (about 60 events
-# of 200 bytes; one long line alone), then parsed and evaluated (see `parse_block`). A byte
+# of 200 bytes; one long line alone), then parsed and evaluated (see `pipeline`). A byte
 # count, not the daemon's BLOCK_LINES, so that long lines do not make a block large.
 BLOCK_BYTES = 12 * 1024
 
@@ -57,25 +59,25 @@ def replay(
     evaluate = Engine(ruleset, time_field=time_field, saved=False).evaluate
     arrival = time.time() if start is None else start
     summary = ReplaySummary()
-    lineno = blank = 0  # events are the lines neither blank nor invalid: no count per event
+    lineno = blank = 0  # events are the lines neither blank nor invalid
     while block := stream.readlines(BLOCK_BYTES):
-        for offset, event in enumerate(parse_block(loads, block)):
-            if type(event) is not dict:
-                line = block[offset]
-                if line.strip():
-                    summary.invalid += 1
-                    on_invalid(lineno + offset + 1, why_invalid(parse_json, line))
-                else:
-                    blank += 1
-                continue
-            firing = evaluate(event, arrival)
-            if firing is None:
-                continue
+        batch = evaluate_lines(block, loads, evaluate, arrival)
+        for i in batch.invalid:
+            if block[i].strip():
+                summary.invalid += 1
+                on_invalid(lineno + i + 1, JSON_PARSER.why_invalid(block[i]))
+            else:
+                blank += 1
+        first = lineno + 1
+        for alert in build_alerts(batch, settings, partial(_line_of, name, first)):
             summary.alerts += 1
-            names = tuple([r.name for r in firing.rules])
-            summary.firings.update(names)
-            where = lineno + offset + 1
-            yield ReplayedAlert(where, names, build_payload(firing, settings, f"{name}:{where}"))
+            summary.firings.update(alert.rules)
+            yield ReplayedAlert(first + alert.index, alert.rules, alert.payload)
         lineno += len(block)
     summary.events = lineno - blank - summary.invalid
     yield summary
+
+
+def _line_of(name: str, first: int, index: int) -> str:
+    """The "Event Source" of the line `index` lines after line `first` of the file `name`."""
+    return f"{name}:{first + index}"

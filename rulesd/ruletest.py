@@ -9,13 +9,15 @@ exactly, except `details`, whose listed keys are compared.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rulesd.alerting.payload import AlertSettings, build_payload
+from rulesd.alerting.payload import AlertSettings
 from rulesd.durations import parse_duration
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
+from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
 from rulesd.rules.model import RuleSet
 from rulesd.validation import validate_document
@@ -84,18 +86,21 @@ def run_test_file(path: str) -> list[TestOutcome]:
 
 def _run_one(doc: Document, index: int, test: dict[str, Any], ruleset: RuleSet) -> TestOutcome:
     engine = Engine(ruleset, saved=False)
-    actual: list[Alert] = []
+    batch = evaluate_events(_timed(test["events"]), engine.evaluate)
+    # Events are numbered from 1 in the test file and in its expectations.
+    found = build_alerts(batch, AlertSettings(), lambda i: f"{doc.path}: event {i + 1}")
+    actual = [Alert(alert.index + 1, alert.rules, alert.payload) for alert in found]
+    report = _compare(test["expect_alerts"], actual)
+    return TestOutcome(test["name"], doc.locate(("tests", index)), report)
+
+
+def _timed(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], float]]:
+    """Each event with its time: `at` from the start, else the time of the event before."""
     offset = 0.0
-    for number, item in enumerate(test["events"], 1):
+    for item in items:
         if "at" in item:
             offset = parse_duration(item["at"])
-        firing = engine.evaluate(item["event"], START + offset)
-        if firing is not None:
-            payload = build_payload(firing, AlertSettings(), f"{doc.path}: event {number}")
-            actual.append(Alert(number, tuple(r.name for r in firing.rules), payload))
-    expected = test["expect_alerts"]
-    report = _compare(expected, actual)
-    return TestOutcome(test["name"], doc.locate(("tests", index)), report)
+        yield item["event"], START + offset
 
 
 def _compare(expected: list[dict[str, Any]], actual: list[Alert]) -> str:

@@ -14,7 +14,7 @@ An alert older than `max_age` is dead-lettered as expired instead of sent: a pag
 that late does more harm than good.
 
 `backoff` and `retry_delay` are pure; `Sender` is the loop around the store and the
-transport. The sender keeps its own SQLite connection (StateStore opens one per
+transport. The sender keeps its own database connection (the SQLite backend opens one per
 thread), so it can run in its own thread beside the daemon's reader.
 """
 
@@ -34,7 +34,7 @@ from rulesd.alerting.opsgenie import (
     RetryableAlertError,
     Transport,
 )
-from rulesd.state import OutboxAlert, StateStore
+from rulesd.state import Outbox, OutboxAlert
 
 log = logging.getLogger("rulesd.sender")
 
@@ -88,7 +88,7 @@ def is_expired(alert: OutboxAlert, now: float, max_age: float) -> bool:
 class Sender:
     """Delivers outbox alerts through a `Transport`, oldest first.
 
-    `clock` must tell the same time (epoch seconds) that `StateStore.commit(now=...)` was
+    `clock` must tell the same time (epoch seconds) that `StateBackend.commit(now=...)` was
     given, since `created` and `next_attempt` are compared with it. `sleep` is only used
     by `drain`. `on_result(kind, alert, detail)` hears every outcome: kind is one of
     "sent", "retry", "paused", "dead", "expired"; `detail` never contains the API key.
@@ -96,7 +96,7 @@ class Sender:
 
     def __init__(
         self,
-        store: StateStore,
+        store: Outbox,
         transport: Transport,
         *,
         clock: Callable[[], float],

@@ -7,7 +7,7 @@ import re
 import socket
 from pathlib import Path
 
-from rulesd.state import StateStore
+from rulesd.state import SqliteState
 from tests.run_cli import rulesd_cli
 
 RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
@@ -157,7 +157,7 @@ def test_outbox_show_of_an_alert_no_longer_queued(tmp_path: Path) -> None:
     """An id that is not (or no longer) in the outbox: exit 1, saying that delivered alerts leave it."""
     cfg = config(tmp_path, "state_dir: st\n")
     (tmp_path / "st").mkdir()
-    StateStore(str(tmp_path / "st" / "state.sqlite"))
+    SqliteState(str(tmp_path / "st" / "state.sqlite"))
     shown = rulesd_cli("outbox", "--config", cfg, "show", "42")
     assert (1, "rulesd outbox show: no alert 42 in the outbox (delivered alerts leave it)\n") == (
         shown.returncode,

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from rulesd.config import Config, OpsgenieConfig, SourceConfig
-from rulesd.daemon import Daemon
+from rulesd.daemon import Daemon, build_parts
 from rulesd.rules.loader import load_ruleset
 from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
@@ -68,15 +68,18 @@ def test_a_backlog_is_committed_in_few_transactions(tmp_path: Path, monkeypatch:
     out = io.StringIO()
     with open(events, "rb") as stdin:
         monkeypatch.setattr(sys, "stdin", stdin)
-        daemon = Daemon(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=out)
+        parts = build_parts(
+            config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=out, stdin_fd=stdin.fileno()
+        )
+        daemon = Daemon(parts)
         commits: list[int] = []
-        real_commit = daemon.store.commit
+        real_commit = parts.store.commit
 
         def counting_commit(**kwargs: Any) -> None:
             commits.append(len(kwargs["payloads"]))
             real_commit(**kwargs)
 
-        monkeypatch.setattr(daemon.store, "commit", counting_commit)
+        monkeypatch.setattr(parts.store, "commit", counting_commit)
         handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             assert 0 == daemon.run()
@@ -174,15 +177,15 @@ def test_one_http_session_serves_every_request(
         state_dir=str(tmp_path / "state"),
         opsgenie=OpsgenieConfig(alert_url=f"{server.url}/v2/alerts", api_key=API_KEY, timeout_s=5.0),
     )
-    daemon = Daemon(config, load_ruleset(config.rules), environ={})
+    parts = build_parts(config, load_ruleset(config.rules), environ={})
     try:
-        assert daemon.client is not None
+        assert parts.client is not None
         for i in range(3):
-            daemon.client.create_alert({"message": f"m{i}", "alias": f"a{i}"})
-        daemon.client.ping_heartbeat("hb")
+            parts.client.create_alert({"message": f"m{i}", "alias": f"a{i}"})
+        parts.client.ping_heartbeat("hb")
     finally:
-        daemon.source.close()
-        daemon.store.close()
+        parts.source.close()
+        parts.store.close()
     assert 1 == len(made)
     assert made[0].trust_env is False
     assert ["POST", "POST", "POST", "GET"] == [r.method for r in server.requests]

@@ -414,7 +414,7 @@ def test_resume_from_checkpoint(tmp_path: Path, make_source: Factory) -> None:
     positions = saved(first)
     first.close()
     append(log, numbered(10, 12))
-    second = make_source([log], start_at="end", positions=positions)
+    second = make_source([log], start_at="end", saved={k: p.to_json() for k, p in positions.items()})
     assert numbered(4, 12).splitlines() == texts(read_n(second, 8))
 
 
@@ -426,7 +426,7 @@ def test_resume_after_rotation_while_down(tmp_path: Path, make_source: Factory) 
     append(log, numbered(10, 12))
     os.rename(log, tmp_path / "events.jsonl.1")
     log.write_bytes(numbered(12, 15))
-    second = make_source([log], positions=positions)
+    second = make_source([log], saved={k: p.to_json() for k, p in positions.items()})
     assert numbered(6, 15).splitlines() == texts(read_n(second, 9))
 
 
@@ -439,7 +439,7 @@ def test_resume_when_rotated_file_is_gone(tmp_path: Path, make_source: Factory, 
     replacement.write_bytes(numbered(3, 5))  # created first, so its inode differs
     log.unlink()
     replacement.rename(log)
-    second = make_source([log], positions=positions)
+    second = make_source([log], saved={k: p.to_json() for k, p in positions.items()})
     assert numbered(3, 5).splitlines() == texts(read_n(second, 2))
     assert any("may have been lost" in w for w in warnings)
 
@@ -452,7 +452,7 @@ def test_fingerprint_mismatch_starts_over(tmp_path: Path, make_source: Factory, 
     with open(log, "r+b") as f:  # rewritten in place, so dev+ino stay the same
         f.truncate(0)
         f.write(b"other 0\nother 1\nother 2\nother 3\n")
-    second = make_source([log], positions=positions)
+    second = make_source([log], saved={k: p.to_json() for k, p in positions.items()})
     assert 4 == len(read_n(second, 4))
     assert any("fingerprint" in w for w in warnings)
 
@@ -464,7 +464,7 @@ def test_truncated_while_down_starts_over(tmp_path: Path, make_source: Factory, 
     positions = stopped_after(make_source, log, 3)
     with open(log, "r+b") as f:
         f.truncate(len(b"line 0\n"))
-    second = make_source([log], positions=positions)
+    second = make_source([log], saved={k: p.to_json() for k, p in positions.items()})
     assert [b"line 0"] == texts(read_n(second, 1))
     assert any("truncated" in w for w in warnings)
 

@@ -212,7 +212,9 @@ def test_bad_matches_are_refused(matches: dict[str, Any]) -> None:
 def test_the_command_line_journalctl_receives(stand_in: StandIn, open_source: Callable[..., JournaldSource]) -> None:
     """Units, matches and the saved cursor reach journalctl as built."""
     open_source(
-        ["nginx.service", "payments.service"], {"PRIORITY": ["2", "3"], "_HOSTNAME": "web-01"}, cursor=CURSORS[1]
+        ["nginx.service", "payments.service"],
+        {"PRIORITY": ["2", "3"], "_HOSTNAME": "web-01"},
+        saved={"journald": {"cursor": CURSORS[1]}},
     )
     expected = [
         *BASE[1:],
@@ -369,9 +371,9 @@ def test_resume_after_saved_cursor_on_a_new_source(
     """A new source given the saved cursor continues with the next entry."""
     first = open_source(start_at="beginning")
     got = read_lines(first, 3)
-    saved = json.loads(json.dumps(first.checkpoint()["journald"].to_json()))
+    saved = json.loads(json.dumps({key: p.to_json() for key, p in first.checkpoint().items()}))
     first.close()
-    second = open_source(cursor=JournalCursor.from_json(saved).cursor, start_at="beginning")
+    second = open_source(saved=saved, start_at="beginning")
     got += read_lines(second, len(LINES) - 3)
     assert LINES == got
     assert f"--after-cursor={CURSORS[2]}" in stand_in.runs()[1]["argv"]

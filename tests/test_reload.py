@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rulesd.config import Config, SourceConfig
-from rulesd.daemon import Daemon
+from rulesd.daemon import Daemon, build_parts
 from rulesd.reload import RuleWatcher
 from rulesd.rules.loader import load_ruleset
 from tests.daemon_process import PAGE_RULE, wait_until
@@ -78,7 +78,7 @@ def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog:
         source=SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),
         state_dir=str(tmp_path / "state"),
     )
-    daemon = Daemon(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO())
+    daemon = Daemon(build_parts(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO()))
     caplog.set_level(logging.INFO, logger="rulesd")
     try:
         before = daemon.engine.ruleset.fingerprint

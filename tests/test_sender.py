@@ -23,7 +23,7 @@ from rulesd.alerting.opsgenie import (
     RetryableAlertError,
 )
 from rulesd.sender import IDLE_DELAY, RETRY_AFTER_MAX, Sender, backoff, retry_delay
-from rulesd.state import DEAD, PENDING, OutboxAlert, StateStore
+from rulesd.state import DEAD, PENDING, OutboxAlert, SqliteState
 from tests.fake_clock import T0, FakeClock
 
 try:  # OpsGenie's own schema, when the helper is present; these tests do not need it
@@ -78,7 +78,7 @@ def retryable(status: int | None = 503, retry_after: float | None = None) -> Ret
     return RetryableAlertError(f"HTTP {status}", status, retry_after)
 
 
-def queue(store: StateStore, *messages: str, now: float = T0) -> None:
+def queue(store: SqliteState, *messages: str, now: float = T0) -> None:
     store.commit(positions={}, payloads=[{"message": m} for m in messages], now=now)
 
 
@@ -88,8 +88,8 @@ def db(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(db: str) -> Iterator[StateStore]:
-    s = StateStore(db)
+def store(db: str) -> Iterator[SqliteState]:
+    s = SqliteState(db)
     yield s
     s.close()
 
@@ -100,17 +100,17 @@ def clock() -> FakeClock:
 
 
 def make_sender(
-    store: StateStore, transport: Any, clock: FakeClock, results: Results | None = None, **kwargs: Any
+    store: SqliteState, transport: Any, clock: FakeClock, results: Results | None = None, **kwargs: Any
 ) -> Sender:
     kwargs.setdefault("random", lambda: 0.5)
     return Sender(store, transport, clock=clock, on_result=results, sleep=clock.sleep, **kwargs)
 
 
-def pending(store: StateStore) -> list[str]:
+def pending(store: SqliteState) -> list[str]:
     return [a.payload["message"] for a in store.alerts(PENDING)]
 
 
-def run_until_empty(sender: Sender, store: StateStore, clock: FakeClock, limit: int = 100) -> None:
+def run_until_empty(sender: Sender, store: SqliteState, clock: FakeClock, limit: int = 100) -> None:
     """Step and let the fake time pass until the outbox is empty."""
     for _ in range(limit):
         delay = sender.step()
@@ -123,7 +123,7 @@ def run_until_empty(sender: Sender, store: StateStore, clock: FakeClock, limit: 
 # -- order -------------------------------------------------------------------------------------
 
 
-def test_delivers_everything_due_in_order(store: StateStore, clock: FakeClock) -> None:
+def test_delivers_everything_due_in_order(store: SqliteState, clock: FakeClock) -> None:
     """One step sends every due alert, oldest first, and reports each."""
     queue(store, "a", "b")
     queue(store, "c")
@@ -138,7 +138,7 @@ def test_delivers_everything_due_in_order(store: StateStore, clock: FakeClock) -
     assert (T0, None, None) == (sender.last_success, sender.last_error, sender.paused_reason)
 
 
-def test_a_step_ends_between_alerts_once_stopped(store: StateStore, clock: FakeClock) -> None:
+def test_a_step_ends_between_alerts_once_stopped(store: SqliteState, clock: FakeClock) -> None:
     """With `stop` set after the first delivery, the step returns 0 and the rest stay queued."""
     queue(store, "a", "b")
     stop = threading.Event()
@@ -150,7 +150,7 @@ def test_a_step_ends_between_alerts_once_stopped(store: StateStore, clock: FakeC
     assert (["a"], ["b"]) == (transport.sent, pending(store))
 
 
-def test_a_waiting_head_holds_back_later_alerts(store: StateStore, clock: FakeClock) -> None:
+def test_a_waiting_head_holds_back_later_alerts(store: SqliteState, clock: FakeClock) -> None:
     """Strict order: while the oldest alert waits for its retry, nothing behind it is sent."""
     queue(store, "a")
     transport = FakeTransport(retryable())
@@ -167,7 +167,7 @@ def test_a_waiting_head_holds_back_later_alerts(store: StateStore, clock: FakeCl
     assert ["a", "b"] == transport.sent
 
 
-def test_outage_then_recovery_delivers_everything_in_order(store: StateStore, clock: FakeClock) -> None:
+def test_outage_then_recovery_delivers_everything_in_order(store: SqliteState, clock: FakeClock) -> None:
     """Five failed attempts, then the endpoint is back: all alerts arrive, in queue order."""
     queue(store, "a", "b", "c")
     transport, results = FakeTransport(*[retryable()] * 5), Results()
@@ -207,7 +207,7 @@ def test_retry_delay_prefers_the_servers_wish_within_bounds(retry_after: float |
     assert expected == retry_delay(3, retry_after, initial=1.0, maximum=300.0, random=lambda: 0.0)
 
 
-def test_backoff_grows_and_is_jittered_within_bounds(store: StateStore, clock: FakeClock) -> None:
+def test_backoff_grows_and_is_jittered_within_bounds(store: SqliteState, clock: FakeClock) -> None:
     """Through the sender: each wait lies in [ceiling/2, ceiling], ceilings double, attempts count."""
     queue(store, "a")
     draws = iter([0.0, 1.0, 0.3, 0.9, 0.1, 0.6, 0.5])
@@ -226,7 +226,7 @@ def test_backoff_grows_and_is_jittered_within_bounds(store: StateStore, clock: F
     assert [0.5, 2.0, 4 * 0.65, 8 * 0.95, 16 * 0.55, 32 * 0.8, 40 * 0.75] == pytest.approx(delays)
 
 
-def test_429_retry_after_is_honoured(store: StateStore, clock: FakeClock) -> None:
+def test_429_retry_after_is_honoured(store: SqliteState, clock: FakeClock) -> None:
     """A 429 with a stated wait: not sooner, and then delivered."""
     queue(store, "a")
     transport = FakeTransport(retryable(429, retry_after=30.0))
@@ -246,7 +246,7 @@ def test_429_retry_after_is_honoured(store: StateStore, clock: FakeClock) -> Non
 
 
 def test_unexpected_transport_exception_is_retried(
-    store: StateStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    store: SqliteState, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug in the transport is logged and treated as retryable, never a crash."""
     queue(store, "a")
@@ -266,7 +266,7 @@ def test_unexpected_transport_exception_is_retried(
 # -- dead letters, pausing, expiry -------------------------------------------------------------
 
 
-def test_422_is_dead_lettered_and_later_alerts_still_flow(store: StateStore, clock: FakeClock) -> None:
+def test_422_is_dead_lettered_and_later_alerts_still_flow(store: SqliteState, clock: FakeClock) -> None:
     """A rejected alert goes to the dead letters with the body; the queue goes on."""
     queue(store, "a", "b", "c")
     body = '{"message":"Request body is not processable"}'
@@ -281,7 +281,7 @@ def test_422_is_dead_lettered_and_later_alerts_still_flow(store: StateStore, clo
     assert [("sent", "a"), ("dead", "b"), ("sent", "c")] == results.kinds
 
 
-def test_retry_dead_requeues(store: StateStore, clock: FakeClock) -> None:
+def test_retry_dead_requeues(store: SqliteState, clock: FakeClock) -> None:
     """`rulesd outbox retry-dead`: the requeued alert is delivered by the next step."""
     queue(store, "a")
     transport = FakeTransport(PermanentAlertError("HTTP 400", 400, "{}"))
@@ -297,7 +297,7 @@ def test_retry_dead_requeues(store: StateStore, clock: FakeClock) -> None:
     assert [] == store.alerts()
 
 
-def test_401_pauses_without_dead_lettering_and_resumes(store: StateStore, clock: FakeClock) -> None:
+def test_401_pauses_without_dead_lettering_and_resumes(store: SqliteState, clock: FakeClock) -> None:
     """A wrong key: nothing is dead-lettered or counted; delivery resumes once the key works."""
     queue(store, "a", "b")
     wrong_key = PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)
@@ -328,7 +328,7 @@ def test_401_pauses_without_dead_lettering_and_resumes(store: StateStore, clock:
     assert [("paused", "a"), ("paused", "a"), ("sent", "a"), ("sent", "b")] == results.kinds
 
 
-def test_resume_retries_a_paused_head_at_once(store: StateStore, clock: FakeClock) -> None:
+def test_resume_retries_a_paused_head_at_once(store: SqliteState, clock: FakeClock) -> None:
     """After a reload that may have fixed the key, the paused head is due again immediately."""
     queue(store, "a")
     wrong_key = PausingAlertError("HTTP 403: OpsGenie rejected the API key", 403)
@@ -344,7 +344,7 @@ def test_resume_retries_a_paused_head_at_once(store: StateStore, clock: FakeCloc
     assert sender.paused_reason is None
 
 
-def test_expiry_after_max_age(store: StateStore, clock: FakeClock) -> None:
+def test_expiry_after_max_age(store: SqliteState, clock: FakeClock) -> None:
     """An alert still undelivered after max_age is dead-lettered as expired, not sent late."""
     queue(store, "old")
     queue(store, "new", now=T0 + 50)
@@ -366,7 +366,7 @@ def test_expiry_after_max_age(store: StateStore, clock: FakeClock) -> None:
     assert ("expired", "old") in results.kinds
 
 
-def test_expired_alert_does_not_wait_for_its_next_attempt(store: StateStore, clock: FakeClock) -> None:
+def test_expired_alert_does_not_wait_for_its_next_attempt(store: SqliteState, clock: FakeClock) -> None:
     """An expired head is dropped at once, so it cannot hold back fresh alerts."""
     queue(store, "old")
     queue(store, "fresh", now=T0 + 1000)
@@ -386,14 +386,14 @@ def test_expired_alert_does_not_wait_for_its_next_attempt(store: StateStore, clo
 
 def test_restart_resumes_where_it_stopped(db: str, clock: FakeClock) -> None:
     """A new Sender over the same database continues the order and the backoff schedule."""
-    first_store = StateStore(db)
+    first_store = SqliteState(db)
     queue(first_store, "a", "b", "c")
     first = FakeTransport(None, retryable())
     delay = make_sender(first_store, first, clock).step()
     first_store.close()
     assert (["a"], 0.75) == (first.sent, delay)
 
-    second_store = StateStore(db)
+    second_store = SqliteState(db)
     second = FakeTransport(retryable())
     sender = make_sender(second_store, second, clock)
     clock.advance(0.5)
@@ -407,7 +407,7 @@ def test_restart_resumes_where_it_stopped(db: str, clock: FakeClock) -> None:
     second_store.close()
 
 
-def test_drain_empties_the_outbox(store: StateStore, clock: FakeClock) -> None:
+def test_drain_empties_the_outbox(store: SqliteState, clock: FakeClock) -> None:
     """Shutdown with a healthy endpoint: everything goes, through short retries if need be."""
     queue(store, "a", "b")
     transport = FakeTransport(retryable())
@@ -419,7 +419,7 @@ def test_drain_empties_the_outbox(store: StateStore, clock: FakeClock) -> None:
     assert [0.75] == clock.sleeps
 
 
-def test_drain_respects_the_deadline(store: StateStore, clock: FakeClock) -> None:
+def test_drain_respects_the_deadline(store: SqliteState, clock: FakeClock) -> None:
     """During an outage drain gives up in time and never sleeps past the deadline."""
     queue(store, "a")
     transport = FakeTransport(*[retryable()] * 100)
@@ -432,7 +432,7 @@ def test_drain_respects_the_deadline(store: StateStore, clock: FakeClock) -> Non
     assert ["a"] == pending(store)
 
 
-def test_drain_counts_the_time_a_slow_attempt_took(store: StateStore, clock: FakeClock) -> None:
+def test_drain_counts_the_time_a_slow_attempt_took(store: SqliteState, clock: FakeClock) -> None:
     """An attempt that times out late in the grace period leaves no time to sleep for another."""
     queue(store, "a")
 
@@ -445,7 +445,7 @@ def test_drain_counts_the_time_a_slow_attempt_took(store: StateStore, clock: Fak
     assert ([], T0 + 4.5) == (clock.sleeps, clock.now)
 
 
-def test_drain_does_not_wait_for_an_attempt_after_the_deadline(store: StateStore, clock: FakeClock) -> None:
+def test_drain_does_not_wait_for_an_attempt_after_the_deadline(store: SqliteState, clock: FakeClock) -> None:
     """A head due only after the deadline: drain returns False at once."""
     queue(store, "a")
     sender = make_sender(store, FakeTransport(retryable(429, retry_after=60.0)), clock)
@@ -458,7 +458,7 @@ def test_drain_does_not_wait_for_an_attempt_after_the_deadline(store: StateStore
 def test_drain_of_an_empty_outbox() -> None:
     """Nothing queued: drained."""
     clock = FakeClock()
-    sender = make_sender(StateStore(":memory:"), FakeTransport(), clock)
+    sender = make_sender(SqliteState(":memory:"), FakeTransport(), clock)
 
     assert sender.drain(deadline=T0)  # even at the deadline
 
@@ -491,7 +491,7 @@ def running(sender: Sender) -> Iterator[tuple[threading.Event, threading.Thread]
         thread.join(10)
 
 
-def test_run_delivers_in_its_own_thread_and_stops(store: StateStore, clock: FakeClock) -> None:
+def test_run_delivers_in_its_own_thread_and_stops(store: SqliteState, clock: FakeClock) -> None:
     """run(): woken after queuing, delivers in order over its own connection, stops on request."""
     delivered = threading.Event()
     transport = FakeTransport(on_send=set_after(delivered, 3))
@@ -505,7 +505,7 @@ def test_run_delivers_in_its_own_thread_and_stops(store: StateStore, clock: Fake
     assert ["a", "b", "c"] == transport.sent
 
 
-def test_run_survives_a_failing_step(store: StateStore, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_run_survives_a_failing_step(store: SqliteState, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     """An exception escaping a step (here the result hook) is logged and the loop goes on."""
     failed, delivered = threading.Event(), threading.Event()
 
@@ -587,7 +587,7 @@ def servers() -> Iterator[Callable[..., LocalServer]]:
 
 
 def test_real_client_delivers_to_a_local_server(
-    store: StateStore, clock: FakeClock, servers: Callable[..., LocalServer]
+    store: SqliteState, clock: FakeClock, servers: Callable[..., LocalServer]
 ) -> None:
     """Sender + OpsGenieClient over a real socket: exact bodies and headers, in order."""
     accepted = b'{"result":"Request will be processed","took":0.01,"requestId":"r"}'
@@ -621,7 +621,7 @@ def test_real_client_delivers_to_a_local_server(
 
 
 def test_redirect_to_another_port_is_not_followed(
-    store: StateStore, clock: FakeClock, servers: Callable[..., LocalServer]
+    store: SqliteState, clock: FakeClock, servers: Callable[..., LocalServer]
 ) -> None:
     """A 302 to another local server: not followed, that server never sees the key, nothing leaks."""
     thief = servers(lambda _path: (202, {}, b""))
@@ -643,7 +643,7 @@ def test_redirect_to_another_port_is_not_followed(
 
 
 def test_unreachable_local_server_is_retried(
-    store: StateStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    store: SqliteState, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Connection refused through the real client: retryable, key absent from logs and errors."""
     caplog.set_level(logging.DEBUG)

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from rulesd.engine import Engine, EngineState, StateDelta
-from rulesd.state import ATTEMPTS_KEPT, StateStore
+from rulesd.state import SqliteState
+from rulesd.state.sqlite import ATTEMPTS_KEPT
 from tests.ruletools import ruleset_from_yaml
 
 
-def store(tmp_path: Path) -> StateStore:
-    return StateStore(str(tmp_path / "state.sqlite"))
+def store(tmp_path: Path) -> SqliteState:
+    return SqliteState(str(tmp_path / "state.sqlite"))
 
 
 def test_commit_queues_alerts_and_saves_positions_together(tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_outbox_lifecycle(tmp_path: Path) -> None:
 
 def test_in_memory_store_for_dry_runs() -> None:
     """':memory:' works the same and touches no file."""
-    s = StateStore(":memory:")
+    s = SqliteState(":memory:")
     s.commit(positions={}, payloads=[{"n": 1}], now=1.0)
     assert (1, 1.0) == s.depth()
 

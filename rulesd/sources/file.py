@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from watchdog.events import (
@@ -42,6 +43,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from rulesd.events import JSON_PARSER, Parser
+from rulesd.sources.base import MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Saved
 from rulesd.sources.lines import BATCH_BYTES, Lines, count_lines, runs_of, size_of
 
 __all__ = ["FileSource", "Position", "classify_saved", "fingerprint"]
@@ -80,7 +83,7 @@ class Position:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Position:
+    def from_json(cls, data: Mapping[str, Any]) -> Position:
         """Rebuild a position saved by `to_json`."""
         return cls(
             dev=int(data["dev"]),
@@ -92,6 +95,12 @@ class Position:
 
 
 # -- pure helpers ---------------------------------------------------------------------------
+
+
+def saved_positions(saved: Saved) -> dict[str, Position]:
+    """The file positions among saved checkpoints: those keyed by an absolute path (the
+    journald source saves its cursor under a plain name)."""
+    return {path: Position.from_json(data) for path, data in saved.items() if os.path.isabs(path)}
 
 
 def fingerprint(head: bytes) -> tuple[int, str]:
@@ -391,17 +400,19 @@ class FileSource:
         self,
         patterns: Sequence[str],
         *,
-        start_at: str = "end",
-        max_line_bytes: int = 1_048_576,
-        positions: Mapping[str, Position] | None = None,
+        start_at: str = START_AT,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        saved: Saved = MappingProxyType({}),
         warn: Callable[[str], None] = _log_warning,
         poll_interval: float = 0.25,
+        parser: Parser = JSON_PARSER,
     ) -> None:
-        if start_at not in ("beginning", "end"):
+        if start_at not in START_AT_CHOICES:
             raise ValueError(f"start_at must be 'beginning' or 'end', not {start_at!r}")
         if max_line_bytes < 1 or poll_interval <= 0:
             raise ValueError("max_line_bytes and poll_interval must be positive")
         self._patterns = list(patterns)
+        self.parser = parser
         self._max_line_bytes = max_line_bytes
         self._warn = warn
         self._poll_interval = poll_interval
@@ -414,7 +425,7 @@ class FileSource:
         self._observer = Observer()
         self._observed: set[str] = set()
         self._unreadable: set[str] = set()  # paths already reported as unreadable
-        self._start(dict(positions or {}), start_at)
+        self._start(saved_positions(saved), start_at)
         self._observer.start()
         self._last_scan = time.monotonic()
 
@@ -445,6 +456,10 @@ class FileSource:
         it is found again by its identity and finished before the new one is read.
         """
         return {w.path: w.files[0].position() for w in self._watches.values() if w.files}
+
+    def exhausted(self) -> bool:
+        """Never: files are followed for as long as the daemon runs."""
+        return False
 
     def wait(self, timeout: float) -> None:
         """Block until new data may be there (a file system event or a poll) or `timeout`."""

@@ -66,10 +66,10 @@ from typing import Any
 import orjson
 
 from rulesd.errors import RulesdError
-from rulesd.events import InvalidEvent
+from rulesd.events import InvalidEvent, Parser
 from rulesd.rules.fields import Event
-from rulesd.sources.lines import MAX_CHUNKS_PER_READ, LineQueue, Lines
-from rulesd.sources.stdin import CHUNK, LineSplitter
+from rulesd.sources.base import CHUNK, MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Saved
+from rulesd.sources.lines import MAX_CHUNKS_PER_READ, LineQueue, Lines, LineSplitter
 
 __all__ = [
     "JournalCursor",
@@ -81,6 +81,7 @@ __all__ = [
 ]
 
 NAME = "journalctl"
+KEY = "journald"  # the key of the saved cursor
 BACKOFF = (1.0, 30.0)  # seconds: first restart delay, and the cap it doubles up to
 BOOT_ALL_SINCE = 252  # oldest journalctl known to accept --boot=all
 _STDERR_LINE_BYTES = 4096
@@ -200,6 +201,9 @@ def journal_event(line: bytes) -> Event:
             event[target] = converted
     event["journal"] = journal
     return event
+
+
+JOURNAL_PARSER = Parser(journal_event, journal_event)
 
 
 def entry_cursor(line: bytes) -> str | None:
@@ -387,16 +391,17 @@ class JournaldSource:
         units: Sequence[str] = (),
         matches: Mapping[str, str | Sequence[str]] = _NO_MATCHES,
         *,
-        cursor: str | None = None,
-        start_at: str = "end",
+        saved: Saved = MappingProxyType({}),
+        start_at: str = START_AT,
         journalctl: str = "journalctl",
         warn: Callable[[str], None] = lambda message: None,
-        max_line_bytes: int = 1_048_576,
+        max_line_bytes: int = MAX_LINE_BYTES,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         backoff: tuple[float, float] = BACKOFF,
+        parser: Parser = JOURNAL_PARSER,
     ) -> None:
-        if start_at not in ("beginning", "end"):
+        if start_at not in START_AT_CHOICES:
             raise RulesdError(f"journald source: start_at must be 'beginning' or 'end', not {start_at!r}")
         if any(not unit for unit in units):
             raise RulesdError("journald source: empty unit name")
@@ -409,9 +414,10 @@ class JournaldSource:
         self.clock = clock
         self.backoff = backoff
         self.restarts = 0
+        self.parser = parser
         version = probe_journalctl(journalctl)
         self._boot_all = version is None or version >= BOOT_ALL_SINCE
-        self._cursor = cursor
+        self._cursor = JournalCursor.from_json(saved[KEY]).cursor if KEY in saved else None
         self._since: int | None = None
         self._ready = LineQueue()
         self._skipped_before = 0
@@ -466,7 +472,11 @@ class JournaldSource:
 
     def checkpoint(self) -> dict[str, JournalCursor]:
         """`{"journald": cursor of the last entry handed out}`; empty before the first one."""
-        return {"journald": JournalCursor(self._cursor)} if self._cursor is not None else {}
+        return {KEY: JournalCursor(self._cursor)} if self._cursor is not None else {}
+
+    def exhausted(self) -> bool:
+        """Never: the journal is followed for as long as the daemon runs."""
+        return False
 
     def lag_bytes(self) -> int:
         """Bytes read from journalctl but not handed out; the journal's own backlog is unknown."""

@@ -1,4 +1,5 @@
-"""What every source hands the main loop: runs of consecutive complete lines.
+"""What every source hands the main loop: runs of consecutive complete lines, and the
+splitting of a byte stream (stdin, journalctl's output) into such runs.
 
 A run (`Lines`) is one `bytes.split` of what was read, not an object per line: at a
 million lines a second, building a tuple for each line costs as much as evaluating it.
@@ -131,3 +132,61 @@ class LineQueue:
             self.size -= run.end - run.start
         self.lines -= max_lines - want
         return out
+
+
+class LineSplitter:
+    """Splits a byte stream into runs of newline-terminated lines (see `Lines`).
+
+    Lines longer than `max_line_bytes` are skipped (with a warning) and counted, and an
+    unterminated one is dropped as soon as it is too long, never held in memory whole.
+    Offsets count bytes from the start of the stream.
+    """
+
+    def __init__(self, name: str, max_line_bytes: int, warn: Callable[[str], None]) -> None:
+        self.name = name
+        self.max_line_bytes = max_line_bytes
+        self.warn = warn
+        self.skipped_long = 0
+        self.pending = b""  # the start of a line whose newline has not come yet
+        self._discarding = False  # inside an over-long line, until its newline
+        self._offset = 0  # byte offset of pending's start
+
+    def feed(self, chunk: bytes) -> list[Lines]:
+        """The lines that `chunk` completes."""
+        if self._discarding:
+            end = chunk.find(b"\n")
+            if end < 0:
+                self._offset += len(chunk)
+                return []
+            self._discarding = False
+            self._offset += end + 1
+            chunk = chunk[end + 1 :]
+        lines = chunk.split(b"\n")
+        size = len(self.pending) + len(chunk)
+        if self.pending:  # only the short unfinished line is copied, not the whole chunk
+            lines[0] = self.pending + lines[0]
+        self.pending = lines.pop()
+        out = self._runs(lines, size - len(self.pending))
+        if len(self.pending) > self.max_line_bytes:
+            self._on_long(self._offset)
+            self._offset += len(self.pending)  # drop what we have and the rest up to the newline
+            self.pending = b""
+            self._discarding = True
+        return out
+
+    def finish(self) -> list[Lines]:
+        """At end of stream: the last line if it had no newline."""
+        out = []
+        if self.pending and not self._discarding:
+            out = self._runs([self.pending], len(self.pending))
+        self.pending = b""
+        return out
+
+    def _runs(self, lines: list[bytes], size: int) -> list[Lines]:
+        start = self._offset
+        self._offset += size
+        return runs_of(self.name, start, lines, self._offset, self.max_line_bytes, self._on_long)
+
+    def _on_long(self, offset: int) -> None:
+        self.skipped_long += 1
+        self.warn(f"{self.name}: skipped a line longer than {self.max_line_bytes} bytes at offset {offset}")

@@ -1,5 +1,5 @@
-"""The durable state: one SQLite database (WAL) with source positions, the outbox
-and the engine's window/throttle state.
+"""The state backend of one host: one SQLite database (WAL) with source positions, the
+outbox and the engine's window/throttle state.
 
 `commit` writes a batch's positions, the alerts its events caused and the engine
 state in ONE transaction, so a crash at any moment either keeps all of them or
@@ -13,15 +13,14 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from rulesd.engine import WINDOW, StateDelta
+from rulesd.state.base import Attempt, OutboxAlert
 
 SCHEMA_VERSION = 1
-PENDING, DEAD = "pending", "dead"
 PAUSED = "paused"  # not a status of a row: pending while the sender is paused (see `paused`)
 # The meta row that says the sender is paused (a refused key), so that another process
 # (`rulesd outbox list`) can tell paused alerts from pending ones.
@@ -56,32 +55,9 @@ CREATE INDEX IF NOT EXISTS outbox_attempts_alert ON outbox_attempts (alert_id, a
 """
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxAlert:
-    """One queued alert as the sender sees it."""
-
-    id: int
-    created: float
-    payload: dict[str, Any]
-    status: str
-    attempts: int
-    next_attempt: float
-    last_error: str | None
-    response: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One failed delivery attempt of an alert: when, what came of it (`retry`, `paused`,
-    `dead`, `expired`), and the error."""
-
-    at: float
-    result: str
-    error: str
-
-
-class StateStore:
-    """SQLite access. One connection per thread; writes serialised by SQLite's lock."""
+class SqliteState:
+    """The state backend in one SQLite database. One connection per thread; writes serialised
+    by SQLite's lock."""
 
     def __init__(self, path: str) -> None:
         self.path = path

@@ -1,0 +1,210 @@
+"""The composition root: the only place that builds the real parts of a running daemon (the
+state database, the source, the HTTP session, the sender, the watchers, the metrics server).
+
+`build_parts` makes them from the configuration; `Daemon` (in `run`) only runs what it is
+handed, so a test or another mode can hand it other parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+import requests
+
+from rulesd.alerting.opsgenie import OpsGenieClient, PrintTransport, Transport
+from rulesd.alerting.payload import AlertSettings
+from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
+from rulesd.engine import Engine, EngineState
+from rulesd.errors import InvalidInputError
+from rulesd.events import make_parser
+from rulesd.logs import RateLimitedWarning
+from rulesd.metrics import MetricsServer, Stats, build_registry
+from rulesd.notify import Notifier
+from rulesd.reload import RuleWatcher
+from rulesd.rules.model import RuleSet
+from rulesd.sender import Sender
+from rulesd.sources.base import Saved, Source
+from rulesd.sources.file import FileSource
+from rulesd.sources.journald import JournaldSource
+from rulesd.sources.stdin import StdinSource
+from rulesd.state import OutboxAlert, SqliteState, StateBackend
+
+log = logging.getLogger("rulesd")
+STATE_FILE = "state.sqlite"
+STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this long
+
+
+class ApiKey:
+    """The OpsGenie API key: read at start (a missing key stops the start) and again at every
+    reload, when a key that cannot be read keeps the previous one."""
+
+    def __init__(self, config: OpsgenieConfig, environ: Mapping[str, str]) -> None:
+        self._config, self._environ = config, environ
+        self._value = resolve_api_key(config, environ)
+
+    def get(self) -> str:
+        """The current key."""
+        return self._value
+
+    def reload(self) -> None:
+        """Read the key again."""
+        try:
+            self._value = resolve_api_key(self._config, self._environ)
+        except InvalidInputError as exc:
+            log.error("reload: keeping the previous API key: %s", exc)
+
+
+@dataclass(slots=True)
+class Parts:
+    """Everything a running daemon uses; `build_parts` makes the real ones."""
+
+    config: Config
+    engine: Engine
+    store: StateBackend
+    source: Source
+    sender: Sender
+    settings: AlertSettings
+    stats: Stats
+    notifier: Notifier
+    watcher: RuleWatcher
+    warn: RateLimitedWarning
+    clock: Callable[[], float]  # wall clock, epoch seconds
+    client: OpsGenieClient | None = None  # None in a dry run: nothing is sent, no heartbeat
+    api_key: ApiKey | None = None  # None in a dry run
+    metrics: MetricsServer | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        """Alerts are printed instead of sent."""
+        return self.client is None
+
+
+def build_parts(
+    config: Config,
+    ruleset: RuleSet,
+    *,
+    dry_run: bool = False,
+    environ: Mapping[str, str] = os.environ,
+    stdout: TextIO = sys.stdout,
+    stdin_fd: int = 0,
+    clock: Callable[[], float] = time.time,
+) -> Parts:
+    """The real parts for `config`; ConfigError (a missing key), OSError and sqlite3.Error
+    say why they cannot be built."""
+    stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules))
+    warn = RateLimitedWarning(log, time.monotonic)
+    store = open_state(config, dry_run)
+    saved = store.load_engine_state()
+    engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, time_field=config.time_field)
+    stats.matches = engine.matches  # counted by the engine, read at scrape time
+    api_key = None if dry_run else ApiKey(config.opsgenie, environ)
+    client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
+    transport: Transport = client or PrintTransport(stdout)
+    sender = Sender(
+        store, transport, clock=clock, max_age=config.opsgenie.max_age, on_result=delivery_reporter(stats, clock)
+    )
+    source = open_source(config.source, store.load_positions(), warn, stdin_fd)
+    notifier = Notifier(environ)
+    parts = Parts(
+        config=config,
+        engine=engine,
+        store=store,
+        source=source,
+        sender=sender,
+        settings=AlertSettings(config.opsgenie.source, config.opsgenie.recipients),
+        stats=stats,
+        notifier=notifier,
+        watcher=RuleWatcher(config.rules, clock=time.monotonic),
+        warn=warn,
+        clock=clock,
+        client=client,
+        api_key=api_key,
+    )
+    parts.metrics = metrics_server(parts)
+    return parts
+
+
+def open_state(config: Config, dry_run: bool) -> StateBackend:
+    """The state database in `state_dir` (in memory for a dry run: the real state is never touched)."""
+    if dry_run:
+        return SqliteState(":memory:")
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    return SqliteState(os.path.join(config.state_dir, STATE_FILE))
+
+
+def open_source(config: SourceConfig, saved: Saved, warn: Callable[[str], None], stdin_fd: int) -> Source:
+    """The configured source, resuming from the `saved` positions that are its own."""
+    parser = make_parser(config.format, config.pattern)
+    if config.type == "stdin":
+        return StdinSource(stdin_fd, max_line_bytes=config.max_line_bytes, warn=warn, parser=parser)
+    if config.type == "journald":
+        return JournaldSource(
+            config.units,
+            dict(config.matches),
+            start_at=config.start_at,
+            warn=warn,
+            max_line_bytes=config.max_line_bytes,
+            saved=saved,
+        )
+    return FileSource(
+        config.paths,
+        start_at=config.start_at,
+        max_line_bytes=config.max_line_bytes,
+        saved=saved,
+        warn=warn,
+        parser=parser,
+    )
+
+
+def opsgenie_client(config: OpsgenieConfig, api_key: ApiKey) -> OpsGenieClient:
+    """The HTTP client for alerts and heartbeats, over one session."""
+    session = requests.Session()
+    session.trust_env = False  # no proxy or .netrc surprises: the key goes only where configured
+    return OpsGenieClient(session, config.alert_url, api_key.get, config.timeout_s)
+
+
+def metrics_server(parts: Parts) -> MetricsServer | None:
+    """`/metrics` and `/healthz` on `metrics.listen`, if configured."""
+    if not parts.config.metrics_listen:
+        return None
+    source = parts.source
+    sender = parts.sender
+    registry = build_registry(
+        parts.stats,
+        parts.store.depth,
+        source.lag_bytes,
+        lambda: source.skipped_long,
+        parts.clock,
+        paused=lambda: sender.paused_reason is not None,
+    )
+    # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
+    interval = parts.notifier.watchdog_interval
+    stall_after = interval * 2 if interval is not None else STALL_AFTER
+    return MetricsServer(parts.config.metrics_listen, registry, parts.stats, stall_after)
+
+
+def delivery_reporter(stats: Stats, clock: Callable[[], float]) -> Callable[[str, OutboxAlert, str], None]:
+    """The sender's `on_result`: counts every outcome and logs what an operator must know."""
+
+    def report(kind: str, alert: OutboxAlert, detail: str) -> None:
+        stats.bump(stats.delivery, kind)
+        message = alert.payload.get("message", "")
+        if kind == "sent":
+            stats.last_delivery = clock()
+            # After failed attempts (each logged as a warning) the recovery is news too.
+            log.log(logging.INFO if alert.attempts else logging.DEBUG, "alert %d %s: %s", alert.id, detail, message)
+        elif kind == "retry":
+            log.warning("alert %d not delivered, will retry: %s", alert.id, detail)
+        elif kind == "paused":  # shown live through sender.paused_reason until a delivery succeeds
+            log.error("OpsGenie refused the request (%s); sending paused, nothing dropped", detail)
+        else:
+            stats.last_error = detail
+            log.error("alert %d dead-lettered (%s): %s: %s", alert.id, kind, message, detail)
+
+    return report

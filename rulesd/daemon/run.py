@@ -1,0 +1,264 @@
+"""The running daemon: the main loop, reloads, heartbeats, liveness and shutdown.
+
+    source -> lines -> pipeline (events -> engine -> alerts) -> one commit (positions + outbox
+    + engine state) -> sender thread -> OpsGenie
+
+Reloads and signals are handled between batches, so no event is ever evaluated by a
+half-loaded rule set. What runs is built elsewhere (`build.build_parts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from functools import partial
+from typing import Any
+
+from rulesd.alerting.opsgenie import AlertError, heartbeat_url
+from rulesd.daemon.build import Parts
+from rulesd.pipeline import build_alerts, evaluate_lines
+from rulesd.rules.loader import check_paths
+from rulesd.rules.model import RuleSet
+from rulesd.sources.lines import Lines, Offsets
+
+log = logging.getLogger("rulesd")
+BATCH_LINES = 8192  # lines per transaction under load (group commit); see also BATCH_BYTES
+IDLE_WAIT = 0.2  # seconds; also bounds how late a signal or reload is noticed
+STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM
+EOF_GRACE = 30.0  # seconds to deliver what is queued when the input has ended
+STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
+HEARTBEAT_EVERY = 60.0  # seconds between OpsGenie heartbeat pings
+RELOAD_FAILED = "reload failed"  # the status text of a failed reload, cleared by the next good one
+
+
+class Daemon:
+    """One running rulesd, over the parts it is given."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.config = parts.config
+        self.engine = parts.engine
+        self.source = parts.source
+        self.stats = parts.stats
+        self.notifier = parts.notifier
+        self.sender = parts.sender
+        self.clock = parts.clock
+        self.stop_requested = threading.Event()
+        self.sender_wake = threading.Event()
+        self.sender_stop = threading.Event()
+        self._heartbeat_due = threading.Event()
+        self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf")}
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
+        self._install_signals()
+        self.parts.watcher.start()
+        threads = [
+            threading.Thread(
+                target=self.sender.run, args=(self.sender_stop, self.sender_wake), name="rulesd-sender", daemon=True
+            )
+        ]
+        for warning in self.config.warnings:
+            log.warning("%s: %s", warning.location, warning.message)
+        heartbeat, client = self.config.opsgenie.heartbeat, self.parts.client
+        if heartbeat and client is not None:
+            if heartbeat_url(client.alert_url, heartbeat) is None:
+                log.warning("heartbeat %r is not pinged: %s has no heartbeat API", heartbeat, client.alert_url)
+            else:
+                threads.append(threading.Thread(target=self._heartbeats, name="rulesd-heartbeat", daemon=True))
+        for thread in threads:
+            thread.start()
+        metrics = self.parts.metrics
+        if metrics is not None:
+            metrics.start()
+            log.info("metrics on http://%s:%d/metrics", *metrics.address)
+        log.info(
+            "rulesd started: %d rule(s) loaded, source %s%s",
+            len(self.engine.ruleset.rules),
+            self.config.source.type,
+            " (dry run: alerts printed, not sent)" if self.parts.dry_run else "",
+        )
+        self.notifier.ready(self._status())
+        status = 0
+        try:
+            self._loop()
+        except Exception as exc:  # the top of the main loop: say what happened, stop, let systemd restart
+            # Nothing is lost: the source position only advances with the alerts it caused.
+            log.critical("fatal error, stopping; a restart resumes from the last commit: %s", exc, exc_info=True)
+            self.notifier.status(f"fatal error: {exc}")
+            status = 1
+        finally:
+            self.notifier.stopping()
+            self._shutdown(threads)
+        return status
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, lambda _s, _f: self.parts.watcher.request())
+
+    def _loop(self) -> None:
+        while not self.stop_requested.is_set():
+            self._alive()
+            if self.parts.watcher.due():
+                self.reload()
+            lines = self.source.read(BATCH_LINES)
+            if lines:
+                self._process(lines)
+                continue
+            if self.source.exhausted():
+                log.info("end of input: %s what is left", "printing" if self.parts.dry_run else "delivering")
+                return
+            self.source.wait(IDLE_WAIT)
+
+    def _alive(self) -> None:
+        """The main loop turned: feed the watchdog, /healthz, STATUS= and the heartbeat."""
+        now = time.monotonic()
+        self.stats.loop_alive = now
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now - self._last["watchdog"] >= interval:
+            self._last["watchdog"] = now
+            self.notifier.watchdog()
+        if self.notifier.enabled and now - self._last["status"] >= STATUS_EVERY:
+            self._last["status"] = now
+            self.notifier.status(self._status())
+        if now - self._last["heartbeat"] >= HEARTBEAT_EVERY:
+            self._last["heartbeat"] = now
+            self._heartbeat_due.set()  # pinged only while this loop lives
+
+    def _status(self) -> str:
+        depth, _ = self.parts.store.depth()
+        events = sum(self.stats.events.values())
+        text = f"{self.stats.rules_loaded} rules, {events} events, outbox {depth}"
+        problem = self.sender.paused_reason or self.stats.last_error
+        return f"{text}; last error: {problem}" if problem else text
+
+    def _process(self, runs: list[Lines]) -> None:
+        """Evaluate a batch of runs, then commit its alerts with the positions and engine state."""
+        now = self.clock()
+        parser, evaluate, settings, stats = self.source.parser, self.engine.evaluate, self.parts.settings, self.stats
+        payloads: list[dict[str, Any]] = []
+        for run in runs:
+            batch = evaluate_lines(run.data, parser.fast, evaluate, now)
+            # A line's offset is only worked out for the rare line that alerts or is invalid.
+            offset = Offsets(run)
+            for i in batch.invalid:
+                self.parts.warn(partial(self._skipped, run, offset, i))  # built only if logged
+            for alert in build_alerts(batch, settings, partial(_where, run, offset)):
+                for name in alert.rules:
+                    stats.bump(stats.firings, name)
+                payloads.append(alert.payload)
+            stats.bump(stats.events, run.path, batch.events)
+            if batch.invalid:
+                stats.bump(stats.invalid, run.path, len(batch.invalid))
+        # One transaction: a crash either keeps these alerts and the new position, or neither.
+        state = self.engine.state
+        self.parts.store.commit(
+            positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
+            payloads=payloads,
+            now=now,
+            engine=state.delta() if state.changed else None,
+        )
+        stats.alerts_queued += len(payloads)
+        if payloads:
+            self.sender_wake.set()
+
+    def _skipped(self, run: Lines, offset: Offsets, index: int) -> str:
+        """The warning for an invalid line: where it is and why (the parser is asked again)."""
+        return f"{_where(run, offset, index)}: skipped: {self.source.parser.why_invalid(run.data[index])}"
+
+    def reload(self) -> bool:
+        """Load the rules again; on any error keep the running set and log every problem."""
+        self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready(self._status())
+
+    def _reload(self) -> bool:
+        result = check_paths(self.config.rules)
+        if self.parts.api_key is not None:
+            self.parts.api_key.reload()
+            if self.sender.resume():
+                self.sender_wake.set()
+        if result.ruleset is None:
+            self.stats.reloaded(ok=False)
+            self.stats.last_error = f"{RELOAD_FAILED}: {len(result.errors)} error(s), previous rules kept"
+            for problem in result.errors:
+                log.error("reload failed, previous rules kept: %s", problem)
+            return False
+        old = self.engine.ruleset
+        self.stats.reloaded(ok=True)
+        if (self.stats.last_error or "").startswith(RELOAD_FAILED):
+            self.stats.last_error = None  # the rules on disk are good again
+        if result.ruleset.fingerprint != old.fingerprint:
+            self.engine.replace_rules(result.ruleset)
+            self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
+            log.info("rules reloaded: %s", describe_change(old, result.ruleset))
+        return True
+
+    def _heartbeats(self) -> None:
+        """Ping the OpsGenie heartbeat whenever the main loop asks; failures are logged, never fatal."""
+        name, client = self.config.opsgenie.heartbeat, self.parts.client
+        assert name is not None and client is not None
+        while not self.sender_stop.is_set():
+            if not self._heartbeat_due.wait(1.0):
+                continue
+            self._heartbeat_due.clear()
+            try:
+                client.ping_heartbeat(name)
+            except AlertError as exc:
+                self.stats.bump(self.stats.heartbeats, "failed")
+                log.warning("heartbeat %r not pinged: %s", name, exc)
+            else:
+                self.stats.bump(self.stats.heartbeats, "ok")
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
+        self.parts.watcher.stop()
+        self.source.close()
+        self.sender_stop.set()
+        self.sender_wake.set()
+        for thread in threads:
+            thread.join(timeout=STOP_GRACE)
+        grace = EOF_GRACE if self.source.exhausted() else STOP_GRACE
+        drained = self.sender.drain(self.clock() + grace)
+        depth, _ = self.parts.store.depth()
+        if not drained or depth:
+            log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
+        if self.parts.metrics is not None:
+            self.parts.metrics.stop()
+        self.notifier.close()
+        self.parts.warn.flush()  # so that every invalid line counted below was warned about
+        log.info(
+            "stopped: %d event(s), %d invalid, %d alert(s) %s",
+            sum(self.stats.events.values()),
+            sum(self.stats.invalid.values()),
+            self.stats.alerts_queued,
+            "printed" if self.parts.dry_run else "queued",
+        )
+
+
+def _where(run: Lines, offset: Offsets, index: int) -> str:
+    """Where a line of a run is: the alert's "Event Source" and the invalid line's warning."""
+    return f"{run.path} (offset {offset(index)})"
+
+
+def describe_change(old: RuleSet, new: RuleSet) -> str:
+    """`12 rule(s); added: a; removed: b; changed: c` for the reload log line."""
+    before, after = old.by_name(), new.by_name()
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(n for n in set(before) & set(after) if before[n].fingerprint != after[n].fingerprint)
+    parts = [f"{len(new.rules)} rule(s)"]
+    parts += [
+        f"{label}: {', '.join(names)}"
+        for label, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
+    return "; ".join(parts)

@@ -1,0 +1,69 @@
+"""What the daemon asks of every event source, and what all sources share.
+
+A source hands out runs of complete lines (`Lines`) and says where it stands as checkpoints
+that the daemon saves in the same transaction as the alerts those lines caused. The daemon
+never looks at a source's type: it asks the source instead (`exhausted()`), builds it with
+every saved position (`saved`, from which each source takes its own), and parses its lines
+with the source's own `parser`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from rulesd.events import Parser
+from rulesd.sources.lines import Lines
+
+# Defaults shared by the sources and the configuration.
+MAX_LINE_BYTES = 1_048_576  # longer lines are skipped and counted, never held whole
+START_AT = "end"  # where a source with no saved position starts: "beginning" or "end"
+START_AT_CHOICES = ("beginning", "end")
+CHUNK = 1 << 18  # bytes per read of a pipe (stdin, journalctl)
+
+# Saved positions, as the state database returns them: key -> the JSON of a checkpoint.
+Saved = Mapping[str, Mapping[str, Any]]
+
+
+class Checkpoint(Protocol):
+    """A source position that can be saved as JSON and given back through `Saved`."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The position as a JSON-ready mapping."""
+        ...
+
+
+class Source(Protocol):
+    """An event source as the main loop uses it."""
+
+    parser: Parser
+    """How this source's lines become events."""
+
+    def read(self, max_lines: int) -> list[Lines]:
+        """Complete lines available now, at most `max_lines`; never blocks."""
+        ...
+
+    def wait(self, timeout: float) -> None:
+        """Block until lines may be there, or `timeout` seconds pass."""
+        ...
+
+    def checkpoint(self) -> Mapping[str, Checkpoint]:
+        """Positions covering exactly the lines handed out so far, by key."""
+        ...
+
+    def exhausted(self) -> bool:
+        """True once no more lines will ever come (stdin at its end); the daemon then stops."""
+        ...
+
+    def lag_bytes(self) -> int:
+        """Bytes the source knows of but has not handed out."""
+        ...
+
+    @property
+    def skipped_long(self) -> int:
+        """How many lines longer than `max_line_bytes` were skipped."""
+        ...
+
+    def close(self) -> None:
+        """Release files, watches and child processes."""
+        ...

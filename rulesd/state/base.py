@@ -1,0 +1,136 @@
+"""What the daemon asks of its durable state, whatever keeps it (SQLite on one host; a shared
+store when several instances share their state).
+
+One promise holds for every backend: `commit` writes a batch's source positions, the alerts
+its events caused and the engine's state changes atomically, so a crash at any moment either
+keeps all of them or none: no alert is lost, and no event whose alert was queued is evaluated
+again. The sender then drains the outbox in order through the `Outbox` half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rulesd.engine import StateDelta
+
+PENDING, DEAD = "pending", "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAlert:
+    """One queued alert as the sender sees it."""
+
+    id: int
+    created: float
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt: float
+    last_error: str | None
+    response: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One failed delivery attempt of an alert: when, what came of it (`retry`, `paused`,
+    `dead`, `expired`), and the error."""
+
+    at: float
+    result: str
+    error: str
+
+
+class Outbox(Protocol):
+    """The queue of alerts to deliver, oldest first, as the sender and `rulesd outbox` use it."""
+
+    def head(self) -> OutboxAlert | None:
+        """The oldest pending alert: the sender delivers strictly in order."""
+        ...
+
+    def mark_sent(self, alert_id: int) -> None:
+        """Delivered: the alert leaves the outbox."""
+        ...
+
+    def reschedule(
+        self,
+        alert_id: int,
+        next_attempt: float,
+        error: str,
+        *,
+        count: bool = True,
+        at: float | None = None,
+        result: str = "retry",
+    ) -> None:
+        """A failed attempt (counted unless `count` is false): try again at `next_attempt`;
+        recorded in the alert's attempts as `result` if made `at` a time."""
+        ...
+
+    def dead_letter(
+        self, alert_id: int, error: str, response: str | None = None, *, at: float | None = None, result: str = "dead"
+    ) -> None:
+        """Give up on an alert (`result`: dead or expired); `retry_dead` can requeue it."""
+        ...
+
+    def attempts(self, alert_id: int) -> list[Attempt]:
+        """The recorded failed attempts of an alert still in the outbox, oldest first."""
+        ...
+
+    def alert(self, alert_id: int) -> OutboxAlert | None:
+        """One alert of the outbox by id, if it is still there."""
+        ...
+
+    def set_paused(self, reason: str | None) -> None:
+        """Record that the sender is paused (a refused key) and why, or, with None, that it is not,
+        so that another process (`rulesd outbox list`) can tell paused alerts from pending ones."""
+        ...
+
+    def paused(self) -> str | None:
+        """Why the sender is paused, as last recorded; None when it is not."""
+        ...
+
+    def retry_dead(self, now: float) -> int:
+        """Requeue every dead-lettered alert as new; how many."""
+        ...
+
+    def alerts(self, status: str | None = None) -> list[OutboxAlert]:
+        """Queued alerts in order, optionally only those with `status`."""
+        ...
+
+    def depth(self) -> tuple[int, float | None]:
+        """Pending alerts and the creation time of the oldest."""
+        ...
+
+    def relax_durability(self) -> None:
+        """Called by the sender's thread once: its updates may be less durable than queuing
+        (losing one only means an alert is sent again, which OpsGenie folds by alias)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the calling thread holds."""
+        ...
+
+
+class StateBackend(Outbox, Protocol):
+    """The daemon's durable state: positions, engine state and the outbox."""
+
+    def load_positions(self) -> dict[str, dict[str, Any]]:
+        """Saved source positions, keyed as the sources saved them."""
+        ...
+
+    def load_engine_state(self) -> dict[str, Any] | None:
+        """The saved engine state (in `EngineState.to_json` form), if any."""
+        ...
+
+    def commit(
+        self,
+        *,
+        positions: Mapping[str, Mapping[str, Any]],
+        payloads: Iterable[dict[str, Any]],
+        now: float,
+        engine: StateDelta | None = None,
+    ) -> int:
+        """Queue `payloads`, save `positions` and the engine's changes, atomically; how many
+        alerts were queued (`now` is their creation time)."""
+        ...
