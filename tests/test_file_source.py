@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from rulesd.sources.file import FileSource, Position, classify_saved, fingerprint, observed_directory
+from rulesd.sources.file import FileSource
+from rulesd.sources.rotation import Position
+from tests.fake_clock import FakeClock
 from tests.lines_view import Line, each_line
 
 POLL = 0.02
@@ -80,50 +82,6 @@ def read_settled(source: FileSource) -> list[Line]:
 
 
 # -- pure parts --------------------------------------------------------------------------------
-
-
-def test_position_json_round_trip() -> None:
-    """A position survives the JSON it is saved as."""
-    position = Position(dev=1, ino=2, offset=3, fp_len=4, fp_hash="ab")
-    assert position == Position.from_json(json.loads(json.dumps(position.to_json())))
-
-
-@pytest.mark.parametrize(
-    ("content", "size", "expected"),
-    [
-        (b"hello world\n", 12, "resume"),
-        (b"hello world\nmore\n", 17, "resume"),
-        (b"hello", 5, "changed"),  # shorter than the fingerprint
-        (b"HELLO world\n", 12, "changed"),
-        (b"hello worl", 10, "changed"),
-    ],
-)
-def test_classify_saved(content: bytes, size: int, expected: str) -> None:
-    """A saved position is trusted only while the file's first bytes are unchanged."""
-    fp_len, fp_hash = fingerprint(b"hello world\n")
-    saved = Position(dev=1, ino=1, offset=12, fp_len=fp_len, fp_hash=fp_hash)
-    assert expected == classify_saved(saved, size, content[:1024])
-
-
-def test_classify_saved_truncated() -> None:
-    """Same first bytes but shorter than the offset is a truncation."""
-    fp_len, fp_hash = fingerprint(b"ab")
-    assert "truncated" == classify_saved(Position(1, 1, 10, fp_len, fp_hash), 4, b"ab\nc")
-
-
-@pytest.mark.parametrize(
-    ("pattern", "expected"),
-    [
-        ("/var/log/app/events.jsonl", ("/var/log/app", False)),
-        ("/var/log/app/*.jsonl", ("/var/log/app", False)),
-        ("/var/log/*/events.jsonl", ("/var/log", True)),
-        ("events.jsonl", (".", False)),
-        ("*/events.jsonl", (".", True)),
-    ],
-)
-def test_observed_directory(pattern: str, expected: tuple[str, bool]) -> None:
-    """The directory watched for a pattern is the deepest one without wildcards."""
-    assert expected == observed_directory(pattern)
 
 
 # -- start_at, partial lines, long lines --------------------------------------------------------
@@ -527,3 +485,17 @@ def test_rejects_unknown_start_at(tmp_path: Path) -> None:
     """start_at is checked when the source is built."""
     with pytest.raises(ValueError, match="start_at"):
         FileSource([str(tmp_path / "x")], start_at="middle")
+
+
+def test_the_clock_decides_when_paths_are_looked_at_again(tmp_path: Path, make_source: Factory) -> None:
+    """Where no file system event comes (a directory that did not exist to be watched), a new
+    file is found by the periodic look, due by the injected clock, not by the wall clock."""
+    clock = FakeClock()
+    later = tmp_path / "later"
+    source = make_source([later / "events.jsonl"], start_at="beginning", clock=clock)
+    later.mkdir()
+    (later / "events.jsonl").write_bytes(b'{"a": 1}\n')
+    time.sleep(3 * POLL)  # wall time passing changes nothing
+    assert [] == source.read(10)
+    clock.advance(2 * POLL)
+    assert [b'{"a": 1}'] == [line for run in source.read(10) for line in run.data]

@@ -1,0 +1,149 @@
+"""The file source's decisions, as pure functions: is a file still the one we were reading,
+was it rotated, truncated or rewritten, and where do we resume?
+
+They take what the file source tracked and what `stat` and the file's first bytes say now,
+and return a verdict; `FileSource` only executes it (fail2ban keeps change detection apart
+from reading the same way). A file is known by its identity (st_dev, st_ino) plus a
+fingerprint (sha256 of its first bytes, up to FINGERPRINT_BYTES), as fail2ban and Vector's
+file source know theirs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FINGERPRINT_BYTES = 1024
+
+Identity = tuple[int, int]  # (st_dev, st_ino)
+
+Verdict = Literal["resume", "changed", "truncated"]
+"""Of a saved position against a file: go on at its offset, or start over (with a warning)."""
+
+Change = Literal["same", "grew", "truncated", "changed", "replaced"]
+"""Of a file being read, at a look at its path:
+
+- "same": nothing new;
+- "grew": more bytes to read (its first bytes unchanged);
+- "truncated": shorter than what was read (copytruncate): read it again from 0;
+- "changed": its first bytes differ (rewritten in place): read it again from 0;
+- "replaced": the path no longer names it (renamed away, deleted or replaced by another
+  file): finish reading it through the open descriptor, then let it go.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where reading stopped in one file: its identity, the offset of the next line, and
+    a fingerprint of its first bytes (fp_len = min(size, FINGERPRINT_BYTES) when taken)."""
+
+    dev: int
+    ino: int
+    offset: int
+    fp_len: int
+    fp_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping, as saved in the state database."""
+        return {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp_len": self.fp_len, "fp_hash": self.fp_hash}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Position:
+        """Rebuild a position saved by `to_json`."""
+        return cls(
+            dev=int(data["dev"]),
+            ino=int(data["ino"]),
+            offset=int(data["offset"]),
+            fp_len=int(data["fp_len"]),
+            fp_hash=str(data["fp_hash"]),
+        )
+
+    @property
+    def identity(self) -> Identity:
+        """The (dev, ino) of the file."""
+        return self.dev, self.ino
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """What the file source knows of a file it reads: its identity, the size seen at the last
+    look, how far it has read, and the fingerprint of its first bytes."""
+
+    identity: Identity
+    seen_size: int
+    read_pos: int
+    fp_len: int
+    fp_hash: str
+
+
+def fingerprint(head: bytes) -> tuple[int, str]:
+    """(fp_len, fp_hash) of a file whose first bytes (at most FINGERPRINT_BYTES) are `head`."""
+    head = head[:FINGERPRINT_BYTES]
+    return len(head), hashlib.sha256(head).hexdigest()
+
+
+def same_start(fp_len: int, fp_hash: str, head: bytes) -> bool:
+    """Whether a file whose first bytes are `head` starts as the fingerprinted one did."""
+    return len(head) >= fp_len and fingerprint(head[:fp_len])[1] == fp_hash
+
+
+def classify_saved(saved: Position, size: int, head: bytes) -> Verdict:
+    """Whether a file (its size and first bytes) is still the one `saved` describes.
+
+    "changed": the first bytes differ, so it is another file (or was rewritten);
+    "truncated": same start but shorter than the saved offset (copytruncate);
+    "resume": safe to continue at saved.offset.
+    """
+    if not same_start(saved.fp_len, saved.fp_hash, head):
+        return "changed"
+    if size < saved.offset:
+        return "truncated"
+    return "resume"
+
+
+def judge(tracked: Tracked, path_identity: Identity | None, size: int, head: Callable[[], bytes]) -> Change:
+    """What became of a file we read, given what its path names now (`path_identity`, None if
+    nothing), its size now (through our descriptor) and its first bytes (`head`, read only if
+    they matter: when the size changed)."""
+    if path_identity != tracked.identity:
+        return "replaced"
+    if size == tracked.seen_size and size >= tracked.read_pos:
+        return "same"
+    if size < tracked.read_pos:
+        return "truncated"
+    return "grew" if same_start(tracked.fp_len, tracked.fp_hash, head()) else "changed"
+
+
+def resume_saved(
+    saved: Position, identity: Identity, size: int, head: bytes, *, rotated: bool, claimed: bool
+) -> tuple[int | None, Verdict]:
+    """Where to read a file found for a saved position (at start-up): its offset and the verdict.
+
+    None when the file is not the one saved: another identity, a rotated file whose first bytes
+    differ (its inode was reused by another file), or one already read under another name.
+    """
+    verdict = classify_saved(saved, size, head)
+    if identity != saved.identity or (rotated and verdict == "changed") or claimed:
+        return None, verdict
+    return (saved.offset if verdict == "resume" else 0), verdict
+
+
+def resume_retired(path: str, retired: tuple[str, Position] | None, size: int, head: bytes) -> int:
+    """Where to read a file that appeared at `path` while running: from 0, unless it is a file
+    already drained under another name (`retired`: that name and where reading stopped)."""
+    if retired is None:
+        return 0
+    # Only a file seen under another name counts: a re-created path may reuse the inode of the
+    # deleted file, and short fingerprints could then match by chance.
+    old_path, position = retired
+    if old_path != path and classify_saved(position, size, head) == "resume":
+        return position.offset
+    return 0
+
+
+def writer_gone(links: int, newer_size: int | None) -> bool:
+    """Whether nothing more will be written to a rotated file: it was deleted (no links left),
+    or a newer file for the same path (`newer_size`, None if none yet) has data."""
+    return links == 0 or (newer_size is not None and newer_size > 0)

@@ -1,0 +1,195 @@
+"""One open file of the file source, read in chunks from a line start, handing out complete
+lines only; and the few system calls the file source makes about files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+
+from rulesd.sources.lines import BATCH_BYTES, Lines, runs_of
+from rulesd.sources.rotation import FINGERPRINT_BYTES, Identity, Position, Tracked, fingerprint
+
+CHUNK_BYTES = 64 * 1024
+
+
+def stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def identity_of(st: os.stat_result) -> Identity:
+    return st.st_dev, st.st_ino
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result] | None:
+    """Open a regular file for reading; None when it is missing or not a regular file.
+    Other errors (permission denied) are raised for the caller to report."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
+
+
+def read_head(fd: int) -> bytes:
+    return os.pread(fd, FINGERPRINT_BYTES, 0)
+
+
+def last_line_start(fd: int, size: int) -> int:
+    """Offset just after the last newline before `size` (0 if none): where "end" starts, so
+    that a line being written at startup is still read once it is complete."""
+    end = size
+    while end > 0:
+        start = max(0, end - CHUNK_BYTES)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
+def find_by_identity(directory: str, identity: Identity) -> str | None:
+    """The path of the file in `directory` with this (dev, ino), e.g. events.jsonl.1."""
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.inode() != identity[1] or not entry.is_file(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_dev == identity[0]:
+                    return entry.path
+    except OSError:
+        return None
+    return None
+
+
+class Tail:
+    """One open file, read in chunks from a line start; hands out complete lines only."""
+
+    def __init__(self, fd: int, st: os.stat_result, offset: int, on_long: Callable[[int], None]) -> None:
+        self.fd = fd
+        self.identity = identity_of(st)
+        self.detached = False  # the watched path no longer names this file
+        self.eof = False  # the last read found no more bytes
+        self.seen_size = st.st_size
+        self._on_long = on_long
+        self.fp_len, self.fp_hash = fingerprint(read_head(fd))
+        self._rewind(offset)
+
+    def _rewind(self, offset: int) -> None:
+        self._buf = b""
+        self._pos = 0  # index in _buf of the next line's start
+        self._buf_offset = offset  # file offset of _buf[0]
+        self.read_pos = offset  # file offset of the next byte to read
+        self._skip_start: int | None = None  # set while discarding an over-long line
+
+    @property
+    def committed(self) -> int:
+        """Offset of the first line not yet handed out."""
+        if self._skip_start is not None:
+            return self._skip_start
+        return self._buf_offset + self._pos
+
+    def position(self) -> Position:
+        """This file's position, covering every line handed out."""
+        dev, ino = self.identity
+        return Position(dev, ino, self.committed, self.fp_len, self.fp_hash)
+
+    def restart(self, size: int) -> None:
+        """Start over at 0 (the file was truncated or rewritten; `size` is its size now)."""
+        self.seen_size = size
+        self._rewind(0)
+        self.fp_len, self.fp_hash = fingerprint(read_head(self.fd))
+
+    def tracked(self) -> Tracked:
+        """What a look at this file's path is judged against (see `rotation.judge`)."""
+        return Tracked(self.identity, self.seen_size, self.read_pos, self.fp_len, self.fp_hash)
+
+    def grew(self, size: int, head: bytes) -> None:
+        """More bytes came (`size` now, `head` its first bytes): take a longer fingerprint if the
+        file was shorter than FINGERPRINT_BYTES when it was taken."""
+        self.seen_size = size
+        if len(head) > self.fp_len:
+            self.fp_len, self.fp_hash = fingerprint(head)
+
+    def read_lines(self, limit: int, path: str, max_line_bytes: int) -> list[Lines]:
+        """Up to `limit` complete lines, reading more of the file as needed."""
+        runs: list[Lines] = []
+        self.eof = False
+        size = 0
+        while limit > 0 and size < BATCH_BYTES:
+            if self._skip_start is not None:
+                if not self._discard_long_line():
+                    break
+                continue
+            taken = self._pos
+            limit -= self._take_lines(runs, limit, path, max_line_bytes)
+            size += self._pos - taken
+            if limit <= 0 or size >= BATCH_BYTES:
+                break
+            if len(self._buf) - self._pos > max_line_bytes:
+                self._start_discarding()
+            elif not self._fill():
+                break
+        return runs
+
+    def _take_lines(self, runs: list[Lines], limit: int, path: str, max_line_bytes: int) -> int:
+        """Appends the buffer's complete lines (at most `limit`) to `runs`; how many it took."""
+        buf, pos = self._buf, self._pos
+        end = buf.rfind(b"\n", pos)
+        if end < 0:
+            return 0
+        lines = buf[pos:end].split(b"\n")
+        if len(lines) > limit:
+            del lines[limit:]
+            end = pos + sum(map(len, lines)) + len(lines) - 1
+        start = self._buf_offset + pos
+        runs += runs_of(path, start, lines, self._buf_offset + end + 1, max_line_bytes, self._on_long)
+        self._pos = end + 1
+        return len(lines)
+
+    def _fill(self) -> bool:
+        chunk = os.pread(self.fd, CHUNK_BYTES, self.read_pos)
+        if not chunk:
+            self.eof = True
+            return False
+        self._buf_offset += self._pos
+        self._buf = self._buf[self._pos :] + chunk
+        self._pos = 0
+        self.read_pos += len(chunk)
+        return True
+
+    def _start_discarding(self) -> None:
+        # The unfinished line is already too long: drop what we hold and skip to its end.
+        self._skip_start = self._buf_offset + self._pos
+        self._on_long(self._skip_start)
+        self._buf, self._pos = b"", 0
+
+    def _discard_long_line(self) -> bool:
+        chunk = os.pread(self.fd, CHUNK_BYTES, self.read_pos)
+        if not chunk:
+            self.eof = True
+            return False
+        newline = chunk.find(b"\n")
+        if newline < 0:
+            self.read_pos += len(chunk)
+            return True
+        self._buf, self._pos = chunk[newline + 1 :], 0
+        self._buf_offset = self.read_pos + newline + 1
+        self.read_pos += len(chunk)
+        self._skip_start = None
+        return True
+
+    def unread_bytes(self) -> int:
+        """Bytes in the file beyond the last line handed out."""
+        return max(0, os.fstat(self.fd).st_size - self.committed)
+
+    def close(self) -> None:
+        """Release the descriptor."""
+        os.close(self.fd)
