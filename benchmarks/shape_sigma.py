@@ -103,7 +103,7 @@ def generate_events(count: int, seed: int) -> Iterator[dict[str, Any]]:
         user = rng.choice(USERS)
         image = _fill(rng.choices(PROGRAMS, PROGRAM_WEIGHTS)[0], rng, user)
         parent = _fill(rng.choices(PROGRAMS, PROGRAM_WEIGHTS)[0], rng, user)
-        args = rng.choice(SUSPICIOUS_ARGS) if rng.random() < 0.03 else rng.choice(BENIGN_ARGS)
+        args = rng.choice(SUSPICIOUS_ARGS) if rng.random() < 0.005 else rng.choice(BENIGN_ARGS)
         event: dict[str, Any] = {
             "timestamp": _timestamp(t),
             "EventID": rng.choices((1, 11, 3), (70, 20, 10))[0],

@@ -7,7 +7,6 @@ key and `path:line:col`; `load_config` reports all of them at once.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from rulesd.alerting.payload import parse_recipients
 from rulesd.durations import parse_duration
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
 from rulesd.rules.model import Responder
+from rulesd.rules.patterns import compile_source_pattern
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import Document, read_yaml
 
@@ -150,10 +150,10 @@ def _source(raw: dict[str, Any], base: str, report: Any) -> SourceConfig:
             report(("source",), "format: regex needs a 'pattern' with named groups")
         else:
             try:
-                if not re.compile(pattern).groupindex:
+                if not compile_source_pattern(pattern).groupindex:
                     report(("source", "pattern"), "the pattern has no named groups (?P<name>...)")
-            except re.error as exc:
-                report(("source", "pattern"), f"invalid regex: {exc}")
+            except ValueError as exc:
+                report(("source", "pattern"), str(exc))
     elif pattern:
         report(("source", "pattern"), "a pattern is only used with format: regex")
     return SourceConfig(

@@ -82,7 +82,19 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
         ),
         (
             "source: {type: stdin, format: regex, pattern: '(x'}\n",
-            "rulesd.yaml:1:47: error: source.pattern: invalid regex: missing ), unterminated subpattern at position 0",
+            "rulesd.yaml:1:47: error: source.pattern: invalid regex '(x': missing ) at position 1",
+        ),
+        (
+            "source: {type: stdin, format: regex, pattern: '(?P<a>x)(?P=a)'}\n",
+            "rulesd.yaml:1:47: error: source.pattern: regex '(?P<a>x)(?P=a)' is refused: backreferences are not "
+            "supported at position 9; regexes must run in time linear in the text (the syntax RE2 and Hyperscan "
+            "share)",
+        ),
+        (
+            "source: {type: stdin, format: regex, pattern: '(?P<a>x)(?=y)'}\n",
+            "rulesd.yaml:1:47: error: source.pattern: regex '(?P<a>x)(?=y)' is refused: look-ahead assertions are "
+            "not supported at position 9; regexes must run in time linear in the text (the syntax RE2 and Hyperscan "
+            "share)",
         ),
         (
             "opsgenie: {alert_url: 'http://api.opsgenie.com/v2/alerts'}\n",

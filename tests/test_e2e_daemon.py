@@ -360,3 +360,23 @@ def test_threshold_counts_survive_a_restart(workspace: Workspace, server: FakeOp
     aliases = [x.json()["alias"] for x in server.requests]
     # page-0 may arrive twice (killed between its delivery and its removal from the outbox).
     assert ["burst-a"] == [a for a in aliases if a != "page-0"]
+
+
+def test_a_regex_that_backtracks_forever_in_re_costs_linear_time(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """`^(a+)+$` needs time doubling with every `a` in a backtracking engine (a 25-character
+    line took seconds, 40 would take days); here `check` accepts it and the daemon scans long
+    such lines in linear time and goes on reading: the next event pages at once."""
+    (workspace.rules / "redos.yaml").write_text(
+        'rules:\n  - {name: redos, match: {message: {regex: "^(a+)+$"}}, alert: {alias: "redos-{n}"}}\n'
+    )
+    check = rulesd_cli("check", str(workspace.rules))
+    assert 0 == check.returncode, check.stdout + check.stderr
+    workspace.start()
+    workspace.append(
+        {"message": "a" * 40 + "!", "n": 1},
+        {"message": "a" * 200_000 + "!", "n": 2},
+        page(1),
+        {"message": "a" * 50_000, "n": 3},
+    )
+    assert server.wait_for(lambda r: len(r) >= 2, timeout=15)
+    assert ["page-1", "redos-3"] == [r.json()["alias"] for r in server.requests]

@@ -47,8 +47,7 @@ INVALID_FILES = [
     ("zero_window.yaml", "3:31: error: threshold.window: the window must be longer than 0s"),
     (
         "bad_regex.yaml",
-        "3:20: error: match.message.regex: invalid regex '(timeout|refused': "
-        "missing ), unterminated subpattern at position 1",
+        "3:20: error: match.message.regex: invalid regex '(timeout|refused': missing ) at position 1",
     ),
     (
         "malformed_template.yaml",
@@ -155,8 +154,7 @@ def test_multi_error_file_reports_every_problem() -> None:
     path = os.path.join(INVALID, "multi_error.yaml")
     expected = [
         '5:26: error: rules[0].match["http.status"].gte: expected a number, got "500"',
-        "6:24: error: rules[0].match.message.regex: invalid regex '(unclosed': "
-        "missing ), unterminated subpattern at position 1",
+        "6:24: error: rules[0].match.message.regex: invalid regex '(unclosed': missing ) at position 1",
         "7:24: error: rules[0].threshold.count: 0 is less than the minimum of 1",
         '9:17: error: rules[0].alert.priority: "P9" is not one of: P1, P2, P3, P4, P5',
         "10:16: error: rules[0].alert.message: malformed template: '{a!r}' at position 5 "

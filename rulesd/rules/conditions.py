@@ -5,19 +5,31 @@ lookups, string equality, membership and number comparisons are written inline,
 and the other operators call a closure specialised for the operand's type.
 Comparisons never coerce: `"500"` is not `500`, `true` is not `1`, and `1`
 equals `1.0`.
+
+A regex is answered by its field's Hyperscan scan (see `patterns`): the patterns of a
+whole rule set are registered in one `PatternSet` while its rules compile, and each
+field's database is built once they all have.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import CodeType, FunctionType
-from typing import Any
+from typing import Any, Protocol
 
 from rulesd.rules.fields import MISSING, Event, make_getter
+from rulesd.rules.patterns import (
+    FieldScanner,
+    Pattern,
+    PatternError,
+    PatternSet,
+    Scan,
+    literal_pattern,
+    regex_problem,
+)
 
 Predicate = Callable[[Event], bool]
 ValueTest = Callable[[Any], bool]
@@ -77,13 +89,22 @@ def _contains(needle: Any) -> ValueTest:
     return test
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a rule's regex; ValueError explains a bad one."""
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        where = f" at position {exc.pos + 1}" if exc.pos is not None else ""
-        raise ValueError(f"invalid regex {pattern!r}: {exc.msg}{where}") from None
+class Patterns(Protocol):
+    """Where a condition registers the patterns it looks for (see `PatternSet`)."""
+
+    def add(self, field: str, pattern: Pattern, path: tuple[str | int, ...]) -> tuple[FieldScanner, int]:
+        """The scanner of `field` and the id of `pattern` in it; `path` locates the operand."""
+        ...
+
+
+class _Unplaced:
+    """Patterns of a condition compiled on its own: a `PatternSet` of its own, built at once."""
+
+    def __init__(self) -> None:
+        self.set = PatternSet()
+
+    def add(self, field: str, pattern: Pattern, path: tuple[str | int, ...]) -> tuple[FieldScanner, int]:
+        return self.set.add(field, pattern, path)
 
 
 def _yaml_number(value: float) -> str:
@@ -92,7 +113,8 @@ def _yaml_number(value: float) -> str:
 
 
 def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
-    """A test for an operator that `_value_expression` does not write inline, and its cost."""
+    """A test for an operator that `_value_expression` does not write inline (other than
+    `regex`), and its cost."""
     match op:
         case "equals":
             return equals_test(operand), 1
@@ -110,9 +132,6 @@ def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
             return (lambda v: type(v) is str and v.startswith(operand)), 2
         case "endswith":
             return (lambda v: type(v) is str and v.endswith(operand)), 2
-        case "regex":
-            search = compile_regex(operand).search
-            return (lambda v: type(v) is str and search(v) is not None), 10
     raise AssertionError(f"operator {op!r} passed the schema but is unknown")
 
 
@@ -125,9 +144,10 @@ class _Writer:
     (`C0`, `C1`, ...) in the function's globals, never written into its source.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, patterns: Patterns) -> None:
         self.names: dict[str, Any] = {"MISSING": MISSING, "NUMBER": _NUMBER}
         self.values = 0  # locals v0, v1, ... holding field values
+        self.patterns = patterns
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
@@ -189,7 +209,7 @@ def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> t
         if op == "exists":
             continue
         try:
-            tests.append(_value_expression(op, operand, w))
+            tests.append(_value_expression(key, op, operand, (*path, op), w))
         except ValueError as exc:
             raise ConditionError((*path, op), str(exc)) from None
     tests.sort(key=lambda t: t[1])
@@ -205,9 +225,15 @@ def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> t
 _ORDERING = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def _value_expression(op: str, operand: Any, w: _Writer) -> tuple[str, int]:
-    """`op` applied to the value `{v}`, and its rough cost: the common cheap operators are
-    written inline, the others call a compiled test."""
+def _value_expression(key: str, op: str, operand: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
+    """`op` applied to the value `{v}` of field `key`, and its rough cost: the common cheap
+    operators are written inline, the others call a compiled test."""
+    if op == "regex":
+        problem = regex_problem(operand, hyperscan=False)  # Hyperscan's own check: when the set is built
+        if problem is not None:
+            raise ValueError(problem)
+        scanner, pattern_id = w.patterns.add(key, Pattern(operand), path)
+        return _found(scanner.scan, pattern_id, w), 3
     if op in _ORDERING:
         if not math.isfinite(operand):  # NaN compares false with everything: a rule that never fires
             raise ValueError(f"expected a finite number, got {_yaml_number(operand)}")
@@ -216,6 +242,12 @@ def _value_expression(op: str, operand: Any, w: _Writer) -> tuple[str, int]:
         return f"({{v}} == {w.const(operand)})", 1
     test, cost = _operator(op, operand)
     return f"{w.const(test)}({{v}})", cost
+
+
+def _found(scan: Scan, pattern_id: int, w: _Writer) -> str:
+    """The pattern is found in the value `{v}`, a text: one membership test in the scan's
+    answer, which the index has usually asked for already."""
+    return f"(type({{v}}) is str and {w.const(pattern_id)} in {w.const(scan)}({{v}}))"
 
 
 def _present_and(key: str, value_tests: list[str], w: _Writer) -> str:
@@ -249,88 +281,142 @@ def _nested(cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth
     Python parser refuses expressions nested beyond about a hundred levels."""
     if depth < _MAX_NESTING:
         return _condition(cond, path, w, depth + 1)
-    sub = compile_condition(cond, path)
+    sub = compile_condition(cond, path, w.patterns)
     return f"{w.const(sub.test)}(e)", sub.cost
 
 
-def compile_condition(cond: dict[str, Any], path: tuple[str | int, ...] = ()) -> Compiled:
-    """Compile a schema-valid condition mapping into one predicate."""
-    writer = _Writer()
+def compile_condition(
+    cond: dict[str, Any], path: tuple[str | int, ...] = (), patterns: Patterns | None = None
+) -> Compiled:
+    """Compile a schema-valid condition mapping into one predicate.
+
+    Its patterns go into `patterns`, whose owner builds them before the predicate runs;
+    without one, the condition gets patterns of its own, built here.
+    """
+    own = _Unplaced() if patterns is None else None
+    writer = _Writer(own or patterns)  # type: ignore[arg-type]
     expression, cost = _condition(cond, path, writer)
+    if own is not None:
+        try:
+            own.set.build()
+        except PatternError as exc:
+            where, message = exc.refused[0]
+            raise ConditionError(where, message) from None
     return Compiled(writer.function(expression), cost)
+
+
+@dataclass(frozen=True, slots=True)
+class PatternHint:
+    """A pattern that must be found in a field: its scan, its id, and whether a list value
+    may match instead (`contains` also finds an equal item in a list)."""
+
+    scan: Scan
+    id: int
+    pattern: Pattern
+    in_lists: bool = False
+    weight: int = 0  # the operand's length: of two patterns, the longer is likely the rarer
 
 
 @dataclass(frozen=True, slots=True)
 class Hints:
     """What must hold for a condition to match, usable to skip rules cheaply.
 
-    `equalities`: field -> the string values one of which the field must equal.
-    `regexes`: field -> patterns the field must match (each one must).
+    `equalities`: field -> the values (strings, numbers, booleans) one of which the field
+    must equal (a superset: `true` and `1` share a table slot; the predicate decides).
+    `patterns`: field -> patterns that must each be found in the field's text.
     `lower_bounds`: field -> a number the field must be a number at least equal to.
-    `substrings`: field -> strings the field must contain (if it is a string; a list
-    may instead hold an equal item).
     `alternatives`: the hints of each branch of an `any` that must hold, one of which
     then holds too (empty when no branch hint is known for some branch).
     """
 
-    equalities: dict[str, frozenset[str]]
-    regexes: dict[str, tuple[str, ...]]
+    equalities: dict[str, frozenset[Any]]
+    patterns: dict[str, tuple[PatternHint, ...]] = field(default_factory=dict)
     lower_bounds: dict[str, float] = field(default_factory=dict)
     alternatives: tuple[Hints, ...] = ()
-    substrings: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def useful(self) -> bool:
         """Whether these hints say anything an index can use."""
-        return bool(self.equalities or self.regexes or self.lower_bounds or self.substrings)
+        return bool(self.equalities or self.patterns or self.lower_bounds)
+
+    def without(self, field: str, hint: PatternHint) -> Hints:
+        """These hints less one pattern (that a node has tested already)."""
+        patterns = dict(self.patterns)
+        left = tuple(p for p in patterns.pop(field, ()) if p is not hint)
+        if left:
+            patterns[field] = left
+        return Hints(self.equalities, patterns, self.lower_bounds)
 
     def merged(self, other: Hints) -> Hints:
         """Hints that hold when both `self` and `other` hold (alternatives dropped)."""
         equalities = dict(self.equalities)
         for key, values in other.equalities.items():
             _narrow(equalities, key, values)
-        regexes = dict(self.regexes)
-        for key, patterns in other.regexes.items():
-            regexes[key] = (*regexes.get(key, ()), *patterns)
+        patterns = dict(self.patterns)
+        for key, found in other.patterns.items():
+            patterns[key] = (*patterns.get(key, ()), *found)
         bounds = dict(self.lower_bounds)
         for key, bound in other.lower_bounds.items():
             bounds[key] = max(bound, bounds.get(key, bound))
-        substrings = dict(self.substrings)
-        for key, needles in other.substrings.items():
-            substrings[key] = (*substrings.get(key, ()), *needles)
-        return Hints(equalities, regexes, bounds, substrings=substrings)
+        return Hints(equalities, patterns, bounds)
 
 
-def necessary_hints(cond: dict[str, Any]) -> Hints:
-    """Equality, regex and bound tests that every match of `cond` must pass."""
-    equalities: dict[str, frozenset[str]] = {}
-    regexes: dict[str, tuple[str, ...]] = {}
+_LITERAL_OPERATORS = ("contains", "startswith", "endswith")
+_LITERAL_MAX = 1000  # characters: longer literals are not worth a place in the databases
+
+
+def necessary_hints(cond: dict[str, Any], patterns: Patterns, path: tuple[str | int, ...] = ()) -> Hints:
+    """Equality, pattern and bound tests that every match of `cond` must pass.
+
+    The literals of `contains`, `startswith` and `endswith` are registered in `patterns`
+    (their predicates compare in Python; the index finds them with the field's scan); a
+    regex was registered when the condition was compiled, and is found again here.
+    """
+    equalities: dict[str, frozenset[Any]] = {}
+    found: dict[str, tuple[PatternHint, ...]] = {}
     bounds: dict[str, float] = {}
-    substrings: dict[str, tuple[str, ...]] = {}
-    for key, value in _conjuncts(cond):
-        values = _string_options(value)
+    for key, value, where in _conjuncts(cond, path):
+        values = _value_options(value)
         if values is not None:
             _narrow(equalities, key, values)
         if isinstance(value, dict):
-            if isinstance(value.get("regex"), str):
-                regexes[key] = (*regexes.get(key, ()), value["regex"])
-            if isinstance(value.get("contains"), str) and value["contains"]:
-                substrings[key] = (*substrings.get(key, ()), value["contains"])
+            for hint in _pattern_hints(key, value, where, patterns):
+                found[key] = (*found.get(key, ()), hint)
             bound = _lower_bound(value)
             if bound is not None:
                 bounds[key] = max(bound, bounds.get(key, bound))
     alternatives: tuple[Hints, ...] = ()
-    for branches in _disjunctions(cond):
-        branch_hints = [necessary_hints(b) for b in branches]
-        # A field every branch of an `any` pins to strings is pinned to their union.
+    for branches, where in _disjunctions(cond, path):
+        branch_hints = [necessary_hints(b, patterns, (*where, i)) for i, b in enumerate(branches)]
+        # A field every branch of an `any` pins to values is pinned to their union.
         hints = [h.equalities for h in branch_hints]
         for key in set.intersection(*(set(h) for h in hints)) if hints else ():
             _narrow(equalities, key, frozenset().union(*(h[key] for h in hints)))
         if not alternatives and branch_hints and all(h.useful() for h in branch_hints):
             alternatives = tuple(branch_hints)
-    return Hints(equalities, regexes, bounds, alternatives, substrings)
+    return Hints(equalities, found, bounds, alternatives)
 
 
-def _narrow(equalities: dict[str, frozenset[str]], key: str, values: frozenset[str]) -> None:
+def _pattern_hints(
+    key: str, matcher: dict[str, Any], path: tuple[str | int, ...], patterns: Patterns
+) -> list[PatternHint]:
+    hints = []
+    regex = matcher.get("regex")
+    if isinstance(regex, str):
+        pattern = Pattern(regex)
+        scanner, pattern_id = patterns.add(key, pattern, (*path, "regex"))
+        hints.append(PatternHint(scanner.scan, pattern_id, pattern, weight=len(regex)))
+    for op in _LITERAL_OPERATORS:
+        text = matcher.get(op)
+        if not isinstance(text, str) or len(text) > _LITERAL_MAX:
+            continue
+        literal = literal_pattern(text, op)
+        if literal is not None:
+            scanner, pattern_id = patterns.add(key, literal, (*path, op))
+            hints.append(PatternHint(scanner.scan, pattern_id, literal, in_lists=op == "contains", weight=len(text)))
+    return hints
+
+
+def _narrow(equalities: dict[str, frozenset[Any]], key: str, values: frozenset[Any]) -> None:
     known = equalities.get(key)
     equalities[key] = values if known is None else known & values
 
@@ -342,38 +428,45 @@ def _lower_bound(matcher: dict[str, Any]) -> float | None:
     return max(found) if found else None
 
 
-def _conjuncts(cond: dict[str, Any]) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
+def _conjuncts(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:
+    out: list[tuple[str, Any, tuple[str | int, ...]]] = []
     for key, value in cond.items():
         if key == "all":
-            for sub in value:
-                out.extend(_conjuncts(sub))
+            for i, sub in enumerate(value):
+                out.extend(_conjuncts(sub, (*path, key, i)))
         elif key not in ("any", "not"):
-            out.append((key, value))
+            out.append((key, value, (*path, key)))
     return out
 
 
-def _disjunctions(cond: dict[str, Any]) -> list[list[dict[str, Any]]]:
+def _disjunctions(
+    cond: dict[str, Any], path: tuple[str | int, ...]
+) -> list[tuple[list[dict[str, Any]], tuple[str | int, ...]]]:
     """The `any` lists that must hold, found through `all` like the conjuncts."""
-    out: list[list[dict[str, Any]]] = []
+    out: list[tuple[list[dict[str, Any]], tuple[str | int, ...]]] = []
     for key, value in cond.items():
         if key == "all":
-            for sub in value:
-                out.extend(_disjunctions(sub))
+            for i, sub in enumerate(value):
+                out.extend(_disjunctions(sub, (*path, key, i)))
         elif key == "any":
-            out.append(value)
+            out.append((value, (*path, key)))
     return out
 
 
-def _string_options(matcher: Any) -> frozenset[str] | None:
-    if isinstance(matcher, str):
+def _is_scalar(value: Any) -> bool:
+    """A value an equality table can hold: a string, a finite number or a boolean."""
+    return isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _value_options(matcher: Any) -> frozenset[Any] | None:
+    if _is_scalar(matcher):
         return frozenset([matcher])
-    if isinstance(matcher, list) and all(isinstance(v, str) for v in matcher):
+    if isinstance(matcher, list) and all(_is_scalar(v) for v in matcher):
         return frozenset(matcher)
     if isinstance(matcher, dict):
-        if isinstance(matcher.get("equals"), str):
+        if "equals" in matcher and _is_scalar(matcher["equals"]):
             return frozenset([matcher["equals"]])
         options = matcher.get("in")
-        if isinstance(options, list) and all(isinstance(v, str) for v in options):
+        if isinstance(options, list) and all(_is_scalar(v) for v in options):
             return frozenset(options)
     return None

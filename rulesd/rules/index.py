@@ -1,19 +1,19 @@
 """Candidate selection: which rules can possibly match an event.
 
 Every rule's condition implies some cheap necessary tests (`Hints`): a field
-must equal one of a few strings (`service: payments`), a regex must match a
-field, or a number must reach a bound. The index is a small tree built on
-them. At each node a rule is filed under one such test:
+must equal one of a few values (`service: payments`), a text pattern (a regex, or
+the literal of `contains`, `startswith` or `endswith`) must be found in a field,
+or a number must reach a bound. The index is a small tree built on them. At each
+node a rule is filed under one such test:
 
 - equality: a dict from the field's value to a child node (the rules that need
   that value, indexed again on their remaining equalities), so an event pays
   one dict lookup per field, however many rules there are;
-- regex or `contains`: one search per field for literals that each requires (a
-  `timeout|refused` pattern cannot match a text holding neither word); the
-  literals are joined into trie-shaped patterns (one for the exact and one for
-  the case-insensitive literals), which the `re` engine rejects in one pass over
-  the text each, so typical noise costs one or two C calls; where a literal
-  occurs, the rules' regexes on the field are checked before they are returned;
+- pattern: the field's Hyperscan database (see `patterns`) scans the value once
+  for every pattern of every rule on that field, and the rules filed under the
+  patterns found become candidates; the rules' predicates ask the same scan (the
+  answer for the event's value is remembered), so the index and the predicates
+  always agree, and a value is scanned at most once per event;
 - lower bound: the rules sorted by their bound, the smallest compared first (most
   values reach none), then the rest compared one by one or bisected;
 - otherwise the rule is checked on every event that reaches the node.
@@ -33,18 +33,14 @@ from __future__ import annotations
 
 import bisect
 import functools
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from rulesd.rules.conditions import Hints, compile_regex, generated_function
+from rulesd.rules.conditions import Hints, PatternHint, generated_function
 from rulesd.rules.fields import Event, make_getter, shallow_keys
-from rulesd.rules.literals import Literals, required_literals
 from rulesd.rules.model import Rule
-
-_BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?P<")
-_LEADING_FLAGS = re.compile(r"\A\(\?([aiLmsux]+)\)")
+from rulesd.rules.patterns import Scan
 
 
 class RuleIndex:
@@ -102,13 +98,13 @@ T = TypeVar("T")
 _Decide = Callable[[Event, float, list[Rule]], T]
 
 
-class _Literal(NamedTuple):
-    """Rules that need a field to contain one of some literals (see `_literal_test`)."""
+class _Scan(NamedTuple):
+    """Rules that need a pattern found in a field: the field's scan, and by pattern id the
+    rules filed under it or a node indexing them on what else they need."""
 
-    gates: tuple[Callable[[str], object], ...]  # searches for any literal of any rule here
-    # Rules grouped by their literals and the regexes they need the field to match.
-    checks: tuple[_Check, ...]
-    in_lists: tuple[Rule, ...]  # `contains` rules without a regex here: a list may hold the text
+    scan: Scan
+    by_id: dict[int, _Plan | tuple[Rule, ...]]
+    in_lists: tuple[Rule, ...]  # `contains` rules: a list holding an equal item matches too
 
 
 class _Bound(NamedTuple):
@@ -118,28 +114,8 @@ class _Bound(NamedTuple):
     rules: tuple[Rule, ...]
 
 
-class _Regex(NamedTuple):
-    """Rules without a usable literal, whose patterns are joined into one search."""
-
-    search: Callable[[str], object]
-    rules: tuple[Rule, ...]
-
-
-_Searches = tuple[Callable[[str], object], ...]  # searches that must all find a match
-
-
-class _Check(NamedTuple):
-    """The rules of a gate that need one set of literals: those without a regex on the field,
-    and those with, grouped by their regexes, after an optional search for any of them."""
-
-    literals: Literals
-    plain: tuple[Rule, ...]
-    any_regex: Callable[[str], object] | None
-    by_searches: tuple[tuple[_Searches, tuple[Rule, ...]], ...]
-
-
-_Table = dict[str, "_Plan | tuple[Rule, ...]"]
-_Test = tuple[str, "_Literal | _Bound | _Regex"]
+_Table = dict[Any, "_Plan | tuple[Rule, ...]"]
+_Test = tuple[str, "_Scan | _Bound"]
 
 
 class _Plan(NamedTuple):
@@ -156,67 +132,65 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
     Every field a node tests costs a read for every event that reaches it, so the node
     reads as few fields as will cover its entries (greedily, the field most entries can
     be filed under first; see `_options` for where an entry may go). An entry goes under an
-    equality on a field the node reads if it has one, else under a literal, a bound or a
-    regex on one.
+    equality on a field the node reads if it has one, else under a pattern or a bound on one:
+    of its patterns on fields the node scans, the longest (a rough measure of how rarely it is
+    found; its node indexes the entry on the others, see `_scan_test`).
     """
     shared = Counter(f for e in entries for f in e.hints.equalities if f not in used)
     options = [_options(entry.hints, used, shared) for entry in entries]
     read = _fields_to_read(options)
-    by_field: dict[str, dict[str, list[_Entry]]] = {}
-    literal_rules: dict[str, list[tuple[Rule, Literals, tuple[str, ...]]]] = {}
+    by_field: dict[str, dict[Any, list[_Entry]]] = {}
+    scanned: dict[str, list[tuple[PatternHint, _Entry]]] = {}
     bounded: dict[str, list[tuple[float, Rule]]] = {}
-    combined: dict[str, list[tuple[Rule, str]]] = {}
     always: list[Rule] = []
-    for entry, (equal, literals, bound, scoped) in zip(entries, options, strict=True):
+    for entry, (equal, patterns, bound) in zip(entries, options, strict=True):
         rule, hints = entry
+        pattern = max((p for p in patterns if p[0] in read), key=lambda p: p[1].weight, default=None)
         if fields := [f for f in equal if f in read]:
             # The field most rules share: fewer lookups per event.
             field = max(fields, key=lambda f: (shared[f], -len(hints.equalities[f]), f))
             table = by_field.setdefault(field, {})
             for value in hints.equalities[field]:
                 table.setdefault(value, []).append(entry)
-        elif literals is not None and literals[0] in read:
-            field = literals[0]
-            literal_rules.setdefault(field, []).append((rule, literals[1], hints.regexes.get(field, ())))
+        elif pattern is not None:
+            field, hint = pattern
+            scanned.setdefault(field, []).append((hint, _Entry(rule, hints.without(field, hint))))
         elif bound is not None and bound[0] in read:
             bounded.setdefault(bound[0], []).append((bound[1], rule))
-        elif scoped is not None and scoped[0] in read:
-            combined.setdefault(scoped[0], []).append((rule, scoped[1]))
         else:
             always.append(rule)
     tables = [(f, {v: _child(rs, used | {f}) for v, rs in t.items()}) for f, t in by_field.items()]
     tests: list[_Test] = [
-        *((f, _literal_test(members)) for f, members in literal_rules.items()),
+        *((f, _scan_test(members, used)) for f, members in scanned.items()),
         *((f, _bound_test(members)) for f, members in bounded.items()),
-        *((f, _regex_test(members)) for f, members in combined.items()),
     ]
     return _Plan(tuple(always), tables, tests)
 
 
 class _Options(NamedTuple):
-    """The tests an entry could be filed under: equality fields, a literal, a bound, a regex."""
+    """The tests an entry could be filed under: equality fields, patterns, a bound."""
 
     equal: list[str]
-    literals: tuple[str, Literals] | None
+    patterns: list[tuple[str, PatternHint]]
     bound: tuple[str, float] | None
-    scoped: tuple[str, str] | None
 
     @property
     def fields(self) -> set[str]:
         """Every field the entry could be filed under."""
-        return {*self.equal, *(t[0] for t in (self.literals, self.bound, self.scoped) if t is not None)}
+        return {*self.equal, *(f for f, _ in self.patterns), *((self.bound[0],) if self.bound else ())}
 
 
 def _options(hints: Hints, used: frozenset[str], shared: Counter[str]) -> _Options:
     """Where an entry may be filed. One with an equality on a field other entries here test
-    too goes under an equality: that field is read anyway, and a literal that many rules
-    share may be in many texts. One whose equalities are its own may go under a literal, a
-    bound or a regex on a field the node reads anyway, rather than add a read of its own."""
+    too goes under an equality: that field is read anyway, and a pattern that many rules
+    share may be in many texts. One whose equalities are its own may go under a pattern or
+    a bound on a field the node reads anyway, rather than add a read of its own."""
     equal = [f for f in hints.equalities if f not in used]
     if any(shared[f] > 1 for f in equal):
-        return _Options(equal, None, None, None)
+        return _Options(equal, [], None)
     bounds = sorted(hints.lower_bounds.items())
-    return _Options(equal, _required_literals(hints), bounds[0] if bounds else None, _combinable(hints))
+    patterns = [(field, p) for field, found in sorted(hints.patterns.items()) for p in found]
+    return _Options(equal, patterns, bounds[0] if bounds else None)
 
 
 def _fields_to_read(options: list[_Options]) -> set[str]:
@@ -224,7 +198,7 @@ def _fields_to_read(options: list[_Options]) -> set[str]:
 
     Greedily the field that covers most of the entries left; of fields covering as many, the
     one that is an equality for most of them, then a bound: those tests cost a lookup or a
-    comparison, a literal gate or a regex a search of the text.
+    comparison, a pattern a scan of the text.
     """
     left = [(o, fields) for o in options if (fields := o.fields)]
     read: set[str] = set()
@@ -246,170 +220,38 @@ def _fields_to_read(options: list[_Options]) -> set[str]:
 def _child(entries: list[_Entry], used: frozenset[str]) -> _Plan | tuple[Rule, ...]:
     """A node for `entries`, or just the rules when no test is left to tell them apart.
 
-    Even a single rule gets a node for its regex or bound: that test costs less than
+    Even a single rule gets a node for its pattern or bound: that test costs less than
     sending the event on to the engine and running the rule's whole predicate.
     """
-    if any(
-        set(e.hints.equalities) - used or e.hints.regexes or e.hints.substrings or e.hints.lower_bounds for e in entries
-    ):
+    if any(set(e.hints.equalities) - used or e.hints.patterns or e.hints.lower_bounds for e in entries):
         plan = _plan(entries, used)
         if plan.tables or plan.tests:
             return plan  # (else no test applies after all: a call to a node would only add them)
     return tuple(e.rule for e in entries)
 
 
-# ---- regexes: required literals ---------------------------------------------------------
+def _scan_test(members: list[tuple[PatternHint, _Entry]], used: frozenset[str]) -> _Scan:
+    """The entries by the id of the pattern each is filed under (all of a field share its
+    scan), each id's indexed again on what else they need.
 
-
-def _required_literals(hints: Hints) -> tuple[str, Literals] | None:
-    """A field and the literals one of which it must contain, the most selective found."""
-    found: list[tuple[str, Literals]] = [
-        (field, frozenset([(needle, False)]))
-        for field, needles in sorted(hints.substrings.items())
-        for needle in needles
-    ]
-    for field, patterns in sorted(hints.regexes.items()):
-        for pattern in patterns:
-            literals = required_literals(pattern)
-            if literals:
-                found.append((field, literals))
-    return max(found, key=lambda f: _strength(f[1]), default=None)
-
-
-def _strength(literals: Literals) -> int:
-    return min(len(text) for text, _ in literals)
-
-
-def _literal_test(members: list[tuple[Rule, Literals, tuple[str, ...]]]) -> _Literal:
-    """One search for any required literal, then the exact rules whose literals occur and
-    whose regexes on the field match.
-
-    A literal only says that a regex may match (`timeout after \\d{4,}ms` needs more than
-    `timeout after `); checking the regex here, for the few texts that hold the literal,
-    costs less than sending the event on to the engine for a rule that then does not match.
+    Rules that need more patterns (`Image` ends with `\\cmd.exe` and `CommandLine` contains
+    ` /c `) are indexed on the next one under the first: a common pattern found alone
+    (`\\cmd.exe`) then costs a membership test in a scan the event pays at most once per
+    field, and sends no rule on to the engine.
     """
-    groups: dict[Literals, dict[tuple[str, ...], list[Rule]]] = {}
-    for rule, literals, patterns in members:
-        groups.setdefault(literals, {}).setdefault(patterns, []).append(rule)
-    gates = _gate_patterns(lit for literals in groups for lit in literals)
-    checks = tuple(_check(literals, by_patterns) for literals, by_patterns in groups.items())
-    return _Literal(tuple(g.search for g in gates), checks, tuple(r for check in checks for r in check.plain))
-
-
-_ANY_REGEX_MIN = 3  # regex groups behind one literal set from which one search for any of them pays
-
-
-def _check(literals: Literals, by_patterns: dict[tuple[str, ...], list[Rule]]) -> _Check:
-    """Many rules may share a literal (`timeout after ` in `timeout after \\d+ms on host-1`,
-    `… host-2`, …): one search for any of their regexes then spares a text that holds the
-    literal but matches none of them a search per rule."""
-    plain = tuple(r for patterns, rules in by_patterns.items() if not patterns for r in rules)
-    with_regex = [(patterns, rules) for patterns, rules in by_patterns.items() if patterns]
-    any_regex = None
-    if len(with_regex) >= _ANY_REGEX_MIN:
-        scoped = [next((s for p in patterns if (s := _scoped(p)) is not None), None) for patterns, _ in with_regex]
-        if all(scoped):
-            any_regex = re.compile("|".join(dict.fromkeys(s for s in scoped if s))).search
-    by_searches = tuple(
-        (tuple(compile_regex(p).search for p in patterns), tuple(rules)) for patterns, rules in with_regex
-    )
-    return _Check(literals, plain, any_regex, by_searches)
-
-
-def _gate_patterns(literals: Iterable[tuple[str, bool]]) -> list[re.Pattern[str]]:
-    """Patterns, each shaped as a trie, one of which matches wherever a literal occurs.
-
-    The exact and the case-insensitive literals get a pattern each: joined, the
-    `re` engine can no longer skip ahead to the characters that start an exact
-    literal, and the one search costs about twice the two.
-    """
-    unique = {(_anchor(text), folded) for text, folded in literals}
-    exact = _trie_regex(sorted(t for t, folded in unique if not folded))
-    folded = _trie_regex(sorted(t for t, f in unique if f))
-    patterns = [re.compile(exact)] if exact else []
-    if folded:
-        patterns.append(re.compile(f"(?i:{folded})"))
-    return patterns
-
-
-# Characters from the most to the least frequent in typical log text; any other character
-# (capitals, most punctuation) counts as rarer than all of these.
-_FREQUENT = " etaoinsrhldcumfpgwybvk0123456789.-/:_=xjqz"
-_RANK = {ch: rank for rank, ch in enumerate(_FREQUENT)}
-_ANCHOR_MIN = 4  # characters: shorter anchors would let too much text through
-
-
-def _anchor(literal: str) -> str:
-    """The part of `literal` the gate looks for: its end, from its rarest character on.
-
-    The `re` engine tries a match at every character that can start one, so anchors
-    that start with rare characters make it skip most of the text (a text holding the
-    literal holds its end too; the exact checks after the gate still decide).
-    """
-    if len(literal) <= _ANCHOR_MIN:
-        return literal
-    start = min(range(len(literal) - _ANCHOR_MIN + 1), key=lambda i: (-_RANK.get(literal[i], len(_FREQUENT)), i))
-    return literal[start:]
-
-
-def _trie_regex(words: list[str]) -> str:
-    trie: dict[str, Any] = {}
-    for word in words:
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-    return _trie_node(trie) if words else ""
-
-
-def _trie_node(node: dict[str, Any]) -> str:
-    branches = [re.escape(ch) + _trie_node(child) for ch, child in sorted(node.items()) if ch]
-    if "" in node:
-        # A literal ends here: any longer one with this prefix contains it, so stop.
-        return ""
-    if len(branches) == 1:
-        return branches[0]
-    return "(?:" + "|".join(branches) + ")"
-
-
-# ---- numbers: lower bounds --------------------------------------------------------------
+    scans = {hint.scan for hint, _ in members}
+    assert len(scans) == 1, "one field, one scanner"
+    by_id: dict[int, list[_Entry]] = {}
+    for hint, entry in members:
+        by_id.setdefault(hint.id, []).append(entry)
+    in_lists = tuple(entry.rule for hint, entry in members if hint.in_lists)
+    return _Scan(scans.pop(), {i: _child(entries, used) for i, entries in by_id.items()}, in_lists)
 
 
 def _bound_test(members: list[tuple[float, Rule]]) -> _Bound:
     """Rules whose bound the event's number reaches, sorted for a bisection."""
     members.sort(key=lambda m: m[0])
     return _Bound(tuple(b for b, _ in members), tuple(r for _, r in members))
-
-
-# ---- regexes without a usable literal ---------------------------------------------------
-
-
-def _combinable(hints: Hints) -> tuple[str, str] | None:
-    """A (field, pattern) whose match the rule requires, if it can join a combined regex."""
-    for field, patterns in sorted(hints.regexes.items()):
-        for pattern in patterns:
-            scoped = _scoped(pattern)
-            if scoped is not None:
-                return field, scoped
-    return None
-
-
-def _scoped(pattern: str) -> str | None:
-    """`pattern` as a self-contained alternative, or None where joining would change it."""
-    if _BACKREF.search(pattern):
-        return None  # group numbers and names would clash once joined
-    flags = _LEADING_FLAGS.match(pattern)
-    body = f"(?{flags.group(1)}:{pattern[flags.end() :]})" if flags else f"(?:{pattern})"
-    try:
-        re.compile(body)
-    except re.error:
-        return None
-    return body
-
-
-def _regex_test(members: list[tuple[Rule, str]]) -> _Regex:
-    search = re.compile("|".join(dict.fromkeys(p for _, p in members))).search
-    return _Regex(search, tuple(r for r, _ in members))
 
 
 # ---- code generation --------------------------------------------------------------------
@@ -431,6 +273,7 @@ class _NodeWriter:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {"bisect_right": bisect.bisect_right}
         self.locals: dict[str, str] = {}  # field -> the local holding its value
+        self.found: dict[str, str] = {}  # field -> the local holding the ids its scan found
         self.base = 0  # indentation of the node being written (inlined nodes sit deeper)
 
     def const(self, value: Any) -> str:
@@ -468,8 +311,19 @@ class _NodeWriter:
         return generated_function("\n".join(self.lines), self.names)
 
     def body(self, plan: _Plan) -> None:
-        """The node's tests, in the order its rules, tables and tests were planned."""
+        """The node's tests, in the order its rules, tables and tests were planned.
+
+        The fields it looks up and scans are read, and scanned, first: every event that
+        reaches the node pays for them anyway, and a node written inline further down then
+        finds them done (a root that scans `message` for regex-only rules and has
+        `env: prod` -> `message` contains `panic` beneath it scans once, not twice).
+        """
         always, tables, tests = plan
+        for field, _ in tables:
+            self.read(field)
+        for field, test in tests:
+            if isinstance(test, _Scan):
+                self.scanned(field, test.scan)
         if always:
             self.add_rules(1, always)
         for field, table in tables:
@@ -477,13 +331,16 @@ class _NodeWriter:
         for field, test in tests:
             if isinstance(test, _Bound):
                 self.bound(field, test)
-                continue
-            value = self.read(field)
-            if isinstance(test, _Literal):
-                self.literal(value, test)
             else:
-                self.emit(1, f"if type({value}) is str and {self.const(test.search)}({value}) is not None:")
-                self.add_rules(2, test.rules)
+                self.scan(field, test)
+
+    def scanned(self, field: str, scan: Scan) -> str:
+        """The local holding the ids of the patterns found in the field (None if not a text)."""
+        if field not in self.found:
+            value = self.read(field)
+            found = self.found[field] = f"s{len(self.found)}"
+            self.emit(1, f"{found} = {self.const(scan)}({value}) if type({value}) is str else None")
+        return self.found[field]
 
     def read(self, field: str) -> str:
         """The local holding the event's value of `field`, read once per node.
@@ -547,36 +404,39 @@ class _NodeWriter:
 
     def inline(self, plan: _Plan) -> None:
         """`plan`'s code one level deeper; the fields it reads are known only inside it."""
-        base, known = self.base, dict(self.locals)
+        base, known, found = self.base, dict(self.locals), dict(self.found)
         self.base += 1
         self.body(plan)
-        self.base, self.locals = base, known
+        self.base, self.locals, self.found = base, known, found
 
-    def literal(self, value: str, test: _Literal) -> None:
-        """The gate searches, then each group's literals checked with `in` or a search."""
-        self.emit(1, f"if (kind := type({value})) is str:")
-        gates = [f"{self.const(gate)}({value}) is not None" for gate in test.gates]
-        self.emit(2, f"if {' or '.join(gates)}:")
-        for check in test.checks:
-            found = [
-                f"{self.const(re.compile(re.escape(text), re.IGNORECASE).search)}({value}) is not None"
-                if folded
-                else f"{self.const(text)} in {value}"
-                for text, folded in sorted(check.literals, key=lambda lit: lit[1])
-            ]
-            self.emit(3, f"if {' or '.join(found)}:")
-            if check.plain:
-                self.add_rules(4, check.plain)
-            depth = 4
-            if check.any_regex is not None:
-                self.emit(4, f"if {self.const(check.any_regex)}({value}) is not None:")
-                depth = 5
-            for searches, rules in check.by_searches:
-                matched = " and ".join(f"{self.const(search)}({value}) is not None" for search in searches)
-                self.emit(depth, f"if {matched}:")
-                self.add_rules(depth + 1, rules)
-        if test.in_lists:  # `contains` also looks for an equal item in a list; a regex never matches one
-            self.emit(1, "elif kind is list:")
+    def scan(self, field: str, test: _Scan) -> None:
+        """The rules filed under the patterns found in the field's text.
+
+        Few texts hold any pattern, so the common path is the scan (done when the node
+        started) and one truth test of its empty answer.
+        """
+        value, found = self.read(field), self.scanned(field, test.scan)
+        self.emit(1, f"if {found}:")
+        lookup = {k: _NodeWriter().node(hit) if isinstance(hit, _Plan) else hit for k, hit in test.by_id.items()}
+        kinds = {type(hit) is tuple for hit in lookup.values()}
+        if len(lookup) == 1 and kinds == {True}:
+            ((pattern_id, rules),) = lookup.items()
+            self.emit(2, f"if {self.const(pattern_id)} in {found}:")
+            self.add_rules(3, rules)  # type: ignore[arg-type]
+        else:
+            self.emit(2, f"for i in {found}:")
+            self.emit(3, f"if (hit := {self.const(lookup)}.get(i)) is not None:")
+            if kinds == {True}:
+                self.emit(4, "out.extend(hit)")
+            elif kinds == {False}:
+                self.emit(4, "hit(event, out)")
+            else:
+                self.emit(4, "if type(hit) is tuple:")
+                self.emit(5, "out.extend(hit)")
+                self.emit(4, "else:")
+                self.emit(5, "hit(event, out)")
+        if test.in_lists:  # `contains` also looks for an equal item in a list; other patterns never match one
+            self.emit(1, f"elif type({value}) is list:")
             self.add_rules(2, test.in_lists)
 
     def bound(self, field: str, test: _Bound) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.compile import compile_rule, fingerprint
 from rulesd.rules.model import Rule, RuleSet
+from rulesd.rules.patterns import PatternError, PatternSet
 from rulesd.validation import schema_violations
 from rulesd.yamldoc import Document, parse_yaml, read_yaml
 
@@ -87,15 +88,15 @@ class _Loaded:
     problems: list[Problem]
 
 
-def _load_file(path: str) -> _Loaded:
+def _load_file(path: str, patterns: PatternSet) -> _Loaded:
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return _Loaded([], [], list(exc.problems))
-    return _load_document(doc)
+    return _load_document(doc, patterns)
 
 
-def _load_document(doc: Document) -> _Loaded:
+def _load_document(doc: Document, patterns: PatternSet) -> _Loaded:
     if doc.value is None and not doc.problems:
         message = "empty file: expected a rule or a list under 'rules:'"
         empty = Problem(SourceLocation(doc.path, 1, 1), message)
@@ -109,7 +110,7 @@ def _load_document(doc: Document) -> _Loaded:
     for raw, base in _rules_in(doc):
         if isinstance(raw.get("name"), str):
             loaded.names.append((raw["name"], doc.locate((*base, "name"))))
-        rule, found = compile_rule(raw, doc, base, faulted)
+        rule, found = compile_rule(raw, doc, base, faulted, patterns=patterns)
         problems.extend(found)
         if rule is not None:
             loaded.rules.append(rule)
@@ -119,19 +120,23 @@ def _load_document(doc: Document) -> _Loaded:
 def check_paths(paths: Iterable[str | os.PathLike[str]]) -> CheckResult:
     """Load every rule file under `paths`, collecting all problems."""
     files, problems = discover_files(paths)
-    return _combine([_load_file(path) for path in files], files, problems)
+    patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
+    return _combine([_load_file(path, patterns) for path in files], files, problems, patterns)
 
 
 def check_text(text: str, path: str = "<rules>") -> CheckResult:
     """Load one rule file's `text` as if read from `path` (which only names it in problems)."""
+    patterns = PatternSet()
     try:
-        loaded = _load_document(parse_yaml(text, path, keep_going=True))
+        loaded = _load_document(parse_yaml(text, path, keep_going=True), patterns)
     except InvalidInputError as exc:
         loaded = _Loaded([], [], list(exc.problems))
-    return _combine([loaded], [path], [])
+    return _combine([loaded], [path], [], patterns)
 
 
-def _combine(loaded_files: list[_Loaded], files: list[str], problems: list[Problem]) -> CheckResult:
+def _combine(
+    loaded_files: list[_Loaded], files: list[str], problems: list[Problem], patterns: PatternSet
+) -> CheckResult:
     """One rule set of the rules of every file, unless any problem is an error."""
     rules: list[Rule] = []
     names: list[tuple[str, SourceLocation]] = []
@@ -140,11 +145,22 @@ def _combine(loaded_files: list[_Loaded], files: list[str], problems: list[Probl
         names.extend(loaded.names)
         problems.extend(loaded.problems)
     problems.extend(_duplicate_names(names))
+    problems.extend(_build(patterns))
     ruleset = None
     if not any(p.severity == "error" for p in problems):
         digest = fingerprint([[r.name, r.fingerprint] for r in rules])
         ruleset = RuleSet(tuple(rules), tuple(files), digest)
     return CheckResult(ruleset, tuple(sorted(problems)), tuple(files))
+
+
+def _build(patterns: PatternSet) -> list[Problem]:
+    """Compile the rule set's pattern databases; a pattern Hyperscan refuses is an error
+    at each place it was written."""
+    try:
+        patterns.build()
+    except PatternError as exc:
+        return [Problem(where, f"{path}: {message}") for (where, path), message in exc.refused]
+    return []
 
 
 def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:

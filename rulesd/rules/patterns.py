@@ -1,0 +1,321 @@
+"""Text patterns of rules (regexes, and literals to search for), matched in linear time.
+
+Every pattern that rules look for in one field of the events is compiled into one Hyperscan
+database (`FieldScanner`); a value is scanned once, in time linear in its length whatever
+the patterns, and the answer, the ids of the patterns found in it, serves the rule index and
+every rule's predicate alike, so that the two can never disagree about a match.
+
+A rule regex must lie in the syntax that both RE2 and Hyperscan run exactly (`regex_problem`
+says why one does not): no backreferences, look-around, atomic groups, possessive or lazy
+quantifier modes that need backtracking. Its meaning is Hyperscan's, which is that of
+Python's `re.search` on text for everything in that subset except where noted in the README:
+found anywhere in the value; `.` does not match a newline; `$` matches at the end or before
+a final newline; `\\d`, `\\w`, `\\s` and `\\b` are ASCII; `(?i)` folds Unicode case.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import hyperscan
+import re2
+
+# Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
+# (`a*` is found in every value, as `re.search` finds it).
+FLAGS = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
+MAX_REPEAT = 1000  # RE2's limit on a counted repetition
+
+NO_IDS: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One Hyperscan expression and whether it ignores case."""
+
+    expression: str
+    caseless: bool = False
+
+    @property
+    def flags(self) -> int:
+        """The Hyperscan flags it is compiled with."""
+        return FLAGS | (hyperscan.HS_FLAG_CASELESS if self.caseless else 0)
+
+
+def literal_pattern(text: str, where: str, caseless: bool = False) -> Pattern | None:
+    """The pattern that finds `text` as `contains`, `startswith`, `endswith` or `equals`
+    finds it; None for text Hyperscan cannot take (empty, or not valid Unicode)."""
+    if not text or not _encodable(text):
+        return None
+    body = "".join(ch if ch.isalnum() or not ch.isascii() else f"\\x{{{ord(ch):x}}}" for ch in text)
+    prefix = "\\A" if where in ("startswith", "equals") else ""
+    suffix = "\\z" if where in ("endswith", "equals") else ""
+    return Pattern(prefix + body + suffix, caseless)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# ---- which regexes are allowed ----------------------------------------------------------
+
+_WHY = "regexes must run in time linear in the text (the syntax RE2 and Hyperscan share)"
+# RE2's complaint (its words, then the construct) -> what to tell the user.
+_REFUSED = (
+    ("invalid escape sequence: \\1", "backreferences"),
+    ("invalid escape sequence: \\2", "backreferences"),
+    ("invalid escape sequence: \\3", "backreferences"),
+    ("invalid escape sequence: \\4", "backreferences"),
+    ("invalid escape sequence: \\5", "backreferences"),
+    ("invalid escape sequence: \\6", "backreferences"),
+    ("invalid escape sequence: \\7", "backreferences"),
+    ("invalid escape sequence: \\8", "backreferences"),
+    ("invalid escape sequence: \\9", "backreferences"),
+    ("invalid escape sequence: \\k", "backreferences"),
+    ("invalid escape sequence: \\g", "backreferences"),
+    ("invalid perl operator: (?P=", "backreferences"),
+    ("invalid perl operator: (?P", "backreferences"),  # RE2 quotes only `(?P` of `(?P=name)`
+    ("invalid perl operator: (?=", "look-ahead assertions"),
+    ("invalid perl operator: (?!", "look-ahead assertions"),
+    ("invalid perl operator: (?<=", "look-behind assertions"),
+    ("invalid perl operator: (?<!", "look-behind assertions"),
+    ("invalid perl operator: (?>", "atomic groups"),
+    ("invalid perl operator: (?(", "conditional groups"),
+    ("invalid perl operator: (?R", "recursive patterns"),
+    ("bad repetition operator: *+", "possessive quantifiers"),
+    ("bad repetition operator: ++", "possessive quantifiers"),
+    ("bad repetition operator: ?+", "possessive quantifiers"),
+    ("invalid repetition size", f"repetition counts above {MAX_REPEAT}"),
+)
+
+
+def regex_problem(pattern: str, *, hyperscan: bool = True) -> str | None:
+    """Why `pattern` cannot be a rule regex (or a source pattern), naming it; None if it can.
+
+    `hyperscan=False` leaves out Hyperscan's own check (a compile per pattern, ~1 ms), for
+    rule regexes, which are all compiled at once when their `PatternSet` is built.
+    """
+    if not _encodable(pattern):
+        return f"invalid regex {pattern!r}: not valid Unicode (a lone surrogate)"
+    error = _re2_error(pattern)
+    if error is not None:
+        return _explain(pattern, error)
+    error = _hyperscan_error(pattern) if hyperscan else None
+    if error is not None:
+        return _explain_hyperscan(pattern, error)
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _re2_error(pattern: str) -> str | None:
+    try:
+        re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        return _text(exc.args[0] if exc.args else exc)
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hyperscan_error(pattern: str, flags: int = FLAGS) -> str | None:
+    try:
+        hyperscan.Database().compile(expressions=[pattern.encode()], flags=flags)
+    except hyperscan.error as exc:
+        return _text(exc.args[0] if exc.args else exc)
+    return None
+
+
+def _explain(pattern: str, error: str) -> str:
+    """RE2's complaint in our words, with the position of the part it quotes."""
+    what, _, fragment = error.partition(": ")
+    if fragment == "(?P":
+        fragment = "(?P="
+    where = pattern.find(fragment) if fragment else -1
+    at = f" at position {where + 1}" if where >= 0 else ""
+    for words, construct in _REFUSED:
+        if error.startswith(words):
+            return f"regex {pattern!r} is refused: {construct} are not supported{at}; {_WHY}"
+    return f"invalid regex {pattern!r}: {what}{at}"
+
+
+def _explain_hyperscan(pattern: str, error: str) -> str:
+    if error.startswith("Pattern can never match"):
+        return f"regex {pattern!r} can never match anything"
+    return f"regex {pattern!r} is refused: {error.rstrip('.')}; {_WHY}"
+
+
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern on stderr
+    return options
+
+
+_RE2_OPTIONS = _options()
+
+
+def compile_source_pattern(pattern: str) -> Any:
+    """A source pattern compiled by RE2 (linear time, named groups); ValueError says why not."""
+    problem = regex_problem(pattern)
+    if problem is not None:
+        raise ValueError(problem)
+    return re2.compile(pattern, options=_RE2_OPTIONS)
+
+
+# ---- scanning -----------------------------------------------------------------------------
+
+Scan = Callable[[str], frozenset[int]]
+
+
+class FieldScanner:
+    """The patterns that rules look for in one field, and the scan of a value for all of them.
+
+    `scan(value)` returns the ids of the patterns found in `value`. It remembers the last value
+    it scanned (by identity, holding a reference, so the answer cannot belong to another
+    text): the index and then each candidate rule's predicate ask about the same value of an
+    event, and only the first question scans. Not for concurrent use: the rules of one rule
+    set are evaluated by one thread at a time.
+    """
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.patterns: dict[Pattern, int] = {}
+        self.origins: dict[Pattern, list[object]] = {}  # where each was written, for errors
+        self.scan: Scan
+        self.scan, self._use = _memoised_scan(field)
+
+    def add(self, pattern: Pattern, origin: object = None) -> int:
+        """The id of `pattern` (the same pattern twice gets one id)."""
+        origins = self.origins.setdefault(pattern, [])
+        if origin not in origins:  # a rule's regex is registered by its predicate and its hints
+            origins.append(origin)
+        return self.patterns.setdefault(pattern, len(self.patterns))
+
+    def key(self) -> str:
+        """A hash of the patterns and ids, naming a compiled database of them."""
+        text = "\n".join(f"{i}:{int(p.caseless)}:{p.expression}" for p, i in self.patterns.items())
+        version = getattr(hyperscan, "__version__", "")
+        return hashlib.sha256(f"{version}\n{FLAGS}\n{text}".encode()).hexdigest()
+
+    def compile(self) -> Any:
+        """The Hyperscan database of all the patterns; PatternError names every one refused."""
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        patterns = list(self.patterns)
+        try:
+            database.compile(
+                expressions=[p.expression.encode() for p in patterns],
+                ids=[self.patterns[p] for p in patterns],
+                flags=[p.flags for p in patterns],
+            )
+        except hyperscan.error as exc:
+            # Hyperscan names no pattern: find them one by one (only ever on this error path).
+            refused = [
+                (origin, _explain_hyperscan(p.expression, problem))
+                for p in patterns
+                if (problem := _hyperscan_error(p.expression, p.flags)) is not None
+                for origin in self.origins[p]
+            ]
+            if not refused:  # together too large, each alone fine
+                message = f"the patterns on {self.field!r} are refused together: {_text(exc.args[0])}"
+                refused = [(origin, message) for p in patterns for origin in self.origins[p]]
+            raise PatternError(refused) from None
+        return database
+
+    def use(self, database: Any) -> None:
+        """Scan with `database` (compiled from these patterns, or loaded from a cache)."""
+        self._use(database)
+
+
+def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any], None]]:
+    """`scan` and the function that gives it its database; a closure, so that the hot path
+    reads its state from cells instead of an object's attributes."""
+    found: list[int] = []
+    append = found.append
+    last_value: object = None
+    last_ids = NO_IDS
+
+    def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
+        append(pattern_id)
+
+    def unbuilt(data: bytes, on_match: object) -> None:
+        raise RuntimeError(f"the patterns on {field!r} were scanned before they were compiled")
+
+    database_scan: Callable[[bytes, object], object] = unbuilt
+
+    def scan(value: str) -> frozenset[int]:
+        nonlocal last_value, last_ids
+        if value is last_value:
+            return last_ids
+        try:
+            database_scan(value.encode(), on_match)
+        except UnicodeEncodeError:  # a lone surrogate (not from JSON): Hyperscan needs valid UTF-8
+            database_scan(_replace_surrogates(value), on_match)
+        if found:
+            ids = frozenset(found)
+            found.clear()
+        else:
+            ids = NO_IDS
+        last_value, last_ids = value, ids
+        return ids
+
+    def use(database: Any) -> None:
+        nonlocal database_scan, last_value, last_ids
+        database_scan, last_value, last_ids = database.scan, None, NO_IDS
+
+    return scan, use
+
+
+def _replace_surrogates(value: str) -> bytes:
+    """UTF-8 with each lone surrogate as U+FFFD: valid, and no pattern text can match one."""
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
+class PatternError(ValueError):
+    """Patterns Hyperscan refused: (origin as given to `add`, message) for each place."""
+
+    def __init__(self, refused: list[tuple[Any, str]]) -> None:
+        super().__init__("; ".join(message for _, message in refused))
+        self.refused = refused
+
+
+class PatternSet:
+    """All the patterns of a rule set, by field, until `build` compiles each field's database."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, FieldScanner] = {}
+
+    def add(self, field: str, pattern: Pattern, origin: object = None) -> tuple[FieldScanner, int]:
+        """The scanner of `field` and the id `pattern` has in it; `origin` says where it was
+        written, for the errors of `build`."""
+        scanner = self.fields.get(field)
+        if scanner is None:
+            scanner = self.fields[field] = FieldScanner(field)
+        return scanner, scanner.add(pattern, origin)
+
+    def build(self, load: Callable[[FieldScanner], Any] | None = None) -> list[FieldScanner]:
+        """Give every field's scanner its database: from `load` (a cache, which answers None
+        when it has none), else compiled. Returns the scanners that were compiled; raises
+        PatternError with every refused pattern of every field."""
+        compiled, refused = [], []
+        for scanner in self.fields.values():
+            database = load(scanner) if load is not None else None
+            if database is None:
+                try:
+                    database = scanner.compile()
+                except PatternError as exc:
+                    refused.extend(exc.refused)
+                    continue
+                compiled.append(scanner)
+            scanner.use(database)
+        if refused:
+            raise PatternError(refused)
+        return compiled

@@ -1,0 +1,249 @@
+"""Rule regexes and literals: which are allowed, what they mean, and the shared scan."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from rulesd.rules.loader import check_text
+from rulesd.rules.patterns import (
+    Pattern,
+    PatternError,
+    PatternSet,
+    compile_source_pattern,
+    literal_pattern,
+    regex_problem,
+)
+
+REFUSED = [
+    ("(a)\\1", "backreferences", 4),
+    ("(?P<x>a)(?P=x)", "backreferences", 9),
+    ("a\\k<x>", "backreferences", None),
+    ("time(?=out)", "look-ahead assertions", 5),
+    ("time(?!out)", "look-ahead assertions", 5),
+    ("(?<=dis)connect", "look-behind assertions", 1),
+    ("(?<!dis)connect", "look-behind assertions", 1),
+    ("(?>a+)b", "atomic groups", 1),
+    ("a++b", "possessive quantifiers", None),
+    ("a*+b", "possessive quantifiers", None),
+    ("^(a)?(?(1)b|c)$", "conditional groups", 6),
+    ("a{1001}", "repetition counts above 1000", None),
+]
+
+
+@pytest.mark.parametrize(("pattern", "construct", "position"), REFUSED)
+def test_constructs_that_need_backtracking_are_refused_saying_which(
+    pattern: str, construct: str, position: int | None
+) -> None:
+    """Each refusal names the construct, where it is, and why."""
+    problem = regex_problem(pattern)
+    assert problem is not None
+    assert f"regex {pattern!r} is refused: {construct} are not supported" in problem
+    assert "linear in the text" in problem
+    if position is not None:
+        assert f"at position {position};" in problem
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(x", "invalid regex '(x': missing ) at position 1"),
+        ("[a", "invalid regex '[a': missing ] at position 1"),
+        ("x\\Z", "invalid regex 'x\\\\Z': invalid escape sequence at position 2"),  # Python's \Z is RE2's \z
+        ("(?x) a # b", "invalid regex '(?x) a # b': invalid perl operator at position 1"),
+        ("\\C", "regex '\\\\C' is refused: \\C is unsupported in UTF8"),  # RE2 takes it, Hyperscan not
+        ("a\\bb", "regex 'a\\\\bb' can never match anything"),
+    ],
+)
+def test_other_refusals_say_what_is_wrong(pattern: str, message: str) -> None:
+    """Syntax errors keep the engine's words and a 1-based position."""
+    problem = regex_problem(pattern)
+    assert problem is not None and problem.startswith(message), problem
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["^(a+)+$", "(x+x+)+y", "(a|aa)+$", "(?i)straße", "\\pL+", "\\x{e9}", "(?P<name>x)", "(?<name>x)", "[[:alpha:]]"],
+)
+def test_patterns_of_the_shared_syntax_are_allowed(pattern: str) -> None:
+    """Patterns that backtrack exponentially in `re` are fine here: both engines are linear."""
+    assert regex_problem(pattern) is None
+
+
+def found(pattern: str, text: str, caseless: bool = False) -> bool:
+    """Whether the pattern is found in `text` by a one-pattern scan."""
+    patterns = PatternSet()
+    scanner, pattern_id = patterns.add("f", Pattern(pattern, caseless))
+    patterns.build()
+    return pattern_id in scanner.scan(text)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        ("c$", "abc", True),
+        ("c$", "abc\n", True),  # `$`: the end or before a final newline, as in Python and PCRE
+        ("c$", "abc\n\n", False),
+        ("c\\z", "abc\n", False),  # `\z`: the very end
+        ("^$", "", True),  # empty matches are matches, as `re.search` finds them
+        ("a*", "zzz", True),
+        ("x?", "", True),
+        ("a.b", "a\nb", False),  # `.` stops at a newline unless (?s)
+        ("(?s)a.b", "a\nb", True),
+        ("a.b", "aéb", True),  # `.` is one character, however many bytes
+        ("\\d", "٣", False),  # `\d`, `\w`, `\s`, `\b` are ASCII
+        ("\\w", "é", False),
+        ("\\bé", " é", False),
+        ("\\pN", "٣", True),  # Unicode classes are Unicode
+        ("(?i)é", "É", True),  # case folding is Unicode
+        ("(?i)k", "\u212a", True),  # the Kelvin sign folds to k
+        ("(?i)s", "ſ", True),  # and the long s to s
+        ("(?i)straße", "STRASSE", False),  # simple folding: ß is not ss
+        ("É", "é", False),
+        ("(?m)^b", "a\nb", True),
+        ("\\x{1F600}", "😀", True),
+    ],
+)
+def test_what_a_regex_means(pattern: str, text: str, expected: bool) -> None:
+    """The meaning the README documents."""
+    assert expected == found(pattern, text)
+
+
+ASCII_PATTERNS = [
+    "timeout|refused",
+    "(?i)TIMEOUT",
+    "^up",
+    "out$",
+    "[0-9]{3}",
+    "^[^a-z]+$",
+    "ab*c",
+    "(ab){2,}",
+    "\\bdb-\\d+\\b",
+    "x.y",
+    "(?s)x.y",
+    "a|",
+    "q*",
+    "[A-Z][0-9]",
+    "(?m)^b$",
+    "\\s{2}",
+]
+
+
+def test_on_ascii_text_a_regex_finds_what_python_finds() -> None:
+    """Where the syntaxes share a meaning (ASCII text, no vertical tab), the scan agrees with
+    `re.search` on thousands of random texts."""
+    rng = random.Random(5)
+    alphabet = "abcqxyAB01 \n.-_db"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    texts += ["upstream timeout", "conn REFUSED", "db-12 down", "x\ny", "abbc", "abab", "up", "out\n", "  "]
+    patterns = PatternSet()
+    scans = {p: patterns.add("f", Pattern(p)) for p in ASCII_PATTERNS}
+    patterns.build()
+    differ = [
+        (p, t) for t in texts for p, (scanner, i) in scans.items() if (i in scanner.scan(t)) != bool(re.search(p, t))
+    ]
+    assert [] == differ[:5]
+
+
+@pytest.mark.parametrize("where", ["contains", "startswith", "endswith", "equals"])
+def test_a_literal_is_found_exactly_where_python_finds_it(where: str) -> None:
+    """Literals with regex syntax, Unicode and case differences: the scan answers as `in`,
+    `startswith`, `endswith` and `==` do."""
+    rng = random.Random(11)
+    words = ["a.b", "[x]", "(y)", "\\", "é", "É", "日本", "😀", "K", "k", "out\n", "$", "^", " ", "*", "{1}"]
+    literals = list(dict.fromkeys(words + ["".join(rng.sample(words, 2)) for _ in range(20)]))
+    texts = ["".join(rng.choice(words) for _ in range(rng.randint(0, 4))) for _ in range(800)]
+    patterns = PatternSet()
+    scans = {}
+    for text in literals:
+        pattern = literal_pattern(text, where)
+        assert pattern is not None
+        scans[text] = patterns.add("f", pattern)
+    patterns.build()
+    python = {
+        "contains": lambda lit, t: lit in t,
+        "startswith": lambda lit, t: t.startswith(lit),
+        "endswith": lambda lit, t: t.endswith(lit),
+        "equals": lambda lit, t: t == lit,
+    }[where]
+    differ = [(lit, t) for t in texts for lit, (s, i) in scans.items() if (i in s.scan(t)) != python(lit, t)]
+    assert [] == differ[:5]
+
+
+def test_a_caseless_literal_folds_case_as_a_caseless_regex_does() -> None:
+    """A literal that ignores case (for text operators that ignore case) is found as `(?i)`
+    finds its escaped text."""
+    pattern = literal_pattern("Straße K", "contains", caseless=True)
+    assert pattern is not None
+    patterns = PatternSet()
+    scanner, i = patterns.add("f", pattern)
+    patterns.build()
+    assert [True, True, False] == [i in scanner.scan(t) for t in ("xSTRAßE k", "straße \u212a", "strasse k")]
+
+
+def test_literals_hyperscan_cannot_take_are_left_to_python() -> None:
+    """An empty literal or one with a lone surrogate gets no pattern (the predicate alone decides)."""
+    assert literal_pattern("", "contains") is None
+    assert literal_pattern("a\ud800", "contains") is None
+
+
+def test_a_lone_surrogate_in_a_value_scans_as_a_replacement_character() -> None:
+    """Hyperscan needs valid UTF-8; a text with a lone surrogate (possible from YAML, not from
+    JSON) is scanned with U+FFFD in its place instead of failing."""
+    assert found("a.b", "a\ud800b")
+    assert not found("\\x{d800}|x", "a\ud800b")
+
+
+def test_the_scan_remembers_only_the_very_same_text() -> None:
+    """The answer is remembered for the same object only: an equal text built anew gives the
+    same answer, a different text its own."""
+    patterns = PatternSet()
+    scanner, i = patterns.add("f", Pattern("err"))
+    patterns.build()
+    text = "an error"
+    assert i in scanner.scan(text) and i in scanner.scan(text)
+    assert i in scanner.scan("".join(["an ", "error"]))
+    assert i not in scanner.scan("all fine")
+
+
+def test_scanning_before_the_databases_are_built_is_an_error() -> None:
+    """A rule cannot run half-built: the scan refuses until its database exists."""
+    scanner, _ = PatternSet().add("f", Pattern("x"))
+    with pytest.raises(RuntimeError, match="before they were compiled"):
+        scanner.scan("x")
+
+
+def test_a_refused_pattern_is_reported_at_every_place_it_was_written() -> None:
+    """Hyperscan's refusals (found only when the set is built) name each origin."""
+    patterns = PatternSet()
+    patterns.add("f", Pattern("ok"), "first")
+    patterns.add("f", Pattern("\\C"), "second")
+    patterns.add("f", Pattern("\\C"), "third")
+    with pytest.raises(PatternError) as caught:
+        patterns.build()
+    assert ["second", "third"] == [origin for origin, _ in caught.value.refused]
+
+
+def test_rulesd_check_reports_a_pattern_hyperscan_refuses_at_its_line_and_column() -> None:
+    """`\\C` passes RE2 but not Hyperscan; `check` still reports it at the regex's place."""
+    result = check_text("rules:\n  - name: r\n    match: {message: {regex: 'x\\C'}}\n", "rules.yaml")
+    assert [
+        "rules.yaml:3:30: error: rules[0].match.message.regex: regex 'x\\\\C' is refused: \\C is unsupported "
+        "in UTF8 at index 1; regexes must run in time linear in the text (the syntax RE2 and Hyperscan share)"
+    ] == [str(p).split("/")[-1] for p in result.problems]
+
+
+@pytest.mark.parametrize(("pattern", "construct", "position"), REFUSED)
+def test_source_patterns_are_refused_as_rule_regexes_are(pattern: str, construct: str, position: int | None) -> None:
+    """The `regex` source format runs RE2, with the same refusals as rule regexes."""
+    with pytest.raises(ValueError, match=f"is refused: {construct} are not supported"):
+        compile_source_pattern(pattern)
+
+
+def test_a_source_pattern_gives_its_named_groups() -> None:
+    """RE2 has named groups, which become the event's fields."""
+    compiled = compile_source_pattern(r"(?P<user>\w+) from (?P<ip>[\d.]+)")
+    match = compiled.search("Failed password for alice from 10.0.0.1 port 22")
+    assert {"user": "alice", "ip": "10.0.0.1"} == match.groupdict()
