@@ -54,12 +54,14 @@ class Usage:
     max_rss_mb: float
 
 
-def measure(command: list[str], stdin: Path | None = None, stdout: Path | None = None) -> Usage:
+def measure(
+    command: list[str], stdin: Path | None = None, stdout: Path | None = None, env: dict[str, str] | None = None
+) -> Usage:
     """Run `command` to completion (stdout discarded, or written to `stdout`) and return its
     own resource use."""
     with open(stdin or os.devnull, "rb") as inp, open(stdout or os.devnull, "wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(command, stdin=inp, stdout=out, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(command, stdin=inp, stdout=out, stderr=subprocess.PIPE, env=env)
         assert proc.stderr is not None
         err = proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)

@@ -20,20 +20,31 @@ from rulesd import __version__, logs
 from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
-from rulesd.config import load_config
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
 from rulesd.junit import RuleTestFile, junit_xml
 from rulesd.outbox_view import attempt_json, attempts_text, outbox_row, row_text
 from rulesd.outbox_view import summary as outbox_summary
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay
+from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
 from rulesd.ruletest import check_test_file, is_test_file, run_test_files
 from rulesd.validation import load_schema
 
 if TYPE_CHECKING:
+    from rulesd.config import Config
     from rulesd.state import SqliteState
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def load_config(path: str) -> Config:
+    """The daemon config, imported when a command needs one: it brings in the HTTP client,
+    which `check`, `replay` and `test` without `--config` do without (shorter start-up)."""
+    from rulesd.config import load_config as load
+
+    return load(path)
+
+
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
 SCHEMAS = ("rule", "config", "test")
 LOG_LEVEL_HELP = "the least severe log records to write (default info)"
@@ -196,7 +207,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             paths = args.paths or list(exc.rules or ())
     # A rule test file named on the command line is checked as a test file, not as rules.
     tests = [p for p in paths if is_test_file(p) and os.path.isfile(p)]
-    result = check_paths([p for p in paths if p not in tests])
+    result = check_paths([p for p in paths if p not in tests], RuleCache.for_user(os.environ))
     test_problems = [problem for path in tests for problem in check_test_file(path)]
     problems = sorted([*config_problems, *result.problems, *test_problems])
     errors = [p for p in problems if p.severity == "error"]
@@ -256,7 +267,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not rule_paths:
         print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
         return EXIT_USAGE
-    ruleset = load_ruleset(rule_paths)
+    ruleset = load_ruleset(rule_paths, RuleCache.for_user(os.environ))
     as_json = args.format == "json"
     out = sys.stdout
 
@@ -302,7 +313,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rulesd.daemon import Daemon, build_parts  # imported here: the authoring commands need none of it
 
     config = load_config(args.config)
-    result = check_paths(config.rules)
+    # A dry run leaves the state directory alone; its cache is the user's.
+    cache = RuleCache.for_user(os.environ) if args.dry_run else RuleCache.in_state_dir(config.state_dir)
+    result = check_paths(config.rules, cache)
     if result.ruleset is None:
         _print_problems(result.errors, sys.stderr)
         return EXIT_USAGE

@@ -14,7 +14,6 @@ from typing import Any
 
 from argcomplete.shell_integration import shellcode
 
-from rulesd.config import load_config
 from rulesd.errors import ConfigError, RulesdError
 from rulesd.rules.loader import check_paths, default_rule_paths
 
@@ -59,6 +58,8 @@ def rule_paths_of(args: argparse.Namespace, default_config: str) -> list[str]:
     config = getattr(args, "config", None) or default_config
     if os.path.exists(config):
         try:
+            from rulesd.config import load_config  # only when completing: it imports the HTTP client
+
             return list(load_config(config).rules)
         except ConfigError as exc:
             return list(exc.rules or ())

@@ -7,12 +7,14 @@ import json
 from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from typing import TYPE_CHECKING, Any
 
 from rulesd.errors import Problem
+
+if TYPE_CHECKING:  # jsonschema is imported when a document is validated: a rule file read
+    # back from the rule cache needs none of it, and start-up is shorter without it.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 from rulesd.yamldoc import Document, JsonPath
 
 _TYPE_NAMES = {
@@ -36,6 +38,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator(name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(load_schema(name))
 
 
@@ -69,6 +73,8 @@ def schema_violations(doc: Document, schema: str) -> list[tuple[JsonPath, Proble
 def _most_relevant(error: ValidationError) -> ValidationError:
     # Never print "is not valid under any of the given schemas": descend to the best sub-error.
     while error.context:
+        from jsonschema.exceptions import best_match
+
         best = best_match(error.context)
         if best is None:
             break

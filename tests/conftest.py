@@ -12,6 +12,16 @@ from tests.daemon_process import API_KEY, DaemonProcess, Workspace
 from tests.fake_opsgenie import FakeOpsGenie
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_rule_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Commands started by tests keep their rule cache in a directory of this run, not in the
+    user's ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _kill_leftover_daemons() -> Iterator[None]:
     yield

@@ -27,6 +27,7 @@ from rulesd.logs import RateLimitedWarning
 from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
 from rulesd.reload import RuleWatcher
+from rulesd.rules.cache import RuleCache
 from rulesd.rules.model import RuleSet
 from rulesd.sender import Sender
 from rulesd.sources.base import Saved, Source
@@ -78,6 +79,7 @@ class Parts:
     client: OpsGenieClient | None = None  # None in a dry run: nothing is sent, no heartbeat
     api_key: ApiKey | None = None  # None in a dry run
     metrics: MetricsServer | None = None
+    rule_cache: RuleCache | None = None  # parsed rule files and pattern databases a reload may reuse
 
     @property
     def dry_run(self) -> bool:
@@ -125,6 +127,8 @@ def build_parts(
         clock=clock,
         client=client,
         api_key=api_key,
+        # A dry run leaves the state directory alone; its cache is the user's.
+        rule_cache=RuleCache.for_user(environ) if dry_run else RuleCache.in_state_dir(config.state_dir),
     )
     parts.metrics = metrics_server(parts)
     return parts

@@ -182,7 +182,7 @@ class Daemon:
             self.notifier.ready(self._status())
 
     def _reload(self) -> bool:
-        result = check_paths(self.config.rules)
+        result = check_paths(self.config.rules, self.parts.rule_cache)
         if self.parts.api_key is not None:
             self.parts.api_key.reload()
             if self.sender.resume():

@@ -6,16 +6,20 @@
 
 from __future__ import annotations
 
+import functools
+import marshal
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
+from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.compile import compile_rule, fingerprint
 from rulesd.rules.model import Rule, RuleSet
-from rulesd.rules.patterns import PatternError, PatternSet
+from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
 from rulesd.validation import schema_violations
 from rulesd.yamldoc import Document, parse_yaml, read_yaml
 
@@ -88,21 +92,70 @@ class _Loaded:
     problems: list[Problem]
 
 
-def _load_file(path: str, patterns: PatternSet) -> _Loaded:
+def _load_file(path: str, patterns: PatternSet, cache: RuleCache | None) -> _Loaded:
+    key = _document_key(path) if cache is not None else None
+    if cache is not None and key is not None:
+        doc = _cached_document(cache, key, path)
+        if doc is not None:
+            return _load_document(doc, patterns, checked=True)
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return _Loaded([], [], list(exc.problems))
-    return _load_document(doc, patterns)
+    loaded = _load_document(doc, patterns)
+    if cache is not None and key is not None and not loaded.problems:
+        _cache_document(cache, key, doc)
+    return loaded
 
 
-def _load_document(doc: Document, patterns: PatternSet) -> _Loaded:
+# ---- the cache of parsed and schema-checked rule files ---------------------------------
+
+
+def _document_key(path: str) -> str | None:
+    """What a parsed, schema-checked rule file depends on: its bytes, the schema and the
+    code that parses and checks it, Python's version (marshal's format)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    return digest("document", sys.version, _code_fingerprint(), data)
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    here = Path(__file__).resolve().parent.parent
+    sources = [here / "yamldoc.py", here / "validation.py", here / "schemas" / "rule.schema.json"]
+    return digest(*(p.read_bytes() for p in sources))
+
+
+def _cached_document(cache: RuleCache, key: str, path: str) -> Document | None:
+    blob = cache.get("document", key)
+    if blob is None:
+        return None
+    try:
+        value, value_marks, key_marks = marshal.loads(blob)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return Document(path, value, value_marks, key_marks)
+
+
+def _cache_document(cache: RuleCache, key: str, doc: Document) -> None:
+    try:
+        blob = marshal.dumps((doc.value, doc.value_marks, doc.key_marks))  # type: ignore[arg-type]
+    except ValueError:  # a YAML timestamp or set: not worth caching
+        return
+    cache.put("document", key, blob)
+
+
+def _load_document(doc: Document, patterns: PatternSet, checked: bool = False) -> _Loaded:
+    """The rules of a document; `checked`: it is known to be free of schema violations."""
     if doc.value is None and not doc.problems:
         message = "empty file: expected a rule or a list under 'rules:'"
         empty = Problem(SourceLocation(doc.path, 1, 1), message)
         return _Loaded([], [], [empty])
     # A duplicate key keeps its first value: the rest of the file is still checked.
-    violations = schema_violations(doc, "rule")
+    violations = [] if checked else schema_violations(doc, "rule")
     problems = sorted({*doc.problems, *(p for _, p in violations)})
     # Semantic checks skip the parts the schema already faulted (see compile_rule).
     faulted = {vpath for vpath, _ in violations}
@@ -117,11 +170,16 @@ def _load_document(doc: Document, patterns: PatternSet) -> _Loaded:
     return loaded
 
 
-def check_paths(paths: Iterable[str | os.PathLike[str]]) -> CheckResult:
-    """Load every rule file under `paths`, collecting all problems."""
+def check_paths(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None = None) -> CheckResult:
+    """Load every rule file under `paths`, collecting all problems.
+
+    With a `cache`, unchanged files and pattern sets are read back instead of parsed,
+    checked and compiled again (see `RuleCache`); the result is the same.
+    """
     files, problems = discover_files(paths)
     patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
-    return _combine([_load_file(path, patterns) for path in files], files, problems, patterns)
+    loaded = [_load_file(path, patterns, cache) for path in files]
+    return _combine(loaded, files, problems, patterns, cache)
 
 
 def check_text(text: str, path: str = "<rules>") -> CheckResult:
@@ -135,7 +193,11 @@ def check_text(text: str, path: str = "<rules>") -> CheckResult:
 
 
 def _combine(
-    loaded_files: list[_Loaded], files: list[str], problems: list[Problem], patterns: PatternSet
+    loaded_files: list[_Loaded],
+    files: list[str],
+    problems: list[Problem],
+    patterns: PatternSet,
+    cache: RuleCache | None = None,
 ) -> CheckResult:
     """One rule set of the rules of every file, unless any problem is an error."""
     rules: list[Rule] = []
@@ -145,7 +207,7 @@ def _combine(
         names.extend(loaded.names)
         problems.extend(loaded.problems)
     problems.extend(_duplicate_names(names))
-    problems.extend(_build(patterns))
+    problems.extend(_build(patterns, cache))
     ruleset = None
     if not any(p.severity == "error" for p in problems):
         digest = fingerprint([[r.name, r.fingerprint] for r in rules])
@@ -153,13 +215,21 @@ def _combine(
     return CheckResult(ruleset, tuple(sorted(problems)), tuple(files))
 
 
-def _build(patterns: PatternSet) -> list[Problem]:
-    """Compile the rule set's pattern databases; a pattern Hyperscan refuses is an error
-    at each place it was written."""
+def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
+    """Compile the rule set's pattern databases (or read them from the cache); a pattern
+    Hyperscan refuses is an error at each place it was written."""
+
+    def load(scanner: FieldScanner) -> Any:
+        blob = cache.get("hyperscan", scanner.key()) if cache is not None else None
+        return load_database(blob) if blob is not None else None
+
     try:
-        patterns.build()
+        compiled = patterns.build(load)
     except PatternError as exc:
         return [Problem(where, f"{path}: {message}") for (where, path), message in exc.refused]
+    if cache is not None:
+        for scanner in compiled:
+            cache.put("hyperscan", scanner.key(), dump_database(scanner.database))
     return []
 
 
@@ -175,9 +245,9 @@ def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
     return sorted(set(problems))
 
 
-def load_ruleset(paths: Iterable[str | os.PathLike[str]]) -> RuleSet:
+def load_ruleset(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None = None) -> RuleSet:
     """Load rules or raise RuleError with every problem; warnings do not fail."""
-    return _ruleset_of(check_paths(paths))
+    return _ruleset_of(check_paths(paths, cache))
 
 
 def load_ruleset_text(text: str, path: str = "<rules>") -> RuleSet:

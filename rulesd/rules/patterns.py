@@ -192,6 +192,7 @@ class FieldScanner:
         self.origins: dict[Pattern, list[object]] = {}  # where each was written, for errors
         self.scan: Scan
         self.scan, self._use = _memoised_scan(field)
+        self.database: Any = None
 
     def add(self, pattern: Pattern, origin: object = None) -> int:
         """The id of `pattern` (the same pattern twice gets one id)."""
@@ -232,6 +233,7 @@ class FieldScanner:
 
     def use(self, database: Any) -> None:
         """Scan with `database` (compiled from these patterns, or loaded from a cache)."""
+        self.database = database
         self._use(database)
 
 
@@ -277,6 +279,23 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any], None]]:
 def _replace_surrogates(value: str) -> bytes:
     """UTF-8 with each lone surrogate as U+FFFD: valid, and no pattern text can match one."""
     return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
+def dump_database(database: Any) -> bytes:
+    """A compiled database as bytes (Hyperscan's own serialisation)."""
+    data: bytes = hyperscan.dumpb(database)
+    return data
+
+
+def load_database(data: bytes) -> Any:
+    """A database from `dump_database`, or None if this Hyperscan cannot use it (another
+    version, or a CPU without the instructions it was compiled for)."""
+    try:
+        database = hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
+        database.scratch = hyperscan.Scratch(database)  # compile makes one; loading does not
+    except (hyperscan.error, TypeError, ValueError):
+        return None
+    return database
 
 
 class PatternError(ValueError):

@@ -1,0 +1,128 @@
+"""A private on-disk cache of what loading rules computes from unchanged inputs.
+
+Start-up at a thousand rules was mostly parsing YAML with line marks, checking the JSON
+Schema and compiling the Hyperscan databases, all of which give the same result for the
+same input. They are kept here under a hash of everything they depend on (the input, the
+schema, the code that builds them, Python's and Hyperscan's versions), so an unchanged rule
+file or pattern set costs a file read.
+
+What is read back is turned into Python objects (`marshal`) and into Hyperscan databases,
+which must never come from anyone else: the directory is created 0700, every file 0600
+whatever the umask, and a file is used only if this user owns it, nobody else may write it,
+and its content matches the SHA-256 stored with it. Anything else is a miss, never an error:
+the cache only ever saves time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"rulesd-cache-1\n"
+MAX_FILES = 64  # per kind; the least recently used go first
+
+
+class RuleCache:
+    """Blobs by (kind, key) in one private directory."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, create_parents: bool = False) -> None:
+        self.directory = Path(directory)
+        # A daemon's cache lives in its state directory, which the daemon creates as it
+        # wants it: only the cache directory itself is made then.
+        self.create_parents = create_parents
+
+    @classmethod
+    def for_user(cls, environ: Mapping[str, str]) -> RuleCache | None:
+        """The cache of commands run by a person: `$RULESD_CACHE_DIR` if set (empty: none),
+        else `$XDG_CACHE_HOME/rulesd`, else `~/.cache/rulesd`."""
+        if "RULESD_CACHE_DIR" in environ:
+            chosen = environ["RULESD_CACHE_DIR"]
+            return cls(chosen, create_parents=True) if chosen else None
+        base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return cls(os.path.join(base, "rulesd"), create_parents=True)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str) -> RuleCache:
+        """The daemon's cache: `cache/` in its state directory."""
+        return cls(os.path.join(state_dir, "cache"))
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        """The blob stored under (kind, key), or None."""
+        path = self._path(kind, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid() or info.st_mode & 0o077 or not stat.S_ISREG(info.st_mode):
+                log.warning("ignoring cache file %s: not private to this user", path)
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        head, digest, payload = data[: len(MAGIC)], data[len(MAGIC) : len(MAGIC) + 32], data[len(MAGIC) + 32 :]
+        if head != MAGIC or hashlib.sha256(payload).digest() != digest:
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept when the directory is pruned
+        return payload
+
+    def put(self, kind: str, key: str, payload: bytes) -> None:
+        """Store `payload` under (kind, key); a failure to write is only logged."""
+        try:
+            self._ensure_directory()
+            path = self._path(kind, key)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "wb", closefd=False) as fh:
+                    fh.write(MAGIC + hashlib.sha256(payload).digest() + payload)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            self._prune(kind)
+        except OSError as exc:
+            log.debug("rule cache %s not written: %s", self.directory, exc)
+
+    def _path(self, kind: str, key: str) -> str:
+        return os.path.join(self.directory, f"{kind}-{key}.bin")
+
+    def _ensure_directory(self) -> None:
+        if self.create_parents:
+            os.makedirs(self.directory.parent, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.directory, 0o700)
+        info = os.stat(self.directory)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise PermissionError(f"{self.directory} is not private to this user")
+
+    def _prune(self, kind: str) -> None:
+        entries = [e for e in os.scandir(self.directory) if e.name.startswith(f"{kind}-") and e.name.endswith(".bin")]
+        if len(entries) <= MAX_FILES:
+            return
+        entries.sort(key=lambda e: e.stat().st_mtime)
+        for entry in entries[: len(entries) - MAX_FILES]:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def digest(*parts: bytes | str) -> str:
+    """A hex SHA-256 of `parts`, each length-prefixed (so that no two lists of parts collide)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()

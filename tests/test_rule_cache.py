@@ -1,0 +1,116 @@
+"""The rule cache: private files, read back only when trusted, and the same rules either way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rulesd.rules import loader
+from rulesd.rules.cache import MAX_FILES, RuleCache
+from rulesd.rules.loader import check_paths
+from rulesd.rules.patterns import FieldScanner
+
+RULES = """
+rules:
+  - {name: a, match: {service: api, message: {regex: "timeout after \\\\d+ms"}}}
+  - {name: b, match: {message: {contains: panic}, host: {endswith: ".example.com"}}}
+"""
+
+
+def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """The directory is 0700 and every file 0600, even under umask 000."""
+    old = os.umask(0)
+    try:
+        cache = RuleCache(tmp_path / "cache")
+        cache.put("kind", "k", b"payload")
+    finally:
+        os.umask(old)
+    assert 0o700 == (tmp_path / "cache").stat().st_mode & 0o777
+    assert [0o600] == [p.stat().st_mode & 0o777 for p in (tmp_path / "cache").iterdir()]
+    assert b"payload" == cache.get("kind", "k")
+
+
+def test_a_file_others_may_write_or_a_damaged_one_is_not_used(tmp_path: Path) -> None:
+    """Group- or world-writable, or not matching its checksum: a miss, not an error."""
+    cache = RuleCache(tmp_path / "cache")
+    cache.put("kind", "shared", b"x")
+    cache.put("kind", "damaged", b"y" * 100)
+    (path,) = (tmp_path / "cache").glob("kind-shared.bin")
+    path.chmod(0o620)
+    (damaged,) = (tmp_path / "cache").glob("kind-damaged.bin")
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"z")
+    assert cache.get("kind", "shared") is None
+    assert cache.get("kind", "damaged") is None
+    assert cache.get("kind", "missing") is None
+
+
+def test_the_daemon_cache_does_not_create_the_state_directory(tmp_path: Path) -> None:
+    """Only `cache/` is made in a state directory; a missing one is the daemon's to create."""
+    cache = RuleCache.in_state_dir(str(tmp_path / "state"))
+    cache.put("kind", "k", b"x")
+    assert not (tmp_path / "state").exists()
+    assert cache.get("kind", "k") is None
+
+
+def test_old_entries_are_pruned(tmp_path: Path) -> None:
+    """At most MAX_FILES per kind are kept."""
+    cache = RuleCache(tmp_path)
+    for i in range(MAX_FILES + 5):
+        cache.put("kind", f"k{i}", b"x")
+    assert MAX_FILES == len(list(tmp_path.glob("kind-*.bin")))
+
+
+def test_user_cache_location(tmp_path: Path) -> None:
+    """RULESD_CACHE_DIR, else XDG_CACHE_HOME/rulesd; an empty RULESD_CACHE_DIR turns it off."""
+    assert RuleCache.for_user({"RULESD_CACHE_DIR": ""}) is None
+    chosen = RuleCache.for_user({"RULESD_CACHE_DIR": str(tmp_path / "c")})
+    assert chosen is not None and tmp_path / "c" == chosen.directory
+    xdg = RuleCache.for_user({"XDG_CACHE_HOME": str(tmp_path)})
+    assert xdg is not None and tmp_path / "rulesd" == xdg.directory
+
+
+def _summary(path: Path, cache: RuleCache) -> tuple[list[str], list[str], list[str]]:
+    result = check_paths([path], cache)
+    rules = result.ruleset.rules if result.ruleset else ()
+    return [r.name for r in rules], [r.fingerprint for r in rules], [str(p) for p in result.problems]
+
+
+def test_an_unchanged_rule_file_is_not_parsed_checked_or_compiled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second load reads the document and the pattern database back, and gives the same
+    rule set, whose patterns match as before."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(path, cache)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("not from the cache")
+
+    monkeypatch.setattr(loader, "read_yaml", fail)
+    monkeypatch.setattr(loader, "schema_violations", fail)
+    monkeypatch.setattr(FieldScanner, "compile", fail)
+    assert first == _summary(path, cache)
+    ruleset = check_paths([path], cache).ruleset
+    assert ruleset is not None
+    rule_a = ruleset.by_name()["a"]
+    assert rule_a.match({"service": "api", "message": "upstream timeout after 250ms"})
+    assert not rule_a.match({"service": "api", "message": "timeout after ms"})
+
+
+def test_a_changed_or_invalid_file_is_read_afresh(tmp_path: Path) -> None:
+    """A new content is a new key; a file with problems is never cached, so they are
+    reported every time."""
+    path = tmp_path / "rules.yaml"
+    cache = RuleCache(tmp_path / "cache")
+    path.write_text(RULES)
+    assert ["a", "b"] == _summary(path, cache)[0]
+    path.write_text(RULES.replace("name: b", "name: c"))
+    assert ["a", "c"] == _summary(path, cache)[0]
+    path.write_text(RULES.replace("timeout after", "(?=x)"))
+    for _ in range(2):
+        names, _, problems = _summary(path, cache)
+        assert [] == names and 1 == len(problems) and "look-ahead" in problems[0]
