@@ -4,10 +4,10 @@ into it), then runs the hooks in a rules repository of a user's."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,19 +53,13 @@ def hooks_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return clone
 
 
-@pytest.fixture(scope="module")
-def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """pre-commit's cache, shared by this module's tests so that the hook environment is built once."""
-    yield tmp_path_factory.mktemp("pre-commit-home")
-
-
-def try_repo(hooks_repo: Path, home: Path, user_repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`pre-commit try-repo HOOKS_REPO ARGS` in the user's repository."""
-    env = clean_env({**GIT_IDENTITY, "PRE_COMMIT_HOME": str(home)})
+def try_repo(hooks_repo: Path, user_repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pre-commit try-repo HOOKS_REPO ARGS` in the user's repository. Each call builds the hooks'
+    environment anew in a temporary store (try-repo keeps none), so the tests make two calls."""
     return subprocess.run(
         [sys.executable, "-m", "pre_commit", "try-repo", str(hooks_repo), *args, "--color", "never"],
         cwd=user_repo,
-        env=env,
+        env=clean_env(GIT_IDENTITY),
         capture_output=True,
         text=True,
         timeout=600,
@@ -85,31 +79,27 @@ def user_repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_hooks_pass_on_good_rules_and_leave_other_yaml_alone(
-    hooks_repo: Path, pre_commit_home: Path, user_repo: Path
-) -> None:
+def test_hooks_pass_on_good_rules_and_leave_other_yaml_alone(hooks_repo: Path, user_repo: Path) -> None:
     """Both hooks pass on a valid rule file and a passing rule test; a YAML file outside the rules
     directory is not handed to `rulesd check`."""
-    result = try_repo(hooks_repo, pre_commit_home, user_repo, "--all-files", "--verbose")
+    result = try_repo(hooks_repo, user_repo, "--all-files", "--verbose")
     output = result.stdout + result.stderr
     assert 0 == result.returncode, output
-    assert "rulesd check" in output and "rulesd test" in output
+    assert re.search(r"^rulesd check\.+Passed$", output, re.M) and re.search(r"^rulesd test\.+Passed$", output, re.M)
     assert "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)" in output  # docker-compose.yml not given
     assert "rule tests: 1 passed, 0 failed, 0 invalid" in output
 
 
-def test_hooks_fail_on_a_bad_rule_file_and_a_failing_test(
-    hooks_repo: Path, pre_commit_home: Path, user_repo: Path
-) -> None:
+def test_hooks_fail_on_a_bad_rule_file_and_a_failing_test(hooks_repo: Path, user_repo: Path) -> None:
     """`rulesd-check` fails on a rule file with an error, naming path:line:col; `rulesd-test` fails
     on a failing rule test, printing expected and actual."""
     (user_repo / "rules" / "bad.yaml").write_text(BAD_RULES)
     (user_repo / "rules" / "bad.test.yaml").write_text(BAD_TEST)
     git("add", "-A", cwd=user_repo)
-    check = try_repo(hooks_repo, pre_commit_home, user_repo, "rulesd-check", "--files", "rules/bad.yaml")
-    assert 1 == check.returncode, check.stdout + check.stderr
-    assert "rules/bad.yaml:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?" in check.stdout
-    test = try_repo(hooks_repo, pre_commit_home, user_repo, "rulesd-test", "--files", "rules/bad.test.yaml")
-    assert 1 == test.returncode, test.stdout + test.stderr
-    assert "FAIL rules/bad.test.yaml:3:5: wrong priority" in test.stdout
-    assert "priority: expected 'P1', got 'P2'" in test.stdout
+    result = try_repo(hooks_repo, user_repo, "--files", "rules/bad.yaml", "rules/bad.test.yaml")
+    output = result.stdout + result.stderr
+    assert 1 == result.returncode, output
+    assert re.search(r"^rulesd check\.+Failed$", output, re.M) and re.search(r"^rulesd test\.+Failed$", output, re.M)
+    assert "rules/bad.yaml:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?" in output
+    assert "FAIL rules/bad.test.yaml:3:5: wrong priority" in output
+    assert "priority: expected 'P1', got 'P2'" in output
