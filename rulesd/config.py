@@ -7,7 +7,7 @@ key and `path:line:col`; `load_config` reports all of them at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,8 @@ from rulesd.alerting.opsgenie import alert_url_warnings, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
 from rulesd.durations import parse_duration
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
+from rulesd.events import Reading
+from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
 from rulesd.validation import format_path, validate_document
@@ -24,20 +26,31 @@ DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
 DEFAULT_STATE_DIR = "/var/lib/rulesd"
 API_KEY_ENV = "RULESD_OPSGENIE_API_KEY"
 CREDENTIAL_NAME = "opsgenie-api-key"
+Report = Callable[[tuple[str | int, ...], str], None]
 
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
-    """Where events come from and how lines become events."""
+    """Where events come from (`type` and the keys of that type), and how its lines become
+    events (`reading`: the part `rulesd replay --config` shares)."""
 
     type: str = "stdin"
     paths: tuple[str, ...] = ()
-    format: str = "json"
-    pattern: str | None = None
+    reading: Reading = field(default_factory=Reading)
     start_at: str = "end"
     max_line_bytes: int = 1_048_576
     units: tuple[str, ...] = ()
     matches: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def name(self) -> str | None:
+        """The source's name; None for a single `source:` without one."""
+        return self.reading.source_name
+
+    @property
+    def label(self) -> str:
+        """How logs and metrics name the source: its name, else its type."""
+        return self.reading.source_name or self.type
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +73,18 @@ class Config:
 
     path: str | None = None
     rules: tuple[str, ...] = ("rules",)
-    source: SourceConfig = SourceConfig()
+    sources: tuple[SourceConfig, ...] = (SourceConfig(),)
     time_field: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
     opsgenie: OpsgenieConfig = OpsgenieConfig()
     metrics_listen: str | None = None
     warnings: tuple[Problem, ...] = ()
     """What `rulesd check --config` prints as warnings and `rulesd run` logs at start."""
+
+    @property
+    def source(self) -> SourceConfig:
+        """The first (usually the only) source."""
+        return self.sources[0]
 
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
@@ -108,7 +126,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
 
     rule_paths = _rule_paths(base, raw)
     assert rule_paths is not None  # the schema has checked `rules`
-    source = _source(raw.get("source", {"type": "stdin"}), base, report)
+    sources = _sources(raw, base, report)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
     metrics = raw.get("metrics") or {}
@@ -121,7 +139,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     return Config(
         path=os.path.abspath(doc.path),
         rules=rule_paths,
-        source=source,
+        sources=sources,
         time_field=raw.get("time_field"),
         state_dir=_absolute(base, state_dir or DEFAULT_STATE_DIR),
         opsgenie=opsgenie,
@@ -134,33 +152,43 @@ def _absolute(base: str, path: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _source(raw: dict[str, Any], base: str, report: Any) -> SourceConfig:
-    kind, fmt, pattern = raw["type"], raw.get("format", "json"), raw.get("pattern")
+def _sources(raw: dict[str, Any], base: str, report: Report) -> tuple[SourceConfig, ...]:
+    """`sources`, or the one `source` (default: stdin), each checked where it is written."""
+    time_field = raw.get("time_field")
+    if "sources" not in raw:
+        return (_source(raw.get("source") or {"type": "stdin"}, ("source",), base, report, time_field),)
+    if "source" in raw:
+        report(("sources",), "give either source or sources, not both (sources replaces source)")
+    sources = tuple(_source(item, ("sources", i), base, report, time_field) for i, item in enumerate(raw["sources"]))
+    first: dict[str | None, int] = {}
+    for i, source in enumerate(sources):
+        if source.name in first:
+            j = first[source.name]
+            report(("sources", i, "name"), f"duplicate source name {source.name!r} (sources[{j}] has it too)")
+        first.setdefault(source.name, i)
+    stdin = [i for i, source in enumerate(sources) if source.type == "stdin"]
+    for i in stdin[1:]:
+        report(("sources", i, "type"), f"only one source can read stdin (sources[{stdin[0]}] does)")
+    return sources
+
+
+def _source(
+    raw: dict[str, Any], where: tuple[str | int, ...], base: str, report: Report, time_field: str | None
+) -> SourceConfig:
+    kind = raw["type"]
     paths = raw.get("path", [])
     paths = [paths] if isinstance(paths, str) else paths
     if kind == "file" and not paths:
-        report(("source",), "missing required key 'path' (the file or glob to tail)")
+        report(where, "missing required key 'path' (the file or glob to tail)")
     if kind != "file" and paths:
-        report(("source", "path"), f"a {kind} source takes no path")
+        report((*where, "path"), f"a {kind} source takes no path")
     for key in ("units", "matches"):
         if kind != "journald" and key in raw:
-            report(("source", key), f"'{key}' is only used with type: journald")
-    if fmt == "regex":
-        if not pattern:
-            report(("source",), "format: regex needs a 'pattern' with named groups")
-        else:
-            try:
-                if not compile_source_pattern(pattern).groupindex:
-                    report(("source", "pattern"), "the pattern has no named groups (?P<name>...)")
-            except ValueError as exc:
-                report(("source", "pattern"), str(exc))
-    elif pattern:
-        report(("source", "pattern"), "a pattern is only used with format: regex")
+            report((*where, key), f"'{key}' is only used with type: journald")
     return SourceConfig(
         type=kind,
         paths=tuple(_absolute(base, p) for p in paths),
-        format=fmt,
-        pattern=pattern,
+        reading=_reading(raw, where, report, time_field),
         start_at=raw.get("start_at", "end"),
         max_line_bytes=raw.get("max_line_bytes", 1_048_576),
         units=tuple(raw.get("units", ())),
@@ -168,7 +196,74 @@ def _source(raw: dict[str, Any], base: str, report: Any) -> SourceConfig:
     )
 
 
-def _opsgenie(raw: dict[str, Any], base: str, report: Any) -> OpsgenieConfig:
+def _reading(raw: dict[str, Any], where: tuple[str | int, ...], report: Report, time_field: str | None) -> Reading:
+    """How the source's lines become events: format, patterns, field types, time."""
+    fmt, name = raw.get("format", "json"), raw.get("name")
+    patterns = _pattern_list(raw, "pattern", where, report)
+    _pattern_list(raw, "ignore_pattern", where, report)  # reported if one does not compile
+    fields: dict[str, str] = raw.get("fields") or {}
+    if fmt == "regex" and not raw.get("pattern"):
+        report(where, "format: regex needs a 'pattern' with named groups")
+    if fmt != "regex" and raw.get("pattern"):
+        report((*where, "pattern"), "a pattern is only used with format: regex")
+    if fmt == "json":
+        for key in ("ignore_pattern", "fields"):
+            if raw.get(key):
+                report((*where, key), f"'{key}' is used with format text or regex (a JSON line is parsed whole)")
+    groups = {group for pattern in patterns.values() for group in pattern.groupindex}
+    for i, pattern in patterns.items():
+        keys = (*where, "pattern") if isinstance(raw.get("pattern"), str) else (*where, "pattern", i)
+        if fmt == "regex" and not pattern.groupindex:
+            report(keys, "the pattern has no named groups (?P<name>...)")
+        if name is not None and "source_name" in pattern.groupindex:
+            report(keys, "the group name source_name is taken: it holds the source's name")
+    available = groups | {"message"} if fmt == "regex" else {"message"}
+    if fmt != "json":
+        for field in fields:
+            if field not in available:
+                what = "no pattern has a group named" if fmt == "regex" else "format: text has only message, not"
+                report((*where, "fields", field), f"{what} {field!r}")
+    return Reading(
+        format=fmt,
+        patterns=_texts(raw.get("pattern")),
+        ignore=_texts(raw.get("ignore_pattern")),
+        fields=tuple(fields.items()),
+        source_name=name,
+        time=_event_time(raw, where, report, time_field),
+    )
+
+
+def _event_time(
+    raw: dict[str, Any], where: tuple[str | int, ...], report: Report, default_field: str | None
+) -> EventTime | None:
+    field, fmt = raw.get("time_field") or default_field, raw.get("time_format", AUTO)
+    problem = check_time_format(fmt)
+    if problem is not None:
+        report((*where, "time_format"), problem)
+    elif field is None and "time_format" in raw:
+        report((*where, "time_format"), "a time_format needs a time_field (of the source, or at the top level)")
+    return EventTime(field, fmt) if field is not None else None
+
+
+def _texts(value: str | list[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _pattern_list(raw: dict[str, Any], key: str, where: tuple[str | int, ...], report: Report) -> dict[int, Any]:
+    """The patterns under `key` that compile, by their index; a report for each that does not."""
+    value = raw.get(key)
+    compiled: dict[int, Any] = {}
+    for i, text in enumerate(_texts(value)):
+        try:
+            compiled[i] = compile_source_pattern(text)
+        except ValueError as exc:
+            report((*where, key) if isinstance(value, str) else (*where, key, i), str(exc))
+    return compiled
+
+
+def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     url = raw.get("alert_url", DEFAULT_ALERT_URL)
     try:
         url = validate_alert_url(url)

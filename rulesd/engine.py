@@ -8,14 +8,14 @@ so that it stays bounded.
 from __future__ import annotations
 
 import bisect
-import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from rulesd.rules.fields import MISSING, Event, Getter, make_getter
+from rulesd.eventtime import EventTime, TimeReader
+from rulesd.rules.fields import MISSING, Event, Getter
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.templates import to_text
@@ -161,44 +161,38 @@ class GroupKeys:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def event_time(value: Any, arrival: float) -> float:
-    """Event time from a field value (epoch seconds or RFC 3339), else the arrival time."""
-    if type(value) in (int, float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            return arrival
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=datetime.UTC)
-        return parsed.timestamp()
-    return arrival
+Evaluate = Callable[[Event, float], "Firing | None"]
+_Decide = Callable[[Event, float, list[Rule]], "Firing | None"]
 
 
 class Engine:
     """Evaluates events against a rule set, keeping threshold and throttle state."""
 
-    evaluate: Callable[[Event, float], Firing | None]
+    evaluate: Evaluate
     """`evaluate(event, arrival)`: the firing `event` causes, if any, at its event time
-    (`time_field`, else `arrival`).
+    (read by the engine's `time` reader, else `arrival`).
 
     Its body is generated: `replace_rules` installs `RuleIndex.evaluator`, the index's root
     node written as one Python function that collects the candidate rules and calls
-    `_decide` only when there are some (most events have none, and pay one call)."""
+    the decision step only when there are some (most events have none, and pay one call).
+    `evaluator(time)` is the same for events whose time another reader reads (another source)."""
 
     def __init__(
-        self, ruleset: RuleSet, state: EngineState | None = None, *, time_field: str | None = None, saved: bool = True
+        self,
+        ruleset: RuleSet,
+        state: EngineState | None = None,
+        *,
+        time_field: str | None = None,
+        time: TimeReader | None = None,
+        saved: bool = True,
     ) -> None:
         self.state = state or EngineState()
         # Changed groups are tracked only if the state is saved (the daemon); replay and tests
         # would only pile them up.
         self._touched: set[tuple[str, str, GroupKey]] | None = self.state.touched if saved else None
-        # The event time is read only for events that have candidate rules: most have none.
-        # A top-level field is read with `event.get`, cheaper than calling a getter.
-        self._time_key = time_field
-        self._read_time = make_getter(time_field) if time_field and "." in time_field else None
+        self.time = time if time is not None or not time_field else TimeReader(EventTime(time_field))
         self._candidates: list[Rule] = []  # reused: no allocation per event
+        self._evaluators: dict[TimeReader | None, Evaluate] = {}
         self.replace_rules(ruleset)
         self._until_sweep = SWEEP_EVERY
         self._latest = float("-inf")
@@ -208,8 +202,17 @@ class Engine:
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
         self.ruleset, self.index = ruleset, RuleIndex(ruleset.rules)
-        self.evaluate = self.index.evaluator(self._decide, self._candidates)
+        self._evaluators.clear()  # each is written again, for the new index, when next asked for
+        self.evaluate = self.evaluator(self.time)
         self._adopt(ruleset)
+
+    def evaluator(self, time: TimeReader | None) -> Evaluate:
+        """`evaluate` for events whose time `time` reads (None: their arrival time); written
+        once per reader and rule set, so each source pays only for its own time format."""
+        evaluate = self._evaluators.get(time)
+        if evaluate is None:
+            evaluate = self._evaluators[time] = self.index.evaluator(self._decider(time), self._candidates)
+        return evaluate
 
     def _adopt(self, ruleset: RuleSet) -> None:
         current = {r.name: r.fingerprint for r in ruleset.rules}
@@ -219,44 +222,54 @@ class Engine:
         self.state.fingerprints = current
         self.state.dirty = True
 
-    def _decide(self, event: Event, arrival: float, candidates: list[Rule]) -> Firing | None:
-        """Check the candidates in full and apply thresholds and throttles.
+    def _decider(self, reader: TimeReader | None) -> _Decide:
+        """The decision step for events whose time `reader` reads: the time reading is
+        written into it (locals, not calls: a float in seconds is taken as it is)."""
+        key = reader.key if reader is not None else None
+        getter = reader.getter if reader is not None else None
+        convert = reader.convert if reader is not None else None
+        floats = reader.floats_are_seconds if reader is not None else True
 
-        Called by `evaluate` for events that have candidates at all.
-        """
-        try:
-            time = arrival
-            if self._time_key is not None:
-                value = event.get(self._time_key) if self._read_time is None else self._read_time(event)
-                time = value if type(value) is float else event_time(value, arrival)
-            # Only events with candidates can add groups, so counting and timing just
-            # these is enough for the sweeps to bound the state.
-            if time > self._latest:
-                self._latest = time
-            self._until_sweep -= 1
-            if not self._until_sweep:
-                self._until_sweep = SWEEP_EVERY
-                self.sweep(self._latest)
-            unique = candidates
-            if self.index.may_repeat and len(candidates) > 1:
-                unique = list(dict.fromkeys(candidates))
-            fired: list[Rule] = []
-            matches = self.matches
-            for rule in unique:
-                if rule.match(event):
-                    matches[rule.name] = matches.get(rule.name, 0) + 1
-                    group = self._group_key(rule.group_getters, event) if rule.group_getters else ()
-                    if self._fires(rule, group, time):
-                        fired.append(rule)
-        finally:
-            candidates.clear()  # also if a predicate raised: the next event starts empty
-        if not fired:
-            return None
-        if len(fired) > 1:
-            fired.sort(key=_rank)
-        lead = fired[0]
-        values = tuple([to_text(get(event)) for get in lead.group_getters]) if lead.group_getters else ()
-        return Firing(event, time, tuple(fired), values)
+        def decide(event: Event, arrival: float, candidates: list[Rule]) -> Firing | None:
+            """Check the candidates in full and apply thresholds and throttles.
+
+            Called by `evaluate` for events that have candidates at all.
+            """
+            try:
+                time = arrival
+                if key is not None:
+                    value = event.get(key) if getter is None else getter(event)
+                    time = value if type(value) is float and floats else convert(value, arrival)  # type: ignore[misc]
+                # Only events with candidates can add groups, so counting and timing just
+                # these is enough for the sweeps to bound the state.
+                if time > self._latest:
+                    self._latest = time
+                self._until_sweep -= 1
+                if not self._until_sweep:
+                    self._until_sweep = SWEEP_EVERY
+                    self.sweep(self._latest)
+                unique = candidates
+                if self.index.may_repeat and len(candidates) > 1:
+                    unique = list(dict.fromkeys(candidates))
+                fired: list[Rule] = []
+                matches = self.matches
+                for rule in unique:
+                    if rule.match(event):
+                        matches[rule.name] = matches.get(rule.name, 0) + 1
+                        group = self._group_key(rule.group_getters, event) if rule.group_getters else ()
+                        if self._fires(rule, group, time):
+                            fired.append(rule)
+            finally:
+                candidates.clear()  # also if a predicate raised: the next event starts empty
+            if not fired:
+                return None
+            if len(fired) > 1:
+                fired.sort(key=_rank)
+            lead = fired[0]
+            values = tuple([to_text(get(event)) for get in lead.group_getters]) if lead.group_getters else ()
+            return Firing(event, time, tuple(fired), values)
+
+        return decide
 
     def _fires(self, rule: Rule, group: GroupKey, time: float) -> bool:
         threshold = rule.threshold

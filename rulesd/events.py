@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import orjson
 
+from rulesd.eventtime import EventTime, TimeReader
+from rulesd.fieldtypes import CONVERTERS
 from rulesd.rules.fields import Event
 from rulesd.rules.patterns import compile_source_pattern
 
@@ -55,29 +57,66 @@ def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[A
 
 def parse_text(line: bytes) -> Event:
     """The line as `{"message": line}`."""
+    return {"message": decode_line(line)}
+
+
+def decode_line(line: bytes) -> str:
+    """The line as text, without its line ending; InvalidEvent if it is not UTF-8."""
     try:
-        return {"message": line.decode("utf-8").rstrip("\r\n")}
+        return line.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"invalid UTF-8 at byte {exc.start}") from None
 
 
 def regex_parser(pattern: str) -> Callable[[bytes], Event]:
-    """A parser whose named groups become fields; lines that do not match are invalid.
+    """A parser whose named groups become fields; lines that do not match are invalid."""
+    return make_parser(Reading("regex", (pattern,))).explain
 
-    RE2 runs the pattern (linear time, named groups), and refuses what rule regexes refuse.
+
+class _Ignored:
+    """What a parser returns for a line that `ignore_pattern` drops (not an event, not invalid)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "IGNORED"
+
+
+IGNORED: Final = _Ignored()
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How a source's lines become events, as configured: the one description that the
+    daemon's sources and `rulesd replay --config` both build their parser from.
+
+    `format` is json, text or regex; `patterns` are tried in order (the first that matches
+    wins), after the `ignore` patterns, on the line (journald: on MESSAGE); `fields` gives
+    captured fields a type (`fieldtypes`); a named source adds `source_name` to every event;
+    `time` says where the event's time is and how it is written.
     """
-    compiled = compile_source_pattern(pattern)
 
-    def parse(line: bytes) -> Event:
-        message = parse_text(line)["message"]
-        m = compiled.search(message)
-        if m is None:
-            raise InvalidEvent("does not match the source pattern")
-        fields: dict[str, Any] = {k: v for k, v in m.groupdict().items() if v is not None}
-        fields.setdefault("message", message)
-        return fields
+    format: str = "json"
+    patterns: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    fields: tuple[tuple[str, str], ...] = ()
+    source_name: str | None = None
+    time: EventTime | None = None
 
-    return parse
+
+@dataclass(slots=True)
+class FieldMisses:
+    """Captured values that did not convert to their field's type: how many, per field,
+    and the latest of each (for the warning). Counted by the parser, read by its caller."""
+
+    kinds: dict[str, str] = field(default_factory=dict)  # field -> its type, for the warning
+    counts: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, str] = field(default_factory=dict)
+
+    def note(self, name: str, text: str) -> None:
+        """Count one value of field `name` that did not convert."""
+        self.counts[name] = self.counts.get(name, 0) + 1
+        self.latest[name] = text
 
 
 def why_invalid(parse: Callable[[bytes], Event], line: bytes) -> str:
@@ -91,15 +130,19 @@ def why_invalid(parse: Callable[[bytes], Event], line: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Parser:
-    """How a source's lines become events.
+    """How a source's lines become events, and how their time is read.
 
     `fast` runs for every line: for a bad line it raises ValueError or returns something
     that is not a dict (`orjson.loads` itself for JSON lines, with the type checked by the
-    caller). `explain` runs only for the rare bad line, to say why (InvalidEvent).
+    caller; IGNORED for a line `ignore_pattern` drops). `explain` runs only for the rare bad
+    line, to say why (InvalidEvent). `misses` counts the captured values that did not
+    convert; `time` reads the event time (None: the arrival time) and counts its misses.
     """
 
     fast: Callable[[bytes], Any]
     explain: Callable[[bytes], Event]
+    misses: FieldMisses = field(default_factory=FieldMisses)
+    time: TimeReader | None = None
 
     def why_invalid(self, line: bytes) -> str:
         """Why `line` is not an event."""
@@ -107,18 +150,109 @@ class Parser:
 
 
 JSON_PARSER = Parser(orjson.loads, parse_json)
+Entry = Callable[[bytes], Event]
 
 
-def make_parser(fmt: str, pattern: str | None = None) -> Parser:
-    """The parser for a source `format`: json, text or regex."""
-    if fmt == "json":
-        return JSON_PARSER
-    if fmt == "text":
-        return Parser(parse_text, parse_text)
-    if fmt == "regex" and pattern:
-        parse = regex_parser(pattern)
-        return Parser(parse, parse)
-    raise ValueError(f"unknown event format {fmt!r}")
+def make_parser(reading: Reading = Reading(), entry: Entry | None = None) -> Parser:
+    """The parser for `reading`. `entry` is how a source other than plain lines turns a
+    line into an event (journald: an entry of journalctl's JSON); the text formats then apply
+    to its `message`, and its other fields stay as they are."""
+    time = TimeReader(reading.time) if reading.time is not None else None
+    misses = FieldMisses(dict(reading.fields))
+    if reading.format == "json":
+        fast, explain = (orjson.loads, parse_json) if entry is None else (entry, entry)
+    elif reading.format in ("text", "regex"):
+        extract = _extractor(reading, misses)
+        if entry is None:
+            fast = explain = _line_parser(extract)
+        else:
+            fast = explain = _entry_parser(entry, extract)
+    else:
+        raise ValueError(f"unknown event format {reading.format!r}")
+    if reading.source_name is not None:
+        fast = _naming(fast, reading.source_name)
+        explain = _naming(explain, reading.source_name)
+    return Parser(fast, explain, misses, time)
+
+
+Extract = Callable[[str], "Event | _Ignored"]
+
+
+def _extractor(reading: Reading, misses: FieldMisses) -> Extract:
+    """`extract(text)`: the fields of a line's text by the reading's patterns and types;
+    IGNORED for a line an ignore pattern matches; InvalidEvent if no pattern matches."""
+    # RE2 runs them (linear time, named groups), refusing what rule regexes refuse.
+    ignores = tuple(compile_source_pattern(text) for text in reading.ignore)
+    patterns = tuple(compile_source_pattern(text) for text in reading.patterns)
+    typed = tuple((name, CONVERTERS[kind]) for name, kind in reading.fields)
+    unmatched = unmatched_reason(len(patterns))
+
+    def extract(text: str) -> Event | _Ignored:
+        for ignore in ignores:
+            if ignore.search(text) is not None:
+                return IGNORED
+        if patterns:
+            for pattern in patterns:
+                found = pattern.search(text)
+                if found is not None:
+                    break
+            else:
+                raise InvalidEvent(unmatched)
+            fields: Event = {k: v for k, v in found.groupdict().items() if v is not None}
+            fields.setdefault("message", text)
+        else:
+            fields = {"message": text}
+        for name, convert in typed:
+            value = fields.get(name)
+            if type(value) is str:
+                converted = convert(value)
+                if converted is None:
+                    del fields[name]
+                    misses.note(name, value)
+                else:
+                    fields[name] = converted
+        return fields
+
+    return extract
+
+
+def unmatched_reason(patterns: int) -> str:
+    """Why a line that none of `patterns` source patterns matches is not an event."""
+    return "does not match the source pattern" if patterns == 1 else f"matches none of the {patterns} source patterns"
+
+
+def _line_parser(extract: Extract) -> Callable[[bytes], Any]:
+    def parse(line: bytes) -> Any:
+        return extract(decode_line(line))
+
+    return parse
+
+
+def _entry_parser(entry: Entry, extract: Extract) -> Callable[[bytes], Any]:
+    def parse(line: bytes) -> Any:
+        event = entry(line)
+        message = event.get("message")
+        if type(message) is not str:
+            raise InvalidEvent("the entry has no message to apply the source's format to")
+        fields = extract(message)
+        if fields is IGNORED:
+            return fields
+        event.update(fields)  # type: ignore[arg-type]
+        return event
+
+    return parse
+
+
+def _naming(parse: Callable[[bytes], Any], name: str) -> Callable[[bytes], Any]:
+    """`parse` adding `source_name` to each event it returns (also over a field of that name)."""
+
+    def named(line: bytes) -> Any:
+        event = parse(line)
+        if type(event) is dict:
+            event["source_name"] = name
+        return event
+
+    return named
 
 
 def _kind(value: Any) -> str:

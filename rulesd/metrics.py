@@ -28,6 +28,9 @@ class Stats:
 
     events: dict[str, int] = field(default_factory=dict)  # per source
     invalid: dict[str, int] = field(default_factory=dict)  # per source
+    ignored: dict[str, int] = field(default_factory=dict)  # per source: lines ignore_pattern dropped
+    unconverted: dict[tuple[str, str], int] = field(default_factory=dict)  # per (source, field)
+    untimed: dict[str, int] = field(default_factory=dict)  # per source: events timed at arrival
     matches: dict[str, int] = field(default_factory=dict)  # per rule
     firings: dict[str, int] = field(default_factory=dict)  # per rule
     alerts_queued: int = 0
@@ -79,6 +82,22 @@ class _Collector(Collector):
         sources = s.events.keys() | s.invalid.keys()
         yield _per("rulesd_events_read", "Events read, per source.", "source", s.events, sources)
         yield _per("rulesd_events_invalid", "Lines skipped as invalid, per source.", "source", s.invalid, sources)
+        ignored_help = "Lines dropped by the source's ignore_pattern, per source."
+        yield _per("rulesd_lines_ignored", ignored_help, "source", s.ignored, sources)
+        unconverted = CounterMetricFamily(
+            "rulesd_fields_unconverted",
+            "Captured values left out of the event because they did not convert to their field's type.",
+            labels=["source", "field"],
+        )
+        for (source, name), count in sorted(s.unconverted.items()):
+            unconverted.add_metric([source, name], count)
+        yield unconverted
+        yield _per(
+            "rulesd_events_untimed",
+            "Events evaluated at their arrival time because their time field was missing or unreadable.",
+            "source",
+            s.untimed,
+        )
         yield _per("rulesd_rule_matches", "Events that matched a rule's condition.", "rule", s.matches)
         yield _per("rulesd_rule_firings", "Times a rule fired.", "rule", s.firings)
         yield CounterMetricFamily("rulesd_alerts_queued", "Alerts written to the outbox.", value=s.alerts_queued)

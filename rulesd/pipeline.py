@@ -17,7 +17,7 @@ from typing import Any
 
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.engine import Firing
-from rulesd.events import BLOCK_LINES, parse_block
+from rulesd.events import BLOCK_LINES, IGNORED, parse_block
 from rulesd.rules.fields import Event
 
 Evaluate = Callable[[Event, float], Firing | None]
@@ -28,18 +28,20 @@ class Batch:
     """What evaluating a run of lines (or events) found.
 
     Indices count from the first line of the run: `invalid` are the lines that are not
-    events (the caller tells blank lines from bad ones if it cares), `firings` the events
-    that fired, with the firing.
+    events (the caller tells blank lines from bad ones if it cares), `ignored` how many
+    lines the source's `ignore_pattern` dropped, `firings` the events that fired, with the
+    firing.
     """
 
     lines: int = 0
     invalid: list[int] = field(default_factory=list)
     firings: list[tuple[int, Firing]] = field(default_factory=list)
+    ignored: int = 0
 
     @property
     def events(self) -> int:
         """How many lines were events."""
-        return self.lines - len(self.invalid)
+        return self.lines - len(self.invalid) - self.ignored
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,9 @@ class Alert:
 def evaluate_lines(lines: Sequence[bytes], parse: Callable[[bytes], Any], evaluate: Evaluate, arrival: float) -> Batch:
     """Parse and evaluate `lines`, all arriving at `arrival` (the hot path: locals only).
 
-    `parse` returns an event (a dict) or raises ValueError / returns a non-dict for a bad
-    line (`Parser.fast`); `evaluate` is the engine's.
+    `parse` returns an event (a dict), IGNORED for a line to drop, or raises ValueError /
+    returns another non-dict for a bad line (`Parser.fast`); `evaluate` is the engine's
+    (`Engine.evaluator` for the source's time reader).
     """
     batch = Batch(len(lines))
     invalid, firings = batch.invalid, batch.firings
@@ -69,7 +72,10 @@ def evaluate_lines(lines: Sequence[bytes], parse: Callable[[bytes], Any], evalua
     for block in blocks:
         for i, event in enumerate(parse_block(parse, block), start):
             if type(event) is not dict:
-                invalid.append(i)
+                if event is IGNORED:
+                    batch.ignored += 1
+                else:
+                    invalid.append(i)
                 continue
             firing = evaluate(event, arrival)
             if firing is not None:

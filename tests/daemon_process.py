@@ -81,7 +81,10 @@ class Workspace:
             "opsgenie": {"api_key_file": "opsgenie.key", "alert_url": f"{alert_url}/v2/alerts", "timeout_s": 2},
         }
         for key, value in overrides.items():
-            config[key] = value
+            if value is None:  # `source=None`: no `source:` key (to give `sources:` instead)
+                config.pop(key, None)
+            else:
+                config[key] = value
         self.config = root / "rulesd.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.processes: list[DaemonProcess] = []

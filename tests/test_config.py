@@ -9,6 +9,7 @@ import pytest
 from rulesd.alerting.opsgenie import validate_alert_url
 from rulesd.config import load_config, resolve_api_key
 from rulesd.errors import ConfigError
+from rulesd.eventtime import EventTime
 from rulesd.rules.model import Responder
 
 
@@ -201,3 +202,128 @@ def test_a_duplicate_key_does_not_hide_the_other_errors(tmp_path: Path) -> None:
         f"{path}:2:1: error: duplicate key 'state_dir' (first defined on line 1)",
         f"{path}:3:12: error: opsgenie.timeout: unknown key 'timeout'; did you mean 'timeout_s'?",
     ] == problems(path)
+
+
+SOURCES = """\
+time_field: ts
+sources:
+  - name: nginx
+    type: file
+    path: access.log
+    format: regex
+    pattern: '(?P<ip>\\S+) .* \\[(?P<time>[^]]+)\\] "(?P<request>[^"]*)" (?P<status>\\d+)'
+    fields: {status: int}
+    time_field: time
+    time_format: "%d/%b/%Y:%H:%M:%S %z"
+  - name: sshd
+    type: journald
+    units: [ssh.service]
+    format: regex
+    pattern:
+      - 'Failed password for (?:invalid user )?(?P<user>\\S+) from (?P<ip>\\S+)'
+      - 'Invalid user (?P<user>\\S+) from (?P<ip>\\S+)'
+    ignore_pattern: '^Connection closed'
+  - name: app
+    type: file
+    path: app.jsonl
+"""
+
+
+def test_several_sources_each_with_its_own_reading(tmp_path: Path) -> None:
+    """`sources:` gives each source its name, format, patterns, field types and time; a source
+    without a time_field of its own takes the top-level one, in the auto format."""
+    config = load_config(write(tmp_path, SOURCES), environ={})
+    nginx, sshd, app = config.sources
+    assert ("nginx", "file", (str(tmp_path / "access.log"),)) == (nginx.name, nginx.type, nginx.paths)
+    assert (("status", "int"),) == nginx.reading.fields
+    assert EventTime("time", "%d/%b/%Y:%H:%M:%S %z") == nginx.reading.time
+    assert ("sshd", 2, ("^Connection closed",)) == (sshd.name, len(sshd.reading.patterns), sshd.reading.ignore)
+    assert EventTime("ts", "auto") == sshd.reading.time == app.reading.time
+    assert ["nginx", "sshd", "app"] == [s.label for s in config.sources]
+
+
+def test_a_single_source_may_have_a_name_and_an_unnamed_one_is_labelled_by_its_type(tmp_path: Path) -> None:
+    """`source:` takes `name` too (events then carry it); without one it adds nothing."""
+    named = load_config(write(tmp_path, "source: {type: stdin, name: in}\n"), environ={})
+    assert ("in", "in") == (named.source.name, named.source.label)
+    plain = load_config(write(tmp_path, "source: {type: stdin}\n"), environ={})
+    assert (None, "stdin", None) == (plain.source.name, plain.source.label, plain.source.reading.source_name)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "source: {type: stdin, format: regex, pattern: '(?P<a>x)', time_field: a, time_format: epoch}\n",
+            "1:87: error: source.time_format: unknown time_format 'epoch': one of auto, epoch_s, epoch_ms, rfc3339, "
+            "syslog, or a strptime format with % directives such as '%d/%b/%Y:%H:%M:%S %z'",
+        ),
+        (
+            "source: {type: stdin, time_field: t, time_format: '%d/%Q'}\n",
+            "1:51: error: source.time_format: time_format '%d/%Q' is not a usable strptime format: "
+            "'Q' is a bad directive in format '%d/%Q'",
+        ),
+        (
+            "source: {type: stdin, time_format: epoch_ms}\n",
+            "1:36: error: source.time_format: a time_format needs a time_field (of the source, or at the top level)",
+        ),
+        (
+            "source: {type: stdin, format: regex, pattern: '(?P<a>x)', fields: {a: integer}}\n",
+            '1:71: error: source.fields.a: "integer" is not one of: int, float, bool',
+        ),
+        (
+            "source: {type: stdin, format: regex, pattern: '(?P<a>x)', fields: {b: int}}\n",
+            "1:71: error: source.fields.b: no pattern has a group named 'b'",
+        ),
+        (
+            "source: {type: stdin, format: text, fields: {status: int}}\n",
+            "1:54: error: source.fields.status: format: text has only message, not 'status'",
+        ),
+        (
+            "source: {type: stdin, fields: {status: int}}\n",
+            "1:31: error: source.fields: 'fields' is used with format text or regex (a JSON line is parsed whole)",
+        ),
+        (
+            "source: {type: stdin, format: regex, pattern: ['(?P<a>x)', 'y']}\n",
+            "1:60: error: source.pattern[1]: the pattern has no named groups (?P<name>...)",
+        ),
+        (
+            "source: {type: stdin, format: text, ignore_pattern: ['ok', '(']}\n",
+            "1:60: error: source.ignore_pattern[1]: invalid regex '(': missing ) at position 1",
+        ),
+        (
+            "source: {type: stdin, format: regex, pattern: ['(?P<a>x)', '(?P<b>y)(?=z)']}\n",
+            "1:60: error: source.pattern[1]: regex '(?P<b>y)(?=z)' is refused: look-ahead assertions are not "
+            "supported at position 9; regexes must run in time linear in the text (the syntax RE2 and Hyperscan share)",
+        ),
+        (
+            "source: {type: stdin, name: a, format: regex, pattern: '(?P<source_name>x)'}\n",
+            "1:56: error: source.pattern: the group name source_name is taken: it holds the source's name",
+        ),
+        (
+            "sources:\n  - {name: a, type: stdin}\n  - {name: a, type: file, path: x}\n",
+            "3:12: error: sources[1].name: duplicate source name 'a' (sources[0] has it too)",
+        ),
+        (
+            "sources:\n  - {name: a, type: stdin}\n  - {name: b, type: stdin}\n",
+            "3:21: error: sources[1].type: only one source can read stdin (sources[0] does)",
+        ),
+        (
+            "source: {type: stdin}\nsources:\n  - {name: a, type: stdin}\n",
+            "3:3: error: sources: give either source or sources, not both (sources replaces source)",
+        ),
+        (
+            "sources:\n  - {type: stdin}\n",
+            "2:5: error: sources[0]: missing required key 'name'",
+        ),
+        (
+            "sources:\n  - {name: 'a b', type: stdin}\n",
+            '2:12: error: sources[0].name: "a b": a source name is 1 to 64 letters, digits, '
+            "'_', '.' or '-', starting with a letter or digit",
+        ),
+    ],
+)
+def test_source_reading_errors_name_the_key_and_place(tmp_path: Path, text: str, expected: str) -> None:
+    """Every mistake in a source's format, patterns, field types, time and names is an error
+    at its path:line:col."""
+    assert [f"{tmp_path}/rulesd.yaml:{expected}"] == problems(write(tmp_path, text))

@@ -62,7 +62,7 @@ def test_a_backlog_is_committed_in_few_transactions(tmp_path: Path, monkeypatch:
     config = Config(
         path=str(tmp_path / "rulesd.yaml"),
         rules=(str(tmp_path / "rules"),),
-        source=SourceConfig(type="stdin"),
+        sources=(SourceConfig(type="stdin"),),
         state_dir=str(tmp_path / "state"),
     )
     out = io.StringIO()
@@ -173,7 +173,7 @@ def test_one_http_session_serves_every_request(
     config = Config(
         path=str(tmp_path / "rulesd.yaml"),
         rules=(str(tmp_path / "rules"),),
-        source=SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),
+        sources=(SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),),
         state_dir=str(tmp_path / "state"),
         opsgenie=OpsgenieConfig(alert_url=f"{server.url}/v2/alerts", api_key=API_KEY, timeout_s=5.0),
     )

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
-from rulesd.engine import Engine, EngineState, event_time
+from rulesd.engine import Engine, EngineState
 from rulesd.rules.model import RuleSet
 from tests.ruletools import ruleset_from_yaml
 
@@ -356,25 +354,6 @@ def test_a_new_rule_set_saves_the_whole_state() -> None:
     engine.state.delta()
     engine.replace_rules(ruleset_from_yaml(THRESHOLD.replace("count: 3", "count: 4")))
     assert engine.state.delta().full
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (1_700_000_000, 1_700_000_000.0),
-        (1_700_000_000.5, 1_700_000_000.5),
-        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
-        ("2023-11-14T23:13:20+01:00", 1_700_000_000.0),
-        ("2023-11-14T22:13:20", 1_700_000_000.0),  # no zone: UTC
-        ("yesterday", ARRIVAL),  # not a time: the arrival time
-        (None, ARRIVAL),
-        (True, ARRIVAL),
-        ([1_700_000_000], ARRIVAL),
-    ],
-)
-def test_event_time_comes_from_the_time_field(value: Any, expected: float) -> None:
-    """Epoch seconds or RFC 3339 (UTC when no zone is given); anything else: the arrival time."""
-    assert expected == event_time(value, ARRIVAL)
 
 
 def test_thresholds_count_in_the_time_field_s_time_not_the_arrival_time() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rulesd.events import make_parser
+from rulesd.events import Reading, make_parser
 from rulesd.sources.lines import LineQueue, Lines, LineSplitter, Offsets, count_lines, runs_of, split_long
 from tests.lines_view import Line, each_line, offsets
 
@@ -87,7 +87,7 @@ def test_splitter_offsets_survive_chunk_boundaries_and_long_lines() -> None:
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_parsers_ignore_the_cr_a_line_keeps(fmt: str) -> None:
-    parser = make_parser(fmt)
+    parser = make_parser(Reading(fmt))
     line = b'{"a": 1}'
     for parse in (parser.fast, parser.explain):
         assert parse(line) == parse(line + b"\r")

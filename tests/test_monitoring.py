@@ -157,8 +157,22 @@ def exported_names(text: str) -> set[str]:
 @pytest.fixture
 def live_metrics(tmp_path: Path, server: FakeOpsGenie) -> tuple[Workspace, str]:
     """A running daemon with `metrics.listen: 127.0.0.1:0`, which has read events (one firing a
-    rule, one invalid line) and delivered an alert; the URL of its /metrics."""
-    ws = Workspace(tmp_path, server.url, metrics={"listen": "127.0.0.1:0"})
+    rule, one invalid line) and delivered an alert; the URL of its /metrics. Beside the JSON
+    events it follows a regex source with a typed field and a time field, so that every
+    per-source counter is exported."""
+    sources = [
+        {"name": "app", "type": "file", "path": "events.jsonl", "start_at": "beginning"},
+        {
+            "name": "web",
+            "type": "file",
+            "path": "web.log",
+            "format": "regex",
+            "pattern": r"(?P<status>\d+)",
+            "fields": {"status": "int"},
+            "time_field": "ts",
+        },
+    ]
+    ws = Workspace(tmp_path, server.url, metrics={"listen": "127.0.0.1:0"}, source=None, sources=sources)
     daemon = ws.start()
     found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", daemon.stderr())
     assert found is not None, daemon.stderr()

@@ -75,7 +75,7 @@ def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog:
     config = Config(
         path=str(tmp_path / "rulesd.yaml"),
         rules=(str(rules),),
-        source=SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),
+        sources=(SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),),
         state_dir=str(tmp_path / "state"),
     )
     daemon = Daemon(build_parts(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO()))
@@ -95,4 +95,4 @@ def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog:
         assert {"a", "c", "keep"} == set(daemon.engine.ruleset.by_name())
         assert "rules reloaded: 3 rule(s); added: c; removed: b; changed: a" in caplog.text
     finally:
-        daemon.source.close()
+        daemon.parts.source.close()

@@ -22,7 +22,6 @@ from rulesd.alerting.payload import AlertSettings
 from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
 from rulesd.engine import Engine, EngineState
 from rulesd.errors import InvalidInputError
-from rulesd.events import make_parser
 from rulesd.logs import RateLimitedWarning
 from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
@@ -33,6 +32,8 @@ from rulesd.sender import Sender
 from rulesd.sources.base import Saved, Source
 from rulesd.sources.file import FileSource
 from rulesd.sources.journald import JournaldSource
+from rulesd.sources.named import NamedSource, own_positions
+from rulesd.sources.parsers import source_parser
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import OutboxAlert, SqliteState, StateBackend
 
@@ -68,7 +69,7 @@ class Parts:
     config: Config
     engine: Engine
     store: StateBackend
-    source: Source
+    sources: dict[str, Source]  # by label (`SourceConfig.label`), in the configured order
     sender: Sender
     settings: AlertSettings
     stats: Stats
@@ -85,6 +86,11 @@ class Parts:
     def dry_run(self) -> bool:
         """Alerts are printed instead of sent."""
         return self.client is None
+
+    @property
+    def source(self) -> Source:
+        """The first (usually the only) source."""
+        return next(iter(self.sources.values()))
 
 
 def build_parts(
@@ -103,7 +109,7 @@ def build_parts(
     warn = RateLimitedWarning(log, time.monotonic)
     store = open_state(config, dry_run)
     saved = store.load_engine_state()
-    engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, time_field=config.time_field)
+    engine = Engine(ruleset, EngineState.from_json(saved) if saved else None)
     stats.matches = engine.matches  # counted by the engine, read at scrape time
     api_key = None if dry_run else ApiKey(config.opsgenie, environ)
     client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
@@ -111,13 +117,13 @@ def build_parts(
     sender = Sender(
         store, transport, clock=clock, max_age=config.opsgenie.max_age, on_result=delivery_reporter(stats, clock)
     )
-    source = open_source(config.source, store.load_positions(), warn, stdin_fd)
+    sources = open_sources(config, store.load_positions(), warn, stdin_fd)
     notifier = Notifier(environ)
     parts = Parts(
         config=config,
         engine=engine,
         store=store,
-        source=source,
+        sources=sources,
         sender=sender,
         settings=AlertSettings(config.opsgenie.source, config.opsgenie.recipients),
         stats=stats,
@@ -142,28 +148,46 @@ def open_state(config: Config, dry_run: bool) -> StateBackend:
     return SqliteState(os.path.join(config.state_dir, STATE_FILE))
 
 
+def open_sources(config: Config, saved: Saved, warn: Callable[[str], None], stdin_fd: int) -> dict[str, Source]:
+    """Every configured source, by label; if one cannot be opened, those opened are closed."""
+    sources: dict[str, Source] = {}
+    try:
+        for source_config in config.sources:
+            sources[source_config.label] = open_source(source_config, saved, warn, stdin_fd)
+    except BaseException:
+        for source in sources.values():
+            source.close()
+        raise
+    return sources
+
+
 def open_source(config: SourceConfig, saved: Saved, warn: Callable[[str], None], stdin_fd: int) -> Source:
     """The configured source, resuming from the `saved` positions that are its own."""
-    parser = make_parser(config.format, config.pattern)
+    parser = source_parser(config)
+    own = own_positions(config.name, saved)
+    source: Source
     if config.type == "stdin":
-        return StdinSource(stdin_fd, max_line_bytes=config.max_line_bytes, warn=warn, parser=parser)
-    if config.type == "journald":
-        return JournaldSource(
+        source = StdinSource(stdin_fd, max_line_bytes=config.max_line_bytes, warn=warn, parser=parser)
+    elif config.type == "journald":
+        source = JournaldSource(
             config.units,
             dict(config.matches),
             start_at=config.start_at,
             warn=warn,
             max_line_bytes=config.max_line_bytes,
-            saved=saved,
+            saved=own,
+            parser=parser,
         )
-    return FileSource(
-        config.paths,
-        start_at=config.start_at,
-        max_line_bytes=config.max_line_bytes,
-        saved=saved,
-        warn=warn,
-        parser=parser,
-    )
+    else:
+        source = FileSource(
+            config.paths,
+            start_at=config.start_at,
+            max_line_bytes=config.max_line_bytes,
+            saved=own,
+            warn=warn,
+            parser=parser,
+        )
+    return source if config.name is None else NamedSource(config.name, source)
 
 
 def opsgenie_client(config: OpsgenieConfig, api_key: ApiKey) -> OpsGenieClient:
@@ -177,13 +201,13 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     """`/metrics` and `/healthz` on `metrics.listen`, if configured."""
     if not parts.config.metrics_listen:
         return None
-    source = parts.source
+    sources = list(parts.sources.values())
     sender = parts.sender
     registry = build_registry(
         parts.stats,
         parts.store.depth,
-        source.lag_bytes,
-        lambda: source.skipped_long,
+        lambda: sum(source.lag_bytes() for source in sources),
+        lambda: sum(source.skipped_long for source in sources),
         parts.clock,
         paused=lambda: sender.paused_reason is not None,
     )

@@ -17,10 +17,14 @@ from functools import partial
 from typing import Any
 
 from rulesd.alerting.opsgenie import AlertError, heartbeat_url
+from rulesd.config import Config
 from rulesd.daemon.build import Parts
+from rulesd.daemon.misses import MissReporter
+from rulesd.events import Parser
 from rulesd.pipeline import build_alerts, evaluate_lines
 from rulesd.rules.loader import check_paths
 from rulesd.rules.model import RuleSet
+from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets
 
 log = logging.getLogger("rulesd")
@@ -30,6 +34,7 @@ STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM
 EOF_GRACE = 30.0  # seconds to deliver what is queued when the input has ended
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 HEARTBEAT_EVERY = 60.0  # seconds between OpsGenie heartbeat pings
+TURN_WAIT = 0.05  # seconds each of several sources waits in its turn (see `Daemon._wait`)
 RELOAD_FAILED = "reload failed"  # the status text of a failed reload, cleared by the next good one
 
 
@@ -40,7 +45,7 @@ class Daemon:
         self.parts = parts
         self.config = parts.config
         self.engine = parts.engine
-        self.source = parts.source
+        self.sources = parts.sources
         self.stats = parts.stats
         self.notifier = parts.notifier
         self.sender = parts.sender
@@ -50,6 +55,11 @@ class Daemon:
         self.sender_stop = threading.Event()
         self._heartbeat_due = threading.Event()
         self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf")}
+        self._misses = MissReporter(parts.stats)
+        for label, source in self.sources.items():
+            self._misses.register(label, source.parser)
+        # Counters of a named source are labelled NAME:PATH (two journald sources, one path each).
+        self._prefix = {c.label: f"{c.name}:" if c.name else "" for c in parts.config.sources}
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
@@ -75,9 +85,9 @@ class Daemon:
             metrics.start()
             log.info("metrics on http://%s:%d/metrics", *metrics.address)
         log.info(
-            "rulesd started: %d rule(s) loaded, source %s%s",
+            "rulesd started: %d rule(s) loaded, %s%s",
             len(self.engine.ruleset.rules),
-            self.config.source.type,
+            describe_sources(self.config),
             " (dry run: alerts printed, not sent)" if self.parts.dry_run else "",
         )
         self.notifier.ready(self._status())
@@ -104,18 +114,30 @@ class Daemon:
         signal.signal(signal.SIGHUP, lambda _s, _f: self.parts.watcher.request())
 
     def _loop(self) -> None:
+        sources = self.sources
         while not self.stop_requested.is_set():
             self._alive()
             if self.parts.watcher.due():
                 self.reload()
-            lines = self.source.read(BATCH_LINES)
-            if lines:
-                self._process(lines)
+            batch = [(label, source, runs) for label, source in sources.items() if (runs := source.read(BATCH_LINES))]
+            if batch:
+                self._process(batch)
                 continue
-            if self.source.exhausted():
+            if all(source.exhausted() for source in sources.values()):
                 log.info("end of input: %s what is left", "printing" if self.parts.dry_run else "delivering")
                 return
-            self.source.wait(IDLE_WAIT)
+            self._wait(IDLE_WAIT)
+
+    def _wait(self, timeout: float) -> None:
+        """Until some source may have lines, or `timeout`: one source waits on its own; several
+        take turns in short slices, so that a line of any of them waits at most a round."""
+        sources = list(self.sources.values())
+        if len(sources) == 1:
+            sources[0].wait(timeout)
+            return
+        share = min(timeout / len(sources), TURN_WAIT)
+        for source in sources:
+            source.wait(share)
 
     def _alive(self) -> None:
         """The main loop turned: feed the watchdog, /healthz, STATUS= and the heartbeat."""
@@ -139,28 +161,38 @@ class Daemon:
         problem = self.sender.paused_reason or self.stats.last_error
         return f"{text}; last error: {problem}" if problem else text
 
-    def _process(self, runs: list[Lines]) -> None:
-        """Evaluate a batch of runs, then commit its alerts with the positions and engine state."""
+    def _process(self, batch: list[tuple[str, Source, list[Lines]]]) -> None:
+        """Evaluate each source's runs, then commit their alerts with the positions and engine state."""
         now = self.clock()
-        parser, evaluate, settings, stats = self.source.parser, self.engine.evaluate, self.parts.settings, self.stats
+        settings, stats = self.parts.settings, self.stats
         payloads: list[dict[str, Any]] = []
-        for run in runs:
-            batch = evaluate_lines(run.data, parser.fast, evaluate, now)
-            # A line's offset is only worked out for the rare line that alerts or is invalid.
-            offset = Offsets(run)
-            for i in batch.invalid:
-                self.parts.warn(partial(self._skipped, run, offset, i))  # built only if logged
-            for alert in build_alerts(batch, settings, partial(_where, run, offset)):
-                for name in alert.rules:
-                    stats.bump(stats.firings, name)
-                payloads.append(alert.payload)
-            stats.bump(stats.events, run.path, batch.events)
-            if batch.invalid:
-                stats.bump(stats.invalid, run.path, len(batch.invalid))
-        # One transaction: a crash either keeps these alerts and the new position, or neither.
+        positions: dict[str, dict[str, Any]] = {}
+        for label, source, runs in batch:
+            parser = source.parser
+            evaluate = self.engine.evaluator(parser.time)
+            prefix = self._prefix.get(label, "")
+            for run in runs:
+                result = evaluate_lines(run.data, parser.fast, evaluate, now)
+                # A line's offset is only worked out for the rare line that alerts or is invalid.
+                offset = Offsets(run)
+                for i in result.invalid:
+                    self.parts.warn(partial(_skipped, parser, run, offset, i))  # built only if logged
+                for alert in build_alerts(result, settings, partial(_where, run, offset)):
+                    for name in alert.rules:
+                        stats.bump(stats.firings, name)
+                    payloads.append(alert.payload)
+                where = prefix + run.path
+                stats.bump(stats.events, where, result.events)
+                if result.invalid:
+                    stats.bump(stats.invalid, where, len(result.invalid))
+                if result.ignored:
+                    stats.bump(stats.ignored, where, result.ignored)
+            self._misses.report(label, parser)
+            positions.update((k, p.to_json()) for k, p in source.checkpoint().items())
+        # One transaction: a crash either keeps these alerts and the new positions, or neither.
         state = self.engine.state
         self.parts.store.commit(
-            positions={k: p.to_json() for k, p in self.source.checkpoint().items()},
+            positions=positions,
             payloads=payloads,
             now=now,
             engine=state.delta() if state.changed else None,
@@ -168,10 +200,6 @@ class Daemon:
         stats.alerts_queued += len(payloads)
         if payloads:
             self.sender_wake.set()
-
-    def _skipped(self, run: Lines, offset: Offsets, index: int) -> str:
-        """The warning for an invalid line: where it is and why (the parser is asked again)."""
-        return f"{_where(run, offset, index)}: skipped: {self.source.parser.why_invalid(run.data[index])}"
 
     def reload(self) -> bool:
         """Load the rules again; on any error keep the running set and log every problem."""
@@ -221,12 +249,13 @@ class Daemon:
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         self.parts.watcher.stop()
-        self.source.close()
+        for source in self.sources.values():
+            source.close()
         self.sender_stop.set()
         self.sender_wake.set()
         for thread in threads:
             thread.join(timeout=STOP_GRACE)
-        grace = EOF_GRACE if self.source.exhausted() else STOP_GRACE
+        grace = EOF_GRACE if all(source.exhausted() for source in self.sources.values()) else STOP_GRACE
         drained = self.sender.drain(self.clock() + grace)
         depth, _ = self.parts.store.depth()
         if not drained or depth:
@@ -235,6 +264,7 @@ class Daemon:
             self.parts.metrics.stop()
         self.notifier.close()
         self.parts.warn.flush()  # so that every invalid line counted below was warned about
+        self._misses.flush()
         log.info(
             "stopped: %d event(s), %d invalid, %d alert(s) %s",
             sum(self.stats.events.values()),
@@ -242,6 +272,20 @@ class Daemon:
             self.stats.alerts_queued,
             "printed" if self.parts.dry_run else "queued",
         )
+
+
+def _skipped(parser: Parser, run: Lines, offset: Offsets, index: int) -> str:
+    """The warning for an invalid line: where it is and why (the parser is asked again)."""
+    return f"{_where(run, offset, index)}: skipped: {parser.why_invalid(run.data[index])}"
+
+
+def describe_sources(config: Config) -> str:
+    """`source file`, or `sources nginx (file), sshd (journald)`, for the start-up line."""
+    sources = config.sources
+    if len(sources) == 1 and sources[0].name is None:
+        return f"source {sources[0].type}"
+    named = ", ".join(f"{source.label} ({source.type})" for source in sources)
+    return f"source{'s' if len(sources) > 1 else ''} {named}"
 
 
 def _where(run: Lines, offset: Offsets, index: int) -> str:

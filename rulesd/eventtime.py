@@ -1,0 +1,231 @@
+"""Event time: a field of the event, read in a source's `time_format`, as epoch seconds.
+
+    auto       a number: epoch seconds; a string of a number: the same; any other string:
+               RFC 3339 / ISO 8601 (as `datetime.fromisoformat` reads it; no zone means UTC)
+    epoch_s    a number, or a string of one: epoch seconds
+    epoch_ms   a number, or a string of one: epoch milliseconds
+    rfc3339    a string: RFC 3339 / ISO 8601, as auto reads one
+    syslog     a string `Dec 10 06:55:46` (RFC 3164; the day may be space-padded, a fraction
+               of a second may follow): no year and no zone (see `syslog_time`)
+    otherwise  a `strptime` format such as `%d/%b/%Y:%H:%M:%S %z` (nginx `$time_local`);
+               without `%z` the time is the host's local time, and without a year directive
+               the year is chosen as for syslog
+
+A value that cannot be read gives None; the engine then uses the arrival time and the
+reader counts it (`TimeReader.misses`). Reading is lazy: the engine reads an event's time
+only when some rule might match the event, so a slow format costs only those events.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rulesd.rules.fields import MISSING, Event, make_getter
+
+AUTO = "auto"
+NAMED_FORMATS = (AUTO, "epoch_s", "epoch_ms", "rfc3339", "syslog")
+FUTURE_SLACK = 86400.0  # a year-less time may lie this far past "now" (zones, clocks) before it is last year's
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SYSLOG = re.compile(r"([A-Za-z]{3}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, 1)}
+_YEAR_DIRECTIVES = ("%Y", "%y", "%G", "%c", "%x", "%s")
+_SAMPLE = datetime.datetime(2024, 12, 10, 6, 55, 46, 123456, tzinfo=datetime.UTC)
+
+Convert = Callable[[Any, float], float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class EventTime:
+    """Where an event's time is and how it is written: a field path and a time format."""
+
+    field: str
+    format: str = AUTO
+
+
+def check_time_format(fmt: str) -> str | None:
+    """Why `fmt` is not a time format, or None if it is one."""
+    if fmt in NAMED_FORMATS:
+        return None
+    if "%" not in fmt:
+        return (
+            f"unknown time_format {fmt!r}: one of {', '.join(NAMED_FORMATS)}, or a strptime format "
+            "with % directives such as '%d/%b/%Y:%H:%M:%S %z'"
+        )
+    try:  # a format that cannot read back what it writes is no use (`%Q`, a lone `%`)
+        datetime.datetime.strptime(_SAMPLE.strftime(fmt), fmt)
+    except ValueError as exc:
+        return f"time_format {fmt!r} is not a usable strptime format: {exc}"
+    return None
+
+
+def time_converter(fmt: str, tz: datetime.tzinfo | None = None) -> Convert:
+    """`convert(value, now)`: the epoch seconds `value` stands for in format `fmt`, or None.
+
+    `now` (the arrival time) decides the year of a year-less time; `tz` is the zone of a
+    zone-less one for syslog and strptime formats (None: the host's).
+    """
+    if fmt == AUTO:
+        return _auto
+    if fmt == "epoch_s":
+        return _epoch_seconds
+    if fmt == "epoch_ms":
+        return _epoch_milliseconds
+    if fmt == "rfc3339":
+        return lambda value, now: _iso(value) if type(value) is str else None
+    if fmt == "syslog":
+        return _remembering(lambda value, now: syslog_time(value, now, tz) if type(value) is str else None)
+    return _remembering(_strptime_converter(fmt, tz))
+
+
+def _auto(value: Any, now: float) -> float | None:
+    if type(value) is str:
+        return _number(value) if _NUMBER.fullmatch(value) else _iso(value)
+    return _number(value)
+
+
+def _epoch_seconds(value: Any, now: float) -> float | None:
+    return _number(value)
+
+
+def _epoch_milliseconds(value: Any, now: float) -> float | None:
+    seconds = _number(value)
+    return None if seconds is None else seconds / 1000.0
+
+
+def _number(value: Any) -> float | None:
+    kind = type(value)
+    if kind is str:
+        if _NUMBER.fullmatch(value) is None:
+            return None
+        value = float(value)
+    elif kind is not int and kind is not float:  # bool is not a time
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _iso(value: str) -> float | None:
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
+def syslog_time(text: str, now: float, tz: datetime.tzinfo | None = None) -> float | None:
+    """`Dec 10 06:55:46` as epoch seconds, or None.
+
+    RFC 3164 times have no year and no zone. As rsyslog and fail2ban read them, the zone is
+    the host's (`tz`, None: the host's) and the year is the latest one that does not put the
+    time after `now` by more than FUTURE_SLACK (so a line of 31 December read on 1 January is
+    last year's; Feb 29 goes back to the latest leap year).
+    """
+    found = _SYSLOG.fullmatch(text)
+    if found is None:
+        return None
+    month = _MONTHS.get(found.group(1).lower())
+    if month is None:
+        return None
+    fraction = found.group(6) or "0"
+    fields = (month, int(found.group(2)), int(found.group(3)), int(found.group(4)), int(found.group(5)))
+    return _in_latest_year(fields, int(fraction.ljust(6, "0")), now, tz)
+
+
+def _in_latest_year(
+    fields: tuple[int, int, int, int, int], micros: int, now: float, tz: datetime.tzinfo | None
+) -> float | None:
+    """Epoch seconds of month-day-hour-minute-second in the latest fitting year (see `syslog_time`)."""
+    month, day, hour, minute, second = fields
+    year = datetime.datetime.fromtimestamp(now, tz).year
+    for candidate in range(year + 1, year - 8, -1):  # 8 years back: the latest Feb 29 is in there
+        try:
+            moment = datetime.datetime(candidate, month, day, hour, minute, second, micros, tzinfo=tz)
+        except ValueError:
+            if candidate == year + 1 and not (1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
+                return None  # not a date in any year
+            continue
+        seconds = moment.timestamp()
+        if seconds <= now + FUTURE_SLACK:
+            return seconds
+    return None
+
+
+def _strptime_converter(fmt: str, tz: datetime.tzinfo | None) -> Convert:
+    has_year = any(directive in fmt for directive in _YEAR_DIRECTIVES)
+
+    def convert(value: Any, now: float) -> float | None:
+        if type(value) is not str:
+            return None
+        try:
+            parsed = datetime.datetime.strptime(value, fmt)
+        except ValueError:
+            return None
+        if parsed.tzinfo is not None:
+            return parsed.timestamp()
+        if not has_year:
+            fields = (parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second)
+            return _in_latest_year(fields, parsed.microsecond, now, tz)
+        return parsed.replace(tzinfo=tz).timestamp() if tz is not None else parsed.timestamp()
+
+    return convert
+
+
+def _remembering(convert: Convert) -> Convert:
+    """`convert` with its last answer kept: a burst of lines often shares one timestamp, and
+    these formats are the slow ones."""
+    last: list[Any] = [None, None, None]  # value, now, result
+
+    def remembered(value: Any, now: float) -> float | None:
+        if value == last[0] and now == last[1] and value is not None:
+            result: float | None = last[2]
+            return result
+        result = convert(value, now)
+        last[:] = [value, now, result]
+        return result
+
+    return remembered
+
+
+class TimeReader:
+    """Reads one source's event time: its `EventTime` made into the parts the engine inlines,
+    and a count of the events whose time could not be read (those use the arrival time)."""
+
+    def __init__(self, spec: EventTime, tz: datetime.tzinfo | None = None) -> None:
+        self.spec = spec
+        # A top-level field is read with `event.get`, cheaper than calling a getter.
+        self.key = spec.field
+        self.getter: Callable[[Event], Any] | None = make_getter(spec.field) if "." in spec.field else None
+        # A float in these formats is the time itself: the engine takes it without a call.
+        self.floats_are_seconds = spec.format in (AUTO, "epoch_s")
+        self.misses = 0
+        self.latest_miss: Any = MISSING
+        self._convert = time_converter(spec.format, tz)
+
+    def convert(self, value: Any, arrival: float) -> float:
+        """The time `value` stands for; the arrival time (counted as a miss) if it has none."""
+        seconds = self._convert(value, arrival)
+        if seconds is None:
+            self.misses += 1
+            self.latest_miss = value
+            return arrival
+        return seconds
+
+    def read(self, event: Event, arrival: float) -> float:
+        """The event's time (the engine inlines this; other callers use it as it is)."""
+        value = event.get(self.key) if self.getter is None else self.getter(event)
+        if type(value) is float and self.floats_are_seconds:
+            return value
+        return self.convert(value, arrival)
+
+    def describe_miss(self) -> str:
+        """The latest unreadable value, for a warning: `missing` or its repr."""
+        value = self.latest_miss
+        return "missing" if value is None or value is MISSING else f"unreadable: {value!r:.80}"

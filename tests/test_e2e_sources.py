@@ -1,0 +1,262 @@
+"""End-to-end: the real `rulesd run` reading its sources as configured: regex and text
+formats on journal messages, typed fields, time formats, several named sources with their
+own positions, and a state database from a single unnamed source kept on upgrade."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.daemon_process import DaemonProcess, Workspace, wait_until
+from tests.fake_journalctl import FakeJournal, entry
+from tests.fake_opsgenie import FakeOpsGenie
+from tests.test_monitoring import samples, scrape
+
+SSHD_PATTERNS = [
+    r"Failed password for (?:invalid user )?(?P<user>\S+) from (?P<ip>\S+) port (?P<port>\d+)",
+    r"Invalid user (?P<user>\S+) from (?P<ip>\S+) port (?P<port>\d+)",
+]
+SSH_BRUTE = """
+name: ssh-brute
+match: {unit: ssh.service, port: {gte: 1024}}
+threshold: {count: 3, window: 10m, group_by: [ip]}
+alert: {message: "brute force from {ip} ({source_name})", alias: "ssh-{ip}"}
+"""
+NGINX = r'(?P<ip>\S+) - \S+ \[(?P<time>[^]]+)\] "(?P<request>[^"]*)" (?P<status>\S+)'
+
+
+def metrics_url(daemon: DaemonProcess) -> str:
+    """The /metrics URL a daemon started with `metrics.listen: 127.0.0.1:0` logged."""
+    found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", daemon.stderr())
+    assert found is not None, daemon.stderr()
+    return found.group(1)
+
+
+def metric(url: str, key: str) -> float | None:
+    """One sample of the daemon's /metrics, by `name{labels}` with the labels sorted."""
+    return samples(scrape(url)).get(key)
+
+
+def messages(server: FakeOpsGenie) -> list[str]:
+    """The messages of the alerts received, in order."""
+    return [a["message"] for a in server.alerts()]
+
+
+def test_journald_messages_are_parsed_by_the_source_pattern(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Debian's sshd logs only to the journal: a regex on MESSAGE (a list of patterns, typed
+    port, an ignore_pattern) makes a brute-force rule fire; the entry keeps its own fields;
+    ignored and unmatched entries are counted apart."""
+    fake = FakeJournal(tmp_path)
+    fake.write(
+        entry(1, "ssh.service", "Failed password for root from 203.0.113.9 port 50022 ssh2"),
+        entry(2, "ssh.service", "Connection closed by 203.0.113.9 port 50022 [preauth]"),
+        entry(3, "ssh.service", "Invalid user admin from 203.0.113.9 port 50100"),
+        entry(4, "ssh.service", "Accepted publickey for alice from 192.0.2.1 port 40000 ssh2"),
+        entry(5, "ssh.service", "Failed password for invalid user bob from 203.0.113.9 port 50200 ssh2"),
+    )
+    source = {
+        "name": "sshd",
+        "type": "journald",
+        "units": ["ssh.service"],
+        "start_at": "beginning",
+        "format": "regex",
+        "pattern": SSHD_PATTERNS,
+        "ignore_pattern": "^Connection closed",
+        "fields": {"port": "int"},
+    }
+    ws = Workspace(tmp_path, server.url, source=source, metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(SSH_BRUTE)
+    daemon = ws.start(env=fake.env)
+    url = metrics_url(daemon)
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert ["brute force from 203.0.113.9 (sshd)"] == messages(server)
+    event = server.alerts()[0]["description"]
+    assert '"unit": "ssh.service"' in event and '"port": 50200' in event and '"pid": 42' in event
+    assert wait_until(lambda: metric(url, 'rulesd_lines_ignored_total{source="sshd:journalctl"}') == 1)
+    assert 1 == metric(url, 'rulesd_events_invalid_total{source="sshd:journalctl"}')
+    assert 3 == metric(url, 'rulesd_events_read_total{source="sshd:journalctl"}')
+    assert 0 == daemon.terminate()
+    assert "skipped: matches none of the 2 source patterns" in daemon.stderr()
+
+
+def test_typed_fields_let_numeric_conditions_match_captures(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """`fields: {status: int}`: `gte: 500` fires on a captured 503; a value that does not
+    convert is left out, counted, and warned about naming the source and the field."""
+    source = {
+        "type": "file",
+        "path": "web.log",
+        "start_at": "beginning",
+        "format": "regex",
+        "pattern": r"(?P<method>\S+) (?P<path>\S+) (?P<status>\S+)",
+        "fields": {"status": "int"},
+    }
+    ws = Workspace(tmp_path, server.url, source=source, metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(
+        "name: errors\nmatch: {status: {gte: 500}}\nalert: {message: '{path} {status}', alias: '{path}'}\n"
+    )
+    (tmp_path / "web.log").write_text("GET /a 503\nGET /b 200\nGET /c abc\nGET /d 500\n")
+    daemon = ws.start()
+    url = metrics_url(daemon)
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert ["/a 503", "/d 500"] == messages(server)
+    assert wait_until(lambda: metric(url, 'rulesd_fields_unconverted_total{field="status",source="file"}') == 1)
+    assert 0 == daemon.terminate()
+    assert (
+        "source file: 1 value(s) of field 'status' did not convert to int and were left out of the event "
+        "(latest: 'abc')"
+    ) in daemon.stderr()
+
+
+def test_epoch_milliseconds_and_unreadable_times(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """`time_format: epoch_ms`: a burst within a second fires (read as seconds it would span
+    minutes); a line whose time cannot be read is evaluated at arrival, counted and warned about."""
+    source = {
+        "type": "file",
+        "path": "app.log",
+        "start_at": "beginning",
+        "format": "regex",
+        "pattern": r"(?P<ts>\S+) (?P<what>\w+)",
+        "time_field": "ts",
+        "time_format": "epoch_ms",
+    }
+    ws = Workspace(tmp_path, server.url, source=source, metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(
+        "name: burst\nmatch: {what: fail}\nthreshold: {count: 3, window: 1m}\nalert: {alias: 'burst-{ts}'}\n"
+    )
+    (tmp_path / "app.log").write_text(
+        "1700000000000 fail\n1700000000100 fail\n1700000000200 fail\nsoon fail\n1700000000300 ok\n"
+    )
+    daemon = ws.start()
+    url = metrics_url(daemon)
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert "burst-1700000000200" == server.alerts()[0]["alias"]
+    assert wait_until(lambda: metric(url, 'rulesd_events_untimed_total{source="file"}') == 1)
+    assert 0 == daemon.terminate()
+    assert (
+        "source file: 1 event(s) without a readable time in field 'ts' (time_format epoch_ms; "
+        "latest unreadable: 'soon'): evaluated at their arrival time"
+    ) in daemon.stderr()
+
+
+def positions(ws: Workspace) -> dict[str, Any]:
+    """The saved source positions of a workspace's state database, by key."""
+    db = sqlite3.connect(ws.root / "state" / "state.sqlite")
+    try:
+        return dict(db.execute("SELECT source, data FROM positions").fetchall())
+    finally:
+        db.close()
+
+
+def test_several_sources_each_read_their_own_way_and_resume_on_their_own(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """An nginx access log through a regex (typed status, its time_local by strptime) and a JSON
+    application log in one daemon: every event carries `source_name`; after a restart each
+    source resumes from its own saved position."""
+    sources = [
+        {
+            "name": "nginx",
+            "type": "file",
+            "path": "access.log",
+            "start_at": "beginning",
+            "format": "regex",
+            "pattern": NGINX,
+            "fields": {"status": "int"},
+            "time_field": "time",
+            "time_format": "%d/%b/%Y:%H:%M:%S %z",
+        },
+        {"name": "app", "type": "file", "path": "events.jsonl", "start_at": "beginning"},
+    ]
+    ws = Workspace(tmp_path, server.url, source=None, sources=sources, time_field="ts")
+    (ws.rules / "rules.yaml").write_text(
+        "rules:\n"
+        "  - name: nginx-5xx\n"
+        "    match: {source_name: nginx, status: {gte: 500}}\n"
+        "    threshold: {count: 2, window: 1m}\n"
+        "    alert: {message: '5xx burst at {time}', alias: 'nginx-{time}'}\n"
+        "  - name: app-page\n"
+        "    match: {source_name: app, kind: page}\n"
+        "    alert: {message: 'page {id}', alias: 'app-{id}'}\n"
+    )
+    access = tmp_path / "access.log"
+
+    def hit(time: str, status: int) -> str:
+        return f'203.0.113.9 - - [{time}] "GET / HTTP/1.1" {status} 12\n'
+
+    # Ten minutes apart by their time_local, though read together: no burst.
+    access.write_text(hit("10/Dec/2024:06:45:00 +0000", 503) + hit("10/Dec/2024:06:55:00 +0000", 503))
+    ws.append({"kind": "page", "id": 1, "source_name": "forged"})
+    daemon = ws.start()
+    assert server.wait_for(lambda r: len(r) >= 1)
+    with access.open("a") as fh:
+        fh.write(hit("10/Dec/2024:06:55:30 +0000", 502))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert ["page 1", "5xx burst at 10/Dec/2024:06:55:30 +0000"] == messages(server)
+    assert '"source_name": "app"' in server.alerts()[0]["description"]
+    assert 0 == daemon.terminate()
+    saved = positions(ws)
+    assert {f"nginx:{access}", f"app:{ws.events}"} == set(saved)
+    with access.open("a") as fh:
+        fh.write(hit("10/Dec/2024:07:30:00 +0000", 500) + hit("10/Dec/2024:07:30:10 +0000", 500))
+    ws.append({"kind": "page", "id": 2})
+    ws.start()
+    assert server.wait_for(lambda r: len(r) >= 4)
+    assert ["5xx burst at 10/Dec/2024:07:30:10 +0000", "page 2"] == sorted(messages(server)[2:])
+    assert not server.wait_for(lambda r: len(r) > 4, timeout=1.0), messages(server)
+
+
+def test_two_journald_sources_keep_their_own_cursors(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Two journald sources (two units) resume each after its own last entry: neither takes
+    the other's cursor, so nothing is lost or repeated."""
+    fake = FakeJournal(tmp_path)
+    fake.write(
+        entry(1, "ssh.service", "ERROR a"),
+        entry(2, "app.service", "ERROR b"),
+        entry(3, "ssh.service", "fine"),
+    )
+    sources = [
+        {"name": "sshd", "type": "journald", "units": ["ssh.service"], "start_at": "beginning"},
+        {"name": "app", "type": "journald", "units": ["app.service"], "start_at": "beginning"},
+    ]
+    ws = Workspace(tmp_path, server.url, source=None, sources=sources)
+    (ws.rules / "rules.yaml").write_text(
+        "name: errors\nmatch: {message: {startswith: ERROR}}\n"
+        "alert: {message: '{source_name}: {message}', alias: '{source_name}-{message}'}\n"
+    )
+    daemon = ws.start(env=fake.env)
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert wait_until(lambda: len(positions(ws)) == 2)  # both cursors committed
+    assert 0 == daemon.terminate()
+    assert {"sshd:journald", "app:journald"} == set(positions(ws))
+    fake.write(entry(4, "app.service", "ERROR c"), entry(5, "ssh.service", "ERROR d"))
+    ws.start(env=fake.env)
+    assert server.wait_for(lambda r: len(r) >= 4)
+    assert ["app: ERROR b", "app: ERROR c", "sshd: ERROR a", "sshd: ERROR d"] == sorted(messages(server))
+    assert not server.wait_for(lambda r: len(r) > 4, timeout=1.0), messages(server)
+    restarts = {tuple(a for a in run if a.startswith("--unit")): run for run in fake.runs()[2:]}
+    assert f"--after-cursor={entry(3, '', '')['__CURSOR']}" in restarts[("--unit=ssh.service",)]
+    assert f"--after-cursor={entry(2, '', '')['__CURSOR']}" in restarts[("--unit=app.service",)]
+
+
+def test_a_state_database_of_a_single_unnamed_source_keeps_its_position_on_upgrade(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A daemon that ran with `source:` (no name) is moved to `sources:` with a name: it goes
+    on after the position saved before, so no old event alerts again."""
+    ws = Workspace(tmp_path, server.url)
+    ws.append({"kind": "page", "id": 1})
+    daemon = ws.start()
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    assert {str(ws.events)} == set(positions(ws))
+    config = yaml.safe_load(ws.config.read_text())
+    config["sources"] = [{"name": "app", **config.pop("source")}]
+    ws.config.write_text(yaml.safe_dump(config))
+    ws.append({"kind": "page", "id": 2})
+    ws.start()
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert not server.wait_for(lambda r: len(r) > 2, timeout=1.0)
+    assert ["page 1", "page 2"] == messages(server)
+    assert f"app:{ws.events}" in positions(ws)

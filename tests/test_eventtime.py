@@ -1,0 +1,110 @@
+"""Tests for rulesd.eventtime: reading an event's time in each time_format."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from rulesd.eventtime import EventTime, TimeReader, check_time_format, syslog_time, time_converter
+
+ARRIVAL = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def at(text: str) -> float:
+    """Epoch seconds of an ISO 8601 time with its zone."""
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "expected"),
+    [
+        ("auto", 1_700_000_000, 1_700_000_000.0),
+        ("auto", 1_700_000_000.5, 1_700_000_000.5),
+        ("auto", "1700000000.5", 1_700_000_000.5),  # a captured number: epoch seconds
+        ("auto", "2023-11-14T22:13:20Z", 1_700_000_000.0),
+        ("auto", "2023-11-14T23:13:20+01:00", 1_700_000_000.0),
+        ("auto", "2023-11-14T22:13:20", 1_700_000_000.0),  # no zone: UTC
+        ("auto", "yesterday", None),
+        ("auto", None, None),
+        ("auto", True, None),
+        ("auto", [1_700_000_000], None),
+        ("auto", "nan", None),
+        ("epoch_s", "1700000000", 1_700_000_000.0),
+        ("epoch_s", 1e999, None),  # not finite
+        ("epoch_s", "2023-11-14T22:13:20Z", None),
+        ("epoch_ms", 1_700_000_000_123, 1_700_000_000.123),
+        ("epoch_ms", "1700000000123", 1_700_000_000.123),
+        ("epoch_ms", "x", None),
+        ("rfc3339", "2023-11-14T22:13:20.250Z", 1_700_000_000.25),
+        ("rfc3339", 1_700_000_000, None),  # a number is not RFC 3339
+        ("%d/%b/%Y:%H:%M:%S %z", "14/Nov/2023:23:13:20 +0100", 1_700_000_000.0),  # nginx $time_local
+        ("%d/%b/%Y:%H:%M:%S %z", "14/Nov/2023:23:13:20", None),
+        ("%Y-%m-%d %H:%M:%S", "2023-11-14 23:13:20", at("2023-11-14T23:13:20+01:00")),  # no %z: the host's zone
+    ],
+)
+def test_each_time_format_reads_what_it_says_and_nothing_else(fmt: str, value: Any, expected: float | None) -> None:
+    """Every format's accepted and refused values; None means the arrival time is used."""
+    assert expected == time_converter(fmt, BERLIN)(value, ARRIVAL)
+
+
+@pytest.mark.parametrize(
+    ("text", "now", "expected"),
+    [
+        ("Jan 15 07:30:00", "2027-01-15T08:00:00+01:00", "2027-01-15T07:30:00+01:00"),
+        ("Jan  5 07:30:00", "2027-01-15T08:00:00+01:00", "2027-01-05T07:30:00+01:00"),  # space-padded day
+        ("Dec 31 23:59:59", "2027-01-01T00:00:05+01:00", "2026-12-31T23:59:59+01:00"),  # last year's
+        ("Jan 16 07:30:00", "2027-01-15T08:00:00+01:00", "2027-01-16T07:30:00+01:00"),  # within a day ahead
+        ("Jan 17 07:30:00", "2027-01-15T08:00:00+01:00", "2026-01-17T07:30:00+01:00"),  # further: last year
+        ("Jul 10 06:55:46", "2027-01-15T08:00:00+01:00", "2026-07-10T06:55:46+02:00"),  # summer time
+        ("Feb 29 12:00:00", "2027-03-01T00:00:00+01:00", "2024-02-29T12:00:00+01:00"),  # the latest leap year
+        ("Dec 10 06:55:46.25", "2027-01-15T08:00:00+01:00", "2026-12-10T06:55:46.25+01:00"),
+        ("dec 10 06:55:46", "2027-01-15T08:00:00+01:00", "2026-12-10T06:55:46+01:00"),
+    ],
+)
+def test_syslog_times_take_the_latest_year_not_in_the_future_and_the_host_zone(
+    text: str, now: str, expected: str
+) -> None:
+    """RFC 3164 times: the year that does not put them more than a day ahead, in the host's zone."""
+    assert at(expected) == syslog_time(text, at(now), BERLIN)
+
+
+@pytest.mark.parametrize("text", ["Foo 10 06:55:46", "Dec 32 06:55:46", "Dec 10 25:00:00", "Dec 10 06:55", "", "x"])
+def test_what_is_not_a_syslog_time(text: str) -> None:
+    """Unknown months, impossible dates and other shapes are not times."""
+    assert syslog_time(text, ARRIVAL, BERLIN) is None
+
+
+def test_a_strptime_format_without_a_year_takes_the_year_as_syslog_does() -> None:
+    """`%b %d %H:%M:%S` has no year: strptime's 1900 would be decades off."""
+    convert = time_converter("%b %d %H:%M:%S", BERLIN)
+    assert at("2026-12-10T06:55:46+01:00") == convert("Dec 10 06:55:46", ARRIVAL)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "problem"),
+    [
+        ("auto", None),
+        ("syslog", None),
+        ("%d/%b/%Y:%H:%M:%S %z", None),
+        ("epoch", "unknown time_format 'epoch': one of auto, epoch_s, epoch_ms, rfc3339, syslog, or a strptime"),
+        ("%Y-%Q", "time_format '%Y-%Q' is not a usable strptime format: 'Q' is a bad directive"),
+    ],
+)
+def test_time_formats_are_checked(fmt: str, problem: str | None) -> None:
+    """Named formats and strptime formats pass; an unknown name or a bad directive says why."""
+    found = check_time_format(fmt)
+    assert (problem is None and found is None) or (problem is not None and found is not None and problem in found)
+
+
+def test_a_reader_counts_the_events_whose_time_it_could_not_read() -> None:
+    """A missing or unreadable value gives the arrival time and is counted, with the latest kept."""
+    reader = TimeReader(EventTime("meta.ts", "epoch_ms"))
+    assert 1.5 == reader.read({"meta": {"ts": 1500}}, ARRIVAL)
+    assert ARRIVAL == reader.read({"meta": {}}, ARRIVAL)
+    assert "missing" == reader.describe_miss()
+    assert ARRIVAL == reader.read({"meta": {"ts": "soon"}}, ARRIVAL)
+    assert (2, "unreadable: 'soon'") == (reader.misses, reader.describe_miss())
