@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,17 +22,20 @@ from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
+from rulesd.events import JSON_PARSER
+from rulesd.eventtime import AUTO, EventTime
 from rulesd.junit import RuleTestFile, junit_xml
 from rulesd.outbox_view import attempt_json, attempts_text, outbox_row, row_text
 from rulesd.outbox_view import summary as outbox_summary
-from rulesd.replay import ReplayedAlert, ReplaySummary, replay
+from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
 from rulesd.ruletest import check_test_file, is_test_file, run_test_files
+from rulesd.sources.parsers import source_parser
 from rulesd.validation import load_schema
 
 if TYPE_CHECKING:
-    from rulesd.config import Config
+    from rulesd.config import Config, SourceConfig
     from rulesd.state import SqliteState
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -116,12 +120,21 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("files", nargs="+", metavar="TESTFILE", help="rule test files (*.test.yaml)")
     test.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
 
-    rep = sub.add_parser("replay", parents=[common], help="evaluate rules over a JSON-lines file")
+    rep = sub.add_parser("replay", parents=[common], help="evaluate rules over a file of events, offline")
     rep.add_argument("--rules", action="append", metavar="PATH", help="rule files or directories (repeatable)")
-    rep.add_argument("--config", metavar="FILE", help="take rules, time_field and recipients from it")
+    rep.add_argument(
+        "--config",
+        metavar="FILE",
+        help="take rules, recipients and how the source reads lines (format, patterns, field types, time) from it",
+    )
+    rep.add_argument(
+        "--source", metavar="NAME", help="with --config: the source to read the lines as (needed with several)"
+    )
     rep.add_argument("--time-field", metavar="FIELD", help="the event field that holds the event's time")
     rep.add_argument("--format", choices=["text", "json"], default="text", help="readable lines, or payloads as JSON")
-    rep.add_argument("events", metavar="EVENTS_FILE", help="a JSON-lines file, or - for stdin")
+    rep.add_argument(
+        "events", metavar="EVENTS_FILE", help="lines as the source reads them (default: JSON lines), or - for stdin"
+    )
 
     schema = sub.add_parser("schema", parents=[common], help="print a JSON Schema, or write them as files")
     schema.add_argument("which", nargs="?", choices=SCHEMAS, help="rule (the default when printing), config or test")
@@ -258,21 +271,33 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """`rulesd replay`: print every alert that would be sent, then a summary."""
-    settings, time_field, rule_paths = AlertSettings(), args.time_field, args.rules
+    settings, rule_paths, reading, parser = AlertSettings(), args.rules, None, JSON_PARSER
+    if args.source and not args.config:
+        print("rulesd replay: --source needs --config", file=sys.stderr)
+        return EXIT_USAGE
     if args.config:
         config = load_config(args.config)
         settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
-        time_field = time_field or config.time_field
         rule_paths = rule_paths or list(config.rules)
+        source = _replayed_source(config, args.source)
+        if source is None:
+            return EXIT_USAGE
+        if args.time_field:  # this field, read in the source's time format
+            time_format = source.reading.time.format if source.reading.time else AUTO
+            time = EventTime(args.time_field, time_format)
+            source = dataclasses.replace(source, reading=dataclasses.replace(source.reading, time=time))
+        reading, parser = source.reading, source_parser(source)
     if not rule_paths:
         print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
         return EXIT_USAGE
     ruleset = load_ruleset(rule_paths, RuleCache.for_user(os.environ))
     as_json = args.format == "json"
     out = sys.stdout
+    per_line = reading is None or reading.format == "json"  # else the summary shows samples
 
     def on_invalid(line: int, reason: str) -> None:
-        log.warning("%s:%d: skipped: %s", args.events, line, reason)
+        if per_line:
+            log.warning("%s:%d: skipped: %s", args.events, line, reason)
 
     try:
         stream = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
@@ -285,27 +310,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
             stream,
             name=args.events,
             settings=settings,
-            time_field=time_field,
+            parser=parser,
+            time_field=None if args.config else args.time_field,
             on_invalid=on_invalid,
         ):
             if isinstance(item, ReplayedAlert):
                 out.write(orjson.dumps(item.payload).decode() + "\n" if as_json else _alert_line(item))
             elif isinstance(item, ReplaySummary):
-                _print_summary(item, sys.stderr if as_json else out)
+                print(summary_text(item, reading), file=sys.stderr if as_json else out)
     return EXIT_OK
+
+
+def _replayed_source(config: Config, name: str | None) -> SourceConfig | None:
+    """The source of `config` whose reading replay uses: the one named, or the only one."""
+    names = ", ".join(s.label for s in config.sources)
+    if name is None:
+        if len(config.sources) == 1:
+            return config.sources[0]
+        count = len(config.sources)
+        print(
+            f"rulesd replay: the configuration has {count} sources; pick one with --source ({names})", file=sys.stderr
+        )
+        return None
+    found = next((s for s in config.sources if s.name == name), None)
+    if found is None:
+        print(f"rulesd replay: no source named {name!r} in {config.path} (sources: {names})", file=sys.stderr)
+    return found
 
 
 def _alert_line(alert: ReplayedAlert) -> str:
     p = alert.payload
     return f"line {alert.line}: {p['priority']} [{', '.join(alert.rules)}] {p['message']}  (alias: {p['alias']})\n"
-
-
-def _print_summary(summary: ReplaySummary, stream: TextIO) -> None:
-    lines = [
-        f"events: {summary.events}, invalid lines: {summary.invalid}, alerts: {summary.alerts}",
-        *(f"  {name}: {count} firing(s)" for name, count in sorted(summary.firings.items())),
-    ]
-    print("\n".join(lines), file=stream)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""`rulesd replay`: evaluate rules over a file of JSON-lines events, offline."""
+"""`rulesd replay`: evaluate rules over a file of events, offline, read as a configured source
+reads them (by default JSON lines), and report how the lines fared, like `fail2ban-regex`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
 
-from orjson import loads
-
 from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Engine
-from rulesd.events import JSON_PARSER
+from rulesd.events import JSON_PARSER, Parser, Reading, unmatched_reason
+from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import build_alerts, evaluate_lines
 from rulesd.rules.model import RuleSet
 
@@ -21,6 +21,17 @@ from rulesd.rules.model import RuleSet
 # of 200 bytes; one long line alone), then parsed and evaluated (see `pipeline`). A byte
 # count, not the daemon's BLOCK_LINES, so that long lines do not make a block large.
 BLOCK_BYTES = 12 * 1024
+SAMPLES = 5  # invalid (unmatched) lines the summary shows
+SAMPLE_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """An invalid line as the summary shows it: its number, its text (cut short) and why."""
+
+    line: int
+    text: str
+    reason: str
 
 
 @dataclass(slots=True)
@@ -31,6 +42,13 @@ class ReplaySummary:
     invalid: int = 0
     alerts: int = 0
     firings: Counter[str] = field(default_factory=Counter)
+    lines: int = 0
+    blank: int = 0
+    ignored: int = 0  # dropped by the source's ignore_pattern
+    samples: list[Sample] = field(default_factory=list)  # the first SAMPLES invalid lines
+    unconverted: dict[str, int] = field(default_factory=dict)  # per field: values left out
+    time: EventTime | None = None
+    untimed: int = 0  # events evaluated at the start time: their time field missing or unreadable
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,36 +66,97 @@ def replay(
     *,
     name: str,
     settings: AlertSettings,
+    parser: Parser = JSON_PARSER,
     time_field: str | None = None,
     start: float | None = None,
     on_invalid: Callable[[int, str], None] = lambda line, reason: None,
 ) -> Iterator[ReplayedAlert | ReplaySummary]:
     """Yield each alert as it would be sent, then the summary.
 
-    Without a time field every event counts as arriving at `start` (default: now).
+    Lines become events through `parser` (a configured source's, from
+    `sources.parsers.source_parser`, or JSON lines), whose time reader gives event times; or
+    `time_field` is read as epoch seconds or RFC 3339. Without either, every event counts as
+    arriving at `start` (default: now), as does an event whose time cannot be read.
     """
-    evaluate = Engine(ruleset, time_field=time_field, saved=False).evaluate
+    time_reader = parser.time or (TimeReader(EventTime(time_field)) if time_field else None)
+    evaluate = Engine(ruleset, time=time_reader, saved=False).evaluate
     arrival = time.time() if start is None else start
-    summary = ReplaySummary()
-    lineno = blank = 0  # events are the lines neither blank nor invalid
+    summary = ReplaySummary(time=time_reader.spec if time_reader else None)
+    fast = parser.fast
+    lineno = 0  # events are the lines neither blank, invalid nor ignored
     while block := stream.readlines(BLOCK_BYTES):
-        batch = evaluate_lines(block, loads, evaluate, arrival)
+        batch = evaluate_lines(block, fast, evaluate, arrival)
+        summary.ignored += batch.ignored
         for i in batch.invalid:
             if block[i].strip():
-                summary.invalid += 1
-                on_invalid(lineno + i + 1, JSON_PARSER.why_invalid(block[i]))
+                _invalid(summary, parser, lineno + i + 1, block[i], on_invalid)
             else:
-                blank += 1
+                summary.blank += 1
         first = lineno + 1
         for alert in build_alerts(batch, settings, partial(_line_of, name, first)):
             summary.alerts += 1
             summary.firings.update(alert.rules)
             yield ReplayedAlert(first + alert.index, alert.rules, alert.payload)
         lineno += len(block)
-    summary.events = lineno - blank - summary.invalid
+    summary.lines = lineno
+    summary.events = lineno - summary.blank - summary.invalid - summary.ignored
+    summary.unconverted = dict(parser.misses.counts)
+    summary.untimed = time_reader.misses if time_reader else 0
     yield summary
+
+
+def _invalid(
+    summary: ReplaySummary, parser: Parser, lineno: int, line: bytes, on_invalid: Callable[[int, str], None]
+) -> None:
+    """Count an invalid line, keep it as a sample if it is among the first, and pass it on."""
+    summary.invalid += 1
+    reason = parser.why_invalid(line)
+    if len(summary.samples) < SAMPLES:
+        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        cut = text[:SAMPLE_CHARS] + ("…" if len(text) > SAMPLE_CHARS else "")
+        summary.samples.append(Sample(lineno, cut, reason))
+    on_invalid(lineno, reason)
 
 
 def _line_of(name: str, first: int, index: int) -> str:
     """The "Event Source" of the line `index` lines after line `first` of the file `name`."""
     return f"{name}:{first + index}"
+
+
+def summary_text(summary: ReplaySummary, reading: Reading | None = None) -> str:
+    """The summary as replay prints it; with the `reading` of a configured source, also how
+    its lines fared (matched, not matched with the first few, ignored), the field values that
+    did not convert and the events whose time could not be read."""
+    lines = [
+        f"events: {summary.events}, invalid lines: {summary.invalid}, alerts: {summary.alerts}",
+        *(f"  {name}: {count} firing(s)" for name, count in sorted(summary.firings.items())),
+    ]
+    if reading is not None and reading.format != "json":
+        lines += _line_report(summary, reading)
+    if reading is not None and reading.fields:
+        left_out = ", ".join(f"{name} ({kind}) {summary.unconverted.get(name, 0)}" for name, kind in reading.fields)
+        lines.append(f"values that did not convert, left out of their event: {left_out}")
+    if summary.time is not None:
+        lines.append(
+            f"event time (field {summary.time.field}, time_format {summary.time.format}): "
+            f"{summary.untimed} event(s) without a readable time, evaluated at the replay's start time "
+            "(an event's time is read when a rule may match it)"
+        )
+    return "\n".join(lines)
+
+
+def _line_report(summary: ReplaySummary, reading: Reading) -> list[str]:
+    """`fail2ban-regex`'s report: how many lines the patterns matched, and the first that missed."""
+    kept, missed = ("matched", "did not match") if reading.format == "regex" else ("kept", "invalid")
+    lines = [
+        f"lines: {summary.lines}: {summary.events} {kept}, {summary.invalid} {missed}, "
+        f"{summary.ignored} ignored (ignore_pattern), {summary.blank} blank"
+    ]
+    if summary.samples:
+        header = "lines that did not match" if reading.format == "regex" else "invalid lines"
+        lines.append(f"{header} ({summary.invalid}; the first {len(summary.samples)} shown):")
+        usual = unmatched_reason(len(reading.patterns))
+        for sample in summary.samples:
+            why = "" if sample.reason == usual else f"  [{sample.reason}]"
+            lines.append(f"  line {sample.line}: {sample.text}{why}")
+    return lines

@@ -26,7 +26,8 @@ RULES = "name: err\nmatch: {level: error}\nalert: {priority: P2, message: 'error
 
 
 def write(path: Path, text: str) -> Path:
-    """Write `text` to `path` and return it."""
+    """Write `text` to `path` (and the folders it is in) and return it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -433,3 +434,146 @@ def test_schema_write_one_schema_and_errors(tmp_path: Path) -> None:
     failed = rulesd_cli("schema", "--write", str(blocker / "sub"))
     assert (2, "") == (failed.returncode, failed.stdout)
     assert f"{blocker / 'sub'}: error: cannot write the schemas" in failed.stderr
+
+
+AUTH_LOG = """\
+Dec 10 06:55:46 host sshd[1]: Failed password for root from 203.0.113.9 port 50022 ssh2
+Dec 10 06:55:47 host sshd[1]: Connection closed by 203.0.113.9 port 50022 [preauth]
+Dec 10 06:55:48 host sshd[1]: Invalid user admin from 203.0.113.9 port 50100
+
+Dec 10 06:55:49 host sshd[1]: Accepted publickey for alice from 192.0.2.1 port 40000 ssh2
+Foo 10 06:55:50 host sshd[1]: Failed password for root from 198.51.100.7 port 50001 ssh2
+Dec 10 06:55:51 host sshd[1]: Invalid user bob from 203.0.113.9 port none
+Dec 10 06:55:52 host sshd[1]: Failed password for invalid user eve from 203.0.113.9 port 50300 ssh2
+"""
+AUTH_SOURCE = {
+    "type": "file",
+    "path": "/var/log/auth.log",
+    "format": "regex",
+    "pattern": [
+        r"^(?P<time>\w{3} +\d+ [\d:]+) \S+ sshd\[\d+\]: Failed password for (?:invalid user )?(?P<user>\S+) "
+        r"from (?P<ip>\S+) port (?P<port>\S+)",
+        r"^(?P<time>\w{3} +\d+ [\d:]+) \S+ sshd\[\d+\]: Invalid user (?P<user>\S+) from (?P<ip>\S+) port (?P<port>\S+)",
+    ],
+    "ignore_pattern": "Connection closed by",
+    "fields": {"port": "int"},
+    "time_field": "time",
+    "time_format": "syslog",
+}
+SSH_BRUTE = (
+    "name: ssh-brute\nmatch: {user: {exists: true}}\nthreshold: {count: 3, window: 10m, group_by: [ip]}\n"
+    "alert: {message: 'brute force from {ip}', alias: 'ssh-{ip}'}\n"
+)
+
+
+def test_replay_reads_a_log_as_the_configured_source_and_reports_how_its_lines_fared(tmp_path: Path) -> None:
+    """`replay --config` reads a regex source's log with its patterns, ignore_pattern, field types
+    and time format (not as JSON), and reports, like fail2ban-regex, the lines matched, missed
+    (with the first of them), ignored and blank, the values left out and the untimed events."""
+    write(tmp_path / "rules" / "r.yaml", SSH_BRUTE)
+    write(tmp_path / "rulesd.yaml", yaml.safe_dump({"source": AUTH_SOURCE}))
+    write(tmp_path / "auth.log", AUTH_LOG)
+    result = rulesd_cli("replay", "--config", "rulesd.yaml", "auth.log", cwd=tmp_path)
+    assert 0 == result.returncode, result.stderr
+    assert [
+        "line 7: P3 [ssh-brute] brute force from 203.0.113.9  (alias: ssh-203.0.113.9)",
+        "events: 5, invalid lines: 1, alerts: 1",
+        "  ssh-brute: 1 firing(s)",
+        "lines: 8: 5 matched, 1 did not match, 1 ignored (ignore_pattern), 1 blank",
+        "lines that did not match (1; the first 1 shown):",
+        "  line 5: Dec 10 06:55:49 host sshd[1]: Accepted publickey for alice from 192.0.2.1 port 40000 ssh2",
+        "values that did not convert, left out of their event: port (int) 1",
+        "event time (field time, time_format syslog): 1 event(s) without a readable time, evaluated at the "
+        "replay's start time (an event's time is read when a rule may match it)",
+    ] == result.stdout.splitlines()
+    assert "skipped" not in result.stderr  # the missed lines are in the report, not one warning each
+
+
+def test_replay_shows_the_first_five_missed_lines_and_why_a_line_is_not_text(tmp_path: Path) -> None:
+    """Six missed lines: five are shown; a line that is not UTF-8 says so."""
+    source = {"type": "stdin", "format": "regex", "pattern": r"^ERROR (?P<what>\w+)"}
+    write(tmp_path / "rules" / "r.yaml", "name: e\nmatch: {what: disk}\n")
+    write(tmp_path / "rulesd.yaml", yaml.safe_dump({"source": source}))
+    (tmp_path / "app.log").write_bytes(b"\xff oops\n" + b"".join(b"INFO %d\n" % i for i in range(5)) + b"ERROR disk\n")
+    result = rulesd_cli("replay", "--config", "rulesd.yaml", "app.log", cwd=tmp_path)
+    assert [
+        "line 7: P3 [e] ERROR disk  (alias: rulesd: e)",
+        "events: 1, invalid lines: 6, alerts: 1",
+        "  e: 1 firing(s)",
+        "lines: 7: 1 matched, 6 did not match, 0 ignored (ignore_pattern), 0 blank",
+        "lines that did not match (6; the first 5 shown):",
+        "  line 1: \ufffd oops  [invalid UTF-8 at byte 0]",
+        "  line 2: INFO 0",
+        "  line 3: INFO 1",
+        "  line 4: INFO 2",
+        "  line 5: INFO 3",
+    ] == result.stdout.splitlines()
+
+
+def test_replay_picks_one_of_several_sources_by_name(tmp_path: Path) -> None:
+    """With several sources `--source NAME` says whose reading to use; without it, or with an
+    unknown name, replay lists the names and exits 2. Events carry the source's name."""
+    sources = [
+        {"name": "app", "type": "file", "path": "/var/log/app.jsonl"},
+        {"name": "sshd", **AUTH_SOURCE},
+    ]
+    write(tmp_path / "rules" / "r.yaml", SSH_BRUTE.replace("user: {exists: true}", "source_name: sshd"))
+    write(tmp_path / "rulesd.yaml", yaml.safe_dump({"sources": sources}))
+    write(tmp_path / "auth.log", AUTH_LOG)
+    picked = rulesd_cli("replay", "--config", "rulesd.yaml", "--source", "sshd", "auth.log", cwd=tmp_path)
+    assert picked.stdout.startswith("line 7: P3 [ssh-brute] brute force from 203.0.113.9"), picked.stdout
+    none = rulesd_cli("replay", "--config", "rulesd.yaml", "auth.log", cwd=tmp_path)
+    assert (2, "rulesd replay: the configuration has 2 sources; pick one with --source (app, sshd)\n") == (
+        none.returncode,
+        none.stderr,
+    )
+    unknown = rulesd_cli("replay", "--config", "rulesd.yaml", "--source", "web", "auth.log", cwd=tmp_path)
+    assert (
+        2 == unknown.returncode
+        and "no source named 'web'" in unknown.stderr
+        and "(sources: app, sshd)" in unknown.stderr
+    )
+    alone = rulesd_cli("replay", "--rules", "rules", "--source", "sshd", "auth.log", cwd=tmp_path)
+    assert (2, "rulesd replay: --source needs --config\n") == (alone.returncode, alone.stderr)
+
+
+def test_replay_reads_journalctl_output_as_a_journald_source_does(tmp_path: Path) -> None:
+    """For a journald source the events file is `journalctl --output=json` output, and the
+    source's regex applies to MESSAGE as the daemon applies it."""
+    source = {
+        "type": "journald",
+        "format": "regex",
+        "pattern": AUTH_SOURCE["pattern"][0].replace(r"^(?P<time>\w{3} +\d+ [\d:]+) \S+ sshd\[\d+\]: ", ""),
+    }
+    write(tmp_path / "rules" / "r.yaml", SSH_BRUTE.replace("count: 3", "count: 2"))
+    write(tmp_path / "rulesd.yaml", yaml.safe_dump({"source": source}))
+    entries = [
+        {"MESSAGE": f"Failed password for root from 203.0.113.9 port {port} ssh2", "_SYSTEMD_UNIT": "ssh.service"}
+        for port in (50001, 50002)
+    ]
+    write(tmp_path / "ssh.json", "".join(json.dumps(e) + "\n" for e in entries))
+    result = rulesd_cli("replay", "--config", "rulesd.yaml", "--format", "json", "ssh.json", cwd=tmp_path)
+    payloads = [json.loads(line) for line in result.stdout.splitlines()]
+    assert ["brute force from 203.0.113.9"] == [p["message"] for p in payloads]
+    assert '"unit": "ssh.service"' in payloads[0]["description"]
+    assert "lines: 2: 2 matched, 0 did not match" in result.stderr
+
+
+def test_check_config_names_every_source_error_at_its_place(tmp_path: Path) -> None:
+    """`rulesd check --config` reports each mistake of `sources` at path:line:col, all at once."""
+    config = write(
+        tmp_path / "rulesd.yaml",
+        "sources:\n"
+        "  - {name: web, type: file, path: a.log, format: regex, pattern: 'x', fields: {code: int}}\n"
+        "  - {name: web, type: stdin, time_field: t, time_format: 'when'}\n",
+    )
+    write(tmp_path / "rules" / "r.yaml", RULES)
+    result = rulesd_cli("check", "--config", str(config), cwd=tmp_path)
+    assert 1 == result.returncode
+    assert [
+        f"{config}:2:66: error: sources[0].pattern: the pattern has no named groups (?P<name>...)",
+        f"{config}:2:86: error: sources[0].fields.code: no pattern has a group named 'code'",
+        f"{config}:3:12: error: sources[1].name: duplicate source name 'web' (sources[0] has it too)",
+        f"{config}:3:58: error: sources[1].time_format: unknown time_format 'when': one of auto, epoch_s, "
+        "epoch_ms, rfc3339, syslog, or a strptime format with % directives such as '%d/%b/%Y:%H:%M:%S %z'",
+    ] == [line for line in result.stdout.splitlines() if ": error: " in line]

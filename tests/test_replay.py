@@ -12,7 +12,7 @@ import pytest
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.engine import Engine
 from rulesd.events import parse_json, why_invalid
-from rulesd.replay import BLOCK_BYTES, ReplayedAlert, ReplaySummary, replay
+from rulesd.replay import BLOCK_BYTES, SAMPLE_CHARS, SAMPLES, ReplayedAlert, ReplaySummary, Sample, replay
 from rulesd.rules.model import RuleSet
 from tests.ruletools import ruleset_from_yaml
 
@@ -45,6 +45,7 @@ def reference(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int,
     invalid: list[tuple[int, str]] = []
     summary = ReplaySummary()
     for lineno, line in enumerate(io.BytesIO(data), 1):
+        summary.lines += 1
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -53,6 +54,12 @@ def reference(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int,
             if line.strip():
                 invalid.append((lineno, why_invalid(parse_json, line)))
                 summary.invalid += 1
+                if len(summary.samples) < SAMPLES:
+                    text = line.decode(errors="replace").rstrip("\r\n")
+                    text = text[:SAMPLE_CHARS] + ("…" if len(text) > SAMPLE_CHARS else "")
+                    summary.samples.append(Sample(lineno, text, invalid[-1][1]))
+            else:
+                summary.blank += 1
             continue
         summary.events += 1
         firing = evaluate(event, 0.0)

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
-from rulesd.config import SourceConfig
+from typing import TYPE_CHECKING
+
 from rulesd.events import Parser, make_parser
 from rulesd.sources.journald import journal_event
+
+if TYPE_CHECKING:  # the configuration brings in the HTTP client, which replay does not need
+    from rulesd.config import SourceConfig
 
 
 def source_parser(config: SourceConfig) -> Parser:
