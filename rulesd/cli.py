@@ -315,7 +315,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             on_invalid=on_invalid,
         ):
             if isinstance(item, ReplayedAlert):
-                out.write(orjson.dumps(item.payload).decode() + "\n" if as_json else _alert_line(item))
+                out.write(_alert_json(item) if as_json else _alert_line(item))
             elif isinstance(item, ReplaySummary):
                 print(summary_text(item, reading), file=sys.stderr if as_json else out)
     return EXIT_OK
@@ -338,9 +338,19 @@ def _replayed_source(config: Config, name: str | None) -> SourceConfig | None:
     return found
 
 
+def _alert_json(alert: ReplayedAlert) -> str:
+    if alert.close is not None:
+        return orjson.dumps({"close": alert.close, "rules": list(alert.rules)}).decode() + "\n"
+    return orjson.dumps(alert.payload).decode() + "\n"
+
+
 def _alert_line(alert: ReplayedAlert) -> str:
+    rules = ", ".join(alert.rules)
+    where = f"line {alert.line}" if alert.line else "expected group"
+    if alert.close is not None:
+        return f"{where}: close [{rules}] (alias: {alert.close})\n"
     p = alert.payload
-    return f"line {alert.line}: {p['priority']} [{', '.join(alert.rules)}] {p['message']}  (alias: {p['alias']})\n"
+    return f"{where}: {p['priority']} [{rules}] {p['message']}  (alias: {p['alias']})\n"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

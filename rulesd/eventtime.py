@@ -218,6 +218,15 @@ class TimeReader:
             return arrival
         return seconds
 
+    def peek(self, event: Event, arrival: float) -> float:
+        """The event's time, without counting it as a miss if it has none (a second look at
+        an event the engine has read, or one it had no reason to)."""
+        value = event.get(self.key) if self.getter is None else self.getter(event)
+        if type(value) is float and self.floats_are_seconds:
+            return value
+        seconds = self._convert(value, arrival)
+        return arrival if seconds is None else seconds
+
     def read(self, event: Event, arrival: float) -> float:
         """The event's time (the engine inlines this; other callers use it as it is)."""
         value = event.get(self.key) if self.getter is None else self.getter(event)

@@ -1,5 +1,6 @@
 """What `rulesd outbox list` and `rulesd outbox show` print: pure, from the store's rows.
 
+A close of an alert (its group recovered) is a row too, whose message says what it closes.
 An alert's state is `dead` (dead-lettered), `paused` (pending while the sender is paused
 by a refused key, as the daemon records it in the store) or `pending`. The lead rule and
 the event source are read back from the payload, which names them in `details`.
@@ -12,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rulesd.alerting.payload import EVENT_SOURCE, TRIGGERING_RULES
-from rulesd.state import DEAD, PAUSED, PENDING, Attempt, OutboxAlert
+from rulesd.alerting.payload import CLOSE_NOTE, EVENT_SOURCE, TRIGGERING_RULES
+from rulesd.state import CLOSE, DEAD, PAUSED, PENDING, Attempt, OutboxAlert
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,19 @@ def rfc3339(epoch: float) -> str:
 def outbox_row(alert: OutboxAlert, paused: bool) -> OutboxRow:
     """The row of `alert`; `paused` says whether the sender is paused."""
     state = DEAD if alert.status == DEAD else PAUSED if paused else PENDING
+    if alert.action == CLOSE:  # a close: its rules are in its note, its alias is what it closes
+        note = str(alert.payload.get("note", ""))
+        return OutboxRow(
+            id=alert.id,
+            state=state,
+            created=rfc3339(alert.created),
+            attempts=alert.attempts,
+            lead_rule=note.removeprefix(CLOSE_NOTE).split(",")[0].strip(),
+            message=f"close {alert.target}",
+            event_source=None,
+            last_error=alert.last_error,
+            payload={"close": alert.target, **alert.payload},
+        )
     details = alert.payload.get("details") or {}
     source = details.get(EVENT_SOURCE)
     return OutboxRow(

@@ -7,6 +7,10 @@ positions are the callers' I/O.
 
 Lines are parsed a block at a time and then evaluated (see `events.parse_block`): the
 parser's and then the engine's code and data each stay in the CPU's caches for a block.
+
+Rules with timers (absence, a sequence's absent step, resolve) make the engine keep a clock
+of event time; their firings and closings are alerts of their own (`Engine.out`), placed in
+the batch before the event at whose time they were found due.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rulesd.alerting.payload import AlertSettings, build_payload
-from rulesd.engine import Firing
+from rulesd.alerting.payload import AlertSettings, build_payload, close_body
+from rulesd.engine import Closing, Engine, Firing
 from rulesd.events import BLOCK_LINES, IGNORED, parse_block
+from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
 
 Evaluate = Callable[[Event, float], Firing | None]
@@ -28,14 +33,15 @@ class Batch:
     """What evaluating a run of lines (or events) found.
 
     Indices count from the first line of the run: `invalid` are the lines that are not
-    events (the caller tells blank lines from bad ones if it cares), `ignored` how many
-    lines the source's `ignore_pattern` dropped, `firings` the events that fired, with the
-    firing.
+    events (the caller tells blank lines from bad ones if it cares), `ignored` how many lines
+    the source's `ignore_pattern` dropped; `firings` are what the engine found, in order, each
+    with the index of the event being evaluated then and whether a timer fired it (its event
+    is then the one that armed the timer, from `origin`).
     """
 
     lines: int = 0
     invalid: list[int] = field(default_factory=list)
-    firings: list[tuple[int, Firing]] = field(default_factory=list)
+    firings: list[tuple[int, Firing | Closing, bool]] = field(default_factory=list)
     ignored: int = 0
 
     @property
@@ -46,59 +52,164 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """An alert to queue: the index of the event that caused it, its rules, the request body."""
+    """A request to queue: an alert to create (`payload` is its body) or, with `close`, the
+    alias of an alert to close (`payload` is the close request's body).
+
+    `index` is the event being evaluated when it was found; `origin` says where the event it
+    carries came from when that is another (a timer's), None otherwise.
+    """
 
     index: int
     rules: tuple[str, ...]
     payload: dict[str, Any]
+    close: str | None = None
+    origin: Any = None
+    timer: bool = False
 
 
-def evaluate_lines(lines: Sequence[bytes], parse: Callable[[bytes], Any], evaluate: Evaluate, arrival: float) -> Batch:
-    """Parse and evaluate `lines`, all arriving at `arrival` (the hot path: locals only).
+def evaluate_lines(
+    lines: Sequence[bytes],
+    parse: Callable[[bytes], Any],
+    engine: Engine,
+    arrival: float,
+    source: Callable[[int], Any] | None = None,
+    time: TimeReader | None = None,
+) -> Batch:
+    """Parse and evaluate `lines`, all arriving at `arrival`.
 
     `parse` returns an event (a dict), IGNORED for a line to drop, or raises ValueError /
-    returns another non-dict for a bad line (`Parser.fast`); `evaluate` is the engine's
-    (`Engine.evaluator` for the source's time reader).
+    returns another non-dict for a bad line (`Parser.fast`). `time` reads the events' time
+    (the source's reader; None: their arrival time). `source(index)` says where a line came
+    from; it is asked only for an event a timer keeps (its alert carries it later).
     """
     batch = Batch(len(lines))
-    invalid, firings = batch.invalid, batch.firings
-    # Replay's blocks are one block already: no copy of them.
-    blocks = (
-        [lines]
-        if len(lines) <= BLOCK_LINES
-        else [lines[i : i + BLOCK_LINES] for i in range(0, len(lines), BLOCK_LINES)]
-    )
+    evaluate = engine.evaluator(time)
+    if engine.timed:
+        engine.source = source
     start = 0
-    for block in blocks:
-        for i, event in enumerate(parse_block(parse, block), start):
-            if type(event) is not dict:
-                if event is IGNORED:
-                    batch.ignored += 1
-                else:
-                    invalid.append(i)
-                continue
-            firing = evaluate(event, arrival)
-            if firing is not None:
-                firings.append((i, firing))
+    for block in _blocks(lines):
+        events = parse_block(parse, block)
+        if engine.timed:
+            _evaluate_timed(events, start, engine, evaluate, time, arrival, batch)
+        else:
+            _evaluate(events, start, evaluate, arrival, batch)
         start += len(block)
     return batch
 
 
-def evaluate_events(events: Iterable[tuple[Event, float]], evaluate: Evaluate) -> Batch:
-    """Evaluate events that are values already (a rule test's), each with its own time."""
+def _blocks(lines: Sequence[bytes]) -> Sequence[Sequence[bytes]]:
+    if len(lines) <= BLOCK_LINES:  # replay's blocks are one block already: no copy of them
+        return [lines]
+    return [lines[i : i + BLOCK_LINES] for i in range(0, len(lines), BLOCK_LINES)]
+
+
+def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float, batch: Batch) -> None:
+    """The hot path, for rule sets without timers: locals only, nothing per event but the
+    type check and the engine's call."""
+    invalid, firings = batch.invalid, batch.firings
+    for i, event in enumerate(events, start):
+        if type(event) is not dict:
+            if event is IGNORED:
+                batch.ignored += 1
+            else:
+                invalid.append(i)
+            continue
+        firing = evaluate(event, arrival)
+        if firing is not None:
+            firings.append((i, firing, False))
+
+
+def _evaluate_timed(
+    events: list[Any],
+    start: int,
+    engine: Engine,
+    evaluate: Evaluate,
+    time: TimeReader | None,
+    arrival: float,
+    batch: Batch,
+) -> None:
+    """`_evaluate` for rule sets with timers: the engine learns where each event is (a timer
+    may keep it), and what its timers fire is taken in order."""
+    invalid, firings, out = batch.invalid, batch.firings, engine.out
+    last: Any = None
+    for i, event in enumerate(events, start):
+        if type(event) is not dict:
+            if event is IGNORED:
+                batch.ignored += 1
+            else:
+                invalid.append(i)
+            continue
+        engine.position, last = i, event
+        firing = evaluate(event, arrival)
+        if out:
+            _take(out, i, firings)
+        if firing is not None:
+            firings.append((i, firing, False))
+    if last is not None:
+        # Events that concern no rule move the clock too (a silence shows in other events).
+        engine.advance(engine.time_of(last, arrival, time))
+        if out:
+            _take(out, engine.position, firings)
+
+
+def evaluate_events(
+    events: Iterable[tuple[Event | None, float]], engine: Engine, source: Callable[[int], Any]
+) -> Batch:
+    """Evaluate events that are values already (a rule test's), each with its own time.
+
+    A `None` event with a time only moves the clock on (a rule test's `advance` step).
+    """
     batch = Batch()
+    engine.source = source
+    out = engine.out
     for i, (event, time) in enumerate(events):
         batch.lines += 1
-        firing = evaluate(event, time)
+        if event is None:
+            engine.advance(time)
+            firing = None
+        else:
+            engine.position = i
+            firing = engine.evaluate(event, time)
+            engine.advance(engine.time_of(event, time, engine.time))
+        if out:
+            _take(out, i, batch.firings)
         if firing is not None:
-            batch.firings.append((i, firing))
+            batch.firings.append((i, firing, False))
     return batch
 
 
-def build_alerts(batch: Batch, settings: AlertSettings, event_source: Callable[[int], str]) -> list[Alert]:
-    """The alerts of a batch's firings; `event_source(index)` says where each event came from
-    (the payload's "Event Source")."""
-    return [
-        Alert(i, tuple([rule.name for rule in firing.rules]), build_payload(firing, settings, event_source(i)))
-        for i, firing in batch.firings
-    ]
+def advance(engine: Engine, now: float) -> Batch:
+    """Move the engine's clock on to `now` (the daemon, while no event comes): what fires then."""
+    batch = Batch()
+    engine.advance(now)
+    if engine.out:
+        _take(engine.out, 0, batch.firings)
+    return batch
+
+
+def _take(out: list[Firing | Closing], index: int, firings: list[tuple[int, Firing | Closing, bool]]) -> None:
+    firings.extend([(index, found, True) for found in out])
+    out.clear()
+
+
+def build_alerts(
+    batch: Batch,
+    settings: AlertSettings,
+    event_source: Callable[[int], str],
+    origin_source: Callable[[Any], str] = str,
+) -> list[Alert]:
+    """The requests of a batch's firings and closings.
+
+    `event_source(index)` says where an event came from (the payload's "Event Source");
+    `origin_source(origin)` says it of an event a timer kept.
+    """
+    alerts: list[Alert] = []
+    for i, found, timer in batch.firings:
+        if isinstance(found, Closing):
+            body = close_body(found, settings)
+            alerts.extend(Alert(i, found.rules, body, alias, timer=timer) for alias in found.aliases)
+            continue
+        where = event_source(i) if not timer else (origin_source(found.origin) if found.origin is not None else "")
+        payload = build_payload(found, settings, where)
+        alerts.append(Alert(i, tuple([r.name for r in found.rules]), payload, None, found.origin, timer))
+    return alerts

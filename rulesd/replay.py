@@ -3,6 +3,7 @@ reads them (by default JSON lines), and report how the lines fared, like `fail2b
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ class ReplaySummary:
     events: int = 0
     invalid: int = 0
     alerts: int = 0
+    closes: int = 0
     firings: Counter[str] = field(default_factory=Counter)
     lines: int = 0
     blank: int = 0
@@ -53,11 +55,13 @@ class ReplaySummary:
 
 @dataclass(frozen=True, slots=True)
 class ReplayedAlert:
-    """An alert that would be sent, with the line that caused it."""
+    """An alert that would be sent (or, with `close`, the alias of one that would be closed),
+    with the line of its event (0: none, an expected group never seen)."""
 
     line: int
     rules: tuple[str, ...]
     payload: dict[str, Any]
+    close: str | None = None
 
 
 def replay(
@@ -79,24 +83,30 @@ def replay(
     arriving at `start` (default: now), as does an event whose time cannot be read.
     """
     time_reader = parser.time or (TimeReader(EventTime(time_field)) if time_field else None)
-    evaluate = Engine(ruleset, time=time_reader, saved=False).evaluate
+    engine = Engine(ruleset, time=time_reader, saved=False)
     arrival = time.time() if start is None else start
     summary = ReplaySummary(time=time_reader.spec if time_reader else None)
     fast = parser.fast
     lineno = 0  # events are the lines neither blank, invalid nor ignored
     while block := stream.readlines(BLOCK_BYTES):
-        batch = evaluate_lines(block, fast, evaluate, arrival)
+        first = lineno + 1
+        # A timer keeps its event's line number; its alert names it.
+        batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader)
         summary.ignored += batch.ignored
         for i in batch.invalid:
             if block[i].strip():
                 _invalid(summary, parser, lineno + i + 1, block[i], on_invalid)
             else:
                 summary.blank += 1
-        first = lineno + 1
-        for alert in build_alerts(batch, settings, partial(_line_of, name, first)):
+        for alert in build_alerts(batch, settings, partial(_line_of, name, first), partial(_line_of, name, 0)):
+            if alert.close is not None:
+                summary.closes += 1
+                yield ReplayedAlert(first + alert.index, alert.rules, alert.payload, alert.close)
+                continue
             summary.alerts += 1
             summary.firings.update(alert.rules)
-            yield ReplayedAlert(first + alert.index, alert.rules, alert.payload)
+            line = (alert.origin or 0) if alert.timer else first + alert.index
+            yield ReplayedAlert(line, alert.rules, alert.payload)
         lineno += len(block)
     summary.lines = lineno
     summary.events = lineno - summary.blank - summary.invalid - summary.ignored
@@ -128,7 +138,8 @@ def summary_text(summary: ReplaySummary, reading: Reading | None = None) -> str:
     its lines fared (matched, not matched with the first few, ignored), the field values that
     did not convert and the events whose time could not be read."""
     lines = [
-        f"events: {summary.events}, invalid lines: {summary.invalid}, alerts: {summary.alerts}",
+        f"events: {summary.events}, invalid lines: {summary.invalid}, alerts: {summary.alerts}"
+        + (f", closes: {summary.closes}" if summary.closes else ""),
         *(f"  {name}: {count} firing(s)" for name, count in sorted(summary.firings.items())),
     ]
     if reading is not None and reading.format != "json":

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.durations import parse_duration
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
+from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
 from rulesd.rules.model import RuleSet
@@ -65,6 +67,11 @@ def check_test_file(path: str) -> list[Problem]:
     if problems:
         return problems
     assert isinstance(doc.value, dict)
+    for t_index, test in enumerate(doc.value["tests"]):
+        for e_index, item in enumerate(test["events"]):
+            if ("event" in item) == ("advance" in item) or ("advance" in item and "at" in item):
+                where = doc.locate(("tests", t_index, "events", e_index))
+                problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
     for i, name in enumerate(doc.value["rule_files"]):
         if not os.path.exists(os.path.join(os.path.dirname(path), name)):
             problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: no such file or directory"))
@@ -86,21 +93,63 @@ def run_test_file(path: str) -> list[TestOutcome]:
 
 def _run_one(doc: Document, index: int, test: dict[str, Any], ruleset: RuleSet) -> TestOutcome:
     engine = Engine(ruleset, saved=False)
-    batch = evaluate_events(_timed(test["events"]), engine.evaluate)
-    # Events are numbered from 1 in the test file and in its expectations.
-    found = build_alerts(batch, AlertSettings(), lambda i: f"{doc.path}: event {i + 1}")
-    actual = [Alert(alert.index + 1, alert.rules, alert.payload) for alert in found]
+    timed = list(_timed(test["events"]))
+    numbers = [number for _, _, number in timed]
+    # Events are numbered from 1 in the test file and in its expectations (`advance` steps
+    # are not events); a timer's alert carries the number of the event that armed it.
+    batch = evaluate_events([(event, time) for event, time, _ in timed], engine, numbers.__getitem__)
+    found = build_alerts(
+        batch, AlertSettings(), lambda i: _event_source(doc.path, numbers[i]), partial(_event_source, doc.path)
+    )
+    actual = [Alert(_alert_event(a, numbers), a.rules, a.payload) for a in found if a.close is None]
     report = _compare(test["expect_alerts"], actual)
+    if "expect_closes" in test:
+        report = "\n".join(filter(None, [report, _compare_closes(test["expect_closes"], found)]))
     return TestOutcome(test["name"], doc.locate(("tests", index)), report)
 
 
-def _timed(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], float]]:
-    """Each event with its time: `at` from the start, else the time of the event before."""
-    offset = 0.0
+def _event_source(path: str, number: int) -> str:
+    return f"{path}: event {number}"
+
+
+def _alert_event(alert: PipelineAlert, numbers: list[int]) -> int:
+    """The number of the event an alert carries: a timer's is the event that armed it (0: an
+    expected group never seen)."""
+    if alert.timer:
+        return int(alert.origin or 0)
+    return numbers[alert.index]
+
+
+def _timed(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any] | None, float, int]]:
+    """Each event with its time and number: `at` from the start, else the time of the event
+    before; an `advance` step (no event) moves the time on by its duration."""
+    offset, number = 0.0, 0
     for item in items:
+        if "advance" in item:
+            offset += parse_duration(item["advance"])
+            yield None, START + offset, number
+            continue
         if "at" in item:
             offset = parse_duration(item["at"])
-        yield item["event"], START + offset
+        number += 1
+        yield item["event"], START + offset, number
+
+
+def _compare_closes(expected: list[dict[str, Any]], found: list[PipelineAlert]) -> str:
+    """Closes are compared in order: their rules, and their alias where one is expected."""
+    actual = [(sorted(a.rules), a.close) for a in found if a.close is not None]
+    wanted = [(sorted(e["rules"]), e.get("alias")) for e in expected]
+    same = len(actual) == len(wanted) and all(
+        rules == want_rules and (alias is None or alias == got)
+        for (rules, got), (want_rules, alias) in zip(actual, wanted, strict=True)
+    )
+    if same:
+        return ""
+    lines = ["expected closes:"]
+    lines += [f"  - rules {rules}" + (f", alias {alias!r}" if alias else "") for rules, alias in wanted] or ["  (none)"]
+    lines.append("actual closes:")
+    lines += [f"  - rules {rules}, alias {alias!r}" for rules, alias in actual] or ["  (none)"]
+    return "\n".join(lines)
 
 
 def _compare(expected: list[dict[str, Any]], actual: list[Alert]) -> str:

@@ -34,7 +34,7 @@ from rulesd.alerting.opsgenie import (
     RetryableAlertError,
     Transport,
 )
-from rulesd.state import Outbox, OutboxAlert
+from rulesd.state import CLOSE, Outbox, OutboxAlert
 
 log = logging.getLogger("rulesd.sender")
 
@@ -223,7 +223,10 @@ class Sender:
     def _attempt(self, alert: OutboxAlert, now: float) -> float | None:
         """Send one due alert and record the outcome; the wait before the next try, if any."""
         try:
-            self.transport.create_alert(alert.payload)
+            if alert.action == CLOSE:
+                self.transport.close_alert(alert.target or "", alert.payload)
+            else:
+                self.transport.create_alert(alert.payload)
         except PermanentAlertError as exc:
             self._dead_letter(alert, exc)
             return None

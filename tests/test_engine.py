@@ -148,14 +148,6 @@ def test_group_values_are_saved_as_json_texts() -> None:
     )
 
 
-def test_firing_names_the_lead_rules_group_values() -> None:
-    """The firing carries the lead rule's group_by values as text."""
-    engine = engine_for("name: g\nmatch: {x: 1}\nthreshold: {count: 1, window: 5, group_by: [host, n]}\n")
-    firing = engine.evaluate({"x": 1, "host": "a", "n": 3}, T0)
-    assert firing is not None
-    assert ("a", "3") == firing.group
-
-
 THROTTLED = """
 name: noisy
 match: {level: error}

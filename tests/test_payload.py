@@ -64,10 +64,9 @@ def build(
     event: dict[str, Any] = EVENT,
     settings: AlertSettings = DEFAULT_SETTINGS,
     source: str = "",
-    group: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Build the payload of a firing of `rules` (lead first) and validate it as OpsGenie would."""
-    payload = build_payload(Firing(event, 1_700_000_000.0, tuple(rules), group), settings, source)
+    payload = build_payload(Firing(event, 1_700_000_000.0, tuple(rules)), settings, source)
     VALIDATOR.validate(payload)
     assert details_size(payload) <= DETAILS_MAX
     return payload
@@ -81,7 +80,7 @@ def rule(yaml_body: str) -> Rule:
 def test_full_payload() -> None:
     """A rule with every alert field, plus configured recipients, gives exactly this body."""
     settings = AlertSettings("rulesd-test", parse_recipients("team:ops, alice@example.com"))
-    payload = build([RULES["upstream"]], settings=settings, source="events.jsonl:7", group=("a", ""))
+    payload = build([RULES["upstream"]], settings=settings, source="events.jsonl:7")
     assert {
         "message": "Payments upstream failing on a",
         "alias": 'rulesd: upstream: {"host":"a"}',
@@ -143,7 +142,6 @@ def test_several_rules_make_one_alert_naming_all() -> None:
     payload = build(
         [RULES["upstream"], RULES["described"], RULES["bare"]],
         settings=AlertSettings(recipients=parse_recipients("payments-oncall, bob@example.com")),
-        group=("a", ""),
     )
     assert {
         "message": "Payments upstream failing on a",
@@ -439,8 +437,8 @@ def test_source_limit() -> None:
 
 def test_payload_is_deterministic() -> None:
     """The same firing always gives the same payload (the outbox stores it)."""
-    first = build([RULES["upstream"], RULES["described"]], group=("a", ""))
-    assert first == build([RULES["upstream"], RULES["described"]], group=("a", ""))
+    first = build([RULES["upstream"], RULES["described"]])
+    assert first == build([RULES["upstream"], RULES["described"]])
 
 
 @pytest.mark.parametrize(

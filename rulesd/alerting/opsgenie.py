@@ -47,10 +47,13 @@ _KEY_SYNTAX = re.compile(r"[\x21-\x7e]+")
 
 
 class Transport(Protocol):
-    """Something that delivers one alert payload, raising `AlertError` when it cannot."""
+    """Something that delivers alert requests, raising `AlertError` when it cannot."""
 
     def create_alert(self, payload: dict[str, Any]) -> None:
         """Deliver `payload`; return only once it has been accepted."""
+
+    def close_alert(self, alias: str, body: dict[str, Any]) -> None:
+        """Close the alert `alias`; return once closed, or known to be closed or gone."""
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -170,6 +173,11 @@ def heartbeat_url(alert_url: str, name: str) -> str | None:
     path = parts.path.rstrip("/")
     prefix = path[: -len("/v2/alerts")] if path.endswith("/v2/alerts") else ""
     return f"{parts.scheme}://{parts.netloc}{prefix}/v2/heartbeats/{quote(name, safe='')}/ping"
+
+
+def close_url(alert_url: str, alias: str) -> str:
+    """The URL that closes an alert by alias: the alias percent-encoded as one path segment."""
+    return f"{alert_url.rstrip('/')}/{quote(alias, safe='')}/close?identifierType=alias"
 
 
 def is_loopback(host: str) -> bool:
@@ -310,6 +318,15 @@ class OpsGenieClient:
         """POST `payload`; return on 2xx, else raise the `AlertError` subclass that fits."""
         self._call("POST", self.alert_url, payload)
 
+    def close_alert(self, alias: str, body: dict[str, Any]) -> None:
+        """`POST <alert_url>/<alias>/close?identifierType=alias`; a 404 (closed or deleted
+        already) counts as done, like a 2xx. Other outcomes raise as for create_alert."""
+        try:
+            self._call("POST", close_url(self.alert_url, alias), body)
+        except PermanentAlertError as exc:
+            if exc.status != 404:
+                raise
+
     def ping_heartbeat(self, name: str) -> None:
         """Ping the heartbeat `name` (OpsGenie pages when pings stop); same errors as create_alert.
 
@@ -400,3 +417,7 @@ class PrintTransport:
         """Write `payload` as one JSON line and flush, so a pipe reader sees it at once."""
         self._stream.write(orjson.dumps(payload).decode() + "\n")
         self._stream.flush()
+
+    def close_alert(self, alias: str, body: dict[str, Any]) -> None:
+        """Write the close as one JSON line: `{"close": alias, ...body}`."""
+        self.create_alert({"close": alias, **body})

@@ -6,7 +6,6 @@ outbox can store it and tests can pin it exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -15,13 +14,12 @@ from typing import Any
 
 import orjson
 
-from rulesd.engine import Firing
-from rulesd.rules.fields import MISSING
+from rulesd.alerting.alias import alert_alias
+from rulesd.engine import Closing, Firing
 from rulesd.rules.model import Responder, Rule
 
 # OpsGenie Alert API v2 limits (characters).
 MESSAGE_MAX = 130
-ALIAS_MAX = 512
 DESCRIPTION_MAX = 15_000
 DETAILS_TOTAL_MAX = 8_000
 TAGS_MAX = 20
@@ -32,6 +30,7 @@ SOURCE_MAX = 100
 NOTE_MAX = 25_000
 
 TRIGGERING_RULES = "Triggering Rules"
+CLOSE_NOTE = "resolved: "  # a close's note: this, then the rule names
 EVENT_SOURCE = "Event Source"
 RESPONDER_KINDS = ("team", "user", "escalation", "schedule")
 
@@ -104,41 +103,7 @@ def _message(firing: Firing) -> str:
 
 
 def _alias(firing: Firing) -> str:
-    spec = firing.lead.alert
-    alias = spec.alias.render(firing.event).strip() if spec.alias else ""
-    if not alias:
-        alias = default_alias(firing)
-    if len(alias) > ALIAS_MAX:
-        alias = "rulesd-sha256: " + hashlib.sha256(alias.encode()).hexdigest()
-    return alias
-
-
-def default_alias(firing: Firing) -> str:
-    """`rulesd: <names, sorted>` then, when the lead rule groups, `: <group as compact JSON>`.
-
-    The group is a JSON object of the lead rule's `group_by` fields (in their order) and
-    values, a missing field left out. JSON keeps apart what a joined text would not:
-    (`user="a, b"`, `src="c"`) and (`user="a"`, `src="b, c"`), `"1"` and `1`, `""`, `null` and
-    a missing field, so two groups of the engine never share an alias.
-    """
-    alias = "rulesd: " + ", ".join(sorted(r.name for r in firing.rules))
-    lead = firing.lead
-    if lead.threshold and lead.threshold.group_by:
-        fields = [
-            _compact_json(path) + ":" + _compact_json(value)
-            for path, get in zip(lead.threshold.group_by, lead.group_getters, strict=True)
-            if (value := get(firing.event)) is not MISSING
-        ]
-        alias += ": {" + ",".join(fields) + "}"
-    return alias
-
-
-def _compact_json(value: Any) -> str:
-    """`value` as compact JSON, keys sorted (as the engine keys groups), text not escaped."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except orjson.JSONEncodeError:  # integers beyond 64 bits, values no parser makes
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+    return alert_alias(firing.rules, firing.event)
 
 
 def _description(firing: Firing) -> str:
@@ -267,3 +232,11 @@ def _fit_details(details: dict[str, str], budget: int) -> dict[str, str]:
             break
         size -= len(key) + len(kept.pop(key))
     return kept
+
+
+def close_body(closing: Closing, settings: AlertSettings) -> dict[str, Any]:
+    """The JSON body of the request that closes an alert by alias (`POST …/<alias>/close`)."""
+    return {
+        "source": truncate(settings.source, SOURCE_MAX),
+        "note": truncate(f"resolved: {', '.join(closing.rules)}", NOTE_MAX),
+    }

@@ -10,6 +10,7 @@ half-loaded rule set. What runs is built elsewhere (`build.build_parts`).
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -21,11 +22,12 @@ from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.misses import MissReporter
 from rulesd.events import Parser
-from rulesd.pipeline import build_alerts, evaluate_lines
+from rulesd.pipeline import Alert, advance, build_alerts, evaluate_lines
 from rulesd.rules.loader import check_paths
 from rulesd.rules.model import RuleSet
 from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets
+from rulesd.state import CLOSE, Request
 
 log = logging.getLogger("rulesd")
 BATCH_LINES = 8192  # lines per transaction under load (group commit); see also BATCH_BYTES
@@ -55,6 +57,7 @@ class Daemon:
         self.sender_stop = threading.Event()
         self._heartbeat_due = threading.Event()
         self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf")}
+        self._seen = (-math.inf, 0.0)  # the latest event time the engine saw, and the wall time then
         self._misses = MissReporter(parts.stats)
         for label, source in self.sources.items():
             self._misses.register(label, source.parser)
@@ -126,6 +129,7 @@ class Daemon:
             if all(source.exhausted() for source in sources.values()):
                 log.info("end of input: %s what is left", "printing" if self.parts.dry_run else "delivering")
                 return
+            self._tick()
             self._wait(IDLE_WAIT)
 
     def _wait(self, timeout: float) -> None:
@@ -164,41 +168,69 @@ class Daemon:
     def _process(self, batch: list[tuple[str, Source, list[Lines]]]) -> None:
         """Evaluate each source's runs, then commit their alerts with the positions and engine state."""
         now = self.clock()
-        settings, stats = self.parts.settings, self.stats
-        payloads: list[dict[str, Any]] = []
-        positions: dict[str, dict[str, Any]] = {}
+        engine, settings, stats = self.engine, self.parts.settings, self.stats
+        requests: list[dict[str, Any] | Request] = []
         for label, source, runs in batch:
             parser = source.parser
-            evaluate = self.engine.evaluator(parser.time)
             prefix = self._prefix.get(label, "")
             for run in runs:
-                result = evaluate_lines(run.data, parser.fast, evaluate, now)
-                # A line's offset is only worked out for the rare line that alerts or is invalid.
+                # A line's offset is only worked out for the rare line that alerts, arms a
+                # timer or is invalid.
                 offset = Offsets(run)
+                where = partial(_where, run, offset)
+                result = evaluate_lines(run.data, parser.fast, engine, now, where, parser.time)
                 for i in result.invalid:
                     self.parts.warn(partial(_skipped, parser, run, offset, i))  # built only if logged
-                for alert in build_alerts(result, settings, partial(_where, run, offset)):
-                    for name in alert.rules:
-                        stats.bump(stats.firings, name)
-                    payloads.append(alert.payload)
-                where = prefix + run.path
-                stats.bump(stats.events, where, result.events)
+                requests += self._requests(build_alerts(result, settings, where))
+                counted = prefix + run.path
+                stats.bump(stats.events, counted, result.events)
                 if result.invalid:
-                    stats.bump(stats.invalid, where, len(result.invalid))
+                    stats.bump(stats.invalid, counted, len(result.invalid))
                 if result.ignored:
-                    stats.bump(stats.ignored, where, result.ignored)
+                    stats.bump(stats.ignored, counted, result.ignored)
             self._misses.report(label, parser)
+        if engine.now > self._seen[0]:
+            self._seen = (engine.now, now)
+        self._commit(requests, now)
+
+    def _tick(self) -> None:
+        """While no event comes, the engine's clock moves on with the wall clock from the latest
+        event time seen, so that timers (an absence, an absent step, resolve) fire in time."""
+        if not self.engine.timed:
+            return
+        now = self.clock()
+        seen_time, seen_at = self._seen
+        batch = advance(self.engine, seen_time + (now - seen_at) if seen_time > -math.inf else now)
+        requests = self._requests(build_alerts(batch, self.parts.settings, str))
+        if requests or self.engine.state.changed:
+            self._commit(requests, now)
+
+    def _requests(self, alerts: list[Alert]) -> list[dict[str, Any] | Request]:
+        """What to queue for `alerts`, counted per rule."""
+        out: list[dict[str, Any] | Request] = []
+        for alert in alerts:
+            if alert.close is not None:
+                out.append(Request(alert.payload, CLOSE, alert.close))
+                continue
+            for name in alert.rules:
+                self.stats.bump(self.stats.firings, name)
+            out.append(alert.payload)
+        return out
+
+    def _commit(self, requests: list[dict[str, Any] | Request], now: float) -> None:
+        """One transaction: a crash either keeps these alerts and the new positions, or neither."""
+        positions: dict[str, dict[str, Any]] = {}
+        for source in self.sources.values():
             positions.update((k, p.to_json()) for k, p in source.checkpoint().items())
-        # One transaction: a crash either keeps these alerts and the new positions, or neither.
         state = self.engine.state
         self.parts.store.commit(
             positions=positions,
-            payloads=payloads,
+            payloads=requests,
             now=now,
             engine=state.delta() if state.changed else None,
         )
-        stats.alerts_queued += len(payloads)
-        if payloads:
+        self.stats.alerts_queued += len(requests)
+        if requests:
             self.sender_wake.set()
 
     def reload(self) -> bool:

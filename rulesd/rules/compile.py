@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from rulesd.durations import parse_duration
@@ -15,8 +15,21 @@ from rulesd.rules.conditions import (
     compile_condition,
     necessary_hints,
 )
-from rulesd.rules.fields import make_getter
-from rulesd.rules.model import DEFAULT_PRIORITY, AlertSpec, Responder, Rule, Threshold
+from rulesd.rules.fields import MISSING, event_with, key_text, make_getter
+from rulesd.rules.model import (
+    DEFAULT_PRIORITY,
+    KIND_KEYS,
+    Absence,
+    AlertSpec,
+    Distinct,
+    Kind,
+    NewValue,
+    Responder,
+    Rule,
+    Sequence,
+    Step,
+    Threshold,
+)
 from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet
 from rulesd.rules.templates import Template, TemplateError, parse_template
 from rulesd.validation import format_path
@@ -50,9 +63,10 @@ class _Context:
         full = (*self.base, *path)
         return not any(v[: len(full)] == full for v in self.faulted)
 
-    def report(self, path: JsonPath, message: str) -> None:
+    def report(self, path: JsonPath, message: str, *, key: bool = False) -> None:
+        """A problem at `path` of the rule: at its value, or with `key` at its key."""
         full = (*self.base, *path)
-        self.problems.append(Problem(self.doc.locate(full), f"{format_path(full)}: {message}"))
+        self.problems.append(Problem(self.doc.locate(full, key=key), f"{format_path(full)}: {message}"))
 
     def duration(self, value: Any, path: JsonPath) -> float:
         try:
@@ -75,14 +89,21 @@ class _Context:
 
 
 class _RulePatterns:
-    """The rule set's patterns, each registered with the place in this rule it comes from."""
+    """The rule set's patterns, each registered with the place in this rule it comes from:
+    `place` turns a path within the condition being compiled into the rule's path."""
 
-    def __init__(self, patterns: PatternSet, ctx: _Context) -> None:
+    def __init__(self, patterns: PatternSet, ctx: _Context, place: Callable[[JsonPath], JsonPath]) -> None:
         self.patterns = patterns
         self.ctx = ctx
+        self.place = place
 
     def add(self, field: str, pattern: Pattern, path: JsonPath) -> tuple[FieldScanner, int]:
-        return self.patterns.add(field, pattern, self.ctx.where(("match", *path)))
+        return self.patterns.add(field, pattern, self.ctx.where(self.place(path)))
+
+    @classmethod
+    def at(cls, patterns: PatternSet, ctx: _Context, prefix: JsonPath) -> _RulePatterns:
+        """For a condition written at `prefix` in the rule."""
+        return cls(patterns, ctx, lambda path: (*prefix, *path))
 
 
 def compile_rule(
@@ -100,57 +121,186 @@ def compile_rule(
     literals go into `patterns` (the rule set's), which must be built before it matches.
     """
     ctx = _Context(doc, base, faulted)
-    rule_patterns = _RulePatterns(patterns, ctx)
-    compiled = _condition(raw.get("match"), ctx, rule_patterns)
-    threshold = _threshold(raw.get("threshold"), ctx) if ctx.ok(("threshold",)) else None
-    throttle = None
-    if "throttle" in raw and ctx.ok(("throttle",)):
-        throttle = ctx.duration(raw["throttle"], ("throttle",))
+    kinds = [key for key in KIND_KEYS if key in raw]
+    for extra in kinds[1:]:
+        message = f"a rule has at most one of {', '.join(KIND_KEYS)} (this one also has {kinds[0]})"
+        ctx.report((extra,), message, key=True)
+    match, rule_patterns = _rule_match(raw, ctx, patterns)
+    compiled = _condition(match, ("match",), ctx, rule_patterns) if "sequence" not in raw else None
+    kind = _kind(raw, kinds[0], ctx, patterns) if kinds and ctx.ok((kinds[0],)) else None
+    if isinstance(kind, Sequence) and match is not None:
+        compiled = _sequence_condition(match, rule_patterns)
+    throttle = _optional_duration(raw, "throttle", ctx)
+    resolve = _optional_duration(raw, "resolve", ctx, "after")
+    if resolve is not None and not isinstance(kind, Threshold | Distinct):
+        why = "an absence rule closes its alert by itself" if isinstance(kind, Absence) else "what recovers is a group"
+        ctx.report(("resolve",), f"resolve is for threshold and distinct rules ({why})", key=True)
     alert = _alert(raw.get("alert", {}), ctx)
-    if ctx.problems or ctx.faulted or compiled is None:
+    if ctx.problems or ctx.faulted or compiled is None or match is None:
         return None, ctx.problems
     rule = Rule(
         name=raw["name"],
         description=raw.get("description", ""),
         enabled=raw.get("enabled", True),
         match=compiled.test,
-        hints=necessary_hints(raw["match"], rule_patterns),
+        hints=necessary_hints(match, rule_patterns),
         location=doc.locate(base),
         fingerprint=fingerprint(raw),
-        threshold=threshold,
+        threshold=kind if isinstance(kind, Threshold) else None,
         throttle=throttle,
         alert=alert,
-        group_getters=tuple(make_getter(p) for p in threshold.group_by) if threshold else (),
+        group_getters=tuple(make_getter(p) for p in kind.group_by) if kind is not None else (),
+        kind=kind,
+        resolve=resolve,
     )
     return rule, []
 
 
-def _condition(match: Any, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
+def _rule_match(
+    raw: dict[str, Any], ctx: _Context, patterns: PatternSet
+) -> tuple[dict[str, Any] | None, _RulePatterns]:
+    """The condition that decides whether an event concerns the rule at all, and where its
+    parts are written: its `match`, or for a sequence, any of its steps' (the engine then
+    tells the steps apart)."""
+    if "sequence" not in raw:
+        if "match" not in raw:
+            ctx.report((), "missing required key 'match'")
+        match = raw.get("match")
+        return (match if isinstance(match, dict) else None), _RulePatterns.at(patterns, ctx, ("match",))
+    if "match" in raw:
+        ctx.report(("match",), "a sequence rule has no top-level match: each step has its own", key=True)
+    steps = raw["sequence"].get("steps") if isinstance(raw["sequence"], dict) else None
+    conditions: list[dict[str, Any]] = []
+    places: list[JsonPath] = []
+    for i, step in enumerate(steps if isinstance(steps, list) else ()):
+        for where in (("match",), ("absent", "match")):
+            found: Any = step
+            for key in where:
+                found = found.get(key) if isinstance(found, dict) else None
+            if isinstance(found, dict):
+                conditions.append(found)
+                places.append(("sequence", "steps", i, *where))
+
+    # Written as `any` of the steps' conditions: a path `any[i]...` is in step condition i.
+    def place(path: JsonPath) -> JsonPath:
+        return (*places[int(path[1])], *path[2:]) if len(path) >= 2 and path[0] == "any" else path
+
+    return ({"any": conditions} if conditions else None), _RulePatterns(patterns, ctx, place)
+
+
+def _sequence_condition(match: dict[str, Any], patterns: _RulePatterns) -> Compiled | None:
+    """A sequence's match: any of its steps' conditions (their problems were reported with the steps)."""
+    try:
+        return compile_condition(match, (), patterns)
+    except ConditionError:
+        return None
+
+
+def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
+    """Compile the condition written at `path` of the rule; its problems are reported there."""
     if not isinstance(match, dict):
         return None
-    if ctx.ok(("match",)):
-        return _compile_match(match, ctx, patterns)
+    if ctx.ok(path):
+        return _compile_match(match, path, ctx, patterns)
     for key, value in match.items():  # still find the bad regexes of the sound entries
-        if ctx.ok(("match", key)):
-            _compile_match({key: value}, ctx, _RulePatterns(PatternSet(), ctx))
+        if ctx.ok((*path, key)):
+            _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
     return None
 
 
-def _compile_match(match: dict[str, Any], ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
+def _compile_match(match: dict[str, Any], path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
     try:
         return compile_condition(match, (), patterns)
     except ConditionError as exc:
-        ctx.report(("match", *exc.path), str(exc))
+        ctx.report((*path, *exc.path), str(exc))
     return None
 
 
-def _threshold(raw: Any, ctx: _Context) -> Threshold | None:
-    if not isinstance(raw, dict):
+def _optional_duration(raw: dict[str, Any], key: str, ctx: _Context, inner: str | None = None) -> float | None:
+    """The duration at `key` (or `key.inner`), if given and sound."""
+    value = raw.get(key)
+    path: JsonPath = (key,)
+    if inner is not None:
+        value = value.get(inner) if isinstance(value, dict) else None
+        path = (key, inner)
+    if value is None or not ctx.ok(path):
         return None
-    window = ctx.duration(raw["window"], ("threshold", "window"))
-    if window <= 0:
-        ctx.report(("threshold", "window"), "the window must be longer than 0s")
-    return Threshold(raw["count"], window, tuple(raw.get("group_by", ())))
+    return ctx.duration(value, path)
+
+
+def _window(raw: dict[str, Any], path: JsonPath, ctx: _Context) -> float:
+    """A duration that must be longer than 0s."""
+    seconds = ctx.duration(raw, path)
+    if seconds <= 0:
+        ctx.report(path, f"the {path[-1]} must be longer than 0s")
+    return seconds
+
+
+def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) -> Kind | None:
+    """The rule's kind (threshold, distinct, sequence, absence or new_value)."""
+    spec = raw[key]
+    if not isinstance(spec, dict):
+        return None
+    group_by = tuple(spec.get("group_by", ()))
+    if key == "threshold":
+        return Threshold(spec["count"], _window(spec["window"], (key, "window"), ctx), group_by)
+    if key == "distinct":
+        window = _window(spec["window"], (key, "window"), ctx)
+        return Distinct(spec["field"], make_getter(spec["field"]), spec["count"], window, group_by)
+    if key == "sequence":
+        return _sequence(spec, group_by, ctx, patterns)
+    if key == "absence":
+        return _absence(spec, group_by, ctx)
+    learn = ctx.duration(spec.get("learn", 0), (key, "learn"))
+    forget = _window(spec["forget"], (key, "forget"), ctx) if "forget" in spec else None
+    fields = tuple(spec["fields"])
+    return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
+
+
+def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, patterns: PatternSet) -> Sequence | None:
+    steps: list[Step] = []
+    raw_steps = spec["steps"]
+    for i, step in enumerate(raw_steps):
+        path: JsonPath = ("sequence", "steps", i)
+        has_match, absent = "match" in step, step.get("absent")
+        if has_match == (absent is not None):
+            ctx.report(path, "a step has either match (and an optional count) or, as the last step, absent")
+            continue
+        if absent is not None:
+            if i != len(raw_steps) - 1:
+                ctx.report(
+                    (*path, "absent"), "absent may only be the last step (it waits after the step before it)", key=True
+                )
+            if "count" in step:
+                ctx.report((*path, "count"), "an absent step takes no count: its for says how long to wait")
+            where: JsonPath = (*path, "absent", "match")
+            compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
+            wait = _window(absent["for"], (*path, "absent", "for"), ctx)
+            if compiled is not None:
+                steps.append(Step(compiled.test, 1, True, wait))
+            continue
+        where = (*path, "match")
+        compiled = _condition(step["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
+        if compiled is not None:
+            steps.append(Step(compiled.test, step.get("count", 1)))
+    within = _window(spec["within"], ("sequence", "within"), ctx) if "within" in spec else None
+    if len(steps) != len(raw_steps):
+        return None
+    return Sequence(tuple(steps), within, group_by)
+
+
+def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> Absence:
+    keys: list[tuple[str, ...]] = []
+    events: list[dict[str, Any]] = []
+    for i, expected in enumerate(spec.get("expect", ())):
+        unknown = [p for p in expected if p not in group_by]
+        if unknown or not group_by:
+            where = f"group_by is [{', '.join(group_by)}]" if group_by else "the rule has no group_by"
+            ctx.report(("absence", "expect", i), f"an expected group names the group_by fields ({where})")
+            continue
+        keys.append(tuple(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
+        events.append(event_with(expected))
+    return Absence(_window(spec["window"], ("absence", "window"), ctx), group_by, tuple(keys), tuple(events))
 
 
 def _alert(raw: Any, ctx: _Context) -> AlertSpec:

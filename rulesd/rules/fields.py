@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+import orjson
+
 Event = dict[str, Any]
 
 
@@ -66,3 +68,23 @@ def make_getter(path: str) -> Getter:
         return value
 
     return get
+
+
+def key_text(value: Any) -> str:
+    """A value as a part of a group key: its compact JSON (objects with sorted keys), so that
+    values of different types never share a key; a missing field is a key of its own."""
+    if value is MISSING:
+        return "\x00missing"
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def event_with(values: dict[str, Any]) -> Event:
+    """An event holding `values` at their dotted paths (`{"a.b": 1}` -> `{"a": {"b": 1}}`)."""
+    event: Event = {}
+    for path, value in values.items():
+        *outer, last = split_path(path)
+        node = event
+        for part in outer:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rulesd.errors import SourceLocation
 from rulesd.rules.conditions import Hints, Predicate
@@ -10,6 +11,7 @@ from rulesd.rules.fields import Getter
 from rulesd.rules.templates import Template
 
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+
 DEFAULT_PRIORITY = "P3"
 
 
@@ -20,6 +22,69 @@ class Threshold:
     count: int
     window: float
     group_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Distinct:
+    """Fire when `count` different values of `field` among a group's matching events fall
+    within `window` seconds."""
+
+    field: str
+    value: Getter  # reads `field`
+    count: int
+    window: float
+    group_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a sequence: `count` events matching `match` (or, for the final absent step,
+    no such event for `wait` seconds)."""
+
+    match: Predicate
+    count: int = 1
+    absent: bool = False
+    wait: float = 0.0  # the absent step's `for`
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    """Steps that happen in order for the same group, all within `within` seconds (if set)."""
+
+    steps: tuple[Step, ...]
+    within: float | None = None
+    group_by: tuple[str, ...] = ()
+
+    @property
+    def absent(self) -> Step | None:
+        """The final absent step, if the sequence ends with one."""
+        return self.steps[-1] if self.steps[-1].absent else None
+
+
+@dataclass(frozen=True, slots=True)
+class Absence:
+    """Fire when a group seen (or expected) has had no matching event for `window` seconds."""
+
+    window: float
+    group_by: tuple[str, ...] = ()
+    expect: tuple[tuple[str, ...], ...] = ()  # the expected groups' keys, as the engine keys groups
+    expect_events: tuple[dict[str, Any], ...] = ()  # and as events holding their values
+
+
+@dataclass(frozen=True, slots=True)
+class NewValue:
+    """Fire when a group's combination of `fields` was not seen before (after `learn` seconds
+    of only recording; values unseen for `forget` seconds are forgotten)."""
+
+    fields: tuple[str, ...]
+    group_by: tuple[str, ...] = ()
+    learn: float = 0.0
+    forget: float | None = None
+    values: tuple[Getter, ...] = field(default=(), compare=False)
+
+
+Kind = Threshold | Distinct | Sequence | Absence | NewValue
+KIND_KEYS = ("threshold", "distinct", "sequence", "absence", "new_value")  # as written in a rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +130,23 @@ class Rule:
     throttle: float | None = None
     alert: AlertSpec = field(default_factory=AlertSpec)
     group_getters: tuple[Getter, ...] = ()
+    kind: Kind | None = None  # what besides matching makes it fire (`threshold` is also kept above)
+    resolve: float | None = None  # close the group's alert after this long without a firing
+
+    @property
+    def group_by(self) -> tuple[str, ...]:
+        """The field paths that make a group (empty: one group for the whole rule)."""
+        return self.kind.group_by if self.kind is not None else ()
+
+    @property
+    def timed(self) -> bool:
+        """Whether the rule keeps timers (absence, an absent step, resolve)."""
+        kind = self.kind
+        return (
+            self.resolve is not None
+            or isinstance(kind, Absence)
+            or (isinstance(kind, Sequence) and kind.absent is not None)
+        )
 
     @property
     def priority(self) -> str:

@@ -1,6 +1,18 @@
 """Durable state: the backend protocol (`base`) and its SQLite implementation (`sqlite`)."""
 
-from rulesd.state.base import DEAD, PENDING, Attempt, Outbox, OutboxAlert, StateBackend
+from rulesd.state.base import CLOSE, CREATE, DEAD, PENDING, Attempt, Outbox, OutboxAlert, Request, StateBackend
 from rulesd.state.sqlite import PAUSED, SqliteState
 
-__all__ = ["DEAD", "PAUSED", "PENDING", "Attempt", "Outbox", "OutboxAlert", "SqliteState", "StateBackend"]
+__all__ = [
+    "CLOSE",
+    "CREATE",
+    "DEAD",
+    "PAUSED",
+    "PENDING",
+    "Attempt",
+    "Outbox",
+    "OutboxAlert",
+    "Request",
+    "SqliteState",
+    "StateBackend",
+]

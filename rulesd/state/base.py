@@ -16,6 +16,17 @@ from typing import Any, Protocol
 from rulesd.engine import StateDelta
 
 PENDING, DEAD = "pending", "dead"
+CREATE, CLOSE = "create", "close"  # what an outbox entry asks of OpsGenie
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request to queue: create an alert (`payload` is its body) or close one (`target` is
+    its alias, `payload` the close request's body). A plain dict queued is a create."""
+
+    payload: dict[str, Any]
+    action: str = CREATE
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +41,8 @@ class OutboxAlert:
     next_attempt: float
     last_error: str | None
     response: str | None
+    action: str = CREATE
+    target: str | None = None  # the alias a close is for
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +140,10 @@ class StateBackend(Outbox, Protocol):
         self,
         *,
         positions: Mapping[str, Mapping[str, Any]],
-        payloads: Iterable[dict[str, Any]],
+        payloads: Iterable[dict[str, Any] | Request],
         now: float,
         engine: StateDelta | None = None,
     ) -> int:
-        """Queue `payloads`, save `positions` and the engine's changes, atomically; how many
-        alerts were queued (`now` is their creation time)."""
+        """Queue `payloads` (alert bodies, or `Request`s), save `positions` and the engine's
+        changes, atomically; how many were queued (`now` is their creation time)."""
         ...

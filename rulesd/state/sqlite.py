@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from rulesd.engine import WINDOW, StateDelta
-from rulesd.state.base import Attempt, OutboxAlert
+from rulesd.engine import StateDelta
+from rulesd.engine.state import json_name
+from rulesd.state.base import CREATE, Attempt, OutboxAlert, Request
 
 SCHEMA_VERSION = 1
 PAUSED = "paused"  # not a status of a row: pending while the sender is paused (see `paused`)
@@ -74,6 +75,7 @@ class SqliteState:
             self._conn().execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            _add_columns(self._conn())
 
     def _conn(self) -> sqlite3.Connection:
         if self._memory is not None:
@@ -128,15 +130,14 @@ class SqliteState:
             "throttles": saved.get("throttles", {}),
         }
         for kind, rule, grp, data in groups:
-            table = state["windows"] if kind == WINDOW else state["throttles"]
-            table.setdefault(rule, []).append([json.loads(grp), json.loads(data)])
+            state.setdefault(json_name(kind), {}).setdefault(rule, []).append([json.loads(grp), json.loads(data)])
         return state
 
     def commit(
         self,
         *,
         positions: Mapping[str, Mapping[str, Any]],
-        payloads: Iterable[dict[str, Any]],
+        payloads: Iterable[dict[str, Any] | Request],
         now: float,
         engine: StateDelta | None = None,
     ) -> int:
@@ -144,13 +145,16 @@ class SqliteState:
 
         Returns the number of alerts queued.
         """
-        rows = [(now, orjson.dumps(p).decode(), now) for p in payloads]
+        rows = [_outbox_row(p, now) for p in payloads]
         with self._lock:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if rows:
-                    conn.executemany("INSERT INTO outbox (created, payload, next_attempt) VALUES (?, ?, ?)", rows)
+                    conn.executemany(
+                        "INSERT INTO outbox (created, payload, next_attempt, action, target) VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
                 conn.executemany(
                     "INSERT OR REPLACE INTO positions (source, data) VALUES (?, ?)",
                     [(k, json.dumps(dict(v))) for k, v in positions.items()],
@@ -307,8 +311,25 @@ def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:
     conn.executemany("DELETE FROM engine_groups WHERE kind = ? AND rule = ? AND grp = ?", delta.deletes)
 
 
-_COLUMNS = "id, created, payload, status, attempts, next_attempt, last_error, response"
+_INSERT_OUTBOX = "INSERT INTO outbox (created, payload, next_attempt, action, target) VALUES (?, ?, ?, ?, ?)"
+_COLUMNS = "id, created, payload, status, attempts, next_attempt, last_error, response, action, target"
+# Columns added since the first release: a database written before them gets them (a create).
+_ADDED_COLUMNS = (("outbox", "action", "TEXT NOT NULL DEFAULT 'create'"), ("outbox", "target", "TEXT"))
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def _alert(row: tuple[Any, ...]) -> OutboxAlert:
-    return OutboxAlert(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7])
+    return OutboxAlert(row[0], row[1], json.loads(row[2]), *row[3:])
+
+
+def _outbox_row(request: dict[str, Any] | Request, now: float) -> tuple[Any, ...]:
+    """(created, payload, next_attempt, action, target) of a request to queue."""
+    if isinstance(request, Request):
+        return now, orjson.dumps(request.payload).decode(), now, request.action, request.target
+    return now, orjson.dumps(request).decode(), now, CREATE, None

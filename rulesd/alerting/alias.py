@@ -1,0 +1,58 @@
+"""The alias of an alert: what OpsGenie folds repeats by, and what closing an alert names.
+
+Pure, and apart from the payload, because the engine needs it too: a rule that closes its
+alerts later (resolve, absence) remembers the aliases they went out with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import orjson
+
+from rulesd.rules.fields import MISSING, Event
+from rulesd.rules.model import Rule
+
+ALIAS_MAX = 512  # OpsGenie's limit, in characters
+
+
+def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
+    """The alias of the alert for `rules` (lead first) firing on `event`: the lead rule's
+    `alert.alias` rendered, else `default_alias`; a stable hash beyond ALIAS_MAX characters."""
+    spec = rules[0].alert
+    alias = spec.alias.render(event).strip() if spec.alias else ""
+    if not alias:
+        alias = default_alias(rules, event)
+    if len(alias) > ALIAS_MAX:
+        alias = "rulesd-sha256: " + hashlib.sha256(alias.encode()).hexdigest()
+    return alias
+
+
+def default_alias(rules: tuple[Rule, ...], event: Event) -> str:
+    """`rulesd: <names, sorted>` then, when the lead rule groups, `: <group as compact JSON>`.
+
+    The group is a JSON object of the lead rule's `group_by` fields (in their order) and
+    values, a missing field left out. JSON keeps apart what a joined text would not:
+    (`user="a, b"`, `src="c"`) and (`user="a"`, `src="b, c"`), `"1"` and `1`, `""`, `null` and
+    a missing field, so two groups of the engine never share an alias.
+    """
+    alias = "rulesd: " + ", ".join(sorted(r.name for r in rules))
+    lead = rules[0]
+    if lead.group_by:
+        fields = [
+            _compact_json(path) + ":" + _compact_json(value)
+            for path, get in zip(lead.group_by, lead.group_getters, strict=True)
+            if (value := get(event)) is not MISSING
+        ]
+        alias += ": {" + ",".join(fields) + "}"
+    return alias
+
+
+def _compact_json(value: Any) -> str:
+    """`value` as compact JSON, keys sorted (as the engine keys groups), text not escaped."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, values no parser makes
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,639 @@
+"""The engine: event + event time + state -> the rules that fire.
+
+Pure: no I/O and no wall clock. Time is an argument: an event's time (`time_field`, else its
+arrival), and the engine's clock, the latest event time seen (`now`), which `advance` moves
+on when no event does (the daemon, while idle). Timers (an absence, a sequence's absent step,
+a resolve) fire when the clock passes them, as alerts of their own (`out`).
+
+Every kind of rule keeps its per-group state in `EngineState`, bounded: groups are forgotten
+as their windows end (`sweep`), and beyond a cap per rule and one for all rules together the
+stalest groups go first (counted in `evicted`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from rulesd.alerting.alias import alert_alias
+from rulesd.engine.state import (
+    ABSENCE,
+    DISTINCT,
+    NEW_VALUE,
+    OPEN,
+    RULE,
+    SEQUENCE,
+    THROTTLE,
+    WINDOW,
+    EngineState,
+)
+from rulesd.engine.timers import Timers
+from rulesd.engine.values import Closing, Firing, GroupKey
+from rulesd.eventtime import EventTime, TimeReader
+from rulesd.rules.fields import MISSING, Event, Getter, key_text
+from rulesd.rules.index import RuleIndex
+from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
+
+SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired groups
+MAX_GROUPS_PER_RULE = 100_000
+MAX_GROUPS = 1_000_000
+ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
+_NEVER = -math.inf
+
+Evaluate = Callable[[Event, float], Firing | None]
+_Decide = Callable[[Event, float, list[Rule]], Firing | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How many groups the engine keeps: per rule, and for all rules together."""
+
+    per_rule: int = MAX_GROUPS_PER_RULE
+    total: int = MAX_GROUPS
+
+
+class GroupKeys:
+    """The group of an event: its group_by values as key texts; a missing field is its own value.
+
+    The texts of recent short strings (user names, addresses) are kept, since the same ones
+    recur and a reused text also keeps its hash for the dictionaries it is looked up in;
+    at most `TEXTS_MAX` of them, forgotten all at once when full.
+    """
+
+    TEXTS_MAX = 8192
+    TEXT_LEN_MAX = 64
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+
+    def of(self, getters: tuple[Getter, ...], event: Event) -> GroupKey:
+        """The group key of `event` for a rule grouping by `getters`."""
+        if len(getters) == 1:  # the common case, without a generator's frame
+            return (self.text(getters[0](event)),)
+        return tuple([self.text(get(event)) for get in getters])
+
+    def text(self, value: Any) -> str:
+        """`key_text(value)`, remembered for short strings."""
+        if type(value) is str and len(value) <= self.TEXT_LEN_MAX:
+            text = self._texts.get(value)
+            if text is None:
+                if len(self._texts) >= self.TEXTS_MAX:
+                    self._texts.clear()
+                text = self._texts[value] = orjson.dumps(value).decode()
+            return text
+        return key_text(value)
+
+
+class Engine:
+    """Evaluates events against a rule set, keeping every rule's per-group state."""
+
+    evaluate: Evaluate
+    """`evaluate(event, arrival)`: the firing `event` causes, if any, at its event time (read
+    by the engine's `time` reader, else `arrival`). Timer firings and closings it causes go
+    to `out`.
+
+    Its body is generated: `replace_rules` installs `RuleIndex.evaluator`, the index's root
+    node written as one Python function that collects the candidate rules and calls the
+    decision step only when there are some (most events have none, and pay one call).
+    `evaluator(time)` is the same for events whose time another reader reads (another source)."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        state: EngineState | None = None,
+        *,
+        time_field: str | None = None,
+        time: TimeReader | None = None,
+        saved: bool = True,
+        limits: Limits = Limits(),
+    ) -> None:
+        self.state = state or EngineState()
+        # Changed groups are tracked only if the state is saved (the daemon); replay and tests
+        # would only pile them up.
+        self._touched: set[tuple[str, str, GroupKey]] | None = self.state.touched if saved else None
+        # How events' time is read (None: their arrival time): a source may bring its own.
+        self.time = time if time is not None or not time_field else TimeReader(EventTime(time_field))
+        self._evaluators: dict[TimeReader | None, Evaluate] = {}
+        self._candidates: list[Rule] = []  # reused: no allocation per event
+        self.limits = limits
+        self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
+        self.evicted: dict[str, int] = {}  # per rule: groups forgotten to stay within the limits
+        self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
+        self.now = _NEVER  # the engine's clock: the latest event time seen or advanced to
+        # Where the event being evaluated came from, asked of `source(position)` only when a
+        # timer keeps the event (its alert names where it came from); set by the caller.
+        self.source: Callable[[int], Any] | None = None
+        self.position = 0
+        self._timers = Timers()
+        self._starting: list[Rule] = []  # rules that start (expected groups, learning) at the next time
+        self._until_sweep = SWEEP_EVERY
+        self._group_key = GroupKeys().of  # a bound method: cheaper to call than an instance
+        self._texts = GroupKeys()
+        self.replace_rules(ruleset)
+
+    # -- rules --------------------------------------------------------------------------------
+
+    def replace_rules(self, ruleset: RuleSet) -> None:
+        """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
+        self.ruleset, self.index = ruleset, RuleIndex(ruleset.rules)
+        self._rules = ruleset.by_name()
+        self.timed = any(rule.timed and rule.enabled for rule in ruleset.rules)
+        self._evaluators.clear()  # each is written again, for the new index, when next asked for
+        self.evaluate = self.evaluator(self.time)
+        self._adopt(ruleset)
+        self._set_timers()
+
+    def evaluator(self, time: TimeReader | None) -> Evaluate:
+        """`evaluate` for events whose time `time` reads (None: their arrival time); written
+        once per reader and rule set, so each source pays only for its own time format."""
+        evaluate = self._evaluators.get(time)
+        if evaluate is None:
+            evaluate = self._evaluators[time] = self.index.evaluator(self._decider(time), self._candidates)
+        return evaluate
+
+    def _adopt(self, ruleset: RuleSet) -> None:
+        current = {r.name: r.fingerprint for r in ruleset.rules}
+        known = self.state.fingerprints
+        for name in {n for groups in self.state.tables.values() for n in groups}:
+            if current.get(name) != known.get(name):
+                self.state.drop_rule(name)
+        fresh = [r for r in ruleset.rules if known.get(r.name) != r.fingerprint]
+        self._starting = [r for r in fresh if isinstance(r.kind, Absence | NewValue)]
+        self.state.fingerprints = current
+        self.state.dirty = True
+        if self._starting and self.now > _NEVER:
+            self._start(self.now)
+
+    def _start(self, now: float) -> None:
+        """Start the rules that begin at a time: expected groups are watched from `now`, and
+        new_value rules learn from `now`."""
+        for rule in self._starting:
+            kind = rule.kind
+            if isinstance(kind, Absence):
+                groups = self._table(ABSENCE, rule.name)
+                for key, event in zip(kind.expect, kind.expect_events, strict=True):
+                    if key not in groups:
+                        groups[key] = {"last": now, "event": event, "origin": None, "open": False, "aliases": []}
+                        self._timers.add(now + kind.window, ABSENCE, rule.name, key)
+                        self._touch(ABSENCE, rule.name, key)
+            elif isinstance(kind, NewValue):
+                self._table(RULE, rule.name).setdefault((), {"since": now})
+                self._touch(RULE, rule.name, ())
+        self._starting = []
+
+    def _set_timers(self) -> None:
+        """The timers the state asks for (after a restore or a reload)."""
+        self._timers.clear()
+        tables = self.state.tables
+        for name, groups in tables.get(ABSENCE, {}).items():
+            rule = self._rules.get(name)
+            if rule is not None and isinstance(rule.kind, Absence):
+                for key, st in groups.items():
+                    if not st["open"]:
+                        self._timers.add(st["last"] + rule.kind.window, ABSENCE, name, key)
+        for name, groups in tables.get(SEQUENCE, {}).items():
+            for key, st in groups.items():
+                if st.get("due") is not None:
+                    self._timers.add(st["due"], SEQUENCE, name, key)
+        for name, groups in tables.get(OPEN, {}).items():
+            rule = self._rules.get(name)
+            if rule is not None and rule.resolve is not None:
+                for key, st in groups.items():
+                    self._timers.add(st["last"] + rule.resolve, OPEN, name, key)
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Move the clock on to `now` (if later): timers due by then fire into `out`."""
+        if now > self.now:
+            self.now = now
+            if self._starting:
+                self._start(now)
+            if self._timers.next_due <= now:
+                self._fire_timers(now)
+
+    @staticmethod
+    def time_of(event: Event, arrival: float, time: TimeReader | None) -> float:
+        """An event's time as `time` reads it (None: `arrival`), not counted if it has none."""
+        return arrival if time is None else time.peek(event, arrival)
+
+    def _origin(self) -> Any:
+        source = self.source
+        return source(self.position) if source is not None else None
+
+    # -- one event ----------------------------------------------------------------------------
+
+    def _decider(self, reader: TimeReader | None) -> _Decide:
+        """The decision step for events whose time `reader` reads: the event's time is read
+        here (locals, not calls: a float in seconds is taken as it is), then `_decide`."""
+        if reader is None:
+            return self._decide
+        key, getter, convert, floats = reader.key, reader.getter, reader.convert, reader.floats_are_seconds
+        decide = self._decide
+
+        def read_time_then_decide(event: Event, arrival: float, candidates: list[Rule]) -> Firing | None:
+            value = event.get(key) if getter is None else getter(event)
+            return decide(event, value if type(value) is float and floats else convert(value, arrival), candidates)
+
+        return read_time_then_decide
+
+    def _decide(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
+        """Check the candidates in full and apply each rule's kind and throttle, at event `time`.
+
+        Called by `evaluate` for events that have candidates at all.
+        """
+        try:
+            if time > self.now:
+                # Before the event counts: what was due by its time happened before it.
+                self.advance(time)
+            # Only events with candidates can add groups, so counting just these is enough
+            # for the sweeps to bound the state.
+            self._until_sweep -= 1
+            if not self._until_sweep:
+                self._until_sweep = SWEEP_EVERY
+                self.sweep(self.now)
+            unique = candidates
+            if self.index.may_repeat and len(candidates) > 1:
+                unique = list(dict.fromkeys(candidates))
+            fired: list[Rule] = []
+            groups: list[GroupKey] = []
+            matches = self.matches
+            for rule in unique:
+                if rule.match(event):
+                    matches[rule.name] = matches.get(rule.name, 0) + 1
+                    group = self._group_key(rule.group_getters, event) if rule.group_getters else ()
+                    kind = rule.kind
+                    if kind is None:
+                        fires = True
+                    elif type(kind) is Threshold:
+                        fires = self._threshold(rule.name, kind, group, time)
+                    else:
+                        fires = self._other_kind(rule, group, event, time)
+                    if fires and (not rule.throttle or self._allowed(rule, group, time)):
+                        fired.append(rule)
+                        groups.append(group)
+        finally:
+            candidates.clear()  # also if a predicate raised: the next event starts empty
+        if not fired:
+            return None
+        resolving = [(r.name, g) for r, g in zip(fired, groups, strict=True) if r.resolve is not None]
+        if len(fired) > 1:
+            fired.sort(key=_rank)
+        rules = tuple(fired)
+        if resolving:  # the alert closes later by the alias it goes out with
+            alias = alert_alias(rules, event)
+            for name, group in resolving:
+                self._opened(name, group, time, alias)
+        return Firing(event, time, rules)
+
+    def _other_kind(self, rule: Rule, group: GroupKey, event: Event, time: float) -> bool:
+        kind = rule.kind
+        if isinstance(kind, Distinct):
+            return self._distinct(rule.name, kind, group, event, time)
+        if isinstance(kind, Sequence):
+            return self._sequence(rule.name, kind, group, event, time)
+        if isinstance(kind, Absence):
+            return self._absence(rule.name, kind, group, event, time)
+        assert isinstance(kind, NewValue)
+        return self._new_value(rule.name, kind, group, event, time)
+
+    def _table(self, kind: str, rule: str) -> dict[GroupKey, Any]:
+        tables = self.state.tables
+        by_rule = tables.get(kind)
+        if by_rule is None:
+            by_rule = tables[kind] = {}
+        groups = by_rule.get(rule)
+        if groups is None:
+            groups = by_rule[rule] = {}
+        return groups
+
+    def _touch(self, kind: str, rule: str, group: GroupKey) -> None:
+        if self._touched is not None:
+            self._touched.add((kind, rule, group))
+
+    # -- kinds ----------------------------------------------------------------------------------
+
+    def _threshold(self, name: str, threshold: Threshold, group: GroupKey, time: float) -> bool:
+        """Count the event; True when the group's count within the window reaches `count`."""
+        if self._touched is not None:
+            self._touched.add((WINDOW, name, group))
+        windows = self.state.tables.get(WINDOW)
+        if windows is None:
+            windows = self.state.tables[WINDOW] = {}
+        groups = windows.get(name)
+        if groups is None:
+            groups = windows[name] = {}
+        times = groups.get(group)
+        if times is None:
+            times = groups[group] = [time]
+        elif not times or time >= times[-1]:  # events mostly come in time order
+            times.append(time)
+        else:
+            bisect.insort(times, time)
+        cutoff = time - threshold.window
+        if not times[0] > cutoff:  # (not `<=`: a NaN cutoff empties the list, as bisect does)
+            del times[: bisect.bisect_right(times, cutoff)]
+        if len(times) < threshold.count:
+            return False
+        del groups[group]  # the group's count starts again from zero
+        return True
+
+    def _allowed(self, rule: Rule, group: GroupKey, time: float) -> bool:
+        """False while the group is throttled; else the firing counts for the throttle."""
+        throttle = rule.throttle
+        assert throttle is not None
+        last_fired = self._table(THROTTLE, rule.name)
+        last = last_fired.get(group)
+        if last is not None and time - last < throttle:
+            return False
+        last_fired[group] = time
+        self._touch(THROTTLE, rule.name, group)
+        return True
+
+    def _distinct(self, name: str, kind: Distinct, group: GroupKey, event: Event, time: float) -> bool:
+        """Note the event's value; True when the group has `count` different values in the window.
+
+        An event without the field has no value to count."""
+        value = kind.value(event)
+        if value is MISSING:
+            return False
+        groups = self._table(DISTINCT, name)
+        values = groups.get(group)
+        if values is None:
+            values = groups[group] = {}
+        text = self._texts.text(value)
+        values[text] = max(time, values.get(text, time))
+        self._touch(DISTINCT, name, group)
+        if len(values) < kind.count:
+            return False
+        cutoff = time - kind.window
+        for old in [v for v, seen in values.items() if not seen > cutoff]:
+            del values[old]
+        if len(values) < kind.count:
+            return False
+        del groups[group]  # the group starts again from zero
+        return True
+
+    def _sequence(self, name: str, kind: Sequence, group: GroupKey, event: Event, time: float) -> bool:
+        """Move the group through the steps; True when the event completes the last one."""
+        groups = self._table(SEQUENCE, name)
+        st = groups.get(group)
+        steps = kind.steps
+        if st is not None and st.get("due") is not None:  # waiting at the final absent step
+            if steps[-1].match(event):  # what had to come came: the sequence is off
+                del groups[group]
+                self._touch(SEQUENCE, name, group)
+            return False
+        if st is None:
+            st = {"firsts": [], "step": 0, "count": 0, "start": time}
+        within = kind.within
+        if within is not None:
+            if st["step"] > 0 and time - st["start"] > within:  # too slow: start over
+                st["step"], st["count"] = 0, 0
+            cutoff = time - within
+            st["firsts"] = [t for t in st["firsts"] if t > cutoff]
+        step = st["step"]
+        first = steps[0]
+        fired = False
+        if step > 0 and steps[step].match(event):
+            st["count"] += 1
+            if st["count"] >= steps[step].count:
+                fired = self._next_step(name, kind, group, st, event, time)
+        elif first.match(event):
+            firsts = st["firsts"]
+            firsts.append(time)
+            del firsts[: -first.count]  # the latest `count` are enough
+        if not fired and st["step"] == 0 and len(st["firsts"]) >= first.count:
+            # The first step is done: the sequence starts at its earliest counted event.
+            st["start"] = st["firsts"][0]
+            fired = self._next_step(name, kind, group, st, event, time)
+        if fired:
+            groups.pop(group, None)
+        else:
+            groups[group] = st
+        self._touch(SEQUENCE, name, group)
+        return fired
+
+    def _next_step(
+        self, name: str, kind: Sequence, group: GroupKey, st: dict[str, Any], event: Event, time: float
+    ) -> bool:
+        """Step `st["step"]` is done: True if it was the last; else wait for the next one."""
+        following = st["step"] + 1
+        if following == len(kind.steps):
+            return True
+        st["step"], st["count"] = following, 0
+        step = kind.steps[following]
+        if step.absent:
+            st["due"] = time + step.wait
+            st["event"], st["origin"] = event, self._origin()
+            self._timers.add(st["due"], SEQUENCE, name, group)
+        return False
+
+    def _absence(self, name: str, kind: Absence, group: GroupKey, event: Event, time: float) -> bool:
+        """Note that the group was seen; an absence never fires on an event (its timer does),
+        but an event ends a silence that fired: its alert is closed."""
+        groups = self._table(ABSENCE, name)
+        st = groups.get(group)
+        if st is None:
+            groups[group] = {"last": time, "event": event, "origin": self._origin(), "open": False, "aliases": []}
+            self._timers.add(time + kind.window, ABSENCE, name, group)
+        elif time >= st["last"]:
+            st["last"], st["event"], st["origin"] = time, event, self._origin()
+            if st["open"]:  # the silence is over: its timer is set again
+                st["open"] = False
+                if st["aliases"]:
+                    self.out.append(Closing(tuple(st["aliases"]), (name,), time))
+                    st["aliases"] = []
+                self._timers.add(time + kind.window, ABSENCE, name, group)
+        self._touch(ABSENCE, name, group)
+        return False
+
+    def _new_value(self, name: str, kind: NewValue, group: GroupKey, event: Event, time: float) -> bool:
+        """Note the event's combination of values; True when the group has not seen it before
+        (or not within `forget`), once the rule's learning period is over."""
+        parts = [get(event) for get in kind.values]
+        if MISSING in parts:  # an event without the fields has no value to be new
+            return False
+        text = self._texts.text(parts[0]) if len(parts) == 1 else key_text(parts)
+        groups = self._table(NEW_VALUE, name)
+        values = groups.get(group)
+        if values is None:
+            values = groups[group] = {}
+        last = values.get(text)
+        values[text] = max(time, last) if last is not None else time
+        self._touch(NEW_VALUE, name, group)
+        if last is not None and (kind.forget is None or time - last < kind.forget):
+            return False
+        since: float = self._table(RULE, name).get((), {}).get("since", time)
+        return time - since >= kind.learn
+
+    # -- alerts to close --------------------------------------------------------------------
+
+    def _opened(self, name: str, group: GroupKey, time: float, alias: str) -> None:
+        """A rule with resolve fired for a group, in an alert with `alias`: it closes `resolve`
+        after the group's last firing."""
+        groups = self._table(OPEN, name)
+        st = groups.get(group)
+        if st is None:
+            st = groups[group] = {"last": time, "aliases": []}
+            rule = self._rules[name]
+            assert rule.resolve is not None
+            self._timers.add(time + rule.resolve, OPEN, name, group)
+        else:
+            st["last"] = max(st["last"], time)
+        if alias not in st["aliases"]:
+            st["aliases"] = [*st["aliases"], alias][-ALIASES_KEPT:]
+        self._touch(OPEN, name, group)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def _fire_timers(self, now: float) -> None:
+        for due, kind, name, group in self._timers.pop_due(now):
+            rule = self._rules.get(name)
+            if rule is None or not rule.enabled:
+                continue
+            if kind == ABSENCE:
+                self._absence_due(rule, group, due)
+            elif kind == SEQUENCE:
+                self._absent_step_due(rule, group, due)
+            else:
+                self._resolve_due(rule, group, due)
+
+    def _absence_due(self, rule: Rule, group: GroupKey, due: float) -> None:
+        kind = rule.kind
+        st = self.state.tables.get(ABSENCE, {}).get(rule.name, {}).get(group)
+        if st is None or st["open"] or not isinstance(kind, Absence):
+            return
+        if st["last"] + kind.window > due:  # seen since the timer was set: wait for the new due time
+            self._timers.add(st["last"] + kind.window, ABSENCE, rule.name, group)
+            return
+        st["open"] = True
+        self._touch(ABSENCE, rule.name, group)
+        if not rule.throttle or self._allowed(rule, group, due):
+            st["aliases"] = [alert_alias((rule,), st["event"])]  # closed by it when events return
+            self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+
+    def _absent_step_due(self, rule: Rule, group: GroupKey, due: float) -> None:
+        groups = self.state.tables.get(SEQUENCE, {}).get(rule.name, {})
+        st = groups.get(group)
+        if st is None or st.get("due") != due:
+            return
+        del groups[group]
+        self._touch(SEQUENCE, rule.name, group)
+        if not rule.throttle or self._allowed(rule, group, due):
+            self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+
+    def _resolve_due(self, rule: Rule, group: GroupKey, due: float) -> None:
+        groups = self.state.tables.get(OPEN, {}).get(rule.name, {})
+        st = groups.get(group)
+        if st is None or rule.resolve is None:
+            return
+        if st["last"] + rule.resolve > due:  # fired again since: wait for the new due time
+            self._timers.add(st["last"] + rule.resolve, OPEN, rule.name, group)
+            return
+        del groups[group]
+        self._touch(OPEN, rule.name, group)
+        if st["aliases"]:
+            self.out.append(Closing(tuple(st["aliases"]), (rule.name,), due))
+
+    # -- bounds ---------------------------------------------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        """Forget groups whose windows have ended by event time `now`, then keep within the limits."""
+        tables = self.state.tables
+        for rule in self.ruleset.rules:
+            name, kind = rule.name, rule.kind
+            if isinstance(kind, Threshold) and name in tables.get(WINDOW, {}):
+                self._forget(WINDOW, name, now - kind.window)
+            if rule.throttle and name in tables.get(THROTTLE, {}):
+                self._forget(THROTTLE, name, now - rule.throttle)
+            if isinstance(kind, Distinct) and name in tables.get(DISTINCT, {}):
+                self._expire_values(DISTINCT, name, now - kind.window)
+            if isinstance(kind, NewValue) and kind.forget is not None and name in tables.get(NEW_VALUE, {}):
+                self._expire_values(NEW_VALUE, name, now - kind.forget)
+            if isinstance(kind, Sequence) and kind.within is not None and name in tables.get(SEQUENCE, {}):
+                self._forget(SEQUENCE, name, now - kind.within)
+        self._keep_within_limits()
+
+    def _forget(self, kind: str, name: str, cutoff: float) -> None:
+        """Forget the groups whose state ended at or before `cutoff` (a sequence waiting at its
+        absent step never ends this way: its timer ends it)."""
+        groups = self.state.tables[kind][name]
+        gone = [
+            key
+            for key, value in groups.items()
+            if (kind != SEQUENCE or value.get("due") is None) and not _staleness(kind, value) > cutoff
+        ]
+        for key in gone:
+            del groups[key]
+            self._touch(kind, name, key)
+
+    def _expire_values(self, kind: str, name: str, cutoff: float) -> None:
+        """Forget values last seen at or before `cutoff`, and groups left with none."""
+        groups = self.state.tables[kind][name]
+        for key, values in list(groups.items()):
+            old = [v for v, seen in values.items() if seen <= cutoff]
+            if not old:
+                continue
+            for value in old:
+                del values[value]
+            if not values:
+                del groups[key]
+            self._touch(kind, name, key)
+
+    def _keep_within_limits(self) -> None:
+        """Forget the stalest groups beyond the limit of each rule, then beyond the total."""
+        limits = self.limits
+        for kind, by_rule in self.state.tables.items():
+            if kind == RULE:
+                continue
+            for name, groups in by_rule.items():
+                if len(groups) > limits.per_rule:
+                    self._evict(
+                        [(_staleness(kind, v), kind, name, k) for k, v in groups.items()], len(groups) - limits.per_rule
+                    )
+        excess = self.state.group_count() - limits.total
+        if excess > 0:
+            everything = [
+                (_staleness(kind, value), kind, name, key)
+                for kind, by_rule in self.state.tables.items()
+                if kind != RULE
+                for name, groups in by_rule.items()
+                for key, value in groups.items()
+            ]
+            self._evict(everything, excess)
+
+    def _evict(self, candidates: list[tuple[float, str, str, GroupKey]], count: int) -> None:
+        candidates.sort(key=lambda c: c[0])
+        tables = self.state.tables
+        for _, kind, name, key in candidates[:count]:
+            del tables[kind][name][key]
+            self._touch(kind, name, key)
+            self.evicted[name] = self.evicted.get(name, 0) + 1
+
+
+def _rank(rule: Rule) -> tuple[int, str]:
+    return rule.rank
+
+
+def _latest(st: dict[str, Any]) -> float:
+    """The latest event time a sequence's progress holds."""
+    return float(max([st["start"], *st["firsts"]]))
+
+
+def _staleness(kind: str, value: Any) -> float:
+    """When a group's state was last touched by an event: the stalest go first."""
+    if kind == WINDOW:
+        return value[-1] if value else _NEVER
+    if kind == THROTTLE:
+        return float(value)
+    if kind in (DISTINCT, NEW_VALUE):
+        return max(value.values(), default=_NEVER)
+    if kind == SEQUENCE:
+        return max(_latest(value), value.get("due") or _NEVER)
+    return float(value["last"])  # absence, open

@@ -1,0 +1,158 @@
+"""The engine's state: per rule and group, whatever its kind keeps (window times, throttle
+times, distinct values, sequence progress, absences, values seen, open alerts), as plain
+JSON-ready values, so that it can be saved with every batch and restored after a restart.
+
+A state value is changed in place by the engine, which marks the (kind, rule, group) it
+touched; `delta` then says what to write: the touched rows, or, after a reload or a restore,
+everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from rulesd.engine.values import GroupKey
+
+# The kinds of per-group state, as saved (the first two names predate the others).
+WINDOW = "window"  # threshold: the times of the matching events in the window
+THROTTLE = "throttle"  # the time the group last fired
+DISTINCT = "distinct"  # distinct: value (as key text) -> when last seen
+SEQUENCE = "sequence"  # sequence: progress through the steps
+ABSENCE = "absence"  # absence: when last seen, the event, whether its alert is open
+NEW_VALUE = "new_value"  # new_value: value (as key text) -> when last seen
+OPEN = "open"  # resolve: when the group last fired and the aliases of its open alerts
+RULE = "rule"  # per rule, not per group (the group is ()): e.g. when new_value began learning
+
+KINDS = (WINDOW, THROTTLE, DISTINCT, SEQUENCE, ABSENCE, NEW_VALUE, OPEN, RULE)
+# How each kind is named in `to_json` (the old names of the first two are kept).
+_JSON_NAMES = {WINDOW: "windows", THROTTLE: "throttles"}
+
+Table = dict[str, dict[GroupKey, Any]]  # rule -> group -> value
+
+
+@dataclass(frozen=True, slots=True)
+class StateDelta:
+    """Engine state to save: rows (kind, rule, group as JSON, value as JSON) to write and delete.
+
+    `full`: the rows are the whole state, replacing what was saved.
+    """
+
+    full: bool
+    fingerprints: dict[str, str]
+    upserts: list[tuple[str, str, str, str]]
+    deletes: list[tuple[str, str, str]]
+
+
+def json_name(kind: str) -> str:
+    """The name of a kind of state in `EngineState.to_json`."""
+    return _JSON_NAMES.get(kind, kind)
+
+
+def key_json(key: GroupKey) -> str:
+    """A group key as it is saved: a JSON list of its parts."""
+    return orjson.dumps(list(key)).decode()
+
+
+def value_json(value: Any) -> str:
+    """A state value as it is saved (an event from a rule test may hold YAML dates: as text)."""
+    return orjson.dumps(value, default=str).decode()
+
+
+@dataclass(slots=True)
+class EngineState:
+    """Every rule's per-group state, by kind; JSON-serialisable."""
+
+    tables: dict[str, Table] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    # What to save: `dirty` asks for a full rewrite (new state, new rules); `touched` names the
+    # groups changed since the last save, so a busy engine with many groups saves only those.
+    dirty: bool = field(default=False, compare=False)
+    touched: set[tuple[str, str, GroupKey]] = field(default_factory=set, compare=False)
+
+    def table(self, kind: str) -> Table:
+        """The groups of every rule for one kind of state."""
+        found = self.tables.get(kind)
+        if found is None:
+            found = self.tables[kind] = {}
+        return found
+
+    @property
+    def windows(self) -> Table:
+        """Threshold windows: rule -> group -> the times of its matching events."""
+        return self.table(WINDOW)
+
+    @property
+    def throttles(self) -> Table:
+        """Throttles: rule -> group -> when it last fired."""
+        return self.table(THROTTLE)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict (group keys become lists)."""
+        out: dict[str, Any] = {"fingerprints": self.fingerprints}
+        for kind in KINDS:
+            groups = self.tables.get(kind)
+            if groups or kind in (WINDOW, THROTTLE):
+                out[json_name(kind)] = {r: [[list(k), v] for k, v in g.items()] for r, g in (groups or {}).items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineState:
+        """The inverse of to_json."""
+        tables: dict[str, Table] = {}
+        for kind in KINDS:
+            saved = data.get(json_name(kind), {})
+            if saved:
+                tables[kind] = {r: {tuple(k): _restored(kind, v) for k, v in g} for r, g in saved.items()}
+        return cls(tables=tables, fingerprints=dict(data.get("fingerprints", {})))
+
+    @property
+    def changed(self) -> bool:
+        """True when there is something to save."""
+        return self.dirty or bool(self.touched)
+
+    def touch(self, kind: str, rule: str, group: GroupKey) -> None:
+        """Mark a group's state of `kind` as changed (or gone) since the last save."""
+        self.touched.add((kind, rule, group))
+
+    def delta(self) -> StateDelta:
+        """What changed since the last call, as rows to write; then start afresh."""
+        if self.dirty:
+            rows = [
+                (kind, rule, key_json(key), value_json(value))
+                for kind, groups in self.tables.items()
+                for rule, table in groups.items()
+                for key, value in table.items()
+            ]
+            result = StateDelta(True, dict(self.fingerprints), rows, [])
+        else:
+            upserts: list[tuple[str, str, str, str]] = []
+            deletes: list[tuple[str, str, str]] = []
+            for kind, rule, key in self.touched:
+                value = self.tables.get(kind, {}).get(rule, {}).get(key)
+                if value is None:
+                    deletes.append((kind, rule, key_json(key)))
+                else:
+                    upserts.append((kind, rule, key_json(key), value_json(value)))
+            result = StateDelta(False, dict(self.fingerprints), upserts, deletes)
+        self.dirty = False
+        self.touched.clear()
+        return result
+
+    def group_count(self) -> int:
+        """How many groups are tracked in all (per-rule entries aside), a measure of memory held."""
+        return sum(len(table) for kind, groups in self.tables.items() if kind != RULE for table in groups.values())
+
+    def drop_rule(self, rule: str) -> None:
+        """Forget every state of a rule (it was removed or changed)."""
+        for groups in self.tables.values():
+            groups.pop(rule, None)
+
+
+def _restored(kind: str, value: Any) -> Any:
+    """A saved value as the engine keeps it (window times stay a list; a throttle a float)."""
+    if kind == THROTTLE:
+        return float(value)
+    return value

@@ -1,0 +1,39 @@
+"""What the engine hands out: firings (an alert's worth of rules) and closings (an alert to close)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rulesd.rules.fields import Event
+from rulesd.rules.model import Rule
+
+GroupKey = tuple[str, ...]  # a group's values, each as `fields.key_text` writes it
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One alert's worth of firing: the event and the rules that fired on it, lead first.
+
+    A timer's firing (an absence, a sequence's absent step) carries the event that armed it
+    and `origin`, where that event came from (None: the event being evaluated).
+    """
+
+    event: Event
+    time: float
+    rules: tuple[Rule, ...]
+    origin: Any = None
+
+    @property
+    def lead(self) -> Rule:
+        """The rule with the highest priority (ties broken by name)."""
+        return self.rules[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """Alerts to close (by alias): their group recovered, at event time `time`."""
+
+    aliases: tuple[str, ...]
+    rules: tuple[str, ...]
+    time: float

@@ -1,0 +1,352 @@
+"""The rule kinds beyond counting (distinct, sequence, absence, new_value) and closing alerts
+(resolve), through the pipeline that `rulesd test`, `rulesd replay` and the daemon share."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from rulesd.alerting.payload import AlertSettings
+from rulesd.engine import Engine, EngineState, Limits
+from rulesd.errors import RuleError
+from rulesd.pipeline import build_alerts, evaluate_events
+from tests.ruletools import ruleset_from_yaml
+
+T0 = 1_700_000_000.0
+Step = tuple[float, dict[str, Any] | None]  # (seconds from T0, event); a None event only moves the clock
+
+
+def run(engine: Engine, steps: list[Step]) -> list[tuple[Any, ...]]:
+    """What the steps cause, in order: ("alert", rules, event number) with the number of the
+    event the alert carries (0: none), or ("close", rules, alias)."""
+    numbers: list[int] = []
+    count = 0
+    for _, event in steps:
+        count += event is not None
+        numbers.append(count)
+    batch = evaluate_events([(event, T0 + at) for at, event in steps], engine, numbers.__getitem__)
+    out: list[tuple[Any, ...]] = []
+    for alert in build_alerts(batch, AlertSettings(), lambda i: f"event {numbers[i]}"):
+        if alert.close is not None:
+            out.append(("close", alert.rules, alert.close))
+        else:
+            number = (alert.origin or 0) if alert.timer else numbers[alert.index]
+            out.append(("alert", alert.rules, number))
+    return out
+
+
+def engine_for(text: str, **kwargs: Any) -> Engine:
+    return Engine(ruleset_from_yaml(text), time_field="t", **kwargs)
+
+
+# -- distinct ---------------------------------------------------------------------------------
+
+SPRAY = """
+name: spray
+match: {event: login_failed}
+distinct: {field: user, count: 3, window: 5m, group_by: [ip]}
+"""
+
+
+def failed(user: str | None, ip: str = "a") -> dict[str, Any]:
+    event: dict[str, Any] = {"event": "login_failed", "ip": ip}
+    if user is not None:
+        event["user"] = user
+    return event
+
+
+def test_distinct_fires_on_the_countth_different_value() -> None:
+    """Repeats of a value and events without the field do not count; other groups are apart."""
+    engine = engine_for(SPRAY)
+    steps: list[Step] = [
+        (0, failed("u1")),
+        (1, failed("u1")),
+        (2, failed(None)),
+        (3, failed("u2")),
+        (4, failed("u3", ip="b")),
+        (5, failed("u3")),  # the third different user of ip a: event 6
+        (6, failed("u4")),  # the group started again from zero
+    ]
+    assert [("alert", ("spray",), 6)] == run(engine, steps)
+
+
+def test_distinct_values_leave_the_window() -> None:
+    """A value seen more than `window` ago no longer counts; one seen again counts anew."""
+    engine = engine_for(SPRAY)
+    steps: list[Step] = [(0, failed("u1")), (200, failed("u2")), (300, failed("u3")), (301, failed("u4"))]
+    assert [("alert", ("spray",), 4)] == run(engine, steps)  # u1 left at 300 (half-open window)
+
+
+# -- sequence ---------------------------------------------------------------------------------
+
+BRUTE_THEN_LOGIN = """
+name: login-after-brute-force
+sequence:
+  group_by: [ip]
+  within: 10m
+  steps:
+    - match: {event: login_failed}
+      count: 3
+    - match: {event: login_succeeded}
+"""
+
+
+def ok(ip: str = "a") -> dict[str, Any]:
+    return {"event": "login_succeeded", "ip": ip}
+
+
+def test_sequence_fires_on_the_event_that_completes_it() -> None:
+    """Three failures then a success of the same address; a success before them is nothing."""
+    engine = engine_for(BRUTE_THEN_LOGIN)
+    steps: list[Step] = [(0, ok()), (1, failed("x")), (2, failed("x")), (3, ok("b")), (4, failed("x")), (5, ok())]
+    assert [("alert", ("login-after-brute-force",), 6)] == run(engine, steps)
+
+
+def test_sequence_must_fit_within() -> None:
+    """Too slow: the progress is given up; failures still within `within` start it again."""
+    engine = engine_for(BRUTE_THEN_LOGIN)
+    steps: list[Step] = [
+        (0, failed("x")),
+        (60, failed("x")),
+        (120, failed("x")),  # armed, starting at 0
+        (590, failed("x")),
+        (595, failed("x")),
+        (601, ok()),  # 601 s after the start: too late; the failures at 120, 590, 595 start it again
+        (602, ok()),  # so this one completes it
+    ]
+    assert [("alert", ("login-after-brute-force",), 7)] == run(engine, steps)
+
+
+BACKUP = """
+name: backup-never-finished
+sequence:
+  group_by: [host]
+  steps:
+    - match: {event: backup_started}
+    - absent: {match: {event: backup_finished}, for: 2h}
+"""
+
+
+def backup(what: str, host: str = "db1") -> dict[str, Any]:
+    return {"event": f"backup_{what}", "host": host}
+
+
+def test_absent_step_fires_when_nothing_came_in_time() -> None:
+    """The alert is its own and carries the event that armed it; a finished backup cancels."""
+    engine = engine_for(BACKUP)
+    steps: list[Step] = [
+        (0, backup("started")),
+        (60, backup("started", host="db2")),
+        (3600, backup("finished", host="db2")),
+        (7199, None),
+        (7200, None),  # db1's two hours are up
+        (9000, None),
+    ]
+    assert [("alert", ("backup-never-finished",), 1)] == run(engine, steps)
+
+
+def test_absent_step_timer_fires_before_a_later_event_is_counted() -> None:
+    """A finish that comes after the deadline does not cancel what was due before it."""
+    engine = engine_for(BACKUP)
+    steps: list[Step] = [(0, backup("started")), (7300, backup("finished"))]
+    assert [("alert", ("backup-never-finished",), 1)] == run(engine, steps)
+
+
+# -- absence ----------------------------------------------------------------------------------
+
+HEARTBEAT = """
+name: payments-heartbeat-missing
+match: {service: payments, event: heartbeat}
+absence: {window: 5m, group_by: [host], expect: [{host: pay-1}, {host: pay-9}]}
+"""
+
+
+def beat(host: str) -> dict[str, Any]:
+    return {"service": "payments", "event": "heartbeat", "host": host}
+
+
+def test_absence_fires_once_per_silence_and_closes_when_events_return() -> None:
+    """Seen and expected groups are watched; an expected group never seen carries no event."""
+    engine = engine_for(HEARTBEAT)
+    steps: list[Step] = [
+        (0, beat("pay-1")),
+        (10, beat("pay-2")),
+        (200, beat("pay-1")),
+        (299, None),
+        (300, None),  # pay-9 was never seen: silent since the start
+        (310, None),  # pay-2 silent for 5 minutes
+        (900, None),  # pay-1 too (last seen at 200); nothing twice
+        (1000, beat("pay-2")),  # back: its alert is closed
+    ]
+    rule = ("payments-heartbeat-missing",)
+    assert [
+        ("alert", rule, 0),
+        ("alert", rule, 2),
+        ("alert", rule, 3),
+        ("close", rule, 'rulesd: payments-heartbeat-missing: {"host":"pay-2"}'),
+    ] == run(engine, steps)
+
+
+def test_absence_watches_again_after_a_silence_ends() -> None:
+    """After events return, a new silence fires again."""
+    engine = engine_for("name: hb\nmatch: {event: hb}\nabsence: {window: 60}\n")
+    steps: list[Step] = [(0, {"event": "hb"}), (60, None), (100, {"event": "hb"}), (159, None), (160, None)]
+    assert [("alert", ("hb",), 1), ("close", ("hb",), "rulesd: hb"), ("alert", ("hb",), 2)] == run(engine, steps)
+
+
+# -- new_value --------------------------------------------------------------------------------
+
+NEW_SOURCE = """
+name: new-admin-source-address
+match: {event: login_succeeded, role: admin}
+new_value: {fields: [source.ip], group_by: [user], learn: 1h, forget: 1d}
+"""
+
+
+def admin(user: str, ip: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"event": "login_succeeded", "role": "admin", "user": user}
+    if ip is not None:
+        event["source"] = {"ip": ip}
+    return event
+
+
+def test_new_value_after_learning() -> None:
+    """Values of the learning hour are known; after it a new one fires once; a user's values
+    are their own; an event without the field has no value."""
+    engine = engine_for(NEW_SOURCE)
+    steps: list[Step] = [
+        (0, admin("ann", "10.0.0.1")),
+        (60, admin("ann", "10.0.0.2")),  # learning
+        (3600, admin("ann", "10.0.0.1")),
+        (3601, admin("ann", "192.0.2.7")),  # new: event 4
+        (3602, admin("ann", "192.0.2.7")),
+        (3603, admin("bob", "10.0.0.1")),  # new for bob: event 6
+        (3604, admin("bob", None)),
+    ]
+    rule = ("new-admin-source-address",)
+    assert [("alert", rule, 4), ("alert", rule, 6)] == run(engine, steps)
+
+
+def test_new_value_forgets_what_it_has_not_seen_for_a_while() -> None:
+    """A value unseen for `forget` is new again."""
+    engine = engine_for(NEW_SOURCE)
+    steps: list[Step] = [(0, admin("ann", "10.0.0.1")), (3600 + 86400, admin("ann", "10.0.0.1"))]
+    assert [("alert", ("new-admin-source-address",), 2)] == run(engine, steps)
+
+
+# -- resolve ----------------------------------------------------------------------------------
+
+RESOLVING = """
+name: errors
+match: {level: error}
+threshold: {count: 2, window: 1m, group_by: [host]}
+resolve: {after: 10m}
+"""
+
+
+def test_resolve_closes_the_alias_after_a_quiet_period() -> None:
+    """Repeated firings keep the alert open; 10 minutes after the last, it is closed; a later
+    firing opens it again."""
+    engine = engine_for(RESOLVING)
+    err = {"level": "error", "host": "a"}
+    steps: list[Step] = [(0, err), (1, err), (300, err), (301, err), (900, None), (901, None), (2000, err), (2001, err)]
+    alias = 'rulesd: errors: {"host":"a"}'
+    assert [
+        ("alert", ("errors",), 2),
+        ("alert", ("errors",), 4),
+        ("close", ("errors",), alias),
+        ("alert", ("errors",), 6),
+    ] == run(engine, steps)
+
+
+# -- throttle, state, limits ------------------------------------------------------------------
+
+
+def test_throttle_applies_to_every_kind() -> None:
+    """A distinct rule that reaches its count again within the throttle stays quiet."""
+    engine = engine_for(SPRAY + "throttle: 1h\n")
+    steps: list[Step] = [(i, failed(f"u{i}")) for i in range(9)]
+    assert [("alert", ("spray",), 3)] == run(engine, steps)
+
+
+def test_state_survives_a_restart_with_its_timers() -> None:
+    """Restored from its JSON, an engine keeps the absence it watched and fires on time."""
+    ruleset = ruleset_from_yaml(HEARTBEAT)
+    first = Engine(ruleset, time_field="t")
+    run(first, [(0, beat("pay-1")), (100, beat("pay-2"))])
+    saved = json.loads(json.dumps(first.state.to_json()))
+    second = Engine(ruleset, EngineState.from_json(saved), time_field="t")
+    rule = ("payments-heartbeat-missing",)
+    # pay-1 (event 1) and pay-9 (expected, never seen) are due at 300, pay-2 (event 2) at 400.
+    assert [("alert", rule, 1), ("alert", rule, 0), ("alert", rule, 2)] == run(second, [(150, None), (450, None)])
+
+
+def test_a_reload_keeps_the_state_of_unchanged_rules_only() -> None:
+    """The distinct values of an unchanged rule are kept; a changed rule starts afresh."""
+    engine = engine_for(SPRAY)
+    run(engine, [(0, failed("u1")), (1, failed("u2"))])
+    engine.replace_rules(ruleset_from_yaml(SPRAY))
+    assert [("alert", ("spray",), 1)] == run(engine, [(2, failed("u3"))])
+    run(engine, [(3, failed("u1")), (4, failed("u2"))])
+    engine.replace_rules(ruleset_from_yaml(SPRAY.replace("count: 3", "count: 4")))
+    assert [] == run(engine, [(5, failed("u3"))])
+
+
+def test_the_total_limit_evicts_the_stalest_groups_of_all_rules() -> None:
+    """Over the total, the groups touched longest ago go first, whatever their rule."""
+    text = SPRAY + "---\n" if False else ""
+    engine = engine_for(
+        "rules:\n"
+        "  - {name: a, match: {k: a}, threshold: {count: 9, window: 1d, group_by: [g]}}\n"
+        "  - {name: b, match: {k: b}, distinct: {field: u, count: 9, window: 1d, group_by: [g]}}\n" + text,
+        limits=Limits(per_rule=100, total=5),
+    )
+    steps: list[Step] = [(i, {"k": "ab"[i % 2], "g": f"g{i}", "u": "x"}) for i in range(8)]
+    run(engine, steps)
+    engine.sweep(engine.now)
+    assert 5 == engine.state.group_count()
+    kept = {(rule, key[0]) for groups in engine.state.tables.values() for rule, g in groups.items() for key in g}
+    assert {("b", '"g3"'), ("a", '"g4"'), ("b", '"g5"'), ("a", '"g6"'), ("b", '"g7"')} == kept
+    assert {"a": 2, "b": 1} == engine.evicted
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "name: r\nmatch: {a: 1}\nthreshold: {count: 1, window: 1}\ndistinct: {field: u, count: 2, window: 1}\n",
+            "4:1: error: distinct: a rule has at most one of threshold, distinct, sequence, absence, new_value",
+        ),
+        (
+            "name: r\nmatch: {a: 1}\nsequence: {steps: [{match: {a: 1}}, {match: {b: 1}}]}\n",
+            "2:1: error: match: a sequence rule has no top-level match",
+        ),
+        (
+            "name: r\nsequence:\n  steps:\n    - absent: {match: {a: 1}, for: 1m}\n    - match: {b: 1}\n",
+            "4:7: error: sequence.steps[0].absent: absent may only be the last step",
+        ),
+        (
+            "name: r\nsequence: {steps: [{match: {a: 1}}, {match: {b: 1}, absent: {match: {c: 1}, for: 1}}]}\n",
+            "error: sequence.steps[1]: a step has either match",
+        ),
+        (
+            "name: r\nmatch: {a: 1}\nresolve: {after: 1m}\n",
+            "3:1: error: resolve: resolve is for threshold and distinct rules (what recovers is a group)",
+        ),
+        (
+            "name: r\nmatch: {a: 1}\nabsence: {window: 1m, group_by: [host], expect: [{hots: x}]}\n",
+            "error: absence.expect[0]: an expected group names the group_by fields (group_by is [host])",
+        ),
+        ("name: r\n", "1:1: error: (top level): missing required key 'match'"),
+    ],
+)
+def test_rule_kind_mistakes_are_check_errors(text: str, message: str) -> None:
+    """Each mistake is reported at its place, with what to do instead."""
+    with pytest.raises(RuleError) as caught:
+        ruleset_from_yaml(text)
+    assert any(message in str(p) for p in caught.value.problems), caught.value.problems
