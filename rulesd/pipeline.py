@@ -15,12 +15,13 @@ the batch before the event at whose time they were found due.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rulesd.alerting.payload import AlertSettings, build_payload, close_body
 from rulesd.engine import Closing, Engine, Firing
+from rulesd.engine.values import Matched
 from rulesd.events import BLOCK_LINES, IGNORED, parse_block
 from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
@@ -150,6 +151,88 @@ def _evaluate_timed(
         engine.advance(engine.time_of(last, arrival, time))
         if out:
             _take(out, engine.position, firings)
+
+
+@dataclass(slots=True)
+class Matches:
+    """The first step of evaluating a run of lines (`match_lines`): what does not need the
+    engine's state. `apply_matches` takes it from there, with the state, in order."""
+
+    lines: int = 0
+    invalid: list[int] = field(default_factory=list)
+    ignored: int = 0
+    matched: list[tuple[int, Matched]] = field(default_factory=list)
+    # Where the clock moves on without a match (rules with timers): each block's last event
+    # and its time.
+    block_ends: list[tuple[int, float]] = field(default_factory=list)
+
+
+def match_lines(
+    lines: Sequence[bytes],
+    parse: Callable[[bytes], Any],
+    engine: Engine,
+    arrival: float,
+    time: TimeReader | None = None,
+) -> Matches:
+    """Parse `lines` and find the rules each event matches, without the engine's state (see
+    `Engine.matcher`): the part several processes sharing the state can do at once."""
+    matches = Matches(len(lines))
+    match = engine.matcher(time)
+    invalid, matched = matches.invalid, matches.matched
+    start = 0
+    for block in _blocks(lines):
+        last: Any = None
+        for i, event in enumerate(parse_block(parse, block), start):
+            if type(event) is not dict:
+                if event is IGNORED:
+                    matches.ignored += 1
+                else:
+                    invalid.append(i)
+                continue
+            last = i, event
+            found = match(event, arrival)
+            if found is not None:
+                matched.append((i, found))
+        if last is not None and engine.timed:
+            matches.block_ends.append((last[0], engine.time_of(last[1], arrival, time)))
+        start += len(block)
+    return matches
+
+
+def apply_matches(matches: Matches, engine: Engine, source: Callable[[int], Any] | None = None) -> Batch:
+    """The second step: the engine's state applied to what `match_lines` found, in order; the
+    same batch `evaluate_lines` gives for the same lines and state."""
+    batch = Batch(matches.lines, matches.invalid, [], matches.ignored)
+    firings, out = batch.firings, engine.out
+    engine.source = source
+    ends = iter(matches.block_ends)
+    end = next(ends, None)
+    for i, found in matches.matched:
+        while end is not None and end[0] < i:
+            end = _block_end(engine, end, ends, firings)
+        engine.position = i
+        firing = engine.apply(found)
+        if out:
+            _take(out, i, firings)
+        if firing is not None:
+            firings.append((i, firing, False))
+    while end is not None:
+        end = _block_end(engine, end, ends, firings)
+    return batch
+
+
+def _block_end(
+    engine: Engine,
+    end: tuple[int, float],
+    ends: Iterator[tuple[int, float]],
+    firings: list[tuple[int, Firing | Closing, bool]],
+) -> tuple[int, float] | None:
+    """Move the clock on to a block's last event time (as `_evaluate_timed` does); the next end."""
+    engine.position = end[0]
+    engine.advance(end[1])
+    if engine.out:
+        _take(engine.out, end[0], firings)
+    return next(ends, None)
 
 
 def evaluate_events(

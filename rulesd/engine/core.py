@@ -16,7 +16,7 @@ import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -33,7 +33,7 @@ from rulesd.engine.state import (
     EngineState,
 )
 from rulesd.engine.timers import Timers
-from rulesd.engine.values import Closing, Firing, GroupKey
+from rulesd.engine.values import Closing, Firing, GroupKey, Matched
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.fields import MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
@@ -46,7 +46,8 @@ ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
 _NEVER = -math.inf
 
 Evaluate = Callable[[Event, float], Firing | None]
-_Decide = Callable[[Event, float, list[Rule]], Firing | None]
+T = TypeVar("T")
+_Step = Callable[[Event, float, list[Rule]], T]  # what the index's evaluator calls with the candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ class Engine:
         # How events' time is read (None: their arrival time): a source may bring its own.
         self.time = time if time is not None or not time_field else TimeReader(EventTime(time_field))
         self._evaluators: dict[TimeReader | None, Evaluate] = {}
+        self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
         self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
@@ -144,6 +146,7 @@ class Engine:
         self._rules = ruleset.by_name()
         self.timed = any(rule.timed and rule.enabled for rule in ruleset.rules)
         self._evaluators.clear()  # each is written again, for the new index, when next asked for
+        self._matchers.clear()
         self.evaluate = self.evaluator(self.time)
         self._adopt(ruleset)
         self._set_timers()
@@ -153,7 +156,9 @@ class Engine:
         once per reader and rule set, so each source pays only for its own time format."""
         evaluate = self._evaluators.get(time)
         if evaluate is None:
-            evaluate = self._evaluators[time] = self.index.evaluator(self._decider(time), self._candidates)
+            evaluate = self._evaluators[time] = self.index.evaluator(
+                self._decider(time, self._decide), self._candidates
+            )
         return evaluate
 
     def _adopt(self, ruleset: RuleSet) -> None:
@@ -228,68 +233,101 @@ class Engine:
 
     # -- one event ----------------------------------------------------------------------------
 
-    def _decider(self, reader: TimeReader | None) -> _Decide:
-        """The decision step for events whose time `reader` reads: the event's time is read
-        here (locals, not calls: a float in seconds is taken as it is), then `_decide`."""
-        if reader is None:
-            return self._decide
-        key, getter, convert, floats = reader.key, reader.getter, reader.convert, reader.floats_are_seconds
-        decide = self._decide
+    def matcher(self, time: TimeReader | None) -> Callable[[Event, float], Matched | None]:
+        """The first step of `evaluate` alone, for events whose time `time` reads: the rules an
+        event matches and their groups, reading no state; `apply` is the second step. Where
+        several processes share the state, each matches its events before it is its turn to
+        apply them (the expensive step runs in parallel, the stateful one in order)."""
+        matcher = self._matchers.get(time)
+        if matcher is None:
+            matcher = self._matchers[time] = self.index.evaluator(
+                self._decider(time, self._match_only), self._candidates
+            )
+        return matcher
 
-        def read_time_then_decide(event: Event, arrival: float, candidates: list[Rule]) -> Firing | None:
+    def _decider(
+        self, reader: TimeReader | None, decide: Callable[[Event, float, list[Rule]], T]
+    ) -> Callable[[Event, float, list[Rule]], T]:
+        """`decide` for events whose time `reader` reads: the event's time is read first
+        (locals, not calls: a float in seconds is taken as it is)."""
+        if reader is None:
+            return decide
+        key, getter, convert, floats = reader.key, reader.getter, reader.convert, reader.floats_are_seconds
+
+        def read_time_then_decide(event: Event, arrival: float, candidates: list[Rule]) -> T:
             value = event.get(key) if getter is None else getter(event)
             return decide(event, value if type(value) is float and floats else convert(value, arrival), candidates)
 
         return read_time_then_decide
 
     def _decide(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
-        """Check the candidates in full and apply each rule's kind and throttle, at event `time`.
+        """Both steps at once: which candidates the event matches, then what their state
+        makes of it at event `time`. Called by `evaluate` for events that have candidates."""
+        rules, groups = self._matching(event, candidates)
+        return self._apply(event, time, rules, groups) if rules else None
 
-        Called by `evaluate` for events that have candidates at all.
-        """
+    def _match_only(self, event: Event, time: float, candidates: list[Rule]) -> Matched | None:
+        """The first step alone (see `matcher`)."""
+        rules, groups = self._matching(event, candidates)
+        return Matched(event, time, rules, groups) if rules else None
+
+    def _matching(self, event: Event, candidates: list[Rule]) -> tuple[list[Rule], list[GroupKey]]:
+        """The candidates whose condition the event meets, each with its group. Reads no state."""
         try:
-            if time > self.now:
-                # Before the event counts: what was due by its time happened before it.
-                self.advance(time)
-            # Only events with candidates can add groups, so counting just these is enough
-            # for the sweeps to bound the state.
-            self._until_sweep -= 1
-            if not self._until_sweep:
-                self._until_sweep = SWEEP_EVERY
-                self.sweep(self.now)
             unique = candidates
             if self.index.may_repeat and len(candidates) > 1:
                 unique = list(dict.fromkeys(candidates))
-            fired: list[Rule] = []
+            rules: list[Rule] = []
             groups: list[GroupKey] = []
             matches = self.matches
             for rule in unique:
                 if rule.match(event):
                     matches[rule.name] = matches.get(rule.name, 0) + 1
-                    group = self._group_key(rule.group_getters, event) if rule.group_getters else ()
-                    kind = rule.kind
-                    if kind is None:
-                        fires = True
-                    elif type(kind) is Threshold:
-                        fires = self._threshold(rule.name, kind, group, time)
-                    else:
-                        fires = self._other_kind(rule, group, event, time)
-                    if fires and (not rule.throttle or self._allowed(rule, group, time)):
-                        fired.append(rule)
-                        groups.append(group)
+                    rules.append(rule)
+                    groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else ())
+            return rules, groups
         finally:
             candidates.clear()  # also if a predicate raised: the next event starts empty
+
+    def apply(self, matched: Matched) -> Firing | None:
+        """The second step for an event the first step found rules for (see `matcher`)."""
+        return self._apply(matched.event, matched.time, matched.rules, matched.groups)
+
+    def _apply(self, event: Event, time: float, rules: list[Rule], groups: list[GroupKey]) -> Firing | None:
+        """Each matched rule's kind and throttle, at event `time`: the stateful step."""
+        if time > self.now:
+            # Before the event counts: what was due by its time happened before it.
+            self.advance(time)
+        # Only matched events can add groups, so counting just these is enough for the sweeps
+        # to bound the state.
+        self._until_sweep -= 1
+        if not self._until_sweep:
+            self._until_sweep = SWEEP_EVERY
+            self.sweep(self.now)
+        fired: list[Rule] = []
+        fired_groups: list[GroupKey] = []
+        for rule, group in zip(rules, groups, strict=True):
+            kind = rule.kind
+            if kind is None:
+                fires = True
+            elif type(kind) is Threshold:
+                fires = self._threshold(rule.name, kind, group, time)
+            else:
+                fires = self._other_kind(rule, group, event, time)
+            if fires and (not rule.throttle or self._allowed(rule, group, time)):
+                fired.append(rule)
+                fired_groups.append(group)
         if not fired:
             return None
-        resolving = [(r.name, g) for r, g in zip(fired, groups, strict=True) if r.resolve is not None]
+        resolving = [(r.name, g) for r, g in zip(fired, fired_groups, strict=True) if r.resolve is not None]
         if len(fired) > 1:
             fired.sort(key=_rank)
-        rules = tuple(fired)
+        fired_rules = tuple(fired)
         if resolving:  # the alert closes later by the alias it goes out with
-            alias = alert_alias(rules, event)
+            alias = alert_alias(fired_rules, event)
             for name, group in resolving:
                 self._opened(name, group, time, alias)
-        return Firing(event, time, rules)
+        return Firing(event, time, fired_rules)
 
     def _other_kind(self, rule: Rule, group: GroupKey, event: Event, time: float) -> bool:
         kind = rule.kind

@@ -31,6 +31,17 @@ class Firing:
 
 
 @dataclass(frozen=True, slots=True)
+class Matched:
+    """An event and the rules whose conditions it meets, each with its group: what the
+    engine's stateful step (`Engine.apply`) needs of it."""
+
+    event: Event
+    time: float
+    rules: list[Rule]
+    groups: list[GroupKey]
+
+
+@dataclass(frozen=True, slots=True)
 class Closing:
     """Alerts to close (by alias): their group recovered, at event time `time`."""
 
