@@ -9,8 +9,14 @@ For each shape and rule count, in CPU time (user + system) of the child process,
 - `replay`: `rulesd replay --rules R --time-field F EVENTS` (alerts written to /dev/null);
 - `run`: `rulesd run` with a stdin source and a state directory on disk, delivering to a
   loopback server standing in for OpsGenie (this process; its CPU time is not counted);
+  `dry`: the same with `--dry-run` (alerts printed, an in-memory state database), which
+  leaves out what delivering each alert costs;
 - `start-up`: `rulesd replay` over an empty file, and `rulesd check R`, so the time that
-  does not depend on the events (interpreter, imports, rule loading, index) shows apart;
+  does not depend on the events (interpreter, imports, rule loading, index) shows apart.
+
+Every command runs with a rule cache that a first, unmeasured run filled (`RULESD_CACHE_DIR`,
+and a copy in each fresh state directory), as an unchanged rule set runs; `startup.py`
+shows what loading costs without it.
 - `floor`: `floor.py EVENTS` (interpreter start-up, read, `orjson.loads`), and over an
   empty file for its own start-up.
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +50,7 @@ from tests.fake_opsgenie import FakeOpsGenie
 
 HERE = Path(__file__).resolve().parent
 RULESD = [sys.executable, "-m", "rulesd"]
+CACHE = Path(tempfile.mkdtemp(prefix="rulesd-bench-cache-"))  # a private rule cache for this run
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +106,19 @@ def replay_command(rules: Path, events: Path, time_field: str) -> list[str]:
     return [*RULESD, "replay", "--rules", str(rules), "--time-field", time_field, str(events)]
 
 
-def run_usage(repeat: int, rules: Path, events: Path, time_field: str, server: FakeOpsGenie) -> Usage:
-    """`rulesd run` with stdin, a fresh state directory each time."""
+def run_usage(
+    repeat: int, rules: Path, events: Path, time_field: str, server: FakeOpsGenie, dry_run: bool = False
+) -> Usage:
+    """`rulesd run` with stdin, a fresh state directory each time holding a warm rule cache."""
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             config = write_config(Path(tmp), rules, server.url, time_field)
-            runs.append(measure([*RULESD, "run", "--config", str(config)], stdin=events))
+            if CACHE.exists():
+                shutil.copytree(CACHE, Path(tmp) / "state" / "cache")
+                (Path(tmp) / "state").chmod(0o700)
+            command = [*RULESD, "run", "--config", str(config), *(["--dry-run"] if dry_run else [])]
+            runs.append(measure(command, stdin=events))
     fastest = min(runs, key=lambda u: u.cpu)
     return Usage(fastest.cpu, min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
 
@@ -126,24 +140,34 @@ def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server:
     )
     print(f"floor: {floor.cpu:.3f} s ({args.events / floor.cpu:,.0f} events/s), its start-up {floor_start.cpu:.3f} s")
     print(
-        f"{'rules':>5} {'replay x floor':>14} {'steady':>7} {'run x floor':>11} {'steady':>7} "
-        f"{'start-up replay':>15} {'check':>6} {'(wall)':>7} {'RSS MB':>7}"
+        f"{'rules':>5} {'replay x floor':>14} {'steady':>7} {'run x floor':>11} {'dry x floor':>11} "
+        f"{'start-up replay':>15} {'check':>6} {'(wall)':>7} {'RSS MB':>7} {'alerts':>7}"
     )
     for count in counts:
         rules = generate.rules_path(out, count, args.seed, shape)
+        measure(replay_command(rules, empty, time_field))  # fills the rule cache
+        shutil.rmtree(CACHE, ignore_errors=True)
+        shutil.copytree(Path(os.environ["RULESD_CACHE_DIR"]), CACHE)
         replay = best(args.repeat, replay_command(rules, events, time_field))
         start = best(args.repeat, replay_command(rules, empty, time_field))
         check = best(args.repeat, [*RULESD, "check", str(rules)])
-        run_ratio = run_steady = "-"
+        run_ratio = dry_ratio = "-"
         if not args.no_run:
-            run = run_usage(args.repeat, rules, events, time_field, server)
-            run_ratio = f"{floor.cpu / run.cpu:.3f}"
-            run_steady = f"{(floor.cpu - floor_start.cpu) / (run.cpu - start.cpu):.3f}"
+            run_ratio = f"{floor.cpu / run_usage(args.repeat, rules, events, time_field, server).cpu:.3f}"
+            dry = run_usage(args.repeat, rules, events, time_field, server, dry_run=True)
+            dry_ratio = f"{floor.cpu / dry.cpu:.3f}"
         steady = (floor.cpu - floor_start.cpu) / (replay.cpu - start.cpu)
         print(
-            f"{count:>5} {floor.cpu / replay.cpu:>14.3f} {steady:>7.3f} {run_ratio:>11} {run_steady:>7} "
-            f"{start.cpu:>14.3f}s {check.cpu:>5.3f}s {start.wall:>6.3f}s {replay.max_rss_mb:>7.1f}"
+            f"{count:>5} {floor.cpu / replay.cpu:>14.3f} {steady:>7.3f} {run_ratio:>11} {dry_ratio:>11} "
+            f"{start.cpu:>14.3f}s {check.cpu:>5.3f}s {start.wall:>6.3f}s {replay.max_rss_mb:>7.1f} "
+            f"{_alerts(rules, events, time_field):>7}"
         )
+
+
+def _alerts(rules: Path, events: Path, time_field: str) -> int:
+    """How many alerts the replay prints (one line each in JSON)."""
+    out = subprocess.run([*replay_command(rules, events, time_field), "--format", "json"], capture_output=True)
+    return out.stdout.count(b"\n")
 
 
 def rss_check(shape: str, args: argparse.Namespace, server: FakeOpsGenie) -> None:
@@ -189,6 +213,7 @@ def main() -> None:
     if args.quick:
         args.events, args.repeat, args.rules = 5_000, 1, "10,100"
     counts = [int(c) for c in args.rules.split(",")]
+    os.environ["RULESD_CACHE_DIR"] = tempfile.mkdtemp(prefix="rulesd-bench-user-cache-")
     with FakeOpsGenie() as server:
         for shape in args.shape.split(","):
             shape_table(shape, counts, args, server)

@@ -188,17 +188,18 @@ def _extractor(reading: Reading, misses: FieldMisses) -> Extract:
     unmatched = unmatched_reason(len(patterns))
 
     def extract(text: str) -> Event | _Ignored:
+        data = text.encode("utf-8", "surrogatepass")  # RE2 matches the UTF-8 bytes
         for ignore in ignores:
-            if ignore.search(text) is not None:
+            if ignore.found(data):
                 return IGNORED
         if patterns:
             for pattern in patterns:
-                found = pattern.search(text)
+                found = pattern.fields(data)
                 if found is not None:
                     break
             else:
                 raise InvalidEvent(unmatched)
-            fields: Event = {k: v for k, v in found.groupdict().items() if v is not None}
+            fields: Event = found
             fields.setdefault("message", text)
         else:
             fields = {"message": text}

@@ -163,12 +163,60 @@ def _options() -> Any:
 _RE2_OPTIONS = _options()
 
 
-def compile_source_pattern(pattern: str) -> Any:
+class SourcePattern:
+    """A `regex` source's pattern on RE2: the named groups of its first match in a line.
+
+    RE2's Python wrapper turns every byte offset of a match on `str` into a character offset
+    in Python code (18 us per line of eight groups, against 2.4 us for `re`); matching the
+    line's UTF-8 bytes with the compiled pattern's own `Match` and decoding the groups costs
+    3 us. The wrapper's public `search` is the fallback, should a version lack that binding;
+    `tests/test_patterns.py` holds the two to the same answers.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        compiled = re2.compile(pattern.encode(), options=_RE2_OPTIONS)
+        # (the names of a pattern compiled from bytes come as bytes)
+        self.groupindex: dict[str, int] = {_text(k): v for k, v in compiled.groupindex.items()}
+        self._groups = sorted(self.groupindex.items(), key=lambda item: item[1])
+        self._search = compiled.search
+        binding = getattr(compiled, "_regexp", None)
+        anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+        self._match = binding.Match if binding is not None and anchor is not None else None
+        self._anchor = anchor
+
+    def fields(self, text: bytes) -> dict[str, str] | None:
+        """The named groups that took part in the first match in `text` (valid UTF-8), as
+        text; None if the pattern is not found."""
+        if self._match is None:
+            return self.fields_by_search(text)
+        spans = self._match(self._anchor, text, 0, len(text))
+        if spans[0][0] < 0:
+            return None
+        return {name: _decode(text[spans[i][0] : spans[i][1]]) for name, i in self._groups if spans[i][0] >= 0}
+
+    def found(self, text: bytes) -> bool:
+        """Whether the pattern is found in `text` (an `ignore_pattern`)."""
+        return self._search(text) is not None
+
+    def fields_by_search(self, text: bytes) -> dict[str, str] | None:
+        """`fields` through the wrapper's public `search`."""
+        found = self._search(text)
+        if found is None:
+            return None
+        return {_text(name): _decode(value) for name, value in found.groupdict().items() if value is not None}
+
+
+def _decode(group: bytes) -> str:
+    # (a journald MESSAGE may hold a lone surrogate, passed through as it came)
+    return group.decode("utf-8", "surrogatepass")
+
+
+def compile_source_pattern(pattern: str) -> SourcePattern:
     """A source pattern compiled by RE2 (linear time, named groups); ValueError says why not."""
     problem = regex_problem(pattern)
     if problem is not None:
         raise ValueError(problem)
-    return re2.compile(pattern, options=_RE2_OPTIONS)
+    return SourcePattern(pattern)
 
 
 # ---- scanning -----------------------------------------------------------------------------
