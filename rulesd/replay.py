@@ -160,7 +160,7 @@ def _line_report(summary: ReplaySummary, reading: Reading) -> list[str]:
     """`fail2ban-regex`'s report: how many lines the patterns matched, and the first that missed."""
     kept, missed = ("matched", "did not match") if reading.format == "regex" else ("kept", "invalid")
     lines = [
-        f"lines: {summary.lines}: {summary.events} {kept}, {summary.invalid} {missed}, "
+        f"{summary.lines} lines: {summary.events} {kept}, {summary.invalid} {missed}, "
         f"{summary.ignored} ignored (ignore_pattern), {summary.blank} blank"
     ]
     if summary.samples:

@@ -479,7 +479,7 @@ def test_replay_reads_a_log_as_the_configured_source_and_reports_how_its_lines_f
         "line 7: P3 [ssh-brute] brute force from 203.0.113.9  (alias: ssh-203.0.113.9)",
         "events: 5, invalid lines: 1, alerts: 1",
         "  ssh-brute: 1 firing(s)",
-        "lines: 8: 5 matched, 1 did not match, 1 ignored (ignore_pattern), 1 blank",
+        "8 lines: 5 matched, 1 did not match, 1 ignored (ignore_pattern), 1 blank",
         "lines that did not match (1; the first 1 shown):",
         "  line 5: Dec 10 06:55:49 host sshd[1]: Accepted publickey for alice from 192.0.2.1 port 40000 ssh2",
         "values that did not convert, left out of their event: port (int) 1",
@@ -500,7 +500,7 @@ def test_replay_shows_the_first_five_missed_lines_and_why_a_line_is_not_text(tmp
         "line 7: P3 [e] ERROR disk  (alias: rulesd: e)",
         "events: 1, invalid lines: 6, alerts: 1",
         "  e: 1 firing(s)",
-        "lines: 7: 1 matched, 6 did not match, 0 ignored (ignore_pattern), 0 blank",
+        "7 lines: 1 matched, 6 did not match, 0 ignored (ignore_pattern), 0 blank",
         "lines that did not match (6; the first 5 shown):",
         "  line 1: \ufffd oops  [invalid UTF-8 at byte 0]",
         "  line 2: INFO 0",
@@ -556,7 +556,7 @@ def test_replay_reads_journalctl_output_as_a_journald_source_does(tmp_path: Path
     payloads = [json.loads(line) for line in result.stdout.splitlines()]
     assert ["brute force from 203.0.113.9"] == [p["message"] for p in payloads]
     assert '"unit": "ssh.service"' in payloads[0]["description"]
-    assert "lines: 2: 2 matched, 0 did not match" in result.stderr
+    assert "2 lines: 2 matched, 0 did not match" in result.stderr
 
 
 def test_check_config_names_every_source_error_at_its_place(tmp_path: Path) -> None:

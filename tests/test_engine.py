@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rulesd.engine import Engine, EngineState
+from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.model import RuleSet
 from tests.ruletools import ruleset_from_yaml
 
@@ -361,3 +362,26 @@ def test_thresholds_count_in_the_time_field_s_time_not_the_arrival_time() -> Non
     nested = Engine(rules, time_field="meta.ts", saved=False)  # a dotted path works too
     assert nested.evaluate({"level": "error", "meta": {"ts": 0}}, ARRIVAL) is None
     assert nested.evaluate({"level": "error", "meta": {"ts": 30}}, ARRIVAL + 3600) is not None
+
+
+def test_each_source_s_time_is_read_its_own_way_and_only_for_events_a_rule_may_match() -> None:
+    """Two readers (two sources) share one engine and its state: each evaluator reads its own
+    field and format. An event no rule may match is never timed, so a slow format costs it
+    nothing and its unreadable time is not counted; a candidate's unreadable time is."""
+    rules = ruleset_from_yaml("name: pair\nmatch: {level: error}\nthreshold: {count: 2, window: 1m}\n")
+    engine = Engine(rules, saved=False)
+    seconds = TimeReader(EventTime("ts"))
+    millis = TimeReader(EventTime("t", "epoch_ms"))
+    assert engine.evaluator(seconds) is engine.evaluator(seconds)  # written once per reader
+    assert engine.evaluator(seconds)({"level": "error", "ts": 1000.0}, ARRIVAL) is None
+    firing = engine.evaluator(millis)({"level": "error", "t": 1_030_000}, ARRIVAL)
+    assert firing is not None and 1030.0 == firing.time
+    engine.evaluator(millis)({"level": "info", "t": "never read"}, ARRIVAL)
+    assert 0 == millis.misses
+    engine.evaluator(millis)({"level": "error", "t": "soon"}, ARRIVAL)
+    assert (1, "soon") == (millis.misses, millis.latest_miss)
+    written = engine.evaluator(millis)
+    engine.replace_rules(rules)  # a reload writes them again, for the new index
+    assert engine.evaluator(millis) is not written
+    firing = engine.evaluator(millis)({"level": "error", "t": (ARRIVAL + 10) * 1000}, ARRIVAL)
+    assert firing is not None and ARRIVAL + 10 == firing.time  # paired with the untimed one

@@ -109,6 +109,21 @@ def test_example_config_passes_rulesd_check(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1].startswith("OK: ")
 
 
+def test_example_config_s_commented_sources_pass_rulesd_check(tmp_path: Path) -> None:
+    """The `sources:` example, uncommented in place of `source:`, is a valid configuration."""
+    lines = CONFIG.read_text().replace("[/etc/rulesd/rules.d]", f"[{ROOT / 'rules'}]").splitlines()
+    start = lines.index("# sources:")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("# "))
+    source = lines.index("source:")
+    source_end = next(i for i in range(source + 1, len(lines)) if lines[i] and not lines[i].startswith(" "))
+    example = [line[2:] for line in lines[start:end]]
+    copy = tmp_path / "rulesd.yaml"
+    copy.write_text("\n".join(lines[:source] + lines[source_end:start] + example + lines[end:]) + "\n")
+    result = run([rulesd_script(), "check", "--config", str(copy)])
+    assert 0 == result.returncode, result.stdout + result.stderr + copy.read_text()
+    assert ["app", "sshd"] == [s.name for s in load_config(str(copy), environ={}).sources]
+
+
 def test_example_config_uses_systemd_directories_and_credential(tmp_path: Path) -> None:
     """State goes to $STATE_DIRECTORY and the API key comes from $CREDENTIALS_DIRECTORY."""
     (tmp_path / CREDENTIAL_NAME).write_text("key-from-credential\n")

@@ -45,6 +45,10 @@ event; the raw value stays in `journal`. A field that occurs several times gives
 value to the mapped field. Lines that are not a JSON object, or hold values journalctl never
 writes (numbers, objects, bytes over 255), are an `InvalidEvent`.
 
+That is the parser of `format: json` (the default). With `text` or `regex` the source's parser
+(`events.make_parser` with `journal_event` as the entry) applies the patterns to `message`
+and adds their named groups to these fields.
+
 If journalctl exits it is restarted with a backoff (1 s doubling to 30 s, back to 1 s once it
 delivers again), after the cursor of the last entry handed out: entries read from the pipe but
 not yet handed out are read again, none is lost or repeated.
