@@ -355,7 +355,9 @@ def _alert_line(alert: ReplayedAlert) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
-    from rulesd.daemon import Daemon, build_parts  # imported here: the authoring commands need none of it
+    # Imported here: the authoring commands need none of it.
+    from rulesd.daemon import Daemon, build_parts
+    from rulesd.state.lock import StateDirectoryBusy
 
     config = load_config(args.config)
     # A dry run leaves the state directory alone; its cache is the user's.
@@ -368,6 +370,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=sys.stdin.fileno())
     except ConfigError:
         raise  # a missing API key: a configuration error, exit 2
+    except StateDirectoryBusy as exc:  # a second daemon: a restart cannot help either
+        log.error("cannot start: %s", exc)
+        return EXIT_USAGE
     except (OSError, sqlite3.Error, RulesdError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_FAIL

@@ -37,7 +37,10 @@ def test_state_is_one_sqlite_database_in_wal_mode(workspace: Workspace, server: 
     assert server.wait_for(lambda r: len(r) >= 1)
     assert 0 == daemon.terminate()
     state = workspace.root / "state"
-    assert {"state.sqlite"} == {p.name for p in state.iterdir()} - {"state.sqlite-wal", "state.sqlite-shm"}
+    assert {"state.sqlite", "rulesd.lock"} == {p.name for p in state.iterdir()} - {
+        "state.sqlite-wal",
+        "state.sqlite-shm",
+    }
     db = sqlite3.connect(state / "state.sqlite")
     try:
         assert "wal" == db.execute("PRAGMA journal_mode").fetchone()[0]

@@ -36,6 +36,7 @@ from rulesd.sources.named import NamedSource, own_positions
 from rulesd.sources.parsers import source_parser
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import OutboxAlert, SqliteState, StateBackend
+from rulesd.state.lock import StateLock, lock_state_dir
 
 log = logging.getLogger("rulesd")
 STATE_FILE = "state.sqlite"
@@ -81,6 +82,7 @@ class Parts:
     api_key: ApiKey | None = None  # None in a dry run
     metrics: MetricsServer | None = None
     rule_cache: RuleCache | None = None  # parsed rule files and pattern databases a reload may reuse
+    lock: StateLock | None = None  # None in a dry run, which uses no state directory
 
     @property
     def dry_run(self) -> bool:
@@ -103,8 +105,29 @@ def build_parts(
     stdin_fd: int = 0,
     clock: Callable[[], float] = time.time,
 ) -> Parts:
-    """The real parts for `config`; ConfigError (a missing key), OSError and sqlite3.Error
-    say why they cannot be built."""
+    """The real parts for `config`; ConfigError (a missing key), StateDirectoryBusy (another
+    daemon runs on the state directory), StateError, OSError and sqlite3.Error say why they
+    cannot be built. A dry run uses no state directory, so it takes no lock."""
+    lock = None if dry_run else lock_state(config.state_dir)
+    try:
+        parts = _build_parts(config, ruleset, dry_run, environ, stdout, stdin_fd, clock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    parts.lock = lock
+    return parts
+
+
+def _build_parts(
+    config: Config,
+    ruleset: RuleSet,
+    dry_run: bool,
+    environ: Mapping[str, str],
+    stdout: TextIO,
+    stdin_fd: int,
+    clock: Callable[[], float],
+) -> Parts:
     stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules))
     warn = RateLimitedWarning(log, time.monotonic)
     store = open_state(config, dry_run)
@@ -140,11 +163,17 @@ def build_parts(
     return parts
 
 
+def lock_state(state_dir: str) -> StateLock:
+    """Make the state directory if needed and take its lock, first of all: a second daemon on
+    it must stop before it opens anything."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    return lock_state_dir(state_dir)
+
+
 def open_state(config: Config, dry_run: bool) -> StateBackend:
     """The state database in `state_dir` (in memory for a dry run: the real state is never touched)."""
     if dry_run:
         return SqliteState(":memory:")
-    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
     return SqliteState(os.path.join(config.state_dir, STATE_FILE))
 
 

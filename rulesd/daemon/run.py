@@ -295,6 +295,9 @@ class Daemon:
         if self.parts.metrics is not None:
             self.parts.metrics.stop()
         self.notifier.close()
+        self.parts.store.close()  # this thread's connection; the sender closed its own
+        if self.parts.lock is not None:
+            self.parts.lock.release()
         self.parts.warn.flush()  # so that every invalid line counted below was warned about
         self._misses.flush()
         log.info(

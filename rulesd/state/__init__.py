@@ -1,6 +1,18 @@
 """Durable state: the backend protocol (`base`) and its SQLite implementation (`sqlite`)."""
 
-from rulesd.state.base import CLOSE, CREATE, DEAD, PENDING, Attempt, Outbox, OutboxAlert, Request, StateBackend
+from rulesd.state.base import (
+    CLOSE,
+    CREATE,
+    DEAD,
+    PENDING,
+    Attempt,
+    Outbox,
+    OutboxAlert,
+    Request,
+    StateBackend,
+    StateError,
+    StateUnavailable,
+)
 from rulesd.state.sqlite import PAUSED, SqliteState
 
 __all__ = [
@@ -15,4 +27,6 @@ __all__ = [
     "Request",
     "SqliteState",
     "StateBackend",
+    "StateError",
+    "StateUnavailable",
 ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rulesd.engine import StateDelta
+from rulesd.errors import RulesdError
 
 PENDING, DEAD = "pending", "dead"
 CREATE, CLOSE = "create", "close"  # what an outbox entry asks of OpsGenie
@@ -27,6 +28,16 @@ class Request:
     payload: dict[str, Any]
     action: str = CREATE
     target: str | None = None
+
+
+class StateError(RulesdError):
+    """The durable state cannot be used; the message names the file or service and what to do."""
+
+
+class StateUnavailable(StateError):
+    """Writing the state is impossible for now (the state directory is full): nothing of the
+    failed write was kept, and the same write can be tried again later. The daemon stops
+    reading until it succeeds, so nothing is lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,5 +156,6 @@ class StateBackend(Outbox, Protocol):
         engine: StateDelta | None = None,
     ) -> int:
         """Queue `payloads` (alert bodies, or `Request`s), save `positions` and the engine's
-        changes, atomically; how many were queued (`now` is their creation time)."""
+        changes, atomically; how many were queued (`now` is their creation time).
+        StateUnavailable: nothing was written, and the same call may be made again."""
         ...

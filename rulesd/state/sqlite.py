@@ -9,17 +9,18 @@ none: no alert is lost, and no event whose alert was queued is evaluated again.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any
 
 import orjson
 
 from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name
-from rulesd.state.base import CREATE, Attempt, OutboxAlert, Request
+from rulesd.state.base import CREATE, Attempt, OutboxAlert, Request, StateError, StateUnavailable
 
 SCHEMA_VERSION = 1
 PAUSED = "paused"  # not a status of a row: pending while the sender is paused (see `paused`)
@@ -29,6 +30,12 @@ _PAUSED_KEY = "sender_paused"
 # Failed attempts kept per alert for `rulesd outbox show`: a pause is retried every minute,
 # so the history of a long one is cut to its latest entries.
 ATTEMPTS_KEPT = 50
+# The database and its journal (-wal, -shm) are private whatever the umask: the outbox holds
+# whole alerts. SQLite gives the journal files the database file's mode.
+FILE_MODE = 0o600
+JOURNAL_SUFFIXES = ("-wal", "-shm")
+# SQLite's primary result codes (the low byte of an extended code) that the daemon tells apart.
+_FULL, _IOERR, _READONLY, _CANTOPEN, _CORRUPT, _NOTADB, _PERM = 13, 10, 8, 14, 11, 26, 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,12 +77,20 @@ class SqliteState:
         # Only the shared in-memory connection needs a lock; file databases give each thread
         # its own connection and let SQLite (WAL: readers never wait for the writer) arbitrate.
         self._lock: AbstractContextManager[Any] = threading.RLock() if self._memory else nullcontext()
-        with self._lock:
-            self._conn().executescript(_SCHEMA)
-            self._conn().execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-            _add_columns(self._conn())
+        try:
+            if self._memory is None:
+                make_private(path)
+            with self._lock:
+                self._conn().executescript(_SCHEMA)
+                self._conn().execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+                _add_columns(self._conn())
+        except sqlite3.Error as exc:
+            self.close()
+            raise state_error(exc, path) from None
+        except OSError as exc:
+            raise state_error(exc, path) from None
 
     def _conn(self) -> sqlite3.Connection:
         if self._memory is not None:
@@ -88,6 +103,7 @@ class SqliteState:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
+            make_private(self.path, create=False)
         return conn
 
     def relax_durability(self) -> None:
@@ -162,8 +178,10 @@ class SqliteState:
                 if engine is not None:
                     _save_engine(conn, engine)
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise state_error(exc, self.path) from None
                 raise
         return len(rows)
 
@@ -267,7 +285,10 @@ class SqliteState:
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
         """Run one statement (its own transaction); how many rows it changed."""
         with self._lock:
-            return self._conn().execute(sql, args).rowcount
+            try:
+                return self._conn().execute(sql, args).rowcount
+            except sqlite3.Error as exc:
+                raise state_error(exc, self.path) from None
 
     def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Run `statements` in one transaction."""
@@ -278,9 +299,59 @@ class SqliteState:
                 for sql, args in statements:
                     conn.execute(sql, args)
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise state_error(exc, self.path) from None
                 raise
+
+
+def make_private(path: str, *, create: bool = True) -> None:
+    """Give the database (made empty here if `create` and missing) and its journal files
+    mode 0600, whatever the umask; files an older version made more open are tightened."""
+    if create:
+        with suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+    for name in (path, *(path + suffix for suffix in JOURNAL_SUFFIXES)):
+        try:
+            st = os.stat(name)
+            if st.st_mode & 0o777 != FILE_MODE and st.st_uid == os.geteuid():
+                os.chmod(name, FILE_MODE)
+        except FileNotFoundError:
+            continue
+
+
+def state_error(exc: sqlite3.Error | OSError, path: str) -> StateError | sqlite3.Error:
+    """The backend-neutral error for a failure on the database at `path`, saying what to do;
+    an error of no known kind is returned as it is."""
+    if isinstance(exc, OSError):
+        return StateError(f"{path}: cannot create the state database: {exc.strerror or exc}")
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    directory = os.path.dirname(path) or "."
+    if code == _FULL:
+        return StateUnavailable(f"state directory full: {directory}: {exc}; free space there (rulesd retries)")
+    if code == _IOERR:
+        return StateUnavailable(f"state directory unusable: {path}: {exc}; is {directory} full or failing?")
+    if code in (_CORRUPT, _NOTADB):
+        return StateError(
+            f"{path}: the state database is damaged ({exc}): stop rulesd, move {path} and its -wal and -shm "
+            "files aside (keep them to inspect), and start again: a new database is made, the alerts queued "
+            "in the old one are not sent, and files are read again from where start_at says"
+        )
+    if code in (_READONLY, _CANTOPEN, _PERM):
+        return StateError(
+            f"{path}: cannot write the state database ({exc}): make {directory}, the database and its -wal "
+            "and -shm files writable by the user rulesd runs as"
+        )
+    return exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed transaction: SQLite may have rolled it back already
+    (a full disk does that), and then ROLLBACK itself would fail and hide the real error."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):  # the connection's next BEGIN starts clean either way
+            conn.execute("ROLLBACK")
 
 
 def _history(alert_id: int, at: float | None, result: str, error: str) -> list[tuple[str, tuple[Any, ...]]]:

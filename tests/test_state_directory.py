@@ -1,0 +1,132 @@
+"""The state directory: one daemon per directory (an advisory lock with the holder's pid), the
+read-only commands beside a running daemon, private file modes whatever the umask, and
+start-up errors that name the file and say what to do."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from rulesd.state.lock import LOCK_FILE, StateDirectoryBusy, lock_state_dir
+from tests.daemon_process import PAGE_RULE, Workspace, aliases, page, stdin_config
+from tests.fake_opsgenie import FakeOpsGenie, Reply
+from tests.run_cli import rulesd_cli
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the body (and the processes it starts) under `mask`, as a shell outside systemd would."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_a_second_daemon_on_the_same_state_directory_exits_2_naming_the_holder(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """The second `rulesd run` stops at once with the directory and the running daemon's pid;
+    the first keeps running alone, so every alert is sent once."""
+    first = workspace.start()
+    started = time.monotonic()
+    second = rulesd_cli("run", "--config", str(workspace.config), timeout=20)
+    assert 2 == second.returncode, second.stderr
+    assert time.monotonic() - started < 10
+    state_dir = str(workspace.root / "state")
+    assert f"state directory {state_dir} is in use by another rulesd (pid {first.proc.pid})" in second.stderr
+    workspace.append(*(page(i) for i in range(5)))
+    assert server.wait_for(lambda r: len(r) >= 5)
+    assert 0 == first.terminate()
+    assert [f"page-{i}" for i in range(5)] == aliases(server)
+    # The lock went with the process: the next daemon starts.
+    workspace.start()
+
+
+def test_read_only_commands_work_beside_a_running_daemon(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """`rulesd outbox list|show|retry-dead` and `rulesd check --config` take no lock."""
+    server.responder = lambda _r: Reply(status=400, body=b"{}")
+    daemon = workspace.start()
+    workspace.append(page(1))
+    assert daemon.wait_for_log("dead-lettered")
+    config = str(workspace.config)
+    listed = rulesd_cli("outbox", "list", "--config", config)
+    assert 0 == listed.returncode, listed.stderr
+    assert "page 1" in listed.stdout
+    shown = rulesd_cli("outbox", "show", "1", "--config", config)
+    assert 0 == shown.returncode, shown.stderr
+    checked = rulesd_cli("check", "--config", config)
+    assert 0 == checked.returncode, checked.stdout + checked.stderr
+    requeued = rulesd_cli("outbox", "retry-dead", "--config", config)
+    assert 0 == requeued.returncode, requeued.stderr
+    assert "requeued 1 dead-lettered alert(s)" in requeued.stdout
+    assert daemon.proc.poll() is None
+
+
+def test_a_dry_run_takes_no_lock(tmp_path: Path) -> None:
+    """`--dry-run` uses no state directory, so it runs beside a daemon that holds it."""
+    config = stdin_config(tmp_path, PAGE_RULE)
+    (tmp_path / "state").mkdir()
+    held = lock_state_dir(str(tmp_path / "state"))
+    try:
+        result = rulesd_cli("run", "--config", str(config), "--dry-run", stdin='{"kind": "page", "id": 1}\n')
+    finally:
+        held.release()
+    assert 0 == result.returncode, result.stderr
+    assert '"alias":"p-1"' in result.stdout
+
+
+def test_the_lock_is_refused_to_a_second_holder_and_free_after_release(tmp_path: Path) -> None:
+    """flock is per open file: a second lock on the directory, even in one process, is refused
+    with the pid written by the holder; released, it can be taken again."""
+    held = lock_state_dir(str(tmp_path))
+    with pytest.raises(StateDirectoryBusy, match=rf"in use by another rulesd \(pid {os.getpid()}\)"):
+        lock_state_dir(str(tmp_path))
+    held.release()
+    lock_state_dir(str(tmp_path)).release()
+
+
+def test_every_file_in_the_state_directory_is_private_whatever_the_umask(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """Under umask 022 the database, its -wal and -shm journal and the lock file are all 0600
+    (and the directory 0700): the outbox holds whole alerts."""
+    with umask(0o022):
+        daemon = workspace.start()
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    state = workspace.root / "state"
+    names = {p.name for p in state.iterdir()}
+    assert {"state.sqlite", "state.sqlite-wal", "state.sqlite-shm", LOCK_FILE} <= names
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir()}
+    assert {name: 0o600 for name in names} == modes
+    assert 0o700 == stat.S_IMODE(state.stat().st_mode)
+    assert 0 == daemon.terminate()
+
+
+def test_an_older_database_left_readable_by_others_is_made_private(workspace: Workspace) -> None:
+    """A database an older version made 0644 is tightened to 0600 at the next start."""
+    state = workspace.root / "state"
+    state.mkdir()
+    (state / "state.sqlite").touch(mode=0o644)
+    os.chmod(state / "state.sqlite", 0o644)
+    workspace.start().terminate()
+    assert 0o600 == stat.S_IMODE((state / "state.sqlite").stat().st_mode)
+
+
+def test_a_corrupt_database_at_start_names_the_file_and_what_to_do(workspace: Workspace) -> None:
+    """Exit 1 with one line that names the database and says to move it aside; no traceback."""
+    state = workspace.root / "state"
+    state.mkdir()
+    (state / "state.sqlite").write_bytes(b"this is not a database, just junk " * 200)
+    result = rulesd_cli("run", "--config", str(workspace.config))
+    assert 1 == result.returncode
+    assert f"{state / 'state.sqlite'}: the state database is damaged" in result.stderr
+    assert "move" in result.stderr and "aside" in result.stderr
+    assert "Traceback" not in result.stderr
