@@ -135,7 +135,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     warnings = tuple(
         Problem(doc.locate(("opsgenie", key)), f"opsgenie.{key}: {message}", "warning")
         for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat)
-    )
+    ) + key_file_warnings(opsgenie.api_key_file)
     return Config(
         path=os.path.abspath(doc.path),
         rules=rule_paths,
@@ -284,6 +284,25 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
         timeout_s=float(raw.get("timeout_s", 10)),
         max_age=parse_duration(raw.get("max_age", "24h")),
         heartbeat=raw.get("heartbeat"),
+    )
+
+
+def key_file_warnings(path: str | None) -> tuple[Problem, ...]:
+    """A warning naming the key file when group or others may read it (the key pages people)."""
+    if path is None:
+        return ()
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return ()  # a missing file is an error when the key is read
+    if not mode & 0o044:
+        return ()
+    return (
+        Problem(
+            SourceLocation(path),
+            f"the API key file is readable by group or others (mode {mode:04o}); run: chmod 600 {path}",
+            "warning",
+        ),
     )
 
 

@@ -95,7 +95,17 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
         message = f"{format_path(key_path)}: invalid key: {schema.get('errorMessage', error.message)}"
         yield Problem(doc.locate(key_path, key=True), message)
         return
+    if schema.get("writeOnly") is True:  # a secret (the inline API key): never echo its value
+        yield Problem(doc.locate(path), f"{where}: {_secret_message(error)}")
+        return
     yield Problem(doc.locate(path), f"{where}: {_message(error, schema)}")
+
+
+def _secret_message(error: ValidationError) -> str:
+    """What is wrong with a secret's value, without the value."""
+    if error.validator == "type":
+        return f"expected {_type_names(error.validator_value)} (the value is not shown: it is a secret)"
+    return f"invalid value ({error.validator}; the value is not shown: it is a secret)"
 
 
 def _unknown_keys(doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from rulesd.config import load_config, resolve_api_key
 from rulesd.errors import ConfigError
 from rulesd.eventtime import EventTime
 from rulesd.rules.model import Responder
+from tests.daemon_process import Workspace
+from tests.run_cli import rulesd_cli
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -327,3 +330,48 @@ def test_source_reading_errors_name_the_key_and_place(tmp_path: Path, text: str,
     """Every mistake in a source's format, patterns, field types, time and names is an error
     at its path:line:col."""
     assert [f"{tmp_path}/rulesd.yaml:{expected}"] == problems(write(tmp_path, text))
+
+
+SECRET = "734519826504"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [SECRET, f"[{SECRET}]", f"{{k: {SECRET}}}", f"{SECRET}.5", "true"],
+    ids=["all-digits", "list", "mapping", "number", "boolean"],
+)
+@pytest.mark.parametrize("fmt", ["text", "json", "github"])
+def test_check_never_echoes_an_inline_api_key(tmp_path: Path, value: str, fmt: str) -> None:
+    """An inline api_key of the wrong type is reported at its place, its value never shown."""
+    (tmp_path / "rules").mkdir()
+    config = write(tmp_path, f"opsgenie:\n  api_key: {value}\n")
+    result = rulesd_cli("check", "--config", config, "--format", fmt)
+    assert 1 == result.returncode
+    assert "opsgenie.api_key" in result.stdout
+    assert "not shown: it is a secret" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_a_key_file_readable_by_others_draws_a_warning_from_check(tmp_path: Path) -> None:
+    """`rulesd check --config` names a key file that group or others may read; 0600 is quiet."""
+    (tmp_path / "rules").mkdir()
+    key = tmp_path / "opsgenie.key"
+    key.write_text("k\n")
+    config = write(tmp_path, "opsgenie: {api_key_file: opsgenie.key}\n")
+    for mode in (0o644, 0o640):
+        os.chmod(key, mode)
+        result = rulesd_cli("check", "--config", config)
+        assert 0 == result.returncode, result.stdout
+        expected = (
+            f"{key}: warning: the API key file is readable by group or others (mode {mode:04o}); run: chmod 600 {key}"
+        )
+        assert expected in result.stdout
+    os.chmod(key, 0o600)
+    assert "API key file" not in rulesd_cli("check", "--config", config).stdout
+
+
+def test_a_key_file_readable_by_others_draws_a_warning_from_run(workspace: Workspace) -> None:
+    """`rulesd run` logs the same warning at start, naming the file."""
+    os.chmod(workspace.key_file, 0o604)
+    daemon = workspace.start()
+    assert daemon.wait_for_log(f"{workspace.key_file}: the API key file is readable by group or others (mode 0604)")

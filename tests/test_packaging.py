@@ -93,6 +93,7 @@ def test_unit_exposure_is_at_most_two(unit_copy: Path) -> None:
         ("ConfigurationDirectory", ["rulesd"]),
         ("LoadCredential", [f"{CREDENTIAL_NAME}:/etc/rulesd/opsgenie.key"]),
         ("MemoryDenyWriteExecute", ["yes"]),
+        ("LimitCORE", ["0"]),
     ],
 )
 def test_unit_setting(key: str, expected: list[str]) -> None:
