@@ -95,18 +95,18 @@ def test_the_lock_is_refused_to_a_second_holder_and_free_after_release(tmp_path:
 def test_every_file_in_the_state_directory_is_private_whatever_the_umask(
     workspace: Workspace, server: FakeOpsGenie
 ) -> None:
-    """Under umask 022 the database, its -wal and -shm journal and the lock file are all 0600
-    (and the directory 0700): the outbox holds whole alerts."""
+    """Under umask 022 the database, its -wal and -shm journal, the lock file and the rule cache
+    are all 0600 (directories 0700): the outbox holds whole alerts."""
     with umask(0o022):
         daemon = workspace.start()
     workspace.append(page(1))
     assert server.wait_for(lambda r: len(r) >= 1)
     state = workspace.root / "state"
-    names = {p.name for p in state.iterdir()}
-    assert {"state.sqlite", "state.sqlite-wal", "state.sqlite-shm", LOCK_FILE} <= names
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir()}
-    assert {name: 0o600 for name in names} == modes
-    assert 0o700 == stat.S_IMODE(state.stat().st_mode)
+    assert {"state.sqlite", "state.sqlite-wal", "state.sqlite-shm", LOCK_FILE} <= {p.name for p in state.iterdir()}
+    found = [state, *state.rglob("*")]
+    modes = {str(p.relative_to(state)): stat.S_IMODE(p.stat().st_mode) for p in found}
+    expected = {str(p.relative_to(state)): 0o700 if p.is_dir() else 0o600 for p in found}
+    assert expected == modes
     assert 0 == daemon.terminate()
 
 
