@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TextIO
 
 # syslog priorities, as sd-daemon(3) prefixes expect them
@@ -76,38 +78,75 @@ def configure(
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-class RateLimitedWarning:
-    """Logs at most one warning per `interval` seconds, saying how many were suppressed.
+# Warnings that differ only in numbers (offsets, sizes, counts) are one kind; past these many
+# characters the rest of a message does not make another kind.
+_KIND_CHARS = 120
+_DIGITS = re.compile(r"\d+")
 
-    The message may be a function that builds it: a flood of bad lines then costs one
-    build per interval, not one per line. `flush` (at stop) reports what is still
-    suppressed, so that the log accounts for every warning.
+
+def warning_kind(message: str) -> str:
+    """The kind a warning is rate-limited under: its text with every number made alike, cut to
+    its first characters (where the path and what happened to it are)."""
+    return _DIGITS.sub("#", message[: _KIND_CHARS * 2])[:_KIND_CHARS]
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the limiter remembers of one kind of warning."""
+
+    last: float  # when it was last written
+    suppressed: int = 0  # held back since then
+    latest: str | Callable[[], str] = ""  # the latest held back
+
+
+class RateLimitedWarning:
+    """Logs at most one warning of each kind per `interval` seconds, saying how many of that
+    kind were held back, so that a flood of one kind (invalid lines) never hides a one-off
+    warning of another (a truncated file).
+
+    The kind is given, or taken from the text (`warning_kind`). The message may be a function
+    that builds it: a flood of bad lines then costs one build per interval, not one per line;
+    such a message needs its `kind`. `flush` (at stop) reports what is still held back of every
+    kind, so that the log accounts for every warning. At most `max_kinds` kinds are remembered
+    (the oldest is reported and forgotten first).
     """
 
-    def __init__(self, logger: logging.Logger, clock: Callable[[], float], interval: float = 10.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, clock: Callable[[], float], interval: float = 10.0, max_kinds: int = 256
+    ) -> None:
         self.logger = logger
         self.clock = clock
         self.interval = interval
-        self._last = float("-inf")
-        self._suppressed = 0
-        self._latest: str | Callable[[], str] = ""
+        self.max_kinds = max_kinds
+        self._kinds: dict[str, _Held] = {}
 
-    def __call__(self, message: str | Callable[[], str]) -> None:
+    def __call__(self, message: str | Callable[[], str], kind: str | None = None) -> None:
+        if kind is None:
+            kind = warning_kind(message) if isinstance(message, str) else ""
         now = self.clock()
-        if now - self._last < self.interval:
-            self._suppressed += 1
-            self._latest = message
+        held = self._kinds.get(kind)
+        if held is not None and now - held.last < self.interval:
+            held.suppressed += 1
+            held.latest = message
             return
-        if callable(message):
-            message = message()
-        if self._suppressed:
-            message += f" (and {self._suppressed} similar warning(s) suppressed)"
-        self.logger.warning("%s", message)
-        self._last, self._suppressed = now, 0
+        text = message() if callable(message) else message
+        if held is not None and held.suppressed:
+            text += f" (and {held.suppressed} similar warning(s) suppressed)"
+        self.logger.warning("%s", text)
+        self._kinds.pop(kind, None)  # re-inserted last: the dict stays ordered by last use
+        self._kinds[kind] = _Held(now)
+        if len(self._kinds) > self.max_kinds:
+            oldest = next(iter(self._kinds))
+            self._report(self._kinds.pop(oldest))
 
     def flush(self) -> None:
-        """Log the warnings suppressed since the last one written, naming the latest of them."""
-        if self._suppressed:
-            latest = self._latest() if callable(self._latest) else self._latest
-            self.logger.warning("%d similar warning(s) suppressed, the latest: %s", self._suppressed, latest)
-            self._suppressed = 0
+        """Log, for every kind, the warnings held back since the last one written, naming the
+        latest of them."""
+        for held in self._kinds.values():
+            self._report(held)
+
+    def _report(self, held: _Held) -> None:
+        if held.suppressed:
+            latest = held.latest() if callable(held.latest) else held.latest
+            self.logger.warning("%d similar warning(s) suppressed, the latest: %s", held.suppressed, latest)
+            held.suppressed = 0

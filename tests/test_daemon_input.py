@@ -4,6 +4,7 @@ warning, stdin read to its end, and `start_at` on the first run only."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -73,10 +74,29 @@ def test_bad_lines_are_skipped_with_one_rate_limited_warning_and_counted(tmp_pat
     assert ["p-1"] == [json.loads(line)["alias"] for line in result.stdout.splitlines()]
     stderr = result.stderr
     warnings = [line for line in stderr.splitlines() if line.startswith("rulesd: warning: ")]
-    assert 2 == len(warnings), stderr
-    assert "skipped" in warnings[0]
-    assert warnings[1].startswith("rulesd: warning: 54 similar warning(s) suppressed, the latest: <stdin> (offset ")
+    # Each kind is rate-limited on its own (the long lines are seen first, as they are read),
+    # and what each held back is counted at stop.
+    assert 4 == len(warnings), stderr
+    assert "<stdin>: skipped a line longer than 1024 bytes" in warnings[0]
+    assert "skipped: " in warnings[1]
+    assert warnings[2].startswith(
+        "rulesd: warning: 4 similar warning(s) suppressed, the latest: <stdin>: skipped a line longer"
+    )
+    assert warnings[3].startswith("rulesd: warning: 49 similar warning(s) suppressed, the latest: <stdin> (offset ")
     assert "stopped: 1 event(s), 50 invalid" in stderr
+
+
+def test_a_flood_of_invalid_lines_does_not_hide_a_truncation_warning(workspace: Workspace) -> None:
+    """After an invalid-JSON warning (and more held back), the file is truncated: "file was
+    truncated" is logged at once, and at stop the invalid lines held back are counted."""
+    daemon = workspace.start()
+    workspace.append(*[b"not json\n"] * 50)
+    assert daemon.wait_for_log("skipped: ")
+    os.truncate(workspace.events, 0)
+    workspace.append(page(1))
+    assert daemon.wait_for_log(f"{workspace.events}: file was truncated", timeout=5), daemon.stderr()
+    assert 0 == daemon.terminate()
+    assert "49 similar warning(s) suppressed, the latest: " in daemon.stderr()
 
 
 def test_stdin_is_read_to_its_end_delivered_and_exit_0(tmp_path: Path, server: FakeOpsGenie) -> None:

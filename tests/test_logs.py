@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from rulesd.logs import JsonFormatter, LineFormatter, RateLimitedWarning
+from rulesd.logs import JsonFormatter, LineFormatter, RateLimitedWarning, warning_kind
 
 
 def record(level: int, message: str) -> logging.LogRecord:
@@ -43,8 +43,8 @@ def test_rate_limited_warning_counts_what_it_suppresses() -> None:
     for i in range(5):
         warn(f"w{i}")
     now[0] = 11.0
-    warn("later")
-    assert ["w0", "later (and 4 similar warning(s) suppressed)"] == stream.getvalue().splitlines()
+    warn("w5")
+    assert ["w0", "w5 (and 4 similar warning(s) suppressed)"] == stream.getvalue().splitlines()
 
 
 def test_a_suppressed_warning_is_not_built() -> None:
@@ -61,9 +61,9 @@ def test_a_suppressed_warning_is_not_built() -> None:
     now = [0.0]
     warn = RateLimitedWarning(logger, lambda: now[0], interval=10)
     for i in range(3):
-        warn(message(i))
+        warn(message(i), kind="w")
     now[0] = 11.0
-    warn(message(3))
+    warn(message(3), kind="w")
     assert [0, 3] == built
     assert ["w0", "w3 (and 2 similar warning(s) suppressed)"] == stream.getvalue().splitlines()
 
@@ -76,8 +76,54 @@ def test_flush_reports_what_is_still_suppressed() -> None:
     logger.propagate = False
     warn = RateLimitedWarning(logger, lambda: 0.0, interval=10)
     warn("w0")
-    warn(lambda: "w1")
-    warn(lambda: "w2")
+    warn(lambda: "w1", kind="w#")
+    warn(lambda: "w2", kind="w#")
     warn.flush()
     warn.flush()  # nothing left: nothing logged
     assert ["w0", "2 similar warning(s) suppressed, the latest: w2"] == stream.getvalue().splitlines()
+
+
+def capture(name: str) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [logging.StreamHandler(stream)]
+    logger.propagate = False
+    return logger, stream
+
+
+def test_a_flood_of_one_kind_never_hides_a_warning_of_another() -> None:
+    """Invalid lines by the thousand, then a one-off truncation: the truncation is written at
+    once; each kind keeps its own count, and stop reports both."""
+    logger, stream = capture("rulesd-test-rate-kinds")
+    now = [0.0]
+    warn = RateLimitedWarning(logger, lambda: now[0], interval=10)
+    for i in range(1000):
+        warn(lambda i=i: f"/log/a.jsonl (offset {i}): skipped: not JSON", kind="/log/a.jsonl: invalid line")
+        if i == 500:
+            warn("/log/a.jsonl: file was truncated; reading from its start, events may have been lost")
+            warn("/log/a.jsonl: skipped a line longer than 100 bytes at offset 7")
+            warn("/log/a.jsonl: skipped a line longer than 100 bytes at offset 900")
+    warn.flush()
+    assert [
+        "/log/a.jsonl (offset 0): skipped: not JSON",
+        "/log/a.jsonl: file was truncated; reading from its start, events may have been lost",
+        "/log/a.jsonl: skipped a line longer than 100 bytes at offset 7",
+        "999 similar warning(s) suppressed, the latest: /log/a.jsonl (offset 999): skipped: not JSON",
+        "1 similar warning(s) suppressed, the latest: /log/a.jsonl: skipped a line longer than 100 bytes at offset 900",
+    ] == stream.getvalue().splitlines()
+
+
+def test_warning_kinds_ignore_numbers_only() -> None:
+    """Messages that differ in numbers are one kind; a different path or event is another."""
+    assert warning_kind("/a: skipped a line at offset 7") == warning_kind("/a: skipped a line at offset 90")
+    assert warning_kind("/a: file was truncated") != warning_kind("/a: skipped a line at offset 7")
+    assert warning_kind("/a: file was truncated") != warning_kind("/b: file was truncated")
+
+
+def test_the_kinds_remembered_are_bounded_and_none_is_lost() -> None:
+    """Past max_kinds the oldest kind is forgotten, its held-back count written first."""
+    logger, stream = capture("rulesd-test-rate-bound")
+    warn = RateLimitedWarning(logger, lambda: 0.0, interval=10, max_kinds=2)
+    for message in ("a", "a", "b", "c"):
+        warn(message)
+    assert ["a", "b", "c", "1 similar warning(s) suppressed, the latest: a"] == stream.getvalue().splitlines()

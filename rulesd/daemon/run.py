@@ -179,10 +179,11 @@ class Daemon:
                 offset = Offsets(run)
                 where = partial(_where, run, offset)
                 result = evaluate_lines(run.data, parser.fast, engine, now, where, parser.time)
-                for i in result.invalid:
-                    self.parts.warn(partial(_skipped, parser, run, offset, i))  # built only if logged
-                requests += self._requests(build_alerts(result, settings, where))
                 counted = prefix + run.path
+                for i in result.invalid:
+                    # Built only if logged; one kind per source, whatever the reason.
+                    self.parts.warn(partial(_skipped, parser, run, offset, i), kind=f"{counted}: invalid line")
+                requests += self._requests(build_alerts(result, settings, where))
                 stats.bump(stats.events, counted, result.events)
                 if result.invalid:
                     stats.bump(stats.invalid, counted, len(result.invalid))
