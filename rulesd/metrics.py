@@ -37,6 +37,8 @@ class Stats:
     delivery: dict[str, int] = field(default_factory=dict)  # sent / retry / paused / dead / expired
     reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     last_reload_ok: bool = True  # False from a failed reload until one succeeds
+    last_reload_success: float = field(default_factory=time.time)  # wall clock; the first load counts
+    last_reload_seconds: float | None = None  # how long the last reload took to load the rules
     ruleset_hash: str = ""
     rules_loaded: int = 0
     heartbeats: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
@@ -48,10 +50,13 @@ class Stats:
         """Add `by` to `table[key]`."""
         table[key] = table.get(key, 0) + by
 
-    def reloaded(self, ok: bool) -> None:
-        """Count a reload, and remember whether the rules on disk are the ones running."""
+    def reloaded(self, ok: bool, at: float | None = None) -> None:
+        """Count a reload (finished `at`, epoch seconds), and remember whether the rules on disk
+        are the ones running."""
         self.bump(self.reloads, "ok" if ok else "failed")
         self.last_reload_ok = ok
+        if ok:
+            self.last_reload_success = time.time() if at is None else at
 
 
 _DELIVERY_HELP = (
@@ -116,6 +121,11 @@ class _Collector(Collector):
             "rulesd_last_reload_successful",
             "1 if the last rule reload succeeded (or none failed yet), 0 while the previous rules are kept.",
             value=int(s.last_reload_ok),
+        )
+        yield GaugeMetricFamily(
+            "rulesd_last_reload_success_timestamp_seconds",
+            "When the rules last loaded successfully (at start or by a reload), epoch seconds.",
+            value=s.last_reload_success,
         )
         yield GaugeMetricFamily(
             "rulesd_sending_paused",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +53,15 @@ def page(i: int) -> dict[str, object]:
 def aliases(server: FakeOpsGenie) -> list[str]:
     """The aliases of the alerts `server` received, in order."""
     return [r.json()["alias"] for r in server.requests if r.method == "POST"]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    """The status and body of a GET, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -143,6 +155,12 @@ class DaemonProcess:
         return wait_until(lambda: text in self.stderr() or self.proc.poll() is not None, timeout) and (
             text in self.stderr()
         )
+
+    def metrics_url(self) -> str:
+        """The /metrics URL the daemon logged at start (`metrics.listen: 127.0.0.1:0`)."""
+        found = re.search(r"metrics on (http://\S+/metrics)", self.stderr())
+        assert found is not None, self.stderr()
+        return found.group(1)
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; the exit status."""

@@ -76,7 +76,8 @@ def test_unusable_state_database_exits_1(tmp_path: Path) -> None:
     (tmp_path / "st" / "state.sqlite").write_bytes(b"this is not an SQLite database, not at all" * 4)
     result = rulesd_cli("run", "--config", cfg)
     assert 1 == result.returncode
-    assert "cannot start: file is not a database" in result.stderr
+    database = tmp_path / "st" / "state.sqlite"
+    assert f"cannot start: {database}: the state database is damaged (file is not a database)" in result.stderr
     assert "Traceback" not in result.stderr
 
 

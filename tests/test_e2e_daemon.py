@@ -279,7 +279,7 @@ def test_valid_rule_edit_applies_within_a_second(workspace: Workspace, server: F
     )
     os.rename(new_rules, workspace.rules / "rules.yaml")
     saved = time.monotonic()
-    assert daemon.wait_for_log("rules reloaded", timeout=5)
+    assert daemon.wait_for_log("reload ok: 1 rule;", timeout=5)
     assert time.monotonic() - saved < 1.0
     workspace.append({"kind": "page", "id": 0}, {"kind": "urgent", "id": 1})
     assert server.wait_for(lambda r: len(r) >= 1)
@@ -333,12 +333,12 @@ def test_configmap_symlink_swap_reloads(workspace: Workspace, server: FakeOpsGen
     (new / "rules.yaml").write_text("name: page-on-demand\nmatch: {kind: urgent}\nalert: {alias: 'page-{id}'}\n")
     (rules / "..data_tmp").symlink_to(new.name)
     os.rename(rules / "..data_tmp", rules / "..data")
-    assert daemon.wait_for_log("rules reloaded", timeout=5)
+    assert daemon.wait_for_log("reload ok: 1 rule;", timeout=5)
     workspace.append({"kind": "page", "id": 0}, {"kind": "urgent", "id": 1})
     assert server.wait_for(lambda r: len(r) >= 1)
     time.sleep(0.3)
     assert [1] == ids(server)
-    assert "1 rule(s); changed: page-on-demand" in daemon.stderr()
+    assert "reload ok: 1 rule; changed: 1 (page-on-demand)" in daemon.stderr()
 
 
 def test_threshold_counts_survive_a_restart(workspace: Workspace, server: FakeOpsGenie) -> None:

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -214,15 +215,19 @@ def test_paused_sending_and_a_failed_reload_show_on_the_gauges(tmp_path: Path, s
     assert {"rulesd_sending_paused": 0, "rulesd_last_reload_successful": 1} == {
         k: v for k, v in samples(scrape(url)).items() if k in ("rulesd_sending_paused", "rulesd_last_reload_successful")
     }
+    started = samples(scrape(url))["rulesd_last_reload_success_timestamp_seconds"]
+    assert abs(time.time() - started) < 60  # the rules loaded at start count as a success
     ws.append({"kind": "page", "id": 1})
     assert wait_until(lambda: samples(scrape(url))["rulesd_sending_paused"] == 1)
     (ws.rules / "rules.yaml").write_text("rules:\n  - name: x\n    match: {kind: [}\n")
     daemon.proc.send_signal(signal.SIGHUP)
     assert wait_until(lambda: samples(scrape(url))["rulesd_last_reload_successful"] == 0)
     assert 1 == samples(scrape(url))['rulesd_reloads_total{result="failed"}']
+    assert started == samples(scrape(url))["rulesd_last_reload_success_timestamp_seconds"]
     server.responder = lambda r: Reply()
     (ws.rules / "rules.yaml").write_text("name: page-on-demand\nmatch: {kind: page}\n")
     daemon.proc.send_signal(signal.SIGHUP)  # a reload also retries the paused alert at once
     assert wait_until(lambda: samples(scrape(url))["rulesd_last_reload_successful"] == 1)
+    assert started < samples(scrape(url))["rulesd_last_reload_success_timestamp_seconds"]
     assert wait_until(lambda: samples(scrape(url))["rulesd_sending_paused"] == 0)
     assert 0 == daemon.terminate()

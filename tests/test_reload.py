@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from rulesd.config import Config, SourceConfig
-from rulesd.daemon import Daemon, build_parts
+from rulesd.daemon import Daemon, build_parts, describe_change
 from rulesd.reload import RuleWatcher
-from rulesd.rules.loader import load_ruleset
-from tests.daemon_process import PAGE_RULE, wait_until
+from rulesd.rules.loader import load_ruleset, load_ruleset_text
+from tests.daemon_process import PAGE_RULE, Workspace, http_get, page, wait_until
+from tests.fake_opsgenie import FakeOpsGenie
 from tests.opsgenie_schema import create_alert_validator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,12 +90,71 @@ def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog:
         assert daemon.reload() is False
         assert before == daemon.engine.ruleset.fingerprint
         failed = [r.getMessage() for r in caplog.records if "reload failed" in r.getMessage()]
-        assert 2 == len(failed), failed
+        assert 3 == len(failed), failed
+        assert failed[0].startswith("reload failed: 2 error(s); previous rules kept (3 rules)")
         assert any(f"{rules}/b.yaml:3:" in m for m in failed) and any(f"{rules}/b.yaml:4:" in m for m in failed)
         (rules / "b.yaml").unlink()
         (rules / "c.yaml").write_text("name: c\nmatch: {kind: c}\n")
         assert daemon.reload() is True
         assert {"a", "c", "keep"} == set(daemon.engine.ruleset.by_name())
-        assert "rules reloaded: 3 rule(s); added: c; removed: b; changed: a" in caplog.text
+        assert "reload ok: 3 rules; added: 1 (c); removed: 1 (b); changed: 1 (a)" in caplog.text
     finally:
         daemon.parts.source.close()
+
+
+def rules_text(names: list[str], kind: str = "k") -> str:
+    return "rules:\n" + "".join(f"  - name: {n}\n    match: {{kind: {kind}}}\n" for n in names)
+
+
+def test_the_reload_line_counts_each_change_and_names_the_first_few() -> None:
+    """`N rules, unchanged`, or each kind of change counted with at most five names: a reload of
+    100,000 rules writes a short line, not the names of them all."""
+    old = load_ruleset_text(rules_text([f"r{i:02d}" for i in range(20)]), "old.yaml")
+    same = load_ruleset_text(rules_text([f"r{i:02d}" for i in range(20)]), "same.yaml")
+    new = load_ruleset_text(rules_text([f"r{i:02d}" for i in range(8, 40)]), "new.yaml")
+    assert "20 rules, unchanged" == describe_change(old, same)
+    assert (
+        "32 rules; added: 20 (r20, r21, r22, r23, r24, … 15 more); removed: 8 (r00, r01, r02, r03, r04, … 3 more)"
+        == describe_change(old, new)
+    )
+
+
+def test_every_reload_logs_its_outcome_so_the_last_word_is_true(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A failed reload logs `reload failed` at error; the good reload after it logs `reload ok`
+    at info, and so does a reload that changed nothing: the last reload line is always true."""
+    daemon = workspace.start()
+    rule_file = workspace.rules / "rules.yaml"
+    good = rule_file.read_text()
+    rule_file.write_text("rules:\n  - name: x\n    match: {kind: [}\n")
+    assert daemon.wait_for_log("rulesd: error: reload failed: 1 error(s); previous rules kept (1 rules)")
+    rule_file.write_text(good)
+    assert daemon.wait_for_log("rulesd: info: reload ok: 1 rule, unchanged")
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: daemon.stderr().count("reload ok: 1 rule, unchanged") == 2)
+    reload_lines = [line for line in daemon.stderr().splitlines() if "reload" in line]
+    assert reload_lines[-1].startswith("rulesd: info: reload ok: 1 rule, unchanged")
+
+
+BULK = 10_000
+
+
+def test_a_huge_rule_set_loads_off_the_main_loop(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """While 10,000 new rules are read, checked and compiled, the main loop goes on: an event
+    is alerted by the running rules and /healthz answers 200 before the reload is done; then
+    the new set is swapped in and the reload line stays short."""
+    ws = Workspace(tmp_path, server.url, metrics={"listen": "127.0.0.1:0"})
+    daemon = ws.start()
+    healthz = daemon.metrics_url().replace("/metrics", "/healthz")
+    staged = tmp_path / "bulk.yaml.tmp"
+    staged.write_text(rules_text([f"bulk-{i:05d}" for i in range(BULK)], kind="bulk"))
+    os.rename(staged, ws.rules / "bulk.yaml")
+    assert daemon.wait_for_log("reload: loading the rules")
+    ws.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    status, body = http_get(healthz)
+    assert 200 == status, body
+    assert "reload ok" not in daemon.stderr(), "the alert waited for the reload"
+    assert daemon.wait_for_log(f"reload ok: {BULK + 1} rules; added: {BULK} (bulk-00000,", timeout=180)
+    (line,) = [x for x in daemon.stderr().splitlines() if "reload ok" in x]
+    assert len(line) < 200, line
+    assert "page-1" == server.alerts()[0]["alias"]

@@ -3,6 +3,7 @@ composition root); `run` runs whatever parts it is handed: the main loop, reload
 heartbeats, liveness and shutdown."""
 
 from rulesd.daemon.build import STATE_FILE, Parts, build_parts
-from rulesd.daemon.run import Daemon, describe_change
+from rulesd.daemon.reloader import describe_change
+from rulesd.daemon.run import Daemon
 
 __all__ = ["STATE_FILE", "Daemon", "Parts", "build_parts", "describe_change"]

@@ -128,7 +128,7 @@ def _build_parts(
     stdin_fd: int,
     clock: Callable[[], float],
 ) -> Parts:
-    stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules))
+    stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules), last_reload_success=clock())
     warn = RateLimitedWarning(log, time.monotonic)
     store = open_state(config, dry_run)
     saved = store.load_engine_state()

@@ -21,10 +21,9 @@ from rulesd.alerting.opsgenie import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.misses import MissReporter
+from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, advance, build_alerts, evaluate_lines
-from rulesd.rules.loader import check_paths
-from rulesd.rules.model import RuleSet
 from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.state import CLOSE, Request
@@ -63,6 +62,10 @@ class Daemon:
             self._misses.register(label, source.parser)
         # Counters of a named source are labelled NAME:PATH (two journald sources, one path each).
         self._prefix = {c.label: f"{c.name}:" if c.name else "" for c in parts.config.sources}
+        self.loader = RuleLoader(
+            self.config.rules, parts.rule_cache, self.engine.prepare_rules, lambda: self.engine.ruleset.fingerprint
+        )
+        self._reload_wanted = False  # a change was seen while a load was under way
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
@@ -120,8 +123,7 @@ class Daemon:
         sources = self.sources
         while not self.stop_requested.is_set():
             self._alive()
-            if self.parts.watcher.due():
-                self.reload()
+            self._reloads()
             batch = [(label, source, runs) for label, source in sources.items() if (runs := source.read(BATCH_LINES))]
             if batch:
                 self._process(batch)
@@ -234,34 +236,67 @@ class Daemon:
         if requests:
             self.sender_wake.set()
 
+    def _reloads(self) -> None:
+        """Between batches: start a load when the rules changed, swap in a finished one."""
+        outcome = self.loader.take()
+        if outcome is not None:
+            self._finish_reload(outcome)
+        if self.parts.watcher.due():
+            self._reload_wanted = True
+        if self._reload_wanted and not self.loader.busy:
+            self._reload_wanted = False
+            self.notifier.reloading()
+            log.debug("reload: loading the rules")
+            self.loader.start()
+
     def reload(self) -> bool:
-        """Load the rules again; on any error keep the running set and log every problem."""
+        """Load the rules again and wait for the outcome (the main loop does not wait: see
+        `_reloads`); on any error keep the running set and log every problem."""
         self.notifier.reloading()
+        self.loader.start()
+        self.loader.done.wait()
+        outcome = self.loader.take()
+        assert outcome is not None
+        return self._finish_reload(outcome)
+
+    def _finish_reload(self, outcome: LoadOutcome) -> bool:
+        """Apply a finished load (or keep the running rules) and log the one line that says how
+        the reload ended; True if the rules on disk now run."""
         try:
-            return self._reload()
+            self._reload_key()
+            return self._apply(outcome)
         finally:
+            self.stats.last_reload_seconds = outcome.seconds
             self.notifier.ready(self._status())
 
-    def _reload(self) -> bool:
-        result = check_paths(self.config.rules, self.parts.rule_cache)
+    def _reload_key(self) -> None:
         if self.parts.api_key is not None:
             self.parts.api_key.reload()
             if self.sender.resume():
                 self.sender_wake.set()
+
+    def _apply(self, outcome: LoadOutcome) -> bool:
+        result = outcome.result
+        took = f" ({outcome.seconds:.1f}s)"
         if result.ruleset is None:
-            self.stats.reloaded(ok=False)
-            self.stats.last_error = f"{RELOAD_FAILED}: {len(result.errors)} error(s), previous rules kept"
-            for problem in result.errors:
-                log.error("reload failed, previous rules kept: %s", problem)
+            self.stats.reloaded(ok=False, at=self.clock())
+            errors = result.errors
+            why = outcome.crashed or f"{len(errors)} error(s)"
+            self.stats.last_error = f"{RELOAD_FAILED}: {why}, previous rules kept"
+            log.error(
+                "%s: %s; previous rules kept (%d rules)%s", RELOAD_FAILED, why, len(self.engine.ruleset.rules), took
+            )
+            for problem in errors:
+                log.error("%s, previous rules kept: %s", RELOAD_FAILED, problem)
             return False
         old = self.engine.ruleset
-        self.stats.reloaded(ok=True)
+        self.stats.reloaded(ok=True, at=self.clock())
         if (self.stats.last_error or "").startswith(RELOAD_FAILED):
             self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:
-            self.engine.replace_rules(result.ruleset)
+            self.engine.replace_rules(result.ruleset, outcome.prepared)
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
-            log.info("rules reloaded: %s", describe_change(old, result.ruleset))
+        log.info("reload ok: %s%s", describe_change(old, result.ruleset), took)
         return True
 
     def _heartbeats(self) -> None:
@@ -327,18 +362,3 @@ def describe_sources(config: Config) -> str:
 def _where(run: Lines, offset: Offsets, index: int) -> str:
     """Where a line of a run is: the alert's "Event Source" and the invalid line's warning."""
     return f"{run.path} (offset {offset(index)})"
-
-
-def describe_change(old: RuleSet, new: RuleSet) -> str:
-    """`12 rule(s); added: a; removed: b; changed: c` for the reload log line."""
-    before, after = old.by_name(), new.by_name()
-    added = sorted(set(after) - set(before))
-    removed = sorted(set(before) - set(after))
-    changed = sorted(n for n in set(before) & set(after) if before[n].fingerprint != after[n].fingerprint)
-    parts = [f"{len(new.rules)} rule(s)"]
-    parts += [
-        f"{label}: {', '.join(names)}"
-        for label, names in (("added", added), ("removed", removed), ("changed", changed))
-        if names
-    ]
-    return "; ".join(parts)

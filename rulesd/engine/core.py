@@ -51,6 +51,15 @@ _Step = Callable[[Event, float, list[Rule]], T]  # what the index's evaluator ca
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedRules:
+    """A rule set with its index and evaluators built, ready for `Engine.replace_rules`."""
+
+    ruleset: RuleSet
+    index: RuleIndex
+    evaluators: dict[TimeReader | None, Evaluate]
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """How many groups the engine keeps: per rule, and for all rules together."""
 
@@ -140,12 +149,29 @@ class Engine:
 
     # -- rules --------------------------------------------------------------------------------
 
-    def replace_rules(self, ruleset: RuleSet) -> None:
-        """Swap in a new rule set, keeping the state of rules whose definition is unchanged."""
-        self.ruleset, self.index = ruleset, RuleIndex(ruleset.rules)
+    def prepare_rules(self, ruleset: RuleSet) -> PreparedRules:
+        """Build what `replace_rules` swaps in (the index, and the evaluators of the time readers
+        in use): the slow part of a reload, safe to run in another thread, since it reads and
+        changes no state."""
+        index = RuleIndex(ruleset.rules)
+        try:
+            readers = tuple(self._evaluators)
+        except RuntimeError:  # a source asked for its first evaluator meanwhile: it is written then
+            readers = ()
+        evaluators = {t: index.evaluator(self._decider(t, self._decide), self._candidates) for t in readers}
+        return PreparedRules(ruleset, index, evaluators)
+
+    def replace_rules(self, ruleset: RuleSet, prepared: PreparedRules | None = None) -> None:
+        """Swap in a new rule set (built now unless `prepared` for it), keeping the state of
+        rules whose definition is unchanged."""
+        if prepared is None or prepared.ruleset is not ruleset:
+            prepared = self.prepare_rules(ruleset)
+        self.ruleset, self.index = ruleset, prepared.index
         self._rules = ruleset.by_name()
         self.timed = any(rule.timed and rule.enabled for rule in ruleset.rules)
-        self._evaluators.clear()  # each is written again, for the new index, when next asked for
+        # The others are written again, for the new index, when next asked for.
+        self._evaluators.clear()
+        self._evaluators.update(prepared.evaluators)
         self._matchers.clear()
         self.evaluate = self.evaluator(self.time)
         self._adopt(ruleset)
