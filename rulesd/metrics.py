@@ -44,6 +44,7 @@ class Stats:
     heartbeats: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     last_delivery: float | None = None  # wall clock
     last_error: str | None = None
+    state_problem: str | None = None  # why the state cannot be written now (reading waits meanwhile)
     loop_alive: float = field(default_factory=time.monotonic)  # when the main loop last turned
 
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
@@ -132,6 +133,11 @@ class _Collector(Collector):
             "1 while delivery is paused: OpsGenie refused the API key or redirected; nothing is dropped.",
             value=int(self.paused()),
         )
+        yield GaugeMetricFamily(
+            "rulesd_state_unavailable",
+            "1 while the state cannot be written (e.g. its directory is full): reading waits, nothing is lost.",
+            value=int(s.state_problem is not None),
+        )
         yield GaugeMetricFamily("rulesd_rules_loaded", "Rules in the running rule set.", value=s.rules_loaded)
         info = InfoMetricFamily("rulesd_ruleset", "The running rule set.")
         info.add_metric([], {"hash": s.ruleset_hash})
@@ -175,13 +181,36 @@ def build_registry(
     return registry
 
 
-class MetricsServer:
-    """`/metrics` (Prometheus text format) and `/healthz` over HTTP, in a background thread."""
+def health(stalled: float, stall_after: float, problems: list[str]) -> tuple[int, int, str]:
+    """The `/healthz` and `/readyz` statuses and their shared body, from how long the main loop
+    has not turned and what keeps rulesd from paging.
 
-    def __init__(self, listen: str, registry: CollectorRegistry, stats: Stats, stall_after: float) -> None:
+    `/healthz` is liveness: 200 while the loop turns (a restart cannot fix a refused key or a
+    full disk), 503 once it has stalled. `/readyz` is readiness to page: 200 only when the loop
+    turns and nothing keeps an alert from reaching OpsGenie. The body names every problem.
+    """
+    alive = stalled <= stall_after
+    lines = ["ok" if alive else f"main loop stalled for {stalled:.0f}s"]
+    lines += problems
+    return (200 if alive else 503), (200 if alive and not problems else 503), "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """`/metrics` (Prometheus text format), `/healthz` (liveness) and `/readyz` (readiness to
+    page) over HTTP, in a background thread. `problems` names what keeps rulesd from paging now
+    (paused sending, an unwritable state)."""
+
+    def __init__(
+        self,
+        listen: str,
+        registry: CollectorRegistry,
+        stats: Stats,
+        stall_after: float,
+        problems: Callable[[], list[str]] = list,
+    ) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
-        handler = _handler(registry, stats, stall_after)
+        handler = _handler(registry, stats, stall_after, problems)
         server_class = _server_class(host)
         try:
             self.server = server_class((host, int(port)), handler)
@@ -216,20 +245,19 @@ def _server_class(host: str) -> type[ThreadingHTTPServer]:
     return V6Server
 
 
-def _handler(registry: CollectorRegistry, stats: Stats, stall_after: float) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    registry: CollectorRegistry, stats: Stats, stall_after: float, problems: Callable[[], list[str]]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                stalled = time.monotonic() - stats.loop_alive
-                if stalled <= stall_after:
-                    self._reply(200, b"ok\n", "text/plain")
-                else:
-                    self._reply(503, f"main loop stalled for {stalled:.0f}s\n".encode(), "text/plain")
+            elif path in ("/healthz", "/readyz"):
+                live, ready, body = health(time.monotonic() - stats.loop_alive, stall_after, problems())
+                self._reply(live if path == "/healthz" else ready, body.encode(), "text/plain; charset=utf-8")
             else:
-                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+                self._reply(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

@@ -184,7 +184,7 @@ def test_metrics_move_as_events_flow(tmp_path: Path, server: FakeOpsGenie) -> No
     daemon.proc.send_signal(signal.SIGHUP)
     assert wait_until(lambda: metric(scraped(), 'rulesd_reloads_total{result="ok"}') == 1)
     assert API_KEY not in scraped()
-    assert (404, "not found: try /metrics or /healthz\n") == get(f"http://127.0.0.1:{port}/other")
+    assert (404, "not found: try /metrics, /healthz or /readyz\n") == get(f"http://127.0.0.1:{port}/other")
 
 
 def test_heartbeat_is_pinged_from_the_live_loop(tmp_path: Path, server: FakeOpsGenie) -> None:
@@ -232,6 +232,31 @@ def test_status_shows_a_refused_key(tmp_path: Path, server: FakeOpsGenie, notify
     assert "outbox 1" in status
     assert API_KEY not in status
     assert 0 == daemon.terminate()
+
+
+def test_paused_sending_shows_on_healthz_and_fails_readyz(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """While OpsGenie refuses the key, /healthz (liveness) stays 200 but says sending is paused,
+    /readyz (can page) answers 503 with the same reason, and rulesd_sending_paused is 1; once a
+    delivery succeeds again all three are back to ok."""
+    server.responder = lambda _r: Reply(401, body=b'{"message":"Could not authenticate"}')
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    daemon = ws.start()
+    base = f"http://127.0.0.1:{port}"
+    assert (200, "ok\n") == get(f"{base}/readyz")
+    ws.append({"kind": "page", "id": 1})
+    assert wait_until(lambda: get(f"{base}/readyz")[0] == 503)
+    live, ready = get(f"{base}/healthz"), get(f"{base}/readyz")
+    assert 200 == live[0]
+    assert live[1].startswith("ok\nsending paused: HTTP 401: OpsGenie rejected the API key")
+    assert live[1] == ready[1]
+    assert 1 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
+    assert API_KEY not in live[1]
+    server.responder = lambda _r: Reply()
+    daemon.proc.send_signal(signal.SIGHUP)  # a reload retries the paused alert at once
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"))
+    assert (200, "ok\n") == get(f"{base}/healthz")
+    assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
 
 
 def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, server: FakeOpsGenie) -> None:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TextIO
 
 import requests
@@ -243,7 +244,17 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
     interval = parts.notifier.watchdog_interval
     stall_after = interval * 2 if interval is not None else STALL_AFTER
-    return MetricsServer(parts.config.metrics_listen, registry, parts.stats, stall_after)
+    return MetricsServer(parts.config.metrics_listen, registry, parts.stats, stall_after, partial(problems, parts))
+
+
+def problems(parts: Parts) -> list[str]:
+    """What keeps the daemon from paging now, for /healthz and /readyz (and STATUS=)."""
+    found = []
+    if parts.sender.paused_reason is not None:
+        found.append(f"sending paused: {parts.sender.paused_reason}")
+    if parts.stats.state_problem is not None:
+        found.append(parts.stats.state_problem)
+    return found
 
 
 def delivery_reporter(stats: Stats, clock: Callable[[], float]) -> Callable[[str, OutboxAlert, str], None]:
