@@ -34,7 +34,7 @@ from rulesd.alerting.opsgenie import (
     RetryableAlertError,
     Transport,
 )
-from rulesd.state import CLOSE, Outbox, OutboxAlert
+from rulesd.state import CLOSE, Outbox, OutboxAlert, StateUnavailable
 
 log = logging.getLogger("rulesd.sender")
 
@@ -43,6 +43,8 @@ IDLE_DELAY = 3600.0
 # `run` looks at the outbox at least this often even without a wake-up, so alerts that
 # another process requeued (`rulesd outbox retry-dead`) go out without a restart.
 POLL_INTERVAL = 5.0
+# While the state cannot be written (a full disk), the sender looks again this often.
+STATE_RETRY = 1.0
 # A server's Retry-After is honoured up to this; a broken header must not stall the queue.
 RETRY_AFTER_MAX = 3600.0
 
@@ -126,6 +128,10 @@ class Sender:
         # Whether the store's record of a pause may be set: unknown at start (a previous run may
         # have left it), so the first delivery clears it; after that only a pause sets it again.
         self._pause_recorded = True
+        # An alert OpsGenie accepted whose delivery could not be recorded yet (a full disk): it
+        # is recorded before anything else is done, and never sent again meanwhile.
+        self._delivered: int | None = None
+        self._state_problem: str | None = None  # logged once while recording keeps failing
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -168,7 +174,10 @@ class Sender:
             now = self._clock()
             if now >= deadline:
                 return self._store.head() is None
-            delay = self._advance()
+            try:
+                delay = self._advance()
+            except StateUnavailable:
+                return False  # what is left is sent at the next start
             if delay is None:
                 continue
             if delay == math.inf:
@@ -181,10 +190,19 @@ class Sender:
     def _guarded_step(self, stop: threading.Event) -> float:
         """One pass of `run`: deliver due alerts while not stopped; never raises."""
         try:
-            return self.step(stop)
+            delay = self.step(stop)
+        except StateUnavailable as exc:  # a full disk: the daemon says so too; wait for space
+            if self._state_problem is None:
+                log.warning("sender waits: %s", exc)
+            self._state_problem = str(exc)
+            return STATE_RETRY
         except Exception:  # the top of the sender loop: log, wait, go on
             log.exception("sender step failed; retrying in %.0fs", POLL_INTERVAL)
             return POLL_INTERVAL
+        if self._state_problem is not None:
+            self._state_problem = None
+            log.info("sender: the state can be written again")
+        return delay
 
     def resume(self) -> bool:
         """Retry a paused head at once (after a reload that may have fixed the key); True if paused."""
@@ -205,6 +223,9 @@ class Sender:
         wait: until the head is due, or `math.inf` when the outbox is empty.
         """
         with self._lock:
+            if self._delivered is not None:
+                self._record_delivery()
+                return None
             now = self._clock()
             alert = self._store.head()
             if alert is None:
@@ -239,14 +260,21 @@ class Sender:
         except Exception as exc:  # a transport bug must not stop delivery
             log.exception("unexpected error sending alert %d", alert.id)
             return self._retry(alert, now, f"unexpected {type(exc).__name__}", None)
-        self._store.mark_sent(alert.id)
-        if self._pause_recorded:
-            self._store.set_paused(None)
-            self._pause_recorded = False
+        self._delivered = alert.id  # delivered: never sent again, even if recording it fails
         self.paused_reason = self.last_error = None
         self.last_success = now
         self._report(SENT, alert, _sent_detail(alert))
+        self._record_delivery()
         return None
+
+    def _record_delivery(self) -> None:
+        """Take the delivered alert out of the outbox (StateUnavailable: try again later)."""
+        assert self._delivered is not None
+        self._store.mark_sent(self._delivered)
+        self._delivered = None
+        if self._pause_recorded:
+            self._store.set_paused(None)
+            self._pause_recorded = False
 
     def _retry(self, alert: OutboxAlert, now: float, error: str, retry_after: float | None) -> float:
         delay = retry_delay(

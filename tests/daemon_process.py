@@ -86,6 +86,7 @@ class Workspace:
         self.events.touch()
         self.key_file = root / "opsgenie.key"
         self.key_file.write_text(API_KEY + "\n")
+        self.key_file.chmod(0o600)  # as the README says to install it
         config: dict[str, Any] = {
             "rules": ["rules"],
             "source": {"type": "file", "path": "events.jsonl", "start_at": "beginning"},

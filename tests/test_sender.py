@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from rulesd.alerting.opsgenie import (
     RetryableAlertError,
 )
 from rulesd.sender import IDLE_DELAY, RETRY_AFTER_MAX, Sender, backoff, retry_delay
-from rulesd.state import DEAD, PENDING, OutboxAlert, SqliteState
+from rulesd.state import DEAD, PENDING, OutboxAlert, SqliteState, StateUnavailable
 from tests.fake_clock import T0, FakeClock
 
 try:  # OpsGenie's own schema, when the helper is present; these tests do not need it
@@ -660,3 +661,54 @@ def test_unreachable_local_server_is_retried(
     assert [("retry", "a")] == results.kinds
     assert "connection error" in results.seen[0][2]
     assert KEY not in results.seen[0][2] + caplog.text
+
+
+# -- an unwritable state -------------------------------------------------------------------------
+
+
+class FullDiskStore(SqliteState):
+    """A real store whose `mark_sent` fails like a full disk while `full` is set."""
+
+    full = True
+    tries = 0
+
+    def mark_sent(self, alert_id: int) -> None:
+        self.tries += 1
+        if self.full:
+            raise StateUnavailable("state directory full: /var/lib/rulesd: database or disk is full")
+        super().mark_sent(alert_id)
+
+
+def test_a_delivery_that_cannot_be_recorded_is_never_sent_again(tmp_path: Path, clock: FakeClock) -> None:
+    """OpsGenie accepted the alert but the disk is full: the sender waits, recording it first
+    once space returns, and sends it only once; the `run` loop neither dies nor logs a traceback."""
+    store = FullDiskStore(str(tmp_path / "state.db"))
+    queue(store, "a", "b")
+    transport = FakeTransport()
+    sender = make_sender(store, transport, clock)
+    stop, wake = threading.Event(), threading.Event()
+    thread = threading.Thread(target=sender.run, args=(stop, wake))
+    thread.start()
+    try:
+        assert wait_for(lambda: store.tries == 1)
+        wake.set()
+        assert wait_for(lambda: store.tries >= 2)  # recording "a" was tried again...
+        assert ["a"] == transport.attempts  # ...and "a" was not sent again meanwhile
+        store.full = False
+        wake.set()
+        assert wait_for(lambda: transport.sent == ["a", "b"])
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(10)
+    assert ["a", "b"] == transport.attempts
+    assert (0, None) == store.depth()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

@@ -4,8 +4,12 @@ start-up errors that name the file and say what to do."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import sqlite3
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from rulesd.state.lock import LOCK_FILE, StateDirectoryBusy, lock_state_dir
-from tests.daemon_process import PAGE_RULE, Workspace, aliases, page, stdin_config
+from tests.daemon_process import PAGE_RULE, Workspace, aliases, http_get, page, stdin_config, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Reply
 from tests.run_cli import rulesd_cli
+from tests.test_e2e_systemd import NotifySocket
 
 
 @contextmanager
@@ -130,3 +135,96 @@ def test_a_corrupt_database_at_start_names_the_file_and_what_to_do(workspace: Wo
     assert f"{state / 'state.sqlite'}: the state database is damaged" in result.stderr
     assert "move" in result.stderr and "aside" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB tmpfs (the tests run as root, as CI does), unmounted afterwards."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file into `directory` until its file system has not a byte left; the file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert errno.ENOSPC == exc.errno
+                size //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
+def big_page(i: int) -> dict[str, object]:
+    """A paging event whose alert is a few kilobytes (the event is in its description)."""
+    return {**page(i), "pad": "x" * 3000}
+
+
+def saved_offset(database: Path) -> int:
+    """The file source's saved offset, read as another process would."""
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        (data,) = db.execute("SELECT data FROM positions").fetchone()
+    finally:
+        db.close()
+    return int(json.loads(data)["offset"])
+
+
+def test_a_full_state_directory_pauses_reading_and_loses_nothing(
+    tmp_path: Path, server: FakeOpsGenie, small_tmpfs: Path
+) -> None:
+    """The state directory fills up under a batch of 200 alerts: the daemon stays up, says
+    "state directory full" in its log, STATUS=, /healthz, /readyz and a metric, does not move
+    its position, and once space returns delivers every alert once, in order."""
+    state = small_tmpfs / "state"
+    ws = Workspace(tmp_path, server.url, state_dir=str(state), metrics={"listen": "127.0.0.1:0"})
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+        base = daemon.metrics_url().removesuffix("/metrics")
+        ws.append(*(page(i) for i in range(3)))
+        assert server.wait_for(lambda r: len(r) >= 3)
+        assert wait_until(lambda: "outbox 0" in daemon_status(notify), timeout=15)
+        offset_before = saved_offset(state / "state.sqlite")
+        filler = fill(small_tmpfs)
+        ws.append(*(big_page(i) for i in range(3, 203)))
+        assert daemon.wait_for_log("state directory full"), daemon.stderr()
+        assert "reading paused, nothing is lost" in daemon.stderr()
+        live, ready = http_get(f"{base}/healthz"), http_get(f"{base}/readyz")
+        assert 200 == live[0] and "state directory full" in live[1]
+        assert 503 == ready[0] and "state directory full" in ready[1]
+        assert "rulesd_state_unavailable 1.0" in http_get(f"{base}/metrics")[1]
+        assert wait_until(lambda: "state directory full" in daemon_status(notify))
+        assert offset_before == saved_offset(state / "state.sqlite")
+        assert 3 == len(server.requests)
+        assert daemon.proc.poll() is None
+        filler.unlink()
+        assert daemon.wait_for_log("state writable again", timeout=15), daemon.stderr()
+        assert server.wait_for(lambda r: len(r) >= 203, timeout=60)
+        assert [f"page-{i}" for i in range(203)] == aliases(server)
+        assert "rulesd_state_unavailable 0.0" in http_get(f"{base}/metrics")[1]
+        assert (200, "ok\n") == http_get(f"{base}/readyz")
+        assert 0 == daemon.terminate()
+        assert [f"page-{i}" for i in range(203)] == aliases(server)
+    finally:
+        notify.close()
+
+
+def daemon_status(notify: NotifySocket) -> str:
+    """The latest STATUS= the daemon sent."""
+    for _, message in reversed(notify.messages):
+        for field in message.split("\n"):
+            if field.startswith("STATUS="):
+                return field
+    return ""

@@ -20,6 +20,7 @@ from typing import Any
 from rulesd.alerting.opsgenie import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
+from rulesd.daemon.committer import Committer, Pending
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
@@ -66,6 +67,9 @@ class Daemon:
             self.config.rules, parts.rule_cache, self.engine.prepare_rules, lambda: self.engine.ruleset.fingerprint
         )
         self._reload_wanted = False  # a change was seen while a load was under way
+        self.committer = Committer(
+            parts.store, self.stats, on_change=self._status_changed, on_queued=self.sender_wake.set
+        )
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
@@ -123,6 +127,10 @@ class Daemon:
         sources = self.sources
         while not self.stop_requested.is_set():
             self._alive()
+            if self.committer.pending is not None:  # the state cannot be written: read nothing
+                if not self.committer.retry():
+                    self.stop_requested.wait(IDLE_WAIT)
+                continue
             self._reloads()
             batch = [(label, source, runs) for label, source in sources.items() if (runs := source.read(BATCH_LINES))]
             if batch:
@@ -160,11 +168,14 @@ class Daemon:
             self._last["heartbeat"] = now
             self._heartbeat_due.set()  # pinged only while this loop lives
 
+    def _status_changed(self) -> None:
+        self.notifier.status(self._status())
+
     def _status(self) -> str:
         depth, _ = self.parts.store.depth()
         events = sum(self.stats.events.values())
         text = f"{self.stats.rules_loaded} rules, {events} events, outbox {depth}"
-        problem = self.sender.paused_reason or self.stats.last_error
+        problem = self.stats.state_problem or self.sender.paused_reason or self.stats.last_error
         return f"{text}; last error: {problem}" if problem else text
 
     def _process(self, batch: list[tuple[str, Source, list[Lines]]]) -> None:
@@ -221,20 +232,14 @@ class Daemon:
         return out
 
     def _commit(self, requests: list[dict[str, Any] | Request], now: float) -> None:
-        """One transaction: a crash either keeps these alerts and the new positions, or neither."""
+        """One transaction: a crash either keeps these alerts and the new positions, or neither
+        (and while the state cannot be written, the committer keeps the batch as it is)."""
         positions: dict[str, dict[str, Any]] = {}
         for source in self.sources.values():
             positions.update((k, p.to_json()) for k, p in source.checkpoint().items())
         state = self.engine.state
-        self.parts.store.commit(
-            positions=positions,
-            payloads=requests,
-            now=now,
-            engine=state.delta() if state.changed else None,
-        )
-        self.stats.alerts_queued += len(requests)
-        if requests:
-            self.sender_wake.set()
+        delta = state.delta() if state.changed else None
+        self.committer.commit(Pending(positions=positions, payloads=requests, now=now, engine=delta))
 
     def _reloads(self) -> None:
         """Between batches: start a load when the rules changed, swap in a finished one."""
@@ -328,6 +333,11 @@ class Daemon:
         depth, _ = self.parts.store.depth()
         if not drained or depth:
             log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
+        if self.committer.pending is not None:
+            log.warning(
+                "the last batch read was not committed (%s): its lines are read again at the next start",
+                self.stats.state_problem,
+            )
         if self.parts.metrics is not None:
             self.parts.metrics.stop()
         self.notifier.close()
