@@ -30,6 +30,7 @@ class Reply:
     status: int = 202
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b'{"result":"Request will be processed","took":0.01,"requestId":"x"}'
+    trickle: float = 0.0  # if set: the headers at once, then the body one byte per `trickle` seconds
 
 
 Responder = Callable[[Received], Reply]
@@ -42,6 +43,7 @@ class FakeOpsGenie:
         self.requests: list[Received] = []
         self.responder: Responder = responder or (lambda _r: Reply())
         self.changed = threading.Condition()
+        self.stopping = threading.Event()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,7 +69,18 @@ class FakeOpsGenie:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if not reply.trickle:
+                    self.wfile.write(reply.body)
+                    return
+                self.wfile.flush()
+                for i in range(len(reply.body)):  # until the client gives up or the server stops
+                    if owner.stopping.wait(reply.trickle):
+                        return
+                    try:
+                        self.wfile.write(reply.body[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -85,6 +98,7 @@ class FakeOpsGenie:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 

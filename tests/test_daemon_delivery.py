@@ -17,6 +17,7 @@ import requests
 
 from rulesd.config import Config, OpsgenieConfig, SourceConfig
 from rulesd.daemon import Daemon, build_parts
+from rulesd.daemon.run import STOP_GRACE
 from rulesd.rules.loader import load_ruleset
 from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
@@ -156,6 +157,47 @@ def test_request_timeout_comes_from_the_config(tmp_path: Path, server: FakeOpsGe
         assert "timeout" in daemon.stderr()
     finally:
         ws.stop_all()
+
+
+def test_timeout_s_is_a_deadline_for_the_whole_request(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A server that sends its headers at once and then its body one byte per second never trips
+    a read timeout; timeout_s cuts the whole request all the same, and delivery goes on as
+    retries (here the third attempt gets a normal answer)."""
+    server.responder = lambda _r: Reply(trickle=1.0) if len(server.requests) < 2 else Reply()
+    ws = Workspace(
+        tmp_path,
+        server.url,
+        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 1.5},
+    )
+    daemon = ws.start()
+    started = time.monotonic()
+    ws.append(page(0))
+    assert daemon.wait_for_log("alert 1 delivered after 2 failed attempts", timeout=30), daemon.stderr()
+    assert time.monotonic() - started < 15  # two cut attempts of 1.5 s and their backoff
+    assert 2 == daemon.stderr().count("not delivered, will retry: timeout: no complete answer within 1.5s")
+    assert ["page-0"] * 3 == aliases(server)
+
+
+def test_sigterm_ends_within_the_grace_whatever_the_network_does(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With a long timeout_s and a server trickling its body, SIGTERM still ends the process
+    within the stop grace (5 s) and a little: the request in flight is cut, and its alert stays
+    queued for the next start (systemd would kill at TimeoutStopSec=30s)."""
+    server.responder = lambda _r: Reply(trickle=1.0)
+    ws = Workspace(
+        tmp_path,
+        server.url,
+        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 120},
+    )
+    daemon = ws.start()
+    ws.append(page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    stopped = time.monotonic()
+    assert 0 == daemon.terminate(timeout=30)
+    assert time.monotonic() - stopped < STOP_GRACE + 2.5, daemon.stderr()
+    assert "cutting the request in flight" in daemon.stderr()
+    assert "1 alert(s) still queued" in daemon.stderr()
+    listed = rulesd_cli("outbox", "list", "--config", str(ws.config))
+    assert "1 pending" in listed.stdout, listed.stdout
 
 
 def test_one_http_session_serves_every_request(

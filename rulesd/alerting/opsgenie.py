@@ -22,8 +22,10 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 import requests
+import urllib3
 
 from rulesd import __version__
+from rulesd.alerting.deadline import Deadline, DeadlineAdapter, Deadlines
 from rulesd.alerting.payload import truncate
 from rulesd.errors import RulesdError
 
@@ -291,8 +293,10 @@ def _until_http_date(value: str, now: float) -> float | None:
 class OpsGenieClient:
     """Creates alerts through the OpsGenie Alert API v2 over one injected `requests.Session`.
 
-    `api_key` is called for every request so that a reload can change the key. `timeout`
-    applies to connecting and to each read; `connect_timeout` overrides the first.
+    `api_key` is called for every request so that a reload can change the key. `timeout` is a
+    deadline for the whole request (connecting, sending, the headers and the whole body: see
+    `deadline`), and also bounds connecting and each read; `connect_timeout` overrides the
+    connect bound. `close` ends the requests in flight (at shutdown).
     """
 
     def __init__(
@@ -309,7 +313,12 @@ class OpsGenieClient:
         self.alert_url = validate_alert_url(alert_url)
         self._api_key = api_key
         self._timeout = (connect_timeout if connect_timeout is not None else timeout, timeout)
+        self._total = timeout
         self._clock = clock
+        self._deadlines = Deadlines()
+        adapter = DeadlineAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
 
     def __repr__(self) -> str:
         return f"OpsGenieClient(alert_url={self.alert_url!r})"
@@ -337,22 +346,40 @@ class OpsGenieClient:
             raise ValueError(f"{self.alert_url} has no heartbeat API")
         self._call("GET", url, None)
 
+    def close(self) -> None:
+        """End every request in flight now (each fails as retryable) and every later one at once."""
+        self._deadlines.abort()
+
     def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> None:
         key = self._read_key()
-        try:
-            response = self._request(method, url, payload, key)
-        except requests.RequestException as exc:
-            raise RetryableAlertError(_describe(exc, key)) from None
-        with response:
+        with self._deadlines.within(self._total) as deadline:
             try:
-                # Read even a 2xx body: a fully read response lets the connection be reused.
-                body = redact(_read_body(response), key)
-            except requests.RequestException:
-                body = "(the response body could not be read)"
+                response = self._request(method, url, payload, key)
+            except requests.RequestException as exc:
+                raise self._cut_short(deadline) or RetryableAlertError(_describe(exc, key)) from None
+            with response:
+                try:
+                    # Read even a 2xx body: a fully read response lets the connection be reused.
+                    body = redact(_read_body(response), key)
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+                    # Cut at the deadline, even after a 2xx status: it is tried again (OpsGenie
+                    # folds a repeat by its alias), rather than counted as delivered unseen.
+                    cut = self._cut_short(deadline)
+                    if cut is not None:
+                        raise cut from None
+                    body = "(the response body could not be read)"
         headers = {name: redact(value, key) for name, value in response.headers.items()}
         error = classify(response.status_code, headers, truncate(body, BODY_MAX), self._clock())
         if error is not None:
             raise error
+
+    def _cut_short(self, deadline: Deadline) -> RetryableAlertError | None:
+        """The error for a request its deadline (or `close`) ended; None if it was not that."""
+        if not deadline.expired:
+            return None
+        if self._deadlines.aborted:
+            return RetryableAlertError("aborted: rulesd is stopping; the alert stays queued")
+        return RetryableAlertError(f"timeout: no complete answer within {self._total:g}s (opsgenie.timeout_s)")
 
     def _read_key(self) -> str:
         try:

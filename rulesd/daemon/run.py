@@ -32,7 +32,8 @@ from rulesd.state import CLOSE, Request
 log = logging.getLogger("rulesd")
 BATCH_LINES = 8192  # lines per transaction under load (group commit); see also BATCH_BYTES
 IDLE_WAIT = 0.2  # seconds; also bounds how late a signal or reload is noticed
-STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM
+STOP_GRACE = 5.0  # seconds the sender may keep draining after SIGTERM; then requests are cut
+ABORT_WAIT = 1.0  # seconds a cut request gets to end (a socket shut down ends it at once)
 EOF_GRACE = 30.0  # seconds to deliver what is queued when the input has ended
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 HEARTBEAT_EVERY = 60.0  # seconds between OpsGenie heartbeat pings
@@ -304,6 +305,12 @@ class Daemon:
         log.info("reload ok: %s%s", describe_change(old, result.ruleset), took)
         return True
 
+    def _abort_requests(self) -> None:
+        """The grace period is over: end the requests still in flight."""
+        if self.parts.client is not None:
+            log.warning("stopping: cutting the request in flight; its alert stays queued")
+            self.parts.client.close()
+
     def _heartbeats(self) -> None:
         """Ping the OpsGenie heartbeat whenever the main loop asks; failures are logged, never fatal."""
         name, client = self.config.opsgenie.heartbeat, self.parts.client
@@ -321,15 +328,27 @@ class Daemon:
                 self.stats.bump(self.stats.heartbeats, "ok")
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
-        self.parts.watcher.stop()
-        for source in self.sources.values():
-            source.close()
-        self.sender_stop.set()
-        self.sender_wake.set()
-        for thread in threads:
-            thread.join(timeout=STOP_GRACE)
+        """Stop within the grace period whatever the network does: the sender finishes its
+        attempt and drains what it can; at the end of the grace a request still in flight is cut
+        (its alert stays queued for the next start)."""
         grace = EOF_GRACE if all(source.exhausted() for source in self.sources.values()) else STOP_GRACE
-        drained = self.sender.drain(self.clock() + grace)
+        end = time.monotonic() + grace
+        cutoff = threading.Timer(grace, self._abort_requests)
+        cutoff.daemon = True
+        cutoff.start()
+        try:
+            self.parts.watcher.stop()
+            for source in self.sources.values():
+                source.close()
+            self.sender_stop.set()
+            self.sender_wake.set()
+            for thread in threads:
+                thread.join(timeout=max(0.0, end - time.monotonic()) + ABORT_WAIT)
+            # The sender's thread is done (unless a request outlived even the cut): the rest of
+            # the grace drains what is left from here.
+            drained = not threads[0].is_alive() and self.sender.drain(self.clock() + max(0.0, end - time.monotonic()))
+        finally:
+            cutoff.cancel()
         depth, _ = self.parts.store.depth()
         if not drained or depth:
             log.warning("%d alert(s) still queued; they will be sent on the next start", depth)

@@ -1,0 +1,146 @@
+"""A deadline for a whole HTTP request: connecting, sending, the headers and the body.
+
+`requests` only bounds each socket operation: a server that answers one byte per second never
+trips a read timeout, and would hold the sender (and shutdown) for as long as it likes. Here a
+timer shuts the request's socket down when its time is up, which ends whatever call is blocked
+on it at once, in any phase. The socket is found through the connection classes that
+`DeadlineAdapter` gives `requests`' pool: each registers its socket with the deadline of the
+request running on its thread. `Deadlines.abort` ends every request in flight (at shutdown).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+# The deadline of the request running on each thread, for the connections it uses to find.
+# Global state, kept to this module: urllib3 gives a connection no other way to know it.
+_current = threading.local()
+
+
+class Deadline:
+    """One request's deadline: `expired` once its time is up (or it was aborted)."""
+
+    def __init__(self) -> None:
+        self.expired = False
+        self._finished = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` down when the deadline expires (at once if it has)."""
+        with self._lock:
+            self._sockets.append(sock)
+            if not self.expired:
+                return
+        _shut(sock)
+
+    def expire(self) -> None:
+        """Time is up: end every blocked call on this request's sockets."""
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+    def finish(self) -> None:
+        """The request is over: a late timer must not cut a connection kept for the next one."""
+        with self._lock:
+            self._finished = True
+            self._sockets = []
+
+
+def _shut(sock: socket.socket) -> None:
+    with suppress(OSError):  # already closed: nothing is blocked on it
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class Deadlines:
+    """The deadlines of the requests in flight, so that shutdown can end them all."""
+
+    def __init__(self) -> None:
+        self._active: set[Deadline] = set()
+        self._lock = threading.Lock()
+        self.aborted = False
+
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[Deadline]:
+        """Run the body as one request that must be over within `seconds`."""
+        deadline = Deadline()
+        timer = threading.Timer(seconds, deadline.expire)
+        timer.daemon = True
+        with self._lock:
+            self._active.add(deadline)
+            if self.aborted:
+                deadline.expire()
+        _current.deadline = deadline
+        timer.start()
+        try:
+            yield deadline
+        finally:
+            timer.cancel()
+            deadline.finish()
+            _current.deadline = None
+            with self._lock:
+                self._active.discard(deadline)
+
+    def abort(self) -> None:
+        """End every request in flight now, and every later one at once."""
+        with self._lock:
+            self.aborted = True
+            active = list(self._active)
+        for deadline in active:
+            deadline.expire()
+
+
+def _watch(sock: socket.socket | None) -> None:
+    deadline: Deadline | None = getattr(_current, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _HTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)  # a kept-alive connection: connect() is not called again
+        super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """`requests`' adapter over connections that a `Deadline` can cut; mount it on a session
+    for http:// and https://."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """The usual pool manager, building its pools from the connection classes above."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
