@@ -130,3 +130,23 @@ def test_start_at_end_applies_to_the_first_run_only(tmp_path: Path, server: Fake
         assert ["page-0", "page-1"] == aliases(server)
     finally:
         ws.stop_all()
+
+
+def test_a_fifo_at_the_source_path_never_blocks_start_or_restart(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """The events file is replaced by a FIFO while rulesd is down: the restart still reaches
+    READY, warns naming the path, and once a regular file is back its events are alerted."""
+    daemon = workspace.start()
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    workspace.events.unlink()
+    os.mkfifo(workspace.events)
+    restarted = workspace.start()  # fails unless "rulesd started" comes
+    assert restarted.wait_for_log(
+        f"{workspace.events}: a FIFO, not a regular file; skipped until a regular file is there"
+    )
+    workspace.events.unlink()
+    workspace.append(page(2))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert ["page-1", "page-2"] == aliases(server)
+    assert 0 == restarted.terminate()

@@ -499,3 +499,26 @@ def test_the_clock_decides_when_paths_are_looked_at_again(tmp_path: Path, make_s
     assert [] == source.read(10)
     clock.advance(2 * POLL)
     assert [b'{"a": 1}'] == [line for run in source.read(10) for line in run.data]
+
+
+# -- paths that are not regular files ----------------------------------------------------------
+
+
+def test_a_fifo_at_the_path_never_blocks_and_is_skipped_until_a_file_is_there(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """A FIFO (no writer: opening it would block for good) is warned about once, naming it, and
+    skipped; the regular file that replaces it is read from its start."""
+    path = tmp_path / "events.jsonl"
+    os.mkfifo(path)
+    done = threading.Event()
+    made: list[FileSource] = []
+    threading.Thread(target=lambda: (made.append(make_source([path], start_at="end")), done.set()), daemon=True).start()
+    assert done.wait(5), "opening the source blocked on the FIFO"
+    source = made[0]
+    assert [] == read_settled(source)
+    assert [f"{path}: a FIFO, not a regular file; skipped until a regular file is there"] == warnings
+    path.unlink()
+    path.write_bytes(numbered(0, 3))
+    assert numbered(0, 3).splitlines() == texts(read_n(source, 3))
+    assert 1 == len(warnings)

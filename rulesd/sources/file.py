@@ -40,6 +40,7 @@ from rulesd.sources.rotation import (
     writer_gone,
 )
 from rulesd.sources.tail import (
+    NotRegularFile,
     Tail,
     find_by_identity,
     identity_of,
@@ -368,9 +369,15 @@ class FileSource:
     # -- bookkeeping --
 
     def _open(self, path: str) -> tuple[int, os.stat_result] | None:
-        """`_open_regular`, reporting an unreadable path once instead of raising."""
+        """`open_regular`, reporting an unreadable path (or one that names a FIFO, a device…)
+        once instead of raising; it is looked at again at every scan."""
         try:
             opened = open_regular(path)
+        except NotRegularFile as exc:
+            if path not in self._unreadable:
+                self._warn(f"{path}: {exc}; skipped until a regular file is there")
+                self._unreadable.add(path)
+            return None
         except OSError as exc:
             if path not in self._unreadable:
                 self._warn(f"{path}: cannot open ({exc.strerror}); will retry")

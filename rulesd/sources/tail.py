@@ -24,17 +24,43 @@ def identity_of(st: os.stat_result) -> Identity:
     return st.st_dev, st.st_ino
 
 
+class NotRegularFile(OSError):
+    """The path names a FIFO, a socket, a device or a directory: not a file to follow."""
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for the warning."""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def open_regular(path: str) -> tuple[int, os.stat_result] | None:
-    """Open a regular file for reading; None when it is missing or not a regular file.
-    Other errors (permission denied) are raised for the caller to report."""
+    """Open a regular file for reading; None when it is missing. NotRegularFile when the path
+    names something else; other errors (permission denied) are raised for the caller to report.
+
+    Never blocks: opening a FIFO for reading would wait for a writer. What is not a regular file
+    is not opened at all (opening a FIFO would disturb its writer), and in case the path changes
+    between the look and the open, it is opened with O_NONBLOCK (then put back to blocking)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{file_kind(st.st_mode)}, not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         return None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        return None
+        raise NotRegularFile(f"{file_kind(st.st_mode)}, not a regular file")
+    os.set_blocking(fd, True)
     return fd, st
 
 
