@@ -12,6 +12,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import suppress
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -36,10 +38,14 @@ def files_fingerprint(paths: Iterable[str]) -> str:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[], None], on_deleted: Callable[[str], None]) -> None:
         self.on_change = on_change
+        self.directory_deleted = on_deleted
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type == "deleted" and event.is_directory:
+            # Perhaps a watched directory itself: its watch ends with it.
+            self.directory_deleted(os.fsdecode(event.src_path))
         if event.event_type not in ("opened", "closed_no_write"):
             self.on_change()
 
@@ -60,19 +66,46 @@ class RuleWatcher:
         self._last_check = clock()
         self._fingerprint = files_fingerprint(self.paths)
         self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._handler = _Handler(self._touched, self._deleted)
+        # What is watched: directory -> (its identity when the watch was made, the watch).
+        self._watches: dict[str, tuple[tuple[int, int] | None, Any]] = {}
+        # Watched directories reported deleted: a directory made again under the same name may
+        # even get the same inode number, so its identity alone cannot tell.
+        self._lost: set[str] = set()
 
     def start(self) -> None:
         """Start watching the directories that hold the rule paths."""
         observer = Observer()
-        handler = _Handler(self._touched)
-        for directory in sorted(self._directories()):
-            try:
-                observer.schedule(handler, directory, recursive=True)
-            except OSError as exc:
-                log.warning("cannot watch %s for rule changes (%s); relying on the periodic check", directory, exc)
         observer.daemon = True
         observer.start()
         self._observer = observer
+        self._refresh_watches()
+
+    def _refresh_watches(self) -> None:
+        """Watch what should be watched now: a rule directory that was removed and made again is
+        another directory (its old watch went with it), so it is watched anew; a missing one is
+        waited for in its nearest existing parent."""
+        if self._observer is None:
+            return
+        wanted = self._directories()
+        with self._lock:
+            lost, self._lost = self._lost, set()
+        stale = [d for d in self._watches if d not in wanted or d in lost or _identity(d) != self._watches[d][0]]
+        for directory in stale:
+            _, watch = self._watches.pop(directory)
+            if watch is not None:
+                with suppress(KeyError, OSError):
+                    self._observer.unschedule(watch)
+        for directory, recursive in sorted(wanted.items()):
+            if directory in self._watches:
+                continue
+            identity = _identity(directory)
+            try:
+                watch = self._observer.schedule(self._handler, directory, recursive=recursive)
+            except OSError as exc:
+                log.warning("cannot watch %s for rule changes (%s); relying on the periodic check", directory, exc)
+                watch = None
+            self._watches[directory] = (identity, watch)
 
     def stop(self) -> None:
         """Stop the watcher thread."""
@@ -103,6 +136,7 @@ class RuleWatcher:
         if not settled and now - self._last_check < self.backstop:
             return False
         self._last_check = now
+        self._refresh_watches()  # before the fingerprint: what changes after it is seen by the watch
         current = files_fingerprint(self.paths)
         with self._lock:
             self._changed_at = None
@@ -110,15 +144,34 @@ class RuleWatcher:
             self._fingerprint = current
         return changed or settled
 
+    def _deleted(self, path: str) -> None:
+        if path in self._watches:
+            with self._lock:
+                self._lost.add(path)
+
     def _touched(self) -> None:
         with self._lock:
             self._changed_at = self.clock()
 
-    def _directories(self) -> set[str]:
-        dirs: set[str] = set()
+    def _directories(self) -> dict[str, bool]:
+        """The directories to watch, each with whether to watch it recursively: a rule directory
+        (or the directory of a rule file) is; the nearest existing parent of a missing one is
+        watched alone, for the directory to appear."""
+        dirs: dict[str, bool] = {}
         for path in self.paths:
             target = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+            recursive = True
             while not os.path.isdir(target) and target != os.path.dirname(target):
                 target = os.path.dirname(target)  # watch the nearest existing parent
-            dirs.add(target)
+                recursive = False
+            dirs[target] = dirs.get(target, False) or recursive
         return dirs
+
+
+def _identity(directory: str) -> tuple[int, int] | None:
+    """(device, inode) of a directory, None if it is gone."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

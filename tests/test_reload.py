@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -158,3 +159,23 @@ def test_a_huge_rule_set_loads_off_the_main_loop(tmp_path: Path, server: FakeOps
     (line,) = [x for x in daemon.stderr().splitlines() if "reload ok" in x]
     assert len(line) < 200, line
     assert "page-1" == server.alerts()[0]["alias"]
+
+
+def test_a_re_created_rules_directory_is_watched_again(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """The rules directory is removed and made again (a deploy that replaces it): its old watch
+    went with it, yet a rule saved into the new directory is live within a second, not at the
+    5 s periodic check."""
+    daemon = workspace.start()
+    shutil.rmtree(workspace.rules)
+    workspace.rules.mkdir()
+    # The removal is noticed and reloaded (an empty directory) before the save.
+    assert daemon.wait_for_log("reload")
+    staged = workspace.root / "urgent.yaml.tmp"
+    staged.write_text("name: urgent\nmatch: {kind: urgent}\nalert: {alias: 'urgent-{id}'}\n")
+    os.rename(staged, workspace.rules / "urgent.yaml")
+    saved = time.monotonic()
+    assert daemon.wait_for_log("reload ok: 1 rule; added: 1 (urgent)", timeout=10), daemon.stderr()
+    assert time.monotonic() - saved < 1.0
+    workspace.append({"kind": "urgent", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert ["urgent-1"] == [a["alias"] for a in server.alerts()]
