@@ -110,7 +110,7 @@ class SqliteState:
         """For the sender's connection: commits without fsync (WAL, synchronous=NORMAL).
 
         Losing its last updates in a power cut only means an alert is sent again, which
-        OpsGenie deduplicates by alias; queuing (commit) stays fully durable.
+        OpsGenie folds by alias while that alert is open; queuing (commit) stays fully durable.
         """
         if self._memory is None:
             self._conn().execute("PRAGMA synchronous=NORMAL")
