@@ -228,3 +228,20 @@ def daemon_status(notify: NotifySocket) -> str:
             if field.startswith("STATUS="):
                 return field
     return ""
+
+
+def test_a_read_only_state_directory_at_start_names_the_database_and_what_to_do(
+    tmp_path: Path, small_tmpfs: Path
+) -> None:
+    """The state directory's file system is read-only (remounted so: root may write any file
+    otherwise): exit 1 with one line naming the database and saying to make it writable."""
+    config = stdin_config(tmp_path, PAGE_RULE, state_dir=str(small_tmpfs), opsgenie={"api_key": "k"})
+    first = rulesd_cli("run", "--config", str(config), stdin='{"kind": "noise"}\n')
+    assert 0 == first.returncode, first.stderr
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    result = rulesd_cli("run", "--config", str(config), stdin='{"kind": "noise"}\n')
+    assert 1 == result.returncode
+    database = small_tmpfs / "state.sqlite"
+    assert f"cannot start: {database}: cannot write the state database" in result.stderr, result.stderr
+    assert f"make {small_tmpfs}, the database and its -wal and -shm files writable" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -329,7 +329,7 @@ def state_error(exc: sqlite3.Error | OSError, path: str) -> StateError | sqlite3
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     directory = os.path.dirname(path) or "."
     if code == _FULL:
-        return StateUnavailable(f"state directory full: {directory}: {exc}; free space there (rulesd retries)")
+        return StateUnavailable(f"state directory full: {directory}: {exc}; free space there")
     if code == _IOERR:
         return StateUnavailable(f"state directory unusable: {path}: {exc}; is {directory} full or failing?")
     if code in (_CORRUPT, _NOTADB):
