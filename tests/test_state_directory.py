@@ -199,8 +199,8 @@ def test_a_full_state_directory_pauses_reading_and_loses_nothing(
         offset_before = saved_offset(state / "state.sqlite")
         filler = fill(small_tmpfs)
         ws.append(*(big_page(i) for i in range(3, 203)))
-        assert daemon.wait_for_log("state directory full"), daemon.stderr()
-        assert "reading paused, nothing is lost" in daemon.stderr()
+        assert daemon.wait_for_log("state directory full: "), daemon.stderr()
+        assert daemon.wait_for_log("reading paused, nothing is lost"), daemon.stderr()
         live, ready = http_get(f"{base}/healthz"), http_get(f"{base}/readyz")
         assert 200 == live[0] and "state directory full" in live[1]
         assert 503 == ready[0] and "state directory full" in ready[1]
