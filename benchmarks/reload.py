@@ -174,7 +174,10 @@ def main() -> None:
     args = parser.parse_args()
     counts = [1000] if args.quick else [int(n) for n in args.rules.split(",")]
     repeat = 1 if args.quick else args.repeat
-    print(f"live reload, {args.shape} rules, no rule cache; best of {repeat} by CPU (100,000 rules: of 1)")
+    print(
+        f"live reload, {args.shape} rules, no rule cache; best of {repeat} by CPU (100,000 rules: of 1); "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
     print(
         f"{'rules':>7} {'wall s':>7} {'cpu s':>7} {'check cpu s':>11} {'reload/check':>12} "
         f"{'peak RSS MB':>11} {'RSS before':>10} {'check RSS':>9} {'healthz max s':>13} {'non-200':>7} "
