@@ -296,7 +296,7 @@ class OpsGenieClient:
     `api_key` is called for every request so that a reload can change the key. `timeout` is a
     deadline for the whole request (connecting, sending, the headers and the whole body: see
     `deadline`), and also bounds connecting and each read; `connect_timeout` overrides the
-    connect bound. `close` ends the requests in flight (at shutdown).
+    connect bound. `abort` ends the requests in flight (at shutdown).
     """
 
     def __init__(
@@ -346,7 +346,7 @@ class OpsGenieClient:
             raise ValueError(f"{self.alert_url} has no heartbeat API")
         self._call("GET", url, None)
 
-    def close(self) -> None:
+    def abort(self) -> None:
         """End every request in flight now (each fails as retryable) and every later one at once."""
         self._deadlines.abort()
 
@@ -374,7 +374,7 @@ class OpsGenieClient:
             raise error
 
     def _cut_short(self, deadline: Deadline) -> RetryableAlertError | None:
-        """The error for a request its deadline (or `close`) ended; None if it was not that."""
+        """The error for a request its deadline (or `abort`) ended; None if it was not that."""
         if not deadline.expired:
             return None
         if self._deadlines.aborted:

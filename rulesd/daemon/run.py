@@ -309,7 +309,7 @@ class Daemon:
         """The grace period is over: end the requests still in flight."""
         if self.parts.client is not None:
             log.warning("stopping: cutting the request in flight; its alert stays queued")
-            self.parts.client.close()
+            self.parts.client.abort()
 
     def _heartbeats(self) -> None:
         """Ping the OpsGenie heartbeat whenever the main loop asks; failures are logged, never fatal."""
