@@ -14,6 +14,7 @@ from typing import Any
 from rulesd.alerting.opsgenie import alert_url_warnings, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
 from rulesd.durations import parse_duration
+from rulesd.engine.core import MAX_GROUPS, MAX_GROUPS_PER_RULE, Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
 from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
@@ -78,6 +79,7 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     opsgenie: OpsgenieConfig = OpsgenieConfig()
     metrics_listen: str | None = None
+    limits: Limits = field(default_factory=Limits)
     warnings: tuple[Problem, ...] = ()
     """What `rulesd check --config` prints as warnings and `rulesd run` logs at start."""
 
@@ -130,6 +132,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
     metrics = raw.get("metrics") or {}
+    limits = raw.get("limits") or {}
     if problems:
         raise ConfigError(problems, rule_paths)
     warnings = tuple(
@@ -144,6 +147,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
         state_dir=_absolute(base, state_dir or DEFAULT_STATE_DIR),
         opsgenie=opsgenie,
         metrics_listen=metrics.get("listen"),
+        limits=Limits(limits.get("groups_per_rule", MAX_GROUPS_PER_RULE), limits.get("groups", MAX_GROUPS)),
         warnings=warnings,
     )
 

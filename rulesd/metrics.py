@@ -33,6 +33,8 @@ class Stats:
     untimed: dict[str, int] = field(default_factory=dict)  # per source: events timed at arrival
     matches: dict[str, int] = field(default_factory=dict)  # per rule
     firings: dict[str, int] = field(default_factory=dict)  # per rule
+    evicted: dict[str, int] = field(default_factory=dict)  # per rule: groups forgotten for the limits
+    state_groups: int = 0  # groups the engine keeps state for, after the latest batch
     alerts_queued: int = 0
     delivery: dict[str, int] = field(default_factory=dict)  # sent / retry / paused / dead / expired
     reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
@@ -106,6 +108,13 @@ class _Collector(Collector):
         )
         yield _per("rulesd_rule_matches", "Events that matched a rule's condition.", "rule", s.matches)
         yield _per("rulesd_rule_firings", "Times a rule fired.", "rule", s.firings)
+        yield _per(
+            "rulesd_state_groups_evicted",
+            "Groups whose state was forgotten, the stalest first, to stay within the limits.",
+            "rule",
+            s.evicted,
+        )
+        yield GaugeMetricFamily("rulesd_state_groups", "Groups the engine keeps state for.", value=s.state_groups)
         yield CounterMetricFamily("rulesd_alerts_queued", "Alerts written to the outbox.", value=s.alerts_queued)
         for kind, help_text in _DELIVERY_HELP:
             yield CounterMetricFamily(f"rulesd_alerts_{kind}", help_text, value=s.delivery.get(kind, 0))

@@ -577,3 +577,41 @@ def test_check_config_names_every_source_error_at_its_place(tmp_path: Path) -> N
         f"{config}:3:58: error: sources[1].time_format: unknown time_format 'when': one of auto, epoch_s, "
         "epoch_ms, rfc3339, syslog, or a strptime format with % directives such as '%d/%b/%Y:%H:%M:%S %z'",
     ] == [line for line in result.stdout.splitlines() if ": error: " in line]
+
+
+def test_replay_prints_timer_alerts_and_closes(tmp_path: Path) -> None:
+    """A timer's alert names the line of the event that armed it (an expected group never seen:
+    none); a close is a line of its own, `{"close": alias, "rules": [...]}` in JSON. Pending
+    timers do not fire at the end of the input."""
+    rules = write(
+        tmp_path / "rules.yaml",
+        "rules:\n"
+        "  - {name: quiet, match: {kind: beat}, absence: {window: 60, group_by: [host], expect: [{host: b}]}}\n"
+        "  - {name: errors, match: {level: error}, threshold: {count: 1, window: 60}, resolve: {after: 100}}\n",
+    )
+    events = write(
+        tmp_path / "events.jsonl",
+        '{"kind":"beat","host":"a","ts":0}\n'
+        '{"level":"error","ts":10}\n'
+        '{"kind":"other","ts":70}\n'
+        '{"kind":"beat","host":"a","ts":80}\n'
+        '{"kind":"other","ts":200}\n',
+    )
+    text = rulesd_cli("replay", "--rules", str(rules), "--time-field", "ts", str(events))
+    assert (
+        "line 2: P3 [errors] rulesd: errors  (alias: rulesd: errors)\n"
+        'expected group: P3 [quiet] rulesd: quiet  (alias: rulesd: quiet: {"host":"b"})\n'
+        'line 1: P3 [quiet] rulesd: quiet  (alias: rulesd: quiet: {"host":"a"})\n'
+        'line 4: close [quiet] (alias: rulesd: quiet: {"host":"a"})\n'
+        "line 5: close [errors] (alias: rulesd: errors)\n"
+        'line 4: P3 [quiet] rulesd: quiet  (alias: rulesd: quiet: {"host":"a"})\n'  # silent again from 80
+        "events: 5, invalid lines: 0, alerts: 4, closes: 2\n"
+        "  errors: 1 firing(s)\n"
+        "  quiet: 3 firing(s)\n"
+    ) == text.stdout.split("event time")[0]
+    as_json = rulesd_cli("replay", "--rules", str(rules), "--time-field", "ts", "--format", "json", str(events))
+    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [
+        {"close": 'rulesd: quiet: {"host":"a"}', "rules": ["quiet"]},
+        {"close": "rulesd: errors", "rules": ["errors"]},
+    ] == [line for line in lines if "close" in line]

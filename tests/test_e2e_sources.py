@@ -192,7 +192,7 @@ def test_several_sources_each_read_their_own_way_and_resume_on_their_own(tmp_pat
     assert server.wait_for(lambda r: len(r) >= 1)
     with access.open("a") as fh:
         fh.write(hit("10/Dec/2024:06:55:30 +0000", 502))
-    assert server.wait_for(lambda r: len(r) >= 2)
+    assert server.wait_for(lambda r: len(r) >= 2), daemon.output()
     assert ["page 1", "5xx burst at 10/Dec/2024:06:55:30 +0000"] == messages(server)
     assert '"source_name": "app"' in server.alerts()[0]["description"]
     assert 0 == daemon.terminate()

@@ -259,7 +259,8 @@ def test_replace_rules_drops_state_of_removed_rules() -> None:
 
 
 def test_sweep_drops_expired_groups() -> None:
-    """Groups whose window or throttle has passed are forgotten: state stays bounded."""
+    """Groups whose window or throttle has passed by the rule's own latest event time are
+    forgotten: state stays bounded."""
     engine = engine_for(
         """
 rules:
@@ -270,10 +271,14 @@ rules:
     for i in range(50):
         engine.evaluate({"level": "error", "host": f"h{i}"}, T0 + i)
     assert 100 == engine.state.group_count()
-    engine.sweep(T0 + 109)  # every window ended; throttles of h0..h9 ended
-    assert ({}, 40) == (engine.state.windows.get("w", {}), len(engine.state.throttles["t"]))
-    engine.sweep(T0 + 200)
-    assert 0 == engine.state.group_count()
+    engine.sweep(T0 + 109)  # the rules' latest event is at T0 + 49: nothing has ended by then
+    assert 100 == engine.state.group_count()
+    engine.evaluate({"level": "error", "host": "late"}, T0 + 109)
+    engine.sweep(T0 + 109)  # every window of h0..h49 ended; throttles of h0..h9 ended
+    assert ([('"late"',)], 41) == (list(engine.state.windows["w"]), len(engine.state.throttles["t"]))
+    engine.evaluate({"level": "error", "host": "later"}, T0 + 300)
+    engine.sweep(T0 + 300)
+    assert 2 == engine.state.group_count()  # only "later", in both rules
 
 
 def test_sweep_keeps_live_groups() -> None:
@@ -281,8 +286,9 @@ def test_sweep_keeps_live_groups() -> None:
     engine = engine_for(GROUPED)
     engine.evaluate({"level": "error", "host": "a"}, T0)
     engine.evaluate({"level": "error", "host": "b"}, T0 + 50)
+    engine.evaluate({"level": "error", "host": "c"}, T0 + 70)
     engine.sweep(T0 + 70)
-    assert 1 == engine.state.group_count()
+    assert [('"b"',), ('"c"',)] == sorted(engine.state.windows["per-host"])  # a's window ended at T0 + 60
     assert [["per-host"]] == run(engine, [(71, {"level": "error", "host": "b"})])
 
 
@@ -336,9 +342,10 @@ def test_an_engine_whose_state_is_not_saved_tracks_no_changes() -> None:
     events = [(i, {"level": "error", "host": f"h{i % 4}"}) for i in range(40)]
     assert run(saved, events) == run(unsaved, events)
     assert saved.state.touched and not unsaved.state.touched
-    saved.sweep(1e12)
-    unsaved.sweep(1e12)
-    assert {} == unsaved.state.windows.get("burst", {}) and not unsaved.state.touched
+    for engine in (saved, unsaved):  # much later: every earlier window ends
+        engine.evaluate({"level": "error", "host": "z"}, 1e12)
+        engine.sweep(1e12)
+    assert [('"z"',)] == list(unsaved.state.windows["burst"]) and not unsaved.state.touched
 
 
 def test_a_new_rule_set_saves_the_whole_state() -> None:

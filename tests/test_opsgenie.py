@@ -536,3 +536,36 @@ def test_print_transport_writes_one_compact_json_line() -> None:
     assert [PAYLOAD, {"message": "ünïcode", "priority": "P3"}] == [json.loads(line) for line in lines]
     assert '{"message":"ünïcode","priority":"P3"}' == lines[1]
     assert 2 == stream.flushes
+
+
+CLOSE_URL = URL + "/rulesd%3A%20errors%3A%20%7B%22host%22%3A%22a%2Fb%22%7D/close?identifierType=alias"
+
+
+def test_close_is_pinned(mock: Any) -> None:
+    """A close posts to `<alert_url>/<alias>/close?identifierType=alias`, the alias one
+    percent-encoded path segment (a `/` in it too), with the key and the close body."""
+    mock.add(
+        responses.POST,
+        CLOSE_URL,
+        status=202,
+        match=[
+            matchers.header_matcher({"Authorization": f"GenieKey {KEY}", "Content-Type": "application/json"}),
+            matchers.json_params_matcher({"source": "rulesd", "note": "resolved: errors"}),
+        ],
+    )
+    make_client().close_alert('rulesd: errors: {"host":"a/b"}', {"source": "rulesd", "note": "resolved: errors"})
+    assert 1 == len(mock.calls)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(202, None), (404, None), (500, RetryableAlertError), (401, PausingAlertError), (400, PermanentAlertError)],
+)
+def test_close_outcomes(mock: Any, status: int, expected: type[AlertError] | None) -> None:
+    """A 404 (closed or deleted already) counts as done; other outcomes as for a create."""
+    mock.add(responses.POST, CLOSE_URL, status=status, body="{}")
+    if expected is None:
+        make_client().close_alert('rulesd: errors: {"host":"a/b"}', {})
+    else:
+        with pytest.raises(expected):
+            make_client().close_alert('rulesd: errors: {"host":"a/b"}', {})

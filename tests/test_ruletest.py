@@ -120,3 +120,88 @@ def test_invalid_test_file_and_invalid_rules_are_problems(tmp_path: Path) -> Non
         f"{bad_test}:3:5: error: tests[0]: missing required key 'expect_alerts'",
         f"{bad_test}:4:5: error: tests[0].event: unknown key 'event'; did you mean 'events'?",
     ] == [str(p) for p in problems]
+
+
+TIMED_RULES = """
+rules:
+  - name: gone-quiet
+    match: {kind: beat}
+    absence: {window: 5m, group_by: [host], expect: [{host: b}]}
+  - name: errors
+    match: {level: error}
+    threshold: {count: 1, window: 1m, group_by: [host]}
+    resolve: {after: 10m}
+"""
+
+
+def run_timed(tmp_path: Path, tests_yaml: str) -> tuple[list[tuple[str, bool, str]], list[str]]:
+    (tmp_path / "timed.yaml").write_text(TIMED_RULES)
+    path = tmp_path / "timed.test.yaml"
+    path.write_text("rule_files: [timed.yaml]\ntests:\n" + tests_yaml)
+    outcomes, problems = run_test_files([str(path)])
+    return [(o.name, o.passed, o.report) for o in outcomes], [str(p) for p in problems]
+
+
+def test_advance_steps_let_timers_fire(tmp_path: Path) -> None:
+    """`advance` moves the clock on without an event (steps are not numbered); a timer's alert
+    names the event that armed it, 0 for an expected group never seen; closes are compared in
+    order when `expect_closes` is given."""
+    outcomes, problems = run_timed(
+        tmp_path,
+        """
+  - name: silence, then recovery
+    events:
+      - {at: 0s, event: {kind: beat, host: a}}
+      - {advance: 5m}
+      - {at: 6m, event: {kind: beat, host: a}}
+      - {at: 7m, event: {level: error, host: a}}
+      - {advance: 10m}
+    expect_alerts:
+      - {event: 1, rules: [gone-quiet], alias: 'rulesd: gone-quiet: {"host":"a"}'}
+      - {event: 0, rules: [gone-quiet], alias: 'rulesd: gone-quiet: {"host":"b"}'}
+      - {event: 3, rules: [errors]}
+      - {event: 2, rules: [gone-quiet]}  # silent again from 6m: due at 11m
+    expect_closes:
+      - {rules: [gone-quiet], alias: 'rulesd: gone-quiet: {"host":"a"}'}
+      - {rules: [errors]}
+""",
+    )
+    assert ([("silence, then recovery", True, "")], []) == (outcomes, problems)
+
+
+def test_an_unexpected_close_fails_the_test(tmp_path: Path) -> None:
+    """With `expect_closes: []`, a close that happens is reported as the difference."""
+    outcomes, _ = run_timed(
+        tmp_path,
+        """
+  - name: no close expected
+    events:
+      - {at: 0s, event: {level: error, host: a}}
+      - {advance: 11m}
+    expect_alerts:
+      - {event: 1, rules: [errors]}
+    expect_closes: []
+""",
+    )
+    [(_, passed, report)] = outcomes
+    assert not passed
+    assert (
+        "expected closes:\n  (none)\nactual closes:\n  - rules ['errors'], alias 'rulesd: errors: {\"host\":\"a\"}'"
+        in report
+    )
+
+
+def test_a_step_is_an_event_or_an_advance(tmp_path: Path) -> None:
+    """A step with both, or neither, is a problem of the test file at its line."""
+    _, problems = run_timed(
+        tmp_path,
+        """
+  - name: both
+    events:
+      - {advance: 1m, event: {kind: beat, host: a}}
+    expect_alerts: []
+""",
+    )
+    assert [
+        f"{tmp_path}/timed.test.yaml:6:9: error: a step is an event (with an optional at) or an advance"
+    ] == problems

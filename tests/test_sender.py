@@ -24,7 +24,7 @@ from rulesd.alerting.opsgenie import (
     RetryableAlertError,
 )
 from rulesd.sender import IDLE_DELAY, RETRY_AFTER_MAX, Sender, backoff, retry_delay
-from rulesd.state import DEAD, PENDING, OutboxAlert, SqliteState, StateUnavailable
+from rulesd.state import CLOSE, DEAD, PENDING, OutboxAlert, Request, SqliteState, StateUnavailable
 from tests.fake_clock import T0, FakeClock
 
 try:  # OpsGenie's own schema, when the helper is present; these tests do not need it
@@ -59,6 +59,10 @@ class FakeTransport:
         self.sent.append(payload["message"])
         if self.on_send is not None:
             self.on_send()
+
+    def close_alert(self, alias: str, body: dict[str, Any]) -> None:
+        """A close is recorded as `close <alias>`, with the same script."""
+        self.create_alert({"message": f"close {alias}", **body})
 
 
 @dataclass
@@ -712,3 +716,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def test_a_close_waits_for_the_create_before_it(store: SqliteState, clock: FakeClock) -> None:
+    """Closes queue in the same outbox: a create that must be retried holds back the close of
+    its alias behind it, so the close never overtakes it."""
+    store.commit(
+        positions={},
+        payloads=[{"message": "a"}, Request({"source": "rulesd", "note": "resolved: r"}, CLOSE, "alias-a")],
+        now=T0,
+    )
+    transport = FakeTransport(retryable())
+    sender = make_sender(store, transport, clock)
+    run_until_empty(sender, store, clock)
+    assert ["a", "a", "close alias-a"] == transport.attempts

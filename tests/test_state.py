@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,40 @@ def test_failed_attempts_are_kept_until_delivery_and_capped(tmp_path: Path) -> N
     assert (second, "dead") == (s.alert(second).id, s.alert(second).status)  # type: ignore[union-attr]
     s.mark_sent(first)
     assert ([], None) == (s.attempts(first), s.alert(first))
+
+
+def test_every_kind_of_engine_state_survives_the_database(tmp_path: Path) -> None:
+    """Distinct values, sequences, absences (with their event), values seen, open alerts and
+    per-rule learning starts are saved by rows and read back as they were."""
+    ruleset = ruleset_from_yaml(
+        "rules:\n"
+        "  - {name: d, match: {k: d}, distinct: {field: u, count: 9, window: 1h, group_by: [h]}}\n"
+        "  - {name: s, sequence: {steps: [{match: {k: s1}}, {absent: {match: {k: s2}, for: 1h}}]}}\n"
+        "  - {name: a, match: {k: a}, absence: {window: 1h, group_by: [h]}}\n"
+        "  - {name: n, match: {k: n}, new_value: {fields: [u], learn: 1m}}\n"
+        "  - {name: r, match: {k: r}, threshold: {count: 1, window: 1m}, resolve: {after: 1h}}\n"
+    )
+    engine = Engine(ruleset)
+    for i, kind in enumerate(["d", "s1", "a", "n", "r", "d"]):
+        engine.evaluate({"k": kind, "h": "x", "u": f"u{i}", "nested": {"deep": [1, 2]}}, 1000.0 + i)
+    s = store(tmp_path)
+    s.commit(positions={}, payloads=[], now=0.0, engine=engine.state.delta())
+    restored = EngineState.from_json(store(tmp_path).load_engine_state() or {})
+    assert engine.state.to_json() == restored.to_json()
+    assert {"distinct", "sequence", "absence", "new_value", "open", "rule"} <= set(restored.tables)
+
+
+def test_an_outbox_written_before_closes_existed_reads_as_creates(tmp_path: Path) -> None:
+    """A database whose outbox has no action column (an older rulesd) gets it on opening; its
+    queued alerts are creates and are delivered as before."""
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, payload TEXT NOT NULL,"
+            " status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,"
+            " last_error TEXT, response TEXT)"
+        )
+        db.execute('INSERT INTO outbox (created, payload, next_attempt) VALUES (1.0, \'{"message": "old"}\', 1.0)')
+    head = SqliteState(str(path)).head()
+    assert head is not None
+    assert ({"message": "old"}, "create", None) == (head.payload, head.action, head.target)

@@ -133,8 +133,8 @@ def _build_parts(
     warn = RateLimitedWarning(log, time.monotonic)
     store = open_state(config, dry_run)
     saved = store.load_engine_state()
-    engine = Engine(ruleset, EngineState.from_json(saved) if saved else None)
-    stats.matches = engine.matches  # counted by the engine, read at scrape time
+    engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, limits=config.limits)
+    stats.matches, stats.evicted = engine.matches, engine.evicted  # counted by the engine, read at scrape time
     api_key = None if dry_run else ApiKey(config.opsgenie, environ)
     client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
     transport: Transport = client or PrintTransport(stdout)

@@ -37,6 +37,7 @@ ABORT_WAIT = 1.0  # seconds a cut request gets to end (a socket shut down ends i
 EOF_GRACE = 30.0  # seconds to deliver what is queued when the input has ended
 STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd
 HEARTBEAT_EVERY = 60.0  # seconds between OpsGenie heartbeat pings
+SWEEP_IDLE = 5.0  # seconds between sweeps of the engine's expired groups while no event comes
 TURN_WAIT = 0.05  # seconds each of several sources waits in its turn (see `Daemon._wait`)
 RELOAD_FAILED = "reload failed"  # the status text of a failed reload, cleared by the next good one
 
@@ -57,8 +58,9 @@ class Daemon:
         self.sender_wake = threading.Event()
         self.sender_stop = threading.Event()
         self._heartbeat_due = threading.Event()
-        self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf")}
+        self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf"), "sweep": 0.0}
         self._seen = (-math.inf, 0.0)  # the latest event time the engine saw, and the wall time then
+        self._evicting = False  # whether the state limits were said to be reached
         self._misses = MissReporter(parts.stats)
         for label, source in self.sources.items():
             self._misses.register(label, source.parser)
@@ -210,13 +212,17 @@ class Daemon:
 
     def _tick(self) -> None:
         """While no event comes, the engine's clock moves on with the wall clock from the latest
-        event time seen, so that timers (an absence, an absent step, resolve) fire in time."""
-        if not self.engine.timed:
-            return
+        event time seen, so that timers (an absence, an absent step, resolve) fire in time; and
+        now and then expired groups are forgotten (events do that too, but may have stopped)."""
         now = self.clock()
-        seen_time, seen_at = self._seen
-        batch = advance(self.engine, seen_time + (now - seen_at) if seen_time > -math.inf else now)
-        requests = self._requests(build_alerts(batch, self.parts.settings, str))
+        requests: list[dict[str, Any] | Request] = []
+        if self.engine.timed:
+            seen_time, seen_at = self._seen
+            batch = advance(self.engine, seen_time + (now - seen_at) if seen_time > -math.inf else now)
+            requests = self._requests(build_alerts(batch, self.parts.settings, str))
+        if now - self._last["sweep"] >= SWEEP_IDLE:
+            self._last["sweep"] = now
+            self.engine.sweep(self.engine.now)
         if requests or self.engine.state.changed:
             self._commit(requests, now)
 
@@ -241,6 +247,14 @@ class Daemon:
         state = self.engine.state
         delta = state.delta() if state.changed else None
         self.committer.commit(Pending(positions=positions, payloads=requests, now=now, engine=delta))
+        self.stats.state_groups = state.group_count()
+        if not self._evicting and any(self.engine.evicted.values()):
+            self._evicting = True  # said once: the metric counts the rest
+            log.warning(
+                "state limit reached: the stalest groups are being forgotten (rules: %s); raise limits.groups "
+                "or limits.groups_per_rule, or group by fewer values (rulesd_state_groups_evicted_total counts them)",
+                ", ".join(sorted(name for name, count in self.engine.evicted.items() if count)[:5]),
+            )
 
     def _reloads(self) -> None:
         """Between batches: start a load when the rules changed, swap in a finished one."""

@@ -143,6 +143,9 @@ class Engine:
         self._timers = Timers()
         self._starting: list[Rule] = []  # rules that start (expected groups, learning) at the next time
         self._until_sweep = SWEEP_EVERY
+        # Per rule, the latest time of an event it matched: its groups are swept by its own
+        # time, so that a source whose times lag behind another's keeps its windows.
+        self._latest: dict[str, float] = {}
         self._group_key = GroupKeys().of  # a bound method: cheaper to call than an instance
         self._texts = GroupKeys()
         self.replace_rules(ruleset)
@@ -168,6 +171,8 @@ class Engine:
             prepared = self.prepare_rules(ruleset)
         self.ruleset, self.index = ruleset, prepared.index
         self._rules = ruleset.by_name()
+        for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
+            self.evicted.setdefault(name, 0)
         self.timed = any(rule.timed and rule.enabled for rule in ruleset.rules)
         # The others are written again, for the new index, when next asked for.
         self._evaluators.clear()
@@ -332,7 +337,10 @@ class Engine:
             self.sweep(self.now)
         fired: list[Rule] = []
         fired_groups: list[GroupKey] = []
+        latest = self._latest
         for rule, group in zip(rules, groups, strict=True):
+            if time > latest.get(rule.name, _NEVER):
+                latest[rule.name] = time
             kind = rule.kind
             if kind is None:
                 fires = True
@@ -608,20 +616,23 @@ class Engine:
     # -- bounds ---------------------------------------------------------------------------------
 
     def sweep(self, now: float) -> None:
-        """Forget groups whose windows have ended by event time `now`, then keep within the limits."""
+        """Forget groups whose windows have ended by event time `now` (for each rule, at most
+        the latest time of an event it matched), then keep within the limits."""
         tables = self.state.tables
+        latest = self._latest
         for rule in self.ruleset.rules:
             name, kind = rule.name, rule.kind
+            at = min(now, latest.get(name, now))
             if isinstance(kind, Threshold) and name in tables.get(WINDOW, {}):
-                self._forget(WINDOW, name, now - kind.window)
+                self._forget(WINDOW, name, at - kind.window)
             if rule.throttle and name in tables.get(THROTTLE, {}):
-                self._forget(THROTTLE, name, now - rule.throttle)
+                self._forget(THROTTLE, name, at - rule.throttle)
             if isinstance(kind, Distinct) and name in tables.get(DISTINCT, {}):
-                self._expire_values(DISTINCT, name, now - kind.window)
+                self._expire_values(DISTINCT, name, at - kind.window)
             if isinstance(kind, NewValue) and kind.forget is not None and name in tables.get(NEW_VALUE, {}):
-                self._expire_values(NEW_VALUE, name, now - kind.forget)
+                self._expire_values(NEW_VALUE, name, at - kind.forget)
             if isinstance(kind, Sequence) and kind.within is not None and name in tables.get(SEQUENCE, {}):
-                self._forget(SEQUENCE, name, now - kind.within)
+                self._forget(SEQUENCE, name, at - kind.within)
         self._keep_within_limits()
 
     def _forget(self, kind: str, name: str, cutoff: float) -> None:

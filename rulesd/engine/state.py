@@ -95,7 +95,7 @@ class EngineState:
         for kind in KINDS:
             groups = self.tables.get(kind)
             if groups or kind in (WINDOW, THROTTLE):
-                out[json_name(kind)] = {r: [[list(k), v] for k, v in g.items()] for r, g in (groups or {}).items()}
+                out[json_name(kind)] = {r: [[list(k), v] for k, v in g.items()] for r, g in (groups or {}).items() if g}
         return out
 
     @classmethod

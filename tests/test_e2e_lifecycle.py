@@ -1,0 +1,130 @@
+"""Alerts that close, through the real daemon and a loopback OpsGenie: an absence fires while
+no event comes (the daemon's clock moves on with the wall clock) and closes when events
+return; a resolve closes after a quiet period; the same against the Jira Service Management
+endpoint. And the state limits: the stalest groups forgotten, counted and warned about once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.daemon_process import Workspace, wait_until
+from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
+from tests.opsgenie_schema import create_alert_validator
+
+VALIDATOR = create_alert_validator()
+HEARTBEAT = """
+name: worker-heartbeat-missing
+match: {kind: heartbeat}
+absence: {window: 2s, group_by: [host]}
+alert: {priority: P2, message: "no heartbeat from {host}"}
+"""
+ALIAS = 'rulesd: worker-heartbeat-missing: {"host":"w1"}'
+JSM_PATH = "/jsm/ops/integration/v2/alerts"
+
+
+def creates(server: FakeOpsGenie) -> list[Received]:
+    return [r for r in server.requests if r.path.endswith("/alerts")]
+
+
+def closes(server: FakeOpsGenie) -> list[Received]:
+    return [r for r in server.requests if "/close" in r.path]
+
+
+def close_path(base: str, alias: str) -> str:
+    return f"{base}/{urllib.parse.quote(alias, safe='')}/close?identifierType=alias"
+
+
+@pytest.mark.parametrize("path", ["/v2/alerts", JSM_PATH])
+def test_an_absence_fires_while_idle_and_closes_when_events_return(
+    tmp_path: Path, server: FakeOpsGenie, path: str
+) -> None:
+    """The alert goes out about `window` after the last heartbeat with no other event to move
+    time on, carrying that heartbeat; the next heartbeat closes it by its alias."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"]["alert_url"] = f"{server.url}{path}"
+    ws.config.write_text(yaml.safe_dump(config))
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1", "seq": 1})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    alert = creates(server)[0]
+    assert path == alert.path
+    payload = alert.json()
+    VALIDATOR.validate(payload)
+    assert (ALIAS, "no heartbeat from w1", "P2") == (payload["alias"], payload["message"], payload["priority"])
+    assert '"seq": 1' in payload["description"]  # the heartbeat that armed it
+    assert [] == closes(server)
+    ws.append({"kind": "heartbeat", "host": "w1", "seq": 2})
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    close = closes(server)[0]
+    assert close_path(path, ALIAS) == close.path
+    assert {"source": "rulesd", "note": "resolved: worker-heartbeat-missing"} == close.json()
+    assert close.headers["Authorization"].startswith("GenieKey ")
+    assert 0 == daemon.terminate()
+
+
+def test_a_close_that_finds_no_alert_counts_as_done(tmp_path: Path) -> None:
+    """OpsGenie answers 404 when the alert was closed or deleted already: nothing is retried or
+    dead-lettered, and the outbox is empty."""
+
+    def answer(request: Received) -> Reply:
+        return Reply(404, body=b'{"message":"Alert not found"}') if "/close" in request.path else Reply()
+
+    with FakeOpsGenie(answer) as server:
+        ws = Workspace(tmp_path, server.url)
+        (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+        daemon = ws.start()
+        ws.append({"kind": "heartbeat", "host": "w1", "seq": 1})
+        assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+        ws.append({"kind": "heartbeat", "host": "w1", "seq": 2})
+        assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+        assert wait_until(lambda: "delivered" in daemon.stderr() and "alert 2 " in daemon.stderr())
+        assert 0 == daemon.terminate()
+        assert 1 == len(closes(server)), "a 404 is not retried"
+        assert "dead-lettered" not in daemon.output()
+
+
+def state_users(ws: Workspace) -> list[str]:
+    """The users whose groups the saved state holds (read beside the running daemon)."""
+
+    with sqlite3.connect(ws.root / "state" / "state.sqlite") as db:
+        return [
+            json.loads(json.loads(g)[0]) for (g,) in db.execute("SELECT grp FROM engine_groups WHERE kind = 'window'")
+        ]
+
+
+def test_the_state_limit_forgets_the_stalest_groups_and_says_so_once(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With `limits.groups: 3`, a flood of groups keeps three; evictions are counted per rule
+    and warned about once."""
+    ws = Workspace(tmp_path, server.url, limits={"groups": 3}, metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(
+        "name: per-user\nmatch: {kind: login}\nthreshold: {count: 99, window: 1h, group_by: [user]}\n"
+    )
+    daemon = ws.start()
+    ws.append(*({"kind": "login", "user": f"u{i}"} for i in range(5000)))
+    assert wait_until(lambda: "state limit reached" in daemon.stderr(), timeout=20), daemon.output()
+    port = next(
+        int(line.rsplit(":", 1)[1].split("/")[0]) for line in daemon.stderr().splitlines() if "metrics on http" in line
+    )
+
+    def scrape() -> str:
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+    assert wait_until(lambda: "rulesd_state_groups 3.0" in scrape(), timeout=20), scrape()
+    evicted = next(
+        float(line.split()[-1])
+        for line in scrape().splitlines()
+        if line.startswith('rulesd_state_groups_evicted_total{rule="per-user"}')
+    )
+    assert 4997 == evicted  # all but three went: the last three seen
+    assert {"u4997", "u4998", "u4999"} == set(state_users(ws))
+    assert 1 == daemon.stderr().count("state limit reached")
+    assert 0 == daemon.terminate()
