@@ -180,8 +180,8 @@ def test_timeout_s_is_a_deadline_for_the_whole_request(tmp_path: Path, server: F
 
 def test_sigterm_ends_within_the_grace_whatever_the_network_does(tmp_path: Path, server: FakeOpsGenie) -> None:
     """With a long timeout_s and a server trickling its body, SIGTERM still ends the process
-    within the stop grace (5 s) and a little: the request in flight is cut, and its alert stays
-    queued for the next start (systemd would kill at TimeoutStopSec=30s)."""
+    within the stop grace (5 s) and a little (3 s, for a loaded machine): the request in flight
+    is cut, and its alert stays queued for the next start (systemd kills at TimeoutStopSec=30s)."""
     server.responder = lambda _r: Reply(trickle=1.0)
     ws = Workspace(
         tmp_path,
@@ -193,7 +193,7 @@ def test_sigterm_ends_within_the_grace_whatever_the_network_does(tmp_path: Path,
     assert server.wait_for(lambda r: len(r) >= 1)
     stopped = time.monotonic()
     assert 0 == daemon.terminate(timeout=30)
-    assert time.monotonic() - stopped < STOP_GRACE + 2.5, daemon.stderr()
+    assert time.monotonic() - stopped < STOP_GRACE + 3, daemon.stderr()
     assert "cutting the request in flight" in daemon.stderr()
     assert "1 alert(s) still queued" in daemon.stderr()
     listed = rulesd_cli("outbox", "list", "--config", str(ws.config))
