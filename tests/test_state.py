@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from rulesd.engine import Engine, EngineState, StateDelta
-from rulesd.state import SqliteState
+from rulesd.state import SqliteState, StateError
 from rulesd.state.sqlite import ATTEMPTS_KEPT
 from tests.ruletools import ruleset_from_yaml
 
@@ -188,3 +189,37 @@ def test_an_outbox_written_before_closes_existed_reads_as_creates(tmp_path: Path
     head = SqliteState(str(path)).head()
     assert head is not None
     assert ({"message": "old"}, "create", None) == (head.payload, head.action, head.target)
+
+
+def test_the_engine_clock_is_saved_with_the_state(tmp_path: Path) -> None:
+    """The engine's clock (the latest event time) and the wall time it was saved at come back
+    with the state, for readers such as `rulesd state`; the restored engine state is as before."""
+    engine = Engine(ruleset_from_yaml("name: r\nmatch: {a: 1}\nthreshold: {count: 5, window: 1m}\n"), time_field="t")
+    engine.evaluate({"a": 1, "t": 1000.0}, 0.0)
+    engine.evaluate({"a": 1, "t": 1010.0}, 0.0)
+    store(tmp_path).commit(positions={}, payloads=[], now=5000.0, engine=engine.state.delta())
+    saved = store(tmp_path).load_engine_state()
+    assert saved is not None and (1010.0, 5000.0) == (saved["clock"], saved["clock_saved"])
+    assert engine.state.to_json() == EngineState.from_json(saved).to_json()
+
+
+def test_a_read_only_store_reads_beside_a_writer_and_cannot_write(tmp_path: Path) -> None:
+    """Opened read-only, the store reads the committed state while another connection holds the
+    write lock (a write transaction would wait for it), and refuses to write."""
+    writer = store(tmp_path)
+    delta = StateDelta(True, {"r": "f1"}, [("window", "r", '["\\"a\\""]', "[5.0]")], [])
+    writer.commit(positions={}, payloads=[], now=1.0, engine=delta)
+    holder = sqlite3.connect(str(tmp_path / "state.sqlite"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("DELETE FROM engine_groups")  # not committed: the reader must not see it
+    try:
+        started = time.monotonic()
+        reader = SqliteState(str(tmp_path / "state.sqlite"), read_only=True)
+        saved = reader.load_engine_state()
+        assert time.monotonic() - started < 5
+        assert saved is not None and {"r": [[['"a"'], [5.0]]]} == saved["windows"]
+        with pytest.raises(StateError, match="cannot write the state database"):
+            reader.commit(positions={"/a": {"offset": 1}}, payloads=[], now=2.0)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

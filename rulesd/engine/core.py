@@ -247,7 +247,7 @@ class Engine:
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
         if now > self.now:
-            self.now = now
+            self.now = self.state.clock = now
             if self._starting:
                 self._start(now)
             if self._timers.next_due <= now:

@@ -9,6 +9,7 @@ everything.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ class StateDelta:
     fingerprints: dict[str, str]
     upserts: list[tuple[str, str, str, str]]
     deletes: list[tuple[str, str, str]]
+    clock: float | None = None  # the engine's clock (event time), for readers of the saved state
 
 
 def json_name(kind: str) -> str:
@@ -67,6 +69,9 @@ class EngineState:
 
     tables: dict[str, Table] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # The engine's clock, the latest event time seen (-inf: none yet); saved with the state so
+    # that `rulesd state` can show times as the engine sees them.
+    clock: float = field(default=-math.inf, compare=False)
     # What to save: `dirty` asks for a full rewrite (new state, new rules); `touched` names the
     # groups changed since the last save, so a busy engine with many groups saves only those.
     dirty: bool = field(default=False, compare=False)
@@ -126,7 +131,7 @@ class EngineState:
                 for rule, table in groups.items()
                 for key, value in table.items()
             ]
-            result = StateDelta(True, dict(self.fingerprints), rows, [])
+            result = StateDelta(True, dict(self.fingerprints), rows, [], self._saved_clock())
         else:
             upserts: list[tuple[str, str, str, str]] = []
             deletes: list[tuple[str, str, str]] = []
@@ -136,10 +141,13 @@ class EngineState:
                     deletes.append((kind, rule, key_json(key)))
                 else:
                     upserts.append((kind, rule, key_json(key), value_json(value)))
-            result = StateDelta(False, dict(self.fingerprints), upserts, deletes)
+            result = StateDelta(False, dict(self.fingerprints), upserts, deletes, self._saved_clock())
         self.dirty = False
         self.touched.clear()
         return result
+
+    def _saved_clock(self) -> float | None:
+        return self.clock if math.isfinite(self.clock) else None
 
     def group_count(self) -> int:
         """How many groups are tracked in all (per-rule entries aside), a measure of memory held."""

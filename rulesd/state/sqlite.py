@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any
@@ -27,6 +28,8 @@ PAUSED = "paused"  # not a status of a row: pending while the sender is paused (
 # The meta row that says the sender is paused (a refused key), so that another process
 # (`rulesd outbox list`) can tell paused alerts from pending ones.
 _PAUSED_KEY = "sender_paused"
+# The meta row with the engine's clock as last saved and the wall time then, for `rulesd state`.
+_CLOCK_KEY = "engine_clock"
 # Failed attempts kept per alert for `rulesd outbox show`: a pause is retried every minute,
 # so the history of a long one is cut to its latest entries.
 ATTEMPTS_KEPT = 50
@@ -67,8 +70,11 @@ class SqliteState:
     """The state backend in one SQLite database. One connection per thread; writes serialised
     by SQLite's lock."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = path
+        # A reader beside the daemon (`rulesd state`): opened read-only, so that nothing it does
+        # can take the write lock or change the file; it creates no schema.
+        self.read_only = read_only
         self._local = threading.local()
         self._memory: sqlite3.Connection | None = None
         if path == ":memory:":
@@ -77,6 +83,9 @@ class SqliteState:
         # Only the shared in-memory connection needs a lock; file databases give each thread
         # its own connection and let SQLite (WAL: readers never wait for the writer) arbitrate.
         self._lock: AbstractContextManager[Any] = threading.RLock() if self._memory else nullcontext()
+        if read_only:
+            self._lock = nullcontext()
+            return
         try:
             if self._memory is None:
                 make_private(path)
@@ -96,6 +105,10 @@ class SqliteState:
         if self._memory is not None:
             return self._memory
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None and self.read_only:
+            uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+            self._local.conn = conn
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -130,11 +143,19 @@ class SqliteState:
         return {source: json.loads(data) for source, data in rows}
 
     def load_engine_state(self) -> dict[str, Any] | None:
-        """The saved engine state (in `EngineState.to_json` form), if any."""
+        """The saved engine state (in `EngineState.to_json` form), if any, with the engine's
+        clock as last saved (`clock`) and the wall time it was saved at (`clock_saved`).
+
+        Read in one read transaction: a snapshot, consistent even while the daemon commits."""
         with self._lock:
             conn = self._conn()
-            row = conn.execute("SELECT data FROM engine_state WHERE id = 1").fetchone()
-            groups = conn.execute("SELECT kind, rule, grp, data FROM engine_groups").fetchall()
+            conn.execute("BEGIN")  # deferred: a read transaction, never the write lock
+            try:
+                row = conn.execute("SELECT data FROM engine_state WHERE id = 1").fetchone()
+                groups = conn.execute("SELECT kind, rule, grp, data FROM engine_groups").fetchall()
+                clock = conn.execute("SELECT value FROM meta WHERE key = ?", (_CLOCK_KEY,)).fetchone()
+            finally:
+                conn.execute("COMMIT")
         if row is None:
             return None
         # A database written before groups had rows of their own holds them all in this row:
@@ -147,6 +168,9 @@ class SqliteState:
         }
         for kind, rule, grp, data in groups:
             state.setdefault(json_name(kind), {}).setdefault(rule, []).append([json.loads(grp), json.loads(data)])
+        if clock is not None:
+            saved_clock = json.loads(clock[0])
+            state["clock"], state["clock_saved"] = saved_clock["clock"], saved_clock["saved"]
         return state
 
     def commit(
@@ -176,7 +200,7 @@ class SqliteState:
                     [(k, json.dumps(dict(v))) for k, v in positions.items()],
                 )
                 if engine is not None:
-                    _save_engine(conn, engine)
+                    _save_engine(conn, engine, now)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 _rollback(conn)
@@ -371,7 +395,7 @@ def _history(alert_id: int, at: float | None, result: str, error: str) -> list[t
     ]
 
 
-def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:
+def _save_engine(conn: sqlite3.Connection, delta: StateDelta, now: float) -> None:
     if delta.full:  # new rules or new state: the only time the fingerprints change
         conn.execute("DELETE FROM engine_groups")
         conn.execute(
@@ -380,6 +404,9 @@ def _save_engine(conn: sqlite3.Connection, delta: StateDelta) -> None:
         )
     conn.executemany("INSERT OR REPLACE INTO engine_groups (kind, rule, grp, data) VALUES (?, ?, ?, ?)", delta.upserts)
     conn.executemany("DELETE FROM engine_groups WHERE kind = ? AND rule = ? AND grp = ?", delta.deletes)
+    if delta.clock is not None:
+        clock = orjson.dumps({"clock": delta.clock, "saved": now}).decode()
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_CLOCK_KEY, clock))
 
 
 _INSERT_OUTBOX = "INSERT INTO outbox (created, payload, next_attempt, action, target) VALUES (?, ?, ?, ?, ?)"
