@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import argcomplete
 import orjson
@@ -22,16 +23,20 @@ from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
-from rulesd.events import JSON_PARSER
+from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
+from rulesd.explain import Explainer, explanation_lines, select
+from rulesd.explain_line import LineError, explain_line, explained_line_text
 from rulesd.junit import RuleTestFile, junit_xml
 from rulesd.outbox_view import attempt_json, attempts_text, outbox_row, row_text
 from rulesd.outbox_view import summary as outbox_summary
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules.cache import RuleCache
-from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset
+from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset, rule_sources
+from rulesd.rules.model import RuleSet
 from rulesd.ruletest import check_test_file, is_test_file, run_test_files
 from rulesd.sources.parsers import source_parser
+from rulesd.state_view import state_view, view_json, view_text
 from rulesd.validation import load_schema
 
 if TYPE_CHECKING:
@@ -136,6 +141,43 @@ def _parser() -> argparse.ArgumentParser:
         "events", metavar="EVENTS_FILE", help="lines as the source reads them (default: JSON lines), or - for stdin"
     )
 
+    explain = sub.add_parser(
+        "explain", parents=[common], help="why an event does or does not match each rule, and whether it fires"
+    )
+    explain.add_argument(
+        "event", nargs="?", metavar="EVENT_JSON", help="the event, a JSON object; - reads it from standard input"
+    )
+    explain.add_argument(
+        "--rules",
+        action="append",
+        metavar="PATH",
+        help="rule files or directories (repeatable; default: the config's rules, else ./rules)",
+    )
+    explain.add_argument(
+        "--config", metavar="FILE", help="take the rules, and with --events how the source reads lines, from it"
+    )
+    explain.add_argument("--rule", metavar="NAME", help="explain this rule only")
+    explain.add_argument(
+        "--events", metavar="FILE", help="explain a line of this file, with the state that the lines before it build"
+    )
+    explain.add_argument("--line", type=int, metavar="N", help="with --events: the line to explain (1 is the first)")
+    explain.add_argument(
+        "--source", metavar="NAME", help="with --config and --events: the source to read the lines as (with several)"
+    )
+    explain.add_argument(
+        "--time-field", metavar="FIELD", help="with --events: the event field that holds the event's time"
+    )
+
+    state = sub.add_parser("state", parents=[common], help="live per-group state of the rules, from the state database")
+    state.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"the daemon configuration, whose state_dir holds the state (default {DEFAULT_CONFIG})",
+    )
+    state.add_argument("--rule", metavar="NAME", help="this rule only")
+    state.add_argument("--format", choices=["text", "json"], default="text", help="readable lines, or one JSON object")
+
     schema = sub.add_parser("schema", parents=[common], help="print a JSON Schema, or write them as files")
     schema.add_argument("which", nargs="?", choices=SCHEMAS, help="rule (the default when printing), config or test")
     schema.add_argument(
@@ -184,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "test": cmd_test,
         "replay": cmd_replay,
+        "explain": cmd_explain,
+        "state": cmd_state,
         "schema": cmd_schema,
         "completion": cmd_completion,
     }
@@ -279,13 +323,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
         rule_paths = rule_paths or list(config.rules)
-        source = _replayed_source(config, args.source)
+        source = _replayed_source(config, args.source, args.time_field, "replay")
         if source is None:
             return EXIT_USAGE
-        if args.time_field:  # this field, read in the source's time format
-            time_format = source.reading.time.format if source.reading.time else AUTO
-            time = EventTime(args.time_field, time_format)
-            source = dataclasses.replace(source, reading=dataclasses.replace(source.reading, time=time))
         reading, parser = source.reading, source_parser(source)
     if not rule_paths:
         print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
@@ -299,10 +339,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if per_line:
             log.warning("%s:%d: skipped: %s", args.events, line, reason)
 
-    try:
-        stream = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"{args.events}: error: cannot read events: {exc.strerror}", file=sys.stderr)
+    stream = _open_events(args.events)
+    if stream is None:
         return EXIT_USAGE
     with stream:
         for item in replay(
@@ -321,21 +359,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _replayed_source(config: Config, name: str | None) -> SourceConfig | None:
-    """The source of `config` whose reading replay uses: the one named, or the only one."""
+def _replayed_source(config: Config, name: str | None, time_field: str | None, command: str) -> SourceConfig | None:
+    """The source of `config` whose reading `rulesd COMMAND` uses: the one named, or the only
+    one; with `time_field`, that field read in the source's time format. None (said why): none."""
     names = ", ".join(s.label for s in config.sources)
     if name is None:
         if len(config.sources) == 1:
-            return config.sources[0]
+            return _with_time_field(config.sources[0], time_field)
         count = len(config.sources)
         print(
-            f"rulesd replay: the configuration has {count} sources; pick one with --source ({names})", file=sys.stderr
+            f"rulesd {command}: the configuration has {count} sources; pick one with --source ({names})",
+            file=sys.stderr,
         )
         return None
     found = next((s for s in config.sources if s.name == name), None)
     if found is None:
-        print(f"rulesd replay: no source named {name!r} in {config.path} (sources: {names})", file=sys.stderr)
-    return found
+        print(f"rulesd {command}: no source named {name!r} in {config.path} (sources: {names})", file=sys.stderr)
+        return None
+    return _with_time_field(found, time_field)
+
+
+def _with_time_field(source: SourceConfig, time_field: str | None) -> SourceConfig:
+    if not time_field:
+        return source
+    time = EventTime(time_field, source.reading.time.format if source.reading.time else AUTO)
+    return dataclasses.replace(source, reading=dataclasses.replace(source.reading, time=time))
 
 
 def _alert_json(alert: ReplayedAlert) -> str:
@@ -351,6 +399,129 @@ def _alert_line(alert: ReplayedAlert) -> str:
         return f"{where}: close [{rules}] (alias: {alert.close})\n"
     p = alert.payload
     return f"{where}: {p['priority']} [{rules}] {p['message']}  (alias: {p['alias']})\n"
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """`rulesd explain`: whether an event matches each rule, the first failing condition where
+    it does not and, for a line of an events file, whether it fires."""
+    problem = _explain_usage(args)
+    if problem is not None:
+        print(f"rulesd explain: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    rule_paths, parser = args.rules, JSON_PARSER
+    if args.config:
+        config = load_config(args.config)
+        rule_paths = rule_paths or list(config.rules)
+        if args.events:
+            source = _replayed_source(config, args.source, args.time_field, "explain")
+            if source is None:
+                return EXIT_USAGE
+            parser = source_parser(source)
+    cache = RuleCache.for_user(os.environ)
+    ruleset = load_ruleset(rule_paths or [str(p) for p in default_rule_paths()], cache)
+    rules = select(ruleset.rules, args.rule)
+    if not rules:
+        print(f"rulesd explain: {unknown_rule(args.rule, [r.name for r in ruleset.rules])}", file=sys.stderr)
+        return EXIT_USAGE
+    explainer = Explainer(rules, rule_sources(rules, cache))
+    if args.events:
+        return _explain_line(args, ruleset, explainer, parser)
+    try:
+        event = parse_json(sys.stdin.buffer.read() if args.event == "-" else args.event.encode())
+    except InvalidEvent as exc:
+        print(f"rulesd explain: the event is {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for explanation in explainer.explain(event):
+        print("\n".join(explanation_lines(explanation)))
+    return EXIT_OK
+
+
+def _explain_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with how explain's arguments go together, if anything."""
+    if args.events is not None and args.event is not None:
+        return "give either EVENT_JSON or --events FILE --line N, not both"
+    if args.events is None and args.event is None:
+        return "give the event (EVENT_JSON, or - for standard input) or --events FILE --line N"
+    if (args.events is None) != (args.line is None):
+        return "--events FILE and --line N go together"
+    if args.line is not None and args.line < 1:
+        return f"--line {args.line}: lines are numbered from 1"
+    if args.events is None and (args.source or args.time_field):
+        return "--source and --time-field are for --events"
+    if args.source and not args.config:
+        return "--source needs --config"
+    return None
+
+
+def _open_events(path: str) -> BinaryIO | None:
+    """The events file (`-`: standard input), or None when it cannot be read (said why)."""
+    try:
+        return sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as exc:
+        print(f"{path}: error: cannot read events: {exc.strerror}", file=sys.stderr)
+        return None
+
+
+def _explain_line(args: argparse.Namespace, ruleset: RuleSet, explainer: Explainer, parser: Parser) -> int:
+    stream = _open_events(args.events)
+    if stream is None:
+        return EXIT_USAGE
+    with stream:
+        try:
+            explained = explain_line(
+                ruleset,
+                explainer,
+                stream,
+                args.line,
+                name=args.events,
+                parser=parser,
+                time_field=None if args.config else args.time_field,
+            )
+        except LineError as exc:
+            print(f"rulesd explain: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    print("\n".join(explained_line_text(explained, args.events)))
+    return EXIT_OK
+
+
+def unknown_rule(name: str, names: Sequence[str]) -> str:
+    """`no rule named 'x' (did you mean 'y'?)`."""
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" ({len(names)} rule(s) loaded)"
+    return f"no rule named {name!r}{hint}"
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    """`rulesd state`: the engine's saved per-group state, read beside a running daemon."""
+    from rulesd.daemon import STATE_FILE
+    from rulesd.state import SqliteState
+
+    config = load_config(args.config)
+    result = check_paths(config.rules, RuleCache.for_user(os.environ))
+    if result.ruleset is None:
+        log.warning("the rule files have %d error(s) (rulesd check): the state is shown as saved", len(result.errors))
+    path = os.path.join(config.state_dir, STATE_FILE)
+    now = time.time()
+    saved = None
+    if os.path.exists(path):
+        try:
+            saved = SqliteState(path, read_only=True).load_engine_state()
+        except sqlite3.Error as exc:
+            print(f"{path}: error: cannot read the state: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+    names = {r.name for r in result.ruleset.rules} if result.ruleset else set()
+    saved_names = {n for value in (saved or {}).values() if isinstance(value, dict) for n in value}
+    if args.rule is not None and args.rule not in names | saved_names:
+        print(f"rulesd state: {unknown_rule(args.rule, sorted(names))}", file=sys.stderr)
+        return EXIT_USAGE
+    view = state_view(saved, result.ruleset, now, args.rule)
+    if args.format == "json":
+        print(json.dumps(view_json(view), indent=2, ensure_ascii=False))
+    else:
+        if saved is None:
+            print(f"no engine state saved at {path} yet")
+        print(view_text(view, now))
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -9,12 +9,12 @@ the event source are read back from the payload, which names them in `details`.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from rulesd.alerting.payload import CLOSE_NOTE, EVENT_SOURCE, TRIGGERING_RULES
 from rulesd.state import CLOSE, DEAD, PAUSED, PENDING, Attempt, OutboxAlert
+from rulesd.times import rfc3339
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +44,6 @@ class OutboxRow:
             "last_error": self.last_error,
             "payload": self.payload,
         }
-
-
-def rfc3339(epoch: float) -> str:
-    """`2026-12-04T10:00:00Z`: UTC, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def outbox_row(alert: OutboxAlert, paused: bool) -> OutboxRow:

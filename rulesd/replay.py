@@ -82,13 +82,12 @@ def replay(
     `time_field` is read as epoch seconds or RFC 3339. Without either, every event counts as
     arriving at `start` (default: now), as does an event whose time cannot be read.
     """
-    time_reader = parser.time or (TimeReader(EventTime(time_field)) if time_field else None)
-    engine = Engine(ruleset, time=time_reader, saved=False)
+    engine, time_reader = replay_engine(ruleset, parser, time_field)
     arrival = time.time() if start is None else start
     summary = ReplaySummary(time=time_reader.spec if time_reader else None)
     fast = parser.fast
     lineno = 0  # events are the lines neither blank, invalid nor ignored
-    while block := stream.readlines(BLOCK_BYTES):
+    for block in blocks(stream):
         first = lineno + 1
         # A timer keeps its event's line number; its alert names it.
         batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader)
@@ -113,6 +112,19 @@ def replay(
     summary.unconverted = dict(parser.misses.counts)
     summary.untimed = time_reader.misses if time_reader else 0
     yield summary
+
+
+def replay_engine(ruleset: RuleSet, parser: Parser, time_field: str | None) -> tuple[Engine, TimeReader | None]:
+    """The engine that replays events read by `parser`, and what reads their time: the
+    parser's reader, else `time_field` (epoch seconds or RFC 3339), else none (arrival time)."""
+    time_reader = parser.time or (TimeReader(EventTime(time_field)) if time_field else None)
+    return Engine(ruleset, time=time_reader, saved=False), time_reader
+
+
+def blocks(stream: BinaryIO) -> Iterator[list[bytes]]:
+    """The lines of `stream` in the blocks replay evaluates at a time (see BLOCK_BYTES)."""
+    while block := stream.readlines(BLOCK_BYTES):
+        yield block
 
 
 def _invalid(

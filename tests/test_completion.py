@@ -123,6 +123,7 @@ def test_bash_completes_rule_names_for_every_rule_option(tmp_path: Path) -> None
     (bin_dir / "rulesd").chmod(0o755)
     config = str(tmp_path / "rulesd.yaml")
     real = [name for name, sub in commands().items() if any(RULE_OPTION in a.option_strings for a in sub._actions)]
+    assert {"explain", "state"} <= set(real)
     for command in real:
         assert ["disk-full", "disk-slow", "login"] == bash_complete(
             tmp_path, f"rulesd {command} --config {config} {RULE_OPTION} "

@@ -245,6 +245,39 @@ def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
     return sorted(set(problems))
 
 
+@dataclass(frozen=True, slots=True)
+class RuleSource:
+    """A rule as written: its mapping, the document it is in and its path in that document,
+    so that its parts can be located (`doc.locate((*base, ...))`)."""
+
+    raw: dict[str, Any]
+    doc: Document
+    base: tuple[str | int, ...]
+
+
+def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[str, RuleSource]:
+    """The written form of each of `rules` (loaded rules), read again from their files.
+
+    RuleError if a file changed since the rules were loaded (a rule's mapping no longer has
+    the fingerprint of the rule loaded from it), so that no part is located in another text.
+    """
+    wanted = {rule.name: rule for rule in rules}
+    found: dict[str, RuleSource] = {}
+    for path in dict.fromkeys(rule.location.path for rule in wanted.values()):
+        key = _document_key(path) if cache is not None else None
+        doc = _cached_document(cache, key, path) if cache is not None and key is not None else None
+        doc = doc or read_yaml(path, keep_going=True)
+        for raw, base in _rules_in(doc):
+            rule = wanted.get(raw.get("name"))  # type: ignore[arg-type]
+            if rule is not None and rule.location.path == path:
+                found[rule.name] = RuleSource(raw, doc, base)
+    for name, rule in wanted.items():
+        source = found.get(name)
+        if source is None or fingerprint(source.raw) != rule.fingerprint:
+            raise RuleError([Problem(rule.location, f"rule {name!r} changed while it was read: run again")])
+    return found
+
+
 def load_ruleset(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None = None) -> RuleSet:
     """Load rules or raise RuleError with every problem; warnings do not fail."""
     return _ruleset_of(check_paths(paths, cache))

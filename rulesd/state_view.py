@@ -1,0 +1,264 @@
+"""What `rulesd state` prints: the engine's saved per-group state, rule by rule, as text or
+JSON. Pure: it takes the saved state (`StateBackend.load_engine_state`), the rules as loaded
+now and the wall clock, and returns values.
+
+Times are seen from the engine's clock: the latest event time the daemon saved, advanced by
+the wall clock since it was saved (as the daemon's clock runs on while no event comes); with
+no clock saved, the wall clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rulesd.engine.progress import group_facts, group_text, key_value, learning_until
+from rulesd.engine.state import RULE, EngineState
+from rulesd.engine.values import GroupKey
+from rulesd.rules.fields import MISSING
+from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
+from rulesd.times import relative, rfc3339, span, when
+
+VALUES_SHOWN = 5  # distinct or known values listed per group in text
+_TIMES = ("oldest", "last_fired", "throttled_until", "started", "fires_at", "last_seen", "closes_at")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """One group of a rule: its key and what its state says (`progress.group_facts`, merged)."""
+
+    key: GroupKey
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """A rule's saved state: `rule` as loaded now (None: not in the rule files, or changed
+    there since the state was saved, so the daemon drops the state at its next reload)."""
+
+    name: str
+    rule: Rule | None
+    groups: tuple[GroupState, ...]
+    learning_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """All of it, and the clock its times are seen from (`engine`: the engine's, else now)."""
+
+    clock: float
+    engine: bool
+    rules: tuple[RuleState, ...]
+
+
+def engine_clock(saved: dict[str, Any] | None, now: float) -> float | None:
+    """The engine's clock at wall time `now`, from the saved state (None: none saved)."""
+    if not saved or saved.get("clock") is None:
+        return None
+    clock, saved_at = float(saved["clock"]), saved.get("clock_saved")
+    return clock + max(0.0, now - float(saved_at)) if saved_at is not None else clock
+
+
+def state_view(saved: dict[str, Any] | None, ruleset: RuleSet | None, now: float, only: str | None = None) -> StateView:
+    """The view of `saved` (in `EngineState.to_json` form, or None: nothing saved), for the
+    rules of `ruleset` (None: unknown), at wall time `now`; `only`: one rule by name."""
+    clock = engine_clock(saved, now)
+    state = EngineState.from_json(saved or {})
+    loaded = ruleset.by_name() if ruleset is not None else {}
+    names = [r.name for r in ruleset.rules] if ruleset is not None else []
+    saved_names = sorted({n for kind, by_rule in state.tables.items() if kind != RULE for n in by_rule})
+    names += [n for n in saved_names if n not in loaded]
+    if only is not None:
+        names = [n for n in names if n == only] or [only]
+    at = clock if clock is not None else now
+    rules = []
+    for name in names:
+        rule = loaded.get(name)
+        if rule is not None and state.fingerprints.get(name, rule.fingerprint) != rule.fingerprint:
+            rule = None  # the state belongs to the rule as it was
+        rules.append(_rule_state(name, rule, state, at))
+    return StateView(at, clock is not None, tuple(r for r in rules if r.groups or only is not None))
+
+
+def _rule_state(name: str, rule: Rule | None, state: EngineState, clock: float) -> RuleState:
+    groups: dict[GroupKey, dict[str, Any]] = {}
+    for kind, by_rule in state.tables.items():
+        if kind == RULE:
+            continue
+        for key, value in by_rule.get(name, {}).items():
+            groups.setdefault(key, {}).update(group_facts(rule, kind, value, clock))
+    learning = learning_until(rule, state.tables.get(RULE, {}).get(name, {}).get(())) if rule else None
+    shown = tuple(GroupState(key, facts) for key, facts in sorted(groups.items()))
+    return RuleState(name, rule, shown, learning)
+
+
+# ---- as text ------------------------------------------------------------------------------
+
+
+def view_text(view: StateView, now: float) -> str:
+    """The text `rulesd state` prints."""
+    if view.engine:
+        lines = [f"engine clock: {rfc3339(view.clock)} (event time; times below are seen from it)"]
+    else:
+        lines = [f"engine clock: not saved yet; times below are seen from now, {rfc3339(now)}"]
+    for rule_state in view.rules:
+        lines.append(_rule_head(rule_state))
+        if rule_state.learning_until is not None and rule_state.learning_until > view.clock:
+            until = when(rule_state.learning_until, view.clock)
+            lines.append(f"  learning until {until}: new values are only recorded")
+        paths = rule_state.rule.group_by if rule_state.rule is not None else ()
+        for group in rule_state.groups:
+            label = group_text(paths, group.key) if group.key else "(one group)"
+            lines.append(f"  {label}: {'; '.join(_facts_text(group.facts, view.clock))}")
+    if not view.rules:
+        lines.append("no rule has any state")
+    return "\n".join(lines)
+
+
+def _rule_head(rule_state: RuleState) -> str:
+    rule, count = rule_state.rule, len(rule_state.groups)
+    groups = f"{count} group{'s' if count != 1 else ''}"
+    if rule is None:
+        return f"{rule_state.name} (not in the rule files as saved: the state as it is): {groups}"
+    return f"{rule.name} ({kind_text(rule)}): {groups}"
+
+
+def kind_text(rule: Rule) -> str:
+    """`threshold 5 in 2m, group_by host, throttle 10m`: what makes the rule fire."""
+    kind = rule.kind
+    parts: list[str] = []
+    if isinstance(kind, Threshold):
+        parts.append(f"threshold {kind.count} in {span(kind.window)}")
+    elif isinstance(kind, Distinct):
+        parts.append(f"distinct {kind.field}, {kind.count} in {span(kind.window)}")
+    elif isinstance(kind, Sequence):
+        within = f" within {span(kind.within)}" if kind.within is not None else ""
+        parts.append(f"sequence of {len(kind.steps)} steps{within}")
+    elif isinstance(kind, Absence):
+        parts.append(f"absence {span(kind.window)}")
+    elif isinstance(kind, NewValue):
+        parts.append(f"new_value {', '.join(kind.fields)}")
+    else:
+        parts.append("every match")
+    if rule.group_by:
+        parts.append(f"group_by {', '.join(rule.group_by)}")
+    if rule.throttle:
+        parts.append(f"throttle {span(rule.throttle)}")
+    if rule.resolve is not None:
+        parts.append(f"resolve after {span(rule.resolve)}")
+    return ", ".join(parts)
+
+
+def _facts_text(facts: dict[str, Any], clock: float) -> list[str]:
+    """A group's facts as phrases, in the order a reader wants them."""
+    out: list[str] = []
+    if "count" in facts:
+        of = f" of {facts['needed']}" if facts["needed"] is not None else ""
+        window = f" in {span(facts['window_seconds'])}" if facts["window_seconds"] is not None else " in the window"
+        oldest = f", the oldest {when(facts['oldest'], clock)}" if facts["oldest"] is not None else ""
+        out.append(f"{facts['count']}{of}{window}{oldest}")
+    if "distinct" in facts:
+        of = f" of {facts['needed']}" if facts["needed"] is not None else ""
+        field = f" different {facts['field']}" if facts["field"] is not None else " different values"
+        out.append(f"{facts['distinct']}{of}{field}{_values_text(facts['values'], clock)}")
+    if "step" in facts:
+        out.append(_step_text(facts, clock))
+    if "last_seen" in facts:
+        aliases = ", ".join(facts["open_alerts"])
+        if facts["silent"]:
+            out.append(f"silent since {when(facts['last_seen'], clock)}: alert open ({aliases}), closes when one comes")
+        else:
+            due = f"; fires at {when(facts['fires_at'], clock)} if still silent" if facts["fires_at"] else ""
+            out.append(f"last seen {when(facts['last_seen'], clock)}{due}")
+    if "known" in facts:
+        out.append(f"{facts['known']} value(s) known{_values_text(facts['values'], clock)}")
+    if facts.get("throttled_until") is not None:
+        out.append(f"throttled until {when(facts['throttled_until'], clock)}")
+    elif "closes_at" not in facts and facts.get("last_fired") is not None:
+        out.append(f"last fired {when(facts['last_fired'], clock)}")
+    if "closes_at" in facts:
+        aliases = ", ".join(facts["open_alerts"])
+        closes = f"; closes at {when(facts['closes_at'], clock)} unless it fires again" if facts["closes_at"] else ""
+        out.append(f"alert open ({aliases}){closes}")
+    return out
+
+
+def _step_text(facts: dict[str, Any], clock: float) -> str:
+    steps = facts["steps"] if facts["steps"] is not None else "?"
+    if facts["fires_at"] is not None:
+        done = facts["step"] - 1
+        due = when(facts["fires_at"], clock)
+        return f"step {done} of {steps} done; fires at {due} unless the absent step's event comes"
+    needed = facts["needed"]
+    counted = f", {facts['events']} of {needed} events" if needed is not None and needed > 1 else ""
+    started = f", started {when(facts['started'], clock)}" if facts["started"] is not None else ""
+    return f"at step {facts['step']} of {steps}{counted}{started}"
+
+
+def _values_text(values: list[tuple[str, float]], clock: float) -> str:
+    if not values:
+        return ""
+    shown = ", ".join(f"{text} (seen {relative(seen, clock)})" for text, seen in values[:VALUES_SHOWN])
+    more = f", and {len(values) - VALUES_SHOWN} more" if len(values) > VALUES_SHOWN else ""
+    return f": {shown}{more}"
+
+
+# ---- as JSON ------------------------------------------------------------------------------
+
+
+def view_json(view: StateView) -> dict[str, Any]:
+    """The object `rulesd state --format json` prints: times in RFC 3339, values as values."""
+    return {
+        "clock": rfc3339(view.clock),
+        "clock_source": "engine" if view.engine else "now",
+        "rules": [_rule_json(r) for r in view.rules],
+    }
+
+
+def _rule_json(rule_state: RuleState) -> dict[str, Any]:
+    rule = rule_state.rule
+    return {
+        "rule": rule_state.name,
+        "loaded": rule is not None,
+        "kind": _kind_name(rule) if rule is not None else None,
+        "learning_until": _time(rule_state.learning_until),
+        "groups": [_group_json(rule, g) for g in rule_state.groups],
+    }
+
+
+_KIND_NAMES = {
+    Threshold: "threshold",
+    Distinct: "distinct",
+    Sequence: "sequence",
+    Absence: "absence",
+    NewValue: "new_value",
+}
+
+
+def _kind_name(rule: Rule) -> str | None:
+    return _KIND_NAMES.get(type(rule.kind)) if rule.kind is not None else None
+
+
+def _group_json(rule: Rule | None, group: GroupState) -> dict[str, Any]:
+    out: dict[str, Any] = {"group": _key_json(rule, group.key)}
+    for name, value in group.facts.items():
+        if name in _TIMES:
+            out[name] = _time(value)
+        elif name == "values":
+            out[name] = [{"value": key_value(text), "last_seen": rfc3339(seen)} for text, seen in value]
+        else:
+            out[name] = value
+    return out
+
+
+def _key_json(rule: Rule | None, key: GroupKey) -> dict[str, Any] | list[Any]:
+    """A group as an object of its group_by values (a missing field left out), or, for a rule
+    not loaded, the list of its parts (a missing one as null)."""
+    values = [key_value(part) for part in key]
+    if rule is None or len(rule.group_by) != len(key):
+        return [None if v is MISSING else v for v in values]
+    return {path: v for path, v in zip(rule.group_by, values, strict=True) if v is not MISSING}
+
+
+def _time(value: float | None) -> str | None:
+    return rfc3339(value) if value is not None else None

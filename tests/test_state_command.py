@@ -1,0 +1,138 @@
+"""`rulesd state` beside the real running daemon: the numbers it reads from the state database
+are the daemon's, and reading them disturbs nothing (the daemon goes on alerting)."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import sqlite3
+import time
+from typing import Any
+
+from rulesd.engine import Engine
+from rulesd.state import SqliteState
+from tests.daemon_process import Workspace, wait_until
+from tests.fake_opsgenie import FakeOpsGenie
+from tests.ruletools import ruleset_from_yaml
+from tests.run_cli import rulesd_cli
+
+RULES = """\
+rules:
+  - name: errors-per-host
+    match: {kind: error}
+    threshold: {count: 3, window: 10m, group_by: [host]}
+    throttle: 1h
+    resolve: {after: 30m}
+    alert: {alias: "errors-{host}"}
+  - name: users-per-address
+    match: {kind: login_failed}
+    distinct: {field: user, count: 5, window: 10m, group_by: [ip]}
+  - name: heartbeat-missing
+    match: {kind: heartbeat}
+    absence: {window: 1h, group_by: [host]}
+"""
+
+
+def state(workspace: Workspace, *args: str) -> dict[str, Any]:
+    """`rulesd state --format json` on the workspace, by rule name."""
+    result = rulesd_cli("state", "--config", str(workspace.config), "--format", "json", *args)
+    assert (0, "") == (result.returncode, result.stderr), result
+    return json.loads(result.stdout)
+
+
+def groups(view: dict[str, Any], rule: str) -> dict[str, dict[str, Any]]:
+    """A rule's groups by their first group_by value."""
+    found = next((r for r in view["rules"] if r["rule"] == rule), {"groups": []})
+    return {next(iter(g["group"].values())): g for g in found["groups"]}
+
+
+def seconds(text: str) -> float:
+    """Epoch seconds of an RFC 3339 UTC time as `rulesd state` writes it."""
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def test_state_beside_a_running_daemon(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Counts in the window, distinct values, an absence's timer, then after a firing the
+    throttle and the open alert with its close: read while the daemon runs and commits."""
+    (workspace.rules / "rules.yaml").write_text(RULES)
+    daemon = workspace.start()
+    started = time.time()
+    workspace.append(
+        {"kind": "error", "host": "a"},
+        {"kind": "error", "host": "a"},
+        {"kind": "error", "host": "b"},
+        {"kind": "login_failed", "ip": "192.0.2.1", "user": "alice"},
+        {"kind": "login_failed", "ip": "192.0.2.1", "user": "bob"},
+        {"kind": "login_failed", "ip": "192.0.2.1", "user": "alice"},
+        {"kind": "heartbeat", "host": "h1"},
+    )
+    assert wait_until(lambda: "h1" in groups(state(workspace), "heartbeat-missing"), timeout=20)
+    view = state(workspace)
+    assert "engine" == view["clock_source"]
+    errors = groups(view, "errors-per-host")
+    assert {"a": (2, 3), "b": (1, 3)} == {host: (g["count"], g["needed"]) for host, g in errors.items()}
+    users = groups(view, "users-per-address")["192.0.2.1"]
+    assert (2, 5, {"alice", "bob"}) == (users["distinct"], users["needed"], {v["value"] for v in users["values"]})
+    beat = groups(view, "heartbeat-missing")["h1"]
+    assert (False, 3600.0) == (beat["silent"], seconds(beat["fires_at"]) - seconds(beat["last_seen"]))
+    assert started - 2 <= seconds(beat["last_seen"]) <= time.time() + 1
+
+    # The daemon goes on: the third error of host a fires, and the state says what followed.
+    workspace.append({"kind": "error", "host": "a"})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert ["errors-a"] == [r.json()["alias"] for r in server.requests]
+    assert wait_until(lambda: "throttled_until" in groups(state(workspace), "errors-per-host").get("a", {}), timeout=20)
+    fired = groups(state(workspace, "--rule", "errors-per-host"), "errors-per-host")["a"]
+    assert ["errors-a"] == fired["open_alerts"]
+    assert 3600.0 == seconds(fired["throttled_until"]) - seconds(fired["last_fired"])
+    assert 1800.0 == seconds(fired["closes_at"]) - seconds(fired["last_fired"])
+    assert "count" not in fired  # the group's count started again from zero when it fired
+
+    text = rulesd_cli("state", "--config", str(workspace.config), "--rule", "errors-per-host")
+    assert 0 == text.returncode
+    lines = text.stdout.splitlines()
+    assert "errors-per-host (threshold 3 in 10m, group_by host, throttle 1h, resolve after 30m): 2 groups" == lines[1]
+    assert lines[2].startswith('  host="a": throttled until ')
+    assert "alert open (errors-a); closes at " in lines[2]
+    assert lines[3].startswith('  host="b": 1 of 3 in 10m, the oldest ')
+
+    workspace.append({"kind": "error", "host": "b"}, {"kind": "error", "host": "b"})
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert ["errors-a", "errors-b"] == [r.json()["alias"] for r in server.requests]
+    assert 0 == daemon.terminate()
+    assert "database is locked" not in daemon.output()
+
+
+def test_state_without_a_database_and_for_an_unknown_rule(workspace: Workspace) -> None:
+    """Before the daemon ever ran: nothing saved yet (exit 0); an unknown rule name: exit 2."""
+    (workspace.rules / "rules.yaml").write_text(RULES)
+    empty = rulesd_cli("state", "--config", str(workspace.config))
+    assert (0, "") == (empty.returncode, empty.stderr)
+    assert empty.stdout.startswith(f"no engine state saved at {workspace.root / 'state' / 'state.sqlite'} yet\n")
+    unknown = rulesd_cli("state", "--config", str(workspace.config), "--rule", "errors-per-hots")
+    assert (2, "rulesd state: no rule named 'errors-per-hots'; did you mean 'errors-per-host'?\n") == (
+        unknown.returncode,
+        unknown.stderr,
+    )
+
+
+def test_state_never_waits_for_the_write_lock(workspace: Workspace) -> None:
+    """While another process holds the database's write lock (the daemon committing a long
+    batch), `rulesd state` still reads the last committed state at once: it only ever reads."""
+    (workspace.rules / "rules.yaml").write_text(RULES)
+    (workspace.root / "state").mkdir()
+    path = workspace.root / "state" / "state.sqlite"
+    engine = Engine(ruleset_from_yaml(RULES))
+    engine.evaluate({"kind": "error", "host": "a"}, time.time())
+    SqliteState(str(path)).commit(positions={}, payloads=[], now=time.time(), engine=engine.state.delta())
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("DELETE FROM engine_groups")
+    try:
+        started = time.monotonic()
+        view = state(workspace)
+        assert time.monotonic() - started < 10  # a writer would wait for the lock (30 s)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert {"a": 1} == {host: g["count"] for host, g in groups(view, "errors-per-host").items()}

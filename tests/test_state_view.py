@@ -1,0 +1,176 @@
+"""What `rulesd state` shows of the engine's saved state: per rule and group, seen from the
+engine's clock (pure: saved state, rules and the wall clock in, text and JSON out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rulesd.engine import Engine
+from rulesd.pipeline import evaluate_events
+from rulesd.rules.model import RuleSet
+from rulesd.state_view import state_view, view_json, view_text
+from tests.ruletools import ruleset_from_yaml
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+SAVED_AT = 5000.0  # the wall time the daemon saved the state at (its clock is event time)
+
+RULES = """\
+rules:
+  - name: ssh-brute
+    match: {event: login_failed}
+    threshold: {count: 3, window: 5m, group_by: [ip]}
+    throttle: 10m
+  - name: spraying
+    match: {event: login_failed}
+    distinct: {field: user, count: 3, window: 5m, group_by: [ip]}
+  - name: login-after-brute
+    sequence:
+      group_by: [ip]
+      within: 10m
+      steps:
+        - match: {event: login_failed}
+          count: 2
+        - match: {event: login_ok}
+  - name: backup-never-finished
+    sequence:
+      group_by: [host]
+      steps:
+        - match: {event: backup_started}
+        - absent: {match: {event: backup_finished}, for: 1h}
+  - name: heartbeat-missing
+    match: {event: heartbeat}
+    absence: {window: 5m, group_by: [host]}
+  - name: new-admin-address
+    match: {event: login_ok}
+    new_value: {fields: [ip], group_by: [user], learn: 7d}
+  - name: payment-errors
+    match: {event: error}
+    threshold: {count: 2, window: 1m, group_by: [service]}
+    resolve: {after: 15m}
+    throttle: 5m
+  - name: quiet
+    match: {event: never}
+"""
+EVENTS: list[tuple[int, dict[str, Any]]] = [
+    (0, {"event": "login_failed", "ip": "a", "user": "u1"}),
+    (10, {"event": "login_failed", "ip": "a", "user": "u2"}),
+    (20, {"event": "heartbeat", "host": "h1"}),
+    (30, {"event": "backup_started", "host": "db"}),
+    (40, {"event": "login_ok", "ip": "a", "user": "u1"}),  # completes login-after-brute for a
+    (50, {"event": "error", "service": "pay"}),
+    (55, {"event": "error", "service": "pay"}),  # fires payment-errors: open, throttled
+    (60, {"event": "login_failed", "ip": "b", "user": "u1"}),
+]
+
+
+def saved_state(ruleset: RuleSet) -> dict[str, Any]:
+    """The state after EVENTS, as the store gives it back (the clock saved at SAVED_AT)."""
+    engine = Engine(ruleset, time_field="t")
+    evaluate_events([({**e, "t": T0 + at}, float(T0 + at)) for at, e in EVENTS], engine, lambda i: i)
+    return {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+
+
+def test_every_kind_of_group_state_as_text() -> None:
+    """Counts in the window, distinct values, the sequence step and an absent step's wait,
+    an absence's timer, values known and learning, throttle and open alerts with their close;
+    times from the engine clock: the saved event time plus the wall time since (60 s)."""
+    ruleset = ruleset_from_yaml(RULES)
+    view = state_view(saved_state(ruleset), ruleset, SAVED_AT + 60)
+    assert [
+        "engine clock: 2026-01-01T00:02:00Z (event time; times below are seen from it)",
+        "ssh-brute (threshold 3 in 5m, group_by ip, throttle 10m): 2 groups",
+        '  ip="a": 2 of 3 in 5m, the oldest 2026-01-01T00:00:00Z (2m ago)',
+        '  ip="b": 1 of 3 in 5m, the oldest 2026-01-01T00:01:00Z (1m ago)',
+        "spraying (distinct user, 3 in 5m, group_by ip): 2 groups",
+        '  ip="a": 2 of 3 different user: "u2" (seen 1m50s ago), "u1" (seen 2m ago)',
+        '  ip="b": 1 of 3 different user: "u1" (seen 1m ago)',
+        "login-after-brute (sequence of 2 steps within 10m, group_by ip): 1 group",
+        '  ip="b": at step 1 of 2, 1 of 2 events, started 2026-01-01T00:01:00Z (1m ago)',
+        "backup-never-finished (sequence of 2 steps, group_by host): 1 group",
+        '  host="db": step 1 of 2 done; fires at 2026-01-01T01:00:30Z (in 58m30s) '
+        "unless the absent step's event comes",
+        "heartbeat-missing (absence 5m, group_by host): 1 group",
+        '  host="h1": last seen 2026-01-01T00:00:20Z (1m40s ago); '
+        "fires at 2026-01-01T00:05:20Z (in 3m20s) if still silent",
+        "new-admin-address (new_value ip, group_by user): 1 group",
+        "  learning until 2026-01-08T00:00:00Z (in 6d23h): new values are only recorded",
+        '  user="u1": 1 value(s) known: "a" (seen 1m20s ago)',
+        "payment-errors (threshold 2 in 1m, group_by service, throttle 5m, resolve after 15m): 1 group",
+        '  service="pay": throttled until 2026-01-01T00:05:55Z (in 3m55s); alert open (rulesd: payment-errors: '
+        '{"service":"pay"}); closes at 2026-01-01T00:15:55Z (in 13m55s) unless it fires again',
+    ] == view_text(view, SAVED_AT + 60).splitlines()
+
+
+def test_counts_leave_the_window_as_the_clock_runs_on() -> None:
+    """Ten minutes of wall time later the engine clock has moved on as the daemon's does while
+    idle: the windows are empty, the throttle is over, the absence is due."""
+    ruleset = ruleset_from_yaml(RULES)
+    view = state_view(saved_state(ruleset), ruleset, SAVED_AT + 600, "ssh-brute")
+    assert [
+        "engine clock: 2026-01-01T00:11:00Z (event time; times below are seen from it)",
+        "ssh-brute (threshold 3 in 5m, group_by ip, throttle 10m): 2 groups",
+        '  ip="a": 0 of 3 in 5m',
+        '  ip="b": 0 of 3 in 5m',
+    ] == view_text(view, SAVED_AT + 600).splitlines()
+
+
+def test_the_json_form() -> None:
+    """Groups by their group_by values, times in RFC 3339, values as values."""
+    ruleset = ruleset_from_yaml(RULES)
+    rules = {r["rule"]: r for r in view_json(state_view(saved_state(ruleset), ruleset, SAVED_AT + 60))["rules"]}
+    assert ["ssh-brute", "spraying", "login-after-brute", "backup-never-finished"] == list(rules)[:4]
+    assert {
+        "group": {"service": "pay"},
+        "last_fired": "2026-01-01T00:00:55Z",
+        "throttled_until": "2026-01-01T00:05:55Z",
+        "open_alerts": ['rulesd: payment-errors: {"service":"pay"}'],
+        "closes_at": "2026-01-01T00:15:55Z",
+    } == rules["payment-errors"]["groups"][0]
+    assert {
+        "group": {"ip": "a"},
+        "field": "user",
+        "distinct": 2,
+        "needed": 3,
+        "window_seconds": 300.0,
+        "values": [
+            {"value": "u2", "last_seen": "2026-01-01T00:00:10Z"},
+            {"value": "u1", "last_seen": "2026-01-01T00:00:00Z"},
+        ],
+    } == rules["spraying"]["groups"][0]
+    assert ("sequence", 2, "2026-01-01T01:00:30Z") == (
+        rules["backup-never-finished"]["kind"],
+        rules["backup-never-finished"]["groups"][0]["step"],
+        rules["backup-never-finished"]["groups"][0]["fires_at"],
+    )
+    assert "2026-01-08T00:00:00Z" == rules["new-admin-address"]["learning_until"]
+    assert "quiet" not in rules  # a rule without state is left out
+
+
+def test_without_a_saved_clock_times_are_seen_from_now() -> None:
+    """A state saved before the clock was (or by no engine yet): the wall clock, said so."""
+    ruleset = ruleset_from_yaml(RULES)
+    saved = {k: v for k, v in saved_state(ruleset).items() if not k.startswith("clock")}
+    view = state_view(saved, ruleset, T0 + 120.0, "ssh-brute")
+    assert (False, T0 + 120.0) == (view.engine, view.clock)
+    assert view_text(view, T0 + 120.0).startswith(
+        "engine clock: not saved yet; times below are seen from now, 2026-01-01T00:02:00Z\n"
+    )
+
+
+def test_state_of_a_rule_changed_or_removed_is_shown_as_saved() -> None:
+    """The rule files changed since (the daemon drops that state at its next reload): shown
+    as it is saved, without the rule's parameters."""
+    saved = saved_state(ruleset_from_yaml(RULES))
+    changed = ruleset_from_yaml(
+        RULES.replace("count: 3, window: 5m, group_by: [ip]}", "count: 4, window: 5m, group_by: [ip]}")
+    )
+    lines = view_text(state_view(saved, changed, SAVED_AT + 60, "ssh-brute"), SAVED_AT + 60).splitlines()
+    assert [
+        "ssh-brute (not in the rule files as saved: the state as it is): 2 groups",
+        '  ["a"]: 2 in the window, the oldest 2026-01-01T00:00:00Z (2m ago)',
+        '  ["b"]: 1 in the window, the oldest 2026-01-01T00:01:00Z (1m ago)',
+    ] == lines[1:]
+    gone = state_view(saved, None, SAVED_AT + 60, "spraying")
+    assert [{"group": ["a"], "field": None, "distinct": 2}] == [
+        {k: g[k] for k in ("group", "field", "distinct")} for g in view_json(gone)["rules"][0]["groups"][:1]
+    ]
