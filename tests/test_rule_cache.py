@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,6 @@ def test_a_file_others_may_write_or_a_damaged_one_is_not_used(tmp_path: Path) ->
     assert cache.get("kind", "shared") is None
     assert cache.get("kind", "damaged") is None
     assert cache.get("kind", "missing") is None
-
-
-def test_the_daemon_cache_does_not_create_the_state_directory(tmp_path: Path) -> None:
-    """Only `cache/` is made in a state directory; a missing one is the daemon's to create."""
-    cache = RuleCache.in_state_dir(str(tmp_path / "state"))
-    cache.put("kind", "k", b"x")
-    assert not (tmp_path / "state").exists()
-    assert cache.get("kind", "k") is None
 
 
 def test_old_entries_are_pruned(tmp_path: Path) -> None:
@@ -114,3 +107,17 @@ def test_a_changed_or_invalid_file_is_read_afresh(tmp_path: Path) -> None:
     for _ in range(2):
         names, _, problems = _summary(path, cache)
         assert [] == names and 1 == len(problems) and "look-ahead" in problems[0]
+
+
+def test_a_daemon_s_first_start_makes_its_state_directory_private_for_the_cache(tmp_path: Path) -> None:
+    """The rules are loaded before anything else made the state directory: the cache makes it,
+    0700 whatever the umask, and is written on the first start already."""
+    state = tmp_path / "state"
+    old = os.umask(0o022)
+    try:
+        cache = RuleCache.in_state_dir(str(state))
+        cache.put("document", "k", b"payload")
+    finally:
+        os.umask(old)
+    assert 0o700 == stat.S_IMODE(state.stat().st_mode)
+    assert b"payload" == cache.get("document", "k")

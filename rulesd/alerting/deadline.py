@@ -2,7 +2,7 @@
 
 `requests` only bounds each socket operation: a server that answers one byte per second never
 trips a read timeout, and would hold the sender (and shutdown) for as long as it likes. Here a
-timer shuts the request's socket down when its time is up, which ends whatever call is blocked
+watcher thread shuts the request's socket down when its time is up, which ends whatever call is blocked
 on it at once, in any phase. The socket is found through the connection classes that
 `DeadlineAdapter` gives `requests`' pool: each registers its socket with the deadline of the
 request running on its thread. `Deadlines.abort` ends every request in flight (at shutdown).
@@ -10,9 +10,11 @@ request running on its thread. `Deadlines.abort` ends every request in flight (a
 
 from __future__ import annotations
 
+import heapq
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -58,6 +60,11 @@ class Deadline:
             self._finished = True
             self._sockets = []
 
+    @property
+    def finished(self) -> bool:
+        """Whether the request is over (its deadline no longer matters)."""
+        return self._finished
+
 
 def _shut(sock: socket.socket) -> None:
     with suppress(OSError):  # already closed: nothing is blocked on it
@@ -65,33 +72,55 @@ def _shut(sock: socket.socket) -> None:
 
 
 class Deadlines:
-    """The deadlines of the requests in flight, so that shutdown can end them all."""
+    """The deadlines of the requests in flight, so that shutdown can end them all.
 
-    def __init__(self) -> None:
+    One watcher thread, started with the first request, expires them when their time is up
+    (a thread per request would cost more than a delivery's own work).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._active: set[Deadline] = set()
+        self._due: list[tuple[float, int, Deadline]] = []  # a heap; finished ones are skipped
+        self._count = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._watcher: threading.Thread | None = None
+        self._clock = clock
         self.aborted = False
 
     @contextmanager
     def within(self, seconds: float) -> Iterator[Deadline]:
         """Run the body as one request that must be over within `seconds`."""
         deadline = Deadline()
-        timer = threading.Timer(seconds, deadline.expire)
-        timer.daemon = True
         with self._lock:
             self._active.add(deadline)
             if self.aborted:
                 deadline.expire()
+            self._count += 1
+            heapq.heappush(self._due, (self._clock() + seconds, self._count, deadline))
+            self._changed.notify()
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="rulesd-deadlines", daemon=True)
+                self._watcher.start()
         _current.deadline = deadline
-        timer.start()
         try:
             yield deadline
         finally:
-            timer.cancel()
             deadline.finish()
             _current.deadline = None
             with self._lock:
                 self._active.discard(deadline)
+
+    def _watch(self) -> None:
+        """Expire each deadline when its time comes (the watcher thread's loop)."""
+        with self._lock:
+            while True:
+                now = self._clock()
+                while self._due and (self._due[0][0] <= now or self._due[0][2].finished):
+                    _, _, deadline = heapq.heappop(self._due)
+                    if not deadline.finished:
+                        deadline.expire()  # takes only the deadline's own lock
+                self._changed.wait(self._due[0][0] - now if self._due else None)
 
     def abort(self) -> None:
         """End every request in flight now, and every later one at once."""

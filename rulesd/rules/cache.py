@@ -32,11 +32,15 @@ MAX_FILES = 64  # per kind; the least recently used go first
 class RuleCache:
     """Blobs by (kind, key) in one private directory."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, create_parents: bool = False) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, create_parents: bool = False, parent_mode: int = 0o777
+    ) -> None:
         self.directory = Path(directory)
-        # A daemon's cache lives in its state directory, which the daemon creates as it
-        # wants it: only the cache directory itself is made then.
+        # Missing parent directories are made (with `parent_mode`, less the umask) if asked:
+        # the first start of a daemon loads its rules before anything else made its state
+        # directory, which must be as private as the daemon makes it (0700).
         self.create_parents = create_parents
+        self.parent_mode = parent_mode
 
     @classmethod
     def for_user(cls, environ: Mapping[str, str]) -> RuleCache | None:
@@ -51,7 +55,7 @@ class RuleCache:
     @classmethod
     def in_state_dir(cls, state_dir: str) -> RuleCache:
         """The daemon's cache: `cache/` in its state directory."""
-        return cls(os.path.join(state_dir, "cache"))
+        return cls(os.path.join(state_dir, "cache"), create_parents=True, parent_mode=0o700)
 
     def get(self, kind: str, key: str) -> bytes | None:
         """The blob stored under (kind, key), or None."""
@@ -101,7 +105,7 @@ class RuleCache:
 
     def _ensure_directory(self) -> None:
         if self.create_parents:
-            os.makedirs(self.directory.parent, exist_ok=True)
+            os.makedirs(self.directory.parent, mode=self.parent_mode, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.directory, 0o700)
         info = os.stat(self.directory)
