@@ -49,6 +49,7 @@ class StateView:
     clock: float
     engine: bool
     rules: tuple[RuleState, ...]
+    rules_loaded: bool = True  # False: the rule files did not load, every state is shown as saved
 
 
 def engine_clock(saved: dict[str, Any] | None, now: float) -> float | None:
@@ -77,7 +78,8 @@ def state_view(saved: dict[str, Any] | None, ruleset: RuleSet | None, now: float
         if rule is not None and state.fingerprints.get(name, rule.fingerprint) != rule.fingerprint:
             rule = None  # the state belongs to the rule as it was
         rules.append(_rule_state(name, rule, state, at))
-    return StateView(at, clock is not None, tuple(r for r in rules if r.groups or only is not None))
+    shown = tuple(r for r in rules if r.groups or only is not None)
+    return StateView(at, clock is not None, shown, ruleset is not None)
 
 
 def _rule_state(name: str, rule: Rule | None, state: EngineState, clock: float) -> RuleState:
@@ -102,7 +104,7 @@ def view_text(view: StateView, now: float) -> str:
     else:
         lines = [f"engine clock: not saved yet; times below are seen from now, {rfc3339(now)}"]
     for rule_state in view.rules:
-        lines.append(_rule_head(rule_state))
+        lines.append(_rule_head(rule_state, view.rules_loaded))
         if rule_state.learning_until is not None and rule_state.learning_until > view.clock:
             until = when(rule_state.learning_until, view.clock)
             lines.append(f"  learning until {until}: new values are only recorded")
@@ -115,9 +117,11 @@ def view_text(view: StateView, now: float) -> str:
     return "\n".join(lines)
 
 
-def _rule_head(rule_state: RuleState) -> str:
+def _rule_head(rule_state: RuleState, rules_loaded: bool) -> str:
     rule, count = rule_state.rule, len(rule_state.groups)
     groups = f"{count} group{'s' if count != 1 else ''}"
+    if rule is None and not rules_loaded:
+        return f"{rule_state.name} (the rule files do not load: the state as it is): {groups}"
     if rule is None:
         return f"{rule_state.name} (not in the rule files as saved: the state as it is): {groups}"
     return f"{rule.name} ({kind_text(rule)}): {groups}"

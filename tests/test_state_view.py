@@ -171,6 +171,10 @@ def test_state_of_a_rule_changed_or_removed_is_shown_as_saved() -> None:
         '  ["b"]: 1 in the window, the oldest 2026-01-01T00:01:00Z (1m ago)',
     ] == lines[1:]
     gone = state_view(saved, None, SAVED_AT + 60, "spraying")
+    assert (
+        "spraying (the rule files do not load: the state as it is): 2 groups"
+        == (view_text(gone, SAVED_AT + 60).splitlines()[1])
+    )
     assert [{"group": ["a"], "field": None, "distinct": 2}] == [
         {k: g[k] for k in ("group", "field", "distinct")} for g in view_json(gone)["rules"][0]["groups"][:1]
     ]
