@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
         help="text (path:line:col: error: message), a JSON array, or GitHub Actions annotations",
     )
 
+    forward = sub.add_parser("forward", parents=[common], help="tail the configured sources into a Redis stream")
+    forward.add_argument("--config", metavar="FILE", required=True, help="the configuration (its sources and forward:)")
+
     outbox = sub.add_parser("outbox", parents=[common], help="show or requeue queued alerts")
     _outbox_options(outbox, defaults=True)
     actions = outbox.add_subparsers(dest="action", metavar="ACTION")
@@ -222,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run,
+        "forward": cmd_forward,
         "outbox": cmd_outbox,
         "check": cmd_check,
         "test": cmd_test,
@@ -529,6 +533,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Imported here: the authoring commands need none of it.
     from rulesd.daemon import Daemon, build_parts
     from rulesd.state.lock import StateDirectoryBusy
+    from rulesd.state.redis import RedisState
 
     config = load_config(args.config)
     # A dry run leaves the state directory alone; its cache is the user's.
@@ -547,7 +552,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, sqlite3.Error, RulesdError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_FAIL
+    if isinstance(parts.store, RedisState):
+        from rulesd.daemon.build import stream_reader
+        from rulesd.daemon.shared import SharedDaemon
+
+        return SharedDaemon(parts, parts.store, stream_reader(config, parts.store)).run()
     return Daemon(parts).run()
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    """`rulesd forward`: append the configured sources' lines to the `forward:` stream."""
+    from rulesd.forward import Forwarder
+    from rulesd.state import StateUnavailable
+
+    config = load_config(args.config)
+    if config.forward is None:
+        print(f"rulesd forward: {config.path} has no forward: {{url: redis://…, stream: …}}", file=sys.stderr)
+        return EXIT_USAGE
+    if any(source.type in ("stdin", "redis_stream") for source in config.sources):
+        print("rulesd forward: the sources to forward are file or journald sources", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return Forwarder(config).run()
+    except (OSError, sqlite3.Error, StateUnavailable) as exc:
+        log.error("cannot forward: %s", exc)
+        return EXIT_FAIL
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:

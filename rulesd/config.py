@@ -25,6 +25,7 @@ from rulesd.yamldoc import Document, read_yaml
 
 DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
 DEFAULT_STATE_DIR = "/var/lib/rulesd"
+DEFAULT_STREAM = "rulesd:events"
 API_KEY_ENV = "RULESD_OPSGENIE_API_KEY"
 CREDENTIAL_NAME = "opsgenie-api-key"
 Report = Callable[[tuple[str | int, ...], str], None]
@@ -42,6 +43,10 @@ class SourceConfig:
     max_line_bytes: int = 1_048_576
     units: tuple[str, ...] = ()
     matches: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    url: str | None = None  # redis_stream: the Redis holding the stream
+    stream: str = DEFAULT_STREAM
+    group: str = "rulesd"
+    claim_idle: float = 10.0
 
     @property
     def name(self) -> str | None:
@@ -52,6 +57,26 @@ class SourceConfig:
     def label(self) -> str:
         """How logs and metrics name the source: its name, else its type."""
         return self.reading.source_name or self.type
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where the durable state lives: `sqlite` in state_dir, or `redis` at `url`, shared by
+    instances, this one's source positions kept under `instance`."""
+
+    backend: str = "sqlite"
+    url: str | None = None
+    instance: str | None = None  # None: the host name and the state directory
+    prefix: str = "rulesd:"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    """`rulesd forward`: the Redis stream the sources' lines are appended to."""
+
+    url: str
+    stream: str = DEFAULT_STREAM
+    batch_lines: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +105,8 @@ class Config:
     opsgenie: OpsgenieConfig = OpsgenieConfig()
     metrics_listen: str | None = None
     limits: Limits = field(default_factory=Limits)
+    state: StateConfig = StateConfig()
+    forward: ForwardConfig | None = None
     warnings: tuple[Problem, ...] = ()
     """What `rulesd check --config` prints as warnings and `rulesd run` logs at start."""
 
@@ -87,6 +114,11 @@ class Config:
     def source(self) -> SourceConfig:
         """The first (usually the only) source."""
         return self.sources[0]
+
+    @property
+    def stream_source(self) -> SourceConfig | None:
+        """The redis_stream source, in stream mode."""
+        return next((s for s in self.sources if s.type == "redis_stream"), None)
 
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
@@ -133,6 +165,8 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
     metrics = raw.get("metrics") or {}
     limits = raw.get("limits") or {}
+    state = _state(raw.get("state") or {}, sources, report)
+    forward = raw.get("forward")
     if problems:
         raise ConfigError(problems, rule_paths)
     warnings = tuple(
@@ -148,6 +182,10 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
         opsgenie=opsgenie,
         metrics_listen=metrics.get("listen"),
         limits=Limits(limits.get("groups_per_rule", MAX_GROUPS_PER_RULE), limits.get("groups", MAX_GROUPS)),
+        state=state,
+        forward=ForwardConfig(forward["url"], forward.get("stream", DEFAULT_STREAM), forward.get("batch_lines", 1000))
+        if forward
+        else None,
         warnings=warnings,
     )
 
@@ -189,6 +227,11 @@ def _source(
     for key in ("units", "matches"):
         if kind != "journald" and key in raw:
             report((*where, key), f"'{key}' is only used with type: journald")
+    for key in ("url", "stream", "group", "claim_idle"):
+        if kind != "redis_stream" and key in raw:
+            report((*where, key), f"'{key}' is only used with type: redis_stream")
+    if kind == "redis_stream" and raw.get("format", "json") != "json":
+        report((*where, "format"), "a redis_stream source holds JSON events (format: json)")
     return SourceConfig(
         type=kind,
         paths=tuple(_absolute(base, p) for p in paths),
@@ -197,6 +240,10 @@ def _source(
         max_line_bytes=raw.get("max_line_bytes", 1_048_576),
         units=tuple(raw.get("units", ())),
         matches=tuple((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in raw.get("matches", {}).items()),
+        url=raw.get("url"),
+        stream=raw.get("stream", DEFAULT_STREAM),
+        group=raw.get("group", "rulesd"),
+        claim_idle=parse_duration(raw.get("claim_idle", "10s")),
     )
 
 
@@ -265,6 +312,32 @@ def _pattern_list(raw: dict[str, Any], key: str, where: tuple[str | int, ...], r
         except ValueError as exc:
             report((*where, key) if isinstance(value, str) else (*where, key, i), str(exc))
     return compiled
+
+
+def _state(raw: dict[str, Any], sources: tuple[SourceConfig, ...], report: Report) -> StateConfig:
+    """`state`: SQLite, or Redis (which a redis_stream source needs, in the same Redis)."""
+    backend = raw.get("backend", "sqlite")
+    url = raw.get("url")
+    streams = [(i, s) for i, s in enumerate(sources) if s.type == "redis_stream"]
+    if streams:
+        i, stream = streams[0]
+        where: tuple[str | int, ...] = ("sources", i) if len(sources) > 1 else ("source",)
+        if len(sources) > 1:
+            report(where, "a redis_stream source is the only source of an instance (forward other sources into it)")
+        if backend != "redis":
+            report(where, "a redis_stream source needs state: {backend: redis} (in the same Redis)")
+        elif url and stream.url and url != stream.url:
+            report(
+                ("state", "url"),
+                "the stream and the state must be in the same Redis: state.url differs from the source's url",
+            )
+        url = url or stream.url
+    if backend == "redis" and not url:
+        report(("state",), "state: {backend: redis} needs a url (e.g. redis://state:6379/0)")
+    for key in ("url", "instance", "prefix"):
+        if backend != "redis" and key in raw:
+            report(("state", key), f"'{key}' is only used with backend: redis")
+    return StateConfig(backend, url, raw.get("instance"), raw.get("prefix", "rulesd:"))
 
 
 def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:

@@ -45,6 +45,8 @@ IDLE_DELAY = 3600.0
 POLL_INTERVAL = 5.0
 # While the state cannot be written (a full disk), the sender looks again this often.
 STATE_RETRY = 1.0
+# Seconds before looking again when the outbox turned out to be another process's to send.
+OWNERSHIP_WAIT = 1.0
 # A server's Retry-After is honoured up to this; a broken header must not stall the queue.
 RETRY_AFTER_MAX = 3600.0
 
@@ -109,6 +111,7 @@ class Sender:
         auth_retry: float = 60.0,
         on_result: ResultHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        poll: float = POLL_INTERVAL,
     ) -> None:
         self._store = store
         self.transport = transport
@@ -120,6 +123,7 @@ class Sender:
         self._auth_retry = auth_retry
         self._on_result = on_result
         self._sleep = sleep
+        self._poll = poll  # looks at the outbox at least this often (others may queue into it)
         # Serialises `step`, `run` and `drain` so that no alert is ever in flight twice.
         self._lock = threading.Lock()
         self.paused_reason: str | None = None
@@ -160,7 +164,7 @@ class Sender:
                 delay = self._guarded_step(stop)
                 if stop.is_set():
                     break
-                wake.wait(min(delay, POLL_INTERVAL))
+                wake.wait(min(delay, self._poll))
         finally:
             self._store.close()  # this thread's connection only
 
@@ -197,8 +201,8 @@ class Sender:
             self._state_problem = str(exc)
             return STATE_RETRY
         except Exception:  # the top of the sender loop: log, wait, go on
-            log.exception("sender step failed; retrying in %.0fs", POLL_INTERVAL)
-            return POLL_INTERVAL
+            log.exception("sender step failed; retrying in %.0fs", self._poll)
+            return self._poll
         if self._state_problem is not None:
             self._state_problem = None
             log.info("sender: the state can be written again")
@@ -243,6 +247,8 @@ class Sender:
 
     def _attempt(self, alert: OutboxAlert, now: float) -> float | None:
         """Send one due alert and record the outcome; the wait before the next try, if any."""
+        if not self._store.owns(alert.id):  # another process took the outbox over (after a pause)
+            return OWNERSHIP_WAIT
         try:
             if alert.action == CLOSE:
                 self.transport.close_alert(alert.target or "", alert.payload)

@@ -74,7 +74,7 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
         ("sorce: {type: stdin}\n", "rulesd.yaml:1:1: error: sorce: unknown key 'sorce'; did you mean 'source'?"),
         (
             "source: {type: kafka}\n",
-            'rulesd.yaml:1:16: error: source.type: "kafka" is not one of: file, stdin, journald',
+            'rulesd.yaml:1:16: error: source.type: "kafka" is not one of: file, stdin, journald, redis_stream',
         ),
         (
             "source: {type: file}\n",

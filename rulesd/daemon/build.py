@@ -22,25 +22,29 @@ from rulesd.alerting.opsgenie import OpsGenieClient, PrintTransport, Transport
 from rulesd.alerting.payload import AlertSettings
 from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
 from rulesd.engine import Engine, EngineState
-from rulesd.errors import InvalidInputError
+from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
+from rulesd.events import Parser
 from rulesd.logs import RateLimitedWarning
 from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
 from rulesd.reload import RuleWatcher
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.model import RuleSet
-from rulesd.sender import Sender
+from rulesd.sender import POLL_INTERVAL, Sender
 from rulesd.sources.base import Saved, Source
 from rulesd.sources.file import FileSource
 from rulesd.sources.journald import JournaldSource
 from rulesd.sources.named import NamedSource, own_positions
 from rulesd.sources.parsers import source_parser
+from rulesd.sources.redis_stream import StreamReader
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import OutboxAlert, SqliteState, StateBackend
 from rulesd.state.lock import StateLock, lock_state_dir
+from rulesd.state.redis import RedisState, connect, default_instance
 
 log = logging.getLogger("rulesd")
 STATE_FILE = "state.sqlite"
+SHARED_POLL = 0.5  # seconds: how often a sender looks at a shared outbox without being woken
 STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this long
 
 
@@ -84,6 +88,7 @@ class Parts:
     metrics: MetricsServer | None = None
     rule_cache: RuleCache | None = None  # parsed rule files and pattern databases a reload may reuse
     lock: StateLock | None = None  # None in a dry run, which uses no state directory
+    stream_parser: Parser | None = None  # stream mode: how the stream's events are read
 
     @property
     def dry_run(self) -> bool:
@@ -132,16 +137,24 @@ def _build_parts(
     stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules), last_reload_success=clock())
     warn = RateLimitedWarning(log, time.monotonic)
     store = open_state(config, dry_run)
-    saved = store.load_engine_state()
+    # A shared state is loaded by the daemon's loop (and again whenever it falls behind).
+    saved = None if shared(config, dry_run) else store.load_engine_state()
     engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, limits=config.limits)
     stats.matches, stats.evicted = engine.matches, engine.evicted  # counted by the engine, read at scrape time
     api_key = None if dry_run else ApiKey(config.opsgenie, environ)
     client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
     transport: Transport = client or PrintTransport(stdout)
     sender = Sender(
-        store, transport, clock=clock, max_age=config.opsgenie.max_age, on_result=delivery_reporter(stats, clock)
+        store,
+        transport,
+        clock=clock,
+        max_age=config.opsgenie.max_age,
+        on_result=delivery_reporter(stats, clock),
+        # Other instances queue into a shared outbox without waking this sender.
+        poll=SHARED_POLL if shared(config, dry_run) else POLL_INTERVAL,
     )
-    sources = open_sources(config, store.load_positions(), warn, stdin_fd)
+    stream = config.stream_source
+    sources = {} if stream is not None else open_sources(config, store.load_positions(), warn, stdin_fd)
     notifier = Notifier(environ)
     parts = Parts(
         config=config,
@@ -159,6 +172,7 @@ def _build_parts(
         api_key=api_key,
         # A dry run leaves the state directory alone; its cache is the user's.
         rule_cache=RuleCache.for_user(environ) if dry_run else RuleCache.in_state_dir(config.state_dir),
+        stream_parser=source_parser(stream) if stream is not None else None,
     )
     parts.metrics = metrics_server(parts)
     return parts
@@ -171,11 +185,43 @@ def lock_state(state_dir: str) -> StateLock:
     return lock_state_dir(state_dir)
 
 
+def shared(config: Config, dry_run: bool) -> bool:
+    """True when the state is shared with other instances (in Redis)."""
+    return config.state.backend == "redis" and not dry_run
+
+
 def open_state(config: Config, dry_run: bool) -> StateBackend:
-    """The state database in `state_dir` (in memory for a dry run: the real state is never touched)."""
+    """The state database in `state_dir` (in memory for a dry run: the real state is never
+    touched), or the shared state in Redis."""
     if dry_run:
+        if config.stream_source is not None:
+            raise ConfigError(
+                [
+                    Problem(
+                        SourceLocation(config.path or "config"),
+                        "a dry run cannot read a redis_stream source: it would consume the stream",
+                    )
+                ]
+            )
         return SqliteState(":memory:")
+    if config.state.backend == "redis":
+        return open_redis_state(config)
     return SqliteState(os.path.join(config.state_dir, STATE_FILE))
+
+
+def open_redis_state(config: Config) -> RedisState:
+    """The shared state at `state.url`, for this instance (`state.instance`)."""
+    assert config.state.url is not None  # the configuration requires it
+    instance = config.state.instance or default_instance(config.state_dir)
+    return RedisState(connect(config.state.url), instance=instance, prefix=config.state.prefix)
+
+
+def stream_reader(config: Config, store: RedisState) -> StreamReader | None:
+    """The reader of the configured redis_stream source, if that is the source."""
+    stream = config.stream_source
+    if stream is None:
+        return None
+    return StreamReader(store, stream.stream, stream.group, store.instance, stream.claim_idle)
 
 
 def open_sources(config: Config, saved: Saved, warn: Callable[[str], None], stdin_fd: int) -> dict[str, Source]:

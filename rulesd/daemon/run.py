@@ -341,11 +341,15 @@ class Daemon:
             else:
                 self.stats.bump(self.stats.heartbeats, "ok")
 
+    def _input_ended(self) -> bool:
+        """True when no more input will come (stdin at its end)."""
+        return all(source.exhausted() for source in self.sources.values())
+
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         """Stop within the grace period whatever the network does: the sender finishes its
         attempt and drains what it can; at the end of the grace a request still in flight is cut
         (its alert stays queued for the next start)."""
-        grace = EOF_GRACE if all(source.exhausted() for source in self.sources.values()) else STOP_GRACE
+        grace = EOF_GRACE if self._input_ended() else STOP_GRACE
         end = time.monotonic() + grace
         cutoff = threading.Timer(grace, self._abort_requests)
         cutoff.daemon = True

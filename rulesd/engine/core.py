@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from rulesd.engine.state import (
     THROTTLE,
     WINDOW,
     EngineState,
+    restored_value,
 )
 from rulesd.engine.timers import Timers
 from rulesd.engine.values import Closing, Firing, GroupKey, Matched
@@ -225,22 +226,60 @@ class Engine:
     def _set_timers(self) -> None:
         """The timers the state asks for (after a restore or a reload)."""
         self._timers.clear()
+        for kind in (ABSENCE, SEQUENCE, OPEN):
+            for name, groups in self.state.tables.get(kind, {}).items():
+                for key, st in groups.items():
+                    self._arm(kind, name, key, st)
+
+    def _arm(self, kind: str, name: str, key: GroupKey, st: Any) -> None:
+        """Set the timer a group's state asks for, if any (the engine skips stale ones when due)."""
+        if kind == SEQUENCE:
+            if st.get("due") is not None:
+                self._timers.add(st["due"], SEQUENCE, name, key)
+            return
+        rule = self._rules.get(name)
+        if rule is None:
+            return
+        if kind == ABSENCE and isinstance(rule.kind, Absence) and not st["open"]:
+            self._timers.add(st["last"] + rule.kind.window, ABSENCE, name, key)
+        elif kind == OPEN and rule.resolve is not None:
+            self._timers.add(st["last"] + rule.resolve, OPEN, name, key)
+
+    # -- state shared with other processes -----------------------------------------------------
+
+    def restore(self, state: EngineState, now: float) -> None:
+        """Replace the whole state with `state` (what a shared store holds) and the clock with
+        `now`; the state of rules whose definition differs from the running one's is dropped.
+        The state is marked for a full save only if something was dropped or started."""
+        same = state.fingerprints == {r.name: r.fingerprint for r in self.ruleset.rules}
+        self.state = state
+        if self._touched is not None:
+            self._touched = state.touched
+        self.now = now
+        self._adopt(self.ruleset)
+        if same and not self._starting:
+            state.dirty = False
+        self._set_timers()
+
+    def load_groups(self, values: Mapping[tuple[str, str, GroupKey], Any], now: float) -> None:
+        """Replace the given groups' state with `values` (None: the group has none) as another
+        process committed them, and the clock with `now`; their timers are set again (a stale
+        one is skipped when due). Loading is not a change to save."""
         tables = self.state.tables
-        for name, groups in tables.get(ABSENCE, {}).items():
-            rule = self._rules.get(name)
-            if rule is not None and isinstance(rule.kind, Absence):
-                for key, st in groups.items():
-                    if not st["open"]:
-                        self._timers.add(st["last"] + rule.kind.window, ABSENCE, name, key)
-        for name, groups in tables.get(SEQUENCE, {}).items():
-            for key, st in groups.items():
-                if st.get("due") is not None:
-                    self._timers.add(st["due"], SEQUENCE, name, key)
-        for name, groups in tables.get(OPEN, {}).items():
-            rule = self._rules.get(name)
-            if rule is not None and rule.resolve is not None:
-                for key, st in groups.items():
-                    self._timers.add(st["last"] + rule.resolve, OPEN, name, key)
+        for (kind, name, key), value in values.items():
+            if value is None:
+                tables.get(kind, {}).get(name, {}).pop(key, None)
+                continue
+            by_rule = tables.get(kind)
+            if by_rule is None:
+                by_rule = tables[kind] = {}
+            groups = by_rule.get(name)
+            if groups is None:
+                groups = by_rule[name] = {}
+            groups[key] = value = restored_value(kind, value)
+            if kind in (ABSENCE, SEQUENCE, OPEN):
+                self._arm(kind, name, key, value)
+        self.now = now
 
     # -- time -----------------------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ class EngineState:
         for kind in KINDS:
             saved = data.get(json_name(kind), {})
             if saved:
-                tables[kind] = {r: {tuple(k): _restored(kind, v) for k, v in g} for r, g in saved.items()}
+                tables[kind] = {r: {tuple(k): restored_value(kind, v) for k, v in g} for r, g in saved.items()}
         return cls(tables=tables, fingerprints=dict(data.get("fingerprints", {})))
 
     @property
@@ -159,7 +159,7 @@ class EngineState:
             groups.pop(rule, None)
 
 
-def _restored(kind: str, value: Any) -> Any:
+def restored_value(kind: str, value: Any) -> Any:
     """A saved value as the engine keeps it (window times stay a list; a throttle a float)."""
     if kind == THROTTLE:
         return float(value)

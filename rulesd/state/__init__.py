@@ -1,4 +1,5 @@
-"""Durable state: the backend protocol (`base`) and its SQLite implementation (`sqlite`)."""
+"""Durable state: the backend protocol (`base`), its SQLite implementation (`sqlite`) and the
+shared one in Redis (`redis`, imported where used: only that mode needs the client)."""
 
 from rulesd.state.base import (
     CLOSE,

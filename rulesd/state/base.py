@@ -35,7 +35,8 @@ class StateError(RulesdError):
 
 
 class StateUnavailable(StateError):
-    """Writing the state is impossible for now (the state directory is full): nothing of the
+    """Writing the state is impossible for now (the state directory is full; a shared Redis is
+    down, restarting or failing over): nothing of the
     failed write was kept, and the same write can be tried again later. The daemon stops
     reading until it succeeds, so nothing is lost."""
 
@@ -71,6 +72,11 @@ class Outbox(Protocol):
 
     def head(self) -> OutboxAlert | None:
         """The oldest pending alert: the sender delivers strictly in order."""
+        ...
+
+    def owns(self, alert_id: int) -> bool:
+        """Asked right before a send: may this process still send the alert? (Where several
+        processes share the outbox, one that was paused may have lost it to another.)"""
         ...
 
     def mark_sent(self, alert_id: int) -> None:

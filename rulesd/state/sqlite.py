@@ -216,6 +216,10 @@ class SqliteState:
         rows = self._rows(f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1")
         return _alert(rows[0]) if rows else None
 
+    def owns(self, alert_id: int) -> bool:
+        """Always: one process delivers from this outbox (the state directory's lock)."""
+        return True
+
     def mark_sent(self, alert_id: int) -> None:
         """Delivered: the alert (and its history) leaves the outbox."""
         self._transaction(

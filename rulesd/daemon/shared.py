@@ -1,0 +1,447 @@
+"""The daemon when instances share their state in Redis (scale-out).
+
+Each instance keeps the engine's state in memory as a cache of what is committed. A batch
+goes through two steps (`pipeline.match_lines`, then `apply_matches`): the matching, the
+expensive part, reads no state and runs before the instance's turn; then the instance
+catches up on what others committed since the version it last synced (the groups they
+touched, or everything if it fell too far behind), applies its batch, and commits with that
+version. If another instance committed in between, nothing is written: the groups the batch
+touched are loaded again and the batch is applied again on the newer state (the matching is
+kept). So commits are serialised by the version, and a timer that two instances find due
+fires once.
+
+- Fleet mode: each instance reads its own sources; counts are fleet-wide.
+- Stream mode: the instances read one stream with a consumer group; batches commit in
+  stream order (the commit script refuses a batch that an uncommitted entry precedes), so
+  N instances produce exactly the alerts one would. A batch another instance committed (it
+  was claimed while this one was paused) is dropped, never applied twice.
+
+Redis unavailable: the loop goes on turning (signals, reloads, /healthz), reads nothing,
+says so (log, STATUS=, `rulesd_state_unavailable`, /healthz and /readyz bodies) and tries again; the batch
+in hand is kept and committed when Redis is back, or dropped if another instance did it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from rulesd.daemon.build import Parts
+from rulesd.daemon.reloader import LoadOutcome
+from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, Daemon
+from rulesd.engine import Engine, EngineState, StateDelta
+from rulesd.events import Parser
+from rulesd.pipeline import Alert, Batch, Matches, advance, apply_matches, build_alerts, match_lines
+from rulesd.sources.lines import Lines, Offsets
+from rulesd.sources.redis_stream import EntryBatch, StreamReader
+from rulesd.state import CLOSE, Request, StateUnavailable
+from rulesd.state.redis import Conflict, RedisState
+
+log = logging.getLogger("rulesd")
+RETRY_UNAVAILABLE = 1.0  # seconds between attempts while Redis is unavailable
+REFUSAL_LOG_EVERY = 30.0  # seconds between repeats of the rule-set refusal
+REFUSING = "refusing to commit"
+TURN_WAIT_MS = 200  # longest wait for another instance's commit before looking again
+STREAM_BATCH = 64  # stream entries per read (each may hold many events)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch matched and waiting to be committed: its runs (each with where its lines
+    came from), what matching found, and the rule set it was matched with."""
+
+    runs: list[tuple[str, Lines, Parser, Callable[[int], str]]]
+    matches: list[Matches]
+    fingerprint: str
+    arrival: float
+    entries: EntryBatch | None = None  # stream mode
+    token: str = ""  # fleet mode: names the batch, so that a commit whose answer was lost is not made twice
+    results: list[Batch] = field(default_factory=list)
+
+
+class SharedEngine:
+    """Keeps an engine in step with the state that instances commit to a `RedisState`."""
+
+    def __init__(self, engine: Engine, store: RedisState) -> None:
+        self.engine = engine
+        self.store = store
+        self.published = ""
+        self.clock_wall: float | None = None  # when the committed clock was set (wall time)
+
+    def start(self) -> None:
+        """Publish this instance's rule set and load the whole committed state."""
+        self.store.publish_rules(self.engine.ruleset.fingerprint)
+        self.load_all()
+
+    def load_all(self) -> None:
+        """Replace the engine's state with the whole committed state."""
+        snap = self.store.snapshot()
+        self.store.version = snap.version
+        self.published = snap.rules
+        state = EngineState.from_json(snap.state) if snap.state else EngineState()
+        self.engine.restore(state, self._clock(snap.clock))
+
+    def _clock(self, clock: tuple[float, float] | None) -> float:
+        self.clock_wall = clock[1] if clock else None
+        return clock[0] if clock else -math.inf
+
+    def sync(self) -> None:
+        """Catch up on what others committed since the synced version."""
+        changes = self.store.catch_up()
+        self.published = changes.rules
+        if changes.full:
+            self.load_all()
+        elif changes.version != self.store.version:
+            self.engine.load_groups(changes.groups, self._clock(changes.clock))
+            self.store.version = changes.version
+
+    def undo(self, delta: StateDelta | None, clock: float) -> None:
+        """Forget what applying a batch did (its commit was refused): the groups it touched get
+        their committed values back, and the clock its value before."""
+        if delta is not None and delta.full:
+            self.load_all()
+            return
+        keys = [(kind, rule, group) for kind, rule, group, _ in delta.upserts] if delta else []
+        keys += delta.deletes if delta else []
+        self.engine.load_groups(self.store.groups(keys), clock)
+
+
+class SharedDaemon(Daemon):
+    """`Daemon` over a shared Redis state: fleet mode (own sources) or stream mode (`reader`)."""
+
+    def __init__(self, parts: Parts, store: RedisState, reader: StreamReader | None) -> None:
+        super().__init__(parts)
+        self.store = store
+        self.reader = reader
+        self.shared = SharedEngine(parts.engine, store)
+        self.pending: list[Prepared] = []
+        self._refused_logged = -math.inf
+        self._refresh_due = 0.0
+        self._stream_parser = parts.stream_parser
+        self._started = False
+        self._batches = 0
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stop_requested.is_set():
+            self._alive()
+            self._reloads()
+            try:
+                if not self._started:
+                    self.shared.start()
+                    self._started = True
+                busy = self._step()
+            except StateUnavailable as exc:
+                self._unavailable(str(exc))
+                self.stop_requested.wait(RETRY_UNAVAILABLE)
+                continue
+            self._available()
+            if busy:
+                continue
+            if self.reader is None and self.sources and all(s.exhausted() for s in self.sources.values()):
+                log.info("end of input: delivering what is left")
+                return
+            try:
+                self._tick()
+            except StateUnavailable as exc:
+                self._unavailable(str(exc))
+                continue
+            if self.reader is None:
+                self._wait(IDLE_WAIT)
+
+    def _step(self) -> bool:
+        """Read (or claim) a batch if none is in hand, and try to commit the first in hand;
+        False when there was nothing to do."""
+        if not self.pending and not self._read():
+            return False
+        self._commit_first()
+        return True
+
+    def _read(self) -> bool:
+        reader = self.reader
+        if reader is None:
+            runs = [(label, source, source.read(BATCH_LINES)) for label, source in self.sources.items()]
+            prepared = self._prepare_runs([(label, s, r) for label, s, r in runs if r])
+        else:
+            entries = reader.claim(STREAM_BATCH) or reader.read(STREAM_BATCH)
+            prepared = self._prepare_entries(entries) if entries is not None else None
+        if prepared is None:
+            return False
+        self.pending.append(prepared)
+        return True
+
+    def _prepare_runs(self, batch: list[tuple[str, Any, list[Lines]]]) -> Prepared | None:
+        if not batch:
+            return None
+        now = self.clock()
+        runs = []
+        for label, source, source_runs in batch:
+            prefix = self._prefix.get(label, "")
+            for run in source_runs:
+                offset = Offsets(run)
+                runs.append((prefix + run.path, run, source.parser, _where(run, offset)))
+        prepared = self._match(runs, now)
+        self._batches += 1
+        prepared.token = f"{self.store.token}:{self._batches}"
+        return prepared
+
+    def _prepare_entries(self, entries: EntryBatch) -> Prepared:
+        assert self.reader is not None and self._stream_parser is not None
+        run = Lines(self.reader.stream, 0, entries.lines, 0)
+        prepared = self._match(
+            [(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], self.clock()
+        )
+        prepared.entries = entries
+        return prepared
+
+    def _match(self, runs: list[tuple[str, Lines, Parser, Callable[[int], str]]], now: float) -> Prepared:
+        engine = self.engine
+        matches = [match_lines(run.data, parser.fast, engine, now, parser.time) for _, run, parser, _ in runs]
+        return Prepared(runs, matches, engine.ruleset.fingerprint, now)
+
+    # -- committing --------------------------------------------------------------------------------
+
+    def _commit_first(self) -> None:
+        """Catch up, apply and commit the first batch in hand, again as long as others commit
+        first; on a refusal that waiting can cure, wait (and claim what the dead left)."""
+        prepared = self.pending[0]
+        if prepared.fingerprint != self.engine.ruleset.fingerprint:  # matched before a reload
+            self.pending[0] = prepared = self._rematch(prepared)
+        engine, store = self.engine, self.store
+        while True:
+            self.shared.sync()
+            if self.shared.published != engine.ruleset.fingerprint:
+                self._refuse(self.shared.published)
+                return
+            before = engine.now
+            requests, results, alerts = self._apply_batch(prepared)
+            state = engine.state
+            delta = state.delta() if state.changed else None
+            positions = self._positions() if self.reader is None else {}
+            entries = prepared.entries
+            clock = engine.now if engine.now != before else None
+            try:
+                store.commit(
+                    positions=positions,
+                    payloads=requests,
+                    now=prepared.arrival,
+                    engine=delta,
+                    clock=clock,
+                    stream=entries.stream_batch(self.reader.stream, self.reader.group)
+                    if entries and self.reader
+                    else None,
+                    token=prepared.token,
+                )
+            except Conflict as conflict:
+                self.shared.undo(delta, before)
+                if conflict.why == "version":
+                    continue
+                if conflict.why == "taken" and entries is None:  # committed before its answer was lost
+                    log.info("batch already committed (its answer was lost): not applied again")
+                    self.pending.pop(0)
+                    return
+                self._refused(prepared, conflict)
+                return
+            except StateUnavailable:
+                self.shared.undo(delta, before)
+                raise
+            break
+        if clock is not None:
+            self.shared.clock_wall = prepared.arrival
+        self.pending.pop(0)
+        log.debug(
+            "committed version %d: %d line(s), %d alert(s)", store.version, sum(r.lines for r in results), len(alerts)
+        )
+        self._count(prepared, results, alerts)
+
+    def _apply_batch(self, prepared: Prepared) -> tuple[list[dict[str, Any] | Request], list[Batch], list[Alert]]:
+        """Apply a matched batch to the engine's state: the requests to queue, the batches, the alerts."""
+        requests: list[dict[str, Any] | Request] = []
+        results: list[Batch] = []
+        alerts: list[Alert] = []
+        engine, settings = self.engine, self.parts.settings
+        for (_, _, _, where), matches in zip(prepared.runs, prepared.matches, strict=True):
+            result = apply_matches(matches, engine, where)
+            results.append(result)
+            found = build_alerts(result, settings, where)
+            alerts += found
+            requests += _requests(found)
+        return requests, results, alerts
+
+    def _refused(self, prepared: Prepared, conflict: Conflict) -> None:
+        """A stream batch the script refused: drop what was committed by another instance,
+        wait for earlier entries, or commit one entry at a time a claimed batch with gaps."""
+        entries = prepared.entries
+        assert entries is not None and self.reader is not None
+        if conflict.why == "rules":
+            self._refuse(conflict.detail)
+        elif conflict.why == "taken":
+            rest = entries.after(conflict.detail)
+            log.info(
+                "stream entries %s..%s were committed by another instance: %s",
+                entries.ids[0],
+                entries.ids[-1],
+                "dropped" if rest is None else f"the {len(rest.ids)} after {conflict.detail} kept",
+            )
+            self.pending[0:1] = [] if rest is None else [self._prepare_entries(rest)]
+        elif conflict.why == "gap":
+            self.pending[0:1] = [self._prepare_entries(single) for single in entries.singles()]
+        else:  # turn: an earlier entry is not committed yet; claim it if its reader is gone
+            claimed = self.reader.claim(STREAM_BATCH)
+            if claimed is not None:
+                self.pending.insert(0, self._prepare_entries(claimed))
+                return
+            now = time.monotonic()
+            if now >= self._refresh_due:
+                self._refresh_due = now + self.reader.claim_idle_ms / 3000
+                self.reader.refresh([p.entries for p in self.pending if p.entries is not None])
+            self.reader.wait_for_commit(self.store.version, TURN_WAIT_MS)
+
+    def _rematch(self, prepared: Prepared) -> Prepared:
+        again = self._match(prepared.runs, prepared.arrival)
+        again.entries = prepared.entries
+        return again
+
+    def _refuse(self, published: str) -> None:
+        mine = self.engine.ruleset.fingerprint
+        message = f"{REFUSING}: rule set {mine} differs from the published rule set {published or '(none)'}"
+        self.stats.last_error = message
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSAL_LOG_EVERY:
+            self._refused_logged = now
+            log.error("%s; the batch is kept and retried after a reload brings the same rules", message)
+        self.stop_requested.wait(IDLE_WAIT)
+
+    def _positions(self) -> dict[str, dict[str, Any]]:
+        positions: dict[str, dict[str, Any]] = {}
+        for source in self.sources.values():
+            positions.update((k, p.to_json()) for k, p in source.checkpoint().items())
+        return positions
+
+    def _count(self, prepared: Prepared, results: list[Batch], alerts: list[Alert]) -> None:
+        """A committed batch counts: events, invalid lines (warned about), firings, alerts queued."""
+        stats = self.stats
+        for (counted, run, parser, where), result in zip(prepared.runs, results, strict=True):
+            for i in result.invalid:
+                if run.data[i].strip():
+                    self.parts.warn(partial(_skipped, parser, run.data[i], where, i))  # built only if logged
+            stats.bump(stats.events, counted, result.events)
+            if result.invalid:
+                stats.bump(stats.invalid, counted, len(result.invalid))
+            if result.ignored:
+                stats.bump(stats.ignored, counted, result.ignored)
+        self._queued(alerts)
+        if (stats.last_error or "").startswith(REFUSING):
+            stats.last_error = None
+
+    def _queued(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            if alert.close is None:
+                for name in alert.rules:
+                    self.stats.bump(self.stats.firings, name)
+        self.stats.alerts_queued += len(alerts)
+        if alerts:
+            self.sender_wake.set()
+
+    # -- time, reload, availability ---------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """While no event comes (in stream mode: the whole stream committed), the shared clock
+        moves on with the wall clock from the latest event time committed."""
+        engine = self.engine
+        if not engine.timed or self.pending:
+            return
+        if self.reader is not None and not self._stream_settled():
+            return
+        self.shared.sync()
+        if self.shared.published != engine.ruleset.fingerprint:
+            return
+        now = self.clock()
+        wall = self.shared.clock_wall
+        before = engine.now
+        batch = advance(engine, before + (now - wall) if before > -math.inf and wall is not None else now)
+        alerts = build_alerts(batch, self.parts.settings, str)
+        requests = _requests(alerts)
+        if not requests and not engine.state.changed:
+            engine.now = before  # nothing happened: the committed clock stays as it is
+            return
+        delta = engine.state.delta()
+        try:
+            self.store.commit(positions={}, payloads=requests, now=now, engine=delta, clock=engine.now)
+        except Conflict:
+            self.shared.undo(delta, before)  # another instance committed first: next time
+            return
+        except StateUnavailable:
+            self.shared.undo(delta, before)
+            raise
+        self.shared.clock_wall = now
+        self._queued(alerts)
+
+    def _stream_settled(self) -> bool:
+        """True when every entry of the stream is committed (no lag, nothing pending)."""
+        reader = self.reader
+        assert reader is not None
+        client = self.store.client
+        groups = self.store.call(lambda: client.xinfo_groups(reader.stream))
+        for group in groups:
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == reader.group:
+                return not group["pending"] and not group.get("lag")
+        return False
+
+    def _finish_reload(self, outcome: LoadOutcome) -> bool:
+        """A reload that succeeded publishes the rule set (others refuse to commit until theirs agree)."""
+        ok = super()._finish_reload(outcome)
+        if ok and self._started:
+            try:
+                self.store.publish_rules(self.engine.ruleset.fingerprint)
+            except StateUnavailable as exc:
+                self._unavailable(str(exc))
+                self._started = False  # published (and the state loaded) when Redis is back
+        return ok
+
+    def _unavailable(self, reason: str) -> None:
+        if self.stats.state_problem is None:
+            log.error("state unavailable, reading paused until it is back: %s", reason)
+            self.notifier.status(f"state unavailable: {reason}")
+        self.stats.state_problem = reason
+
+    def _available(self) -> None:
+        if self.stats.state_problem is not None:
+            log.warning("state available again: resuming")
+            self.stats.state_problem = None
+            self.notifier.status(self._status())
+
+    def _status(self) -> str:
+        if self.stats.state_problem is not None:
+            return f"state unavailable: {self.stats.state_problem}"
+        try:
+            return super()._status()
+        except StateUnavailable as exc:
+            return f"state unavailable: {exc}"
+
+    def _commit(self, requests: list[Any], now: float) -> None:  # not used: commits go through `_commit_first`
+        raise NotImplementedError
+
+
+def _requests(alerts: list[Alert]) -> list[dict[str, Any] | Request]:
+    """What to queue for `alerts`: a create's payload, or a close of an alias."""
+    return [Request(a.payload, CLOSE, a.close) if a.close is not None else a.payload for a in alerts]
+
+
+def _skipped(parser: Parser, line: bytes, where: Callable[[int], str], index: int) -> str:
+    """The warning for an invalid line: where it is and why (the parser is asked again)."""
+    return f"{where(index)}: skipped: {parser.why_invalid(line)}"
+
+
+def _where(run: Lines, offset: Offsets) -> Callable[[int], str]:
+    def where(index: int) -> str:
+        return f"{run.path} (offset {offset(index)})"
+
+    return where

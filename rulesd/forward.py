@@ -1,0 +1,157 @@
+"""`rulesd forward`: tail the configured sources into a Redis stream, in batches.
+
+Each append is one server-side script (`scripts.FORWARD`) that adds the entries and stores the
+forwarder's source positions with them, so a restart after any crash resumes exactly after
+the last line appended: no line is sent twice, none is skipped. A copy of the positions is
+kept in `state_dir` like the daemon's (used if Redis has none, e.g. a new Redis).
+
+Lines of a JSON source go as they are; lines of a text, regex or journald source go as the
+events their parser makes of them (the stream holds JSON events). An entry holds up to
+`forward.batch_lines` events, newline-separated, in field `events`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from rulesd.config import Config
+from rulesd.daemon.build import STATE_FILE, open_sources
+from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, STATUS_EVERY
+from rulesd.events import IGNORED, parse_block
+from rulesd.logs import RateLimitedWarning
+from rulesd.notify import Notifier
+from rulesd.sources.base import Source
+from rulesd.state import SqliteState, StateUnavailable, scripts
+from rulesd.state.redis import SEPARATOR, RedisState, connect, default_instance
+
+log = logging.getLogger("rulesd")
+RETRY_UNAVAILABLE = 1.0
+
+
+class Forwarder:
+    """Appends the lines of `sources` to the stream of `config.forward`."""
+
+    def __init__(self, config: Config, environ: Mapping[str, str] = os.environ) -> None:
+        forward = config.forward
+        assert forward is not None
+        self.config, self.forward = config, forward
+        self.store = RedisState(
+            connect(forward.url),
+            instance=config.state.instance or default_instance(config.state_dir),
+            prefix=config.state.prefix,
+        )
+        self.positions_key = self.store.k.prefix + "forward:positions"
+        os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+        self.local = SqliteState(os.path.join(config.state_dir, STATE_FILE))
+        self.warn = RateLimitedWarning(log, time.monotonic)
+        self.notifier = Notifier(environ)
+        self.stop_requested = threading.Event()
+        self.lines_sent = 0
+        self.sources: dict[str, Source] = {}
+
+    def saved_positions(self) -> dict[str, dict[str, Any]]:
+        """The positions stored with the last append (Redis), else the local copy."""
+        mine = self.store.instance + SEPARATOR
+        saved = self.store.call(lambda: self.store.client.hgetall(self.positions_key))
+        found = {
+            key.decode()[len(mine) :]: orjson.loads(value)
+            for key, value in saved.items()
+            if key.decode().startswith(mine)
+        }
+        return found or self.local.load_positions()
+
+    def run(self) -> int:
+        """Forward until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _s, _f: self.stop_requested.set())
+        self.sources = open_sources(self.config, self.saved_positions(), self.warn, 0)
+        log.info("rulesd forward started: to %s %s", self.forward.url.split("@")[-1], self.forward.stream)
+        self.notifier.ready(self._status())
+        last_status = 0.0
+        try:
+            while not self.stop_requested.is_set():
+                if self.notifier.enabled and time.monotonic() - last_status >= STATUS_EVERY:
+                    last_status = time.monotonic()
+                    self.notifier.status(self._status())
+                if self._step():
+                    continue
+                if all(source.exhausted() for source in self.sources.values()):
+                    break
+                for source in self.sources.values():
+                    source.wait(IDLE_WAIT / len(self.sources))
+        finally:
+            self.notifier.stopping()
+            for source in self.sources.values():
+                source.close()
+            log.info("stopped: %d line(s) forwarded", self.lines_sent)
+        return 0
+
+    def _status(self) -> str:
+        return f"{self.lines_sent} lines forwarded to {self.forward.stream}"
+
+    def _step(self) -> bool:
+        """Read what the sources have and append it with their positions; False if nothing."""
+        batch = [(label, source, source.read(BATCH_LINES)) for label, source in self.sources.items()]
+        entries: list[bytes] = []
+        count = 0
+        for _, source, runs in batch:
+            for run in runs:
+                events = _events(source, run.data)
+                count += len(events)
+                for i in range(0, len(events), self.forward.batch_lines):
+                    entries.append(b"\n".join(events[i : i + self.forward.batch_lines]))
+        if not any(runs for _, _, runs in batch):
+            return False
+        positions: dict[str, dict[str, Any]] = {}
+        for source in self.sources.values():
+            positions.update((key, p.to_json()) for key, p in source.checkpoint().items())
+        self._append(entries, positions)
+        self.lines_sent += count
+        return True
+
+    def _append(self, entries: list[bytes], positions: dict[str, dict[str, Any]]) -> None:
+        """One script: the entries and the positions; retried while Redis is unavailable."""
+        args: list[Any] = [len(entries), *entries]
+        fields: list[Any] = []
+        for key, value in positions.items():
+            fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value)]
+        script = self.store.client.register_script(scripts.FORWARD)
+        while True:
+            try:
+                self.store.call(
+                    lambda: script(keys=[self.forward.stream, self.positions_key], args=[*fields_count(fields), *args])
+                )
+                break
+            except StateUnavailable as exc:
+                log.error("cannot append to the stream, retrying: %s", exc)
+                if self.stop_requested.wait(RETRY_UNAVAILABLE):
+                    # Stopping: nothing was appended, and the positions say so; the next start reads it again.
+                    raise SystemExit(0) from None
+        self.local.commit(positions=positions, payloads=[], now=time.time())
+
+
+def fields_count(fields: list[Any]) -> list[Any]:
+    """The positions as the script takes them: their count, then field, value pairs."""
+    return [len(fields) // 2, *fields]
+
+
+def _events(source: Source, lines: list[bytes]) -> list[bytes]:
+    """What to append for `lines`: JSON lines as they are, other formats' events as JSON."""
+    parser = source.parser
+    if parser.fast is orjson.loads:  # plain JSON lines: the workers parse them (and count bad ones)
+        return [line for line in lines if line.strip()]
+    out = []
+    for event in parse_block(parser.fast, lines):
+        if type(event) is dict:
+            out.append(orjson.dumps(event, default=str))
+        elif event is not IGNORED:
+            log.debug("not forwarded: not an event")
+    return out

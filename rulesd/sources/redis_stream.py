@@ -1,0 +1,181 @@
+"""Events from a Redis stream, read by a consumer group that instances share (stream mode).
+
+An entry holds one JSON event in field `event`, or several, newline-separated, in `events`.
+Each instance reads batches of entries (XREADGROUP); an entry stays pending for its reader
+until a commit acknowledges it. Entries another instance has left pending for `claim_idle`
+(it died, or was paused) are claimed (XAUTOCLAIM). While a live instance waits for its turn
+to commit, it keeps its own pending entries fresh, so that they are not claimed from it.
+
+The position is not this reader's: the commit script keeps the stream's cursor (the last
+entry committed), and only commits a batch that no uncommitted entry precedes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from rulesd.state.redis import RedisState, StreamBatch
+
+log = logging.getLogger("rulesd")
+BLOCK_MS = 200  # how long a read waits for new entries
+EMPTY = b""
+
+
+@dataclass(slots=True)
+class EntryBatch:
+    """Entries read in one go, as lines: `starts[i]` is the index of entry `ids[i]`'s first line."""
+
+    ids: list[str]
+    starts: list[int]
+    lines: list[bytes]
+    claimed: bool = False
+
+    def where(self, stream: str) -> Callable[[int], str]:
+        """The "Event Source" of line `index`: the stream, the entry id and the line in the entry."""
+        ids, starts = self.ids, self.starts
+
+        def where(index: int) -> str:
+            entry = bisect.bisect_right(starts, index) - 1
+            return f"{stream} {ids[entry]}#{index - starts[entry]}"
+
+        return where
+
+    def stream_batch(self, stream: str, group: str) -> StreamBatch:
+        """The batch as the commit script acknowledges it."""
+        return StreamBatch(stream, group, self.ids, self.claimed)
+
+    def after(self, cursor: str) -> EntryBatch | None:
+        """The entries after `cursor` (those not committed yet), or None if none."""
+        keep = [i for i, entry in enumerate(self.ids) if _id(entry) > _id(cursor)]
+        if not keep:
+            return None
+        return _subset(self, keep)
+
+    def singles(self) -> list[EntryBatch]:
+        """One batch per entry."""
+        return [_subset(self, [i]) for i in range(len(self.ids))]
+
+
+def _subset(batch: EntryBatch, keep: list[int]) -> EntryBatch:
+    ids: list[str] = []
+    starts: list[int] = []
+    lines: list[bytes] = []
+    bounds = [*batch.starts, len(batch.lines)]
+    for i in keep:
+        ids.append(batch.ids[i])
+        starts.append(len(lines))
+        lines += batch.lines[bounds[i] : bounds[i + 1]]
+    return EntryBatch(ids, starts, lines, batch.claimed)
+
+
+def _id(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamReader:
+    """Reads a stream as `consumer` of `group` (created at the stream's beginning if missing)."""
+
+    def __init__(
+        self,
+        store: RedisState,
+        stream: str,
+        group: str,
+        consumer: str,
+        claim_idle: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.stream, self.group, self.consumer = store, stream, group, consumer
+        self.claim_idle_ms = max(1, int(claim_idle * 1000))
+        self._clock = clock
+        self._next_claim = 0.0
+        self._group_ready = False
+        self.entries_read = 0
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        client = self.store.client
+        try:
+            self.store.call(lambda: client.xgroup_create(self.stream, self.group, id="0", mkstream=True))
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def read(self, count: int, block_ms: int = BLOCK_MS) -> EntryBatch | None:
+        """New entries (at most `count`), waiting up to `block_ms` for some."""
+        self._ensure_group()
+        client = self.store.client
+        reply = self.store.call(
+            lambda: client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        )
+        if not reply:
+            return None
+        return self._batch(reply[0][1], claimed=False)
+
+    def claim(self, count: int) -> EntryBatch | None:
+        """Entries another consumer left pending for `claim_idle`, now this one's; at most
+        every half `claim_idle` (the pending list is not free to scan)."""
+        now = self._clock()
+        if now < self._next_claim:
+            return None
+        self._next_claim = now + self.claim_idle_ms / 2000
+        self._ensure_group()
+        client = self.store.client
+        reply = self.store.call(
+            lambda: client.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=count)
+        )
+        entries = [entry for entry in (reply[1] if reply else []) if entry[1] is not None]
+        if not entries:
+            return None
+        log.info(
+            "claimed %d stream entries left pending for %.0fs or more by another instance",
+            len(entries),
+            self.claim_idle_ms / 1000,
+        )
+        return self._batch(entries, claimed=True)
+
+    def refresh(self, batches: list[EntryBatch]) -> None:
+        """Reset the idle time of this consumer's pending `batches` (it is alive, waiting for its turn)."""
+        ids = [entry for batch in batches for entry in batch.ids]
+        if not ids:
+            return
+        client = self.store.client
+        for i in range(0, len(ids), 1000):
+            chunk = ids[i : i + 1000]
+            self.store.call(
+                lambda chunk=chunk: client.xclaim(self.stream, self.group, self.consumer, 0, chunk, justid=True)  # type: ignore[misc]
+            )
+
+    def wait_for_commit(self, version: int, timeout_ms: int) -> None:
+        """Block until another commit after `version` (a change record appears) or the timeout."""
+        client = self.store.client
+        self.store.call(lambda: client.xread({self.store.k.changes: f"{version}-0"}, count=1, block=timeout_ms))
+
+    def _batch(self, entries: list[Any], *, claimed: bool) -> EntryBatch:
+        ids: list[str] = []
+        starts: list[int] = []
+        lines: list[bytes] = []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted meanwhile (a claim of a trimmed entry)
+                continue
+            ids.append(entry_id.decode())
+            starts.append(len(lines))
+            one = fields.get(b"event")
+            if one is not None:
+                lines.append(one)
+            many = fields.get(b"events")
+            if many:
+                lines += many.split(b"\n")
+            if one is None and not many:
+                lines.append(EMPTY)  # an entry without events is an invalid line, counted as such
+        self.entries_read += len(ids)
+        return EntryBatch(ids, starts, lines, claimed)

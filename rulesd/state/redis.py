@@ -1,0 +1,533 @@
+"""The state backend shared by several instances: everything in Redis.
+
+The keys (under a prefix, `rulesd:` by default):
+
+- `version`: the state's version, raised by every commit; `rules`: the published rule set's
+  hash; `clock`: the engine's clock (latest event time, and the wall time it was set);
+  `fingerprints`, `groups` (a hash: `kind TAB rule TAB group` -> value, as the engine keeps
+  them); `changes`: a capped stream of change records, one per version (the groups it
+  touched), from which an instance catches up on what others committed.
+- `positions`: source positions, a hash keyed `instance TAB key`.
+- `outbox` (a stream, entry id `N-0` for alert N), `outbox:state` (attempts of queued
+  alerts), `outbox:dead`, `outbox:attempts:N`, `sender` (the lease of the one instance that
+  delivers, so that alerts leave in order), `sender:paused`.
+- `cursor`: the last stream entry committed (stream mode).
+
+Every batch's effects are committed by one script (`scripts.COMMIT`): it writes them only if
+the state is still at the version the instance last synced (optimistic concurrency: another
+instance's commit in between makes this one re-apply its batch on the newer state), the
+published rule set is the instance's, and, for a stream, no uncommitted entry precedes the
+batch. A Redis that cannot be reached raises `StateUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+import redis
+from redis.commands.core import Script
+
+from rulesd.engine import StateDelta
+from rulesd.engine.state import json_name
+from rulesd.engine.values import GroupKey
+from rulesd.state import scripts
+from rulesd.state.base import CREATE, DEAD, PENDING, Attempt, OutboxAlert, Request, StateUnavailable
+
+log = logging.getLogger("rulesd.state")
+
+PREFIX = "rulesd:"
+CHANGES_KEPT = 10_000  # change records kept: an instance further behind loads the whole state
+LEASE_S = 15.0  # how long the sender's lease outlives its last renewal
+ATTEMPTS_KEPT = 50
+SEPARATOR = "\t"  # in hash fields: rule names, kinds and instance names have no TAB; JSON escapes it
+T = TypeVar("T")
+
+# What makes Redis unusable for now, rather than a request wrong: down, restarting (loading
+# its AOF), a replica after a failover (read only), a master that lost its link.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+)
+
+
+def default_instance(state_dir: str) -> str:
+    """An instance's default name: the host name and its state directory."""
+    return f"{socket.gethostname()}:{os.path.abspath(state_dir)}"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for `url` (redis://, rediss://, unix://), bytes in and out."""
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+
+
+class Conflict(Exception):
+    """A commit that wrote nothing: `why` is `rules`, `version`, `taken`, `turn` or `gap`
+    (see `scripts.COMMIT`), `detail` what the store holds instead."""
+
+    def __init__(self, why: str, detail: str) -> None:
+        super().__init__(f"{why}: {detail}")
+        self.why, self.detail = why, detail
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBatch:
+    """Where a batch of stream entries is: the stream, the consumer group, the entry ids,
+    and whether the batch was claimed from another instance (then its contiguity in the
+    stream is checked: another's batches may be claimed at once)."""
+
+    stream: str
+    group: str
+    ids: list[str]
+    claimed: bool = False
+
+
+@dataclass(slots=True)
+class Changes:
+    """What `catch_up` found: the version and clock now, the published rule set's hash, and
+    either `full` (load the whole state) or the changed groups' values (None: gone)."""
+
+    version: int
+    clock: tuple[float, float] | None
+    rules: str
+    full: bool = False
+    groups: dict[tuple[str, str, GroupKey], Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The whole engine state at a version (`EngineState.to_json` form), with the clock."""
+
+    version: int
+    clock: tuple[float, float] | None
+    rules: str
+    state: dict[str, Any] | None
+
+
+class RedisState:
+    """The state backend in Redis, for instance `instance` (its source positions are its own)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        instance: str,
+        prefix: str = PREFIX,
+        lease: float = LEASE_S,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        # redis-py types its replies as unions of its sync and async clients' answers: they are
+        # checked here where they are read instead.
+        self.client: Any = client
+        self.instance = instance
+        self.prefix = prefix
+        self.lease_ms = int(lease * 1000)
+        self.token = f"{instance}:{os.getpid()}:{secrets.token_hex(4)}"  # this process, for the lease
+        self.version = 0  # the version the caller's engine state was last synced to
+        self.rules_hash = ""  # the rule set this instance runs (set by `publish_rules`)
+        self.k = _Keys(prefix)
+        self._scripts: dict[str, Script] = {}
+        self._clock = clock
+
+    def _script(self, name: str) -> Script:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(getattr(scripts, name))
+        return script
+
+    def call(self, what: Callable[[], T]) -> T:
+        """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
+        try:
+            return what()
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable(f"Redis unavailable: {exc}") from exc
+        except redis.exceptions.ResponseError as exc:
+            if "LOADING" in str(exc) or "MASTERDOWN" in str(exc) or "READONLY" in str(exc):
+                raise StateUnavailable(f"Redis unavailable: {exc}") from exc
+            raise
+
+    # -- the rule set -------------------------------------------------------------------------
+
+    def publish_rules(self, rules_hash: str) -> None:
+        """Publish `rules_hash` as the rule set every instance must run (at start and reload)."""
+        self.rules_hash = rules_hash
+        self.call(lambda: self.client.set(self.k.rules, rules_hash))
+
+    def published_rules(self) -> str:
+        """The published rule set's hash ('' if none)."""
+        value = self.call(lambda: self.client.get(self.k.rules))
+        return value.decode() if value else ""
+
+    # -- engine state -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The whole engine state, read atomically with its version."""
+
+        def read() -> Any:
+            pipe = self.client.pipeline(transaction=True)
+            k = self.k
+            pipe.get(k.version).get(k.clock).get(k.rules).get(k.fingerprints).hgetall(k.groups)
+            return pipe.execute()
+
+        version, clock, rules, fingerprints, groups = self.call(read)
+        state: dict[str, Any] | None = None
+        if fingerprints is not None or groups:
+            state = {"fingerprints": orjson.loads(fingerprints) if fingerprints else {}}
+            for raw, value in groups.items():
+                kind, rule, group = raw.decode().split(SEPARATOR, 2)
+                state.setdefault(json_name(kind), {}).setdefault(rule, []).append(
+                    [orjson.loads(group), orjson.loads(value)]
+                )
+        return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state)
+
+    def load_engine_state(self) -> dict[str, Any] | None:
+        """The saved engine state; the instance is then synced to its version."""
+        snap = self.snapshot()
+        self.version = snap.version
+        return snap.state
+
+    def catch_up(self) -> Changes:
+        """What others committed since the synced version (not yet adopted: see `synced`)."""
+        k = self.k
+        reply = self.call(
+            lambda: self._script("CATCH_UP")(
+                keys=[k.version, k.clock, k.changes, k.groups, k.rules], args=[self.version]
+            )
+        )
+        changes = Changes(int(reply[0]), _clock(reply[1]), reply[2].decode(), full=reply[3] == b"full")
+        if reply[3] == b"keys":
+            groups = changes.groups
+            for i in range(4, len(reply), 2):
+                kind, rule, group = reply[i].decode().split(SEPARATOR, 2)
+                value = reply[i + 1]
+                groups[(kind, rule, tuple(orjson.loads(group)))] = orjson.loads(value) if value else None
+        return changes
+
+    def groups(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, GroupKey], Any]:
+        """The committed values of the groups `keys` (kind, rule, group as JSON); None: gone."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        fields = [SEPARATOR.join(key) for key in keys]
+        values = self.call(lambda: self.client.hmget(self.k.groups, fields))
+        return {
+            (kind, rule, tuple(orjson.loads(group))): orjson.loads(value) if value else None
+            for (kind, rule, group), value in zip(keys, values, strict=True)
+        }
+
+    # -- the commit ---------------------------------------------------------------------------
+
+    def commit(
+        self,
+        *,
+        positions: Mapping[str, Mapping[str, Any]],
+        payloads: Iterable[dict[str, Any] | Request],
+        now: float,
+        engine: StateDelta | None = None,
+        clock: float | None = None,
+        stream: StreamBatch | None = None,
+        token: str = "",
+    ) -> int:
+        """Queue `payloads`, save `positions` (this instance's), the engine's changes and its
+        `clock`, acknowledge the `stream` batch: all at once, and only if the state is at the
+        synced version (else `Conflict`, and nothing is written). How many were queued.
+
+        `token` names the batch: committing it again (its answer was lost with the connection)
+        is refused as `taken`, so that it never counts twice."""
+        k = self.k
+        outbox = [_outbox_fields(p) for p in payloads]
+        upserts = (
+            [(SEPARATOR.join((kind, rule, group)), value) for kind, rule, group, value in engine.upserts]
+            if engine
+            else []
+        )
+        deletes = [SEPARATOR.join(key) for key in engine.deletes] if engine else []
+        full = engine is not None and engine.full
+        args: list[Any] = [
+            self.version,
+            self.rules_hash,
+            repr(now),
+            _clock_json(clock, now),
+            "1" if full else "",
+            orjson.dumps(engine.fingerprints) if engine is not None and full else b"",
+            len(upserts),
+            len(deletes),
+            len(positions),
+            len(outbox),
+            stream.group if stream else "",
+            stream.ids[0] if stream else "",
+            stream.ids[-1] if stream else "",
+            len(stream.ids) if stream else 0,
+            len(stream.ids) if stream and stream.claimed else 0,
+            CHANGES_KEPT,
+            token,
+            self.instance,
+        ]
+        for pair in upserts:
+            args += pair
+        args += deletes
+        for key, value in positions.items():
+            args += (self.instance + SEPARATOR + key, orjson.dumps(dict(value)))
+        for entry in outbox:
+            args += entry
+        if stream:
+            args += stream.ids
+        keys = [
+            k.version,
+            k.rules,
+            k.clock,
+            k.fingerprints,
+            k.groups,
+            k.changes,
+            k.positions,
+            k.outbox,
+            k.outbox_seq,
+            stream.stream if stream else k.prefix + "none",
+            k.cursor,
+            k.batches,
+        ]
+        reply = self.call(lambda: self._script("COMMIT")(keys=keys, args=args))
+        why, detail = reply[0].decode(), reply[1].decode()
+        if why != "ok":
+            raise Conflict(why, detail)
+        self.version = int(detail)
+        return len(outbox)
+
+    # -- source positions ---------------------------------------------------------------------
+
+    def load_positions(self) -> dict[str, dict[str, Any]]:
+        """This instance's saved source positions."""
+        mine = self.instance + SEPARATOR
+        saved = self.call(lambda: self.client.hgetall(self.k.positions))
+        return {
+            key.decode()[len(mine) :]: orjson.loads(value)
+            for key, value in saved.items()
+            if key.decode().startswith(mine)
+        }
+
+    def cursor(self) -> str:
+        """The last stream entry committed ('0-0': none)."""
+        value = self.call(lambda: self.client.get(self.k.cursor))
+        return value.decode() if value else "0-0"
+
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        import time
+
+        return self._clock() if self._clock is not None else time.time()
+
+    def head(self) -> OutboxAlert | None:
+        """The oldest queued alert, if this instance holds the sender's lease (or takes it)."""
+        k = self.k
+        reply = self.call(
+            lambda: self._script("HEAD")(keys=[k.sender, k.outbox, k.outbox_state], args=[self.token, self.lease_ms])
+        )
+        if not reply:
+            return None
+        return _queued(int(reply[0]), reply[1], reply[2])
+
+    def owns(self, alert_id: int) -> bool:
+        """True if this instance still holds the lease and the alert is still queued: asked
+        right before a send, so that an instance resuming from a pause does not send an
+        alert another instance has taken over."""
+        k = self.k
+        return bool(
+            self.call(
+                lambda: self._script("OWNS")(keys=[k.sender, k.outbox], args=[self.token, self.lease_ms, alert_id])
+            )
+        )
+
+    def mark_sent(self, alert_id: int) -> None:
+        """Delivered: the alert leaves the outbox (whoever holds the lease now)."""
+        k = self.k
+
+        def remove() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xdel(k.outbox, f"{alert_id}-0").hdel(k.outbox_state, str(alert_id)).delete(k.attempts(alert_id))
+            pipe.execute()
+
+        self.call(remove)
+
+    def reschedule(
+        self,
+        alert_id: int,
+        next_attempt: float,
+        error: str,
+        *,
+        count: bool = True,
+        at: float | None = None,
+        result: str = "retry",
+    ) -> None:
+        """A failed attempt: try again at `next_attempt`; recorded as `result` if made `at` a time."""
+        k = self.k
+        record = _attempt_json(at, result, error)
+        args: list[Any] = [alert_id, 1 if count else 0, repr(next_attempt), error, record, ATTEMPTS_KEPT]
+        keys = [k.outbox, k.outbox_state, k.attempts(alert_id)]
+        self.call(lambda: self._script("RESCHEDULE")(keys=keys, args=args))
+
+    def dead_letter(
+        self, alert_id: int, error: str, response: str | None = None, *, at: float | None = None, result: str = "dead"
+    ) -> None:
+        """Give up on an alert; `retry_dead` can requeue it."""
+        k = self.k
+        record = _attempt_json(at, result, error)
+        args: list[Any] = [alert_id, error, response or "", record, ATTEMPTS_KEPT]
+        keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id)]
+        self.call(lambda: self._script("DEAD_LETTER")(keys=keys, args=args))
+
+    def attempts(self, alert_id: int) -> list[Attempt]:
+        """The recorded failed attempts of an alert, oldest first."""
+        rows = self.call(lambda: self.client.lrange(self.k.attempts(alert_id), 0, -1))
+        return [Attempt(*orjson.loads(row)) for row in rows]
+
+    def alert(self, alert_id: int) -> OutboxAlert | None:
+        """One alert of the outbox by id, if it is still there."""
+        return next((a for a in self.alerts() if a.id == alert_id), None)
+
+    def set_paused(self, reason: str | None) -> None:
+        """Record that the sender is paused (a refused key) and why, or that it is not."""
+        if reason is None:
+            self.call(lambda: self.client.delete(self.k.paused))
+        else:
+            self.call(lambda: self.client.set(self.k.paused, reason))
+
+    def paused(self) -> str | None:
+        """Why the sender is paused, as last recorded; None when it is not."""
+        value = self.call(lambda: self.client.get(self.k.paused))
+        return value.decode() if value else None
+
+    def retry_dead(self, now: float) -> int:
+        """Requeue every dead-lettered alert as new (at the end of the queue); how many."""
+        k = self.k
+        keys = [k.outbox_dead, k.outbox, k.outbox_seq]
+        return int(self.call(lambda: self._script("RETRY_DEAD")(keys=keys, args=[repr(now), k.attempts_prefix])))
+
+    def alerts(self, status: str | None = None) -> list[OutboxAlert]:
+        """Queued and dead-lettered alerts in order, optionally only those with `status`."""
+        k = self.k
+
+        def read() -> Any:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xrange(k.outbox).hgetall(k.outbox_state).hgetall(k.outbox_dead)
+            return pipe.execute()
+
+        entries, states, dead = self.call(read)
+        found: list[OutboxAlert] = []
+        if status in (None, PENDING):
+            for entry_id, fields in entries:
+                alert_id = int(entry_id.split(b"-")[0])
+                found.append(_queued(alert_id, fields, states.get(str(alert_id).encode(), b"")))
+        if status in (None, DEAD):
+            found += [_dead(int(alert_id), orjson.loads(raw)) for alert_id, raw in dead.items()]
+        return sorted(found, key=lambda a: a.id)
+
+    def depth(self) -> tuple[int, float | None]:
+        """Queued alerts and the creation time of the oldest."""
+
+        def read() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(self.k.outbox).xrange(self.k.outbox, count=1)
+            return pipe.execute()
+
+        count, first = self.call(read)
+        oldest = float(first[0][1][b"created"]) if first else None
+        return int(count), oldest
+
+    def relax_durability(self) -> None:
+        """Nothing to relax: Redis's durability is its own configuration (AOF)."""
+
+    def close(self) -> None:
+        """Give up the sender's lease if this process holds it, so another takes over at once."""
+        try:
+            if self.client.get(self.k.sender) == self.token.encode():
+                self.client.delete(self.k.sender)
+        except redis.exceptions.RedisError:
+            pass  # it expires by itself
+
+
+class _Keys:
+    """The Redis keys under a prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.version, self.rules, self.clock = prefix + "version", prefix + "rules", prefix + "clock"
+        self.fingerprints, self.groups, self.changes = prefix + "fingerprints", prefix + "groups", prefix + "changes"
+        self.positions, self.cursor, self.batches = prefix + "positions", prefix + "cursor", prefix + "batches"
+        self.outbox, self.outbox_seq = prefix + "outbox", prefix + "outbox:seq"
+        self.outbox_state, self.outbox_dead = prefix + "outbox:state", prefix + "outbox:dead"
+        self.attempts_prefix = prefix + "outbox:attempts:"
+        self.sender, self.paused = prefix + "sender", prefix + "sender:paused"
+
+    def attempts(self, alert_id: int) -> str:
+        return f"{self.attempts_prefix}{alert_id}"
+
+
+def _clock(raw: bytes | None) -> tuple[float, float] | None:
+    """The saved clock: (latest event time, wall time when it was set), None if never set."""
+    if not raw:
+        return None
+    event_time, wall = orjson.loads(raw)
+    return float(event_time), float(wall)
+
+
+def _clock_json(clock: float | None, now: float) -> bytes:
+    if clock is None or not math.isfinite(clock):
+        return b""
+    return orjson.dumps([clock, now])
+
+
+def _outbox_fields(request: dict[str, Any] | Request) -> tuple[bytes, str, str]:
+    if isinstance(request, Request):
+        return orjson.dumps(request.payload), request.action, request.target or ""
+    return orjson.dumps(request), CREATE, ""
+
+
+def _attempt_json(at: float | None, result: str, error: str) -> bytes:
+    return orjson.dumps([at, result, error]) if at is not None else b""
+
+
+def _queued(alert_id: int, fields: Any, raw_state: bytes) -> OutboxAlert:
+    """A queued alert from its stream entry's fields and its state (attempts so far)."""
+    if isinstance(fields, list):  # a script's reply: a flat list
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    st = orjson.loads(raw_state) if raw_state else {}
+    created = float(fields[b"created"])
+    target = fields[b"target"].decode()
+    return OutboxAlert(
+        id=alert_id,
+        created=created,
+        payload=orjson.loads(fields[b"payload"]),
+        status=PENDING,
+        attempts=int(st.get("attempts", 0)),
+        next_attempt=float(st.get("next_attempt", created)),
+        last_error=st.get("last_error"),
+        response=None,
+        action=fields[b"action"].decode(),
+        target=target or None,
+    )
+
+
+def _dead(alert_id: int, alert: dict[str, Any]) -> OutboxAlert:
+    return OutboxAlert(
+        id=alert_id,
+        created=float(alert["created"]),
+        payload=orjson.loads(alert["payload"]),
+        status=DEAD,
+        attempts=int(alert["attempts"]),
+        next_attempt=float(alert["created"]),
+        last_error=alert.get("last_error"),
+        response=alert.get("response") or None,
+        action=alert["action"],
+        target=alert.get("target") or None,
+    )

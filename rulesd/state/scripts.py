@@ -1,0 +1,239 @@
+"""The server-side scripts (Lua, run atomically by Redis) of the Redis state backend.
+
+Each batch's effects are one `COMMIT` call: either all of them are written or none, as in
+the SQLite transaction. Stream ids are compared as (milliseconds, sequence) pairs.
+"""
+
+from __future__ import annotations
+
+# KEYS: 1 version, 2 rules, 3 clock, 4 fingerprints, 5 groups, 6 changes, 7 positions, 8 outbox,
+#       9 outbox sequence, 10 event stream, 11 stream cursor, 12 the last batch of each instance
+# ARGV: 1 expected version, 2 rule set hash, 3 now, 4 clock ('' = unchanged), 5 full ('1'),
+#       6 fingerprints, 7 upserts, 8 deletes, 9 positions, 10 outbox entries, 11 consumer group
+#       ('' = no stream), 12 first id, 13 last id, 14 ids to acknowledge, 15 entries the batch
+#       must span (0: no check), 16 change records kept, 17 the batch's token ('' = none: a
+#       batch committed already, whose answer was lost, is refused as taken), 18 the instance,
+#       then the lists in that order:
+#       upserts (field, value), deletes (field), positions (field, value), outbox (payload,
+#       action, target), ids.
+# Returns {'ok', version} or {why, detail} with why: rules (published hash), version (current),
+# taken (the batch was committed by another instance), turn (an earlier entry is uncommitted),
+# gap (the batch is not contiguous in the stream).
+COMMIT = """
+local function id_less_or_equal(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  if am ~= bm then return am < bm end
+  return as <= bs
+end
+local published = redis.call('GET', KEYS[2])
+if published ~= ARGV[2] then return {'rules', published or ''} end
+if ARGV[17] ~= '' and redis.call('HGET', KEYS[12], ARGV[18]) == ARGV[17] then return {'taken', ''} end
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+if version ~= tonumber(ARGV[1]) then return {'version', tostring(version)} end
+local group = ARGV[11]
+local cursor
+if group ~= '' then
+  cursor = redis.call('GET', KEYS[11]) or '0-0'
+  if id_less_or_equal(ARGV[12], cursor) then return {'taken', cursor} end
+  if #redis.call('XRANGE', KEYS[10], '(' .. cursor, '(' .. ARGV[12], 'COUNT', 1) > 0 then
+    return {'turn', cursor}
+  end
+  local span = tonumber(ARGV[15])
+  if span > 0 and #redis.call('XRANGE', KEYS[10], ARGV[12], ARGV[13], 'COUNT', span + 1) ~= span then
+    return {'gap', cursor}
+  end
+end
+local n_up, n_del, n_pos, n_out, n_ack = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
+  tonumber(ARGV[10]), tonumber(ARGV[14])
+local i = 19
+local touched = {}
+if ARGV[17] ~= '' then redis.call('HSET', KEYS[12], ARGV[18], ARGV[17]) end
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[5])
+  redis.call('SET', KEYS[4], ARGV[6])
+end
+for _ = 1, n_up do
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1])
+  touched[#touched + 1] = ARGV[i]
+  i = i + 2
+end
+for _ = 1, n_del do
+  redis.call('HDEL', KEYS[5], ARGV[i])
+  touched[#touched + 1] = ARGV[i]
+  i = i + 1
+end
+for _ = 1, n_pos do
+  redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, n_out do
+  local seq = redis.call('INCR', KEYS[9])
+  redis.call('XADD', KEYS[8], seq .. '-0', 'created', ARGV[3], 'payload', ARGV[i], 'action', ARGV[i + 1],
+    'target', ARGV[i + 2])
+  i = i + 3
+end
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
+version = redis.call('INCR', KEYS[1])
+local record
+if ARGV[5] == '1' then record = {'full', '1'} else record = {'keys', table.concat(touched, '\\n')} end
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[16], version .. '-0', unpack(record))
+if group ~= '' then
+  local ids = {}
+  for _ = 1, n_ack do
+    ids[#ids + 1] = ARGV[i]
+    i = i + 1
+    if #ids == 1000 then redis.call('XACK', KEYS[10], group, unpack(ids)); ids = {} end
+  end
+  if #ids > 0 then redis.call('XACK', KEYS[10], group, unpack(ids)) end
+  redis.call('SET', KEYS[11], ARGV[13])
+  redis.call('XTRIM', KEYS[10], 'MINID', '~', ARGV[13])
+end
+return {'ok', tostring(version)}
+"""
+
+# What changed since version ARGV[1]: {version, clock, rules, how, field, value, ...} where how
+# is '' (nothing changed), 'full' (the change records are gone, or one rewrote everything: load
+# it all) or 'keys' (then the changed groups' fields and current values, false for none).
+# KEYS: 1 version, 2 clock, 3 changes, 4 groups, 5 rules
+CATCH_UP = """
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+local since = tonumber(ARGV[1])
+local clock = redis.call('GET', KEYS[2]) or ''
+local rules = redis.call('GET', KEYS[5]) or ''
+if version == since then return {tostring(version), clock, rules, ''} end
+local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+')
+if version < since or #entries ~= version - since or entries[1][1] ~= (since + 1) .. '-0' then
+  return {tostring(version), clock, rules, 'full'}
+end
+local seen, fields = {}, {}
+for _, entry in ipairs(entries) do
+  local kv = entry[2]
+  if kv[1] == 'full' then return {tostring(version), clock, rules, 'full'} end
+  for field in string.gmatch(kv[2], '[^\\n]+') do
+    if not seen[field] then
+      seen[field] = true
+      fields[#fields + 1] = field
+    end
+  end
+end
+local out = {tostring(version), clock, rules, 'keys'}
+for first = 1, #fields, 1000 do
+  local chunk = {}
+  for j = first, math.min(first + 999, #fields) do chunk[#chunk + 1] = fields[j] end
+  local values = redis.call('HMGET', KEYS[4], unpack(chunk))
+  for j = 1, #chunk do
+    out[#out + 1] = chunk[j]
+    out[#out + 1] = values[j]
+  end
+end
+return out
+"""
+
+# The sender's lease: held by one instance at a time, for ARGV[2] ms from the last renewal.
+# KEYS: 1 lease; ARGV: 1 token, 2 milliseconds. Returns 1 if the caller holds it now.
+LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# The oldest queued alert, for the lease holder only. KEYS: 1 lease, 2 outbox, 3 per-alert
+# state; ARGV: 1 token, 2 lease milliseconds. Returns false, or {id, fields, state}.
+HEAD = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #entries == 0 then return false end
+local id = string.match(entries[1][1], '^(%d+)-')
+return {id, entries[1][2], redis.call('HGET', KEYS[3], id) or ''}
+"""
+
+# Re-checked right before a send: the caller still holds the lease and the alert is queued.
+# KEYS: 1 lease, 2 outbox; ARGV: 1 token, 2 lease milliseconds, 3 alert id.
+OWNS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if #redis.call('XRANGE', KEYS[2], ARGV[3] .. '-0', ARGV[3] .. '-0') == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# A failed attempt of a queued alert. KEYS: 1 outbox, 2 state, 3 its attempts; ARGV: 1 id,
+# 2 counted (1/0), 3 next attempt, 4 error, 5 attempt record ('' = none), 6 records kept.
+RESCHEDULE = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0') == 0 then return 0 end
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+local st = raw and cjson.decode(raw) or {attempts = 0}
+st.attempts = st.attempts + tonumber(ARGV[2])
+st.next_attempt = tonumber(ARGV[3])
+st.last_error = ARGV[4]
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(st))
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[5])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+end
+return 1
+"""
+
+# Give up on a queued alert: it moves to the dead letters. KEYS: 1 outbox, 2 state, 3 dead,
+# 4 its attempts; ARGV: 1 id, 2 error, 3 response, 4 attempt record ('' = none), 5 kept.
+DEAD_LETTER = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0')
+if #entries == 0 then return 0 end
+local fields = entries[1][2]
+local alert = {}
+for j = 1, #fields, 2 do alert[fields[j]] = fields[j + 1] end
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+local st = raw and cjson.decode(raw) or {attempts = 0}
+alert.attempts = st.attempts + 1
+alert.last_error = ARGV[2]
+alert.response = ARGV[3]
+redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(alert))
+redis.call('XDEL', KEYS[1], ARGV[1] .. '-0')
+redis.call('HDEL', KEYS[2], ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[4])
+  redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
+end
+return 1
+"""
+
+# Requeue every dead letter as new, at the end of the queue. KEYS: 1 dead, 2 outbox, 3 sequence;
+# ARGV: 1 now, 2 the prefix of attempts keys. Returns how many.
+RETRY_DEAD = """
+local dead = redis.call('HGETALL', KEYS[1])
+local ids = {}
+for j = 1, #dead, 2 do ids[#ids + 1] = tonumber(dead[j]) end
+table.sort(ids)
+local by_id = {}
+for j = 1, #dead, 2 do by_id[tonumber(dead[j])] = cjson.decode(dead[j + 1]) end
+for _, old in ipairs(ids) do
+  local alert = by_id[old]
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('XADD', KEYS[2], seq .. '-0', 'created', ARGV[1], 'payload', alert.payload, 'action', alert.action,
+    'target', alert.target)
+  redis.call('DEL', ARGV[2] .. old)
+end
+redis.call('DEL', KEYS[1])
+return #ids
+"""
+
+# The forwarder's append: its entries and its positions, one atomic step. KEYS: 1 stream,
+# 2 positions; ARGV: 1 how many positions, then (field, value) pairs, then how many entries,
+# then the entries (each one or more newline-separated events).
+FORWARD = """
+local n_pos = tonumber(ARGV[1])
+local i = 2
+for _ = 1, n_pos do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local n = tonumber(ARGV[i])
+for j = 1, n do
+  redis.call('XADD', KEYS[1], '*', 'events', ARGV[i + j])
+end
+return n
+"""

@@ -1,0 +1,439 @@
+"""End-to-end tests of scale-out on Redis: real `rulesd run` and `rulesd forward` processes, a
+real redis-server (AOF, appendfsync always) and a loopback OpsGenie.
+
+The yardstick is `rulesd replay` on the same events: N instances on one stream must deliver
+exactly its alerts, in its order (duplicates only within the allowances after a fault).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import yaml
+
+from tests.daemon_process import API_KEY, DaemonProcess, wait_until
+from tests.fake_opsgenie import FakeOpsGenie, Received
+from tests.redis_server import RedisServer
+from tests.run_cli import clean_env
+
+STREAM = "rulesd:events"
+RULES = """
+rules:
+  - name: brute-force
+    match: {event: login_failed}
+    threshold: {count: 5, window: 60, group_by: [user]}
+    alert: {message: "brute force on {user}", priority: P2}
+  - name: spraying
+    match: {event: login_failed}
+    distinct: {field: user, count: 4, window: 120, group_by: [ip]}
+  - name: login-after-failures
+    sequence:
+      group_by: [ip]
+      within: 300
+      steps:
+        - match: {event: login_failed}
+          count: 3
+        - match: {event: login_succeeded}
+  - name: new-admin-address
+    match: {event: login_succeeded, role: admin}
+    new_value: {fields: [ip], group_by: [user]}
+  - name: heartbeat-missing
+    match: {event: heartbeat}
+    absence: {window: 90, group_by: [host]}
+  - name: errors
+    match: {level: error}
+    throttle: 30
+    alert: {message: "error on {host}"}
+"""
+
+
+def events(count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """A mix of logins, errors and heartbeats, one per second of event time from a few seconds
+    from now (instances idle before them move their clock on with the wall clock, as the
+    daemon does); host h3's heartbeats stop for a while in the middle (its absence fires,
+    then closes)."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    start = int(time.time()) + 5
+    for i in range(count):
+        t = start + i
+        if i % 10 == 0:
+            for host in ("h1", "h2", "h3"):
+                if host != "h3" or not count // 3 < i < count // 2:
+                    out.append({"ts": t, "event": "heartbeat", "host": host})
+            continue
+        kind = rng.random()
+        user, ip = f"u{rng.randrange(12)}", f"10.0.0.{rng.randrange(8)}"
+        if kind < 0.6:
+            out.append({"ts": t, "event": "login_failed", "user": user, "ip": ip})
+        elif kind < 0.8:
+            role = "admin" if rng.random() < 0.3 else "user"
+            out.append({"ts": t, "event": "login_succeeded", "user": user, "ip": ip, "role": role})
+        else:
+            out.append({"ts": t, "level": rng.choice(["error", "info"]), "host": f"h{rng.randrange(1, 4)}"})
+    return out
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def opsgenie() -> Iterator[FakeOpsGenie]:
+    with FakeOpsGenie() as fake:
+        yield fake
+
+
+class Fleet:
+    """Rules, configs and processes of instances sharing one Redis."""
+
+    def __init__(self, root: Path, redis_url: str, alert_url: str, rules: str = RULES) -> None:
+        self.root, self.redis_url, self.alert_url = root, redis_url, alert_url
+        (root / "rules").mkdir(parents=True, exist_ok=True)
+        (root / "rules" / "rules.yaml").write_text(rules)
+        (root / "opsgenie.key").write_text(API_KEY + "\n")
+        self.processes: list[DaemonProcess] = []
+
+    def config(self, name: str, *, rules: str = "rules", **extra: Any) -> Path:
+        """A config for instance `name` (its own state directory) in stream mode, unless `extra` says otherwise."""
+        config: dict[str, Any] = {
+            "rules": [rules],
+            "time_field": "ts",
+            "source": {"type": "redis_stream", "url": self.redis_url, "stream": STREAM, "claim_idle": "1s"},
+            "state": {"backend": "redis", "url": self.redis_url, "instance": name},
+            "state_dir": f"state-{name}",
+            "opsgenie": {"api_key_file": "opsgenie.key", "alert_url": f"{self.alert_url}/v2/alerts", "timeout_s": 2},
+        }
+        config.update(extra)
+        path = self.root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self, name: str, **extra: Any) -> DaemonProcess:
+        process = DaemonProcess(self.root, ["run", "--config", str(self.config(name, **extra))], None)
+        self.processes.append(process)
+        assert process.wait_for_log("rulesd started"), process.output()
+        return process
+
+    def output(self) -> str:
+        return "".join(p.output() for p in self.processes)
+
+
+def replayed(root: Path, config: Path, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `rulesd replay --config` says would be sent for `lines`, as requests."""
+    path = root / "replayed.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    out = subprocess.run(
+        [sys.executable, "-m", "rulesd", "replay", "--config", str(config), "--format", "json", str(path)],
+        capture_output=True,
+        check=True,
+        env=clean_env(None),
+        cwd=root,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def as_sent(request: Received) -> dict[str, Any]:
+    """A request as replay prints it: a create's body without its event source, or a close."""
+    if request.path.split("?")[0].endswith("/close"):
+        alias = unquote(request.path.split("?")[0].split("/")[-2])
+        return {"close": alias, "rules": request.json()["note"].removeprefix("resolved: ").split(", ")}
+    body = request.json()
+    body["details"].pop("Event Source", None)
+    return body
+
+
+def normalised(expected: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for item in expected:
+        item = json.loads(json.dumps(item))
+        if "close" in item:
+            item["close"] = unquote(item["close"])
+        else:
+            item["details"].pop("Event Source", None)
+        out.append(item)
+    return out
+
+
+def delivered(server: FakeOpsGenie) -> tuple[list[dict[str, Any]], int]:
+    """The requests in order with repeats removed (a repeat is the same request again), and
+    how many repeats there were."""
+    seen: set[tuple[str, bytes]] = set()
+    unique = []
+    for request in list(server.requests):
+        key = (request.path, request.body)
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append(as_sent(request))
+    return unique, len(server.requests) - len(unique)
+
+
+def feed(redis_server: RedisServer, lines: list[dict[str, Any]], per_entry: int = 20) -> None:
+    """Append `lines` to the stream: entries of `per_entry` events, every fifth a single `event` entry."""
+    client = redis_server.client()
+    for n, i in enumerate(range(0, len(lines), per_entry)):
+        chunk = lines[i : i + per_entry]
+        if n % 5 == 4:
+            for event in chunk:
+                client.xadd(STREAM, {"event": json.dumps(event)})
+        else:
+            client.xadd(STREAM, {"events": "\n".join(json.dumps(e) for e in chunk)})
+
+
+def settled(redis_server: RedisServer) -> bool:
+    """Every stream entry delivered to the group and committed."""
+    try:
+        groups = redis_server.client().xinfo_groups(STREAM)
+    except Exception:
+        return False
+    return bool(groups) and all(g["pending"] == 0 and g["lag"] == 0 for g in groups)
+
+
+def wait_for_delivery(server: FakeOpsGenie, redis_server: RedisServer, expected: int, timeout: float = 60.0) -> None:
+    wait_until(lambda: settled(redis_server) and len(delivered(server)[0]) >= expected, timeout, 0.1)
+    # Then nothing more arrives (an alert twice, or one replay does not send).
+    count = len(server.requests)
+    time.sleep(1.5)
+    assert count == len(server.requests) or len(delivered(server)[0]) == expected
+
+
+@pytest.mark.parametrize("instances", [1, 3])
+def test_instances_on_one_stream_send_exactly_what_replay_sends(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie, instances: int
+) -> None:
+    """1 and 3 instances: the same alerts (rules, aliases, payloads) in the same order as
+    replay, thresholds counted across instances, each delivered once."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
+    lines = events(3000)
+    expected = normalised(replayed(tmp_path, fleet.config("replay"), lines))
+    assert len(expected) > 40 and {"brute-force", "spraying", "heartbeat-missing"} <= {
+        r for e in expected for r in json.loads(e.get("details", {}).get("Triggering Rules", "[]"))
+    }
+    for i in range(instances):
+        fleet.start(f"i{i}")
+    feed(redis_server, lines)
+    wait_for_delivery(opsgenie, redis_server, len(expected))
+    sent, repeats = delivered(opsgenie)
+    assert expected == sent
+    assert 0 == repeats, "a duplicate without any fault"
+    if instances > 1:
+        counts = [p.output().count("committed") for p in fleet.processes]
+        assert all(counts), f"every instance committed some batches: {counts}"
+
+
+def consumers_pending(redis_server: RedisServer) -> dict[str, int]:
+    """Entries pending per consumer of the group."""
+    info = redis_server.client().xpending(STREAM, "rulesd")
+    return {c["name"].decode(): int(c["pending"]) for c in info["consumers"]}
+
+
+def hold_entries(redis_server: RedisServer, process: DaemonProcess, name: str, chunk: list[dict[str, Any]]) -> None:
+    """Stop `process` (SIGSTOP) while it waits for entries, then append `chunk` one entry at a
+    time: Redis hands some of them to the stopped reader, which now holds them pending."""
+    client = redis_server.client()
+    for _attempt in range(20):
+        wait_until(lambda: settled(redis_server), 20, 0.05)
+        time.sleep(0.1)  # it is blocked in its read again
+        process.proc.send_signal(signal.SIGSTOP)
+        for event in chunk[:10]:
+            client.xadd(STREAM, {"event": json.dumps(event)})
+        chunk = chunk[10:]
+        time.sleep(0.2)
+        if consumers_pending(redis_server).get(name):
+            feed(redis_server, chunk)
+            return
+        process.proc.send_signal(signal.SIGCONT)
+    raise AssertionError(f"{name} never held an entry")
+
+
+def check_allowances(server: FakeOpsGenie, expected: list[dict[str, Any]], faults: int) -> None:
+    """Every alert of replay in its order; at most one extra delivery per alert and five in
+    all for each fault."""
+    sent, repeats = delivered(server)
+    assert expected == sent
+    per_request: dict[tuple[str, bytes], int] = {}
+    for request in server.requests:
+        key = (request.path, request.body)
+        per_request[key] = per_request.get(key, 0) + 1
+    assert max(per_request.values()) <= 1 + faults
+    assert repeats <= 5 * faults
+
+
+def test_a_killed_and_a_paused_instance_lose_and_double_nothing(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Of 3 instances one is killed (kill -9) holding entries and one paused past claim_idle
+    holding entries: the others claim them; the paused one, back, commits nothing twice. The
+    alerts are replay's, thresholds not doubled, deliveries within the allowances."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
+    lines = events(3000, seed=11)
+    expected = normalised(replayed(tmp_path, fleet.config("replay"), lines))
+    processes = [fleet.start(f"i{i}") for i in range(3)]
+    parts = [lines[i : i + 500] for i in range(0, len(lines), 500)]
+    feed(redis_server, parts[0])
+    hold_entries(redis_server, processes[0], "i0", parts[1])
+    processes[0].kill()  # kill -9 while it holds entries
+    hold_entries(redis_server, processes[1], "i1", parts[2])
+    time.sleep(2.5)  # paused past claim_idle (1s): its entries are claimed and committed by i2
+    processes[1].proc.send_signal(signal.SIGCONT)
+    for part in parts[3:]:
+        feed(redis_server, part)
+    wait_for_delivery(opsgenie, redis_server, len(expected))
+    check_allowances(opsgenie, expected, faults=2)
+    assert "claimed" in fleet.output()
+    assert processes[1].proc.poll() is None and processes[2].proc.poll() is None
+
+
+def test_a_redis_restart_mid_stream_loses_nothing_committed(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis killed and started again (AOF, appendfsync always) mid-stream: instances stay up,
+    say the state is unavailable, resume; the alerts are replay's."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
+    lines = events(2000, seed=5)
+    expected = normalised(replayed(tmp_path, fleet.config("replay"), lines))
+    processes = [fleet.start(f"i{i}") for i in range(2)]
+    feed(redis_server, lines[:1000])
+    wait_until(lambda: settled(redis_server), 20, 0.05)
+    feed(redis_server, lines[1000:1200])
+    redis_server.restart(down_for=1.5)
+    feed(redis_server, lines[1200:])
+    wait_for_delivery(opsgenie, redis_server, len(expected))
+    check_allowances(opsgenie, expected, faults=1)
+    assert "state unavailable" in fleet.output()
+    assert all(p.proc.poll() is None for p in processes)
+
+
+FLEET_RULES = """
+rules:
+  - name: brute-force
+    match: {event: login_failed}
+    threshold: {count: 5, window: 600, group_by: [user]}
+    alert: {message: "brute force on {user}"}
+"""
+
+
+def test_fleet_mode_counts_across_hosts_and_keeps_positions_per_instance(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Two instances on their own files: 3 failed logins on one and 2 on the other are five
+    (one alert); a restarted instance resumes at its own position (nothing counted twice)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=FLEET_RULES)
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b")}
+    for path in files.values():
+        path.touch()
+
+    def start(name: str) -> DaemonProcess:
+        source = {"type": "file", "path": str(files[name]), "start_at": "beginning"}
+        return fleet.start(name, source=source, state={"backend": "redis", "url": redis_server.url, "instance": name})
+
+    def append(name: str, count: int) -> None:
+        with open(files[name], "a") as fh:
+            fh.write("".join(json.dumps({"event": "login_failed", "user": "x"}) + "\n" for _ in range(count)))
+
+    a, b = start("a"), start("b")
+    append("a", 3)
+    assert a.wait_for_log("committed version")
+    append("b", 2)
+    assert opsgenie.wait_for(lambda r: len(r) >= 1, 15)
+    append("a", 4)
+    assert wait_until(lambda: a.stderr().count("committed version") >= 2, 15)
+    assert 0 == a.terminate()
+    a = start("a")  # resumes after its 7 lines: none of them counts again
+    append("b", 1)
+    assert opsgenie.wait_for(lambda r: len(r) >= 2, 15)
+    time.sleep(1.0)
+    assert ["brute force on x", "brute force on x"] == [r.json()["message"] for r in opsgenie.requests]
+    assert 0 == b.terminate() and 0 == a.terminate()
+
+
+def test_forward_restarted_sends_no_line_twice_and_skips_none(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`rulesd forward` killed (kill -9) and stopped (SIGTERM, exit 0) while lines keep coming:
+    the stream holds every line once, in order."""
+    log_file = tmp_path / "app.jsonl"
+    log_file.touch()
+    config = tmp_path / "forward.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"type": "file", "path": str(log_file), "start_at": "beginning"},
+                "state_dir": "state",
+                "forward": {"url": redis_server.url, "stream": STREAM, "batch_lines": 50},
+            }
+        )
+    )
+    written = 0
+
+    def write(count: int) -> None:
+        nonlocal written
+        with open(log_file, "a") as fh:
+            fh.write("".join(json.dumps({"n": written + i}) + "\n" for i in range(count)))
+        written += count
+
+    def in_stream() -> list[int]:
+        out = []
+        for _, fields in redis_server.client().xrange(STREAM):
+            out += [json.loads(line)["n"] for line in fields[b"events"].split(b"\n")]
+        return out
+
+    def start() -> DaemonProcess:
+        process = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
+        assert process.wait_for_log("rulesd forward started"), process.output()
+        return process
+
+    forwarder = start()
+    for _ in range(5):
+        write(300)
+        time.sleep(0.05)
+    forwarder.kill()  # kill -9, wherever it was
+    write(200)
+    forwarder = start()
+    write(300)
+    assert wait_until(lambda: len(in_stream()) >= written, 15)
+    assert 0 == forwarder.terminate()
+    write(100)
+    forwarder = start()
+    assert wait_until(lambda: len(in_stream()) >= written, 15)
+    assert 0 == forwarder.terminate()
+    assert list(range(written)) == in_stream()
+
+
+OTHER_RULES = RULES.replace("count: 5, window: 60", "count: 4, window: 60")
+
+
+def test_instances_with_other_rules_refuse_until_a_reload_brings_the_same(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """An instance whose rules differ from the published ones commits nothing and says so with
+    both hashes; once its rules are the same (reload), its batches go through: every alert is
+    replay's under the published rules."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "rules.yaml").write_text(RULES)
+    first = fleet.start("i0", rules="other")
+    fleet.start("i1")  # the same rules: one hash
+    (tmp_path / "other" / "rules.yaml").write_text(OTHER_RULES)
+    assert first.wait_for_log("reload")
+    lines = events(1500, seed=3)
+    feed(redis_server, lines)
+    assert wait_until(lambda: "refusing to commit: rule set" in fleet.output(), 20)
+    (tmp_path / "rules" / "rules.yaml").write_text(OTHER_RULES)  # i1 reloads: the rule sets agree
+    expected = normalised(replayed(tmp_path, fleet.config("replay", rules="other"), lines))
+    wait_for_delivery(opsgenie, redis_server, len(expected))
+    check_allowances(opsgenie, expected, faults=0)
+    refusal = next(line for line in fleet.output().splitlines() if "refusing to commit" in line)
+    assert "differs from the published rule set" in refusal

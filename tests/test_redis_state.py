@@ -1,0 +1,226 @@
+"""Tests for rulesd.state.redis: the state shared by instances in a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from rulesd.daemon.shared import SharedEngine
+from rulesd.engine import Engine, StateDelta
+from rulesd.pipeline import advance
+from rulesd.state import StateUnavailable
+from rulesd.state.redis import Conflict, RedisState, StreamBatch
+from tests.redis_server import RedisServer
+from tests.ruletools import ruleset_from_yaml
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    s = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server: RedisServer) -> redis.Redis:
+    c = server.client()
+    c.flushall()
+    return c
+
+
+def store(client: redis.Redis, instance: str = "a", **kwargs: float) -> RedisState:
+    s = RedisState(client, instance=instance, **kwargs)  # type: ignore[arg-type]
+    s.publish_rules("R")
+    return s
+
+
+def delta(*upserts: tuple[str, str, str, str], full: bool = False) -> StateDelta:
+    return StateDelta(full, {"r": "f1"}, list(upserts), [])
+
+
+def test_commit_writes_everything_and_another_instance_reads_it(client: redis.Redis) -> None:
+    """Positions (per instance), engine state, clock and alerts in order, in one commit."""
+    a = store(client)
+    a.load_engine_state()
+    a.commit(
+        positions={"/x": {"offset": 10}},
+        payloads=[{"message": "1"}, {"message": "2"}],
+        now=100.0,
+        engine=delta(("window", "r", '["\\"h\\""]', "[5.0]"), full=True),
+        clock=5.0,
+    )
+    b = RedisState(client, instance="b")
+    snap = b.snapshot()
+    assert 1 == snap.version and "R" == snap.rules and (5.0, 100.0) == snap.clock
+    assert {"fingerprints": {"r": "f1"}, "windows": {"r": [[['"h"'], [5.0]]]}} == snap.state
+    assert {} == b.load_positions()
+    assert {"/x": {"offset": 10}} == RedisState(client, instance="a").load_positions()
+    assert ["1", "2"] == [alert.payload["message"] for alert in b.alerts()]
+    assert (2, 100.0) == b.depth()
+
+
+def test_a_commit_on_a_stale_version_writes_nothing(client: redis.Redis) -> None:
+    """Optimistic concurrency: the second of two instances synced to one version is refused."""
+    a, b = store(client, "a"), store(client, "b")
+    a.load_engine_state(), b.load_engine_state()
+    a.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}], now=1.0)
+    with pytest.raises(Conflict) as refused:
+        b.commit(positions={"/y": {"o": 1}}, payloads=[{"n": 2}], now=1.0, engine=delta(("window", "r", "[]", "[1]")))
+    assert ("version", "1") == (refused.value.why, refused.value.detail)
+    assert [{"n": 1}] == [alert.payload for alert in b.alerts()]
+    assert {} == b.load_positions() and b.snapshot().state is None
+
+
+def test_a_rule_set_other_than_the_published_one_commits_nothing(client: redis.Redis) -> None:
+    """The refusal names the published hash; after the same rules are published it commits."""
+    a = store(client)
+    a.load_engine_state()
+    other = RedisState(client, instance="b")
+    other.publish_rules("S")
+    with pytest.raises(Conflict) as refused:
+        a.commit(positions={}, payloads=[{"n": 1}], now=1.0)
+    assert ("rules", "S") == (refused.value.why, refused.value.detail)
+    assert [] == a.alerts()
+    a.publish_rules("S")
+    a.commit(positions={}, payloads=[{"n": 1}], now=1.0)
+    assert 1 == len(a.alerts())
+
+
+def test_catch_up_returns_the_groups_others_changed_or_asks_for_everything(client: redis.Redis) -> None:
+    """Change records name the touched groups; when they are trimmed away, a full load is asked for."""
+    a, b = store(client, "a"), store(client, "b")
+    a.load_engine_state(), b.load_engine_state()
+    a.commit(positions={}, payloads=[], now=1.0, engine=delta(("window", "r", '["x"]', "[1.0]")), clock=1.0)
+    a.commit(positions={}, payloads=[], now=2.0, engine=StateDelta(False, {}, [], [("window", "r", '["x"]')]))
+    a.commit(positions={}, payloads=[], now=3.0, engine=delta(("throttle", "r", '["y"]', "3.0")), clock=3.0)
+    changes = b.catch_up()
+    assert (3, False, (3.0, 3.0)) == (changes.version, changes.full, changes.clock)
+    assert {("window", "r", ("x",)): None, ("throttle", "r", ("y",)): 3.0} == changes.groups
+    client.xtrim("rulesd:changes", minid="2-0", approximate=False)
+    assert b.catch_up().full
+
+
+def stream_batch(client: redis.Redis, *ids: str, claimed: bool = False) -> StreamBatch:
+    return StreamBatch("events", "g", list(ids), claimed)
+
+
+def test_stream_batches_commit_in_order_and_once(client: redis.Redis) -> None:
+    """A batch waits for earlier entries (turn), one committed by another is refused (taken),
+    a claimed batch with another's entries inside is refused (gap); committed entries are
+    acknowledged and the cursor moves."""
+    ids = [client.xadd("events", {"event": b"{}"}).decode() for _ in range(4)]
+    client.xgroup_create("events", "g", id="0")
+    client.xreadgroup("g", "a", {"events": ">"}, count=4)
+    a = store(client)
+    a.load_engine_state()
+    with pytest.raises(Conflict) as refused:
+        a.commit(positions={}, payloads=[], now=1.0, stream=stream_batch(client, ids[1], ids[2]))
+    assert "turn" == refused.value.why
+    with pytest.raises(Conflict) as refused:
+        a.commit(positions={}, payloads=[], now=1.0, stream=StreamBatch("events", "g", [ids[0], ids[2]], True))
+    assert "gap" == refused.value.why
+    a.commit(positions={}, payloads=[], now=1.0, stream=stream_batch(client, ids[0], ids[1]))
+    assert ids[1] == a.cursor()
+    with pytest.raises(Conflict) as refused:
+        a.commit(positions={}, payloads=[], now=1.0, stream=stream_batch(client, ids[1], ids[2]))
+    assert ("taken", ids[1]) == (refused.value.why, refused.value.detail)
+    assert 2 == client.xpending("events", "g")["pending"]
+
+
+def test_one_sender_at_a_time_and_a_paused_one_rechecks(client: redis.Redis) -> None:
+    """The lease: only its holder sees the head; when it lapses another takes over, and the
+    first, back from a pause, no longer owns the alert."""
+    a, b = store(client, "a", lease=0.3), store(client, "b", lease=0.3)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"n": 1}, {"n": 2}], now=1.0)
+    head = a.head()
+    assert head is not None and {"n": 1} == head.payload
+    assert b.head() is None
+    time.sleep(0.4)  # a is paused past its lease
+    taken = b.head()
+    assert taken is not None and taken.id == head.id
+    assert not a.owns(head.id) and b.owns(head.id)
+    b.mark_sent(head.id)
+    b.close()  # a clean stop gives the lease up at once
+    assert a.head() is not None and not a.owns(head.id)
+
+
+def test_outbox_retries_dead_letters_and_attempts(client: redis.Redis) -> None:
+    """Reschedule counts attempts, dead letters leave the queue until requeued at its end."""
+    a = store(client)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"n": 1}, {"n": 2}], now=5.0)
+    first = a.head()
+    assert first is not None
+    a.reschedule(first.id, 50.0, "HTTP 503", at=6.0)
+    again = a.head()
+    assert again is not None and (1, 50.0, "HTTP 503") == (again.attempts, again.next_attempt, again.last_error)
+    assert ["HTTP 503"] == [attempt.error for attempt in a.attempts(first.id)]
+    a.dead_letter(first.id, "HTTP 422", '{"message": "bad"}', at=7.0)
+    assert [{"n": 2}] == [alert.payload for alert in a.alerts("pending")]
+    assert [("HTTP 422", 2)] == [(alert.last_error, alert.attempts) for alert in a.alerts("dead")]
+    assert 1 == a.retry_dead(now=99.0)
+    assert [{"n": 2}, {"n": 1}] == [alert.payload for alert in a.alerts("pending")]
+
+
+def test_an_unreachable_redis_is_state_unavailable() -> None:
+    """No server: the backend says the state is unavailable, not a bug."""
+    from tests.redis_server import free_port
+
+    s = RedisState(redis.Redis(port=free_port(), socket_connect_timeout=1), instance="a")
+    with pytest.raises(StateUnavailable):
+        s.snapshot()
+
+
+ABSENCE = """
+rules:
+  - name: quiet
+    match: {kind: beat}
+    absence: {window: 60, group_by: [host]}
+"""
+
+
+def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
+    """Both engines see the absence come due; the one that commits second is refused, catches
+    up (the silence already fired) and applies again: one alert in all."""
+    ruleset = ruleset_from_yaml(ABSENCE)
+    engines, shared = [], []
+    for name in ("a", "b"):
+        engine = Engine(ruleset, time_field="t")
+        s = RedisState(client, instance=name)
+        s.publish_rules(ruleset.fingerprint)
+        shared.append(SharedEngine(engine, s))
+        engines.append(engine)
+    first, second = shared
+    first.load_all()
+    first.engine.evaluate({"kind": "beat", "host": "h", "t": 100.0}, 0.0)
+    delta_ = first.engine.state.delta()
+    first.store.commit(positions={}, payloads=[], now=0.0, engine=delta_, clock=first.engine.now)
+    second.sync()
+    firings = []
+    for one in (first, second):  # both synced to the same version, both find the timer due
+        firings.append(advance(one.engine, 200.0).firings)
+    assert [1, 1] == [len(f) for f in firings]
+    first.store.commit(positions={}, payloads=[], now=0.0, engine=first.engine.state.delta(), clock=200.0)
+    delta_ = second.engine.state.delta()
+    with pytest.raises(Conflict):
+        second.store.commit(positions={}, payloads=[], now=0.0, engine=delta_, clock=200.0)
+    second.undo(delta_, 100.0)
+    second.sync()
+    assert [] == advance(second.engine, 200.0).firings  # applied again: the silence already fired
+    assert [] == advance(second.engine, 300.0).firings
+
+
+def test_a_batch_committed_again_after_a_lost_answer_is_refused(client: redis.Redis) -> None:
+    """The same batch token twice (the first answer lost with the connection): nothing counts twice."""
+    a = store(client)
+    a.load_engine_state()
+    a.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}], now=1.0, token="t1")
+    a.load_engine_state()  # as after a reconnect: synced again
+    with pytest.raises(Conflict) as refused:
+        a.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}], now=1.0, token="t1")
+    assert "taken" == refused.value.why
+    assert 1 == len(a.alerts())
