@@ -72,6 +72,9 @@ class SharedEngine:
         self.store = store
         self.published = ""
         self.clock_wall: float | None = None  # when the committed clock was set (wall time)
+        # The cache may hold changes that were never committed (Redis went away before they
+        # could be undone): the whole state is loaded again at the next sync.
+        self.stale = False
 
     def start(self) -> None:
         """Publish this instance's rule set and load the whole committed state."""
@@ -92,6 +95,10 @@ class SharedEngine:
 
     def sync(self) -> None:
         """Catch up on what others committed since the synced version."""
+        if self.stale:
+            self.load_all()
+            self.stale = False
+            return
         changes = self.store.catch_up()
         self.published = changes.rules
         if changes.full:
@@ -103,12 +110,16 @@ class SharedEngine:
     def undo(self, delta: StateDelta | None, clock: float) -> None:
         """Forget what applying a batch did (its commit was refused): the groups it touched get
         their committed values back, and the clock its value before."""
-        if delta is not None and delta.full:
-            self.load_all()
-            return
-        keys = [(kind, rule, group) for kind, rule, group, _ in delta.upserts] if delta else []
-        keys += delta.deletes if delta else []
-        self.engine.load_groups(self.store.groups(keys), clock)
+        try:
+            if delta is not None and delta.full:
+                self.load_all()
+                return
+            keys = [(kind, rule, group) for kind, rule, group, _ in delta.upserts] if delta else []
+            keys += delta.deletes if delta else []
+            self.engine.load_groups(self.store.groups(keys), clock)
+        except StateUnavailable:
+            self.stale = True
+            raise
 
 
 class SharedDaemon(Daemon):
@@ -249,7 +260,7 @@ class SharedDaemon(Daemon):
                 self._refused(prepared, conflict)
                 return
             except StateUnavailable:
-                self.shared.undo(delta, before)
+                self.shared.stale = True  # whether the commit was made is not known: load it all again
                 raise
             break
         if clock is not None:
@@ -378,7 +389,7 @@ class SharedDaemon(Daemon):
             self.shared.undo(delta, before)  # another instance committed first: next time
             return
         except StateUnavailable:
-            self.shared.undo(delta, before)
+            self.shared.stale = True
             raise
         self.shared.clock_wall = now
         self._queued(alerts)
