@@ -423,15 +423,17 @@ def test_instances_with_other_rules_refuse_until_a_reload_brings_the_same(
     replay's under the published rules."""
     fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "rules.yaml").write_text(RULES)
-    first = fleet.start("i0", rules="other")
-    fleet.start("i1")  # the same rules: one hash
     (tmp_path / "other" / "rules.yaml").write_text(OTHER_RULES)
-    assert first.wait_for_log("reload")
+    client = redis_server.client()
+    first = fleet.start("i0")
+    assert wait_until(lambda: client.get("rulesd:rules") is not None, 15)
+    published = client.get("rulesd:rules")
+    fleet.start("i1", rules="other")  # publishes its own rule set: i0's differs from it now
+    assert wait_until(lambda: client.get("rulesd:rules") != published, 15)
     lines = events(1500, seed=3)
     feed(redis_server, lines)
-    assert wait_until(lambda: "refusing to commit: rule set" in fleet.output(), 20)
-    (tmp_path / "rules" / "rules.yaml").write_text(OTHER_RULES)  # i1 reloads: the rule sets agree
+    assert first.wait_for_log("refusing to commit: rule set", 20)
+    (tmp_path / "rules" / "rules.yaml").write_text(OTHER_RULES)  # i0 reloads: the rule sets agree
     expected = normalised(replayed(tmp_path, fleet.config("replay", rules="other"), lines))
     wait_for_delivery(opsgenie, redis_server, len(expected))
     check_allowances(opsgenie, expected, faults=0)

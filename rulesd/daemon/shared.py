@@ -408,10 +408,16 @@ class SharedDaemon(Daemon):
 
     def _finish_reload(self, outcome: LoadOutcome) -> bool:
         """A reload that succeeded publishes the rule set (others refuse to commit until theirs agree)."""
+        fingerprint = self.engine.ruleset.fingerprint
         ok = super()._finish_reload(outcome)
         if ok and self._started:
             try:
                 self.store.publish_rules(self.engine.ruleset.fingerprint)
+                if fingerprint != self.engine.ruleset.fingerprint:
+                    # The cache dropped the state of the rules that changed against the rules it
+                    # ran; the committed state may already be another instance's under the new
+                    # rules: it is loaded again, never overwritten from the cache.
+                    self.shared.load_all()
             except StateUnavailable as exc:
                 self._unavailable(str(exc))
                 self._started = False  # published (and the state loaded) when Redis is back
