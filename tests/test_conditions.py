@@ -102,6 +102,167 @@ OPERATOR_CASES = [
     ({"count": {"exists": True, "gte": 4}}, False),
 ]
 
+ADDRESSES: dict[str, Any] = {
+    "v4": "10.1.2.3",
+    "v4_public": "192.0.2.44",
+    "v6": "2001:db8::7",
+    "mapped": "::ffff:10.1.2.3",
+    "scoped": "fe80::1%eth0",
+    "text": "not-an-ip",
+    "network": "10.0.0.0/8",
+    "padded": " 10.1.2.3",
+    "leading_zero": "010.1.2.3",
+    "number": 167838211,
+    "list": ["10.1.2.3"],
+    "nothing": None,
+}
+
+CIDR_CASES = [
+    ({"v4": {"cidr": "10.0.0.0/8"}}, True),
+    ({"v4": {"cidr": ["192.168.0.0/16", "10.1.0.0/16"]}}, True),
+    ({"v4": {"cidr": "10.1.2.3"}}, True),  # an address alone: a network of one
+    ({"v4": {"cidr": "10.1.2.4"}}, False),
+    ({"v4": {"cidr": "0.0.0.0/0"}}, True),
+    ({"v4_public": {"cidr": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}, False),
+    ({"v4": {"cidr": "2001:db8::/32"}}, False),
+    ({"v6": {"cidr": "2001:db8::/32"}}, True),
+    ({"v6": {"cidr": ["10.0.0.0/8", "2001:db8::/64"]}}, True),
+    ({"v6": {"cidr": "2001:db9::/32"}}, False),
+    ({"v6": {"cidr": "0.0.0.0/0"}}, False),
+    ({"v6": {"cidr": "::/0"}}, True),
+    # IPv4-mapped IPv6 is the IPv4 address, both ways
+    ({"mapped": {"cidr": "10.0.0.0/8"}}, True),
+    ({"mapped": {"cidr": "11.0.0.0/8"}}, False),
+    ({"v4": {"cidr": "::ffff:10.0.0.0/104"}}, True),
+    ({"v4": {"cidr": "::ffff:0:0/96"}}, True),
+    ({"scoped": {"cidr": "fe80::/10"}}, True),  # the scope is not part of the address
+    ({"v4": {"not_cidr": "10.0.0.0/8"}}, False),
+    ({"v4_public": {"not_cidr": ["10.0.0.0/8", "192.168.0.0/16"]}}, True),
+    ({"mapped": {"not_cidr": "10.0.0.0/8"}}, False),
+    # a value that is not an address string satisfies neither
+    *[
+        ({field: {op: "10.0.0.0/8"}}, False)
+        for field in ("text", "network", "padded", "leading_zero", "number", "list", "nothing", "absent")
+        for op in ("cidr", "not_cidr")
+    ],
+    ({"number": {"cidr": "0.0.0.0/0"}}, False),
+    ({"v4": {"cidr": "10.0.0.0/8", "startswith": "10.1."}}, True),
+    ({"v4": {"cidr": "10.0.0.0/8", "not_cidr": "10.1.0.0/16"}}, False),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), CIDR_CASES)
+def test_cidr_and_not_cidr(condition: dict[str, Any], expected: bool) -> None:
+    """An address string inside (outside) the networks; IPv4-mapped IPv6 is its IPv4 address;
+    anything that is not an address string satisfies neither operator."""
+    assert expected == matches(condition, ADDRESSES)
+
+
+TEXTS: dict[str, Any] = {
+    "ascii": "Upstream TIMEOUT after 30s",
+    "sharp_s": "Straße",
+    "capital_sharp_s": "STRAẞE",
+    "ss": "STRASSE",
+    "sigma": "ΟΔΟΣ",
+    "final_sigma": "οδος",
+    "dotted_i": "İstanbul",
+    "dotless_i": "ıstanbul",
+    "plain_i": "istanbul",
+    "kelvin": "\u212a",
+    "georgian": "ა",
+    "user": "Alice",
+    "tags": ["Red", "blue", 7],
+    "number": 7,
+    "empty": "",
+}
+
+NOCASE_CASES = [
+    ({"ascii": {"equals": "upstream timeout after 30s", "nocase": True}}, True),
+    ({"ascii": {"equals": "upstream timeout after 30s"}}, False),
+    ({"ascii": {"equals": "upstream timeout", "nocase": True}}, False),  # still the whole text
+    ({"ascii": {"contains": "timeout", "nocase": True}}, True),
+    ({"ascii": {"startswith": "UPSTREAM", "nocase": True}}, True),
+    ({"ascii": {"startswith": "timeout", "nocase": True}}, False),
+    ({"ascii": {"endswith": "30S", "nocase": True}}, True),
+    ({"ascii": {"regex": "timeout after \\d+s$", "nocase": True}}, True),
+    ({"ascii": {"regex": "timeout after \\d+s$"}}, False),
+    ({"ascii": {"regex": "timeout", "nocase": False}}, False),
+    ({"user": {"in": ["alice", "bob"], "nocase": True}}, True),
+    ({"user": {"in": ["alic", "bob"], "nocase": True}}, False),
+    ({"number": {"in": ["x", 7], "nocase": True}}, True),  # numbers compare as always
+    ({"tags": {"contains": "RED", "nocase": True}}, True),  # a list item equal ignoring case
+    ({"tags": {"contains": "re", "nocase": True}}, False),  # an item equal, not containing it
+    ({"tags": {"contains": "red"}}, False),
+    ({"empty": {"equals": "", "nocase": True}}, True),
+    ({"empty": {"in": ["", "x"], "nocase": True}}, True),
+    ({"ascii": {"in": ["", "x"], "nocase": True}}, False),
+    ({"ascii": {"contains": "", "nocase": True}}, True),
+    ({"number": {"contains": "7", "nocase": True}}, False),
+    ({"absent": {"equals": "x", "nocase": True}}, False),
+    # Unicode simple case folding: one character for one character
+    ({"sharp_s": {"equals": "STRAẞE", "nocase": True}}, True),
+    ({"capital_sharp_s": {"equals": "straße", "nocase": True}}, True),
+    ({"ss": {"equals": "straße", "nocase": True}}, False),  # ß is not ss
+    ({"sharp_s": {"equals": "strasse", "nocase": True}}, False),
+    ({"sigma": {"equals": "οδος", "nocase": True}}, True),  # Σ, σ and ς fold together
+    ({"final_sigma": {"equals": "ΟΔΟΣ", "nocase": True}}, True),
+    ({"final_sigma": {"endswith": "σ", "nocase": True}}, True),
+    ({"dotted_i": {"startswith": "i", "nocase": True}}, False),  # İ folds to nothing else
+    ({"dotted_i": {"startswith": "İ", "nocase": True}}, True),
+    ({"plain_i": {"startswith": "I", "nocase": True}}, True),
+    ({"dotless_i": {"startswith": "I", "nocase": True}}, False),  # nor ı
+    ({"kelvin": {"equals": "k", "nocase": True}}, True),
+    ({"kelvin": {"in": ["K"], "nocase": True}}, True),
+    ({"kelvin": {"regex": "^k$", "nocase": True}}, True),
+    # as of Unicode 7.0: Georgian Mtavruli (Unicode 11) are compared exactly
+    ({"georgian": {"equals": "Ა", "nocase": True}}, False),
+    ({"georgian": {"equals": "ა", "nocase": True}}, True),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), NOCASE_CASES)
+def test_nocase(condition: dict[str, Any], expected: bool) -> None:
+    """`nocase: true` makes the text operators beside it ignore case, by Unicode simple case
+    folding (as Hyperscan's caseless matching, which decides them)."""
+    assert expected == matches(condition, TEXTS)
+
+
+@pytest.mark.parametrize(
+    ("matcher", "message"),
+    [
+        ({"nocase": True}, "nocase needs a text operator beside it"),
+        ({"exists": True, "nocase": True}, "nocase needs a text operator beside it"),
+        ({"equals": 5, "nocase": True}, "nocase needs a text operator beside it"),
+        ({"in": [1, 2], "gt": 0, "nocase": True}, "nocase needs a text operator beside it"),
+        ({"not_in": ["a"], "nocase": True}, r"nocase does not apply to not_in.*not: \{user: \{in: …"),
+        ({"equals": "a", "not_equals": "b", "nocase": True}, "nocase does not apply to not_equals"),
+    ],
+)
+def test_nocase_where_it_would_change_nothing_is_refused(matcher: dict[str, Any], message: str) -> None:
+    """`nocase` with no text to compare beside it, or beside an operator it does not change,
+    is an error at `nocase`."""
+    with pytest.raises(ConditionError, match=message) as raised:
+        matches({"user": matcher}, TEXTS)
+    assert ("user", "nocase") == raised.value.path
+
+
+@pytest.mark.parametrize(
+    ("operand", "path", "message"),
+    [
+        ("10.0.0.0/33", ("ip", "cidr"), "invalid network '10.0.0.0/33': '33' is not a valid netmask"),
+        ("10.1.2.3/8", ("ip", "cidr"), "has host bits set \\(the network is 10.0.0.0/8\\)"),
+        (["10.0.0.0/8", "2001:db8::/129"], ("ip", "cidr", 1), "'129' is not a valid netmask"),
+        (["office"], ("ip", "cidr", 0), "invalid network 'office'"),
+        ("", ("ip", "cidr"), "invalid network ''"),
+    ],
+)
+def test_an_invalid_network_is_refused_at_its_place(operand: Any, path: tuple[Any, ...], message: str) -> None:
+    """A network that `ipaddress` does not read (or that has host bits set) is an error at the
+    network, saying why."""
+    with pytest.raises(ConditionError, match=message) as raised:
+        matches({"ip": {"cidr": operand}}, ADDRESSES)
+    assert path == raised.value.path
+
 
 @pytest.mark.parametrize(("condition", "expected"), OPERATOR_CASES)
 def test_operator(condition: dict[str, Any], expected: bool) -> None:
@@ -307,7 +468,7 @@ def test_regexes_that_need_backtracking_are_refused(regex: str, construct: str) 
 def test_every_table_entry_is_a_schema_valid_condition() -> None:
     """The tables above are written in the rule language that `rulesd check` accepts."""
     validator = Draft202012Validator(load_schema("rule"))
-    tables = [OPERATOR_CASES, MATCHER_CASES, COERCION_CASES, COMBINATOR_CASES, PATH_CASES]
+    tables = [OPERATOR_CASES, MATCHER_CASES, COERCION_CASES, COMBINATOR_CASES, PATH_CASES, CIDR_CASES, NOCASE_CASES]
     conditions = [c for table in tables for c, _ in table] + MISSING_CASES
     invalid = [c for c in conditions if not validator.is_valid({"name": "t", "match": c})]
     assert [] == invalid

@@ -76,6 +76,18 @@ rules:
   - {name: many-5b, match: {size: {gte: 5.0}}}
   - {name: many-6, match: {size: {gt: 6.5}}}
   - {name: deep-bound, match: {items.0.n: {gte: 2}}}
+  - {name: nocase-eq, match: {service: {equals: Payments, nocase: true}}}
+  - {name: nocase-in, match: {level: {in: [ERROR, Crit], nocase: true}}}
+  - {name: nocase-in-mixed, match: {level: {in: [CRITICAL, true], nocase: true}}}
+  - {name: nocase-in-empty, match: {host: {in: [A, ""], nocase: true}}}
+  - {name: nocase-contains, match: {tags: {contains: RED, nocase: true}}}
+  - {name: nocase-sharp-s, match: {message: {contains: straße, nocase: true}}}
+  - {name: nocase-kelvin, match: {message: {regex: "^k$", nocase: true}}}
+  - {name: nocase-path, match: {http.path: {startswith: /API/, nocase: true}}}
+  - {name: nocase-and-eq, match: {host: a, message: {endswith: OUT, nocase: true}}}
+  - {name: nocase-under-any, match: {any: [{service: {equals: BILLING, nocase: true}}, {level: info}]}}
+  - {name: cidr-host, match: {host: {cidr: [10.0.0.0/8, "2001:db8::/32"]}}}
+  - {name: not-cidr-host, match: {host: {not_cidr: 10.0.0.0/8}}}
 """
 
 WORDS = [
@@ -116,6 +128,7 @@ WORDS = [
     "İ",
     "",
     "q",
+    "\u212a",
 ]
 SEPARATORS = [" ", "", "\n", "-", "."]
 
@@ -139,10 +152,10 @@ def maybe(rng: random.Random, event: dict[str, Any], key: str, options: list[Any
 def random_event(rng: random.Random) -> dict[str, Any]:
     """An event with fields of the right and the wrong types, present or missing."""
     event: dict[str, Any] = {}
-    maybe(rng, event, "service", ["payments", "billing", "PAYMENTS", None, 5, ["payments"]])
-    maybe(rng, event, "level", ["error", "critical", "warning", "info", "crit", ["error"], True])
-    maybe(rng, event, "host", ["a", "b", "c", None, "ab"])
-    maybe(rng, event, "tags", [["red"], ["blue", "red"], "red", []])
+    maybe(rng, event, "service", ["payments", "billing", "PAYMENTS", "Billing", None, 5, ["payments"]])
+    maybe(rng, event, "level", ["error", "critical", "warning", "info", "crit", ["error"], True, "Error", "CRIT"])
+    maybe(rng, event, "host", ["a", "b", "c", None, "ab", "A", "", "10.1.2.3", "::ffff:10.0.0.1", "2001:db8::1"])
+    maybe(rng, event, "tags", [["red"], ["blue", "red"], "red", [], ["Red"], ["reddish"]])
     if rng.random() < 0.9:
         event["message"] = random_message(rng)
     elif rng.random() < 0.5:
@@ -412,6 +425,30 @@ rules:
     index = RuleIndex(rules.rules)
     event = {"message": ["timeout after 5", "timeout after"]}
     assert {"ct"} == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
+
+
+def test_an_equality_ignoring_case_is_filed_under_its_caseless_pattern() -> None:
+    """`in` and `equals` with `nocase` cannot be looked up in a table of exact values: the
+    rule is filed under the caseless pattern its predicate asks the scan for, so it is a
+    candidate for every spelling of its values and for nothing else."""
+    rules = ruleset_from_yaml(r"""
+rules:
+  - {name: admins, match: {user: {in: [Alice, Bob], nocase: true}}}
+  - {name: kelvin, match: {user: {equals: kelvin, nocase: true}}}
+""")
+    index = RuleIndex(rules.rules)
+    ((field, scan),) = index._root.tests
+    assert "user" == field and isinstance(scan, _Scan) and () == index._root.always
+    for user, expected in [
+        ("ALICE", {"admins"}),
+        ("bOb", {"admins"}),
+        ("\u212aELVIN", {"kelvin"}),  # the Kelvin sign
+        ("Alice ", set()),
+        ("carol", set()),
+        (["alice"], set()),
+    ]:
+        event = {"user": user}
+        assert expected == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
 
 
 def test_a_bucket_whose_rules_have_no_usable_test_is_just_its_rules() -> None:

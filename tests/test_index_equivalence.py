@@ -251,6 +251,19 @@ WORDS = (
     "db-1",
     "out",
     "\n",
+    "ẞ",
+    "STRAẞE",
+    "SS",
+    "ΟΔΟΣ",
+    "οδος",
+    "İ",
+    "i",
+    "ı",
+    "I",
+    "İstanbul",
+    "istanbul",
+    "Kelvin",
+    "\u212aelvin",
 )
 PATTERNS = (
     "error",
@@ -292,6 +305,10 @@ PATTERNS = (
     "error|refused",
 )
 LITERALS = ("error", "Error", "é", "É", "a.b", "[x]", "\\", "日本", "😀", "out\n", "/api", "K", "ſ", " ")
+# Case traps for `nocase`: ß and ẞ (not ss), Σ σ ς, İ i ı I, the Kelvin sign.
+CASE_LITERALS = ("straße", "STRASSE", "ẞ", "ΟΔΟΣ", "ος", "σ", "İ", "i", "ı", "I", "kelvin", "\u212a", "ERROR", "")
+NETWORKS = ("10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "2001:db8::/32", "::ffff:10.0.0.0/104", "0.0.0.0/0")
+ADDRESSES = ("10.1.2.3", "10.200.0.1", "192.0.2.9", "198.51.100.1", "2001:db8::1", "::ffff:10.1.2.3", "fe80::1", "x")
 
 
 def _text(rng: random.Random) -> str:
@@ -299,7 +316,9 @@ def _text(rng: random.Random) -> str:
 
 
 def _matcher(rng: random.Random) -> dict[str, Any] | str | list[str]:
-    kind = rng.randrange(6)
+    kind = rng.randrange(9)
+    if kind >= 6:
+        return _caseless_matcher(rng)
     if kind == 0:
         return {"regex": rng.choice(PATTERNS)}
     if kind == 1:
@@ -313,6 +332,20 @@ def _matcher(rng: random.Random) -> dict[str, Any] | str | list[str]:
     return {"not_equals": rng.choice(WORDS)}
 
 
+def _caseless_matcher(rng: random.Random) -> dict[str, Any]:
+    """A text operator under `nocase: true`, sometimes beside another."""
+    texts = CASE_LITERALS + LITERALS
+    op = rng.choice(("equals", "in", "contains", "startswith", "endswith", "regex"))
+    operand: Any = rng.choice(PATTERNS) if op == "regex" else rng.choice(texts + WORDS)
+    if op == "in":
+        operand = rng.sample(texts + WORDS, rng.randint(1, 4)) + ([rng.choice((1, True))] if rng.random() < 0.2 else [])
+    matcher = {op: operand, "nocase": True}
+    if rng.random() < 0.3:
+        other = rng.choice(("contains", "startswith", "endswith"))
+        matcher[other] = rng.choice(texts)
+    return matcher
+
+
 def _condition(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     cond: dict[str, Any] = {}
     for _ in range(rng.randint(1, 2)):
@@ -323,6 +356,8 @@ def _condition(rng: random.Random, depth: int = 0) -> dict[str, Any]:
         cond["not"] = _condition(rng, depth + 1)
     if rng.random() < 0.2:
         cond["n"] = {rng.choice(("gte", "gt", "lt")): rng.choice((1, 2.5, 10))}
+    if rng.random() < 0.1:
+        cond["ip"] = {rng.choice(("cidr", "not_cidr")): rng.sample(NETWORKS, rng.randint(1, 3))}
     return cond
 
 
@@ -345,6 +380,8 @@ def random_event(rng: random.Random) -> dict[str, Any]:
             event[key] = rng.choice((None, 1, 2.5, 10, True, {"x": "error"}))
     if rng.random() < 0.5:
         event["user"] = {"name": _text(rng)}
+    if rng.random() < 0.7:
+        event["ip"] = rng.choice(ADDRESSES)
     return event
 
 

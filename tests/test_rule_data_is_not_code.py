@@ -26,8 +26,8 @@ PAYLOADS = [
 
 @pytest.mark.parametrize("template", PAYLOADS)
 def test_code_in_rule_text_is_only_ever_data(tmp_path: Path, template: str) -> None:
-    """The same text as a field name, an equality value, an any-of value, a contains needle, a
-    regex literal and a template; the marker file is never created, and matching is literal."""
+    """The same text as a field name, an equality value, an any-of value, a contains needle
+    (also ignoring case), a regex literal and a template; the marker file is never created, and matching is literal."""
     marker = tmp_path / "executed"
     text = template.format(marker=marker)
     field = text.replace(".", "_").replace("{", "(").replace("}", ")")  # a valid field path
@@ -37,6 +37,7 @@ def test_code_in_rule_text_is_only_ever_data(tmp_path: Path, template: str) -> N
         {"name": "as-any-of", "match": {"kind": [text, "other"], "n": {"gte": 1}}},
         {"name": "as-needle", "match": {"message": {"contains": text}}},
         {"name": "as-regex", "match": {"message": {"regex": re.escape(text)}}},
+        {"name": "as-caseless", "match": {"message": {"contains": text.upper(), "nocase": True}}},
         {
             "name": "as-template",
             "match": {"kind": text},
@@ -46,7 +47,7 @@ def test_code_in_rule_text_is_only_ever_data(tmp_path: Path, template: str) -> N
     engine = Engine(ruleset_from_yaml(json.dumps({"rules": rules})))
     fired = engine.evaluate({field: "yes", "kind": text, "n": 2, "message": f"a {text} b"}, 0.0)
     assert fired is not None
-    assert {"as-field", "as-value", "as-any-of", "as-needle", "as-regex", "as-template"} == {
+    assert {"as-field", "as-value", "as-any-of", "as-needle", "as-regex", "as-caseless", "as-template"} == {
         r.name for r in fired.rules
     }
     folded = " ".join(f"{text} {text}".split())  # the message is one line

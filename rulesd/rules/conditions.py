@@ -8,7 +8,9 @@ equals `1.0`.
 
 A regex is answered by its field's Hyperscan scan (see `patterns`): the patterns of a
 whole rule set are registered in one `PatternSet` while its rules compile, and each
-field's database is built once they all have.
+field's database is built once they all have. So are the text operators under `nocase:
+true`: ignoring case means Hyperscan's caseless matching (Unicode simple case folding), and
+the predicate, the index and the scan all ask the same scan, so they agree on every text.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from types import CodeType, FunctionType
 from typing import Any, Protocol
 
 from rulesd.rules.fields import MISSING, Event, make_getter
+from rulesd.rules.networks import NetworkError, Networks, networks_of
 from rulesd.rules.patterns import (
     FieldScanner,
     Pattern,
     PatternError,
     PatternSet,
     Scan,
+    any_literal_pattern,
     literal_pattern,
     regex_problem,
 )
@@ -204,12 +208,15 @@ def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> t
             return f"({w.read(key)} == {w.const(matcher)})", 2
         return _present_and(key, [f"{w.const(equals_test(matcher))}({{v}})"], w), 2
     exists = matcher.get("exists")
+    caseless = _caseless(matcher, path)
     tests: list[tuple[str, int]] = []
     for op, operand in matcher.items():
-        if op == "exists":
+        if op in _MODIFIERS:
             continue
         try:
-            tests.append(_value_expression(key, op, operand, (*path, op), w))
+            tests.append(_value_expression(key, op, operand, (*path, op), w, caseless))
+        except ConditionError:
+            raise
         except ValueError as exc:
             raise ConditionError((*path, op), str(exc)) from None
     tests.sort(key=lambda t: t[1])
@@ -222,26 +229,114 @@ def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> t
     return _present_and(key, [t for t, _ in tests], w), cost
 
 
+_MODIFIERS = ("exists", "nocase")  # keys of an operator mapping handled apart from the tests
+TEXT_OPERATORS = ("equals", "in", "contains", "startswith", "endswith", "regex")
+"""The operators that `nocase: true` makes ignore case."""
+
+
+def _caseless(matcher: dict[str, Any], path: tuple[str | int, ...]) -> bool:
+    """Whether the operator mapping says `nocase: true`; ConditionError where it would be
+    meaningless (no text operator with a text to compare beside it) or misread (beside
+    `not_equals` or `not_in`, which it does not change)."""
+    if "nocase" not in matcher:
+        return False
+    negated = [op for op in ("not_equals", "not_in") if op in matcher]
+    if negated:
+        message = (
+            f"nocase does not apply to {negated[0]}: it makes only {', '.join(TEXT_OPERATORS)} ignore case "
+            f"(write not: {{{path[-1]}: {{{negated[0][4:]}: …, nocase: true}}}})"
+        )
+        raise ConditionError((*path, "nocase"), message)
+    if not any(_has_text(op, operand) for op, operand in matcher.items()):
+        message = f"nocase needs a text operator beside it with a text to compare ({', '.join(TEXT_OPERATORS)})"
+        raise ConditionError((*path, "nocase"), message)
+    return bool(matcher["nocase"])
+
+
+def _has_text(op: str, operand: Any) -> bool:
+    if op not in TEXT_OPERATORS:
+        return False
+    if op == "in":
+        return isinstance(operand, list) and any(isinstance(o, str) for o in operand)
+    return isinstance(operand, str)
+
+
 _ORDERING = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def _value_expression(key: str, op: str, operand: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
+def _value_expression(
+    key: str, op: str, operand: Any, path: tuple[str | int, ...], w: _Writer, caseless: bool = False
+) -> tuple[str, int]:
     """`op` applied to the value `{v}` of field `key`, and its rough cost: the common cheap
-    operators are written inline, the others call a compiled test."""
+    operators are written inline, the others call a compiled test; with `caseless`, the text
+    operators ask the field's scan."""
     if op == "regex":
         problem = regex_problem(operand, hyperscan=False)  # Hyperscan's own check: when the set is built
         if problem is not None:
             raise ValueError(problem)
-        scanner, pattern_id = w.patterns.add(key, Pattern(operand), path)
+        scanner, pattern_id = w.patterns.add(key, Pattern(operand, caseless), path)
         return _found(scanner.scan, pattern_id, w), 3
     if op in _ORDERING:
         if not math.isfinite(operand):  # NaN compares false with everything: a rule that never fires
             raise ValueError(f"expected a finite number, got {_yaml_number(operand)}")
         return f"(type({{v}}) in NUMBER and {{v}} {_ORDERING[op]} {w.const(operand)})", 1
+    if op in ("cidr", "not_cidr"):
+        lookup = _networks(operand, path).lookup
+        return f"(type({{v}}) is str and {w.const(lookup)}({{v}}) is {op == 'cidr'})", 2
+    if caseless and _has_text(op, operand):
+        return _caseless_expression(key, op, operand, path, w)
     if op == "equals" and isinstance(operand, str):
         return f"({{v}} == {w.const(operand)})", 1
     test, cost = _operator(op, operand)
     return f"{w.const(test)}({{v}})", cost
+
+
+def _networks(operand: str | list[str], path: tuple[str | int, ...]) -> Networks:
+    """The compiled networks of a `cidr` operand (one, or a list), parsed once, here."""
+    written = (operand,) if isinstance(operand, str) else tuple(operand)
+    try:
+        return networks_of(written)
+    except NetworkError as exc:
+        raise ConditionError(path if isinstance(operand, str) else (*path, exc.index), str(exc)) from None
+
+
+def _caseless_expression(key: str, op: str, operand: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
+    """A text operator ignoring case, decided by the field's scan for a caseless pattern
+    (`caseless_pattern`), so that the index, which files the rule under the same pattern,
+    and the predicate cannot disagree. The empty text, which has no case, is compared as is."""
+    texts = [o for o in operand if isinstance(o, str)] if op == "in" else [operand]
+    pattern = caseless_pattern(op, operand)
+    if pattern is None and any(texts):
+        raise ValueError("nocase cannot compare a text holding a lone surrogate")
+    parts = []
+    if pattern is not None:
+        scanner, pattern_id = w.patterns.add(key, pattern, path)
+        parts.append(_found(scanner.scan, pattern_id, w))
+        if op == "contains":  # a list holding an item equal to the text, ignoring case
+            scanner, item_id = w.patterns.add(key, literal_pattern(operand, "equals", True), path)  # type: ignore[arg-type]
+            parts.append(f"(type({{v}}) is list and {w.const(_any_item_found(scanner.scan, item_id))}({{v}}))")
+    if "" in texts:
+        empty = equals_test("") if op in ("equals", "in") else _operator(op, "")[0]
+        parts.append(f"{w.const(empty)}({{v}})")
+    others = [o for o in operand if not isinstance(o, str)] if op == "in" else []
+    if others:
+        parts.append(f"{w.const(any_of_test(others))}({{v}})")
+    return (f"({' or '.join(parts)})" if len(parts) > 1 else parts[0]), 3
+
+
+def caseless_pattern(op: str, operand: Any) -> Pattern | None:
+    """The caseless pattern that a text operator under `nocase: true` is found by in a text
+    (`in`: one pattern for all its texts); None for the empty text or a lone surrogate."""
+    if op == "regex":
+        return Pattern(operand, caseless=True)
+    if op == "in":
+        return any_literal_pattern({o for o in operand if isinstance(o, str) and o}, caseless=True)
+    return literal_pattern(operand, op, caseless=True)
+
+
+def _any_item_found(scan: Scan, pattern_id: int) -> ValueTest:
+    """A list with a text item in which the scan finds the pattern."""
+    return lambda items: any(type(item) is str and pattern_id in scan(item) for item in items)
 
 
 def _found(scan: Scan, pattern_id: int, w: _Writer) -> str:
@@ -400,19 +495,41 @@ def _pattern_hints(
     key: str, matcher: dict[str, Any], path: tuple[str | int, ...], patterns: Patterns
 ) -> list[PatternHint]:
     hints = []
+    caseless = matcher.get("nocase") is True
     regex = matcher.get("regex")
     if isinstance(regex, str):
-        pattern = Pattern(regex)
+        pattern = Pattern(regex, caseless)
         scanner, pattern_id = patterns.add(key, pattern, (*path, "regex"))
         hints.append(PatternHint(scanner.scan, pattern_id, pattern, weight=len(regex)))
     for op in _LITERAL_OPERATORS:
         text = matcher.get(op)
-        if not isinstance(text, str) or len(text) > _LITERAL_MAX:
+        # (a caseless literal is in the scan anyway: its predicate asks for it)
+        if not isinstance(text, str) or (len(text) > _LITERAL_MAX and not caseless):
             continue
-        literal = literal_pattern(text, op)
+        literal = literal_pattern(text, op, caseless)
         if literal is not None:
             scanner, pattern_id = patterns.add(key, literal, (*path, op))
             hints.append(PatternHint(scanner.scan, pattern_id, literal, in_lists=op == "contains", weight=len(text)))
+    if caseless:
+        hints.extend(_caseless_equality_hints(key, matcher, path, patterns))
+    return hints
+
+
+def _caseless_equality_hints(
+    key: str, matcher: dict[str, Any], path: tuple[str | int, ...], patterns: Patterns
+) -> list[PatternHint]:
+    """`equals` and `in` ignoring case cannot be looked up in an equality table: the rule is
+    filed under the caseless pattern that its predicate asks the scan for."""
+    hints = []
+    for op in ("equals", "in"):
+        operand = matcher.get(op)
+        texts: list[Any] = [operand] if op == "equals" else operand if isinstance(operand, list) else []
+        if not texts or not all(isinstance(t, str) and t for t in texts):
+            continue  # a number or the empty text may match without the pattern
+        pattern = caseless_pattern(op, operand)
+        if pattern is not None:
+            scanner, pattern_id = patterns.add(key, pattern, (*path, op))
+            hints.append(PatternHint(scanner.scan, pattern_id, pattern, weight=min(len(t) for t in texts)))
     return hints
 
 
@@ -464,9 +581,16 @@ def _value_options(matcher: Any) -> frozenset[Any] | None:
     if isinstance(matcher, list) and all(_is_scalar(v) for v in matcher):
         return frozenset(matcher)
     if isinstance(matcher, dict):
-        if "equals" in matcher and _is_scalar(matcher["equals"]):
-            return frozenset([matcher["equals"]])
+        # Ignoring case, a text equals more than itself: no exact table holds what it matches.
+        caseless = matcher.get("nocase") is True
+        equal = matcher.get("equals")
+        if "equals" in matcher and _is_scalar(equal) and not (caseless and isinstance(equal, str)):
+            return frozenset([equal])
         options = matcher.get("in")
-        if isinstance(options, list) and all(_is_scalar(v) for v in options):
+        if (
+            isinstance(options, list)
+            and all(_is_scalar(v) for v in options)
+            and not (caseless and any(isinstance(v, str) for v in options))
+        ):
             return frozenset(options)
     return None
