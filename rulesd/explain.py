@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from rulesd.errors import SourceLocation
-from rulesd.rules.conditions import Predicate, compile_condition
+from rulesd.rules.conditions import Predicate, caseless_applies, compile_condition
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter
 from rulesd.rules.loader import RuleSource
 from rulesd.rules.model import Rule
@@ -205,17 +205,21 @@ class _Compiler:
             return [_Test(self.locate(path), name, read, wanted, self.compiled({name: matcher}, path))]
         modifiers = {k: v for k, v in matcher.items() if k in MODIFIERS}
         note = ", ".join(k if v is True else f"{k}: {show(v)}" for k, v in modifiers.items())
-        tests = [
-            _Test(
-                self.locate((*path, op)),
-                name,
-                read,
-                f"{op}: {show(operand)}" + (f" ({note})" if note else ""),
-                self.compiled({name: {op: operand, **modifiers}}, path),
+        tests = []
+        for op, operand in matcher.items():
+            if op in MODIFIERS:
+                continue
+            # `nocase` changes only a text operator with a text (and is refused beside no such one).
+            modified = bool(modifiers) and caseless_applies(op, operand)
+            tests.append(
+                _Test(
+                    self.locate((*path, op)),
+                    name,
+                    read,
+                    f"{op}: {show(operand)}" + (f" ({note})" if note and modified else ""),
+                    self.compiled({name: {op: operand, **(modifiers if modified else {})}}, path),
+                )
             )
-            for op, operand in matcher.items()
-            if op not in MODIFIERS
-        ]
         if not tests:  # modifiers alone: the mapping is its own test
             tests = [_Test(self.locate(path), name, read, show(matcher), self.compiled({name: matcher}, path))]
         return tests

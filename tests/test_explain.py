@@ -161,7 +161,8 @@ def test_long_values_are_cut_short(tmp_path: Path) -> None:
 # ---- the explanation and the rule cannot disagree ------------------------------------------
 
 FIELDS = ("a", "b", "n.x")
-TEXTS = ("", "ab", "abc", "ABC", "b", "x.y", "timeout 5")
+TEXTS = ("", "ab", "abc", "ABC", "b", "x.y", "timeout 5", "Straße", "STRAẞE", "10.1.2.3", "::ffff:10.1.2.3")
+NETWORKS = ("10.0.0.0/8", "10.1.2.3", "::ffff:10.0.0.0/104", "2001:db8::/32")
 SCALARS = st.one_of(
     st.sampled_from(TEXTS),
     st.sampled_from([0, 1, 1.0, 2, 500, -3, 2.5]),
@@ -188,8 +189,23 @@ def operators() -> st.SearchStrategy[dict[str, Any]]:
         st.builds(lambda v: {"lt": v}, number),
         st.builds(lambda v: {"lte": v}, number),
         st.builds(lambda v: {"exists": v}, st.booleans()),
+        st.builds(lambda v: {"cidr": v}, st.lists(st.sampled_from(NETWORKS), min_size=1, max_size=2)),
+        st.builds(lambda v: {"not_cidr": v}, st.sampled_from(NETWORKS)),
     )
-    return st.lists(one, min_size=1, max_size=3).map(lambda ops: {k: v for op in ops for k, v in op.items()})
+    ops = st.lists(one, min_size=1, max_size=3).map(lambda ops: {k: v for op in ops for k, v in op.items()})
+    return st.builds(_with_nocase, ops, st.booleans())
+
+
+def _with_nocase(matcher: dict[str, Any], nocase: bool) -> dict[str, Any]:
+    """`matcher`, ignoring case where that is allowed (a text operator with a text beside it)."""
+    texts = any(
+        isinstance(operand, str) or (op == "in" and any(isinstance(o, str) for o in operand))
+        for op, operand in matcher.items()
+        if op in ("equals", "in", "contains", "startswith", "endswith", "regex")
+    )
+    if nocase and texts and "not_equals" not in matcher and "not_in" not in matcher:
+        return {**matcher, "nocase": True}
+    return matcher
 
 
 MATCHERS = st.one_of(SCALARS, st.lists(SCALARS, min_size=1, max_size=3), operators())

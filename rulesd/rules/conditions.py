@@ -247,13 +247,14 @@ def _caseless(matcher: dict[str, Any], path: tuple[str | int, ...]) -> bool:
             f"(write not: {{{path[-1]}: {{{negated[0][4:]}: …, nocase: true}}}})"
         )
         raise ConditionError((*path, "nocase"), message)
-    if not any(_has_text(op, operand) for op, operand in matcher.items()):
+    if not any(caseless_applies(op, operand) for op, operand in matcher.items()):
         message = f"nocase needs a text operator beside it with a text to compare ({', '.join(TEXT_OPERATORS)})"
         raise ConditionError((*path, "nocase"), message)
     return bool(matcher["nocase"])
 
 
-def _has_text(op: str, operand: Any) -> bool:
+def caseless_applies(op: str, operand: Any) -> bool:
+    """Whether `nocase` changes what `op` with this operand tests: a text operator with a text."""
     if op not in TEXT_OPERATORS:
         return False
     if op == "in":
@@ -283,7 +284,7 @@ def _value_expression(
     if op in ("cidr", "not_cidr"):
         lookup = _networks(operand, path).lookup
         return f"(type({{v}}) is str and {w.const(lookup)}({{v}}) is {op == 'cidr'})", 2
-    if caseless and _has_text(op, operand):
+    if caseless and caseless_applies(op, operand):
         return _caseless_expression(key, op, operand, path, w)
     if op == "equals" and isinstance(operand, str):
         return f"({{v}} == {w.const(operand)})", 1
