@@ -498,21 +498,23 @@ def unknown_rule(name: str, names: Sequence[str]) -> str:
 def cmd_state(args: argparse.Namespace) -> int:
     """`rulesd state`: the engine's saved per-group state, read beside a running daemon."""
     from rulesd.daemon import STATE_FILE
-    from rulesd.state import SqliteState
+    from rulesd.daemon.build import state_reader
 
     config = load_config(args.config)
     result = check_paths(config.rules, RuleCache.for_user(os.environ))
     if result.ruleset is None:
         log.warning("the rule files have %d error(s) (rulesd check): the state is shown as saved", len(result.errors))
-    path = os.path.join(config.state_dir, STATE_FILE)
+    if config.state.backend == "redis":  # (not its URL: it may hold a password)
+        where = f"the shared state in Redis (prefix {config.state.prefix})"
+    else:
+        where = os.path.join(config.state_dir, STATE_FILE)
     now = time.time()
-    saved = None
-    if os.path.exists(path):
-        try:
-            saved = SqliteState(path, read_only=True).load_engine_state()
-        except sqlite3.Error as exc:
-            print(f"{path}: error: cannot read the state: {exc}", file=sys.stderr)
-            return EXIT_FAIL
+    try:
+        store = state_reader(config)
+        saved = store.load_engine_state() if store is not None else None
+    except (sqlite3.Error, RulesdError) as exc:
+        print(f"{where}: error: cannot read the state: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     names = {r.name for r in result.ruleset.rules} if result.ruleset else set()
     saved_names = {n for value in (saved or {}).values() if isinstance(value, dict) for n in value}
     if args.rule is not None and args.rule not in names | saved_names:
@@ -523,7 +525,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         print(json.dumps(view_json(view), indent=2, ensure_ascii=False))
     else:
         if saved is None:
-            print(f"no engine state saved at {path} yet")
+            print(f"no engine state saved in {where} yet")
         print(view_text(view, now))
     return EXIT_OK
 

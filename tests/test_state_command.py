@@ -7,12 +7,17 @@ import calendar
 import json
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from rulesd.engine import Engine
 from rulesd.state import SqliteState
+from rulesd.state.redis import RedisState
 from tests.daemon_process import Workspace, wait_until
 from tests.fake_opsgenie import FakeOpsGenie
+from tests.redis_server import RedisServer
 from tests.ruletools import ruleset_from_yaml
 from tests.run_cli import rulesd_cli
 
@@ -108,7 +113,7 @@ def test_state_without_a_database_and_for_an_unknown_rule(workspace: Workspace) 
     (workspace.rules / "rules.yaml").write_text(RULES)
     empty = rulesd_cli("state", "--config", str(workspace.config))
     assert (0, "") == (empty.returncode, empty.stderr)
-    assert empty.stdout.startswith(f"no engine state saved at {workspace.root / 'state' / 'state.sqlite'} yet\n")
+    assert empty.stdout.startswith(f"no engine state saved in {workspace.root / 'state' / 'state.sqlite'} yet\n")
     unknown = rulesd_cli("state", "--config", str(workspace.config), "--rule", "errors-per-hots")
     assert (2, "rulesd state: no rule named 'errors-per-hots'; did you mean 'errors-per-host'?\n") == (
         unknown.returncode,
@@ -136,3 +141,33 @@ def test_state_never_waits_for_the_write_lock(workspace: Workspace) -> None:
         holder.execute("ROLLBACK")
         holder.close()
     assert {"a": 1} == {host: g["count"] for host, g in groups(view, "errors-per-host").items()}
+
+
+def test_state_reads_the_shared_state_in_redis(tmp_path: Path) -> None:
+    """With `state: {backend: redis}`, the state (and the engine clock) come from Redis,
+    through the backend's own read of it, which writes nothing there."""
+    server = RedisServer(tmp_path / "redis")
+    try:
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "r.yaml").write_text(RULES)
+        config = tmp_path / "rulesd.yaml"
+        state_config = {"backend": "redis", "url": server.url, "instance": "a"}
+        config.write_text(yaml.safe_dump({"rules": ["rules"], "source": {"type": "stdin"}, "state": state_config}))
+        engine = Engine(ruleset_from_yaml(RULES))
+        for host in ("a", "a", "b"):
+            engine.evaluate({"kind": "error", "host": host}, 1_767_225_600.0)
+        store = RedisState(server.client(), instance="a")
+        store.publish_rules("rules")
+        store.load_engine_state()
+        now = time.time()
+        store.commit(positions={}, payloads=[], now=now, engine=engine.state.delta(), clock=engine.now)
+        keys = sorted(server.client().keys())
+        result = rulesd_cli("state", "--config", str(config), "--format", "json")
+        assert (0, "") == (result.returncode, result.stderr)
+        view = json.loads(result.stdout)
+        assert "engine" == view["clock_source"]
+        assert 1_767_225_600.0 + (time.time() - now) + 1 >= seconds(view["clock"]) >= 1_767_225_600.0
+        assert {"a": 2, "b": 1} == {host: g["count"] for host, g in groups(view, "errors-per-host").items()}
+        assert keys == sorted(server.client().keys())  # nothing written
+    finally:
+        server.stop()

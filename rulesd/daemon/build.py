@@ -209,6 +209,16 @@ def open_state(config: Config, dry_run: bool) -> StateBackend:
     return SqliteState(os.path.join(config.state_dir, STATE_FILE))
 
 
+def state_reader(config: Config) -> StateBackend | None:
+    """The configured state opened only to be read (`rulesd state`, beside a running daemon):
+    the SQLite database read-only (None while there is none), or the shared state in Redis,
+    which is only ever read with plain reads."""
+    if config.state.backend == "redis":
+        return open_redis_state(config)
+    path = os.path.join(config.state_dir, STATE_FILE)
+    return SqliteState(path, read_only=True) if os.path.exists(path) else None
+
+
 def open_redis_state(config: Config) -> RedisState:
     """The shared state at `state.url`, for this instance (`state.instance`)."""
     assert config.state.url is not None  # the configuration requires it

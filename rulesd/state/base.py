@@ -150,7 +150,9 @@ class StateBackend(Outbox, Protocol):
         ...
 
     def load_engine_state(self) -> dict[str, Any] | None:
-        """The saved engine state (in `EngineState.to_json` form), if any."""
+        """The saved engine state (in `EngineState.to_json` form), if any, with the engine's
+        clock as last saved (`clock`, event time) and the wall time then (`clock_saved`) when
+        one was. Only reads: `rulesd state` asks it beside a running daemon."""
         ...
 
     def commit(

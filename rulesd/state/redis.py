@@ -191,10 +191,13 @@ class RedisState:
         return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state)
 
     def load_engine_state(self) -> dict[str, Any] | None:
-        """The saved engine state; the instance is then synced to its version."""
+        """The saved engine state, with the clock as saved; the instance is then synced to its
+        version (only this object's record of it: nothing is written)."""
         snap = self.snapshot()
         self.version = snap.version
-        return snap.state
+        if snap.state is None or snap.clock is None:
+            return snap.state
+        return {**snap.state, "clock": snap.clock[0], "clock_saved": snap.clock[1]}
 
     def catch_up(self) -> Changes:
         """What others committed since the synced version (not yet adopted: see `synced`)."""
