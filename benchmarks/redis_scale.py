@@ -6,8 +6,9 @@ and Redis's CPU per event.
 A redis-server (no persistence: the figure is rulesd's) is started on loopback; the events go
 into the stream in entries of 1,000 (as `rulesd forward` writes them) before the workers start;
 the consumer group is then moved to the stream's start and the clock runs until every entry is
-committed. Alerts go to a loopback server answering 202. Each configuration is run `--repeat`
-times, alternating, and the best (shortest) run of each is kept; the ratio compares them.
+committed (every event evaluated, its alerts queued: the figure compared), then until every alert
+is delivered to a loopback server answering 202 (one sender at a time, in order: shown apart).
+Each configuration is run `--repeat` times, alternating; the shortest run of each is kept.
 Redis's CPU is INFO cpu's used_cpu_user + used_cpu_sys, before and after a run.
 """
 
@@ -121,21 +122,24 @@ def run_once(
     redis_before = redis_cpu(client)
     start = time.perf_counter()
     client.xgroup_setid(STREAM, GROUP, id="0")
-    client.xadd(STREAM, {"events": lines[-1]})  # wakes the blocked readers at once
+    last = client.xadd(STREAM, {"events": lines[-1]})  # wakes the blocked readers at once
     total = len(lines) + 1
-    while True:
-        group = next(g for g in client.xinfo_groups(STREAM) if g["name"] == GROUP.encode())
-        if group["pending"] == 0 and group["lag"] == 0:
-            break
-        time.sleep(0.005)
+    while client.get("rulesd:cursor") != last:  # the last entry committed: so is every one before it
+        time.sleep(0.002)
     elapsed = time.perf_counter() - start
     cpu = sum(process_cpu(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
     redis_used = redis_cpu(client) - redis_before
+    alerts = client.get("rulesd:outbox:seq")
+    while client.xlen("rulesd:outbox"):  # then every alert delivered, one sender at a time, in order
+        time.sleep(0.002)
+    delivered = time.perf_counter() - start
     for p in procs:
         p.terminate()
     for p in procs:
         p.wait(30)
     return {
+        "delivered": delivered,
+        "alerts": float(alerts or 0),
         "seconds": elapsed,
         "events_per_s": total / elapsed,
         "worker_cpu": cpu,
@@ -183,7 +187,8 @@ def main() -> None:
         r = best[n]
         print(
             f"{n} process(es): {r['events_per_s']:>9,.0f} events/s ({r['seconds']:.2f} s), "
-            f"worker CPU {r['worker_cpu']:.2f} s, Redis CPU {r['redis_us_per_event']:.2f} us/event"
+            f"worker CPU {r['worker_cpu']:.2f} s, Redis CPU {r['redis_us_per_event']:.2f} us/event; "
+            f"{r['alerts']:.0f} alerts all delivered after {r['delivered']:.2f} s"
         )
     print(f"speed-up 2 vs 1 process: {best[2]['events_per_s'] / best[1]['events_per_s']:.2f}x (best of {args.repeat})")
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -47,7 +47,6 @@ RETRY_UNAVAILABLE = 1.0  # seconds between attempts while Redis is unavailable
 REFUSAL_LOG_EVERY = 30.0  # seconds between repeats of the rule-set refusal
 REFUSING = "refusing to commit"
 TURN_WAIT_MS = 200  # longest wait for another instance's commit before looking again
-STREAM_BATCH = 64  # stream entries per read (each may hold many events)
 
 
 @dataclass(slots=True)
@@ -180,7 +179,7 @@ class SharedDaemon(Daemon):
             runs = [(label, source, source.read(BATCH_LINES)) for label, source in self.sources.items()]
             prepared = self._prepare_runs([(label, s, r) for label, s, r in runs if r])
         else:
-            entries = reader.claim(STREAM_BATCH) or reader.read(STREAM_BATCH)
+            entries = reader.claim(reader.batch_entries(BATCH_LINES)) or reader.read(reader.batch_entries(BATCH_LINES))
             prepared = self._prepare_entries(entries) if entries is not None else None
         if prepared is None:
             return False
@@ -304,7 +303,7 @@ class SharedDaemon(Daemon):
         elif conflict.why == "gap":
             self.pending[0:1] = [self._prepare_entries(single) for single in entries.singles()]
         else:  # turn: an earlier entry is not committed yet; claim it if its reader is gone
-            claimed = self.reader.claim(STREAM_BATCH)
+            claimed = self.reader.claim(self.reader.batch_entries(BATCH_LINES))
             if claimed is not None:
                 self.pending.insert(0, self._prepare_entries(claimed))
                 return

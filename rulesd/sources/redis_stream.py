@@ -25,6 +25,7 @@ from rulesd.state.redis import RedisState, StreamBatch
 
 log = logging.getLogger("rulesd")
 BLOCK_MS = 200  # how long a read waits for new entries
+MAX_ENTRIES = 1024  # entries per read at most
 EMPTY = b""
 
 
@@ -98,6 +99,7 @@ class StreamReader:
         self._next_claim = 0.0
         self._group_ready = False
         self.entries_read = 0
+        self._lines_per_entry = 8192.0  # a running average (from one entry a read): entries for a batch of lines
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -109,6 +111,10 @@ class StreamReader:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
+
+    def batch_entries(self, lines: int) -> int:
+        """How many entries to read for about `lines` events (an entry holds one or many)."""
+        return max(1, min(MAX_ENTRIES, int(lines / self._lines_per_entry)))
 
     def read(self, count: int, block_ms: int = BLOCK_MS) -> EntryBatch | None:
         """New entries (at most `count`), waiting up to `block_ms` for some."""
@@ -178,4 +184,6 @@ class StreamReader:
             if one is None and not many:
                 lines.append(EMPTY)  # an entry without events is an invalid line, counted as such
         self.entries_read += len(ids)
+        if ids:
+            self._lines_per_entry = 0.5 * self._lines_per_entry + 0.5 * len(lines) / len(ids)
         return EntryBatch(ids, starts, lines, claimed)
