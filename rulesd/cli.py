@@ -41,7 +41,7 @@ from rulesd.validation import load_schema
 
 if TYPE_CHECKING:
     from rulesd.config import Config, SourceConfig
-    from rulesd.state import SqliteState
+    from rulesd.state import Outbox
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -535,7 +535,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Imported here: the authoring commands need none of it.
     from rulesd.daemon import Daemon, build_parts
     from rulesd.state.lock import StateDirectoryBusy
-    from rulesd.state.redis import RedisState
 
     config = load_config(args.config)
     # A dry run leaves the state directory alone; its cache is the user's.
@@ -554,10 +553,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, sqlite3.Error, RulesdError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_FAIL
-    if isinstance(parts.store, RedisState):
+    if config.state.backend == "redis" and not args.dry_run:  # only this mode needs the Redis client
         from rulesd.daemon.build import stream_reader
         from rulesd.daemon.shared import SharedDaemon
+        from rulesd.state.redis import RedisState
 
+        assert isinstance(parts.store, RedisState)
         return SharedDaemon(parts, parts.store, stream_reader(config, parts.store)).run()
     return Daemon(parts).run()
 
@@ -587,15 +588,25 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from rulesd.state import SqliteState
 
     config = load_config(args.config)
-    path = os.path.join(config.state_dir, STATE_FILE)
     action = args.action or "list"
+    store: Outbox
+    if config.state.backend == "redis":  # the outbox every instance shares
+        from rulesd.daemon.build import open_redis_state
+
+        store = open_redis_state(config)
+        return _outbox(store, action, args)
+    path = os.path.join(config.state_dir, STATE_FILE)
     if not os.path.exists(path):
         if action == "show":
             print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
             return EXIT_FAIL
         print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
         return EXIT_OK
-    store = SqliteState(path)
+    return _outbox(SqliteState(path), action, args)
+
+
+def _outbox(store: Outbox, action: str, args: argparse.Namespace) -> int:
+    """`rulesd outbox ACTION` on `store` (the local SQLite outbox, or the one in Redis)."""
     if action == "retry-dead":
         print(f"requeued {store.retry_dead(time.time())} dead-lettered alert(s)")
         return EXIT_OK
@@ -612,7 +623,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _outbox_show(store: SqliteState, alert_id: int, paused: bool, *, as_json: bool) -> int:
+def _outbox_show(store: Outbox, alert_id: int, paused: bool, *, as_json: bool) -> int:
     alert = store.alert(alert_id)
     if alert is None:
         print(f"rulesd outbox show: no alert {alert_id} in the outbox (delivered alerts leave it)", file=sys.stderr)

@@ -439,3 +439,24 @@ def test_instances_with_other_rules_refuse_until_a_reload_brings_the_same(
     check_allowances(opsgenie, expected, faults=0)
     refusal = next(line for line in fleet.output().splitlines() if "refusing to commit" in line)
     assert "differs from the published rule set" in refusal
+
+
+def test_outbox_commands_read_the_shared_outbox(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`rulesd outbox list` and `retry-dead` with `state: {backend: redis}` work on the queue in Redis."""
+    from rulesd.state.redis import RedisState
+    from tests.run_cli import rulesd_cli
+
+    store = RedisState(redis_server.client(), instance="x")
+    store.publish_rules("R")
+    store.load_engine_state()
+    store.commit(positions={}, payloads=[{"message": "one", "details": {}}, {"message": "two", "details": {}}], now=1.0)
+    first = store.alerts()[0]
+    store.dead_letter(first.id, "HTTP 422")
+    config = tmp_path / "rulesd.yaml"
+    config.write_text(yaml.safe_dump({"state": {"backend": "redis", "url": redis_server.url}, "state_dir": "s"}))
+    listed = rulesd_cli("outbox", "list", "--config", str(config), "--format", "json", cwd=tmp_path)
+    assert 0 == listed.returncode, listed.stderr
+    assert [("one", "dead"), ("two", "pending")] == [(r["message"], r["state"]) for r in json.loads(listed.stdout)]
+    requeued = rulesd_cli("outbox", "retry-dead", "--config", str(config), cwd=tmp_path)
+    assert "requeued 1" in requeued.stdout
+    assert ["two", "one"] == [alert.payload["message"] for alert in store.alerts()]

@@ -392,3 +392,34 @@ def test_each_source_s_time_is_read_its_own_way_and_only_for_events_a_rule_may_m
     assert engine.evaluator(millis) is not written
     firing = engine.evaluator(millis)({"level": "error", "t": (ARRIVAL + 10) * 1000}, ARRIVAL)
     assert firing is not None and ARRIVAL + 10 == firing.time  # paired with the untimed one
+
+
+def test_load_groups_replaces_groups_and_sets_their_timers() -> None:
+    """Groups another process committed replace the cached ones (None forgets one) and their
+    timers are set again: the loaded silence fires when due, the stale timer of a group seen
+    since does not."""
+    from rulesd.pipeline import advance
+
+    ruleset = ruleset_from_yaml(
+        "rules:\n  - name: quiet\n    match: {kind: beat}\n    absence: {window: 60, group_by: [host]}\n"
+    )
+    engine = Engine(ruleset, time_field="t")
+    engine.evaluate({"kind": "beat", "host": "a", "t": 100.0}, 0.0)
+    engine.evaluate({"kind": "beat", "host": "c", "t": 100.0}, 0.0)
+
+    def seen(host: str, at: float) -> dict[str, object]:
+        event = {"kind": "beat", "host": host, "t": at}
+        return {"last": at, "event": event, "origin": None, "open": False, "aliases": []}
+
+    engine.load_groups(
+        {
+            ("absence", "quiet", ('"a"',)): seen("a", 150.0),  # seen since by another process
+            ("absence", "quiet", ('"b"',)): seen("b", 130.0),  # only another process saw it
+            ("absence", "quiet", ('"c"',)): None,  # gone
+        },
+        150.0,
+    )
+    assert 150.0 == engine.now
+    fired = advance(engine, 200.0).firings
+    assert [{"host": "b"}] == [{"host": f.event["host"]} for _, f, _ in fired]
+    assert ["a"] == [f.event["host"] for _, f, _ in advance(engine, 215.0).firings]  # 150 + 60, not 100 + 60
