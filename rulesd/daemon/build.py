@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import requests
 
@@ -36,11 +36,13 @@ from rulesd.sources.file import FileSource
 from rulesd.sources.journald import JournaldSource
 from rulesd.sources.named import NamedSource, own_positions
 from rulesd.sources.parsers import source_parser
-from rulesd.sources.redis_stream import StreamReader
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import OutboxAlert, SqliteState, StateBackend
 from rulesd.state.lock import StateLock, lock_state_dir
-from rulesd.state.redis import RedisState, connect, default_instance
+
+if TYPE_CHECKING:  # the Redis client is imported only where the state is in Redis
+    from rulesd.sources.redis_stream import StreamReader
+    from rulesd.state.redis import RedisState
 
 log = logging.getLogger("rulesd")
 STATE_FILE = "state.sqlite"
@@ -221,13 +223,19 @@ def state_reader(config: Config) -> StateBackend | None:
 
 def open_redis_state(config: Config) -> RedisState:
     """The shared state at `state.url`, for this instance (`state.instance`)."""
+    from rulesd.state.redis import LEASE_S, RedisState, connect, default_instance
+
     assert config.state.url is not None  # the configuration requires it
     instance = config.state.instance or default_instance(config.state_dir)
-    return RedisState(connect(config.state.url), instance=instance, prefix=config.state.prefix)
+    # The lease outlives a whole attempt (a slow OpsGenie must not make another instance resend).
+    lease = max(LEASE_S, 2 * config.opsgenie.timeout_s + 5)
+    return RedisState(connect(config.state.url), instance=instance, prefix=config.state.prefix, lease=lease)
 
 
 def stream_reader(config: Config, store: RedisState) -> StreamReader | None:
     """The reader of the configured redis_stream source, if that is the source."""
+    from rulesd.sources.redis_stream import StreamReader
+
     stream = config.stream_source
     if stream is None:
         return None

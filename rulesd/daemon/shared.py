@@ -133,6 +133,8 @@ class SharedDaemon(Daemon):
         self._refused_logged = -math.inf
         self._refresh_due = 0.0
         self._stream_parser = parts.stream_parser
+        if reader is not None and parts.stream_parser is not None:
+            self._misses.register(reader.stream, parts.stream_parser)
         self._started = False
         self._batches = 0
 
@@ -341,12 +343,15 @@ class SharedDaemon(Daemon):
             for i in result.invalid:
                 if run.data[i].strip():
                     self.parts.warn(partial(_skipped, parser, run.data[i], where, i))  # built only if logged
+            if self.reader is not None:
+                self._misses.report(self.reader.stream, parser)
             stats.bump(stats.events, counted, result.events)
             if result.invalid:
                 stats.bump(stats.invalid, counted, len(result.invalid))
             if result.ignored:
                 stats.bump(stats.ignored, counted, result.ignored)
         self._queued(alerts)
+        stats.state_groups = self.engine.state.group_count()
         if (stats.last_error or "").startswith(REFUSING):
             stats.last_error = None
 

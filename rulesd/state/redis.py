@@ -138,6 +138,7 @@ class RedisState:
         self.k = _Keys(prefix)
         self._scripts: dict[str, Script] = {}
         self._clock = clock
+        self._depth: tuple[int, float | None] = (0, None)
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -436,16 +437,20 @@ class RedisState:
         return sorted(found, key=lambda a: a.id)
 
     def depth(self) -> tuple[int, float | None]:
-        """Queued alerts and the creation time of the oldest."""
+        """Queued alerts and the creation time of the oldest (the last known while Redis is away)."""
 
         def read() -> Any:
             pipe = self.client.pipeline(transaction=False)
             pipe.xlen(self.k.outbox).xrange(self.k.outbox, count=1)
             return pipe.execute()
 
-        count, first = self.call(read)
+        try:
+            count, first = self.call(read)
+        except StateUnavailable:
+            return self._depth  # for metrics and STATUS= while Redis is away: the last known
         oldest = float(first[0][1][b"created"]) if first else None
-        return int(count), oldest
+        self._depth = int(count), oldest
+        return self._depth
 
     def relax_durability(self) -> None:
         """Nothing to relax: Redis's durability is its own configuration (AOF)."""
