@@ -58,13 +58,13 @@ rules:
 
 
 def events(count: int, seed: int = 7) -> list[dict[str, Any]]:
-    """A mix of logins, errors and heartbeats, one per second of event time from a few seconds
+    """A mix of logins, errors and heartbeats, one per second of event time from ten minutes
     from now (instances idle before them move their clock on with the wall clock, as the
-    daemon does); host h3's heartbeats stop for a while in the middle (its absence fires,
-    then closes)."""
+    daemon does, so the events must come after however long the instances take to start);
+    host h3's heartbeats stop for a while in the middle (its absence fires, then closes)."""
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
-    start = int(time.time()) + 5
+    start = int(time.time()) + 600
     for i in range(count):
         t = start + i
         if i % 10 == 0:
