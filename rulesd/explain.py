@@ -34,6 +34,7 @@ import orjson
 from rulesd.errors import SourceLocation
 from rulesd.rules.conditions import Predicate, caseless_applies, compile_condition
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter
+from rulesd.rules.lists import Lists, reference
 from rulesd.rules.loader import RuleSource
 from rulesd.rules.model import Rule
 from rulesd.rules.model import Sequence as SequenceKind
@@ -173,9 +174,10 @@ class _SharedPatterns:
 class _Compiler:
     """Compiles the conditions of one rule as written, each field test on its own."""
 
-    def __init__(self, source: RuleSource, patterns: _SharedPatterns) -> None:
+    def __init__(self, source: RuleSource, patterns: _SharedPatterns, lists: Lists) -> None:
         self.source = source
         self.patterns = patterns
+        self.lists = lists  # the named lists the rule was compiled with
 
     def locate(self, path: JsonPath, *, key: bool = False) -> SourceLocation:
         return self.source.doc.locate((*self.source.base, *path), key=key)
@@ -201,7 +203,8 @@ class _Compiler:
         """The tests of `name: matcher`: one, or one per operator of an operator mapping."""
         read = make_getter(name)
         if not isinstance(matcher, dict):
-            wanted = f"one of {show(matcher)}" if isinstance(matcher, list) else show(matcher)
+            many = isinstance(matcher, list) or reference(matcher) is not None
+            wanted = f"one of {self.show(matcher)}" if many else self.show(matcher)
             return [_Test(self.locate(path), name, read, wanted, self.compiled({name: matcher}, path))]
         modifiers = {k: v for k, v in matcher.items() if k in MODIFIERS}
         note = ", ".join(k if v is True else f"{k}: {show(v)}" for k, v in modifiers.items())
@@ -210,13 +213,13 @@ class _Compiler:
             if op in MODIFIERS:
                 continue
             # `nocase` changes only a text operator with a text (and is refused beside no such one).
-            modified = bool(modifiers) and caseless_applies(op, operand)
+            modified = bool(modifiers) and caseless_applies(op, operand, self.lists)
             tests.append(
                 _Test(
                     self.locate((*path, op)),
                     name,
                     read,
-                    f"{op}: {show(operand)}" + (f" ({note})" if note and modified else ""),
+                    f"{op}: {self.show(operand, op)}" + (f" ({note})" if note and modified else ""),
                     self.compiled({name: {op: operand, **(modifiers if modified else {})}}, path),
                 )
             )
@@ -226,7 +229,14 @@ class _Compiler:
 
     def compiled(self, cond: dict[str, Any], path: JsonPath) -> Predicate:
         """`cond`, one field's test written at `path`, compiled as the rule's condition is."""
-        return compile_condition(cond, (*self.source.base, *path[:-1]), self.patterns).test
+        return compile_condition(cond, (*self.source.base, *path[:-1]), self.patterns, self.lists).test
+
+    def show(self, operand: Any, op: str | None = None) -> str:
+        """An operand as written, a named list followed by its values (`$admins ["ann","bob"]`)."""
+        name = reference(operand) if op != "regex" else None
+        if name is not None and name in self.lists:
+            return f"${name} {show(list(self.lists[name].values))}"
+        return show(operand)
 
 
 def fields_named(cond: dict[str, Any]) -> list[str]:
@@ -261,7 +271,7 @@ class Explainer:
         patterns = _SharedPatterns()
         self._rules: list[tuple[Rule, _Node | None, tuple[_Node, ...]]] = []
         for rule in rules:
-            compiler = _Compiler(sources[rule.name], patterns)
+            compiler = _Compiler(sources[rule.name], patterns, rule.lists)
             if isinstance(rule.kind, SequenceKind):
                 steps = tuple(compiler.condition(c, where) for c, where in _step_conditions(compiler.source))
                 self._rules.append((rule, None, steps))

@@ -158,6 +158,46 @@ def test_long_values_are_cut_short(tmp_path: Path) -> None:
     assert line.endswith('…, wanted "x"') and len(line) < 200
 
 
+LISTED = """\
+lists:
+  admins: [alice, bob]
+  office: [10.0.0.0/8]
+rules:
+  - name: admin-outside
+    match:
+      user: {in: $admins, nocase: true}
+      source.ip: {not_cidr: $office}
+      host: $admins
+"""
+
+
+NO = "admin-outside: does not match"
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"user": "ALICE", "source": {"ip": "192.0.2.1"}, "host": "bob"}, ["admin-outside: matches"]),
+        (
+            {"user": "carol", "source": {"ip": "192.0.2.1"}},
+            [NO, '  R:7:18: user: "carol", wanted in: $admins ["alice","bob"] (nocase)'],
+        ),
+        (
+            {"user": "Bob", "source": {"ip": "10.1.2.3"}},
+            [NO, '  R:8:29: source.ip: "10.1.2.3", wanted not_cidr: $office ["10.0.0.0/8"]'],
+        ),
+        (
+            {"user": "Bob", "source": {"ip": "::1"}, "host": "Bob"},
+            [NO, '  R:9:13: host: "Bob", wanted one of $admins ["alice","bob"]'],
+        ),
+    ],
+)
+def test_a_named_list_is_explained_with_its_values(tmp_path: Path, event: dict[str, Any], expected: list[str]) -> None:
+    """A `$name` operand is shown as written and followed by the list's values; `nocase` goes
+    with the `in` it changes."""
+    assert expected == explain_text(tmp_path, LISTED, event)
+
+
 # ---- the explanation and the rule cannot disagree ------------------------------------------
 
 FIELDS = ("a", "b", "n.x")

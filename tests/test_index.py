@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from rulesd.rules.conditions import folded_field
 from rulesd.rules.index import RuleIndex, _Scan
 from rulesd.rules.model import Rule, RuleSet
 from tests.ruletools import ruleset_from_yaml
@@ -427,28 +428,46 @@ rules:
     assert {"ct"} == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
 
 
-def test_an_equality_ignoring_case_is_filed_under_its_caseless_pattern() -> None:
-    """`in` and `equals` with `nocase` cannot be looked up in a table of exact values: the
-    rule is filed under the caseless pattern its predicate asks the scan for, so it is a
+def test_an_equality_ignoring_case_is_looked_up_by_the_case_fold_of_the_value() -> None:
+    """`in` and `equals` with `nocase` cannot be looked up in a table of exact values: they
+    are in a table of case folds, looked up by the fold of the event's text, so the rule is a
     candidate for every spelling of its values and for nothing else."""
     rules = ruleset_from_yaml(r"""
 rules:
   - {name: admins, match: {user: {in: [Alice, Bob], nocase: true}}}
   - {name: kelvin, match: {user: {equals: kelvin, nocase: true}}}
+  - {name: exact, match: {user: Alice}}
 """)
     index = RuleIndex(rules.rules)
-    ((field, scan),) = index._root.tests
-    assert "user" == field and isinstance(scan, _Scan) and () == index._root.always
+    assert {folded_field("user"), "user"} == {field for field, _ in index._root.tables}
+    assert () == index._root.always and [] == index._root.tests
     for user, expected in [
         ("ALICE", {"admins"}),
+        ("Alice", {"admins", "exact"}),
         ("bOb", {"admins"}),
         ("\u212aELVIN", {"kelvin"}),  # the Kelvin sign
         ("Alice ", set()),
         ("carol", set()),
         (["alice"], set()),
+        (5, set()),
     ]:
         event = {"user": user}
         assert expected == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
+
+
+def test_a_named_list_is_looked_up_in_the_equality_table_as_a_written_list_is() -> None:
+    """`user: $admins` and `user: {in: $admins}` are filed under each of the list's values."""
+    rules = ruleset_from_yaml(r"""
+lists: {admins: [alice, bob, "$$root"]}
+rules:
+  - {name: bare, match: {user: $admins}}
+  - {name: in-op, match: {user: {in: $admins}}}
+""")
+    index = RuleIndex(rules.rules)
+    ((field, table),) = index._root.tables
+    assert "user" == field and {"alice", "bob", "$root"} == set(table) and () == index._root.always
+    assert {"bare", "in-op"} == {r.name for r in index.candidates({"user": "$root"})}
+    assert set() == {r.name for r in index.candidates({"user": "carol"})}
 
 
 def test_a_bucket_whose_rules_have_no_usable_test_is_just_its_rules() -> None:

@@ -264,6 +264,7 @@ WORDS = (
     "istanbul",
     "Kelvin",
     "\u212aelvin",
+    "$dollar",
 )
 PATTERNS = (
     "error",
@@ -315,8 +316,18 @@ def _text(rng: random.Random) -> str:
     return "".join(rng.choice(WORDS) + rng.choice(("", " ", "\n", "-")) for _ in range(rng.randint(0, 4)))
 
 
+# Named lists the random rules use as `$name` operands.
+LISTS = {
+    "words": ["error", "Error", "timeout", "é", "x", "db-1", "$dollar"],
+    "traps": ["straße", "ΟΔΟΣ", "İ", "ı", "\u212aelvin", "STRAẞE"],
+    "networks": ["10.0.0.0/8", "2001:db8::/32", "::ffff:192.0.2.0/120"],
+}
+
+
 def _matcher(rng: random.Random) -> dict[str, Any] | str | list[str]:
-    kind = rng.randrange(9)
+    kind = rng.randrange(10)
+    if kind == 9:
+        return _listed_matcher(rng)
     if kind >= 6:
         return _caseless_matcher(rng)
     if kind == 0:
@@ -346,6 +357,12 @@ def _caseless_matcher(rng: random.Random) -> dict[str, Any]:
     return matcher
 
 
+def _listed_matcher(rng: random.Random) -> dict[str, Any] | str:
+    """A named list as a field's matcher or as an operand."""
+    name = rng.choice(("$words", "$traps"))
+    return rng.choice((name, {"in": name}, {"not_in": name}, {"in": name, "nocase": True}))
+
+
 def _condition(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     cond: dict[str, Any] = {}
     for _ in range(rng.randint(1, 2)):
@@ -357,14 +374,28 @@ def _condition(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     if rng.random() < 0.2:
         cond["n"] = {rng.choice(("gte", "gt", "lt")): rng.choice((1, 2.5, 10))}
     if rng.random() < 0.1:
-        cond["ip"] = {rng.choice(("cidr", "not_cidr")): rng.sample(NETWORKS, rng.randint(1, 3))}
+        networks: Any = rng.sample(NETWORKS, rng.randint(1, 3)) if rng.random() < 0.7 else "$networks"
+        cond["ip"] = {rng.choice(("cidr", "not_cidr")): networks}
     return cond
 
 
 def random_rules(rng: random.Random, count: int) -> str:
     """A rule file of `count` random rules (as YAML text)."""
-    rules = [{"name": f"r{i}", "match": _condition(rng)} for i in range(count)]
-    return yaml.safe_dump({"rules": rules}, allow_unicode=True)
+    rules = [{"name": f"r{i}", "match": _written(_condition(rng))} for i in range(count)]
+    lists = {name: _written(values) for name, values in LISTS.items()}
+    return yaml.safe_dump({"lists": lists, "rules": rules}, allow_unicode=True)
+
+
+def _written(value: Any, op: str | None = None) -> Any:
+    """A condition as a rule file writes it: a text starting with `$` that names no list is
+    written with `$$` (a regex as it is)."""
+    if isinstance(value, dict):
+        return {k: _written(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_written(v, op) for v in value]
+    if isinstance(value, str) and value.startswith("$") and value[1:] not in LISTS and op != "regex":
+        return "$" + value
+    return value
 
 
 def random_event(rng: random.Random) -> dict[str, Any]:

@@ -277,7 +277,9 @@ def test_yaml_features_that_are_plain_data_are_accepted(tmp_path: Path) -> None:
     path.write_text(
         "common: &common {service: payments}\nrules:\n  - name: a\n    match: {<<: *common, day: 2024-01-01}\n"
     )
-    assert ["common: unknown key 'common'; expected one of: rules"] == [p.message for p in check_paths([path]).problems]
+    assert ["common: unknown key 'common'; expected one of: lists, rules"] == [
+        p.message for p in check_paths([path]).problems
+    ]
     path.write_text(
         "rules:\n"
         "  - name: a\n"

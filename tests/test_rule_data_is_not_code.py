@@ -27,7 +27,8 @@ PAYLOADS = [
 @pytest.mark.parametrize("template", PAYLOADS)
 def test_code_in_rule_text_is_only_ever_data(tmp_path: Path, template: str) -> None:
     """The same text as a field name, an equality value, an any-of value, a contains needle
-    (also ignoring case), a regex literal and a template; the marker file is never created, and matching is literal."""
+    (also ignoring case), a named list's item, a regex literal and a template; the marker file
+    is never created, and matching is literal."""
     marker = tmp_path / "executed"
     text = template.format(marker=marker)
     field = text.replace(".", "_").replace("{", "(").replace("}", ")")  # a valid field path
@@ -38,18 +39,18 @@ def test_code_in_rule_text_is_only_ever_data(tmp_path: Path, template: str) -> N
         {"name": "as-needle", "match": {"message": {"contains": text}}},
         {"name": "as-regex", "match": {"message": {"regex": re.escape(text)}}},
         {"name": "as-caseless", "match": {"message": {"contains": text.upper(), "nocase": True}}},
+        {"name": "as-list-item", "match": {"kind": "$listed"}},
         {
             "name": "as-template",
             "match": {"kind": text},
             "alert": {"priority": "P1", "message": text.replace("{", "{{").replace("}", "}}") + " {kind}"},
         },
     ]
-    engine = Engine(ruleset_from_yaml(json.dumps({"rules": rules})))
+    engine = Engine(ruleset_from_yaml(json.dumps({"lists": {"listed": [text, "other"]}, "rules": rules})))
     fired = engine.evaluate({field: "yes", "kind": text, "n": 2, "message": f"a {text} b"}, 0.0)
     assert fired is not None
-    assert {"as-field", "as-value", "as-any-of", "as-needle", "as-regex", "as-caseless", "as-template"} == {
-        r.name for r in fired.rules
-    }
+    expected = {"as-field", "as-value", "as-any-of", "as-needle", "as-regex", "as-caseless", "as-list-item"}
+    assert {*expected, "as-template"} == {r.name for r in fired.rules}
     folded = " ".join(f"{text} {text}".split())  # the message is one line
     assert truncate(folded, 130) == build_payload(fired, AlertSettings())["message"]
     assert engine.evaluate({"kind": "something else", "message": "nothing"}, 1.0) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from rulesd.durations import parse_duration
@@ -16,6 +16,7 @@ from rulesd.rules.conditions import (
     necessary_hints,
 )
 from rulesd.rules.fields import MISSING, event_with, key_text, make_getter
+from rulesd.rules.lists import NO_LISTS, Lists, NamedList, lists_used, reference_problems
 from rulesd.rules.model import (
     DEFAULT_PRIORITY,
     KIND_KEYS,
@@ -52,11 +53,13 @@ class _Context:
     one run of `rulesd check` reports every problem.
     """
 
-    def __init__(self, doc: Document, base: JsonPath, faulted: Collection[JsonPath]) -> None:
+    def __init__(self, doc: Document, base: JsonPath, faulted: Collection[JsonPath], lists: Lists) -> None:
         self.doc = doc
         self.base = base
         self.faulted = [v for v in faulted if v[: len(base)] == base]
         self.problems: list[Problem] = []
+        self.lists = lists
+        self.lists_used: dict[str, NamedList] = {}
 
     def ok(self, path: JsonPath) -> bool:
         """True when the schema found nothing wrong at or below `path`."""
@@ -113,14 +116,16 @@ def compile_rule(
     faulted: Collection[JsonPath] = (),
     *,
     patterns: PatternSet,
+    lists: Lists = NO_LISTS,
 ) -> tuple[Rule | None, list[Problem]]:
     """Compile one rule mapping; the problems say why it could not be.
 
     `faulted` are the paths of the document's schema violations: the rule is not
     compiled if one lies within it, but its other parts are still checked. Its regexes and
-    literals go into `patterns` (the rule set's), which must be built before it matches.
+    literals go into `patterns` (the rule set's), which must be built before it matches;
+    `$name` operands are the rule set's named `lists`.
     """
-    ctx = _Context(doc, base, faulted)
+    ctx = _Context(doc, base, faulted, lists)
     kinds = [key for key in KIND_KEYS if key in raw]
     for extra in kinds[1:]:
         message = f"a rule has at most one of {', '.join(KIND_KEYS)} (this one also has {kinds[0]})"
@@ -129,7 +134,7 @@ def compile_rule(
     compiled = _condition(match, ("match",), ctx, rule_patterns) if "sequence" not in raw else None
     kind = _kind(raw, kinds[0], ctx, patterns) if kinds and ctx.ok((kinds[0],)) else None
     if isinstance(kind, Sequence) and match is not None:
-        compiled = _sequence_condition(match, rule_patterns)
+        compiled = _sequence_condition(match, rule_patterns, lists)
     throttle = _optional_duration(raw, "throttle", ctx)
     resolve = _optional_duration(raw, "resolve", ctx, "after")
     if resolve is not None and not isinstance(kind, Threshold | Distinct):
@@ -143,17 +148,26 @@ def compile_rule(
         description=raw.get("description", ""),
         enabled=raw.get("enabled", True),
         match=compiled.test,
-        hints=necessary_hints(match, rule_patterns),
+        hints=necessary_hints(match, rule_patterns, lists=lists),
         location=doc.locate(base),
-        fingerprint=fingerprint(raw),
+        fingerprint=rule_fingerprint(raw, ctx.lists_used),
         threshold=kind if isinstance(kind, Threshold) else None,
         throttle=throttle,
         alert=alert,
         group_getters=tuple(make_getter(p) for p in kind.group_by) if kind is not None else (),
         kind=kind,
         resolve=resolve,
+        lists=ctx.lists_used,
     )
     return rule, []
+
+
+def rule_fingerprint(raw: dict[str, Any], lists: Mapping[str, NamedList]) -> str:
+    """What identifies a rule's definition: its mapping and the values of the named lists it
+    uses (a rule whose list changed is a changed rule)."""
+    if not lists:
+        return fingerprint(raw)
+    return fingerprint([raw, {name: list(named.values) for name, named in sorted(lists.items())}])
 
 
 def _rule_match(
@@ -188,10 +202,10 @@ def _rule_match(
     return ({"any": conditions} if conditions else None), _RulePatterns(patterns, ctx, place)
 
 
-def _sequence_condition(match: dict[str, Any], patterns: _RulePatterns) -> Compiled | None:
+def _sequence_condition(match: dict[str, Any], patterns: _RulePatterns, lists: Lists) -> Compiled | None:
     """A sequence's match: any of its steps' conditions (their problems were reported with the steps)."""
     try:
-        return compile_condition(match, (), patterns)
+        return compile_condition(match, (), patterns, lists)
     except ConditionError:
         return None
 
@@ -199,6 +213,16 @@ def _sequence_condition(match: dict[str, Any], patterns: _RulePatterns) -> Compi
 def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
     """Compile the condition written at `path` of the rule; its problems are reported there."""
     if not isinstance(match, dict):
+        return None
+    ctx.lists_used.update(lists_used(match, ctx.lists))
+    misused = reference_problems(match, ctx.lists)
+    for where, message in misused:  # every one, not only the first the compiler would meet
+        if ctx.ok((*path, *where)):  # (else the schema's message says what is wrong there)
+            ctx.report((*path, *where), message)
+    if misused:  # still find the other problems of the sound entries
+        for key, value in match.items():
+            if ctx.ok((*path, key)) and not any(where[:1] == (key,) for where, _ in misused):
+                _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
         return None
     if ctx.ok(path):
         return _compile_match(match, path, ctx, patterns)
@@ -210,7 +234,7 @@ def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePattern
 
 def _compile_match(match: dict[str, Any], path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
     try:
-        return compile_condition(match, (), patterns)
+        return compile_condition(match, (), patterns, ctx.lists)
     except ConditionError as exc:
         ctx.report((*path, *exc.path), str(exc))
     return None

@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from types import CodeType, FunctionType
 from typing import Any, Protocol
 
+from rulesd.rules import casefold
+from rulesd.rules.casefold import fold
 from rulesd.rules.fields import MISSING, Event, make_getter
+from rulesd.rules.lists import NO_LISTS, ListError, Lists, NamedList, reference, resolve_operand
 from rulesd.rules.networks import NetworkError, Networks, networks_of
 from rulesd.rules.patterns import (
     FieldScanner,
@@ -30,7 +33,6 @@ from rulesd.rules.patterns import (
     PatternError,
     PatternSet,
     Scan,
-    any_literal_pattern,
     literal_pattern,
     regex_problem,
 )
@@ -148,10 +150,11 @@ class _Writer:
     (`C0`, `C1`, ...) in the function's globals, never written into its source.
     """
 
-    def __init__(self, patterns: Patterns) -> None:
+    def __init__(self, patterns: Patterns, lists: Lists) -> None:
         self.names: dict[str, Any] = {"MISSING": MISSING, "NUMBER": _NUMBER}
         self.values = 0  # locals v0, v1, ... holding field values
         self.patterns = patterns
+        self.lists = lists
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
@@ -195,8 +198,27 @@ def _code_for(source: str) -> CodeType:
     return code
 
 
-def _field(key: str, matcher: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
+def resolved_matcher(matcher: Any, path: tuple[str | int, ...], lists: Lists) -> Any:
+    """A field's matcher with its operands as the tests take them: `$name` as the named list's
+    values (`cidr`: its compiled networks), `$$text` as `$text`; ConditionError at a misused `$`."""
+    if not isinstance(matcher, dict):
+        return _operand(None, matcher, path, lists)
+    return {op: v if op in _MODIFIERS else _operand(op, v, (*path, op), lists) for op, v in matcher.items()}
+
+
+def _operand(op: str | None, operand: Any, path: tuple[str | int, ...], lists: Lists) -> Any:
+    try:
+        value = resolve_operand(op, operand, lists)
+    except ListError as exc:
+        raise ConditionError((*path, *exc.path), str(exc)) from None
+    if isinstance(value, NamedList):
+        return value.networks if op in ("cidr", "not_cidr") else list(value.values)
+    return value
+
+
+def _field(key: str, written: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
     """The expression for `field: matcher`, and its rough cost."""
+    matcher = resolved_matcher(written, path, w.lists)
     if isinstance(matcher, list):
         if all(isinstance(o, str) for o in matcher) and "." not in key:
             v = w.local()
@@ -253,10 +275,14 @@ def _caseless(matcher: dict[str, Any], path: tuple[str | int, ...]) -> bool:
     return bool(matcher["nocase"])
 
 
-def caseless_applies(op: str, operand: Any) -> bool:
-    """Whether `nocase` changes what `op` with this operand tests: a text operator with a text."""
+def caseless_applies(op: str, operand: Any, lists: Lists = NO_LISTS) -> bool:
+    """Whether `nocase` changes what `op` with this operand tests (a `$name` is looked up in
+    `lists`): a text operator with a text."""
     if op not in TEXT_OPERATORS:
         return False
+    named = lists.get(reference(operand) or "") if op == "in" else None
+    if named is not None:
+        operand = list(named.values)
     if op == "in":
         return isinstance(operand, list) and any(isinstance(o, str) for o in operand)
     return isinstance(operand, str)
@@ -292,8 +318,10 @@ def _value_expression(
     return f"{w.const(test)}({{v}})", cost
 
 
-def _networks(operand: str | list[str], path: tuple[str | int, ...]) -> Networks:
-    """The compiled networks of a `cidr` operand (one, or a list), parsed once, here."""
+def _networks(operand: str | list[str] | Networks, path: tuple[str | int, ...]) -> Networks:
+    """The compiled networks of a `cidr` operand (one, a list, or a named list's), parsed once."""
+    if isinstance(operand, Networks):
+        return operand
     written = (operand,) if isinstance(operand, str) else tuple(operand)
     try:
         return networks_of(written)
@@ -302,42 +330,63 @@ def _networks(operand: str | list[str], path: tuple[str | int, ...]) -> Networks
 
 
 def _caseless_expression(key: str, op: str, operand: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
-    """A text operator ignoring case, decided by the field's scan for a caseless pattern
-    (`caseless_pattern`), so that the index, which files the rule under the same pattern,
-    and the predicate cannot disagree. The empty text, which has no case, is compared as is."""
-    texts = [o for o in operand if isinstance(o, str)] if op == "in" else [operand]
+    """A text operator ignoring case: `equals` and `in` compare the texts' case folds
+    (`casefold.fold`, which the index looks up in a table of folded values), the others are
+    decided by the field's Hyperscan scan for a caseless pattern (under which the index files
+    the rule). Both fold as Hyperscan does, so every operator and the index agree."""
+    if op in ("equals", "in"):
+        casefold.prepare()
+        texts = [o for o in operand if isinstance(o, str)] if op == "in" else [operand]
+        # (`fold(v) in set` holds only for a text: `fold` is applied to texts alone)
+        parts = [f"(type({{v}}) is str and {w.const(fold)}({{v}}) in {w.const(frozenset(map(fold, texts)))})"]
+        others = [o for o in operand if not isinstance(o, str)] if op == "in" else []
+        if others:
+            parts.append(f"{w.const(any_of_test(others))}({{v}})")
+        return (f"({' or '.join(parts)})" if len(parts) > 1 else parts[0]), 2
     pattern = caseless_pattern(op, operand)
-    if pattern is None and any(texts):
-        raise ValueError("nocase cannot compare a text holding a lone surrogate")
-    parts = []
-    if pattern is not None:
-        scanner, pattern_id = w.patterns.add(key, pattern, path)
-        parts.append(_found(scanner.scan, pattern_id, w))
-        if op == "contains":  # a list holding an item equal to the text, ignoring case
-            scanner, item_id = w.patterns.add(key, literal_pattern(operand, "equals", True), path)  # type: ignore[arg-type]
-            parts.append(f"(type({{v}}) is list and {w.const(_any_item_found(scanner.scan, item_id))}({{v}}))")
-    if "" in texts:
-        empty = equals_test("") if op in ("equals", "in") else _operator(op, "")[0]
-        parts.append(f"{w.const(empty)}({{v}})")
-    others = [o for o in operand if not isinstance(o, str)] if op == "in" else []
-    if others:
-        parts.append(f"{w.const(any_of_test(others))}({{v}})")
-    return (f"({' or '.join(parts)})" if len(parts) > 1 else parts[0]), 3
+    if pattern is None:
+        if operand:
+            raise ValueError("nocase cannot compare a text holding a lone surrogate")
+        return f"{w.const(_operator(op, operand)[0])}({{v}})", 2  # the empty text has no case
+    scanner, pattern_id = w.patterns.add(key, pattern, path)
+    expression = _found(scanner.scan, pattern_id, w)
+    if op == "contains":  # or a list holding an item equal to the text, ignoring case
+        casefold.prepare()
+        expression = f"({expression} or (type({{v}}) is list and {w.const(_any_item_folded(fold(operand)))}({{v}})))"
+    return expression, 3
 
 
 def caseless_pattern(op: str, operand: Any) -> Pattern | None:
-    """The caseless pattern that a text operator under `nocase: true` is found by in a text
-    (`in`: one pattern for all its texts); None for the empty text or a lone surrogate."""
+    """The caseless pattern by which `contains`, `startswith`, `endswith` or `regex` under
+    `nocase: true` is found in a text; None for the empty text or a lone surrogate."""
     if op == "regex":
         return Pattern(operand, caseless=True)
-    if op == "in":
-        return any_literal_pattern({o for o in operand if isinstance(o, str) and o}, caseless=True)
     return literal_pattern(operand, op, caseless=True)
 
 
-def _any_item_found(scan: Scan, pattern_id: int) -> ValueTest:
-    """A list with a text item in which the scan finds the pattern."""
-    return lambda items: any(type(item) is str and pattern_id in scan(item) for item in items)
+def _any_item_folded(folded: str) -> ValueTest:
+    """A list with a text item whose case fold is `folded`."""
+    return lambda items: any(type(item) is str and fold(item) == folded for item in items)
+
+
+def folded_field(path: str) -> str:
+    """The name under which `Hints.equalities` holds the case folds a field's text must have
+    (`user: {in: [Alice], nocase: true}` -> the fold of `user` is `alice`)."""
+    return FOLDED + path
+
+
+def folded_source(field: str) -> str | None:
+    """The field path whose fold `field` names (see `folded_field`), or None."""
+    return field[len(FOLDED) :] if field.startswith(FOLDED) else None
+
+
+def folded_getter(path: str) -> Callable[[Event], str | None]:
+    """Reads the case fold of the field's text (None if it is not a text)."""
+    get = make_getter(path)
+    return lambda event: fold(value) if type(value := get(event)) is str else None
+
+
+FOLDED = "{casefold}"  # a prefix no field path has (braces are refused in field paths)
 
 
 def _found(scan: Scan, pattern_id: int, w: _Writer) -> str:
@@ -377,20 +426,21 @@ def _nested(cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth
     Python parser refuses expressions nested beyond about a hundred levels."""
     if depth < _MAX_NESTING:
         return _condition(cond, path, w, depth + 1)
-    sub = compile_condition(cond, path, w.patterns)
+    sub = compile_condition(cond, path, w.patterns, w.lists)
     return f"{w.const(sub.test)}(e)", sub.cost
 
 
 def compile_condition(
-    cond: dict[str, Any], path: tuple[str | int, ...] = (), patterns: Patterns | None = None
+    cond: dict[str, Any], path: tuple[str | int, ...] = (), patterns: Patterns | None = None, lists: Lists = NO_LISTS
 ) -> Compiled:
     """Compile a schema-valid condition mapping into one predicate.
 
     Its patterns go into `patterns`, whose owner builds them before the predicate runs;
-    without one, the condition gets patterns of its own, built here.
+    without one, the condition gets patterns of its own, built here. `$name` operands are
+    the named `lists` (see `rulesd.rules.lists`).
     """
     own = _Unplaced() if patterns is None else None
-    writer = _Writer(own or patterns)  # type: ignore[arg-type]
+    writer = _Writer(own or patterns, lists)  # type: ignore[arg-type]
     expression, cost = _condition(cond, path, writer)
     if own is not None:
         try:
@@ -460,7 +510,9 @@ _LITERAL_OPERATORS = ("contains", "startswith", "endswith")
 _LITERAL_MAX = 1000  # characters: longer literals are not worth a place in the databases
 
 
-def necessary_hints(cond: dict[str, Any], patterns: Patterns, path: tuple[str | int, ...] = ()) -> Hints:
+def necessary_hints(
+    cond: dict[str, Any], patterns: Patterns, path: tuple[str | int, ...] = (), lists: Lists = NO_LISTS
+) -> Hints:
     """Equality, pattern and bound tests that every match of `cond` must pass.
 
     The literals of `contains`, `startswith` and `endswith` are registered in `patterns`
@@ -470,10 +522,14 @@ def necessary_hints(cond: dict[str, Any], patterns: Patterns, path: tuple[str | 
     equalities: dict[str, frozenset[Any]] = {}
     found: dict[str, tuple[PatternHint, ...]] = {}
     bounds: dict[str, float] = {}
-    for key, value, where in _conjuncts(cond, path):
+    for key, written, where in _conjuncts(cond, path):
+        value = resolved_matcher(written, where, lists)
         values = _value_options(value)
         if values is not None:
             _narrow(equalities, key, values)
+        folded = _folded_options(value)
+        if folded is not None:
+            _narrow(equalities, folded_field(key), folded)
         if isinstance(value, dict):
             for hint in _pattern_hints(key, value, where, patterns):
                 found[key] = (*found.get(key, ()), hint)
@@ -482,7 +538,7 @@ def necessary_hints(cond: dict[str, Any], patterns: Patterns, path: tuple[str | 
                 bounds[key] = max(bound, bounds.get(key, bound))
     alternatives: tuple[Hints, ...] = ()
     for branches, where in _disjunctions(cond, path):
-        branch_hints = [necessary_hints(b, patterns, (*where, i)) for i, b in enumerate(branches)]
+        branch_hints = [necessary_hints(b, patterns, (*where, i), lists) for i, b in enumerate(branches)]
         # A field every branch of an `any` pins to values is pinned to their union.
         hints = [h.equalities for h in branch_hints]
         for key in set.intersection(*(set(h) for h in hints)) if hints else ():
@@ -511,26 +567,6 @@ def _pattern_hints(
         if literal is not None:
             scanner, pattern_id = patterns.add(key, literal, (*path, op))
             hints.append(PatternHint(scanner.scan, pattern_id, literal, in_lists=op == "contains", weight=len(text)))
-    if caseless:
-        hints.extend(_caseless_equality_hints(key, matcher, path, patterns))
-    return hints
-
-
-def _caseless_equality_hints(
-    key: str, matcher: dict[str, Any], path: tuple[str | int, ...], patterns: Patterns
-) -> list[PatternHint]:
-    """`equals` and `in` ignoring case cannot be looked up in an equality table: the rule is
-    filed under the caseless pattern that its predicate asks the scan for."""
-    hints = []
-    for op in ("equals", "in"):
-        operand = matcher.get(op)
-        texts: list[Any] = [operand] if op == "equals" else operand if isinstance(operand, list) else []
-        if not texts or not all(isinstance(t, str) and t for t in texts):
-            continue  # a number or the empty text may match without the pattern
-        pattern = caseless_pattern(op, operand)
-        if pattern is not None:
-            scanner, pattern_id = patterns.add(key, pattern, (*path, op))
-            hints.append(PatternHint(scanner.scan, pattern_id, pattern, weight=min(len(t) for t in texts)))
     return hints
 
 
@@ -574,6 +610,19 @@ def _disjunctions(
 def _is_scalar(value: Any) -> bool:
     """A value an equality table can hold: a string, a finite number or a boolean."""
     return isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _folded_options(matcher: Any) -> frozenset[str] | None:
+    """The case folds one of which the field's text must have: `equals` or `in` with
+    `nocase: true` and texts only (a number may match too, and would not be in the table)."""
+    if not isinstance(matcher, dict) or matcher.get("nocase") is not True:
+        return None
+    for op in ("equals", "in"):
+        operand = matcher.get(op)
+        texts = [operand] if op == "equals" else operand if isinstance(operand, list) else []
+        if texts and all(isinstance(t, str) for t in texts):
+            return frozenset(map(fold, texts))
+    return None
 
 
 def _value_options(matcher: Any) -> frozenset[Any] | None:

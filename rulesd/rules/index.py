@@ -8,7 +8,8 @@ node a rule is filed under one such test:
 
 - equality: a dict from the field's value to a child node (the rules that need
   that value, indexed again on their remaining equalities), so an event pays
-  one dict lookup per field, however many rules there are;
+  one dict lookup per field, however many rules there are; an equality ignoring
+  case (`nocase`) is one on the case fold of the field's text (`folded_field`);
 - pattern: the field's Hyperscan database (see `patterns`) scans the value once
   for every pattern of every rule on that field, and the rules filed under the
   patterns found become candidates; the rules' predicates ask the same scan (the
@@ -37,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from rulesd.rules.conditions import Hints, PatternHint, generated_function
+from rulesd.rules.conditions import Hints, PatternHint, folded_getter, folded_source, generated_function
 from rulesd.rules.fields import Event, make_getter, shallow_keys
 from rulesd.rules.model import Rule
 from rulesd.rules.patterns import Scan
@@ -350,6 +351,10 @@ class _NodeWriter:
         if field in self.locals:
             return self.locals[field]
         value = self.locals[field] = f"v{len(self.locals)}"
+        source = folded_source(field)
+        if source is not None:  # the case fold of the field's text (an equality ignoring case)
+            self.emit(1, f"{value} = {self.const(folded_getter(source))}(event)")
+            return value
         match shallow_keys(field):
             case (key,):
                 self.emit(1, f"{value} = event.get({self.const(key)})")

@@ -17,11 +17,12 @@ from typing import Any
 
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.cache import RuleCache, digest
-from rulesd.rules.compile import compile_rule, fingerprint
+from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
+from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
 from rulesd.validation import schema_violations
-from rulesd.yamldoc import Document, parse_yaml, read_yaml
+from rulesd.yamldoc import Document, JsonPath, parse_yaml, read_yaml
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
@@ -76,8 +77,8 @@ def _walk(top: str) -> Iterator[str]:
 
 def _rules_in(doc: Document) -> Iterator[tuple[dict[str, Any], tuple[str | int, ...]]]:
     value = doc.value
-    if isinstance(value, dict) and "rules" in value:
-        items = value["rules"]
+    if isinstance(value, dict) and ("rules" in value or ("lists" in value and "name" not in value)):
+        items = value.get("rules", [])
         for i, item in enumerate(items if isinstance(items, list) else ()):
             if isinstance(item, dict):
                 yield item, ("rules", i)
@@ -92,19 +93,57 @@ class _Loaded:
     problems: list[Problem]
 
 
-def _load_file(path: str, patterns: PatternSet, cache: RuleCache | None) -> _Loaded:
+@dataclass(slots=True)
+class _Parsed:
+    """A rule file read and schema-checked: its document (None if there is none to compile),
+    its problems so far, the paths the schema faulted, and the key to cache it under once it
+    has loaded without a problem (None: not to be cached)."""
+
+    doc: Document | None
+    problems: list[Problem]
+    faulted: set[JsonPath]
+    key: str | None = None
+
+
+def _parse_file(path: str, cache: RuleCache | None) -> _Parsed:
     key = _document_key(path) if cache is not None else None
     if cache is not None and key is not None:
         doc = _cached_document(cache, key, path)
         if doc is not None:
-            return _load_document(doc, patterns, checked=True)
+            return _Parsed(doc, [], set())  # known to be free of schema violations
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
-        return _Loaded([], [], list(exc.problems))
-    loaded = _load_document(doc, patterns)
-    if cache is not None and key is not None and not loaded.problems:
-        _cache_document(cache, key, doc)
+        return _Parsed(None, list(exc.problems), set())
+    return _checked(doc, key)
+
+
+def _checked(doc: Document, key: str | None = None) -> _Parsed:
+    """A document and its schema violations (a duplicate key keeps its first value, so the
+    rest of the file is still checked)."""
+    if doc.value is None and not doc.problems:
+        message = "empty file: expected a rule or a list under 'rules:'"
+        return _Parsed(None, [Problem(SourceLocation(doc.path, 1, 1), message)], set())
+    violations = schema_violations(doc, "rule")
+    problems = sorted({*doc.problems, *(p for _, p in violations)})
+    return _Parsed(doc, problems, {vpath for vpath, _ in violations}, key)
+
+
+def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | None) -> list[_Loaded]:
+    """The rules of every file, compiled with the named lists of them all (a list is visible
+    to every file of the rule set, and defined once in it)."""
+    per_file = []
+    for file in parsed:
+        if file.doc is not None:
+            found, problems = read_lists(file.doc, file.faulted)
+            per_file.append(found)
+            file.problems.extend(problems)
+    lists, duplicates = merge_lists(per_file)
+    loaded = [_load_document(file, patterns, lists) for file in parsed]
+    for file, result in zip(parsed, loaded, strict=True):
+        if cache is not None and file.key is not None and file.doc is not None and not result.problems:
+            _cache_document(cache, file.key, file.doc)
+    loaded.append(_Loaded([], [], duplicates))
     return loaded
 
 
@@ -148,22 +187,18 @@ def _cache_document(cache: RuleCache, key: str, doc: Document) -> None:
     cache.put("document", key, blob)
 
 
-def _load_document(doc: Document, patterns: PatternSet, checked: bool = False) -> _Loaded:
-    """The rules of a document; `checked`: it is known to be free of schema violations."""
-    if doc.value is None and not doc.problems:
-        message = "empty file: expected a rule or a list under 'rules:'"
-        empty = Problem(SourceLocation(doc.path, 1, 1), message)
-        return _Loaded([], [], [empty])
-    # A duplicate key keeps its first value: the rest of the file is still checked.
-    violations = [] if checked else schema_violations(doc, "rule")
-    problems = sorted({*doc.problems, *(p for _, p in violations)})
-    # Semantic checks skip the parts the schema already faulted (see compile_rule).
-    faulted = {vpath for vpath, _ in violations}
+def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists) -> _Loaded:
+    """The rules of a parsed document (semantic checks skip the parts the schema faulted,
+    see compile_rule)."""
+    problems = list(parsed.problems)
     loaded = _Loaded([], [], problems)
+    doc = parsed.doc
+    if doc is None:
+        return loaded
     for raw, base in _rules_in(doc):
         if isinstance(raw.get("name"), str):
             loaded.names.append((raw["name"], doc.locate((*base, "name"))))
-        rule, found = compile_rule(raw, doc, base, faulted, patterns=patterns)
+        rule, found = compile_rule(raw, doc, base, parsed.faulted, patterns=patterns, lists=lists)
         problems.extend(found)
         if rule is not None:
             loaded.rules.append(rule)
@@ -178,7 +213,7 @@ def check_paths(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None
     """
     files, problems = discover_files(paths)
     patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
-    loaded = [_load_file(path, patterns, cache) for path in files]
+    loaded = _load_files([_parse_file(path, cache) for path in files], patterns, cache)
     return _combine(loaded, files, problems, patterns, cache)
 
 
@@ -186,10 +221,10 @@ def check_text(text: str, path: str = "<rules>") -> CheckResult:
     """Load one rule file's `text` as if read from `path` (which only names it in problems)."""
     patterns = PatternSet()
     try:
-        loaded = _load_document(parse_yaml(text, path, keep_going=True), patterns)
+        parsed = _checked(parse_yaml(text, path, keep_going=True))
     except InvalidInputError as exc:
-        loaded = _Loaded([], [], list(exc.problems))
-    return _combine([loaded], [path], [], patterns)
+        parsed = _Parsed(None, list(exc.problems), set())
+    return _combine(_load_files([parsed], patterns, None), [path], [], patterns)
 
 
 def _combine(
@@ -273,7 +308,7 @@ def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[
                 found[rule.name] = RuleSource(raw, doc, base)
     for name, rule in wanted.items():
         source = found.get(name)
-        if source is None or fingerprint(source.raw) != rule.fingerprint:
+        if source is None or rule_fingerprint(source.raw, rule.lists) != rule.fingerprint:
             raise RuleError([Problem(rule.location, f"rule {name!r} changed while it was read: run again")])
     return found
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rulesd.errors import SourceLocation
 from rulesd.rules.conditions import Hints, Predicate
 from rulesd.rules.fields import Getter
+from rulesd.rules.lists import NamedList
 from rulesd.rules.templates import Template
 
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
@@ -132,6 +134,8 @@ class Rule:
     group_getters: tuple[Getter, ...] = ()
     kind: Kind | None = None  # what besides matching makes it fire (`threshold` is also kept above)
     resolve: float | None = None  # close the group's alert after this long without a firing
+    lists: Mapping[str, NamedList] = field(default_factory=dict)
+    """The named lists its conditions use (`$name`), by name, as they were when it was compiled."""
 
     @property
     def group_by(self) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,17 +53,6 @@ def literal_pattern(text: str, where: str, caseless: bool = False) -> Pattern | 
     prefix = "\\A" if where in ("startswith", "equals") else ""
     suffix = "\\z" if where in ("endswith", "equals") else ""
     return Pattern(prefix + _literal(text) + suffix, caseless)
-
-
-def any_literal_pattern(texts: Collection[str], caseless: bool = False) -> Pattern | None:
-    """The pattern that finds a text equal to one of `texts`, as `in` finds it (one pattern,
-    however many texts); None if there are none or one cannot be a pattern (see
-    `literal_pattern`)."""
-    if not texts or not all(text and _encodable(text) for text in texts):
-        return None
-    if len(texts) == 1:
-        return literal_pattern(next(iter(texts)), "equals", caseless)
-    return Pattern("\\A(?:" + "|".join(_literal(text) for text in sorted(texts)) + ")\\z", caseless)
 
 
 def _literal(text: str) -> str:
