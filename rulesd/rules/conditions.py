@@ -8,9 +8,10 @@ equals `1.0`.
 
 A regex is answered by its field's Hyperscan scan (see `patterns`): the patterns of a
 whole rule set are registered in one `PatternSet` while its rules compile, and each
-field's database is built once they all have. So are the text operators under `nocase:
-true`: ignoring case means Hyperscan's caseless matching (Unicode simple case folding), and
-the predicate, the index and the scan all ask the same scan, so they agree on every text.
+field's database is built once they all have. So are `contains`, `startswith`, `endswith`
+and `regex` under `nocase: true` (caseless patterns); `equals` and `in` under it compare case
+folds (`casefold`, held to Hyperscan's folding), which the index looks up in a table of folded
+values. Operands are resolved first: `$name` is a named list, `$$` a literal `$` (`lists`).
 """
 
 from __future__ import annotations
@@ -468,7 +469,8 @@ class Hints:
     """What must hold for a condition to match, usable to skip rules cheaply.
 
     `equalities`: field -> the values (strings, numbers, booleans) one of which the field
-    must equal (a superset: `true` and `1` share a table slot; the predicate decides).
+    must equal (a superset: `true` and `1` share a table slot; the predicate decides); under
+    `folded_field(field)`, the case folds one of which the field's text must have.
     `patterns`: field -> patterns that must each be found in the field's text.
     `lower_bounds`: field -> a number the field must be a number at least equal to.
     `alternatives`: the hints of each branch of an `any` that must hold, one of which
