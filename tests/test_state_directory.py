@@ -245,3 +245,52 @@ def test_a_read_only_state_directory_at_start_names_the_database_and_what_to_do(
     assert f"cannot start: {database}: cannot write the state database" in result.stderr, result.stderr
     assert f"make {small_tmpfs}, the database and its -wal and -shm files writable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def outbox_rows(database: Path) -> int:
+    """How many alerts the outbox holds, read as another process would."""
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        (count,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+    finally:
+        db.close()
+    return int(count)
+
+
+def test_a_restart_while_the_state_directory_is_full_stays_up_and_loses_nothing(
+    tmp_path: Path, server: FakeOpsGenie, small_tmpfs: Path
+) -> None:
+    """A daemon stopped while its state directory is full starts again on the full disk: it
+    stays up, says "state directory full", and delivers every alert once space returns."""
+    state = small_tmpfs / "state"
+    ws = Workspace(tmp_path, server.url, state_dir=str(state))
+    first = ws.start()
+    ws.append(*(page(i) for i in range(3)))
+    assert server.wait_for(lambda r: len(r) >= 3)
+    assert wait_until(lambda: 0 == outbox_rows(state / "state.sqlite"), timeout=15)
+    filler = fill(small_tmpfs)
+    ws.append(*(big_page(i) for i in range(3, 60)))
+    assert first.wait_for_log("state directory full: "), first.stderr()
+    assert 0 == first.terminate()
+    second = ws.start()
+    assert second.wait_for_log("state directory full: "), second.stderr()
+    time.sleep(1.5)  # retries at least once while still full
+    assert second.proc.poll() is None, second.stderr()
+    assert 3 == len(server.requests)
+    filler.unlink()
+    assert server.wait_for(lambda r: len(r) >= 60, timeout=60)
+    assert 0 == second.terminate()
+    assert [f"page-{i}" for i in range(60)] == aliases(server)
+
+
+def test_a_new_state_directory_on_a_full_disk_names_the_directory(tmp_path: Path, small_tmpfs: Path) -> None:
+    """No database can be made on a full disk: rulesd exits 1 at once, naming the state
+    directory and the cause, instead of a traceback."""
+    filler = fill(small_tmpfs)
+    config = stdin_config(tmp_path, PAGE_RULE, state_dir=str(small_tmpfs / "state"), opsgenie={"api_key": "k"})
+    result = rulesd_cli("run", "--config", str(config), stdin='{"kind": "noise"}\n')
+    filler.unlink()
+    assert 1 == result.returncode, result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(small_tmpfs / "state") in result.stderr, result.stderr
+    assert "full" in result.stderr, result.stderr

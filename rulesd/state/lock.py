@@ -11,6 +11,7 @@ Read-only commands (`rulesd outbox`, `rulesd check`) do not take the lock.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -58,12 +59,23 @@ def lock_state_dir(directory: str) -> StateLock:
             ) from None
         if writable:
             os.fchmod(fd, FILE_MODE)  # whatever the umask, and for a file an older version made
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            _write_pid(fd)
     except BaseException:
         os.close(fd)
         raise
     return StateLock(directory, fd)
+
+
+def _write_pid(fd: int) -> None:
+    """Write our pid into the held lock file, for a refused second daemon to name. On a full
+    disk the file stays empty (the second daemon says `pid unknown`): the lock holds all the
+    same, and what the full disk stops is reported by the state database."""
+    os.ftruncate(fd, 0)
+    try:
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
 
 
 def _open_lock_file(path: str, directory: str) -> tuple[int, bool]:
