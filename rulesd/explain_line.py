@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from rulesd.engine import Engine, Firing, GroupKeys
 from rulesd.engine.progress import group_text, outcome, snapshot
+from rulesd.engine.values import NO_GROUP
 from rulesd.events import IGNORED, Parser
 from rulesd.eventtime import TimeReader
 from rulesd.explain import Explainer, RuleExplanation, explanation_lines, show
@@ -70,7 +71,7 @@ def explain_line(
     keys = GroupKeys()
     by_name = {e.rule.name: e.rule for e in explanations}
     groups = {
-        e.rule.name: keys.of(e.rule.group_getters, event) if e.rule.group_getters else ()
+        e.rule.name: keys.of(e.rule.group_getters, event) if e.rule.group_getters else NO_GROUP
         for e in explanations
         if e.matches and e.rule.enabled
     }

@@ -14,8 +14,8 @@ from typing import Any
 
 from rulesd.engine.progress import group_facts, group_text, key_value, learning_until
 from rulesd.engine.state import RULE, EngineState
-from rulesd.engine.values import GroupKey
-from rulesd.rules.fields import MISSING
+from rulesd.engine.values import NO_GROUP, GroupKey
+from rulesd.rules.fields import MISSING, key_parts
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
 from rulesd.times import relative, rfc3339, span, when
 
@@ -89,7 +89,7 @@ def _rule_state(name: str, rule: Rule | None, state: EngineState, clock: float) 
             continue
         for key, value in by_rule.get(name, {}).items():
             groups.setdefault(key, {}).update(group_facts(rule, kind, value, clock))
-    learning = learning_until(rule, state.tables.get(RULE, {}).get(name, {}).get(())) if rule else None
+    learning = learning_until(rule, state.tables.get(RULE, {}).get(name, {}).get(NO_GROUP)) if rule else None
     shown = tuple(GroupState(key, facts) for key, facts in sorted(groups.items()))
     return RuleState(name, rule, shown, learning)
 
@@ -258,8 +258,8 @@ def _group_json(rule: Rule | None, group: GroupState) -> dict[str, Any]:
 def _key_json(rule: Rule | None, key: GroupKey) -> dict[str, Any] | list[Any]:
     """A group as an object of its group_by values (a missing field left out), or, for a rule
     not loaded, the list of its parts (a missing one as null)."""
-    values = [key_value(part) for part in key]
-    if rule is None or len(rule.group_by) != len(key):
+    values = [key_value(part) for part in key_parts(key)]
+    if rule is None or len(rule.group_by) != len(values):
         return [None if v is MISSING else v for v in values]
     return {path: v for path, v in zip(rule.group_by, values, strict=True) if v is not MISSING}
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import random
+import tracemalloc
 from typing import Any
 
+import pytest
+
 from rulesd.engine import Engine, EngineState
+from rulesd.engine.state import window_times
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.model import RuleSet
 from tests.ruletools import ruleset_from_yaml
@@ -275,7 +281,7 @@ rules:
     assert 100 == engine.state.group_count()
     engine.evaluate({"level": "error", "host": "late"}, T0 + 109)
     engine.sweep(T0 + 109)  # every window of h0..h49 ended; throttles of h0..h9 ended
-    assert ([('"late"',)], 41) == (list(engine.state.windows["w"]), len(engine.state.throttles["t"]))
+    assert (['"late"'], 41) == (list(engine.state.windows["w"]), len(engine.state.throttles["t"]))
     engine.evaluate({"level": "error", "host": "later"}, T0 + 300)
     engine.sweep(T0 + 300)
     assert 2 == engine.state.group_count()  # only "later", in both rules
@@ -288,7 +294,7 @@ def test_sweep_keeps_live_groups() -> None:
     engine.evaluate({"level": "error", "host": "b"}, T0 + 50)
     engine.evaluate({"level": "error", "host": "c"}, T0 + 70)
     engine.sweep(T0 + 70)
-    assert [('"b"',), ('"c"',)] == sorted(engine.state.windows["per-host"])  # a's window ended at T0 + 60
+    assert ['"b"', '"c"'] == sorted(engine.state.windows["per-host"])  # a's window ended at T0 + 60
     assert [["per-host"]] == run(engine, [(71, {"level": "error", "host": "b"})])
 
 
@@ -345,7 +351,7 @@ def test_an_engine_whose_state_is_not_saved_tracks_no_changes() -> None:
     for engine in (saved, unsaved):  # much later: every earlier window ends
         engine.evaluate({"level": "error", "host": "z"}, 1e12)
         engine.sweep(1e12)
-    assert [('"z"',)] == list(unsaved.state.windows["burst"]) and not unsaved.state.touched
+    assert ['"z"'] == list(unsaved.state.windows["burst"]) and not unsaved.state.touched
 
 
 def test_a_new_rule_set_saves_the_whole_state() -> None:
@@ -413,9 +419,9 @@ def test_load_groups_replaces_groups_and_sets_their_timers() -> None:
 
     engine.load_groups(
         {
-            ("absence", "quiet", ('"a"',)): seen("a", 150.0),  # seen since by another process
-            ("absence", "quiet", ('"b"',)): seen("b", 130.0),  # only another process saw it
-            ("absence", "quiet", ('"c"',)): None,  # gone
+            ("absence", "quiet", '"a"'): seen("a", 150.0),  # seen since by another process
+            ("absence", "quiet", '"b"'): seen("b", 130.0),  # only another process saw it
+            ("absence", "quiet", '"c"'): None,  # gone
         },
         150.0,
     )
@@ -423,3 +429,61 @@ def test_load_groups_replaces_groups_and_sets_their_timers() -> None:
     fired = advance(engine, 200.0).firings
     assert [{"host": "b"}] == [{"host": f.event["host"]} for _, f, _ in fired]
     assert ["a"] == [f.event["host"] for _, f, _ in advance(engine, 215.0).firings]  # 150 + 60, not 100 + 60
+
+
+def _reference_threshold(
+    count: int, window: float, events: list[tuple[str, float]]
+) -> tuple[list[int], dict[str, list[float]]]:
+    """A threshold counted the plain way, every group's times in a sorted list: the indexes of
+    the events that fire, and the times each group holds at the end."""
+    groups: dict[str, list[float]] = {}
+    fired = []
+    for i, (group, time) in enumerate(events):
+        cutoff = time - window
+        times = [t for t in sorted([*groups.get(group, []), time]) if t > cutoff]
+        if len(times) >= count:
+            groups.pop(group, None)
+            fired.append(i)
+        else:
+            groups[group] = times
+    return fired, groups
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+@pytest.mark.parametrize("window", [1, 7, 60])
+def test_a_threshold_counts_the_same_whether_a_group_holds_one_time_or_more(count: int, window: int) -> None:
+    """A group holding one time keeps it as a bare float, more as a list: whatever it holds, in
+    or out of time order, the same events fire as counting every group's times in a list, and
+    the group holds the same times after."""
+    rng = random.Random(count * 100 + window)
+    engine = engine_for(
+        f"name: r\nmatch: {{level: error}}\nthreshold: {{count: {count}, window: {window}, group_by: [host]}}\n"
+    )
+    events = [(rng.choice("abc"), T0 + i + rng.choice([0, 0, 0, -3, -8, 0.5])) for i in range(400)]
+    fired = [i for i, (host, time) in enumerate(events) if engine.evaluate({"level": "error", "host": host}, time)]
+    expected, holds = _reference_threshold(count, window, events)
+    assert expected == fired
+    kept = engine.state.windows.get("r", {})
+    assert {f'"{h}"': times for h, times in holds.items()} == {k: window_times(v) for k, v in kept.items()}
+    assert all(type(v) is float for v in kept.values() if len(window_times(v)) == 1)
+
+
+def test_a_group_of_one_event_costs_a_string_and_a_float() -> None:
+    """A live threshold group of one event is its key (one string, whatever the number of
+    group_by fields) and its time (one float), with its slot in the rule's table: well under
+    the 254 bytes a group cost as a tuple key and a list of times (tracemalloc, CPython)."""
+    for group_by, limit in (("[host]", 150), ("[host, dc]", 170)):
+        text = f"name: r\nmatch: {{level: error}}\nthreshold: {{count: 5, window: 1d, group_by: {group_by}}}\n"
+        engine = Engine(ruleset_from_yaml(text), saved=False)  # as replay: no record of changes to save
+        count = 20_000
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            engine.evaluate({"level": "error", "host": f"host-{i:08d}", "dc": "x"}, T0 + i)
+        gc.collect()
+        per_group = (tracemalloc.get_traced_memory()[0] - before) / count
+        tracemalloc.stop()
+        keys = list(engine.state.windows["r"])
+        assert count == len(keys) and all(type(k) is str for k in keys)
+        assert per_group < limit, f"group_by {group_by}: {per_group:.0f} bytes per group"

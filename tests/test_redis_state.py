@@ -98,7 +98,7 @@ def test_catch_up_returns_the_groups_others_changed_or_asks_for_everything(clien
     a.commit(positions={}, payloads=[], now=3.0, engine=delta(("throttle", "r", '["y"]', "3.0")), clock=3.0)
     changes = b.catch_up()
     assert (3, False, (3.0, 3.0)) == (changes.version, changes.full, changes.clock)
-    assert {("window", "r", ("x",)): None, ("throttle", "r", ("y",)): 3.0} == changes.groups
+    assert {("window", "r", "x"): None, ("throttle", "r", "y"): 3.0} == changes.groups
     client.xtrim("rulesd:changes", minid="2-0", approximate=False)
     assert b.catch_up().full
 

@@ -307,7 +307,7 @@ def test_the_total_limit_evicts_the_stalest_groups_of_all_rules() -> None:
     run(engine, steps)
     engine.sweep(engine.now)
     assert 5 == engine.state.group_count()
-    kept = {(rule, key[0]) for groups in engine.state.tables.values() for rule, g in groups.items() for key in g}
+    kept = {(rule, key) for groups in engine.state.tables.values() for rule, g in groups.items() for key in g}
     assert {("b", '"g3"'), ("a", '"g4"'), ("b", '"g5"'), ("a", '"g6"'), ("b", '"g7"')} == kept
     assert {"a": 2, "b": 1} == engine.evicted
 

@@ -6,10 +6,11 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from rulesd.engine import Engine, EngineState, StateDelta
+from rulesd.engine import Closing, Engine, EngineState, StateDelta
 from rulesd.state import SqliteState, StateError
 from rulesd.state.sqlite import ATTEMPTS_KEPT
 from tests.ruletools import ruleset_from_yaml
@@ -223,3 +224,96 @@ def test_a_read_only_store_reads_beside_a_writer_and_cannot_write(tmp_path: Path
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+# What the database in tests/data/engine-state-before-string-keys.sql was written from: these rules
+# and events, saved after each event by the rulesd that kept a group key as a tuple of its parts.
+OLD_RULES = """
+rules:
+  - {name: thr, match: {k: t}, threshold: {count: 4, window: 1h, group_by: [host]}}
+  - {name: pair, match: {k: t}, threshold: {count: 2, window: 1h, group_by: [host, user]}}
+  - {name: all, match: {k: t}, threshold: {count: 9, window: 1h}}
+  - {name: first, match: {k: t}, threshold: {count: 1, window: 1h, group_by: [host]},
+     throttle: 1h, resolve: {after: 2h}}
+  - {name: users, match: {k: t}, distinct: {field: user, count: 3, window: 1h, group_by: [host]}}
+  - {name: twice, sequence: {group_by: [host], steps: [{match: {k: t}, count: 2}, {match: {k: done}}]}}
+  - {name: unfinished, sequence: {group_by: [host],
+     steps: [{match: {k: start}}, {absent: {match: {k: done}, for: 30m}}]}}
+  - {name: quiet, match: {k: t}, absence: {window: 2h, group_by: [host], expect: [{host: z}]}}
+  - {name: newuser, match: {k: t}, new_value: {fields: [user], group_by: [host]}}
+"""
+OLD_EVENTS: list[tuple[float, dict[str, Any]]] = [
+    (0, {"k": "t", "host": "a", "user": "u1"}),
+    (10, {"k": "t", "host": "b", "user": "u1"}),
+    (20, {"k": "t", "host": "b", "user": "u2"}),
+    (30, {"k": "t", "host": "c"}),
+    (40, {"k": "start", "host": "a"}),
+    (50, {"k": "t", "host": "we\x1fird", "user": {"id": 7}}),  # the separator of a key's parts, in a value
+    (60, {"k": "t", "host": "b", "user": "u2"}),
+]
+NEXT_EVENTS: list[tuple[float, dict[str, Any]]] = [
+    (100, {"k": "t", "host": "a", "user": "u3"}),
+    (110, {"k": "t", "host": "b", "user": "u3"}),
+    (120, {"k": "t", "host": "c"}),
+    (130, {"k": "done", "host": "b"}),
+    (140, {"k": "t", "host": "we\x1fird", "user": {"id": 7}}),
+    (3000, {"k": "done", "host": "a"}),
+    (20000, {"k": "t", "host": "a", "user": "u1"}),
+]
+OLD_T0 = 1_700_000_000.0
+
+
+def _outcomes(engine: Engine, events: list[tuple[float, dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """What the events cause, in order: ("fire", rules, seconds from OLD_T0, host) or ("close", aliases, seconds)."""
+    out: list[tuple[Any, ...]] = []
+    for at, event in events:
+        firing = engine.evaluate({**event, "t": OLD_T0 + at}, 0.0)
+        for item in [*engine.out, *([firing] if firing is not None else [])]:
+            if isinstance(item, Closing):
+                out.append(("close", item.aliases, item.time - OLD_T0))
+            else:
+                out.append(("fire", tuple(r.name for r in item.rules), item.time - OLD_T0, item.event.get("host")))
+        engine.out.clear()
+    return out
+
+
+def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tmp_path: Path) -> None:
+    """State saved by the rulesd that kept a group key as a tuple of its parts (every kind, one
+    and two group_by fields, none, a missing field, a value holding the parts' separator) is
+    read back as it was: the engine carries on exactly as one that never stopped, and writes
+    the same rows again (the same group keys, so an update replaces the old row)."""
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript((Path(__file__).parent / "data" / "engine-state-before-string-keys.sql").read_text())
+        old_rows = sorted(db.execute("SELECT kind, rule, grp, data FROM engine_groups"))
+    ruleset = ruleset_from_yaml(OLD_RULES)
+    saved = store(tmp_path).load_engine_state()
+    assert saved is not None
+    restored = Engine(ruleset, EngineState.from_json(saved), time_field="t")
+    assert old_rows == sorted(restored.state.delta().upserts)  # byte for byte
+
+    never_stopped = Engine(ruleset, time_field="t")
+    _outcomes(never_stopped, OLD_EVENTS)
+    expected = _outcomes(never_stopped, NEXT_EVENTS)
+    assert expected == _outcomes(restored, NEXT_EVENTS)
+    assert never_stopped.state.tables == restored.state.tables
+    assert [
+        ("fire", ("newuser",), 100.0, "a"),
+        ("fire", ("newuser", "thr", "users"), 110.0, "b"),  # thr: the 4th time; users: the 3rd user
+        ("fire", ("all", "pair"), 120.0, "c"),  # pair: c with user missing, twice
+        ("fire", ("twice",), 130.0, "b"),
+        ("fire", ("pair",), 140.0, "we\x1fird"),
+        ("fire", ("unfinished",), 1840.0, "a"),  # the timer saved with its sequence
+        ("fire", ("twice",), 3000.0, "a"),
+        ("fire", ("quiet",), 7200.0, "z"),  # the expected group, watched since the first event
+        ("close", ('rulesd: first, newuser: {"host":"a"}',), 7200.0),
+        ("close", ('rulesd: first, newuser: {"host":"b"}',), 7210.0),
+        ("close", ('rulesd: first: {"host":"c"}',), 7230.0),
+        ("close", ('rulesd: first, newuser: {"host":"we\\u001fird"}',), 7250.0),
+        ("fire", ("quiet",), 7300.0, "a"),
+        ("fire", ("quiet",), 7310.0, "b"),
+        ("fire", ("quiet",), 7320.0, "c"),
+        ("fire", ("quiet",), 7340.0, "we\x1fird"),
+        ("close", ('rulesd: quiet: {"host":"a"}',), 20000.0),
+        ("fire", ("first",), 20000.0, "a"),  # its throttle ended
+    ] == expected

@@ -34,9 +34,9 @@ from rulesd.engine.state import (
     restored_value,
 )
 from rulesd.engine.timers import Timers
-from rulesd.engine.values import Closing, Firing, GroupKey, Matched
+from rulesd.engine.values import NO_GROUP, Closing, Firing, GroupKey, Matched
 from rulesd.eventtime import EventTime, TimeReader
-from rulesd.rules.fields import MISSING, Event, Getter, key_text
+from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
 
@@ -69,7 +69,8 @@ class Limits:
 
 
 class GroupKeys:
-    """The group of an event: its group_by values as key texts; a missing field is its own value.
+    """The group of an event: its group_by values as key texts in one string (`fields.group_key`);
+    a missing field is its own value.
 
     The texts of recent short strings (user names, addresses) are kept, since the same ones
     recur and a reused text also keeps its hash for the dictionaries it is looked up in;
@@ -84,9 +85,9 @@ class GroupKeys:
 
     def of(self, getters: tuple[Getter, ...], event: Event) -> GroupKey:
         """The group key of `event` for a rule grouping by `getters`."""
-        if len(getters) == 1:  # the common case, without a generator's frame
-            return (self.text(getters[0](event)),)
-        return tuple([self.text(get(event)) for get in getters])
+        if len(getters) == 1:  # the common case: the text is the key
+            return self.text(getters[0](event))
+        return KEY_SEPARATOR.join([self.text(get(event)) for get in getters])
 
     def text(self, value: Any) -> str:
         """`key_text(value)`, remembered for short strings."""
@@ -219,8 +220,8 @@ class Engine:
                         self._timers.add(now + kind.window, ABSENCE, rule.name, key)
                         self._touch(ABSENCE, rule.name, key)
             elif isinstance(kind, NewValue):
-                self._table(RULE, rule.name).setdefault((), {"since": now})
-                self._touch(RULE, rule.name, ())
+                self._table(RULE, rule.name).setdefault(NO_GROUP, {"since": now})
+                self._touch(RULE, rule.name, NO_GROUP)
         self._starting = []
 
     def _set_timers(self) -> None:
@@ -354,7 +355,7 @@ class Engine:
                 if rule.match(event):
                     matches[rule.name] = matches.get(rule.name, 0) + 1
                     rules.append(rule)
-                    groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else ())
+                    groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else NO_GROUP)
             return rules, groups
         finally:
             candidates.clear()  # also if a predicate raised: the next event starts empty
@@ -440,16 +441,34 @@ class Engine:
         if groups is None:
             groups = windows[name] = {}
         times = groups.get(group)
-        if times is None:
-            times = groups[group] = [time]
-        elif not times or time >= times[-1]:  # events mostly come in time order
+        cutoff = time - threshold.window
+        # A group holding one time keeps it as a bare float (24 bytes) rather than in a list (88
+        # with the float): most groups of a high-cardinality group_by see one event. Whatever it holds, the
+        # times after `cutoff` count (none if the cutoff is NaN).
+        if times is None:  # a new group
+            if not time > cutoff:
+                groups[group] = []  # not even in its own window (a window of 0s)
+                return False
+            if threshold.count == 1:
+                return True
+            groups[group] = time
+            return False
+        if type(times) is not list:  # one time so far
+            kept = [t for t in ((times, time) if time >= times else (time, times)) if t > cutoff]
+            if len(kept) >= threshold.count:
+                del groups[group]  # the group's count starts again from zero
+                return True
+            groups[group] = kept[0] if len(kept) == 1 else kept
+            return False
+        if not times or time >= times[-1]:  # events mostly come in time order
             times.append(time)
         else:
             bisect.insort(times, time)
-        cutoff = time - threshold.window
         if not times[0] > cutoff:  # (not `<=`: a NaN cutoff empties the list, as bisect does)
             del times[: bisect.bisect_right(times, cutoff)]
         if len(times) < threshold.count:
+            if len(times) == 1:
+                groups[group] = times[0]
             return False
         del groups[group]  # the group's count starts again from zero
         return True
@@ -580,7 +599,7 @@ class Engine:
         self._touch(NEW_VALUE, name, group)
         if last is not None and (kind.forget is None or time - last < kind.forget):
             return False
-        since: float = self._table(RULE, name).get((), {}).get("since", time)
+        since: float = self._table(RULE, name).get(NO_GROUP, {}).get("since", time)
         return time - since >= kind.learn
 
     # -- alerts to close --------------------------------------------------------------------
@@ -743,6 +762,8 @@ def _latest(st: dict[str, Any]) -> float:
 def _staleness(kind: str, value: Any) -> float:
     """When a group's state was last touched by an event: the stalest go first."""
     if kind == WINDOW:
+        if type(value) is not list:  # one time
+            return float(value)
         return value[-1] if value else _NEVER
     if kind == THROTTLE:
         return float(value)

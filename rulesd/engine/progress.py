@@ -14,9 +14,20 @@ from typing import Any
 import orjson
 
 from rulesd.engine.core import GroupKeys
-from rulesd.engine.state import ABSENCE, DISTINCT, NEW_VALUE, OPEN, RULE, SEQUENCE, THROTTLE, WINDOW, EngineState
-from rulesd.engine.values import GroupKey
-from rulesd.rules.fields import MISSING, Event, key_text
+from rulesd.engine.state import (
+    ABSENCE,
+    DISTINCT,
+    NEW_VALUE,
+    OPEN,
+    RULE,
+    SEQUENCE,
+    THROTTLE,
+    WINDOW,
+    EngineState,
+    window_times,
+)
+from rulesd.engine.values import NO_GROUP, GroupKey
+from rulesd.rules.fields import MISSING, Event, key_parts, key_text
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, Sequence, Threshold
 from rulesd.times import span, when
 
@@ -27,7 +38,7 @@ def snapshot(state: EngineState, rule: str, group: GroupKey) -> Snapshot:
     """A copy of everything the state holds for one group of a rule, by kind."""
     found: Snapshot = {}
     for kind, by_rule in state.tables.items():
-        value = by_rule.get(rule, {}).get(() if kind == RULE else group)
+        value = by_rule.get(rule, {}).get(NO_GROUP if kind == RULE else group)
         if value is not None:
             found[kind] = copy.deepcopy(value)
     return found
@@ -68,7 +79,7 @@ def _threshold(rule: Rule, kind: Threshold, time: float, after: Snapshot, fired:
         return f"fires: {reached}"
     times = after.get(WINDOW)
     if times is not None:  # still counting; else it reached its count, which started again
-        return f"not yet: {len(times)} of {kind.count} in {span(kind.window)}"
+        return f"not yet: {len(window_times(times))} of {kind.count} in {span(kind.window)}"
     return _held(rule, time, after, reached)
 
 
@@ -154,7 +165,7 @@ def group_facts(rule: Rule | None, kind: str, value: Any, clock: float) -> dict[
     spec = rule.kind if rule is not None else None
     if kind == WINDOW:
         window = spec.window if isinstance(spec, Threshold) else None
-        live = [t for t in value if window is None or t > clock - window]
+        live = [t for t in window_times(value) if window is None or t > clock - window]
         needed = spec.count if isinstance(spec, Threshold) else None
         return {"count": len(live), "needed": needed, "window_seconds": window, "oldest": live[0] if live else None}
     if kind == DISTINCT:
@@ -217,7 +228,8 @@ def key_value(text: str) -> Any:
 def group_text(paths: tuple[str, ...], key: GroupKey) -> str:
     """`host="pay-1", user=missing`: a group by its group_by values (by position if the
     paths are unknown)."""
-    shown = ["missing" if part == key_text(MISSING) else part for part in key]
-    if len(paths) != len(key):
+    parts = key_parts(key)
+    shown = ["missing" if part == key_text(MISSING) else part for part in parts]
+    if len(paths) != len(parts):
         return "[" + ", ".join(shown) + "]"
     return ", ".join(f"{path}={text}" for path, text in zip(paths, shown, strict=True))

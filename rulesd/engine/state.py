@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 
 from rulesd.engine.values import GroupKey
+from rulesd.rules.fields import group_key, key_parts
 
 # The kinds of per-group state, as saved (the first two names predate the others).
-WINDOW = "window"  # threshold: the times of the matching events in the window
+WINDOW = "window"  # threshold: the times of the matching events in the window (one: a bare float)
 THROTTLE = "throttle"  # the time the group last fired
 DISTINCT = "distinct"  # distinct: value (as key text) -> when last seen
 SEQUENCE = "sequence"  # sequence: progress through the steps
@@ -55,12 +56,30 @@ def json_name(kind: str) -> str:
 
 def key_json(key: GroupKey) -> str:
     """A group key as it is saved: a JSON list of its parts."""
-    return orjson.dumps(list(key)).decode()
+    return orjson.dumps(key_parts(key)).decode()
 
 
-def value_json(value: Any) -> str:
+def key_from_json(text: str | bytes) -> GroupKey:
+    """A group key as saved (`key_json`), as the engine keys groups."""
+    return group_key(orjson.loads(text))
+
+
+def value_json(kind: str, value: Any) -> str:
     """A state value as it is saved (an event from a rule test may hold YAML dates: as text)."""
-    return orjson.dumps(value, default=str).decode()
+    return orjson.dumps(saved_value(kind, value), default=str).decode()
+
+
+def saved_value(kind: str, value: Any) -> Any:
+    """A state value in its saved form: a window's times always as a list, as they were saved
+    before a window of one time was kept as a bare float (`restored_value` is the inverse)."""
+    if kind == WINDOW and type(value) is not list:
+        return [value]
+    return value
+
+
+def window_times(value: float | list[float]) -> list[float]:
+    """A threshold window's times, in order, whether it holds one (a float) or more (a list)."""
+    return value if type(value) is list else [value]  # type: ignore[list-item]
 
 
 @dataclass(slots=True)
@@ -100,7 +119,11 @@ class EngineState:
         for kind in KINDS:
             groups = self.tables.get(kind)
             if groups or kind in (WINDOW, THROTTLE):
-                out[json_name(kind)] = {r: [[list(k), v] for k, v in g.items()] for r, g in (groups or {}).items() if g}
+                out[json_name(kind)] = {
+                    r: [[key_parts(k), saved_value(kind, v)] for k, v in g.items()]
+                    for r, g in (groups or {}).items()
+                    if g
+                }
         return out
 
     @classmethod
@@ -110,7 +133,7 @@ class EngineState:
         for kind in KINDS:
             saved = data.get(json_name(kind), {})
             if saved:
-                tables[kind] = {r: {tuple(k): restored_value(kind, v) for k, v in g} for r, g in saved.items()}
+                tables[kind] = {r: {group_key(k): restored_value(kind, v) for k, v in g} for r, g in saved.items()}
         return cls(tables=tables, fingerprints=dict(data.get("fingerprints", {})))
 
     @property
@@ -126,7 +149,7 @@ class EngineState:
         """What changed since the last call, as rows to write; then start afresh."""
         if self.dirty:
             rows = [
-                (kind, rule, key_json(key), value_json(value))
+                (kind, rule, key_json(key), value_json(kind, value))
                 for kind, groups in self.tables.items()
                 for rule, table in groups.items()
                 for key, value in table.items()
@@ -140,7 +163,7 @@ class EngineState:
                 if value is None:
                     deletes.append((kind, rule, key_json(key)))
                 else:
-                    upserts.append((kind, rule, key_json(key), value_json(value)))
+                    upserts.append((kind, rule, key_json(key), value_json(kind, value)))
             result = StateDelta(False, dict(self.fingerprints), upserts, deletes, self._saved_clock())
         self.dirty = False
         self.touched.clear()
@@ -160,7 +183,10 @@ class EngineState:
 
 
 def restored_value(kind: str, value: Any) -> Any:
-    """A saved value as the engine keeps it (window times stay a list; a throttle a float)."""
+    """A saved value as the engine keeps it (a throttle a float; a window of one time that
+    float, of more a list of them)."""
     if kind == THROTTLE:
         return float(value)
+    if kind == WINDOW and len(value) == 1:
+        return float(value[0])
     return value

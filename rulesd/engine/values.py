@@ -8,7 +8,8 @@ from typing import Any
 from rulesd.rules.fields import Event
 from rulesd.rules.model import Rule
 
-GroupKey = tuple[str, ...]  # a group's values, each as `fields.key_text` writes it
+GroupKey = str  # a group's values, each as `fields.key_text` writes it, in one string (`fields.group_key`)
+NO_GROUP: GroupKey = ""  # the one group of a rule without group_by (and the key of a rule's own state)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from rulesd.rules.conditions import (
     compile_condition,
     necessary_hints,
 )
-from rulesd.rules.fields import MISSING, event_with, key_text, make_getter
+from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
 from rulesd.rules.lists import NO_LISTS, Lists, NamedList, lists_used, reference_problems
 from rulesd.rules.model import (
     DEFAULT_PRIORITY,
@@ -314,7 +314,7 @@ def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, pa
 
 
 def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> Absence:
-    keys: list[tuple[str, ...]] = []
+    keys: list[str] = []
     events: list[dict[str, Any]] = []
     for i, expected in enumerate(spec.get("expect", ())):
         unknown = [p for p in expected if p not in group_by]
@@ -322,7 +322,7 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> 
             where = f"group_by is [{', '.join(group_by)}]" if group_by else "the rule has no group_by"
             ctx.report(("absence", "expect", i), f"an expected group names the group_by fields ({where})")
             continue
-        keys.append(tuple(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
+        keys.append(group_key(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
         events.append(event_with(expected))
     return Absence(_window(spec["window"], ("absence", "window"), ctx), group_by, tuple(keys), tuple(events))
 

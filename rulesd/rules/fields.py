@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import orjson
@@ -76,6 +76,23 @@ def key_text(value: Any) -> str:
     if value is MISSING:
         return "\x00missing"
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+# Between the parts of a group key. JSON writes a control character inside a string as an
+# escape, and the missing field's text has none, so no part holds it: the parts split back exactly.
+KEY_SEPARATOR = "\x1f"
+
+
+def group_key(parts: Iterable[str]) -> str:
+    """A group's key from its parts (`key_text` of each group_by value): one string, the parts
+    joined by `KEY_SEPARATOR` (a single part is its own key; no part, the empty string).
+    One string per group instead of a tuple of them: a tuple costs ~56 bytes more per group."""
+    return KEY_SEPARATOR.join(parts)
+
+
+def key_parts(key: str) -> list[str]:
+    """The parts of a group's key (`group_key`'s inverse; none for the empty key)."""
+    return key.split(KEY_SEPARATOR) if key else []
 
 
 def event_with(values: dict[str, Any]) -> Event:

@@ -69,7 +69,7 @@ class Absence:
 
     window: float
     group_by: tuple[str, ...] = ()
-    expect: tuple[tuple[str, ...], ...] = ()  # the expected groups' keys, as the engine keys groups
+    expect: tuple[str, ...] = ()  # the expected groups' keys, as the engine keys groups (`fields.group_key`)
     expect_events: tuple[dict[str, Any], ...] = ()  # and as events holding their values
 
 

@@ -36,7 +36,7 @@ import redis
 from redis.commands.core import Script
 
 from rulesd.engine import StateDelta
-from rulesd.engine.state import json_name
+from rulesd.engine.state import json_name, key_from_json
 from rulesd.engine.values import GroupKey
 from rulesd.state import scripts
 from rulesd.state.base import CREATE, DEAD, PENDING, Attempt, OutboxAlert, Request, StateUnavailable
@@ -214,7 +214,7 @@ class RedisState:
             for i in range(4, len(reply), 2):
                 kind, rule, group = reply[i].decode().split(SEPARATOR, 2)
                 value = reply[i + 1]
-                groups[(kind, rule, tuple(orjson.loads(group)))] = orjson.loads(value) if value else None
+                groups[(kind, rule, key_from_json(group))] = orjson.loads(value) if value else None
         return changes
 
     def groups(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, GroupKey], Any]:
@@ -225,7 +225,7 @@ class RedisState:
         fields = [SEPARATOR.join(key) for key in keys]
         values = self.call(lambda: self.client.hmget(self.k.groups, fields))
         return {
-            (kind, rule, tuple(orjson.loads(group))): orjson.loads(value) if value else None
+            (kind, rule, key_from_json(group)): orjson.loads(value) if value else None
             for (kind, rule, group), value in zip(keys, values, strict=True)
         }
 
