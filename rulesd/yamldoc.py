@@ -26,11 +26,14 @@ except ImportError:  # pragma: no cover - libyaml missing
 
     _LIBYAML = False
 
+
 JsonPath = tuple[str | int, ...]
 MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
 _YAML_TAG = "tag:yaml.org,2002:"
 # Plain data only: a tag naming anything else (`!!python/object`, `!custom`) is refused
 # outright instead of being dropped silently, so nobody believes it does something.
+_STR_TAG = _YAML_TAG + "str"
+_MERGE_TAGS = frozenset({_YAML_TAG + "merge", _YAML_TAG + "value"})  # what flatten_mapping rewrites
 _SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))
 
 
@@ -93,7 +96,8 @@ class _Builder:
 
     def build_mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, object]:
         try:
-            self.constructor.flatten_mapping(node)  # resolves `<<` merge keys
+            if any(key.tag in _MERGE_TAGS for key, _ in node.value):
+                self.constructor.flatten_mapping(node)  # resolves `<<` merge keys
         except ConstructorError as exc:
             self.problem(node, _describe(exc))
             return {}
@@ -115,6 +119,8 @@ class _Builder:
         return result
 
     def build_scalar(self, node: yaml.Node) -> object:
+        if node.tag == _STR_TAG:  # most scalars: what the constructor would return, at once
+            return node.value
         try:
             value = self.constructor.construct_object(node, deep=True)
         except ConstructorError as exc:

@@ -1,0 +1,156 @@
+"""The quick schema check (fastjsonschema) may only ever skip jsonschema for a valid file.
+
+rulesd reports jsonschema's errors; fastjsonschema runs first and, when it finds a rule file
+valid, jsonschema is not asked. So a file it accepts must be one jsonschema accepts too: held
+here on the example rules, the benchmark shapes and thousands of random mutations of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rulesd.validation import _quick_validator, _validator, load_schema, schema_violations
+from rulesd.yamldoc import Document, read_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import generate  # noqa: E402
+import shape_kinds  # noqa: E402
+import shape_ops  # noqa: E402
+import shape_sigma  # noqa: E402
+
+# What a mutation may put in place of a value: each JSON type, empty and odd values.
+REPLACEMENTS: list[Any] = [
+    "",
+    "x",
+    "$nolist",
+    "5m5m",
+    "^(a+)+$",
+    0,
+    -1,
+    1.5,
+    10**12,
+    True,
+    False,
+    None,
+    [],
+    [""],
+    [1, 1],
+    {},
+    {"x": 1},
+    {"equals": 1},
+    {"regex": "("},
+]
+
+
+def corpus() -> list[Any]:
+    """Valid rule documents of every shape rulesd has examples of."""
+    files = sorted(p for p in (ROOT / "rules").glob("*.yaml") if ".test." not in p.name)
+    docs: list[Any] = [read_yaml(str(p)).value for p in files]
+    for shape in (generate, shape_ops, shape_sigma, shape_kinds):
+        docs.append({"rules": shape.generate_rules(12, seed=3)})
+    return docs
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside `value`."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.extend(paths(item, (*prefix, key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out.extend(paths(item, (*prefix, i)))
+    return out
+
+
+def mutate(doc: Any, rng: random.Random) -> Any:
+    """`doc` with one to three random changes: a value replaced, a key dropped or added, a
+    list item duplicated."""
+    doc = copy.deepcopy(doc)
+    for _ in range(rng.randint(1, 3)):
+        inner = paths(doc)[1:]
+        if not inner:  # nothing left to change
+            break
+        path = rng.choice(inner)
+        parent = doc
+        for part in path[:-1]:
+            parent = parent[part]
+        last = path[-1]
+        action = rng.random()
+        if action < 0.55:
+            parent[last] = copy.deepcopy(rng.choice(REPLACEMENTS))
+        elif action < 0.75 and isinstance(parent, dict):
+            del parent[last]
+        elif action < 0.9 and isinstance(parent, dict):
+            key = rng.choice(["nocase", "kind", "window", "unknown", "group_by", "throttle", "$x"])
+            parent[key] = copy.deepcopy(rng.choice(REPLACEMENTS))
+        elif isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[last]))
+    return doc
+
+
+def test_the_examples_are_valid_for_both() -> None:
+    quick = _quick_validator("rule")
+    for doc in corpus():
+        assert quick(doc)
+        assert not list(_validator("rule").iter_errors(doc))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_mutated_file_the_quick_check_accepts_jsonschema_accepts(seed: int) -> None:
+    rng = random.Random(seed)
+    quick = _quick_validator("rule")
+    accepted = refused = 0
+    for base in corpus():
+        for _ in range(150):
+            doc = mutate(base, rng)
+            errors = list(_validator("rule").iter_errors(doc))
+            if quick(doc):
+                accepted += 1
+                assert not errors, (json.dumps(doc)[:2000], [e.message for e in errors])
+            else:
+                refused += 1
+    assert accepted > 100 and refused > 100  # both sides of the question were asked
+
+
+def test_errors_are_still_jsonschemas_with_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("rules:\n  - name: a\n    match: {level: error}\n    throttle: -5\n")
+    [(where, problem)] = schema_violations(read_yaml(str(path)), "rule")
+    assert ("rules", 0, "throttle") == where
+    assert (4, 15) == (problem.location.line, problem.location.col)
+    assert "less than the minimum" in problem.message
+
+
+def test_the_rule_schema_has_no_ref_beside_validating_keywords() -> None:
+    """fastjsonschema reads the schema as draft-07, where a `$ref` hides its sibling keywords;
+    in 2020-12 (jsonschema) they apply. The two agree as long as no `$ref` has any."""
+    annotations = {"$ref", "description", "title", "errorMessage", "markdownDescription", "examples", "default"}
+
+    def walk(node: Any, where: str) -> list[str]:
+        found = []
+        if isinstance(node, dict):
+            if "$ref" in node and set(node) - annotations:
+                found.append(where)
+            for key, value in node.items():
+                found.extend(walk(value, f"{where}/{key}"))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                found.extend(walk(value, f"{where}/{i}"))
+        return found
+
+    assert [] == walk(load_schema("rule"), "#")
+
+
+def test_a_value_it_cannot_judge_goes_to_jsonschema() -> None:
+    doc = Document("x.yaml", {"rules": [{"name": "a", "match": {"level": object()}}]})
+    assert not _quick_validator("rule")(doc.value)
