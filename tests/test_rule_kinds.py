@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import random
+import tracemalloc
 from typing import Any
 
 import pytest
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Engine, EngineState, Limits
+from rulesd.engine.state import seen_values
 from rulesd.errors import RuleError
 from rulesd.pipeline import build_alerts, evaluate_events
 from tests.ruletools import ruleset_from_yaml
@@ -310,6 +314,108 @@ def test_the_total_limit_evicts_the_stalest_groups_of_all_rules() -> None:
     kept = {(rule, key) for groups in engine.state.tables.values() for rule, g in groups.items() for key in g}
     assert {("b", '"g3"'), ("a", '"g4"'), ("b", '"g5"'), ("a", '"g6"'), ("b", '"g7"')} == kept
     assert {"a": 2, "b": 1} == engine.evicted
+
+
+# -- one value or more -------------------------------------------------------------------------
+
+ValueEvent = tuple[str, str, float]  # group, value, time
+
+
+def _reference_distinct(count: int, window: float, events: list[ValueEvent]) -> tuple[list[int], dict[str, Any]]:
+    """Distinct counted the plain way, a dict of values per group: the events that fire, and
+    what each group holds at the end."""
+    groups: dict[str, dict[str, float]] = {}
+    fired = []
+    for i, (group, value, time) in enumerate(events):
+        values = groups.setdefault(group, {})
+        values[value] = max(time, values.get(value, time))
+        if len(values) >= count:
+            for old in [v for v, seen in values.items() if not seen > time - window]:
+                del values[old]
+            if len(values) >= count:
+                del groups[group]
+                fired.append(i)
+    return fired, groups
+
+
+def _reference_new_value(forget: float | None, events: list[ValueEvent]) -> tuple[list[int], dict[str, Any]]:
+    """new_value (no learning: from the first event's time on) the plain way, a dict of values
+    per group."""
+    groups: dict[str, dict[str, float]] = {}
+    fired = []
+    for i, (group, value, time) in enumerate(events):
+        values = groups.setdefault(group, {})
+        last = values.get(value)
+        values[value] = max(time, last) if last is not None else time
+        new = last is None or (forget is not None and time - last >= forget)
+        if new and time >= events[0][2]:
+            fired.append(i)
+    return fired, groups
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "distinct: {field: u, count: 1, window: 10, group_by: [g]}",
+        "distinct: {field: u, count: 2, window: 10, group_by: [g]}",
+        "distinct: {field: u, count: 3, window: 30, group_by: [g]}",
+        "new_value: {fields: [u], group_by: [g]}",
+        "new_value: {fields: [u], group_by: [g], forget: 20}",
+    ],
+)
+def test_values_seen_count_the_same_whether_a_group_holds_one_value_or_more(spec: str) -> None:
+    """A distinct or new_value group that has seen one value keeps it as a pair, more as a dict:
+    whatever it holds, in or out of time order, the same events fire as keeping a dict for
+    every group, and the group holds the same values after."""
+    rng = random.Random(spec)
+    engine = Engine(ruleset_from_yaml(f"name: r\nmatch: {{k: v}}\n{spec}\n"), saved=False)
+    events = [(rng.choice("ab"), rng.choice("xyz"), T0 + i + rng.choice([0, 0, 0, -3, -8, 0.5])) for i in range(400)]
+    fired = [i for i, (g, u, time) in enumerate(events) if engine.evaluate({"k": "v", "g": g, "u": u}, time)]
+    rule = engine.ruleset.rules[0]
+    if spec.startswith("distinct"):
+        expected, holds = _reference_distinct(rule.kind.count, rule.kind.window, events)  # type: ignore[union-attr]
+        kept = engine.state.tables.get("distinct", {}).get("r", {})
+    else:
+        expected, holds = _reference_new_value(rule.kind.forget, events)  # type: ignore[union-attr]
+        kept = engine.state.tables["new_value"]["r"]
+    assert expected == fired
+    as_texts = {f'"{g}"': {f'"{u}"': t for u, t in values.items()} for g, values in holds.items()}
+    assert as_texts == {key: seen_values(value) for key, value in kept.items()}
+    assert all(type(value) is tuple for value in kept.values() if len(seen_values(value)) == 1)
+
+
+def test_a_sweep_forgets_values_whether_a_group_holds_one_or_more() -> None:
+    """Values not seen within `forget` are forgotten by a sweep, with groups left with none; a
+    group left with one keeps counting it as before."""
+    engine = engine_for("name: n\nmatch: {k: v}\nnew_value: {fields: [u], group_by: [g], forget: 100}\n")
+    for at, g, u in [(0, "a", "x"), (0, "b", "x"), (50, "b", "y"), (60, "c", "x"), (120, "c", "x")]:
+        engine.evaluate({"k": "v", "g": g, "u": u}, T0 + at)
+    engine.sweep(T0 + 120)  # a's x (0) and b's x (0) are forgotten
+    kept = engine.state.tables["new_value"]["n"]
+    assert {'"b"': ('"y"', T0 + 50), '"c"': ('"x"', T0 + 120)} == kept
+    assert engine.evaluate({"k": "v", "g": "b", "u": "y"}, T0 + 130) is None  # seen 80 s ago
+    assert engine.evaluate({"k": "v", "g": "b", "u": "x"}, T0 + 131) is not None  # forgotten: new again
+
+
+def test_a_group_of_one_value_costs_a_pair_not_a_dict() -> None:
+    """A distinct or new_value group that has seen one value keeps it as a pair (text, time):
+    well under the 374 bytes such a group cost with a dict of one (tracemalloc, CPython)."""
+    for spec in (
+        "distinct: {field: u, count: 5, window: 1d, group_by: [g]}",
+        "new_value: {fields: [u], group_by: [g]}",
+    ):
+        engine = Engine(ruleset_from_yaml(f"name: r\nmatch: {{k: v}}\n{spec}\n"), saved=False)
+        count = 20_000
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            engine.evaluate({"k": "v", "g": f"group-{i:08d}", "u": "x"}, T0 + i)
+        gc.collect()
+        per_group = (tracemalloc.get_traced_memory()[0] - before) / count
+        tracemalloc.stop()
+        assert count == engine.state.group_count()
+        assert per_group < 230, f"{spec}: {per_group:.0f} bytes per group"
 
 
 # -- checks -----------------------------------------------------------------------------------

@@ -493,18 +493,21 @@ class Engine:
         if value is MISSING:
             return False
         groups = self._table(DISTINCT, name)
-        values = groups.get(group)
-        if values is None:
-            values = groups[group] = {}
-        text = self._texts.text(value)
-        values[text] = max(time, values.get(text, time))
+        _note_value(groups, group, self._texts.text(value), time)
         self._touch(DISTINCT, name, group)
+        values = groups[group]
+        if type(values) is tuple:  # one value
+            if kind.count > 1:
+                return False
+            values = groups[group] = {values[0]: values[1]}
         if len(values) < kind.count:
             return False
         cutoff = time - kind.window
         for old in [v for v, seen in values.items() if not seen > cutoff]:
             del values[old]
         if len(values) < kind.count:
+            if len(values) == 1:
+                groups[group] = next(iter(values.items()))
             return False
         del groups[group]  # the group starts again from zero
         return True
@@ -590,12 +593,7 @@ class Engine:
         if MISSING in parts:  # an event without the fields has no value to be new
             return False
         text = self._texts.text(parts[0]) if len(parts) == 1 else key_text(parts)
-        groups = self._table(NEW_VALUE, name)
-        values = groups.get(group)
-        if values is None:
-            values = groups[group] = {}
-        last = values.get(text)
-        values[text] = max(time, last) if last is not None else time
+        last = _note_value(self._table(NEW_VALUE, name), group, text, time)
         self._touch(NEW_VALUE, name, group)
         if last is not None and (kind.forget is None or time - last < kind.forget):
             return False
@@ -710,6 +708,11 @@ class Engine:
         """Forget values last seen at or before `cutoff`, and groups left with none."""
         groups = self.state.tables[kind][name]
         for key, values in list(groups.items()):
+            if type(values) is tuple:  # one value
+                if values[1] <= cutoff:
+                    del groups[key]
+                    self._touch(kind, name, key)
+                continue
             old = [v for v, seen in values.items() if seen <= cutoff]
             if not old:
                 continue
@@ -717,6 +720,8 @@ class Engine:
                 del values[value]
             if not values:
                 del groups[key]
+            elif len(values) == 1:
+                groups[key] = next(iter(values.items()))
             self._touch(kind, name, key)
 
     def _keep_within_limits(self) -> None:
@@ -750,6 +755,26 @@ class Engine:
             self.evicted[name] = self.evicted.get(name, 0) + 1
 
 
+def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: float) -> float | None:
+    """Note that `group` (of a distinct or new_value rule) saw the value `text` at `time`; when
+    it last saw it before (None: never). A group of one value keeps it as a pair (text, when),
+    a group of more a dict: a dict of one costs 128 bytes more than the pair, and most groups
+    of a high-cardinality group_by see one value."""
+    seen = groups.get(group)
+    if seen is None:
+        groups[group] = (text, time)
+        return None
+    if type(seen) is tuple:
+        if seen[0] == text:
+            groups[group] = (text, max(time, seen[1]))
+            return float(seen[1])
+        groups[group] = {seen[0]: seen[1], text: time}
+        return None
+    last: float | None = seen.get(text)
+    seen[text] = max(time, last) if last is not None else time
+    return last
+
+
 def _rank(rule: Rule) -> tuple[int, str]:
     return rule.rank
 
@@ -768,6 +793,8 @@ def _staleness(kind: str, value: Any) -> float:
     if kind == THROTTLE:
         return float(value)
     if kind in (DISTINCT, NEW_VALUE):
+        if type(value) is tuple:  # one value
+            return float(value[1])
         return max(value.values(), default=_NEVER)
     if kind == SEQUENCE:
         return max(_latest(value), value.get("due") or _NEVER)

@@ -24,6 +24,7 @@ from rulesd.engine.state import (
     THROTTLE,
     WINDOW,
     EngineState,
+    seen_values,
     window_times,
 )
 from rulesd.engine.values import NO_GROUP, GroupKey
@@ -91,7 +92,7 @@ def _distinct(rule: Rule, kind: Distinct, event: Event, time: float, after: Snap
         return f"fires: {reached}"
     values = after.get(DISTINCT)
     if values is not None:
-        different = sum(1 for seen in values.values() if seen > time - kind.window)
+        different = sum(1 for seen in seen_values(values).values() if seen > time - kind.window)
         return f"not yet: {different} of {kind.count} different {kind.field} in {span(kind.window)}"
     return _held(rule, time, after, reached)
 
@@ -140,7 +141,7 @@ def _new_value(
         return f"not counted: the event has no {lacking}"
     if fired:
         return "fires: new value"
-    last = (before.get(NEW_VALUE) or {}).get(value_text(parts))
+    last = seen_values(before.get(NEW_VALUE)).get(value_text(parts))
     if last is not None and (kind.forget is None or time - last < kind.forget):
         return f"seen before (last {when(last, time)})"
     since = (after.get(RULE) or {}).get("since", time)
@@ -170,7 +171,7 @@ def group_facts(rule: Rule | None, kind: str, value: Any, clock: float) -> dict[
         return {"count": len(live), "needed": needed, "window_seconds": window, "oldest": live[0] if live else None}
     if kind == DISTINCT:
         window = spec.window if isinstance(spec, Distinct) else None
-        seen = {v: t for v, t in value.items() if window is None or t > clock - window}
+        seen = {v: t for v, t in seen_values(value).items() if window is None or t > clock - window}
         return {
             "field": spec.field if isinstance(spec, Distinct) else None,
             "distinct": len(seen),
@@ -185,7 +186,8 @@ def group_facts(rule: Rule | None, kind: str, value: Any, clock: float) -> dict[
         fires = value["last"] + window if window is not None and not value["open"] else None
         return {"last_seen": value["last"], "silent": value["open"], "fires_at": fires, "open_alerts": value["aliases"]}
     if kind == NEW_VALUE:
-        return {"known": len(value), "values": _by_recency(value)}
+        known = seen_values(value)
+        return {"known": len(known), "values": _by_recency(known)}
     if kind == THROTTLE:
         until = value + rule.throttle if rule is not None and rule.throttle else None
         return {"last_fired": value, "throttled_until": until if until is not None and until > clock else None}

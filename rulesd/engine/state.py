@@ -21,10 +21,10 @@ from rulesd.rules.fields import group_key, key_parts
 # The kinds of per-group state, as saved (the first two names predate the others).
 WINDOW = "window"  # threshold: the times of the matching events in the window (one: a bare float)
 THROTTLE = "throttle"  # the time the group last fired
-DISTINCT = "distinct"  # distinct: value (as key text) -> when last seen
+DISTINCT = "distinct"  # distinct: value (as key text) -> when last seen (one value: a pair, see `seen_values`)
 SEQUENCE = "sequence"  # sequence: progress through the steps
 ABSENCE = "absence"  # absence: when last seen, the event, whether its alert is open
-NEW_VALUE = "new_value"  # new_value: value (as key text) -> when last seen
+NEW_VALUE = "new_value"  # new_value: value (as key text) -> when last seen (one value: a pair)
 OPEN = "open"  # resolve: when the group last fired and the aliases of its open alerts
 RULE = "rule"  # per rule, not per group (the group is ()): e.g. when new_value began learning
 
@@ -70,11 +70,22 @@ def value_json(kind: str, value: Any) -> str:
 
 
 def saved_value(kind: str, value: Any) -> Any:
-    """A state value in its saved form: a window's times always as a list, as they were saved
-    before a window of one time was kept as a bare float (`restored_value` is the inverse)."""
+    """A state value in its saved form, as it was saved before the engine kept one time or one
+    value apart: a window's times always as a list, the values seen always as an object
+    (`restored_value` is the inverse)."""
     if kind == WINDOW and type(value) is not list:
         return [value]
+    if type(value) is tuple and kind in (DISTINCT, NEW_VALUE):
+        return {value[0]: value[1]}
     return value
+
+
+def seen_values(value: dict[str, float] | tuple[str, float] | None) -> dict[str, float]:
+    """The values a distinct or new_value group has seen, each with when it was last seen, whether
+    it holds one (a pair: a dict of one costs 128 bytes more) or more (a dict); none for None."""
+    if value is None:
+        return {}
+    return {value[0]: value[1]} if type(value) is tuple else value  # type: ignore[return-value]
 
 
 def window_times(value: float | list[float]) -> list[float]:
@@ -189,4 +200,7 @@ def restored_value(kind: str, value: Any) -> Any:
         return float(value)
     if kind == WINDOW and len(value) == 1:
         return float(value[0])
+    if kind in (DISTINCT, NEW_VALUE) and len(value) == 1:
+        [(text, seen)] = value.items()
+        return (text, float(seen))
     return value
