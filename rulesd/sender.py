@@ -172,8 +172,11 @@ class Sender:
         """On shutdown: deliver until the outbox is empty (True) or `deadline` passes (False).
 
         Never sleeps past the deadline; an attempt already in flight finishes (bounded
-        by the transport's timeout).
+        by the transport's timeout). Called on the thread that queued the alerts, once it has
+        queued its last: its connection then records deliveries as `run`'s does, without a
+        sync to disk each (a power cut may only cost a repeat, which OpsGenie folds by alias).
         """
+        self._store.relax_durability()
         while True:
             now = self._clock()
             if now >= deadline:

@@ -424,6 +424,18 @@ def test_drain_empties_the_outbox(store: SqliteState, clock: FakeClock) -> None:
     assert [0.75] == clock.sleeps
 
 
+def test_drain_records_deliveries_without_a_sync_each(store: SqliteState, clock: FakeClock) -> None:
+    """Drain runs on the thread that queued (its connection syncs every queuing commit to disk):
+    from then on that connection records deliveries as the sender's own does, synchronous=NORMAL."""
+    synchronous = "PRAGMA synchronous"
+    queue(store, "a")
+    assert 2 == store._conn().execute(synchronous).fetchone()[0]  # FULL: queuing is durable
+
+    assert make_sender(store, FakeTransport(), clock).drain(deadline=T0 + 5)
+
+    assert 1 == store._conn().execute(synchronous).fetchone()[0]  # NORMAL
+
+
 def test_drain_respects_the_deadline(store: SqliteState, clock: FakeClock) -> None:
     """During an outage drain gives up in time and never sleeps past the deadline."""
     queue(store, "a")

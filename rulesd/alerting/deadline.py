@@ -97,8 +97,13 @@ class Deadlines:
             if self.aborted:
                 deadline.expire()
             self._count += 1
-            heapq.heappush(self._due, (self._clock() + seconds, self._count, deadline))
-            self._changed.notify()
+            entry = (self._clock() + seconds, self._count, deadline)
+            heapq.heappush(self._due, entry)
+            # The watcher sleeps until the earliest deadline: woken only when this one is earlier
+            # (the usual later one is found when the watcher wakes; waking it for each request
+            # would cost a thread switch per alert).
+            if self._due[0] is entry:
+                self._changed.notify()
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="rulesd-deadlines", daemon=True)
                 self._watcher.start()
