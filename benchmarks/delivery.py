@@ -2,12 +2,14 @@
 outbox, sent through rulesd's OpsGenie client, its delivery recorded) against a bare
 `http.client` POST of the same bodies with the same headers, measured in the same run.
 
-    python benchmarks/delivery.py [--alerts N] [--repeat N] [--quick]
+    python benchmarks/delivery.py [--alerts N] [--repeat N] [--keep-alive] [--quick]
 
 The alerts are what `rulesd replay --format json` prints for the "ops" events and 100 rules
 (the payloads the daemon would queue), repeated up to `--alerts`. The loopback server
 standing in for OpsGenie (`tests/fake_opsgenie.py`) runs in a process of its own, so that
-its CPU time is not counted and it takes no GIL from the sender. CPU time of this process
+its CPU time is not counted and it takes no GIL from the sender; it closes each connection
+after its answer (HTTP/1.0, as in `process.py`), or with `--keep-alive` keeps it for the next
+request (HTTP/1.1, as OpsGenie does; both sides then reuse one connection). CPU time of this process
 (every thread: the client's deadline watcher too), best of N; "x floor" is the bare POST's
 CPU per alert over the sender's.
 """
@@ -41,11 +43,11 @@ from rulesd.state import SqliteState
 KEY = "benchmark-key"
 
 
-def serve() -> None:
+def serve(keep_alive: bool) -> None:
     """The loopback server, in its own process: prints its URL, then serves until killed."""
     from tests.fake_opsgenie import FakeOpsGenie
 
-    with FakeOpsGenie() as server:
+    with FakeOpsGenie(keep_alive=keep_alive) as server:
         print(server.url, flush=True)
         while True:
             time.sleep(0.5)
@@ -67,9 +69,9 @@ def payloads(count: int, seed: int) -> list[dict[str, Any]]:
     return [found[i % len(found)] for i in range(count)]
 
 
-def floor(url: str, bodies: list[dict[str, Any]]) -> float:
-    """CPU seconds per alert of a bare `http.client` POST (a new connection each, as the
-    server closes it), the response read."""
+def floor(url: str, bodies: list[dict[str, Any]], keep_alive: bool) -> float:
+    """CPU seconds per alert of a bare `http.client` POST, the response read: a new connection
+    each (as the server closes it), or one for all with `keep_alive`."""
     parts = urlsplit(url)
     headers = {
         "Authorization": f"GenieKey {KEY}",
@@ -77,12 +79,18 @@ def floor(url: str, bodies: list[dict[str, Any]]) -> float:
         "User-Agent": f"rulesd/{__version__}",
     }
     started = time.process_time()
+    conn = None
     for body in bodies:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        if conn is None:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
         conn.request("POST", parts.path, body=orjson.dumps(body), headers=headers)
         response = conn.getresponse()
         response.read()
         assert response.status == 202, response.status
+        if not keep_alive:
+            conn.close()
+            conn = None
+    if conn is not None:
         conn.close()
     return (time.process_time() - started) / len(bodies)
 
@@ -109,31 +117,35 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
+    parser.add_argument("--keep-alive", action="store_true", help="a server that keeps connections open")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 100 alerts, best of 1")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(args.keep_alive)
         return
     if args.quick:
         args.alerts, args.repeat = 100, 1
     bodies = payloads(args.alerts, args.seed)
-    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
+    serve_command = [sys.executable, __file__, "--serve", *(["--keep-alive"] if args.keep_alive else [])]
+    server = subprocess.Popen(serve_command, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip() + "/v2/alerts"
-        floor(url, bodies[:20])  # warm both paths once
+        floor(url, bodies[:20], args.keep_alive)  # warm both paths once
         sender(url, bodies[:20])
         bare = ours = float("inf")
         for _ in range(args.repeat):  # alternated, so that a busy spell slows both alike
-            bare = min(bare, floor(url, bodies))
+            bare = min(bare, floor(url, bodies, args.keep_alive))
             ours = min(ours, sender(url, bodies))
     finally:
         server.kill()
         server.wait()
     size = sum(len(orjson.dumps(b)) for b in bodies) / len(bodies)
     print(
-        f"{args.alerts:,} alerts of {size:.0f} bytes, best of {args.repeat}, CPU time of this process, "
+        f"{args.alerts:,} alerts of {size:.0f} bytes, connections "
+        f"{'kept alive' if args.keep_alive else 'closed by the server'}, best of {args.repeat}, "
+        "CPU time of this process, "
         f"load {os.getloadavg()[0]:.2f}"
     )
     print(f"bare http.client POST: {bare * 1e6:.0f} us per alert")

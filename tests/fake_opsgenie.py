@@ -18,6 +18,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    client: tuple[str, int] | None = None  # the client's address: one per connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -37,9 +38,11 @@ Responder = Callable[[Received], Reply]
 
 
 class FakeOpsGenie:
-    """Records every request; answers 202 unless `responder` says otherwise."""
+    """Records every request; answers 202 unless `responder` says otherwise. The connection is
+    closed after each answer (HTTP/1.0), or with `keep_alive` kept for the client's next request
+    (HTTP/1.1, as OpsGenie does)."""
 
-    def __init__(self, responder: Responder | None = None) -> None:
+    def __init__(self, responder: Responder | None = None, *, keep_alive: bool = False) -> None:
         self.requests: list[Received] = []
         self.responder: Responder = responder or (lambda _r: Reply())
         self.changed = threading.Condition()
@@ -47,6 +50,9 @@ class FakeOpsGenie:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            disable_nagle_algorithm = keep_alive  # headers and body written apart must not wait for an ACK
+
             def do_POST(self) -> None:
                 self._handle()
 
@@ -59,7 +65,7 @@ class FakeOpsGenie:
                 if len(body) < length:  # the client died mid-request (SIGKILL): a real server drops it too
                     self.close_connection = True
                     return
-                received = Received(self.command, self.path, dict(self.headers.items()), body)
+                received = Received(self.command, self.path, dict(self.headers.items()), body, self.client_address)
                 reply = owner.responder(received)
                 with owner.changed:
                     owner.requests.append(received)

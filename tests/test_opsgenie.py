@@ -1,16 +1,16 @@
-"""The OpsGenie transport: the exact request, every status class, URL rules, no key leaks."""
+"""The OpsGenie transport: the exact request, every status class, URL rules, no key leaks;
+against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
 import io
 import json
+import socket
+from collections.abc import Iterator
 from email.utils import formatdate
 from typing import Any
 
 import pytest
-import requests
-import responses
-from responses import matchers
 
 import rulesd
 from rulesd.alerting.opsgenie import (
@@ -31,8 +31,9 @@ from rulesd.alerting.opsgenie import (
     validate_alert_url,
 )
 from rulesd.errors import RulesdError
+from tests.fake_opsgenie import FakeOpsGenie, Reply
 
-URL = "https://api.opsgenie.com/v2/alerts"
+URL = "https://api.opsgenie.com/v2/alerts"  # for the pure helpers; requests go to the local server
 KEY = "eb243592-faa2-4ba2-a551-1afdf565c889"
 NOW = 1_700_000_000.0
 PAYLOAD: dict[str, Any] = {
@@ -46,111 +47,99 @@ PAYLOAD: dict[str, Any] = {
 
 
 @pytest.fixture
-def mock() -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
+def server() -> Iterator[FakeOpsGenie]:
+    with FakeOpsGenie() as running:
+        yield running
 
 
-def make_client(url: str = URL, key: str = KEY, timeout: float = 10.0) -> OpsGenieClient:
-    return OpsGenieClient(requests.Session(), url, lambda: key, timeout, clock=lambda: NOW)
+def answer(server: FakeOpsGenie, status: int, headers: dict[str, str] | None = None, body: str = "") -> None:
+    """Make `server` answer every request with `status`, `headers` and `body`."""
+    server.responder = lambda _request: Reply(status, headers or {}, body.encode())
 
 
-def failure(mock: Any, status: int, **kwargs: Any) -> AlertError:
+def make_client(server: FakeOpsGenie, key: str = KEY, timeout: float = 10.0) -> OpsGenieClient:
+    return OpsGenieClient(f"{server.url}/v2/alerts", lambda: key, timeout, clock=lambda: NOW)
+
+
+def failure(server: FakeOpsGenie, status: int, **kwargs: Any) -> AlertError:
     """The error `create_alert` raises when the server answers `status`."""
-    mock.add(responses.POST, URL, status=status, **kwargs)
+    answer(server, status, **kwargs)
     with pytest.raises(AlertError) as info:
-        make_client().create_alert(PAYLOAD)
+        make_client(server).create_alert(PAYLOAD)
     return info.value
+
+
+def refused_url() -> tuple[socket.socket, str]:
+    """A bound socket that never listens (keep it open): connections to its port are refused,
+    and no one else can take the port meanwhile."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    return closed, f"http://127.0.0.1:{closed.getsockname()[1]}/v2/alerts"
 
 
 # -- the request -------------------------------------------------------------------------------
 
 
-def test_request_is_pinned(mock: Any) -> None:
+def test_request_is_pinned(server: FakeOpsGenie) -> None:
     """POST to alert_url with the JSON body, the GenieKey, content type, user agent, timeouts."""
-    mock.add(
-        responses.POST,
-        URL,
-        status=202,
-        json={"result": "Request will be processed", "took": 0.1, "requestId": "r1"},
-        match=[
-            matchers.header_matcher(
-                {
-                    "Authorization": f"GenieKey {KEY}",
-                    "Content-Type": "application/json",
-                    "User-Agent": f"rulesd/{rulesd.__version__}",
-                }
-            ),
-            matchers.json_params_matcher(PAYLOAD, strict_match=True),
-            matchers.request_kwargs_matcher({"timeout": (10.0, 10.0)}),
-        ],
-    )
-
-    make_client().create_alert(PAYLOAD)
-
-    assert 1 == len(mock.calls)
-    assert PAYLOAD == json.loads(mock.calls[0].request.body)
-
-
-class RecordingSession(requests.Session):
-    """A real session that remembers the keyword arguments of each request."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kwargs: list[dict[str, Any]] = []
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        self.kwargs.append(kwargs)
-        return super().request(*args, **kwargs)
-
-
-def test_redirects_are_disabled_on_the_request(mock: Any) -> None:
-    """allow_redirects=False goes to requests itself, not just a check after the fact."""
-    mock.add(responses.POST, URL, status=202)
-    session = RecordingSession()
-
-    OpsGenieClient(session, URL, lambda: KEY, 10.0).create_alert(PAYLOAD)
-
-    assert [False] == [kw["allow_redirects"] for kw in session.kwargs]
-
-
-def test_connect_timeout_can_differ(mock: Any) -> None:
-    """`timeout` is (connect, read)."""
-    mock.add(responses.POST, URL, status=202, match=[matchers.request_kwargs_matcher({"timeout": (3.0, 10.0)})])
-    client = OpsGenieClient(requests.Session(), URL, lambda: KEY, 10.0, connect_timeout=3.0)
-
+    client = make_client(server)
     client.create_alert(PAYLOAD)
 
+    (request,) = server.requests
+    assert ("POST", "/v2/alerts") == (request.method, request.path)
+    assert f"GenieKey {KEY}" == request.headers["Authorization"]
+    assert "application/json" == request.headers["Content-Type"]
+    assert f"rulesd/{rulesd.__version__}" == request.headers["User-Agent"]
+    assert PAYLOAD == request.json()
+    assert (10.0, 10.0) == client.timeout
 
-def test_key_is_read_for_every_request(mock: Any) -> None:
+
+def test_connect_timeout_can_differ() -> None:
+    """`timeout` is (connect, read)."""
+    client = OpsGenieClient(URL, lambda: KEY, 10.0, connect_timeout=3.0)
+
+    assert (3.0, 10.0) == client.timeout
+
+
+def test_key_is_read_for_every_request(server: FakeOpsGenie) -> None:
     """A reload that changes the key file takes effect with the next alert."""
     keys = iter(["key-one", "key-two"])
-    mock.add(responses.POST, URL, status=202)
-    client = OpsGenieClient(requests.Session(), URL, lambda: next(keys), 10.0)
+    client = OpsGenieClient(f"{server.url}/v2/alerts", lambda: next(keys), 10.0)
 
     client.create_alert(PAYLOAD)
     client.create_alert(PAYLOAD)
 
-    assert ["GenieKey key-one", "GenieKey key-two"] == [c.request.headers["Authorization"] for c in mock.calls]
+    assert ["GenieKey key-one", "GenieKey key-two"] == [r.headers["Authorization"] for r in server.requests]
+
+
+def test_a_kept_alive_connection_serves_the_next_request() -> None:
+    """A server that keeps the connection open gets every alert on that one connection."""
+    with FakeOpsGenie(keep_alive=True) as server:
+        client = make_client(server)
+        for _ in range(3):
+            client.create_alert(PAYLOAD)
+
+    assert 3 == len(server.requests)
+    assert 1 == len({r.client for r in server.requests})
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204])
-def test_2xx_is_delivered(mock: Any, status: int) -> None:
+def test_2xx_is_delivered(server: FakeOpsGenie, status: int) -> None:
     """Any 2xx means delivered (OpsGenie answers 202)."""
-    mock.add(responses.POST, URL, status=status)
+    answer(server, status)
 
-    make_client().create_alert(PAYLOAD)
+    make_client(server).create_alert(PAYLOAD)
 
 
 # -- status classes ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [400, 402, 404, 413, 422])
-def test_other_4xx_is_permanent_with_body(mock: Any, status: int) -> None:
+def test_other_4xx_is_permanent_with_body(server: FakeOpsGenie, status: int) -> None:
     """Rejections are dead-lettered with the response body, which names the problem."""
     body = '{"message":"Request body is not processable","took":0.0,"requestId":"r1"}'
 
-    error = failure(mock, status, body=body)
+    error = failure(server, status, body=body)
 
     assert isinstance(error, PermanentAlertError)
     assert (status, body) == (error.status, error.body)
@@ -158,9 +147,9 @@ def test_other_4xx_is_permanent_with_body(mock: Any, status: int) -> None:
     assert "not processable" in str(error)
 
 
-def test_permanent_body_is_truncated(mock: Any) -> None:
+def test_permanent_body_is_truncated(server: FakeOpsGenie) -> None:
     """A huge error body is kept to a few KB."""
-    error = failure(mock, 413, body="x" * 200_000)
+    error = failure(server, 413, body="x" * 200_000)
 
     assert isinstance(error, PermanentAlertError)
     assert BODY_MAX == len(error.body)
@@ -169,9 +158,9 @@ def test_permanent_body_is_truncated(mock: Any) -> None:
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_wrong_key_pauses(mock: Any, status: int) -> None:
+def test_wrong_key_pauses(server: FakeOpsGenie, status: int) -> None:
     """401/403: the key is wrong; nothing is the alert's fault."""
-    error = failure(mock, status, json={"message": "Key format is not valid!"})
+    error = failure(server, status, body='{"message": "Key format is not valid!"}')
 
     assert isinstance(error, PausingAlertError)
     assert status == error.status
@@ -179,77 +168,81 @@ def test_wrong_key_pauses(mock: Any, status: int) -> None:
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_redirect_is_not_followed_and_pauses(mock: Any, status: int) -> None:
-    """A redirect would carry the key elsewhere: never followed, the operator must fix alert_url."""
-    elsewhere = "https://elsewhere.example.com/v2/alerts"
-    mock.add(responses.POST, elsewhere, status=202)
+def test_redirect_is_not_followed_and_pauses(server: FakeOpsGenie, status: int) -> None:
+    """A redirect would carry the key elsewhere: never followed (even to the same server), the
+    operator must fix alert_url."""
+    elsewhere = f"{server.url}/elsewhere/v2/alerts"
 
-    error = failure(mock, status, headers={"Location": elsewhere})
+    error = failure(server, status, headers={"Location": elsewhere})
 
     assert isinstance(error, PausingAlertError)
     assert "alert_url" in str(error)
     assert elsewhere in str(error)
-    assert [URL] == [c.request.url for c in mock.calls]
+    assert ["/v2/alerts"] == [r.path for r in server.requests]
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
-def test_transient_statuses_are_retryable(mock: Any, status: int) -> None:
+def test_transient_statuses_are_retryable(server: FakeOpsGenie, status: int) -> None:
     """408, 429 and 5xx are worth retrying; without a hint the sender picks the backoff."""
-    error = failure(mock, status, body="busy")
+    error = failure(server, status, body="busy")
 
     assert isinstance(error, RetryableAlertError)
     assert (status, None) == (error.status, error.retry_after)
 
 
-def test_429_retry_after_seconds(mock: Any) -> None:
+def test_429_retry_after_seconds(server: FakeOpsGenie) -> None:
     """Retry-After in seconds."""
-    error = failure(mock, 429, headers={"Retry-After": "30"})
+    error = failure(server, 429, headers={"Retry-After": "30"})
 
     assert isinstance(error, RetryableAlertError)
     assert 30.0 == error.retry_after
 
 
-def test_429_retry_after_http_date(mock: Any) -> None:
+def test_429_retry_after_http_date(server: FakeOpsGenie) -> None:
     """Retry-After as an HTTP-date, relative to the injected clock."""
-    error = failure(mock, 429, headers={"Retry-After": formatdate(NOW + 90, usegmt=True)})
+    error = failure(server, 429, headers={"Retry-After": formatdate(NOW + 90, usegmt=True)})
 
     assert isinstance(error, RetryableAlertError)
     assert 90.0 == error.retry_after
 
 
-def test_429_rate_limit_period(mock: Any) -> None:
+def test_429_rate_limit_period(server: FakeOpsGenie) -> None:
     """Without Retry-After, OpsGenie's X-RateLimit-Period-In-Sec."""
-    error = failure(mock, 429, headers={"X-RateLimit-State": "THROTTLED", "X-RateLimit-Period-In-Sec": "60"})
+    error = failure(server, 429, headers={"X-RateLimit-State": "THROTTLED", "X-RateLimit-Period-In-Sec": "60"})
 
     assert isinstance(error, RetryableAlertError)
     assert 60.0 == error.retry_after
 
 
-def test_503_retry_after(mock: Any) -> None:
+def test_503_retry_after(server: FakeOpsGenie) -> None:
     """A 503 may also say when to come back."""
-    error = failure(mock, 503, headers={"Retry-After": "120"})
+    error = failure(server, 503, headers={"Retry-After": "120"})
 
     assert isinstance(error, RetryableAlertError)
     assert 120.0 == error.retry_after
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [
-        requests.ConnectionError("Connection refused"),
-        requests.ConnectTimeout("connect timed out"),
-        requests.ReadTimeout("read timed out"),
-    ],
-)
-def test_network_failures_are_retryable(mock: Any, exc: Exception) -> None:
-    """No response at all: try again later."""
-    mock.add(responses.POST, URL, body=exc)
-
-    with pytest.raises(RetryableAlertError) as info:
-        make_client().create_alert(PAYLOAD)
+def test_connection_refused_is_retryable() -> None:
+    """No server at all: try again later."""
+    closed, url = refused_url()
+    with closed, pytest.raises(RetryableAlertError) as info:
+        OpsGenieClient(url, lambda: KEY, 5.0).create_alert(PAYLOAD)
 
     assert info.value.status is None
-    assert ("timeout" if isinstance(exc, requests.Timeout) else "connection error") in str(info.value)
+    assert "connection error" in str(info.value)
+
+
+def test_a_server_that_never_answers_is_a_retryable_timeout() -> None:
+    """Connected, but no answer within the timeout: try again later."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel accepts the connection; no one ever answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v2/alerts"
+        with pytest.raises(RetryableAlertError) as info:
+            OpsGenieClient(url, lambda: KEY, 0.3).create_alert(PAYLOAD)
+
+    assert info.value.status is None
+    assert "timeout" in str(info.value)
 
 
 def test_error_classes_share_the_root() -> None:
@@ -368,7 +361,7 @@ def test_invalid_alert_urls(url: str) -> None:
 def test_client_validates_its_url() -> None:
     """The client refuses a bad alert_url up front."""
     with pytest.raises(ValueError):
-        make_client(url="http://api.opsgenie.com/v2/alerts")
+        OpsGenieClient("http://api.opsgenie.com/v2/alerts", lambda: KEY, 10.0)
 
 
 # -- heartbeats -------------------------------------------------------------------------------
@@ -391,7 +384,7 @@ def test_jira_service_management_has_no_heartbeat_url() -> None:
     """No heartbeat URL is made up for JSM, whose API has none; pinging it is refused, not sent."""
     jsm = "https://api.atlassian.com/jsm/ops/integration/v2/alerts"
     assert None is heartbeat_url(jsm, "rulesd")
-    client = OpsGenieClient(requests.Session(), jsm, lambda: KEY, 1)
+    client = OpsGenieClient(jsm, lambda: KEY, 1)
     with pytest.raises(ValueError, match="no heartbeat API"):
         client.ping_heartbeat("rulesd")
 
@@ -445,70 +438,68 @@ def test_alert_url_warnings(url: str, heartbeat: str | None, settings: list[str]
         assert "https://api.eu.opsgenie.com/v2/alerts" in found[0][1] and JSM_URL in found[0][1]
 
 
-def test_ping_heartbeat_is_a_keyed_get_with_the_same_errors(mock: Any) -> None:
+def test_ping_heartbeat_is_a_keyed_get_with_the_same_errors(server: FakeOpsGenie) -> None:
     """GET with the GenieKey; a redirect pauses like an alert would."""
-    ping = "https://api.opsgenie.com/v2/heartbeats/rulesd/ping"
-    mock.add(responses.GET, ping, status=202, match=[matchers.header_matcher({"Authorization": f"GenieKey {KEY}"})])
+    make_client(server).ping_heartbeat("rulesd")
 
-    make_client().ping_heartbeat("rulesd")
-
-    mock.replace(responses.GET, ping, status=302, headers={"Location": "https://elsewhere.example.com/"})
+    answer(server, 302, headers={"Location": "https://elsewhere.example.com/"})
     with pytest.raises(PausingAlertError):
-        make_client().ping_heartbeat("rulesd")
-    assert 2 == len(mock.calls)
+        make_client(server).ping_heartbeat("rulesd")
+    assert [("GET", "/v2/heartbeats/rulesd/ping")] * 2 == [(r.method, r.path) for r in server.requests]
+    assert {f"GenieKey {KEY}"} == {r.headers["Authorization"] for r in server.requests}
 
 
 # -- the key never leaks -----------------------------------------------------------------------
 
 
-def test_key_never_in_errors(mock: Any) -> None:
+def test_key_never_in_errors(server: FakeOpsGenie) -> None:
     """A server that echoes the key back in bodies and a Location: no error string contains it."""
     echoed = f'{{"message":"bad key {KEY}","key":"{KEY}"}}'
     errors = [
-        failure(mock, 401, body=echoed),
-        failure(mock, 422, body=echoed),
-        failure(mock, 500, body=echoed),
-        failure(mock, 413, body=("x" * (BODY_MAX - 10)) + KEY),
-        failure(mock, 302, headers={"Location": f"https://evil.example.com/steal?key={KEY}"}),
+        failure(server, 401, body=echoed),
+        failure(server, 422, body=echoed),
+        failure(server, 500, body=echoed),
+        failure(server, 413, body=("x" * (BODY_MAX - 10)) + KEY),
+        failure(server, 302, headers={"Location": f"https://evil.example.com/steal?key={KEY}"}),
     ]
-    mock.add(responses.POST, URL, body=requests.ConnectionError(f"refused, header GenieKey {KEY}"))
-    with pytest.raises(AlertError) as info:
-        make_client().create_alert(PAYLOAD)
+    closed, url = refused_url()
+    with closed, pytest.raises(AlertError) as info:
+        OpsGenieClient(url, lambda: KEY, 5.0).create_alert(PAYLOAD)
     errors.append(info.value)
 
     for error in errors:
         texts = [str(error), repr(error), *(str(a) for a in error.args), getattr(error, "body", "")]
         assert not any(KEY in text for text in texts), texts
         assert not any(KEY[:8] in text for text in texts), texts
-        # A chained requests exception would carry the request, Authorization header and all.
+        # A chained HTTP library exception could carry the request, Authorization header and all.
         assert error.__cause__ is None
         assert error.__context__ is None or error.__suppress_context__
 
 
 def test_key_never_in_repr() -> None:
     """The client's repr names the URL only."""
-    assert KEY not in repr(make_client())
+    assert KEY not in repr(OpsGenieClient(URL, lambda: KEY, 10.0))
 
 
 @pytest.mark.parametrize("key", ["", "  ", "key with space", "key\r\nX-Injected: 1"])
-def test_unusable_key_pauses_without_sending(mock: Any, key: str) -> None:
-    """An empty or malformed key is the operator's to fix; requests would echo it in its error."""
+def test_unusable_key_pauses_without_sending(server: FakeOpsGenie, key: str) -> None:
+    """An empty or malformed key is the operator's to fix; an HTTP library may echo it in its error."""
     with pytest.raises(PausingAlertError) as info:
-        make_client(key=key).create_alert(PAYLOAD)
+        make_client(server, key=key).create_alert(PAYLOAD)
 
-    assert 0 == len(mock.calls)
+    assert 0 == len(server.requests)
     assert key.strip() == "" or key not in str(info.value)
 
 
-def test_unreadable_key_file_pauses(mock: Any) -> None:
+def test_unreadable_key_file_pauses(server: FakeOpsGenie) -> None:
     """The key provider failing to read its file pauses delivery."""
 
     def key() -> str:
         raise FileNotFoundError(2, "No such file or directory", "/etc/rulesd/opsgenie.key")
 
     with pytest.raises(PausingAlertError, match=r"opsgenie\.key"):
-        OpsGenieClient(requests.Session(), URL, key, 10.0).create_alert(PAYLOAD)
-    assert 0 == len(mock.calls)
+        OpsGenieClient(f"{server.url}/v2/alerts", key, 10.0).create_alert(PAYLOAD)
+    assert 0 == len(server.requests)
 
 
 # -- dry run -----------------------------------------------------------------------------------
@@ -538,34 +529,30 @@ def test_print_transport_writes_one_compact_json_line() -> None:
     assert 2 == stream.flushes
 
 
-CLOSE_URL = URL + "/rulesd%3A%20errors%3A%20%7B%22host%22%3A%22a%2Fb%22%7D/close?identifierType=alias"
+CLOSE_PATH = "/v2/alerts/rulesd%3A%20errors%3A%20%7B%22host%22%3A%22a%2Fb%22%7D/close?identifierType=alias"
 
 
-def test_close_is_pinned(mock: Any) -> None:
+def test_close_is_pinned(server: FakeOpsGenie) -> None:
     """A close posts to `<alert_url>/<alias>/close?identifierType=alias`, the alias one
     percent-encoded path segment (a `/` in it too), with the key and the close body."""
-    mock.add(
-        responses.POST,
-        CLOSE_URL,
-        status=202,
-        match=[
-            matchers.header_matcher({"Authorization": f"GenieKey {KEY}", "Content-Type": "application/json"}),
-            matchers.json_params_matcher({"source": "rulesd", "note": "resolved: errors"}),
-        ],
-    )
-    make_client().close_alert('rulesd: errors: {"host":"a/b"}', {"source": "rulesd", "note": "resolved: errors"})
-    assert 1 == len(mock.calls)
+    make_client(server).close_alert('rulesd: errors: {"host":"a/b"}', {"source": "rulesd", "note": "resolved: errors"})
+    (request,) = server.requests
+    assert ("POST", CLOSE_PATH) == (request.method, request.path)
+    assert f"GenieKey {KEY}" == request.headers["Authorization"]
+    assert "application/json" == request.headers["Content-Type"]
+    assert {"source": "rulesd", "note": "resolved: errors"} == request.json()
 
 
 @pytest.mark.parametrize(
     ("status", "expected"),
     [(202, None), (404, None), (500, RetryableAlertError), (401, PausingAlertError), (400, PermanentAlertError)],
 )
-def test_close_outcomes(mock: Any, status: int, expected: type[AlertError] | None) -> None:
+def test_close_outcomes(server: FakeOpsGenie, status: int, expected: type[AlertError] | None) -> None:
     """A 404 (closed or deleted already) counts as done; other outcomes as for a create."""
-    mock.add(responses.POST, CLOSE_URL, status=status, body="{}")
+    answer(server, status, body="{}")
     if expected is None:
-        make_client().close_alert('rulesd: errors: {"host":"a/b"}', {})
+        make_client(server).close_alert('rulesd: errors: {"host":"a/b"}', {})
     else:
         with pytest.raises(expected):
-            make_client().close_alert('rulesd: errors: {"host":"a/b"}', {})
+            make_client(server).close_alert('rulesd: errors: {"host":"a/b"}', {})
+    assert [CLOSE_PATH] == [r.path for r in server.requests]

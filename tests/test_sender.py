@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from rulesd.alerting.opsgenie import (
     OpsGenieClient,
@@ -622,9 +621,8 @@ def test_real_client_delivers_to_a_local_server(
         {"message": "b", "priority": "P3", "source": "rulesd"},
     ]
     store.commit(positions={}, payloads=payloads, now=T0)
-    with requests.Session() as session:
-        client = OpsGenieClient(session, opsgenie.url, lambda: KEY, 5.0)
-        make_sender(store, client, clock).step()
+    client = OpsGenieClient(opsgenie.url, lambda: KEY, 5.0)
+    make_sender(store, client, clock).step()
 
     received = [json.loads(s.body) for s in opsgenie.seen]
     assert payloads == received
@@ -645,10 +643,9 @@ def test_redirect_to_another_port_is_not_followed(
     redirector = servers(lambda _path: (302, {"Location": f"{thief.url}?stolen={KEY}"}, f"moved {KEY}".encode()))
     queue(store, "a")
     results = Results()
-    with requests.Session() as session:
-        client = OpsGenieClient(session, redirector.url, lambda: KEY, 5.0)
-        sender = make_sender(store, client, clock, results, auth_retry=60.0)
-        assert 60.0 == sender.step()
+    client = OpsGenieClient(redirector.url, lambda: KEY, 5.0)
+    sender = make_sender(store, client, clock, results, auth_retry=60.0)
+    assert 60.0 == sender.step()
 
     assert [] == thief.seen
     assert [f"GenieKey {KEY}"] == [s.headers["Authorization"] for s in redirector.seen]
@@ -668,10 +665,10 @@ def test_unreachable_local_server_is_retried(
     results = Results()
     # A bound socket that never listens: connections to its port are refused, and no one
     # else can take the port meanwhile.
-    with socket.socket() as closed, requests.Session() as session:
+    with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}/v2/alerts"
-        client = OpsGenieClient(session, url, lambda: KEY, 5.0)
+        client = OpsGenieClient(url, lambda: KEY, 5.0)
         make_sender(store, client, clock, results).step()
 
     assert [("retry", "a")] == results.kinds

@@ -1,11 +1,11 @@
 """A deadline for a whole HTTP request: connecting, sending, the headers and the body.
 
-`requests` only bounds each socket operation: a server that answers one byte per second never
+urllib3 only bounds each socket operation: a server that answers one byte per second never
 trips a read timeout, and would hold the sender (and shutdown) for as long as it likes. Here a
 watcher thread shuts the request's socket down when its time is up, which ends whatever call is blocked
-on it at once, in any phase. The socket is found through the connection classes that
-`DeadlineAdapter` gives `requests`' pool: each registers its socket with the deadline of the
-request running on its thread. `Deadlines.abort` ends every request in flight (at shutdown).
+on it at once, in any phase. The socket is found through the connection classes of the pool
+`connection_pool` makes: each registers its socket with the deadline of the request running on
+its thread. `Deadlines.abort` ends every request in flight (at shutdown).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from requests.adapters import HTTPAdapter
+import certifi
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util import parse_url
 
 # The deadline of the request running on each thread, for the connections it uses to find.
 # Global state, kept to this module: urllib3 gives a connection no other way to know it.
@@ -170,11 +171,12 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
-class DeadlineAdapter(HTTPAdapter):
-    """`requests`' adapter over connections that a `Deadline` can cut; mount it on a session
-    for http:// and https://."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        """The usual pool manager, building its pools from the connection classes above."""
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+def connection_pool(url: str, maxsize: int) -> HTTPConnectionPool:
+    """A pool of kept-alive connections to `url`'s host (at most `maxsize` kept), whose sockets
+    a `Deadline` can cut. https verifies the server against certifi's CA bundle (Mozilla's
+    roots, whatever the host's own store holds)."""
+    parts = parse_url(url)
+    host = parts.host or ""
+    if parts.scheme == "https":
+        return _HTTPSPool(host, parts.port, maxsize=maxsize, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+    return _HTTPPool(host, parts.port, maxsize=maxsize)

@@ -5,9 +5,10 @@ The exception classes decide what the outbox does with an alert:
 slowly without giving up on anything, `PermanentAlertError` -> dead-letter it.
 
 `classify` and `validate_alert_url` are pure; `OpsGenieClient` is the thin I/O
-shell around them. The API key is read on every request (a reload may change it)
-and is scrubbed from everything that leaves this module: exception messages,
-response bodies and redirect targets.
+shell around them, on urllib3 (one pool of kept-alive connections to the alert host).
+The API key is read on every request (a reload may change it) and is scrubbed from
+everything that leaves this module: exception messages, response bodies and redirect
+targets.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any, Protocol, TextIO
 from urllib.parse import quote, urlsplit
 
 import orjson
-import requests
 import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, SSLError
+from urllib3.exceptions import TimeoutError as UrllibTimeout
+from urllib3.util import parse_url
 
 from rulesd import __version__
-from rulesd.alerting.deadline import Deadline, DeadlineAdapter, Deadlines
+from rulesd.alerting.deadline import Deadline, Deadlines, connection_pool
 from rulesd.alerting.payload import truncate
 from rulesd.errors import RulesdError
 
@@ -42,9 +45,11 @@ _API_HOSTS = {"api.opsgenie.com": OPSGENIE, "api.eu.opsgenie.com": OPSGENIE, "ap
 BODY_MAX = 4096
 # What is read of a response body at most: a misbehaving proxy must not fill memory.
 BODY_READ_LIMIT = 64 * 1024
+# Connections kept to the alert host: the sender's and the heartbeat's.
+POOL_SIZE = 2
 REDACTED = "<redacted>"
 # OpsGenie keys are UUIDs; anything printable without whitespace is accepted, but never
-# a character that `requests` would reject with the header value in its error message.
+# a character that would break the header (or be echoed in an HTTP library's error message).
 _KEY_SYNTAX = re.compile(r"[\x21-\x7e]+")
 
 
@@ -240,7 +245,7 @@ def retry_after(headers: Mapping[str, str], now: float, *, rate_limited: bool) -
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value by case-insensitive name (plain dicts in tests, requests' own in use)."""
+    """A header's value by case-insensitive name (plain dicts in tests, urllib3's in use)."""
     wanted = name.lower()
     for key, value in headers.items():
         if key.lower() == wanted:
@@ -291,17 +296,17 @@ def _until_http_date(value: str, now: float) -> float | None:
 
 
 class OpsGenieClient:
-    """Creates alerts through the OpsGenie Alert API v2 over one injected `requests.Session`.
+    """Creates alerts through the OpsGenie Alert API v2 over one pool of kept-alive connections.
 
     `api_key` is called for every request so that a reload can change the key. `timeout` is a
     deadline for the whole request (connecting, sending, the headers and the whole body: see
     `deadline`), and also bounds connecting and each read; `connect_timeout` overrides the
-    connect bound. `abort` ends the requests in flight (at shutdown).
+    connect bound. `abort` ends the requests in flight (at shutdown). No proxy, no redirect
+    and no setting from the environment: the key goes only to `alert_url`'s host.
     """
 
     def __init__(
         self,
-        session: requests.Session,
         alert_url: str,
         api_key: Callable[[], str],
         timeout: float,
@@ -309,16 +314,14 @@ class OpsGenieClient:
         connect_timeout: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._session = session
         self.alert_url = validate_alert_url(alert_url)
         self._api_key = api_key
-        self._timeout = (connect_timeout if connect_timeout is not None else timeout, timeout)
+        self.timeout = (connect_timeout if connect_timeout is not None else timeout, timeout)
+        self._timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
         self._total = timeout
         self._clock = clock
         self._deadlines = Deadlines()
-        adapter = DeadlineAdapter()
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        self._pool = connection_pool(self.alert_url, POOL_SIZE)
 
     def __repr__(self) -> str:
         return f"OpsGenieClient(alert_url={self.alert_url!r})"
@@ -350,26 +353,33 @@ class OpsGenieClient:
         """End every request in flight now (each fails as retryable) and every later one at once."""
         self._deadlines.abort()
 
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        self._pool.close()
+
     def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> None:
         key = self._read_key()
         with self._deadlines.within(self._total) as deadline:
             try:
                 response = self._request(method, url, payload, key)
-            except requests.RequestException as exc:
+            except (HTTPError, OSError) as exc:
                 raise self._cut_short(deadline) or RetryableAlertError(_describe(exc, key)) from None
-            with response:
-                try:
-                    # Read even a 2xx body: a fully read response lets the connection be reused.
-                    body = redact(_read_body(response), key)
-                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-                    # Cut at the deadline, even after a 2xx status: it is tried again (OpsGenie
-                    # folds a repeat by its alias), rather than counted as delivered unseen.
-                    cut = self._cut_short(deadline)
-                    if cut is not None:
-                        raise cut from None
-                    body = "(the response body could not be read)"
+            try:
+                # Read even a 2xx body: a fully read response lets the connection be reused.
+                body = redact(_read_body(response), key)
+            except (HTTPError, OSError):
+                # Cut at the deadline, even after a 2xx status: it is tried again (OpsGenie
+                # folds a repeat by its alias), rather than counted as delivered unseen.
+                cut = self._cut_short(deadline)
+                if cut is not None:
+                    raise cut from None
+                body = "(the response body could not be read)"
+            finally:
+                if not response.closed:  # not read to its end: the connection cannot serve another
+                    response.close()
+                response.release_conn()
         headers = {name: redact(value, key) for name, value in response.headers.items()}
-        error = classify(response.status_code, headers, truncate(body, BODY_MAX), self._clock())
+        error = classify(response.status, headers, truncate(body, BODY_MAX), self._clock())
         if error is not None:
             raise error
 
@@ -393,11 +403,11 @@ class OpsGenieClient:
             raise PausingAlertError("the OpsGenie API key contains spaces or control characters")
         return key
 
-    def _request(self, method: str, url: str, payload: dict[str, Any] | None, key: str) -> requests.Response:
-        return self._session.request(
+    def _request(self, method: str, url: str, payload: dict[str, Any] | None, key: str) -> urllib3.BaseHTTPResponse:
+        return self._pool.urlopen(
             method,
-            url,
-            data=orjson.dumps(payload) if payload is not None else None,
+            parse_url(url).request_uri,
+            body=orjson.dumps(payload) if payload is not None else None,
             headers={
                 "Authorization": f"GenieKey {key}",
                 "Content-Type": "application/json",
@@ -405,27 +415,22 @@ class OpsGenieClient:
             },
             timeout=self._timeout,
             # Never follow: the Authorization header would go wherever Location points.
-            allow_redirects=False,
-            stream=True,
+            redirect=False,
+            retries=False,  # the outbox retries, with backoff
+            preload_content=False,
         )
 
 
-def _read_body(response: requests.Response) -> str:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(chunk_size=8192):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= BODY_READ_LIMIT:
-            break
-    return b"".join(chunks)[:BODY_READ_LIMIT].decode("utf-8", "replace")
+def _read_body(response: urllib3.BaseHTTPResponse) -> str:
+    return response.read(BODY_READ_LIMIT).decode("utf-8", "replace")
 
 
-def _describe(exc: requests.RequestException, key: str) -> str:
-    if isinstance(exc, requests.Timeout):
-        kind = "timeout"
-    elif isinstance(exc, requests.ConnectionError):
+def _describe(exc: HTTPError | OSError, key: str) -> str:
+    # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError too.
+    if isinstance(exc, NewConnectionError | ProtocolError | SSLError | ConnectionError):
         kind = "connection error"
+    elif isinstance(exc, UrllibTimeout | TimeoutError):
+        kind = "timeout"
     else:
         kind = "request failed"
     return redact(f"{kind}: {type(exc).__name__}: {exc}", key)

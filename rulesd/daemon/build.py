@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, TextIO
 
-import requests
-
 from rulesd.alerting.opsgenie import OpsGenieClient, PrintTransport, Transport
 from rulesd.alerting.payload import AlertSettings
 from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
@@ -285,10 +283,8 @@ def open_source(config: SourceConfig, saved: Saved, warn: Callable[[str], None],
 
 
 def opsgenie_client(config: OpsgenieConfig, api_key: ApiKey) -> OpsGenieClient:
-    """The HTTP client for alerts and heartbeats, over one session."""
-    session = requests.Session()
-    session.trust_env = False  # no proxy or .netrc surprises: the key goes only where configured
-    return OpsGenieClient(session, config.alert_url, api_key.get, config.timeout_s)
+    """The HTTP client for alerts and heartbeats, over one pool of connections."""
+    return OpsGenieClient(config.alert_url, api_key.get, config.timeout_s)
 
 
 def metrics_server(parts: Parts) -> MetricsServer | None:
