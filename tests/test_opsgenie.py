@@ -6,8 +6,11 @@ from __future__ import annotations
 import io
 import json
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,6 +246,32 @@ def test_a_server_that_never_answers_is_a_retryable_timeout() -> None:
 
     assert info.value.status is None
     assert "timeout" in str(info.value)
+
+
+def test_https_verifies_the_server_before_sending_anything(tmp_path: Path) -> None:
+    """A server whose certificate no known authority signed (here self-signed) gets no request,
+    key included: the attempt fails as a connection error, to be retried."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FakeOpsGenie() as server:
+        server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+        url = f"https://127.0.0.1:{server.server.server_address[1]}/v2/alerts"
+        with pytest.raises(RetryableAlertError) as info:
+            OpsGenieClient(url, lambda: KEY, 5.0).create_alert(PAYLOAD)
+
+    assert "connection error" in str(info.value)
+    assert "certificate verify failed" in str(info.value)
+    assert [] == server.requests
 
 
 def test_error_classes_share_the_root() -> None:
