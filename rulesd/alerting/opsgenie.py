@@ -353,10 +353,6 @@ class OpsGenieClient:
         """End every request in flight now (each fails as retryable) and every later one at once."""
         self._deadlines.abort()
 
-    def close(self) -> None:
-        """Close the kept-alive connections."""
-        self._pool.close()
-
     def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> None:
         key = self._read_key()
         with self._deadlines.within(self._total) as deadline:
