@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 import pytest
 
 from rulesd.rules.loader import check_text
 from rulesd.rules.patterns import (
+    MEMO_SIZE,
+    MEMO_TEXT_MAX,
     Pattern,
     PatternError,
     PatternSet,
@@ -206,6 +209,74 @@ def test_the_scan_remembers_only_the_very_same_text() -> None:
     assert i in scanner.scan(text) and i in scanner.scan(text)
     assert i in scanner.scan("".join(["an ", "error"]))
     assert i not in scanner.scan("all fine")
+
+
+class _CountingDatabase:
+    """A database whose scans are counted."""
+
+    def __init__(self, database: Any) -> None:
+        self.database, self.scans = database, 0
+
+    def scan(self, data: bytes, match_event_handler: Any) -> Any:
+        self.scans += 1
+        return self.database.scan(data, match_event_handler=match_event_handler)
+
+
+def _counted_scanner(*patterns: str) -> tuple[Any, _CountingDatabase]:
+    pattern_set = PatternSet()
+    for pattern in patterns:
+        scanner, _ = pattern_set.add("f", Pattern(pattern))
+    pattern_set.build()
+    counting = _CountingDatabase(scanner.database)
+    scanner.use(counting)
+    return scanner, counting
+
+
+def test_a_text_seen_lately_is_answered_without_a_scan() -> None:
+    """Fields repeat a few values (paths, programs): an equal text, built anew, gets the
+    answer of its first scan, and the answers stay those of a scan."""
+    patterns = ("err(or)?", "^/api/", "\\.exe$")
+    scanner, counting = _counted_scanner(*patterns)
+    texts = ["/api/v1", "C:\\cmd.exe", "an error", "fine", "/static/x"]
+    rng = random.Random(3)
+    for _ in range(500):
+        text = "".join(list(rng.choice(texts)))  # a new object each time
+        assert scanner.scan(text) == {i for i, p in enumerate(patterns) if re.search(p, text)}
+    assert len(texts) == counting.scans
+
+
+def test_the_texts_remembered_are_few_and_short() -> None:
+    """At most MEMO_SIZE texts of at most MEMO_TEXT_MAX characters: a long text is scanned
+    each time, and the memo is emptied when full."""
+    scanner, counting = _counted_scanner("x")
+    long = "x" * (MEMO_TEXT_MAX + 1)
+    for text in (long, "a", "".join([long])):
+        scanner.scan(text)
+    assert 3 == counting.scans
+    for i in range(MEMO_SIZE):
+        scanner.scan(f"t{i}")
+        scanner.scan("".join(["common", ""]))  # a repeat after each new text: the memo pays
+    assert 3 + MEMO_SIZE + 2 == counting.scans  # "common" once more after the memo was emptied
+    for _ in range(2):
+        scanner.scan("".join(["a", ""]))
+        scanner.scan("b")
+    assert 3 + MEMO_SIZE + 2 + 2 == counting.scans  # "a" was forgotten with the others, then remembered
+
+
+def test_texts_that_do_not_repeat_stop_the_memo() -> None:
+    """Free text seldom repeats: once the memo is full with fewer than one text in eight
+    found in it, texts are scanned without being looked up or remembered, until the scanner
+    is given a database again."""
+    scanner, counting = _counted_scanner("x")
+    for i in range(MEMO_SIZE):
+        scanner.scan(f"message {i}")
+    for text in ("again", "other", "again"):
+        scanner.scan(text)
+    assert MEMO_SIZE + 3 == counting.scans
+    scanner.use(counting)
+    for text in ("again", "other", "again"):
+        scanner.scan(text)
+    assert MEMO_SIZE + 5 == counting.scans
 
 
 def test_scanning_before_the_databases_are_built_is_an_error() -> None:
