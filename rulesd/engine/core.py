@@ -454,11 +454,19 @@ class Engine:
             groups[group] = time
             return False
         if type(times) is not list:  # one time so far
-            kept = [t for t in ((times, time) if time >= times else (time, times)) if t > cutoff]
-            if len(kept) >= threshold.count:
-                del groups[group]  # the group's count starts again from zero
-                return True
-            groups[group] = kept[0] if len(kept) == 1 else kept
+            earlier, later = (times, time) if time >= times else (time, times)
+            if earlier > cutoff:  # both count
+                if threshold.count <= 2:
+                    del groups[group]  # the group's count starts again from zero
+                    return True
+                groups[group] = [earlier, later]
+            elif later > cutoff:
+                if threshold.count <= 1:
+                    del groups[group]
+                    return True
+                groups[group] = later
+            else:
+                groups[group] = []
             return False
         if not times or time >= times[-1]:  # events mostly come in time order
             times.append(time)
@@ -493,13 +501,18 @@ class Engine:
         if value is MISSING:
             return False
         groups = self._table(DISTINCT, name)
-        _note_value(groups, group, self._texts.text(value), time)
+        text = self._texts.text(value)
         self._touch(DISTINCT, name, group)
-        values = groups[group]
-        if type(values) is tuple:  # one value
-            if kind.count > 1:
-                return False
-            values = groups[group] = {values[0]: values[1]}
+        values = groups.get(group)
+        if type(values) is dict:  # more than one value
+            values[text] = max(time, values.get(text, time))
+        else:
+            _note_value(groups, group, text, time)
+            values = groups[group]
+            if type(values) is tuple:  # one value
+                if kind.count > 1:
+                    return False
+                values = groups[group] = {values[0]: values[1]}
         if len(values) < kind.count:
             return False
         cutoff = time - kind.window
