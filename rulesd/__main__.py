@@ -2,6 +2,19 @@
 
 import sys
 
-from rulesd.cli import main
+try:
+    from rulesd.cli import main
+except ModuleNotFoundError as exc:
+    # `python -m rulesd` from a checkout, with an interpreter or virtualenv where rulesd was not
+    # installed (or was installed before a dependency was added): say what to do, not a traceback.
+    if exc.name is None or exc.name.split(".")[0] == "rulesd":
+        raise
+    print(
+        f"rulesd: cannot start: the Python module {exc.name!r} is not installed for {sys.executable}; "
+        "install rulesd with its dependencies into this environment: pip install . "
+        "(or pip install -e . in a checkout)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 sys.exit(main())
