@@ -4,6 +4,8 @@ import sys
 
 try:
     from rulesd.cli import main
+
+    status = main()  # (some dependencies are imported only by the commands that use them)
 except ModuleNotFoundError as exc:
     # `python -m rulesd` from a checkout, with an interpreter or virtualenv where rulesd was not
     # installed (or was installed before a dependency was added): say what to do, not a traceback.
@@ -17,4 +19,4 @@ except ModuleNotFoundError as exc:
     )
     sys.exit(2)
 
-sys.exit(main())
+sys.exit(status)

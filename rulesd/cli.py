@@ -8,14 +8,12 @@ import difflib
 import json
 import logging
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-import argcomplete
 import orjson
 
 from rulesd import __version__, logs
@@ -25,22 +23,17 @@ from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
-from rulesd.explain import Explainer, explanation_lines, select
-from rulesd.explain_line import LineError, explain_line, explained_line_text
-from rulesd.junit import RuleTestFile, junit_xml
-from rulesd.outbox_view import attempt_json, attempts_text, outbox_row, row_text
-from rulesd.outbox_view import summary as outbox_summary
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules.cache import RuleCache
-from rulesd.rules.loader import check_paths, default_rule_paths, load_ruleset, rule_sources
+from rulesd.rules.loader import TEST_SUFFIXES, check_paths, default_rule_paths, load_ruleset, rule_sources
 from rulesd.rules.model import RuleSet
-from rulesd.ruletest import check_test_file, is_test_file, run_test_files
-from rulesd.sources.parsers import source_parser
-from rulesd.state_view import state_view, view_json, view_text
 from rulesd.validation import load_schema
 
+# What only some commands use is imported by them (explain, test, state, outbox, a --config
+# source's parser): `check` and `replay` start sooner without it.
 if TYPE_CHECKING:
     from rulesd.config import Config, SourceConfig
+    from rulesd.explain import Explainer
     from rulesd.state import Outbox
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -219,8 +212,11 @@ def _outbox_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rulesd` command; returns the exit status."""
     parser = build_parser()
-    # Answers a TAB from the completion script, then exits; options are offered once `-` is typed.
-    argcomplete.autocomplete(parser, always_complete_options=False)
+    if "_ARGCOMPLETE" in os.environ:  # a TAB from the completion script (only then is argcomplete needed)
+        import argcomplete
+
+        # Answers the TAB, then exits; options are offered once `-` is typed.
+        argcomplete.autocomplete(parser, always_complete_options=False)
     args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -267,9 +263,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             config_problems = list(exc.problems)
             paths = args.paths or list(exc.rules or ())
     # A rule test file named on the command line is checked as a test file, not as rules.
-    tests = [p for p in paths if is_test_file(p) and os.path.isfile(p)]
+    tests = [p for p in paths if p.endswith(TEST_SUFFIXES) and os.path.isfile(p)]
     result = check_paths([p for p in paths if p not in tests], RuleCache.for_user(os.environ))
-    test_problems = [problem for path in tests for problem in check_test_file(path)]
+    test_problems = []
+    if tests:
+        from rulesd.ruletest import check_test_file
+
+        test_problems = [problem for path in tests for problem in check_test_file(path)]
     problems = sorted([*config_problems, *result.problems, *test_problems])
     errors = [p for p in problems if p.severity == "error"]
     if args.format == "json":
@@ -293,6 +293,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """`rulesd test`: run rule unit tests, report each failure with expected and actual."""
+    from rulesd.junit import RuleTestFile, junit_xml
+    from rulesd.ruletest import run_test_files
+
     results: list[RuleTestFile] = []
     for path in args.files:  # one at a time, so that JUnit can say which file each problem stopped
         file_outcomes, file_problems = run_test_files([path])
@@ -330,6 +333,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         source = _replayed_source(config, args.source, args.time_field, "replay")
         if source is None:
             return EXIT_USAGE
+        from rulesd.sources.parsers import source_parser
+
         reading, parser = source.reading, source_parser(source)
     if not rule_paths:
         print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
@@ -408,6 +413,8 @@ def _alert_line(alert: ReplayedAlert) -> str:
 def cmd_explain(args: argparse.Namespace) -> int:
     """`rulesd explain`: whether an event matches each rule, the first failing condition where
     it does not and, for a line of an events file, whether it fires."""
+    from rulesd.explain import Explainer, explanation_lines, select
+
     problem = _explain_usage(args)
     if problem is not None:
         print(f"rulesd explain: {problem}", file=sys.stderr)
@@ -420,6 +427,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             source = _replayed_source(config, args.source, args.time_field, "explain")
             if source is None:
                 return EXIT_USAGE
+            from rulesd.sources.parsers import source_parser
+
             parser = source_parser(source)
     cache = RuleCache.for_user(os.environ)
     ruleset = load_ruleset(rule_paths or [str(p) for p in default_rule_paths()], cache)
@@ -467,6 +476,8 @@ def _open_events(path: str) -> BinaryIO | None:
 
 
 def _explain_line(args: argparse.Namespace, ruleset: RuleSet, explainer: Explainer, parser: Parser) -> int:
+    from rulesd.explain_line import LineError, explain_line, explained_line_text
+
     stream = _open_events(args.events)
     if stream is None:
         return EXIT_USAGE
@@ -497,8 +508,11 @@ def unknown_rule(name: str, names: Sequence[str]) -> str:
 
 def cmd_state(args: argparse.Namespace) -> int:
     """`rulesd state`: the engine's saved per-group state, read beside a running daemon."""
+    import sqlite3
+
     from rulesd.daemon import STATE_FILE
     from rulesd.daemon.build import state_reader
+    from rulesd.state_view import state_view, view_json, view_text
 
     config = load_config(args.config)
     result = check_paths(config.rules, RuleCache.for_user(os.environ))
@@ -533,6 +547,8 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
     # Imported here: the authoring commands need none of it.
+    import sqlite3
+
     from rulesd.daemon import Daemon, build_parts
     from rulesd.state.lock import StateDirectoryBusy
 
@@ -565,6 +581,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_forward(args: argparse.Namespace) -> int:
     """`rulesd forward`: append the configured sources' lines to the `forward:` stream."""
+    import sqlite3
+
     from rulesd.forward import Forwarder
     from rulesd.state import StateUnavailable
 
@@ -607,6 +625,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 def _outbox(store: Outbox, action: str, args: argparse.Namespace) -> int:
     """`rulesd outbox ACTION` on `store` (the local SQLite outbox, or the one in Redis)."""
+    from rulesd.outbox_view import outbox_row, row_text
+    from rulesd.outbox_view import summary as outbox_summary
+
     if action == "retry-dead":
         print(f"requeued {store.retry_dead(time.time())} dead-lettered alert(s)")
         return EXIT_OK
@@ -624,6 +645,8 @@ def _outbox(store: Outbox, action: str, args: argparse.Namespace) -> int:
 
 
 def _outbox_show(store: Outbox, alert_id: int, paused: bool, *, as_json: bool) -> int:
+    from rulesd.outbox_view import attempt_json, attempts_text, outbox_row
+
     alert = store.alert(alert_id)
     if alert is None:
         print(f"rulesd outbox show: no alert {alert_id} in the outbox (delivered alerts leave it)", file=sys.stderr)

@@ -12,8 +12,6 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from argcomplete.shell_integration import shellcode
-
 from rulesd.errors import ConfigError, RulesdError
 from rulesd.rules.loader import check_paths, default_rule_paths
 
@@ -23,6 +21,8 @@ RULE_OPTION = "--rule"  # every option of this name takes a rule name
 
 def shell_script(shell: str, prog: str = "rulesd") -> str:
     """The completion script for `shell` that completes the command `prog`."""
+    from argcomplete.shell_integration import shellcode  # (not imported by the other commands)
+
     return shellcode([prog], shell=shell)
 
 

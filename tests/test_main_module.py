@@ -5,26 +5,46 @@ from __future__ import annotations
 import subprocess
 import sys
 
-# Runs rulesd's __main__ with imports of `argcomplete` refused, as in a virtualenv made before
+import pytest
+
+# Runs rulesd's __main__ with imports of one module refused, as in a virtualenv made before
 # rulesd depended on it.
 BLOCKED = """
 import runpy, sys
 
 class Refuse:
     def find_spec(self, name, path=None, target=None):
-        if name == "argcomplete" or name.startswith("argcomplete."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        if name == {module!r} or name.startswith({module!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 
 sys.meta_path.insert(0, Refuse())
-sys.argv = ["rulesd", "check", "rules"]
+sys.argv = ["rulesd", *{argv!r}]
 runpy.run_module("rulesd", run_name="__main__")
 """
 
 
-def test_a_missing_dependency_says_what_to_install_instead_of_a_traceback() -> None:
-    result = subprocess.run([sys.executable, "-c", BLOCKED], capture_output=True, text=True, timeout=60)
+def _run_without(module: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    code = BLOCKED.format(module=module, argv=argv)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [
+        ("yaml", ["check", "rules"]),  # imported by every command
+        ("argcomplete", ["completion", "bash"]),  # imported by the command that needs it
+    ],
+)
+def test_a_missing_dependency_says_what_to_install_instead_of_a_traceback(module: str, argv: list[str]) -> None:
+    result = _run_without(module, argv)
     assert 2 == result.returncode, result.stderr
     assert "Traceback" not in result.stderr
-    assert "the Python module 'argcomplete' is not installed" in result.stderr
+    assert f"the Python module {module!r} is not installed" in result.stderr
     assert "pip install ." in result.stderr
+
+
+def test_a_command_that_does_not_need_the_missing_dependency_runs() -> None:
+    result = _run_without("argcomplete", ["schema"])
+    assert 0 == result.returncode, result.stderr
+    assert '"$schema"' in result.stdout
