@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -27,6 +28,35 @@ except ImportError:  # pragma: no cover - libyaml missing
     _LIBYAML = False
 
 
+class _RuleLoader(_Loader):
+    """The loader, with the resolver calls its composer makes for every node made cheap.
+
+    No path resolver is ever registered, so descending and ascending do nothing; and the tag of
+    a plain scalar depends on its text alone, so each distinct text of a document is resolved
+    once (a rule file repeats its keys and many values). The tags are those of the loader.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._plain_tags: dict[str, str] = {}
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        if self.yaml_path_resolvers:
+            super().descend_resolver(current_node, current_index)
+
+    def ascend_resolver(self) -> None:
+        if self.yaml_path_resolvers:
+            super().ascend_resolver()
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0] and not self.yaml_path_resolvers:
+            tag = self._plain_tags.get(value)
+            if tag is None:
+                tag = self._plain_tags[value] = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            return tag
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+
 JsonPath = tuple[str | int, ...]
 MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
 _YAML_TAG = "tag:yaml.org,2002:"
@@ -34,6 +64,7 @@ _YAML_TAG = "tag:yaml.org,2002:"
 # outright instead of being dropped silently, so nobody believes it does something.
 _STR_TAG = _YAML_TAG + "str"
 _MERGE_TAGS = frozenset({_YAML_TAG + "merge", _YAML_TAG + "value"})  # what flatten_mapping rewrites
+_ScalarNode = yaml.ScalarNode
 _SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))
 
 
@@ -62,10 +93,19 @@ class Document:
 
 
 class _Builder:
-    """Turns a composed node tree into plain values, recording marks and problems."""
+    """Turns a composed node tree into plain values, recording marks and problems.
+
+    Most nodes of a rule file are plain strings under a mapping key or in a list: those are
+    read where their parent is built (the same value, mark and count as `build` gives them),
+    since a call per node is most of the time of building. Each level of nesting still costs
+    two Python frames, as it always did, so that a document nested too deeply for the
+    interpreter is reported at the same depth.
+    """
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
+        self.value_marks = doc.value_marks
+        self.key_marks = doc.key_marks
         self.constructor = SafeConstructor()
         self.problems: list[Problem] = []
         self.duplicates: list[Problem] = []  # the value read is still the one written first
@@ -81,7 +121,8 @@ class _Builder:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise _TooLarge(node)
-        self.doc.value_marks[path] = self.mark(node)
+        mark = node.start_mark
+        self.value_marks[path] = (mark.line + 1, mark.column + 1)
         if not _allowed_tag(node):
             self.problem(
                 node,
@@ -91,31 +132,53 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             return self.build_mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self.build_sequence(node, path)
         return self.build_scalar(node)
 
+    def build_sequence(self, node: yaml.SequenceNode, path: JsonPath) -> list[object]:
+        result: list[object] = []
+        value_marks = self.value_marks
+        for i, item in enumerate(node.value):
+            if item.__class__ is _ScalarNode and item.tag == _STR_TAG and self.nodes < MAX_NODES:
+                self.nodes += 1  # a plain string: what `build` would record and return
+                mark = item.start_mark
+                value_marks[(*path, i)] = (mark.line + 1, mark.column + 1)
+                result.append(item.value)
+            else:
+                result.append(self.build(item, (*path, i)))
+        return result
+
     def build_mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, object]:
-        try:
-            if any(key.tag in _MERGE_TAGS for key, _ in node.value):
-                self.constructor.flatten_mapping(node)  # resolves `<<` merge keys
-        except ConstructorError as exc:
-            self.problem(node, _describe(exc))
-            return {}
+        for key_node, _ in node.value:  # (a loop: cheaper than any() on a generator)
+            if key_node.tag in _MERGE_TAGS:
+                try:
+                    self.constructor.flatten_mapping(node)  # resolves `<<` merge keys
+                except ConstructorError as exc:
+                    self.problem(node, _describe(exc))
+                    return {}
+                break
         result: dict[str, object] = {}
-        first_seen: dict[str, yaml.Node] = {}
+        value_marks, key_marks = self.value_marks, self.key_marks
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problem(key_node, "a mapping key must be a plain scalar")
                 continue
             key = str(key_node.value)
-            if key in first_seen:
-                line = first_seen[key].start_mark.line + 1
-                where = SourceLocation(self.doc.path, *self.mark(key_node))
+            mark = key_node.start_mark
+            child = (*path, key)
+            if key in result:  # the first value is kept; its key's line is where it was defined
+                where = SourceLocation(self.doc.path, mark.line + 1, mark.column + 1)
+                line = key_marks[child][0]
                 self.duplicates.append(Problem(where, f"duplicate key '{key}' (first defined on line {line})"))
                 continue
-            first_seen[key] = key_node
-            self.doc.key_marks[(*path, key)] = self.mark(key_node)
-            result[key] = self.build(value_node, (*path, key))
+            key_marks[child] = (mark.line + 1, mark.column + 1)
+            if value_node.__class__ is _ScalarNode and value_node.tag == _STR_TAG and self.nodes < MAX_NODES:
+                self.nodes += 1  # a plain string: what `build` would record and return
+                mark = value_node.start_mark
+                value_marks[child] = (mark.line + 1, mark.column + 1)
+                result[key] = value_node.value
+            else:
+                result[key] = self.build(value_node, child)
         return result
 
     def build_scalar(self, node: yaml.Node) -> object:
@@ -171,7 +234,7 @@ def parse_yaml(text: str, path: str, *, keep_going: bool = False) -> Document:
     """
     doc = Document(path, None)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=_RuleLoader)
     except yaml.MarkedYAMLError as exc:
         raise InvalidInputError([_syntax_problem(exc, text, path)]) from None
     except yaml.reader.ReaderError as exc:
