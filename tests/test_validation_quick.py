@@ -1,8 +1,9 @@
 """The quick schema check (fastjsonschema) may only ever skip jsonschema for a valid file.
 
-rulesd reports jsonschema's errors; fastjsonschema runs first and, when it finds a rule file
-valid, jsonschema is not asked. So a file it accepts must be one jsonschema accepts too: held
-here on the example rules, the benchmark shapes and thousands of random mutations of them.
+rulesd reports jsonschema's errors; fastjsonschema runs first and, when it finds a rule,
+config or test file valid, jsonschema is not asked. So a file it accepts must be one
+jsonschema accepts too: held here on the example rules, configs and rule tests, the
+benchmark shapes and thousands of random mutations of them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,12 +53,70 @@ REPLACEMENTS: list[Any] = [
 ]
 
 
-def corpus() -> list[Any]:
-    """Valid rule documents of every shape rulesd has examples of."""
-    files = sorted(p for p in (ROOT / "rules").glob("*.yaml") if ".test." not in p.name)
+# A config using every key of the schema, in both state backends and every source type.
+FULL_CONFIG: dict[str, Any] = {
+    "rules": ["/etc/rulesd/rules.d", "/etc/rulesd/extra.yaml"],
+    "sources": [
+        {"name": "app", "type": "file", "path": ["/var/log/app/*.jsonl"], "format": "json", "start_at": "end"},
+        {
+            "name": "web",
+            "type": "file",
+            "path": "/var/log/nginx/access.log",
+            "format": "regex",
+            "pattern": r"^(?P<host>\S+) (?P<status>\d+)",
+            "ignore_pattern": "^#",  # (a list: fastjsonschema 2.21 fails on it, and jsonschema decides)
+            "fields": {"status": "int"},
+            "time_field": "time",
+            "time_format": "%d/%b/%Y:%H:%M:%S %z",
+            "max_line_bytes": 65536,
+        },
+        {"name": "sys", "type": "journald", "units": ["sshd.service"], "matches": {"PRIORITY": "3"}},
+        {
+            "name": "bus",
+            "type": "redis_stream",
+            "url": "redis://127.0.0.1:6379/0",
+            "stream": "events",
+            "group": "rulesd",
+            "claim_idle": "30s",
+        },
+    ],
+    "time_field": "ts",
+    "state_dir": "/var/lib/rulesd",
+    "opsgenie": {
+        "api_key_file": "/etc/rulesd/key",
+        "alert_url": "https://api.eu.opsgenie.com/v2/alerts",
+        "recipients": "team:ops, alice@example.com",
+        "source": "rulesd",
+        "timeout_s": 10,
+        "max_age": "24h",
+        "heartbeat": "rulesd-prod",
+    },
+    "metrics": {"listen": "127.0.0.1:9464"},
+    "limits": {"groups_per_rule": 1000, "groups": 100000},
+    "state": {"backend": "redis", "url": "redis://127.0.0.1:6379/1", "instance": "a", "prefix": "rulesd:"},
+    "forward": {"url": "redis://127.0.0.1:6379/0", "stream": "events", "batch_lines": 500},
+}
+
+# Keys a mutation may add, by schema: known ones with a wrong value, and unknown ones.
+ADDED_KEYS = {
+    "rule": ["nocase", "kind", "window", "unknown", "group_by", "throttle", "$x"],
+    "config": ["source", "sources", "type", "path", "format", "api_key", "backend", "unknown", "$x"],
+    "test": ["events", "expect", "rules", "advance", "name", "unknown", "$x"],
+}
+
+
+def corpus(schema: str) -> list[Any]:
+    """Valid documents of `schema` of every shape rulesd has examples of."""
+    if schema == "config":
+        files = [ROOT / "examples" / "rulesd.yaml", ROOT / "packaging" / "rulesd.yaml"]
+        state = {"backend": "sqlite"}
+        return [*(read_yaml(str(p)).value for p in files), FULL_CONFIG, {**FULL_CONFIG, "state": state}]
+    tests = schema == "test"
+    files = sorted(p for p in (ROOT / "rules").glob("*.yaml") if (".test." in p.name) == tests)
     docs: list[Any] = [read_yaml(str(p)).value for p in files]
-    for shape in (generate, shape_ops, shape_sigma, shape_kinds):
-        docs.append({"rules": shape.generate_rules(12, seed=3)})
+    if not tests:
+        for shape in (generate, shape_ops, shape_sigma, shape_kinds):
+            docs.append({"rules": shape.generate_rules(12, seed=3)})
     return docs
 
 
@@ -72,7 +132,7 @@ def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-def mutate(doc: Any, rng: random.Random) -> Any:
+def mutate(doc: Any, rng: random.Random, added: list[str]) -> Any:
     """`doc` with one to three random changes: a value replaced, a key dropped or added, a
     list item duplicated."""
     doc = copy.deepcopy(doc)
@@ -91,29 +151,37 @@ def mutate(doc: Any, rng: random.Random) -> Any:
         elif action < 0.75 and isinstance(parent, dict):
             del parent[last]
         elif action < 0.9 and isinstance(parent, dict):
-            key = rng.choice(["nocase", "kind", "window", "unknown", "group_by", "throttle", "$x"])
+            key = rng.choice(added)
             parent[key] = copy.deepcopy(rng.choice(REPLACEMENTS))
         elif isinstance(parent, list):
             parent.append(copy.deepcopy(parent[last]))
     return doc
 
 
-def test_the_examples_are_valid_for_both() -> None:
-    quick = _quick_validator("rule")
-    for doc in corpus():
+SCHEMAS = ("rule", "config", "test")
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_the_examples_are_valid_for_both(schema: str) -> None:
+    quick = _quick_validator(schema)
+    docs = corpus(schema)
+    assert len(docs) >= 4
+    for doc in docs:
         assert quick(doc)
-        assert not list(_validator("rule").iter_errors(doc))
+        assert not list(_validator(schema).iter_errors(doc))
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_a_mutated_file_the_quick_check_accepts_jsonschema_accepts(seed: int) -> None:
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_a_mutated_file_the_quick_check_accepts_jsonschema_accepts(schema: str, seed: int) -> None:
     rng = random.Random(seed)
-    quick = _quick_validator("rule")
+    quick = _quick_validator(schema)
     accepted = refused = 0
-    for base in corpus():
-        for _ in range(150):
-            doc = mutate(base, rng)
-            errors = list(_validator("rule").iter_errors(doc))
+    docs = corpus(schema)
+    for base in docs:
+        for _ in range(1200 // len(docs)):
+            doc = mutate(base, rng, ADDED_KEYS[schema])
+            errors = list(_validator(schema).iter_errors(doc))
             if quick(doc):
                 accepted += 1
                 assert not errors, (json.dumps(doc)[:2000], [e.message for e in errors])
@@ -131,7 +199,8 @@ def test_errors_are_still_jsonschemas_with_their_place(tmp_path: Path) -> None:
     assert "less than the minimum" in problem.message
 
 
-def test_the_rule_schema_has_no_ref_beside_validating_keywords() -> None:
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_no_schema_has_a_ref_beside_validating_keywords(schema: str) -> None:
     """fastjsonschema reads the schema as draft-07, where a `$ref` hides its sibling keywords;
     in 2020-12 (jsonschema) they apply. The two agree as long as no `$ref` has any."""
     annotations = {"$ref", "description", "title", "errorMessage", "markdownDescription", "examples", "default"}
@@ -148,9 +217,21 @@ def test_the_rule_schema_has_no_ref_beside_validating_keywords() -> None:
                 found.extend(walk(value, f"{where}/{i}"))
         return found
 
-    assert [] == walk(load_schema("rule"), "#")
+    assert [] == walk(load_schema(schema), "#")
 
 
 def test_a_value_it_cannot_judge_goes_to_jsonschema() -> None:
     doc = Document("x.yaml", {"rules": [{"name": "a", "match": {"level": object()}}]})
     assert not _quick_validator("rule")(doc.value)
+
+
+def test_a_valid_config_is_read_without_importing_jsonschema(tmp_path: Path) -> None:
+    """jsonschema is a third of `rulesd run`'s start-up: a valid config does not need it."""
+    config = tmp_path / "rulesd.yaml"
+    config.write_text((ROOT / "examples" / "rulesd.yaml").read_text())
+    code = (
+        "import sys; from rulesd.config import load_config; "
+        f"load_config({str(config)!r}); print('jsonschema' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "False" == out.stdout.strip()
