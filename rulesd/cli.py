@@ -406,8 +406,8 @@ def _alert_line(alert: ReplayedAlert) -> str:
     where = f"line {alert.line}" if alert.line else "expected group"
     if alert.close is not None:
         return f"{where}: close [{rules}] (alias: {alert.close})\n"
-    p = alert.payload
-    return f"{where}: {p['priority']} [{rules}] {p['message']}  (alias: {p['alias']})\n"
+    priority, message, alias = alert.headline()
+    return f"{where}: {priority} [{rules}] {message}  (alias: {alias})\n"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -278,12 +278,12 @@ def _take(out: list[Firing | Closing], index: int, firings: list[tuple[int, Firi
 def build_alerts(
     batch: Batch,
     settings: AlertSettings,
-    event_source: Callable[[int], str],
+    source_of: Callable[[int], str],
     origin_source: Callable[[Any], str] = str,
 ) -> list[Alert]:
     """The requests of a batch's firings and closings.
 
-    `event_source(index)` says where an event came from (the payload's "Event Source");
+    `source_of(index)` says where an event came from (the payload's "Event Source");
     `origin_source(origin)` says it of an event a timer kept.
     """
     alerts: list[Alert] = []
@@ -292,7 +292,20 @@ def build_alerts(
             body = close_body(found, settings)
             alerts.extend(Alert(i, found.rules, body, alias, timer=timer) for alias in found.aliases)
             continue
-        where = event_source(i) if not timer else (origin_source(found.origin) if found.origin is not None else "")
-        payload = build_payload(found, settings, where)
+        payload = build_payload(found, settings, event_source(i, found, timer, source_of, origin_source))
         alerts.append(Alert(i, tuple([r.name for r in found.rules]), payload, None, found.origin, timer))
     return alerts
+
+
+def event_source(
+    index: int,
+    firing: Firing,
+    timer: bool,
+    source_of: Callable[[int], str],
+    origin_source: Callable[[Any], str] = str,
+) -> str:
+    """Where the event of a batch's firing came from (the payload's "Event Source"): the
+    batch's event `index` (`source_of`), or for a timer's firing, the event that armed it."""
+    if not timer:
+        return source_of(index)
+    return origin_source(firing.origin) if firing.origin is not None else ""

@@ -116,3 +116,32 @@ def test_an_invalid_line_in_a_block_leaves_the_line_numbers_of_the_others_right(
     assert [bad + 1] == [lineno for lineno, _ in invalid]
     summary = items[-1]
     assert (len(lines) - 1, 1, 2) == (summary.events, summary.invalid, summary.alerts)
+
+
+def test_the_headline_is_the_payloads_priority_message_and_alias() -> None:
+    """`rulesd replay`'s text lines show `headline()`, which builds no payload: it must say
+    what the payload says, templates, whitespace, truncation and default messages included."""
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: tpl, match: {level: error}, alert: {message: "  error on {host}\\n  at {path} ", priority: P2}}
+  - {name: bare, match: {level: error}}
+  - {name: aliased, match: {level: warning}, alert: {alias: "w-{host}", message: "{message}"}}
+  - {name: grouped, match: {level: notice}, threshold: {count: 1, window: 1m, group_by: [host, path]}}
+""")
+    data = b"".join(
+        orjson.dumps(event) + b"\n"
+        for event in [
+            {"level": "error", "host": "a" * 300, "path": "/x\ty"},
+            {"level": "warning", "host": "b", "message": "m " * 200},
+            {"level": "warning", "host": "c"},
+            {"level": "notice", "host": "d", "path": 7, "message": "  several\nlines  "},
+            {"level": "notice"},
+        ]
+    )
+    alerts = [a for a in replay(ruleset, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0)]
+    replayed = [a for a in alerts if isinstance(a, ReplayedAlert)]
+    assert 5 == len(replayed)
+    for alert in replayed:
+        headline = alert.headline()  # before the payload is built: from the firing
+        assert (alert.payload["priority"], alert.payload["message"], alert.payload["alias"]) == headline
+        assert headline == alert.headline()  # and after, from the payload

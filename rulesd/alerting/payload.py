@@ -91,6 +91,12 @@ def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "
     return payload
 
 
+def headline(firing: Firing) -> tuple[str, str, str]:
+    """The payload's priority, message and alias (what a one-line account of an alert shows),
+    without the rest of it."""
+    return firing.lead.alert.priority, _message(firing), _alias(firing)
+
+
 def _message(firing: Firing) -> str:
     spec, event = firing.lead.alert, firing.event
     text = spec.message.render(event).strip() if spec.message else ""
