@@ -85,7 +85,12 @@ def time_converter(fmt: str, tz: datetime.tzinfo | None = None) -> Convert:
 
 def _auto(value: Any, now: float) -> float | None:
     if type(value) is str:
-        return _number(value) if _NUMBER.fullmatch(value) else _iso(value)
+        if value[4:5] == "-" and value[:4].isdigit():  # a date first (most times): no number looks so
+            return _iso(value)
+        if _NUMBER.fullmatch(value) is None:
+            return _iso(value)
+        number = float(value)
+        return number if math.isfinite(number) else None
     return _number(value)
 
 
@@ -110,14 +115,26 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# The last RFC 3339 text read and its time: consecutive events often share a timestamp (a
+# second's resolution, a burst); one tuple, replaced whole, so threads never see half of one.
+_last_iso: tuple[str, float | None] = ("", None)
+
+
 def _iso(value: str) -> float | None:
+    global _last_iso
+    last = _last_iso
+    if last[0] == value:
+        return last[1]
     try:
         parsed = datetime.datetime.fromisoformat(value)
     except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+        seconds = None
+    else:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        seconds = parsed.timestamp()
+    _last_iso = (value, seconds)
+    return seconds
 
 
 def syslog_time(text: str, now: float, tz: datetime.tzinfo | None = None) -> float | None:

@@ -108,3 +108,37 @@ def test_a_reader_counts_the_events_whose_time_it_could_not_read() -> None:
     assert "missing" == reader.describe_miss()
     assert ARRIVAL == reader.read({"meta": {"ts": "soon"}}, ARRIVAL)
     assert (2, "unreadable: 'soon'") == (reader.misses, reader.describe_miss())
+
+
+@pytest.mark.parametrize("fmt", ["auto", "rfc3339"])
+def test_a_run_of_times_reads_each_as_it_reads_alone(fmt: str) -> None:
+    """The last RFC 3339 text is remembered (events often share a timestamp): repeated,
+    alternating, unreadable and number-like values in a row each still read as on their own."""
+    convert = time_converter(fmt)
+    values = [
+        "2024-06-11T10:00:00+00:00",
+        "2024-06-11T10:00:00+00:00",
+        "2024-06-11T12:00:00+02:00",
+        "2024-06-11T10:00:00+00:00",
+        "2024-06-11T10:00:00.046Z",
+        "2024-13-11T10:00:00Z",  # no 13th month
+        "2024-13-11T10:00:00Z",
+        "2024-06-11",
+        "2024",  # a number (auto), not a year
+        "1.2e-3",
+        "-100",
+        "2024-06-11T10:00:00+00:00",
+        "",
+    ]
+    expected = {
+        "2024-06-11T10:00:00+00:00": 1_718_100_000.0,
+        "2024-06-11T12:00:00+02:00": 1_718_100_000.0,
+        "2024-06-11T10:00:00.046Z": 1_718_100_000.046,
+        "2024-13-11T10:00:00Z": None,
+        "2024-06-11": 1_718_064_000.0,
+        "2024": 2024.0 if fmt == "auto" else None,
+        "1.2e-3": 0.0012 if fmt == "auto" else None,
+        "-100": -100.0 if fmt == "auto" else None,
+        "": None,
+    }
+    assert [expected[v] for v in values] == [convert(v, ARRIVAL) for v in values]
