@@ -26,6 +26,21 @@ rules:
   - {name: number-bound, match: {http.status: {gte: 500}}}
   - {name: any-of, match: {any: [{service: payments}, {level: warning}]}}
   - {name: negated, match: {not: {service: payments}}}
+  - {name: not-list, match: {not: {level: [info, warning]}}}
+  - {name: not-in, match: {not: {level: {in: [error, crit]}}}}
+  - {name: not-equals, match: {not: {host: {equals: a}}}}
+  - {name: not-any, match: {not: {any: [{level: error}, {host: a}, {http.path: /web}]}}}
+  - {name: not-any-mixed, match: {not: {any: [{level: error}, {host: a, service: billing}]}}}
+  - {name: not-any-multi, match: {not: {any: [{host: c, service: billing}, {http.status: 404}]}}}
+  - {name: not-nocase, match: {not: {level: {equals: error, nocase: true}}}}
+  - {name: not-and-more, match: {not: {level: {in: [error, info], regex: "^e"}}}}
+  - {name: not-two-fields, match: {not: {level: error, host: a}}}
+  - {name: not-mixed-types, match: {not: {http.status: [502, "502", true]}}}
+  - {name: not-deep, match: {not: {http.path: [/api/x, /API/]}}}
+  - {name: not-all, match: {all: [{not: {service: payments}}, {not: {level: info}}]}}
+  - {name: not-branch, match: {any: [{not: {service: billing}}, {host: b}]}}
+  - {name: not-in-not, match: {not: {not: {level: error}}}}
+  - {name: not-contains, match: {not: {message: {contains: time}}}}
   - {name: absent-host, match: {host: {exists: false}}}
   - {name: disabled, enabled: false, match: {service: payments}}
   - {name: re-alternation, match: {message: {regex: "timeout|refused"}}}
@@ -483,3 +498,28 @@ rules:
     assert "service" == field
     assert (("bk",), ("other",)) == tuple(tuple(r.name for r in table[v]) for v in ("a", "b"))
     assert {"bk"} == {r.name for r in index.candidates({"service": "a", "size": 9})}
+
+
+def test_a_rule_with_only_a_not_of_an_equality_is_skipped_for_the_texts_it_excludes() -> None:
+    """`not: {level: [debug, info]}` has nothing to look up; rather than being sent on to the
+    engine with every event, it is skipped for an event whose level is one of those texts."""
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: loud, match: {not: {level: [debug, info]}}}
+  - {name: not-web, match: {not: {any: [{level: debug}, {service: web}]}}}
+  - {name: branch, match: {any: [{not: {level: info}}, {host: a}]}}
+""")
+    index = RuleIndex(ruleset.rules)
+
+    def names(event: dict[str, Any]) -> list[str]:
+        return sorted(r.name for r in index.candidates(event))
+
+    assert ["branch"] == names({"level": "debug"})  # (`branch` needs only a level other than info)
+    assert ["not-web"] == names({"level": "info", "service": "api"})
+    assert ["branch", "not-web"] == names({"level": "info", "service": "api", "host": "a"})
+    # Filed under one field it excludes (`level`, which the most rules do): `service: web` is
+    # left to the predicate.
+    assert ["branch", "loud", "not-web"] == names({"level": "warning", "service": "web"})
+    assert ["branch", "loud", "not-web"] == names({"service": "api"})  # a missing level is no excluded text
+    assert ["branch", "loud", "not-web"] == names({"level": ["debug"]})  # nor is a list
+    assert [] == [r.name for r in index._root.always]

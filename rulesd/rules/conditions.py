@@ -475,16 +475,19 @@ class Hints:
     `lower_bounds`: field -> a number the field must be a number at least equal to.
     `alternatives`: the hints of each branch of an `any` that must hold, one of which
     then holds too (empty when no branch hint is known for some branch).
+    `exclusions`: field -> texts the field's text must not be (a `not` of an equality): an
+    event whose field is one of them cannot match (exact: a text equals only itself).
     """
 
     equalities: dict[str, frozenset[Any]]
     patterns: dict[str, tuple[PatternHint, ...]] = field(default_factory=dict)
     lower_bounds: dict[str, float] = field(default_factory=dict)
     alternatives: tuple[Hints, ...] = ()
+    exclusions: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def useful(self) -> bool:
         """Whether these hints say anything an index can use."""
-        return bool(self.equalities or self.patterns or self.lower_bounds)
+        return bool(self.equalities or self.patterns or self.lower_bounds or self.exclusions)
 
     def without(self, field: str, hint: PatternHint) -> Hints:
         """These hints less one pattern (that a node has tested already)."""
@@ -492,7 +495,7 @@ class Hints:
         left = tuple(p for p in patterns.pop(field, ()) if p is not hint)
         if left:
             patterns[field] = left
-        return Hints(self.equalities, patterns, self.lower_bounds)
+        return Hints(self.equalities, patterns, self.lower_bounds, exclusions=self.exclusions)
 
     def merged(self, other: Hints) -> Hints:
         """Hints that hold when both `self` and `other` hold (alternatives dropped)."""
@@ -505,7 +508,10 @@ class Hints:
         bounds = dict(self.lower_bounds)
         for key, bound in other.lower_bounds.items():
             bounds[key] = max(bound, bounds.get(key, bound))
-        return Hints(equalities, patterns, bounds)
+        exclusions = dict(self.exclusions)
+        for key, texts in other.exclusions.items():
+            exclusions[key] = exclusions.get(key, frozenset()) | texts
+        return Hints(equalities, patterns, bounds, exclusions=exclusions)
 
 
 _LITERAL_OPERATORS = ("contains", "startswith", "endswith")
@@ -547,7 +553,51 @@ def necessary_hints(
             _narrow(equalities, key, frozenset().union(*(h[key] for h in hints)))
         if not alternatives and branch_hints and all(h.useful() for h in branch_hints):
             alternatives = tuple(branch_hints)
-    return Hints(equalities, found, bounds, alternatives)
+    exclusions: dict[str, frozenset[str]] = {}
+    for key, written, where in _negated_equalities(cond, path):
+        texts = _equal_texts(resolved_matcher(written, where, lists))
+        if texts:
+            exclusions[key] = exclusions.get(key, frozenset()) | texts
+    return Hints(equalities, found, bounds, alternatives, exclusions)
+
+
+def _negated_equalities(
+    cond: dict[str, Any], path: tuple[str | int, ...]
+) -> list[tuple[str, Any, tuple[str | int, ...]]]:
+    """The field conditions that must each fail, found through `all`: a `not` of one field's
+    condition, and every branch of a `not` of an `any` that is one field's condition."""
+    out: list[tuple[str, Any, tuple[str | int, ...]]] = []
+    for key, value in cond.items():
+        if key == "all":
+            for i, sub in enumerate(value):
+                out.extend(_negated_equalities(sub, (*path, key, i)))
+        elif key == "not" and isinstance(value, dict) and len(value) == 1:
+            ((inner, written),) = value.items()
+            if inner == "any":
+                for i, branch in enumerate(written):
+                    if isinstance(branch, dict) and len(branch) == 1:
+                        ((name, matcher),) = branch.items()
+                        if name not in ("all", "any", "not"):
+                            out.append((name, matcher, (*path, key, inner, i, name)))
+            elif inner not in ("all", "not"):
+                out.append((inner, written, (*path, key, inner)))
+    return out
+
+
+def _equal_texts(matcher: Any) -> frozenset[str] | None:
+    """The texts a field's condition holds for by equality alone (a text, a list, `equals` or
+    `in` on their own, exact case): a field whose text is one of them meets the condition."""
+    if isinstance(matcher, dict):
+        if len(matcher) != 1:  # another operator or `nocase` beside it: more than equality decides
+            return None
+        ((op, matcher),) = matcher.items()
+        if op not in ("equals", "in") or isinstance(matcher, list) != (op == "in"):
+            return None
+    if isinstance(matcher, str):
+        return frozenset([matcher])
+    if isinstance(matcher, list):
+        return frozenset(v for v in matcher if isinstance(v, str)) or None
+    return None
 
 
 def _pattern_hints(

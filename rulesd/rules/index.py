@@ -115,8 +115,16 @@ class _Bound(NamedTuple):
     rules: tuple[Rule, ...]
 
 
+class _Exclude(NamedTuple):
+    """Rules that need a field not to be certain texts (and nothing the index can look up):
+    by each of those texts, the rules it leaves; any other value leaves them all."""
+
+    left: dict[str, tuple[Rule, ...]]
+    every: tuple[Rule, ...]
+
+
 _Table = dict[Any, "_Plan | tuple[Rule, ...]"]
-_Test = tuple[str, "_Scan | _Bound"]
+_Test = tuple[str, "_Scan | _Bound | _Exclude"]
 
 
 class _Plan(NamedTuple):
@@ -143,6 +151,7 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
     by_field: dict[str, dict[Any, list[_Entry]]] = {}
     scanned: dict[str, list[tuple[PatternHint, _Entry]]] = {}
     bounded: dict[str, list[tuple[float, Rule]]] = {}
+    excluded: list[_Entry] = []
     always: list[Rule] = []
     for entry, (equal, patterns, bound) in zip(entries, options, strict=True):
         rule, hints = entry
@@ -158,14 +167,35 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
             scanned.setdefault(field, []).append((hint, _Entry(rule, hints.without(field, hint))))
         elif bound is not None and bound[0] in read:
             bounded.setdefault(bound[0], []).append((bound[1], rule))
+        elif hints.exclusions:
+            excluded.append(entry)
         else:
             always.append(rule)
     tables = [(f, {v: _child(rs, used | {f}) for v, rs in t.items()}) for f, t in by_field.items()]
     tests: list[_Test] = [
         *((f, _scan_test(members, used)) for f, members in scanned.items()),
         *((f, _bound_test(members)) for f, members in bounded.items()),
+        *_exclusion_tests(excluded),
     ]
     return _Plan(tuple(always), tables, tests)
+
+
+def _exclusion_tests(entries: list[_Entry]) -> list[tuple[str, _Exclude]]:
+    """Rules with nothing to look up but a `not` of an equality (`not: {level: [debug, info]}`),
+    which would otherwise be sent on to the engine with every event: each under one field it
+    must not equal (the field most of them share), so an event whose field is one of those texts
+    skips them for one lookup."""
+    shared = Counter(f for e in entries for f in e.hints.exclusions)
+    by_field: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        field = max(entry.hints.exclusions, key=lambda f: (shared[f], len(entry.hints.exclusions[f]), f))
+        by_field.setdefault(field, []).append(entry)
+    tests = []
+    for field, members in by_field.items():
+        texts = {t for e in members for t in e.hints.exclusions[field]}
+        left = {t: tuple(e.rule for e in members if t not in e.hints.exclusions[field]) for t in texts}
+        tests.append((field, _Exclude(left, tuple(e.rule for e in members))))
+    return tests
 
 
 class _Options(NamedTuple):
@@ -224,7 +254,10 @@ def _child(entries: list[_Entry], used: frozenset[str]) -> _Plan | tuple[Rule, .
     Even a single rule gets a node for its pattern or bound: that test costs less than
     sending the event on to the engine and running the rule's whole predicate.
     """
-    if any(set(e.hints.equalities) - used or e.hints.patterns or e.hints.lower_bounds for e in entries):
+    if any(
+        set(e.hints.equalities) - used or e.hints.patterns or e.hints.lower_bounds or e.hints.exclusions
+        for e in entries
+    ):
         plan = _plan(entries, used)
         if plan.tables or plan.tests:
             return plan  # (else no test applies after all: a call to a node would only add them)
@@ -332,6 +365,8 @@ class _NodeWriter:
         for field, test in tests:
             if isinstance(test, _Bound):
                 self.bound(field, test)
+            elif isinstance(test, _Exclude):
+                self.exclude(field, test)
             else:
                 self.scan(field, test)
 
@@ -471,6 +506,16 @@ class _NodeWriter:
             self.emit(3, f"out.extend({self.const(test.rules)}[:bisect_right({self.const(test.bounds)}, {number})])")
         self.emit(1, "except TypeError:")
         self.emit(2, "pass")
+
+    def exclude(self, field: str, test: _Exclude) -> None:
+        """The rules the field's text leaves: all of them unless it is one they exclude (a
+        missing field, or any other value, is none of those texts)."""
+        value = self.read(field)
+        self.emit(1, f"hit = {self.const(test.left)}.get({value}) if type({value}) is str else None")
+        self.emit(1, "if hit is None:")
+        self.add_rules(2, test.every)
+        self.emit(1, "else:")
+        self.emit(2, "out.extend(hit)")
 
     def _nested_bounds(
         self, depth: int, number: str, bounds: list[float], reached: list[int], rules: tuple[Rule, ...]
