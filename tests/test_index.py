@@ -41,6 +41,9 @@ rules:
   - {name: not-branch, match: {any: [{not: {service: billing}}, {host: b}]}}
   - {name: not-in-not, match: {not: {not: {level: error}}}}
   - {name: not-contains, match: {not: {message: {contains: time}}}}
+  - {name: not-in-op, match: {level: {not_in: [info, warning, 5]}}}
+  - {name: not-equals-op, match: {service: {not_equals: payments, exists: true}}}
+  - {name: not-equals-number, match: {http.status: {not_equals: 502}}}
   - {name: absent-host, match: {host: {exists: false}}}
   - {name: disabled, enabled: false, match: {service: payments}}
   - {name: re-alternation, match: {message: {regex: "timeout|refused"}}}
@@ -508,6 +511,7 @@ rules:
   - {name: loud, match: {not: {level: [debug, info]}}}
   - {name: not-web, match: {not: {any: [{level: debug}, {service: web}]}}}
   - {name: branch, match: {any: [{not: {level: info}}, {host: a}]}}
+  - {name: op, match: {level: {not_in: [debug, info, warning]}, service: {not_equals: web}}}
 """)
     index = RuleIndex(ruleset.rules)
 
@@ -519,7 +523,8 @@ rules:
     assert ["branch", "not-web"] == names({"level": "info", "service": "api", "host": "a"})
     # Filed under one field it excludes (`level`, which the most rules do): `service: web` is
     # left to the predicate.
+    assert ["branch", "loud", "not-web", "op"] == names({"level": "error", "service": "web"})
     assert ["branch", "loud", "not-web"] == names({"level": "warning", "service": "web"})
-    assert ["branch", "loud", "not-web"] == names({"service": "api"})  # a missing level is no excluded text
-    assert ["branch", "loud", "not-web"] == names({"level": ["debug"]})  # nor is a list
+    assert ["branch", "loud", "not-web", "op"] == names({"service": "api"})  # a missing level is no excluded text
+    assert ["branch", "loud", "not-web", "op"] == names({"level": ["debug"]})  # nor is a list
     assert [] == [r.name for r in index._root.always]

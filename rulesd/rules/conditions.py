@@ -475,8 +475,9 @@ class Hints:
     `lower_bounds`: field -> a number the field must be a number at least equal to.
     `alternatives`: the hints of each branch of an `any` that must hold, one of which
     then holds too (empty when no branch hint is known for some branch).
-    `exclusions`: field -> texts the field's text must not be (a `not` of an equality): an
-    event whose field is one of them cannot match (exact: a text equals only itself).
+    `exclusions`: field -> texts the field's text must not be (a `not` of an equality,
+    `not_equals`, `not_in`): an event whose field is one of them cannot match (exact: a text
+    equals only itself).
     """
 
     equalities: dict[str, frozenset[Any]]
@@ -554,8 +555,12 @@ def necessary_hints(
         if not alternatives and branch_hints and all(h.useful() for h in branch_hints):
             alternatives = tuple(branch_hints)
     exclusions: dict[str, frozenset[str]] = {}
-    for key, written, where in _negated_equalities(cond, path):
-        texts = _equal_texts(resolved_matcher(written, where, lists))
+    negated = [(key, _equal_texts(resolved_matcher(w, at, lists))) for key, w, at in _negated_equalities(cond, path)]
+    for key, written, where in _conjuncts(cond, path):
+        value = resolved_matcher(written, where, lists)
+        if isinstance(value, dict):  # `not_equals` / `not_in` texts (beside any other operator: all must hold)
+            negated += [(key, _equal_texts(value[op])) for op in ("not_equals", "not_in") if op in value]
+    for key, texts in negated:
         if texts:
             exclusions[key] = exclusions.get(key, frozenset()) | texts
     return Hints(equalities, found, bounds, alternatives, exclusions)
