@@ -87,3 +87,11 @@ def test_malformed_templates_are_rejected(source: str, message: str) -> None:
     with pytest.raises(TemplateError) as caught:
         parse_template(source)
     assert str(caught.value).startswith(message)
+
+
+def test_a_text_is_parsed_once_and_a_malformed_one_refused_every_time() -> None:
+    """Rules repeat their templates: they share the one parsed (a Template is immutable)."""
+    assert parse_template("{service}: {message}") is parse_template("{service}: {message}")
+    for _ in range(2):
+        with pytest.raises(TemplateError, match="position 3"):
+            parse_template("ab}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -66,6 +67,9 @@ def to_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+# A rule set repeats its templates (`{service}: {message}`, a team's tags): each text is parsed
+# once. A Template is immutable, so rules may share one.
+@functools.lru_cache(maxsize=4096)
 def parse_template(source: str) -> Template:
     """Parse `source`; raise TemplateError naming the offending position."""
     parts: list[str | tuple[str, Getter]] = []
