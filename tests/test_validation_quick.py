@@ -190,6 +190,37 @@ def test_a_mutated_file_the_quick_check_accepts_jsonschema_accepts(schema: str, 
     assert accepted > 100 and refused > 100  # both sides of the question were asked
 
 
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_the_quick_check_answers_as_fastjsonschema_does_on_the_schema_as_written(schema: str, seed: int) -> None:
+    """The quick check is compiled without exception details and with `const` written as an
+    `enum` of one value: its answers are those of the schema compiled as written."""
+    import fastjsonschema
+
+    written = fastjsonschema.compile(load_schema(schema))
+    quick = _quick_validator(schema)
+    rng = random.Random(seed)
+    answers = set()
+    docs = corpus(schema)
+    for base in docs:
+        for doc in [base, *(mutate(base, rng, ADDED_KEYS[schema]) for _ in range(600 // len(docs)))]:
+            try:
+                written(copy.deepcopy(doc))
+                expected = True
+            except fastjsonschema.JsonSchemaException:
+                expected = False
+            assert expected == quick(doc), json.dumps(doc)[:2000]
+            answers.add(expected)
+    assert {True, False} == answers
+
+
+def test_a_const_is_still_checked_by_the_quick_check() -> None:
+    rule = {"name": "a", "match": {"x": 1}, "alert": {"responders": [{"type": "team", "name": "t"}]}}
+    quick = _quick_validator("rule")
+    assert quick({"rules": [rule]})
+    assert not quick({"rules": [{**rule, "alert": {"responders": [{"type": "user", "name": "t"}]}}]})
+
+
 def test_errors_are_still_jsonschemas_with_their_place(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("rules:\n  - name: a\n    match: {level: error}\n    throttle: -5\n")
