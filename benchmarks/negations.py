@@ -1,0 +1,103 @@
+"""What rules with nothing to look up but a negated equality cost, against the same rule set
+without them.
+
+    python benchmarks/negations.py [--rules 1000] [--share 0.02] [--events N] [--repeat N] [--quick]
+
+An index finds a rule by what an event must hold (`service: api`, a pattern, a bound). A
+rule whose only test is a negated equality (`not: {level: [debug, info]}`, a `not` of an `any`
+of one-field equalities, `not_in`, an `any` with such a branch) gives it nothing of that kind:
+unless the index files it under the texts it excludes, it is sent to the engine with every
+event, and one such rule makes every event read its time and run the engine's step.
+
+This replays the ops events (`shape_ops.py`) whole process with the ops rule set of RULES
+rules, and with the same set in which SHARE of the rules (seeded) are such rules, each
+throttled or counted per host as a production rule would be, and prints both × the
+whole-process floor (`floor.py`) and what the negated rules cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import generate
+import shape_ops
+from process import HERE, best, replay_command
+
+# What such rules leave out: the noisy levels, as a rule that pages on anything else does.
+QUIET = (["debug", "info"], ["debug", "info", "warning"])
+
+
+def negated_rule(i: int, rng: random.Random) -> dict[str, Any]:
+    """A rule whose only test is a negated equality, of one of four kinds."""
+    kind = i % 4
+    if kind == 0:
+        match: dict[str, Any] = {"not": {"level": rng.choice(QUIET)}}
+    elif kind == 1:
+        match = {"not": {"any": [{"level": "debug"}, {"level": "info"}, {"env": rng.choice(("staging", "dev"))}]}}
+    elif kind == 2:
+        match = {"level": {"not_in": rng.choice(QUIET)}, "env": {"not_equals": "dev"}}
+    else:
+        service, region = rng.choice(shape_ops.SERVICES), rng.choice(shape_ops.REGIONS)
+        match = {"any": [{"not": {"level": rng.choice(QUIET)}}, {"service": service, "region": region}]}
+    rule: dict[str, Any] = {"name": f"negated-{i:04d}", "match": match, "throttle": "10m"}
+    if i % 2:
+        rule["threshold"] = {"count": rng.randrange(5, 20), "window": "1m", "group_by": ["host"]}
+    return rule
+
+
+def with_negations(rules: list[dict[str, Any]], share: float, seed: int) -> list[dict[str, Any]]:
+    """`rules` with `share` of them, chosen by `seed`, replaced by negated rules."""
+    rng = random.Random(seed)
+    out = list(rules)
+    for n, i in enumerate(sorted(rng.sample(range(len(out)), max(1, round(len(out) * share))))):
+        out[i] = negated_rule(n, rng)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", type=int, default=1000)
+    parser.add_argument("--share", type=float, default=0.02, help="share of the rules replaced (default 0.02)")
+    parser.add_argument("--events", type=int, default=generate.DEFAULT_EVENTS)
+    parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 5,000 events, 100 rules, best of 1")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.rules, args.repeat = 5_000, 100, 1
+    out = generate.DATA_DIR
+    generate.write_all(out, args.events, args.seed, "ops", (args.rules,))
+    events = generate.events_path(out, args.events, args.seed, "ops")
+    plain = generate.rules_path(out, args.rules, args.seed, "ops")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["RULESD_CACHE_DIR"] = str(Path(tmp) / "cache")
+        negated = Path(tmp) / "rules.yaml"
+        rules = yaml.safe_load(plain.read_text())["rules"]
+        negated.write_text(yaml.safe_dump({"rules": with_negations(rules, args.share, args.seed)}, sort_keys=False))
+        floor = best(args.repeat, [sys.executable, str(HERE / "floor.py"), str(events)])
+        print(
+            f"ops events: {args.events:,}, {args.rules} rules, {args.share:.0%} of them negated, best of "
+            f"{args.repeat}, CPU time of the child, load {os.getloadavg()[0]:.2f}"
+        )
+        print(f"floor: {floor.cpu:.3f} s")
+        cpu = {}
+        for label, path in (("the ops rules", plain), ("with negated rules", negated)):
+            command = replay_command(path, events, shape_ops.TIME_FIELD)
+            best(1, command)  # fills the rule cache
+            cpu[label] = best(args.repeat, command).cpu
+            print(f"  {label:<20} replay {cpu[label]:.3f} s, {floor.cpu / cpu[label]:.3f} x floor")
+        print(f"the negated rules cost x{cpu['with negated rules'] / cpu['the ops rules']:.2f} the time of the set")
+
+
+if __name__ == "__main__":
+    main()
