@@ -189,6 +189,11 @@ class _Builder:
         except ConstructorError as exc:
             self.problem(node, _describe(exc))
             return None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # An explicit tag on a text it cannot read (`!!int x`, `!!bool maybe`,
+            # `!!timestamp 2020-99-99`): PyYAML's constructors fail with Python's own errors.
+            self.problem(node, f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}")
+            return None
         if isinstance(value, datetime.date | bytes):
             return str(node.value)  # dates stay as written: rules compare strings
         return value

@@ -308,6 +308,24 @@ def test_tags_that_are_not_plain_data_are_refused(tmp_path: Path, text: str, exp
     assert [f"{path}:{expected} is not allowed: only plain YAML data is accepted"] == check_lines(path)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("!!int x", "'x' is not a valid !!int"),
+        ("!!int 0x1g", "'0x1g' is not a valid !!int"),
+        ("!!float x", "'x' is not a valid !!float"),
+        ("!!bool maybe", "'maybe' is not a valid !!bool"),
+        ("!!timestamp 2020-99-99", "'2020-99-99' is not a valid !!timestamp"),
+    ],
+)
+def test_a_plain_tag_on_a_text_it_cannot_read_is_a_located_error(tmp_path: Path, value: str, expected: str) -> None:
+    """`!!int x` made PyYAML raise Python's own ValueError, which ended `rulesd check` with a
+    traceback: it is an error at its place."""
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: a\nmatch: {{level: {value}}}\n")
+    assert [f"{path}:2:16: error: {expected}"] == check_lines(path)
+
+
 def test_alias_bomb_is_refused(tmp_path: Path) -> None:
     """A "billion laughs" document is a problem, not a hang or a crash."""
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
