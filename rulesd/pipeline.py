@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rulesd.alerting.payload import AlertSettings, build_payload, close_body
+from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
 from rulesd.engine import Closing, Engine, Firing
 from rulesd.engine.values import Matched
 from rulesd.events import BLOCK_LINES, IGNORED, parse_block
@@ -51,21 +51,65 @@ class Batch:
         return self.lines - len(self.invalid) - self.ignored
 
 
-@dataclass(frozen=True, slots=True)
 class Alert:
     """A request to queue: an alert to create (`payload` is its body) or, with `close`, the
     alias of an alert to close (`payload` is the close request's body).
 
     `index` is the event being evaluated when it was found; `origin` says where the event it
     carries came from when that is another (a timer's), None otherwise.
+
+    An alert's body is built from its firing when first asked for: `rulesd replay`'s text lines
+    show only its `headline()`, a fraction of the work (the description's indented event JSON,
+    details, tags and responders are most of it); the daemon asks for every body at once.
     """
 
-    index: int
-    rules: tuple[str, ...]
-    payload: dict[str, Any]
-    close: str | None = None
-    origin: Any = None
-    timer: bool = False
+    __slots__ = ("_firing", "_payload", "_settings", "_source", "close", "index", "origin", "rules", "timer")
+
+    def __init__(
+        self,
+        index: int,
+        rules: tuple[str, ...],
+        payload: dict[str, Any] | None = None,
+        close: str | None = None,
+        origin: Any = None,
+        timer: bool = False,
+        *,
+        firing: Firing | None = None,
+        settings: AlertSettings | None = None,
+        source: str = "",
+    ) -> None:
+        if (payload is None) == (firing is None):
+            raise ValueError("an alert has either its body or the firing to build it from")
+        self.index, self.rules, self.close, self.origin, self.timer = index, rules, close, origin, timer
+        self._payload, self._firing, self._settings, self._source = payload, firing, settings, source
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The request's body."""
+        if self._payload is None:
+            assert self._firing is not None
+            self._payload = build_payload(self._firing, self._settings or AlertSettings(), self._source)
+        return self._payload
+
+    def headline(self) -> tuple[str, str, str]:
+        """The body's priority, message and alias, without building the rest of it."""
+        if self._firing is None or self._payload is not None:
+            p = self.payload
+            return p["priority"], p["message"], p["alias"]
+        return headline(self._firing)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Alert):
+            return NotImplemented
+        mine = (self.index, self.rules, self.close, self.origin, self.timer)
+        return (
+            mine == (other.index, other.rules, other.close, other.origin, other.timer) and self.payload == other.payload
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, like the body it holds
+
+    def __repr__(self) -> str:
+        return f"Alert(index={self.index}, rules={self.rules!r}, close={self.close!r}, timer={self.timer})"
 
 
 def evaluate_lines(
@@ -292,20 +336,7 @@ def build_alerts(
             body = close_body(found, settings)
             alerts.extend(Alert(i, found.rules, body, alias, timer=timer) for alias in found.aliases)
             continue
-        payload = build_payload(found, settings, event_source(i, found, timer, source_of, origin_source))
-        alerts.append(Alert(i, tuple([r.name for r in found.rules]), payload, None, found.origin, timer))
+        where = source_of(i) if not timer else (origin_source(found.origin) if found.origin is not None else "")
+        names = tuple([r.name for r in found.rules])
+        alerts.append(Alert(i, names, None, None, found.origin, timer, firing=found, settings=settings, source=where))
     return alerts
-
-
-def event_source(
-    index: int,
-    firing: Firing,
-    timer: bool,
-    source_of: Callable[[int], str],
-    origin_source: Callable[[Any], str] = str,
-) -> str:
-    """Where the event of a batch's firing came from (the payload's "Event Source"): the
-    batch's event `index` (`source_of`), or for a timer's firing, the event that armed it."""
-    if not timer:
-        return source_of(index)
-    return origin_source(firing.origin) if firing.origin is not None else ""

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
 
-from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
-from rulesd.engine import Closing, Engine, Firing
+from rulesd.alerting.payload import AlertSettings
+from rulesd.engine import Engine
 from rulesd.events import JSON_PARSER, Parser, Reading, unmatched_reason
 from rulesd.eventtime import EventTime, TimeReader
-from rulesd.pipeline import evaluate_lines, event_source
+from rulesd.pipeline import Alert, build_alerts, evaluate_lines
 from rulesd.rules.model import RuleSet
 
 # Read at a time: lines up to and including the one that crosses BLOCK_BYTES (about 60 events
@@ -53,47 +53,33 @@ class ReplaySummary:
     untimed: int = 0  # events evaluated at the start time: their time field missing or unreadable
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class ReplayedAlert:
     """An alert that would be sent (or, with `close`, the alias of one that would be closed),
-    with the line of its event (0: none, an expected group never seen).
+    with the line of its event (0: none, an expected group never seen). Its body is built when
+    first asked for (see `pipeline.Alert`): the text lines show only its `headline()`."""
 
-    An alert's `payload` is built when first asked for: `rulesd replay`'s text lines need only
-    its `headline`, a tenth of the work (the description's indented event JSON, the details,
-    tags and responders are most of it), and an alert-heavy replay spends much of its time there.
-    """
+    line: int
+    alert: Alert  # (its `index` counts from the block it was found in)
 
-    __slots__ = ("_firing", "_payload", "_settings", "_source", "close", "line", "rules")
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rules that fired, lead first (or whose alerts close)."""
+        return self.alert.rules
 
-    def __init__(
-        self,
-        line: int,
-        rules: tuple[str, ...],
-        payload: dict[str, Any] | None = None,
-        close: str | None = None,
-        *,
-        firing: Firing | None = None,
-        settings: AlertSettings | None = None,
-        source: str = "",
-    ) -> None:
-        if (payload is None) == (firing is None):
-            raise ValueError("a replayed alert has either a payload or the firing to build it from")
-        self.line, self.rules, self.close = line, rules, close
-        self._payload, self._firing, self._settings, self._source = payload, firing, settings, source
+    @property
+    def close(self) -> str | None:
+        """The alias of the alert to close, for a closing."""
+        return self.alert.close
 
     @property
     def payload(self) -> dict[str, Any]:
         """The request's body, as the daemon would queue it."""
-        if self._payload is None:
-            assert self._firing is not None
-            self._payload = build_payload(self._firing, self._settings or AlertSettings(), self._source)
-        return self._payload
+        return self.alert.payload
 
     def headline(self) -> tuple[str, str, str]:
-        """The payload's priority, message and alias, without building the rest of it."""
-        if self._firing is None or self._payload is not None:
-            p = self.payload
-            return p["priority"], p["message"], p["alias"]
-        return headline(self._firing)
+        """The body's priority, message and alias, without building the rest of it."""
+        return self.alert.headline()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReplayedAlert):
@@ -101,10 +87,7 @@ class ReplayedAlert:
         mine, theirs = (self.line, self.rules, self.close), (other.line, other.rules, other.close)
         return mine == theirs and self.payload == other.payload
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, like the payload it holds
-
-    def __repr__(self) -> str:
-        return f"ReplayedAlert(line={self.line}, rules={self.rules!r}, close={self.close!r})"
+    __hash__ = None  # type: ignore[assignment]  # equal by value, like the body it holds
 
 
 def replay(
@@ -140,19 +123,14 @@ def replay(
                 _invalid(summary, parser, lineno + i + 1, block[i], on_invalid)
             else:
                 summary.blank += 1
-        for i, found, timer in batch.firings:
-            if isinstance(found, Closing):
-                body = close_body(found, settings)
-                for alias in found.aliases:
-                    summary.closes += 1
-                    yield ReplayedAlert(first + i, found.rules, body, alias)
+        for alert in build_alerts(batch, settings, partial(_line_of, name, first), partial(_line_of, name, 0)):
+            if alert.close is not None:
+                summary.closes += 1
+                yield ReplayedAlert(first + alert.index, alert)
                 continue
             summary.alerts += 1
-            names = tuple([r.name for r in found.rules])
-            summary.firings.update(names)
-            line = (found.origin or 0) if timer else first + i
-            where = event_source(i, found, timer, partial(_line_of, name, first), partial(_line_of, name, 0))
-            yield ReplayedAlert(line, names, firing=found, settings=settings, source=where)
+            summary.firings.update(alert.rules)
+            yield ReplayedAlert((alert.origin or 0) if alert.timer else first + alert.index, alert)
         lineno += len(block)
     summary.lines = lineno
     summary.events = lineno - summary.blank - summary.invalid - summary.ignored

@@ -12,6 +12,7 @@ import pytest
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.engine import Engine
 from rulesd.events import parse_json, why_invalid
+from rulesd.pipeline import Alert
 from rulesd.replay import BLOCK_BYTES, SAMPLE_CHARS, SAMPLES, ReplayedAlert, ReplaySummary, Sample, replay
 from rulesd.rules.model import RuleSet
 from tests.ruletools import ruleset_from_yaml
@@ -67,7 +68,7 @@ def reference(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int,
             names = tuple(r.name for r in firing.rules)
             summary.alerts += 1
             summary.firings.update(names)
-            alerts.append(ReplayedAlert(lineno, names, build_payload(firing, AlertSettings(), f"f:{lineno}")))
+            alerts.append(ReplayedAlert(lineno, Alert(0, names, build_payload(firing, AlertSettings(), f"f:{lineno}"))))
     return [*alerts, summary], invalid
 
 
