@@ -89,8 +89,7 @@ def _auto(value: Any, now: float) -> float | None:
             return _iso(value)
         if _NUMBER.fullmatch(value) is None:
             return _iso(value)
-        number = float(value)
-        return number if math.isfinite(number) else None
+        return _finite(float(value))
     return _number(value)
 
 
@@ -111,7 +110,10 @@ def _number(value: Any) -> float | None:
         value = float(value)
     elif kind is not int and kind is not float:  # bool is not a time
         return None
-    number = float(value)
+    return _finite(float(value))
+
+
+def _finite(number: float) -> float | None:
     return number if math.isfinite(number) else None
 
 

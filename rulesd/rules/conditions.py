@@ -531,6 +531,7 @@ def necessary_hints(
     equalities: dict[str, frozenset[Any]] = {}
     found: dict[str, tuple[PatternHint, ...]] = {}
     bounds: dict[str, float] = {}
+    negated: list[tuple[str, frozenset[str] | None]] = []
     for key, written, where in _conjuncts(cond, path):
         value = resolved_matcher(written, where, lists)
         values = _value_options(value)
@@ -545,6 +546,8 @@ def necessary_hints(
             bound = _lower_bound(value)
             if bound is not None:
                 bounds[key] = max(bound, bounds.get(key, bound))
+            # `not_equals` / `not_in` texts (beside any other operator: all must hold)
+            negated += [(key, _equal_texts(value[op])) for op in ("not_equals", "not_in") if op in value]
     alternatives: tuple[Hints, ...] = ()
     for branches, where in _disjunctions(cond, path):
         branch_hints = [necessary_hints(b, patterns, (*where, i), lists) for i, b in enumerate(branches)]
@@ -554,39 +557,12 @@ def necessary_hints(
             _narrow(equalities, key, frozenset().union(*(h[key] for h in hints)))
         if not alternatives and branch_hints and all(h.useful() for h in branch_hints):
             alternatives = tuple(branch_hints)
+    negated += [(key, _equal_texts(resolved_matcher(w, at, lists))) for key, w, at in _negated_equalities(cond, path)]
     exclusions: dict[str, frozenset[str]] = {}
-    negated = [(key, _equal_texts(resolved_matcher(w, at, lists))) for key, w, at in _negated_equalities(cond, path)]
-    for key, written, where in _conjuncts(cond, path):
-        value = resolved_matcher(written, where, lists)
-        if isinstance(value, dict):  # `not_equals` / `not_in` texts (beside any other operator: all must hold)
-            negated += [(key, _equal_texts(value[op])) for op in ("not_equals", "not_in") if op in value]
     for key, texts in negated:
         if texts:
             exclusions[key] = exclusions.get(key, frozenset()) | texts
     return Hints(equalities, found, bounds, alternatives, exclusions)
-
-
-def _negated_equalities(
-    cond: dict[str, Any], path: tuple[str | int, ...]
-) -> list[tuple[str, Any, tuple[str | int, ...]]]:
-    """The field conditions that must each fail, found through `all`: a `not` of one field's
-    condition, and every branch of a `not` of an `any` that is one field's condition."""
-    out: list[tuple[str, Any, tuple[str | int, ...]]] = []
-    for key, value in cond.items():
-        if key == "all":
-            for i, sub in enumerate(value):
-                out.extend(_negated_equalities(sub, (*path, key, i)))
-        elif key == "not" and isinstance(value, dict) and len(value) == 1:
-            ((inner, written),) = value.items()
-            if inner == "any":
-                for i, branch in enumerate(written):
-                    if isinstance(branch, dict) and len(branch) == 1:
-                        ((name, matcher),) = branch.items()
-                        if name not in ("all", "any", "not"):
-                            out.append((name, matcher, (*path, key, inner, i, name)))
-            elif inner not in ("all", "not"):
-                out.append((inner, written, (*path, key, inner)))
-    return out
 
 
 def _equal_texts(matcher: Any) -> frozenset[str] | None:
@@ -639,28 +615,48 @@ def _lower_bound(matcher: dict[str, Any]) -> float | None:
     return max(found) if found else None
 
 
-def _conjuncts(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:
+def _conjunct_items(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:
+    """Every key of `cond` that must hold, with its value and path, found through `all`."""
     out: list[tuple[str, Any, tuple[str | int, ...]]] = []
     for key, value in cond.items():
         if key == "all":
             for i, sub in enumerate(value):
-                out.extend(_conjuncts(sub, (*path, key, i)))
-        elif key not in ("any", "not"):
+                out.extend(_conjunct_items(sub, (*path, key, i)))
+        else:
             out.append((key, value, (*path, key)))
     return out
+
+
+def _conjuncts(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:
+    """The field conditions that must hold, found through `all`."""
+    return [item for item in _conjunct_items(cond, path) if item[0] not in ("any", "not")]
 
 
 def _disjunctions(
     cond: dict[str, Any], path: tuple[str | int, ...]
 ) -> list[tuple[list[dict[str, Any]], tuple[str | int, ...]]]:
     """The `any` lists that must hold, found through `all` like the conjuncts."""
-    out: list[tuple[list[dict[str, Any]], tuple[str | int, ...]]] = []
-    for key, value in cond.items():
-        if key == "all":
-            for i, sub in enumerate(value):
-                out.extend(_disjunctions(sub, (*path, key, i)))
-        elif key == "any":
-            out.append((value, (*path, key)))
+    return [(value, where) for key, value, where in _conjunct_items(cond, path) if key == "any"]
+
+
+def _negated_equalities(
+    cond: dict[str, Any], path: tuple[str | int, ...]
+) -> list[tuple[str, Any, tuple[str | int, ...]]]:
+    """The field conditions that must each fail, found through `all`: a `not` of one field's
+    condition, and every branch of a `not` of an `any` that is one field's condition."""
+    out: list[tuple[str, Any, tuple[str | int, ...]]] = []
+    for key, value, where in _conjunct_items(cond, path):
+        if key != "not" or not isinstance(value, dict) or len(value) != 1:
+            continue
+        ((inner, written),) = value.items()
+        if inner == "any":
+            for i, branch in enumerate(written):
+                if isinstance(branch, dict) and len(branch) == 1:
+                    ((name, matcher),) = branch.items()
+                    if name not in ("all", "any", "not"):
+                        out.append((name, matcher, (*where, inner, i, name)))
+        elif inner not in ("all", "not"):
+            out.append((inner, written, (*where, inner)))
     return out
 
 
