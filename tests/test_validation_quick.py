@@ -64,7 +64,7 @@ FULL_CONFIG: dict[str, Any] = {
             "path": "/var/log/nginx/access.log",
             "format": "regex",
             "pattern": r"^(?P<host>\S+) (?P<status>\d+)",
-            "ignore_pattern": "^#",  # (a list: fastjsonschema 2.21 fails on it, and jsonschema decides)
+            "ignore_pattern": ["^#"],
             "fields": {"status": "int"},
             "time_field": "time",
             "time_format": "%d/%b/%Y:%H:%M:%S %z",
