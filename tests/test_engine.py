@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import random
-import tracemalloc
 from typing import Any
 
 import pytest
@@ -14,7 +12,7 @@ from rulesd.engine import Engine, EngineState
 from rulesd.engine.state import window_times
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.model import RuleSet
-from tests.ruletools import ruleset_from_yaml
+from tests.ruletools import bytes_per_call, ruleset_from_yaml
 
 ARRIVAL = 1_800_000_000.0  # an arrival time far from every event time below
 
@@ -476,14 +474,9 @@ def test_a_group_of_one_event_costs_a_string_and_a_float() -> None:
         text = f"name: r\nmatch: {{level: error}}\nthreshold: {{count: 5, window: 1d, group_by: {group_by}}}\n"
         engine = Engine(ruleset_from_yaml(text), saved=False)  # as replay: no record of changes to save
         count = 20_000
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        for i in range(count):
-            engine.evaluate({"level": "error", "host": f"host-{i:08d}", "dc": "x"}, T0 + i)
-        gc.collect()
-        per_group = (tracemalloc.get_traced_memory()[0] - before) / count
-        tracemalloc.stop()
+        per_group = bytes_per_call(
+            lambda i, e=engine: e.evaluate({"level": "error", "host": f"host-{i:08d}", "dc": "x"}, T0 + i), count
+        )
         keys = list(engine.state.windows["r"])
         assert count == len(keys) and all(type(k) is str for k in keys)
         assert per_group < limit, f"group_by {group_by}: {per_group:.0f} bytes per group"

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import random
-import tracemalloc
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ from rulesd.engine import Engine, EngineState, Limits
 from rulesd.engine.state import seen_values
 from rulesd.errors import RuleError
 from rulesd.pipeline import build_alerts, evaluate_events
-from tests.ruletools import ruleset_from_yaml
+from tests.ruletools import bytes_per_call, ruleset_from_yaml
 
 T0 = 1_700_000_000.0
 Step = tuple[float, dict[str, Any] | None]  # (seconds from T0, event); a None event only moves the clock
@@ -406,14 +404,9 @@ def test_a_group_of_one_value_costs_a_pair_not_a_dict() -> None:
     ):
         engine = Engine(ruleset_from_yaml(f"name: r\nmatch: {{k: v}}\n{spec}\n"), saved=False)
         count = 20_000
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        for i in range(count):
-            engine.evaluate({"k": "v", "g": f"group-{i:08d}", "u": "x"}, T0 + i)
-        gc.collect()
-        per_group = (tracemalloc.get_traced_memory()[0] - before) / count
-        tracemalloc.stop()
+        per_group = bytes_per_call(
+            lambda i, e=engine: e.evaluate({"k": "v", "g": f"group-{i:08d}", "u": "x"}, T0 + i), count
+        )
         assert count == engine.state.group_count()
         assert per_group < 230, f"{spec}: {per_group:.0f} bytes per group"
 
