@@ -26,7 +26,7 @@ SEQUENCE = "sequence"  # sequence: progress through the steps
 ABSENCE = "absence"  # absence: when last seen, the event, whether its alert is open
 NEW_VALUE = "new_value"  # new_value: value (as key text) -> when last seen (one value: a pair)
 OPEN = "open"  # resolve: when the group last fired and the aliases of its open alerts
-RULE = "rule"  # per rule, not per group (the group is ()): e.g. when new_value began learning
+RULE = "rule"  # per rule, not per group (the group is NO_GROUP): e.g. when new_value began learning
 
 KINDS = (WINDOW, THROTTLE, DISTINCT, SEQUENCE, ABSENCE, NEW_VALUE, OPEN, RULE)
 # How each kind is named in `to_json` (the old names of the first two are kept).
