@@ -146,3 +146,18 @@ rules:
         headline = alert.headline()  # before the payload is built: from the firing
         assert (alert.payload["priority"], alert.payload["message"], alert.payload["alias"]) == headline
         assert headline == alert.headline()  # and after, from the payload
+
+
+def test_a_text_line_builds_no_payload() -> None:
+    """`rulesd replay`'s text output needs only the headline: the rest of the body (the
+    indented event JSON, details, tags, responders) is never built for it."""
+    from rulesd.cli import _alert_line
+
+    data = b'{"level":"error","host":"a"}\n{"level":"error","host":"b"}\n'
+    replayed = [a for a in replay(RULES, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0)]
+    alerts = [a for a in replayed if isinstance(a, ReplayedAlert)]
+    assert [
+        "line 1: P3 [err] error on a  (alias: rulesd: err)\n",
+        "line 2: P3 [err] error on b  (alias: rulesd: err)\n",
+    ] == [_alert_line(a) for a in alerts]
+    assert [None, None] == [a.alert._payload for a in alerts]
