@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,14 +172,19 @@ def big_page(i: int) -> dict[str, object]:
     return {**page(i), "pad": "x" * 3000}
 
 
-def saved_offset(database: Path) -> int:
-    """The file source's saved offset, read as another process would."""
+def read_one(database: Path, query: str) -> Any:
+    """The one value `query` selects, read as another process would (read-only)."""
     db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        (data,) = db.execute("SELECT data FROM positions").fetchone()
+        (value,) = db.execute(query).fetchone()
     finally:
         db.close()
-    return int(json.loads(data)["offset"])
+    return value
+
+
+def saved_offset(database: Path) -> int:
+    """The file source's saved offset."""
+    return int(json.loads(read_one(database, "SELECT data FROM positions"))["offset"])
 
 
 def test_a_full_state_directory_pauses_reading_and_loses_nothing(
@@ -248,13 +254,8 @@ def test_a_read_only_state_directory_at_start_names_the_database_and_what_to_do(
 
 
 def outbox_rows(database: Path) -> int:
-    """How many alerts the outbox holds, read as another process would."""
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        (count,) = db.execute("SELECT count(*) FROM outbox").fetchone()
-    finally:
-        db.close()
-    return int(count)
+    """How many alerts the outbox holds."""
+    return int(read_one(database, "SELECT count(*) FROM outbox"))
 
 
 def test_a_restart_while_the_state_directory_is_full_stays_up_and_loses_nothing(
