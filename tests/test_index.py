@@ -107,6 +107,9 @@ rules:
   - {name: nocase-under-any, match: {any: [{service: {equals: BILLING, nocase: true}}, {level: info}]}}
   - {name: cidr-host, match: {host: {cidr: [10.0.0.0/8, "2001:db8::/32"]}}}
   - {name: not-cidr-host, match: {host: {not_cidr: 10.0.0.0/8}}}
+  - {name: upper-only, match: {latency: {lt: 100}}}
+  - {name: exists-only, match: {tags: {exists: true}}}
+  - {name: any-unindexed-branch, match: {any: [{size: {lte: 0}}, {service: billing}]}}
 """
 
 WORDS = [
@@ -528,3 +531,32 @@ rules:
     assert ["branch", "loud", "not-web", "op"] == names({"service": "api"})  # a missing level is no excluded text
     assert ["branch", "loud", "not-web", "op"] == names({"level": ["debug"]})  # nor is a list
     assert [] == [r.name for r in index._root.always]
+
+
+def test_a_rule_with_no_test_to_be_filed_under_is_a_candidate_only_when_its_predicate_holds() -> None:
+    """An upper bound, `exists: true`, a `cidr` alone or an `any` with such a branch give the
+    index nothing to look up; rather than being handed on with every event (which makes the
+    engine read each event's time and run its step), such a rule is screened at the root by
+    its own predicate."""
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: fast, match: {latency: {lt: 5}}}
+  - {name: coded, match: {error.code: {exists: true}}}
+  - {name: inside, match: {client: {cidr: 10.0.0.0/8}}}
+  - {name: either, match: {any: [{latency: {lte: 1}}, {service: billing}]}}
+  - {name: eq, match: {service: payments}}
+""")
+    index = RuleIndex(ruleset.rules)
+    assert ["coded", "either", "fast", "inside"] == sorted(r.name for r in index._root.screened)
+    assert () == index._root.always
+
+    def names(event: dict[str, Any]) -> list[str]:
+        return sorted(r.name for r in index.candidates(event))
+
+    assert [] == names({"latency": 50, "client": "192.0.2.1", "service": "api"})
+    assert ["eq"] == names({"latency": 50, "service": "payments"})
+    assert ["fast"] == names({"latency": 3})
+    assert ["either", "fast"] == names({"latency": 0.5})
+    assert ["either"] == names({"service": "billing"})
+    assert ["coded"] == names({"error": {"code": None}})  # present, though null
+    assert ["inside"] == names({"client": "10.1.2.3"})

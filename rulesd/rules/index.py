@@ -17,7 +17,9 @@ node a rule is filed under one such test:
   always agree, and a value is scanned at most once per event;
 - lower bound: the rules sorted by their bound, the smallest compared first (most
   values reach none), then the rest compared one by one or bisected;
-- otherwise the rule is checked on every event that reaches the node.
+- otherwise the rule is a candidate for every event that reaches the node; at the
+  root, where that is every event, it is screened by its own predicate instead (see
+  `_Plan.screened`).
 
 A node reads as few fields as cover its rules (see `_plan`). The full predicate
 still decides; the index only ever skips rules that cannot match. Each enabled
@@ -53,7 +55,8 @@ class RuleIndex:
         entries = [_Entry(r, h) for r in self.rules for h in _placements(r.hints)]
         # A rule filed once per branch of its `any` may be collected more than once.
         self.may_repeat = len(entries) > len(self.rules)
-        self._root = _plan(entries, frozenset())
+        root = _plan(entries, frozenset())
+        self._root = root._replace(always=(), screened=root.always)
 
     def evaluator(self, decide: _Decide[T], out: list[Rule]) -> Callable[[Event, float], T | None]:
         """`evaluate(event, time)`: collects the candidates into `out`, and if there are
@@ -128,11 +131,20 @@ _Test = tuple[str, "_Scan | _Bound | _Exclude"]
 
 
 class _Plan(NamedTuple):
-    """What one node does: its rules for every event, its tables and its tests."""
+    """What one node does: its rules for every event, its tables and its tests.
+
+    `screened` are the root's rules with no test to be filed under (`http.latency_ms: {lt:
+    5}`, `error.code: {exists: true}`, a `cidr` alone, an `any` with such a branch): each is
+    a candidate only for an event its own predicate accepts. Sent on with every event, one
+    such rule would make the engine read every event's time and run its step: +50% CPU at
+    100 rules. The predicate runs again in the engine's step, but only for an event it
+    matched, which few are.
+    """
 
     always: tuple[Rule, ...]
     tables: list[tuple[str, _Table]]
     tests: list[_Test]
+    screened: tuple[Rule, ...] = ()
 
 
 def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
@@ -352,7 +364,7 @@ class _NodeWriter:
         finds them done (a root that scans `message` for regex-only rules and has
         `env: prod` -> `message` contains `panic` beneath it scans once, not twice).
         """
-        always, tables, tests = plan
+        always, tables, tests, screened = plan
         for field, _ in tables:
             self.read(field)
         for field, test in tests:
@@ -360,6 +372,9 @@ class _NodeWriter:
                 self.scanned(field, test.scan)
         if always:
             self.add_rules(1, always)
+        for rule in screened:
+            self.emit(1, f"if {self.const(rule.match)}(event):")
+            self.add_rules(2, (rule,))
         for field, table in tables:
             self.table(self.read(field), table)
         for field, test in tests:
