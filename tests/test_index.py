@@ -108,6 +108,10 @@ rules:
   - {name: cidr-host, match: {host: {cidr: [10.0.0.0/8, "2001:db8::/32"]}}}
   - {name: not-cidr-host, match: {host: {not_cidr: 10.0.0.0/8}}}
   - {name: upper-only, match: {latency: {lt: 100}}}
+  - {name: upper-lte, match: {size: {lte: 4}}}
+  - {name: upper-deep, match: {items.0.n: {lte: 1.5}}}
+  - {name: upper-negative, match: {latency: {lt: -4}}}
+  - {name: upper-nested, match: {http.status: {lt: 500, gt: 100}}}
   - {name: exists-only, match: {tags: {exists: true}}}
   - {name: any-unindexed-branch, match: {any: [{size: {lte: 0}}, {service: billing}]}}
 """
@@ -492,11 +496,11 @@ rules:
 
 
 def test_a_bucket_whose_rules_have_no_usable_test_is_just_its_rules() -> None:
-    """An upper bound is no test the index uses: the bucket holds the rule itself rather
+    """`exists: true` is no test the index uses: the bucket holds the rule itself rather
     than a node that would only hand it on."""
     rules = ruleset_from_yaml(r"""
 rules:
-  - {name: bk, match: {service: a, size: {lt: 5}}}
+  - {name: bk, match: {service: a, size: {exists: true}}}
   - {name: other, match: {service: b}}
 """)
     index = RuleIndex(rules.rules)
@@ -534,29 +538,62 @@ rules:
 
 
 def test_a_rule_with_no_test_to_be_filed_under_is_a_candidate_only_when_its_predicate_holds() -> None:
-    """An upper bound, `exists: true`, a `cidr` alone or an `any` with such a branch give the
-    index nothing to look up; rather than being handed on with every event (which makes the
-    engine read each event's time and run its step), such a rule is screened at the root by
-    its own predicate."""
+    """`exists: true`, a `cidr` alone or an `any` with such a branch give the index nothing
+    to look up; rather than being handed on with every event (which makes the engine read
+    each event's time and run its step), such a rule is screened at the root by its own
+    predicate."""
     ruleset = ruleset_from_yaml("""
 rules:
-  - {name: fast, match: {latency: {lt: 5}}}
   - {name: coded, match: {error.code: {exists: true}}}
   - {name: inside, match: {client: {cidr: 10.0.0.0/8}}}
-  - {name: either, match: {any: [{latency: {lte: 1}}, {service: billing}]}}
+  - {name: either, match: {any: [{client: {not_cidr: 10.0.0.0/8}}, {service: billing}]}}
   - {name: eq, match: {service: payments}}
 """)
     index = RuleIndex(ruleset.rules)
-    assert ["coded", "either", "fast", "inside"] == sorted(r.name for r in index._root.screened)
+    assert ["coded", "either", "inside"] == sorted(r.name for r in index._root.screened)
     assert () == index._root.always
 
     def names(event: dict[str, Any]) -> list[str]:
         return sorted(r.name for r in index.candidates(event))
 
-    assert [] == names({"latency": 50, "client": "192.0.2.1", "service": "api"})
-    assert ["eq"] == names({"latency": 50, "service": "payments"})
-    assert ["fast"] == names({"latency": 3})
-    assert ["either", "fast"] == names({"latency": 0.5})
-    assert ["either"] == names({"service": "billing"})
+    assert [] == names({"service": "api"}) == names({"client": "no address", "error": {}})
+    assert ["eq"] == names({"service": "payments"})
+    assert ["either"] == names({"client": "192.0.2.1"}) == names({"service": "billing"})
     assert ["coded"] == names({"error": {"code": None}})  # present, though null
     assert ["inside"] == names({"client": "10.1.2.3"})
+
+
+def test_an_upper_bound_is_a_lower_bound_of_the_negated_number() -> None:
+    """`lt`/`lte` are looked up like `gt`/`gte`: a value above every upper bound, a missing
+    field, a text or a boolean makes no rule a candidate."""
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: fast, match: {latency: {lt: 5}}}
+  - {name: instant, match: {latency: {lte: 1}, size: {gte: 0}}}
+  - {name: deep, match: {a.b.c: {lte: -2.5}}}
+  - {name: either, match: {any: [{latency: {lte: 1}}, {service: billing}]}}
+  - {name: informational, match: {status: {lt: 200}}}
+  - {name: server-error, match: {status: {gt: 499}}}
+  - {name: half, match: {ratio: {gt: 0.5}}}
+  - {name: big, match: {id: {gt: 9007199254740992}}}
+""")
+    index = RuleIndex(ruleset.rules)
+    assert () == index._root.screened == index._root.always
+
+    def names(event: dict[str, Any]) -> list[str]:
+        return sorted(r.name for r in index.candidates(event))
+
+    assert [] == names({"latency": 50}) == names({}) == names({"latency": "1"}) == names({"latency": True})
+    assert ["fast"] == names({"latency": 4.5})
+    assert ["either", "fast", "instant"] == names({"latency": 1, "size": 0})
+    assert ["either", "fast", "instant"] == names({"latency": -7, "size": 3})
+    assert ["either"] == names({"service": "billing"})
+    assert [] == names({"a": {"b": {"c": -2.4}}}) == names({"a": {"b": {"c": None}}})
+    assert ["deep"] == names({"a": {"b": {"c": -2.5}}})
+    # A strict bound is exact too: the most common status, 200, makes `lt: 200` no candidate.
+    assert [] == names({"status": 200}) == names({"status": 200.0}) == names({"status": 499}) == names({"ratio": 0.5})
+    assert ["informational"] == names({"status": 199.99})
+    assert ["server-error"] == names({"status": 499.5})
+    assert ["half"] == names({"ratio": 0.5000000000000001}) == names({"ratio": 1})
+    # Beyond 2**53 an integer lies between adjacent floats: the bound is not raised there.
+    assert ["big"] == names({"id": 2**53 + 1})

@@ -390,6 +390,20 @@ def folded_getter(path: str) -> Callable[[Event], str | None]:
 FOLDED = "{casefold}"  # a prefix no field path has (braces are refused in field paths)
 
 
+def negated_field(path: str) -> str:
+    """The name under which `Hints.lower_bounds` holds an upper bound of a field, negated
+    (`size: {lt: 5}` -> the negated `size` is at least -5)."""
+    return NEGATED + path
+
+
+def negated_source(field: str) -> str | None:
+    """The field path whose negation `field` names (see `negated_field`), or None."""
+    return field[len(NEGATED) :] if field.startswith(NEGATED) else None
+
+
+NEGATED = "{negated}"
+
+
 def _found(scan: Scan, pattern_id: int, w: _Writer) -> str:
     """The pattern is found in the value `{v}`, a text: one membership test in the scan's
     answer, which the index has usually asked for already."""
@@ -472,12 +486,15 @@ class Hints:
     must equal (a superset: `true` and `1` share a table slot; the predicate decides); under
     `folded_field(field)`, the case folds one of which the field's text must have.
     `patterns`: field -> patterns that must each be found in the field's text.
-    `lower_bounds`: field -> a number the field must be a number at least equal to.
+    `lower_bounds`: field -> a number the field must be a number at least equal to; under
+    `negated_field(field)`, the negation of a number the field must be at most (`lt`, `lte`).
     `alternatives`: the hints of each branch of an `any` that must hold, one of which
     then holds too (empty when no branch hint is known for some branch).
     `exclusions`: field -> texts the field's text must not be (a `not` of an equality,
     `not_equals`, `not_in`): an event whose field is one of them cannot match (exact: a text
     equals only itself).
+    `present`: fields that must be present (every field tested outside `any` and `not`, but
+    for `exists: false`: a missing field meets no other test).
     """
 
     equalities: dict[str, frozenset[Any]]
@@ -485,6 +502,7 @@ class Hints:
     lower_bounds: dict[str, float] = field(default_factory=dict)
     alternatives: tuple[Hints, ...] = ()
     exclusions: dict[str, frozenset[str]] = field(default_factory=dict)
+    present: frozenset[str] = frozenset()
 
     def useful(self) -> bool:
         """Whether these hints say anything an index can use."""
@@ -496,7 +514,7 @@ class Hints:
         left = tuple(p for p in patterns.pop(field, ()) if p is not hint)
         if left:
             patterns[field] = left
-        return Hints(self.equalities, patterns, self.lower_bounds, exclusions=self.exclusions)
+        return Hints(self.equalities, patterns, self.lower_bounds, exclusions=self.exclusions, present=self.present)
 
     def merged(self, other: Hints) -> Hints:
         """Hints that hold when both `self` and `other` hold (alternatives dropped)."""
@@ -512,7 +530,7 @@ class Hints:
         exclusions = dict(self.exclusions)
         for key, texts in other.exclusions.items():
             exclusions[key] = exclusions.get(key, frozenset()) | texts
-        return Hints(equalities, patterns, bounds, exclusions=exclusions)
+        return Hints(equalities, patterns, bounds, exclusions=exclusions, present=self.present | other.present)
 
 
 _LITERAL_OPERATORS = ("contains", "startswith", "endswith")
@@ -532,8 +550,11 @@ def necessary_hints(
     found: dict[str, tuple[PatternHint, ...]] = {}
     bounds: dict[str, float] = {}
     negated: list[tuple[str, frozenset[str] | None]] = []
+    present: set[str] = set()
     for key, written, where in _conjuncts(cond, path):
         value = resolved_matcher(written, where, lists)
+        if not (isinstance(value, dict) and value.get("exists") is False):
+            present.add(key)
         values = _value_options(value)
         if values is not None:
             _narrow(equalities, key, values)
@@ -543,9 +564,9 @@ def necessary_hints(
         if isinstance(value, dict):
             for hint in _pattern_hints(key, value, where, patterns):
                 found[key] = (*found.get(key, ()), hint)
-            bound = _lower_bound(value)
-            if bound is not None:
-                bounds[key] = max(bound, bounds.get(key, bound))
+            for where_, bound in ((key, _lower_bound(value)), (negated_field(key), _upper_bound(value))):
+                if bound is not None:
+                    bounds[where_] = max(bound, bounds.get(where_, bound))
             # `not_equals` / `not_in` texts (beside any other operator: all must hold)
             negated += [(key, _equal_texts(value[op])) for op in ("not_equals", "not_in") if op in value]
     alternatives: tuple[Hints, ...] = ()
@@ -562,7 +583,7 @@ def necessary_hints(
     for key, texts in negated:
         if texts:
             exclusions[key] = exclusions.get(key, frozenset()) | texts
-    return Hints(equalities, found, bounds, alternatives, exclusions)
+    return Hints(equalities, found, bounds, alternatives, exclusions, frozenset(present))
 
 
 def _equal_texts(matcher: Any) -> frozenset[str] | None:
@@ -609,10 +630,29 @@ def _narrow(equalities: dict[str, frozenset[Any]], key: str, values: frozenset[A
 
 
 def _lower_bound(matcher: dict[str, Any]) -> float | None:
-    found: list[float] = [
-        matcher[op] for op in ("gt", "gte") if is_number(matcher.get(op)) and math.isfinite(matcher[op])
-    ]
+    """The largest bound of `gt`/`gte`: a number the value must reach."""
+    found = [_reached(matcher[op], op == "gt") for op in ("gt", "gte") if _finite_operand(matcher.get(op))]
     return max(found) if found else None
+
+
+def _upper_bound(matcher: dict[str, Any]) -> float | None:
+    """The negation of the smallest bound of `lt`/`lte`: a number the negated value must reach."""
+    found = [_reached(-matcher[op], op == "lt") for op in ("lt", "lte") if _finite_operand(matcher.get(op))]
+    return max(found) if found else None
+
+
+def _finite_operand(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value)
+
+
+def _reached(bound: float, strict: bool) -> float:
+    """What a number must be at least to be above `bound` (`strict`) or at it: above a float,
+    a number is at least the next float (no number lies between two adjacent floats smaller
+    than 2**53, where they are less than 1 apart; beyond, an integer can, and the bound stays
+    as it is: the index then lets through a little more than needed, never less)."""
+    if strict and abs(bound) < 2**53:
+        return math.nextafter(bound, math.inf)
+    return bound
 
 
 def _conjunct_items(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:

@@ -16,7 +16,8 @@ node a rule is filed under one such test:
   answer for the event's value is remembered), so the index and the predicates
   always agree, and a value is scanned at most once per event;
 - lower bound: the rules sorted by their bound, the smallest compared first (most
-  values reach none), then the rest compared one by one or bisected;
+  values reach none), then the rest compared one by one or bisected; an upper bound
+  (`lt`, `lte`) is a lower bound of the negated number (`negated_field`);
 - otherwise the rule is a candidate for every event that reaches the node; at the
   root, where that is every event, it is screened by its own predicate instead (see
   `_Plan.screened`).
@@ -40,8 +41,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from rulesd.rules.conditions import Hints, PatternHint, folded_getter, folded_source, generated_function
-from rulesd.rules.fields import Event, make_getter, shallow_keys
+from rulesd.rules.conditions import (
+    Hints,
+    PatternHint,
+    folded_getter,
+    folded_source,
+    generated_function,
+    negated_source,
+)
+from rulesd.rules.fields import MISSING, Event, make_getter, shallow_keys
 from rulesd.rules.model import Rule
 from rulesd.rules.patterns import Scan
 
@@ -372,9 +380,8 @@ class _NodeWriter:
                 self.scanned(field, test.scan)
         if always:
             self.add_rules(1, always)
-        for rule in screened:
-            self.emit(1, f"if {self.const(rule.match)}(event):")
-            self.add_rules(2, (rule,))
+        if screened:
+            self.screen(screened)
         for field, table in tables:
             self.table(self.read(field), table)
         for field, test in tests:
@@ -384,6 +391,34 @@ class _NodeWriter:
                 self.exclude(field, test)
             else:
                 self.scan(field, test)
+
+    def screen(self, rules: tuple[Rule, ...]) -> None:
+        """Each rule if its predicate holds; those that need a field present (most, see
+        `Hints.present`) are grouped under one such field, the one most of them need, so that
+        an event without it (`error.code: {exists: true}`, a `cidr` on a field only some events
+        carry) costs one test for the group instead of a call per rule."""
+        shared = Counter(f for r in rules for f in r.hints.present)
+        by_field: dict[str | None, list[Rule]] = {}
+        for rule in rules:
+            needed = max(rule.hints.present, key=lambda f: (shared[f], f), default=None)
+            by_field.setdefault(needed, []).append(rule)
+        for needed, members in by_field.items():
+            depth = 1
+            if needed is not None:
+                self.emit(1, f"if {self.present(needed)}:")
+                depth = 2
+            for rule in members:
+                self.emit(depth, f"if {self.const(rule.match)}(event):")
+                self.add_rules(depth + 1, (rule,))
+
+    def present(self, field: str) -> str:
+        """An expression: the event has the field (with any value, null included)."""
+        match shallow_keys(field):
+            case (key,):
+                return f"{self.const(key)} in event"
+            case (outer, inner):
+                return f"(type(p := event.get({self.const(outer)})) is dict and {self.const(inner)} in p)"
+        return f"{self.const(make_getter(field))}(event) is not {self.const(MISSING)}"
 
     def scanned(self, field: str, scan: Scan) -> str:
         """The local holding the ids of the patterns found in the field (None if not a text)."""
@@ -502,13 +537,18 @@ class _NodeWriter:
         other value that is not a number (a null, a text) makes the comparison raise
         TypeError, which skips the test (a getter for a deeper path reads it as -inf).
         Booleans compare as numbers here: the full predicate, which rejects them, still
-        decides.
+        decides. An upper bound compares the negated number, read with a type check (any
+        value that is not a number, booleans included, reads as -inf).
         """
-        number = self.number(field)
-        if number is None:  # a deep path: read it with its getter, then check the type
-            value, number = self.read(field), f"n{len(self.lines)}"
+        source = negated_source(field)
+        number = self.number(field) if source is None else None
+        if number is None:  # a deep path or an upper bound: read the value, then check the type
+            value, number = self.read(source or field), f"n{len(self.lines)}"
+            sign = "" if source is None else "-"
             self.emit(
-                1, f"{number} = {value} if type({value}) is int or type({value}) is float else {self.const(_NO_NUMBER)}"
+                1,
+                f"{number} = {sign}{value} if type({value}) is int or type({value}) is float "
+                f"else {self.const(_NO_NUMBER)}",
             )
         distinct = sorted(set(test.bounds))
         # How many rules (sorted by bound) each distinct bound lets in.
