@@ -1,18 +1,24 @@
-"""What rules with nothing to look up but a negated equality cost, against the same rule set
-without them.
+"""What rules with nothing for the index to look up cost, against the same rule set without
+them.
 
-    python benchmarks/negations.py [--rules 1000] [--share 0.02] [--events N] [--repeat N] [--quick]
+    python benchmarks/unindexed.py [--kind negated|screened] [--rules 1000] [--share 0.02]
+                                   [--events N] [--repeat N] [--quick]
 
-An index finds a rule by what an event must hold (`service: api`, a pattern, a bound). A
-rule whose only test is a negated equality (`not: {level: [debug, info]}`, a `not` of an `any`
-of one-field equalities, `not_in`, an `any` with such a branch) gives it nothing of that kind:
-unless the index files it under the texts it excludes, it is sent to the engine with every
-event, and one such rule makes every event read its time and run the engine's step.
+An index finds a rule by what an event must hold (`service: api`, a pattern, a lower bound).
+Some rules give it nothing of that kind, and unless the index has another way to skip them,
+they are sent to the engine with every event: one such rule makes every event read its time
+and run the engine's step. Two families:
+
+- `negated`: the only test is a negated equality (`not: {level: [debug, info]}`, a `not` of
+  an `any` of one-field equalities, `not_in`, an `any` with such a branch); the index files
+  them under the texts they exclude.
+- `screened`: the only tests are an upper bound, `exists: true`, a `cidr`, `not_equals` of a
+  number, or an `any` with such a branch; the index screens them by their own predicate.
 
 This replays the ops events (`shape_ops.py`) whole process with the ops rule set of RULES
 rules, and with the same set in which SHARE of the rules (seeded) are such rules, each
 throttled or counted per host as a production rule would be, and prints both × the
-whole-process floor (`floor.py`) and what the negated rules cost.
+whole-process floor (`floor.py`) and what the replaced rules cost.
 """
 
 from __future__ import annotations
@@ -55,17 +61,41 @@ def negated_rule(i: int, rng: random.Random) -> dict[str, Any]:
     return rule
 
 
-def with_negations(rules: list[dict[str, Any]], share: float, seed: int) -> list[dict[str, Any]]:
-    """`rules` with `share` of them, chosen by `seed`, replaced by negated rules."""
+def screened_rule(i: int, rng: random.Random) -> dict[str, Any]:
+    """A rule whose only tests are ones the index cannot look up, of one of five kinds."""
+    kind = i % 5
+    if kind == 0:  # suspiciously fast answers
+        match: dict[str, Any] = {"http.latency_ms": {"lt": rng.choice((1, 2, 5))}}
+    elif kind == 1:  # a field only some events carry
+        match = {"error.code": {"exists": True}}
+    elif kind == 2:  # requests from inside the network
+        match = {"client.ip": {"cidr": ["10.0.0.0/8", "192.168.0.0/16"]}}
+    elif kind == 3:
+        match = {"http.status": {"lt": 200, "not_equals": 101}}
+    else:
+        service = rng.choice(shape_ops.SERVICES)
+        match = {"any": [{"http.latency_ms": {"lte": 1}}, {"service": service, "level": "critical"}]}
+    rule: dict[str, Any] = {"name": f"screened-{i:04d}", "match": match, "throttle": "10m"}
+    if i % 2:
+        rule["threshold"] = {"count": rng.randrange(5, 20), "window": "1m", "group_by": ["host"]}
+    return rule
+
+
+KINDS = {"negated": negated_rule, "screened": screened_rule}
+
+
+def with_replaced(rules: list[dict[str, Any]], kind: str, share: float, seed: int) -> list[dict[str, Any]]:
+    """`rules` with `share` of them, chosen by `seed`, replaced by rules of `kind`."""
     rng = random.Random(seed)
     out = list(rules)
     for n, i in enumerate(sorted(rng.sample(range(len(out)), max(1, round(len(out) * share))))):
-        out[i] = negated_rule(n, rng)
+        out[i] = KINDS[kind](n, rng)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind", choices=sorted(KINDS), action="append", help="default: both, one after the other")
     parser.add_argument("--rules", type=int, default=1000)
     parser.add_argument("--share", type=float, default=0.02, help="share of the rules replaced (default 0.02)")
     parser.add_argument("--events", type=int, default=generate.DEFAULT_EVENTS)
@@ -79,24 +109,30 @@ def main() -> None:
     generate.write_all(out, args.events, args.seed, "ops", (args.rules,))
     events = generate.events_path(out, args.events, args.seed, "ops")
     plain = generate.rules_path(out, args.rules, args.seed, "ops")
+    kinds = args.kind or sorted(KINDS)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["RULESD_CACHE_DIR"] = str(Path(tmp) / "cache")
-        negated = Path(tmp) / "rules.yaml"
         rules = yaml.safe_load(plain.read_text())["rules"]
-        negated.write_text(yaml.safe_dump({"rules": with_negations(rules, args.share, args.seed)}, sort_keys=False))
+        sets = [("the ops rules", plain)]
+        for kind in kinds:
+            path = Path(tmp) / f"{kind}.yaml"
+            replaced = with_replaced(rules, kind, args.share, args.seed)
+            path.write_text(yaml.safe_dump({"rules": replaced}, sort_keys=False))
+            sets.append((f"with {kind} rules", path))
         floor = best(args.repeat, [sys.executable, str(HERE / "floor.py"), str(events)])
         print(
-            f"ops events: {args.events:,}, {args.rules} rules, {args.share:.0%} of them negated, best of "
+            f"ops events: {args.events:,}, {args.rules} rules, {args.share:.0%} of them replaced, best of "
             f"{args.repeat}, CPU time of the child, load {os.getloadavg()[0]:.2f}"
         )
         print(f"floor: {floor.cpu:.3f} s")
         cpu = {}
-        for label, path in (("the ops rules", plain), ("with negated rules", negated)):
+        for label, path in sets:
             command = replay_command(path, events, shape_ops.TIME_FIELD)
             best(1, command)  # fills the rule cache
             cpu[label] = best(args.repeat, command).cpu
-            print(f"  {label:<20} replay {cpu[label]:.3f} s, {floor.cpu / cpu[label]:.3f} x floor")
-        print(f"the negated rules cost x{cpu['with negated rules'] / cpu['the ops rules']:.2f} the time of the set")
+            print(f"  {label:<22} replay {cpu[label]:.3f} s, {floor.cpu / cpu[label]:.3f} x floor")
+        for label, _ in sets[1:]:
+            print(f"{label}: x{cpu[label] / cpu['the ops rules']:.2f} the time of the ops rules")
 
 
 if __name__ == "__main__":
