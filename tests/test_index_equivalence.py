@@ -312,6 +312,10 @@ NETWORKS = ("10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "2001:db8::/32", "::fff
 ADDRESSES = ("10.1.2.3", "10.200.0.1", "192.0.2.9", "198.51.100.1", "2001:db8::1", "::ffff:10.1.2.3", "fe80::1", "x")
 
 
+BOUNDS = (1, 2.5, 10, 0, -3, 2**53)
+NUMBERS = (None, 1, 1.0, 2.5, 2.5000000000000004, 10, 0, -3, -0.0, 2**53, 2**53 + 1, float("nan"), True, False)
+
+
 def _text(rng: random.Random) -> str:
     return "".join(rng.choice(WORDS) + rng.choice(("", " ", "\n", "-")) for _ in range(rng.randint(0, 4)))
 
@@ -372,16 +376,37 @@ def _condition(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     if depth < 2 and rng.random() < 0.2:
         cond["not"] = _condition(rng, depth + 1)
     if rng.random() < 0.2:
-        cond["n"] = {rng.choice(("gte", "gt", "lt")): rng.choice((1, 2.5, 10))}
+        # Lower, upper and strict bounds, a range, and a bound where floats are 2 apart.
+        ops = rng.sample(("gte", "gt", "lt", "lte"), rng.choice((1, 1, 2)))
+        cond["n"] = {op: rng.choice(BOUNDS) for op in ops}
+    if rng.random() < 0.1:
+        cond[rng.choice(("code", "user.name"))] = {"exists": rng.choice((True, False))}
     if rng.random() < 0.1:
         networks: Any = rng.sample(NETWORKS, rng.randint(1, 3)) if rng.random() < 0.7 else "$networks"
         cond["ip"] = {rng.choice(("cidr", "not_cidr")): networks}
     return cond
 
 
+def _bare_condition(rng: random.Random) -> dict[str, Any]:
+    """Tests alone that give the index no text to look up: bounds, `exists`, a network, or an
+    `any` of them (filed under a bound, or screened by the rule's predicate)."""
+    parts: list[dict[str, Any]] = [
+        {"n": {op: rng.choice(BOUNDS) for op in rng.sample(("gte", "gt", "lt", "lte"), rng.choice((1, 2)))}},
+        {rng.choice(("code", "user.name", "n")): {"exists": rng.choice((True, False))}},
+        {"ip": {rng.choice(("cidr", "not_cidr")): rng.sample(NETWORKS, rng.randint(1, 2))}},
+    ]
+    chosen = rng.sample(parts, rng.randint(1, 2))
+    if len(chosen) == 2 and rng.random() < 0.5:
+        return {"any": chosen}
+    return {k: v for part in chosen for k, v in part.items()}
+
+
 def random_rules(rng: random.Random, count: int) -> str:
     """A rule file of `count` random rules (as YAML text)."""
-    rules = [{"name": f"r{i}", "match": _written(_condition(rng))} for i in range(count)]
+    rules = [
+        {"name": f"r{i}", "match": _written(_bare_condition(rng) if rng.random() < 0.2 else _condition(rng))}
+        for i in range(count)
+    ]
     lists = {name: _written(values) for name, values in LISTS.items()}
     return yaml.safe_dump({"lists": lists, "rules": rules}, allow_unicode=True)
 
@@ -408,7 +433,12 @@ def random_event(rng: random.Random) -> dict[str, Any]:
         elif roll < 0.8:
             event[key] = [_text(rng), rng.choice(LITERALS)]
         elif roll < 0.9:
-            event[key] = rng.choice((None, 1, 2.5, 10, True, {"x": "error"}))
+            others = NUMBERS if key == "n" else (None, 1, 2.5, 10, True)
+            event[key] = rng.choice((*others, {"x": "error"}))
+        elif key == "n" and roll < 0.95:
+            event[key] = rng.choice(NUMBERS)
+    if rng.random() < 0.3:
+        event["code"] = rng.choice((None, "E1", 0))
     if rng.random() < 0.5:
         event["user"] = {"name": _text(rng)}
     if rng.random() < 0.7:
