@@ -564,9 +564,9 @@ def necessary_hints(
         if isinstance(value, dict):
             for hint in _pattern_hints(key, value, where, patterns):
                 found[key] = (*found.get(key, ()), hint)
-            for where_, bound in ((key, _lower_bound(value)), (negated_field(key), _upper_bound(value))):
+            for name, bound in ((key, _lower_bound(value)), (negated_field(key), _upper_bound(value))):
                 if bound is not None:
-                    bounds[where_] = max(bound, bounds.get(where_, bound))
+                    bounds[name] = max(bound, bounds.get(name, bound))
             # `not_equals` / `not_in` texts (beside any other operator: all must hold)
             negated += [(key, _equal_texts(value[op])) for op in ("not_equals", "not_in") if op in value]
     alternatives: tuple[Hints, ...] = ()
@@ -642,6 +642,7 @@ def _upper_bound(matcher: dict[str, Any]) -> float | None:
 
 
 def _finite_operand(value: Any) -> bool:
+    """A number other than an infinity or NaN (those bound nothing the index can use)."""
     return is_number(value) and math.isfinite(value)
 
 

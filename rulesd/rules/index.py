@@ -141,8 +141,8 @@ _Test = tuple[str, "_Scan | _Bound | _Exclude"]
 class _Plan(NamedTuple):
     """What one node does: its rules for every event, its tables and its tests.
 
-    `screened` are the root's rules with no test to be filed under (`http.latency_ms: {lt:
-    5}`, `error.code: {exists: true}`, a `cidr` alone, an `any` with such a branch): each is
+    `screened` are the root's rules with no test to be filed under (`error.code: {exists:
+    true}`, a `cidr` alone, `not_equals` of a number, an `any` with such a branch): each is
     a candidate only for an event its own predicate accepts. Sent on with every event, one
     such rule would make the engine read every event's time and run its step: +50% CPU at
     100 rules. The predicate runs again in the engine's step, but only for an event it
