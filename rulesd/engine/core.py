@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -788,8 +789,7 @@ def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: f
     return last
 
 
-def _rank(rule: Rule) -> tuple[int, str]:
-    return rule.rank
+_rank = operator.attrgetter("rank")
 
 
 def _latest(st: dict[str, Any]) -> float:
