@@ -135,7 +135,7 @@ def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
             return (lambda v: not member(v)), 1
         case "contains":
             return _contains(operand), 2
-        case "startswith":
+        case "startswith":  # (written inline but for the empty text under `nocase`)
             return (lambda v: type(v) is str and v.startswith(operand)), 2
         case "endswith":
             return (lambda v: type(v) is str and v.endswith(operand)), 2
@@ -315,6 +315,8 @@ def _value_expression(
         return _caseless_expression(key, op, operand, path, w)
     if op == "equals" and isinstance(operand, str):
         return f"({{v}} == {w.const(operand)})", 1
+    if op in ("startswith", "endswith"):
+        return f"(type({{v}}) is str and {{v}}.{op}({w.const(operand)}))", 2
     test, cost = _operator(op, operand)
     return f"{w.const(test)}({{v}})", cost
 
