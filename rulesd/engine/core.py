@@ -174,6 +174,9 @@ class Engine:
             prepared = self.prepare_rules(ruleset)
         self.ruleset, self.index = ruleset, prepared.index
         self._rules = ruleset.by_name()
+        # Each rule's place in the order that puts the lead rule first: the rules that fire for
+        # one event (dozens, with many similar rules) are sorted by an int, not by their rank.
+        self._order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
             self.evicted.setdefault(name, 0)
         self.timed = any(rule.timed and rule.enabled for rule in ruleset.rules)
@@ -396,7 +399,10 @@ class Engine:
             return None
         resolving = [(r.name, g) for r, g in zip(fired, fired_groups, strict=True) if r.resolve is not None]
         if len(fired) > 1:
-            fired.sort(key=_rank)
+            try:
+                fired.sort(key=self._order.__getitem__)
+            except KeyError:  # a rule of a set replaced meanwhile (not expected): by its rank then
+                fired.sort(key=_rank)
         fired_rules = tuple(fired)
         if resolving:  # the alert closes later by the alias it goes out with
             alias = alert_alias(fired_rules, event)
