@@ -59,6 +59,9 @@ class PreparedRules:
     ruleset: RuleSet
     index: RuleIndex
     evaluators: dict[TimeReader | None, Evaluate]
+    # Each rule's place in the order that puts the lead rule first: the rules that fire for one
+    # event (dozens, with many similar rules) are sorted by an int, not by their rank.
+    order: dict[Rule, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,8 @@ class Engine:
         except RuntimeError:  # a source asked for its first evaluator meanwhile: it is written then
             readers = ()
         evaluators = {t: index.evaluator(self._decider(t, self._decide), self._candidates) for t in readers}
-        return PreparedRules(ruleset, index, evaluators)
+        order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
+        return PreparedRules(ruleset, index, evaluators, order)
 
     def replace_rules(self, ruleset: RuleSet, prepared: PreparedRules | None = None) -> None:
         """Swap in a new rule set (built now unless `prepared` for it), keeping the state of
@@ -173,10 +177,7 @@ class Engine:
         if prepared is None or prepared.ruleset is not ruleset:
             prepared = self.prepare_rules(ruleset)
         self.ruleset, self.index = ruleset, prepared.index
-        self._rules = ruleset.by_name()
-        # Each rule's place in the order that puts the lead rule first: the rules that fire for
-        # one event (dozens, with many similar rules) are sorted by an int, not by their rank.
-        self._order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
+        self._rules, self._order = ruleset.by_name(), prepared.order
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
             self.evicted.setdefault(name, 0)
         self.timed = any(rule.timed and rule.enabled for rule in ruleset.rules)
