@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -796,7 +795,8 @@ def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: f
     return last
 
 
-_rank = operator.attrgetter("rank")
+def _rank(rule: Rule) -> tuple[int, str]:
+    return rule.rank
 
 
 def _latest(st: dict[str, Any]) -> float:

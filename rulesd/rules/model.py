@@ -136,12 +136,6 @@ class Rule:
     resolve: float | None = None  # close the group's alert after this long without a firing
     lists: Mapping[str, NamedList] = field(default_factory=dict)
     """The named lists its conditions use (`$name`), by name, as they were when it was compiled."""
-    rank: tuple[int, str] = field(init=False, repr=False)
-    """Sort key that puts the lead rule first: highest priority, then name. Kept, not computed
-    on each use: an event that several rules fire for sorts them."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rank", (PRIORITIES.index(self.alert.priority), self.name))
 
     @property
     def group_by(self) -> tuple[str, ...]:
@@ -162,6 +156,11 @@ class Rule:
     def priority(self) -> str:
         """The alert priority, P1 (highest) to P5."""
         return self.alert.priority
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Sort key that puts the lead rule first: highest priority, then name."""
+        return PRIORITIES.index(self.alert.priority), self.name
 
 
 @dataclass(frozen=True, slots=True)
