@@ -10,6 +10,7 @@ import pytest
 
 from rulesd.engine import Engine, EngineState
 from rulesd.engine.state import window_times
+from rulesd.engine.values import NO_GROUP, Matched
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.model import RuleSet
 from tests.ruletools import bytes_per_call, ruleset_from_yaml
@@ -198,6 +199,20 @@ rules:
         [r.name for r in firing.rules],
         firing.lead.name,
     )
+
+
+def test_rules_of_an_equal_set_loaded_again_are_still_put_lead_first() -> None:
+    """The firing rules are sorted by their place in the engine's rule set; rules the engine
+    does not hold (matched with a copy of the set loaded again) are sorted by their rank."""
+    text = """
+rules:
+  - {name: beta, match: {level: error}}
+  - {name: alpha, match: {level: error}, alert: {priority: P1}}
+"""
+    engine, copy = engine_for(text), ruleset_from_yaml(text)
+    firing = engine.apply(Matched(ERR, T0, list(copy.rules), [NO_GROUP, NO_GROUP]))
+    assert firing is not None
+    assert ["alpha", "beta"] == [r.name for r in firing.rules]
 
 
 def test_only_rules_that_fire_are_in_the_firing() -> None:
