@@ -227,6 +227,14 @@ def test_nocase(condition: dict[str, Any], expected: bool) -> None:
     assert expected == matches(condition, TEXTS)
 
 
+@pytest.mark.parametrize("op", ["contains", "startswith", "endswith"])
+def test_the_empty_text_under_nocase_is_in_every_text(op: str) -> None:
+    """The empty text has no case: under `nocase` it is found in any text (as without it), and
+    never in a number or a missing field."""
+    condition = {"m": {op: "", "nocase": True}}
+    assert [True, True, False, False] == [matches(condition, e) for e in ({"m": "Straße"}, {"m": ""}, {"m": 5}, {})]
+
+
 @pytest.mark.parametrize(
     ("matcher", "message"),
     [

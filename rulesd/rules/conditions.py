@@ -135,10 +135,6 @@ def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
             return (lambda v: not member(v)), 1
         case "contains":
             return _contains(operand), 2
-        case "startswith":  # (written inline but for the empty text under `nocase`)
-            return (lambda v: type(v) is str and v.startswith(operand)), 2
-        case "endswith":
-            return (lambda v: type(v) is str and v.endswith(operand)), 2
     raise AssertionError(f"operator {op!r} passed the schema but is unknown")
 
 
@@ -350,7 +346,7 @@ def _caseless_expression(key: str, op: str, operand: Any, path: tuple[str | int,
     if pattern is None:
         if operand:
             raise ValueError("nocase cannot compare a text holding a lone surrogate")
-        return f"{w.const(_operator(op, operand)[0])}({{v}})", 2  # the empty text has no case
+        return _value_expression(key, op, operand, path, w)  # the empty text has no case
     scanner, pattern_id = w.patterns.add(key, pattern, path)
     expression = _found(scanner.scan, pattern_id, w)
     if op == "contains":  # or a list holding an item equal to the text, ignoring case
