@@ -85,9 +85,8 @@ def time_converter(fmt: str, tz: datetime.tzinfo | None = None) -> Convert:
 
 def _auto(value: Any, now: float) -> float | None:
     if type(value) is str:
-        if value[4:5] == "-" and value[:4].isdigit():  # a date first (most times): no number looks so
-            return _iso(value)
-        if _NUMBER.fullmatch(value) is None:
+        # A date first (most times: no number looks so), without trying it as a number.
+        if (value[4:5] == "-" and value[:4].isdigit()) or _NUMBER.fullmatch(value) is None:
             return _iso(value)
         return _finite(float(value))
     return _number(value)
