@@ -12,8 +12,9 @@ and run the engine's step. Two families:
 - `negated`: the only test is a negated equality (`not: {level: [debug, info]}`, a `not` of
   an `any` of one-field equalities, `not_in`, an `any` with such a branch); the index files
   them under the texts they exclude.
-- `screened`: the only tests are an upper bound, `exists: true`, a `cidr`, `not_equals` of a
-  number, or an `any` with such a branch; the index screens them by their own predicate.
+- `screened`: the only tests are an upper bound, `exists: true`, a `cidr`, or an `any` with
+  such a branch; the index looks up upper bounds like lower ones and screens the others by
+  their own predicate, behind a test that a field they need is present.
 
 This replays the ops events (`shape_ops.py`) whole process with the ops rule set of RULES
 rules, and with the same set in which SHARE of the rules (seeded) are such rules, each
@@ -43,8 +44,8 @@ from process import HERE, best, replay_command
 QUIET = (["debug", "info"], ["debug", "info", "warning"])
 
 
-def negated_rule(i: int, rng: random.Random) -> dict[str, Any]:
-    """A rule whose only test is a negated equality, of one of four kinds."""
+def negated_match(i: int, rng: random.Random) -> dict[str, Any]:
+    """A condition whose only test is a negated equality, of one of four kinds."""
     kind = i % 4
     if kind == 0:
         match: dict[str, Any] = {"not": {"level": rng.choice(QUIET)}}
@@ -55,14 +56,11 @@ def negated_rule(i: int, rng: random.Random) -> dict[str, Any]:
     else:
         service, region = rng.choice(shape_ops.SERVICES), rng.choice(shape_ops.REGIONS)
         match = {"any": [{"not": {"level": rng.choice(QUIET)}}, {"service": service, "region": region}]}
-    rule: dict[str, Any] = {"name": f"negated-{i:04d}", "match": match, "throttle": "10m"}
-    if i % 2:
-        rule["threshold"] = {"count": rng.randrange(5, 20), "window": "1m", "group_by": ["host"]}
-    return rule
+    return match
 
 
-def screened_rule(i: int, rng: random.Random) -> dict[str, Any]:
-    """A rule whose only tests are ones the index cannot look up, of one of five kinds."""
+def screened_match(i: int, rng: random.Random) -> dict[str, Any]:
+    """A condition with no equality, pattern or lower bound to look up, of one of five kinds."""
     kind = i % 5
     if kind == 0:  # suspiciously fast answers
         match: dict[str, Any] = {"http.latency_ms": {"lt": rng.choice((1, 2, 5))}}
@@ -75,13 +73,18 @@ def screened_rule(i: int, rng: random.Random) -> dict[str, Any]:
     else:
         service = rng.choice(shape_ops.SERVICES)
         match = {"any": [{"http.latency_ms": {"lte": 1}}, {"service": service, "level": "critical"}]}
-    rule: dict[str, Any] = {"name": f"screened-{i:04d}", "match": match, "throttle": "10m"}
+    return match
+
+
+KINDS = {"negated": negated_match, "screened": screened_match}
+
+
+def production_rule(kind: str, i: int, rng: random.Random) -> dict[str, Any]:
+    """A rule of `kind`, throttled, and every other one counted per host."""
+    rule: dict[str, Any] = {"name": f"{kind}-{i:04d}", "match": KINDS[kind](i, rng), "throttle": "10m"}
     if i % 2:
         rule["threshold"] = {"count": rng.randrange(5, 20), "window": "1m", "group_by": ["host"]}
     return rule
-
-
-KINDS = {"negated": negated_rule, "screened": screened_rule}
 
 
 def with_replaced(rules: list[dict[str, Any]], kind: str, share: float, seed: int) -> list[dict[str, Any]]:
@@ -89,7 +92,7 @@ def with_replaced(rules: list[dict[str, Any]], kind: str, share: float, seed: in
     rng = random.Random(seed)
     out = list(rules)
     for n, i in enumerate(sorted(rng.sample(range(len(out)), max(1, round(len(out) * share))))):
-        out[i] = KINDS[kind](n, rng)
+        out[i] = production_rule(kind, n, rng)
     return out
 
 
