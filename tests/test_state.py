@@ -155,6 +155,26 @@ def test_failed_attempts_are_kept_until_delivery_and_capped(tmp_path: Path) -> N
     assert ([], None) == (s.attempts(first), s.alert(first))
 
 
+def test_a_database_made_before_the_history_trigger_gets_it_when_opened(tmp_path: Path) -> None:
+    """A delivery removes the alert in one statement and its history by the schema's trigger:
+    a database an older rulesd made (no trigger) is given it when opened."""
+    s = store(tmp_path)
+    s.commit(positions={}, payloads=[{"n": 1}], now=1.0)
+    (alert,) = s.alerts()
+    s.reschedule(alert.id, 100.0, "HTTP 503", at=10.0)
+    s.close()
+    with sqlite3.connect(tmp_path / "state.sqlite") as raw:
+        raw.execute("DROP TRIGGER outbox_history_gone")
+    reopened = store(tmp_path)
+    assert ["HTTP 503"] == [a.error for a in reopened.attempts(alert.id)]
+    reopened.mark_sent(alert.id)
+    with sqlite3.connect(tmp_path / "state.sqlite") as raw:
+        assert (0, 0) == (
+            raw.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+            raw.execute("SELECT COUNT(*) FROM outbox_attempts").fetchone()[0],
+        )
+
+
 def test_every_kind_of_engine_state_survives_the_database(tmp_path: Path) -> None:
     """Distinct values, sequences, absences (with their event), values seen, open alerts and
     per-rule learning starts are saved by rows and read back as they were."""
