@@ -322,19 +322,20 @@ class OpsGenieClient:
         self._clock = clock
         self._deadlines = Deadlines()
         self._pool = connection_pool(self.alert_url, POOL_SIZE)
+        self._alert_path = parse_url(self.alert_url).request_uri  # every create goes there
 
     def __repr__(self) -> str:
         return f"OpsGenieClient(alert_url={self.alert_url!r})"
 
     def create_alert(self, payload: dict[str, Any]) -> None:
         """POST `payload`; return on 2xx, else raise the `AlertError` subclass that fits."""
-        self._call("POST", self.alert_url, payload)
+        self._call("POST", self._alert_path, payload)
 
     def close_alert(self, alias: str, body: dict[str, Any]) -> None:
         """`POST <alert_url>/<alias>/close?identifierType=alias`; a 404 (closed or deleted
         already) counts as done, like a 2xx. Other outcomes raise as for create_alert."""
         try:
-            self._call("POST", close_url(self.alert_url, alias), body)
+            self._call("POST", parse_url(close_url(self.alert_url, alias)).request_uri, body)
         except PermanentAlertError as exc:
             if exc.status != 404:
                 raise
@@ -347,22 +348,23 @@ class OpsGenieClient:
         url = heartbeat_url(self.alert_url, name)
         if url is None:
             raise ValueError(f"{self.alert_url} has no heartbeat API")
-        self._call("GET", url, None)
+        self._call("GET", parse_url(url).request_uri, None)
 
     def abort(self) -> None:
         """End every request in flight now (each fails as retryable) and every later one at once."""
         self._deadlines.abort()
 
-    def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> None:
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> None:
+        """Send one request to `path` on the pool's host; return on 2xx, else raise."""
         key = self._read_key()
         with self._deadlines.within(self._total) as deadline:
             try:
-                response = self._request(method, url, payload, key)
+                response = self._request(method, path, payload, key)
             except (HTTPError, OSError) as exc:
                 raise self._cut_short(deadline) or RetryableAlertError(_describe(exc, key)) from None
             try:
                 # Read even a 2xx body: a fully read response lets the connection be reused.
-                body = redact(_read_body(response), key)
+                body = _read_body(response)
             except (HTTPError, OSError):
                 # Cut at the deadline, even after a 2xx status: it is tried again (OpsGenie
                 # folds a repeat by its alias), rather than counted as delivered unseen.
@@ -374,8 +376,11 @@ class OpsGenieClient:
                 if not response.closed:  # not read to its end: the connection cannot serve another
                     response.close()
                 response.release_conn()
+        if 200 <= response.status < 300:
+            return  # delivered: nothing of the answer is kept or shown
+        # Scrubbed of the key before anything can log or store them.
         headers = {name: redact(value, key) for name, value in response.headers.items()}
-        error = classify(response.status, headers, truncate(body, BODY_MAX), self._clock())
+        error = classify(response.status, headers, truncate(redact(body, key), BODY_MAX), self._clock())
         if error is not None:
             raise error
 
@@ -399,10 +404,10 @@ class OpsGenieClient:
             raise PausingAlertError("the OpsGenie API key contains spaces or control characters")
         return key
 
-    def _request(self, method: str, url: str, payload: dict[str, Any] | None, key: str) -> urllib3.BaseHTTPResponse:
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None, key: str) -> urllib3.BaseHTTPResponse:
         return self._pool.urlopen(
             method,
-            parse_url(url).request_uri,
+            path,
             body=orjson.dumps(payload) if payload is not None else None,
             headers={
                 "Authorization": f"GenieKey {key}",
