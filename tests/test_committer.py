@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from rulesd.daemon.committer import STATE_RETRY, Committer, Pending
-from rulesd.metrics import Stats
 from rulesd.state import SqliteState, StateUnavailable
+from rulesd.stats import Stats
 from tests.fake_clock import FakeClock
 
 

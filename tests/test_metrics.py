@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rulesd.metrics import Stats, build_registry
+from rulesd.metrics import build_registry
+from rulesd.stats import Stats
 
 
 def exposed(stats: Stats, paused: bool = False) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -55,3 +59,14 @@ def test_sending_paused_and_last_reload_gauges() -> None:
         samples[("rulesd_reloads_total", (("result", "ok"),))],
         samples[("rulesd_reloads_total", (("result", "failed"),))],
     )
+
+
+def test_the_daemon_imports_prometheus_only_to_serve_metrics() -> None:
+    """Without `metrics.listen` nothing reads the counters but the daemon: Prometheus' client
+    and `http.server` (~13 ms of `rulesd run`'s start-up) are imported only by `rulesd.metrics`."""
+    code = (
+        "import sys, rulesd.cli, rulesd.daemon.build, rulesd.daemon.run; "
+        "print(sorted(m for m in ('prometheus_client', 'http.server') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[]" == out.stdout.strip()

@@ -23,7 +23,6 @@ from rulesd.engine import Engine, EngineState
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
 from rulesd.events import Parser
 from rulesd.logs import RateLimitedWarning
-from rulesd.metrics import MetricsServer, Stats, build_registry
 from rulesd.notify import Notifier
 from rulesd.reload import RuleWatcher
 from rulesd.rules.cache import RuleCache
@@ -37,8 +36,11 @@ from rulesd.sources.parsers import source_parser
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import OutboxAlert, SqliteState, StateBackend
 from rulesd.state.lock import StateLock, lock_state_dir
+from rulesd.stats import Stats
 
-if TYPE_CHECKING:  # the Redis client is imported only where the state is in Redis
+if TYPE_CHECKING:  # the Redis client is imported only where the state is in Redis; Prometheus
+    # only where metrics are served
+    from rulesd.metrics import MetricsServer
     from rulesd.sources.redis_stream import StreamReader
     from rulesd.state.redis import RedisState
 
@@ -291,6 +293,8 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     """`/metrics` and `/healthz` on `metrics.listen`, if configured."""
     if not parts.config.metrics_listen:
         return None
+    from rulesd.metrics import MetricsServer, build_registry  # Prometheus only when asked for
+
     sources = list(parts.sources.values())
     sender = parts.sender
     registry = build_registry(

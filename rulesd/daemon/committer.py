@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rulesd.engine import StateDelta
-from rulesd.metrics import Stats
 from rulesd.state import Request, StateBackend, StateUnavailable
+from rulesd.stats import Stats
 
 log = logging.getLogger("rulesd")
 STATE_RETRY = 1.0  # seconds between attempts to commit a batch while the state cannot be written

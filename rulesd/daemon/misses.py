@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from rulesd.events import Parser
 from rulesd.logs import RateLimitedWarning
-from rulesd.metrics import Stats
+from rulesd.stats import Stats
 
 log = logging.getLogger("rulesd")
 
