@@ -13,6 +13,7 @@ from typing import Any
 
 from rulesd.alerting.opsgenie import alert_url_warnings, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
+from rulesd.document import Document
 from rulesd.durations import parse_duration
 from rulesd.engine.core import MAX_GROUPS, MAX_GROUPS_PER_RULE, Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
@@ -21,7 +22,6 @@ from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
 from rulesd.validation import format_path, validate_document
-from rulesd.yamldoc import Document, read_yaml
 
 DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
 DEFAULT_STATE_DIR = "/var/lib/rulesd"
@@ -123,6 +123,8 @@ class Config:
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
     """Read, validate and resolve `path`; ConfigError lists every problem."""
+    from rulesd.yamldoc import read_yaml  # PyYAML is imported only where YAML is read
+
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from rulesd.document import JsonPath
 from rulesd.errors import SourceLocation
 from rulesd.rules.conditions import Predicate, caseless_applies, compile_condition
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter
@@ -39,7 +40,6 @@ from rulesd.rules.loader import RuleSource
 from rulesd.rules.model import Rule
 from rulesd.rules.model import Sequence as SequenceKind
 from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet
-from rulesd.yamldoc import JsonPath
 
 COMBINATORS = ("all", "any", "not")
 MODIFIERS = ("nocase",)  # keys of an operator mapping that change how the others test, not tests

@@ -6,17 +6,18 @@ import difflib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem
 
 if TYPE_CHECKING:  # jsonschema is imported when a document is validated: a rule file read
     # back from the rule cache needs none of it, and start-up is shorter without it.
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError
-from rulesd.yamldoc import Document, JsonPath
 
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 _TYPE_NAMES = {
     "object": "a mapping",
     "array": "a list",
@@ -31,7 +32,9 @@ _TYPE_NAMES = {
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """The bundled JSON Schema `name` (`rule`, `config`, `test`)."""
-    text = resources.files("rulesd").joinpath(f"schemas/{name}.schema.json").read_text("utf-8")
+    # Read beside this module (the package is installed as files, as the rule cache's code
+    # fingerprint assumes too); importlib.resources would cost ~5 ms of every start to import.
+    text = (SCHEMA_DIR / f"{name}.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

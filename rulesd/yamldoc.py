@@ -8,13 +8,13 @@ its path, and so that duplicate keys are an error rather than silently lost.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
+from rulesd.document import Document as Document  # re-exported
+from rulesd.document import JsonPath as JsonPath  # re-exported
 from rulesd.errors import InvalidInputError as InvalidInputError  # re-exported
 from rulesd.errors import Problem, SourceLocation
 
@@ -57,7 +57,6 @@ class _RuleLoader(_Loader):
         return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
 
-JsonPath = tuple[str | int, ...]
 MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
 _YAML_TAG = "tag:yaml.org,2002:"
 # Plain data only: a tag naming anything else (`!!python/object`, `!custom`) is refused
@@ -66,30 +65,6 @@ _STR_TAG = _YAML_TAG + "str"
 _MERGE_TAGS = frozenset({_YAML_TAG + "merge", _YAML_TAG + "value"})  # what flatten_mapping rewrites
 _ScalarNode = yaml.ScalarNode
 _SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))
-
-
-@dataclass(slots=True)
-class Document:
-    """A parsed YAML file: its value and where each part of it was written."""
-
-    path: str
-    value: object
-    value_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
-    key_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    """Duplicate keys of a document read with `keep_going=True` (the first value is kept)."""
-
-    def locate(self, path: Iterable[str | int], *, key: bool = False) -> SourceLocation:
-        """The location of the value (or of its key) at `path`, else of its nearest parent."""
-        parts = tuple(path)
-        if key and parts in self.key_marks:
-            return SourceLocation(self.path, *self.key_marks[parts])
-        while parts:
-            if parts in self.value_marks:
-                return SourceLocation(self.path, *self.value_marks[parts])
-            parts = parts[:-1]
-        line, col = self.value_marks.get((), (1, 1))
-        return SourceLocation(self.path, line, col)
 
 
 class _Builder:

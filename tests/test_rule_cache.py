@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,7 +85,7 @@ def test_an_unchanged_rule_file_is_not_parsed_checked_or_compiled_again(
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("not from the cache")
 
-    monkeypatch.setattr(loader, "read_yaml", fail)
+    monkeypatch.setattr(loader, "_read_yaml", fail)
     monkeypatch.setattr(loader, "schema_violations", fail)
     monkeypatch.setattr(FieldScanner, "compile", fail)
     assert first == _summary(path, cache)
@@ -92,6 +94,33 @@ def test_an_unchanged_rule_file_is_not_parsed_checked_or_compiled_again(
     rule_a = ruleset.by_name()["a"]
     assert rule_a.match({"service": "api", "message": "upstream timeout after 250ms"})
     assert not rule_a.match({"service": "api", "message": "timeout after ms"})
+
+
+def test_a_replay_whose_rule_files_are_all_cached_imports_no_yaml(tmp_path: Path) -> None:
+    """PyYAML (and importlib.resources) are a fifth of a warm `rulesd replay`'s start-up: a
+    start that finds every rule file in the cache needs neither. The first start fills it."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"service": "api", "message": "timeout after 250ms"}\n')
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['rulesd', 'replay', '--rules', {str(rules)!r}, {str(events)!r}]\n"
+        "try:\n    runpy.run_module('rulesd', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('yaml', 'importlib.resources') if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "RULESD_CACHE_DIR": str(tmp_path / "cache")}
+
+    def imported() -> tuple[str, str]:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        return done.stderr.strip().splitlines()[-1], done.stdout
+
+    first, first_out = imported()
+    second, second_out = imported()
+    assert ("['yaml']", "[]") == (first, second)
+    assert "alerts: 1" in second_out
+    assert first_out == second_out
 
 
 def test_a_changed_or_invalid_file_is_read_afresh(tmp_path: Path) -> None:

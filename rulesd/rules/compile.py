@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from rulesd.document import Document, JsonPath
 from rulesd.durations import parse_duration
 from rulesd.errors import Problem, SourceLocation
 from rulesd.rules.conditions import (
@@ -34,7 +35,6 @@ from rulesd.rules.model import (
 from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet
 from rulesd.rules.templates import Template, TemplateError, parse_template
 from rulesd.validation import format_path
-from rulesd.yamldoc import Document, JsonPath
 
 _TEMPLATE_KEYS = ("message", "description", "alias", "entity", "note")
 

@@ -19,9 +19,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem, SourceLocation
 from rulesd.rules.networks import NetworkError, Networks, networks_of
-from rulesd.yamldoc import Document, JsonPath
 
 LIST_OPERATORS = ("in", "not_in", "cidr", "not_cidr")
 """The operators whose operand may be a named list (besides a field's matcher itself)."""

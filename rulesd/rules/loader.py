@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rulesd.document import Document, JsonPath
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
@@ -24,7 +25,6 @@ from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
 from rulesd.validation import schema_violations
-from rulesd.yamldoc import Document, JsonPath, parse_yaml, read_yaml
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
@@ -114,10 +114,17 @@ def _parse_file(path: str, cache: RuleCache | None) -> _Parsed:
         if doc is not None:
             return _Parsed(doc, [], set())  # known to be free of schema violations
     try:
-        doc = read_yaml(path, keep_going=True)
+        doc = _read_yaml(path)
     except InvalidInputError as exc:
         return _Parsed(None, list(exc.problems), set())
     return _checked(doc, key)
+
+
+def _read_yaml(path: str) -> Document:
+    # PyYAML (~12 ms to import) only when a file is read: not when every file is in the cache.
+    from rulesd.yamldoc import read_yaml
+
+    return read_yaml(path, keep_going=True)
 
 
 def _checked(doc: Document, key: str | None = None) -> _Parsed:
@@ -166,7 +173,7 @@ def _document_key(path: str) -> str | None:
 @functools.cache
 def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent.parent
-    sources = [here / "yamldoc.py", here / "validation.py", here / "schemas" / "rule.schema.json"]
+    sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "schemas" / "rule.schema.json"]
     return digest(*(p.read_bytes() for p in sources))
 
 
@@ -239,6 +246,8 @@ def collector_paused() -> Iterator[None]:
 
 def check_text(text: str, path: str = "<rules>") -> CheckResult:
     """Load one rule file's `text` as if read from `path` (which only names it in problems)."""
+    from rulesd.yamldoc import parse_yaml
+
     patterns = PatternSet()
     try:
         parsed = _checked(parse_yaml(text, path, keep_going=True))
@@ -321,7 +330,7 @@ def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[
     for path in dict.fromkeys(rule.location.path for rule in wanted.values()):
         key = _document_key(path) if cache is not None else None
         doc = _cached_document(cache, key, path) if cache is not None and key is not None else None
-        doc = doc or read_yaml(path, keep_going=True)
+        doc = doc or _read_yaml(path)
         for raw, base in _rules_in(doc):
             rule = wanted.get(raw.get("name"))  # type: ignore[arg-type]
             if rule is not None and rule.location.path == path:
