@@ -263,6 +263,29 @@ def test_resolve_closes_the_alias_after_a_quiet_period() -> None:
     ] == run(engine, steps)
 
 
+def test_resolve_closes_each_group_and_only_the_rules_that_resolve() -> None:
+    """Each group's alert is closed 10 minutes after its own last firing, by its own alias; a
+    rule firing with it that has no `resolve` closes nothing."""
+    engine = engine_for(
+        "rules:\n"
+        "  - {name: errors, match: {level: error}, threshold: {count: 2, window: 1m, group_by: [host]},"
+        " resolve: {after: 10m}}\n"
+        "  - {name: errors-any, match: {level: error}}\n"
+    )
+    a, b = {"level": "error", "host": "a"}, {"level": "error", "host": "b"}
+    c = {"level": "error", "host": "c"}
+    steps: list[Step] = [(0, a), (1, a), (300, b), (301, b), (700, None), (800, c), (1000, None)]
+    assert [
+        ("alert", ("errors-any",), 1),
+        ("alert", ("errors", "errors-any"), 2),
+        ("alert", ("errors-any",), 3),
+        ("alert", ("errors", "errors-any"), 4),
+        ("close", ("errors",), 'rulesd: errors, errors-any: {"host":"a"}'),  # due at 601: the alias it went out with
+        ("alert", ("errors-any",), 5),
+        ("close", ("errors",), 'rulesd: errors, errors-any: {"host":"b"}'),  # due at 901
+    ] == run(engine, steps)
+
+
 # -- throttle, state, limits ------------------------------------------------------------------
 
 

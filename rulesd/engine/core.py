@@ -380,7 +380,7 @@ class Engine:
             self._until_sweep = SWEEP_EVERY
             self.sweep(self.now)
         fired: list[Rule] = []
-        fired_groups: list[GroupKey] = []
+        resolving: list[tuple[str, GroupKey]] | None = None  # fired rules that close later
         latest = self._latest
         for rule, group in zip(rules, groups, strict=True):
             if time > latest.get(rule.name, _NEVER):
@@ -394,10 +394,12 @@ class Engine:
                 fires = self._other_kind(rule, group, event, time)
             if fires and (not rule.throttle or self._allowed(rule, group, time)):
                 fired.append(rule)
-                fired_groups.append(group)
+                if rule.resolve is not None:
+                    if resolving is None:
+                        resolving = []
+                    resolving.append((rule.name, group))
         if not fired:
             return None
-        resolving = [(r.name, g) for r, g in zip(fired, fired_groups, strict=True) if r.resolve is not None]
         if len(fired) > 1:
             try:
                 fired.sort(key=self._order.__getitem__)
