@@ -549,7 +549,10 @@ def necessary_hints(
     bounds: dict[str, float] = {}
     negated: list[tuple[str, frozenset[str] | None]] = []
     present: set[str] = set()
-    for key, written, where in _conjuncts(cond, path):
+    items = _conjunct_items(cond, path)  # one walk through `all` serves every part below
+    for key, written, where in items:
+        if key in ("any", "not"):
+            continue
         value = resolved_matcher(written, where, lists)
         if not (isinstance(value, dict) and value.get("exists") is False):
             present.add(key)
@@ -568,7 +571,7 @@ def necessary_hints(
             # `not_equals` / `not_in` texts (beside any other operator: all must hold)
             negated += [(key, _equal_texts(value[op])) for op in ("not_equals", "not_in") if op in value]
     alternatives: tuple[Hints, ...] = ()
-    for branches, where in _disjunctions(cond, path):
+    for branches, where in ((value, where) for key, value, where in items if key == "any"):
         branch_hints = [necessary_hints(b, patterns, (*where, i), lists) for i, b in enumerate(branches)]
         # A field every branch of an `any` pins to values is pinned to their union.
         hints = [h.equalities for h in branch_hints]
@@ -576,7 +579,7 @@ def necessary_hints(
             _narrow(equalities, key, frozenset().union(*(h[key] for h in hints)))
         if not alternatives and branch_hints and all(h.useful() for h in branch_hints):
             alternatives = tuple(branch_hints)
-    negated += [(key, _equal_texts(resolved_matcher(w, at, lists))) for key, w, at in _negated_equalities(cond, path)]
+    negated += [(key, _equal_texts(resolved_matcher(w, at, lists))) for key, w, at in _negated_equalities(items)]
     exclusions: dict[str, frozenset[str]] = {}
     for key, texts in negated:
         if texts:
@@ -666,25 +669,14 @@ def _conjunct_items(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[t
     return out
 
 
-def _conjuncts(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:
-    """The field conditions that must hold, found through `all`."""
-    return [item for item in _conjunct_items(cond, path) if item[0] not in ("any", "not")]
-
-
-def _disjunctions(
-    cond: dict[str, Any], path: tuple[str | int, ...]
-) -> list[tuple[list[dict[str, Any]], tuple[str | int, ...]]]:
-    """The `any` lists that must hold, found through `all` like the conjuncts."""
-    return [(value, where) for key, value, where in _conjunct_items(cond, path) if key == "any"]
-
-
 def _negated_equalities(
-    cond: dict[str, Any], path: tuple[str | int, ...]
+    items: list[tuple[str, Any, tuple[str | int, ...]]],
 ) -> list[tuple[str, Any, tuple[str | int, ...]]]:
-    """The field conditions that must each fail, found through `all`: a `not` of one field's
-    condition, and every branch of a `not` of an `any` that is one field's condition."""
+    """The field conditions that must each fail, among a condition's `items` (see
+    `_conjunct_items`): a `not` of one field's condition, and every branch of a `not` of an
+    `any` that is one field's condition."""
     out: list[tuple[str, Any, tuple[str | int, ...]]] = []
-    for key, value, where in _conjunct_items(cond, path):
+    for key, value, where in items:
         if key != "not" or not isinstance(value, dict) or len(value) != 1:
             continue
         ((inner, written),) = value.items()

@@ -24,7 +24,7 @@ from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
-from rulesd.validation import schema_violations
+from rulesd.validation import SCHEMA_DIR, schema_violations
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
@@ -173,7 +173,7 @@ def _document_key(path: str) -> str | None:
 @functools.cache
 def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent.parent
-    sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "schemas" / "rule.schema.json"]
+    sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", SCHEMA_DIR / "rule.schema.json"]
     return digest(*(p.read_bytes() for p in sources))
 
 
