@@ -17,8 +17,9 @@ For each shape and rule count, in CPU time (user + system) of the child process,
 Every command runs with a rule cache that a first, unmeasured run filled (`RULESD_CACHE_DIR`,
 and a copy in each fresh state directory), as an unchanged rule set runs; `startup.py`
 shows what loading costs without it.
-- `floor`: `floor.py EVENTS` (interpreter start-up, read, `orjson.loads`), and over an
-  empty file for its own start-up.
+- `floor`: `floor.py EVENTS` (interpreter start-up, read, `orjson.loads`), run once before
+  each replay run, the fastest of the whole table dividing every row (so that a floor taken
+  at a busy moment cannot flatter a table); and over an empty file for its own start-up.
 
 A ratio is floor CPU / command CPU over the same events ("x floor"; 1.0 would be as fast
 as parsing alone). Also printed without start-up on either side (`steady`). `--rss` adds
@@ -127,7 +128,12 @@ def run_usage(
 
 
 def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server: FakeOpsGenie) -> None:
-    """Measure one shape and print its table."""
+    """Measure one shape and print its table.
+
+    The floor is measured beside each replay (one floor run before each replay run) and the
+    fastest floor of the whole table divides every row: a floor taken once, at a busy moment,
+    would flatter every ratio of the table.
+    """
     out = generate.DATA_DIR
     generate.write_all(out, args.events, args.seed, shape, tuple(counts))
     events = generate.events_path(out, args.events, args.seed, shape)
@@ -135,42 +141,63 @@ def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server:
     empty = out / "empty.jsonl"
     empty.write_bytes(b"")
     floor_cmd = [sys.executable, str(HERE / "floor.py")]
-    floor = best(args.repeat, [*floor_cmd, str(events)])
+    floors: list[Usage] = []
     floor_start = best(args.repeat, [*floor_cmd, str(empty)])
-    print(
-        f"shape {shape}: {args.events:,} events ({events.stat().st_size / args.events:.0f} bytes each), "
-        f"best of {args.repeat}, CPU time of the child, load {os.getloadavg()[0]:.2f}"
-    )
-    print(f"floor: {floor.cpu:.3f} s ({args.events / floor.cpu:,.0f} events/s), its start-up {floor_start.cpu:.3f} s")
-    print(
-        f"{'rules':>5} {'replay x floor':>14} {'steady':>7} {'run x floor':>11} {'dry x floor':>11} "
-        f"{'start-up replay':>15} {'check':>6} {'(wall)':>7} {'RSS MB':>7} {'alerts':>7}"
-    )
+    rows = []
     for count in counts:
         rules = generate.rules_path(out, count, args.seed, shape)
         measure(replay_command(rules, empty, time_field))  # fills the rule cache
         shutil.rmtree(CACHE, ignore_errors=True)
         shutil.copytree(Path(os.environ["RULESD_CACHE_DIR"]), CACHE)
-        replay = best(args.repeat, replay_command(rules, events, time_field))
+        replays = []
+        for _ in range(args.repeat):
+            floors.append(measure([*floor_cmd, str(events)]))
+            replays.append(measure(replay_command(rules, events, time_field)))
+        replay = min(replays, key=lambda u: u.cpu)
         start = best(args.repeat, replay_command(rules, empty, time_field))
         check = best(args.repeat, [*RULESD, "check", str(rules)])
-        run_ratio = dry_ratio = "-"
+        run = dry = None
         if not args.no_run:
-            run_ratio = f"{floor.cpu / run_usage(args.repeat, rules, events, time_field, server).cpu:.3f}"
+            run = run_usage(args.repeat, rules, events, time_field, server)
             dry = run_usage(args.repeat, rules, events, time_field, server, dry_run=True)
-            dry_ratio = f"{floor.cpu / dry.cpu:.3f}"
-        steady = (floor.cpu - floor_start.cpu) / (replay.cpu - start.cpu)
+        rows.append((count, replay, start, check, run, dry, _alerts(rules, events, time_field)))
+    floor = min(floors, key=lambda u: u.cpu).cpu
+    print(
+        f"shape {shape}: {args.events:,} events ({events.stat().st_size / args.events:.0f} bytes each), "
+        f"best of {args.repeat}, CPU time of the child, load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"floor: {floor:.3f} s ({args.events / floor:,.0f} events/s; best of {len(floors)}, "
+        f"slowest {max(u.cpu for u in floors):.3f} s), its start-up {floor_start.cpu:.3f} s"
+    )
+    print(
+        f"{'rules':>5} {'replay x floor':>14} {'steady':>7} {'run x floor':>11} {'dry x floor':>11} "
+        f"{'start-up replay':>15} {'check':>6} {'(wall)':>7} {'RSS MB':>7} {'alerts':>7}"
+    )
+    for count, replay, start, check, run, dry, alerts in rows:
+        steady = (floor - floor_start.cpu) / (replay.cpu - start.cpu)
+        run_ratio = f"{floor / run.cpu:.3f}" if run else "-"
+        dry_ratio = f"{floor / dry.cpu:.3f}" if dry else "-"
         print(
-            f"{count:>5} {floor.cpu / replay.cpu:>14.3f} {steady:>7.3f} {run_ratio:>11} {dry_ratio:>11} "
+            f"{count:>5} {floor / replay.cpu:>14.3f} {steady:>7.3f} {run_ratio:>11} {dry_ratio:>11} "
             f"{start.cpu:>14.3f}s {check.cpu:>5.3f}s {start.wall:>6.3f}s {replay.max_rss_mb:>7.1f} "
-            f"{_alerts(rules, events, time_field):>7}"
+            f"{alerts:>7}"
         )
 
 
 def _alerts(rules: Path, events: Path, time_field: str) -> int:
-    """How many alerts the replay prints (one line each in JSON)."""
-    out = subprocess.run([*replay_command(rules, events, time_field), "--format", "json"], capture_output=True)
-    return out.stdout.count(b"\n")
+    """How many alerts the replay prints (one line each in JSON), counted from a file: held in
+    this process, the output would swell it, and with it the peak RSS its next children report
+    (see `run_usage`)."""
+    with tempfile.TemporaryFile() as out:
+        subprocess.run(
+            [*replay_command(rules, events, time_field), "--format", "json"],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
+        out.seek(0)
+        return sum(1 for _ in out)
 
 
 def rss_check(shape: str, args: argparse.Namespace, server: FakeOpsGenie) -> None:
