@@ -348,6 +348,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if per_line:
             log.warning("%s:%d: skipped: %s", args.events, line, reason)
 
+    # A block's alerts are written at once: with unbuffered output (`python -u`,
+    # PYTHONUNBUFFERED, as many containers set) each write is a system call.
+    pending: list[str] = []
+
+    def write_pending() -> None:
+        if pending:
+            out.write("".join(pending))
+            pending.clear()
+
     stream = _open_events(args.events)
     if stream is None:
         return EXIT_USAGE
@@ -360,10 +369,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             parser=parser,
             time_field=None if args.config else args.time_field,
             on_invalid=on_invalid,
+            block_done=write_pending,
         ):
             if isinstance(item, ReplayedAlert):
-                out.write(_alert_json(item) if as_json else _alert_line(item))
+                pending.append(_alert_json(item) if as_json else _alert_line(item))
             elif isinstance(item, ReplaySummary):
+                write_pending()
                 print(summary_text(item, reading), file=sys.stderr if as_json else out)
     return EXIT_OK
 

@@ -100,8 +100,12 @@ def replay(
     time_field: str | None = None,
     start: float | None = None,
     on_invalid: Callable[[int, str], None] = lambda line, reason: None,
+    block_done: Callable[[], None] = lambda: None,
 ) -> Iterator[ReplayedAlert | ReplaySummary]:
     """Yield each alert as it would be sent, then the summary.
+
+    Events are read and evaluated a block at a time (see `blocks`): `block_done` is called once
+    the alerts of a block have all been yielded, before the next block is read.
 
     Lines become events through `parser` (a configured source's, from
     `sources.parsers.source_parser`, or JSON lines), whose time reader gives event times; or
@@ -132,6 +136,7 @@ def replay(
             summary.firings.update(alert.rules)
             yield ReplayedAlert((alert.origin or 0) if alert.timer else first + alert.index, alert)
         lineno += len(block)
+        block_done()
     summary.lines = lineno
     summary.events = lineno - summary.blank - summary.invalid - summary.ignored
     summary.unconverted = dict(parser.misses.counts)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,10 @@ import yaml
 from jsonschema import Draft202012Validator
 
 import rulesd
+from rulesd.replay import blocks
 from tests.daemon_process import PAGE_RULE
 from tests.opsgenie_schema import create_alert_validator
-from tests.run_cli import rulesd_cli
+from tests.run_cli import clean_env, rulesd_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATOR = create_alert_validator()
@@ -218,6 +222,58 @@ def test_replay_json(tmp_path: Path) -> None:
         (p["message"], p["details"]["Event Source"]) for p in payloads
     ]
     assert "events: 3, invalid lines: 1, alerts: 2\n  err: 2 firing(s)\n" in result.stderr
+
+
+# `rulesd replay` with its standard output wrapped to count the writes made to it.
+COUNTED_REPLAY = """
+import sys
+from rulesd import cli
+
+class Counting:
+    def __init__(self, inner):
+        self.inner, self.writes = inner, 0
+
+    def write(self, text):
+        self.writes += 1
+        return self.inner.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+sys.stdout = counting = Counting(sys.stdout)
+status = cli.main(sys.argv[1:])
+print("writes:", counting.writes, file=sys.stderr)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize(("count", "expected_blocks"), [(30, 1), (150, 3)])
+def test_replay_writes_the_alerts_of_a_block_at_once(tmp_path: Path, count: int, expected_blocks: int) -> None:
+    """Unbuffered output (`PYTHONUNBUFFERED`, as containers often set) makes every write a
+    system call: replay writes the alerts of a block of events at once, not one by one, and
+    what it writes is the same."""
+    rules = write(tmp_path / "rules.yaml", RULES)
+    data = b"".join(b'{"level":"error","host":"h%05d","pad":"%s"}\n' % (i, b"x" * 200) for i in range(count))
+    (tmp_path / "events.jsonl").write_bytes(data)
+    assert expected_blocks == sum(1 for _ in blocks(io.BytesIO(data)))
+    command = [
+        sys.executable,
+        "-c",
+        COUNTED_REPLAY,
+        "replay",
+        "--rules",
+        str(rules),
+        "--format",
+        "json",
+        "events.jsonl",
+    ]
+    env = clean_env({"PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60, check=False)
+    assert 0 == result.returncode, result.stderr
+    assert [f"error on h{i:05d}" for i in range(count)] == [
+        json.loads(text)["message"] for text in result.stdout.splitlines()
+    ]
+    assert f"writes: {expected_blocks}\n" in result.stderr
 
 
 def test_replay_with_invalid_rules_exits_1(tmp_path: Path) -> None:
