@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rulesd.alerting.opsgenie import alert_url_warnings, validate_alert_url
+from rulesd.alerting.api import alert_url_warnings, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
 from rulesd.document import Document
 from rulesd.durations import parse_duration

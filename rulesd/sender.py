@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from rulesd.alerting.opsgenie import (
+from rulesd.alerting.api import (
     AlertError,
     PausingAlertError,
     PermanentAlertError,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rulesd.alerting.opsgenie import validate_alert_url
+from rulesd.alerting.api import validate_alert_url
 from rulesd.config import load_config, resolve_api_key
 from rulesd.errors import ConfigError
 from rulesd.eventtime import EventTime

@@ -16,14 +16,12 @@ from typing import Any
 import pytest
 
 import rulesd
-from rulesd.alerting.opsgenie import (
+from rulesd.alerting.api import (
     BODY_MAX,
     REDACTED,
     AlertError,
-    OpsGenieClient,
     PausingAlertError,
     PermanentAlertError,
-    PrintTransport,
     RetryableAlertError,
     alert_api,
     alert_url_warnings,
@@ -33,6 +31,8 @@ from rulesd.alerting.opsgenie import (
     retry_after,
     validate_alert_url,
 )
+from rulesd.alerting.dry_run import PrintTransport
+from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.errors import RulesdError
 from tests.fake_opsgenie import FakeOpsGenie, Reply
 

@@ -16,12 +16,8 @@ from typing import Any
 
 import pytest
 
-from rulesd.alerting.opsgenie import (
-    OpsGenieClient,
-    PausingAlertError,
-    PermanentAlertError,
-    RetryableAlertError,
-)
+from rulesd.alerting.api import PausingAlertError, PermanentAlertError, RetryableAlertError
+from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.sender import IDLE_DELAY, RETRY_AFTER_MAX, Sender, backoff, retry_delay
 from rulesd.state import CLOSE, DEAD, PENDING, OutboxAlert, Request, SqliteState, StateUnavailable
 from tests.fake_clock import T0, FakeClock

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, TextIO
 
-from rulesd.alerting.opsgenie import OpsGenieClient, PrintTransport, Transport
+from rulesd.alerting.api import Transport
+from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.payload import AlertSettings
 from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
 from rulesd.engine import Engine, EngineState
@@ -39,7 +40,8 @@ from rulesd.state.lock import StateLock, lock_state_dir
 from rulesd.stats import Stats
 
 if TYPE_CHECKING:  # the Redis client is imported only where the state is in Redis; Prometheus
-    # only where metrics are served
+    # only where metrics are served; the HTTP client only where alerts are sent
+    from rulesd.alerting.opsgenie import OpsGenieClient
     from rulesd.metrics import MetricsServer
     from rulesd.sources.redis_stream import StreamReader
     from rulesd.state.redis import RedisState
@@ -285,7 +287,10 @@ def open_source(config: SourceConfig, saved: Saved, warn: Callable[[str], None],
 
 
 def opsgenie_client(config: OpsgenieConfig, api_key: ApiKey) -> OpsGenieClient:
-    """The HTTP client for alerts and heartbeats, over one pool of connections."""
+    """The HTTP client for alerts and heartbeats, over one pool of connections (imported here:
+    a dry run sends nothing and does not load the HTTP client)."""
+    from rulesd.alerting.opsgenie import OpsGenieClient
+
     return OpsGenieClient(config.alert_url, api_key.get, config.timeout_s)
 
 

@@ -17,7 +17,7 @@ import time
 from functools import partial
 from typing import Any
 
-from rulesd.alerting.opsgenie import AlertError, heartbeat_url
+from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.committer import Committer, Pending
