@@ -1,1 +1,2 @@
-"""Alerts: payload building (pure) and transport to OpsGenie."""
+"""Alerts: payload building and what the OpsGenie API means (pure), the transports (to OpsGenie
+over HTTP, or printed for a dry run)."""
