@@ -8,7 +8,8 @@ For each shape and rule count, in CPU time (user + system) of the child process,
 
 - `replay`: `rulesd replay --rules R --time-field F EVENTS` (alerts written to /dev/null);
 - `run`: `rulesd run` with a stdin source and a state directory on disk, delivering to a
-  loopback server standing in for OpsGenie (this process; its CPU time is not counted);
+  loopback server standing in for OpsGenie (`delivery.py --serve`, a process of its own,
+  so that neither its CPU time nor the memory of what it received is counted);
   `dry`: the same with `--dry-run` (alerts printed, an in-memory state database), which
   leaves out what delivering each alert costs;
 - `start-up`: `rulesd replay` over an empty file, and `rulesd check R`, so the time that
@@ -30,12 +31,14 @@ rule that keeps a live threshold group per event (`request_id`, 100,000 events).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,11 +46,8 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import generate
-
-from tests.fake_opsgenie import FakeOpsGenie
 
 HERE = Path(__file__).resolve().parent
 RULESD = [sys.executable, "-m", "rulesd"]
@@ -88,6 +88,20 @@ def best(repeat: int, command: list[str], **kwargs: Any) -> Usage:
     return Usage(fastest.cpu, min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
 
 
+@contextlib.contextmanager
+def loopback_server() -> Iterator[str]:
+    """The URL of a server standing in for OpsGenie, in a process of its own (`delivery.py
+    --serve`): held in this one, what it received would swell this process, and with it the
+    peak RSS its children report (a child counts the pages it shared with it before `exec`)."""
+    server = subprocess.Popen([sys.executable, str(HERE / "delivery.py"), "--serve"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        yield server.stdout.readline().strip()
+    finally:
+        server.kill()
+        server.wait()
+
+
 def write_config(root: Path, rules: Path, url: str, time_field: str) -> Path:
     """A daemon config: stdin source, state on disk, alerts to the loopback server."""
     config = {
@@ -107,27 +121,22 @@ def replay_command(rules: Path, events: Path, time_field: str) -> list[str]:
     return [*RULESD, "replay", "--rules", str(rules), "--time-field", time_field, str(events)]
 
 
-def run_usage(
-    repeat: int, rules: Path, events: Path, time_field: str, server: FakeOpsGenie, dry_run: bool = False
-) -> Usage:
+def run_usage(repeat: int, rules: Path, events: Path, time_field: str, server: str, dry_run: bool = False) -> Usage:
     """`rulesd run` with stdin, a fresh state directory each time holding a warm rule cache."""
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            config = write_config(Path(tmp), rules, server.url, time_field)
+            config = write_config(Path(tmp), rules, server, time_field)
             if CACHE.exists():
                 shutil.copytree(CACHE, Path(tmp) / "state" / "cache")
                 (Path(tmp) / "state").chmod(0o700)
             command = [*RULESD, "run", "--config", str(config), *(["--dry-run"] if dry_run else [])]
             runs.append(measure(command, stdin=events))
-        # The server keeps every request it received: left there, they would swell this process,
-        # and with it the peak RSS its next children report (a fork starts as big as its parent).
-        server.requests.clear()
     fastest = min(runs, key=lambda u: u.cpu)
     return Usage(fastest.cpu, min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
 
 
-def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server: FakeOpsGenie) -> None:
+def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server: str) -> None:
     """Measure one shape and print its table.
 
     The floor is measured beside each replay (one floor run before each replay run) and the
@@ -200,7 +209,7 @@ def _alerts(rules: Path, events: Path, time_field: str) -> int:
         return sum(1 for _ in out)
 
 
-def rss_check(shape: str, args: argparse.Namespace, server: FakeOpsGenie) -> None:
+def rss_check(shape: str, args: argparse.Namespace, server: str) -> None:
     """Peak RSS with 1,000 rules and a live threshold group for every one of 100,000 events."""
     module = generate.shape_module(shape)
     count = 100_000 if not args.quick else 10_000
@@ -244,10 +253,10 @@ def main() -> None:
         args.events, args.repeat, args.rules = 5_000, 1, "10,100"
     counts = [int(c) for c in args.rules.split(",")]
     os.environ["RULESD_CACHE_DIR"] = tempfile.mkdtemp(prefix="rulesd-bench-user-cache-")
-    if args.rss:  # first, while this process is small (see run_usage)
-        with FakeOpsGenie() as server:
+    if args.rss:  # first, while this process is small (see `_alerts`)
+        with loopback_server() as server:
             rss_check("ops", args, server)
-    with FakeOpsGenie() as server:
+    with loopback_server() as server:
         for shape in args.shape.split(","):
             shape_table(shape, counts, args, server)
 
