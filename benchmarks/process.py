@@ -96,7 +96,10 @@ def loopback_server() -> Iterator[str]:
     server = subprocess.Popen([sys.executable, str(HERE / "delivery.py"), "--serve"], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        yield server.stdout.readline().strip()
+        url = server.stdout.readline().strip()
+        if not url:
+            raise RuntimeError(f"the loopback server did not start (exit status {server.wait()})")
+        yield url
     finally:
         server.kill()
         server.wait()
@@ -253,7 +256,7 @@ def main() -> None:
         args.events, args.repeat, args.rules = 5_000, 1, "10,100"
     counts = [int(c) for c in args.rules.split(",")]
     os.environ["RULESD_CACHE_DIR"] = tempfile.mkdtemp(prefix="rulesd-bench-user-cache-")
-    if args.rss:  # first, while this process is small (see `_alerts`)
+    if args.rss:  # first, as the figures in benchmarks/README.md were taken
         with loopback_server() as server:
             rss_check("ops", args, server)
     with loopback_server() as server:

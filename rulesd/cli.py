@@ -361,21 +361,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if stream is None:
         return EXIT_USAGE
     with stream:
-        for item in replay(
-            ruleset,
-            stream,
-            name=args.events,
-            settings=settings,
-            parser=parser,
-            time_field=None if args.config else args.time_field,
-            on_invalid=on_invalid,
-            block_done=write_pending,
-        ):
-            if isinstance(item, ReplayedAlert):
-                pending.append(_alert_json(item) if as_json else _alert_line(item))
-            elif isinstance(item, ReplaySummary):
-                write_pending()
-                print(summary_text(item, reading), file=sys.stderr if as_json else out)
+        try:
+            for item in replay(
+                ruleset,
+                stream,
+                name=args.events,
+                settings=settings,
+                parser=parser,
+                time_field=None if args.config else args.time_field,
+                on_invalid=on_invalid,
+                block_done=write_pending,
+            ):
+                if isinstance(item, ReplayedAlert):
+                    pending.append(_alert_json(item) if as_json else _alert_line(item))
+                elif isinstance(item, ReplaySummary):
+                    print(summary_text(item, reading), file=sys.stderr if as_json else out)
+        except KeyboardInterrupt:
+            write_pending()  # what was found before Ctrl-C is shown, as when alerts were written one by one
+            raise
     return EXIT_OK
 
 

@@ -671,3 +671,27 @@ def test_replay_prints_timer_alerts_and_closes(tmp_path: Path) -> None:
         {"close": 'rulesd: quiet: {"host":"a"}', "rules": ["quiet"]},
         {"close": "rulesd: errors", "rules": ["errors"]},
     ] == [line for line in lines if "close" in line]
+
+
+def test_replay_interrupted_within_a_block_still_shows_the_alerts_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while a block's alerts are being written out: those already found are shown
+    (as when each was written at once), then the interrupt goes on."""
+    from rulesd import cli
+
+    rules = write(tmp_path / "rules.yaml", RULES)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(b'{"level":"error","host":"h%d"}\n' % i for i in range(5)))
+    shown = cli._alert_line
+
+    def interrupted_at_the_fourth(item: Any) -> str:
+        if item.line == 4:
+            raise KeyboardInterrupt
+        return shown(item)
+
+    monkeypatch.setattr(cli, "_alert_line", interrupted_at_the_fourth)
+    args = cli.build_parser().parse_args(["replay", "--rules", str(rules), str(events)])
+    with pytest.raises(KeyboardInterrupt):
+        cli.cmd_replay(args)
+    assert ["line 1:", "line 2:", "line 3:"] == [line[:7] for line in capsys.readouterr().out.splitlines()]

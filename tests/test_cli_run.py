@@ -182,8 +182,8 @@ print(sorted(m for m in ("urllib3", "http.client", "ssl") if m in sys.modules), 
 
 def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> None:
     """The HTTP client (urllib3, with ssl and http.client: ~60 ms of a start) is imported
-    where alerts are sent: a dry run prints them, and `check --config` only reads the
-    configuration, so neither loads it; the daemon does, and still alerts."""
+    where alerts are sent: a dry run prints them (and still does), and `check --config` and
+    `replay --config` only read the configuration, so none of them loads it; the daemon does."""
     cfg = config(
         tmp_path,
         "state_dir: st\nsource: {type: stdin}\nopsgenie: {api_key: k, alert_url: 'http://127.0.0.1:9/v2/alerts'}\n",
@@ -206,4 +206,8 @@ def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> Non
     assert "[]" == dry
     assert "p-7" == json.loads(printed)["alias"]
     assert "[]" == imported("check", "--config", cfg)[0]
+    (tmp_path / "events.jsonl").write_text('{"kind": "page", "id": 8}\n')
+    replayed, replay_out = imported("replay", "--config", cfg, "events.jsonl")
+    assert "[]" == replayed
+    assert "(alias: p-8)" in replay_out
     assert "['http.client', 'ssl', 'urllib3']" == imported("run", "--config", cfg)[0]
