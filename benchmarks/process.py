@@ -82,10 +82,13 @@ def measure(
 
 
 def best(repeat: int, command: list[str], **kwargs: Any) -> Usage:
-    """The run with the least CPU time of `repeat` runs (the peak RSS is the largest seen)."""
-    runs = [measure(command, **kwargs) for _ in range(repeat)]
-    fastest = min(runs, key=lambda u: u.cpu)
-    return Usage(fastest.cpu, min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
+    """The fastest of `repeat` runs of `command` (see `fastest`)."""
+    return fastest([measure(command, **kwargs) for _ in range(repeat)])
+
+
+def fastest(runs: list[Usage]) -> Usage:
+    """The least CPU time and wall time of `runs`, and the largest peak RSS seen."""
+    return Usage(min(u.cpu for u in runs), min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
 
 
 @contextlib.contextmanager
@@ -124,22 +127,21 @@ def replay_command(rules: Path, events: Path, time_field: str) -> list[str]:
     return [*RULESD, "replay", "--rules", str(rules), "--time-field", time_field, str(events)]
 
 
-def run_usage(repeat: int, rules: Path, events: Path, time_field: str, server: str, dry_run: bool = False) -> Usage:
+def run_usage(repeat: int, rules: Path, events: Path, time_field: str, url: str, dry_run: bool = False) -> Usage:
     """`rulesd run` with stdin, a fresh state directory each time holding a warm rule cache."""
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            config = write_config(Path(tmp), rules, server, time_field)
+            config = write_config(Path(tmp), rules, url, time_field)
             if CACHE.exists():
                 shutil.copytree(CACHE, Path(tmp) / "state" / "cache")
                 (Path(tmp) / "state").chmod(0o700)
             command = [*RULESD, "run", "--config", str(config), *(["--dry-run"] if dry_run else [])]
             runs.append(measure(command, stdin=events))
-    fastest = min(runs, key=lambda u: u.cpu)
-    return Usage(fastest.cpu, min(u.wall for u in runs), max(u.max_rss_mb for u in runs))
+    return fastest(runs)
 
 
-def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server: str) -> None:
+def shape_table(shape: str, counts: list[int], args: argparse.Namespace, url: str) -> None:
     """Measure one shape and print its table.
 
     The floor is measured beside each replay (one floor run before each replay run) and the
@@ -165,15 +167,15 @@ def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server:
         for _ in range(args.repeat):
             floors.append(measure([*floor_cmd, str(events)]))
             replays.append(measure(replay_command(rules, events, time_field)))
-        replay = min(replays, key=lambda u: u.cpu)
+        replay = fastest(replays)
         start = best(args.repeat, replay_command(rules, empty, time_field))
         check = best(args.repeat, [*RULESD, "check", str(rules)])
         run = dry = None
         if not args.no_run:
-            run = run_usage(args.repeat, rules, events, time_field, server)
-            dry = run_usage(args.repeat, rules, events, time_field, server, dry_run=True)
+            run = run_usage(args.repeat, rules, events, time_field, url)
+            dry = run_usage(args.repeat, rules, events, time_field, url, dry_run=True)
         rows.append((count, replay, start, check, run, dry, _alerts(rules, events, time_field)))
-    floor = min(floors, key=lambda u: u.cpu).cpu
+    floor = fastest(floors).cpu
     print(
         f"shape {shape}: {args.events:,} events ({events.stat().st_size / args.events:.0f} bytes each), "
         f"best of {args.repeat}, CPU time of the child, load {os.getloadavg()[0]:.2f}"
@@ -200,7 +202,7 @@ def shape_table(shape: str, counts: list[int], args: argparse.Namespace, server:
 def _alerts(rules: Path, events: Path, time_field: str) -> int:
     """How many alerts the replay prints (one line each in JSON), counted from a file: held in
     this process, the output would swell it, and with it the peak RSS its next children report
-    (see `run_usage`)."""
+    (see `loopback_server`)."""
     with tempfile.TemporaryFile() as out:
         subprocess.run(
             [*replay_command(rules, events, time_field), "--format", "json"],
@@ -212,7 +214,7 @@ def _alerts(rules: Path, events: Path, time_field: str) -> int:
         return sum(1 for _ in out)
 
 
-def rss_check(shape: str, args: argparse.Namespace, server: str) -> None:
+def rss_check(shape: str, args: argparse.Namespace, url: str) -> None:
     """Peak RSS with 1,000 rules and a live threshold group for every one of 100,000 events."""
     module = generate.shape_module(shape)
     count = 100_000 if not args.quick else 10_000
@@ -228,7 +230,7 @@ def rss_check(shape: str, args: argparse.Namespace, server: str) -> None:
         }
         generate.write_rules(rules, [*module.generate_rules(999, args.seed), wide], args.seed)
         replay = measure(replay_command(rules, events, module.TIME_FIELD))
-        run = run_usage(1, rules, events, module.TIME_FIELD, server)
+        run = run_usage(1, rules, events, module.TIME_FIELD, url)
     print(
         f"peak RSS, {shape}, 1,000 rules, {count:,} live threshold groups: "
         f"replay {replay.max_rss_mb:.1f} MB, run {run.max_rss_mb:.1f} MB"
@@ -257,11 +259,11 @@ def main() -> None:
     counts = [int(c) for c in args.rules.split(",")]
     os.environ["RULESD_CACHE_DIR"] = tempfile.mkdtemp(prefix="rulesd-bench-user-cache-")
     if args.rss:  # first, as the figures in benchmarks/README.md were taken
-        with loopback_server() as server:
-            rss_check("ops", args, server)
-    with loopback_server() as server:
+        with loopback_server() as url:
+            rss_check("ops", args, url)
+    with loopback_server() as url:
         for shape in args.shape.split(","):
-            shape_table(shape, counts, args, server)
+            shape_table(shape, counts, args, url)
 
 
 if __name__ == "__main__":

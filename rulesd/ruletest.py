@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from rulesd.alerting.payload import AlertSettings
+from rulesd.document import Document
 from rulesd.durations import parse_duration
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
@@ -23,7 +24,7 @@ from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
 from rulesd.rules.model import RuleSet
 from rulesd.validation import validate_document
-from rulesd.yamldoc import Document, read_yaml
+from rulesd.yamldoc import read_yaml
 
 START = 1_700_000_000.0  # event time of `at: 0s`; fixed so that tests are reproducible
 

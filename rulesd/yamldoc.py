@@ -13,8 +13,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from rulesd.document import Document as Document  # re-exported
-from rulesd.document import JsonPath as JsonPath  # re-exported
+from rulesd.document import Document, JsonPath
 from rulesd.errors import InvalidInputError as InvalidInputError  # re-exported
 from rulesd.errors import Problem, SourceLocation
 

@@ -40,3 +40,38 @@ def rulesd_cli(
         result.stdout.decode("utf-8", "replace"),
         result.stderr.decode("utf-8", "replace"),
     )
+
+
+# `rulesd ARGS` run by `runpy` in a fresh interpreter, then which of some modules it imported.
+_IMPORTED = """
+import runpy, sys
+modules = sys.argv[1].split(",")
+sys.argv = ["rulesd", *sys.argv[2:]]
+try:
+    runpy.run_module("rulesd", run_name="__main__")
+except SystemExit:
+    pass
+print(sorted(m for m in modules if m in sys.modules), file=sys.stderr)
+"""
+
+
+def imported_by(
+    modules: tuple[str, ...],
+    *args: str,
+    stdin: str = "",
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """Which of `modules` `rulesd ARGS` imported (the sorted list as Python prints it), and
+    what it wrote to standard output."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, ",".join(modules), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=clean_env(env),
+        timeout=60,
+        check=False,
+    )
+    return done.stderr.strip().splitlines()[-1], done.stdout

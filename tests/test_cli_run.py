@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from rulesd.state import SqliteState
-from tests.run_cli import clean_env, rulesd_cli
+from tests.run_cli import imported_by, rulesd_cli
 
 RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
 
@@ -168,18 +166,6 @@ def test_outbox_show_of_an_alert_no_longer_queued(tmp_path: Path) -> None:
     )
 
 
-# A command run in this process, then the HTTP client's modules it imported, on stderr.
-IMPORTED_HTTP = """
-import runpy, sys
-sys.argv = ["rulesd", *sys.argv[1:]]
-try:
-    runpy.run_module("rulesd", run_name="__main__")
-except SystemExit:
-    pass
-print(sorted(m for m in ("urllib3", "http.client", "ssl") if m in sys.modules), file=sys.stderr)
-"""
-
-
 def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> None:
     """The HTTP client (urllib3, with ssl and http.client: ~60 ms of a start) is imported
     where alerts are sent: a dry run prints them (and still does), and `check --config` and
@@ -190,17 +176,7 @@ def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> Non
     )
 
     def imported(*args: str, stdin: str = "") -> tuple[str, str]:
-        done = subprocess.run(
-            [sys.executable, "-c", IMPORTED_HTTP, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=clean_env(),
-            timeout=60,
-            check=False,
-        )
-        return done.stderr.strip().splitlines()[-1], done.stdout
+        return imported_by(("urllib3", "http.client", "ssl"), *args, stdin=stdin, cwd=tmp_path)
 
     dry, printed = imported("run", "--config", cfg, "--dry-run", stdin='{"kind": "page", "id": 7}\n')
     assert "[]" == dry

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from rulesd.rules import loader
 from rulesd.rules.cache import MAX_FILES, RuleCache
 from rulesd.rules.loader import check_paths
 from rulesd.rules.patterns import FieldScanner
+from tests.run_cli import imported_by
 
 RULES = """
 rules:
@@ -103,18 +102,12 @@ def test_a_replay_whose_rule_files_are_all_cached_imports_no_yaml(tmp_path: Path
     rules.write_text(RULES)
     events = tmp_path / "events.jsonl"
     events.write_text('{"service": "api", "message": "timeout after 250ms"}\n')
-    code = (
-        "import runpy, sys\n"
-        f"sys.argv = ['rulesd', 'replay', '--rules', {str(rules)!r}, {str(events)!r}]\n"
-        "try:\n    runpy.run_module('rulesd', run_name='__main__')\n"
-        "except SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('yaml', 'importlib.resources') if m in sys.modules), file=sys.stderr)\n"
-    )
-    env = {**os.environ, "RULESD_CACHE_DIR": str(tmp_path / "cache")}
 
     def imported() -> tuple[str, str]:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-        return done.stderr.strip().splitlines()[-1], done.stdout
+        modules = ("yaml", "importlib.resources")
+        return imported_by(
+            modules, "replay", "--rules", str(rules), str(events), env={"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+        )
 
     first, first_out = imported()
     second, second_out = imported()

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from rulesd.document import Document
 from rulesd.validation import _quick_validator, _validator, load_schema, schema_violations
-from rulesd.yamldoc import Document, read_yaml
+from rulesd.yamldoc import read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))

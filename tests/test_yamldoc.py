@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from yaml.constructor import ConstructorError, SafeConstructor
 
 from rulesd import yamldoc
+from rulesd.document import Document, JsonPath
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
-from rulesd.yamldoc import Document, JsonPath, parse_yaml
+from rulesd.yamldoc import parse_yaml
 
 _YAML = "tag:yaml.org,2002:"
 _SCALARS = {_YAML + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
