@@ -7,7 +7,7 @@ The exception classes decide what the outbox does with an alert:
 slowly without giving up on anything, `PermanentAlertError` -> dead-letter it.
 
 `rulesd.alerting.opsgenie.OpsGenieClient` is the HTTP shell around these; only it (with the
-`deadline` module it uses) imports the HTTP client (urllib3, ~60 ms of a start), so that the
+`deadline` module it uses) imports the HTTP client (urllib3: ~45 ms of a start), so that the
 commands that read a configuration and a `--dry-run`, which send nothing, do not load it.
 """
 
