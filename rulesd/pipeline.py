@@ -19,12 +19,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
 from rulesd.engine import Closing, Engine, Firing
 from rulesd.engine.values import Matched
 from rulesd.events import BLOCK_LINES, IGNORED, parse_block
 from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
+from rulesd.rules.view import INVALID, REFUSED, Viewer
 
 Evaluate = Callable[[Event, float], Firing | None]
 
@@ -131,8 +134,15 @@ def evaluate_lines(
     evaluate = engine.evaluator(time)
     if engine.timed:
         engine.source = source
+    # JSON lines are judged from views of the fields the rules' index reads (see
+    # `rulesd.rules.view`), unless timers need every event's time.
+    viewer = engine.viewer(time) if parse is orjson.loads and not engine.timed else None
     start = 0
     for block in _blocks(lines):
+        if viewer is not None:
+            _evaluate_viewed(block, start, viewer, evaluate, arrival, batch)
+            start += len(block)
+            continue
         events = parse_block(parse, block)
         if engine.timed:
             _evaluate_timed(events, start, engine, evaluate, time, arrival, batch)
@@ -158,6 +168,41 @@ def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float,
                 batch.ignored += 1
             else:
                 invalid.append(i)
+            continue
+        firing = evaluate(event, arrival)
+        if firing is not None:
+            firings.append((i, firing, False))
+
+
+def _evaluate_viewed(
+    lines: Sequence[bytes], start: int, viewer: Viewer, evaluate: Evaluate, arrival: float, batch: Batch
+) -> None:
+    """`_evaluate` for JSON lines, from their views. A line the view refuses or does not take
+    (one that is not ASCII: the view would not check the UTF-8 of the fields it skips) is
+    parsed whole and evaluated as an event, or found invalid, as without views."""
+    decode, evaluate_view = viewer
+    invalid, firings = batch.invalid, batch.firings
+    for i, line in enumerate(lines, start):
+        if line.isascii():
+            try:
+                view = decode(line)
+            except REFUSED:
+                pass
+            else:
+                firing = evaluate_view(view, line, arrival)
+                if firing is not None:
+                    if firing is INVALID:
+                        invalid.append(i)
+                    else:
+                        firings.append((i, firing, False))
+                continue
+        try:
+            event = orjson.loads(line)
+        except ValueError:
+            invalid.append(i)
+            continue
+        if type(event) is not dict:
+            invalid.append(i)
             continue
         firing = evaluate(event, arrival)
         if firing is not None:

@@ -39,6 +39,7 @@ from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
+from rulesd.rules.view import Viewer
 
 SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired groups
 MAX_GROUPS_PER_RULE = 100_000
@@ -58,6 +59,7 @@ class PreparedRules:
     ruleset: RuleSet
     index: RuleIndex
     evaluators: dict[TimeReader | None, Evaluate]
+    viewers: dict[TimeReader | None, Viewer | None]
     # Each rule's place in the order that puts the lead rule first: the rules that fire for one
     # event (dozens, with many similar rules) are sorted by an int, not by their rank.
     order: dict[Rule, int]
@@ -134,6 +136,7 @@ class Engine:
         # How events' time is read (None: their arrival time): a source may bring its own.
         self.time = time if time is not None or not time_field else TimeReader(EventTime(time_field))
         self._evaluators: dict[TimeReader | None, Evaluate] = {}
+        self._viewers: dict[TimeReader | None, Viewer | None] = {}
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
@@ -167,8 +170,13 @@ class Engine:
         except RuntimeError:  # a source asked for its first evaluator meanwhile: it is written then
             readers = ()
         evaluators = {t: index.evaluator(self._decider(t, self._decide), self._candidates) for t in readers}
+        try:
+            viewed = tuple(self._viewers)
+        except RuntimeError:
+            viewed = ()
+        viewers = {t: index.viewer(self._decider(t, self._decide), self._candidates) for t in viewed}
         order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
-        return PreparedRules(ruleset, index, evaluators, order)
+        return PreparedRules(ruleset, index, evaluators, viewers, order)
 
     def replace_rules(self, ruleset: RuleSet, prepared: PreparedRules | None = None) -> None:
         """Swap in a new rule set (built now unless `prepared` for it), keeping the state of
@@ -183,6 +191,8 @@ class Engine:
         # The others are written again, for the new index, when next asked for.
         self._evaluators.clear()
         self._evaluators.update(prepared.evaluators)
+        self._viewers.clear()
+        self._viewers.update(prepared.viewers)
         self._matchers.clear()
         self.evaluate = self.evaluator(self.time)
         self._adopt(ruleset)
@@ -197,6 +207,15 @@ class Engine:
                 self._decider(time, self._decide), self._candidates
             )
         return evaluate
+
+    def viewer(self, time: TimeReader | None) -> Viewer | None:
+        """`evaluator`'s counterpart for JSON lines, judging most of them from a view of the
+        fields the index reads (see `RuleIndex.viewer`); None where the rule set has no use
+        for one."""
+        if time in self._viewers:
+            return self._viewers[time]
+        viewer = self._viewers[time] = self.index.viewer(self._decider(time, self._decide), self._candidates)
+        return viewer
 
     def _adopt(self, ruleset: RuleSet) -> None:
         current = {r.name: r.fingerprint for r in ruleset.rules}

@@ -52,10 +52,14 @@ def make_getter(path: str) -> Getter:
                 return value.get(inner, MISSING) if type(value) is dict else MISSING
 
             return get_nested
-    parts = split_path(path)
+    return make_walker(split_path(path))
 
-    def get(event: Event) -> Any:
-        value: Any = event
+
+def make_walker(parts: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A function that returns the value at `parts` inside a value (an object, or a list
+    for a numeric part), or MISSING: `make_getter` of a deeper path walks the event."""
+
+    def walk(value: Any) -> Any:
         for part in parts:
             if type(value) is dict:
                 value = value.get(part, MISSING)
@@ -67,7 +71,7 @@ def make_getter(path: str) -> Getter:
                 return MISSING
         return value
 
-    return get
+    return walk
 
 
 def key_text(value: Any) -> str:

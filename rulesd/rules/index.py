@@ -41,6 +41,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+import orjson
+
+from rulesd.rules.casefold import fold
 from rulesd.rules.conditions import (
     Hints,
     PatternHint,
@@ -49,9 +52,10 @@ from rulesd.rules.conditions import (
     generated_function,
     negated_source,
 )
-from rulesd.rules.fields import MISSING, Event, make_getter, shallow_keys
+from rulesd.rules.fields import MISSING, Event, make_getter, make_walker, shallow_keys, split_path
 from rulesd.rules.model import Rule
 from rulesd.rules.patterns import Scan
+from rulesd.rules.view import INVALID, Layout, Viewer
 
 
 class RuleIndex:
@@ -74,6 +78,16 @@ class RuleIndex:
         they cost one Python call instead of two.
         """
         return _NodeWriter().evaluator(self._root, decide, out)
+
+    def viewer(self, decide: _Decide[T], out: list[Rule]) -> Viewer | None:
+        """The `evaluator` for JSON lines, reading views of them (see `rulesd.rules.view`):
+        only an event with candidates is parsed whole, for `decide`. None if the root screens
+        rules by their predicates, which need the whole event anyway."""
+        if self._root.screened:
+            return None
+        layout = Layout()
+        evaluate = _NodeWriter(layout).viewed(self._root, decide, out)
+        return Viewer(layout.decoder(), evaluate)
 
     @functools.cached_property
     def collect(self) -> _Collect:
@@ -323,7 +337,8 @@ class _NodeWriter:
     names and fixed code (see `generated_function`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, layout: Layout | None = None) -> None:
+        self.layout = layout  # the view's, if the event is one (else a dict)
         self.lines: list[str] = []
         self.names: dict[str, Any] = {"bisect_right": bisect.bisect_right}
         self.locals: dict[str, str] = {}  # field -> the local holding its value
@@ -356,6 +371,22 @@ class _NodeWriter:
         self.emit(2, f"return {self.const(decide)}(event, time, out)")
         self.emit(1, "return None")
         evaluate: Callable[[Event, float], T | None] = self.function()
+        return evaluate
+
+    def viewed(self, plan: _Plan, decide: _Decide[T], out: list[Rule]) -> Callable[[Any, bytes, float], Any]:
+        """`evaluator`'s function for a view of the JSON `line` (see `RuleIndex.viewer`)."""
+        self.lines.append("def run(event, line, time):")
+        self.emit(1, f"out = {self.const(out)}")
+        self.body(plan)
+        self.emit(1, "if out:")
+        self.emit(2, "try:")
+        self.emit(3, f"event = {self.const(orjson.loads)}(line)")
+        self.emit(2, "except ValueError:")  # a field no rule reads holds what JSON cannot
+        self.emit(3, "out.clear()")
+        self.emit(3, f"return {self.const(INVALID)}")
+        self.emit(2, f"return {self.const(decide)}(event, time, out)")
+        self.emit(1, "return None")
+        evaluate: Callable[[Any, bytes, float], Any] = self.function()
         return evaluate
 
     def function(self) -> Any:
@@ -397,6 +428,7 @@ class _NodeWriter:
         `Hints.present`) are grouped under one such field, the one most of them need, so that
         an event without it (`error.code: {exists: true}`, a `cidr` on a field only some events
         carry) costs one test for the group instead of a call per rule."""
+        assert self.layout is None, "a view has no predicates to screen by"
         shared = Counter(f for r in rules for f in r.hints.present)
         by_field: dict[str | None, list[Rule]] = {}
         for rule in rules:
@@ -438,7 +470,14 @@ class _NodeWriter:
         value = self.locals[field] = f"v{len(self.locals)}"
         source = folded_source(field)
         if source is not None:  # the case fold of the field's text (an equality ignoring case)
-            self.emit(1, f"{value} = {self.const(folded_getter(source))}(event)")
+            if self.layout is None:
+                self.emit(1, f"{value} = {self.const(folded_getter(source))}(event)")
+            else:
+                text = self.read(source)
+                self.emit(1, f"{value} = {self.const(fold)}({text}) if type({text}) is str else None")
+            return value
+        if self.layout is not None:
+            self._read_view(value, field)
             return value
         match shallow_keys(field):
             case (key,):
@@ -449,6 +488,20 @@ class _NodeWriter:
             case _:
                 self.emit(1, f"{value} = {self.const(make_getter(field))}(event)")
         return value
+
+    def _read_view(self, value: str, field: str) -> None:
+        """`read` from a view: the top-level key is an attribute, a deeper path is walked from
+        its value (MISSING where the view's walk ends, None where a dict's `get` would)."""
+        assert self.layout is not None
+        key, *rest = split_path(field)
+        self.emit(1, f"{value} = event.{self.layout.attribute(key)}")
+        match rest:
+            case []:
+                pass
+            case [inner] if not inner.isdigit():
+                self.emit(1, f"{value} = {value}.get({self.const(inner)}) if type({value}) is dict else None")
+            case _:
+                self.emit(1, f"{value} = {self.const(make_walker(tuple(rest)))}({value})")
 
     def add_rules(self, depth: int, rules: tuple[Rule, ...]) -> None:
         """Code that appends `rules` to the candidates."""
@@ -472,7 +525,7 @@ class _NodeWriter:
             else:
                 self.add_rules(2, only)
             return
-        lookup = {k: _NodeWriter().node(hit) if isinstance(hit, _Plan) else hit for k, hit in table.items()}
+        lookup = {k: self.child(hit) for k, hit in table.items()}
         # The keys are strings, which no other JSON value equals; only a list or an
         # object cannot be looked up, rare enough to pay for an exception instead of a
         # type check on every event.
@@ -492,6 +545,10 @@ class _NodeWriter:
             self.emit(2, "else:")
             self.emit(3, "hit(event, out)")
 
+    def child(self, hit: _Plan | tuple[Rule, ...]) -> _Collect | tuple[Rule, ...]:
+        """A table's hit as the generated code takes it: a node's function, or the rules."""
+        return _NodeWriter(self.layout).node(hit) if isinstance(hit, _Plan) else hit
+
     def inline(self, plan: _Plan) -> None:
         """`plan`'s code one level deeper; the fields it reads are known only inside it."""
         base, known, found = self.base, dict(self.locals), dict(self.found)
@@ -507,7 +564,7 @@ class _NodeWriter:
         """
         value, found = self.read(field), self.scanned(field, test.scan)
         self.emit(1, f"if {found}:")
-        lookup = {k: _NodeWriter().node(hit) if isinstance(hit, _Plan) else hit for k, hit in test.by_id.items()}
+        lookup = {k: self.child(hit) for k, hit in test.by_id.items()}
         kinds = {type(hit) is tuple for hit in lookup.values()}
         if len(lookup) == 1 and kinds == {True}:
             ((pattern_id, rules),) = lookup.items()
@@ -590,6 +647,16 @@ class _NodeWriter:
             return None
         local = f"n{len(self.lines)}"
         missing = self.const(_NO_NUMBER)
+        if self.layout is not None:
+            self.emit(1, f"{local} = event.{self.layout.attribute(keys[0])}")
+            if len(keys) == 1:
+                self.emit(1, f"{local} = {missing} if {local} is {self.const(MISSING)} else {local}")
+            else:
+                self.emit(
+                    1,
+                    f"{local} = {local}.get({self.const(keys[1])}, {missing}) if type({local}) is dict else {missing}",
+                )
+            return local
         if len(keys) == 1:
             self.emit(1, f"{local} = event.get({self.const(keys[0])}, {missing})")
         else:
