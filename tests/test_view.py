@@ -1,0 +1,191 @@
+"""JSON lines judged from views of the fields the index reads fire exactly what the same
+lines parsed whole fire, and every line that is not an event is still found invalid."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from rulesd.engine import Engine
+from rulesd.pipeline import Batch, evaluate_lines
+from rulesd.rules.index import RuleIndex
+from tests.ruletools import ruleset_from_yaml
+from tests.test_index_equivalence import BruteForce, _ruleset, planted_events, random_event, random_rules
+
+
+def whole(line: bytes) -> Any:
+    """orjson's parser, but not `orjson.loads` itself: `evaluate_lines` then parses every line
+    whole, as it does for any parser but plain JSON."""
+    return orjson.loads(line)
+
+
+def outcome(batch: Batch) -> tuple[list[int], list[tuple[int, list[str]]]]:
+    return batch.invalid, [(i, [r.name for r in f.rules]) for i, f, _ in batch.firings]  # type: ignore[union-attr]
+
+
+def both(text: str, lines: list[bytes]) -> tuple[Any, Any]:
+    """The outcome of `lines` from views and parsed whole, each by an engine of its own."""
+    viewed, parsed = Engine(ruleset_from_yaml(text)), Engine(ruleset_from_yaml(text))
+    assert viewed.viewer(None) is not None, "the rule set must be one judged from views"
+    return outcome(evaluate_lines(lines, orjson.loads, viewed, 1e9)), outcome(evaluate_lines(lines, whole, parsed, 1e9))
+
+
+@pytest.mark.parametrize(
+    ("shape", "rules", "events"),
+    [("classic", 100, 6000), ("classic", 1000, 2500), ("ops", 100, 6000), ("ops", 1000, 2500)]
+    + [("sigma", 100, 4000), ("sigma", 1000, 1500), ("heldout", 100, 4000), ("heldout", 1000, 1500)],
+)
+def test_benchmark_shapes_fire_the_same_from_views(shape: str, rules: int, events: int) -> None:
+    """Thresholds, throttles and every index test of the benchmark shapes; half the lines
+    written with non-ASCII text escaped (views) and half as UTF-8 (parsed whole when not ASCII)."""
+    ruleset, raw = _ruleset(rules, shape)
+    viewed, parsed = Engine(ruleset), Engine(ruleset)
+    assert viewed.viewer(None) is not None
+    lines = [
+        json.dumps(e).encode() if i % 2 else orjson.dumps(e) for i, e in enumerate(planted_events(raw, events, shape))
+    ]
+    for start in range(0, len(lines), 500):
+        block, arrival = lines[start : start + 500], 1_700_000_000.0 + start
+        expected = outcome(evaluate_lines(block, whole, parsed, arrival))
+        assert outcome(evaluate_lines(block, orjson.loads, viewed, arrival)) == expected
+    assert sum(viewed.matches.values()) == sum(parsed.matches.values()) > events // 100
+
+
+def _viewable_rules(rng: random.Random, count: int) -> str:
+    """Random rules, less those the index's root would screen by their predicate (a rule set
+    with any of them is not judged from views)."""
+    text = random_rules(rng, count)
+    screened = {r.name for r in RuleIndex(ruleset_from_yaml(text).rules)._root.screened}
+    document = yaml.safe_load(text)
+    document["rules"] = [r for r in document["rules"] if r["name"] not in screened]
+    return yaml.safe_dump(document, allow_unicode=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_rules_fire_from_views_what_brute_force_fires(seed: int) -> None:
+    """Regexes, literals, case folds, named lists, bounds and nested paths over random texts
+    full of Unicode and case traps, escaped into ASCII lines: what brute force fires."""
+    rng = random.Random(seed)
+    text = _viewable_rules(rng, 60)
+    ruleset = ruleset_from_yaml(text)
+    engine, reference = Engine(ruleset), BruteForce(ruleset)
+    assert engine.viewer(None) is not None
+    fired = 0
+    for i in range(1500):
+        event = orjson.loads(orjson.dumps(random_event(rng)))  # NaN written as null
+        line = json.dumps(event).encode() if i % 3 else orjson.dumps(event)
+        batch = evaluate_lines([line], orjson.loads, engine, float(i))
+        assert outcome(batch)[1] == ([(0, expected)] if (expected := reference.evaluate(event, float(i))) else [])
+        fired += bool(expected)
+    assert fired > 100
+
+
+RULES = """
+rules:
+  - {name: api, match: {service: api}}
+  - {name: slow, match: {http.status: {gte: 500}}}
+  - {name: small, match: {size: {lt: 10}}}
+  - {name: deep, match: {items.0.name: disk}}
+  - {name: folded, match: {user: {equals: Alice, nocase: true}}}
+  - {name: timeout, match: {message: {regex: "time(d )?out"}}}
+  - {name: not-debug, match: {env: prod, level: {not_in: [debug, info]}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "fires"),
+    [
+        (b'{"service": "api"}', ["api"]),
+        (b'{"service": "web", "service": "api"}', ["api"]),  # the last of equal keys, as orjson
+        (b'{"service": "api", "service": "web"}', []),
+        (b'{"service": null}', []),
+        (b'{"http": {"status": 503}}', ["slow"]),
+        (b'{"http": {"status": "503"}}', []),
+        (b'{"http": [503]}', []),
+        (b'{"size": 3}', ["small"]),
+        (b'{"size": true}', []),
+        (b'{"size": null}', []),
+        (b'{"items": [{"name": "disk"}]}', ["deep"]),
+        (b'{"items": {"0": {"name": "disk"}}}', ["deep"]),
+        (b'{"items": []}', []),
+        (b'{"user": "ALICE"}', ["folded"]),
+        (b'{"user": "\\u0041lice"}', ["folded"]),
+        (b'{"message": "request timed out"}', ["timeout"]),
+        (b'{"message": "time\\u006fut"}', ["timeout"]),
+        (b'{"message": ["timeout"]}', []),
+        (b'{"env": "prod", "level": "error"}', ["not-debug"]),
+        (b'{"env": "prod", "level": "info"}', []),
+        (b'{"env": "prod"}', []),  # not_in needs the field
+        (b'{"service": "api", "other": {"a": [1, 2.5e3, "x", null, false]}}', ["api"]),
+    ],
+)
+def test_each_index_test_reads_the_view_as_the_event(line: bytes, fires: list[str]) -> None:
+    """Equal and repeated keys, null, nested, deep and list paths, numbers of other types,
+    case folds, escapes and regexes: from a view as from the whole event."""
+    from_view, parsed = both(RULES, [line])
+    assert from_view == parsed == ([], [(0, fires)] if fires else [])
+
+
+BAD_LINES = [
+    b'{"service": "api", "x": [1, 2,]}',  # malformed where no rule reads
+    b'{"service": "api", "x": "\\q"}',
+    b'{"service": "api", "x": 01}',
+    b'{"service": "api", "x": "a\tb"}',
+    b'{"service": "api", "x": "\\ud800"}',
+    b'{"service": "api"} {}',
+    b'{"service": "api", "x": "\xff"}',  # not UTF-8 where no rule reads: not viewed
+    b'{"service": "api", "x": "\xed\xa0\x80"}',  # a surrogate written as UTF-8
+    b'{"service": "api", "x": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    b'["service", "api"]',
+    b'"api"',
+    b"",
+    b"\xef\xbb\xbf{}",
+]
+
+
+@pytest.mark.parametrize("concerned", [True, False])
+def test_bad_lines_are_invalid_from_views_as_parsed_whole(concerned: bool) -> None:
+    """Bad JSON anywhere in a line, a line that is not an object, a line that is not UTF-8,
+    whether or not a rule would concern it: invalid, the good lines beside them evaluated."""
+    good = b'{"service": "api", "n": "\xc3\xa9"}'
+    bad_lines = [bad if concerned else bad.replace(b'"api"', b'"web"') for bad in BAD_LINES]
+    if concerned:  # beyond a double: a line with candidates is parsed whole, and invalid
+        bad_lines.append(b'{"service": "api", "x": 1e400}')
+    lines = [line for bad in bad_lines for line in (bad, good)]
+    from_view, parsed = both(RULES, lines)
+    assert from_view == parsed
+    assert from_view[0] == list(range(0, len(lines), 2))
+    assert from_view[1] == [(i, ["api"]) for i in range(1, len(lines), 2)]
+
+
+def test_a_number_beyond_a_double_where_no_rule_reads_is_an_event() -> None:
+    """The one difference a view makes, documented: it checks the syntax of the fields it
+    skips, not that their numbers fit a double, so a line that no rule concerns is taken as
+    an event (parsed whole, as with candidates, it is invalid)."""
+    assert both(RULES, [b'{"service": "web", "x": 1e400}']) == (([], []), ([0], []))
+
+
+def test_a_rule_set_that_screens_by_predicates_is_not_viewed() -> None:
+    """A rule with no test to look up is checked by its predicate on every event, which needs
+    the whole event: such a rule set parses every line whole, and still fires."""
+    text = "rules:\n  - {name: coded, match: {code: {exists: true}}}\n  - {name: api, match: {service: api}}\n"
+    engine = Engine(ruleset_from_yaml(text))
+    assert engine.viewer(None) is None
+    batch = evaluate_lines([b'{"code": 1}', b'{"service": "api"}', b"{"], orjson.loads, engine, 1e9)
+    assert outcome(batch) == ([2], [(0, ["coded"]), (1, ["api"])])
+
+
+def test_a_reload_prepared_in_another_thread_brings_its_own_viewer() -> None:
+    """The views of the rule set before a reload read its fields; after, the new rules' fields."""
+    engine = Engine(ruleset_from_yaml(RULES))
+    assert outcome(evaluate_lines([b'{"service": "api"}'], orjson.loads, engine, 1e9))[1] == [(0, ["api"])]
+    new = ruleset_from_yaml("rules:\n  - {name: hosted, match: {host: db-1}}\n")
+    engine.replace_rules(new, engine.prepare_rules(new))
+    assert engine._viewers, "the prepared rules carry the viewer in use"
+    lines = [b'{"service": "api"}', b'{"host": "db-1"}']
+    assert outcome(evaluate_lines(lines, orjson.loads, engine, 1e9))[1] == [(1, ["hosted"])]
