@@ -27,7 +27,7 @@ from rulesd.engine.values import Matched
 from rulesd.events import BLOCK_LINES, IGNORED, parse_block
 from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
-from rulesd.rules.view import INVALID, REFUSED, Viewer
+from rulesd.rules.view import INVALID, Viewer
 
 Evaluate = Callable[[Event, float], Firing | None]
 
@@ -180,13 +180,13 @@ def _evaluate_viewed(
     """`_evaluate` for JSON lines, from their views. A line the view refuses or does not take
     (one that is not ASCII: the view would not check the UTF-8 of the fields it skips) is
     parsed whole and evaluated as an event, or found invalid, as without views."""
-    decode, evaluate_view = viewer
+    decode, evaluate_view, refused = viewer
     invalid, firings = batch.invalid, batch.firings
     for i, line in enumerate(lines, start):
         if line.isascii():
             try:
                 view = decode(line)
-            except REFUSED:
+            except refused:
                 pass
             else:
                 firing = evaluate_view(view, line, arrival)

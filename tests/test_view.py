@@ -37,8 +37,16 @@ def both(text: str, lines: list[bytes]) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize(
     ("shape", "rules", "events"),
-    [("classic", 100, 6000), ("classic", 1000, 2500), ("ops", 100, 6000), ("ops", 1000, 2500)]
-    + [("sigma", 100, 4000), ("sigma", 1000, 1500), ("heldout", 100, 4000), ("heldout", 1000, 1500)],
+    [
+        ("classic", 100, 6000),
+        ("classic", 1000, 2500),
+        ("ops", 100, 6000),
+        ("ops", 1000, 2500),
+        ("sigma", 100, 4000),
+        ("sigma", 1000, 1500),
+        ("heldout", 100, 4000),
+        ("heldout", 1000, 1500),
+    ],
 )
 def test_benchmark_shapes_fire_the_same_from_views(shape: str, rules: int, events: int) -> None:
     """Thresholds, throttles and every index test of the benchmark shapes; half the lines
@@ -80,7 +88,8 @@ def test_random_rules_fire_from_views_what_brute_force_fires(seed: int) -> None:
         event = orjson.loads(orjson.dumps(random_event(rng)))  # NaN written as null
         line = json.dumps(event).encode() if i % 3 else orjson.dumps(event)
         batch = evaluate_lines([line], orjson.loads, engine, float(i))
-        assert outcome(batch)[1] == ([(0, expected)] if (expected := reference.evaluate(event, float(i))) else [])
+        expected = reference.evaluate(event, float(i))
+        assert outcome(batch)[1] == ([(0, expected)] if expected else [])
         fired += bool(expected)
     assert fired > 100
 

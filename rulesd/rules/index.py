@@ -86,8 +86,7 @@ class RuleIndex:
         if self._root.screened:
             return None
         layout = Layout()
-        evaluate = _NodeWriter(layout).viewed(self._root, decide, out)
-        return Viewer(layout.decoder(), evaluate)
+        return layout.viewer(_NodeWriter(layout).viewed(self._root, decide, out))
 
     @functools.cached_property
     def collect(self) -> _Collect:

@@ -17,13 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import msgspec
-
 from rulesd.rules.fields import MISSING
-
-# The errors of a line the view refuses: malformed JSON, not an object, a number out of
-# range in a field read, a nesting deeper than the decoder's recursion allows.
-REFUSED = (msgspec.DecodeError, RecursionError)
 
 
 class Layout:
@@ -36,29 +30,33 @@ class Layout:
         """The attribute holding the value of `key` (keys are data: never an identifier)."""
         return self.attributes.setdefault(key, f"f{len(self.attributes)}")
 
-    def decoder(self) -> Callable[[bytes], Any]:
-        """Decodes a line into a view of the keys asked for so far; raises one of REFUSED."""
+    def viewer(self, evaluate: Callable[[Any, bytes, float], Any]) -> Viewer:
+        """The viewer of the keys asked for so far, whose views `evaluate` reads."""
+        import msgspec  # here: commands that evaluate no JSON lines do without its ~10 ms import
+
         view = msgspec.defstruct(
             "EventView",
             [(name, Any, MISSING) for name in self.attributes.values()],
             rename={name: key for key, name in self.attributes.items()},
             gc=False,  # values decoded from JSON hold no cycles
         )
-        decode: Callable[[bytes], Any] = msgspec.json.Decoder(view).decode
-        return decode
+        # Refused: malformed JSON, not an object, a number out of range in a field read, a
+        # nesting deeper than the decoder's recursion allows.
+        return Viewer(msgspec.json.Decoder(view).decode, evaluate, (msgspec.DecodeError, RecursionError))
 
 
 class Viewer(NamedTuple):
     """How an index judges JSON lines from their views.
 
-    `decode(line)` is the line's view (see `Layout.decoder`); `evaluate(view, line, time)`
-    is what the engine's `evaluate` returns for the parsed line, or INVALID when the line
-    had candidates and the full parser refused it (the view checks the skipped fields'
+    `decode(line)` is the line's view, or raises one of `refused`; `evaluate(view, line,
+    time)` is what the engine's `evaluate` returns for the parsed line, or INVALID when the
+    line had candidates and the full parser refused it (the view checks the skipped fields'
     syntax, not that their numbers fit a double).
     """
 
     decode: Callable[[bytes], Any]
     evaluate: Callable[[Any, bytes, float], Any]
+    refused: tuple[type[Exception], ...]
 
 
 class _Invalid:
