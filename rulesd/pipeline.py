@@ -177,36 +177,45 @@ def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float,
 def _evaluate_viewed(
     lines: Sequence[bytes], start: int, viewer: Viewer, evaluate: Evaluate, arrival: float, batch: Batch
 ) -> None:
-    """`_evaluate` for JSON lines, from their views. A line the view refuses or does not take
-    (one that is not ASCII: the view would not check the UTF-8 of the fields it skips) is
-    parsed whole and evaluated as an event, or found invalid, as without views."""
+    """`_evaluate` for JSON lines, from their views. A line the view refuses (not JSON, not
+    an object, not UTF-8) is parsed whole and evaluated as an event, or found invalid, as
+    without views."""
     decode, evaluate_view, refused = viewer
     invalid, firings = batch.invalid, batch.firings
-    for i, line in enumerate(lines, start):
-        if line.isascii():
-            try:
-                view = decode(line)
-            except refused:
-                pass
-            else:
-                firing = evaluate_view(view, line, arrival)
-                if firing is not None:
-                    if firing is INVALID:
-                        invalid.append(i)
-                    else:
-                        firings.append((i, firing, False))
-                continue
+    views: list[Any] = []
+    if b"".join(lines).isascii():  # most blocks: one test, and every line's view at once
         try:
-            event = orjson.loads(line)
-        except ValueError:
-            invalid.append(i)
-            continue
-        if type(event) is not dict:
-            invalid.append(i)
-            continue
-        firing = evaluate(event, arrival)
-        if firing is not None:
-            firings.append((i, firing, False))
+            views.extend(map(decode, lines))
+        except refused:
+            views.append(None)
+    for line in lines[len(views) :]:
+        try:
+            if not line.isascii():
+                line.decode()  # the view checks the UTF-8 of the fields it reads alone
+            views.append(decode(line))
+        except refused:
+            views.append(None)
+    for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
+        if view is not None:
+            firing = evaluate_view(view, line, arrival)
+            if firing is None:
+                continue
+            if firing is INVALID:
+                invalid.append(i)
+                continue
+        else:
+            try:
+                event = orjson.loads(line)
+            except ValueError:
+                invalid.append(i)
+                continue
+            if type(event) is not dict:
+                invalid.append(i)
+                continue
+            firing = evaluate(event, arrival)
+            if firing is None:
+                continue
+        firings.append((i, firing, False))
 
 
 def _evaluate_timed(

@@ -50,7 +50,7 @@ def both(text: str, lines: list[bytes]) -> tuple[Any, Any]:
 )
 def test_benchmark_shapes_fire_the_same_from_views(shape: str, rules: int, events: int) -> None:
     """Thresholds, throttles and every index test of the benchmark shapes; half the lines
-    written with non-ASCII text escaped (views) and half as UTF-8 (parsed whole when not ASCII)."""
+    written with non-ASCII text escaped and half as UTF-8."""
     ruleset, raw = _ruleset(rules, shape)
     viewed, parsed = Engine(ruleset), Engine(ruleset)
     assert viewed.viewer(None) is not None
@@ -77,7 +77,7 @@ def _viewable_rules(rng: random.Random, count: int) -> str:
 @pytest.mark.parametrize("seed", range(6))
 def test_random_rules_fire_from_views_what_brute_force_fires(seed: int) -> None:
     """Regexes, literals, case folds, named lists, bounds and nested paths over random texts
-    full of Unicode and case traps, escaped into ASCII lines: what brute force fires."""
+    full of Unicode and case traps, written as UTF-8 or escaped: what brute force fires."""
     rng = random.Random(seed)
     text = _viewable_rules(rng, 60)
     ruleset = ruleset_from_yaml(text)
@@ -147,7 +147,7 @@ BAD_LINES = [
     b'{"service": "api", "x": "a\tb"}',
     b'{"service": "api", "x": "\\ud800"}',
     b'{"service": "api"} {}',
-    b'{"service": "api", "x": "\xff"}',  # not UTF-8 where no rule reads: not viewed
+    b'{"service": "api", "x": "\xff"}',  # not UTF-8 where no rule reads
     b'{"service": "api", "x": "\xed\xa0\x80"}',  # a surrogate written as UTF-8
     b'{"service": "api", "x": ' + b"[" * 2000 + b"]" * 2000 + b"}",
     b'["service", "api"]',
@@ -198,3 +198,12 @@ def test_a_reload_prepared_in_another_thread_brings_its_own_viewer() -> None:
     assert engine._viewers, "the prepared rules carry the viewer in use"
     lines = [b'{"service": "api"}', b'{"host": "db-1"}']
     assert outcome(evaluate_lines(lines, orjson.loads, engine, 1e9))[1] == [(1, ["hosted"])]
+
+
+def test_a_bad_line_among_ascii_lines_leaves_the_others_judged() -> None:
+    """A block of ASCII lines is viewed at once; a bad line in it is invalid, and the views of
+    the lines before and after it are still judged."""
+    good, bad = b'{"service": "api"}', b'{"service": "api", "x": [}'
+    lines = [good, bad, good, bad, bad, good]
+    from_view, parsed = both(RULES, lines)
+    assert from_view == parsed == ([1, 3, 4], [(0, ["api"]), (2, ["api"]), (5, ["api"])])

@@ -8,8 +8,9 @@ about half the time (~0.35 µs against ~0.7 µs for a ~250-byte line). An event 
 candidates is then parsed whole, by the same parser as every other event, for the rules'
 predicates and the alert.
 
-A field the line lacks reads as MISSING, as a getter reads it. A view is taken only of an
-ASCII line (see `Viewer`): the fields skipped are checked as JSON, but not for valid UTF-8.
+A field the line lacks reads as MISSING, as a getter reads it. The fields skipped are
+checked as JSON, not as UTF-8: a line that is not ASCII has its UTF-8 checked first (see
+`pipeline._evaluate_viewed`), in a sixth of the time of its parse.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class Layout:
             gc=False,  # values decoded from JSON hold no cycles
         )
         # Refused: malformed JSON, not an object, a number out of range in a field read, a
-        # nesting deeper than the decoder's recursion allows.
-        return Viewer(msgspec.json.Decoder(view).decode, evaluate, (msgspec.DecodeError, RecursionError))
+        # nesting deeper than the decoder's recursion allows, and text that is not UTF-8.
+        refused = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+        return Viewer(msgspec.json.Decoder(view).decode, evaluate, refused)
 
 
 class Viewer(NamedTuple):
