@@ -134,13 +134,16 @@ def evaluate_lines(
     evaluate = engine.evaluator(time)
     if engine.timed:
         engine.source = source
-    # JSON lines are judged from views of the fields the rules' index reads (see
-    # `rulesd.rules.view`), unless timers need every event's time.
-    viewer = engine.viewer(time) if parse is orjson.loads and not engine.timed else None
+    # JSON lines are judged from views of the fields the rules' index reads (see `rulesd.rules.view`).
+    viewer = engine.viewer(time) if parse is orjson.loads else None
     start = 0
     for block in _blocks(lines):
         if viewer is not None:
-            _evaluate_viewed(block, start, viewer, evaluate, arrival, batch)
+            views = _views(block, viewer)
+            if engine.timed:
+                _evaluate_viewed_timed(block, views, start, viewer, engine, evaluate, time, arrival, batch)
+            else:
+                _evaluate_viewed(block, views, start, viewer, evaluate, arrival, batch)
             start += len(block)
             continue
         events = parse_block(parse, block)
@@ -174,14 +177,11 @@ def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float,
             firings.append((i, firing, False))
 
 
-def _evaluate_viewed(
-    lines: Sequence[bytes], start: int, viewer: Viewer, evaluate: Evaluate, arrival: float, batch: Batch
-) -> None:
-    """`_evaluate` for JSON lines, from their views. A line the view refuses (not JSON, not
-    an object, not UTF-8) is parsed whole and evaluated as an event, or found invalid, as
-    without views."""
-    decode, evaluate_view, refused = viewer
-    invalid, firings = batch.invalid, batch.firings
+def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
+    """Each JSON line's view, or None where the view refuses it (not JSON, not an object, not
+    UTF-8: a line that is not ASCII has its UTF-8 checked, as the view checks only the fields
+    it reads)."""
+    decode, refused = viewer.decode, viewer.refused
     views: list[Any] = []
     if b"".join(lines).isascii():  # most blocks: one test, and every line's view at once
         try:
@@ -191,31 +191,82 @@ def _evaluate_viewed(
     for line in lines[len(views) :]:
         try:
             if not line.isascii():
-                line.decode()  # the view checks the UTF-8 of the fields it reads alone
+                line.decode()
             views.append(decode(line))
         except refused:
             views.append(None)
+    return views
+
+
+def _whole(line: bytes, evaluate: Evaluate, arrival: float) -> Any:
+    """A line the view refused, parsed whole and evaluated: the firing or None, INVALID if it
+    is not an event."""
+    try:
+        event = orjson.loads(line)
+    except ValueError:
+        return INVALID
+    return evaluate(event, arrival) if type(event) is dict else INVALID
+
+
+def _evaluate_viewed(
+    lines: Sequence[bytes],
+    views: list[Any],
+    start: int,
+    viewer: Viewer,
+    evaluate: Evaluate,
+    arrival: float,
+    batch: Batch,
+) -> None:
+    """`_evaluate` for JSON lines, from their `views` (a line without one is parsed whole, or
+    found invalid, as without views)."""
+    evaluate_view = viewer.evaluate
+    invalid, firings = batch.invalid, batch.firings
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
-        if view is not None:
-            firing = evaluate_view(view, line, arrival)
-            if firing is None:
-                continue
+        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, evaluate, arrival)
+        if firing is not None:
             if firing is INVALID:
                 invalid.append(i)
-                continue
-        else:
-            try:
-                event = orjson.loads(line)
-            except ValueError:
-                invalid.append(i)
-                continue
-            if type(event) is not dict:
-                invalid.append(i)
-                continue
-            firing = evaluate(event, arrival)
-            if firing is None:
-                continue
-        firings.append((i, firing, False))
+            else:
+                firings.append((i, firing, False))
+
+
+def _evaluate_viewed_timed(
+    lines: Sequence[bytes],
+    views: list[Any],
+    start: int,
+    viewer: Viewer,
+    engine: Engine,
+    evaluate: Evaluate,
+    time: TimeReader | None,
+    arrival: float,
+    batch: Batch,
+) -> None:
+    """`_evaluate_timed` for JSON lines, from their `views`: the block's last event is parsed
+    whole to move the clock to its time."""
+    evaluate_view = viewer.evaluate
+    invalid, firings, out = batch.invalid, batch.firings, engine.out
+    last = -1
+    for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
+        engine.position = i
+        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, evaluate, arrival)
+        if firing is INVALID:
+            invalid.append(i)
+            continue
+        last = i
+        if out:
+            _take(out, i, firings)
+        if firing is not None:
+            firings.append((i, firing, False))
+    if last >= 0:
+        engine.position = last
+        try:
+            event = orjson.loads(lines[last - start])
+        except ValueError:  # a number beyond a double where no rule reads: the next block moves it
+            return
+        # Events that concern no rule move the clock too (a silence shows in other events).
+        engine.advance(engine.time_of(event, arrival, time))
+        if out:
+            _take(out, last, firings)
 
 
 def _evaluate_timed(

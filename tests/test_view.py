@@ -12,10 +12,18 @@ import pytest
 import yaml
 
 from rulesd.engine import Engine
+from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import Batch, evaluate_lines
 from rulesd.rules.index import RuleIndex
 from tests.ruletools import ruleset_from_yaml
-from tests.test_index_equivalence import BruteForce, _ruleset, planted_events, random_event, random_rules
+from tests.test_index_equivalence import (
+    BruteForce,
+    _ruleset,
+    generate,
+    planted_events,
+    random_event,
+    random_rules,
+)
 
 
 def whole(line: bytes) -> Any:
@@ -207,3 +215,58 @@ def test_a_bad_line_among_ascii_lines_leaves_the_others_judged() -> None:
     lines = [good, bad, good, bad, bad, good]
     from_view, parsed = both(RULES, lines)
     assert from_view == parsed == ([1, 3, 4], [(0, ["api"]), (2, ["api"]), (5, ["api"])])
+
+
+def _timed_outcomes(ruleset: Any, lines: list[bytes], block: int) -> tuple[Batch, Batch]:
+    """Both ways, event time read from `timestamp`, `block` lines at a time."""
+    viewed = Engine(ruleset, time=TimeReader(EventTime("timestamp")), saved=False)
+    parsed = Engine(ruleset, time=TimeReader(EventTime("timestamp")), saved=False)
+    assert viewed.timed and viewed.viewer(viewed.time) is not None
+    got, expected = Batch(), Batch()
+    for start in range(0, len(lines), block):
+        part = lines[start : start + block]
+        a = evaluate_lines(part, orjson.loads, viewed, 1e9, str, viewed.time)
+        b = evaluate_lines(part, whole, parsed, 1e9, str, parsed.time)
+        got.invalid += [start + i for i in a.invalid]
+        expected.invalid += [start + i for i in b.invalid]
+        got.firings += [(start + i, f, t) for i, f, t in a.firings]
+        expected.firings += [(start + i, f, t) for i, f, t in b.firings]
+    return got, expected
+
+
+def test_rules_with_timers_fire_and_close_the_same_from_views() -> None:
+    """Absences, sequences with an absent step, distinct counts and new values (the kinds
+    shape), with bad lines among the events: the same firings, timer firings and order."""
+    raw = generate.shape_module("kinds").generate_rules(100, generate.DEFAULT_SEED)
+    ruleset = ruleset_from_yaml(yaml.safe_dump({"rules": raw}))
+    events = planted_events([r for r in raw if "match" in r], 6000, "kinds")
+    for i, event in enumerate(events):  # 5 s apart: 8 hours, so that windows of minutes end
+        event["timestamp"] = f"2024-06-11T{i * 5 // 3600:02d}:{i * 5 // 60 % 60:02d}:{i * 5 % 60:02d}Z"
+    lines = [orjson.dumps(e) if i % 97 else b'{"timestamp": [}' for i, e in enumerate(events)]
+    got, expected = _timed_outcomes(ruleset, lines, 500)
+    assert got.invalid == expected.invalid and len(got.invalid) > 50
+    assert got.firings == expected.firings
+    assert sum(timer for _, _, timer in got.firings) > 10  # timers fired, not only matches
+
+
+def test_resolved_groups_close_the_same_from_views() -> None:
+    """A threshold with `resolve` closes when its group has been quiet; the clock moves on with
+    events no rule concerns, whose time is read from the block's last line."""
+    text = """
+rules:
+  - name: errors
+    match: {level: error}
+    threshold: {count: 2, window: 1m, group_by: [host]}
+    resolve: {after: 5m}
+"""
+    ruleset = ruleset_from_yaml(text)
+    lines = []
+    for minute in range(60):
+        level = "error" if minute % 20 < 2 else "info"
+        for second in (0, 30):
+            stamp = f"2024-06-11T10:{minute:02d}:{second:02d}Z"
+            lines.append(orjson.dumps({"timestamp": stamp, "level": level, "host": "db-1"}))
+    got, expected = _timed_outcomes(ruleset, lines, 7)
+    assert got.firings == expected.firings
+    kinds = [type(f).__name__ for _, f, _ in got.firings]
+    assert kinds.count("Closing") == 3 and kinds.count("Firing") >= 3
