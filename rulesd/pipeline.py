@@ -131,34 +131,33 @@ def evaluate_lines(
     from; it is asked only for an event a timer keeps (its alert carries it later).
     """
     batch = Batch(len(lines))
-    evaluate = engine.evaluator(time)
     if engine.timed:
         engine.source = source
     # JSON lines are judged from views of the fields the rules' index reads (see `rulesd.rules.view`).
     viewer = engine.viewer(time) if parse is orjson.loads else None
-    start = 0
-    for block in _blocks(lines):
-        if viewer is not None:
+    if viewer is not None:
+        for start, block in _numbered_blocks(lines):
             views = _views(block, viewer)
             if engine.timed:
-                _evaluate_viewed_timed(block, views, start, viewer, engine, evaluate, time, arrival, batch)
+                _evaluate_viewed_timed(block, views, start, viewer, engine, time, arrival, batch)
             else:
-                _evaluate_viewed(block, views, start, viewer, evaluate, arrival, batch)
-            start += len(block)
-            continue
+                _evaluate_viewed(block, views, start, viewer, engine, time, arrival, batch)
+        return batch
+    evaluate = engine.evaluator(time)
+    for start, block in _numbered_blocks(lines):
         events = parse_block(parse, block)
         if engine.timed:
             _evaluate_timed(events, start, engine, evaluate, time, arrival, batch)
         else:
             _evaluate(events, start, evaluate, arrival, batch)
-        start += len(block)
     return batch
 
 
-def _blocks(lines: Sequence[bytes]) -> Sequence[Sequence[bytes]]:
+def _numbered_blocks(lines: Sequence[bytes]) -> Sequence[tuple[int, Sequence[bytes]]]:
+    """The blocks of `lines` evaluated at a time, each with the index of its first line."""
     if len(lines) <= BLOCK_LINES:  # replay's blocks are one block already: no copy of them
-        return [lines]
-    return [lines[i : i + BLOCK_LINES] for i in range(0, len(lines), BLOCK_LINES)]
+        return [(0, lines)]
+    return [(i, lines[i : i + BLOCK_LINES]) for i in range(0, len(lines), BLOCK_LINES)]
 
 
 def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float, batch: Batch) -> None:
@@ -198,14 +197,14 @@ def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
     return views
 
 
-def _whole(line: bytes, evaluate: Evaluate, arrival: float) -> Any:
+def _whole(line: bytes, engine: Engine, time: TimeReader | None, arrival: float) -> Any:
     """A line the view refused, parsed whole and evaluated: the firing or None, INVALID if it
-    is not an event."""
+    is not an event. (The engine's evaluator for whole events is written for the first.)"""
     try:
         event = orjson.loads(line)
     except ValueError:
         return INVALID
-    return evaluate(event, arrival) if type(event) is dict else INVALID
+    return engine.evaluator(time)(event, arrival) if type(event) is dict else INVALID
 
 
 def _evaluate_viewed(
@@ -213,7 +212,8 @@ def _evaluate_viewed(
     views: list[Any],
     start: int,
     viewer: Viewer,
-    evaluate: Evaluate,
+    engine: Engine,
+    time: TimeReader | None,
     arrival: float,
     batch: Batch,
 ) -> None:
@@ -222,7 +222,7 @@ def _evaluate_viewed(
     evaluate_view = viewer.evaluate
     invalid, firings = batch.invalid, batch.firings
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
-        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, evaluate, arrival)
+        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, engine, time, arrival)
         if firing is not None:
             if firing is INVALID:
                 invalid.append(i)
@@ -236,7 +236,6 @@ def _evaluate_viewed_timed(
     start: int,
     viewer: Viewer,
     engine: Engine,
-    evaluate: Evaluate,
     time: TimeReader | None,
     arrival: float,
     batch: Batch,
@@ -248,7 +247,7 @@ def _evaluate_viewed_timed(
     last = -1
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
         engine.position = i
-        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, evaluate, arrival)
+        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, engine, time, arrival)
         if firing is INVALID:
             invalid.append(i)
             continue
@@ -328,8 +327,7 @@ def match_lines(
     matches = Matches(len(lines))
     match = engine.matcher(time)
     invalid, matched = matches.invalid, matches.matched
-    start = 0
-    for block in _blocks(lines):
+    for start, block in _numbered_blocks(lines):
         last: Any = None
         for i, event in enumerate(parse_block(parse, block), start):
             if type(event) is not dict:
@@ -344,7 +342,6 @@ def match_lines(
                 matched.append((i, found))
         if last is not None and engine.timed:
             matches.block_ends.append((last[0], engine.time_of(last[1], arrival, time)))
-        start += len(block)
     return matches
 
 

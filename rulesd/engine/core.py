@@ -114,9 +114,10 @@ class Engine:
     by the engine's `time` reader, else `arrival`). Timer firings and closings it causes go
     to `out`.
 
-    Its body is generated: `replace_rules` installs `RuleIndex.evaluator`, the index's root
-    node written as one Python function that collects the candidate rules and calls the
-    decision step only when there are some (most events have none, and pay one call).
+    Its body is generated: it is `RuleIndex.evaluator`, the index's root node written as one
+    Python function that collects the candidate rules and calls the decision step only when
+    there are some (most events have none, and pay one call), written when first used after
+    each `replace_rules` (JSON lines are judged from views, `viewer`, which is written apart).
     `evaluator(time)` is the same for events whose time another reader reads (another source)."""
 
     def __init__(
@@ -194,7 +195,7 @@ class Engine:
         self._viewers.clear()
         self._viewers.update(prepared.viewers)
         self._matchers.clear()
-        self.evaluate = self.evaluator(self.time)
+        self.__dict__.pop("evaluate", None)  # see `__getattr__`
         self._adopt(ruleset)
         self._set_timers()
 
@@ -315,6 +316,13 @@ class Engine:
                 self._start(now)
             if self._timers.next_due <= now:
                 self._fire_timers(now)
+
+    def __getattr__(self, name: str) -> Any:
+        """`evaluate`, written on first use (see its docstring) and then an attribute of its own."""
+        if name == "evaluate":
+            evaluate = self.evaluate = self.evaluator(self.time)
+            return evaluate
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @staticmethod
     def time_of(event: Event, arrival: float, time: TimeReader | None) -> float:
