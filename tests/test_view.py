@@ -111,6 +111,7 @@ rules:
   - {name: folded, match: {user: {equals: Alice, nocase: true}}}
   - {name: timeout, match: {message: {regex: "time(d )?out"}}}
   - {name: not-debug, match: {env: prod, level: {not_in: [debug, info]}}}
+  - {name: unicode-key, match: {"naïve": "oui"}}
 """
 
 
@@ -139,6 +140,9 @@ rules:
         (b'{"env": "prod", "level": "info"}', []),
         (b'{"env": "prod"}', []),  # not_in needs the field
         (b'{"service": "api", "other": {"a": [1, 2.5e3, "x", null, false]}}', ["api"]),
+        ('{"naïve": "oui"}'.encode(), ["unicode-key"]),
+        (b'{"na\\u00efve": "oui"}', ["unicode-key"]),
+        (b'{"naive": "oui", "f0": "api", "service": "web"}', []),  # the view's own names are not keys
     ],
 )
 def test_each_index_test_reads_the_view_as_the_event(line: bytes, fires: list[str]) -> None:
