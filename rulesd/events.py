@@ -246,14 +246,27 @@ def _entry_parser(entry: Entry, extract: Extract) -> Callable[[bytes], Any]:
 
 def _naming(parse: Callable[[bytes], Any], name: str) -> Callable[[bytes], Any]:
     """`parse` adding `source_name` to each event it returns (also over a field of that name)."""
+    return Named(parse, name)
 
-    def named(line: bytes) -> Any:
-        event = parse(line)
+
+class Named:
+    """A named source's parser: `parse`, adding `source_name` to each event it returns (also
+    over a field of that name). The pipeline reads `parse` and `name` to judge JSON lines
+    from views all the same."""
+
+    __slots__ = ("name", "parse")
+
+    def __init__(self, parse: Callable[[bytes], Any], name: str) -> None:
+        self.parse, self.name = parse, name
+
+    def __call__(self, line: bytes) -> Any:
+        event = self.parse(line)
         if type(event) is dict:
-            event["source_name"] = name
+            event[SOURCE_NAME] = self.name
         return event
 
-    return named
+
+SOURCE_NAME: Final = "source_name"
 
 
 def _kind(value: Any) -> str:

@@ -24,7 +24,7 @@ import orjson
 from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
 from rulesd.engine import Closing, Engine, Firing
 from rulesd.engine.values import Matched
-from rulesd.events import BLOCK_LINES, IGNORED, parse_block
+from rulesd.events import BLOCK_LINES, IGNORED, SOURCE_NAME, Named, parse_block
 from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
 from rulesd.rules.view import INVALID, Viewer
@@ -134,14 +134,14 @@ def evaluate_lines(
     if engine.timed:
         engine.source = source
     # JSON lines are judged from views of the fields the rules' index reads (see `rulesd.rules.view`).
-    viewer = engine.viewer(time) if parse is orjson.loads else None
+    viewer = _viewer(parse, engine, time)
     if viewer is not None:
         for start, block in _numbered_blocks(lines):
             views = _views(block, viewer)
             if engine.timed:
-                _evaluate_viewed_timed(block, views, start, viewer, engine, time, arrival, batch)
+                _evaluate_viewed_timed(block, views, start, viewer, parse, engine, time, arrival, batch)
             else:
-                _evaluate_viewed(block, views, start, viewer, engine, time, arrival, batch)
+                _evaluate_viewed(block, views, start, viewer, parse, engine, time, arrival, batch)
         return batch
     evaluate = engine.evaluator(time)
     for start, block in _numbered_blocks(lines):
@@ -176,6 +176,15 @@ def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float,
             firings.append((i, firing, False))
 
 
+def _viewer(parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None) -> Viewer | None:
+    """The engine's viewer for lines that `parse` reads as JSON (a named source's too), else None."""
+    if parse is orjson.loads:
+        return engine.viewer(time)
+    if type(parse) is Named and parse.parse is orjson.loads:
+        return engine.viewer(time, (SOURCE_NAME, parse.name))
+    return None
+
+
 def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
     """Each JSON line's view, or None where the view refuses it (not JSON, not an object, not
     UTF-8: a line that is not ASCII has its UTF-8 checked, as the view checks only the fields
@@ -194,14 +203,19 @@ def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
             views.append(decode(line))
         except refused:
             views.append(None)
+    if viewer.stamp is not None:  # a named source's name, over the line's own `source_name`
+        attribute, text = viewer.stamp
+        for view in views:
+            if view is not None:
+                setattr(view, attribute, text)
     return views
 
 
-def _whole(line: bytes, engine: Engine, time: TimeReader | None, arrival: float) -> Any:
+def _whole(line: bytes, parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None, arrival: float) -> Any:
     """A line the view refused, parsed whole and evaluated: the firing or None, INVALID if it
     is not an event. (The engine's evaluator for whole events is written for the first.)"""
     try:
-        event = orjson.loads(line)
+        event = parse(line)
     except ValueError:
         return INVALID
     return engine.evaluator(time)(event, arrival) if type(event) is dict else INVALID
@@ -212,6 +226,7 @@ def _evaluate_viewed(
     views: list[Any],
     start: int,
     viewer: Viewer,
+    parse: Callable[[bytes], Any],
     engine: Engine,
     time: TimeReader | None,
     arrival: float,
@@ -222,7 +237,7 @@ def _evaluate_viewed(
     evaluate_view = viewer.evaluate
     invalid, firings = batch.invalid, batch.firings
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
-        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, engine, time, arrival)
+        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, parse, engine, time, arrival)
         if firing is not None:
             if firing is INVALID:
                 invalid.append(i)
@@ -235,6 +250,7 @@ def _evaluate_viewed_timed(
     views: list[Any],
     start: int,
     viewer: Viewer,
+    parse: Callable[[bytes], Any],
     engine: Engine,
     time: TimeReader | None,
     arrival: float,
@@ -247,7 +263,7 @@ def _evaluate_viewed_timed(
     last = -1
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
         engine.position = i
-        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, engine, time, arrival)
+        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, parse, engine, time, arrival)
         if firing is INVALID:
             invalid.append(i)
             continue
@@ -259,7 +275,7 @@ def _evaluate_viewed_timed(
     if last >= 0:
         engine.position = last
         try:
-            event = orjson.loads(lines[last - start])
+            event = parse(lines[last - start])
         except ValueError:  # a number beyond a double where no rule reads: the next block moves it
             return
         # Events that concern no rule move the clock too (a silence shows in other events).

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from rulesd.engine import Engine
+from rulesd.events import Named
 from rulesd.eventtime import EventTime, TimeReader
-from rulesd.pipeline import Batch, evaluate_lines
+from rulesd.pipeline import Batch, _viewer, evaluate_lines
 from rulesd.rules.index import RuleIndex
 from tests.ruletools import ruleset_from_yaml
 from tests.test_index_equivalence import (
@@ -303,3 +304,35 @@ def test_the_evaluator_of_whole_events_is_written_only_when_a_line_needs_it(monk
     viewed_only.replace_rules(new)
     assert outcome(evaluate_lines([b'{"host": "db-1"}'], orjson.loads, viewed_only, 1e9))[1] == [(0, ["hosted"])]
     assert written == [1, 1]
+
+
+NAMED_RULES = """
+rules:
+  - {name: by-source, match: {source_name: nginx, status: {gte: 500}}}
+  - {name: other-source, match: {source_name: app}}
+  - {name: boom, match: {message: {contains: boom}}}
+"""
+
+
+@pytest.mark.parametrize("text", [NAMED_RULES, "rules:\n  - {name: boom, match: {message: {contains: boom}}}\n"])
+def test_a_named_source_is_judged_from_views_with_its_name(text: str) -> None:
+    """A named source sets `source_name` in every event, over a field of that name in the line:
+    its views hold the name as the events do, whether or not a rule looks it up, and the alert's
+    event carries it."""
+    lines = [
+        b'{"status": 503}',
+        b'{"status": 503, "source_name": "app"}',
+        b'{"source_name": "app"}',
+        b'{"message": "boom", "source_name": 7}',
+        b'{"message": "boom", "x": ' + b"[" * 1010 + b"]" * 1010 + b"}",  # refused by the view
+        b'["not an object"]',
+    ]
+    viewed, parsed = Engine(ruleset_from_yaml(text)), Engine(ruleset_from_yaml(text))
+    named = Named(orjson.loads, "nginx")
+    assert _viewer(named, viewed, None) is not None
+    from_view = evaluate_lines(lines, named, viewed, 1e9)
+    whole_batch = evaluate_lines(lines, Named(whole, "nginx"), parsed, 1e9)
+    assert outcome(from_view) == outcome(whole_batch)
+    expected = [(0, ["by-source"]), (1, ["by-source"])] if text == NAMED_RULES else []
+    assert outcome(from_view) == ([5], [*expected, (3, ["boom"]), (4, ["boom"])])
+    assert {f.event["source_name"] for _, f, _ in from_view.firings} == {"nginx"}  # type: ignore[union-attr]

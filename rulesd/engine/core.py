@@ -59,7 +59,7 @@ class PreparedRules:
     ruleset: RuleSet
     index: RuleIndex
     evaluators: dict[TimeReader | None, Evaluate]
-    viewers: dict[TimeReader | None, Viewer | None]
+    viewers: dict[tuple[TimeReader | None, tuple[str, str] | None], Viewer | None]
     # Each rule's place in the order that puts the lead rule first: the rules that fire for one
     # event (dozens, with many similar rules) are sorted by an int, not by their rank.
     order: dict[Rule, int]
@@ -137,7 +137,7 @@ class Engine:
         # How events' time is read (None: their arrival time): a source may bring its own.
         self.time = time if time is not None or not time_field else TimeReader(EventTime(time_field))
         self._evaluators: dict[TimeReader | None, Evaluate] = {}
-        self._viewers: dict[TimeReader | None, Viewer | None] = {}
+        self._viewers: dict[tuple[TimeReader | None, tuple[str, str] | None], Viewer | None] = {}
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
@@ -175,7 +175,7 @@ class Engine:
             viewed = tuple(self._viewers)
         except RuntimeError:
             viewed = ()
-        viewers = {t: index.viewer(self._decider(t, self._decide), self._candidates) for t in viewed}
+        viewers = {(t, s): index.viewer(self._decider(t, self._decide), self._candidates, s) for t, s in viewed}
         order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
         return PreparedRules(ruleset, index, evaluators, viewers, order)
 
@@ -209,13 +209,15 @@ class Engine:
             )
         return evaluate
 
-    def viewer(self, time: TimeReader | None) -> Viewer | None:
+    def viewer(self, time: TimeReader | None, stamp: tuple[str, str] | None = None) -> Viewer | None:
         """`evaluator`'s counterpart for JSON lines, judging most of them from a view of the
-        fields the index reads (see `RuleIndex.viewer`); None where the rule set has no use
-        for one."""
-        if time in self._viewers:
-            return self._viewers[time]
-        viewer = self._viewers[time] = self.index.viewer(self._decider(time, self._decide), self._candidates)
+        fields the index reads (see `RuleIndex.viewer`, also for `stamp`); None where the rule
+        set has no use for one."""
+        key = (time, stamp)
+        if key in self._viewers:
+            return self._viewers[key]
+        decide = self._decider(time, self._decide)
+        viewer = self._viewers[key] = self.index.viewer(decide, self._candidates, stamp)
         return viewer
 
     def _adopt(self, ruleset: RuleSet) -> None:

@@ -79,14 +79,16 @@ class RuleIndex:
         """
         return _NodeWriter().evaluator(self._root, decide, out)
 
-    def viewer(self, decide: _Decide[T], out: list[Rule]) -> Viewer | None:
+    def viewer(self, decide: _Decide[T], out: list[Rule], stamp: tuple[str, str] | None = None) -> Viewer | None:
         """The `evaluator` for JSON lines, reading views of them (see `rulesd.rules.view`):
         only an event with candidates is parsed whole, for `decide`. None if the root screens
-        rules by their predicates, which need the whole event anyway."""
+        rules by their predicates, which need the whole event anyway. `stamp` is a top-level
+        field and the text its source sets in every event, over the line's own (a named
+        source's `source_name`)."""
         if self._root.screened:
             return None
         layout = Layout()
-        return layout.viewer(_NodeWriter(layout).viewed(self._root, decide, out))
+        return layout.viewer(_NodeWriter(layout).viewed(self._root, decide, out, stamp), stamp)
 
     @functools.cached_property
     def collect(self) -> _Collect:
@@ -372,7 +374,9 @@ class _NodeWriter:
         evaluate: Callable[[Event, float], T | None] = self.function()
         return evaluate
 
-    def viewed(self, plan: _Plan, decide: _Decide[T], out: list[Rule]) -> Callable[[Any, bytes, float], Any]:
+    def viewed(
+        self, plan: _Plan, decide: _Decide[T], out: list[Rule], stamp: tuple[str, str] | None
+    ) -> Callable[[Any, bytes, float], Any]:
         """`evaluator`'s function for a view of the JSON `line` (see `RuleIndex.viewer`)."""
         self.lines.append("def run(event, line, time):")
         self.emit(1, f"out = {self.const(out)}")
@@ -383,6 +387,8 @@ class _NodeWriter:
         self.emit(2, "except ValueError:")  # a field no rule reads holds what JSON cannot
         self.emit(3, "out.clear()")
         self.emit(3, f"return {self.const(INVALID)}")
+        if stamp is not None:
+            self.emit(2, f"event[{self.const(stamp[0])}] = {self.const(stamp[1])}")
         self.emit(2, f"return {self.const(decide)}(event, time, out)")
         self.emit(1, "return None")
         evaluate: Callable[[Any, bytes, float], Any] = self.function()

@@ -31,8 +31,9 @@ class Layout:
         """The attribute holding the value of `key` (keys are data: never an identifier)."""
         return self.attributes.setdefault(key, f"f{len(self.attributes)}")
 
-    def viewer(self, evaluate: Callable[[Any, bytes, float], Any]) -> Viewer:
-        """The viewer of the keys asked for so far, whose views `evaluate` reads."""
+    def viewer(self, evaluate: Callable[[Any, bytes, float], Any], stamp: tuple[str, str] | None = None) -> Viewer:
+        """The viewer of the keys asked for so far, whose views `evaluate` reads; `stamp`, a
+        key and the text each view holds there whatever the line says (see `Viewer.stamp`)."""
         import msgspec  # here: commands that evaluate no JSON lines do without its ~10 ms import
 
         view = msgspec.defstruct(
@@ -44,7 +45,8 @@ class Layout:
         # Refused: malformed JSON, not an object, a number out of range in a field read, a
         # nesting deeper than the decoder's recursion allows, and text that is not UTF-8.
         refused = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
-        return Viewer(msgspec.json.Decoder(view).decode, evaluate, refused)
+        stamped = (self.attributes[stamp[0]], stamp[1]) if stamp and stamp[0] in self.attributes else None
+        return Viewer(msgspec.json.Decoder(view).decode, evaluate, refused, stamped)
 
 
 class Viewer(NamedTuple):
@@ -53,12 +55,15 @@ class Viewer(NamedTuple):
     `decode(line)` is the line's view, or raises one of `refused`; `evaluate(view, line,
     time)` is what the engine's `evaluate` returns for the parsed line, or INVALID when the
     line had candidates and the full parser refused it (the view checks the skipped fields'
-    syntax, not that their numbers fit a double).
+    syntax, not that their numbers fit a double). `stamp`, if not None, is an attribute and
+    the text to set it to in every view, as its source sets that field in every event (a
+    named source's `source_name`).
     """
 
     decode: Callable[[bytes], Any]
     evaluate: Callable[[Any, bytes, float], Any]
     refused: tuple[type[Exception], ...]
+    stamp: tuple[str, str] | None = None
 
 
 class _Invalid:
