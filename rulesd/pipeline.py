@@ -27,7 +27,7 @@ from rulesd.engine.values import Matched
 from rulesd.events import BLOCK_LINES, IGNORED, SOURCE_NAME, Named, parse_block
 from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
-from rulesd.rules.view import INVALID, Viewer
+from rulesd.rules.view import INVALID, MAX_DEPTH, WHOLE, Viewer
 
 Evaluate = Callable[[Event, float], Firing | None]
 
@@ -189,14 +189,18 @@ def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
     """Each JSON line's view, or None where the view refuses it (not JSON, not an object, not
     UTF-8: a line that is not ASCII has its UTF-8 checked, as the view checks only the fields
     it reads)."""
-    decode, refused = viewer.decode, viewer.refused
+    decode, refused, deep = viewer.decode, viewer.refused, viewer.deep
     views: list[Any] = []
-    if b"".join(lines).isascii():  # most blocks: one test, and every line's view at once
-        try:
+    joined = b"".join(lines)
+    if joined.isascii() and not (deep and _brackets(joined) > MAX_DEPTH):
+        try:  # most blocks: one test, and every line's view at once
             views.extend(map(decode, lines))
         except refused:
             views.append(None)
     for line in lines[len(views) :]:
+        if deep and _brackets(line) > MAX_DEPTH:  # it might nest deeper than orjson allows
+            views.append(None)
+            continue
         try:
             if not line.isascii():
                 line.decode()
@@ -209,6 +213,11 @@ def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
             if view is not None:
                 setattr(view, attribute, text)
     return views
+
+
+def _brackets(text: bytes) -> int:
+    """How many arrays and objects `text` may open: a bound on its nesting."""
+    return text.count(b"[") + text.count(b"{")
 
 
 def _whole(line: bytes, parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None, arrival: float) -> Any:
@@ -239,9 +248,11 @@ def _evaluate_viewed(
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
         firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, parse, engine, time, arrival)
         if firing is not None:
+            if firing is WHOLE:
+                firing = _whole(line, parse, engine, time, arrival)
             if firing is INVALID:
                 invalid.append(i)
-            else:
+            elif firing is not None:
                 firings.append((i, firing, False))
 
 
@@ -260,10 +271,12 @@ def _evaluate_viewed_timed(
     whole to move the clock to its time."""
     evaluate_view = viewer.evaluate
     invalid, firings, out = batch.invalid, batch.firings, engine.out
-    last = -1
+    last, before = -1, len(invalid)
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
         engine.position = i
         firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, parse, engine, time, arrival)
+        if firing is WHOLE:
+            firing = _whole(line, parse, engine, time, arrival)
         if firing is INVALID:
             invalid.append(i)
             continue
@@ -272,16 +285,22 @@ def _evaluate_viewed_timed(
             _take(out, i, firings)
         if firing is not None:
             firings.append((i, firing, False))
-    if last >= 0:
-        engine.position = last
+    skipped = set(invalid[before:])
+    # Events that concern no rule move the clock too (a silence shows in other events): to the
+    # time of the block's last event, which orjson parses (as without views, a number beyond a
+    # double where no rule reads makes a line no event, so the clock takes the one before).
+    for j in range(last, start - 1, -1):
+        if j in skipped:
+            continue
         try:
-            event = parse(lines[last - start])
-        except ValueError:  # a number beyond a double where no rule reads: the next block moves it
-            return
-        # Events that concern no rule move the clock too (a silence shows in other events).
+            event = parse(lines[j - start])
+        except ValueError:
+            continue
+        engine.position = j
         engine.advance(engine.time_of(event, arrival, time))
         if out:
-            _take(out, last, firings)
+            _take(out, j, firings)
+        return
 
 
 def _evaluate_timed(

@@ -14,7 +14,7 @@ import yaml
 from rulesd.engine import Engine
 from rulesd.events import Named
 from rulesd.eventtime import EventTime, TimeReader
-from rulesd.pipeline import Batch, _viewer, evaluate_lines
+from rulesd.pipeline import Batch, _viewer, _views, evaluate_lines
 from rulesd.rules.index import RuleIndex
 from tests.ruletools import ruleset_from_yaml
 from tests.test_index_equivalence import (
@@ -289,9 +289,9 @@ def test_the_evaluator_of_whole_events_is_written_only_when_a_line_needs_it(monk
         (i, ["api"]) for i in range(3)
     ]
     assert written == []
-    # Nested deeper than the view's recursion allows, not than orjson's limit: parsed whole.
-    deep = b'{"service": "api", "x": ' + b"[" * 1010 + b"]" * 1010 + b"}"
-    refused = [b"[1]", deep, b'{"service": "api", "x": 1e400}'] * 2
+    # An integer beyond 64 bits where the index compares numbers: parsed whole.
+    whole_line = b'{"service": "api", "size": 18446744073709551616}'
+    refused = [b"[1]", whole_line, b'{"service": "api", "x": 1e400}'] * 2
     batch = evaluate_lines(refused, orjson.loads, engine, 1e9)
     assert outcome(batch) == ([0, 2, 3, 5], [(1, ["api"]), (4, ["api"])]) and written == [1]
     assert engine.evaluate({"service": "api"}, 1e9) is not None and written == [1]
@@ -324,7 +324,7 @@ def test_a_named_source_is_judged_from_views_with_its_name(text: str) -> None:
         b'{"status": 503, "source_name": "app"}',
         b'{"source_name": "app"}',
         b'{"message": "boom", "source_name": 7}',
-        b'{"message": "boom", "x": ' + b"[" * 1010 + b"]" * 1010 + b"}",  # refused by the view
+        b'{"message": "boom", "x": "\xc3\xa9"}',  # UTF-8 checked
         b'["not an object"]',
     ]
     viewed, parsed = Engine(ruleset_from_yaml(text)), Engine(ruleset_from_yaml(text))
@@ -336,3 +336,102 @@ def test_a_named_source_is_judged_from_views_with_its_name(text: str) -> None:
     expected = [(0, ["by-source"]), (1, ["by-source"])] if text == NAMED_RULES else []
     assert outcome(from_view) == ([5], [*expected, (3, ["boom"]), (4, ["boom"])])
     assert {f.event["source_name"] for _, f, _ in from_view.firings} == {"nginx"}  # type: ignore[union-attr]
+
+
+BIG = """
+rules:
+  - {name: equal, match: {x: 18446744073709551616}}
+  - {name: at-most, match: {y: {lte: 18446744073709551616}}}
+  - {name: at-least, match: {z: {gte: 18446744073709555000}}}
+  - {name: deep-bound, match: {a.b.c: {gte: 5}}}
+  - {name: text, match: {t: "18446744073709551617"}}
+"""
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"x": 18446744073709551617}',  # orjson: 1.8446744073709552e19, which equals the rule's value
+        b'{"y": 18446744073709551617}',
+        b'{"z": 18446744073709554000}',
+        b'{"x": -9223372036854775809}',
+        b'{"x": 18446744073709551615}',  # the largest integer orjson keeps
+        b'{"z": -9223372036854775808}',
+        b'{"a": {"b": {"c": 18446744073709551616}}}',
+        b'{"t": 18446744073709551617}',  # compared as a text: no number check needed
+        b'{"x": -' + b"1" * 400 + b"}",  # beyond a double: orjson refuses it
+        b'{"z": ' + b"9" * 400 + b"}",
+    ],
+)
+def test_integers_beyond_64_bits_are_compared_as_orjson_reads_them(line: bytes) -> None:
+    """msgspec keeps such an integer exact, orjson reads a rounded float (or refuses one
+    beyond a double): where the index compares numbers, the line is parsed whole."""
+    from_view, parsed = both(BIG, [line])
+    assert from_view == parsed
+
+
+def test_keys_msgspec_cannot_name_leave_the_rule_set_unviewed() -> None:
+    """A key with a backslash (Windows paths), a quote or a control character cannot name a
+    struct's field: such a rule set is not judged from views, and still fires."""
+    text = """
+rules:
+  - {name: windows, match: {'Image\\Path': x}}
+  - {name: quoted, match: {'say "hi"': x}}
+  - {name: tab, match: {"a\tb": x}}
+"""
+    engine = Engine(ruleset_from_yaml(text))
+    assert engine.viewer(None) is None
+    lines = [b'{"Image\\\\Path": "x"}', b'{"say \\"hi\\"": "x"}', b'{"a\\tb": "x"}']
+    fired = outcome(evaluate_lines(lines, orjson.loads, engine, 1e9))
+    assert fired == ([], [(0, ["windows"]), (1, ["quoted"]), (2, ["tab"])])
+
+
+def test_a_line_that_may_nest_deeper_than_orjson_allows_is_parsed_whole() -> None:
+    """msgspec's nesting limit is the interpreter's (above orjson's 1,024 since Python 3.12):
+    the viewer knows which it has, and if deeper is taken, a line holding more brackets than
+    orjson's limit is not viewed."""
+    engine = Engine(ruleset_from_yaml(RULES))
+    viewer = engine.viewer(None)
+    assert viewer is not None
+    deep = b'{"service": "api", "x": ' + b"[" * 1100 + b"]" * 1100 + b"}"
+    try:
+        viewer.decode(b'{"x": ' + b"[" * 1025 + b"]" * 1025 + b"}")
+        takes_deeper = True
+    except viewer.refused:
+        takes_deeper = False
+    assert viewer.deep == takes_deeper
+    good = b'{"service": "api"}'
+    forced = viewer._replace(deep=True)
+    assert [v is None for v in _views([good, deep, good], forced)] == [False, True, False]
+    assert [v is None for v in _views([good] * 3, forced)] == [False] * 3
+    assert both(RULES, [good, deep, good])[0] == ([1], [(0, ["api"]), (2, ["api"])])
+
+
+def test_with_timers_the_clock_takes_the_last_line_orjson_reads() -> None:
+    """A block whose last line holds a number beyond a double where no rule reads (an event to
+    the view, invalid to orjson): the clock moves to the line before it, as without views."""
+    text = """
+rules:
+  - name: errors
+    match: {level: error}
+    threshold: {count: 1, window: 1m}
+    resolve: {after: 1m}
+"""
+    lines = [
+        b'{"timestamp": "2024-06-11T10:00:00Z", "level": "error"}',
+        b'{"timestamp": "2024-06-11T10:05:00Z", "level": "info"}',
+        b'{"timestamp": "2024-06-11T10:06:00Z", "level": "info", "x": 1e400}',
+    ]
+    got, expected = _timed_outcomes(ruleset_from_yaml(text), lines, 3)
+    assert got.firings == expected.firings
+    assert [type(f).__name__ for _, f, _ in got.firings] == ["Firing", "Closing"]
+    assert (got.invalid, expected.invalid) == ([], [2])
+
+
+def test_a_path_part_of_digits_outside_ascii_is_a_key_not_a_list_index() -> None:
+    """`²` is a digit to `str.isdigit` but no list index: the path reads a key of that name,
+    from a view as from the whole event, instead of failing on `int('²')`."""
+    text = "rules:\n  - {name: sup, match: {items.²: x}}\n  - {name: zero, match: {items.0: x}}\n"
+    lines = [b'{"items": {"\\u00b2": "x"}}', b'{"items": ["x"]}', b'{"items": "x"}']
+    from_view, parsed = both(text, lines)
+    assert from_view == parsed == ([], [(0, ["sup"]), (1, ["zero"])])

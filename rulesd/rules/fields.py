@@ -28,11 +28,16 @@ def split_path(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
 
+def is_index(part: str) -> bool:
+    """A part of a path that may index a list: ASCII digits (`str.isdigit` also takes `²`)."""
+    return part.isascii() and part.isdigit()
+
+
 def shallow_keys(path: str) -> tuple[str, ...] | None:
     """The keys of a path that `dict.get` alone reads (one key, or two that index no list),
     which callers may read inline; None for any other path."""
     parts = split_path(path)
-    if len(parts) == 1 or (len(parts) == 2 and not any(p.isdigit() for p in parts)):
+    if len(parts) == 1 or (len(parts) == 2 and not any(map(is_index, parts))):
         return parts
     return None
 
@@ -65,7 +70,7 @@ def make_walker(parts: tuple[str, ...]) -> Callable[[Any], Any]:
                 value = value.get(part, MISSING)
                 if value is MISSING:
                     return MISSING
-            elif type(value) is list and part.isdigit() and int(part) < len(value):
+            elif type(value) is list and is_index(part) and int(part) < len(value):
                 value = value[int(part)]
             else:
                 return MISSING

@@ -52,10 +52,10 @@ from rulesd.rules.conditions import (
     generated_function,
     negated_source,
 )
-from rulesd.rules.fields import MISSING, Event, make_getter, make_walker, shallow_keys, split_path
+from rulesd.rules.fields import MISSING, Event, is_index, make_getter, make_walker, shallow_keys, split_path
 from rulesd.rules.model import Rule
 from rulesd.rules.patterns import Scan
-from rulesd.rules.view import INVALID, Layout, Viewer
+from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, WHOLE, Layout, Viewer, WholeLine
 
 
 class RuleIndex:
@@ -344,6 +344,7 @@ class _NodeWriter:
         self.names: dict[str, Any] = {"bisect_right": bisect.bisect_right}
         self.locals: dict[str, str] = {}  # field -> the local holding its value
         self.found: dict[str, str] = {}  # field -> the local holding the ids its scan found
+        self.exact: set[str] = set()  # the locals a view's code has checked for integers beyond 64 bits
         self.base = 0  # indentation of the node being written (inlined nodes sit deeper)
 
     def const(self, value: Any) -> str:
@@ -380,7 +381,13 @@ class _NodeWriter:
         """`evaluator`'s function for a view of the JSON `line` (see `RuleIndex.viewer`)."""
         self.lines.append("def run(event, line, time):")
         self.emit(1, f"out = {self.const(out)}")
+        self.emit(1, "try:")
+        self.base += 1
         self.body(plan)
+        self.base -= 1
+        self.emit(1, f"except {self.const(WholeLine)}:")
+        self.emit(2, "out.clear()")
+        self.emit(2, f"return {self.const(WHOLE)}")
         self.emit(1, "if out:")
         self.emit(2, "try:")
         self.emit(3, f"event = {self.const(orjson.loads)}(line)")
@@ -503,7 +510,7 @@ class _NodeWriter:
         match rest:
             case []:
                 pass
-            case [inner] if not inner.isdigit():
+            case [inner] if not is_index(inner):
                 self.emit(1, f"{value} = {value}.get({self.const(inner)}) if type({value}) is dict else None")
             case _:
                 self.emit(1, f"{value} = {self.const(make_walker(tuple(rest)))}({value})")
@@ -522,6 +529,8 @@ class _NodeWriter:
         so that a chain such as `service: api` -> `type: http_access` -> a bound costs one
         call, not three.
         """
+        if any(type(key) is int or type(key) is float for key in table):
+            self.check_exact(value)
         if len(table) == 1 and self.base < _INLINE_DEPTH:
             ((key, only),) = table.items()
             self.emit(1, f"if {value} == {self.const(key)}:")
@@ -556,10 +565,20 @@ class _NodeWriter:
 
     def inline(self, plan: _Plan) -> None:
         """`plan`'s code one level deeper; the fields it reads are known only inside it."""
-        base, known, found = self.base, dict(self.locals), dict(self.found)
+        base, known, found, exact = self.base, dict(self.locals), dict(self.found), set(self.exact)
         self.base += 1
         self.body(plan)
-        self.base, self.locals, self.found = base, known, found
+        self.base, self.locals, self.found, self.exact = base, known, found, exact
+
+    def check_exact(self, value: str) -> None:
+        """In a view's code, before `value` is compared as a number: an integer that orjson
+        would read as a rounded float (or refuse) sends the line to be parsed whole, so that
+        the index compares what the predicates will."""
+        if self.layout is None or value in self.exact:
+            return
+        self.exact.add(value)
+        self.emit(1, f"if type({value}) is int and not {self.const(INT_MIN)} <= {value} <= {self.const(INT_MAX)}:")
+        self.emit(2, f"raise {self.const(WholeLine)}")
 
     def scan(self, field: str, test: _Scan) -> None:
         """The rules filed under the patterns found in the field's text.
@@ -606,6 +625,7 @@ class _NodeWriter:
         number = self.number(field) if source is None else None
         if number is None:  # a deep path or an upper bound: read the value, then check the type
             value, number = self.read(source or field), f"n{len(self.lines)}"
+            self.check_exact(value)
             sign = "" if source is None else "-"
             self.emit(
                 1,
@@ -661,6 +681,7 @@ class _NodeWriter:
                     1,
                     f"{local} = {local}.get({self.const(keys[1])}, {missing}) if type({local}) is dict else {missing}",
                 )
+            self.check_exact(local)
             return local
         if len(keys) == 1:
             self.emit(1, f"{local} = event.get({self.const(keys[0])}, {missing})")

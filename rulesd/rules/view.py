@@ -8,17 +8,29 @@ about half the time (~0.35 µs against ~0.7 µs for a ~250-byte line). An event 
 candidates is then parsed whole, by the same parser as every other event, for the rules'
 predicates and the alert.
 
-A field the line lacks reads as MISSING, as a getter reads it. The fields skipped are
-checked as JSON, not as UTF-8: a line that is not ASCII has its UTF-8 checked first (see
-`pipeline._evaluate_viewed`), in a sixth of the time of its parse.
+A field the line lacks reads as MISSING, as a getter reads it. Where the view and orjson
+could answer differently, the line is parsed whole instead:
+- the fields skipped are checked as JSON, not as UTF-8: a line that is not ASCII has its
+  UTF-8 checked first (see `pipeline._views`), in a sixth of the time of its parse;
+- an integer beyond 64 bits, which msgspec keeps exact and orjson reads as a rounded float
+  (or refuses), in a field the index compares as a number (`WholeLine`);
+- nesting deeper than orjson allows, where msgspec's limit (the interpreter's) is higher
+  (`Viewer.deep`);
+- a key msgspec cannot name a field (a backslash, a quote, a control character): no view.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from rulesd.rules.fields import MISSING
+
+# The integers orjson reads as integers; beyond them it reads a rounded float, or refuses.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+# orjson's nesting limit: a line holding fewer brackets cannot nest deeper.
+MAX_DEPTH = 1024
 
 
 class Layout:
@@ -31,9 +43,14 @@ class Layout:
         """The attribute holding the value of `key` (keys are data: never an identifier)."""
         return self.attributes.setdefault(key, f"f{len(self.attributes)}")
 
-    def viewer(self, evaluate: Callable[[Any, bytes, float], Any], stamp: tuple[str, str] | None = None) -> Viewer:
+    def viewer(
+        self, evaluate: Callable[[Any, bytes, float], Any], stamp: tuple[str, str] | None = None
+    ) -> Viewer | None:
         """The viewer of the keys asked for so far, whose views `evaluate` reads; `stamp`, a
-        key and the text each view holds there whatever the line says (see `Viewer.stamp`)."""
+        key and the text each view holds there whatever the line says (see `Viewer.stamp`).
+        None if a key cannot be a field's name in msgspec."""
+        if any(_UNNAMEABLE.intersection(key) for key in self.attributes):
+            return None
         import msgspec  # here: commands that evaluate no JSON lines do without its ~10 ms import
 
         view = msgspec.defstruct(
@@ -46,7 +63,8 @@ class Layout:
         # nesting deeper than the decoder's recursion allows, and text that is not UTF-8.
         refused = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
         stamped = (self.attributes[stamp[0]], stamp[1]) if stamp and stamp[0] in self.attributes else None
-        return Viewer(msgspec.json.Decoder(view).decode, evaluate, refused, stamped)
+        decode = msgspec.json.Decoder(view).decode
+        return Viewer(decode, evaluate, refused, stamped, _deeper_than_orjson(decode, refused, self.attributes))
 
 
 class Viewer(NamedTuple):
@@ -55,15 +73,40 @@ class Viewer(NamedTuple):
     `decode(line)` is the line's view, or raises one of `refused`; `evaluate(view, line,
     time)` is what the engine's `evaluate` returns for the parsed line, or INVALID when the
     line had candidates and the full parser refused it (the view checks the skipped fields'
-    syntax, not that their numbers fit a double). `stamp`, if not None, is an attribute and
+    syntax, not that their numbers fit a double), or WHOLE when the line is to be parsed
+    whole and evaluated as such (see `WholeLine`). `stamp`, if not None, is an attribute and
     the text to set it to in every view, as its source sets that field in every event (a
-    named source's `source_name`).
+    named source's `source_name`). `deep`: the decoder takes nesting deeper than orjson
+    allows, so a line holding more than MAX_DEPTH brackets is parsed whole.
     """
 
     decode: Callable[[bytes], Any]
     evaluate: Callable[[Any, bytes, float], Any]
     refused: tuple[type[Exception], ...]
     stamp: tuple[str, str] | None = None
+    deep: bool = False
+
+
+class WholeLine(Exception):
+    """Raised by the code reading a view when the line must be parsed whole (an integer
+    beyond INT_MIN..INT_MAX where the index compares numbers)."""
+
+
+# Characters msgspec refuses in a field's name.
+_UNNAMEABLE = frozenset('\\"' + "".join(map(chr, range(32))))
+
+
+def _deeper_than_orjson(decode: Callable[[bytes], Any], refused: tuple[type[Exception], ...], keys: Any) -> bool:
+    """Whether `decode` takes a line nested deeper than orjson does (msgspec's limit is the
+    interpreter's recursion limit: below orjson's on Python 3.11, above it since 3.12)."""
+    key = next(" " * n for n in itertools.count() if " " * n not in keys)  # a key no view reads
+    depth = MAX_DEPTH + 1
+    line = b'{"' + key.encode() + b'": ' + b"[" * depth + b"]" * depth + b"}"
+    try:
+        decode(line)
+    except refused:
+        return False
+    return True
 
 
 class _Invalid:
@@ -74,3 +117,13 @@ class _Invalid:
 
 
 INVALID = _Invalid()
+
+
+class _Whole:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WHOLE"
+
+
+WHOLE = _Whole()
