@@ -382,7 +382,9 @@ def match_lines(
 
 def apply_matches(matches: Matches, engine: Engine, source: Callable[[int], Any] | None = None) -> Batch:
     """The second step: the engine's state applied to what `match_lines` found, in order; the
-    same batch `evaluate_lines` gives for the same lines and state."""
+    same batch `evaluate_lines` gives for the same lines and state (but that `match_lines`
+    parses every JSON line whole: a number beyond a double where no rule compares numbers
+    makes the line invalid here, an event that matched nothing from a view)."""
     batch = Batch(matches.lines, matches.invalid, [], matches.ignored)
     firings, out = batch.firings, engine.out
     engine.source = source

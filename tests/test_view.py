@@ -202,7 +202,7 @@ def test_a_rule_set_that_screens_by_predicates_is_not_viewed() -> None:
     assert outcome(batch) == ([2], [(0, ["coded"]), (1, ["api"])])
 
 
-def test_a_reload_prepared_in_another_thread_brings_its_own_viewer() -> None:
+def test_a_reload_with_prepared_rules_brings_its_own_viewer() -> None:
     """The views of the rule set before a reload read its fields; after, the new rules' fields."""
     engine = Engine(ruleset_from_yaml(RULES))
     assert outcome(evaluate_lines([b'{"service": "api"}'], orjson.loads, engine, 1e9))[1] == [(0, ["api"])]
