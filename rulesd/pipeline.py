@@ -192,13 +192,13 @@ def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
     decode, refused, deep = viewer.decode, viewer.refused, viewer.deep
     views: list[Any] = []
     joined = b"".join(lines)
-    if joined.isascii() and not (deep and _brackets(joined) > MAX_DEPTH):
+    if joined.isascii() and not (deep and max(map(len, lines)) > MAX_DEPTH and _brackets(joined) > MAX_DEPTH):
         try:  # most blocks: one test, and every line's view at once
             views.extend(map(decode, lines))
         except refused:
             views.append(None)
     for line in lines[len(views) :]:
-        if deep and _brackets(line) > MAX_DEPTH:  # it might nest deeper than orjson allows
+        if deep and len(line) > MAX_DEPTH and _brackets(line) > MAX_DEPTH:  # might nest deeper than orjson allows
             views.append(None)
             continue
         try:
@@ -383,7 +383,7 @@ def match_lines(
 def apply_matches(matches: Matches, engine: Engine, source: Callable[[int], Any] | None = None) -> Batch:
     """The second step: the engine's state applied to what `match_lines` found, in order; the
     same batch `evaluate_lines` gives for the same lines and state (but that `match_lines`
-    parses every JSON line whole: a number beyond a double where no rule compares numbers
+    parses every JSON line whole: a number beyond a double that the index compares as no number
     makes the line invalid here, an event that matched nothing from a view)."""
     batch = Batch(matches.lines, matches.invalid, [], matches.ignored)
     firings, out = batch.firings, engine.out

@@ -42,6 +42,11 @@ INVALID_FILES = [
     ("wrong_type.yaml", '3:10: error: enabled: expected true or false, got "yes"'),
     ("string_bound.yaml", '3:22: error: match["http.status"].gte: expected a number, got "500"'),
     ("nan_bound.yaml", "3:21: error: match.latency_ms.gte: expected a finite number, got .nan"),
+    (
+        "huge_bound.yaml",
+        "3:20: error: match.latency_ms.lt: expected a finite number, "
+        "got an integer of 401 digits, beyond a double's range",
+    ),
     ("bad_priority.yaml", '4:13: error: alert.priority: "P0" is not one of: P1, P2, P3, P4, P5'),
     ("bad_duration.yaml", f'3:11: error: throttle: "5 minutes": {DURATION_HELP}'),
     ("zero_window.yaml", "3:31: error: threshold.window: the window must be longer than 0s"),

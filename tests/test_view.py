@@ -16,6 +16,7 @@ from rulesd.events import Named
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import Batch, _viewer, _views, evaluate_lines
 from rulesd.rules.index import RuleIndex
+from rulesd.rules.view import Layout
 from tests.ruletools import ruleset_from_yaml
 from tests.test_index_equivalence import (
     BruteForce,
@@ -435,3 +436,22 @@ def test_a_path_part_of_digits_outside_ascii_is_a_key_not_a_list_index() -> None
     lines = [b'{"items": {"\\u00b2": "x"}}', b'{"items": ["x"]}', b'{"items": "x"}']
     from_view, parsed = both(text, lines)
     assert from_view == parsed == ([], [(0, ["sup"]), (1, ["zero"])])
+
+
+def test_a_block_of_many_short_lines_is_viewed_at_once_whatever_its_brackets() -> None:
+    """Only a line longer than orjson's nesting limit can nest deeper: a block of short lines
+    with more brackets than the limit in all is still viewed, where msgspec goes deeper."""
+    viewer = Engine(ruleset_from_yaml(RULES)).viewer(None)
+    assert viewer is not None
+    short = b'{"service": "api", "x": [[[[{"a": [1]}]]]]}'
+    assert all(v is not None for v in _views([short] * 300, viewer._replace(deep=True)))
+
+
+def test_a_key_with_a_lone_surrogate_leaves_no_view() -> None:
+    """No rule file holds one (its text must be UTF-8), but a rule built in code may: msgspec
+    cannot name a field so, and the rule set is judged from whole events."""
+    layout = Layout()
+    layout.attribute("ok")
+    assert layout.viewer(lambda view, line, time: None) is not None
+    layout.attribute("\ud800")
+    assert layout.viewer(lambda view, line, time: None) is None

@@ -115,8 +115,19 @@ class _Unplaced:
 
 
 def _yaml_number(value: float) -> str:
-    """How YAML writes a non-finite number."""
+    """How YAML writes a non-finite number (an integer beyond a double: how many digits)."""
+    if isinstance(value, int):
+        return f"an integer of {len(str(abs(value)))} digits, beyond a double's range"
     return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+
+
+def _is_finite(value: float) -> bool:
+    """A number that a double holds, other than an infinity or NaN. An integer beyond a double's
+    range is not (`math.isfinite` would raise): no JSON number an event holds can reach it."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
@@ -301,7 +312,7 @@ def _value_expression(
         scanner, pattern_id = w.patterns.add(key, Pattern(operand, caseless), path)
         return _found(scanner.scan, pattern_id, w), 3
     if op in _ORDERING:
-        if not math.isfinite(operand):  # NaN compares false with everything: a rule that never fires
+        if not _is_finite(operand):  # NaN compares false with everything: a rule that never fires
             raise ValueError(f"expected a finite number, got {_yaml_number(operand)}")
         return f"(type({{v}}) in NUMBER and {{v}} {_ORDERING[op]} {w.const(operand)})", 1
     if op in ("cidr", "not_cidr"):
@@ -644,7 +655,7 @@ def _upper_bound(matcher: dict[str, Any]) -> float | None:
 
 def _finite_operand(value: Any) -> bool:
     """A number other than an infinity or NaN (those bound nothing the index can use)."""
-    return is_number(value) and math.isfinite(value)
+    return is_number(value) and _is_finite(value)
 
 
 def _reached(bound: float, strict: bool) -> float:

@@ -13,7 +13,9 @@ could answer differently, the line is parsed whole instead:
 - the fields skipped are checked as JSON, not as UTF-8: a line that is not ASCII has its
   UTF-8 checked first (see `pipeline._views`), in a sixth of the time of its parse;
 - an integer beyond 64 bits, which msgspec keeps exact and orjson reads as a rounded float
-  (or refuses), in a field the index compares as a number (`WholeLine`);
+  (or refuses), where the index compares it as a number (`WholeLine`); elsewhere in the line,
+  an integer beyond a double makes it no event to orjson, and to the view one that matched
+  nothing (the one difference, documented);
 - nesting deeper than orjson allows, where msgspec's limit (the interpreter's) is higher
   (`Viewer.deep`);
 - a key msgspec cannot name a field (a backslash, a quote, a control character): no view.
@@ -49,7 +51,7 @@ class Layout:
         """The viewer of the keys asked for so far, whose views `evaluate` reads; `stamp`, a
         key and the text each view holds there whatever the line says (see `Viewer.stamp`).
         None if a key cannot be a field's name in msgspec."""
-        if any(_UNNAMEABLE.intersection(key) for key in self.attributes):
+        if not all(map(_nameable, self.attributes)):
             return None
         import msgspec  # here: commands that evaluate no JSON lines do without its ~10 ms import
 
@@ -96,9 +98,22 @@ class WholeLine(Exception):
 _UNNAMEABLE = frozenset('\\"' + "".join(map(chr, range(32))))
 
 
+def _nameable(key: str) -> bool:
+    """Whether msgspec takes `key` as a field's name: none of _UNNAMEABLE, and valid UTF-8 (no
+    lone surrogate, which no rule file holds but a rule built in code may)."""
+    if _UNNAMEABLE.intersection(key):
+        return False
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _deeper_than_orjson(decode: Callable[[bytes], Any], refused: tuple[type[Exception], ...], keys: Any) -> bool:
     """Whether `decode` takes a line nested deeper than orjson does (msgspec's limit is the
-    interpreter's recursion limit: below orjson's on Python 3.11, above it since 3.12)."""
+    interpreter's recursion limit: below orjson's on Python 3.11, above it since 3.12). Asked
+    once, when the viewer is built: rulesd never changes the recursion limit."""
     key = next(" " * n for n in itertools.count() if " " * n not in keys)  # a key no view reads
     depth = MAX_DEPTH + 1
     line = b'{"' + key.encode() + b'": ' + b"[" * depth + b"]" * depth + b"}"
