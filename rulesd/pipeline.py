@@ -24,10 +24,10 @@ import orjson
 from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
 from rulesd.engine import Closing, Engine, Firing
 from rulesd.engine.values import Matched
-from rulesd.events import BLOCK_LINES, IGNORED, SOURCE_NAME, Named, parse_block
+from rulesd.events import BLOCK_LINES, IGNORED, Named, parse_block
 from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
-from rulesd.rules.view import INVALID, MAX_DEPTH, WHOLE, Viewer
+from rulesd.rules.view import INVALID, MAX_DEPTH, Viewer
 
 Evaluate = Callable[[Event, float], Firing | None]
 
@@ -141,7 +141,7 @@ def evaluate_lines(
             if engine.timed:
                 _evaluate_viewed_timed(block, views, start, viewer, parse, engine, time, arrival, batch)
             else:
-                _evaluate_viewed(block, views, start, viewer, parse, engine, time, arrival, batch)
+                _evaluate_viewed(block, views, start, viewer, arrival, batch)
         return batch
     evaluate = engine.evaluator(time)
     for start, block in _numbered_blocks(lines):
@@ -178,11 +178,8 @@ def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float,
 
 def _viewer(parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None) -> Viewer | None:
     """The engine's viewer for lines that `parse` reads as JSON (a named source's too), else None."""
-    if parse is orjson.loads:
-        return engine.viewer(time)
-    if type(parse) is Named and parse.parse is orjson.loads:
-        return engine.viewer(time, (SOURCE_NAME, parse.name))
-    return None
+    json = parse.parse if type(parse) is Named else parse
+    return engine.viewer(time, parse) if json is orjson.loads else None
 
 
 def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
@@ -220,39 +217,19 @@ def _brackets(text: bytes) -> int:
     return text.count(b"[") + text.count(b"{")
 
 
-def _whole(line: bytes, parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None, arrival: float) -> Any:
-    """A line the view refused, parsed whole and evaluated: the firing or None, INVALID if it
-    is not an event. (The engine's evaluator for whole events is written for the first.)"""
-    try:
-        event = parse(line)
-    except ValueError:
-        return INVALID
-    return engine.evaluator(time)(event, arrival) if type(event) is dict else INVALID
-
-
 def _evaluate_viewed(
-    lines: Sequence[bytes],
-    views: list[Any],
-    start: int,
-    viewer: Viewer,
-    parse: Callable[[bytes], Any],
-    engine: Engine,
-    time: TimeReader | None,
-    arrival: float,
-    batch: Batch,
+    lines: Sequence[bytes], views: list[Any], start: int, viewer: Viewer, arrival: float, batch: Batch
 ) -> None:
-    """`_evaluate` for JSON lines, from their `views` (a line without one is parsed whole, or
-    found invalid, as without views)."""
-    evaluate_view = viewer.evaluate
+    """`_evaluate` for JSON lines, from their `views` (a line without one is judged from its
+    whole parse, as without views)."""
+    evaluate_view, whole = viewer.evaluate, viewer.whole
     invalid, firings = batch.invalid, batch.firings
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
-        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, parse, engine, time, arrival)
+        firing = evaluate_view(view, line, arrival) if view is not None else whole(line, arrival)
         if firing is not None:
-            if firing is WHOLE:
-                firing = _whole(line, parse, engine, time, arrival)
             if firing is INVALID:
                 invalid.append(i)
-            elif firing is not None:
+            else:
                 firings.append((i, firing, False))
 
 
@@ -269,14 +246,12 @@ def _evaluate_viewed_timed(
 ) -> None:
     """`_evaluate_timed` for JSON lines, from their `views`: the block's last event is parsed
     whole to move the clock to its time."""
-    evaluate_view = viewer.evaluate
+    evaluate_view, whole = viewer.evaluate, viewer.whole
     invalid, firings, out = batch.invalid, batch.firings, engine.out
     last, before = -1, len(invalid)
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
         engine.position = i
-        firing = evaluate_view(view, line, arrival) if view is not None else _whole(line, parse, engine, time, arrival)
-        if firing is WHOLE:
-            firing = _whole(line, parse, engine, time, arrival)
+        firing = evaluate_view(view, line, arrival) if view is not None else whole(line, arrival)
         if firing is INVALID:
             invalid.append(i)
             continue

@@ -110,17 +110,18 @@ def _ruleset(count: int, shape: str = "classic") -> tuple[RuleSet, list[dict[str
     return ruleset_from_yaml(yaml.safe_dump({"rules": raw})), raw
 
 
-@pytest.mark.parametrize(
-    ("shape", "rules", "events"),
-    [
-        ("classic", 100, 6000),
-        ("classic", 1000, 2500),
-        ("ops", 100, 6000),
-        ("ops", 1000, 2500),
-        ("sigma", 100, 4000),
-        ("sigma", 1000, 1500),
-    ],
-)
+# Shapes, rule counts and events of the tests that compare the engine with a reference.
+SHAPE_SIZES = [
+    ("classic", 100, 6000),
+    ("classic", 1000, 2500),
+    ("ops", 100, 6000),
+    ("ops", 1000, 2500),
+    ("sigma", 100, 4000),
+    ("sigma", 1000, 1500),
+]
+
+
+@pytest.mark.parametrize(("shape", "rules", "events"), SHAPE_SIZES)
 def test_engine_fires_what_brute_force_fires(shape: str, rules: int, events: int) -> None:
     """Same rules fire on the same events, with thresholds and throttles, as brute force."""
     ruleset, raw = _ruleset(rules, shape)

@@ -19,6 +19,7 @@ from rulesd.rules.index import RuleIndex
 from rulesd.rules.view import Layout
 from tests.ruletools import ruleset_from_yaml
 from tests.test_index_equivalence import (
+    SHAPE_SIZES,
     BruteForce,
     _ruleset,
     generate,
@@ -47,16 +48,7 @@ def both(text: str, lines: list[bytes]) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize(
     ("shape", "rules", "events"),
-    [
-        ("classic", 100, 6000),
-        ("classic", 1000, 2500),
-        ("ops", 100, 6000),
-        ("ops", 1000, 2500),
-        ("sigma", 100, 4000),
-        ("sigma", 1000, 1500),
-        ("heldout", 100, 4000),
-        ("heldout", 1000, 1500),
-    ],
+    [*SHAPE_SIZES, ("heldout", 100, 4000), ("heldout", 1000, 1500)],
 )
 def test_benchmark_shapes_fire_the_same_from_views(shape: str, rules: int, events: int) -> None:
     """Thresholds, throttles and every index test of the benchmark shapes; half the lines
@@ -452,6 +444,6 @@ def test_a_key_with_a_lone_surrogate_leaves_no_view() -> None:
     cannot name a field so, and the rule set is judged from whole events."""
     layout = Layout()
     layout.attribute("ok")
-    assert layout.viewer(lambda view, line, time: None) is not None
+    assert layout.viewer(lambda view, line, time: None, lambda line, time: None) is not None
     layout.attribute("\ud800")
-    assert layout.viewer(lambda view, line, time: None) is None
+    assert layout.viewer(lambda view, line, time: None, lambda line, time: None) is None

@@ -13,6 +13,7 @@ stalest groups go first (counted in `evicted`).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,11 +36,12 @@ from rulesd.engine.state import (
 )
 from rulesd.engine.timers import Timers
 from rulesd.engine.values import NO_GROUP, Closing, Firing, GroupKey, Matched
+from rulesd.events import SOURCE_NAME, Named
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
-from rulesd.rules.view import Viewer
+from rulesd.rules.view import INVALID, Viewer
 
 SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired groups
 MAX_GROUPS_PER_RULE = 100_000
@@ -48,6 +50,7 @@ ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
 _NEVER = -math.inf
 
 Evaluate = Callable[[Event, float], Firing | None]
+Parse = Callable[[bytes], Any]  # how a source parses a line (`Parser.fast`)
 T = TypeVar("T")
 _Step = Callable[[Event, float, list[Rule]], T]  # what the index's evaluator calls with the candidates
 
@@ -59,7 +62,7 @@ class PreparedRules:
     ruleset: RuleSet
     index: RuleIndex
     evaluators: dict[TimeReader | None, Evaluate]
-    viewers: dict[tuple[TimeReader | None, tuple[str, str] | None], Viewer | None]
+    viewers: dict[tuple[TimeReader | None, Parse], Viewer | None]
     # Each rule's place in the order that puts the lead rule first: the rules that fire for one
     # event (dozens, with many similar rules) are sorted by an int, not by their rank.
     order: dict[Rule, int]
@@ -109,17 +112,6 @@ class GroupKeys:
 class Engine:
     """Evaluates events against a rule set, keeping every rule's per-group state."""
 
-    evaluate: Evaluate
-    """`evaluate(event, arrival)`: the firing `event` causes, if any, at its event time (read
-    by the engine's `time` reader, else `arrival`). Timer firings and closings it causes go
-    to `out`.
-
-    Its body is generated: it is `RuleIndex.evaluator`, the index's root node written as one
-    Python function that collects the candidate rules and calls the decision step only when
-    there are some (most events have none, and pay one call), written when first used after
-    each `replace_rules` (JSON lines are judged from views, `viewer`, which is written apart).
-    `evaluator(time)` is the same for events whose time another reader reads (another source)."""
-
     def __init__(
         self,
         ruleset: RuleSet,
@@ -137,7 +129,7 @@ class Engine:
         # How events' time is read (None: their arrival time): a source may bring its own.
         self.time = time if time is not None or not time_field else TimeReader(EventTime(time_field))
         self._evaluators: dict[TimeReader | None, Evaluate] = {}
-        self._viewers: dict[tuple[TimeReader | None, tuple[str, str] | None], Viewer | None] = {}
+        self._viewers: dict[tuple[TimeReader | None, Parse], Viewer | None] = {}
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
@@ -175,7 +167,7 @@ class Engine:
             viewed = tuple(self._viewers)
         except RuntimeError:
             viewed = ()
-        viewers = {(t, s): index.viewer(self._decider(t, self._decide), self._candidates, s) for t, s in viewed}
+        viewers = {(t, p): self._write_viewer(index, t, p) for t, p in viewed}
         order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
         return PreparedRules(ruleset, index, evaluators, viewers, order)
 
@@ -195,7 +187,7 @@ class Engine:
         self._viewers.clear()
         self._viewers.update(prepared.viewers)
         self._matchers.clear()
-        self.__dict__.pop("evaluate", None)  # see `__getattr__`
+        self.__dict__.pop("evaluate", None)  # written again when next used (see `evaluate`)
         self._adopt(ruleset)
         self._set_timers()
 
@@ -209,16 +201,29 @@ class Engine:
             )
         return evaluate
 
-    def viewer(self, time: TimeReader | None, stamp: tuple[str, str] | None = None) -> Viewer | None:
-        """`evaluator`'s counterpart for JSON lines, judging most of them from a view of the
-        fields the index reads (see `RuleIndex.viewer`, also for `stamp`); None where the rule
-        set has no use for one."""
-        key = (time, stamp)
+    def viewer(self, time: TimeReader | None, parse: Parse = orjson.loads) -> Viewer | None:
+        """`evaluator`'s counterpart for lines that `parse` reads as JSON (`orjson.loads`, or a
+        named source's `Named` over it), judging most of them from a view of the fields the
+        index reads (see `RuleIndex.viewer`); None where the rule set has no use for one."""
+        key = (time, parse)
         if key in self._viewers:
             return self._viewers[key]
-        decide = self._decider(time, self._decide)
-        viewer = self._viewers[key] = self.index.viewer(decide, self._candidates, stamp)
+        viewer = self._viewers[key] = self._write_viewer(self.index, time, parse)
         return viewer
+
+    def _write_viewer(self, index: RuleIndex, time: TimeReader | None, parse: Parse) -> Viewer | None:
+        stamp = (SOURCE_NAME, parse.name) if type(parse) is Named else None
+        whole = functools.partial(self._whole, time, parse)
+        return index.viewer(self._decider(time, self._decide), self._candidates, parse, whole, stamp)
+
+    def _whole(self, time: TimeReader | None, parse: Parse, line: bytes, arrival: float) -> Any:
+        """A JSON line judged from its whole parse (what its view cannot judge): the firing or
+        None, INVALID if it is no event. The evaluator of whole events is written for the first."""
+        try:
+            event = parse(line)
+        except ValueError:
+            return INVALID
+        return self.evaluator(time)(event, arrival) if type(event) is dict else INVALID
 
     def _adopt(self, ruleset: RuleSet) -> None:
         current = {r.name: r.fingerprint for r in ruleset.rules}
@@ -319,12 +324,18 @@ class Engine:
             if self._timers.next_due <= now:
                 self._fire_timers(now)
 
-    def __getattr__(self, name: str) -> Any:
-        """`evaluate`, written on first use (see its docstring) and then an attribute of its own."""
-        if name == "evaluate":
-            evaluate = self.evaluate = self.evaluator(self.time)
-            return evaluate
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    @functools.cached_property
+    def evaluate(self) -> Evaluate:
+        """`evaluate(event, arrival)`: the firing `event` causes, if any, at its event time (read
+        by the engine's `time` reader, else `arrival`). Timer firings and closings it causes go
+        to `out`.
+
+        Its body is generated: it is `RuleIndex.evaluator`, the index's root node written as one
+        Python function that collects the candidate rules and calls the decision step only when
+        there are some (most events have none, and pay one call), written when first used after
+        each `replace_rules` (JSON lines are judged from views, `viewer`, which is written apart).
+        `evaluator(time)` is the same for events whose time another reader reads (another source)."""
+        return self.evaluator(self.time)
 
     @staticmethod
     def time_of(event: Event, arrival: float, time: TimeReader | None) -> float:

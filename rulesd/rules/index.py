@@ -41,8 +41,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-import orjson
-
 from rulesd.rules.casefold import fold
 from rulesd.rules.conditions import (
     Hints,
@@ -55,7 +53,7 @@ from rulesd.rules.conditions import (
 from rulesd.rules.fields import MISSING, Event, is_index, make_getter, make_walker, shallow_keys, split_path
 from rulesd.rules.model import Rule
 from rulesd.rules.patterns import Scan
-from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, WHOLE, Layout, Viewer, WholeLine
+from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, Layout, Viewer, WholeLine
 
 
 class RuleIndex:
@@ -79,16 +77,23 @@ class RuleIndex:
         """
         return _NodeWriter().evaluator(self._root, decide, out)
 
-    def viewer(self, decide: _Decide[T], out: list[Rule], stamp: tuple[str, str] | None = None) -> Viewer | None:
+    def viewer(
+        self,
+        decide: _Decide[T],
+        out: list[Rule],
+        parse: Callable[[bytes], Any],
+        whole: Callable[[bytes, float], Any],
+        stamp: tuple[str, str] | None = None,
+    ) -> Viewer | None:
         """The `evaluator` for JSON lines, reading views of them (see `rulesd.rules.view`):
-        only an event with candidates is parsed whole, for `decide`. None if the root screens
-        rules by their predicates, which need the whole event anyway. `stamp` is a top-level
-        field and the text its source sets in every event, over the line's own (a named
-        source's `source_name`)."""
+        only an event with candidates is parsed whole, by `parse`, for `decide`; `whole` judges
+        a line its view cannot. None if the root screens rules by their predicates, which need
+        the whole event anyway. `stamp` is a top-level field and the text `parse` sets in every
+        event, over the line's own (a named source's `source_name`)."""
         if self._root.screened:
             return None
         layout = Layout()
-        return layout.viewer(_NodeWriter(layout).viewed(self._root, decide, out, stamp), stamp)
+        return layout.viewer(_NodeWriter(layout).viewed(self._root, decide, out, parse, whole), whole, stamp)
 
     @functools.cached_property
     def collect(self) -> _Collect:
@@ -376,7 +381,12 @@ class _NodeWriter:
         return evaluate
 
     def viewed(
-        self, plan: _Plan, decide: _Decide[T], out: list[Rule], stamp: tuple[str, str] | None
+        self,
+        plan: _Plan,
+        decide: _Decide[T],
+        out: list[Rule],
+        parse: Callable[[bytes], Any],
+        whole: Callable[[bytes, float], Any],
     ) -> Callable[[Any, bytes, float], Any]:
         """`evaluator`'s function for a view of the JSON `line` (see `RuleIndex.viewer`)."""
         self.lines.append("def run(event, line, time):")
@@ -387,15 +397,13 @@ class _NodeWriter:
         self.base -= 1
         self.emit(1, f"except {self.const(WholeLine)}:")
         self.emit(2, "out.clear()")
-        self.emit(2, f"return {self.const(WHOLE)}")
+        self.emit(2, f"return {self.const(whole)}(line, time)")
         self.emit(1, "if out:")
         self.emit(2, "try:")
-        self.emit(3, f"event = {self.const(orjson.loads)}(line)")
+        self.emit(3, f"event = {self.const(parse)}(line)")
         self.emit(2, "except ValueError:")  # a field no rule reads holds what JSON cannot
         self.emit(3, "out.clear()")
         self.emit(3, f"return {self.const(INVALID)}")
-        if stamp is not None:
-            self.emit(2, f"event[{self.const(stamp[0])}] = {self.const(stamp[1])}")
         self.emit(2, f"return {self.const(decide)}(event, time, out)")
         self.emit(1, "return None")
         evaluate: Callable[[Any, bytes, float], Any] = self.function()

@@ -46,11 +46,14 @@ class Layout:
         return self.attributes.setdefault(key, f"f{len(self.attributes)}")
 
     def viewer(
-        self, evaluate: Callable[[Any, bytes, float], Any], stamp: tuple[str, str] | None = None
+        self,
+        evaluate: Callable[[Any, bytes, float], Any],
+        whole: Callable[[bytes, float], Any],
+        stamp: tuple[str, str] | None = None,
     ) -> Viewer | None:
-        """The viewer of the keys asked for so far, whose views `evaluate` reads; `stamp`, a
-        key and the text each view holds there whatever the line says (see `Viewer.stamp`).
-        None if a key cannot be a field's name in msgspec."""
+        """The viewer of the keys asked for so far, whose views `evaluate` reads (`whole`: see
+        `Viewer`); `stamp`, a key and the text each view holds there whatever the line says
+        (see `Viewer.stamp`). None if a key cannot be a field's name in msgspec."""
         if not all(map(_nameable, self.attributes)):
             return None
         import msgspec  # here: commands that evaluate no JSON lines do without its ~10 ms import
@@ -66,7 +69,7 @@ class Layout:
         refused = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
         stamped = (self.attributes[stamp[0]], stamp[1]) if stamp and stamp[0] in self.attributes else None
         decode = msgspec.json.Decoder(view).decode
-        return Viewer(decode, evaluate, refused, stamped, _deeper_than_orjson(decode, refused, self.attributes))
+        return Viewer(decode, evaluate, whole, refused, stamped, _deeper_than_orjson(decode, refused, self.attributes))
 
 
 class Viewer(NamedTuple):
@@ -75,8 +78,9 @@ class Viewer(NamedTuple):
     `decode(line)` is the line's view, or raises one of `refused`; `evaluate(view, line,
     time)` is what the engine's `evaluate` returns for the parsed line, or INVALID when the
     line had candidates and the full parser refused it (the view checks the skipped fields'
-    syntax, not that their numbers fit a double), or WHOLE when the line is to be parsed
-    whole and evaluated as such (see `WholeLine`). `stamp`, if not None, is an attribute and
+    syntax, not that their numbers fit a double). `whole(line, time)` is the same for a line
+    judged from its whole parse: one without a view, or one whose view cannot judge it (see
+    `WholeLine`), for which `evaluate` calls it. `stamp`, if not None, is an attribute and
     the text to set it to in every view, as its source sets that field in every event (a
     named source's `source_name`). `deep`: the decoder takes nesting deeper than orjson
     allows, so a line holding more than MAX_DEPTH brackets is parsed whole.
@@ -84,6 +88,7 @@ class Viewer(NamedTuple):
 
     decode: Callable[[bytes], Any]
     evaluate: Callable[[Any, bytes, float], Any]
+    whole: Callable[[bytes, float], Any]
     refused: tuple[type[Exception], ...]
     stamp: tuple[str, str] | None = None
     deep: bool = False
@@ -132,13 +137,3 @@ class _Invalid:
 
 
 INVALID = _Invalid()
-
-
-class _Whole:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "WHOLE"
-
-
-WHOLE = _Whole()
