@@ -138,10 +138,10 @@ def evaluate_lines(
     if viewer is not None:
         for start, block in _numbered_blocks(lines):
             views = _views(block, viewer)
-            if engine.timed:
-                _evaluate_viewed_timed(block, views, start, viewer, parse, engine, time, arrival, batch)
+            if viewer.evaluate_block is not None:  # no timers: the loop is in the generated code
+                viewer.evaluate_block(views, block, start, arrival, batch.invalid, batch.firings)
             else:
-                _evaluate_viewed(block, views, start, viewer, arrival, batch)
+                _evaluate_viewed_timed(block, views, start, viewer, parse, engine, time, arrival, batch)
         return batch
     evaluate = engine.evaluator(time)
     for start, block in _numbered_blocks(lines):
@@ -217,22 +217,6 @@ def _brackets(text: bytes) -> int:
     return text.count(b"[") + text.count(b"{")
 
 
-def _evaluate_viewed(
-    lines: Sequence[bytes], views: list[Any], start: int, viewer: Viewer, arrival: float, batch: Batch
-) -> None:
-    """`_evaluate` for JSON lines, from their `views` (a line without one is judged from its
-    whole parse, as without views)."""
-    evaluate_view, whole = viewer.evaluate, viewer.whole
-    invalid, firings = batch.invalid, batch.firings
-    for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):
-        firing = evaluate_view(view, line, arrival) if view is not None else whole(line, arrival)
-        if firing is not None:
-            if firing is INVALID:
-                invalid.append(i)
-            else:
-                firings.append((i, firing, False))
-
-
 def _evaluate_viewed_timed(
     lines: Sequence[bytes],
     views: list[Any],
@@ -247,6 +231,7 @@ def _evaluate_viewed_timed(
     """`_evaluate_timed` for JSON lines, from their `views`: the block's last event is parsed
     whole to move the clock to its time."""
     evaluate_view, whole = viewer.evaluate, viewer.whole
+    assert evaluate_view is not None, "a viewer for timers judges one line per call"
     invalid, firings, out = batch.invalid, batch.firings, engine.out
     last, before = -1, len(invalid)
     for i, view, line in zip(range(start, start + len(lines)), views, lines, strict=True):

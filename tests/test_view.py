@@ -14,7 +14,7 @@ import yaml
 from rulesd.engine import Engine
 from rulesd.events import Named
 from rulesd.eventtime import EventTime, TimeReader
-from rulesd.pipeline import Batch, _viewer, _views, evaluate_lines
+from rulesd.pipeline import BLOCK_LINES, Batch, _viewer, _views, evaluate_lines
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.view import Layout
 from tests.ruletools import ruleset_from_yaml
@@ -444,6 +444,108 @@ def test_a_key_with_a_lone_surrogate_leaves_no_view() -> None:
     cannot name a field so, and the rule set is judged from whole events."""
     layout = Layout()
     layout.attribute("ok")
-    assert layout.viewer(lambda view, line, time: None, lambda line, time: None) is not None
+    assert layout.viewer(lambda view, line, time: None, None, lambda line, time: None) is not None
     layout.attribute("\ud800")
-    assert layout.viewer(lambda view, line, time: None, lambda line, time: None) is None
+    assert layout.viewer(lambda view, line, time: None, None, lambda line, time: None) is None
+
+
+def _viewed_value(viewer: Any, line: bytes, key: str) -> Any:
+    """The value the view of `line` holds for the top-level `key`."""
+    view = viewer.decode(line)
+    return getattr(view, dict(zip(view.__struct_encode_fields__, view.__struct_fields__, strict=True))[key])
+
+
+MEMBERS = """
+rules:
+  - {name: failing, match: {http.status: {gte: 500}}}
+  - {name: posted, match: {http.method: POST, service: api}}
+  - {name: admin, match: {http.path: {startswith: /admin}}}
+  - {name: huge, match: {http.bytes: {gt: 18446744073709551615}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "fires"),
+    [
+        (b'{"http": {"status": 503}}', ["failing"]),
+        (b'{"http": {"status": 200, "x": [1, {"y": 2}]}}', []),
+        (b'{"http": {"status": 503, "status": 200}}', []),  # the last of equal inner keys, as orjson
+        (b'{"http": {"status": 200, "status": 503}}', ["failing"]),
+        (b'{"http": {"status": 503}, "http": "down"}', []),  # the last of equal outer keys
+        (b'{"http": "down", "http": {"status": 503}}', ["failing"]),
+        (b'{"http": {"status": {"code": 503}}}', []),
+        (b'{"http": {"status": [503]}}', []),
+        (b'{"http": {"status": null}}', []),
+        (b'{"http": {}}', []),
+        (b'{"http": "503"}', []),
+        (b'{"http": [{"status": 503}]}', []),
+        (b'{"http": 503}', []),
+        (b'{"http": null}', []),
+        (b'{"http": true}', []),
+        (b'{"status": 503}', []),
+        (b'{"http": {"method": "POST"}, "service": "api"}', ["posted"]),
+        (
+            b'{"http": {"method": "POST", "path": "/admin/x", "status": 500}, "service": "api"}',
+            ["admin", "failing", "posted"],
+        ),
+        (b'{"http": {"\\u0070ath": "/admin"}}', ["admin"]),  # an escaped inner key
+        (b'{"http": {"path": "/\\u0061dmin"}}', ["admin"]),
+        (b'{"http": {"bytes": 18446744073709551615}}', []),  # the bound itself
+        (b'{"http": {"bytes": 18446744073709551617}}', ["huge"]),  # orjson: a rounded float, 2**64
+        (b'{"http": {"bytes": -18446744073709551617}}', []),
+        (b'{"http": {"status": 503, "other": 1e400}}', None),  # beyond a double, with candidates: invalid
+    ],
+)
+def test_a_field_read_only_below_the_top_level_is_viewed_as_a_struct(line: bytes, fires: list[str] | None) -> None:
+    """`http.status` and its siblings, read from a struct of the inner keys the rules read when
+    `http` holds an object, from the value itself otherwise: what the whole event gives."""
+    engine = Engine(ruleset_from_yaml(MEMBERS))
+    viewer = engine.viewer(None)
+    assert viewer is not None
+    assert type(_viewed_value(viewer, b'{"http": {"status": 1}}', "http")) is not dict, "an object becomes a struct"
+    from_view, parsed = both(MEMBERS, [line])
+    assert from_view == parsed == (([0], []) if fires is None else ([], [(0, fires)] if fires else []))
+
+
+def test_a_field_read_whole_and_below_is_viewed_as_a_dict() -> None:
+    """A rule reading `http` itself keeps the whole object as a dict; the rules reading inside
+    it read the dict."""
+    text = MEMBERS + "  - {name: down, match: {http: down}}\n"
+    viewer = Engine(ruleset_from_yaml(text)).viewer(None)
+    assert viewer is not None
+    assert _viewed_value(viewer, b'{"http": {"status": 1}}', "http") == {"status": 1}
+    lines = [
+        b'{"http": "down"}',
+        b'{"http": {"status": 503, "method": "POST"}, "service": "api"}',
+        b'{"http": {"status": 200}}',
+        b'{"http": ["down"]}',
+    ]
+    from_view, parsed = both(text, lines)
+    assert from_view == parsed == ([], [(0, ["down"]), (1, ["failing", "posted"])])
+
+
+def test_blocks_judged_in_one_call_give_each_line_its_own_index() -> None:
+    """Lines beyond one block (evaluated a block per call, the loop in the generated code),
+    with bad lines, lines parsed whole for their integers, lines with candidates that match
+    nothing, and scans whose ids the generated loop iterates: each outcome at its index."""
+    text = MEMBERS + BIG.split("rules:\n", 1)[1]
+    text += "  - {name: timeout, match: {message: {regex: 'time(d )?out'}}}\n"
+    text += "  - {name: refused, match: {message: {contains: refused}}}\n"
+    kinds = [
+        b'{"http": {"status": 503}}',
+        b'{"http": {"status": 200}, "message": "timed out"}',
+        b'{"http": {"status": 200}, "x": [}',
+        b'{"x": 18446744073709551617}',
+        b'{"x": 1}',
+        b'{"service": "api", "http": {"method": "GET"}}',
+        '{"message": "caf\xc3\xa9 timeout"}'.encode("latin-1"),
+        b'{"message": "\xff"}',
+        b'{"message": "connection refused: timeout"}',
+        b"[]",
+    ]
+    rng = random.Random(7)
+    lines = [rng.choice(kinds) for _ in range(3 * BLOCK_LINES + 17)]
+    from_view, parsed = both(text, lines)
+    assert from_view == parsed
+    assert len(from_view[0]) > len(lines) / 6 and len(from_view[1]) > len(lines) / 6
+    assert Engine(ruleset_from_yaml(text)).viewer(None).evaluate_block is not None  # type: ignore[union-attr]

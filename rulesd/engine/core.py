@@ -167,7 +167,8 @@ class Engine:
             viewed = tuple(self._viewers)
         except RuntimeError:
             viewed = ()
-        viewers = {(t, p): self._write_viewer(index, t, p) for t, p in viewed}
+        timed = _timed(ruleset)
+        viewers = {(t, p): self._write_viewer(index, t, p, timed) for t, p in viewed}
         order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
         return PreparedRules(ruleset, index, evaluators, viewers, order)
 
@@ -180,7 +181,7 @@ class Engine:
         self._rules, self._order = ruleset.by_name(), prepared.order
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
             self.evicted.setdefault(name, 0)
-        self.timed = any(rule.timed and rule.enabled for rule in ruleset.rules)
+        self.timed = _timed(ruleset)
         # The others are written again, for the new index, when next asked for.
         self._evaluators.clear()
         self._evaluators.update(prepared.evaluators)
@@ -208,13 +209,16 @@ class Engine:
         key = (time, parse)
         if key in self._viewers:
             return self._viewers[key]
-        viewer = self._viewers[key] = self._write_viewer(self.index, time, parse)
+        viewer = self._viewers[key] = self._write_viewer(self.index, time, parse, self.timed)
         return viewer
 
-    def _write_viewer(self, index: RuleIndex, time: TimeReader | None, parse: Parse) -> Viewer | None:
+    def _write_viewer(self, index: RuleIndex, time: TimeReader | None, parse: Parse, timed: bool) -> Viewer | None:
+        """A viewer that judges a block of lines per call, or one line per call if the rule set
+        has timers (the pipeline takes what they fire between lines)."""
         stamp = (SOURCE_NAME, parse.name) if type(parse) is Named else None
         whole = functools.partial(self._whole, time, parse)
-        return index.viewer(self._decider(time, self._decide), self._candidates, parse, whole, stamp)
+        decide = self._decider(time, self._decide)
+        return index.viewer(decide, self._candidates, parse, whole, stamp, blocks=not timed)
 
     def _whole(self, time: TimeReader | None, parse: Parse, line: bytes, arrival: float) -> Any:
         """A JSON line judged from its whole parse (what its view cannot judge): the firing or
@@ -835,6 +839,11 @@ def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: f
     last: float | None = seen.get(text)
     seen[text] = max(time, last) if last is not None else time
     return last
+
+
+def _timed(ruleset: RuleSet) -> bool:
+    """Whether any enabled rule of `ruleset` has timers (an absence, a sequence, `resolve`)."""
+    return any(rule.timed and rule.enabled for rule in ruleset.rules)
 
 
 def _rank(rule: Rule) -> tuple[int, str]:

@@ -84,16 +84,22 @@ class RuleIndex:
         parse: Callable[[bytes], Any],
         whole: Callable[[bytes, float], Any],
         stamp: tuple[str, str] | None = None,
+        *,
+        blocks: bool,
     ) -> Viewer | None:
         """The `evaluator` for JSON lines, reading views of them (see `rulesd.rules.view`):
         only an event with candidates is parsed whole, by `parse`, for `decide`; `whole` judges
         a line its view cannot. None if the root screens rules by their predicates, which need
         the whole event anyway. `stamp` is a top-level field and the text `parse` sets in every
-        event, over the line's own (a named source's `source_name`)."""
+        event, over the line's own (a named source's `source_name`). `blocks`: the viewer
+        judges a block of lines per call (`Viewer.evaluate_block`), else one line per call
+        (`Viewer.evaluate`: a rule set with timers takes what they fire between lines)."""
         if self._root.screened:
             return None
         layout = Layout()
-        return layout.viewer(_NodeWriter(layout).viewed(self._root, decide, out, parse, whole), whole, stamp)
+        writer = _NodeWriter(layout)
+        evaluate = writer.viewed(self._root, decide, out, parse, whole, blocks=blocks)
+        return layout.viewer(None, evaluate, whole, stamp) if blocks else layout.viewer(evaluate, None, whole, stamp)
 
     @functools.cached_property
     def collect(self) -> _Collect:
@@ -387,27 +393,63 @@ class _NodeWriter:
         out: list[Rule],
         parse: Callable[[bytes], Any],
         whole: Callable[[bytes, float], Any],
-    ) -> Callable[[Any, bytes, float], Any]:
-        """`evaluator`'s function for a view of the JSON `line` (see `RuleIndex.viewer`)."""
-        self.lines.append("def run(event, line, time):")
+        *,
+        blocks: bool,
+    ) -> Any:
+        """`evaluator`'s function for views of JSON lines (see `RuleIndex.viewer`): of a block
+        of lines, the loop inside it, a Python call less per line, which most lines cost little
+        more than (`Viewer.evaluate_block`; `at` is the line's index, as the body's own locals
+        are v0, s0, n0, hit and i); or of one line (`Viewer.evaluate`)."""
+        self.lines.append(
+            "def run(views, lines, start, time, invalid, firings):" if blocks else "def run(event, line, time):"
+        )
         self.emit(1, f"out = {self.const(out)}")
-        self.emit(1, "try:")
-        self.base += 1
+        if not blocks:
+            self.judge_view(1, plan, decide, parse, whole, "return", "return None")
+            return self.function()
+        self.emit(1, "at = start - 1")
+        self.emit(1, "for event, line in zip(views, lines):")
+        self.emit(2, "at += 1")
+        self.emit(2, "if event is None:")
+        self.emit(3, f"firing = {self.const(whole)}(line, time)")
+        self.emit(2, "else:")
+        self.judge_view(3, plan, decide, parse, whole, "firing =", "continue")
+        self.emit(2, "if firing is not None:")
+        self.emit(3, f"if firing is {self.const(INVALID)}:")
+        self.emit(4, "invalid.append(at)")
+        self.emit(3, "else:")
+        self.emit(4, "firings.append((at, firing, False))")
+        return self.function()
+
+    def judge_view(
+        self,
+        depth: int,
+        plan: _Plan,
+        decide: _Decide[T],
+        parse: Callable[[bytes], Any],
+        whole: Callable[[bytes, float], Any],
+        give: str,
+        skip: str,
+    ) -> None:
+        """The index's tests on the view `event`, then what the line gives (`give` the firing,
+        None or INVALID), or `skip` when it has no candidate."""
+        self.emit(depth, "try:")
+        self.base += depth
         self.body(plan)
-        self.base -= 1
-        self.emit(1, f"except {self.const(WholeLine)}:")
-        self.emit(2, "out.clear()")
-        self.emit(2, f"return {self.const(whole)}(line, time)")
-        self.emit(1, "if out:")
-        self.emit(2, "try:")
-        self.emit(3, f"event = {self.const(parse)}(line)")
-        self.emit(2, "except ValueError:")  # a field no rule reads holds what JSON cannot
-        self.emit(3, "out.clear()")
-        self.emit(3, f"return {self.const(INVALID)}")
-        self.emit(2, f"return {self.const(decide)}(event, time, out)")
-        self.emit(1, "return None")
-        evaluate: Callable[[Any, bytes, float], Any] = self.function()
-        return evaluate
+        self.base -= depth
+        self.emit(depth, f"except {self.const(WholeLine)}:")
+        self.emit(depth + 1, "out.clear()")
+        self.emit(depth + 1, f"{give} {self.const(whole)}(line, time)")
+        self.emit(depth, "else:")
+        self.emit(depth + 1, "if not out:")
+        self.emit(depth + 2, skip)
+        self.emit(depth + 1, "try:")
+        self.emit(depth + 2, f"parsed = {self.const(parse)}(line)")
+        self.emit(depth + 1, "except ValueError:")  # a field no rule reads holds what JSON cannot
+        self.emit(depth + 2, "out.clear()")
+        self.emit(depth + 2, f"{give} {self.const(INVALID)}")
+        self.emit(depth + 1, "else:")
+        self.emit(depth + 2, f"{give} {self.const(decide)}(parsed, time, out)")
 
     def function(self) -> Any:
         """The function written so far, with the generated names bound."""
@@ -514,14 +556,27 @@ class _NodeWriter:
         its value (MISSING where the view's walk ends, None where a dict's `get` would)."""
         assert self.layout is not None
         key, *rest = split_path(field)
-        self.emit(1, f"{value} = event.{self.layout.attribute(key)}")
         match rest:
-            case []:
-                pass
             case [inner] if not is_index(inner):
-                self.emit(1, f"{value} = {value}.get({self.const(inner)}) if type({value}) is dict else None")
+                self.member(value, key, inner, "None")
+            case []:
+                self.emit(1, f"{value} = event.{self.layout.attribute(key)}")
             case _:
+                self.emit(1, f"{value} = event.{self.layout.attribute(key)}")
                 self.emit(1, f"{value} = {self.const(make_walker(tuple(rest)))}({value})")
+
+    def member(self, local: str, key: str, inner: str, default: str) -> None:
+        """Read `key.inner` from a view into `local`: the top-level value is a dict if the
+        whole value is read too, else a struct of the inner keys read if it is an object
+        (MISSING for a key it lacks), else a value that holds no key (see `Layout.member`)."""
+        assert self.layout is not None
+        outer, attribute = self.layout.member(key, inner)
+        self.emit(1, f"{local} = event.{outer}")
+        self.emit(
+            1,
+            f"{local} = getattr({local}, {attribute!r}, {default}) if type({local}) is not dict "
+            f"else {local}.get({self.const(inner)}, {default})",
+        )
 
     def add_rules(self, depth: int, rules: tuple[Rule, ...]) -> None:
         """Code that appends `rules` to the candidates."""
@@ -681,14 +736,11 @@ class _NodeWriter:
         local = f"n{len(self.lines)}"
         missing = self.const(_NO_NUMBER)
         if self.layout is not None:
-            self.emit(1, f"{local} = event.{self.layout.attribute(keys[0])}")
             if len(keys) == 1:
-                self.emit(1, f"{local} = {missing} if {local} is {self.const(MISSING)} else {local}")
+                self.emit(1, f"{local} = event.{self.layout.attribute(keys[0])}")
             else:
-                self.emit(
-                    1,
-                    f"{local} = {local}.get({self.const(keys[1])}, {missing}) if type({local}) is dict else {missing}",
-                )
+                self.member(local, keys[0], keys[1], missing)
+            self.emit(1, f"{local} = {missing} if {local} is {self.const(MISSING)} else {local}")
             self.check_exact(local)
             return local
         if len(keys) == 1:

@@ -24,8 +24,8 @@ could answer differently, the line is parsed whole instead:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Union
 
 from rulesd.rules.fields import MISSING
 
@@ -36,40 +36,72 @@ MAX_DEPTH = 1024
 
 
 class Layout:
-    """The top-level keys read by the code being written, each an attribute of the view."""
+    """The top-level keys read by the code being written, each an attribute of the view.
+
+    A key read only as `key.inner` (`http.status`) is decoded as a struct of the inner keys
+    read, when its value is an object: building a dict of every inner key would cost more
+    than the rest of the view. Its other values (text, numbers, lists, null) are kept.
+    """
 
     def __init__(self) -> None:
         self.attributes: dict[str, str] = {}
+        self.members: dict[str, dict[str, str]] = {}  # key -> inner key -> the attribute holding its value
+        self.whole: set[str] = set()  # the keys whose whole value is read
 
     def attribute(self, key: str) -> str:
         """The attribute holding the value of `key` (keys are data: never an identifier)."""
+        self.whole.add(key)
         return self.attributes.setdefault(key, f"f{len(self.attributes)}")
+
+    def member(self, key: str, inner: str) -> tuple[str, str]:
+        """The attribute holding the value of `key`, and the one holding `inner` in it where
+        that value is an object decoded as a struct. (A key whose whole value is read too is
+        decoded whole: the code reading `inner` takes a dict or a struct.)"""
+        members = self.members.setdefault(key, {})
+        outer = self.attributes.setdefault(key, f"f{len(self.attributes)}")
+        return outer, members.setdefault(inner, f"g{len(members)}")
 
     def viewer(
         self,
-        evaluate: Callable[[Any, bytes, float], Any],
+        evaluate: Callable[[Any, bytes, float], Any] | None,
+        evaluate_block: EvaluateBlock | None,
         whole: Callable[[bytes, float], Any],
         stamp: tuple[str, str] | None = None,
     ) -> Viewer | None:
-        """The viewer of the keys asked for so far, whose views `evaluate` reads (`whole`: see
-        `Viewer`); `stamp`, a key and the text each view holds there whatever the line says
-        (see `Viewer.stamp`). None if a key cannot be a field's name in msgspec."""
-        if not all(map(_nameable, self.attributes)):
+        """The viewer of the keys asked for so far, whose views `evaluate` or `evaluate_block`
+        reads (and `whole`: see `Viewer`); `stamp`, a key and the text each view holds there
+        whatever the line says (see `Viewer.stamp`). None if a key cannot be a field's name in
+        msgspec."""
+        keys = [*self.attributes, *(inner for key in self.members for inner in self.members[key])]
+        if not all(map(_nameable, keys)):
             return None
         import msgspec  # here: commands that evaluate no JSON lines do without its ~10 ms import
 
-        view = msgspec.defstruct(
-            "EventView",
-            [(name, Any, MISSING) for name in self.attributes.values()],
-            rename={name: key for key, name in self.attributes.items()},
-            gc=False,  # values decoded from JSON hold no cycles
-        )
+        def struct(name: str, fields: dict[str, str], types: dict[str, Any]) -> Any:
+            return msgspec.defstruct(
+                name,
+                [(attribute, types.get(key, Any), MISSING) for key, attribute in fields.items()],
+                rename={attribute: key for key, attribute in fields.items()},
+                gc=False,  # values decoded from JSON hold no cycles
+            )
+
+        # Any JSON value but an object is kept as is; an object becomes the struct.
+        members = {
+            key: Union[struct("Members", inner, {}), None, bool, int, float, str, list]  # noqa: UP007
+            for key, inner in self.members.items()
+            if key not in self.whole
+        }
+        view = struct("EventView", self.attributes, members)
         # Refused: malformed JSON, not an object, a number out of range in a field read, a
         # nesting deeper than the decoder's recursion allows, and text that is not UTF-8.
         refused = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
         stamped = (self.attributes[stamp[0]], stamp[1]) if stamp and stamp[0] in self.attributes else None
         decode = msgspec.json.Decoder(view).decode
-        return Viewer(decode, evaluate, whole, refused, stamped, _deeper_than_orjson(decode, refused, self.attributes))
+        deep = _deeper_than_orjson(decode, refused, self.attributes)
+        return Viewer(decode, evaluate, evaluate_block, whole, refused, stamped, deep)
+
+
+EvaluateBlock = Callable[[list[Any], Sequence[bytes], int, float, list[int], list[tuple[int, Any, bool]]], None]
 
 
 class Viewer(NamedTuple):
@@ -80,14 +112,19 @@ class Viewer(NamedTuple):
     line had candidates and the full parser refused it (the view checks the skipped fields'
     syntax, not that their numbers fit a double). `whole(line, time)` is the same for a line
     judged from its whole parse: one without a view, or one whose view cannot judge it (see
-    `WholeLine`), for which `evaluate` calls it. `stamp`, if not None, is an attribute and
-    the text to set it to in every view, as its source sets that field in every event (a
-    named source's `source_name`). `deep`: the decoder takes nesting deeper than orjson
-    allows, so a line holding more than MAX_DEPTH brackets is parsed whole.
+    `WholeLine`), for which `evaluate` calls it. A viewer for a rule set without timers has
+    `evaluate_block(views, lines, start, time, invalid, firings)` instead, which judges a
+    block of lines (a view None: judged by `whole`) and appends the index of each invalid
+    one (counted from `start`) to `invalid` and `(index, firing, False)` to `firings`.
+    `stamp`, if not None, is an attribute and the text to set it to in every view, as its
+    source sets that field in every event (a named source's `source_name`). `deep`: the
+    decoder takes nesting deeper than orjson allows, so a line holding more than MAX_DEPTH
+    brackets is parsed whole.
     """
 
     decode: Callable[[bytes], Any]
-    evaluate: Callable[[Any, bytes, float], Any]
+    evaluate: Callable[[Any, bytes, float], Any] | None
+    evaluate_block: EvaluateBlock | None
     whole: Callable[[bytes, float], Any]
     refused: tuple[type[Exception], ...]
     stamp: tuple[str, str] | None = None
