@@ -8,22 +8,22 @@ cache reads no YAML, and does not import PyYAML (~12 ms) to name this type.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from rulesd.errors import Problem, SourceLocation
 
 JsonPath = tuple[str | int, ...]
 
 
-@dataclass(slots=True)
-class Document:
+class Document(msgspec.Struct):
     """A parsed YAML file: its value and where each part of it was written."""
 
     path: str
     value: object
-    value_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
-    key_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
+    value_marks: dict[JsonPath, tuple[int, int]] = msgspec.field(default_factory=dict)
+    key_marks: dict[JsonPath, tuple[int, int]] = msgspec.field(default_factory=dict)
+    problems: list[Problem] = msgspec.field(default_factory=list)
     """Duplicate keys of a document read with `keep_going=True` (the first value is kept)."""
 
     def locate(self, path: Iterable[str | int], *, key: bool = False) -> SourceLocation:

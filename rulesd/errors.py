@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class SourceLocation:
+class SourceLocation(msgspec.Struct, frozen=True, order=True):
     """A place in a file: 1-based line and column, as editors count them."""
 
     path: str
@@ -19,8 +18,7 @@ class SourceLocation:
         return f"{self.path}:{self.line}:{self.col}"
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True, order=True):
     """One finding of a check: where, how bad, and what."""
 
     location: SourceLocation

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from rulesd.eventtime import EventTime, TimeReader
@@ -85,8 +85,7 @@ class _Ignored:
 IGNORED: Final = _Ignored()
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(msgspec.Struct, frozen=True):
     """How a source's lines become events, as configured: the one description that the
     daemon's sources and `rulesd replay --config` both build their parser from.
 
@@ -104,14 +103,13 @@ class Reading:
     time: EventTime | None = None
 
 
-@dataclass(slots=True)
-class FieldMisses:
+class FieldMisses(msgspec.Struct):
     """Captured values that did not convert to their field's type: how many, per field,
     and the latest of each (for the warning). Counted by the parser, read by its caller."""
 
-    kinds: dict[str, str] = field(default_factory=dict)  # field -> its type, for the warning
-    counts: dict[str, int] = field(default_factory=dict)
-    latest: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = msgspec.field(default_factory=dict)  # field -> its type, for the warning
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    latest: dict[str, str] = msgspec.field(default_factory=dict)
 
     def note(self, name: str, text: str) -> None:
         """Count one value of field `name` that did not convert."""
@@ -128,8 +126,7 @@ def why_invalid(parse: Callable[[bytes], Event], line: bytes) -> str:
     return "not an event"
 
 
-@dataclass(frozen=True, slots=True)
-class Parser:
+class Parser(msgspec.Struct, frozen=True):
     """How a source's lines become events, and how their time is read.
 
     `fast` runs for every line: for a bad line it raises ValueError or returns something
@@ -141,7 +138,7 @@ class Parser:
 
     fast: Callable[[bytes], Any]
     explain: Callable[[bytes], Event]
-    misses: FieldMisses = field(default_factory=FieldMisses)
+    misses: FieldMisses = msgspec.field(default_factory=FieldMisses)
     time: TimeReader | None = None
 
     def why_invalid(self, line: bytes) -> str:

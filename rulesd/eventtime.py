@@ -22,8 +22,9 @@ import datetime
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from rulesd.rules.fields import MISSING, Event, make_getter
 
@@ -40,8 +41,7 @@ _SAMPLE = datetime.datetime(2024, 12, 10, 6, 55, 46, 123456, tzinfo=datetime.UTC
 Convert = Callable[[Any, float], float | None]
 
 
-@dataclass(frozen=True, slots=True)
-class EventTime:
+class EventTime(msgspec.Struct, frozen=True):
     """Where an event's time is and how it is written: a field path and a time format."""
 
     field: str

@@ -9,8 +9,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TextIO
+
+import msgspec
 
 # syslog priorities, as sd-daemon(3) prefixes expect them
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
@@ -90,8 +91,7 @@ def warning_kind(message: str) -> str:
     return _DIGITS.sub("#", message[: _KIND_CHARS * 2])[:_KIND_CHARS]
 
 
-@dataclass(slots=True)
-class _Held:
+class _Held(msgspec.Struct):
     """What the limiter remembers of one kind of warning."""
 
     last: float  # when it was last written

@@ -16,9 +16,9 @@ the batch before the event at whose time they were found due.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
@@ -32,8 +32,7 @@ from rulesd.rules.view import INVALID, MAX_DEPTH, Viewer
 Evaluate = Callable[[Event, float], Firing | None]
 
 
-@dataclass(slots=True)
-class Batch:
+class Batch(msgspec.Struct):
     """What evaluating a run of lines (or events) found.
 
     Indices count from the first line of the run: `invalid` are the lines that are not
@@ -44,8 +43,8 @@ class Batch:
     """
 
     lines: int = 0
-    invalid: list[int] = field(default_factory=list)
-    firings: list[tuple[int, Firing | Closing, bool]] = field(default_factory=list)
+    invalid: list[int] = msgspec.field(default_factory=list)
+    firings: list[tuple[int, Firing | Closing, bool]] = msgspec.field(default_factory=list)
     ignored: int = 0
 
     @property
@@ -296,18 +295,17 @@ def _evaluate_timed(
             _take(out, engine.position, firings)
 
 
-@dataclass(slots=True)
-class Matches:
+class Matches(msgspec.Struct):
     """The first step of evaluating a run of lines (`match_lines`): what does not need the
     engine's state. `apply_matches` takes it from there, with the state, in order."""
 
     lines: int = 0
-    invalid: list[int] = field(default_factory=list)
+    invalid: list[int] = msgspec.field(default_factory=list)
     ignored: int = 0
-    matched: list[tuple[int, Matched]] = field(default_factory=list)
+    matched: list[tuple[int, Matched]] = msgspec.field(default_factory=list)
     # Where the clock moves on without a match (rules with timers): each block's last event
     # and its time.
-    block_ends: list[tuple[int, float]] = field(default_factory=list)
+    block_ends: list[tuple[int, float]] = msgspec.field(default_factory=list)
 
 
 def match_lines(

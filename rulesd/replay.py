@@ -7,9 +7,10 @@ import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
+
+import msgspec
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Engine
@@ -26,8 +27,7 @@ SAMPLES = 5  # invalid (unmatched) lines the summary shows
 SAMPLE_CHARS = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(msgspec.Struct, frozen=True):
     """An invalid line as the summary shows it: its number, its text (cut short) and why."""
 
     line: int
@@ -35,26 +35,24 @@ class Sample:
     reason: str
 
 
-@dataclass(slots=True)
-class ReplaySummary:
+class ReplaySummary(msgspec.Struct):
     """What a replay saw."""
 
     events: int = 0
     invalid: int = 0
     alerts: int = 0
     closes: int = 0
-    firings: Counter[str] = field(default_factory=Counter)
+    firings: Counter[str] = msgspec.field(default_factory=Counter)
     lines: int = 0
     blank: int = 0
     ignored: int = 0  # dropped by the source's ignore_pattern
-    samples: list[Sample] = field(default_factory=list)  # the first SAMPLES invalid lines
-    unconverted: dict[str, int] = field(default_factory=dict)  # per field: values left out
+    samples: list[Sample] = msgspec.field(default_factory=list)  # the first SAMPLES invalid lines
+    unconverted: dict[str, int] = msgspec.field(default_factory=dict)  # per field: values left out
     time: EventTime | None = None
     untimed: int = 0  # events evaluated at the start time: their time field missing or unreadable
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class ReplayedAlert:
+class ReplayedAlert(msgspec.Struct, frozen=True, eq=False):
     """An alert that would be sent (or, with `close`, the alias of one that would be closed),
     with the line of its event (0: none, an expected group never seen). Its body is built when
     first asked for (see `pipeline.Alert`): the text lines show only its `headline()`."""

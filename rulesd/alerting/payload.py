@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from rulesd.alerting.alias import alert_alias
@@ -39,8 +39,7 @@ RESPONDER_KINDS = ("team", "user", "escalation", "schedule")
 _encode_ascii = json.encoder.encode_basestring_ascii
 
 
-@dataclass(frozen=True, slots=True)
-class AlertSettings:
+class AlertSettings(msgspec.Struct, frozen=True):
     """The parts of the payload that come from the daemon's configuration."""
 
     source: str = "rulesd"

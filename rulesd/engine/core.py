@@ -16,9 +16,9 @@ import bisect
 import functools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 
 from rulesd.alerting.alias import alert_alias
@@ -55,8 +55,7 @@ T = TypeVar("T")
 _Step = Callable[[Event, float, list[Rule]], T]  # what the index's evaluator calls with the candidates
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedRules:
+class PreparedRules(msgspec.Struct, frozen=True):
     """A rule set with its index and evaluators built, ready for `Engine.replace_rules`."""
 
     ruleset: RuleSet
@@ -68,8 +67,7 @@ class PreparedRules:
     order: dict[Rule, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     """How many groups the engine keeps: per rule, and for all rules together."""
 
     per_rule: int = MAX_GROUPS_PER_RULE

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from rulesd.engine.values import GroupKey
@@ -35,8 +36,7 @@ _JSON_NAMES = {WINDOW: "windows", THROTTLE: "throttles"}
 Table = dict[str, dict[GroupKey, Any]]  # rule -> group -> value
 
 
-@dataclass(frozen=True, slots=True)
-class StateDelta:
+class StateDelta(msgspec.Struct, frozen=True):
     """Engine state to save: rows (kind, rule, group as JSON, value as JSON) to write and delete.
 
     `full`: the rows are the whole state, replacing what was saved.

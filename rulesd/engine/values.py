@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from rulesd.rules.fields import Event
 from rulesd.rules.model import Rule
@@ -12,8 +13,7 @@ GroupKey = str  # a group's values, each as `fields.key_text` writes it, in one 
 NO_GROUP: GroupKey = ""  # the one group of a rule without group_by (and the key of a rule's own state)
 
 
-@dataclass(frozen=True, slots=True)
-class Firing:
+class Firing(msgspec.Struct, frozen=True):
     """One alert's worth of firing: the event and the rules that fired on it, lead first.
 
     A timer's firing (an absence, a sequence's absent step) carries the event that armed it
@@ -31,8 +31,7 @@ class Firing:
         return self.rules[0]
 
 
-@dataclass(frozen=True, slots=True)
-class Matched:
+class Matched(msgspec.Struct, frozen=True):
     """An event and the rules whose conditions it meets, each with its group: what the
     engine's stateful step (`Engine.apply`) needs of it."""
 
@@ -42,8 +41,7 @@ class Matched:
     groups: list[GroupKey]
 
 
-@dataclass(frozen=True, slots=True)
-class Closing:
+class Closing(msgspec.Struct, frozen=True):
     """Alerts to close (by alias): their group recovered, at event time `time`."""
 
     aliases: tuple[str, ...]

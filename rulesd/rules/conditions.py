@@ -19,9 +19,10 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import CodeType, FunctionType
 from typing import Any, Protocol
+
+import msgspec
 
 from rulesd.rules import casefold
 from rulesd.rules.casefold import fold
@@ -52,8 +53,7 @@ class ConditionError(ValueError):
         self.path = path
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
+class Compiled(msgspec.Struct, frozen=True):
     """A predicate with its rough cost, so cheap tests run before expensive ones."""
 
     test: Predicate
@@ -475,8 +475,7 @@ def compile_condition(
     return Compiled(writer.function(expression), cost)
 
 
-@dataclass(frozen=True, slots=True)
-class PatternHint:
+class PatternHint(msgspec.Struct, frozen=True):
     """A pattern that must be found in a field: its scan, its id, and whether a list value
     may match instead (`contains` also finds an equal item in a list)."""
 
@@ -487,8 +486,7 @@ class PatternHint:
     weight: int = 0  # the operand's length: of two patterns, the longer is likely the rarer
 
 
-@dataclass(frozen=True, slots=True)
-class Hints:
+class Hints(msgspec.Struct, frozen=True):
     """What must hold for a condition to match, usable to skip rules cheaply.
 
     `equalities`: field -> the values (strings, numbers, booleans) one of which the field
@@ -507,10 +505,10 @@ class Hints:
     """
 
     equalities: dict[str, frozenset[Any]]
-    patterns: dict[str, tuple[PatternHint, ...]] = field(default_factory=dict)
-    lower_bounds: dict[str, float] = field(default_factory=dict)
+    patterns: dict[str, tuple[PatternHint, ...]] = msgspec.field(default_factory=dict)
+    lower_bounds: dict[str, float] = msgspec.field(default_factory=dict)
     alternatives: tuple[Hints, ...] = ()
-    exclusions: dict[str, frozenset[str]] = field(default_factory=dict)
+    exclusions: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
     present: frozenset[str] = frozenset()
 
     def useful(self) -> bool:

@@ -13,9 +13,10 @@ import marshal
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from rulesd.document import Document, JsonPath
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
@@ -30,8 +31,7 @@ RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
+class CheckResult(msgspec.Struct, frozen=True):
     """What loading found: the rule set (None if any error) and all problems."""
 
     ruleset: RuleSet | None
@@ -88,15 +88,13 @@ def _rules_in(doc: Document) -> Iterator[tuple[dict[str, Any], tuple[str | int, 
         yield value, ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Loaded:
+class _Loaded(msgspec.Struct, frozen=True):
     rules: list[Rule]
     names: list[tuple[str, SourceLocation]]  # every named rule, valid or not
     problems: list[Problem]
 
 
-@dataclass(slots=True)
-class _Parsed:
+class _Parsed(msgspec.Struct):
     """A rule file read and schema-checked: its document (None if there is none to compile),
     its problems so far, the paths the schema faulted, and the key to cache it under once it
     has loaded without a problem (None: not to be cached)."""
@@ -309,8 +307,7 @@ def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
     return sorted(set(problems))
 
 
-@dataclass(frozen=True, slots=True)
-class RuleSource:
+class RuleSource(msgspec.Struct, frozen=True):
     """A rule as written: its mapping, the document it is in and its path in that document,
     so that its parts can be located (`doc.locate((*base, ...))`)."""
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from rulesd.errors import SourceLocation
 from rulesd.rules.conditions import Hints, Predicate
 from rulesd.rules.fields import Getter
@@ -17,8 +19,7 @@ PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 DEFAULT_PRIORITY = "P3"
 
 
-@dataclass(frozen=True, slots=True)
-class Threshold:
+class Threshold(msgspec.Struct, frozen=True):
     """Fire when `count` matching events of one group fall within `window` seconds."""
 
     count: int
@@ -26,8 +27,7 @@ class Threshold:
     group_by: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Distinct:
+class Distinct(msgspec.Struct, frozen=True):
     """Fire when `count` different values of `field` among a group's matching events fall
     within `window` seconds."""
 
@@ -38,8 +38,7 @@ class Distinct:
     group_by: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(msgspec.Struct, frozen=True):
     """One step of a sequence: `count` events matching `match` (or, for the final absent step,
     no such event for `wait` seconds)."""
 
@@ -49,8 +48,7 @@ class Step:
     wait: float = 0.0  # the absent step's `for`
 
 
-@dataclass(frozen=True, slots=True)
-class Sequence:
+class Sequence(msgspec.Struct, frozen=True):
     """Steps that happen in order for the same group, all within `within` seconds (if set)."""
 
     steps: tuple[Step, ...]
@@ -63,8 +61,7 @@ class Sequence:
         return self.steps[-1] if self.steps[-1].absent else None
 
 
-@dataclass(frozen=True, slots=True)
-class Absence:
+class Absence(msgspec.Struct, frozen=True):
     """Fire when a group seen (or expected) has had no matching event for `window` seconds."""
 
     window: float
@@ -89,8 +86,7 @@ Kind = Threshold | Distinct | Sequence | Absence | NewValue
 KIND_KEYS = ("threshold", "distinct", "sequence", "absence", "new_value")  # as written in a rule
 
 
-@dataclass(frozen=True, slots=True)
-class Responder:
+class Responder(msgspec.Struct, frozen=True):
     """An OpsGenie responder: `type` plus one identifying key (`name`, `username` or `id`)."""
 
     type: str
@@ -102,8 +98,7 @@ class Responder:
         return {"type": self.type, self.key: self.value}
 
 
-@dataclass(frozen=True, slots=True)
-class AlertSpec:
+class AlertSpec(msgspec.Struct, frozen=True):
     """What a rule contributes to the alert; strings are templates."""
 
     priority: str = DEFAULT_PRIORITY
@@ -117,8 +112,7 @@ class AlertSpec:
     details: tuple[tuple[str, Template], ...] = ()
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Rule:
+class Rule(msgspec.Struct, frozen=True, eq=False):
     """One compiled rule. `fingerprint` changes whenever its definition does."""
 
     name: str
@@ -130,11 +124,11 @@ class Rule:
     enabled: bool = True
     threshold: Threshold | None = None
     throttle: float | None = None
-    alert: AlertSpec = field(default_factory=AlertSpec)
+    alert: AlertSpec = msgspec.field(default_factory=AlertSpec)
     group_getters: tuple[Getter, ...] = ()
     kind: Kind | None = None  # what besides matching makes it fire (`threshold` is also kept above)
     resolve: float | None = None  # close the group's alert after this long without a firing
-    lists: Mapping[str, NamedList] = field(default_factory=dict)
+    lists: Mapping[str, NamedList] = msgspec.field(default_factory=dict)
     """The named lists its conditions use (`$name`), by name, as they were when it was compiled."""
 
     @property
@@ -163,8 +157,7 @@ class Rule:
         return PRIORITIES.index(self.alert.priority), self.name
 
 
-@dataclass(frozen=True, slots=True)
-class RuleSet:
+class RuleSet(msgspec.Struct, frozen=True):
     """All loaded rules, in definition order, with a fingerprint of the whole set."""
 
     rules: tuple[Rule, ...]

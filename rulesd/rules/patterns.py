@@ -18,10 +18,10 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import hyperscan
+import msgspec
 import re2
 
 # Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
@@ -32,8 +32,7 @@ MAX_REPEAT = 1000  # RE2's limit on a counted repetition
 NO_IDS: frozenset[int] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Pattern:
+class Pattern(msgspec.Struct, frozen=True):
     """One Hyperscan expression and whether it ignores case."""
 
     expression: str
