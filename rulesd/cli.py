@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import json
 import logging
@@ -14,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
+import msgspec
 import orjson
 
 from rulesd import __version__, logs
@@ -406,7 +406,7 @@ def _with_time_field(source: SourceConfig, time_field: str | None) -> SourceConf
     if not time_field:
         return source
     time = EventTime(time_field, source.reading.time.format if source.reading.time else AUTO)
-    return dataclasses.replace(source, reading=dataclasses.replace(source.reading, time=time))
+    return msgspec.structs.replace(source, reading=msgspec.structs.replace(source.reading, time=time))
 
 
 def _alert_json(alert: ReplayedAlert) -> str:

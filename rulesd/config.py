@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from rulesd.alerting.api import alert_url_warnings, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
 from rulesd.document import Document
@@ -31,14 +33,13 @@ CREDENTIAL_NAME = "opsgenie-api-key"
 Report = Callable[[tuple[str | int, ...], str], None]
 
 
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
+class SourceConfig(msgspec.Struct, frozen=True):
     """Where events come from (`type` and the keys of that type), and how its lines become
     events (`reading`: the part `rulesd replay --config` shares)."""
 
     type: str = "stdin"
     paths: tuple[str, ...] = ()
-    reading: Reading = field(default_factory=Reading)
+    reading: Reading = msgspec.field(default_factory=Reading)
     start_at: str = "end"
     max_line_bytes: int = 1_048_576
     units: tuple[str, ...] = ()
@@ -59,8 +60,7 @@ class SourceConfig:
         return self.reading.source_name or self.type
 
 
-@dataclass(frozen=True, slots=True)
-class StateConfig:
+class StateConfig(msgspec.Struct, frozen=True):
     """Where the durable state lives: `sqlite` in state_dir, or `redis` at `url`, shared by
     instances, this one's source positions kept under `instance`."""
 
@@ -70,8 +70,7 @@ class StateConfig:
     prefix: str = "rulesd:"
 
 
-@dataclass(frozen=True, slots=True)
-class ForwardConfig:
+class ForwardConfig(msgspec.Struct, frozen=True):
     """`rulesd forward`: the Redis stream the sources' lines are appended to."""
 
     url: str
@@ -93,8 +92,7 @@ class OpsgenieConfig:
     heartbeat: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     """The whole daemon configuration."""
 
     path: str | None = None
@@ -104,7 +102,7 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     opsgenie: OpsgenieConfig = OpsgenieConfig()
     metrics_listen: str | None = None
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = msgspec.field(default_factory=Limits)
     state: StateConfig = StateConfig()
     forward: ForwardConfig | None = None
     warnings: tuple[Problem, ...] = ()

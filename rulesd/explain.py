@@ -26,9 +26,9 @@ matches the steps whose condition holds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from rulesd.document import JsonPath
@@ -50,8 +50,7 @@ NOT_FIELDS = 4  # values shown for a failing `not`
 # ---- what a failure is -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Unmet:
+class Unmet(msgspec.Struct, frozen=True):
     """A field test that fails: where it is written, the field, the event's value (MISSING
     when the event has none) and what the rule wants, as written."""
 
@@ -61,16 +60,14 @@ class Unmet:
     wanted: str
 
 
-@dataclass(frozen=True, slots=True)
-class NoBranch:
+class NoBranch(msgspec.Struct, frozen=True):
     """An `any` none of whose branches holds, with each branch's first failure."""
 
     location: SourceLocation
     branches: tuple[Failure, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Negated:
+class Negated(msgspec.Struct, frozen=True):
     """A `not` whose condition holds, with the event's values of the fields it names."""
 
     location: SourceLocation
@@ -80,8 +77,7 @@ class Negated:
 Failure = Unmet | NoBranch | Negated
 
 
-@dataclass(frozen=True, slots=True)
-class RuleExplanation:
+class RuleExplanation(msgspec.Struct, frozen=True):
     """Why an event does or does not match one rule.
 
     `failure`: the first failing condition of a rule with a `match` (None: it matches);
@@ -108,8 +104,7 @@ class RuleExplanation:
 # ---- conditions compiled part by part -----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Test:
+class _Test(msgspec.Struct, frozen=True):
     location: SourceLocation
     field: str
     read: Getter
@@ -117,19 +112,16 @@ class _Test:
     holds: Predicate
 
 
-@dataclass(frozen=True, slots=True)
-class _All:
+class _All(msgspec.Struct, frozen=True):
     parts: tuple[_Node, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Any:
+class _Any(msgspec.Struct, frozen=True):
     location: SourceLocation
     branches: tuple[_Node, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Not:
+class _Not(msgspec.Struct, frozen=True):
     location: SourceLocation
     inner: _Node
     fields: tuple[tuple[str, Getter], ...]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import operator
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO
+
+import msgspec
 
 from rulesd.engine import Engine, Firing, GroupKeys
 from rulesd.engine.progress import group_text, outcome, snapshot
@@ -32,8 +33,7 @@ class LineError(ValueError):
     """Line N cannot be explained (past the end, or not an event); the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class ExplainedLine:
+class ExplainedLine(msgspec.Struct, frozen=True):
     """Line `line` of an events file: its event and time, each rule's explanation and, for
     each enabled rule it matches, what the event did (`outcomes`, by rule name)."""
 
@@ -41,7 +41,7 @@ class ExplainedLine:
     event: Event
     time: float
     explanations: list[RuleExplanation]
-    outcomes: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def explain_line(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from rulesd.errors import Problem
 from rulesd.ruletest import TestOutcome
@@ -18,8 +19,7 @@ from rulesd.ruletest import TestOutcome
 INVALID_CASE = "(test file)"  # the name of the test case that stands for a file that could not be run
 
 
-@dataclass(frozen=True, slots=True)
-class RuleTestFile:
+class RuleTestFile(msgspec.Struct, frozen=True):
     """What running one test file gave: its tests' outcomes, or the problems that stopped it."""
 
     path: str

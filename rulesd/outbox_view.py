@@ -9,16 +9,16 @@ the event source are read back from the payload, which names them in `details`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from rulesd.alerting.payload import CLOSE_NOTE, EVENT_SOURCE, TRIGGERING_RULES
 from rulesd.state import CLOSE, DEAD, PAUSED, PENDING, Attempt, OutboxAlert
 from rulesd.times import rfc3339
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxRow(msgspec.Struct, frozen=True):
     """One alert of the outbox as an operator sees it."""
 
     id: int

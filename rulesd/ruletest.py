@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
+
+import msgspec
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.document import Document
@@ -29,8 +30,7 @@ from rulesd.yamldoc import read_yaml
 START = 1_700_000_000.0  # event time of `at: 0s`; fixed so that tests are reproducible
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(msgspec.Struct, frozen=True):
     """An alert as a test sees it: the triggering event's 1-based index, rules, payload."""
 
     event: int
@@ -38,8 +38,7 @@ class Alert:
     payload: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class TestOutcome:
+class TestOutcome(msgspec.Struct, frozen=True):
     """One test's result; `report` is empty when it passed."""
 
     name: str

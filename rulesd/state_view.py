@@ -9,8 +9,9 @@ no clock saved, the wall clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from rulesd.engine.progress import group_facts, group_text, key_value, learning_until
 from rulesd.engine.state import RULE, EngineState
@@ -23,16 +24,14 @@ VALUES_SHOWN = 5  # distinct or known values listed per group in text
 _TIMES = ("oldest", "last_fired", "throttled_until", "started", "fires_at", "last_seen", "closes_at")
 
 
-@dataclass(frozen=True, slots=True)
-class GroupState:
+class GroupState(msgspec.Struct, frozen=True):
     """One group of a rule: its key and what its state says (`progress.group_facts`, merged)."""
 
     key: GroupKey
     facts: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class RuleState:
+class RuleState(msgspec.Struct, frozen=True):
     """A rule's saved state: `rule` as loaded now (None: not in the rule files, or changed
     there since the state was saved, so the daemon drops the state at its next reload)."""
 
@@ -42,8 +41,7 @@ class RuleState:
     learning_until: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StateView:
+class StateView(msgspec.Struct, frozen=True):
     """All of it, and the clock its times are seen from (`engine`: the engine's, else now)."""
 
     clock: float

@@ -7,35 +7,35 @@ of Prometheus is even imported.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+
+import msgspec
 
 
-@dataclass(slots=True)
-class Stats:
+class Stats(msgspec.Struct):
     """Everything the metrics report, kept by the daemon as plain numbers."""
 
-    events: dict[str, int] = field(default_factory=dict)  # per source
-    invalid: dict[str, int] = field(default_factory=dict)  # per source
-    ignored: dict[str, int] = field(default_factory=dict)  # per source: lines ignore_pattern dropped
-    unconverted: dict[tuple[str, str], int] = field(default_factory=dict)  # per (source, field)
-    untimed: dict[str, int] = field(default_factory=dict)  # per source: events timed at arrival
-    matches: dict[str, int] = field(default_factory=dict)  # per rule
-    firings: dict[str, int] = field(default_factory=dict)  # per rule
-    evicted: dict[str, int] = field(default_factory=dict)  # per rule: groups forgotten for the limits
+    events: dict[str, int] = msgspec.field(default_factory=dict)  # per source
+    invalid: dict[str, int] = msgspec.field(default_factory=dict)  # per source
+    ignored: dict[str, int] = msgspec.field(default_factory=dict)  # per source: lines ignore_pattern dropped
+    unconverted: dict[tuple[str, str], int] = msgspec.field(default_factory=dict)  # per (source, field)
+    untimed: dict[str, int] = msgspec.field(default_factory=dict)  # per source: events timed at arrival
+    matches: dict[str, int] = msgspec.field(default_factory=dict)  # per rule
+    firings: dict[str, int] = msgspec.field(default_factory=dict)  # per rule
+    evicted: dict[str, int] = msgspec.field(default_factory=dict)  # per rule: groups forgotten for the limits
     state_groups: int = 0  # groups the engine keeps state for, after the latest batch
     alerts_queued: int = 0
-    delivery: dict[str, int] = field(default_factory=dict)  # sent / retry / paused / dead / expired
-    reloads: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    delivery: dict[str, int] = msgspec.field(default_factory=dict)  # sent / retry / paused / dead / expired
+    reloads: dict[str, int] = msgspec.field(default_factory=lambda: {"ok": 0, "failed": 0})
     last_reload_ok: bool = True  # False from a failed reload until one succeeds
-    last_reload_success: float = field(default_factory=time.time)  # wall clock; the first load counts
+    last_reload_success: float = msgspec.field(default_factory=time.time)  # wall clock; the first load counts
     last_reload_seconds: float | None = None  # how long the last reload took to load the rules
     ruleset_hash: str = ""
     rules_loaded: int = 0
-    heartbeats: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    heartbeats: dict[str, int] = msgspec.field(default_factory=lambda: {"ok": 0, "failed": 0})
     last_delivery: float | None = None  # wall clock
     last_error: str | None = None
     state_problem: str | None = None  # why the state cannot be written now (reading waits meanwhile)
-    loop_alive: float = field(default_factory=time.monotonic)  # when the main loop last turned
+    loop_alive: float = msgspec.field(default_factory=time.monotonic)  # when the main loop last turned
 
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add `by` to `table[key]`."""

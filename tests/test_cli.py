@@ -545,6 +545,23 @@ def test_replay_reads_a_log_as_the_configured_source_and_reports_how_its_lines_f
     assert "skipped" not in result.stderr  # the missed lines are in the report, not one warning each
 
 
+def test_replay_with_a_config_reads_the_time_field_given_on_the_command_line(tmp_path: Path) -> None:
+    """`--time-field` overrides the source's own (its format kept): the threshold's window is
+    counted in the events' times, so three failures an hour apart never fire."""
+    write(tmp_path / "rules" / "r.yaml", SSH_BRUTE)
+    write(tmp_path / "rulesd.yaml", yaml.safe_dump({"source": {**AUTH_SOURCE, "time_field": "none"}}))
+    lines = [
+        f"Dec 10 0{h}:00:00 host sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2" for h in (1, 2, 3)
+    ]
+    write(tmp_path / "spread.log", "\n".join(lines) + "\n")
+    spread = rulesd_cli("replay", "--config", "rulesd.yaml", "--time-field", "time", "spread.log", cwd=tmp_path)
+    assert 0 == spread.returncode, spread.stderr
+    assert "events: 3, invalid lines: 0, alerts: 0" in spread.stdout
+    assert "event time (field time, time_format syslog)" in spread.stdout
+    untimed = rulesd_cli("replay", "--config", "rulesd.yaml", "spread.log", cwd=tmp_path)
+    assert "events: 3, invalid lines: 0, alerts: 1" in untimed.stdout
+
+
 def test_replay_shows_the_first_five_missed_lines_and_why_a_line_is_not_text(tmp_path: Path) -> None:
     """Six missed lines: five are shown; a line that is not UTF-8 says so."""
     source = {"type": "stdin", "format": "regex", "pattern": r"^ERROR (?P<what>\w+)"}

@@ -12,9 +12,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, TextIO
+
+import msgspec
 
 from rulesd.alerting.api import Transport
 from rulesd.alerting.dry_run import PrintTransport
@@ -72,8 +73,7 @@ class ApiKey:
             log.error("reload: keeping the previous API key: %s", exc)
 
 
-@dataclass(slots=True)
-class Parts:
+class Parts(msgspec.Struct):
     """Everything a running daemon uses; `build_parts` makes the real ones."""
 
     config: Config

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from rulesd.engine import StateDelta
 from rulesd.state import Request, StateBackend, StateUnavailable
@@ -25,8 +26,7 @@ STATE_RETRY = 1.0  # seconds between attempts to commit a batch while the state 
 STATE_REMIND = 60.0  # seconds between log lines while it still cannot
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(msgspec.Struct, frozen=True):
     """A batch evaluated but not yet committed: exactly what `StateBackend.commit` is given."""
 
     positions: dict[str, dict[str, Any]]

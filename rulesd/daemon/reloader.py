@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from rulesd.engine import PreparedRules
 from rulesd.rules.cache import RuleCache
@@ -23,8 +24,7 @@ log = logging.getLogger("rulesd")
 NAMES_SHOWN = 5  # rule names per kind of change in the reload line; the rest are counted
 
 
-@dataclass(frozen=True, slots=True)
-class LoadOutcome:
+class LoadOutcome(msgspec.Struct, frozen=True):
     """A finished load: what checking found, the prepared rules (None when there are errors or
     nothing changed), and the seconds it took."""
 

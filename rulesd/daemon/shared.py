@@ -27,9 +27,10 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+
+import msgspec
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
@@ -49,8 +50,7 @@ REFUSING = "refusing to commit"
 TURN_WAIT_MS = 200  # longest wait for another instance's commit before looking again
 
 
-@dataclass(slots=True)
-class Prepared:
+class Prepared(msgspec.Struct):
     """A batch matched and waiting to be committed: its runs (each with where its lines
     came from), what matching found, and the rule set it was matched with."""
 
@@ -60,7 +60,7 @@ class Prepared:
     arrival: float
     entries: EntryBatch | None = None  # stream mode
     token: str = ""  # fleet mode: names the batch, so that a commit whose answer was lost is not made twice
-    results: list[Batch] = field(default_factory=list)
+    results: list[Batch] = msgspec.field(default_factory=list)
 
 
 class SharedEngine:

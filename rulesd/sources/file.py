@@ -23,8 +23,9 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
+
+import msgspec
 
 from rulesd.events import JSON_PARSER, Parser
 from rulesd.sources.base import MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Saved
@@ -83,8 +84,7 @@ def expand_patterns(patterns: Sequence[str]) -> list[str]:
     return list(paths)
 
 
-@dataclass(slots=True)
-class _Watch:
+class _Watch(msgspec.Struct):
     """A watched path and the files read for it, oldest first: rotated files still being
     drained, then the file the path names now."""
 

@@ -63,10 +63,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
 import orjson
 
 from rulesd.errors import RulesdError
@@ -95,8 +95,7 @@ _FIELD_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _DIGITS = re.compile(r"[0-9]+")
 
 
-@dataclass(frozen=True, slots=True)
-class JournalCursor:
+class JournalCursor(msgspec.Struct, frozen=True):
     """Where reading stopped in the journal: the `__CURSOR` of the last entry handed out."""
 
     cursor: str

@@ -16,9 +16,9 @@ import bisect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis
 
 from rulesd.state.redis import RedisState, StreamBatch
@@ -29,8 +29,7 @@ MAX_ENTRIES = 1024  # entries per read at most
 EMPTY = b""
 
 
-@dataclass(slots=True)
-class EntryBatch:
+class EntryBatch(msgspec.Struct):
     """Entries read in one go, as lines: `starts[i]` is the index of entry `ids[i]`'s first line."""
 
     ids: list[str]

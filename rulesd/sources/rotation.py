@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 FINGERPRINT_BYTES = 1024
 
@@ -34,8 +35,7 @@ Change = Literal["same", "grew", "truncated", "changed", "replaced"]
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(msgspec.Struct, frozen=True):
     """Where reading stopped in one file: its identity, the offset of the next line, and
     a fingerprint of its first bytes (fp_len = min(size, FINGERPRINT_BYTES) when taken)."""
 
@@ -66,8 +66,7 @@ class Position:
         return self.dev, self.ino
 
 
-@dataclass(frozen=True, slots=True)
-class Tracked:
+class Tracked(msgspec.Struct, frozen=True):
     """What the file source knows of a file it reads: its identity, the size seen at the last
     look, how far it has read, and the fingerprint of its first bytes."""
 

@@ -10,8 +10,9 @@ again. The sender then drains the outbox in order through the `Outbox` half.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from rulesd.engine import StateDelta
 from rulesd.errors import RulesdError
@@ -20,8 +21,7 @@ PENDING, DEAD = "pending", "dead"
 CREATE, CLOSE = "create", "close"  # what an outbox entry asks of OpsGenie
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
     """A request to queue: create an alert (`payload` is its body) or close one (`target` is
     its alias, `payload` the close request's body). A plain dict queued is a create."""
 
@@ -41,8 +41,7 @@ class StateUnavailable(StateError):
     reading until it succeeds, so nothing is lost."""
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxAlert:
+class OutboxAlert(msgspec.Struct, frozen=True):
     """One queued alert as the sender sees it."""
 
     id: int
@@ -57,8 +56,7 @@ class OutboxAlert:
     target: str | None = None  # the alias a close is for
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True):
     """One failed delivery attempt of an alert: when, what came of it (`retry`, `paused`,
     `dead`, `expired`), and the error."""
 

@@ -28,9 +28,9 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 import redis
 from redis.commands.core import Script
@@ -80,8 +80,7 @@ class Conflict(Exception):
         self.why, self.detail = why, detail
 
 
-@dataclass(frozen=True, slots=True)
-class StreamBatch:
+class StreamBatch(msgspec.Struct, frozen=True):
     """Where a batch of stream entries is: the stream, the consumer group, the entry ids,
     and whether the batch was claimed from another instance (then its contiguity in the
     stream is checked: another's batches may be claimed at once)."""
@@ -92,8 +91,7 @@ class StreamBatch:
     claimed: bool = False
 
 
-@dataclass(slots=True)
-class Changes:
+class Changes(msgspec.Struct):
     """What `catch_up` found: the version and clock now, the published rule set's hash, and
     either `full` (load the whole state) or the changed groups' values (None: gone)."""
 
@@ -101,11 +99,10 @@ class Changes:
     clock: tuple[float, float] | None
     rules: str
     full: bool = False
-    groups: dict[tuple[str, str, GroupKey], Any] = field(default_factory=dict)
+    groups: dict[tuple[str, str, GroupKey], Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Snapshot:
+class Snapshot(msgspec.Struct):
     """The whole engine state at a version (`EngineState.to_json` form), with the clock."""
 
     version: int
