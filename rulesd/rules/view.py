@@ -27,6 +27,8 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Union
 
+import msgspec
+
 from rulesd.rules.fields import MISSING
 
 # The integers orjson reads as integers; beyond them it reads a rounded float, or refuses.
@@ -75,7 +77,6 @@ class Layout:
         keys = [*self.attributes, *(inner for key in self.members for inner in self.members[key])]
         if not all(map(_nameable, keys)):
             return None
-        import msgspec  # here: commands that evaluate no JSON lines do without its ~10 ms import
 
         def struct(name: str, fields: dict[str, str], types: dict[str, Any]) -> Any:
             return msgspec.defstruct(
