@@ -507,6 +507,12 @@ def test_a_field_read_only_below_the_top_level_is_viewed_as_a_struct(line: bytes
     assert from_view == parsed == (([0], []) if fires is None else ([], [(0, fires)] if fires else []))
 
 
+def test_a_number_beyond_a_double_in_an_inner_key_no_rule_reads_is_an_event() -> None:
+    """The documented difference holds for the keys of an object the index reads only some
+    keys of: they are skipped as the top level's are (with candidates, the line is invalid)."""
+    assert both(MEMBERS, [b'{"http": {"status": 200, "other": 1e400}}']) == (([], []), ([0], []))
+
+
 def test_a_field_read_whole_and_below_is_viewed_as_a_dict() -> None:
     """A rule reading `http` itself keeps the whole object as a dict; the rules reading inside
     it read the dict."""
