@@ -11,6 +11,7 @@ import orjson
 import pytest
 import yaml
 
+import rulesd.rules.index as index_module
 from rulesd.engine import Engine
 from rulesd.events import Named
 from rulesd.eventtime import EventTime, TimeReader
@@ -377,6 +378,45 @@ rules:
     lines = [b'{"Image\\\\Path": "x"}', b'{"say \\"hi\\"": "x"}', b'{"a\\tb": "x"}']
     fired = outcome(evaluate_lines(lines, orjson.loads, engine, 1e9))
     assert fired == ([], [(0, ["windows"]), (1, ["quoted"]), (2, ["tab"])])
+
+
+@pytest.mark.parametrize("whole_too", [True, False])
+def test_an_inner_key_msgspec_cannot_name_leaves_its_object_a_dict(whole_too: bool) -> None:
+    """Below the top level such a key costs the rule set nothing: its object is decoded whole
+    (as it is anyway when the object is read whole too), and the rules fire as from whole
+    events."""
+    text = "rules:\n  - {name: path, match: {'h.C:\\x': y}}\n  - {name: status, match: {h.status: {gte: 500}}}\n"
+    if whole_too:
+        text += "  - {name: down, match: {h: down}}\n"
+    viewer = Engine(ruleset_from_yaml(text)).viewer(None)
+    assert viewer is not None
+    assert _viewed_value(viewer, b'{"h": {"status": 1}}', "h") == {"status": 1}
+    lines = [b'{"h": {"C:\\\\x": "y"}}', b'{"h": {"status": 503}}', b'{"h": "down"}', b'{"h": {"C:\\x": "y"}}']
+    from_view, parsed = both(text, lines)
+    assert from_view == parsed == ([3], [(0, ["path"]), (1, ["status"]), *([(2, ["down"])] if whole_too else [])])
+
+
+def test_a_views_code_inlines_a_chain_of_equalities_as_deep_as_the_code_for_whole_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule of seven equalities is one function, in a view's block loop as for whole events
+    (the loop and the try block around the root's body do not count as inlining)."""
+    written: list[str] = []
+    generated_function = index_module.generated_function
+    monkeypatch.setattr(
+        index_module,
+        "generated_function",
+        lambda source, names: (written.append(source), generated_function(source, names))[1],
+    )
+    index = RuleIndex(
+        ruleset_from_yaml("rules:\n  - {name: r, match: {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7}}\n").rules
+    )
+    index.evaluator(lambda event, time, out: None, [])
+    assert len(written) == 1
+    for blocks in (False, True):
+        written.clear()
+        index.viewer(lambda event, time, out: None, [], orjson.loads, lambda line, time: None, blocks=blocks)
+        assert len(written) == 1, blocks
 
 
 def test_a_line_that_may_nest_deeper_than_orjson_allows_is_parsed_whole() -> None:

@@ -357,6 +357,7 @@ class _NodeWriter:
         self.found: dict[str, str] = {}  # field -> the local holding the ids its scan found
         self.exact: set[str] = set()  # the locals a view's code has checked for integers beyond 64 bits
         self.base = 0  # indentation of the node being written (inlined nodes sit deeper)
+        self.margin = 0  # the part of `base` that is not inlining (a view's loop and try block)
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
@@ -435,8 +436,10 @@ class _NodeWriter:
         None or INVALID), or `skip` when it has no candidate."""
         self.emit(depth, "try:")
         self.base += depth
+        self.margin = depth
         self.body(plan)
         self.base -= depth
+        self.margin = 0
         self.emit(depth, f"except {self.const(WholeLine)}:")
         self.emit(depth + 1, "out.clear()")
         self.emit(depth + 1, f"{give} {self.const(whole)}(line, time)")
@@ -594,7 +597,7 @@ class _NodeWriter:
         """
         if any(type(key) is int or type(key) is float for key in table):
             self.check_exact(value)
-        if len(table) == 1 and self.base < _INLINE_DEPTH:
+        if len(table) == 1 and self.base - self.margin < _INLINE_DEPTH:
             ((key, only),) = table.items()
             self.emit(1, f"if {value} == {self.const(key)}:")
             if isinstance(only, _Plan):

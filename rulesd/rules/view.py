@@ -18,7 +18,8 @@ could answer differently, the line is parsed whole instead:
   nothing (the one difference, documented);
 - nesting deeper than orjson allows, where msgspec's limit (the interpreter's) is higher
   (`Viewer.deep`);
-- a key msgspec cannot name a field (a backslash, a quote, a control character): no view.
+- a top-level key msgspec cannot name a field (a backslash, a quote, a control character): no
+  view; such an inner key: its object is decoded whole.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ class Layout:
 
     def member(self, key: str, inner: str) -> tuple[str, str]:
         """The attribute holding the value of `key`, and the one holding `inner` in it where
-        that value is an object decoded as a struct. (A key whose whole value is read too is
-        decoded whole: the code reading `inner` takes a dict or a struct.)"""
+        that value is an object decoded as a struct. (A key whose whole value is read too, or
+        with an inner key msgspec cannot name, is decoded whole: the code reading `inner` takes
+        a dict or a struct.)"""
         members = self.members.setdefault(key, {})
         outer = self.attributes.setdefault(key, f"f{len(self.attributes)}")
         return outer, members.setdefault(inner, f"g{len(members)}")
@@ -74,8 +76,7 @@ class Layout:
         reads (and `whole`: see `Viewer`); `stamp`, a key and the text each view holds there
         whatever the line says (see `Viewer.stamp`). None if a key cannot be a field's name in
         msgspec."""
-        keys = [*self.attributes, *(inner for key in self.members for inner in self.members[key])]
-        if not all(map(_nameable, keys)):
+        if not all(map(_nameable, self.attributes)):
             return None
 
         def struct(name: str, fields: dict[str, str], types: dict[str, Any]) -> Any:
@@ -86,11 +87,12 @@ class Layout:
                 gc=False,  # values decoded from JSON hold no cycles
             )
 
-        # Any JSON value but an object is kept as is; an object becomes the struct.
+        # Any JSON value but an object is kept as is; an object becomes the struct (a dict where
+        # the whole value is read too, or an inner key cannot be a field's name).
         members = {
             key: Union[struct("Members", inner, {}), None, bool, int, float, str, list]  # noqa: UP007
             for key, inner in self.members.items()
-            if key not in self.whole
+            if key not in self.whole and all(map(_nameable, inner))
         }
         view = struct("EventView", self.attributes, members)
         # Refused: malformed JSON, not an object, a number out of range in a field read, a
