@@ -175,10 +175,15 @@ def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float,
             firings.append((i, firing, False))
 
 
-def _viewer(parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None) -> Viewer | None:
-    """The engine's viewer for lines that `parse` reads as JSON (a named source's too), else None."""
+def _viewer(
+    parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None, match: bool = False
+) -> Viewer | None:
+    """The engine's viewer (`match`: its match viewer) for lines that `parse` reads as JSON (a
+    named source's too), else None."""
     json = parse.parse if type(parse) is Named else parse
-    return engine.viewer(time, parse) if json is orjson.loads else None
+    if json is not orjson.loads:
+        return None
+    return engine.match_viewer(time, parse) if match else engine.viewer(time, parse)
 
 
 def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
@@ -244,22 +249,31 @@ def _evaluate_viewed_timed(
             _take(out, i, firings)
         if firing is not None:
             firings.append((i, firing, False))
-    skipped = set(invalid[before:])
     # Events that concern no rule move the clock too (a silence shows in other events): to the
-    # time of the block's last event, which orjson parses (as without views, a number beyond a
-    # double where no rule reads makes a line no event, so the clock takes the one before).
-    for j in range(last, start - 1, -1):
-        if j in skipped:
-            continue
-        try:
-            event = parse(lines[j - start])
-        except ValueError:
-            continue
+    # time of the block's last event.
+    end = _last_event(lines, start, last, set(invalid[before:]), parse)
+    if end is not None:
+        j, event = end
         engine.position = j
         engine.advance(engine.time_of(event, arrival, time))
         if out:
             _take(out, j, firings)
-        return
+
+
+def _last_event(
+    lines: Sequence[bytes], start: int, last: int, skipped: set[int], parse: Callable[[bytes], Any]
+) -> tuple[int, Any] | None:
+    """The last event of a block judged from views, at or before index `last`, parsed whole by
+    orjson (as without views, a number beyond a double where no rule reads makes a line no
+    event, so the one before it is taken); None if there is none."""
+    for j in range(last, start - 1, -1):
+        if j in skipped:
+            continue
+        try:
+            return j, parse(lines[j - start])
+        except ValueError:
+            continue
+    return None
 
 
 def _evaluate_timed(
@@ -318,8 +332,21 @@ def match_lines(
     """Parse `lines` and find the rules each event matches, without the engine's state (see
     `Engine.matcher`): the part several processes sharing the state can do at once."""
     matches = Matches(len(lines))
-    match = engine.matcher(time)
     invalid, matched = matches.invalid, matches.matched
+    viewer = _viewer(parse, engine, time, match=True)
+    if viewer is not None:  # JSON lines: judged from views, as in `evaluate_lines`
+        assert viewer.evaluate_block is not None
+        for start, block in _numbered_blocks(lines):
+            viewed: list[tuple[int, Any, bool]] = []
+            before = len(invalid)
+            viewer.evaluate_block(_views(block, viewer), block, start, arrival, invalid, viewed)
+            matched += [(i, m) for i, m, _ in viewed]
+            if engine.timed and (
+                end := _last_event(block, start, start + len(block) - 1, set(invalid[before:]), parse)
+            ):
+                matches.block_ends.append((end[0], engine.time_of(end[1], arrival, time)))
+        return matches
+    match = engine.matcher(time)
     for start, block in _numbered_blocks(lines):
         last: Any = None
         for i, event in enumerate(parse_block(parse, block), start):
@@ -340,9 +367,7 @@ def match_lines(
 
 def apply_matches(matches: Matches, engine: Engine, source: Callable[[int], Any] | None = None) -> Batch:
     """The second step: the engine's state applied to what `match_lines` found, in order; the
-    same batch `evaluate_lines` gives for the same lines and state (but that `match_lines`
-    parses every JSON line whole: a number beyond a double that the index compares as no number
-    makes the line invalid here, an event that matched nothing from a view)."""
+    same batch `evaluate_lines` gives for the same lines and state."""
     batch = Batch(matches.lines, matches.invalid, [], matches.ignored)
     firings, out = batch.firings, engine.out
     engine.source = source

@@ -15,7 +15,7 @@ import rulesd.rules.index as index_module
 from rulesd.engine import Engine
 from rulesd.events import Named
 from rulesd.eventtime import EventTime, TimeReader
-from rulesd.pipeline import BLOCK_LINES, Batch, _viewer, _views, evaluate_lines
+from rulesd.pipeline import BLOCK_LINES, Batch, Matches, _viewer, _views, evaluate_lines, match_lines
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.view import Layout
 from tests.ruletools import ruleset_from_yaml
@@ -595,3 +595,46 @@ def test_blocks_judged_in_one_call_give_each_line_its_own_index() -> None:
     assert from_view == parsed
     assert len(from_view[0]) > len(lines) / 6 and len(from_view[1]) > len(lines) / 6
     assert Engine(ruleset_from_yaml(text)).viewer(None).evaluate_block is not None  # type: ignore[union-attr]
+
+
+def _matched(matches: Matches) -> tuple[list[int], list[tuple[int, list[str], list[Any], float]], list[Any]]:
+    """What `match_lines` found, comparable across engines."""
+    found = [(i, [r.name for r in m.rules], m.groups, m.time) for i, m in matches.matched]
+    return matches.invalid, found, matches.block_ends
+
+
+@pytest.mark.parametrize("shape", ["ops", "kinds"])
+def test_scale_out_matching_from_views_finds_what_whole_events_find(shape: str) -> None:
+    """`match_lines` (the step the scale-out workers run in parallel) judges JSON lines from
+    views too: the same matches, groups, event times, invalid lines and block ends (rules
+    with timers: the clock's steps) as from lines parsed whole, bad lines among them."""
+    raw = generate.shape_module(shape).generate_rules(100, generate.DEFAULT_SEED)
+    ruleset = ruleset_from_yaml(yaml.safe_dump({"rules": raw}))
+    events = planted_events([r for r in raw if "match" in r], 3000, shape)
+    for i, event in enumerate(events):
+        event["timestamp"] = f"2024-06-11T{i * 5 // 3600:02d}:{i * 5 // 60 % 60:02d}:{i * 5 % 60:02d}Z"
+    lines = [orjson.dumps(e) if i % 97 else b'{"timestamp": [}' for i, e in enumerate(events)]
+    lines[-1] = b'{"timestamp": "2024-06-11T23:00:00Z", "x": 1e400}'  # the last line orjson refuses
+    viewed = Engine(ruleset, time=TimeReader(EventTime("timestamp")), saved=False)
+    parsed = Engine(ruleset, time=TimeReader(EventTime("timestamp")), saved=False)
+    assert viewed.match_viewer(viewed.time) is not None and viewed.timed == (shape == "kinds")
+    for start in range(0, len(lines), 500):
+        block = lines[start : start + 500]
+        got = _matched(match_lines(block, orjson.loads, viewed, 1e9, viewed.time))
+        expected = _matched(match_lines(block, whole, parsed, 1e9, parsed.time))
+        assert got[1:] == expected[1:]
+        # The documented difference: `1e400` where no rule reads is an event from a view.
+        assert [i for i in expected[0] if i not in got[0]] == ([499] if start + 500 >= len(lines) else [])
+    assert viewed._match_viewers, "the lines were judged from views"
+
+
+def test_scale_out_matching_from_views_takes_a_named_sources_name() -> None:
+    """A named source's views hold its name, over the line's own `source_name`."""
+    engine = Engine(ruleset_from_yaml(NAMED_RULES))
+    named = Named(orjson.loads, "nginx")
+    lines = [b'{"source_name": "app", "status": 503}', b'{"status": 503}', b'{"source_name": "app"}', b"{"]
+    got = _matched(match_lines(lines, named, engine, 1e9))
+    expected = _matched(match_lines(lines, lambda line: named(line), Engine(ruleset_from_yaml(NAMED_RULES)), 1e9))
+    assert got[:2] == expected[:2]
+    assert [(i, names) for i, names, _, _ in got[1]] == [(0, ["by-source"]), (1, ["by-source"])]
+    assert engine._match_viewers, "the lines were judged from views"

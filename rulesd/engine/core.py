@@ -129,6 +129,7 @@ class Engine:
         self._evaluators: dict[TimeReader | None, Evaluate] = {}
         self._viewers: dict[tuple[TimeReader | None, Parse], Viewer | None] = {}
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
+        self._match_viewers: dict[tuple[TimeReader | None, Parse], Viewer | None] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
         self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
@@ -186,6 +187,7 @@ class Engine:
         self._viewers.clear()
         self._viewers.update(prepared.viewers)
         self._matchers.clear()
+        self._match_viewers.clear()
         self.__dict__.pop("evaluate", None)  # written again when next used (see `evaluate`)
         self._adopt(ruleset)
         self._set_timers()
@@ -210,22 +212,44 @@ class Engine:
         viewer = self._viewers[key] = self._write_viewer(self.index, time, parse, self.timed)
         return viewer
 
+    def match_viewer(self, time: TimeReader | None, parse: Parse = orjson.loads) -> Viewer | None:
+        """`matcher`'s counterpart for JSON lines judged from views (see `viewer`): what it
+        gives a line is the `Matched` of its rules (appended to the block's `firings`), or
+        INVALID. Always a viewer of blocks: the pipeline moves no clock between lines here."""
+        key = (time, parse)
+        if key in self._match_viewers:
+            return self._match_viewers[key]
+        stamp = (SOURCE_NAME, parse.name) if type(parse) is Named else None
+        whole = functools.partial(self._whole, self.matcher, time, parse)
+        decide = self._decider(time, self._match_only)
+        viewer = self.index.viewer(decide, self._candidates, parse, whole, stamp, blocks=True)
+        self._match_viewers[key] = viewer
+        return viewer
+
     def _write_viewer(self, index: RuleIndex, time: TimeReader | None, parse: Parse, timed: bool) -> Viewer | None:
         """A viewer that judges a block of lines per call, or one line per call if the rule set
         has timers (the pipeline takes what they fire between lines)."""
         stamp = (SOURCE_NAME, parse.name) if type(parse) is Named else None
-        whole = functools.partial(self._whole, time, parse)
+        whole = functools.partial(self._whole, self.evaluator, time, parse)
         decide = self._decider(time, self._decide)
         return index.viewer(decide, self._candidates, parse, whole, stamp, blocks=not timed)
 
-    def _whole(self, time: TimeReader | None, parse: Parse, line: bytes, arrival: float) -> Any:
-        """A JSON line judged from its whole parse (what its view cannot judge): the firing or
-        None, INVALID if it is no event. The evaluator of whole events is written for the first."""
+    def _whole(
+        self,
+        step: Callable[[TimeReader | None], Callable[[Event, float], Any]],
+        time: TimeReader | None,
+        parse: Parse,
+        line: bytes,
+        arrival: float,
+    ) -> Any:
+        """A JSON line judged from its whole parse (what its view cannot judge) by the `step`
+        for `time` (`evaluator` or `matcher`, written for the first such line): what the step
+        gives, or INVALID if the line is no event."""
         try:
             event = parse(line)
         except ValueError:
             return INVALID
-        return self.evaluator(time)(event, arrival) if type(event) is dict else INVALID
+        return step(time)(event, arrival) if type(event) is dict else INVALID
 
     def _adopt(self, ruleset: RuleSet) -> None:
         current = {r.name: r.fingerprint for r in ruleset.rules}
