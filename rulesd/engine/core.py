@@ -166,8 +166,8 @@ class Engine:
             viewed = tuple(self._viewers)
         except RuntimeError:
             viewed = ()
-        timed = _timed(ruleset)
-        viewers = {(t, p): self._write_viewer(index, t, p, timed) for t, p in viewed}
+        blocks = not _timed(ruleset)
+        viewers = {(t, p): self._write_viewer(index, t, p, blocks=blocks) for t, p in viewed}
         order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
         return PreparedRules(ruleset, index, evaluators, viewers, order)
 
@@ -209,7 +209,7 @@ class Engine:
         key = (time, parse)
         if key in self._viewers:
             return self._viewers[key]
-        viewer = self._viewers[key] = self._write_viewer(self.index, time, parse, self.timed)
+        viewer = self._viewers[key] = self._write_viewer(self.index, time, parse, blocks=not self.timed)
         return viewer
 
     def match_viewer(self, time: TimeReader | None, parse: Parse = orjson.loads) -> Viewer | None:
@@ -219,20 +219,19 @@ class Engine:
         key = (time, parse)
         if key in self._match_viewers:
             return self._match_viewers[key]
-        stamp = (SOURCE_NAME, parse.name) if type(parse) is Named else None
-        whole = functools.partial(self._whole, self.matcher, time, parse)
-        decide = self._decider(time, self._match_only)
-        viewer = self.index.viewer(decide, self._candidates, parse, whole, stamp, blocks=True)
-        self._match_viewers[key] = viewer
+        viewer = self._match_viewers[key] = self._write_viewer(self.index, time, parse, blocks=True, matching=True)
         return viewer
 
-    def _write_viewer(self, index: RuleIndex, time: TimeReader | None, parse: Parse, timed: bool) -> Viewer | None:
-        """A viewer that judges a block of lines per call, or one line per call if the rule set
-        has timers (the pipeline takes what they fire between lines)."""
+    def _write_viewer(
+        self, index: RuleIndex, time: TimeReader | None, parse: Parse, *, blocks: bool, matching: bool = False
+    ) -> Viewer | None:
+        """A viewer for the engine's whole step (`matching`: its first step alone, `matcher`),
+        judging a block of lines per call, or one line per call (`blocks` False: a rule set
+        with timers, whose firings the pipeline takes between lines)."""
         stamp = (SOURCE_NAME, parse.name) if type(parse) is Named else None
-        whole = functools.partial(self._whole, self.evaluator, time, parse)
-        decide = self._decider(time, self._decide)
-        return index.viewer(decide, self._candidates, parse, whole, stamp, blocks=not timed)
+        step, decide = (self.matcher, self._match_only) if matching else (self.evaluator, self._decide)
+        whole = functools.partial(self._whole, step, time, parse)
+        return index.viewer(self._decider(time, decide), self._candidates, parse, whole, stamp, blocks=blocks)
 
     def _whole(
         self,
