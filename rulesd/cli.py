@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import difflib
+import functools
 import json
 import logging
 import os
@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 import msgspec
 import orjson
@@ -60,19 +60,55 @@ try them on recorded events with `rulesd replay`, and run the daemon with `rules
 EPILOG = "Run `rulesd COMMAND --help` for the options of a command."
 
 
+@functools.cache
+def _help_width() -> int:
+    """What argparse's formatter would work out (`shutil.get_terminal_size`, less 2): $COLUMNS,
+    else the terminal's width, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized once per process: argparse makes one for every option it is
+    given (to check its help), and each would import shutil and ask the terminal again."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
+class _RawDescriptionFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The top-level help keeps its description's line breaks."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An argument parser (and its subcommands' parsers) with the sized formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
     # Subcommands accept the logging options too; SUPPRESS keeps their defaults from
     # overwriting a value given before the subcommand.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _ArgumentParser(add_help=False)
     common.add_argument(
         "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"], help=LOG_LEVEL_HELP
     )
     common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"], help=LOG_FORMAT_HELP)
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="rulesd",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawDescriptionFormatter,
     )
     # Separate actions from `common`'s: argparse shares parent actions, defaults included.
     parser.add_argument(
@@ -110,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     _outbox_options(outbox, defaults=True)
     actions = outbox.add_subparsers(dest="action", metavar="ACTION")
     # The options may follow the action too (`rulesd outbox list --config F --format json`).
-    after = argparse.ArgumentParser(add_help=False)
+    after = _ArgumentParser(add_help=False)
     _outbox_options(after, defaults=False)
     actions.add_parser("list", parents=[common, after], help="pending, paused and dead-lettered alerts")
     show = actions.add_parser("show", parents=[common, after], help="one alert's payload and attempts")
@@ -515,6 +551,8 @@ def _explain_line(args: argparse.Namespace, ruleset: RuleSet, explainer: Explain
 
 def unknown_rule(name: str, names: Sequence[str]) -> str:
     """`no rule named 'x' (did you mean 'y'?)`."""
+    import difflib  # (only for this message)
+
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f" ({len(names)} rule(s) loaded)"
     return f"no rule named {name!r}{hint}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 import rulesd
+from rulesd import cli
 from rulesd.replay import blocks
 from tests.daemon_process import PAGE_RULE
 from tests.opsgenie_schema import create_alert_validator
@@ -712,3 +714,23 @@ def test_replay_interrupted_within_a_block_still_shows_the_alerts_found(
     with pytest.raises(KeyboardInterrupt):
         cli.cmd_replay(args)
     assert ["line 1:", "line 2:", "line 3:"] == [line[:7] for line in capsys.readouterr().out.splitlines()]
+
+
+@pytest.mark.parametrize("columns", ["57", "132"])
+def test_help_is_formatted_as_argparse_would(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formatter sized once per process wraps help exactly as argparse's own, to $COLUMNS."""
+    monkeypatch.setenv("COLUMNS", columns)
+    cli._help_width.cache_clear()
+    try:
+        parser = cli.build_parser()
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parsers = [parser, *subparsers.choices.values()]
+        ours = [p.format_help() for p in parsers]
+        for p in parsers:
+            p.formatter_class = (
+                argparse.RawDescriptionHelpFormatter if p is parser else argparse.HelpFormatter  # argparse's own
+            )
+        assert [p.format_help() for p in parsers] == ours
+        assert any(len(line) > 80 for text in ours[1:] for line in text.splitlines()) == (columns == "132")
+    finally:
+        cli._help_width.cache_clear()
