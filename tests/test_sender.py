@@ -344,6 +344,86 @@ def test_resume_retries_a_paused_head_at_once(store: SqliteState, clock: FakeClo
     assert sender.paused_reason is None
 
 
+def test_resume_after_the_paused_head_was_read_again(store: SqliteState, clock: FakeClock) -> None:
+    """The pending alerts the sender read ahead (a paused head due later) are read again after
+    a resume: the head is tried at once, not when the pause would have ended."""
+    queue(store, "a", "b")
+    wrong_key = PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)
+    transport = FakeTransport(wrong_key)
+    sender = make_sender(store, transport, clock, auth_retry=60.0)
+    assert 60.0 == sender.step()
+    clock.advance(10)
+    assert 50.0 == sender.step()  # read again, still waiting
+
+    assert sender.resume()
+    assert IDLE_DELAY == sender.step()
+    assert ["a", "b"] == transport.sent
+
+
+class CountingStore(SqliteState):
+    """Counts the sender's reads of the outbox; `owns` answers from `owner` when it is set."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.reads: list[int] = []
+        self.owner: Callable[[int], bool] | None = None
+
+    def ahead(self, limit: int) -> list[OutboxAlert]:
+        found = super().ahead(limit)
+        self.reads.append(len(found))
+        return found
+
+    def owns(self, alert_id: int) -> bool:
+        return self.owner(alert_id) if self.owner is not None else super().owns(alert_id)
+
+
+def test_the_outbox_is_read_ahead(db: str, clock: FakeClock) -> None:
+    """A burst is read from the outbox a few dozen alerts at a time, and still sent in order,
+    alerts queued meanwhile after those read."""
+    store = CountingStore(db)
+    messages = [f"m{i}" for i in range(70)]
+    queue(store, *messages)
+    transport = FakeTransport(on_send=lambda: queue(store, "late") if transport.sent == ["m0"] else None)
+    sender = make_sender(store, transport, clock)
+    assert IDLE_DELAY == sender.step()
+
+    assert [*messages, "late"] == transport.sent
+    assert [32, 32, 7, 0] == store.reads
+    assert [] == store.alerts()
+    store.close()
+
+
+def test_no_alert_read_ahead_is_sent_once_another_process_took_the_outbox(db: str, clock: FakeClock) -> None:
+    """While it was not this process's to send, the outbox may have changed (another instance
+    sent its alerts): it is read again before anything is sent."""
+    store = CountingStore(db)
+    queue(store, "a", "b")
+    transport = FakeTransport()
+    sender = make_sender(store, transport, clock)
+    store.owner = lambda alert_id: False
+    sender.step()
+    assert [] == transport.attempts
+    first = store.head()
+    assert first is not None
+    store.mark_sent(first.id)  # sent by the other instance
+    store.owner = None
+    sender.step()
+
+    assert ["b"] == transport.sent
+    store.close()
+
+
+def test_sqlite_reads_ahead_the_oldest_pending_alerts(store: SqliteState, clock: FakeClock) -> None:
+    queue(store, "a", "b", "c", "d")
+    transport = FakeTransport(PermanentAlertError("HTTP 422", 422, "bad"))
+    make_sender(store, transport, clock).step()  # "a" dead-lettered, then the rest sent
+    queue(store, "e", "f", "g")
+
+    assert ["e", "f"] == [a.payload["message"] for a in store.ahead(2)]
+    assert ["e", "f", "g"] == [a.payload["message"] for a in store.ahead(10)]
+    assert ["e"] == [a.payload["message"] for a in store.ahead(1)]
+
+
 def test_expiry_after_max_age(store: SqliteState, clock: FakeClock) -> None:
     """An alert still undelivered after max_age is dead-lettered as expired, not sent late."""
     queue(store, "old")
