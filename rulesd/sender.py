@@ -25,7 +25,6 @@ import math
 import random as _random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 from rulesd.alerting.api import (
@@ -48,9 +47,6 @@ POLL_INTERVAL = 5.0
 STATE_RETRY = 1.0
 # Seconds before looking again when the outbox turned out to be another process's to send.
 OWNERSHIP_WAIT = 1.0
-# Pending alerts are read from the store this many at a time: one query instead of one per
-# alert (in a burst, each query is also a hand-over of the GIL with the daemon's reader).
-READ_AHEAD = 32
 # A server's Retry-After is honoured up to this; a broken header must not stall the queue.
 RETRY_AFTER_MAX = 3600.0
 
@@ -140,10 +136,6 @@ class Sender:
         # is recorded before anything else is done, and never sent again meanwhile.
         self._delivered: int | None = None
         self._state_problem: str | None = None  # logged once while recording keeps failing
-        # The oldest pending alerts, read ahead from the store (`_head`). Alerts queued later
-        # come after them, so only what this sender does to them can make them stale: they
-        # are forgotten after any outcome but a delivery (a retry changes the head's time).
-        self._ahead: deque[OutboxAlert] = deque()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -227,7 +219,6 @@ class Sender:
             alert = self._store.head()
             if alert is not None:
                 self._store.reschedule(alert.id, self._clock(), alert.last_error or "", count=False)
-            self._ahead.clear()
             return True
 
     # -- one alert ---------------------------------------------------------------------------
@@ -243,7 +234,7 @@ class Sender:
                 self._record_delivery()
                 return None
             now = self._clock()
-            alert = self._head()
+            alert = self._store.head()
             if alert is None:
                 return math.inf
             if is_expired(alert, now, self._max_age):
@@ -253,12 +244,6 @@ class Sender:
                 return self._wait(alert, alert.next_attempt, now)
             return self._attempt(alert, now)
 
-    def _head(self) -> OutboxAlert | None:
-        """The oldest pending alert: the first of those read ahead, read again once used up."""
-        if not self._ahead:
-            self._ahead.extend(self._store.ahead(READ_AHEAD))
-        return self._ahead[0] if self._ahead else None
-
     def _wait(self, alert: OutboxAlert, next_attempt: float, now: float) -> float:
         """Seconds until the head needs attention: its next attempt or its expiry, if sooner."""
         return min(next_attempt, alert.created + self._max_age) - now
@@ -266,7 +251,6 @@ class Sender:
     def _attempt(self, alert: OutboxAlert, now: float) -> float | None:
         """Send one due alert and record the outcome; the wait before the next try, if any."""
         if not self._store.owns(alert.id):  # another process took the outbox over (after a pause)
-            self._ahead.clear()
             return OWNERSHIP_WAIT
         try:
             if alert.action == CLOSE:
@@ -286,7 +270,6 @@ class Sender:
             log.exception("unexpected error sending alert %d", alert.id)
             return self._retry(alert, now, f"unexpected {type(exc).__name__}", None)
         self._delivered = alert.id  # delivered: never sent again, even if recording it fails
-        self._ahead.popleft()
         self.paused_reason = self.last_error = None
         self.last_success = now
         self._report(SENT, alert, _sent_detail(alert))
@@ -303,7 +286,6 @@ class Sender:
             self._pause_recorded = False
 
     def _retry(self, alert: OutboxAlert, now: float, error: str, retry_after: float | None) -> float:
-        self._ahead.clear()
         delay = retry_delay(
             alert.attempts,
             retry_after,
@@ -317,7 +299,6 @@ class Sender:
         return self._wait(alert, now + delay, now)
 
     def _pause(self, alert: OutboxAlert, now: float, exc: PausingAlertError) -> float:
-        self._ahead.clear()
         # Not counted: the alert is not at fault, and nothing may be dead-lettered for it.
         self._store.reschedule(alert.id, now + self._auth_retry, str(exc), count=False, at=now, result=PAUSED)
         # Recorded in the store too, so that `rulesd outbox list` (another process) shows it.
@@ -328,13 +309,11 @@ class Sender:
         return self._wait(alert, now + self._auth_retry, now)
 
     def _dead_letter(self, alert: OutboxAlert, exc: PermanentAlertError) -> None:
-        self._ahead.clear()
         self._store.dead_letter(alert.id, str(exc), exc.body, at=self._clock(), result=DEAD)
         self.last_error = str(exc)
         self._report(DEAD, alert, str(exc))
 
     def _expire(self, alert: OutboxAlert, now: float) -> None:
-        self._ahead.clear()
         age = now - alert.created
         error = f"expired: undelivered after {age:.0f}s (max_age {self._max_age:.0f}s)"
         if alert.last_error:

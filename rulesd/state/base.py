@@ -72,11 +72,6 @@ class Outbox(Protocol):
         """The oldest pending alert: the sender delivers strictly in order."""
         ...
 
-    def ahead(self, limit: int) -> list[OutboxAlert]:
-        """The oldest pending alerts in order, at most `limit` (at least the head, if any): what
-        the sender will try next, read in one go."""
-        ...
-
     def owns(self, alert_id: int) -> bool:
         """Asked right before a send: may this process still send the alert? (Where several
         processes share the outbox, one that was paused may have lost it to another.)"""

@@ -338,12 +338,6 @@ class RedisState:
             return None
         return _queued(int(reply[0]), reply[1], reply[2])
 
-    def ahead(self, limit: int) -> list[OutboxAlert]:
-        """Only the head: reading it takes or renews the sender's lease, which is asked for
-        before every alert here (another instance may take the outbox over)."""
-        alert = self.head()
-        return [alert] if alert is not None else []
-
     def owns(self, alert_id: int) -> bool:
         """True if this instance still holds the lease and the alert is still queued: asked
         right before a send, so that an instance resuming from a pause does not send an

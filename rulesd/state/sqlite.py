@@ -220,11 +220,6 @@ class SqliteState:
         rows = self._rows(f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1")
         return _alert(rows[0]) if rows else None
 
-    def ahead(self, limit: int) -> list[OutboxAlert]:
-        """The oldest pending alerts in order, at most `limit`."""
-        rows = self._rows(f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?", (limit,))
-        return [_alert(row) for row in rows]
-
     def owns(self, alert_id: int) -> bool:
         """Always: one process delivers from this outbox (the state directory's lock)."""
         return True
