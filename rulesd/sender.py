@@ -26,6 +26,7 @@ import random as _random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from rulesd.alerting.api import (
     AlertError,
@@ -151,8 +152,15 @@ class Sender:
                 return IDLE_DELAY if delay == math.inf else delay
         return 0.0
 
-    def run(self, stop: threading.Event, wake: threading.Event) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        wake: threading.Event,
+        busy: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> None:
         """Deliver until `stop` is set; `wake` cuts a wait short (set it after `stop` too).
+        Each pass runs inside `busy()` (the daemon keeps it on its reader's CPU: see
+        `rulesd.daemon.cpu`).
 
         Never raises: a failing store or callback is logged and tried again after a pause.
         """
@@ -161,7 +169,8 @@ class Sender:
             while not stop.is_set():
                 # Cleared before looking, so a wake-up during the step is not lost.
                 wake.clear()
-                delay = self._guarded_step(stop)
+                with busy():
+                    delay = self._guarded_step(stop)
                 if stop.is_set():
                     break
                 wake.wait(min(delay, self._poll))

@@ -490,10 +490,10 @@ def set_after(event: threading.Event, count: int) -> Callable[[], None]:
 
 
 @contextmanager
-def running(sender: Sender) -> Iterator[tuple[threading.Event, threading.Thread]]:
+def running(sender: Sender, *busy: Any) -> Iterator[tuple[threading.Event, threading.Thread]]:
     """`sender.run` in its own thread; yields its wake event and the thread, stops it on exit."""
     stop, wake = threading.Event(), threading.Event()
-    thread = threading.Thread(target=sender.run, args=(stop, wake))
+    thread = threading.Thread(target=sender.run, args=(stop, wake, *busy))
     thread.start()
     try:
         yield wake, thread
@@ -515,6 +515,34 @@ def test_run_delivers_in_its_own_thread_and_stops(store: SqliteState, clock: Fak
 
     assert not thread.is_alive()
     assert ["a", "b", "c"] == transport.sent
+
+
+def test_run_delivers_inside_busy(store: SqliteState, clock: FakeClock) -> None:
+    """Each pass of run() that delivers runs inside the `busy` context (the daemon's CPU sharing)."""
+    inside, delivered = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    @contextmanager
+    def busy() -> Iterator[None]:
+        inside.set()
+        try:
+            yield
+        finally:
+            inside.clear()
+
+    def on_send() -> None:
+        seen.append(inside.is_set())
+        if len(seen) == 2:
+            delivered.set()
+
+    sender = make_sender(store, FakeTransport(on_send=on_send), clock)
+    with running(sender, busy) as (wake, _):
+        queue(store, "a", "b")
+        wake.set()
+        assert delivered.wait(10)
+
+    assert [True, True] == seen
+    assert not inside.is_set()
 
 
 def test_run_survives_a_failing_step(store: SqliteState, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:

@@ -21,6 +21,7 @@ from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.committer import Committer, Pending
+from rulesd.daemon.cpu import SharedCpu
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
@@ -80,7 +81,11 @@ class Daemon:
         self.parts.watcher.start()
         threads = [
             threading.Thread(
-                target=self.sender.run, args=(self.sender_stop, self.sender_wake), name="rulesd-sender", daemon=True
+                target=self.sender.run,
+                # While it delivers, the sender shares this thread's CPU (see rulesd.daemon.cpu).
+                args=(self.sender_stop, self.sender_wake, SharedCpu(threading.get_native_id()).held),
+                name="rulesd-sender",
+                daemon=True,
             )
         ]
         for warning in self.config.warnings:
