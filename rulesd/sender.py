@@ -160,7 +160,7 @@ class Sender:
     ) -> None:
         """Deliver until `stop` is set; `wake` cuts a wait short (set it after `stop` too).
         Each pass runs inside `busy()` (the daemon keeps it on its reader's CPU: see
-        `rulesd.daemon.cpu`).
+        `rulesd.shared_cpu`).
 
         Never raises: a failing store or callback is logged and tried again after a pause.
         """

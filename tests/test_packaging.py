@@ -94,7 +94,7 @@ def test_unit_exposure_is_at_most_two(unit_copy: Path) -> None:
         ("LoadCredential", [f"{CREDENTIAL_NAME}:/etc/rulesd/opsgenie.key"]),
         ("MemoryDenyWriteExecute", ["yes"]),
         ("LimitCORE", ["0"]),
-        # The sender placed on the reader's CPU while it delivers (rulesd.daemon.cpu); EPERM not SIGSYS.
+        # The sender placed on the reader's CPU while it delivers (rulesd.shared_cpu); EPERM not SIGSYS.
         ("SystemCallFilter", ["@system-service", "~@privileged @resources", "sched_setaffinity"]),
         ("SystemCallErrorNumber", ["EPERM"]),
     ],

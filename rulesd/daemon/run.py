@@ -21,11 +21,11 @@ from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.committer import Committer, Pending
-from rulesd.daemon.cpu import SharedCpu
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, advance, build_alerts, evaluate_lines
+from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.state import CLOSE, Request
@@ -82,7 +82,7 @@ class Daemon:
         threads = [
             threading.Thread(
                 target=self.sender.run,
-                # While it delivers, the sender shares this thread's CPU (see rulesd.daemon.cpu).
+                # While it delivers, the sender shares this thread's CPU (see rulesd.shared_cpu).
                 args=(self.sender_stop, self.sender_wake, SharedCpu(threading.get_native_id()).held),
                 name="rulesd-sender",
                 daemon=True,

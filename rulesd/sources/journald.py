@@ -72,6 +72,7 @@ import orjson
 from rulesd.errors import RulesdError
 from rulesd.events import InvalidEvent, Parser
 from rulesd.rules.fields import Event
+from rulesd.shared_cpu import release_child
 from rulesd.sources.base import CHUNK, MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Saved
 from rulesd.sources.lines import MAX_CHUNKS_PER_READ, LineQueue, Lines, LineSplitter
 
@@ -286,6 +287,7 @@ class _Journalctl:
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
         assert self.popen.stdout is not None and self.popen.stderr is not None
+        release_child(self.popen.pid)  # (started while the sender delivers, it would keep one CPU)
         self.out: int | None = self.popen.stdout.fileno()
         self.err: int | None = self.popen.stderr.fileno()
         self.lines = LineSplitter(NAME, max_line_bytes, warn)
