@@ -88,7 +88,7 @@ class SharedCpu:
         try:
             os.sched_setaffinity(0, {cpu})
         except OSError:
-            os.sched_setaffinity(self.reader, readers)
+            _give(self.reader, readers)
             raise
         return cpu, readers, mine, before
 
