@@ -183,7 +183,7 @@ def _viewer(
     json = parse.parse if type(parse) is Named else parse
     if json is not orjson.loads:
         return None
-    return engine.match_viewer(time, parse) if match else engine.viewer(time, parse)
+    return engine.viewer(time, parse, matching=match)
 
 
 def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:

@@ -207,6 +207,20 @@ def test_a_reload_with_prepared_rules_brings_its_own_viewer() -> None:
     assert outcome(evaluate_lines(lines, orjson.loads, engine, 1e9))[1] == [(1, ["hosted"])]
 
 
+def test_a_reload_with_prepared_rules_brings_its_own_match_viewer() -> None:
+    """The scale-out workers' matching step too: its viewer for the new rules is written with
+    them (in the reload's thread), not by the first batch after the swap."""
+    engine = Engine(ruleset_from_yaml(RULES))
+    assert _matched(match_lines([b'{"service": "api"}'], orjson.loads, engine, 1e9))[1][0][1] == ["api"]
+    new = ruleset_from_yaml("rules:\n  - {name: hosted, match: {host: db-1}}\n")
+    engine.replace_rules(new, engine.prepare_rules(new))
+    assert any(matching for _, _, matching in engine._viewers), "the prepared rules carry the match viewer"
+    lines = [b'{"service": "api"}', b'{"host": "db-1"}']
+    assert [(i, names) for i, names, _, _ in _matched(match_lines(lines, orjson.loads, engine, 1e9))[1]] == [
+        (1, ["hosted"])
+    ]
+
+
 def test_a_bad_line_among_ascii_lines_leaves_the_others_judged() -> None:
     """A block of ASCII lines is viewed at once; a bad line in it is invalid, and the views of
     the lines before and after it are still judged."""
@@ -617,7 +631,7 @@ def test_scale_out_matching_from_views_finds_what_whole_events_find(shape: str) 
     lines[-1] = b'{"timestamp": "2024-06-11T23:00:00Z", "x": 1e400}'  # the last line orjson refuses
     viewed = Engine(ruleset, time=TimeReader(EventTime("timestamp")), saved=False)
     parsed = Engine(ruleset, time=TimeReader(EventTime("timestamp")), saved=False)
-    assert viewed.match_viewer(viewed.time) is not None and viewed.timed == (shape == "kinds")
+    assert viewed.viewer(viewed.time, matching=True) is not None and viewed.timed == (shape == "kinds")
     for start in range(0, len(lines), 500):
         block = lines[start : start + 500]
         got = _matched(match_lines(block, orjson.loads, viewed, 1e9, viewed.time))
@@ -625,7 +639,7 @@ def test_scale_out_matching_from_views_finds_what_whole_events_find(shape: str) 
         assert got[1:] == expected[1:]
         # The documented difference: `1e400` where no rule reads is an event from a view.
         assert [i for i in expected[0] if i not in got[0]] == ([499] if start + 500 >= len(lines) else [])
-    assert viewed._match_viewers, "the lines were judged from views"
+    assert any(matching for _, _, matching in viewed._viewers), "the lines were judged from views"
 
 
 def test_scale_out_matching_from_views_takes_a_named_sources_name() -> None:
@@ -637,4 +651,4 @@ def test_scale_out_matching_from_views_takes_a_named_sources_name() -> None:
     expected = _matched(match_lines(lines, lambda line: named(line), Engine(ruleset_from_yaml(NAMED_RULES)), 1e9))
     assert got[:2] == expected[:2]
     assert [(i, names) for i, names, _, _ in got[1]] == [(0, ["by-source"]), (1, ["by-source"])]
-    assert engine._match_viewers, "the lines were judged from views"
+    assert any(matching for _, _, matching in engine._viewers), "the lines were judged from views"

@@ -61,7 +61,7 @@ class PreparedRules(msgspec.Struct, frozen=True):
     ruleset: RuleSet
     index: RuleIndex
     evaluators: dict[TimeReader | None, Evaluate]
-    viewers: dict[tuple[TimeReader | None, Parse], Viewer | None]
+    viewers: dict[tuple[TimeReader | None, Parse, bool], Viewer | None]
     # Each rule's place in the order that puts the lead rule first: the rules that fire for one
     # event (dozens, with many similar rules) are sorted by an int, not by their rank.
     order: dict[Rule, int]
@@ -127,9 +127,9 @@ class Engine:
         # How events' time is read (None: their arrival time): a source may bring its own.
         self.time = time if time is not None or not time_field else TimeReader(EventTime(time_field))
         self._evaluators: dict[TimeReader | None, Evaluate] = {}
-        self._viewers: dict[tuple[TimeReader | None, Parse], Viewer | None] = {}
+        # By (time reader, parse, matching): see `viewer`.
+        self._viewers: dict[tuple[TimeReader | None, Parse, bool], Viewer | None] = {}
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
-        self._match_viewers: dict[tuple[TimeReader | None, Parse], Viewer | None] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
         self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
@@ -166,8 +166,8 @@ class Engine:
             viewed = tuple(self._viewers)
         except RuntimeError:
             viewed = ()
-        blocks = not _timed(ruleset)
-        viewers = {(t, p): self._write_viewer(index, t, p, blocks=blocks) for t, p in viewed}
+        timed = _timed(ruleset)
+        viewers = {(t, p, m): self._write_viewer(index, timed, t, p, matching=m) for t, p, m in viewed}
         order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
         return PreparedRules(ruleset, index, evaluators, viewers, order)
 
@@ -187,7 +187,6 @@ class Engine:
         self._viewers.clear()
         self._viewers.update(prepared.viewers)
         self._matchers.clear()
-        self._match_viewers.clear()
         self.__dict__.pop("evaluate", None)  # written again when next used (see `evaluate`)
         self._adopt(ruleset)
         self._set_timers()
@@ -202,35 +201,29 @@ class Engine:
             )
         return evaluate
 
-    def viewer(self, time: TimeReader | None, parse: Parse = orjson.loads) -> Viewer | None:
+    def viewer(self, time: TimeReader | None, parse: Parse = orjson.loads, *, matching: bool = False) -> Viewer | None:
         """`evaluator`'s counterpart for lines that `parse` reads as JSON (`orjson.loads`, or a
         named source's `Named` over it), judging most of them from a view of the fields the
-        index reads (see `RuleIndex.viewer`); None where the rule set has no use for one."""
-        key = (time, parse)
+        index reads (see `RuleIndex.viewer`); None where the rule set has no use for one.
+        `matching`: `matcher`'s counterpart instead, which gives a line the `Matched` of its
+        rules (appended to the block's `firings`), or INVALID."""
+        key = (time, parse, matching)
         if key in self._viewers:
             return self._viewers[key]
-        viewer = self._viewers[key] = self._write_viewer(self.index, time, parse, blocks=not self.timed)
-        return viewer
-
-    def match_viewer(self, time: TimeReader | None, parse: Parse = orjson.loads) -> Viewer | None:
-        """`matcher`'s counterpart for JSON lines judged from views (see `viewer`): what it
-        gives a line is the `Matched` of its rules (appended to the block's `firings`), or
-        INVALID. Always a viewer of blocks: the pipeline moves no clock between lines here."""
-        key = (time, parse)
-        if key in self._match_viewers:
-            return self._match_viewers[key]
-        viewer = self._match_viewers[key] = self._write_viewer(self.index, time, parse, blocks=True, matching=True)
+        viewer = self._viewers[key] = self._write_viewer(self.index, self.timed, time, parse, matching=matching)
         return viewer
 
     def _write_viewer(
-        self, index: RuleIndex, time: TimeReader | None, parse: Parse, *, blocks: bool, matching: bool = False
+        self, index: RuleIndex, timed: bool, time: TimeReader | None, parse: Parse, *, matching: bool
     ) -> Viewer | None:
-        """A viewer for the engine's whole step (`matching`: its first step alone, `matcher`),
-        judging a block of lines per call, or one line per call (`blocks` False: a rule set
-        with timers, whose firings the pipeline takes between lines)."""
+        """A viewer for the engine's whole step (`matching`: its first step alone, `matcher`).
+        It judges a block of lines per call, but one line per call for a rule set with timers
+        (`timed`) taking the whole step, whose firings the pipeline takes between lines;
+        matching moves no clock between lines."""
         stamp = (SOURCE_NAME, parse.name) if type(parse) is Named else None
         step, decide = (self.matcher, self._match_only) if matching else (self.evaluator, self._decide)
         whole = functools.partial(self._whole, step, time, parse)
+        blocks = matching or not timed
         return index.viewer(self._decider(time, decide), self._candidates, parse, whole, stamp, blocks=blocks)
 
     def _whole(
