@@ -9,6 +9,7 @@ benchmark shapes and thousands of random mutations of them.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import random
 import subprocess
@@ -18,8 +19,11 @@ from typing import Any
 
 import pytest
 
+from rulesd import validation
 from rulesd.document import Document
-from rulesd.validation import _quick_validator, _validator, load_schema, schema_violations
+from rulesd.schema_checks import generate as generate_check
+from rulesd.schema_checks import schema_digest
+from rulesd.validation import SCHEMA_DIR, _generated_check, _quick_validator, _validator, load_schema, schema_violations
 from rulesd.yamldoc import read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,12 +262,36 @@ def test_a_value_it_cannot_judge_goes_to_jsonschema() -> None:
 
 
 def test_a_valid_config_is_read_without_importing_jsonschema(tmp_path: Path) -> None:
-    """jsonschema is a third of `rulesd run`'s start-up: a valid config does not need it."""
+    """jsonschema is a third of `rulesd run`'s start-up: a valid config does not need it; nor
+    fastjsonschema, whose check of the config was generated into the package."""
     config = tmp_path / "rulesd.yaml"
     config.write_text((ROOT / "examples" / "rulesd.yaml").read_text())
     code = (
         "import sys; from rulesd.config import load_config; "
-        f"load_config({str(config)!r}); print('jsonschema' in sys.modules)"
+        f"load_config({str(config)!r}); print(sorted(m for m in ('jsonschema', 'fastjsonschema') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "False" == out.stdout.strip()
+    assert "[]" == out.stdout.strip()
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_the_generated_checks_are_those_of_the_schemas_as_they_are(schema: str) -> None:
+    """Each quick check generated into the package names the schema it was made from; after a
+    schema changes, `python -m rulesd.schema_checks` writes them again. With the fastjsonschema
+    that wrote it, it is exactly what that command would write now; with another, the tests
+    above hold its answers (it is what `_quick_validator` uses)."""
+    import fastjsonschema
+
+    module = importlib.import_module(f"rulesd.schema_checks.{schema}")
+    text = (SCHEMA_DIR / f"{schema}.schema.json").read_bytes()
+    assert schema_digest(text) == module.SCHEMA_SHA256, "run `python -m rulesd.schema_checks`"
+    assert _generated_check(schema) is module.validate
+    if module.VERSION == fastjsonschema.VERSION:
+        assert generate_check(schema) == Path(module.__file__).read_text(encoding="utf-8")
+
+
+def test_a_check_generated_from_another_schema_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schema edited without generating its check again: the check is compiled at run time."""
+    assert _generated_check("config") is not None
+    monkeypatch.setattr(validation, "_schema_text", lambda name: b'{"type": "object", "required": ["x"]}')
+    assert _generated_check("config") is None
