@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -208,6 +207,8 @@ def _secret_message(error: ValidationError) -> str:
 
 
 def _unknown_keys(doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
+    import difflib  # (only for this message)
+
     known = sorted(schema.get("properties", {}))
     for key in instance:
         if key in known:

@@ -97,14 +97,15 @@ def test_an_unchanged_rule_file_is_not_parsed_checked_or_compiled_again(
 
 def test_a_replay_whose_rule_files_are_all_cached_imports_no_yaml(tmp_path: Path) -> None:
     """PyYAML (and importlib.resources) are a fifth of a warm `rulesd replay`'s start-up: a
-    start that finds every rule file in the cache needs neither. The first start fills it."""
+    start that finds every rule file in the cache needs neither. The first start fills it.
+    difflib is for the "did you mean" of a problem, which neither start has."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     events = tmp_path / "events.jsonl"
     events.write_text('{"service": "api", "message": "timeout after 250ms"}\n')
 
     def imported() -> tuple[str, str]:
-        modules = ("yaml", "importlib.resources")
+        modules = ("yaml", "importlib.resources", "difflib")
         return imported_by(
             modules, "replay", "--rules", str(rules), str(events), env={"RULESD_CACHE_DIR": str(tmp_path / "cache")}
         )

@@ -12,7 +12,6 @@ so that `rulesd check` reports all of them at once, each at its `$name`.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -149,6 +148,8 @@ def _named(op: str | None, name: str, lists: Lists) -> NamedList:
 def _suggestion(name: str, lists: Lists) -> str:
     if not lists:
         return " (no lists are defined: a rule file defines them under a top-level lists:)"
+    import difflib  # (only for this message)
+
     close = difflib.get_close_matches(name, list(lists), n=1, cutoff=0.6)
     if close:
         return f"; did you mean ${close[0]}?"
