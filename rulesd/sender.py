@@ -9,6 +9,8 @@ after a failed attempt is decided by the class of the transport's error:
 - `PausingAlertError` (401/403, a redirect): every alert would fail alike, so
   reschedule at `auth_retry` without counting it and report `paused_reason`.
 - `PermanentAlertError` (other 4xx): dead-letter with the response body, go on.
+- `OutputClosed` (a dry run's standard output was closed): leave the alert as it is; the
+  daemon is stopping.
 
 An alert older than `max_age` is dead-lettered as expired instead of sent: a page
 that late does more harm than good.
@@ -30,6 +32,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 from rulesd.alerting.api import (
     AlertError,
+    OutputClosed,
     PausingAlertError,
     PermanentAlertError,
     RetryableAlertError,
@@ -271,6 +274,8 @@ class Sender:
             return None
         except PausingAlertError as exc:
             return self._pause(alert, now, exc)
+        except OutputClosed:  # the daemon is stopping: nothing to record, nothing to retry
+            return IDLE_DELAY
         except RetryableAlertError as exc:
             return self._retry(alert, now, str(exc), exc.retry_after)
         except AlertError as exc:  # a subclass this sender does not know: be careful

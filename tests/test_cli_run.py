@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from rulesd.state import SqliteState
-from tests.run_cli import imported_by, rulesd_cli
+from tests.run_cli import clean_env, imported_by, rulesd_cli
 
 RULE = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
 
@@ -92,6 +96,39 @@ def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
     assert [{"type": "team", "name": "ops"}] == payloads[0]["responders"]
     assert "skipped: invalid JSON" in result.stderr
     assert "<stdin> (offset 26): skipped: invalid JSON" in result.stderr
+
+
+def test_a_dry_run_whose_output_is_closed_stops_at_once_and_says_so(tmp_path: Path) -> None:
+    """`rulesd run --dry-run | head`: once the reader of its standard output is gone, the dry
+    run stops (exit 0, as `rulesd replay | head` does) instead of retrying to print with
+    backoff, and says how many alerts it printed and how many it did not."""
+    cfg = config(tmp_path, "opsgenie: {}\n")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rulesd", "run", "--config", cfg, "--dry-run"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(None),
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b'{"kind": "page", "id": 1}\n')
+    proc.stdin.flush()
+    assert "p-1" == json.loads(proc.stdout.readline())["alias"]
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    with contextlib.suppress(BrokenPipeError):  # (the daemon may have stopped reading already)
+        for i in range(2, 40):
+            proc.stdin.write(b'{"kind": "page", "id": %d}\n' % i)
+            proc.stdin.flush()
+            time.sleep(0.005)
+        proc.stdin.close()
+    stderr = proc.stderr.read().decode()
+    assert 0 == proc.wait(timeout=30), stderr
+    assert time.monotonic() - started < 20, stderr
+    assert "standard output was closed: the dry run stops" in stderr
+    assert "Traceback" not in stderr and "will retry" not in stderr
+    assert re.search(r"\d+ alert\(s\) not printed \(a dry run's queue is in memory", stderr), stderr
+    assert re.search(r"stopped: \d+ event\(s\), 0 invalid, 1 alert\(s\) printed", stderr), stderr
 
 
 def test_the_demo_accounts_for_every_invalid_line_and_says_printed() -> None:

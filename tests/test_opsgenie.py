@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -20,6 +21,7 @@ from rulesd.alerting.api import (
     BODY_MAX,
     REDACTED,
     AlertError,
+    OutputClosed,
     PausingAlertError,
     PermanentAlertError,
     RetryableAlertError,
@@ -556,6 +558,24 @@ def test_print_transport_writes_one_compact_json_line() -> None:
     assert [PAYLOAD, {"message": "ünïcode", "priority": "P3"}] == [json.loads(line) for line in lines]
     assert '{"message":"ünïcode","priority":"P3"}' == lines[1]
     assert 2 == stream.flushes
+
+
+def test_print_transport_stops_at_a_closed_output() -> None:
+    """`rulesd run --dry-run | head`: once the reader is gone, the alert being printed and every
+    later one raise OutputClosed (nothing more is written), and `on_closed` is called once."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    closed: list[bool] = []
+    transport = PrintTransport(stream, on_closed=lambda: closed.append(True))
+    transport.create_alert(PAYLOAD)
+    assert PAYLOAD == json.loads(os.read(read_end, 65536))
+    os.close(read_end)
+
+    for _ in range(2):
+        with pytest.raises(OutputClosed):
+            transport.create_alert(PAYLOAD)
+    assert [True] == closed
+    stream.close()  # what it still buffered goes to /dev/null, not to a broken pipe
 
 
 CLOSE_PATH = "/v2/alerts/rulesd%3A%20errors%3A%20%7B%22host%22%3A%22a%2Fb%22%7D/close?identifierType=alias"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from rulesd.alerting.api import PausingAlertError, PermanentAlertError, RetryableAlertError
+from rulesd.alerting.api import OutputClosed, PausingAlertError, PermanentAlertError, RetryableAlertError
 from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.sender import IDLE_DELAY, RETRY_AFTER_MAX, Sender, backoff, retry_delay
 from rulesd.state import CLOSE, DEAD, PENDING, OutboxAlert, Request, SqliteState, StateUnavailable
@@ -763,3 +763,19 @@ def test_a_close_waits_for_the_create_before_it(store: SqliteState, clock: FakeC
     sender = make_sender(store, transport, clock)
     run_until_empty(sender, store, clock)
     assert ["a", "a", "close alias-a"] == transport.attempts
+
+
+def test_a_closed_output_leaves_the_alert_queued_untouched(store: SqliteState, clock: FakeClock) -> None:
+    """A dry run whose standard output was closed: nothing is recorded, reported or retried
+    for the alert (the daemon is stopping), and the alerts behind it stay in order."""
+    queue(store, "a", "b")
+    transport, results = FakeTransport(OutputClosed("standard output was closed")), Results()
+    sender = make_sender(store, transport, clock, results)
+
+    assert IDLE_DELAY == sender.step()
+
+    assert (["a"], []) == (transport.attempts, transport.sent)
+    assert [] == results.seen
+    assert ["a", "b"] == pending(store)
+    assert [0, 0] == [a.attempts for a in store.alerts(PENDING)]
+    assert (None, None) == (sender.last_error, sender.paused_reason)

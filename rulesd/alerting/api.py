@@ -4,7 +4,8 @@ answer means (`classify`).
 
 The exception classes decide what the outbox does with an alert:
 `RetryableAlertError` -> try again later, `PausingAlertError` -> stop and retry
-slowly without giving up on anything, `PermanentAlertError` -> dead-letter it.
+slowly without giving up on anything, `PermanentAlertError` -> dead-letter it, `OutputClosed`
+(a dry run's standard output closed) -> leave it queued: the daemon stops.
 
 `rulesd.alerting.opsgenie.OpsGenieClient` is the HTTP shell around these; only it (with the
 `deadline` module it uses) imports the HTTP client (urllib3: ~45 ms of a start), so that the
@@ -84,6 +85,11 @@ class PermanentAlertError(AlertError):
     def __init__(self, message: str, status: int, body: str) -> None:
         super().__init__(message, status)
         self.body = body
+
+
+class OutputClosed(AlertError):
+    """The transport can deliver nothing any more: a dry run's standard output was closed (its
+    reader went away, as `head` does). The alert stays queued, untouched, and the daemon stops."""
 
 
 # -- pure decisions ----------------------------------------------------------------------------

@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
 
+from rulesd.alerting.api import OutputClosed
+
+log = logging.getLogger(__name__)
+
 
 class PrintTransport:
-    """`--dry-run`: writes each payload as one compact JSON line instead of sending it."""
+    """`--dry-run`: writes each payload as one compact JSON line instead of sending it.
 
-    def __init__(self, stream: TextIO) -> None:
+    When the stream's reader goes away (`rulesd run --dry-run ... | head`), nothing more can be
+    printed: every later alert raises `OutputClosed`, and `on_closed` is called once (the daemon
+    stops, as `rulesd replay ... | head` does).
+    """
+
+    def __init__(self, stream: TextIO, on_closed: Callable[[], None] = lambda: None) -> None:
         self._stream = stream
+        self._on_closed = on_closed
+        self.closed = False
 
     def __repr__(self) -> str:
         return "PrintTransport()"
 
     def create_alert(self, payload: dict[str, Any]) -> None:
         """Write `payload` as one JSON line and flush, so a pipe reader sees it at once."""
-        self._stream.write(orjson.dumps(payload).decode() + "\n")
-        self._stream.flush()
+        if self.closed:
+            raise OutputClosed("standard output is closed")
+        try:
+            self._stream.write(orjson.dumps(payload).decode() + "\n")
+            self._stream.flush()
+        except BrokenPipeError:
+            self._close()
+            raise OutputClosed("standard output was closed") from None
 
     def close_alert(self, alias: str, body: dict[str, Any]) -> None:
         """Write the close as one JSON line: `{"close": alias, ...body}`."""
         self.create_alert({"close": alias, **body})
+
+    def _close(self) -> None:
+        self.closed = True
+        log.info("standard output was closed: the dry run stops")
+        # What the stream still buffers would fail again when the interpreter flushes it at exit
+        # (Python's documented remedy: point the descriptor at /dev/null).
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # not a file (a test's StringIO): nothing to flush later
+            pass
+        self._on_closed()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -93,6 +94,8 @@ class Parts(msgspec.Struct):
     rule_cache: RuleCache | None = None  # parsed rule files and pattern databases a reload may reuse
     lock: StateLock | None = None  # None in a dry run, which uses no state directory
     stream_parser: Parser | None = None  # stream mode: how the stream's events are read
+    # Set to stop the daemon: a signal, or a dry run's standard output closed.
+    stop_requested: threading.Event = msgspec.field(default_factory=threading.Event)
 
     @property
     def dry_run(self) -> bool:
@@ -147,7 +150,8 @@ def _build_parts(
     stats.matches, stats.evicted = engine.matches, engine.evicted  # counted by the engine, read at scrape time
     api_key = None if dry_run else ApiKey(config.opsgenie, environ)
     client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
-    transport: Transport = client or PrintTransport(stdout)
+    stop = threading.Event()
+    transport: Transport = client or PrintTransport(stdout, on_closed=stop.set)
     sender = Sender(
         store,
         transport,

@@ -25,6 +25,7 @@ from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, advance, build_alerts, evaluate_lines
+from rulesd.sender import SENT
 from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets
@@ -55,7 +56,7 @@ class Daemon:
         self.notifier = parts.notifier
         self.sender = parts.sender
         self.clock = parts.clock
-        self.stop_requested = threading.Event()
+        self.stop_requested = parts.stop_requested
         self.sender_wake = threading.Event()
         self.sender_stop = threading.Event()
         self._heartbeat_due = threading.Event()
@@ -373,7 +374,9 @@ class Daemon:
         finally:
             cutoff.cancel()
         depth, _ = self.parts.store.depth()
-        if not drained or depth:
+        if (not drained or depth) and self.parts.dry_run:
+            log.warning("%d alert(s) not printed (a dry run's queue is in memory: none is sent later)", depth)
+        elif not drained or depth:
             log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
         if self.committer.pending is not None:
             log.warning(
@@ -392,7 +395,7 @@ class Daemon:
             "stopped: %d event(s), %d invalid, %d alert(s) %s",
             sum(self.stats.events.values()),
             sum(self.stats.invalid.values()),
-            self.stats.alerts_queued,
+            self.stats.delivery.get(SENT, 0) if self.parts.dry_run else self.stats.alerts_queued,
             "printed" if self.parts.dry_run else "queued",
         )
 
