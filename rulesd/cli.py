@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 import msgspec
 import orjson
 
-from rulesd import __version__, logs
+from rulesd import __version__, logs, output
 from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
@@ -278,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        output.discard(sys.stdout)
         return EXIT_OK  # `rulesd replay ... | head` is not an error
+    except output.OutputError as exc:
+        log.error("%s", exc)
+        return EXIT_FAIL
 
 
 def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
@@ -390,7 +394,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     def write_pending() -> None:
         if pending:
-            out.write("".join(pending))
+            output.write(out, "".join(pending))
             pending.clear()
 
     stream = _open_events(args.events)
@@ -411,7 +415,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if isinstance(item, ReplayedAlert):
                     pending.append(_alert_json(item) if as_json else _alert_line(item))
                 elif isinstance(item, ReplaySummary):
-                    print(summary_text(item, reading), file=sys.stderr if as_json else out)
+                    output.write(sys.stderr if as_json else out, summary_text(item, reading) + "\n")
         except KeyboardInterrupt:
             write_pending()  # what was found before Ctrl-C is shown, as when alerts were written one by one
             raise

@@ -287,6 +287,40 @@ def test_replay_with_invalid_rules_exits_1(tmp_path: Path) -> None:
     assert f"{bad}:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?" in (result.stderr)
 
 
+def test_replay_onto_a_full_disk_says_so(tmp_path: Path) -> None:
+    """`rulesd replay … > out` on a full disk (here /dev/full): exit 1 with a line that says
+    what failed, not a traceback."""
+    rules = write(tmp_path / "rules.yaml", RULES)
+    (tmp_path / "events.jsonl").write_bytes(EVENTS)
+    for form in ("text", "json"):
+        command = [sys.executable, "-m", "rulesd", "replay", "--rules", str(rules), "--format", form, "events.jsonl"]
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(
+                command, stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=clean_env(), timeout=60
+            )
+        assert 1 == result.returncode, result.stderr
+        assert "rulesd: error: cannot write to standard output: No space left on device\n" in result.stderr
+        assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+def test_replay_whose_reader_goes_away_ends_quietly(tmp_path: Path) -> None:
+    """`rulesd replay … | head`: once its reader is gone the command ends, exit 0, with nothing
+    said about the broken pipe."""
+    rules = write(tmp_path / "rules.yaml", RULES)
+    data = b"".join(b'{"level":"error","host":"h%05d"}\n' % i for i in range(20_000))  # more than a pipe holds
+    (tmp_path / "events.jsonl").write_bytes(data)
+    command = [sys.executable, "-m", "rulesd", "replay", "--rules", str(rules), "events.jsonl"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=clean_env(), text=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith("line 1: P2 [err] error on h00000")
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert 0 == proc.wait(timeout=60), stderr
+    assert "" == stderr
+
+
 def test_schema_rule_is_a_valid_draft_2020_12_schema() -> None:
     """`rulesd schema rule` prints JSON that is itself a valid JSON Schema."""
     result = rulesd_cli("schema", "rule")

@@ -36,6 +36,7 @@ from rulesd.alerting.api import (
 from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.errors import RulesdError
+from rulesd.output import discard
 from tests.fake_opsgenie import FakeOpsGenie, Reply
 
 URL = "https://api.opsgenie.com/v2/alerts"  # for the pure helpers; requests go to the local server
@@ -576,6 +577,16 @@ def test_print_transport_stops_at_a_closed_output() -> None:
             transport.create_alert(PAYLOAD)
     assert [True] == closed
     stream.close()  # what it still buffered goes to /dev/null, not to a broken pipe
+
+
+def test_print_transport_onto_a_full_disk_tries_again_later() -> None:
+    """A full disk may pass: the alert is retryable, and the reason says what failed."""
+    with open("/dev/full", "w") as full:
+        transport = PrintTransport(full)
+        with pytest.raises(RetryableAlertError, match=r"^cannot write to standard output: No space left on device$"):
+            transport.create_alert(PAYLOAD)
+        assert not transport.closed
+        discard(full)  # what it still buffers cannot be written either
 
 
 CLOSE_PATH = "/v2/alerts/rulesd%3A%20errors%3A%20%7B%22host%22%3A%22a%2Fb%22%7D/close?identifierType=alias"

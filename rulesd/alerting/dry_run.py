@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
 
-from rulesd.alerting.api import OutputClosed
+from rulesd.alerting.api import OutputClosed, RetryableAlertError
+from rulesd.output import discard
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class PrintTransport:
         except BrokenPipeError:
             self._close()
             raise OutputClosed("standard output was closed") from None
+        except OSError as exc:  # a full disk: it may pass, so the alert is tried again later
+            raise RetryableAlertError(f"cannot write to standard output: {exc.strerror or exc}") from None
 
     def close_alert(self, alias: str, body: dict[str, Any]) -> None:
         """Write the close as one JSON line: `{"close": alias, ...body}`."""
@@ -48,12 +50,5 @@ class PrintTransport:
     def _close(self) -> None:
         self.closed = True
         log.info("standard output was closed: the dry run stops")
-        # What the stream still buffers would fail again when the interpreter flushes it at exit
-        # (Python's documented remedy: point the descriptor at /dev/null).
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):  # not a file (a test's StringIO): nothing to flush later
-            pass
+        discard(self._stream)
         self._on_closed()
