@@ -283,6 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except output.OutputError as exc:
         log.error("%s", exc)
         return EXIT_FAIL
+    except OSError as exc:  # what no command said itself (`rulesd check > file` on a full disk)
+        log.debug("where it was raised", exc_info=True)
+        log.error("%s", exc)
+        output.flush_or_discard(sys.stdout)
+        return EXIT_FAIL
 
 
 def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:

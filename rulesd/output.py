@@ -29,6 +29,14 @@ def write(stream: TextIO, text: str) -> None:
         raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
 
 
+def flush_or_discard(stream: TextIO) -> None:
+    """Flush `stream`; if it cannot be written, discard what it buffers (see `discard`)."""
+    try:
+        stream.flush()
+    except OSError:
+        discard(stream)
+
+
 def discard(stream: TextIO) -> None:
     """Point `stream`'s descriptor at /dev/null: nothing it buffers can fail at exit."""
     try:

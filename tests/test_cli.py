@@ -303,6 +303,24 @@ def test_replay_onto_a_full_disk_says_so(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [["schema", "rule"], ["check", "rules.yaml"], ["completion", "bash"]])
+def test_any_command_onto_a_full_disk_says_so_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    """An error no command reports itself (here its output refused by a full disk) is one
+    `rulesd: error:` line and exit 1, not a traceback."""
+    write(tmp_path / "rules.yaml", RULES)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "rulesd", *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=clean_env(),
+            timeout=60,
+        )
+    assert (1, "rulesd: error: [Errno 28] No space left on device\n") == (result.returncode, result.stderr)
+
+
 def test_replay_whose_reader_goes_away_ends_quietly(tmp_path: Path) -> None:
     """`rulesd replay … | head`: once its reader is gone the command ends, exit 0, with nothing
     said about the broken pipe."""
