@@ -614,6 +614,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rulesd.state.lock import StateDirectoryBusy
 
     config = load_config(args.config)
+    if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
+        log.error("cannot start a dry run: %s", output.CLOSED)
+        return EXIT_USAGE
     # A dry run leaves the state directory alone; its cache is the user's.
     cache = RuleCache.for_user(os.environ) if args.dry_run else RuleCache.in_state_dir(config.state_dir)
     result = check_paths(config.rules, cache)

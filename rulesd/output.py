@@ -13,13 +13,18 @@ from typing import TextIO
 
 from rulesd.errors import RulesdError
 
+CLOSED = "cannot write to standard output: it is closed"
+
 
 class OutputError(RulesdError):
     """Standard output refused a write (a full disk, an I/O error); the message says why."""
 
 
-def write(stream: TextIO, text: str) -> None:
-    """`stream.write(text)`; BrokenPipeError as it is, any other refusal as OutputError."""
+def write(stream: TextIO | None, text: str) -> None:
+    """`stream.write(text)`; BrokenPipeError as it is, any other refusal as OutputError (None:
+    the process was started with its standard output closed)."""
+    if stream is None:
+        raise OutputError(CLOSED)
     try:
         stream.write(text)
     except BrokenPipeError:

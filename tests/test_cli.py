@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -319,6 +320,33 @@ def test_any_command_onto_a_full_disk_says_so_in_one_line(tmp_path: Path, comman
             timeout=60,
         )
     assert (1, "rulesd: error: [Errno 28] No space left on device\n") == (result.returncode, result.stderr)
+
+
+def test_replay_and_a_dry_run_with_standard_output_closed_say_so(tmp_path: Path) -> None:
+    """Started with `>&-` (no standard output at all): `replay` says it cannot write, exit 1;
+    a dry run, whose only output it is, does not start, exit 2."""
+    write(tmp_path / "rules.yaml", RULES)
+    (tmp_path / "events.jsonl").write_bytes(EVENTS)
+    (tmp_path / "rulesd.yaml").write_text("rules: [rules.yaml]\n")
+    rulesd = f"{shlex.quote(sys.executable)} -m rulesd"
+    for command, status, said in [
+        ("replay --rules rules.yaml events.jsonl", 1, "rulesd: error: cannot write to standard output: it is closed"),
+        (
+            "run --config rulesd.yaml --dry-run < events.jsonl",
+            2,
+            "rulesd: error: cannot start a dry run: cannot write to standard output: it is closed",
+        ),
+    ]:
+        result = subprocess.run(
+            ["sh", "-c", f"exec {rulesd} {command} >&-"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=clean_env(),
+            timeout=60,
+        )
+        assert status == result.returncode, result.stderr
+        assert said in result.stderr and "Traceback" not in result.stderr
 
 
 def test_replay_whose_reader_goes_away_ends_quietly(tmp_path: Path) -> None:
