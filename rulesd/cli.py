@@ -527,6 +527,9 @@ def _explain_usage(args: argparse.Namespace) -> str | None:
 
 def _open_events(path: str) -> BinaryIO | None:
     """The events file (`-`: standard input), or None when it cannot be read (said why)."""
+    if path == "-" and sys.stdin is None:  # started with `<&-`
+        print("-: error: cannot read events: standard input is closed", file=sys.stderr)
+        return None
     try:
         return sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as exc:
@@ -617,6 +620,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
         log.error("cannot start a dry run: %s", output.CLOSED)
         return EXIT_USAGE
+    if sys.stdin is None and any(source.type == "stdin" for source in config.sources):  # `<&-`
+        log.error("cannot start: the source is standard input, which is closed")
+        return EXIT_USAGE
     # A dry run leaves the state directory alone; its cache is the user's.
     cache = RuleCache.for_user(os.environ) if args.dry_run else RuleCache.in_state_dir(config.state_dir)
     result = check_paths(config.rules, cache)
@@ -624,7 +630,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(result.errors, sys.stderr)
         return EXIT_USAGE
     try:
-        parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=sys.stdin.fileno())
+        stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1  # (-1: closed, and no source reads it)
+        parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=stdin_fd)
     except ConfigError:
         raise  # a missing API key: a configuration error, exit 2
     except StateDirectoryBusy as exc:  # a second daemon: a restart cannot help either

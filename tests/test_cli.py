@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -347,6 +348,51 @@ def test_replay_and_a_dry_run_with_standard_output_closed_say_so(tmp_path: Path)
         )
         assert status == result.returncode, result.stderr
         assert said in result.stderr and "Traceback" not in result.stderr
+
+
+def test_standard_input_closed_is_said_where_it_is_read_and_harmless_elsewhere(tmp_path: Path) -> None:
+    """Started with `<&-`: `replay -` and a daemon whose source is standard input say so (exit
+    2); a daemon that reads a file starts as usual (it crashed on the missing stdin)."""
+    write(tmp_path / "rules.yaml", RULES)
+    (tmp_path / "stdin.yaml").write_text("rules: [rules.yaml]\n")
+    (tmp_path / "file.yaml").write_text(f"rules: [rules.yaml]\nsource: {{type: file, path: {tmp_path}/app.log}}\n")
+    rulesd = f"{shlex.quote(sys.executable)} -m rulesd"
+
+    def closed_stdin(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", f"exec {rulesd} {command} <&-"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=clean_env(),
+            timeout=60,
+        )
+
+    result = closed_stdin("replay --rules rules.yaml -")
+    assert (2, "-: error: cannot read events: standard input is closed\n") == (result.returncode, result.stderr)
+    result = closed_stdin("run --config stdin.yaml --dry-run")
+    assert 2 == result.returncode
+    assert "rulesd: error: cannot start: the source is standard input, which is closed\n" == result.stderr
+
+    proc = subprocess.Popen(
+        ["sh", "-c", f"exec {rulesd} run --config file.yaml --dry-run <&-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert proc.stderr is not None
+    try:
+        lines = [proc.stderr.readline()]
+        while "rulesd started" not in lines[-1] and lines[-1] and len(lines) < 20:
+            lines.append(proc.stderr.readline())
+        assert "rulesd started" in lines[-1], lines
+        proc.send_signal(signal.SIGTERM)
+        assert 0 == proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_replay_whose_reader_goes_away_ends_quietly(tmp_path: Path) -> None:
