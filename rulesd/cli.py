@@ -420,7 +420,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if isinstance(item, ReplayedAlert):
                     pending.append(_alert_json(item) if as_json else _alert_line(item))
                 elif isinstance(item, ReplaySummary):
-                    output.write(sys.stderr if as_json else out, summary_text(item, reading) + "\n")
+                    if as_json:
+                        print(summary_text(item, reading), file=sys.stderr)
+                    else:
+                        output.write(out, summary_text(item, reading) + "\n")
         except KeyboardInterrupt:
             write_pending()  # what was found before Ctrl-C is shown, as when alerts were written one by one
             raise

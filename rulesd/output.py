@@ -34,15 +34,17 @@ def write(stream: TextIO | None, text: str) -> None:
         raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
 
 
-def flush_or_discard(stream: TextIO) -> None:
+def flush_or_discard(stream: TextIO | None) -> None:
     """Flush `stream`; if it cannot be written, discard what it buffers (see `discard`)."""
+    if stream is None:  # closed at start: nothing buffered
+        return
     try:
         stream.flush()
     except OSError:
         discard(stream)
 
 
-def discard(stream: TextIO) -> None:
+def discard(stream: TextIO | None) -> None:
     """Point `stream`'s descriptor at /dev/null: nothing it buffers can fail at exit."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
