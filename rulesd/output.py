@@ -46,6 +46,8 @@ def flush_or_discard(stream: TextIO | None) -> None:
 
 def discard(stream: TextIO | None) -> None:
     """Point `stream`'s descriptor at /dev/null: nothing it buffers can fail at exit."""
+    if stream is None:  # closed at start: nothing buffered
+        return
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
