@@ -247,6 +247,32 @@ def test_directories_are_searched_recursively_skipping_tests_and_hidden(tmp_path
     assert (str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yml")) == result.files
 
 
+def test_a_directory_linked_into_itself_is_searched_once(tmp_path: Path) -> None:
+    """A link back to a parent directory would be followed until paths grew too long (every
+    rule read dozens of times, each a duplicate name): the directory is searched once, and
+    the link is named in a warning."""
+    rules = tmp_path / "rules"
+    (rules / "sub").mkdir(parents=True)
+    (rules / "a.yaml").write_text("name: a\nmatch: {x: 1}\n")
+    (rules / "sub" / "b.yaml").write_text("name: b\nmatch: {x: 1}\n")
+    (rules / "sub" / "back").symlink_to(rules)
+    result = check_paths([rules])
+    assert (str(rules / "a.yaml"), str(rules / "sub" / "b.yaml")) == result.files
+    assert [
+        f"{rules}/sub/back: warning: skipped: the same directory as {rules} (a link to a directory already searched)"
+    ] == [str(p) for p in result.problems]
+    assert result.ruleset is not None and ["a", "b"] == [r.name for r in result.ruleset.rules]
+
+
+def test_a_file_under_two_names_is_read_once(tmp_path: Path) -> None:
+    """A link to a rule file (`current.yaml -> v2.yaml`) names the same rules: read once, under
+    the first name found, not reported as duplicate rule names."""
+    (tmp_path / "v2.yaml").write_text("name: a\nmatch: {x: 1}\n")
+    (tmp_path / "current.yaml").symlink_to("v2.yaml")
+    result = check_paths([tmp_path, tmp_path / "v2.yaml"])
+    assert ((str(tmp_path / "current.yaml"),), ()) == (result.files, result.problems)
+
+
 def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
     """A missing path is an error; a directory without rules is only a warning."""
     missing = tmp_path / "nope.yaml"

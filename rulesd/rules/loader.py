@@ -48,14 +48,16 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     """Rule files named by `paths`; directories are searched recursively.
 
     Hidden entries are skipped so that Kubernetes ConfigMap mounts (`..data`, `..2024_…`)
-    do not load every rule twice; `*.test.yaml` files are rule tests, not rules.
+    do not load every rule twice; `*.test.yaml` files are rule tests, not rules. Links are
+    followed, but a directory is searched once (a link back to a parent would loop; a warning
+    names it) and a file is read once, under the first name it was found by.
     """
     files: list[str] = []
     problems: list[Problem] = []
     for raw in paths:
         path = os.fspath(raw)
         if os.path.isdir(path):
-            found = sorted(_walk(path))
+            found = sorted(_walk(path, problems))
             if not found:
                 warning = Problem(SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning")
                 problems.append(warning)
@@ -64,17 +66,47 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
             files.append(path)
         else:
             problems.append(Problem(SourceLocation(path), "no such file or directory"))
-    return list(dict.fromkeys(files)), problems
+    return _distinct(files), problems
 
 
-def _walk(top: str) -> Iterator[str]:
+def _walk(top: str, problems: list[Problem]) -> Iterator[str]:
+    searched: dict[tuple[int, int], str] = {}
     for root, dirs, names in os.walk(top, followlinks=True):
+        here = _identity(root)
+        if here is not None and here in searched:
+            message = f"skipped: the same directory as {searched[here]} (a link to a directory already searched)"
+            problems.append(Problem(SourceLocation(root), message, "warning"))
+            dirs[:] = []
+            continue
+        if here is not None:
+            searched[here] = root
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             if name.startswith(".") or name.endswith(TEST_SUFFIXES):
                 continue
             if name.endswith(RULE_SUFFIXES):
                 yield os.path.join(root, name)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file `path` names (device and inode, links followed); None if it cannot be looked at."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _distinct(files: list[str]) -> list[str]:
+    """`files` without the second name of a file (a link to it, or the same path again)."""
+    seen: set[tuple[int, int] | str] = set()
+    out: list[str] = []
+    for path in files:
+        key = _identity(path) or path
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out
 
 
 def _rules_in(doc: Document) -> Iterator[tuple[dict[str, Any], tuple[str | int, ...]]]:
