@@ -88,6 +88,20 @@ def test_a_dry_run_takes_no_lock(tmp_path: Path) -> None:
     assert '"alias":"p-1"' in result.stdout
 
 
+def test_a_state_directory_that_cannot_be_made_is_named_with_its_setting(tmp_path: Path) -> None:
+    """Exit 1, naming the directory, the setting and why (it said only `[Errno 20] Not a
+    directory: '…'`)."""
+    (tmp_path / "file").write_text("")
+    state_dir = tmp_path / "file" / "state"
+    config = stdin_config(tmp_path, PAGE_RULE, state_dir=str(state_dir), opsgenie={"api_key": "k"})
+    result = rulesd_cli("run", "--config", str(config))
+    assert 1 == result.returncode
+    assert (
+        f"rulesd: error: cannot start: {state_dir}: cannot create the state directory (state_dir): Not a directory\n"
+        == result.stderr
+    )
+
+
 def test_the_lock_is_refused_to_a_second_holder_and_free_after_release(tmp_path: Path) -> None:
     """flock is per open file: a second lock on the directory, even in one process, is refused
     with the pid written by the holder; released, it can be taken again."""

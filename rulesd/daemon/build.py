@@ -37,7 +37,7 @@ from rulesd.sources.journald import JournaldSource
 from rulesd.sources.named import NamedSource, own_positions
 from rulesd.sources.parsers import source_parser
 from rulesd.sources.stdin import StdinSource
-from rulesd.state import OutboxAlert, SqliteState, StateBackend
+from rulesd.state import OutboxAlert, SqliteState, StateBackend, StateError
 from rulesd.state.lock import StateLock, lock_state_dir
 from rulesd.stats import Stats
 
@@ -189,7 +189,10 @@ def _build_parts(
 def lock_state(state_dir: str) -> StateLock:
     """Make the state directory if needed and take its lock, first of all: a second daemon on
     it must stop before it opens anything."""
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{state_dir}: cannot create the state directory (state_dir): {exc.strerror or exc}") from None
     return lock_state_dir(state_dir)
 
 
