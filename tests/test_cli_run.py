@@ -121,9 +121,14 @@ def test_a_dry_run_whose_output_is_closed_stops_at_once_and_says_so(tmp_path: Pa
             proc.stdin.write(b'{"kind": "page", "id": %d}\n' % i)
             proc.stdin.flush()
             time.sleep(0.005)
-        proc.stdin.close()
+    try:  # its input stays open: the closed output alone stops it
+        status = proc.wait(timeout=30)
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        proc.kill()
     stderr = proc.stderr.read().decode()
-    assert 0 == proc.wait(timeout=30), stderr
+    assert 0 == status, stderr
     assert time.monotonic() - started < 20, stderr
     assert "standard output was closed: the dry run stops" in stderr
     assert "Traceback" not in stderr and "will retry" not in stderr

@@ -181,6 +181,7 @@ def _build_parts(
         # A dry run leaves the state directory alone; its cache is the user's.
         rule_cache=RuleCache.for_user(environ) if dry_run else RuleCache.in_state_dir(config.state_dir),
         stream_parser=source_parser(stream) if stream is not None else None,
+        stop_requested=stop,
     )
     parts.metrics = metrics_server(parts)
     return parts
