@@ -18,7 +18,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from rulesd.rules.loader import discover_files
+from rulesd.rules.loader import discover_files, file_identity
 
 log = logging.getLogger("rulesd")
 
@@ -90,7 +90,7 @@ class RuleWatcher:
         wanted = self._directories()
         with self._lock:
             lost, self._lost = self._lost, set()
-        stale = [d for d in self._watches if d not in wanted or d in lost or _identity(d) != self._watches[d][0]]
+        stale = [d for d in self._watches if d not in wanted or d in lost or file_identity(d) != self._watches[d][0]]
         for directory in stale:
             _, watch = self._watches.pop(directory)
             if watch is not None:
@@ -99,7 +99,7 @@ class RuleWatcher:
         for directory, recursive in sorted(wanted.items()):
             if directory in self._watches:
                 continue
-            identity = _identity(directory)
+            identity = file_identity(directory)
             try:
                 watch = self._observer.schedule(self._handler, directory, recursive=recursive)
             except OSError as exc:
@@ -166,12 +166,3 @@ class RuleWatcher:
                 recursive = False
             dirs[target] = dirs.get(target, False) or recursive
         return dirs
-
-
-def _identity(directory: str) -> tuple[int, int] | None:
-    """(device, inode) of a directory, None if it is gone."""
-    try:
-        st = os.stat(directory)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino

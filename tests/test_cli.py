@@ -323,13 +323,25 @@ def test_any_command_onto_a_full_disk_says_so_in_one_line(tmp_path: Path, comman
     assert (1, "rulesd: error: [Errno 28] No space left on device\n") == (result.returncode, result.stderr)
 
 
+def _with_closed(redirection: str, command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`rulesd COMMAND` started with a standard stream closed (`>&-`, `<&-`)."""
+    rulesd = f"{shlex.quote(sys.executable)} -m rulesd"
+    return subprocess.run(
+        ["sh", "-c", f"exec {rulesd} {command} {redirection}"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=clean_env(),
+        timeout=60,
+    )
+
+
 def test_replay_and_a_dry_run_with_standard_output_closed_say_so(tmp_path: Path) -> None:
     """Started with `>&-` (no standard output at all): `replay` says it cannot write, exit 1;
     a dry run, whose only output it is, does not start, exit 2."""
     write(tmp_path / "rules.yaml", RULES)
     (tmp_path / "events.jsonl").write_bytes(EVENTS)
     (tmp_path / "rulesd.yaml").write_text("rules: [rules.yaml]\n")
-    rulesd = f"{shlex.quote(sys.executable)} -m rulesd"
     for command, status, said in [
         ("replay --rules rules.yaml events.jsonl", 1, "rulesd: error: cannot write to standard output: it is closed"),
         (
@@ -338,14 +350,7 @@ def test_replay_and_a_dry_run_with_standard_output_closed_say_so(tmp_path: Path)
             "rulesd: error: cannot start a dry run: cannot write to standard output: it is closed",
         ),
     ]:
-        result = subprocess.run(
-            ["sh", "-c", f"exec {rulesd} {command} >&-"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=clean_env(),
-            timeout=60,
-        )
+        result = _with_closed(">&-", command, tmp_path)
         assert status == result.returncode, result.stderr
         assert said in result.stderr and "Traceback" not in result.stderr
 
@@ -359,14 +364,7 @@ def test_standard_input_closed_is_said_where_it_is_read_and_harmless_elsewhere(t
     rulesd = f"{shlex.quote(sys.executable)} -m rulesd"
 
     def closed_stdin(command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["sh", "-c", f"exec {rulesd} {command} <&-"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=clean_env(),
-            timeout=60,
-        )
+        return _with_closed("<&-", command, tmp_path)
 
     result = closed_stdin("replay --rules rules.yaml -")
     assert (2, "-: error: cannot read events: standard input is closed\n") == (result.returncode, result.stderr)

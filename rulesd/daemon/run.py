@@ -374,10 +374,11 @@ class Daemon:
         finally:
             cutoff.cancel()
         depth, _ = self.parts.store.depth()
-        if (not drained or depth) and self.parts.dry_run:
-            log.warning("%d alert(s) not printed (a dry run's queue is in memory: none is sent later)", depth)
-        elif not drained or depth:
-            log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
+        if not drained or depth:
+            if self.parts.dry_run:
+                log.warning("%d alert(s) not printed (a dry run's queue is in memory: none is sent later)", depth)
+            else:
+                log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
         if self.committer.pending is not None:
             log.warning(
                 "the last batch read was not committed (%s): its lines are read again at the next start",

@@ -72,7 +72,7 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
 def _walk(top: str, problems: list[Problem]) -> Iterator[str]:
     searched: dict[tuple[int, int], str] = {}
     for root, dirs, names in os.walk(top, followlinks=True):
-        here = _identity(root)
+        here = file_identity(root)
         if here is not None and here in searched:
             message = f"skipped: the same directory as {searched[here]} (a link to a directory already searched)"
             problems.append(Problem(SourceLocation(root), message, "warning"))
@@ -88,7 +88,7 @@ def _walk(top: str, problems: list[Problem]) -> Iterator[str]:
                 yield os.path.join(root, name)
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def file_identity(path: str) -> tuple[int, int] | None:
     """The file `path` names (device and inode, links followed); None if it cannot be looked at."""
     try:
         st = os.stat(path)
@@ -102,7 +102,7 @@ def _distinct(files: list[str]) -> list[str]:
     seen: set[tuple[int, int] | str] = set()
     out: list[str] = []
     for path in files:
-        key = _identity(path) or path
+        key = file_identity(path) or path
         if key not in seen:
             seen.add(key)
             out.append(path)
