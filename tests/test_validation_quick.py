@@ -23,7 +23,15 @@ from rulesd import validation
 from rulesd.document import Document
 from rulesd.schema_checks import generate as generate_check
 from rulesd.schema_checks import schema_digest
-from rulesd.validation import SCHEMA_DIR, _generated_check, _quick_validator, _validator, load_schema, schema_violations
+from rulesd.validation import (
+    SCHEMA_DIR,
+    _compiled_check,
+    _generated_check,
+    _quick_validator,
+    _validator,
+    load_schema,
+    schema_violations,
+)
 from rulesd.yamldoc import read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,6 +296,29 @@ def test_the_generated_checks_are_those_of_the_schemas_as_they_are(schema: str) 
     assert _generated_check(schema) is module.validate
     if module.VERSION == fastjsonschema.VERSION:
         assert generate_check(schema) == Path(module.__file__).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_the_check_compiled_at_run_time_answers_as_the_generated_one(schema: str) -> None:
+    """What a changed schema falls back to (generated and compiled at run time) is the same
+    code as the generated module: the same answers on the examples and their mutations."""
+    generated, compiled = _generated_check(schema), _compiled_check(schema)
+    assert generated is not None and compiled is not generated
+    rng = random.Random(7)
+
+    def answer(check: Any, doc: Any) -> bool:
+        try:
+            check(copy.deepcopy(doc))
+        except Exception:
+            return False
+        return True
+
+    answers = set()
+    for base in corpus(schema):
+        for doc in [base, *(mutate(base, rng, ADDED_KEYS[schema]) for _ in range(50))]:
+            assert answer(generated, doc) == answer(compiled, doc), json.dumps(doc)[:2000]
+            answers.add(answer(generated, doc))
+    assert {True, False} == answers
 
 
 def test_a_check_generated_from_another_schema_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
