@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 import msgspec
 import orjson
 
-from rulesd import __version__, logs, output
+from rulesd import __version__, collector, logs, output
 from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
@@ -267,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": cmd_schema,
         "completion": cmd_completion,
     }
+    if args.command not in ("replay", "check"):  # these resume once they have built their rule set
+        collector.resume()
     try:
         return commands[args.command](args)
     except ConfigError as exc:
@@ -402,6 +404,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             output.write(out, "".join(pending))
             pending.clear()
 
+    def block_done() -> None:
+        collector.resume()  # the first block judged: the rule set and its engine are built
+        write_pending()
+
     stream = _open_events(args.events)
     if stream is None:
         return EXIT_USAGE
@@ -415,7 +421,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 parser=parser,
                 time_field=None if args.config else args.time_field,
                 on_invalid=on_invalid,
-                block_done=write_pending,
+                block_done=block_done,
             ):
                 if isinstance(item, ReplayedAlert):
                     pending.append(_alert_json(item) if as_json else _alert_line(item))

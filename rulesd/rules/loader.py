@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import marshal
 import os
 import sys
@@ -18,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from rulesd import collector
 from rulesd.document import Document, JsonPath
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.cache import RuleCache, digest
@@ -252,26 +251,9 @@ def check_paths(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None
     """
     files, problems = discover_files(paths)
     patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
-    with collector_paused():
+    with collector.paused():
         loaded = _load_files([_parse_file(path, cache) for path in files], patterns, cache)
         return _combine(loaded, files, problems, patterns, cache)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a rule set is built. Loading allocates
-    hundreds of thousands of objects that all live on (nodes, values, rules), and each
-    allocation burst triggers collections that walk them again: about a third of the time of
-    reading a large rule file. What loading leaves behind holds no cycles worth collecting
-    early; the collector runs again afterwards. (Process-wide: when two threads load at once,
-    the collector is back on once both are done, or as soon as the first is; never left off.)"""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def check_text(text: str, path: str = "<rules>") -> CheckResult:
