@@ -34,7 +34,7 @@ DEFAULT_SEED = 20240611
 DATA_DIR = Path(__file__).resolve().parent / "data"
 START_TIME = 1_700_000_000.0
 TIME_FIELD = "ts"
-SHAPES = ("classic", "ops", "sigma", "heldout", "kinds")
+SHAPES = ("classic", "ops", "sigma", "heldout", "kinds", "fleet")
 
 _AREAS = (
     "checkout",
