@@ -18,15 +18,22 @@ from tests.run_cli import clean_env
 REPO = Path(__file__).resolve().parent.parent
 
 # Runs `python -m rulesd ARGS` as runpy does, recording whether the collector was on when the
-# rule set was loaded, every collection until the first block of events was judged, and the
+# rule set was loaded, every collection from the command's start (runpy's compiling of
+# `__main__` comes before it) until the first block of events was judged, and the
 # collector's state at the end; prints them as JSON on standard error.
 OBSERVED = """
 import gc, json, runpy, sys
-import rulesd.pipeline, rulesd.rules.loader
+import rulesd.collector, rulesd.pipeline, rulesd.rules.loader
 
 seen = {"collections": 0, "on_at_load": None, "before_first_block": None}
 gc.callbacks.append(lambda phase, info: phase == "start" and seen.update(collections=seen["collections"] + 1))
-load, evaluate = rulesd.rules.loader.check_paths, rulesd.pipeline.evaluate_lines
+load, evaluate, pause = rulesd.rules.loader.check_paths, rulesd.pipeline.evaluate_lines, rulesd.collector.pause
+
+def started():
+    pause()
+    seen["collections"] = 0
+
+rulesd.collector.pause = started
 
 def check_paths(*args, **kwargs):
     seen["on_at_load"] = gc.isenabled()
