@@ -393,6 +393,14 @@ def test_standard_input_closed_is_said_where_it_is_read_and_harmless_elsewhere(t
         proc.wait()
 
 
+def test_explain_of_a_closed_standard_input_says_so(tmp_path: Path) -> None:
+    """`rulesd explain -` started with `<&-`: the event cannot be read, said as `replay -` says
+    it, exit 2 (it raised AttributeError on the missing stdin)."""
+    write(tmp_path / "rules.yaml", RULES)
+    result = _with_closed("<&-", "explain --rules rules.yaml -", tmp_path)
+    assert (2, "-: error: cannot read the event: standard input is closed\n") == (result.returncode, result.stderr)
+
+
 def test_replay_whose_reader_goes_away_ends_quietly(tmp_path: Path) -> None:
     """`rulesd replay … | head`: once its reader is gone the command ends, exit 0, with nothing
     said about the broken pipe."""
