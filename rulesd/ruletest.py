@@ -24,7 +24,7 @@ from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
 from rulesd.rules.model import RuleSet
-from rulesd.validation import validate_document
+from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
 
 START = 1_700_000_000.0  # event time of `at: 0s`; fixed so that tests are reproducible
@@ -72,10 +72,21 @@ def check_test_file(path: str) -> list[Problem]:
             if ("event" in item) == ("advance" in item) or ("advance" in item and "at" in item):
                 where = doc.locate(("tests", t_index, "events", e_index))
                 problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
+            problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
     for i, name in enumerate(doc.value["rule_files"]):
         if not os.path.exists(os.path.join(os.path.dirname(path), name)):
             problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: no such file or directory"))
     return problems
+
+
+def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[str, Any]) -> Iterator[Problem]:
+    """`at` and `advance` that the schema lets by but are no time (too many digits)."""
+    for key in ("at", "advance"):
+        if key in step:
+            try:
+                parse_duration(step[key])
+            except ValueError as exc:
+                yield Problem(doc.locate((*path, key)), f"{format_path((*path, key))}: {exc}")
 
 
 def run_test_file(path: str) -> list[TestOutcome]:
