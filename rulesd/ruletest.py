@@ -63,6 +63,12 @@ def check_test_file(path: str) -> list[Problem]:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
+    return _test_file_problems(doc)
+
+
+def _test_file_problems(doc: Document) -> list[Problem]:
+    """The problems of a test file's document (see `check_test_file`)."""
+    path = doc.path
     problems = sorted({*doc.problems, *validate_document(doc, "test")})
     if problems:
         return problems
@@ -91,10 +97,10 @@ def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[st
 
 def run_test_file(path: str) -> list[TestOutcome]:
     """Run every test in `path`; InvalidInputError when the file or its rules are invalid."""
-    problems = check_test_file(path)
+    doc = read_yaml(path, keep_going=True)  # once: a pipe (`<(...)`) can be read only once
+    problems = _test_file_problems(doc)
     if problems:
         raise InvalidInputError(problems)
-    doc = read_yaml(path)
     assert isinstance(doc.value, dict)
     base = os.path.dirname(path)
     rule_paths = [os.path.join(base, p) for p in doc.value["rule_files"]]
