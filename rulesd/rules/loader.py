@@ -11,6 +11,7 @@ import functools
 import gc
 import marshal
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -85,7 +86,19 @@ def _walk(top: str, problems: list[Problem]) -> Iterator[str]:
             if name.startswith(".") or name.endswith(TEST_SUFFIXES):
                 continue
             if name.endswith(RULE_SUFFIXES):
-                yield os.path.join(root, name)
+                path = os.path.join(root, name)
+                if _special(path):  # opening a named pipe would wait for a writer, maybe forever
+                    problems.append(Problem(SourceLocation(path), "not a regular file (a pipe, socket or device)"))
+                    continue
+                yield path
+
+
+def _special(path: str) -> bool:
+    """Whether `path` is there but is no regular file (links followed)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # a broken link: reading it says why
+        return False
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
