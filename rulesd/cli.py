@@ -507,6 +507,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     explainer = Explainer(rules, rule_sources(rules, cache))
     if args.events:
         return _explain_line(args, ruleset, explainer, parser)
+    if args.event == "-" and sys.stdin is None:  # started with `<&-`
+        print("-: error: cannot read the event: standard input is closed", file=sys.stderr)
+        return EXIT_USAGE
     try:
         event = parse_json(sys.stdin.buffer.read() if args.event == "-" else args.event.encode())
     except InvalidEvent as exc:

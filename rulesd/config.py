@@ -243,8 +243,17 @@ def _source(
         url=raw.get("url"),
         stream=raw.get("stream", DEFAULT_STREAM),
         group=raw.get("group", "rulesd"),
-        claim_idle=parse_duration(raw.get("claim_idle", "10s")),
+        claim_idle=_duration(raw, "claim_idle", "10s", where, report),
     )
+
+
+def _duration(raw: dict[str, Any], key: str, default: str, where: tuple[str | int, ...], report: Report) -> float:
+    """The duration at `key`: the schema lets by one too long to be a time (too many digits)."""
+    try:
+        return parse_duration(raw.get(key, default))
+    except ValueError as exc:
+        report((*where, key), str(exc))
+        return parse_duration(default)
 
 
 def _reading(raw: dict[str, Any], where: tuple[str | int, ...], report: Report, time_field: str | None) -> Reading:
@@ -359,7 +368,7 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
         recipients=recipients,
         source=raw.get("source", "rulesd"),
         timeout_s=float(raw.get("timeout_s", 10)),
-        max_age=parse_duration(raw.get("max_age", "24h")),
+        max_age=_duration(raw, "max_age", "24h", ("opsgenie",), report),
         heartbeat=raw.get("heartbeat"),
     )
 

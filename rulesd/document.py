@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from rulesd.errors import Problem, SourceLocation
+from rulesd.errors import InvalidInputError, Problem, SourceLocation
 
 JsonPath = tuple[str | int, ...]
 
@@ -37,3 +37,13 @@ class Document(msgspec.Struct):
             parts = parts[:-1]
         line, col = self.value_marks.get((), (1, 1))
         return SourceLocation(self.path, line, col)
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of the file `path`, read once (a pipe, as `<(...)` names one, has them only
+    once); InvalidInputError saying why it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: {exc.strerror or exc}")]) from None

@@ -20,10 +20,10 @@ def parse_duration(value: int | str) -> float:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"bad duration {value!r}: must not be negative")
-        return float(value)
+        return _seconds(value)
     plain = _PLAIN.match(value)
     if plain:
-        return float(plain.group(1))
+        return _seconds(int(plain.group(1)))
     total, pos, smallest = 0, 0, float("inf")
     for m in _PART.finditer(value):
         if m.start() != pos:
@@ -34,4 +34,12 @@ def parse_duration(value: int | str) -> float:
         total, pos, smallest = total + int(m.group(1)) * unit, m.end(), unit
     if pos != len(value) or pos == 0:
         raise ValueError(f"bad duration {value!r}: use seconds or e.g. 30s, 5m, 2h, 1d, 1h30m")
-    return float(total)
+    return _seconds(total)
+
+
+def _seconds(count: int) -> float:
+    # YAML and the unit strings take integers of any size; times are floats.
+    try:
+        return float(count)
+    except OverflowError:
+        raise ValueError("bad duration: too long to be a number of seconds") from None

@@ -24,7 +24,7 @@ from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
 from rulesd.rules.model import RuleSet
-from rulesd.validation import validate_document
+from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
 
 START = 1_700_000_000.0  # event time of `at: 0s`; fixed so that tests are reproducible
@@ -63,6 +63,12 @@ def check_test_file(path: str) -> list[Problem]:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
+    return _test_file_problems(doc)
+
+
+def _test_file_problems(doc: Document) -> list[Problem]:
+    """The problems of a test file's document (see `check_test_file`)."""
+    path = doc.path
     problems = sorted({*doc.problems, *validate_document(doc, "test")})
     if problems:
         return problems
@@ -72,18 +78,29 @@ def check_test_file(path: str) -> list[Problem]:
             if ("event" in item) == ("advance" in item) or ("advance" in item and "at" in item):
                 where = doc.locate(("tests", t_index, "events", e_index))
                 problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
+            problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
     for i, name in enumerate(doc.value["rule_files"]):
         if not os.path.exists(os.path.join(os.path.dirname(path), name)):
             problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: no such file or directory"))
     return problems
 
 
+def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[str, Any]) -> Iterator[Problem]:
+    """`at` and `advance` that the schema lets by but are no time (too many digits)."""
+    for key in ("at", "advance"):
+        if key in step:
+            try:
+                parse_duration(step[key])
+            except ValueError as exc:
+                yield Problem(doc.locate((*path, key)), f"{format_path((*path, key))}: {exc}")
+
+
 def run_test_file(path: str) -> list[TestOutcome]:
     """Run every test in `path`; InvalidInputError when the file or its rules are invalid."""
-    problems = check_test_file(path)
+    doc = read_yaml(path, keep_going=True)  # once: a pipe (`<(...)`) can be read only once
+    problems = _test_file_problems(doc)
     if problems:
         raise InvalidInputError(problems)
-    doc = read_yaml(path)
     assert isinstance(doc.value, dict)
     base = os.path.dirname(path)
     rule_paths = [os.path.join(base, p) for p in doc.value["rule_files"]]

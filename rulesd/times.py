@@ -8,8 +8,15 @@ import time
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
+_FIRST, _LAST = -62135596800, 253402300800  # 0001-01-01 and 10000-01-01, in epoch seconds
+
+
 def rfc3339(epoch: float) -> str:
-    """`2026-12-04T10:00:00Z`: UTC, to the second."""
+    """`2026-12-04T10:00:00Z`: UTC, to the second. A time RFC 3339 cannot write (years 1 to
+    9999; an event's time field may hold any number, and a duration add to it) is shown as
+    epoch seconds instead."""
+    if not _FIRST <= epoch < _LAST:
+        return f"{epoch:.15g} (epoch seconds)"
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 

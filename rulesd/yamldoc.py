@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from rulesd.document import Document, JsonPath
+from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError as InvalidInputError  # re-exported
 from rulesd.errors import Problem, SourceLocation
 
@@ -257,11 +257,11 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
 
 def read_yaml(path: str, *, keep_going: bool = False) -> Document:
     """Read and parse a YAML file; unreadable or undecodable files are problems too."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_yaml_bytes(read_file(path), path, keep_going=keep_going)
+
+
+def parse_yaml_bytes(data: bytes, path: str, *, keep_going: bool = False) -> Document:
+    """Parse the bytes of the YAML file `path`; text that is not UTF-8 is a problem too."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

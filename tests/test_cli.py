@@ -393,6 +393,47 @@ def test_standard_input_closed_is_said_where_it_is_read_and_harmless_elsewhere(t
         proc.wait()
 
 
+def test_explain_of_a_closed_standard_input_says_so(tmp_path: Path) -> None:
+    """`rulesd explain -` started with `<&-`: the event cannot be read, said as `replay -` says
+    it, exit 2 (it raised AttributeError on the missing stdin)."""
+    write(tmp_path / "rules.yaml", RULES)
+    result = _with_closed("<&-", "explain --rules rules.yaml -", tmp_path)
+    assert (2, "-: error: cannot read the event: standard input is closed\n") == (result.returncode, result.stderr)
+
+
+def _named_by_a_pipe(args: list[str], text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`rulesd ARGS` where `{}` in ARGS names a pipe holding `text`, as the shell's `<(...)`
+    names one (`/dev/fd/N`): it can be read once only. The rule cache is on."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, text.encode())  # (less than a pipe holds)
+    os.close(write_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "rulesd", *(a.replace("{}", f"/dev/fd/{read_end}") for a in args)],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=clean_env({"RULESD_CACHE_DIR": str(cwd / "cache")}),
+            pass_fds=(read_end,),
+            timeout=60,
+        )
+    finally:
+        os.close(read_end)
+
+
+def test_a_rule_file_or_test_file_named_by_a_pipe_is_read_once(tmp_path: Path) -> None:
+    """`rulesd check <(git show HEAD:rules.yaml)`: the rules are read once, for the cache key
+    and the document both (the second read found the pipe empty: "empty file"); `rulesd test`
+    reads its test file once too (it failed an assertion, with a traceback)."""
+    result = _named_by_a_pipe(["check", "{}"], RULES, tmp_path)
+    assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == (result.returncode, result.stdout)
+    rules = write(tmp_path / "rules.yaml", RULES)
+    test = f"rule_files: [{rules}]\ntests:\n  - name: t\n    events: [{{event: {{level: error}}}}]\n"
+    result = _named_by_a_pipe(["test", "{}"], test + "    expect_alerts: [{event: 1, rules: [err]}]\n", tmp_path)
+    assert 0 == result.returncode, result.stderr
+    assert result.stdout.endswith("rule tests: 1 passed, 0 failed, 0 invalid\n")
+
+
 def test_replay_whose_reader_goes_away_ends_quietly(tmp_path: Path) -> None:
     """`rulesd replay … | head`: once its reader is gone the command ends, exit 0, with nothing
     said about the broken pipe."""

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from rulesd.config import load_config
 from rulesd.durations import parse_duration
-from rulesd.errors import InvalidInputError
+from rulesd.errors import ConfigError, InvalidInputError
 from rulesd.rules.loader import check_paths
 from rulesd.ruletest import run_test_file
 
@@ -74,3 +75,50 @@ def test_a_rule_test_refuses_them_in_at(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidInputError, match="each unit at most once, largest first"):
         run_test_file(str(path))
+
+
+TOO_LONG = "9" * 400  # seconds: an integer YAML reads, which no float holds
+
+
+@pytest.mark.parametrize(
+    "value", [int(TOO_LONG), TOO_LONG, TOO_LONG + "d", "9" * 330 + "d"], ids=["int", "text", "days", "330-digit-days"]
+)
+def test_a_duration_beyond_a_float_is_refused(value: int | str) -> None:
+    """Seconds are floats: a duration too long for one is an error, not an OverflowError."""
+    with pytest.raises(ValueError, match="too long to be a number of seconds"):
+        parse_duration(value)
+
+
+def test_check_refuses_a_duration_beyond_a_float_at_its_place(tmp_path: Path) -> None:
+    """`rulesd check` says so at the value, once (it crashed with a traceback)."""
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: r\nmatch: {{x: 1}}\nthrottle: {TOO_LONG}\nthreshold: {{count: 2, window: {TOO_LONG}}}\n")
+    assert [
+        f"{path}:3:11: error: throttle: bad duration: too long to be a number of seconds",
+        f"{path}:4:31: error: threshold.window: bad duration: too long to be a number of seconds",
+    ] == [str(p) for p in check_paths([path]).problems]
+
+
+def test_a_rule_test_refuses_at_and_advance_beyond_a_float(tmp_path: Path) -> None:
+    """`rulesd test` reports them as problems of the test file (it crashed with a traceback)."""
+    (tmp_path / "r.yaml").write_text("name: r\nmatch: {x: 1}\n")
+    path = tmp_path / "r.test.yaml"
+    steps = f"[{{at: {TOO_LONG}, event: {{x: 1}}}}, {{advance: {TOO_LONG}d}}]"
+    path.write_text(f"rule_files: [r.yaml]\ntests:\n  - name: t\n    events: {steps}\n    expect_alerts: []\n")
+    with pytest.raises(InvalidInputError) as raised:
+        run_test_file(str(path))
+    assert [
+        f"{path}:4:19: error: tests[0].events[0].at: bad duration: too long to be a number of seconds",
+        f"{path}:4:447: error: tests[0].events[1].advance: bad duration: too long to be a number of seconds",
+    ] == [str(p) for p in raised.value.problems]
+
+
+def test_a_config_refuses_a_duration_beyond_a_float(tmp_path: Path) -> None:
+    """`opsgenie.max_age` too: a configuration error at its place, not a traceback."""
+    path = tmp_path / "rulesd.yaml"
+    path.write_text(f"rules: []\nopsgenie: {{api_key: k, max_age: {TOO_LONG}}}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path))
+    assert [f"{path}:2:33: error: opsgenie.max_age: bad duration: too long to be a number of seconds"] == [
+        str(p) for p in raised.value.problems
+    ]

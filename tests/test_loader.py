@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rulesd.errors import RuleError
 from rulesd.rules.loader import check_paths, load_ruleset
 from rulesd.rules.model import Responder, Threshold
+from tests.run_cli import rulesd_cli
 
 INVALID = os.path.join(os.path.dirname(__file__), "data", "invalid")
 DURATION_HELP = (
@@ -262,6 +263,19 @@ def test_a_directory_linked_into_itself_is_searched_once(tmp_path: Path) -> None
         f"{rules}/sub/back: warning: skipped: the same directory as {rules} (a link to a directory already searched)"
     ] == [str(p) for p in result.problems]
     assert result.ruleset is not None and ["a", "b"] == [r.name for r in result.ruleset.rules]
+
+
+def test_a_named_pipe_in_a_rule_directory_is_an_error_not_a_wait(tmp_path: Path) -> None:
+    """A FIFO named like a rule file in a searched directory is not opened (that waited for a
+    writer forever: `rulesd check` and a reload hung); it is an error that names it."""
+    (tmp_path / "a.yaml").write_text("name: a\nmatch: {x: 1}\n")
+    os.mkfifo(tmp_path / "fifo.yaml")
+    result = rulesd_cli("check", str(tmp_path), timeout=30)  # (a wait fails the test)
+    assert 1 == result.returncode
+    assert (
+        f"{tmp_path}/fifo.yaml: error: not a regular file (a pipe, socket or device)\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n"
+    ) == result.stdout
 
 
 def test_a_file_under_two_names_is_read_once(tmp_path: Path) -> None:

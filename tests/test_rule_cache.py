@@ -65,6 +65,14 @@ def test_user_cache_location(tmp_path: Path) -> None:
     assert xdg is not None and tmp_path / "rulesd" == xdg.directory
 
 
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The XDG Base Directory spec holds a relative path invalid: the cache is then the one
+    under the home directory, not a directory made in the rules repository being checked."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cache = RuleCache.for_user({"XDG_CACHE_HOME": "relative"})
+    assert cache is not None and tmp_path / "home" / ".cache" / "rulesd" == cache.directory
+
+
 def _summary(path: Path, cache: RuleCache) -> tuple[list[str], list[str], list[str]]:
     result = check_paths([path], cache)
     rules = result.ruleset.rules if result.ruleset else ()

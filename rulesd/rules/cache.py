@@ -49,7 +49,9 @@ class RuleCache:
         if "RULESD_CACHE_DIR" in environ:
             chosen = environ["RULESD_CACHE_DIR"]
             return cls(chosen, create_parents=True) if chosen else None
-        base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):  # the XDG spec: a relative one is invalid, to be ignored
+            base = os.path.join(os.path.expanduser("~"), ".cache")
         return cls(os.path.join(base, "rulesd"), create_parents=True)
 
     @classmethod

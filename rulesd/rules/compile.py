@@ -252,9 +252,13 @@ def _optional_duration(raw: dict[str, Any], key: str, ctx: _Context, inner: str 
     return ctx.duration(value, path)
 
 
-def _window(raw: dict[str, Any], path: JsonPath, ctx: _Context) -> float:
+def _window(raw: int | str, path: JsonPath, ctx: _Context) -> float:
     """A duration that must be longer than 0s."""
-    seconds = ctx.duration(raw, path)
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:  # one problem: not also that it is not longer than 0s
+        ctx.report(path, str(exc))
+        return 0.0
     if seconds <= 0:
         ctx.report(path, f"the {path[-1]} must be longer than 0s")
     return seconds

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import marshal
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 
 from rulesd import collector
-from rulesd.document import Document, JsonPath
+from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
@@ -84,7 +85,19 @@ def _walk(top: str, problems: list[Problem]) -> Iterator[str]:
             if name.startswith(".") or name.endswith(TEST_SUFFIXES):
                 continue
             if name.endswith(RULE_SUFFIXES):
-                yield os.path.join(root, name)
+                path = os.path.join(root, name)
+                if _special(path):  # opening a named pipe would wait for a writer, maybe forever
+                    problems.append(Problem(SourceLocation(path), "not a regular file (a pipe, socket or device)"))
+                    continue
+                yield path
+
+
+def _special(path: str) -> bool:
+    """Whether `path` is there but is no regular file (links followed)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # a broken link: reading it says why
+        return False
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -137,23 +150,27 @@ class _Parsed(msgspec.Struct):
 
 
 def _parse_file(path: str, cache: RuleCache | None) -> _Parsed:
-    key = _document_key(path) if cache is not None else None
+    try:
+        data = read_file(path)  # once: the cache key and the document are of the same bytes
+    except InvalidInputError as exc:
+        return _Parsed(None, list(exc.problems), set())
+    key = _document_key(data) if cache is not None else None
     if cache is not None and key is not None:
         doc = _cached_document(cache, key, path)
         if doc is not None:
             return _Parsed(doc, [], set())  # known to be free of schema violations
     try:
-        doc = _read_yaml(path)
+        doc = _read_yaml(path, data)
     except InvalidInputError as exc:
         return _Parsed(None, list(exc.problems), set())
     return _checked(doc, key)
 
 
-def _read_yaml(path: str) -> Document:
+def _read_yaml(path: str, data: bytes) -> Document:
     # PyYAML (~12 ms to import) only when a file is read: not when every file is in the cache.
-    from rulesd.yamldoc import read_yaml
+    from rulesd.yamldoc import parse_yaml_bytes
 
-    return read_yaml(path, keep_going=True)
+    return parse_yaml_bytes(data, path, keep_going=True)
 
 
 def _checked(doc: Document, key: str | None = None) -> _Parsed:
@@ -188,14 +205,9 @@ def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | 
 # ---- the cache of parsed and schema-checked rule files ---------------------------------
 
 
-def _document_key(path: str) -> str | None:
+def _document_key(data: bytes) -> str:
     """What a parsed, schema-checked rule file depends on: its bytes, the schema and the
     code that parses and checks it, Python's version (marshal's format)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
     return digest("document", sys.version, _code_fingerprint(), data)
 
 
@@ -339,9 +351,9 @@ def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[
     wanted = {rule.name: rule for rule in rules}
     found: dict[str, RuleSource] = {}
     for path in dict.fromkeys(rule.location.path for rule in wanted.values()):
-        key = _document_key(path) if cache is not None else None
-        doc = _cached_document(cache, key, path) if cache is not None and key is not None else None
-        doc = doc or _read_yaml(path)
+        data = read_file(path)
+        doc = _cached_document(cache, _document_key(data), path) if cache is not None else None
+        doc = doc or _read_yaml(path, data)
         for raw, base in _rules_in(doc):
             rule = wanted.get(raw.get("name"))  # type: ignore[arg-type]
             if rule is not None and rule.location.path == path:
