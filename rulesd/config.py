@@ -164,6 +164,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
     metrics = raw.get("metrics") or {}
+    _check_listen(metrics.get("listen"), report)
     limits = raw.get("limits") or {}
     state = _state(raw.get("state") or {}, sources, report)
     forward = raw.get("forward")
@@ -188,6 +189,12 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
         else None,
         warnings=warnings,
     )
+
+
+def _check_listen(listen: str | None, report: Report) -> None:
+    """The schema checks HOST:PORT's shape; the port must also be one a socket can bind."""
+    if listen is not None and int(listen.rpartition(":")[2]) > 65535:
+        report(("metrics", "listen"), f"{listen!r}: the port must be 0 to 65535")
 
 
 def _absolute(base: str, path: str) -> str:
