@@ -38,7 +38,7 @@ def files_fingerprint(paths: Iterable[str]) -> str:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_change: Callable[[], None], on_deleted: Callable[[str], None]) -> None:
+    def __init__(self, on_change: Callable[[tuple[str, ...]], None], on_deleted: Callable[[str], None]) -> None:
         self.on_change = on_change
         self.directory_deleted = on_deleted
 
@@ -47,7 +47,7 @@ class _Handler(FileSystemEventHandler):
             # Perhaps a watched directory itself: its watch ends with it.
             self.directory_deleted(os.fsdecode(event.src_path))
         if event.event_type not in ("opened", "closed_no_write"):
-            self.on_change()
+            self.on_change(tuple(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p))
 
 
 class RuleWatcher:
@@ -62,6 +62,7 @@ class RuleWatcher:
         self.backstop = backstop
         self._lock = threading.Lock()
         self._changed_at: float | None = None
+        self._named = False  # an event since the last check named a rule path (not just its neighbours)
         self._forced = False
         self._last_check = clock()
         self._fingerprint = files_fingerprint(self.paths)
@@ -133,6 +134,7 @@ class RuleWatcher:
             return True
         with self._lock:
             settled = self._changed_at is not None and now - self._changed_at >= self.debounce
+            named = self._named
         if not settled and now - self._last_check < self.backstop:
             return False
         self._last_check = now
@@ -140,27 +142,39 @@ class RuleWatcher:
         current = files_fingerprint(self.paths)
         with self._lock:
             self._changed_at = None
+            self._named = False
             changed = current != self._fingerprint
             self._fingerprint = current
-        return changed or settled
+        # Events about a rule file's neighbours (the state directory, a log) reload only if the
+        # fingerprint moved (a ConfigMap's `..data` swap does); a rule path's own always do.
+        return changed or (settled and named)
 
     def _deleted(self, path: str) -> None:
         if path in self._watches:
             with self._lock:
                 self._lost.add(path)
 
-    def _touched(self) -> None:
+    def _touched(self, paths: tuple[str, ...]) -> None:
+        named = any(self._names_rule_path(path) for path in paths)
+        now = self.clock()
         with self._lock:
-            self._changed_at = self.clock()
+            if named or self._changed_at is None:  # a busy neighbour must not postpone a save's reload
+                self._changed_at = now
+            self._named = self._named or named
+
+    def _names_rule_path(self, path: str) -> bool:
+        """`path` is a rule path or lies under one."""
+        return any(path == rule or path.startswith(rule.rstrip(os.sep) + os.sep) for rule in self.paths)
 
     def _directories(self) -> dict[str, bool]:
         """The directories to watch, each with whether to watch it recursively: a rule directory
-        (or the directory of a rule file) is; the nearest existing parent of a missing one is
-        watched alone, for the directory to appear."""
+        is; the directory of a rule file is watched alone (it may be `/` or `/etc`, whose trees
+        hold no rules), and so is the nearest existing parent of a missing one, for the directory
+        to appear."""
         dirs: dict[str, bool] = {}
         for path in self.paths:
-            target = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-            recursive = True
+            recursive = os.path.isdir(path)
+            target = path if recursive else os.path.dirname(os.path.abspath(path))
             while not os.path.isdir(target) and target != os.path.dirname(target):
                 target = os.path.dirname(target)  # watch the nearest existing parent
                 recursive = False

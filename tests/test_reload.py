@@ -179,3 +179,45 @@ def test_a_re_created_rules_directory_is_watched_again(workspace: Workspace, ser
     workspace.append({"kind": "urgent", "id": 1})
     assert server.wait_for(lambda r: len(r) >= 1)
     assert ["urgent-1"] == [a["alias"] for a in server.alerts()]
+
+
+def rule_file_beside_everything(tmp_path: Path, server: FakeOpsGenie) -> Workspace:
+    """A workspace whose one rule file lies beside the config, the event file and the state
+    directory (`rules: [rules.yaml]`)."""
+    ws = Workspace(tmp_path, server.url, rules=["rules.yaml"])
+    (ws.rules / "rules.yaml").rename(tmp_path / "rules.yaml")
+    return ws
+
+
+def test_a_rule_file_is_not_reloaded_for_its_neighbours(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """The daemon's own commits into the state directory and the lines appended to the event
+    file beside the rule file reload nothing; a save of the rule file is live within a second."""
+    ws = rule_file_beside_everything(tmp_path, server)
+    daemon = ws.start()
+    for i in range(5):
+        ws.append(page(i))
+        assert server.wait_for(lambda r, n=i + 1: len(r) >= n)
+    time.sleep(0.5)  # past the debounce of the last commit
+    assert "reload" not in daemon.stderr()
+    staged = tmp_path / "rules.yaml.tmp"
+    staged.write_text(PAGE_RULE)
+    os.rename(staged, tmp_path / "rules.yaml")
+    saved = time.monotonic()
+    assert daemon.wait_for_log("reload ok: 1 rule; added: 1 (r); removed: 1 (page-on-demand)"), daemon.stderr()
+    assert time.monotonic() - saved < 1.0
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches the process holds."""
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    return sum(path.read_text().count("inotify wd:") for path in fdinfo.iterdir())
+
+
+def test_the_directory_of_a_rule_file_is_not_watched_recursively(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A rule file's directory may hold a large tree (`/rules.yaml` in a container, `/etc`): only
+    the directory itself is watched, not every directory below it."""
+    ws = rule_file_beside_everything(tmp_path, server)
+    for i in range(50):
+        (tmp_path / "tree" / str(i)).mkdir(parents=True)
+    daemon = ws.start()
+    assert inotify_watches(daemon.proc.pid) < 10
