@@ -221,3 +221,20 @@ def test_the_directory_of_a_rule_file_is_not_watched_recursively(tmp_path: Path,
         (tmp_path / "tree" / str(i)).mkdir(parents=True)
     daemon = ws.start()
     assert inotify_watches(daemon.proc.pid) < 10
+
+
+def test_events_read_while_no_rule_is_loaded_then_a_rule_pages(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Every rule file deleted while running: the reload leaves no rule, events are read and
+    fire nothing (the daemon used to die at the first one), and a rule saved later pages."""
+    daemon = workspace.start()
+    (workspace.rules / "rules.yaml").unlink()
+    assert daemon.wait_for_log("reload ok: 0 rules; removed: 1 (page-on-demand)")
+    workspace.append(page(1))
+    time.sleep(0.3)  # read at once (the file is watched), well before the save below is reloaded
+    (workspace.rules / "r.yaml").write_text(PAGE_RULE)
+    assert daemon.wait_for_log("reload ok: 1 rule; added: 1 (r)"), daemon.stderr()
+    workspace.append(page(2))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    assert ["p-2"] == [a["alias"] for a in server.alerts()]
+    assert "stopped: 2 event(s), 0 invalid, 1 alert(s) queued" in daemon.stderr()
