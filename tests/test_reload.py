@@ -238,3 +238,28 @@ def test_events_read_while_no_rule_is_loaded_then_a_rule_pages(workspace: Worksp
     assert 0 == daemon.terminate()
     assert ["p-2"] == [a["alias"] for a in server.alerts()]
     assert "stopped: 2 event(s), 0 invalid, 1 alert(s) queued" in daemon.stderr()
+
+
+def test_a_rules_directory_swapped_by_a_rename_is_live_within_a_second(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """A deploy that renames the new rule directory over the old one (`mv rules rules.old; mv
+    rules.new rules`) changes no file the old watch sees: the rename in the rule directory's
+    parent is what tells, and a save into the new directory is live within a second too."""
+    daemon = workspace.start()
+    staged = workspace.root / "rules.new"
+    staged.mkdir()
+    (staged / "r.yaml").write_text(PAGE_RULE)
+    os.rename(workspace.rules, workspace.root / "rules.old")
+    os.rename(staged, workspace.rules)
+    swapped = time.monotonic()
+    assert daemon.wait_for_log("reload ok: 1 rule; added: 1 (r); removed: 1 (page-on-demand)"), daemon.stderr()
+    assert time.monotonic() - swapped < 1.0
+    (workspace.rules / "urgent.yaml").write_text("name: urgent\nmatch: {kind: urgent}\n")
+    saved = time.monotonic()
+    assert daemon.wait_for_log("reload ok: 2 rules; added: 1 (urgent)"), daemon.stderr()
+    assert time.monotonic() - saved < 1.0
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert ["p-1"] == [a["alias"] for a in server.alerts()]
+    assert 2 == daemon.stderr().count("reload ok"), "a line appended beside the rule directory reloaded it"
