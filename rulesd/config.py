@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from rulesd.alerting.api import alert_url_warnings, validate_alert_url
+from rulesd.alerting.api import alert_url_warnings, api_key_problem, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
 from rulesd.document import Document
 from rulesd.durations import parse_duration
@@ -164,6 +164,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
     metrics = raw.get("metrics") or {}
+    _check_listen(metrics.get("listen"), report)
     limits = raw.get("limits") or {}
     state = _state(raw.get("state") or {}, sources, report)
     forward = raw.get("forward")
@@ -188,6 +189,12 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
         else None,
         warnings=warnings,
     )
+
+
+def _check_listen(listen: str | None, report: Report) -> None:
+    """The schema checks HOST:PORT's shape; the port must also be one a socket can bind."""
+    if listen is not None and int(listen.rpartition(":")[2]) > 65535:
+        report(("metrics", "listen"), f"{listen!r}: the port must be 0 to 65535")
 
 
 def _absolute(base: str, path: str) -> str:
@@ -398,12 +405,12 @@ def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ
     if cfg.api_key_file:
         return _read_key_file(cfg.api_key_file, "opsgenie.api_key_file")
     if environ.get(API_KEY_ENV, "").strip():
-        return environ[API_KEY_ENV].strip()
+        return _usable_key(environ[API_KEY_ENV].strip(), "opsgenie", f"${API_KEY_ENV}")
     creds = environ.get("CREDENTIALS_DIRECTORY")
     if creds and os.path.exists(os.path.join(creds, CREDENTIAL_NAME)):
         return _read_key_file(os.path.join(creds, CREDENTIAL_NAME), f"the systemd credential {CREDENTIAL_NAME}")
     if cfg.api_key and cfg.api_key.strip():
-        return cfg.api_key.strip()
+        return _usable_key(cfg.api_key.strip(), "opsgenie", "opsgenie.api_key")
     raise ConfigError(
         [
             Problem(
@@ -428,6 +435,16 @@ def _read_key_file(path: str, what: str) -> str:
         reason = "not UTF-8 text"
     else:
         if key:
-            return key
+            return _usable_key(key, path, what)
         reason = "the file is empty"
     raise ConfigError([Problem(SourceLocation(path), f"cannot read the API key ({what}): {reason}")])
+
+
+def _usable_key(key: str, where: str, what: str) -> str:
+    """`key`, if it can be sent; else a ConfigError at `where` naming `what` it came from (a key
+    the sender would refuse must stop the start, not pause the first page)."""
+    problem = api_key_problem(key)
+    if problem is None:
+        return key
+    message = f"cannot use the API key ({what}): it {problem}; a key is one line of printable characters"
+    raise ConfigError([Problem(SourceLocation(where), message)])

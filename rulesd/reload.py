@@ -38,7 +38,7 @@ def files_fingerprint(paths: Iterable[str]) -> str:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_change: Callable[[], None], on_deleted: Callable[[str], None]) -> None:
+    def __init__(self, on_change: Callable[[tuple[str, ...]], None], on_deleted: Callable[[str], None]) -> None:
         self.on_change = on_change
         self.directory_deleted = on_deleted
 
@@ -46,8 +46,11 @@ class _Handler(FileSystemEventHandler):
         if event.event_type == "deleted" and event.is_directory:
             # Perhaps a watched directory itself: its watch ends with it.
             self.directory_deleted(os.fsdecode(event.src_path))
-        if event.event_type not in ("opened", "closed_no_write"):
-            self.on_change()
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        if event.event_type == "modified" and event.is_directory:
+            return  # its entries changed (or its mode): each change of an entry is an event of its own
+        self.on_change(tuple(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p))
 
 
 class RuleWatcher:
@@ -56,12 +59,13 @@ class RuleWatcher:
     def __init__(
         self, paths: Iterable[str], *, clock: Callable[[], float], debounce: float = 0.1, backstop: float = 5.0
     ) -> None:
-        self.paths = tuple(paths)
+        self.paths = tuple(os.path.abspath(path) for path in paths)  # as the watches report them
         self.clock = clock
         self.debounce = debounce
         self.backstop = backstop
         self._lock = threading.Lock()
         self._changed_at: float | None = None
+        self._named = False  # an event since the last check named a rule path (not just its neighbours)
         self._forced = False
         self._last_check = clock()
         self._fingerprint = files_fingerprint(self.paths)
@@ -72,6 +76,9 @@ class RuleWatcher:
         # Watched directories reported deleted: a directory made again under the same name may
         # even get the same inode number, so its identity alone cannot tell.
         self._lost: set[str] = set()
+        # The directories of rule files (and of missing rule paths): any change there may be a
+        # ConfigMap's `..data` swap, which only the fingerprint tells.
+        self._file_directories: frozenset[str] = frozenset()
 
     def start(self) -> None:
         """Start watching the directories that hold the rule paths."""
@@ -133,6 +140,7 @@ class RuleWatcher:
             return True
         with self._lock:
             settled = self._changed_at is not None and now - self._changed_at >= self.debounce
+            named = self._named
         if not settled and now - self._last_check < self.backstop:
             return False
         self._last_check = now
@@ -140,29 +148,51 @@ class RuleWatcher:
         current = files_fingerprint(self.paths)
         with self._lock:
             self._changed_at = None
+            self._named = False
             changed = current != self._fingerprint
             self._fingerprint = current
-        return changed or settled
+        # Events about a rule file's neighbours (the state directory, a log) reload only if the
+        # fingerprint moved (a ConfigMap's `..data` swap does); a rule path's own always do.
+        return changed or (settled and named)
 
     def _deleted(self, path: str) -> None:
         if path in self._watches:
             with self._lock:
                 self._lost.add(path)
 
-    def _touched(self) -> None:
+    def _touched(self, paths: tuple[str, ...]) -> None:
+        named = any(self._names_rule_path(path) for path in paths)
+        if not named and not any(os.path.dirname(path) in self._file_directories for path in paths):
+            return  # a neighbour of a rule directory, in its parent: only the directory's own name counts
+        now = self.clock()
         with self._lock:
-            self._changed_at = self.clock()
+            if named or self._changed_at is None:  # a busy neighbour must not postpone a save's reload
+                self._changed_at = now
+            self._named = self._named or named
+
+    def _names_rule_path(self, path: str) -> bool:
+        """`path` is a rule path, lies under one or holds one (a directory above it renamed)."""
+        return any(path == rule or _under(path, rule) or _under(rule, path) for rule in self.paths)
 
     def _directories(self) -> dict[str, bool]:
         """The directories to watch, each with whether to watch it recursively: a rule directory
-        (or the directory of a rule file) is; the nearest existing parent of a missing one is
-        watched alone, for the directory to appear."""
+        is, and its parent is watched alone (a deploy may swap the directory by a rename or a
+        link); the directory of a rule file is watched alone (it may be `/` or `/etc`, whose
+        trees hold no rules), and so is the nearest existing parent of a missing one, for the
+        directory to appear."""
         dirs: dict[str, bool] = {}
         for path in self.paths:
-            target = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-            recursive = True
+            recursive = os.path.isdir(path)
+            target = path if recursive else os.path.dirname(path)
             while not os.path.isdir(target) and target != os.path.dirname(target):
                 target = os.path.dirname(target)  # watch the nearest existing parent
                 recursive = False
             dirs[target] = dirs.get(target, False) or recursive
+            if recursive:
+                dirs.setdefault(os.path.dirname(path), False)
+        self._file_directories = frozenset(os.path.dirname(p) for p in self.paths if not os.path.isdir(p))
         return dirs
+
+
+def _under(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip(os.sep) + os.sep)

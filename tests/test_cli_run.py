@@ -60,6 +60,23 @@ def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
     ) == result.stderr
 
 
+def test_a_key_that_cannot_be_sent_stops_the_start_naming_where_it_is(tmp_path: Path) -> None:
+    """A key file of two lines (or a key with a space) would be refused by the sender at the
+    first page: exit 2 at start, naming the file and the setting, never the key."""
+    cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key_file: opsgenie.key}\n")
+    (tmp_path / "opsgenie.key").write_text("# the production key\nkey-0123456789\n")
+    (tmp_path / "opsgenie.key").chmod(0o600)
+    result = rulesd_cli("run", "--config", cfg)
+    assert 2 == result.returncode
+    assert (
+        f"{tmp_path}/opsgenie.key: error: cannot use the API key (opsgenie.api_key_file): it contains spaces or "
+        "control characters; a key is one line of printable characters\n"
+    ) == result.stderr
+    result = rulesd_cli("run", "--config", config(tmp_path, "state_dir: st\n"), env={"RULESD_OPSGENIE_API_KEY": "a b"})
+    assert 2 == result.returncode
+    assert result.stderr.startswith("opsgenie: error: cannot use the API key ($RULESD_OPSGENIE_API_KEY): it contains")
+
+
 def test_a_metrics_address_in_use_is_named(tmp_path: Path) -> None:
     """Exit 1, naming metrics.listen and the address taken."""
     with socket.socket() as taken:

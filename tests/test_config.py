@@ -115,6 +115,10 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
             "rulesd.yaml:1:24: error: opsgenie.recipients: recipient 'team:' has no name",
         ),
         ("metrics: {listen: 9464}\n", "rulesd.yaml:1:19: error: metrics.listen: expected a string or null, got 9464"),
+        (
+            "metrics: {listen: '127.0.0.1:99999'}\n",
+            "rulesd.yaml:1:19: error: metrics.listen: '127.0.0.1:99999': the port must be 0 to 65535",
+        ),
         ("- a\n- b\n", "rulesd.yaml:1:1: error: the configuration must be a mapping of keys"),
     ],
 )

@@ -179,3 +179,87 @@ def test_a_re_created_rules_directory_is_watched_again(workspace: Workspace, ser
     workspace.append({"kind": "urgent", "id": 1})
     assert server.wait_for(lambda r: len(r) >= 1)
     assert ["urgent-1"] == [a["alias"] for a in server.alerts()]
+
+
+def rule_file_beside_everything(tmp_path: Path, server: FakeOpsGenie) -> Workspace:
+    """A workspace whose one rule file lies beside the config, the event file and the state
+    directory (`rules: [rules.yaml]`)."""
+    ws = Workspace(tmp_path, server.url, rules=["rules.yaml"])
+    (ws.rules / "rules.yaml").rename(tmp_path / "rules.yaml")
+    return ws
+
+
+def test_a_rule_file_is_not_reloaded_for_its_neighbours(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """The daemon's own commits into the state directory and the lines appended to the event
+    file beside the rule file reload nothing; a save of the rule file is live within a second."""
+    ws = rule_file_beside_everything(tmp_path, server)
+    daemon = ws.start()
+    for i in range(5):
+        ws.append(page(i))
+        assert server.wait_for(lambda r, n=i + 1: len(r) >= n)
+    time.sleep(0.5)  # past the debounce of the last commit
+    assert "reload" not in daemon.stderr()
+    staged = tmp_path / "rules.yaml.tmp"
+    staged.write_text(PAGE_RULE)
+    os.rename(staged, tmp_path / "rules.yaml")
+    saved = time.monotonic()
+    assert daemon.wait_for_log("reload ok: 1 rule; added: 1 (r); removed: 1 (page-on-demand)"), daemon.stderr()
+    assert time.monotonic() - saved < 1.0
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches the process holds."""
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    return sum(path.read_text().count("inotify wd:") for path in fdinfo.iterdir())
+
+
+def test_the_directory_of_a_rule_file_is_not_watched_recursively(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A rule file's directory may hold a large tree (`/rules.yaml` in a container, `/etc`): only
+    the directory itself is watched, not every directory below it."""
+    ws = rule_file_beside_everything(tmp_path, server)
+    for i in range(50):
+        (tmp_path / "tree" / str(i)).mkdir(parents=True)
+    daemon = ws.start()
+    assert inotify_watches(daemon.proc.pid) < 10
+
+
+def test_events_read_while_no_rule_is_loaded_then_a_rule_pages(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Every rule file deleted while running: the reload leaves no rule, events are read and
+    fire nothing (the daemon used to die at the first one), and a rule saved later pages."""
+    daemon = workspace.start()
+    (workspace.rules / "rules.yaml").unlink()
+    assert daemon.wait_for_log("reload ok: 0 rules; removed: 1 (page-on-demand)")
+    workspace.append(page(1))
+    time.sleep(0.3)  # read at once (the file is watched), well before the save below is reloaded
+    (workspace.rules / "r.yaml").write_text(PAGE_RULE)
+    assert daemon.wait_for_log("reload ok: 1 rule; added: 1 (r)"), daemon.stderr()
+    workspace.append(page(2))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    assert ["p-2"] == [a["alias"] for a in server.alerts()]
+    assert "stopped: 2 event(s), 0 invalid, 1 alert(s) queued" in daemon.stderr()
+
+
+def test_a_rules_directory_swapped_by_a_rename_is_live_within_a_second(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """A deploy that renames the new rule directory over the old one (`mv rules rules.old; mv
+    rules.new rules`) changes no file the old watch sees: the rename in the rule directory's
+    parent is what tells, and a save into the new directory is live within a second too."""
+    daemon = workspace.start()
+    staged = workspace.root / "rules.new"
+    staged.mkdir()
+    (staged / "r.yaml").write_text(PAGE_RULE)
+    os.rename(workspace.rules, workspace.root / "rules.old")
+    os.rename(staged, workspace.rules)
+    swapped = time.monotonic()
+    assert daemon.wait_for_log("reload ok: 1 rule; added: 1 (r); removed: 1 (page-on-demand)"), daemon.stderr()
+    assert time.monotonic() - swapped < 1.0
+    (workspace.rules / "urgent.yaml").write_text("name: urgent\nmatch: {kind: urgent}\n")
+    saved = time.monotonic()
+    assert daemon.wait_for_log("reload ok: 2 rules; added: 1 (urgent)"), daemon.stderr()
+    assert time.monotonic() - saved < 1.0
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert ["p-1"] == [a["alias"] for a in server.alerts()]
+    assert 2 == daemon.stderr().count("reload ok"), "a line appended beside the rule directory reloaded it"

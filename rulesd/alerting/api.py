@@ -15,6 +15,7 @@ commands that read a configuration and a `--dry-run`, which send nothing, do not
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
@@ -33,6 +34,9 @@ _API_HOSTS = {"api.opsgenie.com": OPSGENIE, "api.eu.opsgenie.com": OPSGENIE, "ap
 # Enough of an error body to explain a rejection, small enough for a log line and the outbox.
 BODY_MAX = 4096
 REDACTED = "<redacted>"
+# OpsGenie keys are UUIDs; anything printable without whitespace is accepted, but never
+# a character that would break the header (or be echoed in an HTTP library's error message).
+_KEY_SYNTAX = re.compile(r"[\x21-\x7e]+")
 
 
 class Transport(Protocol):
@@ -93,6 +97,16 @@ class OutputClosed(AlertError):
 
 
 # -- pure decisions ----------------------------------------------------------------------------
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why `key` (stripped) cannot go into the `Authorization` header (`is empty`, `contains
+    …`); None if it can."""
+    if not key:
+        return "is empty"
+    if not _KEY_SYNTAX.fullmatch(key):
+        return "contains spaces or control characters"
+    return None
 
 
 def validate_alert_url(url: str) -> str:

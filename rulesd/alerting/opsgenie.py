@@ -8,7 +8,6 @@ response bodies and redirect targets.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from rulesd.alerting.api import (
     PausingAlertError,
     PermanentAlertError,
     RetryableAlertError,
+    api_key_problem,
     classify,
     close_url,
     heartbeat_url,
@@ -39,9 +39,6 @@ USER_AGENT = f"rulesd/{__version__}"
 BODY_READ_LIMIT = 64 * 1024
 # Connections kept to the alert host: the sender's and the heartbeat's.
 POOL_SIZE = 2
-# OpsGenie keys are UUIDs; anything printable without whitespace is accepted, but never
-# a character that would break the header (or be echoed in an HTTP library's error message).
-_KEY_SYNTAX = re.compile(r"[\x21-\x7e]+")
 
 
 class OpsGenieClient:
@@ -147,10 +144,9 @@ class OpsGenieClient:
         except OSError as exc:
             # The message names the key file, never its contents.
             raise PausingAlertError(f"cannot read the OpsGenie API key: {exc}") from None
-        if not key:
-            raise PausingAlertError("the OpsGenie API key is empty")
-        if not _KEY_SYNTAX.fullmatch(key):
-            raise PausingAlertError("the OpsGenie API key contains spaces or control characters")
+        problem = api_key_problem(key)
+        if problem is not None:
+            raise PausingAlertError(f"the OpsGenie API key {problem}")
         return key
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None, key: str) -> urllib3.BaseHTTPResponse:

@@ -435,9 +435,12 @@ class _NodeWriter:
         """The index's tests on the view `event`, then what the line gives (`give` the firing,
         None or INVALID), or `skip` when it has no candidate."""
         self.emit(depth, "try:")
+        tests = len(self.lines)
         self.base += depth
         self.margin = depth
         self.body(plan)
+        if len(self.lines) == tests:  # no rule, so no test: the block still needs a statement
+            self.emit(1, "pass")
         self.base -= depth
         self.margin = 0
         self.emit(depth, f"except {self.const(WholeLine)}:")
