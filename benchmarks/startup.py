@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate
 from process import RULESD, best
 
+from rulesd import collector
 from rulesd.engine import Engine
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.compile import compile_rule
-from rulesd.rules.loader import _rules_in, check_paths, collector_paused, load_ruleset
+from rulesd.rules.loader import _rules_in, check_paths, load_ruleset
 from rulesd.rules.patterns import PatternSet, dump_database, load_database
 from rulesd.validation import schema_violations
 from rulesd.yamldoc import read_yaml
@@ -44,7 +45,7 @@ def phase(repeat: int, run: Callable[[], Any]) -> float:
     times = []
     for _ in range(repeat):
         gc.collect()
-        with collector_paused():
+        with collector.paused():
             started = time.process_time()
             run()
             times.append(time.process_time() - started)
