@@ -412,6 +412,33 @@ def test_forward_restarted_sends_no_line_twice_and_skips_none(tmp_path: Path, re
     assert list(range(written)) == in_stream()
 
 
+def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A script keeping Redis busy (BUSY answers) is Redis unavailable for a while: the
+    forwarder says so, retries and goes on; it does not stop."""
+    log_file = tmp_path / "app.jsonl"
+    log_file.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(10)))
+    config = tmp_path / "forward.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"type": "file", "path": str(log_file), "start_at": "beginning"},
+                "state_dir": "state",
+                "forward": {"url": redis_server.url, "stream": STREAM},
+            }
+        )
+    )
+    forwarder = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
+    assert forwarder.wait_for_log("rulesd forward started"), forwarder.output()
+    thread = redis_server.busy(2)
+    with open(log_file, "a") as fh:
+        fh.write("".join(json.dumps({"n": i}) + "\n" for i in range(10, 20)))
+    thread.join()
+    client = redis_server.client()
+    assert wait_until(lambda: sum(len(f[b"events"].split(b"\n")) for _, f in client.xrange(STREAM)) >= 20, 15)
+    assert "cannot append to the stream, retrying: Redis unavailable: BUSY" in forwarder.output()
+    assert 0 == forwarder.terminate(), forwarder.output()
+
+
 OTHER_RULES = RULES.replace("count: 5, window: 60", "count: 4, window: 60")
 
 

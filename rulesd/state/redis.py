@@ -61,6 +61,13 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+def _unavailable(exc: redis.exceptions.ResponseError) -> bool:
+    """An error reply that passes: loading, failing over, or BUSY (a script, anyone's, running
+    past busy-reply-threshold: Redis answers nothing else until it ends or is killed)."""
+    text = str(exc)
+    return "LOADING" in text or "MASTERDOWN" in text or "READONLY" in text or text.startswith("BUSY ")
+
+
 def default_instance(state_dir: str) -> str:
     """An instance's default name: the host name and its state directory."""
     return f"{socket.gethostname()}:{os.path.abspath(state_dir)}"
@@ -150,7 +157,7 @@ class RedisState:
         except _UNAVAILABLE as exc:
             raise StateUnavailable(f"Redis unavailable: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
-            if "LOADING" in str(exc) or "MASTERDOWN" in str(exc) or "READONLY" in str(exc):
+            if _unavailable(exc):
                 raise StateUnavailable(f"Redis unavailable: {exc}") from exc
             raise
 
