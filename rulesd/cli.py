@@ -658,7 +658,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     import sqlite3
 
     from rulesd.forward import Forwarder
-    from rulesd.state import StateUnavailable
+    from rulesd.state import StateError
 
     config = load_config(args.config)
     if config.forward is None:
@@ -669,7 +669,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return Forwarder(config).run()
-    except (OSError, sqlite3.Error, StateUnavailable) as exc:
+    except (OSError, sqlite3.Error, StateError) as exc:
         log.error("cannot forward: %s", exc)
         return EXIT_FAIL
 

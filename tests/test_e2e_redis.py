@@ -439,6 +439,37 @@ def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServe
     assert 0 == forwarder.terminate(), forwarder.output()
 
 
+def test_a_database_number_redis_does_not_have_is_said_once_not_a_traceback(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A url naming database 99 of a Redis with 16: Redis refuses the connection's SELECT;
+    every command says so in one line and exits 1 (they ended in a traceback)."""
+    url = redis_server.url.removesuffix("/0") + "/99"
+    (tmp_path / "app.jsonl").touch()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
+    file_source = {"type": "file", "path": "app.jsonl"}
+    configs = {
+        "fleet": {"source": file_source, "state": {"backend": "redis", "url": url}, "opsgenie": {"api_key": "k"}},
+        "forward": {"source": file_source, "forward": {"url": url}},
+    }
+    for name, config in configs.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**config, "state_dir": f"state-{name}"}))
+    for command in (["run"], ["state"], ["outbox", "list"], ["forward", "--config", "forward.yaml"]):
+        args = command if "--config" in command else [*command, "--config", "fleet.yaml"]
+        result = subprocess.run(
+            [sys.executable, "-m", "rulesd", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=clean_env(),
+            timeout=30,
+        )
+        assert 1 == result.returncode, result.stderr
+        assert "Redis refused the database number of the url: DB index is out of range" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 OTHER_RULES = RULES.replace("count: 5, window: 60", "count: 4, window: 60")
 
 

@@ -39,7 +39,7 @@ from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name, key_from_json
 from rulesd.engine.values import GroupKey
 from rulesd.state import scripts
-from rulesd.state.base import CREATE, DEAD, PENDING, Attempt, OutboxAlert, Request, StateUnavailable
+from rulesd.state.base import CREATE, DEAD, PENDING, Attempt, OutboxAlert, Request, StateError, StateUnavailable
 
 log = logging.getLogger("rulesd.state")
 
@@ -159,6 +159,11 @@ class RedisState:
         except redis.exceptions.ResponseError as exc:
             if _unavailable(exc):
                 raise StateUnavailable(f"Redis unavailable: {exc}") from exc
+            if "DB index is out of range" in str(exc):  # the connection's SELECT: waiting cannot help
+                raise StateError(
+                    f"Redis refused the database number of the url: {exc}"
+                    " (it has as many as its `databases` setting says, numbered from 0)"
+                ) from None
             raise
 
     # -- the rule set -------------------------------------------------------------------------
