@@ -470,6 +470,31 @@ def test_a_database_number_redis_does_not_have_is_said_once_not_a_traceback(
         assert "Traceback" not in result.stderr
 
 
+def test_a_stream_worker_needs_redis_at_start(tmp_path: Path, redis_server: RedisServer) -> None:
+    """As README says of every instance: without Redis at start (down, or a database it does
+    not have) a stream worker exits 1 and names why (it said it had started, then waited, or
+    ended in a traceback)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9")
+
+    def run(config: Path) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "rulesd", "run", "--config", str(config)]
+        return subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=30)
+
+    missing_db = redis_server.url.removesuffix("/0") + "/99"
+    other_db = fleet.config(
+        "b",
+        source={"type": "redis_stream", "url": missing_db},
+        state={"backend": "redis", "url": missing_db, "instance": "b"},
+    )
+    redis_server.stop()
+    down = run(fleet.config("a"))
+    redis_server.start()
+    for result, why in ((down, "Redis unavailable"), (run(other_db), "Redis refused the database number")):
+        assert 1 == result.returncode, result.stderr
+        assert result.stderr.startswith(f"rulesd: error: cannot start: {why}"), result.stderr
+        assert "started" not in result.stderr and "Traceback" not in result.stderr
+
+
 OTHER_RULES = RULES.replace("count: 5, window: 60", "count: 4, window: 60")
 
 
