@@ -318,6 +318,26 @@ def test_a_redis_restart_mid_stream_loses_nothing_committed(
     assert all(p.proc.poll() is None for p in processes)
 
 
+def test_workers_go_on_after_redis_comes_back_empty(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis emptied under running workers (FLUSHALL: a restart without its data, the stream
+    deleted): the workers make the consumer group again and evaluate what comes next (they
+    stopped on NOGROUP or UNBLOCKED, a fatal error each)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
+    processes = [fleet.start(f"i{i}") for i in range(2)]
+    page = {"ts": int(time.time()), "level": "error", "host": "h1"}
+    feed(redis_server, [page])
+    assert opsgenie.wait_for(lambda r: len(r) == 1, 20)
+    redis_server.client().flushall()
+    time.sleep(1)
+    feed(redis_server, [{**page, "host": "h2"}])
+    assert opsgenie.wait_for(lambda r: len(r) == 2, 20), fleet.output()
+    assert ["error on h1", "error on h2"] == [r.json()["message"] for r in opsgenie.requests]
+    assert "consumer group rulesd is gone" in fleet.output()
+    assert all(p.proc.poll() is None for p in processes), fleet.output()
+
+
 FLEET_RULES = """
 rules:
   - name: brute-force
