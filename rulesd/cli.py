@@ -667,7 +667,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     import sqlite3
 
     from rulesd.forward import Forwarder
-    from rulesd.state import StateUnavailable
+    from rulesd.state import StateError
 
     config = load_config(args.config)
     if config.forward is None:
@@ -678,32 +678,39 @@ def cmd_forward(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return Forwarder(config).run()
-    except (OSError, sqlite3.Error, StateUnavailable) as exc:
+    except (OSError, sqlite3.Error, StateError) as exc:
         log.error("cannot forward: %s", exc)
         return EXIT_FAIL
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """`rulesd outbox`: list or show queued and dead-lettered alerts, or requeue the dead ones."""
+    import sqlite3
+
     from rulesd.daemon import STATE_FILE
     from rulesd.state import SqliteState
 
     config = load_config(args.config)
     action = args.action or "list"
-    store: Outbox
-    if config.state.backend == "redis":  # the outbox every instance shares
-        from rulesd.daemon.build import open_redis_state
-
-        store = open_redis_state(config)
-        return _outbox(store, action, args)
     path = os.path.join(config.state_dir, STATE_FILE)
-    if not os.path.exists(path):
-        if action == "show":
-            print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
-            return EXIT_FAIL
-        print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
-        return EXIT_OK
-    return _outbox(SqliteState(path), action, args)
+    # Where the outbox is, for its errors (not the Redis URL: it may hold a password).
+    where = f"the shared outbox in Redis (prefix {config.state.prefix})" if config.state.backend == "redis" else path
+    try:
+        if config.state.backend == "redis":  # the outbox every instance shares
+            from rulesd.daemon.build import open_redis_state
+
+            return _outbox(open_redis_state(config), action, args)
+        if not os.path.exists(path):
+            if action == "show":
+                print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
+                return EXIT_FAIL
+            print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
+            return EXIT_OK
+        return _outbox(SqliteState(path), action, args)
+    except (sqlite3.Error, RulesdError) as exc:  # damaged, unwritable, Redis unavailable
+        text = str(exc)
+        print(f"rulesd outbox: error: {text if text.startswith(where) else f'{where}: {text}'}", file=sys.stderr)
+        return EXIT_FAIL
 
 
 def _outbox(store: Outbox, action: str, args: argparse.Namespace) -> int:

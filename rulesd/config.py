@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -168,6 +169,8 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     limits = raw.get("limits") or {}
     state = _state(raw.get("state") or {}, sources, report)
     forward = raw.get("forward")
+    if forward:
+        _check_redis_url(forward["url"], ("forward", "url"), report)
     if problems:
         raise ConfigError(problems, rule_paths)
     warnings = tuple(
@@ -237,6 +240,8 @@ def _source(
     for key in ("url", "stream", "group", "claim_idle"):
         if kind != "redis_stream" and key in raw:
             report((*where, key), f"'{key}' is only used with type: redis_stream")
+    if kind == "redis_stream" and raw.get("url"):
+        _check_redis_url(raw["url"], (*where, "url"), report)
     if kind == "redis_stream" and raw.get("format", "json") != "json":
         report((*where, "format"), "a redis_stream source holds JSON events (format: json)")
     return SourceConfig(
@@ -350,10 +355,31 @@ def _state(raw: dict[str, Any], sources: tuple[SourceConfig, ...], report: Repor
         url = url or stream.url
     if backend == "redis" and not url:
         report(("state",), "state: {backend: redis} needs a url (e.g. redis://state:6379/0)")
+    if raw.get("url"):
+        _check_redis_url(raw["url"], ("state", "url"), report)
     for key in ("url", "instance", "prefix"):
         if backend != "redis" and key in raw:
             report(("state", key), f"'{key}' is only used with backend: redis")
     return StateConfig(backend, url, raw.get("instance"), raw.get("prefix", "rulesd:"))
+
+
+def _check_redis_url(url: str, keys: tuple[str | int, ...], report: Report) -> None:
+    """What the Redis client would not parse, or would read otherwise than written (a database
+    that is not a number is taken as 0): reported at the key, never with the URL (a password)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            report(keys, "a unix:// URL needs the socket's path (unix:///run/redis/redis.sock)")
+        return
+    try:
+        _ = parts.port  # raises for what is not a port number
+    except ValueError:
+        report(keys, "the port is not a number from 0 to 65535 (redis://HOST:PORT/DB)")
+    if not parts.hostname:
+        report(keys, "the URL names no host (redis://HOST:PORT/DB)")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        report(keys, "the database is not a number (redis://HOST:PORT/DB, DB from 0)")
 
 
 def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -91,3 +92,13 @@ class RedisServer:
         """The server's CPU time so far (INFO cpu: user + system)."""
         info = self.client().info("cpu")
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def busy(self, seconds: float) -> threading.Thread:
+        """Keep it busy for `seconds` with another client's script, past a busy-reply-threshold
+        set low (100 ms): every other client is answered BUSY meanwhile. Join the thread."""
+        self.client().config_set("busy-reply-threshold", 100)
+        script = "local t = redis.call('TIME') while redis.call('TIME')[1] - t[1] < tonumber(ARGV[1]) do end"
+        thread = threading.Thread(target=lambda: self.client().eval(script, 0, seconds))
+        thread.start()
+        time.sleep(0.3)
+        return thread

@@ -225,6 +225,24 @@ def test_outbox_show_of_an_alert_no_longer_queued(tmp_path: Path) -> None:
     )
 
 
+def test_outbox_of_a_damaged_database_or_a_redis_down_says_so(tmp_path: Path) -> None:
+    """A state database that is not one, or a shared outbox whose Redis does not answer: every
+    action says where and why in one line (no traceback) and exits 1."""
+    from tests.redis_server import free_port
+
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "state.sqlite").write_bytes(b"not a database, " * 512)
+    damaged = config(tmp_path, "state_dir: st\n")
+    down = str(tmp_path / "down.yaml")
+    Path(down).write_text(f"state_dir: st\nstate: {{backend: redis, url: 'redis://127.0.0.1:{free_port()}/0'}}\n")
+    for cfg, where in ((damaged, str(tmp_path / "st" / "state.sqlite")), (down, "the shared outbox in Redis")):
+        for action in (["list"], ["show", "1"], ["retry-dead"], ["list", "--format", "json"]):
+            result = rulesd_cli("outbox", *action, "--config", cfg)
+            assert (1, "") == (result.returncode, result.stdout), result.stderr
+            assert result.stderr.startswith(f"rulesd outbox: error: {where}"), result.stderr
+            assert 1 == len(result.stderr.splitlines()), result.stderr
+
+
 def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> None:
     """The HTTP client (urllib3, with ssl and http.client: ~45 ms of a start) is imported
     where alerts are sent: a dry run prints them (and still does), and `check --config` and

@@ -340,6 +340,37 @@ SECRET = "734519826504"
 
 
 @pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:secret@state:notaport/0", "the port is not a number from 0 to 65535"),
+        ("redis://:secret@state:70000/0", "the port is not a number from 0 to 65535"),
+        ("redis://:secret@state:6379/one", "the database is not a number"),
+        ("redis://", "the URL names no host"),
+        ("unix://", "a unix:// URL needs the socket's path"),
+    ],
+)
+def test_a_malformed_redis_url_is_a_config_error_at_its_key(tmp_path: Path, url: str, expected: str) -> None:
+    """A Redis URL the client cannot parse (it raised ValueError at the first connection, a
+    traceback from every command) or would read otherwise (a database that is not a number
+    went to database 0) is reported where it is written, without the password, exit 2."""
+    cfg = write(
+        tmp_path,
+        f"source: {{type: redis_stream, url: '{url}'}}\n"
+        f"state: {{backend: redis, url: '{url}'}}\n"
+        f"forward: {{url: '{url}'}}\n",
+    )
+    found = problems(cfg)
+    assert [(1, "source.url"), (2, "state.url"), (3, "forward.url")] == [
+        (int(p.split(":")[1]), p.split(": ")[2]) for p in found
+    ]
+    assert all(f": {expected} (" in p and "secret" not in p for p in found), found
+    for command in (["run"], ["state"], ["outbox", "list"], ["forward"]):
+        result = rulesd_cli(*command, "--config", cfg)
+        assert 2 == result.returncode, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr and "secret" not in result.stderr
+
+
+@pytest.mark.parametrize(
     "value",
     [SECRET, f"[{SECRET}]", f"{{k: {SECRET}}}", f"{SECRET}.5", "true"],
     ids=["all-digits", "list", "mapping", "number", "boolean"],

@@ -318,6 +318,26 @@ def test_a_redis_restart_mid_stream_loses_nothing_committed(
     assert all(p.proc.poll() is None for p in processes)
 
 
+def test_workers_go_on_after_redis_comes_back_empty(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis emptied under running workers (FLUSHALL: a restart without its data, the stream
+    deleted): the workers make the consumer group again and evaluate what comes next (they
+    stopped on NOGROUP or UNBLOCKED, a fatal error each)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
+    processes = [fleet.start(f"i{i}") for i in range(2)]
+    page = {"ts": int(time.time()), "level": "error", "host": "h1"}
+    feed(redis_server, [page])
+    assert opsgenie.wait_for(lambda r: len(r) == 1, 20)
+    redis_server.client().flushall()
+    time.sleep(1)
+    feed(redis_server, [{**page, "host": "h2"}])
+    assert opsgenie.wait_for(lambda r: len(r) == 2, 20), fleet.output()
+    assert ["error on h1", "error on h2"] == [r.json()["message"] for r in opsgenie.requests]
+    assert "consumer group rulesd is gone" in fleet.output()
+    assert all(p.proc.poll() is None for p in processes), fleet.output()
+
+
 FLEET_RULES = """
 rules:
   - name: brute-force
@@ -410,6 +430,89 @@ def test_forward_restarted_sends_no_line_twice_and_skips_none(tmp_path: Path, re
     assert wait_until(lambda: len(in_stream()) >= written, 15)
     assert 0 == forwarder.terminate()
     assert list(range(written)) == in_stream()
+
+
+def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A script keeping Redis busy (BUSY answers) is Redis unavailable for a while: the
+    forwarder says so, retries and goes on; it does not stop."""
+    log_file = tmp_path / "app.jsonl"
+    log_file.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(10)))
+    config = tmp_path / "forward.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"type": "file", "path": str(log_file), "start_at": "beginning"},
+                "state_dir": "state",
+                "forward": {"url": redis_server.url, "stream": STREAM},
+            }
+        )
+    )
+    forwarder = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
+    assert forwarder.wait_for_log("rulesd forward started"), forwarder.output()
+    thread = redis_server.busy(2)
+    with open(log_file, "a") as fh:
+        fh.write("".join(json.dumps({"n": i}) + "\n" for i in range(10, 20)))
+    thread.join()
+    client = redis_server.client()
+    assert wait_until(lambda: sum(len(f[b"events"].split(b"\n")) for _, f in client.xrange(STREAM)) >= 20, 15)
+    assert "cannot append to the stream, retrying: Redis unavailable: BUSY" in forwarder.output()
+    assert 0 == forwarder.terminate(), forwarder.output()
+
+
+def test_a_database_number_redis_does_not_have_is_said_once_not_a_traceback(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A url naming database 99 of a Redis with 16: Redis refuses the connection's SELECT;
+    every command says so in one line and exits 1 (they ended in a traceback)."""
+    url = redis_server.url.removesuffix("/0") + "/99"
+    (tmp_path / "app.jsonl").touch()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
+    file_source = {"type": "file", "path": "app.jsonl"}
+    configs = {
+        "fleet": {"source": file_source, "state": {"backend": "redis", "url": url}, "opsgenie": {"api_key": "k"}},
+        "forward": {"source": file_source, "forward": {"url": url}},
+    }
+    for name, config in configs.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**config, "state_dir": f"state-{name}"}))
+    for command in (["run"], ["state"], ["outbox", "list"], ["forward", "--config", "forward.yaml"]):
+        args = command if "--config" in command else [*command, "--config", "fleet.yaml"]
+        result = subprocess.run(
+            [sys.executable, "-m", "rulesd", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=clean_env(),
+            timeout=30,
+        )
+        assert 1 == result.returncode, result.stderr
+        assert "Redis refused the database number of the url: DB index is out of range" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_stream_worker_needs_redis_at_start(tmp_path: Path, redis_server: RedisServer) -> None:
+    """As README says of every instance: without Redis at start (down, or a database it does
+    not have) a stream worker exits 1 and names why (it said it had started, then waited, or
+    ended in a traceback)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9")
+
+    def run(config: Path) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "rulesd", "run", "--config", str(config)]
+        return subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=30)
+
+    missing_db = redis_server.url.removesuffix("/0") + "/99"
+    other_db = fleet.config(
+        "b",
+        source={"type": "redis_stream", "url": missing_db},
+        state={"backend": "redis", "url": missing_db, "instance": "b"},
+    )
+    redis_server.stop()
+    down = run(fleet.config("a"))
+    redis_server.start()
+    for result, why in ((down, "Redis unavailable"), (run(other_db), "Redis refused the database number")):
+        assert 1 == result.returncode, result.stderr
+        assert result.stderr.startswith(f"rulesd: error: cannot start: {why}"), result.stderr
+        assert "started" not in result.stderr and "Traceback" not in result.stderr
 
 
 OTHER_RULES = RULES.replace("count: 5, window: 60", "count: 4, window: 60")

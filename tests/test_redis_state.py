@@ -175,6 +175,19 @@ def test_an_unreachable_redis_is_state_unavailable() -> None:
         s.snapshot()
 
 
+def test_a_busy_redis_is_state_unavailable(server: RedisServer, client: redis.Redis) -> None:
+    """A script running past busy-reply-threshold makes Redis answer BUSY: unavailable for now
+    (the daemon waits, the forwarder retries), not an error that stops them."""
+    s = store(client)
+    thread = server.busy(2)
+    try:
+        with pytest.raises(StateUnavailable, match="BUSY"):
+            s.published_rules()
+    finally:
+        thread.join()
+    assert "R" == s.published_rules()
+
+
 ABSENCE = """
 rules:
   - name: quiet

@@ -162,7 +162,8 @@ def _build_parts(
         poll=SHARED_POLL if shared(config, dry_run) else POLL_INTERVAL,
     )
     stream = config.stream_source
-    sources = {} if stream is not None else open_sources(config, store.load_positions(), warn, stdin_fd)
+    positions = store.load_positions()  # read in stream mode too: a Redis that does not answer stops the start
+    sources = {} if stream is not None else open_sources(config, positions, warn, stdin_fd)
     notifier = Notifier(environ)
     parts = Parts(
         config=config,

@@ -31,6 +31,7 @@ from functools import partial
 from typing import Any
 
 import msgspec
+import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
@@ -228,6 +229,9 @@ class SharedDaemon(Daemon):
         engine, store = self.engine, self.store
         while True:
             self.shared.sync()
+            if not self.shared.published:  # none published (Redis emptied): this rule set is the first
+                store.publish_rules(engine.ruleset.fingerprint)
+                self.shared.published = engine.ruleset.fingerprint
             if self.shared.published != engine.ruleset.fingerprint:
                 self._refuse(self.shared.published)
                 return
@@ -403,7 +407,12 @@ class SharedDaemon(Daemon):
         reader = self.reader
         assert reader is not None
         client = self.store.client
-        groups = self.store.call(lambda: client.xinfo_groups(reader.stream))
+        try:
+            groups = self.store.call(lambda: client.xinfo_groups(reader.stream))
+        except redis.exceptions.ResponseError as exc:
+            if "no such key" not in str(exc):
+                raise
+            return False  # the stream is gone (Redis emptied): the next read makes it and its group again
         for group in groups:
             name = group["name"]
             if (name.decode() if isinstance(name, bytes) else name) == reader.group:

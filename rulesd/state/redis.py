@@ -39,7 +39,7 @@ from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name, key_from_json
 from rulesd.engine.values import GroupKey
 from rulesd.state import scripts
-from rulesd.state.base import CREATE, DEAD, PENDING, Attempt, OutboxAlert, Request, StateUnavailable
+from rulesd.state.base import CREATE, DEAD, PENDING, Attempt, OutboxAlert, Request, StateError, StateUnavailable
 
 log = logging.getLogger("rulesd.state")
 
@@ -59,6 +59,13 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
 )
+
+
+def _unavailable(exc: redis.exceptions.ResponseError) -> bool:
+    """An error reply that passes: loading, failing over, or BUSY (a script, anyone's, running
+    past busy-reply-threshold: Redis answers nothing else until it ends or is killed)."""
+    text = str(exc)
+    return "LOADING" in text or "MASTERDOWN" in text or "READONLY" in text or text.startswith("BUSY ")
 
 
 def default_instance(state_dir: str) -> str:
@@ -150,8 +157,13 @@ class RedisState:
         except _UNAVAILABLE as exc:
             raise StateUnavailable(f"Redis unavailable: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
-            if "LOADING" in str(exc) or "MASTERDOWN" in str(exc) or "READONLY" in str(exc):
+            if _unavailable(exc):
                 raise StateUnavailable(f"Redis unavailable: {exc}") from exc
+            if "DB index is out of range" in str(exc):  # the connection's SELECT: waiting cannot help
+                raise StateError(
+                    f"Redis refused the database number of the url: {exc}"
+                    " (it has as many as its `databases` setting says, numbered from 0)"
+                ) from None
             raise
 
     # -- the rule set -------------------------------------------------------------------------
