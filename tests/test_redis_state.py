@@ -237,3 +237,21 @@ def test_a_batch_committed_again_after_a_lost_answer_is_refused(client: redis.Re
         a.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}], now=1.0, token="t1")
     assert "taken" == refused.value.why
     assert 1 == len(a.alerts())
+
+
+def test_a_stream_of_large_entries_is_read_a_few_megabytes_at_a_time(client: redis.Redis) -> None:
+    """A worker's memory must not follow the entries' size: entries of 256 KB each are read a
+    few at a time, not MAX_ENTRIES (256 MB) at once; every one is read."""
+    from rulesd.daemon.run import BATCH_LINES
+    from rulesd.sources.redis_stream import READ_BYTES, StreamReader
+
+    event = b'{"message": "' + b"x" * (256 * 1024) + b'"}'
+    for _ in range(300):
+        client.xadd("events", {"event": event})
+    reader = StreamReader(store(client), "events", "g", "a", claim_idle=60.0)
+    read, largest = 0, 0
+    while (batch := reader.read(reader.batch_entries(BATCH_LINES), block_ms=10)) is not None:
+        read += len(batch.ids)
+        largest = max(largest, sum(map(len, batch.lines)))
+    assert read == 300
+    assert largest <= READ_BYTES + len(event)

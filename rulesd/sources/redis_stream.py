@@ -26,6 +26,10 @@ from rulesd.state.redis import RedisState, StreamBatch
 log = logging.getLogger("rulesd")
 BLOCK_MS = 200  # how long a read waits for new entries
 MAX_ENTRIES = 1024  # entries per read at most
+# Bytes of entries per read, about: sized by the recent entries, so that a worker's memory does
+# not follow how large the entries are (1,024 entries of 1 MB each would be 1 GB read at once,
+# and a worker killed for it would claim them again, and be killed again).
+READ_BYTES = 8 * 1024 * 1024
 EMPTY = b""
 
 
@@ -99,6 +103,7 @@ class StreamReader:
         self._group_ready = False
         self.entries_read = 0
         self._lines_per_entry = 8192.0  # a running average (from one entry a read): entries for a batch of lines
+        self._bytes_per_entry = 0.0  # a running average too; none known before the first read
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -112,8 +117,10 @@ class StreamReader:
         self._group_ready = True
 
     def batch_entries(self, lines: int) -> int:
-        """How many entries to read for about `lines` events (an entry holds one or many)."""
-        return max(1, min(MAX_ENTRIES, int(lines / self._lines_per_entry)))
+        """How many entries to read for about `lines` events (an entry holds one or many), and
+        about READ_BYTES at most."""
+        by_bytes = int(READ_BYTES / self._bytes_per_entry) if self._bytes_per_entry else MAX_ENTRIES
+        return max(1, min(MAX_ENTRIES, int(lines / self._lines_per_entry), by_bytes))
 
     def read(self, count: int, block_ms: int = BLOCK_MS) -> EntryBatch | None:
         """New entries (at most `count`), waiting up to `block_ms` for some."""
@@ -208,4 +215,6 @@ class StreamReader:
         self.entries_read += len(ids)
         if ids:
             self._lines_per_entry = 0.5 * self._lines_per_entry + 0.5 * len(lines) / len(ids)
+            size = sum(map(len, lines)) / len(ids)
+            self._bytes_per_entry = 0.5 * self._bytes_per_entry + 0.5 * size if self._bytes_per_entry else size
         return EntryBatch(ids, starts, lines, claimed)
