@@ -626,6 +626,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import sqlite3
 
     from rulesd.daemon import Daemon, build_parts
+    from rulesd.state import StateError
     from rulesd.state.lock import StateDirectoryBusy
 
     config = load_config(args.config)
@@ -650,7 +651,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
     except (OSError, sqlite3.Error, RulesdError) as exc:
-        log.error("cannot start: %s", exc)
+        # The shared state's errors name Redis, not the setting to look at (nor its URL, which
+        # may hold a password).
+        shared = config.state.backend == "redis" and isinstance(exc, StateError)
+        log.error("cannot start: %s%s", exc, " (state.url)" if shared else "")
         return EXIT_FAIL
     if config.state.backend == "redis" and not args.dry_run:  # only this mode needs the Redis client
         from rulesd.daemon.build import stream_reader

@@ -492,8 +492,8 @@ def test_a_database_number_redis_does_not_have_is_said_once_not_a_traceback(
 
 def test_a_stream_worker_needs_redis_at_start(tmp_path: Path, redis_server: RedisServer) -> None:
     """As README says of every instance: without Redis at start (down, or a database it does
-    not have) a stream worker exits 1 and names why (it said it had started, then waited, or
-    ended in a traceback)."""
+    not have) a stream worker exits 1 and names why and the setting (it said it had started,
+    then waited, or ended in a traceback)."""
     fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9")
 
     def run(config: Path) -> subprocess.CompletedProcess[str]:
@@ -512,6 +512,7 @@ def test_a_stream_worker_needs_redis_at_start(tmp_path: Path, redis_server: Redi
     for result, why in ((down, "Redis unavailable"), (run(other_db), "Redis refused the database number")):
         assert 1 == result.returncode, result.stderr
         assert result.stderr.startswith(f"rulesd: error: cannot start: {why}"), result.stderr
+        assert result.stderr.splitlines()[0].endswith("(state.url)"), result.stderr  # the setting to look at
         assert "started" not in result.stderr and "Traceback" not in result.stderr
 
 
