@@ -642,6 +642,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.ruleset is None:
         _print_problems(result.errors, sys.stderr)
         return EXIT_USAGE
+    for problem in result.problems:  # warnings (no rule file found): the start goes on, said why
+        log.warning("%s: %s", problem.location, problem.message)
     try:
         stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1  # (-1: closed, and no source reads it)
         parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=stdin_fd)

@@ -102,6 +102,16 @@ def test_unusable_state_database_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_start_with_no_rule_file_says_so(tmp_path: Path) -> None:
+    """An empty rules directory (a deploy that went wrong) starts, as `check` accepts it, but
+    with the warning `check` gives, not just "0 rule(s) loaded"."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rulesd.yaml").write_text("rules: [rules]\nsource: {type: stdin}\n")
+    result = rulesd_cli("run", "--config", str(tmp_path / "rulesd.yaml"), "--dry-run")
+    assert 0 == result.returncode, result.stderr
+    assert f"rulesd: warning: {tmp_path / 'rules'}: no rule files (*.yaml, *.yml) found" in result.stderr
+
+
 def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
     """stdin to EOF, one JSON payload per alert on stdout, exit 0; invalid lines only warned about."""
     cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\n")

@@ -224,11 +224,13 @@ def test_the_directory_of_a_rule_file_is_not_watched_recursively(tmp_path: Path,
 
 
 def test_events_read_while_no_rule_is_loaded_then_a_rule_pages(workspace: Workspace, server: FakeOpsGenie) -> None:
-    """Every rule file deleted while running: the reload leaves no rule, events are read and
-    fire nothing (the daemon used to die at the first one), and a rule saved later pages."""
+    """Every rule file deleted while running: the reload leaves no rule, and says so as `check`
+    does; events are read and fire nothing (the daemon used to die at the first one), and a
+    rule saved later pages."""
     daemon = workspace.start()
     (workspace.rules / "rules.yaml").unlink()
     assert daemon.wait_for_log("reload ok: 0 rules; removed: 1 (page-on-demand)")
+    assert daemon.wait_for_log(f"warning: {workspace.rules}: no rule files (*.yaml, *.yml) found"), daemon.stderr()
     workspace.append(page(1))
     time.sleep(0.3)  # read at once (the file is watched), well before the save below is reloaded
     (workspace.rules / "r.yaml").write_text(PAGE_RULE)

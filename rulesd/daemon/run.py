@@ -322,6 +322,8 @@ class Daemon:
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset, outcome.prepared)
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
+        for problem in result.problems:  # warnings (no rule file found), before the reload's last word
+            log.warning("%s: %s", problem.location, problem.message)
         log.info("reload ok: %s%s", describe_change(old, result.ruleset), took)
         return True
 
