@@ -102,6 +102,17 @@ def test_unusable_state_database_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_state_database_that_is_a_directory_is_said_so(tmp_path: Path) -> None:
+    """Not "make it writable", which cannot help: it is a directory."""
+    cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
+    (tmp_path / "st" / "state.sqlite").mkdir(parents=True)
+    result = rulesd_cli("run", "--config", cfg)
+    assert 1 == result.returncode
+    database = tmp_path / "st" / "state.sqlite"
+    assert f"cannot start: {database}: cannot open the state database: it is a directory" in result.stderr
+    assert "writable" not in result.stderr
+
+
 def test_a_start_with_no_rule_file_says_so(tmp_path: Path) -> None:
     """An empty rules directory (a deploy that went wrong) starts, as `check` accepts it, but
     with the warning `check` gives, not just "0 rule(s) loaded"."""

@@ -365,6 +365,8 @@ def state_error(exc: sqlite3.Error | OSError, path: str) -> StateError | sqlite3
             "files aside (keep them to inspect), and start again: a new database is made, the alerts queued "
             "in the old one are not sent, and files are read again from where start_at says"
         )
+    if code == _CANTOPEN and os.path.isdir(path):  # no permission would help
+        return StateError(f"{path}: cannot open the state database: it is a directory; move it aside")
     if code in (_READONLY, _CANTOPEN, _PERM):
         return StateError(
             f"{path}: cannot write the state database ({exc}): make {directory}, the database and its -wal "
