@@ -255,3 +255,23 @@ def test_a_stream_of_large_entries_is_read_a_few_megabytes_at_a_time(client: red
         largest = max(largest, sum(map(len, batch.lines)))
     assert read == 300
     assert largest <= READ_BYTES + len(event)
+
+
+def test_a_forwarded_batch_sent_again_is_appended_once(client: redis.Redis) -> None:
+    """`rulesd forward` sends a batch again when the answer to its append was lost (a timeout,
+    a reset connection) though the script ran: the batch's positions are stored already, so
+    its entries are not added twice. A later batch (positions moved on) is appended."""
+    from rulesd.forward import fields_count
+    from rulesd.state import scripts
+
+    append = client.register_script(scripts.FORWARD)
+
+    def send(offset: int, *entries: bytes) -> None:
+        fields = ["host-a\x00events.jsonl", b'{"offset": %d}' % offset]
+        append(keys=["events", "positions"], args=[*fields_count(fields), len(entries), *entries])
+
+    send(100, b'{"n": 1}\n{"n": 2}', b'{"n": 3}')
+    send(100, b'{"n": 1}\n{"n": 2}', b'{"n": 3}')  # the same batch, its answer lost the first time
+    assert 2 == client.xlen("events")
+    send(180, b'{"n": 4}')
+    assert 3 == client.xlen("events")

@@ -223,9 +223,21 @@ return #ids
 
 # The forwarder's append: its entries and its positions, one atomic step. KEYS: 1 stream,
 # 2 positions; ARGV: 1 how many positions, then (field, value) pairs, then how many entries,
-# then the entries (each one or more newline-separated events).
+# then the entries (each one or more newline-separated events). Positions only move on, so a
+# batch whose every position is stored already was appended: it is the forwarder trying again
+# after the answer was lost (a timeout, a connection reset), and is not appended twice.
 FORWARD = """
 local n_pos = tonumber(ARGV[1])
+local stored = n_pos > 0
+for k = 0, n_pos - 1 do
+  if redis.call('HGET', KEYS[2], ARGV[2 + 2 * k]) ~= ARGV[3 + 2 * k] then
+    stored = false
+    break
+  end
+end
+if stored then
+  return 0
+end
 local i = 2
 for _ = 1, n_pos do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
