@@ -178,12 +178,15 @@ def _in_latest_year(
 
 def _strptime_converter(fmt: str, tz: datetime.tzinfo | None) -> Convert:
     has_year = any(directive in fmt for directive in _YEAR_DIRECTIVES)
+    # Without a year strptime takes 1900, which has no 29 February: read a leap year instead
+    # (the year is then chosen as for syslog).
+    year, parse_fmt = ("", fmt) if has_year else (" 2000", fmt + " %Y")
 
     def convert(value: Any, now: float) -> float | None:
         if type(value) is not str:
             return None
         try:
-            parsed = datetime.datetime.strptime(value, fmt)
+            parsed = datetime.datetime.strptime(value + year, parse_fmt)
         except ValueError:
             return None
         if parsed.tzinfo is not None:
