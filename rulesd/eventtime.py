@@ -189,11 +189,11 @@ def _strptime_converter(fmt: str, tz: datetime.tzinfo | None) -> Convert:
             parsed = datetime.datetime.strptime(value + year, parse_fmt)
         except ValueError:
             return None
-        if parsed.tzinfo is not None:
-            return parsed.timestamp()
         if not has_year:
             fields = (parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second)
-            return _in_latest_year(fields, parsed.microsecond, now, tz)
+            return _in_latest_year(fields, parsed.microsecond, now, parsed.tzinfo or tz)
+        if parsed.tzinfo is not None:
+            return parsed.timestamp()
         return parsed.replace(tzinfo=tz).timestamp() if tz is not None else parsed.timestamp()
 
     return convert
