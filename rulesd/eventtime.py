@@ -178,19 +178,22 @@ def _in_latest_year(
 
 def _strptime_converter(fmt: str, tz: datetime.tzinfo | None) -> Convert:
     has_year = any(directive in fmt for directive in _YEAR_DIRECTIVES)
+    # Without a year strptime takes 1900, which has no 29 February: read a leap year instead
+    # (the year is then chosen as for syslog).
+    year, parse_fmt = ("", fmt) if has_year else (" 2000", fmt + " %Y")
 
     def convert(value: Any, now: float) -> float | None:
         if type(value) is not str:
             return None
         try:
-            parsed = datetime.datetime.strptime(value, fmt)
+            parsed = datetime.datetime.strptime(value + year, parse_fmt)
         except ValueError:
             return None
-        if parsed.tzinfo is not None:
-            return parsed.timestamp()
         if not has_year:
             fields = (parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second)
-            return _in_latest_year(fields, parsed.microsecond, now, tz)
+            return _in_latest_year(fields, parsed.microsecond, now, parsed.tzinfo or tz)
+        if parsed.tzinfo is not None:
+            return parsed.timestamp()
         return parsed.replace(tzinfo=tz).timestamp() if tz is not None else parsed.timestamp()
 
     return convert

@@ -799,6 +799,25 @@ def test_replay_reads_journalctl_output_as_a_journald_source_does(tmp_path: Path
     assert "2 lines: 2 matched, 0 did not match" in result.stderr
 
 
+def test_replay_of_journal_entries_with_out_of_range_numbers_leaves_them_out(tmp_path: Path) -> None:
+    """An entry whose time or PID has more digits than a 64-bit integer (an edited export, not
+    what journalctl writes) is read without them, as a value that does not convert is: no
+    traceback, and the other entries are evaluated."""
+    write(tmp_path / "rules" / "r.yaml", "name: m\nmatch: {message: {contains: boom}}\n")
+    write(tmp_path / "rulesd.yaml", yaml.safe_dump({"source": {"type": "journald", "time_field": "time"}}))
+    entries = [
+        {"MESSAGE": "boom 1", "__REALTIME_TIMESTAMP": "1" * 400, "_PID": "9" * 5000},
+        {"MESSAGE": "boom 2", "__REALTIME_TIMESTAMP": "1733813746000000", "PRIORITY": "18446744073709551616"},
+    ]
+    write(tmp_path / "j.json", "".join(json.dumps(e) + "\n" for e in entries))
+    result = rulesd_cli("replay", "--config", "rulesd.yaml", "--format", "json", "j.json", cwd=tmp_path)
+    assert 0 == result.returncode, result.stderr
+    descriptions = [json.loads(line)["description"] for line in result.stdout.splitlines()]
+    assert 2 == len(descriptions) and '"pid"' not in descriptions[0] and '"priority"' not in descriptions[1]
+    assert "events: 2, invalid lines: 0, alerts: 2" in result.stderr
+    assert "1 event(s) without a readable time" in result.stderr
+
+
 def test_check_config_names_every_source_error_at_its_place(tmp_path: Path) -> None:
     """`rulesd check --config` reports each mistake of `sources` at path:line:col, all at once."""
     config = write(

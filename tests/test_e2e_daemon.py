@@ -54,6 +54,26 @@ def test_rotation_by_rename_in_the_middle_of_a_burst(workspace: Workspace, serve
     assert 300 == len(server.requests)
 
 
+def test_a_glob_matching_the_rotated_name_reads_it_once_across_a_restart(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """`path: events.jsonl*` and logrotate's rename+create: events.jsonl.1 is the file already
+    read; after a SIGTERM and a start, it is not read again from `start_at: beginning`."""
+    workspace = Workspace(
+        tmp_path, server.url, source={"type": "file", "path": "events.jsonl*", "start_at": "beginning"}
+    )
+    daemon = workspace.start()
+    workspace.append(*(page(i) for i in range(3)))
+    assert server.wait_for(lambda r: len(r) >= 3)
+    os.rename(workspace.events, str(workspace.events) + ".1")
+    workspace.append(page(3))
+    assert server.wait_for(lambda r: len(r) >= 4)
+    assert 0 == daemon.terminate()
+    workspace.start()
+    workspace.append(page(4))
+    assert server.wait_for(lambda r: len(r) >= 5)
+    time.sleep(0.5)  # nothing more may arrive: a duplicate would show now
+    assert [0, 1, 2, 3, 4] == ids(server)
+
+
 def test_copytruncate_does_not_crash(workspace: Workspace, server: FakeOpsGenie) -> None:
     """copytruncate: the file shrinks under us; we start over at 0 and keep alerting."""
     daemon = workspace.start()

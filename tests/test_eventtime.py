@@ -84,6 +84,20 @@ def test_a_strptime_format_without_a_year_takes_the_year_as_syslog_does() -> Non
     assert at("2026-12-10T06:55:46+01:00") == convert("Dec 10 06:55:46", ARRIVAL)
 
 
+def test_a_strptime_format_without_a_year_reads_29_february_in_the_latest_leap_year() -> None:
+    """As `syslog` does: strptime's own year, 1900, has no 29 February."""
+    convert = time_converter("%b %d %H:%M:%S", BERLIN)
+    assert at("2024-02-29T12:00:00+01:00") == convert("Feb 29 12:00:00", at("2027-03-01T00:00:00+01:00"))
+    assert convert("Feb 30 12:00:00", ARRIVAL) is None
+
+
+def test_a_strptime_format_with_a_zone_and_no_year_takes_the_year_as_syslog_does() -> None:
+    """`%z` gives the zone, not the year: still not strptime's 1900."""
+    convert = time_converter("%b %d %H:%M:%S %z", BERLIN)
+    assert at("2026-12-10T06:55:46-05:00") == convert("Dec 10 06:55:46 -0500", ARRIVAL)
+    assert at("2026-12-31T23:30:00-05:00") == convert("Dec 31 23:30:00 -0500", at("2027-01-01T05:00:00Z"))
+
+
 @pytest.mark.parametrize(
     ("fmt", "problem"),
     [

@@ -353,6 +353,30 @@ def saved(source: FileSource) -> dict[str, Position]:
     return {k: Position.from_json(v) for k, v in stored.items()}
 
 
+def test_glob_matching_a_rotated_name_saves_its_position_with_the_lines_that_finished_it(
+    tmp_path: Path, make_source: Factory
+) -> None:
+    """The daemon saves the checkpoint of a read that returned lines. The read that finishes a
+    rotated file and returns the new file's first lines must save the rotated file under its new
+    name, which the glob matches: else a restart reads it again from `start_at`."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 5))
+    first = make_source([f"{log}*"], start_at="beginning")
+    assert 5 == len(read_n(first, 5))
+    os.rename(log, tmp_path / "events.jsonl.1")
+    log.write_bytes(numbered(5, 7))
+    lines: list[Line] = []
+    deadline = time.monotonic() + 5
+    while not lines and time.monotonic() < deadline:
+        first.wait(0.05)
+        lines = list(each_line(first.read(1000)))
+    assert numbered(5, 7).splitlines() == texts(lines)
+    positions = saved(first)  # what the daemon commits with these lines
+    first.close()
+    second = make_source([f"{log}*"], start_at="beginning", saved={k: p.to_json() for k, p in positions.items()})
+    assert [] == read_settled(second)
+
+
 def stopped_after(make_source: Factory, log: Path, count: int, *, whole_file: bool = True) -> dict[str, Position]:
     """Read `count` lines of `log` from its beginning (all of it, checking nothing more comes, or
     only the first ones), stop, and return the saved positions."""

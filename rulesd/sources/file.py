@@ -362,6 +362,16 @@ class FileSource:
         if len(self._retired) > _RETIRED_MAX:
             del self._retired[next(iter(self._retired))]
         tail.close()
+        self._follow_renamed(tail.identity)
+
+    def _follow_renamed(self, identity: Identity) -> None:
+        """Take a drained file up at once (at its end) under a path that names it now
+        (events.jsonl.1 for events.jsonl*), not at the next scan: so the checkpoint saved with
+        the lines read alongside holds it, and a restart does not read it again from start_at."""
+        for watch in self._watches.values():
+            if watch.current is None and (st := stat_or_none(watch.path)) and identity_of(st) == identity:
+                self._check_path(watch)
+                return
 
     def _has_unread(self) -> bool:
         return any(os.fstat(t.fd).st_size != t.read_pos for w in self._watches.values() for t in w.files)

@@ -94,6 +94,7 @@ _NO_MATCHES: Mapping[str, str | Sequence[str]] = MappingProxyType({})
 # journald field names: upper case, digits, underscores, not starting with a digit, <= 64 bytes
 _FIELD_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _DIGITS = re.compile(r"[0-9]+")
+_INT_DIGITS, _INT_MAX = 20, (1 << 64) - 1
 
 
 class JournalCursor(msgspec.Struct, frozen=True):
@@ -177,11 +178,17 @@ def _as_text(value: str) -> str:
 
 
 def _as_int(value: str) -> int | None:
-    return int(value) if _DIGITS.fullmatch(value) else None
+    # journald writes unsigned 64-bit numbers; more digits (an edited export) would overflow
+    # the float of a time, or int()'s limit on digits.
+    if len(value) > _INT_DIGITS or _DIGITS.fullmatch(value) is None:
+        return None
+    number = int(value)
+    return number if number <= _INT_MAX else None
 
 
 def _as_seconds(value: str) -> float | None:
-    return int(value) / 1e6 if _DIGITS.fullmatch(value) else None
+    micros = _as_int(value)
+    return None if micros is None else micros / 1e6
 
 
 _MAPPING: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
