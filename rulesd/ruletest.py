@@ -139,15 +139,18 @@ def _alert_event(alert: PipelineAlert, numbers: list[int]) -> int:
 
 def _timed(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any] | None, float, int]]:
     """Each event with its time and number: `at` from the start, else the time of the event
-    before; an `advance` step (no event) moves the time on by its duration."""
-    offset, number = 0.0, 0
+    before; an `advance` step (no event) moves the time on by its duration from the latest
+    time so far (a late event before it does not hold the clock back)."""
+    offset = latest = 0.0
+    number = 0
     for item in items:
         if "advance" in item:
-            offset += parse_duration(item["advance"])
+            offset = latest = latest + parse_duration(item["advance"])
             yield None, START + offset, number
             continue
         if "at" in item:
             offset = parse_duration(item["at"])
+            latest = max(latest, offset)
         number += 1
         yield item["event"], START + offset, number
 

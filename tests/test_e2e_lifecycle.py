@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
+from rulesd.config import load_config
+from rulesd.daemon import Daemon, build_parts
+from rulesd.rules.loader import load_ruleset
 from tests.daemon_process import Workspace, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
@@ -128,3 +132,40 @@ def test_the_state_limit_forgets_the_stalest_groups_and_says_so_once(tmp_path: P
     assert {"u4997", "u4998", "u4999"} == set(state_users(ws))
     assert 1 == daemon.stderr().count("state limit reached")
     assert 0 == daemon.terminate()
+
+
+def test_a_restart_keeps_the_clock_of_a_quiet_source_on_event_time(tmp_path: Path) -> None:
+    """While no event comes, the clock moves on with the wall clock from the latest event time
+    seen, across a restart too: events an hour behind the wall clock do not make every timer due
+    at the restart (the 10-minute absence fired 2 minutes after its heartbeat)."""
+    start = 1_800_000_000.0
+    wall = [start]
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"kind": "heartbeat", "host": "w1", "t": start - 3600}) + "\n")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(HEARTBEAT.replace("window: 2s", "window: 10m"))
+    (tmp_path / "rulesd.yaml").write_text(
+        f"rules: [rules]\nsource: {{type: file, path: {events}, start_at: beginning}}\ntime_field: t\n"
+        "state_dir: state\nopsgenie: {alert_url: 'http://127.0.0.1:9/v2/alerts', api_key: e2e-secret-key-0123456789}\n"
+    )
+    config = load_config(str(tmp_path / "rulesd.yaml"))
+
+    def run(steps: Callable[[Daemon], None]) -> tuple[float, int]:
+        parts = build_parts(config, load_ruleset(config.rules), environ={}, clock=lambda: wall[0])
+        try:
+            steps(Daemon(parts))
+            return parts.engine.now - start, parts.store.depth()[0]  # the clock, alerts queued
+        finally:
+            parts.source.close()
+            parts.store.close()
+            assert parts.lock is not None
+            parts.lock.release()
+
+    def read_then_idle(daemon: Daemon) -> None:
+        daemon._process([(label, s, runs) for label, s in daemon.sources.items() if (runs := s.read(10))])
+        wall[0] += 60
+        daemon._tick()
+
+    assert (-3540, 0) == run(read_then_idle)  # the heartbeat's time, one minute on
+    wall[0] += 60
+    assert (-3480, 0) == run(Daemon._tick)  # restarted a minute later: still 8 minutes to go

@@ -319,6 +319,32 @@ def test_a_reload_keeps_the_state_of_unchanged_rules_only() -> None:
     assert [] == run(engine, [(5, failed("u3"))])
 
 
+def test_rules_added_before_any_event_start_after_a_reload() -> None:
+    """A new_value rule learns from, and expected groups are watched from, the first time known,
+    even when a reload came before it (the rule that never started learnt forever, and the
+    expected groups were never watched)."""
+    text = "rules:\n" + "".join(
+        "  - " + rule.strip().replace("\n", "\n    ") + "\n" for rule in (NEW_SOURCE, HEARTBEAT)
+    )
+    engine = engine_for(text)
+    engine.replace_rules(ruleset_from_yaml(text + "  - {name: other, match: {k: v}}\n"))
+    steps: list[Step] = [(0, admin("ann", "10.0.0.1")), (3601, admin("ann", "192.0.2.7"))]
+    assert [
+        ("alert", ("payments-heartbeat-missing",), 0),
+        ("alert", ("payments-heartbeat-missing",), 0),
+        ("alert", ("new-admin-source-address",), 2),
+    ] == run(engine, steps)
+
+
+def test_a_new_value_rule_saved_before_any_event_learns_after_a_restart() -> None:
+    """A state saved before the rule's first event (a daemon stopped while its source was
+    quiet) holds no learning start: the restarted rule learns from its first event."""
+    saved = json.loads(json.dumps(engine_for(NEW_SOURCE).state.to_json()))
+    engine = Engine(ruleset_from_yaml(NEW_SOURCE), EngineState.from_json(saved), time_field="t")
+    steps: list[Step] = [(0, admin("ann", "10.0.0.1")), (3601, admin("ann", "192.0.2.7"))]
+    assert [("alert", ("new-admin-source-address",), 2)] == run(engine, steps)
+
+
 def test_the_total_limit_evicts_the_stalest_groups_of_all_rules() -> None:
     """Over the total, the groups touched longest ago go first, whatever their rule."""
     text = SPRAY + "---\n" if False else ""

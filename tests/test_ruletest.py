@@ -169,6 +169,26 @@ def test_advance_steps_let_timers_fire(tmp_path: Path) -> None:
     assert ([("silence, then recovery", True, "")], []) == (outcomes, problems)
 
 
+def test_advance_moves_on_from_the_latest_time_after_a_late_event(tmp_path: Path) -> None:
+    """`advance` counts from the latest time so far, not from a late event's older time: both
+    silences are due by 10m + 6m."""
+    outcomes, _ = run_timed(
+        tmp_path,
+        """
+  - name: late beat, then advance
+    events:
+      - {at: 10m, event: {kind: beat, host: a}}
+      - {at: 1m, event: {kind: beat, host: c}}
+      - {advance: 6m}
+    expect_alerts:
+      - {event: 0, rules: [gone-quiet], alias: 'rulesd: gone-quiet: {"host":"b"}'}
+      - {event: 1, rules: [gone-quiet], alias: 'rulesd: gone-quiet: {"host":"a"}'}
+      - {event: 2, rules: [gone-quiet], alias: 'rulesd: gone-quiet: {"host":"c"}'}
+""",
+    )
+    assert [("late beat, then advance", True, "")] == outcomes
+
+
 def test_an_unexpected_close_fails_the_test(tmp_path: Path) -> None:
     """With `expect_closes: []`, a close that happens is reported as the difference."""
     outcomes, _ = run_timed(

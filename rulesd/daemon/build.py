@@ -8,13 +8,14 @@ handed, so a test or another mode can hand it other parts.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
@@ -94,6 +95,9 @@ class Parts(msgspec.Struct):
     rule_cache: RuleCache | None = None  # parsed rule files and pattern databases a reload may reuse
     lock: StateLock | None = None  # None in a dry run, which uses no state directory
     stream_parser: Parser | None = None  # stream mode: how the stream's events are read
+    # The engine's clock as last saved and the wall time of that save ((-inf, 0): none), from
+    # which the clock moves on while no event comes, as it did before the restart.
+    seen: tuple[float, float] = (-math.inf, 0.0)
     # Set to stop the daemon: a signal, or a dry run's standard output closed.
     stop_requested: threading.Event = msgspec.field(default_factory=threading.Event)
 
@@ -183,9 +187,17 @@ def _build_parts(
         rule_cache=RuleCache.for_user(environ) if dry_run else RuleCache.in_state_dir(config.state_dir),
         stream_parser=source_parser(stream) if stream is not None else None,
         stop_requested=stop,
+        seen=saved_clock(saved),
     )
     parts.metrics = metrics_server(parts)
     return parts
+
+
+def saved_clock(saved: Mapping[str, Any] | None) -> tuple[float, float]:
+    """The engine's clock in a saved state and the wall time it was saved at, if it holds them."""
+    if saved is None or saved.get("clock") is None:
+        return (-math.inf, 0.0)
+    return (float(saved["clock"]), float(saved["clock_saved"]))
 
 
 def lock_state(state_dir: str) -> StateLock:

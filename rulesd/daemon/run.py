@@ -61,7 +61,8 @@ class Daemon:
         self.sender_stop = threading.Event()
         self._heartbeat_due = threading.Event()
         self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf"), "sweep": 0.0}
-        self._seen = (-math.inf, 0.0)  # the latest event time the engine saw, and the wall time then
+        # The latest event time the engine saw, and the wall time then (after a restart: as saved).
+        self._seen = parts.seen
         self._evicting = False  # whether the state limits were said to be reached
         self._misses = MissReporter(parts.stats)
         for label, source in self.sources.items():

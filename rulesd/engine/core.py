@@ -249,12 +249,22 @@ class Engine:
         for name in {n for groups in self.state.tables.values() for n in groups}:
             if current.get(name) != known.get(name):
                 self.state.drop_rule(name)
-        fresh = [r for r in ruleset.rules if known.get(r.name) != r.fingerprint]
-        self._starting = [r for r in fresh if isinstance(r.kind, Absence | NewValue)]
+        waiting = {r.name for r in self._starting}  # added while no time was known: not started yet
+        self._starting = [
+            r
+            for r in ruleset.rules
+            if isinstance(r.kind, Absence | NewValue)
+            and (known.get(r.name) != r.fingerprint or r.name in waiting or self._never_learnt(r))
+        ]
         self.state.fingerprints = current
         self.state.dirty = True
         if self._starting and self.now > _NEVER:
             self._start(self.now)
+
+    def _never_learnt(self, rule: Rule) -> bool:
+        """A new_value rule whose learning has no start in the state (saved before its first
+        event): it starts at the next time, or it would learn forever."""
+        return isinstance(rule.kind, NewValue) and NO_GROUP not in self.state.tables.get(RULE, {}).get(rule.name, {})
 
     def _start(self, now: float) -> None:
         """Start the rules that begin at a time: expected groups are watched from `now`, and
