@@ -169,3 +169,14 @@ def test_a_restart_keeps_the_clock_of_a_quiet_source_on_event_time(tmp_path: Pat
     assert (-3540, 0) == run(read_then_idle)  # the heartbeat's time, one minute on
     wall[0] += 60
     assert (-3480, 0) == run(Daemon._tick)  # restarted a minute later: still 8 minutes to go
+
+
+def test_a_saved_clock_without_its_wall_time_is_not_moved_on() -> None:
+    """Only a clock saved with the wall time it was saved at can move on from where it was; one
+    without (a state holding no clock yet) leaves the clock to the first event, as a first start."""
+    from rulesd.daemon.build import saved_clock
+
+    assert saved_clock({"clock": 100.0, "clock_saved": 1_700_000_000.0}) == (100.0, 1_700_000_000.0)
+    assert saved_clock({"clock": 100.0, "clock_saved": None}) == (float("-inf"), 0.0)
+    assert saved_clock({"clock": 100.0}) == (float("-inf"), 0.0)
+    assert saved_clock(None) == (float("-inf"), 0.0)

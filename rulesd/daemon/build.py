@@ -194,8 +194,9 @@ def _build_parts(
 
 
 def saved_clock(saved: Mapping[str, Any] | None) -> tuple[float, float]:
-    """The engine's clock in a saved state and the wall time it was saved at, if it holds them."""
-    if saved is None or saved.get("clock") is None:
+    """The engine's clock in a saved state and the wall time it was saved at, if it holds both
+    (without the wall time, the clock cannot be moved on from it)."""
+    if saved is None or saved.get("clock") is None or saved.get("clock_saved") is None:
         return (-math.inf, 0.0)
     return (float(saved["clock"]), float(saved["clock_saved"]))
 
