@@ -21,6 +21,10 @@ from prometheus_client.registry import Collector
 from rulesd.errors import RulesdError
 from rulesd.stats import Stats
 
+# Seconds a client gets to send its request and take the answer: each connection holds a thread,
+# and one that never finishes would otherwise hold it for good (the unit's TasksMax=64 counts them).
+REQUEST_TIMEOUT = 5.0
+
 _DELIVERY_HELP = (
     ("sent", "Alerts delivered."),
     ("retry", "Failed attempts that will be retried."),
@@ -217,6 +221,8 @@ def _handler(
     registry: CollectorRegistry, stats: Stats, stall_after: float, problems: Callable[[], list[str]]
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rulesd.metrics import REQUEST_TIMEOUT
 from tests.daemon_process import API_KEY, DaemonProcess, Workspace, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Reply
 
@@ -185,6 +186,31 @@ def test_metrics_move_as_events_flow(tmp_path: Path, server: FakeOpsGenie) -> No
     assert wait_until(lambda: metric(scraped(), 'rulesd_reloads_total{result="ok"}') == 1)
     assert API_KEY not in scraped()
     assert (404, "not found: try /metrics, /healthz or /readyz\n") == get(f"http://127.0.0.1:{port}/other")
+
+
+def test_a_client_that_never_finishes_its_request_is_cut_off(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A connection to metrics.listen that sends half a request is closed after REQUEST_TIMEOUT,
+    and its thread ends: the unit's TasksMax=64 would otherwise be used up by idle clients, and
+    the next reload could not start its thread."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    daemon = ws.start()
+
+    def threads() -> int:
+        return len(os.listdir(f"/proc/{daemon.proc.pid}/task"))
+
+    before = threads()
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    for client in clients:
+        client.sendall(b"GET /metr")
+    assert wait_until(lambda: threads() >= before + 20)
+    assert (200, "ok\n") == get(f"http://127.0.0.1:{port}/healthz")  # the others are still served
+    for client in clients:
+        client.settimeout(REQUEST_TIMEOUT + 5)
+        assert b"" == client.recv(1)  # closed by rulesd
+        client.close()
+    assert wait_until(lambda: threads() <= before)
+    assert 0 == daemon.terminate()
 
 
 def test_heartbeat_is_pinged_from_the_live_loop(tmp_path: Path, server: FakeOpsGenie) -> None:
