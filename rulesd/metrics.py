@@ -224,21 +224,27 @@ def _handler(
         timeout = REQUEST_TIMEOUT
 
         def do_GET(self) -> None:
+            self._reply(*self._answer())
+
+        def do_HEAD(self) -> None:  # uptime checkers and load balancers may probe with HEAD
+            self._reply(*self._answer(), with_body=False)
+
+        def _answer(self) -> tuple[int, bytes, str]:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path in ("/healthz", "/readyz"):
+                return 200, generate_latest(registry), CONTENT_TYPE_LATEST
+            if path in ("/healthz", "/readyz"):
                 live, ready, body = health(time.monotonic() - stats.loop_alive, stall_after, problems())
-                self._reply(live if path == "/healthz" else ready, body.encode(), "text/plain; charset=utf-8")
-            else:
-                self._reply(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+                return (live if path == "/healthz" else ready), body.encode(), "text/plain; charset=utf-8"
+            return 404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain"
 
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        def _reply(self, status: int, body: bytes, content_type: str, with_body: bool = True) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if with_body:
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
             pass

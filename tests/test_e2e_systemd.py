@@ -82,6 +82,16 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def head(url: str) -> int:
+    """The status of a HEAD request (as some uptime checkers send), which must have no body."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5) as response:
+            assert b"" == response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def metric(text: str, name: str) -> float:
     """The value of the sample line `name` (with labels, exactly as exposed)."""
     for line in text.splitlines():
@@ -278,10 +288,12 @@ def test_paused_sending_shows_on_healthz_and_fails_readyz(tmp_path: Path, server
     assert live[1] == ready[1]
     assert 1 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
     assert API_KEY not in live[1]
+    assert (200, 503, 404) == (head(f"{base}/healthz"), head(f"{base}/readyz"), head(f"{base}/other"))
     server.responder = lambda _r: Reply()
     daemon.proc.send_signal(signal.SIGHUP)  # a reload retries the paused alert at once
     assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"))
     assert (200, "ok\n") == get(f"{base}/healthz")
+    assert 200 == head(f"{base}/readyz")
     assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
 
 
