@@ -7,6 +7,8 @@ registry of our own, never the process-global default one.
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +22,8 @@ from prometheus_client.registry import Collector
 
 from rulesd.errors import RulesdError
 from rulesd.stats import Stats
+
+log = logging.getLogger("rulesd")
 
 # Seconds a client gets to send its request and take the answer: each connection holds a thread,
 # and one that never finishes would otherwise hold it for good (the unit's TasksMax=64 counts them).
@@ -206,12 +210,27 @@ class MetricsServer:
         self.server.server_close()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # One log record, not socketserver's bare traceback among the log lines (invalid JSON
+        # with --log-format json). A client gone mid-answer is its own business.
+        exc = sys.exc_info()[1]
+        level = logging.DEBUG if isinstance(exc, OSError) else logging.ERROR
+        log.log(
+            level,
+            "metrics.listen: a request from %s failed: %r",
+            client_address[0],
+            exc,
+            exc_info=level > logging.DEBUG,
+        )
+
+
 def _server_class(host: str) -> type[ThreadingHTTPServer]:
     if ":" not in host:
-        return ThreadingHTTPServer
+        return _Server
     import socket
 
-    class V6Server(ThreadingHTTPServer):
+    class V6Server(_Server):
         address_family = socket.AF_INET6
 
     return V6Server
@@ -232,7 +251,11 @@ def _handler(
         def _answer(self) -> tuple[int, bytes, str]:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                return 200, generate_latest(registry), CONTENT_TYPE_LATEST
+                try:
+                    return 200, generate_latest(registry), CONTENT_TYPE_LATEST
+                except Exception as exc:  # the outbox depth reads the state database, which may fail
+                    log.error("/metrics: cannot collect the metrics: %s", exc)
+                    return 500, f"cannot collect the metrics: {exc}\n".encode(), "text/plain; charset=utf-8"
             if path in ("/healthz", "/readyz"):
                 live, ready, body = health(time.monotonic() - stats.loop_alive, stall_after, problems())
                 return (live if path == "/healthz" else ready), body.encode(), "text/plain; charset=utf-8"

@@ -3,10 +3,12 @@ real unix datagram socket, watchdog pings, /metrics and /healthz over HTTP, hear
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sqlite3
+import struct
 import threading
 import time
 import urllib.error
@@ -221,6 +223,31 @@ def test_a_client_that_never_finishes_its_request_is_cut_off(tmp_path: Path, ser
         client.close()
     assert wait_until(lambda: threads() <= before)
     assert 0 == daemon.terminate()
+
+
+def test_metrics_that_cannot_be_collected_answer_500_and_log_one_json_line(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """When /metrics cannot be collected (here the state directory was moved away, so the outbox
+    depth cannot be read), the scrape gets a 500 naming why and the log one JSON record, not an
+    empty reply and a bare traceback among the JSON lines; /healthz is unaffected."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    daemon = ws.start("--log-format", "json")
+    (tmp_path / "state").rename(tmp_path / "state.moved")
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert (500, "cannot collect the metrics: unable to open database file\n") == (status, body)
+    assert (200, "ok\n") == get(f"http://127.0.0.1:{port}/healthz")
+    (tmp_path / "state.moved").rename(tmp_path / "state")
+    assert 200 == get(f"http://127.0.0.1:{port}/metrics")[0]
+    for _ in range(10):  # clients that reset the connection before the answer is written
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+    assert 200 == get(f"http://127.0.0.1:{port}/metrics")[0]
+    assert 0 == daemon.terminate()
+    records = [json.loads(line) for line in daemon.stderr().splitlines()]
+    assert any(r["message"].startswith("/metrics: cannot collect the metrics") for r in records)
 
 
 def test_heartbeat_is_pinged_from_the_live_loop(tmp_path: Path, server: FakeOpsGenie) -> None:
