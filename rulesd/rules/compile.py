@@ -71,12 +71,17 @@ class _Context:
         full = (*self.base, *path)
         self.problems.append(Problem(self.doc.locate(full, key=key), f"{format_path(full)}: {message}"))
 
-    def duration(self, value: Any, path: JsonPath) -> float:
+    def duration(self, value: Any, path: JsonPath, *, positive: bool = False) -> float:
+        """The duration at `path` in seconds (0 after reporting why it is none); with
+        `positive`, one of 0s is reported too (a window), but only one problem per value."""
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             self.report(path, str(exc))
             return 0.0
+        if positive and seconds <= 0:
+            self.report(path, f"the {path[-1]} must be longer than 0s")
+        return seconds
 
     def where(self, path: JsonPath) -> tuple[SourceLocation, str]:
         """The place of `path` in the rule: its location and its path as text."""
@@ -254,14 +259,7 @@ def _optional_duration(raw: dict[str, Any], key: str, ctx: _Context, inner: str 
 
 def _window(raw: int | str, path: JsonPath, ctx: _Context) -> float:
     """A duration that must be longer than 0s."""
-    try:
-        seconds = parse_duration(raw)
-    except ValueError as exc:  # one problem: not also that it is not longer than 0s
-        ctx.report(path, str(exc))
-        return 0.0
-    if seconds <= 0:
-        ctx.report(path, f"the {path[-1]} must be longer than 0s")
-    return seconds
+    return ctx.duration(raw, path, positive=True)
 
 
 def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) -> Kind | None:

@@ -126,13 +126,9 @@ class StreamReader:
         """New entries (at most `count`), waiting up to `block_ms` for some."""
         self._ensure_group()
         client = self.store.client
-        try:
-            reply = self.store.call(
-                lambda: client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
-            )
-        except redis.exceptions.ResponseError as exc:
-            self._group_gone(exc)
-            return None
+        reply = self._group_call(
+            lambda: client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        )
         if not reply:
             return None
         return self._batch(reply[0][1], claimed=False)
@@ -146,15 +142,9 @@ class StreamReader:
         self._next_claim = now + self.claim_idle_ms / 2000
         self._ensure_group()
         client = self.store.client
-        try:
-            reply = self.store.call(
-                lambda: client.xautoclaim(
-                    self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=count
-                )
-            )
-        except redis.exceptions.ResponseError as exc:
-            self._group_gone(exc)
-            return None
+        reply = self._group_call(
+            lambda: client.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=count)
+        )
         entries = [entry for entry in (reply[1] if reply else []) if entry[1] is not None]
         if not entries:
             return None
@@ -165,14 +155,19 @@ class StreamReader:
         )
         return self._batch(entries, claimed=True)
 
-    def _group_gone(self, exc: redis.exceptions.ResponseError) -> None:
-        """The group or the stream went away under this reader (a Redis restarted empty, the key
-        deleted): the group is made again at the next read, at the stream's beginning (what the
-        state's cursor says is committed is then refused and dropped); any other error is raised."""
-        if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
-            raise exc
-        log.warning("stream %s: consumer group %s is gone (%s); it is made again", self.stream, self.group, exc)
-        self._group_ready = False
+    def _group_call(self, call: Callable[[], Any]) -> Any:
+        """`store.call(call)`, or None when the group or the stream went away under this reader
+        (a Redis restarted empty, the key deleted): the group is made again at the next read, at
+        the stream's beginning (what the state's cursor says is committed is then refused and
+        dropped). Any other error reply is raised."""
+        try:
+            return self.store.call(call)
+        except redis.exceptions.ResponseError as exc:
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                raise
+            log.warning("stream %s: consumer group %s is gone (%s); it is made again", self.stream, self.group, exc)
+            self._group_ready = False
+            return None
 
     def refresh(self, batches: list[EntryBatch]) -> None:
         """Reset the idle time of this consumer's pending `batches` (it is alive, waiting for its turn)."""
@@ -182,12 +177,10 @@ class StreamReader:
         client = self.store.client
         for i in range(0, len(ids), 1000):
             chunk = ids[i : i + 1000]
-            try:
-                self.store.call(
-                    lambda chunk=chunk: client.xclaim(self.stream, self.group, self.consumer, 0, chunk, justid=True)  # type: ignore[misc]
-                )
-            except redis.exceptions.ResponseError as exc:
-                self._group_gone(exc)
+            claimed = self._group_call(
+                lambda chunk=chunk: client.xclaim(self.stream, self.group, self.consumer, 0, chunk, justid=True)  # type: ignore[misc]
+            )
+            if claimed is None:  # the group is gone, and these entries with it
                 return
 
     def wait_for_commit(self, version: int, timeout_ms: int) -> None:
