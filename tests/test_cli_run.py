@@ -9,7 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from rulesd.state import SqliteState
 from tests.run_cli import clean_env, imported_by, rulesd_cli
@@ -90,27 +93,30 @@ def test_a_metrics_address_in_use_is_named(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unusable_state_database_exits_1(tmp_path: Path) -> None:
-    """A state file that is not a database: a clear fatal error, no traceback."""
+def _not_a_database(path: Path) -> None:
+    path.write_bytes(b"this is not an SQLite database, not at all" * 4)
+
+
+@pytest.mark.parametrize(
+    ("make", "said", "not_said"),
+    [
+        # A state file that is not a database: a clear fatal error, no traceback.
+        (_not_a_database, "the state database is damaged (file is not a database)", "Traceback"),
+        # A directory: not "make it writable", which cannot help.
+        (Path.mkdir, "cannot open the state database: it is a directory", "writable"),
+    ],
+)
+def test_unusable_state_database_exits_1(
+    tmp_path: Path, make: Callable[[Path], None], said: str, not_said: str
+) -> None:
     cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
     (tmp_path / "st").mkdir()
-    (tmp_path / "st" / "state.sqlite").write_bytes(b"this is not an SQLite database, not at all" * 4)
+    database = tmp_path / "st" / "state.sqlite"
+    make(database)
     result = rulesd_cli("run", "--config", cfg)
     assert 1 == result.returncode
-    database = tmp_path / "st" / "state.sqlite"
-    assert f"cannot start: {database}: the state database is damaged (file is not a database)" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_a_state_database_that_is_a_directory_is_said_so(tmp_path: Path) -> None:
-    """Not "make it writable", which cannot help: it is a directory."""
-    cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\n")
-    (tmp_path / "st" / "state.sqlite").mkdir(parents=True)
-    result = rulesd_cli("run", "--config", cfg)
-    assert 1 == result.returncode
-    database = tmp_path / "st" / "state.sqlite"
-    assert f"cannot start: {database}: cannot open the state database: it is a directory" in result.stderr
-    assert "writable" not in result.stderr
+    assert f"cannot start: {database}: {said}" in result.stderr
+    assert not_said not in result.stderr
 
 
 def test_a_start_with_no_rule_file_says_so(tmp_path: Path) -> None:
