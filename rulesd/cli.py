@@ -710,7 +710,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             if action == "show":
                 print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
                 return EXIT_FAIL
-            print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
+            if action == "retry-dead":
+                _print_requeued(0, args.format)
+            else:
+                print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
             return EXIT_OK
         return _outbox(SqliteState(path), action, args)
     except (sqlite3.Error, RulesdError) as exc:  # damaged, unwritable, Redis unavailable
@@ -725,7 +728,7 @@ def _outbox(store: Outbox, action: str, args: argparse.Namespace) -> int:
     from rulesd.outbox_view import summary as outbox_summary
 
     if action == "retry-dead":
-        print(f"requeued {store.retry_dead(time.time())} dead-lettered alert(s)")
+        _print_requeued(store.retry_dead(time.time()), args.format)
         return EXIT_OK
     paused = store.paused() is not None
     if action == "show":
@@ -738,6 +741,11 @@ def _outbox(store: Outbox, action: str, args: argparse.Namespace) -> int:
         print(row_text(row))
     print(outbox_summary(rows))
     return EXIT_OK
+
+
+def _print_requeued(count: int, output_format: str) -> None:
+    """What `retry-dead` did: a line, or with `--format json` an object a script can read."""
+    print(json.dumps({"requeued": count}) if output_format == "json" else f"requeued {count} dead-lettered alert(s)")
 
 
 def _outbox_show(store: Outbox, alert_id: int, paused: bool, *, as_json: bool) -> int:

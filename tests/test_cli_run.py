@@ -202,6 +202,8 @@ def test_outbox_without_a_database_says_so(tmp_path: Path) -> None:
     result = rulesd_cli("outbox", "list", "--config", config(tmp_path, "state_dir: st\n"))
     assert 0 == result.returncode
     assert "nothing queued" in result.stdout
+    as_json = rulesd_cli("outbox", "retry-dead", "--format", "json", "--config", config(tmp_path, "state_dir: st\n"))
+    assert (0, {"requeued": 0}) == (as_json.returncode, json.loads(as_json.stdout))
 
 
 def test_bad_lines_anywhere_in_a_parsed_block_leave_the_others_and_their_offsets_right(tmp_path: Path) -> None:

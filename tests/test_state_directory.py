@@ -69,9 +69,11 @@ def test_read_only_commands_work_beside_a_running_daemon(workspace: Workspace, s
     assert 0 == shown.returncode, shown.stderr
     checked = rulesd_cli("check", "--config", config)
     assert 0 == checked.returncode, checked.stdout + checked.stderr
-    requeued = rulesd_cli("outbox", "retry-dead", "--config", config)
+    requeued = rulesd_cli("outbox", "retry-dead", "--config", config, "--format", "json")
     assert 0 == requeued.returncode, requeued.stderr
-    assert "requeued 1 dead-lettered alert(s)" in requeued.stdout
+    assert {"requeued": 1} == json.loads(requeued.stdout)  # a script reads how many
+    again = rulesd_cli("outbox", "retry-dead", "--config", config)
+    assert "requeued 0 dead-lettered alert(s)\n" == again.stdout
     assert daemon.proc.poll() is None
 
 
