@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 import msgspec
 import orjson
 
-from rulesd import __version__, collector, logs, output
+from rulesd import __version__, collector, logs, output, printable
 from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
@@ -473,9 +473,9 @@ def _alert_line(alert: ReplayedAlert) -> str:
     rules = ", ".join(alert.rules)
     where = f"line {alert.line}" if alert.line else "expected group"
     if alert.close is not None:
-        return f"{where}: close [{rules}] (alias: {alert.close})\n"
+        return f"{where}: close [{rules}] (alias: {printable.one_line(alert.close)})\n"
     priority, message, alias = alert.headline()
-    return f"{where}: {priority} [{rules}] {message}  (alias: {alias})\n"
+    return f"{where}: {priority} [{rules}] {printable.one_line(message)}  (alias: {printable.one_line(alias)})\n"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -516,7 +516,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"rulesd explain: the event is {exc}", file=sys.stderr)
         return EXIT_USAGE
     for explanation in explainer.explain(event):
-        print("\n".join(explanation_lines(explanation)))
+        print(printable.lines("\n".join(explanation_lines(explanation))))
     return EXIT_OK
 
 
@@ -569,7 +569,7 @@ def _explain_line(args: argparse.Namespace, ruleset: RuleSet, explainer: Explain
         except LineError as exc:
             print(f"rulesd explain: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    print("\n".join(explained_line_text(explained, args.events)))
+    print(printable.lines("\n".join(explained_line_text(explained, args.events))))
     return EXIT_OK
 
 
@@ -616,7 +616,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     else:
         if saved is None:
             print(f"no engine state saved in {where} yet")
-        print(view_text(view, now))
+        print(printable.lines(view_text(view, now)))
     return EXIT_OK
 
 
@@ -759,7 +759,7 @@ def _outbox_show(store: Outbox, alert_id: int, paused: bool, *, as_json: bool) -
     if as_json:
         print(json.dumps({**row.to_json(), "failed_attempts": [attempt_json(a) for a in attempts]}, indent=2))
     else:
-        print(json.dumps(alert.payload, indent=2, ensure_ascii=False))
+        print(printable.lines(json.dumps(alert.payload, indent=2, ensure_ascii=False)))
         print(attempts_text(row, attempts, alert.next_attempt))
     return EXIT_OK
 

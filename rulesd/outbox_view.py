@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from rulesd.alerting.payload import CLOSE_NOTE, EVENT_SOURCE, TRIGGERING_RULES
+from rulesd.printable import one_line
 from rulesd.state import CLOSE, DEAD, PAUSED, PENDING, Attempt, OutboxAlert
 from rulesd.times import rfc3339
 
@@ -87,13 +88,15 @@ def _lead_rule(names: Any) -> str:
 
 
 def row_text(row: OutboxRow) -> str:
-    """A few lines for one alert: id, state, created, attempts and lead rule, then the rest."""
-    lines = [f"{row.id}  {row.state}  {row.created}  attempts={row.attempts}  {row.lead_rule}"]
-    lines.append(f"    message: {row.message}")
+    """A few lines for one alert: id, state, created, attempts and lead rule, then the rest,
+    each field on its line with its control characters escaped (they come from events and
+    from OpsGenie's answers)."""
+    lines = [f"{row.id}  {row.state}  {row.created}  attempts={row.attempts}  {one_line(row.lead_rule)}"]
+    lines.append(f"    message: {one_line(row.message)}")
     if row.event_source is not None:
-        lines.append(f"    event source: {row.event_source}")
+        lines.append(f"    event source: {one_line(row.event_source)}")
     if row.last_error:
-        lines.append(f"    last error: {row.last_error}")
+        lines.append(f"    last error: {one_line(row.last_error)}")
     return "\n".join(lines)
 
 
@@ -111,7 +114,7 @@ def attempt_json(attempt: Attempt) -> dict[str, Any]:
 def attempts_text(row: OutboxRow, attempts: list[Attempt], next_attempt: float | None) -> str:
     """The attempts part of `outbox show`: each failed attempt, then what happens next."""
     lines = [f"attempts: {row.attempts} (a pause is not counted), failed:"]
-    lines += [f"  {rfc3339(a.at)}  {a.result}  {a.error}" for a in attempts]
+    lines += [f"  {rfc3339(a.at)}  {a.result}  {one_line(a.error)}" for a in attempts]
     if not attempts:
         lines.append("  none failed yet")
     if next_attempt is not None and row.state != DEAD:

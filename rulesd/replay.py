@@ -17,6 +17,7 @@ from rulesd.engine import Engine
 from rulesd.events import JSON_PARSER, Parser, Reading, unmatched_reason
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines
+from rulesd.printable import one_line
 from rulesd.rules.model import RuleSet
 
 # Read at a time: lines up to and including the one that crosses BLOCK_BYTES (about 60 events
@@ -209,5 +210,5 @@ def _line_report(summary: ReplaySummary, reading: Reading) -> list[str]:
         usual = unmatched_reason(len(reading.patterns))
         for sample in summary.samples:
             why = "" if sample.reason == usual else f"  [{sample.reason}]"
-            lines.append(f"  line {sample.line}: {sample.text}{why}")
+            lines.append(f"  line {sample.line}: {one_line(sample.text)}{why}")
     return lines

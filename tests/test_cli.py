@@ -750,6 +750,34 @@ def test_replay_shows_the_first_five_missed_lines_and_why_a_line_is_not_text(tmp
     ] == result.stdout.splitlines()
 
 
+def test_replay_and_explain_escape_the_control_characters_of_events(tmp_path: Path) -> None:
+    """What an event holds is printed with its control characters escaped (C0, DEL, C1), each
+    alert on one line: a log line cannot retitle or clear the terminal, or forge an alert line."""
+    hostile = "\x1b]0;owned\x07\x9b2J\x7f\nline 9: P1 [fake]"
+    escaped = "\\u001b]0;owned\\u0007\\u009b2J\\u007f"
+    write(tmp_path / "rules" / "r.yaml", "name: e\nmatch: {what: {exists: true}}\nalert: {alias: 'a-{what}'}\n")
+    write(tmp_path / "rules" / "m.yaml", "name: m\nmatch: {message: nothing}\n")  # explain shows the message
+    write(
+        tmp_path / "rulesd.yaml",
+        yaml.safe_dump({"source": {"type": "stdin", "format": "regex", "pattern": "^E (?P<what>.*)"}}),
+    )
+    (tmp_path / "app.log").write_text(f"E {hostile.replace(chr(10), ' ')}\n{hostile}\n", encoding="utf-8")
+    replayed = rulesd_cli("replay", "--config", "rulesd.yaml", "app.log", cwd=tmp_path)
+    assert 0 == replayed.returncode, replayed.stderr
+    assert [
+        f"line 1: P3 [e] E {escaped} line 9: P1 [fake]  (alias: a-{escaped} line 9: P1 [fake])",
+        f"  line 2: {escaped}",  # a line no pattern matched
+    ] == [line for line in replayed.stdout.splitlines() if escaped in line]
+    (tmp_path / "event.json").write_text(json.dumps({"message": hostile}, ensure_ascii=False), encoding="utf-8")
+    for explain in (["-"], ["--events", "event.json", "--line", "1"]):
+        explained = rulesd_cli(
+            "explain", "--rules", "rules", *explain, stdin=(tmp_path / "event.json").read_bytes(), cwd=tmp_path
+        )
+        assert 0 == explained.returncode, explained.stderr
+        assert not set(explained.stdout) & {"\x1b", "\x07", "\x9b", "\x7f"}, explained.stdout
+        assert "\\u009b2J\\u007f" in explained.stdout
+
+
 def test_replay_picks_one_of_several_sources_by_name(tmp_path: Path) -> None:
     """With several sources `--source NAME` says whose reading to use; without it, or with an
     unknown name, replay lists the names and exits 2. Events carry the source's name."""

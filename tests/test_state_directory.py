@@ -77,6 +77,38 @@ def test_read_only_commands_work_beside_a_running_daemon(workspace: Workspace, s
     assert daemon.proc.poll() is None
 
 
+# What a log line can hold to take over a terminal: set its title (OSC), clear it (CSI, also as the
+# one C1 character U+009B) and, with a line break, start a line of its own.
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\x9b2J\nline 9: P1 [fake]"
+ESCAPED = "\\u001b]0;owned\\u0007\\u001b[2J\\u009b2J"
+
+
+def test_text_outputs_escape_the_control_characters_of_events(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """`outbox list`, `outbox show` and `state` print what events and OpsGenie's answers hold
+    with every control character escaped, and each field on its own line: a log line cannot
+    move the cursor, retitle or clear the operator's terminal, or forge a line of the output."""
+    server.responder = lambda _r: Reply(status=422, body=HOSTILE.encode())
+    (workspace.rules / "count.yaml").write_text(
+        "name: count\nmatch: {kind: page}\nthreshold: {count: 5, window: 1h, group_by: [id]}\n"
+    )
+    daemon = workspace.start()
+    workspace.append({"kind": "page", "id": HOSTILE})
+    assert daemon.wait_for_log("dead-lettered")
+    config = str(workspace.config)
+    listed = rulesd_cli("outbox", "list", "--config", config)
+    shown = rulesd_cli("outbox", "show", "1", "--config", config)
+    state = rulesd_cli("state", "--config", config)
+    for result in (listed, shown, state):
+        assert 0 == result.returncode, result.stderr
+        assert not set(result.stdout) & {"\x1b", "\x07", "\x9b"}, result.stdout
+        assert ESCAPED in result.stdout
+    assert f"    message: page {ESCAPED} line 9: P1 [fake]" in listed.stdout.splitlines()  # white space folded
+    assert 4 == len(listed.stdout.splitlines()) - 1  # the alert's lines, then the counts
+    assert f"    last error: HTTP 422: alert rejected: {ESCAPED} line 9: P1 [fake]" in listed.stdout
+    assert f'"alias": "page-{ESCAPED}\\nline 9: P1 [fake]",' in shown.stdout.splitlines()[2]
+    assert f'  id="{ESCAPED}\\nline 9: P1 [fake]": 1 of 5 in 1h' in state.stdout
+
+
 def test_a_dry_run_takes_no_lock(tmp_path: Path) -> None:
     """`--dry-run` uses no state directory, so it runs beside a daemon that holds it."""
     config = stdin_config(tmp_path, PAGE_RULE)

@@ -1,0 +1,33 @@
+"""Text from events made safe to print on an operator's terminal.
+
+Event text is written by whoever can put a line into a log (a user name in a failed login, a
+request path). Printed as it is, an escape sequence in it is obeyed by the terminal: it can
+recolour, clear or retitle the screen, or, with a line break, forge a line of the output. The
+human-readable outputs of the commands therefore write every control character as the escape
+JSON uses for it (`\\u001b`, `\\n`): C0, DEL and C1 (a terminal takes U+009B as ESC [), and the
+Unicode line and paragraph separators.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(found: re.Match[str]) -> str:
+    char = found.group()
+    return _SHORT.get(char) or f"\\u{ord(char):04x}"
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character escaped, line breaks too: one line, as printed."""
+    return _CONTROLS.sub(_escape, text)
+
+
+def lines(text: str) -> str:
+    """`text` with every control character but the line feed escaped, for output of several
+    lines (inside JSON strings only C1 and DEL can be left, and their escapes are JSON's)."""
+    return _CONTROLS_BUT_NEWLINE.sub(_escape, text)
