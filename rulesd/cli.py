@@ -369,7 +369,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """`rulesd replay`: print every alert that would be sent, then a summary."""
-    settings, rule_paths, reading, parser = AlertSettings(), args.rules, None, JSON_PARSER
+    settings, rule_paths, reading, parser, max_line_bytes = AlertSettings(), args.rules, None, JSON_PARSER, None
     if args.source and not args.config:
         print("rulesd replay: --source needs --config", file=sys.stderr)
         return EXIT_USAGE
@@ -382,7 +382,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         from rulesd.sources.parsers import source_parser
 
-        reading, parser = source.reading, source_parser(source)
+        reading, parser, max_line_bytes = source.reading, source_parser(source), source.max_line_bytes
     if not rule_paths:
         print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
         return EXIT_USAGE
@@ -420,6 +420,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 settings=settings,
                 parser=parser,
                 time_field=None if args.config else args.time_field,
+                max_line_bytes=max_line_bytes,
                 on_invalid=on_invalid,
                 block_done=block_done,
             ):
@@ -487,7 +488,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"rulesd explain: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    rule_paths, parser = args.rules, JSON_PARSER
+    rule_paths, parser, max_line_bytes = args.rules, JSON_PARSER, None
     if args.config:
         config = load_config(args.config)
         rule_paths = rule_paths or list(config.rules)
@@ -497,7 +498,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 return EXIT_USAGE
             from rulesd.sources.parsers import source_parser
 
-            parser = source_parser(source)
+            parser, max_line_bytes = source_parser(source), source.max_line_bytes
     cache = RuleCache.for_user(os.environ)
     ruleset = load_ruleset(rule_paths or [str(p) for p in default_rule_paths()], cache)
     rules = select(ruleset.rules, args.rule)
@@ -506,7 +507,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     explainer = Explainer(rules, rule_sources(rules, cache))
     if args.events:
-        return _explain_line(args, ruleset, explainer, parser)
+        return _explain_line(args, ruleset, explainer, parser, max_line_bytes)
     if args.event == "-" and sys.stdin is None:  # started with `<&-`
         print("-: error: cannot read the event: standard input is closed", file=sys.stderr)
         return EXIT_USAGE
@@ -549,7 +550,9 @@ def _open_events(path: str) -> BinaryIO | None:
         return None
 
 
-def _explain_line(args: argparse.Namespace, ruleset: RuleSet, explainer: Explainer, parser: Parser) -> int:
+def _explain_line(
+    args: argparse.Namespace, ruleset: RuleSet, explainer: Explainer, parser: Parser, max_line_bytes: int | None
+) -> int:
     from rulesd.explain_line import LineError, explain_line, explained_line_text
 
     stream = _open_events(args.events)
@@ -565,6 +568,7 @@ def _explain_line(args: argparse.Namespace, ruleset: RuleSet, explainer: Explain
                 name=args.events,
                 parser=parser,
                 time_field=None if args.config else args.time_field,
+                max_line_bytes=max_line_bytes,
             )
         except LineError as exc:
             print(f"rulesd explain: {exc}", file=sys.stderr)

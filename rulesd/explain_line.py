@@ -23,7 +23,7 @@ from rulesd.events import IGNORED, Parser
 from rulesd.eventtime import TimeReader
 from rulesd.explain import Explainer, RuleExplanation, explanation_lines, show
 from rulesd.pipeline import evaluate_lines
-from rulesd.replay import blocks, replay_engine
+from rulesd.replay import blocks, replay_engine, without_long_lines
 from rulesd.rules.fields import Event
 from rulesd.rules.model import RuleSet
 from rulesd.times import rfc3339
@@ -54,15 +54,17 @@ def explain_line(
     parser: Parser,
     time_field: str | None = None,
     start: float | None = None,
+    max_line_bytes: int | None = None,
 ) -> ExplainedLine:
     """Explain line `line` (1-based) of `stream` after replaying the lines before it.
 
-    Events without a readable time arrive at `start` (default: now), as in `replay`.
+    Events without a readable time arrive at `start` (default: now), as in `replay`; lines
+    longer than `max_line_bytes` are skipped, as in `replay`.
     LineError if the stream has fewer lines, or line N is not an event.
     """
     engine, reader = replay_engine(ruleset, parser, time_field)
     arrival = time.time() if start is None else start
-    text = _replay_until(stream, line, engine, parser, reader, arrival, name)
+    text = _replay_until(stream, line, engine, parser, reader, arrival, name, max_line_bytes)
     event = _event(text, parser, line, name)
     at = engine.time_of(event, arrival, reader)
     engine.advance(at)  # what is due by the event's time happens before it, as in the engine
@@ -89,11 +91,21 @@ def explain_line(
 
 
 def _replay_until(
-    stream: BinaryIO, line: int, engine: Engine, parser: Parser, reader: TimeReader | None, arrival: float, name: str
+    stream: BinaryIO,
+    line: int,
+    engine: Engine,
+    parser: Parser,
+    reader: TimeReader | None,
+    arrival: float,
+    name: str,
+    max_line_bytes: int | None,
 ) -> bytes:
     """Evaluate the lines before `line` as replay does; line `line` itself."""
     seen = 0
     for block in blocks(stream):
+        block, long = without_long_lines(block, max_line_bytes)
+        if line - 1 - seen in long:
+            raise LineError(f"{name}:{line}: longer than max_line_bytes ({max_line_bytes} bytes): the source skips it")
         if seen + len(block) >= line:
             earlier = block[: line - 1 - seen]
             if earlier:

@@ -47,6 +47,7 @@ class ReplaySummary(msgspec.Struct):
     lines: int = 0
     blank: int = 0
     ignored: int = 0  # dropped by the source's ignore_pattern
+    too_long: int = 0  # skipped, as the source skips them: longer than its max_line_bytes
     samples: list[Sample] = msgspec.field(default_factory=list)  # the first SAMPLES invalid lines
     unconverted: dict[str, int] = msgspec.field(default_factory=dict)  # per field: values left out
     time: EventTime | None = None
@@ -98,6 +99,7 @@ def replay(
     parser: Parser = JSON_PARSER,
     time_field: str | None = None,
     start: float | None = None,
+    max_line_bytes: int | None = None,
     on_invalid: Callable[[int, str], None] = lambda line, reason: None,
     block_done: Callable[[], None] = lambda: None,
 ) -> Iterator[ReplayedAlert | ReplaySummary]:
@@ -109,7 +111,8 @@ def replay(
     Lines become events through `parser` (a configured source's, from
     `sources.parsers.source_parser`, or JSON lines), whose time reader gives event times; or
     `time_field` is read as epoch seconds or RFC 3339. Without either, every event counts as
-    arriving at `start` (default: now), as does an event whose time cannot be read.
+    arriving at `start` (default: now), as does an event whose time cannot be read. Lines longer
+    than `max_line_bytes` (the configured source's) are skipped and counted, as the source skips them.
     """
     engine, time_reader = replay_engine(ruleset, parser, time_field)
     arrival = time.time() if start is None else start
@@ -118,11 +121,15 @@ def replay(
     lineno = 0  # events are the lines neither blank, invalid nor ignored
     for block in blocks(stream):
         first = lineno + 1
+        block, long = without_long_lines(block, max_line_bytes)
         # A timer keeps its event's line number; its alert names it.
         batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader)
         summary.ignored += batch.ignored
         for i in batch.invalid:
-            if block[i].strip():
+            if i in long:
+                summary.too_long += 1
+                on_invalid(lineno + i + 1, f"longer than max_line_bytes ({max_line_bytes} bytes)")
+            elif block[i].strip():
                 _invalid(summary, parser, lineno + i + 1, block[i], on_invalid)
             else:
                 summary.blank += 1
@@ -137,7 +144,7 @@ def replay(
         lineno += len(block)
         block_done()
     summary.lines = lineno
-    summary.events = lineno - summary.blank - summary.invalid - summary.ignored
+    summary.events = lineno - summary.blank - summary.invalid - summary.ignored - summary.too_long
     summary.unconverted = dict(parser.misses.counts)
     summary.untimed = time_reader.misses if time_reader else 0
     yield summary
@@ -154,6 +161,15 @@ def blocks(stream: BinaryIO) -> Iterator[list[bytes]]:
     """The lines of `stream` in the blocks replay evaluates at a time (see BLOCK_BYTES)."""
     while block := stream.readlines(BLOCK_BYTES):
         yield block
+
+
+def without_long_lines(block: list[bytes], limit: int | None) -> tuple[list[bytes], set[int]]:
+    """`block` with each line longer than `limit` bytes (its newline not counted, as the
+    sources count) made blank, and the indexes of those lines; `block` itself if none is."""
+    if limit is None or max(map(len, block)) <= limit:  # the usual case: no line is near it
+        return block, set()
+    long = {i for i, line in enumerate(block) if len(line) - line.endswith(b"\n") > limit}
+    return [b"\n" if i in long else line for i, line in enumerate(block)], long
 
 
 def _invalid(
@@ -179,7 +195,9 @@ def summary_text(summary: ReplaySummary, reading: Reading | None = None) -> str:
     its lines fared (matched, not matched with the first few, ignored), the field values that
     did not convert and the events whose time could not be read."""
     lines = [
-        f"events: {summary.events}, invalid lines: {summary.invalid}, alerts: {summary.alerts}"
+        f"events: {summary.events}, invalid lines: {summary.invalid}"
+        + (f", lines longer than max_line_bytes (skipped): {summary.too_long}" if summary.too_long else "")
+        + f", alerts: {summary.alerts}"
         + (f", closes: {summary.closes}" if summary.closes else ""),
         *(f"  {name}: {count} firing(s)" for name, count in sorted(summary.firings.items())),
     ]
@@ -203,6 +221,7 @@ def _line_report(summary: ReplaySummary, reading: Reading) -> list[str]:
     lines = [
         f"{summary.lines} lines: {summary.events} {kept}, {summary.invalid} {missed}, "
         f"{summary.ignored} ignored (ignore_pattern), {summary.blank} blank"
+        + (f", {summary.too_long} too long (max_line_bytes)" if summary.too_long else "")
     ]
     if summary.samples:
         header = "lines that did not match" if reading.format == "regex" else "invalid lines"

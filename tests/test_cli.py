@@ -778,6 +778,40 @@ def test_replay_and_explain_escape_the_control_characters_of_events(tmp_path: Pa
         assert "\\u009b2J\\u007f" in explained.stdout
 
 
+def test_replay_and_explain_skip_the_lines_the_source_skips_as_too_long(tmp_path: Path) -> None:
+    """A line longer than the source's max_line_bytes is skipped by the daemon; replay and
+    explain with that --config skip it too (a line of exactly max_line_bytes is kept), so they
+    fire where the daemon does: here, on line 3, not on the long line 2."""
+    lines = ["fail 1", "fail " + "x" * 60, "fail " + "y" * 59]  # 6, 65 and 64 bytes
+    source = {"type": "stdin", "format": "regex", "pattern": "^(?P<message>fail.*)$", "max_line_bytes": 64}
+    write(
+        tmp_path / "rules" / "r.yaml", "name: f\nmatch: {message: {exists: true}}\nthreshold: {count: 2, window: 1h}\n"
+    )
+    write(tmp_path / "rulesd.yaml", yaml.safe_dump({"source": source, "state_dir": "state"}))
+    write(tmp_path / "app.log", "\n".join(lines) + "\n")
+    daemon = rulesd_cli(
+        "run", "--config", "rulesd.yaml", "--dry-run", stdin=(tmp_path / "app.log").read_bytes(), cwd=tmp_path
+    )
+    assert "skipped a line longer than 64 bytes" in daemon.stderr
+    sent = [json.loads(line)["message"] for line in daemon.stdout.splitlines()]
+    assert [lines[2]] == sent, daemon.stderr
+    replayed = rulesd_cli("replay", "--config", "rulesd.yaml", "--format", "json", "app.log", cwd=tmp_path)
+    assert sent == [json.loads(line)["message"] for line in replayed.stdout.splitlines()], replayed.stderr
+    text = rulesd_cli("replay", "--config", "rulesd.yaml", "app.log", cwd=tmp_path).stdout.splitlines()
+    assert "events: 2, invalid lines: 0, lines longer than max_line_bytes (skipped): 1, alerts: 1" == text[1]
+    assert (
+        "3 lines: 2 matched, 0 did not match, 0 ignored (ignore_pattern), 0 blank, 1 too long (max_line_bytes)"
+        == text[3]
+    )
+    explain = ("explain", "--config", "rulesd.yaml", "--events", "app.log", "--line")
+    long = rulesd_cli(*explain, "2", cwd=tmp_path)
+    assert (2, "rulesd explain: app.log:2: longer than max_line_bytes (64 bytes): the source skips it\n") == (
+        long.returncode,
+        long.stderr,
+    )
+    assert "f: matches; fires: threshold reached, 2 of 2" in rulesd_cli(*explain, "3", cwd=tmp_path).stdout
+
+
 def test_replay_picks_one_of_several_sources_by_name(tmp_path: Path) -> None:
     """With several sources `--source NAME` says whose reading to use; without it, or with an
     unknown name, replay lists the names and exits 2. Events carry the source's name."""
