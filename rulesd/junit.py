@@ -8,6 +8,7 @@ be run (invalid, or its rules are) is one `<testcase>` with an `<error>` listing
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
@@ -17,6 +18,11 @@ from rulesd.errors import Problem
 from rulesd.ruletest import TestOutcome
 
 INVALID_CASE = "(test file)"  # the name of the test case that stands for a file that could not be run
+
+# What XML 1.0 cannot hold, not even as a character reference: C0 controls but tab, line feed and
+# carriage return, lone surrogates, U+FFFE and U+FFFF. A test's name may hold any of them (YAML
+# writes "\a" or "\e"), and a CI server refuses a report that does; they are written as `\u0007`.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class RuleTestFile(msgspec.Struct, frozen=True):
@@ -34,6 +40,9 @@ def junit_xml(results: Sequence[RuleTestFile]) -> bytes:
         root.append(_suite(result))
     for attr in ("tests", "failures", "errors"):
         root.set(attr, str(sum(int(suite.get(attr, "0")) for suite in root)))
+    for element in root.iter():
+        element.text = element.text and _NOT_XML.sub(_escape, element.text)
+        element.attrib = {key: _NOT_XML.sub(_escape, value) for key, value in element.attrib.items()}
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document + b"\n"
@@ -68,6 +77,10 @@ def _case(suite: ET.Element, name: str, path: str, line: int) -> ET.Element:
     if line > 0:
         case.set("line", str(line))
     return case
+
+
+def _escape(found: re.Match[str]) -> str:
+    return f"\\u{ord(found.group()):04x}"
 
 
 def _summary(report: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -97,6 +98,26 @@ def test_markup_in_names_and_reports_survives_the_round_trip() -> None:
     assert failure is not None and error is not None
     assert (report, "missing: a & b", "7") == (failure.text, failure.get("message"), found[name].get("line"))
     assert "r&d.yaml:2:3: error: bad <thing>" == error.text
+
+
+def test_characters_xml_cannot_hold_are_escaped_and_the_report_stays_valid(tmp_path: Path) -> None:
+    """A test's name with a bell and an escape (YAML's "\\a", "\\e"), a difference holding a
+    vertical tab and a test file whose name is not UTF-8: the report is still XML that a parser
+    reads (a CI server refuses one that is not), with each such character written as `\\u0007`."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    test = PASSING.replace("name: pages", 'name: "pages \\a \\e[31m"').replace("priority: P1", 'message: "a\\vb"')
+    named = os.fsdecode(b"\xff.test.yaml")  # the bytes a directory listing may hold
+    (tmp_path / named).write_text(test)
+    result = rulesd_test("--junit", "report.xml", named, cwd=tmp_path)
+    assert 1 == result.returncode, result.stderr
+    suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite is not None
+    assert "\\udcff.test.yaml" == suite.get("name")
+    found = cases(suite)
+    assert ["pages \\u0007 \\u001b[31m", "wrong priority"] == list(found)
+    failure = found["wrong priority"].find("failure")
+    assert failure is not None
+    assert "message: expected 'a\\x0bb', got 'error on b'" in (failure.get("message") or "")
 
 
 def test_no_test_files_gives_an_empty_report() -> None:
