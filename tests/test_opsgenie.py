@@ -603,6 +603,18 @@ def test_close_is_pinned(server: FakeOpsGenie) -> None:
     assert {"source": "rulesd", "note": "resolved: errors"} == request.json()
 
 
+def test_an_alert_url_with_a_query_or_fragment_keeps_closes_and_pings_on_their_own_paths(server: FakeOpsGenie) -> None:
+    """A relay's query (`?tenant=a`) goes with every request, the close's and the ping's own
+    path before it; a fragment is not sent. Appended to the whole URL, the close's path landed
+    in the query (or the fragment), so the close was posted to the create endpoint."""
+    client = OpsGenieClient(f"{server.url}/v2/alerts?tenant=a#top", lambda: KEY, 10.0, clock=lambda: NOW)
+    client.create_alert({"message": "m"})
+    client.close_alert('rulesd: errors: {"host":"a/b"}', {"source": "rulesd", "note": "resolved: errors"})
+    client.ping_heartbeat("rulesd")
+    close = CLOSE_PATH.replace("?", "?tenant=a&")
+    assert ["/v2/alerts?tenant=a", close, "/v2/heartbeats/rulesd/ping?tenant=a"] == [r.path for r in server.requests]
+
+
 @pytest.mark.parametrize(
     ("status", "expected"),
     [(202, None), (404, None), (500, RetryableAlertError), (401, PausingAlertError), (400, PermanentAlertError)],
