@@ -607,7 +607,9 @@ def cmd_state(args: argparse.Namespace) -> int:
         store = state_reader(config)
         saved = store.load_engine_state() if store is not None else None
     except (sqlite3.Error, RulesdError) as exc:
-        print(f"{where}: error: cannot read the state: {exc}", file=sys.stderr)
+        text = str(exc)
+        said = text.removeprefix(f"{where}: ") if text.startswith(where) else f"cannot read the state: {text}"
+        print(f"{where}: error: {said}", file=sys.stderr)  # (a StateError names the database itself)
         return EXIT_FAIL
     names = {r.name for r in result.ruleset.rules} if result.ruleset else set()
     saved_names = {n for value in (saved or {}).values() if isinstance(value, dict) for n in value}
@@ -699,6 +701,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
     from rulesd.daemon import STATE_FILE
     from rulesd.state import SqliteState
+    from rulesd.state.sqlite import database_exists
 
     config = load_config(args.config)
     action = args.action or "list"
@@ -710,7 +713,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             from rulesd.daemon.build import open_redis_state
 
             return _outbox(open_redis_state(config), action, args)
-        if not os.path.exists(path):
+        if not database_exists(path):
             if action == "show":
                 print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
                 return EXIT_FAIL

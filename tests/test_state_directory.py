@@ -10,6 +10,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,6 +76,48 @@ def test_read_only_commands_work_beside_a_running_daemon(workspace: Workspace, s
     again = rulesd_cli("outbox", "retry-dead", "--config", config)
     assert "requeued 0 dead-lettered alert(s)\n" == again.stdout
     assert daemon.proc.poll() is None
+
+
+def test_a_state_directory_the_user_may_not_search_is_an_error_not_an_empty_outbox(tmp_path: Path) -> None:
+    """An operator who is not the daemon's user runs `rulesd outbox` or `rulesd state` on its
+    0700 state directory: each says it cannot read the database (exit 1), where they said
+    'nothing queued', [] and 'requeued 0' (exit 0) while an alert waited."""
+    import tempfile
+
+    from rulesd.state import SqliteState
+
+    # A directory anyone may search, so that only the state directory inside it is closed.
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:
+        root = Path(shared)
+        root.chmod(0o755)
+        state = root / "state"
+        state.mkdir(mode=0o700)
+        SqliteState(str(state / "state.sqlite")).commit(positions={}, payloads=[{"message": "m"}], now=time.time())
+        config = root / "rulesd.yaml"
+        config.write_text("state_dir: state\nrules: []\n")
+        config.chmod(0o644)
+        state.chmod(0o000)  # closed to its owner too; root, who may search it anyway, reads as nobody
+        as_another_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        try:
+            for command in (
+                ["outbox", "list"],
+                ["outbox", "list", "--format", "json"],
+                ["outbox", "retry-dead"],
+                ["state"],
+            ):
+                result = subprocess.run(
+                    [*as_another_user, sys.executable, "-m", "rulesd", *command, "--config", str(config)],
+                    capture_output=True,
+                    text=True,
+                    cwd=root,
+                    timeout=60,
+                    check=False,
+                )
+                assert (1, "") == (result.returncode, result.stdout), result.stderr
+                assert str(state / "state.sqlite") in result.stderr
+                assert "cannot read the state database: Permission denied; run this as the user rulesd" in result.stderr
+        finally:
+            state.chmod(0o700)
 
 
 # What a log line can hold to take over a terminal: set its title (OSC), clear it (CSI, also as the

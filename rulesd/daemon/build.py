@@ -40,6 +40,7 @@ from rulesd.sources.parsers import source_parser
 from rulesd.sources.stdin import StdinSource
 from rulesd.state import OutboxAlert, SqliteState, StateBackend, StateError
 from rulesd.state.lock import StateLock, lock_state_dir
+from rulesd.state.sqlite import database_exists
 from rulesd.stats import Stats
 
 if TYPE_CHECKING:  # the Redis client is imported only where the state is in Redis; Prometheus
@@ -242,7 +243,7 @@ def state_reader(config: Config) -> StateBackend | None:
     if config.state.backend == "redis":
         return open_redis_state(config)
     path = os.path.join(config.state_dir, STATE_FILE)
-    return SqliteState(path, read_only=True) if os.path.exists(path) else None
+    return SqliteState(path, read_only=True) if database_exists(path) else None
 
 
 def open_redis_state(config: Config) -> RedisState:

@@ -348,6 +348,24 @@ def make_private(path: str, *, create: bool = True) -> None:
             continue
 
 
+def database_exists(path: str) -> bool:
+    """Whether the state database at `path` exists, for the commands that read it beside the
+    daemon; StateError when that cannot be known. `os.path.exists` says False for a directory
+    this user may not search (the daemon's state directory is 0700; with systemd's DynamicUser
+    it lies under /var/lib/private, 0700 too), and `outbox list` run by another user said
+    'nothing queued' while alerts waited."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot read the state database: {exc.strerror or exc}; run this as the user rulesd runs "
+            "as, or as root"
+        ) from None
+    return True
+
+
 def state_error(exc: sqlite3.Error | OSError, path: str) -> StateError | sqlite3.Error:
     """The backend-neutral error for a failure on the database at `path`, saying what to do;
     an error of no known kind is returned as it is."""
