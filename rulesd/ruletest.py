@@ -23,7 +23,7 @@ from rulesd.errors import InvalidInputError, Problem, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
-from rulesd.rules.model import RuleSet
+from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
 
@@ -105,7 +105,24 @@ def run_test_file(path: str) -> list[TestOutcome]:
     base = os.path.dirname(path)
     rule_paths = [os.path.join(base, p) for p in doc.value["rule_files"]]
     ruleset = load_ruleset(rule_paths)
+    unknown = list(_unknown_rules(doc, ruleset))
+    if unknown:  # such a test could only fail, and its report would not say why
+        raise InvalidInputError(unknown)
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])]
+
+
+def _unknown_rules(doc: Document, ruleset: RuleSet) -> Iterator[Problem]:
+    """Each rule name in an expectation that no rule file of the test defines."""
+    names = [rule.name for rule in ruleset.rules]
+    assert isinstance(doc.value, dict)
+    for t_index, test in enumerate(doc.value["tests"]):
+        for key in ("expect_alerts", "expect_closes"):
+            for e_index, expected in enumerate(test.get(key, ())):
+                for r_index, name in enumerate(expected["rules"]):
+                    if name not in names:
+                        path = ("tests", t_index, key, e_index, "rules", r_index)
+                        message = f"no such rule {name!r}{rule_hint(name, names)}"
+                        yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
 
 
 def _run_one(doc: Document, index: int, test: dict[str, Any], ruleset: RuleSet) -> TestOutcome:

@@ -225,3 +225,27 @@ def test_a_step_is_an_event_or_an_advance(tmp_path: Path) -> None:
     assert [
         f"{tmp_path}/timed.test.yaml:6:9: error: a step is an event (with an optional at) or an advance"
     ] == problems
+
+
+def test_an_expectation_naming_no_rule_is_a_problem_at_its_name(tmp_path: Path) -> None:
+    """A rule name no rule file defines (a typo, a renamed rule) is an error at the name, with
+    the nearest name if one is close, not a test that fails for no visible reason."""
+    outcomes, problems = run(
+        tmp_path,
+        """
+  - name: typo
+    events:
+      - {event: {level: error, host: a}}
+    expect_alerts:
+      - event: 1
+        rules: [any-eror]
+    expect_closes:
+      - {rules: [burst, nothing-like-it]}
+""",
+    )
+    test = tmp_path / "t.test.yaml"
+    assert [] == outcomes
+    assert [
+        f"{test}:9:17: error: tests[0].expect_alerts[0].rules[0]: no such rule 'any-eror'; did you mean 'any-error'?",
+        f"{test}:11:25: error: tests[0].expect_closes[0].rules[1]: no such rule 'nothing-like-it' (2 rule(s) loaded)",
+    ] == problems
