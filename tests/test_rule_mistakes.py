@@ -23,3 +23,30 @@ def test_rulesd_test_names_an_unknown_rule_in_an_expectation(tmp_path: Path) -> 
         f"{test}:6:28: error: tests[0].expect_alerts[0].rules[0]: no such rule 'disk-ful'; did you mean 'disk-full'?\n"
         "rule tests: 0 passed, 0 failed, 1 invalid\n"
     ) == result.stdout
+
+
+def check(tmp_path: Path, text: str) -> tuple[int, str]:
+    """`rulesd check` of one rule file holding `text`: its exit status and its output, with the
+    file's directory written as `DIR`."""
+    (tmp_path / "r.yaml").write_text(text)
+    result = rulesd_cli("check", str(tmp_path / "r.yaml"))
+    assert "" == result.stderr
+    return result.returncode, result.stdout.replace(str(tmp_path), "DIR")
+
+
+def test_rulesd_check_refuses_equality_with_nan(tmp_path: Path) -> None:
+    nan = "cannot compare with .nan: NaN is equal to nothing, not even itself"
+    assert (
+        1,
+        f"DIR/r.yaml:2:11: error: lists.codes[0]: {nan}\n"
+        f"DIR/r.yaml:4:31: error: rules[0].match.status: {nan}\n"
+        f"DIR/r.yaml:5:46: error: rules[1].match.status.not_in[1]: {nan}\n"
+        f"DIR/r.yaml:6:31: error: rules[2].match.status: the list $codes defined at DIR/r.yaml:2:3 has errors\n"
+        "FAILED: 1 file(s), 0 rule(s), 4 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "lists:\n  codes: [.nan]\nrules:\n"
+        "  - {name: a, match: {status: .nan}}\n"
+        "  - {name: b, match: {status: {not_in: [500, .NaN]}}}\n"
+        "  - {name: c, match: {status: $codes}}\n",
+    )
