@@ -50,3 +50,25 @@ def test_rulesd_check_refuses_equality_with_nan(tmp_path: Path) -> None:
         "  - {name: b, match: {status: {not_in: [500, .NaN]}}}\n"
         "  - {name: c, match: {status: $codes}}\n",
     )
+
+
+def test_rulesd_check_says_what_is_wrong_with_a_regex_and_where(tmp_path: Path) -> None:
+    """A plain syntax error says what and where, without "linear in the text", which is the
+    reason given only for constructs refused as needing backtracking."""
+    linear = "regexes must run in time linear in the text (the syntax RE2 and Hyperscan share)"
+    assert (
+        1,
+        "DIR/r.yaml:3:30: error: rules[0].match.message.regex: invalid regex '(?P<1a>x)': group name cannot "
+        "begin with a digit at position 1\n"
+        "DIR/r.yaml:5:30: error: rules[1].match.message.regex: invalid regex 'timeout|(refused': missing ) "
+        "at position 9\n"
+        "DIR/r.yaml:7:30: error: rules[2].match.message.regex: regex '(a)\\\\1' is refused: backreferences are "
+        f"not supported at position 4; {linear}\n"
+        "FAILED: 1 file(s), 0 rule(s), 3 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {message: {regex: '(?P<1a>x)'}}\n"
+        "  - name: b\n    match: {message: {regex: 'timeout|(refused'}}\n"
+        "  - name: c\n    match: {message: {regex: '(a)\\1'}}\n",
+    )
