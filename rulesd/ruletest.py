@@ -69,6 +69,8 @@ def check_test_file(path: str) -> list[Problem]:
 def _test_file_problems(doc: Document) -> list[Problem]:
     """The problems of a test file's document (see `check_test_file`)."""
     path = doc.path
+    if doc.value is None and not doc.problems:  # (only comments, or nothing)
+        return [Problem(SourceLocation(path, 1, 1), "empty file: expected rule_files: and tests:")]
     problems = sorted({*doc.problems, *validate_document(doc, "test")})
     if problems:
         return problems
@@ -79,10 +81,21 @@ def _test_file_problems(doc: Document) -> list[Problem]:
                 where = doc.locate(("tests", t_index, "events", e_index))
                 problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
             problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
+        problems.extend(_event_number_problems(doc, t_index, test))
     for i, name in enumerate(doc.value["rule_files"]):
         if not os.path.exists(os.path.join(os.path.dirname(path), name)):
             problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: no such file or directory"))
     return problems
+
+
+def _event_number_problems(doc: Document, t_index: int, test: dict[str, Any]) -> Iterator[Problem]:
+    """Expected alerts at an event the test does not have: such an alert can never come."""
+    count = sum("event" in item for item in test["events"])
+    for e_index, expected in enumerate(test["expect_alerts"]):
+        if expected["event"] > count:
+            path = ("tests", t_index, "expect_alerts", e_index, "event")
+            message = f"the test has {count} event(s) (numbered from 1; advance steps are not events)"
+            yield Problem(doc.locate(path), f"{format_path(path)}: no event {expected['event']}: {message}")
 
 
 def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[str, Any]) -> Iterator[Problem]:

@@ -72,3 +72,28 @@ def test_rulesd_check_says_what_is_wrong_with_a_regex_and_where(tmp_path: Path) 
         "  - name: b\n    match: {message: {regex: 'timeout|(refused'}}\n"
         "  - name: c\n    match: {message: {regex: '(a)\\1'}}\n",
     )
+
+
+def test_rulesd_test_and_check_refuse_a_test_file_that_tests_nothing(tmp_path: Path) -> None:
+    """A test file of comments, `tests: []` and an expected alert at an event the test does not
+    have: errors at their place for both commands, not a silent pass or a puzzling failure."""
+    (tmp_path / "disk.yaml").write_text(RULES)
+    comments = tmp_path / "a.test.yaml"
+    comments.write_text("# rule_files: [disk.yaml]\n")
+    no_tests = tmp_path / "b.test.yaml"
+    no_tests.write_text("rule_files: [disk.yaml]\ntests: []\n")
+    past_the_end = tmp_path / "c.test.yaml"
+    past_the_end.write_text(
+        "rule_files: [disk.yaml]\ntests:\n  - name: t\n    events: [{event: {kind: disk}}]\n"
+        "    expect_alerts: [{event: 2, rules: [disk-full]}]\n"
+    )
+    problems = (
+        f"{comments}:1:1: error: empty file: expected rule_files: and tests:\n"
+        f"{no_tests}:2:8: error: tests: must not be empty\n"
+        f"{past_the_end}:5:29: error: tests[0].expect_alerts[0].event: no event 2: the test has 1 event(s) "
+        "(numbered from 1; advance steps are not events)\n"
+    )
+    tested = rulesd_cli("test", str(comments), str(no_tests), str(past_the_end))
+    assert (1, problems + "rule tests: 0 passed, 0 failed, 3 invalid\n") == (tested.returncode, tested.stdout)
+    checked = rulesd_cli("check", str(comments), str(no_tests), str(past_the_end))
+    assert (1, problems) == (checked.returncode, checked.stdout[: checked.stdout.index("FAILED")])

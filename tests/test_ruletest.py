@@ -109,17 +109,22 @@ def test_invalid_test_file_and_invalid_rules_are_problems(tmp_path: Path) -> Non
     """A malformed test file, or rules that do not load, become located problems."""
     (tmp_path / "rules.yaml").write_text("name: r\nmatch: {level: error}\nthrotle: 1m\n")
     bad_rules = tmp_path / "a.test.yaml"
-    bad_rules.write_text("rule_files: [rules.yaml]\ntests: []\n")
+    bad_rules.write_text("rule_files: [rules.yaml]\ntests: [{name: t, events: [{event: {}}], expect_alerts: []}]\n")
     bad_test = tmp_path / "b.test.yaml"
     bad_test.write_text("rule_files: [rules.yaml]\ntests:\n  - name: x\n    event: []\n")
-    outcomes, problems = run_test_files([str(bad_rules), str(bad_test)])
-    assert [] == outcomes
     assert [
         f"{tmp_path / 'rules.yaml'}:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?",
         f"{bad_test}:3:5: error: tests[0]: missing required key 'events'",
         f"{bad_test}:3:5: error: tests[0]: missing required key 'expect_alerts'",
         f"{bad_test}:4:5: error: tests[0].event: unknown key 'event'; did you mean 'events'?",
-    ] == [str(p) for p in problems]
+    ] == invalid([bad_rules, bad_test])
+
+
+def invalid(paths: list[Path]) -> list[str]:
+    """The problems of test files none of which runs."""
+    outcomes, problems = run_test_files([str(p) for p in paths])
+    assert [] == outcomes
+    return [str(p) for p in problems]
 
 
 TIMED_RULES = """
@@ -248,4 +253,46 @@ def test_an_expectation_naming_no_rule_is_a_problem_at_its_name(tmp_path: Path) 
     assert [
         f"{test}:9:17: error: tests[0].expect_alerts[0].rules[0]: no such rule 'any-eror'; did you mean 'any-error'?",
         f"{test}:11:25: error: tests[0].expect_closes[0].rules[1]: no such rule 'nothing-like-it' (2 rule(s) loaded)",
+    ] == problems
+
+
+def test_a_test_file_that_tests_nothing_is_a_problem(tmp_path: Path) -> None:
+    """An empty file, one of comments, `tests: []` and a test without events would pass
+    while testing nothing (a file whose tests were all commented out): each is an error."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    texts = {
+        "empty": "",
+        "comments": "# tests: to do\n",
+        "no-tests": "rule_files: [rules.yaml]\ntests: []\n",
+        "no-events": "rule_files: [rules.yaml]\ntests:\n  - {name: t, events: [], expect_alerts: []}\n",
+    }
+    for name, text in texts.items():
+        (tmp_path / f"{name}.test.yaml").write_text(text)
+    assert [
+        f"{tmp_path}/empty.test.yaml:1:1: error: empty file: expected rule_files: and tests:",
+        f"{tmp_path}/comments.test.yaml:1:1: error: empty file: expected rule_files: and tests:",
+        f"{tmp_path}/no-tests.test.yaml:2:8: error: tests: must not be empty",
+        f"{tmp_path}/no-events.test.yaml:3:23: error: tests[0].events: must not be empty",
+    ] == invalid([tmp_path / f"{name}.test.yaml" for name in texts])
+
+
+def test_an_expected_alert_at_an_event_the_test_lacks_is_a_problem(tmp_path: Path) -> None:
+    """`event: 3` with two events (an advance step is not one) can never be met: an error at
+    the number, not a failure that reads like the rule's."""
+    outcomes, problems = run(
+        tmp_path,
+        """  - name: off by one
+    events:
+      - {event: {level: error, host: a}}
+      - {advance: 1m}
+      - {event: {level: error, host: a}}
+    expect_alerts:
+      - {event: 2, rules: [any-error]}
+      - {event: 3, rules: [any-error]}
+""",
+    )
+    assert [] == outcomes
+    assert [
+        f"{tmp_path}/t.test.yaml:10:17: error: tests[0].expect_alerts[1].event: no event 3: the test has 2 event(s) "
+        "(numbered from 1; advance steps are not events)"
     ] == problems
