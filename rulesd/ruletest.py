@@ -22,7 +22,7 @@ from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
-from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
+from rulesd.rules.loader import TEST_SUFFIXES, discover_files, load_ruleset
 from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
@@ -83,9 +83,22 @@ def _test_file_problems(doc: Document) -> list[Problem]:
             problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
         problems.extend(_event_number_problems(doc, t_index, test))
     for i, name in enumerate(doc.value["rule_files"]):
-        if not os.path.exists(os.path.join(os.path.dirname(path), name)):
-            problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: no such file or directory"))
+        why = _rule_file_problem(os.path.join(os.path.dirname(path), name))
+        if why is not None:
+            problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: {why}"))
     return problems
+
+
+def _rule_file_problem(path: str) -> str | None:
+    """Why `path` gives a test no rules: missing, a test file, or a directory without rule
+    files (the tests would run against no rules, and those expecting no alert would pass)."""
+    if not os.path.exists(path):
+        return "no such file or directory"
+    if is_test_file(path):
+        return "a rule test file, not a rule file: name the rule files it tests"
+    if os.path.isdir(path) and not discover_files([path])[0]:
+        return "no rule files (*.yaml, *.yml) found in this directory"
+    return None
 
 
 def _event_number_problems(doc: Document, t_index: int, test: dict[str, Any]) -> Iterator[Problem]:
@@ -125,17 +138,24 @@ def run_test_file(path: str) -> list[TestOutcome]:
 
 
 def _unknown_rules(doc: Document, ruleset: RuleSet) -> Iterator[Problem]:
-    """Each rule name in an expectation that no rule file of the test defines."""
-    names = [rule.name for rule in ruleset.rules]
+    """Each rule name in an expectation that no rule file of the test defines, or whose rule
+    is disabled: an alert of it can never come."""
+    rules = ruleset.by_name()
+    names = list(rules)
     assert isinstance(doc.value, dict)
     for t_index, test in enumerate(doc.value["tests"]):
         for key in ("expect_alerts", "expect_closes"):
             for e_index, expected in enumerate(test.get(key, ())):
                 for r_index, name in enumerate(expected["rules"]):
-                    if name not in names:
-                        path = ("tests", t_index, key, e_index, "rules", r_index)
+                    rule = rules.get(name)
+                    if rule is None:
                         message = f"no such rule {name!r}{rule_hint(name, names)}"
-                        yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
+                    elif not rule.enabled:
+                        message = f"the rule {name!r} ({rule.location}) is disabled (enabled: false): it never fires"
+                    else:
+                        continue
+                    path = ("tests", t_index, key, e_index, "rules", r_index)
+                    yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
 
 
 def _run_one(doc: Document, index: int, test: dict[str, Any], ruleset: RuleSet) -> TestOutcome:

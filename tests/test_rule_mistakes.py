@@ -97,3 +97,24 @@ def test_rulesd_test_and_check_refuse_a_test_file_that_tests_nothing(tmp_path: P
     assert (1, problems + "rule tests: 0 passed, 0 failed, 3 invalid\n") == (tested.returncode, tested.stdout)
     checked = rulesd_cli("check", str(comments), str(no_tests), str(past_the_end))
     assert (1, problems) == (checked.returncode, checked.stdout[: checked.stdout.index("FAILED")])
+
+
+def test_rulesd_test_refuses_rule_files_without_rules_and_a_disabled_rule(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()  # the rules are elsewhere: a typo in rule_files
+    (tmp_path / "disk.yaml").write_text(RULES + "    enabled: false\n")
+    steps = "    events: [{event: {kind: disk}}]\n"
+    nowhere = tmp_path / "a.test.yaml"
+    nowhere.write_text(f"rule_files: [rules]\ntests:\n  - name: quiet\n{steps}    expect_alerts: []\n")
+    disabled = tmp_path / "b.test.yaml"
+    disabled.write_text(
+        f"rule_files: [disk.yaml]\ntests:\n  - name: pages\n{steps}"
+        "    expect_alerts: [{event: 1, rules: [disk-full]}]\n"
+    )
+    result = rulesd_cli("test", str(nowhere), str(disabled))
+    assert (
+        1,
+        f"{nowhere}:1:14: error: rule_files[0]: no rule files (*.yaml, *.yml) found in this directory\n"
+        f"{disabled}:5:40: error: tests[0].expect_alerts[0].rules[0]: the rule 'disk-full' ({tmp_path}/disk.yaml:2:5) "
+        "is disabled (enabled: false): it never fires\n"
+        "rule tests: 0 passed, 0 failed, 2 invalid\n",
+    ) == (result.returncode, result.stdout)

@@ -296,3 +296,32 @@ def test_an_expected_alert_at_an_event_the_test_lacks_is_a_problem(tmp_path: Pat
         f"{tmp_path}/t.test.yaml:10:17: error: tests[0].expect_alerts[1].event: no event 3: the test has 2 event(s) "
         "(numbered from 1; advance steps are not events)"
     ] == problems
+
+
+def test_rule_files_that_give_no_rules_are_a_problem(tmp_path: Path) -> None:
+    """A directory without rule files, or a test file named as a rule file: the tests would run
+    against no rules (or fail on the test file read as rules), and those expecting no alert
+    would pass."""
+    (tmp_path / "empty").mkdir()
+    one_test = "tests: [{name: t, events: [{event: {level: error}}], expect_alerts: []}]\n"
+    (tmp_path / "a.test.yaml").write_text("rule_files: [empty]\n" + one_test)
+    (tmp_path / "b.test.yaml").write_text("rule_files: [a.test.yaml]\n" + one_test)
+    assert [
+        f"{tmp_path}/a.test.yaml:1:14: error: rule_files[0]: no rule files (*.yaml, *.yml) found in this directory",
+        f"{tmp_path}/b.test.yaml:1:14: error: rule_files[0]: a rule test file, not a rule file: name the rule files "
+        "it tests",
+    ] == invalid([tmp_path / "a.test.yaml", tmp_path / "b.test.yaml"])
+
+
+def test_an_expectation_naming_a_disabled_rule_is_a_problem(tmp_path: Path) -> None:
+    """A disabled rule never fires: expecting its alert is a mistake in the test or the rule."""
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {name: quiet, enabled: false, match: {level: error}}\n")
+    test = tmp_path / "t.test.yaml"
+    test.write_text(
+        "rule_files: [rules.yaml]\ntests:\n  - name: t\n    events: [{event: {level: error}}]\n"
+        "    expect_alerts: [{event: 1, rules: [quiet]}]\n"
+    )
+    assert [
+        f"{test}:5:40: error: tests[0].expect_alerts[0].rules[0]: the rule 'quiet' ({tmp_path}/rules.yaml:2:5) is "
+        "disabled (enabled: false): it never fires"
+    ] == invalid([test])
