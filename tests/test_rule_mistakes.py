@@ -118,3 +118,12 @@ def test_rulesd_test_refuses_rule_files_without_rules_and_a_disabled_rule(tmp_pa
         "is disabled (enabled: false): it never fires\n"
         "rule tests: 0 passed, 0 failed, 2 invalid\n",
     ) == (result.returncode, result.stdout)
+
+
+def test_rulesd_check_says_why_an_unquoted_word_is_a_boolean(tmp_path: Path) -> None:
+    assert (
+        1,
+        "DIR/r.yaml:2:11: error: rules[0].name: expected a string, got false (YAML reads an unquoted yes, no, on "
+        "or off as true or false: quote it for the text)\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, "rules:\n  - name: off\n    match: {switch: power}\n")
