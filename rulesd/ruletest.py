@@ -22,7 +22,7 @@ from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
-from rulesd.rules.loader import TEST_SUFFIXES, discover_files, load_ruleset
+from rulesd.rules.loader import TEST_SUFFIXES, check_paths, discover_files, load_ruleset
 from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
@@ -58,12 +58,18 @@ def is_test_file(path: str) -> bool:
 
 def check_test_file(path: str) -> list[Problem]:
     """Every problem of the test file `path` itself (YAML, schema, rule files that do not
-    exist), without running it; its rules are checked when the tests run."""
+    exist, expectations of rules those do not define or that are disabled), without running
+    it. The rule files' own problems are not its: they are reported where those are checked
+    (and by `rulesd test`)."""
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
-    return _test_file_problems(doc)
+    problems = _test_file_problems(doc)
+    if problems:
+        return problems
+    ruleset = check_paths(_rule_paths(doc)).ruleset
+    return [] if ruleset is None else list(_unknown_rules(doc, ruleset))
 
 
 def _test_file_problems(doc: Document) -> list[Problem]:
@@ -127,14 +133,18 @@ def run_test_file(path: str) -> list[TestOutcome]:
     problems = _test_file_problems(doc)
     if problems:
         raise InvalidInputError(problems)
-    assert isinstance(doc.value, dict)
-    base = os.path.dirname(path)
-    rule_paths = [os.path.join(base, p) for p in doc.value["rule_files"]]
-    ruleset = load_ruleset(rule_paths)
+    ruleset = load_ruleset(_rule_paths(doc))
     unknown = list(_unknown_rules(doc, ruleset))
     if unknown:  # such a test could only fail, and its report would not say why
         raise InvalidInputError(unknown)
+    assert isinstance(doc.value, dict)
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])]
+
+
+def _rule_paths(doc: Document) -> list[str]:
+    """The rule files of a (valid) test file, as paths from here."""
+    assert isinstance(doc.value, dict)
+    return [os.path.join(os.path.dirname(doc.path), p) for p in doc.value["rule_files"]]
 
 
 def _unknown_rules(doc: Document, ruleset: RuleSet) -> Iterator[Problem]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rulesd.ruletest import run_test_files
+from rulesd.ruletest import check_test_file, run_test_files
 
 RULES = """
 rules:
@@ -325,3 +325,19 @@ def test_an_expectation_naming_a_disabled_rule_is_a_problem(tmp_path: Path) -> N
         f"{test}:5:40: error: tests[0].expect_alerts[0].rules[0]: the rule 'quiet' ({tmp_path}/rules.yaml:2:5) is "
         "disabled (enabled: false): it never fires"
     ] == invalid([test])
+
+
+def test_checking_a_test_file_finds_expectations_of_unknown_rules(tmp_path: Path) -> None:
+    """`rulesd check` (check_test_file) says so too, without running the tests; problems of the
+    rule files themselves are left to the check of those files."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    test = tmp_path / "t.test.yaml"
+    test.write_text(
+        "rule_files: [rules.yaml]\ntests:\n  - name: t\n    events: [{event: {level: error}}]\n"
+        "    expect_alerts: [{event: 1, rules: [brst]}]\n"
+    )
+    assert [f"{test}:5:40: error: tests[0].expect_alerts[0].rules[0]: no such rule 'brst'; did you mean 'burst'?"] == [
+        str(p) for p in check_test_file(str(test))
+    ]
+    (tmp_path / "rules.yaml").write_text("name: r\nmatch: {level: error}\nthrotle: 1m\n")
+    assert [] == check_test_file(str(test))
