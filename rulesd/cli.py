@@ -26,7 +26,7 @@ from rulesd.eventtime import AUTO, EventTime
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import TEST_SUFFIXES, check_paths, default_rule_paths, load_ruleset, rule_sources
-from rulesd.rules.model import RuleSet
+from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import load_schema
 
 # What only some commands use is imported by them (explain, test, state, outbox, a --config
@@ -578,12 +578,8 @@ def _explain_line(
 
 
 def unknown_rule(name: str, names: Sequence[str]) -> str:
-    """`no rule named 'x' (did you mean 'y'?)`."""
-    import difflib  # (only for this message)
-
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f" ({len(names)} rule(s) loaded)"
-    return f"no rule named {name!r}{hint}"
+    """`no rule named 'x'; did you mean 'y'?`."""
+    return f"no rule named {name!r}{rule_hint(name, names)}"
 
 
 def cmd_state(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Durations: an integer of seconds or a string like `30s`, `5m`, `2h`, `1d`, `1h30m`.
 
 Each unit is written at most once, largest first (`1h30m`; `5m5m` and `30m1h` are errors),
-so that a duration reads one way only.
+so that a duration reads one way only. None is longer than 100 years.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest duration a rule, a rule test or a config may give: none a user means is longer,
+# and a longer one (`9999999999999999999999d`) is a typo that would otherwise be accepted.
+MAX_SECONDS = 36500 * 86400  # 100 years
 _PART = re.compile(r"\s*(\d+)\s*([smhd])\s*")
 _PLAIN = re.compile(r"\s*(\d+)\s*\Z")
 
@@ -38,8 +41,8 @@ def parse_duration(value: int | str) -> float:
 
 
 def _seconds(count: int) -> float:
-    # YAML and the unit strings take integers of any size; times are floats.
-    try:
-        return float(count)
-    except OverflowError:
-        raise ValueError("bad duration: too long to be a number of seconds") from None
+    # YAML and the unit strings take integers of any size (compared before a float would
+    # overflow); times are floats.
+    if count > MAX_SECONDS:
+        raise ValueError("bad duration: longer than 100 years (36500d), the longest a duration may be")
+    return float(count)

@@ -22,8 +22,8 @@ from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
-from rulesd.rules.loader import TEST_SUFFIXES, load_ruleset
-from rulesd.rules.model import RuleSet
+from rulesd.rules.loader import TEST_SUFFIXES, check_paths, discover_files, load_ruleset
+from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
 
@@ -58,17 +58,25 @@ def is_test_file(path: str) -> bool:
 
 def check_test_file(path: str) -> list[Problem]:
     """Every problem of the test file `path` itself (YAML, schema, rule files that do not
-    exist), without running it; its rules are checked when the tests run."""
+    exist, expectations of rules those do not define or that are disabled), without running
+    it. The rule files' own problems are not its: they are reported where those are checked
+    (and by `rulesd test`)."""
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
-    return _test_file_problems(doc)
+    problems = _test_file_problems(doc)
+    if problems:
+        return problems
+    ruleset = check_paths(_rule_paths(doc)).ruleset
+    return [] if ruleset is None else list(_unknown_rules(doc, ruleset))
 
 
 def _test_file_problems(doc: Document) -> list[Problem]:
     """The problems of a test file's document (see `check_test_file`)."""
     path = doc.path
+    if doc.value is None and not doc.problems:  # (only comments, or nothing)
+        return [Problem(SourceLocation(path, 1, 1), "empty file: expected rule_files: and tests:")]
     problems = sorted({*doc.problems, *validate_document(doc, "test")})
     if problems:
         return problems
@@ -79,10 +87,34 @@ def _test_file_problems(doc: Document) -> list[Problem]:
                 where = doc.locate(("tests", t_index, "events", e_index))
                 problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
             problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
+        problems.extend(_event_number_problems(doc, t_index, test))
     for i, name in enumerate(doc.value["rule_files"]):
-        if not os.path.exists(os.path.join(os.path.dirname(path), name)):
-            problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: no such file or directory"))
+        why = _rule_file_problem(os.path.join(os.path.dirname(path), name))
+        if why is not None:
+            problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: {why}"))
     return problems
+
+
+def _rule_file_problem(path: str) -> str | None:
+    """Why `path` gives a test no rules: missing, a test file, or a directory without rule
+    files (the tests would run against no rules, and those expecting no alert would pass)."""
+    if not os.path.exists(path):
+        return "no such file or directory"
+    if is_test_file(path):
+        return "a rule test file, not a rule file: name the rule files it tests"
+    if os.path.isdir(path) and not discover_files([path])[0]:
+        return "no rule files (*.yaml, *.yml) found in this directory"
+    return None
+
+
+def _event_number_problems(doc: Document, t_index: int, test: dict[str, Any]) -> Iterator[Problem]:
+    """Expected alerts at an event the test does not have: such an alert can never come."""
+    count = sum("event" in item for item in test["events"])
+    for e_index, expected in enumerate(test["expect_alerts"]):
+        if expected["event"] > count:
+            path = ("tests", t_index, "expect_alerts", e_index, "event")
+            message = f"the test has {count} event(s) (numbered from 1; advance steps are not events)"
+            yield Problem(doc.locate(path), f"{format_path(path)}: no event {expected['event']}: {message}")
 
 
 def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[str, Any]) -> Iterator[Problem]:
@@ -101,11 +133,39 @@ def run_test_file(path: str) -> list[TestOutcome]:
     problems = _test_file_problems(doc)
     if problems:
         raise InvalidInputError(problems)
+    ruleset = load_ruleset(_rule_paths(doc))
+    unknown = list(_unknown_rules(doc, ruleset))
+    if unknown:  # such a test could only fail, and its report would not say why
+        raise InvalidInputError(unknown)
     assert isinstance(doc.value, dict)
-    base = os.path.dirname(path)
-    rule_paths = [os.path.join(base, p) for p in doc.value["rule_files"]]
-    ruleset = load_ruleset(rule_paths)
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])]
+
+
+def _rule_paths(doc: Document) -> list[str]:
+    """The rule files of a (valid) test file, as paths from here."""
+    assert isinstance(doc.value, dict)
+    return [os.path.join(os.path.dirname(doc.path), p) for p in doc.value["rule_files"]]
+
+
+def _unknown_rules(doc: Document, ruleset: RuleSet) -> Iterator[Problem]:
+    """Each rule name in an expectation that no rule file of the test defines, or whose rule
+    is disabled: an alert of it can never come."""
+    rules = ruleset.by_name()
+    names = list(rules)
+    assert isinstance(doc.value, dict)
+    for t_index, test in enumerate(doc.value["tests"]):
+        for key in ("expect_alerts", "expect_closes"):
+            for e_index, expected in enumerate(test.get(key, ())):
+                for r_index, name in enumerate(expected["rules"]):
+                    rule = rules.get(name)
+                    if rule is None:
+                        message = f"no such rule {name!r}{rule_hint(name, names)}"
+                    elif not rule.enabled:
+                        message = f"the rule {name!r} ({rule.location}) is disabled (enabled: false): it never fires"
+                    else:
+                        continue
+                    path = ("tests", t_index, key, e_index, "rules", r_index)
+                    yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
 
 
 def _run_one(doc: Document, index: int, test: dict[str, Any], ruleset: RuleSet) -> TestOutcome:

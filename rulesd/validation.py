@@ -218,6 +218,9 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
     wanted: Any = error.validator_value
     match error.validator:
         case "type":
+            kinds = _items(wanted)
+            if isinstance(error.instance, bool) and "string" in kinds and "boolean" not in kinds:
+                return f"expected {_type_names(wanted)}, got {value} ({_UNQUOTED_BOOLEANS})"
             return f"expected {_type_names(wanted)}, got {value}"
         case "required":
             missing = error.message.split("'")[1] if "'" in error.message else error.message
@@ -236,6 +239,10 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
         case "uniqueItems":
             return "has duplicate entries"
     return error.message
+
+
+# YAML 1.1, which PyYAML reads, makes booleans of these words unquoted (`name: off`).
+_UNQUOTED_BOOLEANS = "YAML reads an unquoted yes, no, on or off as true or false: quote it for the text"
 
 
 def _items(value: object) -> list[Any]:

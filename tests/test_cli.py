@@ -61,7 +61,7 @@ def test_check_validates_a_rule_test_file_as_a_test_file(tmp_path: Path) -> None
     )
     bad = write(
         tmp_path / "bad.test.yaml",
-        "rule_files: [gone.yaml]\ntests:\n  - name: t\n    events: []\n    expect_alert: []\n",
+        "rule_files: [gone.yaml]\ntests:\n  - name: t\n    events: [{event: {}}]\n    expect_alert: []\n",
     )
     ok = rulesd_cli("check", str(good), str(tmp_path / "r.yaml"))
     assert (
@@ -80,7 +80,8 @@ def test_check_validates_a_rule_test_file_as_a_test_file(tmp_path: Path) -> None
             "FAILED: 0 file(s), 0 rule(s), 1 rule test file(s) (run them with rulesd test), 2 error(s), 0 warning(s)",
         ],
     ) == (failed.returncode, failed.stdout.splitlines())
-    missing = write(tmp_path / "m.test.yaml", "rule_files: [r.yaml, gone.yaml]\ntests: []\n")
+    one_test = "tests: [{name: t, events: [{event: {}}], expect_alerts: []}]\n"
+    missing = write(tmp_path / "m.test.yaml", "rule_files: [r.yaml, gone.yaml]\n" + one_test)
     assert (
         f"{missing}:1:22: error: rule_files[1]: no such file or directory\n" in rulesd_cli("check", str(missing)).stdout
     )

@@ -272,6 +272,30 @@ def test_an_invalid_network_is_refused_at_its_place(operand: Any, path: tuple[An
     assert path == raised.value.path
 
 
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("condition", "path"),
+    [
+        ({"ratio": NAN}, ("ratio",)),
+        ({"ratio": [1, NAN]}, ("ratio", 1)),
+        ({"ratio": {"equals": NAN}}, ("ratio", "equals")),
+        ({"ratio": {"not_equals": NAN}}, ("ratio", "not_equals")),
+        ({"ratio": {"in": ["a", NAN]}}, ("ratio", "in", 1)),
+        ({"ratio": {"not_in": [NAN]}}, ("ratio", "not_in", 0)),
+        ({"tags": {"contains": NAN}}, ("tags", "contains")),
+        ({"not": {"any": [{"ratio": NAN}]}}, ("not", "any", 0, "ratio")),
+    ],
+)
+def test_equality_with_nan_is_refused_at_its_place(condition: dict[str, Any], path: tuple[Any, ...]) -> None:
+    """NaN equals nothing, not even itself: a test with it could never hold (or, negated,
+    always would), so it is an error at the NaN, as it is for the ordering operators."""
+    with pytest.raises(ConditionError, match=r"cannot compare with \.nan: NaN is equal to nothing") as raised:
+        matches(condition)
+    assert path == raised.value.path
+
+
 @pytest.mark.parametrize(("condition", "expected"), OPERATOR_CASES)
 def test_operator(condition: dict[str, Any], expected: bool) -> None:
     """Each operator decides as the README's operator table says."""

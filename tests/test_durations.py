@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from rulesd.durations import parse_duration
 from rulesd.errors import ConfigError, InvalidInputError
 from rulesd.rules.loader import check_paths
 from rulesd.ruletest import run_test_file
+from tests.run_cli import rulesd_cli
 
 
 @pytest.mark.parametrize(
@@ -78,6 +80,7 @@ def test_a_rule_test_refuses_them_in_at(tmp_path: Path) -> None:
 
 
 TOO_LONG = "9" * 400  # seconds: an integer YAML reads, which no float holds
+TOO_LONG_MESSAGE = "bad duration: longer than 100 years (36500d), the longest a duration may be"
 
 
 @pytest.mark.parametrize(
@@ -85,7 +88,7 @@ TOO_LONG = "9" * 400  # seconds: an integer YAML reads, which no float holds
 )
 def test_a_duration_beyond_a_float_is_refused(value: int | str) -> None:
     """Seconds are floats: a duration too long for one is an error, not an OverflowError."""
-    with pytest.raises(ValueError, match="too long to be a number of seconds"):
+    with pytest.raises(ValueError, match=re.escape(TOO_LONG_MESSAGE)):
         parse_duration(value)
 
 
@@ -94,8 +97,8 @@ def test_check_refuses_a_duration_beyond_a_float_at_its_place(tmp_path: Path) ->
     path = tmp_path / "r.yaml"
     path.write_text(f"name: r\nmatch: {{x: 1}}\nthrottle: {TOO_LONG}\nthreshold: {{count: 2, window: {TOO_LONG}}}\n")
     assert [
-        f"{path}:3:11: error: throttle: bad duration: too long to be a number of seconds",
-        f"{path}:4:31: error: threshold.window: bad duration: too long to be a number of seconds",
+        f"{path}:3:11: error: throttle: {TOO_LONG_MESSAGE}",
+        f"{path}:4:31: error: threshold.window: {TOO_LONG_MESSAGE}",
     ] == [str(p) for p in check_paths([path]).problems]
 
 
@@ -108,8 +111,8 @@ def test_a_rule_test_refuses_at_and_advance_beyond_a_float(tmp_path: Path) -> No
     with pytest.raises(InvalidInputError) as raised:
         run_test_file(str(path))
     assert [
-        f"{path}:4:19: error: tests[0].events[0].at: bad duration: too long to be a number of seconds",
-        f"{path}:4:447: error: tests[0].events[1].advance: bad duration: too long to be a number of seconds",
+        f"{path}:4:19: error: tests[0].events[0].at: {TOO_LONG_MESSAGE}",
+        f"{path}:4:447: error: tests[0].events[1].advance: {TOO_LONG_MESSAGE}",
     ] == [str(p) for p in raised.value.problems]
 
 
@@ -119,6 +122,47 @@ def test_a_config_refuses_a_duration_beyond_a_float(tmp_path: Path) -> None:
     path.write_text(f"rules: []\nopsgenie: {{api_key: k, max_age: {TOO_LONG}}}\n")
     with pytest.raises(ConfigError) as raised:
         load_config(str(path))
-    assert [f"{path}:2:33: error: opsgenie.max_age: bad duration: too long to be a number of seconds"] == [
-        str(p) for p in raised.value.problems
-    ]
+    assert [f"{path}:2:33: error: opsgenie.max_age: {TOO_LONG_MESSAGE}"] == [str(p) for p in raised.value.problems]
+
+
+@pytest.mark.parametrize("value", [36500 * 86400, "36500d", "36499d23h59m60s", " 3153600000 "])
+def test_a_hundred_years_is_the_longest_duration(value: int | str) -> None:
+    """Up to 100 years (36500 days): longer than any window, throttle or age a user means."""
+    assert 3153600000.0 == parse_duration(value)
+
+
+@pytest.mark.parametrize("value", [36500 * 86400 + 1, "36500d1s", "36501d", "9999999999999999999999d"])
+def test_a_duration_longer_than_a_hundred_years_is_refused(value: int | str) -> None:
+    """A float holds `9999999999999999999999d`, but no user means it: it was accepted."""
+    with pytest.raises(ValueError, match=re.escape(TOO_LONG_MESSAGE)):
+        parse_duration(value)
+
+
+HUGE = "9999999999999999999999d"
+
+
+def test_rulesd_check_and_test_refuse_a_huge_duration_at_its_place(tmp_path: Path) -> None:
+    """The real commands: in a rule, in a rule test's `at` and `advance`, and in a config."""
+    rules = tmp_path / "r.yaml"
+    rules.write_text(f"name: r\nmatch: {{x: 1}}\nthrottle: {HUGE}\n")
+    test = tmp_path / "r.test.yaml"
+    steps = f"[{{at: {HUGE}, event: {{x: 1}}}}, {{advance: {HUGE}}}]"
+    test.write_text(f"rule_files: [r.yaml]\ntests:\n  - name: t\n    events: {steps}\n    expect_alerts: []\n")
+    config = tmp_path / "rulesd.yaml"
+    config.write_text(f"rules: [r.yaml]\nsource: {{type: stdin}}\nopsgenie: {{api_key: k, max_age: {HUGE}}}\n")
+    checked = rulesd_cli("check", "--config", str(config), str(rules))
+    assert (
+        1,
+        f"{rules}:3:11: error: throttle: {TOO_LONG_MESSAGE}\n"
+        f"{config}:3:33: error: opsgenie.max_age: {TOO_LONG_MESSAGE}\n",
+    ) == (
+        checked.returncode,
+        checked.stdout[: checked.stdout.index("FAILED")],
+    )
+    tested = rulesd_cli("test", str(test))
+    assert (
+        1,
+        f"{test}:4:19: error: tests[0].events[0].at: {TOO_LONG_MESSAGE}\n"
+        f"{test}:4:70: error: tests[0].events[1].advance: {TOO_LONG_MESSAGE}\n"
+        "rule tests: 0 passed, 0 failed, 2 invalid\n",
+    ) == (tested.returncode, tested.stdout)

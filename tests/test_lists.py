@@ -150,6 +150,21 @@ rules:
     ] == check(text)
 
 
+def test_nan_in_a_list_is_an_error_at_the_item() -> None:
+    """NaN equals nothing: `in: $codes` would never find it. An error at the item, and its uses
+    say the list has errors."""
+    text = """\
+lists:
+  codes: [500, .nan]
+rules:
+  - {name: r, match: {status: $codes}}
+"""
+    assert [
+        "2:16: lists.codes[1]: cannot compare with .nan: NaN is equal to nothing, not even itself",
+        "4:31: rules[0].match.status: the list $codes defined at r.yaml:2:3 has errors",
+    ] == check(text)
+
+
 @pytest.mark.parametrize(
     ("lists", "expected"),
     [

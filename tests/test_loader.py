@@ -469,3 +469,14 @@ def test_arbitrary_yaml_values_never_raise(value: object) -> None:
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     """Undecodable bytes are problems too."""
     _check_text(data)
+
+
+def test_a_word_yaml_reads_as_a_boolean_where_a_text_belongs_says_so(tmp_path: Path) -> None:
+    """`name: off` is the boolean false in YAML 1.1: the error says why a text became one."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: off\nmatch: {x: 1}\nalert: {tags: [on]}\n")
+    hint = "YAML reads an unquoted yes, no, on or off as true or false: quote it for the text"
+    assert [
+        f"{path}:1:7: error: name: expected a string, got false ({hint})",
+        f"{path}:3:16: error: alert.tags[0]: expected a string, got true ({hint})",
+    ] == check_lines(path)

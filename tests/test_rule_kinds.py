@@ -490,6 +490,10 @@ def test_a_group_of_one_value_costs_a_pair_not_a_dict() -> None:
             "name: r\nmatch: {a: 1}\nabsence: {window: 1m, group_by: [host], expect: [{hots: x}]}\n",
             "error: absence.expect[0]: an expected group names the group_by fields (group_by is [host])",
         ),
+        (
+            "name: r\nmatch: {a: 1}\nabsence: {window: 1m, group_by: [host], expect: [{host: .nan}]}\n",
+            "3:57: error: absence.expect[0].host: cannot compare with .nan: NaN is equal to nothing",
+        ),
         ("name: r\n", "1:1: error: (top level): missing required key 'match'"),
     ],
 )

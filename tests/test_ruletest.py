@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rulesd.ruletest import run_test_files
+from rulesd.ruletest import check_test_file, run_test_files
 
 RULES = """
 rules:
@@ -109,17 +109,22 @@ def test_invalid_test_file_and_invalid_rules_are_problems(tmp_path: Path) -> Non
     """A malformed test file, or rules that do not load, become located problems."""
     (tmp_path / "rules.yaml").write_text("name: r\nmatch: {level: error}\nthrotle: 1m\n")
     bad_rules = tmp_path / "a.test.yaml"
-    bad_rules.write_text("rule_files: [rules.yaml]\ntests: []\n")
+    bad_rules.write_text("rule_files: [rules.yaml]\ntests: [{name: t, events: [{event: {}}], expect_alerts: []}]\n")
     bad_test = tmp_path / "b.test.yaml"
     bad_test.write_text("rule_files: [rules.yaml]\ntests:\n  - name: x\n    event: []\n")
-    outcomes, problems = run_test_files([str(bad_rules), str(bad_test)])
-    assert [] == outcomes
     assert [
         f"{tmp_path / 'rules.yaml'}:3:1: error: throtle: unknown key 'throtle'; did you mean 'throttle'?",
         f"{bad_test}:3:5: error: tests[0]: missing required key 'events'",
         f"{bad_test}:3:5: error: tests[0]: missing required key 'expect_alerts'",
         f"{bad_test}:4:5: error: tests[0].event: unknown key 'event'; did you mean 'events'?",
-    ] == [str(p) for p in problems]
+    ] == invalid([bad_rules, bad_test])
+
+
+def invalid(paths: list[Path]) -> list[str]:
+    """The problems of test files none of which runs."""
+    outcomes, problems = run_test_files([str(p) for p in paths])
+    assert [] == outcomes
+    return [str(p) for p in problems]
 
 
 TIMED_RULES = """
@@ -225,3 +230,114 @@ def test_a_step_is_an_event_or_an_advance(tmp_path: Path) -> None:
     assert [
         f"{tmp_path}/timed.test.yaml:6:9: error: a step is an event (with an optional at) or an advance"
     ] == problems
+
+
+def test_an_expectation_naming_no_rule_is_a_problem_at_its_name(tmp_path: Path) -> None:
+    """A rule name no rule file defines (a typo, a renamed rule) is an error at the name, with
+    the nearest name if one is close, not a test that fails for no visible reason."""
+    outcomes, problems = run(
+        tmp_path,
+        """
+  - name: typo
+    events:
+      - {event: {level: error, host: a}}
+    expect_alerts:
+      - event: 1
+        rules: [any-eror]
+    expect_closes:
+      - {rules: [burst, nothing-like-it]}
+""",
+    )
+    test = tmp_path / "t.test.yaml"
+    assert [] == outcomes
+    assert [
+        f"{test}:9:17: error: tests[0].expect_alerts[0].rules[0]: no such rule 'any-eror'; did you mean 'any-error'?",
+        f"{test}:11:25: error: tests[0].expect_closes[0].rules[1]: no such rule 'nothing-like-it' (2 rule(s) loaded)",
+    ] == problems
+
+
+def test_a_test_file_that_tests_nothing_is_a_problem(tmp_path: Path) -> None:
+    """An empty file, one of comments, `tests: []` and a test without events would pass
+    while testing nothing (a file whose tests were all commented out): each is an error."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    texts = {
+        "empty": "",
+        "comments": "# tests: to do\n",
+        "no-tests": "rule_files: [rules.yaml]\ntests: []\n",
+        "no-events": "rule_files: [rules.yaml]\ntests:\n  - {name: t, events: [], expect_alerts: []}\n",
+    }
+    for name, text in texts.items():
+        (tmp_path / f"{name}.test.yaml").write_text(text)
+    assert [
+        f"{tmp_path}/empty.test.yaml:1:1: error: empty file: expected rule_files: and tests:",
+        f"{tmp_path}/comments.test.yaml:1:1: error: empty file: expected rule_files: and tests:",
+        f"{tmp_path}/no-tests.test.yaml:2:8: error: tests: must not be empty",
+        f"{tmp_path}/no-events.test.yaml:3:23: error: tests[0].events: must not be empty",
+    ] == invalid([tmp_path / f"{name}.test.yaml" for name in texts])
+
+
+def test_an_expected_alert_at_an_event_the_test_lacks_is_a_problem(tmp_path: Path) -> None:
+    """`event: 3` with two events (an advance step is not one) can never be met: an error at
+    the number, not a failure that reads like the rule's."""
+    outcomes, problems = run(
+        tmp_path,
+        """  - name: off by one
+    events:
+      - {event: {level: error, host: a}}
+      - {advance: 1m}
+      - {event: {level: error, host: a}}
+    expect_alerts:
+      - {event: 2, rules: [any-error]}
+      - {event: 3, rules: [any-error]}
+""",
+    )
+    assert [] == outcomes
+    assert [
+        f"{tmp_path}/t.test.yaml:10:17: error: tests[0].expect_alerts[1].event: no event 3: the test has 2 event(s) "
+        "(numbered from 1; advance steps are not events)"
+    ] == problems
+
+
+def test_rule_files_that_give_no_rules_are_a_problem(tmp_path: Path) -> None:
+    """A directory without rule files, or a test file named as a rule file: the tests would run
+    against no rules (or fail on the test file read as rules), and those expecting no alert
+    would pass."""
+    (tmp_path / "empty").mkdir()
+    one_test = "tests: [{name: t, events: [{event: {level: error}}], expect_alerts: []}]\n"
+    (tmp_path / "a.test.yaml").write_text("rule_files: [empty]\n" + one_test)
+    (tmp_path / "b.test.yaml").write_text("rule_files: [a.test.yaml]\n" + one_test)
+    assert [
+        f"{tmp_path}/a.test.yaml:1:14: error: rule_files[0]: no rule files (*.yaml, *.yml) found in this directory",
+        f"{tmp_path}/b.test.yaml:1:14: error: rule_files[0]: a rule test file, not a rule file: name the rule files "
+        "it tests",
+    ] == invalid([tmp_path / "a.test.yaml", tmp_path / "b.test.yaml"])
+
+
+def test_an_expectation_naming_a_disabled_rule_is_a_problem(tmp_path: Path) -> None:
+    """A disabled rule never fires: expecting its alert is a mistake in the test or the rule."""
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {name: quiet, enabled: false, match: {level: error}}\n")
+    test = tmp_path / "t.test.yaml"
+    test.write_text(
+        "rule_files: [rules.yaml]\ntests:\n  - name: t\n    events: [{event: {level: error}}]\n"
+        "    expect_alerts: [{event: 1, rules: [quiet]}]\n"
+    )
+    assert [
+        f"{test}:5:40: error: tests[0].expect_alerts[0].rules[0]: the rule 'quiet' ({tmp_path}/rules.yaml:2:5) is "
+        "disabled (enabled: false): it never fires"
+    ] == invalid([test])
+
+
+def test_checking_a_test_file_finds_expectations_of_unknown_rules(tmp_path: Path) -> None:
+    """`rulesd check` (check_test_file) says so too, without running the tests; problems of the
+    rule files themselves are left to the check of those files."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    test = tmp_path / "t.test.yaml"
+    test.write_text(
+        "rule_files: [rules.yaml]\ntests:\n  - name: t\n    events: [{event: {level: error}}]\n"
+        "    expect_alerts: [{event: 1, rules: [brst]}]\n"
+    )
+    assert [f"{test}:5:40: error: tests[0].expect_alerts[0].rules[0]: no such rule 'brst'; did you mean 'burst'?"] == [
+        str(p) for p in check_test_file(str(test))
+    ]
+    (tmp_path / "rules.yaml").write_text("name: r\nmatch: {level: error}\nthrotle: 1m\n")
+    assert [] == check_test_file(str(test))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from rulesd.rules.conditions import (
     necessary_hints,
 )
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
-from rulesd.rules.lists import NO_LISTS, Lists, NamedList, lists_used, reference_problems
+from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, Lists, NamedList, lists_used, reference_problems
 from rulesd.rules.model import (
     DEFAULT_PRIORITY,
     KIND_KEYS,
@@ -323,6 +324,10 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> 
         if unknown or not group_by:
             where = f"group_by is [{', '.join(group_by)}]" if group_by else "the rule has no group_by"
             ctx.report(("absence", "expect", i), f"an expected group names the group_by fields ({where})")
+            continue
+        nan = [p for p, v in expected.items() if isinstance(v, float) and math.isnan(v)]
+        if nan:  # (a group key would even read it as null)
+            ctx.report(("absence", "expect", i, nan[0]), NAN_MESSAGE)
             continue
         keys.append(group_key(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
         events.append(event_with(expected))

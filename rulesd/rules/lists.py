@@ -13,6 +13,7 @@ so that `rulesd check` reports all of them at once, each at its `$name`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ LIST_OPERATORS = ("in", "not_in", "cidr", "not_cidr")
 """The operators whose operand may be a named list (besides a field's matcher itself)."""
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
 _NETWORK_OPERATORS = ("cidr", "not_cidr")
+NAN_MESSAGE = "cannot compare with .nan: NaN is equal to nothing, not even itself"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -204,10 +206,9 @@ def read_lists(doc: Document, faulted: set[JsonPath]) -> tuple[dict[str, NamedLi
         items = values if isinstance(values, list) else []
         broken = not isinstance(values, list) or any(v[:2] == base for v in faulted)
         for i, item in enumerate(items):
-            if reference(item) is not None:
-                where = doc.locate((*base, i))
-                message = f"lists.{name}[{i}]: lists do not nest: write ${item} for the text {item!r}"
-                problems.append(Problem(where, message))
+            why = _item_problem(item)
+            if why is not None:
+                problems.append(Problem(doc.locate((*base, i)), f"lists.{name}[{i}]: {why}"))
                 broken = True
         found[str(name)] = NamedList(
             str(name),
@@ -217,6 +218,16 @@ def read_lists(doc: Document, faulted: set[JsonPath]) -> tuple[dict[str, NamedLi
             broken,
         )
     return found, problems
+
+
+def _item_problem(item: Any) -> str | None:
+    """Why `item` cannot be an item of a list: a `$name` (lists do not nest), or NaN (which
+    equals nothing, so an `in` would never find it)."""
+    if reference(item) is not None:
+        return f"lists do not nest: write ${item} for the text {item!r}"
+    if isinstance(item, float) and math.isnan(item):
+        return NAN_MESSAGE
+    return None
 
 
 def merge_lists(per_file: list[dict[str, NamedList]]) -> tuple[dict[str, NamedList], list[Problem]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,3 +167,11 @@ class RuleSet(msgspec.Struct, frozen=True):
     def by_name(self) -> dict[str, Rule]:
         """Rules keyed by name."""
         return {r.name: r for r in self.rules}
+
+
+def rule_hint(name: str, names: Collection[str]) -> str:
+    """What to add to "no rule named `name`": `; did you mean 'y'?`, or how many there are."""
+    import difflib  # (only for this message)
+
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" ({len(names)} rule(s) loaded)"

@@ -24,10 +24,11 @@ import hyperscan
 import msgspec
 import re2
 
+from rulesd.rules.regex_errors import explain_hyperscan, explain_re2
+
 # Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
 # (`a*` is found in every value, as `re.search` finds it).
 FLAGS = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
-MAX_REPEAT = 1000  # RE2's limit on a counted repetition
 
 NO_IDS: frozenset[int] = frozenset()
 
@@ -69,35 +70,6 @@ def _encodable(text: str) -> bool:
 
 # ---- which regexes are allowed ----------------------------------------------------------
 
-_WHY = "regexes must run in time linear in the text (the syntax RE2 and Hyperscan share)"
-# RE2's complaint (its words, then the construct) -> what to tell the user.
-_REFUSED = (
-    ("invalid escape sequence: \\1", "backreferences"),
-    ("invalid escape sequence: \\2", "backreferences"),
-    ("invalid escape sequence: \\3", "backreferences"),
-    ("invalid escape sequence: \\4", "backreferences"),
-    ("invalid escape sequence: \\5", "backreferences"),
-    ("invalid escape sequence: \\6", "backreferences"),
-    ("invalid escape sequence: \\7", "backreferences"),
-    ("invalid escape sequence: \\8", "backreferences"),
-    ("invalid escape sequence: \\9", "backreferences"),
-    ("invalid escape sequence: \\k", "backreferences"),
-    ("invalid escape sequence: \\g", "backreferences"),
-    ("invalid perl operator: (?P=", "backreferences"),
-    ("invalid perl operator: (?P", "backreferences"),  # RE2 quotes only `(?P` of `(?P=name)`
-    ("invalid perl operator: (?=", "look-ahead assertions"),
-    ("invalid perl operator: (?!", "look-ahead assertions"),
-    ("invalid perl operator: (?<=", "look-behind assertions"),
-    ("invalid perl operator: (?<!", "look-behind assertions"),
-    ("invalid perl operator: (?>", "atomic groups"),
-    ("invalid perl operator: (?(", "conditional groups"),
-    ("invalid perl operator: (?R", "recursive patterns"),
-    ("bad repetition operator: *+", "possessive quantifiers"),
-    ("bad repetition operator: ++", "possessive quantifiers"),
-    ("bad repetition operator: ?+", "possessive quantifiers"),
-    ("invalid repetition size", f"repetition counts above {MAX_REPEAT}"),
-)
-
 
 def regex_problem(pattern: str, *, hyperscan: bool = True) -> str | None:
     """Why `pattern` cannot be a rule regex (or a source pattern), naming it; None if it can.
@@ -109,10 +81,10 @@ def regex_problem(pattern: str, *, hyperscan: bool = True) -> str | None:
         return f"invalid regex {pattern!r}: not valid Unicode (a lone surrogate)"
     error = _re2_error(pattern)
     if error is not None:
-        return _explain(pattern, error)
+        return explain_re2(pattern, error)
     error = _hyperscan_error(pattern) if hyperscan else None
     if error is not None:
-        return _explain_hyperscan(pattern, error)
+        return explain_hyperscan(pattern, error)
     return None
 
 
@@ -136,25 +108,6 @@ def _hyperscan_error(pattern: str, flags: int = FLAGS) -> str | None:
     except hyperscan.error as exc:
         return _text(exc.args[0] if exc.args else exc)
     return None
-
-
-def _explain(pattern: str, error: str) -> str:
-    """RE2's complaint in our words, with the position of the part it quotes."""
-    what, _, fragment = error.partition(": ")
-    if fragment == "(?P":
-        fragment = "(?P="
-    where = pattern.find(fragment) if fragment else -1
-    at = f" at position {where + 1}" if where >= 0 else ""
-    for words, construct in _REFUSED:
-        if error.startswith(words):
-            return f"regex {pattern!r} is refused: {construct} are not supported{at}; {_WHY}"
-    return f"invalid regex {pattern!r}: {what}{at}"
-
-
-def _explain_hyperscan(pattern: str, error: str) -> str:
-    if error.startswith("Pattern can never match"):
-        return f"regex {pattern!r} can never match anything"
-    return f"regex {pattern!r} is refused: {error.rstrip('.')}; {_WHY}"
 
 
 def _options() -> Any:
@@ -272,7 +225,7 @@ class FieldScanner:
         except hyperscan.error as exc:
             # Hyperscan names no pattern: find them one by one (only ever on this error path).
             refused = [
-                (origin, _explain_hyperscan(p.expression, problem))
+                (origin, explain_hyperscan(p.expression, problem))
                 for p in patterns
                 if (problem := _hyperscan_error(p.expression, p.flags)) is not None
                 for origin in self.origins[p]

@@ -2,7 +2,7 @@
 with fastjsonschema; do not edit."""
 
 # fmt: off
-SCHEMA_SHA256 = "d48123b789b0b813ba5e861c05b17594f824a4aa06fa1765479570dfe368fe51"
+SCHEMA_SHA256 = "1cb5cd6a0591f75b74c2ce24b8f073f982d2686e65319d042a7978fc4e1a7a51"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
@@ -50,6 +50,8 @@ def validate_urn_rulesd_schema_rule_test_file(data, custom_formats={}, name_pref
             data__tests_is_list = isinstance(data__tests, (list, tuple))
             if data__tests_is_list:
                 data__tests_len = len(data__tests)
+                if data__tests_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".tests must contain at least 1 items")
                 for data__tests_x, data__tests_item in enumerate(data__tests):
                     validate____defs_test(data__tests_item, custom_formats, (name_prefix or "data") + ".tests[{data__tests_x}]".format(**locals()))
         if data_keys:
@@ -78,6 +80,8 @@ def validate____defs_test(data, custom_formats={}, name_prefix=None):
             data__events_is_list = isinstance(data__events, (list, tuple))
             if data__events_is_list:
                 data__events_len = len(data__events)
+                if data__events_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".events must contain at least 1 items")
                 for data__events_x, data__events_item in enumerate(data__events):
                     validate____defs_event(data__events_item, custom_formats, (name_prefix or "data") + ".events[{data__events_x}]".format(**locals()))
         if "expect_alerts" in data_keys:

@@ -1,0 +1,131 @@
+"""Mistakes in rule files and rule tests, as the real `rulesd check` and `rulesd test` report
+them: an error at the file, line and column, and exit status 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.run_cli import rulesd_cli
+
+RULES = "rules:\n  - name: disk-full\n    match: {kind: disk}\n"
+
+
+def test_rulesd_test_names_an_unknown_rule_in_an_expectation(tmp_path: Path) -> None:
+    (tmp_path / "disk.yaml").write_text(RULES)
+    test = tmp_path / "disk.test.yaml"
+    test.write_text(
+        "rule_files: [disk.yaml]\ntests:\n  - name: full\n    events: [{event: {kind: disk}}]\n"
+        "    expect_alerts:\n      - {event: 1, rules: [disk-ful]}\n"
+    )
+    problem = (
+        f"{test}:6:28: error: tests[0].expect_alerts[0].rules[0]: no such rule 'disk-ful'; did you mean 'disk-full'?\n"
+    )
+    result = rulesd_cli("test", str(test))
+    assert (1, "") == (result.returncode, result.stderr)
+    assert problem + "rule tests: 0 passed, 0 failed, 1 invalid\n" == result.stdout
+    checked = rulesd_cli("check", str(test))
+    assert (1, problem) == (checked.returncode, checked.stdout[: checked.stdout.index("FAILED")])
+
+
+def check(tmp_path: Path, text: str) -> tuple[int, str]:
+    """`rulesd check` of one rule file holding `text`: its exit status and its output, with the
+    file's directory written as `DIR`."""
+    (tmp_path / "r.yaml").write_text(text)
+    result = rulesd_cli("check", str(tmp_path / "r.yaml"))
+    assert "" == result.stderr
+    return result.returncode, result.stdout.replace(str(tmp_path), "DIR")
+
+
+def test_rulesd_check_refuses_equality_with_nan(tmp_path: Path) -> None:
+    nan = "cannot compare with .nan: NaN is equal to nothing, not even itself"
+    assert (
+        1,
+        f"DIR/r.yaml:2:11: error: lists.codes[0]: {nan}\n"
+        f"DIR/r.yaml:4:31: error: rules[0].match.status: {nan}\n"
+        f"DIR/r.yaml:5:46: error: rules[1].match.status.not_in[1]: {nan}\n"
+        f"DIR/r.yaml:6:31: error: rules[2].match.status: the list $codes defined at DIR/r.yaml:2:3 has errors\n"
+        "FAILED: 1 file(s), 0 rule(s), 4 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "lists:\n  codes: [.nan]\nrules:\n"
+        "  - {name: a, match: {status: .nan}}\n"
+        "  - {name: b, match: {status: {not_in: [500, .NaN]}}}\n"
+        "  - {name: c, match: {status: $codes}}\n",
+    )
+
+
+def test_rulesd_check_says_what_is_wrong_with_a_regex_and_where(tmp_path: Path) -> None:
+    """A plain syntax error says what and where, without "linear in the text", which is the
+    reason given only for constructs refused as needing backtracking."""
+    linear = "regexes must run in time linear in the text (the syntax RE2 and Hyperscan share)"
+    assert (
+        1,
+        "DIR/r.yaml:3:30: error: rules[0].match.message.regex: invalid regex '(?P<1a>x)': group name cannot "
+        "begin with a digit at position 1\n"
+        "DIR/r.yaml:5:30: error: rules[1].match.message.regex: invalid regex 'timeout|(refused': missing ) "
+        "at position 9\n"
+        "DIR/r.yaml:7:30: error: rules[2].match.message.regex: regex '(a)\\\\1' is refused: backreferences are "
+        f"not supported at position 4; {linear}\n"
+        "FAILED: 1 file(s), 0 rule(s), 3 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {message: {regex: '(?P<1a>x)'}}\n"
+        "  - name: b\n    match: {message: {regex: 'timeout|(refused'}}\n"
+        "  - name: c\n    match: {message: {regex: '(a)\\1'}}\n",
+    )
+
+
+def test_rulesd_test_and_check_refuse_a_test_file_that_tests_nothing(tmp_path: Path) -> None:
+    """A test file of comments, `tests: []` and an expected alert at an event the test does not
+    have: errors at their place for both commands, not a silent pass or a puzzling failure."""
+    (tmp_path / "disk.yaml").write_text(RULES)
+    comments = tmp_path / "a.test.yaml"
+    comments.write_text("# rule_files: [disk.yaml]\n")
+    no_tests = tmp_path / "b.test.yaml"
+    no_tests.write_text("rule_files: [disk.yaml]\ntests: []\n")
+    past_the_end = tmp_path / "c.test.yaml"
+    past_the_end.write_text(
+        "rule_files: [disk.yaml]\ntests:\n  - name: t\n    events: [{event: {kind: disk}}]\n"
+        "    expect_alerts: [{event: 2, rules: [disk-full]}]\n"
+    )
+    problems = (
+        f"{comments}:1:1: error: empty file: expected rule_files: and tests:\n"
+        f"{no_tests}:2:8: error: tests: must not be empty\n"
+        f"{past_the_end}:5:29: error: tests[0].expect_alerts[0].event: no event 2: the test has 1 event(s) "
+        "(numbered from 1; advance steps are not events)\n"
+    )
+    tested = rulesd_cli("test", str(comments), str(no_tests), str(past_the_end))
+    assert (1, problems + "rule tests: 0 passed, 0 failed, 3 invalid\n") == (tested.returncode, tested.stdout)
+    checked = rulesd_cli("check", str(comments), str(no_tests), str(past_the_end))
+    assert (1, problems) == (checked.returncode, checked.stdout[: checked.stdout.index("FAILED")])
+
+
+def test_rulesd_test_refuses_rule_files_without_rules_and_a_disabled_rule(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()  # the rules are elsewhere: a typo in rule_files
+    (tmp_path / "disk.yaml").write_text(RULES + "    enabled: false\n")
+    steps = "    events: [{event: {kind: disk}}]\n"
+    nowhere = tmp_path / "a.test.yaml"
+    nowhere.write_text(f"rule_files: [rules]\ntests:\n  - name: quiet\n{steps}    expect_alerts: []\n")
+    disabled = tmp_path / "b.test.yaml"
+    disabled.write_text(
+        f"rule_files: [disk.yaml]\ntests:\n  - name: pages\n{steps}"
+        "    expect_alerts: [{event: 1, rules: [disk-full]}]\n"
+    )
+    result = rulesd_cli("test", str(nowhere), str(disabled))
+    assert (
+        1,
+        f"{nowhere}:1:14: error: rule_files[0]: no rule files (*.yaml, *.yml) found in this directory\n"
+        f"{disabled}:5:40: error: tests[0].expect_alerts[0].rules[0]: the rule 'disk-full' ({tmp_path}/disk.yaml:2:5) "
+        "is disabled (enabled: false): it never fires\n"
+        "rule tests: 0 passed, 0 failed, 2 invalid\n",
+    ) == (result.returncode, result.stdout)
+
+
+def test_rulesd_check_says_why_an_unquoted_word_is_a_boolean(tmp_path: Path) -> None:
+    assert (
+        1,
+        "DIR/r.yaml:2:11: error: rules[0].name: expected a string, got false (YAML reads an unquoted yes, no, on "
+        "or off as true or false: quote it for the text)\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, "rules:\n  - name: off\n    match: {switch: power}\n")
