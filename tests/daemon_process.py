@@ -94,14 +94,15 @@ def reload_between_batches(
     """Turn `daemon`'s loop by hand with no idle moment after a reload: `step` reads and commits
     the lines in `events` (an absence's heartbeat), the absence fires while idle (the wall
     clock moved on), the rule file is saved with one rule that pages on `{field: other}`,
-    reloaded, and such an event is appended and read by `step` at once."""
+    reloaded, and an event no rule matches is appended and read by `step` at once (matched
+    events would take what the engine holds anyway)."""
     step()
     wall[0] += 5
     daemon._tick()  # the absence fires
     rule_file.write_text(f"name: other\nmatch: {{{field}: other}}\n")
     assert daemon.reload()
     with open(events, "a") as fh:
-        fh.write(json.dumps({field: "other"}) + "\n")
+        fh.write(json.dumps({field: "unmatched"}) + "\n")
     step()
 
 
