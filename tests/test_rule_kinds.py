@@ -430,16 +430,23 @@ def test_an_absence_changed_so_that_nothing_closes_its_alerts_closes_them_at_the
 
 
 def test_a_changed_rule_that_still_resolves_closes_its_open_group_after_the_quiet_period() -> None:
-    """Edited but still resolving, the rule keeps its open groups: each closes once quiet for
-    the new `after` since its last firing (unless it fires again); without `resolve`, the open
-    group is closed at the reload."""
+    """Edited but still resolving, the rule keeps its open groups: a group closes once quiet
+    for the new `after` since its last firing, a firing of the edited rule counting; without
+    `resolve`, the open group is closed at the reload."""
     err = {"level": "error", "host": "a"}
     alias = 'rulesd: errors: {"host":"a"}'
+    edited = RESOLVING.replace("count: 2", "count: 3").replace("10m", "20m")
     engine = engine_for(RESOLVING)
     run(engine, [(0, err), (1, err)])
-    assert [] == reload(engine, RESOLVING.replace("count: 2", "count: 3").replace("10m", "20m"))
-    assert [] == run(engine, [(1200, None)])  # 10 minutes: the old `after` would have closed it
-    assert [("close", ("errors",), alias)] == run(engine, [(1201, None)])
+    assert [] == reload(engine, edited)
+    assert [] == run(engine, [(1200, None)])  # the old `after` would have closed it at 601
+    assert [("close", ("errors",), alias)] == run(engine, [(1201, None), (5000, None)])
+    engine = engine_for(RESOLVING)
+    run(engine, [(0, err), (1, err)])
+    reload(engine, edited)
+    assert [("alert", ("errors",), 3)] == run(engine, [(600, err), (601, err), (602, err)])
+    assert [] == run(engine, [(1801, None)])
+    assert [("close", ("errors",), alias)] == run(engine, [(1802, None), (5000, None)])
     engine = engine_for(RESOLVING)
     run(engine, [(0, err), (1, err)])
     assert [("close", ("errors",), alias, "resolved: errors (rule changed)")] == reload(
