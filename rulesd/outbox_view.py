@@ -57,7 +57,8 @@ def outbox_row(alert: OutboxAlert, paused: bool) -> OutboxRow:
             state=state,
             created=rfc3339(alert.created),
             attempts=alert.attempts,
-            lead_rule=note.removeprefix(CLOSE_NOTE).split(",")[0].strip(),
+            # The first name, without the reason a reload gives (`a (rule removed), b`).
+            lead_rule=note.removeprefix(CLOSE_NOTE).split(",")[0].split(" (")[0].strip(),
             message=f"close {alert.target}",
             event_source=None,
             last_error=alert.last_error,

@@ -429,8 +429,16 @@ def evaluate_events(
 
 def advance(engine: Engine, now: float) -> Batch:
     """Move the engine's clock on to `now` (the daemon, while no event comes): what fires then."""
-    batch = Batch()
     engine.advance(now)
+    return pending(engine)
+
+
+def pending(engine: Engine) -> Batch:
+    """What the engine found and no batch took yet: what a timer fired, or the closings a
+    reload (or a restart, or a shared state restored) made of alerts its rules left open.
+    The daemon takes them before a batch of lines, since the rule sets without timers take
+    nothing while evaluating, and commits them with the state that no longer holds them."""
+    batch = Batch()
     if engine.out:
         _take(engine.out, 0, batch.firings)
     return batch

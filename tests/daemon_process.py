@@ -10,14 +10,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.run_cli import clean_env
+
+if TYPE_CHECKING:
+    from rulesd.daemon import Daemon, Parts
 
 API_KEY = "e2e-secret-key-0123456789"
 RULES = """
@@ -62,6 +66,44 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+@contextmanager
+def daemon_parts(config_path: Path, clock: Callable[[], float]) -> Iterator[Parts]:
+    """The real parts of a daemon for the config at `config_path` on the wall clock `clock`,
+    for a test that turns its loop by hand; closed and unlocked after."""
+    from rulesd.config import load_config
+    from rulesd.daemon import build_parts
+    from rulesd.rules.loader import load_ruleset
+
+    config = load_config(str(config_path))
+    parts = build_parts(config, load_ruleset(config.rules), environ={}, clock=clock)
+    try:
+        yield parts
+    finally:
+        for source in parts.sources.values():
+            source.close()
+        parts.store.close()
+        if parts.lock is not None:
+            parts.lock.release()
+
+
+def reload_between_batches(
+    daemon: Daemon, step: Callable[[], object], wall: list[float], rule_file: Path, events: Path, field: str
+) -> None:
+    """Turn `daemon`'s loop by hand with no idle moment after a reload: `step` reads and commits
+    the lines in `events` (an absence's heartbeat), the absence fires while idle (the wall
+    clock moved on), the rule file is saved with one rule that pages on `{field: other}`,
+    reloaded, and an event no rule matches is appended and read by `step` at once (matched
+    events would take what the engine holds anyway)."""
+    step()
+    wall[0] += 5
+    daemon._tick()  # the absence fires
+    rule_file.write_text(f"name: other\nmatch: {{{field}: other}}\n")
+    assert daemon.reload()
+    with open(events, "a") as fh:
+        fh.write(json.dumps({field: "unmatched"}) + "\n")
+    step()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

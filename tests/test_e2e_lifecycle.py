@@ -6,7 +6,9 @@ endpoint. And the state limits: the stalest groups forgotten, counted and warned
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ import yaml
 from rulesd.config import load_config
 from rulesd.daemon import Daemon, build_parts
 from rulesd.rules.loader import load_ruleset
-from tests.daemon_process import Workspace, wait_until
+from tests.daemon_process import Workspace, daemon_parts, reload_between_batches, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 
@@ -180,3 +182,117 @@ def test_a_saved_clock_without_its_wall_time_is_not_moved_on() -> None:
     assert saved_clock({"clock": 100.0, "clock_saved": None}) == (float("-inf"), 0.0)
     assert saved_clock({"clock": 100.0}) == (float("-inf"), 0.0)
     assert saved_clock(None) == (float("-inf"), 0.0)
+
+
+# -- open alerts at a reload ---------------------------------------------------------------------
+
+
+def test_an_open_alert_whose_rule_a_reload_removes_is_closed_once(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """The rule file saved without the absence that paged (the file watch reloads): its alert
+    is closed by its alias, the note saying why; a restart does not close it again."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    (ws.rules / "rules.yaml").write_text("name: other\nmatch: {kind: other}\n")
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    close = closes(server)[0]
+    assert close_path("/v2/alerts", ALIAS) == close.path
+    assert {"source": "rulesd", "note": "resolved: worker-heartbeat-missing (rule removed)"} == close.json()
+    assert 0 == daemon.terminate()
+    again = ws.start()
+    ws.append({"kind": "other"})  # pages: the restarted daemon is at work by then
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=10), again.output()
+    time.sleep(1.0)
+    assert 0 == again.terminate()
+    assert 1 == len(closes(server))
+
+
+def test_an_open_alert_of_an_edited_absence_closes_when_events_return(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """An absence edited (a longer window) while its alert is open keeps it (no close, no page
+    again at SIGHUP's reload); the heartbeat's return closes it once."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1", "seq": 1})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT.replace("window: 2s", "window: 3s"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("changed: 1 (worker-heartbeat-missing)"), daemon.output()
+    time.sleep(4.0)  # past the new window: the silence is the one already paged
+    assert (1, 0) == (len(creates(server)), len(closes(server)))
+    ws.append({"kind": "heartbeat", "host": "w1", "seq": 2})
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", ALIAS) == closes(server)[0].path
+    assert {"source": "rulesd", "note": "resolved: worker-heartbeat-missing"} == closes(server)[0].json()
+    assert 0 == daemon.terminate()
+    assert (1, 1) == (len(creates(server)), len(closes(server)))
+
+
+def test_an_open_group_of_a_rule_edited_to_resolve_no_more_is_closed_at_the_reload(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A threshold rule's open alert (resolve after an hour) is closed at once by SIGHUP's
+    reload when the edit takes `resolve` away: nothing else would close it."""
+    ws = Workspace(tmp_path, server.url)
+    rule = "name: errors\nmatch: {level: error}\nthreshold: {count: 1, window: 1m, group_by: [host]}\n"
+    (ws.rules / "rules.yaml").write_text(rule + "resolve: {after: 1h}\n")
+    daemon = ws.start()
+    ws.append({"level": "error", "host": "a"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    (ws.rules / "rules.yaml").write_text(rule)
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", 'rulesd: errors: {"host":"a"}') == closes(server)[0].path
+    assert "resolved: errors (rule changed)" == closes(server)[0].json()["note"]
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert (1, 1) == (len(creates(server)), len(closes(server)))
+
+
+def test_the_closes_of_a_reload_go_with_the_next_batch_when_no_idle_moment_comes(tmp_path: Path) -> None:
+    """Under load the loop goes from batch to batch: the closes a reload made are queued in the
+    next batch's transaction, with the state that no longer holds them (a rule set without
+    timers takes nothing from the engine while evaluating lines)."""
+    wall = [1_800_000_000.0]
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"kind": "heartbeat", "host": "w1"}) + "\n")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(HEARTBEAT)
+    (tmp_path / "rulesd.yaml").write_text(
+        f"rules: [rules]\nsource: {{type: file, path: {events}, start_at: beginning}}\nstate_dir: state\n"
+        "opsgenie: {alert_url: 'http://127.0.0.1:9/v2/alerts', api_key: e2e-secret-key-0123456789}\n"
+    )
+    with daemon_parts(tmp_path / "rulesd.yaml", lambda: wall[0]) as parts:
+        daemon = Daemon(parts)
+
+        def read() -> None:
+            daemon._process([(label, s, runs) for label, s in daemon.sources.items() if (runs := s.read(10))])
+
+        reload_between_batches(daemon, read, wall, tmp_path / "rules" / "r.yaml", events, "kind")
+        queued = [(a.action, a.target or a.payload["message"]) for a in parts.store.alerts()]
+        assert [("create", "no heartbeat from w1"), ("close", ALIAS)] == queued
+        saved = parts.store.load_engine_state() or {}
+        assert "worker-heartbeat-missing" not in saved.get("absence", {})
+
+
+def test_an_open_alert_whose_rule_was_removed_while_stopped_is_closed_at_the_start(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """Rules deployed by a restart rather than a reload: the daemon started on rules without the
+    absence whose alert is open closes it once."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    assert 0 == daemon.terminate()
+    (ws.rules / "rules.yaml").write_text("name: other\nmatch: {kind: other}\n")
+    again = ws.start()
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), again.output()
+    assert close_path("/v2/alerts", ALIAS) == closes(server)[0].path
+    assert "resolved: worker-heartbeat-missing (rule removed)" == closes(server)[0].json()["note"]
+    time.sleep(1.0)
+    assert 0 == again.terminate()
+    assert (1, 1) == (len(creates(server)), len(closes(server)))

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-from tests.daemon_process import API_KEY, DaemonProcess, wait_until
+from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, reload_between_batches, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
@@ -564,3 +564,75 @@ def test_outbox_commands_read_the_shared_outbox(tmp_path: Path, redis_server: Re
     requeued = rulesd_cli("outbox", "retry-dead", "--config", str(config), cwd=tmp_path)
     assert "requeued 1" in requeued.stdout
     assert ["two", "one"] == [alert.payload["message"] for alert in store.alerts()]
+
+
+def test_instances_reloading_a_rule_set_without_an_open_alerts_rule_close_it_once(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Three fleet instances share an absence's open alert; the rule file saved without it
+    reloads them all at once (file watch and SIGHUP): each restores the shared state, one
+    commits the close (the others find it committed), and OpsGenie gets it once."""
+    heartbeat = "name: heartbeat-missing\nmatch: {event: heartbeat}\nabsence: {window: 2s, group_by: [host]}\n"
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=heartbeat)
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b", "c")}
+    for path in files.values():
+        path.touch()
+    instances = [
+        fleet.start(
+            name,
+            time_field=None,
+            source={"type": "file", "path": str(path), "start_at": "beginning"},
+            state={"backend": "redis", "url": redis_server.url, "instance": name},
+        )
+        for name, path in files.items()
+    ]
+    files["a"].write_text(json.dumps({"event": "heartbeat", "host": "w1"}) + "\n")
+    assert opsgenie.wait_for(lambda r: len(r) == 1, 15), fleet.output()
+    (tmp_path / "rules" / "rules.yaml").write_text("name: other\nmatch: {event: other}\n")
+    for process in instances:
+        process.proc.send_signal(signal.SIGHUP)
+    assert opsgenie.wait_for(lambda r: len(r) == 2, 15), fleet.output()
+    assert all(wait_until(lambda p=p: "reload ok" in p.stderr(), 10) for p in instances)
+    time.sleep(2.0)
+    close = {"close": 'rulesd: heartbeat-missing: {"host":"w1"}', "rules": ["heartbeat-missing (rule removed)"]}
+    assert close == as_sent(opsgenie.requests[1])
+    assert 2 == len(opsgenie.requests), fleet.output()
+    assert all(0 == p.terminate() for p in instances)
+
+
+def test_an_instance_under_load_commits_the_closes_of_a_reload_with_its_next_batch(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """With no idle moment between a reload and the next batch, the closes the restored shared
+    state made go into that batch's commit, with the state that no longer holds the open alert
+    (applying a batch takes what the engine holds only after a matched event, and a rule set
+    without timers has no other moment to)."""
+    from rulesd.daemon.shared import SharedDaemon
+    from rulesd.state.redis import RedisState
+
+    wall = [time.time()]
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"event": "heartbeat", "host": "w1"}) + "\n")
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9")
+    (tmp_path / "rules" / "rules.yaml").write_text(
+        "name: heartbeat-missing\nmatch: {event: heartbeat}\nabsence: {window: 2s, group_by: [host]}\n"
+    )
+    source = {"type": "file", "path": str(events), "start_at": "beginning"}
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    with daemon_parts(fleet.config("a", time_field=None, source=source, state=state), lambda: wall[0]) as parts:
+        assert isinstance(parts.store, RedisState)
+        daemon = SharedDaemon(parts, parts.store, None)
+        daemon.shared.start()
+        daemon._started = True
+        versions: list[int] = []
+
+        def step() -> None:
+            versions.append(parts.store.version)
+            assert daemon._step()
+
+        reload_between_batches(daemon, step, wall, tmp_path / "rules" / "rules.yaml", events, "event")
+        assert versions[-1] + 1 == parts.store.version  # the batch after the reload: one commit
+        queued = [(a.action, a.target or a.payload["message"]) for a in parts.store.alerts()]
+        alias = 'rulesd: heartbeat-missing: {"host":"w1"}'
+        assert [("create", "rulesd: heartbeat-missing"), ("close", alias)] == queued
+        assert "absence" not in (parts.store.load_engine_state() or {})

@@ -73,3 +73,17 @@ def test_attempts_text_lists_each_failure_then_the_next_attempt() -> None:
         "  2026-01-01T00:00:40Z  retry  timeout\n"
         "next attempt: 2026-01-01T00:01:40Z"
     ) == attempts_text(row, attempts, 1_767_225_700.0)
+
+
+@pytest.mark.parametrize(
+    ("note", "lead"),
+    [("resolved: errors, errors-any", "errors"), ("resolved: heartbeat-missing (rule removed)", "heartbeat-missing")],
+)
+def test_a_close_row_names_its_first_rule_without_the_reason_a_reload_gave(note: str, lead: str) -> None:
+    """A close's rules are in its note; a reload's note says why after each name, which is no
+    part of the rule's name."""
+    close = OutboxAlert(
+        8, 1_767_225_600.0, {"source": "rulesd", "note": note}, "pending", 0, 0.0, None, None, "close", "a"
+    )
+    row = outbox_row(close, False)
+    assert (lead, "close a") == (row.lead_rule, row.message)

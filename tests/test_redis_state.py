@@ -10,7 +10,7 @@ import redis
 
 from rulesd.daemon.shared import SharedEngine
 from rulesd.engine import Engine, StateDelta
-from rulesd.pipeline import advance
+from rulesd.pipeline import advance, pending
 from rulesd.state import StateUnavailable
 from rulesd.state.redis import Conflict, RedisState, StreamBatch
 from tests.redis_server import RedisServer
@@ -225,6 +225,36 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     second.sync()
     assert [] == advance(second.engine, 200.0).firings  # applied again: the silence already fired
     assert [] == advance(second.engine, 300.0).firings
+
+
+def test_instances_restoring_a_state_their_new_rules_leave_open_queue_its_close_once(client: redis.Redis) -> None:
+    """Both instances reload rules without the absence whose alert is open and restore the
+    shared state: both find the alert to close, the first commits the close with the state
+    that no longer holds it, and the second, refused, restores that state: nothing to close."""
+    old, new = ruleset_from_yaml(ABSENCE), ruleset_from_yaml("name: other\nmatch: {kind: other}\n")
+    first, second = (SharedEngine(Engine(old, time_field="t"), RedisState(client, instance=n)) for n in "ab")
+    for one in (first, second):
+        one.store.publish_rules(old.fingerprint)
+    first.load_all()
+    first.engine.evaluate({"kind": "beat", "host": "h", "t": 100.0}, 0.0)
+    assert 1 == len(advance(first.engine, 200.0).firings)
+    first.store.commit(
+        positions={}, payloads=[{"message": "silent"}], now=0.0, engine=first.engine.state.delta(), clock=200.0
+    )
+    deltas = []
+    for one in (first, second):
+        one.engine.replace_rules(new)
+        one.store.publish_rules(new.fingerprint)
+        one.load_all()
+        closes = [c.aliases for _, c, _ in pending(one.engine).firings]
+        assert [('rulesd: quiet: {"host":"h"}',)] == closes
+        deltas.append(one.engine.state.delta())
+    first.store.commit(positions={}, payloads=[{"close": 1}], now=0.0, engine=deltas[0])
+    with pytest.raises(Conflict):
+        second.store.commit(positions={}, payloads=[{"close": 2}], now=0.0, engine=deltas[1])
+    second.undo(deltas[1], 200.0)
+    assert [] == pending(second.engine).firings
+    assert [{"message": "silent"}, {"close": 1}] == [a.payload for a in first.store.alerts()]
 
 
 def test_a_batch_committed_again_after_a_lost_answer_is_refused(client: redis.Redis) -> None:

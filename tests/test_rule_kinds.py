@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from rulesd.alerting.payload import AlertSettings
-from rulesd.engine import Engine, EngineState, Limits
+from rulesd.engine import Closing, Engine, EngineState, Limits
 from rulesd.engine.state import seen_values
 from rulesd.errors import RuleError
-from rulesd.pipeline import build_alerts, evaluate_events
+from rulesd.pipeline import build_alerts, evaluate_events, pending
 from tests.ruletools import bytes_per_call, ruleset_from_yaml
 
 T0 = 1_700_000_000.0
@@ -41,6 +41,11 @@ def run(engine: Engine, steps: list[Step]) -> list[tuple[Any, ...]]:
 
 def engine_for(text: str, **kwargs: Any) -> Engine:
     return Engine(ruleset_from_yaml(text), time_field="t", **kwargs)
+
+
+def _listed(*rules: str) -> str:
+    """Single-rule YAML texts as the items of one `rules:` list."""
+    return "".join("  - " + rule.strip().replace("\n", "\n    ") + "\n" for rule in rules)
 
 
 # -- distinct ---------------------------------------------------------------------------------
@@ -323,9 +328,7 @@ def test_rules_added_before_any_event_start_after_a_reload() -> None:
     """A new_value rule learns from, and expected groups are watched from, the first time known,
     even when a reload came before it (the rule that never started learnt forever, and the
     expected groups were never watched)."""
-    text = "rules:\n" + "".join(
-        "  - " + rule.strip().replace("\n", "\n    ") + "\n" for rule in (NEW_SOURCE, HEARTBEAT)
-    )
+    text = "rules:\n" + _listed(NEW_SOURCE, HEARTBEAT)
     engine = engine_for(text)
     engine.replace_rules(ruleset_from_yaml(text + "  - {name: other, match: {k: v}}\n"))
     steps: list[Step] = [(0, admin("ann", "10.0.0.1")), (3601, admin("ann", "192.0.2.7"))]
@@ -361,6 +364,125 @@ def test_the_total_limit_evicts_the_stalest_groups_of_all_rules() -> None:
     kept = {(rule, key) for groups in engine.state.tables.values() for rule, g in groups.items() for key in g}
     assert {("b", '"g3"'), ("a", '"g4"'), ("b", '"g5"'), ("a", '"g6"'), ("b", '"g7"')} == kept
     assert {"a": 2, "b": 1} == engine.evicted
+
+
+# -- open alerts at a reload -------------------------------------------------------------------
+
+
+def reload(engine: Engine, text: str) -> list[tuple[Any, ...]]:
+    """Replace the engine's rules with `text`: the closes it queues then, with their notes."""
+    engine.replace_rules(ruleset_from_yaml(text))
+    return [("close", a.rules, a.close, a.payload["note"]) for a in build_alerts(pending(engine), AlertSettings(), str)]
+
+
+SILENT = [(0, beat("pay-1")), (10, beat("pay-2")), (200, beat("pay-2")), (300, None)]  # pay-1 and pay-9 fire
+HEARTBEAT_RULE = ("payments-heartbeat-missing",)
+PAY_1, PAY_9 = (f'rulesd: payments-heartbeat-missing: {{"host":"{host}"}}' for host in ("pay-1", "pay-9"))
+
+
+def test_a_removed_rule_closes_its_open_alerts_once() -> None:
+    """An absence's open alerts (a group seen, an expected group never seen) and a resolve
+    rule's open group are closed when a reload removes their rules, each rule's note saying
+    why; the group that is not silent has nothing to close; nothing is closed twice."""
+    engine = engine_for("rules:\n" + _listed(HEARTBEAT, RESOLVING))
+    err = {"level": "error", "host": "a"}
+    assert [("alert", HEARTBEAT_RULE, 1), ("alert", HEARTBEAT_RULE, 0), ("alert", ("errors",), 5)] == run(
+        engine, [*SILENT, (301, err), (302, err)]
+    )
+    note = "resolved: payments-heartbeat-missing (rule removed)"
+    assert [
+        ("close", ("errors",), 'rulesd: errors: {"host":"a"}', "resolved: errors (rule removed)"),
+        ("close", HEARTBEAT_RULE, PAY_1, note),
+        ("close", HEARTBEAT_RULE, PAY_9, note),
+    ] == reload(engine, "name: other\nmatch: {k: v}\n")
+    assert [] == reload(engine, "rules:\n" + _listed(HEARTBEAT, RESOLVING))  # back: it starts anew
+    assert [("alert", HEARTBEAT_RULE, 0), ("alert", HEARTBEAT_RULE, 1)] == run(
+        engine, [(400, beat("pay-1")), (2000, None)]
+    )
+
+
+def test_a_changed_absence_keeps_its_open_alerts_and_closes_them_when_events_return() -> None:
+    """An absence edited (a longer window) still holds its silences: no close at the reload,
+    no page again for a group already paged (pay-9, expected, is not watched anew), and a
+    returning heartbeat closes its alert, as before the edit."""
+    engine = engine_for(HEARTBEAT)
+    run(engine, SILENT)
+    assert [] == reload(engine, HEARTBEAT.replace("window: 5m", "window: 10m"))
+    assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(900, None), (1000, beat("pay-1"))])
+    assert [("alert", HEARTBEAT_RULE, 1)] == run(engine, [(1599, None), (1600, None)])  # pay-1 silent again
+
+
+def test_an_absence_changed_so_that_nothing_closes_its_alerts_closes_them_at_the_reload() -> None:
+    """Grouped by other fields, its groups can no longer meet an event of the old ones; no longer
+    an absence, or disabled, it closes nothing: each open alert is closed at once."""
+    for text, why in [
+        (HEARTBEAT.replace("group_by: [host], expect: [{host: pay-1}, {host: pay-9}]", "group_by: [dc]"), "changed"),
+        ("name: payments-heartbeat-missing\nmatch: {service: payments}\n", "changed"),
+        (HEARTBEAT + "enabled: false\n", "disabled"),
+    ]:
+        engine = engine_for(HEARTBEAT)
+        run(engine, SILENT)
+        note = f"resolved: payments-heartbeat-missing (rule {why})"
+        assert [("close", HEARTBEAT_RULE, PAY_1, note), ("close", HEARTBEAT_RULE, PAY_9, note)] == reload(
+            engine, text
+        ), text
+        assert not [a for a in run(engine, [(400, beat("pay-1")), (3000, None)]) if a[0] == "close"]
+
+
+def test_a_changed_rule_that_still_resolves_closes_its_open_group_after_the_quiet_period() -> None:
+    """Edited but still resolving, the rule keeps its open groups: a group closes once quiet
+    for the new `after` since its last firing, a firing of the edited rule counting; without
+    `resolve`, the open group is closed at the reload."""
+    err = {"level": "error", "host": "a"}
+    alias = 'rulesd: errors: {"host":"a"}'
+    edited = RESOLVING.replace("count: 2", "count: 3").replace("10m", "20m")
+    engine = engine_for(RESOLVING)
+    run(engine, [(0, err), (1, err)])
+    assert [] == reload(engine, edited)
+    assert [] == run(engine, [(1200, None)])  # the old `after` would have closed it at 601
+    assert [("close", ("errors",), alias)] == run(engine, [(1201, None), (5000, None)])
+    engine = engine_for(RESOLVING)
+    run(engine, [(0, err), (1, err)])
+    reload(engine, edited)
+    assert [("alert", ("errors",), 3)] == run(engine, [(600, err), (601, err), (602, err)])
+    assert [] == run(engine, [(1801, None)])
+    assert [("close", ("errors",), alias)] == run(engine, [(1802, None), (5000, None)])
+    engine = engine_for(RESOLVING)
+    run(engine, [(0, err), (1, err)])
+    assert [("close", ("errors",), alias, "resolved: errors (rule changed)")] == reload(
+        engine, RESOLVING.replace("resolve: {after: 10m}", "")
+    )
+
+
+def test_open_alerts_of_a_rule_changed_while_stopped_are_closed_at_the_start_and_saved_closed() -> None:
+    """A state saved under the old rules and restored under new ones (a restart after the rules
+    changed) closes what the new rules leave open; the state saved with those closes no longer
+    holds them, so a later restart closes nothing again."""
+    first = engine_for(HEARTBEAT)
+    run(first, SILENT)
+    saved = json.loads(json.dumps(first.state.to_json()))
+    removed = ruleset_from_yaml("name: other\nmatch: {k: v}\n")
+    second = Engine(removed, EngineState.from_json(saved), time_field="t")
+    assert [(PAY_1, PAY_9)] == [c.aliases for _, c, _ in pending(second).firings]
+    resaved = json.loads(json.dumps(second.state.to_json()))
+    third = Engine(removed, EngineState.from_json(resaved), time_field="t")
+    assert [] == pending(third).firings
+
+
+def test_a_restored_shared_state_closes_once_what_the_new_rules_leave_open() -> None:
+    """Where instances share the state, each restores it: one under the old rules' fingerprints
+    closes the open alerts (and forgets closings of the state it replaces); one already adopted
+    by another instance closes nothing."""
+    first = engine_for(HEARTBEAT)
+    run(first, SILENT)
+    committed = json.loads(json.dumps(first.state.to_json()))
+    engine = engine_for("name: other\nmatch: {k: v}\n")
+    engine.out.append(Closing(("stale",), ("x",), 0.0))
+    engine.restore(EngineState.from_json(committed), T0 + 300)
+    assert [(PAY_1, PAY_9)] == [c.aliases for _, c, _ in pending(engine).firings]
+    adopted = json.loads(json.dumps(engine.state.to_json()))
+    engine.restore(EngineState.from_json(adopted), T0 + 300)
+    assert [] == pending(engine).firings
 
 
 # -- one value or more -------------------------------------------------------------------------

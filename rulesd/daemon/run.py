@@ -24,7 +24,7 @@ from rulesd.daemon.committer import Committer, Pending
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
-from rulesd.pipeline import Alert, advance, build_alerts, evaluate_lines
+from rulesd.pipeline import Alert, advance, build_alerts, evaluate_lines, pending
 from rulesd.sender import SENT
 from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
@@ -192,7 +192,7 @@ class Daemon:
         """Evaluate each source's runs, then commit their alerts with the positions and engine state."""
         now = self.clock()
         engine, settings, stats = self.engine, self.parts.settings, self.stats
-        requests: list[dict[str, Any] | Request] = []
+        requests = self._requests(build_alerts(pending(engine), settings, str))  # a reload's closings
         for label, source, runs in batch:
             parser = source.parser
             prefix = self._prefix.get(label, "")
@@ -222,11 +222,12 @@ class Daemon:
         event time seen, so that timers (an absence, an absent step, resolve) fire in time; and
         now and then expired groups are forgotten (events do that too, but may have stopped)."""
         now = self.clock()
-        requests: list[dict[str, Any] | Request] = []
         if self.engine.timed:
             seen_time, seen_at = self._seen
             batch = advance(self.engine, seen_time + (now - seen_at) if seen_time > -math.inf else now)
-            requests = self._requests(build_alerts(batch, self.parts.settings, str))
+        else:
+            batch = pending(self.engine)  # a reload's closings
+        requests = self._requests(build_alerts(batch, self.parts.settings, str))
         if now - self._last["sweep"] >= SWEEP_IDLE:
             self._last["sweep"] = now
             self.engine.sweep(self.engine.now)

@@ -38,7 +38,7 @@ from rulesd.daemon.reloader import LoadOutcome
 from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, Daemon
 from rulesd.engine import Engine, EngineState, StateDelta
 from rulesd.events import Parser
-from rulesd.pipeline import Alert, Batch, Matches, advance, apply_matches, build_alerts, match_lines
+from rulesd.pipeline import Alert, Batch, Matches, advance, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
 from rulesd.state import CLOSE, Request, StateUnavailable
@@ -278,10 +278,10 @@ class SharedDaemon(Daemon):
 
     def _apply_batch(self, prepared: Prepared) -> tuple[list[dict[str, Any] | Request], list[Batch], list[Alert]]:
         """Apply a matched batch to the engine's state: the requests to queue, the batches, the alerts."""
-        requests: list[dict[str, Any] | Request] = []
-        results: list[Batch] = []
-        alerts: list[Alert] = []
         engine, settings = self.engine, self.parts.settings
+        alerts = build_alerts(pending(engine), settings, str)  # the closings of a restored state
+        requests = _requests(alerts)
+        results: list[Batch] = []
         for (_, _, _, where), matches in zip(prepared.runs, prepared.matches, strict=True):
             result = apply_matches(matches, engine, where)
             results.append(result)
@@ -374,9 +374,12 @@ class SharedDaemon(Daemon):
         """While no event comes (in stream mode: the whole stream committed), the shared clock
         moves on with the wall clock from the latest event time committed."""
         engine = self.engine
-        if not engine.timed or self.pending:
+        if self.pending:
             return
-        if self.reader is not None and not self._stream_settled():
+        # The closings of a restored state (a reload) need no clock: they are committed whatever
+        # the stream holds, and with rules that have no timers.
+        moves = engine.timed and (self.reader is None or self._stream_settled())
+        if not moves and not engine.out:
             return
         self.shared.sync()
         if self.shared.published != engine.ruleset.fingerprint:
@@ -384,22 +387,27 @@ class SharedDaemon(Daemon):
         now = self.clock()
         wall = self.shared.clock_wall
         before = engine.now
-        batch = advance(engine, before + (now - wall) if before > -math.inf and wall is not None else now)
+        if moves:
+            batch = advance(engine, before + (now - wall) if before > -math.inf and wall is not None else now)
+        else:
+            batch = pending(engine)
         alerts = build_alerts(batch, self.parts.settings, str)
         requests = _requests(alerts)
         if not requests and not engine.state.changed:
             engine.now = before  # nothing happened: the committed clock stays as it is
             return
         delta = engine.state.delta()
+        clock = engine.now if moves else None
         try:
-            self.store.commit(positions={}, payloads=requests, now=now, engine=delta, clock=engine.now)
+            self.store.commit(positions={}, payloads=requests, now=now, engine=delta, clock=clock)
         except Conflict:
             self.shared.undo(delta, before)  # another instance committed first: next time
             return
         except StateUnavailable:
             self.shared.stale = True
             raise
-        self.shared.clock_wall = now
+        if moves:
+            self.shared.clock_wall = now
         self._queued(alerts)
 
     def _stream_settled(self) -> bool:

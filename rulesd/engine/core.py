@@ -173,7 +173,8 @@ class Engine:
 
     def replace_rules(self, ruleset: RuleSet, prepared: PreparedRules | None = None) -> None:
         """Swap in a new rule set (built now unless `prepared` for it), keeping the state of
-        rules whose definition is unchanged."""
+        rules whose definition is unchanged; of a rule removed or changed, only its open alerts
+        that the new rule set closes are kept, and the others are closed (into `out`)."""
         if prepared is None or prepared.ruleset is not ruleset:
             prepared = self.prepare_rules(ruleset)
         self.ruleset, self.index = ruleset, prepared.index
@@ -246,9 +247,11 @@ class Engine:
     def _adopt(self, ruleset: RuleSet) -> None:
         current = {r.name: r.fingerprint for r in ruleset.rules}
         known = self.state.fingerprints
-        for name in {n for groups in self.state.tables.values() for n in groups}:
-            if current.get(name) != known.get(name):
-                self.state.drop_rule(name)
+        closing: dict[str, dict[str, str]] = {}  # alias -> the rules it is closed for, each with why
+        held = {n for groups in self.state.tables.values() for n in groups}
+        for name in sorted(n for n in held if current.get(n) != known.get(n)):  # in order: closings too
+            self._drop_rule(name, self._rules.get(name), closing)
+        self._close_orphans(closing)
         waiting = {r.name for r in self._starting}  # added while no time was known: not started yet
         self._starting = [
             r
@@ -260,6 +263,40 @@ class Engine:
         self.state.dirty = True
         if self._starting and self.now > _NEVER:
             self._start(self.now)
+
+    def _drop_rule(self, name: str, rule: Rule | None, closing: dict[str, dict[str, str]]) -> None:
+        """Forget the state of a rule that was removed or changed (`rule`: what runs under its
+        name now), all but its open alerts: those the rule now running closes as it would have
+        (an open `resolve` group, when it still resolves; an absence's silent group, when it is
+        still an absence that puts the silence's event in the same group) are kept for it, and
+        the others are noted in `closing`, to be closed now: nothing else would ever close them."""
+        tables = self.state.tables
+        opened = tables.get(OPEN, {}).get(name, {})
+        silent = {k: st for k, st in tables.get(ABSENCE, {}).get(name, {}).items() if st["open"] and st["aliases"]}
+        self.state.drop_rule(name)
+        if rule is not None and rule.enabled:
+            if rule.resolve is not None and opened:
+                self._table(OPEN, name).update(opened)  # its timers are set again from the state
+                opened = {}
+            if isinstance(rule.kind, Absence):
+                getters = rule.group_getters
+                for key, st in list(silent.items()):
+                    if (self._group_key(getters, st["event"]) if getters else NO_GROUP) == key:
+                        self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
+        why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
+        for st in [*opened.values(), *silent.values()]:
+            for alias in st["aliases"]:
+                closing.setdefault(alias, {}).setdefault(name, why)
+
+    def _close_orphans(self, closing: dict[str, dict[str, str]]) -> None:
+        """Close the aliases a reload left without a rule to close them: one closing for the
+        aliases of the same rules, whose note says why each rule closes them."""
+        by_rules: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for alias, reasons in closing.items():
+            by_rules.setdefault(tuple(reasons.items()), []).append(alias)
+        for rules, aliases in by_rules.items():
+            names, whys = zip(*rules, strict=True)
+            self.out.append(Closing(tuple(aliases), names, self.now, whys))
 
     def _never_learnt(self, rule: Rule) -> bool:
         """A new_value rule whose learning has no start in the state (saved before its first
@@ -309,9 +346,15 @@ class Engine:
 
     def restore(self, state: EngineState, now: float) -> None:
         """Replace the whole state with `state` (what a shared store holds) and the clock with
-        `now`; the state of rules whose definition differs from the running one's is dropped.
-        The state is marked for a full save only if something was dropped or started."""
+        `now`; the state of rules whose definition differs from the running one's is dropped
+        (their open alerts kept or closed as at a reload). The state is marked for a full save
+        only if something was dropped or started.
+
+        Closings not yet taken are forgotten: they came from the state replaced, and `state`
+        (not yet adopted if it holds such rules) makes them again, or holds that another
+        process made them already."""
         same = state.fingerprints == {r.name: r.fingerprint for r in self.ruleset.rules}
+        self.out.clear()
         self.state = state
         if self._touched is not None:
             self._touched = state.touched

@@ -42,8 +42,11 @@ class Matched(msgspec.Struct, frozen=True):
 
 
 class Closing(msgspec.Struct, frozen=True):
-    """Alerts to close (by alias): their group recovered, at event time `time`."""
+    """Alerts to close (by alias): their group recovered, at event time `time`; or, with
+    `reasons` (one per rule: `rule removed`, `rule disabled`, `rule changed`), a reload took
+    away the rule that would have closed them."""
 
     aliases: tuple[str, ...]
     rules: tuple[str, ...]
     time: float
+    reasons: tuple[str, ...] = ()
