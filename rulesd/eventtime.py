@@ -4,7 +4,8 @@
                RFC 3339 / ISO 8601 (as `datetime.fromisoformat` reads it; no zone means UTC)
     epoch_s    a number, or a string of one: epoch seconds
     epoch_ms   a number, or a string of one: epoch milliseconds
-    rfc3339    a string: RFC 3339 / ISO 8601, as auto reads one
+    rfc3339    a string: RFC 3339 / ISO 8601, as auto reads one (a lowercase `t` or `z`, and a
+               leap second, read as the last microsecond of its minute, included)
     syslog     a string `Dec 10 06:55:46` (RFC 3164; the day may be space-padded, a fraction
                of a second may follow): no year and no zone (see `syslog_time`)
     otherwise  a `strptime` format such as `%d/%b/%Y:%H:%M:%S %z` (nginx `$time_local`);
@@ -31,6 +32,8 @@ from rulesd.rules.fields import MISSING, Event, make_getter
 AUTO = "auto"
 NAMED_FORMATS = (AUTO, "epoch_s", "epoch_ms", "rfc3339", "syslog")
 FUTURE_SLACK = 86400.0  # a year-less time may lie this far past "now" (zones, clocks) before it is last year's
+# A leap second (`23:59:60`, any fraction): RFC 3339 allows it, datetime has no second 60.
+_LEAP_SECOND = re.compile(r"(?<=[0-9]{2}:[0-9]{2}:)60(?:[.,][0-9]+)?(?![0-9.,])")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SYSLOG = re.compile(r"([A-Za-z]{3}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -127,8 +130,10 @@ def _iso(value: str) -> float | None:
     if last[0] == value:
         return last[1]
     try:
-        parsed = datetime.datetime.fromisoformat(value)
+        parsed: datetime.datetime | None = datetime.datetime.fromisoformat(value)
     except ValueError:
+        parsed = _rfc3339_rest(value)
+    if parsed is None:
         seconds = None
     else:
         if parsed.tzinfo is None:
@@ -136,6 +141,19 @@ def _iso(value: str) -> float | None:
         seconds = parsed.timestamp()
     _last_iso = (value, seconds)
     return seconds
+
+
+def _rfc3339_rest(value: str) -> datetime.datetime | None:
+    """What RFC 3339 allows and `fromisoformat` refuses (so only refused values pay for it): a
+    lowercase `z` (a lowercase `t` it takes), and a leap second, read as the last microsecond
+    of its minute (the event keeps its place before the next second's, and is not lost)."""
+    text = _LEAP_SECOND.sub("59.999999", value[:-1] + "Z" if value.endswith("z") else value, count=1)
+    if text == value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def syslog_time(text: str, now: float, tz: datetime.tzinfo | None = None) -> float | None:

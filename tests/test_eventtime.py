@@ -51,6 +51,27 @@ def test_each_time_format_reads_what_it_says_and_nothing_else(fmt: str, value: A
     assert expected == time_converter(fmt, BERLIN)(value, ARRIVAL)
 
 
+@pytest.mark.parametrize("fmt", ["auto", "rfc3339"])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2023-11-14t22:13:20z", 1_700_000_000.0),  # RFC 3339 5.6: `T` and `Z` may be lowercase
+        ("2023-11-14T22:13:20.25z", 1_700_000_000.25),
+        ("2023-11-14t23:13:20+01:00", 1_700_000_000.0),
+        # A leap second: the last microsecond of its minute, before the next second's events.
+        ("2016-12-31T23:59:60Z", 1_483_228_799.999999),
+        ("2016-12-31t23:59:60.5z", 1_483_228_799.999999),
+        ("2016-12-31T15:59:60-08:00", 1_483_228_799.999999),
+        ("2016-12-31T23:59:61Z", None),
+        ("2016-12-31T23:60:00Z", None),
+        ("2016-12-31T23:59:600Z", None),
+        ("2016-12-31T23:59:60.5.5Z", None),
+    ],
+)
+def test_rfc3339_takes_lowercase_t_and_z_and_a_leap_second(fmt: str, text: str, expected: float | None) -> None:
+    assert expected == time_converter(fmt)(text, ARRIVAL)
+
+
 @pytest.mark.parametrize(
     ("text", "now", "expected"),
     [
