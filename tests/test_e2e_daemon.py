@@ -278,6 +278,21 @@ def test_malformed_events_are_survived(workspace: Workspace, server: FakeOpsGeni
     assert offsets == [r.json()["details"]["Event Source"] for r in server.requests]
 
 
+def test_a_file_written_with_a_byte_order_mark_is_read_from_its_first_line(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """Windows tools start a file with UTF-8's byte order mark (and a file concatenated from such
+    files has one within): each line after one is an event, from its offset; none is invalid."""
+    bom = b"\xef\xbb\xbf"
+    workspace.append(bom + json.dumps(page(0)).encode() + b"\n", page(1), bom + json.dumps(page(2)).encode() + b"\r\n")
+    daemon = workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 3)
+    assert [0, 1, 2] == ids(server)
+    assert 0 == daemon.terminate()
+    assert "stopped: 3 event(s), 0 invalid" in daemon.stderr()
+    assert f"{workspace.events} (offset 0)" == server.requests[0].json()["details"]["Event Source"]
+
+
 def test_invalid_rule_edit_keeps_the_old_rules(workspace: Workspace, server: FakeOpsGenie) -> None:
     """A broken rule file is reported with path:line:col and the running rules stay."""
     daemon = workspace.start()

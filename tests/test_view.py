@@ -160,7 +160,8 @@ BAD_LINES = [
     b'["service", "api"]',
     b'"api"',
     b"",
-    b"\xef\xbb\xbf{}",
+    b"\xef\xbb\xbf\xef\xbb\xbf{}",  # one byte order mark is taken away, not two
+    b'\xef\xbb\xbf["service", "api"]',
 ]
 
 
@@ -454,25 +455,52 @@ def test_a_line_that_may_nest_deeper_than_orjson_allows_is_parsed_whole() -> Non
     assert both(RULES, [good, deep, good])[0] == ([1], [(0, ["api"]), (2, ["api"])])
 
 
-def test_with_timers_the_clock_takes_the_last_line_orjson_reads() -> None:
-    """A block whose last line holds a number beyond a double where no rule reads (an event to
-    the view, invalid to orjson): the clock moves to the line before it, as without views."""
-    text = """
+ERRORS_RESOLVED = """
 rules:
   - name: errors
     match: {level: error}
     threshold: {count: 1, window: 1m}
     resolve: {after: 1m}
 """
+
+
+def test_with_timers_the_clock_takes_the_last_line_orjson_reads() -> None:
+    """A block whose last line holds a number beyond a double where no rule reads (an event to
+    the view, invalid to orjson): the clock moves to the line before it, as without views."""
     lines = [
         b'{"timestamp": "2024-06-11T10:00:00Z", "level": "error"}',
         b'{"timestamp": "2024-06-11T10:05:00Z", "level": "info"}',
         b'{"timestamp": "2024-06-11T10:06:00Z", "level": "info", "x": 1e400}',
     ]
-    got, expected = _timed_outcomes(ruleset_from_yaml(text), lines, 3)
+    got, expected = _timed_outcomes(ruleset_from_yaml(ERRORS_RESOLVED), lines, 3)
     assert got.firings == expected.firings
     assert [type(f).__name__ for _, f, _ in got.firings] == ["Firing", "Closing"]
     assert (got.invalid, expected.invalid) == ([], [2])
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_a_line_after_a_byte_order_mark_is_an_event() -> None:
+    """Some Windows tools start a file with UTF-8's byte order mark, which orjson refuses: the
+    line after it is an event all the same, from views as parsed whole, and in matching."""
+    lines = [BOM + b'{"service": "api"}', b'{"service": "api"}', BOM + b'{"size": 3}', BOM + b'{"service": "api"']
+    expected = ([3], [(0, ["api"]), (1, ["api"]), (2, ["small"])])
+    assert both(RULES, lines) == (expected, expected)
+    matches = match_lines(lines, orjson.loads, Engine(ruleset_from_yaml(RULES)), 1e9)
+    assert (matches.invalid, [(i, [r.name for r in m.rules]) for i, m in matches.matched]) == expected
+
+
+def test_with_timers_a_line_after_a_byte_order_mark_moves_the_clock() -> None:
+    """The block's last line, after a byte order mark, moves the clock to its time as any
+    other line does: the alert it makes due is closed."""
+    lines = [
+        b'{"timestamp": "2024-06-11T10:00:00Z", "level": "error"}',
+        BOM + b'{"timestamp": "2024-06-11T10:02:00Z", "level": "info"}',
+    ]
+    got, expected = _timed_outcomes(ruleset_from_yaml(ERRORS_RESOLVED), lines, 2)
+    assert [type(f).__name__ for _, f, _ in got.firings] == ["Firing", "Closing"]
+    assert (got.firings, got.invalid, expected.invalid) == (expected.firings, [], [])
 
 
 def test_a_path_part_of_digits_outside_ascii_is_a_key_not_a_list_index() -> None:

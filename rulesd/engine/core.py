@@ -36,7 +36,7 @@ from rulesd.engine.state import (
 )
 from rulesd.engine.timers import Timers
 from rulesd.engine.values import NO_GROUP, Closing, Firing, GroupKey, Matched
-from rulesd.events import SOURCE_NAME, Named
+from rulesd.events import SOURCE_NAME, Named, parse_without_bom
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
@@ -240,7 +240,7 @@ class Engine:
         try:
             event = parse(line)
         except ValueError:
-            return INVALID
+            event = parse_without_bom(parse, line)
         return step(time)(event, arrival) if type(event) is dict else INVALID
 
     def _adopt(self, ruleset: RuleSet) -> None:
