@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import logging
+import lzma
 import os
 import shutil
 import threading
@@ -342,6 +346,70 @@ def test_glob_matching_rotated_names_reads_once(tmp_path: Path, make_source: Fac
     os.rename(log, tmp_path / "events.jsonl.1")
     log.write_bytes(numbered(7, 9))
     assert numbered(5, 9).splitlines() == texts(read_n(source, 4))
+
+
+# -- compressed rotations -------------------------------------------------------------------------
+
+
+def gzip_kept_as_text(data: bytes) -> bytes:
+    """gzip at level 0 keeps the text as it is: lines read from it would be events again."""
+    return gzip.compress(data, compresslevel=0)
+
+
+def test_compressed_files_a_glob_matches_are_skipped_and_noted_once(
+    tmp_path: Path, make_source: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """logrotate's `compress` leaves .gz (or .bz2, .xz…) files the glob matches: never read,
+    whatever their name (the magic number decides), noted once each however often looked at."""
+    caplog.set_level(logging.INFO, "rulesd.sources.file")
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    (tmp_path / "events.jsonl.2.gz").write_bytes(gzip_kept_as_text(numbered(100, 200)))
+    (tmp_path / "events.jsonl.3.bz2").write_bytes(bz2.compress(numbered(200, 300)))
+    (tmp_path / "events.jsonl.4").write_bytes(lzma.compress(numbered(300, 400)))
+    source = make_source([f"{log}*"], start_at="beginning")
+    assert numbered(0, 3).splitlines() == texts(read_n(source, 3))
+    assert [] == read_settled(source)  # looked at again
+    assert [
+        f"{tmp_path}/events.jsonl.2.gz: gzip-compressed, skipped: compressed files are never read",
+        f"{tmp_path}/events.jsonl.3.bz2: bzip2-compressed, skipped: compressed files are never read",
+        f"{tmp_path}/events.jsonl.4: xz-compressed, skipped: compressed files are never read",
+    ] == sorted(r.getMessage() for r in caplog.records if "compressed" in r.getMessage())
+    assert {"INFO"} == {r.levelname for r in caplog.records if "compressed" in r.getMessage()}
+    assert 0 == source.lag_bytes()  # none is held open
+
+
+def test_a_compressed_file_seen_before_its_first_bytes_is_not_read(tmp_path: Path, make_source: Factory) -> None:
+    """gzip makes the .gz file, then writes it: the file source may open it empty. Its first
+    bytes, once they come, show what it is, before any line of it is read."""
+    log = tmp_path / "events.jsonl"
+    log.touch()
+    source = make_source([f"{log}*"], start_at="beginning")
+    packed = tmp_path / "events.jsonl.1.gz"
+    packed.touch()
+    assert [] == read_settled(source)  # opened, empty
+    append(packed, gzip_kept_as_text(numbered(0, 50)))
+    assert [] == read_settled(source)
+    append(log, numbered(50, 52))
+    assert numbered(50, 52).splitlines() == texts(read_n(source, 2))
+
+
+def test_a_rotated_file_compressed_and_removed_is_finished_through_its_descriptor(
+    tmp_path: Path, make_source: Factory
+) -> None:
+    """`compress` without `delaycompress`: events.jsonl becomes .1, is compressed to .1.gz and
+    removed before the source has read its last lines; they are read once all the same."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    source = make_source([f"{log}*"], start_at="beginning")
+    assert 3 == len(read_n(source, 3))
+    append(log, numbered(3, 6))
+    rotated = tmp_path / "events.jsonl.1"
+    os.rename(log, rotated)
+    log.write_bytes(numbered(6, 8))
+    (tmp_path / "events.jsonl.1.gz").write_bytes(gzip_kept_as_text(rotated.read_bytes()))
+    rotated.unlink()
+    assert numbered(3, 8).splitlines() == texts(read_n(source, 5))
 
 
 # -- resuming from saved positions ----------------------------------------------------------------
