@@ -120,6 +120,7 @@ def test_compressed_rotations_matched_by_the_glob_are_never_read(tmp_path: Path,
     for name in ("events.jsonl.2.gz", "events.jsonl.3.gz"):
         assert 1 == restarted.stderr().count(f"{name}: gzip-compressed"), restarted.stderr()
     assert "invalid" not in workspace.all_output().replace("0 invalid", "")
+    assert "may have been lost" not in restarted.stderr()  # events.jsonl.1 had been read to its end
 
 
 def test_copytruncate_does_not_crash(workspace: Workspace, server: FakeOpsGenie) -> None:

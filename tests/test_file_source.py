@@ -480,6 +480,38 @@ def test_resume_after_rotation_while_down(tmp_path: Path, make_source: Factory) 
     assert numbered(6, 15).splitlines() == texts(read_n(second, 9))
 
 
+def test_a_rotated_file_read_to_its_end_may_go_while_stopped_without_a_warning(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """`events.jsonl*`: events.jsonl.1, once drained, is taken up at its end under that name.
+    Rotated on while rulesd is stopped (compressed and removed: logrotate's delaycompress),
+    nothing of it can be missing: no warning, also after a restart in between; the file that
+    took its name is finished, then the new one read."""
+    log = tmp_path / "events.jsonl"
+    rotated = tmp_path / "events.jsonl.1"
+    log.write_bytes(numbered(0, 3))
+    first = make_source([f"{log}*"], start_at="beginning")
+    assert 3 == len(read_n(first, 3))
+    os.rename(log, rotated)
+    log.write_bytes(numbered(3, 5))
+    assert 2 == len(read_n(first, 2))
+    positions = saved(first)
+    first.close()
+    assert positions[str(rotated)].drained and not positions[str(log)].drained
+    second = make_source([f"{log}*"], saved={k: p.to_json() for k, p in positions.items()})
+    assert [] == read_settled(second)
+    positions = saved(second)
+    second.close()
+    assert positions[str(rotated)].drained
+    rotated.unlink()
+    append(log, numbered(5, 6))
+    os.rename(log, rotated)
+    log.write_bytes(numbered(6, 7))
+    third = make_source([f"{log}*"], saved={k: p.to_json() for k, p in positions.items()})
+    assert numbered(5, 7).splitlines() == texts(read_n(third, 2))
+    assert [] == warnings
+
+
 def test_resume_when_rotated_file_is_gone(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
     """If the old file was removed while down, the new file is read from 0 with a warning."""
     log = tmp_path / "events.jsonl"

@@ -229,6 +229,8 @@ class FileSource:
         if old is not None:
             old.detached = True
             self._append(watch, old)
+        elif saved.drained:  # rotated on (and compressed, or removed) as it should be
+            log.debug("%s: the file read to its end last time is gone", watch.path)
         else:
             self._warn(
                 f"{watch.path}: the file read last time is gone; "
@@ -252,7 +254,7 @@ class FileSource:
             return None
         if verdict != "resume":
             self._warn(self._restart_message(path, verdict))
-        return Tail(fd, st, offset, self._on_long_for(path))
+        return self._tail(fd, st, offset, path, drained=saved.offset if saved.drained else None)
 
     def _open_first(self, watch: _Watch, by_identity: Mapping[Identity, Position], start_at: str) -> None:
         """First sight of a path at startup: a position saved under another name, or start_at."""
@@ -328,8 +330,17 @@ class FileSource:
         if self._claimed(identity):
             os.close(fd)
             return None
-        offset = resume_retired(path, self._retired.get(identity), st.st_size, read_head(fd))
-        return Tail(fd, st, offset, self._on_long_for(path))
+        retired = self._retired.get(identity)
+        offset = resume_retired(path, retired, st.st_size, read_head(fd))
+        return self._tail(fd, st, offset, path, drained=retired[1].offset if retired is not None else None)
+
+    def _tail(self, fd: int, st: os.stat_result, offset: int, path: str, *, drained: int | None) -> Tail:
+        """A Tail for `path` from `offset`; `drained`: where a rotated file read to its end (by
+        this run or the last) ended, kept while reading goes on from there (`Position.drained`)."""
+        tail = Tail(fd, st, offset, self._on_long_for(path))
+        if offset == drained:
+            tail.drained_at = offset
+        return tail
 
     # -- reading --
 

@@ -111,6 +111,7 @@ class Tail:
         # A compressed file (see `compressed`) is never read: its format, once its first bytes
         # show it; the file source then lets it go.
         self.compressed = compression(head)
+        self.drained_at: int | None = None  # set by the file source: see `Position.drained`
         self._rewind(offset)
 
     def _rewind(self, offset: int) -> None:
@@ -130,7 +131,10 @@ class Tail:
     def position(self) -> Position:
         """This file's position, covering every line handed out."""
         dev, ino = self.identity
-        return Position(dev, ino, self.committed, self.fp_len, self.fp_hash)
+        offset = self.committed
+        # fstat only for such a file (rare): a byte written to it since would not be drained.
+        drained = offset == self.drained_at and os.fstat(self.fd).st_size == offset
+        return Position(dev, ino, offset, self.fp_len, self.fp_hash, drained)
 
     def restart(self, size: int) -> None:
         """Start over at 0 (the file was truncated or rewritten; `size` is its size now)."""
