@@ -32,6 +32,20 @@ def parse_json(line: bytes) -> Event:
 # Lines parsed before any of them is evaluated (see `parse_block`).
 BLOCK_LINES = 64
 
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which some Windows tools write first in a file
+
+
+def parse_without_bom(parse: Callable[[bytes], Any], line: bytes) -> Any:
+    """For a line `parse` refused: `parse` of it without a leading byte order mark (orjson
+    refuses one), or None if it has none or is still refused. Only refused lines get this
+    second look, so lines without one pay nothing for it."""
+    if not line.startswith(BOM):
+        return None
+    try:
+        return parse(line[len(BOM) :])
+    except ValueError:
+        return None
+
 
 def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[Any]:
     """Each line parsed, or None where `parse` refuses it; every line is parsed once.
@@ -45,13 +59,13 @@ def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[A
         events.extend(map(parse, lines))  # most blocks: every line good
     except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
         # `extend` kept the values before the bad line: go on one by one from the line after it.
-        events.append(None)
+        events.append(parse_without_bom(parse, lines[len(events)]))
     # Also if `map` stopped short (a parser raising StopIteration): the line raises it again here.
     for line in lines[len(events) :]:
         try:
             events.append(parse(line))
         except ValueError:
-            events.append(None)
+            events.append(parse_without_bom(parse, line))
     return events
 
 
@@ -61,9 +75,10 @@ def parse_text(line: bytes) -> Event:
 
 
 def decode_line(line: bytes) -> str:
-    """The line as text, without its line ending; InvalidEvent if it is not UTF-8."""
+    """The line as text, without its line ending or a leading byte order mark (patterns
+    anchored at `^` must see the line's first character); InvalidEvent if it is not UTF-8."""
     try:
-        return line.decode("utf-8").rstrip("\r\n")
+        return line.decode("utf-8").removeprefix("\ufeff").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"invalid UTF-8 at byte {exc.start}") from None
 

@@ -4,7 +4,8 @@
                RFC 3339 / ISO 8601 (as `datetime.fromisoformat` reads it; no zone means UTC)
     epoch_s    a number, or a string of one: epoch seconds
     epoch_ms   a number, or a string of one: epoch milliseconds
-    rfc3339    a string: RFC 3339 / ISO 8601, as auto reads one
+    rfc3339    a string: RFC 3339 / ISO 8601, as auto reads one (a lowercase `t` or `z`, and a
+               leap second, read as the last microsecond of its minute, included)
     syslog     a string `Dec 10 06:55:46` (RFC 3164; the day may be space-padded, a fraction
                of a second may follow): no year and no zone (see `syslog_time`)
     otherwise  a `strptime` format such as `%d/%b/%Y:%H:%M:%S %z` (nginx `$time_local`);
@@ -12,7 +13,9 @@
                the year is chosen as for syslog
 
 A value that cannot be read gives None; the engine then uses the arrival time and the
-reader counts it (`TimeReader.misses`). Reading is lazy: the engine reads an event's time
+reader counts it (`TimeReader.misses`). So does a time more than AHEAD_LIMIT after the arrival
+time (the wall clock when the line was read): the engine's clock never goes back, so one such
+event would make every timer due at once, and keep them so. Reading is lazy: the engine reads an event's time
 only when some rule might match the event, so a slow format costs only those events.
 """
 
@@ -27,10 +30,16 @@ from typing import Any
 import msgspec
 
 from rulesd.rules.fields import MISSING, Event, make_getter
+from rulesd.times import span
 
 AUTO = "auto"
 NAMED_FORMATS = (AUTO, "epoch_s", "epoch_ms", "rfc3339", "syslog")
+# A host's clock may run minutes ahead; a time further ahead is a wrong clock, a wrong zone
+# (at least 30 minutes off) or garbage, and is not believed.
+AHEAD_LIMIT = 900.0
 FUTURE_SLACK = 86400.0  # a year-less time may lie this far past "now" (zones, clocks) before it is last year's
+# A leap second (`23:59:60`, any fraction): RFC 3339 allows it, datetime has no second 60.
+_LEAP_SECOND = re.compile(r"(?<=[0-9]{2}:[0-9]{2}:)60(?:[.,][0-9]+)?(?![0-9.,])")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SYSLOG = re.compile(r"([A-Za-z]{3}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -127,8 +136,10 @@ def _iso(value: str) -> float | None:
     if last[0] == value:
         return last[1]
     try:
-        parsed = datetime.datetime.fromisoformat(value)
+        parsed: datetime.datetime | None = datetime.datetime.fromisoformat(value)
     except ValueError:
+        parsed = _rfc3339_rest(value)
+    if parsed is None:
         seconds = None
     else:
         if parsed.tzinfo is None:
@@ -136,6 +147,19 @@ def _iso(value: str) -> float | None:
         seconds = parsed.timestamp()
     _last_iso = (value, seconds)
     return seconds
+
+
+def _rfc3339_rest(value: str) -> datetime.datetime | None:
+    """What RFC 3339 allows and `fromisoformat` refuses (so only refused values pay for it): a
+    lowercase `z` (a lowercase `t` it takes), and a leap second, read as the last microsecond
+    of its minute (the event keeps its place before the next second's, and is not lost)."""
+    text = _LEAP_SECOND.sub("59.999999", value[:-1] + "Z" if value.endswith("z") else value, count=1)
+    if text == value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def syslog_time(text: str, now: float, tz: datetime.tzinfo | None = None) -> float | None:
@@ -228,14 +252,16 @@ class TimeReader:
         self.floats_are_seconds = spec.format in (AUTO, "epoch_s")
         self.misses = 0
         self.latest_miss: Any = MISSING
+        self.latest_ahead = False  # the latest miss was a time too far ahead, not unreadable
         self._convert = time_converter(spec.format, tz)
 
     def convert(self, value: Any, arrival: float) -> float:
-        """The time `value` stands for; the arrival time (counted as a miss) if it has none."""
+        """The time `value` stands for; the arrival time (counted as a miss) if it has none,
+        or one more than AHEAD_LIMIT after `arrival`."""
         seconds = self._convert(value, arrival)
-        if seconds is None:
+        if seconds is None or seconds > arrival + AHEAD_LIMIT:
             self.misses += 1
-            self.latest_miss = value
+            self.latest_miss, self.latest_ahead = value, seconds is not None
             return arrival
         return seconds
 
@@ -243,19 +269,21 @@ class TimeReader:
         """The event's time, without counting it as a miss if it has none (a second look at
         an event the engine has read, or one it had no reason to)."""
         value = event.get(self.key) if self.getter is None else self.getter(event)
-        if type(value) is float and self.floats_are_seconds:
-            return value
-        seconds = self._convert(value, arrival)
-        return arrival if seconds is None else seconds
+        seconds = value if type(value) is float and self.floats_are_seconds else self._convert(value, arrival)
+        return arrival if seconds is None or seconds > arrival + AHEAD_LIMIT else seconds
 
     def read(self, event: Event, arrival: float) -> float:
         """The event's time (the engine inlines this; other callers use it as it is)."""
         value = event.get(self.key) if self.getter is None else self.getter(event)
-        if type(value) is float and self.floats_are_seconds:
+        if type(value) is float and self.floats_are_seconds and value <= arrival + AHEAD_LIMIT:
             return value
         return self.convert(value, arrival)
 
     def describe_miss(self) -> str:
-        """The latest unreadable value, for a warning: `missing` or its repr."""
+        """The latest value not taken, for a warning: `missing`, or why and its repr."""
         value = self.latest_miss
-        return "missing" if value is None or value is MISSING else f"unreadable: {value!r:.80}"
+        if value is None or value is MISSING:
+            return "missing"
+        if self.latest_ahead:
+            return f"more than {span(AHEAD_LIMIT)} ahead of the clock: {value!r:.80}"
+        return f"unreadable: {value!r:.80}"

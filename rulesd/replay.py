@@ -51,7 +51,8 @@ class ReplaySummary(msgspec.Struct):
     samples: list[Sample] = msgspec.field(default_factory=list)  # the first SAMPLES invalid lines
     unconverted: dict[str, int] = msgspec.field(default_factory=dict)  # per field: values left out
     time: EventTime | None = None
-    untimed: int = 0  # events evaluated at the start time: their time field missing or unreadable
+    untimed: int = 0  # events evaluated at the start time: their time missing, unreadable or too far ahead
+    latest_untimed: str = ""  # the latest of them, as `TimeReader.describe_miss` says
 
 
 class ReplayedAlert(msgspec.Struct, frozen=True, eq=False):
@@ -146,7 +147,8 @@ def replay(
     summary.lines = lineno
     summary.events = lineno - summary.blank - summary.invalid - summary.ignored - summary.too_long
     summary.unconverted = dict(parser.misses.counts)
-    summary.untimed = time_reader.misses if time_reader else 0
+    if time_reader is not None and time_reader.misses:
+        summary.untimed, summary.latest_untimed = time_reader.misses, time_reader.describe_miss()
     yield summary
 
 
@@ -211,6 +213,7 @@ def summary_text(summary: ReplaySummary, reading: Reading | None = None) -> str:
             f"event time (field {summary.time.field}, time_format {summary.time.format}): "
             f"{summary.untimed} event(s) without a readable time, evaluated at the replay's start time "
             "(an event's time is read when a rule may match it)"
+            + (f"; latest {summary.latest_untimed}" if summary.untimed else "")
         )
     return "\n".join(lines)
 

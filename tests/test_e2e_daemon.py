@@ -3,6 +3,7 @@ server on loopback standing in for OpsGenie."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -72,6 +73,54 @@ def test_a_glob_matching_the_rotated_name_reads_it_once_across_a_restart(tmp_pat
     assert server.wait_for(lambda r: len(r) >= 5)
     time.sleep(0.5)  # nothing more may arrive: a duplicate would show now
     assert [0, 1, 2, 3, 4] == ids(server)
+
+
+def logrotate_delaycompress(events: Path) -> None:
+    """What logrotate does with `compress` and `delaycompress`: the compressed rotations move up
+    (.2.gz to .3.gz), events.jsonl.1 becomes .2 and events.jsonl becomes .1, a new events.jsonl is
+    made, and then .2 is compressed to .2.gz (and removed). Compressed at level 0: gzip then keeps
+    the text as it is, so lines read from the .gz would be events, sent a second time."""
+    rotated = [Path(f"{events}.{n}") for n in range(4)]
+    for n in (2, 1):
+        if Path(f"{rotated[n]}.gz").exists():
+            os.rename(f"{rotated[n]}.gz", f"{rotated[n + 1]}.gz")
+    if rotated[1].exists():
+        os.rename(rotated[1], rotated[2])
+    os.rename(events, rotated[1])
+    events.touch()
+    if rotated[2].exists():
+        with open(rotated[2], "rb") as plain, gzip.open(f"{rotated[2]}.gz", "wb", compresslevel=0) as packed:
+            shutil.copyfileobj(plain, packed)
+        rotated[2].unlink()
+
+
+def test_compressed_rotations_matched_by_the_glob_are_never_read(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """`path: events.jsonl*` with logrotate's `compress` and `delaycompress`, rotated while the
+    daemon runs and while it is stopped: each event is sent once; the .gz files are skipped
+    with a note each, never read (their lines would be sent again)."""
+    workspace = Workspace(
+        tmp_path, server.url, source={"type": "file", "path": "events.jsonl*", "start_at": "beginning"}
+    )
+    daemon = workspace.start()
+    for rotation in range(2):
+        workspace.append(*(page(i) for i in range(rotation * 3, rotation * 3 + 3)))
+        assert server.wait_for(lambda r, n=rotation * 3 + 3: len(r) >= n)
+        logrotate_delaycompress(workspace.events)
+    workspace.append(*(page(i) for i in range(6, 9)))
+    assert server.wait_for(lambda r: len(r) >= 9)
+    assert wait_until(lambda: "events.jsonl.2.gz: gzip-compressed" in daemon.stderr())
+    assert 0 == daemon.terminate()
+    workspace.append(page(9))
+    logrotate_delaycompress(workspace.events)  # while stopped: .1 is compressed, page 9 is in the new .1
+    workspace.append(page(10))
+    restarted = workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 11)
+    time.sleep(1)  # nothing more may arrive: a duplicate would show now
+    assert list(range(11)) == ids(server)
+    for name in ("events.jsonl.2.gz", "events.jsonl.3.gz"):
+        assert 1 == restarted.stderr().count(f"{name}: gzip-compressed"), restarted.stderr()
+    assert "invalid" not in workspace.all_output().replace("0 invalid", "")
+    assert "may have been lost" not in restarted.stderr()  # events.jsonl.1 had been read to its end
 
 
 def test_copytruncate_does_not_crash(workspace: Workspace, server: FakeOpsGenie) -> None:
@@ -276,6 +325,21 @@ def test_malformed_events_are_survived(workspace: Workspace, server: FakeOpsGeni
             offsets.append(f"{workspace.events} (offset {offset})")
         offset += len(data)
     assert offsets == [r.json()["details"]["Event Source"] for r in server.requests]
+
+
+def test_a_file_written_with_a_byte_order_mark_is_read_from_its_first_line(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """Windows tools start a file with UTF-8's byte order mark (and a file concatenated from such
+    files has one within): each line after one is an event, from its offset; none is invalid."""
+    bom = b"\xef\xbb\xbf"
+    workspace.append(bom + json.dumps(page(0)).encode() + b"\n", page(1), bom + json.dumps(page(2)).encode() + b"\r\n")
+    daemon = workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 3)
+    assert [0, 1, 2] == ids(server)
+    assert 0 == daemon.terminate()
+    assert "stopped: 3 event(s), 0 invalid" in daemon.stderr()
+    assert f"{workspace.events} (offset 0)" == server.requests[0].json()["details"]["Event Source"]
 
 
 def test_invalid_rule_edit_keeps_the_old_rules(workspace: Workspace, server: FakeOpsGenie) -> None:

@@ -31,15 +31,15 @@ RULES = """
 rules:
   - name: brute-force
     match: {event: login_failed}
-    threshold: {count: 5, window: 60, group_by: [user]}
+    threshold: {count: 5, window: 12, group_by: [user]}
     alert: {message: "brute force on {user}", priority: P2}
   - name: spraying
     match: {event: login_failed}
-    distinct: {field: user, count: 4, window: 120, group_by: [ip]}
+    distinct: {field: user, count: 4, window: 24, group_by: [ip]}
   - name: login-after-failures
     sequence:
       group_by: [ip]
-      within: 300
+      within: 60
       steps:
         - match: {event: login_failed}
           count: 3
@@ -49,24 +49,25 @@ rules:
     new_value: {fields: [ip], group_by: [user]}
   - name: heartbeat-missing
     match: {event: heartbeat}
-    absence: {window: 90, group_by: [host]}
+    absence: {window: 18, group_by: [host]}
   - name: errors
     match: {level: error}
-    throttle: 30
+    throttle: 6
     alert: {message: "error on {host}"}
 """
 
 
 def events(count: int, seed: int = 7) -> list[dict[str, Any]]:
-    """A mix of logins, errors and heartbeats, one per second of event time from ten minutes
+    """A mix of logins, errors and heartbeats, five per second of event time from four minutes
     from now (instances idle before them move their clock on with the wall clock, as the
-    daemon does, so the events must come after however long the instances take to start);
-    host h3's heartbeats stop for a while in the middle (its absence fires, then closes)."""
+    daemon does, so the events must come after however long the instances take to start; and
+    no more than 15 minutes ahead, or their times are not believed); host h3's heartbeats stop
+    for a while in the middle (its absence fires, then closes)."""
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
-    start = int(time.time()) + 600
+    start = int(time.time()) + 240
     for i in range(count):
-        t = start + i
+        t = start + i / 5
         if i % 10 == 0:
             for host in ("h1", "h2", "h3"):
                 if host != "h3" or not count // 3 < i < count // 2:
@@ -516,7 +517,7 @@ def test_a_stream_worker_needs_redis_at_start(tmp_path: Path, redis_server: Redi
         assert "started" not in result.stderr and "Traceback" not in result.stderr
 
 
-OTHER_RULES = RULES.replace("count: 5, window: 60", "count: 4, window: 60")
+OTHER_RULES = RULES.replace("count: 5, window: 12", "count: 4, window: 12")
 
 
 def test_instances_with_other_rules_refuse_until_a_reload_brings_the_same(

@@ -4,8 +4,10 @@ own positions, and a state database from a single unnamed source kept on upgrade
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import yaml
 from tests.daemon_process import DaemonProcess, Workspace, wait_until
 from tests.fake_journalctl import FakeJournal, entry
 from tests.fake_opsgenie import FakeOpsGenie
+from tests.run_cli import rulesd_cli
 from tests.test_monitoring import samples, scrape
 
 SSHD_PATTERNS = [
@@ -140,6 +143,57 @@ def test_epoch_milliseconds_and_unreadable_times(tmp_path: Path, server: FakeOps
         "source file: 1 event(s) without a readable time in field 'ts' (time_format epoch_ms; "
         "latest unreadable: 'soon'): evaluated at their arrival time"
     ) in daemon.stderr()
+
+
+BEAT_GONE = """
+name: beat-gone
+match: {kind: beat}
+absence: {window: 5m, group_by: [host]}
+alert: {alias: 'gone-{host}'}
+"""
+
+
+def beats_and_a_line_from_the_future(path: Path) -> None:
+    """Heartbeats of two hosts, now, and one of a third host at a time far ahead (`1e308`, as a
+    broken writer may put in epoch_ms, or a clock a year ahead): believed, it would move the
+    clock so far that both hosts' absences fire at once."""
+    now = time.time()
+    events = [
+        {"ts": now - 10, "kind": "beat", "host": "a"},
+        {"ts": now - 5, "kind": "beat", "host": "b"},
+        {"ts": 1e308, "kind": "beat", "host": "c"},
+        {"ts": now + 3600 * 24 * 365, "kind": "beat", "host": "d"},
+        {"ts": now, "kind": "beat", "host": "a"},
+    ]
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def test_an_event_time_far_ahead_is_not_believed_by_run(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """`rulesd run`: the events ahead are evaluated at their arrival time, counted as untimed and
+    warned about; no absence fires."""
+    ws = Workspace(tmp_path, server.url, time_field="ts", metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(BEAT_GONE)
+    beats_and_a_line_from_the_future(ws.events)
+    daemon = ws.start()
+    url = metrics_url(daemon)
+    assert wait_until(lambda: metric(url, 'rulesd_events_untimed_total{source="file"}') == 2)
+    time.sleep(1.5)  # the clock moves on with the wall clock at least once a second
+    assert 0 == daemon.terminate()
+    assert [] == server.alerts()
+    assert "stopped: 5 event(s)" in daemon.stderr()
+    assert "latest more than 15m ahead of the clock: " in daemon.stderr()
+
+
+def test_an_event_time_far_ahead_is_not_believed_by_replay(tmp_path: Path) -> None:
+    """`rulesd replay`: the same events, evaluated at the replay's start time, and reported."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(BEAT_GONE)
+    beats_and_a_line_from_the_future(tmp_path / "events.jsonl")
+    result = rulesd_cli("replay", "--rules", "rules", "--time-field", "ts", "events.jsonl", cwd=tmp_path)
+    assert 0 == result.returncode, result.stderr
+    assert "events: 5, invalid lines: 0, alerts: 0" == result.stdout.splitlines()[0]
+    assert "2 event(s) without a readable time" in result.stdout
+    assert "latest more than 15m ahead of the clock: " in result.stdout
 
 
 def positions(ws: Workspace) -> dict[str, Any]:

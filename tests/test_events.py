@@ -21,6 +21,12 @@ from rulesd.sources.journald import journal_event
         (parse_text, [b"ok\n", b"\xff\xfe\n"], [{"message": "ok"}, None]),
         (regex_parser(r"(?P<level>[A-Z]+) "), [b"x\n", b"ERROR y\n"], [None, {"level": "ERROR", "message": "ERROR y"}]),
         (orjson.loads, [], []),
+        # A leading byte order mark (Windows tools write one first in a file) is taken away.
+        (orjson.loads, [b'\xef\xbb\xbf{"a": 1}\n', b'{"b": 2}\n'], [{"a": 1}, {"b": 2}]),
+        (orjson.loads, [b"x\n", b'\xef\xbb\xbf{"a": 1}\n', b"\xef\xbb\xbfx\n"], [None, {"a": 1}, None]),
+        (parse_text, [b"\xef\xbb\xbfok\r\n"], [{"message": "ok"}]),
+        (regex_parser(r"^(?P<level>[A-Z]+) "), [b"\xef\xbb\xbfERROR y\n"], [{"level": "ERROR", "message": "ERROR y"}]),
+        (make_parser(Reading(source_name="s")).fast, [b'\xef\xbb\xbf{"a": 1}\n'], [{"a": 1, "source_name": "s"}]),
     ],
 )
 def test_each_line_is_parsed_and_a_bad_one_is_none(

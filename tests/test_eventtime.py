@@ -51,6 +51,27 @@ def test_each_time_format_reads_what_it_says_and_nothing_else(fmt: str, value: A
     assert expected == time_converter(fmt, BERLIN)(value, ARRIVAL)
 
 
+@pytest.mark.parametrize("fmt", ["auto", "rfc3339"])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2023-11-14t22:13:20z", 1_700_000_000.0),  # RFC 3339 5.6: `T` and `Z` may be lowercase
+        ("2023-11-14T22:13:20.25z", 1_700_000_000.25),
+        ("2023-11-14t23:13:20+01:00", 1_700_000_000.0),
+        # A leap second: the last microsecond of its minute, before the next second's events.
+        ("2016-12-31T23:59:60Z", 1_483_228_799.999999),
+        ("2016-12-31t23:59:60.5z", 1_483_228_799.999999),
+        ("2016-12-31T15:59:60-08:00", 1_483_228_799.999999),
+        ("2016-12-31T23:59:61Z", None),
+        ("2016-12-31T23:60:00Z", None),
+        ("2016-12-31T23:59:600Z", None),
+        ("2016-12-31T23:59:60.5.5Z", None),
+    ],
+)
+def test_rfc3339_takes_lowercase_t_and_z_and_a_leap_second(fmt: str, text: str, expected: float | None) -> None:
+    assert expected == time_converter(fmt)(text, ARRIVAL)
+
+
 @pytest.mark.parametrize(
     ("text", "now", "expected"),
     [
@@ -122,6 +143,42 @@ def test_a_reader_counts_the_events_whose_time_it_could_not_read() -> None:
     assert "missing" == reader.describe_miss()
     assert ARRIVAL == reader.read({"meta": {"ts": "soon"}}, ARRIVAL)
     assert (2, "unreadable: 'soon'") == (reader.misses, reader.describe_miss())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "believed"),
+    [
+        ("auto", ARRIVAL + 900, ARRIVAL + 900),  # a clock up to 15 minutes ahead is believed
+        ("auto", ARRIVAL + 901, None),
+        ("auto", 1e308, None),
+        ("auto", ARRIVAL - 86400 * 365, ARRIVAL - 86400 * 365),  # the past is not bounded
+        ("epoch_s", str(ARRIVAL + 3600), None),
+        ("epoch_ms", 1e308, None),
+        ("epoch_ms", (ARRIVAL + 60) * 1000, ARRIVAL + 60),
+        ("rfc3339", "9999-12-31T23:59:59Z", None),
+        ("rfc3339", "2027-01-15T09:00:00+01:00", ARRIVAL),  # 08:00 UTC: the arrival itself
+        ("rfc3339", "2027-01-15T09:00:00Z", None),  # the same, its zone read wrong: an hour ahead
+        ("%Y-%m-%d %H:%M:%S %z", "2028-01-15 08:00:00 +0000", None),
+    ],
+)
+def test_a_time_more_than_15_minutes_after_the_arrival_is_not_believed(
+    fmt: str, value: Any, believed: float | None
+) -> None:
+    """It would move the clock (which never goes back) far ahead, making every timer due: it
+    counts as a miss (None), and its event is evaluated at its arrival time. A second look
+    (`peek`) agrees without counting."""
+    reader = TimeReader(EventTime("ts", fmt))
+    expected = ARRIVAL if believed is None else believed
+    assert expected == reader.read({"ts": value}, ARRIVAL) == reader.peek({"ts": value}, ARRIVAL)
+    assert (believed is None) == (reader.misses == 1)
+
+
+def test_a_time_too_far_ahead_is_described_as_such() -> None:
+    reader = TimeReader(EventTime("ts"))
+    reader.read({"ts": 1e308}, ARRIVAL)
+    assert "more than 15m ahead of the clock: 1e+308" == reader.describe_miss()
+    reader.read({"ts": "soon"}, ARRIVAL)
+    assert "unreadable: 'soon'" == reader.describe_miss()
 
 
 @pytest.mark.parametrize("fmt", ["auto", "rfc3339"])

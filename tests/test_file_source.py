@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import logging
+import lzma
 import os
 import shutil
 import threading
@@ -344,6 +348,70 @@ def test_glob_matching_rotated_names_reads_once(tmp_path: Path, make_source: Fac
     assert numbered(5, 9).splitlines() == texts(read_n(source, 4))
 
 
+# -- compressed rotations -------------------------------------------------------------------------
+
+
+def gzip_kept_as_text(data: bytes) -> bytes:
+    """gzip at level 0 keeps the text as it is: lines read from it would be events again."""
+    return gzip.compress(data, compresslevel=0)
+
+
+def test_compressed_files_a_glob_matches_are_skipped_and_noted_once(
+    tmp_path: Path, make_source: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """logrotate's `compress` leaves .gz (or .bz2, .xz…) files the glob matches: never read,
+    whatever their name (the magic number decides), noted once each however often looked at."""
+    caplog.set_level(logging.INFO, "rulesd.sources.file")
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    (tmp_path / "events.jsonl.2.gz").write_bytes(gzip_kept_as_text(numbered(100, 200)))
+    (tmp_path / "events.jsonl.3.bz2").write_bytes(bz2.compress(numbered(200, 300)))
+    (tmp_path / "events.jsonl.4").write_bytes(lzma.compress(numbered(300, 400)))
+    source = make_source([f"{log}*"], start_at="beginning")
+    assert numbered(0, 3).splitlines() == texts(read_n(source, 3))
+    assert [] == read_settled(source)  # looked at again
+    assert [
+        f"{tmp_path}/events.jsonl.2.gz: gzip-compressed, skipped: compressed files are never read",
+        f"{tmp_path}/events.jsonl.3.bz2: bzip2-compressed, skipped: compressed files are never read",
+        f"{tmp_path}/events.jsonl.4: xz-compressed, skipped: compressed files are never read",
+    ] == sorted(r.getMessage() for r in caplog.records if "compressed" in r.getMessage())
+    assert {"INFO"} == {r.levelname for r in caplog.records if "compressed" in r.getMessage()}
+    assert 0 == source.lag_bytes()  # none is held open
+
+
+def test_a_compressed_file_seen_before_its_first_bytes_is_not_read(tmp_path: Path, make_source: Factory) -> None:
+    """gzip makes the .gz file, then writes it: the file source may open it empty. Its first
+    bytes, once they come, show what it is, before any line of it is read."""
+    log = tmp_path / "events.jsonl"
+    log.touch()
+    source = make_source([f"{log}*"], start_at="beginning")
+    packed = tmp_path / "events.jsonl.1.gz"
+    packed.touch()
+    assert [] == read_settled(source)  # opened, empty
+    append(packed, gzip_kept_as_text(numbered(0, 50)))
+    assert [] == read_settled(source)
+    append(log, numbered(50, 52))
+    assert numbered(50, 52).splitlines() == texts(read_n(source, 2))
+
+
+def test_a_rotated_file_compressed_and_removed_is_finished_through_its_descriptor(
+    tmp_path: Path, make_source: Factory
+) -> None:
+    """`compress` without `delaycompress`: events.jsonl becomes .1, is compressed to .1.gz and
+    removed before the source has read its last lines; they are read once all the same."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    source = make_source([f"{log}*"], start_at="beginning")
+    assert 3 == len(read_n(source, 3))
+    append(log, numbered(3, 6))
+    rotated = tmp_path / "events.jsonl.1"
+    os.rename(log, rotated)
+    log.write_bytes(numbered(6, 8))
+    (tmp_path / "events.jsonl.1.gz").write_bytes(gzip_kept_as_text(rotated.read_bytes()))
+    rotated.unlink()
+    assert numbered(3, 8).splitlines() == texts(read_n(source, 5))
+
+
 # -- resuming from saved positions ----------------------------------------------------------------
 
 
@@ -410,6 +478,38 @@ def test_resume_after_rotation_while_down(tmp_path: Path, make_source: Factory) 
     log.write_bytes(numbered(12, 15))
     second = make_source([log], saved={k: p.to_json() for k, p in positions.items()})
     assert numbered(6, 15).splitlines() == texts(read_n(second, 9))
+
+
+def test_a_rotated_file_read_to_its_end_may_go_while_stopped_without_a_warning(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """`events.jsonl*`: events.jsonl.1, once drained, is taken up at its end under that name.
+    Rotated on while rulesd is stopped (compressed and removed: logrotate's delaycompress),
+    nothing of it can be missing: no warning, also after a restart in between; the file that
+    took its name is finished, then the new one read."""
+    log = tmp_path / "events.jsonl"
+    rotated = tmp_path / "events.jsonl.1"
+    log.write_bytes(numbered(0, 3))
+    first = make_source([f"{log}*"], start_at="beginning")
+    assert 3 == len(read_n(first, 3))
+    os.rename(log, rotated)
+    log.write_bytes(numbered(3, 5))
+    assert 2 == len(read_n(first, 2))
+    positions = saved(first)
+    first.close()
+    assert positions[str(rotated)].drained and not positions[str(log)].drained
+    second = make_source([f"{log}*"], saved={k: p.to_json() for k, p in positions.items()})
+    assert [] == read_settled(second)
+    positions = saved(second)
+    second.close()
+    assert positions[str(rotated)].drained
+    rotated.unlink()
+    append(log, numbered(5, 6))
+    os.rename(log, rotated)
+    log.write_bytes(numbered(6, 7))
+    third = make_source([f"{log}*"], saved={k: p.to_json() for k, p in positions.items()})
+    assert numbered(5, 7).splitlines() == texts(read_n(third, 2))
+    assert [] == warnings
 
 
 def test_resume_when_rotated_file_is_gone(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:

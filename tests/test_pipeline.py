@@ -37,6 +37,9 @@ rules:
   - {name: plain, match: {level: critical}}
 """
 
+# When the lines are read: after every event time (a time further ahead is not believed).
+ARRIVAL = 2e9
+
 
 def lines(seed: int, count: int) -> list[bytes]:
     """Events of a few hosts, kinds and levels, at times that mostly grow; some bad lines, and
@@ -79,8 +82,8 @@ def test_matching_then_applying_gives_what_one_step_gives(seed: int) -> None:
     split: list[tuple[int, bool, object]] = []
     for start in range(0, len(data), 100):  # batches, as the daemon takes them
         chunk = data[start : start + 100]
-        fused += described(evaluate_lines(chunk, orjson.loads, one, 0.0, str, one.time))
-        matches = match_lines(chunk, orjson.loads, two, 0.0, two.time)
+        fused += described(evaluate_lines(chunk, orjson.loads, one, ARRIVAL, str, one.time))
+        matches = match_lines(chunk, orjson.loads, two, ARRIVAL, two.time)
         split += described(apply_matches(matches, two, str))
     assert any(timer for _, timer, _ in fused), "the events make timers fire"
     assert fused == split

@@ -23,10 +23,13 @@ HELLO = b"hello world\n"
 FP_LEN, FP_HASH = fingerprint(HELLO)
 
 
-def test_position_json_round_trip() -> None:
-    """A position survives the JSON it is saved as."""
-    position = Position(dev=1, ino=2, offset=3, fp_len=4, fp_hash="ab")
+@pytest.mark.parametrize("drained", [False, True])
+def test_position_json_round_trip(drained: bool) -> None:
+    """A position survives the JSON it is saved as; `drained` is written only when true, so a
+    position saved before it existed reads as not drained."""
+    position = Position(dev=1, ino=2, offset=3, fp_len=4, fp_hash="ab", drained=drained)
     assert position == Position.from_json(json.loads(json.dumps(position.to_json())))
+    assert drained == ("drained" in position.to_json())
 
 
 @pytest.mark.parametrize(

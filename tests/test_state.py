@@ -15,6 +15,9 @@ from rulesd.state import SqliteState, StateError
 from rulesd.state.sqlite import ATTEMPTS_KEPT
 from tests.ruletools import ruleset_from_yaml
 
+# When events arrive: after every event time here (a time further ahead is not believed).
+ARRIVAL = 2e9
+
 
 def store(tmp_path: Path) -> SqliteState:
     return SqliteState(str(tmp_path / "state.sqlite"))
@@ -216,8 +219,8 @@ def test_the_engine_clock_is_saved_with_the_state(tmp_path: Path) -> None:
     """The engine's clock (the latest event time) and the wall time it was saved at come back
     with the state, for readers such as `rulesd state`; the restored engine state is as before."""
     engine = Engine(ruleset_from_yaml("name: r\nmatch: {a: 1}\nthreshold: {count: 5, window: 1m}\n"), time_field="t")
-    engine.evaluate({"a": 1, "t": 1000.0}, 0.0)
-    engine.evaluate({"a": 1, "t": 1010.0}, 0.0)
+    engine.evaluate({"a": 1, "t": 1000.0}, ARRIVAL)
+    engine.evaluate({"a": 1, "t": 1010.0}, ARRIVAL)
     store(tmp_path).commit(positions={}, payloads=[], now=5000.0, engine=engine.state.delta())
     saved = store(tmp_path).load_engine_state()
     assert saved is not None and (1010.0, 5000.0) == (saved["clock"], saved["clock_saved"])
@@ -287,7 +290,7 @@ def _outcomes(engine: Engine, events: list[tuple[float, dict[str, Any]]]) -> lis
     """What the events cause, in order: ("fire", rules, seconds from OLD_T0, host) or ("close", aliases, seconds)."""
     out: list[tuple[Any, ...]] = []
     for at, event in events:
-        firing = engine.evaluate({**event, "t": OLD_T0 + at}, 0.0)
+        firing = engine.evaluate({**event, "t": OLD_T0 + at}, ARRIVAL)
         for item in [*engine.out, *([firing] if firing is not None else [])]:
             if isinstance(item, Closing):
                 out.append(("close", item.aliases, item.time - OLD_T0))

@@ -29,6 +29,9 @@ from tests.test_index_equivalence import (
     random_rules,
 )
 
+# When the lines are read: after every event time here (a time further ahead is not believed).
+ARRIVAL = 2e9
+
 
 def whole(line: bytes) -> Any:
     """orjson's parser, but not `orjson.loads` itself: `evaluate_lines` then parses every line
@@ -44,7 +47,8 @@ def both(text: str, lines: list[bytes]) -> tuple[Any, Any]:
     """The outcome of `lines` from views and parsed whole, each by an engine of its own."""
     viewed, parsed = Engine(ruleset_from_yaml(text)), Engine(ruleset_from_yaml(text))
     assert viewed.viewer(None) is not None, "the rule set must be one judged from views"
-    return outcome(evaluate_lines(lines, orjson.loads, viewed, 1e9)), outcome(evaluate_lines(lines, whole, parsed, 1e9))
+    from_view = evaluate_lines(lines, orjson.loads, viewed, ARRIVAL)
+    return outcome(from_view), outcome(evaluate_lines(lines, whole, parsed, ARRIVAL))
 
 
 @pytest.mark.parametrize(
@@ -160,7 +164,8 @@ BAD_LINES = [
     b'["service", "api"]',
     b'"api"',
     b"",
-    b"\xef\xbb\xbf{}",
+    b"\xef\xbb\xbf\xef\xbb\xbf{}",  # one byte order mark is taken away, not two
+    b'\xef\xbb\xbf["service", "api"]',
 ]
 
 
@@ -192,31 +197,31 @@ def test_a_rule_set_that_screens_by_predicates_is_not_viewed() -> None:
     text = "rules:\n  - {name: coded, match: {code: {exists: true}}}\n  - {name: api, match: {service: api}}\n"
     engine = Engine(ruleset_from_yaml(text))
     assert engine.viewer(None) is None
-    batch = evaluate_lines([b'{"code": 1}', b'{"service": "api"}', b"{"], orjson.loads, engine, 1e9)
+    batch = evaluate_lines([b'{"code": 1}', b'{"service": "api"}', b"{"], orjson.loads, engine, ARRIVAL)
     assert outcome(batch) == ([2], [(0, ["coded"]), (1, ["api"])])
 
 
 def test_a_reload_with_prepared_rules_brings_its_own_viewer() -> None:
     """The views of the rule set before a reload read its fields; after, the new rules' fields."""
     engine = Engine(ruleset_from_yaml(RULES))
-    assert outcome(evaluate_lines([b'{"service": "api"}'], orjson.loads, engine, 1e9))[1] == [(0, ["api"])]
+    assert outcome(evaluate_lines([b'{"service": "api"}'], orjson.loads, engine, ARRIVAL))[1] == [(0, ["api"])]
     new = ruleset_from_yaml("rules:\n  - {name: hosted, match: {host: db-1}}\n")
     engine.replace_rules(new, engine.prepare_rules(new))
     assert engine._viewers, "the prepared rules carry the viewer in use"
     lines = [b'{"service": "api"}', b'{"host": "db-1"}']
-    assert outcome(evaluate_lines(lines, orjson.loads, engine, 1e9))[1] == [(1, ["hosted"])]
+    assert outcome(evaluate_lines(lines, orjson.loads, engine, ARRIVAL))[1] == [(1, ["hosted"])]
 
 
 def test_a_reload_with_prepared_rules_brings_its_own_match_viewer() -> None:
     """The scale-out workers' matching step too: its viewer for the new rules is written with
     them (in the reload's thread), not by the first batch after the swap."""
     engine = Engine(ruleset_from_yaml(RULES))
-    assert _matched(match_lines([b'{"service": "api"}'], orjson.loads, engine, 1e9))[1][0][1] == ["api"]
+    assert _matched(match_lines([b'{"service": "api"}'], orjson.loads, engine, ARRIVAL))[1][0][1] == ["api"]
     new = ruleset_from_yaml("rules:\n  - {name: hosted, match: {host: db-1}}\n")
     engine.replace_rules(new, engine.prepare_rules(new))
     assert any(matching for _, _, matching in engine._viewers), "the prepared rules carry the match viewer"
     lines = [b'{"service": "api"}', b'{"host": "db-1"}']
-    assert [(i, names) for i, names, _, _ in _matched(match_lines(lines, orjson.loads, engine, 1e9))[1]] == [
+    assert [(i, names) for i, names, _, _ in _matched(match_lines(lines, orjson.loads, engine, ARRIVAL))[1]] == [
         (1, ["hosted"])
     ]
 
@@ -238,8 +243,8 @@ def _timed_outcomes(ruleset: Any, lines: list[bytes], block: int) -> tuple[Batch
     got, expected = Batch(), Batch()
     for start in range(0, len(lines), block):
         part = lines[start : start + block]
-        a = evaluate_lines(part, orjson.loads, viewed, 1e9, str, viewed.time)
-        b = evaluate_lines(part, whole, parsed, 1e9, str, parsed.time)
+        a = evaluate_lines(part, orjson.loads, viewed, ARRIVAL, str, viewed.time)
+        b = evaluate_lines(part, whole, parsed, ARRIVAL, str, parsed.time)
         got.invalid += [start + i for i in a.invalid]
         expected.invalid += [start + i for i in b.invalid]
         got.firings += [(start + i, f, t) for i, f, t in a.firings]
@@ -293,24 +298,24 @@ def test_the_evaluator_of_whole_events_is_written_only_when_a_line_needs_it(monk
     original = RuleIndex.evaluator
     monkeypatch.setattr(RuleIndex, "evaluator", lambda self, *a: written.append(1) or original(self, *a))
     engine = Engine(ruleset_from_yaml(RULES))
-    assert outcome(evaluate_lines([b'{"service": "api"}'] * 3, orjson.loads, engine, 1e9))[1] == [
+    assert outcome(evaluate_lines([b'{"service": "api"}'] * 3, orjson.loads, engine, ARRIVAL))[1] == [
         (i, ["api"]) for i in range(3)
     ]
     assert written == []
     # An integer beyond 64 bits where the index compares numbers: parsed whole.
     whole_line = b'{"service": "api", "size": 18446744073709551616}'
     refused = [b"[1]", whole_line, b'{"service": "api", "x": 1e400}'] * 2
-    batch = evaluate_lines(refused, orjson.loads, engine, 1e9)
+    batch = evaluate_lines(refused, orjson.loads, engine, ARRIVAL)
     assert outcome(batch) == ([0, 2, 3, 5], [(1, ["api"]), (4, ["api"])]) and written == [1]
-    assert engine.evaluate({"service": "api"}, 1e9) is not None and written == [1]
+    assert engine.evaluate({"service": "api"}, ARRIVAL) is not None and written == [1]
     new = ruleset_from_yaml("rules:\n  - {name: hosted, match: {host: db-1}}\n")
     engine.replace_rules(new)  # written for the new rules, as a reload prepares what is in use
     assert written == [1, 1]
-    assert engine.evaluate({"host": "db-1"}, 1e9) is not None and written == [1, 1]
+    assert engine.evaluate({"host": "db-1"}, ARRIVAL) is not None and written == [1, 1]
     viewed_only = Engine(ruleset_from_yaml(RULES))
-    evaluate_lines([b'{"service": "api"}'], orjson.loads, viewed_only, 1e9)
+    evaluate_lines([b'{"service": "api"}'], orjson.loads, viewed_only, ARRIVAL)
     viewed_only.replace_rules(new)
-    assert outcome(evaluate_lines([b'{"host": "db-1"}'], orjson.loads, viewed_only, 1e9))[1] == [(0, ["hosted"])]
+    assert outcome(evaluate_lines([b'{"host": "db-1"}'], orjson.loads, viewed_only, ARRIVAL))[1] == [(0, ["hosted"])]
     assert written == [1, 1]
 
 
@@ -338,8 +343,8 @@ def test_a_named_source_is_judged_from_views_with_its_name(text: str) -> None:
     viewed, parsed = Engine(ruleset_from_yaml(text)), Engine(ruleset_from_yaml(text))
     named = Named(orjson.loads, "nginx")
     assert _viewer(named, viewed, None) is not None
-    from_view = evaluate_lines(lines, named, viewed, 1e9)
-    whole_batch = evaluate_lines(lines, Named(whole, "nginx"), parsed, 1e9)
+    from_view = evaluate_lines(lines, named, viewed, ARRIVAL)
+    whole_batch = evaluate_lines(lines, Named(whole, "nginx"), parsed, ARRIVAL)
     assert outcome(from_view) == outcome(whole_batch)
     expected = [(0, ["by-source"]), (1, ["by-source"])] if text == NAMED_RULES else []
     assert outcome(from_view) == ([5], [*expected, (3, ["boom"]), (4, ["boom"])])
@@ -390,7 +395,7 @@ rules:
     engine = Engine(ruleset_from_yaml(text))
     assert engine.viewer(None) is None
     lines = [b'{"Image\\\\Path": "x"}', b'{"say \\"hi\\"": "x"}', b'{"a\\tb": "x"}']
-    fired = outcome(evaluate_lines(lines, orjson.loads, engine, 1e9))
+    fired = outcome(evaluate_lines(lines, orjson.loads, engine, ARRIVAL))
     assert fired == ([], [(0, ["windows"]), (1, ["quoted"]), (2, ["tab"])])
 
 
@@ -454,25 +459,52 @@ def test_a_line_that_may_nest_deeper_than_orjson_allows_is_parsed_whole() -> Non
     assert both(RULES, [good, deep, good])[0] == ([1], [(0, ["api"]), (2, ["api"])])
 
 
-def test_with_timers_the_clock_takes_the_last_line_orjson_reads() -> None:
-    """A block whose last line holds a number beyond a double where no rule reads (an event to
-    the view, invalid to orjson): the clock moves to the line before it, as without views."""
-    text = """
+ERRORS_RESOLVED = """
 rules:
   - name: errors
     match: {level: error}
     threshold: {count: 1, window: 1m}
     resolve: {after: 1m}
 """
+
+
+def test_with_timers_the_clock_takes_the_last_line_orjson_reads() -> None:
+    """A block whose last line holds a number beyond a double where no rule reads (an event to
+    the view, invalid to orjson): the clock moves to the line before it, as without views."""
     lines = [
         b'{"timestamp": "2024-06-11T10:00:00Z", "level": "error"}',
         b'{"timestamp": "2024-06-11T10:05:00Z", "level": "info"}',
         b'{"timestamp": "2024-06-11T10:06:00Z", "level": "info", "x": 1e400}',
     ]
-    got, expected = _timed_outcomes(ruleset_from_yaml(text), lines, 3)
+    got, expected = _timed_outcomes(ruleset_from_yaml(ERRORS_RESOLVED), lines, 3)
     assert got.firings == expected.firings
     assert [type(f).__name__ for _, f, _ in got.firings] == ["Firing", "Closing"]
     assert (got.invalid, expected.invalid) == ([], [2])
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_a_line_after_a_byte_order_mark_is_an_event() -> None:
+    """Some Windows tools start a file with UTF-8's byte order mark, which orjson refuses: the
+    line after it is an event all the same, from views as parsed whole, and in matching."""
+    lines = [BOM + b'{"service": "api"}', b'{"service": "api"}', BOM + b'{"size": 3}', BOM + b'{"service": "api"']
+    expected = ([3], [(0, ["api"]), (1, ["api"]), (2, ["small"])])
+    assert both(RULES, lines) == (expected, expected)
+    matches = match_lines(lines, orjson.loads, Engine(ruleset_from_yaml(RULES)), ARRIVAL)
+    assert (matches.invalid, [(i, [r.name for r in m.rules]) for i, m in matches.matched]) == expected
+
+
+def test_with_timers_a_line_after_a_byte_order_mark_moves_the_clock() -> None:
+    """The block's last line, after a byte order mark, moves the clock to its time as any
+    other line does: the alert it makes due is closed."""
+    lines = [
+        b'{"timestamp": "2024-06-11T10:00:00Z", "level": "error"}',
+        BOM + b'{"timestamp": "2024-06-11T10:02:00Z", "level": "info"}',
+    ]
+    got, expected = _timed_outcomes(ruleset_from_yaml(ERRORS_RESOLVED), lines, 2)
+    assert [type(f).__name__ for _, f, _ in got.firings] == ["Firing", "Closing"]
+    assert (got.firings, got.invalid, expected.invalid) == (expected.firings, [], [])
 
 
 def test_a_path_part_of_digits_outside_ascii_is_a_key_not_a_list_index() -> None:
@@ -634,8 +666,8 @@ def test_scale_out_matching_from_views_finds_what_whole_events_find(shape: str) 
     assert viewed.viewer(viewed.time, matching=True) is not None and viewed.timed == (shape == "kinds")
     for start in range(0, len(lines), 500):
         block = lines[start : start + 500]
-        got = _matched(match_lines(block, orjson.loads, viewed, 1e9, viewed.time))
-        expected = _matched(match_lines(block, whole, parsed, 1e9, parsed.time))
+        got = _matched(match_lines(block, orjson.loads, viewed, ARRIVAL, viewed.time))
+        expected = _matched(match_lines(block, whole, parsed, ARRIVAL, parsed.time))
         assert got[1:] == expected[1:]
         # The documented difference: `1e400` where no rule reads is an event from a view.
         assert [i for i in expected[0] if i not in got[0]] == ([499] if start + 500 >= len(lines) else [])
@@ -647,8 +679,8 @@ def test_scale_out_matching_from_views_takes_a_named_sources_name() -> None:
     engine = Engine(ruleset_from_yaml(NAMED_RULES))
     named = Named(orjson.loads, "nginx")
     lines = [b'{"source_name": "app", "status": 503}', b'{"status": 503}', b'{"source_name": "app"}', b"{"]
-    got = _matched(match_lines(lines, named, engine, 1e9))
-    expected = _matched(match_lines(lines, lambda line: named(line), Engine(ruleset_from_yaml(NAMED_RULES)), 1e9))
+    got = _matched(match_lines(lines, named, engine, ARRIVAL))
+    expected = _matched(match_lines(lines, lambda line: named(line), Engine(ruleset_from_yaml(NAMED_RULES)), ARRIVAL))
     assert got[:2] == expected[:2]
     assert [(i, names) for i, names, _, _ in got[1]] == [(0, ["by-source"]), (1, ["by-source"])]
     assert any(matching for _, _, matching in engine._viewers), "the lines were judged from views"

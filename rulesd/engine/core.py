@@ -36,8 +36,8 @@ from rulesd.engine.state import (
 )
 from rulesd.engine.timers import Timers
 from rulesd.engine.values import NO_GROUP, Closing, Firing, GroupKey, Matched
-from rulesd.events import SOURCE_NAME, Named
-from rulesd.eventtime import EventTime, TimeReader
+from rulesd.events import SOURCE_NAME, Named, parse_without_bom
+from rulesd.eventtime import AHEAD_LIMIT, EventTime, TimeReader
 from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
@@ -241,7 +241,7 @@ class Engine:
         try:
             event = parse(line)
         except ValueError:
-            return INVALID
+            event = parse_without_bom(parse, line)
         return step(time)(event, arrival) if type(event) is dict else INVALID
 
     def _adopt(self, ruleset: RuleSet) -> None:
@@ -442,7 +442,9 @@ class Engine:
 
         def read_time_then_decide(event: Event, arrival: float, candidates: list[Rule]) -> T:
             value = event.get(key) if getter is None else getter(event)
-            return decide(event, value if type(value) is float and floats else convert(value, arrival), candidates)
+            if type(value) is float and floats and value <= arrival + AHEAD_LIMIT:
+                return decide(event, value, candidates)
+            return decide(event, convert(value, arrival), candidates)
 
         return read_time_then_decide
 

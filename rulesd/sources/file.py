@@ -136,6 +136,9 @@ class FileSource:
         self._turn = 0  # which watch reads first, so that no file starves the others
         self._watch = DirectoryWatch(warn)
         self._unreadable: set[str] = set()  # paths already reported as unreadable
+        # Compressed files let go, by identity, with the path each was last seen at: not opened
+        # again at every scan, and noted once however often renamed (.2.gz to .3.gz).
+        self._compressed: dict[Identity, str] = {}
         self._start(saved_positions(saved), start_at)
         self._watch.start()
         self._last_scan = clock()
@@ -226,6 +229,8 @@ class FileSource:
         if old is not None:
             old.detached = True
             self._append(watch, old)
+        elif saved.drained:  # rotated on (and compressed, or removed) as it should be
+            log.debug("%s: the file read to its end last time is gone", watch.path)
         else:
             self._warn(
                 f"{watch.path}: the file read last time is gone; "
@@ -249,7 +254,7 @@ class FileSource:
             return None
         if verdict != "resume":
             self._warn(self._restart_message(path, verdict))
-        return Tail(fd, st, offset, self._on_long_for(path))
+        return self._tail(fd, st, offset, path, drained=saved.offset if saved.drained else None)
 
     def _open_first(self, watch: _Watch, by_identity: Mapping[Identity, Position], start_at: str) -> None:
         """First sight of a path at startup: a position saved under another name, or start_at."""
@@ -297,7 +302,7 @@ class FileSource:
             if change != "replaced":
                 return change != "same"
             current.detached = True  # renamed away or deleted: drain it, then let it go
-        if path_identity is None or self._claimed(path_identity):
+        if path_identity is None or self._claimed(path_identity) or self._compressed.get(path_identity) == watch.path:
             return current is not None
         self._append(watch, self._open_new(watch.path))
         return True
@@ -325,8 +330,17 @@ class FileSource:
         if self._claimed(identity):
             os.close(fd)
             return None
-        offset = resume_retired(path, self._retired.get(identity), st.st_size, read_head(fd))
-        return Tail(fd, st, offset, self._on_long_for(path))
+        retired = self._retired.get(identity)
+        offset = resume_retired(path, retired, st.st_size, read_head(fd))
+        return self._tail(fd, st, offset, path, drained=retired[1].offset if retired is not None else None)
+
+    def _tail(self, fd: int, st: os.stat_result, offset: int, path: str, *, drained: int | None) -> Tail:
+        """A Tail for `path` from `offset`; `drained`: where a rotated file read to its end (by
+        this run or the last) ended, kept while reading goes on from there (`Position.drained`)."""
+        tail = Tail(fd, st, offset, self._on_long_for(path))
+        if offset == drained:
+            tail.drained_at = offset
+        return tail
 
     # -- reading --
 
@@ -343,6 +357,9 @@ class FileSource:
                 # since: check before reading them, not only at the next poll.
                 self._check_file(watch.path, tail, tail.identity)
             got = tail.read_lines(limit, watch.path, self._max_line_bytes)
+            if tail.compressed:
+                self._skip_compressed(watch.path, watch.files.popleft())
+                continue
             runs += got
             limit -= count_lines(got)
             if not (done and tail.eof):
@@ -402,8 +419,19 @@ class FileSource:
         return watch
 
     def _append(self, watch: _Watch, tail: Tail | None) -> None:
-        if tail is not None:
+        if tail is not None and tail.compressed:
+            self._skip_compressed(watch.path, tail)
+        elif tail is not None:
             watch.files.append(tail)
+
+    def _skip_compressed(self, path: str, tail: Tail) -> None:
+        """Let a compressed file go for good (see `compressed`), saying so once per file."""
+        if tail.identity not in self._compressed:
+            log.info("%s: %s-compressed, skipped: compressed files are never read", path, tail.compressed)
+        self._compressed[tail.identity] = path
+        if len(self._compressed) > _RETIRED_MAX:
+            del self._compressed[next(iter(self._compressed))]
+        tail.close()
 
     def _claimed(self, identity: Identity) -> bool:
         """Is this file already being read (for this or another path)?"""

@@ -37,17 +37,21 @@ Change = Literal["same", "grew", "truncated", "changed", "replaced"]
 
 class Position(msgspec.Struct, frozen=True):
     """Where reading stopped in one file: its identity, the offset of the next line, and
-    a fingerprint of its first bytes (fp_len = min(size, FINGERPRINT_BYTES) when taken)."""
+    a fingerprint of its first bytes (fp_len = min(size, FINGERPRINT_BYTES) when taken).
+    `drained`: the file was read to its end after its writer had moved on (a rotated file
+    taken up under its new name), so nothing can be missing from it if it is gone later."""
 
     dev: int
     ino: int
     offset: int
     fp_len: int
     fp_hash: str
+    drained: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping, as saved in the state database."""
-        return {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp_len": self.fp_len, "fp_hash": self.fp_hash}
+        data = {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp_len": self.fp_len, "fp_hash": self.fp_hash}
+        return {**data, "drained": True} if self.drained else data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Position:
@@ -58,6 +62,7 @@ class Position(msgspec.Struct, frozen=True):
             offset=int(data["offset"]),
             fp_len=int(data["fp_len"]),
             fp_hash=str(data["fp_hash"]),
+            drained=data.get("drained") is True,
         )
 
     @property

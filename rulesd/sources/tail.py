@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Callable
 
+from rulesd.sources.compressed import compression
 from rulesd.sources.lines import BATCH_BYTES, Lines, runs_of
 from rulesd.sources.rotation import FINGERPRINT_BYTES, Identity, Position, Tracked, fingerprint
 
@@ -105,7 +106,12 @@ class Tail:
         self.eof = False  # the last read found no more bytes
         self.seen_size = st.st_size
         self._on_long = on_long
-        self.fp_len, self.fp_hash = fingerprint(read_head(fd))
+        head = read_head(fd)
+        self.fp_len, self.fp_hash = fingerprint(head)
+        # A compressed file (see `compressed`) is never read: its format, once its first bytes
+        # show it; the file source then lets it go.
+        self.compressed = compression(head)
+        self.drained_at: int | None = None  # set by the file source: see `Position.drained`
         self._rewind(offset)
 
     def _rewind(self, offset: int) -> None:
@@ -125,7 +131,10 @@ class Tail:
     def position(self) -> Position:
         """This file's position, covering every line handed out."""
         dev, ino = self.identity
-        return Position(dev, ino, self.committed, self.fp_len, self.fp_hash)
+        offset = self.committed
+        # fstat only for such a file (rare): a byte written to it since would not be drained.
+        drained = offset == self.drained_at and os.fstat(self.fd).st_size == offset
+        return Position(dev, ino, offset, self.fp_len, self.fp_hash, drained)
 
     def restart(self, size: int) -> None:
         """Start over at 0 (the file was truncated or rewritten; `size` is its size now)."""
@@ -189,6 +198,12 @@ class Tail:
         self._buf = self._buf[self._pos :] + chunk
         self._pos = 0
         self.read_pos += len(chunk)
+        if self._buf_offset == 0 and (kind := compression(self._buf)):
+            # The file was empty (or shorter than a magic number) when opened: gzip writes the
+            # file it made. No line of it has been handed out (a magic number holds no newline).
+            self.compressed, self.eof = kind, True
+            self._rewind(self.read_pos)
+            return False
         return True
 
     def _start_discarding(self) -> None:
