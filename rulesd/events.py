@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -34,17 +35,43 @@ BLOCK_LINES = 64
 
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which some Windows tools write first in a file
 
+# A `\uXXXX` escape of a UTF-16 surrogate: a high one with the low one after it (a pair: one
+# character), or either alone. Group 1 is the backslashes before the `u`: an escape only if
+# their number is odd (`\\ud800` is a backslash and text).
+_SURROGATE_ESCAPE = re.compile(rb"(\\+)u(?:(d[89ab][0-9a-f]{2})(\\ud[c-f][0-9a-f]{2})?|d[c-f][0-9a-f]{2})", re.I)
+_REPLACEMENT = rb"\ufffd"
 
-def parse_without_bom(parse: Callable[[bytes], Any], line: bytes) -> Any:
-    """For a line `parse` refused: `parse` of it without a leading byte order mark (orjson
-    refuses one), or None if it has none or is still refused. Only refused lines get this
-    second look, so lines without one pay nothing for it."""
-    if not line.startswith(BOM):
+
+def parse_mended(parse: Callable[[bytes], Any], line: bytes) -> Any:
+    """For a line `parse` refused: `parse` of it mended, or None if nothing needed mending or
+    it is still refused. Only refused lines get this second look, so other lines pay nothing.
+
+    Mended are what orjson refuses in valid JSON: a leading byte order mark (taken away), and
+    escapes of lone surrogates, each made U+FFFD's (Python's `json.dumps` writes undecodable
+    input so, e.g. `"\\udcff"`). Refusing the line would let whoever puts such an escape into a
+    user name or a path keep its event from ever being evaluated. Bytes that are not UTF-8
+    stay invalid."""
+    mended = line[len(BOM) :] if line.startswith(BOM) else line
+    if b"\\u" in mended:
+        mended = _SURROGATE_ESCAPE.sub(_mend_surrogates, mended)
+    if mended == line:
         return None
     try:
-        return parse(line[len(BOM) :])
+        return parse(mended)
     except ValueError:
         return None
+
+
+def _mend_surrogates(found: re.Match[bytes]) -> bytes:
+    """A surrogate escape as it is if it is one of a pair (or no escape at all), else U+FFFD's."""
+    slashes, high, low = found.group(1, 2, 3)
+    escaped = len(slashes) % 2 == 1
+    if escaped and high is not None and low is not None:
+        return found.group()  # a pair
+    if not escaped and high is None:
+        return found.group()  # a backslash, then text
+    head = slashes[:-1] + _REPLACEMENT if escaped else found.group()[: len(slashes) + 5]
+    return head + (_REPLACEMENT if low is not None else b"")  # a low escape after text is alone
 
 
 def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[Any]:
@@ -59,13 +86,13 @@ def parse_block(parse: Callable[[bytes], Any], lines: Sequence[bytes]) -> list[A
         events.extend(map(parse, lines))  # most blocks: every line good
     except ValueError:  # orjson's JSONDecodeError and InvalidEvent alike
         # `extend` kept the values before the bad line: go on one by one from the line after it.
-        events.append(parse_without_bom(parse, lines[len(events)]))
+        events.append(parse_mended(parse, lines[len(events)]))
     # Also if `map` stopped short (a parser raising StopIteration): the line raises it again here.
     for line in lines[len(events) :]:
         try:
             events.append(parse(line))
         except ValueError:
-            events.append(parse_without_bom(parse, line))
+            events.append(parse_mended(parse, line))
     return events
 
 

@@ -19,7 +19,7 @@ import msgspec
 from rulesd.engine import Engine, Firing, GroupKeys
 from rulesd.engine.progress import group_text, outcome, snapshot
 from rulesd.engine.values import NO_GROUP
-from rulesd.events import IGNORED, Parser, parse_without_bom
+from rulesd.events import IGNORED, Parser, parse_mended
 from rulesd.eventtime import TimeReader
 from rulesd.explain import Explainer, RuleExplanation, explanation_lines, show
 from rulesd.pipeline import evaluate_lines
@@ -123,7 +123,7 @@ def _event(text: bytes, parser: Parser, line: int, name: str) -> Event:
     try:
         event = parser.fast(text)
     except ValueError:
-        event = parse_without_bom(parser.fast, text)
+        event = parse_mended(parser.fast, text)
     if event is IGNORED:
         raise LineError(f"{name}:{line}: the source's ignore_pattern drops this line")
     if type(event) is not dict:

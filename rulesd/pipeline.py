@@ -24,7 +24,7 @@ import orjson
 from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
 from rulesd.engine import Closing, Engine, Firing
 from rulesd.engine.values import Matched
-from rulesd.events import BLOCK_LINES, IGNORED, Named, parse_block, parse_without_bom
+from rulesd.events import BLOCK_LINES, IGNORED, Named, parse_block, parse_mended
 from rulesd.eventtime import TimeReader
 from rulesd.rules.fields import Event
 from rulesd.rules.view import INVALID, MAX_DEPTH, Viewer
@@ -272,7 +272,7 @@ def _last_event(
         try:
             return j, parse(lines[j - start])
         except ValueError:
-            event = parse_without_bom(parse, lines[j - start])
+            event = parse_mended(parse, lines[j - start])
         if event is not None:
             return j, event
     return None

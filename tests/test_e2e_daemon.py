@@ -342,6 +342,18 @@ def test_a_file_written_with_a_byte_order_mark_is_read_from_its_first_line(
     assert f"{workspace.events} (offset 0)" == server.requests[0].json()["details"]["Event Source"]
 
 
+def test_a_line_with_an_escaped_lone_surrogate_is_paged(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Python's json.dumps writes undecodable input (a user name of raw bytes) as a lone surrogate
+    escape, which orjson refuses: the line is paged all the same, with U+FFFD in its place, and
+    the page is valid JSON for OpsGenie."""
+    workspace.append(page(0), b'{"kind": "page", "id": 1, "user": "r\\udcffot"}\n', page(2))
+    daemon = workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 3)
+    assert [0, 1, 2] == ids(server)
+    assert 0 == daemon.terminate()
+    assert "stopped: 3 event(s), 0 invalid" in daemon.stderr()
+
+
 def test_invalid_rule_edit_keeps_the_old_rules(workspace: Workspace, server: FakeOpsGenie) -> None:
     """A broken rule file is reported with path:line:col and the running rules stay."""
     daemon = workspace.start()

@@ -27,6 +27,22 @@ from rulesd.sources.journald import journal_event
         (parse_text, [b"\xef\xbb\xbfok\r\n"], [{"message": "ok"}]),
         (regex_parser(r"^(?P<level>[A-Z]+) "), [b"\xef\xbb\xbfERROR y\n"], [{"level": "ERROR", "message": "ERROR y"}]),
         (make_parser(Reading(source_name="s")).fast, [b'\xef\xbb\xbf{"a": 1}\n'], [{"a": 1, "source_name": "s"}]),
+        # Escapes of lone surrogates (what Python's json.dumps writes for undecodable input) are
+        # U+FFFD's; a pair is one character, and an escaped backslash before `u` is text.
+        (orjson.loads, [b'{"user": "x\\udcff"}\n'], [{"user": "x\ufffd"}]),
+        (
+            orjson.loads,
+            [b'{"a": "\\ud800\\ud800", "\\udc00": "\\ud83d\\ude00"}\n'],
+            [{"a": "\ufffd\ufffd", "\ufffd": "\U0001f600"}],
+        ),
+        (orjson.loads, [b'{"a": "\\\\ud800\\udc00"}\n'], [{"a": "\\ud800\ufffd"}]),
+        (orjson.loads, [b'{"a": "\\\\\\ud800 x"}\n'], [{"a": "\\\ufffd x"}]),
+        (
+            orjson.loads,
+            [b'\xef\xbb\xbf{"a": "\\udcff"}\n', b'{"a": "\\udcff"\n', b'{"a": "\xff\\udcff"}\n'],
+            [{"a": "\ufffd"}, None, None],
+        ),
+        (make_parser(Reading(source_name="s")).fast, [b'{"a": "\\udcff"}\n'], [{"a": "\ufffd", "source_name": "s"}]),
     ],
 )
 def test_each_line_is_parsed_and_a_bad_one_is_none(

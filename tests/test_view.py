@@ -156,7 +156,7 @@ BAD_LINES = [
     b'{"service": "api", "x": "\\q"}',
     b'{"service": "api", "x": 01}',
     b'{"service": "api", "x": "a\tb"}',
-    b'{"service": "api", "x": "\\ud800"}',
+    b'{"service": "api", "x": "\\ud800\\q"}',  # a lone surrogate mended, the rest still bad
     b'{"service": "api"} {}',
     b'{"service": "api", "x": "\xff"}',  # not UTF-8 where no rule reads
     b'{"service": "api", "x": "\xed\xa0\x80"}',  # a surrogate written as UTF-8
@@ -492,6 +492,18 @@ def test_a_line_after_a_byte_order_mark_is_an_event() -> None:
     expected = ([3], [(0, ["api"]), (1, ["api"]), (2, ["small"])])
     assert both(RULES, lines) == (expected, expected)
     matches = match_lines(lines, orjson.loads, Engine(ruleset_from_yaml(RULES)), ARRIVAL)
+    assert (matches.invalid, [(i, [r.name for r in m.rules]) for i, m in matches.matched]) == expected
+
+
+def test_a_line_with_an_escaped_lone_surrogate_is_an_event() -> None:
+    """orjson refuses a `\\udcff` escape (Python's json.dumps writes undecodable input so): the
+    line is an event all the same, with U+FFFD in its place, from views as parsed whole, and in
+    matching; so whoever chooses a user name cannot keep an event from being evaluated."""
+    rules = RULES + '  - {name: replaced, match: {user: {contains: "\\uFFFD"}}}\n'
+    lines = [b'{"service": "api", "user": "r\\udcffot"}', b'{"size": 3, "x": "\\ud800"}', b'{"user": "\\\\udcff"}']
+    expected = ([], [(0, ["api", "replaced"]), (1, ["small"])])
+    assert both(rules, lines) == (expected, expected)
+    matches = match_lines(lines, orjson.loads, Engine(ruleset_from_yaml(rules)), ARRIVAL)
     assert (matches.invalid, [(i, [r.name for r in m.rules]) for i, m in matches.matched]) == expected
 
 

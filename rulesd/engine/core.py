@@ -36,7 +36,7 @@ from rulesd.engine.state import (
 )
 from rulesd.engine.timers import Timers
 from rulesd.engine.values import NO_GROUP, Closing, Firing, GroupKey, Matched
-from rulesd.events import SOURCE_NAME, Named, parse_without_bom
+from rulesd.events import SOURCE_NAME, Named, parse_mended
 from rulesd.eventtime import AHEAD_LIMIT, EventTime, TimeReader
 from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
@@ -241,7 +241,7 @@ class Engine:
         try:
             event = parse(line)
         except ValueError:
-            event = parse_without_bom(parse, line)
+            event = parse_mended(parse, line)
         return step(time)(event, arrival) if type(event) is dict else INVALID
 
     def _adopt(self, ruleset: RuleSet) -> None:
