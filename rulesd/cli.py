@@ -626,7 +626,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import sqlite3
 
     from rulesd.daemon import Daemon, build_parts
-    from rulesd.state import StateError
+    from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.lock import StateDirectoryBusy
 
     config = load_config(args.config)
@@ -652,6 +652,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StateDirectoryBusy as exc:  # a second daemon: a restart cannot help either
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
+    except StateAuthFailed as exc:  # wrong credentials: a configuration error, a restart cannot help
+        log.error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
+        return EXIT_USAGE
     except (OSError, sqlite3.Error, RulesdError) as exc:
         # The shared state's errors name Redis, not the setting to look at (nor its URL, which
         # may hold a password).
@@ -668,12 +671,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Daemon(parts).run()
 
 
+def redis_settings(config: Config) -> str:
+    """The settings that give the shared state's Redis URL (named, never printed: it may hold
+    a password)."""
+    return "state.url (and the redis_stream source's url)" if config.stream_source is not None else "state.url"
+
+
 def cmd_forward(args: argparse.Namespace) -> int:
     """`rulesd forward`: append the configured sources' lines to the `forward:` stream."""
     import sqlite3
 
     from rulesd.forward import Forwarder
-    from rulesd.state import StateError
+    from rulesd.state import StateAuthFailed, StateError
 
     config = load_config(args.config)
     if config.forward is None:
@@ -684,6 +693,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return Forwarder(config).run()
+    except StateAuthFailed as exc:  # at start (later, it is retried): wrong credentials
+        log.error("cannot forward: %s: fix the user or password in forward.url", exc)
+        return EXIT_USAGE
     except (OSError, sqlite3.Error, StateError) as exc:
         log.error("cannot forward: %s", exc)
         return EXIT_FAIL
