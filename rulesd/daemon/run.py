@@ -73,12 +73,39 @@ class Daemon:
             self.config.rules, parts.rule_cache, self.engine.prepare_rules, lambda: self.engine.ruleset.fingerprint
         )
         self._reload_wanted = False  # a change was seen while a load was under way
+        self._died: str | None = None  # a thread ended by an unexpected exception (see `_thread_died`)
         self.committer = Committer(
             parts.store, self.stats, on_change=self._status_changed, on_queued=self.sender_wake.set
         )
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
+        hook, threading.excepthook = threading.excepthook, self._thread_died
+        try:
+            status = self._run()
+        finally:
+            threading.excepthook = hook
+        return 1 if self._died is not None else status
+
+    def _thread_died(self, args: threading.ExceptHookArgs) -> None:
+        """A thread ended by an exception nothing caught: a bug. Its work (delivering, loading
+        rules, watching them) would silently stop while the daemon looks healthy, and restarting
+        the thread in a state the bug left behind could do worse; so the daemon stops as it would
+        on SIGTERM (the outbox drained for the grace period, what is left kept) and exits 1 for
+        systemd to restart it. Nothing is lost: positions advance only with their alerts."""
+        if args.exc_type is SystemExit:  # as the default hook: a thread that asked to end
+            return
+        name = args.thread.name if args.thread is not None else "unknown"
+        self._died = f"thread {name} died: {args.exc_type.__name__}: {args.exc_value}"
+        log.critical(
+            "%s; stopping, a restart resumes from the last commit",
+            self._died,
+            exc_info=args.exc_value,  # its traceback too
+        )
+        self.notifier.status(f"fatal error: {self._died}")
+        self.stop_requested.set()
+
+    def _run(self) -> int:
         self._install_signals()
         self.parts.watcher.start()
         threads = [
@@ -347,6 +374,9 @@ class Daemon:
             except AlertError as exc:
                 self.stats.bump(self.stats.heartbeats, "failed")
                 log.warning("heartbeat %r not pinged: %s", name, exc)
+            except Exception:  # a bug in a ping must not stop the daemon: a missed ping is the alarm
+                self.stats.bump(self.stats.heartbeats, "failed")
+                log.exception("heartbeat %r not pinged: unexpected error", name)
             else:
                 self.stats.bump(self.stats.heartbeats, "ok")
 
