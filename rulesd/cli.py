@@ -33,6 +33,7 @@ from rulesd.validation import load_schema
 # source's parser): `check` and `replay` start sooner without it.
 if TYPE_CHECKING:
     from rulesd.config import Config, SourceConfig
+    from rulesd.daemon import Daemon
     from rulesd.explain import Explainer
     from rulesd.state import Outbox
 
@@ -622,12 +623,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
-    # Imported here: the authoring commands need none of it.
-    import sqlite3
-
-    from rulesd.daemon import Daemon, build_parts
-    from rulesd.state import StateAuthFailed, StateError
-    from rulesd.state.lock import StateDirectoryBusy
+    from rulesd.notify import Notifier  # imported here: the authoring commands need none of it
 
     config = load_config(args.config)
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
@@ -636,6 +632,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sys.stdin is None and any(source.type == "stdin" for source in config.sources):  # `<&-`
         log.error("cannot start: the source is standard input, which is closed")
         return EXIT_USAGE
+    # Loading a huge rule set (or state) may take longer than systemd's start timeout.
+    stop_extending = Notifier(os.environ).keep_extending()
+    try:
+        daemon = _start_daemon(args, config)
+    finally:
+        stop_extending()  # before the daemon's READY=1
+    return daemon if isinstance(daemon, int) else daemon.run()
+
+
+def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
+    """The daemon `rulesd run` runs, its rules loaded and its parts built; or the exit status
+    that says why there is none."""
+    import sqlite3
+
+    from rulesd.daemon import Daemon, build_parts
+    from rulesd.state import StateAuthFailed, StateError
+    from rulesd.state.lock import StateDirectoryBusy
+
     # A dry run leaves the state directory alone; its cache is the user's.
     cache = RuleCache.for_user(os.environ) if args.dry_run else RuleCache.in_state_dir(config.state_dir)
     result = check_paths(config.rules, cache)
@@ -667,8 +681,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from rulesd.state.redis import RedisState
 
         assert isinstance(parts.store, RedisState)
-        return SharedDaemon(parts, parts.store, stream_reader(config, parts.store)).run()
-    return Daemon(parts).run()
+        return SharedDaemon(parts, parts.store, stream_reader(config, parts.store))
+    return Daemon(parts)
 
 
 def redis_settings(config: Config) -> str:

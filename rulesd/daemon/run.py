@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -73,6 +74,7 @@ class Daemon:
             self.config.rules, parts.rule_cache, self.engine.prepare_rules, lambda: self.engine.ruleset.fingerprint
         )
         self._reload_wanted = False  # a change was seen while a load was under way
+        self._stop_extending: Callable[[], None] = _nothing  # EXTEND_TIMEOUT_USEC= while a reload loads
         self._died: str | None = None  # a thread ended by an unexpected exception (see `_thread_died`)
         self.committer = Committer(
             parts.store, self.stats, on_change=self._status_changed, on_queued=self.sender_wake.set
@@ -300,6 +302,7 @@ class Daemon:
         if self._reload_wanted and not self.loader.busy:
             self._reload_wanted = False
             self.notifier.reloading()
+            self._stop_extending = self.notifier.keep_extending()  # systemd waits for READY=1
             log.debug("reload: loading the rules")
             self.loader.start()
 
@@ -307,6 +310,7 @@ class Daemon:
         """Load the rules again and wait for the outcome (the main loop does not wait: see
         `_reloads`); on any error keep the running set and log every problem."""
         self.notifier.reloading()
+        self._stop_extending = self.notifier.keep_extending()
         self.loader.start()
         self.loader.done.wait()
         outcome = self.loader.take()
@@ -321,6 +325,7 @@ class Daemon:
             return self._apply(outcome)
         finally:
             self.stats.last_reload_seconds = outcome.seconds
+            self._stop_extending()
             self.notifier.ready(self._status())
 
     def _reload_key(self) -> None:
@@ -394,6 +399,7 @@ class Daemon:
         cutoff.daemon = True
         cutoff.start()
         try:
+            self._stop_extending()  # a reload still loading is abandoned
             self.parts.watcher.stop()
             for source in self.sources.values():
                 source.close()
@@ -432,6 +438,10 @@ class Daemon:
             self.stats.delivery.get(SENT, 0) if self.parts.dry_run else self.stats.alerts_queued,
             "printed" if self.parts.dry_run else "queued",
         )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _skipped(parser: Parser, run: Lines, offset: Offsets, index: int) -> str:
