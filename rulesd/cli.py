@@ -7,7 +7,9 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -632,13 +634,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sys.stdin is None and any(source.type == "stdin" for source in config.sources):  # `<&-`
         log.error("cannot start: the source is standard input, which is closed")
         return EXIT_USAGE
+    # SIGHUP's default action ends the process, which systemd counts as a clean exit (and so
+    # does not restart): one that comes while the rules load is kept, and reloads once running.
+    hup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _s, _f: hup.set())
     # Loading a huge rule set (or state) may take longer than systemd's start timeout.
     stop_extending = Notifier(os.environ).keep_extending()
     try:
         daemon = _start_daemon(args, config)
     finally:
         stop_extending()  # before the daemon's READY=1
-    return daemon if isinstance(daemon, int) else daemon.run()
+    if isinstance(daemon, int):
+        return daemon
+    watcher = daemon.parts.watcher
+    signal.signal(signal.SIGHUP, lambda _s, _f: watcher.request())  # first: then no SIGHUP is missed
+    if hup.is_set():
+        watcher.request()
+    return daemon.run()
 
 
 def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:

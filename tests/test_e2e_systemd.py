@@ -414,3 +414,27 @@ def test_a_long_start_and_a_long_reload_ask_systemd_for_more_time(
     assert fields[:ready].count(extend) >= 2, fields  # the start
     assert fields[reloading:ready_again].count(extend) >= 2, fields  # the reload
     assert extend not in fields[ready:reloading] + fields[ready_again:], "an extension came outside a load"
+
+
+def test_a_sighup_while_the_rules_load_at_start_is_a_reload_once_running(
+    tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket
+) -> None:
+    """A SIGHUP (systemctl reload, kill -HUP) that comes while the rules are being loaded at start,
+    before the daemon's handlers, ended the process (status 129), which systemd counts as a clean
+    exit and does not restart: no paging until someone noticed. Now it starts, then reloads."""
+    ws = Workspace(tmp_path, server.url)
+    code = (
+        "import os, signal, sys; from rulesd import cli; load = cli.check_paths; "
+        "cli.check_paths = lambda *a: (os.kill(os.getpid(), signal.SIGHUP), load(*a))[1]; "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    daemon = DaemonProcess(
+        tmp_path, ["run", "--config", str(ws.config)], {"NOTIFY_SOCKET": notify.path}, launcher=("-c", code)
+    )
+    ws.processes.append(daemon)
+    assert daemon.wait_for_log("rulesd started"), (daemon.proc.poll(), daemon.output())
+    assert daemon.wait_for_log("reload ok: 1 rule, unchanged"), daemon.output()
+    assert wait_until(lambda: ["READY=1", "RELOADING=1", "READY=1"] == notify.states())
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
