@@ -167,6 +167,9 @@ class Daemon:
         while not self.stop_requested.is_set():
             self._alive()
             if self.committer.pending is not None:  # the state cannot be written: read nothing
+                # but reload (SIGHUP, a saved rule): the batch in hand was evaluated and is kept
+                # as it is, and `systemctl reload` must not wait for the disk to be freed.
+                self._reloads()
                 if not self.committer.retry():
                     self.stop_requested.wait(IDLE_WAIT)
                 continue
