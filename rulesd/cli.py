@@ -7,7 +7,9 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +35,7 @@ from rulesd.validation import load_schema
 # source's parser): `check` and `replay` start sooner without it.
 if TYPE_CHECKING:
     from rulesd.config import Config, SourceConfig
+    from rulesd.daemon import Daemon
     from rulesd.explain import Explainer
     from rulesd.state import Outbox
 
@@ -624,12 +627,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
-    # Imported here: the authoring commands need none of it.
-    import sqlite3
-
-    from rulesd.daemon import Daemon, build_parts
-    from rulesd.state import StateError
-    from rulesd.state.lock import StateDirectoryBusy
+    from rulesd.notify import Notifier  # imported here: the authoring commands need none of it
 
     config = load_config(args.config)
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
@@ -638,6 +636,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sys.stdin is None and any(source.type == "stdin" for source in config.sources):  # `<&-`
         log.error("cannot start: the source is standard input, which is closed")
         return EXIT_USAGE
+    # SIGHUP's default action ends the process, which systemd counts as a clean exit (and so
+    # does not restart): one that comes while the rules load is kept, and reloads once running.
+    hup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _s, _f: hup.set())
+    # Loading a huge rule set (or state) may take longer than systemd's start timeout.
+    stop_extending = Notifier(os.environ).keep_extending()
+    try:
+        daemon = _start_daemon(args, config)
+    finally:
+        stop_extending()  # before the daemon's READY=1
+    if isinstance(daemon, int):
+        return daemon
+    watcher = daemon.parts.watcher
+    signal.signal(signal.SIGHUP, lambda _s, _f: watcher.request())  # first: then no SIGHUP is missed
+    if hup.is_set():
+        watcher.request()
+    return daemon.run()
+
+
+def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
+    """The daemon `rulesd run` runs, its rules loaded and its parts built; or the exit status
+    that says why there is none."""
+    import sqlite3
+
+    from rulesd.daemon import Daemon, build_parts
+    from rulesd.state import StateAuthFailed, StateError
+    from rulesd.state.lock import StateDirectoryBusy
+
     # A dry run leaves the state directory alone; its cache is the user's.
     cache = RuleCache.for_user(os.environ) if args.dry_run else RuleCache.in_state_dir(config.state_dir)
     result = check_paths(config.rules, cache)
@@ -654,6 +680,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StateDirectoryBusy as exc:  # a second daemon: a restart cannot help either
         log.error("cannot start: %s", exc)
         return EXIT_USAGE
+    except StateAuthFailed as exc:  # wrong credentials: a configuration error, a restart cannot help
+        log.error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
+        return EXIT_USAGE
     except (OSError, sqlite3.Error, RulesdError) as exc:
         # The shared state's errors name Redis, not the setting to look at (nor its URL, which
         # may hold a password).
@@ -666,8 +695,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from rulesd.state.redis import RedisState
 
         assert isinstance(parts.store, RedisState)
-        return SharedDaemon(parts, parts.store, stream_reader(config, parts.store)).run()
-    return Daemon(parts).run()
+        return SharedDaemon(parts, parts.store, stream_reader(config, parts.store))
+    return Daemon(parts)
+
+
+def redis_settings(config: Config) -> str:
+    """The settings that give the shared state's Redis URL (named, never printed: it may hold
+    a password)."""
+    return "state.url (and the redis_stream source's url)" if config.stream_source is not None else "state.url"
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
@@ -675,7 +710,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     import sqlite3
 
     from rulesd.forward import Forwarder
-    from rulesd.state import StateError
+    from rulesd.state import StateAuthFailed, StateError
 
     config = load_config(args.config)
     if config.forward is None:
@@ -686,6 +721,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return Forwarder(config).run()
+    except StateAuthFailed as exc:  # at start (later, it is retried): wrong credentials
+        log.error("cannot forward: %s: fix the user or password in forward.url", exc)
+        return EXIT_USAGE
     except (OSError, sqlite3.Error, StateError) as exc:
         log.error("cannot forward: %s", exc)
         return EXIT_FAIL

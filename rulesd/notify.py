@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+
+# While a start or a reload takes long (rules to load), systemd is asked every EXTEND_EVERY
+# seconds for EXTEND_BY more: its own timeout (TimeoutStartSec=) is never shortened by that, and
+# a load that hangs is still given up on EXTEND_BY after its last message.
+EXTEND_EVERY = 5.0
+EXTEND_BY = 30.0
 
 
 class Notifier:
@@ -25,6 +32,7 @@ class Notifier:
         # Ping at half the timeout, as sd_watchdog_enabled(3) advises.
         self.watchdog_interval: float | None = int(usec) / 2e6 if wanted else None
         self._socket: socket.socket | None = None
+        self._lock = threading.Lock()  # a start or reload extender sends from a thread of its own
 
     @property
     def enabled(self) -> bool:
@@ -36,12 +44,34 @@ class Notifier:
         if not self.address:
             return False
         try:
-            if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._socket.sendto("\n".join(fields).encode(), self.address)
+            with self._lock:
+                if self._socket is None:
+                    self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._socket.sendto("\n".join(fields).encode(), self.address)
         except OSError:
             return False
         return True
+
+    def keep_extending(self) -> Callable[[], None]:
+        """Until the returned function is called, send EXTEND_TIMEOUT_USEC= every EXTEND_EVERY
+        seconds (the first after EXTEND_EVERY: a short start or reload sends nothing). Call it
+        before READY=1: it returns once no extension can follow."""
+        if not self.address:
+            return lambda: None
+        done, every = threading.Event(), EXTEND_EVERY
+
+        def extend() -> None:
+            while not done.wait(every):
+                self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1_000_000)}")
+
+        thread = threading.Thread(target=extend, name="rulesd-extend-timeout", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            done.set()
+            thread.join()
+
+        return stop
 
     def ready(self, status: str = "") -> bool:
         """READY=1, once rules are loaded and the source is open."""
@@ -65,6 +95,7 @@ class Notifier:
 
     def close(self) -> None:
         """Release the socket."""
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None

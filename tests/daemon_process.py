@@ -172,14 +172,17 @@ class DaemonProcess:
     count = 0
     running: ClassVar[list[DaemonProcess]] = []  # killed after each test by tests/conftest.py
 
-    def __init__(self, root: Path, args: list[str], env: dict[str, str] | None) -> None:
+    def __init__(
+        self, root: Path, args: list[str], env: dict[str, str] | None, launcher: tuple[str, ...] = ("-m", "rulesd")
+    ) -> None:
+        """`launcher`: how python starts rulesd (`-c CODE`, to run it with a constant changed)."""
         DaemonProcess.count += 1
         self.stdout_path = root / f"stdout-{DaemonProcess.count}.txt"
         self.stderr_path = root / f"stderr-{DaemonProcess.count}.txt"
         full_env = clean_env(env)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rulesd", "--log-level", "debug", *args],
+                [sys.executable, *launcher, "--log-level", "debug", *args],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,

@@ -26,24 +26,26 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `restart` stops it and starts it again on the same port and data."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None, "redis-server is not installed (apt-get install redis-server)"
         self.binary = binary
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.password = password  # `requirepass`: the default user's password
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
-        """redis://127.0.0.1:PORT/0"""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """redis://127.0.0.1:PORT/0, with :PASSWORD@ when the server has one"""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         """A client of this server."""
-        return redis.Redis(host="127.0.0.1", port=self.port)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
 
     def start(self) -> None:
         """Start it and wait until it answers."""
@@ -63,6 +65,7 @@ class RedisServer:
             "",
             "--protected-mode",
             "yes",
+            *(["--requirepass", self.password] if self.password else []),
         ]
         with open(self.directory / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

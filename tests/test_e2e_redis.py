@@ -19,9 +19,10 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+import redis
 import yaml
 
-from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, reload_between_batches, wait_until
+from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, http_get, reload_between_batches, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
@@ -637,3 +638,109 @@ def test_an_instance_under_load_commits_the_closes_of_a_reload_with_its_next_bat
         alias = 'rulesd: heartbeat-missing: {"host":"w1"}'
         assert [("create", "rulesd: heartbeat-missing"), ("close", alias)] == queued
         assert "absence" not in (parts.store.load_engine_state() or {})
+
+
+PASSWORD = "pw-0123456789"
+
+
+def test_credentials_redis_refuses_at_start_are_a_configuration_error(tmp_path: Path) -> None:
+    """A wrong password, none where Redis wants one, or an ACL user without the keys' permission:
+    `rulesd run` and `rulesd forward` exit 2 (systemd does not restart them: a restart cannot
+    help) naming the setting, never the password; they said "Redis unavailable" and exited 1
+    (restarted for ever), or ended in a NOPERM traceback."""
+    server = RedisServer(tmp_path / "redis", password=PASSWORD)
+    try:
+        server.client().acl_setuser(
+            "narrow", enabled=True, passwords=["+narrow-pw"], keys=["other:*"], commands=["+@all"]
+        )
+        (tmp_path / "app.jsonl").touch()
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "rules.yaml").write_text(FLEET_RULES)
+        base = f"127.0.0.1:{server.port}/0"
+        cases = {
+            "wrong password": (f"redis://:not-{PASSWORD}@{base}", "invalid username-password pair"),
+            "no password": (f"redis://{base}", "Authentication required"),
+            "no permission": (f"redis://narrow:narrow-pw@{base}", "no permissions"),
+        }
+        for name, (url, why) in cases.items():
+            source = {"type": "file", "path": "app.jsonl"}
+            run = {"source": source, "state": {"backend": "redis", "url": url}, "opsgenie": {"api_key": "k"}}
+            forward = {"source": source, "forward": {"url": url}}
+            for command, config, setting in (("run", run, "state.url"), ("forward", forward, "forward.url")):
+                path = tmp_path / f"{command}.yaml"
+                path.write_text(yaml.safe_dump({**config, "state_dir": f"state-{command}", "rules": ["rules"]}))
+                result = subprocess.run(
+                    [sys.executable, "-m", "rulesd", command, "--config", str(path)],
+                    capture_output=True,
+                    text=True,
+                    cwd=tmp_path,
+                    env=clean_env(),
+                    timeout=30,
+                )
+                assert 2 == result.returncode, (name, command, result.stderr)
+                first = result.stderr.splitlines()[0]
+                assert "Redis authentication failed: " in first and why in first, (name, command, first)
+                assert f"fix the user or password in {setting}" in first, first
+                assert "unavailable" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+                assert PASSWORD not in result.stderr and "narrow-pw" not in result.stderr
+    finally:
+        server.stop()
+
+
+def test_a_password_rotated_under_a_running_instance_is_waited_out_and_said(
+    tmp_path: Path, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis's password changes under a running instance (its connections dropped): it stays
+    up, reads nothing and says "Redis authentication failed" (log, STATUS=, /healthz, /readyz,
+    rulesd_state_unavailable), not "unavailable"; once the password is back every alert goes
+    once, in order."""
+    from tests.test_e2e_systemd import NotifySocket
+    from tests.test_state_directory import daemon_status
+
+    server = RedisServer(tmp_path / "redis", password=PASSWORD)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        fleet = Fleet(tmp_path, server.url, opsgenie.url, rules=PAGE_RULES)
+        events_file = tmp_path / "app.jsonl"
+        events_file.touch()
+        source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+        state = {"backend": "redis", "url": server.url, "instance": "a"}
+        config = fleet.config("a", source=source, state=state, metrics={"listen": "127.0.0.1:0"})
+        daemon = DaemonProcess(tmp_path, ["run", "--config", str(config)], {"NOTIFY_SOCKET": notify.path})
+        fleet.processes.append(daemon)
+        assert daemon.wait_for_log("rulesd started"), daemon.output()
+        base = daemon.metrics_url().removesuffix("/metrics")
+
+        def append(first: int, count: int) -> None:
+            with open(events_file, "a") as fh:
+                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(first, first + count)))
+
+        append(0, 3)
+        assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)
+        admin = server.client()
+        admin.config_set("requirepass", "rotated")
+        admin = redis.Redis(host="127.0.0.1", port=server.port, password="rotated")
+        admin.client_kill_filter(_type="normal", skipme=True)  # its connections go: it must log in again
+        append(3, 20)
+        assert daemon.wait_for_log("Redis authentication failed: "), daemon.stderr()
+        assert wait_until(lambda: "Redis authentication failed" in daemon_status(notify))
+        live, ready = http_get(f"{base}/healthz"), http_get(f"{base}/readyz")
+        assert 200 == live[0] and "Redis authentication failed" in live[1], live
+        assert 503 == ready[0] and "Redis authentication failed" in ready[1], ready
+        assert "rulesd_state_unavailable 1.0" in http_get(f"{base}/metrics")[1]
+        assert "unavailable" not in daemon.stderr() and "unavailable" not in daemon_status(notify)
+        assert daemon.proc.poll() is None
+        assert 3 == len(opsgenie.requests)
+        admin.config_set("requirepass", PASSWORD)
+        assert daemon.wait_for_log("state available again"), daemon.stderr()
+        assert opsgenie.wait_for(lambda r: len(r) >= 23, 20)
+        time.sleep(1.0)
+        assert [f"p-{i}" for i in range(23)] == [r.json()["alias"] for r in opsgenie.requests]
+        assert 0 == daemon.terminate()
+        assert PASSWORD not in daemon.output()
+    finally:
+        notify.close()
+        server.stop()
+
+
+PAGE_RULES = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from rulesd.metrics import REQUEST_TIMEOUT
+from rulesd.notify import EXTEND_BY
 from tests.daemon_process import API_KEY, DaemonProcess, Workspace, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Reply
 
@@ -376,4 +377,68 @@ def test_an_unknown_alert_endpoint_is_warned_about_at_start(tmp_path: Path, serv
     warning = f"rulesd: warning: {ws.config}:"
     line = next((x for x in daemon.stderr().splitlines() if x.startswith(warning)), "")
     assert f"opsgenie.alert_url: '{server.url}/' is not a known alert endpoint: every alert would be refused" in line
+    assert 0 == daemon.terminate()
+
+
+def bulk_rules(prefix: str, count: int) -> str:
+    """`count` rules, each with a template and a throttle, named PREFIX-N."""
+    return "rules:\n" + "".join(
+        f"  - name: {prefix}-{i}\n    match: {{kind: bulk, host: h{i}}}\n    throttle: 60\n"
+        f"    alert: {{message: 'm {{host}}'}}\n"
+        for i in range(count)
+    )
+
+
+def test_a_long_start_and_a_long_reload_ask_systemd_for_more_time(
+    tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket
+) -> None:
+    """While a large rule set loads, at start (before READY=1) and at a reload (between
+    RELOADING=1 and READY=1), EXTEND_TIMEOUT_USEC= comes every EXTEND_EVERY seconds, so that
+    TimeoutStartSec= does not kill a daemon that is making progress; none comes otherwise.
+    (EXTEND_EVERY is 5 s; this daemon runs with 0.05 s so that a few thousand rules do.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "bulk.yaml").write_text(bulk_rules("a", 5000))
+    code = "import sys; from rulesd import cli, notify; notify.EXTEND_EVERY = 0.05; sys.exit(cli.main(sys.argv[1:]))"
+    daemon = DaemonProcess(
+        tmp_path, ["run", "--config", str(ws.config)], {"NOTIFY_SOCKET": notify.path}, launcher=("-c", code)
+    )
+    ws.processes.append(daemon)
+    assert daemon.wait_for_log("rulesd started", timeout=60), daemon.output()
+    (ws.rules / "bulk.yaml").write_text(bulk_rules("b", 5000))
+    assert wait_until(lambda: "READY=1" in notify.states()[1:])  # the change is reloaded by itself
+    assert 0 == daemon.terminate()
+    fields = [f for _, m in notify.messages for f in m.split("\n") if not f.startswith(("STATUS=", "WATCHDOG="))]
+    extend = f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1_000_000)}"
+    assert set(fields) == {extend, "READY=1", "RELOADING=1", "STOPPING=1"} | {
+        f for f in fields if f.startswith("MONOTONIC_USEC=")
+    }
+    marks = [f for f in fields if f != extend and not f.startswith("MONOTONIC_USEC=")]
+    assert ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"] == marks
+    ready, reloading, ready_again = (i for i, f in enumerate(fields) if f in ("READY=1", "RELOADING=1"))
+    assert fields[:ready].count(extend) >= 2, fields  # the start
+    assert fields[reloading:ready_again].count(extend) >= 2, fields  # the reload
+    assert extend not in fields[ready:reloading] + fields[ready_again:], "an extension came outside a load"
+
+
+def test_a_sighup_while_the_rules_load_at_start_is_a_reload_once_running(
+    tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket
+) -> None:
+    """A SIGHUP (systemctl reload, kill -HUP) that comes while the rules are being loaded at start,
+    before the daemon's handlers, ended the process (status 129), which systemd counts as a clean
+    exit and does not restart: no paging until someone noticed. Now it starts, then reloads."""
+    ws = Workspace(tmp_path, server.url)
+    code = (
+        "import os, signal, sys; from rulesd import cli; load = cli.check_paths; "
+        "cli.check_paths = lambda *a: (os.kill(os.getpid(), signal.SIGHUP), load(*a))[1]; "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    daemon = DaemonProcess(
+        tmp_path, ["run", "--config", str(ws.config)], {"NOTIFY_SOCKET": notify.path}, launcher=("-c", code)
+    )
+    ws.processes.append(daemon)
+    assert daemon.wait_for_log("rulesd started"), (daemon.proc.poll(), daemon.output())
+    assert daemon.wait_for_log("reload ok: 1 rule, unchanged"), daemon.output()
+    assert wait_until(lambda: ["READY=1", "RELOADING=1", "READY=1"] == notify.states())
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
     assert 0 == daemon.terminate()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 
+import pytest
+
+from rulesd import notify
 from rulesd.notify import Notifier
 
 
@@ -60,3 +66,29 @@ def test_watchdog_interval_is_half_the_timeout_for_this_process_only() -> None:
 def test_a_vanished_socket_is_not_an_error(tmp_path: Path) -> None:
     """If systemd's socket is gone, send reports False instead of raising."""
     assert not Notifier({"NOTIFY_SOCKET": str(tmp_path / "missing")}).ready()
+
+
+def test_keep_extending_asks_for_more_time_until_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EXTEND_TIMEOUT_USEC= every EXTEND_EVERY seconds, the first only after EXTEND_EVERY (a short
+    step sends nothing), none once stopped; outside systemd no thread is even started."""
+    monkeypatch.setattr(notify, "EXTEND_EVERY", 0.1)
+    path = str(tmp_path / "notify")
+    sock = receiver(path)
+    sock.settimeout(0.05)
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    notifier.keep_extending()()
+    with pytest.raises(TimeoutError):
+        sock.recv(4096)  # stopped before the first interval: nothing sent
+    stop = notifier.keep_extending()
+    time.sleep(0.35)
+    stop()
+    sock.settimeout(0.3)
+    messages = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            messages.append(sock.recv(4096).decode())
+    assert 2 <= len(messages) <= 4, messages
+    assert {f"EXTEND_TIMEOUT_USEC={int(notify.EXTEND_BY * 1_000_000)}"} == set(messages)
+    threads = threading.active_count()
+    Notifier({}).keep_extending()()
+    assert threads == threading.active_count()

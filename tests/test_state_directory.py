@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -314,6 +315,39 @@ def test_a_full_state_directory_pauses_reading_and_loses_nothing(
         assert (200, "ok\n") == http_get(f"{base}/readyz")
         assert 0 == daemon.terminate()
         assert [f"page-{i}" for i in range(203)] == aliases(server)
+    finally:
+        notify.close()
+
+
+def test_a_reload_while_the_state_directory_is_full_is_applied_at_once(
+    tmp_path: Path, server: FakeOpsGenie, small_tmpfs: Path
+) -> None:
+    """A rule changed and SIGHUP while the state directory is full: the reload is done then
+    (RELOADING=1 ... READY=1, `reload ok`), not once space returns (under Type=notify-reload,
+    `systemctl reload` waited for the disk); the batch in hand is kept and goes out once, in order,
+    before what the new rules page for."""
+    state = small_tmpfs / "state"
+    ws = Workspace(tmp_path, server.url, state_dir=str(state))
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+        ws.append(page(0))
+        assert server.wait_for(lambda r: len(r) >= 1)
+        assert wait_until(lambda: 0 == outbox_rows(state / "state.sqlite"), timeout=15)
+        filler = fill(small_tmpfs)
+        ws.append(*(big_page(i) for i in range(1, 40)))
+        assert daemon.wait_for_log("state directory full: "), daemon.stderr()
+        (ws.rules / "other.yaml").write_text("name: other\nmatch: {kind: other}\nalert: {alias: 'other-{id}'}\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert daemon.wait_for_log("reload ok: 2 rules; added: 1 (other)", timeout=10), daemon.stderr()
+        assert wait_until(lambda: ["READY=1", "RELOADING=1", "READY=1"] == notify.states()[:3])
+        assert 1 == len(server.requests)
+        ws.append({"kind": "other", "id": 1})
+        filler.unlink()
+        assert server.wait_for(lambda r: len(r) >= 41, timeout=60)
+        time.sleep(1.0)
+        assert [f"page-{i}" for i in range(40)] + ["other-1"] == aliases(server)
+        assert 0 == daemon.terminate()
     finally:
         notify.close()
 

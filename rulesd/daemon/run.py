@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -73,12 +74,40 @@ class Daemon:
             self.config.rules, parts.rule_cache, self.engine.prepare_rules, lambda: self.engine.ruleset.fingerprint
         )
         self._reload_wanted = False  # a change was seen while a load was under way
+        self._stop_extending: Callable[[], None] = _nothing  # EXTEND_TIMEOUT_USEC= while a reload loads
+        self._died: str | None = None  # a thread ended by an unexpected exception (see `_thread_died`)
         self.committer = Committer(
             parts.store, self.stats, on_change=self._status_changed, on_queued=self.sender_wake.set
         )
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
+        hook, threading.excepthook = threading.excepthook, self._thread_died
+        try:
+            status = self._run()
+        finally:
+            threading.excepthook = hook
+        return 1 if self._died is not None else status
+
+    def _thread_died(self, args: threading.ExceptHookArgs) -> None:
+        """A thread ended by an exception nothing caught: a bug. Its work (delivering, loading
+        rules, watching them) would silently stop while the daemon looks healthy, and restarting
+        the thread in a state the bug left behind could do worse; so the daemon stops as it would
+        on SIGTERM (the outbox drained for the grace period, what is left kept) and exits 1 for
+        systemd to restart it. Nothing is lost: positions advance only with their alerts."""
+        if args.exc_type is SystemExit:  # as the default hook: a thread that asked to end
+            return
+        name = args.thread.name if args.thread is not None else "unknown"
+        self._died = f"thread {name} died: {args.exc_type.__name__}: {args.exc_value}"
+        log.critical(
+            "%s; stopping, a restart resumes from the last commit",
+            self._died,
+            exc_info=args.exc_value,  # its traceback too
+        )
+        self.notifier.status(f"fatal error: {self._died}")
+        self.stop_requested.set()
+
+    def _run(self) -> int:
         self._install_signals()
         self.parts.watcher.start()
         threads = [
@@ -138,6 +167,9 @@ class Daemon:
         while not self.stop_requested.is_set():
             self._alive()
             if self.committer.pending is not None:  # the state cannot be written: read nothing
+                # but reload (SIGHUP, a saved rule): the batch in hand was evaluated and is kept
+                # as it is, and `systemctl reload` must not wait for the disk to be freed.
+                self._reloads()
                 if not self.committer.retry():
                     self.stop_requested.wait(IDLE_WAIT)
                 continue
@@ -274,6 +306,7 @@ class Daemon:
         if self._reload_wanted and not self.loader.busy:
             self._reload_wanted = False
             self.notifier.reloading()
+            self._stop_extending = self.notifier.keep_extending()  # systemd waits for READY=1
             log.debug("reload: loading the rules")
             self.loader.start()
 
@@ -281,6 +314,7 @@ class Daemon:
         """Load the rules again and wait for the outcome (the main loop does not wait: see
         `_reloads`); on any error keep the running set and log every problem."""
         self.notifier.reloading()
+        self._stop_extending = self.notifier.keep_extending()
         self.loader.start()
         self.loader.done.wait()
         outcome = self.loader.take()
@@ -295,6 +329,7 @@ class Daemon:
             return self._apply(outcome)
         finally:
             self.stats.last_reload_seconds = outcome.seconds
+            self._stop_extending()
             self.notifier.ready(self._status())
 
     def _reload_key(self) -> None:
@@ -348,6 +383,9 @@ class Daemon:
             except AlertError as exc:
                 self.stats.bump(self.stats.heartbeats, "failed")
                 log.warning("heartbeat %r not pinged: %s", name, exc)
+            except Exception:  # a bug in a ping must not stop the daemon: a missed ping is the alarm
+                self.stats.bump(self.stats.heartbeats, "failed")
+                log.exception("heartbeat %r not pinged: unexpected error", name)
             else:
                 self.stats.bump(self.stats.heartbeats, "ok")
 
@@ -365,6 +403,7 @@ class Daemon:
         cutoff.daemon = True
         cutoff.start()
         try:
+            self._stop_extending()  # a reload still loading is abandoned
             self.parts.watcher.stop()
             for source in self.sources.values():
                 source.close()
@@ -403,6 +442,10 @@ class Daemon:
             self.stats.delivery.get(SENT, 0) if self.parts.dry_run else self.stats.alerts_queued,
             "printed" if self.parts.dry_run else "queued",
         )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _skipped(parser: Parser, run: Lines, offset: Offsets, index: int) -> str:

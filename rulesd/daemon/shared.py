@@ -16,9 +16,10 @@ fires once.
   N instances produce exactly the alerts one would. A batch another instance committed (it
   was claimed while this one was paused) is dropped, never applied twice.
 
-Redis unavailable: the loop goes on turning (signals, reloads, /healthz), reads nothing,
-says so (log, STATUS=, `rulesd_state_unavailable`, /healthz and /readyz bodies) and tries again; the batch
-in hand is kept and committed when Redis is back, or dropped if another instance did it.
+Redis unavailable (or refusing the credentials, rotated under a running daemon): the loop goes
+on turning (signals, reloads, /healthz), reads nothing, says so (log, STATUS=,
+`rulesd_state_unavailable`, /healthz and /readyz bodies) and tries again; the batch in hand is
+kept and committed when Redis is back, or dropped if another instance did it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, advance, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
-from rulesd.state import CLOSE, Request, StateUnavailable
+from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
 from rulesd.state.redis import Conflict, RedisState
 
 log = logging.getLogger("rulesd")
@@ -138,6 +139,7 @@ class SharedDaemon(Daemon):
             self._misses.register(reader.stream, parts.stream_parser)
         self._started = False
         self._batches = 0
+        self._auth_failed = False  # the state problem is Redis refusing the credentials
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class SharedDaemon(Daemon):
                     self._started = True
                 busy = self._step()
             except StateUnavailable as exc:
-                self._unavailable(str(exc))
+                self._unavailable(exc)
                 self.stop_requested.wait(RETRY_UNAVAILABLE)
                 continue
             self._available()
@@ -163,7 +165,7 @@ class SharedDaemon(Daemon):
             try:
                 self._tick()
             except StateUnavailable as exc:
-                self._unavailable(str(exc))
+                self._unavailable(exc)
                 continue
             if self.reader is None:
                 self._wait(IDLE_WAIT)
@@ -440,15 +442,22 @@ class SharedDaemon(Daemon):
                     # rules: it is loaded again, never overwritten from the cache.
                     self.shared.load_all()
             except StateUnavailable as exc:
-                self._unavailable(str(exc))
+                self._unavailable(exc)
                 self._started = False  # published (and the state loaded) when Redis is back
         return ok
 
-    def _unavailable(self, reason: str) -> None:
-        if self.stats.state_problem is None:
-            log.error("state unavailable, reading paused until it is back: %s", reason)
-            self.notifier.status(f"state unavailable: {reason}")
-        self.stats.state_problem = reason
+    def _unavailable(self, exc: StateUnavailable) -> None:
+        """Reading waits; said once per kind of problem (an outage, or credentials refused)."""
+        auth = isinstance(exc, StateAuthFailed)
+        said = self.stats.state_problem is not None and auth == self._auth_failed
+        self.stats.state_problem, self._auth_failed = str(exc), auth
+        if said:
+            return
+        if auth:  # the password was rotated under it: waited out, as the outage it is for now
+            log.error("%s; reading paused, retrying until Redis accepts the user and password of state.url", exc)
+        else:
+            log.error("state unavailable, reading paused until it is back: %s", exc)
+        self.notifier.status(self._status())
 
     def _available(self) -> None:
         if self.stats.state_problem is not None:
@@ -457,8 +466,9 @@ class SharedDaemon(Daemon):
             self.notifier.status(self._status())
 
     def _status(self) -> str:
-        if self.stats.state_problem is not None:
-            return f"state unavailable: {self.stats.state_problem}"
+        problem = self.stats.state_problem
+        if problem is not None:
+            return problem if self._auth_failed else f"state unavailable: {problem}"
         try:
             return super()._status()
         except StateUnavailable as exc:

@@ -41,6 +41,13 @@ class StateUnavailable(StateError):
     reading until it succeeds, so nothing is lost."""
 
 
+class StateAuthFailed(StateUnavailable):
+    """The shared Redis refused this instance's credentials (WRONGPASS, NOAUTH) or a command
+    or key to its ACL user (NOPERM). At start a configuration error: a restart cannot fix it.
+    While running (a password rotated under the daemon) it is waited out like an outage, as
+    the credentials may be put right (or rotated back) without a restart."""
+
+
 class OutboxAlert(msgspec.Struct, frozen=True):
     """One queued alert as the sender sees it."""
 

@@ -39,7 +39,17 @@ from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name, key_from_json
 from rulesd.engine.values import GroupKey
 from rulesd.state import scripts
-from rulesd.state.base import CREATE, DEAD, PENDING, Attempt, OutboxAlert, Request, StateError, StateUnavailable
+from rulesd.state.base import (
+    CREATE,
+    DEAD,
+    PENDING,
+    Attempt,
+    OutboxAlert,
+    Request,
+    StateAuthFailed,
+    StateError,
+    StateUnavailable,
+)
 
 log = logging.getLogger("rulesd.state")
 
@@ -49,6 +59,7 @@ LEASE_S = 15.0  # how long the sender's lease outlives its last renewal
 ATTEMPTS_KEPT = 50
 SEPARATOR = "\t"  # in hash fields: rule names, kinds and instance names have no TAB; JSON escapes it
 T = TypeVar("T")
+AUTH_FAILED = "Redis authentication failed"
 
 # What makes Redis unusable for now, rather than a request wrong: down, restarting (loading
 # its AOF), a replica after a failover (read only), a master that lost its link.
@@ -154,6 +165,10 @@ class RedisState:
         """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
         try:
             return what()
+        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            # Before _UNAVAILABLE: redis-py makes a refused password a ConnectionError. Redis's
+            # message never holds the password.
+            raise StateAuthFailed(f"{AUTH_FAILED}: {exc}") from exc
         except _UNAVAILABLE as exc:
             raise StateUnavailable(f"Redis unavailable: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
