@@ -126,6 +126,18 @@ def test_sequence_must_fit_within() -> None:
     assert [("alert", ("login-after-brute-force",), 7)] == run(engine, steps)
 
 
+def test_sequence_within_is_half_open_for_every_step() -> None:
+    """`within` after the start is too late for the last step as for the first step's own
+    events, as an event exactly `window` old no longer counts for a threshold; a moment less
+    is in time."""
+    steps: list[Step] = [(0, failed("x")), (60, failed("x")), (120, failed("x")), (600, ok())]
+    assert [] == run(engine_for(BRUTE_THEN_LOGIN), steps)
+    steps = [(0, failed("x")), (300, failed("x")), (600, failed("x")), (601, ok())]
+    assert [] == run(engine_for(BRUTE_THEN_LOGIN), steps)
+    steps = [(0, failed("x")), (60, failed("x")), (120, failed("x")), (599.5, ok())]
+    assert [("alert", ("login-after-brute-force",), 4)] == run(engine_for(BRUTE_THEN_LOGIN), steps)
+
+
 BACKUP = """
 name: backup-never-finished
 sequence:

@@ -661,7 +661,9 @@ class Engine:
             st = {"firsts": [], "step": 0, "count": 0, "start": time}
         within = kind.within
         if within is not None:
-            if st["step"] > 0 and time - st["start"] > within:  # too slow: start over
+            # Half-open, as a threshold's window: `within` or longer after its start is too slow
+            # for a later step, as the first step's events counted drop out at `within`.
+            if st["step"] > 0 and not time - st["start"] < within:  # too slow: start over
                 st["step"], st["count"] = 0, 0
             cutoff = time - within
             st["firsts"] = [t for t in st["firsts"] if t > cutoff]
