@@ -27,7 +27,14 @@ from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules.cache import RuleCache
-from rulesd.rules.loader import TEST_SUFFIXES, check_paths, default_rule_paths, load_ruleset, rule_sources
+from rulesd.rules.loader import (
+    TEST_SUFFIXES,
+    check_paths,
+    default_rule_paths,
+    discover_test_files,
+    load_ruleset,
+    rule_sources,
+)
 from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import load_schema
 
@@ -157,7 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("retry-dead", parents=[common, after], help="requeue the dead-lettered alerts")
 
     test = sub.add_parser("test", parents=[common], help="run rule unit tests")
-    test.add_argument("files", nargs="+", metavar="TESTFILE", help="rule test files (*.test.yaml)")
+    test.add_argument(
+        "files", nargs="+", metavar="TESTFILE", help="rule test files (*.test.yaml), or directories to search for them"
+    )
     test.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
 
     rep = sub.add_parser("replay", parents=[common], help="evaluate rules over a file of events, offline")
@@ -346,8 +355,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     from rulesd.junit import RuleTestFile, junit_xml
     from rulesd.ruletest import run_test_files
 
-    results: list[RuleTestFile] = []
-    for path in args.files:  # one at a time, so that JUnit can say which file each problem stopped
+    files, found = discover_test_files(args.files)  # (a directory without tests: an error of its own)
+    _print_problems([p for p in found if p.severity != "error"], sys.stdout)
+    results = [RuleTestFile(p.location.path, (), (p,)) for p in found if p.severity == "error"]
+    for path in files:  # one at a time, so that JUnit can say which file each problem stopped
         file_outcomes, file_problems = run_test_files([path])
         results.append(RuleTestFile(path, tuple(file_outcomes), tuple(file_problems)))
     outcomes = [o for r in results for o in r.outcomes]

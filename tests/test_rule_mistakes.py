@@ -129,3 +129,29 @@ def test_rulesd_check_says_why_an_unquoted_word_is_a_boolean(tmp_path: Path) -> 
         "or off as true or false: quote it for the text)\n"
         "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
     ) == check(tmp_path, "rules:\n  - name: off\n    match: {switch: power}\n")
+
+
+def test_rulesd_test_runs_the_test_files_a_directory_holds(tmp_path: Path) -> None:
+    """`rulesd test rules/` runs every `*.test.yaml` and `*.test.yml` found in it, its
+    subdirectories too, as `rulesd check rules/` finds rule files (it said "cannot read: Is a
+    directory"); a directory holding none is an error, as tests that do not run must not pass."""
+    rules = tmp_path / "rules"
+    (rules / "team").mkdir(parents=True)
+    (rules / "r.yaml").write_text("name: page\nmatch: {kind: page}\n")
+    test = (
+        "rule_files: [{}]\ntests:\n  - name: {}\n"
+        "    events: [{{event: {{kind: page}}}}]\n    expect_alerts: [{{event: 1, rules: [page]}}]\n"
+    )
+    (rules / "a.test.yaml").write_text(test.format(".", "pages"))
+    (rules / "team" / "b.test.yml").write_text(test.format("..", "pages too"))
+    (rules / ".hidden.test.yaml").write_text("not: [a test")
+    result = rulesd_cli("test", str(rules))
+    assert 0 == result.returncode, result.stdout
+    assert ["rules/a.test.yaml:3:5: pages", "rules/team/b.test.yml:3:5: pages too"] == [
+        line.removeprefix(f"PASS {tmp_path}/") for line in result.stdout.splitlines() if line.startswith("PASS")
+    ]
+    (tmp_path / "none").mkdir()
+    result = rulesd_cli("test", str(tmp_path / "none"), str(rules / "a.test.yaml"))
+    assert 1 == result.returncode
+    assert f"{tmp_path}/none: error: no rule test files (*.test.yaml, *.test.yml) found" in result.stdout.splitlines()
+    assert "rule tests: 1 passed, 0 failed, 1 invalid" in result.stdout

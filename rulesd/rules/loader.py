@@ -69,7 +69,25 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     return _distinct(files), problems
 
 
-def _walk(top: str, problems: list[Problem]) -> Iterator[str]:
+def discover_test_files(paths: Iterable[str]) -> tuple[list[str], list[Problem]]:
+    """Rule test files named by `paths`: a file as it is, and a directory's `*.test.yaml` and
+    `*.test.yml`, searched as `discover_files` searches for rule files. A directory without
+    any is an error: tests that do not run must not pass."""
+    files: list[str] = []
+    problems: list[Problem] = []
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)  # (a missing file is said by reading it)
+            continue
+        found = sorted(_walk(path, problems, tests=True))
+        if not found:
+            problems.append(Problem(SourceLocation(path), "no rule test files (*.test.yaml, *.test.yml) found"))
+        files.extend(found)
+    return _distinct(files), problems
+
+
+def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> Iterator[str]:
+    """The rule files under `top` (`tests`: the rule test files instead)."""
     searched: dict[tuple[int, int], str] = {}
     for root, dirs, names in os.walk(top, followlinks=True):
         here = file_identity(root)
@@ -82,7 +100,7 @@ def _walk(top: str, problems: list[Problem]) -> Iterator[str]:
             searched[here] = root
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
-            if name.startswith(".") or name.endswith(TEST_SUFFIXES):
+            if name.startswith(".") or name.endswith(TEST_SUFFIXES) != tests:
                 continue
             if name.endswith(RULE_SUFFIXES):
                 path = os.path.join(root, name)
