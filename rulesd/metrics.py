@@ -81,6 +81,12 @@ class _Collector(Collector):
             "rule",
             s.evicted,
         )
+        yield _per(
+            "rulesd_state_alerts_closed",
+            "Open alerts closed because their group was forgotten to stay within the limits (all left held one).",
+            "rule",
+            s.limit_closed,
+        )
         yield GaugeMetricFamily("rulesd_state_groups", "Groups the engine keeps state for.", value=s.state_groups)
         yield CounterMetricFamily("rulesd_alerts_queued", "Alerts written to the outbox.", value=s.alerts_queued)
         for kind, help_text in _DELIVERY_HELP:

@@ -22,6 +22,7 @@ class Stats(msgspec.Struct):
     matches: dict[str, int] = msgspec.field(default_factory=dict)  # per rule
     firings: dict[str, int] = msgspec.field(default_factory=dict)  # per rule
     evicted: dict[str, int] = msgspec.field(default_factory=dict)  # per rule: groups forgotten for the limits
+    limit_closed: dict[str, int] = msgspec.field(default_factory=dict)  # per rule: open alerts closed for the limits
     state_groups: int = 0  # groups the engine keeps state for, after the latest batch
     alerts_queued: int = 0
     delivery: dict[str, int] = msgspec.field(default_factory=dict)  # sent / retry / paused / dead / expired

@@ -136,6 +136,91 @@ def test_the_state_limit_forgets_the_stalest_groups_and_says_so_once(tmp_path: P
     assert 0 == daemon.terminate()
 
 
+ERRORS = """
+name: errors
+match: {level: error}
+threshold: {count: 1, window: 1m, group_by: [host]}
+resolve: {after: 1h}
+"""
+LIMIT_NOTE = "resolved: errors (state limit)"
+
+
+def errors_at(start: float) -> list[dict[str, object]]:
+    """Errors of hosts h1, h2, h3, ten seconds apart: three alerts open, h1's the stalest."""
+    return [{"level": "error", "host": f"h{i}", "t": start - 40 + 10 * i} for i in (1, 2, 3)]
+
+
+def test_an_open_alert_the_state_limit_forgets_is_closed_once_and_said(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With `limits.groups_per_rule: 2` and three open alerts, the idle sweep forgets the
+    stalest open group and closes its alert, with a note saying why; warned about and counted;
+    a restart closes nothing again."""
+    ws = Workspace(
+        tmp_path, server.url, limits={"groups_per_rule": 2}, time_field="t", metrics={"listen": "127.0.0.1:0"}
+    )
+    (ws.rules / "rules.yaml").write_text(ERRORS)
+    daemon = ws.start()
+    ws.append(*errors_at(time.time()))
+    assert server.wait_for(lambda got: len(creates(server)) == 3 and len(closes(server)) == 1, timeout=20), (
+        daemon.output()
+    )
+    close = closes(server)[0]
+    assert close_path("/v2/alerts", 'rulesd: errors: {"host":"h1"}') == close.path
+    assert {"source": "rulesd", "note": LIMIT_NOTE} == close.json()
+    assert wait_until(lambda: "1 alert(s) closed so far (rules: errors)" in daemon.stderr()), daemon.stderr()
+    metrics = requests.get(daemon.metrics_url(), timeout=5).text
+    assert 'rulesd_state_alerts_closed_total{rule="errors"} 1.0' in metrics, metrics
+    assert 0 == daemon.terminate()
+    again = ws.start()
+    time.sleep(1.5)
+    assert 0 == again.terminate()
+    assert (3, 1) == (len(creates(server)), len(closes(server)))
+
+
+def test_the_idle_sweep_commits_the_closes_of_the_limits_with_the_state(tmp_path: Path) -> None:
+    """The close an idle sweep makes is in the outbox in the same commit as the state that no
+    longer holds its group (a crash right after loses neither)."""
+    wall = [1_800_000_000.0]
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in errors_at(wall[0])))
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(ERRORS)
+    (tmp_path / "rulesd.yaml").write_text(
+        f"rules: [rules]\nsource: {{type: file, path: {events}, start_at: beginning}}\ntime_field: t\n"
+        "state_dir: state\nlimits: {groups_per_rule: 2}\n"
+        "opsgenie: {alert_url: 'http://127.0.0.1:9/v2/alerts', api_key: e2e-secret-key-0123456789}\n"
+    )
+    with daemon_parts(tmp_path / "rulesd.yaml", lambda: wall[0]) as parts:
+        daemon = Daemon(parts)
+        daemon._process([(label, s, runs) for label, s in daemon.sources.items() if (runs := s.read(10))])
+        wall[0] += 10
+        daemon._tick()
+        queued = [(a.action, a.target or a.payload["message"]) for a in parts.store.alerts()]
+        assert [("close", 'rulesd: errors: {"host":"h1"}')] == queued[3:]
+        saved = parts.store.load_engine_state() or {}
+        assert [['"h2"'], ['"h3"']] == sorted(key for key, _ in saved["open"]["errors"])
+
+
+def test_a_silent_host_is_not_forgotten_for_the_limits(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With `limits.groups_per_rule: 2`, a silent host (the stalest group of its absence) is kept
+    while hosts that still beat are forgotten: its heartbeat returning closes its alert."""
+    ws = Workspace(tmp_path, server.url, limits={"groups_per_rule": 2})
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+
+    def others_beat() -> bool:
+        ws.append({"kind": "heartbeat", "host": "w2"}, {"kind": "heartbeat", "host": "w3"})
+        return "state limit reached" in daemon.stderr()
+
+    assert wait_until(others_beat, timeout=20, interval=0.3), daemon.output()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", ALIAS) == closes(server)[0].path
+    assert {"source": "rulesd", "note": "resolved: worker-heartbeat-missing"} == closes(server)[0].json()
+    assert 0 == daemon.terminate()
+
+
 def test_a_restart_keeps_the_clock_of_a_quiet_source_on_event_time(tmp_path: Path) -> None:
     """While no event comes, the clock moves on with the wall clock from the latest event time
     seen, across a restart too: events an hour behind the wall clock do not make every timer due

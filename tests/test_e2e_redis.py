@@ -744,3 +744,43 @@ def test_a_password_rotated_under_a_running_instance_is_waited_out_and_said(
 
 
 PAGE_RULES = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
+
+
+def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_state(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """With `limits.groups_per_rule: 2`, three open alerts and enough events for the engine to
+    sweep, the stalest open group is forgotten and its alert closed, with a note saying why, in
+    the commit that removes it from the shared state: the instance restarted closes nothing
+    again."""
+    fleet = Fleet(
+        tmp_path,
+        redis_server.url,
+        opsgenie.url,
+        rules="rules:\n"
+        "  - {name: errors, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]},"
+        " resolve: {after: 1h}}\n"
+        "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n",
+    )
+    now = time.time()
+    lines = [{"level": "error", "host": f"h{i}", "ts": now - 40 + 10 * i} for i in (1, 2, 3)]
+    lines += [{"event": "noise", "ts": now}] * 4200  # the engine sweeps every 4096 matched events
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+    def start(name: str) -> DaemonProcess:
+        source = {"type": "file", "path": str(events), "start_at": "beginning"}
+        state = {"backend": "redis", "url": redis_server.url, "instance": name}
+        return fleet.start(name, source=source, state=state, limits={"groups_per_rule": 2})
+
+    first = start("a")
+    assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
+    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors (state limit)"]}
+    assert close == as_sent(opsgenie.requests[3])
+    assert wait_until(lambda: "1 alert(s) closed so far (rules: errors)" in first.stderr()), first.stderr()
+    assert 0 == first.terminate()
+    second = start("a")  # restarted: it restores the shared state, and its position in the file
+    assert wait_until(lambda: "rulesd started" in second.stderr())
+    time.sleep(2.0)
+    assert 0 == second.terminate()
+    assert 4 == len(opsgenie.requests), fleet.output()

@@ -11,7 +11,7 @@ import pytest
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Closing, Engine, EngineState, Limits
-from rulesd.engine.state import seen_values
+from rulesd.engine.state import ABSENCE, OPEN, seen_values
 from rulesd.errors import RuleError
 from rulesd.pipeline import build_alerts, evaluate_events, pending
 from tests.ruletools import bytes_per_call, ruleset_from_yaml
@@ -376,6 +376,64 @@ def test_the_total_limit_evicts_the_stalest_groups_of_all_rules() -> None:
     kept = {(rule, key) for groups in engine.state.tables.values() for rule, g in groups.items() for key in g}
     assert {("b", '"g3"'), ("a", '"g4"'), ("b", '"g5"'), ("a", '"g6"'), ("b", '"g7"')} == kept
     assert {"a": 2, "b": 1} == engine.evicted
+
+
+HB = "name: hb\nmatch: {event: hb}\nabsence: {window: 5m, group_by: [host]}\n"
+
+
+def hb(host: str) -> dict[str, Any]:
+    return {"event": "hb", "host": host}
+
+
+def closes(engine: Engine) -> list[tuple[tuple[str, ...], str | None, str]]:
+    """The closes the engine queued and no batch took yet, with their notes."""
+    return [(a.rules, a.close, a.payload["note"]) for a in build_alerts(pending(engine), AlertSettings(), str)]
+
+
+def test_the_limits_forget_a_silent_group_last_and_events_returning_close_its_alert() -> None:
+    """A silent host is the stalest group of an absence, yet the limit forgets the groups that
+    hold no open alert first: its alert is still closed when its heartbeats return."""
+    engine = engine_for(HB, limits=Limits(per_rule=3, total=100))
+    beats: list[Step] = [(300 + i, hb(f"h{i}")) for i in range(1, 5)]
+    assert [("alert", ("hb",), 1)] == run(engine, [(0, hb("h0")), (300, None), *beats])
+    engine.sweep(engine.now)
+    assert [] == closes(engine)
+    assert {'"h0"', '"h3"', '"h4"'} == set(engine.state.tables[ABSENCE]["hb"])
+    assert {"hb": 2} == engine.evicted
+    assert [("close", ("hb",), 'rulesd: hb: {"host":"h0"}')] == run(engine, [(400, hb("h0"))])
+
+
+def test_a_group_with_an_open_alert_forgotten_for_the_limits_has_its_alert_closed_once() -> None:
+    """When every group left holds an open alert, the stalest is forgotten and its alert closed
+    at once, with a note saying why, counted; its quiet period ending later closes nothing more."""
+    engine = engine_for(RESOLVING, limits=Limits(per_rule=2, total=100))
+    err = [(at, {"level": "error", "host": host}) for host, t in [("a", 0), ("b", 10), ("c", 20)] for at in (t, t + 1)]
+    assert [("alert", ("errors",), n) for n in (2, 4, 6)] == run(engine, err)
+    engine.sweep(engine.now)
+    assert [(("errors",), 'rulesd: errors: {"host":"a"}', "resolved: errors (state limit)")] == closes(engine)
+    assert [] == closes(engine)
+    assert {'"b"', '"c"'} == set(engine.state.tables[OPEN]["errors"])
+    assert {"errors": 1} == engine.limit_closed
+    assert [
+        ("close", ("errors",), 'rulesd: errors: {"host":"b"}'),
+        ("close", ("errors",), 'rulesd: errors: {"host":"c"}'),
+    ] == run(engine, [(700, None)])
+
+
+def test_the_total_limit_forgets_the_groups_of_other_rules_before_an_open_alert() -> None:
+    """Over the total, fresher groups of another rule go before a stale open alert's group."""
+    engine = engine_for(
+        "rules:\n"
+        + _listed(RESOLVING, "{name: logins, match: {k: login}, threshold: {count: 9, window: 1d, group_by: [u]}}"),
+        limits=Limits(per_rule=100, total=3),
+    )
+    logins: list[Step] = [(100 + i, {"k": "login", "u": f"u{i}"}) for i in range(3)]
+    run(engine, [(0, {"level": "error", "host": "a"}), (1, {"level": "error", "host": "a"}), *logins])
+    engine.sweep(engine.now)
+    assert [] == closes(engine)
+    assert {'"a"'} == set(engine.state.tables[OPEN]["errors"])
+    assert {"errors": 0, "logins": 1} == engine.evicted  # the oldest login went
+    assert [("close", ("errors",), 'rulesd: errors: {"host":"a"}')] == run(engine, [(700, None)])
 
 
 # -- open alerts at a reload -------------------------------------------------------------------

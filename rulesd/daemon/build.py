@@ -152,7 +152,8 @@ def _build_parts(
     # A shared state is loaded by the daemon's loop (and again whenever it falls behind).
     saved = None if shared(config, dry_run) else store.load_engine_state()
     engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, limits=config.limits)
-    stats.matches, stats.evicted = engine.matches, engine.evicted  # counted by the engine, read at scrape time
+    # Counted by the engine, read at scrape time.
+    stats.matches, stats.evicted, stats.limit_closed = engine.matches, engine.evicted, engine.limit_closed
     api_key = None if dry_run else ApiKey(config.opsgenie, environ)
     client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
     stop = threading.Event()

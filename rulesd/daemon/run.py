@@ -25,7 +25,7 @@ from rulesd.daemon.committer import Committer, Pending
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
-from rulesd.pipeline import Alert, advance, build_alerts, evaluate_lines, pending
+from rulesd.pipeline import Alert, build_alerts, evaluate_lines, pending
 from rulesd.sender import SENT
 from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
@@ -65,6 +65,7 @@ class Daemon:
         # The latest event time the engine saw, and the wall time then (after a restart: as saved).
         self._seen = parts.seen
         self._evicting = False  # whether the state limits were said to be reached
+        self._limit_closed = 0  # the alerts the limits closed, as last warned about
         self._misses = MissReporter(parts.stats)
         for label, source in self.sources.items():
             self._misses.register(label, source.parser)
@@ -256,13 +257,13 @@ class Daemon:
         now = self.clock()
         if self.engine.timed:
             seen_time, seen_at = self._seen
-            batch = advance(self.engine, seen_time + (now - seen_at) if seen_time > -math.inf else now)
-        else:
-            batch = pending(self.engine)  # a reload's closings
-        requests = self._requests(build_alerts(batch, self.parts.settings, str))
+            self.engine.advance(seen_time + (now - seen_at) if seen_time > -math.inf else now)
         if now - self._last["sweep"] >= SWEEP_IDLE:
             self._last["sweep"] = now
             self.engine.sweep(self.engine.now)
+        # What timers fired, a reload's closings and the alerts the limits closed: committed
+        # with the state that no longer holds them.
+        requests = self._requests(build_alerts(pending(self.engine), self.parts.settings, str))
         if requests or self.engine.state.changed:
             self._commit(requests, now)
 
@@ -288,12 +289,26 @@ class Daemon:
         delta = state.delta() if state.changed else None
         self.committer.commit(Pending(positions=positions, payloads=requests, now=now, engine=delta))
         self.stats.state_groups = state.group_count()
-        if not self._evicting and any(self.engine.evicted.values()):
+        self._warn_limits()
+
+    def _warn_limits(self) -> None:
+        """Say when the state limits are first reached, and whenever they closed open alerts."""
+        engine = self.engine
+        if not self._evicting and any(engine.evicted.values()):
             self._evicting = True  # said once: the metric counts the rest
             log.warning(
                 "state limit reached: the stalest groups are being forgotten (rules: %s); raise limits.groups "
                 "or limits.groups_per_rule, or group by fewer values (rulesd_state_groups_evicted_total counts them)",
-                ", ".join(sorted(name for name, count in self.engine.evicted.items() if count)[:5]),
+                _some_rules(engine.evicted),
+            )
+        closed = sum(engine.limit_closed.values())
+        if closed > self._limit_closed:
+            self._limit_closed = closed
+            self.parts.warn(
+                f"state limit reached with every group left holding an open alert: {closed} alert(s) closed so far "
+                f"(rules: {_some_rules(engine.limit_closed)}); raise limits.groups or limits.groups_per_rule "
+                "(rulesd_state_alerts_closed_total counts them)",
+                kind="state limit: open alerts closed",
             )
 
     def _reloads(self) -> None:
@@ -465,3 +480,8 @@ def describe_sources(config: Config) -> str:
 def _where(run: Lines, offset: Offsets, index: int) -> str:
     """Where a line of a run is: the alert's "Event Source" and the invalid line's warning."""
     return f"{run.path} (offset {offset(index)})"
+
+
+def _some_rules(counts: dict[str, int]) -> str:
+    """The first few rules (by name) with a count, for a log line."""
+    return ", ".join(sorted(name for name, count in counts.items() if count)[:5])

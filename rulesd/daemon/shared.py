@@ -358,6 +358,7 @@ class SharedDaemon(Daemon):
                 stats.bump(stats.ignored, counted, result.ignored)
         self._queued(alerts)
         stats.state_groups = self.engine.state.group_count()
+        self._warn_limits()
         if (stats.last_error or "").startswith(REFUSING):
             stats.last_error = None
 

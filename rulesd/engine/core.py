@@ -7,7 +7,8 @@ a resolve) fire when the clock passes them, as alerts of their own (`out`).
 
 Every kind of rule keeps its per-group state in `EngineState`, bounded: groups are forgotten
 as their windows end (`sweep`), and beyond a cap per rule and one for all rules together the
-stalest groups go first (counted in `evicted`).
+stalest groups go first (counted in `evicted`), those holding an open alert last (their alerts
+are closed then: counted in `limit_closed`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired grou
 MAX_GROUPS_PER_RULE = 100_000
 MAX_GROUPS = 1_000_000
 ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
+LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
 _NEVER = -math.inf
 
 Evaluate = Callable[[Event, float], Firing | None]
@@ -134,6 +136,7 @@ class Engine:
         self.limits = limits
         self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
         self.evicted: dict[str, int] = {}  # per rule: groups forgotten to stay within the limits
+        self.limit_closed: dict[str, int] = {}  # per rule: open alerts closed as their groups were forgotten
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
         self.now = _NEVER  # the engine's clock: the latest event time seen or advanced to
         # Where the event being evaluated came from, asked of `source(position)` only when a
@@ -181,6 +184,7 @@ class Engine:
         self._rules, self._order = ruleset.by_name(), prepared.order
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
             self.evicted.setdefault(name, 0)
+            self.limit_closed.setdefault(name, 0)
         self.timed = _timed(ruleset)
         # The others are written again, for the new index, when next asked for.
         self._evaluators.clear()
@@ -869,24 +873,50 @@ class Engine:
                 continue
             for name, groups in by_rule.items():
                 if len(groups) > limits.per_rule:
-                    self._evict(
-                        [(_staleness(kind, v), kind, name, k) for k, v in groups.items()], len(groups) - limits.per_rule
-                    )
+                    self._evict([(kind, name, groups)], len(groups) - limits.per_rule)
         excess = self.state.group_count() - limits.total
         if excess > 0:
-            everything = [
-                (_staleness(kind, value), kind, name, key)
-                for kind, by_rule in self.state.tables.items()
-                if kind != RULE
-                for name, groups in by_rule.items()
-                for key, value in groups.items()
-            ]
-            self._evict(everything, excess)
+            self._evict(
+                [
+                    (kind, name, groups)
+                    for kind, by_rule in self.state.tables.items()
+                    if kind != RULE
+                    for name, groups in by_rule.items()
+                ],
+                excess,
+            )
 
-    def _evict(self, candidates: list[tuple[float, str, str, GroupKey]], count: int) -> None:
-        candidates.sort(key=lambda c: c[0])
+    def _evict(self, tables: list[tuple[str, str, dict[GroupKey, Any]]], count: int) -> None:
+        """Forget `count` groups of `tables` (kind, rule, groups), the stalest first, and those
+        holding an open alert only when no other is left: such a group's alert is closed then,
+        since nothing else would ever close it (a silent host is the stalest of all)."""
+        ordinary: list[tuple[float, str, str, GroupKey]] = []
+        holding: list[tuple[float, str, str, GroupKey]] = []
+        for kind, name, groups in tables:
+            if kind == OPEN:  # every open group holds its alert
+                holding += [(float(value["last"]), kind, name, key) for key, value in groups.items()]
+            elif kind == ABSENCE:  # a silent group holds one (unless its throttle kept it quiet)
+                for key, value in groups.items():
+                    (holding if value["open"] and value["aliases"] else ordinary).append(
+                        (float(value["last"]), kind, name, key)
+                    )
+            else:  # the other kinds hold none: they pay nothing more
+                ordinary += [(_staleness(kind, value), kind, name, key) for key, value in groups.items()]
+        ordinary.sort(key=_first)
+        self._forget_groups(ordinary[:count])
+        if count > len(ordinary):
+            holding.sort(key=_first)
+            closing: dict[str, dict[str, None]] = {}  # rule -> the aliases of its groups forgotten, in order
+            for _, kind, name, key in holding[: count - len(ordinary)]:
+                closing.setdefault(name, {}).update(dict.fromkeys(self.state.tables[kind][name][key]["aliases"]))
+            self._forget_groups(holding[: count - len(ordinary)])
+            for name, aliases in closing.items():
+                self.limit_closed[name] = self.limit_closed.get(name, 0) + len(aliases)
+                self.out.append(Closing(tuple(aliases), (name,), self.now, (LIMIT_CLOSED,)))
+
+    def _forget_groups(self, chosen: list[tuple[float, str, str, GroupKey]]) -> None:
         tables = self.state.tables
-        for _, kind, name, key in candidates[:count]:
+        for _, kind, name, key in chosen:
             del tables[kind][name][key]
             self._touch(kind, name, key)
             self.evicted[name] = self.evicted.get(name, 0) + 1
@@ -924,6 +954,10 @@ def _rank(rule: Rule) -> tuple[int, str]:
 def _latest(st: dict[str, Any]) -> float:
     """The latest event time a sequence's progress holds."""
     return float(max([st["start"], *st["firsts"]]))
+
+
+def _first(candidate: tuple[float, str, str, GroupKey]) -> float:
+    return candidate[0]
 
 
 def _staleness(kind: str, value: Any) -> float:

@@ -2,7 +2,7 @@
 with fastjsonschema; do not edit."""
 
 # fmt: off
-SCHEMA_SHA256 = "1d4fc1025a6221b260ca8a767309bc642c7213cd74f9a1546608020dcf22fa28"
+SCHEMA_SHA256 = "feb88fc81f8cfd30cac42a5dc3c5353b1461af7fc8b820aa45eaf50ebdf5882e"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
