@@ -13,6 +13,7 @@ events their parser makes of them (the stream holds JSON events). An entry holds
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -34,6 +35,8 @@ from rulesd.state.redis import SEPARATOR, RedisState, connect, default_instance
 
 log = logging.getLogger("rulesd")
 RETRY_UNAVAILABLE = 1.0
+# While appending fails, it is said once this often (seconds), and its end once it ends.
+RETRY_SAID_EVERY = 60.0
 
 
 class Forwarder:
@@ -124,6 +127,7 @@ class Forwarder:
         for key, value in positions.items():
             fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value)]
         script = self.store.client.register_script(scripts.FORWARD)
+        failed, said = 0, -math.inf
         while True:
             try:
                 self.store.call(
@@ -131,10 +135,15 @@ class Forwarder:
                 )
                 break
             except StateUnavailable as exc:
-                log.error("cannot append to the stream, retrying: %s", exc)
+                failed += 1
+                if time.monotonic() - said >= RETRY_SAID_EVERY:  # not every second of an outage
+                    said = time.monotonic()
+                    log.error("cannot append to the stream, retrying: %s (attempt %d)", exc, failed)
                 if self.stop_requested.wait(RETRY_UNAVAILABLE):
                     # Stopping: nothing was appended, and the positions say so; the next start reads it again.
                     raise SystemExit(0) from None
+        if failed:
+            log.warning("appended to the stream again, after %d failed attempt(s)", failed)
         self.local.commit(positions=positions, payloads=[], now=time.time())
 
 

@@ -436,7 +436,8 @@ def test_forward_restarted_sends_no_line_twice_and_skips_none(tmp_path: Path, re
 
 def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServer) -> None:
     """A script keeping Redis busy (BUSY answers) is Redis unavailable for a while: the
-    forwarder says so, retries and goes on; it does not stop."""
+    forwarder says so once, retries every second and goes on (it does not stop), and says when
+    it appended again."""
     log_file = tmp_path / "app.jsonl"
     log_file.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(10)))
     config = tmp_path / "forward.yaml"
@@ -457,7 +458,10 @@ def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServe
     thread.join()
     client = redis_server.client()
     assert wait_until(lambda: sum(len(f[b"events"].split(b"\n")) for _, f in client.xrange(STREAM)) >= 20, 15)
-    assert "cannot append to the stream, retrying: Redis unavailable: BUSY" in forwarder.output()
+    output = forwarder.output()
+    # Said once (not every second of an outage), and its end too.
+    assert 1 == output.count("cannot append to the stream, retrying: Redis unavailable: BUSY"), output
+    assert wait_until(lambda: "appended to the stream again, after " in forwarder.output())
     assert 0 == forwarder.terminate(), forwarder.output()
 
 
