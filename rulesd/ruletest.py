@@ -22,7 +22,7 @@ from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
-from rulesd.rules.boolean_words import test_file_warnings
+from rulesd.rules.boolean_words import rule_test_warnings
 from rulesd.rules.loader import TEST_SUFFIXES, check_paths, discover_files, load_ruleset
 from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
@@ -67,7 +67,7 @@ def check_test_file(path: str) -> list[Problem]:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
-    warnings = test_file_warnings(doc)
+    warnings = rule_test_warnings(doc)
     problems = _test_file_problems(doc)
     if problems:
         return [*problems, *warnings]

@@ -43,7 +43,7 @@ def rule_file_warnings(
     return [_warning(doc, path) for path in compared if path in words and path not in faulted]
 
 
-def test_file_warnings(doc: Document) -> list[Problem]:
+def rule_test_warnings(doc: Document) -> list[Problem]:
     """The warnings of a rule test file: the values of its events (`tests[i].events[j].event`)."""
     return [
         _warning(doc, path)
