@@ -22,6 +22,7 @@ from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
+from rulesd.rules.boolean_words import rule_test_warnings
 from rulesd.rules.loader import TEST_SUFFIXES, check_paths, discover_files, load_ruleset
 from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
@@ -59,17 +60,19 @@ def is_test_file(path: str) -> bool:
 def check_test_file(path: str) -> list[Problem]:
     """Every problem of the test file `path` itself (YAML, schema, rule files that do not
     exist, expectations of rules those do not define or that are disabled), without running
-    it. The rule files' own problems are not its: they are reported where those are checked
-    (and by `rulesd test`)."""
+    it, and warnings: the values of its events that YAML read as booleans from a word. The
+    rule files' own problems are not its: they are reported where those are checked (and by
+    `rulesd test`)."""
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
+    warnings = rule_test_warnings(doc)
     problems = _test_file_problems(doc)
     if problems:
-        return problems
+        return [*problems, *warnings]
     ruleset = check_paths(_rule_paths(doc)).ruleset
-    return [] if ruleset is None else list(_unknown_rules(doc, ruleset))
+    return [*warnings, *(() if ruleset is None else _unknown_rules(doc, ruleset))]
 
 
 def _test_file_problems(doc: Document) -> list[Problem]:

@@ -32,7 +32,9 @@ class _RuleLoader(_Loader):
 
     No path resolver is ever registered, so descending and ascending do nothing; and the tag of
     a plain scalar depends on its text alone, so each distinct text of a document is resolved
-    once (a rule file repeats its keys and many values). The tags are those of the loader.
+    once (a rule file repeats its keys and many values). The tags are those of the loader, but
+    for a plain yes, no, on or off, tagged `_WORD_BOOL_TAG` (still a boolean) so that the
+    builder can tell it from a true or false (or a `!!bool yes`, whose tag was written).
     """
 
     def __init__(self, stream: str) -> None:
@@ -51,7 +53,10 @@ class _RuleLoader(_Loader):
         if kind is yaml.ScalarNode and implicit[0] and not self.yaml_path_resolvers:
             tag = self._plain_tags.get(value)
             if tag is None:
-                tag = self._plain_tags[value] = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+                tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+                if tag == _BOOL_TAG and value not in _TRUE_FALSE:
+                    tag = _WORD_BOOL_TAG
+                self._plain_tags[value] = tag
             return tag
         return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
@@ -61,9 +66,15 @@ _YAML_TAG = "tag:yaml.org,2002:"
 # Plain data only: a tag naming anything else (`!!python/object`, `!custom`) is refused
 # outright instead of being dropped silently, so nobody believes it does something.
 _STR_TAG = _YAML_TAG + "str"
+_BOOL_TAG = _YAML_TAG + "bool"
+_TRUE_FALSE = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
+# A plain word YAML 1.1 reads as a boolean but YAML 1.2 (and JSON) as text: yes, No, ON, off…
+_WORD_BOOL_TAG = "tag:rulesd.invalid,2026:yaml11-bool"
 _MERGE_TAGS = frozenset({_YAML_TAG + "merge", _YAML_TAG + "value"})  # what flatten_mapping rewrites
 _ScalarNode = yaml.ScalarNode
-_SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))
+_SCALAR_TAGS = frozenset(
+    {_WORD_BOOL_TAG, *(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))}
+)
 
 
 class _Builder:
@@ -107,6 +118,9 @@ class _Builder:
             return self.build_mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return self.build_sequence(node, path)
+        if node.tag == _WORD_BOOL_TAG:
+            self.doc.boolean_words[path] = node.value
+            return SafeConstructor.bool_values[node.value.lower()]
         return self.build_scalar(node)
 
     def build_sequence(self, node: yaml.SequenceNode, path: JsonPath) -> list[object]:

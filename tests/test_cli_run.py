@@ -129,6 +129,25 @@ def test_a_start_with_no_rule_file_says_so(tmp_path: Path) -> None:
     assert f"rulesd: warning: {tmp_path / 'rules'}: no rule files (*.yaml, *.yml) found" in result.stderr
 
 
+def test_a_start_warns_where_yaml_read_an_unquoted_word_as_a_boolean(tmp_path: Path) -> None:
+    """The daemon loads rules as `check` does: `country: NO` starts (an event may hold false),
+    with `check`'s warning at the word, also when the rule file comes from the cache."""
+    cfg = config(tmp_path, "source: {type: stdin}\n")
+    (tmp_path / "rules" / "r.yaml").write_text("name: r\nmatch: {country: NO}\nalert: {alias: 'p-{id}'}\n")
+    warning = (
+        f"rulesd: warning: {tmp_path / 'rules' / 'r.yaml'}:2:18: match.country: YAML reads the unquoted NO as "
+        'false, not as text: quote it ("NO") if the text is meant, or write false if the boolean is'
+    )
+    events = b'{"country": "NO", "id": 1}\n{"country": false, "id": 2}\n'
+    for _ in ("cold", "warm"):
+        env = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+        result = rulesd_cli("run", "--config", cfg, "--dry-run", stdin=events, env=env)
+        assert 0 == result.returncode, result.stderr
+        assert warning in result.stderr.splitlines()
+        assert ["p-2"] == [json.loads(line)["alias"] for line in result.stdout.splitlines()]
+    assert [] != list((tmp_path / "cache").glob("document-*.bin"))
+
+
 def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
     """stdin to EOF, one JSON payload per alert on stdout, exit 0; invalid lines only warned about."""
     cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\n")

@@ -472,11 +472,74 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
 
 
 def test_a_word_yaml_reads_as_a_boolean_where_a_text_belongs_says_so(tmp_path: Path) -> None:
-    """`name: off` is the boolean false in YAML 1.1: the error says why a text became one."""
+    """`name: off` is the boolean false in YAML 1.1: the error says why a text became one. In a
+    condition's operand that takes only a text (`startswith`), that error is all: no warning
+    beside it (see the next test)."""
     path = tmp_path / "r.yaml"
-    path.write_text("name: off\nmatch: {x: 1}\nalert: {tags: [on]}\n")
+    path.write_text("name: off\nmatch: {x: 1, path: {startswith: off}, mode: off}\nalert: {tags: [on]}\n")
     hint = "YAML reads an unquoted yes, no, on or off as true or false: quote it for the text"
     assert [
         f"{path}:1:7: error: name: expected a string, got false ({hint})",
+        f"{path}:2:34: error: match.path.startswith: expected a string, got false ({hint})",
+        f"{path}:2:46: warning: match.mode: {boolean_word('off', 'false')}",
         f"{path}:3:16: error: alert.tags[0]: expected a string, got true ({hint})",
     ] == check_lines(path)
+
+
+def boolean_word(word: str, value: str) -> str:
+    """The warning about an unquoted `word` that YAML read as `value`."""
+    return (
+        f'YAML reads the unquoted {word} as {value}, not as text: quote it ("{word}") if the text is meant, '
+        f"or write {value} if the boolean is"
+    )
+
+
+def test_an_unquoted_word_read_as_a_boolean_where_a_value_is_compared_is_warned_about(tmp_path: Path) -> None:
+    """`country: NO` compares with false, never with the text "NO": a warning at each such word
+    that is compared with an event's value (in a condition, a named list, an expected group),
+    while the rules still load (an event may hold a boolean). Plain true and false, quoted words,
+    `exists` and `nocase` (which take booleans) and other places draw none."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "lists:\n"
+        "  nordics: [SE, NO, 'DK']\n"
+        "rules:\n"
+        "  - name: a\n"
+        "    match:\n"
+        "      country: NO\n"
+        "      region: [US, no, SE]\n"
+        "      mode: {in: [on, 'off', true], not_equals: Off}\n"
+        "      any: [{answer: YES}, {not: {tls: ON}}]\n"
+        "      enabled: true\n"
+        "      user: {exists: yes, equals: 'No', nocase: on}\n"
+        "      exists: off\n"
+        "    enabled: yes\n"
+        "  - name: b\n"
+        "    sequence:\n"
+        "      steps:\n"
+        "        - match: {state: on}\n"
+        "        - absent: {match: {state: off}, for: 5m}\n"
+        "      group_by: [host]\n"
+        "  - name: c\n"
+        "    match: {kind: beat}\n"
+        "    absence: {window: 5m, group_by: [host], expect: [{host: NO}, {host: 'no'}]}\n"
+        "    enabled: no\n"
+    )
+    result = check_paths([path])
+    assert [
+        f"{path}:2:17: warning: lists.nordics[1]: {boolean_word('NO', 'false')}",
+        f"{path}:6:16: warning: rules[0].match.country: {boolean_word('NO', 'false')}",
+        f"{path}:7:20: warning: rules[0].match.region[1]: {boolean_word('no', 'false')}",
+        f"{path}:8:19: warning: rules[0].match.mode.in[0]: {boolean_word('on', 'true')}",
+        f"{path}:8:49: warning: rules[0].match.mode.not_equals: {boolean_word('Off', 'false')}",
+        f"{path}:9:22: warning: rules[0].match.any[0].answer: {boolean_word('YES', 'true')}",
+        f"{path}:9:40: warning: rules[0].match.any[1].not.tls: {boolean_word('ON', 'true')}",
+        f"{path}:12:15: warning: rules[0].match.exists: {boolean_word('off', 'false')}",
+        f"{path}:17:26: warning: rules[1].sequence.steps[0].match.state: {boolean_word('on', 'true')}",
+        f"{path}:18:35: warning: rules[1].sequence.steps[1].absent.match.state: {boolean_word('off', 'false')}",
+        f"{path}:22:61: warning: rules[2].absence.expect[0].host: {boolean_word('NO', 'false')}",
+    ] == [str(p) for p in result.problems]
+    assert result.ruleset is not None
+    rule = result.ruleset.by_name()["a"]
+    event = {"country": False, "region": False, "mode": True, "answer": True, "enabled": True, "user": "no"}
+    assert rule.match({**event, "exists": False})  # what was read is what is compared

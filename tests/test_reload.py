@@ -17,7 +17,7 @@ from rulesd.config import Config, SourceConfig
 from rulesd.daemon import Daemon, build_parts, describe_change
 from rulesd.reload import RuleWatcher
 from rulesd.rules.loader import load_ruleset, load_ruleset_text
-from tests.daemon_process import PAGE_RULE, Workspace, http_get, page, wait_until
+from tests.daemon_process import PAGE_RULE, Workspace, aliases, http_get, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.opsgenie_schema import create_alert_validator
 
@@ -134,6 +134,24 @@ def test_every_reload_logs_its_outcome_so_the_last_word_is_true(workspace: Works
     assert wait_until(lambda: daemon.stderr().count("reload ok: 1 rule, unchanged") == 2)
     reload_lines = [line for line in daemon.stderr().splitlines() if "reload" in line]
     assert reload_lines[-1].startswith("rulesd: info: reload ok: 1 rule, unchanged")
+
+
+def test_a_reload_warns_where_yaml_read_an_unquoted_word_as_a_boolean(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """A rule saved with `country: NO` is loaded (an event may hold false), with the warning
+    `rulesd check` gives, at the word."""
+    daemon = workspace.start()
+    rule_file = workspace.rules / "norway.yaml"
+    rule_file.write_text("name: norway\nmatch: {country: NO}\nalert: {alias: 'no-{id}'}\n")
+    assert daemon.wait_for_log("reload ok: 2 rules; added: 1 (norway)"), daemon.stderr()
+    warning = f"rulesd: warning: {rule_file}:2:18: match.country: YAML reads the unquoted NO as false, not as text"
+    assert any(line.startswith(warning) for line in daemon.stderr().splitlines()), daemon.stderr()
+    workspace.append({"country": "NO", "id": 1})
+    workspace.append({"country": False, "id": 2})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    assert ["no-2"] == aliases(server)
 
 
 BULK = 10_000

@@ -103,6 +103,21 @@ def test_an_unchanged_rule_file_is_not_parsed_checked_or_compiled_again(
     assert not rule_a.match({"service": "api", "message": "timeout after ms"})
 
 
+def test_a_file_with_warnings_is_cached_and_warned_about_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning (an unquoted NO, which YAML reads as false) leaves the rules loadable, so the
+    file is cached like any other, and read back it draws the same warning at the same place."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES + "  - {name: c, match: {country: NO}}\n")
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(path, cache)
+    assert ["a", "b", "c"] == first[0]
+    assert [f"{path}:5:32: warning: rules[2].match.country: YAML reads the unquoted NO as false"] == [
+        p[: p.index(", not as text")] for p in first[2]
+    ]
+    monkeypatch.setattr(loader, "_read_yaml", lambda *args: pytest.fail("not from the cache"))
+    assert first == _summary(path, cache)
+
+
 def test_a_replay_whose_rule_files_are_all_cached_imports_no_yaml(tmp_path: Path) -> None:
     """PyYAML (and importlib.resources) are a fifth of a warm `rulesd replay`'s start-up: a
     start that finds every rule file in the cache needs neither. The first start fills it.

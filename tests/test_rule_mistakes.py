@@ -155,3 +155,30 @@ def test_rulesd_test_runs_the_test_files_a_directory_holds(tmp_path: Path) -> No
     assert 1 == result.returncode
     assert f"{tmp_path}/none: error: no rule test files (*.test.yaml, *.test.yml) found" in result.stdout.splitlines()
     assert "rule tests: 1 passed, 0 failed, 1 invalid" in result.stdout
+
+
+def test_rulesd_check_warns_where_an_unquoted_word_is_compared_as_a_boolean(tmp_path: Path) -> None:
+    """`country: NO` (Norway) is false to YAML 1.1 and never matches the text: `rulesd check`
+    warns at the word, exit 0 (an event may hold a boolean), and says it again when the file
+    comes from its cache; a rule test's events are warned about alike."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: norway\n    match:\n      country: NO\n      region: [US, 'NO', SE, on]\n"
+    )
+    (tmp_path / "r.test.yaml").write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{event: {country: NO}}]\n    expect_alerts: []\n"
+    )
+    hint = "if the text is meant, or write {} if the boolean is"
+    expected = (
+        f"DIR/r.test.yaml:4:32: warning: tests[0].events[0].event.country: YAML reads the unquoted NO as false, "
+        f'not as text: quote it ("NO") {hint.format("false")}\n'
+        f"DIR/r.yaml:4:16: warning: rules[0].match.country: YAML reads the unquoted NO as false, not as text: "
+        f'quote it ("NO") {hint.format("false")}\n'
+        f"DIR/r.yaml:5:30: warning: rules[0].match.region[3]: YAML reads the unquoted on as true, not as text: "
+        f'quote it ("on") {hint.format("true")}\n'
+        "OK: 1 file(s), 1 rule(s), 1 rule test file(s) (run them with rulesd test), 0 error(s), 3 warning(s)\n"
+    )
+    cache = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in ("cold", "warm"):
+        result = rulesd_cli("check", str(tmp_path / "r.yaml"), str(tmp_path / "r.test.yaml"), env=cache)
+        assert (0, "", expected) == (result.returncode, result.stderr, result.stdout.replace(str(tmp_path), "DIR"))
+    assert [] != list((tmp_path / "cache").glob("document-*.bin"))

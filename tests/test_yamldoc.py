@@ -25,10 +25,12 @@ class _Reference:
     """Every node built by one call, with the stock loader's tags: the plain way to read a
     document, against which the reader is held."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, text: str) -> None:
         self.path = path
+        self.text = text
         self.value_marks: dict[JsonPath, tuple[int, int]] = {}
         self.key_marks: dict[JsonPath, tuple[int, int]] = {}
+        self.boolean_words: dict[JsonPath, str] = {}
         self.problems: list[Problem] = []
         self.nodes = 0
 
@@ -55,6 +57,10 @@ class _Reference:
         except ConstructorError as exc:
             self.problem(node, yamldoc._describe(exc))
             return None
+        # A boolean written as a plain word other than true or false (no tag before it).
+        plain = not node.style and not self.text.startswith("!", node.start_mark.index)
+        if isinstance(value, bool) and plain and node.value.lower() not in ("true", "false"):
+            self.boolean_words[path] = node.value
         return str(node.value) if isinstance(value, datetime.date | bytes) else value
 
     def build_mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, object]:
@@ -86,27 +92,31 @@ class _Large(Exception):
         self.node = node
 
 
-def _expected(text: str) -> tuple[object, dict[JsonPath, tuple[int, int]], dict[JsonPath, tuple[int, int]], list[str]]:
-    reference = _Reference("r.yaml")
+_Read = tuple[object, dict[JsonPath, tuple[int, int]], dict[JsonPath, tuple[int, int]], list[str], dict[JsonPath, str]]
+
+
+def _expected(text: str) -> _Read:
+    reference = _Reference("r.yaml", text)
     node = yaml.compose(text, Loader=yaml.CSafeLoader)
     value: object = None
     try:
         value = reference.build(node, ()) if node is not None else None
     except _Large as exc:
         reference.problem(exc.node, f"document too large (more than {yamldoc.MAX_NODES} nodes)")
-    return value, reference.value_marks, reference.key_marks, sorted(str(p) for p in reference.problems)
+    problems = sorted(str(p) for p in reference.problems)
+    return value, reference.value_marks, reference.key_marks, problems, reference.boolean_words
 
 
-def _read(text: str) -> tuple[object, dict[JsonPath, tuple[int, int]], dict[JsonPath, tuple[int, int]], list[str]]:
+def _read(text: str) -> _Read:
     try:
         doc = parse_yaml(text, "r.yaml", keep_going=True)
     except InvalidInputError as exc:
-        return None, {}, {}, sorted(str(p) for p in exc.problems)
-    return doc.value, doc.value_marks, doc.key_marks, sorted(str(p) for p in doc.problems)
+        return None, {}, {}, sorted(str(p) for p in exc.problems), {}
+    return doc.value, doc.value_marks, doc.key_marks, sorted(str(p) for p in doc.problems), doc.boolean_words
 
 
 def _same(text: str) -> None:
-    value, value_marks, key_marks, problems = _expected(text)
+    value, value_marks, key_marks, problems, boolean_words = _expected(text)
     got = _read(text)
     assert problems == got[3]
     if problems and not all("duplicate key" in p for p in problems):
@@ -114,14 +124,15 @@ def _same(text: str) -> None:
     assert repr(value) == repr(got[0])  # (repr: True and 1, 1 and 1.0 are equal, not the same)
     assert list(value_marks.items()) == list(got[1].items())
     assert list(key_marks.items()) == list(got[2].items())
+    assert boolean_words == got[4]
 
 
 # Texts whose plain scalars resolve to every tag, quoted or not, tagged or not.
-_WORDS = ["a", "name", "x y", "10", "-3", "0x1F", "1.5", ".nan", "true", "no", "null", "~", "", "2024-01-02"]
+_WORDS = ["a", "name", "x y", "10", "-3", "0x1F", "1.5", ".nan", "true", "no", "On", "null", "~", "", "2024-01-02"]
 _SCALAR_TEXT = st.one_of(
     st.sampled_from(_WORDS),
     st.sampled_from(_WORDS).map(lambda w: f"'{w}'"),
-    st.sampled_from(["!!str 5", "!!int 7", "!!float 2", "!custom x", "!!binary aGk=", "!!python/str a"]),
+    st.sampled_from(["!!str 5", "!!int 7", "!!float 2", "!custom x", "!!binary aGk=", "!!python/str a", "!!bool no"]),
 )
 _KEYS = st.sampled_from(["a", "b", "name", "10", "true", "'q'", "<<"])
 
@@ -177,6 +188,7 @@ def test_any_document_reads_as_building_each_node_does(lines: list[str]) -> None
         "? [a, b]\n: c\nd: e\n",
         "a: {<<: 5}\n",
         "- 2024-01-02\n- 2024-01-02T03:04:05Z\n- !!binary aGk=\n- !!set {a, b}\n",
+        "a: &w NO\nb: [*w, yes, 'no', \"off\", !!bool on, True, n]\nc: {<<: {d: OFF}}\n",
     ],
 )
 def test_documents_with_anchors_merges_duplicates_and_tags(text: str) -> None:
@@ -204,3 +216,14 @@ def test_a_documents_place_is_its_nearest_marked_part() -> None:
     doc: Document = parse_yaml("rules:\n- name: a\n  match:\n    x: 1\n", "r.yaml")
     assert "r.yaml:4:8" == str(doc.locate(("rules", 0, "match", "x", "deeper")))
     assert "r.yaml:4:5" == str(doc.locate(("rules", 0, "match", "x"), key=True))
+
+
+def test_the_words_yaml_reads_as_booleans_are_recorded_with_their_place() -> None:
+    """An unquoted yes, no, on or off (in its three cases) is a boolean, as YAML 1.1 has it, and
+    recorded as written; true and false, quoted words, `!!bool` and PyYAML's texts y and n are not."""
+    words = ["NO", "No", "no", "yes", "Yes", "YES", "on", "On", "ON", "off", "Off", "OFF"]
+    doc = parse_yaml(f"a: [{', '.join(words)}]\nb: [true, False, 'no', \"on\", !!bool off, y, n]\n", "r.yaml")
+    booleans = [word.lower() in ("yes", "on") for word in words]
+    assert {"a": booleans, "b": [True, False, "no", "on", False, "y", "n"]} == doc.value
+    assert {("a", i): word for i, word in enumerate(words)} == doc.boolean_words
+    assert "r.yaml:1:9" == str(doc.locate(("a", 1)))

@@ -161,7 +161,7 @@ def _suggestion(name: str, lists: Lists) -> str:
 def reference_problems(cond: Any, lists: Lists, path: JsonPath = ()) -> list[tuple[JsonPath, str]]:
     """Every misused `$` in a condition, each with its path (within the condition) and why."""
     problems: list[tuple[JsonPath, str]] = []
-    for where, op, operand in _operands(cond, path):
+    for where, op, operand in operands(cond, path):
         try:
             resolve_operand(op, operand, lists)
         except ListError as exc:
@@ -171,11 +171,11 @@ def reference_problems(cond: Any, lists: Lists, path: JsonPath = ()) -> list[tup
 
 def lists_used(cond: Any, lists: Lists) -> dict[str, NamedList]:
     """The named lists a condition refers to, by name (those defined)."""
-    names = (reference(operand) for _, op, operand in _operands(cond, ()) if op != "regex")
+    names = (reference(operand) for _, op, operand in operands(cond, ()) if op != "regex")
     return {name: lists[name] for name in names if name is not None and name in lists}
 
 
-def _operands(cond: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str | None, Any]]:
+def operands(cond: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str | None, Any]]:
     """(path, operator or None for a field's matcher, operand) of every field test."""
     if not isinstance(cond, dict):
         return
@@ -183,9 +183,9 @@ def _operands(cond: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str | None,
         where = (*path, key)
         if key in ("all", "any") and isinstance(value, list):
             for i, sub in enumerate(value):
-                yield from _operands(sub, (*where, i))
+                yield from operands(sub, (*where, i))
         elif key == "not":
-            yield from _operands(value, where)
+            yield from operands(value, where)
         elif isinstance(value, dict):
             for op, operand in value.items():
                 if op not in ("exists", "nocase"):

@@ -20,6 +20,7 @@ import msgspec
 from rulesd import collector
 from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
+from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
@@ -41,7 +42,7 @@ class CheckResult(msgspec.Struct, frozen=True):
     @property
     def errors(self) -> list[Problem]:
         """Problems of severity error."""
-        return [p for p in self.problems if p.severity == "error"]
+        return _errors(self.problems)
 
 
 def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Problem]]:
@@ -214,10 +215,14 @@ def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | 
     lists, duplicates = merge_lists(per_file)
     loaded = [_load_document(file, patterns, lists) for file in parsed]
     for file, result in zip(parsed, loaded, strict=True):
-        if cache is not None and file.key is not None and file.doc is not None and not result.problems:
-            _cache_document(cache, file.key, file.doc)
+        if cache is not None and file.key is not None and file.doc is not None and not _errors(result.problems):
+            _cache_document(cache, file.key, file.doc)  # (its warnings come from the document)
     loaded.append(_Loaded([], [], duplicates))
     return loaded
+
+
+def _errors(problems: Iterable[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == "error"]
 
 
 # ---- the cache of parsed and schema-checked rule files ---------------------------------
@@ -241,15 +246,15 @@ def _cached_document(cache: RuleCache, key: str, path: str) -> Document | None:
     if blob is None:
         return None
     try:
-        value, value_marks, key_marks = marshal.loads(blob)
+        value, value_marks, key_marks, boolean_words = marshal.loads(blob)
     except (EOFError, ValueError, TypeError):
         return None
-    return Document(path, value, value_marks, key_marks)
+    return Document(path, value, value_marks, key_marks, boolean_words=boolean_words)
 
 
 def _cache_document(cache: RuleCache, key: str, doc: Document) -> None:
     try:
-        blob = marshal.dumps((doc.value, doc.value_marks, doc.key_marks))  # type: ignore[arg-type]
+        blob = marshal.dumps((doc.value, doc.value_marks, doc.key_marks, doc.boolean_words))  # type: ignore[arg-type]
     except ValueError:  # a YAML timestamp or set: not worth caching
         return
     cache.put("document", key, blob)
@@ -263,6 +268,7 @@ def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists) -> _Load
     doc = parsed.doc
     if doc is None:
         return loaded
+    problems.extend(rule_file_warnings(doc, _rules_in(doc), parsed.faulted))
     for raw, base in _rules_in(doc):
         if isinstance(raw.get("name"), str):
             loaded.names.append((raw["name"], doc.locate((*base, "name"))))
@@ -315,7 +321,7 @@ def _combine(
     problems.extend(_duplicate_names(names))
     problems.extend(_build(patterns, cache))
     ruleset = None
-    if not any(p.severity == "error" for p in problems):
+    if not _errors(problems):
         digest = fingerprint([[r.name, r.fingerprint] for r in rules])
         ruleset = RuleSet(tuple(rules), tuple(files), digest)
     return CheckResult(ruleset, tuple(sorted(problems)), tuple(files))

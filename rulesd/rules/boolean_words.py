@@ -1,0 +1,84 @@
+"""Warnings for values compared with events that YAML read as booleans from a word.
+
+YAML 1.1, which PyYAML reads, makes true or false of an unquoted yes, no, on or off (in any of
+the cases `no`, `No`, `NO`): `country: NO` compares the field with false and never matches the
+text "NO" (Norway), and `rulesd check` had nothing to say. Events do hold booleans (JSON's, a
+source's `bool` fields), and `enabled: yes` may well mean true, so such a value is a warning,
+not an error: at its place, saying how to write either meaning. The reader records where each
+such word was (`Document.boolean_words`); only the places whose value is compared with an
+event's are warned about: the operands of a condition (not `exists` and `nocase`, which take
+booleans), the items of a named list, the groups an absence rule expects, and the events of a
+rule test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any
+
+from rulesd.document import Document, JsonPath
+from rulesd.errors import Problem
+from rulesd.rules.lists import operands
+from rulesd.validation import format_path
+
+
+def rule_file_warnings(
+    doc: Document, rules: Iterable[tuple[dict[str, Any], JsonPath]], faulted: Collection[JsonPath]
+) -> list[Problem]:
+    """The warnings of a rule file whose `rules` (each with its path) are those of `doc`;
+    a value the schema faulted has its error instead (which explains the word too)."""
+    words = doc.boolean_words
+    if not words:  # (nearly every file: nothing to walk)
+        return []
+    compared: list[JsonPath] = []
+    if isinstance(doc.value, dict) and "name" not in doc.value:  # a rule list's named lists
+        compared.extend(path for path in words if len(path) == 3 and path[0] == "lists")
+    for raw, base in rules:
+        for condition, where in _conditions(raw, base):
+            for path, _, operand in operands(condition, where):
+                compared.append(path)
+                if isinstance(operand, list):
+                    compared.extend((*path, i) for i in range(len(operand)))
+        compared.extend(_expected_values(raw, base))
+    return [_warning(doc, path) for path in compared if path in words and path not in faulted]
+
+
+def rule_test_warnings(doc: Document) -> list[Problem]:
+    """The warnings of a rule test file: the values of its events (`tests[i].events[j].event`)."""
+    return [
+        _warning(doc, path)
+        for path in doc.boolean_words
+        if len(path) > 5 and path[0] == "tests" and path[2] == "events" and path[4] == "event"
+    ]
+
+
+def _warning(doc: Document, path: JsonPath) -> Problem:
+    word = doc.boolean_words[path]
+    value = "true" if word.lower() in ("yes", "on") else "false"
+    message = (
+        f'YAML reads the unquoted {word} as {value}, not as text: quote it ("{word}") if the text is '
+        f"meant, or write {value} if the boolean is"
+    )
+    return Problem(doc.locate(path), f"{format_path(path)}: {message}", "warning")
+
+
+def _conditions(raw: dict[str, Any], base: JsonPath) -> Iterator[tuple[Any, JsonPath]]:
+    """Each condition of a rule with its path: its match, or its sequence steps'."""
+    yield raw.get("match"), (*base, "match")
+    sequence = raw.get("sequence")
+    steps = sequence.get("steps") if isinstance(sequence, dict) else None
+    for i, step in enumerate(steps if isinstance(steps, list) else ()):
+        if isinstance(step, dict):
+            yield step.get("match"), (*base, "sequence", "steps", i, "match")
+            absent = step.get("absent")
+            if isinstance(absent, dict):
+                yield absent.get("match"), (*base, "sequence", "steps", i, "absent", "match")
+
+
+def _expected_values(raw: dict[str, Any], base: JsonPath) -> Iterator[JsonPath]:
+    """The path of each value of the groups an absence rule expects."""
+    absence = raw.get("absence")
+    expect = absence.get("expect") if isinstance(absence, dict) else None
+    for i, group in enumerate(expect if isinstance(expect, list) else ()):
+        if isinstance(group, dict):
+            yield from ((*base, "absence", "expect", i, field) for field in group)
