@@ -356,14 +356,17 @@ def cmd_test(args: argparse.Namespace) -> int:
     from rulesd.ruletest import run_test_files
 
     files, found = discover_test_files(args.files)  # (a directory without tests: an error of its own)
-    _print_problems([p for p in found if p.severity != "error"], sys.stdout)
+    warnings = [p for p in found if p.severity != "error"]
     results = [RuleTestFile(p.location.path, (), (p,)) for p in found if p.severity == "error"]
     for path in files:  # one at a time, so that JUnit can say which file each problem stopped
         file_outcomes, file_problems = run_test_files([path])
-        results.append(RuleTestFile(path, tuple(file_outcomes), tuple(file_problems)))
+        warnings += [p for p in file_problems if p.severity != "error"]  # said, but they fail nothing
+        errors = tuple(p for p in file_problems if p.severity == "error")
+        results.append(RuleTestFile(path, tuple(file_outcomes), errors))
     outcomes = [o for r in results for o in r.outcomes]
     problems = [p for r in results for p in r.problems]
-    _print_problems(problems, sys.stdout)
+    # Test files that share rule files share their warnings: each is said once.
+    _print_problems([*dict.fromkeys(warnings), *problems], sys.stdout)
     for outcome in outcomes:
         if outcome.passed:
             print(f"PASS {outcome.location}: {outcome.name}")
@@ -371,7 +374,8 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"FAIL {outcome.location}: {outcome.name}")
             print("    " + outcome.report.replace("\n", "\n    "))
     failed = sum(not o.passed for o in outcomes)
-    print(f"rule tests: {len(outcomes) - failed} passed, {failed} failed, {len(problems)} invalid")
+    said = f", {len(dict.fromkeys(warnings))} warning(s)" if warnings else ""
+    print(f"rule tests: {len(outcomes) - failed} passed, {failed} failed, {len(problems)} invalid{said}")
     if args.junit:
         try:
             Path(args.junit).write_bytes(junit_xml(results))

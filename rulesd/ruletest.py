@@ -19,11 +19,11 @@ from rulesd.alerting.payload import AlertSettings
 from rulesd.document import Document
 from rulesd.durations import parse_duration
 from rulesd.engine import Engine
-from rulesd.errors import InvalidInputError, Problem, SourceLocation
+from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.boolean_words import rule_test_warnings
-from rulesd.rules.loader import TEST_SUFFIXES, check_paths, discover_files, load_ruleset
+from rulesd.rules.loader import TEST_SUFFIXES, check_paths, discover_files
 from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
@@ -132,16 +132,27 @@ def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[st
 
 def run_test_file(path: str) -> list[TestOutcome]:
     """Run every test in `path`; InvalidInputError when the file or its rules are invalid."""
+    return _run_test_file(path)[0]
+
+
+def _run_test_file(path: str) -> tuple[list[TestOutcome], list[Problem]]:
+    """`run_test_file`, and the warnings of the file and of its rule files: a test may pass
+    only because of what one warns about (`country: NO` in the rule and in the event, both
+    read as false), so they are said where the test runs."""
     doc = read_yaml(path, keep_going=True)  # once: a pipe (`<(...)`) can be read only once
     problems = _test_file_problems(doc)
     if problems:
         raise InvalidInputError(problems)
-    ruleset = load_ruleset(_rule_paths(doc))
+    checked = check_paths(_rule_paths(doc))
+    ruleset = checked.ruleset
+    if ruleset is None:
+        raise RuleError(checked.errors)
     unknown = list(_unknown_rules(doc, ruleset))
     if unknown:  # such a test could only fail, and its report would not say why
         raise InvalidInputError(unknown)
     assert isinstance(doc.value, dict)
-    return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])]
+    warnings = [p for p in checked.problems if p.severity != "error"] + rule_test_warnings(doc)
+    return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])], warnings
 
 
 def _rule_paths(doc: Document) -> list[str]:
@@ -288,12 +299,16 @@ def _describe_actual(alert: Alert) -> str:
 
 
 def run_test_files(paths: list[str]) -> tuple[list[TestOutcome], list[Problem]]:
-    """Run all files; invalid files become problems rather than stopping the run."""
+    """Run all files; invalid files become problems rather than stopping the run, and the
+    warnings of the files run are problems of severity warning."""
     outcomes: list[TestOutcome] = []
     problems: list[Problem] = []
     for path in paths:
         try:
-            outcomes.extend(run_test_file(path))
+            ran, warnings = _run_test_file(path)
         except InvalidInputError as exc:
             problems.extend(exc.problems)
+        else:
+            outcomes.extend(ran)
+            problems.extend(warnings)
     return outcomes, problems

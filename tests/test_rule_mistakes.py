@@ -182,3 +182,20 @@ def test_rulesd_check_warns_where_an_unquoted_word_is_compared_as_a_boolean(tmp_
         result = rulesd_cli("check", str(tmp_path / "r.yaml"), str(tmp_path / "r.test.yaml"), env=cache)
         assert (0, "", expected) == (result.returncode, result.stderr, result.stdout.replace(str(tmp_path), "DIR"))
     assert [] != list((tmp_path / "cache").glob("document-*.bin"))
+
+
+def test_rulesd_test_says_the_warnings_of_the_files_it_runs(tmp_path: Path) -> None:
+    """A test may pass only because of what a warning is about (`country: NO` in the rule and in
+    the event, both read as false): `rulesd test` says the rule files' and the test files'
+    warnings, once each however many test files share the rule file, and they fail nothing."""
+    (tmp_path / "r.yaml").write_text("name: norway\nmatch: {country: NO}\n")
+    test = "rule_files: [r.yaml]\ntests:\n  - name: {}\n    events: [{{event: {{country: NO}}}}]\n"
+    test += "    expect_alerts: [{{event: 1, rules: [norway]}}]\n"
+    (tmp_path / "a.test.yaml").write_text(test.format("norway pages"))
+    (tmp_path / "b.test.yaml").write_text(test.format("norway pages again"))
+    result = rulesd_cli("test", str(tmp_path))
+    assert 0 == result.returncode, result.stdout
+    lines = result.stdout.replace(f"{tmp_path}/", "").splitlines()
+    warned = [line.split(": warning: ")[0] for line in lines if ": warning: " in line]
+    assert ["r.yaml:2:18", "a.test.yaml:4:32", "b.test.yaml:4:32"] == warned
+    assert "rule tests: 2 passed, 0 failed, 0 invalid, 3 warning(s)" == lines[-1]
