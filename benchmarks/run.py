@@ -95,7 +95,7 @@ def replay_file(path: Path, ruleset: object, time_field: str) -> int:
             name=str(path),
             settings=AlertSettings(),  # type: ignore[arg-type]
             time_field=time_field,
-            start=0.0,
+            start=time.time(),  # as the command: event times well ahead of their arrival are not believed
         ):
             if isinstance(item, ReplaySummary):
                 return item.alerts
