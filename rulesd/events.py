@@ -38,7 +38,9 @@ BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which some Windows tools write
 # A `\uXXXX` escape of a UTF-16 surrogate: a high one with the low one after it (a pair: one
 # character), or either alone. Group 1 is the backslashes before the `u`: an escape only if
 # their number is odd (`\\ud800` is a backslash and text).
-_SURROGATE_ESCAPE = re.compile(rb"(\\+)u(?:(d[89ab][0-9a-f]{2})(\\ud[c-f][0-9a-f]{2})?|d[c-f][0-9a-f]{2})", re.I)
+_SURROGATE_ESCAPE = re.compile(
+    rb"(\\+)u(?:([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?|[dD][c-fC-F][0-9a-fA-F]{2})"
+)  # (JSON's `u` is lower case; its hex digits are either)
 _REPLACEMENT = rb"\ufffd"
 
 

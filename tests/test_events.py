@@ -43,6 +43,8 @@ from rulesd.sources.journald import journal_event
             [{"a": "\ufffd"}, None, None],
         ),
         (make_parser(Reading(source_name="s")).fast, [b'{"a": "\\udcff"}\n'], [{"a": "\ufffd", "source_name": "s"}]),
+        # Only JSON's escapes are mended: `\U` is none, and the line stays invalid.
+        (orjson.loads, [b'{"a": "\\Ud800"}\n', b'{"a": "\\uDC0f"}\n'], [None, {"a": "\ufffd"}]),
     ],
 )
 def test_each_line_is_parsed_and_a_bad_one_is_none(
