@@ -473,3 +473,30 @@ def test_a_rule_saved_while_the_rules_load_at_start_is_loaded_once_running(
 
 
 LATER_RULE = "name: later\nmatch: {kind: later}\nalert: {alias: 'later-{id}'}\n"
+
+
+def test_a_rule_file_whose_name_is_not_utf8_is_no_fatal_error(
+    tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket
+) -> None:
+    """A file whose name is not UTF-8 (`bad\\xff.yaml`, written in a Latin-1 locale) put among
+    the rule files: the next look at them (a SIGHUP, a saved rule, the 5 s check) hashed the
+    names as UTF-8, which raised; the daemon stopped with a fatal error and status 1, and so did
+    every restart while the file was there. Now it is a rule file like any other: here one that
+    does not load, so the reload fails, the running rules are kept, and paging goes on."""
+    ws = Workspace(tmp_path, server.url)
+    daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+    assert wait_until(lambda: notify.states()[:1] == ["READY=1"])
+    with open(os.path.join(os.fsencode(ws.rules), b"bad\xff.yaml"), "w") as fh:
+        fh.write("name: x\nmatch: {kind: [}\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("reload failed"), daemon.output()
+
+    def readies() -> list[str]:
+        return [m for _, m in notify.messages if m.startswith("READY=1")]
+
+    assert wait_until(lambda: len(readies()) >= 2 and "reload failed" in readies()[-1]), daemon.output()
+    assert "bad\\udcff.yaml" in daemon.stderr()
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1), daemon.output()
+    assert 0 == daemon.terminate()
+    assert "fatal error" not in daemon.stderr()
