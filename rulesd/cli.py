@@ -419,7 +419,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for item in replay(
                 ruleset,
                 stream,
-                name=args.events,
+                name=printable.path_text(args.events),
                 settings=settings,
                 parser=parser,
                 time_field=None if args.config else args.time_field,
@@ -568,7 +568,7 @@ def _explain_line(
                 explainer,
                 stream,
                 args.line,
-                name=args.events,
+                name=printable.path_text(args.events),
                 parser=parser,
                 time_field=None if args.config else args.time_field,
                 max_line_bytes=max_line_bytes,
@@ -576,7 +576,7 @@ def _explain_line(
         except LineError as exc:
             print(f"rulesd explain: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    print(printable.lines("\n".join(explained_line_text(explained, args.events))))
+    print(printable.lines("\n".join(explained_line_text(explained, printable.path_text(args.events)))))
     return EXIT_OK
 
 

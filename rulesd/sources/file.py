@@ -28,6 +28,7 @@ from types import MappingProxyType
 import msgspec
 
 from rulesd.events import JSON_PARSER, Parser
+from rulesd.printable import path_text
 from rulesd.sources.base import MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Saved
 from rulesd.sources.lines import BATCH_BYTES, Lines, count_lines, size_of
 from rulesd.sources.rotation import (
@@ -418,8 +419,7 @@ class FileSource:
         return opened
 
     def _add_watch(self, path: str) -> _Watch:
-        name = os.fsencode(path).decode("utf-8", "backslashreplace")
-        watch = _Watch(path, literal=path in self._patterns, files=deque(), name=name)
+        watch = _Watch(path, literal=path in self._patterns, files=deque(), name=path_text(path))
         self._watches[path] = watch
         return watch
 
