@@ -434,7 +434,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for item in replay(
                 ruleset,
                 stream,
-                name=args.events,
+                name=printable.path_text(args.events),
                 settings=settings,
                 parser=parser,
                 time_field=None if args.config else args.time_field,
@@ -583,7 +583,7 @@ def _explain_line(
                 explainer,
                 stream,
                 args.line,
-                name=args.events,
+                name=printable.path_text(args.events),
                 parser=parser,
                 time_field=None if args.config else args.time_field,
                 max_line_bytes=max_line_bytes,
@@ -591,7 +591,7 @@ def _explain_line(
         except LineError as exc:
             print(f"rulesd explain: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    print(printable.lines("\n".join(explained_line_text(explained, args.events))))
+    print(printable.lines("\n".join(explained_line_text(explained, printable.path_text(args.events)))))
     return EXIT_OK
 
 
@@ -642,7 +642,9 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
-    from rulesd.notify import Notifier  # imported here: the authoring commands need none of it
+    # Imported here: the authoring commands need none of it.
+    from rulesd.notify import Notifier
+    from rulesd.reload import files_fingerprint
 
     config = load_config(args.config)
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
@@ -655,6 +657,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # does not restart): one that comes while the rules load is kept, and reloads once running.
     hup = threading.Event()
     signal.signal(signal.SIGHUP, lambda _s, _f: hup.set())
+    # So is a rule file saved while they load: the file watch compares with the files as they
+    # are once it is built, and would never load a change made before.
+    read = files_fingerprint(config.rules)
     # Loading a huge rule set (or state) may take longer than systemd's start timeout.
     stop_extending = Notifier(os.environ).keep_extending()
     try:
@@ -665,7 +670,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return daemon
     watcher = daemon.parts.watcher
     signal.signal(signal.SIGHUP, lambda _s, _f: watcher.request())  # first: then no SIGHUP is missed
-    if hup.is_set():
+    if hup.is_set() or files_fingerprint(config.rules) != read:
         watcher.request()
     return daemon.run()
 

@@ -264,7 +264,9 @@ def _handler(
                     return 500, f"cannot collect the metrics: {exc}\n".encode(), "text/plain; charset=utf-8"
             if path in ("/healthz", "/readyz"):
                 live, ready, body = health(time.monotonic() - stats.loop_alive, stall_after, problems())
-                return (live if path == "/healthz" else ready), body.encode(), "text/plain; charset=utf-8"
+                # A problem may name a path that is not UTF-8: its surrogate as the log writes it.
+                text = body.encode(errors="backslashreplace")
+                return (live if path == "/healthz" else ready), text, "text/plain; charset=utf-8"
             return 404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain"
 
         def _reply(self, status: int, body: bytes, content_type: str, with_body: bool = True) -> None:

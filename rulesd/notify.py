@@ -47,7 +47,10 @@ class Notifier:
             with self._lock:
                 if self._socket is None:
                     self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._socket.sendto("\n".join(fields).encode(), self.address)
+                # systemd takes UTF-8 only: a lone surrogate (a path that is not UTF-8, as in
+                # `state directory full: <path>`) is written as its escape, `\udcff`, as the log
+                # writes it; encoding it strictly raised in the main loop.
+                self._socket.sendto("\n".join(fields).encode(errors="backslashreplace"), self.address)
         except OSError:
             return False
         return True

@@ -6,10 +6,14 @@ recolour, clear or retitle the screen, or, with a line break, forge a line of th
 human-readable outputs of the commands therefore write every control character as the escape
 JSON uses for it (`\\u001b`, `\\n`): C0, DEL and C1 (a terminal takes U+009B as ESC [), and the
 Unicode line and paragraph separators.
+
+File names are the other text that may not be printable as it is: one that is not UTF-8 is
+written with those bytes escaped (`path_text`), wherever rulesd names it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -31,3 +35,9 @@ def lines(text: str) -> str:
     """`text` with every control character but the line feed escaped, for output of several
     lines (inside JSON strings only C1 and DEL can be left, and their escapes are JSON's)."""
     return _CONTROLS_BUT_NEWLINE.sub(_escape, text)
+
+
+def path_text(path: str) -> str:
+    """A file name as text that UTF-8 can hold: the bytes of a name that is not UTF-8 (which
+    Python holds as lone surrogates, and JSON, SQLite and HTTP refuse) escaped, `app-\\xff.jsonl`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

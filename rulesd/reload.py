@@ -28,12 +28,13 @@ def files_fingerprint(paths: Iterable[str]) -> str:
     files, _ = discover_files(paths)
     digest = hashlib.sha256()
     for path in files:
+        name = os.fsencode(path)  # a name that is not UTF-8 holds surrogates: its bytes, as they are
         try:
             st = os.stat(path)
         except OSError:
-            digest.update(f"{path}:gone".encode())
+            digest.update(name + b":gone")
             continue
-        digest.update(f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode())
+        digest.update(name + f":{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 

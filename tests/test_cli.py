@@ -982,3 +982,19 @@ def test_help_is_formatted_as_argparse_would(columns: str, monkeypatch: pytest.M
         assert any(len(line) > 80 for text in ours[1:] for line in text.splitlines()) == (columns == "132")
     finally:
         cli._help_width.cache_clear()
+
+
+def test_replay_and_explain_of_an_events_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """An events file whose name is not UTF-8 (`app-\\xff.jsonl`): `replay --format json` stopped
+    with a traceback (the name, in the alert's Event Source, could not be written as JSON). It is
+    named with that byte escaped, as the daemon names such a file."""
+    write(tmp_path / "rules" / "r.yaml", "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n")
+    name = os.fsdecode(b"app-\xff.jsonl")
+    (tmp_path / name).write_text('{"kind": "page", "id": 1}\n')
+    replayed = rulesd_cli("replay", "--rules", "rules", name, "--format", "json", cwd=tmp_path)
+    assert 0 == replayed.returncode, replayed.stderr
+    (payload,) = [json.loads(line) for line in replayed.stdout.splitlines()]
+    assert "app-\\xff.jsonl:1" == payload["details"]["Event Source"]
+    explained = rulesd_cli("explain", "--rules", "rules", "--events", name, "--line", "1", cwd=tmp_path)
+    assert 0 == explained.returncode, explained.stderr
+    assert "app-\\xff.jsonl:1" in explained.stdout

@@ -72,12 +72,19 @@ def test_a_thread_that_dies_stops_the_daemon_with_status_1_and_loses_nothing(
 
     monkeypatch.setattr(parts.sender, "run", dies)
     hook = threading.excepthook
-    give_up = threading.Timer(10, parts.stop_requested.set)  # a daemon that runs on without its sender
-    give_up.start()
+    gave_up = threading.Event()
+
+    def give_up() -> None:  # a daemon that runs on without its sender: the test ends it
+        gave_up.set()
+        parts.stop_requested.set()
+
+    timer = threading.Timer(10, give_up)
+    timer.start()
     try:
         assert 1 == run(Daemon(parts))
     finally:
-        give_up.cancel()
+        timer.cancel()
+    assert not gave_up.is_set(), "the daemon ran on after its sender died"
     assert threading.excepthook is hook
     assert ["p-1"] == aliases(server)
     (record,) = [r for r in caplog.records if "died" in r.getMessage()]

@@ -594,6 +594,9 @@ def test_instances_reloading_a_rule_set_without_an_open_alerts_rule_close_it_onc
     ]
     files["a"].write_text(json.dumps({"event": "heartbeat", "host": "w1"}) + "\n")
     assert opsgenie.wait_for(lambda r: len(r) == 1, 15), fleet.output()
+    clock = list(redis_server.client().scan_iter(match="*clock"))
+    assert 1 == len(clock)
+    fired_at = redis_server.client().get(clock[0])  # the shared clock (event time, wall time) at the firing
     (tmp_path / "rules" / "rules.yaml").write_text("name: other\nmatch: {event: other}\n")
     for process in instances:
         process.proc.send_signal(signal.SIGHUP)
@@ -603,6 +606,9 @@ def test_instances_reloading_a_rule_set_without_an_open_alerts_rule_close_it_onc
     close = {"close": 'rulesd: heartbeat-missing: {"host":"w1"}', "rules": ["heartbeat-missing (rule removed)"]}
     assert close == as_sent(opsgenie.requests[1])
     assert 2 == len(opsgenie.requests), fleet.output()
+    # The close moved no clock: committed with a wall time and no time passed, it would hold
+    # the shared clock back by the time since the firing.
+    assert fired_at == redis_server.client().get(clock[0])
     assert all(0 == p.terminate() for p in instances)
 
 

@@ -5,6 +5,7 @@ own positions, and a state database from a single unnamed source kept on upgrade
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import time
@@ -314,3 +315,31 @@ def test_a_state_database_of_a_single_unnamed_source_keeps_its_position_on_upgra
     assert not server.wait_for(lambda r: len(r) > 2, timeout=1.0)
     assert ["page 1", "page 2"] == messages(server)
     assert f"app:{ws.events}" in positions(ws)
+
+
+def test_a_log_file_whose_name_is_not_utf8_is_read_and_its_alerts_sent(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A glob matches a file whose name is not UTF-8 (`app-\\xff.jsonl`, written in a Latin-1
+    locale): its name, holding a surrogate, went into the alert's "Event Source" and the saved
+    position, which could not be encoded; every commit failed, the daemon stopped with a fatal
+    error, and every restart read the line again and stopped: no page at all while the file
+    was there. Now the name is written with that byte escaped, and reading resumes from it."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / "*.jsonl"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    odd = os.path.join(os.fsencode(logs), b"app-\xff.jsonl")
+    with open(odd, "ab") as fh:
+        fh.write(b'{"kind": "page", "id": 1}\n')
+    daemon = ws.start()
+    assert server.wait_for(lambda r: len(r) >= 1), daemon.output()
+    details = server.requests[0].json()["details"]
+    assert details["Event Source"] == f"{logs}/app-\\xff.jsonl (offset 0)"
+    assert 0 == daemon.terminate()
+    with open(odd, "ab") as fh:
+        fh.write(b'{"kind": "page", "id": 2}\n')
+    again = ws.start()
+    assert server.wait_for(lambda r: len(r) >= 2), again.output()
+    time.sleep(1.0)
+    assert 0 == again.terminate()
+    assert ["page-1", "page-2"] == [r.json()["alias"] for r in server.requests]
+    assert "fatal error" not in daemon.output() + again.output()

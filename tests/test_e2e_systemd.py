@@ -442,3 +442,61 @@ def test_a_sighup_while_the_rules_load_at_start_is_a_reload_once_running(
     ws.append({"kind": "page", "id": 1})
     assert server.wait_for(lambda r: len(r) >= 1)
     assert 0 == daemon.terminate()
+
+
+def test_a_rule_saved_while_the_rules_load_at_start_is_loaded_once_running(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A rule file saved after the start read the rules but before the daemon watched them (a
+    large rule set takes seconds to load, a deploy may write it then): the daemon ran the rules
+    it had read, and the file watch, which only compares with the files as they are when it
+    starts, never loaded the new one. Now the start reloads once running."""
+    ws = Workspace(tmp_path, server.url)
+    later = ws.rules / "later.yaml"
+    code = (
+        "import pathlib, sys; from rulesd import cli; load = cli.check_paths\n"
+        "def saved(*a):\n"
+        "    result = load(*a)\n"
+        f"    pathlib.Path({str(later)!r}).write_text({LATER_RULE!r})\n"
+        "    return result\n"
+        "cli.check_paths = saved\n"
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    daemon = DaemonProcess(tmp_path, ["run", "--config", str(ws.config)], None, launcher=("-c", code))
+    ws.processes.append(daemon)
+    assert daemon.wait_for_log("rulesd started: 1 rule(s) loaded"), daemon.output()
+    assert daemon.wait_for_log("reload ok: 2 rules; added: 1 (later)", timeout=10), daemon.output()
+    ws.append({"kind": "later", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert ["later-1"] == [r.json()["alias"] for r in server.requests]
+    assert 0 == daemon.terminate()
+
+
+LATER_RULE = "name: later\nmatch: {kind: later}\nalert: {alias: 'later-{id}'}\n"
+
+
+def test_a_rule_file_whose_name_is_not_utf8_is_no_fatal_error(
+    tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket
+) -> None:
+    """A file whose name is not UTF-8 (`bad\\xff.yaml`, written in a Latin-1 locale) put among
+    the rule files: the next look at them (a SIGHUP, a saved rule, the 5 s check) hashed the
+    names as UTF-8, which raised; the daemon stopped with a fatal error and status 1, and so did
+    every restart while the file was there. Now it is a rule file like any other: here one that
+    does not load, so the reload fails, the running rules are kept, and paging goes on."""
+    ws = Workspace(tmp_path, server.url)
+    daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+    assert wait_until(lambda: notify.states()[:1] == ["READY=1"])
+    with open(os.path.join(os.fsencode(ws.rules), b"bad\xff.yaml"), "w") as fh:
+        fh.write("name: x\nmatch: {kind: [}\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("reload failed"), daemon.output()
+
+    def readies() -> list[str]:
+        return [m for _, m in notify.messages if m.startswith("READY=1")]
+
+    assert wait_until(lambda: len(readies()) >= 2 and "reload failed" in readies()[-1]), daemon.output()
+    assert "bad\\udcff.yaml" in daemon.stderr()
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1), daemon.output()
+    assert 0 == daemon.terminate()
+    assert "fatal error" not in daemon.stderr()

@@ -70,3 +70,28 @@ def test_the_daemon_imports_prometheus_only_to_serve_metrics() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[]" == out.stdout.strip()
+
+
+def test_healthz_naming_a_path_that_is_not_utf8_answers_with_it_escaped() -> None:
+    """A problem may name a path (the state directory that is full), and a path that is not
+    UTF-8 holds a lone surrogate: encoding the body raised in the request's thread, so /healthz
+    answered nothing, a failed liveness probe (and a restart that cannot help). The surrogate
+    is written as its escape, as the log writes it."""
+    import time
+    import urllib.request
+
+    from rulesd.metrics import MetricsServer
+
+    stats = Stats()
+    stats.loop_alive = time.monotonic()
+    registry = build_registry(stats, lambda: (0, None), lambda: 0, lambda: 0, lambda: 1000.0, lambda: False)
+    problem = "state directory full: /var/lib/rulesd-\udcff"
+    server = MetricsServer("127.0.0.1:0", registry, stats, 60.0, problems=lambda: [problem])
+    server.start()
+    try:
+        host, port = server.address
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as response:
+            assert 200 == response.status
+            assert b"ok\nstate directory full: /var/lib/rulesd-\\udcff\n" == response.read()
+    finally:
+        server.stop()

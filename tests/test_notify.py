@@ -23,6 +23,17 @@ def receiver(address: str) -> socket.socket:
     return sock
 
 
+def test_a_status_naming_a_path_that_is_not_utf8_is_sent_escaped(tmp_path: Path) -> None:
+    """STATUS= may name a path (the state directory that is full), and a path that is not UTF-8
+    holds a lone surrogate: encoding it raised in the main loop, a fatal error. systemd takes
+    UTF-8 only: the surrogate goes as its escape, as the log writes it."""
+    path = str(tmp_path / "notify")
+    sock = receiver(path)
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    assert notifier.status("last error: state directory full: /var/lib/rulesd-\udcff")
+    assert b"STATUS=last error: state directory full: /var/lib/rulesd-\\udcff" == sock.recv(4096)
+
+
 def test_messages_reach_a_path_socket(tmp_path: Path) -> None:
     """READY=1 with STATUS=, RELOADING=1 with MONOTONIC_USEC=, STOPPING=1, WATCHDOG=1."""
     path = str(tmp_path / "notify")

@@ -352,6 +352,48 @@ def test_a_reload_while_the_state_directory_is_full_is_applied_at_once(
         notify.close()
 
 
+HEARTBEAT = "name: hb-missing\nmatch: {kind: heartbeat}\nabsence: {window: 1s}\nalert: {alias: hb}\n"
+
+
+def test_a_reload_while_the_state_directory_is_full_closes_the_removed_rules_alert_once(
+    tmp_path: Path, server: FakeOpsGenie, small_tmpfs: Path
+) -> None:
+    """A rule with an open alert removed while the state directory is full: its close waits
+    with the reload's changes, and goes out once space returns, after the pages of the batch
+    kept and once only (a restart does not close it again)."""
+    state = small_tmpfs / "state"
+    ws = Workspace(tmp_path, server.url, state_dir=str(state))
+    (ws.rules / "hb.yaml").write_text(HEARTBEAT)
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat"})
+    assert server.wait_for(lambda r: ["hb"] == aliases(server), timeout=15), daemon.stderr()
+    assert wait_until(lambda: 0 == outbox_rows(state / "state.sqlite"), timeout=15)
+    filler = fill(small_tmpfs)
+    ws.append(*(big_page(i) for i in range(40)))
+    assert daemon.wait_for_log("state directory full: "), daemon.stderr()
+    (ws.rules / "hb.yaml").unlink()
+    assert daemon.wait_for_log("reload ok: 1 rule; removed: 1 (hb-missing)", timeout=10), daemon.stderr()
+    time.sleep(1.0)
+    assert 1 == len(server.requests)
+    filler.unlink()
+    assert server.wait_for(lambda r: len(r) >= 42, timeout=60), daemon.stderr()
+    time.sleep(1.0)
+    paths = [r.path for r in server.requests]
+    close = [i for i, path in enumerate(paths) if path.endswith("/hb/close?identifierType=alias")]
+    assert 1 == len(close), paths
+    created = [r.json()["alias"] for r in server.requests if r.path.endswith("/alerts")]
+    assert ["hb", *(f"page-{i}" for i in range(40))] == created
+    assert close[0] > 1  # after the kept batch's pages
+    assert {"source": "rulesd", "note": "resolved: hb-missing (rule removed)"} == server.requests[close[0]].json()
+    assert 0 == daemon.terminate()
+    again = ws.start()
+    ws.append(page(40))
+    assert server.wait_for(lambda r: len(r) >= 43, timeout=15), again.stderr()
+    time.sleep(1.0)
+    assert 0 == again.terminate()
+    assert 1 == sum("/close" in r.path for r in server.requests)
+
+
 def daemon_status(notify: NotifySocket) -> str:
     """The latest STATUS= the daemon sent."""
     for _, message in reversed(notify.messages):

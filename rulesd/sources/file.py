@@ -28,6 +28,7 @@ from types import MappingProxyType
 import msgspec
 
 from rulesd.events import JSON_PARSER, Parser
+from rulesd.printable import path_text
 from rulesd.sources.base import MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Saved
 from rulesd.sources.lines import BATCH_BYTES, Lines, count_lines, size_of
 from rulesd.sources.rotation import (
@@ -91,6 +92,10 @@ class _Watch(msgspec.Struct):
     path: str
     literal: bool
     files: deque[Tail]
+    # The path as text, a name that is not UTF-8 with those bytes escaped (`a\\xff.jsonl`): it
+    # names the lines in alerts and the saved position, which take UTF-8 only (the surrogates
+    # that stand for such bytes in `path` made every commit fail, and the daemon stop).
+    name: str = ""
 
     @property
     def current(self) -> Tail | None:
@@ -169,7 +174,7 @@ class FileSource:
         A path whose old file is still being drained reports the old file: after a restart
         it is found again by its identity and finished before the new one is read.
         """
-        return {w.path: w.files[0].position() for w in self._watches.values() if w.files}
+        return {w.name: w.files[0].position() for w in self._watches.values() if w.files}
 
     def exhausted(self) -> bool:
         """Never: files are followed for as long as the daemon runs."""
@@ -211,7 +216,7 @@ class FileSource:
         by_identity = {(p.dev, p.ino): p for p in positions.values()}
         for path in expand_patterns(self._patterns):
             watch = self._add_watch(path)
-            saved = positions.get(path)
+            saved = positions.get(watch.name)
             if saved is not None:
                 self._resume(watch, saved)
             else:
@@ -356,7 +361,7 @@ class FileSource:
                 # Bytes past where we stopped may belong to a file truncated and refilled
                 # since: check before reading them, not only at the next poll.
                 self._check_file(watch.path, tail, tail.identity)
-            got = tail.read_lines(limit, watch.path, self._max_line_bytes)
+            got = tail.read_lines(limit, watch.name, self._max_line_bytes)
             if tail.compressed:
                 self._skip_compressed(watch.path, watch.files.popleft())
                 continue
@@ -414,7 +419,7 @@ class FileSource:
         return opened
 
     def _add_watch(self, path: str) -> _Watch:
-        watch = _Watch(path, literal=path in self._patterns, files=deque())
+        watch = _Watch(path, literal=path in self._patterns, files=deque(), name=path_text(path))
         self._watches[path] = watch
         return watch
 
