@@ -258,11 +258,6 @@ def _optional_duration(raw: dict[str, Any], key: str, ctx: _Context, inner: str 
     return ctx.duration(value, path)
 
 
-def _window(raw: int | str, path: JsonPath, ctx: _Context) -> float:
-    """A duration that must be longer than 0s."""
-    return ctx.duration(raw, path, positive=True)
-
-
 def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) -> Kind | None:
     """The rule's kind (threshold, distinct, sequence, absence or new_value)."""
     spec = raw[key]
@@ -270,16 +265,16 @@ def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) ->
         return None
     group_by = tuple(spec.get("group_by", ()))
     if key == "threshold":
-        return Threshold(spec["count"], _window(spec["window"], (key, "window"), ctx), group_by)
+        return Threshold(spec["count"], ctx.duration(spec["window"], (key, "window"), positive=True), group_by)
     if key == "distinct":
-        window = _window(spec["window"], (key, "window"), ctx)
+        window = ctx.duration(spec["window"], (key, "window"), positive=True)
         return Distinct(spec["field"], make_getter(spec["field"]), spec["count"], window, group_by)
     if key == "sequence":
         return _sequence(spec, group_by, ctx, patterns)
     if key == "absence":
         return _absence(spec, group_by, ctx)
     learn = ctx.duration(spec.get("learn", 0), (key, "learn"))
-    forget = _window(spec["forget"], (key, "forget"), ctx) if "forget" in spec else None
+    forget = ctx.duration(spec["forget"], (key, "forget"), positive=True) if "forget" in spec else None
     fields = tuple(spec["fields"])
     return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
 
@@ -302,7 +297,7 @@ def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, pa
                 ctx.report((*path, "count"), "an absent step takes no count: its for says how long to wait")
             where: JsonPath = (*path, "absent", "match")
             compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
-            wait = _window(absent["for"], (*path, "absent", "for"), ctx)
+            wait = ctx.duration(absent["for"], (*path, "absent", "for"), positive=True)
             if compiled is not None:
                 steps.append(Step(compiled.test, 1, True, wait))
             continue
@@ -310,7 +305,7 @@ def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, pa
         compiled = _condition(step["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
         if compiled is not None:
             steps.append(Step(compiled.test, step.get("count", 1)))
-    within = _window(spec["within"], ("sequence", "within"), ctx) if "within" in spec else None
+    within = ctx.duration(spec["within"], ("sequence", "within"), positive=True) if "within" in spec else None
     if len(steps) != len(raw_steps):
         return None
     return Sequence(tuple(steps), within, group_by)
@@ -331,7 +326,9 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> 
             continue
         keys.append(group_key(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
         events.append(event_with(expected))
-    return Absence(_window(spec["window"], ("absence", "window"), ctx), group_by, tuple(keys), tuple(events))
+    return Absence(
+        ctx.duration(spec["window"], ("absence", "window"), positive=True), group_by, tuple(keys), tuple(events)
+    )
 
 
 def _alert(raw: Any, ctx: _Context) -> AlertSpec:
