@@ -23,7 +23,7 @@ from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.boolean_words import rule_test_warnings
-from rulesd.rules.loader import TEST_SUFFIXES, check_paths, discover_files
+from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, check_paths, discover_files
 from rulesd.rules.model import RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
@@ -67,12 +67,18 @@ def check_test_file(path: str) -> list[Problem]:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
-    warnings = rule_test_warnings(doc)
+    problems, _ = _examined(doc)
+    return [*problems, *rule_test_warnings(doc)]
+
+
+def _examined(doc: Document) -> tuple[list[Problem], CheckResult | None]:
+    """The test file's own problems: its document's, else the expectations of rules its rule
+    files do not define or disable; and the check of those rule files (None if not reached)."""
     problems = _test_file_problems(doc)
     if problems:
-        return [*problems, *warnings]
-    ruleset = check_paths(_rule_paths(doc)).ruleset
-    return [*warnings, *(() if ruleset is None else _unknown_rules(doc, ruleset))]
+        return problems, None
+    checked = check_paths(_rule_paths(doc))
+    return ([] if checked.ruleset is None else list(_unknown_rules(doc, checked.ruleset))), checked
 
 
 def _test_file_problems(doc: Document) -> list[Problem]:
@@ -140,16 +146,13 @@ def _run_test_file(path: str) -> tuple[list[TestOutcome], list[Problem]]:
     only because of what one warns about (`country: NO` in the rule and in the event, both
     read as false), so they are said where the test runs."""
     doc = read_yaml(path, keep_going=True)  # once: a pipe (`<(...)`) can be read only once
-    problems = _test_file_problems(doc)
-    if problems:
+    problems, checked = _examined(doc)
+    if problems:  # (a test expecting a rule that is not there could only fail, not saying why)
         raise InvalidInputError(problems)
-    checked = check_paths(_rule_paths(doc))
+    assert checked is not None
     ruleset = checked.ruleset
     if ruleset is None:
         raise RuleError(checked.errors)
-    unknown = list(_unknown_rules(doc, ruleset))
-    if unknown:  # such a test could only fail, and its report would not say why
-        raise InvalidInputError(unknown)
     assert isinstance(doc.value, dict)
     warnings = [p for p in checked.problems if p.severity != "error"] + rule_test_warnings(doc)
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])], warnings
