@@ -366,7 +366,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     outcomes = [o for r in results for o in r.outcomes]
     problems = [p for r in results for p in r.problems]
     # Test files that share rule files share their warnings: each is said once.
-    _print_problems([*dict.fromkeys(warnings), *problems], sys.stdout)
+    warnings = list(dict.fromkeys(warnings))
+    _print_problems([*warnings, *problems], sys.stdout)
     for outcome in outcomes:
         if outcome.passed:
             print(f"PASS {outcome.location}: {outcome.name}")
@@ -374,7 +375,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"FAIL {outcome.location}: {outcome.name}")
             print("    " + outcome.report.replace("\n", "\n    "))
     failed = sum(not o.passed for o in outcomes)
-    said = f", {len(dict.fromkeys(warnings))} warning(s)" if warnings else ""
+    said = f", {len(warnings)} warning(s)" if warnings else ""
     print(f"rule tests: {len(outcomes) - failed} passed, {failed} failed, {len(problems)} invalid{said}")
     if args.junit:
         try:

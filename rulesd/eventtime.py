@@ -15,8 +15,9 @@
 A value that cannot be read gives None; the engine then uses the arrival time and the
 reader counts it (`TimeReader.misses`). So does a time more than AHEAD_LIMIT after the arrival
 time (the wall clock when the line was read): the engine's clock never goes back, so one such
-event would make every timer due at once, and keep them so. Reading is lazy: the engine reads an event's time
-only when some rule might match the event, so a slow format costs only those events.
+event would make every timer due at once, and keep them so. Reading is lazy: the engine reads
+an event's time only when some rule might match the event, so a slow format costs only those
+events.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import msgspec
 
 from rulesd.errors import Problem
+from rulesd.printable import escape
 from rulesd.ruletest import TestOutcome
 
 INVALID_CASE = "(test file)"  # the name of the test case that stands for a file that could not be run
@@ -41,8 +42,8 @@ def junit_xml(results: Sequence[RuleTestFile]) -> bytes:
     for attr in ("tests", "failures", "errors"):
         root.set(attr, str(sum(int(suite.get(attr, "0")) for suite in root)))
     for element in root.iter():
-        element.text = element.text and _NOT_XML.sub(_escape, element.text)
-        element.attrib = {key: _NOT_XML.sub(_escape, value) for key, value in element.attrib.items()}
+        element.text = element.text and _NOT_XML.sub(escape, element.text)
+        element.attrib = {key: _NOT_XML.sub(escape, value) for key, value in element.attrib.items()}
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document + b"\n"
@@ -77,10 +78,6 @@ def _case(suite: ET.Element, name: str, path: str, line: int) -> ET.Element:
     if line > 0:
         case.set("line", str(line))
     return case
-
-
-def _escape(found: re.Match[str]) -> str:
-    return f"\\u{ord(found.group()):04x}"
 
 
 def _summary(report: str) -> str:

@@ -21,20 +21,21 @@ _CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _SHORT = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
-def _escape(found: re.Match[str]) -> str:
+def escape(found: re.Match[str]) -> str:
+    """The matched character as JSON writes it escaped (`\\n`, `\\u001b`)."""
     char = found.group()
     return _SHORT.get(char) or f"\\u{ord(char):04x}"
 
 
 def one_line(text: str) -> str:
     """`text` with every control character escaped, line breaks too: one line, as printed."""
-    return _CONTROLS.sub(_escape, text)
+    return _CONTROLS.sub(escape, text)
 
 
 def lines(text: str) -> str:
     """`text` with every control character but the line feed escaped, for output of several
     lines (inside JSON strings only C1 and DEL can be left, and their escapes are JSON's)."""
-    return _CONTROLS_BUT_NEWLINE.sub(_escape, text)
+    return _CONTROLS_BUT_NEWLINE.sub(escape, text)
 
 
 def path_text(path: str) -> str:

@@ -18,7 +18,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from rulesd.alerting.payload import truncate
 from rulesd.errors import RulesdError
@@ -180,21 +180,21 @@ def heartbeat_url(alert_url: str, name: str) -> str | None:
     parts = urlsplit(alert_url)
     path = parts.path.rstrip("/")
     prefix = path[: -len("/v2/alerts")] if path.endswith("/v2/alerts") else ""
-    return _with_path(alert_url, f"{prefix}/v2/heartbeats/{quote(name, safe='')}/ping")
+    return _with_path(parts, f"{prefix}/v2/heartbeats/{quote(name, safe='')}/ping")
 
 
 def close_url(alert_url: str, alias: str) -> str:
     """The URL that closes an alert by alias: the alias percent-encoded as one path segment."""
-    path = urlsplit(alert_url).path.rstrip("/")
-    return _with_path(alert_url, f"{path}/{quote(alias, safe='')}/close", "identifierType=alias")
+    parts = urlsplit(alert_url)
+    return _with_path(parts, f"{parts.path.rstrip('/')}/{quote(alias, safe='')}/close", "identifierType=alias")
 
 
-def _with_path(alert_url: str, path: str, query: str = "") -> str:
-    """`alert_url` with `path`, its own query (a relay's) followed by `query`, and no fragment.
+def _with_path(parts: SplitResult, path: str, query: str = "") -> str:
+    """The alert URL split into `parts` with `path`, its own query (a relay's) followed by
+    `query`, and no fragment.
 
     Built from its parts: appended to the whole URL, a path would land in its query or fragment
     (`…/alerts?x=1/<alias>/close`), which sends a close to the create endpoint."""
-    parts = urlsplit(alert_url)
     return urlunsplit((parts.scheme, parts.netloc, path, "&".join(q for q in (parts.query, query) if q), ""))
 
 
