@@ -294,7 +294,9 @@ class Daemon:
     def _warn_limits(self) -> None:
         """Say when the state limits are first reached, and whenever they closed open alerts."""
         engine = self.engine
-        if not self._evicting and any(engine.evicted.values()):
+        if not self._evicting:  # checked per commit: until a limit is reached, only this
+            if not any(engine.evicted.values()):
+                return  # nor were alerts closed: each closed group is counted as evicted too
             self._evicting = True  # said once: the metric counts the rest
             log.warning(
                 "state limit reached: the stalest groups are being forgotten (rules: %s); raise limits.groups "

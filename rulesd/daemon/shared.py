@@ -39,7 +39,7 @@ from rulesd.daemon.reloader import LoadOutcome
 from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, Daemon
 from rulesd.engine import Engine, EngineState, StateDelta
 from rulesd.events import Parser
-from rulesd.pipeline import Alert, Batch, Matches, advance, apply_matches, build_alerts, match_lines, pending
+from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
@@ -391,10 +391,8 @@ class SharedDaemon(Daemon):
         wall = self.shared.clock_wall
         before = engine.now
         if moves:
-            batch = advance(engine, before + (now - wall) if before > -math.inf and wall is not None else now)
-        else:
-            batch = pending(engine)
-        alerts = build_alerts(batch, self.parts.settings, str)
+            engine.advance(before + (now - wall) if before > -math.inf and wall is not None else now)
+        alerts = build_alerts(pending(engine), self.parts.settings, str)
         requests = _requests(alerts)
         if not requests and not engine.state.changed:
             engine.now = before  # nothing happened: the committed clock stays as it is

@@ -276,7 +276,7 @@ class Engine:
         the others are noted in `closing`, to be closed now: nothing else would ever close them."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
-        silent = {k: st for k, st in tables.get(ABSENCE, {}).get(name, {}).items() if st["open"] and st["aliases"]}
+        silent = {k: st for k, st in tables.get(ABSENCE, {}).get(name, {}).items() if _silent_alert(st)}
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
             if rule.resolve is not None and opened:
@@ -897,19 +897,18 @@ class Engine:
                 holding += [(float(value["last"]), kind, name, key) for key, value in groups.items()]
             elif kind == ABSENCE:  # a silent group holds one (unless its throttle kept it quiet)
                 for key, value in groups.items():
-                    (holding if value["open"] and value["aliases"] else ordinary).append(
-                        (float(value["last"]), kind, name, key)
-                    )
+                    (holding if _silent_alert(value) else ordinary).append((float(value["last"]), kind, name, key))
             else:  # the other kinds hold none: they pay nothing more
                 ordinary += [(_staleness(kind, value), kind, name, key) for key, value in groups.items()]
         ordinary.sort(key=_first)
         self._forget_groups(ordinary[:count])
         if count > len(ordinary):
             holding.sort(key=_first)
+            chosen = holding[: count - len(ordinary)]
             closing: dict[str, dict[str, None]] = {}  # rule -> the aliases of its groups forgotten, in order
-            for _, kind, name, key in holding[: count - len(ordinary)]:
+            for _, kind, name, key in chosen:
                 closing.setdefault(name, {}).update(dict.fromkeys(self.state.tables[kind][name][key]["aliases"]))
-            self._forget_groups(holding[: count - len(ordinary)])
+            self._forget_groups(chosen)
             for name, aliases in closing.items():
                 self.limit_closed[name] = self.limit_closed.get(name, 0) + len(aliases)
                 self.out.append(Closing(tuple(aliases), (name,), self.now, (LIMIT_CLOSED,)))
@@ -954,6 +953,12 @@ def _rank(rule: Rule) -> tuple[int, str]:
 def _latest(st: dict[str, Any]) -> float:
     """The latest event time a sequence's progress holds."""
     return float(max([st["start"], *st["firsts"]]))
+
+
+def _silent_alert(st: dict[str, Any]) -> bool:
+    """Whether an absence group holds an open alert: silent, and paged (its throttle may have
+    kept it quiet)."""
+    return bool(st["open"] and st["aliases"])
 
 
 def _first(candidate: tuple[float, str, str, GroupKey]) -> float:
