@@ -20,7 +20,7 @@ import yaml
 from rulesd.config import load_config
 from rulesd.daemon import Daemon, build_parts
 from rulesd.rules.loader import load_ruleset
-from tests.daemon_process import Workspace, daemon_parts, reload_between_batches, wait_until
+from tests.daemon_process import DaemonProcess, Workspace, daemon_parts, reload_between_batches, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 
@@ -45,6 +45,17 @@ def closes(server: FakeOpsGenie) -> list[Received]:
 
 def close_path(base: str, alias: str) -> str:
     return f"{base}/{urllib.parse.quote(alias, safe='')}/close?identifierType=alias"
+
+
+def closed_once(server: FakeOpsGenie, daemon: DaemonProcess, alias: str, note: str) -> None:
+    """`daemon` closes `alias` with `note`, and sends nothing more until it stops (within a
+    second): one alert created, one closed."""
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", alias) == closes(server)[0].path
+    assert note == closes(server)[0].json()["note"]
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert (1, 1) == (len(creates(server)), len(closes(server)))
 
 
 @pytest.mark.parametrize("path", ["/v2/alerts", JSM_PATH])
@@ -269,6 +280,72 @@ def test_a_saved_clock_without_its_wall_time_is_not_moved_on() -> None:
     assert saved_clock(None) == (float("-inf"), 0.0)
 
 
+TOGETHER = """
+rules:
+  - {name: errors-a, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]}, resolve: {after: 1s}}
+  - {name: errors-b, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]}, resolve: {after: 5s}}
+"""
+SHARED = 'rulesd: errors-a, errors-b: {"host":"a"}'
+
+
+def open_groups(ws: Workspace) -> list[tuple[str, dict[str, object]]]:
+    """The open groups the saved state holds: (rule, state)."""
+    with sqlite3.connect(ws.root / "state" / "state.sqlite") as db:
+        return [
+            (rule, json.loads(data))
+            for rule, data in db.execute("SELECT rule, data FROM engine_groups WHERE kind = 'open'")
+        ]
+
+
+def test_an_alert_two_rules_fired_together_is_closed_once_when_both_recovered(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """errors-a (after 1s) and errors-b (after 5s) fire on one event: one alert. errors-a
+    recovering closes nothing while errors-b holds it (it was closed then, and errors-b's close
+    found nothing); across a restart, errors-b recovering closes it once, naming both."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(TOGETHER)
+    daemon = ws.start()
+    ws.append({"level": "error", "host": "a"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    assert SHARED == creates(server)[0].json()["alias"]
+    assert wait_until(lambda: [r for r, _ in open_groups(ws)] == ["errors-b"], timeout=10), daemon.output()
+    time.sleep(0.5)
+    assert [] == closes(server), daemon.output()
+    assert 0 == daemon.terminate()
+    [(_, held)] = open_groups(ws)  # what errors-a let go of is noted, saved with the state
+    assert {SHARED: [["errors-a", ""]]} == held["released"]
+    again = ws.start()
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=15), again.output()
+    assert close_path("/v2/alerts", SHARED) == closes(server)[0].path
+    assert {"source": "rulesd", "note": "resolved: errors-a, errors-b"} == closes(server)[0].json()
+    assert wait_until(lambda: open_groups(ws) == [], timeout=10), again.output()
+    assert 0 == again.terminate()
+    third = ws.start()
+    time.sleep(1.0)
+    assert 0 == third.terminate()
+    assert (1, 1) == (len(creates(server)), len(closes(server)))
+
+
+def test_a_rule_a_reload_removes_leaves_open_the_alert_another_rule_holds(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """The rule file saved without errors-a while both hold their alert: no close at the
+    reload; saved without errors-b too, the alert is closed once, the note naming both."""
+    ws = Workspace(tmp_path, server.url)
+    rules = TOGETHER.replace("after: 1s", "after: 1h").replace("after: 5s", "after: 1h")
+    (ws.rules / "rules.yaml").write_text(rules)
+    daemon = ws.start()
+    ws.append({"level": "error", "host": "a"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    (ws.rules / "rules.yaml").write_text("rules:\n" + rules.splitlines()[3] + "\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("removed: 1 (errors-a)"), daemon.output()
+    time.sleep(1.0)
+    assert [] == closes(server), daemon.output()
+    (ws.rules / "rules.yaml").write_text("name: other\nmatch: {kind: other}\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    closed_once(server, daemon, SHARED, "resolved: errors-a (rule removed), errors-b (rule removed)")
+
+
 # -- open alerts at a reload ---------------------------------------------------------------------
 
 
@@ -375,9 +452,4 @@ def test_an_open_alert_whose_rule_was_removed_while_stopped_is_closed_at_the_sta
     assert 0 == daemon.terminate()
     (ws.rules / "rules.yaml").write_text("name: other\nmatch: {kind: other}\n")
     again = ws.start()
-    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), again.output()
-    assert close_path("/v2/alerts", ALIAS) == closes(server)[0].path
-    assert "resolved: worker-heartbeat-missing (rule removed)" == closes(server)[0].json()["note"]
-    time.sleep(1.0)
-    assert 0 == again.terminate()
-    assert (1, 1) == (len(creates(server)), len(closes(server)))
+    closed_once(server, again, ALIAS, "resolved: worker-heartbeat-missing (rule removed)")

@@ -130,6 +130,13 @@ class Fleet:
         assert process.wait_for_log("rulesd started"), process.output()
         return process
 
+    def start_on_file(self, name: str, path: Path, **extra: Any) -> DaemonProcess:
+        """Instance `name` in fleet mode, reading the file at `path`."""
+        source = {"type": "file", "path": str(path), "start_at": "beginning"}
+        return self.start(
+            name, source=source, state={"backend": "redis", "url": self.redis_url, "instance": name}, **extra
+        )
+
     def output(self) -> str:
         return "".join(p.output() for p in self.processes)
 
@@ -360,8 +367,7 @@ def test_fleet_mode_counts_across_hosts_and_keeps_positions_per_instance(
         path.touch()
 
     def start(name: str) -> DaemonProcess:
-        source = {"type": "file", "path": str(files[name]), "start_at": "beginning"}
-        return fleet.start(name, source=source, state={"backend": "redis", "url": redis_server.url, "instance": name})
+        return fleet.start_on_file(name, files[name])
 
     def append(name: str, count: int) -> None:
         with open(files[name], "a") as fh:
@@ -648,6 +654,46 @@ def test_an_instance_under_load_commits_the_closes_of_a_reload_with_its_next_bat
         alias = 'rulesd: heartbeat-missing: {"host":"w1"}'
         assert [("create", "rulesd: heartbeat-missing"), ("close", alias)] == queued
         assert "absence" not in (parts.store.load_engine_state() or {})
+
+
+def test_an_alert_two_rules_fired_together_is_closed_once_by_the_instance_that_sees_both_recover(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """errors-a (after 1s) and errors-b (after 5s) fire on one event on instance a: one alert.
+    errors-a recovering closes nothing while errors-b holds it; a stops, and instance b,
+    restoring the shared state, closes it once when errors-b recovers, the note naming both."""
+    rules = (
+        "rules:\n"
+        "  - {name: errors-a, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]},"
+        " resolve: {after: 1s}}\n"
+        "  - {name: errors-b, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]},"
+        " resolve: {after: 5s}}\n"
+    )
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=rules)
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b")}
+    for path in files.values():
+        path.touch()
+
+    def open_rules() -> list[str]:
+        fields = redis_server.client().hkeys("rulesd:groups")
+        return sorted(f.decode().split("\t")[1] for f in fields if f.startswith(b"open\t"))
+
+    first = fleet.start_on_file("a", files["a"], time_field=None)
+    files["a"].write_text(json.dumps({"level": "error", "host": "a"}) + "\n")
+    assert opsgenie.wait_for(lambda r: len(r) == 1, 15), fleet.output()
+    shared = 'rulesd: errors-a, errors-b: {"host":"a"}'
+    assert shared == opsgenie.requests[0].json()["alias"]
+    assert wait_until(lambda: open_rules() == ["errors-b"], 10), fleet.output()
+    time.sleep(0.5)
+    assert 1 == len(opsgenie.requests), fleet.output()
+    assert 0 == first.terminate()
+    second = fleet.start_on_file("b", files["b"], time_field=None)
+    assert opsgenie.wait_for(lambda r: len(r) == 2, 15), fleet.output()
+    assert {"close": shared, "rules": ["errors-a", "errors-b"]} == as_sent(opsgenie.requests[1])
+    assert wait_until(lambda: open_rules() == [], 10), fleet.output()
+    time.sleep(1.0)
+    assert 0 == second.terminate()
+    assert 2 == len(opsgenie.requests), fleet.output()
 
 
 PASSWORD = "pw-0123456789"

@@ -303,6 +303,79 @@ def test_resolve_closes_each_group_and_only_the_rules_that_resolve() -> None:
     ] == run(engine, steps)
 
 
+# -- an alias held by several groups ----------------------------------------------------------
+
+ERRORS_BY_HOST = "match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]}"
+SHORT = "{name: errors-a, " + ERRORS_BY_HOST + ", resolve: {after: 5m}}"
+LONG = "{name: errors-b, " + ERRORS_BY_HOST + ", resolve: {after: 20m}}"
+TOGETHER = "rules:\n" + _listed(SHORT, LONG)
+SHARED = 'rulesd: errors-a, errors-b: {"host":"a"}'
+ERR_A = {"level": "error", "host": "a"}
+
+
+def test_an_alert_two_rules_fired_together_closes_when_the_last_of_them_recovers() -> None:
+    """errors-a (after 5m) and errors-b (after 20m) fire on one event: one alert, one alias.
+    errors-a's quiet period ending closes nothing while errors-b's group still holds the alert;
+    when errors-b's ends, the alert is closed once, its note naming both rules."""
+    engine = engine_for(TOGETHER)
+    assert [("alert", ("errors-a", "errors-b"), 1)] == run(engine, [(0, ERR_A)])
+    assert [] == run(engine, [(600, None)])
+    assert [("close", ("errors-a", "errors-b"), SHARED)] == run(engine, [(1199, None), (1200, None), (5000, None)])
+
+
+def test_the_notes_of_those_that_let_go_survive_a_restart() -> None:
+    """errors-a let go while errors-b holds the alert; the state saved then and restored (a
+    restart) still closes the alert once, naming both."""
+    ruleset = ruleset_from_yaml(TOGETHER)
+    first = Engine(ruleset, time_field="t")
+    run(first, [(0, ERR_A), (600, None)])
+    second = Engine(ruleset, EngineState.from_json(json.loads(json.dumps(first.state.to_json()))), time_field="t")
+    assert [] == pending(second).firings
+    assert [(("errors-a", "errors-b"), SHARED, "resolved: errors-a, errors-b")] == [
+        (a.rules, a.close, a.payload["note"])
+        for a in build_alerts(evaluate_events([(None, T0 + 1200)], second, str), AlertSettings(), str)
+    ]
+
+
+def test_a_rule_a_reload_removes_leaves_an_alert_another_rule_holds_open() -> None:
+    """errors-a removed by a reload: no close while errors-b holds the alert; it closes when
+    errors-b's group recovers, the note saying why errors-a let go."""
+    engine = engine_for(TOGETHER)
+    run(engine, [(0, ERR_A)])
+    assert [] == reload(engine, LONG)
+    assert [] == run(engine, [(600, None)])
+    closed = build_alerts(evaluate_events([(None, T0 + 1200)], engine, str), AlertSettings(), str)
+    assert [(SHARED, "resolved: errors-a (rule removed), errors-b")] == [(a.close, a.payload["note"]) for a in closed]
+    engine = engine_for(TOGETHER)
+    run(engine, [(0, ERR_A)])
+    note = "resolved: errors-a (rule removed), errors-b (rule removed)"
+    assert [("close", ("errors-a", "errors-b"), SHARED, note)] == reload(engine, "name: other\nmatch: {k: v}\n")
+
+
+def test_a_group_the_limits_forget_leaves_an_alert_another_group_holds_open() -> None:
+    """Over the limit, errors-a's open group is forgotten: its alert stays open while errors-b's
+    group holds it (not counted as closed), and closes when that group recovers."""
+    engine = engine_for(TOGETHER, limits=Limits(per_rule=100, total=1))
+    run(engine, [(0, ERR_A)])
+    engine.sweep(engine.now)
+    assert [] == closes(engine)
+    assert {"errors-a": 0, "errors-b": 0} == engine.limit_closed
+    assert [(("errors-a", "errors-b"), SHARED, "resolved: errors-a (state limit), errors-b")] == [
+        (a.rules, a.close, a.payload["note"])
+        for a in build_alerts(evaluate_events([(None, T0 + 1200)], engine, str), AlertSettings(), str)
+    ]
+
+
+def test_an_alias_template_shared_by_groups_closes_when_the_last_group_recovers() -> None:
+    """An `alert.alias` without the group's field: hosts a and b page under one alias, closed
+    once, when the later of them has been quiet for `after`."""
+    engine = engine_for(RESOLVING.replace("resolve:", "alert: {alias: db-errors}\nresolve:"))
+    err_b = {"level": "error", "host": "b"}
+    steps: list[Step] = [(0, ERR_A), (1, ERR_A), (300, err_b), (301, err_b), (700, None)]
+    assert [("alert", ("errors",), 2), ("alert", ("errors",), 4)] == run(engine, steps)
+    assert [("close", ("errors",), "db-errors")] == run(engine, [(900, None), (901, None), (5000, None)])
+
+
 # -- throttle, state, limits ------------------------------------------------------------------
 
 

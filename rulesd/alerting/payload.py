@@ -241,11 +241,11 @@ def _fit_details(details: dict[str, str], budget: int) -> dict[str, str]:
 
 def close_body(closing: Closing, settings: AlertSettings) -> dict[str, Any]:
     """The JSON body of the request that closes an alert by alias (`POST …/<alias>/close`):
-    the note names the rules, each with why it closes the alert when a reload is the reason
-    (`resolved: heartbeat-missing (rule removed)`)."""
+    the note names the rules, each with why it closes the alert when that is not that its
+    group recovered (`resolved: heartbeat-missing (rule removed), errors`)."""
     names = closing.rules
     if closing.reasons:
-        names = tuple(f"{name} ({why})" for name, why in zip(names, closing.reasons, strict=True))
+        names = tuple(f"{name} ({why})" if why else name for name, why in zip(names, closing.reasons, strict=True))
     return {
         "source": truncate(settings.source, SOURCE_MAX),
         "note": truncate(f"{CLOSE_NOTE}{', '.join(names)}", NOTE_MAX),

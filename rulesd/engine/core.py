@@ -23,6 +23,7 @@ import msgspec
 import orjson
 
 from rulesd.alerting.alias import alert_alias
+from rulesd.engine.holders import RELEASED, Holder, Holders, Note, held, merged
 from rulesd.engine.state import (
     ABSENCE,
     DISTINCT,
@@ -144,6 +145,7 @@ class Engine:
         self.source: Callable[[int], Any] | None = None
         self.position = 0
         self._timers = Timers()
+        self._holders = Holders()  # which groups hold each open alert's alias
         self._starting: list[Rule] = []  # rules that start (expected groups, learning) at the next time
         self._until_sweep = SWEEP_EVERY
         # Per rule, the latest time of an event it matched: its groups are swept by its own
@@ -251,11 +253,11 @@ class Engine:
     def _adopt(self, ruleset: RuleSet) -> None:
         current = {r.name: r.fingerprint for r in ruleset.rules}
         known = self.state.fingerprints
-        closing: dict[str, dict[str, str]] = {}  # alias -> the rules it is closed for, each with why
-        held = {n for groups in self.state.tables.values() for n in groups}
-        for name in sorted(n for n in held if current.get(n) != known.get(n)):  # in order: closings too
+        closing: dict[str, list[Note]] = {}  # alias -> the rules it is closed for, each with why
+        named = {n for groups in self.state.tables.values() for n in groups}
+        for name in sorted(n for n in named if current.get(n) != known.get(n)):  # in order: closings too
             self._drop_rule(name, self._rules.get(name), closing)
-        self._close_orphans(closing)
+        self._close(closing, self.now)
         waiting = {r.name for r in self._starting}  # added while no time was known: not started yet
         self._starting = [
             r
@@ -268,12 +270,13 @@ class Engine:
         if self._starting and self.now > _NEVER:
             self._start(self.now)
 
-    def _drop_rule(self, name: str, rule: Rule | None, closing: dict[str, dict[str, str]]) -> None:
+    def _drop_rule(self, name: str, rule: Rule | None, closing: dict[str, list[Note]]) -> None:
         """Forget the state of a rule that was removed or changed (`rule`: what runs under its
         name now), all but its open alerts: those the rule now running closes as it would have
         (an open `resolve` group, when it still resolves; an absence's silent group, when it is
         still an absence that puts the silence's event in the same group) are kept for it, and
-        the others are noted in `closing`, to be closed now: nothing else would ever close them."""
+        the others let go of their aliases (`_let_go`), those no other group holds noted in
+        `closing`, to be closed now: nothing else would ever close them."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
         silent = {k: st for k, st in tables.get(ABSENCE, {}).get(name, {}).items() if _silent_alert(st)}
@@ -288,19 +291,49 @@ class Engine:
                     if (self._group_key(getters, st["event"]) if getters else NO_GROUP) == key:
                         self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
-        for st in [*opened.values(), *silent.values()]:
-            for alias in st["aliases"]:
-                closing.setdefault(alias, {}).setdefault(name, why)
+        gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
+        self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
 
-    def _close_orphans(self, closing: dict[str, dict[str, str]]) -> None:
-        """Close the aliases a reload left without a rule to close them: one closing for the
-        aliases of the same rules, whose note says why each rule closes them."""
-        by_rules: dict[tuple[tuple[str, str], ...], list[str]] = {}
-        for alias, reasons in closing.items():
-            by_rules.setdefault(tuple(reasons.items()), []).append(alias)
-        for rules, aliases in by_rules.items():
-            names, whys = zip(*rules, strict=True)
-            self.out.append(Closing(tuple(aliases), names, self.now, whys))
+    def _let_go_of(self, gone: list[tuple[Holder, Any]], why: str, closing: dict[str, list[Note]]) -> None:
+        """Groups of one rule whose state (`gone`, each with its last value) is no longer there
+        let go of their aliases, each once; those no other group holds go into `closing`."""
+        notes: dict[str, list[Note]] = {}
+        first: dict[str, Holder] = {}
+        for holder, st in gone:
+            for alias in held(st):
+                first.setdefault(alias, holder)
+                notes[alias] = merged(notes.get(alias, []), st.get(RELEASED, {}).get(alias, []))
+        for alias, holder in first.items():
+            closed = self._let_go(alias, holder, why, notes[alias])
+            if closed is not None:
+                closing[alias] = merged(closing.get(alias, []), closed)
+
+    def _let_go(self, alias: str, holder: Holder, why: str, notes: list[Note]) -> list[Note] | None:
+        """`holder` no longer holds `alias` (its state says so already), for `why` ("": its
+        group recovered), with the `notes` of those that let go of it before: the rules to
+        name in its close, if no other group holds it (then it is to be closed now); else
+        None, the notes left with a group that does."""
+        notes = merged(notes, [[holder[1], why]])
+        other = self._holders.other(alias, holder, self.state.tables)
+        if other is None:
+            return notes
+        kind, name, key = other
+        st = self.state.tables[kind][name][key]
+        released = st.setdefault(RELEASED, {})
+        released[alias] = merged(released.get(alias, []), notes)
+        self._touch(kind, name, key)
+        return None
+
+    def _close(self, closing: dict[str, list[Note]], time: float) -> None:
+        """Close the aliases of `closing`, one closing for the aliases of the same notes, whose
+        note names each rule that let go of them (sorted: the same whichever let go first),
+        with why where it was not that its group recovered."""
+        by_notes: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for alias, notes in closing.items():
+            by_notes.setdefault(tuple(sorted((n, why) for n, why in notes)), []).append(alias)
+        for pairs, aliases in by_notes.items():
+            names, whys = zip(*pairs, strict=True)
+            self.out.append(Closing(tuple(aliases), names, time, whys if any(whys) else ()))
 
     def _never_learnt(self, rule: Rule) -> bool:
         """A new_value rule whose learning has no start in the state (saved before its first
@@ -360,6 +393,7 @@ class Engine:
         same = state.fingerprints == {r.name: r.fingerprint for r in self.ruleset.rules}
         self.out.clear()
         self.state = state
+        self._holders.forget()
         if self._touched is not None:
             self._touched = state.touched
         self.now = now
@@ -374,6 +408,9 @@ class Engine:
         one is skipped when due). Loading is not a change to save."""
         tables = self.state.tables
         for (kind, name, key), value in values.items():
+            if kind in (OPEN, ABSENCE):
+                old = tables.get(kind, {}).get(name, {}).get(key)
+                self._holders.replaced((kind, name, key), old, value)
             if value is None:
                 tables.get(kind, {}).get(name, {}).pop(key, None)
                 continue
@@ -719,10 +756,12 @@ class Engine:
         elif time >= st["last"]:
             st["last"], st["event"], st["origin"] = time, event, self._origin()
             if st["open"]:  # the silence is over: its timer is set again
-                st["open"] = False
-                if st["aliases"]:
-                    self.out.append(Closing(tuple(st["aliases"]), (name,), time))
-                    st["aliases"] = []
+                gone = dict(st)
+                st["open"], st["aliases"] = False, []
+                st.pop(RELEASED, None)
+                closing: dict[str, list[Note]] = {}
+                self._let_go_of([((ABSENCE, name, group), gone)], "", closing)
+                self._close(closing, time)
                 self._timers.add(time + kind.window, ABSENCE, name, group)
         self._touch(ABSENCE, name, group)
         return False
@@ -757,6 +796,7 @@ class Engine:
             st["last"] = max(st["last"], time)
         if alias not in st["aliases"]:
             st["aliases"] = [*st["aliases"], alias][-ALIASES_KEPT:]
+            self._holders.add(alias, (OPEN, name, group))
         self._touch(OPEN, name, group)
 
     # -- timers ---------------------------------------------------------------------------------
@@ -784,7 +824,8 @@ class Engine:
         st["open"] = True
         self._touch(ABSENCE, rule.name, group)
         if not rule.throttle or self._allowed(rule, group, due):
-            st["aliases"] = [alert_alias((rule,), st["event"])]  # closed by it when events return
+            st["aliases"] = [alias := alert_alias((rule,), st["event"])]  # closed by it when events return
+            self._holders.add(alias, (ABSENCE, rule.name, group))
             self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
 
     def _absent_step_due(self, rule: Rule, group: GroupKey, due: float) -> None:
@@ -807,8 +848,9 @@ class Engine:
             return
         del groups[group]
         self._touch(OPEN, rule.name, group)
-        if st["aliases"]:
-            self.out.append(Closing(tuple(st["aliases"]), (rule.name,), due))
+        closing: dict[str, list[Note]] = {}
+        self._let_go_of([((OPEN, rule.name, group), st)], "", closing)
+        self._close(closing, due)
 
     # -- bounds ---------------------------------------------------------------------------------
 
@@ -905,13 +947,17 @@ class Engine:
         if count > len(ordinary):
             holding.sort(key=_first)
             chosen = holding[: count - len(ordinary)]
-            closing: dict[str, dict[str, None]] = {}  # rule -> the aliases of its groups forgotten, in order
+            gone: dict[str, list[tuple[Holder, Any]]] = {}  # rule -> its groups forgotten, in order
             for _, kind, name, key in chosen:
-                closing.setdefault(name, {}).update(dict.fromkeys(self.state.tables[kind][name][key]["aliases"]))
+                gone.setdefault(name, []).append(((kind, name, key), self.state.tables[kind][name][key]))
             self._forget_groups(chosen)
-            for name, aliases in closing.items():
-                self.limit_closed[name] = self.limit_closed.get(name, 0) + len(aliases)
-                self.out.append(Closing(tuple(aliases), (name,), self.now, (LIMIT_CLOSED,)))
+            closing: dict[str, list[Note]] = {}  # one for all: groups of several rules may share an alias
+            for name, forgotten in gone.items():
+                before = len(closing)
+                self._let_go_of(forgotten, LIMIT_CLOSED, closing)
+                if len(closing) > before:
+                    self.limit_closed[name] = self.limit_closed.get(name, 0) + len(closing) - before
+            self._close(closing, self.now)
 
     def _forget_groups(self, chosen: list[tuple[float, str, str, GroupKey]]) -> None:
         tables = self.state.tables

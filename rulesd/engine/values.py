@@ -42,9 +42,10 @@ class Matched(msgspec.Struct, frozen=True):
 
 
 class Closing(msgspec.Struct, frozen=True):
-    """Alerts to close (by alias): their group recovered, at event time `time`; or, with
-    `reasons` (one per rule: `rule removed`, `rule disabled`, `rule changed`), a reload took
-    away the rule that would have closed them."""
+    """Alerts to close (by alias): every group that held them let go, at event time `time`;
+    `rules` are the rules of those groups, and `reasons`, if any, say why each let go: its group
+    recovered (""), or a reload took away the rule (`rule removed`, `rule disabled`, `rule
+    changed`), or the state limits forgot its group (`state limit`)."""
 
     aliases: tuple[str, ...]
     rules: tuple[str, ...]
