@@ -386,6 +386,20 @@ def test_throttle_applies_to_every_kind() -> None:
     assert [("alert", ("spray",), 3)] == run(engine, steps)
 
 
+def test_a_firing_the_throttle_holds_back_keeps_the_groups_alert_open() -> None:
+    """Errors every minute for 20 minutes, throttled to one alert per 10 minutes, resolved after
+    5 quiet minutes: the alert stays open while they go on (the firings the throttle holds back
+    count as firings), its later firings go out under the same alias, and it is closed once, 5
+    minutes after the last error; a throttled firing of a group with no open alert opens none."""
+    engine = engine_for(RESOLVING.replace("count: 2", "count: 1").replace("10m", "5m") + "throttle: 10m\n")
+    alias = 'rulesd: errors: {"host":"a"}'
+    steps: list[Step] = [(60 * i, ERR_A) for i in range(21)]
+    assert [("alert", ("errors",), n) for n in (1, 11, 21)] == run(engine, steps)
+    assert [] == run(engine, [(1200 + 299, None)])
+    assert [("close", ("errors",), alias)] == run(engine, [(1200 + 300, None)])
+    assert [] == run(engine, [(1600, ERR_A), (5000, None)])  # within the throttle of the last alert (1200)
+
+
 def test_state_survives_a_restart_with_its_timers() -> None:
     """Restored from its JSON, an engine keeps the absence it watched and fires on time."""
     ruleset = ruleset_from_yaml(HEARTBEAT)

@@ -546,12 +546,16 @@ class Engine:
                 fires = self._threshold(rule.name, kind, group, time)
             else:
                 fires = self._other_kind(rule, group, event, time)
-            if fires and (not rule.throttle or self._allowed(rule, group, time)):
+            if not fires:
+                continue
+            if not rule.throttle or self._allowed(rule, group, time):
                 fired.append(rule)
                 if rule.resolve is not None:
                     if resolving is None:
                         resolving = []
                     resolving.append((rule.name, group))
+            elif rule.resolve is not None:
+                self._still_firing(rule.name, group, time)
         if not fired:
             return None
         if len(fired) > 1:
@@ -798,6 +802,14 @@ class Engine:
             st["aliases"] = [*st["aliases"], alias][-ALIASES_KEPT:]
             self._holders.add(alias, (OPEN, name, group))
         self._touch(OPEN, name, group)
+
+    def _still_firing(self, name: str, group: GroupKey, time: float) -> None:
+        """A rule with resolve fired for a group, but its throttle held the alert back: the
+        group's open alert, if it has one, stays open as long as the problem goes on."""
+        st = self.state.tables.get(OPEN, {}).get(name, {}).get(group)
+        if st is not None and time > st["last"]:
+            st["last"] = time
+            self._touch(OPEN, name, group)
 
     # -- timers ---------------------------------------------------------------------------------
 
