@@ -22,6 +22,7 @@ from rulesd import __version__, collector, logs, output, printable
 from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
+from rulesd.engine.core import Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
@@ -389,6 +390,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """`rulesd replay`: print every alert that would be sent, then a summary."""
     settings, rule_paths, reading, parser, max_line_bytes = AlertSettings(), args.rules, None, JSON_PARSER, None
+    limits = Limits()
     if args.source and not args.config:
         print("rulesd replay: --source needs --config", file=sys.stderr)
         return EXIT_USAGE
@@ -396,6 +398,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         settings = AlertSettings(config.opsgenie.source, config.opsgenie.recipients)
         rule_paths = rule_paths or list(config.rules)
+        limits = config.limits  # the daemon's: the groups it forgets, and the alerts that closes
         source = _replayed_source(config, args.source, args.time_field, "replay")
         if source is None:
             return EXIT_USAGE
@@ -440,6 +443,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 parser=parser,
                 time_field=None if args.config else args.time_field,
                 max_line_bytes=max_line_bytes,
+                limits=limits,
                 on_invalid=on_invalid,
                 block_done=block_done,
             ):

@@ -14,6 +14,7 @@ import msgspec
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Engine
+from rulesd.engine.core import Limits
 from rulesd.events import JSON_PARSER, Parser, Reading, unmatched_reason
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines
@@ -101,6 +102,7 @@ def replay(
     time_field: str | None = None,
     start: float | None = None,
     max_line_bytes: int | None = None,
+    limits: Limits = Limits(),
     on_invalid: Callable[[int, str], None] = lambda line, reason: None,
     block_done: Callable[[], None] = lambda: None,
 ) -> Iterator[ReplayedAlert | ReplaySummary]:
@@ -114,8 +116,10 @@ def replay(
     `time_field` is read as epoch seconds or RFC 3339. Without either, every event counts as
     arriving at `start` (default: now), as does an event whose time cannot be read. Lines longer
     than `max_line_bytes` (the configured source's) are skipped and counted, as the source skips them.
+    The state is kept within `limits` (the configuration's), as the daemon keeps it: the groups
+    they forget, and the open alerts they close, are the daemon's.
     """
-    engine, time_reader = replay_engine(ruleset, parser, time_field)
+    engine, time_reader = replay_engine(ruleset, parser, time_field, limits)
     arrival = time.time() if start is None else start
     summary = ReplaySummary(time=time_reader.spec if time_reader else None)
     fast = parser.fast
@@ -152,11 +156,14 @@ def replay(
     yield summary
 
 
-def replay_engine(ruleset: RuleSet, parser: Parser, time_field: str | None) -> tuple[Engine, TimeReader | None]:
-    """The engine that replays events read by `parser`, and what reads their time: the
-    parser's reader, else `time_field` (epoch seconds or RFC 3339), else none (arrival time)."""
+def replay_engine(
+    ruleset: RuleSet, parser: Parser, time_field: str | None, limits: Limits = Limits()
+) -> tuple[Engine, TimeReader | None]:
+    """The engine that replays events read by `parser` within `limits`, and what reads their
+    time: the parser's reader, else `time_field` (epoch seconds or RFC 3339), else none
+    (arrival time)."""
     time_reader = parser.time or (TimeReader(EventTime(time_field)) if time_field else None)
-    return Engine(ruleset, time=time_reader, saved=False), time_reader
+    return Engine(ruleset, time=time_reader, saved=False, limits=limits), time_reader
 
 
 def blocks(stream: BinaryIO) -> Iterator[list[bytes]]:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -938,6 +939,35 @@ def test_replay_prints_timer_alerts_and_closes(tmp_path: Path) -> None:
         {"close": 'rulesd: quiet: {"host":"a"}', "rules": ["quiet"]},
         {"close": "rulesd: errors", "rules": ["errors"]},
     ] == [line for line in lines if "close" in line]
+
+
+def test_replay_with_a_config_keeps_its_limits_and_closes_what_the_daemon_closes(tmp_path: Path) -> None:
+    """`limits.groups_per_rule: 2` and three open alerts: the daemon (`run --dry-run`) forgets the
+    stalest open group and closes its alert; `replay --config` prints that close too (it kept
+    every group, and printed none)."""
+    write(
+        tmp_path / "rules.yaml",
+        "rules:\n"
+        "  - {name: errors, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]},"
+        " resolve: {after: 1h}}\n"
+        "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n",
+    )
+    now = int(time.time())
+    lines = [{"level": "error", "host": f"h{i}", "t": now - 40 + 10 * i} for i in (1, 2, 3)]
+    lines += [{"event": "noise", "t": now}] * 4200  # the engine sweeps every 4096 matched events
+    events = write(tmp_path / "events.jsonl", "".join(json.dumps(e) + "\n" for e in lines))
+    config = write(
+        tmp_path / "rulesd.yaml",
+        "rules: [rules.yaml]\nsource: {type: stdin}\ntime_field: t\nstate_dir: state\nlimits: {groups_per_rule: 2}\n",
+    )
+    alias = 'rulesd: errors: {"host":"h1"}'
+    daemon = rulesd_cli("run", "--config", str(config), "--dry-run", stdin=events.read_bytes(), cwd=tmp_path)
+    sent = [json.loads(line) for line in daemon.stdout.splitlines() if line.startswith('{"close"')]
+    assert [{"close": alias, "source": "rulesd", "note": "resolved: errors (state limit)"}] == sent
+    replayed = rulesd_cli("replay", "--config", str(config), "--format", "json", str(events), cwd=tmp_path)
+    assert [{"close": alias, "rules": ["errors"]}] == [
+        json.loads(x) for x in replayed.stdout.splitlines() if "close" in x
+    ]
 
 
 def test_replay_interrupted_within_a_block_still_shows_the_alerts_found(
