@@ -318,8 +318,16 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
     never_stopped = Engine(ruleset, time_field="t")
     _outcomes(never_stopped, OLD_EVENTS)
     expected = _outcomes(never_stopped, NEXT_EVENTS)
-    assert expected == _outcomes(restored, NEXT_EVENTS)
+    carried_on = _outcomes(restored, NEXT_EVENTS)
     assert never_stopped.state.tables == restored.state.tables
+    # One difference, of order alone: the database was written before a throttled firing counted
+    # for resolve, so first's open group of b holds its sent firing's time (10), not 60; its
+    # timer, re-armed at other moments, comes up before quiet's of b, both due at 7310.
+    b_close = ("close", ('rulesd: first, newuser: {"host":"b"}',), 7310.0)
+    assert expected.index(b_close) == carried_on.index(b_close) + 1
+    carried_on.remove(b_close)
+    carried_on.insert(expected.index(b_close), b_close)
+    assert expected == carried_on
     assert [
         ("fire", ("newuser",), 100.0, "a"),
         ("fire", ("newuser", "thr", "users"), 110.0, "b"),  # thr: the 4th time; users: the 3rd user
@@ -329,14 +337,15 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
         ("fire", ("unfinished",), 1840.0, "a"),  # the timer saved with its sequence
         ("fire", ("twice",), 3000.0, "a"),
         ("fire", ("quiet",), 7200.0, "z"),  # the expected group, watched since the first event
-        ("close", ('rulesd: first, newuser: {"host":"a"}',), 7200.0),
-        ("close", ('rulesd: first, newuser: {"host":"b"}',), 7210.0),
-        ("close", ('rulesd: first: {"host":"c"}',), 7230.0),
-        ("close", ('rulesd: first, newuser: {"host":"we\\u001fird"}',), 7250.0),
+        # first's alerts close 2h after its last firing, the throttled ones of 100-140 counted
         ("fire", ("quiet",), 7300.0, "a"),
+        ("close", ('rulesd: first, newuser: {"host":"a"}',), 7300.0),
         ("fire", ("quiet",), 7310.0, "b"),
+        ("close", ('rulesd: first, newuser: {"host":"b"}',), 7310.0),
         ("fire", ("quiet",), 7320.0, "c"),
+        ("close", ('rulesd: first: {"host":"c"}',), 7320.0),
         ("fire", ("quiet",), 7340.0, "we\x1fird"),
+        ("close", ('rulesd: first, newuser: {"host":"we\\u001fird"}',), 7340.0),
         ("close", ('rulesd: quiet: {"host":"a"}',), 20000.0),
         ("fire", ("first",), 20000.0, "a"),  # its throttle ended
     ] == expected
