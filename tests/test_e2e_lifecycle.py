@@ -23,6 +23,7 @@ from rulesd.rules.loader import load_ruleset
 from tests.daemon_process import DaemonProcess, Workspace, daemon_parts, reload_between_batches, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
+from tests.run_cli import rulesd_cli
 
 VALIDATOR = create_alert_validator()
 HEARTBEAT = """
@@ -107,6 +108,37 @@ def test_a_close_that_finds_no_alert_counts_as_done(tmp_path: Path) -> None:
         assert 0 == daemon.terminate()
         assert 1 == len(closes(server)), "a 404 is not retried"
         assert "dead-lettered" not in daemon.output()
+
+
+def test_a_close_after_its_alert_was_dead_lettered_is_requeued_with_it(tmp_path: Path) -> None:
+    """OpsGenie refuses the create (422: dead-lettered); the resolve's close goes out (404) and
+    is kept among the dead letters after it; `outbox retry-dead`, once OpsGenie takes the alert,
+    sends the create and then its close: the alert it opens is closed, not left open for ever."""
+    refusing = [True]
+
+    def answer(request: Received) -> Reply:
+        if "/close" in request.path:
+            return Reply(404, body=b'{"message":"Alert not found"}')
+        return Reply(422, body=b'{"message":"rejected"}') if refusing[0] else Reply()
+
+    with FakeOpsGenie(answer) as server:
+        ws = Workspace(tmp_path, server.url)
+        (ws.rules / "rules.yaml").write_text(ERRORS.replace("after: 1h", "after: 1s"))
+        daemon = ws.start()
+        ws.append({"level": "error", "host": "a"})
+        assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=15), daemon.output()
+        listed = lambda: rulesd_cli("outbox", "list", "--config", str(ws.config), cwd=tmp_path).stdout  # noqa: E731
+        assert wait_until(lambda: "delivered, and kept" in listed(), timeout=10), listed()
+        refusing[0] = False
+        requeued = rulesd_cli("outbox", "retry-dead", "--config", str(ws.config), cwd=tmp_path)
+        assert "requeued 2" in requeued.stdout, requeued.stdout
+        assert server.wait_for(lambda got: len(closes(server)) == 2, timeout=15), daemon.output()
+        time.sleep(0.5)
+        assert 0 == daemon.terminate()
+    alias = 'rulesd: errors: {"host":"a"}'
+    sent = [("close", r.path) if "/close" in r.path else ("create", r.json()["alias"]) for r in server.requests]
+    path = close_path("/v2/alerts", alias)
+    assert [("create", alias), ("close", path), ("create", alias), ("close", path)] == sent
 
 
 def state_users(ws: Workspace) -> list[str]:

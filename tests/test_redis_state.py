@@ -13,6 +13,7 @@ from rulesd.engine import Engine, StateDelta
 from rulesd.pipeline import advance, pending
 from rulesd.state import StateUnavailable
 from rulesd.state.redis import Conflict, RedisState, StreamBatch
+from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.redis_server import RedisServer
 from tests.ruletools import ruleset_from_yaml
 
@@ -146,6 +147,13 @@ def test_one_sender_at_a_time_and_a_paused_one_rechecks(client: redis.Redis) -> 
     b.mark_sent(head.id)
     b.close()  # a clean stop gives the lease up at once
     assert a.head() is not None and not a.owns(head.id)
+
+
+def test_a_close_of_a_dead_lettered_alert_is_kept_to_be_requeued_with_it(client: redis.Redis) -> None:
+    """As in SQLite: retry-dead sends the dead-lettered create, then the close delivered after it."""
+    a = store(client)
+    a.load_engine_state()
+    check_a_close_of_a_dead_create_is_kept_with_it(a)
 
 
 def test_outbox_retries_dead_letters_and_attempts(client: redis.Redis) -> None:

@@ -13,6 +13,7 @@ import pytest
 from rulesd.engine import Closing, Engine, EngineState, StateDelta
 from rulesd.state import SqliteState, StateError
 from rulesd.state.sqlite import ATTEMPTS_KEPT
+from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.ruletools import ruleset_from_yaml
 
 # When events arrive: after every event time here (a time further ahead is not believed).
@@ -50,6 +51,12 @@ def test_a_failed_commit_changes_nothing(tmp_path: Path) -> None:
         )  # type: ignore[dict-item]
     assert {"/a": {"offset": 1}} == s.load_positions()
     assert [] == s.alerts()
+
+
+def test_a_close_of_a_dead_lettered_alert_is_kept_to_be_requeued_with_it(tmp_path: Path) -> None:
+    """retry-dead sends a dead-lettered create and then the close delivered after it, in order:
+    alone, the create would open an alert nothing closes any more."""
+    check_a_close_of_a_dead_create_is_kept_with_it(store(tmp_path))
 
 
 def test_outbox_lifecycle(tmp_path: Path) -> None:

@@ -19,6 +19,10 @@ from rulesd.errors import RulesdError
 
 PENDING, DEAD = "pending", "dead"
 CREATE, CLOSE = "create", "close"  # what an outbox entry asks of OpsGenie
+# Why a delivered close stays among the dead letters: the create of its alert is one (it was
+# refused, or expired), and `rulesd outbox retry-dead` would send that create alone, opening
+# an alert nothing closes any more; kept after it, the close is requeued with it, in order.
+KEPT_CLOSE = "delivered, and kept: the alert it closes is dead-lettered; retry-dead sends this close again after it"
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -85,7 +89,8 @@ class Outbox(Protocol):
         ...
 
     def mark_sent(self, alert_id: int) -> None:
-        """Delivered: the alert leaves the outbox."""
+        """Delivered: the alert leaves the outbox; but a close whose alias has a create queued
+        before it among the dead letters becomes one itself, with the reason KEPT_CLOSE."""
         ...
 
     def reschedule(

@@ -42,6 +42,7 @@ from rulesd.state import scripts
 from rulesd.state.base import (
     CREATE,
     DEAD,
+    KEPT_CLOSE,
     PENDING,
     Attempt,
     OutboxAlert,
@@ -377,15 +378,11 @@ class RedisState:
         )
 
     def mark_sent(self, alert_id: int) -> None:
-        """Delivered: the alert leaves the outbox (whoever holds the lease now)."""
+        """Delivered: the alert leaves the outbox (whoever holds the lease now); a close of an
+        alert whose create is a dead letter stays among them (see `KEPT_CLOSE`)."""
         k = self.k
-
-        def remove() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xdel(k.outbox, f"{alert_id}-0").hdel(k.outbox_state, str(alert_id)).delete(k.attempts(alert_id))
-            pipe.execute()
-
-        self.call(remove)
+        keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id)]
+        self.call(lambda: self._script("MARK_SENT")(keys=keys, args=[alert_id, KEPT_CLOSE]))
 
     def reschedule(
         self,

@@ -201,6 +201,37 @@ end
 return 1
 """
 
+# Delivered: the alert leaves the queue; but a close whose alias has a create queued before it
+# among the dead letters becomes one itself (see `base.KEPT_CLOSE`). KEYS: 1 outbox, 2 state,
+# 3 dead, 4 its attempts; ARGV: 1 id, 2 the kept close's error.
+MARK_SENT = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0')
+if #entries == 1 then
+  local alert = {}
+  local fields = entries[1][2]
+  for j = 1, #fields, 2 do alert[fields[j]] = fields[j + 1] end
+  if alert.action == 'close' then
+    local dead = redis.call('HGETALL', KEYS[3])
+    for j = 1, #dead, 2 do
+      local other = cjson.decode(dead[j + 1])
+      if tonumber(dead[j]) < tonumber(ARGV[1]) and other.action == 'create'
+          and cjson.decode(other.payload).alias == alert.target then
+        local raw = redis.call('HGET', KEYS[2], ARGV[1])
+        alert.attempts = raw and cjson.decode(raw).attempts or 0
+        alert.last_error = ARGV[2]
+        alert.response = ''
+        redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(alert))
+        break
+      end
+    end
+  end
+end
+redis.call('XDEL', KEYS[1], ARGV[1] .. '-0')
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[4])
+return 1
+"""
+
 # Requeue every dead letter as new, at the end of the queue. KEYS: 1 dead, 2 outbox, 3 sequence;
 # ARGV: 1 now, 2 the prefix of attempts keys. Returns how many.
 RETRY_DEAD = """

@@ -21,7 +21,7 @@ import orjson
 
 from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name
-from rulesd.state.base import CREATE, Attempt, OutboxAlert, Request, StateError, StateUnavailable
+from rulesd.state.base import CREATE, KEPT_CLOSE, Attempt, OutboxAlert, Request, StateError, StateUnavailable
 
 SCHEMA_VERSION = 1
 PAUSED = "paused"  # not a status of a row: pending while the sender is paused (see `paused`)
@@ -225,8 +225,14 @@ class SqliteState:
         return True
 
     def mark_sent(self, alert_id: int) -> None:
-        """Delivered: the alert (and its history, by the schema's trigger) leaves the outbox."""
-        self._write("DELETE FROM outbox WHERE id = ?", (alert_id,))
+        """Delivered: the alert (and its history, by the schema's trigger) leaves the outbox; a
+        close of an alert whose create is a dead letter stays among them (see `KEPT_CLOSE`)."""
+        self._transaction(
+            [
+                (_KEEP_CLOSE, (KEPT_CLOSE, alert_id)),
+                ("DELETE FROM outbox WHERE id = ? AND status = 'pending'", (alert_id,)),
+            ]
+        )
 
     def reschedule(
         self,
@@ -432,6 +438,13 @@ def _save_engine(conn: sqlite3.Connection, delta: StateDelta, now: float) -> Non
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_CLOCK_KEY, clock))
 
 
+# A delivered close of an alias whose create (queued before it) is a dead letter: kept as one
+# after it, so that `retry-dead`, which requeues them in order, closes the alert it creates.
+_KEEP_CLOSE = (
+    "UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND action = 'close' AND EXISTS "
+    "(SELECT 1 FROM outbox AS c WHERE c.status = 'dead' AND c.action = 'create' AND c.id < outbox.id "
+    "AND json_extract(c.payload, '$.alias') = outbox.target)"
+)
 _INSERT_OUTBOX = "INSERT INTO outbox (created, payload, next_attempt, action, target) VALUES (?, ?, ?, ?, ?)"
 _COLUMNS = "id, created, payload, status, attempts, next_attempt, last_error, response, action, target"
 # Columns added since the first release: a database written before them gets them (a create).
