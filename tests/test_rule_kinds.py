@@ -376,6 +376,25 @@ def test_an_alias_template_shared_by_groups_closes_when_the_last_group_recovers(
     assert [("close", ("errors",), "db-errors")] == run(engine, [(900, None), (901, None), (5000, None)])
 
 
+def test_a_group_whose_firings_each_have_an_alias_closes_the_oldest_beyond_eight() -> None:
+    """`alert.alias` names the request: each firing is an alert of its own. The group keeps the
+    aliases of its latest eight; the ninth firing closes the oldest (which nothing could close
+    later), the note saying why, and the rest close when the group recovers."""
+    engine = engine_for(
+        RESOLVING.replace("count: 2", "count: 1").replace("resolve:", "alert: {alias: 'e-{req}'}\nresolve:")
+    )
+    fired = run(engine, [(i, {**ERR_A, "req": i}) for i in range(10)])
+    assert [("alert", ("errors",), n) for n in range(1, 9)] == fired[:8]
+    assert [("close", ("errors",), "e-0"), ("alert", ("errors",), 9)] == fired[8:10]
+    assert [("close", ("errors",), "e-1"), ("alert", ("errors",), 10)] == fired[10:]
+    assert ["resolved: errors (superseded)"] == [
+        a.payload["note"]
+        for a in build_alerts(evaluate_events([({**ERR_A, "req": 10}, T0 + 10)], engine, str), AlertSettings(), str)
+        if a.close
+    ]
+    assert [("close", ("errors",), f"e-{n}") for n in range(3, 11)] == run(engine, [(5000, None)])
+
+
 # -- throttle, state, limits ------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ MAX_GROUPS_PER_RULE = 100_000
 MAX_GROUPS = 1_000_000
 ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
+SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
 
 Evaluate = Callable[[Event, float], Firing | None]
@@ -788,7 +789,9 @@ class Engine:
 
     def _opened(self, name: str, group: GroupKey, time: float, alias: str) -> None:
         """A rule with resolve fired for a group, in an alert with `alias`: it closes `resolve`
-        after the group's last firing."""
+        after the group's last firing. A group keeps the aliases of its latest ALIASES_KEPT
+        alerts (an `alert.alias` may give each firing its own): an older one is let go of now,
+        since nothing would close it later."""
         groups = self._table(OPEN, name)
         st = groups.get(group)
         if st is None:
@@ -799,8 +802,17 @@ class Engine:
         else:
             st["last"] = max(st["last"], time)
         if alias not in st["aliases"]:
-            st["aliases"] = [*st["aliases"], alias][-ALIASES_KEPT:]
+            aliases = [*st["aliases"], alias]
+            st["aliases"] = aliases[-ALIASES_KEPT:]
             self._holders.add(alias, (OPEN, name, group))
+            if len(aliases) > ALIASES_KEPT:
+                notes = st.get(RELEASED, {})
+                dropped = {"aliases": aliases[:-ALIASES_KEPT], RELEASED: notes}
+                closing: dict[str, list[Note]] = {}
+                self._let_go_of([((OPEN, name, group), dropped)], SUPERSEDED, closing)
+                for gone in dropped["aliases"]:
+                    notes.pop(gone, None)
+                self._close(closing, time)
         self._touch(OPEN, name, group)
 
     def _still_firing(self, name: str, group: GroupKey, time: float) -> None:
