@@ -376,6 +376,26 @@ def test_an_alias_template_shared_by_groups_closes_when_the_last_group_recovers(
     assert [("close", ("errors",), "db-errors")] == run(engine, [(900, None), (901, None), (5000, None)])
 
 
+def test_an_absence_and_a_resolve_rule_paging_under_one_alias_share_its_alert() -> None:
+    """host-a's silence pages; an error of host-a under the same alias joins that alert, which
+    stays open when the heartbeat returns, until the errors recover. A heartbeat that is itself
+    an error ends the silence first: the absence's alert is closed, then the error opens one."""
+    rules = "rules:\n" + _listed(
+        "{name: hb, match: {kind: hb}, absence: {window: 60, group_by: [host]}, alert: {alias: 'host-{host}'}}",
+        RESOLVING.replace("count: 2", "count: 1")
+        .replace("10m", "100")
+        .replace("resolve:", "alert: {alias: 'host-{host}'}\nresolve:"),
+    )
+    hb_a, err = {"kind": "hb", "host": "a"}, {"level": "error", "host": "a"}
+    steps: list[Step] = [(0, hb_a), (70, {}), (80, err), (90, hb_a), (120, {})]
+    assert [("alert", ("hb",), 1), ("alert", ("errors",), 3)] == run(engine := engine_for(rules), steps)
+    assert [("close", ("errors", "hb"), "host-a")] == run(engine, [(140, hb_a), (180, {})])
+    both = {**hb_a, **err}
+    assert [("alert", ("hb",), 1), ("close", ("hb",), "host-a"), ("alert", ("errors",), 3)] == run(
+        engine_for(rules), [(0, hb_a), (70, {}), (80, both)]
+    )
+
+
 def test_a_group_whose_firings_each_have_an_alias_closes_the_oldest_beyond_eight() -> None:
     """`alert.alias` names the request: each firing is an alert of its own. The group keeps the
     aliases of its latest eight; the ninth firing closes the oldest (which nothing could close
