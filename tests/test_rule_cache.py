@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,21 @@ def test_old_entries_are_pruned(tmp_path: Path) -> None:
     for i in range(MAX_FILES + 5):
         cache.put("kind", f"k{i}", b"x")
     assert MAX_FILES == len(list(tmp_path.glob("kind-*.bin")))
+
+
+def test_a_write_that_fails_leaves_no_file_behind(tmp_path: Path) -> None:
+    """A cache write cut short (here by a file size limit, as a full disk would) leaves
+    neither an entry nor its temporary file: each failed start would otherwise leave one
+    more file, which pruning (of entries only) never removes."""
+    program = (
+        "import resource, signal, sys\n"
+        "from rulesd.rules.cache import RuleCache\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "RuleCache(sys.argv[1]).put('kind', 'big', b'x' * 100_000)\n"
+    )
+    subprocess.run([sys.executable, "-c", program, str(tmp_path / "cache")], check=True)
+    assert [] == os.listdir(tmp_path / "cache")
 
 
 def test_user_cache_location(tmp_path: Path) -> None:

@@ -92,12 +92,18 @@ class RuleCache:
             tmp = f"{path}.{os.getpid()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
-                os.fchmod(fd, 0o600)
-                with os.fdopen(fd, "wb", closefd=False) as fh:
-                    fh.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+                try:
+                    os.fchmod(fd, 0o600)
+                    with os.fdopen(fd, "wb", closefd=False) as fh:
+                        fh.write(MAGIC + hashlib.sha256(payload).digest() + payload)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+            except OSError:
+                # (a full disk): the part written would stay for good, as pruning sees entries only
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
             self._prune(kind)
         except OSError as exc:
             log.debug("rule cache %s not written: %s", self.directory, exc)
