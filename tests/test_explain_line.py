@@ -145,6 +145,25 @@ def test_sequences_say_their_step(tmp_path: Path) -> None:
     )
 
 
+def test_a_late_line_dated_before_the_step_it_would_follow_says_it_is_not_counted(tmp_path: Path) -> None:
+    """A success logged late, dated before the failures were counted, completes nothing, and
+    the line says why; so does a finish dated before its backup started."""
+    late_ok = {"t": T0 + 50, "event": "login_ok", "ip": "a", "user": "u1"}
+    backup = [
+        {"t": T0 + at, "event": f"backup_{what}", "host": "db"} for at, what in ((200, "started"), (150, "finished"))
+    ]
+    events = [failed(100), failed(110), late_ok, *backup]
+    assert (
+        'matches step 2 of 2, group ip="a"; not counted for step 2: dated before step 1 was done '
+        "(2026-01-01T00:01:50Z (in 1m)); at step 2 of 2" == said(explain_at(tmp_path, events, 3))["login-after-brute"]
+    )
+    assert (
+        'matches step 2 of 2, group host="db"; not counted for step 2: dated before step 1 was done '
+        "(2026-01-01T00:03:20Z (in 50s)); step 1 of 2 done; fires at 2026-01-01T01:03:20Z (in 1h) "
+        "unless the absent step's event comes" == said(explain_at(tmp_path, events, 5))["backup-never-finished"]
+    )
+
+
 def test_absence_and_new_value(tmp_path: Path) -> None:
     """An absence's timer starts again (and a silence that fired ends); a new value is only
     recorded while the rule learns (from the first event), then seen before, or new."""

@@ -59,7 +59,7 @@ def outcome(rule: Rule, event: Event, time: float, before: Snapshot, after: Snap
     if isinstance(kind, Distinct):
         return _distinct(rule, kind, event, time, after, fired)
     if isinstance(kind, Sequence):
-        return _sequence(rule, kind, time, before, after, fired)
+        return _sequence(rule, kind, event, time, before, after, fired)
     if isinstance(kind, Absence):
         return _absence(kind, time, before, after)
     if isinstance(kind, NewValue):
@@ -97,7 +97,9 @@ def _distinct(rule: Rule, kind: Distinct, event: Event, time: float, after: Snap
     return _held(rule, time, after, reached)
 
 
-def _sequence(rule: Rule, kind: Sequence, time: float, before: Snapshot, after: Snapshot, fired: bool) -> str:
+def _sequence(
+    rule: Rule, kind: Sequence, event: Event, time: float, before: Snapshot, after: Snapshot, fired: bool
+) -> str:
     steps = len(kind.steps)
     if fired:
         return f"fires: step {steps} of {steps}"
@@ -106,6 +108,13 @@ def _sequence(rule: Rule, kind: Sequence, time: float, before: Snapshot, after: 
         return "ends the wait: the absent step's event came, so the group starts again"
     if now is None:
         return _held(rule, time, after, f"step {steps} of {steps}")
+    if was is not None and int(was["step"]) > 0 and kind.steps[int(was["step"])].match(event):
+        done = was.get("after", was["start"])
+        if time < done:  # a late line: it happened before the step it would follow
+            step = int(was["step"])
+            return f"not counted for step {step + 1}: dated before step {step} was done ({when(done, time)}); " + (
+                sequence_text(kind, now, time)
+            )
     return "not yet: " + sequence_text(kind, now, time)
 
 

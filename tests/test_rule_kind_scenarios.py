@@ -1,0 +1,64 @@
+"""The correlation rule kinds held to what the README says of them, as a user checks a rule: a
+rule file and a rule test file run with the real `rulesd test` (event time, late lines, ties);
+and, where time must pass for a timer, the real daemon with a loopback OpsGenie."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.run_cli import rulesd_cli
+from tests.test_rule_kinds import BACKUP, BRUTE_THEN_LOGIN, _listed
+
+SEQUENCES = "rules:\n" + _listed(BRUTE_THEN_LOGIN, BACKUP)
+
+
+def rule_tests(tmp_path: Path, rules: str, tests: str) -> tuple[int, str]:
+    """`rulesd test` of `tests` (the items of a test file's `tests:`) against the one rule file
+    `rules`: its exit status and what it printed."""
+    (tmp_path / "rules.yaml").write_text(rules)
+    path = tmp_path / "kinds.test.yaml"
+    path.write_text("rule_files: [rules.yaml]\ntests:\n" + tests)
+    done = rulesd_cli("test", str(path))
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_sequence_step_counts_only_events_dated_after_the_step_before(tmp_path: Path) -> None:
+    """Steps happen in order in event time: a success logged late, dated before the failures,
+    does not complete the sequence, nor does a backup's finish dated before its start end the
+    wait; an event at the same time as the step before does count (in order as read), and the
+    first step's events count in any order."""
+    status, out = rule_tests(
+        tmp_path,
+        SEQUENCES,
+        """
+  - name: a success dated before the failures completes nothing
+    events:
+      - {at: 100s, event: {event: login_failed, ip: x}}
+      - {at: 105s, event: {event: login_failed, ip: x}}
+      - {at: 110s, event: {event: login_failed, ip: x}}
+      - {at: 50s, event: {event: login_succeeded, ip: x}}
+      - {at: 120s, event: {event: login_succeeded, ip: x}}
+    expect_alerts: [{event: 5, rules: [login-after-brute-force]}]
+  - name: a success at the same second as the failures completes it
+    events:
+      - {at: 100s, event: {event: login_failed, ip: x}}
+      - {at: 100s, event: {event: login_failed, ip: x}}
+      - {at: 100s, event: {event: login_failed, ip: x}}
+      - {at: 100s, event: {event: login_succeeded, ip: x}}
+    expect_alerts: [{event: 4, rules: [login-after-brute-force]}]
+  - name: the first step's events out of order start it at the earliest (601s after it is too late)
+    events:
+      - {at: 500s, event: {event: login_failed, ip: x}}
+      - {at: 0s, event: {event: login_failed, ip: x}}
+      - {at: 300s, event: {event: login_failed, ip: x}}
+      - {at: 601s, event: {event: login_succeeded, ip: x}}
+    expect_alerts: []
+  - name: a finish dated before the start does not end the wait
+    events:
+      - {at: 100s, event: {event: backup_started, host: db1}}
+      - {at: 50s, event: {event: backup_finished, host: db1}}
+      - {advance: 2h}
+    expect_alerts: [{event: 1, rules: [backup-never-finished]}]
+""",
+    )
+    assert (0, "rule tests: 4 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
