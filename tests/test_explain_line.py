@@ -164,6 +164,20 @@ def test_a_late_line_dated_before_the_step_it_would_follow_says_it_is_not_counte
     )
 
 
+def test_a_heartbeat_dated_a_window_before_the_clock_says_the_silence_goes_on(tmp_path: Path) -> None:
+    """After the silence fired (another host's beat moved the clock on), a beat logged late
+    does not end it; one in time does."""
+    beats = [{"t": T0 + at, "event": "heartbeat", "host": host} for at, host in ((0, "h1"), (900, "h2"))]
+    beats += [{"t": T0 + 100, "event": "heartbeat", "host": "h1"}, {"t": T0 + 901, "event": "heartbeat", "host": "h1"}]
+    assert (
+        'matches, group host="h1"; seen late: dated 5m or more before the clock, so still silent (its alert stays open)'
+        == said(explain_at(tmp_path, beats, 3))["heartbeat-missing"]
+    )
+    assert said(explain_at(tmp_path, beats, 4))["heartbeat-missing"].startswith(
+        'matches, group host="h1"; seen: ends the silence (its alert closes)'
+    )
+
+
 def test_absence_and_new_value(tmp_path: Path) -> None:
     """An absence's timer starts again (and a silence that fired ends); a new value is only
     recorded while the rule learns (from the first event), then seen before, or new."""

@@ -4,9 +4,13 @@ and, where time must pass for a timer, the real daemon with a loopback OpsGenie.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from tests.daemon_process import Workspace, wait_until
+from tests.fake_opsgenie import FakeOpsGenie
 from tests.run_cli import rulesd_cli
+from tests.test_e2e_lifecycle import closes, creates
 from tests.test_rule_kinds import BACKUP, BRUTE_THEN_LOGIN, _listed
 
 SEQUENCES = "rules:\n" + _listed(BRUTE_THEN_LOGIN, BACKUP)
@@ -62,3 +66,51 @@ def test_a_sequence_step_counts_only_events_dated_after_the_step_before(tmp_path
 """,
     )
     assert (0, "rule tests: 4 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
+
+
+HEARTBEAT = """
+name: heartbeat-missing
+match: {kind: heartbeat}
+absence: {window: 5m, group_by: [host]}
+"""
+
+
+def test_a_late_heartbeat_dated_within_a_silence_neither_closes_nor_pages_again(tmp_path: Path) -> None:
+    """After the silence paged, a heartbeat logged late, dated 5 minutes or more before the
+    clock, shows the host still silent: its alert stays open (it was closed, and the timer
+    set again from the late time paged a second time at once). A heartbeat in time closes it."""
+    status, out = rule_tests(
+        tmp_path,
+        HEARTBEAT,
+        """
+  - name: one page, one close
+    events:
+      - {at: 0s, event: {kind: heartbeat, host: h}}
+      - {advance: 10m}
+      - {at: 100s, event: {kind: heartbeat, host: h}}
+      - {advance: 1m}
+      - {at: 12m, event: {kind: heartbeat, host: h}}
+    expect_alerts: [{event: 1, rules: [heartbeat-missing]}]
+    expect_closes: [{rules: [heartbeat-missing]}]
+""",
+    )
+    assert (0, "rule tests: 1 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
+
+
+def test_the_daemon_keeps_a_silence_open_through_a_late_heartbeat(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """The real daemon on event time (`time_field`): the absence pages while the source is
+    quiet; a heartbeat dated within the silence, read with one in time, closes it once, and
+    no second page goes out."""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT.replace("5m", "2s"))
+    daemon = ws.start()
+    start = time.time()
+    ws.append({"kind": "heartbeat", "host": "w1", "t": start})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    assert wait_until(lambda: time.time() > start + 4, timeout=10)
+    ws.append(
+        {"kind": "heartbeat", "host": "w1", "t": start + 0.5}, {"kind": "heartbeat", "host": "w1", "t": time.time()}
+    )
+    assert server.wait_for(lambda got: len(closes(server)) >= 1, timeout=15), daemon.output()
+    assert 0 == daemon.terminate()  # after the sender drained the outbox
+    assert (1, 1) == (len(creates(server)), len(closes(server))), [r.path for r in server.requests]

@@ -724,7 +724,9 @@ class Engine:
             self._timers.add(time + kind.window, ABSENCE, name, group)
         elif time >= st["last"]:
             st["last"], st["event"], st["origin"] = time, event, self._origin()
-            if st["open"]:  # the silence is over: its timer is set again
+            # The silence is over, unless the event is a late line dated `window` or more
+            # before the clock: the group is still silent now, so its alert stays open.
+            if st["open"] and time + kind.window > self.now:  # its timer is set again
                 st["open"] = False
                 if st["aliases"]:
                     self.out.append(Closing(tuple(st["aliases"]), (name,), time))

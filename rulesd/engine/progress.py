@@ -137,6 +137,9 @@ def _absence(kind: Absence, time: float, before: Snapshot, after: Snapshot) -> s
     due = when(last + kind.window, time)
     was = before.get(ABSENCE)
     if was is not None and was["open"]:
+        if st is not None and st["open"]:  # a late line: dated a window or more before the clock
+            late = f"dated {span(kind.window)} or more before the clock"
+            return f"seen late: {late}, so still silent (its alert stays open)"
         return f"seen: ends the silence (its alert closes); fires again if silent until {due}"
     return f"seen: its silence timer starts again (fires if silent until {due})"
 
