@@ -114,3 +114,37 @@ def test_the_daemon_keeps_a_silence_open_through_a_late_heartbeat(tmp_path: Path
     assert server.wait_for(lambda got: len(closes(server)) >= 1, timeout=15), daemon.output()
     assert 0 == daemon.terminate()  # after the sender drained the outbox
     assert (1, 1) == (len(creates(server)), len(closes(server))), [r.path for r in server.requests]
+
+
+COUNTING = """
+rules:
+  - name: errors
+    match: {level: error}
+    threshold: {count: 3, window: 5m}
+  - name: spraying
+    match: {event: login_failed}
+    distinct: {field: user, count: 3, window: 5m}
+"""
+
+
+def test_a_late_event_counts_in_the_window_that_ends_at_the_latest_event(tmp_path: Path) -> None:
+    """Events logged late are counted where their time puts them: one dated 5 minutes or more
+    before the group's latest event is outside its window (three events 400 s apart are not
+    three within 5 minutes), one dated less is inside."""
+    cases = {"too old to count": (100, []), "late but within the window": (102, [3, 6])}
+    tests = "".join(
+        f"""
+  - name: {name}
+    events:
+      - {{at: 400s, event: {{level: error}}}}
+      - {{at: 401s, event: {{level: error}}}}
+      - {{at: {late}s, event: {{level: error}}}}
+      - {{at: 400s, event: {{event: login_failed, user: u1}}}}
+      - {{at: 401s, event: {{event: login_failed, user: u2}}}}
+      - {{at: {late}s, event: {{event: login_failed, user: u3}}}}
+    expect_alerts: {[{"event": n, "rules": ["errors" if n == 3 else "spraying"]} for n in fired]}
+"""
+        for name, (late, fired) in cases.items()
+    )
+    status, out = rule_tests(tmp_path, COUNTING, tests)
+    assert (0, "rule tests: 2 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out

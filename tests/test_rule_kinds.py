@@ -562,14 +562,14 @@ ValueEvent = tuple[str, str, float]  # group, value, time
 
 def _reference_distinct(count: int, window: float, events: list[ValueEvent]) -> tuple[list[int], dict[str, Any]]:
     """Distinct counted the plain way, a dict of values per group: the events that fire, and
-    what each group holds at the end."""
+    what each group holds at the end. The window ends at the group's latest time."""
     groups: dict[str, dict[str, float]] = {}
     fired = []
     for i, (group, value, time) in enumerate(events):
         values = groups.setdefault(group, {})
         values[value] = max(time, values.get(value, time))
         if len(values) >= count:
-            for old in [v for v, seen in values.items() if not seen > time - window]:
+            for old in [v for v, seen in values.items() if not seen > max(values.values()) - window]:
                 del values[old]
             if len(values) >= count:
                 del groups[group]

@@ -580,7 +580,10 @@ class Engine:
             groups[group] = time
             return False
         if type(times) is not list:  # one time so far
-            earlier, later = (times, time) if time >= times else (time, times)
+            if time >= times:
+                earlier, later = times, time
+            else:  # a late event: the window ends at the latest time
+                earlier, later, cutoff = time, times, times - threshold.window
             if earlier > cutoff:  # both count
                 if threshold.count <= 2:
                     del groups[group]  # the group's count starts again from zero
@@ -596,8 +599,9 @@ class Engine:
             return False
         if not times or time >= times[-1]:  # events mostly come in time order
             times.append(time)
-        else:
+        else:  # a late event: the window ends at the latest time
             bisect.insort(times, time)
+            cutoff = times[-1] - threshold.window
         if not times[0] > cutoff:  # (not `<=`: a NaN cutoff empties the list, as bisect does)
             del times[: bisect.bisect_right(times, cutoff)]
         if len(times) < threshold.count:
@@ -641,7 +645,7 @@ class Engine:
                 values = groups[group] = {values[0]: values[1]}
         if len(values) < kind.count:
             return False
-        cutoff = time - kind.window
+        cutoff = max(values.values()) - kind.window  # (a late event: the window ends at the latest time)
         for old in [v for v, seen in values.items() if not seen > cutoff]:
             del values[old]
         if len(values) < kind.count:

@@ -92,7 +92,9 @@ def _distinct(rule: Rule, kind: Distinct, event: Event, time: float, after: Snap
         return f"fires: {reached}"
     values = after.get(DISTINCT)
     if values is not None:
-        different = sum(1 for seen in seen_values(values).values() if seen > time - kind.window)
+        seen = seen_values(values).values()
+        cutoff = max(time, *seen) - kind.window  # (a late event: the window ends at the latest time)
+        different = sum(1 for last in seen if last > cutoff)
         return f"not yet: {different} of {kind.count} different {kind.field} in {span(kind.window)}"
     return _held(rule, time, after, reached)
 
