@@ -687,6 +687,10 @@ def test_a_group_of_one_value_costs_a_pair_not_a_dict() -> None:
             "3:57: error: absence.expect[0].host: cannot compare with .nan: NaN is equal to nothing",
         ),
         ("name: r\n", "1:1: error: (top level): missing required key 'match'"),
+        (
+            "name: r\nsequence: {steps: [{match: {a: 1}}]}\n",
+            "2:19: error: sequence.steps: must have at least 2 items (it has 1)",
+        ),
     ],
 )
 def test_rule_kind_mistakes_are_check_errors(text: str, message: str) -> None:
