@@ -4,6 +4,7 @@ and, where time must pass for a timer, the real daemon with a loopback OpsGenie.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -148,3 +149,18 @@ def test_a_late_event_counts_in_the_window_that_ends_at_the_latest_event(tmp_pat
     )
     status, out = rule_tests(tmp_path, COUNTING, tests)
     assert (0, "rule tests: 2 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
+
+
+def test_replay_counts_a_line_without_a_time_at_the_latest_event_time(tmp_path: Path) -> None:
+    """Replaying an old log, a heartbeat without a time (or with one from the future) is taken
+    as read right after the one before it, as the daemon read it: the clock does not jump from
+    the log's times to today, so the absence neither pages nor closes (heartbeats a minute apart)."""
+    (tmp_path / "rules.yaml").write_text(HEARTBEAT)
+    start = 1_717_000_000
+    beats = [{"t": start}, {}, {"t": "garbage"}, {"t": 1e308}, {"t": start + 60}, {"t": start + 120}]
+    lines = "".join(json.dumps({"kind": "heartbeat", "host": "h", **beat}) + "\n" for beat in beats)
+    (tmp_path / "beats.jsonl").write_text(lines)
+    done = rulesd_cli("replay", "--rules", "rules.yaml", "--time-field", "t", "beats.jsonl", cwd=tmp_path)
+    assert 0 == done.returncode, done.stderr
+    assert "events: 6, invalid lines: 0, alerts: 0" == done.stdout.splitlines()[0], done.stdout
+    assert "3 event(s) without a readable time, evaluated at the latest event time before them" in done.stdout
