@@ -255,6 +255,26 @@ def test_new_value_forgets_what_it_has_not_seen_for_a_while() -> None:
     assert [("alert", ("new-admin-source-address",), 2)] == run(engine, steps)
 
 
+def test_new_value_boundaries_limits_and_edits() -> None:
+    """New exactly when `learn` ends and exactly `forget` after last seen; a group forgotten for
+    the limits knows nothing (its next value is new); an edit learns again from the reload."""
+    text = NEW_SOURCE.replace("forget: 1d", "forget: 2h")
+    engine = engine_for(text, limits=Limits(per_rule=1))
+    steps: list[Step] = [
+        (0, admin("ann", "10.0.0.1")),
+        (3600, admin("ann", "10.0.0.2")),  # new: learning ended at 3600
+        (3600 + 7200, admin("ann", "10.0.0.2")),  # new again: forgotten after exactly 2h
+        (3600 + 7201, admin("bob", "10.0.0.1")),  # new for bob
+    ]
+    rule = ("new-admin-source-address",)
+    assert [("alert", rule, n) for n in (2, 3, 4)] == run(engine, steps)
+    engine.sweep(engine.now)  # ann, the stalest, is forgotten for the limit of one group
+    assert [("alert", rule, 1)] == run(engine, [(3600 + 7202, admin("ann", "10.0.0.2"))])  # so it is new again
+    engine.replace_rules(ruleset_from_yaml(text.replace("learn: 1h", "learn: 2h")))
+    assert [] == run(engine, [(3600 + 7300, admin("cid", "10.0.0.9"))])  # learning again from the reload
+    assert [("alert", rule, 1)] == run(engine, [(3600 + 7202 + 7200, admin("cid", "10.0.0.8"))])  # 2h after it
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """
