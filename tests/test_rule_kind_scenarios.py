@@ -164,3 +164,49 @@ def test_replay_counts_a_line_without_a_time_at_the_latest_event_time(tmp_path: 
     assert 0 == done.returncode, done.stderr
     assert "events: 6, invalid lines: 0, alerts: 0" == done.stdout.splitlines()[0], done.stdout
     assert "3 event(s) without a readable time, evaluated at the latest event time before them" in done.stdout
+
+
+STARTING = """
+rules:
+  - name: heartbeat-missing
+    match: {kind: heartbeat}
+    absence: {window: 5m, group_by: [host], expect: [{host: pay-1}]}
+  - name: new-address
+    match: {kind: login}
+    new_value: {fields: [ip], learn: 1h}
+"""
+
+
+def test_replay_starts_the_clock_at_the_first_event_as_rule_tests_do(tmp_path: Path) -> None:
+    """The expected group is watched, and learning starts, at the first event, though no rule
+    matches it: `rulesd replay` pages for the expected host 5 minutes on and for the address
+    new at the end of the hour, as `rulesd test` of the same events does."""
+    events = [(0, {"kind": "deploy"}), (3000, {"kind": "login", "ip": "a"}), (3600, {"kind": "login", "ip": "b"})]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps({"t": at, **event}) + "\n" for at, event in events))
+    (tmp_path / "rules.yaml").write_text(STARTING)
+    done = rulesd_cli("replay", "--rules", "rules.yaml", "--time-field", "t", "events.jsonl", cwd=tmp_path)
+    assert [
+        "expected group: P3 [heartbeat-missing] rulesd: heartbeat-missing  "
+        '(alias: rulesd: heartbeat-missing: {"host":"pay-1"})',
+        "line 3: P3 [new-address] rulesd: new-address  (alias: rulesd: new-address)",
+    ] == done.stdout.splitlines()[:2], done.stdout
+    steps = "".join(f"      - {{at: {at}s, event: {json.dumps(event)}}}\n" for at, event in events)
+    expected = "[{event: 0, rules: [heartbeat-missing]}, {event: 3, rules: [new-address]}]"
+    status, out = rule_tests(tmp_path, STARTING, f"  - name: same\n    events:\n{steps}    expect_alerts: {expected}\n")
+    assert 0 == status, out
+
+
+def test_the_daemon_learns_new_values_from_its_start(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A new_value rule (no timers in the rule set) learns for `learn` from the daemon's start,
+    not from the first login, which may come long after: a login after `learn` has passed
+    since the start is new."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(
+        "name: new-address\nmatch: {kind: login}\nnew_value: {fields: [ip], learn: 2s}\n"
+    )
+    daemon = ws.start()
+    started = time.time()
+    assert wait_until(lambda: time.time() > started + 3, timeout=10)
+    ws.append({"kind": "login", "ip": "a"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    assert 0 == daemon.terminate()

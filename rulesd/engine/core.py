@@ -390,6 +390,12 @@ class Engine:
 
     # -- time -----------------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> bool:
+        """Whether rules wait for the clock to start (expected groups to watch, a learning
+        period to begin): no time is known yet."""
+        return bool(self._starting)
+
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
         if now > self.now:
