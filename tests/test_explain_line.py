@@ -176,6 +176,11 @@ def test_a_heartbeat_dated_a_window_before_the_clock_says_the_silence_goes_on(tm
     assert said(explain_at(tmp_path, beats, 4))["heartbeat-missing"].startswith(
         'matches, group host="h1"; seen: ends the silence (its alert closes)'
     )
+    older = [*beats, {"t": T0 + 850, "event": "heartbeat", "host": "h2"}]
+    assert (
+        'matches, group host="h2"; seen late: dated before the group\'s last event (2026-01-01T00:15:00Z (in 50s)), '
+        "so it changes nothing" == said(explain_at(tmp_path, older, 5))["heartbeat-missing"]
+    )
 
 
 def test_absence_and_new_value(tmp_path: Path) -> None:

@@ -143,6 +143,8 @@ def _absence(kind: Absence, time: float, before: Snapshot, after: Snapshot) -> s
             late = f"dated {span(kind.window)} or more before the clock"
             return f"seen late: {late}, so still silent (its alert stays open)"
         return f"seen: ends the silence (its alert closes); fires again if silent until {due}"
+    if time < last:  # a late line, older than what the group saw last
+        return f"seen late: dated before the group's last event ({when(last, time)}), so it changes nothing"
     return f"seen: its silence timer starts again (fires if silent until {due})"
 
 
