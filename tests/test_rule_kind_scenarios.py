@@ -210,3 +210,20 @@ def test_the_daemon_learns_new_values_from_its_start(tmp_path: Path, server: Fak
     ws.append({"kind": "login", "ip": "a"})
     assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
     assert 0 == daemon.terminate()
+
+
+def test_a_rule_test_that_begins_with_an_advance_starts_its_clock_at_zero(tmp_path: Path) -> None:
+    """`{advance: 10m}` moves the clock on from the start, so an expected host never seen is
+    silent for those 10 minutes and pages; the expected group was watched from 10m, and so
+    did not page, before."""
+    status, out = rule_tests(
+        tmp_path,
+        HEARTBEAT.replace("group_by: [host]", "group_by: [host], expect: [{host: pay-1}]"),
+        """
+  - name: silent from the start
+    events:
+      - {advance: 10m}
+    expect_alerts: [{event: 0, rules: [heartbeat-missing]}]
+""",
+    )
+    assert (0, "rule tests: 1 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
