@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from tests.daemon_process import Workspace, wait_until
@@ -227,3 +228,23 @@ def test_a_rule_test_that_begins_with_an_advance_starts_its_clock_at_zero(tmp_pa
 """,
     )
     assert (0, "rule tests: 1 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
+
+
+def test_an_absent_step_waiting_across_a_restart_pages_once_on_time(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A backup started, then the daemon stopped and started again before the wait ended: the
+    wait is kept with the state, and the page goes out once, when it ends, carrying the start."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(BACKUP.replace("for: 2h", "for: 8s"))
+    first = ws.start()
+    started = time.time()
+    ws.append({"event": "backup_started", "host": "db1", "run": 7})
+    waiting = partial(rulesd_cli, "state", "--config", str(ws.config), "--rule", "backup-never-finished")
+    assert wait_until(lambda: "step 1 of 2 done" in waiting().stdout, timeout=10), first.output()
+    assert 0 == first.terminate()
+    assert [] == creates(server)
+    second = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=20), second.output()
+    assert time.time() >= started + 8
+    assert '"run": 7' in creates(server)[0].json()["description"]
+    assert 0 == second.terminate()
+    assert 1 == len(creates(server))
