@@ -254,16 +254,18 @@ class TimeReader:
         self.misses = 0
         self.latest_miss: Any = MISSING
         self.latest_ahead = False  # the latest miss was a time too far ahead, not unreadable
+        # Where a miss counts, given its arrival: there (None), or elsewhere (replay: the clock).
+        self.untimed: Callable[[float], float] | None = None
         self._convert = time_converter(spec.format, tz)
 
     def convert(self, value: Any, arrival: float) -> float:
-        """The time `value` stands for; the arrival time (counted as a miss) if it has none,
-        or one more than AHEAD_LIMIT after `arrival`."""
+        """The time `value` stands for; the arrival time (counted as a miss; see `untimed`) if
+        it has none, or one more than AHEAD_LIMIT after `arrival`."""
         seconds = self._convert(value, arrival)
         if seconds is None or seconds > arrival + AHEAD_LIMIT:
             self.misses += 1
             self.latest_miss, self.latest_ahead = value, seconds is not None
-            return arrival
+            return arrival if self.untimed is None else self.untimed(arrival)
         return seconds
 
     def peek(self, event: Event, arrival: float) -> float:
@@ -271,7 +273,9 @@ class TimeReader:
         an event the engine has read, or one it had no reason to)."""
         value = event.get(self.key) if self.getter is None else self.getter(event)
         seconds = value if type(value) is float and self.floats_are_seconds else self._convert(value, arrival)
-        return arrival if seconds is None or seconds > arrival + AHEAD_LIMIT else seconds
+        if seconds is None or seconds > arrival + AHEAD_LIMIT:
+            return arrival if self.untimed is None else self.untimed(arrival)
+        return seconds
 
     def read(self, event: Event, arrival: float) -> float:
         """The event's time (the engine inlines this; other callers use it as it is)."""

@@ -58,7 +58,8 @@ def explain_line(
 ) -> ExplainedLine:
     """Explain line `line` (1-based) of `stream` after replaying the lines before it.
 
-    Events without a readable time arrive at `start` (default: now), as in `replay`; lines
+    Events arrive at `start` (default: now), and those without a readable time count at the
+    latest event time before them, as in `replay`; lines
     longer than `max_line_bytes` are skipped, as in `replay`.
     LineError if the stream has fewer lines, or line N is not an event.
     """

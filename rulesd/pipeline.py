@@ -132,6 +132,8 @@ def evaluate_lines(
     batch = Batch(len(lines))
     if engine.timed:
         engine.source = source
+    if engine.waiting and (start := _first_time(lines, parse, engine, arrival, time)) is not None:
+        engine.advance(start)
     # JSON lines are judged from views of the fields the rules' index reads (see `rulesd.rules.view`).
     viewer = _viewer(parse, engine, time)
     if viewer is not None:
@@ -150,6 +152,22 @@ def evaluate_lines(
         else:
             _evaluate(events, start, evaluate, arrival, batch)
     return batch
+
+
+def _first_time(
+    lines: Sequence[bytes], parse: Callable[[bytes], Any], engine: Engine, arrival: float, time: TimeReader | None
+) -> float | None:
+    """The first event's time, where the engine's clock starts for the rules that start then
+    (expected groups, learning): the first event's, whichever rule it concerns, not the first
+    that a rule matches, which may come much later. None without an event."""
+    for line in lines:
+        try:
+            event = parse(line)
+        except ValueError:
+            continue
+        if type(event) is dict:
+            return engine.time_of(event, arrival, time)
+    return None
 
 
 def _numbered_blocks(lines: Sequence[bytes]) -> Sequence[tuple[int, Sequence[bytes]]]:
@@ -322,6 +340,7 @@ class Matches(msgspec.Struct):
     # Where the clock moves on without a match (rules with timers): each block's last event
     # and its time.
     block_ends: list[tuple[int, float]] = msgspec.field(default_factory=list)
+    start: float | None = None  # where the clock starts, if rules waited for it (`_first_time`)
 
 
 def match_lines(
@@ -335,6 +354,8 @@ def match_lines(
     `Engine.matcher`): the part several processes sharing the state can do at once."""
     matches = Matches(len(lines))
     invalid, matched = matches.invalid, matches.matched
+    if engine.waiting:
+        matches.start = _first_time(lines, parse, engine, arrival, time)
     viewer = _viewer(parse, engine, time, match=True)
     if viewer is not None:  # JSON lines: judged from views, as in `evaluate_lines`
         assert viewer.evaluate_block is not None
@@ -373,6 +394,8 @@ def apply_matches(matches: Matches, engine: Engine, source: Callable[[int], Any]
     batch = Batch(matches.lines, matches.invalid, [], matches.ignored)
     firings, out = batch.firings, engine.out
     engine.source = source
+    if matches.start is not None and engine.waiting:  # (another process may have started it)
+        engine.advance(matches.start)
     ends = iter(matches.block_ends)
     end = next(ends, None)
     for i, found in matches.matched:

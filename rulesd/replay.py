@@ -3,6 +3,7 @@ reads them (by default JSON lines), and report how the lines fared, like `fail2b
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from collections import Counter
@@ -114,7 +115,8 @@ def replay(
     Lines become events through `parser` (a configured source's, from
     `sources.parsers.source_parser`, or JSON lines), whose time reader gives event times; or
     `time_field` is read as epoch seconds or RFC 3339. Without either, every event counts as
-    arriving at `start` (default: now), as does an event whose time cannot be read. Lines longer
+    arriving at `start` (default: now); an event whose time cannot be read (or is too far after
+    `start`) counts at the latest event time before it (see `replay_engine`). Lines longer
     than `max_line_bytes` (the configured source's) are skipped and counted, as the source skips them.
     The state is kept within `limits` (the configuration's), as the daemon keeps it: the groups
     they forget, and the open alerts they close, are the daemon's.
@@ -161,9 +163,21 @@ def replay_engine(
 ) -> tuple[Engine, TimeReader | None]:
     """The engine that replays events read by `parser` within `limits`, and what reads their
     time: the parser's reader, else `time_field` (epoch seconds or RFC 3339), else none
-    (arrival time)."""
+    (arrival time).
+
+    An event without a (believable) time counts at the engine's clock, as if read right after
+    the events before it, as the daemon would have read it: not at the replay's start, which
+    would jump the clock from the log's times to now and make every timer due at once."""
     time_reader = parser.time or (TimeReader(EventTime(time_field)) if time_field else None)
-    return Engine(ruleset, time=time_reader, saved=False, limits=limits), time_reader
+    engine = Engine(ruleset, time=time_reader, saved=False, limits=limits)
+    if time_reader is not None:
+        time_reader.untimed = partial(_at_clock, engine)
+    return engine, time_reader
+
+
+def _at_clock(engine: Engine, arrival: float) -> float:
+    """The engine's clock; `arrival` (the replay's start) before any time is known."""
+    return engine.now if engine.now > -math.inf else arrival
 
 
 def blocks(stream: BinaryIO) -> Iterator[list[bytes]]:
@@ -218,7 +232,7 @@ def summary_text(summary: ReplaySummary, reading: Reading | None = None) -> str:
     if summary.time is not None:
         lines.append(
             f"event time (field {summary.time.field}, time_format {summary.time.format}): "
-            f"{summary.untimed} event(s) without a readable time, evaluated at the replay's start time "
+            f"{summary.untimed} event(s) without a readable time, evaluated at the latest event time before them "
             "(an event's time is read when a rule may match it)"
             + (f"; latest {summary.latest_untimed}" if summary.untimed else "")
         )

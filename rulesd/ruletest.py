@@ -217,11 +217,14 @@ def _alert_event(alert: PipelineAlert, numbers: list[int]) -> int:
 def _timed(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any] | None, float, int]]:
     """Each event with its time and number: `at` from the start, else the time of the event
     before; an `advance` step (no event) moves the time on by its duration from the latest
-    time so far (a late event before it does not hold the clock back)."""
+    time so far (a late event before it does not hold the clock back). The clock starts at the
+    first event, or at the start (`at: 0s`) for an `advance` before any: the time it moves on from."""
     offset = latest = 0.0
     number = 0
-    for item in items:
+    for i, item in enumerate(items):
         if "advance" in item:
+            if i == 0:
+                yield None, START, number
             offset = latest = latest + parse_duration(item["advance"])
             yield None, START + offset, number
             continue

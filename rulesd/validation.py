@@ -232,6 +232,8 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
             return f"{value}: {custom}" if error.validator == "pattern" else str(custom)
         case "minimum":
             return f"{value} is less than the minimum of {error.validator_value}"
+        case "minItems" if isinstance(error.instance, list) and error.instance:  # (a sequence's one step)
+            return f"must have at least {wanted} items (it has {len(error.instance)})"
         case "minItems":
             return "must not be empty"
         case "minProperties":

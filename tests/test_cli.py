@@ -709,7 +709,7 @@ def test_replay_reads_a_log_as_the_configured_source_and_reports_how_its_lines_f
         "  line 5: Dec 10 06:55:49 host sshd[1]: Accepted publickey for alice from 192.0.2.1 port 40000 ssh2",
         "values that did not convert, left out of their event: port (int) 1",
         "event time (field time, time_format syslog): 1 event(s) without a readable time, evaluated at the "
-        "replay's start time (an event's time is read when a rule may match it); latest unreadable: "
+        "latest event time before them (an event's time is read when a rule may match it); latest unreadable: "
         "'Foo 10 06:55:50'",
     ] == result.stdout.splitlines()
     assert "skipped" not in result.stderr  # the missed lines are in the report, not one warning each

@@ -186,7 +186,7 @@ def test_an_event_time_far_ahead_is_not_believed_by_run(tmp_path: Path, server: 
 
 
 def test_an_event_time_far_ahead_is_not_believed_by_replay(tmp_path: Path) -> None:
-    """`rulesd replay`: the same events, evaluated at the replay's start time, and reported."""
+    """`rulesd replay`: the same events, evaluated at the latest event time before them, and reported."""
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "r.yaml").write_text(BEAT_GONE)
     beats_and_a_line_from_the_future(tmp_path / "events.jsonl")

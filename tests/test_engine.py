@@ -448,12 +448,13 @@ def _reference_threshold(
     count: int, window: float, events: list[tuple[str, float]]
 ) -> tuple[list[int], dict[str, list[float]]]:
     """A threshold counted the plain way, every group's times in a sorted list: the indexes of
-    the events that fire, and the times each group holds at the end."""
+    the events that fire, and the times each group holds at the end. The window ends at the
+    group's latest time (a late event's own time is earlier)."""
     groups: dict[str, list[float]] = {}
     fired = []
     for i, (group, time) in enumerate(events):
-        cutoff = time - window
-        times = [t for t in sorted([*groups.get(group, []), time]) if t > cutoff]
+        times = sorted([*groups.get(group, []), time])
+        times = [t for t in times if t > times[-1] - window]
         if len(times) >= count:
             groups.pop(group, None)
             fired.append(i)

@@ -145,6 +145,44 @@ def test_sequences_say_their_step(tmp_path: Path) -> None:
     )
 
 
+def test_a_late_line_dated_before_the_step_it_would_follow_says_it_is_not_counted(tmp_path: Path) -> None:
+    """A success logged late, dated before the failures were counted, completes nothing, and
+    the line says why; so does a finish dated before its backup started."""
+    late_ok = {"t": T0 + 50, "event": "login_ok", "ip": "a", "user": "u1"}
+    backup = [
+        {"t": T0 + at, "event": f"backup_{what}", "host": "db"} for at, what in ((200, "started"), (150, "finished"))
+    ]
+    events = [failed(100), failed(110), late_ok, *backup]
+    assert (
+        'matches step 2 of 2, group ip="a"; not counted for step 2: dated before step 1 was done '
+        "(2026-01-01T00:01:50Z (in 1m)); at step 2 of 2" == said(explain_at(tmp_path, events, 3))["login-after-brute"]
+    )
+    assert (
+        'matches step 2 of 2, group host="db"; not counted for step 2: dated before step 1 was done '
+        "(2026-01-01T00:03:20Z (in 50s)); step 1 of 2 done; fires at 2026-01-01T01:03:20Z (in 1h) "
+        "unless the absent step's event comes" == said(explain_at(tmp_path, events, 5))["backup-never-finished"]
+    )
+
+
+def test_a_heartbeat_dated_a_window_before_the_clock_says_the_silence_goes_on(tmp_path: Path) -> None:
+    """After the silence fired (another host's beat moved the clock on), a beat logged late
+    does not end it; one in time does."""
+    beats = [{"t": T0 + at, "event": "heartbeat", "host": host} for at, host in ((0, "h1"), (900, "h2"))]
+    beats += [{"t": T0 + 100, "event": "heartbeat", "host": "h1"}, {"t": T0 + 901, "event": "heartbeat", "host": "h1"}]
+    assert (
+        'matches, group host="h1"; seen late: dated 5m or more before the clock, so still silent (its alert stays open)'
+        == said(explain_at(tmp_path, beats, 3))["heartbeat-missing"]
+    )
+    assert said(explain_at(tmp_path, beats, 4))["heartbeat-missing"].startswith(
+        'matches, group host="h1"; seen: ends the silence (its alert closes)'
+    )
+    older = [*beats, {"t": T0 + 850, "event": "heartbeat", "host": "h2"}]
+    assert (
+        'matches, group host="h2"; seen late: dated before the group\'s last event (2026-01-01T00:15:00Z (in 50s)), '
+        "so it changes nothing" == said(explain_at(tmp_path, older, 5))["heartbeat-missing"]
+    )
+
+
 def test_absence_and_new_value(tmp_path: Path) -> None:
     """An absence's timer starts again (and a silence that fired ends); a new value is only
     recorded while the rule learns (from the first event), then seen before, or new."""

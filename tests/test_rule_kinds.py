@@ -255,6 +255,26 @@ def test_new_value_forgets_what_it_has_not_seen_for_a_while() -> None:
     assert [("alert", ("new-admin-source-address",), 2)] == run(engine, steps)
 
 
+def test_new_value_boundaries_limits_and_edits() -> None:
+    """New exactly when `learn` ends and exactly `forget` after last seen; a group forgotten for
+    the limits knows nothing (its next value is new); an edit learns again from the reload."""
+    text = NEW_SOURCE.replace("forget: 1d", "forget: 2h")
+    engine = engine_for(text, limits=Limits(per_rule=1))
+    steps: list[Step] = [
+        (0, admin("ann", "10.0.0.1")),
+        (3600, admin("ann", "10.0.0.2")),  # new: learning ended at 3600
+        (3600 + 7200, admin("ann", "10.0.0.2")),  # new again: forgotten after exactly 2h
+        (3600 + 7201, admin("bob", "10.0.0.1")),  # new for bob
+    ]
+    rule = ("new-admin-source-address",)
+    assert [("alert", rule, n) for n in (2, 3, 4)] == run(engine, steps)
+    engine.sweep(engine.now)  # ann, the stalest, is forgotten for the limit of one group
+    assert [("alert", rule, 1)] == run(engine, [(3600 + 7202, admin("ann", "10.0.0.2"))])  # so it is new again
+    engine.replace_rules(ruleset_from_yaml(text.replace("learn: 1h", "learn: 2h")))
+    assert [] == run(engine, [(3600 + 7300, admin("cid", "10.0.0.9"))])  # learning again from the reload
+    assert [("alert", rule, 1)] == run(engine, [(3600 + 7202 + 7200, admin("cid", "10.0.0.8"))])  # 2h after it
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """
@@ -688,14 +708,14 @@ ValueEvent = tuple[str, str, float]  # group, value, time
 
 def _reference_distinct(count: int, window: float, events: list[ValueEvent]) -> tuple[list[int], dict[str, Any]]:
     """Distinct counted the plain way, a dict of values per group: the events that fire, and
-    what each group holds at the end."""
+    what each group holds at the end. The window ends at the group's latest time."""
     groups: dict[str, dict[str, float]] = {}
     fired = []
     for i, (group, value, time) in enumerate(events):
         values = groups.setdefault(group, {})
         values[value] = max(time, values.get(value, time))
         if len(values) >= count:
-            for old in [v for v, seen in values.items() if not seen > time - window]:
+            for old in [v for v, seen in values.items() if not seen > max(values.values()) - window]:
                 del values[old]
             if len(values) >= count:
                 del groups[group]
@@ -813,6 +833,10 @@ def test_a_group_of_one_value_costs_a_pair_not_a_dict() -> None:
             "3:57: error: absence.expect[0].host: cannot compare with .nan: NaN is equal to nothing",
         ),
         ("name: r\n", "1:1: error: (top level): missing required key 'match'"),
+        (
+            "name: r\nsequence: {steps: [{match: {a: 1}}]}\n",
+            "2:19: error: sequence.steps: must have at least 2 items (it has 1)",
+        ),
     ],
 )
 def test_rule_kind_mistakes_are_check_errors(text: str, message: str) -> None:

@@ -255,7 +255,7 @@ class Daemon:
         event time seen, so that timers (an absence, an absent step, resolve) fire in time; and
         now and then expired groups are forgotten (events do that too, but may have stopped)."""
         now = self.clock()
-        if self.engine.timed:
+        if self.engine.timed or self.engine.waiting:  # (waiting: new_value rules learn from the start)
             seen_time, seen_at = self._seen
             self.engine.advance(seen_time + (now - seen_at) if seen_time > -math.inf else now)
         if now - self._last["sweep"] >= SWEEP_IDLE:

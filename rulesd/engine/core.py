@@ -428,6 +428,12 @@ class Engine:
 
     # -- time -----------------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> bool:
+        """Whether rules wait for the clock to start (expected groups to watch, a learning
+        period to begin): no time is known yet."""
+        return bool(self._starting)
+
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
         if now > self.now:
@@ -622,7 +628,10 @@ class Engine:
             groups[group] = time
             return False
         if type(times) is not list:  # one time so far
-            earlier, later = (times, time) if time >= times else (time, times)
+            if time >= times:
+                earlier, later = times, time
+            else:  # a late event: the window ends at the latest time
+                earlier, later, cutoff = time, times, times - threshold.window
             if earlier > cutoff:  # both count
                 if threshold.count <= 2:
                     del groups[group]  # the group's count starts again from zero
@@ -638,8 +647,9 @@ class Engine:
             return False
         if not times or time >= times[-1]:  # events mostly come in time order
             times.append(time)
-        else:
+        else:  # a late event: the window ends at the latest time
             bisect.insort(times, time)
+            cutoff = times[-1] - threshold.window
         if not times[0] > cutoff:  # (not `<=`: a NaN cutoff empties the list, as bisect does)
             del times[: bisect.bisect_right(times, cutoff)]
         if len(times) < threshold.count:
@@ -683,7 +693,7 @@ class Engine:
                 values = groups[group] = {values[0]: values[1]}
         if len(values) < kind.count:
             return False
-        cutoff = time - kind.window
+        cutoff = max(values.values()) - kind.window  # (a late event: the window ends at the latest time)
         for old in [v for v, seen in values.items() if not seen > cutoff]:
             del values[old]
         if len(values) < kind.count:
@@ -694,12 +704,15 @@ class Engine:
         return True
 
     def _sequence(self, name: str, kind: Sequence, group: GroupKey, event: Event, time: float) -> bool:
-        """Move the group through the steps; True when the event completes the last one."""
+        """Move the group through the steps; True when the event completes the last one.
+
+        Steps happen in order in event time: an event dated before the step before its own was
+        done (`after`: a late line) counts for no later step and ends no absent step's wait."""
         groups = self._table(SEQUENCE, name)
         st = groups.get(group)
         steps = kind.steps
         if st is not None and st.get("due") is not None:  # waiting at the final absent step
-            if steps[-1].match(event):  # what had to come came: the sequence is off
+            if steps[-1].match(event) and time >= st.get("after", st["start"]):  # what had to come came
                 del groups[group]
                 self._touch(SEQUENCE, name, group)
             return False
@@ -711,23 +724,24 @@ class Engine:
             # for a later step, as the first step's events counted drop out at `within`.
             if st["step"] > 0 and not time - st["start"] < within:  # too slow: start over
                 st["step"], st["count"] = 0, 0
-            cutoff = time - within
+            cutoff = max(time, st["firsts"][-1] if st["firsts"] else time) - within
             st["firsts"] = [t for t in st["firsts"] if t > cutoff]
         step = st["step"]
         first = steps[0]
         fired = False
-        if step > 0 and steps[step].match(event):
+        if step > 0 and steps[step].match(event) and time >= st.get("after", st["start"]):
             st["count"] += 1
+            st["last"] = max(time, st.get("last", time))
             if st["count"] >= steps[step].count:
-                fired = self._next_step(name, kind, group, st, event, time)
-        elif first.match(event):
+                fired = self._next_step(name, kind, group, st, event, st["last"])
+        elif first.match(event) and (within is None or time > cutoff):
             firsts = st["firsts"]
-            firsts.append(time)
+            bisect.insort(firsts, time)  # in time order, whatever order they came in
             del firsts[: -first.count]  # the latest `count` are enough
         if not fired and st["step"] == 0 and len(st["firsts"]) >= first.count:
             # The first step is done: the sequence starts at its earliest counted event.
             st["start"] = st["firsts"][0]
-            fired = self._next_step(name, kind, group, st, event, time)
+            fired = self._next_step(name, kind, group, st, event, st["firsts"][-1])
         if fired:
             groups.pop(group, None)
         else:
@@ -736,16 +750,18 @@ class Engine:
         return fired
 
     def _next_step(
-        self, name: str, kind: Sequence, group: GroupKey, st: dict[str, Any], event: Event, time: float
+        self, name: str, kind: Sequence, group: GroupKey, st: dict[str, Any], event: Event, done: float
     ) -> bool:
-        """Step `st["step"]` is done: True if it was the last; else wait for the next one."""
+        """Step `st["step"]` is done, by its latest event at `done`: True if it was the last;
+        else wait for the next one, whose events must not be dated before `done`."""
         following = st["step"] + 1
         if following == len(kind.steps):
             return True
-        st["step"], st["count"] = following, 0
+        st["step"], st["count"], st["after"] = following, 0, done
+        st.pop("last", None)
         step = kind.steps[following]
         if step.absent:
-            st["due"] = time + step.wait
+            st["due"] = done + step.wait
             st["event"], st["origin"] = event, self._origin()
             self._timers.add(st["due"], SEQUENCE, name, group)
         return False
@@ -760,7 +776,9 @@ class Engine:
             self._timers.add(time + kind.window, ABSENCE, name, group)
         elif time >= st["last"]:
             st["last"], st["event"], st["origin"] = time, event, self._origin()
-            if st["open"]:  # the silence is over: its timer is set again
+            # The silence is over, unless the event is a late line dated `window` or more
+            # before the clock: the group is still silent now, so its alert stays open.
+            if st["open"] and time + kind.window > self.now:  # its timer is set again
                 gone = dict(st)
                 st["open"], st["aliases"] = False, []
                 st.pop(RELEASED, None)

@@ -59,7 +59,7 @@ def outcome(rule: Rule, event: Event, time: float, before: Snapshot, after: Snap
     if isinstance(kind, Distinct):
         return _distinct(rule, kind, event, time, after, fired)
     if isinstance(kind, Sequence):
-        return _sequence(rule, kind, time, before, after, fired)
+        return _sequence(rule, kind, event, time, before, after, fired)
     if isinstance(kind, Absence):
         return _absence(kind, time, before, after)
     if isinstance(kind, NewValue):
@@ -92,12 +92,16 @@ def _distinct(rule: Rule, kind: Distinct, event: Event, time: float, after: Snap
         return f"fires: {reached}"
     values = after.get(DISTINCT)
     if values is not None:
-        different = sum(1 for seen in seen_values(values).values() if seen > time - kind.window)
+        seen = seen_values(values).values()
+        cutoff = max(time, *seen) - kind.window  # (a late event: the window ends at the latest time)
+        different = sum(1 for last in seen if last > cutoff)
         return f"not yet: {different} of {kind.count} different {kind.field} in {span(kind.window)}"
     return _held(rule, time, after, reached)
 
 
-def _sequence(rule: Rule, kind: Sequence, time: float, before: Snapshot, after: Snapshot, fired: bool) -> str:
+def _sequence(
+    rule: Rule, kind: Sequence, event: Event, time: float, before: Snapshot, after: Snapshot, fired: bool
+) -> str:
     steps = len(kind.steps)
     if fired:
         return f"fires: step {steps} of {steps}"
@@ -106,6 +110,13 @@ def _sequence(rule: Rule, kind: Sequence, time: float, before: Snapshot, after: 
         return "ends the wait: the absent step's event came, so the group starts again"
     if now is None:
         return _held(rule, time, after, f"step {steps} of {steps}")
+    if was is not None and int(was["step"]) > 0 and kind.steps[int(was["step"])].match(event):
+        done = was.get("after", was["start"])
+        if time < done:  # a late line: it happened before the step it would follow
+            step = int(was["step"])
+            return f"not counted for step {step + 1}: dated before step {step} was done ({when(done, time)}); " + (
+                sequence_text(kind, now, time)
+            )
     return "not yet: " + sequence_text(kind, now, time)
 
 
@@ -128,7 +139,12 @@ def _absence(kind: Absence, time: float, before: Snapshot, after: Snapshot) -> s
     due = when(last + kind.window, time)
     was = before.get(ABSENCE)
     if was is not None and was["open"]:
+        if st is not None and st["open"]:  # a late line: dated a window or more before the clock
+            late = f"dated {span(kind.window)} or more before the clock"
+            return f"seen late: {late}, so still silent (its alert stays open)"
         return f"seen: ends the silence (its alert closes); fires again if silent until {due}"
+    if time < last:  # a late line, older than what the group saw last
+        return f"seen late: dated before the group's last event ({when(last, time)}), so it changes nothing"
     return f"seen: its silence timer starts again (fires if silent until {due})"
 
 
