@@ -199,3 +199,98 @@ def test_rulesd_test_says_the_warnings_of_the_files_it_runs(tmp_path: Path) -> N
     warned = [line.split(": warning: ")[0] for line in lines if ": warning: " in line]
     assert ["r.yaml:2:18", "a.test.yaml:4:32", "b.test.yaml:4:32"] == warned
     assert "rule tests: 2 passed, 0 failed, 0 invalid, 3 warning(s)" == lines[-1]
+
+
+def test_rulesd_check_refuses_a_condition_that_can_never_match(tmp_path: Path) -> None:
+    """Tests of a field that no value passes together (in one operator mapping, or in one
+    conjunction through `all`, a sequence step's included) are an error at the test that made it
+    impossible, naming the one it contradicts: such a rule loads and never fires."""
+    never = "the rule can never fire"
+    assert (
+        1,
+        "DIR/r.yaml:3:33: error: rules[0].match.status.lt: contradicts rules[0].match.status.gt (DIR/r.yaml:3:26): "
+        f"no number is greater than 5 and less than 3; {never}\n"
+        "DIR/r.yaml:5:36: error: rules[1].match.status.lte: contradicts rules[1].match.status.gte (DIR/r.yaml:5:27): "
+        f"no number is at least 10 and at most 9; {never}\n"
+        "DIR/r.yaml:5:63: error: rules[1].match.level.in: contradicts rules[1].match.level.equals (DIR/r.yaml:5:56): "
+        f"they allow no value in common; {never}\n"
+        "DIR/r.yaml:7:43: error: rules[2].match.user.equals: contradicts rules[2].match.user.exists "
+        "(DIR/r.yaml:7:28): exists: false holds only for a missing field, and a missing field passes no other "
+        f"test; {never}\n"
+        "DIR/r.yaml:12:30: error: rules[3].match.all[1].path.startswith: contradicts "
+        'rules[3].match.all[0].path.startswith (DIR/r.yaml:11:30): no text starts with both "/api/" and "/admin/"; '
+        f"{never}\n"
+        "DIR/r.yaml:17:52: error: rules[4].sequence.steps[1].match.kind.not_equals: contradicts "
+        'rules[4].sequence.steps[1].match.kind.equals (DIR/r.yaml:17:34): the value must be "sudo", which the '
+        f"other test rules out; {never}\n"
+        "DIR/r.yaml:19:40: error: rules[5].match.size.startswith: contradicts rules[5].match.size.gte "
+        f"(DIR/r.yaml:19:25): no value is both a number and a text; {never}\n"
+        "FAILED: 1 file(s), 0 rule(s), 7 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {status: {gt: 5, lt: 3}}\n"
+        "  - name: b\n    match: {status: {gte: 10, lte: 9}, level: {equals: a, in: [b, c]}}\n"
+        "  - name: c\n    match: {user: {exists: false, equals: root}}\n"
+        "  - name: d\n    match:\n      all:\n        - path: {startswith: /api/}\n"
+        "        - path: {startswith: /admin/}\n"
+        "  - name: e\n    sequence:\n      steps:\n        - match: {kind: login}\n"
+        "        - match: {kind: {equals: sudo, not_equals: sudo}}\n"
+        "  - name: f\n    match: {size: {gte: 1, startswith: '1'}}\n",
+    )
+
+
+def test_rulesd_check_warns_where_a_condition_that_can_never_hold_may_be_meant(tmp_path: Path) -> None:
+    """In a branch of `any` (the other branches may match), under `not`, and in an absent step's
+    condition, a contradiction is a warning: the rules load, and the exit status stays 0. An
+    `any` none of whose branches can match is an error: then the rule can never fire."""
+    assert (
+        0,
+        "DIR/r.yaml:6:19: warning: rules[0].match.any[0].level: contradicts rules[0].match.level (DIR/r.yaml:4:14): "
+        "they allow no value in common; this branch of any can never match\n"
+        "DIR/r.yaml:11:32: warning: rules[1].match.not.size.lt: contradicts rules[1].match.not.size.gt "
+        "(DIR/r.yaml:11:24): no number is greater than 10 and less than 5; what not negates can never hold, so "
+        "the not always holds\n"
+        "DIR/r.yaml:16:54: warning: rules[2].sequence.steps[1].absent.match.user.in: contradicts "
+        "rules[2].sequence.steps[1].absent.match.user.exists (DIR/r.yaml:16:43): exists: false holds only for a "
+        "missing field, and a missing field passes no other test; the absent step's condition can never hold, "
+        "so the rule fires after every step before it\n"
+        "OK: 1 file(s), 3 rule(s), 0 error(s), 3 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: f\n    match:\n      level: error\n      any:\n        - {level: warning}\n"
+        "        - {status: {gte: 500}}\n"
+        "  - name: g\n    match:\n      kind: disk\n      not: {size: {gt: 10, lt: 5}}\n"
+        "  - name: h\n    sequence:\n      steps:\n        - match: {kind: login}\n"
+        "        - absent: {match: {user: {exists: false, in: [root]}}, for: 5m}\n",
+    )
+    code, out = check(tmp_path, "name: i\nmatch:\n  level: error\n  any: [{level: warning}, {level: info}]\n")
+    assert 1 == code
+    assert [
+        "DIR/r.yaml:4:17: error: match.any[0].level: contradicts match.level (DIR/r.yaml:3:10): they allow no "
+        "value in common; the rule can never fire",
+        "DIR/r.yaml:4:35: error: match.any[1].level: contradicts match.level (DIR/r.yaml:3:10): they allow no "
+        "value in common; the rule can never fire",
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
+    ] == out.splitlines()
+
+
+def test_rulesd_check_accepts_tests_of_a_field_that_some_value_passes(tmp_path: Path) -> None:
+    """No contradiction is said where a value passes every test: a range of one number, a
+    prefix and a suffix, a text and a number in one `in`, `1` and `1.0`, a caseless text
+    (case is not reasoned about), a regex (nor are regexes), a named list."""
+    assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == check(
+        tmp_path,
+        "lists:\n  codes: [500, 503]\n"
+        "rules:\n  - name: fine\n    match:\n"
+        "      status: {gte: 5, lte: 5}\n"
+        "      ratio: {gt: 1.5, lt: 1.6}\n"
+        "      path: {startswith: /api/, endswith: .json, contains: v1}\n"
+        "      code: {in: [1, x], gt: 0}\n"
+        "      n: {equals: 1, in: [1.0]}\n"
+        "      user: {equals: Root, startswith: r, nocase: true}\n"
+        "      host: {equals: db-1, regex: ^web}\n"
+        "      http.status: {in: $codes, gte: 503}\n"
+        "      all: [{level: {startswith: err}}, {level: {startswith: e}}, {path: {exists: true}}]\n",
+    )

@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+import msgspec
+
 from rulesd.document import Document, JsonPath
 from rulesd.durations import parse_duration
 from rulesd.errors import Problem, SourceLocation
@@ -17,6 +19,7 @@ from rulesd.rules.conditions import (
     compile_condition,
     necessary_hints,
 )
+from rulesd.rules.contradictions import contradictions, messages
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
 from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, Lists, NamedList, lists_used, reference_problems
 from rulesd.rules.model import (
@@ -59,6 +62,7 @@ class _Context:
         self.base = base
         self.faulted = [v for v in faulted if v[: len(base)] == base]
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []  # (they do not keep the rule from loading)
         self.lists = lists
         self.lists_used: dict[str, NamedList] = {}
 
@@ -67,10 +71,25 @@ class _Context:
         full = (*self.base, *path)
         return not any(v[: len(full)] == full for v in self.faulted)
 
-    def report(self, path: JsonPath, message: str, *, key: bool = False) -> None:
+    def report(self, path: JsonPath, message: str, *, key: bool = False, warning: bool = False) -> None:
         """A problem at `path` of the rule: at its value, or with `key` at its key."""
         full = (*self.base, *path)
-        self.problems.append(Problem(self.doc.locate(full, key=key), f"{format_path(full)}: {message}"))
+        problem = Problem(self.doc.locate(full, key=key), f"{format_path(full)}: {message}")
+        if warning:
+            self.warnings.append(msgspec.structs.replace(problem, severity="warning"))
+        else:
+            self.problems.append(problem)
+
+    def never(self, match: dict[str, Any], path: JsonPath, scope: str) -> None:
+        """Report the tests of the condition at `path` that can never hold (see
+        `contradictions`): an error where the condition then never matches, else a warning
+        (a branch of `any`, what `not` negates, an absent step's condition)."""
+        for found, message in messages(contradictions(match, (*self.base, *path), self.lists, scope)):
+            where = found.path[len(self.base) :]
+            if found.other is not None:
+                other = (format_path(found.other), self.doc.locate(found.other))
+                message = f"contradicts {other[0]} ({other[1]}): {message}"
+            self.report(where, message, warning=not found.certain)
 
     def duration(self, value: Any, path: JsonPath, *, positive: bool = False) -> float:
         """The duration at `path` in seconds (0 after reporting why it is none); with
@@ -148,7 +167,7 @@ def compile_rule(
         ctx.report(("resolve",), f"resolve is for threshold and distinct rules ({why})", key=True)
     alert = _alert(raw.get("alert", {}), ctx)
     if ctx.problems or ctx.faulted or compiled is None or match is None:
-        return None, ctx.problems
+        return None, [*ctx.problems, *ctx.warnings]
     rule = Rule(
         name=raw["name"],
         description=raw.get("description", ""),
@@ -165,7 +184,7 @@ def compile_rule(
         resolve=resolve,
         lists=ctx.lists_used,
     )
-    return rule, []
+    return rule, ctx.warnings
 
 
 def rule_fingerprint(raw: dict[str, Any], lists: Mapping[str, NamedList]) -> str:
@@ -216,8 +235,9 @@ def _sequence_condition(match: dict[str, Any], patterns: _RulePatterns, lists: L
         return None
 
 
-def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
-    """Compile the condition written at `path` of the rule; its problems are reported there."""
+def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePatterns, scope: str = "") -> Compiled | None:
+    """Compile the condition written at `path` of the rule; its problems are reported there
+    (a test that can never hold too, see `_Context.never`; `scope` "absent": an absent step's)."""
     if not isinstance(match, dict):
         return None
     ctx.lists_used.update(lists_used(match, ctx.lists))
@@ -231,7 +251,10 @@ def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePattern
                 _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
         return None
     if ctx.ok(path):
-        return _compile_match(match, path, ctx, patterns)
+        compiled = _compile_match(match, path, ctx, patterns)
+        if compiled is not None:
+            ctx.never(match, path, scope)
+        return compiled
     for key, value in match.items():  # still find the bad regexes of the sound entries
         if ctx.ok((*path, key)):
             _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
@@ -296,7 +319,8 @@ def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, pa
             if "count" in step:
                 ctx.report((*path, "count"), "an absent step takes no count: its for says how long to wait")
             where: JsonPath = (*path, "absent", "match")
-            compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
+            # (an absent step's condition that never holds: the rule fires after every step before it)
+            compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where), "absent")
             wait = ctx.duration(absent["for"], (*path, "absent", "for"), positive=True)
             if compiled is not None:
                 steps.append(Step(compiled.test, 1, True, wait))
