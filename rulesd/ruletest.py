@@ -90,6 +90,7 @@ def _test_file_problems(doc: Document) -> list[Problem]:
     if problems:
         return problems
     assert isinstance(doc.value, dict)
+    problems.extend(_duplicate_test_names(doc))
     for t_index, test in enumerate(doc.value["tests"]):
         for e_index, item in enumerate(test["events"]):
             if ("event" in item) == ("advance" in item) or ("advance" in item and "at" in item):
@@ -102,6 +103,19 @@ def _test_file_problems(doc: Document) -> list[Problem]:
         if why is not None:
             problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: {why}"))
     return problems
+
+
+def _duplicate_test_names(doc: Document) -> Iterator[Problem]:
+    """A test named as one before it, at its name: a report that names a failing test must
+    say which one it is (and a copied test that was meant to be changed is a test lost)."""
+    assert isinstance(doc.value, dict)
+    first: dict[str, SourceLocation] = {}
+    for t_index, test in enumerate(doc.value["tests"]):
+        path = ("tests", t_index, "name")
+        here = doc.locate(path)
+        there = first.setdefault(test["name"], here)
+        if there is not here:
+            yield Problem(here, f"{format_path(path)}: duplicate test name {test['name']!r} (also at {there})")
 
 
 def _rule_file_problem(path: str) -> str | None:

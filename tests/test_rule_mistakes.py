@@ -294,3 +294,22 @@ def test_rulesd_check_accepts_tests_of_a_field_that_some_value_passes(tmp_path: 
         "      http.status: {in: $codes, gte: 503}\n"
         "      all: [{level: {startswith: err}}, {level: {startswith: e}}, {path: {exists: true}}]\n",
     )
+
+
+def test_rulesd_test_and_check_refuse_duplicate_test_names(tmp_path: Path) -> None:
+    """Two tests of one file named alike: an error at the second name, naming the first, in
+    `rulesd test` (which runs none of the file's tests) and `rulesd check` alike."""
+    (tmp_path / "disk.yaml").write_text(RULES)
+    test = tmp_path / "disk.test.yaml"
+    one = "  - name: full disk\n    events: [{event: {kind: disk}}]\n"
+    one += "    expect_alerts: [{event: 1, rules: [disk-full]}]\n"
+    test.write_text(f"rule_files: [disk.yaml]\ntests:\n{one}{one}")
+    problem = f"{test}:6:11: error: tests[1].name: duplicate test name 'full disk' (also at {test}:3:11)\n"
+    result = rulesd_cli("test", str(test))
+    assert (1, "", problem + "rule tests: 0 passed, 0 failed, 1 invalid\n") == (
+        result.returncode,
+        result.stderr,
+        result.stdout,
+    )
+    checked = rulesd_cli("check", str(test))
+    assert (1, problem) == (checked.returncode, checked.stdout[: checked.stdout.index("FAILED")])
