@@ -3,6 +3,7 @@ them: an error at the file, line and column, and exit status 1."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.run_cli import rulesd_cli
@@ -313,3 +314,30 @@ def test_rulesd_test_and_check_refuse_duplicate_test_names(tmp_path: Path) -> No
     )
     checked = rulesd_cli("check", str(test))
     assert (1, problem) == (checked.returncode, checked.stdout[: checked.stdout.index("FAILED")])
+
+
+def test_replay_explain_and_state_say_the_warnings_of_their_rules(tmp_path: Path) -> None:
+    """`rulesd replay`, `rulesd explain` and `rulesd state` say the rule files' warnings on
+    standard error, once each, as `rulesd check` prints them; standard output is as it was."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "rules:\n  - name: norway\n    match: {country: NO}\n"
+        "  - name: some\n    match: {kind: x, any: [{kind: y}, {size: 1}]}\n"
+    )
+    warnings = (
+        f"{rules}/r.yaml:3:22: warning: rules[0].match.country: YAML reads the unquoted NO as false, not as text: "
+        'quote it ("NO") if the text is meant, or write false if the boolean is\n'
+        f"{rules}/r.yaml:5:35: warning: rules[1].match.any[0].kind: contradicts rules[1].match.kind "
+        f"({rules}/r.yaml:5:19): they allow no value in common; this branch of any can never match\n"
+    )
+    (tmp_path / "events.jsonl").write_text('{"country": false}\n')
+    replayed = rulesd_cli("replay", "--rules", str(rules), "events.jsonl", cwd=tmp_path)
+    assert (0, warnings) == (replayed.returncode, replayed.stderr)
+    assert "line 1: P3 [norway] rulesd: norway  (alias: rulesd: norway)\n" == replayed.stdout.splitlines(True)[0]
+    explained = rulesd_cli("explain", "--rules", str(rules), "--rule", "norway", '{"country": false}')
+    assert (0, warnings, "norway: matches\n") == (explained.returncode, explained.stderr, explained.stdout)
+    (tmp_path / "rulesd.yaml").write_text(f"rules: [{rules}]\nstate_dir: {tmp_path}/state\n")
+    shown = rulesd_cli("state", "--config", str(tmp_path / "rulesd.yaml"), "--format", "json")
+    assert (0, warnings) == (shown.returncode, shown.stderr)
+    assert [] == json.loads(shown.stdout)["rules"]  # (no state saved yet; standard output is JSON alone)
