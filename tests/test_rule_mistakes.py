@@ -280,7 +280,7 @@ def test_rulesd_check_warns_where_a_condition_that_can_never_hold_may_be_meant(t
 def test_rulesd_check_accepts_tests_of_a_field_that_some_value_passes(tmp_path: Path) -> None:
     """No contradiction is said where a value passes every test: a range of one number, a
     prefix and a suffix, a text and a number in one `in`, `1` and `1.0`, a caseless text
-    (case is not reasoned about), a regex (nor are regexes), a named list."""
+    (case is not reasoned about), a regex (nor are regexes), a named list, `exists: false` twice."""
     assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == check(
         tmp_path,
         "lists:\n  codes: [500, 503]\n"
@@ -293,7 +293,9 @@ def test_rulesd_check_accepts_tests_of_a_field_that_some_value_passes(tmp_path: 
         "      user: {equals: Root, startswith: r, nocase: true}\n"
         "      host: {equals: db-1, regex: ^web}\n"
         "      http.status: {in: $codes, gte: 503}\n"
-        "      all: [{level: {startswith: err}}, {level: {startswith: e}}, {path: {exists: true}}]\n",
+        "      gone: {exists: false}\n"
+        "      all: [{level: {startswith: err}}, {level: {startswith: e}}, {path: {exists: true}},\n"
+        "            {gone: {exists: false}}]\n",
     )
 
 

@@ -25,15 +25,8 @@ from rulesd.rules.lists import Lists
 _NUMBER, _TEXT, _BOOL, _NULL, _LIST, _OTHER = "a number", "a text", "true or false", "null", "a list", "a mapping"
 _ANY_KIND = frozenset({_NUMBER, _TEXT, _BOOL, _NULL, _LIST, _OTHER})
 _KINDS = {
-    "gt": {_NUMBER},
-    "gte": {_NUMBER},
-    "lt": {_NUMBER},
-    "lte": {_NUMBER},
-    "startswith": {_TEXT},
-    "endswith": {_TEXT},
-    "regex": {_TEXT},
-    "cidr": {_TEXT},
-    "not_cidr": {_TEXT},
+    **dict.fromkeys(("gt", "gte", "lt", "lte"), frozenset({_NUMBER})),
+    **dict.fromkeys(("startswith", "endswith", "regex", "cidr", "not_cidr"), frozenset({_TEXT})),
 }
 _COMPARE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 _ORDER = (_NUMBER, _TEXT, _BOOL, _NULL, _LIST, _OTHER)  # (kinds named in a stable order)
@@ -57,13 +50,62 @@ class _Test(NamedTuple):
     operand: Any
     path: JsonPath
     caseless: bool
+    kinds: frozenset[str]  # the kinds of value it may hold for
+
+
+def _test(op: str, operand: Any, path: JsonPath, caseless: bool = False) -> _Test:
+    return _Test(op, operand, path, caseless, _kinds(op, operand))
 
 
 def contradictions(cond: dict[str, Any], path: JsonPath, lists: Lists, scope: str = "") -> list[Contradiction]:
     """The contradictions of the compiled condition `cond`, written at `path` (`scope`
     "absent": an absent step's, which never matching is not certainly a mistake)."""
+    if not _worth_a_look(cond, set()):
+        return []
     found, _ = _scope(cond, path, lists, {}, scope)
     return found
+
+
+def _worth_a_look(cond: dict[str, Any], outer: set[str]) -> bool:
+    """Whether `cond` may hold a contradiction: a field tested twice where both must hold
+    (`outer`: the fields tested around it), or an operator mapping whose operators may
+    contradict each other. Most conditions have neither, and are walked no further. (An
+    over-estimate: the branches of `any` and `not` are looked at with the fields around them.)"""
+    fields: set[str] = set(outer)
+    branches: list[Any] = []
+    if _unsafe(cond, fields, branches):
+        return True
+    return any(isinstance(b, dict) and _worth_a_look(b, fields) for b in branches)
+
+
+def _unsafe(cond: dict[str, Any], fields: set[str], branches: list[Any]) -> bool:
+    """Whether a field of the conjunction `cond` (through `all`) is in `fields` or has
+    operators that may contradict each other; adds its fields to `fields` and its `any` and
+    `not` conditions to `branches`."""
+    for key, value in cond.items():
+        if key == "all":
+            if any(isinstance(sub, dict) and _unsafe(sub, fields, branches) for sub in value):
+                return True
+        elif key == "any":
+            branches.extend(value)
+        elif key == "not":
+            branches.append(value)
+        elif key in fields or (isinstance(value, dict) and len(value) > 1 and not all(map(_safe, value.items()))):
+            return True
+        else:
+            fields.add(key)
+    return False
+
+
+def _safe(item: tuple[str, Any]) -> bool:
+    """An operator that, one of each kind in a mapping, contradicts none of the others that
+    are: a test of texts (every text may start with one text and end with another), or one
+    that rules out values."""
+    op, operand = item
+    return op in _SAFE and (op != "contains" or isinstance(operand, str))
+
+
+_SAFE = frozenset({"startswith", "endswith", "contains", "regex", "nocase", "not_equals", "not_in"})
 
 
 _Raw = tuple[Any, JsonPath]  # a field's matcher as written, and where
@@ -122,11 +164,11 @@ def _tests(written: Any, where: JsonPath, lists: Lists) -> list[_Test]:
     except ConditionError:  # (said where it was compiled)
         return []
     if isinstance(matcher, list):
-        return [_Test("in", matcher, where, False)]
+        return [_test("in", matcher, where)]
     if not isinstance(matcher, dict):
-        return [_Test("equals", matcher, where, False)]
+        return [_test("equals", matcher, where)]
     caseless = matcher.get("nocase") is True
-    return [_Test(op, v, (*where, op), caseless) for op, v in matcher.items() if op != "nocase"]
+    return [_test(op, v, (*where, op), caseless) for op, v in matcher.items() if op != "nocase"]
 
 
 def _clash(known: Sequence[_Test], test: _Test) -> tuple[JsonPath | None, str] | None:
@@ -143,28 +185,35 @@ def _clash(known: Sequence[_Test], test: _Test) -> tuple[JsonPath | None, str] |
 
 def _never(tests: Sequence[_Test]) -> str | None:
     """Why no value (nor a missing field) passes every one of `tests`; None if one may."""
-    exists = {t.operand for t in tests if t.op == "exists"}
-    if exists == {True, False}:
-        return "a field cannot be both present and missing"
-    if False in exists and len(exists) < len(tests):
-        return "exists: false holds only for a missing field, and a missing field passes no other test"
-    kinds = set(_ANY_KIND)
-    for t in tests:
-        kinds &= _kinds(t)
+    ops = {t.op for t in tests}
+    if "exists" in ops:
+        exists = {t.operand for t in tests if t.op == "exists"}
+        if exists == {True, False}:
+            return "a field cannot be both present and missing"
+        if False in exists and len(ops) > 1:
+            return "exists: false holds only for a missing field, and a missing field passes no other test"
+    kinds = _ANY_KIND.intersection(*(t.kinds for t in tests))
     if not kinds:
-        named = [" or ".join(k for k in _ORDER if k in _kinds(t)) for t in tests if _kinds(t) != _ANY_KIND]
+        named = [" or ".join(k for k in _ORDER if k in t.kinds) for t in tests if t.kinds != _ANY_KIND]
         return f"no value is both {' and '.join(dict.fromkeys(named))}"
-    why = _range(tests) or _affixes(tests, "startswith", "starts") or _affixes(tests, "endswith", "ends")
-    return why or _values(tests)
+    if ops & _LOWER and ops & _UPPER and (why := _range(tests)):
+        return why
+    for op, verb in (("startswith", "starts"), ("endswith", "ends")):
+        if op in ops and (why := _affixes(tests, op, verb)):
+            return why
+    return _values(tests) if ops & _EQUAL else None
 
 
-def _kinds(test: _Test) -> frozenset[str]:
-    """The kinds of value `test` may hold for."""
-    if test.op in ("equals", "in"):
-        return frozenset(_kind(v) for v in (test.operand if test.op == "in" else [test.operand]))
-    if test.op == "contains":
-        return frozenset({_TEXT, _LIST} if isinstance(test.operand, str) else {_LIST})
-    return frozenset(_KINDS.get(test.op, _ANY_KIND))
+_LOWER, _UPPER, _EQUAL = frozenset({"gt", "gte"}), frozenset({"lt", "lte"}), frozenset({"equals", "in"})
+
+
+def _kinds(op: str, operand: Any) -> frozenset[str]:
+    """The kinds of value `op` with `operand` may hold for."""
+    if op in ("equals", "in"):
+        return frozenset(_kind(v) for v in (operand if op == "in" else [operand]))
+    if op == "contains":
+        return frozenset({_TEXT, _LIST} if isinstance(operand, str) else {_LIST})
+    return _KINDS.get(op, _ANY_KIND)
 
 
 def _kind(value: Any) -> str:
@@ -227,7 +276,7 @@ def _key(value: Any) -> tuple[str, Any]:
 def _passes(test: _Test, value: Any) -> bool:
     """Whether `value` may pass `test` (True where that is not reasoned about)."""
     op, operand, kind = test.op, test.operand, _kind(value)
-    if kind not in _kinds(test):
+    if kind not in test.kinds:
         return False
     if op == "not_equals":
         return test.caseless or _key(value) != _key(operand)
