@@ -343,3 +343,52 @@ def test_replay_explain_and_state_say_the_warnings_of_their_rules(tmp_path: Path
     shown = rulesd_cli("state", "--config", str(tmp_path / "rulesd.yaml"), "--format", "json")
     assert (0, warnings) == (shown.returncode, shown.stderr)
     assert [] == json.loads(shown.stdout)["rules"]  # (no state saved yet; standard output is JSON alone)
+
+
+def test_rulesd_check_refuses_a_correlation_whose_groups_can_never_fire(tmp_path: Path) -> None:
+    """A distinct rule grouped by the field it counts (or by an object holding it) sees one value
+    per group; a sequence's steps that need different values of a group_by field never happen in
+    one group; a cidr inside a not_cidr holds for no address. Each is an error at its place."""
+    assert (
+        1,
+        "DIR/r.yaml:5:71: error: rules[0].distinct.group_by[1]: the counted field 'user.name' lies within the "
+        "group_by field 'user': each group has one value of it, so it never counts 5 different values and the "
+        "rule never fires\n"
+        "DIR/r.yaml:11:47: error: rules[1].sequence.steps[1].match.host.startswith: contradicts "
+        'rules[1].sequence.steps[0].match.host.startswith (DIR/r.yaml:10:47): no text starts with both "web" and '
+        "\"db\"; the events of a sequence are of one group (one 'host'), so it can never complete\n"
+        "DIR/r.yaml:13:59: error: rules[2].match.ip.not_cidr: contradicts rules[2].match.ip.cidr (DIR/r.yaml:13:24): "
+        "every address in 10.1.0.0/16, 10.2.3.4/32 is in a network that not_cidr rules out; the rule can never "
+        "fire\n"
+        "FAILED: 1 file(s), 0 rule(s), 3 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: spray\n"
+        "    match: {kind: login}\n"
+        "    # (grouped by ip and user: one user's name per group)\n"
+        "    distinct: {field: user.name, count: 5, window: 5m, group_by: [ip, user]}\n"
+        "  - name: web-then-db\n"
+        "    sequence:\n"
+        "      group_by: [host]\n"
+        "      steps:\n"
+        "        - match: {kind: a, host: {startswith: web}}\n"
+        "        - match: {kind: b, host: {startswith: db}}\n"
+        "  - name: internal-not-internal\n"
+        "    match: {ip: {cidr: [10.1.0.0/16, 10.2.3.4], not_cidr: 10.0.0.0/8}}\n",
+    )
+    assert (0, "OK: 1 file(s), 3 rule(s), 0 error(s), 0 warning(s)\n") == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: first-user-per-ip\n"
+        "    match: {kind: login}\n"
+        "    distinct: {field: user, count: 1, window: 5m, group_by: [user]}\n"
+        "  - name: web-then-web-1\n"
+        "    sequence:\n"
+        "      group_by: [host]\n"
+        "      steps:\n"
+        "        - match: {kind: a, host: {startswith: web}}\n"
+        "        - match: {kind: b, host: [web-1, db-1]}\n"
+        "  - name: internal-but-not-lab\n"
+        "    match: {ip: {cidr: 10.0.0.0/8, not_cidr: [10.1.0.0/16]}}\n",
+    )

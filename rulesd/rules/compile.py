@@ -19,7 +19,7 @@ from rulesd.rules.conditions import (
     compile_condition,
     necessary_hints,
 )
-from rulesd.rules.contradictions import contradictions, messages
+from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
 from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, Lists, NamedList, lists_used, reference_problems
 from rulesd.rules.model import (
@@ -85,11 +85,14 @@ class _Context:
         `contradictions`): an error where the condition then never matches, else a warning
         (a branch of `any`, what `not` negates, an absent step's condition)."""
         for found, message in messages(contradictions(match, (*self.base, *path), self.lists, scope)):
-            where = found.path[len(self.base) :]
-            if found.other is not None:
-                other = (format_path(found.other), self.doc.locate(found.other))
-                message = f"contradicts {other[0]} ({other[1]}): {message}"
-            self.report(where, message, warning=not found.certain)
+            self.contradiction(found.path, found.other, message, warning=not found.certain)
+
+    def contradiction(self, path: JsonPath, other: JsonPath | None, message: str, *, warning: bool = False) -> None:
+        """A test (at `path` in the document) that no value passes with the others, naming
+        the one it contradicts (`other`, if one alone does)."""
+        if other is not None:
+            message = f"contradicts {format_path(other)} ({self.doc.locate(other)}): {message}"
+        self.report(path[len(self.base) :], message, warning=warning)
 
     def duration(self, value: Any, path: JsonPath, *, positive: bool = False) -> float:
         """The duration at `path` in seconds (0 after reporting why it is none); with
@@ -291,6 +294,7 @@ def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) ->
         return Threshold(spec["count"], ctx.duration(spec["window"], (key, "window"), positive=True), group_by)
     if key == "distinct":
         window = ctx.duration(spec["window"], (key, "window"), positive=True)
+        _counted_in_groups(spec, group_by, ctx)
         return Distinct(spec["field"], make_getter(spec["field"]), spec["count"], window, group_by)
     if key == "sequence":
         return _sequence(spec, group_by, ctx, patterns)
@@ -300,6 +304,21 @@ def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) ->
     forget = ctx.duration(spec["forget"], (key, "forget"), positive=True) if "forget" in spec else None
     fields = tuple(spec["fields"])
     return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
+
+
+def _counted_in_groups(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> None:
+    """An error at a group_by field that holds the distinct rule's counted field: a group's
+    events all have one value of it, so more than one is never counted and the rule never
+    fires (`field: user` grouped by `user`, or `user.name` grouped by `user`)."""
+    field, count = spec["field"], spec["count"]
+    for i, path in enumerate(group_by):
+        if count > 1 and (field == path or field.startswith(path + ".")):
+            where = "is" if field == path else "lies within"
+            message = (
+                f"the counted field {field!r} {where} the group_by field {path!r}: each group has one value "
+                f"of it, so it never counts {count} different values and the rule never fires"
+            )
+            ctx.report(("distinct", "group_by", i), message)
 
 
 def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, patterns: PatternSet) -> Sequence | None:
@@ -332,7 +351,22 @@ def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, pa
     within = ctx.duration(spec["within"], ("sequence", "within"), positive=True) if "within" in spec else None
     if len(steps) != len(raw_steps):
         return None
+    if group_by and not ctx.problems:
+        _steps_of_one_group(raw_steps, group_by, ctx)
     return Sequence(tuple(steps), within, group_by)
+
+
+def _steps_of_one_group(raw_steps: list[dict[str, Any]], group_by: tuple[str, ...], ctx: _Context) -> None:
+    """An error where the steps' tests of a group_by field contradict each other: the events
+    of a sequence are those of one group, with one value of each group_by field, so steps that
+    need different values (`host: a`, then `host: b`, grouped by host) never follow each other."""
+    where = [(*ctx.base, "sequence", "steps", i, "match") for i in range(len(raw_steps))]
+    matches = [(step["match"], at) for step, at in zip(raw_steps, where, strict=True) if "match" in step]
+    for field in group_by:
+        clash = shared_field_clash(matches, field, ctx.lists)
+        if clash is not None:
+            why = f"{clash[2]}; the events of a sequence are of one group (one {field!r}), so it can never complete"
+            ctx.contradiction(clash[0], clash[1], why)
 
 
 def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> Absence:

@@ -8,11 +8,13 @@ number is no text; a missing field passes only `exists: false`). Where none can,
 made it impossible is named, with one earlier test it contradicts.
 
 Only what is certain is said: a regex, and a text compared ignoring case, only restrict the
-kind of value (a text); the values they allow are not reasoned about.
+kind of value (a text); the values they allow are not reasoned about, nor are the networks of
+`cidr` beyond one lying within another.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import operator
 from collections.abc import Iterator, Sequence
@@ -64,6 +66,18 @@ def contradictions(cond: dict[str, Any], path: JsonPath, lists: Lists, scope: st
         return []
     found, _ = _scope(cond, path, lists, {}, scope)
     return found
+
+
+def shared_field_clash(
+    conditions: Sequence[tuple[dict[str, Any], JsonPath]], field: str, lists: Lists
+) -> tuple[JsonPath, JsonPath | None, str] | None:
+    """The first test of `field` in `conditions` (each with where it is written) that no
+    value passes with the field's tests before it in them, when one value must pass them all
+    (the steps of a sequence, whose events share their group_by values): where, one it
+    contradicts alone (if one does), and why. Only the tests that must hold are read (through
+    `all`, not into `any` or `not`)."""
+    raw = [(w, at) for cond, path in conditions for key, w, at in conjunct_items(cond, path) if key == field]
+    return _field_clash(raw, 0, lists) if len(raw) > 1 else None
 
 
 def _worth_a_look(cond: dict[str, Any], outer: set[str]) -> bool:
@@ -201,7 +215,38 @@ def _never(tests: Sequence[_Test]) -> str | None:
     for op, verb in (("startswith", "starts"), ("endswith", "ends")):
         if op in ops and (why := _affixes(tests, op, verb)):
             return why
+    if "cidr" in ops and "not_cidr" in ops and (why := _networks(tests)):
+        return why
     return _values(tests) if ops & _EQUAL else None
+
+
+def _networks(tests: Sequence[_Test]) -> str | None:
+    """Why no address is inside the networks of a `cidr` and outside those of a `not_cidr`,
+    if every network of the one lies within a network of the other (as written: a named list
+    is not looked into, and an IPv4 network is not compared with an IPv6 one)."""
+    inside = [_written_networks(t.operand) for t in tests if t.op == "cidr"]
+    outside = [_written_networks(t.operand) for t in tests if t.op == "not_cidr"]
+    for nets in inside:
+        for others in outside:
+            if nets and others and all(any(_within(n, o) for o in others) for n in nets):
+                shown = ", ".join(str(n) for n in nets)
+                return f"every address in {shown} is in a network that not_cidr rules out"
+    return None
+
+
+def _written_networks(operand: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of a `cidr` operand written as text or a list of texts (none otherwise)."""
+    written = [operand] if isinstance(operand, str) else operand if isinstance(operand, list) else []
+    try:
+        return [ipaddress.ip_network(n) for n in written]
+    except (TypeError, ValueError):  # (refused where it was compiled)
+        return []
+
+
+def _within(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network, other: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> bool:
+    return net.version == other.version and net.subnet_of(other)  # type: ignore[arg-type]
 
 
 _LOWER, _UPPER, _EQUAL = frozenset({"gt", "gte"}), frozenset({"lt", "lte"}), frozenset({"equals", "in"})
