@@ -392,3 +392,48 @@ def test_rulesd_check_refuses_a_correlation_whose_groups_can_never_fire(tmp_path
         "  - name: internal-but-not-lab\n"
         "    match: {ip: {cidr: 10.0.0.0/8, not_cidr: [10.1.0.0/16]}}\n",
     )
+
+
+def test_rulesd_test_and_check_refuse_expectations_that_can_never_be_met(tmp_path: Path) -> None:
+    """A rule named twice in one expectation (an alert names each rule once), a close expected
+    of a rule that never closes an alert (no resolve, not an absence), and an alert at event 0
+    (only an absence rule's expected group never seen is there): an error at each, in `rulesd
+    test` and `rulesd check` alike, instead of a test failing with a diff that does not say why."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - {name: disk-full, match: {kind: disk}}\n"
+        "  - {name: burst, match: {kind: err}, threshold: {count: 2, window: 1m}}\n"
+        "  - name: quiet\n    match: {kind: beat}\n    absence: {window: 5m, group_by: [host], expect: [{host: a}]}\n"
+    )
+    tests = {
+        "twice": "  - name: twice\n    events: [{event: {kind: disk}}]\n"
+        "    expect_alerts: [{event: 1, rules: [disk-full, disk-full]}]\n",
+        "never": "  - name: never closes\n    events: [{event: {kind: err}}, {event: {kind: err}}, {advance: 1h}]\n"
+        "    expect_alerts: [{event: 2, rules: [burst]}]\n    expect_closes: [{rules: [burst]}]\n"
+        "  - name: event zero\n    events: [{event: {kind: disk}}, {advance: 10m}]\n"
+        "    expect_alerts: [{event: 0, rules: [disk-full]}, {event: 0, rules: [quiet]}]\n",
+    }
+    problems = {
+        "twice": "DIR/twice.test.yaml:5:51: error: tests[0].expect_alerts[0].rules[1]: 'disk-full' is named twice: "
+        "an alert names each of its rules once\n",
+        "never": "DIR/never.test.yaml:6:30: error: tests[0].expect_closes[0].rules[0]: the rule 'burst' "
+        "(DIR/r.yaml:3:5) never closes an alert: only a rule with resolve, or an absence rule, does\n"
+        "DIR/never.test.yaml:9:29: error: tests[1].expect_alerts[0].event: event 0 is the event of an absence "
+        "rule's expected group never seen, and no rule named here is an absence rule with expect (events are "
+        "numbered from 1)\n",
+    }
+    for name, text in tests.items():
+        test = tmp_path / f"{name}.test.yaml"
+        test.write_text(f"rule_files: [r.yaml]\ntests:\n{text}")
+        result = rulesd_cli("test", str(test))
+        out = result.stdout.replace(str(tmp_path), "DIR")
+        invalid = problems[name].count("\n")
+        assert (1, "", problems[name] + f"rule tests: 0 passed, 0 failed, {invalid} invalid\n") == (
+            result.returncode,
+            result.stderr,
+            out,
+        )
+        checked = rulesd_cli("check", str(test))
+        assert (1, problems[name]) == (
+            checked.returncode,
+            checked.stdout.replace(str(tmp_path), "DIR").split("FAILED")[0],
+        )
