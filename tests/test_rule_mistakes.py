@@ -437,3 +437,31 @@ def test_rulesd_test_and_check_refuse_expectations_that_can_never_be_met(tmp_pat
             checked.returncode,
             checked.stdout.replace(str(tmp_path), "DIR").split("FAILED")[0],
         )
+
+
+def test_a_key_written_beside_a_merge_key_overrides_the_merged_one(tmp_path: Path) -> None:
+    """YAML's merge key (`<<: *base`) gives a mapping the keys of another, and a key written
+    in the mapping itself overrides a merged one: a rule made from another under its own name
+    loads (it was refused as a duplicate key, and as a duplicate rule name said to be defined
+    at its own place). Of several mappings merged, the first that has a key gives it; a key
+    written twice is still a duplicate key."""
+    text = (
+        "rules:\n"
+        "  - &base\n    name: disk-full\n    match: {kind: disk, level: error}\n"
+        "  - <<: *base\n    name: disk-full-db\n    match: {<<: [{host: db}, {host: web, level: warn}], kind: db}\n"
+    )
+    assert (0, "OK: 1 file(s), 2 rule(s), 0 error(s), 0 warning(s)\n") == check(tmp_path, text)
+    (tmp_path / "events.jsonl").write_text(
+        '{"kind": "db", "host": "db", "level": "warn"}\n{"kind": "db", "host": "web", "level": "warn"}\n'
+    )
+    replayed = rulesd_cli("replay", "--rules", str(tmp_path / "r.yaml"), str(tmp_path / "events.jsonl"))
+    assert (0, "line 1: P3 [disk-full-db] rulesd: disk-full-db  (alias: rulesd: disk-full-db)") == (
+        replayed.returncode,
+        replayed.stdout.splitlines()[0],
+    )
+    assert "events: 2, invalid lines: 0, alerts: 1" == replayed.stdout.splitlines()[1]
+    code, out = check(tmp_path, "name: a\nmatch: {kind: disk}\n<<: {name: b}\nname: c\n")
+    assert (1, "DIR/r.yaml:4:1: error: duplicate key 'name' (first defined on line 1)\n") == (
+        code,
+        out.split("FAILED")[0],
+    )
