@@ -299,6 +299,8 @@ def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) ->
     if key == "sequence":
         return _sequence(spec, group_by, ctx, patterns)
     if key == "absence":
+        if isinstance(raw.get("match"), dict) and not ctx.problems:
+            _expected_never_matching(spec, raw["match"], ctx)
         return _absence(spec, group_by, ctx)
     learn = ctx.duration(spec.get("learn", 0), (key, "learn"))
     forget = ctx.duration(spec["forget"], (key, "forget"), positive=True) if "forget" in spec else None
@@ -367,6 +369,22 @@ def _steps_of_one_group(raw_steps: list[dict[str, Any]], group_by: tuple[str, ..
         if clash is not None:
             why = f"{clash[2]}; the events of a sequence are of one group (one {field!r}), so it can never complete"
             ctx.contradiction(clash[0], clash[1], why)
+
+
+def _expected_never_matching(spec: dict[str, Any], match: dict[str, Any], ctx: _Context) -> None:
+    """An error at a value of an expected group that the rule's match rules out (`host: [web-1,
+    web-2]` expecting `{host: db-1}`): no event of that group ever matches, so its absence is
+    paged every time and never closes."""
+    where: JsonPath = (*ctx.base, "match")
+    for i, expected in enumerate(spec.get("expect", ())):
+        for field, value in expected.items() if isinstance(expected, dict) else ():
+            if not isinstance(value, str | int | float | bool | None):
+                continue
+            group = ({field: value}, (*ctx.base, "absence", "expect", i))
+            clash = shared_field_clash([(match, where), group], field, ctx.lists)
+            if clash is not None:
+                why = f"{clash[2]}; no event of this expected group can match the rule, so its absence is always paged"
+                ctx.contradiction(clash[0], clash[1], why)
 
 
 def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> Absence:
