@@ -484,3 +484,17 @@ def test_rulesd_check_refuses_an_expected_group_the_match_rules_out(tmp_path: Pa
         "name: heartbeats\nmatch: {kind: beat, host: [web-1, web-2], port: {gte: 1024}}\n"
         "absence:\n  {window: 5m, group_by: [host, port], expect: [{host: web-1}, {host: db-1}, {port: 80}]}\n",
     )
+
+
+def test_a_rule_file_that_is_a_list_of_rules_says_to_write_rules_above_it(tmp_path: Path) -> None:
+    """A list of rules without `rules:` above it is the likely mistake behind a top-level list:
+    the error says how to write it (a list of anything else only says what it is)."""
+    assert (
+        1,
+        "DIR/r.yaml:2:1: error: (top level): expected a mapping, got a list: write 'rules:' on a line above the "
+        "list of rules\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path, "# disk rules\n- name: disk-full\n  match: {kind: disk}\n- name: disk-slow\n  match: {kind: io}\n"
+    )
+    code, out = check(tmp_path, "- 1\n- 2\n")
+    assert (1, "DIR/r.yaml:1:1: error: (top level): expected a mapping, got a list\n") == (code, out.split("FAILED")[0])
