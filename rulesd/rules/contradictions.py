@@ -62,7 +62,7 @@ def _test(op: str, operand: Any, path: JsonPath, caseless: bool = False) -> _Tes
 def contradictions(cond: dict[str, Any], path: JsonPath, lists: Lists, scope: str = "") -> list[Contradiction]:
     """The contradictions of the compiled condition `cond`, written at `path` (`scope`
     "absent": an absent step's, which never matching is not certainly a mistake)."""
-    if not _worth_a_look(cond, set()):
+    if not _worth_a_look(cond, {}):
         return []
     found, _ = _scope(cond, path, lists, {}, scope)
     return found
@@ -80,22 +80,24 @@ def shared_field_clash(
     return _field_clash(raw, 0, lists) if len(raw) > 1 else None
 
 
-def _worth_a_look(cond: dict[str, Any], outer: set[str]) -> bool:
+def _worth_a_look(cond: dict[str, Any], outer: dict[str, Any]) -> bool:
     """Whether `cond` may hold a contradiction: a field tested twice where both must hold
-    (`outer`: the fields tested around it), or an operator mapping whose operators may
-    contradict each other. Most conditions have neither, and are walked no further. (An
-    over-estimate: the branches of `any` and `not` are looked at with the fields around them.)"""
-    fields: set[str] = set(outer)
+    (`outer`: the fields tested around it), other than by text tests that never contradict
+    each other, or an operator mapping whose operators may. Most conditions have neither, and
+    are walked no further. (An over-estimate: the branches of `any` and `not` are looked at
+    with the fields around them.)"""
+    fields = dict(outer)
     branches: list[Any] = []
     if _unsafe(cond, fields, branches):
         return True
     return any(isinstance(b, dict) and _worth_a_look(b, fields) for b in branches)
 
 
-def _unsafe(cond: dict[str, Any], fields: set[str], branches: list[Any]) -> bool:
-    """Whether a field of the conjunction `cond` (through `all`) is in `fields` or has
-    operators that may contradict each other; adds its fields to `fields` and its `any` and
-    `not` conditions to `branches`."""
+def _unsafe(cond: dict[str, Any], fields: dict[str, Any], branches: list[Any]) -> bool:
+    """Whether a field of the conjunction `cond` (through `all`) may have tests that
+    contradict each other, given `fields` (each field tested so far, with its matcher, or the
+    operators of its tests once it is tested twice); adds its fields to `fields` and its `any`
+    and `not` conditions to `branches`."""
     for key, value in cond.items():
         if key == "all":
             if any(isinstance(sub, dict) and _unsafe(sub, fields, branches) for sub in value):
@@ -104,11 +106,26 @@ def _unsafe(cond: dict[str, Any], fields: set[str], branches: list[Any]) -> bool
             branches.extend(value)
         elif key == "not":
             branches.append(value)
-        elif key in fields or (isinstance(value, dict) and len(value) > 1 and not all(map(_safe, value.items()))):
-            return True
+        elif key not in fields:
+            if value.__class__ is dict and len(value) > 1 and _operators(value) is None:
+                return True
+            fields[key] = value
         else:
-            fields.add(key)
+            seen, ops = _operators(fields[key]), _operators(value)
+            # (two texts a value starts or ends with may contradict; two it contains never do)
+            if seen is None or ops is None or seen & ops & _AFFIXES:
+                return True
+            fields[key] = seen | ops
     return False
+
+
+def _operators(matcher: Any) -> frozenset[str] | None:
+    """The operators of a matcher if each is `_safe`, else None (a scalar or a list is not)."""
+    if isinstance(matcher, frozenset):  # (a field's operators, already gathered)
+        return matcher
+    if isinstance(matcher, dict) and all(map(_safe, matcher.items())):
+        return frozenset(matcher)
+    return None
 
 
 def _safe(item: tuple[str, Any]) -> bool:
@@ -120,6 +137,7 @@ def _safe(item: tuple[str, Any]) -> bool:
 
 
 _SAFE = frozenset({"startswith", "endswith", "contains", "regex", "nocase", "not_equals", "not_in"})
+_AFFIXES = frozenset({"startswith", "endswith"})
 
 
 _Raw = tuple[Any, JsonPath]  # a field's matcher as written, and where
