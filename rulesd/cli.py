@@ -23,7 +23,7 @@ from rulesd.alerting.payload import AlertSettings
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.engine.core import Limits
-from rulesd.errors import ConfigError, InvalidInputError, Problem, RulesdError
+from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
@@ -33,7 +33,6 @@ from rulesd.rules.loader import (
     check_paths,
     default_rule_paths,
     discover_test_files,
-    load_ruleset,
     rule_sources,
 )
 from rulesd.rules.model import RuleSet, rule_hint
@@ -310,6 +309,21 @@ def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
         print(problem, file=stream)
 
 
+def _load_rules(paths: Sequence[str], cache: RuleCache | None) -> RuleSet:
+    """The rule set of `paths`, its warnings said as `rulesd check` says them (on standard
+    error: standard output is the command's); RuleError with every problem if it has errors."""
+    result = check_paths(paths, cache)
+    if result.ruleset is None:
+        raise RuleError(list(dict.fromkeys(result.problems)))
+    _print_warnings(result.problems)
+    return result.ruleset
+
+
+def _print_warnings(problems: Sequence[Problem]) -> None:
+    """The warnings among `problems`, each once, on standard error."""
+    _print_problems(list(dict.fromkeys(p for p in problems if p.severity == "warning")), sys.stderr)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """`rulesd check`: every problem in GCC style (or JSON), then a summary."""
     config_problems: list[Problem] = []
@@ -408,7 +422,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not rule_paths:
         print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
         return EXIT_USAGE
-    ruleset = load_ruleset(rule_paths, RuleCache.for_user(os.environ))
+    ruleset = _load_rules(rule_paths, RuleCache.for_user(os.environ))
     as_json = args.format == "json"
     out = sys.stdout
     per_line = reading is None or reading.format == "json"  # else the summary shows samples
@@ -523,7 +537,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
             parser, max_line_bytes = source_parser(source), source.max_line_bytes
     cache = RuleCache.for_user(os.environ)
-    ruleset = load_ruleset(rule_paths or [str(p) for p in default_rule_paths()], cache)
+    ruleset = _load_rules(rule_paths or [str(p) for p in default_rule_paths()], cache)
     rules = select(ruleset.rules, args.rule)
     if not rules:
         print(f"rulesd explain: {unknown_rule(args.rule, [r.name for r in ruleset.rules])}", file=sys.stderr)
@@ -615,6 +629,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     result = check_paths(config.rules, RuleCache.for_user(os.environ))
+    _print_warnings(result.problems)
     if result.ruleset is None:
         log.warning("the rule files have %d error(s) (rulesd check): the state is shown as saved", len(result.errors))
     if config.state.backend == "redis":  # (not its URL: it may hold a password)

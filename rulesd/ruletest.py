@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from rulesd.alerting.payload import AlertSettings
-from rulesd.document import Document
+from rulesd.document import Document, JsonPath
 from rulesd.durations import parse_duration
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
@@ -24,7 +24,7 @@ from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.boolean_words import rule_test_warnings
 from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, check_paths, discover_files
-from rulesd.rules.model import RuleSet, rule_hint
+from rulesd.rules.model import Absence, Rule, RuleSet, rule_hint
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
 
@@ -90,6 +90,7 @@ def _test_file_problems(doc: Document) -> list[Problem]:
     if problems:
         return problems
     assert isinstance(doc.value, dict)
+    problems.extend(_duplicate_test_names(doc))
     for t_index, test in enumerate(doc.value["tests"]):
         for e_index, item in enumerate(test["events"]):
             if ("event" in item) == ("advance" in item) or ("advance" in item and "at" in item):
@@ -97,11 +98,25 @@ def _test_file_problems(doc: Document) -> list[Problem]:
                 problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
             problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
         problems.extend(_event_number_problems(doc, t_index, test))
+        problems.extend(_repeated_rule_names(doc, t_index, test))
     for i, name in enumerate(doc.value["rule_files"]):
         why = _rule_file_problem(os.path.join(os.path.dirname(path), name))
         if why is not None:
             problems.append(Problem(doc.locate(("rule_files", i)), f"rule_files[{i}]: {why}"))
     return problems
+
+
+def _duplicate_test_names(doc: Document) -> Iterator[Problem]:
+    """A test named as one before it, at its name: a report that names a failing test must
+    say which one it is (and a copied test that was meant to be changed is a test lost)."""
+    assert isinstance(doc.value, dict)
+    first: dict[str, SourceLocation] = {}
+    for t_index, test in enumerate(doc.value["tests"]):
+        path = ("tests", t_index, "name")
+        here = doc.locate(path)
+        there = first.setdefault(test["name"], here)
+        if there is not here:
+            yield Problem(here, f"{format_path(path)}: duplicate test name {test['name']!r} (also at {there})")
 
 
 def _rule_file_problem(path: str) -> str | None:
@@ -124,6 +139,19 @@ def _event_number_problems(doc: Document, t_index: int, test: dict[str, Any]) ->
             path = ("tests", t_index, "expect_alerts", e_index, "event")
             message = f"the test has {count} event(s) (numbered from 1; advance steps are not events)"
             yield Problem(doc.locate(path), f"{format_path(path)}: no event {expected['event']}: {message}")
+
+
+def _repeated_rule_names(doc: Document, t_index: int, test: dict[str, Any]) -> Iterator[Problem]:
+    """A rule named twice in one expectation: an alert names each of its rules once, so the
+    expectation could never be met (and the second name was likely meant to be another)."""
+    for key in ("expect_alerts", "expect_closes"):
+        for e_index, expected in enumerate(test.get(key, ())):
+            names = expected["rules"]
+            for r_index, name in enumerate(names):
+                if name in names[:r_index]:
+                    path = ("tests", t_index, key, e_index, "rules", r_index)
+                    message = f"{name!r} is named twice: an alert names each of its rules once"
+                    yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
 
 
 def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[str, Any]) -> Iterator[Problem]:
@@ -165,8 +193,9 @@ def _rule_paths(doc: Document) -> list[str]:
 
 
 def _unknown_rules(doc: Document, ruleset: RuleSet) -> Iterator[Problem]:
-    """Each rule name in an expectation that no rule file of the test defines, or whose rule
-    is disabled: an alert of it can never come."""
+    """Each rule name in an expectation that no rule file of the test defines, whose rule is
+    disabled, or (a close) whose rule never closes an alert: the alert or close can never come;
+    and an alert expected at event 0 that no expected group of an absence rule can bring."""
     rules = ruleset.by_name()
     names = list(rules)
     assert isinstance(doc.value, dict)
@@ -174,15 +203,40 @@ def _unknown_rules(doc: Document, ruleset: RuleSet) -> Iterator[Problem]:
         for key in ("expect_alerts", "expect_closes"):
             for e_index, expected in enumerate(test.get(key, ())):
                 for r_index, name in enumerate(expected["rules"]):
-                    rule = rules.get(name)
-                    if rule is None:
-                        message = f"no such rule {name!r}{rule_hint(name, names)}"
-                    elif not rule.enabled:
-                        message = f"the rule {name!r} ({rule.location}) is disabled (enabled: false): it never fires"
-                    else:
-                        continue
-                    path = ("tests", t_index, key, e_index, "rules", r_index)
-                    yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
+                    message = _never_comes(rules.get(name), name, names, closes=key == "expect_closes")
+                    if message is not None:
+                        path = ("tests", t_index, key, e_index, "rules", r_index)
+                        yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
+                if key == "expect_alerts" and expected["event"] == 0 and _not_expected(expected["rules"], rules):
+                    at: JsonPath = ("tests", t_index, key, e_index, "event")
+                    message = (
+                        "event 0 is the event of an absence rule's expected group never seen, and no rule "
+                        "named here is an absence rule with expect (events are numbered from 1)"
+                    )
+                    yield Problem(doc.locate(at), f"{format_path(at)}: {message}")
+
+
+def _never_comes(rule: Rule | None, name: str, names: list[str], *, closes: bool) -> str | None:
+    """Why an alert (`closes`: a close) of the rule named `name` can never come, if it cannot."""
+    if rule is None:
+        return f"no such rule {name!r}{rule_hint(name, names)}"
+    if not rule.enabled:
+        return f"the rule {name!r} ({rule.location}) is disabled (enabled: false): it never fires"
+    if closes and rule.resolve is None and not isinstance(rule.kind, Absence):
+        return (
+            f"the rule {name!r} ({rule.location}) never closes an alert: only a rule with resolve, or an "
+            "absence rule, does"
+        )
+    return None
+
+
+def _not_expected(names: list[str], rules: dict[str, Rule]) -> bool:
+    """Whether the rules `names` (all defined) hold no absence rule with expected groups, the
+    only alerts that carry no event (event 0). (An unknown name is said of its own.)"""
+    if not all(name in rules for name in names):
+        return False
+    kinds = [rules[name].kind for name in names]
+    return not any(isinstance(kind, Absence) and kind.expect for kind in kinds)
 
 
 def _run_one(doc: Document, index: int, test: dict[str, Any], ruleset: RuleSet) -> TestOutcome:

@@ -137,23 +137,32 @@ class _Builder:
         return result
 
     def build_mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, object]:
+        merged = 0  # how many of the pairs were merged in by `<<` (they come first)
+        written: set[str] = set()  # the keys written in the mapping itself
         for key_node, _ in node.value:  # (a loop: cheaper than any() on a generator)
             if key_node.tag in _MERGE_TAGS:
+                count = len(node.value) - sum(k.tag == _YAML_TAG + "merge" for k, _ in node.value)
                 try:
                     self.constructor.flatten_mapping(node)  # resolves `<<` merge keys
                 except ConstructorError as exc:
                     self.problem(node, _describe(exc))
                     return {}
+                merged = len(node.value) - count
+                written = {str(k.value) for k, _ in node.value[merged:] if isinstance(k, yaml.ScalarNode)}
                 break
         result: dict[str, object] = {}
         value_marks, key_marks = self.value_marks, self.key_marks
-        for key_node, value_node in node.value:
+        for i, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problem(key_node, "a mapping key must be a plain scalar")
                 continue
             key = str(key_node.value)
             mark = key_node.start_mark
             child = (*path, key)
+            # YAML's merge: a key written in the mapping overrides a merged one, and of the
+            # mappings merged in, the first that has the key gives it (neither is a duplicate)
+            if i < merged and (key in written or key in result):
+                continue
             if key in result:  # the first value is kept; its key's line is where it was defined
                 where = SourceLocation(self.doc.path, mark.line + 1, mark.column + 1)
                 line = key_marks[child][0]

@@ -21,7 +21,7 @@ rules:
   - {name: eq-and-regex, match: {service: payments, message: {regex: "timeout|refused"}}}
   - {name: eq-and-icase, match: {level: error, message: {regex: "(?i)refused"}}}
   - {name: nested-all, match: {all: [{service: payments}, {host: [a, b]}]}}
-  - {name: contradiction, match: {all: [{service: payments}, {service: billing}]}}
+  - {name: contradiction, match: {all: [{service: payments}, {service: {regex: ^billing}}]}}
   - {name: numeric-eq, match: {http.status: 502}}
   - {name: number-bound, match: {http.status: {gte: 500}}}
   - {name: any-of, match: {any: [{service: payments}, {level: warning}]}}

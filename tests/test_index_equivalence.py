@@ -16,6 +16,7 @@ import yaml
 from rulesd.engine import Engine
 from rulesd.rules.fields import MISSING, make_getter
 from rulesd.rules.index import RuleIndex
+from rulesd.rules.loader import check_text
 from rulesd.rules.model import Rule, RuleSet
 from tests.ruletools import ruleset_from_yaml
 
@@ -404,11 +405,14 @@ def _bare_condition(rng: random.Random) -> dict[str, Any]:
 
 def random_rules(rng: random.Random, count: int) -> str:
     """A rule file of `count` random rules (as YAML text)."""
-    rules = [
-        {"name": f"r{i}", "match": _written(_bare_condition(rng) if rng.random() < 0.2 else _condition(rng))}
-        for i in range(count)
-    ]
     lists = {name: _written(values) for name, values in LISTS.items()}
+    rules: list[dict[str, Any]] = []
+    while len(rules) < count:
+        condition = _bare_condition(rng) if rng.random() < 0.2 else _condition(rng)
+        rule = {"name": f"r{len(rules)}", "match": _written(condition)}
+        # A rule that can never match (`n: {gt: 10, lt: 1}`) does not load: another is drawn.
+        if check_text(yaml.safe_dump({"lists": lists, "rules": [rule]}, allow_unicode=True)).ruleset is not None:
+            rules.append(rule)
     return yaml.safe_dump({"lists": lists, "rules": rules}, allow_unicode=True)
 
 

@@ -77,7 +77,10 @@ INVALID_FILES = [
     ),
     ("item_not_mapping.yaml", '4:5: error: rules[1]: expected a mapping, got "just a string"'),
     ("rules_not_a_list.yaml", "2:3: error: rules: expected a list, got a mapping"),
-    ("top_level_list.yaml", "1:1: error: (top level): expected a mapping, got a list"),
+    (
+        "top_level_list.yaml",
+        "1:1: error: (top level): expected a mapping, got a list: write 'rules:' on a line above the list of rules",
+    ),
 ]
 
 

@@ -3,6 +3,7 @@ them: an error at the file, line and column, and exit status 1."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.run_cli import rulesd_cli
@@ -199,3 +200,301 @@ def test_rulesd_test_says_the_warnings_of_the_files_it_runs(tmp_path: Path) -> N
     warned = [line.split(": warning: ")[0] for line in lines if ": warning: " in line]
     assert ["r.yaml:2:18", "a.test.yaml:4:32", "b.test.yaml:4:32"] == warned
     assert "rule tests: 2 passed, 0 failed, 0 invalid, 3 warning(s)" == lines[-1]
+
+
+def test_rulesd_check_refuses_a_condition_that_can_never_match(tmp_path: Path) -> None:
+    """Tests of a field that no value passes together (in one operator mapping, or in one
+    conjunction through `all`, a sequence step's included) are an error at the test that made it
+    impossible, naming the one it contradicts: such a rule loads and never fires."""
+    never = "the rule can never fire"
+    assert (
+        1,
+        "DIR/r.yaml:3:33: error: rules[0].match.status.lt: contradicts rules[0].match.status.gt (DIR/r.yaml:3:26): "
+        f"no number is greater than 5 and less than 3; {never}\n"
+        "DIR/r.yaml:5:36: error: rules[1].match.status.lte: contradicts rules[1].match.status.gte (DIR/r.yaml:5:27): "
+        f"no number is at least 10 and at most 9; {never}\n"
+        "DIR/r.yaml:5:63: error: rules[1].match.level.in: contradicts rules[1].match.level.equals (DIR/r.yaml:5:56): "
+        f"they allow no value in common; {never}\n"
+        "DIR/r.yaml:7:43: error: rules[2].match.user.equals: contradicts rules[2].match.user.exists "
+        "(DIR/r.yaml:7:28): exists: false holds only for a missing field, and a missing field passes no other "
+        f"test; {never}\n"
+        "DIR/r.yaml:12:30: error: rules[3].match.all[1].path.startswith: contradicts "
+        'rules[3].match.all[0].path.startswith (DIR/r.yaml:11:30): no text starts with both "/api/" and "/admin/"; '
+        f"{never}\n"
+        "DIR/r.yaml:17:52: error: rules[4].sequence.steps[1].match.kind.not_equals: contradicts "
+        'rules[4].sequence.steps[1].match.kind.equals (DIR/r.yaml:17:34): the value must be "sudo", which the '
+        f"other test rules out; {never}\n"
+        "DIR/r.yaml:19:40: error: rules[5].match.size.startswith: contradicts rules[5].match.size.gte "
+        f"(DIR/r.yaml:19:25): no value is both a number and a text; {never}\n"
+        "FAILED: 1 file(s), 0 rule(s), 7 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {status: {gt: 5, lt: 3}}\n"
+        "  - name: b\n    match: {status: {gte: 10, lte: 9}, level: {equals: a, in: [b, c]}}\n"
+        "  - name: c\n    match: {user: {exists: false, equals: root}}\n"
+        "  - name: d\n    match:\n      all:\n        - path: {startswith: /api/}\n"
+        "        - path: {startswith: /admin/}\n"
+        "  - name: e\n    sequence:\n      steps:\n        - match: {kind: login}\n"
+        "        - match: {kind: {equals: sudo, not_equals: sudo}}\n"
+        "  - name: f\n    match: {size: {gte: 1, startswith: '1'}}\n",
+    )
+
+
+def test_rulesd_check_warns_where_a_condition_that_can_never_hold_may_be_meant(tmp_path: Path) -> None:
+    """In a branch of `any` (the other branches may match), under `not`, and in an absent step's
+    condition, a contradiction is a warning: the rules load, and the exit status stays 0. An
+    `any` none of whose branches can match is an error: then the rule can never fire."""
+    assert (
+        0,
+        "DIR/r.yaml:6:19: warning: rules[0].match.any[0].level: contradicts rules[0].match.level (DIR/r.yaml:4:14): "
+        "they allow no value in common; this branch of any can never match\n"
+        "DIR/r.yaml:11:32: warning: rules[1].match.not.size.lt: contradicts rules[1].match.not.size.gt "
+        "(DIR/r.yaml:11:24): no number is greater than 10 and less than 5; what not negates can never hold, so "
+        "the not always holds\n"
+        "DIR/r.yaml:16:54: warning: rules[2].sequence.steps[1].absent.match.user.in: contradicts "
+        "rules[2].sequence.steps[1].absent.match.user.exists (DIR/r.yaml:16:43): exists: false holds only for a "
+        "missing field, and a missing field passes no other test; the absent step's condition can never hold, "
+        "so the rule fires after every step before it\n"
+        "OK: 1 file(s), 3 rule(s), 0 error(s), 3 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: f\n    match:\n      level: error\n      any:\n        - {level: warning}\n"
+        "        - {status: {gte: 500}}\n"
+        "  - name: g\n    match:\n      kind: disk\n      not: {size: {gt: 10, lt: 5}}\n"
+        "  - name: h\n    sequence:\n      steps:\n        - match: {kind: login}\n"
+        "        - absent: {match: {user: {exists: false, in: [root]}}, for: 5m}\n",
+    )
+    code, out = check(tmp_path, "name: i\nmatch:\n  level: error\n  any: [{level: warning}, {level: info}]\n")
+    assert 1 == code
+    assert [
+        "DIR/r.yaml:4:17: error: match.any[0].level: contradicts match.level (DIR/r.yaml:3:10): they allow no "
+        "value in common; the rule can never fire",
+        "DIR/r.yaml:4:35: error: match.any[1].level: contradicts match.level (DIR/r.yaml:3:10): they allow no "
+        "value in common; the rule can never fire",
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
+    ] == out.splitlines()
+
+
+def test_rulesd_check_accepts_tests_of_a_field_that_some_value_passes(tmp_path: Path) -> None:
+    """No contradiction is said where a value passes every test: a range of one number, a
+    prefix and a suffix, a text and a number in one `in`, `1` and `1.0`, a caseless text
+    (case is not reasoned about), a regex (nor are regexes), a named list, `exists: false` twice."""
+    assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == check(
+        tmp_path,
+        "lists:\n  codes: [500, 503]\n"
+        "rules:\n  - name: fine\n    match:\n"
+        "      status: {gte: 5, lte: 5}\n"
+        "      ratio: {gt: 1.5, lt: 1.6}\n"
+        "      path: {startswith: /api/, endswith: .json, contains: v1}\n"
+        "      code: {in: [1, x], gt: 0}\n"
+        "      n: {equals: 1, in: [1.0]}\n"
+        "      user: {equals: Root, startswith: r, nocase: true}\n"
+        "      host: {equals: db-1, regex: ^web}\n"
+        "      http.status: {in: $codes, gte: 503}\n"
+        "      gone: {exists: false}\n"
+        "      all: [{level: {startswith: err}}, {level: {startswith: e}}, {path: {exists: true}},\n"
+        "            {gone: {exists: false}}]\n",
+    )
+
+
+def test_rulesd_test_and_check_refuse_duplicate_test_names(tmp_path: Path) -> None:
+    """Two tests of one file named alike: an error at the second name, naming the first, in
+    `rulesd test` (which runs none of the file's tests) and `rulesd check` alike."""
+    (tmp_path / "disk.yaml").write_text(RULES)
+    test = tmp_path / "disk.test.yaml"
+    one = "  - name: full disk\n    events: [{event: {kind: disk}}]\n"
+    one += "    expect_alerts: [{event: 1, rules: [disk-full]}]\n"
+    test.write_text(f"rule_files: [disk.yaml]\ntests:\n{one}{one}")
+    problem = f"{test}:6:11: error: tests[1].name: duplicate test name 'full disk' (also at {test}:3:11)\n"
+    result = rulesd_cli("test", str(test))
+    assert (1, "", problem + "rule tests: 0 passed, 0 failed, 1 invalid\n") == (
+        result.returncode,
+        result.stderr,
+        result.stdout,
+    )
+    checked = rulesd_cli("check", str(test))
+    assert (1, problem) == (checked.returncode, checked.stdout[: checked.stdout.index("FAILED")])
+
+
+def test_replay_explain_and_state_say_the_warnings_of_their_rules(tmp_path: Path) -> None:
+    """`rulesd replay`, `rulesd explain` and `rulesd state` say the rule files' warnings on
+    standard error, once each, as `rulesd check` prints them; standard output is as it was."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "rules:\n  - name: norway\n    match: {country: NO}\n"
+        "  - name: some\n    match: {kind: x, any: [{kind: y}, {size: 1}]}\n"
+    )
+    warnings = (
+        f"{rules}/r.yaml:3:22: warning: rules[0].match.country: YAML reads the unquoted NO as false, not as text: "
+        'quote it ("NO") if the text is meant, or write false if the boolean is\n'
+        f"{rules}/r.yaml:5:35: warning: rules[1].match.any[0].kind: contradicts rules[1].match.kind "
+        f"({rules}/r.yaml:5:19): they allow no value in common; this branch of any can never match\n"
+    )
+    (tmp_path / "events.jsonl").write_text('{"country": false}\n')
+    replayed = rulesd_cli("replay", "--rules", str(rules), "events.jsonl", cwd=tmp_path)
+    assert (0, warnings) == (replayed.returncode, replayed.stderr)
+    assert "line 1: P3 [norway] rulesd: norway  (alias: rulesd: norway)\n" == replayed.stdout.splitlines(True)[0]
+    explained = rulesd_cli("explain", "--rules", str(rules), "--rule", "norway", '{"country": false}')
+    assert (0, warnings, "norway: matches\n") == (explained.returncode, explained.stderr, explained.stdout)
+    (tmp_path / "rulesd.yaml").write_text(f"rules: [{rules}]\nstate_dir: {tmp_path}/state\n")
+    shown = rulesd_cli("state", "--config", str(tmp_path / "rulesd.yaml"), "--format", "json")
+    assert (0, warnings) == (shown.returncode, shown.stderr)
+    assert [] == json.loads(shown.stdout)["rules"]  # (no state saved yet; standard output is JSON alone)
+
+
+def test_rulesd_check_refuses_a_correlation_whose_groups_can_never_fire(tmp_path: Path) -> None:
+    """A distinct rule grouped by the field it counts (or by an object holding it) sees one value
+    per group; a sequence's steps that need different values of a group_by field never happen in
+    one group; a cidr inside a not_cidr holds for no address. Each is an error at its place."""
+    assert (
+        1,
+        "DIR/r.yaml:5:71: error: rules[0].distinct.group_by[1]: the counted field 'user.name' lies within the "
+        "group_by field 'user': each group has one value of it, so it never counts 5 different values and the "
+        "rule never fires\n"
+        "DIR/r.yaml:11:47: error: rules[1].sequence.steps[1].match.host.startswith: contradicts "
+        'rules[1].sequence.steps[0].match.host.startswith (DIR/r.yaml:10:47): no text starts with both "web" and '
+        "\"db\"; the events of a sequence are of one group (one 'host'), so it can never complete\n"
+        "DIR/r.yaml:13:59: error: rules[2].match.ip.not_cidr: contradicts rules[2].match.ip.cidr (DIR/r.yaml:13:24): "
+        "every address in 10.1.0.0/16, 10.2.3.4/32 is in a network that not_cidr rules out; the rule can never "
+        "fire\n"
+        "FAILED: 1 file(s), 0 rule(s), 3 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: spray\n"
+        "    match: {kind: login}\n"
+        "    # (grouped by ip and user: one user's name per group)\n"
+        "    distinct: {field: user.name, count: 5, window: 5m, group_by: [ip, user]}\n"
+        "  - name: web-then-db\n"
+        "    sequence:\n"
+        "      group_by: [host]\n"
+        "      steps:\n"
+        "        - match: {kind: a, host: {startswith: web}}\n"
+        "        - match: {kind: b, host: {startswith: db}}\n"
+        "  - name: internal-not-internal\n"
+        "    match: {ip: {cidr: [10.1.0.0/16, 10.2.3.4], not_cidr: 10.0.0.0/8}}\n",
+    )
+    assert (0, "OK: 1 file(s), 3 rule(s), 0 error(s), 0 warning(s)\n") == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: first-user-per-ip\n"
+        "    match: {kind: login}\n"
+        "    distinct: {field: user, count: 1, window: 5m, group_by: [user]}\n"
+        "  - name: web-then-web-1\n"
+        "    sequence:\n"
+        "      group_by: [host]\n"
+        "      steps:\n"
+        "        - match: {kind: a, host: {startswith: web}}\n"
+        "        - match: {kind: b, host: [web-1, db-1]}\n"
+        "  - name: internal-but-not-lab\n"
+        "    match: {ip: {cidr: 10.0.0.0/8, not_cidr: [10.1.0.0/16]}}\n",
+    )
+
+
+def test_rulesd_test_and_check_refuse_expectations_that_can_never_be_met(tmp_path: Path) -> None:
+    """A rule named twice in one expectation (an alert names each rule once), a close expected
+    of a rule that never closes an alert (no resolve, not an absence), and an alert at event 0
+    (only an absence rule's expected group never seen is there): an error at each, in `rulesd
+    test` and `rulesd check` alike, instead of a test failing with a diff that does not say why."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - {name: disk-full, match: {kind: disk}}\n"
+        "  - {name: burst, match: {kind: err}, threshold: {count: 2, window: 1m}}\n"
+        "  - name: quiet\n    match: {kind: beat}\n    absence: {window: 5m, group_by: [host], expect: [{host: a}]}\n"
+    )
+    tests = {
+        "twice": "  - name: twice\n    events: [{event: {kind: disk}}]\n"
+        "    expect_alerts: [{event: 1, rules: [disk-full, disk-full]}]\n",
+        "never": "  - name: never closes\n    events: [{event: {kind: err}}, {event: {kind: err}}, {advance: 1h}]\n"
+        "    expect_alerts: [{event: 2, rules: [burst]}]\n    expect_closes: [{rules: [burst]}]\n"
+        "  - name: event zero\n    events: [{event: {kind: disk}}, {advance: 10m}]\n"
+        "    expect_alerts: [{event: 0, rules: [disk-full]}, {event: 0, rules: [quiet]}]\n",
+    }
+    problems = {
+        "twice": "DIR/twice.test.yaml:5:51: error: tests[0].expect_alerts[0].rules[1]: 'disk-full' is named twice: "
+        "an alert names each of its rules once\n",
+        "never": "DIR/never.test.yaml:6:30: error: tests[0].expect_closes[0].rules[0]: the rule 'burst' "
+        "(DIR/r.yaml:3:5) never closes an alert: only a rule with resolve, or an absence rule, does\n"
+        "DIR/never.test.yaml:9:29: error: tests[1].expect_alerts[0].event: event 0 is the event of an absence "
+        "rule's expected group never seen, and no rule named here is an absence rule with expect (events are "
+        "numbered from 1)\n",
+    }
+    for name, text in tests.items():
+        test = tmp_path / f"{name}.test.yaml"
+        test.write_text(f"rule_files: [r.yaml]\ntests:\n{text}")
+        result = rulesd_cli("test", str(test))
+        out = result.stdout.replace(str(tmp_path), "DIR")
+        invalid = problems[name].count("\n")
+        assert (1, "", problems[name] + f"rule tests: 0 passed, 0 failed, {invalid} invalid\n") == (
+            result.returncode,
+            result.stderr,
+            out,
+        )
+        checked = rulesd_cli("check", str(test))
+        assert (1, problems[name]) == (
+            checked.returncode,
+            checked.stdout.replace(str(tmp_path), "DIR").split("FAILED")[0],
+        )
+
+
+def test_a_key_written_beside_a_merge_key_overrides_the_merged_one(tmp_path: Path) -> None:
+    """YAML's merge key (`<<: *base`) gives a mapping the keys of another, and a key written
+    in the mapping itself overrides a merged one: a rule made from another under its own name
+    loads (it was refused as a duplicate key, and as a duplicate rule name said to be defined
+    at its own place). Of several mappings merged, the first that has a key gives it; a key
+    written twice is still a duplicate key."""
+    text = (
+        "rules:\n"
+        "  - &base\n    name: disk-full\n    match: {kind: disk, level: error}\n"
+        "  - <<: *base\n    name: disk-full-db\n    match: {<<: [{host: db}, {host: web, level: warn}], kind: db}\n"
+    )
+    assert (0, "OK: 1 file(s), 2 rule(s), 0 error(s), 0 warning(s)\n") == check(tmp_path, text)
+    (tmp_path / "events.jsonl").write_text(
+        '{"kind": "db", "host": "db", "level": "warn"}\n{"kind": "db", "host": "web", "level": "warn"}\n'
+    )
+    replayed = rulesd_cli("replay", "--rules", str(tmp_path / "r.yaml"), str(tmp_path / "events.jsonl"))
+    assert (0, "line 1: P3 [disk-full-db] rulesd: disk-full-db  (alias: rulesd: disk-full-db)") == (
+        replayed.returncode,
+        replayed.stdout.splitlines()[0],
+    )
+    assert "events: 2, invalid lines: 0, alerts: 1" == replayed.stdout.splitlines()[1]
+    code, out = check(tmp_path, "name: a\nmatch: {kind: disk}\n<<: {name: b}\nname: c\n")
+    assert (1, "DIR/r.yaml:4:1: error: duplicate key 'name' (first defined on line 1)\n") == (
+        code,
+        out.split("FAILED")[0],
+    )
+
+
+def test_rulesd_check_refuses_an_expected_group_the_match_rules_out(tmp_path: Path) -> None:
+    """An absence rule expecting a group whose value its own match rules out would page that
+    group's silence every window, since none of its events can ever count: an error at the
+    expected value, naming the test that rules it out. A value the match allows is fine."""
+    assert (
+        1,
+        "DIR/r.yaml:4:71: error: absence.expect[1].host: contradicts match.host (DIR/r.yaml:2:27): they allow no "
+        "value in common; no event of this expected group can match the rule, so its absence is always paged\n"
+        "DIR/r.yaml:4:85: error: absence.expect[2].port: contradicts match.port.gte (DIR/r.yaml:2:55): the value "
+        "must be 80, which the other test rules out; no event of this expected group can match the rule, so its "
+        "absence is always paged\n"
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "name: heartbeats\nmatch: {kind: beat, host: [web-1, web-2], port: {gte: 1024}}\n"
+        "absence:\n  {window: 5m, group_by: [host, port], expect: [{host: web-1}, {host: db-1}, {port: 80}]}\n",
+    )
+
+
+def test_a_rule_file_that_is_a_list_of_rules_says_to_write_rules_above_it(tmp_path: Path) -> None:
+    """A list of rules without `rules:` above it is the likely mistake behind a top-level list:
+    the error says how to write it (a list of anything else only says what it is)."""
+    assert (
+        1,
+        "DIR/r.yaml:2:1: error: (top level): expected a mapping, got a list: write 'rules:' on a line above the "
+        "list of rules\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path, "# disk rules\n- name: disk-full\n  match: {kind: disk}\n- name: disk-slow\n  match: {kind: io}\n"
+    )
+    code, out = check(tmp_path, "- 1\n- 2\n")
+    assert (1, "DIR/r.yaml:1:1: error: (top level): expected a mapping, got a list\n") == (code, out.split("FAILED")[0])

@@ -252,6 +252,8 @@ def test_an_expectation_naming_no_rule_is_a_problem_at_its_name(tmp_path: Path) 
     assert [] == outcomes
     assert [
         f"{test}:9:17: error: tests[0].expect_alerts[0].rules[0]: no such rule 'any-eror'; did you mean 'any-error'?",
+        f"{test}:11:18: error: tests[0].expect_closes[0].rules[0]: the rule 'burst' ({tmp_path}/rules.yaml:3:5) "
+        "never closes an alert: only a rule with resolve, or an absence rule, does",
         f"{test}:11:25: error: tests[0].expect_closes[0].rules[1]: no such rule 'nothing-like-it' (2 rule(s) loaded)",
     ] == problems
 

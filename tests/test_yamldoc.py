@@ -64,12 +64,17 @@ class _Reference:
         return str(node.value) if isinstance(value, datetime.date | bytes) else value
 
     def build_mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, object]:
+        pairs = list(node.value)
         if any(key.tag in (_YAML + "merge", _YAML + "value") for key, _ in node.value):
             try:
                 SafeConstructor().flatten_mapping(node)
             except ConstructorError as exc:
                 self.problem(node, yamldoc._describe(exc))
                 return {}
+        # YAML's merge keys: a key written in the mapping overrides the merged ones, and the
+        # first mapping merged in that has a key gives it.
+        own = [pair for pair in node.value if any(pair[0] is key for key, _ in pairs)]
+        mine = {str(key.value) for key, _ in own if isinstance(key, yaml.ScalarNode)}
         result: dict[str, object] = {}
         first: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
@@ -77,6 +82,8 @@ class _Reference:
                 self.problem(key_node, "a mapping key must be a plain scalar")
                 continue
             key = str(key_node.value)
+            if not any(key_node is k for k, _ in own) and (key in mine or key in first):
+                continue
             if key in first:
                 line = first[key].start_mark.line + 1
                 self.problem(key_node, f"duplicate key '{key}' (first defined on line {line})")

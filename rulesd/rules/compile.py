@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+import msgspec
+
 from rulesd.document import Document, JsonPath
 from rulesd.durations import parse_duration
 from rulesd.errors import Problem, SourceLocation
@@ -17,6 +19,7 @@ from rulesd.rules.conditions import (
     compile_condition,
     necessary_hints,
 )
+from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
 from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, Lists, NamedList, lists_used, reference_problems
 from rulesd.rules.model import (
@@ -59,6 +62,7 @@ class _Context:
         self.base = base
         self.faulted = [v for v in faulted if v[: len(base)] == base]
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []  # (they do not keep the rule from loading)
         self.lists = lists
         self.lists_used: dict[str, NamedList] = {}
 
@@ -67,10 +71,28 @@ class _Context:
         full = (*self.base, *path)
         return not any(v[: len(full)] == full for v in self.faulted)
 
-    def report(self, path: JsonPath, message: str, *, key: bool = False) -> None:
+    def report(self, path: JsonPath, message: str, *, key: bool = False, warning: bool = False) -> None:
         """A problem at `path` of the rule: at its value, or with `key` at its key."""
         full = (*self.base, *path)
-        self.problems.append(Problem(self.doc.locate(full, key=key), f"{format_path(full)}: {message}"))
+        problem = Problem(self.doc.locate(full, key=key), f"{format_path(full)}: {message}")
+        if warning:
+            self.warnings.append(msgspec.structs.replace(problem, severity="warning"))
+        else:
+            self.problems.append(problem)
+
+    def never(self, match: dict[str, Any], path: JsonPath, scope: str) -> None:
+        """Report the tests of the condition at `path` that can never hold (see
+        `contradictions`): an error where the condition then never matches, else a warning
+        (a branch of `any`, what `not` negates, an absent step's condition)."""
+        for found, message in messages(contradictions(match, (*self.base, *path), self.lists, scope)):
+            self.contradiction(found.path, found.other, message, warning=not found.certain)
+
+    def contradiction(self, path: JsonPath, other: JsonPath | None, message: str, *, warning: bool = False) -> None:
+        """A test (at `path` in the document) that no value passes with the others, naming
+        the one it contradicts (`other`, if one alone does)."""
+        if other is not None:
+            message = f"contradicts {format_path(other)} ({self.doc.locate(other)}): {message}"
+        self.report(path[len(self.base) :], message, warning=warning)
 
     def duration(self, value: Any, path: JsonPath, *, positive: bool = False) -> float:
         """The duration at `path` in seconds (0 after reporting why it is none); with
@@ -148,7 +170,7 @@ def compile_rule(
         ctx.report(("resolve",), f"resolve is for threshold and distinct rules ({why})", key=True)
     alert = _alert(raw.get("alert", {}), ctx)
     if ctx.problems or ctx.faulted or compiled is None or match is None:
-        return None, ctx.problems
+        return None, [*ctx.problems, *ctx.warnings]
     rule = Rule(
         name=raw["name"],
         description=raw.get("description", ""),
@@ -165,7 +187,7 @@ def compile_rule(
         resolve=resolve,
         lists=ctx.lists_used,
     )
-    return rule, []
+    return rule, ctx.warnings
 
 
 def rule_fingerprint(raw: dict[str, Any], lists: Mapping[str, NamedList]) -> str:
@@ -216,8 +238,9 @@ def _sequence_condition(match: dict[str, Any], patterns: _RulePatterns, lists: L
         return None
 
 
-def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
-    """Compile the condition written at `path` of the rule; its problems are reported there."""
+def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePatterns, scope: str = "") -> Compiled | None:
+    """Compile the condition written at `path` of the rule; its problems are reported there
+    (a test that can never hold too, see `_Context.never`; `scope` "absent": an absent step's)."""
     if not isinstance(match, dict):
         return None
     ctx.lists_used.update(lists_used(match, ctx.lists))
@@ -231,7 +254,10 @@ def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePattern
                 _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
         return None
     if ctx.ok(path):
-        return _compile_match(match, path, ctx, patterns)
+        compiled = _compile_match(match, path, ctx, patterns)
+        if compiled is not None:
+            ctx.never(match, path, scope)
+        return compiled
     for key, value in match.items():  # still find the bad regexes of the sound entries
         if ctx.ok((*path, key)):
             _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
@@ -268,15 +294,33 @@ def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) ->
         return Threshold(spec["count"], ctx.duration(spec["window"], (key, "window"), positive=True), group_by)
     if key == "distinct":
         window = ctx.duration(spec["window"], (key, "window"), positive=True)
+        _counted_in_groups(spec, group_by, ctx)
         return Distinct(spec["field"], make_getter(spec["field"]), spec["count"], window, group_by)
     if key == "sequence":
         return _sequence(spec, group_by, ctx, patterns)
     if key == "absence":
+        if isinstance(raw.get("match"), dict) and not ctx.problems:
+            _expected_never_matching(spec, raw["match"], ctx)
         return _absence(spec, group_by, ctx)
     learn = ctx.duration(spec.get("learn", 0), (key, "learn"))
     forget = ctx.duration(spec["forget"], (key, "forget"), positive=True) if "forget" in spec else None
     fields = tuple(spec["fields"])
     return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
+
+
+def _counted_in_groups(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> None:
+    """An error at a group_by field that holds the distinct rule's counted field: a group's
+    events all have one value of it, so more than one is never counted and the rule never
+    fires (`field: user` grouped by `user`, or `user.name` grouped by `user`)."""
+    field, count = spec["field"], spec["count"]
+    for i, path in enumerate(group_by):
+        if count > 1 and (field == path or field.startswith(path + ".")):
+            where = "is" if field == path else "lies within"
+            message = (
+                f"the counted field {field!r} {where} the group_by field {path!r}: each group has one value "
+                f"of it, so it never counts {count} different values and the rule never fires"
+            )
+            ctx.report(("distinct", "group_by", i), message)
 
 
 def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, patterns: PatternSet) -> Sequence | None:
@@ -296,7 +340,8 @@ def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, pa
             if "count" in step:
                 ctx.report((*path, "count"), "an absent step takes no count: its for says how long to wait")
             where: JsonPath = (*path, "absent", "match")
-            compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
+            # (an absent step's condition that never holds: the rule fires after every step before it)
+            compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where), "absent")
             wait = ctx.duration(absent["for"], (*path, "absent", "for"), positive=True)
             if compiled is not None:
                 steps.append(Step(compiled.test, 1, True, wait))
@@ -308,7 +353,38 @@ def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, pa
     within = ctx.duration(spec["within"], ("sequence", "within"), positive=True) if "within" in spec else None
     if len(steps) != len(raw_steps):
         return None
+    if group_by and not ctx.problems:
+        _steps_of_one_group(raw_steps, group_by, ctx)
     return Sequence(tuple(steps), within, group_by)
+
+
+def _steps_of_one_group(raw_steps: list[dict[str, Any]], group_by: tuple[str, ...], ctx: _Context) -> None:
+    """An error where the steps' tests of a group_by field contradict each other: the events
+    of a sequence are those of one group, with one value of each group_by field, so steps that
+    need different values (`host: a`, then `host: b`, grouped by host) never follow each other."""
+    where = [(*ctx.base, "sequence", "steps", i, "match") for i in range(len(raw_steps))]
+    matches = [(step["match"], at) for step, at in zip(raw_steps, where, strict=True) if "match" in step]
+    for field in group_by:
+        clash = shared_field_clash(matches, field, ctx.lists)
+        if clash is not None:
+            why = f"{clash[2]}; the events of a sequence are of one group (one {field!r}), so it can never complete"
+            ctx.contradiction(clash[0], clash[1], why)
+
+
+def _expected_never_matching(spec: dict[str, Any], match: dict[str, Any], ctx: _Context) -> None:
+    """An error at a value of an expected group that the rule's match rules out (`host: [web-1,
+    web-2]` expecting `{host: db-1}`): no event of that group ever matches, so its absence is
+    paged every time and never closes."""
+    where: JsonPath = (*ctx.base, "match")
+    for i, expected in enumerate(spec.get("expect", ())):
+        for field, value in expected.items() if isinstance(expected, dict) else ():
+            if not isinstance(value, str | int | float | bool | None):
+                continue
+            group = ({field: value}, (*ctx.base, "absence", "expect", i))
+            clash = shared_field_clash([(match, where), group], field, ctx.lists)
+            if clash is not None:
+                why = f"{clash[2]}; no event of this expected group can match the rule, so its absence is always paged"
+                ctx.contradiction(clash[0], clash[1], why)
 
 
 def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> Absence:

@@ -575,7 +575,7 @@ def necessary_hints(
     bounds: dict[str, float] = {}
     negated: list[tuple[str, frozenset[str] | None]] = []
     present: set[str] = set()
-    items = _conjunct_items(cond, path)  # one walk through `all` serves every part below
+    items = conjunct_items(cond, path)  # one walk through `all` serves every part below
     for key, written, where in items:
         if key in ("any", "not"):
             continue
@@ -683,13 +683,13 @@ def _reached(bound: float, strict: bool) -> float:
     return bound
 
 
-def _conjunct_items(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:
+def conjunct_items(cond: dict[str, Any], path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple[str | int, ...]]]:
     """Every key of `cond` that must hold, with its value and path, found through `all`."""
     out: list[tuple[str, Any, tuple[str | int, ...]]] = []
     for key, value in cond.items():
         if key == "all":
             for i, sub in enumerate(value):
-                out.extend(_conjunct_items(sub, (*path, key, i)))
+                out.extend(conjunct_items(sub, (*path, key, i)))
         else:
             out.append((key, value, (*path, key)))
     return out
@@ -699,7 +699,7 @@ def _negated_equalities(
     items: list[tuple[str, Any, tuple[str | int, ...]]],
 ) -> list[tuple[str, Any, tuple[str | int, ...]]]:
     """The field conditions that must each fail, among a condition's `items` (see
-    `_conjunct_items`): a `not` of one field's condition, and every branch of a `not` of an
+    `conjunct_items`): a `not` of one field's condition, and every branch of a `not` of an
     `any` that is one field's condition."""
     out: list[tuple[str, Any, tuple[str | int, ...]]] = []
     for key, value, where in items:

@@ -198,6 +198,10 @@ def _checked(doc: Document, key: str | None = None) -> _Parsed:
     if doc.value is None and not doc.problems:
         message = "empty file: expected a rule or a list under 'rules:'"
         return _Parsed(None, [Problem(SourceLocation(doc.path, 1, 1), message)], set())
+    if isinstance(doc.value, list) and doc.value and all(isinstance(v, dict) for v in doc.value):
+        # (a list of rules, without its key)
+        message = "(top level): expected a mapping, got a list: write 'rules:' on a line above the list of rules"
+        return _Parsed(None, [*doc.problems, Problem(doc.locate(()), message)], set())
     violations = schema_violations(doc, "rule")
     problems = sorted({*doc.problems, *(p for _, p in violations)})
     return _Parsed(doc, problems, {vpath for vpath, _ in violations}, key)
