@@ -794,3 +794,59 @@ def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_st
     time.sleep(2.0)
     assert 0 == second.terminate()
     assert 4 == len(opsgenie.requests), fleet.output()
+
+
+def test_an_outage_that_ends_in_a_refused_password_says_the_new_cause_in_the_log(
+    tmp_path: Path, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis goes down, then comes back with another password: the log says "Redis authentication
+    failed" as soon as that is the cause, for the sender and `rulesd forward` too, as STATUS= does
+    (the sender had said only that Redis was unavailable until it was back, the forwarder said it
+    a minute later); back with the old password, every alert goes once, in order."""
+    server = RedisServer(tmp_path / "redis", password=PASSWORD)
+    try:
+        fleet = Fleet(tmp_path, server.url, opsgenie.url, rules=PAGE_RULES)
+        events_file = tmp_path / "app.jsonl"
+        events_file.touch()
+        source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+        daemon = fleet.start("a", source=source, state={"backend": "redis", "url": server.url, "instance": "a"})
+        forwarded = tmp_path / "forwarded.jsonl"
+        forwarded.touch()
+        config = tmp_path / "forward.yaml"
+        forward = {"url": server.url, "stream": "other"}
+        source = {"type": "file", "path": str(forwarded), "start_at": "beginning"}
+        config.write_text(yaml.safe_dump({"source": source, "state_dir": "state-forward", "forward": forward}))
+        forwarder = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
+        assert forwarder.wait_for_log("rulesd forward started"), forwarder.output()
+
+        def append(first: int, count: int) -> None:
+            with open(events_file, "a") as fh:
+                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(first, first + count)))
+
+        append(0, 3)
+        assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)
+        server.stop()
+        append(3, 5)
+        forwarded.write_text(json.dumps({"n": 1}) + "\n")
+        assert daemon.wait_for_log("state unavailable, reading paused"), daemon.stderr()
+        assert daemon.wait_for_log("sender waits: Redis unavailable"), daemon.stderr()
+        assert forwarder.wait_for_log("cannot append to the stream, retrying: Redis unavailable"), forwarder.stderr()
+        server.password = "rotated"
+        server.start()
+        # The reader, the sender and the forwarder, which said the outage, say the new cause.
+        assert daemon.wait_for_log("error: Redis authentication failed: ", timeout=10), daemon.stderr()
+        assert daemon.wait_for_log("sender waits: Redis authentication failed: ", timeout=10), daemon.stderr()
+        said = "cannot append to the stream, retrying: Redis authentication failed: "
+        assert forwarder.wait_for_log(said, timeout=10), forwarder.stderr()
+        assert 3 == len(opsgenie.requests)
+        server.client().config_set("requirepass", PASSWORD)
+        server.password = PASSWORD
+        assert daemon.wait_for_log("state available again"), daemon.stderr()
+        assert opsgenie.wait_for(lambda r: len(r) >= 8, 20)
+        time.sleep(1.0)
+        assert [f"p-{i}" for i in range(8)] == [r.json()["alias"] for r in opsgenie.requests]
+        assert wait_until(lambda: 1 == len(server.client().xrange("other")), 15), forwarder.stderr()
+        assert 0 == daemon.terminate() and 0 == forwarder.terminate()
+        assert PASSWORD not in daemon.output() + forwarder.output()
+    finally:
+        server.stop()
