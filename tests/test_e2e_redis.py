@@ -7,6 +7,7 @@ exactly its alerts, in its order (duplicates only within the allowances after a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -850,3 +851,61 @@ def test_an_outage_that_ends_in_a_refused_password_says_the_new_cause_in_the_log
         assert PASSWORD not in daemon.output() + forwarder.output()
     finally:
         server.stop()
+
+
+LIMIT_RULES = (
+    "rules:\n"
+    "  - {name: errors, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]},"
+    " resolve: {after: 1h}}\n"
+    "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n"
+)
+
+
+def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evictions_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Instance b's batch makes the engine sweep and forget an open group for the state limit;
+    instance a commits first, so b's commit is refused and b applies the batch again on the newer
+    state: b counts one group evicted and one alert closed (it counted each twice), and queues
+    the close once."""
+    from rulesd.daemon.shared import SharedDaemon
+    from rulesd.state.redis import RedisState
+
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LIMIT_RULES)
+    now = time.time()
+    lines = [{"level": "error", "host": f"h{i}"} for i in (1, 2, 3)]
+    lines += [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
+    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
+    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
+    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
+    daemons: dict[str, SharedDaemon] = {}
+    with contextlib.ExitStack() as stack:
+        for name, path in files.items():
+            source = {"type": "file", "path": str(path), "start_at": "beginning"}
+            state = {"backend": "redis", "url": redis_server.url, "instance": name}
+            config = fleet.config(name, time_field=None, source=source, state=state, limits={"groups_per_rule": 2})
+            parts = stack.enter_context(daemon_parts(config, lambda: now))
+            assert isinstance(parts.store, RedisState)
+            daemons[name] = daemon = SharedDaemon(parts, parts.store, None)
+            daemon.shared.start()
+            daemon._started = True
+        a, b = daemons["a"], daemons["b"]
+        commit = b.store.commit
+        refused = []
+
+        def a_commits_first(**kwargs: Any) -> int:
+            if not refused:
+                assert a._step()  # between b's catching up and its commit
+            try:
+                return commit(**kwargs)
+            except Exception as exc:
+                refused.append(exc)
+                raise
+
+        b.store.commit = a_commits_first  # type: ignore[method-assign]
+        assert b._step()
+        assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+        assert {"errors": 1, "noise": 0} == b.stats.evicted
+        assert {"errors": 1, "noise": 0} == b.stats.limit_closed
+        queued = [(a.action, a.target or a.payload["message"]) for a in b.store.alerts()]
+        assert 4 == len(queued) and 1 == sum(action == "close" for action, _ in queued), queued

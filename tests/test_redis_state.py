@@ -213,7 +213,7 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     delta_ = first.engine.state.delta()
     first.store.commit(positions={}, payloads=[], now=0.0, engine=delta_, clock=first.engine.now)
     second.sync()
-    firings = []
+    firings, counts = [], second.engine.counts()
     for one in (first, second):  # both synced to the same version, both find the timer due
         firings.append(advance(one.engine, 200.0).firings)
     assert [1, 1] == [len(f) for f in firings]
@@ -221,7 +221,7 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     delta_ = second.engine.state.delta()
     with pytest.raises(Conflict):
         second.store.commit(positions={}, payloads=[], now=0.0, engine=delta_, clock=200.0)
-    second.undo(delta_, 100.0)
+    second.undo(delta_, 100.0, counts)
     second.sync()
     assert [] == advance(second.engine, 200.0).firings  # applied again: the silence already fired
     assert [] == advance(second.engine, 300.0).firings
@@ -252,7 +252,7 @@ def test_instances_restoring_a_state_their_new_rules_leave_open_queue_its_close_
     first.store.commit(positions={}, payloads=[{"close": 1}], now=0.0, engine=deltas[0])
     with pytest.raises(Conflict):
         second.store.commit(positions={}, payloads=[{"close": 2}], now=0.0, engine=deltas[1])
-    second.undo(deltas[1], 200.0)
+    second.undo(deltas[1], 200.0, second.engine.counts())  # nothing counted
     assert [] == pending(second.engine).firings
     assert [{"message": "silent"}, {"close": 1}] == [a.payload for a in first.store.alerts()]
 

@@ -37,7 +37,7 @@ import redis
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
 from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, Daemon
-from rulesd.engine import Engine, EngineState, StateDelta
+from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
@@ -108,9 +108,11 @@ class SharedEngine:
             self.engine.load_groups(changes.groups, self._clock(changes.clock))
             self.store.version = changes.version
 
-    def undo(self, delta: StateDelta | None, clock: float) -> None:
+    def undo(self, delta: StateDelta | None, clock: float, counts: Counts) -> None:
         """Forget what applying a batch did (its commit was refused): the groups it touched get
-        their committed values back, and the clock its value before."""
+        their committed values back, the clock and the engine's `counts` their values before
+        (the batch is applied again, and counted then)."""
+        self.engine.rewind(counts)
         try:
             if delta is not None and delta.full:
                 self.load_all()
@@ -237,7 +239,7 @@ class SharedDaemon(Daemon):
             if self.shared.published != engine.ruleset.fingerprint:
                 self._refuse(self.shared.published)
                 return
-            before = engine.now
+            before, counts = engine.now, engine.counts()
             requests, results, alerts = self._apply_batch(prepared)
             state = engine.state
             delta = state.delta() if state.changed else None
@@ -257,7 +259,7 @@ class SharedDaemon(Daemon):
                     token=prepared.token,
                 )
             except Conflict as conflict:
-                self.shared.undo(delta, before)
+                self.shared.undo(delta, before, counts)
                 if conflict.why == "version":
                     continue
                 if conflict.why == "taken" and entries is None:  # committed before its answer was lost
@@ -268,6 +270,7 @@ class SharedDaemon(Daemon):
                 return
             except StateUnavailable:
                 self.shared.stale = True  # whether the commit was made is not known: load it all again
+                engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
                 raise
             break
         if clock is not None:
@@ -389,7 +392,7 @@ class SharedDaemon(Daemon):
             return
         now = self.clock()
         wall = self.shared.clock_wall
-        before = engine.now
+        before, counts = engine.now, engine.counts()
         if moves:
             engine.advance(before + (now - wall) if before > -math.inf and wall is not None else now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
@@ -402,10 +405,11 @@ class SharedDaemon(Daemon):
         try:
             self.store.commit(positions={}, payloads=requests, now=now, engine=delta, clock=clock)
         except Conflict:
-            self.shared.undo(delta, before)  # another instance committed first: next time
+            self.shared.undo(delta, before, counts)  # another instance committed first: next time
             return
         except StateUnavailable:
             self.shared.stale = True
+            engine.rewind(counts)
             raise
         if moves:
             self.shared.clock_wall = now
