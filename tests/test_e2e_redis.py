@@ -909,3 +909,48 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
         assert {"errors": 1, "noise": 0} == b.stats.limit_closed
         queued = [(a.action, a.target or a.payload["message"]) for a in b.store.alerts()]
         assert 4 == len(queued) and 1 == sum(action == "close" for action, _ in queued), queued
+
+
+def metric(process: DaemonProcess, name: str) -> float:
+    """A sample's value on the process's /metrics (`name` with its labels); 0 if absent."""
+    for line in http_get(process.metrics_url())[1].splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_idle_instances_keep_the_state_limits_and_commit_it_once(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Three open alerts under `limits.groups_per_rule: 2` and then no more events: within
+    seconds an idle instance forgets the stalest group and closes its alert, as the single-host
+    daemon does (the limits acted only every 4,096 matched events); of two idle instances one
+    commits it, and the close goes once, counted once."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=LIMIT_RULES)
+    now = time.time()
+    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
+    files["a"].write_text(
+        "".join(json.dumps({"level": "error", "host": f"h{i}", "ts": now - 40 + 10 * i}) + "\n" for i in (1, 2, 3))
+    )
+    files["b"].touch()
+    processes = [
+        fleet.start(
+            name,
+            source={"type": "file", "path": str(path), "start_at": "beginning"},
+            state={"backend": "redis", "url": redis_server.url, "instance": name},
+            limits={"groups_per_rule": 2},
+            metrics={"listen": "127.0.0.1:0"},
+        )
+        for name, path in files.items()
+    ]
+    assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
+    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors (state limit)"]}
+    assert close == as_sent(opsgenie.requests[3])
+    time.sleep(6.0)  # both instances swept again meanwhile
+    assert 4 == len(opsgenie.requests), fleet.output()
+    evicted = [metric(p, 'rulesd_state_groups_evicted_total{rule="errors"}') for p in processes]
+    closed = [metric(p, 'rulesd_state_alerts_closed_total{rule="errors"}') for p in processes]
+    assert 1 == sum(evicted) and 1 == sum(closed), (evicted, closed)
+    groups = redis_server.client().hkeys("rulesd:groups")
+    assert 2 == sum(key.startswith(b"open\terrors\t") for key in groups), groups
+    assert all(0 == p.terminate() for p in processes)

@@ -36,7 +36,7 @@ import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
-from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, Daemon
+from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon
 from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
@@ -378,23 +378,30 @@ class SharedDaemon(Daemon):
 
     def _tick(self) -> None:
         """While no event comes (in stream mode: the whole stream committed), the shared clock
-        moves on with the wall clock from the latest event time committed."""
+        moves on with the wall clock from the latest event time committed; and now and then
+        expired groups are forgotten and the limits kept, as by the single-host daemon (events
+        do that too, but may have stopped). Committed as a batch is: once across instances, the
+        others finding it done when they catch up."""
         engine = self.engine
         if self.pending:
             return
+        now, last_sweep = self.clock(), self._last["sweep"]
+        sweeps = now - last_sweep >= SWEEP_IDLE
         # The closings of a restored state (a reload) need no clock: they are committed whatever
         # the stream holds, and with rules that have no timers.
         moves = engine.timed and (self.reader is None or self._stream_settled())
-        if not moves and not engine.out:
+        if not moves and not engine.out and not sweeps:
             return
         self.shared.sync()
         if self.shared.published != engine.ruleset.fingerprint:
             return
-        now = self.clock()
         wall = self.shared.clock_wall
         before, counts = engine.now, engine.counts()
         if moves:
             engine.advance(before + (now - wall) if before > -math.inf and wall is not None else now)
+        if sweeps:
+            self._last["sweep"] = now
+            engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
         requests = _requests(alerts)
         if not requests and not engine.state.changed:
@@ -406,14 +413,18 @@ class SharedDaemon(Daemon):
             self.store.commit(positions={}, payloads=requests, now=now, engine=delta, clock=clock)
         except Conflict:
             self.shared.undo(delta, before, counts)  # another instance committed first: next time
+            self._last["sweep"] = last_sweep
             return
         except StateUnavailable:
             self.shared.stale = True
             engine.rewind(counts)
+            self._last["sweep"] = last_sweep
             raise
         if moves:
             self.shared.clock_wall = now
         self._queued(alerts)
+        self.stats.state_groups = engine.state.group_count()
+        self._warn_limits()
 
     def _stream_settled(self) -> bool:
         """True when every entry of the stream is committed (no lag, nothing pending)."""
