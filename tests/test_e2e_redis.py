@@ -24,7 +24,7 @@ import redis
 import yaml
 
 from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, http_get, reload_between_batches, wait_until
-from tests.fake_opsgenie import FakeOpsGenie, Received
+from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
 
@@ -954,3 +954,44 @@ def test_idle_instances_keep_the_state_limits_and_commit_it_once(
     groups = redis_server.client().hkeys("rulesd:groups")
     assert 2 == sum(key.startswith(b"open\terrors\t") for key in groups), groups
     assert all(0 == p.terminate() for p in processes)
+
+
+def test_redis_at_its_maxmemory_pauses_reading_and_still_delivers_what_is_queued(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis full (`maxmemory`, policy noeviction: writes answered OOM): the instance stays up
+    and says why (it stopped with a fatal error and a traceback, and systemd would restart it
+    into the same error), delivers the alerts queued before (removing them frees memory), and
+    once Redis has room again every alert goes once, in order."""
+    down = [True]
+    with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
+        fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+        events_file = tmp_path / "app.jsonl"
+        events_file.touch()
+        source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+        daemon = fleet.start("a", source=source, state={"backend": "redis", "url": redis_server.url, "instance": "a"})
+
+        def append(first: int, count: int) -> None:
+            with open(events_file, "a") as fh:
+                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(first, first + count)))
+
+        append(0, 3)
+        assert opsgenie.wait_for(lambda r: len(r) >= 1, 15)  # queued, and failing for now
+        client = redis_server.client()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) // 2)
+        append(3, 5)
+        said = "state unavailable, reading paused until it is back: Redis is out of memory"
+        assert daemon.wait_for_log(said), daemon.stderr()
+        down[0] = False
+        assert opsgenie.wait_for(lambda r: [f"p-{i}" for i in range(3)] == [q.json()["alias"] for q in r][-3:], 20)
+        assert daemon.proc.poll() is None and "Traceback" not in daemon.stderr(), daemon.stderr()
+        client.config_set("maxmemory", 0)
+        assert daemon.wait_for_log("state available again"), daemon.stderr()
+        assert opsgenie.wait_for(lambda r: len({q.json()["alias"] for q in r}) == 8, 20)
+        time.sleep(1.0)
+        aliases = [q.json()["alias"] for q in opsgenie.requests]
+        assert [f"p-{i}" for i in range(8)] == list(dict.fromkeys(aliases))
+        assert all(1 == aliases.count(f"p-{i}") for i in range(1, 8)), aliases  # p-0 was refused (503) first
+        assert 0 == daemon.terminate()
+        assert "Traceback" not in daemon.stderr()

@@ -60,6 +60,7 @@ ATTEMPTS_KEPT = 50
 SEPARATOR = "\t"  # in hash fields: rule names, kinds and instance names have no TAB; JSON escapes it
 T = TypeVar("T")
 AUTH_FAILED = "Redis authentication failed"
+OUT_OF_MEMORY = "Redis is out of memory (raise its maxmemory, or free memory)"
 
 # What makes Redis unusable for now, rather than a request wrong: down, restarting (loading
 # its AOF), a replica after a failover (read only), a master that lost its link.
@@ -171,6 +172,8 @@ class RedisState:
             raise StateAuthFailed(f"{AUTH_FAILED}: {exc}") from exc
         except _UNAVAILABLE as exc:
             raise StateUnavailable(f"Redis unavailable: {exc}") from exc
+        except redis.exceptions.OutOfMemoryError as exc:  # noeviction at maxmemory: nothing was written
+            raise StateUnavailable(f"{OUT_OF_MEMORY}: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
             if _unavailable(exc):
                 raise StateUnavailable(f"Redis unavailable: {exc}") from exc
@@ -379,13 +382,8 @@ class RedisState:
     def mark_sent(self, alert_id: int) -> None:
         """Delivered: the alert leaves the outbox (whoever holds the lease now)."""
         k = self.k
-
-        def remove() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xdel(k.outbox, f"{alert_id}-0").hdel(k.outbox_state, str(alert_id)).delete(k.attempts(alert_id))
-            pipe.execute()
-
-        self.call(remove)
+        keys = [k.outbox, k.outbox_state, k.attempts(alert_id)]
+        self.call(lambda: self._script("MARK_SENT")(keys=keys, args=[alert_id]))
 
     def reschedule(
         self,

@@ -141,11 +141,17 @@ return 1
 """
 
 # The oldest queued alert, for the lease holder only. KEYS: 1 lease, 2 outbox, 3 per-alert
-# state; ARGV: 1 token, 2 lease milliseconds. Returns false, or {id, fields, state}.
+# state; ARGV: 1 token, 2 lease milliseconds. Returns false, or {id, fields, state}. The
+# holder renews with PEXPIRE, which Redis allows at its maxmemory (SET it refuses): queued
+# alerts still go then, and their removal frees memory.
 HEAD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if holder then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #entries == 0 then return false end
 local id = string.match(entries[1][1], '^(%d+)-')
@@ -158,6 +164,15 @@ OWNS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if #redis.call('XRANGE', KEYS[2], ARGV[3] .. '-0', ARGV[3] .. '-0') == 0 then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# A delivered alert leaves the outbox. KEYS: 1 outbox, 2 per-alert state, 3 its attempts; ARGV: 1 id.
+# A script of deletions only, which Redis runs at its maxmemory (a MULTI it refuses then).
+MARK_SENT = """
+redis.call('XDEL', KEYS[1], ARGV[1] .. '-0')
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
 return 1
 """
 
