@@ -995,3 +995,32 @@ def test_redis_at_its_maxmemory_pauses_reading_and_still_delivers_what_is_queued
         assert all(1 == aliases.count(f"p-{i}") for i in range(1, 8)), aliases  # p-0 was refused (503) first
         assert 0 == daemon.terminate()
         assert "Traceback" not in daemon.stderr()
+
+
+def test_a_redis_restarted_without_its_data_is_said_by_every_instance(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis restarted without persistence under two instances, with alerts queued (OpsGenie
+    refusing them for now): each instance says, as an error, that Redis lost the
+    shared state and what is gone (they went on silently from an empty state), and they go on."""
+    down = [True]
+    with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
+        fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+        files = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b")}
+        processes = []
+        for name, path in files.items():
+            path.touch()
+            source = {"type": "file", "path": str(path), "start_at": "beginning"}
+            state = {"backend": "redis", "url": redis_server.url, "instance": name}
+            processes.append(fleet.start(name, source=source, state=state))
+        files["a"].write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(3)))
+        assert opsgenie.wait_for(lambda r: len(r) >= 1, 15)  # queued, and failing for now
+        redis_server.restart_empty()
+        said = "error: Redis lost the shared state (restarted without its data, flushed, or its keys evicted)"
+        assert all(p.wait_for_log(said, timeout=20) for p in processes), fleet.output()
+        down[0] = False
+        with open(files["b"], "a") as fh:
+            fh.write(json.dumps({"kind": "page", "id": 3}) + "\n")
+        assert opsgenie.wait_for(lambda r: "p-3" in [q.json()["alias"] for q in r], 20), fleet.output()
+        assert all(p.proc.poll() is None for p in processes)
+        assert all(0 == p.terminate() for p in processes)

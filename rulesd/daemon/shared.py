@@ -68,9 +68,11 @@ class Prepared(msgspec.Struct):
 class SharedEngine:
     """Keeps an engine in step with the state that instances commit to a `RedisState`."""
 
-    def __init__(self, engine: Engine, store: RedisState) -> None:
+    def __init__(self, engine: Engine, store: RedisState, on_lost: Callable[[str], None] = log.error) -> None:
         self.engine = engine
         self.store = store
+        self.on_lost = on_lost  # told when Redis lost what it held (why, and what is gone)
+        self.epoch = ""  # the epoch of the state loaded ('' before the first load)
         self.published = ""
         self.clock_wall: float | None = None  # when the committed clock was set (wall time)
         # The cache may hold changes that were never committed (Redis went away before they
@@ -83,8 +85,22 @@ class SharedEngine:
         self.load_all()
 
     def load_all(self) -> None:
-        """Replace the engine's state with the whole committed state."""
+        """Replace the engine's state with the whole committed state (saying if Redis lost
+        what this instance had loaded or committed)."""
         snap = self.store.snapshot()
+        if self.epoch and snap.epoch != self.epoch:
+            self.on_lost(
+                "Redis lost the shared state (restarted without its data, flushed, or its keys evicted): "
+                "the alerts queued in it and the rules' state (counts, open alerts, values seen) are gone; "
+                "going on from an empty state"
+            )
+        elif snap.version < self.store.version:
+            self.on_lost(
+                f"Redis's shared state went back from version {self.store.version} to {snap.version} "
+                "(restarted from an older copy, or failed over to a replica behind): the commits in between "
+                "are lost, with the alerts they queued"
+            )
+        self.epoch = snap.epoch
         self.store.version = snap.version
         self.published = snap.rules
         state = EngineState.from_json(snap.state) if snap.state else EngineState()
@@ -102,7 +118,7 @@ class SharedEngine:
             return
         changes = self.store.catch_up()
         self.published = changes.rules
-        if changes.full:
+        if changes.full or changes.epoch != self.epoch:
             self.load_all()
         elif changes.version != self.store.version:
             self.engine.load_groups(changes.groups, self._clock(changes.clock))
@@ -132,7 +148,7 @@ class SharedDaemon(Daemon):
         super().__init__(parts)
         self.store = store
         self.reader = reader
-        self.shared = SharedEngine(parts.engine, store)
+        self.shared = SharedEngine(parts.engine, store, self._lost)
         self.pending: list[Prepared] = []
         self._refused_logged = -math.inf
         self._refresh_due = 0.0
@@ -471,6 +487,12 @@ class SharedDaemon(Daemon):
             log.error("%s; reading paused, retrying until Redis accepts the user and password of state.url", exc)
         else:
             log.error("state unavailable, reading paused until it is back: %s", exc)
+        self.notifier.status(self._status())
+
+    def _lost(self, message: str) -> None:
+        """Redis lost state this instance knew: said as an error, and kept in STATUS= until the next."""
+        log.error("%s", message)
+        self.stats.last_error = message
         self.notifier.status(self._status())
 
     def _available(self) -> None:

@@ -12,6 +12,9 @@ The keys (under a prefix, `rulesd:` by default):
   alerts), `outbox:dead`, `outbox:attempts:N`, `sender` (the lease of the one instance that
   delivers, so that alerts leave in order), `sender:paused`.
 - `cursor`: the last stream entry committed (stream mode).
+- `epoch`: a random name the state gets when an instance first finds none: another one (or
+  none) under a running instance means Redis lost what it held (restarted without its data,
+  flushed, or its keys evicted).
 
 Every batch's effects are committed by one script (`scripts.COMMIT`): it writes them only if
 the state is still at the version the instance last synced (optimistic concurrency: another
@@ -111,23 +114,27 @@ class StreamBatch(msgspec.Struct, frozen=True):
 
 
 class Changes(msgspec.Struct):
-    """What `catch_up` found: the version and clock now, the published rule set's hash, and
-    either `full` (load the whole state) or the changed groups' values (None: gone)."""
+    """What `catch_up` found: the version and clock now, the published rule set's hash, the
+    state's epoch ('' if none), and either `full` (load the whole state) or the changed groups'
+    values (None: gone)."""
 
     version: int
     clock: tuple[float, float] | None
     rules: str
+    epoch: str
     full: bool = False
     groups: dict[tuple[str, str, GroupKey], Any] = msgspec.field(default_factory=dict)
 
 
 class Snapshot(msgspec.Struct):
-    """The whole engine state at a version (`EngineState.to_json` form), with the clock."""
+    """The whole engine state at a version (`EngineState.to_json` form), with the clock and
+    the state's epoch."""
 
     version: int
     clock: tuple[float, float] | None
     rules: str
     state: dict[str, Any] | None
+    epoch: str = ""
 
 
 class RedisState:
@@ -199,15 +206,17 @@ class RedisState:
     # -- engine state -------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """The whole engine state, read atomically with its version."""
+        """The whole engine state, read atomically with its version and its epoch (named now
+        if it has none: an empty Redis, or one that lost the state)."""
 
         def read() -> Any:
             pipe = self.client.pipeline(transaction=True)
             k = self.k
+            pipe.set(k.epoch, secrets.token_hex(8), nx=True).get(k.epoch)
             pipe.get(k.version).get(k.clock).get(k.rules).get(k.fingerprints).hgetall(k.groups)
             return pipe.execute()
 
-        version, clock, rules, fingerprints, groups = self.call(read)
+        _, epoch, version, clock, rules, fingerprints, groups = self.call(read)
         state: dict[str, Any] | None = None
         if fingerprints is not None or groups:
             state = {"fingerprints": orjson.loads(fingerprints) if fingerprints else {}}
@@ -216,7 +225,7 @@ class RedisState:
                 state.setdefault(json_name(kind), {}).setdefault(rule, []).append(
                     [orjson.loads(group), orjson.loads(value)]
                 )
-        return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state)
+        return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state, epoch.decode())
 
     def load_engine_state(self) -> dict[str, Any] | None:
         """The saved engine state, with the clock as saved; the instance is then synced to its
@@ -232,13 +241,13 @@ class RedisState:
         k = self.k
         reply = self.call(
             lambda: self._script("CATCH_UP")(
-                keys=[k.version, k.clock, k.changes, k.groups, k.rules], args=[self.version]
+                keys=[k.version, k.clock, k.changes, k.groups, k.rules, k.epoch], args=[self.version]
             )
         )
-        changes = Changes(int(reply[0]), _clock(reply[1]), reply[2].decode(), full=reply[3] == b"full")
-        if reply[3] == b"keys":
+        changes = Changes(int(reply[0]), _clock(reply[1]), reply[2].decode(), reply[3].decode(), reply[4] == b"full")
+        if reply[4] == b"keys":
             groups = changes.groups
-            for i in range(4, len(reply), 2):
+            for i in range(5, len(reply), 2):
                 kind, rule, group = reply[i].decode().split(SEPARATOR, 2)
                 value = reply[i + 1]
                 groups[(kind, rule, key_from_json(group))] = orjson.loads(value) if value else None
@@ -494,6 +503,7 @@ class _Keys:
         self.version, self.rules, self.clock = prefix + "version", prefix + "rules", prefix + "clock"
         self.fingerprints, self.groups, self.changes = prefix + "fingerprints", prefix + "groups", prefix + "changes"
         self.positions, self.cursor, self.batches = prefix + "positions", prefix + "cursor", prefix + "batches"
+        self.epoch = prefix + "epoch"
         self.outbox, self.outbox_seq = prefix + "outbox", prefix + "outbox:seq"
         self.outbox_state, self.outbox_dead = prefix + "outbox:state", prefix + "outbox:dead"
         self.attempts_prefix = prefix + "outbox:attempts:"

@@ -93,24 +93,27 @@ end
 return {'ok', tostring(version)}
 """
 
-# What changed since version ARGV[1]: {version, clock, rules, how, field, value, ...} where how
-# is '' (nothing changed), 'full' (the change records are gone, or one rewrote everything: load
-# it all) or 'keys' (then the changed groups' fields and current values, false for none).
-# KEYS: 1 version, 2 clock, 3 changes, 4 groups, 5 rules
+# What changed since version ARGV[1]: {version, clock, rules, epoch, how, field, value, ...}
+# where how is '' (nothing changed), 'full' (the change records are gone, or one rewrote
+# everything: load it all) or 'keys' (then the changed groups' fields and current values, false
+# for none). The epoch names the state (see `RedisState.snapshot`): another, or none, means
+# Redis lost it.
+# KEYS: 1 version, 2 clock, 3 changes, 4 groups, 5 rules, 6 epoch
 CATCH_UP = """
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
 local clock = redis.call('GET', KEYS[2]) or ''
 local rules = redis.call('GET', KEYS[5]) or ''
-if version == since then return {tostring(version), clock, rules, ''} end
+local epoch = redis.call('GET', KEYS[6]) or ''
+if version == since then return {tostring(version), clock, rules, epoch, ''} end
 local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+')
 if version < since or #entries ~= version - since or entries[1][1] ~= (since + 1) .. '-0' then
-  return {tostring(version), clock, rules, 'full'}
+  return {tostring(version), clock, rules, epoch, 'full'}
 end
 local seen, fields = {}, {}
 for _, entry in ipairs(entries) do
   local kv = entry[2]
-  if kv[1] == 'full' then return {tostring(version), clock, rules, 'full'} end
+  if kv[1] == 'full' then return {tostring(version), clock, rules, epoch, 'full'} end
   for field in string.gmatch(kv[2], '[^\\n]+') do
     if not seen[field] then
       seen[field] = true
@@ -118,7 +121,7 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-local out = {tostring(version), clock, rules, 'keys'}
+local out = {tostring(version), clock, rules, epoch, 'keys'}
 for first = 1, #fields, 1000 do
   local chunk = {}
   for j = first, math.min(first + 999, #fields) do chunk[#chunk + 1] = fields[j] end
