@@ -332,6 +332,7 @@ def test_workers_go_on_after_redis_comes_back_empty(
     page = {"ts": int(time.time()), "level": "error", "host": "h1"}
     feed(redis_server, [page])
     assert opsgenie.wait_for(lambda r: len(r) == 1, 20)
+    time.sleep(1.0)  # its delivery seen by both (one delivered in the moment before would be queued again)
     redis_server.client().flushall()
     time.sleep(1)
     feed(redis_server, [{**page, "host": "h2"}])
@@ -997,13 +998,14 @@ def test_redis_at_its_maxmemory_pauses_reading_and_still_delivers_what_is_queued
         assert "Traceback" not in daemon.stderr()
 
 
-def test_a_redis_restarted_without_its_data_is_said_by_every_instance(
+def test_a_redis_restarted_without_its_data_is_said_and_the_alerts_it_lost_are_queued_again(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """Redis restarted without persistence under two instances, with alerts queued (OpsGenie
-    refusing them for now): each instance says, as an error, that Redis lost the
-    shared state and what is gone (they went on silently from an empty state), and they go on."""
-    down = [True]
+    """Redis restarted without persistence under two instances, with one alert delivered and
+    three queued (OpsGenie refusing them for now): each instance says, as an error, that Redis
+    lost the shared state, and the instance that queued the three queues them again (they were
+    gone without a word, never delivered); the one delivered before is not sent again."""
+    down = [False]
     with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
         fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
         files = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b")}
@@ -1013,14 +1015,30 @@ def test_a_redis_restarted_without_its_data_is_said_by_every_instance(
             source = {"type": "file", "path": str(path), "start_at": "beginning"}
             state = {"backend": "redis", "url": redis_server.url, "instance": name}
             processes.append(fleet.start(name, source=source, state=state))
-        files["a"].write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(3)))
-        assert opsgenie.wait_for(lambda r: len(r) >= 1, 15)  # queued, and failing for now
+
+        def append(name: str, *ids: int) -> None:
+            with open(files[name], "a") as fh:
+                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
+
+        append("a", 9)
+        assert opsgenie.wait_for(lambda r: len(r) == 1, 15)
+        time.sleep(0.5)  # its delivery recorded
+        down[0] = True
+        append("a", 0, 1, 2)
+        assert opsgenie.wait_for(lambda r: len(r) >= 2, 15)  # queued, and failing for now
         redis_server.restart_empty()
         said = "error: Redis lost the shared state (restarted without its data, flushed, or its keys evicted)"
         assert all(p.wait_for_log(said, timeout=20) for p in processes), fleet.output()
+        assert (
+            "the 3 alert(s) this instance queued and had not seen delivered are queued again" in processes[0].stderr()
+        )
+        assert "the 0 alert(s) this instance queued" in processes[1].stderr()
         down[0] = False
-        with open(files["b"], "a") as fh:
-            fh.write(json.dumps({"kind": "page", "id": 3}) + "\n")
+        append("b", 3)
         assert opsgenie.wait_for(lambda r: "p-3" in [q.json()["alias"] for q in r], 20), fleet.output()
+        time.sleep(1.0)
+        aliases = [q.json()["alias"] for q in opsgenie.requests]
+        assert ["p-9", "p-0", "p-1", "p-2", "p-3"] == list(dict.fromkeys(aliases)), aliases
+        assert all(1 == aliases.count(f"p-{i}") for i in (9, 1, 2, 3)), aliases  # p-0 was refused (503) first
         assert all(p.proc.poll() is None for p in processes)
         assert all(0 == p.terminate() for p in processes)

@@ -50,6 +50,7 @@ RETRY_UNAVAILABLE = 1.0  # seconds between attempts while Redis is unavailable
 REFUSAL_LOG_EVERY = 30.0  # seconds between repeats of the rule-set refusal
 REFUSING = "refusing to commit"
 TURN_WAIT_MS = 200  # longest wait for another instance's commit before looking again
+UNCONFIRMED_KEPT = 10_000  # queued alerts an instance remembers until it sees them leave the outbox
 
 
 class Prepared(msgspec.Struct):
@@ -73,6 +74,10 @@ class SharedEngine:
         self.store = store
         self.on_lost = on_lost  # told when Redis lost what it held (why, and what is gone)
         self.epoch = ""  # the epoch of the state loaded ('' before the first load)
+        # The alerts this instance queued, by outbox id, until it sees them leave the outbox: if
+        # Redis loses them first, they are queued again (`requeue`) with the next commit.
+        self.unconfirmed: dict[int, dict[str, Any] | Request] = {}
+        self.requeue: list[dict[str, Any] | Request] = []
         self.published = ""
         self.clock_wall: float | None = None  # when the committed clock was set (wall time)
         # The cache may hold changes that were never committed (Redis went away before they
@@ -91,20 +96,38 @@ class SharedEngine:
         if self.epoch and snap.epoch != self.epoch:
             self.on_lost(
                 "Redis lost the shared state (restarted without its data, flushed, or its keys evicted): "
-                "the alerts queued in it and the rules' state (counts, open alerts, values seen) are gone; "
-                "going on from an empty state"
+                "the rules' state (counts, open alerts, values seen) is gone, and the alerts queued in it; "
+                f"{self._lost_alerts(0)}"
             )
         elif snap.version < self.store.version:
             self.on_lost(
                 f"Redis's shared state went back from version {self.store.version} to {snap.version} "
                 "(restarted from an older copy, or failed over to a replica behind): the commits in between "
-                "are lost, with the alerts they queued"
+                f"are lost, with the alerts they queued; {self._lost_alerts(snap.outbox_seq)}"
             )
         self.epoch = snap.epoch
         self.store.version = snap.version
         self.published = snap.rules
         state = EngineState.from_json(snap.state) if snap.state else EngineState()
         self.engine.restore(state, self._clock(snap.clock))
+
+    def _lost_alerts(self, kept: int) -> str:
+        """Queue again the alerts this instance queued with outbox ids above `kept` (Redis lost
+        them, and its ids go on from `kept`); what is done, to say."""
+        lost = [request for alert_id, request in self.unconfirmed.items() if alert_id > kept]
+        self.unconfirmed = {alert_id: r for alert_id, r in self.unconfirmed.items() if alert_id <= kept}
+        self.requeue += lost
+        return (
+            f"the {len(lost)} alert(s) this instance queued and had not seen delivered are queued again "
+            "(one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
+        )
+
+    def committed(self, requests: list[dict[str, Any] | Request]) -> None:
+        """A commit queued `requests` (the alerts to queue again first): remembered until delivered."""
+        self.requeue = []
+        self.unconfirmed.update(zip(self.store.queued_ids, requests, strict=True))
+        while len(self.unconfirmed) > UNCONFIRMED_KEPT:  # a long OpsGenie outage: the oldest are not
+            del self.unconfirmed[next(iter(self.unconfirmed))]
 
     def _clock(self, clock: tuple[float, float] | None) -> float:
         self.clock_wall = clock[1] if clock else None
@@ -118,6 +141,9 @@ class SharedEngine:
             return
         changes = self.store.catch_up()
         self.published = changes.rules
+        unconfirmed = self.unconfirmed
+        while unconfirmed and (first := next(iter(unconfirmed))) < changes.done:  # delivered (or dead)
+            del unconfirmed[first]
         if changes.full or changes.epoch != self.epoch:
             self.load_all()
         elif changes.version != self.store.version:
@@ -249,14 +275,12 @@ class SharedDaemon(Daemon):
         engine, store = self.engine, self.store
         while True:
             self.shared.sync()
-            if not self.shared.published:  # none published (Redis emptied): this rule set is the first
-                store.publish_rules(engine.ruleset.fingerprint)
-                self.shared.published = engine.ruleset.fingerprint
-            if self.shared.published != engine.ruleset.fingerprint:
+            if not self._runs_published():
                 self._refuse(self.shared.published)
                 return
             before, counts = engine.now, engine.counts()
             requests, results, alerts = self._apply_batch(prepared)
+            requests = self.shared.requeue + requests
             state = engine.state
             delta = state.delta() if state.changed else None
             positions = self._positions() if self.reader is None else {}
@@ -289,6 +313,7 @@ class SharedDaemon(Daemon):
                 engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
                 raise
             break
+        self.shared.committed(requests)
         if clock is not None:
             self.shared.clock_wall = prepared.arrival
         self.pending.pop(0)
@@ -296,6 +321,14 @@ class SharedDaemon(Daemon):
             "committed version %d: %d line(s), %d alert(s)", store.version, sum(r.lines for r in results), len(alerts)
         )
         self._count(prepared, results, alerts)
+
+    def _runs_published(self) -> bool:
+        """Whether this instance runs the published rule set (publishing it if none is: Redis emptied)."""
+        mine = self.engine.ruleset.fingerprint
+        if not self.shared.published:
+            self.store.publish_rules(mine)
+            self.shared.published = mine
+        return self.shared.published == mine
 
     def _apply_batch(self, prepared: Prepared) -> tuple[list[dict[str, Any] | Request], list[Batch], list[Alert]]:
         """Apply a matched batch to the engine's state: the requests to queue, the batches, the alerts."""
@@ -406,10 +439,12 @@ class SharedDaemon(Daemon):
         # The closings of a restored state (a reload) need no clock: they are committed whatever
         # the stream holds, and with rules that have no timers.
         moves = engine.timed and (self.reader is None or self._stream_settled())
-        if not moves and not engine.out and not sweeps:
+        # While alerts it queued wait, the instance looks at each pass which left the outbox:
+        # the fewer it remembers, the fewer go twice if Redis loses them.
+        if not (moves or engine.out or sweeps or self.shared.requeue or self.shared.unconfirmed):
             return
         self.shared.sync()
-        if self.shared.published != engine.ruleset.fingerprint:
+        if not self._runs_published():
             return
         wall = self.shared.clock_wall
         before, counts = engine.now, engine.counts()
@@ -419,7 +454,7 @@ class SharedDaemon(Daemon):
             self._last["sweep"] = now
             engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
-        requests = _requests(alerts)
+        requests = self.shared.requeue + _requests(alerts)
         if not requests and not engine.state.changed:
             engine.now = before  # nothing happened: the committed clock stays as it is
             return
@@ -436,6 +471,7 @@ class SharedDaemon(Daemon):
             engine.rewind(counts)
             self._last["sweep"] = last_sweep
             raise
+        self.shared.committed(requests)
         if moves:
             self.shared.clock_wall = now
         self._queued(alerts)

@@ -122,6 +122,7 @@ class Changes(msgspec.Struct):
     clock: tuple[float, float] | None
     rules: str
     epoch: str
+    done: int  # every alert below this id left the outbox (delivered or dead-lettered)
     full: bool = False
     groups: dict[tuple[str, str, GroupKey], Any] = msgspec.field(default_factory=dict)
 
@@ -135,6 +136,7 @@ class Snapshot(msgspec.Struct):
     rules: str
     state: dict[str, Any] | None
     epoch: str = ""
+    outbox_seq: int = 0  # the last outbox id given
 
 
 class RedisState:
@@ -162,6 +164,7 @@ class RedisState:
         self._scripts: dict[str, Script] = {}
         self._clock = clock
         self._depth: tuple[int, float | None] = (0, None)
+        self.queued_ids = range(0)  # the outbox ids the last commit gave its alerts
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -213,10 +216,10 @@ class RedisState:
             pipe = self.client.pipeline(transaction=True)
             k = self.k
             pipe.set(k.epoch, secrets.token_hex(8), nx=True).get(k.epoch)
-            pipe.get(k.version).get(k.clock).get(k.rules).get(k.fingerprints).hgetall(k.groups)
+            pipe.get(k.version).get(k.clock).get(k.rules).get(k.fingerprints).hgetall(k.groups).get(k.outbox_seq)
             return pipe.execute()
 
-        _, epoch, version, clock, rules, fingerprints, groups = self.call(read)
+        _, epoch, version, clock, rules, fingerprints, groups, seq = self.call(read)
         state: dict[str, Any] | None = None
         if fingerprints is not None or groups:
             state = {"fingerprints": orjson.loads(fingerprints) if fingerprints else {}}
@@ -225,7 +228,7 @@ class RedisState:
                 state.setdefault(json_name(kind), {}).setdefault(rule, []).append(
                     [orjson.loads(group), orjson.loads(value)]
                 )
-        return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state, epoch.decode())
+        return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state, epoch.decode(), int(seq or 0))
 
     def load_engine_state(self) -> dict[str, Any] | None:
         """The saved engine state, with the clock as saved; the instance is then synced to its
@@ -241,13 +244,17 @@ class RedisState:
         k = self.k
         reply = self.call(
             lambda: self._script("CATCH_UP")(
-                keys=[k.version, k.clock, k.changes, k.groups, k.rules, k.epoch], args=[self.version]
+                keys=[k.version, k.clock, k.changes, k.groups, k.rules, k.epoch, k.outbox, k.outbox_seq],
+                args=[self.version],
             )
         )
-        changes = Changes(int(reply[0]), _clock(reply[1]), reply[2].decode(), reply[3].decode(), reply[4] == b"full")
-        if reply[4] == b"keys":
+        how = reply[5]
+        changes = Changes(
+            int(reply[0]), _clock(reply[1]), reply[2].decode(), reply[3].decode(), int(reply[4]), how == b"full"
+        )
+        if how == b"keys":
             groups = changes.groups
-            for i in range(5, len(reply), 2):
+            for i in range(6, len(reply), 2):
                 kind, rule, group = reply[i].decode().split(SEPARATOR, 2)
                 value = reply[i + 1]
                 groups[(kind, rule, key_from_json(group))] = orjson.loads(value) if value else None
@@ -283,7 +290,8 @@ class RedisState:
         synced version (else `Conflict`, and nothing is written). How many were queued.
 
         `token` names the batch: committing it again (its answer was lost with the connection)
-        is refused as `taken`, so that it never counts twice."""
+        is refused as `taken`, so that it never counts twice. The outbox ids given are left in
+        `queued_ids`."""
         k = self.k
         outbox = [_outbox_fields(p) for p in payloads]
         upserts = (
@@ -341,6 +349,8 @@ class RedisState:
         if why != "ok":
             raise Conflict(why, detail)
         self.version = int(detail)
+        last = int(reply[2])
+        self.queued_ids = range(last - len(outbox) + 1, last + 1)
         return len(outbox)
 
     # -- source positions ---------------------------------------------------------------------

@@ -16,9 +16,9 @@ from __future__ import annotations
 #       then the lists in that order:
 #       upserts (field, value), deletes (field), positions (field, value), outbox (payload,
 #       action, target), ids.
-# Returns {'ok', version} or {why, detail} with why: rules (published hash), version (current),
-# taken (the batch was committed by another instance), turn (an earlier entry is uncommitted),
-# gap (the batch is not contiguous in the stream).
+# Returns {'ok', version, the last outbox id given ('0': none)} or {why, detail} with why: rules
+# (published hash), version (current), taken (the batch was committed by another instance), turn
+# (an earlier entry is uncommitted), gap (the batch is not contiguous in the stream).
 COMMIT = """
 local function id_less_or_equal(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -68,8 +68,9 @@ for _ = 1, n_pos do
   redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+local seq = 0
 for _ = 1, n_out do
-  local seq = redis.call('INCR', KEYS[9])
+  seq = redis.call('INCR', KEYS[9])
   redis.call('XADD', KEYS[8], seq .. '-0', 'created', ARGV[3], 'payload', ARGV[i], 'action', ARGV[i + 1],
     'target', ARGV[i + 2])
   i = i + 3
@@ -90,30 +91,39 @@ if group ~= '' then
   redis.call('SET', KEYS[11], ARGV[13])
   redis.call('XTRIM', KEYS[10], 'MINID', '~', ARGV[13])
 end
-return {'ok', tostring(version)}
+return {'ok', tostring(version), tostring(seq)}
 """
 
-# What changed since version ARGV[1]: {version, clock, rules, epoch, how, field, value, ...}
-# where how is '' (nothing changed), 'full' (the change records are gone, or one rewrote
+# What changed since version ARGV[1]: {version, clock, rules, epoch, done, how, field, value,
+# ...} where how is '' (nothing changed), 'full' (the change records are gone, or one rewrote
 # everything: load it all) or 'keys' (then the changed groups' fields and current values, false
 # for none). The epoch names the state (see `RedisState.snapshot`): another, or none, means
-# Redis lost it.
-# KEYS: 1 version, 2 clock, 3 changes, 4 groups, 5 rules, 6 epoch
+# Redis lost it. Every alert of the outbox below id `done` was delivered or dead-lettered.
+# KEYS: 1 version, 2 clock, 3 changes, 4 groups, 5 rules, 6 epoch, 7 outbox, 8 outbox sequence
 CATCH_UP = """
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
 local clock = redis.call('GET', KEYS[2]) or ''
 local rules = redis.call('GET', KEYS[5]) or ''
 local epoch = redis.call('GET', KEYS[6]) or ''
-if version == since then return {tostring(version), clock, rules, epoch, ''} end
+local first = redis.call('XRANGE', KEYS[7], '-', '+', 'COUNT', 1)
+local done
+if #first > 0 then
+  done = string.match(first[1][1], '^(%d+)-')
+else
+  done = tostring(tonumber(redis.call('GET', KEYS[8]) or '0') + 1)
+end
+local head = {tostring(version), clock, rules, epoch, done}
+if version == since then head[6] = ''; return head end
 local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+')
 if version < since or #entries ~= version - since or entries[1][1] ~= (since + 1) .. '-0' then
-  return {tostring(version), clock, rules, epoch, 'full'}
+  head[6] = 'full'
+  return head
 end
 local seen, fields = {}, {}
 for _, entry in ipairs(entries) do
   local kv = entry[2]
-  if kv[1] == 'full' then return {tostring(version), clock, rules, epoch, 'full'} end
+  if kv[1] == 'full' then head[6] = 'full'; return head end
   for field in string.gmatch(kv[2], '[^\\n]+') do
     if not seen[field] then
       seen[field] = true
@@ -121,7 +131,8 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-local out = {tostring(version), clock, rules, epoch, 'keys'}
+local out = head
+out[6] = 'keys'
 for first = 1, #fields, 1000 do
   local chunk = {}
   for j = first, math.min(first + 999, #fields) do chunk[#chunk + 1] = fields[j] end
