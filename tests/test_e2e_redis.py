@@ -1042,3 +1042,16 @@ def test_a_redis_restarted_without_its_data_is_said_and_the_alerts_it_lost_are_q
         assert all(1 == aliases.count(f"p-{i}") for i in (9, 1, 2, 3)), aliases  # p-0 was refused (503) first
         assert all(p.proc.poll() is None for p in processes)
         assert all(0 == p.terminate() for p in processes)
+
+
+def test_a_redis_that_evicts_any_key_is_said_at_start(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`maxmemory-policy allkeys-lru` lets Redis drop the shared state and queued alerts at its
+    maxmemory without a word: the instance says so when it starts (nothing did)."""
+    redis_server.client().config_set("maxmemory-policy", "allkeys-lru")
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
+    (tmp_path / "app.jsonl").touch()
+    source = {"type": "file", "path": str(tmp_path / "app.jsonl")}
+    daemon = fleet.start("a", source=source, state={"backend": "redis", "url": redis_server.url, "instance": "a"})
+    said = "error: Redis's maxmemory-policy is allkeys-lru: at its maxmemory it evicts keys"
+    assert daemon.wait_for_log(said), daemon.stderr()
+    assert 0 == daemon.terminate()

@@ -195,6 +195,7 @@ class SharedDaemon(Daemon):
                 if not self._started:
                     self.shared.start()
                     self._started = True
+                    self._check_eviction()
                 busy = self._step()
             except StateUnavailable as exc:
                 self._unavailable(exc)
@@ -213,6 +214,17 @@ class SharedDaemon(Daemon):
                 continue
             if self.reader is None:
                 self._wait(IDLE_WAIT)
+
+    def _check_eviction(self) -> None:
+        """Said at start: a policy that evicts any key loses the state without a word from Redis
+        (the volatile-* ones evict only keys with a TTL, of which rulesd has the lease alone)."""
+        policy = self.store.eviction_policy()
+        if policy is not None and policy.startswith("allkeys-"):
+            log.error(
+                "Redis's maxmemory-policy is %s: at its maxmemory it evicts keys, the shared state and "
+                "queued alerts among them; set maxmemory-policy noeviction",
+                policy,
+            )
 
     def _step(self) -> bool:
         """Read (or claim) a batch if none is in hand, and try to commit the first in hand;

@@ -194,6 +194,15 @@ class RedisState:
                 ) from None
             raise
 
+    def eviction_policy(self) -> str | None:
+        """Redis's `maxmemory-policy` (None if it does not say: INFO renamed or refused)."""
+        try:
+            info = self.call(lambda: self.client.info("memory"))
+        except redis.exceptions.ResponseError:
+            return None
+        policy = info.get("maxmemory_policy")
+        return str(policy) if policy is not None else None
+
     # -- the rule set -------------------------------------------------------------------------
 
     def publish_rules(self, rules_hash: str) -> None:
