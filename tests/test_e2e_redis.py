@@ -1055,3 +1055,30 @@ def test_a_redis_that_evicts_any_key_is_said_at_start(tmp_path: Path, redis_serv
     said = "error: Redis's maxmemory-policy is allkeys-lru: at its maxmemory it evicts keys"
     assert daemon.wait_for_log(said), daemon.stderr()
     assert 0 == daemon.terminate()
+
+
+def test_an_instance_restarted_after_redis_lost_its_data_pages_nothing_again(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis restarted without its data under an idle fleet instance reading a file from its
+    beginning; the instance is then restarted: it resumes where it was (its positions written
+    again once it noticed the loss), not at the file's beginning (every alert went again)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    events_file = tmp_path / "app.jsonl"
+    events_file.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(3)))
+    source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    daemon = fleet.start("a", source=source, state=state)
+    assert opsgenie.wait_for(lambda r: len(r) == 3, 15)
+    time.sleep(1.0)  # their delivery seen (one delivered in the moment before the loss is queued again)
+    redis_server.restart_empty()
+    assert daemon.wait_for_log("Redis lost the shared state", timeout=20), daemon.stderr()
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    daemon = fleet.start("a", source=source, state=state)
+    with open(events_file, "a") as fh:
+        fh.write(json.dumps({"kind": "page", "id": 3}) + "\n")
+    assert opsgenie.wait_for(lambda r: len(r) >= 4, 15)
+    time.sleep(1.0)
+    assert [f"p-{i}" for i in range(4)] == [r.json()["alias"] for r in opsgenie.requests]
+    assert 0 == daemon.terminate()

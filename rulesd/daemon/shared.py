@@ -78,6 +78,7 @@ class SharedEngine:
         # Redis loses them first, they are queued again (`requeue`) with the next commit.
         self.unconfirmed: dict[int, dict[str, Any] | Request] = {}
         self.requeue: list[dict[str, Any] | Request] = []
+        self.positions_lost = False  # this instance's source positions are to be written again
         self.published = ""
         self.clock_wall: float | None = None  # when the committed clock was set (wall time)
         # The cache may hold changes that were never committed (Redis went away before they
@@ -113,7 +114,9 @@ class SharedEngine:
 
     def _lost_alerts(self, kept: int) -> str:
         """Queue again the alerts this instance queued with outbox ids above `kept` (Redis lost
-        them, and its ids go on from `kept`); what is done, to say."""
+        them, and its ids go on from `kept`), and write its positions again (a restart would
+        otherwise begin at its files' `start_at`); what is done, to say."""
+        self.positions_lost = True
         lost = [request for alert_id, request in self.unconfirmed.items() if alert_id > kept]
         self.unconfirmed = {alert_id: r for alert_id, r in self.unconfirmed.items() if alert_id <= kept}
         self.requeue += lost
@@ -122,9 +125,11 @@ class SharedEngine:
             "(one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
         )
 
-    def committed(self, requests: list[dict[str, Any] | Request]) -> None:
-        """A commit queued `requests` (the alerts to queue again first): remembered until delivered."""
+    def committed(self, requests: list[dict[str, Any] | Request], positions: bool) -> None:
+        """A commit queued `requests` (the alerts to queue again first): remembered until
+        delivered; it wrote the instance's `positions` too, or not."""
         self.requeue = []
+        self.positions_lost &= not positions
         self.unconfirmed.update(zip(self.store.queued_ids, requests, strict=True))
         while len(self.unconfirmed) > UNCONFIRMED_KEPT:  # a long OpsGenie outage: the oldest are not
             del self.unconfirmed[next(iter(self.unconfirmed))]
@@ -325,7 +330,7 @@ class SharedDaemon(Daemon):
                 engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
                 raise
             break
-        self.shared.committed(requests)
+        self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
         if clock is not None:
             self.shared.clock_wall = prepared.arrival
         self.pending.pop(0)
@@ -453,7 +458,8 @@ class SharedDaemon(Daemon):
         moves = engine.timed and (self.reader is None or self._stream_settled())
         # While alerts it queued wait, the instance looks at each pass which left the outbox:
         # the fewer it remembers, the fewer go twice if Redis loses them.
-        if not (moves or engine.out or sweeps or self.shared.requeue or self.shared.unconfirmed):
+        shared = self.shared
+        if not (moves or engine.out or sweeps or shared.requeue or shared.unconfirmed or shared.positions_lost):
             return
         self.shared.sync()
         if not self._runs_published():
@@ -467,13 +473,15 @@ class SharedDaemon(Daemon):
             engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
         requests = self.shared.requeue + _requests(alerts)
-        if not requests and not engine.state.changed:
+        positions = self._positions() if shared.positions_lost and self.reader is None else {}
+        if not requests and not engine.state.changed and not positions:
             engine.now = before  # nothing happened: the committed clock stays as it is
+            shared.positions_lost = False
             return
         delta = engine.state.delta()
         clock = engine.now if moves else None
         try:
-            self.store.commit(positions={}, payloads=requests, now=now, engine=delta, clock=clock)
+            self.store.commit(positions=positions, payloads=requests, now=now, engine=delta, clock=clock)
         except Conflict:
             self.shared.undo(delta, before, counts)  # another instance committed first: next time
             self._last["sweep"] = last_sweep
@@ -483,7 +491,7 @@ class SharedDaemon(Daemon):
             engine.rewind(counts)
             self._last["sweep"] = last_sweep
             raise
-        self.shared.committed(requests)
+        shared.committed(requests, positions=True)
         if moves:
             self.shared.clock_wall = now
         self._queued(alerts)
