@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -1082,3 +1083,45 @@ def test_an_instance_restarted_after_redis_lost_its_data_pages_nothing_again(
     time.sleep(1.0)
     assert [f"p-{i}" for i in range(4)] == [r.json()["alias"] for r in opsgenie.requests]
     assert 0 == daemon.terminate()
+
+
+def test_a_redis_restarted_from_an_older_copy_is_said_and_the_alerts_it_lost_are_queued_again(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis restarted from a copy of its data older than the instance's last commits (an older
+    backup, a replica behind): the instance says the state went back, and queues again the
+    alerts of the lost commits (they were gone without a word); those delivered before are not
+    sent again."""
+    down = [False]
+    with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
+        fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+        events_file = tmp_path / "app.jsonl"
+        events_file.touch()
+        source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+        daemon = fleet.start("a", source=source, state={"backend": "redis", "url": redis_server.url, "instance": "a"})
+
+        def append(*ids: int) -> None:
+            with open(events_file, "a") as fh:
+                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
+
+        append(0, 1)
+        assert opsgenie.wait_for(lambda r: len(r) == 2, 15)
+        time.sleep(1.0)  # their delivery recorded and seen
+        older = tmp_path / "older-aof"
+        shutil.copytree(redis_server.directory / "appendonlydir", older)
+        down[0] = True
+        append(2, 3)
+        assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)  # queued, and failing for now
+        redis_server.stop()
+        shutil.rmtree(redis_server.directory / "appendonlydir")
+        shutil.copytree(older, redis_server.directory / "appendonlydir")
+        redis_server.start()
+        assert daemon.wait_for_log("error: Redis's shared state went back from version ", timeout=20), daemon.stderr()
+        assert "the 2 alert(s) this instance queued and had not seen delivered are queued again" in daemon.stderr()
+        down[0] = False
+        assert opsgenie.wait_for(lambda r: {"p-2", "p-3"} <= {q.json()["alias"] for q in r}, 20), daemon.stderr()
+        time.sleep(1.0)
+        aliases = [q.json()["alias"] for q in opsgenie.requests]
+        assert ["p-0", "p-1", "p-2", "p-3"] == list(dict.fromkeys(aliases)), aliases
+        assert all(1 == aliases.count(f"p-{i}") for i in (0, 1, 3)), aliases  # p-2 was refused (503) first
+        assert 0 == daemon.terminate()
