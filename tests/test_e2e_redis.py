@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -759,6 +759,21 @@ def test_a_password_rotated_under_a_running_instance_is_waited_out_and_said(
 PAGE_RULES = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
 
 
+def paging_instance(fleet: Fleet, url: str, name: str = "a") -> tuple[DaemonProcess, Callable[..., None]]:
+    """Instance `name` in fleet mode (with PAGE_RULES) reading its file from the beginning, and
+    how to append pages (by id) to that file."""
+    events_file = fleet.root / f"{name}.jsonl"
+    events_file.touch()
+    source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+    daemon = fleet.start(name, source=source, state={"backend": "redis", "url": url, "instance": name})
+
+    def append(*ids: int) -> None:
+        with open(events_file, "a") as fh:
+            fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
+
+    return daemon, append
+
+
 def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_state(
     tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
 ) -> None:
@@ -809,10 +824,7 @@ def test_an_outage_that_ends_in_a_refused_password_says_the_new_cause_in_the_log
     server = RedisServer(tmp_path / "redis", password=PASSWORD)
     try:
         fleet = Fleet(tmp_path, server.url, opsgenie.url, rules=PAGE_RULES)
-        events_file = tmp_path / "app.jsonl"
-        events_file.touch()
-        source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
-        daemon = fleet.start("a", source=source, state={"backend": "redis", "url": server.url, "instance": "a"})
+        daemon, append = paging_instance(fleet, server.url)
         forwarded = tmp_path / "forwarded.jsonl"
         forwarded.touch()
         config = tmp_path / "forward.yaml"
@@ -822,14 +834,10 @@ def test_an_outage_that_ends_in_a_refused_password_says_the_new_cause_in_the_log
         forwarder = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
         assert forwarder.wait_for_log("rulesd forward started"), forwarder.output()
 
-        def append(first: int, count: int) -> None:
-            with open(events_file, "a") as fh:
-                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(first, first + count)))
-
-        append(0, 3)
+        append(*range(3))
         assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)
         server.stop()
-        append(3, 5)
+        append(*range(3, 8))
         forwarded.write_text(json.dumps({"n": 1}) + "\n")
         assert daemon.wait_for_log("state unavailable, reading paused"), daemon.stderr()
         assert daemon.wait_for_log("sender waits: Redis unavailable"), daemon.stderr()
@@ -968,21 +976,13 @@ def test_redis_at_its_maxmemory_pauses_reading_and_still_delivers_what_is_queued
     down = [True]
     with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
         fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
-        events_file = tmp_path / "app.jsonl"
-        events_file.touch()
-        source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
-        daemon = fleet.start("a", source=source, state={"backend": "redis", "url": redis_server.url, "instance": "a"})
-
-        def append(first: int, count: int) -> None:
-            with open(events_file, "a") as fh:
-                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(first, first + count)))
-
-        append(0, 3)
+        daemon, append = paging_instance(fleet, redis_server.url)
+        append(*range(3))
         assert opsgenie.wait_for(lambda r: len(r) >= 1, 15)  # queued, and failing for now
         client = redis_server.client()
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", int(client.info("memory")["used_memory"]) // 2)
-        append(3, 5)
+        append(*range(3, 8))
         said = "state unavailable, reading paused until it is back: Redis is out of memory"
         assert daemon.wait_for_log(said), daemon.stderr()
         down[0] = False
@@ -1095,15 +1095,7 @@ def test_a_redis_restarted_from_an_older_copy_is_said_and_the_alerts_it_lost_are
     down = [False]
     with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
         fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
-        events_file = tmp_path / "app.jsonl"
-        events_file.touch()
-        source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
-        daemon = fleet.start("a", source=source, state={"backend": "redis", "url": redis_server.url, "instance": "a"})
-
-        def append(*ids: int) -> None:
-            with open(events_file, "a") as fh:
-                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
-
+        daemon, append = paging_instance(fleet, redis_server.url)
         append(0, 1)
         assert opsgenie.wait_for(lambda r: len(r) == 2, 15)
         time.sleep(1.0)  # their delivery recorded and seen
