@@ -305,3 +305,29 @@ def test_a_forwarded_batch_sent_again_is_appended_once(client: redis.Redis) -> N
     assert 2 == client.xlen("events")
     send(180, b'{"n": 4}')
     assert 3 == client.xlen("events")
+
+
+def test_the_alert_in_flight_when_redis_lost_the_outbox_leaves_no_other_alert_that_got_its_id(
+    client: redis.Redis,
+) -> None:
+    """The sender holds alert 1 when Redis loses its data; the outbox's ids start again and
+    another alert gets id 1. Recording the first's delivery (or a failed attempt, or giving up
+    on it) leaves the new alert 1 queued as it is (it removed it: a page lost without a word)."""
+    a = store(client)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"n": "old"}], now=1.0)
+    head = a.head()
+    assert head is not None and 1 == head.id
+    client.flushall()  # a restart without its data
+    b = store(client, "b")
+    b.load_engine_state()
+    b.commit(positions={}, payloads=[{"n": "new"}], now=2.0)
+    a.reschedule(head.id, 50.0, "HTTP 503", at=3.0)
+    a.dead_letter(head.id, "HTTP 422", at=3.0)
+    a.mark_sent(head.id)
+    queued = b.alerts()
+    assert [(1, {"n": "new"}, 0, "pending")] == [(q.id, q.payload, q.attempts, q.status) for q in queued]
+    head = a.head()
+    assert head is not None and {"n": "new"} == head.payload
+    a.mark_sent(head.id)  # the alert it read is removed
+    assert [] == b.alerts()

@@ -165,6 +165,7 @@ class RedisState:
         self._clock = clock
         self._depth: tuple[int, float | None] = (0, None)
         self.queued_ids = range(0)  # the outbox ids the last commit gave its alerts
+        self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -394,7 +395,14 @@ class RedisState:
         )
         if not reply:
             return None
-        return _queued(int(reply[0]), reply[1], reply[2])
+        alert = _queued(int(reply[0]), reply[1], reply[2])
+        self._head = (alert.id, repr(alert.created))
+        return alert
+
+    def _created(self, alert_id: int) -> str:
+        """The creation time `head` read for `alert_id` ('' if it read another): the alert in
+        hand is only removed, rescheduled or dead-lettered if it is still the one with that id."""
+        return self._head[1] if self._head[0] == alert_id else ""
 
     def owns(self, alert_id: int) -> bool:
         """True if this instance still holds the lease and the alert is still queued: asked
@@ -411,7 +419,7 @@ class RedisState:
         """Delivered: the alert leaves the outbox (whoever holds the lease now)."""
         k = self.k
         keys = [k.outbox, k.outbox_state, k.attempts(alert_id)]
-        self.call(lambda: self._script("MARK_SENT")(keys=keys, args=[alert_id]))
+        self.call(lambda: self._script("MARK_SENT")(keys=keys, args=[alert_id, self._created(alert_id)]))
 
     def reschedule(
         self,
@@ -427,6 +435,7 @@ class RedisState:
         k = self.k
         record = _attempt_json(at, result, error)
         args: list[Any] = [alert_id, 1 if count else 0, repr(next_attempt), error, record, ATTEMPTS_KEPT]
+        args.append(self._created(alert_id))
         keys = [k.outbox, k.outbox_state, k.attempts(alert_id)]
         self.call(lambda: self._script("RESCHEDULE")(keys=keys, args=args))
 
@@ -436,7 +445,7 @@ class RedisState:
         """Give up on an alert; `retry_dead` can requeue it."""
         k = self.k
         record = _attempt_json(at, result, error)
-        args: list[Any] = [alert_id, error, response or "", record, ATTEMPTS_KEPT]
+        args: list[Any] = [alert_id, error, response or "", record, ATTEMPTS_KEPT, self._created(alert_id)]
         keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id)]
         self.call(lambda: self._script("DEAD_LETTER")(keys=keys, args=args))
 

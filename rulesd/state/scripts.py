@@ -181,19 +181,36 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# A delivered alert leaves the outbox. KEYS: 1 outbox, 2 per-alert state, 3 its attempts; ARGV: 1 id.
-# A script of deletions only, which Redis runs at its maxmemory (a MULTI it refuses then).
-MARK_SENT = """
+# Whether the queued alert ARGV[1] (KEYS[1] the outbox) is the one read with `created` ARGV[2]
+# ('' = not checked): after Redis lost the outbox its ids start again, and an alert in flight
+# then must not remove, reschedule or dead-letter another that got its id.
+THE_ALERT = """
+local function the_alert(outbox, id, created)
+  local entries = redis.call('XRANGE', outbox, id .. '-0', id .. '-0')
+  if #entries == 0 or (created ~= '' and entries[1][2][2] ~= created) then return nil end
+  return entries[1]
+end
+"""
+
+# A delivered alert leaves the outbox. KEYS: 1 outbox, 2 per-alert state, 3 its attempts; ARGV: 1 id,
+# 2 created. Deletions only, which Redis runs at its maxmemory (a MULTI it refuses then).
+MARK_SENT = (
+    THE_ALERT
+    + """
+if not the_alert(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1] .. '-0')
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
 return 1
 """
+)
 
 # A failed attempt of a queued alert. KEYS: 1 outbox, 2 state, 3 its attempts; ARGV: 1 id,
-# 2 counted (1/0), 3 next attempt, 4 error, 5 attempt record ('' = none), 6 records kept.
-RESCHEDULE = """
-if #redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0') == 0 then return 0 end
+# 2 counted (1/0), 3 next attempt, 4 error, 5 attempt record ('' = none), 6 records kept, 7 created.
+RESCHEDULE = (
+    THE_ALERT
+    + """
+if not the_alert(KEYS[1], ARGV[1], ARGV[7]) then return 0 end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 local st = raw and cjson.decode(raw) or {attempts = 0}
 st.attempts = st.attempts + tonumber(ARGV[2])
@@ -206,13 +223,16 @@ if ARGV[5] ~= '' then
 end
 return 1
 """
+)
 
 # Give up on a queued alert: it moves to the dead letters. KEYS: 1 outbox, 2 state, 3 dead,
-# 4 its attempts; ARGV: 1 id, 2 error, 3 response, 4 attempt record ('' = none), 5 kept.
-DEAD_LETTER = """
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0')
-if #entries == 0 then return 0 end
-local fields = entries[1][2]
+# 4 its attempts; ARGV: 1 id, 2 error, 3 response, 4 attempt record ('' = none), 5 kept, 6 created.
+DEAD_LETTER = (
+    THE_ALERT
+    + """
+local entry = the_alert(KEYS[1], ARGV[1], ARGV[6])
+if not entry then return 0 end
+local fields = entry[2]
 local alert = {}
 for j = 1, #fields, 2 do alert[fields[j]] = fields[j + 1] end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
@@ -229,6 +249,7 @@ if ARGV[4] ~= '' then
 end
 return 1
 """
+)
 
 # Requeue every dead letter as new, at the end of the queue. KEYS: 1 dead, 2 outbox, 3 sequence;
 # ARGV: 1 now, 2 the prefix of attempts keys. Returns how many.
