@@ -1117,3 +1117,21 @@ def test_a_redis_restarted_from_an_older_copy_is_said_and_the_alerts_it_lost_are
         assert ["p-0", "p-1", "p-2", "p-3"] == list(dict.fromkeys(aliases)), aliases
         assert all(1 == aliases.count(f"p-{i}") for i in (0, 1, 3)), aliases  # p-2 was refused (503) first
         assert 0 == daemon.terminate()
+
+
+def test_an_idle_instance_says_an_outage_once_and_its_end_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Redis down for a few seconds under an idle fleet instance: it says so once and, when
+    Redis is back, that it is available again, once (it spun, saying both at every turn of its
+    loop, since a turn that read nothing counted as Redis available)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
+    daemon, _ = paging_instance(fleet, redis_server.url)
+    time.sleep(1.0)  # it loaded the state
+    redis_server.stop()
+    assert daemon.wait_for_log("state unavailable, reading paused", timeout=15), daemon.stderr()
+    time.sleep(6.0)  # past an idle sweep, which asks Redis
+    redis_server.start()
+    assert daemon.wait_for_log("state available again", timeout=15), daemon.stderr()
+    time.sleep(1.0)
+    log = daemon.stderr()
+    assert 1 == log.count("state unavailable, reading paused") and 1 == log.count("state available again"), log
+    assert 0 == daemon.terminate()

@@ -216,6 +216,7 @@ class SharedDaemon(Daemon):
                 self._tick()
             except StateUnavailable as exc:
                 self._unavailable(exc)
+                self.stop_requested.wait(RETRY_UNAVAILABLE)  # not at once: it spun, logging each turn
                 continue
             if self.reader is None:
                 self._wait(IDLE_WAIT)
@@ -535,6 +536,7 @@ class SharedDaemon(Daemon):
     def _unavailable(self, exc: StateUnavailable) -> None:
         """Reading waits; said once per kind of problem (an outage, or credentials refused)."""
         auth = isinstance(exc, StateAuthFailed)
+        self.store.answered = False
         said = self.stats.state_problem is not None and auth == self._auth_failed
         self.stats.state_problem, self._auth_failed = str(exc), auth
         if said:
@@ -552,7 +554,8 @@ class SharedDaemon(Daemon):
         self.notifier.status(self._status())
 
     def _available(self) -> None:
-        if self.stats.state_problem is not None:
+        # Only once Redis answered: a step that had nothing to read asked it nothing.
+        if self.stats.state_problem is not None and self.store.answered:
             log.warning("state available again: resuming")
             self.stats.state_problem = None
             self.notifier.status(self._status())

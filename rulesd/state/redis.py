@@ -165,6 +165,7 @@ class RedisState:
         self._clock = clock
         self._depth: tuple[int, float | None] = (0, None)
         self.queued_ids = range(0)  # the outbox ids the last commit gave its alerts
+        self.answered = False  # whether a call succeeded (since the holder last set it False)
         self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
 
     def _script(self, name: str) -> Script:
@@ -176,7 +177,9 @@ class RedisState:
     def call(self, what: Callable[[], T]) -> T:
         """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
         try:
-            return what()
+            result = what()
+            self.answered = True
+            return result
         except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
             # Before _UNAVAILABLE: redis-py makes a refused password a ConnectionError. Redis's
             # message never holds the password.
