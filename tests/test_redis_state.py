@@ -331,3 +331,23 @@ def test_the_alert_in_flight_when_redis_lost_the_outbox_leaves_no_other_alert_th
     assert head is not None and {"n": "new"} == head.payload
     a.mark_sent(head.id)  # the alert it read is removed
     assert [] == b.alerts()
+
+
+def test_alerts_redis_lost_are_queued_again_even_if_others_delivered_as_many_since(client: redis.Redis) -> None:
+    """Redis loses its data; before instance a catches up, b queues and delivers three alerts
+    (the outbox's ids start again): a still queues its two lost alerts again (it took b's
+    delivered ids for its own and forgot them)."""
+    lost: list[str] = []
+    a = SharedEngine(Engine(ruleset_from_yaml(ABSENCE), time_field="t"), store(client), lost.append)
+    a.load_all()
+    a.store.commit(positions={}, payloads=[{"n": 1}, {"n": 2}], now=1.0)
+    a.committed([{"n": 1}, {"n": 2}], positions=False)
+    client.flushall()
+    b = store(client, "b")
+    b.load_engine_state()
+    b.commit(positions={}, payloads=[{"n": 3}, {"n": 4}, {"n": 5}], now=2.0)
+    while (head := b.head()) is not None:
+        b.mark_sent(head.id)
+    a.sync()
+    assert 1 == len(lost) and "the 2 alert(s) this instance queued" in lost[0], lost
+    assert [{"n": 1}, {"n": 2}] == a.requeue

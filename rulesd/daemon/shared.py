@@ -146,12 +146,15 @@ class SharedEngine:
             return
         changes = self.store.catch_up()
         self.published = changes.rules
+        if changes.full or changes.epoch != self.epoch:
+            # Also when Redis lost the state (or went back), which `load_all` says: its outbox's
+            # ids may then be others than those this instance remembers, which are not trimmed.
+            self.load_all()
+            return
         unconfirmed = self.unconfirmed
         while unconfirmed and (first := next(iter(unconfirmed))) < changes.done:  # delivered (or dead)
             del unconfirmed[first]
-        if changes.full or changes.epoch != self.epoch:
-            self.load_all()
-        elif changes.version != self.store.version:
+        if changes.version != self.store.version:
             self.engine.load_groups(changes.groups, self._clock(changes.clock))
             self.store.version = changes.version
 
