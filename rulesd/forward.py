@@ -127,7 +127,7 @@ class Forwarder:
         for key, value in positions.items():
             fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value)]
         script = self.store.client.register_script(scripts.FORWARD)
-        failed, said = 0, -math.inf
+        failed, said, cause = 0, -math.inf, None
         while True:
             try:
                 self.store.call(
@@ -136,8 +136,9 @@ class Forwarder:
                 break
             except StateUnavailable as exc:
                 failed += 1
-                if time.monotonic() - said >= RETRY_SAID_EVERY:  # not every second of an outage
-                    said = time.monotonic()
+                # Not every second of an outage, but a new cause (Redis back, refusing the password) at once.
+                if type(exc) is not cause or time.monotonic() - said >= RETRY_SAID_EVERY:
+                    said, cause = time.monotonic(), type(exc)
                     log.error("cannot append to the stream, retrying: %s (attempt %d)", exc, failed)
                 if self.stop_requested.wait(RETRY_UNAVAILABLE):
                     # Stopping: nothing was appended, and the positions say so; the next start reads it again.

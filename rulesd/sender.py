@@ -139,7 +139,8 @@ class Sender:
         # An alert OpsGenie accepted whose delivery could not be recorded yet (a full disk): it
         # is recorded before anything else is done, and never sent again meanwhile.
         self._delivered: int | None = None
-        self._state_problem: str | None = None  # logged once while recording keeps failing
+        # The kind of state problem (an outage, refused credentials) logged, once per kind in a row.
+        self._state_problem: type[StateUnavailable] | None = None
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -211,9 +212,9 @@ class Sender:
         try:
             delay = self.step(stop)
         except StateUnavailable as exc:  # a full disk: the daemon says so too; wait for space
-            if self._state_problem is None:
+            if type(exc) is not self._state_problem:  # a new cause (Redis back, but refusing the password)
                 log.warning("sender waits: %s", exc)
-            self._state_problem = str(exc)
+            self._state_problem = type(exc)
             return STATE_RETRY
         except Exception:  # the top of the sender loop: log, wait, go on
             log.exception("sender step failed; retrying in %.0fs", self._poll)

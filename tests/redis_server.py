@@ -91,6 +91,13 @@ class RedisServer:
         time.sleep(down_for)
         self.start()
 
+    def restart_empty(self) -> None:
+        """Kill it and start it again without its data (as a Redis without persistence restarts)."""
+        self.stop()
+        shutil.rmtree(self.directory / "appendonlydir", ignore_errors=True)
+        (self.directory / "dump.rdb").unlink(missing_ok=True)
+        self.start()
+
     def cpu_seconds(self) -> float:
         """The server's CPU time so far (INFO cpu: user + system)."""
         info = self.client().info("cpu")

@@ -7,13 +7,15 @@ exactly its alerts, in its order (duplicates only within the allowances after a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -23,7 +25,7 @@ import redis
 import yaml
 
 from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, http_get, reload_between_batches, wait_until
-from tests.fake_opsgenie import FakeOpsGenie, Received
+from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
 
@@ -338,6 +340,7 @@ def test_workers_go_on_after_redis_comes_back_empty(
     page = {"ts": int(time.time()), "level": "error", "host": "h1"}
     feed(redis_server, [page])
     assert opsgenie.wait_for(lambda r: len(r) == 1, 20)
+    time.sleep(1.0)  # its delivery seen by both (one delivered in the moment before would be queued again)
     redis_server.client().flushall()
     time.sleep(1)
     feed(redis_server, [{**page, "host": "h2"}])
@@ -802,6 +805,21 @@ def test_a_password_rotated_under_a_running_instance_is_waited_out_and_said(
 PAGE_RULES = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
 
 
+def paging_instance(fleet: Fleet, url: str, name: str = "a") -> tuple[DaemonProcess, Callable[..., None]]:
+    """Instance `name` in fleet mode (with PAGE_RULES) reading its file from the beginning, and
+    how to append pages (by id) to that file."""
+    events_file = fleet.root / f"{name}.jsonl"
+    events_file.touch()
+    source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+    daemon = fleet.start(name, source=source, state={"backend": "redis", "url": url, "instance": name})
+
+    def append(*ids: int) -> None:
+        with open(events_file, "a") as fh:
+            fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
+
+    return daemon, append
+
+
 def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_state(
     tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
 ) -> None:
@@ -840,3 +858,326 @@ def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_st
     time.sleep(2.0)
     assert 0 == second.terminate()
     assert 4 == len(opsgenie.requests), fleet.output()
+
+
+def test_an_outage_that_ends_in_a_refused_password_says_the_new_cause_in_the_log(
+    tmp_path: Path, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis goes down, then comes back with another password: the log says "Redis authentication
+    failed" as soon as that is the cause, for the sender and `rulesd forward` too, as STATUS= does
+    (the sender had said only that Redis was unavailable until it was back, the forwarder said it
+    a minute later); back with the old password, every alert goes once, in order."""
+    server = RedisServer(tmp_path / "redis", password=PASSWORD)
+    try:
+        fleet = Fleet(tmp_path, server.url, opsgenie.url, rules=PAGE_RULES)
+        daemon, append = paging_instance(fleet, server.url)
+        forwarded = tmp_path / "forwarded.jsonl"
+        forwarded.touch()
+        config = tmp_path / "forward.yaml"
+        forward = {"url": server.url, "stream": "other"}
+        source = {"type": "file", "path": str(forwarded), "start_at": "beginning"}
+        config.write_text(yaml.safe_dump({"source": source, "state_dir": "state-forward", "forward": forward}))
+        forwarder = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
+        assert forwarder.wait_for_log("rulesd forward started"), forwarder.output()
+
+        append(*range(3))
+        assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)
+        server.stop()
+        append(*range(3, 8))
+        forwarded.write_text(json.dumps({"n": 1}) + "\n")
+        assert daemon.wait_for_log("state unavailable, reading paused"), daemon.stderr()
+        assert daemon.wait_for_log("sender waits: Redis unavailable"), daemon.stderr()
+        assert forwarder.wait_for_log("cannot append to the stream, retrying: Redis unavailable"), forwarder.stderr()
+        server.password = "rotated"
+        server.start()
+        # The reader, the sender and the forwarder, which said the outage, say the new cause.
+        assert daemon.wait_for_log("error: Redis authentication failed: ", timeout=10), daemon.stderr()
+        assert daemon.wait_for_log("sender waits: Redis authentication failed: ", timeout=10), daemon.stderr()
+        said = "cannot append to the stream, retrying: Redis authentication failed: "
+        assert forwarder.wait_for_log(said, timeout=10), forwarder.stderr()
+        assert 3 == len(opsgenie.requests)
+        server.client().config_set("requirepass", PASSWORD)
+        server.password = PASSWORD
+        assert daemon.wait_for_log("state available again"), daemon.stderr()
+        assert opsgenie.wait_for(lambda r: len(r) >= 8, 20)
+        time.sleep(1.0)
+        assert [f"p-{i}" for i in range(8)] == [r.json()["alias"] for r in opsgenie.requests]
+        assert wait_until(lambda: 1 == len(server.client().xrange("other")), 15), forwarder.stderr()
+        assert 0 == daemon.terminate() and 0 == forwarder.terminate()
+        assert PASSWORD not in daemon.output() + forwarder.output()
+    finally:
+        server.stop()
+
+
+LIMIT_RULES = (
+    "rules:\n"
+    "  - {name: errors, match: {level: error}, threshold: {count: 1, window: 1m, group_by: [host]},"
+    " resolve: {after: 1h}}\n"
+    "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n"
+)
+
+
+def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evictions_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Instance b's batch makes the engine sweep and forget an open group for the state limit;
+    instance a commits first, so b's commit is refused and b applies the batch again on the newer
+    state: b counts one group evicted and one alert closed (it counted each twice), and queues
+    the close once."""
+    from rulesd.daemon.shared import SharedDaemon
+    from rulesd.state.redis import RedisState
+
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LIMIT_RULES)
+    now = time.time()
+    lines = [{"level": "error", "host": f"h{i}"} for i in (1, 2, 3)]
+    lines += [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
+    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
+    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
+    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
+    daemons: dict[str, SharedDaemon] = {}
+    with contextlib.ExitStack() as stack:
+        for name, path in files.items():
+            source = {"type": "file", "path": str(path), "start_at": "beginning"}
+            state = {"backend": "redis", "url": redis_server.url, "instance": name}
+            config = fleet.config(name, time_field=None, source=source, state=state, limits={"groups_per_rule": 2})
+            parts = stack.enter_context(daemon_parts(config, lambda: now))
+            assert isinstance(parts.store, RedisState)
+            daemons[name] = daemon = SharedDaemon(parts, parts.store, None)
+            daemon.shared.start()
+            daemon._started = True
+        a, b = daemons["a"], daemons["b"]
+        commit = b.store.commit
+        refused = []
+
+        def a_commits_first(**kwargs: Any) -> int:
+            if not refused:
+                assert a._step()  # between b's catching up and its commit
+            try:
+                return commit(**kwargs)
+            except Exception as exc:
+                refused.append(exc)
+                raise
+
+        b.store.commit = a_commits_first  # type: ignore[method-assign]
+        assert b._step()
+        assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+        assert {"errors": 1, "noise": 0} == b.stats.evicted
+        assert {"errors": 1, "noise": 0} == b.stats.limit_closed
+        queued = [(a.action, a.target or a.payload["message"]) for a in b.store.alerts()]
+        assert 4 == len(queued) and 1 == sum(action == "close" for action, _ in queued), queued
+
+
+def metric(process: DaemonProcess, name: str) -> float:
+    """A sample's value on the process's /metrics (`name` with its labels); 0 if absent."""
+    for line in http_get(process.metrics_url())[1].splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_idle_instances_keep_the_state_limits_and_commit_it_once(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Three open alerts under `limits.groups_per_rule: 2` and then no more events: within
+    seconds an idle instance forgets the stalest group and closes its alert, as the single-host
+    daemon does (the limits acted only every 4,096 matched events); of two idle instances one
+    commits it, and the close goes once, counted once."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=LIMIT_RULES)
+    now = time.time()
+    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
+    files["a"].write_text(
+        "".join(json.dumps({"level": "error", "host": f"h{i}", "ts": now - 40 + 10 * i}) + "\n" for i in (1, 2, 3))
+    )
+    files["b"].touch()
+    processes = [
+        fleet.start(
+            name,
+            source={"type": "file", "path": str(path), "start_at": "beginning"},
+            state={"backend": "redis", "url": redis_server.url, "instance": name},
+            limits={"groups_per_rule": 2},
+            metrics={"listen": "127.0.0.1:0"},
+        )
+        for name, path in files.items()
+    ]
+    assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
+    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors (state limit)"]}
+    assert close == as_sent(opsgenie.requests[3])
+    time.sleep(6.0)  # both instances swept again meanwhile
+    assert 4 == len(opsgenie.requests), fleet.output()
+    evicted = [metric(p, 'rulesd_state_groups_evicted_total{rule="errors"}') for p in processes]
+    closed = [metric(p, 'rulesd_state_alerts_closed_total{rule="errors"}') for p in processes]
+    assert 1 == sum(evicted) and 1 == sum(closed), (evicted, closed)
+    groups = redis_server.client().hkeys("rulesd:groups")
+    assert 2 == sum(key.startswith(b"open\terrors\t") for key in groups), groups
+    assert all(0 == p.terminate() for p in processes)
+
+
+def test_redis_at_its_maxmemory_pauses_reading_and_still_delivers_what_is_queued(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis full (`maxmemory`, policy noeviction: writes answered OOM): the instance stays up
+    and says why (it stopped with a fatal error and a traceback, and systemd would restart it
+    into the same error), delivers the alerts queued before (removing them frees memory), and
+    once Redis has room again every alert goes once, in order."""
+    down = [True]
+    with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
+        fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+        daemon, append = paging_instance(fleet, redis_server.url)
+        append(*range(3))
+        assert opsgenie.wait_for(lambda r: len(r) >= 1, 15)  # queued, and failing for now
+        client = redis_server.client()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) // 2)
+        append(*range(3, 8))
+        said = "state unavailable, reading paused until it is back: Redis is out of memory"
+        assert daemon.wait_for_log(said), daemon.stderr()
+        down[0] = False
+        assert opsgenie.wait_for(lambda r: [f"p-{i}" for i in range(3)] == [q.json()["alias"] for q in r][-3:], 20)
+        assert daemon.proc.poll() is None and "Traceback" not in daemon.stderr(), daemon.stderr()
+        client.config_set("maxmemory", 0)
+        assert daemon.wait_for_log("state available again"), daemon.stderr()
+        assert opsgenie.wait_for(lambda r: len({q.json()["alias"] for q in r}) == 8, 20)
+        time.sleep(1.0)
+        aliases = [q.json()["alias"] for q in opsgenie.requests]
+        assert [f"p-{i}" for i in range(8)] == list(dict.fromkeys(aliases))
+        assert all(1 == aliases.count(f"p-{i}") for i in range(1, 8)), aliases  # p-0 was refused (503) first
+        assert 0 == daemon.terminate()
+        assert "Traceback" not in daemon.stderr()
+
+
+def test_a_redis_restarted_without_its_data_is_said_and_the_alerts_it_lost_are_queued_again(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis restarted without persistence under two instances, with one alert delivered and
+    three queued (OpsGenie refusing them for now): each instance says, as an error, that Redis
+    lost the shared state, and the instance that queued the three queues them again (they were
+    gone without a word, never delivered); the one delivered before is not sent again."""
+    down = [False]
+    with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
+        fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+        files = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b")}
+        processes = []
+        for name, path in files.items():
+            path.touch()
+            source = {"type": "file", "path": str(path), "start_at": "beginning"}
+            state = {"backend": "redis", "url": redis_server.url, "instance": name}
+            processes.append(fleet.start(name, source=source, state=state))
+
+        def append(name: str, *ids: int) -> None:
+            with open(files[name], "a") as fh:
+                fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
+
+        append("a", 9)
+        assert opsgenie.wait_for(lambda r: len(r) == 1, 15)
+        time.sleep(0.5)  # its delivery recorded
+        down[0] = True
+        append("a", 0, 1, 2)
+        assert opsgenie.wait_for(lambda r: len(r) >= 2, 15)  # queued, and failing for now
+        redis_server.restart_empty()
+        said = "error: Redis lost the shared state (restarted without its data, flushed, or its keys evicted)"
+        assert all(p.wait_for_log(said, timeout=20) for p in processes), fleet.output()
+        assert (
+            "the 3 alert(s) this instance queued and had not seen delivered are queued again" in processes[0].stderr()
+        )
+        assert "the 0 alert(s) this instance queued" in processes[1].stderr()
+        down[0] = False
+        append("b", 3)
+        assert opsgenie.wait_for(lambda r: "p-3" in [q.json()["alias"] for q in r], 20), fleet.output()
+        time.sleep(1.0)
+        aliases = [q.json()["alias"] for q in opsgenie.requests]
+        assert ["p-9", "p-0", "p-1", "p-2", "p-3"] == list(dict.fromkeys(aliases)), aliases
+        assert all(1 == aliases.count(f"p-{i}") for i in (9, 1, 2, 3)), aliases  # p-0 was refused (503) first
+        assert all(p.proc.poll() is None for p in processes)
+        assert all(0 == p.terminate() for p in processes)
+
+
+def test_a_redis_that_evicts_any_key_is_said_at_start(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`maxmemory-policy allkeys-lru` lets Redis drop the shared state and queued alerts at its
+    maxmemory without a word: the instance says so when it starts (nothing did)."""
+    redis_server.client().config_set("maxmemory-policy", "allkeys-lru")
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
+    (tmp_path / "app.jsonl").touch()
+    source = {"type": "file", "path": str(tmp_path / "app.jsonl")}
+    daemon = fleet.start("a", source=source, state={"backend": "redis", "url": redis_server.url, "instance": "a"})
+    said = "error: Redis's maxmemory-policy is allkeys-lru: at its maxmemory it evicts keys"
+    assert daemon.wait_for_log(said), daemon.stderr()
+    assert 0 == daemon.terminate()
+
+
+def test_an_instance_restarted_after_redis_lost_its_data_pages_nothing_again(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis restarted without its data under an idle fleet instance reading a file from its
+    beginning; the instance is then restarted: it resumes where it was (its positions written
+    again once it noticed the loss), not at the file's beginning (every alert went again)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    events_file = tmp_path / "app.jsonl"
+    events_file.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(3)))
+    source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    daemon = fleet.start("a", source=source, state=state)
+    assert opsgenie.wait_for(lambda r: len(r) == 3, 15)
+    time.sleep(1.0)  # their delivery seen (one delivered in the moment before the loss is queued again)
+    redis_server.restart_empty()
+    assert daemon.wait_for_log("Redis lost the shared state", timeout=20), daemon.stderr()
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    daemon = fleet.start("a", source=source, state=state)
+    with open(events_file, "a") as fh:
+        fh.write(json.dumps({"kind": "page", "id": 3}) + "\n")
+    assert opsgenie.wait_for(lambda r: len(r) >= 4, 15)
+    time.sleep(1.0)
+    assert [f"p-{i}" for i in range(4)] == [r.json()["alias"] for r in opsgenie.requests]
+    assert 0 == daemon.terminate()
+
+
+def test_a_redis_restarted_from_an_older_copy_is_said_and_the_alerts_it_lost_are_queued_again(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis restarted from a copy of its data older than the instance's last commits (an older
+    backup, a replica behind): the instance says the state went back, and queues again the
+    alerts of the lost commits (they were gone without a word); those delivered before are not
+    sent again."""
+    down = [False]
+    with FakeOpsGenie(lambda _r: Reply(503) if down[0] else Reply()) as opsgenie:
+        fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+        daemon, append = paging_instance(fleet, redis_server.url)
+        append(0, 1)
+        assert opsgenie.wait_for(lambda r: len(r) == 2, 15)
+        time.sleep(1.0)  # their delivery recorded and seen
+        older = tmp_path / "older-aof"
+        shutil.copytree(redis_server.directory / "appendonlydir", older)
+        down[0] = True
+        append(2, 3)
+        assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)  # queued, and failing for now
+        redis_server.stop()
+        shutil.rmtree(redis_server.directory / "appendonlydir")
+        shutil.copytree(older, redis_server.directory / "appendonlydir")
+        redis_server.start()
+        assert daemon.wait_for_log("error: Redis's shared state went back from version ", timeout=20), daemon.stderr()
+        assert "the 2 alert(s) this instance queued and had not seen delivered are queued again" in daemon.stderr()
+        down[0] = False
+        assert opsgenie.wait_for(lambda r: {"p-2", "p-3"} <= {q.json()["alias"] for q in r}, 20), daemon.stderr()
+        time.sleep(1.0)
+        aliases = [q.json()["alias"] for q in opsgenie.requests]
+        assert ["p-0", "p-1", "p-2", "p-3"] == list(dict.fromkeys(aliases)), aliases
+        assert all(1 == aliases.count(f"p-{i}") for i in (0, 1, 3)), aliases  # p-2 was refused (503) first
+        assert 0 == daemon.terminate()
+
+
+def test_an_idle_instance_says_an_outage_once_and_its_end_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Redis down for a few seconds under an idle fleet instance: it says so once and, when
+    Redis is back, that it is available again, once (it spun, saying both at every turn of its
+    loop, since a turn that read nothing counted as Redis available)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
+    daemon, _ = paging_instance(fleet, redis_server.url)
+    time.sleep(1.0)  # it loaded the state
+    redis_server.stop()
+    assert daemon.wait_for_log("state unavailable, reading paused", timeout=15), daemon.stderr()
+    time.sleep(6.0)  # past an idle sweep, which asks Redis
+    redis_server.start()
+    assert daemon.wait_for_log("state available again", timeout=15), daemon.stderr()
+    time.sleep(1.0)
+    log = daemon.stderr()
+    assert 1 == log.count("state unavailable, reading paused") and 1 == log.count("state available again"), log
+    assert 0 == daemon.terminate()

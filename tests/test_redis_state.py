@@ -221,7 +221,7 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     delta_ = first.engine.state.delta()
     first.store.commit(positions={}, payloads=[], now=0.0, engine=delta_, clock=first.engine.now)
     second.sync()
-    firings = []
+    firings, counts = [], second.engine.counts()
     for one in (first, second):  # both synced to the same version, both find the timer due
         firings.append(advance(one.engine, 200.0).firings)
     assert [1, 1] == [len(f) for f in firings]
@@ -229,7 +229,7 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     delta_ = second.engine.state.delta()
     with pytest.raises(Conflict):
         second.store.commit(positions={}, payloads=[], now=0.0, engine=delta_, clock=200.0)
-    second.undo(delta_, 100.0)
+    second.undo(delta_, 100.0, counts)
     second.sync()
     assert [] == advance(second.engine, 200.0).firings  # applied again: the silence already fired
     assert [] == advance(second.engine, 300.0).firings
@@ -260,7 +260,7 @@ def test_instances_restoring_a_state_their_new_rules_leave_open_queue_its_close_
     first.store.commit(positions={}, payloads=[{"close": 1}], now=0.0, engine=deltas[0])
     with pytest.raises(Conflict):
         second.store.commit(positions={}, payloads=[{"close": 2}], now=0.0, engine=deltas[1])
-    second.undo(deltas[1], 200.0)
+    second.undo(deltas[1], 200.0, second.engine.counts())  # nothing counted
     assert [] == pending(second.engine).firings
     assert [{"message": "silent"}, {"close": 1}] == [a.payload for a in first.store.alerts()]
 
@@ -313,3 +313,49 @@ def test_a_forwarded_batch_sent_again_is_appended_once(client: redis.Redis) -> N
     assert 2 == client.xlen("events")
     send(180, b'{"n": 4}')
     assert 3 == client.xlen("events")
+
+
+def test_the_alert_in_flight_when_redis_lost_the_outbox_leaves_no_other_alert_that_got_its_id(
+    client: redis.Redis,
+) -> None:
+    """The sender holds alert 1 when Redis loses its data; the outbox's ids start again and
+    another alert gets id 1. Recording the first's delivery (or a failed attempt, or giving up
+    on it) leaves the new alert 1 queued as it is (it removed it: a page lost without a word)."""
+    a = store(client)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"n": "old"}], now=1.0)
+    head = a.head()
+    assert head is not None and 1 == head.id
+    client.flushall()  # a restart without its data
+    b = store(client, "b")
+    b.load_engine_state()
+    b.commit(positions={}, payloads=[{"n": "new"}], now=2.0)
+    a.reschedule(head.id, 50.0, "HTTP 503", at=3.0)
+    a.dead_letter(head.id, "HTTP 422", at=3.0)
+    a.mark_sent(head.id)
+    queued = b.alerts()
+    assert [(1, {"n": "new"}, 0, "pending")] == [(q.id, q.payload, q.attempts, q.status) for q in queued]
+    head = a.head()
+    assert head is not None and {"n": "new"} == head.payload
+    a.mark_sent(head.id)  # the alert it read is removed
+    assert [] == b.alerts()
+
+
+def test_alerts_redis_lost_are_queued_again_even_if_others_delivered_as_many_since(client: redis.Redis) -> None:
+    """Redis loses its data; before instance a catches up, b queues and delivers three alerts
+    (the outbox's ids start again): a still queues its two lost alerts again (it took b's
+    delivered ids for its own and forgot them)."""
+    lost: list[str] = []
+    a = SharedEngine(Engine(ruleset_from_yaml(ABSENCE), time_field="t"), store(client), lost.append)
+    a.load_all()
+    a.store.commit(positions={}, payloads=[{"n": 1}, {"n": 2}], now=1.0)
+    a.committed([{"n": 1}, {"n": 2}], positions=False)
+    client.flushall()
+    b = store(client, "b")
+    b.load_engine_state()
+    b.commit(positions={}, payloads=[{"n": 3}, {"n": 4}, {"n": 5}], now=2.0)
+    while (head := b.head()) is not None:
+        b.mark_sent(head.id)
+    a.sync()
+    assert 1 == len(lost) and "the 2 alert(s) this instance queued" in lost[0], lost
+    assert [{"n": 1}, {"n": 2}] == a.requeue

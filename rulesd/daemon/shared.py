@@ -36,8 +36,8 @@ import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
-from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, Daemon
-from rulesd.engine import Engine, EngineState, StateDelta
+from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon
+from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
@@ -50,6 +50,7 @@ RETRY_UNAVAILABLE = 1.0  # seconds between attempts while Redis is unavailable
 REFUSAL_LOG_EVERY = 30.0  # seconds between repeats of the rule-set refusal
 REFUSING = "refusing to commit"
 TURN_WAIT_MS = 200  # longest wait for another instance's commit before looking again
+UNCONFIRMED_KEPT = 10_000  # queued alerts an instance remembers until it sees them leave the outbox
 
 
 class Prepared(msgspec.Struct):
@@ -68,9 +69,16 @@ class Prepared(msgspec.Struct):
 class SharedEngine:
     """Keeps an engine in step with the state that instances commit to a `RedisState`."""
 
-    def __init__(self, engine: Engine, store: RedisState) -> None:
+    def __init__(self, engine: Engine, store: RedisState, on_lost: Callable[[str], None] = log.error) -> None:
         self.engine = engine
         self.store = store
+        self.on_lost = on_lost  # told when Redis lost what it held (why, and what is gone)
+        self.epoch = ""  # the epoch of the state loaded ('' before the first load)
+        # The alerts this instance queued, by outbox id, until it sees them leave the outbox: if
+        # Redis loses them first, they are queued again (`requeue`) with the next commit.
+        self.unconfirmed: dict[int, dict[str, Any] | Request] = {}
+        self.requeue: list[dict[str, Any] | Request] = []
+        self.positions_lost = False  # this instance's source positions are to be written again
         self.published = ""
         self.clock_wall: float | None = None  # when the committed clock was set (wall time)
         # The cache may hold changes that were never committed (Redis went away before they
@@ -83,12 +91,48 @@ class SharedEngine:
         self.load_all()
 
     def load_all(self) -> None:
-        """Replace the engine's state with the whole committed state."""
+        """Replace the engine's state with the whole committed state (saying if Redis lost
+        what this instance had loaded or committed)."""
         snap = self.store.snapshot()
+        if self.epoch and snap.epoch != self.epoch:
+            self.on_lost(
+                "Redis lost the shared state (restarted without its data, flushed, or its keys evicted): "
+                "the rules' state (counts, open alerts, values seen) is gone, and the alerts queued in it; "
+                f"{self._lost_alerts(0)}"
+            )
+        elif snap.version < self.store.version:
+            self.on_lost(
+                f"Redis's shared state went back from version {self.store.version} to {snap.version} "
+                "(restarted from an older copy, or failed over to a replica behind): the commits in between "
+                f"are lost, with the alerts they queued; {self._lost_alerts(snap.outbox_seq)}"
+            )
+        self.epoch = snap.epoch
         self.store.version = snap.version
         self.published = snap.rules
         state = EngineState.from_json(snap.state) if snap.state else EngineState()
         self.engine.restore(state, self._clock(snap.clock))
+
+    def _lost_alerts(self, kept: int) -> str:
+        """Queue again the alerts this instance queued with outbox ids above `kept` (Redis lost
+        them, and its ids go on from `kept`), and write its positions again (a restart would
+        otherwise begin at its files' `start_at`); what is done, to say."""
+        self.positions_lost = True
+        lost = [request for alert_id, request in self.unconfirmed.items() if alert_id > kept]
+        self.unconfirmed = {alert_id: r for alert_id, r in self.unconfirmed.items() if alert_id <= kept}
+        self.requeue += lost
+        return (
+            f"the {len(lost)} alert(s) this instance queued and had not seen delivered are queued again "
+            "(one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
+        )
+
+    def committed(self, requests: list[dict[str, Any] | Request], positions: bool) -> None:
+        """A commit queued `requests` (the alerts to queue again first): remembered until
+        delivered; it wrote the instance's `positions` too, or not."""
+        self.requeue = []
+        self.positions_lost &= not positions
+        self.unconfirmed.update(zip(self.store.queued_ids, requests, strict=True))
+        while len(self.unconfirmed) > UNCONFIRMED_KEPT:  # a long OpsGenie outage: the oldest are not
+            del self.unconfirmed[next(iter(self.unconfirmed))]
 
     def _clock(self, clock: tuple[float, float] | None) -> float:
         self.clock_wall = clock[1] if clock else None
@@ -102,15 +146,23 @@ class SharedEngine:
             return
         changes = self.store.catch_up()
         self.published = changes.rules
-        if changes.full:
+        if changes.full or changes.epoch != self.epoch:
+            # Also when Redis lost the state (or went back), which `load_all` says: its outbox's
+            # ids may then be others than those this instance remembers, which are not trimmed.
             self.load_all()
-        elif changes.version != self.store.version:
+            return
+        unconfirmed = self.unconfirmed
+        while unconfirmed and (first := next(iter(unconfirmed))) < changes.done:  # delivered (or dead)
+            del unconfirmed[first]
+        if changes.version != self.store.version:
             self.engine.load_groups(changes.groups, self._clock(changes.clock))
             self.store.version = changes.version
 
-    def undo(self, delta: StateDelta | None, clock: float) -> None:
+    def undo(self, delta: StateDelta | None, clock: float, counts: Counts) -> None:
         """Forget what applying a batch did (its commit was refused): the groups it touched get
-        their committed values back, and the clock its value before."""
+        their committed values back, the clock and the engine's `counts` their values before
+        (the batch is applied again, and counted then)."""
+        self.engine.rewind(counts)
         try:
             if delta is not None and delta.full:
                 self.load_all()
@@ -130,7 +182,7 @@ class SharedDaemon(Daemon):
         super().__init__(parts)
         self.store = store
         self.reader = reader
-        self.shared = SharedEngine(parts.engine, store)
+        self.shared = SharedEngine(parts.engine, store, self._lost)
         self.pending: list[Prepared] = []
         self._refused_logged = -math.inf
         self._refresh_due = 0.0
@@ -151,6 +203,7 @@ class SharedDaemon(Daemon):
                 if not self._started:
                     self.shared.start()
                     self._started = True
+                    self._check_eviction()
                 busy = self._step()
             except StateUnavailable as exc:
                 self._unavailable(exc)
@@ -166,9 +219,21 @@ class SharedDaemon(Daemon):
                 self._tick()
             except StateUnavailable as exc:
                 self._unavailable(exc)
+                self.stop_requested.wait(RETRY_UNAVAILABLE)  # not at once: it spun, logging each turn
                 continue
             if self.reader is None:
                 self._wait(IDLE_WAIT)
+
+    def _check_eviction(self) -> None:
+        """Said at start: a policy that evicts any key loses the state without a word from Redis
+        (the volatile-* ones evict only keys with a TTL, of which rulesd has the lease alone)."""
+        policy = self.store.eviction_policy()
+        if policy is not None and policy.startswith("allkeys-"):
+            log.error(
+                "Redis's maxmemory-policy is %s: at its maxmemory it evicts keys, the shared state and "
+                "queued alerts among them; set maxmemory-policy noeviction",
+                policy,
+            )
 
     def _step(self) -> bool:
         """Read (or claim) a batch if none is in hand, and try to commit the first in hand;
@@ -231,14 +296,12 @@ class SharedDaemon(Daemon):
         engine, store = self.engine, self.store
         while True:
             self.shared.sync()
-            if not self.shared.published:  # none published (Redis emptied): this rule set is the first
-                store.publish_rules(engine.ruleset.fingerprint)
-                self.shared.published = engine.ruleset.fingerprint
-            if self.shared.published != engine.ruleset.fingerprint:
+            if not self._runs_published():
                 self._refuse(self.shared.published)
                 return
-            before = engine.now
+            before, counts = engine.now, engine.counts()
             requests, results, alerts = self._apply_batch(prepared)
+            requests = self.shared.requeue + requests
             state = engine.state
             delta = state.delta() if state.changed else None
             positions = self._positions() if self.reader is None else {}
@@ -257,7 +320,7 @@ class SharedDaemon(Daemon):
                     token=prepared.token,
                 )
             except Conflict as conflict:
-                self.shared.undo(delta, before)
+                self.shared.undo(delta, before, counts)
                 if conflict.why == "version":
                     continue
                 if conflict.why == "taken" and entries is None:  # committed before its answer was lost
@@ -268,8 +331,10 @@ class SharedDaemon(Daemon):
                 return
             except StateUnavailable:
                 self.shared.stale = True  # whether the commit was made is not known: load it all again
+                engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
                 raise
             break
+        self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
         if clock is not None:
             self.shared.clock_wall = prepared.arrival
         self.pending.pop(0)
@@ -277,6 +342,14 @@ class SharedDaemon(Daemon):
             "committed version %d: %d line(s), %d alert(s)", store.version, sum(r.lines for r in results), len(alerts)
         )
         self._count(prepared, results, alerts)
+
+    def _runs_published(self) -> bool:
+        """Whether this instance runs the published rule set (publishing it if none is: Redis emptied)."""
+        mine = self.engine.ruleset.fingerprint
+        if not self.shared.published:
+            self.store.publish_rules(mine)
+            self.shared.published = mine
+        return self.shared.published == mine
 
     def _apply_batch(self, prepared: Prepared) -> tuple[list[dict[str, Any] | Request], list[Batch], list[Alert]]:
         """Apply a matched batch to the engine's state: the requests to queue, the batches, the alerts."""
@@ -375,41 +448,59 @@ class SharedDaemon(Daemon):
 
     def _tick(self) -> None:
         """While no event comes (in stream mode: the whole stream committed), the shared clock
-        moves on with the wall clock from the latest event time committed."""
+        moves on with the wall clock from the latest event time committed; and now and then
+        expired groups are forgotten and the limits kept, as by the single-host daemon (events
+        do that too, but may have stopped). Committed as a batch is: once across instances, the
+        others finding it done when they catch up."""
         engine = self.engine
         if self.pending:
             return
+        now, last_sweep = self.clock(), self._last["sweep"]
+        sweeps = now - last_sweep >= SWEEP_IDLE
         # The closings of a restored state (a reload) need no clock: they are committed whatever
         # the stream holds, and with rules that have no timers.
         moves = engine.timed and (self.reader is None or self._stream_settled())
-        if not moves and not engine.out:
+        # While alerts it queued wait, the instance looks at each pass which left the outbox:
+        # the fewer it remembers, the fewer go twice if Redis loses them.
+        shared = self.shared
+        if not (moves or engine.out or sweeps or shared.requeue or shared.unconfirmed or shared.positions_lost):
             return
         self.shared.sync()
-        if self.shared.published != engine.ruleset.fingerprint:
+        if not self._runs_published():
             return
-        now = self.clock()
         wall = self.shared.clock_wall
-        before = engine.now
+        before, counts = engine.now, engine.counts()
         if moves:
             engine.advance(before + (now - wall) if before > -math.inf and wall is not None else now)
+        if sweeps:
+            self._last["sweep"] = now
+            engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
-        requests = _requests(alerts)
-        if not requests and not engine.state.changed:
+        requests = self.shared.requeue + _requests(alerts)
+        positions = self._positions() if shared.positions_lost and self.reader is None else {}
+        if not requests and not engine.state.changed and not positions:
             engine.now = before  # nothing happened: the committed clock stays as it is
+            shared.positions_lost = False
             return
         delta = engine.state.delta()
         clock = engine.now if moves else None
         try:
-            self.store.commit(positions={}, payloads=requests, now=now, engine=delta, clock=clock)
+            self.store.commit(positions=positions, payloads=requests, now=now, engine=delta, clock=clock)
         except Conflict:
-            self.shared.undo(delta, before)  # another instance committed first: next time
+            self.shared.undo(delta, before, counts)  # another instance committed first: next time
+            self._last["sweep"] = last_sweep
             return
         except StateUnavailable:
             self.shared.stale = True
+            engine.rewind(counts)
+            self._last["sweep"] = last_sweep
             raise
+        shared.committed(requests, positions=True)
         if moves:
             self.shared.clock_wall = now
         self._queued(alerts)
+        self.stats.state_groups = engine.state.group_count()
+        self._warn_limits()
 
     def _stream_settled(self) -> bool:
         """True when every entry of the stream is committed (no lag, nothing pending)."""
@@ -448,6 +539,7 @@ class SharedDaemon(Daemon):
     def _unavailable(self, exc: StateUnavailable) -> None:
         """Reading waits; said once per kind of problem (an outage, or credentials refused)."""
         auth = isinstance(exc, StateAuthFailed)
+        self.store.answered = False
         said = self.stats.state_problem is not None and auth == self._auth_failed
         self.stats.state_problem, self._auth_failed = str(exc), auth
         if said:
@@ -458,8 +550,15 @@ class SharedDaemon(Daemon):
             log.error("state unavailable, reading paused until it is back: %s", exc)
         self.notifier.status(self._status())
 
+    def _lost(self, message: str) -> None:
+        """Redis lost state this instance knew: said as an error, and kept in STATUS= until the next."""
+        log.error("%s", message)
+        self.stats.last_error = message
+        self.notifier.status(self._status())
+
     def _available(self) -> None:
-        if self.stats.state_problem is not None:
+        # Only once Redis answered: a step that had nothing to read asked it nothing.
+        if self.stats.state_problem is not None and self.store.answered:
             log.warning("state available again: resuming")
             self.stats.state_problem = None
             self.notifier.status(self._status())

@@ -71,6 +71,15 @@ class PreparedRules(msgspec.Struct, frozen=True):
     order: dict[Rule, int]
 
 
+class Counts(msgspec.Struct, frozen=True):
+    """What applying events changes besides the state and the clock: the limits' counts per rule
+    and the countdown to the next sweep (see `Engine.counts`)."""
+
+    evicted: dict[str, int]
+    limit_closed: dict[str, int]
+    until_sweep: int
+
+
 class Limits(msgspec.Struct, frozen=True):
     """How many groups the engine keeps: per rule, and for all rules together."""
 
@@ -895,6 +904,18 @@ class Engine:
         self._close(closing, due)
 
     # -- bounds ---------------------------------------------------------------------------------
+
+    def counts(self) -> Counts:
+        """The counts as they are, taken before events are applied to a state that may be put
+        back (a shared state's commit refused): `rewind` then, so that they count once."""
+        return Counts(dict(self.evicted), dict(self.limit_closed), self._until_sweep)
+
+    def rewind(self, counts: Counts) -> None:
+        """Put the counts back as `counts` took them (in place: the daemon's statistics read them)."""
+        for live, saved in ((self.evicted, counts.evicted), (self.limit_closed, counts.limit_closed)):
+            live.clear()
+            live.update(saved)
+        self._until_sweep = counts.until_sweep
 
     def sweep(self, now: float) -> None:
         """Forget groups whose windows have ended by event time `now` (for each rule, at most

@@ -12,6 +12,9 @@ The keys (under a prefix, `rulesd:` by default):
   alerts), `outbox:dead`, `outbox:attempts:N`, `sender` (the lease of the one instance that
   delivers, so that alerts leave in order), `sender:paused`.
 - `cursor`: the last stream entry committed (stream mode).
+- `epoch`: a random name the state gets when an instance first finds none: another one (or
+  none) under a running instance means Redis lost what it held (restarted without its data,
+  flushed, or its keys evicted).
 
 Every batch's effects are committed by one script (`scripts.COMMIT`): it writes them only if
 the state is still at the version the instance last synced (optimistic concurrency: another
@@ -61,6 +64,7 @@ ATTEMPTS_KEPT = 50
 SEPARATOR = "\t"  # in hash fields: rule names, kinds and instance names have no TAB; JSON escapes it
 T = TypeVar("T")
 AUTH_FAILED = "Redis authentication failed"
+OUT_OF_MEMORY = "Redis is out of memory (raise its maxmemory, or free memory)"
 
 # What makes Redis unusable for now, rather than a request wrong: down, restarting (loading
 # its AOF), a replica after a failover (read only), a master that lost its link.
@@ -111,23 +115,29 @@ class StreamBatch(msgspec.Struct, frozen=True):
 
 
 class Changes(msgspec.Struct):
-    """What `catch_up` found: the version and clock now, the published rule set's hash, and
-    either `full` (load the whole state) or the changed groups' values (None: gone)."""
+    """What `catch_up` found: the version and clock now, the published rule set's hash, the
+    state's epoch ('' if none), and either `full` (load the whole state) or the changed groups'
+    values (None: gone)."""
 
     version: int
     clock: tuple[float, float] | None
     rules: str
+    epoch: str
+    done: int  # every alert below this id left the outbox (delivered or dead-lettered)
     full: bool = False
     groups: dict[tuple[str, str, GroupKey], Any] = msgspec.field(default_factory=dict)
 
 
 class Snapshot(msgspec.Struct):
-    """The whole engine state at a version (`EngineState.to_json` form), with the clock."""
+    """The whole engine state at a version (`EngineState.to_json` form), with the clock and
+    the state's epoch."""
 
     version: int
     clock: tuple[float, float] | None
     rules: str
     state: dict[str, Any] | None
+    epoch: str = ""
+    outbox_seq: int = 0  # the last outbox id given
 
 
 class RedisState:
@@ -155,6 +165,9 @@ class RedisState:
         self._scripts: dict[str, Script] = {}
         self._clock = clock
         self._depth: tuple[int, float | None] = (0, None)
+        self.queued_ids = range(0)  # the outbox ids the last commit gave its alerts
+        self.answered = False  # whether a call succeeded (since the holder last set it False)
+        self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -165,13 +178,17 @@ class RedisState:
     def call(self, what: Callable[[], T]) -> T:
         """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
         try:
-            return what()
+            result = what()
+            self.answered = True
+            return result
         except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
             # Before _UNAVAILABLE: redis-py makes a refused password a ConnectionError. Redis's
             # message never holds the password.
             raise StateAuthFailed(f"{AUTH_FAILED}: {exc}") from exc
         except _UNAVAILABLE as exc:
             raise StateUnavailable(f"Redis unavailable: {exc}") from exc
+        except redis.exceptions.OutOfMemoryError as exc:  # noeviction at maxmemory: nothing was written
+            raise StateUnavailable(f"{OUT_OF_MEMORY}: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
             if _unavailable(exc):
                 raise StateUnavailable(f"Redis unavailable: {exc}") from exc
@@ -181,6 +198,15 @@ class RedisState:
                     " (it has as many as its `databases` setting says, numbered from 0)"
                 ) from None
             raise
+
+    def eviction_policy(self) -> str | None:
+        """Redis's `maxmemory-policy` (None if it does not say: INFO renamed or refused)."""
+        try:
+            info = self.call(lambda: self.client.info("memory"))
+        except redis.exceptions.ResponseError:
+            return None
+        policy = info.get("maxmemory_policy")
+        return str(policy) if policy is not None else None
 
     # -- the rule set -------------------------------------------------------------------------
 
@@ -197,15 +223,17 @@ class RedisState:
     # -- engine state -------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """The whole engine state, read atomically with its version."""
+        """The whole engine state, read atomically with its version and its epoch (named now
+        if it has none: an empty Redis, or one that lost the state)."""
 
         def read() -> Any:
             pipe = self.client.pipeline(transaction=True)
             k = self.k
-            pipe.get(k.version).get(k.clock).get(k.rules).get(k.fingerprints).hgetall(k.groups)
+            pipe.set(k.epoch, secrets.token_hex(8), nx=True).get(k.epoch)
+            pipe.get(k.version).get(k.clock).get(k.rules).get(k.fingerprints).hgetall(k.groups).get(k.outbox_seq)
             return pipe.execute()
 
-        version, clock, rules, fingerprints, groups = self.call(read)
+        _, epoch, version, clock, rules, fingerprints, groups, seq = self.call(read)
         state: dict[str, Any] | None = None
         if fingerprints is not None or groups:
             state = {"fingerprints": orjson.loads(fingerprints) if fingerprints else {}}
@@ -214,7 +242,7 @@ class RedisState:
                 state.setdefault(json_name(kind), {}).setdefault(rule, []).append(
                     [orjson.loads(group), orjson.loads(value)]
                 )
-        return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state)
+        return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state, epoch.decode(), int(seq or 0))
 
     def load_engine_state(self) -> dict[str, Any] | None:
         """The saved engine state, with the clock as saved; the instance is then synced to its
@@ -230,13 +258,17 @@ class RedisState:
         k = self.k
         reply = self.call(
             lambda: self._script("CATCH_UP")(
-                keys=[k.version, k.clock, k.changes, k.groups, k.rules], args=[self.version]
+                keys=[k.version, k.clock, k.changes, k.groups, k.rules, k.epoch, k.outbox, k.outbox_seq],
+                args=[self.version],
             )
         )
-        changes = Changes(int(reply[0]), _clock(reply[1]), reply[2].decode(), full=reply[3] == b"full")
-        if reply[3] == b"keys":
+        how = reply[5]
+        changes = Changes(
+            int(reply[0]), _clock(reply[1]), reply[2].decode(), reply[3].decode(), int(reply[4]), how == b"full"
+        )
+        if how == b"keys":
             groups = changes.groups
-            for i in range(4, len(reply), 2):
+            for i in range(6, len(reply), 2):
                 kind, rule, group = reply[i].decode().split(SEPARATOR, 2)
                 value = reply[i + 1]
                 groups[(kind, rule, key_from_json(group))] = orjson.loads(value) if value else None
@@ -272,7 +304,8 @@ class RedisState:
         synced version (else `Conflict`, and nothing is written). How many were queued.
 
         `token` names the batch: committing it again (its answer was lost with the connection)
-        is refused as `taken`, so that it never counts twice."""
+        is refused as `taken`, so that it never counts twice. The outbox ids given are left in
+        `queued_ids`."""
         k = self.k
         outbox = [_outbox_fields(p) for p in payloads]
         upserts = (
@@ -330,6 +363,8 @@ class RedisState:
         if why != "ok":
             raise Conflict(why, detail)
         self.version = int(detail)
+        last = int(reply[2])
+        self.queued_ids = range(last - len(outbox) + 1, last + 1)
         return len(outbox)
 
     # -- source positions ---------------------------------------------------------------------
@@ -364,7 +399,14 @@ class RedisState:
         )
         if not reply:
             return None
-        return _queued(int(reply[0]), reply[1], reply[2])
+        alert = _queued(int(reply[0]), reply[1], reply[2])
+        self._head = (alert.id, repr(alert.created))
+        return alert
+
+    def _created(self, alert_id: int) -> str:
+        """The creation time `head` read for `alert_id` ('' if it read another): the alert in
+        hand is only removed, rescheduled or dead-lettered if it is still the one with that id."""
+        return self._head[1] if self._head[0] == alert_id else ""
 
     def owns(self, alert_id: int) -> bool:
         """True if this instance still holds the lease and the alert is still queued: asked
@@ -382,7 +424,8 @@ class RedisState:
         alert whose create is a dead letter stays among them (see `KEPT_CLOSE`)."""
         k = self.k
         keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id)]
-        self.call(lambda: self._script("MARK_SENT")(keys=keys, args=[alert_id, KEPT_CLOSE]))
+        args: list[Any] = [alert_id, KEPT_CLOSE, self._created(alert_id)]
+        self.call(lambda: self._script("MARK_SENT")(keys=keys, args=args))
 
     def reschedule(
         self,
@@ -398,6 +441,7 @@ class RedisState:
         k = self.k
         record = _attempt_json(at, result, error)
         args: list[Any] = [alert_id, 1 if count else 0, repr(next_attempt), error, record, ATTEMPTS_KEPT]
+        args.append(self._created(alert_id))
         keys = [k.outbox, k.outbox_state, k.attempts(alert_id)]
         self.call(lambda: self._script("RESCHEDULE")(keys=keys, args=args))
 
@@ -407,7 +451,7 @@ class RedisState:
         """Give up on an alert; `retry_dead` can requeue it."""
         k = self.k
         record = _attempt_json(at, result, error)
-        args: list[Any] = [alert_id, error, response or "", record, ATTEMPTS_KEPT]
+        args: list[Any] = [alert_id, error, response or "", record, ATTEMPTS_KEPT, self._created(alert_id)]
         keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id)]
         self.call(lambda: self._script("DEAD_LETTER")(keys=keys, args=args))
 
@@ -493,6 +537,7 @@ class _Keys:
         self.version, self.rules, self.clock = prefix + "version", prefix + "rules", prefix + "clock"
         self.fingerprints, self.groups, self.changes = prefix + "fingerprints", prefix + "groups", prefix + "changes"
         self.positions, self.cursor, self.batches = prefix + "positions", prefix + "cursor", prefix + "batches"
+        self.epoch = prefix + "epoch"
         self.outbox, self.outbox_seq = prefix + "outbox", prefix + "outbox:seq"
         self.outbox_state, self.outbox_dead = prefix + "outbox:state", prefix + "outbox:dead"
         self.attempts_prefix = prefix + "outbox:attempts:"

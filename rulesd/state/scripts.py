@@ -16,9 +16,9 @@ from __future__ import annotations
 #       then the lists in that order:
 #       upserts (field, value), deletes (field), positions (field, value), outbox (payload,
 #       action, target), ids.
-# Returns {'ok', version} or {why, detail} with why: rules (published hash), version (current),
-# taken (the batch was committed by another instance), turn (an earlier entry is uncommitted),
-# gap (the batch is not contiguous in the stream).
+# Returns {'ok', version, the last outbox id given ('0': none)} or {why, detail} with why: rules
+# (published hash), version (current), taken (the batch was committed by another instance), turn
+# (an earlier entry is uncommitted), gap (the batch is not contiguous in the stream).
 COMMIT = """
 local function id_less_or_equal(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -68,8 +68,9 @@ for _ = 1, n_pos do
   redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+local seq = 0
 for _ = 1, n_out do
-  local seq = redis.call('INCR', KEYS[9])
+  seq = redis.call('INCR', KEYS[9])
   redis.call('XADD', KEYS[8], seq .. '-0', 'created', ARGV[3], 'payload', ARGV[i], 'action', ARGV[i + 1],
     'target', ARGV[i + 2])
   i = i + 3
@@ -90,27 +91,39 @@ if group ~= '' then
   redis.call('SET', KEYS[11], ARGV[13])
   redis.call('XTRIM', KEYS[10], 'MINID', '~', ARGV[13])
 end
-return {'ok', tostring(version)}
+return {'ok', tostring(version), tostring(seq)}
 """
 
-# What changed since version ARGV[1]: {version, clock, rules, how, field, value, ...} where how
-# is '' (nothing changed), 'full' (the change records are gone, or one rewrote everything: load
-# it all) or 'keys' (then the changed groups' fields and current values, false for none).
-# KEYS: 1 version, 2 clock, 3 changes, 4 groups, 5 rules
+# What changed since version ARGV[1]: {version, clock, rules, epoch, done, how, field, value,
+# ...} where how is '' (nothing changed), 'full' (the change records are gone, or one rewrote
+# everything: load it all) or 'keys' (then the changed groups' fields and current values, false
+# for none). The epoch names the state (see `RedisState.snapshot`): another, or none, means
+# Redis lost it. Every alert of the outbox below id `done` was delivered or dead-lettered.
+# KEYS: 1 version, 2 clock, 3 changes, 4 groups, 5 rules, 6 epoch, 7 outbox, 8 outbox sequence
 CATCH_UP = """
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
 local clock = redis.call('GET', KEYS[2]) or ''
 local rules = redis.call('GET', KEYS[5]) or ''
-if version == since then return {tostring(version), clock, rules, ''} end
+local epoch = redis.call('GET', KEYS[6]) or ''
+local first = redis.call('XRANGE', KEYS[7], '-', '+', 'COUNT', 1)
+local done
+if #first > 0 then
+  done = string.match(first[1][1], '^(%d+)-')
+else
+  done = tostring(tonumber(redis.call('GET', KEYS[8]) or '0') + 1)
+end
+local head = {tostring(version), clock, rules, epoch, done}
+if version == since then head[6] = ''; return head end
 local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+')
 if version < since or #entries ~= version - since or entries[1][1] ~= (since + 1) .. '-0' then
-  return {tostring(version), clock, rules, 'full'}
+  head[6] = 'full'
+  return head
 end
 local seen, fields = {}, {}
 for _, entry in ipairs(entries) do
   local kv = entry[2]
-  if kv[1] == 'full' then return {tostring(version), clock, rules, 'full'} end
+  if kv[1] == 'full' then head[6] = 'full'; return head end
   for field in string.gmatch(kv[2], '[^\\n]+') do
     if not seen[field] then
       seen[field] = true
@@ -118,7 +131,8 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-local out = {tostring(version), clock, rules, 'keys'}
+local out = head
+out[6] = 'keys'
 for first = 1, #fields, 1000 do
   local chunk = {}
   for j = first, math.min(first + 999, #fields) do chunk[#chunk + 1] = fields[j] end
@@ -141,11 +155,17 @@ return 1
 """
 
 # The oldest queued alert, for the lease holder only. KEYS: 1 lease, 2 outbox, 3 per-alert
-# state; ARGV: 1 token, 2 lease milliseconds. Returns false, or {id, fields, state}.
+# state; ARGV: 1 token, 2 lease milliseconds. Returns false, or {id, fields, state}. The
+# holder renews with PEXPIRE, which Redis allows at its maxmemory (SET it refuses): queued
+# alerts still go then, and their removal frees memory.
 HEAD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if holder then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #entries == 0 then return false end
 local id = string.match(entries[1][1], '^(%d+)-')
@@ -161,10 +181,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# Whether the queued alert ARGV[1] (KEYS[1] the outbox) is the one read with `created` ARGV[2]
+# ('' = not checked): after Redis lost the outbox its ids start again, and an alert in flight
+# then must not remove, reschedule or dead-letter another that got its id.
+THE_ALERT = """
+local function the_alert(outbox, id, created)
+  local entries = redis.call('XRANGE', outbox, id .. '-0', id .. '-0')
+  if #entries == 0 or (created ~= '' and entries[1][2][2] ~= created) then return nil end
+  return entries[1]
+end
+"""
+
 # A failed attempt of a queued alert. KEYS: 1 outbox, 2 state, 3 its attempts; ARGV: 1 id,
-# 2 counted (1/0), 3 next attempt, 4 error, 5 attempt record ('' = none), 6 records kept.
-RESCHEDULE = """
-if #redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0') == 0 then return 0 end
+# 2 counted (1/0), 3 next attempt, 4 error, 5 attempt record ('' = none), 6 records kept, 7 created.
+RESCHEDULE = (
+    THE_ALERT
+    + """
+if not the_alert(KEYS[1], ARGV[1], ARGV[7]) then return 0 end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 local st = raw and cjson.decode(raw) or {attempts = 0}
 st.attempts = st.attempts + tonumber(ARGV[2])
@@ -177,13 +210,16 @@ if ARGV[5] ~= '' then
 end
 return 1
 """
+)
 
 # Give up on a queued alert: it moves to the dead letters. KEYS: 1 outbox, 2 state, 3 dead,
-# 4 its attempts; ARGV: 1 id, 2 error, 3 response, 4 attempt record ('' = none), 5 kept.
-DEAD_LETTER = """
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0')
-if #entries == 0 then return 0 end
-local fields = entries[1][2]
+# 4 its attempts; ARGV: 1 id, 2 error, 3 response, 4 attempt record ('' = none), 5 kept, 6 created.
+DEAD_LETTER = (
+    THE_ALERT
+    + """
+local entry = the_alert(KEYS[1], ARGV[1], ARGV[6])
+if not entry then return 0 end
+local fields = entry[2]
 local alert = {}
 for j = 1, #fields, 2 do alert[fields[j]] = fields[j + 1] end
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
@@ -200,29 +236,32 @@ if ARGV[4] ~= '' then
 end
 return 1
 """
+)
 
 # Delivered: the alert leaves the queue; but a close whose alias has a create queued before it
 # among the dead letters becomes one itself (see `base.KEPT_CLOSE`). KEYS: 1 outbox, 2 state,
-# 3 dead, 4 its attempts; ARGV: 1 id, 2 the kept close's error.
-MARK_SENT = """
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0')
-if #entries == 1 then
-  local alert = {}
-  local fields = entries[1][2]
-  for j = 1, #fields, 2 do alert[fields[j]] = fields[j + 1] end
-  if alert.action == 'close' then
-    local dead = redis.call('HGETALL', KEYS[3])
-    for j = 1, #dead, 2 do
-      local other = cjson.decode(dead[j + 1])
-      if tonumber(dead[j]) < tonumber(ARGV[1]) and other.action == 'create'
-          and cjson.decode(other.payload).alias == alert.target then
-        local raw = redis.call('HGET', KEYS[2], ARGV[1])
-        alert.attempts = raw and cjson.decode(raw).attempts or 0
-        alert.last_error = ARGV[2]
-        alert.response = ''
-        redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(alert))
-        break
-      end
+# 3 dead, 4 its attempts; ARGV: 1 id, 2 the kept close's error, 3 created (see `the_alert`).
+# Deletions only but for a kept close, so Redis runs it at its maxmemory (a MULTI it refuses then).
+MARK_SENT = (
+    THE_ALERT
+    + """
+local entry = the_alert(KEYS[1], ARGV[1], ARGV[3])
+if not entry then return 0 end
+local alert = {}
+local fields = entry[2]
+for j = 1, #fields, 2 do alert[fields[j]] = fields[j + 1] end
+if alert.action == 'close' then
+  local dead = redis.call('HGETALL', KEYS[3])
+  for j = 1, #dead, 2 do
+    local other = cjson.decode(dead[j + 1])
+    if tonumber(dead[j]) < tonumber(ARGV[1]) and other.action == 'create'
+        and cjson.decode(other.payload).alias == alert.target then
+      local raw = redis.call('HGET', KEYS[2], ARGV[1])
+      alert.attempts = raw and cjson.decode(raw).attempts or 0
+      alert.last_error = ARGV[2]
+      alert.response = ''
+      redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(alert))
+      break
     end
   end
 end
@@ -231,6 +270,7 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[4])
 return 1
 """
+)
 
 # Requeue every dead letter as new, at the end of the queue. KEYS: 1 dead, 2 outbox, 3 sequence;
 # ARGV: 1 now, 2 the prefix of attempts keys. Returns how many.
