@@ -755,8 +755,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     import sqlite3
 
     from rulesd.daemon import STATE_FILE
+    from rulesd.daemon.build import open_redis_state, state_reader
     from rulesd.state import SqliteState
-    from rulesd.state.sqlite import database_exists
 
     config = load_config(args.config)
     action = args.action or "list"
@@ -765,10 +765,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     where = f"the shared outbox in Redis (prefix {config.state.prefix})" if config.state.backend == "redis" else path
     try:
         if config.state.backend == "redis":  # the outbox every instance shares
-            from rulesd.daemon.build import open_redis_state
-
             return _outbox(open_redis_state(config), action, args)
-        if not database_exists(path):
+        # list and show only read: the database is opened read-only, and one the daemon has not
+        # made yet (missing, empty while it starts) is neither created nor given tables.
+        reader = state_reader(config)
+        if reader is None:
             if action == "show":
                 print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
                 return EXIT_FAIL
@@ -777,7 +778,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             else:
                 print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
             return EXIT_OK
-        return _outbox(SqliteState(path), action, args)
+        return _outbox(SqliteState(path) if action == "retry-dead" else reader, action, args)
     except (sqlite3.Error, RulesdError) as exc:  # damaged, unwritable, Redis unavailable
         text = str(exc)
         print(f"rulesd outbox: error: {text if text.startswith(where) else f'{where}: {text}'}", file=sys.stderr)
