@@ -6,7 +6,9 @@ key and `path:line:col`; `load_config` reports all of them at once.
 
 from __future__ import annotations
 
+import glob
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,7 @@ from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
+from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
 
 DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
@@ -234,6 +237,11 @@ def _source(
         report(where, "missing required key 'path' (the file or glob to tail)")
     if kind != "file" and paths:
         report((*where, "path"), f"a {kind} source takes no path")
+    if kind == "file":
+        for i, path in enumerate(paths):
+            problem = _not_followable(_absolute(base, path))
+            if problem is not None:
+                report((*where, "path") if isinstance(raw["path"], str) else (*where, "path", i), problem)
     for key in ("units", "matches"):
         if kind != "journald" and key in raw:
             report((*where, key), f"'{key}' is only used with type: journald")
@@ -257,6 +265,24 @@ def _source(
         group=raw.get("group", "rulesd"),
         claim_idle=_duration(raw, "claim_idle", "10s", where, report),
     )
+
+
+def _not_followable(path: str) -> str | None:
+    """Why a literal path that names something other than a regular file cannot be followed:
+    a FIFO has no offset to save, so a restart would lose what it held, and skipping it (as a
+    file that becomes one while rulesd runs is) would read nothing, for good."""
+    if glob.has_magic(path):
+        return None  # a glob only ever matches regular files
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing: waited for; unreadable: warned about by the source
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return f"{path} is a directory; to follow the files in it give a glob, e.g. {os.path.join(path, '*.log')}"
+    hint = "; to read a pipe, use source: {type: stdin} and run: rulesd run < " + path if stat.S_ISFIFO(mode) else ""
+    return f"{path} is {file_kind(mode)}, not a regular file: a file source follows regular files{hint}"
 
 
 def _duration(raw: dict[str, Any], key: str, default: str, where: tuple[str | int, ...], report: Report) -> float:

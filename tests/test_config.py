@@ -410,3 +410,25 @@ def test_a_key_file_readable_by_others_draws_a_warning_from_run(workspace: Works
     os.chmod(workspace.key_file, 0o604)
     daemon = workspace.start()
     assert daemon.wait_for_log(f"{workspace.key_file}: the API key file is readable by group or others (mode 0604)")
+
+
+def test_check_refuses_a_source_path_that_names_a_fifo_or_a_directory(tmp_path: Path) -> None:
+    """`rulesd check --config` names each path of a file source that is a FIFO or a directory
+    (never followed: a FIFO has no offset to resume from) at its line, with what to give
+    instead; a missing path (waited for) and a glob are not errors."""
+    (tmp_path / "rules").mkdir()
+    os.mkfifo(tmp_path / "events.fifo")
+    (tmp_path / "logs").mkdir()
+    config = write(
+        tmp_path,
+        "sources:\n  - name: app\n    type: file\n    path: [later.log, events.fifo, logs, 'logs/*.log']\n",
+    )
+    result = rulesd_cli("check", "--config", config)
+    assert 1 == result.returncode, result.stdout
+    assert [
+        f"{config}:4:23: error: sources[0].path[1]: {tmp_path}/events.fifo is a FIFO, not a regular file: a file "
+        f"source follows regular files; to read a pipe, use source: {{type: stdin}} and run: rulesd run < "
+        f"{tmp_path}/events.fifo",
+        f"{config}:4:36: error: sources[0].path[2]: {tmp_path}/logs is a directory; to follow the files in it give "
+        f"a glob, e.g. {tmp_path}/logs/*.log",
+    ] == [line for line in result.stdout.splitlines() if ": error: " in line]
