@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
+from rulesd.sources.file import expand_patterns
 from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
 
@@ -35,6 +37,8 @@ DEFAULT_STREAM = "rulesd:events"
 API_KEY_ENV = "RULESD_OPSGENIE_API_KEY"
 CREDENTIAL_NAME = "opsgenie-api-key"
 Report = Callable[[tuple[str | int, ...], str], None]
+# An environment variable as a shell writes it: $NAME or ${NAME}.
+_VARIABLE = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
 
 
 class SourceConfig(msgspec.Struct, frozen=True):
@@ -158,13 +162,18 @@ def _rule_paths(base: str, raw: dict[str, Any]) -> tuple[str, ...] | None:
 def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
     base = _base(doc)
     problems: list[Problem] = []
+    noted: list[Problem] = []  # warnings
 
     def report(keys: tuple[str | int, ...], message: str) -> None:
         problems.append(Problem(doc.locate(keys), f"{format_path(keys)}: {message}"))
 
+    def warn(keys: tuple[str | int, ...], message: str) -> None:
+        noted.append(Problem(doc.locate(keys), f"{format_path(keys)}: {message}", "warning"))
+
     rule_paths = _rule_paths(base, raw)
     assert rule_paths is not None  # the schema has checked `rules`
-    sources = _sources(raw, base, report)
+    _check_variables(raw, report)
+    sources = _sources(raw, base, report, warn)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
     metrics = raw.get("metrics") or {}
@@ -176,10 +185,9 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
         _check_redis_url(forward["url"], ("forward", "url"), report)
     if problems:
         raise ConfigError(problems, rule_paths)
-    warnings = tuple(
-        Problem(doc.locate(("opsgenie", key)), f"opsgenie.{key}: {message}", "warning")
-        for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat)
-    ) + key_file_warnings(opsgenie.api_key_file)
+    for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
+        warn(("opsgenie", key), message)
+    warnings = (*noted, *key_file_warnings(opsgenie.api_key_file))
     return Config(
         path=os.path.abspath(doc.path),
         rules=rule_paths,
@@ -207,14 +215,41 @@ def _absolute(base: str, path: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _sources(raw: dict[str, Any], base: str, report: Report) -> tuple[SourceConfig, ...]:
+def _check_variables(raw: dict[str, Any], report: Report) -> None:
+    """Report a path written with an environment variable (`${LOG_DIR}/app.log`): nothing in
+    the configuration is expanded, so it would name a file or directory called `${LOG_DIR}`
+    beside the config (waited for, or made, for good)."""
+    places: list[tuple[tuple[str | int, ...], Any]] = [
+        (("rules",), raw.get("rules")),
+        (("state_dir",), raw.get("state_dir")),
+    ]
+    places.append((("opsgenie", "api_key_file"), (raw.get("opsgenie") or {}).get("api_key_file")))
+    sources = [(("source",), raw.get("source"))] + [(("sources", i), s) for i, s in enumerate(raw.get("sources") or ())]
+    places += [((*where, "path"), source.get("path")) for where, source in sources if isinstance(source, dict)]
+    for keys, value in places:
+        items = [(keys, value)] if not isinstance(value, list) else [((*keys, i), v) for i, v in enumerate(value)]
+        for where, text in items:
+            found = _VARIABLE.search(text) if isinstance(text, str) else None
+            if found is None:
+                continue
+            hint = (
+                " (leave state_dir out to use $STATE_DIRECTORY, as systemd sets it)" if keys == ("state_dir",) else ""
+            )
+            report(
+                where, f"{text!r}: environment variables such as {found[0]} are not expanded; write the path out{hint}"
+            )
+
+
+def _sources(raw: dict[str, Any], base: str, report: Report, warn: Report) -> tuple[SourceConfig, ...]:
     """`sources`, or the one `source` (default: stdin), each checked where it is written."""
     time_field = raw.get("time_field")
     if "sources" not in raw:
-        return (_source(raw.get("source") or {"type": "stdin"}, ("source",), base, report, time_field),)
+        return (_source(raw.get("source") or {"type": "stdin"}, ("source",), base, (report, warn), time_field),)
     if "source" in raw:
         report(("sources",), "give either source or sources, not both (sources replaces source)")
-    sources = tuple(_source(item, ("sources", i), base, report, time_field) for i, item in enumerate(raw["sources"]))
+    sources = tuple(
+        _source(item, ("sources", i), base, (report, warn), time_field) for i, item in enumerate(raw["sources"])
+    )
     first: dict[str | None, int] = {}
     for i, source in enumerate(sources):
         if source.name in first:
@@ -228,8 +263,9 @@ def _sources(raw: dict[str, Any], base: str, report: Report) -> tuple[SourceConf
 
 
 def _source(
-    raw: dict[str, Any], where: tuple[str | int, ...], base: str, report: Report, time_field: str | None
+    raw: dict[str, Any], where: tuple[str | int, ...], base: str, say: tuple[Report, Report], time_field: str | None
 ) -> SourceConfig:
+    report, warn = say
     kind = raw["type"]
     paths = raw.get("path", [])
     paths = [paths] if isinstance(paths, str) else paths
@@ -239,9 +275,12 @@ def _source(
         report((*where, "path"), f"a {kind} source takes no path")
     if kind == "file":
         for i, path in enumerate(paths):
-            problem = _not_followable(_absolute(base, path))
+            keys = (*where, "path") if isinstance(raw["path"], str) else (*where, "path", i)
+            problem, missing = _not_followable(_absolute(base, path)), _nothing_there(_absolute(base, path))
             if problem is not None:
-                report((*where, "path") if isinstance(raw["path"], str) else (*where, "path", i), problem)
+                report(keys, problem)
+            elif missing is not None:
+                warn(keys, missing)
     for key in ("units", "matches"):
         if kind != "journald" and key in raw:
             report((*where, key), f"'{key}' is only used with type: journald")
@@ -283,6 +322,18 @@ def _not_followable(path: str) -> str | None:
         return f"{path} is a directory; to follow the files in it give a glob, e.g. {os.path.join(path, '*.log')}"
     hint = "; to read a pipe, use source: {type: stdin} and run: rulesd run < " + path if stat.S_ISFIFO(mode) else ""
     return f"{path} is {file_kind(mode)}, not a regular file: a file source follows regular files{hint}"
+
+
+def _nothing_there(path: str) -> str | None:
+    """The warning for a path or glob that names no file now: it is waited for, but a typo
+    (a wrong directory, a stray space) would read nothing, for good, without a word."""
+    if glob.has_magic(path):
+        if expand_patterns([path]):
+            return None
+        return f"{path!r} matches no regular file yet: nothing is read until one appears"
+    if os.path.exists(path):
+        return None
+    return f"{path!r} does not exist yet: nothing is read until it appears"
 
 
 def _duration(raw: dict[str, Any], key: str, default: str, where: tuple[str | int, ...], report: Report) -> float:

@@ -432,3 +432,62 @@ def test_check_refuses_a_source_path_that_names_a_fifo_or_a_directory(tmp_path: 
         f"{config}:4:36: error: sources[0].path[2]: {tmp_path}/logs is a directory; to follow the files in it give "
         f"a glob, e.g. {tmp_path}/logs/*.log",
     ] == [line for line in result.stdout.splitlines() if ": error: " in line]
+
+
+def test_a_path_written_with_an_environment_variable_is_an_error_at_its_line(tmp_path: Path) -> None:
+    """Nothing in rulesd.yaml is expanded: `${LOG_DIR}/app.jsonl` named a file of that name
+    beside the config (waited for, for good) and `$STATE_DIRECTORY/rulesd` made a directory
+    called `$STATE_DIRECTORY`; `check` and `run` now refuse each path at its line."""
+    (tmp_path / "rules").mkdir()
+    config = write(
+        tmp_path,
+        "rules: [rules, $RULES]\n"
+        "source:\n  type: file\n  path: ${LOG_DIR}/app.jsonl\n"
+        "state_dir: $STATE_DIRECTORY/rulesd\n"
+        "opsgenie: {api_key_file: '${CREDENTIALS_DIRECTORY}/key'}\n",
+    )
+    expected = [
+        f"{config}:1:16: error: rules[1]: '$RULES': environment variables such as $RULES are not expanded; write "
+        "the path out",
+        f"{config}:4:9: error: source.path: '${{LOG_DIR}}/app.jsonl': environment variables such as ${{LOG_DIR}} are "
+        "not expanded; write the path out",
+        f"{config}:5:12: error: state_dir: '$STATE_DIRECTORY/rulesd': environment variables such as "
+        "$STATE_DIRECTORY are not expanded; write the path out (leave state_dir out to use $STATE_DIRECTORY, as "
+        "systemd sets it)",
+        f"{config}:6:26: error: opsgenie.api_key_file: '${{CREDENTIALS_DIRECTORY}}/key': environment variables such "
+        "as ${CREDENTIALS_DIRECTORY} are not expanded; write the path out",
+    ]
+    checked = rulesd_cli("check", "--config", config, env={"LOG_DIR": str(tmp_path)})
+    assert 1 == checked.returncode, checked.stdout
+    assert expected == [line for line in checked.stdout.splitlines() if f"{config}:" in line]
+    run = rulesd_cli("run", "--config", config, "--dry-run", env={"LOG_DIR": str(tmp_path)})
+    assert 2 == run.returncode, run.stderr
+    assert expected == [line for line in run.stderr.splitlines() if f"{config}:" in line]
+    assert ["rules", "rulesd.yaml"] == sorted(os.listdir(tmp_path))  # no `$STATE_DIRECTORY` made
+
+
+def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace: Workspace) -> None:
+    """A path that does not exist (a stray space, a wrong directory) or a glob that matches no
+    file is waited for, but said at its line, by `check --config` and at `run`'s start; a path
+    that exists and a glob that matches are quiet."""
+    import yaml
+
+    (workspace.root / "logs").mkdir()
+    (workspace.root / "logs" / "a.jsonl").touch()
+    config = yaml.safe_load(workspace.config.read_text())
+    config["source"]["path"] = ["events.jsonl", "events.jsonl ", "logs/*.jsonl", "log/*.jsonl"]
+    workspace.config.write_text(yaml.safe_dump(config))
+    line = workspace.config.read_text().splitlines().index("  - events.jsonl") + 1
+    expected = [
+        f"{workspace.config}:{line + 1}:5: warning: source.path[1]: '{workspace.root}/events.jsonl ' does not exist "
+        "yet: nothing is read until it appears",
+        f"{workspace.config}:{line + 3}:5: warning: source.path[3]: '{workspace.root}/log/*.jsonl' matches no "
+        "regular file yet: nothing is read until one appears",
+    ]
+    checked = rulesd_cli("check", "--config", str(workspace.config))
+    assert 0 == checked.returncode, checked.stdout
+    assert expected == [line for line in checked.stdout.splitlines() if "source.path" in line]
+    daemon = workspace.start()
+    for warning in expected:
+        location, _, message = warning.partition(": warning: ")
+        assert f"rulesd: warning: {location}: {message}" in daemon.stderr()
