@@ -176,6 +176,8 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     sources = _sources(raw, base, report, warn)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if raw.get("state_dir") and _exists_but_not_dir(_absolute(base, state_dir)):
+        report(("state_dir",), f"{_absolute(base, state_dir)} exists and is not a directory")
     metrics = raw.get("metrics") or {}
     _check_listen(metrics.get("listen"), report)
     limits = raw.get("limits") or {}
@@ -187,6 +189,8 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
         raise ConfigError(problems, rule_paths)
     for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
         warn(("opsgenie", key), message)
+    if opsgenie.api_key_file and opsgenie.api_key is not None:
+        warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
     warnings = (*noted, *key_file_warnings(opsgenie.api_key_file))
     return Config(
         path=os.path.abspath(doc.path),
@@ -322,6 +326,13 @@ def _not_followable(path: str) -> str | None:
         return f"{path} is a directory; to follow the files in it give a glob, e.g. {os.path.join(path, '*.log')}"
     hint = "; to read a pipe, use source: {type: stdin} and run: rulesd run < " + path if stat.S_ISFIFO(mode) else ""
     return f"{path} is {file_kind(mode)}, not a regular file: a file source follows regular files{hint}"
+
+
+def _exists_but_not_dir(path: str) -> bool:
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False  # missing: made at start; unreadable: said then, with what to do
 
 
 def _nothing_there(path: str) -> str | None:
@@ -488,9 +499,16 @@ def key_file_warnings(path: str | None) -> tuple[Problem, ...]:
     if path is None:
         return ()
     try:
-        mode = os.stat(path).st_mode & 0o777
+        st = os.stat(path)
+    except FileNotFoundError:
+        message = "the API key file does not exist: rulesd run will not start until it does"
+        return (Problem(SourceLocation(path), message, "warning"),)
     except OSError:
-        return ()  # a missing file is an error when the key is read
+        return ()  # (not allowed to look, as another user: said when the key is read)
+    mode = st.st_mode & 0o777
+    if not stat.S_ISREG(st.st_mode):
+        message = f"the API key file is {file_kind(st.st_mode)}, not a file: rulesd run will not start"
+        return (Problem(SourceLocation(path), message, "warning"),)
     if not mode & 0o044:
         return ()
     return (

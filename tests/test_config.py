@@ -491,3 +491,63 @@ def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace:
     for warning in expected:
         location, _, message = warning.partition(": warning: ")
         assert f"rulesd: warning: {location}: {message}" in daemon.stderr()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "state_dir: state.db\n",
+            "rulesd.yaml:1:12: error: state_dir: {root}/state.db exists and is not a directory",
+        ),
+        (
+            "opsgenie: {alert_url: api.opsgenie.com/v2/alerts}\n",
+            "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'api.opsgenie.com/v2/alerts' has no scheme: "
+            "write it as https://api.opsgenie.com/v2/alerts",
+        ),
+        (
+            "opsgenie:\n  alert_url: https://api.opsgenei.com/v2/alerts\n",
+            "rulesd.yaml:2:14: warning: opsgenie.alert_url: the host 'api.opsgenei.com' is not 'api.opsgenie.com': a "
+            "misspelt host would leave every alert undelivered; did you mean https://api.opsgenie.com/v2/alerts?",
+        ),
+        (
+            "opsgenie: {alert_url: 'https://api.atlasian.com/jsm/ops/integration/v2/alerts'}\n",
+            "rulesd.yaml:1:23: warning: opsgenie.alert_url: the host 'api.atlasian.com' is not 'api.atlassian.com': a "
+            "misspelt host would leave every alert undelivered; did you mean "
+            "https://api.atlassian.com/jsm/ops/integration/v2/alerts?",
+        ),
+        (
+            "opsgenie: {api_key_file: key, api_key: inline-key}\n",
+            "rulesd.yaml:1:40: warning: opsgenie.api_key: not used: opsgenie.api_key_file is given, and the key is "
+            "read from it first",
+        ),
+        (
+            "opsgenie: {api_key_file: missing.key}\n",
+            "missing.key: warning: the API key file does not exist: rulesd run will not start until it does",
+        ),
+        (
+            "opsgenie: {api_key_file: rules}\n",
+            "rules: warning: the API key file is a directory, not a file: rulesd run will not start",
+        ),
+    ],
+)
+def test_check_names_what_is_wrong_with_the_key_the_alert_url_and_the_state_dir(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Mistakes that check said OK to (a misspelt host, an inline key the key file overrides, a
+    missing key file, a state_dir that is a file) or said wrongly ('has no host' for a URL
+    without its scheme; 'chmod 600' for a key file that is a directory) are named at their
+    place; a relay's own host draws no warning."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "state.db").touch()
+    (tmp_path / "key").write_text("k\n")
+    (tmp_path / "key").chmod(0o600)
+    result = rulesd_cli("check", "--config", write(tmp_path, text))
+    assert [f"{tmp_path}/{expected.format(root=tmp_path)}"] == [
+        line for line in result.stdout.splitlines() if "rules: warning: no rule files" not in line
+    ][:-1]
+    assert (1 if ": error: " in expected else 0) == result.returncode
+    relay = rulesd_cli(
+        "check", "--config", write(tmp_path, "opsgenie: {alert_url: 'https://og.example.com/v2/alerts'}")
+    )
+    assert (0, []) == (relay.returncode, [line for line in relay.stdout.splitlines() if "alert_url" in line])
