@@ -173,6 +173,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     rule_paths = _rule_paths(base, raw)
     assert rule_paths is not None  # the schema has checked `rules`
     _check_variables(raw, report)
+    missing = _missing_rule_paths(raw.get("rules"), rule_paths, report)
     sources = _sources(raw, base, report, warn)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
@@ -185,10 +186,18 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     forward = raw.get("forward")
     if forward:
         _check_redis_url(forward["url"], ("forward", "url"), report)
-    if problems:
-        raise ConfigError(problems, rule_paths)
+    if problems:  # the rules that are there are checked still; a missing one is said here once
+        raise ConfigError(problems, tuple(p for p in rule_paths if p not in missing))
     for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
         warn(("opsgenie", key), message)
+    max_age = (raw.get("opsgenie") or {}).get("max_age")
+    if isinstance(max_age, int) and max_age < 3600:  # `max_age: 30`: 30 minutes? days? It is seconds
+        warn(
+            ("opsgenie", "max_age"),
+            f"{max_age} is read as {max_age} seconds: an alert not delivered within them (an OpsGenie outage, a "
+            f"network blip) is dead-lettered, not sent; write {max_age}s if that is meant, or {max_age}m, {max_age}h, "
+            f"{max_age}d",
+        )
     if opsgenie.api_key_file and opsgenie.api_key is not None:
         warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
     warnings = (*noted, *key_file_warnings(opsgenie.api_key_file))
@@ -217,6 +226,17 @@ def _check_listen(listen: str | None, report: Report) -> None:
 
 def _absolute(base: str, path: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _missing_rule_paths(given: str | list[str] | None, paths: tuple[str, ...], report: Report) -> set[str]:
+    """The rule files and directories the config names that do not exist, each reported at its
+    line (the loader would name only the path, not where the config says it)."""
+    missing = set()
+    for i, path in enumerate(paths if given is not None else ()):
+        if not os.path.lexists(path):
+            report(("rules",) if isinstance(given, str) else ("rules", i), f"{path}: no such file or directory")
+            missing.add(path)
+    return missing
 
 
 def _check_variables(raw: dict[str, Any], report: Report) -> None:

@@ -551,3 +551,38 @@ def test_check_names_what_is_wrong_with_the_key_the_alert_url_and_the_state_dir(
         "check", "--config", write(tmp_path, "opsgenie: {alert_url: 'https://og.example.com/v2/alerts'}")
     )
     assert (0, []) == (relay.returncode, [line for line in relay.stdout.splitlines() if "alert_url" in line])
+
+
+def test_a_missing_rules_path_is_an_error_at_its_line_in_the_config(tmp_path: Path) -> None:
+    """`rules: [/etc/rulesd/rules.d]` that does not exist: check and run name the config's line
+    and the key (they named only the path, which the operator had to look for); the rule paths
+    that are there are still checked."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "bad.yaml").write_text("name: bad\nmatch: {kind: {eq: 1}\n")
+    config = write(tmp_path, "rules:\n  - rules\n  - /nonexistent/rules.d\nsource: {type: stdin}\n")
+    missing = f"{config}:3:5: error: rules[1]: /nonexistent/rules.d: no such file or directory"
+    checked = rulesd_cli("check", "--config", config)
+    assert 1 == checked.returncode
+    lines = checked.stdout.splitlines()
+    assert missing in lines
+    assert 1 == sum("/nonexistent/rules.d" in line for line in lines)
+    assert any(line.startswith(f"{tmp_path}/rules/bad.yaml:") for line in lines), lines
+    run = rulesd_cli("run", "--config", config, "--dry-run")
+    assert 2 == run.returncode
+    assert missing in run.stderr.splitlines()
+
+
+def test_a_max_age_without_a_unit_under_an_hour_draws_a_warning(tmp_path: Path) -> None:
+    """`max_age: 30` is 30 seconds (a number is seconds): said at its line, since an outage that
+    short would dead-letter pages; with a unit, or a number of an hour or more, it is quiet."""
+    (tmp_path / "rules").mkdir()
+    result = rulesd_cli("check", "--config", write(tmp_path, "opsgenie:\n  max_age: 30\n"))
+    assert 0 == result.returncode
+    assert (
+        f"{tmp_path}/rulesd.yaml:2:12: warning: opsgenie.max_age: 30 is read as 30 seconds: an alert not delivered "
+        "within them (an OpsGenie outage, a network blip) is dead-lettered, not sent; write 30s if that is meant, or "
+        "30m, 30h, 30d"
+    ) in result.stdout.splitlines()
+    for quiet in ("30s", "30m", "3600"):
+        checked = rulesd_cli("check", "--config", write(tmp_path, f"opsgenie: {{max_age: {quiet}}}\n"))
+        assert "opsgenie.max_age" not in checked.stdout
