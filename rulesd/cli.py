@@ -49,12 +49,13 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def load_config(path: str) -> Config:
+def load_config(path: str, *, look: bool = False) -> Config:
     """The daemon config, imported when a command needs one: it brings in the HTTP client,
-    which `check`, `replay` and `test` without `--config` do without (shorter start-up)."""
+    which `check`, `replay` and `test` without `--config` do without (shorter start-up).
+    `look`: also what its paths name on disk (for the commands that use them)."""
     from rulesd.config import load_config as load
 
-    return load(path)
+    return load(path, look=look)
 
 
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
@@ -315,7 +316,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     paths: list[str] = args.paths or [str(p) for p in default_rule_paths()]
     if args.config:
         try:
-            config = load_config(args.config)
+            config = load_config(args.config, look=True)
             config_problems = list(config.warnings)
             paths = args.paths or list(config.rules)
         except ConfigError as exc:  # still check the rules it names, if those could be read
@@ -647,7 +648,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rulesd.notify import Notifier
     from rulesd.reload import files_fingerprint
 
-    config = load_config(args.config)
+    config = load_config(args.config, look=True)
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
         log.error("cannot start a dry run: %s", output.CLOSED)
         return EXIT_USAGE
@@ -733,7 +734,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     from rulesd.forward import Forwarder
     from rulesd.state import StateAuthFailed, StateError
 
-    config = load_config(args.config)
+    config = load_config(args.config, look=True)
     if config.forward is None:
         print(f"rulesd forward: {config.path} has no forward: {{url: redis://…, stream: …}}", file=sys.stderr)
         return EXIT_USAGE

@@ -6,7 +6,7 @@ key and `path:line:col`; `load_config` reports all of them at once.
 
 from __future__ import annotations
 
-import glob
+import functools
 import os
 import re
 import stat
@@ -19,6 +19,7 @@ import msgspec
 
 from rulesd.alerting.api import alert_url_warnings, api_key_problem, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
+from rulesd.config_paths import path_findings, source_places
 from rulesd.document import Document
 from rulesd.durations import parse_duration
 from rulesd.engine.core import MAX_GROUPS, MAX_GROUPS_PER_RULE, Limits
@@ -27,8 +28,6 @@ from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
-from rulesd.sources.file import expand_patterns
-from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
 
 DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
@@ -127,8 +126,9 @@ class Config(msgspec.Struct, frozen=True):
         return next((s for s in self.sources if s.type == "redis_stream"), None)
 
 
-def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
-    """Read, validate and resolve `path`; ConfigError lists every problem."""
+def load_config(path: str, environ: Mapping[str, str] = os.environ, *, look: bool = False) -> Config:
+    """Read, validate and resolve `path`; ConfigError lists every problem. With `look` (the
+    commands that use the paths: check, run, forward), also what they name on disk now."""
     from rulesd.yamldoc import read_yaml  # PyYAML is imported only where YAML is read
 
     try:
@@ -142,7 +142,7 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
     problems = sorted({*doc.problems, *validate_document(doc, "config")})
     if problems:
         raise ConfigError(problems, _rule_paths(_base(doc), doc.value))
-    return _resolve(doc, doc.value, environ)
+    return _resolve(doc, doc.value, environ, look)
 
 
 def _base(doc: Document) -> str:
@@ -159,7 +159,7 @@ def _rule_paths(base: str, raw: dict[str, Any]) -> tuple[str, ...] | None:
     return tuple(_absolute(base, p) for p in rules)
 
 
-def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
+def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], look: bool) -> Config:
     base = _base(doc)
     problems: list[Problem] = []
     noted: list[Problem] = []  # warnings
@@ -172,13 +172,14 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
 
     rule_paths = _rule_paths(base, raw)
     assert rule_paths is not None  # the schema has checked `rules`
-    _check_variables(raw, report)
-    missing = _missing_rule_paths(raw.get("rules"), rule_paths, report)
-    sources = _sources(raw, base, report, warn)
+    written_with_variables = _check_variables(raw, report)
+    if look:  # (a path written with a variable is said once)
+        for keys, severity, message in path_findings(raw, functools.partial(_absolute, base), rule_paths):
+            if keys not in written_with_variables:
+                (report if severity == "error" else warn)(keys, message)
+    sources = _sources(raw, base, report)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if raw.get("state_dir") and _exists_but_not_dir(_absolute(base, state_dir)):
-        report(("state_dir",), f"{_absolute(base, state_dir)} exists and is not a directory")
     metrics = raw.get("metrics") or {}
     _check_listen(metrics.get("listen"), report)
     limits = raw.get("limits") or {}
@@ -187,7 +188,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     if forward:
         _check_redis_url(forward["url"], ("forward", "url"), report)
     if problems:  # the rules that are there are checked still; a missing one is said here once
-        raise ConfigError(problems, tuple(p for p in rule_paths if p not in missing))
+        raise ConfigError(problems, tuple(p for p in rule_paths if os.path.lexists(p) or not look))
     for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
         warn(("opsgenie", key), message)
     max_age = (raw.get("opsgenie") or {}).get("max_age")
@@ -197,6 +198,12 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
             f"{max_age} is read as {max_age} seconds: an alert not delivered within them (an OpsGenie outage, a "
             f"network blip) is dead-lettered, not sent; write {max_age}s if that is meant, or {max_age}m, {max_age}h, "
             f"{max_age}d",
+        )
+    inline = api_key_problem(opsgenie.api_key.strip()) if opsgenie.api_key is not None else None
+    if inline is not None:  # (never its value: it is a secret)
+        warn(
+            ("opsgenie", "api_key"),
+            f"it {inline}: rulesd run will not use it; a key is one line of printable characters",
         )
     if opsgenie.api_key_file and opsgenie.api_key is not None:
         warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
@@ -228,28 +235,17 @@ def _absolute(base: str, path: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _missing_rule_paths(given: str | list[str] | None, paths: tuple[str, ...], report: Report) -> set[str]:
-    """The rule files and directories the config names that do not exist, each reported at its
-    line (the loader would name only the path, not where the config says it)."""
-    missing = set()
-    for i, path in enumerate(paths if given is not None else ()):
-        if not os.path.lexists(path):
-            report(("rules",) if isinstance(given, str) else ("rules", i), f"{path}: no such file or directory")
-            missing.add(path)
-    return missing
-
-
-def _check_variables(raw: dict[str, Any], report: Report) -> None:
+def _check_variables(raw: dict[str, Any], report: Report) -> set[tuple[str | int, ...]]:
     """Report a path written with an environment variable (`${LOG_DIR}/app.log`): nothing in
     the configuration is expanded, so it would name a file or directory called `${LOG_DIR}`
-    beside the config (waited for, or made, for good)."""
+    beside the config (waited for, or made, for good). The keys of those reported."""
+    found_at: set[tuple[str | int, ...]] = set()
     places: list[tuple[tuple[str | int, ...], Any]] = [
         (("rules",), raw.get("rules")),
         (("state_dir",), raw.get("state_dir")),
     ]
     places.append((("opsgenie", "api_key_file"), (raw.get("opsgenie") or {}).get("api_key_file")))
-    sources = [(("source",), raw.get("source"))] + [(("sources", i), s) for i, s in enumerate(raw.get("sources") or ())]
-    places += [((*where, "path"), source.get("path")) for where, source in sources if isinstance(source, dict)]
+    places += [((*where, "path"), source.get("path")) for where, source in source_places(raw)]
     for keys, value in places:
         items = [(keys, value)] if not isinstance(value, list) else [((*keys, i), v) for i, v in enumerate(value)]
         for where, text in items:
@@ -262,18 +258,18 @@ def _check_variables(raw: dict[str, Any], report: Report) -> None:
             report(
                 where, f"{text!r}: environment variables such as {found[0]} are not expanded; write the path out{hint}"
             )
+            found_at.add(where)
+    return found_at
 
 
-def _sources(raw: dict[str, Any], base: str, report: Report, warn: Report) -> tuple[SourceConfig, ...]:
+def _sources(raw: dict[str, Any], base: str, report: Report) -> tuple[SourceConfig, ...]:
     """`sources`, or the one `source` (default: stdin), each checked where it is written."""
     time_field = raw.get("time_field")
     if "sources" not in raw:
-        return (_source(raw.get("source") or {"type": "stdin"}, ("source",), base, (report, warn), time_field),)
+        return (_source(raw.get("source") or {"type": "stdin"}, ("source",), base, report, time_field),)
     if "source" in raw:
         report(("sources",), "give either source or sources, not both (sources replaces source)")
-    sources = tuple(
-        _source(item, ("sources", i), base, (report, warn), time_field) for i, item in enumerate(raw["sources"])
-    )
+    sources = tuple(_source(item, ("sources", i), base, report, time_field) for i, item in enumerate(raw["sources"]))
     first: dict[str | None, int] = {}
     for i, source in enumerate(sources):
         if source.name in first:
@@ -287,9 +283,8 @@ def _sources(raw: dict[str, Any], base: str, report: Report, warn: Report) -> tu
 
 
 def _source(
-    raw: dict[str, Any], where: tuple[str | int, ...], base: str, say: tuple[Report, Report], time_field: str | None
+    raw: dict[str, Any], where: tuple[str | int, ...], base: str, report: Report, time_field: str | None
 ) -> SourceConfig:
-    report, warn = say
     kind = raw["type"]
     paths = raw.get("path", [])
     paths = [paths] if isinstance(paths, str) else paths
@@ -297,14 +292,6 @@ def _source(
         report(where, "missing required key 'path' (the file or glob to tail)")
     if kind != "file" and paths:
         report((*where, "path"), f"a {kind} source takes no path")
-    if kind == "file":
-        for i, path in enumerate(paths):
-            keys = (*where, "path") if isinstance(raw["path"], str) else (*where, "path", i)
-            problem, missing = _not_followable(_absolute(base, path)), _nothing_there(_absolute(base, path))
-            if problem is not None:
-                report(keys, problem)
-            elif missing is not None:
-                warn(keys, missing)
     for key in ("units", "matches"):
         if kind != "journald" and key in raw:
             report((*where, key), f"'{key}' is only used with type: journald")
@@ -328,43 +315,6 @@ def _source(
         group=raw.get("group", "rulesd"),
         claim_idle=_duration(raw, "claim_idle", "10s", where, report),
     )
-
-
-def _not_followable(path: str) -> str | None:
-    """Why a literal path that names something other than a regular file cannot be followed:
-    a FIFO has no offset to save, so a restart would lose what it held, and skipping it (as a
-    file that becomes one while rulesd runs is) would read nothing, for good."""
-    if glob.has_magic(path):
-        return None  # a glob only ever matches regular files
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None  # missing: waited for; unreadable: warned about by the source
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return f"{path} is a directory; to follow the files in it give a glob, e.g. {os.path.join(path, '*.log')}"
-    hint = "; to read a pipe, use source: {type: stdin} and run: rulesd run < " + path if stat.S_ISFIFO(mode) else ""
-    return f"{path} is {file_kind(mode)}, not a regular file: a file source follows regular files{hint}"
-
-
-def _exists_but_not_dir(path: str) -> bool:
-    try:
-        return not stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError:
-        return False  # missing: made at start; unreadable: said then, with what to do
-
-
-def _nothing_there(path: str) -> str | None:
-    """The warning for a path or glob that names no file now: it is waited for, but a typo
-    (a wrong directory, a stray space) would read nothing, for good, without a word."""
-    if glob.has_magic(path):
-        if expand_patterns([path]):
-            return None
-        return f"{path!r} matches no regular file yet: nothing is read until one appears"
-    if os.path.exists(path):
-        return None
-    return f"{path!r} does not exist yet: nothing is read until it appears"
 
 
 def _duration(raw: dict[str, Any], key: str, default: str, where: tuple[str | int, ...], report: Report) -> float:
@@ -502,6 +452,8 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     except ValueError as exc:
         report(("opsgenie", "recipients"), str(exc))
     key_file = raw.get("api_key_file")
+    if raw.get("heartbeat") is not None and not raw["heartbeat"].strip():  # it would ping /v2/heartbeats//ping
+        report(("opsgenie", "heartbeat"), "a heartbeat name cannot be empty (null: no heartbeat)")
     return OpsgenieConfig(
         alert_url=url,
         api_key_file=_absolute(base, key_file) if key_file else None,
@@ -515,29 +467,28 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
 
 
 def key_file_warnings(path: str | None) -> tuple[Problem, ...]:
-    """A warning naming the key file when group or others may read it (the key pages people)."""
+    """Warnings naming the key file: group or others may read it (the key pages people), or
+    `rulesd run` could not use it (missing, a directory, empty, not one line of printable
+    characters). Warnings, so that a check where the key is not installed (CI) still passes."""
     if path is None:
         return ()
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        message = "the API key file does not exist: rulesd run will not start until it does"
-        return (Problem(SourceLocation(path), message, "warning"),)
+        mode = os.stat(path).st_mode
+    except PermissionError:
+        return ()  # another user than the daemon's may not look: said when the key is read
     except OSError:
-        return ()  # (not allowed to look, as another user: said when the key is read)
-    mode = st.st_mode & 0o777
-    if not stat.S_ISREG(st.st_mode):
-        message = f"the API key file is {file_kind(st.st_mode)}, not a file: rulesd run will not start"
-        return (Problem(SourceLocation(path), message, "warning"),)
+        mode = 0
+    if stat.S_ISREG(mode) and not os.access(path, os.R_OK):
+        return ()  # (as above)
+    try:
+        _read_key_file(path, "opsgenie.api_key_file")  # missing, a directory, empty: it says which
+    except ConfigError as exc:
+        end = "; rulesd run will not start (but with --dry-run)"
+        return tuple(Problem(p.location, f"{p.message}{end}", "warning") for p in exc.problems)
     if not mode & 0o044:
         return ()
-    return (
-        Problem(
-            SourceLocation(path),
-            f"the API key file is readable by group or others (mode {mode:04o}); run: chmod 600 {path}",
-            "warning",
-        ),
-    )
+    message = f"the API key file is readable by group or others (mode {mode & 0o777:04o}); run: chmod 600 {path}"
+    return (Problem(SourceLocation(path), message, "warning"),)
 
 
 def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ) -> str:

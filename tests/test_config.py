@@ -523,11 +523,27 @@ def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace:
         ),
         (
             "opsgenie: {api_key_file: missing.key}\n",
-            "missing.key: warning: the API key file does not exist: rulesd run will not start until it does",
+            "missing.key: warning: cannot read the API key (opsgenie.api_key_file): No such file or directory; "
+            "rulesd run will not start (but with --dry-run)",
         ),
         (
             "opsgenie: {api_key_file: rules}\n",
-            "rules: warning: the API key file is a directory, not a file: rulesd run will not start",
+            "rules: warning: cannot read the API key (opsgenie.api_key_file): Is a directory; rulesd run will not "
+            "start (but with --dry-run)",
+        ),
+        (
+            "opsgenie: {api_key_file: empty.key}\n",
+            "empty.key: warning: cannot read the API key (opsgenie.api_key_file): the file is empty; rulesd run will "
+            "not start (but with --dry-run)",
+        ),
+        (
+            "opsgenie: {api_key: 'GenieKey 0123-abcd'}\n",
+            "rulesd.yaml:1:21: warning: opsgenie.api_key: it contains spaces or control characters: rulesd run will "
+            "not use it; a key is one line of printable characters",
+        ),
+        (
+            "opsgenie: {heartbeat: ''}\n",
+            "rulesd.yaml:1:23: error: opsgenie.heartbeat: a heartbeat name cannot be empty (null: no heartbeat)",
         ),
     ],
 )
@@ -542,6 +558,7 @@ def test_check_names_what_is_wrong_with_the_key_the_alert_url_and_the_state_dir(
     (tmp_path / "state.db").touch()
     (tmp_path / "key").write_text("k\n")
     (tmp_path / "key").chmod(0o600)
+    (tmp_path / "empty.key").touch(0o600)
     result = rulesd_cli("check", "--config", write(tmp_path, text))
     assert [f"{tmp_path}/{expected.format(root=tmp_path)}"] == [
         line for line in result.stdout.splitlines() if "rules: warning: no rule files" not in line
@@ -586,3 +603,34 @@ def test_a_max_age_without_a_unit_under_an_hour_draws_a_warning(tmp_path: Path) 
     for quiet in ("30s", "30m", "3600"):
         checked = rulesd_cli("check", "--config", write(tmp_path, f"opsgenie: {{max_age: {quiet}}}\n"))
         assert "opsgenie.max_age" not in checked.stdout
+
+
+def test_two_sources_reading_one_file_draw_a_warning_and_the_daemon_says_so(workspace: Workspace) -> None:
+    """Two sources whose paths name the same file (literally, or through a glob or a link)
+    evaluate each line twice, so a rule that does not match on source_name pages twice: said
+    at the second one's path by check and at run's start."""
+    import yaml
+
+    (workspace.root / "link.jsonl").symlink_to(workspace.events)
+    config = yaml.safe_load(workspace.config.read_text())
+    config.pop("source")
+    config["sources"] = [
+        {"name": "a", "type": "file", "path": "events.jsonl"},
+        {"name": "b", "type": "file", "path": ["other.log", "*.jsonl"]},
+    ]
+    workspace.config.write_text(yaml.safe_dump(config))
+    lines = workspace.config.read_text().splitlines()
+    at = lines.index("  - '*.jsonl'") + 1
+    twice = (
+        "is read by sources[0] too: each of its lines is evaluated once per source, so a rule that does not match "
+        "on source_name counts it twice and pages twice"
+    )
+    expected = [
+        f"{workspace.config}:{at}:5: warning: sources[1].path[1]: {workspace.events} {twice}",
+        f"{workspace.config}:{at}:5: warning: sources[1].path[1]: {workspace.root}/link.jsonl {twice}",
+    ]
+    checked = rulesd_cli("check", "--config", str(workspace.config))
+    assert 0 == checked.returncode, checked.stdout
+    assert expected == [line for line in checked.stdout.splitlines() if "read by" in line]
+    daemon = workspace.start()
+    assert daemon.wait_for_log(f"sources[1].path[1]: {workspace.events} {twice}")

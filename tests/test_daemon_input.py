@@ -156,6 +156,8 @@ def test_a_fifo_at_the_source_path_is_skipped_while_running_and_refused_at_start
         f"{workspace.events}\n"
     ) in refused.stderr
     assert "rulesd started" not in refused.stderr
+    listed = rulesd_cli("outbox", "list", "--config", str(workspace.config))  # the read-only commands do not look
+    assert (0, "") == (listed.returncode, listed.stderr)
     workspace.events.unlink()
     workspace.append(page(2))
     restarted = workspace.start()
