@@ -28,6 +28,7 @@ from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
+from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
 
 DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
@@ -191,22 +192,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
         raise ConfigError(problems, tuple(p for p in rule_paths if os.path.lexists(p) or not look))
     for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
         warn(("opsgenie", key), message)
-    max_age = (raw.get("opsgenie") or {}).get("max_age")
-    if isinstance(max_age, int) and max_age < 3600:  # `max_age: 30`: 30 minutes? days? It is seconds
-        warn(
-            ("opsgenie", "max_age"),
-            f"{max_age} is read as {max_age} seconds: an alert not delivered within them (an OpsGenie outage, a "
-            f"network blip) is dead-lettered, not sent; write {max_age}s if that is meant, or {max_age}m, {max_age}h, "
-            f"{max_age}d",
-        )
-    inline = api_key_problem(opsgenie.api_key.strip()) if opsgenie.api_key is not None else None
-    if inline is not None:  # (never its value: it is a secret)
-        warn(
-            ("opsgenie", "api_key"),
-            f"it {inline}: rulesd run will not use it; a key is one line of printable characters",
-        )
-    if opsgenie.api_key_file and opsgenie.api_key is not None:
-        warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
+    _opsgenie_warnings((raw.get("opsgenie") or {}).get("max_age"), opsgenie, warn)
     warnings = (*noted, *key_file_warnings(opsgenie.api_key_file))
     return Config(
         path=os.path.abspath(doc.path),
@@ -466,6 +452,26 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     )
 
 
+def _opsgenie_warnings(max_age: Any, cfg: OpsgenieConfig, warn: Report) -> None:
+    """What is valid but likely not meant: a max_age in bare seconds that short, an inline key
+    `rulesd run` would refuse (never its value: a secret) or would never use."""
+    if isinstance(max_age, int) and max_age < 3600:  # `max_age: 30`: 30 minutes? days? It is seconds
+        warn(
+            ("opsgenie", "max_age"),
+            f"{max_age} is read as {max_age} seconds: an alert not delivered within them (an OpsGenie outage, a "
+            f"network blip) is dead-lettered, not sent; write {max_age}s if that is meant, or {max_age}m, {max_age}h, "
+            f"{max_age}d",
+        )
+    problem = api_key_problem(cfg.api_key.strip()) if cfg.api_key is not None else None
+    if problem is not None:
+        warn(
+            ("opsgenie", "api_key"),
+            f"it {problem}: rulesd run will not use it; a key is one line of printable characters",
+        )
+    if cfg.api_key_file and cfg.api_key is not None:
+        warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
+
+
 def key_file_warnings(path: str | None) -> tuple[Problem, ...]:
     """Warnings naming the key file: group or others may read it (the key pages people), or
     `rulesd run` could not use it (missing, a directory, empty, not one line of printable
@@ -473,21 +479,16 @@ def key_file_warnings(path: str | None) -> tuple[Problem, ...]:
     if path is None:
         return ()
     try:
-        mode = os.stat(path).st_mode
-    except PermissionError:
-        return ()  # another user than the daemon's may not look: said when the key is read
-    except OSError:
-        mode = 0
-    if stat.S_ISREG(mode) and not os.access(path, os.R_OK):
-        return ()  # (as above)
-    try:
-        _read_key_file(path, "opsgenie.api_key_file")  # missing, a directory, empty: it says which
+        _read_key_file(path, "opsgenie.api_key_file")  # missing, a directory, empty…: it says which
     except ConfigError as exc:
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            return ()  # another user than the daemon's may not read it: said when the daemon reads it
         end = "; rulesd run will not start (but with --dry-run)"
         return tuple(Problem(p.location, f"{p.message}{end}", "warning") for p in exc.problems)
+    mode = os.stat(path).st_mode & 0o777
     if not mode & 0o044:
         return ()
-    message = f"the API key file is readable by group or others (mode {mode & 0o777:04o}); run: chmod 600 {path}"
+    message = f"the API key file is readable by group or others (mode {mode:04o}); run: chmod 600 {path}"
     return (Problem(SourceLocation(path), message, "warning"),)
 
 
@@ -519,8 +520,11 @@ def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ
 def _read_key_file(path: str, what: str) -> str:
     """The stripped key in `path`; a ConfigError names the file and `what` it is, never its contents."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            key = fh.read().strip()
+        # Non-blocking, then looked at: a FIFO (or a device) would wait for a writer, for good.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8") as fh:
+            mode = os.fstat(fd).st_mode
+            key = fh.read().strip() if stat.S_ISREG(mode) else ""
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
     except UnicodeDecodeError:
@@ -528,7 +532,7 @@ def _read_key_file(path: str, what: str) -> str:
     else:
         if key:
             return _usable_key(key, path, what)
-        reason = "the file is empty"
+        reason = "the file is empty" if stat.S_ISREG(mode) else f"it is {file_kind(mode)}, not a file"
     raise ConfigError([Problem(SourceLocation(path), f"cannot read the API key ({what}): {reason}")])
 
 

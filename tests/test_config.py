@@ -634,3 +634,22 @@ def test_two_sources_reading_one_file_draw_a_warning_and_the_daemon_says_so(work
     assert expected == [line for line in checked.stdout.splitlines() if "read by" in line]
     daemon = workspace.start()
     assert daemon.wait_for_log(f"sources[1].path[1]: {workspace.events} {twice}")
+
+
+def test_a_key_file_that_is_a_fifo_stops_the_start_instead_of_blocking_it(tmp_path: Path) -> None:
+    """`api_key_file` naming a FIFO: `rulesd run` waited for a writer before it started, and
+    check would too; both now say what it is, at once (run: exit 2, nothing started)."""
+    (tmp_path / "rules").mkdir()
+    os.mkfifo(tmp_path / "opsgenie.key")
+    config = write(tmp_path, "source: {type: stdin}\nstate_dir: state\nopsgenie: {api_key_file: opsgenie.key}\n")
+    reason = (
+        f"{tmp_path}/opsgenie.key: error: cannot read the API key (opsgenie.api_key_file): it is a FIFO, not a file"
+    )
+    run = rulesd_cli("run", "--config", config, timeout=30)
+    assert (2, f"{reason}\n") == (run.returncode, run.stderr.splitlines(keepends=True)[-1])
+    assert "rulesd started" not in run.stderr
+    checked = rulesd_cli("check", "--config", config, timeout=30)
+    assert (
+        f"{reason.replace(': error: ', ': warning: ')}; rulesd run will not start (but with --dry-run)"
+        in checked.stdout
+    )
