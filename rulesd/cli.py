@@ -49,12 +49,13 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def load_config(path: str) -> Config:
+def load_config(path: str, *, look: bool = False) -> Config:
     """The daemon config, imported when a command needs one: it brings in the HTTP client,
-    which `check`, `replay` and `test` without `--config` do without (shorter start-up)."""
+    which `check`, `replay` and `test` without `--config` do without (shorter start-up).
+    `look`: also what its paths name on disk (for the commands that use them)."""
     from rulesd.config import load_config as load
 
-    return load(path)
+    return load(path, look=look)
 
 
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
@@ -330,7 +331,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     paths: list[str] = args.paths or [str(p) for p in default_rule_paths()]
     if args.config:
         try:
-            config = load_config(args.config)
+            config = load_config(args.config, look=True)
             config_problems = list(config.warnings)
             paths = args.paths or list(config.rules)
         except ConfigError as exc:  # still check the rules it names, if those could be read
@@ -666,7 +667,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rulesd.notify import Notifier
     from rulesd.reload import files_fingerprint
 
-    config = load_config(args.config)
+    config = load_config(args.config, look=True)
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
         log.error("cannot start a dry run: %s", output.CLOSED)
         return EXIT_USAGE
@@ -752,7 +753,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     from rulesd.forward import Forwarder
     from rulesd.state import StateAuthFailed, StateError
 
-    config = load_config(args.config)
+    config = load_config(args.config, look=True)
     if config.forward is None:
         print(f"rulesd forward: {config.path} has no forward: {{url: redis://…, stream: …}}", file=sys.stderr)
         return EXIT_USAGE
@@ -774,8 +775,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     import sqlite3
 
     from rulesd.daemon import STATE_FILE
+    from rulesd.daemon.build import open_redis_state, state_reader
     from rulesd.state import SqliteState
-    from rulesd.state.sqlite import database_exists
 
     config = load_config(args.config)
     action = args.action or "list"
@@ -784,10 +785,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     where = f"the shared outbox in Redis (prefix {config.state.prefix})" if config.state.backend == "redis" else path
     try:
         if config.state.backend == "redis":  # the outbox every instance shares
-            from rulesd.daemon.build import open_redis_state
-
             return _outbox(open_redis_state(config), action, args)
-        if not database_exists(path):
+        # list and show only read: the database is opened read-only, and one the daemon has not
+        # made yet (missing, empty while it starts) is neither created nor given tables.
+        reader = state_reader(config)
+        if reader is None:
             if action == "show":
                 print(f"rulesd outbox show: no alert {args.id}: no state database at {path}", file=sys.stderr)
                 return EXIT_FAIL
@@ -796,7 +798,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             else:
                 print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
             return EXIT_OK
-        return _outbox(SqliteState(path), action, args)
+        return _outbox(SqliteState(path) if action == "retry-dead" else reader, action, args)
     except (sqlite3.Error, RulesdError) as exc:  # damaged, unwritable, Redis unavailable
         text = str(exc)
         print(f"rulesd outbox: error: {text if text.startswith(where) else f'{where}: {text}'}", file=sys.stderr)

@@ -6,7 +6,10 @@ key and `path:line:col`; `load_config` reports all of them at once.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +19,7 @@ import msgspec
 
 from rulesd.alerting.api import alert_url_warnings, api_key_problem, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
+from rulesd.config_paths import path_findings, source_places
 from rulesd.document import Document
 from rulesd.durations import parse_duration
 from rulesd.engine.core import MAX_GROUPS, MAX_GROUPS_PER_RULE, Limits
@@ -24,6 +28,7 @@ from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
+from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
 
 DEFAULT_ALERT_URL = "https://api.opsgenie.com/v2/alerts"
@@ -32,6 +37,8 @@ DEFAULT_STREAM = "rulesd:events"
 API_KEY_ENV = "RULESD_OPSGENIE_API_KEY"
 CREDENTIAL_NAME = "opsgenie-api-key"
 Report = Callable[[tuple[str | int, ...], str], None]
+# An environment variable as a shell writes it: $NAME or ${NAME}.
+_VARIABLE = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
 
 
 class SourceConfig(msgspec.Struct, frozen=True):
@@ -120,8 +127,9 @@ class Config(msgspec.Struct, frozen=True):
         return next((s for s in self.sources if s.type == "redis_stream"), None)
 
 
-def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
-    """Read, validate and resolve `path`; ConfigError lists every problem."""
+def load_config(path: str, environ: Mapping[str, str] = os.environ, *, look: bool = False) -> Config:
+    """Read, validate and resolve `path`; ConfigError lists every problem. With `look` (the
+    commands that use the paths: check, run, forward), also what they name on disk now."""
     from rulesd.yamldoc import read_yaml  # PyYAML is imported only where YAML is read
 
     try:
@@ -135,7 +143,7 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
     problems = sorted({*doc.problems, *validate_document(doc, "config")})
     if problems:
         raise ConfigError(problems, _rule_paths(_base(doc), doc.value))
-    return _resolve(doc, doc.value, environ)
+    return _resolve(doc, doc.value, environ, look)
 
 
 def _base(doc: Document) -> str:
@@ -152,15 +160,24 @@ def _rule_paths(base: str, raw: dict[str, Any]) -> tuple[str, ...] | None:
     return tuple(_absolute(base, p) for p in rules)
 
 
-def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> Config:
+def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], look: bool) -> Config:
     base = _base(doc)
     problems: list[Problem] = []
+    noted: list[Problem] = []  # warnings
 
     def report(keys: tuple[str | int, ...], message: str) -> None:
         problems.append(Problem(doc.locate(keys), f"{format_path(keys)}: {message}"))
 
+    def warn(keys: tuple[str | int, ...], message: str) -> None:
+        noted.append(Problem(doc.locate(keys), f"{format_path(keys)}: {message}", "warning"))
+
     rule_paths = _rule_paths(base, raw)
     assert rule_paths is not None  # the schema has checked `rules`
+    written_with_variables = _check_variables(raw, report)
+    if look:  # (a path written with a variable is said once)
+        for keys, severity, message in path_findings(raw, functools.partial(_absolute, base), rule_paths):
+            if keys not in written_with_variables:
+                (report if severity == "error" else warn)(keys, message)
     sources = _sources(raw, base, report)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
@@ -171,12 +188,12 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str]) -> 
     forward = raw.get("forward")
     if forward:
         _check_redis_url(forward["url"], ("forward", "url"), report)
-    if problems:
-        raise ConfigError(problems, rule_paths)
-    warnings = tuple(
-        Problem(doc.locate(("opsgenie", key)), f"opsgenie.{key}: {message}", "warning")
-        for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat)
-    ) + key_file_warnings(opsgenie.api_key_file)
+    if problems:  # the rules that are there are checked still; a missing one is said here once
+        raise ConfigError(problems, tuple(p for p in rule_paths if os.path.lexists(p) or not look))
+    for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
+        warn(("opsgenie", key), message)
+    _opsgenie_warnings((raw.get("opsgenie") or {}).get("max_age"), opsgenie, warn)
+    warnings = (*noted, *key_file_warnings(opsgenie.api_key_file))
     return Config(
         path=os.path.abspath(doc.path),
         rules=rule_paths,
@@ -202,6 +219,33 @@ def _check_listen(listen: str | None, report: Report) -> None:
 
 def _absolute(base: str, path: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _check_variables(raw: dict[str, Any], report: Report) -> set[tuple[str | int, ...]]:
+    """Report a path written with an environment variable (`${LOG_DIR}/app.log`): nothing in
+    the configuration is expanded, so it would name a file or directory called `${LOG_DIR}`
+    beside the config (waited for, or made, for good). The keys of those reported."""
+    found_at: set[tuple[str | int, ...]] = set()
+    places: list[tuple[tuple[str | int, ...], Any]] = [
+        (("rules",), raw.get("rules")),
+        (("state_dir",), raw.get("state_dir")),
+    ]
+    places.append((("opsgenie", "api_key_file"), (raw.get("opsgenie") or {}).get("api_key_file")))
+    places += [((*where, "path"), source.get("path")) for where, source in source_places(raw)]
+    for keys, value in places:
+        items = [(keys, value)] if not isinstance(value, list) else [((*keys, i), v) for i, v in enumerate(value)]
+        for where, text in items:
+            found = _VARIABLE.search(text) if isinstance(text, str) else None
+            if found is None:
+                continue
+            hint = (
+                " (leave state_dir out to use $STATE_DIRECTORY, as systemd sets it)" if keys == ("state_dir",) else ""
+            )
+            report(
+                where, f"{text!r}: environment variables such as {found[0]} are not expanded; write the path out{hint}"
+            )
+            found_at.add(where)
+    return found_at
 
 
 def _sources(raw: dict[str, Any], base: str, report: Report) -> tuple[SourceConfig, ...]:
@@ -394,6 +438,8 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     except ValueError as exc:
         report(("opsgenie", "recipients"), str(exc))
     key_file = raw.get("api_key_file")
+    if raw.get("heartbeat") is not None and not raw["heartbeat"].strip():  # it would ping /v2/heartbeats//ping
+        report(("opsgenie", "heartbeat"), "a heartbeat name cannot be empty (null: no heartbeat)")
     return OpsgenieConfig(
         alert_url=url,
         api_key_file=_absolute(base, key_file) if key_file else None,
@@ -406,23 +452,44 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     )
 
 
+def _opsgenie_warnings(max_age: Any, cfg: OpsgenieConfig, warn: Report) -> None:
+    """What is valid but likely not meant: a max_age in bare seconds that short, an inline key
+    `rulesd run` would refuse (never its value: a secret) or would never use."""
+    if isinstance(max_age, int) and max_age < 3600:  # `max_age: 30`: 30 minutes? days? It is seconds
+        warn(
+            ("opsgenie", "max_age"),
+            f"{max_age} is read as {max_age} seconds: an alert not delivered within them (an OpsGenie outage, a "
+            f"network blip) is dead-lettered, not sent; write {max_age}s if that is meant, or {max_age}m, {max_age}h, "
+            f"{max_age}d",
+        )
+    problem = api_key_problem(cfg.api_key.strip()) if cfg.api_key is not None else None
+    if problem is not None:
+        warn(
+            ("opsgenie", "api_key"),
+            f"it {problem}: rulesd run will not use it; a key is one line of printable characters",
+        )
+    if cfg.api_key_file and cfg.api_key is not None:
+        warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
+
+
 def key_file_warnings(path: str | None) -> tuple[Problem, ...]:
-    """A warning naming the key file when group or others may read it (the key pages people)."""
+    """Warnings naming the key file: group or others may read it (the key pages people), or
+    `rulesd run` could not use it (missing, a directory, empty, not one line of printable
+    characters). Warnings, so that a check where the key is not installed (CI) still passes."""
     if path is None:
         return ()
     try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        return ()  # a missing file is an error when the key is read
+        _read_key_file(path, "opsgenie.api_key_file")  # missing, a directory, empty…: it says which
+    except ConfigError as exc:
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            return ()  # another user than the daemon's may not read it: said when the daemon reads it
+        end = "; rulesd run will not start (but with --dry-run)"
+        return tuple(Problem(p.location, f"{p.message}{end}", "warning") for p in exc.problems)
+    mode = os.stat(path).st_mode & 0o777
     if not mode & 0o044:
         return ()
-    return (
-        Problem(
-            SourceLocation(path),
-            f"the API key file is readable by group or others (mode {mode:04o}); run: chmod 600 {path}",
-            "warning",
-        ),
-    )
+    message = f"the API key file is readable by group or others (mode {mode:04o}); run: chmod 600 {path}"
+    return (Problem(SourceLocation(path), message, "warning"),)
 
 
 def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ) -> str:
@@ -453,8 +520,11 @@ def resolve_api_key(cfg: OpsgenieConfig, environ: Mapping[str, str] = os.environ
 def _read_key_file(path: str, what: str) -> str:
     """The stripped key in `path`; a ConfigError names the file and `what` it is, never its contents."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            key = fh.read().strip()
+        # Non-blocking, then looked at: a FIFO (or a device) would wait for a writer, for good.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8") as fh:
+            mode = os.fstat(fd).st_mode
+            key = fh.read().strip() if stat.S_ISREG(mode) else ""
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
     except UnicodeDecodeError:
@@ -462,7 +532,7 @@ def _read_key_file(path: str, what: str) -> str:
     else:
         if key:
             return _usable_key(key, path, what)
-        reason = "the file is empty"
+        reason = "the file is empty" if stat.S_ISREG(mode) else f"it is {file_kind(mode)}, not a file"
     raise ConfigError([Problem(SourceLocation(path), f"cannot read the API key ({what}): {reason}")])
 
 

@@ -39,7 +39,8 @@ NAMED_FORMATS = (AUTO, "epoch_s", "epoch_ms", "rfc3339", "syslog")
 # (at least 30 minutes off) or garbage, and is not believed.
 AHEAD_LIMIT = 900.0
 FUTURE_SLACK = 86400.0  # a year-less time may lie this far past "now" (zones, clocks) before it is last year's
-# A leap second (`23:59:60`, any fraction): RFC 3339 allows it, datetime has no second 60.
+# A second 60 (`23:59:60`, any fraction), a leap second where it ends a UTC day: RFC 3339
+# allows it, datetime has no second 60.
 _LEAP_SECOND = re.compile(r"(?<=[0-9]{2}:[0-9]{2}:)60(?:[.,][0-9]+)?(?![0-9.,])")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SYSLOG = re.compile(r"([A-Za-z]{3}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
@@ -153,14 +154,21 @@ def _iso(value: str) -> float | None:
 def _rfc3339_rest(value: str) -> datetime.datetime | None:
     """What RFC 3339 allows and `fromisoformat` refuses (so only refused values pay for it): a
     lowercase `z` (a lowercase `t` it takes), and a leap second, read as the last microsecond
-    of its minute (the event keeps its place before the next second's, and is not lost)."""
-    text = _LEAP_SECOND.sub("59.999999", value[:-1] + "Z" if value.endswith("z") else value, count=1)
+    of its minute (the event keeps its place before the next second's, and is not lost).
+    A second 60 is a leap second only at 23:59 UTC (RFC 3339 5.7: it ends a UTC day, so at
+    15:59:60-08:00); elsewhere it is a wrong time, not read as the minute's end."""
+    lowered = value[:-1] + "Z" if value.endswith("z") else value
+    text = _LEAP_SECOND.sub("59.999999", lowered, count=1)
     if text == value:
         return None
     try:
-        return datetime.datetime.fromisoformat(text)
+        parsed = datetime.datetime.fromisoformat(text)
     except ValueError:
         return None
+    utc = parsed.astimezone(datetime.UTC) if parsed.tzinfo is not None else parsed  # no zone: UTC
+    if text != lowered and (utc.hour, utc.minute) != (23, 59):
+        return None
+    return parsed
 
 
 def syslog_time(text: str, now: float, tz: datetime.tzinfo | None = None) -> float | None:

@@ -410,3 +410,246 @@ def test_a_key_file_readable_by_others_draws_a_warning_from_run(workspace: Works
     os.chmod(workspace.key_file, 0o604)
     daemon = workspace.start()
     assert daemon.wait_for_log(f"{workspace.key_file}: the API key file is readable by group or others (mode 0604)")
+
+
+def test_check_refuses_a_source_path_that_names_a_fifo_or_a_directory(tmp_path: Path) -> None:
+    """`rulesd check --config` names each path of a file source that is a FIFO or a directory
+    (never followed: a FIFO has no offset to resume from) at its line, with what to give
+    instead; a missing path (waited for) and a glob are not errors."""
+    (tmp_path / "rules").mkdir()
+    os.mkfifo(tmp_path / "events.fifo")
+    (tmp_path / "logs").mkdir()
+    config = write(
+        tmp_path,
+        "sources:\n  - name: app\n    type: file\n    path: [later.log, events.fifo, logs, 'logs/*.log']\n",
+    )
+    result = rulesd_cli("check", "--config", config)
+    assert 1 == result.returncode, result.stdout
+    assert [
+        f"{config}:4:23: error: sources[0].path[1]: {tmp_path}/events.fifo is a FIFO, not a regular file: a file "
+        f"source follows regular files; to read a pipe, use source: {{type: stdin}} and run: rulesd run < "
+        f"{tmp_path}/events.fifo",
+        f"{config}:4:36: error: sources[0].path[2]: {tmp_path}/logs is a directory; to follow the files in it give "
+        f"a glob, e.g. {tmp_path}/logs/*.log",
+    ] == [line for line in result.stdout.splitlines() if ": error: " in line]
+
+
+def test_a_path_written_with_an_environment_variable_is_an_error_at_its_line(tmp_path: Path) -> None:
+    """Nothing in rulesd.yaml is expanded: `${LOG_DIR}/app.jsonl` named a file of that name
+    beside the config (waited for, for good) and `$STATE_DIRECTORY/rulesd` made a directory
+    called `$STATE_DIRECTORY`; `check` and `run` now refuse each path at its line."""
+    (tmp_path / "rules").mkdir()
+    config = write(
+        tmp_path,
+        "rules: [rules, $RULES]\n"
+        "source:\n  type: file\n  path: ${LOG_DIR}/app.jsonl\n"
+        "state_dir: $STATE_DIRECTORY/rulesd\n"
+        "opsgenie: {api_key_file: '${CREDENTIALS_DIRECTORY}/key'}\n",
+    )
+    expected = [
+        f"{config}:1:16: error: rules[1]: '$RULES': environment variables such as $RULES are not expanded; write "
+        "the path out",
+        f"{config}:4:9: error: source.path: '${{LOG_DIR}}/app.jsonl': environment variables such as ${{LOG_DIR}} are "
+        "not expanded; write the path out",
+        f"{config}:5:12: error: state_dir: '$STATE_DIRECTORY/rulesd': environment variables such as "
+        "$STATE_DIRECTORY are not expanded; write the path out (leave state_dir out to use $STATE_DIRECTORY, as "
+        "systemd sets it)",
+        f"{config}:6:26: error: opsgenie.api_key_file: '${{CREDENTIALS_DIRECTORY}}/key': environment variables such "
+        "as ${CREDENTIALS_DIRECTORY} are not expanded; write the path out",
+    ]
+    checked = rulesd_cli("check", "--config", config, env={"LOG_DIR": str(tmp_path)})
+    assert 1 == checked.returncode, checked.stdout
+    assert expected == [line for line in checked.stdout.splitlines() if f"{config}:" in line]
+    run = rulesd_cli("run", "--config", config, "--dry-run", env={"LOG_DIR": str(tmp_path)})
+    assert 2 == run.returncode, run.stderr
+    assert expected == [line for line in run.stderr.splitlines() if f"{config}:" in line]
+    assert ["rules", "rulesd.yaml"] == sorted(os.listdir(tmp_path))  # no `$STATE_DIRECTORY` made
+
+
+def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace: Workspace) -> None:
+    """A path that does not exist (a stray space, a wrong directory) or a glob that matches no
+    file is waited for, but said at its line, by `check --config` and at `run`'s start; a path
+    that exists and a glob that matches are quiet."""
+    import yaml
+
+    (workspace.root / "logs").mkdir()
+    (workspace.root / "logs" / "a.jsonl").touch()
+    config = yaml.safe_load(workspace.config.read_text())
+    config["source"]["path"] = ["events.jsonl", "events.jsonl ", "logs/*.jsonl", "log/*.jsonl"]
+    workspace.config.write_text(yaml.safe_dump(config))
+    line = workspace.config.read_text().splitlines().index("  - events.jsonl") + 1
+    expected = [
+        f"{workspace.config}:{line + 1}:5: warning: source.path[1]: '{workspace.root}/events.jsonl ' does not exist "
+        "yet: nothing is read until it appears",
+        f"{workspace.config}:{line + 3}:5: warning: source.path[3]: '{workspace.root}/log/*.jsonl' matches no "
+        "regular file yet: nothing is read until one appears",
+    ]
+    checked = rulesd_cli("check", "--config", str(workspace.config))
+    assert 0 == checked.returncode, checked.stdout
+    assert expected == [line for line in checked.stdout.splitlines() if "source.path" in line]
+    daemon = workspace.start()
+    for warning in expected:
+        location, _, message = warning.partition(": warning: ")
+        assert f"rulesd: warning: {location}: {message}" in daemon.stderr()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "state_dir: state.db\n",
+            "rulesd.yaml:1:12: error: state_dir: {root}/state.db exists and is not a directory",
+        ),
+        (
+            "opsgenie: {alert_url: api.opsgenie.com/v2/alerts}\n",
+            "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'api.opsgenie.com/v2/alerts' has no scheme: "
+            "write it as https://api.opsgenie.com/v2/alerts",
+        ),
+        (
+            "opsgenie:\n  alert_url: https://api.opsgenei.com/v2/alerts\n",
+            "rulesd.yaml:2:14: warning: opsgenie.alert_url: the host 'api.opsgenei.com' is not 'api.opsgenie.com': a "
+            "misspelt host would leave every alert undelivered; did you mean https://api.opsgenie.com/v2/alerts?",
+        ),
+        (
+            "opsgenie: {alert_url: 'https://api.atlasian.com/jsm/ops/integration/v2/alerts'}\n",
+            "rulesd.yaml:1:23: warning: opsgenie.alert_url: the host 'api.atlasian.com' is not 'api.atlassian.com': a "
+            "misspelt host would leave every alert undelivered; did you mean "
+            "https://api.atlassian.com/jsm/ops/integration/v2/alerts?",
+        ),
+        (
+            "opsgenie: {api_key_file: key, api_key: inline-key}\n",
+            "rulesd.yaml:1:40: warning: opsgenie.api_key: not used: opsgenie.api_key_file is given, and the key is "
+            "read from it first",
+        ),
+        (
+            "opsgenie: {api_key_file: missing.key}\n",
+            "missing.key: warning: cannot read the API key (opsgenie.api_key_file): No such file or directory; "
+            "rulesd run will not start (but with --dry-run)",
+        ),
+        (
+            "opsgenie: {api_key_file: rules}\n",
+            "rules: warning: cannot read the API key (opsgenie.api_key_file): Is a directory; rulesd run will not "
+            "start (but with --dry-run)",
+        ),
+        (
+            "opsgenie: {api_key_file: empty.key}\n",
+            "empty.key: warning: cannot read the API key (opsgenie.api_key_file): the file is empty; rulesd run will "
+            "not start (but with --dry-run)",
+        ),
+        (
+            "opsgenie: {api_key: 'GenieKey 0123-abcd'}\n",
+            "rulesd.yaml:1:21: warning: opsgenie.api_key: it contains spaces or control characters: rulesd run will "
+            "not use it; a key is one line of printable characters",
+        ),
+        (
+            "opsgenie: {heartbeat: ''}\n",
+            "rulesd.yaml:1:23: error: opsgenie.heartbeat: a heartbeat name cannot be empty (null: no heartbeat)",
+        ),
+    ],
+)
+def test_check_names_what_is_wrong_with_the_key_the_alert_url_and_the_state_dir(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Mistakes that check said OK to (a misspelt host, an inline key the key file overrides, a
+    missing key file, a state_dir that is a file) or said wrongly ('has no host' for a URL
+    without its scheme; 'chmod 600' for a key file that is a directory) are named at their
+    place; a relay's own host draws no warning."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "state.db").touch()
+    (tmp_path / "key").write_text("k\n")
+    (tmp_path / "key").chmod(0o600)
+    (tmp_path / "empty.key").touch(0o600)
+    result = rulesd_cli("check", "--config", write(tmp_path, text))
+    assert [f"{tmp_path}/{expected.format(root=tmp_path)}"] == [
+        line for line in result.stdout.splitlines() if "rules: warning: no rule files" not in line
+    ][:-1]
+    assert (1 if ": error: " in expected else 0) == result.returncode
+    relay = rulesd_cli(
+        "check", "--config", write(tmp_path, "opsgenie: {alert_url: 'https://og.example.com/v2/alerts'}")
+    )
+    assert (0, []) == (relay.returncode, [line for line in relay.stdout.splitlines() if "alert_url" in line])
+
+
+def test_a_missing_rules_path_is_an_error_at_its_line_in_the_config(tmp_path: Path) -> None:
+    """`rules: [/etc/rulesd/rules.d]` that does not exist: check and run name the config's line
+    and the key (they named only the path, which the operator had to look for); the rule paths
+    that are there are still checked."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "bad.yaml").write_text("name: bad\nmatch: {kind: {eq: 1}\n")
+    config = write(tmp_path, "rules:\n  - rules\n  - /nonexistent/rules.d\nsource: {type: stdin}\n")
+    missing = f"{config}:3:5: error: rules[1]: /nonexistent/rules.d: no such file or directory"
+    checked = rulesd_cli("check", "--config", config)
+    assert 1 == checked.returncode
+    lines = checked.stdout.splitlines()
+    assert missing in lines
+    assert 1 == sum("/nonexistent/rules.d" in line for line in lines)
+    assert any(line.startswith(f"{tmp_path}/rules/bad.yaml:") for line in lines), lines
+    run = rulesd_cli("run", "--config", config, "--dry-run")
+    assert 2 == run.returncode
+    assert missing in run.stderr.splitlines()
+
+
+def test_a_max_age_without_a_unit_under_an_hour_draws_a_warning(tmp_path: Path) -> None:
+    """`max_age: 30` is 30 seconds (a number is seconds): said at its line, since an outage that
+    short would dead-letter pages; with a unit, or a number of an hour or more, it is quiet."""
+    (tmp_path / "rules").mkdir()
+    result = rulesd_cli("check", "--config", write(tmp_path, "opsgenie:\n  max_age: 30\n"))
+    assert 0 == result.returncode
+    assert (
+        f"{tmp_path}/rulesd.yaml:2:12: warning: opsgenie.max_age: 30 is read as 30 seconds: an alert not delivered "
+        "within them (an OpsGenie outage, a network blip) is dead-lettered, not sent; write 30s if that is meant, or "
+        "30m, 30h, 30d"
+    ) in result.stdout.splitlines()
+    for quiet in ("30s", "30m", "3600"):
+        checked = rulesd_cli("check", "--config", write(tmp_path, f"opsgenie: {{max_age: {quiet}}}\n"))
+        assert "opsgenie.max_age" not in checked.stdout
+
+
+def test_two_sources_reading_one_file_draw_a_warning_and_the_daemon_says_so(workspace: Workspace) -> None:
+    """Two sources whose paths name the same file (literally, or through a glob or a link)
+    evaluate each line twice, so a rule that does not match on source_name pages twice: said
+    at the second one's path by check and at run's start."""
+    import yaml
+
+    (workspace.root / "link.jsonl").symlink_to(workspace.events)
+    config = yaml.safe_load(workspace.config.read_text())
+    config.pop("source")
+    config["sources"] = [
+        {"name": "a", "type": "file", "path": "events.jsonl"},
+        {"name": "b", "type": "file", "path": ["other.log", "*.jsonl"]},
+    ]
+    workspace.config.write_text(yaml.safe_dump(config))
+    lines = workspace.config.read_text().splitlines()
+    at = lines.index("  - '*.jsonl'") + 1
+    twice = (
+        "is read by sources[0] too: each of its lines is evaluated once per source, so a rule that does not match "
+        "on source_name counts it twice and pages twice"
+    )
+    expected = [
+        f"{workspace.config}:{at}:5: warning: sources[1].path[1]: {workspace.events} {twice}",
+        f"{workspace.config}:{at}:5: warning: sources[1].path[1]: {workspace.root}/link.jsonl {twice}",
+    ]
+    checked = rulesd_cli("check", "--config", str(workspace.config))
+    assert 0 == checked.returncode, checked.stdout
+    assert expected == [line for line in checked.stdout.splitlines() if "read by" in line]
+    daemon = workspace.start()
+    assert daemon.wait_for_log(f"sources[1].path[1]: {workspace.events} {twice}")
+
+
+def test_a_key_file_that_is_a_fifo_stops_the_start_instead_of_blocking_it(tmp_path: Path) -> None:
+    """`api_key_file` naming a FIFO: `rulesd run` waited for a writer before it started, and
+    check would too; both now say what it is, at once (run: exit 2, nothing started)."""
+    (tmp_path / "rules").mkdir()
+    os.mkfifo(tmp_path / "opsgenie.key")
+    config = write(tmp_path, "source: {type: stdin}\nstate_dir: state\nopsgenie: {api_key_file: opsgenie.key}\n")
+    reason = (
+        f"{tmp_path}/opsgenie.key: error: cannot read the API key (opsgenie.api_key_file): it is a FIFO, not a file"
+    )
+    run = rulesd_cli("run", "--config", config, timeout=30)
+    assert (2, f"{reason}\n") == (run.returncode, run.stderr.splitlines(keepends=True)[-1])
+    assert "rulesd started" not in run.stderr
+    checked = rulesd_cli("check", "--config", config, timeout=30)
+    assert (
+        f"{reason.replace(': error: ', ': warning: ')}; rulesd run will not start (but with --dry-run)"
+        in checked.stdout
+    )

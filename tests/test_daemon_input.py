@@ -132,21 +132,35 @@ def test_start_at_end_applies_to_the_first_run_only(tmp_path: Path, server: Fake
         ws.stop_all()
 
 
-def test_a_fifo_at_the_source_path_never_blocks_start_or_restart(workspace: Workspace, server: FakeOpsGenie) -> None:
-    """The events file is replaced by a FIFO while rulesd is down: the restart still reaches
-    READY, warns naming the path, and once a regular file is back its events are alerted."""
+def test_a_fifo_at_the_source_path_is_skipped_while_running_and_refused_at_start(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """The events file is replaced by a FIFO: the running daemon warns naming the path and
+    goes on; a restart exits 2 at once with the error at the config's line (where it reached
+    READY and then read nothing, for good); once a regular file is back its events are alerted."""
     daemon = workspace.start()
     workspace.append(page(1))
     assert server.wait_for(lambda r: len(r) >= 1)
-    assert 0 == daemon.terminate()
     workspace.events.unlink()
     os.mkfifo(workspace.events)
-    restarted = workspace.start()  # fails unless "rulesd started" comes
-    assert restarted.wait_for_log(
+    assert daemon.wait_for_log(
         f"{workspace.events}: a FIFO, not a regular file; skipped until a regular file is there"
-    )
+    ), daemon.output()
+    assert 0 == daemon.terminate()
+    refused = rulesd_cli("run", "--config", str(workspace.config), timeout=30)
+    line = workspace.config.read_text().splitlines().index(f"  path: {workspace.events.name}") + 1
+    assert 2 == refused.returncode, refused.stderr
+    assert (
+        f"{workspace.config}:{line}:9: error: source.path: {workspace.events} is a FIFO, not a regular file: a file "
+        f"source follows regular files; to read a pipe, use source: {{type: stdin}} and run: rulesd run < "
+        f"{workspace.events}\n"
+    ) in refused.stderr
+    assert "rulesd started" not in refused.stderr
+    listed = rulesd_cli("outbox", "list", "--config", str(workspace.config))  # the read-only commands do not look
+    assert (0, "") == (listed.returncode, listed.stderr)
     workspace.events.unlink()
     workspace.append(page(2))
+    restarted = workspace.start()
     assert server.wait_for(lambda r: len(r) >= 2)
     assert ["page-1", "page-2"] == aliases(server)
     assert 0 == restarted.terminate()

@@ -79,6 +79,34 @@ def test_read_only_commands_work_beside_a_running_daemon(workspace: Workspace, s
     assert daemon.proc.poll() is None
 
 
+@pytest.mark.parametrize("tables", ["", "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"])
+def test_the_operator_commands_never_make_the_state_database(tmp_path: Path, tables: str) -> None:
+    """A state database the daemon has not made yet (0 bytes, or only some tables: it is
+    starting) is read as holding nothing: `outbox list`, `outbox show`, `outbox retry-dead` and
+    `state` leave it as it was, where `outbox` wrote the daemon's tables into it and made it 0600."""
+    config = stdin_config(tmp_path, PAGE_RULE)
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "state" / "state.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(tables)
+    conn.close()
+    path.chmod(0o644)
+    before = path.read_bytes()
+    expected = {
+        ("outbox", "list"): (0, f"no state database at {path}: nothing queued\n"),
+        ("outbox", "list", "--format", "json"): (0, "[]\n"),
+        ("outbox", "show", "1"): (1, ""),
+        ("outbox", "retry-dead"): (0, "requeued 0 dead-lettered alert(s)\n"),
+        ("state",): (0, f"no engine state saved in {path} yet\n"),
+    }
+    for command, (code, out) in expected.items():
+        result = rulesd_cli(*command, "--config", str(config))
+        assert (before, 0o644) == (path.read_bytes(), stat.S_IMODE(path.stat().st_mode)), command
+        assert ["state.sqlite"] == sorted(os.listdir(tmp_path / "state")), command
+        assert code == result.returncode, (command, result.stderr)
+        assert result.stdout.startswith(out), (command, result.stdout)
+
+
 def test_a_state_directory_the_user_may_not_search_is_an_error_not_an_empty_outbox(tmp_path: Path) -> None:
     """An operator who is not the daemon's user runs `rulesd outbox` or `rulesd state` on its
     0700 state directory: each says it cannot read the database (exit 1), where they said

@@ -14,6 +14,7 @@ commands that read a configuration and a `--dry-run`, which send nothing, do not
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -118,6 +119,8 @@ def validate_alert_url(url: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = parts.hostname
+    if "://" not in url:  # `api.opsgenie.com/v2/alerts` is all path to urlsplit: "no host" would mislead
+        raise ValueError(f"alert_url {url!r} has no scheme: write it as https://{url.lstrip('/')}")
     if not host:
         raise ValueError(f"alert_url {url!r} has no host")
     if parts.username is not None or parts.password is not None:
@@ -159,6 +162,16 @@ def alert_url_warnings(url: str, heartbeat: str | None) -> list[tuple[str, str]]
                 f"{url!r} is not a known alert endpoint: every alert would be refused; use "
                 f"https://api.opsgenie.com{OPSGENIE_PATH} (EU: https://api.eu.opsgenie.com{OPSGENIE_PATH}) "
                 f"or, for Jira Service Management, {JSM_ALERT_URL}",
+            )
+        )
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    near = difflib.get_close_matches(host, _API_HOSTS, n=1, cutoff=0.85) if host not in _API_HOSTS else []
+    if near:
+        found.append(
+            (
+                "alert_url",
+                f"the host {host!r} is not {near[0]!r}: a misspelt host would leave every alert undelivered; "
+                f"did you mean https://{near[0]}{JSM_PATH if _API_HOSTS[near[0]] == JSM else OPSGENIE_PATH}?",
             )
         )
     if heartbeat is not None and api == JSM:

@@ -238,13 +238,17 @@ def open_state(config: Config, dry_run: bool) -> StateBackend:
 
 
 def state_reader(config: Config) -> StateBackend | None:
-    """The configured state opened only to be read (`rulesd state`, beside a running daemon):
-    the SQLite database read-only (None while there is none), or the shared state in Redis,
-    which is only ever read with plain reads."""
+    """The configured state opened only to be read (`rulesd state`, `rulesd outbox list`,
+    beside a running daemon): the SQLite database read-only (None while there is none, or the
+    daemon has not made its tables yet), or the shared state in Redis, which is only ever read
+    with plain reads."""
     if config.state.backend == "redis":
         return open_redis_state(config)
     path = os.path.join(config.state_dir, STATE_FILE)
-    return SqliteState(path, read_only=True) if database_exists(path) else None
+    if not database_exists(path):
+        return None
+    store = SqliteState(path, read_only=True)
+    return store if store.has_schema() else None
 
 
 def open_redis_state(config: Config) -> RedisState:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import urllib.parse
@@ -68,6 +69,7 @@ CREATE INDEX IF NOT EXISTS outbox_attempts_alert ON outbox_attempts (alert_id, a
 CREATE TRIGGER IF NOT EXISTS outbox_history_gone AFTER DELETE ON outbox
 BEGIN DELETE FROM outbox_attempts WHERE alert_id = OLD.id; END;
 """
+_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 
 
 class SqliteState:
@@ -140,6 +142,12 @@ class SqliteState:
             self._local.conn = None
 
     # -- source positions and engine state -------------------------------------------------
+
+    def has_schema(self) -> bool:
+        """Whether the daemon has made every table yet: a reader beside a daemon that is
+        starting finds the file empty (0 bytes) or half made, and must not make them itself."""
+        rows = self._rows("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return _TABLES.issubset(name for (name,) in rows)
 
     def load_positions(self) -> dict[str, dict[str, Any]]:
         """Saved source positions, keyed by source (e.g. file path)."""
