@@ -526,10 +526,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"rulesd explain: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    rule_paths, parser, max_line_bytes = args.rules, JSON_PARSER, None
+    rule_paths, parser, max_line_bytes, limits = args.rules, JSON_PARSER, None, Limits()
     if args.config:
         config = load_config(args.config)
         rule_paths = rule_paths or list(config.rules)
+        limits = config.limits  # as replay --config: the groups the daemon forgets
         if args.events:
             source = _replayed_source(config, args.source, args.time_field, "explain")
             if source is None:
@@ -545,7 +546,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     explainer = Explainer(rules, rule_sources(rules, cache))
     if args.events:
-        return _explain_line(args, ruleset, explainer, parser, max_line_bytes)
+        return _explain_line(args, ruleset, explainer, parser, max_line_bytes, limits)
     if args.event == "-" and sys.stdin is None:  # started with `<&-`
         print("-: error: cannot read the event: standard input is closed", file=sys.stderr)
         return EXIT_USAGE
@@ -589,7 +590,12 @@ def _open_events(path: str) -> BinaryIO | None:
 
 
 def _explain_line(
-    args: argparse.Namespace, ruleset: RuleSet, explainer: Explainer, parser: Parser, max_line_bytes: int | None
+    args: argparse.Namespace,
+    ruleset: RuleSet,
+    explainer: Explainer,
+    parser: Parser,
+    max_line_bytes: int | None,
+    limits: Limits,
 ) -> int:
     from rulesd.explain_line import LineError, explain_line, explained_line_text
 
@@ -607,6 +613,7 @@ def _explain_line(
                 parser=parser,
                 time_field=None if args.config else args.time_field,
                 max_line_bytes=max_line_bytes,
+                limits=limits,
             )
         except LineError as exc:
             print(f"rulesd explain: {exc}", file=sys.stderr)

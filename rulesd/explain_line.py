@@ -17,6 +17,7 @@ from typing import BinaryIO
 import msgspec
 
 from rulesd.engine import Engine, Firing, GroupKeys
+from rulesd.engine.core import Limits
 from rulesd.engine.progress import group_text, outcome, snapshot
 from rulesd.engine.values import NO_GROUP
 from rulesd.events import IGNORED, Parser, parse_mended
@@ -55,15 +56,16 @@ def explain_line(
     time_field: str | None = None,
     start: float | None = None,
     max_line_bytes: int | None = None,
+    limits: Limits = Limits(),
 ) -> ExplainedLine:
     """Explain line `line` (1-based) of `stream` after replaying the lines before it.
 
     Events arrive at `start` (default: now), and those without a readable time count at the
     latest event time before them, as in `replay`; lines
-    longer than `max_line_bytes` are skipped, as in `replay`.
+    longer than `max_line_bytes` are skipped, and the state kept within `limits`, as in `replay`.
     LineError if the stream has fewer lines, or line N is not an event.
     """
-    engine, reader = replay_engine(ruleset, parser, time_field)
+    engine, reader = replay_engine(ruleset, parser, time_field, limits)
     arrival = time.time() if start is None else start
     text = _replay_until(stream, line, engine, parser, reader, arrival, name, max_line_bytes)
     event = _event(text, parser, line, name)

@@ -970,6 +970,33 @@ def test_replay_with_a_config_keeps_its_limits_and_closes_what_the_daemon_closes
     ]
 
 
+def test_explain_a_line_with_a_config_keeps_its_limits_as_replay_does(tmp_path: Path) -> None:
+    """`limits.groups_per_rule: 2`: the stalest of three groups is forgotten, so h1's second
+    error counts 1 of 2 and fires nothing in `replay --config`; `explain --events --config` of
+    that line says the same (it kept every group, and said it fires)."""
+    write(
+        tmp_path / "rules.yaml",
+        "rules:\n"
+        "  - {name: errors, match: {level: error}, threshold: {count: 2, window: 1h, group_by: [host]}}\n"
+        "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n",
+    )
+    now = int(time.time())
+    lines = [{"level": "error", "host": f"h{i}", "t": now - 100 + 10 * i} for i in (1, 2, 3)]
+    lines += [{"event": "noise", "t": now - 50}] * 4200  # the engine sweeps every 4096 matched events
+    lines += [{"level": "error", "host": "h1", "t": now - 10}]
+    events = write(tmp_path / "events.jsonl", "".join(json.dumps(e) + "\n" for e in lines))
+    config = write(
+        tmp_path / "rulesd.yaml",
+        "rules: [rules.yaml]\nsource: {type: stdin}\ntime_field: t\nstate_dir: state\nlimits: {groups_per_rule: 2}\n",
+    )
+    replayed = rulesd_cli("replay", "--config", str(config), str(events), cwd=tmp_path)
+    assert "alerts: 0" in replayed.stdout
+    explained = rulesd_cli(
+        "explain", "--config", str(config), "--events", str(events), "--line", str(len(lines)), cwd=tmp_path
+    )
+    assert 'errors: matches, group host="h1"; not yet: 1 of 2 in 1h\n' in explained.stdout
+
+
 def test_replay_interrupted_within_a_block_still_shows_the_alerts_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
