@@ -250,6 +250,7 @@ if not entry then return 0 end
 local alert = {}
 local fields = entry[2]
 for j = 1, #fields, 2 do alert[fields[j]] = fields[j + 1] end
+local kept = false
 if alert.action == 'close' then
   local dead = redis.call('HGETALL', KEYS[3])
   for j = 1, #dead, 2 do
@@ -261,13 +262,14 @@ if alert.action == 'close' then
       alert.last_error = ARGV[2]
       alert.response = ''
       redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(alert))
+      kept = true
       break
     end
   end
 end
 redis.call('XDEL', KEYS[1], ARGV[1] .. '-0')
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[4])
+if not kept then redis.call('DEL', KEYS[4]) end  -- a dead letter keeps its attempts, as in SQLite
 return 1
 """
 )
