@@ -805,7 +805,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             else:
                 print("[]" if args.format == "json" else f"no state database at {path}: nothing queued")
             return EXIT_OK
-        return _outbox(SqliteState(path) if action == "retry-dead" else reader, action, args)
+        if action == "retry-dead":  # it writes, through the daemon's lock-safe transaction
+            reader.close()
+            return _outbox(SqliteState(path), action, args)
+        return _outbox(reader, action, args)
     except (sqlite3.Error, RulesdError) as exc:  # damaged, unwritable, Redis unavailable
         text = str(exc)
         print(f"rulesd outbox: error: {text if text.startswith(where) else f'{where}: {text}'}", file=sys.stderr)
