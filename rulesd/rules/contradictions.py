@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from rulesd.document import JsonPath
 from rulesd.rules.conditions import ConditionError, conjunct_items, is_number, resolved_matcher
 from rulesd.rules.lists import Lists
+from rulesd.rules.networks import Network, in_ipv6_space, parse_network
 
 _NUMBER, _TEXT, _BOOL, _NULL, _LIST, _OTHER = "a number", "a text", "true or false", "null", "a list", "a mapping"
 _ANY_KIND = frozenset({_NUMBER, _TEXT, _BOOL, _NULL, _LIST, _OTHER})
@@ -241,30 +242,26 @@ def _never(tests: Sequence[_Test]) -> str | None:
 def _networks(tests: Sequence[_Test]) -> str | None:
     """Why no address is inside the networks of a `cidr` and outside those of a `not_cidr`,
     if every network of the one lies within a network of the other (as written: a named list
-    is not looked into, and an IPv4 network is not compared with an IPv6 one)."""
+    is not looked into)."""
     inside = [_written_networks(t.operand) for t in tests if t.op == "cidr"]
     outside = [_written_networks(t.operand) for t in tests if t.op == "not_cidr"]
     for nets in inside:
         for others in outside:
-            if nets and others and all(any(_within(n, o) for o in others) for n in nets):
-                shown = ", ".join(str(n) for n in nets)
+            if nets and others and all(any(n.subnet_of(o) for _, o in others) for _, n in nets):
+                shown = ", ".join(str(n) for n, _ in nets)
                 return f"every address in {shown} is in a network that not_cidr rules out"
     return None
 
 
-def _written_networks(operand: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """The networks of a `cidr` operand written as text or a list of texts (none otherwise)."""
+def _written_networks(operand: Any) -> list[tuple[Network, ipaddress.IPv6Network]]:
+    """The networks of a `cidr` operand written as text or a list of texts (none otherwise),
+    each as written and in the one space addresses are looked up in (where
+    `::ffff:10.0.0.0/104` is `10.0.0.0/8`)."""
     written = [operand] if isinstance(operand, str) else operand if isinstance(operand, list) else []
     try:
-        return [ipaddress.ip_network(n) for n in written]
+        return [(net, in_ipv6_space(net)) for net in map(parse_network, written)]
     except (TypeError, ValueError):  # (refused where it was compiled)
         return []
-
-
-def _within(
-    net: ipaddress.IPv4Network | ipaddress.IPv6Network, other: ipaddress.IPv4Network | ipaddress.IPv6Network
-) -> bool:
-    return net.version == other.version and net.subnet_of(other)  # type: ignore[arg-type]
 
 
 _LOWER, _UPPER, _EQUAL = frozenset({"gt", "gte"}), frozenset({"lt", "lte"}), frozenset({"equals", "in"})

@@ -57,7 +57,7 @@ class Networks:
         self.networks = tuple(networks)
         """The networks as written (for showing the operand)."""
         by_shift: dict[int, set[int]] = {}
-        for network in ipaddress.collapse_addresses(_in_ipv6_space(n) for n in networks):
+        for network in ipaddress.collapse_addresses(in_ipv6_space(n) for n in networks):
             shift = _BITS - network.prefixlen
             by_shift.setdefault(shift, set()).add(int(network.network_address) >> shift)
         # The widest networks first: of nested ones only the widest is kept (collapsed above).
@@ -125,7 +125,8 @@ class NetworkError(ValueError):
         self.index = index
 
 
-def _in_ipv6_space(network: Network) -> ipaddress.IPv6Network:
+def in_ipv6_space(network: Network) -> ipaddress.IPv6Network:
+    """`network` in the one 128-bit space addresses are looked up in (IPv4 as IPv4-mapped)."""
     if network.version == 6:
         return network
     return ipaddress.IPv6Network((int(network.network_address) | _MAPPED, network.prefixlen + _MAPPED_PREFIX))
