@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,7 +13,8 @@ from rulesd.daemon.shared import SharedEngine
 from rulesd.engine import Engine, StateDelta
 from rulesd.pipeline import advance, pending
 from rulesd.state import StateUnavailable
-from rulesd.state.redis import Conflict, RedisState, StreamBatch
+from rulesd.state.redis import Conflict, RedisState, StreamBatch, connect
+from tests.daemon_process import wait_until
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.redis_server import RedisServer
 from tests.ruletools import ruleset_from_yaml
@@ -359,3 +361,25 @@ def test_alerts_redis_lost_are_queued_again_even_if_others_delivered_as_many_sin
     a.sync()
     assert 1 == len(lost) and "the 2 alert(s) this instance queued" in lost[0], lost
     assert [{"n": 1}, {"n": 2}] == a.requeue
+
+
+def test_a_connection_closed_under_a_command_is_made_again_not_said_unavailable(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    """Redis closes the connection while a command waits for its answer (CLIENT KILL, its
+    `timeout`, a proxy restarting): the command is sent again at once on a new connection and
+    answered, instead of Redis being said unavailable (reading paused, an error logged)."""
+    s = RedisState(connect(server.url), instance="a")
+    admin = server.client()
+
+    def kill_when_blocked() -> None:
+        assert wait_until(lambda: any(c["cmd"] == "blpop" for c in admin.client_list()), 10)
+        admin.client_kill_filter(_type="normal", skipme=True)
+
+    killer = threading.Thread(target=kill_when_blocked)
+    killer.start()
+    try:
+        assert s.call(lambda: s.client.blpop(["nothing"], timeout=1)) is None
+    finally:
+        killer.join()
+    assert s.retried

@@ -167,6 +167,7 @@ class RedisState:
         self._depth: tuple[int, float | None] = (0, None)
         self.queued_ids = range(0)  # the outbox ids the last commit gave its alerts
         self.answered = False  # whether a call succeeded (since the holder last set it False)
+        self.retried = False  # whether a call was made again on a new connection (since the holder set it False)
         self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
 
     def _script(self, name: str) -> Script:
@@ -178,7 +179,17 @@ class RedisState:
     def call(self, what: Callable[[], T]) -> T:
         """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
         try:
-            result = what()
+            try:
+                result = what()
+            except redis.exceptions.ConnectionError as exc:
+                if isinstance(exc, redis.exceptions.AuthenticationError):
+                    raise
+                # A connection closed under a command (CLIENT KILL, Redis's `timeout`, a proxy
+                # restarting) is no outage: once more at once, on a new connection, before saying
+                # Redis is unavailable. A commit whose answer was lost is refused the second time
+                # (`taken`, or another version), never made twice.
+                self.retried = True
+                result = what()
             self.answered = True
             return result
         except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
