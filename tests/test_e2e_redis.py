@@ -24,6 +24,10 @@ import pytest
 import redis
 import yaml
 
+from rulesd.daemon.build import stream_reader
+from rulesd.daemon.shared import SharedDaemon
+from rulesd.state import StateUnavailable
+from rulesd.state.redis import RedisState
 from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, http_get, reload_between_batches, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.redis_server import RedisServer
@@ -138,6 +142,12 @@ class Fleet:
         return self.start(
             name, source=source, state={"backend": "redis", "url": self.redis_url, "instance": name}, **extra
         )
+
+    def on_file(self, name: str, path: Path, url: str, **extra: Any) -> Path:
+        """The config of instance `name` in fleet mode, reading the file at `path` from its beginning."""
+        source = {"type": "file", "path": str(path), "start_at": "beginning"}
+        state = {"backend": "redis", "url": url, "instance": name}
+        return self.config(name, time_field=None, source=source, state=state, **extra)
 
     def output(self) -> str:
         return "".join(p.output() for p in self.processes)
@@ -941,9 +951,6 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
     instance a commits first, so b's commit is refused and b applies the batch again on the newer
     state: b counts one group evicted and one alert closed (it counted each twice), and queues
     the close once."""
-    from rulesd.daemon.shared import SharedDaemon
-    from rulesd.state.redis import RedisState
-
     fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LIMIT_RULES)
     now = time.time()
     lines = [{"level": "error", "host": f"h{i}"} for i in (1, 2, 3)]
@@ -951,18 +958,11 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
     files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
     files["a"].write_text(json.dumps({"event": "other"}) + "\n")
     files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
-    daemons: dict[str, SharedDaemon] = {}
     with contextlib.ExitStack() as stack:
-        for name, path in files.items():
-            source = {"type": "file", "path": str(path), "start_at": "beginning"}
-            state = {"backend": "redis", "url": redis_server.url, "instance": name}
-            config = fleet.config(name, time_field=None, source=source, state=state, limits={"groups_per_rule": 2})
-            parts = stack.enter_context(daemon_parts(config, lambda: now))
-            assert isinstance(parts.store, RedisState)
-            daemons[name] = daemon = SharedDaemon(parts, parts.store, None)
-            daemon.shared.start()
-            daemon._started = True
-        a, b = daemons["a"], daemons["b"]
+        a, b = (
+            in_process(stack, fleet.on_file(name, path, redis_server.url, limits={"groups_per_rule": 2}), now)
+            for name, path in files.items()
+        )
         commit = b.store.commit
         refused = []
 
@@ -982,6 +982,17 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
         assert {"errors": 1, "noise": 0} == b.stats.limit_closed
         queued = [(a.action, a.target or a.payload["message"]) for a in b.store.alerts()]
         assert 4 == len(queued) and 1 == sum(action == "close" for action, _ in queued), queued
+
+
+def in_process(stack: contextlib.ExitStack, config: Path, now: float | None = None) -> SharedDaemon:
+    """A shared daemon for `config` whose loop the test turns by hand (on a wall clock fixed at
+    `now`, or the real one), started: its rule set published and the state loaded."""
+    parts = stack.enter_context(daemon_parts(config, (lambda: now) if now is not None else time.time))
+    assert isinstance(parts.store, RedisState)
+    daemon = SharedDaemon(parts, parts.store, stream_reader(parts.config, parts.store))
+    daemon.shared.start()
+    daemon._started = True
+    return daemon
 
 
 def metric(process: DaemonProcess, name: str) -> float:
@@ -1198,3 +1209,99 @@ def test_an_idle_instance_says_an_outage_once_and_its_end_once(tmp_path: Path, r
     log = daemon.stderr()
     assert 1 == log.count("state unavailable, reading paused") and 1 == log.count("state available again"), log
     assert 0 == daemon.terminate()
+
+
+def test_rule_matches_count_a_batch_matched_again_after_a_reload_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A batch read (and matched), then the rules reloaded before it is committed: it is matched
+    again with the new rules, and `rulesd_rule_matches` counts its events once (it counted them
+    with both rule sets)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(3)))
+    with contextlib.ExitStack() as stack:
+        a = in_process(stack, fleet.on_file("a", path, redis_server.url))
+        assert a._read()
+        (tmp_path / "rules" / "rules.yaml").write_text(PAGE_RULES.replace("p-{id}", "page-{id}"))
+        assert a.reload()
+        a._commit_first()
+        assert not a.pending
+        assert ["page-0", "page-1", "page-2"] == [alert.payload["alias"] for alert in a.store.alerts()]
+        assert 3 == a.stats.matches.get("r")
+
+
+def test_rule_matches_do_not_count_a_batch_another_instance_committed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Worker a reads stream entries and is held up past claim_idle; b claims and commits them,
+    and a drops its batch: across the fleet `rulesd_rule_matches` counts the events once (a
+    counted them too)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
+    with contextlib.ExitStack() as stack:
+        a, b = (in_process(stack, fleet.config(name, time_field=None)) for name in "ab")
+        client = redis_server.client()
+        assert a._read() is False  # (the consumer group is made)
+        client.xadd(STREAM, {"events": "\n".join(json.dumps({"kind": "page", "id": i}) for i in range(3))})
+        assert a._read()
+        time.sleep(1.2)  # past claim_idle
+        assert b._step() and not b.pending
+        a._commit_first()
+        assert not a.pending and 3 == len(a.store.alerts())
+        assert (0, 3) == (a.stats.matches.get("r", 0), b.stats.matches.get("r", 0))
+
+
+NEW_VALUE_RULES = (
+    "name: new-address\nmatch: {event: login}\nnew_value: {fields: [ip], group_by: [user], learn: 2s}\n"
+    "alert: {alias: 'new-{user}-{ip}'}\n"
+)
+
+
+def test_an_idle_instance_starts_the_learning_of_new_value_rules_at_its_start(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """With new_value rules only, an idle instance starts the shared clock, as the single-host
+    daemon does: `learn` counts from its start, so a value first seen after it pages (the
+    learning started at the first event instead, which was only learnt)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=NEW_VALUE_RULES)
+    path = tmp_path / "a.jsonl"
+    path.touch()
+    daemon = fleet.start_on_file("a", path)
+    assert wait_until(lambda: redis_server.client().exists("rulesd:clock") == 1, 15), daemon.output()
+    time.sleep(2.5)  # past `learn`
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"ts": time.time(), "event": "login", "user": "u", "ip": "10.0.0.1"}) + "\n")
+    assert opsgenie.wait_for(lambda r: len(r) >= 1, 15), daemon.output()
+    assert "new-u-10.0.0.1" == opsgenie.requests[0].json()["alias"]
+    assert 0 == daemon.terminate()
+
+
+def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Instance a's commit is made but its answer lost (Redis unavailable before it came): trying
+    again, a finds the batch committed and counts it as it was committed: its events, alerts, and
+    the group it forgot for the state limit, with the alert that closed (none were counted)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LIMIT_RULES)
+    lines = [{"level": "error", "host": f"h{i}"} for i in (1, 2, 3)]
+    lines += [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    with contextlib.ExitStack() as stack:
+        a = in_process(stack, fleet.on_file("a", path, redis_server.url, limits={"groups_per_rule": 2}), time.time())
+        commit = a.store.commit
+
+        def answer_lost(**kwargs: Any) -> int:
+            commit(**kwargs)
+            raise StateUnavailable("Redis unavailable: Connection closed by server.")
+
+        a.store.commit = answer_lost  # type: ignore[method-assign]
+        with pytest.raises(StateUnavailable):
+            a._step()
+        a.store.commit = commit  # type: ignore[method-assign]
+        assert a._step() and not a.pending
+        assert 4 == len(a.store.alerts()), "committed once"
+        assert {"errors": 1, "noise": 0} == a.stats.evicted
+        assert {"errors": 1, "noise": 0} == a.stats.limit_closed
+        assert (len(lines), 4, 3) == (sum(a.stats.events.values()), a.stats.alerts_queued, a.stats.firings["errors"])
+        assert {"errors": 3, "noise": 4200} == a.stats.matches

@@ -62,8 +62,22 @@ class Prepared(msgspec.Struct):
     fingerprint: str
     arrival: float
     entries: EntryBatch | None = None  # stream mode
-    token: str = ""  # fleet mode: names the batch, so that a commit whose answer was lost is not made twice
+    token: str = ""  # names the batch, so that a commit whose answer was lost is not made twice
     results: list[Batch] = msgspec.field(default_factory=list)
+    # Per rule, the events that matched its condition: counted when the batch is committed,
+    # as it may be matched again (a reload) or dropped (another instance committed it).
+    matched: dict[str, int] = msgspec.field(default_factory=dict)
+    lost: Applied | None = None  # the application whose commit's answer was lost (it may be the one made)
+
+
+class Applied(msgspec.Struct):
+    """What applying a batch found, to count once its commit is known made: the batches, the
+    alerts, and the engine's counts before and after."""
+
+    results: list[Batch]
+    alerts: list[Alert]
+    before: Counts
+    after: Counts
 
 
 class SharedEngine:
@@ -266,7 +280,9 @@ class SharedDaemon(Daemon):
             for run in source_runs:
                 offset = Offsets(run)
                 runs.append((prefix + run.path, run, source.parser, _where(run, offset)))
-        prepared = self._match(runs, now)
+        return self._named(self._match(runs, now))
+
+    def _named(self, prepared: Prepared) -> Prepared:
         self._batches += 1
         prepared.token = f"{self.store.token}:{self._batches}"
         return prepared
@@ -278,12 +294,16 @@ class SharedDaemon(Daemon):
             [(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], self.clock()
         )
         prepared.entries = entries
-        return prepared
+        return self._named(prepared)
 
     def _match(self, runs: list[tuple[str, Lines, Parser, Callable[[int], str]]], now: float) -> Prepared:
         engine = self.engine
-        matches = [match_lines(run.data, parser.fast, engine, now, parser.time) for _, run, parser, _ in runs]
-        return Prepared(runs, matches, engine.ruleset.fingerprint, now)
+        counted, engine.matches = engine.matches, {}  # (the metrics read `counted`)
+        try:
+            matches = [match_lines(run.data, parser.fast, engine, now, parser.time) for _, run, parser, _ in runs]
+        finally:
+            matched, engine.matches = engine.matches, counted
+        return Prepared(runs, matches, engine.ruleset.fingerprint, now, matched=matched)
 
     # -- committing --------------------------------------------------------------------------------
 
@@ -307,6 +327,8 @@ class SharedDaemon(Daemon):
             positions = self._positions() if self.reader is None else {}
             entries = prepared.entries
             clock = engine.now if engine.now != before else None
+            applied = Applied(results, alerts, counts, engine.counts())
+            store.retried = False
             try:
                 store.commit(
                     positions=positions,
@@ -323,15 +345,19 @@ class SharedDaemon(Daemon):
                 self.shared.undo(delta, before, counts)
                 if conflict.why == "version":
                     continue
-                if conflict.why == "taken" and entries is None:  # committed before its answer was lost
+                if conflict.why == "taken" and not conflict.detail:  # its own token: committed, the answer lost
                     log.info("batch already committed (its answer was lost): not applied again")
                     self.pending.pop(0)
+                    # Counted as the application that was committed: this one if its commit was
+                    # sent again at once, else the one whose commit failed before.
+                    self._count_applied(prepared, applied if store.retried or prepared.lost is None else prepared.lost)
                     return
                 self._refused(prepared, conflict)
                 return
             except StateUnavailable:
                 self.shared.stale = True  # whether the commit was made is not known: load it all again
                 engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
+                prepared.lost = applied
                 raise
             break
         self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
@@ -396,7 +422,7 @@ class SharedDaemon(Daemon):
 
     def _rematch(self, prepared: Prepared) -> Prepared:
         again = self._match(prepared.runs, prepared.arrival)
-        again.entries = prepared.entries
+        again.entries, again.token, again.lost = prepared.entries, prepared.token, prepared.lost
         return again
 
     def _refuse(self, published: str) -> None:
@@ -418,6 +444,8 @@ class SharedDaemon(Daemon):
     def _count(self, prepared: Prepared, results: list[Batch], alerts: list[Alert]) -> None:
         """A committed batch counts: events, invalid lines (warned about), firings, alerts queued."""
         stats = self.stats
+        for name, count in prepared.matched.items():
+            stats.bump(stats.matches, name, count)
         for (counted, run, parser, where), result in zip(prepared.runs, results, strict=True):
             for i in result.invalid:
                 if run.data[i].strip():
@@ -434,6 +462,20 @@ class SharedDaemon(Daemon):
         self._warn_limits()
         if (stats.last_error or "").startswith(REFUSING):
             stats.last_error = None
+
+    def _count_applied(self, prepared: Prepared, applied: Applied) -> None:
+        """Count a batch whose commit was made though its answer was lost: as its application
+        then found, with the evictions and limit-closed alerts that application counted."""
+        engine, now = self.engine, self.engine.counts()
+        evicted, closed = dict(now.evicted), dict(now.limit_closed)
+        for live, after, before in (
+            (evicted, applied.after.evicted, applied.before.evicted),
+            (closed, applied.after.limit_closed, applied.before.limit_closed),
+        ):
+            for rule, count in after.items():
+                live[rule] = live.get(rule, 0) + count - before.get(rule, 0)
+        engine.rewind(Counts(evicted, closed, now.until_sweep))
+        self._count(prepared, applied.results, applied.alerts)
 
     def _queued(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -458,8 +500,9 @@ class SharedDaemon(Daemon):
         now, last_sweep = self.clock(), self._last["sweep"]
         sweeps = now - last_sweep >= SWEEP_IDLE
         # The closings of a restored state (a reload) need no clock: they are committed whatever
-        # the stream holds, and with rules that have no timers.
-        moves = engine.timed and (self.reader is None or self._stream_settled())
+        # the stream holds, and with rules that have no timers. Rules that start at a time (a
+        # new_value rule's learning, an absence's expected groups) start the clock as timers do.
+        moves = (engine.timed or engine.waiting) and (self.reader is None or self._stream_settled())
         # While alerts it queued wait, the instance looks at each pass which left the outbox:
         # the fewer it remembers, the fewer go twice if Redis loses them.
         shared = self.shared
