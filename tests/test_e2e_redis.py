@@ -147,7 +147,7 @@ class Fleet:
         """The config of instance `name` in fleet mode, reading the file at `path` from its beginning."""
         source = {"type": "file", "path": str(path), "start_at": "beginning"}
         state = {"backend": "redis", "url": url, "instance": name}
-        return self.config(name, time_field=None, source=source, state=state, **extra)
+        return self.config(name, source=source, state=state, **{"time_field": None, **extra})
 
     def output(self) -> str:
         return "".join(p.output() for p in self.processes)
@@ -960,7 +960,7 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
     files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
     with contextlib.ExitStack() as stack:
         a, b = (
-            in_process(stack, fleet.on_file(name, path, redis_server.url, limits={"groups_per_rule": 2}), now)
+            in_process(stack, fleet.on_file(name, path, redis_server.url, limits={"groups_per_rule": 2}), lambda: now)
             for name, path in files.items()
         )
         commit = b.store.commit
@@ -984,10 +984,10 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
         assert 4 == len(queued) and 1 == sum(action == "close" for action, _ in queued), queued
 
 
-def in_process(stack: contextlib.ExitStack, config: Path, now: float | None = None) -> SharedDaemon:
-    """A shared daemon for `config` whose loop the test turns by hand (on a wall clock fixed at
-    `now`, or the real one), started: its rule set published and the state loaded."""
-    parts = stack.enter_context(daemon_parts(config, (lambda: now) if now is not None else time.time))
+def in_process(stack: contextlib.ExitStack, config: Path, clock: Callable[[], float] = time.time) -> SharedDaemon:
+    """A shared daemon for `config` whose loop the test turns by hand (on the wall clock `clock`),
+    started: its rule set published and the state loaded."""
+    parts = stack.enter_context(daemon_parts(config, clock))
     assert isinstance(parts.store, RedisState)
     daemon = SharedDaemon(parts, parts.store, stream_reader(parts.config, parts.store))
     daemon.shared.start()
@@ -1288,7 +1288,7 @@ def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed
     path = tmp_path / "a.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in lines))
     with contextlib.ExitStack() as stack:
-        a = in_process(stack, fleet.on_file("a", path, redis_server.url, limits={"groups_per_rule": 2}), time.time())
+        a = in_process(stack, fleet.on_file("a", path, redis_server.url, limits={"groups_per_rule": 2}))
         commit = a.store.commit
 
         def answer_lost(**kwargs: Any) -> int:
@@ -1305,3 +1305,42 @@ def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed
         assert {"errors": 1, "noise": 0} == a.stats.limit_closed
         assert (len(lines), 4, 3) == (sum(a.stats.events.values()), a.stats.alerts_queued, a.stats.firings["errors"])
         assert {"errors": 3, "noise": 4200} == a.stats.matches
+
+
+def test_an_idle_moment_does_not_keep_the_clock_ahead_of_the_events_that_come_after_it(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """While nothing comes the clock runs on with the wall clock, from the latest event as late
+    as it came. An idle moment (6 s) moves it on, and host h0's absence (10 s) fires; then a
+    heartbeat of h1 comes, later than the one before (its log shipping lags 5 s more): 6 s later
+    h1's absence has not fired, it fires once nothing has come for 10 s. (The clock kept the lead
+    it had gained over the events, so h1's absence fired 6 s after its heartbeat came, and every
+    such idle moment added to the lead.)"""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=ABSENCE_RULES)
+    path = tmp_path / "a.jsonl"
+    path.touch()
+    start = time.time()
+    wall = [start]
+
+    def heartbeat(at: float, host: str = "h1") -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"ts": at, "event": "heartbeat", "host": host}) + "\n")
+
+    def idle_until(at: float) -> list[str]:
+        wall[0] = at
+        a._tick()
+        return [json.loads(alert.payload["description"].removeprefix("Event:\n"))["host"] for alert in a.store.alerts()]
+
+    with contextlib.ExitStack() as stack:
+        a = in_process(stack, fleet.on_file("a", path, redis_server.url, time_field="ts"), lambda: wall[0])
+        heartbeat(start - 8, "h0")
+        heartbeat(start)
+        assert a._step()
+        assert ["h0"] == idle_until(start + 6)
+        heartbeat(start + 1)  # read at start + 6
+        assert a._step()
+        assert ["h0"] == idle_until(start + 12), "h1's heartbeat came 6 s ago"
+        assert ["h0", "h1"] == idle_until(start + 16.5)
+
+
+ABSENCE_RULES = "name: heartbeat-missing\nmatch: {event: heartbeat}\nabsence: {window: 10, group_by: [host]}\n"

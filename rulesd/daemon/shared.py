@@ -326,7 +326,12 @@ class SharedDaemon(Daemon):
             delta = state.delta() if state.changed else None
             positions = self._positions() if self.reader is None else {}
             entries = prepared.entries
-            clock = engine.now if engine.now != before else None
+            # While nothing comes, the clock runs on from this batch's latest event, as late as it
+            # came: also when idle ticks moved it past these events (the source lags more than it
+            # did), or each idle moment would add to its lead over the events still to come.
+            latest = _latest(prepared.matches) if engine.timed else None
+            clock = engine.now if engine.now != before or latest is not None else None
+            wall = prepared.arrival + (engine.now - latest if latest is not None else 0.0)
             applied = Applied(results, alerts, counts, engine.counts())
             store.retried = False
             try:
@@ -336,6 +341,7 @@ class SharedDaemon(Daemon):
                     now=prepared.arrival,
                     engine=delta,
                     clock=clock,
+                    clock_wall=wall,
                     stream=entries.stream_batch(self.reader.stream, self.reader.group)
                     if entries and self.reader
                     else None,
@@ -362,7 +368,7 @@ class SharedDaemon(Daemon):
             break
         self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
         if clock is not None:
-            self.shared.clock_wall = prepared.arrival
+            self.shared.clock_wall = wall
         self.pending.pop(0)
         log.debug(
             "committed version %d: %d line(s), %d alert(s)", store.version, sum(r.lines for r in results), len(alerts)
@@ -617,6 +623,13 @@ class SharedDaemon(Daemon):
 
     def _commit(self, requests: list[Any], now: float) -> None:  # not used: commits go through `_commit_first`
         raise NotImplementedError
+
+
+def _latest(matches: list[Matches]) -> float | None:
+    """The latest event time of a batch, as the clock sees it (None: no event has one)."""
+    times = [at for m in matches for _, at in m.block_ends]
+    times += [found.time for m in matches for _, found in m.matched]
+    return max(times, default=None)
 
 
 def _requests(alerts: list[Alert]) -> list[dict[str, Any] | Request]:

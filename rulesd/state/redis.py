@@ -307,12 +307,14 @@ class RedisState:
         now: float,
         engine: StateDelta | None = None,
         clock: float | None = None,
+        clock_wall: float | None = None,
         stream: StreamBatch | None = None,
         token: str = "",
     ) -> int:
         """Queue `payloads`, save `positions` (this instance's), the engine's changes and its
         `clock`, acknowledge the `stream` batch: all at once, and only if the state is at the
         synced version (else `Conflict`, and nothing is written). How many were queued.
+        The clock is saved with the wall time it runs on from (`clock_wall`, default `now`).
 
         `token` names the batch: committing it again (its answer was lost with the connection)
         is refused as `taken`, so that it never counts twice. The outbox ids given are left in
@@ -330,7 +332,7 @@ class RedisState:
             self.version,
             self.rules_hash,
             repr(now),
-            _clock_json(clock, now),
+            _clock_json(clock, now if clock_wall is None else clock_wall),
             "1" if full else "",
             orjson.dumps(engine.fingerprints) if engine is not None and full else b"",
             len(upserts),
