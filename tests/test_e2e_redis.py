@@ -133,7 +133,7 @@ class Fleet:
     def start(self, name: str, **extra: Any) -> DaemonProcess:
         process = DaemonProcess(self.root, ["run", "--config", str(self.config(name, **extra))], None)
         self.processes.append(process)
-        assert process.wait_for_log("rulesd started"), process.output()
+        assert process.wait_for_log("rulesd started", 60), process.output()  # (slow on a loaded machine)
         return process
 
     def start_on_file(self, name: str, path: Path, **extra: Any) -> DaemonProcess:
