@@ -1344,3 +1344,23 @@ def test_an_idle_moment_does_not_keep_the_clock_ahead_of_the_events_that_come_af
 
 
 ABSENCE_RULES = "name: heartbeat-missing\nmatch: {event: heartbeat}\nabsence: {window: 10, group_by: [host]}\n"
+
+
+def test_a_redis_paused_for_less_than_the_socket_timeout_is_said(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Redis paused (CLIENT PAUSE) for 4 s, less than the 10 s an instance waits for an answer:
+    the instance stalls meanwhile and says so once answered (it said nothing: an operator saw a
+    stall and no line); the pages go once, in order, and Redis is not said unavailable."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    daemon, append = paging_instance(fleet, redis_server.url)
+    append(0)
+    assert opsgenie.wait_for(lambda r: len(r) >= 1, 15), daemon.output()
+    redis_server.client().client_pause(4000)
+    append(1, 2)
+    assert daemon.wait_for_log("Redis took ", 20), daemon.stderr()
+    assert opsgenie.wait_for(lambda r: len(r) >= 3, 20), daemon.output()
+    time.sleep(1.0)
+    assert ["p-0", "p-1", "p-2"] == [r.json()["alias"] for r in opsgenie.requests]
+    assert "unavailable" not in daemon.stderr()
+    assert 0 == daemon.terminate()

@@ -30,6 +30,7 @@ import math
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -64,6 +65,8 @@ ATTEMPTS_KEPT = 50
 SEPARATOR = "\t"  # in hash fields: rule names, kinds and instance names have no TAB; JSON escapes it
 T = TypeVar("T")
 AUTH_FAILED = "Redis authentication failed"
+SLOW_ANSWER = 2.0  # seconds: an answer slower than this is said (a CLIENT PAUSE stalls without an error)
+SLOW_SAID_EVERY = 60.0  # seconds between two such lines
 OUT_OF_MEMORY = "Redis is out of memory (raise its maxmemory, or free memory)"
 
 # What makes Redis unusable for now, rather than a request wrong: down, restarting (loading
@@ -167,6 +170,7 @@ class RedisState:
         self._depth: tuple[int, float | None] = (0, None)
         self.queued_ids = range(0)  # the outbox ids the last commit gave its alerts
         self.answered = False  # whether a call succeeded (since the holder last set it False)
+        self._slow_said = -math.inf  # when a slow answer was last said (monotonic)
         self.retried = False  # whether a call was made again on a new connection (since the holder set it False)
         self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
 
@@ -178,6 +182,7 @@ class RedisState:
 
     def call(self, what: Callable[[], T]) -> T:
         """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
+        started = time.monotonic()
         try:
             try:
                 result = what()
@@ -191,6 +196,7 @@ class RedisState:
                 self.retried = True
                 result = what()
             self.answered = True
+            self._slow(time.monotonic() - started)
             return result
         except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
             # Before _UNAVAILABLE: redis-py makes a refused password a ConnectionError. Redis's
@@ -209,6 +215,18 @@ class RedisState:
                     " (it has as many as its `databases` setting says, numbered from 0)"
                 ) from None
             raise
+
+    def _slow(self, took: float) -> None:
+        """Say an answer that took seconds: everything that needs Redis waited for it meanwhile
+        (reading, committing, delivering), below the socket timeout that would call it an outage."""
+        if took < SLOW_ANSWER or time.monotonic() - self._slow_said < SLOW_SAID_EVERY:
+            return
+        self._slow_said = time.monotonic()
+        log.warning(
+            "Redis took %.1f s to answer (paused by CLIENT PAUSE, busy with a slow command, failing over, or "
+            "overloaded): reading and delivery waited meanwhile",
+            took,
+        )
 
     def eviction_policy(self) -> str | None:
         """Redis's `maxmemory-policy` (None if it does not say: INFO renamed or refused)."""
@@ -400,8 +418,6 @@ class RedisState:
     # -- the outbox ---------------------------------------------------------------------------
 
     def _now(self) -> float:
-        import time
-
         return self._clock() if self._clock is not None else time.time()
 
     def head(self) -> OutboxAlert | None:
