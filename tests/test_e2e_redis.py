@@ -24,10 +24,19 @@ import pytest
 import redis
 import yaml
 
-from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, http_get, reload_between_batches, wait_until
+from tests.daemon_process import (
+    API_KEY,
+    DaemonProcess,
+    Workspace,
+    daemon_parts,
+    http_get,
+    reload_between_batches,
+    wait_until,
+)
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
+from tests.test_e2e_sources import glob_positions_follow_the_files
 
 STREAM = "rulesd:events"
 RULES = """
@@ -1181,3 +1190,20 @@ def test_an_idle_instance_says_an_outage_once_and_its_end_once(tmp_path: Path, r
     log = daemon.stderr()
     assert 1 == log.count("state unavailable, reading paused") and 1 == log.count("state available again"), log
     assert 0 == daemon.terminate()
+
+
+def test_positions_of_a_globs_deleted_files_are_forgotten_in_redis(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """As with SQLite (`glob_positions_follow_the_files`): the positions hash holds this
+    instance's fields for the files still there only."""
+    (tmp_path / "logs").mkdir()
+    source = {"type": "file", "path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    ws = Workspace(tmp_path, opsgenie.url, source=source, state=state)
+
+    def saved() -> set[str]:
+        fields = redis_server.client().hkeys("rulesd:positions")
+        return {f.decode().removeprefix("a\t") for f in fields}
+
+    glob_positions_follow_the_files(ws, opsgenie, saved)

@@ -9,12 +9,13 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.daemon_process import DaemonProcess, Workspace, wait_until
+from tests.daemon_process import DaemonProcess, Workspace, page, wait_until
 from tests.fake_journalctl import FakeJournal, entry
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.run_cli import rulesd_cli
@@ -343,3 +344,49 @@ def test_a_log_file_whose_name_is_not_utf8_is_read_and_its_alerts_sent(tmp_path:
     assert 0 == again.terminate()
     assert ["page-1", "page-2"] == [r.json()["alias"] for r in server.requests]
     assert "fatal error" not in daemon.output() + again.output()
+
+
+def glob_positions_follow_the_files(ws: Workspace, server: FakeOpsGenie, saved: Callable[[], set[str]]) -> None:
+    """Run `ws` (its source: the glob `logs/*.jsonl`) through files that come and go, one page
+    each, and check with `saved` (the position keys in the state) that the state keeps
+    positions for the files there only: a glob of per-job or per-container files must not
+    leave one behind per file for ever (found by a soak: the positions grew by one per file)."""
+    logs = ws.root / "logs"
+    keep = logs / "keep.jsonl"
+    keep.touch()
+    pages = 0
+
+    def page_in(path: Path, i: int) -> None:
+        nonlocal pages
+        with path.open("a") as fh:
+            fh.write(json.dumps(page(i)) + "\n")
+        pages += 1
+        assert server.wait_for(lambda r: len(r) >= pages), ws.all_output()
+
+    daemon = ws.start()
+    for i in range(3):
+        job = logs / f"job-{i}.jsonl"
+        page_in(job, i)
+        assert wait_until(lambda job=job: str(job) in saved())
+        job.unlink()
+    time.sleep(1.0)  # several scans of the directory: the deleted files are let go
+    page_in(keep, 10)  # committed with their positions forgotten
+    assert wait_until(lambda: saved() == {str(keep)}), saved()
+    # A file deleted while the daemon is stopped: forgotten at the next start.
+    gone = logs / "job-9.jsonl"
+    page_in(gone, 9)
+    assert wait_until(lambda: str(gone) in saved())
+    assert 0 == daemon.terminate()
+    gone.unlink()
+    again = ws.start()
+    page_in(keep, 11)
+    assert wait_until(lambda: saved() == {str(keep)}), saved()
+    assert 0 == again.terminate()
+    assert [f"page-{i}" for i in (0, 1, 2, 10, 9, 11)] == [r.json()["alias"] for r in server.requests]
+
+
+def test_positions_of_a_globs_deleted_files_are_forgotten(tmp_path: Path, server: FakeOpsGenie) -> None:
+    (tmp_path / "logs").mkdir()
+    source = {"type": "file", "path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    glob_positions_follow_the_files(ws, server, lambda: set(positions(ws)))
