@@ -7,6 +7,7 @@ of Prometheus is even imported.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 import msgspec
 
@@ -41,6 +42,17 @@ class Stats(msgspec.Struct):
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add `by` to `table[key]`."""
         table[key] = table.get(key, 0) + by
+
+    def forget_source(self, key: str) -> None:
+        """Drop the counters of a source key that will not be read again (a glob's file gone):
+        a glob of short-lived files would otherwise add series to /metrics for ever."""
+        for table in (self.events, self.invalid, self.ignored):
+            table.pop(key, None)
+
+    def forget_rules(self, kept: Collection[str]) -> None:
+        """Drop the firings of rules a reload removed (the engine drops its own counters)."""
+        for name in self.firings.keys() - kept:
+            del self.firings[name]
 
     def reloaded(self, ok: bool, at: float | None = None) -> None:
         """Count a reload (finished `at`, epoch seconds), and remember whether the rules on disk

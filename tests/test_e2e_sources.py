@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -346,6 +347,21 @@ def test_a_log_file_whose_name_is_not_utf8_is_read_and_its_alerts_sent(tmp_path:
     assert "fatal error" not in daemon.output() + again.output()
 
 
+def pager(server: FakeOpsGenie, output: Callable[[], str]) -> Callable[[Path, int], None]:
+    """A function that appends `page(i)` to a file and waits for its alert (failing with
+    `output()`)."""
+    sent = 0
+
+    def page_in(path: Path, i: int) -> None:
+        nonlocal sent
+        with path.open("a") as fh:
+            fh.write(json.dumps(page(i)) + "\n")
+        sent += 1
+        assert server.wait_for(lambda r: len(r) >= sent), output()
+
+    return page_in
+
+
 def glob_positions_follow_the_files(ws: Workspace, server: FakeOpsGenie, saved: Callable[[], set[str]]) -> None:
     """Run `ws` (its source: the glob `logs/*.jsonl`) through files that come and go, one page
     each, and check with `saved` (the position keys in the state) that the state keeps
@@ -354,15 +370,7 @@ def glob_positions_follow_the_files(ws: Workspace, server: FakeOpsGenie, saved: 
     logs = ws.root / "logs"
     keep = logs / "keep.jsonl"
     keep.touch()
-    pages = 0
-
-    def page_in(path: Path, i: int) -> None:
-        nonlocal pages
-        with path.open("a") as fh:
-            fh.write(json.dumps(page(i)) + "\n")
-        pages += 1
-        assert server.wait_for(lambda r: len(r) >= pages), ws.all_output()
-
+    page_in = pager(server, ws.all_output)
     daemon = ws.start()
     for i in range(3):
         job = logs / f"job-{i}.jsonl"
@@ -390,3 +398,39 @@ def test_positions_of_a_globs_deleted_files_are_forgotten(tmp_path: Path, server
     source = {"type": "file", "path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}
     ws = Workspace(tmp_path, server.url, source=source)
     glob_positions_follow_the_files(ws, server, lambda: set(positions(ws)))
+
+
+def test_metrics_drop_the_series_of_a_globs_gone_files_and_of_removed_rules(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """Found by a soak: /metrics grew a `source` series per file a glob ever matched and a
+    `rule` series per rule a reload ever removed (a rule renamed from one deploy to the next),
+    for as long as the daemon ran. A file gone for good and a removed rule now take their
+    series with them."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / "*.jsonl"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source, metrics={"listen": "127.0.0.1:0"})
+    keep = logs / "keep.jsonl"
+    daemon = ws.start()
+    url = metrics_url(daemon)
+    page_in = pager(server, daemon.output)
+    for i in range(3):
+        page_in(logs / f"job-{i}.jsonl", i)
+        (logs / f"job-{i}.jsonl").unlink()
+    time.sleep(1.0)  # several scans of the directory: the deleted files are let go
+    for i, name in enumerate(("first", "second", "third")):  # a rule renamed by each deploy
+        (ws.rules / "rules.yaml").write_text(f"name: {name}\nmatch: {{kind: page}}\nalert: {{alias: 'page-{{id}}'}}\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda name=name: f"added: 1 ({name})" in daemon.stderr()), daemon.output()
+        page_in(keep, 10 + i)
+
+    def labels(family: str, label: str) -> set[str]:
+        found = (re.search(rf'{label}="([^"]*)"', key) for key in samples(scrape(url)) if key.startswith(family))
+        return {m.group(1) for m in found if m}
+
+    assert {str(keep)} == labels("rulesd_events_read_total", "source")
+    assert {"third"} == labels("rulesd_rule_firings_total", "rule")
+    assert {"third"} == labels("rulesd_rule_matches_total", "rule")
+    assert {"third"} == labels("rulesd_state_groups_evicted_total", "rule")
+    assert 0 == daemon.terminate()
