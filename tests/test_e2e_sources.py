@@ -4,6 +4,7 @@ own positions, and a state database from a single unnamed source kept on upgrade
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -434,3 +435,35 @@ def test_metrics_drop_the_series_of_a_globs_gone_files_and_of_removed_rules(
     assert {"third"} == labels("rulesd_rule_matches_total", "rule")
     assert {"third"} == labels("rulesd_state_groups_evicted_total", "rule")
     assert 0 == daemon.terminate()
+
+
+def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A job writes one file per run, alike at every run, and deletes it once read. The file
+    system gives the next run's file the deleted one's inode at once (ext4 does), and the
+    source took it for the deleted file seen again under another name: it read it from where
+    the deleted one ended, and the run's failure never paged. Each run's file is now read
+    whole: every run pages."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / "*.jsonl"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    (ws.rules / "rules.yaml").write_text("name: failed\nmatch: {status: failed}\nalert: {alias: '{job} failed'}\n")
+    run = b'{"job": "backup", "status": "started"}\n{"job": "backup", "status": "failed"}\n'
+    daemon = ws.start()
+    for i in range(4):
+        (logs / f"run-{i}.jsonl").write_bytes(run)
+        assert server.wait_for(lambda r, i=i: len(r) > i), daemon.output()
+        (logs / f"run-{i}.jsonl").unlink()
+        # Read to its end and closed: its inode is free for the next run's file.
+        assert wait_until(lambda: not any(f.endswith(" (deleted)") for f in open_files(daemon.proc.pid)))
+    assert ["backup failed"] * 4 == [r.json()["alias"] for r in server.requests]
+    assert 0 == daemon.terminate()
+
+
+def open_files(pid: int) -> list[str]:
+    """What the process's file descriptors point at (one may close while they are listed)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found

@@ -405,9 +405,14 @@ class FileSource:
     def _retire(self, path: str, tail: Tail) -> None:
         if tail.read_pos > tail.committed:
             self._warn(f"{path}: a rotated file ended without a newline; its last line is dropped")
-        self._retired[tail.identity] = (path, tail.position())
-        if len(self._retired) > _RETIRED_MAX:
-            del self._retired[next(iter(self._retired))]
+        # Only a file still linked can turn up under another name. A deleted one never comes
+        # back, but its inode does, as another file at once: one that starts with the same
+        # bytes (a job's file written alike at every run) was taken for it and read from
+        # where the deleted one ended, its events skipped.
+        if os.fstat(tail.fd).st_nlink:
+            self._retired[tail.identity] = (path, tail.position())
+            if len(self._retired) > _RETIRED_MAX:
+                del self._retired[next(iter(self._retired))]
         tail.close()
         self._follow_renamed(tail.identity)
 
