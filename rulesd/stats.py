@@ -38,6 +38,8 @@ class Stats(msgspec.Struct):
     last_error: str | None = None
     state_problem: str | None = None  # why the state cannot be written now (reading waits meanwhile)
     loop_alive: float = msgspec.field(default_factory=time.monotonic)  # when the main loop last turned
+    # What the sources forgotten (`forget_source`) had counted, by table: still in the totals.
+    forgotten: dict[str, int] = msgspec.field(default_factory=dict)
 
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add `by` to `table[key]`."""
@@ -46,8 +48,13 @@ class Stats(msgspec.Struct):
     def forget_source(self, key: str) -> None:
         """Drop the counters of a source key that will not be read again (a glob's file gone):
         a glob of short-lived files would otherwise add series to /metrics for ever."""
-        for table in (self.events, self.invalid, self.ignored):
-            table.pop(key, None)
+        for name, table in (("events", self.events), ("invalid", self.invalid), ("ignored", self.ignored)):
+            self.bump(self.forgotten, name, table.pop(key, 0))
+
+    def total(self, name: str) -> int:
+        """Everything a per-source table (`events`, `invalid`) counted, forgotten sources too."""
+        table: dict[str, int] = getattr(self, name)
+        return sum(table.values()) + self.forgotten.get(name, 0)
 
     def forget_rules(self, kept: Collection[str]) -> None:
         """Drop the firings of rules a reload removed (the engine drops its own counters)."""

@@ -435,6 +435,7 @@ def test_metrics_drop_the_series_of_a_globs_gone_files_and_of_removed_rules(
     assert {"third"} == labels("rulesd_rule_matches_total", "rule")
     assert {"third"} == labels("rulesd_state_groups_evicted_total", "rule")
     assert 0 == daemon.terminate()
+    assert "stopped: 6 event(s)" in daemon.stderr()  # the forgotten files' events still count there
 
 
 def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path: Path, server: FakeOpsGenie) -> None:

@@ -217,7 +217,7 @@ class Daemon:
 
     def _status(self) -> str:
         depth, _ = self.parts.store.depth()
-        events = sum(self.stats.events.values())
+        events = self.stats.total("events")
         text = f"{self.stats.rules_loaded} rules, {events} events, outbox {depth}"
         problem = self.stats.state_problem or self.sender.paused_reason or self.stats.last_error
         return f"{text}; last error: {problem}" if problem else text
@@ -454,8 +454,8 @@ class Daemon:
         self._misses.flush()
         log.info(
             "stopped: %d event(s), %d invalid, %d alert(s) %s",
-            sum(self.stats.events.values()),
-            sum(self.stats.invalid.values()),
+            self.stats.total("events"),
+            self.stats.total("invalid"),
             self.stats.delivery.get(SENT, 0) if self.parts.dry_run else self.stats.alerts_queued,
             "printed" if self.parts.dry_run else "queued",
         )
