@@ -125,7 +125,7 @@ class Forwarder:
         args: list[Any] = [len(entries), *entries]
         fields: list[Any] = []
         for key, value in positions.items():
-            fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value)]
+            fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value) if value else b""]  # b"": deleted
         script = self.store.client.register_script(scripts.FORWARD)
         failed, said, cause = 0, -math.inf, None
         while True:

@@ -7,6 +7,7 @@ of Prometheus is even imported.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 import msgspec
 
@@ -37,10 +38,28 @@ class Stats(msgspec.Struct):
     last_error: str | None = None
     state_problem: str | None = None  # why the state cannot be written now (reading waits meanwhile)
     loop_alive: float = msgspec.field(default_factory=time.monotonic)  # when the main loop last turned
+    # What the sources forgotten (`forget_source`) had counted, by table: still in the totals.
+    forgotten: dict[str, int] = msgspec.field(default_factory=dict)
 
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add `by` to `table[key]`."""
         table[key] = table.get(key, 0) + by
+
+    def forget_source(self, key: str) -> None:
+        """Drop the counters of a source key that will not be read again (a glob's file gone):
+        a glob of short-lived files would otherwise add series to /metrics for ever."""
+        for name, table in (("events", self.events), ("invalid", self.invalid), ("ignored", self.ignored)):
+            self.bump(self.forgotten, name, table.pop(key, 0))
+
+    def total(self, name: str) -> int:
+        """Everything a per-source table (`events`, `invalid`) counted, forgotten sources too."""
+        table: dict[str, int] = getattr(self, name)
+        return sum(table.values()) + self.forgotten.get(name, 0)
+
+    def forget_rules(self, kept: Collection[str]) -> None:
+        """Drop the firings of rules a reload removed (the engine drops its own counters)."""
+        for name in self.firings.keys() - kept:
+            del self.firings[name]
 
     def reloaded(self, ok: bool, at: float | None = None) -> None:
         """Count a reload (finished `at`, epoch seconds), and remember whether the rules on disk

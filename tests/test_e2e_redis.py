@@ -29,10 +29,19 @@ from rulesd.daemon.build import stream_reader
 from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
 from rulesd.state.redis import RedisState
-from tests.daemon_process import API_KEY, DaemonProcess, daemon_parts, http_get, reload_between_batches, wait_until
+from tests.daemon_process import (
+    API_KEY,
+    DaemonProcess,
+    Workspace,
+    daemon_parts,
+    http_get,
+    reload_between_batches,
+    wait_until,
+)
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
+from tests.test_e2e_sources import glob_positions_follow_the_files
 
 STREAM = "rulesd:events"
 RULES = """
@@ -1400,3 +1409,20 @@ def test_a_redis_paused_for_less_than_the_socket_timeout_is_said(
     assert ["p-0", "p-1", "p-2"] == [r.json()["alias"] for r in opsgenie.requests]
     assert "unavailable" not in daemon.stderr()
     assert 0 == daemon.terminate()
+
+
+def test_positions_of_a_globs_deleted_files_are_forgotten_in_redis(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """As with SQLite (`glob_positions_follow_the_files`): the positions hash holds this
+    instance's fields for the files still there only."""
+    (tmp_path / "logs").mkdir()
+    source = {"type": "file", "path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    ws = Workspace(tmp_path, opsgenie.url, source=source, state=state)
+
+    def saved() -> set[str]:
+        fields = redis_server.client().hkeys("rulesd:positions")
+        return {f.decode().removeprefix("a\t") for f in fields}
+
+    glob_positions_follow_the_files(ws, opsgenie, saved)

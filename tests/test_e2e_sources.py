@@ -4,17 +4,20 @@ own positions, and a state database from a single unnamed source kept on upgrade
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.daemon_process import DaemonProcess, Workspace, wait_until
+from tests.daemon_process import DaemonProcess, Workspace, page, wait_until
 from tests.fake_journalctl import FakeJournal, entry
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.run_cli import rulesd_cli
@@ -343,3 +346,125 @@ def test_a_log_file_whose_name_is_not_utf8_is_read_and_its_alerts_sent(tmp_path:
     assert 0 == again.terminate()
     assert ["page-1", "page-2"] == [r.json()["alias"] for r in server.requests]
     assert "fatal error" not in daemon.output() + again.output()
+
+
+def pager(server: FakeOpsGenie, output: Callable[[], str]) -> Callable[[Path, int], None]:
+    """A function that appends `page(i)` to a file and waits for its alert (failing with
+    `output()`)."""
+    sent = 0
+
+    def page_in(path: Path, i: int) -> None:
+        nonlocal sent
+        with path.open("a") as fh:
+            fh.write(json.dumps(page(i)) + "\n")
+        sent += 1
+        assert server.wait_for(lambda r: len(r) >= sent), output()
+
+    return page_in
+
+
+def glob_positions_follow_the_files(ws: Workspace, server: FakeOpsGenie, saved: Callable[[], set[str]]) -> None:
+    """Run `ws` (its source: the glob `logs/*.jsonl`) through files that come and go, one page
+    each, and check with `saved` (the position keys in the state) that the state keeps
+    positions for the files there only: a glob of per-job or per-container files must not
+    leave one behind per file for ever (found by a soak: the positions grew by one per file)."""
+    logs = ws.root / "logs"
+    keep = logs / "keep.jsonl"
+    keep.touch()
+    page_in = pager(server, ws.all_output)
+    daemon = ws.start()
+    for i in range(3):
+        job = logs / f"job-{i}.jsonl"
+        page_in(job, i)
+        assert wait_until(lambda job=job: str(job) in saved())
+        job.unlink()
+    time.sleep(1.0)  # several scans of the directory: the deleted files are let go
+    page_in(keep, 10)  # committed with their positions forgotten
+    assert wait_until(lambda: saved() == {str(keep)}), saved()
+    # A file deleted while the daemon is stopped: forgotten at the next start.
+    gone = logs / "job-9.jsonl"
+    page_in(gone, 9)
+    assert wait_until(lambda: str(gone) in saved())
+    assert 0 == daemon.terminate()
+    gone.unlink()
+    again = ws.start()
+    page_in(keep, 11)
+    assert wait_until(lambda: saved() == {str(keep)}), saved()
+    assert 0 == again.terminate()
+    assert [f"page-{i}" for i in (0, 1, 2, 10, 9, 11)] == [r.json()["alias"] for r in server.requests]
+
+
+def test_positions_of_a_globs_deleted_files_are_forgotten(tmp_path: Path, server: FakeOpsGenie) -> None:
+    (tmp_path / "logs").mkdir()
+    source = {"type": "file", "path": str(tmp_path / "logs" / "*.jsonl"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    glob_positions_follow_the_files(ws, server, lambda: set(positions(ws)))
+
+
+def test_metrics_drop_the_series_of_a_globs_gone_files_and_of_removed_rules(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """Found by a soak: /metrics grew a `source` series per file a glob ever matched and a
+    `rule` series per rule a reload ever removed (a rule renamed from one deploy to the next),
+    for as long as the daemon ran. A file gone for good and a removed rule now take their
+    series with them."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / "*.jsonl"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source, metrics={"listen": "127.0.0.1:0"})
+    keep = logs / "keep.jsonl"
+    daemon = ws.start()
+    url = metrics_url(daemon)
+    page_in = pager(server, daemon.output)
+    for i in range(3):
+        page_in(logs / f"job-{i}.jsonl", i)
+        (logs / f"job-{i}.jsonl").unlink()
+    time.sleep(1.0)  # several scans of the directory: the deleted files are let go
+    for i, name in enumerate(("first", "second", "third")):  # a rule renamed by each deploy
+        (ws.rules / "rules.yaml").write_text(f"name: {name}\nmatch: {{kind: page}}\nalert: {{alias: 'page-{{id}}'}}\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda name=name: f"added: 1 ({name})" in daemon.stderr()), daemon.output()
+        page_in(keep, 10 + i)
+
+    def labels(family: str, label: str) -> set[str]:
+        found = (re.search(rf'{label}="([^"]*)"', key) for key in samples(scrape(url)) if key.startswith(family))
+        return {m.group(1) for m in found if m}
+
+    assert {str(keep)} == labels("rulesd_events_read_total", "source")
+    assert {"third"} == labels("rulesd_rule_firings_total", "rule")
+    assert {"third"} == labels("rulesd_rule_matches_total", "rule")
+    assert {"third"} == labels("rulesd_state_groups_evicted_total", "rule")
+    assert 0 == daemon.terminate()
+    assert "stopped: 6 event(s)" in daemon.stderr()  # the forgotten files' events still count there
+
+
+def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A job writes one file per run, alike at every run, and deletes it once read. The file
+    system gives the next run's file the deleted one's inode at once (ext4 does), and the
+    source took it for the deleted file seen again under another name: it read it from where
+    the deleted one ended, and the run's failure never paged. Each run's file is now read
+    whole: every run pages."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / "*.jsonl"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    (ws.rules / "rules.yaml").write_text("name: failed\nmatch: {status: failed}\nalert: {alias: '{job} failed'}\n")
+    run = b'{"job": "backup", "status": "started"}\n{"job": "backup", "status": "failed"}\n'
+    daemon = ws.start()
+    for i in range(4):
+        (logs / f"run-{i}.jsonl").write_bytes(run)
+        assert server.wait_for(lambda r, i=i: len(r) > i), daemon.output()
+        (logs / f"run-{i}.jsonl").unlink()
+        # Read to its end and closed: its inode is free for the next run's file.
+        assert wait_until(lambda: not any(f.endswith(" (deleted)") for f in open_files(daemon.proc.pid)))
+    assert ["backup failed"] * 4 == [r.json()["alias"] for r in server.requests]
+    assert 0 == daemon.terminate()
+
+
+def open_files(pid: int) -> list[str]:
+    """What the process's file descriptors point at (one may close while they are listed)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found

@@ -23,6 +23,7 @@ from rulesd.metrics import REQUEST_TIMEOUT
 from rulesd.notify import EXTEND_BY
 from tests.daemon_process import API_KEY, DaemonProcess, Workspace, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Reply
+from tests.test_e2e_sources import open_files
 
 
 class NotifySocket:
@@ -203,6 +204,31 @@ def test_metrics_move_as_events_flow(tmp_path: Path, server: FakeOpsGenie) -> No
     assert wait_until(lambda: metric(scraped(), 'rulesd_reloads_total{result="ok"}') == 1)
     assert API_KEY not in scraped()
     assert (404, "not found: try /metrics, /healthz or /readyz\n") == get(f"http://127.0.0.1:{port}/other")
+
+
+def test_scrapes_leave_no_state_database_connection_open(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Found by a soak: every /metrics request runs in a thread of its own, which opened a
+    connection to the state database for the outbox depth; the thread ended and left it open
+    (two descriptors) until the garbage collector came by, so a scrape a second kept dozens
+    open. Each scrape's connection is now closed with it."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    daemon = ws.start()
+    database = str(ws.root / "state" / "state.sqlite")
+
+    def held() -> int:
+        """Descriptors of the daemon open on the state database (and its -wal)."""
+        return sum(1 for f in open_files(daemon.proc.pid) if f.startswith(database))
+
+    ws.append({"kind": "page", "id": 1})  # the main thread's and the sender's connections are open
+    assert server.wait_for(lambda r: len(r) >= 1)
+    before = held()
+    most = before
+    for _ in range(60):
+        assert 200 == get(f"http://127.0.0.1:{port}/metrics")[0]
+        most = max(most, held())
+    assert most <= before + 2, f"{before} descriptors on the state database before the scrapes, up to {most} with them"
+    assert 0 == daemon.terminate()
 
 
 def test_a_client_that_never_finishes_its_request_is_cut_off(tmp_path: Path, server: FakeOpsGenie) -> None:

@@ -646,3 +646,23 @@ def test_a_fifo_at_the_path_never_blocks_and_is_skipped_until_a_file_is_there(
     path.write_bytes(numbered(0, 3))
     assert numbered(0, 3).splitlines() == texts(read_n(source, 3))
     assert 1 == len(warnings)
+
+
+def test_saved_positions_of_a_globs_files_gone_are_forgotten_at_start(tmp_path: Path, make_source: Factory) -> None:
+    """Positions saved for files a glob matched that were deleted while stopped come back
+    FORGOTTEN from the first checkpoint (the state deletes them), once; those of files still
+    there, and keys the globs do not name (another source's, a literal path's, a file in a
+    subdirectory that `*` does not reach), are left as they are."""
+    (tmp_path / "logs" / "sub").mkdir(parents=True)
+    here = tmp_path / "logs" / "here.jsonl"
+    here.write_bytes(numbered(0, 2))
+    first = make_source([tmp_path / "logs" / "*.jsonl"], start_at="beginning")
+    assert 2 == len(read_n(first, 2))
+    position = first.checkpoint()[str(here)].to_json()
+    first.close()
+    gone, deeper, other = (str(tmp_path / p) for p in ("logs/gone.jsonl", "logs/sub/x.jsonl", "other.jsonl"))
+    saved = {str(here): position, gone: position, deeper: position, other: position}
+    second = make_source([tmp_path / "logs" / "*.jsonl"], start_at="beginning", saved=saved)
+    checkpoint = second.checkpoint()
+    assert {str(here): position, gone: {}} == {k: v.to_json() for k, v in checkpoint.items()}
+    assert {str(here)} == set(second.checkpoint())

@@ -31,6 +31,7 @@ from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.state import CLOSE, Request
+from rulesd.stats import Stats
 
 log = logging.getLogger("rulesd")
 BATCH_LINES = 8192  # lines per transaction under load (group commit); see also BATCH_BYTES
@@ -216,7 +217,7 @@ class Daemon:
 
     def _status(self) -> str:
         depth, _ = self.parts.store.depth()
-        events = sum(self.stats.events.values())
+        events = self.stats.total("events")
         text = f"{self.stats.rules_loaded} rules, {events} events, outbox {depth}"
         problem = self.stats.state_problem or self.sender.paused_reason or self.stats.last_error
         return f"{text}; last error: {problem}" if problem else text
@@ -282,9 +283,7 @@ class Daemon:
     def _commit(self, requests: list[dict[str, Any] | Request], now: float) -> None:
         """One transaction: a crash either keeps these alerts and the new positions, or neither
         (and while the state cannot be written, the committer keeps the batch as it is)."""
-        positions: dict[str, dict[str, Any]] = {}
-        for source in self.sources.values():
-            positions.update((k, p.to_json()) for k, p in source.checkpoint().items())
+        positions = checkpoints(self.sources, self.stats)
         state = self.engine.state
         delta = state.delta() if state.changed else None
         self.committer.commit(Pending(positions=positions, payloads=requests, now=now, engine=delta))
@@ -375,6 +374,7 @@ class Daemon:
             self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset, outcome.prepared)
+            self.stats.forget_rules(self.engine.ruleset.by_name())
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
         for problem in result.problems:  # warnings (no rule file found), before the reload's last word
             log.warning("%s: %s", problem.location, problem.message)
@@ -454,11 +454,23 @@ class Daemon:
         self._misses.flush()
         log.info(
             "stopped: %d event(s), %d invalid, %d alert(s) %s",
-            sum(self.stats.events.values()),
-            sum(self.stats.invalid.values()),
+            self.stats.total("events"),
+            self.stats.total("invalid"),
             self.stats.delivery.get(SENT, 0) if self.parts.dry_run else self.stats.alerts_queued,
             "printed" if self.parts.dry_run else "queued",
         )
+
+
+def checkpoints(sources: dict[str, Source], stats: Stats) -> dict[str, dict[str, Any]]:
+    """Every source's checkpoint, as saved. A key a source forgot (a glob's file gone) takes
+    its counters with it: they are kept under the same key (the path, or `NAME:PATH`)."""
+    positions: dict[str, dict[str, Any]] = {}
+    for source in sources.values():
+        for key, position in source.checkpoint().items():
+            positions[key] = saved = position.to_json()
+            if not saved:
+                stats.forget_source(key)
+    return positions
 
 
 def _nothing() -> None:

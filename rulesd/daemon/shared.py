@@ -36,7 +36,7 @@ import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
-from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon
+from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon, checkpoints
 from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
@@ -442,10 +442,7 @@ class SharedDaemon(Daemon):
         self.stop_requested.wait(IDLE_WAIT)
 
     def _positions(self) -> dict[str, dict[str, Any]]:
-        positions: dict[str, dict[str, Any]] = {}
-        for source in self.sources.values():
-            positions.update((k, p.to_json()) for k, p in source.checkpoint().items())
-        return positions
+        return checkpoints(self.sources, self.stats)
 
     def _count(self, prepared: Prepared, results: list[Batch], alerts: list[Alert]) -> None:
         """A committed batch counts: events, invalid lines (warned about), firings, alerts queued."""

@@ -197,6 +197,11 @@ class Engine:
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
             self.evicted.setdefault(name, 0)
             self.limit_closed.setdefault(name, 0)
+        # A removed rule's counters go with it: rules renamed by reload after reload would
+        # otherwise add series to /metrics for as long as the daemon runs.
+        for per_rule in (self.matches, self.evicted, self.limit_closed, self._latest):
+            for name in per_rule.keys() - self._rules.keys():
+                del per_rule[name]
         self.timed = _timed(ruleset)
         # The others are written again, for the new index, when next asked for.
         self._evaluators.clear()

@@ -33,6 +33,17 @@ class Checkpoint(Protocol):
         ...
 
 
+class _Forgotten:
+    """The checkpoint of a key the source no longer reads (a glob's file deleted): saved as an
+    empty mapping, which the state backends take as "delete this key"."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {}
+
+
+FORGOTTEN: Checkpoint = _Forgotten()
+
+
 class Source(Protocol):
     """An event source as the main loop uses it."""
 
@@ -48,7 +59,8 @@ class Source(Protocol):
         ...
 
     def checkpoint(self) -> Mapping[str, Checkpoint]:
-        """Positions covering exactly the lines handed out so far, by key."""
+        """Positions covering exactly the lines handed out so far, by key; FORGOTTEN for a key
+        saved before that the source will never read again."""
         ...
 
     def exhausted(self) -> bool:

@@ -16,6 +16,7 @@ that do not deliver events.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import glob
 import logging
@@ -29,7 +30,7 @@ import msgspec
 
 from rulesd.events import JSON_PARSER, Parser
 from rulesd.printable import path_text
-from rulesd.sources.base import MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Saved
+from rulesd.sources.base import FORGOTTEN, MAX_LINE_BYTES, START_AT, START_AT_CHOICES, Checkpoint, Saved
 from rulesd.sources.lines import BATCH_BYTES, Lines, count_lines, size_of
 from rulesd.sources.rotation import (
     Change,
@@ -83,6 +84,13 @@ def expand_patterns(patterns: Sequence[str]) -> list[str]:
             if os.path.isfile(match):
                 paths[match] = None
     return list(paths)
+
+
+def glob_matches(pattern: str, path: str) -> bool:
+    """Whether the glob `pattern` names `path`, as `glob.glob` would if it existed: component
+    by component, so that `*` never crosses a `/`."""
+    parts, names = pattern.split(os.sep), path.split(os.sep)
+    return len(parts) == len(names) and all(fnmatch.fnmatchcase(n, p) for p, n in zip(parts, names, strict=True))
 
 
 class _Watch(msgspec.Struct):
@@ -144,6 +152,10 @@ class FileSource:
         # Compressed files let go, by identity, with the path each was last seen at: not opened
         # again at every scan, and noted once however often renamed (.2.gz to .3.gz).
         self._compressed: dict[Identity, str] = {}
+        # Glob matches gone for good whose saved positions are to be deleted with the next
+        # checkpoint: a glob of short-lived files (one per job, per container) would otherwise
+        # leave a position behind per file, for ever.
+        self._forgotten: set[str] = set()
         self._start(saved_positions(saved), start_at)
         self._watch.start()
         self._last_scan = clock()
@@ -168,13 +180,18 @@ class FileSource:
         self._more = full
         return runs
 
-    def checkpoint(self) -> dict[str, Position]:
+    def checkpoint(self) -> dict[str, Checkpoint]:
         """Positions covering exactly the lines returned by read() so far, keyed by path.
 
         A path whose old file is still being drained reports the old file: after a restart
-        it is found again by its identity and finished before the new one is read.
+        it is found again by its identity and finished before the new one is read. A glob
+        match gone for good (or a saved one no glob match names now) is FORGOTTEN, once.
         """
-        return {w.name: w.files[0].position() for w in self._watches.values() if w.files}
+        positions: dict[str, Checkpoint] = {w.name: w.files[0].position() for w in self._watches.values() if w.files}
+        for name in self._forgotten:
+            positions.setdefault(name, FORGOTTEN)
+        self._forgotten.clear()
+        return positions
 
     def exhausted(self) -> bool:
         """Never: files are followed for as long as the daemon runs."""
@@ -221,6 +238,13 @@ class FileSource:
                 self._resume(watch, saved)
             else:
                 self._open_first(watch, by_identity, start_at)
+        # Positions of files that matched a glob and are gone (deleted while stopped, or left
+        # behind by a version that kept them).
+        globs = [p for p in self._patterns if glob.has_magic(p)]
+        followed = {w.name for w in self._watches.values()}
+        self._forgotten.update(
+            name for name in positions if name not in followed and any(glob_matches(g, name) for g in globs)
+        )
         self._watch.observe(self._patterns)
 
     def _resume(self, watch: _Watch, saved: Position) -> None:
@@ -294,6 +318,7 @@ class FileSource:
             changed = self._check_path(watch) or changed
             if not watch.files and not watch.literal and stat_or_none(watch.path) is None:
                 del self._watches[watch.path]  # a glob match that went away for good
+                self._forgotten.add(watch.name)
         self._watch.observe(self._patterns)
         return changed
 
@@ -380,9 +405,14 @@ class FileSource:
     def _retire(self, path: str, tail: Tail) -> None:
         if tail.read_pos > tail.committed:
             self._warn(f"{path}: a rotated file ended without a newline; its last line is dropped")
-        self._retired[tail.identity] = (path, tail.position())
-        if len(self._retired) > _RETIRED_MAX:
-            del self._retired[next(iter(self._retired))]
+        # Only a file still linked can turn up under another name. A deleted one never comes
+        # back, but its inode does, as another file at once: one that starts with the same
+        # bytes (a job's file written alike at every run) was taken for it and read from
+        # where the deleted one ended, its events skipped.
+        if os.fstat(tail.fd).st_nlink:
+            self._retired[tail.identity] = (path, tail.position())
+            if len(self._retired) > _RETIRED_MAX:
+                del self._retired[next(iter(self._retired))]
         tail.close()
         self._follow_renamed(tail.identity)
 
@@ -421,6 +451,7 @@ class FileSource:
     def _add_watch(self, path: str) -> _Watch:
         watch = _Watch(path, literal=path in self._patterns, files=deque(), name=path_text(path))
         self._watches[path] = watch
+        self._forgotten.discard(watch.name)
         return watch
 
     def _append(self, watch: _Watch, tail: Tail | None) -> None:

@@ -370,7 +370,7 @@ class RedisState:
             args += pair
         args += deletes
         for key, value in positions.items():
-            args += (self.instance + SEPARATOR + key, orjson.dumps(dict(value)))
+            args += (self.instance + SEPARATOR + key, orjson.dumps(dict(value)) if value else b"")  # b"": deleted
         for entry in outbox:
             args += entry
         if stream:

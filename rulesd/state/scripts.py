@@ -14,8 +14,8 @@ from __future__ import annotations
 #       must span (0: no check), 16 change records kept, 17 the batch's token ('' = none: a
 #       batch committed already, whose answer was lost, is refused as taken), 18 the instance,
 #       then the lists in that order:
-#       upserts (field, value), deletes (field), positions (field, value), outbox (payload,
-#       action, target), ids.
+#       upserts (field, value), deletes (field), positions (field, value; '' deletes the field),
+#       outbox (payload, action, target), ids.
 # Returns {'ok', version, the last outbox id given ('0': none)} or {why, detail} with why: rules
 # (published hash), version (current), taken (the batch was committed by another instance), turn
 # (an earlier entry is uncommitted), gap (the batch is not contiguous in the stream).
@@ -65,7 +65,11 @@ for _ = 1, n_del do
   i = i + 1
 end
 for _ = 1, n_pos do
-  redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[7], ARGV[i])
+  else
+    redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
+  end
   i = i + 2
 end
 local seq = 0
@@ -295,7 +299,8 @@ return #ids
 """
 
 # The forwarder's append: its entries and its positions, one atomic step. KEYS: 1 stream,
-# 2 positions; ARGV: 1 how many positions, then (field, value) pairs, then how many entries,
+# 2 positions; ARGV: 1 how many positions, then (field, value) pairs (a value '' deletes the
+# field: a file the forwarder will not read again), then how many entries,
 # then the entries (each one or more newline-separated events). Positions only move on, so a
 # batch whose every position is stored already was appended: it is the forwarder trying again
 # after the answer was lost (a timeout, a connection reset), and is not appended twice.
@@ -303,7 +308,7 @@ FORWARD = """
 local n_pos = tonumber(ARGV[1])
 local stored = n_pos > 0
 for k = 0, n_pos - 1 do
-  if redis.call('HGET', KEYS[2], ARGV[2 + 2 * k]) ~= ARGV[3 + 2 * k] then
+  if (redis.call('HGET', KEYS[2], ARGV[2 + 2 * k]) or '') ~= ARGV[3 + 2 * k] then
     stored = false
     break
   end
@@ -313,7 +318,11 @@ if stored then
 end
 local i = 2
 for _ = 1, n_pos do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
   i = i + 2
 end
 local n = tonumber(ARGV[i])

@@ -209,8 +209,11 @@ class SqliteState:
                     )
                 conn.executemany(
                     "INSERT OR REPLACE INTO positions (source, data) VALUES (?, ?)",
-                    [(k, json.dumps(dict(v))) for k, v in positions.items()],
+                    [(k, json.dumps(dict(v))) for k, v in positions.items() if v],
                 )
+                # An empty position: the source will never read that key again (FORGOTTEN).
+                gone = [(k,) for k, v in positions.items() if not v]
+                conn.executemany("DELETE FROM positions WHERE source = ?", gone)
                 if engine is not None:
                     _save_engine(conn, engine, now)
                 conn.execute("COMMIT")
