@@ -498,3 +498,49 @@ def test_a_rule_file_that_is_a_list_of_rules_says_to_write_rules_above_it(tmp_pa
     )
     code, out = check(tmp_path, "- 1\n- 2\n")
     assert (1, "DIR/r.yaml:1:1: error: (top level): expected a mapping, got a list\n") == (code, out.split("FAILED")[0])
+
+
+def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Path) -> None:
+    """A kind's own checks (its durations, its group_by against its counted field, its steps
+    against its group) are made even when the schema faulted another part of the rule, and a
+    fault in a threshold does not make it "not a threshold" for `resolve`."""
+    long = "bad duration: longer than 100 years (36500d), the longest a duration may be"
+    assert (
+        1,
+        'DIR/r.yaml:4:24: error: rules[0].threshold.count: expected an integer, got "5"\n'
+        f"DIR/r.yaml:4:37: error: rules[0].threshold.window: {long}\n"
+        "DIR/r.yaml:7:27: error: rules[1].threshold.within: unknown key 'within'; expected one of: count, "
+        "group_by, window\n"
+        f"DIR/r.yaml:8:22: error: rules[1].resolve.after: {long}\n"
+        f"DIR/r.yaml:11:37: error: rules[2].new_value.learn: {long}\n"
+        "DIR/r.yaml:11:60: error: rules[2].new_value.foo: unknown key 'foo'; expected one of: fields, forget, "
+        "group_by, learn\n"
+        'DIR/r.yaml:14:47: error: rules[3].distinct.window: "5min": a duration is a number of seconds or a string '
+        "like 30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)\n"
+        "DIR/r.yaml:14:64: error: rules[3].distinct.group_by[0]: the counted field 'user' is the group_by field "
+        "'user': each group has one value of it, so it never counts 5 different values and the rule never fires\n"
+        f"DIR/r.yaml:18:15: error: rules[4].sequence.within: {long}\n"
+        "DIR/r.yaml:21:25: error: rules[4].sequence.steps[1].match.host: contradicts "
+        "rules[4].sequence.steps[0].match.host (DIR/r.yaml:20:25): they allow no value in common; the events of a "
+        "sequence are of one group (one 'host'), so it can never complete\n"
+        "FAILED: 1 file(s), 0 rule(s), 10 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {user: x}\n"
+        '    threshold: {count: "5", window: 99999999999999999999d}\n'
+        "  - name: b\n    match: {user: x}\n"
+        "    threshold: {count: 5, within: 5m, window: 5m}\n"
+        "    resolve: {after: 99999999999999999999d}\n"
+        "  - name: c\n    match: {user: x}\n"
+        "    new_value: {fields: [a], learn: 99999999999999999999d, foo: 1}\n"
+        "  - name: d\n    match: {user: x}\n"
+        "    distinct: {field: user, count: 5, window: 5min, group_by: [user]}\n"
+        "  - name: e\n"
+        "    sequence:\n"
+        "      group_by: [host]\n"
+        "      within: 99999999999999999999d\n"
+        "      steps:\n"
+        "        - match: {host: a}\n"
+        "        - match: {host: b}\n",
+    )
