@@ -544,3 +544,39 @@ def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Pat
         "        - match: {host: a}\n"
         "        - match: {host: b}\n",
     )
+
+
+def test_rulesd_check_warns_at_a_regex_found_in_every_text(tmp_path: Path) -> None:
+    """`(timeout)?` is found in every text (as the empty match at its start), so its condition
+    only asks for a text: a warning at the regex, wherever it is in a condition; a regex that
+    matches an empty text only at some places (`^$`, `\\b`), or only some texts, draws none."""
+    said = (
+        "is found in every text (it matches an empty text), so this test holds for any text value: was a part "
+        "of it meant not to be optional?"
+    )
+    assert (
+        0,
+        f"DIR/r.yaml:3:30: warning: rules[0].match.message.regex: the regex '(timeout)?' {said}\n"
+        f"DIR/r.yaml:5:37: warning: rules[1].match.any[0].message.regex: the regex '.*' {said}\n"
+        f"DIR/r.yaml:5:66: warning: rules[1].match.any[1].not.host.regex: the regex '(?m)^' {said}\n"
+        f"DIR/r.yaml:9:30: warning: rules[2].sequence.steps[0].match.m.regex: the regex 'a*' {said}\n"
+        f"DIR/r.yaml:10:39: warning: rules[2].sequence.steps[1].absent.match.m.regex: the regex '[a-z]*$' {said}\n"
+        "OK: 1 file(s), 4 rule(s), 0 error(s), 5 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {message: {regex: '(timeout)?', nocase: true}}\n"
+        "  - name: b\n    match: {any: [{message: {regex: '.*'}}, {not: {host: {regex: '(?m)^'}}}]}\n"
+        "  - name: c\n"
+        "    sequence:\n"
+        "      steps:\n"
+        "        - match: {m: {regex: 'a*'}}\n"
+        "        - absent: {match: {m: {regex: '[a-z]*$'}}, for: 5m}\n"
+        "  - name: d\n"
+        "    match:\n"
+        "      a: {regex: '^$'}\n"
+        "      b: {regex: '\\b'}\n"
+        "      c: {regex: '^.*$'}\n"
+        "      d: {regex: 'disk (is )?full'}\n"
+        "      e: {regex: '^\\s*x?$'}\n",
+    )

@@ -21,7 +21,15 @@ from rulesd.rules.conditions import (
 )
 from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
-from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, Lists, NamedList, lists_used, reference_problems
+from rulesd.rules.lists import (
+    NAN_MESSAGE,
+    NO_LISTS,
+    Lists,
+    NamedList,
+    lists_used,
+    operands,
+    reference_problems,
+)
 from rulesd.rules.model import (
     DEFAULT_PRIORITY,
     KIND_KEYS,
@@ -36,7 +44,7 @@ from rulesd.rules.model import (
     Step,
     Threshold,
 )
-from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet
+from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet, matches_every_text
 from rulesd.rules.templates import Template, TemplateError, parse_template
 from rulesd.validation import format_path
 
@@ -247,6 +255,7 @@ def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePattern
     (a test that can never hold too, see `_Context.never`; `scope` "absent": an absent step's)."""
     if not isinstance(match, dict):
         return None
+    _found_everywhere(match, path, ctx)
     ctx.lists_used.update(lists_used(match, ctx.lists))
     misused = reference_problems(match, ctx.lists)
     for where, message in misused:  # every one, not only the first the compiler would meet
@@ -266,6 +275,19 @@ def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePattern
         if ctx.ok((*path, key)):
             _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
     return None
+
+
+def _found_everywhere(match: dict[str, Any], path: JsonPath, ctx: _Context) -> None:
+    """A warning at each regex of the condition that is found in every text (`(timeout)?`):
+    its test holds for any text, almost certainly not what was meant (a warning, since
+    "the field is a text" is a condition, and the rule loaded before this was said)."""
+    for where, op, operand in operands(match, path):
+        if op == "regex" and isinstance(operand, str) and ctx.ok(where) and matches_every_text(operand):
+            message = (
+                f"the regex {operand!r} is found in every text (it matches an empty text), so this test holds "
+                "for any text value: was a part of it meant not to be optional?"
+            )
+            ctx.report(where, message, warning=True)
 
 
 def _compile_match(match: dict[str, Any], path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
