@@ -523,7 +523,9 @@ def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Pat
         "DIR/r.yaml:21:25: error: rules[4].sequence.steps[1].match.host: contradicts "
         "rules[4].sequence.steps[0].match.host (DIR/r.yaml:20:25): they allow no value in common; the events of a "
         "sequence are of one group (one 'host'), so it can never complete\n"
-        "FAILED: 1 file(s), 0 rule(s), 10 error(s), 0 warning(s)\n",
+        "DIR/r.yaml:24:15: error: rules[5].distinct: missing required key 'count'\n"
+        "DIR/r.yaml:24:37: error: rules[5].distinct.window: the window must be longer than 0s\n"
+        "FAILED: 1 file(s), 0 rule(s), 12 error(s), 0 warning(s)\n",
     ) == check(
         tmp_path,
         "rules:\n"
@@ -542,7 +544,9 @@ def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Pat
         "      within: 99999999999999999999d\n"
         "      steps:\n"
         "        - match: {host: a}\n"
-        "        - match: {host: b}\n",
+        "        - match: {host: b}\n"
+        "  - name: f\n    match: {user: x}\n"
+        "    distinct: {field: user, window: 0s, group_by: [user]}\n",
     )
 
 

@@ -332,7 +332,7 @@ def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet, so
         fields = tuple(spec["fields"])
         return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
     window = _period(spec, key, ctx)
-    if key == "distinct" and all(ctx.ok((key, part)) for part in ("field", "count")):
+    if key == "distinct" and _given(spec, key, "field", ctx) and _given(spec, key, "count", ctx):
         _counted_in_groups(spec, group_by, ctx)
     if not sound or window is None:
         return None
