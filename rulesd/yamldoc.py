@@ -275,7 +275,53 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
     if "\t" in indent:  # PyYAML only says "found character that cannot start any token"
         where = SourceLocation(path, mark.line + 1, indent.index("\t") + 1)
         return Problem(where, "YAML forbids tabs for indentation: indent with spaces")
-    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
+    return _missing_colon(exc, text, path) or Problem(
+        SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}"
+    )
+
+
+def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem | None:
+    """A key written without its ':' (or a line indented as if it went on the one above), at
+    the line where it was written: PyYAML notices it only on the line after."""
+    mark, start = exc.problem_mark, exc.context_mark
+    if exc.problem == "could not find expected ':'" and start is not None:
+        message = "YAML syntax error: could not find the ':' after the key that starts here (is it missing?)"
+        return Problem(SourceLocation(path, start.line + 1, start.column + 1), message)
+    if mark is None or not (exc.problem or "").startswith("mapping values are not allowed"):
+        return None
+    scalar = _plain_scalar_before(text)
+    if scalar is None or scalar.end_mark.index > mark.index:
+        return None
+    first = scalar.start_mark
+    if first.line == mark.line:  # `message: Disk full: x`
+        message = "YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it"
+        return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+    shown = scalar.value if len(scalar.value) <= 40 else scalar.value[:37] + "..."
+    lines = text.splitlines()
+    below = lines[mark.line] if mark.line < len(lines) else ""
+    if len(below) - len(below.lstrip(" ")) == first.column:  # a key and its value, then a key beside it
+        message = (
+            f"YAML syntax error: the text {shown!r} that starts here runs on to line {mark.line + 1}, where a ':' "
+            "follows it (is a ':' missing on this line?)"
+        )
+        return Problem(SourceLocation(path, first.line + 1, first.column + 1), message)
+    message = (
+        f"YAML syntax error: a ':' after the text {shown!r}, which started on line {first.line + 1} (is this line "
+        f"indented wrong, or line {first.line + 1}, or is a ':' missing there?)"
+    )
+    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+
+
+def _plain_scalar_before(text: str) -> Any:
+    """The last plain scalar token PyYAML's scanner reads in `text` before its error."""
+    scalar = None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.ScalarToken):
+                scalar = token if token.plain else None
+    except yaml.YAMLError:
+        return scalar
+    return None
 
 
 def read_yaml(path: str, *, keep_going: bool = False) -> Document:

@@ -584,3 +584,33 @@ def test_rulesd_check_warns_at_a_regex_found_in_every_text(tmp_path: Path) -> No
         "      d: {regex: 'disk (is )?full'}\n"
         "      e: {regex: '^\\s*x?$'}\n",
     )
+
+
+def test_rulesd_check_places_a_missing_colon_at_the_line_that_misses_it(tmp_path: Path) -> None:
+    """PyYAML notices a key without its ':' only on the next line: the error is at the line
+    that misses it. A line indented as if it went on the one above is named with that one."""
+    rule = "rules:\n  - name: a\n    match: {m: x}\n"
+    cases = [
+        (
+            "rules:\n  - name a\n    description: x\n",
+            "2:5: error: YAML syntax error: the text 'name a description' that starts here runs on to line 3, "
+            "where a ':' follows it (is a ':' missing on this line?)",
+        ),
+        (
+            rule + "    description x\n    throttle: 5m\n",
+            "4:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+        ),
+        (
+            rule + "    alert:\n      message: x\n    priority: P2\n      tags: [a]\n",
+            "7:11: error: YAML syntax error: a ':' after the text 'P2 tags', which started on line 6 (is this line "
+            "indented wrong, or line 6, or is a ':' missing there?)",
+        ),
+        (
+            rule + "    alert:\n      message: Disk full: x\n",
+            "5:25: error: YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it",
+        ),
+    ]
+    for text, problem in cases:
+        assert (1, f"DIR/r.yaml:{problem}\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n") == check(
+            tmp_path, text
+        )
