@@ -16,6 +16,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError as InvalidInputError  # re-exported
 from rulesd.errors import Problem, SourceLocation
+from rulesd.validation import format_path
 
 try:  # the C composer is much faster on large rule sets
     from yaml import CSafeLoader as _Loader
@@ -93,7 +94,9 @@ class _Builder:
         self.key_marks = doc.key_marks
         self.constructor = SafeConstructor()
         self.problems: list[Problem] = []
-        self.duplicates: list[Problem] = []  # the value read is still the one written first
+        # Mistakes after which the document is still read as written (a duplicate key's first
+        # value is kept), so that the rest of it can be checked too.
+        self.kept: list[Problem] = []
         self.nodes = 0
 
     def mark(self, node: yaml.Node) -> tuple[int, int]:
@@ -152,6 +155,7 @@ class _Builder:
                 break
         result: dict[str, object] = {}
         value_marks, key_marks = self.value_marks, self.key_marks
+        flow = node.flow_style
         for i, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problem(key_node, "a mapping key must be a plain scalar")
@@ -166,7 +170,7 @@ class _Builder:
             if key in result:  # the first value is kept; its key's line is where it was defined
                 where = SourceLocation(self.doc.path, mark.line + 1, mark.column + 1)
                 line = key_marks[child][0]
-                self.duplicates.append(Problem(where, f"duplicate key '{key}' (first defined on line {line})"))
+                self.kept.append(Problem(where, f"duplicate key '{key}' (first defined on line {line})"))
                 continue
             key_marks[child] = (mark.line + 1, mark.column + 1)
             if value_node.__class__ is _ScalarNode and value_node.tag == _STR_TAG and self.nodes < MAX_NODES:
@@ -175,8 +179,36 @@ class _Builder:
                 value_marks[child] = (mark.line + 1, mark.column + 1)
                 result[key] = value_node.value
             else:
+                if flow and value_node.start_mark.index == key_node.end_mark.index:  # `{event login_failed}`
+                    key, value_node = self.without_colon(key, node, key_node, path)
+                    child = (*path, key)
+                    key_marks[child] = (mark.line + 1, mark.column + 1)
                 result[key] = self.build(value_node, child)
         return result
+
+    def without_colon(self, key: str, node: yaml.MappingNode, key_node: yaml.Node, path: JsonPath) -> Any:
+        """A key of a flow mapping written without its ':' (`{service: auth, event login_failed}`),
+        which YAML reads as a key of no value, meant by no rule, test or setting: an error, after
+        which the rest is checked as if the ':' were there (`event: login_failed`), so that the
+        schema does not add errors about the key it was read as. The key and its value node."""
+        name, _, rest = key.partition(" ")
+        rest = rest.strip()
+        message = f"{format_path((*path, key))}: {key!r} has no ':' after it, so YAML reads it as a key with no value"
+        if rest:
+            message += f": write '{name}: {rest}'"
+        elif len(node.value) == 1:  # `tags: [{host}]`
+            message += f' (a template is written in quotes: "{{{key}}}")'
+        self.kept.append(Problem(SourceLocation(self.doc.path, *self.mark(key_node)), message))
+        if not rest:
+            return key, yaml.ScalarNode(_YAML_TAG + "null", "", key_node.end_mark, key_node.end_mark)
+        try:
+            value = yaml.compose(rest, Loader=_RuleLoader)
+        except yaml.YAMLError:
+            value = None
+        if not isinstance(value, yaml.ScalarNode):  # (a text read as a list or mapping stays a text)
+            value = yaml.ScalarNode(_STR_TAG, rest)
+        value.start_mark = value.end_mark = key_node.start_mark
+        return name, value
 
     def build_scalar(self, node: yaml.Node) -> object:
         if node.tag == _STR_TAG:  # most scalars: what the constructor would return, at once
@@ -258,9 +290,9 @@ def parse_yaml(text: str, path: str, *, keep_going: bool = False) -> Document:
         builder.problem(exc.node, f"document too large (more than {MAX_NODES} nodes)")
     except RecursionError:
         builder.problem(node, "document nested too deeply")
-    if builder.problems or (builder.duplicates and not keep_going):
-        raise InvalidInputError(sorted([*builder.problems, *builder.duplicates]))
-    doc.problems = builder.duplicates
+    if builder.problems or (builder.kept and not keep_going):
+        raise InvalidInputError(sorted([*builder.problems, *builder.kept]))
+    doc.problems = builder.kept
     return doc
 
 

@@ -614,3 +614,38 @@ def test_rulesd_check_places_a_missing_colon_at_the_line_that_misses_it(tmp_path
         assert (1, f"DIR/r.yaml:{problem}\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n") == check(
             tmp_path, text
         )
+
+
+def test_a_key_of_a_flow_mapping_without_its_colon_is_an_error_at_the_key(tmp_path: Path) -> None:
+    """`{service: auth, event login_failed}` is the field 'event login_failed' compared with
+    null, a rule that silently never fires: an error at the key, in rule files and rule tests
+    alike, after which the rest is checked as if the ':' were there (no follow-on errors)."""
+    no_value = "has no ':' after it, so YAML reads it as a key with no value"
+    assert (
+        1,
+        f"DIR/r.yaml:3:28: error: rules[0].match[\"event login_failed\"]: 'event login_failed' {no_value}: write "
+        "'event: login_failed'\n"
+        'DIR/r.yaml:4:23: error: rules[0].alert.priority: "P0" is not one of: P1, P2, P3, P4, P5\n'
+        f"DIR/r.yaml:4:41: error: rules[0].alert.responders[0][\"type team\"]: 'type team' {no_value}: write "
+        "'type: team'\n"
+        "DIR/r.yaml:4:70: error: rules[0].alert.tags[0]: expected a string, got a mapping\n"
+        f"DIR/r.yaml:4:71: error: rules[0].alert.tags[0].host: 'host' {no_value} (a template is written in quotes: "
+        '"{host}")\n'
+        "FAILED: 1 file(s), 0 rule(s), 5 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match: {service: auth, event login_failed}\n"
+        "    alert: {priority: P0, responders: [{type team, name: x}], tags: [{host}]}\n",
+    )
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    match: {service: auth, event: login_failed}\n")
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{event: {service: auth, event login_failed}}]\n"
+        "    expect_alerts: [{event: 1, rules: [a]}]\n"
+    )
+    problem = f"{test}:4:38: error: tests[0].events[0].event[\"event login_failed\"]: 'event login_failed' {no_value}"
+    result = rulesd_cli("test", str(test))
+    assert (1, f"{problem}: write 'event: login_failed'\nrule tests: 0 passed, 0 failed, 1 invalid\n") == (
+        result.returncode,
+        result.stdout,
+    )
