@@ -649,3 +649,26 @@ def test_a_key_of_a_flow_mapping_without_its_colon_is_an_error_at_the_key(tmp_pa
         result.returncode,
         result.stdout,
     )
+
+
+def test_rulesd_check_warns_at_a_field_in_doubled_braces(tmp_path: Path) -> None:
+    """`{{host}}` (as Jinja, Go and Prometheus templates write a field) is the text `{host}` in
+    the page, not the host: a warning at the template; `{{{host}}}` (the value in braces) and
+    braces around other text draw none."""
+    assert (
+        0,
+        "DIR/r.yaml:5:16: warning: rules[0].alert.message: '{{host}}' is the text '{host}' in the alert, not the "
+        "value of a field: write {host} for the value of host (a doubled brace is a brace)\n"
+        "DIR/r.yaml:6:14: warning: rules[0].alert.tags[0]: '{{ .host }}' is the text '{ .host }' in the alert, not "
+        "the value of a field: write {host} for the value of host (a doubled brace is a brace)\n"
+        "DIR/r.yaml:7:20: warning: rules[0].alert.details.h: '{{ $labels.dev }}' is the text '{ $labels.dev }' in "
+        "the alert, not the value of a field: write {labels.dev} for the value of labels.dev (a doubled brace is a "
+        "brace)\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 3 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match: {m: x}\n    alert:\n"
+        '      message: "Disk full on {{host}}: {{{dev}}} {{\\"a\\": 1}} {{}}"\n'
+        '      tags: ["host:{{ .host }}"]\n'
+        '      details: {h: "{{ $labels.dev }}"}\n',
+    )

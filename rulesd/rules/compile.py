@@ -45,7 +45,7 @@ from rulesd.rules.model import (
     Threshold,
 )
 from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet, matches_every_text
-from rulesd.rules.templates import Template, TemplateError, parse_template
+from rulesd.rules.templates import Template, TemplateError, literal_fields, parse_template
 from rulesd.validation import format_path
 
 _TEMPLATE_KEYS = ("message", "description", "alias", "entity", "note")
@@ -121,10 +121,17 @@ class _Context:
 
     def template(self, source: str, path: JsonPath) -> Template:
         try:
-            return parse_template(source)
+            template = parse_template(source)
         except TemplateError as exc:
             self.report(path, f"malformed template: {exc}")
             return parse_template("")
+        for written, field in literal_fields(source):  # (a warning: the braces may be meant)
+            message = (
+                f"{written!r} is the text {written[1:-1]!r} in the alert, not the value of a field: write "
+                f"{{{field}}} for the value of {field} (a doubled brace is a brace)"
+            )
+            self.report(path, message, warning=True)
+        return template
 
 
 class _RulePatterns:
