@@ -307,9 +307,34 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
     if "\t" in indent:  # PyYAML only says "found character that cannot start any token"
         where = SourceLocation(path, mark.line + 1, indent.index("\t") + 1)
         return Problem(where, "YAML forbids tabs for indentation: indent with spaces")
-    return _missing_colon(exc, text, path) or Problem(
-        SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}"
+    return (
+        _missing_colon(exc, text, path)
+        or _misindented(exc, path)
+        or Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
     )
+
+
+def _misindented(exc: yaml.MarkedYAMLError, path: str) -> Problem | None:
+    """libyaml's words for a line indented as no mapping or list around it is, in the user's:
+    which columns were expected, and the line where the block it is in starts."""
+    mark, start = exc.problem_mark, exc.context_mark
+    if mark is None or start is None:
+        return None
+    here = f"YAML syntax error: this line is indented to column {mark.column + 1}"
+    if exc.problem == "did not find expected key" and mark.column > start.column:
+        message = (
+            f"{here}, but the keys of the mapping it is in (from line {start.line + 1}) are at column "
+            f"{start.column + 1}, and no mapping under it has keys there: is this line, or one above it, indented "
+            "wrong?"
+        )
+    elif exc.problem == "did not find expected '-' indicator":
+        message = (
+            f"{here}, as the items ('- ') of the list that starts on line {start.line + 1} are, but is not one: is "
+            "this line, or that line, indented wrong?"
+        )
+    else:
+        return None
+    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
 
 
 def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem | None:
@@ -322,7 +347,7 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
     if mark is None or not (exc.problem or "").startswith("mapping values are not allowed"):
         return None
     scalar = _plain_scalar_before(text)
-    if scalar is None or scalar.end_mark.index > mark.index:
+    if scalar is None or scalar.end_mark.line > mark.line:  # (libyaml's index counts bytes, PyYAML's characters)
         return None
     first = scalar.start_mark
     if first.line == mark.line:  # `message: Disk full: x`

@@ -672,3 +672,25 @@ def test_rulesd_check_warns_at_a_field_in_doubled_braces(tmp_path: Path) -> None
         '      tags: ["host:{{ .host }}"]\n'
         '      details: {h: "{{ $labels.dev }}"}\n',
     )
+
+
+def test_rulesd_check_says_how_a_misindented_line_should_be_indented(tmp_path: Path) -> None:
+    """libyaml's "did not find expected key (while parsing a block mapping started at 2:5)"
+    says neither that indentation is wrong nor which column was expected: the error says both."""
+    cases = [
+        (
+            "rules:\n  - name: a\n    match: {m: x}\n    alert:\n        message: x\n      priority: P2\n",
+            "6:7: error: YAML syntax error: this line is indented to column 7, but the keys of the mapping it is in "
+            "(from line 2) are at column 5, and no mapping under it has keys there: is this line, or one above it, "
+            "indented wrong?",
+        ),
+        (
+            "rules:\n  - name: a\n    match: {m: x}\n  description: x\n",
+            "4:3: error: YAML syntax error: this line is indented to column 3, as the items ('- ') of the list that "
+            "starts on line 2 are, but is not one: is this line, or that line, indented wrong?",
+        ),
+    ]
+    for text, problem in cases:
+        assert (1, f"DIR/r.yaml:{problem}\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n") == check(
+            tmp_path, text
+        )
