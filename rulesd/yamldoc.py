@@ -310,8 +310,32 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
     return (
         _missing_colon(exc, text, path)
         or _misindented(exc, path)
+        or _unclosed(exc, lines, path)
         or Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
     )
+
+
+def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str], path: str) -> Problem | None:
+    """libyaml's "did not find expected ',' or '}'" in the user's words: a `{` (or `[`) not
+    closed on the line it opens, at that line's end; else where a ',' or the closing brace was
+    expected, which is most often after a key missing its ':' (`{count: 5, group_by [user]}`)."""
+    mark, start, problem = exc.problem_mark, exc.context_mark, exc.problem or ""
+    if mark is None or start is None or not problem.startswith("did not find expected ',' or "):
+        return None
+    closer = problem[-2]
+    opener = "{" if closer == "}" else "["
+    first = lines[start.line].rstrip() if start.line < len(lines) else ""
+    if mark.line > start.line and not first.endswith((",", "{", "[")):  # (written on one line)
+        message = (
+            f"YAML syntax error: the '{opener}' at column {start.column + 1} is not closed on its line: a '{closer}' "
+            "missing here?"
+        )
+        return Problem(SourceLocation(path, start.line + 1, len(first) + 1), message)
+    message = (
+        f"YAML syntax error: a ',' or the '{closer}' closing the '{opener}' at {start.line + 1}:{start.column + 1} "
+        f"was expected here (is a ':', a ',' or a '{closer}' missing before it?)"
+    )
+    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
 
 
 def _misindented(exc: yaml.MarkedYAMLError, path: str) -> Problem | None:

@@ -674,9 +674,11 @@ def test_rulesd_check_warns_at_a_field_in_doubled_braces(tmp_path: Path) -> None
     )
 
 
-def test_rulesd_check_says_how_a_misindented_line_should_be_indented(tmp_path: Path) -> None:
+def test_rulesd_check_says_how_a_misindented_line_or_an_unclosed_brace_should_be_written(tmp_path: Path) -> None:
     """libyaml's "did not find expected key (while parsing a block mapping started at 2:5)"
-    says neither that indentation is wrong nor which column was expected: the error says both."""
+    says neither that indentation is wrong nor which column was expected, and its "did not
+    find expected ',' or '}'" comes a line late for a brace left open: the errors say what to
+    write, where."""
     cases = [
         (
             "rules:\n  - name: a\n    match: {m: x}\n    alert:\n        message: x\n      priority: P2\n",
@@ -688,6 +690,15 @@ def test_rulesd_check_says_how_a_misindented_line_should_be_indented(tmp_path: P
             "rules:\n  - name: a\n    match: {m: x}\n  description: x\n",
             "4:3: error: YAML syntax error: this line is indented to column 3, as the items ('- ') of the list that "
             "starts on line 2 are, but is not one: is this line, or that line, indented wrong?",
+        ),
+        (  # a '{' not closed on its line: at that line's end, not at the next line's ':'
+            "rules:\n  - name: a\n    match: {m: x, n: y\n    alert: {priority: P1}\n",
+            "3:23: error: YAML syntax error: the '{' at column 12 is not closed on its line: a '}' missing here?",
+        ),
+        (
+            "rules:\n  - name: a\n    match: {m: x}\n    threshold: {count: 10, window: 5m, group_by [user]}\n",
+            "4:49: error: YAML syntax error: a ',' or the '}' closing the '{' at 4:16 was expected here (is a ':', "
+            "a ',' or a '}' missing before it?)",
         ),
     ]
     for text, problem in cases:
