@@ -16,6 +16,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError as InvalidInputError  # re-exported
 from rulesd.errors import Problem, SourceLocation
+from rulesd.validation import format_path
 
 try:  # the C composer is much faster on large rule sets
     from yaml import CSafeLoader as _Loader
@@ -93,7 +94,9 @@ class _Builder:
         self.key_marks = doc.key_marks
         self.constructor = SafeConstructor()
         self.problems: list[Problem] = []
-        self.duplicates: list[Problem] = []  # the value read is still the one written first
+        # Mistakes after which the document is still read as written (a duplicate key's first
+        # value is kept), so that the rest of it can be checked too.
+        self.kept: list[Problem] = []
         self.nodes = 0
 
     def mark(self, node: yaml.Node) -> tuple[int, int]:
@@ -152,6 +155,7 @@ class _Builder:
                 break
         result: dict[str, object] = {}
         value_marks, key_marks = self.value_marks, self.key_marks
+        flow = node.flow_style
         for i, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problem(key_node, "a mapping key must be a plain scalar")
@@ -166,7 +170,7 @@ class _Builder:
             if key in result:  # the first value is kept; its key's line is where it was defined
                 where = SourceLocation(self.doc.path, mark.line + 1, mark.column + 1)
                 line = key_marks[child][0]
-                self.duplicates.append(Problem(where, f"duplicate key '{key}' (first defined on line {line})"))
+                self.kept.append(Problem(where, f"duplicate key '{key}' (first defined on line {line})"))
                 continue
             key_marks[child] = (mark.line + 1, mark.column + 1)
             if value_node.__class__ is _ScalarNode and value_node.tag == _STR_TAG and self.nodes < MAX_NODES:
@@ -175,8 +179,36 @@ class _Builder:
                 value_marks[child] = (mark.line + 1, mark.column + 1)
                 result[key] = value_node.value
             else:
+                if flow and value_node.start_mark.index == key_node.end_mark.index:  # `{event login_failed}`
+                    key, value_node = self.without_colon(key, node, key_node, path)
+                    child = (*path, key)
+                    key_marks[child] = (mark.line + 1, mark.column + 1)
                 result[key] = self.build(value_node, child)
         return result
+
+    def without_colon(self, key: str, node: yaml.MappingNode, key_node: yaml.Node, path: JsonPath) -> Any:
+        """A key of a flow mapping written without its ':' (`{service: auth, event login_failed}`),
+        which YAML reads as a key of no value, meant by no rule, test or setting: an error, after
+        which the rest is checked as if the ':' were there (`event: login_failed`), so that the
+        schema does not add errors about the key it was read as. The key and its value node."""
+        name, _, rest = key.partition(" ")
+        rest = rest.strip()
+        message = f"{format_path((*path, key))}: {key!r} has no ':' after it, so YAML reads it as a key with no value"
+        if rest:
+            message += f": write '{name}: {rest}'"
+        elif len(node.value) == 1:  # `tags: [{host}]`
+            message += f' (a template is written in quotes: "{{{key}}}")'
+        self.kept.append(Problem(SourceLocation(self.doc.path, *self.mark(key_node)), message))
+        if not rest:
+            return key, yaml.ScalarNode(_YAML_TAG + "null", "", key_node.end_mark, key_node.end_mark)
+        try:
+            value = yaml.compose(rest, Loader=_RuleLoader)
+        except yaml.YAMLError:
+            value = None
+        if not isinstance(value, yaml.ScalarNode):  # (a text read as a list or mapping stays a text)
+            value = yaml.ScalarNode(_STR_TAG, rest)
+        value.start_mark = value.end_mark = key_node.start_mark
+        return name, value
 
     def build_scalar(self, node: yaml.Node) -> object:
         if node.tag == _STR_TAG:  # most scalars: what the constructor would return, at once
@@ -258,9 +290,9 @@ def parse_yaml(text: str, path: str, *, keep_going: bool = False) -> Document:
         builder.problem(exc.node, f"document too large (more than {MAX_NODES} nodes)")
     except RecursionError:
         builder.problem(node, "document nested too deeply")
-    if builder.problems or (builder.duplicates and not keep_going):
-        raise InvalidInputError(sorted([*builder.problems, *builder.duplicates]))
-    doc.problems = builder.duplicates
+    if builder.problems or (builder.kept and not keep_going):
+        raise InvalidInputError(sorted([*builder.problems, *builder.kept]))
+    doc.problems = builder.kept
     return doc
 
 
@@ -275,7 +307,102 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
     if "\t" in indent:  # PyYAML only says "found character that cannot start any token"
         where = SourceLocation(path, mark.line + 1, indent.index("\t") + 1)
         return Problem(where, "YAML forbids tabs for indentation: indent with spaces")
-    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
+    return (
+        _missing_colon(exc, text, path)
+        or _misindented(exc, path)
+        or _unclosed(exc, lines, path)
+        or Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
+    )
+
+
+def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str], path: str) -> Problem | None:
+    """libyaml's "did not find expected ',' or '}'" in the user's words: a `{` (or `[`) not
+    closed on the line it opens, at that line's end; else where a ',' or the closing brace was
+    expected, which is most often after a key missing its ':' (`{count: 5, group_by [user]}`)."""
+    mark, start, problem = exc.problem_mark, exc.context_mark, exc.problem or ""
+    if mark is None or start is None or not problem.startswith("did not find expected ',' or "):
+        return None
+    closer = problem[-2]
+    opener = "{" if closer == "}" else "["
+    first = lines[start.line].rstrip() if start.line < len(lines) else ""
+    if mark.line > start.line and not first.endswith((",", "{", "[")):  # (written on one line)
+        message = (
+            f"YAML syntax error: the '{opener}' at column {start.column + 1} is not closed on its line: a '{closer}' "
+            "missing here?"
+        )
+        return Problem(SourceLocation(path, start.line + 1, len(first) + 1), message)
+    message = (
+        f"YAML syntax error: a ',' or the '{closer}' closing the '{opener}' at {start.line + 1}:{start.column + 1} "
+        f"was expected here (is a ':', a ',' or a '{closer}' missing before it?)"
+    )
+    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+
+
+def _misindented(exc: yaml.MarkedYAMLError, path: str) -> Problem | None:
+    """libyaml's words for a line indented as no mapping or list around it is, in the user's:
+    which columns were expected, and the line where the block it is in starts."""
+    mark, start = exc.problem_mark, exc.context_mark
+    if mark is None or start is None:
+        return None
+    here = f"YAML syntax error: this line is indented to column {mark.column + 1}"
+    if exc.problem == "did not find expected key" and mark.column > start.column:
+        message = (
+            f"{here}, but the keys of the mapping it is in (from line {start.line + 1}) are at column "
+            f"{start.column + 1}, and no mapping under it has keys there: is this line, or one above it, indented "
+            "wrong?"
+        )
+    elif exc.problem == "did not find expected '-' indicator":
+        message = (
+            f"{here}, as the items ('- ') of the list that starts on line {start.line + 1} are, but is not one: is "
+            "this line, or that line, indented wrong?"
+        )
+    else:
+        return None
+    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+
+
+def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem | None:
+    """A key written without its ':' (or a line indented as if it went on the one above), at
+    the line where it was written: PyYAML notices it only on the line after."""
+    mark, start = exc.problem_mark, exc.context_mark
+    if exc.problem == "could not find expected ':'" and start is not None:
+        message = "YAML syntax error: could not find the ':' after the key that starts here (is it missing?)"
+        return Problem(SourceLocation(path, start.line + 1, start.column + 1), message)
+    if mark is None or not (exc.problem or "").startswith("mapping values are not allowed"):
+        return None
+    scalar = _plain_scalar_before(text)
+    if scalar is None or scalar.end_mark.line > mark.line:  # (libyaml's index counts bytes, PyYAML's characters)
+        return None
+    first = scalar.start_mark
+    if first.line == mark.line:  # `message: Disk full: x`
+        message = "YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it"
+        return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+    shown = scalar.value if len(scalar.value) <= 40 else scalar.value[:37] + "..."
+    lines = text.splitlines()
+    below = lines[mark.line] if mark.line < len(lines) else ""
+    if len(below) - len(below.lstrip(" ")) == first.column:  # a key and its value, then a key beside it
+        message = (
+            f"YAML syntax error: the text {shown!r} that starts here runs on to line {mark.line + 1}, where a ':' "
+            "follows it (is a ':' missing on this line?)"
+        )
+        return Problem(SourceLocation(path, first.line + 1, first.column + 1), message)
+    message = (
+        f"YAML syntax error: a ':' after the text {shown!r}, which started on line {first.line + 1} (is this line "
+        f"indented wrong, or line {first.line + 1}, or is a ':' missing there?)"
+    )
+    return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+
+
+def _plain_scalar_before(text: str) -> Any:
+    """The last plain scalar token PyYAML's scanner reads in `text` before its error."""
+    scalar = None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.ScalarToken):
+                scalar = token if token.plain else None
+    except yaml.YAMLError:
+        return scalar
+    return None
 
 
 def read_yaml(path: str, *, keep_going: bool = False) -> Document:

@@ -30,8 +30,7 @@ RESPONDER_HELP = (
 INVALID_FILES = [
     (
         "yaml_syntax.yaml",
-        "5:1: error: YAML syntax error: did not find expected ',' or '}' "
-        "(while parsing a flow mapping started at 4:12)",
+        "4:30: error: YAML syntax error: the '{' at column 12 is not closed on its line: a '}' missing here?",
     ),
     ("duplicate_key.yaml", "4:3: error: duplicate key 'service' (first defined on line 3)"),
     ("tab_indent.yaml", "3:1: error: YAML forbids tabs for indentation: indent with spaces"),

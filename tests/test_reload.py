@@ -154,6 +154,26 @@ def test_a_reload_warns_where_yaml_read_an_unquoted_word_as_a_boolean(
     assert ["no-2"] == aliases(server)
 
 
+def test_a_reload_warns_at_a_regex_found_in_every_text_and_a_field_in_doubled_braces(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """The daemon says at a reload what `rulesd check` says of a rule that loads but almost
+    certainly does not mean what it says: `(timeout)?` holds for every text, `{{host}}` is the
+    text `{host}`."""
+    daemon = workspace.start()
+    rule_file = workspace.rules / "timeouts.yaml"
+    rule_file.write_text("name: timeouts\nmatch: {message: {regex: '(timeout)?'}}\nalert: {message: 'on {{host}}'}\n")
+    assert daemon.wait_for_log("reload ok: 2 rules; added: 1 (timeouts)"), daemon.stderr()
+    lines = daemon.stderr().splitlines()
+    everywhere = (
+        f"rulesd: warning: {rule_file}:2:26: match.message.regex: the regex '(timeout)?' is found in every text"
+    )
+    assert any(line.startswith(everywhere) for line in lines), daemon.stderr()
+    literal = f"rulesd: warning: {rule_file}:3:18: alert.message: '{{{{host}}}}' is the text '{{host}}' in the alert"
+    assert any(line.startswith(literal) for line in lines), daemon.stderr()
+    assert 0 == daemon.terminate()
+
+
 BULK = 10_000
 
 

@@ -498,3 +498,210 @@ def test_a_rule_file_that_is_a_list_of_rules_says_to_write_rules_above_it(tmp_pa
     )
     code, out = check(tmp_path, "- 1\n- 2\n")
     assert (1, "DIR/r.yaml:1:1: error: (top level): expected a mapping, got a list\n") == (code, out.split("FAILED")[0])
+
+
+def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Path) -> None:
+    """A kind's own checks (its durations, its group_by against its counted field, its steps
+    against its group) are made even when the schema faulted another part of the rule, and a
+    fault in a threshold does not make it "not a threshold" for `resolve`."""
+    long = "bad duration: longer than 100 years (36500d), the longest a duration may be"
+    assert (
+        1,
+        'DIR/r.yaml:4:24: error: rules[0].threshold.count: expected an integer, got "5"\n'
+        f"DIR/r.yaml:4:37: error: rules[0].threshold.window: {long}\n"
+        "DIR/r.yaml:7:27: error: rules[1].threshold.within: unknown key 'within'; expected one of: count, "
+        "group_by, window\n"
+        f"DIR/r.yaml:8:22: error: rules[1].resolve.after: {long}\n"
+        f"DIR/r.yaml:11:37: error: rules[2].new_value.learn: {long}\n"
+        "DIR/r.yaml:11:60: error: rules[2].new_value.foo: unknown key 'foo'; expected one of: fields, forget, "
+        "group_by, learn\n"
+        'DIR/r.yaml:14:47: error: rules[3].distinct.window: "5min": a duration is a number of seconds or a string '
+        "like 30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)\n"
+        "DIR/r.yaml:14:64: error: rules[3].distinct.group_by[0]: the counted field 'user' is the group_by field "
+        "'user': each group has one value of it, so it never counts 5 different values and the rule never fires\n"
+        f"DIR/r.yaml:18:15: error: rules[4].sequence.within: {long}\n"
+        "DIR/r.yaml:21:25: error: rules[4].sequence.steps[1].match.host: contradicts "
+        "rules[4].sequence.steps[0].match.host (DIR/r.yaml:20:25): they allow no value in common; the events of a "
+        "sequence are of one group (one 'host'), so it can never complete\n"
+        "DIR/r.yaml:24:15: error: rules[5].distinct: missing required key 'count'\n"
+        "DIR/r.yaml:24:37: error: rules[5].distinct.window: the window must be longer than 0s\n"
+        "FAILED: 1 file(s), 0 rule(s), 12 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {user: x}\n"
+        '    threshold: {count: "5", window: 99999999999999999999d}\n'
+        "  - name: b\n    match: {user: x}\n"
+        "    threshold: {count: 5, within: 5m, window: 5m}\n"
+        "    resolve: {after: 99999999999999999999d}\n"
+        "  - name: c\n    match: {user: x}\n"
+        "    new_value: {fields: [a], learn: 99999999999999999999d, foo: 1}\n"
+        "  - name: d\n    match: {user: x}\n"
+        "    distinct: {field: user, count: 5, window: 5min, group_by: [user]}\n"
+        "  - name: e\n"
+        "    sequence:\n"
+        "      group_by: [host]\n"
+        "      within: 99999999999999999999d\n"
+        "      steps:\n"
+        "        - match: {host: a}\n"
+        "        - match: {host: b}\n"
+        "  - name: f\n    match: {user: x}\n"
+        "    distinct: {field: user, window: 0s, group_by: [user]}\n",
+    )
+
+
+def test_rulesd_check_warns_at_a_regex_found_in_every_text(tmp_path: Path) -> None:
+    """`(timeout)?` is found in every text (as the empty match at its start), so its condition
+    only asks for a text: a warning at the regex, wherever it is in a condition; a regex that
+    matches an empty text only at some places (`^$`, `\\b`), or only some texts, draws none."""
+    said = (
+        "is found in every text (it matches an empty text), so this test holds for any text value: was a part "
+        "of it meant not to be optional?"
+    )
+    assert (
+        0,
+        f"DIR/r.yaml:3:30: warning: rules[0].match.message.regex: the regex '(timeout)?' {said}\n"
+        f"DIR/r.yaml:5:37: warning: rules[1].match.any[0].message.regex: the regex '.*' {said}\n"
+        f"DIR/r.yaml:5:66: warning: rules[1].match.any[1].not.host.regex: the regex '(?m)^' {said}\n"
+        f"DIR/r.yaml:9:30: warning: rules[2].sequence.steps[0].match.m.regex: the regex 'a*' {said}\n"
+        f"DIR/r.yaml:10:39: warning: rules[2].sequence.steps[1].absent.match.m.regex: the regex '[a-z]*$' {said}\n"
+        "OK: 1 file(s), 4 rule(s), 0 error(s), 5 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match: {message: {regex: '(timeout)?', nocase: true}}\n"
+        "  - name: b\n    match: {any: [{message: {regex: '.*'}}, {not: {host: {regex: '(?m)^'}}}]}\n"
+        "  - name: c\n"
+        "    sequence:\n"
+        "      steps:\n"
+        "        - match: {m: {regex: 'a*'}}\n"
+        "        - absent: {match: {m: {regex: '[a-z]*$'}}, for: 5m}\n"
+        "  - name: d\n"
+        "    match:\n"
+        "      a: {regex: '^$'}\n"
+        "      b: {regex: '\\b'}\n"
+        "      c: {regex: '^.*$'}\n"
+        "      d: {regex: 'disk (is )?full'}\n"
+        "      e: {regex: '^\\s*x?$'}\n",
+    )
+
+
+def test_rulesd_check_places_a_missing_colon_at_the_line_that_misses_it(tmp_path: Path) -> None:
+    """PyYAML notices a key without its ':' only on the next line: the error is at the line
+    that misses it. A line indented as if it went on the one above is named with that one."""
+    rule = "rules:\n  - name: a\n    match: {m: x}\n"
+    cases = [
+        (
+            "rules:\n  - name a\n    description: x\n",
+            "2:5: error: YAML syntax error: the text 'name a description' that starts here runs on to line 3, "
+            "where a ':' follows it (is a ':' missing on this line?)",
+        ),
+        (
+            rule + "    description x\n    throttle: 5m\n",
+            "4:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+        ),
+        (
+            rule + "    alert:\n      message: x\n    priority: P2\n      tags: [a]\n",
+            "7:11: error: YAML syntax error: a ':' after the text 'P2 tags', which started on line 6 (is this line "
+            "indented wrong, or line 6, or is a ':' missing there?)",
+        ),
+        (
+            rule + "    alert:\n      message: Disk full: x\n",
+            "5:25: error: YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it",
+        ),
+    ]
+    for text, problem in cases:
+        assert (1, f"DIR/r.yaml:{problem}\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n") == check(
+            tmp_path, text
+        )
+
+
+def test_a_key_of_a_flow_mapping_without_its_colon_is_an_error_at_the_key(tmp_path: Path) -> None:
+    """`{service: auth, event login_failed}` is the field 'event login_failed' compared with
+    null, a rule that silently never fires: an error at the key, in rule files and rule tests
+    alike, after which the rest is checked as if the ':' were there (no follow-on errors)."""
+    no_value = "has no ':' after it, so YAML reads it as a key with no value"
+    assert (
+        1,
+        f"DIR/r.yaml:3:28: error: rules[0].match[\"event login_failed\"]: 'event login_failed' {no_value}: write "
+        "'event: login_failed'\n"
+        'DIR/r.yaml:4:23: error: rules[0].alert.priority: "P0" is not one of: P1, P2, P3, P4, P5\n'
+        f"DIR/r.yaml:4:41: error: rules[0].alert.responders[0][\"type team\"]: 'type team' {no_value}: write "
+        "'type: team'\n"
+        "DIR/r.yaml:4:70: error: rules[0].alert.tags[0]: expected a string, got a mapping\n"
+        f"DIR/r.yaml:4:71: error: rules[0].alert.tags[0].host: 'host' {no_value} (a template is written in quotes: "
+        '"{host}")\n'
+        "FAILED: 1 file(s), 0 rule(s), 5 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match: {service: auth, event login_failed}\n"
+        "    alert: {priority: P0, responders: [{type team, name: x}], tags: [{host}]}\n",
+    )
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    match: {service: auth, event: login_failed}\n")
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{event: {service: auth, event login_failed}}]\n"
+        "    expect_alerts: [{event: 1, rules: [a]}]\n"
+    )
+    problem = f"{test}:4:38: error: tests[0].events[0].event[\"event login_failed\"]: 'event login_failed' {no_value}"
+    result = rulesd_cli("test", str(test))
+    assert (1, f"{problem}: write 'event: login_failed'\nrule tests: 0 passed, 0 failed, 1 invalid\n") == (
+        result.returncode,
+        result.stdout,
+    )
+
+
+def test_rulesd_check_warns_at_a_field_in_doubled_braces(tmp_path: Path) -> None:
+    """`{{host}}` (as Jinja, Go and Prometheus templates write a field) is the text `{host}` in
+    the page, not the host: a warning at the template; `{{{host}}}` (the value in braces) and
+    braces around other text draw none."""
+    assert (
+        0,
+        "DIR/r.yaml:5:16: warning: rules[0].alert.message: '{{host}}' is the text '{host}' in the alert, not the "
+        "value of a field: write {host} for the value of host (a doubled brace is a brace)\n"
+        "DIR/r.yaml:6:14: warning: rules[0].alert.tags[0]: '{{ .host }}' is the text '{ .host }' in the alert, not "
+        "the value of a field: write {host} for the value of host (a doubled brace is a brace)\n"
+        "DIR/r.yaml:7:20: warning: rules[0].alert.details.h: '{{ $labels.dev }}' is the text '{ $labels.dev }' in "
+        "the alert, not the value of a field: write {labels.dev} for the value of labels.dev (a doubled brace is a "
+        "brace)\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 3 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match: {m: x}\n    alert:\n"
+        '      message: "Disk full on {{host}}: {{{dev}}} {{\\"a\\": 1}} {{}}"\n'
+        '      tags: ["host:{{ .host }}"]\n'
+        '      details: {h: "{{ $labels.dev }}"}\n',
+    )
+
+
+def test_rulesd_check_says_how_a_misindented_line_or_an_unclosed_brace_should_be_written(tmp_path: Path) -> None:
+    """libyaml's "did not find expected key (while parsing a block mapping started at 2:5)"
+    says neither that indentation is wrong nor which column was expected, and its "did not
+    find expected ',' or '}'" comes a line late for a brace left open: the errors say what to
+    write, where."""
+    cases = [
+        (
+            "rules:\n  - name: a\n    match: {m: x}\n    alert:\n        message: x\n      priority: P2\n",
+            "6:7: error: YAML syntax error: this line is indented to column 7, but the keys of the mapping it is in "
+            "(from line 2) are at column 5, and no mapping under it has keys there: is this line, or one above it, "
+            "indented wrong?",
+        ),
+        (
+            "rules:\n  - name: a\n    match: {m: x}\n  description: x\n",
+            "4:3: error: YAML syntax error: this line is indented to column 3, as the items ('- ') of the list that "
+            "starts on line 2 are, but is not one: is this line, or that line, indented wrong?",
+        ),
+        (  # a '{' not closed on its line: at that line's end, not at the next line's ':'
+            "rules:\n  - name: a\n    match: {m: x, n: y\n    alert: {priority: P1}\n",
+            "3:23: error: YAML syntax error: the '{' at column 12 is not closed on its line: a '}' missing here?",
+        ),
+        (
+            "rules:\n  - name: a\n    match: {m: x}\n    threshold: {count: 10, window: 5m, group_by [user]}\n",
+            "4:49: error: YAML syntax error: a ',' or the '}' closing the '{' at 4:16 was expected here (is a ':', "
+            "a ',' or a '}' missing before it?)",
+        ),
+    ]
+    for text, problem in cases:
+        assert (1, f"DIR/r.yaml:{problem}\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n") == check(
+            tmp_path, text
+        )

@@ -21,7 +21,15 @@ from rulesd.rules.conditions import (
 )
 from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
-from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, Lists, NamedList, lists_used, reference_problems
+from rulesd.rules.lists import (
+    NAN_MESSAGE,
+    NO_LISTS,
+    Lists,
+    NamedList,
+    lists_used,
+    operands,
+    reference_problems,
+)
 from rulesd.rules.model import (
     DEFAULT_PRIORITY,
     KIND_KEYS,
@@ -36,8 +44,8 @@ from rulesd.rules.model import (
     Step,
     Threshold,
 )
-from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet
-from rulesd.rules.templates import Template, TemplateError, parse_template
+from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet, matches_every_text
+from rulesd.rules.templates import Template, TemplateError, literal_fields, parse_template
 from rulesd.validation import format_path
 
 _TEMPLATE_KEYS = ("message", "description", "alias", "entity", "note")
@@ -113,10 +121,17 @@ class _Context:
 
     def template(self, source: str, path: JsonPath) -> Template:
         try:
-            return parse_template(source)
+            template = parse_template(source)
         except TemplateError as exc:
             self.report(path, f"malformed template: {exc}")
             return parse_template("")
+        for written, field in literal_fields(source):  # (a warning: the braces may be meant)
+            message = (
+                f"{written!r} is the text {written[1:-1]!r} in the alert, not the value of a field: write "
+                f"{{{field}}} for the value of {field} (a doubled brace is a brace)"
+            )
+            self.report(path, message, warning=True)
+        return template
 
 
 class _RulePatterns:
@@ -159,14 +174,18 @@ def compile_rule(
         message = f"a rule has at most one of {', '.join(KIND_KEYS)} (this one also has {kinds[0]})"
         ctx.report((extra,), message, key=True)
     match, rule_patterns = _rule_match(raw, ctx, patterns)
+    before = len(ctx.problems)
     compiled = _condition(match, ("match",), ctx, rule_patterns) if "sequence" not in raw else None
-    kind = _kind(raw, kinds[0], ctx, patterns) if kinds and ctx.ok((kinds[0],)) else None
+    sound_match = compiled is not None and len(ctx.problems) == before
+    # A kind's own parts are checked even when the schema faulted another of its parts (or
+    # another part of the rule), so that one run says every problem; it is built only if sound.
+    kind = _kind(raw, kinds[0], ctx, patterns, sound_match) if kinds else None
     if isinstance(kind, Sequence) and match is not None:
         compiled = _sequence_condition(match, rule_patterns, lists)
     throttle = _optional_duration(raw, "throttle", ctx)
     resolve = _optional_duration(raw, "resolve", ctx, "after")
-    if resolve is not None and not isinstance(kind, Threshold | Distinct):
-        why = "an absence rule closes its alert by itself" if isinstance(kind, Absence) else "what recovers is a group"
+    if "resolve" in raw and (not kinds or kinds[0] not in ("threshold", "distinct")):
+        why = "an absence rule closes its alert by itself" if kinds[:1] == ["absence"] else "what recovers is a group"
         ctx.report(("resolve",), f"resolve is for threshold and distinct rules ({why})", key=True)
     alert = _alert(raw.get("alert", {}), ctx)
     if ctx.problems or ctx.faulted or compiled is None or match is None:
@@ -243,6 +262,7 @@ def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePattern
     (a test that can never hold too, see `_Context.never`; `scope` "absent": an absent step's)."""
     if not isinstance(match, dict):
         return None
+    _found_everywhere(match, path, ctx)
     ctx.lists_used.update(lists_used(match, ctx.lists))
     misused = reference_problems(match, ctx.lists)
     for where, message in misused:  # every one, not only the first the compiler would meet
@@ -262,6 +282,19 @@ def _condition(match: Any, path: JsonPath, ctx: _Context, patterns: _RulePattern
         if ctx.ok((*path, key)):
             _compile_match({key: value}, path, ctx, _RulePatterns.at(PatternSet(), ctx, path))
     return None
+
+
+def _found_everywhere(match: dict[str, Any], path: JsonPath, ctx: _Context) -> None:
+    """A warning at each regex of the condition that is found in every text (`(timeout)?`):
+    its test holds for any text, almost certainly not what was meant (a warning, since
+    "the field is a text" is a condition, and the rule loaded before this was said)."""
+    for where, op, operand in operands(match, path):
+        if op == "regex" and isinstance(operand, str) and ctx.ok(where) and matches_every_text(operand):
+            message = (
+                f"the regex {operand!r} is found in every text (it matches an empty text), so this test holds "
+                "for any text value: was a part of it meant not to be optional?"
+            )
+            ctx.report(where, message, warning=True)
 
 
 def _compile_match(match: dict[str, Any], path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:
@@ -284,28 +317,45 @@ def _optional_duration(raw: dict[str, Any], key: str, ctx: _Context, inner: str 
     return ctx.duration(value, path)
 
 
-def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet) -> Kind | None:
-    """The rule's kind (threshold, distinct, sequence, absence or new_value)."""
+def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet, sound_match: bool) -> Kind | None:
+    """The rule's kind (threshold, distinct, sequence, absence or new_value); None when the
+    schema faulted a part of it, after checking the parts it did not fault."""
     spec = raw[key]
     if not isinstance(spec, dict):
         return None
-    group_by = tuple(spec.get("group_by", ()))
-    if key == "threshold":
-        return Threshold(spec["count"], ctx.duration(spec["window"], (key, "window"), positive=True), group_by)
-    if key == "distinct":
-        window = ctx.duration(spec["window"], (key, "window"), positive=True)
-        _counted_in_groups(spec, group_by, ctx)
-        return Distinct(spec["field"], make_getter(spec["field"]), spec["count"], window, group_by)
+    sound = ctx.ok((key,))
+    group_by = tuple(spec.get("group_by", ())) if ctx.ok((key, "group_by")) else ()
     if key == "sequence":
-        return _sequence(spec, group_by, ctx, patterns)
+        return _sequence(spec, group_by, ctx, patterns, sound)
     if key == "absence":
-        if isinstance(raw.get("match"), dict) and not ctx.problems:
+        if sound_match and ctx.ok((key, "expect")):
             _expected_never_matching(spec, raw["match"], ctx)
-        return _absence(spec, group_by, ctx)
-    learn = ctx.duration(spec.get("learn", 0), (key, "learn"))
-    forget = ctx.duration(spec["forget"], (key, "forget"), positive=True) if "forget" in spec else None
-    fields = tuple(spec["fields"])
-    return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
+        return _absence(spec, group_by, ctx, sound)
+    if key == "new_value":
+        learn = ctx.duration(spec["learn"], (key, "learn")) if _given(spec, key, "learn", ctx) else 0.0
+        forget = _period(spec, key, ctx, "forget")
+        if not sound:
+            return None
+        fields = tuple(spec["fields"])
+        return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
+    window = _period(spec, key, ctx)
+    if key == "distinct" and _given(spec, key, "field", ctx) and _given(spec, key, "count", ctx):
+        _counted_in_groups(spec, group_by, ctx)
+    if not sound or window is None:
+        return None
+    if key == "threshold":
+        return Threshold(spec["count"], window, group_by)
+    return Distinct(spec["field"], make_getter(spec["field"]), spec["count"], window, group_by)
+
+
+def _given(spec: dict[str, Any], key: str, part: str, ctx: _Context) -> bool:
+    """Whether the kind `key`'s `part` is written and the schema found it sound."""
+    return part in spec and ctx.ok((key, part))
+
+
+def _period(spec: dict[str, Any], key: str, ctx: _Context, part: str = "window") -> float | None:
+    """The kind's duration `part` (longer than 0s), if written and sound; checked."""
+    return ctx.duration(spec[part], (key, part), positive=True) if _given(spec, key, part, ctx) else None
 
 
 def _counted_in_groups(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> None:
@@ -323,39 +373,49 @@ def _counted_in_groups(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Co
             ctx.report(("distinct", "group_by", i), message)
 
 
-def _sequence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, patterns: PatternSet) -> Sequence | None:
+def _sequence(
+    spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, patterns: PatternSet, sound: bool
+) -> Sequence | None:
     steps: list[Step] = []
-    raw_steps = spec["steps"]
+    found = spec.get("steps") if ctx.ok(("sequence", "steps")) else None
+    raw_steps: list[Any] = found if isinstance(found, list) else []
+    sound_steps = bool(raw_steps)
     for i, step in enumerate(raw_steps):
         path: JsonPath = ("sequence", "steps", i)
-        has_match, absent = "match" in step, step.get("absent")
-        if has_match == (absent is not None):
-            ctx.report(path, "a step has either match (and an optional count) or, as the last step, absent")
-            continue
-        if absent is not None:
-            if i != len(raw_steps) - 1:
-                ctx.report(
-                    (*path, "absent"), "absent may only be the last step (it waits after the step before it)", key=True
-                )
-            if "count" in step:
-                ctx.report((*path, "count"), "an absent step takes no count: its for says how long to wait")
-            where: JsonPath = (*path, "absent", "match")
-            # (an absent step's condition that never holds: the rule fires after every step before it)
-            compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where), "absent")
-            wait = ctx.duration(absent["for"], (*path, "absent", "for"), positive=True)
-            if compiled is not None:
-                steps.append(Step(compiled.test, 1, True, wait))
-            continue
-        where = (*path, "match")
-        compiled = _condition(step["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
-        if compiled is not None:
-            steps.append(Step(compiled.test, step.get("count", 1)))
-    within = ctx.duration(spec["within"], ("sequence", "within"), positive=True) if "within" in spec else None
-    if len(steps) != len(raw_steps):
+        before = len(ctx.problems)
+        built = _step(step, path, i == len(raw_steps) - 1, ctx, patterns)
+        sound_steps = sound_steps and built is not None and len(ctx.problems) == before
+        if built is not None:
+            steps.append(built)
+    within = _period(spec, "sequence", ctx, "within")
+    if not sound_steps:
         return None
-    if group_by and not ctx.problems:
+    if group_by:  # (steps whose own conditions are wrong would only add follow-on errors)
         _steps_of_one_group(raw_steps, group_by, ctx)
-    return Sequence(tuple(steps), within, group_by)
+    return Sequence(tuple(steps), within, group_by) if sound else None
+
+
+def _step(step: Any, path: JsonPath, last: bool, ctx: _Context, patterns: PatternSet) -> Step | None:
+    """One step of a sequence, checked where the schema found it sound (None if it is not)."""
+    if not isinstance(step, dict) or not ctx.ok(path):
+        return None
+    has_match, absent = "match" in step, step.get("absent")
+    if has_match == (absent is not None):
+        ctx.report(path, "a step has either match (and an optional count) or, as the last step, absent")
+        return None
+    if absent is None:
+        where: JsonPath = (*path, "match")
+        compiled = _condition(step["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
+        return Step(compiled.test, step.get("count", 1)) if compiled is not None else None
+    if not last:
+        ctx.report((*path, "absent"), "absent may only be the last step (it waits after the step before it)", key=True)
+    if "count" in step:
+        ctx.report((*path, "count"), "an absent step takes no count: its for says how long to wait")
+    where = (*path, "absent", "match")
+    # (an absent step's condition that never holds: the rule fires after every step before it)
+    compiled = _condition(absent["match"], where, ctx, _RulePatterns.at(patterns, ctx, where), "absent")
+    wait = ctx.duration(absent["for"], (*path, "absent", "for"), positive=True)
+    return Step(compiled.test, 1, True, wait) if compiled is not None else None
 
 
 def _steps_of_one_group(raw_steps: list[dict[str, Any]], group_by: tuple[str, ...], ctx: _Context) -> None:
@@ -387,10 +447,12 @@ def _expected_never_matching(spec: dict[str, Any], match: dict[str, Any], ctx: _
                 ctx.contradiction(clash[0], clash[1], why)
 
 
-def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> Absence:
+def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, sound: bool) -> Absence | None:
     keys: list[str] = []
     events: list[dict[str, Any]] = []
-    for i, expected in enumerate(spec.get("expect", ())):
+    window = _period(spec, "absence", ctx)
+    expect = spec.get("expect", ()) if ctx.ok(("absence", "expect")) and ctx.ok(("absence", "group_by")) else ()
+    for i, expected in enumerate(expect):
         unknown = [p for p in expected if p not in group_by]
         if unknown or not group_by:
             where = f"group_by is [{', '.join(group_by)}]" if group_by else "the rule has no group_by"
@@ -402,9 +464,9 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context) -> 
             continue
         keys.append(group_key(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
         events.append(event_with(expected))
-    return Absence(
-        ctx.duration(spec["window"], ("absence", "window"), positive=True), group_by, tuple(keys), tuple(events)
-    )
+    if not sound or window is None:
+        return None
+    return Absence(window, group_by, tuple(keys), tuple(events))
 
 
 def _alert(raw: Any, ctx: _Context) -> AlertSpec:

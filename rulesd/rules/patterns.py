@@ -88,13 +88,36 @@ def regex_problem(pattern: str, *, hyperscan: bool = True) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)
 def _re2_error(pattern: str) -> str | None:
+    return _re2_checked(pattern)[0]
+
+
+def matches_every_text(pattern: str) -> bool:
+    """Whether the rule regex `pattern` is found in every text (`(timeout)?`, `.*`, `^`): it
+    matches the empty text at the start of any text, or at the end of any. False for a regex
+    that is refused."""
+    return _re2_checked(pattern)[1]
+
+
+# Texts standing for every case of what is around the start (the text ends there, a newline,
+# an ASCII word character or another follows) and the end of a text, which is all that the
+# assertions of an empty match see; `search(text, at, at)` reads them as the context.
+_STARTS = ("", "\n", "\nx", "ax", "-x", "\u00e9x")
+_ENDS = ("", "a", "-", "\n")
+
+
+@functools.lru_cache(maxsize=4096)
+def _re2_checked(pattern: str) -> tuple[str | None, bool]:
+    """RE2's complaint about `pattern` (None if it takes it), and whether it is found in
+    every text (see `matches_every_text`); one compile for both, cached."""
     try:
-        re2.compile(pattern, options=_RE2_OPTIONS)
+        compiled = re2.compile(pattern, options=_RE2_OPTIONS)
     except re2.error as exc:
-        return _text(exc.args[0] if exc.args else exc)
-    return None
+        return _text(exc.args[0] if exc.args else exc), False
+    everywhere = all(compiled.search(text, 0, 0) for text in _STARTS) or all(
+        compiled.search(text, len(text), len(text)) for text in _ENDS
+    )
+    return None, everywhere
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,19 @@ from rulesd.rules.fields import MISSING, Event, Getter, make_getter
 _FIELD = re.compile(r"[^.{}!:\[\]()\s]+(?:\.[^.{}!:\[\]()\s]+)*\Z")
 
 
+# `{{host}}`, `{{ .host }}`, `{{ $labels.host }}`: another template language's way to write a
+# field, which here is the literal text `{host}` (a doubled brace is a brace).
+_DOUBLED_FIELD = re.compile(r"(?<!\{)\{\{\s*\$?\.?([A-Za-z_][\w.-]*)\s*\}\}(?!\})")
+
+
+def literal_fields(source: str) -> list[tuple[str, str]]:
+    """Each `{{field}}` of `source` (as written, and the field path it names), which renders
+    as the literal text `{field}` rather than the field's value."""
+    if "{{" not in source:  # (nearly every template)
+        return []
+    return [(m.group(0), m.group(1)) for m in _DOUBLED_FIELD.finditer(source)]
+
+
 class TemplateError(ValueError):
     """A template that cannot be parsed; the message says where in the string."""
 
