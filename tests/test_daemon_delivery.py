@@ -160,16 +160,18 @@ def test_request_timeout_comes_from_the_config(tmp_path: Path, server: FakeOpsGe
         ws.stop_all()
 
 
+def timed_workspace(tmp_path: Path, server: FakeOpsGenie, timeout_s: float) -> Workspace:
+    """A workspace aimed at `server` whose requests have `timeout_s`."""
+    opsgenie = {"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": timeout_s}
+    return Workspace(tmp_path, server.url, opsgenie=opsgenie)
+
+
 def test_timeout_s_is_a_deadline_for_the_whole_request(tmp_path: Path, server: FakeOpsGenie) -> None:
-    """A server that sends its headers at once and then its body one byte per second never trips
-    a read timeout; timeout_s cuts the whole request all the same, and delivery goes on as
+    """A server that sends its headers at once (a 503) and then its body one byte per second never
+    trips a read timeout; timeout_s cuts the whole request all the same, and delivery goes on as
     retries (here the third attempt gets a normal answer)."""
-    server.responder = lambda _r: Reply(trickle=1.0) if len(server.requests) < 2 else Reply()
-    ws = Workspace(
-        tmp_path,
-        server.url,
-        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 1.5},
-    )
+    server.responder = lambda _r: Reply(503, trickle=1.0) if len(server.requests) < 2 else Reply()
+    ws = timed_workspace(tmp_path, server, 1.5)
     daemon = ws.start()
     started = time.monotonic()
     ws.append(page(0))
@@ -179,16 +181,26 @@ def test_timeout_s_is_a_deadline_for_the_whole_request(tmp_path: Path, server: F
     assert ["page-0"] * 3 == aliases(server)
 
 
+def test_a_202_whose_body_never_ends_is_delivered_once(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A 202 whose body drips a byte a second is cut at timeout_s, but the status said OpsGenie took
+    the alert: the daemon records it delivered and sends it once (it sent it again at every
+    retry, each time a duplicate, until max_age dead-lettered a page that had gone out)."""
+    server.responder = lambda _r: Reply(202, trickle=1.0)
+    ws = timed_workspace(tmp_path, server, 1)
+    daemon = ws.start()
+    ws.append(page(0), page(1))
+    assert daemon.wait_for_log("alert 2 delivered", timeout=20), daemon.stderr()
+    time.sleep(2)  # a retry of either would have come by now
+    assert ["page-0", "page-1"] == aliases(server)
+    assert "will retry" not in daemon.stderr()
+
+
 def test_sigterm_ends_within_the_grace_whatever_the_network_does(tmp_path: Path, server: FakeOpsGenie) -> None:
     """With a long timeout_s and a server trickling its body, SIGTERM still ends the process
     within the stop grace (5 s) and a little (3 s, for a loaded machine): the request in flight
     is cut, and its alert stays queued for the next start (systemd kills at TimeoutStopSec=30s)."""
-    server.responder = lambda _r: Reply(trickle=1.0)
-    ws = Workspace(
-        tmp_path,
-        server.url,
-        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 120},
-    )
+    server.responder = lambda _r: Reply(503, trickle=1.0)
+    ws = timed_workspace(tmp_path, server, 120)
     daemon = ws.start()
     ws.append(page(0))
     assert server.wait_for(lambda r: len(r) >= 1)

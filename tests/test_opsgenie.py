@@ -137,6 +137,48 @@ def test_2xx_is_delivered(server: FakeOpsGenie, status: int) -> None:
     make_client(server).create_alert(PAYLOAD)
 
 
+@pytest.mark.parametrize("body", ["", "ok", '{"result":"Request will be processed"}'])
+def test_a_2xx_with_an_empty_or_other_body_is_delivered(server: FakeOpsGenie, body: str) -> None:
+    """A relay in front of the API may answer 202 with nothing, or plain text: still delivered."""
+    answer(server, 202, {"Content-Type": "text/plain"}, body)
+    client = make_client(server)
+
+    client.create_alert(PAYLOAD)
+    client.close_alert("a", {})
+    assert 2 == len(server.requests)
+
+
+def test_a_2xx_whose_body_never_ends_is_delivered_once(server: FakeOpsGenie) -> None:
+    """A 202 whose body drips a byte a second is cut at the deadline, but its status said the alert
+    was taken: delivered, not sent again (it was retried, a duplicate every backoff until max_age)."""
+    server.responder = lambda _r: Reply(202, trickle=1.0)
+    client = make_client(server, timeout=1.0)
+
+    client.create_alert(PAYLOAD)
+    client.close_alert("a", {})
+    assert ["/v2/alerts", "/v2/alerts/a/close?identifierType=alias"] == [r.path for r in server.requests]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Content-Type": "text/html; charset=utf-8"}, "<html><body>Sign in to the guest Wi-Fi</body></html>"),
+        ({}, "\n<!DOCTYPE html><title>Proxy error</title>"),
+    ],
+)
+def test_a_2xx_web_page_is_not_a_delivery(server: FakeOpsGenie, headers: dict[str, str], body: str) -> None:
+    """A 200 with a web page is a captive portal's or a proxy's, not the Alert API's (which answers
+    JSON): the create and the close are retried, with an error that says so; they counted as
+    delivered, and the page was lost."""
+    answer(server, 200, headers, body)
+    client = make_client(server)
+    for send in (lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})):
+        with pytest.raises(RetryableAlertError) as info:
+            send()
+        assert "web page" in str(info.value) and "proxy or captive portal" in str(info.value)
+        assert "opsgenie.alert_url" in str(info.value)
+
+
 # -- status classes ----------------------------------------------------------------------------
 
 

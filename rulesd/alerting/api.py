@@ -227,9 +227,17 @@ def classify(status: int, headers: Mapping[str, str], body: str, now: float) -> 
     `body` and `headers` must already be scrubbed of the key; `now` (epoch seconds)
     turns an HTTP-date `Retry-After` into a delay.
     """
-    if 200 <= status < 300:
-        return None
     excerpt = _excerpt(body)
+    if 200 <= status < 300:
+        if not _is_html(headers, body):
+            return None
+        # The Alert API answers JSON (a relay may answer nothing): a web page is some proxy's or a
+        # captive portal's, and the alert never reached the API.
+        return RetryableAlertError(
+            f"HTTP {status} with a web page instead of the Alert API's answer: a proxy or captive portal "
+            f"answered, the alert did not reach the API; check the network path to opsgenie.alert_url{excerpt}",
+            status,
+        )
     if 300 <= status < 400:
         target = header(headers, "Location") or "(no Location)"
         return PausingAlertError(
@@ -290,6 +298,12 @@ def redact(text: str, secret: str) -> str:
         if text.endswith(secret[:size]):
             return text[:-size] + REDACTED
     return text
+
+
+def _is_html(headers: Mapping[str, str], body: str) -> bool:
+    """Whether an answer is a web page: by its Content-Type, or a body that opens with markup."""
+    media = (header(headers, "Content-Type") or "").split(";")[0].strip().lower()
+    return media in ("text/html", "application/xhtml+xml") or body.lstrip()[:1] == "<"
 
 
 def _excerpt(body: str) -> str:

@@ -112,9 +112,9 @@ class OpsGenieClient:
                 # Read even a 2xx body: a fully read response lets the connection be reused.
                 body = _read_body(response)
             except (HTTPError, OSError):
-                # Cut at the deadline, even after a 2xx status: it is tried again (OpsGenie
-                # folds a repeat by its alias), rather than counted as delivered unseen.
-                cut = self._cut_short(deadline)
+                # A 2xx status line means the request was taken, whatever becomes of its body
+                # (cut at the deadline, reset): sending it again would only be a duplicate.
+                cut = None if 200 <= response.status < 300 else self._cut_short(deadline)
                 if cut is not None:
                     raise cut from None
                 body = "(the response body could not be read)"
@@ -122,8 +122,6 @@ class OpsGenieClient:
                 if not response.closed:  # not read to its end: the connection cannot serve another
                     response.close()
                 response.release_conn()
-        if 200 <= response.status < 300:
-            return  # delivered: nothing of the answer is kept or shown
         # Scrubbed of the key before anything can log or store them.
         headers = {name: redact(value, key) for name, value in response.headers.items()}
         error = classify(response.status, headers, truncate(redact(body, key), BODY_MAX), self._clock())
