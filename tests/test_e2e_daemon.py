@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_process import API_KEY, Workspace, page, wait_until
@@ -177,7 +178,8 @@ def test_sigkill_at_random_moments_loses_no_alert(workspace: Workspace, server: 
 
 
 def test_outage_then_recovery_delivers_everything_in_order(workspace: Workspace, server: FakeOpsGenie) -> None:
-    """OpsGenie answers 500 for a while; afterwards every alert arrives, in order."""
+    """OpsGenie answers 500 for a while; afterwards every alert arrives, in order. The outage is
+    logged once as a warning, its repeats at debug (a warning each flooded the journal)."""
     failures = {"left": 3}
 
     def flaky(_r: Received) -> Reply:
@@ -195,6 +197,8 @@ def test_outage_then_recovery_delivers_everything_in_order(workspace: Workspace,
     # The delivery that ends the outage is logged at info, the ones after it only at debug.
     assert daemon.wait_for_log("rulesd: info: alert 1 delivered after 3 failed attempts: page 0")
     assert "rulesd: debug: alert 2 delivered: page 1" in daemon.stderr()
+    assert 1 == daemon.stderr().count("rulesd: warning: alert 1 not delivered, will retry: HTTP 500")
+    assert 2 == daemon.stderr().count("rulesd: debug: alert 1 still not delivered, will retry: HTTP 500")
 
 
 def test_429_retry_after_is_respected(workspace: Workspace, server: FakeOpsGenie) -> None:
@@ -278,6 +282,29 @@ def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Works
     good = [x.json()["alias"] for x in server.requests if x.headers["Authorization"] == "GenieKey good-key"]
     assert ["page-0", "page-1"] == good
     assert "good-key" not in workspace.all_output()
+
+
+def refuse_all_but(key: str) -> Callable[[Received], Reply]:
+    """A responder that accepts requests with `key` only, and answers others as OpsGenie does a wrong key."""
+    return lambda r: (
+        Reply()
+        if r.headers["Authorization"] == f"GenieKey {key}"
+        else Reply(401, body=b'{"message":"Could not authenticate"}')
+    )
+
+
+def test_a_refused_key_is_logged_once_however_often_it_is_retried(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Each retry of a refused key (here made at once by SIGHUP) is refused again: one error
+    line says so and what to do, the repeats are at debug (an error a minute, all day, before)."""
+    server.responder = refuse_all_but("never-this")
+    daemon = workspace.start()
+    workspace.append(page(0))
+    assert daemon.wait_for_log("sending paused")
+    for tries in (2, 3):
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert server.wait_for(lambda r, n=tries: len(r) >= n)
+    assert daemon.wait_for_log("rulesd: debug: OpsGenie still refuses the request (HTTP 401")
+    assert 1 == daemon.stderr().count("rulesd: error: OpsGenie refused the request")
 
 
 def test_redirect_is_not_followed_and_the_key_stays_home(workspace: Workspace, server: FakeOpsGenie) -> None:

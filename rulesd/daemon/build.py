@@ -23,6 +23,7 @@ from rulesd.alerting.api import Transport
 from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.payload import AlertSettings
 from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
+from rulesd.daemon.delivery_log import DeliveryLog
 from rulesd.engine import Engine, EngineState
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
 from rulesd.events import Parser
@@ -38,7 +39,7 @@ from rulesd.sources.journald import JournaldSource
 from rulesd.sources.named import NamedSource, own_positions
 from rulesd.sources.parsers import source_parser
 from rulesd.sources.stdin import StdinSource
-from rulesd.state import OutboxAlert, SqliteState, StateBackend, StateError
+from rulesd.state import SqliteState, StateBackend, StateError
 from rulesd.state.lock import StateLock, lock_state_dir
 from rulesd.state.sqlite import database_exists
 from rulesd.stats import Stats
@@ -163,7 +164,7 @@ def _build_parts(
         transport,
         clock=clock,
         max_age=config.opsgenie.max_age,
-        on_result=delivery_reporter(stats, clock),
+        on_result=DeliveryLog(stats, clock),
         # Other instances queue into a shared outbox without waking this sender.
         poll=SHARED_POLL if shared(config, dry_run) else POLL_INTERVAL,
     )
@@ -352,24 +353,3 @@ def problems(parts: Parts) -> list[str]:
     if parts.stats.state_problem is not None:
         found.append(parts.stats.state_problem)
     return found
-
-
-def delivery_reporter(stats: Stats, clock: Callable[[], float]) -> Callable[[str, OutboxAlert, str], None]:
-    """The sender's `on_result`: counts every outcome and logs what an operator must know."""
-
-    def report(kind: str, alert: OutboxAlert, detail: str) -> None:
-        stats.bump(stats.delivery, kind)
-        message = alert.payload.get("message", "")
-        if kind == "sent":
-            stats.last_delivery = clock()
-            # After failed attempts (each logged as a warning) the recovery is news too.
-            log.log(logging.INFO if alert.attempts else logging.DEBUG, "alert %d %s: %s", alert.id, detail, message)
-        elif kind == "retry":
-            log.warning("alert %d not delivered, will retry: %s", alert.id, detail)
-        elif kind == "paused":  # shown live through sender.paused_reason until a delivery succeeds
-            log.error("OpsGenie refused the request (%s); sending paused, nothing dropped", detail)
-        else:
-            stats.last_error = detail
-            log.error("alert %d dead-lettered (%s): %s: %s", alert.id, kind, message, detail)
-
-    return report
