@@ -250,3 +250,25 @@ def test_one_connection_pool_serves_every_request(
         parts.store.close()
     assert 1 == len(made)
     assert ["POST", "POST", "POST", "GET"] == [r.method for r in server.requests]
+
+
+def test_a_key_file_that_goes_missing_keeps_the_key_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key file is read again when it changes; removed (or emptied mid-rewrite), the previous
+    key stays in use, said once, and the file's next version is read."""
+    from rulesd.daemon.build import ApiKey
+
+    key_file = tmp_path / "opsgenie.key"
+    key_file.write_text("first-key\n")
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {})
+    assert "first-key" == key.get()
+    key_file.unlink()
+    assert ["first-key", "first-key"] == [key.get(), key.get()]
+    assert 1 == caplog.text.count("the API key file changed: keeping the previous API key")
+    key_file.write_text("")
+    assert "first-key" == key.get()
+    key_file.write_text("second-key\n")
+    assert key.refresh()
+    assert ("second-key", False) == (key.get(), key.refresh())
+    assert "first-key" not in caplog.text and "second-key" not in caplog.text

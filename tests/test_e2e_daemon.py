@@ -293,6 +293,44 @@ def refuse_all_but(key: str) -> Callable[[Received], Reply]:
     )
 
 
+def replace_key(workspace: Workspace, key: str) -> None:
+    """Install a new key as a secrets manager does: a new file renamed over the old one."""
+    new = workspace.key_file.with_suffix(".new")
+    new.write_text(key + "\n")
+    new.chmod(0o600)
+    new.replace(workspace.key_file)
+
+
+def test_a_key_rotated_in_its_file_ends_a_pause_without_a_reload(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """OpsGenie refuses the key and sending pauses; a new key written to opsgenie.api_key_file is
+    read at once and delivers what waited, in order, with no SIGHUP (it was read only at a reload,
+    so the pause went on however often the file was fixed)."""
+    server.responder = refuse_all_but("rotated-key")
+    daemon = workspace.start()
+    workspace.append(page(0), page(1))
+    assert daemon.wait_for_log("sending paused, nothing dropped: fix the API key")
+    replace_key(workspace, "rotated-key")
+    # Well within the paused sender's own retry (60 s).
+    assert server.wait_for(lambda r: sum(x.headers["Authorization"] == "GenieKey rotated-key" for x in r) >= 2)
+    good = [x.json()["alias"] for x in server.requests if x.headers["Authorization"] == "GenieKey rotated-key"]
+    assert ["page-0", "page-1"] == good
+    assert daemon.wait_for_log("rulesd: info: sending resumed")
+    assert "reload ok" not in daemon.stderr()
+    assert "rotated-key" not in workspace.all_output()
+
+
+def test_a_key_rewritten_in_place_is_used_by_the_next_request(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A key file rewritten in place (same file, new contents) is read again for the next alert."""
+    daemon = workspace.start()
+    workspace.append(page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    workspace.key_file.write_text("second-key\n")
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert [f"GenieKey {API_KEY}", "GenieKey second-key"] == [r.headers["Authorization"] for r in server.requests]
+    assert "second-key" not in daemon.output()
+
+
 def test_a_refused_key_is_logged_once_however_often_it_is_retried(workspace: Workspace, server: FakeOpsGenie) -> None:
     """Each retry of a refused key (here made at once by SIGHUP) is refused again: one error
     line says so and what to do, the repeats are at debug (an error a minute, all day, before)."""

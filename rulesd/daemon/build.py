@@ -58,23 +58,53 @@ STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this 
 
 
 class ApiKey:
-    """The OpsGenie API key: read at start (a missing key stops the start) and again at every
-    reload, when a key that cannot be read keeps the previous one."""
+    """The OpsGenie API key: read at start (a missing key stops the start), again at every
+    reload, and from `api_key_file` again whenever that file changes (a key rotated in place
+    is used by the next request, without a reload); a key that cannot be read keeps the
+    previous one."""
 
     def __init__(self, config: OpsgenieConfig, environ: Mapping[str, str]) -> None:
         self._config, self._environ = config, environ
+        self._file_seen = self._file_state()  # before reading, so a write meanwhile is read again
         self._value = resolve_api_key(config, environ)
 
     def get(self) -> str:
-        """The current key."""
+        """The current key (read again first if the key file changed)."""
+        self.refresh()
         return self._value
+
+    def refresh(self) -> bool:
+        """Read the key file again if it changed since it was last read; True if the key changed."""
+        seen = self._file_state()
+        if seen == self._file_seen:
+            return False
+        self._file_seen = seen
+        return self._read("the API key file changed")
 
     def reload(self) -> None:
         """Read the key again."""
+        self._file_seen = self._file_state()
+        self._read("reload")
+
+    def _read(self, why: str) -> bool:
         try:
-            self._value = resolve_api_key(self._config, self._environ)
+            value = resolve_api_key(self._config, self._environ)
         except InvalidInputError as exc:
-            log.error("reload: keeping the previous API key: %s", exc)
+            log.error("%s: keeping the previous API key: %s", why, exc)
+            return False
+        changed, self._value = value != self._value, value
+        return changed
+
+    def _file_state(self) -> tuple[int, ...] | None:
+        """What tells a rewritten or replaced key file from the one read (None: no key file, or
+        it cannot be looked at now)."""
+        if not self._config.api_key_file:
+            return None
+        try:
+            st = os.stat(self._config.api_key_file)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Parts(msgspec.Struct):

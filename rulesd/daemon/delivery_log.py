@@ -17,7 +17,10 @@ from rulesd.stats import Stats
 
 log = logging.getLogger("rulesd")
 
-PAUSE_ADVICE = "fix the API key (read again at a reload) or opsgenie.alert_url (read at start: restart)"
+PAUSE_ADVICE = (
+    "fix the API key (a changed opsgenie.api_key_file is read at once, any key at a reload) or "
+    "opsgenie.alert_url (read at start: restart)"
+)
 
 
 def failure_kind(detail: str) -> str:

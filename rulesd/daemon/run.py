@@ -326,6 +326,10 @@ class Daemon:
             self._stop_extending = self.notifier.keep_extending()  # systemd waits for READY=1
             log.debug("reload: loading the rules")
             self.loader.start()
+        key = self.parts.api_key
+        if self.sender.paused_reason is not None and key is not None and key.refresh():
+            # OpsGenie refused the key and a new one was written: try it now, not at the slow retry.
+            self._resume_sender()
 
     def reload(self) -> bool:
         """Load the rules again and wait for the outcome (the main loop does not wait: see
@@ -352,8 +356,11 @@ class Daemon:
     def _reload_key(self) -> None:
         if self.parts.api_key is not None:
             self.parts.api_key.reload()
-            if self.sender.resume():
-                self.sender_wake.set()
+            self._resume_sender()
+
+    def _resume_sender(self) -> None:
+        if self.sender.resume():
+            self.sender_wake.set()
 
     def _apply(self, outcome: LoadOutcome) -> bool:
         result = outcome.result
