@@ -51,8 +51,11 @@ POLL_INTERVAL = 5.0
 STATE_RETRY = 1.0
 # Seconds before looking again when the outbox turned out to be another process's to send.
 OWNERSHIP_WAIT = 1.0
-# A server's Retry-After is honoured up to this; a broken header must not stall the queue.
-RETRY_AFTER_MAX = 3600.0
+# Retries back off, doubling, up to this: after an outage the queue moves again within a minute.
+MAX_BACKOFF = 60.0
+# A server's Retry-After is honoured up to this: asking again sooner costs one more 429, while a
+# broken or hostile header (a proxy's `Retry-After: 86400`) would hold every page behind it.
+RETRY_AFTER_MAX = 300.0
 
 SENT, RETRY, PAUSED, DEAD, EXPIRED = "sent", "retry", "paused", "dead", "expired"
 
@@ -111,7 +114,7 @@ class Sender:
         max_age: float = 86400.0,
         random: Callable[[], float] = _random.random,
         initial_backoff: float = 1.0,
-        max_backoff: float = 300.0,
+        max_backoff: float = MAX_BACKOFF,
         auth_retry: float = 60.0,
         on_result: ResultHook | None = None,
         sleep: Callable[[float], None] = time.sleep,

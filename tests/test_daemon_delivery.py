@@ -20,7 +20,18 @@ from rulesd.config import Config, OpsgenieConfig, SourceConfig
 from rulesd.daemon import Daemon, build_parts
 from rulesd.daemon.run import STOP_GRACE
 from rulesd.rules.loader import load_ruleset
-from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, wait_until
+from rulesd.sender import IDLE_DELAY
+from tests.daemon_process import (
+    API_KEY,
+    PAGE_RULE,
+    Workspace,
+    aliases,
+    daemon_parts,
+    page,
+    stdin_config,
+    wait_until,
+)
+from tests.fake_clock import FakeClock
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
@@ -272,3 +283,28 @@ def test_a_key_file_that_goes_missing_keeps_the_key_and_says_so_once(
     assert key.refresh()
     assert ("second-key", False) == (key.get(), key.refresh())
     assert "first-key" not in caplog.text and "second-key" not in caplog.text
+
+
+def test_the_daemons_sender_waits_at_most_a_minute_or_five_for_a_429(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """The daemon's own sender and client against a server down for 12 attempts, then answering
+    429 with `Retry-After: 86400`, on a fake clock: the backoff doubles up to 60 s (it went up to
+    300 s, so the queue could stand still for 5 minutes after OpsGenie was back), and the day
+    the 429 asks for is held to 5 minutes (it was an hour, every page behind it waiting)."""
+    answers = [Reply(503)] * 12 + [Reply(429, {"Retry-After": "86400"})]
+    server.responder = lambda _r: answers[len(server.requests)] if len(server.requests) < len(answers) else Reply()
+    key = tmp_path / "opsgenie.key"
+    key.write_text(API_KEY)
+    key.chmod(0o600)
+    opsgenie = {"api_key_file": str(key), "alert_url": f"{server.url}/v2/alerts", "timeout_s": 5}
+    clock = FakeClock()
+    with daemon_parts(stdin_config(tmp_path, PAGE_RULE, opsgenie=opsgenie), clock) as parts:
+        parts.store.commit(positions={}, payloads=[{"message": "m", "alias": "a"}], now=clock())
+        waits = []
+        for _ in answers:
+            waits.append(parts.sender.step())
+            clock.advance(waits[-1])
+        assert IDLE_DELAY == parts.sender.step()
+    assert 13 + 1 == len(server.requests)
+    assert all(0.5 <= wait <= 60 for wait in waits[:12]), waits
+    assert 30 <= waits[11]  # the cap is reached: half fixed, half jitter
+    assert 300 == waits[12]

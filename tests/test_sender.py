@@ -349,7 +349,7 @@ def test_expiry_after_max_age(store: SqliteState, clock: FakeClock) -> None:
     queue(store, "old")
     queue(store, "new", now=T0 + 50)
     transport, results = FakeTransport(*[retryable()] * 3), Results()
-    sender = make_sender(store, transport, clock, results, max_age=80.0, initial_backoff=40.0)
+    sender = make_sender(store, transport, clock, results, max_age=80.0, initial_backoff=40.0, max_backoff=300.0)
 
     assert 30.0 == sender.step()  # backoff 40 * (0.5 + 0.5 * 0.5)
     clock.advance(30)
