@@ -219,16 +219,22 @@ def test_429_retry_after_is_respected(workspace: Workspace, server: FakeOpsGenie
 
 
 def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server: FakeOpsGenie) -> None:
-    """An alert OpsGenie refuses as invalid is dead-lettered; the ones after it are delivered."""
+    """An alert OpsGenie refuses as invalid is dead-lettered; the ones after it are delivered. The
+    log line says why and what the operator can do about it."""
     server.responder = lambda r: (
         Reply(422, body=b'{"message":"Request body is not processable"}')
         if (r.json()["alias"] == "page-1")
         else Reply()
     )
-    workspace.start()
+    daemon = workspace.start()
     workspace.append(page(0), page(1), page(2))
     assert server.wait_for(lambda r: len(r) >= 3)
     assert [0, 1, 2] == ids(server)
+    assert daemon.wait_for_log(
+        "rulesd: error: alert 2 dead-lettered (dead): page 1: HTTP 422: alert rejected: "
+        '{"message":"Request body is not processable"}; see it with \'rulesd outbox show 2\', and once the cause '
+        "is fixed 'rulesd outbox retry-dead' sends it again"
+    ), daemon.stderr()
     listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
     (dead,) = [line for line in listing.stdout.splitlines() if "  dead  " in line]
     alert_id = int(dead.split()[0])

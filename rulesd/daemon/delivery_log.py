@@ -52,7 +52,15 @@ class DeliveryLog:
             self._stats.last_error = detail
             if self._failing is not None and self._failing[0] == alert.id:
                 self._failing = None
-            log.error("alert %d dead-lettered (%s): %s: %s", alert.id, kind, message, detail)
+            log.error(
+                "alert %d dead-lettered (%s): %s: %s; see it with 'rulesd outbox show %d', and once the cause is "
+                "fixed 'rulesd outbox retry-dead' sends it again",
+                alert.id,
+                kind,
+                message,
+                detail,
+                alert.id,
+            )
 
     def _sent(self, alert: OutboxAlert, detail: str, message: str) -> None:
         self._stats.last_delivery = self._clock()
