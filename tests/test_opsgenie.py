@@ -138,9 +138,11 @@ def test_2xx_is_delivered(server: FakeOpsGenie, status: int) -> None:
 
 
 @pytest.mark.parametrize("body", ["", "ok", '{"result":"Request will be processed"}'])
-def test_a_2xx_with_an_empty_or_other_body_is_delivered(server: FakeOpsGenie, body: str) -> None:
-    """A relay in front of the API may answer 202 with nothing, or plain text: still delivered."""
-    answer(server, 202, {"Content-Type": "text/plain"}, body)
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html; charset=utf-8"])
+def test_a_2xx_with_an_empty_or_other_body_is_delivered(server: FakeOpsGenie, body: str, content_type: str) -> None:
+    """A relay in front of the API may answer 202 with nothing, or plain text, even labelled
+    text/html (a web framework's default): still delivered."""
+    answer(server, 202, {"Content-Type": content_type}, body)
     client = make_client(server)
 
     client.create_alert(PAYLOAD)
@@ -163,7 +165,7 @@ def test_a_2xx_whose_body_never_ends_is_delivered_once(server: FakeOpsGenie) -> 
     ("headers", "body"),
     [
         ({"Content-Type": "text/html; charset=utf-8"}, "<html><body>Sign in to the guest Wi-Fi</body></html>"),
-        ({}, "\n<!DOCTYPE html><title>Proxy error</title>"),
+        ({"Content-Type": "application/json"}, "\ufeff\n<!DOCTYPE html><title>Proxy error</title>"),
     ],
 )
 def test_a_2xx_web_page_is_not_a_delivery(server: FakeOpsGenie, headers: dict[str, str], body: str) -> None:

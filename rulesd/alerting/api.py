@@ -229,7 +229,7 @@ def classify(status: int, headers: Mapping[str, str], body: str, now: float) -> 
     """
     excerpt = _excerpt(body)
     if 200 <= status < 300:
-        if not _is_html(headers, body):
+        if not _is_web_page(body):
             return None
         # The Alert API answers JSON (a relay may answer nothing): a web page is some proxy's or a
         # captive portal's, and the alert never reached the API.
@@ -300,10 +300,10 @@ def redact(text: str, secret: str) -> str:
     return text
 
 
-def _is_html(headers: Mapping[str, str], body: str) -> bool:
-    """Whether an answer is a web page: by its Content-Type, or a body that opens with markup."""
-    media = (header(headers, "Content-Type") or "").split(";")[0].strip().lower()
-    return media in ("text/html", "application/xhtml+xml") or body.lstrip()[:1] == "<"
+def _is_web_page(body: str) -> bool:
+    """Whether an answer's body is markup. Not judged by Content-Type: a relay's empty or JSON
+    answer may well say text/html (a web framework's default), and it is a delivery."""
+    return body.lstrip("\ufeff \t\r\n")[:1] == "<"
 
 
 def _excerpt(body: str) -> str:
