@@ -144,6 +144,8 @@ class Sender:
         self._delivered: int | None = None
         # The kind of state problem (an outage, refused credentials) logged, once per kind in a row.
         self._state_problem: type[StateUnavailable] | None = None
+        # The unexpected exception of the last attempt, if it failed so (its traceback is logged once).
+        self._unexpected: type[Exception] | None = None
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -285,8 +287,12 @@ class Sender:
         except AlertError as exc:  # a subclass this sender does not know: be careful
             return self._retry(alert, now, str(exc), None)
         except Exception as exc:  # a transport bug must not stop delivery
-            log.exception("unexpected error sending alert %d", alert.id)
+            # Its traceback once, not at every retry of the same failure.
+            level = logging.DEBUG if type(exc) is self._unexpected else logging.ERROR
+            self._unexpected = type(exc)
+            log.log(level, "unexpected error sending alert %d", alert.id, exc_info=True)
             return self._retry(alert, now, f"unexpected {type(exc).__name__}", None)
+        self._unexpected = None
         self._delivered = alert.id  # delivered: never sent again, even if recording it fails
         self.paused_reason = self.last_error = None
         self.last_success = now
