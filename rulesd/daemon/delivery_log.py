@@ -29,6 +29,25 @@ def failure_kind(detail: str) -> str:
     return detail.split(":", 1)[0].split(";", 1)[0]
 
 
+class FailureRun:
+    """A run of failures of one thing (the heartbeat's pings): the first, and each of another
+    kind, is a warning; its repeats are at debug."""
+
+    def __init__(self) -> None:
+        self._kind: str | None = None
+
+    def failed(self, detail: str) -> int:
+        """The level to log this failure at."""
+        kind, before = failure_kind(detail), self._kind
+        self._kind = kind
+        return logging.DEBUG if kind == before else logging.WARNING
+
+    def ended(self) -> bool:
+        """A success: True if it ends a run of failures (which is worth saying)."""
+        ended, self._kind = self._kind is not None, None
+        return ended
+
+
 class DeliveryLog:
     """The sender's `on_result`: counts every outcome in `stats` and logs what an operator must
     know, once."""

@@ -22,6 +22,7 @@ from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.committer import Committer, Pending
+from rulesd.daemon.delivery_log import FailureRun
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
@@ -398,6 +399,7 @@ class Daemon:
         """Ping the OpsGenie heartbeat whenever the main loop asks; failures are logged, never fatal."""
         name, client = self.config.opsgenie.heartbeat, self.parts.client
         assert name is not None and client is not None
+        failing = FailureRun()  # an outage is one warning, not one a minute
         while not self.sender_stop.is_set():
             if not self._heartbeat_due.wait(1.0):
                 continue
@@ -406,12 +408,14 @@ class Daemon:
                 client.ping_heartbeat(name)
             except AlertError as exc:
                 self.stats.bump(self.stats.heartbeats, "failed")
-                log.warning("heartbeat %r not pinged: %s", name, exc)
+                log.log(failing.failed(str(exc)), "heartbeat %r not pinged: %s", name, exc)
             except Exception:  # a bug in a ping must not stop the daemon: a missed ping is the alarm
                 self.stats.bump(self.stats.heartbeats, "failed")
                 log.exception("heartbeat %r not pinged: unexpected error", name)
             else:
                 self.stats.bump(self.stats.heartbeats, "ok")
+                if failing.ended():
+                    log.info("heartbeat %r pinged again", name)
 
     def _input_ended(self) -> bool:
         """True when no more input will come (stdin at its end)."""
