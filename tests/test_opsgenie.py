@@ -38,6 +38,7 @@ from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.errors import RulesdError
 from rulesd.output import discard
 from tests.fake_opsgenie import FakeOpsGenie, Reply
+from tests.raw_http import RawServer
 
 URL = "https://api.opsgenie.com/v2/alerts"  # for the pure helpers; requests go to the local server
 KEY = "eb243592-faa2-4ba2-a551-1afdf565c889"
@@ -159,6 +160,57 @@ def test_a_2xx_whose_body_never_ends_is_delivered_once(server: FakeOpsGenie) -> 
     client.create_alert(PAYLOAD)
     client.close_alert("a", {})
     assert ["/v2/alerts", "/v2/alerts/a/close?identifierType=alias"] == [r.path for r in server.requests]
+
+
+ACCEPTED = b'{"result":"Request will be processed","took":0.01,"requestId":"r"}'
+
+
+@pytest.mark.parametrize(
+    ("answer", "reset_after", "delivered"),
+    [
+        # The status line said 2xx: taken, whatever becomes of the body.
+        (b"HTTP/1.1 202 Accepted\r\nContent-Length: 200\r\n\r\n" + ACCEPTED[:10], True, True),
+        (b"HTTP/1.1 202 Accepted\r\nContent-Length: 200\r\n\r\n" + ACCEPTED, False, True),
+        (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc", False, True),
+        (b"HTTP/1.1 202 Accepted\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", False, True),
+        (b"HTTP/1.0 202 Accepted\r\n\r\n" + ACCEPTED, False, True),
+        # No answer that can be read: maybe taken, maybe not; retried (OpsGenie folds a repeat by alias).
+        (b"", True, False),
+        (b"", False, False),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", False, False),
+        (b"HTTP/1.1 202 Accepted\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n", False, False),
+        (b"HTTP/1.1 102 Processing\r\n\r\n", False, False),
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 200\r\n\r\n{}", False, False),
+    ],
+    ids=[
+        "202-reset-mid-body",
+        "202-short-body",
+        "202-broken-chunks",
+        "202-broken-gzip",
+        "202-http1.0-close",
+        "reset-before-answer",
+        "closed-without-answer",
+        "not-http",
+        "header-line-too-long",
+        "102-as-final-answer",
+        "500-short-body",
+    ],
+)
+def test_raw_answers(answer: bytes, reset_after: bool, delivered: bool) -> None:
+    """What a create and a close make of answers a well-behaved server never gives: delivered
+    once, or retryable, never an error the sender does not know (and never a hang)."""
+    raw = RawServer(answer, reset_after=reset_after)
+    try:
+        client = OpsGenieClient(raw.url, lambda: KEY, 5.0, clock=lambda: NOW)
+        for send in (lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})):
+            if delivered:
+                send()
+            else:
+                with pytest.raises(RetryableAlertError):
+                    send()
+        assert 2 == raw.requests
+    finally:
+        raw.close()
 
 
 @pytest.mark.parametrize(
