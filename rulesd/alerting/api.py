@@ -229,7 +229,7 @@ def classify(status: int, headers: Mapping[str, str], body: str, now: float) -> 
     """
     excerpt = _excerpt(body)
     if 200 <= status < 300:
-        if not _is_web_page(body):
+        if not is_web_page(body):
             return None
         # The Alert API answers JSON (a relay may answer nothing): a web page is some proxy's or a
         # captive portal's, and the alert never reached the API.
@@ -300,7 +300,7 @@ def redact(text: str, secret: str) -> str:
     return text
 
 
-def _is_web_page(body: str) -> bool:
+def is_web_page(body: str) -> bool:
     """Whether an answer's body is markup. Not judged by Content-Type: a relay's empty or JSON
     answer may well say text/html (a web framework's default), and it is a delivery."""
     return body.lstrip("\ufeff \t\r\n")[:1] == "<"

@@ -28,6 +28,7 @@ from rulesd.alerting.api import (
     classify,
     close_url,
     heartbeat_url,
+    is_web_page,
     redact,
     validate_alert_url,
 )
@@ -122,6 +123,8 @@ class OpsGenieClient:
                 if not response.closed:  # not read to its end: the connection cannot serve another
                     response.close()
                 response.release_conn()
+        if 200 <= response.status < 300 and not is_web_page(body):
+            return  # delivered: nothing of the answer is kept or shown
         # Scrubbed of the key before anything can log or store them.
         headers = {name: redact(value, key) for name, value in response.headers.items()}
         error = classify(response.status, headers, truncate(redact(body, key), BODY_MAX), self._clock())
