@@ -51,8 +51,11 @@ POLL_INTERVAL = 5.0
 STATE_RETRY = 1.0
 # Seconds before looking again when the outbox turned out to be another process's to send.
 OWNERSHIP_WAIT = 1.0
-# A server's Retry-After is honoured up to this; a broken header must not stall the queue.
-RETRY_AFTER_MAX = 3600.0
+# Retries back off, doubling, up to this: after an outage the queue moves again within a minute.
+MAX_BACKOFF = 60.0
+# A server's Retry-After is honoured up to this: asking again sooner costs one more 429, while a
+# broken or hostile header (a proxy's `Retry-After: 86400`) would hold every page behind it.
+RETRY_AFTER_MAX = 300.0
 
 SENT, RETRY, PAUSED, DEAD, EXPIRED = "sent", "retry", "paused", "dead", "expired"
 
@@ -111,7 +114,7 @@ class Sender:
         max_age: float = 86400.0,
         random: Callable[[], float] = _random.random,
         initial_backoff: float = 1.0,
-        max_backoff: float = 300.0,
+        max_backoff: float = MAX_BACKOFF,
         auth_retry: float = 60.0,
         on_result: ResultHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -141,6 +144,8 @@ class Sender:
         self._delivered: int | None = None
         # The kind of state problem (an outage, refused credentials) logged, once per kind in a row.
         self._state_problem: type[StateUnavailable] | None = None
+        # The unexpected exception of the last attempt, if it failed so (its traceback is logged once).
+        self._unexpected: type[Exception] | None = None
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -282,8 +287,12 @@ class Sender:
         except AlertError as exc:  # a subclass this sender does not know: be careful
             return self._retry(alert, now, str(exc), None)
         except Exception as exc:  # a transport bug must not stop delivery
-            log.exception("unexpected error sending alert %d", alert.id)
+            # Its traceback once, not at every retry of the same failure.
+            level = logging.DEBUG if type(exc) is self._unexpected else logging.ERROR
+            self._unexpected = type(exc)
+            log.log(level, "unexpected error sending alert %d", alert.id, exc_info=True)
             return self._retry(alert, now, f"unexpected {type(exc).__name__}", None)
+        self._unexpected = None
         self._delivered = alert.id  # delivered: never sent again, even if recording it fails
         self.paused_reason = self.last_error = None
         self.last_success = now

@@ -20,7 +20,18 @@ from rulesd.config import Config, OpsgenieConfig, SourceConfig
 from rulesd.daemon import Daemon, build_parts
 from rulesd.daemon.run import STOP_GRACE
 from rulesd.rules.loader import load_ruleset
-from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, wait_until
+from rulesd.sender import IDLE_DELAY
+from tests.daemon_process import (
+    API_KEY,
+    PAGE_RULE,
+    Workspace,
+    aliases,
+    daemon_parts,
+    page,
+    stdin_config,
+    wait_until,
+)
+from tests.fake_clock import FakeClock
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
@@ -160,35 +171,49 @@ def test_request_timeout_comes_from_the_config(tmp_path: Path, server: FakeOpsGe
         ws.stop_all()
 
 
+def timed_workspace(tmp_path: Path, server: FakeOpsGenie, timeout_s: float) -> Workspace:
+    """A workspace aimed at `server` whose requests have `timeout_s`."""
+    opsgenie = {"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": timeout_s}
+    return Workspace(tmp_path, server.url, opsgenie=opsgenie)
+
+
 def test_timeout_s_is_a_deadline_for_the_whole_request(tmp_path: Path, server: FakeOpsGenie) -> None:
-    """A server that sends its headers at once and then its body one byte per second never trips
-    a read timeout; timeout_s cuts the whole request all the same, and delivery goes on as
+    """A server that sends its headers at once (a 503) and then its body one byte per second never
+    trips a read timeout; timeout_s cuts the whole request all the same, and delivery goes on as
     retries (here the third attempt gets a normal answer)."""
-    server.responder = lambda _r: Reply(trickle=1.0) if len(server.requests) < 2 else Reply()
-    ws = Workspace(
-        tmp_path,
-        server.url,
-        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 1.5},
-    )
+    server.responder = lambda _r: Reply(503, trickle=1.0) if len(server.requests) < 2 else Reply()
+    ws = timed_workspace(tmp_path, server, 1.5)
     daemon = ws.start()
     started = time.monotonic()
     ws.append(page(0))
     assert daemon.wait_for_log("alert 1 delivered after 2 failed attempts", timeout=30), daemon.stderr()
     assert time.monotonic() - started < 15  # two cut attempts of 1.5 s and their backoff
-    assert 2 == daemon.stderr().count("not delivered, will retry: timeout: no complete answer within 1.5s")
+    assert 1 == daemon.stderr().count(
+        "warning: alert 1 not delivered, will retry: timeout: no complete answer within 1.5s"
+    )
     assert ["page-0"] * 3 == aliases(server)
+
+
+def test_a_202_whose_body_never_ends_is_delivered_once(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """A 202 whose body drips a byte a second is cut at timeout_s, but the status said OpsGenie took
+    the alert: the daemon records it delivered and sends it once (it sent it again at every
+    retry, each time a duplicate, until max_age dead-lettered a page that had gone out)."""
+    server.responder = lambda _r: Reply(202, trickle=1.0)
+    ws = timed_workspace(tmp_path, server, 1)
+    daemon = ws.start()
+    ws.append(page(0), page(1))
+    assert daemon.wait_for_log("alert 2 delivered", timeout=20), daemon.stderr()
+    time.sleep(2)  # a retry of either would have come by now
+    assert ["page-0", "page-1"] == aliases(server)
+    assert "will retry" not in daemon.stderr()
 
 
 def test_sigterm_ends_within_the_grace_whatever_the_network_does(tmp_path: Path, server: FakeOpsGenie) -> None:
     """With a long timeout_s and a server trickling its body, SIGTERM still ends the process
     within the stop grace (5 s) and a little (3 s, for a loaded machine): the request in flight
     is cut, and its alert stays queued for the next start (systemd kills at TimeoutStopSec=30s)."""
-    server.responder = lambda _r: Reply(trickle=1.0)
-    ws = Workspace(
-        tmp_path,
-        server.url,
-        opsgenie={"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 120},
-    )
+    server.responder = lambda _r: Reply(503, trickle=1.0)
+    ws = timed_workspace(tmp_path, server, 120)
     daemon = ws.start()
     ws.append(page(0))
     assert server.wait_for(lambda r: len(r) >= 1)
@@ -236,3 +261,50 @@ def test_one_connection_pool_serves_every_request(
         parts.store.close()
     assert 1 == len(made)
     assert ["POST", "POST", "POST", "GET"] == [r.method for r in server.requests]
+
+
+def test_a_key_file_that_goes_missing_keeps_the_key_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key file is read again when it changes; removed (or emptied mid-rewrite), the previous
+    key stays in use, said once, and the file's next version is read."""
+    from rulesd.daemon.build import ApiKey
+
+    key_file = tmp_path / "opsgenie.key"
+    key_file.write_text("first-key\n")
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {})
+    assert "first-key" == key.get()
+    key_file.unlink()
+    assert ["first-key", "first-key"] == [key.get(), key.get()]
+    assert 1 == caplog.text.count("the API key file changed: keeping the previous API key")
+    key_file.write_text("")
+    assert "first-key" == key.get()
+    key_file.write_text("second-key\n")
+    assert key.refresh()
+    assert ("second-key", False) == (key.get(), key.refresh())
+    assert "first-key" not in caplog.text and "second-key" not in caplog.text
+
+
+def test_the_daemons_sender_waits_at_most_a_minute_or_five_for_a_429(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """The daemon's own sender and client against a server down for 12 attempts, then answering
+    429 with `Retry-After: 86400`, on a fake clock: the backoff doubles up to 60 s (it went up to
+    300 s, so the queue could stand still for 5 minutes after OpsGenie was back), and the day
+    the 429 asks for is held to 5 minutes (it was an hour, every page behind it waiting)."""
+    answers = [Reply(503)] * 12 + [Reply(429, {"Retry-After": "86400"})]
+    server.responder = lambda _r: answers[len(server.requests)] if len(server.requests) < len(answers) else Reply()
+    key = tmp_path / "opsgenie.key"
+    key.write_text(API_KEY)
+    key.chmod(0o600)
+    opsgenie = {"api_key_file": str(key), "alert_url": f"{server.url}/v2/alerts", "timeout_s": 5}
+    clock = FakeClock()
+    with daemon_parts(stdin_config(tmp_path, PAGE_RULE, opsgenie=opsgenie), clock) as parts:
+        parts.store.commit(positions={}, payloads=[{"message": "m", "alias": "a"}], now=clock())
+        waits = []
+        for _ in answers:
+            waits.append(parts.sender.step())
+            clock.advance(waits[-1])
+        assert IDLE_DELAY == parts.sender.step()
+    assert 13 + 1 == len(server.requests)
+    assert all(0.5 <= wait <= 60 for wait in waits[:12]), waits
+    assert 30 <= waits[11]  # the cap is reached: half fixed, half jitter
+    assert 300 == waits[12]

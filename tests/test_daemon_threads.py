@@ -5,10 +5,11 @@ its work undone; a heartbeat ping's bug is a failed ping, never the end of the p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from rulesd.daemon import Daemon, build_parts
 from rulesd.daemon.build import Parts
 from rulesd.rules.loader import load_ruleset
 from tests.daemon_process import API_KEY, PAGE_RULE, aliases, page, wait_until
-from tests.fake_opsgenie import FakeOpsGenie
+from tests.fake_opsgenie import FakeOpsGenie, Reply
 
 
 @pytest.fixture
@@ -55,6 +56,23 @@ def run(daemon: Daemon) -> int:
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+def run_until(parts: Parts, then: Callable[[], object]) -> int:
+    """Run a daemon of `parts` until `then` (on another thread) has returned; its exit status."""
+
+    def then_stop() -> None:
+        try:
+            then()
+        finally:
+            parts.stop_requested.set()
+
+    stopper = threading.Thread(target=then_stop)
+    stopper.start()
+    try:
+        return run(Daemon(parts))
+    finally:
+        stopper.join()
 
 
 def test_a_thread_that_dies_stops_the_daemon_with_status_1_and_loses_nothing(
@@ -105,18 +123,34 @@ def test_a_heartbeat_ping_that_fails_unexpectedly_is_counted_and_pinging_goes_on
     monkeypatch.setattr("rulesd.daemon.run.HEARTBEAT_EVERY", 0.2)
 
     def then_stop() -> None:
-        try:
-            wait_until(lambda: parts.stats.heartbeats.get("failed", 0) >= 2)
-            os.write(pipe[1], json.dumps(page(1)).encode() + b"\n")
-            server.wait_for(lambda r: len(r) >= 1)
-        finally:
-            parts.stop_requested.set()
+        wait_until(lambda: parts.stats.heartbeats.get("failed", 0) >= 2)
+        os.write(pipe[1], json.dumps(page(1)).encode() + b"\n")
+        server.wait_for(lambda r: len(r) >= 1)
 
-    stopper = threading.Thread(target=then_stop)
-    stopper.start()
-    assert 0 == run(Daemon(parts))
-    stopper.join()
+    assert 0 == run_until(parts, then_stop)
     assert parts.stats.heartbeats.get("failed", 0) >= 2
     assert ["p-1"] == aliases(server)
     assert "heartbeat 'rulesd' not pinged: unexpected error" in caplog.text
     assert "KeyError: 'a bug in the ping'" in caplog.text
+
+
+def test_a_heartbeat_outage_is_one_warning_and_its_end_is_said(
+    tmp_path: Path, server: FakeOpsGenie, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Pings that OpsGenie answers 503 three times in a row, then 202: one warning, the repeats
+    at debug, and an info when pinging works again (a warning a minute, for as long as an
+    outage lasted, before). Every failed ping is still counted."""
+    caplog.set_level(logging.DEBUG, logger="rulesd")
+    server.responder = lambda r: Reply(503, body=b'{"message":"down"}') if len(server.requests) < 3 else Reply()
+    parts = daemon_parts(tmp_path, server, pipe[0], heartbeat="rulesd")
+    monkeypatch.setattr("rulesd.daemon.run.HEARTBEAT_EVERY", 0.2)
+
+    assert 0 == run_until(parts, lambda: wait_until(lambda: parts.stats.heartbeats.get("ok", 0) >= 1))
+    assert 3 == parts.stats.heartbeats.get("failed", 0)
+    pings = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("heartbeat 'rulesd'")]
+    assert [
+        ("WARNING", 'heartbeat \'rulesd\' not pinged: HTTP 503: {"message":"down"}'),
+        ("DEBUG", 'heartbeat \'rulesd\' not pinged: HTTP 503: {"message":"down"}'),
+        ("DEBUG", 'heartbeat \'rulesd\' not pinged: HTTP 503: {"message":"down"}'),
+        ("INFO", "heartbeat 'rulesd' pinged again"),
+    ] == pings[:4]

@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_process import API_KEY, Workspace, page, wait_until
@@ -177,7 +178,8 @@ def test_sigkill_at_random_moments_loses_no_alert(workspace: Workspace, server: 
 
 
 def test_outage_then_recovery_delivers_everything_in_order(workspace: Workspace, server: FakeOpsGenie) -> None:
-    """OpsGenie answers 500 for a while; afterwards every alert arrives, in order."""
+    """OpsGenie answers 500 for a while; afterwards every alert arrives, in order. The outage is
+    logged once as a warning, its repeats at debug (a warning each flooded the journal)."""
     failures = {"left": 3}
 
     def flaky(_r: Received) -> Reply:
@@ -195,6 +197,8 @@ def test_outage_then_recovery_delivers_everything_in_order(workspace: Workspace,
     # The delivery that ends the outage is logged at info, the ones after it only at debug.
     assert daemon.wait_for_log("rulesd: info: alert 1 delivered after 3 failed attempts: page 0")
     assert "rulesd: debug: alert 2 delivered: page 1" in daemon.stderr()
+    assert 1 == daemon.stderr().count("rulesd: warning: alert 1 not delivered, will retry: HTTP 500")
+    assert 2 == daemon.stderr().count("rulesd: debug: alert 1 still not delivered, will retry: HTTP 500")
 
 
 def test_429_retry_after_is_respected(workspace: Workspace, server: FakeOpsGenie) -> None:
@@ -215,16 +219,22 @@ def test_429_retry_after_is_respected(workspace: Workspace, server: FakeOpsGenie
 
 
 def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server: FakeOpsGenie) -> None:
-    """An alert OpsGenie refuses as invalid is dead-lettered; the ones after it are delivered."""
+    """An alert OpsGenie refuses as invalid is dead-lettered; the ones after it are delivered. The
+    log line says why and what the operator can do about it."""
     server.responder = lambda r: (
         Reply(422, body=b'{"message":"Request body is not processable"}')
         if (r.json()["alias"] == "page-1")
         else Reply()
     )
-    workspace.start()
+    daemon = workspace.start()
     workspace.append(page(0), page(1), page(2))
     assert server.wait_for(lambda r: len(r) >= 3)
     assert [0, 1, 2] == ids(server)
+    assert daemon.wait_for_log(
+        "rulesd: error: alert 2 dead-lettered (dead): page 1: HTTP 422: alert rejected: "
+        '{"message":"Request body is not processable"}; see it with \'rulesd outbox show 2\', and once the cause '
+        "is fixed 'rulesd outbox retry-dead' sends it again"
+    ), daemon.stderr()
     listing = rulesd_cli("outbox", "list", "--config", str(workspace.config))
     (dead,) = [line for line in listing.stdout.splitlines() if "  dead  " in line]
     alert_id = int(dead.split()[0])
@@ -278,6 +288,67 @@ def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Works
     good = [x.json()["alias"] for x in server.requests if x.headers["Authorization"] == "GenieKey good-key"]
     assert ["page-0", "page-1"] == good
     assert "good-key" not in workspace.all_output()
+
+
+def refuse_all_but(key: str) -> Callable[[Received], Reply]:
+    """A responder that accepts requests with `key` only, and answers others as OpsGenie does a wrong key."""
+    return lambda r: (
+        Reply()
+        if r.headers["Authorization"] == f"GenieKey {key}"
+        else Reply(401, body=b'{"message":"Could not authenticate"}')
+    )
+
+
+def replace_key(workspace: Workspace, key: str) -> None:
+    """Install a new key as a secrets manager does: a new file renamed over the old one."""
+    new = workspace.key_file.with_suffix(".new")
+    new.write_text(key + "\n")
+    new.chmod(0o600)
+    new.replace(workspace.key_file)
+
+
+def test_a_key_rotated_in_its_file_ends_a_pause_without_a_reload(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """OpsGenie refuses the key and sending pauses; a new key written to opsgenie.api_key_file is
+    read at once and delivers what waited, in order, with no SIGHUP (it was read only at a reload,
+    so the pause went on however often the file was fixed)."""
+    server.responder = refuse_all_but("rotated-key")
+    daemon = workspace.start()
+    workspace.append(page(0), page(1))
+    assert daemon.wait_for_log("sending paused, nothing dropped: fix the API key")
+    replace_key(workspace, "rotated-key")
+    # Well within the paused sender's own retry (60 s).
+    assert server.wait_for(lambda r: sum(x.headers["Authorization"] == "GenieKey rotated-key" for x in r) >= 2)
+    good = [x.json()["alias"] for x in server.requests if x.headers["Authorization"] == "GenieKey rotated-key"]
+    assert ["page-0", "page-1"] == good
+    assert daemon.wait_for_log("rulesd: info: sending resumed")
+    assert "reload ok" not in daemon.stderr()
+    assert "rotated-key" not in workspace.all_output()
+
+
+def test_a_key_rewritten_in_place_is_used_by_the_next_request(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A key file rewritten in place (same file, new contents) is read again for the next alert."""
+    daemon = workspace.start()
+    workspace.append(page(0))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    workspace.key_file.write_text("second-key\n")
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert [f"GenieKey {API_KEY}", "GenieKey second-key"] == [r.headers["Authorization"] for r in server.requests]
+    assert "second-key" not in daemon.output()
+
+
+def test_a_refused_key_is_logged_once_however_often_it_is_retried(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Each retry of a refused key (here made at once by SIGHUP) is refused again: one error
+    line says so and what to do, the repeats are at debug (an error a minute, all day, before)."""
+    server.responder = refuse_all_but("never-this")
+    daemon = workspace.start()
+    workspace.append(page(0))
+    assert daemon.wait_for_log("sending paused")
+    for tries in (2, 3):
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert server.wait_for(lambda r, n=tries: len(r) >= n)
+    assert daemon.wait_for_log("rulesd: debug: OpsGenie still refuses the request (HTTP 401")
+    assert 1 == daemon.stderr().count("rulesd: error: OpsGenie refused the request")
 
 
 def test_redirect_is_not_followed_and_the_key_stays_home(workspace: Workspace, server: FakeOpsGenie) -> None:

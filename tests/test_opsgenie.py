@@ -38,6 +38,7 @@ from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.errors import RulesdError
 from rulesd.output import discard
 from tests.fake_opsgenie import FakeOpsGenie, Reply
+from tests.raw_http import RawServer
 
 URL = "https://api.opsgenie.com/v2/alerts"  # for the pure helpers; requests go to the local server
 KEY = "eb243592-faa2-4ba2-a551-1afdf565c889"
@@ -135,6 +136,101 @@ def test_2xx_is_delivered(server: FakeOpsGenie, status: int) -> None:
     answer(server, status)
 
     make_client(server).create_alert(PAYLOAD)
+
+
+@pytest.mark.parametrize("body", ["", "ok", '{"result":"Request will be processed"}'])
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html; charset=utf-8"])
+def test_a_2xx_with_an_empty_or_other_body_is_delivered(server: FakeOpsGenie, body: str, content_type: str) -> None:
+    """A relay in front of the API may answer 202 with nothing, or plain text, even labelled
+    text/html (a web framework's default): still delivered."""
+    answer(server, 202, {"Content-Type": content_type}, body)
+    client = make_client(server)
+
+    client.create_alert(PAYLOAD)
+    client.close_alert("a", {})
+    assert 2 == len(server.requests)
+
+
+def test_a_2xx_whose_body_never_ends_is_delivered_once(server: FakeOpsGenie) -> None:
+    """A 202 whose body drips a byte a second is cut at the deadline, but its status said the alert
+    was taken: delivered, not sent again (it was retried, a duplicate every backoff until max_age)."""
+    server.responder = lambda _r: Reply(202, trickle=1.0)
+    client = make_client(server, timeout=1.0)
+
+    client.create_alert(PAYLOAD)
+    client.close_alert("a", {})
+    assert ["/v2/alerts", "/v2/alerts/a/close?identifierType=alias"] == [r.path for r in server.requests]
+
+
+ACCEPTED = b'{"result":"Request will be processed","took":0.01,"requestId":"r"}'
+
+
+@pytest.mark.parametrize(
+    ("answer", "reset_after", "delivered"),
+    [
+        # The status line said 2xx: taken, whatever becomes of the body.
+        (b"HTTP/1.1 202 Accepted\r\nContent-Length: 200\r\n\r\n" + ACCEPTED[:10], True, True),
+        (b"HTTP/1.1 202 Accepted\r\nContent-Length: 200\r\n\r\n" + ACCEPTED, False, True),
+        (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc", False, True),
+        (b"HTTP/1.1 202 Accepted\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", False, True),
+        (b"HTTP/1.0 202 Accepted\r\n\r\n" + ACCEPTED, False, True),
+        # No answer that can be read: maybe taken, maybe not; retried (OpsGenie folds a repeat by alias).
+        (b"", True, False),
+        (b"", False, False),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", False, False),
+        (b"HTTP/1.1 202 Accepted\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n", False, False),
+        (b"HTTP/1.1 102 Processing\r\n\r\n", False, False),
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 200\r\n\r\n{}", False, False),
+    ],
+    ids=[
+        "202-reset-mid-body",
+        "202-short-body",
+        "202-broken-chunks",
+        "202-broken-gzip",
+        "202-http1.0-close",
+        "reset-before-answer",
+        "closed-without-answer",
+        "not-http",
+        "header-line-too-long",
+        "102-as-final-answer",
+        "500-short-body",
+    ],
+)
+def test_raw_answers(answer: bytes, reset_after: bool, delivered: bool) -> None:
+    """What a create and a close make of answers a well-behaved server never gives: delivered
+    once, or retryable, never an error the sender does not know (and never a hang)."""
+    raw = RawServer(answer, reset_after=reset_after)
+    try:
+        client = OpsGenieClient(raw.url, lambda: KEY, 5.0, clock=lambda: NOW)
+        for send in (lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})):
+            if delivered:
+                send()
+            else:
+                with pytest.raises(RetryableAlertError):
+                    send()
+        assert 2 == raw.requests
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Content-Type": "text/html; charset=utf-8"}, "<html><body>Sign in to the guest Wi-Fi</body></html>"),
+        ({"Content-Type": "application/json"}, "\ufeff\n<!DOCTYPE html><title>Proxy error</title>"),
+    ],
+)
+def test_a_2xx_web_page_is_not_a_delivery(server: FakeOpsGenie, headers: dict[str, str], body: str) -> None:
+    """A 200 with a web page is a captive portal's or a proxy's, not the Alert API's (which answers
+    JSON): the create and the close are retried, with an error that says so; they counted as
+    delivered, and the page was lost."""
+    answer(server, 200, headers, body)
+    client = make_client(server)
+    for send in (lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})):
+        with pytest.raises(RetryableAlertError) as info:
+            send()
+        assert "web page" in str(info.value) and "proxy or captive portal" in str(info.value)
+        assert "opsgenie.alert_url" in str(info.value)
 
 
 # -- status classes ----------------------------------------------------------------------------

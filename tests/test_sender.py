@@ -248,19 +248,21 @@ def test_429_retry_after_is_honoured(store: SqliteState, clock: FakeClock) -> No
 def test_unexpected_transport_exception_is_retried(
     store: SqliteState, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A bug in the transport is logged and treated as retryable, never a crash."""
+    """A bug in the transport is logged and treated as retryable, never a crash; its traceback
+    is logged once, not at every retry that fails alike (it was, an error a minute all day)."""
     queue(store, "a")
-    transport = FakeTransport(RuntimeError("boom"))
+    transport = FakeTransport(*[RuntimeError("boom")] * 3)
     sender = make_sender(store, transport, clock)
 
-    delay = sender.step()
-
-    (alert,) = store.alerts(PENDING)
-    assert (1, "unexpected RuntimeError") == (alert.attempts, alert.last_error)
-    assert "unexpected error sending alert" in caplog.text
-    clock.advance(delay)
+    for attempt in (1, 2, 3):
+        clock.advance(sender.step())
+        (alert,) = store.alerts(PENDING)
+        assert (attempt, "unexpected RuntimeError") == (alert.attempts, alert.last_error)
     sender.step()
     assert ["a"] == transport.sent
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert ["unexpected error sending alert 1"] == [r.getMessage() for r in errors]
+    assert errors[0].exc_info is not None and "boom" in caplog.text
 
 
 # -- dead letters, pausing, expiry -------------------------------------------------------------
@@ -349,7 +351,7 @@ def test_expiry_after_max_age(store: SqliteState, clock: FakeClock) -> None:
     queue(store, "old")
     queue(store, "new", now=T0 + 50)
     transport, results = FakeTransport(*[retryable()] * 3), Results()
-    sender = make_sender(store, transport, clock, results, max_age=80.0, initial_backoff=40.0)
+    sender = make_sender(store, transport, clock, results, max_age=80.0, initial_backoff=40.0, max_backoff=300.0)
 
     assert 30.0 == sender.step()  # backoff 40 * (0.5 + 0.5 * 0.5)
     clock.advance(30)

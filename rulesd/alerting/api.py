@@ -227,9 +227,17 @@ def classify(status: int, headers: Mapping[str, str], body: str, now: float) -> 
     `body` and `headers` must already be scrubbed of the key; `now` (epoch seconds)
     turns an HTTP-date `Retry-After` into a delay.
     """
-    if 200 <= status < 300:
-        return None
     excerpt = _excerpt(body)
+    if 200 <= status < 300:
+        if not is_web_page(body):
+            return None
+        # The Alert API answers JSON (a relay may answer nothing): a web page is some proxy's or a
+        # captive portal's, and the alert never reached the API.
+        return RetryableAlertError(
+            f"HTTP {status} with a web page instead of the Alert API's answer: a proxy or captive portal "
+            f"answered, the alert did not reach the API; check the network path to opsgenie.alert_url{excerpt}",
+            status,
+        )
     if 300 <= status < 400:
         target = header(headers, "Location") or "(no Location)"
         return PausingAlertError(
@@ -290,6 +298,12 @@ def redact(text: str, secret: str) -> str:
         if text.endswith(secret[:size]):
             return text[:-size] + REDACTED
     return text
+
+
+def is_web_page(body: str) -> bool:
+    """Whether an answer's body is markup. Not judged by Content-Type: a relay's empty or JSON
+    answer may well say text/html (a web framework's default), and it is a delivery."""
+    return body.lstrip("\ufeff \t\r\n")[:1] == "<"
 
 
 def _excerpt(body: str) -> str:

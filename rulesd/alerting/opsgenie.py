@@ -28,6 +28,7 @@ from rulesd.alerting.api import (
     classify,
     close_url,
     heartbeat_url,
+    is_web_page,
     redact,
     validate_alert_url,
 )
@@ -112,9 +113,9 @@ class OpsGenieClient:
                 # Read even a 2xx body: a fully read response lets the connection be reused.
                 body = _read_body(response)
             except (HTTPError, OSError):
-                # Cut at the deadline, even after a 2xx status: it is tried again (OpsGenie
-                # folds a repeat by its alias), rather than counted as delivered unseen.
-                cut = self._cut_short(deadline)
+                # A 2xx status line means the request was taken, whatever becomes of its body
+                # (cut at the deadline, reset): sending it again would only be a duplicate.
+                cut = None if 200 <= response.status < 300 else self._cut_short(deadline)
                 if cut is not None:
                     raise cut from None
                 body = "(the response body could not be read)"
@@ -122,7 +123,7 @@ class OpsGenieClient:
                 if not response.closed:  # not read to its end: the connection cannot serve another
                     response.close()
                 response.release_conn()
-        if 200 <= response.status < 300:
+        if 200 <= response.status < 300 and not is_web_page(body):
             return  # delivered: nothing of the answer is kept or shown
         # Scrubbed of the key before anything can log or store them.
         headers = {name: redact(value, key) for name, value in response.headers.items()}

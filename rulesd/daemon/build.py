@@ -23,6 +23,7 @@ from rulesd.alerting.api import Transport
 from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.payload import AlertSettings
 from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
+from rulesd.daemon.delivery_log import DeliveryLog
 from rulesd.engine import Engine, EngineState
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
 from rulesd.events import Parser
@@ -38,7 +39,7 @@ from rulesd.sources.journald import JournaldSource
 from rulesd.sources.named import NamedSource, own_positions
 from rulesd.sources.parsers import source_parser
 from rulesd.sources.stdin import StdinSource
-from rulesd.state import OutboxAlert, SqliteState, StateBackend, StateError
+from rulesd.state import SqliteState, StateBackend, StateError
 from rulesd.state.lock import StateLock, lock_state_dir
 from rulesd.state.sqlite import database_exists
 from rulesd.stats import Stats
@@ -57,23 +58,53 @@ STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this 
 
 
 class ApiKey:
-    """The OpsGenie API key: read at start (a missing key stops the start) and again at every
-    reload, when a key that cannot be read keeps the previous one."""
+    """The OpsGenie API key: read at start (a missing key stops the start), again at every
+    reload, and from `api_key_file` again whenever that file changes (a key rotated in place
+    is used by the next request, without a reload); a key that cannot be read keeps the
+    previous one."""
 
     def __init__(self, config: OpsgenieConfig, environ: Mapping[str, str]) -> None:
         self._config, self._environ = config, environ
+        self._file_seen = self._file_state()  # before reading, so a write meanwhile is read again
         self._value = resolve_api_key(config, environ)
 
     def get(self) -> str:
-        """The current key."""
+        """The current key (read again first if the key file changed)."""
+        self.refresh()
         return self._value
+
+    def refresh(self) -> bool:
+        """Read the key file again if it changed since it was last read; True if the key changed."""
+        seen = self._file_state()
+        if seen == self._file_seen:
+            return False
+        self._file_seen = seen
+        return self._read("the API key file changed")
 
     def reload(self) -> None:
         """Read the key again."""
+        self._file_seen = self._file_state()
+        self._read("reload")
+
+    def _read(self, why: str) -> bool:
         try:
-            self._value = resolve_api_key(self._config, self._environ)
+            value = resolve_api_key(self._config, self._environ)
         except InvalidInputError as exc:
-            log.error("reload: keeping the previous API key: %s", exc)
+            log.error("%s: keeping the previous API key: %s", why, exc)
+            return False
+        changed, self._value = value != self._value, value
+        return changed
+
+    def _file_state(self) -> tuple[int, ...] | None:
+        """What tells a rewritten or replaced key file from the one read (None: no key file, or
+        it cannot be looked at now)."""
+        if not self._config.api_key_file:
+            return None
+        try:
+            st = os.stat(self._config.api_key_file)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Parts(msgspec.Struct):
@@ -163,7 +194,7 @@ def _build_parts(
         transport,
         clock=clock,
         max_age=config.opsgenie.max_age,
-        on_result=delivery_reporter(stats, clock),
+        on_result=DeliveryLog(stats, clock),
         # Other instances queue into a shared outbox without waking this sender.
         poll=SHARED_POLL if shared(config, dry_run) else POLL_INTERVAL,
     )
@@ -369,24 +400,3 @@ def problems(parts: Parts) -> list[str]:
     if parts.stats.state_problem is not None:
         found.append(parts.stats.state_problem)
     return found
-
-
-def delivery_reporter(stats: Stats, clock: Callable[[], float]) -> Callable[[str, OutboxAlert, str], None]:
-    """The sender's `on_result`: counts every outcome and logs what an operator must know."""
-
-    def report(kind: str, alert: OutboxAlert, detail: str) -> None:
-        stats.bump(stats.delivery, kind)
-        message = alert.payload.get("message", "")
-        if kind == "sent":
-            stats.last_delivery = clock()
-            # After failed attempts (each logged as a warning) the recovery is news too.
-            log.log(logging.INFO if alert.attempts else logging.DEBUG, "alert %d %s: %s", alert.id, detail, message)
-        elif kind == "retry":
-            log.warning("alert %d not delivered, will retry: %s", alert.id, detail)
-        elif kind == "paused":  # shown live through sender.paused_reason until a delivery succeeds
-            log.error("OpsGenie refused the request (%s); sending paused, nothing dropped", detail)
-        else:
-            stats.last_error = detail
-            log.error("alert %d dead-lettered (%s): %s: %s", alert.id, kind, message, detail)
-
-    return report

@@ -22,6 +22,7 @@ from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.committer import Committer, Pending
+from rulesd.daemon.delivery_log import FailureRun
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
@@ -325,6 +326,10 @@ class Daemon:
             self._stop_extending = self.notifier.keep_extending()  # systemd waits for READY=1
             log.debug("reload: loading the rules")
             self.loader.start()
+        key = self.parts.api_key
+        if self.sender.paused_reason is not None and key is not None and key.refresh():
+            # OpsGenie refused the key and a new one was written: try it now, not at the slow retry.
+            self._resume_sender()
 
     def reload(self) -> bool:
         """Load the rules again and wait for the outcome (the main loop does not wait: see
@@ -351,8 +356,11 @@ class Daemon:
     def _reload_key(self) -> None:
         if self.parts.api_key is not None:
             self.parts.api_key.reload()
-            if self.sender.resume():
-                self.sender_wake.set()
+            self._resume_sender()
+
+    def _resume_sender(self) -> None:
+        if self.sender.resume():
+            self.sender_wake.set()
 
     def _apply(self, outcome: LoadOutcome) -> bool:
         result = outcome.result
@@ -391,6 +399,7 @@ class Daemon:
         """Ping the OpsGenie heartbeat whenever the main loop asks; failures are logged, never fatal."""
         name, client = self.config.opsgenie.heartbeat, self.parts.client
         assert name is not None and client is not None
+        failing = FailureRun()  # an outage is one warning, not one a minute
         while not self.sender_stop.is_set():
             if not self._heartbeat_due.wait(1.0):
                 continue
@@ -399,12 +408,14 @@ class Daemon:
                 client.ping_heartbeat(name)
             except AlertError as exc:
                 self.stats.bump(self.stats.heartbeats, "failed")
-                log.warning("heartbeat %r not pinged: %s", name, exc)
+                log.log(failing.failed(str(exc)), "heartbeat %r not pinged: %s", name, exc)
             except Exception:  # a bug in a ping must not stop the daemon: a missed ping is the alarm
                 self.stats.bump(self.stats.heartbeats, "failed")
                 log.exception("heartbeat %r not pinged: unexpected error", name)
             else:
                 self.stats.bump(self.stats.heartbeats, "ok")
+                if failing.ended():
+                    log.info("heartbeat %r pinged again", name)
 
     def _input_ended(self) -> bool:
         """True when no more input will come (stdin at its end)."""
