@@ -201,8 +201,12 @@ def test_raw_answers(answer: bytes, reset_after: bool, delivered: bool) -> None:
     once, or retryable, never an error the sender does not know (and never a hang)."""
     raw = RawServer(answer, reset_after=reset_after)
     try:
-        client = OpsGenieClient(raw.url, lambda: KEY, 5.0, clock=lambda: NOW)
-        for send in (lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})):
+        # A client each: the server closes every connection after its answer, and a connection
+        # kept for the next request would race that close.
+        def client() -> OpsGenieClient:
+            return OpsGenieClient(raw.url, lambda: KEY, 5.0, clock=lambda: NOW)
+
+        for send in (lambda: client().create_alert(PAYLOAD), lambda: client().close_alert("a", {})):
             if delivered:
                 send()
             else:
