@@ -65,7 +65,18 @@ class Alert:
     details, tags and responders are most of it); the daemon asks for every body at once.
     """
 
-    __slots__ = ("_firing", "_payload", "_settings", "_source", "close", "index", "origin", "rules", "timer")
+    __slots__ = (
+        "_firing",
+        "_payload",
+        "_settings",
+        "_source",
+        "close",
+        "index",
+        "origin",
+        "reasons",
+        "rules",
+        "timer",
+    )
 
     def __init__(
         self,
@@ -79,10 +90,12 @@ class Alert:
         firing: Firing | None = None,
         settings: AlertSettings | None = None,
         source: str = "",
+        reasons: tuple[str, ...] = (),
     ) -> None:
         if (payload is None) == (firing is None):
             raise ValueError("an alert has either its body or the firing to build it from")
         self.index, self.rules, self.close, self.origin, self.timer = index, rules, close, origin, timer
+        self.reasons = reasons  # a close's: why each rule let go ("": its group recovered), or none
         self._payload, self._firing, self._settings, self._source = payload, firing, settings, source
 
     @property
@@ -489,7 +502,9 @@ def build_alerts(
     for i, found, timer in batch.firings:
         if isinstance(found, Closing):
             body = close_body(found, settings)
-            alerts.extend(Alert(i, found.rules, body, alias, timer=timer) for alias in found.aliases)
+            alerts.extend(
+                Alert(i, found.rules, body, alias, timer=timer, reasons=found.reasons) for alias in found.aliases
+            )
             continue
         where = source_of(i) if not timer else (origin_source(found.origin) if found.origin is not None else "")
         names = tuple([r.name for r in found.rules])
