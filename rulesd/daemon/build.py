@@ -326,7 +326,7 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     """`/metrics` and `/healthz` on `metrics.listen`, if configured."""
     if not parts.config.metrics_listen:
         return None
-    from rulesd.metrics import MetricsServer, build_registry  # Prometheus only when asked for
+    from rulesd.metrics import CannotListen, MetricsServer, build_registry  # Prometheus only when asked for
 
     sources = list(parts.sources.values())
     sender = parts.sender
@@ -341,7 +341,10 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
     interval = parts.notifier.watchdog_interval
     stall_after = interval * 2 if interval is not None else STALL_AFTER
-    return MetricsServer(parts.config.metrics_listen, registry, parts.stats, stall_after, partial(problems, parts))
+    try:
+        return MetricsServer(parts.config.metrics_listen, registry, parts.stats, stall_after, partial(problems, parts))
+    except CannotListen as exc:  # a restart cannot free the port: a configuration error, at its line
+        raise ConfigError([Problem(parts.config.location("metrics.listen"), str(exc))]) from None
 
 
 def problems(parts: Parts) -> list[str]:
