@@ -206,11 +206,21 @@ def saved_clock(saved: Mapping[str, Any] | None) -> tuple[float, float]:
 def lock_state(state_dir: str) -> StateLock:
     """Make the state directory if needed and take its lock, first of all: a second daemon on
     it must stop before it opens anything."""
-    try:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"{state_dir}: cannot create the state directory (state_dir): {exc.strerror or exc}") from None
+    make_state_dir(state_dir)
     return lock_state_dir(state_dir)
+
+
+def make_state_dir(state_dir: str) -> None:
+    """Make the state directory if it is missing: only it, not its parents (as systemd's
+    StateDirectory=), so that a misspelt parent stops the start instead of keeping the outbox
+    where nothing else looks (`rulesd check --config` says so at its line first)."""
+    try:
+        os.mkdir(state_dir, mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        reason = "the directory it is in does not exist" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise StateError(f"{state_dir}: cannot create the state directory (state_dir): {reason or exc}") from None
 
 
 def shared(config: Config, dry_run: bool) -> bool:
