@@ -142,7 +142,7 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ, *, look: boo
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
-        raise ConfigError(list(exc.problems)) from None
+        raise ConfigError([_variable_in_braces(p) or p for p in exc.problems]) from None
     if doc.value is None:
         doc.value = {}
     if not isinstance(doc.value, dict):
@@ -161,6 +161,28 @@ def _written(raw: dict[str, Any], keys: tuple[str, ...]) -> bool:
             return False
         value = value[key]
     return True
+
+
+def _variable_in_braces(problem: Problem) -> Problem | None:
+    """The syntax error a `${VAR}` makes in a flow mapping or list (`{path: ${LOG_DIR}/a.log}`:
+    its brace ends the plain value), said as what it is, at the `$`: the variable check that
+    explains it elsewhere never sees the file parsed. None for any other problem."""
+    where = problem.location
+    if not problem.message.startswith("YAML syntax error") or where.line < 1 or where.col < 2:
+        return None
+    try:
+        with open(where.path, encoding="utf-8-sig") as fh:
+            line = fh.read().splitlines()[where.line - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    found = _VARIABLE.match(line, where.col - 2)
+    if found is None or not found[0].startswith("${"):
+        return None
+    message = (
+        f"{found[0]}: environment variables are not expanded, and within {{...}} or [...] its brace is a "
+        "YAML syntax error; write the path out"
+    )
+    return Problem(SourceLocation(where.path, where.line, where.col - 1), message)
 
 
 def _base(doc: Document) -> str:

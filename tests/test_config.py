@@ -463,6 +463,31 @@ def test_a_path_written_with_an_environment_variable_is_an_error_at_its_line(tmp
     run = rulesd_cli("run", "--config", config, "--dry-run", env={"LOG_DIR": str(tmp_path)})
     assert 2 == run.returncode, run.stderr
     assert expected == [line for line in run.stderr.splitlines() if f"{config}:" in line]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "variable"),
+    [
+        ("rules: [rules]\nsource: {type: file, path: ${LOG_DIR}/a.log}\n", "2:28", "${LOG_DIR}"),
+        ("rules: [rules, ${RULES}]\n", "1:16", "${RULES}"),
+    ],
+)
+def test_a_variable_in_braces_is_named_rather_than_a_yaml_syntax_error(
+    tmp_path: Path, text: str, where: str, variable: str
+) -> None:
+    """In a flow mapping or list the variable's brace ends the plain value, a YAML syntax error
+    (`did not find expected ',' or '}'`) that said nothing of the variable: said as what it is, at
+    the `$`, by check (exit 1) and run (exit 2)."""
+    (tmp_path / "rules").mkdir()
+    config = write(tmp_path, text)
+    expected = [
+        f"{config}:{where}: error: {variable}: environment variables are not expanded, and within {{...}} or [...] "
+        "its brace is a YAML syntax error; write the path out"
+    ]
+    checked = rulesd_cli("check", "--config", config)
+    assert (1, expected) == (checked.returncode, [line for line in checked.stdout.splitlines() if f"{config}:" in line])
+    run = rulesd_cli("run", "--config", config, "--dry-run")
+    assert (2, expected) == (run.returncode, [line for line in run.stderr.splitlines() if f"{config}:" in line])
     assert ["rules", "rulesd.yaml"] == sorted(os.listdir(tmp_path))  # no `$STATE_DIRECTORY` made
 
 
