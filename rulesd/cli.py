@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from rulesd import __version__, collector, logs, output, printable
-from rulesd.alerting.payload import AlertSettings
+from rulesd.alerting.payload import AlertSettings, closed_by
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.engine.core import Limits
@@ -512,7 +512,8 @@ def _alert_line(alert: ReplayedAlert) -> str:
     rules = ", ".join(alert.rules)
     where = f"line {alert.line}" if alert.line else "expected group"
     if alert.close is not None:
-        return f"{where}: close [{rules}] (alias: {printable.one_line(alert.close)})\n"
+        closed = ", ".join(closed_by(alert.rules, alert.alert.reasons))  # why, as the close's note says
+        return f"{where}: close [{closed}] (alias: {printable.one_line(alert.close)})\n"
     priority, message, alias = alert.headline()
     return f"{where}: {priority} [{rules}] {printable.one_line(message)}  (alias: {printable.one_line(alias)})\n"
 

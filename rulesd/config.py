@@ -115,6 +115,13 @@ class Config(msgspec.Struct, frozen=True):
     forward: ForwardConfig | None = None
     warnings: tuple[Problem, ...] = ()
     """What `rulesd check --config` prints as warnings and `rulesd run` logs at start."""
+    locations: dict[str, SourceLocation] = msgspec.field(default_factory=dict)
+    """Where settings that can fail only at start are written (`metrics.listen`, `state_dir`),
+    so that the error points at the line."""
+
+    def location(self, setting: str) -> SourceLocation:
+        """Where `setting` is written; the config file itself if it is not."""
+        return self.locations.get(setting) or SourceLocation(self.path or "config")
 
     @property
     def source(self) -> SourceConfig:
@@ -135,7 +142,7 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ, *, look: boo
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
-        raise ConfigError(list(exc.problems)) from None
+        raise ConfigError([_variable_in_braces(p) or p for p in exc.problems]) from None
     if doc.value is None:
         doc.value = {}
     if not isinstance(doc.value, dict):
@@ -144,6 +151,38 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ, *, look: boo
     if problems:
         raise ConfigError(problems, _rule_paths(_base(doc), doc.value))
     return _resolve(doc, doc.value, environ, look)
+
+
+def _written(raw: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    """Whether the setting at `keys` is written in the config (a mapping's key, with a value)."""
+    value: Any = raw
+    for key in keys:
+        if not isinstance(value, dict) or value.get(key) is None:
+            return False
+        value = value[key]
+    return True
+
+
+def _variable_in_braces(problem: Problem) -> Problem | None:
+    """The syntax error a `${VAR}` makes in a flow mapping or list (`{path: ${LOG_DIR}/a.log}`:
+    its brace ends the plain value), said as what it is, at the `$`: the variable check that
+    explains it elsewhere never sees the file parsed. None for any other problem."""
+    where = problem.location
+    if not problem.message.startswith("YAML syntax error") or where.line < 1 or where.col < 2:
+        return None
+    try:
+        with open(where.path, encoding="utf-8-sig") as fh:
+            line = fh.read().splitlines()[where.line - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    found = _VARIABLE.match(line, where.col - 2)
+    if found is None or not found[0].startswith("${"):
+        return None
+    message = (
+        f"{found[0]}: environment variables are not expanded, and within {{...}} or [...] its brace is a "
+        "YAML syntax error; write the path out"
+    )
+    return Problem(SourceLocation(where.path, where.line, where.col - 1), message)
 
 
 def _base(doc: Document) -> str:
@@ -202,6 +241,11 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
         state_dir=_absolute(base, state_dir or DEFAULT_STATE_DIR),
         opsgenie=opsgenie,
         metrics_listen=metrics.get("listen"),
+        locations={
+            ".".join(map(str, keys)): doc.locate(keys)
+            for keys in (("metrics", "listen"), ("state_dir",))
+            if _written(raw, keys)
+        },
         limits=Limits(limits.get("groups_per_rule", MAX_GROUPS_PER_RULE), limits.get("groups", MAX_GROUPS)),
         state=state,
         forward=ForwardConfig(forward["url"], forward.get("stream", DEFAULT_STREAM), forward.get("batch_lines", 1000))

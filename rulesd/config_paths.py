@@ -55,6 +55,21 @@ def path_findings(
     state_dir = raw.get("state_dir")
     if state_dir and _exists_but_not_dir(absolute(state_dir)):
         yield ("state_dir",), "error", f"{absolute(state_dir)} exists and is not a directory"
+    elif state_dir and (missing := _parent_missing(absolute(state_dir))) is not None:
+        yield ("state_dir",), "error", missing
+
+
+def _parent_missing(path: str) -> str | None:
+    """Why the state directory `path` will not be made: rulesd makes only the directory itself,
+    as systemd's StateDirectory= does, so that a misspelt parent (/var/lib/rulesdd/state) is an
+    error rather than a new tree that nothing else looks at."""
+    if os.path.lexists(path):
+        return None
+    parent = os.path.dirname(os.path.normpath(path))
+    if os.path.isdir(parent):
+        return None
+    what = "is not a directory" if os.path.lexists(parent) else "does not exist"
+    return f"{path}: the directory it would be made in, {parent}, {what} (only the state directory itself is made)"
 
 
 def _read_twice(file: str, other: Keys) -> str:

@@ -111,8 +111,8 @@ def _replay_until(
             raise LineError(f"{name}:{line}: longer than max_line_bytes ({max_line_bytes} bytes): the source skips it")
         if seen + len(block) >= line:
             earlier = block[: line - 1 - seen]
-            if earlier:
-                evaluate_lines(earlier, parser.fast, engine, arrival, partial(operator.add, seen + 1), reader)
+            if earlier:  # (cut: as replay reaches line N, its block not evaluated to the end)
+                evaluate_lines(earlier, parser.fast, engine, arrival, partial(operator.add, seen + 1), reader, cut=True)
             return block[line - 1 - seen]
         evaluate_lines(block, parser.fast, engine, arrival, partial(operator.add, seen + 1), reader)
         seen += len(block)

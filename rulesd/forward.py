@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from rulesd.config import Config
-from rulesd.daemon.build import STATE_FILE, open_sources
+from rulesd.daemon.build import STATE_FILE, make_state_dir, open_sources
 from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, STATUS_EVERY
 from rulesd.events import IGNORED, parse_block
 from rulesd.logs import RateLimitedWarning
@@ -52,7 +52,7 @@ class Forwarder:
             prefix=config.state.prefix,
         )
         self.positions_key = self.store.k.prefix + "forward:positions"
-        os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+        make_state_dir(config.state_dir)
         self.local = SqliteState(os.path.join(config.state_dir, STATE_FILE))
         self.warn = RateLimitedWarning(log, time.monotonic)
         self.notifier = Notifier(environ)

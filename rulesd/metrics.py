@@ -177,6 +177,10 @@ def health(stalled: float, stall_after: float, problems: list[str]) -> tuple[int
     return (200 if alive else 503), (200 if alive and not problems else 503), "\n".join(lines) + "\n"
 
 
+class CannotListen(RulesdError):
+    """`metrics.listen` cannot be bound (taken, or not an address of this host)."""
+
+
 class MetricsServer:
     """`/metrics` (Prometheus text format), `/healthz` (liveness) and `/readyz` (readiness to
     page) over HTTP, in a background thread. `problems` names what keeps rulesd from paging now
@@ -197,7 +201,7 @@ class MetricsServer:
         try:
             self.server = server_class((host, int(port)), handler)
         except OSError as exc:  # "Address already in use" alone does not say which address
-            raise RulesdError(f"metrics.listen {listen}: cannot listen: {exc.strerror or exc}") from None
+            raise CannotListen(f"metrics.listen: {listen}: cannot listen: {exc.strerror or exc}") from None
         self.thread = threading.Thread(target=self.server.serve_forever, name="rulesd-metrics", daemon=True)
 
     @property

@@ -65,7 +65,18 @@ class Alert:
     details, tags and responders are most of it); the daemon asks for every body at once.
     """
 
-    __slots__ = ("_firing", "_payload", "_settings", "_source", "close", "index", "origin", "rules", "timer")
+    __slots__ = (
+        "_firing",
+        "_payload",
+        "_settings",
+        "_source",
+        "close",
+        "index",
+        "origin",
+        "reasons",
+        "rules",
+        "timer",
+    )
 
     def __init__(
         self,
@@ -79,10 +90,12 @@ class Alert:
         firing: Firing | None = None,
         settings: AlertSettings | None = None,
         source: str = "",
+        reasons: tuple[str, ...] = (),
     ) -> None:
         if (payload is None) == (firing is None):
             raise ValueError("an alert has either its body or the firing to build it from")
         self.index, self.rules, self.close, self.origin, self.timer = index, rules, close, origin, timer
+        self.reasons = reasons  # a close's: why each rule let go ("": its group recovered), or none
         self._payload, self._firing, self._settings, self._source = payload, firing, settings, source
 
     @property
@@ -121,6 +134,7 @@ def evaluate_lines(
     arrival: float,
     source: Callable[[int], Any] | None = None,
     time: TimeReader | None = None,
+    cut: bool = False,
 ) -> Batch:
     """Parse and evaluate `lines`, all arriving at `arrival`.
 
@@ -128,6 +142,10 @@ def evaluate_lines(
     returns another non-dict for a bad line (`Parser.fast`). `time` reads the events' time
     (the source's reader; None: their arrival time). `source(index)` says where a line came
     from; it is asked only for an event a timer keeps (its alert carries it later).
+
+    Events no rule matches move the clock at the end of each block of BLOCK_LINES; `cut`:
+    `lines` stop short of the block they are the start of (`rulesd explain --events` stops
+    before line N), so a last block cut short leaves the clock where it was at that line.
     """
     batch = Batch(len(lines))
     if engine.timed:
@@ -142,13 +160,15 @@ def evaluate_lines(
             if viewer.evaluate_block is not None:  # no timers: the loop is in the generated code
                 viewer.evaluate_block(views, block, start, arrival, batch.invalid, batch.firings)
             else:
-                _evaluate_viewed_timed(block, views, start, viewer, parse, engine, time, arrival, batch)
+                ends = not cut or len(block) == BLOCK_LINES
+                _evaluate_viewed_timed(block, views, start, viewer, parse, engine, time, arrival, batch, ends)
         return batch
     evaluate = engine.evaluator(time)
     for start, block in _numbered_blocks(lines):
         events = parse_block(parse, block)
         if engine.timed:
-            _evaluate_timed(events, start, engine, evaluate, time, arrival, batch)
+            ends = not cut or len(block) == BLOCK_LINES
+            _evaluate_timed(events, start, engine, evaluate, time, arrival, batch, ends)
         else:
             _evaluate(events, start, evaluate, arrival, batch)
     return batch
@@ -249,9 +269,10 @@ def _evaluate_viewed_timed(
     time: TimeReader | None,
     arrival: float,
     batch: Batch,
+    ends: bool = True,
 ) -> None:
     """`_evaluate_timed` for JSON lines, from their `views`: the block's last event is parsed
-    whole to move the clock to its time."""
+    whole to move the clock to its time (`ends`: the block ends here)."""
     evaluate_view, whole = viewer.evaluate, viewer.whole
     assert evaluate_view is not None, "a viewer for timers judges one line per call"
     invalid, firings, out = batch.invalid, batch.firings, engine.out
@@ -269,7 +290,7 @@ def _evaluate_viewed_timed(
             firings.append((i, firing, False))
     # Events that concern no rule move the clock too (a silence shows in other events): to the
     # time of the block's last event.
-    end = _last_event(lines, start, last, set(invalid[before:]), parse)
+    end = _last_event(lines, start, last, set(invalid[before:]), parse) if ends else None
     if end is not None:
         j, event = end
         engine.position = j
@@ -304,9 +325,10 @@ def _evaluate_timed(
     time: TimeReader | None,
     arrival: float,
     batch: Batch,
+    ends: bool = True,
 ) -> None:
     """`_evaluate` for rule sets with timers: the engine learns where each event is (a timer
-    may keep it), and what its timers fire is taken in order."""
+    may keep it), and what its timers fire is taken in order (`ends`: the block ends here)."""
     invalid, firings, out = batch.invalid, batch.firings, engine.out
     last: Any = None
     for i, event in enumerate(events, start):
@@ -322,7 +344,7 @@ def _evaluate_timed(
             _take(out, i, firings)
         if firing is not None:
             firings.append((i, firing, False))
-    if last is not None:
+    if last is not None and ends:
         # Events that concern no rule move the clock too (a silence shows in other events).
         engine.advance(engine.time_of(last, arrival, time))
         if out:
@@ -489,7 +511,9 @@ def build_alerts(
     for i, found, timer in batch.firings:
         if isinstance(found, Closing):
             body = close_body(found, settings)
-            alerts.extend(Alert(i, found.rules, body, alias, timer=timer) for alias in found.aliases)
+            alerts.extend(
+                Alert(i, found.rules, body, alias, timer=timer, reasons=found.reasons) for alias in found.aliases
+            )
             continue
         where = source_of(i) if not timer else (origin_source(found.origin) if found.origin is not None else "")
         names = tuple([r.name for r in found.rules])

@@ -13,8 +13,9 @@ from typing import Any
 
 import msgspec
 
+from rulesd.engine.holders import held
 from rulesd.engine.progress import group_facts, group_text, key_value, learning_until
-from rulesd.engine.state import RULE, EngineState
+from rulesd.engine.state import ABSENCE, OPEN, RULE, EngineState
 from rulesd.engine.values import NO_GROUP, GroupKey
 from rulesd.rules.fields import MISSING, key_parts
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
@@ -24,11 +25,24 @@ VALUES_SHOWN = 5  # distinct or known values listed per group in text
 _TIMES = ("oldest", "last_fired", "throttled_until", "started", "fires_at", "last_seen", "closes_at")
 
 
+class Holder(msgspec.Struct, frozen=True):
+    """A group that holds an open alert's alias, and until when (None: not a time; an absence's
+    silent group holds it until its events return)."""
+
+    rule: Rule | None
+    name: str
+    key: GroupKey
+    until: float | None
+    silent: bool  # an absence's silent group
+
+
 class GroupState(msgspec.Struct, frozen=True):
-    """One group of a rule: its key and what its state says (`progress.group_facts`, merged)."""
+    """One group of a rule: its key, what its state says (`progress.group_facts`, merged) and
+    the other groups holding its open alerts' aliases (the alert closes when the last lets go)."""
 
     key: GroupKey
     facts: dict[str, Any]
+    shared: tuple[tuple[str, Holder], ...] = ()  # (alias, another group holding it)
 
 
 class RuleState(msgspec.Struct, frozen=True):
@@ -70,17 +84,33 @@ def state_view(saved: dict[str, Any] | None, ruleset: RuleSet | None, now: float
     if only is not None:
         names = [n for n in names if n == only] or [only]
     at = clock if clock is not None else now
+    current = {n: r for n, r in loaded.items() if state.fingerprints.get(n, r.fingerprint) == r.fingerprint}
+    holders = _holders(state, current)
     rules = []
     for name in names:
-        rule = loaded.get(name)
-        if rule is not None and state.fingerprints.get(name, rule.fingerprint) != rule.fingerprint:
-            rule = None  # the state belongs to the rule as it was
-        rules.append(_rule_state(name, rule, state, at))
+        rule = current.get(name)  # (None for a rule changed: the state belongs to the rule as it was)
+        rules.append(_rule_state(name, rule, state, at, holders))
     shown = tuple(r for r in rules if r.groups or only is not None)
     return StateView(at, clock is not None, shown, ruleset is not None)
 
 
-def _rule_state(name: str, rule: Rule | None, state: EngineState, clock: float) -> RuleState:
+def _holders(state: EngineState, rules: dict[str, Rule]) -> dict[str, list[Holder]]:
+    """Every group holding each open alert's alias (as `engine.holders` counts them)."""
+    found: dict[str, list[Holder]] = {}
+    for kind in (OPEN, ABSENCE):
+        for name, groups in state.tables.get(kind, {}).items():
+            rule = rules.get(name)
+            for key, value in groups.items():
+                resolve = rule.resolve if rule is not None and kind == OPEN else None
+                until = value["last"] + resolve if resolve is not None else None
+                for alias in held(value):
+                    found.setdefault(alias, []).append(Holder(rule, name, key, until, kind == ABSENCE))
+    return found
+
+
+def _rule_state(
+    name: str, rule: Rule | None, state: EngineState, clock: float, holders: dict[str, list[Holder]]
+) -> RuleState:
     groups: dict[GroupKey, dict[str, Any]] = {}
     for kind, by_rule in state.tables.items():
         if kind == RULE:
@@ -88,8 +118,16 @@ def _rule_state(name: str, rule: Rule | None, state: EngineState, clock: float) 
         for key, value in by_rule.get(name, {}).items():
             groups.setdefault(key, {}).update(group_facts(rule, kind, value, clock))
     learning = learning_until(rule, state.tables.get(RULE, {}).get(name, {}).get(NO_GROUP)) if rule else None
-    shown = tuple(GroupState(key, facts) for key, facts in sorted(groups.items()))
-    return RuleState(name, rule, shown, learning)
+    shown = []
+    for key, facts in sorted(groups.items()):
+        shared = tuple(
+            (alias, h)
+            for alias in facts.get("open_alerts", ())
+            for h in holders.get(alias, ())
+            if (h.name, h.key) != (name, key)
+        )
+        shown.append(GroupState(key, facts, shared))
+    return RuleState(name, rule, tuple(shown), learning)
 
 
 # ---- as text ------------------------------------------------------------------------------
@@ -106,13 +144,31 @@ def view_text(view: StateView, now: float) -> str:
         if rule_state.learning_until is not None and rule_state.learning_until > view.clock:
             until = when(rule_state.learning_until, view.clock)
             lines.append(f"  learning until {until}: new values are only recorded")
-        paths = rule_state.rule.group_by if rule_state.rule is not None else ()
         for group in rule_state.groups:
-            label = group_text(paths, group.key) if group.key else "(one group)"
-            lines.append(f"  {label}: {'; '.join(_facts_text(group.facts, view.clock))}")
+            label = _group_label(rule_state.rule, group.key)
+            facts = _facts_text(group.facts, view.clock, bool(group.shared))
+            if group.shared:
+                facts.append(_shared_text(group, view.clock))
+            lines.append(f"  {label}: {'; '.join(facts)}")
     if not view.rules:
         lines.append("no rule has any state")
     return "\n".join(lines)
+
+
+def _group_label(rule: Rule | None, key: GroupKey) -> str:
+    return group_text(rule.group_by if rule is not None else (), key) if key else "(one group)"
+
+
+def _shared_text(group: GroupState, clock: float) -> str:
+    """The other groups holding the group's aliases: the alert closes when the last lets go."""
+    several = len(group.facts["open_alerts"]) > 1
+    held_by = []
+    for alias, h in group.shared:
+        until = f" until {when(h.until, clock)}" if h.until is not None else ""
+        until = " while it stays silent" if h.silent else until
+        of = f"{alias} " if several else ""
+        held_by.append(f"{of}also held by {h.name} {_group_label(h.rule, h.key)}{until}")
+    return ", ".join(held_by) + ": the alert closes when the last group holding it lets go"
 
 
 def _rule_head(rule_state: RuleState, rules_loaded: bool) -> str:
@@ -151,8 +207,10 @@ def kind_text(rule: Rule) -> str:
     return ", ".join(parts)
 
 
-def _facts_text(facts: dict[str, Any], clock: float) -> list[str]:
-    """A group's facts as phrases, in the order a reader wants them."""
+def _facts_text(facts: dict[str, Any], clock: float, shared: bool = False) -> list[str]:
+    """A group's facts as phrases, in the order a reader wants them (`shared`: other groups
+    hold its alerts too, so what this group does lets go of them rather than closes them)."""
+    closes = "lets go" if shared else "closes"
     out: list[str] = []
     if "count" in facts:
         of = f" of {facts['needed']}" if facts["needed"] is not None else ""
@@ -167,11 +225,14 @@ def _facts_text(facts: dict[str, Any], clock: float) -> list[str]:
         out.append(_step_text(facts, clock))
     if "last_seen" in facts:
         aliases = ", ".join(facts["open_alerts"])
-        if facts["silent"]:
-            out.append(f"silent since {when(facts['last_seen'], clock)}: alert open ({aliases}), closes when one comes")
+        since = when(facts["last_seen"], clock)
+        if facts["silent"] and not aliases:
+            out.append(f"silent since {since}: no alert open (its throttle held the page back)")
+        elif facts["silent"]:
+            out.append(f"silent since {since}: alert open ({aliases}), {closes} when one comes")
         else:
             due = f"; fires at {when(facts['fires_at'], clock)} if still silent" if facts["fires_at"] else ""
-            out.append(f"last seen {when(facts['last_seen'], clock)}{due}")
+            out.append(f"last seen {since}{due}")
     if "known" in facts:
         out.append(f"{facts['known']} value(s) known{_values_text(facts['values'], clock)}")
     if facts.get("throttled_until") is not None:
@@ -180,8 +241,8 @@ def _facts_text(facts: dict[str, Any], clock: float) -> list[str]:
         out.append(f"last fired {when(facts['last_fired'], clock)}")
     if "closes_at" in facts:
         aliases = ", ".join(facts["open_alerts"])
-        closes = f"; closes at {when(facts['closes_at'], clock)} unless it fires again" if facts["closes_at"] else ""
-        out.append(f"alert open ({aliases}){closes}")
+        at = f"; {closes} at {when(facts['closes_at'], clock)} unless it fires again" if facts["closes_at"] else ""
+        out.append(f"alert open ({aliases}){at}")
     return out
 
 
@@ -250,6 +311,11 @@ def _group_json(rule: Rule | None, group: GroupState) -> dict[str, Any]:
             out[name] = [{"value": key_value(text), "last_seen": rfc3339(seen)} for text, seen in value]
         else:
             out[name] = value
+    if "open_alerts" in group.facts:
+        out["also_held_by"] = [
+            {"alias": alias, "rule": h.name, "group": _key_json(h.rule, h.key), "until": _time(h.until)}
+            for alias, h in group.shared
+        ]
     return out
 
 

@@ -941,6 +941,28 @@ def test_replay_prints_timer_alerts_and_closes(tmp_path: Path) -> None:
     ] == [line for line in lines if "close" in line]
 
 
+def test_replay_says_why_a_close_was_not_a_recovery(tmp_path: Path) -> None:
+    """A group keeps the aliases of its latest 8 alerts: the ninth closes the first, and the text
+    line says why, as the close's note does (`errors (superseded)`); the JSON line keeps its
+    fields, `close` and `rules`."""
+    rules = write(
+        tmp_path / "rules.yaml",
+        "rules:\n  - {name: errors, match: {level: error}, threshold: {count: 1, window: 1m},"
+        ' resolve: {after: 1h}, alert: {alias: "req-{req}"}}\n',
+    )
+    events = write(
+        tmp_path / "events.jsonl", "".join(f'{{"level":"error","req":{i},"ts":{i * 10}}}\n' for i in range(1, 10))
+    )
+    text = rulesd_cli("replay", "--rules", str(rules), "--time-field", "ts", str(events))
+    assert ["line 9: close [errors (superseded)] (alias: req-1)"] == [
+        line for line in text.stdout.splitlines() if "close [" in line
+    ]
+    as_json = rulesd_cli("replay", "--rules", str(rules), "--time-field", "ts", "--format", "json", str(events))
+    assert [{"close": "req-1", "rules": ["errors"]}] == [
+        json.loads(line) for line in as_json.stdout.splitlines() if line.startswith('{"close"')
+    ]
+
+
 def test_replay_with_a_config_keeps_its_limits_and_closes_what_the_daemon_closes(tmp_path: Path) -> None:
     """`limits.groups_per_rule: 2` and three open alerts: the daemon (`run --dry-run`) forgets the
     stalest open group and closes its alert; `replay --config` prints that close too (it kept

@@ -80,17 +80,32 @@ def test_a_key_that_cannot_be_sent_stops_the_start_naming_where_it_is(tmp_path: 
     assert result.stderr.startswith("opsgenie: error: cannot use the API key ($RULESD_OPSGENIE_API_KEY): it contains")
 
 
-def test_a_metrics_address_in_use_is_named(tmp_path: Path) -> None:
-    """Exit 1, naming metrics.listen and the address taken."""
+def test_a_metrics_address_in_use_is_a_configuration_error_at_its_line(tmp_path: Path) -> None:
+    """Exit 2 (the unit does not restart it in a loop: a restart cannot free the port), at the
+    line of metrics.listen, naming the address taken."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
-        cfg = config(tmp_path, f"state_dir: st\nopsgenie: {{api_key: k}}\nmetrics: {{listen: '{listen}'}}\n")
+        cfg = config(tmp_path, f"state_dir: st\nopsgenie: {{api_key: k}}\nmetrics:\n  listen: '{listen}'\n")
         result = rulesd_cli("run", "--config", cfg)
-    assert 1 == result.returncode
-    assert f"cannot start: metrics.listen {listen}: cannot listen: Address already in use" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert (2, f"{cfg}:4:11: error: metrics.listen: {listen}: cannot listen: Address already in use\n") == (
+        result.returncode,
+        result.stderr,
+    )
+
+
+def test_a_metrics_address_not_of_this_host_is_a_configuration_error_at_its_line(tmp_path: Path) -> None:
+    """192.0.2.1 (documentation's address block) is no address of this host."""
+    cfg = config(tmp_path, "state_dir: st\nopsgenie: {api_key: k}\nmetrics: {listen: '192.0.2.1:9464'}\n")
+    result = rulesd_cli("run", "--config", cfg, "--dry-run", stdin=b"")
+    assert (
+        2,
+        f"{cfg}:3:19: error: metrics.listen: 192.0.2.1:9464: cannot listen: Cannot assign requested address\n",
+    ) == (
+        result.returncode,
+        result.stderr,
+    )
 
 
 def _not_a_database(path: Path) -> None:

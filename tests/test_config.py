@@ -463,6 +463,31 @@ def test_a_path_written_with_an_environment_variable_is_an_error_at_its_line(tmp
     run = rulesd_cli("run", "--config", config, "--dry-run", env={"LOG_DIR": str(tmp_path)})
     assert 2 == run.returncode, run.stderr
     assert expected == [line for line in run.stderr.splitlines() if f"{config}:" in line]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "variable"),
+    [
+        ("rules: [rules]\nsource: {type: file, path: ${LOG_DIR}/a.log}\n", "2:28", "${LOG_DIR}"),
+        ("rules: [rules, ${RULES}]\n", "1:16", "${RULES}"),
+    ],
+)
+def test_a_variable_in_braces_is_named_rather_than_a_yaml_syntax_error(
+    tmp_path: Path, text: str, where: str, variable: str
+) -> None:
+    """In a flow mapping or list the variable's brace ends the plain value, a YAML syntax error
+    (`did not find expected ',' or '}'`) that said nothing of the variable: said as what it is, at
+    the `$`, by check (exit 1) and run (exit 2)."""
+    (tmp_path / "rules").mkdir()
+    config = write(tmp_path, text)
+    expected = [
+        f"{config}:{where}: error: {variable}: environment variables are not expanded, and within {{...}} or [...] "
+        "its brace is a YAML syntax error; write the path out"
+    ]
+    checked = rulesd_cli("check", "--config", config)
+    assert (1, expected) == (checked.returncode, [line for line in checked.stdout.splitlines() if f"{config}:" in line])
+    run = rulesd_cli("run", "--config", config, "--dry-run")
+    assert (2, expected) == (run.returncode, [line for line in run.stderr.splitlines() if f"{config}:" in line])
     assert ["rules", "rulesd.yaml"] == sorted(os.listdir(tmp_path))  # no `$STATE_DIRECTORY` made
 
 
@@ -499,6 +524,11 @@ def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace:
         (
             "state_dir: state.db\n",
             "rulesd.yaml:1:12: error: state_dir: {root}/state.db exists and is not a directory",
+        ),
+        (
+            "state_dir: rulesdd/state\n",
+            "rulesd.yaml:1:12: error: state_dir: {root}/rulesdd/state: the directory it would be made in, "
+            "{root}/rulesdd, does not exist (only the state directory itself is made)",
         ),
         (
             "opsgenie: {alert_url: api.opsgenie.com/v2/alerts}\n",
@@ -587,6 +617,33 @@ def test_a_missing_rules_path_is_an_error_at_its_line_in_the_config(tmp_path: Pa
     run = rulesd_cli("run", "--config", config, "--dry-run")
     assert 2 == run.returncode
     assert missing in run.stderr.splitlines()
+
+
+def test_a_state_dir_whose_parent_is_missing_is_not_made(tmp_path: Path) -> None:
+    """A misspelt parent (`rulesdd/state`): run stops at state_dir's line (exit 2) and makes
+    nothing, as systemd's StateDirectory= makes only the last component; the state directory
+    itself, in a directory that exists, is made (private) as before."""
+    (tmp_path / "rules").mkdir()
+    config = write(tmp_path, "state_dir: rulesdd/state\nsource: {type: stdin}\nopsgenie: {api_key: k}\n")
+    run = rulesd_cli("run", "--config", config, stdin=b"")
+    assert (2, False) == (run.returncode, (tmp_path / "rulesdd").exists()), run
+    assert f"{config}:1:12: error: state_dir: {tmp_path}/rulesdd/state: the directory it would be made in" in run.stderr
+    config = write(tmp_path, "state_dir: state\nsource: {type: stdin}\nopsgenie: {api_key: k}\n")
+    run = rulesd_cli("run", "--config", config, stdin=b"")
+    assert (0, 0o700) == (run.returncode, (tmp_path / "state").stat().st_mode & 0o777), run
+
+
+def test_the_daemon_makes_only_the_state_directory_itself(tmp_path: Path) -> None:
+    """Should the parent go between the check and the start, the start still makes no parent."""
+    from rulesd.daemon.build import make_state_dir
+    from rulesd.state import StateError
+
+    with pytest.raises(StateError, match="the directory it is in does not exist"):
+        make_state_dir(str(tmp_path / "gone" / "state"))
+    assert not (tmp_path / "gone").exists()
+    make_state_dir(str(tmp_path / "state"))
+    make_state_dir(str(tmp_path / "state"))  # there already: nothing to do
+    assert (tmp_path / "state").is_dir()
 
 
 def test_a_max_age_without_a_unit_under_an_hour_draws_a_warning(tmp_path: Path) -> None:

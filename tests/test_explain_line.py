@@ -232,6 +232,62 @@ def test_the_rules_that_fire_are_those_replay_alerts_for(tmp_path: Path) -> None
     assert len(alerts) > 10  # the events made rules fire often
 
 
+def test_a_line_is_explained_with_the_clock_replay_had_at_it(tmp_path: Path) -> None:
+    """An event no rule matches moves the clock at the end of its block, in replay as in the
+    daemon: a beat logged a little late right after it is on time for replay, which sends
+    nothing, and explain says the same (it moved the clock at the line before, so the silence
+    had fired and the beat closed it)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: quiet, match: {kind: beat}, absence: {window: 60, group_by: [host]}}\n")
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        f'{{"kind":"beat","host":"a","ts":{T0}}}\n{{"kind":"other","ts":{T0 + 100}}}\n'
+        f'{{"kind":"beat","host":"a","ts":{T0 + 50}}}\n'
+    )
+    replayed = rulesd_cli("replay", "--rules", str(rules), "--time-field", "ts", str(events))
+    assert "alerts: 0\n" in replayed.stdout and "close" not in replayed.stdout, replayed
+    explained = rulesd_cli(
+        "explain", "--rules", str(rules), "--time-field", "ts", "--events", str(events), "--line", "3"
+    )
+    assert (
+        'quiet: matches, group host="a"; seen: its silence timer starts again (fires if silent until '
+        "2026-01-01T00:01:50Z (in 1m))" == explained.stdout.splitlines()[1]
+    )
+
+
+def test_out_of_order_lines_are_explained_as_replay_evaluates_them(tmp_path: Path) -> None:
+    """Over random events whose times go back now and then, among lines no rule matches, past
+    several blocks: explain says a line ends a silence (closing its alert) exactly where replay
+    closes one, and fires exactly the rules replay alerts for there."""
+    rng = random.Random(11)
+    events: list[dict[str, Any]] = []
+    at = 0
+    for _ in range(200):
+        at += rng.choice([0, 20, 90, 400])
+        kind = rng.choice(["heartbeat", "heartbeat", "login_failed", "x", "x", "x"])
+        late = rng.choice([0, 0, 0, 60, 200, 350])
+        events.append({"t": T0 + at - late, "event": kind, "host": rng.choice(["h1", "h2"]), "ip": "a", "user": "u"})
+    ruleset, explainer = load(tmp_path)
+    data = lines_of(events)
+    fired: dict[int, set[str]] = {}
+    closed: set[int] = set()
+    for item in replay(ruleset, io.BytesIO(data), name="events", settings=AlertSettings(), time_field="t"):
+        if isinstance(item, ReplayedAlert) and item.close is not None and "heartbeat-missing" in item.rules:
+            closed.add(item.line)
+        elif isinstance(item, ReplayedAlert) and item.line and item.rules != ("heartbeat-missing",):
+            fired.setdefault(item.line, set()).update(item.rules)
+    ends, fires = set(), {}
+    for n in range(1, len(events) + 1):
+        explained = explain_line(ruleset, explainer, io.BytesIO(data), n, name="e", parser=JSON_PARSER, time_field="t")
+        if "ends the silence" in explained.outcomes.get("heartbeat-missing", ""):
+            ends.add(n)
+        named = {name for name, text in explained.outcomes.items() if "fires:" in text or text == "fires"}
+        if named:
+            fires[n] = named
+    assert (closed, fired) == (ends, fires)
+    assert len(closed) > 5  # silences ended often
+
+
 def test_bad_lines_are_errors(tmp_path: Path) -> None:
     """Past the end, blank, not JSON, not an object: LineError saying which."""
     ruleset, explainer = load(tmp_path)

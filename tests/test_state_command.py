@@ -16,7 +16,7 @@ from rulesd.engine import Engine
 from rulesd.state import SqliteState
 from rulesd.state.redis import RedisState
 from tests.daemon_process import Workspace, wait_until
-from tests.fake_opsgenie import FakeOpsGenie
+from tests.fake_opsgenie import FakeOpsGenie, Reply
 from tests.redis_server import RedisServer
 from tests.ruletools import ruleset_from_yaml
 from tests.run_cli import rulesd_cli
@@ -106,6 +106,27 @@ def test_state_beside_a_running_daemon(workspace: Workspace, server: FakeOpsGeni
     assert ["errors-a", "errors-b"] == [r.json()["alias"] for r in server.requests]
     assert 0 == daemon.terminate()
     assert "database is locked" not in daemon.output()
+
+
+def test_reading_a_stopped_daemons_database_leaves_no_files_behind(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """After a clean stop the database is alone in the state directory: `state`, `outbox list`
+    and `outbox show` read it and leave no -wal or -shm file (owned by whoever ran them, which
+    the daemon's user may then not open), and still see what the daemon saved."""
+    (workspace.rules / "rules.yaml").write_text(RULES)
+    server.responder = lambda _r: Reply(status=503)  # the page stays in the outbox, to be listed
+    daemon = workspace.start()
+    workspace.append(*[{"kind": "error", "host": "a"}] * 3, {"kind": "error", "host": "b"})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert 0 == daemon.terminate()
+    directory = workspace.root / "state"
+    alone = sorted(p.name for p in directory.iterdir())
+    assert "state.sqlite-wal" not in alone
+    assert 1 == groups(state(workspace), "errors-per-host")["b"]["count"]
+    listed = rulesd_cli("outbox", "list", "--config", str(workspace.config), "--format", "json")
+    assert (0, ["errors-a"]) == (listed.returncode, [row["payload"]["alias"] for row in json.loads(listed.stdout)])
+    shown = rulesd_cli("outbox", "show", str(json.loads(listed.stdout)[0]["id"]), "--config", str(workspace.config))
+    assert 0 == shown.returncode, shown
+    assert alone == sorted(p.name for p in directory.iterdir())
 
 
 def test_state_without_a_database_and_for_an_unknown_rule(workspace: Workspace) -> None:

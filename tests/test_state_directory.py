@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -195,17 +196,20 @@ def test_a_dry_run_takes_no_lock(tmp_path: Path) -> None:
 
 
 def test_a_state_directory_that_cannot_be_made_is_named_with_its_setting(tmp_path: Path) -> None:
-    """Exit 1, naming the directory, the setting and why (it said only `[Errno 20] Not a
-    directory: '…'`)."""
+    """In a file rather than a directory: a configuration error at state_dir's line, exit 2,
+    naming the directory and why (it said only `[Errno 20] Not a directory: '…'`)."""
     (tmp_path / "file").write_text("")
     state_dir = tmp_path / "file" / "state"
     config = stdin_config(tmp_path, PAGE_RULE, state_dir=str(state_dir), opsgenie={"api_key": "k"})
     result = rulesd_cli("run", "--config", str(config))
-    assert 1 == result.returncode
-    assert (
-        f"rulesd: error: cannot start: {state_dir}: cannot create the state directory (state_dir): Not a directory\n"
-        == result.stderr
-    )
+    assert 2 == result.returncode
+    assert re.fullmatch(
+        re.escape(str(config))
+        + r":\d+:\d+: error: state_dir: "
+        + re.escape(f"{state_dir}: the directory it would be made in, {tmp_path}/file, is not a directory ")
+        + r"\(only the state directory itself is made\)\n",
+        result.stderr,
+    ), result.stderr
 
 
 def test_the_lock_is_refused_to_a_second_holder_and_free_after_release(tmp_path: Path) -> None:

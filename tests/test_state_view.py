@@ -125,6 +125,7 @@ def test_the_json_form() -> None:
         "throttled_until": "2026-01-01T00:05:55Z",
         "open_alerts": ['rulesd: payment-errors: {"service":"pay"}'],
         "closes_at": "2026-01-01T00:15:55Z",
+        "also_held_by": [],
     } == rules["payment-errors"]["groups"][0]
     assert {
         "group": {"ip": "a"},
@@ -178,3 +179,54 @@ def test_state_of_a_rule_changed_or_removed_is_shown_as_saved() -> None:
     assert [{"group": ["a"], "field": None, "distinct": 2}] == [
         {k: g[k] for k in ("group", "field", "distinct")} for g in view_json(gone)["rules"][0]["groups"][:1]
     ]
+
+
+SHARED = """\
+rules:
+  - name: errors-short
+    match: {kind: error}
+    threshold: {count: 1, window: 1m}
+    resolve: {after: 5m}
+  - name: errors-long
+    match: {kind: error}
+    threshold: {count: 1, window: 1m}
+    resolve: {after: 30m}
+  - name: heartbeat-missing
+    match: {kind: heartbeat}
+    absence: {window: 1m, group_by: [host]}
+    throttle: 1h
+"""
+
+
+def test_an_alert_held_by_several_groups_and_a_silence_whose_page_was_throttled() -> None:
+    """Two rules that fired together send one alert: the group whose resolve comes first only
+    lets go of it, the alert stays open until the other does too, and both say so. An absence
+    silent again within its throttle paged nothing: no alert open, none to close."""
+    ruleset = ruleset_from_yaml(SHARED)
+    engine = Engine(ruleset)
+    engine.evaluate({"kind": "heartbeat", "host": "h1"}, T0)
+    engine.advance(T0 + 90)  # silent: paged
+    engine.evaluate({"kind": "heartbeat", "host": "h1"}, T0 + 100)  # back: its alert closes
+    engine.advance(T0 + 200)  # silent again within the throttle: not paged
+    engine.evaluate({"kind": "error"}, T0 + 200)
+    saved = {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+    view = state_view(saved, ruleset, SAVED_AT)
+    alias = "rulesd: errors-long, errors-short"
+    assert [
+        "errors-short (threshold 1 in 1m, resolve after 5m): 1 group",
+        f"  (one group): alert open ({alias}); lets go at 2026-01-01T00:08:20Z (in 5m) unless it fires again; "
+        "also held by errors-long (one group) until 2026-01-01T00:33:20Z (in 30m): "
+        "the alert closes when the last group holding it lets go",
+        "errors-long (threshold 1 in 1m, resolve after 30m): 1 group",
+        f"  (one group): alert open ({alias}); lets go at 2026-01-01T00:33:20Z (in 30m) unless it fires again; "
+        "also held by errors-short (one group) until 2026-01-01T00:08:20Z (in 5m): "
+        "the alert closes when the last group holding it lets go",
+        "heartbeat-missing (absence 1m, group_by host, throttle 1h): 1 group",
+        '  host="h1": silent since 2026-01-01T00:01:40Z (1m40s ago): no alert open (its throttle held the page '
+        "back); throttled until 2026-01-01T01:01:00Z (in 57m40s)",
+    ] == view_text(view, SAVED_AT).splitlines()[1:]
+    rules = {r["rule"]: r for r in view_json(view)["rules"]}
+    assert [{"alias": alias, "rule": "errors-long", "group": {}, "until": "2026-01-01T00:33:20Z"}] == rules[
+        "errors-short"
+    ]["groups"][0]["also_held_by"]
+    assert ([], []) == tuple(rules["heartbeat-missing"]["groups"][0][k] for k in ("open_alerts", "also_held_by"))

@@ -239,13 +239,19 @@ def _fit_details(details: dict[str, str], budget: int) -> dict[str, str]:
     return kept
 
 
+def closed_by(rules: tuple[str, ...], reasons: tuple[str, ...]) -> tuple[str, ...]:
+    """The rules that closed an alert, each with why where it was not that its group recovered
+    (`heartbeat-missing (rule removed)`): as the close's note and `rulesd replay` name them."""
+    if not reasons:
+        return rules
+    return tuple(f"{name} ({why})" if why else name for name, why in zip(rules, reasons, strict=True))
+
+
 def close_body(closing: Closing, settings: AlertSettings) -> dict[str, Any]:
     """The JSON body of the request that closes an alert by alias (`POST …/<alias>/close`):
     the note names the rules, each with why it closes the alert when that is not that its
     group recovered (`resolved: heartbeat-missing (rule removed), errors`)."""
-    names = closing.rules
-    if closing.reasons:
-        names = tuple(f"{name} ({why})" if why else name for name, why in zip(names, closing.reasons, strict=True))
+    names = closed_by(closing.rules, closing.reasons)
     return {
         "source": truncate(settings.source, SOURCE_MAX),
         "note": truncate(f"{CLOSE_NOTE}{', '.join(names)}", NOTE_MAX),

@@ -237,11 +237,21 @@ def saved_clock(saved: Mapping[str, Any] | None) -> tuple[float, float]:
 def lock_state(state_dir: str) -> StateLock:
     """Make the state directory if needed and take its lock, first of all: a second daemon on
     it must stop before it opens anything."""
-    try:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"{state_dir}: cannot create the state directory (state_dir): {exc.strerror or exc}") from None
+    make_state_dir(state_dir)
     return lock_state_dir(state_dir)
+
+
+def make_state_dir(state_dir: str) -> None:
+    """Make the state directory if it is missing: only it, not its parents (as systemd's
+    StateDirectory=), so that a misspelt parent stops the start instead of keeping the outbox
+    where nothing else looks (`rulesd check --config` says so at its line first)."""
+    try:
+        os.mkdir(state_dir, mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        reason = "the directory it is in does not exist" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise StateError(f"{state_dir}: cannot create the state directory (state_dir): {reason or exc}") from None
 
 
 def shared(config: Config, dry_run: bool) -> bool:
@@ -357,7 +367,7 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     """`/metrics` and `/healthz` on `metrics.listen`, if configured."""
     if not parts.config.metrics_listen:
         return None
-    from rulesd.metrics import MetricsServer, build_registry  # Prometheus only when asked for
+    from rulesd.metrics import CannotListen, MetricsServer, build_registry  # Prometheus only when asked for
 
     sources = list(parts.sources.values())
     sender = parts.sender
@@ -372,7 +382,10 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
     interval = parts.notifier.watchdog_interval
     stall_after = interval * 2 if interval is not None else STALL_AFTER
-    return MetricsServer(parts.config.metrics_listen, registry, parts.stats, stall_after, partial(problems, parts))
+    try:
+        return MetricsServer(parts.config.metrics_listen, registry, parts.stats, stall_after, partial(problems, parts))
+    except CannotListen as exc:  # a restart cannot free the port: a configuration error, at its line
+        raise ConfigError([Problem(parts.config.location("metrics.listen"), str(exc))]) from None
 
 
 def scraped_depth(store: StateBackend) -> Callable[[], tuple[int, float | None]]:

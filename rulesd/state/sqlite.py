@@ -113,6 +113,11 @@ class SqliteState:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None and self.read_only:
             uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+            if not os.path.exists(self.path + "-wal"):
+                # No connection is open (the last to close removes the WAL): read the file as
+                # it is. A read-only connection would make -wal and -shm files it cannot remove,
+                # owned by whoever ran it, which the daemon's user then may not open.
+                uri += "&immutable=1"
             conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
             self._local.conn = conn
         if conn is None:
