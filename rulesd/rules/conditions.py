@@ -181,9 +181,9 @@ def generated_function(source: str, names: dict[str, Any]) -> Any:
 
 def behaviour_key(test: Predicate) -> Any:
     """What decides a generated predicate's answers: its code and the values of the names it
-    reads (each with its type: `1`, `1.0` and `True` are equal keys). Predicates with equal keys
-    answer alike for every event, so one call can stand for them all; any other predicate is
-    only its own key."""
+    reads, each with its type (`1`, `1.0` and `True` are equal values, not equal keys).
+    Predicates with equal keys answer alike for every event, so one call can stand for them
+    all; any other predicate is only its own key."""
     code = getattr(test, "__code__", None)
     names = getattr(test, "__globals__", None)
     if code is None or names is None:
