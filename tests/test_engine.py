@@ -224,6 +224,37 @@ def test_only_rules_that_fire_are_in_the_firing() -> None:
     assert [["now"], ["later", "now"]] == run(engine, [(0, ERR), (1, ERR)])
 
 
+class _Reads(dict[str, Any]):
+    """An event that counts the reads of each of its fields."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reads: dict[str, int] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key, default)
+
+
+def test_rules_with_one_condition_have_it_tested_once_per_event() -> None:
+    """Forty rules written with the same condition (a rule set drawn from a few variants) are
+    tested by one predicate call per event, not forty, and each still counts, fires and keeps
+    its own state; a rule with the same condition but another value is tested apart."""
+    same = "match: {uri: {startswith: /wp-login}, not: {remote_addr: {startswith: '10.'}}}"
+    lines = [f"  - {{name: admin-{i:02}, {same}, threshold: {{count: {1 + i % 2}, window: 60}}}}" for i in range(40)]
+    other = "match: {uri: {startswith: /wp-login}, not: {remote_addr: {startswith: '192.'}}}"
+    engine = engine_for("rules:\n" + "\n".join(lines) + f"\n  - {{name: other, {other}}}\n")
+    first = _Reads({"uri": "/wp-login.php", "remote_addr": "203.0.113.9"})
+    assert [*(f"admin-{i:02}" for i in range(0, 40, 2)), "other"] == fired(engine, first, 0)
+    assert 2 == first.reads["remote_addr"]  # once for the forty, once for `other`
+    second = _Reads({"uri": "/wp-login.php", "remote_addr": "10.1.2.3"})
+    assert ["other"] == fired(engine, second, 1)
+    assert 2 == second.reads["remote_addr"]
+    assert [*(f"admin-{i:02}" for i in range(40)), "other"] == fired(engine, first, 2)
+    assert {2} == {engine.matches[f"admin-{i:02}"] for i in range(40)}
+    assert 3 == engine.matches["other"]
+
+
 def test_disabled_rules_never_fire() -> None:
     """`enabled: false` loads the rule but never fires it."""
     engine = engine_for("name: quiet\nenabled: false\nmatch: {level: error}\n")

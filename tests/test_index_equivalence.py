@@ -119,6 +119,8 @@ SHAPE_SIZES = [
     ("ops", 1000, 2500),
     ("sigma", 100, 4000),
     ("sigma", 1000, 1500),
+    ("heldout", 100, 4000),  # dozens of rules alike: one predicate call stands for them
+    ("heldout", 1000, 1500),
 ]
 
 
@@ -138,7 +140,7 @@ def test_engine_fires_what_brute_force_fires(shape: str, rules: int, events: int
     assert fired_events > events // 100  # the comparison covered real firings
 
 
-@pytest.mark.parametrize("shape", ["classic", "ops", "sigma"])
+@pytest.mark.parametrize("shape", ["classic", "ops", "sigma", "heldout"])
 @pytest.mark.parametrize("rules", [100, 1000])
 def test_every_matching_rule_is_a_candidate_exactly_once(shape: str, rules: int) -> None:
     """For each event, every enabled rule whose predicate holds is among the candidates, once."""
@@ -208,6 +210,90 @@ def test_tricky_rules_are_candidates_when_they_match(event: dict[str, Any]) -> N
     ruleset = ruleset_from_yaml(TRICKY)
     candidates = RuleIndex(ruleset.rules).candidates(event)
     assert [] == [r.name for r in ruleset.rules if r.match(event) and r not in candidates]
+
+
+# Rules written alike (one predicate call stands for them all) beside rules that only look so:
+# another order of keys, another number type, another bound, a disabled twin, other kinds.
+ALIKE = """
+rules:
+  - {name: a1, match: {code: 1}}
+  - {name: a2, match: {code: 1}, throttle: 10s}
+  - {name: a3, match: {code: 1.0}}
+  - {name: a4, match: {code: true}}
+  - {name: b1, match: {size: {gte: 1}}, threshold: {count: 2, window: 60, group_by: [host]}}
+  - {name: b2, match: {size: {gte: 1.0}}}
+  - {name: b3, match: {size: {gte: 1}}, enabled: false}
+  - {name: b4, match: {size: {gt: 1}}}
+  - {name: c1, match: {level: [error, critical]}}
+  - {name: c2, match: {level: [critical, error]}, throttle: 5s}
+  - {name: c3, match: {level: [error, warn]}}
+  - {name: c4, match: {level: error}}
+  - {name: d1, match: {user: {equals: Alice, nocase: true}}}
+  - {name: d2, match: {user: Alice}}
+  - {name: d3, match: {user: {in: [alice], nocase: true}}}
+  - {name: e1, match: {message: {regex: "(?i)disk full"}}}
+  - {name: e2, match: {message: {regex: "disk full"}}, threshold: {count: 2, window: 30}}
+  - {name: e3, match: {message: {contains: disk full}}}
+  - {name: e4, match: {message: {regex: "disk full"}}}
+  - {name: f1, match: {any: [{level: error}, {host: a}]}}
+  - {name: f2, match: {any: [{level: error}, {host: a}]}, threshold: {count: 3, window: 60, group_by: [host]}}
+  - {name: f3, match: {any: [{level: error}, {host: b}]}}
+  - {name: g1, match: {src: {cidr: 10.0.0.0/8}}}
+  - {name: g2, match: {src: {cidr: 10.0.0.0/16}}}
+  - {name: g3, match: {src: {cidr: 10.0.0.0/8}}, throttle: 20s}
+  - {name: h1, match: {uri: {startswith: /wp-login}, not: {addr: {startswith: "10."}}}}
+  - {name: h2, match: {uri: {startswith: /wp-login}, not: {addr: {startswith: "10."}}}, throttle: 30s}
+  - {name: h3, match: {not: {addr: {startswith: "10."}}, uri: {startswith: /wp-login}}}
+  - {name: h4, match: {uri: {startswith: /wp-login}, not: {addr: {startswith: "10.1"}}}}
+  - {name: i1, match: {tags: {contains: db}}}
+  - {name: i2, match: {tags: {contains: db}}, throttle: 15s}
+  - {name: i3, match: {tags: {contains: 1}}}
+  - {name: j1, match: {code: {not_equals: 1}}}
+  - {name: j2, match: {code: {not_in: [1, x]}}}
+  - {name: j3, match: {level: {not_in: [error, warn]}, flag: {equals: null}}}
+  - {name: j4, match: {flag: {in: [false, 0]}}}
+"""
+ALIKE_VALUES: dict[str, tuple[Any, ...]] = {
+    "code": (1, 1.0, True, 2, "1", None),
+    "size": (0, 1, 1.0, 1.5, True, "2"),
+    "level": ("error", "critical", "warn", "ERROR", 1),
+    "user": ("Alice", "alice", "ALICE", "Bob", ["Alice"]),
+    "message": ("disk full", "Disk Full on /", "disk  full", "ok", 5),
+    "host": ("a", "b", "c"),
+    "src": ("10.0.1.1", "10.1.1.1", "11.0.0.1", "::ffff:10.0.0.1", 10),
+    "uri": ("/wp-login.php", "/index", "/WP-LOGIN"),
+    "addr": ("10.0.0.1", "10.1.0.1", "192.0.2.1", None),
+    "tags": ("db", "xdbx", ["db"], ["x", 1], [["db"]], 1, 1.0, None),
+    "flag": (None, False, 0, 0.0, "false"),
+}
+
+
+def test_rules_written_alike_fire_each_as_brute_force_fires() -> None:
+    """Rules whose conditions are written alike share one predicate call per event; each still
+    fires by its own kind, throttle and groups, and rules that only look alike stay apart."""
+    ruleset = ruleset_from_yaml(ALIKE)
+    alike = RuleIndex(ruleset.rules).alike
+    shared = [sorted(r.name for r in same) for same in alike.values()]
+    assert sorted(shared) == [
+        ["a1", "a2"],
+        ["c1", "c2"],
+        ["d1", "d3"],
+        ["e2", "e4"],
+        ["f1", "f2"],
+        ["g1", "g3"],
+        ["h1", "h2"],
+        ["i1", "i2"],
+    ]
+    rng = random.Random(SEED)
+    engine, reference = Engine(ruleset), BruteForce(ruleset)
+    fired = set()
+    for i in range(3000):
+        event = {k: rng.choice(v) for k, v in ALIKE_VALUES.items() if rng.random() < 0.6}
+        firing = engine.evaluate(event, float(i))
+        actual = [r.name for r in firing.rules] if firing else []
+        assert reference.evaluate(event, float(i)) == actual, f"event {i}: {event}"
+        fired.update(actual)
+    assert {r.name for r in ruleset.rules} - {"b3"} == fired  # every enabled rule fired at least once
 
 
 # ---- randomized rule sets --------------------------------------------------------------

@@ -75,7 +75,9 @@ def _viewable_rules(rng: random.Random, count: int) -> str:
     """Random rules, less those the index's root would screen by their predicate (a rule set
     with any of them is not judged from views)."""
     text = random_rules(rng, count)
-    screened = {r.name for r in RuleIndex(ruleset_from_yaml(text).rules)._root.screened}
+    index = RuleIndex(ruleset_from_yaml(text).rules)
+    # (a rule whose predicate answers as a screened rule's does is screened with it)
+    screened = {r.name for rule in index._root.screened for r in index.alike.get(rule, (rule,))}
     document = yaml.safe_load(text)
     document["rules"] = [r for r in document["rules"] if r["name"] not in screened]
     return yaml.safe_dump(document, allow_unicode=True)

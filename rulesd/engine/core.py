@@ -530,11 +530,13 @@ class Engine:
             rules: list[Rule] = []
             groups: list[GroupKey] = []
             matches = self.matches
-            for rule in unique:
-                if rule.match(event):
-                    matches[rule.name] = matches.get(rule.name, 0) + 1
-                    rules.append(rule)
-                    groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else NO_GROUP)
+            alike = self.index.alike  # a candidate stands for the rules whose predicate answers alike
+            for candidate in unique:
+                if candidate.match(event):
+                    for rule in alike.get(candidate, (candidate,)) if alike else (candidate,):
+                        matches[rule.name] = matches.get(rule.name, 0) + 1
+                        rules.append(rule)
+                        groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else NO_GROUP)
             return rules, groups
         finally:
             candidates.clear()  # also if a predicate raised: the next event starts empty

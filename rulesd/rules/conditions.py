@@ -130,25 +130,6 @@ def _is_finite(value: float) -> bool:
         return False
 
 
-def _operator(op: str, operand: Any) -> tuple[ValueTest, int]:
-    """A test for an operator that `_value_expression` does not write inline (other than
-    `regex`), and its cost."""
-    match op:
-        case "equals":
-            return equals_test(operand), 1
-        case "not_equals":
-            eq = equals_test(operand)
-            return (lambda v: not eq(v)), 1
-        case "in":
-            return any_of_test(operand), 1
-        case "not_in":
-            member = any_of_test(operand)
-            return (lambda v: not member(v)), 1
-        case "contains":
-            return _contains(operand), 2
-    raise AssertionError(f"operator {op!r} passed the schema but is unknown")
-
-
 class _Writer:
     """Writes a condition as one Python expression over the event `e`.
 
@@ -159,14 +140,14 @@ class _Writer:
     """
 
     def __init__(self, patterns: Patterns, lists: Lists) -> None:
-        self.names: dict[str, Any] = {"MISSING": MISSING, "NUMBER": _NUMBER}
+        self.names: dict[str, Any] = {"MISSING": MISSING, "NUMBER": _NUMBER, "TEXT_OR_LIST": (str, list)}
         self.values = 0  # locals v0, v1, ... holding field values
         self.patterns = patterns
         self.lists = lists
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
-        name = f"C{len(self.names) - 2}"
+        name = f"C{len(self.names) - 3}"
         self.names[name] = value
         return name
 
@@ -196,6 +177,23 @@ def generated_function(source: str, names: dict[str, Any]) -> Any:
     functions with different globals would keep losing that on the hot path.
     """
     return FunctionType(_code_for(source).replace(), names)
+
+
+def behaviour_key(test: Predicate) -> Any:
+    """What decides a generated predicate's answers: its code and the values of the names it
+    reads, each with its type (`1`, `1.0` and `True` are equal values, not equal keys).
+    Predicates with equal keys answer alike for every event, so one call can stand for them
+    all; any other predicate is only its own key."""
+    code = getattr(test, "__code__", None)
+    names = getattr(test, "__globals__", None)
+    if code is None or names is None:
+        return test
+    key = (code, tuple((n, type(names[n]), names[n]) for n in code.co_names if n in names))
+    try:
+        hash(key)
+    except TypeError:  # a value compared by contents that cannot be hashed: not shared
+        return test
+    return key
 
 
 @functools.lru_cache(maxsize=1024)
@@ -248,12 +246,12 @@ def _field(key: str, written: Any, path: tuple[str | int, ...], w: _Writer) -> t
         if all(isinstance(o, str) for o in matcher) and "." not in key:
             v = w.local()
             return f"(type({v} := e.get({w.const(key)})) is str and {v} in {w.const(frozenset(matcher))})", 2
-        return _present_and(key, [f"{w.const(any_of_test(matcher))}({{v}})"], w), 2
+        return _present_and(key, [_member(matcher, w)], w), 2
     if not isinstance(matcher, dict):
         if isinstance(matcher, str):
             # Neither a missing field (MISSING) nor any non-string equals a string.
             return f"({w.read(key)} == {w.const(matcher)})", 2
-        return _present_and(key, [f"{w.const(equals_test(matcher))}({{v}})"], w), 2
+        return _present_and(key, [_equal(matcher, w)], w), 2
     exists = matcher.get("exists")
     caseless = _caseless(matcher, path)
     tests: list[tuple[str, int]] = []
@@ -337,12 +335,35 @@ def _value_expression(
         return f"(type({{v}}) is str and {w.const(lookup)}({{v}}) is {op == 'cidr'})", 2
     if caseless and caseless_applies(op, operand):
         return _caseless_expression(key, op, operand, path, w)
-    if op == "equals" and isinstance(operand, str):
-        return f"({{v}} == {w.const(operand)})", 1
+    if op in ("equals", "not_equals"):
+        return (_equal(operand, w) if op == "equals" else f"(not {_equal(operand, w)})"), 1
+    if op in ("in", "not_in"):
+        return (_member(operand, w) if op == "in" else f"(not {_member(operand, w)})"), 1
     if op in ("startswith", "endswith"):
         return f"(type({{v}}) is str and {{v}}.{op}({w.const(operand)}))", 2
-    test, cost = _operator(op, operand)
-    return f"{w.const(test)}({{v}})", cost
+    if op == "contains" and isinstance(operand, str):
+        # A substring of a text, or an item of a list (which only a text equals).
+        return f"(type({{v}}) in TEXT_OR_LIST and {w.const(operand)} in {{v}})", 2
+    if op == "contains":
+        return f"{w.const(_contains(operand))}({{v}})", 2
+    raise AssertionError(f"operator {op!r} passed the schema but is unknown")
+
+
+def _equal(operand: Any, w: _Writer) -> str:
+    """`equals_test(operand)` written inline over `{v}`: no call, and rules comparing with equal
+    operands of one type have equal predicates (`behaviour_key`)."""
+    if isinstance(operand, bool) or operand is None:
+        return f"({{v}} is {w.const(operand)})"
+    if isinstance(operand, str):
+        return f"({{v}} == {w.const(operand)})"
+    return f"(type({{v}}) in NUMBER and {{v}} == {w.const(operand)})"
+
+
+def _member(options: list[Any], w: _Writer) -> str:
+    """`any_of_test(options)` over `{v}`: written inline when they are all strings."""
+    if all(isinstance(o, str) for o in options):
+        return f"(type({{v}}) is str and {{v}} in {w.const(frozenset(options))})"
+    return f"{w.const(any_of_test(options))}({{v}})"
 
 
 def _networks(operand: str | list[str] | Networks, path: tuple[str | int, ...]) -> Networks:

@@ -45,6 +45,7 @@ from rulesd.rules.casefold import fold
 from rulesd.rules.conditions import (
     Hints,
     PatternHint,
+    behaviour_key,
     folded_getter,
     folded_source,
     generated_function,
@@ -58,13 +59,16 @@ from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, Layout, Viewer, WholeLi
 
 class RuleIndex:
     """Finds the candidate rules for an event; each enabled rule is in one place (one per
-    branch of its `any`)."""
+    branch of its `any`), or stood for by a rule whose predicate answers alike (`alike`)."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(r for r in rules if r.enabled)
-        entries = [_Entry(r, h) for r in self.rules for h in _placements(r.hints)]
+        self.alike = _alike(self.rules)
+        stood_for = {r for same in self.alike.values() for r in same[1:]}
+        filed = [r for r in self.rules if r not in stood_for]
+        entries = [_Entry(r, h) for r in filed for h in _placements(r.hints)]
         # A rule filed once per branch of its `any` may be collected more than once.
-        self.may_repeat = len(entries) > len(self.rules)
+        self.may_repeat = len(entries) > len(filed)
         root = _plan(entries, frozenset())
         self._root = root._replace(always=(), screened=root.always)
 
@@ -113,7 +117,21 @@ class RuleIndex:
         """Rules that might match `event`, each once, in no particular order."""
         found: list[Rule] = []
         self.collect(event, found)
-        return list(dict.fromkeys(found)) if self.may_repeat else found
+        if self.may_repeat:
+            found = list(dict.fromkeys(found))
+        alike = self.alike
+        return [r for rule in found for r in alike.get(rule, (rule,))] if alike else found
+
+
+def _alike(rules: Sequence[Rule]) -> dict[Rule, tuple[Rule, ...]]:
+    """The rules whose predicates answer alike (`behaviour_key`), by the first of them, which
+    alone is filed in the index and stands for the others: a rule set drawn from a few
+    variants (`uri: {startswith: /wp-login}` beside `not: {remote_addr: …}` in dozens of
+    rules) has its shared condition evaluated once per event, not once per rule."""
+    by_key: dict[Any, list[Rule]] = {}
+    for rule in rules:
+        by_key.setdefault(behaviour_key(rule.match), []).append(rule)
+    return {same[0]: tuple(same) for same in by_key.values() if len(same) > 1}
 
 
 class _Entry(NamedTuple):
