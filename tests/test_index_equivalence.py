@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from rulesd.engine import Engine
+from rulesd.rules.conditions import behaviour_key, generated_function
 from rulesd.rules.fields import MISSING, make_getter
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.loader import check_text
@@ -554,3 +556,20 @@ def test_random_rule_sets_with_regex_literal_unicode_and_case_traps(seed: int) -
         assert reference.evaluate(event, float(i)) == ([r.name for r in firing.rules] if firing else []), event
         matched += any(r.match(event) for r in ruleset.rules)
     assert matched > 300
+
+
+def test_only_generated_predicates_reading_their_own_names_are_keyed_alike() -> None:
+    """A closure, or code holding code of its own, reads values its key would not show: each
+    such predicate is its own key, never shared with another that looks alike."""
+
+    def closure(expected: int) -> Callable[[Any], bool]:
+        return lambda e: e.get("n") == expected
+
+    assert behaviour_key(closure(1)) != behaviour_key(closure(2))
+    nested = generated_function("def run(e):\n    return any(x == C0 for x in e)\n", {"C0": 1})
+    other = generated_function("def run(e):\n    return any(x == C0 for x in e)\n", {"C0": 2})
+    assert behaviour_key(nested) != behaviour_key(other)
+    same = generated_function("def run(e):\n    return e.get(C0) == C1\n", {"C0": "n", "C1": 1})
+    twin = generated_function("def run(e):\n    return e.get(C0) == C1\n", {"C0": "n", "C1": 1})
+    floated = generated_function("def run(e):\n    return e.get(C0) == C1\n", {"C0": "n", "C1": 1.0})
+    assert behaviour_key(same) == behaviour_key(twin) != behaviour_key(floated)
