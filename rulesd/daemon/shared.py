@@ -205,6 +205,9 @@ class SharedDaemon(Daemon):
             self._misses.register(reader.stream, parts.stream_parser)
         self._started = False
         self._batches = 0
+        # Keys sources forgot (FORGOTTEN) not yet committed: a source says a forget once, and a
+        # commit refused (another instance first) or lost is made again with positions read anew.
+        self._forgets: set[str] = set()
         self._auth_failed = False  # the state problem is Redis refusing the credentials
 
     # -- the loop --------------------------------------------------------------------------------
@@ -366,6 +369,7 @@ class SharedDaemon(Daemon):
                 prepared.lost = applied
                 raise
             break
+        self._forgets.clear()
         self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
         if clock is not None:
             self.shared.clock_wall = wall
@@ -442,7 +446,11 @@ class SharedDaemon(Daemon):
         self.stop_requested.wait(IDLE_WAIT)
 
     def _positions(self) -> dict[str, dict[str, Any]]:
-        return checkpoints(self.sources, self.stats)
+        positions = checkpoints(self.sources, self.stats)
+        for key in self._forgets:
+            positions.setdefault(key, {})  # (a file read again under that name has its position)
+        self._forgets = {key for key, position in positions.items() if not position}
+        return positions
 
     def _count(self, prepared: Prepared, results: list[Batch], alerts: list[Alert]) -> None:
         """A committed batch counts: events, invalid lines (warned about), firings, alerts queued."""
@@ -541,6 +549,8 @@ class SharedDaemon(Daemon):
             engine.rewind(counts)
             self._last["sweep"] = last_sweep
             raise
+        if positions:
+            self._forgets.clear()
         shared.committed(requests, positions=True)
         if moves:
             self.shared.clock_wall = now
