@@ -150,3 +150,30 @@ class RateLimitedWarning:
             latest = held.latest() if callable(held.latest) else held.latest
             self.logger.warning("%d similar warning(s) suppressed, the latest: %s", held.suppressed, latest)
             held.suppressed = 0
+
+
+def failure_kind(detail: str) -> str:
+    """What a failure is, without what varies between its repeats (a body's request id, the
+    attempt count, the delay): `HTTP 503`, `connection error`, `timeout`."""
+    return detail.split(":", 1)[0].split(";", 1)[0]
+
+
+class FailureRun:
+    """A run of failures of one thing (the heartbeat's pings, the sender's requests): the first,
+    and each of another kind, is logged at `level`; its repeats only at debug, so that an outage
+    is one line, not one per attempt."""
+
+    def __init__(self, level: int = logging.WARNING) -> None:
+        self._level = level
+        self._kind: str | None = None
+
+    def failed(self, detail: str) -> int:
+        """The level to log this failure at."""
+        kind, before = failure_kind(detail), self._kind
+        self._kind = kind
+        return logging.DEBUG if kind == before else self._level
+
+    def ended(self) -> bool:
+        """A success: True if it ends a run of failures (which is worth saying)."""
+        ended, self._kind = self._kind is not None, None
+        return ended

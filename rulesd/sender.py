@@ -38,6 +38,7 @@ from rulesd.alerting.api import (
     RetryableAlertError,
     Transport,
 )
+from rulesd.logs import FailureRun
 from rulesd.state import CLOSE, Outbox, OutboxAlert, StateUnavailable
 
 log = logging.getLogger("rulesd.sender")
@@ -144,8 +145,8 @@ class Sender:
         self._delivered: int | None = None
         # The kind of state problem (an outage, refused credentials) logged, once per kind in a row.
         self._state_problem: type[StateUnavailable] | None = None
-        # The unexpected exception of the last attempt, if it failed so (its traceback is logged once).
-        self._unexpected: type[Exception] | None = None
+        # Unexpected exceptions in a row: each kind's traceback is logged once.
+        self._unexpected = FailureRun(logging.ERROR)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -288,11 +289,10 @@ class Sender:
             return self._retry(alert, now, str(exc), None)
         except Exception as exc:  # a transport bug must not stop delivery
             # Its traceback once, not at every retry of the same failure.
-            level = logging.DEBUG if type(exc) is self._unexpected else logging.ERROR
-            self._unexpected = type(exc)
+            level = self._unexpected.failed(type(exc).__name__)
             log.log(level, "unexpected error sending alert %d", alert.id, exc_info=True)
             return self._retry(alert, now, f"unexpected {type(exc).__name__}", None)
-        self._unexpected = None
+        self._unexpected.ended()
         self._delivered = alert.id  # delivered: never sent again, even if recording it fails
         self.paused_reason = self.last_error = None
         self.last_success = now

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from rulesd.logs import FailureRun, failure_kind
 from rulesd.sender import PAUSED, RETRY, SENT
 from rulesd.state import OutboxAlert
 from rulesd.stats import Stats
@@ -23,31 +24,6 @@ PAUSE_ADVICE = (
 )
 
 
-def failure_kind(detail: str) -> str:
-    """What a failure is, without what varies between its repeats (a body's request id, the
-    attempt count, the delay): `HTTP 503`, `connection error`, `timeout`."""
-    return detail.split(":", 1)[0].split(";", 1)[0]
-
-
-class FailureRun:
-    """A run of failures of one thing (the heartbeat's pings): the first, and each of another
-    kind, is a warning; its repeats are at debug."""
-
-    def __init__(self) -> None:
-        self._kind: str | None = None
-
-    def failed(self, detail: str) -> int:
-        """The level to log this failure at."""
-        kind, before = failure_kind(detail), self._kind
-        self._kind = kind
-        return logging.DEBUG if kind == before else logging.WARNING
-
-    def ended(self) -> bool:
-        """A success: True if it ends a run of failures (which is worth saying)."""
-        ended, self._kind = self._kind is not None, None
-        return ended
-
-
 class DeliveryLog:
     """The sender's `on_result`: counts every outcome in `stats` and logs what an operator must
     know, once."""
@@ -56,7 +32,7 @@ class DeliveryLog:
         self._stats = stats
         self._clock = clock
         self._failing: tuple[int, str] | None = None  # the alert and failure last logged as a warning
-        self._paused: str | None = None  # the kind of refusal logged as pausing delivery
+        self._paused = FailureRun(logging.ERROR)  # the refusals that paused delivery
 
     def __call__(self, kind: str, alert: OutboxAlert, detail: str) -> None:
         self._stats.bump(self._stats.delivery, kind)
@@ -83,12 +59,12 @@ class DeliveryLog:
 
     def _sent(self, alert: OutboxAlert, detail: str, message: str) -> None:
         self._stats.last_delivery = self._clock()
-        if self._paused is not None:
+        if self._paused.ended():
             log.info("sending resumed: OpsGenie accepted alert %d", alert.id)
         # After failed attempts (logged as a warning) the recovery is news too.
         news = alert.attempts or self._failing is not None
         log.log(logging.INFO if news else logging.DEBUG, "alert %d %s: %s", alert.id, detail, message)
-        self._failing = self._paused = None
+        self._failing = None
 
     def _retry(self, alert: OutboxAlert, detail: str) -> None:
         failing = (alert.id, failure_kind(detail))
@@ -101,9 +77,8 @@ class DeliveryLog:
         )
 
     def _pause(self, detail: str) -> None:
-        refusal = failure_kind(detail)
-        if refusal == self._paused:
+        level = self._paused.failed(detail)
+        if level == logging.DEBUG:
             log.debug("OpsGenie still refuses the request (%s)", detail)
             return
-        self._paused = refusal
-        log.error("OpsGenie refused the request (%s); sending paused, nothing dropped: %s", detail, PAUSE_ADVICE)
+        log.log(level, "OpsGenie refused the request (%s); sending paused, nothing dropped: %s", detail, PAUSE_ADVICE)

@@ -22,10 +22,10 @@ from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts
 from rulesd.daemon.committer import Committer, Pending
-from rulesd.daemon.delivery_log import FailureRun
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
 from rulesd.events import Parser
+from rulesd.logs import FailureRun
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines, pending
 from rulesd.sender import SENT
 from rulesd.shared_cpu import SharedCpu
