@@ -150,6 +150,9 @@ class Engine:
         self.limit_closed: dict[str, int] = {}  # per rule: open alerts closed as their groups were forgotten
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
         self.now = _NEVER  # the engine's clock: the latest event time seen or advanced to
+        # The latest event time evaluated (not advanced to) since the caller last set it: the
+        # daemons take a batch's, to run the clock on from it while idle (`idle_wall`).
+        self.latest = _NEVER
         # Where the event being evaluated came from, asked of `source(position)` only when a
         # timer keeps the event (its alert names where it came from); set by the caller.
         self.source: Callable[[int], Any] | None = None
@@ -448,6 +451,21 @@ class Engine:
         period to begin): no time is known yet."""
         return bool(self._starting)
 
+    def reach(self, time: float) -> None:
+        """An event of `time` was read (whichever rule it concerns, if any): the clock moves on
+        to it, and it counts for `latest`."""
+        if time > self.latest:
+            self.latest = time
+        self.advance(time)
+
+    def idle_wall(self, arrival: float) -> float:
+        """The wall time from which the clock runs on while no event comes, after events that
+        arrived at `arrival`: as from the latest of them (`latest`), as late as it came. Idle
+        moments may have moved the clock past them (their source lags more than it did): that
+        lead is not kept, or each idle moment would add to it and timers would fire for groups
+        whose events still come. The clock itself never goes back: it waits for the wall clock."""
+        return arrival + (self.now - self.latest) if self.latest > _NEVER else arrival
+
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
         if now > self.now:
@@ -547,6 +565,8 @@ class Engine:
 
     def _apply(self, event: Event, time: float, rules: list[Rule], groups: list[GroupKey]) -> Firing | None:
         """Each matched rule's kind and throttle, at event `time`: the stateful step."""
+        if time > self.latest:
+            self.latest = time
         if time > self.now:
             # Before the event counts: what was due by its time happened before it.
             self.advance(time)
