@@ -4,12 +4,15 @@ been silent for its window, as the events' own times say, and not while its even
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import sqlite3
 import time
 from pathlib import Path
 
 from rulesd.daemon import Daemon
-from tests.daemon_process import Workspace, daemon_parts
+from tests.daemon_process import Workspace, daemon_parts, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received
 
 ABSENCE = """
@@ -22,6 +25,17 @@ alert: {message: "no heartbeat from {host}"}
 
 def creates(server: FakeOpsGenie) -> list[Received]:
     return [r for r in server.requests if r.path.endswith("/alerts")]
+
+
+def watched(ws: Workspace) -> list[str]:
+    """The absence groups the daemon's saved state holds."""
+    with contextlib.closing(sqlite3.connect(f"file:{ws.root / 'state' / 'state.sqlite'}?mode=ro", uri=True)) as db:
+        return [grp for (grp,) in db.execute("SELECT grp FROM engine_groups WHERE kind = 'absence'")]
+
+
+def paged(server: FakeOpsGenie) -> list[str]:
+    """The messages of the alerts `server` received, in order."""
+    return [r.json()["message"] for r in creates(server)]
 
 
 def test_an_absence_does_not_fire_while_late_heartbeats_still_come_in_fits(
@@ -94,3 +108,50 @@ def test_a_restart_runs_the_clock_on_as_late_as_the_last_heartbeats_came(tmp_pat
         assert start + 6 == parts.engine.now, "the clock as it was before the restart"
         assert 0 == idle_until(daemon, start + 15), "h1's heartbeat was read 9 s ago"
         assert 1 == idle_until(daemon, start + 16.5)
+
+
+def test_an_edited_absence_keeps_watching_the_hosts_it_still_matches(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """h1 (prod) and h2 (staging) beat once; the absence's match is narrowed to prod and the rules
+    reloaded by SIGHUP before either is due. h1, which the edited rule still matches, is paged for
+    when its window has passed since its heartbeat; h2, which it no longer matches, is not. (An
+    edited rule dropped every group but those with an open alert: h1 fell silent unpaged.)"""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    beat = time.time()
+    ws.append(
+        *({"kind": "heartbeat", "host": h, "env": env, "t": beat} for h, env in (("h1", "prod"), ("h2", "staging")))
+    )
+    assert wait_until(lambda: 2 == len(watched(ws))), daemon.output()  # read and committed before the reload
+    (ws.rules / "rules.yaml").write_text(ABSENCE.replace("{kind: heartbeat}", "{kind: heartbeat, env: prod}"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("changed: 1 (heartbeat-missing)"), daemon.output()
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    assert time.time() - beat > 5.5, "paged before h1 had been silent for 6 s"
+    time.sleep(1.0)
+    assert ["no heartbeat from h1"] == paged(server)
+    assert 0 == daemon.terminate()
+
+
+def test_a_restart_while_an_absence_is_armed_pages_once_when_it_is_due(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """h1 beats once; the daemon is stopped (SIGTERM) and started again before h1's absence is due:
+    it pages once, when the window has passed since the heartbeat; started again (SIGTERM, then
+    after SIGKILL), it does not page again."""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    beat = time.time()
+    ws.append({"kind": "heartbeat", "host": "h1", "t": beat})
+    time.sleep(1.5)
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), ws.all_output()
+    assert time.time() - beat > 5.5, "paged before h1 had been silent for 6 s"
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    time.sleep(1.0)
+    daemon.kill()
+    daemon = ws.start()
+    time.sleep(1.0)
+    assert ["no heartbeat from h1"] == paged(server), ws.all_output()
+    assert 0 == daemon.terminate()

@@ -290,24 +290,32 @@ class Engine:
 
     def _drop_rule(self, name: str, rule: Rule | None, closing: dict[str, list[Note]]) -> None:
         """Forget the state of a rule that was removed or changed (`rule`: what runs under its
-        name now), all but its open alerts: those the rule now running closes as it would have
-        (an open `resolve` group, when it still resolves; an absence's silent group, when it is
-        still an absence that puts the silence's event in the same group) are kept for it, and
-        the others let go of their aliases (`_let_go`), those no other group holds noted in
-        `closing`, to be closed now: nothing else would ever close them."""
+        name now), all but its open alerts and the groups its absence watches: the open alerts
+        the rule now running closes as it would have (an open `resolve` group, when it still
+        resolves; an absence's silent group, when it is still an absence that puts the silence's
+        event in the same group) are kept for it, and the others let go of their aliases
+        (`_let_go`), those no other group holds noted in `closing`, to be closed now: nothing
+        else would ever close them. An absence's other groups are kept when it would have made
+        them of their last events (or still expects them), so that an edit (a new message, a
+        longer window) does not stop watching a host that falls silent before it beats again."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
-        silent = {k: st for k, st in tables.get(ABSENCE, {}).get(name, {}).items() if _silent_alert(st)}
+        absences = tables.get(ABSENCE, {}).get(name, {})
+        silent = {k: st for k, st in absences.items() if _silent_alert(st)}
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
             if rule.resolve is not None and opened:
                 self._table(OPEN, name).update(opened)  # its timers are set again from the state
                 opened = {}
             if isinstance(rule.kind, Absence):
-                getters = rule.group_getters
-                for key, st in list(silent.items()):
-                    if (self._group_key(getters, st["event"]) if getters else NO_GROUP) == key:
+                getters, expected = rule.group_getters, set(rule.kind.expect)
+                for key, st in absences.items():
+                    if (self._group_key(getters, st["event"]) if getters else NO_GROUP) != key:
+                        continue
+                    if key in silent:
                         self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
+                    elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
+                        self._table(ABSENCE, name)[key] = st
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
