@@ -133,6 +133,28 @@ def test_an_edited_absence_keeps_watching_the_hosts_it_still_matches(tmp_path: P
     assert 0 == daemon.terminate()
 
 
+def test_an_expected_group_is_watched_whatever_the_state_limits(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With `limits.groups_per_rule: 2`, hosts h1-h3 beating every second put the absence over its
+    limit: the groups forgotten are theirs (they are made again by their next heartbeat), not
+    expected e1's, which nothing would make again. e1, never seen, is paged for 8 s after the
+    start. (It was the stalest group, forgotten by the idle sweep 5 s after the start, and never
+    paged.)"""
+    ws = Workspace(tmp_path, server.url, time_field="t", limits={"groups_per_rule": 2})
+    rules = ABSENCE.replace("window: 6s", "window: 8s").replace(
+        "group_by: [host]", "group_by: [host], expect: [{host: e1}]"
+    )
+    (ws.rules / "rules.yaml").write_text(rules)
+    started = time.monotonic()
+    daemon = ws.start()
+    while not creates(server) and time.monotonic() - started < 15:
+        ws.append(*({"kind": "heartbeat", "host": h, "t": time.time()} for h in ("h1", "h2", "h3")))
+        time.sleep(1.0)
+    assert ["no heartbeat from e1"] == paged(server), daemon.output()
+    assert time.monotonic() - started > 7.5, "paged before e1 had been watched for 8 s"
+    assert "state limit reached" in daemon.output()
+    assert 0 == daemon.terminate()
+
+
 def test_a_restart_while_an_absence_is_armed_pages_once_when_it_is_due(tmp_path: Path, server: FakeOpsGenie) -> None:
     """h1 beats once; the daemon is stopped (SIGTERM) and started again before h1's absence is due:
     it pages once, when the window has passed since the heartbeat; started again (SIGTERM, then

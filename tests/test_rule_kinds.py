@@ -549,6 +549,19 @@ def test_the_limits_forget_a_silent_group_last_and_events_returning_close_its_al
     assert [("close", ("hb",), 'rulesd: hb: {"host":"h0"}')] == run(engine, [(400, hb("h0"))])
 
 
+def test_the_limits_never_forget_an_expected_group() -> None:
+    """Nothing would make an expected group again: over the limit, the seen groups go, however
+    stale the expected one is, and it is paged for when its window has passed since the start."""
+    engine = engine_for(
+        HB.replace("group_by: [host]", "group_by: [host], expect: [{host: e1}]"), limits=Limits(per_rule=2)
+    )
+    run(engine, [(0, None), *((100 + i, hb(f"h{i}")) for i in range(1, 4))])
+    engine.sweep(engine.now)
+    assert {'"e1"', '"h3"'} == set(engine.state.tables[ABSENCE]["hb"])
+    assert {"hb": 2} == engine.evicted
+    assert [("alert", ("hb",), 0)] == run(engine, [(300, None)])
+
+
 def test_a_group_with_an_open_alert_forgotten_for_the_limits_has_its_alert_closed_once() -> None:
     """When every group left holds an open alert, the stalest is forgotten and its alert closed
     at once, with a note saying why, counted; its quiet period ending later closes nothing more."""

@@ -1029,15 +1029,21 @@ class Engine:
     def _evict(self, tables: list[tuple[str, str, dict[GroupKey, Any]]], count: int) -> None:
         """Forget `count` groups of `tables` (kind, rule, groups), the stalest first, and those
         holding an open alert only when no other is left: such a group's alert is closed then,
-        since nothing else would ever close it (a silent host is the stalest of all)."""
+        since nothing else would ever close it (a silent host is the stalest of all). An
+        absence's expected groups are never forgotten: nothing would make them again, and the
+        rule says to watch them (their number is its `expect` list's)."""
         ordinary: list[tuple[float, str, str, GroupKey]] = []
         holding: list[tuple[float, str, str, GroupKey]] = []
         for kind, name, groups in tables:
             if kind == OPEN:  # every open group holds its alert
                 holding += [(float(value["last"]), kind, name, key) for key, value in groups.items()]
             elif kind == ABSENCE:  # a silent group holds one (unless its throttle kept it quiet)
+                rule = self._rules.get(name)
+                expected = set(rule.kind.expect) if rule is not None and isinstance(rule.kind, Absence) else set()
                 for key, value in groups.items():
-                    (holding if _silent_alert(value) else ordinary).append((float(value["last"]), kind, name, key))
+                    if key not in expected:
+                        stale = (float(value["last"]), kind, name, key)
+                        (holding if _silent_alert(value) else ordinary).append(stale)
             else:  # the other kinds hold none: they pay nothing more
                 ordinary += [(_staleness(kind, value), kind, name, key) for key, value in groups.items()]
         ordinary.sort(key=_first)
