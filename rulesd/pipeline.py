@@ -294,7 +294,7 @@ def _evaluate_viewed_timed(
     if end is not None:
         j, event = end
         engine.position = j
-        engine.advance(engine.time_of(event, arrival, time))
+        engine.reach(engine.time_of(event, arrival, time))
         if out:
             _take(out, j, firings)
 
@@ -346,7 +346,7 @@ def _evaluate_timed(
             firings.append((i, firing, False))
     if last is not None and ends:
         # Events that concern no rule move the clock too (a silence shows in other events).
-        engine.advance(engine.time_of(last, arrival, time))
+        engine.reach(engine.time_of(last, arrival, time))
         if out:
             _take(out, engine.position, firings)
 
@@ -442,7 +442,7 @@ def _block_end(
 ) -> tuple[int, float] | None:
     """Move the clock on to a block's last event time (as `_evaluate_timed` does); the next end."""
     engine.position = end[0]
-    engine.advance(end[1])
+    engine.reach(end[1])
     if engine.out:
         _take(engine.out, end[0], firings)
     return next(ends, None)
@@ -466,7 +466,7 @@ def evaluate_events(
         else:
             engine.position = i
             firing = engine.evaluate(event, time)
-            engine.advance(engine.time_of(event, time, engine.time))
+            engine.reach(engine.time_of(event, time, engine.time))
         if out:
             _take(out, i, batch.firings)
         if firing is not None:

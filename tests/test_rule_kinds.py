@@ -549,6 +549,19 @@ def test_the_limits_forget_a_silent_group_last_and_events_returning_close_its_al
     assert [("close", ("hb",), 'rulesd: hb: {"host":"h0"}')] == run(engine, [(400, hb("h0"))])
 
 
+def test_the_limits_never_forget_an_expected_group() -> None:
+    """Nothing would make an expected group again: over the limit, the seen groups go, however
+    stale the expected one is, and it is paged for when its window has passed since the start."""
+    engine = engine_for(
+        HB.replace("group_by: [host]", "group_by: [host], expect: [{host: e1}]"), limits=Limits(per_rule=2)
+    )
+    run(engine, [(0, None), *((100 + i, hb(f"h{i}")) for i in range(1, 4))])
+    engine.sweep(engine.now)
+    assert {'"e1"', '"h3"'} == set(engine.state.tables[ABSENCE]["hb"])
+    assert {"hb": 2} == engine.evicted
+    assert [("alert", ("hb",), 0)] == run(engine, [(300, None)])
+
+
 def test_a_group_with_an_open_alert_forgotten_for_the_limits_has_its_alert_closed_once() -> None:
     """When every group left holds an open alert, the stalest is forgotten and its alert closed
     at once, with a note saying why, counted; its quiet period ending later closes nothing more."""
@@ -620,12 +633,27 @@ def test_a_removed_rule_closes_its_open_alerts_once() -> None:
 def test_a_changed_absence_keeps_its_open_alerts_and_closes_them_when_events_return() -> None:
     """An absence edited (a longer window) still holds its silences: no close at the reload,
     no page again for a group already paged (pay-9, expected, is not watched anew), and a
-    returning heartbeat closes its alert, as before the edit."""
+    returning heartbeat closes its alert, as before the edit. pay-2, not yet silent at the
+    reload, is still watched: its heartbeat of 200 is paged for at 800, the new window after it."""
     engine = engine_for(HEARTBEAT)
     run(engine, SILENT)
     assert [] == reload(engine, HEARTBEAT.replace("window: 5m", "window: 10m"))
-    assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(900, None), (1000, beat("pay-1"))])
+    assert [("alert", HEARTBEAT_RULE, 3), ("close", HEARTBEAT_RULE, PAY_1)] == run(
+        engine, [(900, None), (1000, beat("pay-1"))]
+    )
     assert [("alert", HEARTBEAT_RULE, 1)] == run(engine, [(1599, None), (1600, None)])  # pay-1 silent again
+
+
+def test_an_edited_absence_watches_the_groups_it_would_have_made() -> None:
+    """At an edit (a narrower match), the groups not yet silent whose last event the edited rule
+    matches and groups alike are still watched from that event; the others are forgotten; an
+    expected group never seen is watched from the rule's start as before, not anew."""
+    engine = engine_for(HEARTBEAT)
+    run(engine, [(0, None), (100, {**beat("pay-1"), "dc": "a"}), (100, {**beat("pay-2"), "dc": "b"})])
+    assert [] == reload(engine, HEARTBEAT.replace("event: heartbeat}", "event: heartbeat, dc: a}"))
+    assert {'"pay-1"', '"pay-9"'} == set(engine.state.tables[ABSENCE]["payments-heartbeat-missing"])
+    assert [("alert", HEARTBEAT_RULE, 0)] == run(engine, [(300, None)])  # pay-9, since 0
+    assert [("alert", HEARTBEAT_RULE, 1)] == run(engine, [(400, None)])  # pay-1's event of 100
 
 
 def test_an_absence_changed_so_that_nothing_closes_its_alerts_closes_them_at_the_reload() -> None:

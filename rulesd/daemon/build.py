@@ -127,8 +127,8 @@ class Parts(msgspec.Struct):
     rule_cache: RuleCache | None = None  # parsed rule files and pattern databases a reload may reuse
     lock: StateLock | None = None  # None in a dry run, which uses no state directory
     stream_parser: Parser | None = None  # stream mode: how the stream's events are read
-    # The engine's clock as last saved and the wall time of that save ((-inf, 0): none), from
-    # which the clock moves on while no event comes, as it did before the restart.
+    # The engine's clock as last saved and the wall time it runs on from ((-inf, 0): none):
+    # while no event comes, it moves on as it did before the restart.
     seen: tuple[float, float] = (-math.inf, 0.0)
     # Set to stop the daemon: a signal, or a dry run's standard output closed.
     stop_requested: threading.Event = msgspec.field(default_factory=threading.Event)
@@ -227,7 +227,7 @@ def _build_parts(
 
 
 def saved_clock(saved: Mapping[str, Any] | None) -> tuple[float, float]:
-    """The engine's clock in a saved state and the wall time it was saved at, if it holds both
+    """The engine's clock in a saved state and the wall time it runs on from, if it holds both
     (without the wall time, the clock cannot be moved on from it)."""
     if saved is None or saved.get("clock") is None or saved.get("clock_saved") is None:
         return (-math.inf, 0.0)

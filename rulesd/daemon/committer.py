@@ -33,6 +33,7 @@ class Pending(msgspec.Struct, frozen=True):
     payloads: list[dict[str, Any] | Request]
     now: float
     engine: StateDelta | None
+    clock_wall: float | None = None  # the wall time the engine's clock runs on from (None: `now`)
 
 
 class Committer:
@@ -59,7 +60,13 @@ class Committer:
         self.pending = batch
         self._tried = self._clock()
         try:
-            self._store.commit(positions=batch.positions, payloads=batch.payloads, now=batch.now, engine=batch.engine)
+            self._store.commit(
+                positions=batch.positions,
+                payloads=batch.payloads,
+                now=batch.now,
+                engine=batch.engine,
+                clock_wall=batch.clock_wall,
+            )
         except StateUnavailable as exc:
             self._unavailable(str(exc))
             return False

@@ -64,7 +64,8 @@ class Daemon:
         self.sender_stop = threading.Event()
         self._heartbeat_due = threading.Event()
         self._last = {"watchdog": 0.0, "status": 0.0, "heartbeat": float("-inf"), "sweep": 0.0}
-        # The latest event time the engine saw, and the wall time then (after a restart: as saved).
+        # The clock after the latest batch of events, and the wall time it runs on from while
+        # idle (see `Engine.idle_wall`; after a restart: as saved).
         self._seen = parts.seen
         self._evicting = False  # whether the state limits were said to be reached
         self._limit_closed = 0  # the alerts the limits closed, as last warned about
@@ -228,6 +229,7 @@ class Daemon:
         now = self.clock()
         engine, settings, stats = self.engine, self.parts.settings, self.stats
         requests = self._requests(build_alerts(pending(engine), settings, str))  # a reload's closings
+        engine.latest = -math.inf  # this batch's latest event time, for the clock while idle
         for label, source, runs in batch:
             parser = source.parser
             prefix = self._prefix.get(label, "")
@@ -248,9 +250,10 @@ class Daemon:
                 if result.ignored:
                     stats.bump(stats.ignored, counted, result.ignored)
             self._misses.report(label, parser)
-        if engine.now > self._seen[0]:
-            self._seen = (engine.now, now)
-        self._commit(requests, now)
+        seen = self._seen
+        if engine.latest > -math.inf:  # also when later than the clock had run: see `idle_wall`
+            self._seen = (engine.now, engine.idle_wall(now))
+        self._commit(requests, now, clock=engine.timed and self._seen != seen)
 
     def _tick(self) -> None:
         """While no event comes, the engine's clock moves on with the wall clock from the latest
@@ -259,7 +262,8 @@ class Daemon:
         now = self.clock()
         if self.engine.timed or self.engine.waiting:  # (waiting: new_value rules learn from the start)
             seen_time, seen_at = self._seen
-            self.engine.advance(seen_time + (now - seen_at) if seen_time > -math.inf else now)
+            # (not before `seen_at`: a batch of late events holds the clock until then, see `idle_wall`)
+            self.engine.advance(seen_time + max(0.0, now - seen_at) if seen_time > -math.inf else now)
         if now - self._last["sweep"] >= SWEEP_IDLE:
             self._last["sweep"] = now
             self.engine.sweep(self.engine.now)
@@ -281,13 +285,18 @@ class Daemon:
             out.append(alert.payload)
         return out
 
-    def _commit(self, requests: list[dict[str, Any] | Request], now: float) -> None:
+    def _commit(self, requests: list[dict[str, Any] | Request], now: float, *, clock: bool = False) -> None:
         """One transaction: a crash either keeps these alerts and the new positions, or neither
-        (and while the state cannot be written, the committer keeps the batch as it is)."""
+        (and while the state cannot be written, the committer keeps the batch as it is).
+        `clock`: the clock or the wall time it runs on from changed, to be saved also if no
+        group did, so that a restart runs it on as it would have run."""
         positions = checkpoints(self.sources, self.stats)
         state = self.engine.state
-        delta = state.delta() if state.changed else None
-        self.committer.commit(Pending(positions=positions, payloads=requests, now=now, engine=delta))
+        delta = state.delta() if state.changed or clock else None
+        # Saved with the clock: the wall time from which it runs on as `_seen` says.
+        seen_time, seen_at = self._seen
+        wall = seen_at + (self.engine.now - seen_time) if seen_time > -math.inf else now
+        self.committer.commit(Pending(positions, requests, now, delta, clock_wall=wall))
         self.stats.state_groups = state.group_count()
         self._warn_limits()
 

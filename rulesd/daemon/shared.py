@@ -330,11 +330,10 @@ class SharedDaemon(Daemon):
             positions = self._positions() if self.reader is None else {}
             entries = prepared.entries
             # While nothing comes, the clock runs on from this batch's latest event, as late as it
-            # came: also when idle ticks moved it past these events (the source lags more than it
-            # did), or each idle moment would add to its lead over the events still to come.
-            latest = _latest(prepared.matches) if engine.timed else None
-            clock = engine.now if engine.now != before or latest is not None else None
-            wall = prepared.arrival + (engine.now - latest if latest is not None else 0.0)
+            # came (see `Engine.idle_wall`).
+            latest = engine.timed and engine.latest > -math.inf
+            clock = engine.now if engine.now != before or latest else None
+            wall = engine.idle_wall(prepared.arrival) if latest else prepared.arrival
             applied = Applied(results, alerts, counts, engine.counts())
             store.retried = False
             try:
@@ -391,6 +390,7 @@ class SharedDaemon(Daemon):
         """Apply a matched batch to the engine's state: the requests to queue, the batches, the alerts."""
         engine, settings = self.engine, self.parts.settings
         alerts = build_alerts(pending(engine), settings, str)  # the closings of a restored state
+        engine.latest = -math.inf  # this batch's latest event time, for the clock while idle
         requests = _requests(alerts)
         results: list[Batch] = []
         for (_, _, _, where), matches in zip(prepared.runs, prepared.matches, strict=True):
@@ -628,15 +628,8 @@ class SharedDaemon(Daemon):
         except StateUnavailable as exc:
             return f"state unavailable: {exc}"
 
-    def _commit(self, requests: list[Any], now: float) -> None:  # not used: commits go through `_commit_first`
+    def _commit(self, requests: list[Any], now: float, *, clock: bool = False) -> None:  # not used: see `_commit_first`
         raise NotImplementedError
-
-
-def _latest(matches: list[Matches]) -> float | None:
-    """The latest event time of a batch, as the clock sees it (None: no event has one)."""
-    times = [at for m in matches for _, at in m.block_ends]
-    times += [found.time for m in matches for _, found in m.matched]
-    return max(times, default=None)
 
 
 def _requests(alerts: list[Alert]) -> list[dict[str, Any] | Request]:

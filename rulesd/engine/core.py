@@ -150,6 +150,9 @@ class Engine:
         self.limit_closed: dict[str, int] = {}  # per rule: open alerts closed as their groups were forgotten
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
         self.now = _NEVER  # the engine's clock: the latest event time seen or advanced to
+        # The latest event time evaluated (not advanced to) since the caller last set it: the
+        # daemons take a batch's, to run the clock on from it while idle (`idle_wall`).
+        self.latest = _NEVER
         # Where the event being evaluated came from, asked of `source(position)` only when a
         # timer keeps the event (its alert names where it came from); set by the caller.
         self.source: Callable[[int], Any] | None = None
@@ -287,24 +290,32 @@ class Engine:
 
     def _drop_rule(self, name: str, rule: Rule | None, closing: dict[str, list[Note]]) -> None:
         """Forget the state of a rule that was removed or changed (`rule`: what runs under its
-        name now), all but its open alerts: those the rule now running closes as it would have
-        (an open `resolve` group, when it still resolves; an absence's silent group, when it is
-        still an absence that puts the silence's event in the same group) are kept for it, and
-        the others let go of their aliases (`_let_go`), those no other group holds noted in
-        `closing`, to be closed now: nothing else would ever close them."""
+        name now), all but its open alerts and the groups its absence watches: the open alerts
+        the rule now running closes as it would have (an open `resolve` group, when it still
+        resolves; an absence's silent group, when it is still an absence that puts the silence's
+        event in the same group) are kept for it, and the others let go of their aliases
+        (`_let_go`), those no other group holds noted in `closing`, to be closed now: nothing
+        else would ever close them. An absence's other groups are kept when it would have made
+        them of their last events (or still expects them), so that an edit (a new message, a
+        longer window) does not stop watching a host that falls silent before it beats again."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
-        silent = {k: st for k, st in tables.get(ABSENCE, {}).get(name, {}).items() if _silent_alert(st)}
+        absences = tables.get(ABSENCE, {}).get(name, {})
+        silent = {k: st for k, st in absences.items() if _silent_alert(st)}
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
             if rule.resolve is not None and opened:
                 self._table(OPEN, name).update(opened)  # its timers are set again from the state
                 opened = {}
             if isinstance(rule.kind, Absence):
-                getters = rule.group_getters
-                for key, st in list(silent.items()):
-                    if (self._group_key(getters, st["event"]) if getters else NO_GROUP) == key:
+                getters, expected = rule.group_getters, set(rule.kind.expect)
+                for key, st in absences.items():
+                    if (self._group_key(getters, st["event"]) if getters else NO_GROUP) != key:
+                        continue
+                    if key in silent:
                         self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
+                    elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
+                        self._table(ABSENCE, name)[key] = st
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
@@ -448,6 +459,21 @@ class Engine:
         period to begin): no time is known yet."""
         return bool(self._starting)
 
+    def reach(self, time: float) -> None:
+        """An event of `time` was read (whichever rule it concerns, if any): the clock moves on
+        to it, and it counts for `latest`."""
+        if time > self.latest:
+            self.latest = time
+        self.advance(time)
+
+    def idle_wall(self, arrival: float) -> float:
+        """The wall time from which the clock runs on while no event comes, after events that
+        arrived at `arrival`: as from the latest of them (`latest`), as late as it came. Idle
+        moments may have moved the clock past them (their source lags more than it did): that
+        lead is not kept, or each idle moment would add to it and timers would fire for groups
+        whose events still come. The clock itself never goes back: it waits for the wall clock."""
+        return arrival + (self.now - self.latest) if self.latest > _NEVER else arrival
+
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
         if now > self.now:
@@ -547,6 +573,8 @@ class Engine:
 
     def _apply(self, event: Event, time: float, rules: list[Rule], groups: list[GroupKey]) -> Firing | None:
         """Each matched rule's kind and throttle, at event `time`: the stateful step."""
+        if time > self.latest:
+            self.latest = time
         if time > self.now:
             # Before the event counts: what was due by its time happened before it.
             self.advance(time)
@@ -1001,15 +1029,21 @@ class Engine:
     def _evict(self, tables: list[tuple[str, str, dict[GroupKey, Any]]], count: int) -> None:
         """Forget `count` groups of `tables` (kind, rule, groups), the stalest first, and those
         holding an open alert only when no other is left: such a group's alert is closed then,
-        since nothing else would ever close it (a silent host is the stalest of all)."""
+        since nothing else would ever close it (a silent host is the stalest of all). An
+        absence's expected groups are never forgotten: nothing would make them again, and the
+        rule says to watch them (their number is its `expect` list's)."""
         ordinary: list[tuple[float, str, str, GroupKey]] = []
         holding: list[tuple[float, str, str, GroupKey]] = []
         for kind, name, groups in tables:
             if kind == OPEN:  # every open group holds its alert
                 holding += [(float(value["last"]), kind, name, key) for key, value in groups.items()]
             elif kind == ABSENCE:  # a silent group holds one (unless its throttle kept it quiet)
+                rule = self._rules.get(name)
+                expected = set(rule.kind.expect) if rule is not None and isinstance(rule.kind, Absence) else set()
                 for key, value in groups.items():
-                    (holding if _silent_alert(value) else ordinary).append((float(value["last"]), kind, name, key))
+                    if key not in expected:
+                        stale = (float(value["last"]), kind, name, key)
+                        (holding if _silent_alert(value) else ordinary).append(stale)
             else:  # the other kinds hold none: they pay nothing more
                 ordinary += [(_staleness(kind, value), kind, name, key) for key, value in groups.items()]
         ordinary.sort(key=_first)

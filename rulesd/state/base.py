@@ -161,7 +161,7 @@ class StateBackend(Outbox, Protocol):
 
     def load_engine_state(self) -> dict[str, Any] | None:
         """The saved engine state (in `EngineState.to_json` form), if any, with the engine's
-        clock as last saved (`clock`, event time) and the wall time then (`clock_saved`) when
+        clock as last saved (`clock`, event time) and the wall time it runs on from (`clock_saved`) when
         one was. Only reads: `rulesd state` asks it beside a running daemon."""
         ...
 
@@ -172,8 +172,10 @@ class StateBackend(Outbox, Protocol):
         payloads: Iterable[dict[str, Any] | Request],
         now: float,
         engine: StateDelta | None = None,
+        clock_wall: float | None = None,
     ) -> int:
         """Queue `payloads` (alert bodies, or `Request`s), save `positions` and the engine's
-        changes, atomically; how many were queued (`now` is their creation time).
+        changes, atomically; how many were queued (`now` is their creation time). The engine's
+        clock is saved with the wall time it runs on from (`clock_wall`, default `now`).
         StateUnavailable: nothing was written, and the same call may be made again."""
         ...

@@ -161,7 +161,7 @@ class SqliteState:
 
     def load_engine_state(self) -> dict[str, Any] | None:
         """The saved engine state (in `EngineState.to_json` form), if any, with the engine's
-        clock as last saved (`clock`) and the wall time it was saved at (`clock_saved`).
+        clock as last saved (`clock`) and the wall time it runs on from (`clock_saved`).
 
         Read in one read transaction: a snapshot, consistent even while the daemon commits."""
         with self._lock:
@@ -197,8 +197,10 @@ class SqliteState:
         payloads: Iterable[dict[str, Any] | Request],
         now: float,
         engine: StateDelta | None = None,
+        clock_wall: float | None = None,
     ) -> int:
         """Queue `payloads`, save positions and the engine's changes: all in one transaction.
+        The engine's clock is saved with the wall time it runs on from (`clock_wall`, default `now`).
 
         Returns the number of alerts queued.
         """
@@ -220,7 +222,7 @@ class SqliteState:
                 gone = [(k,) for k, v in positions.items() if not v]
                 conn.executemany("DELETE FROM positions WHERE source = ?", gone)
                 if engine is not None:
-                    _save_engine(conn, engine, now)
+                    _save_engine(conn, engine, now if clock_wall is None else clock_wall)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 _rollback(conn)
@@ -440,7 +442,7 @@ def _history(alert_id: int, at: float | None, result: str, error: str) -> list[t
     ]
 
 
-def _save_engine(conn: sqlite3.Connection, delta: StateDelta, now: float) -> None:
+def _save_engine(conn: sqlite3.Connection, delta: StateDelta, wall: float) -> None:
     if delta.full:  # new rules or new state: the only time the fingerprints change
         conn.execute("DELETE FROM engine_groups")
         conn.execute(
@@ -450,7 +452,7 @@ def _save_engine(conn: sqlite3.Connection, delta: StateDelta, now: float) -> Non
     conn.executemany("INSERT OR REPLACE INTO engine_groups (kind, rule, grp, data) VALUES (?, ?, ?, ?)", delta.upserts)
     conn.executemany("DELETE FROM engine_groups WHERE kind = ? AND rule = ? AND grp = ?", delta.deletes)
     if delta.clock is not None:
-        clock = orjson.dumps({"clock": delta.clock, "saved": now}).decode()
+        clock = orjson.dumps({"clock": delta.clock, "saved": wall}).decode()
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_CLOCK_KEY, clock))
 
 

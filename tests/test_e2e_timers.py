@@ -1,0 +1,179 @@
+"""Timers through the real daemon and a loopback OpsGenie: an absence fires when its host has
+been silent for its window, as the events' own times say, and not while its events still come
+(late, in fits, from a source that lags); across reloads and restarts too."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from rulesd.daemon import Daemon
+from tests.daemon_process import Workspace, daemon_parts, wait_until
+from tests.fake_opsgenie import FakeOpsGenie, Received
+
+ABSENCE = """
+name: heartbeat-missing
+match: {kind: heartbeat}
+absence: {window: 6s, group_by: [host]}
+alert: {message: "no heartbeat from {host}"}
+"""
+
+
+def creates(server: FakeOpsGenie) -> list[Received]:
+    return [r for r in server.requests if r.path.endswith("/alerts")]
+
+
+def watched(ws: Workspace) -> list[str]:
+    """The absence groups the daemon's saved state holds."""
+    with contextlib.closing(sqlite3.connect(f"file:{ws.root / 'state' / 'state.sqlite'}?mode=ro", uri=True)) as db:
+        return [grp for (grp,) in db.execute("SELECT grp FROM engine_groups WHERE kind = 'absence'")]
+
+
+def paged(server: FakeOpsGenie) -> list[str]:
+    """The messages of the alerts `server` received, in order."""
+    return [r.json()["message"] for r in creates(server)]
+
+
+def test_an_absence_does_not_fire_while_late_heartbeats_still_come_in_fits(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """Heartbeats of h1 are written every 2 s, each 2 s later than the one before (the log
+    shipping lags more and more: 0, 2, 4, 6, 8 s). Between fits the clock moves on with the wall
+    clock, but from each fit's heartbeat as late as it came: no page while they come (the clock
+    kept the lead the idle moments gave it over the late heartbeats, and h1's 6 s absence paged
+    2 s after the heartbeat of a 6 s lag came). Once they stop, it pages about 6 s after the last
+    one was read."""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    for lag in (0, 2, 4, 6, 8):
+        ws.append({"kind": "heartbeat", "host": "h1", "t": time.time() - lag})
+        time.sleep(2)
+        assert [] == creates(server), f"paged while h1's heartbeats still come (lag {lag} s): {daemon.output()}"
+    last = time.monotonic() - 2
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    assert time.monotonic() - last > 5, "paged before h1 had been silent for 6 s"
+    assert "no heartbeat from h1" == creates(server)[0].json()["message"]
+    assert 0 == daemon.terminate()
+
+
+def test_a_restart_runs_the_clock_on_as_late_as_the_last_heartbeats_came(tmp_path: Path) -> None:
+    """The daemon's loop turned by hand on a wall clock the test moves: h1's heartbeat at `start`,
+    an idle moment of 6 s (the clock at start + 6), then h1's heartbeat of start + 1, read at
+    start + 6 (its shipping lags 5 s more). A restart 2 s later runs the clock on from that
+    heartbeat as late as it came, as the daemon before it would have: h1's 10 s absence has not
+    fired 9 s after that heartbeat was read, and fires after 10. (The clock was saved with the
+    wall time of the commit, so it ran on from start + 6 at start + 6 again, and the absence fired
+    9 s after the heartbeat came.)"""
+    start = time.time()
+    wall = [start]
+    events = tmp_path / "events.jsonl"
+    events.touch()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(ABSENCE.replace("window: 6s", "window: 10s"))
+    config = tmp_path / "rulesd.yaml"
+    config.write_text(
+        f"rules: [rules]\nsource: {{type: file, path: {events}, start_at: beginning}}\ntime_field: t\n"
+        "state_dir: state\nopsgenie: {alert_url: 'http://127.0.0.1:9/v2/alerts', api_key: e2e-secret-key-0123456789}\n"
+    )
+
+    def heartbeat(at: float) -> None:
+        with open(events, "a") as fh:
+            fh.write(json.dumps({"kind": "heartbeat", "host": "h1", "t": at}) + "\n")
+
+    def read(daemon: Daemon) -> None:
+        daemon._process([(label, s, runs) for label, s in daemon.sources.items() if (runs := s.read(10))])
+
+    def idle_until(daemon: Daemon, at: float) -> int:
+        """The alerts queued once idle at wall time `at`."""
+        wall[0] = at
+        daemon._tick()
+        return daemon.parts.store.depth()[0]
+
+    with daemon_parts(config, lambda: wall[0]) as parts:
+        daemon = Daemon(parts)
+        heartbeat(start)
+        read(daemon)
+        assert 0 == idle_until(daemon, start + 6)
+        assert start + 6 == parts.engine.now
+        heartbeat(start + 1)
+        read(daemon)
+    with daemon_parts(config, lambda: wall[0]) as parts:
+        daemon = Daemon(parts)
+        assert 0 == idle_until(daemon, start + 8)
+        assert start + 6 == parts.engine.now, "the clock as it was before the restart"
+        assert 0 == idle_until(daemon, start + 15), "h1's heartbeat was read 9 s ago"
+        assert 1 == idle_until(daemon, start + 16.5)
+
+
+def test_an_edited_absence_keeps_watching_the_hosts_it_still_matches(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """h1 (prod) and h2 (staging) beat once; the absence's match is narrowed to prod and the rules
+    reloaded by SIGHUP before either is due. h1, which the edited rule still matches, is paged for
+    when its window has passed since its heartbeat; h2, which it no longer matches, is not. (An
+    edited rule dropped every group but those with an open alert: h1 fell silent unpaged.)"""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    beat = time.time()
+    ws.append(
+        *({"kind": "heartbeat", "host": h, "env": env, "t": beat} for h, env in (("h1", "prod"), ("h2", "staging")))
+    )
+    assert wait_until(lambda: 2 == len(watched(ws))), daemon.output()  # read and committed before the reload
+    (ws.rules / "rules.yaml").write_text(ABSENCE.replace("{kind: heartbeat}", "{kind: heartbeat, env: prod}"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("changed: 1 (heartbeat-missing)"), daemon.output()
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    assert time.time() - beat > 5.5, "paged before h1 had been silent for 6 s"
+    time.sleep(1.0)
+    assert ["no heartbeat from h1"] == paged(server)
+    assert 0 == daemon.terminate()
+
+
+def test_an_expected_group_is_watched_whatever_the_state_limits(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """With `limits.groups_per_rule: 2`, hosts h1-h3 beating every second put the absence over its
+    limit: the groups forgotten are theirs (they are made again by their next heartbeat), not
+    expected e1's, which nothing would make again. e1, never seen, is paged for 8 s after the
+    start. (It was the stalest group, forgotten by the idle sweep 5 s after the start, and never
+    paged.)"""
+    ws = Workspace(tmp_path, server.url, time_field="t", limits={"groups_per_rule": 2})
+    rules = ABSENCE.replace("window: 6s", "window: 8s").replace(
+        "group_by: [host]", "group_by: [host], expect: [{host: e1}]"
+    )
+    (ws.rules / "rules.yaml").write_text(rules)
+    started = time.monotonic()
+    daemon = ws.start()
+    while not creates(server) and time.monotonic() - started < 25:
+        ws.append(*({"kind": "heartbeat", "host": h, "t": time.time()} for h in ("h1", "h2", "h3")))
+        time.sleep(1.0)
+    assert ["no heartbeat from e1"] == paged(server), daemon.output()
+    assert time.monotonic() - started > 7.5, "paged before e1 had been watched for 8 s"
+    assert "state limit reached" in daemon.output()
+    assert 0 == daemon.terminate()
+
+
+def test_a_restart_while_an_absence_is_armed_pages_once_when_it_is_due(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """h1 beats once; the daemon is stopped (SIGTERM) and started again before h1's absence is due:
+    it pages once, when the window has passed since the heartbeat; started again (SIGTERM, then
+    after SIGKILL), it does not page again."""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    beat = time.time()
+    ws.append({"kind": "heartbeat", "host": "h1", "t": beat})
+    time.sleep(1.5)
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), ws.all_output()
+    assert time.time() - beat > 5.5, "paged before h1 had been silent for 6 s"
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    time.sleep(1.0)
+    daemon.kill()
+    daemon = ws.start()
+    time.sleep(1.0)
+    assert ["no heartbeat from h1"] == paged(server), ws.all_output()
+    assert 0 == daemon.terminate()
