@@ -1466,3 +1466,91 @@ def test_a_forgotten_position_survives_a_commit_lost_to_another_instance(
         assert b._step()
         assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
     assert {"keep.jsonl"} == saved()
+
+
+def forwarder(root: Path, redis_server: RedisServer, source: Path, batch_lines: int = 10) -> DaemonProcess:
+    """`rulesd forward` of `source` (from its beginning) into STREAM, started."""
+    config = root / "forward.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"type": "file", "path": str(source), "start_at": "beginning"},
+                "state_dir": "forward-state",
+                "forward": {"url": redis_server.url, "stream": STREAM, "batch_lines": batch_lines},
+            }
+        )
+    )
+    process = DaemonProcess(root, ["forward", "--config", str(config)], None)
+    assert process.wait_for_log("rulesd forward started"), process.output()
+    return process
+
+
+def pages(path: Path, ids: range, noise: int = 0, pad: int = 0) -> None:
+    """Append a page event (PAGE_RULES) for each of `ids` to `path`, each after `noise` other
+    events of `pad` bytes."""
+    other = json.dumps({"event": "noise", "pad": "x" * pad})
+    with open(path, "a") as fh:
+        fh.write("".join((other + "\n") * noise + json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
+
+
+def test_committed_entries_another_consumer_group_has_not_read_stay_in_the_stream(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """The stream has a second consumer group (a user's archiver, another fleet): the workers
+    forwarded to while they were stopped catch up and trim the stream, but only what that group
+    has read and acknowledged (every entry below the last committed was trimmed: it read 80 of 500)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    client = redis_server.client()
+    client.xgroup_create(STREAM, "archive", id="0", mkstream=True)
+    log_file = tmp_path / "app.jsonl"
+    log_file.touch()
+    forward = forwarder(tmp_path, redis_server, log_file)
+    pages(log_file, range(500))
+    assert wait_until(lambda: client.xlen(STREAM) >= 50, 15)
+    worker = fleet.start("w")
+    assert opsgenie.wait_for(lambda r: len(r) >= 500, 60), len(opsgenie.requests)
+
+    def archived(count: int) -> list[bytes]:
+        read = client.xreadgroup("archive", "x", {STREAM: ">"}, count=count)
+        entries = read[0][1] if read else []
+        if entries:
+            client.xack(STREAM, "archive", *[entry_id for entry_id, _ in entries])
+        return [line for _, fields in entries for line in fields[b"events"].split(b"\n")]
+
+    got = archived(25)
+    got += archived(1000)
+    assert list(range(500)) == [json.loads(line)["id"] for line in got]
+    pages(log_file, range(500, 510))  # the archiver acknowledged all: the next commit trims it all
+    assert opsgenie.wait_for(lambda r: len(r) >= 510, 30)
+    assert wait_until(lambda: client.xlen(STREAM) <= 1 + 100, 15)  # (`~`: whole nodes of 100 entries)
+    assert 0 == worker.terminate() and 0 == forward.terminate()
+
+
+def test_the_forwarder_leaves_redis_room_for_the_workers_to_catch_up(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Workers stopped, the forwarder appending on: near Redis's maxmemory it holds back and
+    says so, so that the workers, started again, can commit (it filled Redis up, and the
+    workers' commits were refused as out of memory: nothing moved again), and every page goes."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    client = redis_server.client()
+    fleet.start("w").terminate()  # the consumer group is made
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 2_000_000)
+    log_file = tmp_path / "app.jsonl"
+    log_file.touch()
+    forward = forwarder(tmp_path, redis_server, log_file)
+    sent = 0
+    while "not appending" not in forward.stderr():
+        assert sent < 2000 and "out of memory" not in forward.stderr(), forward.stderr()
+        pages(log_file, range(sent, sent + 10), noise=20, pad=200)
+        sent += 10
+        time.sleep(0.02)
+    said = f"not appending to {STREAM}, which holds "
+    assert said in forward.stderr() and "until the workers catch up" in forward.stderr(), forward.stderr()
+    worker = fleet.start("w")
+    assert forward.wait_for_log("Redis has room again: appending to the stream", 60), forward.stderr()
+    assert opsgenie.wait_for(lambda r: len(r) >= sent, 120), (len(opsgenie.requests), sent)
+    assert list(range(sent)) == sorted(int(r.json()["alias"].removeprefix("p-")) for r in opsgenie.requests)
+    assert "out of memory" not in worker.stderr() + forward.stderr()
+    assert 0 == worker.terminate() and 0 == forward.terminate()

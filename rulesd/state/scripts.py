@@ -93,7 +93,17 @@ if group ~= '' then
   end
   if #ids > 0 then redis.call('XACK', KEYS[10], group, unpack(ids)) end
   redis.call('SET', KEYS[11], ARGV[13])
-  redis.call('XTRIM', KEYS[10], 'MINID', '~', ARGV[13])
+  -- Trimmed only below what every consumer group of the stream is done with: another one (a
+  -- second fleet, a user's own consumer) may not have read or acknowledged what this one committed.
+  local floor = ARGV[13]
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[10])) do
+    local g = {}
+    for j = 1, #info, 2 do g[info[j]] = info[j + 1] end
+    local held = g['last-delivered-id']
+    if tonumber(g['pending']) > 0 then held = redis.call('XPENDING', KEYS[10], g['name'])[2] end
+    if not id_less_or_equal(floor, held) then floor = held end
+  end
+  redis.call('XTRIM', KEYS[10], 'MINID', '~', floor)
 end
 return {'ok', tostring(version), tostring(seq)}
 """
