@@ -1554,3 +1554,33 @@ def test_the_forwarder_leaves_redis_room_for_the_workers_to_catch_up(
     assert list(range(sent)) == sorted(int(r.json()["alias"].removeprefix("p-")) for r in opsgenie.requests)
     assert "out of memory" not in worker.stderr() + forward.stderr()
     assert 0 == worker.terminate() and 0 == forward.terminate()
+
+
+def test_entries_another_producer_wrote_are_said_with_their_id_committed_and_never_stall_a_worker(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Entries a user's own producer wrote: without an `event`/`events` field (they were counted
+    invalid without a word), with a line longer than `max_line_bytes` (it was evaluated: a page
+    went for it), not UTF-8, not JSON, not an object. Each is skipped and said with the stream
+    and its entry id (a line too long counted as such), committed with its batch (nothing
+    stays pending), and the events around them are evaluated."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    client = redis_server.client()
+    no_events = client.xadd(STREAM, {"message": "hello"}).decode()
+    long_line = client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": "long", "pad": "x" * 300})}).decode()
+    client.xadd(STREAM, {"event": b'{"kind": "page", "id": "\xe9"}'})
+    client.xadd(STREAM, {"events": b"42\n{\n" + json.dumps({"kind": "page", "id": 1}).encode()})
+    client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": 2})})
+    source = {"type": "redis_stream", "url": redis_server.url, "stream": STREAM, "max_line_bytes": 256}
+    worker = fleet.start("w", source=source, metrics={"listen": "127.0.0.1:0"})
+    assert opsgenie.wait_for(lambda r: len(r) >= 2, 20)
+    assert wait_until(lambda: settled(redis_server), 15)
+    log = worker.stderr()
+    assert f"{STREAM} {no_events}#0: skipped: the entry has no field 'event' or 'events' (its fields: 'message')" in log
+    assert f"{STREAM} {long_line}#0: skipped: longer than max_line_bytes (256 bytes): " in log, log
+    assert ["p-1", "p-2"] == [r.json()["alias"] for r in opsgenie.requests]
+    assert 1 == metric(worker, "rulesd_lines_too_long_total")
+    assert 4 == metric(worker, f'rulesd_events_invalid_total{{source="{STREAM}"}}')  # no fields, é, 42, {
+    client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": 3})})
+    assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)
+    assert 0 == worker.terminate()

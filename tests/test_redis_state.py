@@ -297,6 +297,27 @@ def test_a_stream_of_large_entries_is_read_a_few_megabytes_at_a_time(client: red
     assert largest <= READ_BYTES + len(event)
 
 
+def test_why_a_stream_line_was_skipped_follows_it_into_part_of_its_batch(client: redis.Redis) -> None:
+    """A batch refused in part (`after`: another instance committed its start) or split (`singles`:
+    a gap) keeps, for each line, why it was skipped: the warning names the entry it came from."""
+    from rulesd.sources.redis_stream import StreamReader
+
+    first = client.xadd("events", {"events": b"{}\n{}"}).decode()
+    client.xadd("events", {"other": b"1"})
+    client.xadd("events", {"events": b"{}\n" + b"x" * 65})
+    reader = StreamReader(store(client), "events", "g", "a", claim_idle=60.0, max_line_bytes=64)
+    batch = reader.read(10, block_ms=10)
+    assert batch is not None and [0, 2, 3] == batch.starts
+    assert {2: "the entry has no field 'event' or 'events' (its fields: 'other')"} == {
+        i: why for i, why in batch.skipped.items() if i not in batch.too_long
+    }
+    assert {4} == set(batch.too_long) and batch.skipped[4].startswith("longer than max_line_bytes (64 bytes)")
+    rest = batch.after(first)
+    assert rest is not None and [b"", b"{}", b""] == rest.lines
+    assert ({0, 2}, {2}) == (set(rest.skipped), set(rest.too_long))
+    assert [({0}, set()), ({1}, {1})] == [(set(b.skipped), set(b.too_long)) for b in rest.singles()]
+
+
 def test_a_forwarded_batch_sent_again_is_appended_once(client: redis.Redis) -> None:
     """`rulesd forward` sends a batch again when the answer to its append was lost (a timeout,
     a reset connection) though the script ran: the batch's positions are stored already, so

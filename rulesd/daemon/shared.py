@@ -457,15 +457,20 @@ class SharedDaemon(Daemon):
         stats = self.stats
         for name, count in prepared.matched.items():
             stats.bump(stats.matches, name, count)
+        entries = prepared.entries
+        skipped, too_long = (entries.skipped, entries.too_long) if entries is not None else ({}, frozenset[int]())
         for (counted, run, parser, where), result in zip(prepared.runs, results, strict=True):
             for i in result.invalid:
-                if run.data[i].strip():
+                if i in skipped:  # another producer's entry, or a line too long: why is known
+                    self.parts.warn(f"{where(i)}: skipped: {skipped[i]}", "too long" if i in too_long else "no events")
+                elif run.data[i].strip():
                     self.parts.warn(partial(_skipped, parser, run.data[i], where, i))  # built only if logged
             if self.reader is not None:
                 self._misses.report(self.reader.stream, parser)
             stats.bump(stats.events, counted, result.events)
-            if result.invalid:
-                stats.bump(stats.invalid, counted, len(result.invalid))
+            stats.too_long += len(too_long)  # counted as too long, not as invalid
+            if len(result.invalid) > len(too_long):
+                stats.bump(stats.invalid, counted, len(result.invalid) - len(too_long))
             if result.ignored:
                 stats.bump(stats.ignored, counted, result.ignored)
         self._queued(alerts)
