@@ -1328,6 +1328,20 @@ def test_an_idle_instance_starts_the_learning_of_new_value_rules_at_its_start(
     assert 0 == daemon.terminate()
 
 
+def step_with_its_answer_lost(daemon: SharedDaemon) -> None:
+    """A step whose commit is made but whose answer is lost (Redis unavailable before it came)."""
+    commit = daemon.store.commit
+
+    def answer_lost(**kwargs: Any) -> int:
+        commit(**kwargs)
+        raise StateUnavailable("Redis unavailable: Connection closed by server.")
+
+    daemon.store.commit = answer_lost  # type: ignore[method-assign]
+    with pytest.raises(StateUnavailable):
+        daemon._step()
+    daemon.store.commit = commit  # type: ignore[method-assign]
+
+
 def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -1341,22 +1355,33 @@ def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed
     path.write_text("".join(json.dumps(e) + "\n" for e in lines))
     with contextlib.ExitStack() as stack:
         a = in_process(stack, fleet.on_file("a", path, redis_server.url, limits={"groups_per_rule": 2}))
-        commit = a.store.commit
-
-        def answer_lost(**kwargs: Any) -> int:
-            commit(**kwargs)
-            raise StateUnavailable("Redis unavailable: Connection closed by server.")
-
-        a.store.commit = answer_lost  # type: ignore[method-assign]
-        with pytest.raises(StateUnavailable):
-            a._step()
-        a.store.commit = commit  # type: ignore[method-assign]
+        step_with_its_answer_lost(a)
         assert a._step() and not a.pending
         assert 4 == len(a.store.alerts()), "committed once"
         assert {"errors": 1, "noise": 0} == a.stats.evicted
         assert {"errors": 1, "noise": 0} == a.stats.limit_closed
         assert (len(lines), 4, 3) == (sum(a.stats.events.values()), a.stats.alerts_queued, a.stats.firings["errors"])
         assert {"errors": 3, "noise": 4200} == a.stats.matches
+
+
+def test_a_batch_whose_answer_was_lost_before_a_reload_counts_for_the_rules_it_was_committed_with(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """a's commit is made but its answer lost; the rules are reloaded (rule r becomes r2) before a
+    tries again: the batch, refused as committed, counts its matches, firings and alerts for r,
+    the rule it was committed with (its matches counted for r2, the rule it was matched with again)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(3)))
+    with contextlib.ExitStack() as stack:
+        a = in_process(stack, fleet.on_file("a", path, redis_server.url))
+        step_with_its_answer_lost(a)
+        (tmp_path / "rules" / "rules.yaml").write_text(PAGE_RULES.replace("name: r", "name: r2"))
+        assert a.reload()
+        assert a._step() and not a.pending
+        assert ["p-0", "p-1", "p-2"] == [alert.payload["alias"] for alert in a.store.alerts()], "committed once"
+        assert ({"r": 3}, {"r": 3}, 3) == (a.stats.matches, a.stats.firings, a.stats.alerts_queued)
+        assert 3 == sum(a.stats.events.values())
 
 
 def test_an_idle_moment_does_not_keep_the_clock_ahead_of_the_events_that_come_after_it(
