@@ -28,7 +28,7 @@ import yaml
 from rulesd.daemon.build import stream_reader
 from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
-from rulesd.state.redis import RedisState
+from rulesd.state.redis import Conflict, RedisState
 from tests.daemon_process import (
     API_KEY,
     DaemonProcess,
@@ -1329,11 +1329,12 @@ def test_an_idle_instance_starts_the_learning_of_new_value_rules_at_its_start(
 
 
 def step_with_its_answer_lost(daemon: SharedDaemon) -> None:
-    """A step whose commit is made but whose answer is lost (Redis unavailable before it came)."""
+    """A step whose commit is made (or refused) but whose answer is lost (Redis unavailable before it came)."""
     commit = daemon.store.commit
 
     def answer_lost(**kwargs: Any) -> int:
-        commit(**kwargs)
+        with contextlib.suppress(Conflict):
+            commit(**kwargs)
         raise StateUnavailable("Redis unavailable: Connection closed by server.")
 
     daemon.store.commit = answer_lost  # type: ignore[method-assign]
@@ -1382,6 +1383,26 @@ def test_a_batch_whose_answer_was_lost_before_a_reload_counts_for_the_rules_it_w
         assert ["p-0", "p-1", "p-2"] == [alert.payload["alias"] for alert in a.store.alerts()], "committed once"
         assert ({"r": 3}, {"r": 3}, 3) == (a.stats.matches, a.stats.firings, a.stats.alerts_queued)
         assert 3 == sum(a.stats.events.values())
+
+
+def test_a_batch_whose_answer_was_lost_twice_counts_as_it_was_committed_the_first_time(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """a's commit of two events a threshold of 3 counts is made and its answer lost; so is the
+    answer of the next attempt (refused as committed), which applied them again on a state that
+    held them already (4: it fired). The third attempt counts the batch as the first committed
+    it: no firing, no alert (it counted the second application's)."""
+    rules = "name: t\nmatch: {kind: page}\nthreshold: {count: 3, window: 1h}\n"
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=rules)
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(2)))
+    with contextlib.ExitStack() as stack:
+        a = in_process(stack, fleet.on_file("a", path, redis_server.url))
+        step_with_its_answer_lost(a)
+        step_with_its_answer_lost(a)
+        assert a._step() and not a.pending
+        assert [] == a.store.alerts()
+        assert ({"t": 2}, {}, 0) == (a.stats.matches, a.stats.firings, a.stats.alerts_queued)
 
 
 def test_an_idle_moment_does_not_keep_the_clock_ahead_of_the_events_that_come_after_it(
