@@ -1365,17 +1365,22 @@ def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed
         assert {"errors": 3, "noise": 4200} == a.stats.matches
 
 
+def on_pages(stack: contextlib.ExitStack, root: Path, server: RedisServer, rules: str, count: int) -> SharedDaemon:
+    """Instance a in fleet mode with `rules`, turned by hand, on a file of `count` page events."""
+    fleet = Fleet(root, server.url, "http://127.0.0.1:9", rules=rules)
+    path = root / "a.jsonl"
+    path.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(count)))
+    return in_process(stack, fleet.on_file("a", path, server.url))
+
+
 def test_a_batch_whose_answer_was_lost_before_a_reload_counts_for_the_rules_it_was_committed_with(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """a's commit is made but its answer lost; the rules are reloaded (rule r becomes r2) before a
     tries again: the batch, refused as committed, counts its matches, firings and alerts for r,
     the rule it was committed with (its matches counted for r2, the rule it was matched with again)."""
-    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
-    path = tmp_path / "a.jsonl"
-    path.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(3)))
     with contextlib.ExitStack() as stack:
-        a = in_process(stack, fleet.on_file("a", path, redis_server.url))
+        a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 3)
         step_with_its_answer_lost(a)
         (tmp_path / "rules" / "rules.yaml").write_text(PAGE_RULES.replace("name: r", "name: r2"))
         assert a.reload()
@@ -1393,11 +1398,8 @@ def test_a_batch_whose_answer_was_lost_twice_counts_as_it_was_committed_the_firs
     held them already (4: it fired). The third attempt counts the batch as the first committed
     it: no firing, no alert (it counted the second application's)."""
     rules = "name: t\nmatch: {kind: page}\nthreshold: {count: 3, window: 1h}\n"
-    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=rules)
-    path = tmp_path / "a.jsonl"
-    path.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(2)))
     with contextlib.ExitStack() as stack:
-        a = in_process(stack, fleet.on_file("a", path, redis_server.url))
+        a = on_pages(stack, tmp_path, redis_server, rules, 2)
         step_with_its_answer_lost(a)
         step_with_its_answer_lost(a)
         assert a._step() and not a.pending
