@@ -12,6 +12,7 @@ import json
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -1632,3 +1633,51 @@ def test_entries_another_producer_wrote_are_said_with_their_id_committed_and_nev
     client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": 3})})
     assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)
     assert 0 == worker.terminate()
+
+
+def test_rulesd_forward_forgets_the_positions_of_a_globs_deleted_files(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """As `rulesd run` does (`glob_positions_follow_the_files`): the forwarder's positions, in Redis
+    and in its state directory, keep the files of its glob that are still there only (a forget
+    goes with the next append), also one deleted while it was stopped; every line goes once."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    keep = logs / "keep.jsonl"
+    keep.touch()
+    client = redis_server.client()
+
+    def saved() -> tuple[set[str], set[str]]:
+        in_redis = {field.decode().split("\t", 1)[1] for field in client.hkeys("rulesd:forward:positions")}
+        db = sqlite3.connect(tmp_path / "forward-state" / "state.sqlite")
+        try:
+            return in_redis, {key for (key,) in db.execute("SELECT source FROM positions")}
+        finally:
+            db.close()
+
+    def forwarded() -> list[int]:
+        entries = client.xrange(STREAM)
+        return [json.loads(line)["id"] for _, fields in entries for line in fields[b"events"].split(b"\n")]
+
+    def line_in(path: Path, i: int) -> None:
+        pages(path, range(i, i + 1))
+        assert wait_until(lambda: i in forwarded(), 15), forwarded()
+
+    forward = forwarder(tmp_path, redis_server, logs / "*.jsonl")
+    for i in range(3):
+        job = logs / f"job-{i}.jsonl"
+        line_in(job, i)
+        assert wait_until(lambda job=job: all(str(job) in where for where in saved())), saved()
+        job.unlink()
+    time.sleep(1.0)  # several scans of the directory: the deleted files are let go
+    line_in(keep, 10)  # appended with their positions forgotten
+    assert wait_until(lambda: saved() == ({str(keep)}, {str(keep)})), saved()
+    gone = logs / "job-9.jsonl"  # deleted while the forwarder is stopped: forgotten at the next start
+    line_in(gone, 9)
+    assert 0 == forward.terminate()
+    gone.unlink()
+    forward = forwarder(tmp_path, redis_server, logs / "*.jsonl")
+    line_in(keep, 11)
+    assert wait_until(lambda: saved() == ({str(keep)}, {str(keep)})), saved()
+    assert 0 == forward.terminate()
+    assert [0, 1, 2, 10, 9, 11] == forwarded()
