@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import redis
 
 from rulesd.config import Config
 from rulesd.daemon.build import STATE_FILE, make_state_dir, open_sources
@@ -30,7 +31,7 @@ from rulesd.events import IGNORED, parse_block
 from rulesd.logs import RateLimitedWarning
 from rulesd.notify import Notifier
 from rulesd.sources.base import Source
-from rulesd.state import SqliteState, StateUnavailable, scripts
+from rulesd.state import SqliteState, StateAuthFailed, StateUnavailable, scripts
 from rulesd.state.redis import SEPARATOR, RedisState, connect, default_instance
 
 log = logging.getLogger("rulesd")
@@ -62,6 +63,7 @@ class Forwarder:
         self.stop_requested = threading.Event()
         self.lines_sent = 0
         self.held: str | None = None  # why appends are held back, while they are
+        self.memory_known = True  # False once Redis refused INFO to this user
         self.sources: dict[str, Source] = {}
 
     def saved_positions(self) -> dict[str, dict[str, Any]]:
@@ -167,7 +169,16 @@ class Forwarder:
         there is room, or no maxmemory). At its maxmemory Redis refuses every write, the workers'
         commits too, which are what frees the stream's entries: forwarding on would stop them
         for good. The lines wait in the files meanwhile."""
-        info = self.store.call(lambda: self.store.client.info("memory"))
+        if not self.memory_known:
+            return None
+        try:
+            info = self.store.call(lambda: self.store.client.info("memory"))
+        except StateAuthFailed as exc:
+            if not isinstance(exc.__cause__, redis.exceptions.NoPermissionError):
+                raise
+            self.memory_known = False  # an ACL user without INFO: forwarding is not stopped for it
+            log.warning("%s: appends are not held back near Redis's maxmemory (allow INFO to this user)", exc)
+            return None
         used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
         if not limit or used < limit * FULL_SHARE:
             return None

@@ -1605,6 +1605,25 @@ def test_the_forwarder_leaves_redis_room_for_the_workers_to_catch_up(
     assert 0 == worker.terminate() and 0 == forward.terminate()
 
 
+def test_a_forwarder_whose_redis_user_may_not_read_info_forwards_without_the_memory_bound(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """An ACL user without INFO: the forwarder cannot see how full Redis is, says so once, and
+    forwards (a NOPERM on that look stopped every append, retried for ever as credentials refused)."""
+    client = redis_server.client()
+    client.acl_setuser("default", enabled=True, nopass=True, keys=["*"], channels=["*"], commands=["+@all", "-info"])
+    log_file = tmp_path / "app.jsonl"
+    log_file.touch()
+    forward = forwarder(tmp_path, redis_server, log_file)
+    pages(log_file, range(5))
+    pages(log_file, range(5, 10))
+    forwarded = lambda: sum(len(fields[b"events"].split(b"\n")) for _, fields in client.xrange(STREAM))  # noqa: E731
+    assert wait_until(lambda: 10 == forwarded(), 15), forward.stderr()
+    assert 1 == forward.stderr().count("appends are not held back near Redis's maxmemory (allow INFO to this user)")
+    assert "cannot append" not in forward.stderr()
+    assert 0 == forward.terminate()
+
+
 def test_entries_another_producer_wrote_are_said_with_their_id_committed_and_never_stall_a_worker(
     tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
 ) -> None:
