@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import redis
 
 from rulesd.config import Config
 from rulesd.daemon.build import STATE_FILE, make_state_dir, open_sources
@@ -30,13 +31,16 @@ from rulesd.events import IGNORED, parse_block
 from rulesd.logs import RateLimitedWarning
 from rulesd.notify import Notifier
 from rulesd.sources.base import Source
-from rulesd.state import SqliteState, StateUnavailable, scripts
+from rulesd.state import SqliteState, StateAuthFailed, StateUnavailable, scripts
 from rulesd.state.redis import SEPARATOR, RedisState, connect, default_instance
 
 log = logging.getLogger("rulesd")
 RETRY_UNAVAILABLE = 1.0
 # While appending fails, it is said once this often (seconds), and its end once it ends.
 RETRY_SAID_EVERY = 60.0
+# Appends wait while Redis's memory is past this share of its maxmemory: the rest is the
+# workers', so that they can still commit (and their commits trim the stream).
+FULL_SHARE = 0.8
 
 
 class Forwarder:
@@ -58,6 +62,8 @@ class Forwarder:
         self.notifier = Notifier(environ)
         self.stop_requested = threading.Event()
         self.lines_sent = 0
+        self.held: str | None = None  # why appends are held back, while they are
+        self.memory_known = True  # False once Redis refused INFO to this user
         self.sources: dict[str, Source] = {}
 
     def saved_positions(self) -> dict[str, dict[str, Any]]:
@@ -98,7 +104,7 @@ class Forwarder:
         return 0
 
     def _status(self) -> str:
-        return f"{self.lines_sent} lines forwarded to {self.forward.stream}"
+        return self.held or f"{self.lines_sent} lines forwarded to {self.forward.stream}"
 
     def _step(self) -> bool:
         """Read what the sources have and append it with their positions; False if nothing."""
@@ -121,31 +127,67 @@ class Forwarder:
         return True
 
     def _append(self, entries: list[bytes], positions: dict[str, dict[str, Any]]) -> None:
-        """One script: the entries and the positions; retried while Redis is unavailable."""
+        """One script: the entries and the positions; retried while Redis is unavailable, and
+        held back while Redis is nearly full."""
         args: list[Any] = [len(entries), *entries]
         fields: list[Any] = []
         for key, value in positions.items():
             fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value) if value else b""]  # b"": deleted
         script = self.store.client.register_script(scripts.FORWARD)
-        failed, said, cause = 0, -math.inf, None
+        keys = [self.forward.stream, self.positions_key]
+        failed, said, cause, held = 0, -math.inf, None, 0.0
         while True:
             try:
-                self.store.call(
-                    lambda: script(keys=[self.forward.stream, self.positions_key], args=[*fields_count(fields), *args])
-                )
-                break
+                full = self._full()
+                if full is None:
+                    self.store.call(lambda: script(keys=keys, args=[*fields_count(fields), *args]))
+                    break
+                if not held or time.monotonic() - said >= RETRY_SAID_EVERY:
+                    said = time.monotonic()
+                    held = held or said
+                    self.held = full
+                    log.error("%s", full)
+                    self.notifier.status(full)
             except StateUnavailable as exc:
                 failed += 1
                 # Not every second of an outage, but a new cause (Redis back, refusing the password) at once.
                 if type(exc) is not cause or time.monotonic() - said >= RETRY_SAID_EVERY:
                     said, cause = time.monotonic(), type(exc)
                     log.error("cannot append to the stream, retrying: %s (attempt %d)", exc, failed)
-                if self.stop_requested.wait(RETRY_UNAVAILABLE):
-                    # Stopping: nothing was appended, and the positions say so; the next start reads it again.
-                    raise SystemExit(0) from None
+            if self.stop_requested.wait(RETRY_UNAVAILABLE):
+                # Stopping: nothing was appended, and the positions say so; the next start reads it again.
+                raise SystemExit(0) from None
         if failed:
             log.warning("appended to the stream again, after %d failed attempt(s)", failed)
+        if held:
+            self.held = None
+            log.warning("Redis has room again: appending to the stream (held back %.0f s)", time.monotonic() - held)
         self.local.commit(positions=positions, payloads=[], now=time.time())
+
+    def _full(self) -> str | None:
+        """Why not to append now: Redis's memory is past FULL_SHARE of its `maxmemory` (None:
+        there is room, or no maxmemory). At its maxmemory Redis refuses every write, the workers'
+        commits too, which are what frees the stream's entries: forwarding on would stop them
+        for good. The lines wait in the files meanwhile."""
+        if not self.memory_known:
+            return None
+        try:
+            info = self.store.call(lambda: self.store.client.info("memory"))
+        except StateAuthFailed as exc:
+            if not isinstance(exc.__cause__, redis.exceptions.NoPermissionError):
+                raise
+            self.memory_known = False  # an ACL user without INFO: forwarding is not stopped for it
+            log.warning("%s: appends are not held back near Redis's maxmemory (allow INFO to this user)", exc)
+            return None
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        if not limit or used < limit * FULL_SHARE:
+            return None
+        backlog = self.store.call(lambda: self.store.client.xlen(self.forward.stream))
+        return (
+            f"Redis is {used / limit:.0%} full ({used // 2**20} MB of its maxmemory {limit // 2**20} MB): "
+            f"not appending to {self.forward.stream}, which holds {backlog} entries, until the "
+            f"workers catch up (are they running?) or maxmemory is raised; the lines wait in the files"
+        )
 
 
 def fields_count(fields: list[Any]) -> list[Any]:

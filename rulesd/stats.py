@@ -24,6 +24,7 @@ class Stats(msgspec.Struct):
     firings: dict[str, int] = msgspec.field(default_factory=dict)  # per rule
     evicted: dict[str, int] = msgspec.field(default_factory=dict)  # per rule: groups forgotten for the limits
     limit_closed: dict[str, int] = msgspec.field(default_factory=dict)  # per rule: open alerts closed for the limits
+    too_long: int = 0  # lines of a redis_stream source skipped for max_line_bytes (file sources count their own)
     state_groups: int = 0  # groups the engine keeps state for, after the latest batch
     alerts_queued: int = 0
     delivery: dict[str, int] = msgspec.field(default_factory=dict)  # sent / retry / paused / dead / expired

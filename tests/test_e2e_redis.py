@@ -12,6 +12,7 @@ import json
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ import yaml
 from rulesd.daemon.build import stream_reader
 from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
-from rulesd.state.redis import RedisState
+from rulesd.state.redis import Conflict, RedisState
 from tests.daemon_process import (
     API_KEY,
     DaemonProcess,
@@ -1328,6 +1329,21 @@ def test_an_idle_instance_starts_the_learning_of_new_value_rules_at_its_start(
     assert 0 == daemon.terminate()
 
 
+def step_with_its_answer_lost(daemon: SharedDaemon) -> None:
+    """A step whose commit is made (or refused) but whose answer is lost (Redis unavailable before it came)."""
+    commit = daemon.store.commit
+
+    def answer_lost(**kwargs: Any) -> int:
+        with contextlib.suppress(Conflict):
+            commit(**kwargs)
+        raise StateUnavailable("Redis unavailable: Connection closed by server.")
+
+    daemon.store.commit = answer_lost  # type: ignore[method-assign]
+    with pytest.raises(StateUnavailable):
+        daemon._step()
+    daemon.store.commit = commit  # type: ignore[method-assign]
+
+
 def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
@@ -1341,22 +1357,55 @@ def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed
     path.write_text("".join(json.dumps(e) + "\n" for e in lines))
     with contextlib.ExitStack() as stack:
         a = in_process(stack, fleet.on_file("a", path, redis_server.url, limits={"groups_per_rule": 2}))
-        commit = a.store.commit
-
-        def answer_lost(**kwargs: Any) -> int:
-            commit(**kwargs)
-            raise StateUnavailable("Redis unavailable: Connection closed by server.")
-
-        a.store.commit = answer_lost  # type: ignore[method-assign]
-        with pytest.raises(StateUnavailable):
-            a._step()
-        a.store.commit = commit  # type: ignore[method-assign]
+        step_with_its_answer_lost(a)
         assert a._step() and not a.pending
         assert 4 == len(a.store.alerts()), "committed once"
         assert {"errors": 1, "noise": 0} == a.stats.evicted
         assert {"errors": 1, "noise": 0} == a.stats.limit_closed
         assert (len(lines), 4, 3) == (sum(a.stats.events.values()), a.stats.alerts_queued, a.stats.firings["errors"])
         assert {"errors": 3, "noise": 4200} == a.stats.matches
+
+
+def on_pages(stack: contextlib.ExitStack, root: Path, server: RedisServer, rules: str, count: int) -> SharedDaemon:
+    """Instance a in fleet mode with `rules`, turned by hand, on a file of `count` page events."""
+    fleet = Fleet(root, server.url, "http://127.0.0.1:9", rules=rules)
+    path = root / "a.jsonl"
+    path.write_text("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in range(count)))
+    return in_process(stack, fleet.on_file("a", path, server.url))
+
+
+def test_a_batch_whose_answer_was_lost_before_a_reload_counts_for_the_rules_it_was_committed_with(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """a's commit is made but its answer lost; the rules are reloaded (rule r becomes r2) before a
+    tries again: the batch, refused as committed, counts its matches, firings and alerts for r,
+    the rule it was committed with (its matches counted for r2, the rule it was matched with again)."""
+    with contextlib.ExitStack() as stack:
+        a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 3)
+        step_with_its_answer_lost(a)
+        (tmp_path / "rules" / "rules.yaml").write_text(PAGE_RULES.replace("name: r", "name: r2"))
+        assert a.reload()
+        assert a._step() and not a.pending
+        assert ["p-0", "p-1", "p-2"] == [alert.payload["alias"] for alert in a.store.alerts()], "committed once"
+        assert ({"r": 3}, {"r": 3}, 3) == (a.stats.matches, a.stats.firings, a.stats.alerts_queued)
+        assert 3 == sum(a.stats.events.values())
+
+
+def test_a_batch_whose_answer_was_lost_twice_counts_as_it_was_committed_the_first_time(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """a's commit of two events a threshold of 3 counts is made and its answer lost; so is the
+    answer of the next attempt (refused as committed), which applied them again on a state that
+    held them already (4: it fired). The third attempt counts the batch as the first committed
+    it: no firing, no alert (it counted the second application's)."""
+    rules = "name: t\nmatch: {kind: page}\nthreshold: {count: 3, window: 1h}\n"
+    with contextlib.ExitStack() as stack:
+        a = on_pages(stack, tmp_path, redis_server, rules, 2)
+        step_with_its_answer_lost(a)
+        step_with_its_answer_lost(a)
+        assert a._step() and not a.pending
+        assert [] == a.store.alerts()
+        assert ({"t": 2}, {}, 0) == (a.stats.matches, a.stats.firings, a.stats.alerts_queued)
 
 
 def test_an_idle_moment_does_not_keep_the_clock_ahead_of_the_events_that_come_after_it(
@@ -1466,3 +1515,188 @@ def test_a_forgotten_position_survives_a_commit_lost_to_another_instance(
         assert b._step()
         assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
     assert {"keep.jsonl"} == saved()
+
+
+def forwarder(root: Path, redis_server: RedisServer, source: Path, batch_lines: int = 10) -> DaemonProcess:
+    """`rulesd forward` of `source` (from its beginning) into STREAM, started."""
+    config = root / "forward.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"type": "file", "path": str(source), "start_at": "beginning"},
+                "state_dir": "forward-state",
+                "forward": {"url": redis_server.url, "stream": STREAM, "batch_lines": batch_lines},
+            }
+        )
+    )
+    process = DaemonProcess(root, ["forward", "--config", str(config)], None)
+    assert process.wait_for_log("rulesd forward started"), process.output()
+    return process
+
+
+def pages(path: Path, ids: range, noise: int = 0, pad: int = 0) -> None:
+    """Append a page event (PAGE_RULES) for each of `ids` to `path`, each after `noise` other
+    events of `pad` bytes."""
+    other = json.dumps({"event": "noise", "pad": "x" * pad})
+    with open(path, "a") as fh:
+        fh.write("".join((other + "\n") * noise + json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
+
+
+def test_committed_entries_another_consumer_group_has_not_read_stay_in_the_stream(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """The stream has a second consumer group (a user's archiver, another fleet): the workers
+    forwarded to while they were stopped catch up and trim the stream, but only what that group
+    has read and acknowledged (every entry below the last committed was trimmed: it read 80 of 500)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    client = redis_server.client()
+    client.xgroup_create(STREAM, "archive", id="0", mkstream=True)
+    log_file = tmp_path / "app.jsonl"
+    log_file.touch()
+    forward = forwarder(tmp_path, redis_server, log_file)
+    pages(log_file, range(500))
+    assert wait_until(lambda: client.xlen(STREAM) >= 50, 15)
+    worker = fleet.start("w")
+    assert opsgenie.wait_for(lambda r: len(r) >= 500, 60), len(opsgenie.requests)
+
+    def archived(count: int) -> list[bytes]:
+        read = client.xreadgroup("archive", "x", {STREAM: ">"}, count=count)
+        entries = read[0][1] if read else []
+        if entries:
+            client.xack(STREAM, "archive", *[entry_id for entry_id, _ in entries])
+        return [line for _, fields in entries for line in fields[b"events"].split(b"\n")]
+
+    got = archived(25)
+    got += archived(1000)
+    assert list(range(500)) == [json.loads(line)["id"] for line in got]
+    pages(log_file, range(500, 510))  # the archiver acknowledged all: the next commit trims it all
+    assert opsgenie.wait_for(lambda r: len(r) >= 510, 30)
+    assert wait_until(lambda: client.xlen(STREAM) <= 1 + 100, 15)  # (`~`: whole nodes of 100 entries)
+    assert 0 == worker.terminate() and 0 == forward.terminate()
+
+
+def test_the_forwarder_leaves_redis_room_for_the_workers_to_catch_up(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Workers stopped, the forwarder appending on: near Redis's maxmemory it holds back and
+    says so, so that the workers, started again, can commit (it filled Redis up, and the
+    workers' commits were refused as out of memory: nothing moved again), and every page goes."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    client = redis_server.client()
+    fleet.start("w").terminate()  # the consumer group is made
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 2_000_000)
+    log_file = tmp_path / "app.jsonl"
+    log_file.touch()
+    forward = forwarder(tmp_path, redis_server, log_file)
+    sent = 0
+    while "not appending" not in forward.stderr():
+        assert sent < 2000 and "out of memory" not in forward.stderr(), forward.stderr()
+        pages(log_file, range(sent, sent + 10), noise=20, pad=200)
+        sent += 10
+        time.sleep(0.02)
+    said = f"not appending to {STREAM}, which holds "
+    assert said in forward.stderr() and "until the workers catch up" in forward.stderr(), forward.stderr()
+    worker = fleet.start("w")
+    assert forward.wait_for_log("Redis has room again: appending to the stream", 60), forward.stderr()
+    assert opsgenie.wait_for(lambda r: len(r) >= sent, 120), (len(opsgenie.requests), sent)
+    assert list(range(sent)) == sorted(int(r.json()["alias"].removeprefix("p-")) for r in opsgenie.requests)
+    assert "out of memory" not in worker.stderr() + forward.stderr()
+    assert 0 == worker.terminate() and 0 == forward.terminate()
+
+
+def test_a_forwarder_whose_redis_user_may_not_read_info_forwards_without_the_memory_bound(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """An ACL user without INFO: the forwarder cannot see how full Redis is, says so once, and
+    forwards (a NOPERM on that look stopped every append, retried for ever as credentials refused)."""
+    client = redis_server.client()
+    client.acl_setuser("default", enabled=True, nopass=True, keys=["*"], channels=["*"], commands=["+@all", "-info"])
+    log_file = tmp_path / "app.jsonl"
+    log_file.touch()
+    forward = forwarder(tmp_path, redis_server, log_file)
+    pages(log_file, range(5))
+    pages(log_file, range(5, 10))
+    forwarded = lambda: sum(len(fields[b"events"].split(b"\n")) for _, fields in client.xrange(STREAM))  # noqa: E731
+    assert wait_until(lambda: 10 == forwarded(), 15), forward.stderr()
+    assert 1 == forward.stderr().count("appends are not held back near Redis's maxmemory (allow INFO to this user)")
+    assert "cannot append" not in forward.stderr()
+    assert 0 == forward.terminate()
+
+
+def test_entries_another_producer_wrote_are_said_with_their_id_committed_and_never_stall_a_worker(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Entries a user's own producer wrote: without an `event`/`events` field (they were counted
+    invalid without a word), with a line longer than `max_line_bytes` (it was evaluated: a page
+    went for it), not UTF-8, not JSON, not an object. Each is skipped and said with the stream
+    and its entry id (a line too long counted as such), committed with its batch (nothing
+    stays pending), and the events around them are evaluated."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    client = redis_server.client()
+    no_events = client.xadd(STREAM, {"message": "hello"}).decode()
+    long_line = client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": "long", "pad": "x" * 300})}).decode()
+    client.xadd(STREAM, {"event": b'{"kind": "page", "id": "\xe9"}'})
+    client.xadd(STREAM, {"events": b"42\n{\n" + json.dumps({"kind": "page", "id": 1}).encode()})
+    client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": 2})})
+    source = {"type": "redis_stream", "url": redis_server.url, "stream": STREAM, "max_line_bytes": 256}
+    worker = fleet.start("w", source=source, metrics={"listen": "127.0.0.1:0"})
+    assert opsgenie.wait_for(lambda r: len(r) >= 2, 20)
+    assert wait_until(lambda: settled(redis_server), 15)
+    log = worker.stderr()
+    assert f"{STREAM} {no_events}#0: skipped: the entry has no field 'event' or 'events' (its fields: 'message')" in log
+    assert f"{STREAM} {long_line}#0: skipped: longer than max_line_bytes (256 bytes): " in log, log
+    assert ["p-1", "p-2"] == [r.json()["alias"] for r in opsgenie.requests]
+    assert 1 == metric(worker, "rulesd_lines_too_long_total")
+    assert 4 == metric(worker, f'rulesd_events_invalid_total{{source="{STREAM}"}}')  # no fields, é, 42, {
+    client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": 3})})
+    assert opsgenie.wait_for(lambda r: len(r) >= 3, 15)
+    assert 0 == worker.terminate()
+
+
+def test_rulesd_forward_forgets_the_positions_of_a_globs_deleted_files(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """As `rulesd run` does (`glob_positions_follow_the_files`): the forwarder's positions, in Redis
+    and in its state directory, keep the files of its glob that are still there only (a forget
+    goes with the next append), also one deleted while it was stopped; every line goes once."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    keep = logs / "keep.jsonl"
+    keep.touch()
+    client = redis_server.client()
+
+    def saved() -> tuple[set[str], set[str]]:
+        in_redis = {field.decode().split("\t", 1)[1] for field in client.hkeys("rulesd:forward:positions")}
+        db = sqlite3.connect(tmp_path / "forward-state" / "state.sqlite")
+        try:
+            return in_redis, {key for (key,) in db.execute("SELECT source FROM positions")}
+        finally:
+            db.close()
+
+    def forwarded() -> list[int]:
+        entries = client.xrange(STREAM)
+        return [json.loads(line)["id"] for _, fields in entries for line in fields[b"events"].split(b"\n")]
+
+    def line_in(path: Path, i: int) -> None:
+        pages(path, range(i, i + 1))
+        assert wait_until(lambda: i in forwarded(), 15), forwarded()
+
+    forward = forwarder(tmp_path, redis_server, logs / "*.jsonl")
+    for i in range(3):
+        job = logs / f"job-{i}.jsonl"
+        line_in(job, i)
+        assert wait_until(lambda job=job: all(str(job) in where for where in saved())), saved()
+        job.unlink()
+    time.sleep(1.0)  # several scans of the directory: the deleted files are let go
+    line_in(keep, 10)  # appended with their positions forgotten
+    assert wait_until(lambda: saved() == ({str(keep)}, {str(keep)})), saved()
+    gone = logs / "job-9.jsonl"  # deleted while the forwarder is stopped: forgotten at the next start
+    line_in(gone, 9)
+    assert 0 == forward.terminate()
+    gone.unlink()
+    forward = forwarder(tmp_path, redis_server, logs / "*.jsonl")
+    line_in(keep, 11)
+    assert wait_until(lambda: saved() == ({str(keep)}, {str(keep)})), saved()
+    assert 0 == forward.terminate()
+    assert [0, 1, 2, 10, 9, 11] == forwarded()

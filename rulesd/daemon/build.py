@@ -310,7 +310,9 @@ def stream_reader(config: Config, store: RedisState) -> StreamReader | None:
     stream = config.stream_source
     if stream is None:
         return None
-    return StreamReader(store, stream.stream, stream.group, store.instance, stream.claim_idle)
+    return StreamReader(
+        store, stream.stream, stream.group, store.instance, stream.claim_idle, max_line_bytes=stream.max_line_bytes
+    )
 
 
 def open_sources(config: Config, saved: Saved, warn: Callable[[str], None], stdin_fd: int) -> dict[str, Source]:
@@ -375,7 +377,7 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
         parts.stats,
         scraped_depth(parts.store),
         lambda: sum(source.lag_bytes() for source in sources),
-        lambda: sum(source.skipped_long for source in sources),
+        lambda: sum(source.skipped_long for source in sources) + parts.stats.too_long,
         parts.clock,
         paused=lambda: sender.paused_reason is not None,
     )

@@ -67,17 +67,19 @@ class Prepared(msgspec.Struct):
     # Per rule, the events that matched its condition: counted when the batch is committed,
     # as it may be matched again (a reload) or dropped (another instance committed it).
     matched: dict[str, int] = msgspec.field(default_factory=dict)
-    lost: Applied | None = None  # the application whose commit's answer was lost (it may be the one made)
 
 
-class Applied(msgspec.Struct):
-    """What applying a batch found, to count once its commit is known made: the batches, the
-    alerts, and the engine's counts before and after."""
+class Tally(msgspec.Struct):
+    """What a batch counts that depends on the rules and the state it was applied with (per
+    rule: matches, firings, groups evicted and alerts closed for the limits; alerts queued).
+    Committed with the batch: a commit whose answer was lost is counted from the tally Redis
+    kept, as it was made (perhaps under the rules before a reload), never as applied again."""
 
-    results: list[Batch]
-    alerts: list[Alert]
-    before: Counts
-    after: Counts
+    matches: dict[str, int]
+    firings: dict[str, int]
+    alerts: int
+    evicted: dict[str, int]
+    limit_closed: dict[str, int]
 
 
 class SharedEngine:
@@ -334,8 +336,7 @@ class SharedDaemon(Daemon):
             latest = engine.timed and engine.latest > -math.inf
             clock = engine.now if engine.now != before or latest else None
             wall = engine.idle_wall(prepared.arrival) if latest else prepared.arrival
-            applied = Applied(results, alerts, counts, engine.counts())
-            store.retried = False
+            tally = _tally(prepared.matched, alerts, counts, engine.counts())
             try:
                 store.commit(
                     positions=positions,
@@ -348,6 +349,7 @@ class SharedDaemon(Daemon):
                     if entries and self.reader
                     else None,
                     token=prepared.token,
+                    note=msgspec.json.encode(tally),
                 )
             except Conflict as conflict:
                 self.shared.undo(delta, before, counts)
@@ -356,16 +358,15 @@ class SharedDaemon(Daemon):
                 if conflict.why == "taken" and not conflict.detail:  # its own token: committed, the answer lost
                     log.info("batch already committed (its answer was lost): not applied again")
                     self.pending.pop(0)
-                    # Counted as the application that was committed: this one if its commit was
-                    # sent again at once, else the one whose commit failed before.
-                    self._count_applied(prepared, applied if store.retried or prepared.lost is None else prepared.lost)
+                    committed = msgspec.json.decode(conflict.note, type=Tally)
+                    engine.rewind(_plus(engine.counts(), committed))  # undone above: the committed ones count
+                    self._count(prepared, results, committed)
                     return
                 self._refused(prepared, conflict)
                 return
             except StateUnavailable:
                 self.shared.stale = True  # whether the commit was made is not known: load it all again
                 engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
-                prepared.lost = applied
                 raise
             break
         self._forgets.clear()
@@ -376,7 +377,7 @@ class SharedDaemon(Daemon):
         log.debug(
             "committed version %d: %d line(s), %d alert(s)", store.version, sum(r.lines for r in results), len(alerts)
         )
-        self._count(prepared, results, alerts)
+        self._count(prepared, results, tally)
 
     def _runs_published(self) -> bool:
         """Whether this instance runs the published rule set (publishing it if none is: Redis emptied)."""
@@ -432,7 +433,7 @@ class SharedDaemon(Daemon):
 
     def _rematch(self, prepared: Prepared) -> Prepared:
         again = self._match(prepared.runs, prepared.arrival)
-        again.entries, again.token, again.lost = prepared.entries, prepared.token, prepared.lost
+        again.entries, again.token = prepared.entries, prepared.token
         return again
 
     def _refuse(self, published: str) -> None:
@@ -452,48 +453,39 @@ class SharedDaemon(Daemon):
         self._forgets = {key for key, position in positions.items() if not position}
         return positions
 
-    def _count(self, prepared: Prepared, results: list[Batch], alerts: list[Alert]) -> None:
-        """A committed batch counts: events, invalid lines (warned about), firings, alerts queued."""
+    def _count(self, prepared: Prepared, results: list[Batch], tally: Tally) -> None:
+        """A committed batch counts: events and invalid lines (warned about) as `results` found
+        them (the lines and their parsers say which, whatever the rules), and the `tally` it was
+        committed with."""
         stats = self.stats
-        for name, count in prepared.matched.items():
+        for name, count in tally.matches.items():
             stats.bump(stats.matches, name, count)
+        entries = prepared.entries
+        skipped, too_long = (entries.skipped, entries.too_long) if entries is not None else ({}, frozenset[int]())
         for (counted, run, parser, where), result in zip(prepared.runs, results, strict=True):
             for i in result.invalid:
-                if run.data[i].strip():
+                if i in skipped:  # another producer's entry, or a line too long: why is known
+                    self.parts.warn(f"{where(i)}: skipped: {skipped[i]}", "too long" if i in too_long else "no events")
+                elif run.data[i].strip():
                     self.parts.warn(partial(_skipped, parser, run.data[i], where, i))  # built only if logged
             if self.reader is not None:
                 self._misses.report(self.reader.stream, parser)
             stats.bump(stats.events, counted, result.events)
-            if result.invalid:
-                stats.bump(stats.invalid, counted, len(result.invalid))
+            stats.too_long += len(too_long)  # counted as too long, not as invalid
+            if len(result.invalid) > len(too_long):
+                stats.bump(stats.invalid, counted, len(result.invalid) - len(too_long))
             if result.ignored:
                 stats.bump(stats.ignored, counted, result.ignored)
-        self._queued(alerts)
+        self._queued(tally.firings, tally.alerts)
         stats.state_groups = self.engine.state.group_count()
         self._warn_limits()
         if (stats.last_error or "").startswith(REFUSING):
             stats.last_error = None
 
-    def _count_applied(self, prepared: Prepared, applied: Applied) -> None:
-        """Count a batch whose commit was made though its answer was lost: as its application
-        then found, with the evictions and limit-closed alerts that application counted."""
-        engine, now = self.engine, self.engine.counts()
-        evicted, closed = dict(now.evicted), dict(now.limit_closed)
-        for live, after, before in (
-            (evicted, applied.after.evicted, applied.before.evicted),
-            (closed, applied.after.limit_closed, applied.before.limit_closed),
-        ):
-            for rule, count in after.items():
-                live[rule] = live.get(rule, 0) + count - before.get(rule, 0)
-        engine.rewind(Counts(evicted, closed, now.until_sweep))
-        self._count(prepared, applied.results, applied.alerts)
-
-    def _queued(self, alerts: list[Alert]) -> None:
-        for alert in alerts:
-            if alert.close is None:
-                for name in alert.rules:
-                    self.stats.bump(self.stats.firings, name)
-        self.stats.alerts_queued += len(alerts)
+    def _queued(self, firings: dict[str, int], alerts: int) -> None:
+        for name, count in firings.items():
+            self.stats.bump(self.stats.firings, name, count)
+        self.stats.alerts_queued += alerts
         if alerts:
             self.sender_wake.set()
 
@@ -554,7 +546,7 @@ class SharedDaemon(Daemon):
         shared.committed(requests, positions=True)
         if moves:
             self.shared.clock_wall = now
-        self._queued(alerts)
+        self._queued(_fired(alerts), len(alerts))
         self.stats.state_groups = engine.state.group_count()
         self._warn_limits()
 
@@ -630,6 +622,41 @@ class SharedDaemon(Daemon):
 
     def _commit(self, requests: list[Any], now: float, *, clock: bool = False) -> None:  # not used: see `_commit_first`
         raise NotImplementedError
+
+
+def _fired(alerts: list[Alert]) -> dict[str, int]:
+    """The firings of `alerts` per rule (creates only: a close fires no rule)."""
+    firings: dict[str, int] = {}
+    for alert in alerts:
+        if alert.close is None:
+            for name in alert.rules:
+                firings[name] = firings.get(name, 0) + 1
+    return firings
+
+
+def _tally(matched: dict[str, int], alerts: list[Alert], before: Counts, after: Counts) -> Tally:
+    """What applying a batch counts: its `matched` events and `alerts`, and what the limits
+    counted between the engine's counts `before` and `after`."""
+    return Tally(
+        dict(matched),
+        _fired(alerts),
+        len(alerts),
+        _difference(after.evicted, before.evicted),
+        _difference(after.limit_closed, before.limit_closed),
+    )
+
+
+def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {rule: count - before.get(rule, 0) for rule, count in after.items() if count != before.get(rule, 0)}
+
+
+def _plus(counts: Counts, tally: Tally) -> Counts:
+    """The engine's `counts` with what the limits counted in `tally` added."""
+    evicted, closed = dict(counts.evicted), dict(counts.limit_closed)
+    for live, added in ((evicted, tally.evicted), (closed, tally.limit_closed)):
+        for rule, count in added.items():
+            live[rule] = live.get(rule, 0) + count
+    return Counts(evicted, closed, counts.until_sweep)
 
 
 def _requests(alerts: list[Alert]) -> list[dict[str, Any] | Request]:

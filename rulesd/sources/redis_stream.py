@@ -1,6 +1,9 @@
 """Events from a Redis stream, read by a consumer group that instances share (stream mode).
 
 An entry holds one JSON event in field `event`, or several, newline-separated, in `events`.
+Entries other producers wrote otherwise (neither field, or a line longer than `max_line_bytes`)
+hold a blank line in its place, with why it was skipped (`EntryBatch.skipped`): they are
+committed (acknowledged) with their batch, reported and counted, never read again.
 Each instance reads batches of entries (XREADGROUP); an entry stays pending for its reader
 until a commit acknowledges it. Entries another instance has left pending for `claim_idle`
 (it died, or was paused) are claimed (XAUTOCLAIM). While a live instance waits for its turn
@@ -31,6 +34,7 @@ MAX_ENTRIES = 1024  # entries per read at most
 # and a worker killed for it would claim them again, and be killed again).
 READ_BYTES = 8 * 1024 * 1024
 EMPTY = b""
+MAX_LINE_BYTES = 1_048_576
 
 
 class EntryBatch(msgspec.Struct):
@@ -40,6 +44,9 @@ class EntryBatch(msgspec.Struct):
     starts: list[int]
     lines: list[bytes]
     claimed: bool = False
+    # Lines put in place of what an entry did not hold as events, by index: why (the line is blank).
+    skipped: dict[int, str] = msgspec.field(default_factory=dict)
+    too_long: frozenset[int] = frozenset()  # those of them longer than max_line_bytes
 
     def where(self, stream: str) -> Callable[[int], str]:
         """The "Event Source" of line `index`: the stream, the entry id and the line in the entry."""
@@ -71,12 +78,19 @@ def _subset(batch: EntryBatch, keep: list[int]) -> EntryBatch:
     ids: list[str] = []
     starts: list[int] = []
     lines: list[bytes] = []
+    skipped: dict[int, str] = {}
+    too_long: set[int] = set()
     bounds = [*batch.starts, len(batch.lines)]
     for i in keep:
         ids.append(batch.ids[i])
         starts.append(len(lines))
-        lines += batch.lines[bounds[i] : bounds[i + 1]]
-    return EntryBatch(ids, starts, lines, batch.claimed)
+        for old in range(bounds[i], bounds[i + 1]):
+            if old in batch.skipped:
+                skipped[len(lines)] = batch.skipped[old]
+                if old in batch.too_long:
+                    too_long.add(len(lines))
+            lines.append(batch.lines[old])
+    return EntryBatch(ids, starts, lines, batch.claimed, skipped, frozenset(too_long))
 
 
 def _id(entry: str) -> tuple[int, int]:
@@ -95,8 +109,10 @@ class StreamReader:
         consumer: str,
         claim_idle: float,
         clock: Callable[[], float] = time.monotonic,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self.store, self.stream, self.group, self.consumer = store, stream, group, consumer
+        self.max_line_bytes = max_line_bytes
         self.claim_idle_ms = max(1, int(claim_idle * 1000))
         self._clock = clock
         self._next_claim = 0.0
@@ -192,22 +208,31 @@ class StreamReader:
         ids: list[str] = []
         starts: list[int] = []
         lines: list[bytes] = []
+        skipped: dict[int, str] = {}
+        too_long: set[int] = set()
+        limit, size = self.max_line_bytes, 0
         for entry_id, fields in entries:
             if fields is None:  # deleted meanwhile (a claim of a trimmed entry)
                 continue
             ids.append(entry_id.decode())
             starts.append(len(lines))
             one = fields.get(b"event")
-            if one is not None:
-                lines.append(one)
             many = fields.get(b"events")
-            if many:
-                lines += many.split(b"\n")
-            if one is None and not many:
-                lines.append(EMPTY)  # an entry without events is an invalid line, counted as such
+            found = ([one] if one is not None else []) + (many.split(b"\n") if many else [])
+            if not found:  # another producer's entry: said, and committed with the batch
+                names = ", ".join(repr(name.decode(errors="replace")) for name in fields) or "none"
+                skipped[len(lines)] = f"the entry has no field 'event' or 'events' (its fields: {names})"
+                found = [EMPTY]
+            size += sum(map(len, found))  # as read: skipped lines too
+            for line in found:
+                if len(line) > limit:
+                    skipped[len(lines)] = f"longer than max_line_bytes ({limit} bytes): {len(line)} bytes"
+                    too_long.add(len(lines))
+                    line = EMPTY
+                lines.append(line)
         self.entries_read += len(ids)
         if ids:
             self._lines_per_entry = 0.5 * self._lines_per_entry + 0.5 * len(lines) / len(ids)
-            size = sum(map(len, lines)) / len(ids)
-            self._bytes_per_entry = 0.5 * self._bytes_per_entry + 0.5 * size if self._bytes_per_entry else size
-        return EntryBatch(ids, starts, lines, claimed)
+            average = self._bytes_per_entry
+            self._bytes_per_entry = 0.5 * average + 0.5 * size / len(ids) if average else size / len(ids)
+        return EntryBatch(ids, starts, lines, claimed, skipped, frozenset(too_long))

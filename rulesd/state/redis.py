@@ -99,11 +99,12 @@ def connect(url: str) -> redis.Redis:
 
 class Conflict(Exception):
     """A commit that wrote nothing: `why` is `rules`, `version`, `taken`, `turn` or `gap`
-    (see `scripts.COMMIT`), `detail` what the store holds instead."""
+    (see `scripts.COMMIT`), `detail` what the store holds instead; `note` that of the batch
+    this instance committed already (`taken`, `detail` '')."""
 
-    def __init__(self, why: str, detail: str) -> None:
+    def __init__(self, why: str, detail: str, note: bytes = b"") -> None:
         super().__init__(f"{why}: {detail}")
-        self.why, self.detail = why, detail
+        self.why, self.detail, self.note = why, detail, note
 
 
 class StreamBatch(msgspec.Struct, frozen=True):
@@ -171,7 +172,6 @@ class RedisState:
         self.queued_ids = range(0)  # the outbox ids the last commit gave its alerts
         self.answered = False  # whether a call succeeded (since the holder last set it False)
         self._slow_said = -math.inf  # when a slow answer was last said (monotonic)
-        self.retried = False  # whether a call was made again on a new connection (since the holder set it False)
         self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
 
     def _script(self, name: str) -> Script:
@@ -193,7 +193,6 @@ class RedisState:
                 # restarting) is no outage: once more at once, on a new connection, before saying
                 # Redis is unavailable. A commit whose answer was lost is refused the second time
                 # (`taken`, or another version), never made twice.
-                self.retried = True
                 result = what()
             self.answered = True
             self._slow(time.monotonic() - started)
@@ -328,6 +327,7 @@ class RedisState:
         clock_wall: float | None = None,
         stream: StreamBatch | None = None,
         token: str = "",
+        note: bytes = b"",
     ) -> int:
         """Queue `payloads`, save `positions` (this instance's), the engine's changes and its
         `clock`, acknowledge the `stream` batch: all at once, and only if the state is at the
@@ -335,8 +335,9 @@ class RedisState:
         The clock is saved with the wall time it runs on from (`clock_wall`, default `now`).
 
         `token` names the batch: committing it again (its answer was lost with the connection)
-        is refused as `taken`, so that it never counts twice. The outbox ids given are left in
-        `queued_ids`."""
+        is refused as `taken`, with the `note` it was committed with (what it counts: the caller
+        counts what was committed, not what it applied this time). The outbox ids given are left
+        in `queued_ids`."""
         k = self.k
         outbox = [_outbox_fields(p) for p in payloads]
         upserts = (
@@ -365,6 +366,7 @@ class RedisState:
             CHANGES_KEPT,
             token,
             self.instance,
+            note,
         ]
         for pair in upserts:
             args += pair
@@ -392,7 +394,7 @@ class RedisState:
         reply = self.call(lambda: self._script("COMMIT")(keys=keys, args=args))
         why, detail = reply[0].decode(), reply[1].decode()
         if why != "ok":
-            raise Conflict(why, detail)
+            raise Conflict(why, detail, reply[2] if len(reply) > 2 else b"")
         self.version = int(detail)
         last = int(reply[2])
         self.queued_ids = range(last - len(outbox) + 1, last + 1)

@@ -13,12 +13,13 @@ from __future__ import annotations
 #       ('' = no stream), 12 first id, 13 last id, 14 ids to acknowledge, 15 entries the batch
 #       must span (0: no check), 16 change records kept, 17 the batch's token ('' = none: a
 #       batch committed already, whose answer was lost, is refused as taken), 18 the instance,
-#       then the lists in that order:
-#       upserts (field, value), deletes (field), positions (field, value; '' deletes the field),
-#       outbox (payload, action, target), ids.
+#       19 the batch's note (kept with its token, the instance's last), then the lists in that
+#       order: upserts (field, value), deletes (field), positions (field, value; '' deletes the
+#       field), outbox (payload, action, target), ids.
 # Returns {'ok', version, the last outbox id given ('0': none)} or {why, detail} with why: rules
-# (published hash), version (current), taken (the batch was committed by another instance), turn
-# (an earlier entry is uncommitted), gap (the batch is not contiguous in the stream).
+# (published hash), version (current), taken (the batch was committed by another instance; by
+# this one if detail is '': then with the note it was committed with), turn (an earlier entry
+# is uncommitted), gap (the batch is not contiguous in the stream).
 COMMIT = """
 local function id_less_or_equal(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -29,7 +30,10 @@ local function id_less_or_equal(a, b)
 end
 local published = redis.call('GET', KEYS[2])
 if published ~= ARGV[2] then return {'rules', published or ''} end
-if ARGV[17] ~= '' and redis.call('HGET', KEYS[12], ARGV[18]) == ARGV[17] then return {'taken', ''} end
+if ARGV[17] ~= '' then
+  local last, n = redis.call('HGET', KEYS[12], ARGV[18]) or '', #ARGV[17]
+  if string.sub(last, 1, n + 1) == ARGV[17] .. ' ' then return {'taken', '', string.sub(last, n + 2)} end
+end
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then return {'version', tostring(version)} end
 local group = ARGV[11]
@@ -47,9 +51,9 @@ if group ~= '' then
 end
 local n_up, n_del, n_pos, n_out, n_ack = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
   tonumber(ARGV[10]), tonumber(ARGV[14])
-local i = 19
+local i = 20
 local touched = {}
-if ARGV[17] ~= '' then redis.call('HSET', KEYS[12], ARGV[18], ARGV[17]) end
+if ARGV[17] ~= '' then redis.call('HSET', KEYS[12], ARGV[18], ARGV[17] .. ' ' .. ARGV[19]) end
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[5])
   redis.call('SET', KEYS[4], ARGV[6])
@@ -93,7 +97,17 @@ if group ~= '' then
   end
   if #ids > 0 then redis.call('XACK', KEYS[10], group, unpack(ids)) end
   redis.call('SET', KEYS[11], ARGV[13])
-  redis.call('XTRIM', KEYS[10], 'MINID', '~', ARGV[13])
+  -- Trimmed only below what every consumer group of the stream is done with: another one (a
+  -- second fleet, a user's own consumer) may not have read or acknowledged what this one committed.
+  local floor = ARGV[13]
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[10])) do
+    local g = {}
+    for j = 1, #info, 2 do g[info[j]] = info[j + 1] end
+    local held = g['last-delivered-id']
+    if tonumber(g['pending']) > 0 then held = redis.call('XPENDING', KEYS[10], g['name'])[2] end
+    if not id_less_or_equal(floor, held) then floor = held end
+  end
+  redis.call('XTRIM', KEYS[10], 'MINID', '~', floor)
 end
 return {'ok', tostring(version), tostring(seq)}
 """
