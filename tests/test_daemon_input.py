@@ -164,3 +164,30 @@ def test_a_fifo_at_the_source_path_is_skipped_while_running_and_refused_at_start
     assert server.wait_for(lambda r: len(r) >= 2)
     assert ["page-1", "page-2"] == aliases(server)
     assert 0 == restarted.terminate()
+
+
+def test_an_event_nested_deeper_than_json_encoders_go_pages_and_the_next_one_too(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """A grouped field nested 300 and 1,000 levels deep (orjson reads 1,024; it writes 254, and
+    json's recursion gives out before 1,000): each event pages, and so do the events after
+    them. The group key, the template and the alias of such a value raised, and the daemon
+    stopped at that line, again after every restart: every later page was lost. Control
+    characters reach OpsGenie as JSON's escapes, not as they are."""
+    (workspace.rules / "rules.yaml").write_text(
+        "name: grouped\nmatch: {kind: page}\nthreshold: {count: 1, window: 1m, group_by: [v]}\n"
+        "alert: {message: 'page {id}: {v}', alias: 'page-{id}', tags: ['{v}']}\n"
+    )
+    daemon = workspace.start()
+    deep = [b'{"kind":"page","id":%d,"v":%s%s}\n' % (i, b"[" * n, b"]" * n) for i, n in ((0, 300), (1, 1000))]
+    workspace.append(*deep, {"kind": "page", "id": 2, "v": "a\x00\x1b[2J\x9b"})
+    assert server.wait_for(lambda r: len(r) >= 3), daemon.output()
+    bodies = [r.json() for r in server.requests]
+    for body in bodies:
+        VALIDATOR.validate(body)
+    assert ["page-0", "page-1", "page-2"] == [b["alias"] for b in bodies]
+    assert ("page 2: a\\u0000\\u001b[2J\\u009b", ["a\\u0000\\u001b[2J\\u009b"]) == (
+        bodies[2]["message"],
+        bodies[2]["tags"],
+    )
+    assert 0 == daemon.terminate()
