@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -272,7 +273,8 @@ def test_a_key_file_that_goes_missing_keeps_the_key_and_says_so_once(
 
     key_file = tmp_path / "opsgenie.key"
     key_file.write_text("first-key\n")
-    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {})
+    # An hour on: every version of the file has stood still long enough to be read at once.
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {}, clock=lambda: time.time() + 3600)
     assert "first-key" == key.get()
     key_file.unlink()
     assert ["first-key", "first-key"] == [key.get(), key.get()]
@@ -283,6 +285,54 @@ def test_a_key_file_that_goes_missing_keeps_the_key_and_says_so_once(
     assert key.refresh()
     assert ("second-key", False) == (key.get(), key.refresh())
     assert "first-key" not in caplog.text and "second-key" not in caplog.text
+
+
+def test_a_key_file_caught_halfway_through_a_rewrite_is_read_once_it_stands_still(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`echo KEY > file` and editors truncate the key file, then write it. A request in between
+    read an empty file (an error logged) or a key cut short, which went to OpsGenie, was refused
+    and paused sending. A changed key file is read once it has stood still for KEY_SETTLE
+    seconds: here the writer goes on while the request waits, and the whole key is read."""
+    from rulesd.daemon.build import KEY_SETTLE, ApiKey
+
+    key_file = tmp_path / "opsgenie.key"
+    key_file.write_text("old-key\n")
+    writes, waits = [b"new-k", b"ey-1\n"], []
+
+    def sleep(seconds: float) -> None:  # the writer's next write lands while the request waits
+        waits.append(seconds)
+        if writes:
+            with open(key_file, "ab") as fh:
+                fh.write(writes.pop(0))
+
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {}, sleep=sleep)
+    key_file.write_bytes(b"")  # truncated: the rewrite begins
+    assert "new-key-1" == key.get()
+    assert 3 == len(waits) and all(0 < w <= KEY_SETTLE for w in waits), waits
+    assert "keeping the previous API key" not in caplog.text
+    assert ("new-key-1", []) == (key.get(), waits[3:])  # read: no more waiting
+
+
+def test_a_key_file_that_changed_is_left_alone_by_a_look_that_does_not_wait(tmp_path: Path) -> None:
+    """The main loop looks at the key file while sending is paused, and must not wait: a file
+    changed less than KEY_SETTLE seconds ago is not read yet, then read at a later look; one
+    whose change is older is read at once, and so is one that stood still while `get` waited,
+    whatever its time says (a clock ahead of the host's)."""
+    from rulesd.daemon.build import KEY_SETTLE, ApiKey
+
+    key_file = tmp_path / "opsgenie.key"
+    key_file.write_text("old-key\n")
+    now = [time.time()]
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {}, clock=lambda: now[0], sleep=lambda s: None)
+    key_file.write_text("new-key\n")
+    os.utime(key_file, (now[0], now[0]))
+    assert [False, False] == [key.refresh(), key.refresh()]  # not read yet, nor waited for
+    now[0] += KEY_SETTLE
+    assert (True, "new-key") == (key.refresh(), key.get())
+    key_file.write_text("later-key\n")
+    os.utime(key_file, (now[0] + 3600, now[0] + 3600))  # written by a host whose clock is an hour ahead
+    assert (False, "later-key") == (key.refresh(), key.get())
 
 
 def test_the_daemons_sender_waits_at_most_a_minute_or_five_for_a_429(tmp_path: Path, server: FakeOpsGenie) -> None:

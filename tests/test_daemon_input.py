@@ -3,13 +3,15 @@ warning, stdin read to its end, and `start_at` on the first run only."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 
 import rulesd
-from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, stdin_config
+from tests.daemon_process import API_KEY, PAGE_RULE, Workspace, aliases, page, stdin_config, wait_until
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
@@ -164,3 +166,64 @@ def test_a_fifo_at_the_source_path_is_skipped_while_running_and_refused_at_start
     assert server.wait_for(lambda r: len(r) >= 2)
     assert ["page-1", "page-2"] == aliases(server)
     assert 0 == restarted.terminate()
+
+
+def test_an_event_nested_deeper_than_json_encoders_go_pages_and_the_next_one_too(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """A grouped field nested 300 and 1,000 levels deep (orjson reads 1,024; it writes 254, and
+    json's recursion gives out before 1,000): each event pages, and so do the events after
+    them. The group key, the template and the alias of such a value raised, and the daemon
+    stopped at that line, again after every restart: every later page was lost. Control
+    characters reach OpsGenie as JSON's escapes, not as they are."""
+    (workspace.rules / "rules.yaml").write_text(
+        "name: grouped\nmatch: {kind: page}\nthreshold: {count: 1, window: 1m, group_by: [v]}\n"
+        "alert: {message: 'page {id}: {v}', alias: 'page-{id}', tags: ['{v}']}\n"
+    )
+    daemon = workspace.start()
+    workspace.append(nested_line(b"page", b"id", 0, 300), nested_line(b"page", b"id", 1, 1000))
+    workspace.append({"kind": "page", "id": 2, "v": "a\x00\x1b[2J\x9b"})
+    assert server.wait_for(lambda r: len(r) >= 3), daemon.output()
+    bodies = [r.json() for r in server.requests]
+    for body in bodies:
+        VALIDATOR.validate(body)
+    assert ["page-0", "page-1", "page-2"] == [b["alias"] for b in bodies]
+    assert ("page 2: a\\u0000\\u001b[2J\\u009b", ["a\\u0000\\u001b[2J\\u009b"]) == (
+        bodies[2]["message"],
+        bodies[2]["tags"],
+    )
+    assert 0 == daemon.terminate()
+
+
+def test_an_absence_keeps_a_deeply_nested_event_across_a_restart_and_pages(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """An absence keeps its group's last event in the saved state: one nested 300 and 1,000
+    levels deep is saved (orjson refused it past 254: a fatal error at every commit, so the
+    daemon stopped at that line for good), restored after a restart (json's recursion gave out
+    before 1,000 levels: the daemon could not start) and paged for when the silence comes."""
+    (workspace.rules / "rules.yaml").write_text(
+        "name: gone\nmatch: {kind: beat}\nabsence: {window: 3s, group_by: [v]}\nalert: {alias: 'gone-{n}'}\n"
+    )
+    daemon = workspace.start()
+    workspace.append(nested_line(b"beat", b"n", 0, 300), nested_line(b"beat", b"n", 1, 1000))
+    assert wait_until(lambda: 2 == groups_saved(workspace)), daemon.output()
+    assert 0 == daemon.terminate()
+    assert [] == server.requests  # the silence has not come yet: the state holds both events
+    daemon = workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 2), daemon.output()
+    assert ["gone-0", "gone-1"] == sorted(aliases(server))
+    assert 0 == daemon.terminate()
+    assert "fatal" not in workspace.all_output()
+
+
+def groups_saved(workspace: Workspace) -> int:
+    """How many groups the saved state holds (read from the database: `rulesd state` writes
+    each group's value with json, whose recursion gives out before 1,000 levels)."""
+    with contextlib.closing(sqlite3.connect(workspace.root / "state" / "state.sqlite", timeout=5)) as db:
+        return int(db.execute("SELECT count(*) FROM engine_groups").fetchone()[0])
+
+
+def nested_line(kind: bytes, number: bytes, i: int, depth: int) -> bytes:
+    """A JSON line of `kind` numbered `i`, whose field `v` is lists nested `depth` levels deep."""
+    return b'{"kind":"%s","%s":%d,"v":%s%s}\n' % (kind, number, i, b"[" * depth, b"]" * depth)

@@ -337,6 +337,27 @@ def test_a_key_rewritten_in_place_is_used_by_the_next_request(workspace: Workspa
     assert "second-key" not in daemon.output()
 
 
+def test_a_key_rewritten_in_two_writes_is_used_only_whole(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """The key file truncated and written in two writes 0.2 s apart (a shell's `echo`, an editor,
+    cut short) while an alert goes out: the request waits for the file to stand still and
+    carries the whole new key. It carried the key cut short, OpsGenie refused it, and sending
+    paused (or the empty file was read: an error logged)."""
+    server.responder = refuse_all_but("second-key")
+    daemon = workspace.start()
+    with open(workspace.key_file, "wb") as fh:
+        fh.write(b"second-")
+        fh.flush()
+        workspace.append(page(0))
+        time.sleep(0.2)
+        fh.write(b"key\n")
+    assert server.wait_for(lambda r: len(r) >= 1)
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert ["GenieKey second-key"] * 2 == [r.headers["Authorization"] for r in server.requests]
+    assert 0 == daemon.terminate()
+    assert "paused" not in daemon.stderr() and "keeping the previous API key" not in daemon.stderr()
+
+
 def test_a_refused_key_is_logged_once_however_often_it_is_retried(workspace: Workspace, server: FakeOpsGenie) -> None:
     """Each retry of a refused key (here made at once by SIGHUP) is refused again: one error
     line says so and what to do, the repeats are at debug (an error a minute, all day, before)."""

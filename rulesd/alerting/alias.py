@@ -7,11 +7,12 @@ alerts later (resolve, absence) remembers the aliases they went out with.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import orjson
 
+from rulesd.jsontext import compact_json
+from rulesd.printable import one_line
 from rulesd.rules.fields import MISSING, Event
 from rulesd.rules.model import Rule
 
@@ -23,8 +24,9 @@ def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
     `alert.alias` rendered, else `default_alias`; a stable hash beyond ALIAS_MAX characters."""
     spec = rules[0].alert
     alias = spec.alias.render(event).strip() if spec.alias else ""
-    if not alias:
-        alias = default_alias(rules, event)
+    # Control characters escaped (see `rulesd.alerting.payload`): in the default alias JSON has
+    # escaped C0 already, not DEL, C1 or the line separators.
+    alias = one_line(alias or default_alias(rules, event))
     if len(alias) > ALIAS_MAX:
         alias = "rulesd-sha256: " + hashlib.sha256(alias.encode()).hexdigest()
     return alias
@@ -54,5 +56,5 @@ def _compact_json(value: Any) -> str:
     """`value` as compact JSON, keys sorted (as the engine keys groups), text not escaped."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except orjson.JSONEncodeError:  # integers beyond 64 bits, values no parser makes
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, nesting deeper than 254, values no parser makes
+        return compact_json(value, sort_keys=True)

@@ -23,6 +23,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import parse_url
 
+from rulesd.alerting.status_line import StatusLineResponse
+
 # The deadline of the request running on each thread, for the connections it uses to find.
 # Global state, kept to this module: urllib3 gives a connection no other way to know it.
 _current = threading.local()
@@ -144,6 +146,8 @@ def _watch(sock: socket.socket | None) -> None:
 
 
 class _HTTPConnection(HTTPConnection):
+    response_class = StatusLineResponse  # a 2xx status line is kept, whatever its headers
+
     def connect(self) -> None:
         super().connect()
         _watch(self.sock)
@@ -154,6 +158,8 @@ class _HTTPConnection(HTTPConnection):
 
 
 class _HTTPSConnection(HTTPSConnection):
+    response_class = StatusLineResponse  # a 2xx status line is kept, whatever its headers
+
     def connect(self) -> None:
         super().connect()
         _watch(self.sock)

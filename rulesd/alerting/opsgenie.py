@@ -34,6 +34,7 @@ from rulesd.alerting.api import (
 )
 from rulesd.alerting.deadline import Deadline, Deadlines, connection_pool
 from rulesd.alerting.payload import truncate
+from rulesd.alerting.status_line import accepted_status
 
 USER_AGENT = f"rulesd/{__version__}"
 # What is read of a response body at most: a misbehaving proxy must not fill memory.
@@ -108,6 +109,8 @@ class OpsGenieClient:
             try:
                 response = self._request(method, path, payload, key)
             except (HTTPError, OSError) as exc:
+                if accepted_status(exc) is not None:
+                    return  # a 2xx status line came: taken, whatever became of the headers after it
                 raise self._cut_short(deadline) or RetryableAlertError(_describe(exc, key)) from None
             try:
                 # Read even a 2xx body: a fully read response lets the connection be reused.

@@ -1,5 +1,12 @@
 """Firing -> OpsGenie `CreateAlertPayload`, every API limit enforced.
 
+Whoever writes a log line writes part of the payload. Every control character that a
+template or the event brings into it (C0, DEL, C1, the Unicode line separators) is written as
+the escape JSON uses for it (`\\u0000`, `\\u001b`; in one-line fields `\\n` and `\\t` too):
+OpsGenie is not sent a NUL or an escape sequence to store, show and forward to a phone, and a
+line break cannot split a message, a tag or an alias. Escaped before cutting to a limit, so
+the limits hold of what is sent.
+
 Pure: the same firing and settings always give the same payload, so the
 outbox can store it and tests can pin it exactly.
 """
@@ -16,6 +23,8 @@ import orjson
 
 from rulesd.alerting.alias import alert_alias
 from rulesd.engine import Closing, Firing
+from rulesd.jsontext import compact_json
+from rulesd.printable import lines, one_line
 from rulesd.rules.model import Responder, Rule
 
 # OpsGenie Alert API v2 limits (characters).
@@ -81,12 +90,15 @@ def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "
         "tags": _tags(firing),
         "details": _details(firing, event_source),
         "priority": spec.priority,
-        "source": truncate(settings.source, SOURCE_MAX),
+        "source": truncate(one_line(settings.source), SOURCE_MAX),
     }
-    if spec.entity is not None:
-        payload["entity"] = truncate(spec.entity.render(event), ENTITY_MAX)
-    if spec.note is not None:
-        payload["note"] = truncate(spec.note.render(event), NOTE_MAX)
+    # Left out when they render blank (a missing field), as an unset one is: not sent empty.
+    entity = one_line(spec.entity.render(event).strip()) if spec.entity is not None else ""
+    if entity:
+        payload["entity"] = truncate(entity, ENTITY_MAX)
+    note = lines(spec.note.render(event).strip()) if spec.note is not None else ""
+    if note:
+        payload["note"] = truncate(note, NOTE_MAX)
     return payload
 
 
@@ -103,7 +115,7 @@ def _message(firing: Firing) -> str:
         fallback = event.get("message")
         text = fallback.strip() if isinstance(fallback, str) else ""
     # OpsGenie rejects multi-line messages poorly; keep the first line readable.
-    text = " ".join(text.split())
+    text = one_line(" ".join(text.split()))
     return truncate(text or f"rulesd: {firing.lead.name}", MESSAGE_MAX)
 
 
@@ -112,14 +124,15 @@ def _alias(firing: Firing) -> str:
 
 
 def _description(firing: Firing) -> str:
-    lines: list[str] = []
+    said: list[str] = []
     for rule in firing.rules:
         text = rule.alert.description.render(firing.event) if rule.alert.description else rule.description
         if text.strip():
-            lines.append(f"{rule.name}: {text.strip()}")
+            said.append(f"{rule.name}: {text.strip()}")
     event_json = event_text(firing.event)
-    head = "\n".join(lines)
-    return f"{head}\n\nEvent:\n{event_json}" if head else f"Event:\n{event_json}"
+    head = "\n".join(said)
+    # JSON escapes C0 in the event's text but leaves DEL, C1 and the line separators as they are.
+    return lines(f"{head}\n\nEvent:\n{event_json}" if head else f"Event:\n{event_json}")
 
 
 def event_text(event: Any) -> str:
@@ -130,15 +143,23 @@ def event_text(event: Any) -> str:
     orjson writes it, ten times faster than json's indented encoder (written in Python);
     json writes what orjson would write otherwise or not at all: other types than JSON's
     (they go to `_not_json`), integers beyond 64 bits, keys that are not text, nesting
-    deeper than 254, and NaN and infinities, which orjson writes as `null`.
+    deeper than 254, and NaN and infinities, which orjson writes as `null`. An event nested
+    deeper than json's recursion goes (orjson reads 1,024 levels) is written compact.
     """
     try:
         text = orjson.dumps(event, default=_not_json, option=_AS_JSON_WRITES).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(event, indent=2, ensure_ascii=False, default=str)
+        return _indented(event)
     if "null" in text and _non_finite(event):  # most events hold no null: no walk
-        return json.dumps(event, indent=2, ensure_ascii=False, default=str)
+        return _indented(event)
     return text
+
+
+def _indented(event: Any) -> str:
+    try:
+        return json.dumps(event, indent=2, ensure_ascii=False, default=str)
+    except RecursionError:
+        return compact_json(event)
 
 
 def _non_finite(value: Any) -> bool:
@@ -180,7 +201,7 @@ def _tags(firing: Firing) -> list[str]:
         for template in rule.alert.tags:
             if template.source not in done:
                 done.add(template.source)
-                tag = template.render(firing.event).replace(",", "").strip()[:TAG_MAX].strip()
+                tag = one_line(template.render(firing.event).replace(",", "").strip())[:TAG_MAX].strip()
                 if tag:
                     tags[tag] = None
     return list(tags)[:TAGS_MAX]
@@ -190,11 +211,12 @@ def _details(firing: Firing, event_source: str) -> dict[str, str]:
     fixed = {TRIGGERING_RULES: triggering_rules([r.name for r in firing.rules])}
     extra: dict[str, str] = {}
     if event_source:
-        extra[EVENT_SOURCE] = event_source
+        extra[EVENT_SOURCE] = one_line(event_source)
     for rule in firing.rules:
         for key, template in rule.alert.details:
+            key = one_line(key)
             if key not in fixed and key not in extra:
-                extra[key] = template.render(firing.event)
+                extra[key] = lines(template.render(firing.event))
     return {**fixed, **_fit_details(extra, DETAILS_TOTAL_MAX - _size(fixed))}
 
 
@@ -253,6 +275,6 @@ def close_body(closing: Closing, settings: AlertSettings) -> dict[str, Any]:
     group recovered (`resolved: heartbeat-missing (rule removed), errors`)."""
     names = closed_by(closing.rules, closing.reasons)
     return {
-        "source": truncate(settings.source, SOURCE_MAX),
-        "note": truncate(f"{CLOSE_NOTE}{', '.join(names)}", NOTE_MAX),
+        "source": truncate(one_line(settings.source), SOURCE_MAX),
+        "note": truncate(lines(f"{CLOSE_NOTE}{', '.join(names)}"), NOTE_MAX),
     }

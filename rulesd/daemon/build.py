@@ -57,27 +57,67 @@ SHARED_POLL = 0.5  # seconds: how often a sender looks at a shared outbox withou
 STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this long
 
 
+# A key file changed less than this long ago (seconds) may be halfway through being written: `echo
+# KEY > file` and editors truncate it, then write. It is read once it has stood still this long.
+KEY_SETTLE = 0.5
+# Waits for a key file that keeps changing, at most: then what it holds is read.
+KEY_SETTLE_TRIES = 8
+
+
+def settle_wait(file_state: tuple[int, ...] | None, now: float) -> float:
+    """Seconds before a key file last changed at `file_state`'s mtime may be read (0: now).
+    A file modified in the future (another host's clock) waits the whole KEY_SETTLE."""
+    if file_state is None:  # no key file, or gone: nothing is being written
+        return 0.0
+    age = now - file_state[_MTIME] / 1e9
+    return KEY_SETTLE if age < 0 else max(0.0, KEY_SETTLE - age)
+
+
 class ApiKey:
     """The OpsGenie API key: read at start (a missing key stops the start), again at every
     reload, and from `api_key_file` again whenever that file changes (a key rotated in place
     is used by the next request, without a reload); a key that cannot be read keeps the
-    previous one."""
+    previous one. A changed key file is read only once it has stood still for KEY_SETTLE
+    seconds, so that one caught halfway through a rewrite (empty, or a key cut short, which
+    OpsGenie would refuse and pause sending for) is not read; the previous key serves meanwhile.
 
-    def __init__(self, config: OpsgenieConfig, environ: Mapping[str, str]) -> None:
+    `clock` is the wall clock (files' times are compared with it); `sleep` is how `get` waits."""
+
+    def __init__(
+        self,
+        config: OpsgenieConfig,
+        environ: Mapping[str, str],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._config, self._environ = config, environ
+        self._clock, self._sleep = clock, sleep
         self._file_seen = self._file_state()  # before reading, so a write meanwhile is read again
         self._value = resolve_api_key(config, environ)
 
     def get(self) -> str:
-        """The current key (read again first if the key file changed)."""
-        self.refresh()
+        """The current key (read again first if the key file changed, waiting for it to stand still)."""
+        self.refresh(wait=True)
         return self._value
 
-    def refresh(self) -> bool:
-        """Read the key file again if it changed since it was last read; True if the key changed."""
+    def refresh(self, *, wait: bool = False) -> bool:
+        """Read the key file again if it changed since it was last read and has stood still
+        since; with `wait`, wait for that (a file that keeps changing: a few times at most).
+        True if the key changed."""
         seen = self._file_state()
-        if seen == self._file_seen:
-            return False
+        for _ in range(KEY_SETTLE_TRIES):
+            if seen == self._file_seen:
+                return False
+            delay = settle_wait(seen, self._clock())
+            if delay <= 0:
+                break
+            if not wait:
+                return False  # looked at again at the next call
+            self._sleep(delay)
+            again, seen = seen, self._file_state()
+            if again == seen:  # unchanged while waiting: not being written (whatever its clock says)
+                break
         self._file_seen = seen
         return self._read("the API key file changed")
 
@@ -105,6 +145,9 @@ class ApiKey:
         except OSError:
             return None
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+_MTIME = 3  # st_mtime_ns in `ApiKey._file_state`
 
 
 class Parts(msgspec.Struct):

@@ -17,6 +17,7 @@ import msgspec
 import orjson
 
 from rulesd.engine.values import GroupKey
+from rulesd.jsontext import compact_json
 from rulesd.rules.fields import group_key, key_parts
 
 # The kinds of per-group state, as saved (the first two names predate the others).
@@ -66,7 +67,11 @@ def key_from_json(text: str | bytes) -> GroupKey:
 
 def value_json(kind: str, value: Any) -> str:
     """A state value as it is saved (an event from a rule test may hold YAML dates: as text)."""
-    return orjson.dumps(saved_value(kind, value), default=str).decode()
+    saved = saved_value(kind, value)
+    try:
+        return orjson.dumps(saved, default=str).decode()
+    except orjson.JSONEncodeError:  # an event it keeps (an absence's) nested deeper than 254
+        return compact_json(saved)
 
 
 def saved_value(kind: str, value: Any) -> Any:

@@ -7,6 +7,8 @@ from typing import Any, Final
 
 import orjson
 
+from rulesd.jsontext import compact_json
+
 Event = dict[str, Any]
 
 
@@ -84,7 +86,10 @@ def key_text(value: Any) -> str:
     values of different types never share a key; a missing field is a key of its own."""
     if value is MISSING:
         return "\x00missing"
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # nested deeper than 254, an integer beyond 64 bits: json's text
+        return compact_json(value, sort_keys=True)
 
 
 # Between the parts of a group key. JSON writes a control character inside a string as an

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rulesd.jsontext import compact_json
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter
 
 # Characters that would suggest Python format syntax are refused, so that nobody expects
@@ -77,7 +77,7 @@ def to_text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return compact_json(value)  # never refused: nesting deeper than json's recursion goes too
 
 
 # A rule set repeats its templates (`{service}: {message}`, a team's tags): each text is parsed

@@ -184,7 +184,7 @@ class SqliteState:
             "throttles": saved.get("throttles", {}),
         }
         for kind, rule, grp, data in groups:
-            state.setdefault(json_name(kind), {}).setdefault(rule, []).append([json.loads(grp), json.loads(data)])
+            state.setdefault(json_name(kind), {}).setdefault(rule, []).append([json.loads(grp), _value(data)])
         if clock is not None:
             saved_clock = json.loads(clock[0])
             state["clock"], state["clock_saved"] = saved_clock["clock"], saved_clock["saved"]
@@ -478,6 +478,15 @@ def _add_columns(conn: sqlite3.Connection) -> None:
 
 def _alert(row: tuple[Any, ...]) -> OutboxAlert:
     return OutboxAlert(row[0], row[1], orjson.loads(row[2]), *row[3:])
+
+
+def _value(text: str) -> Any:
+    """A group's saved value: orjson reads the event an absence keeps to orjson's depth (1,024
+    levels), where json's recursion gives out before 1,000; json reads what orjson refuses."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _outbox_row(request: dict[str, Any] | Request, now: float) -> tuple[Any, ...]:

@@ -1,0 +1,59 @@
+"""Compact JSON of any value an event holds, never refused.
+
+json and orjson write values recursively: orjson refuses nesting deeper than 254 and integers
+beyond 64 bits, and json runs out of the interpreter's recursion limit before the 1,024 levels
+that orjson reads. A template, a group key or an alias of such a value must still be written:
+refused, the event's evaluation raised, and the daemon stopped at the line (and again at it
+after each restart). So `compact_json` writes what json cannot with an explicit stack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def compact_json(value: Any, *, sort_keys: bool = False) -> str:
+    """`value` as `json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)`
+    writes it (`sort_keys` as json's), however deeply nested."""
+    try:
+        return _dumps(value, sort_keys)
+    except RecursionError:
+        return _deep(value, sort_keys)
+
+
+def _dumps(value: Any, sort_keys: bool) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys, default=str)
+
+
+class _Written(str):
+    """Text already written, on `_deep`'s stack among the values still to write."""
+
+
+def _deep(value: Any, sort_keys: bool) -> str:
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is _Written:
+            out.append(item)
+        elif isinstance(item, dict):
+            pairs = sorted(item.items(), key=lambda kv: kv[0]) if sort_keys else list(item.items())
+            todo.append(_Written("}"))
+            for n, (key, inner) in enumerate(reversed(pairs)):
+                todo.append(inner)
+                # json's own text of the key and its colon (it writes 1, None and True as "1", "null", "true").
+                todo.append(_Written(_dumps({key: 0}, False)[1:-2]))
+                if n < len(pairs) - 1:
+                    todo.append(_Written(","))
+            todo.append(_Written("{"))
+        elif isinstance(item, list | tuple):
+            todo.append(_Written("]"))
+            for n, inner in enumerate(reversed(item)):
+                todo.append(inner)
+                if n < len(item) - 1:
+                    todo.append(_Written(","))
+            todo.append(_Written("["))
+        else:
+            out.append(_dumps(item, sort_keys))
+    return "".join(out)
