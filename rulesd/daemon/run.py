@@ -132,6 +132,7 @@ class Daemon:
                 threads.append(threading.Thread(target=self._heartbeats, name="rulesd-heartbeat", daemon=True))
         for thread in threads:
             thread.start()
+        self._note_sources()
         metrics = self.parts.metrics
         if metrics is not None:
             metrics.start()
@@ -202,6 +203,7 @@ class Daemon:
         """The main loop turned: feed the watchdog, /healthz, STATUS= and the heartbeat."""
         now = time.monotonic()
         self.stats.loop_alive = now
+        self._note_sources()
         interval = self.notifier.watchdog_interval
         if interval is not None and now - self._last["watchdog"] >= interval:
             self._last["watchdog"] = now
@@ -212,6 +214,13 @@ class Daemon:
         if now - self._last["heartbeat"] >= HEARTBEAT_EVERY:
             self._last["heartbeat"] = now
             self._heartbeat_due.set()  # pinged only while this loop lives
+
+    def _note_sources(self) -> None:
+        """Tell the metrics which sources are followed now (a glob may have matched a new file)."""
+        self.stats.sources = frozenset(self._source_names())
+
+    def _source_names(self) -> list[str]:
+        return [self._prefix.get(label, "") + name for label, s in self.sources.items() for name in s.names()]
 
     def _status_changed(self) -> None:
         self.notifier.status(self._status())
@@ -382,7 +391,7 @@ class Daemon:
             self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset, outcome.prepared)
-            self.stats.forget_rules(self.engine.ruleset.by_name())
+            self.stats.rules_now(self.engine.ruleset.by_name())
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
         for problem in result.problems:  # warnings (no rule file found), before the reload's last word
             log.warning("%s: %s", problem.location, problem.message)

@@ -241,6 +241,9 @@ class SharedDaemon(Daemon):
             if self.reader is None:
                 self._wait(IDLE_WAIT)
 
+    def _source_names(self) -> list[str]:
+        return super()._source_names() + ([self.reader.stream] if self.reader is not None else [])
+
     def _check_eviction(self) -> None:
         """Said at start: a policy that evicts any key loses the state without a word from Redis
         (the volatile-* ones evict only keys with a TTL, of which rulesd has the lease alone)."""

@@ -195,6 +195,7 @@ class Engine:
         self.ruleset, self.index = ruleset, prepared.index
         self._rules, self._order = ruleset.by_name(), prepared.order
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
+            self.matches.setdefault(name, 0)
             self.evicted.setdefault(name, 0)
             self.limit_closed.setdefault(name, 0)
         # A removed rule's counters go with it: rules renamed by reload after reload would

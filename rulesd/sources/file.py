@@ -214,6 +214,10 @@ class FileSource:
         """Bytes written to the files but not yet returned, over all files."""
         return sum(t.unread_bytes() for w in self._watches.values() for t in w.files)
 
+    def names(self) -> list[str]:
+        """Every path followed: the literal ones, also while missing, and each glob match."""
+        return [w.name for w in self._watches.values()]
+
     def close(self) -> None:
         """Stop watching and close every file."""
         self._watch.stop()
