@@ -504,8 +504,14 @@ def _with_time_field(source: SourceConfig, time_field: str | None) -> SourceConf
 
 def _alert_json(alert: ReplayedAlert) -> str:
     if alert.close is not None:
-        return orjson.dumps({"close": alert.close, "rules": list(alert.rules)}).decode() + "\n"
+        # Why each rule let go, as the text line and the close's note say, one per rule.
+        reasons = [why or RECOVERED for why in alert.alert.reasons] or [RECOVERED] * len(alert.rules)
+        line = {"close": alert.close, "rules": list(alert.rules), "reasons": reasons}
+        return orjson.dumps(line).decode() + "\n"
     return orjson.dumps(alert.payload).decode() + "\n"
+
+
+RECOVERED = "recovered"  # a close's reason in replay's JSON where its group recovered (the note says nothing)
 
 
 def _alert_line(alert: ReplayedAlert) -> str:
