@@ -28,7 +28,7 @@ import yaml
 from rulesd.daemon.build import stream_reader
 from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
-from rulesd.state.redis import RedisState
+from rulesd.state.redis import LEASE_S, RedisState
 from tests.daemon_process import (
     API_KEY,
     DaemonProcess,
@@ -41,6 +41,7 @@ from tests.daemon_process import (
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
+from tests.test_e2e_daemon import truncated_quietly_then_killed
 from tests.test_e2e_sources import glob_positions_follow_the_files
 
 STREAM = "rulesd:events"
@@ -1433,6 +1434,22 @@ def test_positions_of_a_globs_deleted_files_are_forgotten_in_redis(
         return {f.decode().removeprefix("a\t") for f in fields}
 
     glob_positions_follow_the_files(ws, opsgenie, saved)
+
+
+def test_a_truncation_with_nothing_new_is_saved_in_redis_before_the_next_line(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """As with SQLite: a position moved with no line (a file truncated in a quiet moment) is
+    committed by the idle instance, so that a restart does not resume at the old offset."""
+    source = {"type": "file", "path": "events.jsonl", "start_at": "beginning"}
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    ws = Workspace(tmp_path, opsgenie.url, source=source, state=state)
+
+    def offset() -> int | None:
+        saved = redis_server.client().hget("rulesd:positions", f"a\t{ws.events}")
+        return None if saved is None else int(json.loads(saved)["offset"])
+
+    truncated_quietly_then_killed(ws, opsgenie, offset, deliver_within=LEASE_S + 20)  # the killed one's lease ends
 
 
 def test_a_forgotten_position_survives_a_commit_lost_to_another_instance(

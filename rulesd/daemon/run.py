@@ -79,6 +79,8 @@ class Daemon:
         self._reload_wanted = False  # a change was seen while a load was under way
         self._stop_extending: Callable[[], None] = _nothing  # EXTEND_TIMEOUT_USEC= while a reload loads
         self._died: str | None = None  # a thread ended by an unexpected exception (see `_thread_died`)
+        # The positions of the latest commit, kept: an idle turn commits those that moved since.
+        self._committed: dict[str, dict[str, Any]] | None = None
         self.committer = Committer(
             parts.store, self.stats, on_change=self._status_changed, on_queued=self.sender_wake.set
         )
@@ -273,10 +275,13 @@ class Daemon:
             self._last["sweep"] = now
             self.engine.sweep(self.engine.now)
         # What timers fired, a reload's closings and the alerts the limits closed: committed
-        # with the state that no longer holds them.
+        # with the state that no longer holds them. So are positions that moved with no line to
+        # evaluate (a file truncated or rotated, only over-long lines skipped): after a restart
+        # the old position could skip what the file holds now, or warn of a loss that was none.
         requests = self._requests(build_alerts(pending(self.engine), self.parts.settings, str))
-        if requests or self.engine.state.changed:
-            self._commit(requests, now)
+        positions = checkpoints(self.sources, self.stats)
+        if requests or self.engine.state.changed or positions != self._committed:  # (a forgotten key too)
+            self._commit(requests, now, positions)
 
     def _requests(self, alerts: list[Alert]) -> list[dict[str, Any] | Request]:
         """What to queue for `alerts`, counted per rule."""
@@ -290,10 +295,14 @@ class Daemon:
             out.append(alert.payload)
         return out
 
-    def _commit(self, requests: list[dict[str, Any] | Request], now: float) -> None:
+    def _commit(
+        self, requests: list[dict[str, Any] | Request], now: float, positions: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         """One transaction: a crash either keeps these alerts and the new positions, or neither
         (and while the state cannot be written, the committer keeps the batch as it is)."""
-        positions = checkpoints(self.sources, self.stats)
+        if positions is None:
+            positions = checkpoints(self.sources, self.stats)
+        self._committed = still_saved(positions)
         state = self.engine.state
         delta = state.delta() if state.changed else None
         self.committer.commit(Pending(positions=positions, payloads=requests, now=now, engine=delta))
@@ -491,6 +500,11 @@ def checkpoints(sources: dict[str, Source], stats: Stats) -> dict[str, dict[str,
             if not saved:
                 stats.forget_source(key)
     return positions
+
+
+def still_saved(positions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The positions a commit of `positions` leaves saved (a forgotten key's is deleted)."""
+    return {key: position for key, position in positions.items() if position}
 
 
 def _nothing() -> None:

@@ -36,7 +36,7 @@ import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
-from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon, checkpoints
+from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon, checkpoints, still_saved
 from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
@@ -373,6 +373,7 @@ class SharedDaemon(Daemon):
                 raise
             break
         self._forgets.clear()
+        self._committed = still_saved(positions)
         self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
         if clock is not None:
             self.shared.clock_wall = wall
@@ -520,7 +521,12 @@ class SharedDaemon(Daemon):
         # While alerts it queued wait, the instance looks at each pass which left the outbox:
         # the fewer it remembers, the fewer go twice if Redis loses them.
         shared = self.shared
-        if not (moves or engine.out or sweeps or shared.requeue or shared.unconfirmed or shared.positions_lost):
+        # Positions that moved with no line (a file truncated or rotated, over-long lines
+        # skipped) are committed too: a restart would resume at the old ones.
+        positions = self._positions() if self.reader is None else {}
+        moved = self.reader is None and positions != self._committed
+        waiting = shared.requeue or shared.unconfirmed or shared.positions_lost
+        if not (moves or engine.out or sweeps or waiting or moved):
             return
         self.shared.sync()
         if not self._runs_published():
@@ -534,7 +540,7 @@ class SharedDaemon(Daemon):
             engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
         requests = self.shared.requeue + _requests(alerts)
-        positions = self._positions() if shared.positions_lost and self.reader is None else {}
+        positions = positions if shared.positions_lost or moved else {}
         if not requests and not engine.state.changed and not positions:
             engine.now = before  # nothing happened: the committed clock stays as it is
             shared.positions_lost = False
@@ -554,6 +560,7 @@ class SharedDaemon(Daemon):
             raise
         if positions:
             self._forgets.clear()
+            self._committed = still_saved(positions)
         shared.committed(requests, positions=True)
         if moves:
             self.shared.clock_wall = now
@@ -631,7 +638,7 @@ class SharedDaemon(Daemon):
         except StateUnavailable as exc:
             return f"state unavailable: {exc}"
 
-    def _commit(self, requests: list[Any], now: float) -> None:  # not used: commits go through `_commit_first`
+    def _commit(self, requests: list[Any], now: float, positions: Any = None) -> None:  # not used: see `_commit_first`
         raise NotImplementedError
 
 
