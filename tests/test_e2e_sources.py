@@ -510,6 +510,41 @@ def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path:
     assert 0 == daemon.terminate()
 
 
+def test_a_new_file_given_the_inode_of_a_rotated_file_deleted_since_is_read_from_its_start(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A file rotated (renamed, a new one written at its path) is remembered by inode once
+    read to its end, to be taken up at its end under its new name; that memory outlived the
+    file's deletion. A new file of the glob under another name, given the inode (ext4 hands a
+    freed one out again, not always: hence several rounds) and starting alike, was taken for
+    it: read from where the deleted one ended, its failure never paged."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / "*.log*"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    (ws.rules / "rules.yaml").write_text("name: failed\nmatch: {status: failed}\nalert: {alias: '{job} failed'}\n")
+    run = b'{"job": "backup", "status": "started"}\n{"job": "backup", "status": "failed"}\n'
+    daemon = ws.start()
+    sent = 0
+
+    def paged(path: Path) -> None:
+        nonlocal sent
+        path.write_bytes(run)
+        sent += 1
+        assert server.wait_for(lambda r: len(r) >= sent, timeout=5), f"{path}: not paged\n{daemon.output()}"
+
+    for i in range(6):
+        app, rotated = logs / f"app-{i}.log", logs / f"app-{i}.log.1"
+        paged(app)
+        app.rename(rotated)
+        paged(app)  # the rotated file is let go of once read to its end, and remembered
+        assert wait_until(lambda rotated=rotated: str(rotated) in open_files(daemon.proc.pid)), daemon.output()
+        rotated.unlink()
+        assert wait_until(lambda: not any(f.endswith(" (deleted)") for f in open_files(daemon.proc.pid)))
+        paged(logs / f"other-{i}.log")
+    assert 0 == daemon.terminate()
+
+
 def open_files(pid: int) -> list[str]:
     """What the process's file descriptors point at (one may close while they are listed)."""
     found = []

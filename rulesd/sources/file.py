@@ -364,7 +364,8 @@ class FileSource:
         if self._claimed(identity):
             os.close(fd)
             return None
-        retired = self._retired.get(identity)
+        # Taken up under this name, the file is followed again: remembered anew if let go of.
+        retired = self._retired.pop(identity, None)
         offset = resume_retired(path, retired, st.st_size, read_head(fd))
         return self._tail(fd, st, offset, path, drained=retired[1].offset if retired is not None else None)
 
@@ -417,6 +418,8 @@ class FileSource:
             self._retired[tail.identity] = (path, tail.position())
             if len(self._retired) > _RETIRED_MAX:
                 del self._retired[next(iter(self._retired))]
+        else:  # remembered when it was let go of at a rotation, then taken up under its new name
+            self._retired.pop(tail.identity, None)
         tail.close()
         self._follow_renamed(tail.identity)
 
