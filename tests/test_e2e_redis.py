@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -208,7 +209,11 @@ def as_sent(request: Received) -> dict[str, Any]:
     """A request as replay prints it: a create's body without its event source, or a close."""
     if request.path.split("?")[0].endswith("/close"):
         alias = unquote(request.path.split("?")[0].split("/")[-2])
-        return {"close": alias, "rules": request.json()["note"].removeprefix("resolved: ").split(", ")}
+        # The note names each rule, followed by why it let go unless its group recovered.
+        names = request.json()["note"].removeprefix("resolved: ").split(", ")
+        found = [re.fullmatch(r"(.*?)(?: \((.*)\))?", name) for name in names]
+        rules = [m[1] if m else name for m, name in zip(found, names, strict=True)]
+        return {"close": alias, "rules": rules, "reasons": [(m and m[2]) or "recovered" for m in found]}
     body = request.json()
     body["details"].pop("Event Source", None)
     return body
