@@ -22,7 +22,17 @@ from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Seque
 from rulesd.times import relative, rfc3339, span, when
 
 VALUES_SHOWN = 5  # distinct or known values listed per group in text
-_TIMES = ("oldest", "last_fired", "throttled_until", "started", "fires_at", "last_seen", "closes_at")
+_TIMES = (
+    "oldest",
+    "last_fired",
+    "throttled_until",
+    "started",
+    "expires_at",
+    "fires_at",
+    "last_seen",
+    "expected_since",
+    "closes_at",
+)
 
 
 class Holder(msgspec.Struct, frozen=True):
@@ -225,14 +235,18 @@ def _facts_text(facts: dict[str, Any], clock: float, shared: bool = False) -> li
         out.append(_step_text(facts, clock))
     if "last_seen" in facts:
         aliases = ", ".join(facts["open_alerts"])
-        since = when(facts["last_seen"], clock)
-        if facts["silent"] and not aliases:
-            out.append(f"silent since {since}: no alert open (its throttle held the page back)")
-        elif facts["silent"]:
-            out.append(f"silent since {since}: alert open ({aliases}), {closes} when one comes")
+        if facts["last_seen"] is None:  # an expected group no event has come for
+            seen = f"never seen (expected since {when(facts['expected_since'], clock)})"
         else:
-            due = f"; fires at {when(facts['fires_at'], clock)} if still silent" if facts["fires_at"] else ""
-            out.append(f"last seen {since}{due}")
+            seen = f"silent since {when(facts['last_seen'], clock)}" if facts["silent"] else ""
+        if facts["silent"] and not aliases:
+            out.append(f"{seen}: no alert open (its throttle held the page back)")
+        elif facts["silent"]:
+            out.append(f"{seen}: alert open ({aliases}), {closes} when one comes")
+        else:
+            due = f"fires at {when(facts['fires_at'], clock)} if still silent" if facts["fires_at"] else ""
+            seen = seen or f"last seen {when(facts['last_seen'], clock)}"
+            out.append("; ".join(part for part in (seen, due) if part))
     if "known" in facts:
         out.append(f"{facts['known']} value(s) known{_values_text(facts['values'], clock)}")
     if facts.get("throttled_until") is not None:
@@ -255,7 +269,11 @@ def _step_text(facts: dict[str, Any], clock: float) -> str:
     needed = facts["needed"]
     counted = f", {facts['events']} of {needed} events" if needed is not None and needed > 1 else ""
     started = f", started {when(facts['started'], clock)}" if facts["started"] is not None else ""
-    return f"at step {facts['step']} of {steps}{counted}{started}"
+    expires = ""
+    if facts["expires_at"] is not None:  # `within` is over then
+        by = when(facts["expires_at"], clock)
+        expires = f"; the oldest drops out at {by}" if facts["step"] == 1 else f"; the rest must come before {by}"
+    return f"at step {facts['step']} of {steps}{counted}{started}{expires}"
 
 
 def _values_text(values: list[tuple[str, float]], clock: float) -> str:
