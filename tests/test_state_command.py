@@ -139,13 +139,16 @@ def test_state_of_expected_groups_and_sequences_beside_a_running_daemon(
     assert 3600.0 == seconds(beats["w1"]["fires_at"]) - seconds(beats["w1"]["last_seen"])
     alice = groups(view, "login-then-sudo")["alice"]
     assert (2, 600.0) == (alice["step"], seconds(alice["expires_at"]) - seconds(alice["started"]))
+    assert {"kind": "sudo"} == alice["waits_for"]["condition"]  # the step waited for, as written
+    assert alice["waits_for"]["location"].endswith("rules.yaml:11:18"), alice
     text = rulesd_cli("state", "--config", str(workspace.config)).stdout.splitlines()
     assert [line for line in text if line.startswith('  worker="w2": never seen (expected since ')], text
     assert [line for line in text if line.startswith('  worker="w1": last seen ')], text
     assert [
         line
         for line in text
-        if line.startswith('  user="alice": at step 2 of 2') and "; the rest must come before " in line
+        if line.startswith('  user="alice": at step 2 of 2 ({"kind": "sudo"} at ')
+        and "; the rest must come before " in line
     ], text
 
     workspace.append({"kind": "heartbeat", "worker": "w2"})

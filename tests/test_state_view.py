@@ -8,7 +8,7 @@ from typing import Any
 from rulesd.engine import Engine
 from rulesd.pipeline import evaluate_events
 from rulesd.rules.model import RuleSet
-from rulesd.state_view import state_view, view_json, view_text
+from rulesd.state_view import WrittenStep, state_view, view_json, view_text
 from tests.ruletools import ruleset_from_yaml
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -282,3 +282,25 @@ def test_an_expected_group_never_seen_is_not_said_to_have_been_seen() -> None:
         .splitlines()[-1]
         .startswith('  host="h2": last seen 2026-01-01T00:01:10Z (now); ')
     )
+
+
+def test_a_sequence_group_says_which_step_it_waits_for_as_written() -> None:
+    """The step a group waits for is named by its condition as written and where (a long one
+    cut in text, whole in JSON); without the written steps (a rule file changed since) the
+    group's line is as before."""
+    ruleset = ruleset_from_yaml(EXPECTED)
+    engine = Engine(ruleset)
+    engine.evaluate({"kind": "login", "user": "alice"}, T0)
+    saved = {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+    long = {"kind": "sudo", "command": {"in": [f"/usr/bin/tool-{i}" for i in range(10)]}}
+    steps = {"login-then-sudo": (WrittenStep({"kind": "login"}, "r.yaml:3:5"), WrittenStep(long, "r.yaml:4:5"))}
+    view = state_view(saved, ruleset, SAVED_AT, "login-then-sudo", steps)
+    line = view_text(view, SAVED_AT).splitlines()[-1]
+    assert line.startswith(
+        '  user="alice": at step 2 of 2 ({"kind": "sudo", "command": {"in": ["/usr/bin/tool-0", '
+        '"/usr/bin/tool-1", "/usr… at r.yaml:4:5), started '
+    )
+    group = view_json(view)["rules"][0]["groups"][0]
+    assert {"condition": long, "location": "r.yaml:4:5"} == group["waits_for"]
+    plain = view_text(state_view(saved, ruleset, SAVED_AT, "login-then-sudo"), SAVED_AT).splitlines()[-1]
+    assert plain.startswith('  user="alice": at step 2 of 2, started ')
