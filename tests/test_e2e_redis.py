@@ -690,7 +690,11 @@ def test_instances_reloading_a_rule_set_without_an_open_alerts_rule_close_it_onc
     assert opsgenie.wait_for(lambda r: len(r) == 2, 15), fleet.output()
     assert all(wait_until(lambda p=p: "reload ok" in p.stderr(), 10) for p in instances)
     time.sleep(2.0)
-    close = {"close": 'rulesd: heartbeat-missing: {"host":"w1"}', "rules": ["heartbeat-missing (rule removed)"]}
+    close = {
+        "close": 'rulesd: heartbeat-missing: {"host":"w1"}',
+        "rules": ["heartbeat-missing"],
+        "reasons": ["rule removed"],
+    }
     assert close == as_sent(opsgenie.requests[1])
     assert 2 == len(opsgenie.requests), fleet.output()
     # The close moved no clock: committed with a wall time and no time passed, it would hold
@@ -770,7 +774,9 @@ def test_an_alert_two_rules_fired_together_is_closed_once_by_the_instance_that_s
     assert 0 == first.terminate()
     second = fleet.start_on_file("b", files["b"], time_field=None)
     assert opsgenie.wait_for(lambda r: len(r) == 2, 15), fleet.output()
-    assert {"close": shared, "rules": ["errors-a", "errors-b"]} == as_sent(opsgenie.requests[1])
+    assert {"close": shared, "rules": ["errors-a", "errors-b"], "reasons": ["recovered"] * 2} == as_sent(
+        opsgenie.requests[1]
+    )
     assert wait_until(lambda: open_rules() == [], 10), fleet.output()
     time.sleep(1.0)
     assert 0 == second.terminate()
@@ -927,7 +933,7 @@ def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_st
 
     first = start("a")
     assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
-    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors (state limit)"]}
+    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors"], "reasons": ["state limit"]}
     assert close == as_sent(opsgenie.requests[3])
     assert wait_until(lambda: "1 alert(s) closed so far (rules: errors)" in first.stderr()), first.stderr()
     assert 0 == first.terminate()
@@ -1086,7 +1092,7 @@ def test_idle_instances_keep_the_state_limits_and_commit_it_once(
         for name, path in files.items()
     ]
     assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
-    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors (state limit)"]}
+    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors"], "reasons": ["state limit"]}
     assert close == as_sent(opsgenie.requests[3])
     time.sleep(6.0)  # both instances swept again meanwhile
     assert 4 == len(opsgenie.requests), fleet.output()
