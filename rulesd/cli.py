@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from rulesd.daemon import Daemon
     from rulesd.explain import Explainer
     from rulesd.state import Outbox
+    from rulesd.state_view import WrittenStep
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -504,8 +505,14 @@ def _with_time_field(source: SourceConfig, time_field: str | None) -> SourceConf
 
 def _alert_json(alert: ReplayedAlert) -> str:
     if alert.close is not None:
-        return orjson.dumps({"close": alert.close, "rules": list(alert.rules)}).decode() + "\n"
+        # Why each rule let go, as the text line and the close's note say, one per rule.
+        reasons = [why or RECOVERED for why in alert.alert.reasons] or [RECOVERED] * len(alert.rules)
+        line = {"close": alert.close, "rules": list(alert.rules), "reasons": reasons}
+        return orjson.dumps(line).decode() + "\n"
     return orjson.dumps(alert.payload).decode() + "\n"
+
+
+RECOVERED = "recovered"  # a close's reason in replay's JSON where its group recovered (the note says nothing)
 
 
 def _alert_line(alert: ReplayedAlert) -> str:
@@ -659,7 +666,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     if args.rule is not None and args.rule not in names | saved_names:
         print(f"rulesd state: {unknown_rule(args.rule, sorted(names))}", file=sys.stderr)
         return EXIT_USAGE
-    view = state_view(saved, result.ruleset, now, args.rule)
+    view = state_view(saved, result.ruleset, now, args.rule, _written_steps(result.ruleset))
     if args.format == "json":
         print(json.dumps(view_json(view), indent=2, ensure_ascii=False))
     else:
@@ -667,6 +674,27 @@ def cmd_state(args: argparse.Namespace) -> int:
             print(f"no engine state saved in {where} yet")
         print(printable.lines(view_text(view, now)))
     return EXIT_OK
+
+
+def _written_steps(ruleset: RuleSet | None) -> dict[str, tuple[WrittenStep, ...]]:
+    """Each sequence rule's steps as written, for `rulesd state` to say what a group waits for;
+    none when a rule file changed since it was loaded (its text may no longer be the rule's)."""
+    from rulesd.explain import step_conditions
+    from rulesd.rules.model import Sequence as SequenceKind
+    from rulesd.state_view import WrittenStep
+
+    rules = [rule for rule in ruleset.rules if isinstance(rule.kind, SequenceKind)] if ruleset is not None else []
+    try:
+        sources = rule_sources(rules, RuleCache.for_user(os.environ)) if rules else {}
+    except RulesdError:
+        return {}
+    return {
+        name: tuple(
+            WrittenStep(condition, str(source.doc.locate((*source.base, *where))))
+            for condition, where in step_conditions(source)
+        )
+        for name, source in sources.items()
+    }
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -245,7 +245,7 @@ def fields_named(cond: dict[str, Any]) -> list[str]:
     return names
 
 
-def _step_conditions(source: RuleSource) -> list[tuple[dict[str, Any], JsonPath]]:
+def step_conditions(source: RuleSource) -> list[tuple[dict[str, Any], JsonPath]]:
     """Each step's condition of a sequence rule, and where it is written."""
     found: list[tuple[dict[str, Any], JsonPath]] = []
     for i, step in enumerate(source.raw["sequence"]["steps"]):
@@ -265,7 +265,7 @@ class Explainer:
         for rule in rules:
             compiler = _Compiler(sources[rule.name], patterns, rule.lists)
             if isinstance(rule.kind, SequenceKind):
-                steps = tuple(compiler.condition(c, where) for c, where in _step_conditions(compiler.source))
+                steps = tuple(compiler.condition(c, where) for c, where in step_conditions(compiler.source))
                 self._rules.append((rule, None, steps))
             else:
                 self._rules.append((rule, compiler.condition(compiler.source.raw["match"], ("match",)), ()))

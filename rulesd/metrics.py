@@ -53,8 +53,8 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         s = self.stats
-        # Both counters for every source seen, from 0: a rate needs the series before its first increase.
-        sources = s.events.keys() | s.invalid.keys()
+        # Every counter of every source followed, from 0: a rate needs the series before its first increase.
+        sources = s.events.keys() | s.invalid.keys() | s.sources
         yield _per("rulesd_events_read", "Events read, per source.", "source", s.events, sources)
         yield _per("rulesd_events_invalid", "Lines skipped as invalid, per source.", "source", s.invalid, sources)
         ignored_help = "Lines dropped by the source's ignore_pattern, per source."

@@ -9,6 +9,9 @@ no clock saved, the wall clock.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -22,7 +25,17 @@ from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Seque
 from rulesd.times import relative, rfc3339, span, when
 
 VALUES_SHOWN = 5  # distinct or known values listed per group in text
-_TIMES = ("oldest", "last_fired", "throttled_until", "started", "fires_at", "last_seen", "closes_at")
+_TIMES = (
+    "oldest",
+    "last_fired",
+    "throttled_until",
+    "started",
+    "expires_at",
+    "fires_at",
+    "last_seen",
+    "expected_since",
+    "closes_at",
+)
 
 
 class Holder(msgspec.Struct, frozen=True):
@@ -34,6 +47,16 @@ class Holder(msgspec.Struct, frozen=True):
     key: GroupKey
     until: float | None
     silent: bool  # an absence's silent group
+
+
+class WrittenStep(msgspec.Struct, frozen=True):
+    """A sequence step's condition as written in the rule file, and where (`path:line:col`)."""
+
+    condition: Any
+    location: str
+
+
+CONDITION_SHOWN = 80  # characters of a step's condition in text; the JSON has it whole
 
 
 class GroupState(msgspec.Struct, frozen=True):
@@ -72,9 +95,16 @@ def engine_clock(saved: dict[str, Any] | None, now: float) -> float | None:
     return clock + max(0.0, now - float(saved_at)) if saved_at is not None else clock
 
 
-def state_view(saved: dict[str, Any] | None, ruleset: RuleSet | None, now: float, only: str | None = None) -> StateView:
+def state_view(
+    saved: dict[str, Any] | None,
+    ruleset: RuleSet | None,
+    now: float,
+    only: str | None = None,
+    steps: Mapping[str, tuple[WrittenStep, ...]] = MappingProxyType({}),
+) -> StateView:
     """The view of `saved` (in `EngineState.to_json` form, or None: nothing saved), for the
-    rules of `ruleset` (None: unknown), at wall time `now`; `only`: one rule by name."""
+    rules of `ruleset` (None: unknown), at wall time `now`; `only`: one rule by name; `steps`:
+    each sequence rule's steps as written, to say what each group waits for."""
     clock = engine_clock(saved, now)
     state = EngineState.from_json(saved or {})
     loaded = ruleset.by_name() if ruleset is not None else {}
@@ -89,7 +119,7 @@ def state_view(saved: dict[str, Any] | None, ruleset: RuleSet | None, now: float
     rules = []
     for name in names:
         rule = current.get(name)  # (None for a rule changed: the state belongs to the rule as it was)
-        rules.append(_rule_state(name, rule, state, at, holders))
+        rules.append(_rule_state(name, rule, state, at, holders, steps.get(name, ()) if rule else ()))
     shown = tuple(r for r in rules if r.groups or only is not None)
     return StateView(at, clock is not None, shown, ruleset is not None)
 
@@ -109,14 +139,23 @@ def _holders(state: EngineState, rules: dict[str, Rule]) -> dict[str, list[Holde
 
 
 def _rule_state(
-    name: str, rule: Rule | None, state: EngineState, clock: float, holders: dict[str, list[Holder]]
+    name: str,
+    rule: Rule | None,
+    state: EngineState,
+    clock: float,
+    holders: dict[str, list[Holder]],
+    steps: tuple[WrittenStep, ...],
 ) -> RuleState:
     groups: dict[GroupKey, dict[str, Any]] = {}
     for kind, by_rule in state.tables.items():
         if kind == RULE:
             continue
         for key, value in by_rule.get(name, {}).items():
-            groups.setdefault(key, {}).update(group_facts(rule, kind, value, clock))
+            facts = groups.setdefault(key, {})
+            facts.update(group_facts(rule, kind, value, clock))
+            if "step" in facts and steps and facts["step"] <= len(steps):
+                # The step it waits for (the absent one: the event that ends the wait).
+                facts["waits_for"] = msgspec.to_builtins(steps[facts["step"] - 1])
     learning = learning_until(rule, state.tables.get(RULE, {}).get(name, {}).get(NO_GROUP)) if rule else None
     shown = []
     for key, facts in sorted(groups.items()):
@@ -225,14 +264,18 @@ def _facts_text(facts: dict[str, Any], clock: float, shared: bool = False) -> li
         out.append(_step_text(facts, clock))
     if "last_seen" in facts:
         aliases = ", ".join(facts["open_alerts"])
-        since = when(facts["last_seen"], clock)
-        if facts["silent"] and not aliases:
-            out.append(f"silent since {since}: no alert open (its throttle held the page back)")
-        elif facts["silent"]:
-            out.append(f"silent since {since}: alert open ({aliases}), {closes} when one comes")
+        if facts["last_seen"] is None:  # an expected group no event has come for
+            seen = f"never seen (expected since {when(facts['expected_since'], clock)})"
         else:
-            due = f"; fires at {when(facts['fires_at'], clock)} if still silent" if facts["fires_at"] else ""
-            out.append(f"last seen {since}{due}")
+            seen = f"silent since {when(facts['last_seen'], clock)}" if facts["silent"] else ""
+        if facts["silent"] and not aliases:
+            out.append(f"{seen}: no alert open (its throttle held the page back)")
+        elif facts["silent"]:
+            out.append(f"{seen}: alert open ({aliases}), {closes} when one comes")
+        else:
+            due = f"fires at {when(facts['fires_at'], clock)} if still silent" if facts["fires_at"] else ""
+            seen = seen or f"last seen {when(facts['last_seen'], clock)}"
+            out.append("; ".join(part for part in (seen, due) if part))
     if "known" in facts:
         out.append(f"{facts['known']} value(s) known{_values_text(facts['values'], clock)}")
     if facts.get("throttled_until") is not None:
@@ -248,14 +291,29 @@ def _facts_text(facts: dict[str, Any], clock: float, shared: bool = False) -> li
 
 def _step_text(facts: dict[str, Any], clock: float) -> str:
     steps = facts["steps"] if facts["steps"] is not None else "?"
+    waits = _waits_text(facts.get("waits_for"))
     if facts["fires_at"] is not None:
         done = facts["step"] - 1
         due = when(facts["fires_at"], clock)
-        return f"step {done} of {steps} done; fires at {due} unless the absent step's event comes"
+        return f"step {done} of {steps} done; fires at {due} unless the absent step's event comes{waits}"
     needed = facts["needed"]
     counted = f", {facts['events']} of {needed} events" if needed is not None and needed > 1 else ""
     started = f", started {when(facts['started'], clock)}" if facts["started"] is not None else ""
-    return f"at step {facts['step']} of {steps}{counted}{started}"
+    expires = ""
+    if facts["expires_at"] is not None:  # `within` is over then
+        by = when(facts["expires_at"], clock)
+        expires = f"; the oldest drops out at {by}" if facts["step"] == 1 else f"; the rest must come before {by}"
+    return f"at step {facts['step']} of {steps}{waits}{counted}{started}{expires}"
+
+
+def _waits_text(step: dict[str, Any] | None) -> str:
+    """` ({"kind": "sudo"} at rules/r.yaml:12:18)`: the condition of the step a group waits for."""
+    if step is None:
+        return ""
+    text = json.dumps(step["condition"], ensure_ascii=False, default=str)
+    if len(text) > CONDITION_SHOWN:
+        text = text[: CONDITION_SHOWN - 1] + "…"
+    return f" ({text} at {step['location']})"
 
 
 def _values_text(values: list[tuple[str, float]], clock: float) -> str:

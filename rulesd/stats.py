@@ -16,6 +16,8 @@ class Stats(msgspec.Struct):
     """Everything the metrics report, kept by the daemon as plain numbers."""
 
     events: dict[str, int] = msgspec.field(default_factory=dict)  # per source
+    # The sources followed now (a file with no line yet too): their counters are shown from 0.
+    sources: frozenset[str] = frozenset()
     invalid: dict[str, int] = msgspec.field(default_factory=dict)  # per source
     ignored: dict[str, int] = msgspec.field(default_factory=dict)  # per source: lines ignore_pattern dropped
     unconverted: dict[tuple[str, str], int] = msgspec.field(default_factory=dict)  # per (source, field)
@@ -51,16 +53,21 @@ class Stats(msgspec.Struct):
         a glob of short-lived files would otherwise add series to /metrics for ever."""
         for name, table in (("events", self.events), ("invalid", self.invalid), ("ignored", self.ignored)):
             self.bump(self.forgotten, name, table.pop(key, 0))
+        self.sources -= {key}
 
     def total(self, name: str) -> int:
         """Everything a per-source table (`events`, `invalid`) counted, forgotten sources too."""
         table: dict[str, int] = getattr(self, name)
         return sum(table.values()) + self.forgotten.get(name, 0)
 
-    def forget_rules(self, kept: Collection[str]) -> None:
-        """Drop the firings of rules a reload removed (the engine drops its own counters)."""
-        for name in self.firings.keys() - kept:
+    def rules_now(self, names: Collection[str]) -> None:
+        """The running rules are `names`: each one's firings from 0 (an alert on `== 0` or a
+        `rate()` needs the series before the first firing), and a removed rule's dropped (the
+        engine keeps its own counters alike)."""
+        for name in self.firings.keys() - names:
             del self.firings[name]
+        for name in names:
+            self.firings.setdefault(name, 0)
 
     def reloaded(self, ok: bool, at: float | None = None) -> None:
         """Count a reload (finished `at`, epoch seconds), and remember whether the rules on disk

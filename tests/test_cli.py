@@ -905,7 +905,8 @@ def test_check_config_names_every_source_error_at_its_place(tmp_path: Path) -> N
 
 def test_replay_prints_timer_alerts_and_closes(tmp_path: Path) -> None:
     """A timer's alert names the line of the event that armed it (an expected group never seen:
-    none); a close is a line of its own, `{"close": alias, "rules": [...]}` in JSON. Pending
+    none); a close is a line of its own, `{"close": alias, "rules": [...], "reasons": [...]}` in
+    JSON (`recovered`: its group recovered). Pending
     timers do not fire at the end of the input."""
     rules = write(
         tmp_path / "rules.yaml",
@@ -936,15 +937,15 @@ def test_replay_prints_timer_alerts_and_closes(tmp_path: Path) -> None:
     as_json = rulesd_cli("replay", "--rules", str(rules), "--time-field", "ts", "--format", "json", str(events))
     lines = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [
-        {"close": 'rulesd: quiet: {"host":"a"}', "rules": ["quiet"]},
-        {"close": "rulesd: errors", "rules": ["errors"]},
+        {"close": 'rulesd: quiet: {"host":"a"}', "rules": ["quiet"], "reasons": ["recovered"]},
+        {"close": "rulesd: errors", "rules": ["errors"], "reasons": ["recovered"]},
     ] == [line for line in lines if "close" in line]
 
 
 def test_replay_says_why_a_close_was_not_a_recovery(tmp_path: Path) -> None:
     """A group keeps the aliases of its latest 8 alerts: the ninth closes the first, and the text
-    line says why, as the close's note does (`errors (superseded)`); the JSON line keeps its
-    fields, `close` and `rules`."""
+    line says why, as the close's note does (`errors (superseded)`), and so does the JSON line,
+    one reason per rule (it said none: a script could not tell this close from a recovery)."""
     rules = write(
         tmp_path / "rules.yaml",
         "rules:\n  - {name: errors, match: {level: error}, threshold: {count: 1, window: 1m},"
@@ -958,7 +959,7 @@ def test_replay_says_why_a_close_was_not_a_recovery(tmp_path: Path) -> None:
         line for line in text.stdout.splitlines() if "close [" in line
     ]
     as_json = rulesd_cli("replay", "--rules", str(rules), "--time-field", "ts", "--format", "json", str(events))
-    assert [{"close": "req-1", "rules": ["errors"]}] == [
+    assert [{"close": "req-1", "rules": ["errors"], "reasons": ["superseded"]}] == [
         json.loads(line) for line in as_json.stdout.splitlines() if line.startswith('{"close"')
     ]
 
@@ -966,7 +967,7 @@ def test_replay_says_why_a_close_was_not_a_recovery(tmp_path: Path) -> None:
 def test_replay_with_a_config_keeps_its_limits_and_closes_what_the_daemon_closes(tmp_path: Path) -> None:
     """`limits.groups_per_rule: 2` and three open alerts: the daemon (`run --dry-run`) forgets the
     stalest open group and closes its alert; `replay --config` prints that close too (it kept
-    every group, and printed none)."""
+    every group, and printed none), with its reason in JSON too."""
     write(
         tmp_path / "rules.yaml",
         "rules:\n"
@@ -987,7 +988,7 @@ def test_replay_with_a_config_keeps_its_limits_and_closes_what_the_daemon_closes
     sent = [json.loads(line) for line in daemon.stdout.splitlines() if line.startswith('{"close"')]
     assert [{"close": alias, "source": "rulesd", "note": "resolved: errors (state limit)"}] == sent
     replayed = rulesd_cli("replay", "--config", str(config), "--format", "json", str(events), cwd=tmp_path)
-    assert [{"close": alias, "rules": ["errors"]}] == [
+    assert [{"close": alias, "rules": ["errors"], "reasons": ["state limit"]}] == [
         json.loads(x) for x in replayed.stdout.splitlines() if "close" in x
     ]
 

@@ -17,6 +17,7 @@ from tests.daemon_process import API_KEY, Workspace, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
+from tests.test_e2e_sources import positions
 
 VALIDATOR = create_alert_validator()
 
@@ -137,6 +138,85 @@ def test_copytruncate_does_not_crash(workspace: Workspace, server: FakeOpsGenie)
     assert [0, 1, 2, 3, 4, 5, 6] == ids(server)
     assert daemon.proc.poll() is None
     assert "truncat" in daemon.stderr()
+
+
+def saved_offset(workspace: Workspace) -> int | None:
+    """The offset saved for the workspace's event file (None: none saved)."""
+    saved = positions(workspace).get(str(workspace.events))
+    return None if saved is None else int(json.loads(saved)["offset"])
+
+
+def test_a_truncation_with_nothing_new_is_saved_before_the_next_line(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """copytruncate in a quiet moment moved the position to 0 with no line to evaluate, and
+    positions were saved only with lines: killed before the next one, the daemon resumed at
+    the old offset. The application then wrote its same start-up lines again (the file's first
+    1,024 bytes, its fingerprint, alike) and a page: the file was taken for the one read before,
+    read from the old offset on, and the page was never sent. The move is now saved at once."""
+    truncated_quietly_then_killed(workspace, server, lambda: saved_offset(workspace))
+
+
+def truncated_quietly_then_killed(
+    ws: Workspace, server: FakeOpsGenie, offset: Callable[[], int | None], deliver_within: float = 10.0
+) -> None:
+    """Page 1 after start-up lines; the file truncated and, once `offset()` (the saved one) is
+    0, the daemon killed; the same start-up lines and page 2 written: page 2 must come, within
+    `deliver_within` seconds of the restart."""
+    banner = [{"kind": "start", "step": i, "pad": "x" * 40} for i in range(20)]  # more than the fingerprint
+    daemon = ws.start()
+    ws.append(*banner, page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    with open(ws.events, "r+b") as fh:
+        fh.truncate(0)
+    assert daemon.wait_for_log("truncated"), daemon.output()
+    # (Within 3 s: the idle sweep every 5 s may commit, and save the position, by chance.)
+    wait_until(lambda: offset() == 0, timeout=3)
+    daemon.kill()
+    ws.append(*banner, page(2))  # as long as before: page 2 lies before the old offset
+    ws.start()
+    assert server.wait_for(lambda r: len(r) >= 2, timeout=deliver_within), ws.all_output()
+    assert [1, 2] == ids(server)
+
+
+def test_a_rotation_with_nothing_new_is_saved_so_a_restart_warns_of_no_loss(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """Rotated by rename and create in a quiet moment, the rotated file compressed away (a new
+    file; the old one removed) and let go of once read to its end: nothing was saved, so a
+    restart warned that events written to it may have been lost, when every one was read. The
+    move to the new file is now saved at once: no warning, and what is written next is paged."""
+    daemon = workspace.start()
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1)
+    rotated = Path(str(workspace.events) + ".1")
+    os.rename(workspace.events, rotated)
+    workspace.events.touch()
+    new_file = os.stat(workspace.events).st_ino
+    rotated.unlink()  # as logrotate's compress does
+    wait_until(lambda: json.loads(positions(workspace)[str(workspace.events)])["ino"] == new_file, timeout=3)
+    daemon.kill()
+    workspace.append(page(2))
+    again = workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 2, timeout=10), workspace.all_output()
+    assert [1, 2] == ids(server)
+    assert "may have been lost" not in again.stderr()
+
+
+def test_over_long_lines_alone_are_skipped_once_across_a_restart(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Lines over `max_line_bytes` and nothing else: skipped, but the position past them was not
+    saved, so every restart read, counted and warned about them again."""
+    source = {"type": "file", "path": "events.jsonl", "start_at": "beginning", "max_line_bytes": 1024}
+    ws = Workspace(tmp_path, server.url, source=source)
+    daemon = ws.start()
+    ws.append(b'{"pad": "' + b"x" * 4000 + b'"}\n')
+    assert daemon.wait_for_log("skipped a line longer than"), daemon.output()
+    wait_until(lambda: saved_offset(ws) == 4012, timeout=3)
+    daemon.kill()
+    ws.append(page(1))
+    again = ws.start()
+    assert server.wait_for(lambda r: len(r) >= 1, timeout=10), ws.all_output()
+    assert "skipped a line longer than" not in again.stderr()
 
 
 def test_restart_resumes_exactly_where_it_stopped(workspace: Workspace, server: FakeOpsGenie) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -29,7 +30,7 @@ import yaml
 from rulesd.daemon.build import stream_reader
 from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
-from rulesd.state.redis import Conflict, RedisState
+from rulesd.state.redis import LEASE_S, Conflict, RedisState
 from tests.daemon_process import (
     API_KEY,
     DaemonProcess,
@@ -42,6 +43,7 @@ from tests.daemon_process import (
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
+from tests.test_e2e_daemon import truncated_quietly_then_killed
 from tests.test_e2e_sources import glob_positions_follow_the_files
 
 STREAM = "rulesd:events"
@@ -208,7 +210,11 @@ def as_sent(request: Received) -> dict[str, Any]:
     """A request as replay prints it: a create's body without its event source, or a close."""
     if request.path.split("?")[0].endswith("/close"):
         alias = unquote(request.path.split("?")[0].split("/")[-2])
-        return {"close": alias, "rules": request.json()["note"].removeprefix("resolved: ").split(", ")}
+        # The note names each rule, followed by why it let go unless its group recovered.
+        names = request.json()["note"].removeprefix("resolved: ").split(", ")
+        found = [re.fullmatch(r"(.*?)(?: \((.*)\))?", name) for name in names]
+        rules = [m[1] if m else name for m, name in zip(found, names, strict=True)]
+        return {"close": alias, "rules": rules, "reasons": [(m and m[2]) or "recovered" for m in found]}
     body = request.json()
     body["details"].pop("Event Source", None)
     return body
@@ -685,7 +691,11 @@ def test_instances_reloading_a_rule_set_without_an_open_alerts_rule_close_it_onc
     assert opsgenie.wait_for(lambda r: len(r) == 2, 15), fleet.output()
     assert all(wait_until(lambda p=p: "reload ok" in p.stderr(), 10) for p in instances)
     time.sleep(2.0)
-    close = {"close": 'rulesd: heartbeat-missing: {"host":"w1"}', "rules": ["heartbeat-missing (rule removed)"]}
+    close = {
+        "close": 'rulesd: heartbeat-missing: {"host":"w1"}',
+        "rules": ["heartbeat-missing"],
+        "reasons": ["rule removed"],
+    }
     assert close == as_sent(opsgenie.requests[1])
     assert 2 == len(opsgenie.requests), fleet.output()
     # The close moved no clock: committed with a wall time and no time passed, it would hold
@@ -765,7 +775,9 @@ def test_an_alert_two_rules_fired_together_is_closed_once_by_the_instance_that_s
     assert 0 == first.terminate()
     second = fleet.start_on_file("b", files["b"], time_field=None)
     assert opsgenie.wait_for(lambda r: len(r) == 2, 15), fleet.output()
-    assert {"close": shared, "rules": ["errors-a", "errors-b"]} == as_sent(opsgenie.requests[1])
+    assert {"close": shared, "rules": ["errors-a", "errors-b"], "reasons": ["recovered"] * 2} == as_sent(
+        opsgenie.requests[1]
+    )
     assert wait_until(lambda: open_rules() == [], 10), fleet.output()
     time.sleep(1.0)
     assert 0 == second.terminate()
@@ -922,7 +934,7 @@ def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_st
 
     first = start("a")
     assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
-    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors (state limit)"]}
+    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors"], "reasons": ["state limit"]}
     assert close == as_sent(opsgenie.requests[3])
     assert wait_until(lambda: "1 alert(s) closed so far (rules: errors)" in first.stderr()), first.stderr()
     assert 0 == first.terminate()
@@ -1081,7 +1093,7 @@ def test_idle_instances_keep_the_state_limits_and_commit_it_once(
         for name, path in files.items()
     ]
     assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
-    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors (state limit)"]}
+    close = {"close": 'rulesd: errors: {"host":"h1"}', "rules": ["errors"], "reasons": ["state limit"]}
     assert close == as_sent(opsgenie.requests[3])
     time.sleep(6.0)  # both instances swept again meanwhile
     assert 4 == len(opsgenie.requests), fleet.output()
@@ -1482,6 +1494,22 @@ def test_positions_of_a_globs_deleted_files_are_forgotten_in_redis(
         return {f.decode().removeprefix("a\t") for f in fields}
 
     glob_positions_follow_the_files(ws, opsgenie, saved)
+
+
+def test_a_truncation_with_nothing_new_is_saved_in_redis_before_the_next_line(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """As with SQLite: a position moved with no line (a file truncated in a quiet moment) is
+    committed by the idle instance, so that a restart does not resume at the old offset."""
+    source = {"type": "file", "path": "events.jsonl", "start_at": "beginning"}
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    ws = Workspace(tmp_path, opsgenie.url, source=source, state=state)
+
+    def offset() -> int | None:
+        saved = redis_server.client().hget("rulesd:positions", f"a\t{ws.events}")
+        return None if saved is None else int(json.loads(saved)["offset"])
+
+    truncated_quietly_then_killed(ws, opsgenie, offset, deliver_within=LEASE_S + 20)  # the killed one's lease ends
 
 
 def test_a_forgotten_position_survives_a_commit_lost_to_another_instance(

@@ -438,6 +438,55 @@ def test_metrics_drop_the_series_of_a_globs_gone_files_and_of_removed_rules(
     assert "stopped: 6 event(s)" in daemon.stderr()  # the forgotten files' events still count there
 
 
+def test_metrics_show_every_source_and_rule_at_zero_before_anything_happens(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """The per-source and per-rule counters were missing from /metrics until the first event
+    of the source or the first match and firing of the rule: `increase()` missed the first one
+    and `rulesd_rule_firings_total == 0` could not tell a rule that never fired from one not
+    loaded. Every source followed (a file with no line yet, a glob's new match) and every rule
+    loaded is there at 0 from the start; a reload adds the new rules at 0 and drops the removed."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.jsonl").touch()
+    sources = [
+        {"name": "app", "type": "file", "path": "events.jsonl", "start_at": "beginning"},
+        {"name": "jobs", "type": "file", "path": str(logs / "*.jsonl"), "start_at": "beginning"},
+    ]
+    ws = Workspace(tmp_path, server.url, source=None, sources=sources, metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(
+        "rules:\n- name: one\n  match: {kind: page}\n  alert: {alias: 'one-{id}'}\n"
+        "- name: two\n  match: {kind: other}\n  alert: {alias: 'two-{id}'}\n"
+    )
+    daemon = ws.start()
+    url = metrics_url(daemon)
+    app, job_a, job_b = f"app:{ws.events}", f"jobs:{logs / 'a.jsonl'}", f"jobs:{logs / 'b.jsonl'}"
+
+    def zeros(family: str, label: str, values: set[str]) -> bool:
+        got = {key: value for key, value in samples(scrape(url)).items() if key.startswith(family + "{")}
+        return got == {f'{family}{{{label}="{v}"}}': 0.0 for v in values}
+
+    for family in ("rulesd_events_read_total", "rulesd_events_invalid_total", "rulesd_lines_ignored_total"):
+        assert zeros(family, "source", {app, job_a}), scrape(url)
+    for family in ("rulesd_rule_matches_total", "rulesd_rule_firings_total"):
+        assert zeros(family, "rule", {"one", "two"}), scrape(url)
+    (logs / "b.jsonl").touch()  # a new match of the glob, no line in it yet
+    assert wait_until(lambda: zeros("rulesd_events_read_total", "source", {app, job_a, job_b})), scrape(url)
+    (ws.rules / "rules.yaml").write_text(
+        "rules:\n- name: one\n  match: {kind: page}\n- name: three\n  match: {kind: x}\n"
+    )
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: "added: 1 (three)" in daemon.stderr()), daemon.output()
+    for family in ("rulesd_rule_matches_total", "rulesd_rule_firings_total"):
+        assert zeros(family, "rule", {"one", "three"}), scrape(url)
+    ws.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1), daemon.output()
+    assert wait_until(lambda: metric(url, 'rulesd_rule_firings_total{rule="one"}') == 1), scrape(url)
+    assert 0 == metric(url, 'rulesd_rule_firings_total{rule="three"}')
+    assert 1 == metric(url, f'rulesd_events_read_total{{source="{app}"}}')
+    assert 0 == daemon.terminate()
+
+
 def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path: Path, server: FakeOpsGenie) -> None:
     """A job writes one file per run, alike at every run, and deletes it once read. The file
     system gives the next run's file the deleted one's inode at once (ext4 does), and the
@@ -458,6 +507,41 @@ def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path:
         # Read to its end and closed: its inode is free for the next run's file.
         assert wait_until(lambda: not any(f.endswith(" (deleted)") for f in open_files(daemon.proc.pid)))
     assert ["backup failed"] * 4 == [r.json()["alias"] for r in server.requests]
+    assert 0 == daemon.terminate()
+
+
+def test_a_new_file_given_the_inode_of_a_rotated_file_deleted_since_is_read_from_its_start(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A file rotated (renamed, a new one written at its path) is remembered by inode once
+    read to its end, to be taken up at its end under its new name; that memory outlived the
+    file's deletion. A new file of the glob under another name, given the inode (ext4 hands a
+    freed one out again, not always: hence several rounds) and starting alike, was taken for
+    it: read from where the deleted one ended, its failure never paged."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / "*.log*"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    (ws.rules / "rules.yaml").write_text("name: failed\nmatch: {status: failed}\nalert: {alias: '{job} failed'}\n")
+    run = b'{"job": "backup", "status": "started"}\n{"job": "backup", "status": "failed"}\n'
+    daemon = ws.start()
+    sent = 0
+
+    def paged(path: Path) -> None:
+        nonlocal sent
+        path.write_bytes(run)
+        sent += 1
+        assert server.wait_for(lambda r: len(r) >= sent, timeout=5), f"{path}: not paged\n{daemon.output()}"
+
+    for i in range(6):
+        app, rotated = logs / f"app-{i}.log", logs / f"app-{i}.log.1"
+        paged(app)
+        app.rename(rotated)
+        paged(app)  # the rotated file is let go of once read to its end, and remembered
+        assert wait_until(lambda rotated=rotated: str(rotated) in open_files(daemon.proc.pid)), daemon.output()
+        rotated.unlink()
+        assert wait_until(lambda: not any(f.endswith(" (deleted)") for f in open_files(daemon.proc.pid)))
+        paged(logs / f"other-{i}.log")
     assert 0 == daemon.terminate()
 
 

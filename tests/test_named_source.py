@@ -59,6 +59,9 @@ class Recorded:
     def lag_bytes(self) -> int:
         return 7
 
+    def names(self) -> list[str]:
+        return ["journalctl"]
+
     def close(self) -> None:
         self.closed = True
 
@@ -68,12 +71,13 @@ def test_a_named_source_saves_under_its_name_and_is_otherwise_its_source() -> No
     inner = Recorded()
     named = NamedSource("sshd", inner)
     assert {"sshd:journald": JournalCursor("c9")} == named.checkpoint()
-    assert (JSON_PARSER, 3, 7, True, []) == (
+    assert (JSON_PARSER, 3, 7, True, [], ["journalctl"]) == (
         named.parser,
         named.skipped_long,
         named.lag_bytes(),
         named.exhausted(),
         named.read(10),
+        named.names(),
     )
     named.close()
     assert inner.closed

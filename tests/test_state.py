@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 import time
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from rulesd.engine import Closing, Engine, EngineState, StateDelta
+from rulesd.engine.core import EXPECTED
+from rulesd.engine.state import ABSENCE
 from rulesd.state import SqliteState, StateError
 from rulesd.state.sqlite import ATTEMPTS_KEPT
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
@@ -307,6 +310,15 @@ def _outcomes(engine: Engine, events: list[tuple[float, dict[str, Any]]]) -> lis
     return out
 
 
+def _without_expected(tables: dict[str, Any]) -> dict[str, Any]:
+    """`tables` with the absence groups' EXPECTED marks left out."""
+    out = copy.deepcopy(tables)
+    for groups in out.get(ABSENCE, {}).values():
+        for value in groups.values():
+            value.pop(EXPECTED, None)
+    return out
+
+
 def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tmp_path: Path) -> None:
     """State saved by the rulesd that kept a group key as a tuple of its parts (every kind, one
     and two group_by fields, none, a missing field, a value holding the parts' separator) is
@@ -326,7 +338,9 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
     _outcomes(never_stopped, OLD_EVENTS)
     expected = _outcomes(never_stopped, NEXT_EVENTS)
     carried_on = _outcomes(restored, NEXT_EVENTS)
-    assert never_stopped.state.tables == restored.state.tables
+    # The database predates the mark of an expected group no event came for (`rulesd state`
+    # shows such a group of an older database as seen, as it did): alike but for that mark.
+    assert _without_expected(never_stopped.state.tables) == restored.state.tables
     # One difference, of order alone: the database was written before a throttled firing counted
     # for resolve, so first's open group of b holds its sent firing's time (10), not 60; its
     # timer, re-armed at other moments, comes up before quiet's of b, both due at 7310.

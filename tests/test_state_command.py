@@ -108,6 +108,55 @@ def test_state_beside_a_running_daemon(workspace: Workspace, server: FakeOpsGeni
     assert "database is locked" not in daemon.output()
 
 
+def test_state_of_expected_groups_and_sequences_beside_a_running_daemon(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """An absence's expected group that no event has come for showed as `last seen` at the
+    moment the daemon started watching it, as if the worker had spoken: it is now `never seen
+    (expected since …)`, its `last_seen` null, until its first event. A sequence with `within`
+    says until when the rest of its steps may come."""
+    (workspace.rules / "rules.yaml").write_text(
+        "rules:\n"
+        "  - name: beat\n"
+        "    match: {kind: heartbeat}\n"
+        "    absence: {window: 1h, group_by: [worker], expect: [{worker: w1}, {worker: w2}]}\n"
+        "  - name: login-then-sudo\n"
+        "    sequence:\n"
+        "      group_by: [user]\n"
+        "      within: 10m\n"
+        "      steps:\n"
+        "        - match: {kind: login}\n"
+        "        - match: {kind: sudo}\n"
+    )
+    daemon = workspace.start()
+    workspace.append({"kind": "heartbeat", "worker": "w1"}, {"kind": "login", "user": "alice"})
+    assert wait_until(lambda: "alice" in groups(state(workspace), "login-then-sudo"), timeout=20)
+    view = state(workspace)
+    beats = groups(view, "beat")
+    assert beats["w2"]["last_seen"] is None, beats["w2"]  # (it said the time the watch began)
+    assert beats["w1"]["expected_since"] is None, beats["w1"]
+    assert 3600.0 == seconds(beats["w2"]["fires_at"]) - seconds(beats["w2"]["expected_since"])
+    assert 3600.0 == seconds(beats["w1"]["fires_at"]) - seconds(beats["w1"]["last_seen"])
+    alice = groups(view, "login-then-sudo")["alice"]
+    assert (2, 600.0) == (alice["step"], seconds(alice["expires_at"]) - seconds(alice["started"]))
+    assert {"kind": "sudo"} == alice["waits_for"]["condition"]  # the step waited for, as written
+    assert alice["waits_for"]["location"].endswith("rules.yaml:11:18"), alice
+    text = rulesd_cli("state", "--config", str(workspace.config)).stdout.splitlines()
+    assert [line for line in text if line.startswith('  worker="w2": never seen (expected since ')], text
+    assert [line for line in text if line.startswith('  worker="w1": last seen ')], text
+    assert [
+        line
+        for line in text
+        if line.startswith('  user="alice": at step 2 of 2 ({"kind": "sudo"} at ')
+        and "; the rest must come before " in line
+    ], text
+
+    workspace.append({"kind": "heartbeat", "worker": "w2"})
+    assert wait_until(lambda: groups(state(workspace), "beat")["w2"]["last_seen"] is not None, timeout=20)
+    assert groups(state(workspace), "beat")["w2"]["expected_since"] is None
+    assert 0 == daemon.terminate()
+
+
 def test_reading_a_stopped_daemons_database_leaves_no_files_behind(workspace: Workspace, server: FakeOpsGenie) -> None:
     """After a clean stop the database is alone in the state directory: `state`, `outbox list`
     and `outbox show` read it and leave no -wal or -shm file (owned by whoever ran them, which

@@ -8,7 +8,7 @@ from typing import Any
 from rulesd.engine import Engine
 from rulesd.pipeline import evaluate_events
 from rulesd.rules.model import RuleSet
-from rulesd.state_view import state_view, view_json, view_text
+from rulesd.state_view import WrittenStep, state_view, view_json, view_text
 from tests.ruletools import ruleset_from_yaml
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -71,7 +71,8 @@ def saved_state(ruleset: RuleSet) -> dict[str, Any]:
 
 
 def test_every_kind_of_group_state_as_text() -> None:
-    """Counts in the window, distinct values, the sequence step and an absent step's wait,
+    """Counts in the window, distinct values, the sequence step (and when `within` is over for
+    it) and an absent step's wait,
     an absence's timer, values known and learning, throttle and open alerts with their close;
     times from the engine clock: the saved event time plus the wall time since (60 s)."""
     ruleset = ruleset_from_yaml(RULES)
@@ -85,7 +86,8 @@ def test_every_kind_of_group_state_as_text() -> None:
         '  ip="a": 2 of 3 different user: "u2" (seen 1m50s ago), "u1" (seen 2m ago)',
         '  ip="b": 1 of 3 different user: "u1" (seen 1m ago)',
         "login-after-brute (sequence of 2 steps within 10m, group_by ip): 1 group",
-        '  ip="b": at step 1 of 2, 1 of 2 events, started 2026-01-01T00:01:00Z (1m ago)',
+        '  ip="b": at step 1 of 2, 1 of 2 events, started 2026-01-01T00:01:00Z (1m ago); '
+        "the oldest drops out at 2026-01-01T00:11:00Z (in 9m)",
         "backup-never-finished (sequence of 2 steps, group_by host): 1 group",
         '  host="db": step 1 of 2 done; fires at 2026-01-01T01:00:30Z (in 58m30s) '
         "unless the absent step's event comes",
@@ -230,3 +232,75 @@ def test_an_alert_held_by_several_groups_and_a_silence_whose_page_was_throttled(
         "errors-short"
     ]["groups"][0]["also_held_by"]
     assert ([], []) == tuple(rules["heartbeat-missing"]["groups"][0][k] for k in ("open_alerts", "also_held_by"))
+
+
+EXPECTED = """\
+rules:
+  - name: beat
+    match: {kind: heartbeat}
+    absence: {window: 1m, group_by: [host], expect: [{host: h1}, {host: h2}]}
+  - name: login-then-sudo
+    sequence: {group_by: [user], within: 10m, steps: [match: {kind: login}, match: {kind: sudo}]}
+"""
+
+
+def test_an_expected_group_never_seen_is_not_said_to_have_been_seen() -> None:
+    """An absence's expected group is watched from the rules' start with no event: it was
+    shown `last seen` (and `silent since`, once it paged) at that moment, as though the host had
+    spoken. It is `never seen (expected since …)`, `last_seen` null, until an event comes. A
+    sequence past its first step says until when the rest may come."""
+    ruleset = ruleset_from_yaml(EXPECTED)
+    engine = Engine(ruleset)
+    engine.advance(T0)  # the rules start: both hosts are expected from now
+    engine.evaluate({"kind": "heartbeat", "host": "h1"}, T0 + 10)
+    engine.evaluate({"kind": "login", "user": "alice"}, T0 + 20)
+    saved = {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+    view = state_view(saved, ruleset, SAVED_AT)
+    assert [
+        "beat (absence 1m, group_by host): 2 groups",
+        '  host="h1": last seen 2026-01-01T00:00:10Z (10s ago); fires at 2026-01-01T00:01:10Z (in 50s) if still silent',
+        '  host="h2": never seen (expected since 2026-01-01T00:00:00Z (20s ago)); '
+        "fires at 2026-01-01T00:01:00Z (in 40s) if still silent",
+        "login-then-sudo (sequence of 2 steps within 10m, group_by user): 1 group",
+        '  user="alice": at step 2 of 2, started 2026-01-01T00:00:20Z (now); '
+        "the rest must come before 2026-01-01T00:10:20Z (in 10m)",
+    ] == view_text(view, SAVED_AT).splitlines()[1:]
+    groups = {g["group"]["host"]: g for g in view_json(view)["rules"][0]["groups"]}
+    assert (None, "2026-01-01T00:00:00Z") == (groups["h2"]["last_seen"], groups["h2"]["expected_since"])
+    assert ("2026-01-01T00:00:10Z", None) == (groups["h1"]["last_seen"], groups["h1"]["expected_since"])
+
+    engine.advance(T0 + 65)  # h2 silent for its window: paged
+    saved = {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+    assert (
+        '  host="h2": never seen (expected since 2026-01-01T00:00:00Z (1m5s ago)): '
+        'alert open (rulesd: beat: {"host":"h2"}), closes when one comes'
+    ) == view_text(state_view(saved, ruleset, SAVED_AT, "beat"), SAVED_AT).splitlines()[-1]
+    engine.evaluate({"kind": "heartbeat", "host": "h2"}, T0 + 70)  # its first event
+    saved = {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+    assert (
+        view_text(state_view(saved, ruleset, SAVED_AT, "beat"), SAVED_AT)
+        .splitlines()[-1]
+        .startswith('  host="h2": last seen 2026-01-01T00:01:10Z (now); ')
+    )
+
+
+def test_a_sequence_group_says_which_step_it_waits_for_as_written() -> None:
+    """The step a group waits for is named by its condition as written and where (a long one
+    cut in text, whole in JSON); without the written steps (a rule file changed since) the
+    group's line is as before."""
+    ruleset = ruleset_from_yaml(EXPECTED)
+    engine = Engine(ruleset)
+    engine.evaluate({"kind": "login", "user": "alice"}, T0)
+    saved = {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+    long = {"kind": "sudo", "command": {"in": [f"/usr/bin/tool-{i}" for i in range(10)]}}
+    steps = {"login-then-sudo": (WrittenStep({"kind": "login"}, "r.yaml:3:5"), WrittenStep(long, "r.yaml:4:5"))}
+    view = state_view(saved, ruleset, SAVED_AT, "login-then-sudo", steps)
+    line = view_text(view, SAVED_AT).splitlines()[-1]
+    assert line.startswith(
+        '  user="alice": at step 2 of 2 ({"kind": "sudo", "command": {"in": ["/usr/bin/tool-0", '
+        '"/usr/bin/tool-1", "/usr… at r.yaml:4:5), started '
+    )
+    group = view_json(view)["rules"][0]["groups"][0]
+    assert {"condition": long, "location": "r.yaml:4:5"} == group["waits_for"]
+    plain = view_text(state_view(saved, ruleset, SAVED_AT, "login-then-sudo"), SAVED_AT).splitlines()[-1]
+    assert plain.startswith('  user="alice": at step 2 of 2, started ')

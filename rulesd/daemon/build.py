@@ -228,6 +228,7 @@ def _build_parts(
     engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, limits=config.limits)
     # Counted by the engine, read at scrape time.
     stats.matches, stats.evicted, stats.limit_closed = engine.matches, engine.evicted, engine.limit_closed
+    stats.rules_now(ruleset.by_name())
     api_key = None if dry_run else ApiKey(config.opsgenie, environ)
     client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
     stop = threading.Event()

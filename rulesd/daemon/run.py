@@ -80,6 +80,8 @@ class Daemon:
         self._reload_wanted = False  # a change was seen while a load was under way
         self._stop_extending: Callable[[], None] = _nothing  # EXTEND_TIMEOUT_USEC= while a reload loads
         self._died: str | None = None  # a thread ended by an unexpected exception (see `_thread_died`)
+        # The positions of the latest commit, kept: an idle turn commits those that moved since.
+        self._committed: dict[str, dict[str, Any]] | None = None
         self.committer = Committer(
             parts.store, self.stats, on_change=self._status_changed, on_queued=self.sender_wake.set
         )
@@ -133,6 +135,7 @@ class Daemon:
                 threads.append(threading.Thread(target=self._heartbeats, name="rulesd-heartbeat", daemon=True))
         for thread in threads:
             thread.start()
+        self._note_sources()
         metrics = self.parts.metrics
         if metrics is not None:
             metrics.start()
@@ -203,6 +206,7 @@ class Daemon:
         """The main loop turned: feed the watchdog, /healthz, STATUS= and the heartbeat."""
         now = time.monotonic()
         self.stats.loop_alive = now
+        self._note_sources()
         interval = self.notifier.watchdog_interval
         if interval is not None and now - self._last["watchdog"] >= interval:
             self._last["watchdog"] = now
@@ -213,6 +217,13 @@ class Daemon:
         if now - self._last["heartbeat"] >= HEARTBEAT_EVERY:
             self._last["heartbeat"] = now
             self._heartbeat_due.set()  # pinged only while this loop lives
+
+    def _note_sources(self) -> None:
+        """Tell the metrics which sources are followed now (a glob may have matched a new file)."""
+        self.stats.sources = frozenset(self._source_names())
+
+    def _source_names(self) -> list[str]:
+        return [self._prefix.get(label, "") + name for label, s in self.sources.items() for name in s.names()]
 
     def _status_changed(self) -> None:
         self.notifier.status(self._status())
@@ -268,10 +279,13 @@ class Daemon:
             self._last["sweep"] = now
             self.engine.sweep(self.engine.now)
         # What timers fired, a reload's closings and the alerts the limits closed: committed
-        # with the state that no longer holds them.
+        # with the state that no longer holds them. So are positions that moved with no line to
+        # evaluate (a file truncated or rotated, only over-long lines skipped): after a restart
+        # the old position could skip what the file holds now, or warn of a loss that was none.
         requests = self._requests(build_alerts(pending(self.engine), self.parts.settings, str))
-        if requests or self.engine.state.changed:
-            self._commit(requests, now)
+        positions = checkpoints(self.sources, self.stats)
+        if requests or self.engine.state.changed or positions != self._committed:  # (a forgotten key too)
+            self._commit(requests, now, positions)
 
     def _requests(self, alerts: list[Alert]) -> list[dict[str, Any] | Request]:
         """What to queue for `alerts`, counted per rule."""
@@ -285,12 +299,21 @@ class Daemon:
             out.append(alert.payload)
         return out
 
-    def _commit(self, requests: list[dict[str, Any] | Request], now: float, *, clock: bool = False) -> None:
+    def _commit(
+        self,
+        requests: list[dict[str, Any] | Request],
+        now: float,
+        positions: dict[str, dict[str, Any]] | None = None,
+        *,
+        clock: bool = False,
+    ) -> None:
         """One transaction: a crash either keeps these alerts and the new positions, or neither
         (and while the state cannot be written, the committer keeps the batch as it is).
         `clock`: the clock or the wall time it runs on from changed, to be saved also if no
         group did, so that a restart runs it on as it would have run."""
-        positions = checkpoints(self.sources, self.stats)
+        if positions is None:
+            positions = checkpoints(self.sources, self.stats)
+        self._committed = still_saved(positions)
         state = self.engine.state
         delta = state.delta() if state.changed or clock else None
         # Saved with the clock: the wall time from which it runs on as `_seen` says.
@@ -391,7 +414,7 @@ class Daemon:
             self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset, outcome.prepared)
-            self.stats.forget_rules(self.engine.ruleset.by_name())
+            self.stats.rules_now(self.engine.ruleset.by_name())
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
         for problem in result.problems:  # warnings (no rule file found), before the reload's last word
             log.warning("%s: %s", problem.location, problem.message)
@@ -491,6 +514,11 @@ def checkpoints(sources: dict[str, Source], stats: Stats) -> dict[str, dict[str,
             if not saved:
                 stats.forget_source(key)
     return positions
+
+
+def still_saved(positions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The positions a commit of `positions` leaves saved (a forgotten key's is deleted)."""
+    return {key: position for key, position in positions.items() if position}
 
 
 def _nothing() -> None:

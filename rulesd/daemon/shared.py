@@ -36,7 +36,7 @@ import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
-from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon, checkpoints
+from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon, checkpoints, still_saved
 from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
@@ -243,6 +243,9 @@ class SharedDaemon(Daemon):
             if self.reader is None:
                 self._wait(IDLE_WAIT)
 
+    def _source_names(self) -> list[str]:
+        return super()._source_names() + ([self.reader.stream] if self.reader is not None else [])
+
     def _check_eviction(self) -> None:
         """Said at start: a policy that evicts any key loses the state without a word from Redis
         (the volatile-* ones evict only keys with a TTL, of which rulesd has the lease alone)."""
@@ -370,6 +373,7 @@ class SharedDaemon(Daemon):
                 raise
             break
         self._forgets.clear()
+        self._committed = still_saved(positions)
         self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
         if clock is not None:
             self.shared.clock_wall = wall
@@ -509,7 +513,12 @@ class SharedDaemon(Daemon):
         # While alerts it queued wait, the instance looks at each pass which left the outbox:
         # the fewer it remembers, the fewer go twice if Redis loses them.
         shared = self.shared
-        if not (moves or engine.out or sweeps or shared.requeue or shared.unconfirmed or shared.positions_lost):
+        # Positions that moved with no line (a file truncated or rotated, over-long lines
+        # skipped) are committed too: a restart would resume at the old ones.
+        positions = self._positions() if self.reader is None else {}
+        moved = self.reader is None and positions != self._committed
+        waiting = shared.requeue or shared.unconfirmed or shared.positions_lost
+        if not (moves or engine.out or sweeps or waiting or moved):
             return
         self.shared.sync()
         if not self._runs_published():
@@ -523,7 +532,7 @@ class SharedDaemon(Daemon):
             engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
         requests = self.shared.requeue + _requests(alerts)
-        positions = self._positions() if shared.positions_lost and self.reader is None else {}
+        positions = positions if shared.positions_lost or moved else {}
         if not requests and not engine.state.changed and not positions:
             engine.now = before  # nothing happened: the committed clock stays as it is
             shared.positions_lost = False
@@ -543,6 +552,7 @@ class SharedDaemon(Daemon):
             raise
         if positions:
             self._forgets.clear()
+            self._committed = still_saved(positions)
         shared.committed(requests, positions=True)
         if moves:
             self.shared.clock_wall = now
@@ -620,7 +630,9 @@ class SharedDaemon(Daemon):
         except StateUnavailable as exc:
             return f"state unavailable: {exc}"
 
-    def _commit(self, requests: list[Any], now: float, *, clock: bool = False) -> None:  # not used: see `_commit_first`
+    def _commit(  # not used: see `_commit_first`
+        self, requests: list[Any], now: float, positions: Any = None, *, clock: bool = False
+    ) -> None:
         raise NotImplementedError
 
 

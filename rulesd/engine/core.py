@@ -49,6 +49,7 @@ SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired grou
 MAX_GROUPS_PER_RULE = 100_000
 MAX_GROUPS = 1_000_000
 ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
+EXPECTED = "expected"  # an absence's expected group no event has come for yet
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
@@ -198,6 +199,7 @@ class Engine:
         self.ruleset, self.index = ruleset, prepared.index
         self._rules, self._order = ruleset.by_name(), prepared.order
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
+            self.matches.setdefault(name, 0)
             self.evicted.setdefault(name, 0)
             self.limit_closed.setdefault(name, 0)
         # A removed rule's counters go with it: rules renamed by reload after reload would
@@ -375,7 +377,15 @@ class Engine:
                 groups = self._table(ABSENCE, rule.name)
                 for key, event in zip(kind.expect, kind.expect_events, strict=True):
                     if key not in groups:
-                        groups[key] = {"last": now, "event": event, "origin": None, "open": False, "aliases": []}
+                        # `expected`: watched from `now`, no event seen yet (until one comes).
+                        groups[key] = {
+                            "last": now,
+                            "event": event,
+                            "origin": None,
+                            "open": False,
+                            "aliases": [],
+                            EXPECTED: True,
+                        }
                         self._timers.add(now + kind.window, ABSENCE, rule.name, key)
                         self._touch(ABSENCE, rule.name, key)
             elif isinstance(kind, NewValue):
@@ -818,7 +828,10 @@ class Engine:
         if st is None:
             groups[group] = {"last": time, "event": event, "origin": self._origin(), "open": False, "aliases": []}
             self._timers.add(time + kind.window, ABSENCE, name, group)
-        elif time >= st["last"]:
+            self._touch(ABSENCE, name, group)
+            return False
+        st.pop(EXPECTED, None)  # seen at last (also by a late line)
+        if time >= st["last"]:
             st["last"], st["event"], st["origin"] = time, event, self._origin()
             # The silence is over, unless the event is a late line dated `window` or more
             # before the clock: the group is still silent now, so its alert stays open.

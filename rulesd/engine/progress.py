@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from rulesd.engine.core import GroupKeys
+from rulesd.engine.core import EXPECTED, GroupKeys
 from rulesd.engine.state import (
     ABSENCE,
     DISTINCT,
@@ -200,7 +200,16 @@ def group_facts(rule: Rule | None, kind: str, value: Any, clock: float) -> dict[
     if kind == ABSENCE:
         window = spec.window if isinstance(spec, Absence) else None
         fires = value["last"] + window if window is not None and not value["open"] else None
-        return {"last_seen": value["last"], "silent": value["open"], "fires_at": fires, "open_alerts": value["aliases"]}
+        # An expected group no event has come for: its time is when it was first watched, not
+        # an event's (shown as one, it said that a host that never spoke had been seen).
+        never = bool(value.get(EXPECTED))
+        return {
+            "last_seen": None if never else value["last"],
+            "expected_since": value["last"] if never else None,
+            "silent": value["open"],
+            "fires_at": fires,
+            "open_alerts": value["aliases"],
+        }
     if kind == NEW_VALUE:
         known = seen_values(value)
         return {"known": len(known), "values": _by_recency(known)}
@@ -215,12 +224,16 @@ def group_facts(rule: Rule | None, kind: str, value: Any, clock: float) -> dict[
 
 def _sequence_facts(kind: Sequence | None, st: dict[str, Any]) -> dict[str, Any]:
     step = int(st["step"])
+    started = st["start"] if step > 0 else (st["firsts"] or [None])[0]
+    within = kind.within if kind is not None else None
     return {
         "step": step + 1,
         "steps": len(kind.steps) if kind is not None else None,
         "events": len(st["firsts"]) if step == 0 else int(st["count"]),
         "needed": kind.steps[step].count if kind is not None and step < len(kind.steps) else None,
-        "started": st["start"] if step > 0 else (st["firsts"] or [None])[0],
+        "started": started,
+        # From then on the next event counts for the first step again (`within` is over).
+        "expires_at": started + within if within is not None and started is not None and not st.get("due") else None,
         "fires_at": st.get("due"),
     }
 

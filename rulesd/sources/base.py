@@ -71,6 +71,11 @@ class Source(Protocol):
         """Bytes the source knows of but has not handed out."""
         ...
 
+    def names(self) -> list[str]:
+        """What its lines are counted under (`Lines.path`) now: every file it follows, even
+        one that has had no line yet, so that its counters are there from 0."""
+        ...
+
     @property
     def skipped_long(self) -> int:
         """How many lines longer than `max_line_bytes` were skipped."""

@@ -214,6 +214,10 @@ class FileSource:
         """Bytes written to the files but not yet returned, over all files."""
         return sum(t.unread_bytes() for w in self._watches.values() for t in w.files)
 
+    def names(self) -> list[str]:
+        """Every path followed: the literal ones, also while missing, and each glob match."""
+        return [w.name for w in self._watches.values()]
+
     def close(self) -> None:
         """Stop watching and close every file."""
         self._watch.stop()
@@ -360,7 +364,8 @@ class FileSource:
         if self._claimed(identity):
             os.close(fd)
             return None
-        retired = self._retired.get(identity)
+        # Taken up under this name, the file is followed again: remembered anew if let go of.
+        retired = self._retired.pop(identity, None)
         offset = resume_retired(path, retired, st.st_size, read_head(fd))
         return self._tail(fd, st, offset, path, drained=retired[1].offset if retired is not None else None)
 
@@ -413,6 +418,8 @@ class FileSource:
             self._retired[tail.identity] = (path, tail.position())
             if len(self._retired) > _RETIRED_MAX:
                 del self._retired[next(iter(self._retired))]
+        else:  # remembered when it was let go of at a rotation, then taken up under its new name
+            self._retired.pop(tail.identity, None)
         tail.close()
         self._follow_renamed(tail.identity)
 

@@ -490,6 +490,10 @@ class JournaldSource:
         """Never: the journal is followed for as long as the daemon runs."""
         return False
 
+    def names(self) -> list[str]:
+        """The one name its lines carry."""
+        return [NAME]
+
     def lag_bytes(self) -> int:
         """Bytes read from journalctl but not handed out; the journal's own backlog is unknown."""
         pending = len(self._proc.lines.pending) if self._proc is not None else 0

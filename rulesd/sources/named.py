@@ -61,6 +61,10 @@ class NamedSource:
         """Whether the source has ended."""
         return self.source.exhausted()
 
+    def names(self) -> list[str]:
+        """The source's names (the daemon counts them under `NAME:` itself)."""
+        return self.source.names()
+
     def lag_bytes(self) -> int:
         """The source's lag."""
         return self.source.lag_bytes()

@@ -61,6 +61,10 @@ class StdinSource:
         """True at the end of input, once every line has been handed out."""
         return self.eof and not self._ready
 
+    def names(self) -> list[str]:
+        """The one name its lines carry."""
+        return [self.name]
+
     def lag_bytes(self) -> int:
         """Unknown for a pipe; what is buffered here."""
         return len(self._splitter.pending) + self._ready.size
