@@ -527,3 +527,28 @@ def test_a_group_of_one_event_costs_a_string_and_a_float() -> None:
         keys = list(engine.state.windows["r"])
         assert count == len(keys) and all(type(k) is str for k in keys)
         assert per_group < limit, f"group_by {group_by}: {per_group:.0f} bytes per group"
+
+
+def test_plain_rules_alike_are_applied_as_one_run() -> None:
+    """Dozens of rules alike with no kind, throttle nor resolve (a rule set drawn from a few
+    variants) fire whenever their shared predicate holds: they reach the stateful step as one
+    run, not each on its own, and each is still counted and fired, lead first."""
+    plain = "".join(f"  - {{name: admin-{i:02d}, match: {{uri: {{startswith: /admin}}}}}}\n" for i in range(40))
+    engine = engine_for(
+        "rules:\n"
+        + plain
+        + "  - {name: admin-burst, match: {uri: {startswith: /admin}}, threshold: {count: 2, window: 60}}\n"
+        + "  - {name: admin-first, match: {uri: {startswith: /admin}}, alert: {priority: P1}}\n"
+    )
+    event = {"uri": "/admin/users"}
+    matched = engine.matcher(None)(event, T0)
+    assert matched is not None
+    assert ["admin-burst"] == [r.name for r in matched.rules]
+    plain_names = [f"admin-{i:02d}" for i in range(40)] + ["admin-first"]
+    assert [plain_names] == [[r.name for r in run] for run in matched.plain]
+    assert engine.apply(matched) is not None
+    firing = engine.evaluate(event, T0 + 1)
+    assert firing is not None
+    expected = ["admin-first"] + [f"admin-{i:02d}" for i in range(40)] + ["admin-burst"]  # by priority, then name
+    assert expected == [r.name for r in firing.rules]
+    assert {name: 2 for name in expected} == engine.matches

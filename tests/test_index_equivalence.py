@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rulesd.engine import Engine
+from rulesd.engine import Engine, core
 from rulesd.rules.conditions import behaviour_key, generated_function
 from rulesd.rules.fields import MISSING, make_getter
 from rulesd.rules.index import RuleIndex
@@ -556,6 +556,55 @@ def test_random_rule_sets_with_regex_literal_unicode_and_case_traps(seed: int) -
         assert reference.evaluate(event, float(i)) == ([r.name for r in firing.rules] if firing else []), event
         matched += any(r.match(event) for r in ruleset.rules)
     assert matched > 300
+
+
+# The ALIKE set with more rules alike that keep state: alerts that close (resolve), groups.
+ALIKE_WITH_STATE = (
+    ALIKE
+    + """
+  - {name: a5, match: {code: 1}, threshold: {count: 1, window: 60}, resolve: {after: 30}}
+  - {name: c5, match: {level: [error, critical]}, threshold: {count: 1, window: 9, group_by: [host]}, throttle: 5s}
+  - {name: f4, match: {any: [{level: error}, {host: a}]}, resolve: {after: 20}, throttle: 10s,
+     threshold: {count: 2, window: 60, group_by: [host]}}
+"""
+)
+
+
+@pytest.mark.parametrize(("text", "shape"), [(ALIKE_WITH_STATE, None), (None, "heldout")])
+def test_plain_rules_applied_as_runs_fire_count_and_keep_state_as_rule_by_rule(
+    text: str | None, shape: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain rules (no kind, throttle, resolve nor group) that match are applied as one run
+    per predicate call: the same firings (lead first), closings, match counts and state as
+    when every matched rule goes through the stateful step, evaluated in one step and in the
+    scale-out workers' two."""
+    if text is not None:
+        ruleset, rng = ruleset_from_yaml(text), random.Random(SEED)
+        events = [{k: rng.choice(v) for k, v in ALIKE_VALUES.items() if rng.random() < 0.6} for _ in range(3000)]
+    else:
+        ruleset, raw = _ruleset(100, "heldout")
+        events = planted_events(raw, 3000, "heldout")
+
+    def outcome(two_steps: bool) -> tuple[Any, ...]:
+        engine = Engine(ruleset)
+        matcher = engine.matcher(None)
+        seen = []
+        for i, event in enumerate(events):
+            if two_steps:
+                matched = matcher(event, float(i))
+                firing = engine.apply(matched) if matched is not None else None
+            else:
+                firing = engine.evaluate(event, float(i))
+            seen.append((firing.rules if firing else None, list(engine.out)))
+            engine.out.clear()
+        return seen, engine.matches, engine.state.tables
+
+    runs = (outcome(False), outcome(True))
+    assert any(plain for _, plain, _ in core.members(Engine(ruleset).index).values())
+    monkeypatch.setattr(core, "_plain", lambda rule: False)  # every rule through the stateful step
+    assert (outcome(False), outcome(True)) == runs
+    assert sum(bool(rules) for rules, _ in runs[0][0]) > 100  # the comparison covered real firings
+    assert text is None or any(closed for _, closed in runs[0][0])  # and closings
 
 
 def test_only_generated_predicates_reading_their_own_names_are_keyed_alike() -> None:

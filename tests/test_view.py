@@ -494,7 +494,7 @@ def test_a_line_after_a_byte_order_mark_is_an_event() -> None:
     expected = ([3], [(0, ["api"]), (1, ["api"]), (2, ["small"])])
     assert both(RULES, lines) == (expected, expected)
     matches = match_lines(lines, orjson.loads, Engine(ruleset_from_yaml(RULES)), ARRIVAL)
-    assert (matches.invalid, [(i, [r.name for r in m.rules]) for i, m in matches.matched]) == expected
+    assert (matches.invalid, [(i, [r.name for r in m.matching]) for i, m in matches.matched]) == expected
 
 
 def test_a_line_with_an_escaped_lone_surrogate_is_an_event() -> None:
@@ -506,7 +506,7 @@ def test_a_line_with_an_escaped_lone_surrogate_is_an_event() -> None:
     expected = ([], [(0, ["api", "replaced"]), (1, ["small"])])
     assert both(rules, lines) == (expected, expected)
     matches = match_lines(lines, orjson.loads, Engine(ruleset_from_yaml(rules)), ARRIVAL)
-    assert (matches.invalid, [(i, [r.name for r in m.rules]) for i, m in matches.matched]) == expected
+    assert (matches.invalid, [(i, [r.name for r in m.matching]) for i, m in matches.matched]) == expected
 
 
 def test_with_timers_a_line_after_a_byte_order_mark_moves_the_clock() -> None:
@@ -659,7 +659,7 @@ def test_blocks_judged_in_one_call_give_each_line_its_own_index() -> None:
 
 def _matched(matches: Matches) -> tuple[list[int], list[tuple[int, list[str], list[Any], float]], list[Any]]:
     """What `match_lines` found, comparable across engines."""
-    found = [(i, [r.name for r in m.rules], m.groups, m.time) for i, m in matches.matched]
+    found = [(i, [r.name for r in m.matching], m.groups, m.time) for i, m in matches.matched]
     return matches.invalid, found, matches.block_ends
 
 

@@ -53,6 +53,7 @@ EXPECTED = "expected"  # an absence's expected group no event has come for yet
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
+_NO_RUNS: list[tuple[Rule, ...]] = []  # never changed
 
 Evaluate = Callable[[Event, float], Firing | None]
 Parse = Callable[[bytes], Any]  # how a source parses a line (`Parser.fast`)
@@ -70,6 +71,7 @@ class PreparedRules(msgspec.Struct, frozen=True):
     # Each rule's place in the order that puts the lead rule first: the rules that fire for one
     # event (dozens, with many similar rules) are sorted by an int, not by their rank.
     order: dict[Rule, int]
+    members: dict[Rule, Members]  # see `members`
 
 
 class Counts(msgspec.Struct, frozen=True):
@@ -162,8 +164,9 @@ class Engine:
         self._holders = Holders()  # which groups hold each open alert's alias
         self._starting: list[Rule] = []  # rules that start (expected groups, learning) at the next time
         self._until_sweep = SWEEP_EVERY
-        # Per rule, the latest time of an event it matched: its groups are swept by its own
-        # time, so that a source whose times lag behind another's keeps its windows.
+        # Per rule with state, the latest time of an event it matched: its groups are swept by
+        # its own time, so that a source whose times lag behind another's keeps its windows.
+        # (A plain rule, see `members`, has no groups: its time is not kept.)
         self._latest: dict[str, float] = {}
         self._group_key = GroupKeys().of  # a bound method: cheaper to call than an instance
         self._texts = GroupKeys()
@@ -188,7 +191,7 @@ class Engine:
         timed = _timed(ruleset)
         viewers = {(t, p, m): self._write_viewer(index, timed, t, p, matching=m) for t, p, m in viewed}
         order = {rule: i for i, rule in enumerate(sorted(ruleset.rules, key=_rank))}
-        return PreparedRules(ruleset, index, evaluators, viewers, order)
+        return PreparedRules(ruleset, index, evaluators, viewers, order, members(index))
 
     def replace_rules(self, ruleset: RuleSet, prepared: PreparedRules | None = None) -> None:
         """Swap in a new rule set (built now unless `prepared` for it), keeping the state of
@@ -197,7 +200,7 @@ class Engine:
         if prepared is None or prepared.ruleset is not ruleset:
             prepared = self.prepare_rules(ruleset)
         self.ruleset, self.index = ruleset, prepared.index
-        self._rules, self._order = ruleset.by_name(), prepared.order
+        self._rules, self._order, self._members = ruleset.by_name(), prepared.order, prepared.members
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
             self.matches.setdefault(name, 0)
             self.evicted.setdefault(name, 0)
@@ -549,40 +552,56 @@ class Engine:
     def _decide(self, event: Event, time: float, candidates: list[Rule]) -> Firing | None:
         """Both steps at once: which candidates the event matches, then what their state
         makes of it at event `time`. Called by `evaluate` for events that have candidates."""
-        rules, groups = self._matching(event, candidates)
-        return self._apply(event, time, rules, groups) if rules else None
+        rules, groups, plain = self._matching(event, candidates)
+        return self._apply(event, time, rules, groups, plain) if rules or plain else None
 
     def _match_only(self, event: Event, time: float, candidates: list[Rule]) -> Matched | None:
         """The first step alone (see `matcher`)."""
-        rules, groups = self._matching(event, candidates)
-        return Matched(event, time, rules, groups) if rules else None
+        rules, groups, plain = self._matching(event, candidates)
+        return Matched(event, time, rules, groups, plain) if rules or plain else None
 
-    def _matching(self, event: Event, candidates: list[Rule]) -> tuple[list[Rule], list[GroupKey]]:
-        """The candidates whose condition the event meets, each with its group. Reads no state."""
+    def _matching(
+        self, event: Event, candidates: list[Rule]
+    ) -> tuple[list[Rule], list[GroupKey], list[tuple[Rule, ...]]]:
+        """The candidates whose condition the event meets: the rules with state, each with its
+        group, and runs of plain rules (see `members`). Reads no state."""
         try:
             unique = candidates
             if self.index.may_repeat and len(candidates) > 1:
                 unique = list(dict.fromkeys(candidates))
             rules: list[Rule] = []
             groups: list[GroupKey] = []
+            plain: list[tuple[Rule, ...]] = []
             matches = self.matches
-            alike = self.index.alike  # a candidate stands for the rules whose predicate answers alike
+            members = self._members
             for candidate in unique:
                 if candidate.match(event):
-                    for rule in alike.get(candidate, (candidate,)) if alike else (candidate,):
-                        matches[rule.name] = matches.get(rule.name, 0) + 1
+                    stateful, always, names = members[candidate]
+                    for name in names:
+                        matches[name] = matches.get(name, 0) + 1
+                    if always:
+                        plain.append(always)
+                    for rule in stateful:
                         rules.append(rule)
                         groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else NO_GROUP)
-            return rules, groups
+            return rules, groups, plain
         finally:
             candidates.clear()  # also if a predicate raised: the next event starts empty
 
     def apply(self, matched: Matched) -> Firing | None:
         """The second step for an event the first step found rules for (see `matcher`)."""
-        return self._apply(matched.event, matched.time, matched.rules, matched.groups)
+        return self._apply(matched.event, matched.time, matched.rules, matched.groups, matched.plain)
 
-    def _apply(self, event: Event, time: float, rules: list[Rule], groups: list[GroupKey]) -> Firing | None:
-        """Each matched rule's kind and throttle, at event `time`: the stateful step."""
+    def _apply(
+        self,
+        event: Event,
+        time: float,
+        rules: list[Rule],
+        groups: list[GroupKey],
+        plain: list[tuple[Rule, ...]] = _NO_RUNS,
+    ) -> Firing | None:
+        """Each matched rule's kind and throttle, at event `time`: the stateful step. The
+        rules of `plain` fire as they are."""
         if time > self.latest:
             self.latest = time
         if time > self.now:
@@ -617,6 +636,8 @@ class Engine:
                     resolving.append((rule.name, group))
             elif rule.resolve is not None:
                 self._still_firing(rule.name, group, time)
+        for always in plain:
+            fired.extend(always)
         if not fired:
             return None
         if len(fired) > 1:
@@ -1107,6 +1128,28 @@ def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: f
 def _timed(ruleset: RuleSet) -> bool:
     """Whether any enabled rule of `ruleset` has timers (an absence, a sequence, `resolve`)."""
     return any(rule.timed and rule.enabled for rule in ruleset.rules)
+
+
+Members = tuple[tuple[Rule, ...], tuple[Rule, ...], tuple[str, ...]]
+
+
+def members(index: RuleIndex) -> dict[Rule, Members]:
+    """For each rule the index may give as a candidate, the rules that match when it does
+    (itself, or those it stands for: `RuleIndex.alike`): those with state to apply, the plain
+    ones (no kind, throttle, resolve nor group: they fire whenever they match, and no sweep
+    looks at them) and the names of all, to count. A rule set drawn from a few variants has
+    dozens of plain rules matching one event; they cost a count each, not a pass through
+    the stateful step."""
+    found: dict[Rule, Members] = {}
+    for rule in index.rules:
+        same = index.alike.get(rule, (rule,))
+        plain = tuple(r for r in same if _plain(r))
+        found[rule] = (tuple(r for r in same if not _plain(r)), plain, tuple(r.name for r in same))
+    return found
+
+
+def _plain(rule: Rule) -> bool:
+    return rule.kind is None and not rule.throttle and rule.resolve is None and not rule.group_getters
 
 
 def _rank(rule: Rule) -> tuple[int, str]:

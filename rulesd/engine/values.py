@@ -33,12 +33,20 @@ class Firing(msgspec.Struct, frozen=True):
 
 class Matched(msgspec.Struct, frozen=True):
     """An event and the rules whose conditions it meets, each with its group: what the
-    engine's stateful step (`Engine.apply`) needs of it."""
+    engine's stateful step (`Engine.apply`) needs of it. `plain`: more of them, rules that
+    fire whenever they match (no kind, throttle, resolve nor group), in runs that need
+    nothing done per rule."""
 
     event: Event
     time: float
     rules: list[Rule]
     groups: list[GroupKey]
+    plain: list[tuple[Rule, ...]] = msgspec.field(default_factory=list)
+
+    @property
+    def matching(self) -> list[Rule]:
+        """Every rule the event matched: those with state, then the plain ones."""
+        return self.rules + [rule for run in self.plain for rule in run]
 
 
 class Closing(msgspec.Struct, frozen=True):
