@@ -1399,7 +1399,7 @@ def test_a_batch_whose_answer_was_lost_before_a_reload_counts_for_the_rules_it_w
         assert a.reload()
         assert a._step() and not a.pending
         assert ["p-0", "p-1", "p-2"] == [alert.payload["alias"] for alert in a.store.alerts()], "committed once"
-        assert ({"r": 3}, {"r": 3}, 3) == (a.stats.matches, a.stats.firings, a.stats.alerts_queued)
+        assert ({"r": 3}, {"r": 3}, 3) == counted(a)
         assert 3 == sum(a.stats.events.values())
 
 
@@ -1417,7 +1417,15 @@ def test_a_batch_whose_answer_was_lost_twice_counts_as_it_was_committed_the_firs
         step_with_its_answer_lost(a)
         assert a._step() and not a.pending
         assert [] == a.store.alerts()
-        assert ({"t": 2}, {}, 0) == (a.stats.matches, a.stats.firings, a.stats.alerts_queued)
+        assert ({"t": 2}, {}, 0) == counted(a)
+
+
+def counted(daemon: SharedDaemon) -> tuple[dict[str, int], dict[str, int], int]:
+    """What `daemon` counted: matches and firings per rule (the rules loaded are also at 0,
+    left out), alerts queued."""
+    stats = daemon.stats
+    matches = {rule: n for rule, n in stats.matches.items() if n}
+    return matches, {rule: n for rule, n in stats.firings.items() if n}, stats.alerts_queued
 
 
 def test_an_idle_moment_does_not_keep_the_clock_ahead_of_the_events_that_come_after_it(
