@@ -509,8 +509,8 @@ def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Pat
         1,
         'DIR/r.yaml:4:24: error: rules[0].threshold.count: expected an integer, got "5"\n'
         f"DIR/r.yaml:4:37: error: rules[0].threshold.window: {long}\n"
-        "DIR/r.yaml:7:27: error: rules[1].threshold.within: unknown key 'within'; expected one of: count, "
-        "group_by, window\n"
+        "DIR/r.yaml:7:27: error: rules[1].threshold.within: 'within' belongs under 'sequence', not under "
+        "'threshold' (expected one of: count, group_by, window)\n"
         f"DIR/r.yaml:8:22: error: rules[1].resolve.after: {long}\n"
         f"DIR/r.yaml:11:37: error: rules[2].new_value.learn: {long}\n"
         "DIR/r.yaml:11:60: error: rules[2].new_value.foo: unknown key 'foo'; expected one of: fields, forget, "
@@ -705,3 +705,46 @@ def test_rulesd_check_says_how_a_misindented_line_or_an_unclosed_brace_should_be
         assert (1, f"DIR/r.yaml:{problem}\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n") == check(
             tmp_path, text
         )
+
+
+def test_rulesd_check_says_where_a_key_under_the_wrong_parent_belongs(tmp_path: Path) -> None:
+    """A key indented under the wrong parent is spelled right: the error at its line says where
+    it belongs (the mapping written nearest, with its line), and the parent's own follow-on
+    errors (the key it then misses, its empty value) are not said again. In a condition, where
+    any field name is taken, a rule's key with the value it takes is such a mistake too (it
+    would test an event field named so, and the rule would never fire), as is an operator
+    beside the fields, meant under the empty field above it."""
+    top = "at the rule's top level"
+    assert (
+        1,
+        f"DIR/r.yaml:4:7: error: rules[0].match.throttle: 'throttle' belongs {top}, not under 'match' (as written, "
+        "it tests an event field named 'throttle': write throttle: {equals: …} if meant)\n"
+        f"DIR/r.yaml:5:7: error: rules[0].match.alert: 'alert' belongs {top}, not under 'match'\n"
+        f"DIR/r.yaml:8:39: error: rules[1].threshold.throttle: 'throttle' belongs {top}, not under 'threshold'\n"
+        f"DIR/r.yaml:13:5: error: rules[2].group_by: 'group_by' belongs under 'absence' (line 12), not {top}\n"
+        "DIR/r.yaml:14:5: error: rules[2].responders: 'responders' belongs under 'alert' (line 15), not "
+        f"{top}\n"
+        "DIR/r.yaml:21:11: error: rules[3].sequence.steps[1].for: 'for' belongs under 'absent' (line 20), not in "
+        "rules[3].sequence.steps[1]\n"
+        "DIR/r.yaml:24:5: error: rules[4].window: 'window' belongs under 'threshold' (line 25), not "
+        f"{top}\n"
+        "DIR/r.yaml:30:7: error: rules[5].match.equals: 'equals' is an operator: it belongs under 'status' (line "
+        "29), which is empty: indent this line under that (status: {equals: …})\n"
+        "DIR/r.yaml:33:5: error: rules[6].service: 'service' is not a key at the rule's top level: it belongs "
+        "under 'match' (line 32), which is empty: indent this line (and those after it) under that\n"
+        "FAILED: 1 file(s), 0 rule(s), 9 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match:\n      throttle: 10m\n      alert: {priority: P1}\n      kind: disk\n"
+        "  - name: b\n    threshold: {count: 5, window: 2m, throttle: 5m}\n    match: {kind: disk}\n"
+        "  - name: c\n    match: {kind: beat}\n    absence: {window: 5m}\n    group_by: [host]\n"
+        "    responders: [{type: team, name: ops}]\n    alert: {priority: P2}\n"
+        "  - name: d\n    sequence:\n      steps:\n        - match: {event: a}\n"
+        "        - absent: {match: {event: b}}\n          for: 2h\n"
+        "  - name: e\n    match: {kind: x}\n    window: 5m\n    threshold:\n      count: 5\n"
+        "  - name: f\n    match:\n      status:\n      equals: 500\n"
+        "  - name: g\n    match:\n    service: payments\n",
+    )
+    # a field of such a name is tested when written with an operator
+    assert 0 == check(tmp_path, "name: a\nmatch: {throttle: {equals: 10m}, in: {equals: x}}\n")[0]
