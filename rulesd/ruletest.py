@@ -17,7 +17,7 @@ import msgspec
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.document import Document, JsonPath
-from rulesd.durations import parse_duration
+from rulesd.durations import parse_duration, unitless
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
@@ -68,7 +68,23 @@ def check_test_file(path: str) -> list[Problem]:
     except InvalidInputError as exc:
         return list(exc.problems)
     problems, _ = _examined(doc)
-    return [*problems, *rule_test_warnings(doc)]
+    return [*problems, *_warnings(doc)]
+
+
+def _warnings(doc: Document) -> list[Problem]:
+    """The warnings of a test file: the words of its events read as booleans, and its `at`
+    and `advance` written without a unit."""
+    found = rule_test_warnings(doc)
+    tests = doc.value.get("tests") if isinstance(doc.value, dict) else None
+    for t_index, test in enumerate(tests if isinstance(tests, list) else ()):
+        steps = test.get("events") if isinstance(test, dict) else None
+        for e_index, step in enumerate(steps if isinstance(steps, list) else ()):
+            for key in ("at", "advance") if isinstance(step, dict) else ():
+                warning = unitless(step.get(key))
+                if warning is not None:
+                    path = ("tests", t_index, "events", e_index, key)
+                    found.append(Problem(doc.locate(path), f"{format_path(path)}: {warning}", "warning"))
+    return sorted(found)
 
 
 def _examined(doc: Document) -> tuple[list[Problem], CheckResult | None]:
@@ -182,7 +198,7 @@ def _run_test_file(path: str) -> tuple[list[TestOutcome], list[Problem]]:
     if ruleset is None:
         raise RuleError(checked.errors)
     assert isinstance(doc.value, dict)
-    warnings = [p for p in checked.problems if p.severity != "error"] + rule_test_warnings(doc)
+    warnings = [p for p in checked.problems if p.severity != "error"] + _warnings(doc)
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])], warnings
 
 

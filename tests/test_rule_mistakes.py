@@ -748,3 +748,53 @@ def test_rulesd_check_says_where_a_key_under_the_wrong_parent_belongs(tmp_path: 
     )
     # a field of such a name is tested when written with an operator
     assert 0 == check(tmp_path, "name: a\nmatch: {throttle: {equals: 10m}, in: {equals: x}}\n")[0]
+
+
+def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tmp_path: Path) -> None:
+    """`window: 5` is five seconds, as a duration's integer always was, but Prometheus refuses
+    it and ElastAlert writes `minutes: 5`: a warning at every duration of a rule and every `at`
+    and `advance` of a rule test written so (0 is 0 in any unit), which the rules still load
+    with and a test still passes with."""
+
+    def seconds(n: int) -> str:
+        minutes = f" ({n}m if minutes were meant)" if n < 60 else ""
+        return f"{n} has no unit, so it is {n} seconds: write {n}s to say so{minutes}"
+
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - {name: a, match: {k: a}, threshold: {count: 2, window: 5}, throttle: 600, resolve: {after: 30}}\n"
+        "  - {name: b, match: {k: b}, distinct: {field: u, count: 2, window: 7}}\n"
+        "  - {name: c, match: {k: c}, absence: {window: 120}}\n"
+        "  - {name: d, match: {k: d}, new_value: {fields: [u], learn: 0, forget: 9}}\n"
+        "  - name: e\n    sequence:\n      within: 4\n"
+        "      steps: [{match: {k: e}}, {absent: {match: {k: f}, for: 3}}]\n"
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: two within five seconds\n    events:\n"
+        "      - {at: 0, event: {k: a}}\n      - {at: 4, event: {k: a}}\n      - {advance: 2}\n"
+        "    expect_alerts: [{event: 2, rules: [a]}]\n"
+    )
+    warnings = [
+        f"{tmp_path}/r.yaml:2:60: warning: rules[0].threshold.window: {seconds(5)}",
+        f"{tmp_path}/r.yaml:2:74: warning: rules[0].throttle: {seconds(600)}",
+        f"{tmp_path}/r.yaml:2:96: warning: rules[0].resolve.after: {seconds(30)}",
+        f"{tmp_path}/r.yaml:3:69: warning: rules[1].distinct.window: {seconds(7)}",
+        f"{tmp_path}/r.yaml:4:48: warning: rules[2].absence.window: {seconds(120)}",
+        f"{tmp_path}/r.yaml:5:73: warning: rules[3].new_value.forget: {seconds(9)}",
+        f"{tmp_path}/r.yaml:8:15: warning: rules[4].sequence.within: {seconds(4)}",
+        f"{tmp_path}/r.yaml:9:62: warning: rules[4].sequence.steps[1].absent.for: {seconds(3)}",
+    ]
+    checked = rulesd_cli("check", str(tmp_path / "r.yaml"))
+    assert (0, [*warnings, "OK: 1 file(s), 5 rule(s), 0 error(s), 8 warning(s)"]) == (
+        checked.returncode,
+        checked.stdout.splitlines(),
+    )
+    ran = rulesd_cli("test", str(test))
+    test_warnings = [
+        f"{test}:6:14: warning: tests[0].events[1].at: {seconds(4)}",
+        f"{test}:7:19: warning: tests[0].events[2].advance: {seconds(2)}",
+    ]
+    assert 0 == ran.returncode
+    assert [*warnings, *test_warnings] == [line for line in ran.stdout.splitlines() if ": warning: " in line]
+    assert "rule tests: 1 passed, 0 failed, 0 invalid, 10 warning(s)" == ran.stdout.splitlines()[-1]
