@@ -798,3 +798,43 @@ def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tm
     assert 0 == ran.returncode
     assert [*warnings, *test_warnings] == [line for line in ran.stdout.splitlines() if ": warning: " in line]
     assert "rule tests: 1 passed, 0 failed, 0 invalid, 10 warning(s)" == ran.stdout.splitlines()[-1]
+
+
+def test_rulesd_check_puts_a_block_whose_first_line_is_indented_too_little_at_that_line(tmp_path: Path) -> None:
+    """YAML takes a block's indentation from its first line, so when that line is indented too
+    little it finds fault with the second: the error is at the first line, the odd one out,
+    when the lines after it agree with each other. Where they do not (the line YAML stopped at
+    is the last of its block, or opens a block of its own moved with it), the error stays where
+    YAML found it and names both lines."""
+    cases = [
+        (
+            "rules:\n  - name: hb\n    match: {kind: beat}\n    absence:\n     window: 5m\n      group_by: [host]\n"
+            "      expect: [{host: a}]\n",
+            "5:6: error: YAML syntax error: this line is indented to column 6, but the keys after it in its block "
+            "(from line 6) are at column 7: indent it to column 7 (or them to 6)",
+        ),
+        (
+            "rules:\n  - name: hb\n    match: {kind: beat}\n    alert:\n    message: x\n      priority: P2\n"
+            "      tags: [a]\n",
+            "5:5: error: YAML syntax error: this line is indented to column 5, but the keys after it in its block "
+            "(from line 6) are at column 7: indent it to column 7 (or them to 5)",
+        ),
+        (  # a list whose first item is indented too little
+            "rules:\n  - name: hb\n    sequence:\n      steps:\n       - match: {a: 1}\n        - match: {b: 1}\n"
+            "        - match: {c: 1}\n",
+            "5:8: error: YAML syntax error: this line is indented to column 8, but the items ('- ') after it in its "
+            "block (from line 6) are at column 9: indent it to column 9 (or them to 8)",
+        ),
+        (  # a line that opens a block, moved with it: YAML's line is the one to fix
+            "rules:\n  - name: hb\n    match: {kind: beat}\n      alert:\n      priority: P2\n",
+            "4:7: error: YAML syntax error: this line is indented to column 7, but the keys of the mapping it is in",
+        ),
+        (  # the last line of a block indented too little
+            "rules:\n  - name: hb\n    match: {kind: beat}\n    alert:\n      priority: P2\n     tags: [a]\n",
+            "6:6: error: YAML syntax error: this line is indented to column 6, but the keys of the mapping it is in",
+        ),
+    ]
+    for text, problem in cases:
+        code, out = check(tmp_path, text)
+        assert (1, f"DIR/r.yaml:{problem}") == (code, out[: len("DIR/r.yaml:") + len(problem)])
+        assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
