@@ -350,6 +350,12 @@ def _first_of_block(lines: list[str], problem: Problem) -> Problem | None:
         return None
     item, column = here
     odd_item, odd = shapes[before] or here
+    if item and not odd_item and odd in (column, column + 2):  # (an item written without its '- ')
+        message = (
+            f"YAML syntax error: this line is not a list item, but the lines after it in its block (from line "
+            f"{at + 1}) are ('- ' at column {column + 1}): is its '- ' missing?"
+        )
+        return Problem(SourceLocation(problem.location.path, before + 1, odd + 1), message)
     if odd_item and not item:  # (`- name: x` then its keys: the key's column is after the dash)
         odd += 2
     elif odd_item != item:

@@ -802,10 +802,10 @@ def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tm
 
 def test_rulesd_check_puts_a_block_whose_first_line_is_indented_too_little_at_that_line(tmp_path: Path) -> None:
     """YAML takes a block's indentation from its first line, so when that line is indented too
-    little it finds fault with the second: the error is at the first line, the odd one out,
-    when the lines after it agree with each other. Where they do not (the line YAML stopped at
-    is the last of its block, or opens a block of its own moved with it), the error stays where
-    YAML found it and names both lines."""
+    little (or is an item without its '- ') it finds fault with the second: the error is at the
+    first line, the odd one out, when the lines after it agree with each other. Where they do
+    not (the line YAML stopped at is the last of its block, or opens a block of its own moved
+    with it), the error stays where YAML found it and names both lines."""
     cases = [
         (
             "rules:\n  - name: hb\n    match: {kind: beat}\n    absence:\n     window: 5m\n      group_by: [host]\n"
@@ -824,6 +824,12 @@ def test_rulesd_check_puts_a_block_whose_first_line_is_indented_too_little_at_th
             "        - match: {c: 1}\n",
             "5:8: error: YAML syntax error: this line is indented to column 8, but the items ('- ') after it in its "
             "block (from line 6) are at column 9: indent it to column 9 (or them to 8)",
+        ),
+        (  # an item written without its '- '
+            "rules:\n  - name: a\n    sequence:\n      steps:\n          match: {a: 1}\n        - match: {c: 1}\n"
+            "        - match: {d: 1}\n",
+            "5:11: error: YAML syntax error: this line is not a list item, but the lines after it in its block (from "
+            "line 6) are ('- ' at column 9): is its '- ' missing?",
         ),
         (  # a line that opens a block, moved with it: YAML's line is the one to fix
             "rules:\n  - name: hb\n    match: {kind: beat}\n      alert:\n      priority: P2\n",
