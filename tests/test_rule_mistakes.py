@@ -844,3 +844,33 @@ def test_rulesd_check_puts_a_block_whose_first_line_is_indented_too_little_at_th
         code, out = check(tmp_path, text)
         assert (1, f"DIR/r.yaml:{problem}") == (code, out[: len("DIR/r.yaml:") + len(problem)])
         assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
+
+
+def test_rulesd_test_warns_at_a_group_by_field_none_of_the_events_it_matched_has(tmp_path: Path) -> None:
+    """A misspelled group_by (`source.ipx`) puts every event in one group, and a test whose
+    events all share one address still passes: `rulesd test` warns at each field a rule groups
+    or counts by that none of the file's events the rule matched has. A rule that matched no
+    event, or whose events have the field, draws none."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - name: after-failures\n    sequence:\n      group_by: [source.ipx]\n"
+        "      steps: [{match: {event: fail}, count: 2}, {match: {event: ok}}]\n"
+        "  - {name: spray, match: {event: fail}, distinct: {field: usr, count: 2, window: 1m, group_by: [source.ip]}}\n"
+        "  - {name: unused, match: {event: other}, threshold: {count: 2, window: 1m, group_by: [nothing]}}\n"
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: a login after two failures\n    events:\n"
+        "      - {event: {event: fail, user: a, source: {ip: 192.0.2.1}}}\n"
+        "      - {event: {event: fail, user: a, source: {ip: 192.0.2.1}}}\n"
+        "      - {event: {event: ok, user: a, source: {ip: 192.0.2.1}}}\n"
+        "    expect_alerts: [{event: 3, rules: [after-failures]}]\n"
+    )
+    result = rulesd_cli("test", str(test))
+    assert 0 == result.returncode
+    assert [
+        f"{tmp_path}/r.yaml:4:18: warning: rules[0].sequence.group_by[0]: none of the 3 event(s) of {test} that the "
+        "rule 'after-failures' matched has the field 'source.ipx': is it misspelled?",
+        f"{tmp_path}/r.yaml:6:59: warning: rules[1].distinct.field: none of the 2 event(s) of {test} that the rule "
+        "'spray' matched has the field 'usr': is it misspelled?",
+    ] == [line for line in result.stdout.splitlines() if ": warning: " in line]
