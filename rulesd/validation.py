@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rulesd.document import Document, JsonPath
-from rulesd.errors import Problem
+from rulesd.errors import Problem, SourceLocation
 
 if TYPE_CHECKING:  # jsonschema is imported when a document is validated: a rule file read
     # back from the rule cache needs none of it, and start-up is shorter without it.
@@ -157,27 +157,37 @@ def schema_violations(doc: Document, schema: str) -> list[tuple[JsonPath, Proble
     errors = [_most_relevant(error) for error in _validator(schema).iter_errors(doc.value)]
     # A key under the wrong parent first: where it was meant, the parent's own errors (a key it
     # misses, an empty value) only repeat that mistake.
-    moved: set[tuple[JsonPath, str | None]] = set()
+    moved: _Moved = {}
     found: list[tuple[JsonPath, Problem]] = []
     for error in errors:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             path: JsonPath = tuple(error.absolute_path)
             schema_here = error.schema if isinstance(error.schema, dict) else {}
             found.extend((path, p) for p in _unknown_keys(doc, schema, path, error.instance, schema_here, moved))
+    said = {problem.location: problem for _, problem in found}
     for error in errors:
         path = tuple(error.absolute_path)
-        if error.validator == "additionalProperties" or _repeats_a_move(error, path, moved):
+        if error.validator == "additionalProperties":
+            continue
+        move = _move_repeated(error, path, moved)
+        if move is not None:  # (its path is still a fault, said by the misplaced key's problem)
+            found.append((path, said[move]))
             continue
         found.extend((path, p) for p in _problems(doc, error))
     return found
 
 
-def _repeats_a_move(error: ValidationError, path: JsonPath, moved: set[tuple[JsonPath, str | None]]) -> bool:
-    """Whether `error` is the other side of a key written under the wrong parent: the key the
-    parent meant to have it misses, or the parent left empty by it."""
-    if error.validator == "required":
-        return (path, error.message.split("'")[1] if "'" in error.message else None) in moved
-    return error.validator == "type" and error.instance is None and (path, None) in moved
+# The mappings a misplaced key was meant in (with the key, or None: the mapping it left empty),
+# with the location of that key.
+_Moved = dict[tuple[JsonPath, str | None], SourceLocation]
+
+
+def _move_repeated(error: ValidationError, path: JsonPath, moved: _Moved) -> SourceLocation | None:
+    """Where the misplaced key is whose mistake `error` repeats (the key the parent meant to
+    have it misses, or the parent left empty by it), if it repeats one."""
+    if error.validator == "required" and "'" in error.message:
+        return moved.get((path, error.message.split("'")[1]))
+    return moved.get((path, None)) if error.validator == "type" and error.instance is None else None
 
 
 def _most_relevant(error: ValidationError) -> ValidationError:
@@ -221,7 +231,7 @@ def _unknown_keys(
     path: JsonPath,
     instance: dict[str, Any],
     schema: dict[str, Any],
-    moved: set[tuple[JsonPath, str | None]],
+    moved: _Moved,
 ) -> Iterator[Problem]:
     """A problem at each key of `instance` that `schema` does not take: where it belongs when
     it is taken elsewhere (recorded in `moved`), else a did-you-mean."""
@@ -254,7 +264,7 @@ def _meant(
     before: list[str],
     key: str,
     schema: dict[str, Any],
-    moved: set[tuple[JsonPath, str | None]],
+    moved: _Moved,
 ) -> str | None:
     """Where the unknown `key` at `path` was meant to be, if that can be told: under the key
     written just before it when that one was left empty (the lines meant under it indented too
@@ -264,7 +274,7 @@ def _meant(
     here = place_name(schema_name, doc, path)
     if before and value_at(doc.value, (*path, before[-1])) is None and _takes(schema_name, schema, before[-1], key):
         parent = (*path, before[-1])
-        moved.add((parent, None))
+        moved[(parent, None)] = doc.locate((*path, key), key=True)
         line = doc.locate(parent, key=True).line
         return (
             f"'{key}' is not a key {here}: it belongs under '{before[-1]}' (line {line}), which is empty: indent "
@@ -272,7 +282,7 @@ def _meant(
         )
     written, elsewhere = meant_places(schema_name, key, path, doc.value)
     if written:
-        moved.update((p, key) for p in written)
+        moved.update(dict.fromkeys(((p, key) for p in written), doc.locate((*path, key), key=True)))
         places = either([place_name(schema_name, doc, p, line=True) for p in written])
     elif elsewhere:  # (the place it belongs is not written: say what is taken here too)
         taken = ", ".join(sorted(schema.get("properties", {})))

@@ -746,6 +746,19 @@ def test_rulesd_check_says_where_a_key_under_the_wrong_parent_belongs(tmp_path: 
         "  - name: f\n    match:\n      status:\n      equals: 500\n"
         "  - name: g\n    match:\n    service: payments\n",
     )
+    # the kind the misplaced keys belong in misses them, and is not built without them
+    assert (
+        1,
+        "DIR/r.yaml:4:5: error: rules[0].field: 'field' belongs under 'distinct' (line 3), not at the rule's top "
+        "level\n"
+        "DIR/r.yaml:6:29: error: rules[1].match.expect: 'expect' belongs under 'absence' (line 6), not under "
+        "'match'\n"
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    distinct: {count: 3, window: 5m}\n    field: user\n    match: {k: a}\n"
+        "  - {name: b, match: {k: b, expect: [{host: a}]}, absence: {window: 5m, group_by: [host]}}\n",
+    )
     # a field of such a name is tested when written with an operator
     assert 0 == check(tmp_path, "name: a\nmatch: {throttle: {equals: 10m}, in: {equals: x}}\n")[0]
 

@@ -3,10 +3,11 @@
 A condition takes any field name as a key, so `throttle: 10m` indented under `match:` is
 valid YAML and a valid condition (the event's field `throttle` must equal "10m"), and the rule
 silently never fires; an operator written beside the fields (`equals: 2` under `match:`, the
-line meant under the empty `status:` above it) likewise tests a field named `equals`. Such a key is an
-error at its line when its value has the shape the misplaced key takes (a duration, a list of
-field paths, a mapping of a rule kind): no event field plausibly has that name and value. A
-field of that name is still tested when written with an operator (`throttle: {equals: 10m}`).
+line meant under the empty `status:` above it) likewise tests a field named `equals`. Such a
+key is an error at its line when its value has the shape the misplaced key takes (a duration,
+a list of field paths, a mapping of a rule kind, a list of steps or expected groups): no event
+field plausibly has that name and value. A field of that name is still tested when written
+with an operator (`throttle: {equals: 10m}`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _DURATION = re.compile(r"\s*(\d+\s*[dhms]\s*)+\Z")
 _DURATIONS = frozenset({"throttle", "window", "within", "for", "learn", "forget"})
 _FIELD_LISTS = frozenset({"group_by", "fields"})
 _MAPPINGS = frozenset({"threshold", "distinct", "sequence", "absence", "new_value", "resolve", "alert"})
+_LISTS_OF_MAPPINGS = frozenset({"steps", "expect"})
 _COMBINERS = ("all", "any", "not")
 
 
@@ -40,7 +42,7 @@ def _has_its_shape(key: str, value: Any) -> bool:
         return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
     if key in _MAPPINGS:  # (a mapping of operators only is a field's test, as written)
         return isinstance(value, dict) and not set(value) <= _operators()
-    return False
+    return key in _LISTS_OF_MAPPINGS and isinstance(value, list) and any(isinstance(v, dict) for v in value)
 
 
 def misplaced_keys(doc: Document, rules: Iterator[tuple[dict[str, Any], JsonPath]]) -> list[tuple[JsonPath, Problem]]:
