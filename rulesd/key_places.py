@@ -82,6 +82,8 @@ def meant_places(schema_name: str, key: str, path: JsonPath, value: Any) -> tupl
     written: list[tuple[int, JsonPath]] = []
     absent: list[tuple[int, Place]] = []
     for place in _places(schema_name).get(key, ()):
+        if place == here:  # (the same place by another branch of the schema: a rule file's root)
+            continue
         concrete = _concrete(place, path)
         if concrete is not None and concrete != path and isinstance(value_at(value, concrete), dict):
             written.append((_common(place, here), concrete))
