@@ -1,7 +1,9 @@
 """Durations: an integer of seconds or a string like `30s`, `5m`, `2h`, `1d`, `1h30m`.
 
 Each unit is written at most once, largest first (`1h30m`; `5m5m` and `30m1h` are errors),
-so that a duration reads one way only. None is longer than 100 years.
+so that a duration reads one way only. None is longer than 100 years. A number without a unit
+is seconds, but draws a warning (`unitless`): Prometheus refuses `for: 5` and ElastAlert writes
+`minutes: 5`, so a user of either who writes `window: 5` may well mean five minutes.
 """
 
 from __future__ import annotations
@@ -46,3 +48,16 @@ def _seconds(count: int) -> float:
     if count > MAX_SECONDS:
         raise ValueError("bad duration: longer than 100 years (36500d), the longest a duration may be")
     return float(count)
+
+
+def unitless(value: object) -> str | None:
+    """The warning for a duration written as a number without a unit (other than 0, which
+    is 0 in any unit), if `value` is one: it is seconds, which may not be what was meant."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    plain = _PLAIN.match(value) if isinstance(value, str) else None
+    count = int(plain.group(1)) if plain else value if isinstance(value, int) else 0
+    if not count:
+        return None
+    message = f"{count} has no unit, so it is {count} seconds: write {count}s to say so"
+    return message + (f" ({count}m if minutes were meant)" if count < 60 else "")

@@ -17,14 +17,15 @@ import msgspec
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.document import Document, JsonPath
-from rulesd.durations import parse_duration
+from rulesd.durations import parse_duration, unitless
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.boolean_words import rule_test_warnings
-from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, check_paths, discover_files
+from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, check_paths, discover_files, rule_sources
 from rulesd.rules.model import Absence, Rule, RuleSet, rule_hint
+from rulesd.rules.unseen import unseen_fields
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
 
@@ -68,7 +69,23 @@ def check_test_file(path: str) -> list[Problem]:
     except InvalidInputError as exc:
         return list(exc.problems)
     problems, _ = _examined(doc)
-    return [*problems, *rule_test_warnings(doc)]
+    return [*problems, *_warnings(doc)]
+
+
+def _warnings(doc: Document) -> list[Problem]:
+    """The warnings of a test file: the words of its events read as booleans, and its `at`
+    and `advance` written without a unit."""
+    found = rule_test_warnings(doc)
+    tests = doc.value.get("tests") if isinstance(doc.value, dict) else None
+    for t_index, test in enumerate(tests if isinstance(tests, list) else ()):
+        steps = test.get("events") if isinstance(test, dict) else None
+        for e_index, step in enumerate(steps if isinstance(steps, list) else ()):
+            for key in ("at", "advance") if isinstance(step, dict) else ():
+                warning = unitless(step.get(key))
+                if warning is not None:
+                    path = ("tests", t_index, "events", e_index, key)
+                    found.append(Problem(doc.locate(path), f"{format_path(path)}: {warning}", "warning"))
+    return sorted(found)
 
 
 def _examined(doc: Document) -> tuple[list[Problem], CheckResult | None]:
@@ -182,8 +199,32 @@ def _run_test_file(path: str) -> tuple[list[TestOutcome], list[Problem]]:
     if ruleset is None:
         raise RuleError(checked.errors)
     assert isinstance(doc.value, dict)
-    warnings = [p for p in checked.problems if p.severity != "error"] + rule_test_warnings(doc)
+    warnings = [p for p in checked.problems if p.severity != "error"] + _warnings(doc) + _unseen(doc, ruleset)
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])], warnings
+
+
+def _unseen(doc: Document, ruleset: RuleSet) -> list[Problem]:
+    """A warning at each field a rule groups or counts by that no event of the file's tests it
+    matched has (a misspelled group_by puts every event in one group, and the test may pass)."""
+    assert isinstance(doc.value, dict)
+    events = [step["event"] for test in doc.value["tests"] for step in test["events"] if "event" in step]
+    found = list(unseen_fields(ruleset.rules, events))
+    if not found:
+        return []
+    try:
+        sources = rule_sources([rule for rule, *_ in found])
+    except RuleError:  # (a rule file changed meanwhile: its own check says so)
+        return []
+    warnings = []
+    for rule, path, field, count in found:
+        source = sources[rule.name]
+        where = (*source.base, *path)
+        message = (
+            f"none of the {count} event(s) of {doc.path} that the rule {rule.name!r} matched has the field "
+            f"{field!r}: is it misspelled?"
+        )
+        warnings.append(Problem(source.doc.locate(where), f"{format_path(where)}: {message}", "warning"))
+    return warnings
 
 
 def _rule_paths(doc: Document) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rulesd.document import Document, JsonPath
-from rulesd.errors import Problem
+from rulesd.errors import Problem, SourceLocation
 
 if TYPE_CHECKING:  # jsonschema is imported when a document is validated: a rule file read
     # back from the rule cache needs none of it, and start-up is shorter without it.
@@ -154,11 +154,40 @@ def schema_violations(doc: Document, schema: str) -> list[tuple[JsonPath, Proble
     """Like validate_document, with the JSON path of each violation."""
     if _quick_validator(schema)(doc.value):
         return []
+    errors = [_most_relevant(error) for error in _validator(schema).iter_errors(doc.value)]
+    # A key under the wrong parent first: where it was meant, the parent's own errors (a key it
+    # misses, an empty value) only repeat that mistake.
+    moved: _Moved = {}
     found: list[tuple[JsonPath, Problem]] = []
-    for error in _validator(schema).iter_errors(doc.value):
-        best = _most_relevant(error)
-        found.extend((tuple(best.absolute_path), p) for p in _problems(doc, best))
+    for error in errors:
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            path: JsonPath = tuple(error.absolute_path)
+            schema_here = error.schema if isinstance(error.schema, dict) else {}
+            found.extend((path, p) for p in _unknown_keys(doc, schema, path, error.instance, schema_here, moved))
+    said = {problem.location: problem for _, problem in found}
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            continue
+        move = _move_repeated(error, path, moved)
+        if move is not None:  # (its path is still a fault, said by the misplaced key's problem)
+            found.append((path, said[move]))
+            continue
+        found.extend((path, p) for p in _problems(doc, error))
     return found
+
+
+# The mappings a misplaced key was meant in (with the key, or None: the mapping it left empty),
+# with the location of that key.
+_Moved = dict[tuple[JsonPath, str | None], SourceLocation]
+
+
+def _move_repeated(error: ValidationError, path: JsonPath, moved: _Moved) -> SourceLocation | None:
+    """Where the misplaced key is whose mistake `error` repeats (the key the parent meant to
+    have it misses, or the parent left empty by it), if it repeats one."""
+    if error.validator == "required" and "'" in error.message:
+        return moved.get((path, error.message.split("'")[1]))
+    return moved.get((path, None)) if error.validator == "type" and error.instance is None else None
 
 
 def _most_relevant(error: ValidationError) -> ValidationError:
@@ -177,9 +206,6 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
     path: JsonPath = tuple(error.absolute_path)
     where = format_path(path)
     schema = error.schema if isinstance(error.schema, dict) else {}
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        yield from _unknown_keys(doc, path, error.instance, schema)
-        return
     if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
         # jsonschema reports a bad key at its parent mapping; point at the key itself.
         key_path = (*path, error.instance)
@@ -199,17 +225,118 @@ def _secret_message(error: ValidationError) -> str:
     return f"invalid value ({error.validator}; the value is not shown: it is a secret)"
 
 
-def _unknown_keys(doc: Document, path: JsonPath, instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[Problem]:
+def _unknown_keys(
+    doc: Document,
+    schema_name: str,
+    path: JsonPath,
+    instance: dict[str, Any],
+    schema: dict[str, Any],
+    moved: _Moved,
+) -> Iterator[Problem]:
+    """A problem at each key of `instance` that `schema` does not take: where it belongs when
+    it is taken elsewhere (recorded in `moved`), else a did-you-mean."""
     import difflib  # (only for this message)
 
     known = sorted(schema.get("properties", {}))
-    for key in instance:
+    keys = list(instance)
+    for i, key in enumerate(keys):
         if key in known:
+            continue
+        where = format_path((*path, key))
+        # (a key a letter away from one taken here is a typo: `event` for `events`)
+        meant = (
+            None
+            if difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+            else _meant(doc, schema_name, path, keys[:i], key, schema, moved)
+        )
+        if meant:
+            yield Problem(doc.locate((*path, key), key=True), f"{where}: {meant}")
             continue
         hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         advice = f"did you mean '{hint[0]}'?" if hint else f"expected one of: {', '.join(known)}"
-        message = f"{format_path((*path, key))}: unknown key '{key}'; {advice}"
-        yield Problem(doc.locate((*path, key), key=True), message)
+        yield Problem(doc.locate((*path, key), key=True), f"{where}: unknown key '{key}'; {advice}")
+
+
+def _meant(
+    doc: Document,
+    schema_name: str,
+    path: JsonPath,
+    before: list[str],
+    key: str,
+    schema: dict[str, Any],
+    moved: _Moved,
+) -> str | None:
+    """Where the unknown `key` at `path` was meant to be, if that can be told: under the key
+    written just before it when that one was left empty (the lines meant under it indented too
+    little), else in the nearest mapping (or place) the schema takes it in."""
+    from rulesd.key_places import meant_places, value_at
+
+    here = place_name(schema_name, doc, path)
+    if before and value_at(doc.value, (*path, before[-1])) is None and _takes(schema_name, schema, before[-1], key):
+        parent = (*path, before[-1])
+        moved[(parent, None)] = doc.locate((*path, key), key=True)
+        line = doc.locate(parent, key=True).line
+        return (
+            f"'{key}' is not a key {here}: it belongs under '{before[-1]}' (line {line}), which is empty: indent "
+            "this line (and those after it) under that"
+        )
+    written, elsewhere = meant_places(schema_name, key, path, doc.value)
+    if written:
+        moved.update(dict.fromkeys(((p, key) for p in written), doc.locate((*path, key), key=True)))
+        places = either([place_name(schema_name, doc, p, line=True) for p in written])
+    elif elsewhere:  # (the place it belongs is not written: say what is taken here too)
+        taken = ", ".join(sorted(schema.get("properties", {})))
+        return f"'{key}' belongs {either([pattern_name(schema_name, p) for p in elsewhere])}, not {here} " + (
+            f"(expected one of: {taken})" if taken else ""
+        )
+    else:
+        return None
+    return f"'{key}' belongs {places}, not {here}"
+
+
+def either(names: list[str]) -> str:
+    """`under 'a'`, `under 'b'` -> `under 'a' or 'b'`."""
+    if len(names) > 1 and all(n.startswith("under ") for n in names):
+        names = [names[0], *(n.removeprefix("under ") for n in names[1:])]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def place_name(schema_name: str, doc: Document, path: JsonPath, *, line: bool = False) -> str:
+    """The mapping at `path` in words: `under 'threshold'` (with `line`, its line), `in
+    tests[0]`, or for a rule, `at the rule's top level`."""
+    from rulesd.key_places import value_at
+
+    a_rule = (path == () and not isinstance(value_at(doc.value, ("rules",)), list)) or path[:1] == ("rules",)
+    if schema_name == "rule" and len(path) <= 2 and a_rule:
+        return "at the rule's top level"
+    if not path:
+        return "at the file's top level"
+    if isinstance(path[-1], int):
+        return f"in {format_path(path)}"
+    return f"under '{path[-1]}'" + (f" (line {doc.locate(path, key=True).line})" if line else "")
+
+
+def pattern_name(schema_name: str, place: tuple[str, ...]) -> str:
+    """A place of the schema in words: `under 'sequence.steps[].absent'`."""
+    if schema_name == "rule" and place[:2] == ("rules", "[]"):
+        place = place[2:]
+    if not place:
+        return "at the rule's top level" if schema_name == "rule" else "at the file's top level"
+    return "under '" + ".".join(place).replace(".[]", "[]") + "'"
+
+
+def _takes(schema_name: str, schema: dict[str, Any], parent: str, key: str) -> bool:
+    """Whether the value of `parent` in a mapping of `schema` is a mapping that takes `key`."""
+    sub = _resolved(schema_name, schema.get("properties", {}).get(parent))
+    if not isinstance(sub, dict) or "object" not in _items(sub.get("type", "object")):
+        return False
+    return key in sub.get("properties", {}) or sub.get("additionalProperties", True) is not False
+
+
+def _resolved(schema_name: str, node: Any) -> Any:
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        node = load_schema(schema_name)["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    return node
 
 
 def _message(error: ValidationError, schema: dict[str, Any]) -> str:

@@ -307,12 +307,67 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
     if "\t" in indent:  # PyYAML only says "found character that cannot start any token"
         where = SourceLocation(path, mark.line + 1, indent.index("\t") + 1)
         return Problem(where, "YAML forbids tabs for indentation: indent with spaces")
-    return (
-        _missing_colon(exc, text, path)
-        or _misindented(exc, path)
-        or _unclosed(exc, lines, path)
-        or Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
+    indentation = _missing_colon(exc, text, path) or _misindented(exc, path)
+    if indentation is not None:
+        return _first_of_block(lines, indentation) or indentation
+    return _unclosed(exc, lines, path) or Problem(
+        SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}"
     )
+
+
+def _shape(line: str) -> tuple[bool, int] | None:
+    """Whether a line is a list item (`- `), and the 0-based column of its dash, else of its
+    key; None for a blank line or a comment."""
+    body = line.lstrip(" ")
+    if not body or body.startswith("#"):
+        return None
+    return body.startswith("- ") or body == "-", len(line) - len(body)
+
+
+def _column(shape: tuple[bool, int] | None) -> int:
+    """The column of a line's key (after a list item's dash)."""
+    return -1 if shape is None else shape[1] + 2 * shape[0]
+
+
+def _first_of_block(lines: list[str], problem: Problem) -> Problem | None:
+    """An indentation error placed at the line before the one YAML stopped at, when that is the
+    odd one out: the first line of a block indented otherwise than the lines after it (a key
+    indented too little at the top of an absence, then the rest of it as it should be). YAML
+    takes the block's indentation from its first line, so it finds fault with the second."""
+    at = problem.location.line - 1  # (0-based)
+    shapes = [_shape(line) for line in lines]
+    here = shapes[at] if at < len(shapes) else None
+    before = next((i for i in range(at - 1, -1, -1) if shapes[i] is not None), None)
+    after = next((i for i in range(at + 1, len(lines)) if shapes[i] is not None), None)
+    if here is not None and after is not None and lines[at].split(" #")[0].rstrip().endswith(":"):
+        # the line opens a block: its own lines must be deeper (else it is the line moved, with
+        # its block after it), and the sibling to compare with comes after them
+        deeper = [i for i in range(after, len(lines)) if shapes[i] is not None and _column(shapes[i]) > here[1]]
+        if not deeper or deeper[0] != after:
+            return None
+        after = next((i for i in range(after, len(lines)) if shapes[i] is not None and i not in deeper), None)
+    if here is None or before is None or after is None or shapes[after] != here:
+        return None
+    item, column = here
+    odd_item, odd = shapes[before] or here
+    if item and not odd_item and odd in (column, column + 2):  # (an item written without its '- ')
+        message = (
+            f"YAML syntax error: this line is not a list item, but the lines after it in its block (from line "
+            f"{at + 1}) are ('- ' at column {column + 1}): is its '- ' missing?"
+        )
+        return Problem(SourceLocation(problem.location.path, before + 1, odd + 1), message)
+    if odd_item and not item:  # (`- name: x` then its keys: the key's column is after the dash)
+        odd += 2
+    elif odd_item != item:
+        return None
+    if odd == column:
+        return None
+    what = "the items ('- ')" if item else "the keys"
+    message = (
+        f"YAML syntax error: this line is indented to column {odd + 1}, but {what} after it in its block (from line "
+        f"{at + 1}) are at column {column + 1}: indent it to column {column + 1} (or them to {odd + 1})"
+    )
+    return Problem(SourceLocation(problem.location.path, before + 1, odd + 1), message)
 
 
 def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str], path: str) -> Problem | None:

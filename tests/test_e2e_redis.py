@@ -51,15 +51,15 @@ RULES = """
 rules:
   - name: brute-force
     match: {event: login_failed}
-    threshold: {count: 5, window: 12, group_by: [user]}
+    threshold: {count: 5, window: 12s, group_by: [user]}
     alert: {message: "brute force on {user}", priority: P2}
   - name: spraying
     match: {event: login_failed}
-    distinct: {field: user, count: 4, window: 24, group_by: [ip]}
+    distinct: {field: user, count: 4, window: 24s, group_by: [ip]}
   - name: login-after-failures
     sequence:
       group_by: [ip]
-      within: 60
+      within: 60s
       steps:
         - match: {event: login_failed}
           count: 3
@@ -69,10 +69,10 @@ rules:
     new_value: {fields: [ip], group_by: [user]}
   - name: heartbeat-missing
     match: {event: heartbeat}
-    absence: {window: 18, group_by: [host]}
+    absence: {window: 18s, group_by: [host]}
   - name: errors
     match: {level: error}
-    throttle: 6
+    throttle: 6s
     alert: {message: "error on {host}"}
 """
 
@@ -433,7 +433,7 @@ FLEET_RULES = """
 rules:
   - name: brute-force
     match: {event: login_failed}
-    threshold: {count: 5, window: 600, group_by: [user]}
+    threshold: {count: 5, window: 10m, group_by: [user]}
     alert: {message: "brute force on {user}"}
 """
 
@@ -610,7 +610,7 @@ def test_a_stream_worker_needs_redis_at_start(tmp_path: Path, redis_server: Redi
         assert "started" not in result.stderr and "Traceback" not in result.stderr
 
 
-OTHER_RULES = RULES.replace("count: 5, window: 12", "count: 4, window: 12")
+OTHER_RULES = RULES.replace("count: 5, window: 12s", "count: 4, window: 12s")
 
 
 def test_instances_with_other_rules_refuse_until_a_reload_brings_the_same(

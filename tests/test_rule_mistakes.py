@@ -509,8 +509,8 @@ def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Pat
         1,
         'DIR/r.yaml:4:24: error: rules[0].threshold.count: expected an integer, got "5"\n'
         f"DIR/r.yaml:4:37: error: rules[0].threshold.window: {long}\n"
-        "DIR/r.yaml:7:27: error: rules[1].threshold.within: unknown key 'within'; expected one of: count, "
-        "group_by, window\n"
+        "DIR/r.yaml:7:27: error: rules[1].threshold.within: 'within' belongs under 'sequence', not under "
+        "'threshold' (expected one of: count, group_by, window)\n"
         f"DIR/r.yaml:8:22: error: rules[1].resolve.after: {long}\n"
         f"DIR/r.yaml:11:37: error: rules[2].new_value.learn: {long}\n"
         "DIR/r.yaml:11:60: error: rules[2].new_value.foo: unknown key 'foo'; expected one of: fields, forget, "
@@ -705,3 +705,185 @@ def test_rulesd_check_says_how_a_misindented_line_or_an_unclosed_brace_should_be
         assert (1, f"DIR/r.yaml:{problem}\nFAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n") == check(
             tmp_path, text
         )
+
+
+def test_rulesd_check_says_where_a_key_under_the_wrong_parent_belongs(tmp_path: Path) -> None:
+    """A key indented under the wrong parent is spelled right: the error at its line says where
+    it belongs (the mapping written nearest, with its line), and the parent's own follow-on
+    errors (the key it then misses, its empty value) are not said again. In a condition, where
+    any field name is taken, a rule's key with the value it takes is such a mistake too (it
+    would test an event field named so, and the rule would never fire), as is an operator
+    beside the fields, meant under the empty field above it."""
+    top = "at the rule's top level"
+    assert (
+        1,
+        f"DIR/r.yaml:4:7: error: rules[0].match.throttle: 'throttle' belongs {top}, not under 'match' (as written, "
+        "it tests an event field named 'throttle': write throttle: {equals: …} if meant)\n"
+        f"DIR/r.yaml:5:7: error: rules[0].match.alert: 'alert' belongs {top}, not under 'match'\n"
+        f"DIR/r.yaml:8:39: error: rules[1].threshold.throttle: 'throttle' belongs {top}, not under 'threshold'\n"
+        f"DIR/r.yaml:13:5: error: rules[2].group_by: 'group_by' belongs under 'absence' (line 12), not {top}\n"
+        "DIR/r.yaml:14:5: error: rules[2].responders: 'responders' belongs under 'alert' (line 15), not "
+        f"{top}\n"
+        "DIR/r.yaml:21:11: error: rules[3].sequence.steps[1].for: 'for' belongs under 'absent' (line 20), not in "
+        "rules[3].sequence.steps[1]\n"
+        "DIR/r.yaml:24:5: error: rules[4].window: 'window' belongs under 'threshold' (line 25), not "
+        f"{top}\n"
+        "DIR/r.yaml:30:7: error: rules[5].match.equals: 'equals' is an operator: it belongs under 'status' (line "
+        "29), which is empty: indent this line under that (status: {equals: …})\n"
+        "DIR/r.yaml:33:5: error: rules[6].service: 'service' is not a key at the rule's top level: it belongs "
+        "under 'match' (line 32), which is empty: indent this line (and those after it) under that\n"
+        "FAILED: 1 file(s), 0 rule(s), 9 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match:\n      throttle: 10m\n      alert: {priority: P1}\n      kind: disk\n"
+        "  - name: b\n    threshold: {count: 5, window: 2m, throttle: 5m}\n    match: {kind: disk}\n"
+        "  - name: c\n    match: {kind: beat}\n    absence: {window: 5m}\n    group_by: [host]\n"
+        "    responders: [{type: team, name: ops}]\n    alert: {priority: P2}\n"
+        "  - name: d\n    sequence:\n      steps:\n        - match: {event: a}\n"
+        "        - absent: {match: {event: b}}\n          for: 2h\n"
+        "  - name: e\n    match: {kind: x}\n    window: 5m\n    threshold:\n      count: 5\n"
+        "  - name: f\n    match:\n      status:\n      equals: 500\n"
+        "  - name: g\n    match:\n    service: payments\n",
+    )
+    # the kind the misplaced keys belong in misses them, and is not built without them
+    assert (
+        1,
+        "DIR/r.yaml:4:5: error: rules[0].field: 'field' belongs under 'distinct' (line 3), not at the rule's top "
+        "level\n"
+        "DIR/r.yaml:6:29: error: rules[1].match.expect: 'expect' belongs under 'absence' (line 6), not under "
+        "'match'\n"
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    distinct: {count: 3, window: 5m}\n    field: user\n    match: {k: a}\n"
+        "  - {name: b, match: {k: b, expect: [{host: a}]}, absence: {window: 5m, group_by: [host]}}\n",
+    )
+    # a field of such a name is tested when written with an operator
+    assert 0 == check(tmp_path, "name: a\nmatch: {throttle: {equals: 10m}, in: {equals: x}}\n")[0]
+
+
+def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tmp_path: Path) -> None:
+    """`window: 5` is five seconds, as a duration's integer always was, but Prometheus refuses
+    it and ElastAlert writes `minutes: 5`: a warning at every duration of a rule and every `at`
+    and `advance` of a rule test written so (0 is 0 in any unit), which the rules still load
+    with and a test still passes with."""
+
+    def seconds(n: int) -> str:
+        minutes = f" ({n}m if minutes were meant)" if n < 60 else ""
+        return f"{n} has no unit, so it is {n} seconds: write {n}s to say so{minutes}"
+
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - {name: a, match: {k: a}, threshold: {count: 2, window: 5}, throttle: 600, resolve: {after: 30}}\n"
+        "  - {name: b, match: {k: b}, distinct: {field: u, count: 2, window: 7}}\n"
+        "  - {name: c, match: {k: c}, absence: {window: 120}}\n"
+        "  - {name: d, match: {k: d}, new_value: {fields: [u], learn: 0, forget: 9}}\n"
+        "  - name: e\n    sequence:\n      within: 4\n"
+        "      steps: [{match: {k: e}}, {absent: {match: {k: f}, for: 3}}]\n"
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: two within five seconds\n    events:\n"
+        "      - {at: 0, event: {k: a}}\n      - {at: 4, event: {k: a}}\n      - {advance: 2}\n"
+        "    expect_alerts: [{event: 2, rules: [a]}]\n"
+    )
+    warnings = [
+        f"{tmp_path}/r.yaml:2:60: warning: rules[0].threshold.window: {seconds(5)}",
+        f"{tmp_path}/r.yaml:2:74: warning: rules[0].throttle: {seconds(600)}",
+        f"{tmp_path}/r.yaml:2:96: warning: rules[0].resolve.after: {seconds(30)}",
+        f"{tmp_path}/r.yaml:3:69: warning: rules[1].distinct.window: {seconds(7)}",
+        f"{tmp_path}/r.yaml:4:48: warning: rules[2].absence.window: {seconds(120)}",
+        f"{tmp_path}/r.yaml:5:73: warning: rules[3].new_value.forget: {seconds(9)}",
+        f"{tmp_path}/r.yaml:8:15: warning: rules[4].sequence.within: {seconds(4)}",
+        f"{tmp_path}/r.yaml:9:62: warning: rules[4].sequence.steps[1].absent.for: {seconds(3)}",
+    ]
+    checked = rulesd_cli("check", str(tmp_path / "r.yaml"))
+    assert (0, [*warnings, "OK: 1 file(s), 5 rule(s), 0 error(s), 8 warning(s)"]) == (
+        checked.returncode,
+        checked.stdout.splitlines(),
+    )
+    ran = rulesd_cli("test", str(test))
+    test_warnings = [
+        f"{test}:6:14: warning: tests[0].events[1].at: {seconds(4)}",
+        f"{test}:7:19: warning: tests[0].events[2].advance: {seconds(2)}",
+    ]
+    assert 0 == ran.returncode
+    assert [*warnings, *test_warnings] == [line for line in ran.stdout.splitlines() if ": warning: " in line]
+    assert "rule tests: 1 passed, 0 failed, 0 invalid, 10 warning(s)" == ran.stdout.splitlines()[-1]
+
+
+def test_rulesd_check_puts_a_block_whose_first_line_is_indented_too_little_at_that_line(tmp_path: Path) -> None:
+    """YAML takes a block's indentation from its first line, so when that line is indented too
+    little (or is an item without its '- ') it finds fault with the second: the error is at the
+    first line, the odd one out, when the lines after it agree with each other. Where they do
+    not (the line YAML stopped at is the last of its block, or opens a block of its own moved
+    with it), the error stays where YAML found it and names both lines."""
+    cases = [
+        (
+            "rules:\n  - name: hb\n    match: {kind: beat}\n    absence:\n     window: 5m\n      group_by: [host]\n"
+            "      expect: [{host: a}]\n",
+            "5:6: error: YAML syntax error: this line is indented to column 6, but the keys after it in its block "
+            "(from line 6) are at column 7: indent it to column 7 (or them to 6)",
+        ),
+        (
+            "rules:\n  - name: hb\n    match: {kind: beat}\n    alert:\n    message: x\n      priority: P2\n"
+            "      tags: [a]\n",
+            "5:5: error: YAML syntax error: this line is indented to column 5, but the keys after it in its block "
+            "(from line 6) are at column 7: indent it to column 7 (or them to 5)",
+        ),
+        (  # a list whose first item is indented too little
+            "rules:\n  - name: hb\n    sequence:\n      steps:\n       - match: {a: 1}\n        - match: {b: 1}\n"
+            "        - match: {c: 1}\n",
+            "5:8: error: YAML syntax error: this line is indented to column 8, but the items ('- ') after it in its "
+            "block (from line 6) are at column 9: indent it to column 9 (or them to 8)",
+        ),
+        (  # an item written without its '- '
+            "rules:\n  - name: a\n    sequence:\n      steps:\n          match: {a: 1}\n        - match: {c: 1}\n"
+            "        - match: {d: 1}\n",
+            "5:11: error: YAML syntax error: this line is not a list item, but the lines after it in its block (from "
+            "line 6) are ('- ' at column 9): is its '- ' missing?",
+        ),
+        (  # a line that opens a block, moved with it: YAML's line is the one to fix
+            "rules:\n  - name: hb\n    match: {kind: beat}\n      alert:\n      priority: P2\n",
+            "4:7: error: YAML syntax error: this line is indented to column 7, but the keys of the mapping it is in",
+        ),
+        (  # the last line of a block indented too little
+            "rules:\n  - name: hb\n    match: {kind: beat}\n    alert:\n      priority: P2\n     tags: [a]\n",
+            "6:6: error: YAML syntax error: this line is indented to column 6, but the keys of the mapping it is in",
+        ),
+    ]
+    for text, problem in cases:
+        code, out = check(tmp_path, text)
+        assert (1, f"DIR/r.yaml:{problem}") == (code, out[: len("DIR/r.yaml:") + len(problem)])
+        assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
+
+
+def test_rulesd_test_warns_at_a_group_by_field_none_of_the_events_it_matched_has(tmp_path: Path) -> None:
+    """A misspelled group_by (`source.ipx`) puts every event in one group, and a test whose
+    events all share one address still passes: `rulesd test` warns at each field a rule groups
+    or counts by that none of the file's events the rule matched has. A rule that matched no
+    event, or whose events have the field, draws none."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - name: after-failures\n    sequence:\n      group_by: [source.ipx]\n"
+        "      steps: [{match: {event: fail}, count: 2}, {match: {event: ok}}]\n"
+        "  - {name: spray, match: {event: fail}, distinct: {field: usr, count: 2, window: 1m, group_by: [source.ip]}}\n"
+        "  - {name: unused, match: {event: other}, threshold: {count: 2, window: 1m, group_by: [nothing]}}\n"
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: a login after two failures\n    events:\n"
+        "      - {event: {event: fail, user: a, source: {ip: 192.0.2.1}}}\n"
+        "      - {event: {event: fail, user: a, source: {ip: 192.0.2.1}}}\n"
+        "      - {event: {event: ok, user: a, source: {ip: 192.0.2.1}}}\n"
+        "    expect_alerts: [{event: 3, rules: [after-failures]}]\n"
+    )
+    result = rulesd_cli("test", str(test))
+    assert 0 == result.returncode
+    assert [
+        f"{tmp_path}/r.yaml:4:18: warning: rules[0].sequence.group_by[0]: none of the 3 event(s) of {test} that the "
+        "rule 'after-failures' matched has the field 'source.ipx': is it misspelled?",
+        f"{tmp_path}/r.yaml:6:59: warning: rules[1].distinct.field: none of the 2 event(s) of {test} that the rule "
+        "'spray' matched has the field 'usr': is it misspelled?",
+    ] == [line for line in result.stdout.splitlines() if ": warning: " in line]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rulesd.ruletest import check_test_file, run_test_files
@@ -118,6 +119,45 @@ def test_invalid_test_file_and_invalid_rules_are_problems(tmp_path: Path) -> Non
         f"{bad_test}:3:5: error: tests[0]: missing required key 'expect_alerts'",
         f"{bad_test}:4:5: error: tests[0].event: unknown key 'event'; did you mean 'events'?",
     ] == invalid([bad_rules, bad_test])
+
+
+def test_every_payload_field_an_expectation_names_is_compared(tmp_path: Path) -> None:
+    """Each payload field the test schema takes in an expectation is compared: an expected
+    value that differs from the alert's fails the test, saying what differs (details: only the
+    keys listed)."""
+    (tmp_path / "rules.yaml").write_text(
+        "name: full\nmatch: {k: b}\nalert: {responders: [{type: team, name: ops}], details: {a: '1', b: '2'}, "
+        "tags: [x], entity: e, note: n, alias: al, description: d, message: m, priority: P2}\n"
+    )
+    right = {
+        "responders": "[{type: team, name: ops}]",
+        "details": "{a: '1'}",
+        "tags": "[x]",
+        "entity": "e",
+        "note": "n",
+        "alias": "al",
+        "description": json.dumps('full: d\n\nEvent:\n{\n  "k": "b"\n}'),  # (the event follows)
+        "message": "m",
+        "priority": "P2",
+        "source": "rulesd",
+    }
+    wrong = dict.fromkeys(right, "z") | {"responders": "[{type: team, id: ops}]", "details": "{a: '2'}"}
+    wrong |= {"tags": "[y]", "priority": "P1"}
+    lines = ["rule_files: [rules.yaml]", "tests:"]
+    for name in ["all", *right]:
+        fields = ", ".join(f"{k}: {wrong[k] if k == name else v}" for k, v in right.items())
+        lines += [
+            f"  - name: {name}",
+            "    events: [{event: {k: b}}]",
+            f"    expect_alerts: [{{event: 1, rules: [full], {fields}}}]",
+        ]
+    path = tmp_path / "t.test.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    outcomes, problems = run_test_files([str(path)])
+    assert [] == problems
+    assert [("all", True)] + [(k, False) for k in right] == [(o.name, o.passed) for o in outcomes]
+    for key, outcome in zip(right, outcomes[1:], strict=True):
+        assert f"    {key}: expected " in outcome.report
 
 
 def invalid(paths: list[Path]) -> list[str]:

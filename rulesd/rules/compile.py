@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from rulesd.document import Document, JsonPath
-from rulesd.durations import parse_duration
+from rulesd.durations import parse_duration, unitless
 from rulesd.errors import Problem, SourceLocation
 from rulesd.rules.conditions import (
     Compiled,
@@ -112,6 +112,9 @@ class _Context:
             return 0.0
         if positive and seconds <= 0:
             self.report(path, f"the {path[-1]} must be longer than 0s")
+        warning = unitless(value)
+        if warning is not None:
+            self.report(path, warning, warning=True)
         return seconds
 
     def where(self, path: JsonPath) -> tuple[SourceLocation, str]:

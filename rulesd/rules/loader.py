@@ -24,6 +24,7 @@ from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
+from rulesd.rules.misplaced import misplaced_keys
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
 from rulesd.validation import SCHEMA_DIR, schema_violations
@@ -202,7 +203,10 @@ def _checked(doc: Document, key: str | None = None) -> _Parsed:
         # (a list of rules, without its key)
         message = "(top level): expected a mapping, got a list: write 'rules:' on a line above the list of rules"
         return _Parsed(None, [*doc.problems, Problem(doc.locate(()), message)], set())
-    violations = schema_violations(doc, "rule")
+    misplaced = misplaced_keys(doc, _rules_in(doc))
+    # (the schema's errors within a key written in a condition by mistake only repeat it)
+    violations = [v for v in schema_violations(doc, "rule") if not any(v[0][: len(m)] == m for m, _ in misplaced)]
+    violations += misplaced
     problems = sorted({*doc.problems, *(p for _, p in violations)})
     return _Parsed(doc, problems, {vpath for vpath, _ in violations}, key)
 
@@ -241,7 +245,8 @@ def _document_key(data: bytes) -> str:
 @functools.cache
 def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent.parent
-    sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", SCHEMA_DIR / "rule.schema.json"]
+    sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "key_places.py"]
+    sources += [here / "rules" / "misplaced.py", SCHEMA_DIR / "rule.schema.json"]
     return digest(*(p.read_bytes() for p in sources))
 
 
