@@ -4,13 +4,23 @@ json and orjson write values recursively: orjson refuses nesting deeper than 254
 beyond 64 bits, and json runs out of the interpreter's recursion limit before the 1,024 levels
 that orjson reads. A template, a group key or an alias of such a value must still be written:
 refused, the event's evaluation raised, and the daemon stopped at the line (and again at it
-after each restart). So `compact_json` writes what json cannot with an explicit stack.
+after each restart). So `compact_json` writes what json cannot with an explicit stack, and
+`read_json` reads back the state that holds such a value.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from typing import Any
+
+import orjson
+
+# Levels `read_json` lets json's recursion go: saved state holds an event (orjson reads 1,024
+# levels) inside a group's value, and the callers' own frames come on top.
+_READ_DEPTH = 4096
+_limit_lock = threading.Lock()
 
 
 def compact_json(value: Any, *, sort_keys: bool = False) -> str:
@@ -57,3 +67,21 @@ def _deep(value: Any, sort_keys: bool) -> str:
         else:
             out.append(_dumps(item, sort_keys))
     return "".join(out)
+
+
+def read_json(text: str | bytes) -> Any:
+    """`text` as orjson reads it, and what orjson refuses as json does, nested up to one level
+    more than orjson reads: an absence's group saves the event it last saw (a line nested 1,024
+    levels deep is an event) one level down. Unread, a state that holds one stopped the daemon
+    at each start, and an instance of a fleet as it caught up."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    with _limit_lock:  # (the limit is the interpreter's: set back once read, by one thread at a time)
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, _READ_DEPTH))
+        try:
+            return json.loads(text)
+        finally:
+            sys.setrecursionlimit(limit)

@@ -1389,17 +1389,23 @@ def on_pages(stack: contextlib.ExitStack, root: Path, server: RedisServer, rules
 def test_a_batch_whose_answer_was_lost_before_a_reload_counts_for_the_rules_it_was_committed_with(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """a's commit is made but its answer lost; the rules are reloaded (rule r becomes r2) before a
-    tries again: the batch, refused as committed, counts its matches, firings and alerts for r,
-    the rule it was committed with (its matches counted for r2, the rule it was matched with again)."""
+    """a's commit is made but its answer lost; the rules are reloaded (rule r becomes r2, s stays)
+    before a tries again: the batch, refused as committed, counts its matches, firings and alerts
+    as committed, for s (its matches not counted for r2, the rule it was matched with again).
+    r's counters went with the reload, as they would have had the answer come before it: a rule
+    not loaded has no series (the late answer brought r's back, and they stayed until the next reload)."""
+    rule = "  - {name: %s, match: {kind: page}, alert: {alias: 'p-{id}'}}\n"
+    rules = "rules:\n" + rule % "r" + rule % "s"
     with contextlib.ExitStack() as stack:
-        a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 3)
+        a = on_pages(stack, tmp_path, redis_server, rules, 3)
         step_with_its_answer_lost(a)
-        (tmp_path / "rules" / "rules.yaml").write_text(PAGE_RULES.replace("name: r", "name: r2"))
+        (tmp_path / "rules" / "rules.yaml").write_text(rules.replace("name: r,", "name: r2,"))
         assert a.reload()
         assert a._step() and not a.pending
         assert ["p-0", "p-1", "p-2"] == [alert.payload["alias"] for alert in a.store.alerts()], "committed once"
-        assert ({"r": 3}, {"r": 3}, 3) == counted(a)
+        assert ({"s": 3}, {"s": 3}, 3) == counted(a)
+        series = (a.stats.matches, a.stats.firings, a.stats.evicted, a.stats.limit_closed)
+        assert [{"r2", "s"}] * 4 == [set(per_rule) for per_rule in series]
         assert 3 == sum(a.stats.events.values())
 
 

@@ -493,15 +493,9 @@ def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path:
     source took it for the deleted file seen again under another name: it read it from where
     the deleted one ended, and the run's failure never paged. Each run's file is now read
     whole: every run pages."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    source = {"type": "file", "path": str(logs / "*.jsonl"), "start_at": "beginning"}
-    ws = Workspace(tmp_path, server.url, source=source)
-    (ws.rules / "rules.yaml").write_text("name: failed\nmatch: {status: failed}\nalert: {alias: '{job} failed'}\n")
-    run = b'{"job": "backup", "status": "started"}\n{"job": "backup", "status": "failed"}\n'
-    daemon = ws.start()
+    logs, daemon = job_logs(tmp_path, server, "*.jsonl")
     for i in range(4):
-        (logs / f"run-{i}.jsonl").write_bytes(run)
+        (logs / f"run-{i}.jsonl").write_bytes(JOB_RUN)
         assert server.wait_for(lambda r, i=i: len(r) > i), daemon.output()
         (logs / f"run-{i}.jsonl").unlink()
         # Read to its end and closed: its inode is free for the next run's file.
@@ -518,18 +512,12 @@ def test_a_new_file_given_the_inode_of_a_rotated_file_deleted_since_is_read_from
     file's deletion. A new file of the glob under another name, given the inode (ext4 hands a
     freed one out again, not always: hence several rounds) and starting alike, was taken for
     it: read from where the deleted one ended, its failure never paged."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    source = {"type": "file", "path": str(logs / "*.log*"), "start_at": "beginning"}
-    ws = Workspace(tmp_path, server.url, source=source)
-    (ws.rules / "rules.yaml").write_text("name: failed\nmatch: {status: failed}\nalert: {alias: '{job} failed'}\n")
-    run = b'{"job": "backup", "status": "started"}\n{"job": "backup", "status": "failed"}\n'
-    daemon = ws.start()
+    logs, daemon = job_logs(tmp_path, server, "*.log*")
     sent = 0
 
     def paged(path: Path) -> None:
         nonlocal sent
-        path.write_bytes(run)
+        path.write_bytes(JOB_RUN)
         sent += 1
         assert server.wait_for(lambda r: len(r) >= sent, timeout=5), f"{path}: not paged\n{daemon.output()}"
 
@@ -543,6 +531,20 @@ def test_a_new_file_given_the_inode_of_a_rotated_file_deleted_since_is_read_from
         assert wait_until(lambda: not any(f.endswith(" (deleted)") for f in open_files(daemon.proc.pid)))
         paged(logs / f"other-{i}.log")
     assert 0 == daemon.terminate()
+
+
+JOB_RUN = b'{"job": "backup", "status": "started"}\n{"job": "backup", "status": "failed"}\n'
+
+
+def job_logs(tmp_path: Path, server: FakeOpsGenie, pattern: str) -> tuple[Path, DaemonProcess]:
+    """The logs directory, and a daemon following its files `pattern` matches from their start,
+    paging `{job} failed` for each JOB_RUN written to one."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    source = {"type": "file", "path": str(logs / pattern), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source)
+    (ws.rules / "rules.yaml").write_text("name: failed\nmatch: {status: failed}\nalert: {alias: '{job} failed'}\n")
+    return logs, ws.start()
 
 
 def open_files(pid: int) -> list[str]:

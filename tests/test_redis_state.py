@@ -11,13 +11,15 @@ import redis
 
 from rulesd.daemon.shared import SharedEngine
 from rulesd.engine import Engine, StateDelta
-from rulesd.pipeline import advance, pending
+from rulesd.events import make_parser
+from rulesd.pipeline import advance, evaluate_lines, pending
 from rulesd.state import StateUnavailable
 from rulesd.state.redis import Conflict, RedisState, StreamBatch, connect
 from tests.daemon_process import wait_until
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.redis_server import RedisServer
 from tests.ruletools import ruleset_from_yaml
+from tests.test_state import DEEP_ABSENCE, DEEP_HEARTBEAT
 
 
 @pytest.fixture(scope="module")
@@ -405,3 +407,23 @@ def test_a_connection_closed_under_a_command_is_made_again_not_said_unavailable(
     finally:
         killer.join()
     assert int(admin.info("stats")["total_connections_received"]) >= connections + 2  # its first, and a new one
+
+
+def test_an_absence_that_keeps_an_event_nested_as_deep_as_events_go_is_read_by_every_instance(
+    client: redis.Redis,
+) -> None:
+    """a commits an absence group that keeps a heartbeat nested 1,024 levels deep (an event,
+    as the parser reads it; one level further down in the group's value): b, which catches up
+    on it, and c, which loads the whole state, read it, and their absence fires for the host.
+    orjson refused the value: an instance stopped as it caught up, and at every start."""
+    ruleset = ruleset_from_yaml(DEEP_ABSENCE)
+    a, b, c = (SharedEngine(Engine(ruleset), store(client, name)) for name in "abc")
+    for one in (a, b, c):
+        one.store.publish_rules(ruleset.fingerprint)
+    a.load_all(), b.load_all()
+    assert [] == evaluate_lines([DEEP_HEARTBEAT], make_parser().fast, a.engine, 1e9).invalid
+    a.store.commit(positions={}, payloads=[], now=1e9, engine=a.engine.state.delta(), clock=a.engine.now)
+    b.sync()
+    c.load_all()
+    fired = [[(f.lead.name, f.event["host"]) for _, f, _ in advance(one.engine, 1e9 + 61).firings] for one in (b, c)]
+    assert [[("hb", "h")]] * 2 == fired

@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from rulesd.engine import Closing, Engine, EngineState, StateDelta
 from rulesd.engine.core import EXPECTED
 from rulesd.engine.state import ABSENCE
+from rulesd.events import make_parser
+from rulesd.jsontext import compact_json
+from rulesd.pipeline import advance, evaluate_lines
 from rulesd.state import SqliteState, StateError
 from rulesd.state.sqlite import ATTEMPTS_KEPT
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
@@ -370,3 +374,24 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
         ("close", ('rulesd: quiet: {"host":"a"}',), 20000.0),
         ("fire", ("first",), 20000.0, "a"),  # its throttle ended
     ] == expected
+
+
+# The deepest line the parser takes as an event (orjson reads 1,024 levels): its absence group
+# keeps it one level further down.
+DEEP_HEARTBEAT = b'{"event": "heartbeat", "host": "h", "v": ' + b"[" * 1023 + b"]" * 1023 + b"}"
+DEEP_ABSENCE = "name: hb\nmatch: {event: heartbeat}\nabsence: {window: 60, group_by: [host]}\n"
+
+
+def test_an_absence_that_keeps_an_event_nested_as_deep_as_events_go_is_read_back(tmp_path: Path) -> None:
+    """A heartbeat nested 1,024 levels deep is an event, and its absence group keeps it: the
+    saved state is read back and the absence fires for its host after the restart, with that
+    event. orjson refused the group's value, one level deeper, and json's recursion gave out:
+    the daemon stopped at every start."""
+    ruleset = ruleset_from_yaml(DEEP_ABSENCE)
+    engine = Engine(ruleset)
+    assert [] == evaluate_lines([DEEP_HEARTBEAT], make_parser().fast, engine, ARRIVAL).invalid
+    store(tmp_path).commit(positions={}, payloads=[], now=ARRIVAL, engine=engine.state.delta())
+    restored = Engine(ruleset, EngineState.from_json(store(tmp_path).load_engine_state() or {}))
+    firings = advance(restored, ARRIVAL + 61).firings
+    assert [("hb", "h")] == [(f.lead.name, f.event["host"]) for _, f, _ in firings]
+    assert compact_json(orjson.loads(DEEP_HEARTBEAT)) == compact_json(firings[0][1].event)  # (== recurses)

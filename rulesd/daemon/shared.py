@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -361,7 +361,8 @@ class SharedDaemon(Daemon):
                 if conflict.why == "taken" and not conflict.detail:  # its own token: committed, the answer lost
                     log.info("batch already committed (its answer was lost): not applied again")
                     self.pending.pop(0)
-                    committed = msgspec.json.decode(conflict.note, type=Tally)
+                    # Counted as committed; a rule a reload removed since has no series to count in.
+                    committed = _loaded(msgspec.json.decode(conflict.note, type=Tally), engine.ruleset.by_name())
                     engine.rewind(_plus(engine.counts(), committed))  # undone above: the committed ones count
                     self._count(prepared, results, committed)
                     return
@@ -660,6 +661,16 @@ def _tally(matched: dict[str, int], alerts: list[Alert], before: Counts, after: 
 
 def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {rule: count - before.get(rule, 0) for rule, count in after.items() if count != before.get(rule, 0)}
+
+
+def _loaded(tally: Tally, rules: Collection[str]) -> Tally:
+    """`tally` without the rules not in `rules`: their counters went with the reload that
+    removed them, as they would have had the commit's answer come before it."""
+
+    def kept(per_rule: dict[str, int]) -> dict[str, int]:
+        return {name: count for name, count in per_rule.items() if name in rules}
+
+    return Tally(kept(tally.matches), kept(tally.firings), tally.alerts, kept(tally.evicted), kept(tally.limit_closed))
 
 
 def _plus(counts: Counts, tally: Tally) -> Counts:

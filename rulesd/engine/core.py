@@ -53,7 +53,6 @@ EXPECTED = "expected"  # an absence's expected group no event has come for yet
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
-_NO_RUNS: list[tuple[Rule, ...]] = []  # never changed
 
 Evaluate = Callable[[Event, float], Firing | None]
 Parse = Callable[[bytes], Any]  # how a source parses a line (`Parser.fast`)
@@ -598,7 +597,7 @@ class Engine:
         time: float,
         rules: list[Rule],
         groups: list[GroupKey],
-        plain: list[tuple[Rule, ...]] = _NO_RUNS,
+        plain: list[tuple[Rule, ...]],
     ) -> Firing | None:
         """Each matched rule's kind and throttle, at event `time`: the stateful step. The
         rules of `plain` fire as they are."""

@@ -42,6 +42,7 @@ from redis.commands.core import Script
 from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name, key_from_json
 from rulesd.engine.values import GroupKey
+from rulesd.jsontext import read_json
 from rulesd.state import scripts
 from rulesd.state.base import (
     CREATE,
@@ -268,7 +269,7 @@ class RedisState:
             for raw, value in groups.items():
                 kind, rule, group = raw.decode().split(SEPARATOR, 2)
                 state.setdefault(json_name(kind), {}).setdefault(rule, []).append(
-                    [orjson.loads(group), orjson.loads(value)]
+                    [orjson.loads(group), read_json(value)]
                 )
         return Snapshot(int(version or 0), _clock(clock), (rules or b"").decode(), state, epoch.decode(), int(seq or 0))
 
@@ -299,7 +300,7 @@ class RedisState:
             for i in range(6, len(reply), 2):
                 kind, rule, group = reply[i].decode().split(SEPARATOR, 2)
                 value = reply[i + 1]
-                groups[(kind, rule, key_from_json(group))] = orjson.loads(value) if value else None
+                groups[(kind, rule, key_from_json(group))] = read_json(value) if value else None
         return changes
 
     def groups(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, GroupKey], Any]:
@@ -310,7 +311,7 @@ class RedisState:
         fields = [SEPARATOR.join(key) for key in keys]
         values = self.call(lambda: self.client.hmget(self.k.groups, fields))
         return {
-            (kind, rule, key_from_json(group)): orjson.loads(value) if value else None
+            (kind, rule, key_from_json(group)): read_json(value) if value else None
             for (kind, rule, group), value in zip(keys, values, strict=True)
         }
 

@@ -22,6 +22,7 @@ import orjson
 
 from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name
+from rulesd.jsontext import read_json
 from rulesd.state.base import CREATE, KEPT_CLOSE, Attempt, OutboxAlert, Request, StateError, StateUnavailable
 
 SCHEMA_VERSION = 1
@@ -184,7 +185,7 @@ class SqliteState:
             "throttles": saved.get("throttles", {}),
         }
         for kind, rule, grp, data in groups:
-            state.setdefault(json_name(kind), {}).setdefault(rule, []).append([json.loads(grp), _value(data)])
+            state.setdefault(json_name(kind), {}).setdefault(rule, []).append([json.loads(grp), read_json(data)])
         if clock is not None:
             saved_clock = json.loads(clock[0])
             state["clock"], state["clock_saved"] = saved_clock["clock"], saved_clock["saved"]
@@ -478,15 +479,6 @@ def _add_columns(conn: sqlite3.Connection) -> None:
 
 def _alert(row: tuple[Any, ...]) -> OutboxAlert:
     return OutboxAlert(row[0], row[1], orjson.loads(row[2]), *row[3:])
-
-
-def _value(text: str) -> Any:
-    """A group's saved value: orjson reads the event an absence keeps to orjson's depth (1,024
-    levels), where json's recursion gives out before 1,000; json reads what orjson refuses."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def _outbox_row(request: dict[str, Any] | Request, now: float) -> tuple[Any, ...]:
