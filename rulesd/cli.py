@@ -641,6 +641,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     from rulesd.daemon import STATE_FILE
     from rulesd.daemon.build import state_reader
+    from rulesd.jsontext import indented_json
     from rulesd.state_view import state_view, view_json, view_text
 
     config = load_config(args.config)
@@ -668,7 +669,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     view = state_view(saved, result.ruleset, now, args.rule, _written_steps(result.ruleset))
     if args.format == "json":
-        print(json.dumps(view_json(view), indent=2, ensure_ascii=False))
+        print(indented_json(view_json(view)))
     else:
         if saved is None:
             print(f"no engine state saved in {where} yet")
