@@ -23,6 +23,7 @@ from rulesd.alerting.payload import AlertSettings, closed_by
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.engine.core import Limits
+from rulesd.engine.limit_checks import limit_warnings
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
@@ -329,11 +330,12 @@ def _print_warnings(problems: Sequence[Problem]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """`rulesd check`: every problem in GCC style (or JSON), then a summary."""
     config_problems: list[Problem] = []
+    limits = None  # the configuration's state limits, when it loaded
     paths: list[str] = args.paths or [str(p) for p in default_rule_paths()]
     if args.config:
         try:
             config = load_config(args.config, look=True)
-            config_problems = list(config.warnings)
+            config_problems, limits = list(config.warnings), config.limits
             paths = args.paths or list(config.rules)
         except ConfigError as exc:  # still check the rules it names, if those could be read
             config_problems = list(exc.problems)
@@ -341,6 +343,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     # A rule test file named on the command line is checked as a test file, not as rules.
     tests = [p for p in paths if p.endswith(TEST_SUFFIXES) and os.path.isfile(p)]
     result = check_paths([p for p in paths if p not in tests], RuleCache.for_user(os.environ))
+    if limits is not None and result.ruleset is not None:
+        config_problems += limit_warnings(result.ruleset, limits)
     test_problems = []
     if tests:
         from rulesd.ruletest import check_test_file
@@ -641,6 +645,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     from rulesd.daemon import STATE_FILE
     from rulesd.daemon.build import state_reader
+    from rulesd.jsontext import indented_json
     from rulesd.state_view import state_view, view_json, view_text
 
     config = load_config(args.config)
@@ -668,7 +673,7 @@ def cmd_state(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     view = state_view(saved, result.ruleset, now, args.rule, _written_steps(result.ruleset))
     if args.format == "json":
-        print(json.dumps(view_json(view), indent=2, ensure_ascii=False))
+        print(indented_json(view_json(view)))
     else:
         if saved is None:
             print(f"no engine state saved in {where} yet")
@@ -747,7 +752,8 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     if result.ruleset is None:
         _print_problems(result.errors, sys.stderr)
         return EXIT_USAGE
-    for problem in result.problems:  # warnings (no rule file found): the start goes on, said why
+    # Warnings (no rule file found, an expect list the limits cannot hold): the start goes on, said why.
+    for problem in [*result.problems, *limit_warnings(result.ruleset, config.limits)]:
         log.warning("%s: %s", problem.location, problem.message)
     try:
         stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1  # (-1: closed, and no source reads it)

@@ -5,7 +5,7 @@ beyond 64 bits, and json runs out of the interpreter's recursion limit before th
 that orjson reads. A template, a group key or an alias of such a value must still be written:
 refused, the event's evaluation raised, and the daemon stopped at the line (and again at it
 after each restart). So `compact_json` writes what json cannot with an explicit stack, and
-`read_json` reads back the state that holds such a value.
+`read_json` reads back the state that holds such a value (and `indented_json` shows it).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -78,10 +80,28 @@ def read_json(text: str | bytes) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
-    with _limit_lock:  # (the limit is the interpreter's: set back once read, by one thread at a time)
+    with _room_to_recurse():
+        return json.loads(text)
+
+
+def indented_json(value: Any) -> str:
+    """`value` as `json.dumps(value, indent=2, ensure_ascii=False)` writes it, nested as deep as
+    saved state holds (a group keyed by an event's value 1,023 levels deep): `rulesd state
+    --format json` ended in a traceback on one."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except RecursionError:
+        pass
+    with _room_to_recurse():
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@contextmanager
+def _room_to_recurse() -> Iterator[None]:
+    with _limit_lock:  # (the limit is the interpreter's: set back once done, by one thread at a time)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _READ_DEPTH))
         try:
-            return json.loads(text)
+            yield
         finally:
             sys.setrecursionlimit(limit)

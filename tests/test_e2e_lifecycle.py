@@ -485,3 +485,35 @@ def test_an_open_alert_whose_rule_was_removed_while_stopped_is_closed_at_the_sta
     (ws.rules / "rules.yaml").write_text("name: other\nmatch: {kind: other}\n")
     again = ws.start()
     closed_once(server, again, ALIAS, "resolved: worker-heartbeat-missing (rule removed)")
+
+
+def expecting(*hosts: str) -> str:
+    """A rule file: an absence expecting `hosts`, its rule at line 2."""
+    expect = ", ".join(f"{{host: {h}}}" for h in hosts)
+    absence = f"{{window: 5m, group_by: [host], expect: [{expect}]}}"
+    return f"rules:\n  - name: beats\n    match: {{kind: heartbeat}}\n    absence: {absence}\n"
+
+
+def test_an_expect_list_longer_than_the_groups_per_rule_is_warned_about(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Expected groups are never forgotten: an absence expecting more groups than
+    `limits.groups_per_rule` stays over its limit for good, each other group forgotten at once.
+    Said at start and at each reload that keeps it (the rule, where, how many, the limit), and
+    by `rulesd check --config`; nothing said it."""
+    ws = Workspace(tmp_path, server.url, limits={"groups_per_rule": 2})
+    rule_file = ws.rules / "rules.yaml"
+    rule_file.write_text(expecting("a", "b", "c"))
+    said = f"{rule_file}:2:5: rule 'beats' expects %d groups, more than limits.groups_per_rule (2)"
+    daemon = ws.start()
+    assert 1 == daemon.stderr().count(said % 3), daemon.stderr()
+    rule_file.write_text(expecting("a", "b", "c", "d"))
+    assert daemon.wait_for_log("reload ok"), daemon.stderr()
+    assert 1 == daemon.stderr().count(said % 4), daemon.stderr()
+    rule_file.write_text(expecting("a", "b"))  # within the limit: said no more
+    assert wait_until(lambda: 2 == daemon.stderr().count("reload ok")), daemon.stderr()
+    assert 2 == daemon.stderr().count("more than limits.groups_per_rule"), daemon.stderr()
+    assert 0 == daemon.terminate()
+    rule_file.write_text(expecting("a", "b", "c"))
+    checked = rulesd_cli("check", "--config", str(ws.config))
+    assert 0 == checked.returncode, checked
+    assert (said % 3).replace(":2:5: ", ":2:5: warning: ") in checked.stdout, checked.stdout
+    assert checked.stdout.endswith("0 error(s), 1 warning(s)\n"), checked.stdout

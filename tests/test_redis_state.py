@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -427,3 +429,50 @@ def test_an_absence_that_keeps_an_event_nested_as_deep_as_events_go_is_read_by_e
     c.load_all()
     fired = [[(f.lead.name, f.event["host"]) for _, f, _ in advance(one.engine, 1e9 + 61).firings] for one in (b, c)]
     assert [[("hb", "h")]] * 2 == fired
+
+
+def test_forward_asks_how_full_redis_is_once_a_second_while_there_is_room(
+    server: RedisServer, client: redis.Redis, tmp_path: Path
+) -> None:
+    """`rulesd forward` sent INFO memory before every append: a round trip more per batch.
+    While Redis has room it asks at most once a second, or sooner when what it appends could
+    take a good part of the room left; while held back, at every retry."""
+    from rulesd.config import load_config
+    from rulesd.forward import Forwarder
+
+    config = tmp_path / "forward.yaml"
+    source = {"type": "file", "path": str(tmp_path / "app.jsonl")}
+    config.write_text(orjson.dumps({"source": source, "state_dir": "state", "forward": {"url": server.url}}).decode())
+    forwarder = Forwarder(load_config(str(config)))
+    now = [1000.0]
+    forwarder.clock = lambda: now[0]
+
+    def info_calls() -> int:  # INFO sent to the server since the last look (the look itself not counted)
+        stats = client.info("commandstats").get("cmdstat_info", {"calls": 0})
+        client.config_resetstat()
+        return int(stats["calls"])
+
+    info_calls()
+    for n in range(20):
+        forwarder._append([b'{"n": %d}' % n], {})
+    assert (20, 1) == (client.xlen(forwarder.forward.stream), info_calls())
+    now[0] += 1.0
+    forwarder._append([b'{"n": 20}'], {})
+    forwarder._append([b'{"n": 21}'], {})
+    assert 1 == info_calls()
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", 10 * used)  # room: a few bytes are not asked about, a GB is
+    info_calls()
+    now[0] += 1.0
+    assert (None, None, None) == (forwarder._full(10), forwarder._full(10), forwarder._full(10**9))
+    assert 2 == info_calls()
+    client.config_set("maxmemory", 1)  # past 80% of it: held back, seen at the next look, a second on
+    try:
+        assert None is forwarder._full(10)
+        now[0] += 1.0
+        assert all(forwarder._full(10) for _ in range(3))
+        assert 3 == info_calls()
+    finally:
+        client.config_set("maxmemory", 0)
+    assert (None, None) == (forwarder._full(10), forwarder._full(10))
+    assert 1 == info_calls()

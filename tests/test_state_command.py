@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from rulesd.engine import Engine
+from rulesd.jsontext import compact_json, read_json
 from rulesd.state import SqliteState
 from rulesd.state.redis import RedisState
 from tests.daemon_process import Workspace, wait_until
@@ -241,3 +243,26 @@ def test_state_reads_the_shared_state_in_redis(tmp_path: Path) -> None:
         assert keys == sorted(server.client().keys())  # nothing written
     finally:
         server.stop()
+
+
+# The deepest line the parser takes as an event (orjson reads 1,024 levels), grouped by its deep value.
+DEEP_HEARTBEAT = {"kind": "heartbeat", "host": "deep", "v": orjson.loads("[" * 1023 + "]" * 1023)}
+DEEP_RULES = "rules:\n  - name: beat\n    match: {kind: heartbeat}\n    absence: {window: 1h, group_by: [host, v]}\n"
+
+
+def test_state_shows_a_group_nested_as_deep_as_events_go(workspace: Workspace) -> None:
+    """An absence group whose value is nested 1,023 levels deep is shown, as text and as JSON:
+    `rulesd state` ran out of recursion printing it and ended in a traceback."""
+    (workspace.rules / "rules.yaml").write_text(DEEP_RULES)
+    (workspace.root / "state").mkdir()
+    engine = Engine(ruleset_from_yaml(DEEP_RULES))
+    engine.evaluate(DEEP_HEARTBEAT, time.time())
+    path = workspace.root / "state" / "state.sqlite"
+    SqliteState(str(path)).commit(positions={}, payloads=[], now=time.time(), engine=engine.state.delta())
+    text = rulesd_cli("state", "--config", str(workspace.config))
+    assert (0, "") == (text.returncode, text.stderr), text.stderr[-2000:]
+    assert 'host="deep", v=' + "[" * 1023 + "]" * 1023 + ": last seen" in text.stdout, text.stdout
+    shown = rulesd_cli("state", "--config", str(workspace.config), "--format", "json")
+    assert (0, "") == (shown.returncode, shown.stderr), shown.stderr[-2000:]
+    (group,) = read_json(shown.stdout)["rules"][0]["groups"]
+    assert compact_json(DEEP_HEARTBEAT["v"]) == compact_json(group["group"]["v"])  # (== recurses)

@@ -24,6 +24,7 @@ from rulesd.daemon.build import Parts
 from rulesd.daemon.committer import Committer, Pending
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
+from rulesd.engine.limit_checks import limit_warnings
 from rulesd.events import Parser
 from rulesd.logs import FailureRun
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines, pending
@@ -416,7 +417,8 @@ class Daemon:
             self.engine.replace_rules(result.ruleset, outcome.prepared)
             self.stats.rules_now(self.engine.ruleset.by_name())
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
-        for problem in result.problems:  # warnings (no rule file found), before the reload's last word
+        # Warnings (no rule file found, an expect list the limits cannot hold), before the reload's last word.
+        for problem in [*result.problems, *limit_warnings(result.ruleset, self.config.limits)]:
             log.warning("%s: %s", problem.location, problem.message)
         log.info("reload ok: %s%s", describe_change(old, result.ruleset), took)
         return True
