@@ -10,10 +10,12 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from rulesd.daemon import Daemon
 from tests.daemon_process import Workspace, daemon_parts, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received
+from tests.test_rule_kinds import BACKUP, backup
 
 ABSENCE = """
 name: heartbeat-missing
@@ -27,10 +29,10 @@ def creates(server: FakeOpsGenie) -> list[Received]:
     return [r for r in server.requests if r.path.endswith("/alerts")]
 
 
-def watched(ws: Workspace) -> list[str]:
-    """The absence groups the daemon's saved state holds."""
+def watched(ws: Workspace, kind: str = "absence") -> list[str]:
+    """The groups of `kind` (absence, sequence) the daemon's saved state holds."""
     with contextlib.closing(sqlite3.connect(f"file:{ws.root / 'state' / 'state.sqlite'}?mode=ro", uri=True)) as db:
-        return [grp for (grp,) in db.execute("SELECT grp FROM engine_groups WHERE kind = 'absence'")]
+        return [grp for (grp,) in db.execute("SELECT grp FROM engine_groups WHERE kind = ?", (kind,))]
 
 
 def paged(server: FakeOpsGenie) -> list[str]:
@@ -110,27 +112,38 @@ def test_a_restart_runs_the_clock_on_as_late_as_the_last_heartbeats_came(tmp_pat
         assert 1 == idle_until(daemon, start + 16.5)
 
 
+def paged_after_an_edit(
+    tmp_path: Path, server: FakeOpsGenie, rules: tuple[str, str], kind: str, events: list[dict[str, Any]]
+) -> tuple[float, list[str]]:
+    """Start the daemon under the first of `rules` (one rule), give it `events` (dated now), wait
+    until their groups of `kind` are saved, write the second and reload by SIGHUP: how long after
+    the events the first page came, and the pages received a second later."""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(rules[0])
+    daemon = ws.start()
+    start = time.time()
+    ws.append(*({**event, "t": start} for event in events))
+    assert wait_until(lambda: len(events) == len(watched(ws, kind))), daemon.output()  # committed before the reload
+    (ws.rules / "rules.yaml").write_text(rules[1])
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("changed: 1 ("), daemon.output()
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    after = time.time() - start
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    return after, paged(server)
+
+
 def test_an_edited_absence_keeps_watching_the_hosts_it_still_matches(tmp_path: Path, server: FakeOpsGenie) -> None:
     """h1 (prod) and h2 (staging) beat once; the absence's match is narrowed to prod and the rules
     reloaded by SIGHUP before either is due. h1, which the edited rule still matches, is paged for
     when its window has passed since its heartbeat; h2, which it no longer matches, is not. (An
     edited rule dropped every group but those with an open alert: h1 fell silent unpaged.)"""
-    ws = Workspace(tmp_path, server.url, time_field="t")
-    (ws.rules / "rules.yaml").write_text(ABSENCE)
-    daemon = ws.start()
-    beat = time.time()
-    ws.append(
-        *({"kind": "heartbeat", "host": h, "env": env, "t": beat} for h, env in (("h1", "prod"), ("h2", "staging")))
-    )
-    assert wait_until(lambda: 2 == len(watched(ws))), daemon.output()  # read and committed before the reload
-    (ws.rules / "rules.yaml").write_text(ABSENCE.replace("{kind: heartbeat}", "{kind: heartbeat, env: prod}"))
-    daemon.proc.send_signal(signal.SIGHUP)
-    assert daemon.wait_for_log("changed: 1 (heartbeat-missing)"), daemon.output()
-    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
-    assert time.time() - beat > 5.5, "paged before h1 had been silent for 6 s"
-    time.sleep(1.0)
-    assert ["no heartbeat from h1"] == paged(server)
-    assert 0 == daemon.terminate()
+    edited = ABSENCE.replace("{kind: heartbeat}", "{kind: heartbeat, env: prod}")
+    beats = [{"kind": "heartbeat", "host": h, "env": env} for h, env in (("h1", "prod"), ("h2", "staging"))]
+    after, pages = paged_after_an_edit(tmp_path, server, (ABSENCE, edited), "absence", beats)
+    assert after > 5.5, "paged before h1 had been silent for 6 s"
+    assert ["no heartbeat from h1"] == pages
 
 
 def test_an_expected_group_is_watched_whatever_the_state_limits(tmp_path: Path, server: FakeOpsGenie) -> None:
@@ -177,3 +190,19 @@ def test_a_restart_while_an_absence_is_armed_pages_once_when_it_is_due(tmp_path:
     time.sleep(1.0)
     assert ["no heartbeat from h1"] == paged(server), ws.all_output()
     assert 0 == daemon.terminate()
+
+
+def test_an_edited_sequence_still_pages_for_a_backup_that_started_before_the_edit(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """db1 (full) and db2 (incremental) start a backup; the rule is edited (full backups only, a
+    longer `for`, a message) and reloaded by SIGHUP while both wait. db1, whose start the edited
+    rule still matches, is paged for with the new message 7 s after its start; db2 is not. (An
+    edited rule dropped every wait: db1's backup never finished and nobody was paged.)"""
+    rule = BACKUP.replace("2h", "6s")
+    edited = rule.replace("{event: backup_started}", "{event: backup_started, type: full}").replace("6s", "7s")
+    edited += 'alert: {message: "backup on {host} never finished"}\n'
+    starts = [{**backup("started", host=h), "type": t} for h, t in (("db1", "full"), ("db2", "incr"))]
+    after, pages = paged_after_an_edit(tmp_path, server, (rule, edited), "sequence", starts)
+    assert after > 6.5, "paged before the edited rule's 7 s had passed"
+    assert ["backup on db1 never finished"] == pages

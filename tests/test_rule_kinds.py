@@ -656,6 +656,36 @@ def test_an_edited_absence_watches_the_groups_it_would_have_made() -> None:
     assert [("alert", HEARTBEAT_RULE, 1)] == run(engine, [(400, None)])  # pay-1's event of 100
 
 
+def test_an_edited_sequence_keeps_the_waits_at_its_absent_step_it_would_have_made() -> None:
+    """At an edit (a full backup's start only, a longer `for`), a group waiting at the absent
+    step whose start the edited first step still matches waits on, due the new `for` after that
+    start; one whose start it no longer matches is forgotten; a finish still ends a wait. The
+    same at a start under the edited rule from the state saved under the old one."""
+    engine = engine_for(BACKUP)
+    full = {**backup("started"), "type": "full"}
+    starts = [(0, full), (10, backup("started", host="db2")), (20, {**full, "host": "db3"})]
+    assert [] == run(engine, [*starts, (3600, None)])
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    edited = BACKUP.replace("{event: backup_started}", "{event: backup_started, type: full}").replace("2h", "3h")
+    assert [] == reload(engine, edited)
+    restarted = Engine(ruleset_from_yaml(edited), EngineState.from_json(saved), time_field="t")
+    for each in (engine, restarted):
+        assert [] == run(each, [(7300, backup("finished", host="db3")), (10799, None)])  # db2 was forgotten
+        assert [("alert", ("backup-never-finished",), 1)] == run(each, [(10800, None), (20000, None)])
+
+
+def test_an_edited_sequence_forgets_a_wait_its_first_step_would_not_have_done() -> None:
+    """Two starts 60 s apart armed the wait: edited to need three starts, or to fit them in 1m
+    (`within`, half-open), the wait is forgotten; to fit them in 2m, it pages as before."""
+    twice = BACKUP.replace("{event: backup_started}", "{event: backup_started}\n      count: 2")
+    for edit, fired in (("count: 3", False), ("within: 1m", False), ("within: 2m", True)):
+        engine = engine_for(twice)
+        assert [] == run(engine, [(0, backup("started")), (60, backup("started")), (3600, None)])
+        edited = twice.replace("count: 2", edit) if "count" in edit else twice.replace("steps:", f"{edit}\n  steps:")
+        assert [] == reload(engine, edited)
+        assert [("alert", ("backup-never-finished",), 2)] * fired == run(engine, [(7260, None)]), edit
+
+
 def test_an_absence_changed_so_that_nothing_closes_its_alerts_closes_them_at_the_reload() -> None:
     """Grouped by other fields, its groups can no longer meet an event of the old ones; no longer
     an absence, or disabled, it closes nothing: each open alert is closed at once."""

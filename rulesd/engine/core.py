@@ -301,10 +301,12 @@ class Engine:
         (`_let_go`), those no other group holds noted in `closing`, to be closed now: nothing
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
-        longer window) does not stop watching a host that falls silent before it beats again."""
+        longer window) does not stop watching a host that falls silent before it beats again;
+        so are a sequence's waits at its absent step (`_still_waiting`)."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
         absences = tables.get(ABSENCE, {}).get(name, {})
+        sequences = tables.get(SEQUENCE, {}).get(name, {})
         silent = {k: st for k, st in absences.items() if _silent_alert(st)}
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
@@ -312,17 +314,44 @@ class Engine:
                 self._table(OPEN, name).update(opened)  # its timers are set again from the state
                 opened = {}
             if isinstance(rule.kind, Absence):
-                getters, expected = rule.group_getters, set(rule.kind.expect)
+                expected = set(rule.kind.expect)
                 for key, st in absences.items():
-                    if (self._group_key(getters, st["event"]) if getters else NO_GROUP) != key:
+                    if not self._grouped_alike(rule, key, st["event"]):
                         continue
                     if key in silent:
                         self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
                     elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
                         self._table(ABSENCE, name)[key] = st
+            if isinstance(rule.kind, Sequence):
+                for key, st in sequences.items():
+                    if self._still_waiting(rule, rule.kind, key, st):  # its timer is set again, for the new `for`
+                        done = st.get("after", st["start"])
+                        self._table(SEQUENCE, name)[key] = {**st, "due": done + rule.kind.steps[-1].wait}
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
+
+    def _still_waiting(self, rule: Rule, kind: Sequence, key: GroupKey, st: dict[str, Any]) -> bool:
+        """Whether an edited sequence (`rule`) would be waiting as the group `st` of its old
+        definition waits at the absent step: the edited rule ends at an absent step the group's
+        step number is, the event that completed the step before it (which the wait holds)
+        still matches that step and is put in the same group, the steps were done within the
+        edited `within`, and, if that step is the first, the first-step events counted are still
+        enough. Progress short of the wait holds only times, not events, so it cannot be judged
+        again: it is forgotten."""
+        steps = kind.steps
+        if st.get("due") is None or not steps[-1].absent or st["step"] != len(steps) - 1:
+            return False
+        if kind.within is not None and not st.get("after", st["start"]) - st["start"] < kind.within:
+            return False
+        if len(steps) == 2 and len(st["firsts"]) < steps[0].count:
+            return False
+        return steps[-2].match(st["event"]) and self._grouped_alike(rule, key, st["event"])
+
+    def _grouped_alike(self, rule: Rule, key: GroupKey, event: Event) -> bool:
+        """Whether `rule` puts `event` (kept by a group `key` of a rule edited) in that group."""
+        getters = rule.group_getters
+        return (self._group_key(getters, event) if getters else NO_GROUP) == key
 
     def _let_go_of(self, gone: list[tuple[Holder, Any]], why: str, closing: dict[str, list[Note]]) -> None:
         """Groups of one rule whose state (`gone`, each with its last value) is no longer there
