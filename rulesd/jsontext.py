@@ -1,11 +1,12 @@
-"""Compact JSON of any value an event holds, never refused.
+"""JSON of any value an event holds, written and read back however deeply nested.
 
 json and orjson write values recursively: orjson refuses nesting deeper than 254 and integers
 beyond 64 bits, and json runs out of the interpreter's recursion limit before the 1,024 levels
 that orjson reads. A template, a group key or an alias of such a value must still be written:
 refused, the event's evaluation raised, and the daemon stopped at the line (and again at it
-after each restart). So `compact_json` writes what json cannot with an explicit stack, and
-`read_json` reads back the state that holds such a value (and `indented_json` shows it).
+after each restart). So json is given room to recurse (one thread at a time) for such a value:
+`compact_json` writes it, `read_json` reads back the state that holds it, and `indented_json`
+shows it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-# Levels `read_json` lets json's recursion go: saved state holds an event (orjson reads 1,024
+# Levels json's recursion may go here: saved state holds an event (orjson reads 1,024
 # levels) inside a group's value, and the callers' own frames come on top.
 _READ_DEPTH = 4096
 _limit_lock = threading.Lock()
@@ -27,48 +28,8 @@ _limit_lock = threading.Lock()
 
 def compact_json(value: Any, *, sort_keys: bool = False) -> str:
     """`value` as `json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)`
-    writes it (`sort_keys` as json's), however deeply nested."""
-    try:
-        return _dumps(value, sort_keys)
-    except RecursionError:
-        return _deep(value, sort_keys)
-
-
-def _dumps(value: Any, sort_keys: bool) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys, default=str)
-
-
-class _Written(str):
-    """Text already written, on `_deep`'s stack among the values still to write."""
-
-
-def _deep(value: Any, sort_keys: bool) -> str:
-    out: list[str] = []
-    todo: list[Any] = [value]
-    while todo:
-        item = todo.pop()
-        if type(item) is _Written:
-            out.append(item)
-        elif isinstance(item, dict):
-            pairs = sorted(item.items(), key=lambda kv: kv[0]) if sort_keys else list(item.items())
-            todo.append(_Written("}"))
-            for n, (key, inner) in enumerate(reversed(pairs)):
-                todo.append(inner)
-                # json's own text of the key and its colon (it writes 1, None and True as "1", "null", "true").
-                todo.append(_Written(_dumps({key: 0}, False)[1:-2]))
-                if n < len(pairs) - 1:
-                    todo.append(_Written(","))
-            todo.append(_Written("{"))
-        elif isinstance(item, list | tuple):
-            todo.append(_Written("]"))
-            for n, inner in enumerate(reversed(item)):
-                todo.append(inner)
-                if n < len(item) - 1:
-                    todo.append(_Written(","))
-            todo.append(_Written("["))
-        else:
-            out.append(_dumps(item, sort_keys))
-    return "".join(out)
+    writes it (`sort_keys` as json's), nested as deep as events and saved state go."""
+    return _written(value, separators=(",", ":"), sort_keys=sort_keys)
 
 
 def read_json(text: str | bytes) -> Any:
@@ -85,15 +46,21 @@ def read_json(text: str | bytes) -> Any:
 
 
 def indented_json(value: Any) -> str:
-    """`value` as `json.dumps(value, indent=2, ensure_ascii=False)` writes it, nested as deep as
-    saved state holds (a group keyed by an event's value 1,023 levels deep): `rulesd state
-    --format json` ended in a traceback on one."""
+    """`value` as `json.dumps(value, indent=2, ensure_ascii=False, default=str)` writes it,
+    nested as deep as saved state holds (a group keyed by an event's value 1,023 levels deep):
+    `rulesd state --format json` ended in a traceback on one."""
+    return _written(value, indent=2)
+
+
+def _written(value: Any, **how: Any) -> str:
+    """json's text of `value`, with room to recurse for a value deeper than its recursion goes
+    (asked only then: most values are shallow)."""
     try:
-        return json.dumps(value, indent=2, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, default=str, **how)
     except RecursionError:
         pass
     with _room_to_recurse():
-        return json.dumps(value, indent=2, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, default=str, **how)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import orjson
 
 from rulesd.alerting.alias import alert_alias
 from rulesd.engine import Closing, Firing
-from rulesd.jsontext import compact_json
+from rulesd.jsontext import indented_json
 from rulesd.printable import lines, one_line
 from rulesd.rules.model import Responder, Rule
 
@@ -144,22 +144,15 @@ def event_text(event: Any) -> str:
     json writes what orjson would write otherwise or not at all: other types than JSON's
     (they go to `_not_json`), integers beyond 64 bits, keys that are not text, nesting
     deeper than 254, and NaN and infinities, which orjson writes as `null`. An event nested
-    deeper than json's recursion goes (orjson reads 1,024 levels) is written compact.
+    deeper than json's recursion goes (orjson reads 1,024 levels) is given room to recurse.
     """
     try:
         text = orjson.dumps(event, default=_not_json, option=_AS_JSON_WRITES).decode()
     except orjson.JSONEncodeError:
-        return _indented(event)
+        return indented_json(event)
     if "null" in text and _non_finite(event):  # most events hold no null: no walk
-        return _indented(event)
+        return indented_json(event)
     return text
-
-
-def _indented(event: Any) -> str:
-    try:
-        return json.dumps(event, indent=2, ensure_ascii=False, default=str)
-    except RecursionError:
-        return compact_json(event)
 
 
 def _non_finite(value: Any) -> bool:
