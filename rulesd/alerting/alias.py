@@ -7,13 +7,9 @@ alerts later (resolve, absence) remembers the aliases they went out with.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
-import orjson
-
-from rulesd.jsontext import compact_json
 from rulesd.printable import one_line
-from rulesd.rules.fields import MISSING, Event
+from rulesd.rules.fields import MISSING, Event, key_text
 from rulesd.rules.model import Rule
 
 ALIAS_MAX = 512  # OpsGenie's limit, in characters
@@ -44,17 +40,9 @@ def default_alias(rules: tuple[Rule, ...], event: Event) -> str:
     lead = rules[0]
     if lead.group_by:
         fields = [
-            _compact_json(path) + ":" + _compact_json(value)
+            key_text(path) + ":" + key_text(value)
             for path, get in zip(lead.group_by, lead.group_getters, strict=True)
             if (value := get(event)) is not MISSING
         ]
         alias += ": {" + ",".join(fields) + "}"
     return alias
-
-
-def _compact_json(value: Any) -> str:
-    """`value` as compact JSON, keys sorted (as the engine keys groups), text not escaped."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except orjson.JSONEncodeError:  # integers beyond 64 bits, nesting deeper than 254, values no parser makes
-        return compact_json(value, sort_keys=True)
