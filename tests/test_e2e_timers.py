@@ -237,3 +237,28 @@ def test_an_edited_sequence_still_pages_for_a_chain_part_way_through_its_steps(
     after, pages = paged_after_an_edit(tmp_path, server, (rule, edited), "sequence", starts, (backup("finished"),))
     assert after > 6.5, "paged before the edited rule's 7 s had passed"
     assert ["backup on db1 never verified"] == pages
+
+
+def test_a_late_heartbeat_read_first_after_a_restart_does_not_end_the_silence(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """h1 beats once and is paged for when silent for 6 s; after an idle spell of 2 s more the
+    daemon is stopped, a heartbeat of h1 logged late (dated 1 s after the first) is written
+    meanwhile, and the daemon is started again. That heartbeat is the first line it reads:
+    dated more than the window before the clock at the stop (8 s after the first heartbeat),
+    which the restart resumes, it does not end the silence, as it would not have without the
+    restart: h1's alert is neither closed nor sent again. (The clock started again from that
+    line's time: h1's alert was closed and h1 paged for again 6 s later.)"""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    beat = time.time()
+    ws.append({"kind": "heartbeat", "host": "h1", "t": beat})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    time.sleep(max(0.0, beat + 8 - time.time()))
+    assert 0 == daemon.terminate()
+    ws.append({"kind": "heartbeat", "host": "h1", "t": beat + 1})
+    daemon = ws.start()
+    time.sleep(8.0)
+    assert ["/v2/alerts"] == [r.path for r in server.requests], ws.all_output()
+    assert 0 == daemon.terminate()

@@ -531,6 +531,15 @@ class Engine:
         whose events still come. The clock itself never goes back: it waits for the wall clock."""
         return arrival + (self.now - self.latest) if self.latest > _NEVER else arrival
 
+    def resume(self, clock: float) -> None:
+        """Start the clock at `clock`, as a saved state had it (a restart), so that it never
+        goes back: the first events read after the restart may be older (a line logged late
+        during the stop), and judged by their own times they would end silences as long as
+        `window` over. Nothing fires or starts at it: timers due by then fired before it was
+        saved, and rules that start at a time start when the clock next moves."""
+        if clock > self.now:
+            self.now = self.state.clock = clock
+
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
         if now > self.now:
