@@ -45,6 +45,8 @@ from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
 from tests.test_e2e_daemon import truncated_quietly_then_killed
 from tests.test_e2e_sources import glob_positions_follow_the_files
+from tests.test_e2e_timers import VERIFIED
+from tests.test_rule_kinds import backup
 
 STREAM = "rulesd:events"
 RULES = """
@@ -1742,3 +1744,49 @@ def test_rulesd_forward_forgets_the_positions_of_a_globs_deleted_files(
     assert wait_until(lambda: saved() == ({str(keep)}, {str(keep)})), saved()
     assert 0 == forward.terminate()
     assert [0, 1, 2, 10, 9, 11] == forwarded()
+
+
+@pytest.mark.parametrize("how", ["reload", "restart"])
+def test_an_edited_sequence_keeps_its_waits_and_its_chains_part_way_in_the_shared_state(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie, how: str
+) -> None:
+    """With the state in Redis, as on one host: db1's backup started and finished (it waits at
+    the absent step), db2's started (part-way), db3's started; the rule's `for` and message are
+    edited, and the instance reloaded by SIGHUP or restarted; db2's backup then finishes. db1 is
+    paged for the new `for` (7 s) after its finish, db2 7 s after its finish, both with the new
+    message; db3, whose backup never finished, is not. (An edit forgot db2's start.)"""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=VERIFIED)
+    path = tmp_path / "a.jsonl"
+    path.touch()
+    daemon = fleet.start_on_file("a", path, time_field="t")
+
+    def append(*events: dict[str, Any]) -> float:
+        now = time.time()
+        with open(path, "a") as fh:
+            fh.write("".join(json.dumps({**event, "t": now}) + "\n" for event in events))
+        return now
+
+    def sequences() -> int:
+        return sum(f.startswith(b"sequence\t") for f in redis_server.client().hkeys("rulesd:groups"))
+
+    finished = append(*(backup("started", host=h) for h in ("db1", "db2", "db3")), backup("finished"))
+    assert wait_until(lambda: 3 == sequences(), 15), daemon.output()  # committed before the edit
+    edited = VERIFIED.replace("6s", "7s") + 'alert: {message: "backup on {host} never verified"}\n'
+    if how == "restart":
+        assert 0 == daemon.terminate()
+        (tmp_path / "rules" / "rules.yaml").write_text(edited)
+        daemon = fleet.start_on_file("a", path, time_field="t")
+    else:
+        (tmp_path / "rules" / "rules.yaml").write_text(edited)
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert daemon.wait_for_log("changed: 1 ("), daemon.output()
+    second = append(backup("finished", host="db2"))
+    assert opsgenie.wait_for(lambda r: len(r) == 1, 15), fleet.output()
+    assert time.time() - finished > 6.5, "paged before the edited rule's 7 s had passed"
+    assert opsgenie.wait_for(lambda r: len(r) == 2, 15), fleet.output()
+    assert time.time() - second > 6.5, "paged before the edited rule's 7 s had passed"
+    time.sleep(1.0)
+    assert ["backup on db1 never verified", "backup on db2 never verified"] == [
+        r.json()["message"] for r in opsgenie.requests
+    ]
+    assert 0 == daemon.terminate()

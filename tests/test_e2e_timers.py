@@ -24,6 +24,12 @@ absence: {window: 6s, group_by: [host]}
 alert: {message: "no heartbeat from {host}"}
 """
 
+# A backup that started, finished and was not verified within 6 s: BACKUP with a step between.
+VERIFIED = BACKUP.replace("never-finished", "never-verified").replace(
+    "    - absent: {match: {event: backup_finished}, for: 2h}",
+    "    - match: {event: backup_finished}\n    - absent: {match: {event: backup_verified}, for: 6s}",
+)
+
 
 def creates(server: FakeOpsGenie) -> list[Received]:
     return [r for r in server.requests if r.path.endswith("/alerts")]
@@ -113,11 +119,17 @@ def test_a_restart_runs_the_clock_on_as_late_as_the_last_heartbeats_came(tmp_pat
 
 
 def paged_after_an_edit(
-    tmp_path: Path, server: FakeOpsGenie, rules: tuple[str, str], kind: str, events: list[dict[str, Any]]
+    tmp_path: Path,
+    server: FakeOpsGenie,
+    rules: tuple[str, str],
+    kind: str,
+    events: list[dict[str, Any]],
+    later: tuple[dict[str, Any], ...] = (),
 ) -> tuple[float, list[str]]:
     """Start the daemon under the first of `rules` (one rule), give it `events` (dated now), wait
-    until their groups of `kind` are saved, write the second and reload by SIGHUP: how long after
-    the events the first page came, and the pages received a second later."""
+    until their groups of `kind` are saved, write the second, reload by SIGHUP and give it the
+    `later` events (dated then): how long after the last events the first page came, and the
+    pages received a second later."""
     ws = Workspace(tmp_path, server.url, time_field="t")
     (ws.rules / "rules.yaml").write_text(rules[0])
     daemon = ws.start()
@@ -127,6 +139,9 @@ def paged_after_an_edit(
     (ws.rules / "rules.yaml").write_text(rules[1])
     daemon.proc.send_signal(signal.SIGHUP)
     assert daemon.wait_for_log("changed: 1 ("), daemon.output()
+    if later:
+        start = time.time()
+        ws.append(*({**event, "t": start} for event in later))
     assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
     after = time.time() - start
     time.sleep(1.0)
@@ -206,3 +221,44 @@ def test_an_edited_sequence_still_pages_for_a_backup_that_started_before_the_edi
     after, pages = paged_after_an_edit(tmp_path, server, (rule, edited), "sequence", starts)
     assert after > 6.5, "paged before the edited rule's 7 s had passed"
     assert ["backup on db1 never finished"] == pages
+
+
+def test_an_edited_sequence_still_pages_for_a_chain_part_way_through_its_steps(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """db1 and db2 start a backup (the first of three steps: started, finished, then no
+    verification for 6 s); the rule's `for` and message are edited and reloaded by SIGHUP; db1's
+    backup then finishes. db1 is paged for with the new message 7 s after it finished; db2,
+    whose backup never finished, is not. (An edit forgot every group part-way through its
+    steps: db1's finish came to a rule that had forgotten its start, and nobody was paged.)"""
+    rule = VERIFIED
+    edited = rule.replace("6s", "7s") + 'alert: {message: "backup on {host} never verified"}\n'
+    starts = [backup("started", host=h) for h in ("db1", "db2")]
+    after, pages = paged_after_an_edit(tmp_path, server, (rule, edited), "sequence", starts, (backup("finished"),))
+    assert after > 6.5, "paged before the edited rule's 7 s had passed"
+    assert ["backup on db1 never verified"] == pages
+
+
+def test_a_late_heartbeat_read_first_after_a_restart_does_not_end_the_silence(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """h1 beats once and is paged for when silent for 6 s; after an idle spell of 2 s more the
+    daemon is stopped, a heartbeat of h1 logged late (dated 1 s after the first) is written
+    meanwhile, and the daemon is started again. That heartbeat is the first line it reads:
+    dated more than the window before the clock at the stop (8 s after the first heartbeat),
+    which the restart resumes, it does not end the silence, as it would not have without the
+    restart: h1's alert is neither closed nor sent again. (The clock started again from that
+    line's time: h1's alert was closed and h1 paged for again 6 s later.)"""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    beat = time.time()
+    ws.append({"kind": "heartbeat", "host": "h1", "t": beat})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    time.sleep(max(0.0, beat + 8 - time.time()))
+    assert 0 == daemon.terminate()
+    ws.append({"kind": "heartbeat", "host": "h1", "t": beat + 1})
+    daemon = ws.start()
+    time.sleep(8.0)
+    assert ["/v2/alerts"] == [r.path for r in server.requests], ws.all_output()
+    assert 0 == daemon.terminate()

@@ -11,7 +11,7 @@ import pytest
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Closing, Engine, EngineState, Limits
-from rulesd.engine.state import ABSENCE, OPEN, seen_values
+from rulesd.engine.state import ABSENCE, OPEN, SEQUENCE, seen_values
 from rulesd.errors import RuleError
 from rulesd.pipeline import build_alerts, evaluate_events, pending
 from tests.ruletools import bytes_per_call, ruleset_from_yaml
@@ -684,6 +684,87 @@ def test_an_edited_sequence_forgets_a_wait_its_first_step_would_not_have_done() 
         edited = twice.replace("count: 2", edit) if "count" in edit else twice.replace("steps:", f"{edit}\n  steps:")
         assert [] == reload(engine, edited)
         assert [("alert", ("backup-never-finished",), 2)] * fired == run(engine, [(7260, None)]), edit
+
+
+DISK = """
+name: disk-not-cleaned
+sequence:
+  group_by: [host]
+  within: 1h
+  steps:
+    - match: {event: disk_warning}
+      count: 2
+    - match: {event: disk_critical}
+    - absent: {match: {event: disk_cleaned}, for: 30m}
+"""
+DISK_RULE = ("disk-not-cleaned",)
+
+
+def disk(what: str, host: str) -> dict[str, Any]:
+    return {"event": f"disk_{what}", "host": host}
+
+
+def test_an_edited_sequence_keeps_the_groups_whose_steps_done_it_did_not_change() -> None:
+    """h1 has done the first step (two warnings), h2 has one warning of two, h3 waits at the
+    absent step; the rule's `for`, throttle, message and absent step are edited. Each group
+    goes on under the edited rule, at a reload and at a start from the state saved under the
+    old one: h1's critical arms its wait, h2's second warning and critical arm its, and each
+    is paged for the new `for` (40m) after its critical. (An edit forgot h1 and h2: only h3,
+    already waiting, was paged for.)"""
+    engine = engine_for(DISK)
+    before = [(0, disk("warning", "h1")), (60, disk("warning", "h1")), (100, disk("warning", "h2"))]
+    before += [(120, disk("warning", "h3")), (130, disk("warning", "h3")), (140, disk("critical", "h3"))]
+    assert [] == run(engine, before)
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    edited = DISK.replace("30m", "40m").replace("{event: disk_cleaned}", "{event: disk_cleaned, ok: true}")
+    edited += 'throttle: 5m\nalert: {message: "disk of {host} not cleaned"}\n'
+    assert [] == reload(engine, edited)
+    restarted = Engine(ruleset_from_yaml(edited), EngineState.from_json(saved), time_field="t")
+    after = [(200, disk("critical", "h1")), (300, disk("warning", "h2")), (400, disk("critical", "h2"))]
+    for each in (engine, restarted):
+        assert [] == run(each, [*after, (2539, None)])
+        assert [("alert", DISK_RULE, 6)] == run(each, [(2540, None), (2599, None)])  # h3: 140 + 40m
+        # h1's critical of 200 and h2's of 400 (events 1 and 3 of their run)
+        assert [("alert", DISK_RULE, 1), ("alert", DISK_RULE, 3)] == run(each, [(2600, None), (2800, None)])
+
+
+@pytest.mark.parametrize(
+    ("edit", "kept"),
+    [
+        (lambda r: r.replace("{event: disk_warning}", "{event: disk_warning, fs: /data}"), False),
+        (lambda r: r.replace("count: 2", "count: 3"), False),
+        (lambda r: r.replace("[host]", "[host, fs]"), False),
+        (lambda r: r.replace("within: 1h", "within: 1m"), False),  # done 60 s after the start: half-open
+        (lambda r: r.replace("within: 1h", "within: 61s"), True),
+        (lambda r: r.replace("  within: 1h\n", ""), True),
+        (lambda r: r.replace("    - match: {event: disk_critical}\n", ""), False),  # h1 would wait: no event kept
+        (lambda r: r.replace("{event: disk_critical}", "{event: disk_full}"), True),
+    ],
+)
+def test_an_edited_sequence_forgets_a_group_whose_steps_done_it_changed(edit: Any, kept: bool) -> None:
+    """h1 has done the first step at 60, started at 0. An edit of that step (its match or
+    count) or of group_by forgets it, and so does a `within` it was not done in, or an edit
+    that makes it wait at an absent step (the wait would carry the event that completed the
+    first step, which the group does not hold); an edit of a later step keeps it."""
+    engine = engine_for(DISK)
+    assert [] == run(engine, [(0, disk("warning", "h1")), (60, disk("warning", "h1"))])
+    edited = edit(DISK)
+    assert [] == reload(engine, edited)
+    assert kept == ('"h1"' in engine.state.tables.get(SEQUENCE, {}).get("disk-not-cleaned", {})), edited
+
+
+def test_an_edited_step_a_group_counts_events_for_starts_anew() -> None:
+    """h1 waits for two criticals and has one: an edit of that step (its match) forgets the
+    one counted (the edited match cannot judge it), while the steps done are kept, so two more
+    are needed; an edit elsewhere (the message) keeps it, so one more completes the step."""
+    twice = DISK.replace("- match: {event: disk_critical}", "- match: {event: disk_critical}\n      count: 2")
+    start = [(0, disk("warning", "h1")), (60, disk("warning", "h1")), (70, disk("critical", "h1"))]
+    for edit, needed in (("{event: disk_critical}", 2), ("{event: disk_critical, level: [1, 2]}", 3)):
+        engine = engine_for(twice)
+        assert [] == run(engine, start)
+        reload(engine, twice.replace("{event: disk_critical}", edit) + "alert: {message: m}\n")
+        armed = [(80 + i, {**disk("critical", "h1"), "level": 1}) for i in range(needed - 1)]
+        assert [("alert", DISK_RULE, needed - 1)] == run(engine, [*armed, (1800 + 80, None), (5000, None)]), edit
 
 
 def test_an_absence_changed_so_that_nothing_closes_its_alerts_closes_them_at_the_reload() -> None:

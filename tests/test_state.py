@@ -327,7 +327,8 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
     """State saved by the rulesd that kept a group key as a tuple of its parts (every kind, one
     and two group_by fields, none, a missing field, a value holding the parts' separator) is
     read back as it was: the engine carries on exactly as one that never stopped, and writes
-    the same rows again (the same group keys, so an update replaces the old row)."""
+    the same rows again (the same group keys, so an update replaces the old row), besides
+    those that note its sequences' steps."""
     path = tmp_path / "state.sqlite"
     with sqlite3.connect(path) as db:
         db.executescript((Path(__file__).parent / "data" / "engine-state-before-string-keys.sql").read_text())
@@ -336,7 +337,10 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
     saved = store(tmp_path).load_engine_state()
     assert saved is not None
     restored = Engine(ruleset, EngineState.from_json(saved), time_field="t")
-    assert old_rows == sorted(restored.state.delta().upserts)  # byte for byte
+    rows = sorted(restored.state.delta().upserts)
+    # The steps of its sequences are noted too (what an edit keeps of their groups is told by them).
+    assert [("rule", "twice"), ("rule", "unfinished")] == [row[:2] for row in rows if '"steps"' in row[3]]
+    assert old_rows == [row for row in rows if '"steps"' not in row[3]]  # byte for byte
 
     never_stopped = Engine(ruleset, time_field="t")
     _outcomes(never_stopped, OLD_EVENTS)

@@ -68,6 +68,7 @@ class Daemon:
         # The clock after the latest batch of events, and the wall time it runs on from while
         # idle (see `Engine.idle_wall`; after a restart: as saved).
         self._seen = parts.seen
+        self.engine.resume(self._seen[0])  # not back to the times of the first lines read
         self._evicting = False  # whether the state limits were said to be reached
         self._limit_closed = 0  # the alerts the limits closed, as last warned about
         self._misses = MissReporter(parts.stats)
@@ -191,6 +192,7 @@ class Daemon:
                 return
             self._tick()
             self._wait(IDLE_WAIT)
+        self._stop_clock()
 
     def _wait(self, timeout: float) -> None:
         """Until some source may have lines, or `timeout`: one source waits on its own; several
@@ -266,6 +268,16 @@ class Daemon:
         if engine.latest > -math.inf:  # also when later than the clock had run: see `idle_wall`
             self._seen = (engine.now, engine.idle_wall(now))
         self._commit(requests, now, clock=engine.timed and self._seen != seen)
+
+    def _stop_clock(self) -> None:
+        """At a stop, the clock runs on to now (what is due fires) and is saved, whether or not
+        anything changed: an idle spell commits nothing, and the next start resumes the clock
+        (`Engine.resume`) where it was at the stop, not where it was last saved. Not while the
+        state cannot be written: the batch in hand is kept for the next start as it is."""
+        if self.committer.pending is None:
+            self._tick()
+        if self.committer.pending is None:
+            self._commit([], self.clock(), clock=True)
 
     def _tick(self) -> None:
         """While no event comes, the engine's clock moves on with the wall clock from the latest

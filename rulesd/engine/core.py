@@ -280,6 +280,9 @@ class Engine:
         for name in sorted(n for n in named if current.get(n) != known.get(n)):  # in order: closings too
             self._drop_rule(name, self._rules.get(name), closing)
         self._close(closing, self.now)
+        for rule in ruleset.rules:
+            if rule.enabled and isinstance(rule.kind, Sequence):
+                self._note_steps(rule.name, rule.kind)
         waiting = {r.name for r in self._starting}  # added while no time was known: not started yet
         self._starting = [
             r
@@ -307,6 +310,7 @@ class Engine:
         opened = tables.get(OPEN, {}).get(name, {})
         absences = tables.get(ABSENCE, {}).get(name, {})
         sequences = tables.get(SEQUENCE, {}).get(name, {})
+        done = tables.get(RULE, {}).get(name, {}).get(NO_GROUP)  # a sequence's steps, as they were
         silent = {k: st for k, st in absences.items() if _silent_alert(st)}
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
@@ -325,8 +329,10 @@ class Engine:
             if isinstance(rule.kind, Sequence):
                 for key, st in sequences.items():
                     if self._still_waiting(rule, rule.kind, key, st):  # its timer is set again, for the new `for`
-                        done = st.get("after", st["start"])
-                        self._table(SEQUENCE, name)[key] = {**st, "due": done + rule.kind.steps[-1].wait}
+                        after = st.get("after", st["start"])
+                        self._table(SEQUENCE, name)[key] = {**st, "due": after + rule.kind.steps[-1].wait}
+                    elif (kept := _progress_kept(rule.kind, st, done)) is not None:
+                        self._table(SEQUENCE, name)[key] = kept
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
@@ -347,6 +353,16 @@ class Engine:
         if len(steps) == 2 and len(st["firsts"]) < steps[0].count:
             return False
         return steps[-2].match(st["event"]) and self._grouped_alike(rule, key, st["event"])
+
+    def _note_steps(self, name: str, kind: Sequence) -> None:
+        """Save with the state what identifies the steps of a sequence and its group_by, for
+        `_progress_kept` to tell, after an edit (a reload, or rules edited while the daemon was
+        stopped), whether its groups' steps done are still those of the edited rule."""
+        steps = {"steps": [step.fingerprint for step in kind.steps], "group_by": list(kind.group_by)}
+        saved = self._table(RULE, name)
+        if saved.get(NO_GROUP) != steps:
+            saved[NO_GROUP] = steps
+            self._touch(RULE, name, NO_GROUP)
 
     def _grouped_alike(self, rule: Rule, key: GroupKey, event: Event) -> bool:
         """Whether `rule` puts `event` (kept by a group `key` of a rule edited) in that group."""
@@ -514,6 +530,15 @@ class Engine:
         lead is not kept, or each idle moment would add to it and timers would fire for groups
         whose events still come. The clock itself never goes back: it waits for the wall clock."""
         return arrival + (self.now - self.latest) if self.latest > _NEVER else arrival
+
+    def resume(self, clock: float) -> None:
+        """Start the clock at `clock`, as a saved state had it (a restart), so that it never
+        goes back: the first events read after the restart may be older (a line logged late
+        during the stop), and judged by their own times they would end silences as long as
+        `window` over. Nothing fires or starts at it: timers due by then fired before it was
+        saved, and rules that start at a time start when the clock next moves."""
+        if clock > self.now:
+            self.now = self.state.clock = clock
 
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
@@ -1151,6 +1176,30 @@ def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: f
     last: float | None = seen.get(text)
     seen[text] = max(time, last) if last is not None else time
     return last
+
+
+def _progress_kept(kind: Sequence, st: dict[str, Any], done: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What an edited sequence (`kind`) keeps of a group `st` part-way through the steps of
+    the rule before the edit, whose steps and group_by `done` says (`Engine._note_steps`; None:
+    not known). A group holds only its events' times, so an edited step cannot judge them
+    again: it goes on only where the steps it has done (for a group still counting events of
+    the first step, that step) are the same steps, grouped alike, they were done within the
+    edited `within`, and the edited rule waits there for events, not at an absent step (the
+    wait would carry the event that completed the step before, which the group does not hold).
+    The events it counted towards the step it is at are kept if that step is the same too,
+    else the step starts anew. None: the group starts anew."""
+    if done is None or st.get("due") is not None or done.get("group_by") != list(kind.group_by):
+        return None
+    at, steps = st["step"], kind.steps
+    before, now = done.get("steps", []), [step.fingerprint for step in steps]
+    through = max(at, 1)
+    if at >= len(steps) or steps[at].absent or before[:through] != now[:through]:
+        return None
+    if at and kind.within is not None and not st["after"] - st["start"] < kind.within:
+        return None
+    if at and before[at : at + 1] != now[at : at + 1] and st["count"]:
+        return {**{k: v for k, v in st.items() if k != "last"}, "count": 0}
+    return st
 
 
 def _timed(ruleset: RuleSet) -> bool:

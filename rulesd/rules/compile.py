@@ -409,7 +409,11 @@ def _step(step: Any, path: JsonPath, last: bool, ctx: _Context, patterns: Patter
     if absent is None:
         where: JsonPath = (*path, "match")
         compiled = _condition(step["match"], where, ctx, _RulePatterns.at(patterns, ctx, where))
-        return Step(compiled.test, step.get("count", 1)) if compiled is not None else None
+        if compiled is None:
+            return None
+        count = step.get("count", 1)
+        used = lists_used(step["match"], ctx.lists)
+        return Step(compiled.test, count, fingerprint=rule_fingerprint({"match": step["match"], "count": count}, used))
     if not last:
         ctx.report((*path, "absent"), "absent may only be the last step (it waits after the step before it)", key=True)
     if "count" in step:

@@ -46,6 +46,10 @@ class Step(msgspec.Struct, frozen=True):
     count: int = 1
     absent: bool = False
     wait: float = 0.0  # the absent step's `for`
+    # What identifies the step a group can have done (its `match` as written, its `count`, the
+    # values of the lists the match uses): a group that did it under a rule since edited did it
+    # under the edited rule too when its step has the same fingerprint.
+    fingerprint: str = ""
 
 
 class Sequence(msgspec.Struct, frozen=True):
