@@ -243,17 +243,22 @@ def _unknown_keys(
         if key in known:
             continue
         where = format_path((*path, key))
-        # (a key a letter away from one taken here is a typo: `event` for `events`)
+        # (a key a letter away from one taken here is a typo: `event` for `events`; a mapping
+        # whose unknown keys are likely meant one level down says so itself)
         meant = (
             None
-            if difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+            if difflib.get_close_matches(key, known, n=1, cutoff=0.8) or "unknownKeyMessage" in schema
             else _meant(doc, schema_name, path, keys[:i], key, schema, moved)
         )
         if meant:
             yield Problem(doc.locate((*path, key), key=True), f"{where}: {meant}")
             continue
         hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        advice = f"did you mean '{hint[0]}'?" if hint else f"expected one of: {', '.join(known)}"
+        advice = (
+            f"did you mean '{hint[0]}'?"
+            if hint
+            else schema.get("unknownKeyMessage", f"expected one of: {', '.join(known)}")
+        )
         yield Problem(doc.locate((*path, key), key=True), f"{where}: unknown key '{key}'; {advice}")
 
 
