@@ -953,3 +953,15 @@ rules:
         ),
         ("OK: 1 file(s), 1 rule(s), 0 error(s), 6 warning(s)"),
     ] == output.splitlines()
+
+
+def test_a_number_where_a_text_is_taken_says_to_quote_it_as_written(tmp_path: Path) -> None:
+    """`tags: [2024]` or `startswith: 0123` (which YAML reads as the octal 83) is an error that
+    says to quote the value as it is written."""
+    status, output = check(tmp_path, "name: x\nmatch: {path: {startswith: 0123}}\nalert: {tags: [2024]}\n")
+    assert 1 == status
+    assert [
+        'DIR/r.yaml:2:28: error: match.path.startswith: expected a string, got 83: quote it ("0123") for the text',
+        'DIR/r.yaml:3:16: error: alert.tags[0]: expected a string, got 2024: quote it ("2024") for the text',
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
+    ] == output.splitlines()
