@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from rulesd.alerting.api import alert_url_warnings, api_key_problem, validate_alert_url
+from rulesd.alerting.api import alert_url_warnings, api_key_problem, is_loopback, validate_alert_url
 from rulesd.alerting.payload import parse_recipients
+from rulesd.config_durations import duration_warnings
 from rulesd.config_paths import path_findings, source_places
 from rulesd.document import Document
 from rulesd.durations import parse_duration
@@ -231,7 +232,9 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
         raise ConfigError(problems, tuple(p for p in rule_paths if os.path.lexists(p) or not look))
     for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
         warn(("opsgenie", key), message)
-    _opsgenie_warnings((raw.get("opsgenie") or {}).get("max_age"), opsgenie, warn)
+    for keys, message in duration_warnings(raw, loopback=is_loopback(urlsplit(opsgenie.alert_url).hostname or "")):
+        warn(keys, message)
+    _opsgenie_warnings(opsgenie, warn)
     warnings = (*noted, *key_file_warnings(opsgenie.api_key_file))
     return Config(
         path=os.path.abspath(doc.path),
@@ -496,16 +499,9 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     )
 
 
-def _opsgenie_warnings(max_age: Any, cfg: OpsgenieConfig, warn: Report) -> None:
-    """What is valid but likely not meant: a max_age in bare seconds that short, an inline key
-    `rulesd run` would refuse (never its value: a secret) or would never use."""
-    if isinstance(max_age, int) and max_age < 3600:  # `max_age: 30`: 30 minutes? days? It is seconds
-        warn(
-            ("opsgenie", "max_age"),
-            f"{max_age} is read as {max_age} seconds: an alert not delivered within them (an OpsGenie outage, a "
-            f"network blip) is dead-lettered, not sent; write {max_age}s if that is meant, or {max_age}m, {max_age}h, "
-            f"{max_age}d",
-        )
+def _opsgenie_warnings(cfg: OpsgenieConfig, warn: Report) -> None:
+    """What is valid but likely not meant: an inline key `rulesd run` would refuse (never its
+    value: a secret) or would never use."""
     problem = api_key_problem(cfg.api_key.strip()) if cfg.api_key is not None else None
     if problem is not None:
         warn(

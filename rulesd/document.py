@@ -27,7 +27,8 @@ class Document(msgspec.Struct):
     """Duplicate keys of a document read with `keep_going=True` (the first value is kept)."""
     boolean_words: dict[JsonPath, str] = msgspec.field(default_factory=dict)
     """The values written as an unquoted yes, no, on or off (YAML 1.1 reads them as true or
-    false), by path, with the word as written: a user may have meant the text."""
+    false), or as a number YAML 1.1 reads otherwise than written (`0123` is octal 83), by
+    path, with the word as written: a user may have meant the text."""
 
     def locate(self, path: Iterable[str | int], *, key: bool = False) -> SourceLocation:
         """The location of the value (or of its key) at `path`, else of its nearest parent."""

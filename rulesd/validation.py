@@ -173,7 +173,7 @@ def schema_violations(doc: Document, schema: str) -> list[tuple[JsonPath, Proble
         if move is not None:  # (its path is still a fault, said by the misplaced key's problem)
             found.append((path, said[move]))
             continue
-        found.extend((path, p) for p in _problems(doc, error))
+        found.extend((path, p) for p in _problems(doc, error, quote=schema != "config"))
     return found
 
 
@@ -202,7 +202,9 @@ def _most_relevant(error: ValidationError) -> ValidationError:
     return error
 
 
-def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
+def _problems(doc: Document, error: ValidationError, *, quote: bool) -> Iterator[Problem]:
+    """The problem `error` is at its place; with `quote`, a number where a text is taken (in a
+    rule: a tag, a name) says to quote it (not in the config, whose `listen: 9464` means more)."""
     path: JsonPath = tuple(error.absolute_path)
     where = format_path(path)
     schema = error.schema if isinstance(error.schema, dict) else {}
@@ -215,7 +217,14 @@ def _problems(doc: Document, error: ValidationError) -> Iterator[Problem]:
     if schema.get("writeOnly") is True:  # a secret (the inline API key): never echo its value
         yield Problem(doc.locate(path), f"{where}: {_secret_message(error)}")
         return
-    yield Problem(doc.locate(path), f"{where}: {_message(error, schema)}")
+    message = _message(error, schema)
+    kinds = _items(error.validator_value) if error.validator == "type" else []
+    number = isinstance(error.instance, int | float) and not isinstance(error.instance, bool)
+    if quote and number and "string" in kinds and not {"integer", "number"} & set(kinds):
+        # (a number where a text is taken: `tags: [2024]`, `name: 404`; as written, if YAML read it otherwise)
+        written = doc.boolean_words.get(path, str(error.instance))
+        message += f': quote it ("{written}") for the text'
+    yield Problem(doc.locate(path), f"{where}: {message}")
 
 
 def _secret_message(error: ValidationError) -> str:
@@ -243,17 +252,22 @@ def _unknown_keys(
         if key in known:
             continue
         where = format_path((*path, key))
-        # (a key a letter away from one taken here is a typo: `event` for `events`)
+        # (a key a letter away from one taken here is a typo: `event` for `events`; a mapping
+        # whose unknown keys are likely meant one level down says so itself)
         meant = (
             None
-            if difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+            if difflib.get_close_matches(key, known, n=1, cutoff=0.8) or "unknownKeyMessage" in schema
             else _meant(doc, schema_name, path, keys[:i], key, schema, moved)
         )
         if meant:
             yield Problem(doc.locate((*path, key), key=True), f"{where}: {meant}")
             continue
         hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        advice = f"did you mean '{hint[0]}'?" if hint else f"expected one of: {', '.join(known)}"
+        advice = (
+            f"did you mean '{hint[0]}'?"
+            if hint
+            else schema.get("unknownKeyMessage", f"expected one of: {', '.join(known)}")
+        )
         yield Problem(doc.locate((*path, key), key=True), f"{where}: unknown key '{key}'; {advice}")
 
 

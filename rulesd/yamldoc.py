@@ -8,6 +8,7 @@ its path, and so that duplicate keys are an error rather than silently lost.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import yaml
@@ -71,6 +72,12 @@ _BOOL_TAG = _YAML_TAG + "bool"
 _TRUE_FALSE = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
 # A plain word YAML 1.1 reads as a boolean but YAML 1.2 (and JSON) as text: yes, No, ON, off…
 _WORD_BOOL_TAG = "tag:rulesd.invalid,2026:yaml11-bool"
+_NUMBER_TAGS = frozenset({_YAML_TAG + "int", _YAML_TAG + "float"})
+# A plain number YAML 1.1 reads otherwise than its text (JSON and YAML 1.2 read it as text, or
+# as the number written): 0123 is octal 83, 12:30 is 750 (base 60), 1_000 is 1000, 1.10 is 1.1.
+_NUMBER_WORD = re.compile(
+    r"[-+]?(0[0-9_]+|0x[0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[0-9.]*_[0-9_.]*|[0-9]*\.[0-9]*[0-9]0)\Z"
+)
 _MERGE_TAGS = frozenset({_YAML_TAG + "merge", _YAML_TAG + "value"})  # what flatten_mapping rewrites
 _ScalarNode = yaml.ScalarNode
 _SCALAR_TAGS = frozenset(
@@ -124,6 +131,8 @@ class _Builder:
         if node.tag == _WORD_BOOL_TAG:
             self.doc.boolean_words[path] = node.value
             return SafeConstructor.bool_values[node.value.lower()]
+        if node.tag in _NUMBER_TAGS and not getattr(node, "style", None) and _NUMBER_WORD.match(node.value):
+            self.doc.boolean_words[path] = node.value  # (read as a number, not as written)
         return self.build_scalar(node)
 
     def build_sequence(self, node: yaml.SequenceNode, path: JsonPath) -> list[object]:
@@ -307,6 +316,14 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
     if "\t" in indent:  # PyYAML only says "found character that cannot start any token"
         where = SourceLocation(path, mark.line + 1, indent.index("\t") + 1)
         return Problem(where, "YAML forbids tabs for indentation: indent with spaces")
+    if (exc.problem or "").startswith("found unknown escape character") and line[mark.column : mark.column + 1] == "\\":
+        escape = line[mark.column : mark.column + 2]
+        message = (
+            f"YAML syntax error: {escape} is not an escape YAML knows in double quotes: write the text in single "
+            f"quotes ('...{escape}...'), where a backslash is itself, as a regex is best written, or double the "
+            f"backslash (\\{escape})"
+        )
+        return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
     indentation = _missing_colon(exc, text, path) or _misindented(exc, path)
     if indentation is not None:
         return _first_of_block(lines, indentation) or indentation

@@ -646,20 +646,96 @@ def test_the_daemon_makes_only_the_state_directory_itself(tmp_path: Path) -> Non
     assert (tmp_path / "state").is_dir()
 
 
-def test_a_max_age_without_a_unit_under_an_hour_draws_a_warning(tmp_path: Path) -> None:
-    """`max_age: 30` is 30 seconds (a number is seconds): said at its line, since an outage that
-    short would dead-letter pages; with a unit, or a number of an hour or more, it is quiet."""
-    (tmp_path / "rules").mkdir()
-    result = rulesd_cli("check", "--config", write(tmp_path, "opsgenie:\n  max_age: 30\n"))
-    assert 0 == result.returncode
-    assert (
-        f"{tmp_path}/rulesd.yaml:2:12: warning: opsgenie.max_age: 30 is read as 30 seconds: an alert not delivered "
-        "within them (an OpsGenie outage, a network blip) is dead-lettered, not sent; write 30s if that is meant, or "
-        "30m, 30h, 30d"
-    ) in result.stdout.splitlines()
-    for quiet in ("30s", "30m", "3600"):
-        checked = rulesd_cli("check", "--config", write(tmp_path, f"opsgenie: {{max_age: {quiet}}}\n"))
-        assert "opsgenie.max_age" not in checked.stdout
+def config_warnings(tmp_path: Path, text: str) -> list[str]:
+    """The warnings `rulesd check --config` prints at the settings of a config holding `text`."""
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    result = rulesd_cli("check", "--config", write(tmp_path, text))
+    assert 0 == result.returncode, result.stdout
+    return [line for line in result.stdout.splitlines() if line.startswith(f"{tmp_path}/rulesd.yaml:")]
+
+
+REDIS_STREAM = "state: {backend: redis, url: 'redis://state:6379/0'}\nsource: {type: redis_stream, claim_idle: %s}\n"
+
+
+def test_a_config_duration_without_a_unit_warns_at_its_line_as_a_rules_does(tmp_path: Path) -> None:
+    """`max_age: 30` and `claim_idle: 10` are seconds, as `window: 5` is in a rule, and are said
+    so at their line in the same words (with what a max_age that short does); written with
+    their unit, they draw nothing."""
+    assert [
+        f"{tmp_path}/rulesd.yaml:2:12: warning: opsgenie.max_age: 30 has no unit, so it is 30 seconds: write 30s "
+        "to say so (30m if minutes were meant); an alert not delivered within 30s (an OpsGenie outage, a network "
+        "blip) is dead-lettered, not sent: a max_age under 10m loses pages to a short outage (the default is 24h)"
+    ] == config_warnings(tmp_path, "opsgenie:\n  max_age: 30\n")
+    assert [
+        f"{tmp_path}/rulesd.yaml:1:21: warning: opsgenie.max_age: 7200 has no unit, so it is 7200 seconds: write "
+        "7200s to say so"
+    ] == config_warnings(tmp_path, "opsgenie: {max_age: 7200}\n")
+    assert [
+        f"{tmp_path}/rulesd.yaml:2:42: warning: source.claim_idle: 10 has no unit, so it is 10 seconds: write 10s "
+        "to say so (10m if minutes were meant)"
+    ] == config_warnings(tmp_path, REDIS_STREAM % "10")
+    for quiet in ("opsgenie: {max_age: 30m}\n", "opsgenie: {max_age: 2h}\n", REDIS_STREAM % "10s"):
+        assert [] == config_warnings(tmp_path, quiet)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        (
+            "opsgenie: {max_age: 2m}\n",
+            "1:21: warning: opsgenie.max_age",
+            "an alert not delivered within 2m (an OpsGenie outage, a network blip) is dead-lettered, not sent: a "
+            "max_age under 10m loses pages to a short outage (the default is 24h)",
+        ),
+        (
+            "opsgenie: {max_age: 0s}\n",
+            "1:21: warning: opsgenie.max_age",
+            "every alert is dead-lettered before it is sent: nothing is ever paged (the default is 24h)",
+        ),
+        (
+            REDIS_STREAM % "0s",
+            "2:42: warning: source.claim_idle",
+            "an entry another instance is still working on (a batch may take a second on a loaded host) is claimed "
+            "from it, and the instances redo each other's work; the default is 10s",
+        ),
+        (
+            REDIS_STREAM % "1h",
+            "2:42: warning: source.claim_idle",
+            "the events a stopped instance had read, and the pages they make, wait 1h before another instance takes "
+            "them; the default is 10s",
+        ),
+        (
+            "opsgenie: {timeout_s: 0.2}\n",
+            "1:23: warning: opsgenie.timeout_s",
+            "0.2 seconds is less than a request to OpsGenie over the internet (connecting, TLS, the answer) often "
+            "takes: a request cut off is sent again, and one whose answer alone was cut off pages twice; write at "
+            "least 1 (the default is 10)",
+        ),
+    ],
+)
+def test_a_config_duration_beyond_what_its_setting_plausibly_means_warns_with_why(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    """A max_age that dead-letters pages after a short outage (or at once), a claim_idle that
+    takes entries from a live instance or leaves a dead one's waiting, a timeout_s shorter than
+    a request to OpsGenie takes: each warns at its line, with what it does."""
+    assert [f"{tmp_path}/rulesd.yaml:{where}: {message}"] == config_warnings(tmp_path, text)
+
+
+def test_a_short_timeout_to_this_host_draws_nothing(tmp_path: Path) -> None:
+    """A relay or stand-in on this host answers within a short timeout_s."""
+    assert [] == config_warnings(tmp_path, "opsgenie: {timeout_s: 0.2, alert_url: 'http://127.0.0.1:9/v2/alerts'}\n")
+
+
+def test_the_daemon_logs_a_config_durations_warning_at_start(workspace: Workspace) -> None:
+    """What `rulesd check --config` says of a duration, `rulesd run` says at start."""
+    import yaml
+
+    config = yaml.safe_load(workspace.config.read_text())
+    config["opsgenie"]["max_age"] = 90
+    workspace.config.write_text(yaml.safe_dump(config))
+    daemon = workspace.start()
+    assert daemon.wait_for_log("opsgenie.max_age: 90 has no unit, so it is 90 seconds: write 90s to say so")
 
 
 def test_two_sources_reading_one_file_draw_a_warning_and_the_daemon_says_so(workspace: Workspace) -> None:

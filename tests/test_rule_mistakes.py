@@ -887,3 +887,81 @@ def test_rulesd_test_warns_at_a_group_by_field_none_of_the_events_it_matched_has
         f"{tmp_path}/r.yaml:6:59: warning: rules[1].distinct.field: none of the 2 event(s) of {test} that the rule "
         "'spray' matched has the field 'usr': is it misspelled?",
     ] == [line for line in result.stdout.splitlines() if ": warning: " in line]
+
+
+def test_an_unknown_escape_in_double_quotes(tmp_path: Path) -> None:
+    """A double-quoted regex with a backslash-d is a YAML syntax error that says to write it in
+    single quotes."""
+    text = """\
+name: port
+match:
+  message: {regex: "port \\d+"}
+"""
+    status, output = check(tmp_path, text)
+    assert 1 == status
+    assert [
+        (
+            "DIR/r.yaml:3:26: error: YAML syntax error: \\d is not an escape YAML knows in double quotes: write "
+            "the text in single quotes ('...\\d...'), where a backslash is itself, as a regex is best written, "
+            "or double the backslash (\\\\d)"
+        ),
+        ("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)"),
+    ] == output.splitlines()
+
+
+def test_numbers_yaml_reads_otherwise_than_written(tmp_path: Path) -> None:
+    """0123 (octal), 12:30 (base 60), 1.10 and 1_000 compared with events are warnings that
+    say the number YAML reads and how to write either meaning; at an ordering operator only the
+    octal one is."""
+    text = """\
+rules:
+  - name: nums
+    match:
+      service: 0123
+      at: 12:30
+      version: 1.10
+      code: {gte: 0500, lt: 1_000}
+      size: {in: [1_000, 2.50]}
+"""
+    status, output = check(tmp_path, text)
+    assert 0 == status
+    assert [
+        (
+            "DIR/r.yaml:4:16: warning: rules[0].match.service: YAML reads the unquoted 0123 as the octal number "
+            '83, not as text: quote it ("0123") if the text is meant, or write 123 if the decimal number is'
+        ),
+        (
+            "DIR/r.yaml:5:11: warning: rules[0].match.at: YAML reads the unquoted 12:30 as the base-60 number "
+            '750, not as text: quote it ("12:30") if the text is meant, or write 750 if the number is'
+        ),
+        (
+            "DIR/r.yaml:6:16: warning: rules[0].match.version: YAML reads the unquoted 1.10 as the number 1.1, "
+            'not as text: quote it ("1.10") if the text is meant, or write 1.1 if the number is'
+        ),
+        (
+            "DIR/r.yaml:7:19: warning: rules[0].match.code.gte: YAML reads the unquoted 0500 as the octal "
+            'number 320, not as text: quote it ("0500") if the text is meant, or write 500 if the decimal '
+            "number is"
+        ),
+        (
+            "DIR/r.yaml:8:19: warning: rules[0].match.size.in[0]: YAML reads the unquoted 1_000 as the number "
+            '1000, not as text: quote it ("1_000") if the text is meant, or write 1000 if the number is'
+        ),
+        (
+            "DIR/r.yaml:8:26: warning: rules[0].match.size.in[1]: YAML reads the unquoted 2.50 as the number "
+            '2.5, not as text: quote it ("2.50") if the text is meant, or write 2.5 if the number is'
+        ),
+        ("OK: 1 file(s), 1 rule(s), 0 error(s), 6 warning(s)"),
+    ] == output.splitlines()
+
+
+def test_a_number_where_a_text_is_taken_says_to_quote_it_as_written(tmp_path: Path) -> None:
+    """`tags: [2024]` or `startswith: 0123` (which YAML reads as the octal 83) is an error that
+    says to quote the value as it is written."""
+    status, output = check(tmp_path, "name: x\nmatch: {path: {startswith: 0123}}\nalert: {tags: [2024]}\n")
+    assert 1 == status
+    assert [
+        'DIR/r.yaml:2:28: error: match.path.startswith: expected a string, got 83: quote it ("0123") for the text',
+        'DIR/r.yaml:3:16: error: alert.tags[0]: expected a string, got 2024: quote it ("2024") for the text',
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
+    ] == output.splitlines()

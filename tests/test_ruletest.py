@@ -383,3 +383,55 @@ def test_checking_a_test_file_finds_expectations_of_unknown_rules(tmp_path: Path
     ]
     (tmp_path / "rules.yaml").write_text("name: r\nmatch: {level: error}\nthrotle: 1m\n")
     assert [] == check_test_file(str(test))
+
+
+def test_an_expected_responder_is_checked_as_a_rules_responder_is(tmp_path: Path) -> None:
+    """A misspelled key of an expected responder, or a pairing OpsGenie cannot resolve, is an
+    error at its line (as in a rule's alert.responders), not a test failing at run time over
+    a responder no alert could have; `rulesd check` of the test file says the same."""
+    tests = """
+  - name: responders
+    events:
+      - {event: {level: error, host: a}}
+    expect_alerts:
+      - event: 1
+        rules: [any-error]
+        responders:
+          - {nmae: ops, type: team}
+          - {type: user, name: bob}
+"""
+    outcomes, problems = run(tmp_path, tests)
+    test = tmp_path / "t.test.yaml"
+    expected = [
+        f"{test}:11:14: error: tests[0].expect_alerts[0].responders[0].nmae: unknown key 'nmae'; did you mean 'name'?",
+        f"{test}:12:13: error: tests[0].expect_alerts[0].responders[1]: a user responder is named by username or "
+        "id, not name: OpsGenie cannot resolve it",
+    ]
+    assert [] == outcomes
+    assert expected == problems
+    assert expected == [str(p) for p in check_test_file(str(test))]
+
+
+def test_the_test_schema_takes_responders_as_the_rule_schema_does() -> None:
+    """One responder schema: a pairing the rule schema refuses is refused in a rule test too."""
+    from rulesd.validation import load_schema
+
+    assert load_schema("rule")["$defs"]["responder"] == load_schema("test")["$defs"]["responder"]
+
+
+def test_event_fields_written_beside_at_say_they_go_under_event(tmp_path: Path) -> None:
+    """`{at: 0s, message: x}` (the fields without `event:`) says where they go, not that
+    `message` belongs in an expected alert."""
+    _, problems = run(
+        tmp_path,
+        """
+  - name: flat
+    events:
+      - {at: 0s, host: a}
+    expect_alerts: []
+""",
+    )
+    assert [
+        f"{tmp_path}/t.test.yaml:6:18: error: tests[0].events[0].host: unknown key 'host'; a step is "
+        "{at: …, event: {…}} or {advance: …}: an event's fields go under event"
+    ] == problems

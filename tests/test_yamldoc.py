@@ -61,6 +61,10 @@ class _Reference:
         plain = not node.style and not self.text.startswith("!", node.start_mark.index)
         if isinstance(value, bool) and plain and node.value.lower() not in ("true", "false"):
             self.boolean_words[path] = node.value
+        # A number YAML 1.1 reads otherwise than its text (octal 0123, base-60 12:30, 1_000).
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and plain and yamldoc._NUMBER_WORD.match(node.value):
+            self.boolean_words[path] = node.value
         return str(node.value) if isinstance(value, datetime.date | bytes) else value
 
     def build_mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, object]:
@@ -135,7 +139,27 @@ def _same(text: str) -> None:
 
 
 # Texts whose plain scalars resolve to every tag, quoted or not, tagged or not.
-_WORDS = ["a", "name", "x y", "10", "-3", "0x1F", "1.5", ".nan", "true", "no", "On", "null", "~", "", "2024-01-02"]
+_WORDS = [
+    "a",
+    "name",
+    "x y",
+    "10",
+    "-3",
+    "0x1F",
+    "0123",
+    "12:30",
+    "1_000",
+    "1.10",
+    "1.5",
+    ".nan",
+    "true",
+    "no",
+    "On",
+    "null",
+    "~",
+    "",
+    "2024-01-02",
+]
 _SCALAR_TEXT = st.one_of(
     st.sampled_from(_WORDS),
     st.sampled_from(_WORDS).map(lambda w: f"'{w}'"),

@@ -13,13 +13,18 @@ rule test.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem
+from rulesd.key_places import value_at
 from rulesd.rules.lists import operands
 from rulesd.validation import format_path
+
+_WORDS = frozenset({"yes", "no", "on", "off"})
+_ORDERING = frozenset({"gt", "gte", "lt", "lte"})
 
 
 def rule_file_warnings(
@@ -40,25 +45,38 @@ def rule_file_warnings(
                 if isinstance(operand, list):
                     compared.extend((*path, i) for i in range(len(operand)))
         compared.extend(_expected_values(raw, base))
-    return [_warning(doc, path) for path in compared if path in words and path not in faulted]
+    found = (_warning(doc, path) for path in compared if path in words and path not in faulted)
+    return [warning for warning in found if warning is not None]
 
 
 def rule_test_warnings(doc: Document) -> list[Problem]:
     """The warnings of a rule test file: the values of its events (`tests[i].events[j].event`)."""
-    return [
+    found = (
         _warning(doc, path)
         for path in doc.boolean_words
         if len(path) > 5 and path[0] == "tests" and path[2] == "events" and path[4] == "event"
-    ]
-
-
-def _warning(doc: Document, path: JsonPath) -> Problem:
-    word = doc.boolean_words[path]
-    value = "true" if word.lower() in ("yes", "on") else "false"
-    message = (
-        f'YAML reads the unquoted {word} as {value}, not as text: quote it ("{word}") if the text is '
-        f"meant, or write {value} if the boolean is"
     )
+    return [warning for warning in found if warning is not None]
+
+
+def _warning(doc: Document, path: JsonPath) -> Problem | None:
+    word = doc.boolean_words[path]
+    if word.lower() in _WORDS:
+        value = "true" if word.lower() in ("yes", "on") else "false"
+        message = (
+            f'YAML reads the unquoted {word} as {value}, not as text: quote it ("{word}") if the text is '
+            f"meant, or write {value} if the boolean is"
+        )
+    else:  # a number YAML 1.1 reads otherwise than written (`service: 0123` is 83)
+        number = value_at(doc.value, path)
+        how = " octal" if re.match(r"[-+]?0[0-9]", word) else " base-60" if ":" in word else ""
+        if not how and path[-1] in _ORDERING:  # (1_000 or 1.10 is the number meant there)
+            return None
+        meant = f"{word.lstrip('+-0') or 0} if the decimal number" if how == " octal" else f"{number} if the number"
+        message = (
+            f'YAML reads the unquoted {word} as the{how} number {number}, not as text: quote it ("{word}") if '
+            f"the text is meant, or write {meant} is"
+        )
     return Problem(doc.locate(path), f"{format_path(path)}: {message}", "warning")
 
 

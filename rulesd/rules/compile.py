@@ -21,6 +21,7 @@ from rulesd.rules.conditions import (
 )
 from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
+from rulesd.rules.foreign import stands_for
 from rulesd.rules.lists import (
     NAN_MESSAGE,
     NO_LISTS,
@@ -227,7 +228,7 @@ def _rule_match(
     parts are written: its `match`, or for a sequence, any of its steps' (the engine then
     tells the steps apart)."""
     if "sequence" not in raw:
-        if "match" not in raw:
+        if "match" not in raw and "match" not in stands_for(raw):  # (`filter:` is said as ElastAlert's)
             ctx.report((), "missing required key 'match'")
         match = raw.get("match")
         return (match if isinstance(match, dict) else None), _RulePatterns.at(patterns, ctx, ("match",))

@@ -23,6 +23,7 @@ from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
+from rulesd.rules.foreign import foreign_conditions, reworded
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.misplaced import misplaced_keys
 from rulesd.rules.model import Rule, RuleSet
@@ -204,8 +205,17 @@ def _checked(doc: Document, key: str | None = None) -> _Parsed:
         message = "(top level): expected a mapping, got a list: write 'rules:' on a line above the list of rules"
         return _Parsed(None, [*doc.problems, Problem(doc.locate(()), message)], set())
     misplaced = misplaced_keys(doc, _rules_in(doc))
-    # (the schema's errors within a key written in a condition by mistake only repeat it)
-    violations = [v for v in schema_violations(doc, "rule") if not any(v[0][: len(m)] == m for m, _ in misplaced)]
+    said = {path for path, _ in misplaced}
+    misplaced += [found for found in foreign_conditions(doc, _rules_in(doc)) if found[0] not in said]
+    # (the schema's errors within a key written in a condition by mistake only repeat it; one
+    # of another tool's keys is said in that tool's words)
+    violations = [
+        (vpath, problem)
+        for vpath, violation in schema_violations(doc, "rule")
+        if not any(vpath[: len(m)] == m for m, _ in misplaced)
+        for problem in [reworded(doc, vpath, violation)]
+        if problem is not None
+    ]
     violations += misplaced
     problems = sorted({*doc.problems, *(p for _, p in violations)})
     return _Parsed(doc, problems, {vpath for vpath, _ in violations}, key)
@@ -246,7 +256,7 @@ def _document_key(data: bytes) -> str:
 def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent.parent
     sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "key_places.py"]
-    sources += [here / "rules" / "misplaced.py", SCHEMA_DIR / "rule.schema.json"]
+    sources += [here / "rules" / "misplaced.py", here / "rules" / "foreign.py", SCHEMA_DIR / "rule.schema.json"]
     return digest(*(p.read_bytes() for p in sources))
 
 

@@ -28,7 +28,8 @@ _LISTS_OF_MAPPINGS = frozenset({"steps", "expect"})
 _COMBINERS = ("all", "any", "not")
 
 
-def _operators() -> frozenset[str]:
+def operators() -> frozenset[str]:
+    """The operators a field's mapping takes."""
     return frozenset(load_schema("rule")["$defs"]["operators"]["properties"])
 
 
@@ -41,7 +42,7 @@ def _has_its_shape(key: str, value: Any) -> bool:
     if key in _FIELD_LISTS:
         return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
     if key in _MAPPINGS:  # (a mapping of operators only is a field's test, as written)
-        return isinstance(value, dict) and not set(value) <= _operators()
+        return isinstance(value, dict) and not set(value) <= operators()
     return key in _LISTS_OF_MAPPINGS and isinstance(value, list) and any(isinstance(v, dict) for v in value)
 
 
@@ -50,14 +51,14 @@ def misplaced_keys(doc: Document, rules: Iterator[tuple[dict[str, Any], JsonPath
     and their paths), and each operator written so after an empty field, with its problem."""
     from rulesd.key_places import meant_places
 
-    operators = _operators()
+    taken = operators()
     found: list[tuple[JsonPath, Problem]] = []
     for raw, base in rules:
-        for path, condition in _conditions(raw, base):
+        for path, condition in conditions(raw, base):
             keys = list(condition)
             for i, key in enumerate(keys):
                 value, where = condition[key], (*path, key)
-                if key in operators and not isinstance(value, dict) and i and condition[keys[i - 1]] is None:
+                if key in taken and not isinstance(value, dict) and i and condition[keys[i - 1]] is None:
                     line = doc.locate((*path, keys[i - 1]), key=True).line
                     message = (
                         f"'{key}' is an operator: it belongs under '{keys[i - 1]}' (line {line}), which is empty: "
@@ -83,7 +84,7 @@ def _name(path: JsonPath) -> str:
     return next(part for part in reversed(path) if isinstance(part, str))
 
 
-def _conditions(raw: dict[str, Any], base: JsonPath) -> Iterator[tuple[JsonPath, dict[str, Any]]]:
+def conditions(raw: dict[str, Any], base: JsonPath) -> Iterator[tuple[JsonPath, dict[str, Any]]]:
     """The conditions of a rule (its match, its steps' and absent steps'), nested ones too."""
     tops: list[tuple[JsonPath, Any]] = [((*base, "match"), raw.get("match"))]
     sequence = raw.get("sequence")

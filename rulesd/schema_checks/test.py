@@ -2,7 +2,7 @@
 with fastjsonschema; do not edit."""
 
 # fmt: off
-SCHEMA_SHA256 = "1cb5cd6a0591f75b74c2ce24b8f073f982d2686e65319d042a7978fc4e1a7a51"
+SCHEMA_SHA256 = "baef264a83ff601682a5a92857b15522e439d9a427d8f31c0bf51cd0b163ad5b"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
@@ -209,8 +209,7 @@ def validate____defs_expected(data, custom_formats={}, name_prefix=None):
             if data__responders_is_list:
                 data__responders_len = len(data__responders)
                 for data__responders_x, data__responders_item in enumerate(data__responders):
-                    if not isinstance(data__responders_item, (dict)):
-                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".responders[{data__responders_x}]".format(**locals()) + " must be object")
+                    validate____defs_responder(data__responders_item, custom_formats, (name_prefix or "data") + ".responders[{data__responders_x}]".format(**locals()))
         if "details" in data_keys:
             data_keys.remove("details")
             data__details = data["details"]
@@ -239,6 +238,152 @@ def validate____defs_expected(data, custom_formats={}, name_prefix=None):
             data__source = data["source"]
             if not isinstance(data__source, (str)):
                 raise JsonSchemaValueException("" + (name_prefix or "data") + ".source must be string")
+        if data_keys:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties")
+    return data
+
+def validate____defs_responder(data, custom_formats={}, name_prefix=None):
+    if not isinstance(data, (dict)):
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object")
+    try:
+        data_is_dict = isinstance(data, dict)
+        if data_is_dict:
+            data__missing_keys = set(['type']) - data.keys()
+            if data__missing_keys:
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+            data_keys = set(data.keys())
+            if "type" in data_keys:
+                data_keys.remove("type")
+                data__type = data["type"]
+                if not (isinstance(data__type, str) and data__type == 'user'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".type must be one of ['user']")
+    except (JsonSchemaValueException, JsonSchemaValuesException):
+        pass
+    else:
+        try:
+            data_is_dict = isinstance(data, dict)
+            if data_is_dict:
+                data__missing_keys = set(['name']) - data.keys()
+                if data__missing_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+        except (JsonSchemaValueException, JsonSchemaValuesException): pass
+        else:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must NOT match a disallowed definition")
+    try:
+        data_is_dict = isinstance(data, dict)
+        if data_is_dict:
+            data__missing_keys = set(['type']) - data.keys()
+            if data__missing_keys:
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+            data_keys = set(data.keys())
+            if "type" in data_keys:
+                data_keys.remove("type")
+                data__type = data["type"]
+                if not (isinstance(data__type, str) and data__type == 'team'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".type must be one of ['team']")
+    except (JsonSchemaValueException, JsonSchemaValuesException):
+        pass
+    else:
+        try:
+            data_is_dict = isinstance(data, dict)
+            if data_is_dict:
+                data__missing_keys = set(['username']) - data.keys()
+                if data__missing_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+        except (JsonSchemaValueException, JsonSchemaValuesException): pass
+        else:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must NOT match a disallowed definition")
+    try:
+        data_is_dict = isinstance(data, dict)
+        if data_is_dict:
+            data__missing_keys = set(['type']) - data.keys()
+            if data__missing_keys:
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+            data_keys = set(data.keys())
+            if "type" in data_keys:
+                data_keys.remove("type")
+                data__type = data["type"]
+                if not (isinstance(data__type, str) and data__type == 'escalation'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".type must be one of ['escalation']")
+    except (JsonSchemaValueException, JsonSchemaValuesException):
+        pass
+    else:
+        try:
+            data_is_dict = isinstance(data, dict)
+            if data_is_dict:
+                data__missing_keys = set(['username']) - data.keys()
+                if data__missing_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+        except (JsonSchemaValueException, JsonSchemaValuesException): pass
+        else:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must NOT match a disallowed definition")
+    try:
+        data_is_dict = isinstance(data, dict)
+        if data_is_dict:
+            data__missing_keys = set(['type']) - data.keys()
+            if data__missing_keys:
+                raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+            data_keys = set(data.keys())
+            if "type" in data_keys:
+                data_keys.remove("type")
+                data__type = data["type"]
+                if not (isinstance(data__type, str) and data__type == 'schedule'):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".type must be one of ['schedule']")
+    except (JsonSchemaValueException, JsonSchemaValuesException):
+        pass
+    else:
+        try:
+            data_is_dict = isinstance(data, dict)
+            if data_is_dict:
+                data__missing_keys = set(['username']) - data.keys()
+                if data__missing_keys:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+        except (JsonSchemaValueException, JsonSchemaValuesException): pass
+        else:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must NOT match a disallowed definition")
+    data_is_dict = isinstance(data, dict)
+    if data_is_dict:
+        data_len = len(data)
+        if data_len < 2:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain at least 2 properties")
+        if data_len > 2:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain less than or equal to 2 properties")
+        data__missing_keys = set(['type']) - data.keys()
+        if data__missing_keys:
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
+        data_keys = set(data.keys())
+        if "type" in data_keys:
+            data_keys.remove("type")
+            data__type = data["type"]
+            if not (isinstance(data__type, str) and data__type == 'team' or isinstance(data__type, str) and data__type == 'user' or isinstance(data__type, str) and data__type == 'escalation' or isinstance(data__type, str) and data__type == 'schedule'):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".type must be one of ['team', 'user', 'escalation', 'schedule']")
+        if "name" in data_keys:
+            data_keys.remove("name")
+            data__name = data["name"]
+            if not isinstance(data__name, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".name must be string")
+            if isinstance(data__name, str):
+                data__name_len = len(data__name)
+                if data__name_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".name must be longer than or equal to 1 characters")
+        if "username" in data_keys:
+            data_keys.remove("username")
+            data__username = data["username"]
+            if not isinstance(data__username, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".username must be string")
+            if isinstance(data__username, str):
+                data__username_len = len(data__username)
+                if data__username_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".username must be longer than or equal to 1 characters")
+        if "id" in data_keys:
+            data_keys.remove("id")
+            data__id = data["id"]
+            if not isinstance(data__id, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".id must be string")
+            if isinstance(data__id, str):
+                data__id_len = len(data__id)
+                if data__id_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".id must be longer than or equal to 1 characters")
         if data_keys:
             raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties")
     return data
