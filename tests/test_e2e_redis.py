@@ -45,6 +45,7 @@ from tests.redis_server import RedisServer
 from tests.run_cli import clean_env
 from tests.test_e2e_daemon import truncated_quietly_then_killed
 from tests.test_e2e_sources import glob_positions_follow_the_files
+from tests.test_monitoring import samples, scrape
 
 STREAM = "rulesd:events"
 RULES = """
@@ -1865,3 +1866,39 @@ def test_rulesd_forward_forgets_the_positions_of_a_globs_deleted_files(
     assert wait_until(lambda: saved() == ({str(keep)}, {str(keep)})), saved()
     assert 0 == forward.terminate()
     assert [0, 1, 2, 10, 9, 11] == forwarded()
+
+
+def test_a_workers_metrics_show_its_stream_and_rules_at_zero_before_anything_happens(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """A stream worker's /metrics has its stream's counters (events read, invalid, ignored) and
+    every rule's at 0 from its start, before the first entry: a rate needs the series before its
+    first increase. An entry of another producer's then counts as invalid, and a page as read."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    worker = fleet.start("a", time_field=None, metrics={"listen": "127.0.0.1:0"})
+    url = worker.metrics_url()
+    per_source = ("rulesd_events_read_total", "rulesd_events_invalid_total", "rulesd_lines_ignored_total")
+    per_rule = (
+        "rulesd_rule_matches_total",
+        "rulesd_rule_firings_total",
+        "rulesd_state_groups_evicted_total",
+        "rulesd_state_alerts_closed_total",
+    )
+
+    def series() -> dict[str, float]:
+        return {key: value for key, value in samples(scrape(url)).items() if key.startswith((*per_source, *per_rule))}
+
+    zeros = {f'{family}{{source="{STREAM}"}}': 0.0 for family in per_source}
+    zeros |= {f'{family}{{rule="r"}}': 0.0 for family in per_rule}
+    assert zeros == series(), scrape(url)
+    client = redis_server.client()
+    client.xadd(STREAM, {"message": "not rulesd's"})
+    client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": 1})})
+    assert opsgenie.wait_for(lambda r: len(r) == 1, 20), worker.output()
+    counted = {
+        f'rulesd_events_invalid_total{{source="{STREAM}"}}': 1.0,
+        f'rulesd_events_read_total{{source="{STREAM}"}}': 1.0,
+    }
+    counted |= {'rulesd_rule_matches_total{rule="r"}': 1.0, 'rulesd_rule_firings_total{rule="r"}': 1.0}
+    assert wait_until(lambda: series() == zeros | counted), scrape(url)
+    assert 0 == worker.terminate()
