@@ -2,6 +2,7 @@
 and Redis's CPU per event.
 
     python benchmarks/redis_scale.py [--shape classic] [--rules 100] [--events 200000] [--repeat 3] [--quick]
+                                     [--groups 1] [--workers 1,2]
 
 A redis-server (no persistence: the figure is rulesd's) is started on loopback; the events go
 into the stream in entries of 1,000 (as `rulesd forward` writes them) before the workers start;
@@ -10,6 +11,12 @@ committed (every event evaluated, its alerts queued: the figure compared), then 
 is delivered to a loopback server answering 202 (one sender at a time, in order: shown apart).
 Each configuration is run `--repeat` times, alternating; the shortest run of each is kept.
 Redis's CPU is INFO cpu's used_cpu_user + used_cpu_sys, before and after a run.
+
+`--groups N` puts N - 1 other consumer groups on the stream (another fleet, an archiver), each
+holding one entry read and not acknowledged past the events: every commit's trim then asks
+each of them how far it is (XINFO GROUPS, XPENDING). The time Redis spent in those two commands
+(INFO commandstats) is shown per commit, beside all the scripts' (EVALSHA: the commits and the
+few other scripts, the commands they run included).
 """
 
 from __future__ import annotations
@@ -82,7 +89,7 @@ def process_cpu(pid: int) -> float:
 
 
 def run_once(
-    work: Path, client: redis.Redis, port: int, alert_url: str, rules: Path, events: Path, n: int
+    work: Path, client: redis.Redis, port: int, alert_url: str, rules: Path, events: Path, n: int, groups: int = 1
 ) -> dict[str, float]:
     """Fill the stream, start `n` workers, release the group, time until everything is committed."""
     client.flushall()
@@ -91,6 +98,7 @@ def run_once(
     for i in range(0, len(lines), PER_ENTRY):
         pipe.xadd(STREAM, {"events": b"\n".join(lines[i : i + PER_ENTRY])})
     pipe.execute()
+    other_groups(client, groups - 1)
     client.xgroup_create(STREAM, GROUP, id="$")  # nothing to read until released below
     url = f"redis://127.0.0.1:{port}/0"
     procs = []
@@ -119,6 +127,8 @@ def run_once(
             time.sleep(0.05)
     time.sleep(0.5)
     cpu_before = [process_cpu(p.pid) for p in procs]
+    client.config_resetstat()
+    version = int(client.get("rulesd:version") or 0)
     redis_before = redis_cpu(client)
     start = time.perf_counter()
     client.xgroup_setid(STREAM, GROUP, id="0")
@@ -129,6 +139,10 @@ def run_once(
     elapsed = time.perf_counter() - start
     cpu = sum(process_cpu(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
     redis_used = redis_cpu(client) - redis_before
+    commits = int(client.get("rulesd:version") or 0) - version
+    stats = client.info("commandstats")
+    names = ("xinfo|groups", "xpending", "evalsha")
+    usec = {name: float(stats.get(f"cmdstat_{name}", {}).get("usec", 0)) for name in names}
     alerts = client.get("rulesd:outbox:seq")
     while client.xlen("rulesd:outbox"):  # then every alert delivered, one sender at a time, in order
         time.sleep(0.002)
@@ -144,7 +158,22 @@ def run_once(
         "events_per_s": total / elapsed,
         "worker_cpu": cpu,
         "redis_us_per_event": redis_used / total * 1e6,
+        "commits": float(commits),
+        "trim_us_per_commit": (usec["xinfo|groups"] + usec["xpending"]) / max(commits, 1),
+        "scripts_us_per_commit": usec["evalsha"] / max(commits, 1),
     }
+
+
+def other_groups(client: redis.Redis, count: int) -> None:
+    """`count` other consumer groups, each with one entry (after the events) read and not
+    acknowledged: pending, so that the trim asks XPENDING where each one is."""
+    if not count:
+        return
+    last = client.xinfo_stream(STREAM)["last-generated-id"]  # the events' last entry
+    client.xadd(STREAM, {"events": b"{}"})
+    for g in range(count):
+        client.xgroup_create(STREAM, f"other-{g}", id=last)
+        client.xreadgroup(f"other-{g}", "archiver", {STREAM: ">"}, count=1)
 
 
 def main() -> None:
@@ -154,7 +183,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="20,000 events, best of 1 (CI smoke)")
+    parser.add_argument("--groups", type=int, default=1, help="consumer groups on the stream, the workers' included")
+    parser.add_argument("--workers", default="1,2", help="the numbers of workers to compare (comma-separated)")
     args = parser.parse_args()
+    workers = [int(n) for n in args.workers.split(",")]
     if args.quick:
         args.events, args.repeat = 20_000, 1
     data = Path(__file__).resolve().parent / "data"
@@ -176,21 +208,25 @@ def main() -> None:
         try:
             best: dict[int, dict[str, float]] = {}
             for _ in range(args.repeat):
-                for n in (1, 2):
-                    result = run_once(work, client, port, alert_url, rules, events, n)
+                for n in workers:
+                    result = run_once(work, client, port, alert_url, rules, events, n, args.groups)
                     if n not in best or result["seconds"] < best[n]["seconds"]:
                         best[n] = result
         finally:
             proc.terminate()
             proc.wait(10)
-    for n in (1, 2):
+    for n in workers:
         r = best[n]
         print(
             f"{n} process(es): {r['events_per_s']:>9,.0f} events/s ({r['seconds']:.2f} s), "
             f"worker CPU {r['worker_cpu']:.2f} s, Redis CPU {r['redis_us_per_event']:.2f} us/event; "
-            f"{r['alerts']:.0f} alerts all delivered after {r['delivered']:.2f} s"
+            f"{r['alerts']:.0f} alerts all delivered after {r['delivered']:.2f} s; {args.groups} consumer group(s): "
+            f"XINFO GROUPS + XPENDING {r['trim_us_per_commit']:.1f} us per commit, of the scripts' "
+            f"{r['scripts_us_per_commit']:.0f} us ({r['commits']:.0f} commits)"
         )
-    print(f"speed-up 2 vs 1 process: {best[2]['events_per_s'] / best[1]['events_per_s']:.2f}x (best of {args.repeat})")
+    if 1 in best and 2 in best:
+        speed_up = best[2]["events_per_s"] / best[1]["events_per_s"]
+        print(f"speed-up 2 vs 1 process: {speed_up:.2f}x (best of {args.repeat})")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

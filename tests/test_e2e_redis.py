@@ -46,6 +46,7 @@ from tests.run_cli import clean_env
 from tests.test_e2e_daemon import truncated_quietly_then_killed
 from tests.test_e2e_sources import glob_positions_follow_the_files
 from tests.test_e2e_timers import VERIFIED
+from tests.test_monitoring import samples, scrape
 from tests.test_rule_kinds import backup
 
 STREAM = "rulesd:events"
@@ -1343,8 +1344,9 @@ def test_an_idle_instance_starts_the_learning_of_new_value_rules_at_its_start(
     assert 0 == daemon.terminate()
 
 
-def step_with_its_answer_lost(daemon: SharedDaemon) -> None:
-    """A step whose commit is made (or refused) but whose answer is lost (Redis unavailable before it came)."""
+def step_with_its_answer_lost(daemon: SharedDaemon, turn: Callable[[], object] | None = None) -> None:
+    """A step (or another `turn` of the loop) whose commit is made (or refused) but whose answer
+    is lost (Redis unavailable before it came)."""
     commit = daemon.store.commit
 
     def answer_lost(**kwargs: Any) -> int:
@@ -1354,8 +1356,68 @@ def step_with_its_answer_lost(daemon: SharedDaemon) -> None:
 
     daemon.store.commit = answer_lost  # type: ignore[method-assign]
     with pytest.raises(StateUnavailable):
-        daemon._step()
+        (turn or daemon._step)()
     daemon.store.commit = commit  # type: ignore[method-assign]
+
+
+def answer_cut_once(daemon: SharedDaemon) -> None:
+    """The next commit script runs, but the connection closes before its answer is read (Redis's
+    `timeout`, a proxy resetting it): the instance sends it again at once on a new connection."""
+    store = daemon.store
+    script = store._script("COMMIT")
+
+    def cut(**kwargs: Any) -> Any:
+        store._scripts["COMMIT"] = script
+        script(**kwargs)
+        raise redis.exceptions.ConnectionError("Connection closed by server.")
+
+    store._scripts["COMMIT"] = cut  # type: ignore[assignment]
+
+
+def queued_aliases(daemon: SharedDaemon) -> list[str]:
+    return [alert.payload["alias"] for alert in daemon.store.alerts()]
+
+
+@pytest.mark.parametrize("retried", ["at once", "later"])
+def test_the_alerts_of_a_batch_whose_answer_was_lost_are_queued_again_when_redis_then_loses_its_data(
+    tmp_path: Path, redis_server: RedisServer, retried: str
+) -> None:
+    """a's commit of three pages is made but its answer lost, and a finds it made when it sends
+    it again (at once on a new connection, or after Redis was said unavailable); then Redis loses
+    its data before they are delivered: a queues the three again (it had not remembered them, and
+    they were gone without a word)."""
+    with contextlib.ExitStack() as stack:
+        a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 3)
+        if retried == "later":
+            step_with_its_answer_lost(a)
+        else:
+            answer_cut_once(a)
+        assert a._step() and not a.pending
+        assert ["p-0", "p-1", "p-2"] == queued_aliases(a), "committed once"
+        redis_server.client().flushall()
+        a._tick()
+        assert "the 3 alert(s) this instance queued and had not seen delivered are queued again" in str(
+            a.stats.last_error
+        )
+        assert ["p-0", "p-1", "p-2"] == queued_aliases(a)
+
+
+def test_alerts_queued_again_go_once_when_the_commit_that_queued_them_again_lost_its_answer(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis loses its data with two of a's alerts queued; a's next commit queues them again with
+    a new page, and its answer is lost; a finds it made: the two are not queued a third time
+    (they were, by the commit after it)."""
+    with contextlib.ExitStack() as stack:
+        a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 2)
+        assert a._step()
+        redis_server.client().flushall()
+        with open(tmp_path / "a.jsonl", "a") as fh:
+            fh.write(json.dumps({"kind": "page", "id": 2}) + "\n")
+        step_with_its_answer_lost(a)
+        assert a._step() and not a.pending
+        a._tick()
+        assert ["p-0", "p-1", "p-2"] == queued_aliases(a)
 
 
 def test_a_batch_committed_though_its_answer_was_lost_counts_as_it_was_committed(
@@ -1426,6 +1488,68 @@ def test_a_batch_whose_answer_was_lost_twice_counts_as_it_was_committed_the_firs
         assert a._step() and not a.pending
         assert [] == a.store.alerts()
         assert ({"t": 2}, {}, 0) == counted(a)
+
+
+def absence_due(stack: contextlib.ExitStack, root: Path, server: RedisServer) -> SharedDaemon:
+    """Instance a in fleet mode, turned by hand, after host h's heartbeat: idle 11 s later, so that
+    its absence (10 s) is due."""
+    fleet = Fleet(root, server.url, "http://127.0.0.1:9", rules=ABSENCE_RULES)
+    path = root / "a.jsonl"
+    start = time.time()
+    path.write_text(json.dumps({"ts": start, "event": "heartbeat", "host": "h"}) + "\n")
+    wall = [start]
+    a = in_process(stack, fleet.on_file("a", path, server.url, time_field="ts"), lambda: wall[0])
+    assert a._step()
+    wall[0] = start + 11
+    return a
+
+
+@pytest.mark.parametrize("retried", ["at once", "later"])
+def test_an_idle_pass_whose_answer_was_lost_counts_its_firings_once_and_its_alert_is_kept(
+    tmp_path: Path, redis_server: RedisServer, retried: str
+) -> None:
+    """Host h's absence fires while a is idle; the commit is made but its answer lost, and a
+    finds it made (its next commit would retry it at once on a new connection, or asks Redis
+    before committing anything else): the firing and the alert count once (they counted none),
+    the alert is queued once, and when Redis then loses its data a queues it again."""
+    with contextlib.ExitStack() as stack:
+        a = absence_due(stack, tmp_path, redis_server)
+        if retried == "later":
+            step_with_its_answer_lost(a, a._tick)
+        else:
+            answer_cut_once(a)
+        a._tick()
+        assert 1 == len(a.store.alerts()), "committed once"
+        assert ({"heartbeat-missing": 1}, 1) == counted(a)[1:]
+        redis_server.client().flushall()
+        a._tick()
+        assert "the 1 alert(s) this instance queued" in str(a.stats.last_error)
+        assert 1 == len(a.store.alerts())
+
+
+def test_an_idle_pass_whose_commit_was_not_made_is_fenced_off(tmp_path: Path, redis_server: RedisServer) -> None:
+    """An idle pass's commit is sent, the connection is given up before Redis runs it, and a finds
+    it not made (its firing comes again with the next pass): the script, if Redis runs it late,
+    is refused, so that the alert is not queued twice."""
+    with contextlib.ExitStack() as stack:
+        a = absence_due(stack, tmp_path, redis_server)
+        commit, sent = a.store.commit, []
+
+        def not_run(**kwargs: Any) -> int:
+            sent.append(kwargs)
+            raise StateUnavailable("Redis unavailable: Timeout reading from socket")
+
+        a.store.commit = not_run  # type: ignore[method-assign]
+        with pytest.raises(StateUnavailable):
+            a._tick()
+        a.store.commit = commit  # type: ignore[method-assign]
+        a.shared.sync()
+        a._resolve_lost_tick()  # (what a does first when it commits next)
+        with pytest.raises(Conflict) as refused:
+            a.store.commit(**sent[0])  # Redis runs it now, at the version it was sent at
+        assert ("fenced", []) == (refused.value.why, a.store.alerts())
+        a._tick()
+        assert 1 == len(a.store.alerts()) and ({"heartbeat-missing": 1}, 1) == counted(a)[1:]
 
 
 def counted(daemon: SharedDaemon) -> tuple[dict[str, int], dict[str, int], int]:
@@ -1790,3 +1914,39 @@ def test_an_edited_sequence_keeps_its_waits_and_its_chains_part_way_in_the_share
         r.json()["message"] for r in opsgenie.requests
     ]
     assert 0 == daemon.terminate()
+
+
+def test_a_workers_metrics_show_its_stream_and_rules_at_zero_before_anything_happens(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """A stream worker's /metrics has its stream's counters (events read, invalid, ignored) and
+    every rule's at 0 from its start, before the first entry: a rate needs the series before its
+    first increase. An entry of another producer's then counts as invalid, and a page as read."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    worker = fleet.start("a", time_field=None, metrics={"listen": "127.0.0.1:0"})
+    url = worker.metrics_url()
+    per_source = ("rulesd_events_read_total", "rulesd_events_invalid_total", "rulesd_lines_ignored_total")
+    per_rule = (
+        "rulesd_rule_matches_total",
+        "rulesd_rule_firings_total",
+        "rulesd_state_groups_evicted_total",
+        "rulesd_state_alerts_closed_total",
+    )
+
+    def series() -> dict[str, float]:
+        return {key: value for key, value in samples(scrape(url)).items() if key.startswith((*per_source, *per_rule))}
+
+    zeros = {f'{family}{{source="{STREAM}"}}': 0.0 for family in per_source}
+    zeros |= {f'{family}{{rule="r"}}': 0.0 for family in per_rule}
+    assert zeros == series(), scrape(url)
+    client = redis_server.client()
+    client.xadd(STREAM, {"message": "not rulesd's"})
+    client.xadd(STREAM, {"event": json.dumps({"kind": "page", "id": 1})})
+    assert opsgenie.wait_for(lambda r: len(r) == 1, 20), worker.output()
+    counted = {
+        f'rulesd_events_invalid_total{{source="{STREAM}"}}': 1.0,
+        f'rulesd_events_read_total{{source="{STREAM}"}}': 1.0,
+    }
+    counted |= {'rulesd_rule_matches_total{rule="r"}': 1.0, 'rulesd_rule_firings_total{rule="r"}': 1.0}
+    assert wait_until(lambda: series() == zeros | counted), scrape(url)
+    assert 0 == worker.terminate()

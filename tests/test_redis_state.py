@@ -15,8 +15,8 @@ from rulesd.daemon.shared import SharedEngine
 from rulesd.engine import Engine, StateDelta
 from rulesd.events import make_parser
 from rulesd.pipeline import advance, evaluate_lines, pending
-from rulesd.state import StateUnavailable
-from rulesd.state.redis import Conflict, RedisState, StreamBatch, connect
+from rulesd.state import CLOSE, Request, StateUnavailable
+from rulesd.state.redis import Conflict, Made, RedisState, StreamBatch, connect
 from tests.daemon_process import wait_until
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.redis_server import RedisServer
@@ -272,15 +272,19 @@ def test_instances_restoring_a_state_their_new_rules_leave_open_queue_its_close_
 
 
 def test_a_batch_committed_again_after_a_lost_answer_is_refused(client: redis.Redis) -> None:
-    """The same batch token twice (the first answer lost with the connection): nothing counts twice."""
+    """The same batch token twice (the first answer lost with the connection): nothing counts twice,
+    and the refusal says what the commit made queued that is still queued."""
     a = store(client)
     a.load_engine_state()
-    a.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}], now=1.0, token="t1", note=b'{"as": "committed"}')
+    a.commit(positions={}, payloads=[{"n": 0}], now=1.0)
+    close = Request({"note": "x"}, CLOSE, "x")
+    a.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}, close], now=1.0, token="t1", note=b'{"as": "committed"}')
     a.load_engine_state()  # as after a reconnect: synced again
     with pytest.raises(Conflict) as refused:
         a.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}], now=1.0, token="t1", note=b"applied again")
-    assert ("taken", "", b'{"as": "committed"}') == (refused.value.why, refused.value.detail, refused.value.note)
-    assert 1 == len(a.alerts())
+    made = Made(b'{"as": "committed"}', {2: {"n": 1}, 3: close})
+    assert ("taken", "", made) == (refused.value.why, refused.value.detail, refused.value.made)
+    assert 3 == len(a.alerts())
 
 
 def test_a_stream_of_large_entries_is_read_a_few_megabytes_at_a_time(client: redis.Redis) -> None:
@@ -376,7 +380,7 @@ def test_alerts_redis_lost_are_queued_again_even_if_others_delivered_as_many_sin
     a = SharedEngine(Engine(ruleset_from_yaml(ABSENCE), time_field="t"), store(client), lost.append)
     a.load_all()
     a.store.commit(positions={}, payloads=[{"n": 1}, {"n": 2}], now=1.0)
-    a.committed([{"n": 1}, {"n": 2}], positions=False)
+    a.committed(dict(zip(a.store.queued_ids, [{"n": 1}, {"n": 2}], strict=True)), positions=False)
     client.flushall()
     b = store(client, "b")
     b.load_engine_state()

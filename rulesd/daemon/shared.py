@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import Any
 
@@ -43,7 +43,7 @@ from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, 
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
-from rulesd.state.redis import Conflict, RedisState
+from rulesd.state.redis import Conflict, Made, RedisState
 
 log = logging.getLogger("rulesd")
 RETRY_UNAVAILABLE = 1.0  # seconds between attempts while Redis is unavailable
@@ -80,6 +80,14 @@ class Tally(msgspec.Struct):
     alerts: int
     evicted: dict[str, int]
     limit_closed: dict[str, int]
+
+
+class LostTick(msgspec.Struct):
+    """An idle pass's commit whose answer was lost: its name, to ask Redis whether it was made
+    before anything else is committed, and the source positions it wrote."""
+
+    token: str
+    positions: dict[str, dict[str, Any]]
 
 
 class SharedEngine:
@@ -141,12 +149,12 @@ class SharedEngine:
             "(one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
         )
 
-    def committed(self, requests: list[dict[str, Any] | Request], positions: bool) -> None:
-        """A commit queued `requests` (the alerts to queue again first): remembered until
-        delivered; it wrote the instance's `positions` too, or not."""
+    def committed(self, queued: Mapping[int, dict[str, Any] | Request], positions: bool) -> None:
+        """A commit queued alerts (the alerts to queue again first), still `queued` by outbox id:
+        remembered until delivered; it wrote the instance's `positions` too, or not."""
         self.requeue = []
         self.positions_lost &= not positions
-        self.unconfirmed.update(zip(self.store.queued_ids, requests, strict=True))
+        self.unconfirmed.update(queued)
         while len(self.unconfirmed) > UNCONFIRMED_KEPT:  # a long OpsGenie outage: the oldest are not
             del self.unconfirmed[next(iter(self.unconfirmed))]
 
@@ -211,6 +219,7 @@ class SharedDaemon(Daemon):
         # commit refused (another instance first) or lost is made again with positions read anew.
         self._forgets: set[str] = set()
         self._auth_failed = False  # the state problem is Redis refusing the credentials
+        self._lost_tick: LostTick | None = None
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -291,9 +300,13 @@ class SharedDaemon(Daemon):
         return self._named(self._match(runs, now))
 
     def _named(self, prepared: Prepared) -> Prepared:
-        self._batches += 1
-        prepared.token = f"{self.store.token}:{self._batches}"
+        prepared.token = self._token()
         return prepared
+
+    def _token(self) -> str:
+        """A new name for a commit (unique to this process)."""
+        self._batches += 1
+        return f"{self.store.token}:{self._batches}"
 
     def _prepare_entries(self, entries: EntryBatch) -> Prepared:
         assert self.reader is not None and self._stream_parser is not None
@@ -324,6 +337,7 @@ class SharedDaemon(Daemon):
         engine, store = self.engine, self.store
         while True:
             self.shared.sync()
+            self._resolve_lost_tick()
             if not self._runs_published():
                 self._refuse(self.shared.published)
                 return
@@ -354,35 +368,55 @@ class SharedDaemon(Daemon):
                     token=prepared.token,
                     note=msgspec.json.encode(tally),
                 )
+                queued = dict(zip(store.queued_ids, requests, strict=True))
             except Conflict as conflict:
                 self.shared.undo(delta, before, counts)
                 if conflict.why == "version":
                     continue
-                if conflict.why == "taken" and not conflict.detail:  # its own token: committed, the answer lost
-                    log.info("batch already committed (its answer was lost): not applied again")
-                    self.pending.pop(0)
-                    # Counted as committed; a rule a reload removed since has no series to count in.
-                    committed = _loaded(msgspec.json.decode(conflict.note, type=Tally), engine.ruleset.by_name())
-                    engine.rewind(_plus(engine.counts(), committed))  # undone above: the committed ones count
-                    self._count(prepared, results, committed)
+                if conflict.made is None:
+                    self._refused(prepared, conflict)
                     return
-                self._refused(prepared, conflict)
-                return
+                log.info("batch already committed (its answer was lost): not applied again")
+                tally, queued = self._made(conflict.made)
             except StateUnavailable:
                 self.shared.stale = True  # whether the commit was made is not known: load it all again
                 engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
                 raise
+            else:
+                if clock is not None:
+                    self.shared.clock_wall = wall
+                log.debug(
+                    "committed version %d: %d line(s), %d alert(s)",
+                    store.version,
+                    sum(r.lines for r in results),
+                    len(alerts),
+                )
             break
         self._forgets.clear()
         self._committed = still_saved(positions)
-        self.shared.committed(requests, positions=True)  # (none in stream mode: the stream's cursor is the position)
-        if clock is not None:
-            self.shared.clock_wall = wall
+        self.shared.committed(queued, positions=True)  # (none in stream mode: the stream's cursor is the position)
         self.pending.pop(0)
-        log.debug(
-            "committed version %d: %d line(s), %d alert(s)", store.version, sum(r.lines for r in results), len(alerts)
-        )
         self._count(prepared, results, tally)
+
+    def _made(self, made: Made) -> tuple[Tally, dict[int, dict[str, Any] | Request]]:
+        """A commit of this instance found made though its answer was lost: what it counts, as
+        committed (a rule a reload removed since has no series to count in), and the alerts it
+        queued that are still queued (remembered like any commit's, in case Redis loses them)."""
+        tally = _loaded(msgspec.json.decode(made.note, type=Tally), self.engine.ruleset.by_name())
+        self.engine.rewind(_plus(self.engine.counts(), tally))  # its evictions and closes count once
+        return tally, made.queued
+
+    def _resolve_lost_tick(self) -> None:
+        """An idle pass whose commit's answer was lost is counted if Redis made it (before this
+        instance commits anything else, which would replace the record Redis keeps of it)."""
+        lost = self._lost_tick
+        if lost is None:
+            return
+        made = self.store.resolve(lost.token)
+        self._lost_tick = None
+        if made is not None:
+            log.info("idle pass already committed (its answer was lost)")
+            self._tick_made(lost.positions, *self._made(made))
 
     def _runs_published(self) -> bool:
         """Whether this instance runs the published rule set (publishing it if none is: Redis emptied)."""
@@ -518,10 +552,11 @@ class SharedDaemon(Daemon):
         # skipped) are committed too: a restart would resume at the old ones.
         positions = self._positions() if self.reader is None else {}
         moved = self.reader is None and positions != self._committed
-        waiting = shared.requeue or shared.unconfirmed or shared.positions_lost
+        waiting = shared.requeue or shared.unconfirmed or shared.positions_lost or self._lost_tick
         if not (moves or engine.out or sweeps or waiting or moved):
             return
         self.shared.sync()
+        self._resolve_lost_tick()
         if not self._runs_published():
             return
         wall = self.shared.clock_wall
@@ -540,25 +575,47 @@ class SharedDaemon(Daemon):
             return
         delta = engine.state.delta()
         clock = engine.now if moves else None
+        # Named, with what it counts, as a batch is: if its answer is lost, Redis is asked whether
+        # it was made (at once, on a new connection, or before the next commit: `LostTick`).
+        token, tally = self._token(), _tally({}, alerts, counts, engine.counts())
         try:
-            self.store.commit(positions=positions, payloads=requests, now=now, engine=delta, clock=clock)
-        except Conflict:
-            self.shared.undo(delta, before, counts)  # another instance committed first: next time
-            self._last["sweep"] = last_sweep
-            return
+            self.store.commit(
+                positions=positions,
+                payloads=requests,
+                now=now,
+                engine=delta,
+                clock=clock,
+                token=token,
+                note=msgspec.json.encode(tally),
+            )
+            queued = dict(zip(self.store.queued_ids, requests, strict=True))
+        except Conflict as conflict:
+            self.shared.undo(delta, before, counts)
+            if conflict.made is None:  # another instance committed first: next time
+                self._last["sweep"] = last_sweep
+                return
+            tally, queued = self._made(conflict.made)
         except StateUnavailable:
             self.shared.stale = True
             engine.rewind(counts)
             self._last["sweep"] = last_sweep
+            self._lost_tick = LostTick(token, positions)
             raise
+        else:
+            if moves:
+                self.shared.clock_wall = now
+        self._tick_made(positions, tally, queued)
+
+    def _tick_made(
+        self, positions: dict[str, dict[str, Any]], tally: Tally, queued: dict[int, dict[str, Any] | Request]
+    ) -> None:
+        """An idle pass's commit made: its positions are saved, its alerts remembered and counted."""
         if positions:
             self._forgets.clear()
             self._committed = still_saved(positions)
-        shared.committed(requests, positions=True)
-        if moves:
-            self.shared.clock_wall = now
-        self._queued(_fired(alerts), len(alerts))
-        self.stats.state_groups = engine.state.group_count()
+        self.shared.committed(queued, positions=True)
+        self._queued(tally.firings, tally.alerts)
+        self.stats.state_groups = self.engine.state.group_count()
         self._warn_limits()
 
     def _stream_settled(self) -> bool:

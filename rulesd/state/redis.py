@@ -98,14 +98,22 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
 
 
-class Conflict(Exception):
-    """A commit that wrote nothing: `why` is `rules`, `version`, `taken`, `turn` or `gap`
-    (see `scripts.COMMIT`), `detail` what the store holds instead; `note` that of the batch
-    this instance committed already (`taken`, `detail` '')."""
+class Made(msgspec.Struct):
+    """A commit of this instance whose answer was lost, found made: the `note` it was made
+    with, and the alerts it queued that are still queued, by outbox id."""
 
-    def __init__(self, why: str, detail: str, note: bytes = b"") -> None:
+    note: bytes
+    queued: dict[int, dict[str, Any] | Request]
+
+
+class Conflict(Exception):
+    """A commit that wrote nothing: `why` is `rules`, `version`, `taken`, `turn`, `gap` or
+    `fenced` (see `scripts.COMMIT`), `detail` what the store holds instead; `made` the commit of
+    this instance that is the same batch, made already (`taken`, `detail` '')."""
+
+    def __init__(self, why: str, detail: str, made: Made | None = None) -> None:
         super().__init__(f"{why}: {detail}")
-        self.why, self.detail, self.note = why, detail, note
+        self.why, self.detail, self.made = why, detail, made
 
 
 class StreamBatch(msgspec.Struct, frozen=True):
@@ -337,8 +345,8 @@ class RedisState:
 
         `token` names the batch: committing it again (its answer was lost with the connection)
         is refused as `taken`, with the `note` it was committed with (what it counts: the caller
-        counts what was committed, not what it applied this time). The outbox ids given are left
-        in `queued_ids`."""
+        counts what was committed, not what it applied this time) and the alerts it queued (see
+        `Made`). The outbox ids given are left in `queued_ids`."""
         k = self.k
         outbox = [_outbox_fields(p) for p in payloads]
         upserts = (
@@ -395,11 +403,18 @@ class RedisState:
         reply = self.call(lambda: self._script("COMMIT")(keys=keys, args=args))
         why, detail = reply[0].decode(), reply[1].decode()
         if why != "ok":
-            raise Conflict(why, detail, reply[2] if len(reply) > 2 else b"")
+            raise Conflict(why, detail, _made(reply[2:]) if len(reply) > 2 else None)
         self.version = int(detail)
         last = int(reply[2])
         self.queued_ids = range(last - len(outbox) + 1, last + 1)
         return len(outbox)
+
+    def resolve(self, token: str) -> Made | None:
+        """Whether this instance's commit named `token`, whose answer was lost, was made (None:
+        not made, and it never will be: Redis refuses it if it still comes)."""
+        k = self.k
+        reply = self.call(lambda: self._script("RESOLVE")(keys=[k.batches, k.outbox], args=[self.instance, token]))
+        return _made(reply) if reply else None
 
     # -- source positions ---------------------------------------------------------------------
 
@@ -597,6 +612,17 @@ def _outbox_fields(request: dict[str, Any] | Request) -> tuple[bytes, str, str]:
     if isinstance(request, Request):
         return orjson.dumps(request.payload), request.action, request.target or ""
     return orjson.dumps(request), CREATE, ""
+
+
+def _made(reply: list[Any]) -> Made:
+    """`scripts.LAST_COMMIT`'s answer: the note, and the outbox entries still queued."""
+    queued: dict[int, dict[str, Any] | Request] = {}
+    for entry_id, raw in reply[1]:
+        fields = dict(zip(raw[::2], raw[1::2], strict=True))
+        payload, action = orjson.loads(fields[b"payload"]), fields[b"action"].decode()
+        target = fields[b"target"].decode() or None
+        queued[int(entry_id.split(b"-")[0])] = payload if action == CREATE else Request(payload, action, target)
+    return Made(reply[0], queued)
 
 
 def _attempt_json(at: float | None, result: str, error: str) -> bytes:

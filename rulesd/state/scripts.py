@@ -6,21 +6,53 @@ the SQLite transaction. Stream ids are compared as (milliseconds, sequence) pair
 
 from __future__ import annotations
 
+# The instance's last commit, if it is the one named `token`: {its note, the outbox entries it
+# queued that are still queued} (so that a commit whose answer was lost is counted as made, and
+# its alerts are remembered until delivered), 'fenced' if `RESOLVE` found it not made, else nil.
+# The record (KEYS[12] of COMMIT) is "token first-id last-id note", or "token " once fenced.
+LAST_COMMIT = """
+local function last_commit(records, instance, token, outbox)
+  local record, n = redis.call('HGET', records, instance) or '', #token
+  if string.sub(record, 1, n + 1) ~= token .. ' ' then return nil end
+  local first, last, note = string.match(string.sub(record, n + 2), '^(%d+) (%d+) (.*)$')
+  if not first then return 'fenced' end
+  return {note, redis.call('XRANGE', outbox, first .. '-0', last .. '-0')}
+end
+"""
+
+# Whether the commit named ARGV[2] (the instance ARGV[1]'s last, its answer lost) was made:
+# LAST_COMMIT's answer, or false; then it is fenced, so that the script, if Redis has not run it
+# yet (still in its input, the connection given up), is refused when it runs: it is never made
+# unknown to the instance. KEYS: 1 the last commit of each instance, 2 outbox.
+RESOLVE = (
+    LAST_COMMIT
+    + """
+local made = last_commit(KEYS[1], ARGV[1], ARGV[2], KEYS[2])
+if made and made ~= 'fenced' then return made end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ')
+return false
+"""
+)
+
 # KEYS: 1 version, 2 rules, 3 clock, 4 fingerprints, 5 groups, 6 changes, 7 positions, 8 outbox,
-#       9 outbox sequence, 10 event stream, 11 stream cursor, 12 the last batch of each instance
+#       9 outbox sequence, 10 event stream, 11 stream cursor, 12 the last commit of each instance
 # ARGV: 1 expected version, 2 rule set hash, 3 now, 4 clock ('' = unchanged), 5 full ('1'),
 #       6 fingerprints, 7 upserts, 8 deletes, 9 positions, 10 outbox entries, 11 consumer group
 #       ('' = no stream), 12 first id, 13 last id, 14 ids to acknowledge, 15 entries the batch
 #       must span (0: no check), 16 change records kept, 17 the batch's token ('' = none: a
 #       batch committed already, whose answer was lost, is refused as taken), 18 the instance,
-#       19 the batch's note (kept with its token, the instance's last), then the lists in that
-#       order: upserts (field, value), deletes (field), positions (field, value; '' deletes the
-#       field), outbox (payload, action, target), ids.
+#       19 the batch's note (kept with its token and the outbox ids it gave, the instance's
+#       last: see LAST_COMMIT), then the lists in that order: upserts (field, value), deletes
+#       (field), positions (field, value; '' deletes the field), outbox (payload, action,
+#       target), ids.
 # Returns {'ok', version, the last outbox id given ('0': none)} or {why, detail} with why: rules
 # (published hash), version (current), taken (the batch was committed by another instance; by
-# this one if detail is '': then with the note it was committed with), turn (an earlier entry
-# is uncommitted), gap (the batch is not contiguous in the stream).
-COMMIT = """
+# this one if detail is '': then with the note it was committed with and the outbox entries it
+# queued that are still queued), turn (an earlier entry is uncommitted), gap (the batch is not
+# contiguous in the stream), fenced (`RESOLVE` found the commit not made: it came too late).
+COMMIT = (
+    LAST_COMMIT
+    + """
 local function id_less_or_equal(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -31,8 +63,9 @@ end
 local published = redis.call('GET', KEYS[2])
 if published ~= ARGV[2] then return {'rules', published or ''} end
 if ARGV[17] ~= '' then
-  local last, n = redis.call('HGET', KEYS[12], ARGV[18]) or '', #ARGV[17]
-  if string.sub(last, 1, n + 1) == ARGV[17] .. ' ' then return {'taken', '', string.sub(last, n + 2)} end
+  local made = last_commit(KEYS[12], ARGV[18], ARGV[17], KEYS[8])
+  if made == 'fenced' then return {'fenced', ''} end
+  if made then return {'taken', '', made[1], made[2]} end
 end
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then return {'version', tostring(version)} end
@@ -53,7 +86,6 @@ local n_up, n_del, n_pos, n_out, n_ack = tonumber(ARGV[7]), tonumber(ARGV[8]), t
   tonumber(ARGV[10]), tonumber(ARGV[14])
 local i = 20
 local touched = {}
-if ARGV[17] ~= '' then redis.call('HSET', KEYS[12], ARGV[18], ARGV[17] .. ' ' .. ARGV[19]) end
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[5])
   redis.call('SET', KEYS[4], ARGV[6])
@@ -77,11 +109,15 @@ for _ = 1, n_pos do
   i = i + 2
 end
 local seq = 0
+local first = tonumber(redis.call('GET', KEYS[9]) or '0') + 1
 for _ = 1, n_out do
   seq = redis.call('INCR', KEYS[9])
   redis.call('XADD', KEYS[8], seq .. '-0', 'created', ARGV[3], 'payload', ARGV[i], 'action', ARGV[i + 1],
     'target', ARGV[i + 2])
   i = i + 3
+end
+if ARGV[17] ~= '' then
+  redis.call('HSET', KEYS[12], ARGV[18], ARGV[17] .. ' ' .. first .. ' ' .. (first + n_out - 1) .. ' ' .. ARGV[19])
 end
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
 version = redis.call('INCR', KEYS[1])
@@ -111,6 +147,7 @@ if group ~= '' then
 end
 return {'ok', tostring(version), tostring(seq)}
 """
+)
 
 # What changed since version ARGV[1]: {version, clock, rules, epoch, done, how, field, value,
 # ...} where how is '' (nothing changed), 'full' (the change records are gone, or one rewrote
