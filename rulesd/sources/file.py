@@ -39,6 +39,7 @@ from rulesd.sources.rotation import (
     Change,
     Identity,
     Position,
+    Retired,
     Verdict,
     judge,
     resume_retired,
@@ -151,7 +152,7 @@ class FileSource:
         self._clock = clock
         self.skipped_long = 0
         self._watches: dict[str, _Watch] = {}
-        self._retired: dict[Identity, tuple[str, Position]] = {}
+        self._retired: dict[Identity, Retired] = {}
         self._more = False  # the last read() stopped at max_lines or BATCH_BYTES
         self._turn = 0  # which watch reads first, so that no file starves the others
         self._watch = DirectoryWatch(warn)
@@ -401,8 +402,8 @@ class FileSource:
             return None
         # Taken up under this name, the file is followed again: remembered anew if let go of.
         retired = self._retired.pop(identity, None)
-        offset = resume_retired(path, retired, st.st_size, read_head(fd))
-        return self._tail(fd, st, offset, path, drained=retired[1].offset if retired is not None else None)
+        offset = resume_retired(path, retired, st.st_size, st.st_mtime_ns, read_head(fd))
+        return self._tail(fd, st, offset, path, drained=retired.position.offset if retired is not None else None)
 
     def _tail(self, fd: int, st: os.stat_result, offset: int, path: str, *, drained: int | None) -> Tail:
         """A Tail for `path` from `offset`; `drained`: where a rotated file read to its end (by
@@ -449,8 +450,9 @@ class FileSource:
         # back, but its inode does, as another file at once: one that starts with the same
         # bytes (a job's file written alike at every run) was taken for it and read from
         # where the deleted one ended, its events skipped.
-        if os.fstat(tail.fd).st_nlink:
-            self._retired[tail.identity] = (path, tail.position())
+        st = os.fstat(tail.fd)
+        if st.st_nlink:
+            self._retired[tail.identity] = Retired(path, tail.position(), st.st_mtime_ns)
             if len(self._retired) > _RETIRED_MAX:
                 del self._retired[next(iter(self._retired))]
         else:  # remembered when it was let go of at a rotation, then taken up under its new name
