@@ -27,9 +27,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon import PROBE_RULE, Arrivals, rulesd, wait_for, write_config
+from daemon import Arrivals, rulesd, wait_for, write_config
 
 from tests.fake_opsgenie import FakeOpsGenie
+
+PAGE_RULE = {"name": "page", "match": {"kind": "page"}, "alert": {"message": "page {seq}", "alias": "page-{seq}"}}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -38,8 +40,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(files: int, seconds: float, probes: int) -> tuple[float, list[float]]:
-    """Idle CPU share of one core, and the append-to-alert latencies of `probes` lines."""
+def measure(files: int, seconds: float, lines: int) -> tuple[float, list[float]]:
+    """Idle CPU share of one core, and the append-to-alert latencies of `lines` lines."""
     arrivals = Arrivals()
     with FakeOpsGenie(arrivals) as server, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -48,10 +50,10 @@ def measure(files: int, seconds: float, probes: int) -> tuple[float, list[float]
         paths = [logs / f"container-{i:05d}.log" for i in range(files)]
         for path in paths:
             path.write_bytes(orjson.dumps({"kind": "start", "ts": time.time()}) + b"\n")
-        probe = root / "probe.yaml"
-        probe.write_text(yaml.safe_dump(PROBE_RULE))
+        rule = root / "page.yaml"
+        rule.write_text(yaml.safe_dump(PAGE_RULE))
         source = {"type": "file", "path": str(logs / "*.log"), "start_at": "beginning"}
-        config = write_config(root, [probe], source, server.url)
+        config = write_config(root, [rule], source, server.url)
         stderr = root / "stderr"
         with stderr.open("wb") as err:
             proc = rulesd("run", "--config", str(config), stderr=err, stdout=subprocess.DEVNULL)
@@ -62,10 +64,10 @@ def measure(files: int, seconds: float, probes: int) -> tuple[float, list[float]
             time.sleep(seconds)
             idle = (cpu_seconds(proc.pid) - before) / (time.monotonic() - start)
             sent: dict[str, float] = {}
-            for seq, path in enumerate(random.Random(1).sample(paths, probes)):
-                sent[f"probe-{seq}"] = time.time()
+            for seq, path in enumerate(random.Random(1).sample(paths, lines)):
+                sent[f"page-{seq}"] = time.time()
                 with path.open("ab") as fh:
-                    fh.write(orjson.dumps({"kind": "probe", "seq": seq}) + b"\n")
+                    fh.write(orjson.dumps({"kind": "page", "seq": seq}) + b"\n")
                 time.sleep(0.5)
             wait_for(lambda: len(arrivals.at) >= len(sent), timeout=30)
         finally:
@@ -78,13 +80,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=30.0, help="idle time measured")
-    parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--lines", type=int, default=20, help="lines appended, one every 0.5 s")
     parser.add_argument("--quick", action="store_true", help="a smoke run, a few seconds")
     args = parser.parse_args()
     if args.quick:
-        args.files, args.seconds, args.probes = 200, 3.0, 3
+        args.files, args.seconds, args.lines = 200, 3.0, 3
     load = os.getloadavg()[0]
-    idle, latencies = measure(args.files, args.seconds, args.probes)
+    idle, latencies = measure(args.files, args.seconds, args.lines)
     print(f"{args.files:,} files, glob source, Python {sys.version.split()[0]}, load {load:.1f}")
     print(f"idle CPU over {args.seconds:.0f} s: {idle * 100:.1f}% of a core")
     print(
