@@ -150,9 +150,10 @@ class Workspace:
         with open(self.events, "ab") as fh:
             fh.write(data)
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
-        """Start `rulesd run` on this workspace and wait until it is running."""
-        process = DaemonProcess(self.root, ["run", "--config", str(self.config), *args], env)
+    def start(self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL) -> DaemonProcess:
+        """Start `rulesd run` on this workspace and wait until it is running (`stdin`:
+        subprocess.PIPE for a stdin source that stays open; the pipe is `proc.stdin`)."""
+        process = DaemonProcess(self.root, ["run", "--config", str(self.config), *args], env, stdin=stdin)
         self.processes.append(process)
         assert process.wait_for_log("rulesd started"), process.output()
         return process
@@ -173,7 +174,12 @@ class DaemonProcess:
     running: ClassVar[list[DaemonProcess]] = []  # killed after each test by tests/conftest.py
 
     def __init__(
-        self, root: Path, args: list[str], env: dict[str, str] | None, launcher: tuple[str, ...] = ("-m", "rulesd")
+        self,
+        root: Path,
+        args: list[str],
+        env: dict[str, str] | None,
+        launcher: tuple[str, ...] = ("-m", "rulesd"),
+        stdin: int = subprocess.DEVNULL,
     ) -> None:
         """`launcher`: how python starts rulesd (`-c CODE`, to run it with a constant changed)."""
         DaemonProcess.count += 1
@@ -185,7 +191,7 @@ class DaemonProcess:
                 [sys.executable, *launcher, "--log-level", "debug", *args],
                 stdout=out,
                 stderr=err,
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 env=full_env,
                 cwd=root,
             )

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -487,6 +488,104 @@ def test_metrics_show_every_source_and_rule_at_zero_before_anything_happens(
     assert 0 == daemon.terminate()
 
 
+def zero_series(url: str, series: dict[str, set[str]]) -> bool:
+    """Whether /metrics has, of each family, exactly a series at 0 per label value given
+    (`{"rulesd_rule_firings_total{rule": {"one"}}`: the family and its label, as written)."""
+    got = samples(scrape(url))
+    for family_label, values in series.items():
+        family = family_label.split("{")[0]
+        found = {key: value for key, value in got.items() if key.startswith(family + "{")}
+        if found != {f'{family_label}="{v}"}}': 0.0 for v in values}:
+            return False
+    return True
+
+
+def rule_series(*rules: str) -> dict[str, set[str]]:
+    return {f"{family}{{rule": set(rules) for family in ("rulesd_rule_matches_total", "rulesd_rule_firings_total")}
+
+
+def source_series(*sources: str) -> dict[str, set[str]]:
+    families = ("rulesd_events_read_total", "rulesd_events_invalid_total", "rulesd_lines_ignored_total")
+    return {f"{family}{{source": set(sources) for family in families}
+
+
+TWO_RULES = (
+    "rules:\n- name: one\n  match: {kind: page}\n  alert: {alias: 'one-{id}'}\n"
+    "- name: two\n  match: {kind: other}\n  alert: {alias: 'two-{id}'}\n"
+)
+RELOADED_RULES = (
+    "rules:\n- name: one\n  match: {kind: page}\n  alert: {alias: 'one-{id}'}\n- name: three\n  match: {kind: x}\n"
+)
+
+
+def typed_series(label: str, field: str) -> dict[str, set[str]]:
+    """The series of a source with a typed field and a time field."""
+    unconverted = f'rulesd_fields_unconverted_total{{field="{field}",source'
+    return {unconverted: {label}, "rulesd_events_untimed_total{source": {label}}
+
+
+def reloaded(daemon: DaemonProcess, ws: Workspace) -> None:
+    (ws.rules / "rules.yaml").write_text(RELOADED_RULES)
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: "added: 1 (three)" in daemon.stderr()), daemon.output()
+
+
+def test_metrics_show_a_stdin_source_at_zero_from_the_start_and_after_a_reload(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A stdin source's counters (`<stdin>`; its typed fields and time field by its type),
+    and every rule's, are on /metrics at 0 before any line comes, and stay after a reload."""
+    source = {
+        "type": "stdin",
+        "format": "regex",
+        "pattern": r"(?P<kind>\S+) (?P<id>\S+) (?P<ts>\S+)",
+        "fields": {"id": "int"},
+        "time_field": "ts",
+    }
+    ws = Workspace(tmp_path, server.url, source=source, metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(TWO_RULES)
+    daemon = ws.start(stdin=subprocess.PIPE)
+    assert daemon.proc.stdin is not None
+    url = metrics_url(daemon)
+    typed = typed_series("stdin", "id")
+    assert zero_series(url, {**source_series("<stdin>"), **rule_series("one", "two"), **typed}), scrape(url)
+    reloaded(daemon, ws)
+    assert zero_series(url, {**source_series("<stdin>"), **rule_series("one", "three"), **typed}), scrape(url)
+    daemon.proc.stdin.write(b"page 1 2024-12-10T06:55:46Z\n")
+    daemon.proc.stdin.close()  # the end of input: it delivers and stops
+    assert server.wait_for(lambda r: len(r) >= 1), daemon.output()
+    assert 0 == daemon.proc.wait(30), daemon.output()
+
+
+def test_metrics_show_a_journald_source_at_zero_from_the_start_and_after_a_reload(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A named journald source's counters (`sshd:journalctl`; its typed fields and time
+    field by its name), and every rule's, are on /metrics at 0 before any entry comes, and
+    stay after a reload."""
+    fake = FakeJournal(tmp_path)
+    source = {
+        "name": "sshd",
+        "type": "journald",
+        "units": ["ssh.service"],
+        "format": "regex",
+        "pattern": SSHD_PATTERNS,
+        "fields": {"port": "int"},
+        "time_field": "ts",
+    }
+    ws = Workspace(tmp_path, server.url, source=None, sources=[source], metrics={"listen": "127.0.0.1:0"})
+    (ws.rules / "rules.yaml").write_text(TWO_RULES)
+    daemon = ws.start(env=fake.env)
+    url = metrics_url(daemon)
+    typed = typed_series("sshd", "port")
+    assert zero_series(url, {**source_series("sshd:journalctl"), **rule_series("one", "two"), **typed}), scrape(url)
+    reloaded(daemon, ws)
+    assert zero_series(url, {**source_series("sshd:journalctl"), **rule_series("one", "three"), **typed}), scrape(url)
+    fake.write(entry(1, "ssh.service", "Failed password for root from 203.0.113.7 port 2222", kind="page", id="1"))
+    assert wait_until(lambda: metric(url, 'rulesd_events_read_total{source="sshd:journalctl"}') == 1), scrape(url)
+    assert 0 == daemon.terminate()
+
+
 def test_a_new_file_given_a_deleted_files_inode_is_read_from_its_start(tmp_path: Path, server: FakeOpsGenie) -> None:
     """A job writes one file per run, alike at every run, and deletes it once read. The file
     system gives the next run's file the deleted one's inode at once (ext4 does), and the
@@ -512,7 +611,26 @@ def test_a_new_file_given_the_inode_of_a_rotated_file_deleted_since_is_read_from
     file's deletion. A new file of the glob under another name, given the inode (ext4 hands a
     freed one out again, not always: hence several rounds) and starting alike, was taken for
     it: read from where the deleted one ended, its failure never paged."""
-    logs, daemon = job_logs(tmp_path, server, "*.log*")
+    rotated_deleted_then_a_new_file(tmp_path, server, "*.log*", followed=True)
+
+
+def test_a_new_file_given_the_inode_of_a_file_rotated_out_of_the_globs_reach_is_read_from_its_start(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A file rotated out of the glob's reach (app.log to app.log.1 for `*.log`) is remembered by
+    inode once read to its end, should it come back under a name the glob matches. Deleted
+    while not followed, it stayed remembered: a new file given its inode (ext4 hands a freed one
+    out again, not always: hence several rounds) and starting alike was read from where the
+    deleted one ended, and its failure never paged. A file written to since it was let go of is
+    now read from its start."""
+    rotated_deleted_then_a_new_file(tmp_path, server, "*.log", followed=False)
+
+
+def rotated_deleted_then_a_new_file(tmp_path: Path, server: FakeOpsGenie, pattern: str, *, followed: bool) -> None:
+    """Six rounds of: app.log pages, is rotated to app.log.1 (`followed`: under a name
+    `pattern` matches) and a new app.log pages; app.log.1, read to its end and remembered, is
+    deleted; a new other.log that starts alike (given its inode, now and then) must page."""
+    logs, daemon = job_logs(tmp_path, server, pattern)
     sent = 0
 
     def paged(path: Path) -> None:
@@ -526,7 +644,8 @@ def test_a_new_file_given_the_inode_of_a_rotated_file_deleted_since_is_read_from
         paged(app)
         app.rename(rotated)
         paged(app)  # the rotated file is let go of once read to its end, and remembered
-        assert wait_until(lambda rotated=rotated: str(rotated) in open_files(daemon.proc.pid)), daemon.output()
+        # Taken up under its new name, or closed.
+        assert wait_until(lambda r=rotated: (str(r) in open_files(daemon.proc.pid)) == followed), daemon.output()
         rotated.unlink()
         assert wait_until(lambda: not any(f.endswith(" (deleted)") for f in open_files(daemon.proc.pid)))
         paged(logs / f"other-{i}.log")

@@ -9,6 +9,7 @@ import pytest
 from rulesd.sources.rotation import (
     Change,
     Position,
+    Retired,
     Tracked,
     classify_saved,
     fingerprint,
@@ -121,17 +122,20 @@ def test_resume_saved_truncated_reads_from_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    ("retired", "head", "expected"),
+    ("retired", "mtime_ns", "head", "expected"),
     [
-        (None, HELLO, 0),  # never seen: from its start
-        (("/log/app.jsonl.1", Position(1, 1, 12, FP_LEN, FP_HASH)), HELLO, 12),  # drained under another name
-        (("/log/app.jsonl", Position(1, 1, 12, FP_LEN, FP_HASH)), HELLO, 0),  # same name: a re-created file
-        (("/log/app.jsonl.1", Position(1, 1, 12, FP_LEN, FP_HASH)), b"other\n", 0),  # inode reused
+        (None, 7, HELLO, 0),  # never seen: from its start
+        (Retired("/log/app.jsonl.1", Position(1, 1, 12, FP_LEN, FP_HASH), 7), 7, HELLO, 12),  # drained elsewhere
+        (Retired("/log/app.jsonl", Position(1, 1, 12, FP_LEN, FP_HASH), 7), 7, HELLO, 0),  # same name: re-created
+        (Retired("/log/app.jsonl.1", Position(1, 1, 12, FP_LEN, FP_HASH), 7), 7, b"other\n", 0),  # inode reused
+        # Written since it was let go of: the inode reused by a file that starts alike.
+        (Retired("/log/app.jsonl.1", Position(1, 1, 12, FP_LEN, FP_HASH), 7), 8, HELLO, 0),
     ],
 )
-def test_resume_retired(retired: tuple[str, Position] | None, head: bytes, expected: int) -> None:
-    """A file appearing while running is read from 0 unless it was drained under another name."""
-    assert expected == resume_retired("/log/app.jsonl", retired, 20, head)
+def test_resume_retired(retired: Retired | None, mtime_ns: int, head: bytes, expected: int) -> None:
+    """A file appearing while running is read from 0 unless it was drained under another name
+    and not written to since."""
+    assert expected == resume_retired("/log/app.jsonl", retired, 20, mtime_ns, head)
 
 
 @pytest.mark.parametrize(

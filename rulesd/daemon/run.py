@@ -82,8 +82,8 @@ class Daemon:
         self._reload_wanted = False  # a change was seen while a load was under way
         self._stop_extending: Callable[[], None] = _nothing  # EXTEND_TIMEOUT_USEC= while a reload loads
         self._died: str | None = None  # a thread ended by an unexpected exception (see `_thread_died`)
-        # The positions of the latest commit, kept: an idle turn commits those that moved since.
-        self._committed: dict[str, dict[str, Any]] | None = None
+        # The positions saved, as committed: an idle turn commits those that moved since.
+        self._committed: dict[str, dict[str, Any]] = {}
         self.committer = Committer(
             parts.store, self.stats, on_change=self._status_changed, on_queued=self.sender_wake.set
         )
@@ -297,7 +297,8 @@ class Daemon:
         # the old position could skip what the file holds now, or warn of a loss that was none.
         requests = self._requests(build_alerts(pending(self.engine), self.parts.settings, str))
         positions = checkpoints(self.sources, self.stats)
-        if requests or self.engine.state.changed or positions != self._committed:  # (a forgotten key too)
+        moved = any(self._committed.get(key) != position for key, position in positions.items())
+        if requests or self.engine.state.changed or moved:  # (a forgotten key too: {} is never saved)
             self._commit(requests, now, positions)
 
     def _requests(self, alerts: list[Alert]) -> list[dict[str, Any] | Request]:
@@ -326,7 +327,8 @@ class Daemon:
         group did, so that a restart runs it on as it would have run."""
         if positions is None:
             positions = checkpoints(self.sources, self.stats)
-        self._committed = still_saved(positions)
+        self._committed.update(positions)
+        self._committed = still_saved(self._committed)
         state = self.engine.state
         delta = state.delta() if state.changed or clock else None
         # Saved with the clock: the wall time from which it runs on as `_seen` says.
@@ -519,8 +521,9 @@ class Daemon:
 
 
 def checkpoints(sources: dict[str, Source], stats: Stats) -> dict[str, dict[str, Any]]:
-    """Every source's checkpoint, as saved. A key a source forgot (a glob's file gone) takes
-    its counters with it: they are kept under the same key (the path, or `NAME:PATH`)."""
+    """The sources' checkpoints, as saved: those that may have moved since the last call. A
+    key a source forgot (a glob's file gone) takes its counters with it: they are kept under
+    the same key (the path, or `NAME:PATH`)."""
     positions: dict[str, dict[str, Any]] = {}
     for source in sources.values():
         for key, position in source.checkpoint().items():

@@ -218,6 +218,10 @@ class SharedDaemon(Daemon):
         # Keys sources forgot (FORGOTTEN) not yet committed: a source says a forget once, and a
         # commit refused (another instance first) or lost is made again with positions read anew.
         self._forgets: set[str] = set()
+        # Every source position as read: sources checkpoint only those that moved, and a commit
+        # here writes them all (one refused or lost is made again with them, and Redis may
+        # have lost them).
+        self._read_positions: dict[str, dict[str, Any]] = {}
         self._auth_failed = False  # the state problem is Redis refusing the credentials
         self._lost_tick: LostTick | None = None
 
@@ -486,7 +490,9 @@ class SharedDaemon(Daemon):
         self.stop_requested.wait(IDLE_WAIT)
 
     def _positions(self) -> dict[str, dict[str, Any]]:
-        positions = checkpoints(self.sources, self.stats)
+        self._read_positions.update(checkpoints(self.sources, self.stats))
+        positions = dict(self._read_positions)
+        self._read_positions = still_saved(self._read_positions)
         for key in self._forgets:
             positions.setdefault(key, {})  # (a file read again under that name has its position)
         self._forgets = {key for key, position in positions.items() if not position}

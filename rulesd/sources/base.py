@@ -59,8 +59,10 @@ class Source(Protocol):
         ...
 
     def checkpoint(self) -> Mapping[str, Checkpoint]:
-        """Positions covering exactly the lines handed out so far, by key; FORGOTTEN for a key
-        saved before that the source will never read again."""
+        """Positions covering exactly the lines handed out so far, by key: at least those that
+        moved since the last call (at the first call, all; a key left out stays as saved), so
+        that a source of many quiet files builds few; FORGOTTEN for a key saved before that the
+        source will never read again. Every caller saves what it is given."""
         ...
 
     def exhausted(self) -> bool:

@@ -11,7 +11,10 @@ checkpoint covers exactly the lines handed out. Lines longer than `max_line_byte
 discarded chunk by chunk, never held in memory whole (see `tail`).
 
 `wait()` sleeps on the directory watch (`watch`), with a polling fallback for file systems
-that do not deliver events.
+that do not deliver events. What a turn costs does not grow with quiet files: `read()` reads
+only the files events named (or a look found grown, or that still have lines to hand out), and
+`checkpoint()` builds only the positions that may have moved. The look at every path (`_scan`)
+is spaced out so that it takes about 1% of a core at most, however many files there are.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from types import MappingProxyType
 
 import msgspec
@@ -36,6 +39,7 @@ from rulesd.sources.rotation import (
     Change,
     Identity,
     Position,
+    Retired,
     Verdict,
     judge,
     resume_retired,
@@ -61,6 +65,9 @@ log = logging.getLogger(__name__)
 # Identities of files that were drained and closed, remembered so that a rotated file that
 # later matches a glob (events.jsonl.1 for "events.jsonl*") is not read a second time.
 _RETIRED_MAX = 1024
+# The share of a core the look at every path may take: it runs at most every poll_interval, and
+# no sooner than its own CPU time divided by this (2,000 files: every few seconds).
+_SCAN_SHARE = 0.01
 
 
 def saved_positions(saved: Saved) -> dict[str, Position]:
@@ -69,11 +76,12 @@ def saved_positions(saved: Saved) -> dict[str, Position]:
     return {path: Position.from_json(data) for path, data in saved.items() if os.path.isabs(path)}
 
 
-def expand_patterns(patterns: Sequence[str]) -> list[str]:
+def expand_patterns(patterns: Sequence[str], known: Container[str] = ()) -> list[str]:
     """Paths named by `patterns`, in order, without duplicates.
 
     A literal path is kept even when it does not exist yet (it is waited for); a glob
-    yields only the regular files it matches now.
+    yields only the regular files it matches now (and the `known` paths it matches, not
+    looked at again: the caller does).
     """
     paths: dict[str, None] = {}
     for pattern in patterns:
@@ -81,7 +89,7 @@ def expand_patterns(patterns: Sequence[str]) -> list[str]:
             paths[pattern] = None
             continue
         for match in sorted(glob.glob(pattern)):
-            if os.path.isfile(match):
+            if match in known or os.path.isfile(match):
                 paths[match] = None
     return list(paths)
 
@@ -144,7 +152,7 @@ class FileSource:
         self._clock = clock
         self.skipped_long = 0
         self._watches: dict[str, _Watch] = {}
-        self._retired: dict[Identity, tuple[str, Position]] = {}
+        self._retired: dict[Identity, Retired] = {}
         self._more = False  # the last read() stopped at max_lines or BATCH_BYTES
         self._turn = 0  # which watch reads first, so that no file starves the others
         self._watch = DirectoryWatch(warn)
@@ -156,9 +164,14 @@ class FileSource:
         # checkpoint: a glob of short-lived files (one per job, per container) would otherwise
         # leave a position behind per file, for ever.
         self._forgotten: set[str] = set()
+        # Watched paths (dicts as ordered sets) that may have lines to read, and whose positions
+        # may have moved since the last checkpoint: at first, all.
+        self._active: dict[str, None] = {}
+        self._moved: dict[str, None] = {}
         self._start(saved_positions(saved), start_at)
         self._watch.start()
         self._last_scan = clock()
+        self._scan_every = poll_interval
 
     # -- public interface --
 
@@ -166,31 +179,44 @@ class FileSource:
         """The complete lines available now, at most `max_lines`; never blocks."""
         if max_lines <= 0:
             return []
+        for path in self._watch.take_paths():
+            if path in self._watches:
+                self._active[path] = None
         if self._watch.changed.is_set() or self._scan_due():
             self._scan()
-        watches = list(self._watches.values())
+        watches = [self._watches[path] for path in self._active]
         self._turn = (self._turn + 1) % max(1, len(watches))
         runs: list[Lines] = []
         full = False
+        lines = size = 0
         for watch in watches[self._turn :] + watches[: self._turn]:
-            runs += self._read_watch(watch, max_lines - count_lines(runs))
-            full = count_lines(runs) >= max_lines or size_of(runs) >= BATCH_BYTES
+            got = self._read_watch(watch, max_lines - lines)
+            runs += got
+            lines, size = lines + count_lines(got), size + size_of(got)
+            self._moved[watch.path] = None
+            if self._settled(watch):
+                self._active.pop(watch.path, None)
+                self._drop_if_gone(watch)
+            full = lines >= max_lines or size >= BATCH_BYTES
             if full:
                 break
         self._more = full
         return runs
 
     def checkpoint(self) -> dict[str, Checkpoint]:
-        """Positions covering exactly the lines returned by read() so far, keyed by path.
+        """Positions covering exactly the lines returned by read() so far, keyed by path: those
+        that may have moved since the last call (at the first, all).
 
         A path whose old file is still being drained reports the old file: after a restart
         it is found again by its identity and finished before the new one is read. A glob
         match gone for good (or a saved one no glob match names now) is FORGOTTEN, once.
         """
-        positions: dict[str, Checkpoint] = {w.name: w.files[0].position() for w in self._watches.values() if w.files}
+        watches = [w for path in self._moved if (w := self._watches.get(path)) is not None and w.files]
+        positions: dict[str, Checkpoint] = {w.name: w.files[0].position() for w in watches}
         for name in self._forgotten:
             positions.setdefault(name, FORGOTTEN)
         self._forgotten.clear()
+        self._moved.clear()
         return positions
 
     def exhausted(self) -> bool:
@@ -207,7 +233,7 @@ class FileSource:
                 self._watch.wake.clear()
                 return
             # No event: inotify may not work here (NFS, limits), so look ourselves.
-            if self._scan() or self._has_unread():
+            if (self._scan_due() and self._scan()) or self._has_unread():
                 return
 
     def lag_bytes(self) -> int:
@@ -308,23 +334,33 @@ class FileSource:
     # -- looking at the paths again --
 
     def _scan_due(self) -> bool:
-        return self._clock() - self._last_scan >= self._poll_interval
+        return self._clock() - self._last_scan >= self._scan_every
 
     def _scan(self) -> bool:
-        """Pick up new glob matches, rotation and truncation. True if anything changed."""
+        """Pick up new glob matches, rotation, truncation and growth that no event told of.
+        True if anything changed (the paths concerned are then read at the next turn)."""
+        started = time.thread_time()
         self._watch.changed.clear()
         self._last_scan = self._clock()
         changed = False
-        for path in expand_patterns(self._patterns):
+        for path in expand_patterns(self._patterns, self._watches):
             if path not in self._watches:
                 self._add_watch(path)
         for watch in list(self._watches.values()):
-            changed = self._check_path(watch) or changed
-            if not watch.files and not watch.literal and stat_or_none(watch.path) is None:
-                del self._watches[watch.path]  # a glob match that went away for good
-                self._forgotten.add(watch.name)
+            if self._check_path(watch):
+                changed = True
+                self._touch(watch)
+            self._drop_if_gone(watch)
         self._watch.observe(self._patterns)
+        self._scan_every = max(self._poll_interval, (time.thread_time() - started) / _SCAN_SHARE)
         return changed
+
+    def _drop_if_gone(self, watch: _Watch) -> None:
+        """Forget a glob match that went away for good (read to its end and deleted)."""
+        if not watch.files and not watch.literal and stat_or_none(watch.path) is None:
+            del self._watches[watch.path]
+            self._active.pop(watch.path, None)
+            self._forgotten.add(watch.name)
 
     def _check_path(self, watch: _Watch) -> bool:
         """Look at what the path names now and act on `rotation.judge`; True if anything changed."""
@@ -366,8 +402,8 @@ class FileSource:
             return None
         # Taken up under this name, the file is followed again: remembered anew if let go of.
         retired = self._retired.pop(identity, None)
-        offset = resume_retired(path, retired, st.st_size, read_head(fd))
-        return self._tail(fd, st, offset, path, drained=retired[1].offset if retired is not None else None)
+        offset = resume_retired(path, retired, st.st_size, st.st_mtime_ns, read_head(fd))
+        return self._tail(fd, st, offset, path, drained=retired.position.offset if retired is not None else None)
 
     def _tail(self, fd: int, st: os.stat_result, offset: int, path: str, *, drained: int | None) -> Tail:
         """A Tail for `path` from `offset`; `drained`: where a rotated file read to its end (by
@@ -414,8 +450,9 @@ class FileSource:
         # back, but its inode does, as another file at once: one that starts with the same
         # bytes (a job's file written alike at every run) was taken for it and read from
         # where the deleted one ended, its events skipped.
-        if os.fstat(tail.fd).st_nlink:
-            self._retired[tail.identity] = (path, tail.position())
+        st = os.fstat(tail.fd)
+        if st.st_nlink:
+            self._retired[tail.identity] = Retired(path, tail.position(), st.st_mtime_ns)
             if len(self._retired) > _RETIRED_MAX:
                 del self._retired[next(iter(self._retired))]
         else:  # remembered when it was let go of at a rotation, then taken up under its new name
@@ -433,7 +470,21 @@ class FileSource:
                 return
 
     def _has_unread(self) -> bool:
-        return any(os.fstat(t.fd).st_size != t.read_pos for w in self._watches.values() for t in w.files)
+        return any(os.fstat(t.fd).st_size != t.read_pos for p in self._active for t in self._watches[p].files)
+
+    def _settled(self, watch: _Watch) -> bool:
+        """Whether a path just read has nothing more to hand out until an event or a look
+        says otherwise: one file, read to its end, still the one the path names. A literal
+        path never is: there are few, and a line written to one is read at the very next
+        turn, even before its event comes."""
+        if watch.literal:
+            return False
+        return not watch.files or (len(watch.files) == 1 and watch.files[0].eof and not watch.files[0].detached)
+
+    def _touch(self, watch: _Watch) -> None:
+        """To be read at the next turn, and its position checkpointed."""
+        self._active[watch.path] = None
+        self._moved[watch.path] = None
 
     # -- bookkeeping --
 
@@ -459,6 +510,7 @@ class FileSource:
         watch = _Watch(path, literal=path in self._patterns, files=deque(), name=path_text(path))
         self._watches[path] = watch
         self._forgotten.discard(watch.name)
+        self._touch(watch)
         return watch
 
     def _append(self, watch: _Watch, tail: Tail | None) -> None:
@@ -466,6 +518,7 @@ class FileSource:
             self._skip_compressed(watch.path, tail)
         elif tail is not None:
             watch.files.append(tail)
+            self._touch(watch)
 
     def _skip_compressed(self, path: str, tail: Tail) -> None:
         """Let a compressed file go for good (see `compressed`), saying so once per file."""

@@ -134,15 +134,28 @@ def resume_saved(
     return (saved.offset if verdict == "resume" else 0), verdict
 
 
-def resume_retired(path: str, retired: tuple[str, Position] | None, size: int, head: bytes) -> int:
-    """Where to read a file that appeared at `path` while running: from 0, unless it is a file
-    already drained under another name (`retired`: that name and where reading stopped)."""
+class Retired(msgspec.Struct, frozen=True):
+    """A file let go of once read to its end: the name it was read under, where reading ended,
+    and its modification time then (st_mtime_ns)."""
+
+    path: str
+    position: Position
+    mtime_ns: int
+
+
+def resume_retired(path: str, retired: Retired | None, size: int, mtime_ns: int, head: bytes) -> int:
+    """Where to read a file that appeared at `path` while running (`size`, `mtime_ns` and
+    `head` its own): from 0, unless it is a file already drained under another name, not
+    written to since (then from where reading stopped)."""
     if retired is None:
         return 0
     # Only a file seen under another name counts: a re-created path may reuse the inode of the
-    # deleted file, and short fingerprints could then match by chance.
-    old_path, position = retired
-    if old_path != path and classify_saved(position, size, head) == "resume":
+    # deleted file, and short fingerprints could then match by chance. So does one written
+    # since: a rename leaves the modification time as it was, while a file given the inode of
+    # the retired one once it is deleted (renamed out of a glob's reach, then removed, while
+    # not followed) is written after it; starting alike, it was read from the old offset on.
+    position = retired.position
+    if retired.path != path and retired.mtime_ns == mtime_ns and classify_saved(position, size, head) == "resume":
         return position.offset
     return 0
 

@@ -39,17 +39,27 @@ def observed_directory(pattern: str) -> tuple[str, bool]:
 
 class _Wakeup(FileSystemEventHandler):
     """Turns watchdog events into two flags: `wake` (data may be there) and `changed`
-    (files were created, moved or deleted, so paths must be looked at again)."""
+    (files were created, moved or deleted, so paths must be looked at again), and the paths
+    they were about (`take_paths`), so that only those files are read."""
 
     def __init__(self) -> None:
         self.wake = threading.Event()
         self.changed = threading.Event()
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         """Called in the observer's thread; only sets thread-safe flags."""
+        with self._lock:
+            self._paths.update(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p)
         if not isinstance(event, FileModifiedEvent | FileClosedEvent):
             self.changed.set()
         self.wake.set()
+
+    def take_paths(self) -> set[str]:
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        return paths
 
 
 # Our own opens and reads must not wake us, so those event types are left out.
@@ -83,6 +93,11 @@ class DirectoryWatch:
     def changed(self) -> threading.Event:
         """Set when files were created, moved or deleted, so paths must be looked at again."""
         return self._wakeup.changed
+
+    def take_paths(self) -> set[str]:
+        """The paths events were about since the last call (each file written to, created,
+        moved or deleted)."""
+        return self._wakeup.take_paths()
 
     def observe(self, patterns: Iterable[str]) -> None:
         """Watch the directory of each pattern that exists and is not watched yet."""
