@@ -51,6 +51,7 @@ MAX_GROUPS = 1_000_000
 ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
 EXPECTED = "expected"  # an absence's expected group no event has come for yet
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
+IN_ORDER_KEPT = 4096  # combinations of fired rules whose order is remembered (see `_apply`)
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
 
@@ -58,6 +59,7 @@ Evaluate = Callable[[Event, float], Firing | None]
 Parse = Callable[[bytes], Any]  # how a source parses a line (`Parser.fast`)
 T = TypeVar("T")
 _Step = Callable[[Event, float, list[Rule]], T]  # what the index's evaluator calls with the candidates
+Fired = tuple[Rule | tuple[Rule, ...], ...]  # what fired on an event: rules with state, then runs of plain rules
 
 
 class PreparedRules(msgspec.Struct, frozen=True):
@@ -169,6 +171,8 @@ class Engine:
         self._latest: dict[str, float] = {}
         self._group_key = GroupKeys().of  # a bound method: cheaper to call than an instance
         self._texts = GroupKeys()
+        # The rules that fired together, in order, by what fired (see `_apply`).
+        self._in_order: dict[Fired, tuple[Rule, ...]] = {}
         self.replace_rules(ruleset)
 
     # -- rules --------------------------------------------------------------------------------
@@ -200,6 +204,7 @@ class Engine:
             prepared = self.prepare_rules(ruleset)
         self.ruleset, self.index = ruleset, prepared.index
         self._rules, self._order, self._members = ruleset.by_name(), prepared.order, prepared.members
+        self._in_order.clear()  # (keyed by rules of the set replaced)
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
             self.matches.setdefault(name, 0)
             self.evicted.setdefault(name, 0)
@@ -664,21 +669,33 @@ class Engine:
                     resolving.append((rule.name, group))
             elif rule.resolve is not None:
                 self._still_firing(rule.name, group, time)
-        for always in plain:
-            fired.extend(always)
-        if not fired:
+        if not fired and not plain:
             return None
-        if len(fired) > 1:
-            try:
-                fired.sort(key=self._order.__getitem__)
-            except KeyError:  # a rule of a set replaced meanwhile (not expected): by its rank then
-                fired.sort(key=_rank)
-        fired_rules = tuple(fired)
+        # The same rules fire together again and again (dozens of rules alike on one event):
+        # they are put in order once per combination, and each firing shares the one tuple.
+        what: Fired = (*fired, *plain)  # the rules with state that fired, then the runs (tuples)
+        fired_rules = self._in_order.get(what)
+        if fired_rules is None:
+            fired_rules = self._put_in_order(what, fired, plain)
         if resolving:  # the alert closes later by the alias it goes out with
             alias = alert_alias(fired_rules, event)
             for name, group in resolving:
                 self._opened(name, group, time, alias)
         return Firing(event, time, fired_rules)
+
+    def _put_in_order(self, what: Fired, fired: list[Rule], plain: list[tuple[Rule, ...]]) -> tuple[Rule, ...]:
+        """The rules of `fired` and of the runs of `plain` sorted lead first, remembered by `what`
+        fired (at most IN_ORDER_KEPT combinations, forgotten all at once when full)."""
+        for always in plain:
+            fired.extend(always)
+        try:
+            fired.sort(key=self._order.__getitem__)
+        except KeyError:  # a rule of a set replaced meanwhile (not expected): by its rank then
+            fired.sort(key=_rank)
+        if len(self._in_order) >= IN_ORDER_KEPT:
+            self._in_order.clear()
+        in_order = self._in_order[what] = tuple(fired)
+        return in_order
 
     def _other_kind(self, rule: Rule, group: GroupKey, event: Event, time: float) -> bool:
         kind = rule.kind
