@@ -595,3 +595,31 @@ def test_the_order_of_rules_that_fired_follows_a_reload_and_a_full_memory(monkey
         event = {f"f{i}": 1 for i in range(4) if bits >> i & 1}
         assert [f"f{i}" for i in range(3, -1, -1) if bits >> i & 1] == fired(engine, event, bits)
         assert len(engine._in_order) <= 2
+
+
+class Writes(dict[str, int]):
+    """A dict that counts the writes to it."""
+
+    writes = 0
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_matches_of_rules_alike_are_counted_per_rule_when_read_not_per_event() -> None:
+    """Each of 40 rules alike counts the events it matched, but not one write per rule and
+    event: the candidate standing for them counts, and its rules' counts are brought up to
+    date when read (`matches`; the daemon's metrics hold the dict, brought up to date after
+    each batch by `count_matches`)."""
+    engine = engine_for("rules:\n" + ALIKE + "  - {name: other, match: {uri: /other}}\n")
+    live = engine.matches = Writes()
+    for i in range(50):
+        engine.evaluate({"uri": "/admin"}, T0 + i)
+    engine.evaluate({"uri": "/other"}, T0 + 50)
+    assert 0 == live.writes  # nothing counted per rule yet
+    assert {**{f"admin-{i:02d}": 50 for i in range(40)}, "other": 1} == engine.matches
+    assert 41 == live.writes  # once per rule, for 51 events
+    engine.evaluate({"uri": "/admin"}, T0 + 51)
+    engine.count_matches()
+    assert 51 == live["admin-00"] and live is engine.matches

@@ -149,7 +149,10 @@ class Engine:
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
-        self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
+        self._matches: dict[str, int] = {}  # per rule: events that satisfied its condition (`matches`)
+        # Per candidate rule, the events it matched not yet added to `matches`: one count for
+        # the dozens of rules alike it may stand for (see `members`).
+        self._counted: dict[Rule, int] = {}
         self.evicted: dict[str, int] = {}  # per rule: groups forgotten to stay within the limits
         self.limit_closed: dict[str, int] = {}  # per rule: open alerts closed as their groups were forgotten
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
@@ -202,16 +205,17 @@ class Engine:
         that the new rule set closes are kept, and the others are closed (into `out`)."""
         if prepared is None or prepared.ruleset is not ruleset:
             prepared = self.prepare_rules(ruleset)
+        self.count_matches()  # (counted by the candidates of the set replaced)
         self.ruleset, self.index = ruleset, prepared.index
         self._rules, self._order, self._members = ruleset.by_name(), prepared.order, prepared.members
         self._in_order.clear()  # (keyed by rules of the set replaced)
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
-            self.matches.setdefault(name, 0)
+            self._matches.setdefault(name, 0)
             self.evicted.setdefault(name, 0)
             self.limit_closed.setdefault(name, 0)
         # A removed rule's counters go with it: rules renamed by reload after reload would
         # otherwise add series to /metrics for as long as the daemon runs.
-        for per_rule in (self.matches, self.evicted, self.limit_closed, self._latest):
+        for per_rule in (self._matches, self.evicted, self.limit_closed, self._latest):
             for name in per_rule.keys() - self._rules.keys():
                 del per_rule[name]
         self.timed = _timed(ruleset)
@@ -224,6 +228,28 @@ class Engine:
         self.__dict__.pop("evaluate", None)  # written again when next used (see `evaluate`)
         self._adopt(ruleset)
         self._set_timers()
+
+    @property
+    def matches(self) -> dict[str, int]:
+        """Per rule, the events that satisfied its condition (the dict itself, kept up to date
+        by `count_matches`: the daemon's metrics read it)."""
+        self.count_matches()
+        return self._matches
+
+    @matches.setter
+    def matches(self, matches: dict[str, int]) -> None:
+        self.count_matches()
+        self._matches = matches
+
+    def count_matches(self) -> None:
+        """Add the matches counted per candidate to `matches`, per rule: when they are read (the
+        daemon, after each batch), not per event, where one candidate stands for dozens of
+        rules alike."""
+        matches = self._matches
+        for candidate, count in self._counted.items():
+            for name in self._members[candidate][2]:
+                matches[name] = matches.get(name, 0) + count
+        self._counted.clear()
 
     def evaluator(self, time: TimeReader | None) -> Evaluate:
         """`evaluate` for events whose time `time` reads (None: their arrival time); written
@@ -605,13 +631,12 @@ class Engine:
             rules: list[Rule] = []
             groups: list[GroupKey] = []
             plain: list[tuple[Rule, ...]] = []
-            matches = self.matches
+            counted = self._counted
             members = self._members
             for candidate in unique:
                 if candidate.match(event):
-                    stateful, always, names = members[candidate]
-                    for name in names:
-                        matches[name] = matches.get(name, 0) + 1
+                    counted[candidate] = counted.get(candidate, 0) + 1
+                    stateful, always, _ = members[candidate]
                     if always:
                         plain.append(always)
                     for rule in stateful:
