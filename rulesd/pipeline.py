@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from rulesd.alerting.alias import rule_names
 from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
 from rulesd.engine import Closing, Engine, Firing
 from rulesd.engine.values import Matched
@@ -516,6 +517,6 @@ def build_alerts(
             )
             continue
         where = source_of(i) if not timer else (origin_source(found.origin) if found.origin is not None else "")
-        names = tuple([r.name for r in found.rules])
+        names = rule_names(found.rules)
         alerts.append(Alert(i, names, None, None, found.origin, timer, firing=found, settings=settings, source=where))
     return alerts

@@ -673,3 +673,26 @@ def open_files(pid: int) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
     return found
+
+
+def test_metrics_count_the_matches_of_every_rule_alike_after_each_batch(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Dozens of rules alike are counted by the one candidate standing for them and brought
+    to each rule's count after each batch: /metrics shows every rule's matches as the events
+    were read, not only once something else asks for them (a reload)."""
+    ws = Workspace(tmp_path, server.url, metrics={"listen": "127.0.0.1:0"})
+    alike = "".join(f"  - {{name: alike-{i:02d}, match: {{kind: page}}}}\n" for i in range(20))
+    (ws.rules / "rules.yaml").write_text("rules:\n" + alike + "  - {name: other, match: {kind: other}}\n")
+    daemon = ws.start()
+    url = metrics_url(daemon)
+    ws.append({"kind": "page", "id": 1}, {"kind": "other"}, {"kind": "page", "id": 2})
+    assert server.wait_for(lambda r: len(r) >= 3), daemon.output()
+    ws.append({"kind": "page", "id": 3})
+    assert server.wait_for(lambda r: len(r) >= 4), daemon.output()
+
+    def matches() -> dict[str, float]:
+        family = "rulesd_rule_matches_total{"
+        return {k[len(family) :]: v for k, v in samples(scrape(url)).items() if k.startswith(family)}
+
+    expected = {**{f'rule="alike-{i:02d}"}}': 3.0 for i in range(20)}, 'rule="other"}': 1.0}
+    assert wait_until(lambda: matches() == expected), matches()
+    assert 0 == daemon.terminate()

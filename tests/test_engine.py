@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rulesd.engine import Engine, EngineState
+from rulesd.engine import Engine, EngineState, core
 from rulesd.engine.state import window_times
 from rulesd.engine.values import NO_GROUP, Matched
 from rulesd.eventtime import EventTime, TimeReader
@@ -552,3 +552,74 @@ def test_plain_rules_alike_are_applied_as_one_run() -> None:
     expected = ["admin-first"] + [f"admin-{i:02d}" for i in range(40)] + ["admin-burst"]  # by priority, then name
     assert expected == [r.name for r in firing.rules]
     assert {name: 2 for name in expected} == engine.matches
+
+
+ALIKE = "".join(f"  - {{name: admin-{i:02d}, match: {{uri: {{startswith: /admin}}}}}}\n" for i in range(40))
+
+
+def test_rules_alike_that_fire_together_again_share_one_tuple_in_order() -> None:
+    """The same dozens of rules alike fire on event after event: they are put in order once
+    per combination of what fired, and each firing carries the same tuple (which the alert's
+    names and alias are then made of once, see `alias.rule_names`), lead first every time."""
+    engine = engine_for(
+        "rules:\n"
+        + ALIKE
+        + "  - {name: admin-burst, match: {uri: {startswith: /admin}}, threshold: {count: 2, window: 60}}\n"
+        + "  - {name: admin-first, match: {uri: {startswith: /admin}}, alert: {priority: P1}}\n"
+    )
+    alike = ["admin-first"] + [f"admin-{i:02d}" for i in range(40)]
+    firings = [engine.evaluate({"uri": f"/admin/{i}"}, T0 + i) for i in range(4)]
+    assert all(f is not None for f in firings)
+    rules = [f.rules for f in firings if f is not None]
+    burst = [*alike, "admin-burst"]
+    assert [alike, burst, alike, burst] == [[r.name for r in t] for t in rules]
+    assert rules[0] is rules[2] and rules[1] is rules[3]
+
+
+def test_the_order_of_rules_that_fired_follows_a_reload_and_a_full_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order remembered per combination of fired rules is the rule set's: a reload that
+    changes the priorities orders them anew; and with more combinations than are remembered,
+    each still comes out in order."""
+    monkeypatch.setattr(core, "IN_ORDER_KEPT", 2)
+    engine = engine_for("rules:\n" + ALIKE)
+    assert ["admin-00", "admin-01"] == fired(engine, {"uri": "/admin"}, 0)[:2]
+    engine.replace_rules(
+        ruleset_from_yaml("rules:\n" + ALIKE.replace("name: admin-39,", "name: admin-39, alert: {priority: P1},"))
+    )
+    assert ["admin-39", "admin-00"] == fired(engine, {"uri": "/admin"}, 1)[:2]
+    flags = "rules:\n" + "".join(
+        f"  - {{name: f{i}, match: {{f{i}: 1}}, alert: {{priority: P{5 - i}}}}}\n" for i in range(4)
+    )
+    engine = engine_for(flags)
+    for bits in [*range(1, 16), *range(1, 16)]:
+        event = {f"f{i}": 1 for i in range(4) if bits >> i & 1}
+        assert [f"f{i}" for i in range(3, -1, -1) if bits >> i & 1] == fired(engine, event, bits)
+        assert len(engine._in_order) <= 2
+
+
+class Writes(dict[str, int]):
+    """A dict that counts the writes to it."""
+
+    writes = 0
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_matches_of_rules_alike_are_counted_per_rule_when_read_not_per_event() -> None:
+    """Each of 40 rules alike counts the events it matched, but not one write per rule and
+    event: the candidate standing for them counts, and its rules' counts are brought up to
+    date when read (`matches`; the daemon's metrics hold the dict, brought up to date after
+    each batch by `count_matches`)."""
+    engine = engine_for("rules:\n" + ALIKE + "  - {name: other, match: {uri: /other}}\n")
+    live = engine.matches = Writes()
+    for i in range(50):
+        engine.evaluate({"uri": "/admin"}, T0 + i)
+    engine.evaluate({"uri": "/other"}, T0 + 50)
+    assert 0 == live.writes  # nothing counted per rule yet
+    assert {**{f"admin-{i:02d}": 50 for i in range(40)}, "other": 1} == engine.matches
+    assert 41 == live.writes  # once per rule, for 51 events
+    engine.evaluate({"uri": "/admin"}, T0 + 51)
+    engine.count_matches()
+    assert 51 == live["admin-00"] and live is engine.matches

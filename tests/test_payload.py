@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import hashlib
 import http
 import json
 from typing import Any
@@ -277,6 +278,28 @@ def test_long_alias_becomes_a_stable_hash() -> None:
     exact = build([long_alias], {"v": "a" * 512})["alias"]
     assert (True, True, True) == (first == again, first != other, len(first) <= 512)
     assert "a" * 512 == exact
+
+
+def test_the_names_alias_of_rules_alike_is_made_once_for_every_event() -> None:
+    """Dozens of rules alike without an alias or a group fire together alert after alert: their
+    alias (their names, sorted, hashed beyond 512 characters) depends on them alone, so it is
+    made once and every alert of theirs carries it; a lead rule with an alias or a group still
+    renders its own for each event."""
+    alike = rules_from_yaml(
+        "rules:\n" + "".join(f"  - {{name: web-files-{i:04d}, match: {{x: 1}}}}\n" for i in range(40))
+    )
+    rules = tuple(alike[f"web-files-{i:04d}"] for i in (39, *range(39)))  # lead first, as the engine orders them
+    names = "rulesd: " + ", ".join(sorted(r.name for r in rules))
+    first, again = build(list(rules))["alias"], build(list(rules), {"x": 1, "host": "b"})["alias"]
+    assert "rulesd-sha256: " + hashlib.sha256(names.encode()).hexdigest() == first
+    assert first is again
+    assert (
+        "rulesd: web-files-0000, web-files-0001" == build([alike["web-files-0000"], alike["web-files-0001"]])["alias"]
+    )
+    grouped = rule("threshold: {count: 1, window: 1m, group_by: [host]}")
+    assert ['rulesd: r: {"host":"a"}', 'rulesd: r: {"host":"b"}'] == [
+        build([grouped], {"host": host})["alias"] for host in "ab"
+    ]
 
 
 def test_description_is_cut_at_15000() -> None:

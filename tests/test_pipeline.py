@@ -88,3 +88,15 @@ def test_matching_then_applying_gives_what_one_step_gives(seed: int) -> None:
     assert any(timer for _, timer, _ in fused), "the events make timers fire"
     assert fused == split
     assert one.state.to_json() == two.state.to_json()
+
+
+def test_alerts_of_the_same_rules_share_their_names() -> None:
+    """The names an alert carries are made once per combination of rules that fire together
+    (dozens of rules alike, alert after alert), in the lead-first order of its firing."""
+    alike = "".join(f"  - {{name: r-{i:02d}, match: {{level: error}}}}\n" for i in range(30))
+    engine = Engine(ruleset_from_yaml("rules:\n" + alike + "  - {name: a, match: {level: error}}\n"), saved=False)
+    lines = [orjson.dumps({"level": "error", "n": i}) + b"\n" for i in range(3)]
+    alerts = build_alerts(evaluate_lines(lines, orjson.loads, engine, ARRIVAL), AlertSettings(), str)
+    assert 3 == len(alerts)
+    assert ("a", *(f"r-{i:02d}" for i in range(30))) == alerts[0].rules
+    assert alerts[0].rules is alerts[1].rules is alerts[2].rules

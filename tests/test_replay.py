@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -161,3 +162,23 @@ def test_a_text_line_builds_no_payload() -> None:
         "line 2: P3 [err] error on b  (alias: rulesd: err)\n",
     ] == [_alert_line(a) for a in alerts]
     assert [None, None] == [a.alert._payload for a in alerts]
+
+
+def test_the_summary_counts_each_rule_of_alerts_that_repeat_in_the_order_rules_first_fired() -> None:
+    """Alerts of the same rules alike repeat (their names are counted per combination, then per
+    rule): the summary's firings are still each rule's alerts, in the order rules first fired,
+    as the JSON summary lists them."""
+    alike = "".join(f"  - {{name: z-{i}, match: {{uri: {{startswith: /a}}}}}}\n" for i in range(5))
+    ruleset = ruleset_from_yaml(
+        "rules:\n"
+        + alike
+        + "  - {name: b, match: {uri: /ab}}\n  - {name: a, match: {uri: /c}, alert: {priority: P1}}\n"
+    )
+    uris = ["/c", "/a", "/ab", "/a", "/c", "/ab", "/x"]
+    items, _ = replayed(ruleset, b"".join(b'{"uri": "%s"}\n' % u.encode() for u in uris))
+    *alerts, summary = items
+    expected: Counter[str] = Counter()
+    for alert in alerts:
+        expected.update(alert.rules)
+    assert list(expected.items()) == list(summary.firings.items())
+    assert {"a": 2, "b": 2, **{f"z-{i}": 4 for i in range(5)}} == summary.firings

@@ -6,6 +6,7 @@ alerts later (resolve, absence) remembers the aliases they went out with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from rulesd.printable import one_line
@@ -19,10 +20,16 @@ def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
     """The alias of the alert for `rules` (lead first) firing on `event`: the lead rule's
     `alert.alias` rendered, else `default_alias`; a stable hash beyond ALIAS_MAX characters."""
     spec = rules[0].alert
+    if not spec.alias and not rules[0].group_by:  # the rules' names alone, whatever the event
+        return _names_alias(rules)
     alias = spec.alias.render(event).strip() if spec.alias else ""
+    return _bounded(alias or default_alias(rules, event))
+
+
+def _bounded(alias: str) -> str:
     # Control characters escaped (see `rulesd.alerting.payload`): in the default alias JSON has
     # escaped C0 already, not DEL, C1 or the line separators.
-    alias = one_line(alias or default_alias(rules, event))
+    alias = one_line(alias)
     if len(alias) > ALIAS_MAX:
         alias = "rulesd-sha256: " + hashlib.sha256(alias.encode()).hexdigest()
     return alias
@@ -36,7 +43,7 @@ def default_alias(rules: tuple[Rule, ...], event: Event) -> str:
     (`user="a, b"`, `src="c"`) and (`user="a"`, `src="b, c"`), `"1"` and `1`, `""`, `null` and
     a missing field, so two groups of the engine never share an alias.
     """
-    alias = "rulesd: " + ", ".join(sorted(r.name for r in rules))
+    alias = _names_text(rules)
     lead = rules[0]
     if lead.group_by:
         fields = [
@@ -46,3 +53,26 @@ def default_alias(rules: tuple[Rule, ...], event: Event) -> str:
         ]
         alias += ": {" + ",".join(fields) + "}"
     return alias
+
+
+# Keyed by the rules tuple, which the engine shares between firings of the same rules: dozens
+# of rules alike fire together again and again, and their names need sorting and joining once.
+NAMES_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=NAMES_KEPT)
+def rule_names(rules: tuple[Rule, ...]) -> tuple[str, ...]:
+    """The names of `rules`, in their order."""
+    return tuple([rule.name for rule in rules])
+
+
+@functools.lru_cache(maxsize=NAMES_KEPT)
+def _names_text(rules: tuple[Rule, ...]) -> str:
+    return "rulesd: " + ", ".join(sorted(rule_names(rules)))
+
+
+@functools.lru_cache(maxsize=NAMES_KEPT)
+def _names_alias(rules: tuple[Rule, ...]) -> str:
+    """The alias of `rules` whose lead has neither an alias nor a group: its names (hashed,
+    beyond ALIAS_MAX, as they are once dozens of rules alike fire together)."""
+    return _bounded(_names_text(rules))

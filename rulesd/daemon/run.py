@@ -264,6 +264,7 @@ class Daemon:
                 if result.ignored:
                     stats.bump(stats.ignored, counted, result.ignored)
             self._misses.report(label, parser)
+        engine.count_matches()  # the metrics read each rule's count: up to date once a batch
         seen = self._seen
         if engine.latest > -math.inf:  # also when later than the clock had run: see `idle_wall`
             self._seen = (engine.now, engine.idle_wall(now))

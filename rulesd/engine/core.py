@@ -51,6 +51,7 @@ MAX_GROUPS = 1_000_000
 ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
 EXPECTED = "expected"  # an absence's expected group no event has come for yet
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
+IN_ORDER_KEPT = 4096  # combinations of fired rules whose order is remembered (see `_apply`)
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
 
@@ -58,6 +59,7 @@ Evaluate = Callable[[Event, float], Firing | None]
 Parse = Callable[[bytes], Any]  # how a source parses a line (`Parser.fast`)
 T = TypeVar("T")
 _Step = Callable[[Event, float, list[Rule]], T]  # what the index's evaluator calls with the candidates
+Fired = tuple[Rule | tuple[Rule, ...], ...]  # what fired on an event: rules with state, then runs of plain rules
 
 
 class PreparedRules(msgspec.Struct, frozen=True):
@@ -147,7 +149,10 @@ class Engine:
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
-        self.matches: dict[str, int] = {}  # per rule: events that satisfied its condition
+        self._matches: dict[str, int] = {}  # per rule: events that satisfied its condition (`matches`)
+        # Per candidate rule, the events it matched not yet added to `matches`: one count for
+        # the dozens of rules alike it may stand for (see `members`).
+        self._counted: dict[Rule, int] = {}
         self.evicted: dict[str, int] = {}  # per rule: groups forgotten to stay within the limits
         self.limit_closed: dict[str, int] = {}  # per rule: open alerts closed as their groups were forgotten
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
@@ -169,6 +174,8 @@ class Engine:
         self._latest: dict[str, float] = {}
         self._group_key = GroupKeys().of  # a bound method: cheaper to call than an instance
         self._texts = GroupKeys()
+        # The rules that fired together, in order, by what fired (see `_apply`).
+        self._in_order: dict[Fired, tuple[Rule, ...]] = {}
         self.replace_rules(ruleset)
 
     # -- rules --------------------------------------------------------------------------------
@@ -198,15 +205,17 @@ class Engine:
         that the new rule set closes are kept, and the others are closed (into `out`)."""
         if prepared is None or prepared.ruleset is not ruleset:
             prepared = self.prepare_rules(ruleset)
+        self.count_matches()  # (counted by the candidates of the set replaced)
         self.ruleset, self.index = ruleset, prepared.index
         self._rules, self._order, self._members = ruleset.by_name(), prepared.order, prepared.members
+        self._in_order.clear()  # (keyed by rules of the set replaced)
         for name in self._rules:  # every rule's count from 0, so that a rate can be taken from the start
-            self.matches.setdefault(name, 0)
+            self._matches.setdefault(name, 0)
             self.evicted.setdefault(name, 0)
             self.limit_closed.setdefault(name, 0)
         # A removed rule's counters go with it: rules renamed by reload after reload would
         # otherwise add series to /metrics for as long as the daemon runs.
-        for per_rule in (self.matches, self.evicted, self.limit_closed, self._latest):
+        for per_rule in (self._matches, self.evicted, self.limit_closed, self._latest):
             for name in per_rule.keys() - self._rules.keys():
                 del per_rule[name]
         self.timed = _timed(ruleset)
@@ -219,6 +228,28 @@ class Engine:
         self.__dict__.pop("evaluate", None)  # written again when next used (see `evaluate`)
         self._adopt(ruleset)
         self._set_timers()
+
+    @property
+    def matches(self) -> dict[str, int]:
+        """Per rule, the events that satisfied its condition (the dict itself, kept up to date
+        by `count_matches`: the daemon's metrics read it)."""
+        self.count_matches()
+        return self._matches
+
+    @matches.setter
+    def matches(self, matches: dict[str, int]) -> None:
+        self.count_matches()
+        self._matches = matches
+
+    def count_matches(self) -> None:
+        """Add the matches counted per candidate to `matches`, per rule: when they are read (the
+        daemon, after each batch), not per event, where one candidate stands for dozens of
+        rules alike."""
+        matches = self._matches
+        for candidate, count in self._counted.items():
+            for name in self._members[candidate][2]:
+                matches[name] = matches.get(name, 0) + count
+        self._counted.clear()
 
     def evaluator(self, time: TimeReader | None) -> Evaluate:
         """`evaluate` for events whose time `time` reads (None: their arrival time); written
@@ -625,13 +656,12 @@ class Engine:
             rules: list[Rule] = []
             groups: list[GroupKey] = []
             plain: list[tuple[Rule, ...]] = []
-            matches = self.matches
+            counted = self._counted
             members = self._members
             for candidate in unique:
                 if candidate.match(event):
-                    stateful, always, names = members[candidate]
-                    for name in names:
-                        matches[name] = matches.get(name, 0) + 1
+                    counted[candidate] = counted.get(candidate, 0) + 1
+                    stateful, always, _ = members[candidate]
                     if always:
                         plain.append(always)
                     for rule in stateful:
@@ -689,21 +719,33 @@ class Engine:
                     resolving.append((rule.name, group))
             elif rule.resolve is not None:
                 self._still_firing(rule.name, group, time)
-        for always in plain:
-            fired.extend(always)
-        if not fired:
+        if not fired and not plain:
             return None
-        if len(fired) > 1:
-            try:
-                fired.sort(key=self._order.__getitem__)
-            except KeyError:  # a rule of a set replaced meanwhile (not expected): by its rank then
-                fired.sort(key=_rank)
-        fired_rules = tuple(fired)
+        # The same rules fire together again and again (dozens of rules alike on one event):
+        # they are put in order once per combination, and each firing shares the one tuple.
+        what: Fired = (*fired, *plain)  # the rules with state that fired, then the runs (tuples)
+        fired_rules = self._in_order.get(what)
+        if fired_rules is None:
+            fired_rules = self._put_in_order(what, fired, plain)
         if resolving:  # the alert closes later by the alias it goes out with
             alias = alert_alias(fired_rules, event)
             for name, group in resolving:
                 self._opened(name, group, time, alias)
         return Firing(event, time, fired_rules)
+
+    def _put_in_order(self, what: Fired, fired: list[Rule], plain: list[tuple[Rule, ...]]) -> tuple[Rule, ...]:
+        """The rules of `fired` and of the runs of `plain` sorted lead first, remembered by `what`
+        fired (at most IN_ORDER_KEPT combinations, forgotten all at once when full)."""
+        for always in plain:
+            fired.extend(always)
+        try:
+            fired.sort(key=self._order.__getitem__)
+        except KeyError:  # a rule of a set replaced meanwhile (not expected): by its rank then
+            fired.sort(key=_rank)
+        if len(self._in_order) >= IN_ORDER_KEPT:
+            self._in_order.clear()
+        in_order = self._in_order[what] = tuple(fired)
+        return in_order
 
     def _other_kind(self, rule: Rule, group: GroupKey, event: Event, time: float) -> bool:
         kind = rule.kind
