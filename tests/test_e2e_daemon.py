@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.daemon_process import API_KEY, Workspace, page, wait_until
+from tests.daemon_process import API_KEY, DaemonProcess, Workspace, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
@@ -417,6 +417,17 @@ def test_a_key_rewritten_in_place_is_used_by_the_next_request(workspace: Workspa
     assert "second-key" not in daemon.output()
 
 
+def only_the_whole_key_was_sent(workspace: Workspace, server: FakeOpsGenie, daemon: DaemonProcess) -> None:
+    """The alert sent while the key file was written, and one after it, both carried the whole
+    key `second-key`; sending never paused and the file was never read empty."""
+    assert server.wait_for(lambda r: len(r) >= 1)
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert ["GenieKey second-key"] * 2 == [r.headers["Authorization"] for r in server.requests]
+    assert 0 == daemon.terminate()
+    assert "paused" not in daemon.stderr() and "keeping the previous API key" not in daemon.stderr()
+
+
 def test_a_key_rewritten_in_two_writes_is_used_only_whole(workspace: Workspace, server: FakeOpsGenie) -> None:
     """The key file truncated and written in two writes 0.2 s apart (a shell's `echo`, an editor,
     cut short) while an alert goes out: the request waits for the file to stand still and
@@ -430,12 +441,25 @@ def test_a_key_rewritten_in_two_writes_is_used_only_whole(workspace: Workspace, 
         workspace.append(page(0))
         time.sleep(0.2)
         fh.write(b"key\n")
-    assert server.wait_for(lambda r: len(r) >= 1)
-    workspace.append(page(1))
-    assert server.wait_for(lambda r: len(r) >= 2)
-    assert ["GenieKey second-key"] * 2 == [r.headers["Authorization"] for r in server.requests]
-    assert 0 == daemon.terminate()
-    assert "paused" not in daemon.stderr() and "keeping the previous API key" not in daemon.stderr()
+    only_the_whole_key_was_sent(workspace, server, daemon)
+
+
+def test_a_reload_sent_while_the_key_is_written_uses_it_only_whole(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A deploy writes the key file and reloads (`systemctl reload`) while the write is still
+    going on: the reload reads the key file by the rule a change follows, once it stands still.
+    The reload read it at once, cut short: the alert went out with `GenieKey second-`, OpsGenie
+    refused it and sending paused until the rest of the file was read."""
+    server.responder = refuse_all_but("second-key")
+    daemon = workspace.start()
+    with open(workspace.key_file, "wb") as fh:
+        fh.write(b"second-")
+        fh.flush()
+        daemon.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.1)
+        workspace.append(page(0))
+        time.sleep(0.1)
+        fh.write(b"key\n")
+    only_the_whole_key_was_sent(workspace, server, daemon)
 
 
 def test_a_refused_key_is_logged_once_however_often_it_is_retried(workspace: Workspace, server: FakeOpsGenie) -> None:
