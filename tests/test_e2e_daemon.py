@@ -17,7 +17,7 @@ from tests.daemon_process import API_KEY, DaemonProcess, Workspace, page, wait_u
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
-from tests.test_e2e_sources import positions
+from tests.test_e2e_sources import metric, positions
 
 VALIDATOR = create_alert_validator()
 
@@ -332,6 +332,47 @@ def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server
     payload_text, attempts_text = shown.stdout.split("\nattempts: ")
     assert row["payload"] == json.loads(payload_text)
     assert "HTTP 422: alert rejected" in attempts_text and "  dead  " in attempts_text
+
+
+def test_a_captive_portals_200_is_retried_and_said_once_with_what_answered(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """Something on the network path (a captive portal, a misconfigured proxy) answers 200 with a
+    web page in OpsGenie's place: the alert did not reach OpsGenie, so it is retried, and
+    delivered once the portal is gone, each alert once. The operator is told once, with what
+    answered (its Content-Type and how the page begins), the metric counts the answers and
+    `rulesd outbox list` shows why the alert waits. The error named neither, and no metric told
+    these answers from OpsGenie's own failures."""
+    portal = (
+        b"<!DOCTYPE html>\n<html><head><title>Guest Wi-Fi - Sign in</title></head><body>Accept the terms</body></html>"
+    )
+    server.responder = lambda r: (
+        Reply(200, {"Content-Type": "text/html; charset=utf-8"}, portal) if len(server.requests) < 2 else Reply()
+    )
+    workspace = Workspace(tmp_path, server.url, metrics={"listen": "127.0.0.1:0"})
+    daemon = workspace.start()
+    workspace.append(page(0), page(1))
+    said = (
+        "HTTP 200 not from the Alert API: a web page (text/html; charset=utf-8) instead of OpsGenie's JSON, so a "
+        "proxy or captive portal answered and the alert did not reach OpsGenie (it is retried); check the network "
+        "path to opsgenie.alert_url (a proxy, a firewall, DNS); the page begins: <!DOCTYPE html> <html><head>"
+        "<title>Guest Wi-Fi - Sign in</title></head><body>Accept the terms</body></html>"
+    )
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert wait_until(lambda: "attempts=2" in rulesd_cli("outbox", "list", "--config", str(workspace.config)).stdout)
+    listing = rulesd_cli("outbox", "list", "--config", str(workspace.config)).stdout
+    assert f"    last error: {said}\n" in listing and listing.endswith("2 pending, 0 paused, 0 dead\n"), listing
+    assert 2 == metric(daemon.metrics_url(), "rulesd_answers_not_from_api_total")
+    assert server.wait_for(lambda r: len(r) >= 4)
+    assert [0, 0, 0, 1] == ids(server)  # each delivered once, in order, once the portal was gone
+    assert daemon.wait_for_log("alert 1 delivered after 2 failed attempts: page 0")
+    assert 2 == metric(daemon.metrics_url(), "rulesd_answers_not_from_api_total")
+    assert 0 == daemon.terminate()
+    warnings = [line for line in daemon.stderr().splitlines() if line.startswith("rulesd: warning: alert")]
+    assert [f"rulesd: warning: alert 1 not delivered, will retry: {said}; attempt 1 failed"] == [
+        w.partition(", retrying in")[0] for w in warnings
+    ]
+    assert 1 == daemon.stderr().count(f"rulesd: debug: alert 1 still not delivered, will retry: {said}; attempt 2")
 
 
 def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Workspace, server: FakeOpsGenie) -> None:

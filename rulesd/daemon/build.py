@@ -444,7 +444,7 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     from rulesd.metrics import CannotListen, MetricsServer, build_registry  # Prometheus only when asked for
 
     sources = list(parts.sources.values())
-    sender = parts.sender
+    sender, client = parts.sender, parts.client
     registry = build_registry(
         parts.stats,
         scraped_depth(parts.store),
@@ -452,6 +452,7 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
         lambda: sum(source.skipped_long for source in sources) + parts.stats.too_long,
         parts.clock,
         paused=lambda: sender.paused_reason is not None,
+        not_from_api=lambda: client.not_from_api if client is not None else 0,
     )
     # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
     interval = parts.notifier.watchdog_interval
