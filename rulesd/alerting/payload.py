@@ -89,7 +89,8 @@ def cut(text: str, end: int) -> str:
     """`text[:end]`, or shorter: a cut is moved back to before an escape it would split, which
     would leave `\\u00` (or a lone backslash) for OpsGenie to show. Text with a backslash of its
     own before `u` or `n` may lose it too: an escape cannot be told from it."""
-    end = min(end, len(text))
+    if len(text) <= end:  # most tags: nothing cut
+        return text
     while end > 0:
         for at in range(max(0, end - 5), end):  # an escape is at most 6 characters long
             found = _ESCAPE.match(text, at) if text[at] == "\\" else None
