@@ -63,7 +63,8 @@ KEY_SETTLE = 0.5
 # Seconds a key file that keeps changing is waited for, in all, until it stands still once: then
 # what it holds is read at each change (waiting per request, every alert would wait this long).
 KEY_SETTLE_MAX = 4.0
-# Stands for "read the key file whatever its state": at start and at a reload.
+# A state no key file has: what was "last read" at start and after a reload, so that the file is
+# read then, once it stands still, whatever its state.
 _UNREAD: tuple[int, ...] = ()
 _CHANGED = "the API key file changed"
 
