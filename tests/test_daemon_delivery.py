@@ -348,7 +348,7 @@ def test_a_key_file_caught_halfway_at_start_or_at_a_reload_is_read_once_it_stand
 
 
 def test_a_key_file_that_keeps_changing_delays_one_request_not_each(tmp_path: Path) -> None:
-    """A key file rewritten every 0.2 s (a misbehaving secret agent): the first request waits
+    """A key file rewritten every 0.2 s (a misbehaving secret manager): the first request waits
     for it KEY_SETTLE_MAX seconds in all, then reads what it holds; the next ones read it at once
     while it keeps changing (each waited up to 4 s: a burst of 100 alerts took minutes). Once it
     has stood still, a change is waited for again."""
