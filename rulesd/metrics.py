@@ -47,9 +47,10 @@ class _Collector(Collector):
         too_long: Callable[[], int],
         clock: Callable[[], float],
         paused: Callable[[], bool],
+        not_from_api: Callable[[], int],
     ) -> None:
         self.stats, self.outbox, self.lag, self.too_long, self.clock = stats, outbox, lag, too_long, clock
-        self.paused = paused
+        self.paused, self.not_from_api = paused, not_from_api
 
     def collect(self) -> Iterator[Any]:
         s = self.stats
@@ -91,6 +92,12 @@ class _Collector(Collector):
         yield CounterMetricFamily("rulesd_alerts_queued", "Alerts written to the outbox.", value=s.alerts_queued)
         for kind, help_text in _DELIVERY_HELP:
             yield CounterMetricFamily(f"rulesd_alerts_{kind}", help_text, value=s.delivery.get(kind, 0))
+        yield CounterMetricFamily(
+            "rulesd_answers_not_from_api",
+            "2xx answers that were a web page, not the Alert API's JSON: a proxy or captive portal answered, "
+            "the request is retried.",
+            value=self.not_from_api(),
+        )
         depth, oldest = self.outbox()
         now = self.clock()
         yield GaugeMetricFamily("rulesd_outbox_depth", "Alerts waiting to be delivered.", value=depth)
@@ -153,11 +160,12 @@ def build_registry(
     too_long: Callable[[], int],
     clock: Callable[[], float] = time.time,
     paused: Callable[[], bool] = lambda: False,
+    not_from_api: Callable[[], int] = lambda: 0,
 ) -> CollectorRegistry:
     """A registry with rulesd's metrics and the process and platform collectors; `paused` tells
-    whether delivery is paused."""
+    whether delivery is paused, `not_from_api` how many 2xx answers were not the Alert API's."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats, outbox, lag, too_long, clock, paused))
+    registry.register(_Collector(stats, outbox, lag, too_long, clock, paused, not_from_api))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

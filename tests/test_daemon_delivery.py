@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,19 @@ def test_a_key_file_that_goes_missing_keeps_the_key_and_says_so_once(
     assert "first-key" not in caplog.text and "second-key" not in caplog.text
 
 
+def writing_while_waiting(key_file: Path, writes: list[bytes], waits: list[float]) -> Callable[[float], None]:
+    """A sleep for `ApiKey` that notes each wait in `waits`, during which a writer appends the
+    next of `writes` to `key_file`."""
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if writes:
+            with open(key_file, "ab") as fh:
+                fh.write(writes.pop(0))
+
+    return sleep
+
+
 def test_a_key_file_caught_halfway_through_a_rewrite_is_read_once_it_stands_still(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -299,19 +313,115 @@ def test_a_key_file_caught_halfway_through_a_rewrite_is_read_once_it_stands_stil
     key_file = tmp_path / "opsgenie.key"
     key_file.write_text("old-key\n")
     writes, waits = [b"new-k", b"ey-1\n"], []
-
-    def sleep(seconds: float) -> None:  # the writer's next write lands while the request waits
-        waits.append(seconds)
-        if writes:
-            with open(key_file, "ab") as fh:
-                fh.write(writes.pop(0))
-
+    sleep = writing_while_waiting(key_file, writes, waits)
+    os.utime(key_file, (time.time() - 3600, time.time() - 3600))  # installed an hour ago: read at once
     key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {}, sleep=sleep)
+    assert [] == waits
     key_file.write_bytes(b"")  # truncated: the rewrite begins
     assert "new-key-1" == key.get()
     assert 3 == len(waits) and all(0 < w <= KEY_SETTLE for w in waits), waits
     assert "keeping the previous API key" not in caplog.text
     assert ("new-key-1", []) == (key.get(), waits[3:])  # read: no more waiting
+
+
+def test_a_key_file_caught_halfway_at_start_or_at_a_reload_is_read_once_it_stands_still(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start and a reload read the key file by the rule a change follows: once it has stood
+    still for KEY_SETTLE seconds. The start read the file as it was (here empty: the start
+    stopped), and a reload read it at once (a key cut short, sent and refused)."""
+    from rulesd.daemon.build import KEY_SETTLE, ApiKey
+
+    key_file = tmp_path / "opsgenie.key"
+    key_file.write_bytes(b"")  # truncated: the rewrite begins as the daemon starts
+    writes, waits = [b"new-k", b"ey-1\n"], []
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {}, sleep=writing_while_waiting(key_file, writes, waits))
+    assert ("new-key-1", 3) == (key.get(), len(waits))
+    assert all(0 < w <= KEY_SETTLE for w in waits), waits
+    key_file.write_bytes(b"third-")  # a deploy rewrites the key and reloads while it writes
+    writes.append(b"key\n")
+    key.reload()  # the main loop's: it does not wait, nor read the file yet
+    assert 3 == len(waits)
+    assert "third-key" == key.get()  # the sender's next request waits for the rest
+    assert 5 == len(waits)
+    assert "keeping the previous API key" not in caplog.text
+
+
+def test_a_key_file_that_keeps_changing_delays_one_request_not_each(tmp_path: Path) -> None:
+    """A key file rewritten every 0.2 s (a misbehaving secret manager): the first request waits
+    for it KEY_SETTLE_MAX seconds in all, then reads what it holds; the next ones read it at once
+    while it keeps changing (each waited up to 4 s: a burst of 100 alerts took minutes). Once it
+    has stood still, a change is waited for again."""
+    from rulesd.daemon.build import KEY_SETTLE_MAX, ApiKey
+
+    key_file = tmp_path / "opsgenie.key"
+    now = [time.time()]
+    writes = [0]
+
+    def write() -> None:
+        writes[0] += 1
+        key_file.write_text(f"key-{writes[0]}\n")
+        os.utime(key_file, (now[0], now[0]))
+
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the file is rewritten every 0.2 s while the key waits
+        waits.append(seconds)
+        end = now[0] + seconds
+        while now[0] + 0.2 <= end:
+            now[0] += 0.2
+            write()
+        now[0] = end
+
+    write()
+    now[0] += 3600
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {}, clock=lambda: now[0], sleep=sleep)
+    assert ("key-1", []) == (key.get(), waits)
+    write()
+    read = key.get()
+    assert (f"key-{writes[0]}", KEY_SETTLE_MAX) == (read, pytest.approx(sum(waits)))
+    for _ in range(3):
+        now[0] += 0.2
+        write()
+        read = key.get()
+        assert (f"key-{writes[0]}", KEY_SETTLE_MAX) == (read, pytest.approx(sum(waits)))
+    now[0] += 3600  # it stands still at last
+    assert (read, KEY_SETTLE_MAX) == (key.get(), pytest.approx(sum(waits)))
+    write()
+    assert key.get().startswith("key-") and sum(waits) > KEY_SETTLE_MAX  # a new change is waited for
+
+
+def test_a_wait_for_the_key_file_ends_when_the_daemon_stops(tmp_path: Path) -> None:
+    """At the end of SIGTERM's grace the daemon cuts its requests (`abort`): a request waiting
+    for a key file that keeps changing stops waiting then too, instead of holding the stop up
+    for seconds more."""
+    import threading
+
+    from rulesd.daemon.build import KEY_SETTLE_MAX, ApiKey
+
+    key_file = tmp_path / "opsgenie.key"
+    key_file.write_text("old-key\n")
+    os.utime(key_file, (time.time() - 3600, time.time() - 3600))
+    key = ApiKey(OpsgenieConfig(api_key_file=str(key_file)), {})
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            key_file.write_text("new-key\n")
+            stop.wait(0.1)
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        time.sleep(0.05)
+        threading.Timer(0.3, key.abort).start()
+        started = time.monotonic()
+        assert "new-key" == key.get()
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        writer.join()
+    assert took < KEY_SETTLE_MAX / 2, took
 
 
 def test_a_key_file_that_changed_is_left_alone_by_a_look_that_does_not_wait(tmp_path: Path) -> None:

@@ -9,15 +9,16 @@ import os
 import random
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.daemon_process import API_KEY, Workspace, page, wait_until
+from tests.daemon_process import API_KEY, DaemonProcess, Workspace, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
-from tests.test_e2e_sources import positions
+from tests.test_e2e_sources import metric, positions
 
 VALIDATOR = create_alert_validator()
 
@@ -334,6 +335,60 @@ def test_422_is_dead_lettered_and_later_alerts_flow(workspace: Workspace, server
     assert "HTTP 422: alert rejected" in attempts_text and "  dead  " in attempts_text
 
 
+def test_a_captive_portals_200_is_retried_and_said_once_with_what_answered(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """Something on the network path (a captive portal, a misconfigured proxy) answers 200 with a
+    web page in OpsGenie's place: the alert did not reach OpsGenie, so it is retried, and
+    delivered once the portal is gone, each alert once. The operator is told once, with what
+    answered (its Content-Type and how the page begins), the metric counts the answers and
+    `rulesd outbox list` shows why the alert waits. The error named neither, and no metric told
+    these answers from OpsGenie's own failures."""
+    portal = (
+        b"<!DOCTYPE html>\n<html><head><title>Guest Wi-Fi - Sign in</title></head><body>Accept the terms</body></html>"
+    )
+    answered: list[int] = []  # one per answer the portal gave
+
+    def responder(_r: Received) -> Reply:
+        if portal_up.is_set():
+            answered.append(1)
+            return Reply(200, {"Content-Type": "text/html; charset=utf-8"}, portal)
+        return Reply()
+
+    portal_up = threading.Event()
+    portal_up.set()
+    server.responder = responder
+    workspace = Workspace(tmp_path, server.url, metrics={"listen": "127.0.0.1:0"})
+    daemon = workspace.start()
+    workspace.append(page(0), page(1))
+    said = (
+        "HTTP 200 not from the Alert API: a web page (text/html; charset=utf-8) instead of OpsGenie's JSON, so a "
+        "proxy or captive portal answered and the alert did not reach OpsGenie (it is retried); check the network "
+        "path to opsgenie.alert_url (a proxy, a firewall, DNS); the page begins: <!DOCTYPE html> <html><head>"
+        "<title>Guest Wi-Fi - Sign in</title></head><body>Accept the terms</body></html>"
+    )
+    assert server.wait_for(lambda r: len(r) >= 2)
+
+    def listing() -> str:
+        return rulesd_cli("outbox", "list", "--config", str(workspace.config)).stdout
+
+    assert wait_until(lambda: f"    last error: {said}\n" in listing())  # while the portal answers
+    assert listing().endswith("2 pending, 0 paused, 0 dead\n")
+    assert 2 <= metric(daemon.metrics_url(), "rulesd_answers_not_from_api_total") <= len(answered)
+    portal_up.clear()
+    assert server.wait_for(lambda r: len(r) >= len(answered) + 2, timeout=30)
+    assert [0] * len(answered) + [0, 1] == ids(server)  # each delivered once, in order, once the portal was gone
+    assert daemon.wait_for_log(f"alert 1 delivered after {len(answered)} failed attempts: page 0")
+    assert len(answered) == metric(daemon.metrics_url(), "rulesd_answers_not_from_api_total")
+    assert 0 == daemon.terminate()
+    warnings = [line for line in daemon.stderr().splitlines() if line.startswith("rulesd: warning: alert")]
+    assert [f"rulesd: warning: alert 1 not delivered, will retry: {said}; attempt 1 failed"] == [
+        w.partition(", retrying in")[0] for w in warnings
+    ]
+    repeats = f"rulesd: debug: alert 1 still not delivered, will retry: {said}; attempt "
+    assert len(answered) - 1 == daemon.stderr().count(repeats)
+
+
 def test_401_pauses_without_dead_lettering_and_a_reload_resumes(workspace: Workspace, server: FakeOpsGenie) -> None:
     """A refused key pauses sending; nothing is dropped; fixing the key and SIGHUP delivers."""
     server.responder = lambda r: (
@@ -417,6 +472,17 @@ def test_a_key_rewritten_in_place_is_used_by_the_next_request(workspace: Workspa
     assert "second-key" not in daemon.output()
 
 
+def only_the_whole_key_was_sent(workspace: Workspace, server: FakeOpsGenie, daemon: DaemonProcess) -> None:
+    """The alert sent while the key file was written, and one after it, both carried the whole
+    key `second-key`; sending never paused and the file was never read empty."""
+    assert server.wait_for(lambda r: len(r) >= 1)
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert ["GenieKey second-key"] * 2 == [r.headers["Authorization"] for r in server.requests]
+    assert 0 == daemon.terminate()
+    assert "paused" not in daemon.stderr() and "keeping the previous API key" not in daemon.stderr()
+
+
 def test_a_key_rewritten_in_two_writes_is_used_only_whole(workspace: Workspace, server: FakeOpsGenie) -> None:
     """The key file truncated and written in two writes 0.2 s apart (a shell's `echo`, an editor,
     cut short) while an alert goes out: the request waits for the file to stand still and
@@ -430,12 +496,25 @@ def test_a_key_rewritten_in_two_writes_is_used_only_whole(workspace: Workspace, 
         workspace.append(page(0))
         time.sleep(0.2)
         fh.write(b"key\n")
-    assert server.wait_for(lambda r: len(r) >= 1)
-    workspace.append(page(1))
-    assert server.wait_for(lambda r: len(r) >= 2)
-    assert ["GenieKey second-key"] * 2 == [r.headers["Authorization"] for r in server.requests]
-    assert 0 == daemon.terminate()
-    assert "paused" not in daemon.stderr() and "keeping the previous API key" not in daemon.stderr()
+    only_the_whole_key_was_sent(workspace, server, daemon)
+
+
+def test_a_reload_sent_while_the_key_is_written_uses_it_only_whole(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """A deploy writes the key file and reloads (`systemctl reload`) while the write is still
+    going on: the reload reads the key file by the rule a change follows, once it stands still.
+    The reload read it at once, cut short: the alert went out with `GenieKey second-`, OpsGenie
+    refused it and sending paused until the rest of the file was read."""
+    server.responder = refuse_all_but("second-key")
+    daemon = workspace.start()
+    with open(workspace.key_file, "wb") as fh:
+        fh.write(b"second-")
+        fh.flush()
+        daemon.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.1)
+        workspace.append(page(0))
+        time.sleep(0.1)
+        fh.write(b"key\n")
+    only_the_whole_key_was_sent(workspace, server, daemon)
 
 
 def test_a_refused_key_is_logged_once_however_often_it_is_retried(workspace: Workspace, server: FakeOpsGenie) -> None:

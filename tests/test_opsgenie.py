@@ -21,6 +21,7 @@ from rulesd.alerting.api import (
     BODY_MAX,
     REDACTED,
     AlertError,
+    NotTheApi,
     OutputClosed,
     PausingAlertError,
     PermanentAlertError,
@@ -232,23 +233,36 @@ def test_raw_answers(answer: bytes, reset_after: bool, delivered: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("headers", "body"),
+    ("headers", "body", "said"),
     [
-        ({"Content-Type": "text/html; charset=utf-8"}, "<html><body>Sign in to the guest Wi-Fi</body></html>"),
-        ({"Content-Type": "application/json"}, "\ufeff\n<!DOCTYPE html><title>Proxy error</title>"),
+        (
+            {"Content-Type": "text/html; charset=utf-8"},
+            "<html><body>Sign in to the guest Wi-Fi</body></html>",
+            "a web page (text/html; charset=utf-8) instead of OpsGenie's JSON",
+        ),
+        (
+            {"Content-Type": "application/json"},
+            "\ufeff\n<!DOCTYPE html><title>Proxy error</title>",
+            "a web page (application/json) instead",
+        ),
+        ({}, "<title>Proxy error</title>", "a web page (no Content-Type) instead"),
     ],
 )
-def test_a_2xx_web_page_is_not_a_delivery(server: FakeOpsGenie, headers: dict[str, str], body: str) -> None:
+def test_a_2xx_web_page_is_not_a_delivery(server: FakeOpsGenie, headers: dict[str, str], body: str, said: str) -> None:
     """A 200 with a web page is a captive portal's or a proxy's, not the Alert API's (which answers
-    JSON): the create and the close are retried, with an error that says so; they counted as
+    JSON): the create and the close are retried, with an error that says so, names what the answer
+    was labelled and how the page begins (whose it is), and each is counted; they counted as
     delivered, and the page was lost."""
     answer(server, 200, headers, body)
     client = make_client(server)
-    for send in (lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})):
-        with pytest.raises(RetryableAlertError) as info:
+    for count, send in enumerate((lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})), 1):
+        with pytest.raises(NotTheApi) as info:
             send()
-        assert "web page" in str(info.value) and "proxy or captive portal" in str(info.value)
-        assert "opsgenie.alert_url" in str(info.value)
+        assert isinstance(info.value, RetryableAlertError) and 200 == info.value.status
+        assert str(info.value).startswith("HTTP 200 not from the Alert API: ") and said in str(info.value)
+        assert "proxy or captive portal" in str(info.value) and "opsgenie.alert_url" in str(info.value)
+        assert str(info.value).endswith(f"; the page begins: {' '.join(body.split())}")
+        assert count == client.not_from_api
 
 
 # -- status classes ----------------------------------------------------------------------------

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from rulesd.alerting.payload import AlertSettings, build_payload, event_text, parse_recipients, triggering_rules
+from rulesd.alerting.payload import (
+    AlertSettings,
+    build_payload,
+    cut,
+    event_text,
+    parse_recipients,
+    triggering_rules,
+)
 from rulesd.engine import Firing
 from rulesd.rules.loader import check_text, load_ruleset_text
 from rulesd.rules.model import Responder, Rule
@@ -541,3 +548,21 @@ def test_the_rule_schema_accepts_exactly_the_responders_opsgenie_resolves(kind: 
         rules = list(load_ruleset_text(text).rules)
         payload = build(rules)  # validated against CreateAlertPayload
         assert [{"type": kind, key: "someone"}] == payload["responders"]
+
+
+@pytest.mark.parametrize(
+    ("text", "end", "expected"),
+    [
+        ("ab\\u001bcd", 5, "ab"),  # inside `\u001b`: before it
+        ("ab\\u001bcd", 8, "ab\\u001b"),  # after it: where asked
+        ("ab\\ncd", 3, "ab"),
+        ('{"k": "a\\"b"}', 9, '{"k": "a'),  # the event's JSON: a quote's escape
+        ("a\\\\u001b", 4, "a"),  # an escaped backslash before `u001b`: neither half kept
+        ("\\u001b", 3, ""),
+        ("short", 50, "short"),
+    ],
+)
+def test_a_cut_falls_before_an_escape_it_would_split(text: str, end: int, expected: str) -> None:
+    """`cut` moves a cut back to before a JSON escape it falls inside (`\\u00` was left); the
+    property test in test_payload_hostile checks every field of whole payloads."""
+    assert expected == cut(text, end)

@@ -14,12 +14,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rulesd.alerting.payload import AlertSettings
-from rulesd.engine import Engine
+from rulesd.alerting.payload import AlertSettings, build_payload
+from rulesd.engine import Engine, Firing
 from rulesd.events import make_parser
 from rulesd.pipeline import advance, build_alerts, evaluate_lines
+from rulesd.printable import one_line
 from tests.opsgenie_schema import DETAILS_MAX, LIMITS, create_alert_validator, details_size
-from tests.ruletools import ruleset_from_yaml
+from tests.ruletools import rules_from_yaml, ruleset_from_yaml
 
 VALIDATOR = create_alert_validator()
 RULES = ruleset_from_yaml(
@@ -196,3 +197,47 @@ def test_a_blank_entity_or_note_is_left_out() -> None:
     out, as an unset one does, rather than send it empty."""
     create, _ = payloads(b'{"kind":"page","v":" "}')
     assert ("entity" in create, "note" in create) == (False, False)
+
+
+CUT_RULE = rules_from_yaml(
+    """
+name: r
+match: {kind: page}
+alert: {message: "{v}", tags: ["{v}"], entity: "{v}", note: "{v}", description: "{v}"}
+"""
+)["r"]
+# Every field cut to a limit, and how many characters its value is set after (`description:
+# "r: "`), with the limit itself: a cut may fall anywhere near the value's end.
+CUT_FIELDS = {"message": 0, "entity": 0, "note": 0, "description": 3, "source": 0}
+# Which characters text brings (no backslash of its own: every one in a field is an escape's).
+ESCAPED_OR_NOT = st.text(
+    st.sampled_from([*map(chr, range(0x20)), "\x7f", "\x85", "\x9b", "\u2028", '"', "a", "é", "😀"]),
+    min_size=1,
+    max_size=12,
+)
+LIMIT_NEAR = st.sampled_from(
+    [LIMITS[f]["maxLength"] - at for f, at in CUT_FIELDS.items()] + [LIMITS["tags"]["items"]["maxLength"]]
+)
+# The end of an escape cut short: `\u00`, or a backslash left alone.
+SPLIT_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{0,3})?\Z")
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(LIMIT_NEAR, st.integers(-8, 2), ESCAPED_OR_NOT, st.text(st.sampled_from("a\x1b\n"), max_size=6))
+def test_a_cut_to_a_limit_never_splits_an_escape(limit: int, shift: int, tail: str, head: str) -> None:
+    """Control characters are escaped (`\\u001b`) before OpsGenie's limits are applied; a cut at
+    a limit that fell inside an escape left `\\u00` at a field's end (a tag, the message, the
+    entity, the note, the description, the source). The cut falls before the whole escape, and
+    no further back: the payload is one OpsGenie accepts, within its limits."""
+    value = head + "a" * (limit + shift - len(head)) + tail
+    payload = build_payload(Firing({"kind": "page", "v": value}, 1.7e9, (CUT_RULE,)), AlertSettings(value))
+    VALIDATOR.validate(payload)
+    for field, at in CUT_FIELDS.items():
+        text, limit_of = payload[field], LIMITS[field]["maxLength"]
+        assert not SPLIT_ESCAPE.search(text.removesuffix("…")), (field, text[-12:])
+        if text.endswith("…") and len(value) + at > limit_of:  # cut: at most an escape's 5 characters before it
+            assert len(text) >= limit_of - 5, (field, text[-12:])
+    (tag,) = payload["tags"]
+    whole, tag_max = one_line(value.strip()), LIMITS["tags"]["items"]["maxLength"]
+    assert not SPLIT_ESCAPE.search(tag) and whole.startswith(tag), tag[-12:]
+    assert len(tag) >= tag_max - 5 if len(whole) > tag_max else tag == whole, tag[-12:]

@@ -72,6 +72,11 @@ class RetryableAlertError(AlertError):
         self.retry_after = retry_after
 
 
+class NotTheApi(RetryableAlertError):
+    """A 2xx that the Alert API did not send: a web page, a proxy's or a captive portal's, where
+    OpsGenie answers JSON. The alert did not reach OpsGenie, so it is retried like a 5xx."""
+
+
 class PausingAlertError(AlertError):
     """Every alert would fail the same way (wrong key, a redirect): pause, dead-letter nothing.
 
@@ -232,10 +237,13 @@ def classify(status: int, headers: Mapping[str, str], body: str, now: float) -> 
         if not is_web_page(body):
             return None
         # The Alert API answers JSON (a relay may answer nothing): a web page is some proxy's or a
-        # captive portal's, and the alert never reached the API.
-        return RetryableAlertError(
-            f"HTTP {status} with a web page instead of the Alert API's answer: a proxy or captive portal "
-            f"answered, the alert did not reach the API; check the network path to opsgenie.alert_url{excerpt}",
+        # captive portal's, and the alert never reached the API. What it is labelled and how it
+        # begins (a portal's title, a proxy's name) tell the operator whose it is.
+        label = truncate(" ".join((header(headers, "Content-Type") or "no Content-Type").split()), 100)
+        return NotTheApi(
+            f"HTTP {status} not from the Alert API: a web page ({label}) instead of OpsGenie's JSON, so a proxy "
+            "or captive portal answered and the alert did not reach OpsGenie (it is retried); check the network "
+            f"path to opsgenie.alert_url (a proxy, a firewall, DNS); the page begins{excerpt}",
             status,
         )
     if 300 <= status < 400:

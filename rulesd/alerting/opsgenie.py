@@ -21,6 +21,7 @@ from urllib3.util import parse_url
 from rulesd import __version__
 from rulesd.alerting.api import (
     BODY_MAX,
+    NotTheApi,
     PausingAlertError,
     PermanentAlertError,
     RetryableAlertError,
@@ -71,6 +72,8 @@ class OpsGenieClient:
         self._deadlines = Deadlines()
         self._pool = connection_pool(self.alert_url, POOL_SIZE)
         self._alert_path = parse_url(self.alert_url).request_uri  # every create goes there
+        # 2xx answers that were web pages, not the Alert API's (`rulesd_answers_not_from_api_total`).
+        self.not_from_api = 0
 
     def __repr__(self) -> str:
         return f"OpsGenieClient(alert_url={self.alert_url!r})"
@@ -131,6 +134,8 @@ class OpsGenieClient:
         # Scrubbed of the key before anything can log or store them.
         headers = {name: redact(value, key) for name, value in response.headers.items()}
         error = classify(response.status, headers, truncate(redact(body, key), BODY_MAX), self._clock())
+        if isinstance(error, NotTheApi):
+            self.not_from_api += 1
         if error is not None:
             raise error
 

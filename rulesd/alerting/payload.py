@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,8 +75,31 @@ def parse_recipients(text: str | None) -> tuple[Responder, ...]:
 
 
 def truncate(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, ending in an ellipsis when cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """`text` cut to `limit` characters, ending in an ellipsis when cut (before an escape the
+    cut would split: see `cut`)."""
+    return text if len(text) <= limit else cut(text, limit - 1) + "…"
+
+
+# An escape as JSON writes it: the control characters' (`\u001b`, `\n`) that `one_line` and
+# `lines` write, and in the event's JSON a quote's and a backslash's too (`\"`, `\\`).
+_ESCAPE = re.compile(r'\\(?:u[0-9a-fA-F]{4}|["\\/bfnrt])')
+
+
+def cut(text: str, end: int) -> str:
+    """`text[:end]`, or shorter: a cut is moved back to before an escape it would split, which
+    would leave `\\u00` (or a lone backslash) for OpsGenie to show. Text with a backslash of its
+    own before `u` or `n` may lose it too: an escape cannot be told from it."""
+    if len(text) <= end:  # most tags: nothing cut
+        return text
+    while end > 0:
+        for at in range(max(0, end - 5), end):  # an escape is at most 6 characters long
+            found = _ESCAPE.match(text, at) if text[at] == "\\" else None
+            if found is not None and found.end() > end:
+                end = at
+                break
+        else:
+            break
+    return text[:end]
 
 
 def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "") -> dict[str, Any]:
@@ -194,7 +218,7 @@ def _tags(firing: Firing) -> list[str]:
         for template in rule.alert.tags:
             if template.source not in done:
                 done.add(template.source)
-                tag = one_line(template.render(firing.event).replace(",", "").strip())[:TAG_MAX].strip()
+                tag = cut(one_line(template.render(firing.event).replace(",", "").strip()), TAG_MAX).strip()
                 if tag:
                     tags[tag] = None
     return list(tags)[:TAGS_MAX]

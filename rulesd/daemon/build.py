@@ -60,8 +60,13 @@ STALL_AFTER = 30.0  # /healthz fails when the main loop has not turned for this 
 # A key file changed less than this long ago (seconds) may be halfway through being written: `echo
 # KEY > file` and editors truncate it, then write. It is read once it has stood still this long.
 KEY_SETTLE = 0.5
-# Waits for a key file that keeps changing, at most: then what it holds is read.
-KEY_SETTLE_TRIES = 8
+# Seconds a key file that keeps changing is waited for, in all, until it stands still once: then
+# what it holds is read at each change (waiting per request, every alert would wait this long).
+KEY_SETTLE_MAX = 4.0
+# A state no key file has: what was "last read" at start and after a reload, so that the file is
+# read then, once it stands still, whatever its state.
+_UNREAD: tuple[int, ...] = ()
+_CHANGED = "the API key file changed"
 
 
 def settle_wait(file_state: tuple[int, ...] | None, now: float) -> float:
@@ -77,11 +82,13 @@ class ApiKey:
     """The OpsGenie API key: read at start (a missing key stops the start), again at every
     reload, and from `api_key_file` again whenever that file changes (a key rotated in place
     is used by the next request, without a reload); a key that cannot be read keeps the
-    previous one. A changed key file is read only once it has stood still for KEY_SETTLE
-    seconds, so that one caught halfway through a rewrite (empty, or a key cut short, which
-    OpsGenie would refuse and pause sending for) is not read; the previous key serves meanwhile.
+    previous one. The key file is read, at start, at a reload and after a change alike, only
+    once it has stood still for KEY_SETTLE seconds, so that one caught halfway through a
+    rewrite (empty, or a key cut short, which OpsGenie would refuse and pause sending for) is
+    not read; the previous key serves meanwhile.
 
-    `clock` is the wall clock (files' times are compared with it); `sleep` is how `get` waits."""
+    `clock` is the wall clock (files' times are compared with it); `sleep` is how the start and
+    `get` wait (by default a wait that `abort` ends)."""
 
     def __init__(
         self,
@@ -89,11 +96,16 @@ class ApiKey:
         environ: Mapping[str, str],
         *,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self._config, self._environ = config, environ
-        self._clock, self._sleep = clock, sleep
-        self._file_seen = self._file_state()  # before reading, so a write meanwhile is read again
+        self._aborted = threading.Event()
+        self._clock, self._sleep = clock, sleep or self._aborted.wait
+        self._waited = 0.0  # seconds waited for the key file since it last stood still
+        self._why = _CHANGED  # what the next read is said to be for, if it fails
+        self._file_seen: tuple[int, ...] | None = _UNREAD
+        # The state before reading, so that a write meanwhile is read again.
+        _, self._file_seen = self._look(wait=True)
         self._value = resolve_api_key(config, environ)
 
     def get(self) -> str:
@@ -102,29 +114,46 @@ class ApiKey:
         return self._value
 
     def refresh(self, *, wait: bool = False) -> bool:
-        """Read the key file again if it changed since it was last read and has stood still
-        since; with `wait`, wait for that (a file that keeps changing: a few times at most).
-        True if the key changed."""
+        """Read the key file again if it changed since it was last read (or a reload asked for
+        it) and has stood still since; with `wait`, wait for that. True if the key changed."""
+        due, seen = self._look(wait=wait)
+        if not due:
+            return False
+        self._file_seen = seen
+        why, self._why = self._why, _CHANGED
+        return self._read(why)
+
+    def reload(self) -> None:
+        """Read the key again: now if the key file stands still, else once it does (the next
+        request waits for that, as for a change)."""
+        self._file_seen, self._why = _UNREAD, "reload"
+        self.refresh()
+
+    def abort(self) -> None:
+        """The daemon is stopping: wait no more for the key file (a request would be cut anyway)."""
+        self._aborted.set()
+
+    def _look(self, *, wait: bool) -> tuple[bool, tuple[int, ...] | None]:
+        """Whether the key file is to be read now (it changed and stands still, or kept changing
+        for KEY_SETTLE_MAX seconds), and its state; with `wait`, waits for it to stand still."""
         seen = self._file_state()
-        for _ in range(KEY_SETTLE_TRIES):
-            if seen == self._file_seen:
-                return False
+        while True:
             delay = settle_wait(seen, self._clock())
             if delay <= 0:
-                break
+                self._waited = 0.0  # it stands still: a change from here is waited for again
+            if seen == self._file_seen or delay <= 0:
+                return seen != self._file_seen, seen
+            if self._waited >= KEY_SETTLE_MAX or self._aborted.is_set():
+                return True, seen  # it keeps changing, or the daemon stops: what it holds is read
             if not wait:
-                return False  # looked at again at the next call
+                return False, seen  # looked at again at the next call
+            delay = min(delay, KEY_SETTLE_MAX - self._waited)
+            self._waited += delay
             self._sleep(delay)
             again, seen = seen, self._file_state()
             if again == seen:  # unchanged while waiting: not being written (whatever its clock says)
-                break
-        self._file_seen = seen
-        return self._read("the API key file changed")
-
-    def reload(self) -> None:
-        """Read the key again."""
-        self._file_seen = self._file_state()
-        self._read("reload")
+                self._waited = 0.0
+                return True, seen
 
     def _read(self, why: str) -> bool:
         try:
@@ -416,7 +445,7 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
     from rulesd.metrics import CannotListen, MetricsServer, build_registry  # Prometheus only when asked for
 
     sources = list(parts.sources.values())
-    sender = parts.sender
+    sender, client = parts.sender, parts.client
     registry = build_registry(
         parts.stats,
         scraped_depth(parts.store),
@@ -424,6 +453,7 @@ def metrics_server(parts: Parts) -> MetricsServer | None:
         lambda: sum(source.skipped_long for source in sources) + parts.stats.too_long,
         parts.clock,
         paused=lambda: sender.paused_reason is not None,
+        not_from_api=lambda: client.not_from_api if client is not None else 0,
     )
     # Under a systemd watchdog, /healthz fails when systemd would consider us hung too.
     interval = parts.notifier.watchdog_interval

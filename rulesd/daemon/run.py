@@ -439,7 +439,9 @@ class Daemon:
         return True
 
     def _abort_requests(self) -> None:
-        """The grace period is over: end the requests still in flight."""
+        """The grace period is over: end the requests still in flight, and a wait for the key file."""
+        if self.parts.api_key is not None:
+            self.parts.api_key.abort()
         if self.parts.client is not None:
             log.warning("stopping: cutting the request in flight; its alert stays queued")
             self.parts.client.abort()
