@@ -1950,3 +1950,114 @@ def test_a_workers_metrics_show_its_stream_and_rules_at_zero_before_anything_hap
     counted |= {'rulesd_rule_matches_total{rule="r"}': 1.0, 'rulesd_rule_firings_total{rule="r"}': 1.0}
     assert wait_until(lambda: series() == zeros | counted), scrape(url)
     assert 0 == worker.terminate()
+
+
+class Heartbeats:
+    """Instances turned by hand in fleet mode on ABSENCE_RULES (10 s), each reading its own file
+    of host h0's heartbeats, on one wall clock that the test sets."""
+
+    def __init__(self, root: Path, server: RedisServer) -> None:
+        self.fleet = Fleet(root, server.url, "http://127.0.0.1:9", rules=ABSENCE_RULES)
+        self.server = server
+        self.start = time.time()
+        self.wall = self.start
+        self.files = {name: root / f"{name}.jsonl" for name in ("a", "b")}
+        for path in self.files.values():
+            path.touch()
+
+    def instance(self, stack: contextlib.ExitStack, name: str) -> SharedDaemon:
+        config = self.fleet.on_file(name, self.files[name], self.server.url, time_field="ts")
+        return in_process(stack, config, lambda: self.wall)
+
+    def beat(self, name: str, at: float) -> None:
+        """A heartbeat of h0 dated `at` (seconds after the start) in instance `name`'s file."""
+        with open(self.files[name], "a") as fh:
+            fh.write(json.dumps({"ts": self.start + at, "event": "heartbeat", "host": "h0"}) + "\n")
+
+    def idle(self, *daemons: SharedDaemon, until: float) -> list[tuple[str, str | None]]:
+        """Each of `daemons` idle at `until` (seconds after the start); what the outbox holds."""
+        self.wall = self.start + until
+        for daemon in daemons:
+            daemon._tick()
+        return [(alert.action, alert.target) for alert in daemons[0].store.alerts()]
+
+
+PAGED = [("create", None)]
+
+
+def test_a_late_heartbeat_after_an_idle_spell_is_judged_by_the_clock_that_ran_on_in_any_instance(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Host h0's absence (10 s) pages while instance a idles; the idle spell goes on in a and b
+    with nothing to commit. A heartbeat of h0 dated start + 2 is then read by b at start + 20:
+    the clock ran on to start + 20 meanwhile, so it is a late line dated more than the window
+    before the clock, as on a single host: the alert stays open, nothing is closed and nothing
+    pages again. (Each idle moment put the clock back to the committed start + 10.5: the
+    heartbeat closed the alert, and its absence, armed again from start + 2, paged again.)"""
+    beats = Heartbeats(tmp_path, redis_server)
+    with contextlib.ExitStack() as stack:
+        a, b = beats.instance(stack, "a"), beats.instance(stack, "b")
+        beats.beat("a", 0)
+        assert a._step()
+        assert PAGED == beats.idle(a, b, until=10.5)
+        assert PAGED == beats.idle(a, b, until=20)
+        beats.beat("b", 2)
+        assert b._step()
+        assert PAGED == beats.idle(b, a, until=20.2), "not a close"
+        assert PAGED == beats.idle(a, b, until=40), "nor a second page"
+
+
+def test_a_late_heartbeat_after_an_idle_spell_across_a_restart_neither_closes_nor_pages_again(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """As above, with instance a restarted in the idle spell: it runs the committed clock on as
+    it ran before. Its first idle moment commits its position, and the clock with it (start +
+    20); at start + 30 a heartbeat dated start + 12 is late. (The restarted instance put the
+    clock back to start + 20 at each idle moment after: the heartbeat closed the alert.)"""
+    beats = Heartbeats(tmp_path, redis_server)
+    with contextlib.ExitStack() as stack:
+        a = beats.instance(stack, "a")
+        beats.beat("a", 0)
+        assert a._step()
+        assert PAGED == beats.idle(a, until=10.5)
+    with contextlib.ExitStack() as stack:
+        a = beats.instance(stack, "a")
+        assert PAGED == beats.idle(a, until=20)
+        assert PAGED == beats.idle(a, until=30)
+        beats.beat("a", 12)
+        assert a._step()
+        assert PAGED == beats.idle(a, until=30.2), "not a close"
+        assert PAGED == beats.idle(a, until=50), "nor a second page"
+
+
+LATE_RULES = "name: heartbeat-missing\nmatch: {event: heartbeat}\nabsence: {window: 5s, group_by: [host]}\n"
+
+
+@pytest.mark.parametrize("case", ["one instance", "two instances", "restarted"])
+def test_a_late_heartbeat_after_an_idle_spell_neither_closes_nor_pages_again(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie, case: str
+) -> None:
+    """Real instances on one stream: host h0's heartbeat comes, its absence (5 s) pages, the
+    stream stays idle (across a restart of the instance, in one case), and a heartbeat of h0
+    dated 3 s after the first comes 14 s after it: dated more than the window before the clock,
+    which ran on with the wall clock, it ends no silence, as on a single host. OpsGenie gets
+    the one create, no close and no second create."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=LATE_RULES)
+    fleet.start("a")
+    if case == "two instances":
+        fleet.start("b")
+    client = redis_server.client()
+    start = time.time()
+    client.xadd(STREAM, {"event": json.dumps({"ts": start, "event": "heartbeat", "host": "h0"})})
+    assert opsgenie.wait_for(lambda r: len(r) >= 1, 20), fleet.output()
+    if case == "restarted":
+        assert 0 == fleet.processes[0].terminate(), fleet.output()
+        fleet.start("a")
+        time.sleep(1)  # idle after its start
+    time.sleep(max(0.0, start + 14 - time.time()))
+    client.xadd(STREAM, {"event": json.dumps({"ts": start + 3, "event": "heartbeat", "host": "h0"})})
+    assert wait_until(lambda: settled(redis_server), 15), fleet.output()
+    time.sleep(7)  # a close comes at once, a second create once nothing comes for the window
+    sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
+    assert ["create"] == sent, fleet.output()
+    assert all(0 == p.terminate() for p in fleet.processes if p.proc.poll() is None), fleet.output()

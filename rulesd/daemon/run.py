@@ -286,9 +286,7 @@ class Daemon:
         now and then expired groups are forgotten (events do that too, but may have stopped)."""
         now = self.clock()
         if self.engine.timed or self.engine.waiting:  # (waiting: new_value rules learn from the start)
-            seen_time, seen_at = self._seen
-            # (not before `seen_at`: a batch of late events holds the clock until then, see `idle_wall`)
-            self.engine.advance(seen_time + max(0.0, now - seen_at) if seen_time > -math.inf else now)
+            self.engine.run_on(*self._seen, now)
         if now - self._last["sweep"] >= SWEEP_IDLE:
             self._last["sweep"] = now
             self.engine.sweep(self.engine.now)

@@ -62,6 +62,9 @@ class Prepared(msgspec.Struct):
     fingerprint: str
     arrival: float
     entries: EntryBatch | None = None  # stream mode
+    # The wall time the instance was last idle at before reading the batch (None: it was not):
+    # the clock ran on to there, which idle moments with nothing to commit do not commit.
+    idle: float | None = None
     token: str = ""  # names the batch, so that a commit whose answer was lost is not made twice
     results: list[Batch] = msgspec.field(default_factory=list)
     # Per rule, the events that matched its condition: counted when the batch is committed,
@@ -224,6 +227,7 @@ class SharedDaemon(Daemon):
         self._read_positions: dict[str, dict[str, Any]] = {}
         self._auth_failed = False  # the state problem is Redis refusing the credentials
         self._lost_tick: LostTick | None = None
+        self._idle_at: float | None = None  # the wall time of the last idle moment since a batch was read
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -288,6 +292,7 @@ class SharedDaemon(Daemon):
             prepared = self._prepare_entries(entries) if entries is not None else None
         if prepared is None:
             return False
+        prepared.idle, self._idle_at = self._idle_at, None
         self.pending.append(prepared)
         return True
 
@@ -433,6 +438,10 @@ class SharedDaemon(Daemon):
     def _apply_batch(self, prepared: Prepared) -> tuple[list[dict[str, Any] | Request], list[Batch], list[Alert]]:
         """Apply a matched batch to the engine's state: the requests to queue, the batches, the alerts."""
         engine, settings = self.engine, self.parts.settings
+        if prepared.idle is not None:
+            # Where the idle moment before the batch ran the committed clock on (and fired what
+            # it made due): late events are judged by that clock, as on a single host.
+            engine.run_on(engine.now, self.shared.clock_wall, prepared.idle)
         alerts = build_alerts(pending(engine), settings, str)  # the closings of a restored state
         engine.latest = -math.inf  # this batch's latest event time, for the clock while idle
         requests = _requests(alerts)
@@ -476,7 +485,7 @@ class SharedDaemon(Daemon):
 
     def _rematch(self, prepared: Prepared) -> Prepared:
         again = self._match(prepared.runs, prepared.arrival)
-        again.entries, again.token = prepared.entries, prepared.token
+        again.entries, again.token, again.idle = prepared.entries, prepared.token, prepared.idle
         return again
 
     def _refuse(self, published: str) -> None:
@@ -551,6 +560,7 @@ class SharedDaemon(Daemon):
         # the stream holds, and with rules that have no timers. Rules that start at a time (a
         # new_value rule's learning, an absence's expected groups) start the clock as timers do.
         moves = (engine.timed or engine.waiting) and (self.reader is None or self._stream_settled())
+        self._idle_at = now if moves else None
         # While alerts it queued wait, the instance looks at each pass which left the outbox:
         # the fewer it remembers, the fewer go twice if Redis loses them.
         shared = self.shared
@@ -568,7 +578,7 @@ class SharedDaemon(Daemon):
         wall = self.shared.clock_wall
         before, counts = engine.now, engine.counts()
         if moves:
-            engine.advance(before + (now - wall) if before > -math.inf and wall is not None else now)
+            engine.run_on(before, wall, now)
         if sweeps:
             self._last["sweep"] = now
             engine.sweep(engine.now)
@@ -576,7 +586,9 @@ class SharedDaemon(Daemon):
         requests = self.shared.requeue + _requests(alerts)
         positions = positions if shared.positions_lost or moved else {}
         if not requests and not engine.state.changed and not positions:
-            engine.now = before  # nothing happened: the committed clock stays as it is
+            # Nothing happened: the committed clock stays as it is, and runs on from it alike in
+            # every instance; the next batch read is applied where it ran to (`Prepared.idle`).
+            engine.now = before
             shared.positions_lost = False
             return
         delta = engine.state.delta()

@@ -571,6 +571,13 @@ class Engine:
         if clock > self.now:
             self.now = self.state.clock = clock
 
+    def run_on(self, clock: float, wall: float | None, now: float) -> None:
+        """While no event comes, the clock runs on with the wall clock: from `clock`, which runs
+        on from wall time `wall` (it stands until then, see `idle_wall`), to wall time `now`
+        (no clock yet, or no wall time: to `now`). The rule of both daemons, on one host and
+        shared: the clock a late event is judged by and timers fire at."""
+        self.advance(clock + max(0.0, now - wall) if clock > _NEVER and wall is not None else now)
+
     def advance(self, now: float) -> None:
         """Move the clock on to `now` (if later): timers due by then fire into `out`."""
         if now > self.now:
