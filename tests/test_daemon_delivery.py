@@ -347,15 +347,17 @@ def test_a_key_file_caught_halfway_at_start_or_at_a_reload_is_read_once_it_stand
     assert "keeping the previous API key" not in caplog.text
 
 
-def test_a_key_file_that_keeps_changing_delays_one_request_not_each(tmp_path: Path) -> None:
-    """A key file rewritten every 0.2 s (a misbehaving secret manager): the first request waits
-    for it KEY_SETTLE_MAX seconds in all, then reads what it holds; the next ones read it at once
-    while it keeps changing (each waited up to 4 s: a burst of 100 alerts took minutes). Once it
-    has stood still, a change is waited for again."""
+@pytest.mark.parametrize("period", [0.25, 0.4375])  # binary fractions: the times add up exactly
+def test_a_key_file_that_keeps_changing_delays_one_request_not_each(tmp_path: Path, period: float) -> None:
+    """A key file rewritten every `period` seconds (a misbehaving secret manager): the first
+    request waits for it KEY_SETTLE_MAX seconds in all, then reads what it holds; the next ones
+    read it at once while it keeps changing (each waited up to 4 s: a burst of 100 alerts took
+    minutes), also when the last slice of the 4 s is too short to see a rewrite. Once it has
+    stood still, a change is waited for again."""
     from rulesd.daemon.build import KEY_SETTLE_MAX, ApiKey
 
     key_file = tmp_path / "opsgenie.key"
-    now = [time.time()]
+    now = [1_000_000.0]  # (a time whose ns a float holds exactly: the fractions add up exactly too)
     writes = [0]
 
     def write() -> None:
@@ -365,11 +367,11 @@ def test_a_key_file_that_keeps_changing_delays_one_request_not_each(tmp_path: Pa
 
     waits: list[float] = []
 
-    def sleep(seconds: float) -> None:  # the file is rewritten every 0.2 s while the key waits
+    def sleep(seconds: float) -> None:  # the file is rewritten every `period` while the key waits
         waits.append(seconds)
         end = now[0] + seconds
-        while now[0] + 0.2 <= end:
-            now[0] += 0.2
+        while now[0] + period <= end:
+            now[0] += period
             write()
         now[0] = end
 
@@ -381,7 +383,7 @@ def test_a_key_file_that_keeps_changing_delays_one_request_not_each(tmp_path: Pa
     read = key.get()
     assert (f"key-{writes[0]}", KEY_SETTLE_MAX) == (read, pytest.approx(sum(waits)))
     for _ in range(3):
-        now[0] += 0.2
+        now[0] += period
         write()
         read = key.get()
         assert (f"key-{writes[0]}", KEY_SETTLE_MAX) == (read, pytest.approx(sum(waits)))

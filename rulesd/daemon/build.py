@@ -147,11 +147,14 @@ class ApiKey:
                 return True, seen  # it keeps changing, or the daemon stops: what it holds is read
             if not wait:
                 return False, seen  # looked at again at the next call
+            # The last slice of KEY_SETTLE_MAX may be too short to see a rewrite: unchanged
+            # over it, the file has not been seen to stand still.
+            whole = delay <= KEY_SETTLE_MAX - self._waited
             delay = min(delay, KEY_SETTLE_MAX - self._waited)
             self._waited += delay
             self._sleep(delay)
             again, seen = seen, self._file_state()
-            if again == seen:  # unchanged while waiting: not being written (whatever its clock says)
+            if again == seen and whole:  # unchanged while waiting: not being written (whatever its clock says)
                 self._waited = 0.0
                 return True, seen
 
