@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -2030,7 +2031,56 @@ def test_a_late_heartbeat_after_an_idle_spell_across_a_restart_neither_closes_no
         assert PAGED == beats.idle(a, until=50), "nor a second page"
 
 
+def test_a_stop_commits_the_shared_clock_run_on_to_it_for_a_late_heartbeat_read_first_at_the_restart(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Host h0's absence (10 s) pages; a stops at start + 20 while b idles on with nothing to
+    commit, and a heartbeat dated start + 8 is written to a's file meanwhile. The stop committed
+    the clock run on to start + 20 (as b runs it on from there), so the restarted a, reading the
+    heartbeat first at start + 30, judges it late: no close, no second page. Its clock is the
+    stop's, not b's start + 30, which would page for hosts whose heartbeats wait to be read.
+    (The clock was left at start + 10.5, as the page committed it: the heartbeat closed the
+    alert, and its absence paged again.)"""
+    beats = Heartbeats(tmp_path, redis_server)
+    with contextlib.ExitStack() as stack_b:
+        b = beats.instance(stack_b, "b")
+        with contextlib.ExitStack() as stack:
+            a = beats.instance(stack, "a")
+            beats.beat("a", 0)
+            assert a._step()
+            assert PAGED == beats.idle(a, b, until=10.5)
+            assert PAGED == beats.idle(a, b, until=20)
+            a.stop_requested.set()
+            a._loop()  # (stopping at once)
+        assert (beats.start + 20, beats.start + 20) == b.store.snapshot().clock
+        beats.beat("a", 8)
+        assert PAGED == beats.idle(b, until=30)
+        with contextlib.ExitStack() as stack:
+            a = beats.instance(stack, "a")
+            assert a._step()
+            assert PAGED == beats.idle(a, b, until=30.2), "not a close"
+            assert PAGED == beats.idle(a, b, until=50), "nor a second page"
+
+
 LATE_RULES = "name: heartbeat-missing\nmatch: {event: heartbeat}\nabsence: {window: 5s, group_by: [host]}\n"
+
+
+def test_a_stop_while_redis_is_down_leaves_the_clock_and_exits_at_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis goes away just before SIGTERM, before the instance noticed: the stop's commit of
+    the clock fails, is said, and the daemon stops at once with status 0 (the clock stays as
+    last committed)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LATE_RULES)
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"ts": time.time(), "event": "heartbeat", "host": "h0"}) + "\n")
+    a = fleet.start_on_file("a", path)
+    assert a.wait_for_log("committed version 1"), a.output()
+    redis_server.stop()
+    began = time.monotonic()
+    assert 0 == a.terminate(), a.output()
+    assert time.monotonic() - began < 10, a.output()
+    assert "state unavailable at the stop: the clock is left as last committed" in a.stderr(), a.output()
 
 
 @pytest.mark.parametrize("case", ["one instance", "two instances", "restarted"])
@@ -2058,6 +2108,49 @@ def test_a_late_heartbeat_after_an_idle_spell_neither_closes_nor_pages_again(
     client.xadd(STREAM, {"event": json.dumps({"ts": start + 3, "event": "heartbeat", "host": "h0"})})
     assert wait_until(lambda: settled(redis_server), 15), fleet.output()
     time.sleep(7)  # a close comes at once, a second create once nothing comes for the window
+    sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
+    assert ["create"] == sent, fleet.output()
+    assert all(0 == p.terminate() for p in fleet.processes if p.proc.poll() is None), fleet.output()
+
+
+@pytest.mark.parametrize("case", ["one instance", "two instances"])
+def test_a_late_heartbeat_written_while_stopped_neither_closes_nor_pages_again(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie, case: str
+) -> None:
+    """Host h0's heartbeat comes, its absence (5 s) pages, the daemon idles and is stopped at
+    12 s (one instance on the stream; or, reading files, one of two, the other idling on), and
+    a heartbeat of h0 dated 4 s is written while it is stopped. The stop committed the clock
+    run on to it, so the restarted instance reads that heartbeat as late, as on a single host:
+    OpsGenie gets the one create. (The clock was left as the page committed it, 5 s: the
+    heartbeat ended the silence, its alert was closed and its absence paged again.)"""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=LATE_RULES)
+    beats = tmp_path / "a.jsonl"
+    beats.touch()
+    start_a = partial(fleet.start, "a") if case == "one instance" else partial(fleet.start_on_file, "a", beats)
+    if case == "two instances":
+        (tmp_path / "b.jsonl").touch()
+        fleet.start_on_file("b", tmp_path / "b.jsonl")
+    first = start_a()
+    client = redis_server.client()
+
+    def beat(ts: float) -> None:
+        event = {"ts": ts, "event": "heartbeat", "host": "h0"}
+        if case == "one instance":
+            client.xadd(STREAM, {"event": json.dumps(event)})
+        else:
+            with beats.open("a") as f:
+                f.write(json.dumps(event) + "\n")
+
+    start = time.time()
+    beat(start)
+    assert opsgenie.wait_for(lambda r: len(r) >= 1, 20), fleet.output()
+    time.sleep(max(0.0, start + 12 - time.time()))
+    assert 0 == first.terminate(), fleet.output()
+    beat(start + 4)
+    start_a()
+    if case == "one instance":
+        assert wait_until(lambda: settled(redis_server), 15), fleet.output()
+    time.sleep(8)  # a close comes at once, a second create once nothing comes for the window
     sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
     assert ["create"] == sent, fleet.output()
     assert all(0 == p.terminate() for p in fleet.processes if p.proc.poll() is None), fleet.output()

@@ -51,6 +51,7 @@ REFUSAL_LOG_EVERY = 30.0  # seconds between repeats of the rule-set refusal
 REFUSING = "refusing to commit"
 TURN_WAIT_MS = 200  # longest wait for another instance's commit before looking again
 UNCONFIRMED_KEPT = 10_000  # queued alerts an instance remembers until it sees them leave the outbox
+STOP_ATTEMPTS = 5  # commits of the clock at a stop, each after another instance committed first
 
 
 class Prepared(msgspec.Struct):
@@ -259,6 +260,24 @@ class SharedDaemon(Daemon):
                 continue
             if self.reader is None:
                 self._wait(IDLE_WAIT)
+        self._stop_clock()
+
+    def _stop_clock(self) -> None:
+        """At a stop, the shared clock runs on to now, as the idle run-on rule runs it in any
+        instance, and is committed even if nothing else changed (idle moments commit nothing): a
+        line logged late and read first after the restart, by this instance or another, is judged
+        by it, as on a single host. Not with a batch in hand, nor while the stream has entries
+        not committed (kept for the next start as they are), nor while Redis is unavailable. It is
+        never moved back: the commit is made on the state synced, again if another was first."""
+        if not self._started or self.stats.state_problem is not None:
+            return
+        for _ in range(STOP_ATTEMPTS):
+            try:
+                if self._idle_pass(stop=True):
+                    return
+            except StateUnavailable as exc:
+                log.warning("state unavailable at the stop: the clock is left as last committed: %s", exc)
+                return
 
     def _source_names(self) -> list[str]:
         return super()._source_names() + ([self.reader.stream] if self.reader is not None else [])
@@ -546,14 +565,18 @@ class SharedDaemon(Daemon):
     # -- time, reload, availability ---------------------------------------------------------------
 
     def _tick(self) -> None:
+        self._idle_pass(stop=False)
+
+    def _idle_pass(self, *, stop: bool) -> bool:
         """While no event comes (in stream mode: the whole stream committed), the shared clock
         moves on with the wall clock from the latest event time committed; and now and then
         expired groups are forgotten and the limits kept, as by the single-host daemon (events
         do that too, but may have stopped). Committed as a batch is: once across instances, the
-        others finding it done when they catch up."""
+        others finding it done when they catch up. At a `stop` the clock is committed even if
+        nothing else changed. False if another instance committed first (nothing was)."""
         engine = self.engine
         if self.pending:
-            return
+            return True
         now, last_sweep = self.clock(), self._last["sweep"]
         sweeps = now - last_sweep >= SWEEP_IDLE
         # The closings of a restored state (a reload) need no clock: they are committed whatever
@@ -570,11 +593,11 @@ class SharedDaemon(Daemon):
         moved = self.reader is None and positions != self._committed
         waiting = shared.requeue or shared.unconfirmed or shared.positions_lost or self._lost_tick
         if not (moves or engine.out or sweeps or waiting or moved):
-            return
+            return True
         self.shared.sync()
         self._resolve_lost_tick()
         if not self._runs_published():
-            return
+            return True
         wall = self.shared.clock_wall
         before, counts = engine.now, engine.counts()
         if moves:
@@ -585,12 +608,13 @@ class SharedDaemon(Daemon):
         alerts = build_alerts(pending(engine), self.parts.settings, str)
         requests = self.shared.requeue + _requests(alerts)
         positions = positions if shared.positions_lost or moved else {}
-        if not requests and not engine.state.changed and not positions:
+        ran_on = stop and engine.now > before  # (a stop commits the clock it ran on to)
+        if not requests and not engine.state.changed and not positions and not ran_on:
             # Nothing happened: the committed clock stays as it is, and runs on from it alike in
             # every instance; the next batch read is applied where it ran to (`Prepared.idle`).
             engine.now = before
             shared.positions_lost = False
-            return
+            return True
         delta = engine.state.delta()
         clock = engine.now if moves else None
         # Named, with what it counts, as a batch is: if its answer is lost, Redis is asked whether
@@ -611,7 +635,7 @@ class SharedDaemon(Daemon):
             self.shared.undo(delta, before, counts)
             if conflict.made is None:  # another instance committed first: next time
                 self._last["sweep"] = last_sweep
-                return
+                return False
             tally, queued = self._made(conflict.made)
         except StateUnavailable:
             self.shared.stale = True
@@ -623,6 +647,7 @@ class SharedDaemon(Daemon):
             if moves:
                 self.shared.clock_wall = now
         self._tick_made(positions, tally, queued)
+        return True
 
     def _tick_made(
         self, positions: dict[str, dict[str, Any]], tally: Tally, queued: dict[int, dict[str, Any] | Request]
