@@ -62,6 +62,49 @@ rules:
     ] == output.splitlines()
 
 
+def test_elastalert_durations_no_length_can_be_made_of(tmp_path: Path) -> None:
+    """ElastAlert's mapping of units as a duration is said with what to write, also where its
+    number is no length (`.inf`, which stopped the check with a traceback, a text, a negative
+    one) or not a whole number of its unit (`{minutes: 1.5}` is 90 seconds, as ElastAlert
+    reads it), and as a foreign key's value."""
+    text = """\
+rules:
+  - name: inf
+    match: {event: a}
+    threshold: {count: 2, window: {minutes: .inf}}
+  - name: text
+    match: {event: a}
+    threshold: {count: 2, window: {minutes: soon}}
+  - name: negative
+    match: {event: a}
+    threshold: {count: 2, window: {hours: -1}}
+  - name: fraction
+    match: {event: a}
+    threshold: {count: 2, window: {minutes: 1.5}}
+  - name: foreign
+    match: {event: a}
+    timeframe: {minutes: .inf}
+    realert: {minutes: 2.5}
+"""
+    status, output = check(tmp_path, text)
+    assert 1 == status
+    mapping = "a duration is written as one string here, not ElastAlert's mapping of units: write"
+    assert [
+        f"DIR/r.yaml:4:35: error: rules[0].threshold.window: {mapping} a number and its unit, such as 5m",
+        f"DIR/r.yaml:7:35: error: rules[1].threshold.window: {mapping} a number and its unit, such as 5m",
+        f"DIR/r.yaml:10:35: error: rules[2].threshold.window: {mapping} a number and its unit, such as 5m",
+        f"DIR/r.yaml:13:35: error: rules[3].threshold.window: {mapping} 1m30s",
+        (
+            "DIR/r.yaml:16:5: error: rules[4].timeframe: ElastAlert's timeframe is the window of the rule's "
+            "kind: threshold: {count: 5, window: 5m}"
+        ),
+        (
+            "DIR/r.yaml:17:5: error: rules[4].realert: ElastAlert's realert is rulesd's throttle, a duration: "
+            "throttle: 2m30s"
+        ),
+    ] == output.splitlines()[:-1]
+
+
 def test_elastalert_keys_of_a_kind_and_of_an_alert(tmp_path: Path) -> None:
     """ElastAlert's keys under a rule kind or the alert, its mapping of duration units, its
     list of alerters and a list of conditions say what to write instead; the keys they stand for

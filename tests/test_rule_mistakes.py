@@ -955,6 +955,24 @@ rules:
     ] == output.splitlines()
 
 
+def test_an_octal_number_says_the_decimal_number_as_written(tmp_path: Path) -> None:
+    """The decimal number a warning offers for an octal one keeps its sign and drops YAML's
+    underscores: `-0123` is -123 (not 123, a number of the other sign), `01_0` is 10."""
+    status, output = check(tmp_path, "name: x\nmatch: {delta: -0123, port: 01_0}\n")
+    assert 0 == status
+    assert [
+        (
+            "DIR/r.yaml:2:16: warning: match.delta: YAML reads the unquoted -0123 as the octal number -83, not "
+            'as text: quote it ("-0123") if the text is meant, or write -123 if the decimal number is'
+        ),
+        (
+            "DIR/r.yaml:2:29: warning: match.port: YAML reads the unquoted 01_0 as the octal number 8, not as "
+            'text: quote it ("01_0") if the text is meant, or write 10 if the decimal number is'
+        ),
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 2 warning(s)",
+    ] == output.splitlines()
+
+
 def test_a_number_where_a_text_is_taken_says_to_quote_it_as_written(tmp_path: Path) -> None:
     """`tags: [2024]` or `startswith: 0123` (which YAML reads as the octal 83) is an error that
     says to quote the value as it is written."""

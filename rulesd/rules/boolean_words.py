@@ -72,7 +72,7 @@ def _warning(doc: Document, path: JsonPath) -> Problem | None:
         how = " octal" if re.match(r"[-+]?0[0-9]", word) else " base-60" if ":" in word else ""
         if not how and path[-1] in _ORDERING:  # (1_000 or 1.10 is the number meant there)
             return None
-        meant = f"{word.lstrip('+-0') or 0} if the decimal number" if how == " octal" else f"{number} if the number"
+        meant = f"{_decimal(word)} if the decimal number" if how == " octal" else f"{number} if the number"
         message = (
             f'YAML reads the unquoted {word} as the{how} number {number}, not as text: quote it ("{word}") if '
             f"the text is meant, or write {meant} is"
@@ -100,3 +100,10 @@ def _expected_values(raw: dict[str, Any], base: JsonPath) -> Iterator[JsonPath]:
     for i, group in enumerate(expect if isinstance(expect, list) else ()):
         if isinstance(group, dict):
             yield from ((*base, "absence", "expect", i, field) for field in group)
+
+
+def _decimal(octal: str) -> str:
+    """The decimal number that the text of `octal` means: `-0123` is -123, not 123, and `01_0`
+    is 10, not 1_0 (which YAML reads as 10, and warns about again)."""
+    digits = octal.lstrip("+-").replace("_", "").lstrip("0") or "0"
+    return f"-{digits}" if octal.startswith("-") and digits != "0" else digits

@@ -9,6 +9,7 @@ fires. Here each such mistake is said at its line with rulesd's way of writing i
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -220,7 +221,7 @@ def _with_value(advice: str, key: str, value: Any) -> str:
 def _as_written(shape: str, value: Any) -> str | None:
     if shape == "duration":
         seconds = _seconds(value)
-        return None if seconds is None else span(seconds) if seconds else "0s"
+        return None if seconds is None else span(seconds)
     if shape in ("count", "one more") and isinstance(value, int) and not isinstance(value, bool):
         return str(value + (shape == "one more"))
     if shape == "field" and isinstance(value, str):
@@ -234,14 +235,16 @@ def _as_written(shape: str, value: Any) -> str | None:
     return None
 
 
-def _seconds(value: Any) -> int | None:
+def _seconds(value: Any) -> float | None:
     """The seconds of a duration written in rulesd's way, a number of seconds (fail2ban's), or
-    ElastAlert's mapping of units; None for anything else."""
+    ElastAlert's mapping of units (`{minutes: 1.5}` is 90 seconds, as ElastAlert reads it);
+    None for anything else."""
     if isinstance(value, dict) and value and set(value) <= set(_DURATION_UNITS):
         try:
-            return sum(int(count) * _DURATION_UNITS[unit] for unit, count in value.items())
+            seconds = sum(float(count) * _DURATION_UNITS[unit] for unit, count in value.items())
         except (TypeError, ValueError):
             return None
+        return seconds if 0 <= seconds < math.inf else None  # (not `.inf`, `.nan` or a negative one)
     try:
         return int(parse_duration(value)) if isinstance(value, int | str) else None
     except ValueError:
@@ -251,7 +254,7 @@ def _seconds(value: Any) -> int | None:
 def _duration(value: dict[str, Any]) -> str:
     """`{minutes: 5}` (ElastAlert's way) as a duration is written here."""
     seconds = _seconds(value)
-    written = span(seconds) if seconds else "0s"
+    written = "a number and its unit, such as 5m" if seconds is None else span(seconds)
     return f"a duration is written as one string here, not ElastAlert's mapping of units: write {written}"
 
 
