@@ -384,3 +384,19 @@ rules:
         ),
         ("FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)"),
     ] == output.splitlines()
+
+
+def test_a_modifiers_advice_writes_yamls_null_and_booleans(tmp_path: Path) -> None:
+    """The value in the advice is written as YAML reads it back: `null`, `true`, not Python's
+    `None`, `True` (which YAML would read as the text 'None')."""
+    text = """\
+rules:
+  - name: sudo-shell
+    match:
+      comment|contains: ~
+      admin|contains: yes
+"""
+    status, output = check(tmp_path, text)
+    assert 1 == status
+    assert "write comment: {contains: null}" in output, output
+    assert "write admin: {contains: true}" in output, output

@@ -401,8 +401,11 @@ def _modifier_message(key: str, value: Any) -> str:
 
 
 def _show(value: Any) -> str:
+    """`value` as it is written back in YAML (null and booleans as YAML reads them)."""
     if isinstance(value, list):
         return "[" + ", ".join(_show(v) for v in value) + "]"
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else "true" if value else "false"
     text = str(value)
     return repr(text) if not re.fullmatch(r"[\w./-]+", text) else text
 
