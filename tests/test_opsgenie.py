@@ -131,6 +131,46 @@ def test_a_kept_alive_connection_serves_the_next_request() -> None:
     assert 1 == len({r.client for r in server.requests})
 
 
+class RecordedWrites:
+    """A connection's socket whose writes are recorded (everything else is the socket's own)."""
+
+    def __init__(self, sock: socket.socket, writes: list[bytes]) -> None:
+        self._sock, self._writes = sock, writes
+
+    def sendall(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_a_request_goes_out_in_one_write_with_its_body() -> None:
+    """The head and the body of each request are one write (one system call, one packet), on a
+    new connection and on a kept-alive one; a request without a body is its head alone."""
+    writes: list[bytes] = []
+    with FakeOpsGenie(keep_alive=True) as server:
+        client = make_client(server)
+        pool = client._pool
+
+        class Recording(pool.ConnectionCls):  # type: ignore[name-defined,misc]
+            def connect(self) -> None:
+                super().connect()
+                self.sock = RecordedWrites(self.sock, writes)
+
+        pool.ConnectionCls = Recording
+        client.create_alert(PAYLOAD)
+        client.close_alert("an alias", {"note": "resolved"})
+        client.ping_heartbeat("beat")
+
+    body = json.dumps(PAYLOAD, separators=(",", ":")).encode()
+    assert 3 == len(writes) == len(server.requests)
+    assert writes[0].startswith(b"POST /v2/alerts HTTP/1.1\r\n") and writes[0].endswith(b"\r\n\r\n" + body)
+    assert writes[1].endswith(b'\r\n\r\n{"note":"resolved"}')
+    assert writes[2].startswith(b"GET /v2/heartbeats/beat/ping") and writes[2].endswith(b"\r\n\r\n")
+    assert [PAYLOAD, {"note": "resolved"}] == [r.json() for r in server.requests[:2]]
+
+
 @pytest.mark.parametrize("status", [200, 201, 202, 204])
 def test_2xx_is_delivered(server: FakeOpsGenie, status: int) -> None:
     """Any 2xx means delivered (OpsGenie answers 202)."""

@@ -18,7 +18,8 @@ from rulesd.engine.state import ABSENCE
 from rulesd.events import make_parser
 from rulesd.jsontext import compact_json
 from rulesd.pipeline import advance, evaluate_lines
-from rulesd.state import SqliteState, StateError
+from rulesd.state import CLOSE, SqliteState, StateError
+from rulesd.state.base import Request
 from rulesd.state.sqlite import ATTEMPTS_KEPT
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.ruletools import ruleset_from_yaml
@@ -170,6 +171,24 @@ def test_failed_attempts_are_kept_until_delivery_and_capped(tmp_path: Path) -> N
     assert (second, "dead") == (s.alert(second).id, s.alert(second).status)  # type: ignore[union-attr]
     s.mark_sent(first)
     assert ([], None) == (s.attempts(first), s.alert(first))
+
+
+def test_a_delivery_is_recorded_by_one_statement(tmp_path: Path) -> None:
+    """Recording a delivered alert is one statement (its own transaction), its history and all:
+    while the sender shares the reader's CPU, every statement is a hand-over of the GIL and back.
+    (A close kept with its dead create is decided in a transaction: see the shared check.)"""
+    s = store(tmp_path)
+    s.commit(positions={}, payloads=[{"n": 1}, Request({"note": "resolved"}, CLOSE, "x")], now=1.0)
+    create, close = (a.id for a in s.alerts())
+    s.reschedule(create, 100.0, "HTTP 503", at=10.0)
+    statements: list[str] = []
+    s._conn().set_trace_callback(statements.append)
+    s.mark_sent(create)
+    s.mark_sent(close)  # a close whose create was delivered
+    s._conn().set_trace_callback(None)
+    # (SQLite reports a statement again for each statement of the trigger it sets off.)
+    assert {"DELETE"} == {statement.split()[0] for statement in statements}
+    assert [(None, []), (None, [])] == [(s.alert(alert), s.attempts(alert)) for alert in (create, close)]
 
 
 def test_a_database_made_before_the_history_trigger_gets_it_when_opened(tmp_path: Path) -> None:

@@ -245,7 +245,13 @@ class SqliteState:
 
     def mark_sent(self, alert_id: int) -> None:
         """Delivered: the alert (and its history, by the schema's trigger) leaves the outbox; a
-        close of an alert whose create is a dead letter stays among them (see `KEPT_CLOSE`)."""
+        close of an alert whose create is a dead letter stays among them (see `KEPT_CLOSE`).
+
+        The usual case is one statement, its own transaction: every statement is a hand-over of
+        the GIL to the reader and back while the sender shares its CPU (`rulesd.shared_cpu`).
+        When it deletes nothing (a close kept, or no longer pending), the transaction decides."""
+        if self._write(_DELETE_SENT, (alert_id,)):
+            return
         self._transaction(
             [
                 (_KEEP_CLOSE, (KEPT_CLOSE, alert_id)),
@@ -459,11 +465,14 @@ def _save_engine(conn: sqlite3.Connection, delta: StateDelta, wall: float) -> No
 
 # A delivered close of an alias whose create (queued before it) is a dead letter: kept as one
 # after it, so that `retry-dead`, which requeues them in order, closes the alert it creates.
-_KEEP_CLOSE = (
-    "UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND action = 'close' AND EXISTS "
-    "(SELECT 1 FROM outbox AS c WHERE c.status = 'dead' AND c.action = 'create' AND c.id < outbox.id "
-    "AND json_extract(c.payload, '$.alias') = outbox.target)"
+_CLOSE_OF_DEAD = (
+    "action = 'close' AND EXISTS (SELECT 1 FROM outbox AS c WHERE c.status = 'dead' AND c.action = 'create' "
+    "AND c.id < outbox.id AND json_extract(c.payload, '$.alias') = outbox.target)"
 )
+_KEEP_CLOSE = f"UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND {_CLOSE_OF_DEAD}"
+# The delivered alert leaves unless it is a close that `_KEEP_CLOSE` keeps (that test only runs
+# for a close: SQLite stops at the first false term of an AND).
+_DELETE_SENT = f"DELETE FROM outbox WHERE id = ? AND status = 'pending' AND NOT ({_CLOSE_OF_DEAD})"
 _INSERT_OUTBOX = "INSERT INTO outbox (created, payload, next_attempt, action, target) VALUES (?, ?, ?, ?, ?)"
 _COLUMNS = "id, created, payload, status, attempts, next_attempt, last_error, response, action, target"
 # Columns added since the first release: a database written before them gets them (a create).
