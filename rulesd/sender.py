@@ -57,6 +57,10 @@ MAX_BACKOFF = 60.0
 # A server's Retry-After is honoured up to this: asking again sooner costs one more 429, while a
 # broken or hostile header (a proxy's `Retry-After: 86400`) would hold every page behind it.
 RETRY_AFTER_MAX = 300.0
+# Failed attempts in a row (network errors, 5xx, 429, a proxy's page) after which delivery is said
+# to be failing (/readyz, STATUS=): one or two are a blip that the backoff rides out within
+# seconds; three in a row (1 s, 2 s, 4 s of backoff) are an outage of the path to OpsGenie.
+FAILING_AFTER = 3
 
 SENT, RETRY, PAUSED, DEAD, EXPIRED = "sent", "retry", "paused", "dead", "expired"
 
@@ -137,6 +141,7 @@ class Sender:
         self.paused_reason: str | None = None
         self.last_error: str | None = None
         self.last_success: float | None = None
+        self.failures = 0  # attempts failed in a row (retried, not paused) since the last delivery
         # Whether the store's record of a pause may be set: unknown at start (a previous run may
         # have left it), so the first delivery clears it; after that only a pause sets it again.
         self._pause_recorded = True
@@ -230,6 +235,13 @@ class Sender:
             log.info("sender: the state can be written again")
         return delay
 
+    @property
+    def failing_reason(self) -> str | None:
+        """The last error, once FAILING_AFTER attempts in a row have failed and are being retried
+        (None while deliveries succeed, or fail less often than that)."""
+        error = self.last_error
+        return error if self.failures >= FAILING_AFTER and error is not None else None
+
     def resume(self) -> bool:
         """Retry a paused head at once (after a reload that may have fixed the key); True if paused."""
         with self._lock:
@@ -295,6 +307,7 @@ class Sender:
         self._unexpected.ended()
         self._delivered = alert.id  # delivered: never sent again, even if recording it fails
         self.paused_reason = self.last_error = None
+        self.failures = 0
         self.last_success = now
         self._report(SENT, alert, _sent_detail(alert))
         self._record_delivery()
@@ -319,6 +332,7 @@ class Sender:
         )
         self._store.reschedule(alert.id, now + delay, error, at=now, result=RETRY)
         self.last_error = error
+        self.failures += 1
         self._report(RETRY, alert, f"{error}; attempt {alert.attempts + 1} failed, retrying in {delay:.1f}s")
         return self._wait(alert, now + delay, now)
 

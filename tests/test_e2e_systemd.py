@@ -355,6 +355,36 @@ def test_paused_sending_shows_on_healthz_and_fails_readyz(tmp_path: Path, server
     assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
 
 
+def test_delivery_failing_in_a_row_fails_readyz_until_an_alert_gets_through(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """A proxy's web page in place of OpsGenie (or a 503) is retried, not paused: after three
+    failed attempts in a row /readyz answers 503 naming the last error (/healthz stays 200 and
+    says the same), and once an alert gets through both are back to ok."""
+    page = b"<html><title>Guest Wi-Fi</title></html>"
+    server.responder = lambda _r: Reply(200, headers={"Content-Type": "text/html"}, body=page)
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    daemon = ws.start()
+    base = f"http://127.0.0.1:{port}"
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert (200, "ok\n") == get(f"{base}/readyz")  # a blip: the backoff rides it out
+    assert wait_until(lambda: get(f"{base}/readyz")[0] == 503, timeout=20)
+    live, ready = get(f"{base}/healthz"), get(f"{base}/readyz")
+    assert 200 == live[0]
+    assert live[1] == ready[1]
+    assert live[1].startswith("ok\ndelivery failing, 3 attempts in a row: HTTP 200 not from the Alert API")
+    assert "Guest Wi-Fi" in live[1]
+    assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
+    server.responder = lambda _r: Reply()
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"), timeout=20)
+    assert (200, "ok\n") == get(f"{base}/healthz")
+    assert {"page-1"} == {r.json()["alias"] for r in server.requests}  # one alert, tried until it got through
+    assert len(server.requests) >= 4
+    assert 0 == daemon.terminate()
+
+
 def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, server: FakeOpsGenie) -> None:
     """A heartbeat ping that fails is a warning and a counter; alerts keep flowing."""
     server.responder = lambda r: Reply(500, body=b"{}") if r.method == "GET" else Reply()

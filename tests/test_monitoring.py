@@ -83,7 +83,7 @@ def test_alerting_rules_pass_promtool_check_and_their_unit_tests() -> None:
     it should and staying quiet when it should not."""
     check = subprocess.run([promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False)
     assert 0 == check.returncode, check.stdout + check.stderr
-    assert "SUCCESS: 9 rules found" in check.stdout
+    assert "SUCCESS: 10 rules found" in check.stdout
     tested = subprocess.run(
         [promtool(), "test", "rules", ALERT_TESTS.name], capture_output=True, text=True, cwd=ALERTS.parent, check=False
     )
@@ -94,13 +94,15 @@ def test_alerting_rules_pass_promtool_check_and_their_unit_tests() -> None:
 
 
 def test_alerts_cover_what_an_operator_must_hear_about() -> None:
-    """Outbox growing, oldest alert too old, sending paused, reload failed, source lag growing,
-    invalid events rising and no events at all each have an alert on the metric that says so."""
+    """Outbox growing, oldest alert too old, sending paused, a proxy answering for OpsGenie, reload
+    failed, source lag growing, invalid events rising and no events at all each have an alert on
+    the metric that says so."""
     exprs = " ".join(alert_expressions())
     for metric in (
         "rulesd_outbox_depth",
         "rulesd_outbox_oldest_age_seconds",
         "rulesd_sending_paused",
+        "rulesd_answers_not_from_api_total",
         "rulesd_last_reload_successful",
         "rulesd_source_lag_bytes",
         "rulesd_events_invalid_total",

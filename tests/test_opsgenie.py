@@ -60,6 +60,9 @@ def server() -> Iterator[FakeOpsGenie]:
         yield running
 
 
+BOM = "\ufeff"  # a byte-order mark
+
+
 def answer(server: FakeOpsGenie, status: int, headers: dict[str, str] | None = None, body: str = "") -> None:
     """Make `server` answer every request with `status`, `headers` and `body`."""
     server.responder = lambda _request: Reply(status, headers or {}, body.encode())
@@ -301,7 +304,8 @@ def test_a_2xx_web_page_is_not_a_delivery(server: FakeOpsGenie, headers: dict[st
         assert isinstance(info.value, RetryableAlertError) and 200 == info.value.status
         assert str(info.value).startswith("HTTP 200 not from the Alert API: ") and said in str(info.value)
         assert "proxy or captive portal" in str(info.value) and "opsgenie.alert_url" in str(info.value)
-        assert str(info.value).endswith(f"; the page begins: {' '.join(body.split())}")
+        assert str(info.value).endswith(f"; the page begins: {' '.join(body.lstrip(BOM).split())}")
+        assert BOM not in str(info.value)
         assert count == client.not_from_api
 
 

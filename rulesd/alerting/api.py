@@ -315,7 +315,8 @@ def is_web_page(body: str) -> bool:
 
 
 def _excerpt(body: str) -> str:
-    flat = " ".join(body.split())
+    # A byte-order mark is no character of the answer's, and invisible in a log line.
+    flat = " ".join(body.lstrip("\ufeff").split())
     return f": {truncate(flat, 300)}" if flat else ""
 
 

@@ -487,8 +487,11 @@ def scraped_depth(store: StateBackend) -> Callable[[], tuple[int, float | None]]
 def problems(parts: Parts) -> list[str]:
     """What keeps the daemon from paging now, for /healthz and /readyz (and STATUS=)."""
     found = []
-    if parts.sender.paused_reason is not None:
-        found.append(f"sending paused: {parts.sender.paused_reason}")
+    sender = parts.sender
+    if sender.paused_reason is not None:
+        found.append(f"sending paused: {sender.paused_reason}")
+    elif (failing := sender.failing_reason) is not None:
+        found.append(f"delivery failing, {sender.failures} attempts in a row: {failing}")
     if parts.stats.state_problem is not None:
         found.append(parts.stats.state_problem)
     return found
