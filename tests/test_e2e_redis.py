@@ -2154,3 +2154,31 @@ def test_a_late_heartbeat_written_while_stopped_neither_closes_nor_pages_again(
     sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
     assert ["create"] == sent, fleet.output()
     assert all(0 == p.terminate() for p in fleet.processes if p.proc.poll() is None), fleet.output()
+
+
+def test_a_late_heartbeat_read_after_an_idle_spell_behind_a_dead_workers_entry_neither_closes_nor_pages_again(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Host h0's absence (5 s) pages and the stream stays idle until 14 s; then two heartbeats
+    of h0 dated 3 s come, the first read by a worker that dies with it (a consumer that never
+    commits). Instance a reads the second after its idle spell: its commit waits its turn
+    behind the dead worker's entry, which a claims and commits first. Both are applied at the
+    clock the idle spell ran on to, as on a single host: late, they end no silence, and OpsGenie
+    gets the one create. (The claimed entry was applied at the clock the page committed, 5 s:
+    OpsGenie got create, close, create.)"""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=LATE_RULES)
+    fleet.start("a")
+    client = redis_server.client()
+    start = time.time()
+    client.xadd(STREAM, {"event": json.dumps({"ts": start, "event": "heartbeat", "host": "h0"})})
+    assert opsgenie.wait_for(lambda r: len(r) >= 1, 20), fleet.output()
+    time.sleep(max(0.0, start + 14 - time.time()))
+    late = {"event": json.dumps({"ts": start + 3, "event": "heartbeat", "host": "h0"})}
+    with client.pipeline(transaction=True) as both:  # the dead worker reads the first before a can
+        both.xadd(STREAM, late).xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1).xadd(STREAM, late)
+        both.execute()
+    assert wait_until(lambda: settled(redis_server), 15), fleet.output()
+    time.sleep(7)  # a close comes at once, a second create once nothing comes for the window
+    sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
+    assert ["create"] == sent, fleet.output()
+    assert 0 == fleet.processes[0].terminate(), fleet.output()

@@ -336,13 +336,13 @@ class SharedDaemon(Daemon):
         self._batches += 1
         return f"{self.store.token}:{self._batches}"
 
-    def _prepare_entries(self, entries: EntryBatch) -> Prepared:
+    def _prepare_entries(self, entries: EntryBatch, idle: float | None = None) -> Prepared:
         assert self.reader is not None and self._stream_parser is not None
         run = Lines(self.reader.stream, 0, entries.lines, 0)
         prepared = self._match(
             [(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], self.clock()
         )
-        prepared.entries = entries
+        prepared.entries, prepared.idle = entries, idle
         return self._named(prepared)
 
     def _match(self, runs: list[tuple[str, Lines, Parser, Callable[[int], str]]], now: float) -> Prepared:
@@ -476,8 +476,11 @@ class SharedDaemon(Daemon):
     def _refused(self, prepared: Prepared, conflict: Conflict) -> None:
         """A stream batch the script refused: drop what was committed by another instance,
         wait for earlier entries, or commit one entry at a time a claimed batch with gaps."""
-        entries = prepared.entries
+        entries, idle = prepared.entries, prepared.idle
         assert entries is not None and self.reader is not None
+        # The batches made here keep the idle moment before the refused one: the first of them
+        # to commit runs the committed clock on to it (a claimed entry was read after it too, or
+        # the stream would not have been idle), so a late line is judged as it would have been.
         if conflict.why == "rules":
             self._refuse(conflict.detail)
         elif conflict.why == "taken":
@@ -488,13 +491,13 @@ class SharedDaemon(Daemon):
                 entries.ids[-1],
                 "dropped" if rest is None else f"the {len(rest.ids)} after {conflict.detail} kept",
             )
-            self.pending[0:1] = [] if rest is None else [self._prepare_entries(rest)]
+            self.pending[0:1] = [] if rest is None else [self._prepare_entries(rest, idle)]
         elif conflict.why == "gap":
-            self.pending[0:1] = [self._prepare_entries(single) for single in entries.singles()]
+            self.pending[0:1] = [self._prepare_entries(single, idle) for single in entries.singles()]
         else:  # turn: an earlier entry is not committed yet; claim it if its reader is gone
             claimed = self.reader.claim(self.reader.batch_entries(BATCH_LINES))
             if claimed is not None:
-                self.pending.insert(0, self._prepare_entries(claimed))
+                self.pending.insert(0, self._prepare_entries(claimed, idle))
                 return
             now = time.monotonic()
             if now >= self._refresh_due:
