@@ -1528,6 +1528,52 @@ def test_an_idle_pass_whose_answer_was_lost_counts_its_firings_once_and_its_aler
         assert 1 == len(a.store.alerts())
 
 
+THRESHOLD_PAGE = "name: t\nmatch: {kind: page}\nthreshold: {count: 2, window: 1h}\nalert: {alias: 't'}\n"
+DOUBT = "with the 1 of a commit whose answer was lost (it may have been made)"
+
+
+@pytest.mark.parametrize(("rules", "queued"), [(THRESHOLD_PAGE, ["t"]), (PAGE_RULES, ["p-0", "p-1"])])
+def test_the_alert_of_a_commit_whose_answer_was_lost_is_queued_again_when_redis_loses_its_data_before_the_retry(
+    tmp_path: Path, redis_server: RedisServer, rules: str, queued: list[str]
+) -> None:
+    """a's second event fires (a threshold of 2, or a page of its own); the commit is made but
+    its answer lost, and Redis loses its data before a tries again, so no one can tell whether it
+    was made. a queues the alert again, once: applied again on the empty state the batch fires
+    no threshold (the alert was lost: the count it completed is gone), or pages again the same
+    (then that page goes once, not twice; the first batch's page is queued again as before)."""
+    with contextlib.ExitStack() as stack:
+        a = on_pages(stack, tmp_path, redis_server, rules, 1)
+        assert a._step()
+        with open(tmp_path / "a.jsonl", "a") as fh:
+            fh.write(json.dumps({"kind": "page", "id": 1}) + "\n")
+        step_with_its_answer_lost(a)
+        assert queued == queued_aliases(a), "made"
+        redis_server.client().flushall()
+        assert a._step() and not a.pending
+        assert queued == queued_aliases(a)
+        assert DOUBT in str(a.stats.last_error)
+        a._tick()
+        assert queued == queued_aliases(a), "once"
+
+
+def test_the_alert_of_an_idle_pass_whose_answer_was_lost_is_queued_again_when_redis_loses_its_data_first(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Host h's absence fires while a is idle; the commit is made but its answer lost, and Redis
+    loses its data before a asks whether it was made (the record it would ask went with it): a
+    queues the alert again (the absence's timer went with the state too: nothing would fire it)."""
+    with contextlib.ExitStack() as stack:
+        a = absence_due(stack, tmp_path, redis_server)
+        step_with_its_answer_lost(a, a._tick)
+        assert 1 == len(a.store.alerts()), "made"
+        redis_server.client().flushall()
+        a._tick()
+        assert ["rulesd: heartbeat-missing"] == [alert.payload["message"] for alert in a.store.alerts()]
+        assert DOUBT in str(a.stats.last_error)
+        a._tick()
+        assert 1 == len(a.store.alerts()), "once"
+
+
 def test_an_idle_pass_whose_commit_was_not_made_is_fenced_off(tmp_path: Path, redis_server: RedisServer) -> None:
     """An idle pass's commit is sent, the connection is given up before Redis runs it, and a finds
     it not made (its firing comes again with the next pass): the script, if Redis runs it late,

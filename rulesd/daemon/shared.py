@@ -106,6 +106,11 @@ class SharedEngine:
         # Redis loses them first, they are queued again (`requeue`) with the next commit.
         self.unconfirmed: dict[int, dict[str, Any] | Request] = {}
         self.requeue: list[dict[str, Any] | Request] = []
+        # The alerts of a commit whose answer was lost, by its token, until Redis tells whether
+        # it was made: if Redis loses its data first, no one can, and they are queued again
+        # (`redo`) unless applying the batch again queues them anyway.
+        self.in_doubt: tuple[str, list[dict[str, Any] | Request]] = ("", [])
+        self.redo: list[dict[str, Any] | Request] = []
         self.positions_lost = False  # this instance's source positions are to be written again
         self.published = ""
         self.clock_wall: float | None = None  # when the committed clock was set (wall time)
@@ -148,15 +153,35 @@ class SharedEngine:
         lost = [request for alert_id, request in self.unconfirmed.items() if alert_id > kept]
         self.unconfirmed = {alert_id: r for alert_id, r in self.unconfirmed.items() if alert_id <= kept}
         self.requeue += lost
+        doubt = self.in_doubt[1]
+        self.redo += doubt
+        self.in_doubt = ("", [])
         return (
-            f"the {len(lost)} alert(s) this instance queued and had not seen delivered are queued again "
-            "(one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
+            f"the {len(lost)} alert(s) this instance queued and had not seen delivered are queued again"
+            + (f", with the {len(doubt)} of a commit whose answer was lost (it may have been made)" if doubt else "")
+            + " (one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
         )
+
+    def first(self, requests: list[dict[str, Any] | Request]) -> list[dict[str, Any] | Request]:
+        """What a commit queues: the alerts to queue again, then `requests` (an alert in doubt
+        that `requests` queue again, applied again on what Redis has now, goes once)."""
+        return self.requeue + [r for r in self.redo if r not in requests] + requests
+
+    def doubt(self, token: str, requests: list[dict[str, Any] | Request]) -> None:
+        """The answer of commit `token`, which would queue `requests`, was lost. Its first try's
+        are kept: a try after one that was made applied the batch twice (and is refused)."""
+        if self.in_doubt[0] != token:
+            self.in_doubt = (token, requests)
+
+    def resolved(self) -> None:
+        """Redis told whether the commit in doubt was made (its alerts are then remembered as any)."""
+        self.in_doubt = ("", [])
 
     def committed(self, queued: Mapping[int, dict[str, Any] | Request], positions: bool) -> None:
         """A commit queued alerts (the alerts to queue again first), still `queued` by outbox id:
         remembered until delivered; it wrote the instance's `positions` too, or not."""
-        self.requeue = []
+        self.requeue, self.redo = [], []
+        self.resolved()
         self.positions_lost &= not positions
         self.unconfirmed.update(queued)
         while len(self.unconfirmed) > UNCONFIRMED_KEPT:  # a long OpsGenie outage: the oldest are not
@@ -370,8 +395,8 @@ class SharedDaemon(Daemon):
                 self._refuse(self.shared.published)
                 return
             before, counts = engine.now, engine.counts()
-            requests, results, alerts = self._apply_batch(prepared)
-            requests = self.shared.requeue + requests
+            new, results, alerts = self._apply_batch(prepared)
+            requests = self.shared.first(new)
             state = engine.state
             delta = state.delta() if state.changed else None
             positions = self._positions() if self.reader is None else {}
@@ -401,6 +426,8 @@ class SharedDaemon(Daemon):
                 self.shared.undo(delta, before, counts)
                 if conflict.why == "version":
                     continue
+                if conflict.why != "rules":  # (the script looks for a commit already made right after the rules)
+                    self.shared.resolved()
                 if conflict.made is None:
                     self._refused(prepared, conflict)
                     return
@@ -408,6 +435,7 @@ class SharedDaemon(Daemon):
                 tally, queued = self._made(conflict.made)
             except StateUnavailable:
                 self.shared.stale = True  # whether the commit was made is not known: load it all again
+                self.shared.doubt(prepared.token, new)
                 engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
                 raise
             else:
@@ -442,6 +470,7 @@ class SharedDaemon(Daemon):
             return
         made = self.store.resolve(lost.token)
         self._lost_tick = None
+        self.shared.resolved()
         if made is not None:
             log.info("idle pass already committed (its answer was lost)")
             self._tick_made(lost.positions, *self._made(made))
@@ -594,7 +623,7 @@ class SharedDaemon(Daemon):
         # skipped) are committed too: a restart would resume at the old ones.
         positions = self._positions() if self.reader is None else {}
         moved = self.reader is None and positions != self._committed
-        waiting = shared.requeue or shared.unconfirmed or shared.positions_lost or self._lost_tick
+        waiting = shared.requeue or shared.redo or shared.unconfirmed or shared.positions_lost or self._lost_tick
         if not (moves or engine.out or sweeps or waiting or moved):
             return True
         self.shared.sync()
@@ -609,7 +638,8 @@ class SharedDaemon(Daemon):
             self._last["sweep"] = now
             engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
-        requests = self.shared.requeue + _requests(alerts)
+        new = _requests(alerts)
+        requests = shared.first(new)
         positions = positions if shared.positions_lost or moved else {}
         ran_on = stop and engine.now > before  # (a stop commits the clock it ran on to)
         if not requests and not engine.state.changed and not positions and not ran_on:
@@ -645,6 +675,7 @@ class SharedDaemon(Daemon):
             engine.rewind(counts)
             self._last["sweep"] = last_sweep
             self._lost_tick = LostTick(token, positions)
+            shared.doubt(token, new)
             raise
         else:
             if moves:
