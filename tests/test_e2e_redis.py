@@ -2129,6 +2129,31 @@ def test_a_stop_while_redis_is_down_leaves_the_clock_and_exits_at_once(
     assert "state unavailable at the stop: the clock is left as last committed" in a.stderr(), a.output()
 
 
+@pytest.mark.parametrize("mode", ["fleet", "stream"])
+def test_a_stop_while_redis_hangs_ends_well_within_systemds_stop_timeout(
+    tmp_path: Path, redis_server: RedisServer, mode: str
+) -> None:
+    """Redis stops answering (CLIENT PAUSE: it takes connections and commands, and answers
+    none) just before SIGTERM: the command the loop waits on ends within its 10 s, the stop's
+    commit of the clock (if it comes to it) waits 5 s at most, the delivery's grace 5 s (a
+    stream worker's too), and each command after it 1 s, so the daemon exits 0 within the
+    unit's TimeoutStopSec=30s. (Each command waited 10 s, and a stream worker's grace was the
+    30 s of an input that ended: 37 s and 41 s, and systemd would have killed it.)"""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LATE_RULES)
+    heartbeat = json.dumps({"ts": time.time(), "event": "heartbeat", "host": "h0"})
+    path = tmp_path / "a.jsonl"
+    path.write_text(heartbeat + "\n")
+    a = fleet.start_on_file("a", path) if mode == "fleet" else fleet.start("a")
+    if mode == "stream":
+        redis_server.client().xadd(STREAM, {"event": heartbeat})
+    assert a.wait_for_log("committed version 1"), a.output()
+    redis_server.client().client_pause(60_000, all=True)
+    began = time.monotonic()
+    assert 0 == a.terminate(timeout=60), a.output()
+    assert time.monotonic() - began < 25, a.output()
+    assert "state unavailable" in a.stderr(), a.output()
+
+
 @pytest.mark.parametrize("case", ["one instance", "two instances", "restarted"])
 def test_a_late_heartbeat_after_an_idle_spell_neither_closes_nor_pages_again(
     tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie, case: str

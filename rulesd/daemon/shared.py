@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
@@ -36,7 +37,16 @@ import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
-from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon, checkpoints, still_saved
+from rulesd.daemon.run import (
+    BATCH_LINES,
+    EOF_GRACE,
+    IDLE_WAIT,
+    STOP_GRACE,
+    SWEEP_IDLE,
+    Daemon,
+    checkpoints,
+    still_saved,
+)
 from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
@@ -294,6 +304,8 @@ class SharedDaemon(Daemon):
         by it, as on a single host. Not with a batch in hand, nor while the stream has entries
         not committed (kept for the next start as they are), nor while Redis is unavailable. It is
         never moved back: the commit is made on the state synced, again if another was first."""
+        # A Redis that hangs holds it no longer than the delivery's grace would.
+        self.store.bound(time.monotonic() + STOP_GRACE)
         if not self._started or self.stats.state_problem is not None:
             return
         for _ in range(STOP_ATTEMPTS):
@@ -303,6 +315,18 @@ class SharedDaemon(Daemon):
             except StateUnavailable as exc:
                 log.warning("state unavailable at the stop: the clock is left as last committed: %s", exc)
                 return
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
+        # Redis's answers are waited for as long as the grace lasts, then `LAST_WAIT` each (the
+        # outbox's depth, the lease given up): a Redis that hangs does not hold the stop past
+        # systemd's TimeoutStopSec.
+        self.store.bound(time.monotonic() + (EOF_GRACE if self._input_ended() else STOP_GRACE))
+        super()._shutdown(threads)
+
+    def _input_ended(self) -> bool:
+        # A stream has no end (the sources, which end with stdin's, are then none at all): a
+        # worker's stop gets the 5 s grace, not the 30 s that deliver what is left at an end.
+        return self.reader is None and super()._input_ended()
 
     def _source_names(self) -> list[str]:
         return super()._source_names() + ([self.reader.stream] if self.reader is not None else [])
