@@ -202,10 +202,9 @@ class Sender:
         """
         self._store.relax_durability()
         while True:
-            now = self._clock()
-            if now >= deadline:
-                return self._store.head() is None
             try:
+                if self._clock() >= deadline:
+                    return self._store.head() is None
                 delay = self._advance()
             except StateUnavailable:
                 return False  # what is left is sent at the next start

@@ -1528,6 +1528,52 @@ def test_an_idle_pass_whose_answer_was_lost_counts_its_firings_once_and_its_aler
         assert 1 == len(a.store.alerts())
 
 
+THRESHOLD_PAGE = "name: t\nmatch: {kind: page}\nthreshold: {count: 2, window: 1h}\nalert: {alias: 't'}\n"
+DOUBT = "with the 1 of a commit whose answer was lost (it may have been made)"
+
+
+@pytest.mark.parametrize(("rules", "queued"), [(THRESHOLD_PAGE, ["t"]), (PAGE_RULES, ["p-0", "p-1"])])
+def test_the_alert_of_a_commit_whose_answer_was_lost_is_queued_again_when_redis_loses_its_data_before_the_retry(
+    tmp_path: Path, redis_server: RedisServer, rules: str, queued: list[str]
+) -> None:
+    """a's second event fires (a threshold of 2, or a page of its own); the commit is made but
+    its answer lost, and Redis loses its data before a tries again, so no one can tell whether it
+    was made. a queues the alert again, once: applied again on the empty state the batch fires
+    no threshold (the alert was lost: the count it completed is gone), or pages again the same
+    (then that page goes once, not twice; the first batch's page is queued again as before)."""
+    with contextlib.ExitStack() as stack:
+        a = on_pages(stack, tmp_path, redis_server, rules, 1)
+        assert a._step()
+        with open(tmp_path / "a.jsonl", "a") as fh:
+            fh.write(json.dumps({"kind": "page", "id": 1}) + "\n")
+        step_with_its_answer_lost(a)
+        assert queued == queued_aliases(a), "made"
+        redis_server.client().flushall()
+        assert a._step() and not a.pending
+        assert queued == queued_aliases(a)
+        assert DOUBT in str(a.stats.last_error)
+        a._tick()
+        assert queued == queued_aliases(a), "once"
+
+
+def test_the_alert_of_an_idle_pass_whose_answer_was_lost_is_queued_again_when_redis_loses_its_data_first(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Host h's absence fires while a is idle; the commit is made but its answer lost, and Redis
+    loses its data before a asks whether it was made (the record it would ask went with it): a
+    queues the alert again (the absence's timer went with the state too: nothing would fire it)."""
+    with contextlib.ExitStack() as stack:
+        a = absence_due(stack, tmp_path, redis_server)
+        step_with_its_answer_lost(a, a._tick)
+        assert 1 == len(a.store.alerts()), "made"
+        redis_server.client().flushall()
+        a._tick()
+        assert ["rulesd: heartbeat-missing"] == [alert.payload["message"] for alert in a.store.alerts()]
+        assert DOUBT in str(a.stats.last_error)
+        a._tick()
+        assert 1 == len(a.store.alerts()), "once"
+
+
 def test_an_idle_pass_whose_commit_was_not_made_is_fenced_off(tmp_path: Path, redis_server: RedisServer) -> None:
     """An idle pass's commit is sent, the connection is given up before Redis runs it, and a finds
     it not made (its firing comes again with the next pass): the script, if Redis runs it late,
@@ -2083,6 +2129,31 @@ def test_a_stop_while_redis_is_down_leaves_the_clock_and_exits_at_once(
     assert "state unavailable at the stop: the clock is left as last committed" in a.stderr(), a.output()
 
 
+@pytest.mark.parametrize("mode", ["fleet", "stream"])
+def test_a_stop_while_redis_hangs_ends_well_within_systemds_stop_timeout(
+    tmp_path: Path, redis_server: RedisServer, mode: str
+) -> None:
+    """Redis stops answering (CLIENT PAUSE: it takes connections and commands, and answers
+    none) just before SIGTERM: the command the loop waits on ends within its 10 s, the stop's
+    commit of the clock (if it comes to it) waits 5 s at most, the delivery's grace 5 s (a
+    stream worker's too), and each command after it 1 s, so the daemon exits 0 within the
+    unit's TimeoutStopSec=30s. (Each command waited 10 s, and a stream worker's grace was the
+    30 s of an input that ended: 37 s and 41 s, and systemd would have killed it.)"""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LATE_RULES)
+    heartbeat = json.dumps({"ts": time.time(), "event": "heartbeat", "host": "h0"})
+    path = tmp_path / "a.jsonl"
+    path.write_text(heartbeat + "\n")
+    a = fleet.start_on_file("a", path) if mode == "fleet" else fleet.start("a")
+    if mode == "stream":
+        redis_server.client().xadd(STREAM, {"event": heartbeat})
+    assert a.wait_for_log("committed version 1"), a.output()
+    redis_server.client().client_pause(60_000, all=True)
+    began = time.monotonic()
+    assert 0 == a.terminate(timeout=60), a.output()
+    assert time.monotonic() - began < 25, a.output()
+    assert "state unavailable" in a.stderr(), a.output()
+
+
 @pytest.mark.parametrize("case", ["one instance", "two instances", "restarted"])
 def test_a_late_heartbeat_after_an_idle_spell_neither_closes_nor_pages_again(
     tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie, case: str
@@ -2154,3 +2225,31 @@ def test_a_late_heartbeat_written_while_stopped_neither_closes_nor_pages_again(
     sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
     assert ["create"] == sent, fleet.output()
     assert all(0 == p.terminate() for p in fleet.processes if p.proc.poll() is None), fleet.output()
+
+
+def test_a_late_heartbeat_read_after_an_idle_spell_behind_a_dead_workers_entry_neither_closes_nor_pages_again(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Host h0's absence (5 s) pages and the stream stays idle until 14 s; then two heartbeats
+    of h0 dated 3 s come, the first read by a worker that dies with it (a consumer that never
+    commits). Instance a reads the second after its idle spell: its commit waits its turn
+    behind the dead worker's entry, which a claims and commits first. Both are applied at the
+    clock the idle spell ran on to, as on a single host: late, they end no silence, and OpsGenie
+    gets the one create. (The claimed entry was applied at the clock the page committed, 5 s:
+    OpsGenie got create, close, create.)"""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=LATE_RULES)
+    fleet.start("a")
+    client = redis_server.client()
+    start = time.time()
+    client.xadd(STREAM, {"event": json.dumps({"ts": start, "event": "heartbeat", "host": "h0"})})
+    assert opsgenie.wait_for(lambda r: len(r) >= 1, 20), fleet.output()
+    time.sleep(max(0.0, start + 14 - time.time()))
+    late = {"event": json.dumps({"ts": start + 3, "event": "heartbeat", "host": "h0"})}
+    with client.pipeline(transaction=True) as both:  # the dead worker reads the first before a can
+        both.xadd(STREAM, late).xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1).xadd(STREAM, late)
+        both.execute()
+    assert wait_until(lambda: settled(redis_server), 15), fleet.output()
+    time.sleep(7)  # a close comes at once, a second create once nothing comes for the window
+    sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
+    assert ["create"] == sent, fleet.output()
+    assert 0 == fleet.processes[0].terminate(), fleet.output()

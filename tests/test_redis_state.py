@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from rulesd.engine import Engine, StateDelta
 from rulesd.events import make_parser
 from rulesd.pipeline import advance, evaluate_lines, pending
 from rulesd.state import CLOSE, Request, StateUnavailable
-from rulesd.state.redis import Conflict, Made, RedisState, StreamBatch, connect
+from rulesd.state.redis import LAST_WAIT, Conflict, Made, RedisState, StreamBatch, connect
 from tests.daemon_process import wait_until
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.redis_server import RedisServer
@@ -187,6 +188,26 @@ def test_an_unreachable_redis_is_state_unavailable() -> None:
     s = RedisState(redis.Redis(port=free_port(), socket_connect_timeout=1), instance="a")
     with pytest.raises(StateUnavailable):
         s.snapshot()
+
+
+def test_a_store_bound_by_a_deadline_waits_for_a_redis_that_never_answers_until_then() -> None:
+    """A Redis that takes the connection and never answers: once bound by a deadline (a stop),
+    a command waits until it (at least LAST_WAIT), not the 10 s it waits otherwise, and so
+    does giving the lease up."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel accepts the connection; no one ever answers
+        s = RedisState(connect(f"redis://127.0.0.1:{silent.getsockname()[1]}/0"), instance="a")
+        began = time.monotonic()
+        s.bound(began + 2)
+        with pytest.raises(StateUnavailable, match="Timeout"):
+            s.snapshot()
+        assert 1.8 < time.monotonic() - began < 4
+        began = time.monotonic()  # past the deadline
+        with pytest.raises(StateUnavailable, match="Timeout"):
+            s.published_rules()
+        s.close()
+        assert time.monotonic() - began < 2 * LAST_WAIT + 1.5
 
 
 def test_a_busy_redis_is_state_unavailable(server: RedisServer, client: redis.Redis) -> None:

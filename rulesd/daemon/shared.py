@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
@@ -36,7 +37,16 @@ import redis
 
 from rulesd.daemon.build import Parts
 from rulesd.daemon.reloader import LoadOutcome
-from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, SWEEP_IDLE, Daemon, checkpoints, still_saved
+from rulesd.daemon.run import (
+    BATCH_LINES,
+    EOF_GRACE,
+    IDLE_WAIT,
+    STOP_GRACE,
+    SWEEP_IDLE,
+    Daemon,
+    checkpoints,
+    still_saved,
+)
 from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
@@ -106,6 +116,11 @@ class SharedEngine:
         # Redis loses them first, they are queued again (`requeue`) with the next commit.
         self.unconfirmed: dict[int, dict[str, Any] | Request] = {}
         self.requeue: list[dict[str, Any] | Request] = []
+        # The alerts of a commit whose answer was lost, by its token, until Redis tells whether
+        # it was made: if Redis loses its data first, no one can, and they are queued again
+        # (`redo`) unless applying the batch again queues them anyway.
+        self.in_doubt: tuple[str, list[dict[str, Any] | Request]] = ("", [])
+        self.redo: list[dict[str, Any] | Request] = []
         self.positions_lost = False  # this instance's source positions are to be written again
         self.published = ""
         self.clock_wall: float | None = None  # when the committed clock was set (wall time)
@@ -148,15 +163,35 @@ class SharedEngine:
         lost = [request for alert_id, request in self.unconfirmed.items() if alert_id > kept]
         self.unconfirmed = {alert_id: r for alert_id, r in self.unconfirmed.items() if alert_id <= kept}
         self.requeue += lost
+        doubt = self.in_doubt[1]
+        self.redo += doubt
+        self.in_doubt = ("", [])
         return (
-            f"the {len(lost)} alert(s) this instance queued and had not seen delivered are queued again "
-            "(one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
+            f"the {len(lost)} alert(s) this instance queued and had not seen delivered are queued again"
+            + (f", with the {len(doubt)} of a commit whose answer was lost (it may have been made)" if doubt else "")
+            + " (one delivered in the last seconds may go twice); other instances' alerts are queued again by them"
         )
+
+    def first(self, requests: list[dict[str, Any] | Request]) -> list[dict[str, Any] | Request]:
+        """What a commit queues: the alerts to queue again, then `requests` (an alert in doubt
+        that `requests` queue again, applied again on what Redis has now, goes once)."""
+        return self.requeue + [r for r in self.redo if r not in requests] + requests
+
+    def doubt(self, token: str, requests: list[dict[str, Any] | Request]) -> None:
+        """The answer of commit `token`, which would queue `requests`, was lost. Its first try's
+        are kept: a try after one that was made applied the batch twice (and is refused)."""
+        if self.in_doubt[0] != token:
+            self.in_doubt = (token, requests)
+
+    def resolved(self) -> None:
+        """Redis told whether the commit in doubt was made (its alerts are then remembered as any)."""
+        self.in_doubt = ("", [])
 
     def committed(self, queued: Mapping[int, dict[str, Any] | Request], positions: bool) -> None:
         """A commit queued alerts (the alerts to queue again first), still `queued` by outbox id:
         remembered until delivered; it wrote the instance's `positions` too, or not."""
-        self.requeue = []
+        self.requeue, self.redo = [], []
+        self.resolved()
         self.positions_lost &= not positions
         self.unconfirmed.update(queued)
         while len(self.unconfirmed) > UNCONFIRMED_KEPT:  # a long OpsGenie outage: the oldest are not
@@ -269,6 +304,8 @@ class SharedDaemon(Daemon):
         by it, as on a single host. Not with a batch in hand, nor while the stream has entries
         not committed (kept for the next start as they are), nor while Redis is unavailable. It is
         never moved back: the commit is made on the state synced, again if another was first."""
+        # A Redis that hangs holds it no longer than the delivery's grace would.
+        self.store.bound(time.monotonic() + STOP_GRACE)
         if not self._started or self.stats.state_problem is not None:
             return
         for _ in range(STOP_ATTEMPTS):
@@ -278,6 +315,18 @@ class SharedDaemon(Daemon):
             except StateUnavailable as exc:
                 log.warning("state unavailable at the stop: the clock is left as last committed: %s", exc)
                 return
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
+        # Redis's answers are waited for as long as the grace lasts, then `LAST_WAIT` each (the
+        # outbox's depth, the lease given up): a Redis that hangs does not hold the stop past
+        # systemd's TimeoutStopSec.
+        self.store.bound(time.monotonic() + (EOF_GRACE if self._input_ended() else STOP_GRACE))
+        super()._shutdown(threads)
+
+    def _input_ended(self) -> bool:
+        # A stream has no end (the sources, which end with stdin's, are then none at all): a
+        # worker's stop gets the 5 s grace, not the 30 s that deliver what is left at an end.
+        return self.reader is None and super()._input_ended()
 
     def _source_names(self) -> list[str]:
         return super()._source_names() + ([self.reader.stream] if self.reader is not None else [])
@@ -336,13 +385,13 @@ class SharedDaemon(Daemon):
         self._batches += 1
         return f"{self.store.token}:{self._batches}"
 
-    def _prepare_entries(self, entries: EntryBatch) -> Prepared:
+    def _prepare_entries(self, entries: EntryBatch, idle: float | None = None) -> Prepared:
         assert self.reader is not None and self._stream_parser is not None
         run = Lines(self.reader.stream, 0, entries.lines, 0)
         prepared = self._match(
             [(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], self.clock()
         )
-        prepared.entries = entries
+        prepared.entries, prepared.idle = entries, idle
         return self._named(prepared)
 
     def _match(self, runs: list[tuple[str, Lines, Parser, Callable[[int], str]]], now: float) -> Prepared:
@@ -370,8 +419,8 @@ class SharedDaemon(Daemon):
                 self._refuse(self.shared.published)
                 return
             before, counts = engine.now, engine.counts()
-            requests, results, alerts = self._apply_batch(prepared)
-            requests = self.shared.requeue + requests
+            new, results, alerts = self._apply_batch(prepared)
+            requests = self.shared.first(new)
             state = engine.state
             delta = state.delta() if state.changed else None
             positions = self._positions() if self.reader is None else {}
@@ -401,6 +450,8 @@ class SharedDaemon(Daemon):
                 self.shared.undo(delta, before, counts)
                 if conflict.why == "version":
                     continue
+                if conflict.why != "rules":  # (the script looks for a commit already made right after the rules)
+                    self.shared.resolved()
                 if conflict.made is None:
                     self._refused(prepared, conflict)
                     return
@@ -408,6 +459,7 @@ class SharedDaemon(Daemon):
                 tally, queued = self._made(conflict.made)
             except StateUnavailable:
                 self.shared.stale = True  # whether the commit was made is not known: load it all again
+                self.shared.doubt(prepared.token, new)
                 engine.rewind(counts)  # and the batch is applied again (or dropped, if it was made)
                 raise
             else:
@@ -442,6 +494,7 @@ class SharedDaemon(Daemon):
             return
         made = self.store.resolve(lost.token)
         self._lost_tick = None
+        self.shared.resolved()
         if made is not None:
             log.info("idle pass already committed (its answer was lost)")
             self._tick_made(lost.positions, *self._made(made))
@@ -476,8 +529,11 @@ class SharedDaemon(Daemon):
     def _refused(self, prepared: Prepared, conflict: Conflict) -> None:
         """A stream batch the script refused: drop what was committed by another instance,
         wait for earlier entries, or commit one entry at a time a claimed batch with gaps."""
-        entries = prepared.entries
+        entries, idle = prepared.entries, prepared.idle
         assert entries is not None and self.reader is not None
+        # The batches made here keep the idle moment before the refused one: the first of them
+        # to commit runs the committed clock on to it (a claimed entry was read after it too, or
+        # the stream would not have been idle), so a late line is judged as it would have been.
         if conflict.why == "rules":
             self._refuse(conflict.detail)
         elif conflict.why == "taken":
@@ -488,13 +544,13 @@ class SharedDaemon(Daemon):
                 entries.ids[-1],
                 "dropped" if rest is None else f"the {len(rest.ids)} after {conflict.detail} kept",
             )
-            self.pending[0:1] = [] if rest is None else [self._prepare_entries(rest)]
+            self.pending[0:1] = [] if rest is None else [self._prepare_entries(rest, idle)]
         elif conflict.why == "gap":
-            self.pending[0:1] = [self._prepare_entries(single) for single in entries.singles()]
+            self.pending[0:1] = [self._prepare_entries(single, idle) for single in entries.singles()]
         else:  # turn: an earlier entry is not committed yet; claim it if its reader is gone
             claimed = self.reader.claim(self.reader.batch_entries(BATCH_LINES))
             if claimed is not None:
-                self.pending.insert(0, self._prepare_entries(claimed))
+                self.pending.insert(0, self._prepare_entries(claimed, idle))
                 return
             now = time.monotonic()
             if now >= self._refresh_due:
@@ -591,7 +647,7 @@ class SharedDaemon(Daemon):
         # skipped) are committed too: a restart would resume at the old ones.
         positions = self._positions() if self.reader is None else {}
         moved = self.reader is None and positions != self._committed
-        waiting = shared.requeue or shared.unconfirmed or shared.positions_lost or self._lost_tick
+        waiting = shared.requeue or shared.redo or shared.unconfirmed or shared.positions_lost or self._lost_tick
         if not (moves or engine.out or sweeps or waiting or moved):
             return True
         self.shared.sync()
@@ -606,7 +662,8 @@ class SharedDaemon(Daemon):
             self._last["sweep"] = now
             engine.sweep(engine.now)
         alerts = build_alerts(pending(engine), self.parts.settings, str)
-        requests = self.shared.requeue + _requests(alerts)
+        new = _requests(alerts)
+        requests = shared.first(new)
         positions = positions if shared.positions_lost or moved else {}
         ran_on = stop and engine.now > before  # (a stop commits the clock it ran on to)
         if not requests and not engine.state.changed and not positions and not ran_on:
@@ -642,6 +699,7 @@ class SharedDaemon(Daemon):
             engine.rewind(counts)
             self._last["sweep"] = last_sweep
             self._lost_tick = LostTick(token, positions)
+            shared.doubt(token, new)
             raise
         else:
             if moves:

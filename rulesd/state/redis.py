@@ -69,6 +69,9 @@ AUTH_FAILED = "Redis authentication failed"
 SLOW_ANSWER = 2.0  # seconds: an answer slower than this is said (a CLIENT PAUSE stalls without an error)
 SLOW_SAID_EVERY = 60.0  # seconds between two such lines
 OUT_OF_MEMORY = "Redis is out of memory (raise its maxmemory, or free memory)"
+ANSWER_WAIT = 10.0  # seconds a command waits for its answer before Redis is said unavailable
+CONNECT_WAIT = 5.0  # seconds a connection may take to be made
+LAST_WAIT = 1.0  # seconds a command waits for its answer past the deadline of a stop (`bound`)
 
 # What makes Redis unusable for now, rather than a request wrong: down, restarting (loading
 # its AOF), a replica after a failover (read only), a master that lost its link.
@@ -95,7 +98,9 @@ def default_instance(state_dir: str) -> str:
 
 def connect(url: str) -> redis.Redis:
     """A client for `url` (redis://, rediss://, unix://), bytes in and out."""
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    return redis.Redis.from_url(
+        url, socket_timeout=ANSWER_WAIT, socket_connect_timeout=CONNECT_WAIT, health_check_interval=30
+    )
 
 
 class Made(msgspec.Struct):
@@ -182,6 +187,7 @@ class RedisState:
         self.answered = False  # whether a call succeeded (since the holder last set it False)
         self._slow_said = -math.inf  # when a slow answer was last said (monotonic)
         self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
+        self._deadline: float | None = None  # see `bound`
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -189,8 +195,30 @@ class RedisState:
             script = self._scripts[name] = self.client.register_script(getattr(scripts, name))
         return script
 
+    def bound(self, deadline: float) -> None:
+        """From now on, wait for an answer until `deadline` (monotonic) at most, and `LAST_WAIT`
+        past it: at a stop, a Redis that hangs (takes connections, never answers) must not hold
+        the process 10 s per command, past the time systemd gives a stop before it kills it."""
+        self._deadline = deadline
+
+    def _arm(self) -> None:
+        """Give the next command the wait left before the deadline, if there is one."""
+        if self._deadline is None:
+            return
+        wait = min(ANSWER_WAIT, max(LAST_WAIT, self._deadline - time.monotonic()))
+        timeouts = {"socket_timeout": wait, "socket_connect_timeout": min(CONNECT_WAIT, wait)}
+        pool = self.client.connection_pool
+        pool.connection_kwargs.update(timeouts)  # for the connections made from now on
+        # The idle ones keep those they were made with, even made again: they get these, and are
+        # made again with them (redis-py sets a socket's timeout when it connects).
+        for connection in list(getattr(pool, "_available_connections", ())):
+            for name, value in timeouts.items():
+                setattr(connection, name, value)
+        pool.disconnect(inuse_connections=False)
+
     def call(self, what: Callable[[], T]) -> T:
         """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
+        self._arm()
         started = time.monotonic()
         try:
             try:
@@ -569,6 +597,7 @@ class RedisState:
 
     def close(self) -> None:
         """Give up the sender's lease if this process holds it, so another takes over at once."""
+        self._arm()
         try:
             if self.client.get(self.k.sender) == self.token.encode():
                 self.client.delete(self.k.sender)
