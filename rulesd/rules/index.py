@@ -54,7 +54,7 @@ from rulesd.rules.conditions import (
 from rulesd.rules.fields import MISSING, Event, is_index, make_getter, make_walker, shallow_keys, split_path
 from rulesd.rules.model import Rule
 from rulesd.rules.patterns import Scan
-from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, Layout, Viewer, WholeLine
+from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, Layout, NoStruct, Viewer, WholeLine
 
 
 class RuleIndex:
@@ -595,11 +595,13 @@ class _NodeWriter:
         (MISSING for a key it lacks), else a value that holds no key (see `Layout.member`)."""
         assert self.layout is not None
         outer, attribute = self.layout.member(key, inner)
+        struct = self.const(NoStruct)  # the struct's class, once the layout has made it
+        self.layout.struct_name(self.names, struct, key)
         self.emit(1, f"{local} = event.{outer}")
         self.emit(
             1,
-            f"{local} = getattr({local}, {attribute!r}, {default}) if type({local}) is not dict "
-            f"else {local}.get({self.const(inner)}, {default})",
+            f"{local} = {local}.{attribute} if type({local}) is {struct} else {local}.get({self.const(inner)}, "
+            f"{default}) if type({local}) is dict else {default}",
         )
 
     def add_rules(self, depth: int, rules: tuple[Rule, ...]) -> None:

@@ -50,6 +50,9 @@ class Layout:
         self.attributes: dict[str, str] = {}
         self.members: dict[str, dict[str, str]] = {}  # key -> inner key -> the attribute holding its value
         self.whole: set[str] = set()  # the keys whose whole value is read
+        # (globals, name, key): a name in generated code that `viewer` binds to the struct class
+        # of the key's objects, which reading an inner key tests for (see `struct_name`).
+        self.struct_names: list[tuple[dict[str, Any], str, str]] = []
 
     def attribute(self, key: str) -> str:
         """The attribute holding the value of `key` (keys are data: never an identifier)."""
@@ -64,6 +67,13 @@ class Layout:
         members = self.members.setdefault(key, {})
         outer = self.attributes.setdefault(key, f"f{len(self.attributes)}")
         return outer, members.setdefault(inner, f"g{len(members)}")
+
+    def struct_name(self, names: dict[str, Any], name: str, key: str) -> None:
+        """Have `viewer` bind `names[name]` to the class of the struct the objects of `key` are
+        decoded as, once every key is known (for a key decoded whole, NoStruct stays): a type
+        test and an attribute read cost less than `getattr` with a default, which every line
+        reading `http.status` would pay."""
+        self.struct_names.append((names, name, key))
 
     def viewer(
         self,
@@ -89,11 +99,14 @@ class Layout:
 
         # Any JSON value but an object is kept as is; an object becomes the struct (a dict where
         # the whole value is read too, or an inner key cannot be a field's name).
-        members = {
-            key: Union[struct("Members", inner, {}), None, bool, int, float, str, list]  # noqa: UP007
+        structs = {
+            key: struct("Members", inner, {})
             for key, inner in self.members.items()
             if key not in self.whole and all(map(_nameable, inner))
         }
+        members = {key: Union[cls, None, bool, int, float, str, list] for key, cls in structs.items()}  # noqa: UP007
+        for names, name, key in self.struct_names:
+            names[name] = structs.get(key, NoStruct)
         view = struct("EventView", self.attributes, members)
         # Refused: malformed JSON, not an object, a number out of range in a field read, a
         # nesting deeper than the decoder's recursion allows, and text that is not UTF-8.
@@ -132,6 +145,10 @@ class Viewer(NamedTuple):
     refused: tuple[type[Exception], ...]
     stamp: tuple[str, str] | None = None
     deep: bool = False
+
+
+class NoStruct:
+    """The class of no value: what a key decoded whole is tested against (see `struct_name`)."""
 
 
 class WholeLine(Exception):
