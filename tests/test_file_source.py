@@ -395,6 +395,44 @@ def test_a_compressed_file_seen_before_its_first_bytes_is_not_read(tmp_path: Pat
     assert numbered(50, 52).splitlines() == texts(read_n(source, 2))
 
 
+def test_a_compressed_file_opened_empty_then_rotated_on_while_stopped_is_noted_where_it_is(
+    tmp_path: Path, make_source: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gzip makes events.jsonl.2.gz empty, then writes it: opened empty, its position (0, of no
+    bytes) was saved under that name. Rotated on while stopped (.2.gz to .3.gz, a new .2.gz), the
+    restart found it by identity for .2.gz and noted it there: .2.gz noted twice, .3.gz never."""
+    caplog.set_level(logging.INFO, "rulesd.sources.file")
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(numbered(0, 3))
+    first = make_source([f"{log}*"], start_at="beginning")
+    assert 3 == len(read_n(first, 3))
+    state: dict[str, dict[str, Any]] = {}
+
+    def commit() -> None:  # what the state database keeps: {} deletes a key
+        for key, position in first.checkpoint().items():
+            state[key] = position.to_json()
+        for key in [k for k, v in state.items() if not v]:
+            del state[key]
+
+    packed = tmp_path / "events.jsonl.2.gz"
+    packed.touch()
+    assert [] == read_settled(first)  # opened, empty
+    commit()
+    append(packed, gzip_kept_as_text(numbered(100, 200)))
+    assert [] == read_settled(first)
+    commit()
+    first.close()
+    os.rename(packed, tmp_path / "events.jsonl.3.gz")
+    packed.write_bytes(gzip_kept_as_text(numbered(200, 300)))
+    caplog.clear()
+    second = make_source([f"{log}*"], start_at="beginning", saved=state)
+    assert [] == read_settled(second)
+    assert [
+        f"{tmp_path}/events.jsonl.2.gz: gzip-compressed, skipped: compressed files are never read",
+        f"{tmp_path}/events.jsonl.3.gz: gzip-compressed, skipped: compressed files are never read",
+    ] == sorted(r.getMessage() for r in caplog.records if "compressed" in r.getMessage())
+
+
 def test_a_rotated_file_compressed_and_removed_is_finished_through_its_descriptor(
     tmp_path: Path, make_source: Factory
 ) -> None:

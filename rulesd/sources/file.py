@@ -285,7 +285,11 @@ class FileSource:
             return
         old_path = find_by_identity(os.path.dirname(watch.path) or ".", saved.identity)
         old = self._open_saved(watch.path, old_path, saved, rotated=True) if old_path else None
-        if old is not None:
+        if old is not None and old_path is not None and old.compressed:
+            # Opened empty before gzip wrote it, then rotated on (.2.gz to .3.gz): noted where
+            # it is now, not as the file its old name holds (that one is noted for itself).
+            self._skip_compressed(old_path, old)
+        elif old is not None:
             old.detached = True
             self._append(watch, old)
         elif saved.drained:  # rotated on (and compressed, or removed) as it should be
