@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import urllib.error
 from pathlib import Path
 
 from tests.daemon_process import Workspace, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.test_e2e_sources import positions
+from tests.test_monitoring import samples, scrape
 
 
 def quiet_logs(root: Path, count: int) -> list[Path]:
@@ -86,3 +89,44 @@ def test_positions_of_many_quiet_files_are_saved_exactly_across_kill_9(tmp_path:
 
     assert wait_until(lambda: offsets() == {str(path): path.stat().st_size for path in files}), offsets()
     assert 0 == again.terminate()
+
+
+def test_metrics_scraped_while_a_globs_files_come_and_go_never_fail(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """/metrics summed the source's lag over its files in the metrics thread while the reading
+    thread took files up and let them go: on a glob of 2,000 files where jobs' files come and go,
+    scrapes failed (500: `cannot collect the metrics: dictionary changed size during
+    iteration`), each with an error logged. Every scrape succeeds now."""
+    logs = quiet_logs(tmp_path, 2000)[0].parent
+    source = {"type": "file", "path": str(logs / "*.log"), "start_at": "beginning"}
+    ws = Workspace(tmp_path, server.url, source=source, metrics={"listen": "127.0.0.1:0"})
+    daemon = ws.start()
+    url = daemon.metrics_url()
+    assert wait_until(lambda: len(positions(ws)) == 2000, timeout=30), daemon.output()
+    stop = threading.Event()
+
+    def jobs() -> None:  # each job writes its file; the third job after it, the file is removed
+        made = 0
+        while not stop.wait(0.002):
+            (logs / f"job-{made}.log").write_bytes(b'{"kind": "start"}\n')
+            if made >= 3:
+                (logs / f"job-{made - 3}.log").unlink()
+            made += 1
+
+    thread = threading.Thread(target=jobs)
+    thread.start()
+    failed: list[str] = []
+    lags: list[float] = []
+    try:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            try:
+                lags.append(samples(scrape(url))["rulesd_source_lag_bytes"])
+            except urllib.error.HTTPError as exc:
+                failed.append(exc.read().decode())
+    finally:
+        stop.set()
+        thread.join()
+    assert [] == failed, f"{len(failed)} of {len(failed) + len(lags)} scrapes failed"
+    assert all(lag >= 0 for lag in lags)
+    assert "cannot collect the metrics" not in daemon.stderr()
+    assert 0 == daemon.terminate()

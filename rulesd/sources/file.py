@@ -19,6 +19,7 @@ is spaced out so that it takes about 1% of a core at most, however many files th
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import glob
@@ -241,8 +242,17 @@ class FileSource:
                 return
 
     def lag_bytes(self) -> int:
-        """Bytes written to the files but not yet returned, over all files."""
-        return sum(t.unread_bytes() for w in self._watches.values() for t in w.files)
+        """Bytes written to the files but not yet returned, over all files.
+
+        Asked from the metrics thread while this source reads: it sums over copies (taking
+        them runs no Python code, so the reading thread cannot change them midway: a dict
+        changed during the sum failed the scrape), and a file closed since counts for 0."""
+        lag = 0
+        for watch in list(self._watches.values()):
+            for tail in tuple(watch.files):
+                with contextlib.suppress(OSError):
+                    lag += tail.unread_bytes()
+        return lag
 
     def names(self) -> list[str]:
         """Every path followed: the literal ones, also while missing, and each glob match."""
