@@ -165,9 +165,9 @@ class FileSource:
         # Compressed files let go, by identity, with the path each was last seen at: not opened
         # again at every scan, and noted once however often renamed (.2.gz to .3.gz).
         self._compressed: dict[Identity, str] = {}
-        # Glob matches gone for good whose saved positions are to be deleted with the next
-        # checkpoint: a glob of short-lived files (one per job, per container) would otherwise
-        # leave a position behind per file, for ever.
+        # Glob matches gone for good (and paths whose file was let go as compressed) whose saved
+        # positions are to be deleted with the next checkpoint: a glob of short-lived files (one
+        # per job, per container) would otherwise leave a position behind per file, for ever.
         self._forgotten: set[str] = set()
         # Watched paths (dicts as ordered sets) that may have lines to read, and whose positions
         # may have moved since the last checkpoint: at first, all.
@@ -214,7 +214,8 @@ class FileSource:
 
         A path whose old file is still being drained reports the old file: after a restart
         it is found again by its identity and finished before the new one is read. A glob
-        match gone for good (or a saved one no glob match names now) is FORGOTTEN, once.
+        match gone for good (or a saved one no glob match names now), or a path whose file was
+        let go as compressed, is FORGOTTEN, once.
         """
         watches = [w for path in self._moved if (w := self._watches.get(path)) is not None and w.files]
         positions: dict[str, Checkpoint] = {w.name: w.files[0].position() for w in watches}
@@ -551,6 +552,12 @@ class FileSource:
         """Let a compressed file go for good (see `compressed`), saying so once per file."""
         if tail.identity not in self._compressed:
             log.info("%s: %s-compressed, skipped: compressed files are never read", path, tail.compressed)
+        watch = self._watches.get(path)
+        if watch is not None and not watch.files:
+            # A position saved while it was empty (gzip still to write it) goes with it: kept, it
+            # named a file never read, and once that was rotated on and removed, a start warned
+            # that events written to it may have been lost.
+            self._forgotten.add(watch.name)
         self._compressed[tail.identity] = path
         if len(self._compressed) > _RETIRED_MAX:
             del self._compressed[next(iter(self._compressed))]
