@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -35,6 +36,15 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (/proc/PID/stat), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def undelivered(ws: Workspace) -> int:
+    """Alerts in the workspace's outbox: a delivered one leaves it once marked so."""
+    db = sqlite3.connect(ws.root / "state" / "state.sqlite")
+    try:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
 
 
 def test_an_idle_daemon_on_a_glob_of_2000_files_takes_little_cpu(tmp_path: Path, server: FakeOpsGenie) -> None:
@@ -75,6 +85,9 @@ def test_positions_of_many_quiet_files_are_saved_exactly_across_kill_9(tmp_path:
     truncated = files[100]
     os.truncate(truncated, 0)  # copytruncate in a quiet moment: the position moves with no line
     assert wait_until(lambda: json.loads(positions(ws)[str(truncated)])["offset"] == 0, timeout=5)
+    # Killed between an alert's delivery and its mark, the daemon sends it again at the restart,
+    # as it must (OpsGenie folds it by alias): not what is checked here, so wait for the marks.
+    assert wait_until(lambda: undelivered(ws) == 0, timeout=10), daemon.output()
     daemon.kill()
     for path in [*files[3:8], truncated, *files[-3:]]:  # while it is down
         append_page(path, sent)
