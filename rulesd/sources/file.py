@@ -19,13 +19,14 @@ is spaced out so that it takes about 1% of a core at most, however many files th
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import glob
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Container, Mapping, Sequence
 from types import MappingProxyType
 
@@ -152,6 +153,10 @@ class FileSource:
         self._clock = clock
         self.skipped_long = 0
         self._watches: dict[str, _Watch] = {}
+        # The identities of the files in every watch's `files`, kept with them: whether a file
+        # is already read is asked for each file opened, and a scan of every watch made a glob's
+        # start O(n²) (2,000 files: over half a second).
+        self._claims: Counter[Identity] = Counter()
         self._retired: dict[Identity, Retired] = {}
         self._more = False  # the last read() stopped at max_lines or BATCH_BYTES
         self._turn = 0  # which watch reads first, so that no file starves the others
@@ -160,9 +165,9 @@ class FileSource:
         # Compressed files let go, by identity, with the path each was last seen at: not opened
         # again at every scan, and noted once however often renamed (.2.gz to .3.gz).
         self._compressed: dict[Identity, str] = {}
-        # Glob matches gone for good whose saved positions are to be deleted with the next
-        # checkpoint: a glob of short-lived files (one per job, per container) would otherwise
-        # leave a position behind per file, for ever.
+        # Glob matches gone for good (and paths whose file was let go as compressed) whose saved
+        # positions are to be deleted with the next checkpoint: a glob of short-lived files (one
+        # per job, per container) would otherwise leave a position behind per file, for ever.
         self._forgotten: set[str] = set()
         # Watched paths (dicts as ordered sets) that may have lines to read, and whose positions
         # may have moved since the last checkpoint: at first, all.
@@ -209,7 +214,8 @@ class FileSource:
 
         A path whose old file is still being drained reports the old file: after a restart
         it is found again by its identity and finished before the new one is read. A glob
-        match gone for good (or a saved one no glob match names now) is FORGOTTEN, once.
+        match gone for good (or a saved one no glob match names now), or a path whose file was
+        let go as compressed, is FORGOTTEN, once.
         """
         watches = [w for path in self._moved if (w := self._watches.get(path)) is not None and w.files]
         positions: dict[str, Checkpoint] = {w.name: w.files[0].position() for w in watches}
@@ -237,8 +243,17 @@ class FileSource:
                 return
 
     def lag_bytes(self) -> int:
-        """Bytes written to the files but not yet returned, over all files."""
-        return sum(t.unread_bytes() for w in self._watches.values() for t in w.files)
+        """Bytes written to the files but not yet returned, over all files.
+
+        Asked from the metrics thread while this source reads: it sums over copies (taking
+        them runs no Python code, so the reading thread cannot change them midway: a dict
+        changed during the sum failed the scrape), and a file closed since counts for 0."""
+        lag = 0
+        for watch in list(self._watches.values()):
+            for tail in tuple(watch.files):
+                with contextlib.suppress(OSError):
+                    lag += tail.unread_bytes()
+        return lag
 
     def names(self) -> list[str]:
         """Every path followed: the literal ones, also while missing, and each glob match."""
@@ -249,7 +264,7 @@ class FileSource:
         self._watch.stop()
         for watch in self._watches.values():
             while watch.files:
-                watch.files.popleft().close()
+                self._let_go(watch).close()
 
     def __enter__(self) -> FileSource:
         return self
@@ -285,7 +300,11 @@ class FileSource:
             return
         old_path = find_by_identity(os.path.dirname(watch.path) or ".", saved.identity)
         old = self._open_saved(watch.path, old_path, saved, rotated=True) if old_path else None
-        if old is not None:
+        if old is not None and old_path is not None and old.compressed:
+            # Opened empty before gzip wrote it, then rotated on (.2.gz to .3.gz): noted where
+            # it is now, not as the file its old name holds (that one is noted for itself).
+            self._skip_compressed(old_path, old)
+        elif old is not None:
             old.detached = True
             self._append(watch, old)
         elif saved.drained:  # rotated on (and compressed, or removed) as it should be
@@ -429,13 +448,13 @@ class FileSource:
                 self._check_file(watch.path, tail, tail.identity)
             got = tail.read_lines(limit, watch.name, self._max_line_bytes)
             if tail.compressed:
-                self._skip_compressed(watch.path, watch.files.popleft())
+                self._skip_compressed(watch.path, self._let_go(watch))
                 continue
             runs += got
             limit -= count_lines(got)
             if not (done and tail.eof):
                 break
-            self._retire(watch.path, watch.files.popleft())
+            self._retire(watch.path, self._let_go(watch))
         return runs
 
     def _writer_gone(self, watch: _Watch) -> bool:
@@ -518,12 +537,27 @@ class FileSource:
             self._skip_compressed(watch.path, tail)
         elif tail is not None:
             watch.files.append(tail)
+            self._claims[tail.identity] += 1
             self._touch(watch)
+
+    def _let_go(self, watch: _Watch) -> Tail:
+        """Take the oldest file out of `watch`; only then may it be opened again (elsewhere)."""
+        tail = watch.files.popleft()
+        self._claims[tail.identity] -= 1
+        if not self._claims[tail.identity]:
+            del self._claims[tail.identity]
+        return tail
 
     def _skip_compressed(self, path: str, tail: Tail) -> None:
         """Let a compressed file go for good (see `compressed`), saying so once per file."""
         if tail.identity not in self._compressed:
             log.info("%s: %s-compressed, skipped: compressed files are never read", path, tail.compressed)
+        watch = self._watches.get(path)
+        if watch is not None and not watch.files:
+            # A position saved while it was empty (gzip still to write it) goes with it: kept, it
+            # named a file never read, and once that was rotated on and removed, a start warned
+            # that events written to it may have been lost.
+            self._forgotten.add(watch.name)
         self._compressed[tail.identity] = path
         if len(self._compressed) > _RETIRED_MAX:
             del self._compressed[next(iter(self._compressed))]
@@ -531,7 +565,7 @@ class FileSource:
 
     def _claimed(self, identity: Identity) -> bool:
         """Is this file already being read (for this or another path)?"""
-        return any(t.identity == identity for w in self._watches.values() for t in w.files)
+        return identity in self._claims
 
     def _on_long_for(self, path: str) -> Callable[[int], None]:
         def on_long(offset: int) -> None:
