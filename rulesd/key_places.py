@@ -96,6 +96,11 @@ def meant_places(schema_name: str, key: str, path: JsonPath, value: Any) -> tupl
     return [], [p for n, p in absent if n == best]
 
 
+def keys_of_rule_key(parent: str) -> frozenset[str]:
+    """The keys the rule schema takes in a mapping written under the key `parent`."""
+    return frozenset(key for key, places in _places("rule").items() if any(p[-1:] == (parent,) for p in places))
+
+
 def value_at(value: Any, path: JsonPath) -> Any:
     """The part of the document `value` at `path` (None if it has none)."""
     for part in path:

@@ -37,6 +37,15 @@ def check(tmp_path: Path, text: str) -> tuple[int, str]:
     return result.returncode, result.stdout.replace(str(tmp_path), "DIR")
 
 
+def assert_one_error_each(tmp_path: Path, cases: list[tuple[str, str]]) -> None:
+    """Each (rule file text, start of the error `line:col: error: ...`): `rulesd check` fails
+    with that one error."""
+    for text, problem in cases:
+        code, out = check(tmp_path, text)
+        assert (1, f"DIR/r.yaml:{problem}") == (code, out[: len("DIR/r.yaml:") + len(problem)])
+        assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
+
+
 def test_rulesd_check_refuses_equality_with_nan(tmp_path: Path) -> None:
     nan = "cannot compare with .nan: NaN is equal to nothing, not even itself"
     assert (
@@ -853,10 +862,73 @@ def test_rulesd_check_puts_a_block_whose_first_line_is_indented_too_little_at_th
             "6:6: error: YAML syntax error: this line is indented to column 6, but the keys of the mapping it is in",
         ),
     ]
-    for text, problem in cases:
-        code, out = check(tmp_path, text)
-        assert (1, f"DIR/r.yaml:{problem}") == (code, out[: len("DIR/r.yaml:") + len(problem)])
-        assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
+    assert_one_error_each(tmp_path, cases)
+
+
+def test_rulesd_check_names_a_rule_key_indented_into_a_condition_with_its_block(tmp_path: Path) -> None:
+    """`alert:` and its block indented one level too deep, into `match:`, is valid YAML: an
+    empty field `alert` and fields `message`, `priority`… that no event has, so the rule
+    silently never fires (and pages with no message of its own). It is an error at `alert:`,
+    naming the keys after it that are its own; an empty field followed by no key of its own
+    is still a field."""
+    assert (
+        1,
+        "DIR/r.yaml:5:7: error: rules[0].match.alert: 'alert' belongs at the rule's top level, not under 'match', "
+        "with its keys after it ('message', 'priority') under it: as written, they test event fields\n"
+        "DIR/r.yaml:11:7: error: rules[1].match.threshold: 'threshold' belongs at the rule's top level, not under "
+        "'match', with its keys after it ('count') under it: as written, they test event fields\n"
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match:\n      service: auth\n      alert:\n      message: Admin {user} logged in\n"
+        "      priority: P3\n"
+        "  - name: b\n    match:\n      service: auth\n      threshold:\n      count: 5\n"
+        "  - name: c\n    match:\n      alert:\n      service: auth\n",
+    )
+
+
+def test_rulesd_check_puts_a_key_missing_its_colon_at_that_key_beside_a_block(tmp_path: Path) -> None:
+    """A key without its ':' as the first line of a block, or as the key right after a block,
+    is reported at the key that misses it, not at the line before it with advice to
+    indent that line (which is right as it is)."""
+    runs_on = "YAML syntax error: the text {!r} that starts here runs on to line {}, where a ':' follows it"
+    cases = [
+        (  # the first key under `match:`
+            "rules:\n  - name: a\n    match:\n      service auth\n      event: login_failed\n",
+            "4:7: error: " + runs_on.format("service auth event", 5),
+        ),
+        (  # the first key after the block of `match:`
+            "rules:\n  - name: a\n    match:\n      message: x\n    throttle 30m\n    alert:\n      message: x\n",
+            "5:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+        ),
+        (  # the same after a block of several lines
+            "rules:\n  - name: a\n    match:\n      a: 1\n      b: 2\n    threshold {count: 2, window: 1m}\n"
+            "    alert:\n      message: x\n",
+            "6:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+        ),
+    ]
+    assert_one_error_each(tmp_path, cases)
+
+
+def test_rulesd_check_puts_a_first_list_item_without_its_dash_at_that_item(tmp_path: Path) -> None:
+    """The first rule (or sequence step) written without its '- ' is read by YAML as a
+    mapping, and YAML finds fault only at the next item, maybe many lines further: the error is
+    at the first item, saying its '- ' seems missing."""
+    cases = [
+        (
+            "rules:\n    name: a\n    match: {a: 1}\n    alert:\n      message: x\n      priority: P2\n"
+            "  - name: b\n    match: {a: 2}\n",
+            "2:5: error: YAML syntax error: this line is not a list item, but the items after it in its block (from "
+            "line 7) are ('- ' at column 3): is its '- ' missing?",
+        ),
+        (
+            "rules:\n  - name: a\n    sequence:\n      steps:\n          match: {a: 1}\n        - match: {b: 1}\n",
+            "5:11: error: YAML syntax error: this line is not a list item, but the items after it in its block (from "
+            "line 6) are ('- ' at column 9): is its '- ' missing?",
+        ),
+    ]
+    assert_one_error_each(tmp_path, cases)
 
 
 def test_rulesd_test_warns_at_a_group_by_field_none_of_the_events_it_matched_has(tmp_path: Path) -> None:
