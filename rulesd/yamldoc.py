@@ -227,10 +227,23 @@ class _Builder:
         except ConstructorError as exc:
             self.problem(node, _describe(exc))
             return None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            # An explicit tag on a text it cannot read (`!!int x`, `!!bool maybe`,
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            # An explicit tag on a text it cannot read (`!!int x`, `!!int ""`, `!!bool maybe`,
             # `!!timestamp 2020-99-99`): PyYAML's constructors fail with Python's own errors.
-            self.problem(node, f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}")
+            message = f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}"
+            if node.tag in _NUMBER_TAGS:
+                message += ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
+            self.problem(node, message)
+            return None
+        if node.tag == _YAML_TAG + "int" and node.style and re.match(r"[-+]?0[0-9_]+\Z", node.value):
+            # `!!int "017"` is octal 15 to YAML 1.1, with no warning as for a plain 017
+            digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
+            decimal = "-" + digits if node.value.startswith("-") and digits != "0" else digits
+            message = (
+                f"!!int {node.style}{node.value}{node.style} is the octal number {value}: write {decimal} with no "
+                f"tag if that decimal number is meant, else {value}"
+            )
+            self.problem(node, message)
             return None
         if isinstance(value, datetime.date | bytes):
             return str(node.value)  # dates stay as written: rules compare strings

@@ -355,19 +355,30 @@ def test_tags_that_are_not_plain_data_are_refused(tmp_path: Path, text: str, exp
     assert [f"{path}:{expected} is not allowed: only plain YAML data is accepted"] == check_lines(path)
 
 
+NO_TAG = ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("!!int x", "'x' is not a valid !!int"),
-        ("!!int 0x1g", "'0x1g' is not a valid !!int"),
-        ("!!float x", "'x' is not a valid !!float"),
+        ("!!int x", f"'x' is not a valid !!int{NO_TAG}"),
+        ("!!int 0x1g", f"'0x1g' is not a valid !!int{NO_TAG}"),
+        ("!!float x", f"'x' is not a valid !!float{NO_TAG}"),
+        ("!!int 5m", f"'5m' is not a valid !!int{NO_TAG}"),
+        ('!!int ""', f"'' is not a valid !!int{NO_TAG}"),  # (an IndexError in PyYAML: a traceback)
+        ('!!float ""', f"'' is not a valid !!float{NO_TAG}"),
+        (
+            '!!int "017"',
+            '!!int "017" is the octal number 15: write 17 with no tag if that decimal number is meant, else 15',
+        ),
         ("!!bool maybe", "'maybe' is not a valid !!bool"),
         ("!!timestamp 2020-99-99", "'2020-99-99' is not a valid !!timestamp"),
     ],
 )
 def test_a_plain_tag_on_a_text_it_cannot_read_is_a_located_error(tmp_path: Path, value: str, expected: str) -> None:
-    """`!!int x` made PyYAML raise Python's own ValueError, which ended `rulesd check` with a
-    traceback: it is an error at its place."""
+    """`!!int x` made PyYAML raise Python's own ValueError (`!!int ""` an IndexError), which
+    ended `rulesd check` with a traceback: it is an error at its place, saying how rulesd writes
+    a number. `!!int "017"`, which YAML 1.1 reads as octal 15, says so."""
     path = tmp_path / "r.yaml"
     path.write_text(f"name: a\nmatch: {{level: {value}}}\n")
     assert [f"{path}:2:16: error: {expected}"] == check_lines(path)
