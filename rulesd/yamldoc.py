@@ -235,12 +235,13 @@ class _Builder:
                 message += ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
             self.problem(node, message)
             return None
-        if node.tag == _YAML_TAG + "int" and node.style and re.match(r"[-+]?0[0-9_]+\Z", node.value):
+        quote = getattr(node, "style", None)  # (a scalar's; set for a quoted one)
+        if node.tag == _YAML_TAG + "int" and quote and re.match(r"[-+]?0[0-9_]+\Z", node.value):
             # `!!int "017"` is octal 15 to YAML 1.1, with no warning as for a plain 017
             digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
             decimal = "-" + digits if node.value.startswith("-") and digits != "0" else digits
             message = (
-                f"!!int {node.style}{node.value}{node.style} is the octal number {value}: write {decimal} with no "
+                f"!!int {quote}{node.value}{quote} is the octal number {value}: write {decimal} with no "
                 f"tag if that decimal number is meant, else {value}"
             )
             self.problem(node, message)
