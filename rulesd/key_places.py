@@ -87,7 +87,7 @@ def meant_places(schema_name: str, key: str, path: JsonPath, value: Any) -> tupl
         concrete = _concrete(place, path)
         if concrete is not None and concrete != path and isinstance(value_at(value, concrete), dict):
             written.append((_common(place, here), concrete))
-        else:
+        elif ITEM not in place[_common(place, here) :]:  # (not a place inside list items none wrote)
             absent.append((_common(place, here), place))
     if written:
         best = max(n for n, _ in written)
