@@ -524,8 +524,8 @@ def test_an_unquoted_word_read_as_a_boolean_where_a_value_is_compared_is_warned_
         "      mode: {in: [on, 'off', true], not_equals: Off}\n"
         "      any: [{answer: YES}, {not: {tls: ON}}]\n"
         "      enabled: true\n"
-        "      user: {exists: yes, equals: 'No', nocase: on}\n"
         "      exists: off\n"
+        "      user: {exists: yes, equals: 'No', nocase: on}\n"
         "    enabled: yes\n"
         "  - name: b\n"
         "    sequence:\n"
@@ -547,7 +547,7 @@ def test_an_unquoted_word_read_as_a_boolean_where_a_value_is_compared_is_warned_
         f"{path}:8:49: warning: rules[0].match.mode.not_equals: {boolean_word('Off', 'false')}",
         f"{path}:9:22: warning: rules[0].match.any[0].answer: {boolean_word('YES', 'true')}",
         f"{path}:9:40: warning: rules[0].match.any[1].not.tls: {boolean_word('ON', 'true')}",
-        f"{path}:12:15: warning: rules[0].match.exists: {boolean_word('off', 'false')}",
+        f"{path}:11:15: warning: rules[0].match.exists: {boolean_word('off', 'false')}",
         f"{path}:17:26: warning: rules[1].sequence.steps[0].match.state: {boolean_word('on', 'true')}",
         f"{path}:18:35: warning: rules[1].sequence.steps[1].absent.match.state: {boolean_word('off', 'false')}",
         f"{path}:22:61: warning: rules[2].absence.expect[0].host: {boolean_word('NO', 'false')}",

@@ -888,6 +888,50 @@ def test_rulesd_check_names_a_rule_key_indented_into_a_condition_with_its_block(
     )
 
 
+def test_rulesd_check_names_an_operator_written_beside_the_fields(tmp_path: Path) -> None:
+    """`nocase: true` written beside `message: {contains: err}` instead of inside it tests an
+    event field named `nocase`, which no event has: the rule silently never fired. It is an
+    error at its line naming the field whose mapping it belongs in; an operator's name written
+    with an operator is still a field."""
+    beside = "is an operator, written beside the fields: it belongs in the mapping of 'message'"
+    assert (
+        1,
+        f"DIR/r.yaml:5:7: error: rules[0].match.nocase: 'nocase' {beside} (line 4): message: {{…, nocase: true}} "
+        "(as written, it tests an event field named 'nocase': write nocase: {equals: …} if meant)\n"
+        f"DIR/r.yaml:7:34: error: rules[1].match.contains: 'contains' {beside} (line 7): message: {{…, contains: …}} "
+        "(as written, it tests an event field named 'contains': write contains: {equals: …} if meant)\n"
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match:\n      message: {contains: err}\n      nocase: true\n"
+        "  - name: b\n    match: {message: {regex: a}, contains: b, service: x}\n"
+        "  - name: c\n    match: {message: {regex: a}, nocase: {equals: true}}\n",
+    )
+
+
+def test_rulesd_check_warns_at_a_glob_or_a_regex_written_as_text(tmp_path: Path) -> None:
+    """`host: "web-*"` or `contains: "fail.*password"` compares the text as written, so the
+    rule silently never fires on the hosts or messages meant: a warning at the value says which
+    operator does what was likely meant."""
+    text = "is compared as the text written:"
+    assert (
+        0,
+        f"DIR/r.yaml:4:13: warning: rules[0].match.host: 'web-*' {text} '*' is no wildcard in equals: write "
+        "startswith: 'web-' for texts that start with it\n"
+        f"DIR/r.yaml:5:21: warning: rules[0].match.m.contains: 'fail.*password' {text} '.*' is no pattern in "
+        "contains: write regex: 'fail.*password' for a regex\n"
+        f"DIR/r.yaml:6:21: warning: rules[0].match.d.endswith: '*.example.com' {text} '*' is no wildcard in "
+        "endswith: write endswith: '.example.com' for texts that end with it\n"
+        f"DIR/r.yaml:7:10: warning: rules[0].match.e: '*err*' {text} '*' is no wildcard in equals: write contains: "
+        "'err' for texts that contain it\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 4 warning(s)\n",
+    ) == check(
+        tmp_path,
+        'rules:\n  - name: a\n    match:\n      host: "web-*"\n      m: {contains: "fail.*password"}\n'
+        '      d: {endswith: "*.example.com"}\n      e: "*err*"\n      g: "***"\n      h: "a*b"\n',
+    )
+
+
 def test_rulesd_check_puts_a_key_missing_its_colon_at_that_key_beside_a_block(tmp_path: Path) -> None:
     """A key without its ':' as the first line of a block, or as the key right after a block,
     is reported at the key that misses it, not at the line before it with advice to

@@ -64,6 +64,15 @@ def misplaced_keys(doc: Document, rules: Iterator[tuple[dict[str, Any], JsonPath
                         f"'{key}' is an operator: it belongs under '{keys[i - 1]}' (line {line}), which is empty: "
                         f"indent this line under that ({keys[i - 1]}: {{{key}: …}})"
                     )
+                elif key in taken and not isinstance(value, dict) and i and _tested(condition[keys[i - 1]], taken):
+                    # `message: {contains: err}, nocase: true`: it tests a field `nocase`, which no event has
+                    line = doc.locate((*path, keys[i - 1]), key=True).line
+                    shown = str(value).lower() if isinstance(value, bool) else "…"
+                    message = (
+                        f"'{key}' is an operator, written beside the fields: it belongs in the mapping of "
+                        f"'{keys[i - 1]}' (line {line}): {keys[i - 1]}: {{…, {key}: {shown}}} (as written, it tests "
+                        f"an event field named {key!r}: write {key}: {{equals: …}} if meant)"
+                    )
                 elif value is None and key in _MAPPINGS and (own := [k for k in keys[i + 1 :] if k in keys_of(key)]):
                     # `alert:` and its block indented one level too deep: its keys became fields too
                     message = (
@@ -80,6 +89,11 @@ def misplaced_keys(doc: Document, rules: Iterator[tuple[dict[str, Any], JsonPath
                     continue
                 found.append((where, Problem(doc.locate(where, key=True), f"{format_path(where)}: {message}")))
     return found
+
+
+def _tested(value: Any, taken: frozenset[str]) -> bool:
+    """Whether a field's `value` is a mapping of operators (where another operator would go)."""
+    return isinstance(value, dict) and bool(value) and set(value) <= taken
 
 
 def _belongs(doc: Document, key: str, path: JsonPath) -> str:
