@@ -46,6 +46,13 @@ def assert_one_error_each(tmp_path: Path, cases: list[tuple[str, str]]) -> None:
         assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
 
 
+def warnings_of_test(test: Path) -> list[str]:
+    """The warnings `rulesd test` of the rule test file `test` prints; its tests all pass."""
+    result = rulesd_cli("test", str(test))
+    assert 0 == result.returncode, result.stdout
+    return [line for line in result.stdout.splitlines() if ": warning: " in line]
+
+
 def test_rulesd_check_refuses_equality_with_nan(tmp_path: Path) -> None:
     nan = "cannot compare with .nan: NaN is equal to nothing, not even itself"
     assert (
@@ -995,14 +1002,37 @@ def test_rulesd_test_warns_at_a_group_by_field_none_of_the_events_it_matched_has
         "      - {event: {event: ok, user: a, source: {ip: 192.0.2.1}}}\n"
         "    expect_alerts: [{event: 3, rules: [after-failures]}]\n"
     )
-    result = rulesd_cli("test", str(test))
-    assert 0 == result.returncode
     assert [
         f"{tmp_path}/r.yaml:4:18: warning: rules[0].sequence.group_by[0]: none of the 3 event(s) of {test} that the "
         "rule 'after-failures' matched has the field 'source.ipx': is it misspelled?",
         f"{tmp_path}/r.yaml:6:59: warning: rules[1].distinct.field: none of the 2 event(s) of {test} that the rule "
         "'spray' matched has the field 'usr': is it misspelled?",
-    ] == [line for line in result.stdout.splitlines() if ": warning: " in line]
+    ] == warnings_of_test(test)
+
+
+def test_rulesd_test_warns_at_an_alert_template_field_none_of_the_events_it_matched_has(tmp_path: Path) -> None:
+    """`message: "login by {usr}"` (for `user`) renders an empty name in every page, and the
+    rule test still passes: `rulesd test` warns at the template naming a field that none of the
+    file's events the rule matched has, as at a group_by field. Fields some event has draw none."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - name: admin-login\n    match: {event: login}\n"
+        "    alert:\n      message: 'login by {usr} from {source.ip}'\n      tags: ['host:{hots}']\n"
+        "      details: {who: '{user}'}\n"
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: a login\n    events:\n"
+        "      - {event: {event: login, user: a, host: h}}\n"
+        "      - {event: {event: login, user: a, host: h, source: {ip: 192.0.2.1}}}\n"
+        "    expect_alerts: [{event: 1, rules: [admin-login]}, {event: 2, rules: [admin-login]}]\n"
+    )
+    assert [
+        f"{tmp_path}/r.yaml:5:16: warning: rules[0].alert.message: none of the 2 event(s) of {test} that the rule "
+        "'admin-login' matched has the field 'usr': is it misspelled?",
+        f"{tmp_path}/r.yaml:6:14: warning: rules[0].alert.tags[0]: none of the 2 event(s) of {test} that the rule "
+        "'admin-login' matched has the field 'hots': is it misspelled?",
+    ] == warnings_of_test(test)
 
 
 def test_an_unknown_escape_in_double_quotes(tmp_path: Path) -> None:
