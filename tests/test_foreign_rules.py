@@ -248,6 +248,30 @@ rules:
     ] == output.splitlines()
 
 
+def test_a_sigma_cidr_modifier_takes_its_list_whole(tmp_path: Path) -> None:
+    """`source.ip|cidr: [...]` is one cidr test of a list of networks (not any: [...] of one
+    test per network, as other modifiers' lists are), and a named list stays named."""
+    text = """\
+rules:
+  - name: inside
+    match:
+      source.ip|cidr:
+        - 10.0.0.0/8
+        - 192.168.0.0/16
+  - name: office
+    match: {source.ip|cidr: $office}
+"""
+    status, output = check(tmp_path, text)
+    assert 1 == status
+    sigma = "Sigma's field|modifier is not rulesd's: as written, it tests a field named 'source.ip|cidr'; write"
+    assert [
+        f'DIR/r.yaml:4:7: error: rules[0].match["source.ip|cidr"]: {sigma} source.ip: {{cidr: [10.0.0.0/8, '
+        "192.168.0.0/16]}",
+        f"DIR/r.yaml:8:13: error: rules[1].match[\"source.ip|cidr\"]: {sigma} source.ip: {{cidr: '$office'}}",
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
+    ] == output.splitlines()
+
+
 def test_sigma_modifiers_and_selections(tmp_path: Path) -> None:
     """Sigma's field|modifier keys, which tested a field of that name without a word, and its
     selections and condition under match are errors that say how to write them."""
