@@ -939,6 +939,23 @@ def test_rulesd_check_warns_at_a_glob_or_a_regex_written_as_text(tmp_path: Path)
     )
 
 
+def test_rulesd_check_warns_at_an_empty_text_that_every_text_passes(tmp_path: Path) -> None:
+    """`contains: ""` (a text left out, or a template variable never filled in) holds for every
+    text, so the rule fires on whatever else it tests: a warning at it, as at a regex found in
+    every text."""
+    empty = "of an empty text holds for any text value, as if it were not written: was a text left out?"
+    assert (
+        0,
+        f"DIR/r.yaml:4:21: warning: rules[0].match.m.contains: contains {empty}\n"
+        f"DIR/r.yaml:5:23: warning: rules[0].match.n.startswith: startswith {empty}\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 2 warning(s)\n",
+    ) == check(
+        tmp_path,
+        'rules:\n  - name: a\n    match:\n      m: {contains: ""}\n      n: {startswith: "", nocase: true}\n'
+        '      o: {equals: ""}\n',
+    )
+
+
 def test_rulesd_check_puts_a_key_missing_its_colon_at_that_key_beside_a_block(tmp_path: Path) -> None:
     """A key without its ':' as the first line of a block, or as the key right after a block,
     is reported at the key that misses it, not at the line before it with advice to

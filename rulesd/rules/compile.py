@@ -299,6 +299,9 @@ def _found_everywhere(match: dict[str, Any], path: JsonPath, ctx: _Context) -> N
                 "for any text value: was a part of it meant not to be optional?"
             )
             ctx.report(where, message, warning=True)
+        elif op in ("contains", "startswith", "endswith") and operand == "" and ctx.ok(where):
+            message = f"{op} of an empty text holds for any text value, as if it were not written: was a text left out?"
+            ctx.report(where, message, warning=True)
         elif (
             op in (None, "equals", "contains", "startswith", "endswith") and isinstance(operand, str) and ctx.ok(where)
         ):
