@@ -87,13 +87,18 @@ def meant_places(schema_name: str, key: str, path: JsonPath, value: Any) -> tupl
         concrete = _concrete(place, path)
         if concrete is not None and concrete != path and isinstance(value_at(value, concrete), dict):
             written.append((_common(place, here), concrete))
-        else:
+        elif ITEM not in place[_common(place, here) :]:  # (not a place inside list items none wrote)
             absent.append((_common(place, here), place))
     if written:
         best = max(n for n, _ in written)
         return [p for n, p in written if n == best], []
     best = max((n for n, _ in absent), default=0)
     return [], [p for n, p in absent if n == best]
+
+
+def keys_of_rule_key(parent: str) -> frozenset[str]:
+    """The keys the rule schema takes in a mapping written under the key `parent`."""
+    return frozenset(key for key, places in _places("rule").items() if any(p[-1:] == (parent,) for p in places))
 
 
 def value_at(value: Any, path: JsonPath) -> Any:

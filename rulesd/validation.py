@@ -224,7 +224,20 @@ def _problems(doc: Document, error: ValidationError, *, quote: bool) -> Iterator
         # (a number where a text is taken: `tags: [2024]`, `name: 404`; as written, if YAML read it otherwise)
         written = doc.boolean_words.get(path, str(error.instance))
         message += f': quote it ("{written}") for the text'
+    elif "number" in kinds and path and str(path[-1]).endswith("_s") and isinstance(error.instance, str):
+        message += _seconds_advice(str(path[-1]), error.instance)
     yield Problem(doc.locate(path), f"{where}: {message}")
+
+
+def _seconds_advice(key: str, written: str) -> str:
+    """What to write for a setting counted in seconds (`timeout_s`) given a duration (`10s`)."""
+    from rulesd.durations import parse_duration
+
+    try:
+        seconds = parse_duration(written)
+    except ValueError:
+        return f": {key} is a number of seconds ({key}: 10)"
+    return f": {key} is a number of seconds, with no unit: write {key}: {seconds:g}"
 
 
 def _secret_message(error: ValidationError) -> str:

@@ -227,10 +227,24 @@ class _Builder:
         except ConstructorError as exc:
             self.problem(node, _describe(exc))
             return None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            # An explicit tag on a text it cannot read (`!!int x`, `!!bool maybe`,
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            # An explicit tag on a text it cannot read (`!!int x`, `!!int ""`, `!!bool maybe`,
             # `!!timestamp 2020-99-99`): PyYAML's constructors fail with Python's own errors.
-            self.problem(node, f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}")
+            message = f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}"
+            if node.tag in _NUMBER_TAGS:
+                message += ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
+            self.problem(node, message)
+            return None
+        quote = getattr(node, "style", None)  # (a scalar's; set for a quoted one)
+        if node.tag == _YAML_TAG + "int" and quote and re.match(r"[-+]?0[0-9_]+\Z", node.value):
+            # `!!int "017"` is octal 15 to YAML 1.1, with no warning as for a plain 017
+            digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
+            decimal = "-" + digits if node.value.startswith("-") and digits != "0" else digits
+            message = (
+                f"!!int {quote}{node.value}{quote} is the octal number {value}: write {decimal} with no "
+                f"tag if that decimal number is meant, else {value}"
+            )
+            self.problem(node, message)
             return None
         if isinstance(value, datetime.date | bytes):
             return str(node.value)  # dates stay as written: rules compare strings
@@ -326,7 +340,7 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
     indentation = _missing_colon(exc, text, path) or _misindented(exc, path)
     if indentation is not None:
-        return _first_of_block(lines, indentation) or indentation
+        return _first_of_block(lines, indentation) or _first_item_undashed(lines, indentation) or indentation
     return _unclosed(exc, lines, path) or Problem(
         SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}"
     )
@@ -346,6 +360,11 @@ def _column(shape: tuple[bool, int] | None) -> int:
     return -1 if shape is None else shape[1] + 2 * shape[0]
 
 
+def _opens_block(line: str) -> bool:
+    """Whether a line ends with a key whose value is the block below it."""
+    return line.split(" #")[0].rstrip().endswith(":")
+
+
 def _first_of_block(lines: list[str], problem: Problem) -> Problem | None:
     """An indentation error placed at the line before the one YAML stopped at, when that is the
     odd one out: the first line of a block indented otherwise than the lines after it (a key
@@ -356,7 +375,7 @@ def _first_of_block(lines: list[str], problem: Problem) -> Problem | None:
     here = shapes[at] if at < len(shapes) else None
     before = next((i for i in range(at - 1, -1, -1) if shapes[i] is not None), None)
     after = next((i for i in range(at + 1, len(lines)) if shapes[i] is not None), None)
-    if here is not None and after is not None and lines[at].split(" #")[0].rstrip().endswith(":"):
+    if here is not None and after is not None and _opens_block(lines[at]):
         # the line opens a block: its own lines must be deeper (else it is the line moved, with
         # its block after it), and the sibling to compare with comes after them
         deeper = [i for i in range(after, len(lines)) if shapes[i] is not None and _column(shapes[i]) > here[1]]
@@ -364,6 +383,15 @@ def _first_of_block(lines: list[str], problem: Problem) -> Problem | None:
             return None
         after = next((i for i in range(after, len(lines)) if shapes[i] is not None and i not in deeper), None)
     if here is None or before is None or after is None or shapes[after] != here:
+        return None
+    if _opens_block(lines[before]) and _column(shapes[before]) < here[1]:
+        return None  # the line before is this block's parent key, not a first line out of step
+    prior = next((i for i in range(before - 1, -1, -1) if shapes[i] is not None), None)
+    if prior is not None and (
+        _column(shapes[prior]) >= _column(here)  # the line before ends a block this line is no part of
+        if _opens_block(lines[prior])
+        else _column(shapes[prior]) == _column(shapes[before])  # or is not its block's first line
+    ):
         return None
     item, column = here
     odd_item, odd = shapes[before] or here
@@ -385,6 +413,28 @@ def _first_of_block(lines: list[str], problem: Problem) -> Problem | None:
         f"{at + 1}) are at column {column + 1}: indent it to column {column + 1} (or them to {odd + 1})"
     )
     return Problem(SourceLocation(problem.location.path, before + 1, odd + 1), message)
+
+
+def _first_item_undashed(lines: list[str], problem: Problem) -> Problem | None:
+    """A list whose first item lost its '- ' (`rules:` then `    name: a`): YAML reads that item
+    as a mapping and finds fault only at the next item, which may be many lines further; the
+    error is at the first item, where the '- ' is missing."""
+    at = problem.location.line - 1  # (0-based)
+    shapes = [_shape(line) for line in lines]
+    here = shapes[at] if at < len(shapes) else None
+    if here is None or not here[0]:
+        return None
+    above = next((i for i in range(at - 1, -1, -1) if shapes[i] is not None and _column(shapes[i]) <= here[1]), None)
+    if above is None or not _opens_block(lines[above]) or _column(shapes[above]) >= here[1]:
+        return None
+    first = next(i for i in range(above + 1, at + 1) if shapes[i] is not None)
+    if first == at or shapes[first] != (False, here[1] + 2):
+        return None
+    message = (
+        f"YAML syntax error: this line is not a list item, but the items after it in its block (from line "
+        f"{at + 1}) are ('- ' at column {here[1] + 1}): is its '- ' missing?"
+    )
+    return Problem(SourceLocation(problem.location.path, first + 1, here[1] + 3), message)
 
 
 def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str], path: str) -> Problem | None:
@@ -438,19 +488,22 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
     the line where it was written: PyYAML notices it only on the line after."""
     mark, start = exc.problem_mark, exc.context_mark
     if exc.problem == "could not find expected ':'" and start is not None:
-        message = "YAML syntax error: could not find the ':' after the key that starts here (is it missing?)"
-        return Problem(SourceLocation(path, start.line + 1, start.column + 1), message)
+        return _colon_missing_at(path, start.line, start.column)
     if mark is None or not (exc.problem or "").startswith("mapping values are not allowed"):
         return None
     scalar = _plain_scalar_before(text)
     if scalar is None or scalar.end_mark.line > mark.line:  # (libyaml's index counts bytes, PyYAML's characters)
         return None
     first = scalar.start_mark
+    lines = text.splitlines()
+    line = lines[first.line] if first.line < len(lines) else ""
+    key = _column(_shape(line))
+    if first.line == mark.line and " " in line[key:].split(": ", 1)[0] and line[key : key + 1] not in "\"'":
+        return _colon_missing_at(path, first.line, key)  # `threshold {count: 5}`: a ': ' after a key of words
     if first.line == mark.line:  # `message: Disk full: x`
         message = "YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it"
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
     shown = scalar.value if len(scalar.value) <= 40 else scalar.value[:37] + "..."
-    lines = text.splitlines()
     below = lines[mark.line] if mark.line < len(lines) else ""
     if len(below) - len(below.lstrip(" ")) == first.column:  # a key and its value, then a key beside it
         message = (
@@ -463,6 +516,11 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
         f"indented wrong, or line {first.line + 1}, or is a ':' missing there?)"
     )
     return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+
+
+def _colon_missing_at(path: str, line: int, column: int) -> Problem:
+    message = "YAML syntax error: could not find the ':' after the key that starts here (is it missing?)"
+    return Problem(SourceLocation(path, line + 1, column + 1), message)
 
 
 def _plain_scalar_before(text: str) -> Any:

@@ -430,7 +430,7 @@ def test_a_rule_file_or_test_file_named_by_a_pipe_is_read_once(tmp_path: Path) -
     result = _named_by_a_pipe(["check", "{}"], RULES, tmp_path)
     assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == (result.returncode, result.stdout)
     rules = write(tmp_path / "rules.yaml", RULES)
-    test = f"rule_files: [{rules}]\ntests:\n  - name: t\n    events: [{{event: {{level: error}}}}]\n"
+    test = f"rule_files: [{rules}]\ntests:\n  - name: t\n    events: [{{event: {{level: error, host: a}}}}]\n"
     result = _named_by_a_pipe(["test", "{}"], test + "    expect_alerts: [{event: 1, rules: [err]}]\n", tmp_path)
     assert 0 == result.returncode, result.stderr
     assert result.stdout.endswith("rule tests: 1 passed, 0 failed, 0 invalid\n")

@@ -211,6 +211,22 @@ def test_a_duplicate_key_does_not_hide_the_other_errors(tmp_path: Path) -> None:
     ] == problems(path)
 
 
+def test_a_duration_with_a_unit_where_seconds_are_a_number_says_the_number(tmp_path: Path) -> None:
+    """`timeout_s: 10s` (or `2m`), as durations are written elsewhere in the file, was only
+    "expected a number": the error says the seconds to write."""
+    path = write(tmp_path, "opsgenie: {timeout_s: 10s}\n")
+    seconds = "opsgenie.timeout_s: expected a number, got"
+    assert [
+        f'{path}:1:23: error: {seconds} "10s": timeout_s is a number of seconds, with no unit: write timeout_s: 10'
+    ] == (problems(path))
+    path = write(tmp_path, "opsgenie:\n  timeout_s: 2m\n")
+    assert [
+        f'{path}:2:14: error: {seconds} "2m": timeout_s is a number of seconds, with no unit: write timeout_s: 120'
+    ] == (problems(path))
+    path = write(tmp_path, "opsgenie: {timeout_s: ten}\n")
+    assert [f'{path}:1:23: error: {seconds} "ten": timeout_s is a number of seconds (timeout_s: 10)'] == problems(path)
+
+
 SOURCES = """\
 time_field: ts
 sources:

@@ -212,6 +212,66 @@ level: critical
     ] == output.splitlines()
 
 
+def test_sigma_metadata_of_a_rule(tmp_path: Path) -> None:
+    """Sigma's status, author, references, date, falsepositives… say, each at its line, what
+    rulesd writes instead: nothing (a comment or the description), or enabled: false for a
+    deprecated rule."""
+    text = """\
+rules:
+  - name: ssh-brute-force
+    status: experimental
+    author: Alice
+    references: [https://example.com/ssh]
+    date: 2024/01/01
+    falsepositives: [a scanner]
+    match: {event: login_failed}
+"""
+    status, output = check(tmp_path, text)
+    assert 1 == status
+    kept = "in description or in a YAML comment"
+    assert [
+        (
+            "DIR/r.yaml:3:5: error: rules[0].status: a rule has no status: leave Sigma's status out, or, for a rule "
+            "kept but meant never to fire (deprecated, unsupported), write enabled: false"
+        ),
+        f"DIR/r.yaml:4:5: error: rules[0].author: a rule has no author: keep Sigma's author {kept} (# author: ...)",
+        (
+            "DIR/r.yaml:5:5: error: rules[0].references: a rule has no references: keep Sigma's references "
+            f"{kept} (# references: ...)"
+        ),
+        f"DIR/r.yaml:6:5: error: rules[0].date: a rule has no date: keep Sigma's date {kept} (# date: ...)",
+        (
+            "DIR/r.yaml:7:5: error: rules[0].falsepositives: Sigma's falsepositives are prose: keep them in "
+            "description, or leave such events out in match with not: {...}"
+        ),
+        "FAILED: 1 file(s), 0 rule(s), 5 error(s), 0 warning(s)",
+    ] == output.splitlines()
+
+
+def test_a_sigma_cidr_modifier_takes_its_list_whole(tmp_path: Path) -> None:
+    """`source.ip|cidr: [...]` is one cidr test of a list of networks (not any: [...] of one
+    test per network, as other modifiers' lists are), and a named list stays named."""
+    text = """\
+rules:
+  - name: inside
+    match:
+      source.ip|cidr:
+        - 10.0.0.0/8
+        - 192.168.0.0/16
+  - name: office
+    match: {source.ip|cidr: $office}
+"""
+    status, output = check(tmp_path, text)
+    assert 1 == status
+    sigma = "Sigma's field|modifier is not rulesd's: as written, it tests a field named 'source.ip|cidr'; write"
+    assert [
+        f'DIR/r.yaml:4:7: error: rules[0].match["source.ip|cidr"]: {sigma} source.ip: {{cidr: [10.0.0.0/8, '
+        "192.168.0.0/16]}",
+        f"DIR/r.yaml:8:13: error: rules[1].match[\"source.ip|cidr\"]: {sigma} source.ip: {{cidr: '$office'}}",
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
+    ] == output.splitlines()
+
+
 def test_sigma_modifiers_and_selections(tmp_path: Path) -> None:
     """Sigma's field|modifier keys, which tested a field of that name without a word, and its
     selections and condition under match are errors that say how to write them."""

@@ -355,19 +355,30 @@ def test_tags_that_are_not_plain_data_are_refused(tmp_path: Path, text: str, exp
     assert [f"{path}:{expected} is not allowed: only plain YAML data is accepted"] == check_lines(path)
 
 
+NO_TAG = ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("!!int x", "'x' is not a valid !!int"),
-        ("!!int 0x1g", "'0x1g' is not a valid !!int"),
-        ("!!float x", "'x' is not a valid !!float"),
+        ("!!int x", f"'x' is not a valid !!int{NO_TAG}"),
+        ("!!int 0x1g", f"'0x1g' is not a valid !!int{NO_TAG}"),
+        ("!!float x", f"'x' is not a valid !!float{NO_TAG}"),
+        ("!!int 5m", f"'5m' is not a valid !!int{NO_TAG}"),
+        ('!!int ""', f"'' is not a valid !!int{NO_TAG}"),  # (an IndexError in PyYAML: a traceback)
+        ('!!float ""', f"'' is not a valid !!float{NO_TAG}"),
+        (
+            '!!int "017"',
+            '!!int "017" is the octal number 15: write 17 with no tag if that decimal number is meant, else 15',
+        ),
         ("!!bool maybe", "'maybe' is not a valid !!bool"),
         ("!!timestamp 2020-99-99", "'2020-99-99' is not a valid !!timestamp"),
     ],
 )
 def test_a_plain_tag_on_a_text_it_cannot_read_is_a_located_error(tmp_path: Path, value: str, expected: str) -> None:
-    """`!!int x` made PyYAML raise Python's own ValueError, which ended `rulesd check` with a
-    traceback: it is an error at its place."""
+    """`!!int x` made PyYAML raise Python's own ValueError (`!!int ""` an IndexError), which
+    ended `rulesd check` with a traceback: it is an error at its place, saying how rulesd writes
+    a number. `!!int "017"`, which YAML 1.1 reads as octal 15, says so."""
     path = tmp_path / "r.yaml"
     path.write_text(f"name: a\nmatch: {{level: {value}}}\n")
     assert [f"{path}:2:16: error: {expected}"] == check_lines(path)
@@ -513,8 +524,8 @@ def test_an_unquoted_word_read_as_a_boolean_where_a_value_is_compared_is_warned_
         "      mode: {in: [on, 'off', true], not_equals: Off}\n"
         "      any: [{answer: YES}, {not: {tls: ON}}]\n"
         "      enabled: true\n"
-        "      user: {exists: yes, equals: 'No', nocase: on}\n"
         "      exists: off\n"
+        "      user: {exists: yes, equals: 'No', nocase: on}\n"
         "    enabled: yes\n"
         "  - name: b\n"
         "    sequence:\n"
@@ -536,7 +547,7 @@ def test_an_unquoted_word_read_as_a_boolean_where_a_value_is_compared_is_warned_
         f"{path}:8:49: warning: rules[0].match.mode.not_equals: {boolean_word('Off', 'false')}",
         f"{path}:9:22: warning: rules[0].match.any[0].answer: {boolean_word('YES', 'true')}",
         f"{path}:9:40: warning: rules[0].match.any[1].not.tls: {boolean_word('ON', 'true')}",
-        f"{path}:12:15: warning: rules[0].match.exists: {boolean_word('off', 'false')}",
+        f"{path}:11:15: warning: rules[0].match.exists: {boolean_word('off', 'false')}",
         f"{path}:17:26: warning: rules[1].sequence.steps[0].match.state: {boolean_word('on', 'true')}",
         f"{path}:18:35: warning: rules[1].sequence.steps[1].absent.match.state: {boolean_word('off', 'false')}",
         f"{path}:22:61: warning: rules[2].absence.expect[0].host: {boolean_word('NO', 'false')}",

@@ -37,6 +37,22 @@ def check(tmp_path: Path, text: str) -> tuple[int, str]:
     return result.returncode, result.stdout.replace(str(tmp_path), "DIR")
 
 
+def assert_one_error_each(tmp_path: Path, cases: list[tuple[str, str]]) -> None:
+    """Each (rule file text, start of the error `line:col: error: ...`): `rulesd check` fails
+    with that one error."""
+    for text, problem in cases:
+        code, out = check(tmp_path, text)
+        assert (1, f"DIR/r.yaml:{problem}") == (code, out[: len("DIR/r.yaml:") + len(problem)])
+        assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
+
+
+def warnings_of_test(test: Path) -> list[str]:
+    """The warnings `rulesd test` of the rule test file `test` prints; its tests all pass."""
+    result = rulesd_cli("test", str(test))
+    assert 0 == result.returncode, result.stdout
+    return [line for line in result.stdout.splitlines() if ": warning: " in line]
+
+
 def test_rulesd_check_refuses_equality_with_nan(tmp_path: Path) -> None:
     nan = "cannot compare with .nan: NaN is equal to nothing, not even itself"
     assert (
@@ -853,10 +869,134 @@ def test_rulesd_check_puts_a_block_whose_first_line_is_indented_too_little_at_th
             "6:6: error: YAML syntax error: this line is indented to column 6, but the keys of the mapping it is in",
         ),
     ]
-    for text, problem in cases:
-        code, out = check(tmp_path, text)
-        assert (1, f"DIR/r.yaml:{problem}") == (code, out[: len("DIR/r.yaml:") + len(problem)])
-        assert out.endswith("FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n")
+    assert_one_error_each(tmp_path, cases)
+
+
+def test_rulesd_check_names_a_rule_key_indented_into_a_condition_with_its_block(tmp_path: Path) -> None:
+    """`alert:` and its block indented one level too deep, into `match:`, is valid YAML: an
+    empty field `alert` and fields `message`, `priority`… that no event has, so the rule
+    silently never fires (and pages with no message of its own). It is an error at `alert:`,
+    naming the keys after it that are its own; an empty field followed by no key of its own
+    is still a field."""
+    assert (
+        1,
+        "DIR/r.yaml:5:7: error: rules[0].match.alert: 'alert' belongs at the rule's top level, not under 'match', "
+        "with its keys after it ('message', 'priority') under it: as written, they test event fields\n"
+        "DIR/r.yaml:11:7: error: rules[1].match.threshold: 'threshold' belongs at the rule's top level, not under "
+        "'match', with its keys after it ('count') under it: as written, they test event fields\n"
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n"
+        "  - name: a\n    match:\n      service: auth\n      alert:\n      message: Admin {user} logged in\n"
+        "      priority: P3\n"
+        "  - name: b\n    match:\n      service: auth\n      threshold:\n      count: 5\n"
+        "  - name: c\n    match:\n      alert:\n      service: auth\n",
+    )
+
+
+def test_rulesd_check_names_an_operator_written_beside_the_fields(tmp_path: Path) -> None:
+    """`nocase: true` written beside `message: {contains: err}` instead of inside it tests an
+    event field named `nocase`, which no event has: the rule silently never fired. It is an
+    error at its line naming the field whose mapping it belongs in; an operator's name written
+    with an operator is still a field."""
+    beside = "is an operator, written beside the fields: it belongs in the mapping of 'message'"
+    assert (
+        1,
+        f"DIR/r.yaml:5:7: error: rules[0].match.nocase: 'nocase' {beside} (line 4): message: {{…, nocase: true}} "
+        "(as written, it tests an event field named 'nocase': write nocase: {equals: …} if meant)\n"
+        f"DIR/r.yaml:7:34: error: rules[1].match.contains: 'contains' {beside} (line 7): message: {{…, contains: …}} "
+        "(as written, it tests an event field named 'contains': write contains: {equals: …} if meant)\n"
+        "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match:\n      message: {contains: err}\n      nocase: true\n"
+        "  - name: b\n    match: {message: {regex: a}, contains: b, service: x}\n"
+        "  - name: c\n    match: {message: {regex: a}, nocase: {equals: true}}\n",
+    )
+
+
+def test_rulesd_check_warns_at_a_glob_or_a_regex_written_as_text(tmp_path: Path) -> None:
+    """`host: "web-*"` or `contains: "fail.*password"` compares the text as written, so the
+    rule silently never fires on the hosts or messages meant: a warning at the value says which
+    operator does what was likely meant."""
+    text = "is compared as the text written:"
+    assert (
+        0,
+        f"DIR/r.yaml:4:13: warning: rules[0].match.host: 'web-*' {text} '*' is no wildcard in equals: write "
+        "startswith: 'web-' for texts that start with it\n"
+        f"DIR/r.yaml:5:21: warning: rules[0].match.m.contains: 'fail.*password' {text} '.*' is no pattern in "
+        "contains: write regex: 'fail.*password' for a regex\n"
+        f"DIR/r.yaml:6:21: warning: rules[0].match.d.endswith: '*.example.com' {text} '*' is no wildcard in "
+        "endswith: write endswith: '.example.com' for texts that end with it\n"
+        f"DIR/r.yaml:7:10: warning: rules[0].match.e: '*err*' {text} '*' is no wildcard in equals: write contains: "
+        "'err' for texts that contain it\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 4 warning(s)\n",
+    ) == check(
+        tmp_path,
+        'rules:\n  - name: a\n    match:\n      host: "web-*"\n      m: {contains: "fail.*password"}\n'
+        '      d: {endswith: "*.example.com"}\n      e: "*err*"\n      g: "***"\n      h: "a*b"\n',
+    )
+
+
+def test_rulesd_check_warns_at_an_empty_text_that_every_text_passes(tmp_path: Path) -> None:
+    """`contains: ""` (a text left out, or a template variable never filled in) holds for every
+    text, so the rule fires on whatever else it tests: a warning at it, as at a regex found in
+    every text."""
+    empty = "of an empty text holds for any text value, as if it were not written: was a text left out?"
+    assert (
+        0,
+        f"DIR/r.yaml:4:21: warning: rules[0].match.m.contains: contains {empty}\n"
+        f"DIR/r.yaml:5:23: warning: rules[0].match.n.startswith: startswith {empty}\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 2 warning(s)\n",
+    ) == check(
+        tmp_path,
+        'rules:\n  - name: a\n    match:\n      m: {contains: ""}\n      n: {startswith: "", nocase: true}\n'
+        '      o: {equals: ""}\n',
+    )
+
+
+def test_rulesd_check_puts_a_key_missing_its_colon_at_that_key_beside_a_block(tmp_path: Path) -> None:
+    """A key without its ':' as the first line of a block, or as the key right after a block,
+    is reported at the key that misses it, not at the line before it with advice to
+    indent that line (which is right as it is)."""
+    runs_on = "YAML syntax error: the text {!r} that starts here runs on to line {}, where a ':' follows it"
+    cases = [
+        (  # the first key under `match:`
+            "rules:\n  - name: a\n    match:\n      service auth\n      event: login_failed\n",
+            "4:7: error: " + runs_on.format("service auth event", 5),
+        ),
+        (  # the first key after the block of `match:`
+            "rules:\n  - name: a\n    match:\n      message: x\n    throttle 30m\n    alert:\n      message: x\n",
+            "5:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+        ),
+        (  # the same after a block of several lines
+            "rules:\n  - name: a\n    match:\n      a: 1\n      b: 2\n    threshold {count: 2, window: 1m}\n"
+            "    alert:\n      message: x\n",
+            "6:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+        ),
+    ]
+    assert_one_error_each(tmp_path, cases)
+
+
+def test_rulesd_check_puts_a_first_list_item_without_its_dash_at_that_item(tmp_path: Path) -> None:
+    """The first rule (or sequence step) written without its '- ' is read by YAML as a
+    mapping, and YAML finds fault only at the next item, maybe many lines further: the error is
+    at the first item, saying its '- ' seems missing."""
+    cases = [
+        (
+            "rules:\n    name: a\n    match: {a: 1}\n    alert:\n      message: x\n      priority: P2\n"
+            "  - name: b\n    match: {a: 2}\n",
+            "2:5: error: YAML syntax error: this line is not a list item, but the items after it in its block (from "
+            "line 7) are ('- ' at column 3): is its '- ' missing?",
+        ),
+        (
+            "rules:\n  - name: a\n    sequence:\n      steps:\n          match: {a: 1}\n        - match: {b: 1}\n",
+            "5:11: error: YAML syntax error: this line is not a list item, but the items after it in its block (from "
+            "line 6) are ('- ' at column 9): is its '- ' missing?",
+        ),
+    ]
+    assert_one_error_each(tmp_path, cases)
 
 
 def test_rulesd_test_warns_at_a_group_by_field_none_of_the_events_it_matched_has(tmp_path: Path) -> None:
@@ -879,14 +1019,37 @@ def test_rulesd_test_warns_at_a_group_by_field_none_of_the_events_it_matched_has
         "      - {event: {event: ok, user: a, source: {ip: 192.0.2.1}}}\n"
         "    expect_alerts: [{event: 3, rules: [after-failures]}]\n"
     )
-    result = rulesd_cli("test", str(test))
-    assert 0 == result.returncode
     assert [
         f"{tmp_path}/r.yaml:4:18: warning: rules[0].sequence.group_by[0]: none of the 3 event(s) of {test} that the "
         "rule 'after-failures' matched has the field 'source.ipx': is it misspelled?",
         f"{tmp_path}/r.yaml:6:59: warning: rules[1].distinct.field: none of the 2 event(s) of {test} that the rule "
         "'spray' matched has the field 'usr': is it misspelled?",
-    ] == [line for line in result.stdout.splitlines() if ": warning: " in line]
+    ] == warnings_of_test(test)
+
+
+def test_rulesd_test_warns_at_an_alert_template_field_none_of_the_events_it_matched_has(tmp_path: Path) -> None:
+    """`message: "login by {usr}"` (for `user`) renders an empty name in every page, and the
+    rule test still passes: `rulesd test` warns at the template naming a field that none of the
+    file's events the rule matched has, as at a group_by field. Fields some event has draw none."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - name: admin-login\n    match: {event: login}\n"
+        "    alert:\n      message: 'login by {usr} from {source.ip}'\n      tags: ['host:{hots}']\n"
+        "      details: {who: '{user}'}\n"
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: a login\n    events:\n"
+        "      - {event: {event: login, user: a, host: h}}\n"
+        "      - {event: {event: login, user: a, host: h, source: {ip: 192.0.2.1}}}\n"
+        "    expect_alerts: [{event: 1, rules: [admin-login]}, {event: 2, rules: [admin-login]}]\n"
+    )
+    assert [
+        f"{tmp_path}/r.yaml:5:16: warning: rules[0].alert.message: none of the 2 event(s) of {test} that the rule "
+        "'admin-login' matched has the field 'usr': is it misspelled?",
+        f"{tmp_path}/r.yaml:6:14: warning: rules[0].alert.tags[0]: none of the 2 event(s) of {test} that the rule "
+        "'admin-login' matched has the field 'hots': is it misspelled?",
+    ] == warnings_of_test(test)
 
 
 def test_an_unknown_escape_in_double_quotes(tmp_path: Path) -> None:

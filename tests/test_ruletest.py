@@ -419,6 +419,28 @@ def test_the_test_schema_takes_responders_as_the_rule_schema_does() -> None:
     assert load_schema("rule")["$defs"]["responder"] == load_schema("test")["$defs"]["responder"]
 
 
+def test_an_unknown_key_of_a_test_is_not_sent_into_list_items_it_has_not_written(tmp_path: Path) -> None:
+    """`type:` and `id:` at a test's own level were said to belong under
+    `tests[].expect_alerts[].responders[]`, a place two lists down that the test does not have:
+    they are unknown keys there, with the keys a test takes."""
+    _, problems = run(
+        tmp_path,
+        """
+  - name: typed
+    type: team
+    id: abc
+    events:
+      - {event: {a: 1}}
+    expect_alerts: []
+""",
+    )
+    taken = "expected one of: events, expect_alerts, expect_closes, name"
+    assert [
+        f"{tmp_path}/t.test.yaml:5:5: error: tests[0].type: unknown key 'type'; {taken}",
+        f"{tmp_path}/t.test.yaml:6:5: error: tests[0].id: unknown key 'id'; {taken}",
+    ] == problems
+
+
 def test_event_fields_written_beside_at_say_they_go_under_event(tmp_path: Path) -> None:
     """`{at: 0s, message: x}` (the fields without `event:`) says where they go, not that
     `message` belongs in an expected alert."""

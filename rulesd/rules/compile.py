@@ -299,6 +299,33 @@ def _found_everywhere(match: dict[str, Any], path: JsonPath, ctx: _Context) -> N
                 "for any text value: was a part of it meant not to be optional?"
             )
             ctx.report(where, message, warning=True)
+        elif op in ("contains", "startswith", "endswith") and operand == "" and ctx.ok(where):
+            message = f"{op} of an empty text holds for any text value, as if it were not written: was a text left out?"
+            ctx.report(where, message, warning=True)
+        elif (
+            op in (None, "equals", "contains", "startswith", "endswith") and isinstance(operand, str) and ctx.ok(where)
+        ):
+            advice = _wildcard_advice(op or "equals", operand)
+            if advice is not None:
+                ctx.report(where, f"{operand!r} is compared as the text written: {advice}", warning=True)
+
+
+def _wildcard_advice(op: str, text: str) -> str | None:
+    """What to write for a text test whose `text` reads as a glob (`web-*`) or a regex (`a.*b`):
+    '*' is no wildcard there, so the test would likely never hold."""
+    core = text.strip("*")
+    if core and "*" not in core and core != text:
+        starts, ends = text.startswith("*"), text.endswith("*")
+        meant = "contains" if op == "contains" or (starts and ends) else "endswith" if starts else "startswith"
+        if op in ("equals", "contains", meant):
+            return f"'*' is no wildcard in {op}: write {meant}: {core!r} for texts that {_verb(meant)} it"
+    if ".*" in text or ".+" in text:
+        return f"'.*' is no pattern in {op}: write regex: {text!r} for a regex"
+    return None
+
+
+def _verb(op: str) -> str:
+    return {"contains": "contain", "startswith": "start with", "endswith": "end with"}[op]
 
 
 def _compile_match(match: dict[str, Any], path: JsonPath, ctx: _Context, patterns: _RulePatterns) -> Compiled | None:

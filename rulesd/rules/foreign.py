@@ -73,6 +73,22 @@ _KEYS: dict[tuple[str, str], tuple[str | None, str]] = {
         "alert: {priority: P2}",
     ),
     ("", "id"): (None, "a rule is known by its name: leave Sigma's id out (or keep it in description)"),
+    ("", "status"): (
+        None,
+        "a rule has no status: leave Sigma's status out, or, for a rule kept but meant never to fire (deprecated, "
+        "unsupported), write enabled: false",
+    ),
+    ("", "falsepositives"): (
+        None,
+        "Sigma's falsepositives are prose: keep them in description, or leave such events out in match with not: {...}",
+    ),
+}
+for _meta in ("author", "references", "date", "modified", "license", "related"):  # Sigma's metadata
+    _KEYS[("", _meta)] = (
+        None,
+        f"a rule has no {_meta}: keep Sigma's {_meta} in description or in a YAML comment (# {_meta}: ...)",
+    )
+_KEYS |= {
     ("", "failregex"): ("match", f"fail2ban's failregex is {_REGEX}"),
     ("", "ignoreregex"): (
         None,

@@ -49,7 +49,7 @@ def _has_its_shape(key: str, value: Any) -> bool:
 def misplaced_keys(doc: Document, rules: Iterator[tuple[dict[str, Any], JsonPath]]) -> list[tuple[JsonPath, Problem]]:
     """Each rule key written as a field of a condition of `rules` (the rule mappings of `doc`
     and their paths), and each operator written so after an empty field, with its problem."""
-    from rulesd.key_places import meant_places
+    from rulesd.key_places import keys_of_rule_key as keys_of
 
     taken = operators()
     found: list[tuple[JsonPath, Problem]] = []
@@ -64,11 +64,23 @@ def misplaced_keys(doc: Document, rules: Iterator[tuple[dict[str, Any], JsonPath
                         f"'{key}' is an operator: it belongs under '{keys[i - 1]}' (line {line}), which is empty: "
                         f"indent this line under that ({keys[i - 1]}: {{{key}: …}})"
                     )
+                elif key in taken and not isinstance(value, dict) and i and _tested(condition[keys[i - 1]], taken):
+                    # `message: {contains: err}, nocase: true`: it tests a field `nocase`, which no event has
+                    line = doc.locate((*path, keys[i - 1]), key=True).line
+                    shown = str(value).lower() if isinstance(value, bool) else "…"
+                    message = (
+                        f"'{key}' is an operator, written beside the fields: it belongs in the mapping of "
+                        f"'{keys[i - 1]}' (line {line}): {keys[i - 1]}: {{…, {key}: {shown}}} (as written, it tests "
+                        f"an event field named {key!r}: write {key}: {{equals: …}} if meant)"
+                    )
+                elif value is None and key in _MAPPINGS and (own := [k for k in keys[i + 1 :] if k in keys_of(key)]):
+                    # `alert:` and its block indented one level too deep: its keys became fields too
+                    message = (
+                        f"'{key}' belongs {_belongs(doc, key, path)}, not under '{_name(path)}', with its keys after "
+                        f"it ({', '.join(repr(k) for k in own)}) under it: as written, they test event fields"
+                    )
                 elif _has_its_shape(key, value):
-                    written, elsewhere = meant_places("rule", key, path, doc.value)
-                    places = [place_name("rule", doc, p, line=True) for p in written]
-                    places = places or [pattern_name("rule", p) for p in elsewhere]
-                    message = f"'{key}' belongs {either(places)}, not under '{_name(path)}'"
+                    message = f"'{key}' belongs {_belongs(doc, key, path)}, not under '{_name(path)}'"
                     if not isinstance(value, dict | list):
                         message += (
                             f" (as written, it tests an event field named {key!r}: write {key}: {{equals: …}} if meant)"
@@ -77,6 +89,20 @@ def misplaced_keys(doc: Document, rules: Iterator[tuple[dict[str, Any], JsonPath
                     continue
                 found.append((where, Problem(doc.locate(where, key=True), f"{format_path(where)}: {message}")))
     return found
+
+
+def _tested(value: Any, taken: frozenset[str]) -> bool:
+    """Whether a field's `value` is a mapping of operators (where another operator would go)."""
+    return isinstance(value, dict) and bool(value) and set(value) <= taken
+
+
+def _belongs(doc: Document, key: str, path: JsonPath) -> str:
+    """Where the rule key `key`, written in the condition at `path`, belongs: the places named."""
+    from rulesd.key_places import meant_places
+
+    written, elsewhere = meant_places("rule", key, path, doc.value)
+    places = [place_name("rule", doc, p, line=True) for p in written]
+    return either(places or [pattern_name("rule", p) for p in elsewhere])
 
 
 def _name(path: JsonPath) -> str:
