@@ -33,11 +33,11 @@ from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
 from rulesd.state.redis import LEASE_S, Conflict, RedisState
 from tests.daemon_process import (
-    API_KEY,
     DaemonProcess,
     Workspace,
     daemon_parts,
     http_get,
+    install_key,
     reload_between_batches,
     wait_until,
 )
@@ -129,7 +129,7 @@ class Fleet:
         self.root, self.redis_url, self.alert_url = root, redis_url, alert_url
         (root / "rules").mkdir(parents=True, exist_ok=True)
         (root / "rules" / "rules.yaml").write_text(rules)
-        (root / "opsgenie.key").write_text(API_KEY + "\n")
+        install_key(root / "opsgenie.key")
         self.processes: list[DaemonProcess] = []
 
     def config(self, name: str, *, rules: str = "rules", **extra: Any) -> Path:
