@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.costs import CostRecorder, load_costs, slowest_first
+from tests.costs import CostRecorder, load_costs, one_at_a_time, slowest_first
 from tests.daemon_process import API_KEY, DaemonProcess, Workspace
 from tests.fake_opsgenie import FakeOpsGenie
 
@@ -22,6 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    one_at_a_time(config)
     # On the controller only (an xdist worker has `workerinput`): it sees every worker's reports.
     if config.getoption("record_costs") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(CostRecorder(), "rulesd-cost-recorder")

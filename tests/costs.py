@@ -1,10 +1,10 @@
 """The suite's slowest tests first, so that two xdist workers end together.
 
 Most of the suite's time is a few hundred end-to-end tests of several seconds each (the
-longest near a minute on a loaded machine). In collection order the longest came last, and one
-worker ran them while the other sat idle for minutes. Started first, longest first, and handed
-out one at a time (`--maxschedchunk=1` in pyproject.toml), they leave only quick tests for the
-end, which even out the two workers.
+longest near a minute on a loaded machine). In collection order, in xdist's default chunks, one
+worker was left with a queue of them and ran it while the other sat idle for minutes. Started
+first, longest first, and handed out one at a time (`one_at_a_time`), they leave only quick
+tests for the end, which even out the two workers.
 
 The times are recorded: `pytest -n 2 --record-costs` writes to COSTS_FILE the tests of this
 run that took at least RECORDED_FROM seconds (set-up, call and tear-down), keeping the entries
@@ -32,6 +32,15 @@ def slowest_first(items: list[pytest.Item], costs: dict[str, float]) -> None:
     """Order `items` in place: recorded tests by falling cost, then the rest as collected.
     The order depends on the record only, so every xdist worker collects the same list."""
     items.sort(key=lambda item: -costs.get(item.nodeid, 0.0))
+
+
+def one_at_a_time(config: pytest.Config) -> None:
+    """xdist's `--maxschedchunk=1` unless the command line gives another: by default xdist
+    queues up to a quarter of what is left on a worker, and a queue of long tests kept one
+    worker busy for minutes after the other had run out. (Set here rather than in addopts, so
+    that `pytest -p no:xdist` still runs.)"""
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk") is None:
+        config.option.maxschedchunk = 1
 
 
 class CostRecorder:
