@@ -269,7 +269,12 @@ class SharedDaemon(Daemon):
         by it, as on a single host. Not with a batch in hand, nor while the stream has entries
         not committed (kept for the next start as they are), nor while Redis is unavailable. It is
         never moved back: the commit is made on the state synced, again if another was first."""
-        if not self._started or self.stats.state_problem is not None:
+        if not self._started:
+            return
+        if self.stats.state_problem is not None:  # said as when Redis went away unnoticed
+            log.warning(
+                "state unavailable at the stop: the clock is left as last committed: %s", self.stats.state_problem
+            )
             return
         for _ in range(STOP_ATTEMPTS):
             try:
