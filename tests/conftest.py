@@ -8,8 +8,28 @@ from pathlib import Path
 
 import pytest
 
+from tests.costs import CostRecorder, load_costs, one_at_a_time, slowest_first
 from tests.daemon_process import API_KEY, DaemonProcess, Workspace
 from tests.fake_opsgenie import FakeOpsGenie
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-costs",
+        action="store_true",
+        help="rewrite tests/costs.json, the test times the suite is ordered by, from this run",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    one_at_a_time(config)
+    # On the controller only (an xdist worker has `workerinput`): it sees every worker's reports.
+    if config.getoption("record_costs") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(CostRecorder(), "rulesd-cost-recorder")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slowest_first(items, load_costs())
 
 
 @pytest.fixture(autouse=True, scope="session")

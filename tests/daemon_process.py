@@ -107,6 +107,15 @@ def reload_between_batches(
     step()
 
 
+def install_key(path: Path) -> Path:
+    """API_KEY in a key file at `path`, installed a while before the daemon starts, as in use:
+    a key file written this very moment is waited for at start until it has stood still."""
+    path.write_text(API_KEY + "\n")
+    path.chmod(0o600)  # as the README says to install it
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    return path
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
     """Poll `predicate` until it holds or `timeout` passes (for conditions no event signals)."""
     deadline = time.monotonic() + timeout
@@ -127,12 +136,7 @@ class Workspace:
         (self.rules / "rules.yaml").write_text(RULES)
         self.events = root / "events.jsonl"
         self.events.touch()
-        self.key_file = root / "opsgenie.key"
-        self.key_file.write_text(API_KEY + "\n")
-        self.key_file.chmod(0o600)  # as the README says to install it
-        # Installed a while before the daemon starts, as in use: a key file written this very
-        # moment is waited for at start until it has stood still.
-        os.utime(self.key_file, (time.time() - 60, time.time() - 60))
+        self.key_file = install_key(root / "opsgenie.key")
         config: dict[str, Any] = {
             "rules": ["rules"],
             "source": {"type": "file", "path": "events.jsonl", "start_at": "beginning"},

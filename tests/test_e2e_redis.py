@@ -33,11 +33,11 @@ from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
 from rulesd.state.redis import LEASE_S, Conflict, RedisState
 from tests.daemon_process import (
-    API_KEY,
     DaemonProcess,
     Workspace,
     daemon_parts,
     http_get,
+    install_key,
     reload_between_batches,
     wait_until,
 )
@@ -129,7 +129,7 @@ class Fleet:
         self.root, self.redis_url, self.alert_url = root, redis_url, alert_url
         (root / "rules").mkdir(parents=True, exist_ok=True)
         (root / "rules" / "rules.yaml").write_text(rules)
-        (root / "opsgenie.key").write_text(API_KEY + "\n")
+        install_key(root / "opsgenie.key")
         self.processes: list[DaemonProcess] = []
 
     def config(self, name: str, *, rules: str = "rules", **extra: Any) -> Path:
@@ -2111,18 +2111,24 @@ def test_a_stop_commits_the_shared_clock_run_on_to_it_for_a_late_heartbeat_read_
 LATE_RULES = "name: heartbeat-missing\nmatch: {event: heartbeat}\nabsence: {window: 5s, group_by: [host]}\n"
 
 
-def test_a_stop_while_redis_is_down_leaves_the_clock_and_exits_at_once(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
-    """Redis goes away just before SIGTERM, before the instance noticed: the stop's commit of
-    the clock fails, is said, and the daemon stops at once with status 0 (the clock stays as
-    last committed)."""
+def redis_gone_under_an_instance(tmp_path: Path, redis_server: RedisServer) -> DaemonProcess:
+    """An instance in fleet mode that has committed a heartbeat; then Redis is stopped."""
     fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LATE_RULES)
     path = tmp_path / "a.jsonl"
     path.write_text(json.dumps({"ts": time.time(), "event": "heartbeat", "host": "h0"}) + "\n")
     a = fleet.start_on_file("a", path)
     assert a.wait_for_log("committed version 1"), a.output()
     redis_server.stop()
+    return a
+
+
+def test_a_stop_while_redis_is_down_leaves_the_clock_and_exits_at_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Redis goes away just before SIGTERM, before the instance noticed: the stop's commit of
+    the clock fails, is said, and the daemon stops at once with status 0 (the clock stays as
+    last committed)."""
+    a = redis_gone_under_an_instance(tmp_path, redis_server)
     began = time.monotonic()
     assert 0 == a.terminate(), a.output()
     assert time.monotonic() - began < 10, a.output()
@@ -2152,6 +2158,18 @@ def test_a_stop_while_redis_hangs_ends_well_within_systemds_stop_timeout(
     assert 0 == a.terminate(timeout=60), a.output()
     assert time.monotonic() - began < 25, a.output()
     assert "state unavailable" in a.stderr(), a.output()
+
+
+def test_a_stop_after_the_instance_saw_redis_go_away_says_the_clock_is_left(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """As above, with Redis gone long enough for the idle instance to notice before SIGTERM: the
+    stop says the clock is left as last committed all the same (it said nothing of the clock,
+    so the line depended on which came first, the stop or the instance's next look at Redis)."""
+    a = redis_gone_under_an_instance(tmp_path, redis_server)
+    assert a.wait_for_log("state unavailable, reading paused"), a.output()
+    assert 0 == a.terminate(), a.output()
+    assert "state unavailable at the stop: the clock is left as last committed" in a.stderr(), a.output()
 
 
 @pytest.mark.parametrize("case", ["one instance", "two instances", "restarted"])

@@ -306,7 +306,12 @@ class SharedDaemon(Daemon):
         never moved back: the commit is made on the state synced, again if another was first."""
         # A Redis that hangs holds it no longer than the delivery's grace would.
         self.store.bound(time.monotonic() + STOP_GRACE)
-        if not self._started or self.stats.state_problem is not None:
+        if not self._started:
+            return
+        if self.stats.state_problem is not None:  # said as when Redis went away unnoticed
+            log.warning(
+                "state unavailable at the stop: the clock is left as last committed: %s", self.stats.state_problem
+            )
             return
         for _ in range(STOP_ATTEMPTS):
             try:
