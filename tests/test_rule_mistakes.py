@@ -939,6 +939,24 @@ def test_rulesd_check_warns_at_a_glob_or_a_regex_written_as_text(tmp_path: Path)
     )
 
 
+def test_rulesd_check_takes_stars_that_are_the_texts_own_as_text(tmp_path: Path) -> None:
+    """A glob's '*' is one star against the text it stands for (`web-*`); a run of stars or one
+    beside a space is the text's own: a banner (`*** FATAL ERROR ***`), a query (`SELECT *`),
+    Markdown (`**bold**`), a bullet (`* item`). None draws a warning whose advice (`contains:
+    'SELECT '`) would change what the rule finds. A `.+` written as text is said as such."""
+    assert (
+        0,
+        "DIR/r.yaml:9:21: warning: rules[0].match.g.contains: 'id=.+' is compared as the text written: '.+' is "
+        "no pattern in contains: write regex: 'id=.+' for a regex\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 1 warning(s)\n",
+    ) == check(
+        tmp_path,
+        'rules:\n  - name: a\n    match:\n      message: "*** FATAL ERROR ***"\n      q: {contains: "SELECT *"}\n'
+        '      m: "**bold**"\n      b: {startswith: "* item"}\n      e: {endswith: "done **"}\n'
+        '      g: {contains: "id=.+"}\n',
+    )
+
+
 def test_rulesd_check_warns_at_an_empty_text_that_every_text_passes(tmp_path: Path) -> None:
     """`contains: ""` (a text left out, or a template variable never filled in) holds for every
     text, so the rule fires on whatever else it tests: a warning at it, as at a regex found in
