@@ -939,6 +939,20 @@ def test_rulesd_check_warns_at_a_glob_or_a_regex_written_as_text(tmp_path: Path)
     )
 
 
+def test_rulesd_check_says_where_a_duration_written_as_a_field_belongs_with_no_sequence_written(
+    tmp_path: Path,
+) -> None:
+    """`for: 5m` under `match` of a rule with no sequence: `for` is a key of a sequence step's
+    `absent` alone, none of which is written; the error still says where it belongs (it was an
+    IndexError: the place was left out as one inside list items none wrote)."""
+    assert (
+        1,
+        "DIR/r.yaml:5:7: error: rules[0].match.for: 'for' belongs under 'sequence.steps[].absent', not under "
+        "'match' (as written, it tests an event field named 'for': write for: {equals: …} if meant)\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, "rules:\n  - name: b\n    match:\n      user: root\n      for: 5m\n    alert: {message: x}\n")
+
+
 def test_rulesd_check_takes_stars_that_are_the_texts_own_as_text(tmp_path: Path) -> None:
     """A glob's '*' is one star against the text it stands for (`web-*`); a run of stars or one
     beside a space is the text's own: a banner (`*** FATAL ERROR ***`), a query (`SELECT *`),
