@@ -1011,6 +1011,26 @@ def test_rulesd_check_puts_a_key_missing_its_colon_at_that_key_beside_a_block(tm
     assert_one_error_each(tmp_path, cases)
 
 
+def test_rulesd_check_says_to_quote_a_value_with_a_colon_after_a_key_of_words(tmp_path: Path) -> None:
+    """A key of several words (`User Agent`, as Windows and web logs name fields) has its ':';
+    the ': ' in its value is what YAML refuses, and the advice is to quote the value, not that
+    the key misses its ':' (that is for a key run into a flow mapping: `threshold {count: 5}`)."""
+    assert_one_error_each(
+        tmp_path,
+        [
+            (
+                "rules:\n  - name: a\n    match:\n      User Agent: Mozilla: x\n    alert: {message: x}\n",
+                "4:26: error: YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it",
+            ),
+            (
+                "rules:\n  - name: a\n    match: {a: 1}\n    threshold {count: 5, window: 1m}\n"
+                "    alert: {message: x}\n",
+                "4:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+            ),
+        ],
+    )
+
+
 def test_rulesd_check_puts_a_first_list_item_without_its_dash_at_that_item(tmp_path: Path) -> None:
     """The first rule (or sequence step) written without its '- ' is read by YAML as a
     mapping, and YAML finds fault only at the next item, maybe many lines further: the error is
