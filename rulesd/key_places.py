@@ -74,10 +74,13 @@ def _common(a: Place, b: Place) -> int:
     return n
 
 
-def meant_places(schema_name: str, key: str, path: JsonPath, value: Any) -> tuple[list[JsonPath], list[Place]]:
+def meant_places(
+    schema_name: str, key: str, path: JsonPath, value: Any, *, in_items: bool = False
+) -> tuple[list[JsonPath], list[Place]]:
     """Where `key`, unknown in the mapping at `path` of the document `value`, is taken: the
     mappings of the document that would take it and are nearest to `path` (first), else the
-    nearest places of the schema that the document does not have."""
+    nearest places of the schema that the document does not have (inside list items none
+    wrote only if `in_items`)."""
     here = _pattern(path)
     written: list[tuple[int, JsonPath]] = []
     absent: list[tuple[int, Place]] = []
@@ -87,7 +90,7 @@ def meant_places(schema_name: str, key: str, path: JsonPath, value: Any) -> tupl
         concrete = _concrete(place, path)
         if concrete is not None and concrete != path and isinstance(value_at(value, concrete), dict):
             written.append((_common(place, here), concrete))
-        elif ITEM not in place[_common(place, here) :]:  # (not a place inside list items none wrote)
+        elif in_items or ITEM not in place[_common(place, here) :]:  # (a place inside list items none wrote)
             absent.append((_common(place, here), place))
     if written:
         best = max(n for n, _ in written)

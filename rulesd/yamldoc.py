@@ -498,8 +498,9 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
     lines = text.splitlines()
     line = lines[first.line] if first.line < len(lines) else ""
     key = _column(_shape(line))
-    if first.line == mark.line and " " in line[key:].split(": ", 1)[0] and line[key : key + 1] not in "\"'":
-        return _colon_missing_at(path, first.line, key)  # `threshold {count: 5}`: a ': ' after a key of words
+    head = line[key:].split(": ", 1)[0]  # (a key of words, `User Agent`, has its ':' there)
+    if first.line == mark.line and re.search(r" [{\[]", head) and line[key : key + 1] not in "\"'":
+        return _colon_missing_at(path, first.line, key)  # `threshold {count: 5}`: a key run into a flow mapping
     if first.line == mark.line:  # `message: Disk full: x`
         message = "YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it"
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)

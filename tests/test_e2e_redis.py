@@ -2271,3 +2271,25 @@ def test_a_late_heartbeat_read_after_an_idle_spell_behind_a_dead_workers_entry_n
     sent = ["close" if r.path.split("?")[0].endswith("/close") else "create" for r in opsgenie.requests]
     assert ["create"] == sent, fleet.output()
     assert 0 == fleet.processes[0].terminate(), fleet.output()
+
+
+def test_a_reload_elsewhere_between_the_sync_and_the_commit_of_a_fleet_batch_keeps_the_batch(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Another instance publishes other rules (a reload) after a synced and before its commit
+    ran: the script refuses the batch for its rules, and a keeps it and says so, as when it
+    finds them at its sync, until a reload brings the same rules. (The refusal was taken for a
+    stream worker's: an AssertionError ended the fleet instance's loop.)"""
+    with contextlib.ExitStack() as stack:
+        a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 2)
+        commit, store = a.store.commit, a.store
+
+        def after_a_reload_elsewhere(**kwargs: Any) -> None:
+            store.client.set(store.k.rules, "0123456789abcdef")
+            commit(**kwargs)
+
+        a.store.commit = after_a_reload_elsewhere  # type: ignore[method-assign]
+        assert a._step()
+        a.store.commit = commit  # type: ignore[method-assign]
+        assert 1 == len(a.pending) and [] == queued_aliases(a)
+        assert str(a.stats.last_error).startswith("refusing to commit: rule set ")

@@ -939,6 +939,38 @@ def test_rulesd_check_warns_at_a_glob_or_a_regex_written_as_text(tmp_path: Path)
     )
 
 
+def test_rulesd_check_says_where_a_duration_written_as_a_field_belongs_with_no_sequence_written(
+    tmp_path: Path,
+) -> None:
+    """`for: 5m` under `match` of a rule with no sequence: `for` is a key of a sequence step's
+    `absent` alone, none of which is written; the error still says where it belongs (it was an
+    IndexError: the place was left out as one inside list items none wrote)."""
+    assert (
+        1,
+        "DIR/r.yaml:5:7: error: rules[0].match.for: 'for' belongs under 'sequence.steps[].absent', not under "
+        "'match' (as written, it tests an event field named 'for': write for: {equals: …} if meant)\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, "rules:\n  - name: b\n    match:\n      user: root\n      for: 5m\n    alert: {message: x}\n")
+
+
+def test_rulesd_check_takes_stars_that_are_the_texts_own_as_text(tmp_path: Path) -> None:
+    """A glob's '*' is one star against the text it stands for (`web-*`); a run of stars or one
+    beside a space is the text's own: a banner (`*** FATAL ERROR ***`), a query (`SELECT *`),
+    Markdown (`**bold**`), a bullet (`* item`). None draws a warning whose advice (`contains:
+    'SELECT '`) would change what the rule finds. A `.+` written as text is said as such."""
+    assert (
+        0,
+        "DIR/r.yaml:9:21: warning: rules[0].match.g.contains: 'id=.+' is compared as the text written: '.+' is "
+        "no pattern in contains: write regex: 'id=.+' for a regex\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 1 warning(s)\n",
+    ) == check(
+        tmp_path,
+        'rules:\n  - name: a\n    match:\n      message: "*** FATAL ERROR ***"\n      q: {contains: "SELECT *"}\n'
+        '      m: "**bold**"\n      b: {startswith: "* item"}\n      e: {endswith: "done **"}\n'
+        '      g: {contains: "id=.+"}\n',
+    )
+
+
 def test_rulesd_check_warns_at_an_empty_text_that_every_text_passes(tmp_path: Path) -> None:
     """`contains: ""` (a text left out, or a template variable never filled in) holds for every
     text, so the rule fires on whatever else it tests: a warning at it, as at a regex found in
@@ -977,6 +1009,26 @@ def test_rulesd_check_puts_a_key_missing_its_colon_at_that_key_beside_a_block(tm
         ),
     ]
     assert_one_error_each(tmp_path, cases)
+
+
+def test_rulesd_check_says_to_quote_a_value_with_a_colon_after_a_key_of_words(tmp_path: Path) -> None:
+    """A key of several words (`User Agent`, as Windows and web logs name fields) has its ':';
+    the ': ' in its value is what YAML refuses, and the advice is to quote the value, not that
+    the key misses its ':' (that is for a key run into a flow mapping: `threshold {count: 5}`)."""
+    assert_one_error_each(
+        tmp_path,
+        [
+            (
+                "rules:\n  - name: a\n    match:\n      User Agent: Mozilla: x\n    alert: {message: x}\n",
+                "4:26: error: YAML syntax error: a ': ' inside a plain value: quote the value (\"...\") to write it",
+            ),
+            (
+                "rules:\n  - name: a\n    match: {a: 1}\n    threshold {count: 5, window: 1m}\n"
+                "    alert: {message: x}\n",
+                "4:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
+            ),
+        ],
+    )
 
 
 def test_rulesd_check_puts_a_first_list_item_without_its_dash_at_that_item(tmp_path: Path) -> None:

@@ -455,8 +455,10 @@ class SharedDaemon(Daemon):
                 self.shared.undo(delta, before, counts)
                 if conflict.why == "version":
                     continue
-                if conflict.why != "rules":  # (the script looks for a commit already made right after the rules)
-                    self.shared.resolved()
+                if conflict.why == "rules":  # another instance published other rules since the sync
+                    self._refuse(conflict.detail)
+                    return
+                self.shared.resolved()  # (the script looks for a commit already made right after the rules)
                 if conflict.made is None:
                     self._refused(prepared, conflict)
                     return
@@ -539,9 +541,7 @@ class SharedDaemon(Daemon):
         # The batches made here keep the idle moment before the refused one: the first of them
         # to commit runs the committed clock on to it (a claimed entry was read after it too, or
         # the stream would not have been idle), so a late line is judged as it would have been.
-        if conflict.why == "rules":
-            self._refuse(conflict.detail)
-        elif conflict.why == "taken":
+        if conflict.why == "taken":
             rest = entries.after(conflict.detail)
             log.info(
                 "stream entries %s..%s were committed by another instance: %s",

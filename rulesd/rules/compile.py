@@ -314,13 +314,16 @@ def _wildcard_advice(op: str, text: str) -> str | None:
     """What to write for a text test whose `text` reads as a glob (`web-*`) or a regex (`a.*b`):
     '*' is no wildcard there, so the test would likely never hold."""
     core = text.strip("*")
-    if core and "*" not in core and core != text:
+    # A glob's '*' is one star against the text it stands beside; a run of them or one beside a
+    # space is the text's own (`*** FATAL ***`, `**bold**`, `SELECT *`).
+    if core and "*" not in core and core != text and core == core.strip() and "**" not in (text[:2], text[-2:]):
         starts, ends = text.startswith("*"), text.endswith("*")
         meant = "contains" if op == "contains" or (starts and ends) else "endswith" if starts else "startswith"
         if op in ("equals", "contains", meant):
             return f"'*' is no wildcard in {op}: write {meant}: {core!r} for texts that {_verb(meant)} it"
-    if ".*" in text or ".+" in text:
-        return f"'.*' is no pattern in {op}: write regex: {text!r} for a regex"
+    for pattern in (".*", ".+"):
+        if pattern in text:
+            return f"{pattern!r} is no pattern in {op}: write regex: {text!r} for a regex"
     return None
 
 

@@ -100,7 +100,9 @@ def _belongs(doc: Document, key: str, path: JsonPath) -> str:
     """Where the rule key `key`, written in the condition at `path`, belongs: the places named."""
     from rulesd.key_places import meant_places
 
-    written, elsewhere = meant_places("rule", key, path, doc.value)
+    # (a rule key's shape written as a field is said whatever is written: `for` is a key of a
+    # sequence step's `absent` alone, which a rule without steps has nowhere)
+    written, elsewhere = meant_places("rule", key, path, doc.value, in_items=True)
     places = [place_name("rule", doc, p, line=True) for p in written]
     return either(places or [pattern_name("rule", p) for p in elsewhere])
 
