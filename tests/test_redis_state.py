@@ -413,6 +413,25 @@ def test_alerts_redis_lost_are_queued_again_even_if_others_delivered_as_many_sin
     assert [{"n": 1}, {"n": 2}] == a.requeue
 
 
+def test_an_alert_in_doubt_through_two_losses_of_redis_data_is_queued_again_once(client: redis.Redis) -> None:
+    """A commit's answer is lost and Redis loses its data: its alert is queued again with the
+    retry; that retry's answer is lost too, with the same alert in doubt, and Redis loses its
+    data again: the alert is to be queued once, not once per loss."""
+    lost: list[str] = []
+    a = SharedEngine(Engine(ruleset_from_yaml(ABSENCE), time_field="t"), store(client), lost.append)
+    a.load_all()
+    page = {"message": "h1 silent", "alias": "absent-h1"}
+    for loss, other in enumerate("bc", 1):
+        a.doubt(f"a:{loss}", [page])  # (the retry queued it, and no new alert)
+        client.flushall()
+        b = store(client, other)
+        b.load_engine_state()
+        b.commit(positions={}, payloads=[{"n": loss}], now=float(loss))
+        a.sync()
+        assert loss == len(lost), lost
+        assert [page] == a.first([])
+
+
 def test_a_connection_closed_under_a_command_is_made_again_not_said_unavailable(
     server: RedisServer, client: redis.Redis
 ) -> None:

@@ -164,7 +164,8 @@ class SharedEngine:
         self.unconfirmed = {alert_id: r for alert_id, r in self.unconfirmed.items() if alert_id <= kept}
         self.requeue += lost
         doubt = self.in_doubt[1]
-        self.redo += doubt
+        # (a retry that queued them again can be in doubt in turn: through a second loss, once)
+        self.redo += [request for request in doubt if request not in self.redo]
         self.in_doubt = ("", [])
         return (
             f"the {len(lost)} alert(s) this instance queued and had not seen delivered are queued again"
