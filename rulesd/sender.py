@@ -234,12 +234,11 @@ class Sender:
             log.info("sender: the state can be written again")
         return delay
 
-    @property
-    def failing_reason(self) -> str | None:
-        """The last error, once FAILING_AFTER attempts in a row have failed and are being retried
-        (None while deliveries succeed, or fail less often than that)."""
-        error = self.last_error
-        return error if self.failures >= FAILING_AFTER and error is not None else None
+    def failing(self) -> tuple[int, str] | None:
+        """How many attempts in a row have failed and the last error, once FAILING_AFTER have
+        (read once each: another thread asks, while a delivery may reset them)."""
+        failures, error = self.failures, self.last_error
+        return (failures, error) if failures >= FAILING_AFTER and error is not None else None
 
     def resume(self) -> bool:
         """Retry a paused head at once (after a reload that may have fixed the key); True if paused."""

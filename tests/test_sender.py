@@ -185,17 +185,18 @@ def test_outage_then_recovery_delivers_everything_in_order(store: SqliteState, c
 def test_delivery_is_failing_after_three_failed_attempts_in_a_row_until_one_succeeds(
     store: SqliteState, clock: FakeClock
 ) -> None:
-    """Two failures are a blip (not said to be failing); the third in a row is an outage whose
-    last error is `failing_reason`, across alerts; a delivery clears it and starts the count again."""
+    """Two failures are a blip (not said to be failing); the third in a row is an outage, which
+    `failing()` says with the count and the last error, across alerts; a delivery clears it and
+    starts the count again."""
     queue(store, "a", "b")
     transport = FakeTransport(retryable(502), retryable(503), None, retryable(), retryable(), retryable(504))
     sender = make_sender(store, transport, clock)
     seen = []
     for _ in range(7):
         clock.advance(sender.step())
-        seen.append((sender.failures, sender.failing_reason))
+        seen.append((sender.failures, sender.failing()))
     # The third step delivers "a" (the count starts again), then "b" fails.
-    assert [(1, None), (2, None), (1, None), (2, None), (3, "HTTP 504"), (0, None), (0, None)] == seen
+    assert [(1, None), (2, None), (1, None), (2, None), (3, (3, "HTTP 504")), (0, None), (0, None)] == seen
     assert ["a", "b"] == transport.sent
 
 

@@ -490,8 +490,8 @@ def problems(parts: Parts) -> list[str]:
     sender = parts.sender
     if sender.paused_reason is not None:
         found.append(f"sending paused: {sender.paused_reason}")
-    elif (failing := sender.failing_reason) is not None:
-        found.append(f"delivery failing, {sender.failures} attempts in a row: {failing}")
+    elif (failing := sender.failing()) is not None:
+        found.append(f"delivery failing, {failing[0]} attempts in a row: {failing[1]}")
     if parts.stats.state_problem is not None:
         found.append(parts.stats.state_problem)
     return found
