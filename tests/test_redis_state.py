@@ -210,6 +210,19 @@ def test_a_store_bound_by_a_deadline_waits_for_a_redis_that_never_answers_until_
         assert time.monotonic() - began < 2 * LAST_WAIT + 1.5
 
 
+def test_a_bound_store_makes_its_connection_again_only_when_its_wait_shortens(server: RedisServer) -> None:
+    """At a stop, each command's wait is bounded by the deadline; commands past it keep the
+    connection they have (each of them made one before: a TLS handshake with rediss://)."""
+    s = RedisState(connect(server.url), instance="a")
+    admin = server.client()
+    s.bound(time.monotonic() - 1)  # past the deadline: every command waits LAST_WAIT
+    s.snapshot()
+    made = int(admin.info("stats")["total_connections_received"])
+    for _ in range(5):
+        s.published_rules()
+    assert made == int(admin.info("stats")["total_connections_received"])
+
+
 def test_a_busy_redis_is_state_unavailable(server: RedisServer, client: redis.Redis) -> None:
     """A script running past busy-reply-threshold makes Redis answer BUSY: unavailable for now
     (the daemon waits, the forwarder retries), not an error that stops them."""

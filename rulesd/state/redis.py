@@ -188,6 +188,7 @@ class RedisState:
         self._slow_said = -math.inf  # when a slow answer was last said (monotonic)
         self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
         self._deadline: float | None = None  # see `bound`
+        self._armed: float | None = None  # the wait the connections were last given (`_arm`)
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -199,13 +200,19 @@ class RedisState:
         """From now on, wait for an answer until `deadline` (monotonic) at most, and `LAST_WAIT`
         past it: at a stop, a Redis that hangs (takes connections, never answers) must not hold
         the process 10 s per command, past the time systemd gives a stop before it kills it."""
-        self._deadline = deadline
+        self._deadline, self._armed = deadline, None
 
     def _arm(self) -> None:
-        """Give the next command the wait left before the deadline, if there is one."""
+        """Give the next command the wait left before the deadline, if there is one, in whole
+        seconds up: connections are made again only when that changes, so a stop's commands do
+        not each open one (a TLS handshake with rediss://), and a command waits under a second
+        past the deadline, or LAST_WAIT once it has passed."""
         if self._deadline is None:
             return
-        wait = min(ANSWER_WAIT, max(LAST_WAIT, self._deadline - time.monotonic()))
+        wait = min(ANSWER_WAIT, max(LAST_WAIT, math.ceil(self._deadline - time.monotonic())))
+        if wait == self._armed:
+            return
+        self._armed = wait
         timeouts = {"socket_timeout": wait, "socket_connect_timeout": min(CONNECT_WAIT, wait)}
         pool = self.client.connection_pool
         pool.connection_kwargs.update(timeouts)  # for the connections made from now on
