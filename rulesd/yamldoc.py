@@ -131,7 +131,12 @@ class _Builder:
         if node.tag == _WORD_BOOL_TAG:
             self.doc.boolean_words[path] = node.value
             return SafeConstructor.bool_values[node.value.lower()]
-        if node.tag in _NUMBER_TAGS and not getattr(node, "style", None) and _NUMBER_WORD.match(node.value):
+        if (
+            node.tag in _NUMBER_TAGS
+            and not getattr(node, "style", None)
+            and _NUMBER_WORD.match(node.value)
+            and not _tag_written(node)  # (`!!int 0x1F` asks for the number: no text was meant)
+        ):
             self.doc.boolean_words[path] = node.value  # (read as a number, not as written)
         return self.build_scalar(node)
 
@@ -235,9 +240,10 @@ class _Builder:
                 message += ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
             self.problem(node, message)
             return None
-        quote = getattr(node, "style", None)  # (a scalar's; set for a quoted one)
-        if node.tag == _YAML_TAG + "int" and quote and re.match(r"[-+]?0[0-9_]+\Z", node.value):
-            # `!!int "017"` is octal 15 to YAML 1.1, with no warning as for a plain 017
+        quote = getattr(node, "style", None) or ""  # (a scalar's; set for a quoted one)
+        if node.tag == _YAML_TAG + "int" and re.match(r"[-+]?0[0-9_]+\Z", node.value) and (quote or _tag_written(node)):
+            # `!!int "017"` and `!!int 017` are octal 15 to YAML 1.1: the tag asks for a number, so
+            # the warning at a plain 017 (quote it if the text is meant) would be wrong advice
             digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
             decimal = "-" + digits if node.value.startswith("-") and digits != "0" else digits
             message = (
@@ -257,6 +263,12 @@ def _allowed_tag(node: yaml.Node) -> bool:
     if isinstance(node, yaml.SequenceNode):
         return bool(node.tag == _YAML_TAG + "seq")
     return node.tag in _SCALAR_TAGS
+
+
+def _tag_written(node: yaml.Node) -> bool:
+    """Whether a plain scalar's tag was written (`!!int 017`) rather than read from its text:
+    its node then starts at the tag, before the text."""
+    return bool(node.end_mark.index - node.start_mark.index != len(node.value))
 
 
 def _show_tag(tag: str) -> str:

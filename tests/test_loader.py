@@ -371,6 +371,14 @@ NO_TAG = ": a number needs no tag (count: 5), nor a duration, written with its u
             '!!int "017"',
             '!!int "017" is the octal number 15: write 17 with no tag if that decimal number is meant, else 15',
         ),
+        (
+            "!!int 017",  # (the tag asks for a number: quoting it, as at a plain 017, would not help)
+            "!!int 017 is the octal number 15: write 17 with no tag if that decimal number is meant, else 15",
+        ),
+        (
+            "!!int -0_17",
+            "!!int -0_17 is the octal number -15: write -17 with no tag if that decimal number is meant, else -15",
+        ),
         ("!!bool maybe", "'maybe' is not a valid !!bool"),
         ("!!timestamp 2020-99-99", "'2020-99-99' is not a valid !!timestamp"),
     ],
@@ -382,6 +390,17 @@ def test_a_plain_tag_on_a_text_it_cannot_read_is_a_located_error(tmp_path: Path,
     path = tmp_path / "r.yaml"
     path.write_text(f"name: a\nmatch: {{level: {value}}}\n")
     assert [f"{path}:2:16: error: {expected}"] == check_lines(path)
+
+
+def test_a_number_tag_written_asks_for_the_number(tmp_path: Path) -> None:
+    """`!!int 0x1F` is the number 31 because the tag says so: no warning that the text
+    0x1F may have been meant, as at a plain 0x1F (quoting it would leave the tag's number)."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: a\nmatch: {code: !!int 0x1F, port: !!float 1_000, level: 0x1F}\n")
+    assert [
+        f"{path}:2:55: warning: match.level: YAML reads the unquoted 0x1F as the number 31, not as text: "
+        'quote it ("0x1F") if the text is meant, or write 31 if the number is'
+    ] == check_lines(path)
 
 
 def test_alias_bomb_is_refused(tmp_path: Path) -> None:
