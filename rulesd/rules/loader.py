@@ -28,6 +28,7 @@ from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.misplaced import misplaced_keys
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
+from rulesd.rules.value_kinds import rule_set_warnings as value_kind_warnings
 from rulesd.validation import SCHEMA_DIR, schema_violations
 
 RULE_SUFFIXES = (".yaml", ".yml")
@@ -235,7 +236,9 @@ def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | 
     for file, result in zip(parsed, loaded, strict=True):
         if cache is not None and file.key is not None and file.doc is not None and not _errors(result.problems):
             _cache_document(cache, file.key, file.doc)  # (its warnings come from the document)
-    loaded.append(_Loaded([], [], duplicates))
+    # (a field's kind is known from how any file of the rule set tests it)
+    files = [(file.doc, list(_rules_in(file.doc))) for file in parsed if file.doc is not None]
+    loaded.append(_Loaded([], [], [*duplicates, *value_kind_warnings(files)]))
     return loaded
 
 
