@@ -617,9 +617,15 @@ def test_rulesd_check_places_a_missing_colon_at_the_line_that_misses_it(tmp_path
             "4:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
         ),
         (
-            rule + "    alert:\n      message: x\n    priority: P2\n      tags: [a]\n",
-            "7:11: error: YAML syntax error: a ':' after the text 'P2 tags', which started on line 6 (is this line "
+            rule + "    alert:\n      message: x\n    throttle: 5m\n      tags: [a]\n",
+            "7:11: error: YAML syntax error: a ':' after the text '5m tags', which started on line 6 (is this line "
             "indented wrong, or line 6, or is a ':' missing there?)",
+        ),
+        (  # (priority is no key of a rule, but of the alert, as tags after it is: that line is out of step)
+            rule + "    alert:\n      message: x\n    priority: P2\n      tags: [a]\n",
+            "6:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it belongs "
+            "under 'alert' (line 4), whose keys (lines 5 and 7) are at column 7: indent it to column 7, with the "
+            "lines under it",
         ),
         (
             rule + "    alert:\n      message: Disk full: x\n",
@@ -1198,3 +1204,49 @@ def test_a_number_where_a_text_is_taken_says_to_quote_it_as_written(tmp_path: Pa
         'DIR/r.yaml:3:16: error: alert.tags[0]: expected a string, got 2024: quote it ("2024") for the text',
         "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
     ] == output.splitlines()
+
+
+def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> None:
+    """A key in the middle of a block moved to its parent's column is valid YAML up to the line
+    after it, where YAML stopped and the error was: it is at the key when it is no key of a
+    rule, written at a rule's keys' column, and the block it interrupts takes it (`tags` of an
+    alert, with a block of its own or not; a field of a match, unless it reads as a rule key
+    misspelled), and when it is the first line under a key it leaves empty. A rule key there
+    (`throttle`) may be right where it is: the error stays at the line after it."""
+    head = "rules:\n  - name: a\n"
+    assert_one_error_each(
+        tmp_path,
+        [
+            (
+                head + "    match: {m: x}\n    alert:\n      message: x\n    tags: [a]\n      priority: P2\n"
+                "    throttle: 5m\n",
+                "6:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it "
+                "belongs under 'alert' (line 4), whose keys (lines 5 and 7) are at column 7: indent it to column 7, "
+                "with the lines under it",
+            ),
+            (
+                head + "    match:\n      service: auth\n    event: login_failed\n      user: {exists: true}\n"
+                "    throttle: 5m\n",
+                "5:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it "
+                "belongs under 'match' (line 3), whose keys (lines 4 and 6) are at column 7: indent it to column 7, "
+                "with the lines under it",
+            ),
+            (
+                head + "    match: {m: x}\n    alert:\n      message: x\n    details:\n        a: b\n      note: n\n",
+                "6:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it "
+                "belongs under 'alert' (line 4), whose keys (lines 5 and 8) are at column 7: indent it to column 7, "
+                "with the lines under it",
+            ),
+            (
+                head + "    match:\n      service: auth\n    thresold: 5\n      user: {exists: true}\n",
+                "6:11: error: YAML syntax error: a ':' after the text '5 user', which started on line 5 (is this line "
+                "indented wrong, or line 5, or is a ':' missing there?)",
+            ),
+            (
+                head + "    match:\n    type: http_access\n      status: 500\n    throttle: 5m\n",
+                "4:5: error: YAML syntax error: this line is indented to column 5, as 'match' above it is, which "
+                "leaves 'match' empty, but the line after it is at column 7: indent it to column 7, under 'match' (or "
+                "line 5 to column 5)",
+            ),
+        ],
+    )
