@@ -525,8 +525,8 @@ def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Pat
         1,
         'DIR/r.yaml:4:24: error: rules[0].threshold.count: expected an integer, got "5"\n'
         f"DIR/r.yaml:4:37: error: rules[0].threshold.window: {long}\n"
-        "DIR/r.yaml:7:27: error: rules[1].threshold.within: 'within' belongs under 'sequence', not under "
-        "'threshold' (expected one of: count, group_by, window)\n"
+        "DIR/r.yaml:7:27: error: rules[1].threshold.within: a threshold counts the events of its window, written "
+        "beside it: leave within out\n"
         f"DIR/r.yaml:8:22: error: rules[1].resolve.after: {long}\n"
         f"DIR/r.yaml:11:37: error: rules[2].new_value.learn: {long}\n"
         "DIR/r.yaml:11:60: error: rules[2].new_value.foo: unknown key 'foo'; expected one of: fields, forget, "
@@ -797,7 +797,7 @@ def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tm
 
     (tmp_path / "r.yaml").write_text(
         "rules:\n"
-        "  - {name: a, match: {k: a}, threshold: {count: 2, window: 5}, throttle: 600, resolve: {after: 30}}\n"
+        "  - {name: a, match: {k: a}, threshold: {count: 2, window: 5}, throttle: 600, resolve: {after: 900}}\n"
         "  - {name: b, match: {k: b}, distinct: {field: u, count: 2, window: 7}}\n"
         "  - {name: c, match: {k: c}, absence: {window: 120}}\n"
         "  - {name: d, match: {k: d}, new_value: {fields: [u], learn: 0, forget: 9}}\n"
@@ -813,7 +813,7 @@ def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tm
     warnings = [
         f"{tmp_path}/r.yaml:2:60: warning: rules[0].threshold.window: {seconds(5)}",
         f"{tmp_path}/r.yaml:2:74: warning: rules[0].throttle: {seconds(600)}",
-        f"{tmp_path}/r.yaml:2:96: warning: rules[0].resolve.after: {seconds(30)}",
+        f"{tmp_path}/r.yaml:2:96: warning: rules[0].resolve.after: {seconds(900)}",
         f"{tmp_path}/r.yaml:3:69: warning: rules[1].distinct.window: {seconds(7)}",
         f"{tmp_path}/r.yaml:4:48: warning: rules[2].absence.window: {seconds(120)}",
         f"{tmp_path}/r.yaml:5:73: warning: rules[3].new_value.forget: {seconds(9)}",
