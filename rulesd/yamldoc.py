@@ -526,14 +526,14 @@ def _emptied_parent(lines: list[str], problem: Problem) -> Problem | None:
     here = shapes[at] if at < len(shapes) else None
     key = _shaped(shapes, at - 1, -1, 10**9)
     parent = _shaped(shapes, key - 1, -1, 10**9) if key is not None else None
-    if here is None or key is None or parent is None or here[0] or key != at - 1:
-        return None
+    if here is None or key is None or parent is None or here[0] or key != at - 1 or _is_item(shapes[key]):
+        return None  # (list items beside each other are no key leaving another empty)
     if shapes[key] != shapes[parent] or _column(shapes[key]) >= here[1] or _opens_block(lines[key]):
         return None
     if not _opens_block(lines[parent]):
         return None
     column, odd = here[1], _column(shapes[key])
-    name = lines[parent].split(" #")[0].rstrip()[:-1].strip().removeprefix("- ")
+    name = _key(lines[parent])
     message = (
         f"YAML syntax error: this line is indented to column {odd + 1}, as {name!r} above it is, which leaves "
         f"{name!r} empty, but the line after it is at column {column + 1}: indent it to column {column + 1}, under "

@@ -1242,6 +1242,11 @@ def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> No
                 "6:11: error: YAML syntax error: a ':' after the text '5 user', which started on line 5 (is this line "
                 "indented wrong, or line 5, or is a ':' missing there?)",
             ),
+            (  # (a list item after an item opening a block is its sibling, not a key it left empty)
+                head + "    sequence:\n      steps:\n        - match:\n        - absent: x\n            y: 1\n",
+                "7:14: error: YAML syntax error: a ':' after the text 'x y', which started on line 6 (is this line "
+                "indented wrong, or line 6, or is a ':' missing there?)",
+            ),
             (
                 head + "    match:\n    type: http_access\n      status: 500\n    throttle: 5m\n",
                 "4:5: error: YAML syntax error: this line is indented to column 5, as 'match' above it is, which "
