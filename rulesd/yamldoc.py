@@ -112,6 +112,12 @@ class _Builder:
     def problem(self, node: yaml.Node, message: str) -> None:
         self.problems.append(Problem(SourceLocation(self.doc.path, *self.mark(node)), message))
 
+    def unread(self, node: yaml.Node, message: str) -> None:
+        """A value a tag written on it keeps from being read (`!!int x`): it reads as null and
+        the rest of the document is still read and checked, so that one run says every problem
+        (the schema's at that null only repeat this one, see `validation.unread_dropped`)."""
+        self.kept.append(Problem(SourceLocation(self.doc.path, *self.mark(node)), message))
+
     def build(self, node: yaml.Node, path: JsonPath) -> object:
         self.nodes += 1
         if self.nodes > MAX_NODES:
@@ -238,7 +244,7 @@ class _Builder:
             message = f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}"
             if node.tag in _NUMBER_TAGS:
                 message += ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
-            self.problem(node, message)
+            self.unread(node, message)
             return None
         quote = getattr(node, "style", None) or ""  # (a scalar's; set for a quoted one)
         if node.tag == _YAML_TAG + "int" and re.match(r"[-+]?0[0-9_]+\Z", node.value) and (quote or _tag_written(node)):
@@ -250,7 +256,7 @@ class _Builder:
                 f"!!int {quote}{node.value}{quote} is the octal number {value}: write {decimal} with no "
                 f"tag if that decimal number is meant, else {value}"
             )
-            self.problem(node, message)
+            self.unread(node, message)
             return None
         if isinstance(value, datetime.date | bytes):
             return str(node.value)  # dates stay as written: rules compare strings
