@@ -12,13 +12,14 @@ is an error, else a warning, at the part to change, saying what to write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 from rulesd.document import JsonPath
 from rulesd.rules.conditions import ConditionError, conjunct_items, resolved_matcher
 from rulesd.rules.lists import Lists
-from rulesd.rules.model import Distinct, Kind, NewValue
+from rulesd.rules.model import Absence, Distinct, Kind, NewValue
 from rulesd.rules.value_kinds import kind_of
 from rulesd.times import span
 
@@ -67,6 +68,8 @@ def _against_match(match: dict[str, Any], key: str, kind: Kind, lists: Lists) ->
                 f"it and the rule never fires: {_what(kind)} a field the matched events have",
                 False,
             )
+    if isinstance(kind, Absence):
+        yield from _unexpected_groups(items, key, kind, lists)
     if isinstance(kind, Distinct) and kind.field not in missing:
         allowed = _allowed_values(items, kind.field, lists)
         if allowed is not None and len(allowed) < kind.count:
@@ -78,6 +81,30 @@ def _against_match(match: dict[str, Any], key: str, kind: Kind, lists: Lists) ->
                 f"less, or count another field",
                 False,
             )
+
+
+def _unexpected_groups(
+    items: list[tuple[str, Any, JsonPath]], key: str, kind: Absence, lists: Lists
+) -> Iterator[Mistake]:
+    """A warning when the match names the only groups the absence can have (`host: [web-1,
+    web-2]`, grouped by host) and `expect` leaves some out: a group never seen is never watched,
+    so one silent from the start (down before rulesd started) is never paged."""
+    if len(kind.group_by) != 1:
+        return
+    field = kind.group_by[0]
+    allowed = sorted(_allowed_values(items, field, lists) or (), key=str)
+    expected = {(str(kind_of(e.get(field))), e.get(field)) for e in kind.expect_events}
+    left = [json.dumps(v) for k, v in allowed if (k, v) not in expected]
+    if left:
+        groups = ", ".join(f"{{{field}: {json.dumps(v)}}}" for _, v in allowed)
+        verb = "is" if len(left) == 1 else "are"
+        yield (
+            (key, "group_by", 0),
+            f"the match lets {field!r} be only {', '.join(json.dumps(v) for _, v in allowed)}, and {', '.join(left)} "
+            f"{verb} not expected: a group is watched only once seen or expected, so one silent since rulesd "
+            f"started is never paged. Write expect: [{groups}]",
+            True,
+        )
 
 
 def _what(kind: Kind) -> str:
