@@ -99,6 +99,12 @@ def meant_places(
     return [], [p for n, p in absent if n == best]
 
 
+@cache
+def rule_keys() -> frozenset[str]:
+    """The keys of a rule (in a file's list of rules)."""
+    return frozenset(key for key, places in _places("rule").items() if ("rules", ITEM) in places)
+
+
 def keys_of_rule_key(parent: str) -> frozenset[str]:
     """The keys the rule schema takes in a mapping written under the key `parent`."""
     return frozenset(key for key, places in _places("rule").items() if any(p[-1:] == (parent,) for p in places))

@@ -26,6 +26,7 @@ from rulesd.rules.boolean_words import rule_test_warnings
 from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, check_paths, discover_files, rule_sources
 from rulesd.rules.model import Absence, Rule, RuleSet, rule_hint
 from rulesd.rules.unseen import unseen_fields
+from rulesd.rules.value_kinds import event_warnings
 from rulesd.validation import format_path, validate_document
 from rulesd.yamldoc import read_yaml
 
@@ -200,6 +201,8 @@ def _run_test_file(path: str) -> tuple[list[TestOutcome], list[Problem]]:
         raise RuleError(checked.errors)
     assert isinstance(doc.value, dict)
     warnings = [p for p in checked.problems if p.severity != "error"] + _warnings(doc) + _unseen(doc, ruleset)
+    said = {p.location for p in warnings}  # (the rule set's own tests may have said it already)
+    warnings += [p for p in _other_kinds(doc, ruleset) if p.location not in said]
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])], warnings
 
 
@@ -225,6 +228,18 @@ def _unseen(doc: Document, ruleset: RuleSet) -> list[Problem]:
         )
         warnings.append(Problem(source.doc.locate(where), f"{format_path(where)}: {message}", "warning"))
     return warnings
+
+
+def _other_kinds(doc: Document, ruleset: RuleSet) -> list[Problem]:
+    """A warning at each value a rule compares a field with that the file's events carry as
+    another kind of value (`http.status: "500"`, the events' status the number 500)."""
+    assert isinstance(doc.value, dict)
+    events = [step["event"] for test in doc.value["tests"] for step in test["events"] if "event" in step]
+    try:
+        sources = rule_sources([rule for rule in ruleset.rules if rule.enabled])
+    except RuleError:  # (a rule file changed meanwhile: its own check says so)
+        return []
+    return event_warnings(((s.doc, s.raw, s.base) for s in sources.values()), events, doc.path)
 
 
 def _rule_paths(doc: Document) -> list[str]:

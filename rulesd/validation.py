@@ -146,8 +146,28 @@ def format_path(path: Sequence[str | int]) -> str:
 
 
 def validate_document(doc: Document, schema: str) -> list[Problem]:
-    """Every schema violation in `doc`, each located at the offending key or value."""
-    return sorted({problem for _, problem in schema_violations(doc, schema)})
+    """Every schema violation in `doc`, each located at the offending key or value (but those
+    that only repeat a value the reader could not read, see `unread_dropped`)."""
+    return sorted({problem for _, problem in unread_dropped(doc, schema_violations(doc, schema))})
+
+
+def unread_dropped(doc: Document, violations: list[tuple[JsonPath, Problem]]) -> list[tuple[JsonPath, Problem]]:
+    """`violations` of `doc` without those at a value the reader could not read (`!!int x`, read
+    as null, whose own problem in `doc.problems` says why): "expected an integer, got null"
+    would only repeat it."""
+    unread = unread_paths(doc)
+    return [(path, p) for path, p in violations if path not in unread] if unread else violations
+
+
+def unread_paths(doc: Document) -> set[JsonPath]:
+    """The paths of the values of `doc` that the reader could not read (read as null): those
+    at the place of one of its problems."""
+    if not doc.problems:
+        return set()
+    from rulesd.key_places import value_at
+
+    unread = {(problem.location.line, problem.location.col) for problem in doc.problems}
+    return {path for path, mark in doc.value_marks.items() if mark in unread and value_at(doc.value, path) is None}
 
 
 def schema_violations(doc: Document, schema: str) -> list[tuple[JsonPath, Problem]]:

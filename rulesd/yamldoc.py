@@ -112,6 +112,12 @@ class _Builder:
     def problem(self, node: yaml.Node, message: str) -> None:
         self.problems.append(Problem(SourceLocation(self.doc.path, *self.mark(node)), message))
 
+    def unread(self, node: yaml.Node, message: str) -> None:
+        """A value a tag written on it keeps from being read (`!!int x`): it reads as null and
+        the rest of the document is still read and checked, so that one run says every problem
+        (the schema's at that null only repeat this one, see `validation.unread_dropped`)."""
+        self.kept.append(Problem(SourceLocation(self.doc.path, *self.mark(node)), message))
+
     def build(self, node: yaml.Node, path: JsonPath) -> object:
         self.nodes += 1
         if self.nodes > MAX_NODES:
@@ -131,7 +137,12 @@ class _Builder:
         if node.tag == _WORD_BOOL_TAG:
             self.doc.boolean_words[path] = node.value
             return SafeConstructor.bool_values[node.value.lower()]
-        if node.tag in _NUMBER_TAGS and not getattr(node, "style", None) and _NUMBER_WORD.match(node.value):
+        if (
+            node.tag in _NUMBER_TAGS
+            and not getattr(node, "style", None)
+            and _NUMBER_WORD.match(node.value)
+            and not _tag_written(node)  # (`!!int 0x1F` asks for the number: no text was meant)
+        ):
             self.doc.boolean_words[path] = node.value  # (read as a number, not as written)
         return self.build_scalar(node)
 
@@ -233,18 +244,19 @@ class _Builder:
             message = f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}"
             if node.tag in _NUMBER_TAGS:
                 message += ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
-            self.problem(node, message)
+            self.unread(node, message)
             return None
-        quote = getattr(node, "style", None)  # (a scalar's; set for a quoted one)
-        if node.tag == _YAML_TAG + "int" and quote and re.match(r"[-+]?0[0-9_]+\Z", node.value):
-            # `!!int "017"` is octal 15 to YAML 1.1, with no warning as for a plain 017
+        quote = getattr(node, "style", None) or ""  # (a scalar's; set for a quoted one)
+        if node.tag == _YAML_TAG + "int" and re.match(r"[-+]?0[0-9_]+\Z", node.value) and (quote or _tag_written(node)):
+            # `!!int "017"` and `!!int 017` are octal 15 to YAML 1.1: the tag asks for a number, so
+            # the warning at a plain 017 (quote it if the text is meant) would be wrong advice
             digits = node.value.lstrip("+-").replace("_", "").lstrip("0") or "0"
             decimal = "-" + digits if node.value.startswith("-") and digits != "0" else digits
             message = (
                 f"!!int {quote}{node.value}{quote} is the octal number {value}: write {decimal} with no "
                 f"tag if that decimal number is meant, else {value}"
             )
-            self.problem(node, message)
+            self.unread(node, message)
             return None
         if isinstance(value, datetime.date | bytes):
             return str(node.value)  # dates stay as written: rules compare strings
@@ -257,6 +269,12 @@ def _allowed_tag(node: yaml.Node) -> bool:
     if isinstance(node, yaml.SequenceNode):
         return bool(node.tag == _YAML_TAG + "seq")
     return node.tag in _SCALAR_TAGS
+
+
+def _tag_written(node: yaml.Node) -> bool:
+    """Whether a plain scalar's tag was written (`!!int 017`) rather than read from its text:
+    its node then starts at the tag, before the text."""
+    return bool(node.end_mark.index - node.start_mark.index != len(node.value))
 
 
 def _show_tag(tag: str) -> str:
@@ -340,7 +358,13 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
     indentation = _missing_colon(exc, text, path) or _misindented(exc, path)
     if indentation is not None:
-        return _first_of_block(lines, indentation) or _first_item_undashed(lines, indentation) or indentation
+        return (
+            _key_out_of_block(lines, indentation)
+            or _first_of_block(lines, indentation)
+            or _first_item_undashed(lines, indentation)
+            or _emptied_parent(lines, indentation)
+            or indentation
+        )
     return _unclosed(exc, lines, path) or Problem(
         SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}"
     )
@@ -413,6 +437,115 @@ def _first_of_block(lines: list[str], problem: Problem) -> Problem | None:
         f"{at + 1}) are at column {column + 1}: indent it to column {column + 1} (or them to {odd + 1})"
     )
     return Problem(SourceLocation(problem.location.path, before + 1, odd + 1), message)
+
+
+def _shaped(shapes: list[tuple[bool, int] | None], start: int, step: int, deeper_than: int) -> int | None:
+    """The first line from `start` on (going by `step`) that is neither blank, nor a comment,
+    nor indented deeper than column `deeper_than` (0-based)."""
+    at = start
+    while 0 <= at < len(shapes):
+        shape = shapes[at]
+        if shape is not None and shape[1] <= deeper_than:
+            return at
+        at += step
+    return None
+
+
+def _key_out_of_block(lines: list[str], problem: Problem) -> Problem | None:
+    """A key in the middle of a block indented less than the lines before and after it (`tags:`
+    of an alert moved to the rule's column): YAML reads it as a key of the mapping around the
+    block, valid so far, and finds fault only at the line after it, which is then deeper than
+    any key. When the key is no key of a rule, written at a rule's keys' column, and the block
+    it interrupts takes it (and the line after it), the key is the line out of step; else which
+    of the two lines is wrong cannot be told by this, and the error stays where it was."""
+    if "no mapping under it has keys there" not in problem.message and "which started on line" not in problem.message:
+        return None
+    at = problem.location.line - 1  # (0-based)
+    shapes = [_shape(line) for line in lines]
+    here = shapes[at] if at < len(shapes) else None
+    if here is None:
+        return None
+    column = here[1]
+    key = _shaped(shapes, at - 1, -1, column - 1)  # the key out of step, with its own block below it
+    if key is None or _is_item(shapes[key]) or (key != at - 1) != _opens_block(lines[key]):
+        return None  # (the line after a key opening a block is in it)
+    if any(shapes[i] is not None and _column(shapes[i]) <= column for i in range(key + 1, at)):
+        return None
+    before = _shaped(shapes, key - 1, -1, column)
+    following = [i for i in range(at + 1, len(lines)) if shapes[i] is not None]
+    if _opens_block(lines[at]) and not (following and _column(shapes[following[0]]) > column):
+        return None  # (a key whose block is at its own column: it is the line moved, with its block)
+    if before is None or shapes[before] != here:
+        return None
+    odd = _column(shapes[key])
+    opener = _shaped(shapes, before - 1, -1, column - 1)
+    if opener is None or not _opens_block(lines[opener]) or not _rule_key_meant_in(lines, shapes, key, at, opener):
+        return None
+    message = (
+        f"YAML syntax error: this line is indented to column {odd + 1}, but it is no key of a rule: it belongs under "
+        f"{_key(lines[opener])!r} (line {opener + 1}), whose keys (lines {before + 1} and {at + 1}) are at column "
+        f"{column + 1}: indent it to column {column + 1}, with the lines under it"
+    )
+    return Problem(SourceLocation(problem.location.path, key + 1, odd + 1), message)
+
+
+def _is_item(shape: tuple[bool, int] | None) -> bool:
+    return shape is None or shape[0]
+
+
+def _key(line: str) -> str:
+    """The key a line writes (after a list item's dash)."""
+    return line.split(":", 1)[0].strip().removeprefix("- ").strip()
+
+
+def _rule_key_meant_in(lines: list[str], shapes: list[tuple[bool, int] | None], key: int, at: int, opener: int) -> bool:
+    """Whether the line `key`, written at the column of a rule's keys, names no key of a rule
+    but one that the mapping under `opener` (a rule key: `alert`, `match`) takes, as it takes
+    the line `at` after it: then the line is the one out of its block."""
+    from rulesd.key_places import keys_of_rule_key, rule_keys  # (only for a syntax error)
+
+    column = _column(shapes[key])
+    start = _shaped(shapes, key - 1, -1, column - 1)  # the rule's `- name:` item (or none: a file of one rule)
+    if (start is None) != (column == 0) or (
+        start is not None and not (_is_item(shapes[start]) and _column(shapes[start]) == column)
+    ):
+        return False
+    if _column(shapes[opener]) != column or _key(lines[key]) in rule_keys():
+        return False
+    parent, name = _key(lines[opener]), _key(lines[key])
+    if parent == "match":  # (a condition takes any field, but a rule key misspelled is not one)
+        import difflib
+
+        return not difflib.get_close_matches(name, rule_keys(), n=1, cutoff=0.8)
+    taken = keys_of_rule_key(parent)
+    return parent in rule_keys() and name in taken and _key(lines[at]) in taken
+
+
+def _emptied_parent(lines: list[str], problem: Problem) -> Problem | None:
+    """The first key of a block indented as its parent key (`match:`, then `type: x` at the
+    column of `match`): YAML leaves the parent empty and reads the key beside it, valid so far,
+    and finds fault only at the next line, indented as the block's keys are."""
+    if "which started on line" not in problem.message:
+        return None
+    at = problem.location.line - 1  # (0-based)
+    shapes = [_shape(line) for line in lines]
+    here = shapes[at] if at < len(shapes) else None
+    key = _shaped(shapes, at - 1, -1, 10**9)
+    parent = _shaped(shapes, key - 1, -1, 10**9) if key is not None else None
+    if here is None or key is None or parent is None or here[0] or key != at - 1 or _is_item(shapes[key]):
+        return None  # (list items beside each other are no key leaving another empty)
+    if shapes[key] != shapes[parent] or _column(shapes[key]) >= here[1] or _opens_block(lines[key]):
+        return None
+    if not _opens_block(lines[parent]):
+        return None
+    column, odd = here[1], _column(shapes[key])
+    name = _key(lines[parent])
+    message = (
+        f"YAML syntax error: this line is indented to column {odd + 1}, as {name!r} above it is, which leaves "
+        f"{name!r} empty, but the line after it is at column {column + 1}: indent it to column {column + 1}, under "
+        f"{name!r} (or line {at + 1} to column {odd + 1})"
+    )
+    return Problem(SourceLocation(problem.location.path, key + 1, odd + 1), message)
 
 
 def _first_item_undashed(lines: list[str], problem: Problem) -> Problem | None:

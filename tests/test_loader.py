@@ -371,6 +371,14 @@ NO_TAG = ": a number needs no tag (count: 5), nor a duration, written with its u
             '!!int "017"',
             '!!int "017" is the octal number 15: write 17 with no tag if that decimal number is meant, else 15',
         ),
+        (
+            "!!int 017",  # (the tag asks for a number: quoting it, as at a plain 017, would not help)
+            "!!int 017 is the octal number 15: write 17 with no tag if that decimal number is meant, else 15",
+        ),
+        (
+            "!!int -0_17",
+            "!!int -0_17 is the octal number -15: write -17 with no tag if that decimal number is meant, else -15",
+        ),
         ("!!bool maybe", "'maybe' is not a valid !!bool"),
         ("!!timestamp 2020-99-99", "'2020-99-99' is not a valid !!timestamp"),
     ],
@@ -382,6 +390,36 @@ def test_a_plain_tag_on_a_text_it_cannot_read_is_a_located_error(tmp_path: Path,
     path = tmp_path / "r.yaml"
     path.write_text(f"name: a\nmatch: {{level: {value}}}\n")
     assert [f"{path}:2:16: error: {expected}"] == check_lines(path)
+
+
+def test_a_value_a_tag_keeps_from_being_read_leaves_the_rest_checked(tmp_path: Path) -> None:
+    """`!!int 017` or `!!int x` was the one error of its file: every other mistake of the file
+    (a misspelled key, a bad duration) waited for the next run. The rest is read and checked,
+    and the value, read as null, draws no "expected an integer, got null" besides."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "rules:\n  - name: a\n    match: {code: !!int 017}\n    thresold: {count: 5}\n"
+        "  - name: b\n    match: {c: 1}\n    threshold: {count: !!int x, window: 5mm}\n"
+    )
+    assert [
+        f"{path}:3:19: error: !!int 017 is the octal number 15: write 17 with no tag if that decimal number is "
+        "meant, else 15",
+        f"{path}:4:5: error: rules[0].thresold: unknown key 'thresold'; did you mean 'threshold'?",
+        f"{path}:7:24: error: 'x' is not a valid !!int{NO_TAG}",
+        f'{path}:7:41: error: rules[1].threshold.window: "5mm": a duration is a number of seconds or a string like '
+        "30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)",
+    ] == check_lines(path)
+
+
+def test_a_number_tag_written_asks_for_the_number(tmp_path: Path) -> None:
+    """`!!int 0x1F` is the number 31 because the tag says so: no warning that the text
+    0x1F may have been meant, as at a plain 0x1F (quoting it would leave the tag's number)."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: a\nmatch: {code: !!int 0x1F, port: !!float 1_000, level: 0x1F}\n")
+    assert [
+        f"{path}:2:55: warning: match.level: YAML reads the unquoted 0x1F as the number 31, not as text: "
+        'quote it ("0x1F") if the text is meant, or write 31 if the number is'
+    ] == check_lines(path)
 
 
 def test_alias_bomb_is_refused(tmp_path: Path) -> None:

@@ -525,8 +525,8 @@ def test_rulesd_check_says_every_problem_of_a_rule_kind_in_one_run(tmp_path: Pat
         1,
         'DIR/r.yaml:4:24: error: rules[0].threshold.count: expected an integer, got "5"\n'
         f"DIR/r.yaml:4:37: error: rules[0].threshold.window: {long}\n"
-        "DIR/r.yaml:7:27: error: rules[1].threshold.within: 'within' belongs under 'sequence', not under "
-        "'threshold' (expected one of: count, group_by, window)\n"
+        "DIR/r.yaml:7:27: error: rules[1].threshold.within: a threshold counts the events of its window, written "
+        "beside it: leave within out\n"
         f"DIR/r.yaml:8:22: error: rules[1].resolve.after: {long}\n"
         f"DIR/r.yaml:11:37: error: rules[2].new_value.learn: {long}\n"
         "DIR/r.yaml:11:60: error: rules[2].new_value.foo: unknown key 'foo'; expected one of: fields, forget, "
@@ -617,9 +617,15 @@ def test_rulesd_check_places_a_missing_colon_at_the_line_that_misses_it(tmp_path
             "4:5: error: YAML syntax error: could not find the ':' after the key that starts here (is it missing?)",
         ),
         (
-            rule + "    alert:\n      message: x\n    priority: P2\n      tags: [a]\n",
-            "7:11: error: YAML syntax error: a ':' after the text 'P2 tags', which started on line 6 (is this line "
+            rule + "    alert:\n      message: x\n    throttle: 5m\n      tags: [a]\n",
+            "7:11: error: YAML syntax error: a ':' after the text '5m tags', which started on line 6 (is this line "
             "indented wrong, or line 6, or is a ':' missing there?)",
+        ),
+        (  # (priority is no key of a rule, but of the alert, as tags after it is: that line is out of step)
+            rule + "    alert:\n      message: x\n    priority: P2\n      tags: [a]\n",
+            "6:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it belongs "
+            "under 'alert' (line 4), whose keys (lines 5 and 7) are at column 7: indent it to column 7, with the "
+            "lines under it",
         ),
         (
             rule + "    alert:\n      message: Disk full: x\n",
@@ -791,7 +797,7 @@ def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tm
 
     (tmp_path / "r.yaml").write_text(
         "rules:\n"
-        "  - {name: a, match: {k: a}, threshold: {count: 2, window: 5}, throttle: 600, resolve: {after: 30}}\n"
+        "  - {name: a, match: {k: a}, threshold: {count: 2, window: 5}, throttle: 600, resolve: {after: 900}}\n"
         "  - {name: b, match: {k: b}, distinct: {field: u, count: 2, window: 7}}\n"
         "  - {name: c, match: {k: c}, absence: {window: 120}}\n"
         "  - {name: d, match: {k: d}, new_value: {fields: [u], learn: 0, forget: 9}}\n"
@@ -807,7 +813,7 @@ def test_a_duration_without_a_unit_is_seconds_and_draws_a_warning_at_its_line(tm
     warnings = [
         f"{tmp_path}/r.yaml:2:60: warning: rules[0].threshold.window: {seconds(5)}",
         f"{tmp_path}/r.yaml:2:74: warning: rules[0].throttle: {seconds(600)}",
-        f"{tmp_path}/r.yaml:2:96: warning: rules[0].resolve.after: {seconds(30)}",
+        f"{tmp_path}/r.yaml:2:96: warning: rules[0].resolve.after: {seconds(900)}",
         f"{tmp_path}/r.yaml:3:69: warning: rules[1].distinct.window: {seconds(7)}",
         f"{tmp_path}/r.yaml:4:48: warning: rules[2].absence.window: {seconds(120)}",
         f"{tmp_path}/r.yaml:5:73: warning: rules[3].new_value.forget: {seconds(9)}",
@@ -1198,3 +1204,54 @@ def test_a_number_where_a_text_is_taken_says_to_quote_it_as_written(tmp_path: Pa
         'DIR/r.yaml:3:16: error: alert.tags[0]: expected a string, got 2024: quote it ("2024") for the text',
         "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
     ] == output.splitlines()
+
+
+def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> None:
+    """A key in the middle of a block moved to its parent's column is valid YAML up to the line
+    after it, where YAML stopped and the error was: it is at the key when it is no key of a
+    rule, written at a rule's keys' column, and the block it interrupts takes it (`tags` of an
+    alert, with a block of its own or not; a field of a match, unless it reads as a rule key
+    misspelled), and when it is the first line under a key it leaves empty. A rule key there
+    (`throttle`) may be right where it is: the error stays at the line after it."""
+    head = "rules:\n  - name: a\n"
+    assert_one_error_each(
+        tmp_path,
+        [
+            (
+                head + "    match: {m: x}\n    alert:\n      message: x\n    tags: [a]\n      priority: P2\n"
+                "    throttle: 5m\n",
+                "6:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it "
+                "belongs under 'alert' (line 4), whose keys (lines 5 and 7) are at column 7: indent it to column 7, "
+                "with the lines under it",
+            ),
+            (
+                head + "    match:\n      service: auth\n    event: login_failed\n      user: {exists: true}\n"
+                "    throttle: 5m\n",
+                "5:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it "
+                "belongs under 'match' (line 3), whose keys (lines 4 and 6) are at column 7: indent it to column 7, "
+                "with the lines under it",
+            ),
+            (
+                head + "    match: {m: x}\n    alert:\n      message: x\n    details:\n        a: b\n      note: n\n",
+                "6:5: error: YAML syntax error: this line is indented to column 5, but it is no key of a rule: it "
+                "belongs under 'alert' (line 4), whose keys (lines 5 and 8) are at column 7: indent it to column 7, "
+                "with the lines under it",
+            ),
+            (
+                head + "    match:\n      service: auth\n    thresold: 5\n      user: {exists: true}\n",
+                "6:11: error: YAML syntax error: a ':' after the text '5 user', which started on line 5 (is this line "
+                "indented wrong, or line 5, or is a ':' missing there?)",
+            ),
+            (  # (a list item after an item opening a block is its sibling, not a key it left empty)
+                head + "    sequence:\n      steps:\n        - match:\n        - absent: x\n            y: 1\n",
+                "7:14: error: YAML syntax error: a ':' after the text 'x y', which started on line 6 (is this line "
+                "indented wrong, or line 6, or is a ':' missing there?)",
+            ),
+            (
+                head + "    match:\n    type: http_access\n      status: 500\n    throttle: 5m\n",
+                "4:5: error: YAML syntax error: this line is indented to column 5, as 'match' above it is, which "
+                "leaves 'match' empty, but the line after it is at column 7: indent it to column 7, under 'match' (or "
+                "line 5 to column 5)",
+            ),
+        ],
+    )

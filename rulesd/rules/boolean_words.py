@@ -39,12 +39,12 @@ def rule_file_warnings(
     if isinstance(doc.value, dict) and "name" not in doc.value:  # a rule list's named lists
         compared.extend(path for path in words if len(path) == 3 and path[0] == "lists")
     for raw, base in rules:
-        for condition, where in _conditions(raw, base):
+        for condition, where in rule_conditions(raw, base):
             for path, _, operand in operands(condition, where):
                 compared.append(path)
                 if isinstance(operand, list):
                     compared.extend((*path, i) for i in range(len(operand)))
-        compared.extend(_expected_values(raw, base))
+        compared.extend(expected_value_paths(raw, base))
     found = (_warning(doc, path) for path in compared if path in words and path not in faulted)
     return [warning for warning in found if warning is not None]
 
@@ -80,7 +80,7 @@ def _warning(doc: Document, path: JsonPath) -> Problem | None:
     return Problem(doc.locate(path), f"{format_path(path)}: {message}", "warning")
 
 
-def _conditions(raw: dict[str, Any], base: JsonPath) -> Iterator[tuple[Any, JsonPath]]:
+def rule_conditions(raw: dict[str, Any], base: JsonPath) -> Iterator[tuple[Any, JsonPath]]:
     """Each condition of a rule with its path: its match, or its sequence steps'."""
     yield raw.get("match"), (*base, "match")
     sequence = raw.get("sequence")
@@ -93,7 +93,7 @@ def _conditions(raw: dict[str, Any], base: JsonPath) -> Iterator[tuple[Any, Json
                 yield absent.get("match"), (*base, "sequence", "steps", i, "absent", "match")
 
 
-def _expected_values(raw: dict[str, Any], base: JsonPath) -> Iterator[JsonPath]:
+def expected_value_paths(raw: dict[str, Any], base: JsonPath) -> Iterator[JsonPath]:
     """The path of each value of the groups an absence rule expects."""
     absence = raw.get("absence")
     expect = absence.get("expect") if isinstance(absence, dict) else None

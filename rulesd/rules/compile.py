@@ -22,6 +22,7 @@ from rulesd.rules.conditions import (
 from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
 from rulesd.rules.foreign import stands_for
+from rulesd.rules.kind_checks import kind_mistakes
 from rulesd.rules.lists import (
     NAN_MESSAGE,
     NO_LISTS,
@@ -192,6 +193,9 @@ def compile_rule(
         why = "an absence rule closes its alert by itself" if kinds[:1] == ["absence"] else "what recovers is a group"
         ctx.report(("resolve",), f"resolve is for threshold and distinct rules ({why})", key=True)
     alert = _alert(raw.get("alert", {}), ctx)
+    if kind is not None and sound_match and not ctx.problems:  # (how its sound parts meet)
+        for path, message, warning in kind_mistakes(raw, kinds[0], kind, throttle, resolve, lists):
+            ctx.report(path, message, warning=warning)
     if ctx.problems or ctx.faulted or compiled is None or match is None:
         return None, [*ctx.problems, *ctx.warnings]
     rule = Rule(

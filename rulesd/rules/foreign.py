@@ -124,6 +124,36 @@ _KEYS |= {
 for _kind in ("threshold", "distinct", "absence", "new_value"):
     _KEYS.setdefault((_kind, "timeframe"), ("window", "ElastAlert's timeframe is this kind's window: window: 5m"))
     _KEYS[(_kind, "query_key")] = ("group_by", "ElastAlert's query_key is group_by: group_by: [source.ip]")
+# rulesd's own durations, written under the name another kind gives its time
+_OWN_TIME = {
+    "threshold": ("window", "a threshold counts the events of its window: window: 5m"),
+    "distinct": ("window", "distinct counts the values of its window: window: 5m"),
+    "absence": ("window", "an absence pages a group silent for its window: window: 5m"),
+    "sequence": ("within", "a sequence's steps are bounded by within, from its first counted event: within: 5m"),
+    "absent": ("for", "an absent step waits for its for (within does not apply to it): for: 5m"),
+    "resolve": (
+        "after",
+        "resolve's time is after, how long its group must not fire before the alert closes: after: 5m",
+    ),
+}
+_OWN_TIMES = {
+    (_kind, _written): (_meant, _advice)
+    for _kind, (_meant, _advice) in _OWN_TIME.items()
+    for _written in ("window", "within", "for", "after")
+    if _written != _meant and (_kind, _written) not in _KEYS
+}
+_KEYS |= _OWN_TIMES
+_KEYS[("sequence", "for")] = (
+    None,
+    "an absent last step waits for its own for (- absent: {match: {...}, for: ...}); the bound of a sequence's "
+    "steps is within: 5m",
+)
+for _written in ("window", "within", "for"):
+    _KEYS[("new_value", _written)] = (
+        None,
+        "new_value has no window: a value is new when its group has not seen it before, learn only records "
+        "values for a while after the start, and forget makes a value unseen for that long new again: forget: 5m",
+    )
 _ALERT_KEYS = ("message", "description", "priority", "tags", "responders", "alias", "entity", "details", "note")
 for _key in _ALERT_KEYS:  # ElastAlert's OpsGenie alerter names them opsgenie_<key>
     _KEYS[("alert", f"opsgenie_{_key}")] = (_key, f"ElastAlert's opsgenie_{_key} is alert.{_key}")
@@ -185,13 +215,21 @@ def reworded(doc: Document, path: JsonPath, problem: Problem) -> Problem | None:
             return Problem(problem.location, f"{format_path(path)}: {_duration(value)}")
         if key in ("alert", "match") and isinstance(value, list):
             return Problem(problem.location, f"{format_path(path)}: {_list_message(key)}")
+        if key == "resolve" and _seconds(value) is not None:  # (`resolve: 30m`)
+            message = (
+                f"resolve is a mapping of when to close the alert: resolve: {{after: {_as_written('duration', value)}}}"
+            )
+            return Problem(problem.location, f"{format_path(path)}: {message}")
     here = _value(doc, path)
     if not isinstance(here, dict):
         return problem
     for key in here:  # (an unknown key is said at the path of its mapping)
         found = _KEYS.get((_parent(path), key))
         if found is not None and problem.message.startswith(f"{format_path((*path, key))}: "):
-            return Problem(problem.location, f"{format_path((*path, key))}: {_with_value(found[1], key, here[key])}")
+            advice = _with_value(found[1], key, here[key])
+            if (_parent(path), key) in _OWN_TIMES and found[0] in here:  # (its own time written beside it)
+                advice = f"{found[1].split(':')[0]}, written beside it: leave {key} out"
+            return Problem(problem.location, f"{format_path((*path, key))}: {advice}")
     missing = re.search(r": missing required key '(\w+)'\Z", problem.message)
     return None if missing and missing[1] in stands_for(here, _parent(path)) else problem
 
@@ -217,6 +255,7 @@ _SHAPES = {
     "failregex": ("regex", "'Failed password for .* from \\S+'"),
     "ignoreregex": ("regex", "'...'"),
     "level": ("level", "P2"),
+    **{key: ("duration", "5m") for key in ("window", "within", "for", "after")},
 }
 _PRIORITIES = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4", "informational": "P5"}
 

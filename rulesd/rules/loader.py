@@ -28,7 +28,8 @@ from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.misplaced import misplaced_keys
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
-from rulesd.validation import SCHEMA_DIR, schema_violations
+from rulesd.rules.value_kinds import rule_set_warnings as value_kind_warnings
+from rulesd.validation import SCHEMA_DIR, schema_violations, unread_dropped, unread_paths
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
@@ -211,14 +212,14 @@ def _checked(doc: Document, key: str | None = None) -> _Parsed:
     # of another tool's keys is said in that tool's words)
     violations = [
         (vpath, problem)
-        for vpath, violation in schema_violations(doc, "rule")
+        for vpath, violation in unread_dropped(doc, schema_violations(doc, "rule"))
         if not any(vpath[: len(m)] == m for m, _ in misplaced)
         for problem in [reworded(doc, vpath, violation)]
         if problem is not None
     ]
     violations += misplaced
     problems = sorted({*doc.problems, *(p for _, p in violations)})
-    return _Parsed(doc, problems, {vpath for vpath, _ in violations}, key)
+    return _Parsed(doc, problems, {vpath for vpath, _ in violations} | unread_paths(doc), key)
 
 
 def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | None) -> list[_Loaded]:
@@ -235,7 +236,9 @@ def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | 
     for file, result in zip(parsed, loaded, strict=True):
         if cache is not None and file.key is not None and file.doc is not None and not _errors(result.problems):
             _cache_document(cache, file.key, file.doc)  # (its warnings come from the document)
-    loaded.append(_Loaded([], [], duplicates))
+    # (a field's kind is known from how any file of the rule set tests it)
+    files = [(file.doc, list(_rules_in(file.doc))) for file in parsed if file.doc is not None]
+    loaded.append(_Loaded([], [], [*duplicates, *value_kind_warnings(files)]))
     return loaded
 
 

@@ -1,0 +1,85 @@
+"""A value compared with a field that its events carry as another kind of value (`"500"` for
+the number 500), which never matches: warnings of the real `rulesd check` and `rulesd test`
+at the value's line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.run_cli import rulesd_cli
+from tests.test_rule_mistakes import check, warnings_of_test
+
+HTTP = """rules:
+  - name: server-errors
+    match:
+      http.status: "500"
+      level: [5, error]
+      region: {in: ["true", eu]}
+    alert: {message: "{http.status}"}
+"""
+
+
+def test_rulesd_test_warns_at_a_value_its_events_carry_as_another_kind(tmp_path: Path) -> None:
+    """The rule compares `http.status` with the text "500" and the events carry the number 500:
+    the test (expecting silence) passes, and the warning says to write 500 unquoted, at the
+    text's line; likewise the number 5 against the text "5" and the text "true" against a
+    boolean. A field whose events carry both kinds, or none, draws nothing."""
+    (tmp_path / "http.yaml").write_text(HTTP + "  - name: quiet\n    match: {code: '7', kind: [1, x]}\n")
+    test = tmp_path / "http.test.yaml"
+    test.write_text(
+        "rule_files: [http.yaml]\ntests:\n  - name: five hundred\n    events:\n"
+        "      - {at: 0s, event: {http: {status: 500}, level: '5', region: true, kind: 1}}\n"
+        "      - {at: 1s, event: {http: {status: 502}, level: error, region: false, kind: '1'}}\n"
+        "    expect_alerts: []\n"
+    )
+    rule = f"{tmp_path}/http.yaml"
+    events = f"but the events of {test} carry it as a"
+    assert [
+        f"{rule}:4:20: warning: rules[0].match[\"http.status\"]: 'server-errors' compares http.status with the "
+        f'text "500", {events} number (500), which is never equal to it: write 500 unquoted',
+        f"{rule}:5:15: warning: rules[0].match.level[0]: 'server-errors' compares level with the number 5, "
+        f'{events} text ("5"), which is never equal to it: write "5" in quotes',
+        f"{rule}:6:21: warning: rules[0].match.region.in[0]: 'server-errors' compares region with the text "
+        f'"true", {events} boolean (true), which is never equal to it: write true unquoted',
+    ] == warnings_of_test(test)
+
+
+def test_rulesd_check_warns_where_another_test_of_the_field_takes_another_kind(tmp_path: Path) -> None:
+    """`http.status: {gte: 500}` in one rule file holds only for numbers, so `http.status:
+    "500"` in another file of the rule set is warned about, naming the bound; a text that
+    reads as no number (`"5xx"`), a number where `startswith` is used, a named list and the
+    two tests beside each other (a contradiction, an error of its own) are not."""
+    (tmp_path / "bounds.yaml").write_text(
+        "rules:\n  - name: bound\n    match: {http.status: {gte: 500}, host: {startswith: web}}\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "lists:\n  codes: ['500']\nrules:\n  - name: exact\n    match:\n"
+        "      http.status: {in: ['500', 5xx]}\n      host: [web1, 7]\n  - name: listed\n"
+        "    match: {http.status: $codes, host: {equals: '8', startswith: '8'}}\n"
+    )
+    result = rulesd_cli("check", str(tmp_path))
+    out = result.stdout.replace(str(tmp_path), "DIR")
+    assert (0, "") == (result.returncode, result.stderr)
+    assert (
+        'DIR/r.yaml:6:26: warning: rules[0].match["http.status"].in[0]: http.status is compared with the text '
+        '"500", but rules[0].match["http.status"].gte (DIR/bounds.yaml:3:32: gte: 500) holds only for a number: '
+        "if http.status is a number, write 500 unquoted\n"
+        "DIR/r.yaml:7:20: warning: rules[0].match.host[1]: host is compared with the number 7, but "
+        'rules[0].match.host.startswith (DIR/bounds.yaml:3:57: startswith: "web") holds only for a text: '
+        'if host is a text, write "7" in quotes\n'
+        "OK: 2 file(s), 3 rule(s), 0 error(s), 2 warning(s)\n"
+    ) == out
+
+
+def test_an_absence_expecting_a_text_where_the_field_is_a_number_is_warned_about(tmp_path: Path) -> None:
+    """An expected group's value is compared with events' values too."""
+    code, out = check(
+        tmp_path,
+        "rules:\n  - name: beats\n    match: {service: tls}\n"
+        "    absence: {window: 5m, group_by: [port], expect: [{port: '443'}]}\n"
+        "  - name: ports\n    match: {port: {gt: 0}}\n",
+    )
+    assert (0, "DIR/r.yaml:4:61: warning: rules[0].absence.expect[0].port: port is compared with the text") == (
+        code,
+        out[: len("DIR/r.yaml:4:61: warning: rules[0].absence.expect[0].port: port is compared with the text")],
+    )
