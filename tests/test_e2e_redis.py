@@ -2293,3 +2293,116 @@ def test_a_reload_elsewhere_between_the_sync_and_the_commit_of_a_fleet_batch_kee
         a.store.commit = commit  # type: ignore[method-assign]
         assert 1 == len(a.pending) and [] == queued_aliases(a)
         assert str(a.stats.last_error).startswith("refusing to commit: rule set ")
+
+
+H0 = 'rulesd: heartbeat-missing: {"host":"h0"}'  # the alias of h0's absence
+WORKER_RULES = (
+    "rules:\n  - {name: page, match: {kind: page}, alert: {alias: 'p-{id}'}}\n"
+    "  - {name: heartbeat-missing, match: {event: heartbeat}, absence: {window: 10, group_by: [host]}}\n"
+)
+
+
+class Workers:
+    """Stream workers a and b turned by hand on one wall clock the test sets (seconds after the
+    start): host h0's absence (10 s) and pages by id. a commits h0's heartbeat at 0, pages while
+    idle at 11, and idles with nothing to commit at 16; then entries are written."""
+
+    def __init__(self, stack: contextlib.ExitStack, root: Path, server: RedisServer) -> None:
+        fleet = Fleet(root, server.url, "http://127.0.0.1:9", rules=WORKER_RULES)
+        self.client = server.client()
+        self.start = self.wall = time.time()
+        self.a, self.b = (in_process(stack, fleet.config(name), lambda: self.wall) for name in "ab")
+        self.add({"ts": self.start, "event": "heartbeat", "host": "h0"})
+        assert self.a._step()
+        self.at(11)
+        self.a._tick()
+        assert [H0] == self.queued(), "paged"
+        self.at(16)
+        self.a._tick()
+
+    def at(self, seconds: float) -> None:
+        self.wall = self.start + seconds
+
+    def add(self, *entries: dict[str, Any]) -> list[str]:
+        """An entry per event (one without 'ts': another producer's entry, no event in it)."""
+        return [self.client.xadd(STREAM, {"event": json.dumps(e)} if "ts" in e else e).decode() for e in entries]
+
+    def late_and_page(self) -> list[str]:
+        """Another producer's entry, a page dated 15 and h0's heartbeat dated 4: late by the
+        clock the idle moment at 16 ran on to (not by the clock committed at 11)."""
+        return self.add(
+            {"message": "not rulesd's"},
+            {"ts": self.start + 15, "kind": "page", "id": 1},
+            {"ts": self.start + 4, "event": "heartbeat", "host": "h0"},
+        )
+
+    def queued(self) -> list[str]:
+        """The outbox: the alias of each create, 'close' for a close."""
+        return [alert.payload["alias"] if alert.action == "create" else alert.action for alert in self.a.store.alerts()]
+
+    def clock(self) -> tuple[float, float] | None:
+        """The committed clock, in seconds after the start."""
+        clock = self.a.store.snapshot().clock
+        return None if clock is None else (clock[0] - self.start, clock[1] - self.start)
+
+
+def test_the_rest_of_a_stream_batch_another_worker_committed_part_of_keeps_its_idle_moment_and_arrival(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Worker a reads three entries at 16 (after its idle moment); it is paused, and b claims the
+    first (another producer's entry, no event) and commits it; a's commit of the three at 18 is
+    refused as taken, and the two left are committed as a read them: at the clock the idle moment
+    ran on to (h0's heartbeat dated 4 is late: no close, no second page) and as read at 16 (the
+    clock runs on from 17, the page's lag after it, and the page is queued once)."""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        entries = w.late_and_page()
+        w.a.reader.batch_entries = lambda lines: 3  # type: ignore[method-assign]
+        assert w.a._read() and entries == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        time.sleep(1.2)  # past claim_idle: a looks dead
+        w.at(17)
+        assert w.b._step() and entries[:1] == w.b.store.cursor().split() and not w.b.pending
+        w.at(18)
+        assert w.a._step() and entries[1:] == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        assert w.a._step() and not w.a.pending
+        assert entries[-1] == w.a.store.cursor()
+        assert [H0, "p-1"] == w.queued(), "no close, the page once"
+        assert (16, 17) == w.clock()
+        w.at(40)
+        w.a._tick()
+        assert [H0, "p-1"] == w.queued(), "no second page"
+
+
+def test_a_claimed_stream_batch_with_a_gap_committed_entry_by_entry_keeps_its_idle_moment_and_arrival(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A worker that dies read h0's heartbeat dated 4 and a page dated 15, and b read the entry
+    between them (another producer's), keeping it fresh while it waits. Worker a claims the two
+    at 16 (after its idle moment); its commit at 18 is refused for the gap, and it commits them one
+    at a time as it read them, b's entry between them: at the clock the idle moment ran on to (the
+    heartbeat is late: no close, no second page) and as read at 16 (the clock runs on from 17, the
+    page's lag after it, and the page is queued once)."""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        first = w.add({"ts": w.start + 4, "event": "heartbeat", "host": "h0"})
+        w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+        between = w.add({"message": "not rulesd's"})
+        assert w.b._read() and between == w.b.pending[0].entries.ids  # type: ignore[union-attr]
+        last = w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+        w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+        time.sleep(1.2)  # past claim_idle: the dead worker's entries may be claimed
+        w.b.reader.refresh([p.entries for p in w.b.pending if p.entries is not None])
+        w.a.reader.batch_entries = lambda lines: 3  # type: ignore[method-assign]
+        assert w.a._read() and first + last == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        w.at(18)
+        assert w.a._step() and [first, last] == [p.entries.ids for p in w.a.pending]  # type: ignore[union-attr]
+        assert w.a._step() and first == w.a.store.cursor().split()
+        assert w.a._step() and 1 == len(w.a.pending), "its turn comes after b's entry"
+        assert w.b._step() and not w.b.pending
+        assert w.a._step() and not w.a.pending
+        assert last == w.a.store.cursor().split()
+        assert [H0, "p-1"] == w.queued(), "no close, the page once"
+        assert (16, 17) == w.clock()
+        w.at(40)
+        w.a._tick()
+        assert [H0, "p-1"] == w.queued(), "no second page"

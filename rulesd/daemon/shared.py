@@ -391,12 +391,14 @@ class SharedDaemon(Daemon):
         self._batches += 1
         return f"{self.store.token}:{self._batches}"
 
-    def _prepare_entries(self, entries: EntryBatch, idle: float | None = None) -> Prepared:
+    def _prepare_entries(
+        self, entries: EntryBatch, idle: float | None = None, arrival: float | None = None
+    ) -> Prepared:
+        """Entries matched as read at `arrival` (default now), after the idle moment `idle`."""
         assert self.reader is not None and self._stream_parser is not None
         run = Lines(self.reader.stream, 0, entries.lines, 0)
-        prepared = self._match(
-            [(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], self.clock()
-        )
+        now = self.clock() if arrival is None else arrival
+        prepared = self._match([(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], now)
         prepared.entries, prepared.idle = entries, idle
         return self._named(prepared)
 
@@ -542,6 +544,9 @@ class SharedDaemon(Daemon):
         # The batches made here keep the idle moment before the refused one: the first of them
         # to commit runs the committed clock on to it (a claimed entry was read after it too, or
         # the stream would not have been idle), so a late line is judged as it would have been.
+        # The refused batch's parts keep when it was read too: their events (an event's time when
+        # it has none) and the wall time the clock runs on from are not moved to the refusal.
+        part = partial(self._prepare_entries, idle=idle, arrival=prepared.arrival)
         if conflict.why == "taken":
             rest = entries.after(conflict.detail)
             log.info(
@@ -550,9 +555,9 @@ class SharedDaemon(Daemon):
                 entries.ids[-1],
                 "dropped" if rest is None else f"the {len(rest.ids)} after {conflict.detail} kept",
             )
-            self.pending[0:1] = [] if rest is None else [self._prepare_entries(rest, idle)]
+            self.pending[0:1] = [] if rest is None else [part(rest)]
         elif conflict.why == "gap":
-            self.pending[0:1] = [self._prepare_entries(single, idle) for single in entries.singles()]
+            self.pending[0:1] = [part(single) for single in entries.singles()]
         else:  # turn: an earlier entry is not committed yet; claim it if its reader is gone
             claimed = self.reader.claim(self.reader.batch_entries(BATCH_LINES))
             if claimed is not None:
