@@ -1478,14 +1478,23 @@ def test_a_batch_whose_answer_was_lost_twice_counts_as_it_was_committed_the_firs
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """a's commit of two events a threshold of 3 counts is made and its answer lost; so is the
-    answer of the next attempt (refused as committed), which applied them again on a state that
-    held them already (4: it fired). The third attempt counts the batch as the first committed
-    it: no firing, no alert (it counted the second application's)."""
+    answer when a next asks Redis whether it was made (before applying them again on a state that
+    holds them already: 4, it would fire). The third attempt counts the batch as the first
+    committed it: no firing, no alert."""
     rules = "name: t\nmatch: {kind: page}\nthreshold: {count: 3, window: 1h}\n"
     with contextlib.ExitStack() as stack:
         a = on_pages(stack, tmp_path, redis_server, rules, 2)
         step_with_its_answer_lost(a)
-        step_with_its_answer_lost(a)
+        resolve = a.store.resolve
+
+        def answer_lost(token: str) -> Any:
+            resolve(token)
+            raise StateUnavailable("Redis unavailable: Connection closed by server.")
+
+        a.store.resolve = answer_lost  # type: ignore[method-assign]
+        with pytest.raises(StateUnavailable):
+            a._step()
+        a.store.resolve = resolve  # type: ignore[method-assign]
         assert a._step() and not a.pending
         assert [] == a.store.alerts()
         assert ({"t": 2}, {}, 0) == counted(a)
@@ -2406,3 +2415,41 @@ def test_a_claimed_stream_batch_with_a_gap_committed_entry_by_entry_keeps_its_id
         w.at(40)
         w.a._tick()
         assert [H0, "p-1"] == w.queued(), "no second page"
+
+
+@pytest.mark.parametrize("between", ["another instance's commit", "a reload"])
+def test_a_retry_made_with_other_alerts_than_its_first_try_is_what_is_queued_again_when_redis_loses_its_data(
+    tmp_path: Path, redis_server: RedisServer, between: str
+) -> None:
+    """a's first try at its page is not made (Redis unreachable); then b commits a page of its
+    own (the threshold's 2 is then a's to complete), or the rules are reloaded (the alias becomes
+    'u'); a's retry is made, firing 't' or 'u', but its answer is lost; then Redis loses its
+    data. a queues again what its retry queued: 't' (it queued the first try's nothing, and the
+    page was lost) or 'u' alone (it queued the first try's 't' too, a page no commit made)."""
+    rules = THRESHOLD_PAGE if between != "a reload" else PAGE_RULES.replace("'p-{id}'", "'t'")
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=rules)
+    with contextlib.ExitStack() as stack:
+        a, b = (in_process(stack, fleet.on_file(name, tmp_path / f"{name}.jsonl", redis_server.url)) for name in "ab")
+        for i, name in enumerate("ab"):
+            (tmp_path / f"{name}.jsonl").write_text(json.dumps({"kind": "page", "id": i}) + "\n")
+        commit = a.store.commit
+
+        def not_made(**kwargs: Any) -> int:
+            raise StateUnavailable("Redis unavailable: Error 111 connecting to 127.0.0.1. Connection refused.")
+
+        a.store.commit = not_made  # type: ignore[method-assign]
+        with pytest.raises(StateUnavailable):
+            a._step()
+        a.store.commit = commit  # type: ignore[method-assign]
+        if between == "a reload":
+            (tmp_path / "rules" / "rules.yaml").write_text(rules.replace("'t'", "'u'"))
+            assert a.reload()
+            made = ["u"]
+        else:
+            assert b._step() and [] == queued_aliases(b)
+            made = ["t"]
+        step_with_its_answer_lost(a)
+        assert made == queued_aliases(a), "made"
+        redis_server.client().flushall()
+        assert a._step() and not a.pending
+        assert made == queued_aliases(a)

@@ -179,10 +179,9 @@ class SharedEngine:
         return self.requeue + [r for r in self.redo if r not in requests] + requests
 
     def doubt(self, token: str, requests: list[dict[str, Any] | Request]) -> None:
-        """The answer of commit `token`, which would queue `requests`, was lost. Its first try's
-        are kept: a try after one that was made applied the batch twice (and is refused)."""
-        if self.in_doubt[0] != token:
-            self.in_doubt = (token, requests)
+        """The answer of commit `token`, which would queue `requests`, was lost (the daemon asks
+        Redis whether it was made before it tries again, `resolved`)."""
+        self.in_doubt = (token, requests)
 
     def resolved(self) -> None:
         """Redis told whether the commit in doubt was made (its alerts are then remembered as any)."""
@@ -426,6 +425,7 @@ class SharedDaemon(Daemon):
             if not self._runs_published():
                 self._refuse(self.shared.published)
                 return
+            made = self._resolve_doubt(prepared)
             before, counts = engine.now, engine.counts()
             new, results, alerts = self._apply_batch(prepared)
             requests = self.shared.first(new)
@@ -440,6 +440,8 @@ class SharedDaemon(Daemon):
             wall = engine.idle_wall(prepared.arrival) if latest else prepared.arrival
             tally = _tally(prepared.matched, alerts, counts, engine.counts())
             try:
+                if made is not None:  # (applied all the same: what its lines count is counted as any)
+                    raise Conflict("taken", "", made)
                 store.commit(
                     positions=positions,
                     payloads=requests,
@@ -495,6 +497,20 @@ class SharedDaemon(Daemon):
         tally = _loaded(msgspec.json.decode(made.note, type=Tally), self.engine.ruleset.by_name())
         self.engine.rewind(_plus(self.engine.counts(), tally))  # its evictions and closes count once
         return tally, made.queued
+
+    def _resolve_doubt(self, prepared: Prepared) -> Made | None:
+        """A batch whose commit's answer was lost: Redis is asked whether it was made before it is
+        applied again (the commit is found made, or fenced off and tried again under a new name).
+        So the alerts in doubt are always those of the one try that may have been made: a retry
+        applies the batch on another state (others committed since, a reload) and may queue others,
+        which are the ones to queue again if Redis then loses its data."""
+        if self.shared.in_doubt[0] != prepared.token:
+            return None
+        made = self.store.resolve(prepared.token)
+        self.shared.resolved()
+        if made is None:
+            prepared.token = self._token()
+        return made
 
     def _resolve_lost_tick(self) -> None:
         """An idle pass whose commit's answer was lost is counted if Redis made it (before this
