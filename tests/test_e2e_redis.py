@@ -2453,3 +2453,30 @@ def test_a_retry_made_with_other_alerts_than_its_first_try_is_what_is_queued_aga
         redis_server.client().flushall()
         assert a._step() and not a.pending
         assert made == queued_aliases(a)
+
+
+@pytest.mark.parametrize("how", ["read", "claimed from a dead worker"])
+def test_a_stream_batch_in_hand_when_redis_restarts_without_its_data_is_committed_and_the_worker_goes_on(
+    tmp_path: Path, redis_server: RedisServer, how: str
+) -> None:
+    """Worker a holds a page's entry (read, or claimed from a dead worker) when Redis restarts
+    without its data, the stream with it: a commits the page it holds (the only copy of it left),
+    queues again the alert Redis lost, and reads on. (The commit script failed on the stream gone,
+    an error that ended the worker; a claimed batch was refused as one with a gap between its
+    entries, again and again, and the worker read nothing more.)"""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        held = w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+        if how != "read":
+            w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+            time.sleep(1.2)  # past claim_idle
+        assert w.a._read() and held == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        redis_server.restart_empty()
+        assert w.a._step() and not w.a.pending
+        assert held == w.a.store.cursor().split()
+        assert [H0, "p-1"] == w.queued()
+        w.client = redis_server.client()
+        w.add({"ts": w.start + 16, "kind": "page", "id": 2})
+        assert not w.a._step(), "the consumer group is gone: made again"
+        assert w.a._step() and not w.a.pending
+        assert [H0, "p-1", "p-2"] == w.queued()
