@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import re
 import shutil
@@ -2419,7 +2420,7 @@ def test_a_claimed_stream_batch_with_a_gap_committed_entry_by_entry_keeps_its_id
 
 @pytest.mark.parametrize("between", ["another instance's commit", "a reload"])
 def test_a_retry_made_with_other_alerts_than_its_first_try_is_what_is_queued_again_when_redis_loses_its_data(
-    tmp_path: Path, redis_server: RedisServer, between: str
+    tmp_path: Path, redis_server: RedisServer, between: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """a's first try at its page is not made (Redis unreachable); then b commits a page of its
     own (the threshold's 2 is then a's to complete), or the rules are reloaded (the alias becomes
@@ -2448,7 +2449,9 @@ def test_a_retry_made_with_other_alerts_than_its_first_try_is_what_is_queued_aga
         else:
             assert b._step() and [] == queued_aliases(b)
             made = ["t"]
-        step_with_its_answer_lost(a)
+        with caplog.at_level(logging.INFO, logger="rulesd"):
+            step_with_its_answer_lost(a)
+        assert "batch not committed (its answer was lost): applied again" in caplog.text
         assert made == queued_aliases(a), "made"
         redis_server.client().flushall()
         assert a._step() and not a.pending

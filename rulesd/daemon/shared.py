@@ -509,6 +509,7 @@ class SharedDaemon(Daemon):
         made = self.store.resolve(prepared.token)
         self.shared.resolved()
         if made is None:
+            log.info("batch not committed (its answer was lost): applied again")
             prepared.token = self._token()
         return made
 
