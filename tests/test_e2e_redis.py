@@ -2384,7 +2384,7 @@ def test_the_rest_of_a_stream_batch_another_worker_committed_part_of_keeps_its_i
 
 
 def test_a_claimed_stream_batch_with_a_gap_committed_entry_by_entry_keeps_its_idle_moment_and_arrival(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A worker that dies read h0's heartbeat dated 4 and a page dated 15, and b read the entry
     between them (another producer's), keeping it fresh while it waits. Worker a claims the two
@@ -2405,7 +2405,10 @@ def test_a_claimed_stream_batch_with_a_gap_committed_entry_by_entry_keeps_its_id
         w.a.reader.batch_entries = lambda lines: 3  # type: ignore[method-assign]
         assert w.a._read() and first + last == w.a.pending[0].entries.ids  # type: ignore[union-attr]
         w.at(18)
-        assert w.a._step() and [first, last] == [p.entries.ids for p in w.a.pending]  # type: ignore[union-attr]
+        with caplog.at_level(logging.INFO, logger="rulesd"):
+            assert w.a._step() and [first, last] == [p.entries.ids for p in w.a.pending]  # type: ignore[union-attr]
+        said = f"claimed stream entries {first[0]}..{last[0]} have another instance's entries between them"
+        assert said in caplog.text
         assert w.a._step() and first == w.a.store.cursor().split()
         assert w.a._step() and 1 == len(w.a.pending), "its turn comes after b's entry"
         assert w.b._step() and not w.b.pending

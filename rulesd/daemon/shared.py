@@ -574,6 +574,11 @@ class SharedDaemon(Daemon):
             )
             self.pending[0:1] = [] if rest is None else [part(rest)]
         elif conflict.why == "gap":
+            log.info(
+                "claimed stream entries %s..%s have another instance's entries between them: committed one at a time",
+                entries.ids[0],
+                entries.ids[-1],
+            )
             self.pending[0:1] = [part(single) for single in entries.singles()]
         else:  # turn: an earlier entry is not committed yet; claim it if its reader is gone
             claimed = self.reader.claim(self.reader.batch_entries(BATCH_LINES))
