@@ -2486,3 +2486,28 @@ def test_a_stream_batch_in_hand_when_redis_restarts_without_its_data_is_committe
         assert not w.a._step(), "the consumer group is gone: made again"
         assert w.a._step() and not w.a.pending
         assert [H0, "p-1", "p-2"] == w.queued()
+
+
+@pytest.mark.parametrize("mode", ["fleet", "stream"])
+def test_a_stop_with_a_batch_refused_for_its_rules_says_the_batch_was_not_committed_and_where_it_is(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    """A rolling deploy: another instance published other rules, so a keeps its batch; a is
+    stopped before its own restart with them. The stop says the batch was not committed, why, and
+    where its events are (read again at the next start, or pending for another worker to claim).
+    (It said nothing: the stop's summary counted the events as if committed.)"""
+    with contextlib.ExitStack() as stack:
+        if mode == "fleet":
+            a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 2)
+        else:
+            w = Workers(stack, tmp_path, redis_server)
+            w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+            a = w.a
+        a.store.client.set(a.store.k.rules, "0123456789abcdef")
+        assert a._step() and 1 == len(a.pending)
+        a.stop_requested.set()
+        with caplog.at_level(logging.WARNING, logger="rulesd"):
+            a._loop()  # (stopping at once)
+        where = "its 1 stream entries stay pending" if mode == "stream" else "its lines are read again"
+        said = "the batch read was not committed (refusing to commit: rule set "
+        assert said in caplog.text and where in caplog.text, caplog.text

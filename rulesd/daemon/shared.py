@@ -306,6 +306,8 @@ class SharedDaemon(Daemon):
         never moved back: the commit is made on the state synced, again if another was first."""
         # A Redis that hangs holds it no longer than the delivery's grace would.
         self.store.bound(time.monotonic() + STOP_GRACE)
+        if self.pending:
+            self._said_kept()
         if not self._started:
             return
         if self.stats.state_problem is not None:  # said as when Redis went away unnoticed
@@ -320,6 +322,18 @@ class SharedDaemon(Daemon):
             except StateUnavailable as exc:
                 log.warning("state unavailable at the stop: the clock is left as last committed: %s", exc)
                 return
+
+    def _said_kept(self) -> None:
+        """A stop with batches read and not committed (refused for the rules, Redis unavailable):
+        said, with where their events are then, as the single-host daemon says its batch kept."""
+        entries = sum(len(p.entries.ids) for p in self.pending if p.entries is not None)
+        log.warning(
+            "the batch read was not committed (%s): %s",
+            self.stats.state_problem or self.stats.last_error or "stopped before its commit",
+            f"its {entries} stream entries stay pending, claimed by another worker after claim_idle"
+            if self.reader is not None
+            else "its lines are read again at the next start",
+        )
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         # Redis's answers are waited for as long as the grace lasts, then `LAST_WAIT` each (the
