@@ -330,7 +330,8 @@ class SharedDaemon(Daemon):
         log.warning(
             "the batch read was not committed (%s): %s",
             self.stats.state_problem or self.stats.last_error or "stopped before its commit",
-            f"its {entries} stream entries stay pending, claimed by another worker after claim_idle"
+            f"its {entries} stream entries stay pending, claimed after claim_idle by a running worker"
+            " (this one, restarted)"
             if self.reader is not None
             else "its lines are read again at the next start",
         )
