@@ -2511,3 +2511,22 @@ def test_a_stop_with_a_batch_refused_for_its_rules_says_the_batch_was_not_commit
         where = "its 1 stream entries stay pending" if mode == "stream" else "its lines are read again"
         said = "the batch read was not committed (refusing to commit: rule set "
         assert said in caplog.text and where in caplog.text, caplog.text
+
+
+def test_a_stop_while_a_batch_waits_its_turn_says_so_and_not_an_older_error(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker a holds a batch behind an entry a dead worker read (not yet idle for claim_idle)
+    when it is stopped, after an error said earlier: the stop says the batch waited its turn,
+    not that error (it gave the last error, whatever it was, as the reason)."""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+        w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+        w.add({"ts": w.start + 15, "kind": "page", "id": 2})
+        w.a._lost("Redis lost the shared state (restarted without its data, flushed, or its keys evicted): …")
+        assert w.a._step() and 1 == len(w.a.pending) and [] == w.queued()[1:]
+        w.a.stop_requested.set()
+        with caplog.at_level(logging.WARNING, logger="rulesd"):
+            w.a._loop()  # (stopping at once)
+        assert "the batch read was not committed (stopped before its turn came): its 1 stream entries" in caplog.text

@@ -327,9 +327,10 @@ class SharedDaemon(Daemon):
         """A stop with batches read and not committed (refused for the rules, Redis unavailable):
         said, with where their events are then, as the single-host daemon says its batch kept."""
         entries = sum(len(p.entries.ids) for p in self.pending if p.entries is not None)
+        refused = self.stats.last_error if (self.stats.last_error or "").startswith(REFUSING) else None
         log.warning(
             "the batch read was not committed (%s): %s",
-            self.stats.state_problem or self.stats.last_error or "stopped before its commit",
+            self.stats.state_problem or refused or "stopped before its turn came",
             f"its {entries} stream entries stay pending, claimed after claim_idle by a running worker"
             " (this one, restarted)"
             if self.reader is not None
