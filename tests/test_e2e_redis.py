@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import re
 import shutil
@@ -1478,14 +1479,23 @@ def test_a_batch_whose_answer_was_lost_twice_counts_as_it_was_committed_the_firs
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """a's commit of two events a threshold of 3 counts is made and its answer lost; so is the
-    answer of the next attempt (refused as committed), which applied them again on a state that
-    held them already (4: it fired). The third attempt counts the batch as the first committed
-    it: no firing, no alert (it counted the second application's)."""
+    answer when a next asks Redis whether it was made (before applying them again on a state that
+    holds them already: 4, it would fire). The third attempt counts the batch as the first
+    committed it: no firing, no alert."""
     rules = "name: t\nmatch: {kind: page}\nthreshold: {count: 3, window: 1h}\n"
     with contextlib.ExitStack() as stack:
         a = on_pages(stack, tmp_path, redis_server, rules, 2)
         step_with_its_answer_lost(a)
-        step_with_its_answer_lost(a)
+        resolve = a.store.resolve
+
+        def answer_lost(token: str) -> Any:
+            resolve(token)
+            raise StateUnavailable("Redis unavailable: Connection closed by server.")
+
+        a.store.resolve = answer_lost  # type: ignore[method-assign]
+        with pytest.raises(StateUnavailable):
+            a._step()
+        a.store.resolve = resolve  # type: ignore[method-assign]
         assert a._step() and not a.pending
         assert [] == a.store.alerts()
         assert ({"t": 2}, {}, 0) == counted(a)
@@ -2293,3 +2303,230 @@ def test_a_reload_elsewhere_between_the_sync_and_the_commit_of_a_fleet_batch_kee
         a.store.commit = commit  # type: ignore[method-assign]
         assert 1 == len(a.pending) and [] == queued_aliases(a)
         assert str(a.stats.last_error).startswith("refusing to commit: rule set ")
+
+
+H0 = 'rulesd: heartbeat-missing: {"host":"h0"}'  # the alias of h0's absence
+WORKER_RULES = (
+    "rules:\n  - {name: page, match: {kind: page}, alert: {alias: 'p-{id}'}}\n"
+    "  - {name: heartbeat-missing, match: {event: heartbeat}, absence: {window: 10, group_by: [host]}}\n"
+)
+
+
+class Workers:
+    """Stream workers a and b turned by hand on one wall clock the test sets (seconds after the
+    start): host h0's absence (10 s) and pages by id. a commits h0's heartbeat at 0, pages while
+    idle at 11, and idles with nothing to commit at 16; then entries are written."""
+
+    def __init__(self, stack: contextlib.ExitStack, root: Path, server: RedisServer) -> None:
+        fleet = Fleet(root, server.url, "http://127.0.0.1:9", rules=WORKER_RULES)
+        self.client = server.client()
+        self.start = self.wall = time.time()
+        self.a, self.b = (in_process(stack, fleet.config(name), lambda: self.wall) for name in "ab")
+        self.add({"ts": self.start, "event": "heartbeat", "host": "h0"})
+        assert self.a._step()
+        self.at(11)
+        self.a._tick()
+        assert [H0] == self.queued(), "paged"
+        self.at(16)
+        self.a._tick()
+
+    def at(self, seconds: float) -> None:
+        self.wall = self.start + seconds
+
+    def add(self, *entries: dict[str, Any]) -> list[str]:
+        """An entry per event (one without 'ts': another producer's entry, no event in it)."""
+        return [self.client.xadd(STREAM, {"event": json.dumps(e)} if "ts" in e else e).decode() for e in entries]
+
+    def late_and_page(self) -> list[str]:
+        """Another producer's entry, a page dated 15 and h0's heartbeat dated 4: late by the
+        clock the idle moment at 16 ran on to (not by the clock committed at 11)."""
+        return self.add(
+            {"message": "not rulesd's"},
+            {"ts": self.start + 15, "kind": "page", "id": 1},
+            {"ts": self.start + 4, "event": "heartbeat", "host": "h0"},
+        )
+
+    def queued(self) -> list[str]:
+        """The outbox: the alias of each create, 'close' for a close."""
+        return [alert.payload["alias"] if alert.action == "create" else alert.action for alert in self.a.store.alerts()]
+
+    def clock(self) -> tuple[float, float] | None:
+        """The committed clock, in seconds after the start."""
+        clock = self.a.store.snapshot().clock
+        return None if clock is None else (clock[0] - self.start, clock[1] - self.start)
+
+
+def test_the_rest_of_a_stream_batch_another_worker_committed_part_of_keeps_its_idle_moment_and_arrival(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Worker a reads three entries at 16 (after its idle moment); it is paused, and b claims the
+    first (another producer's entry, no event) and commits it; a's commit of the three at 18 is
+    refused as taken, and the two left are committed as a read them: at the clock the idle moment
+    ran on to (h0's heartbeat dated 4 is late: no close, no second page) and as read at 16 (the
+    clock runs on from 17, the page's lag after it, and the page is queued once)."""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        entries = w.late_and_page()
+        w.a.reader.batch_entries = lambda lines: 3  # type: ignore[method-assign]
+        assert w.a._read() and entries == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        time.sleep(1.2)  # past claim_idle: a looks dead
+        w.at(17)
+        assert w.b._step() and entries[:1] == w.b.store.cursor().split() and not w.b.pending
+        w.at(18)
+        assert w.a._step() and entries[1:] == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        assert w.a._step() and not w.a.pending
+        assert entries[-1] == w.a.store.cursor()
+        assert [H0, "p-1"] == w.queued(), "no close, the page once"
+        assert (16, 17) == w.clock()
+        w.at(40)
+        w.a._tick()
+        assert [H0, "p-1"] == w.queued(), "no second page"
+
+
+def test_a_claimed_stream_batch_with_a_gap_committed_entry_by_entry_keeps_its_idle_moment_and_arrival(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that dies read h0's heartbeat dated 4 and a page dated 15, and b read the entry
+    between them (another producer's), keeping it fresh while it waits. Worker a claims the two
+    at 16 (after its idle moment); its commit at 18 is refused for the gap, and it commits them one
+    at a time as it read them, b's entry between them: at the clock the idle moment ran on to (the
+    heartbeat is late: no close, no second page) and as read at 16 (the clock runs on from 17, the
+    page's lag after it, and the page is queued once)."""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        first = w.add({"ts": w.start + 4, "event": "heartbeat", "host": "h0"})
+        w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+        between = w.add({"message": "not rulesd's"})
+        assert w.b._read() and between == w.b.pending[0].entries.ids  # type: ignore[union-attr]
+        last = w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+        w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+        time.sleep(1.2)  # past claim_idle: the dead worker's entries may be claimed
+        w.b.reader.refresh([p.entries for p in w.b.pending if p.entries is not None])
+        w.a.reader.batch_entries = lambda lines: 3  # type: ignore[method-assign]
+        assert w.a._read() and first + last == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        w.at(18)
+        with caplog.at_level(logging.INFO, logger="rulesd"):
+            assert w.a._step() and [first, last] == [p.entries.ids for p in w.a.pending]  # type: ignore[union-attr]
+        said = f"claimed stream entries {first[0]}..{last[0]} have another instance's entries between them"
+        assert said in caplog.text
+        assert w.a._step() and first == w.a.store.cursor().split()
+        assert w.a._step() and 1 == len(w.a.pending), "its turn comes after b's entry"
+        assert w.b._step() and not w.b.pending
+        assert w.a._step() and not w.a.pending
+        assert last == w.a.store.cursor().split()
+        assert [H0, "p-1"] == w.queued(), "no close, the page once"
+        assert (16, 17) == w.clock()
+        w.at(40)
+        w.a._tick()
+        assert [H0, "p-1"] == w.queued(), "no second page"
+
+
+@pytest.mark.parametrize("between", ["another instance's commit", "a reload"])
+def test_a_retry_made_with_other_alerts_than_its_first_try_is_what_is_queued_again_when_redis_loses_its_data(
+    tmp_path: Path, redis_server: RedisServer, between: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """a's first try at its page is not made (Redis unreachable); then b commits a page of its
+    own (the threshold's 2 is then a's to complete), or the rules are reloaded (the alias becomes
+    'u'); a's retry is made, firing 't' or 'u', but its answer is lost; then Redis loses its
+    data. a queues again what its retry queued: 't' (it queued the first try's nothing, and the
+    page was lost) or 'u' alone (it queued the first try's 't' too, a page no commit made)."""
+    rules = THRESHOLD_PAGE if between != "a reload" else PAGE_RULES.replace("'p-{id}'", "'t'")
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=rules)
+    with contextlib.ExitStack() as stack:
+        a, b = (in_process(stack, fleet.on_file(name, tmp_path / f"{name}.jsonl", redis_server.url)) for name in "ab")
+        for i, name in enumerate("ab"):
+            (tmp_path / f"{name}.jsonl").write_text(json.dumps({"kind": "page", "id": i}) + "\n")
+        commit = a.store.commit
+
+        def not_made(**kwargs: Any) -> int:
+            raise StateUnavailable("Redis unavailable: Error 111 connecting to 127.0.0.1. Connection refused.")
+
+        a.store.commit = not_made  # type: ignore[method-assign]
+        with pytest.raises(StateUnavailable):
+            a._step()
+        a.store.commit = commit  # type: ignore[method-assign]
+        if between == "a reload":
+            (tmp_path / "rules" / "rules.yaml").write_text(rules.replace("'t'", "'u'"))
+            assert a.reload()
+            made = ["u"]
+        else:
+            assert b._step() and [] == queued_aliases(b)
+            made = ["t"]
+        with caplog.at_level(logging.INFO, logger="rulesd"):
+            step_with_its_answer_lost(a)
+        assert "batch not committed (its answer was lost): applied again" in caplog.text
+        assert made == queued_aliases(a), "made"
+        redis_server.client().flushall()
+        assert a._step() and not a.pending
+        assert made == queued_aliases(a)
+
+
+@pytest.mark.parametrize("how", ["read", "claimed from a dead worker"])
+def test_a_stream_batch_in_hand_when_redis_restarts_without_its_data_is_committed_and_the_worker_goes_on(
+    tmp_path: Path, redis_server: RedisServer, how: str
+) -> None:
+    """Worker a holds a page's entry (read, or claimed from a dead worker) when Redis restarts
+    without its data, the stream with it: a commits the page it holds (the only copy of it left),
+    queues again the alert Redis lost, and reads on. (The commit script failed on the stream gone,
+    an error that ended the worker; a claimed batch was refused as one with a gap between its
+    entries, again and again, and the worker read nothing more.)"""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        held = w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+        if how != "read":
+            w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+            time.sleep(1.2)  # past claim_idle
+        assert w.a._read() and held == w.a.pending[0].entries.ids  # type: ignore[union-attr]
+        redis_server.restart_empty()
+        assert w.a._step() and not w.a.pending
+        assert held == w.a.store.cursor().split()
+        assert [H0, "p-1"] == w.queued()
+        w.client = redis_server.client()
+        w.add({"ts": w.start + 16, "kind": "page", "id": 2})
+        assert not w.a._step(), "the consumer group is gone: made again"
+        assert w.a._step() and not w.a.pending
+        assert [H0, "p-1", "p-2"] == w.queued()
+
+
+@pytest.mark.parametrize("mode", ["fleet", "stream"])
+def test_a_stop_with_a_batch_refused_for_its_rules_says_the_batch_was_not_committed_and_where_it_is(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    """A rolling deploy: another instance published other rules, so a keeps its batch; a is
+    stopped before its own restart with them. The stop says the batch was not committed, why, and
+    where its events are (read again at the next start, or pending for another worker to claim).
+    (It said nothing: the stop's summary counted the events as if committed.)"""
+    with contextlib.ExitStack() as stack:
+        if mode == "fleet":
+            a = on_pages(stack, tmp_path, redis_server, PAGE_RULES, 2)
+        else:
+            w = Workers(stack, tmp_path, redis_server)
+            w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+            a = w.a
+        a.store.client.set(a.store.k.rules, "0123456789abcdef")
+        assert a._step() and 1 == len(a.pending)
+        a.stop_requested.set()
+        with caplog.at_level(logging.WARNING, logger="rulesd"):
+            a._loop()  # (stopping at once)
+        where = "its 1 stream entries stay pending" if mode == "stream" else "its lines are read again"
+        said = "the batch read was not committed (refusing to commit: rule set "
+        assert said in caplog.text and where in caplog.text, caplog.text
+
+
+def test_a_stop_while_a_batch_waits_its_turn_says_so_and_not_an_older_error(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker a holds a batch behind an entry a dead worker read (not yet idle for claim_idle)
+    when it is stopped, after an error said earlier: the stop says the batch waited its turn,
+    not that error (it gave the last error, whatever it was, as the reason)."""
+    with contextlib.ExitStack() as stack:
+        w = Workers(stack, tmp_path, redis_server)
+        w.add({"ts": w.start + 15, "kind": "page", "id": 1})
+        w.client.xreadgroup("rulesd", "dead", {STREAM: ">"}, count=1)
+        w.add({"ts": w.start + 15, "kind": "page", "id": 2})
+        w.a._lost("Redis lost the shared state (restarted without its data, flushed, or its keys evicted): …")
+        assert w.a._step() and 1 == len(w.a.pending) and [] == w.queued()[1:]
+        w.a.stop_requested.set()
+        with caplog.at_level(logging.WARNING, logger="rulesd"):
+            w.a._loop()  # (stopping at once)
+        assert "the batch read was not committed (stopped before its turn came): its 1 stream entries" in caplog.text

@@ -179,10 +179,9 @@ class SharedEngine:
         return self.requeue + [r for r in self.redo if r not in requests] + requests
 
     def doubt(self, token: str, requests: list[dict[str, Any] | Request]) -> None:
-        """The answer of commit `token`, which would queue `requests`, was lost. Its first try's
-        are kept: a try after one that was made applied the batch twice (and is refused)."""
-        if self.in_doubt[0] != token:
-            self.in_doubt = (token, requests)
+        """The answer of commit `token`, which would queue `requests`, was lost (the daemon asks
+        Redis whether it was made before it tries again, `resolved`)."""
+        self.in_doubt = (token, requests)
 
     def resolved(self) -> None:
         """Redis told whether the commit in doubt was made (its alerts are then remembered as any)."""
@@ -307,6 +306,8 @@ class SharedDaemon(Daemon):
         never moved back: the commit is made on the state synced, again if another was first."""
         # A Redis that hangs holds it no longer than the delivery's grace would.
         self.store.bound(time.monotonic() + STOP_GRACE)
+        if self.pending:
+            self._said_kept()
         if not self._started:
             return
         if self.stats.state_problem is not None:  # said as when Redis went away unnoticed
@@ -321,6 +322,20 @@ class SharedDaemon(Daemon):
             except StateUnavailable as exc:
                 log.warning("state unavailable at the stop: the clock is left as last committed: %s", exc)
                 return
+
+    def _said_kept(self) -> None:
+        """A stop with batches read and not committed (refused for the rules, Redis unavailable):
+        said, with where their events are then, as the single-host daemon says its batch kept."""
+        entries = sum(len(p.entries.ids) for p in self.pending if p.entries is not None)
+        refused = self.stats.last_error if (self.stats.last_error or "").startswith(REFUSING) else None
+        log.warning(
+            "the batch read was not committed (%s): %s",
+            self.stats.state_problem or refused or "stopped before its turn came",
+            f"its {entries} stream entries stay pending, claimed after claim_idle by a running worker"
+            " (this one, restarted)"
+            if self.reader is not None
+            else "its lines are read again at the next start",
+        )
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         # Redis's answers are waited for as long as the grace lasts, then `LAST_WAIT` each (the
@@ -391,12 +406,14 @@ class SharedDaemon(Daemon):
         self._batches += 1
         return f"{self.store.token}:{self._batches}"
 
-    def _prepare_entries(self, entries: EntryBatch, idle: float | None = None) -> Prepared:
+    def _prepare_entries(
+        self, entries: EntryBatch, idle: float | None = None, arrival: float | None = None
+    ) -> Prepared:
+        """Entries matched as read at `arrival` (default now), after the idle moment `idle`."""
         assert self.reader is not None and self._stream_parser is not None
         run = Lines(self.reader.stream, 0, entries.lines, 0)
-        prepared = self._match(
-            [(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], self.clock()
-        )
+        now = self.clock() if arrival is None else arrival
+        prepared = self._match([(self.reader.stream, run, self._stream_parser, entries.where(self.reader.stream))], now)
         prepared.entries, prepared.idle = entries, idle
         return self._named(prepared)
 
@@ -424,6 +441,7 @@ class SharedDaemon(Daemon):
             if not self._runs_published():
                 self._refuse(self.shared.published)
                 return
+            made = self._resolve_doubt(prepared)
             before, counts = engine.now, engine.counts()
             new, results, alerts = self._apply_batch(prepared)
             requests = self.shared.first(new)
@@ -438,6 +456,8 @@ class SharedDaemon(Daemon):
             wall = engine.idle_wall(prepared.arrival) if latest else prepared.arrival
             tally = _tally(prepared.matched, alerts, counts, engine.counts())
             try:
+                if made is not None:  # (applied all the same: what its lines count is counted as any)
+                    raise Conflict("taken", "", made)
                 store.commit(
                     positions=positions,
                     payloads=requests,
@@ -494,6 +514,21 @@ class SharedDaemon(Daemon):
         self.engine.rewind(_plus(self.engine.counts(), tally))  # its evictions and closes count once
         return tally, made.queued
 
+    def _resolve_doubt(self, prepared: Prepared) -> Made | None:
+        """A batch whose commit's answer was lost: Redis is asked whether it was made before it is
+        applied again (the commit is found made, or fenced off and tried again under a new name).
+        So the alerts in doubt are always those of the one try that may have been made: a retry
+        applies the batch on another state (others committed since, a reload) and may queue others,
+        which are the ones to queue again if Redis then loses its data."""
+        if self.shared.in_doubt[0] != prepared.token:
+            return None
+        made = self.store.resolve(prepared.token)
+        self.shared.resolved()
+        if made is None:
+            log.info("batch not committed (its answer was lost): applied again")
+            prepared.token = self._token()
+        return made
+
     def _resolve_lost_tick(self) -> None:
         """An idle pass whose commit's answer was lost is counted if Redis made it (before this
         instance commits anything else, which would replace the record Redis keeps of it)."""
@@ -542,6 +577,9 @@ class SharedDaemon(Daemon):
         # The batches made here keep the idle moment before the refused one: the first of them
         # to commit runs the committed clock on to it (a claimed entry was read after it too, or
         # the stream would not have been idle), so a late line is judged as it would have been.
+        # The refused batch's parts keep when it was read too: their events (an event's time when
+        # it has none) and the wall time the clock runs on from are not moved to the refusal.
+        part = partial(self._prepare_entries, idle=idle, arrival=prepared.arrival)
         if conflict.why == "taken":
             rest = entries.after(conflict.detail)
             log.info(
@@ -550,9 +588,14 @@ class SharedDaemon(Daemon):
                 entries.ids[-1],
                 "dropped" if rest is None else f"the {len(rest.ids)} after {conflict.detail} kept",
             )
-            self.pending[0:1] = [] if rest is None else [self._prepare_entries(rest, idle)]
+            self.pending[0:1] = [] if rest is None else [part(rest)]
         elif conflict.why == "gap":
-            self.pending[0:1] = [self._prepare_entries(single, idle) for single in entries.singles()]
+            log.info(
+                "claimed stream entries %s..%s have another instance's entries between them: committed one at a time",
+                entries.ids[0],
+                entries.ids[-1],
+            )
+            self.pending[0:1] = [part(single) for single in entries.singles()]
         else:  # turn: an earlier entry is not committed yet; claim it if its reader is gone
             claimed = self.reader.claim(self.reader.batch_entries(BATCH_LINES))
             if claimed is not None:

@@ -48,8 +48,9 @@ return false
 # Returns {'ok', version, the last outbox id given ('0': none)} or {why, detail} with why: rules
 # (published hash), version (current), taken (the batch was committed by another instance; by
 # this one if detail is '': then with the note it was committed with and the outbox entries it
-# queued that are still queued), turn (an earlier entry is uncommitted), gap (the batch is not
-# contiguous in the stream), fenced (`RESOLVE` found the commit not made: it came too late).
+# queued that are still queued), turn (an earlier entry is uncommitted), gap (another's entry
+# is between the batch's: a claimed batch is committed one entry at a time), fenced (`RESOLVE`
+# found the commit not made: it came too late).
 COMMIT = (
     LAST_COMMIT
     + """
@@ -60,6 +61,17 @@ local function id_less_or_equal(a, b)
   if am ~= bm then return am < bm end
   return as <= bs
 end
+-- Whether an entry between a claimed batch's first and last (ARGV[12], ARGV[13]) is not one of
+-- its `span` ids (from ARGV[at]): another instance's, pending. Its own that the stream no longer
+-- holds (Redis lost it, or someone deleted them) are no gap: the batch has their events.
+local function gap(stream, at, span)
+  local mine = {}
+  for j = at, at + span - 1 do mine[ARGV[j]] = true end
+  for _, entry in ipairs(redis.call('XRANGE', stream, ARGV[12], ARGV[13], 'COUNT', span + 1)) do
+    if not mine[entry[1]] then return true end
+  end
+  return false
+end
 local published = redis.call('GET', KEYS[2])
 if published ~= ARGV[2] then return {'rules', published or ''} end
 if ARGV[17] ~= '' then
@@ -69,6 +81,8 @@ if ARGV[17] ~= '' then
 end
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then return {'version', tostring(version)} end
+local n_up, n_del, n_pos, n_out, n_ack = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
+  tonumber(ARGV[10]), tonumber(ARGV[14])
 local group = ARGV[11]
 local cursor
 if group ~= '' then
@@ -78,12 +92,10 @@ if group ~= '' then
     return {'turn', cursor}
   end
   local span = tonumber(ARGV[15])
-  if span > 0 and #redis.call('XRANGE', KEYS[10], ARGV[12], ARGV[13], 'COUNT', span + 1) ~= span then
+  if span > 0 and gap(KEYS[10], 20 + 2 * n_up + n_del + 2 * n_pos + 3 * n_out, span) then
     return {'gap', cursor}
   end
 end
-local n_up, n_del, n_pos, n_out, n_ack = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
-  tonumber(ARGV[10]), tonumber(ARGV[14])
 local i = 20
 local touched = {}
 if ARGV[5] == '1' then
@@ -135,15 +147,18 @@ if group ~= '' then
   redis.call('SET', KEYS[11], ARGV[13])
   -- Trimmed only below what every consumer group of the stream is done with: another one (a
   -- second fleet, a user's own consumer) may not have read or acknowledged what this one committed.
-  local floor = ARGV[13]
-  for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[10])) do
-    local g = {}
-    for j = 1, #info, 2 do g[info[j]] = info[j + 1] end
-    local held = g['last-delivered-id']
-    if tonumber(g['pending']) > 0 then held = redis.call('XPENDING', KEYS[10], g['name'])[2] end
-    if not id_less_or_equal(floor, held) then floor = held end
+  -- No stream (Redis lost it with the batch read before): nothing to trim, and XINFO would fail.
+  if redis.call('EXISTS', KEYS[10]) == 1 then
+    local floor = ARGV[13]
+    for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[10])) do
+      local g = {}
+      for j = 1, #info, 2 do g[info[j]] = info[j + 1] end
+      local held = g['last-delivered-id']
+      if tonumber(g['pending']) > 0 then held = redis.call('XPENDING', KEYS[10], g['name'])[2] end
+      if not id_less_or_equal(floor, held) then floor = held end
+    end
+    redis.call('XTRIM', KEYS[10], 'MINID', '~', floor)
   end
-  redis.call('XTRIM', KEYS[10], 'MINID', '~', floor)
 end
 return {'ok', tostring(version), tostring(seq)}
 """
