@@ -106,6 +106,11 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
             "http is allowed only for loopback hosts; use https",
         ),
         (
+            "opsgenie: {alert_url: 'https://api..opsgenie.com/v2/alerts'}\n",
+            "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'https://api..opsgenie.com/v2/alerts': "
+            "'api..opsgenie.com' is no host name (a label is empty or over 63 characters)",
+        ),
+        (
             "opsgenie: {max_age: 3 days}\n",
             'rulesd.yaml:1:21: error: opsgenie.max_age: "3 days": a duration is a number of seconds or a string '
             "like 30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)",

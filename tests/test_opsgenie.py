@@ -533,6 +533,7 @@ def test_redact(text: str, expected: str) -> None:
         "http://[::1]:9000/v2/alerts",
         "http://localhost/v2/alerts",
         "http://LOCALHOST:8000/v2/alerts",
+        "https://bücher.example/v2/alerts",
     ],
 )
 def test_valid_alert_urls(url: str) -> None:
@@ -554,6 +555,8 @@ def test_valid_alert_urls(url: str) -> None:
         "",
         "https://user:pw@api.opsgenie.com/v2/alerts",
         "https://api.opsgenie.com:notaport/v2/alerts",
+        "https://api..opsgenie.com/v2/alerts",
+        f"https://{'a' * 64}.example.com/v2/alerts",
     ],
 )
 def test_invalid_alert_urls(url: str) -> None:

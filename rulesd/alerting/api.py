@@ -132,6 +132,12 @@ def validate_alert_url(url: str) -> str:
         # Credentials in a URL end up in logs and error messages.
         raise ValueError("alert_url must not contain credentials (user:password@)")
     _ = parts.port  # raises ValueError for a malformed port
+    try:
+        host.encode("idna")  # as every connection looks it up
+    except UnicodeError:
+        raise ValueError(
+            f"alert_url {url!r}: {host!r} is no host name (a label is empty or over 63 characters)"
+        ) from None
     if scheme == "https" or (scheme == "http" and is_loopback(host)):
         return url
     if scheme == "http":
