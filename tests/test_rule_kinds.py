@@ -784,6 +784,29 @@ def test_an_absence_changed_so_that_nothing_closes_its_alerts_closes_them_at_the
         assert not [a for a in run(engine, [(400, beat("pay-1")), (3000, None)]) if a[0] == "close"]
 
 
+def test_a_regrouped_absence_watches_its_hosts_under_the_groups_their_last_heartbeats_make() -> None:
+    """group_by [host] to [host, dc]: pay-1, silent and paged, keeps its alert open (closed by its
+    alias when it beats again), and pay-2, still beating at the reload, is paged for when silent
+    for the window after its last heartbeat. To [dc]: pay-1 and pay-2 are one group, as the latest
+    of them (pay-2, not silent), so pay-1's alert is closed at the reload; the group pages when
+    pay-2 falls silent."""
+    rule = HEARTBEAT.replace(", expect: [{host: pay-1}, {host: pay-9}]", "")
+    steps: list[Step] = [(0, {**beat("pay-1"), "dc": "a"}), (10, {**beat("pay-2"), "dc": "a"})]
+    steps += [(200, {**beat("pay-2"), "dc": "a"}), (300, None)]
+    engine = engine_for(rule)
+    assert [("alert", HEARTBEAT_RULE, 1)] == run(engine, steps)
+    assert [] == reload(engine, rule.replace("[host]", "[host, dc]"))
+    assert [] == run(engine, [(499, None)])
+    assert [("alert", HEARTBEAT_RULE)] == [a[:2] for a in run(engine, [(500, None)])]
+    assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(600, {**beat("pay-1"), "dc": "a"})])
+    engine = engine_for(rule)
+    run(engine, steps)
+    note = "resolved: payments-heartbeat-missing (rule changed)"
+    assert [("close", HEARTBEAT_RULE, PAY_1, note)] == reload(engine, rule.replace("[host]", "[dc]"))
+    assert [] == run(engine, [(499, None)])
+    assert [("alert", HEARTBEAT_RULE)] == [a[:2] for a in run(engine, [(500, None)])]
+
+
 def test_a_changed_rule_that_still_resolves_closes_its_open_group_after_the_quiet_period() -> None:
     """Edited but still resolving, the rule keeps its open groups: a group closes once quiet
     for the new `after` since its last firing, a firing of the edited rule counting; without

@@ -357,6 +357,7 @@ class Engine:
                         self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
                     elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
                         self._table(ABSENCE, name)[key] = st
+                self._regroup_absence(rule, absences, silent)
             if isinstance(rule.kind, Sequence):
                 for key, st in sequences.items():
                     if self._still_waiting(rule, rule.kind, key, st):  # its timer is set again, for the new `for`
@@ -367,6 +368,31 @@ class Engine:
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
+
+    def _regroup_absence(self, rule: Rule, absences: dict[GroupKey, Any], silent: dict[GroupKey, Any]) -> None:
+        """An absence whose group_by an edit changed keeps watching each group whose last event
+        has every group_by field, under the group that event makes now (of several old groups
+        that make one, the latest seen), as an edit that keeps group_by does: one whose last
+        event it still matches, and a silent one, whose alert stays open, closed by the alias
+        it went out with when its events return, rather than closed at the reload while the
+        host is still down with nothing left to page for it again. The silent groups not moved
+        stay in `silent`, to be let go of."""
+        getters, table = rule.group_getters, self._table(ABSENCE, rule.name)
+        latest: dict[GroupKey, tuple[GroupKey, Any]] = {}
+        for key, st in absences.items():
+            event = st["event"]
+            if self._grouped_alike(rule, key, event) or (key not in silent and not rule.match(event)):
+                continue
+            if any(get(event) is MISSING for get in getters):
+                continue  # (a field the old events lack would put them all in one group)
+            new = self._group_key(getters, event) if getters else NO_GROUP
+            if new not in table and (new not in latest or latest[new][1]["last"] < st["last"]):
+                latest[new] = (key, st)
+        for new, (key, st) in latest.items():
+            table[new] = st
+            if silent.pop(key, None) is not None:  # it holds its alert under its new group now
+                self._holders.replaced((ABSENCE, rule.name, key), st, None)
+                self._holders.replaced((ABSENCE, rule.name, new), None, st)
 
     def _still_waiting(self, rule: Rule, kind: Sequence, key: GroupKey, st: dict[str, Any]) -> bool:
         """Whether an edited sequence (`rule`) would be waiting as the group `st` of its old
