@@ -267,6 +267,20 @@ def test_an_edited_sequence_still_pages_for_a_backup_that_started_before_the_edi
     assert ["backup on db1 never finished"] == pages
 
 
+def test_a_regrouped_sequence_still_pages_for_a_backup_that_started_before_the_edit(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """db1 starts a backup; the rule is regrouped (group_by [host] to [host, dc]) and reloaded
+    by SIGHUP while it waits. The backup never finishes: db1 is paged for 6 s after its start,
+    under its new group. (An edited group_by dropped every wait, and nobody was paged.)"""
+    rule = BACKUP.replace("2h", "6s")
+    edited = rule.replace("[host]", "[host, dc]")
+    after, pages = paged_after_an_edit(tmp_path, server, (rule, edited), "sequence", [{**backup("started"), "dc": "a"}])
+    assert after > 5.5, "paged before 6 s had passed"
+    assert 1 == len(pages)
+    assert 'rulesd: backup-never-finished: {"host":"db1","dc":"a"}' == creates(server)[0].json()["alias"]
+
+
 def test_an_edited_sequence_still_pages_for_a_chain_part_way_through_its_steps(
     tmp_path: Path, server: FakeOpsGenie
 ) -> None:

@@ -674,6 +674,30 @@ def test_an_edited_sequence_keeps_the_waits_at_its_absent_step_it_would_have_mad
         assert [("alert", ("backup-never-finished",), 1)] == run(each, [(10800, None), (20000, None)])
 
 
+def test_a_regrouped_sequence_waits_on_in_the_groups_the_starts_make() -> None:
+    """group_by [host] to [host, dc] while db1 and db2 wait for their backups to finish: each
+    waits on in its new group, paged for when due (db2's finish, of the new group, ends its
+    wait); to [dc], the two waits of one dc are one, due at the first start; a start without a
+    dc (a field the old events lack) is forgotten, rather than make one group of every host.
+    The same at a start under the edited rule from the state saved under the old one."""
+    starts: list[Step] = [(0, {**backup("started"), "dc": "a"}), (10, {**backup("started", host="db2"), "dc": "a"})]
+    starts += [(20, backup("started", host="db3"))]
+    for group_by, steps, paged in [
+        ("[host, dc]", [(7000, {**backup("finished", host="db2"), "dc": "a"}), (7199, None)], [(7200, 1)]),
+        ("[dc]", [(7199, None)], [(7200, 1)]),
+    ]:
+        engine = engine_for(BACKUP)
+        assert [] == run(engine, [*starts, (3600, None)])
+        saved = json.loads(json.dumps(engine.state.to_json()))
+        edited = BACKUP.replace("[host]", group_by)
+        assert [] == reload(engine, edited)
+        restarted = Engine(ruleset_from_yaml(edited), EngineState.from_json(saved), time_field="t")
+        for each in (engine, restarted):
+            assert [] == run(each, steps), group_by
+            expected = [("alert", ("backup-never-finished",), number) for _, number in paged]
+            assert expected == run(each, [(at, None) for at, _ in paged] + [(20000, None)]), group_by
+
+
 def test_an_edited_sequence_forgets_a_wait_its_first_step_would_not_have_done() -> None:
     """Two starts 60 s apart armed the wait: edited to need three starts, or to fit them in 1m
     (`within`, half-open), the wait is forgotten; to fit them in 2m, it pages as before."""

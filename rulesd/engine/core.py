@@ -336,7 +336,7 @@ class Engine:
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
         longer window) does not stop watching a host that falls silent before it beats again;
-        so are a sequence's waits at its absent step (`_still_waiting`)."""
+        so are a sequence's waits at its absent step (`_waits_in`)."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
         absences = tables.get(ABSENCE, {}).get(name, {})
@@ -359,12 +359,7 @@ class Engine:
                         self._table(ABSENCE, name)[key] = st
                 self._regroup_absence(rule, absences, silent)
             if isinstance(rule.kind, Sequence):
-                for key, st in sequences.items():
-                    if self._still_waiting(rule, rule.kind, key, st):  # its timer is set again, for the new `for`
-                        after = st.get("after", st["start"])
-                        self._table(SEQUENCE, name)[key] = {**st, "due": after + rule.kind.steps[-1].wait}
-                    elif (kept := _progress_kept(rule.kind, st, done)) is not None:
-                        self._table(SEQUENCE, name)[key] = kept
+                self._keep_progress(rule, rule.kind, sequences, done)
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
@@ -394,22 +389,46 @@ class Engine:
                 self._holders.replaced((ABSENCE, rule.name, key), st, None)
                 self._holders.replaced((ABSENCE, rule.name, new), None, st)
 
-    def _still_waiting(self, rule: Rule, kind: Sequence, key: GroupKey, st: dict[str, Any]) -> bool:
-        """Whether an edited sequence (`rule`) would be waiting as the group `st` of its old
-        definition waits at the absent step: the edited rule ends at an absent step the group's
-        step number is, the event that completed the step before it (which the wait holds)
-        still matches that step and is put in the same group, the steps were done within the
-        edited `within`, and, if that step is the first, the first-step events counted are still
-        enough. Progress short of the wait holds only times, not events, so it cannot be judged
-        again: it is forgotten."""
+    def _keep_progress(
+        self, rule: Rule, kind: Sequence, sequences: dict[GroupKey, Any], done: dict[str, Any] | None
+    ) -> None:
+        """Of the groups of an edited sequence (`sequences`, before the edit), keep the waits at
+        the absent step it would have made (`_waits_in`; of several that make one group, the one
+        due first, as a group waits for its first start) and the progress it keeps
+        (`_progress_kept`). A wait's timer is set again from the state, for the new `for`."""
+        groups = self._table(SEQUENCE, rule.name)
+        for key, st in sequences.items():
+            if (group := self._waits_in(rule, kind, key, st)) is not None:
+                due = st.get("after", st["start"]) + kind.steps[-1].wait
+                if group not in groups or groups[group].get("due", due) > due:
+                    groups[group] = {**st, "due": due}
+            elif (kept := _progress_kept(kind, st, done)) is not None:
+                groups[key] = kept
+
+    def _waits_in(self, rule: Rule, kind: Sequence, key: GroupKey, st: dict[str, Any]) -> GroupKey | None:
+        """The group in which an edited sequence (`rule`) would be waiting as the group `key`
+        (`st`) of its old definition waits at the absent step, if it would: the edited rule ends
+        at an absent step the group's step number is, the event that completed the step before
+        it (which the wait holds) still matches that step, the steps were done within the
+        edited `within`, and, if that step is the first, the first-step events counted are
+        still enough. The group is the one that event makes (another under an edited group_by,
+        if it has every group_by field: a field the old events lack would put every wait in
+        one group). Progress short of the wait holds only times, not events, so it cannot be
+        judged again: it is forgotten."""
         steps = kind.steps
         if st.get("due") is None or not steps[-1].absent or st["step"] != len(steps) - 1:
-            return False
+            return None
+        event: Event = st["event"]
         if kind.within is not None and not st.get("after", st["start"]) - st["start"] < kind.within:
-            return False
+            return None
         if len(steps) == 2 and len(st["firsts"]) < steps[0].count:
-            return False
-        return steps[-2].match(st["event"]) and self._grouped_alike(rule, key, st["event"])
+            return None
+        if not steps[-2].match(event):
+            return None
+        getters = rule.group_getters
+        if self._grouped_alike(rule, key, event) or not any(get(event) is MISSING for get in getters):
+            return self._group_key(getters, event) if getters else NO_GROUP
+        return None
 
     def _note_steps(self, name: str, kind: Sequence) -> None:
         """Save with the state what identifies the steps of a sequence and its group_by, for
