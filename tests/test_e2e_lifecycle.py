@@ -89,6 +89,35 @@ def test_an_absence_fires_while_idle_and_closes_when_events_return(
     assert 0 == daemon.terminate()
 
 
+def test_a_host_that_flaps_then_dies_within_the_throttle_is_paged_when_it_ends(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """w1 (2 s window, 6 s throttle) falls silent and is paged, beats again (its alert closed),
+    then dies for good within the throttle; the daemon is restarted meanwhile. w1 is paged again
+    once, when the throttle ends, about 6 s after the first page, under the same alias; the
+    heartbeat that comes then closes it. (The silence the throttle held back was never paged:
+    w1 stayed dead with its alert closed and nobody paged.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT + "throttle: 6s\n")
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    first = time.monotonic()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    time.sleep(2.5)  # silent again: held back by the throttle
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), ws.all_output()
+    assert time.monotonic() - first > 4.5, "paged again before the throttle ended"
+    assert [ALIAS, ALIAS] == [r.json()["alias"] for r in creates(server)]
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(closes(server)) == 2, timeout=10), daemon.output()
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert (2, 2) == (len(creates(server)), len(closes(server)))
+
+
 def test_a_close_that_finds_no_alert_counts_as_done(tmp_path: Path) -> None:
     """OpsGenie answers 404 when the alert was closed or deleted already: nothing is retried or
     dead-lettered, and the outbox is empty."""

@@ -445,6 +445,27 @@ def test_throttle_applies_to_every_kind() -> None:
     assert [("alert", ("spray",), 3)] == run(engine, steps)
 
 
+def test_a_silence_the_throttle_holds_back_is_paged_when_the_throttle_ends() -> None:
+    """pay-1 falls silent (paged at 300), beats again (closed), and falls silent for good within
+    its 1h throttle: paged once, at 3600 + 300, when the throttle ends, and not again; a
+    silence that ends before the throttle does pages nothing. The same after a restart from
+    the state saved while the page was held back. (A held silence was never paged: a host that
+    flapped and then died stayed unpaged, its alert closed.)"""
+    rule = HEARTBEAT.replace(", expect: [{host: pay-1}, {host: pay-9}]", "") + "throttle: 1h\n"
+    engine = engine_for(rule)
+    flap: list[Step] = [(0, beat("pay-1")), (300, None), (400, beat("pay-1")), (3000, None)]
+    assert [("alert", HEARTBEAT_RULE, 1), ("close", HEARTBEAT_RULE, PAY_1)] == run(engine, flap)
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    restarted = Engine(ruleset_from_yaml(rule), EngineState.from_json(saved), time_field="t")
+    restarted.resume(engine.now)
+    for each in (engine, restarted):
+        assert [] == run(each, [(3899, None)])
+        assert [("alert", HEARTBEAT_RULE)] == [a[:2] for a in run(each, [(3900, None), (9000, None)])]
+    engine = engine_for(rule)
+    run(engine, flap)
+    assert [] == run(engine, [(3500, beat("pay-1")), (3800, beat("pay-1")), (4000, None)])
+
+
 def test_a_firing_the_throttle_holds_back_keeps_the_groups_alert_open() -> None:
     """Errors every minute for 20 minutes, throttled to one alert per 10 minutes, resolved after
     5 quiet minutes: the alert stays open while they go on (the firings the throttle holds back

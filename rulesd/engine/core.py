@@ -533,7 +533,7 @@ class Engine:
         rule = self._rules.get(name)
         if rule is None:
             return
-        if kind == ABSENCE and isinstance(rule.kind, Absence) and not st["open"]:
+        if kind == ABSENCE and isinstance(rule.kind, Absence) and not _silent_alert(st):
             self._timers.add(st["last"] + rule.kind.window, ABSENCE, name, key)
         elif kind == OPEN and rule.resolve is not None:
             self._timers.add(st["last"] + rule.resolve, OPEN, name, key)
@@ -1083,17 +1083,22 @@ class Engine:
     def _absence_due(self, rule: Rule, group: GroupKey, due: float) -> None:
         kind = rule.kind
         st = self.state.tables.get(ABSENCE, {}).get(rule.name, {}).get(group)
-        if st is None or st["open"] or not isinstance(kind, Absence):
+        if st is None or _silent_alert(st) or not isinstance(kind, Absence):
             return
         if st["last"] + kind.window > due:  # seen since the timer was set: wait for the new due time
             self._timers.add(st["last"] + kind.window, ABSENCE, rule.name, group)
             return
+        if rule.throttle and not self._allowed(rule, group, due):
+            # Held back, not dropped: a silence that outlasts the throttle is paged when it ends
+            # (a host that flapped and then died would otherwise never be paged for again).
+            throttled = self.state.tables[THROTTLE][rule.name][group] + rule.throttle
+            self._timers.add(throttled, ABSENCE, rule.name, group)
+            return
         st["open"] = True
+        st["aliases"] = [alias := alert_alias((rule,), st["event"])]  # closed by it when events return
+        self._holders.add(alias, (ABSENCE, rule.name, group))
         self._touch(ABSENCE, rule.name, group)
-        if not rule.throttle or self._allowed(rule, group, due):
-            st["aliases"] = [alias := alert_alias((rule,), st["event"])]  # closed by it when events return
-            self._holders.add(alias, (ABSENCE, rule.name, group))
-            self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+        self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
 
     def _absent_step_due(self, rule: Rule, group: GroupKey, due: float) -> None:
         groups = self.state.tables.get(SEQUENCE, {}).get(rule.name, {})
@@ -1218,7 +1223,7 @@ class Engine:
         for kind, name, groups in tables:
             if kind == OPEN:  # every open group holds its alert
                 holding += [(float(value["last"]), kind, name, key) for key, value in groups.items()]
-            elif kind == ABSENCE:  # a silent group holds one (unless its throttle kept it quiet)
+            elif kind == ABSENCE:  # a silent group holds one (once paged: not while its throttle holds it back)
                 rule = self._rules.get(name)
                 expected = set(rule.kind.expect) if rule is not None and isinstance(rule.kind, Absence) else set()
                 for key, value in groups.items():
@@ -1333,8 +1338,9 @@ def _latest(st: dict[str, Any]) -> float:
 
 
 def _silent_alert(st: dict[str, Any]) -> bool:
-    """Whether an absence group holds an open alert: silent, and paged (its throttle may have
-    kept it quiet)."""
+    """Whether an absence group holds an open alert: silent, and paged (a state saved by an
+    earlier rulesd marks a silence its throttle held back as open with no alias: it is paged
+    when the throttle allows, as one held back now)."""
     return bool(st["open"] and st["aliases"])
 
 
