@@ -64,7 +64,8 @@ def test_an_absence_fires_while_idle_and_closes_when_events_return(
     tmp_path: Path, server: FakeOpsGenie, path: str
 ) -> None:
     """The alert goes out about `window` after the last heartbeat with no other event to move
-    time on, carrying that heartbeat; the next heartbeat closes it by its alias."""
+    time on, carrying that heartbeat; the next heartbeat closes it by its alias, and the log
+    names the close by it. (It said `alert 2 delivered: `, nothing more: a close has no message.)"""
     ws = Workspace(tmp_path, server.url)
     (ws.rules / "rules.yaml").write_text(HEARTBEAT)
     config = yaml.safe_load(ws.config.read_text())
@@ -87,6 +88,8 @@ def test_an_absence_fires_while_idle_and_closes_when_events_return(
     assert {"source": "rulesd", "note": "resolved: worker-heartbeat-missing"} == close.json()
     assert close.headers["Authorization"].startswith("GenieKey ")
     assert 0 == daemon.terminate()
+    # The log names what was delivered: the close by its alias (it has no message).
+    assert f"alert 2 delivered: close {ALIAS}\n" in daemon.stderr()
 
 
 def test_a_host_that_flaps_then_dies_within_the_throttle_is_paged_when_it_ends(
