@@ -70,6 +70,21 @@ def test_a_sequence_step_counts_only_events_dated_after_the_step_before(tmp_path
     assert (0, "rule tests: 4 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
 
 
+def test_a_login_after_a_second_burst_of_failures_pages_when_the_first_burst_was_too_long_ago(
+    tmp_path: Path,
+) -> None:
+    """Three failed logins from x, a pause, three more 9 minutes later, then one success: the
+    success is 10 minutes after the first burst (too slow for it) and 1 after the second, which
+    was remembered while the first waited: it pages, on that success. (The success only gave up
+    the first burst, and the second was started after it: nothing paged until another login.)"""
+    logins = [("failed", at) for at in (0, 5, 10, 540, 545, 550)] + [("succeeded", 610)]
+    events = "".join(f"      - {{at: {at}s, event: {{event: login_{what}, ip: x}}}}\n" for what, at in logins)
+    test = "  - name: the newer burst and the success page\n    events:\n" + events
+    test += "    expect_alerts: [{event: 7, rules: [login-after-brute-force]}]\n"
+    status, out = rule_tests(tmp_path, SEQUENCES, test)
+    assert (0, "rule tests: 1 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
+
+
 HEARTBEAT = """
 name: heartbeat-missing
 match: {kind: heartbeat}

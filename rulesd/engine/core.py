@@ -941,15 +941,22 @@ class Engine:
         if st is None:
             st = {"firsts": [], "step": 0, "count": 0, "start": time}
         within = kind.within
+        first = steps[0]
         if within is not None:
             # Half-open, as a threshold's window: `within` or longer after its start is too slow
             # for a later step, as the first step's events counted drop out at `within`.
-            if st["step"] > 0 and not time - st["start"] < within:  # too slow: start over
+            too_slow = st["step"] > 0 and not time - st["start"] < within
+            if too_slow:  # start over
                 st["step"], st["count"] = 0, 0
             cutoff = max(time, st["firsts"][-1] if st["firsts"] else time) - within
             st["firsts"] = [t for t in st["firsts"] if t > cutoff]
+            if too_slow and len(st["firsts"]) >= first.count and not steps[1].absent:
+                # The first step's events remembered meanwhile, still within `within`, start it
+                # again before this event counts: it may be the next step's (a newer burst of
+                # failed logins, then the login that gave up the slow attempt).
+                st["start"] = st["firsts"][0]
+                self._next_step(name, kind, group, st, event, st["firsts"][-1])
         step = st["step"]
-        first = steps[0]
         fired = False
         if step > 0 and steps[step].match(event) and time >= st.get("after", st["start"]):
             st["count"] += 1
