@@ -48,15 +48,15 @@ def close_path(base: str, alias: str) -> str:
     return f"{base}/{urllib.parse.quote(alias, safe='')}/close?identifierType=alias"
 
 
-def closed_once(server: FakeOpsGenie, daemon: DaemonProcess, alias: str, note: str) -> None:
+def closed_once(server: FakeOpsGenie, daemon: DaemonProcess, alias: str, note: str, created: int = 1) -> None:
     """`daemon` closes `alias` with `note`, and sends nothing more until it stops (within a
-    second): one alert created, one closed."""
+    second): `created` alerts created, one closed."""
     assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
     assert close_path("/v2/alerts", alias) == closes(server)[0].path
     assert note == closes(server)[0].json()["note"]
     time.sleep(1.0)
     assert 0 == daemon.terminate()
-    assert (1, 1) == (len(creates(server)), len(closes(server)))
+    assert (created, 1) == (len(creates(server)), len(closes(server)))
 
 
 @pytest.mark.parametrize("path", ["/v2/alerts", JSM_PATH])
@@ -119,6 +119,22 @@ def test_a_host_that_flaps_then_dies_within_the_throttle_is_paged_when_it_ends(
     time.sleep(1.0)
     assert 0 == daemon.terminate()
     assert (2, 2) == (len(creates(server)), len(closes(server)))
+
+
+def test_an_expected_host_an_edit_no_longer_expects_has_its_alert_closed(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """w1 and w9 are expected and never heard from: both are paged. `expect` is edited to w1
+    alone (w9 was a typo) and reloaded by SIGHUP: w9's alert is closed with the note that the
+    rule changed; w1's stays open. (w9's alert stayed open for good: no w9 heartbeat would ever
+    come to close it.)"""
+    ws = Workspace(tmp_path, server.url)
+    expecting = HEARTBEAT.replace("group_by: [host]", "group_by: [host], expect: [{host: w1}, {host: w9}]")
+    (ws.rules / "rules.yaml").write_text(expecting)
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), daemon.output()
+    (ws.rules / "rules.yaml").write_text(expecting.replace(", {host: w9}", ""))
+    daemon.proc.send_signal(signal.SIGHUP)
+    w9 = 'rulesd: worker-heartbeat-missing: {"host":"w9"}'
+    closed_once(server, daemon, w9, "resolved: worker-heartbeat-missing (rule changed)", created=2)
 
 
 def test_a_close_that_finds_no_alert_counts_as_done(tmp_path: Path) -> None:

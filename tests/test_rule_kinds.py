@@ -857,6 +857,18 @@ def test_a_regrouped_absence_watches_its_hosts_under_the_groups_their_last_heart
     assert [("alert", HEARTBEAT_RULE)] == [a[:2] for a in run(engine, [(500, None)])]
 
 
+def test_an_expected_group_never_seen_that_an_edit_no_longer_expects_has_its_alert_closed() -> None:
+    """pay-1 (seen) and pay-9 (expected, never seen) are silent and paged; `expect` is edited to
+    pay-1 alone (pay-9 was a typo, or is gone): pay-9's alert is closed at the reload, since no
+    event of it will ever come to close it; pay-1's stays open until pay-1 beats. (pay-9's
+    alert stayed open for good.)"""
+    engine = engine_for(HEARTBEAT)
+    run(engine, SILENT)
+    note = "resolved: payments-heartbeat-missing (rule changed)"
+    assert [("close", HEARTBEAT_RULE, PAY_9, note)] == reload(engine, HEARTBEAT.replace(", {host: pay-9}", ""))
+    assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(400, beat("pay-1"))])
+
+
 def test_a_changed_rule_that_still_resolves_closes_its_open_group_after_the_quiet_period() -> None:
     """Edited but still resolving, the rule keeps its open groups: a group closes once quiet
     for the new `after` since its last firing, a firing of the edited rule counting; without

@@ -353,25 +353,30 @@ class Engine:
                 for key, st in absences.items():
                     if not self._grouped_alike(rule, key, st["event"]):
                         continue
-                    if key in silent:
-                        self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
+                    if key in silent and (key in expected or not st.get(EXPECTED)):
+                        # Closed when events return. (A group only expected, never seen, that
+                        # the edit no longer expects has no events to return: it is let go of.)
+                        self._table(ABSENCE, name)[key] = silent.pop(key)
                     elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
                         self._table(ABSENCE, name)[key] = st
-                self._regroup_absence(rule, absences, silent)
+                self._regroup_absence(rule, expected, absences, silent)
             if isinstance(rule.kind, Sequence):
                 self._keep_progress(rule, rule.kind, sequences, done)
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
 
-    def _regroup_absence(self, rule: Rule, absences: dict[GroupKey, Any], silent: dict[GroupKey, Any]) -> None:
+    def _regroup_absence(
+        self, rule: Rule, expected: set[GroupKey], absences: dict[GroupKey, Any], silent: dict[GroupKey, Any]
+    ) -> None:
         """An absence whose group_by an edit changed keeps watching each group whose last event
         has every group_by field, under the group that event makes now (of several old groups
         that make one, the latest seen), as an edit that keeps group_by does: one whose last
         event it still matches, and a silent one, whose alert stays open, closed by the alias
         it went out with when its events return, rather than closed at the reload while the
-        host is still down with nothing left to page for it again. The silent groups not moved
-        stay in `silent`, to be let go of."""
+        host is still down with nothing left to page for it again. A group only expected, never
+        seen, goes on only if still expected. The silent groups not moved stay in `silent`, to
+        be let go of."""
         getters, table = rule.group_getters, self._table(ABSENCE, rule.name)
         latest: dict[GroupKey, tuple[GroupKey, Any]] = {}
         for key, st in absences.items():
@@ -381,6 +386,8 @@ class Engine:
             if any(get(event) is MISSING for get in getters):
                 continue  # (a field the old events lack would put them all in one group)
             new = self._group_key(getters, event) if getters else NO_GROUP
+            if st.get(EXPECTED) and new not in expected:  # (never seen: its events never come)
+                continue
             if new not in table and (new not in latest or latest[new][1]["last"] < st["last"]):
                 latest[new] = (key, st)
         for new, (key, st) in latest.items():
