@@ -350,8 +350,10 @@ class Engine:
                 opened = {}
             if isinstance(rule.kind, Absence):
                 expected = set(rule.kind.expect)
+                regrouped: dict[GroupKey, Any] = {}  # those its edited group_by puts in other groups
                 for key, st in absences.items():
                     if not self._grouped_alike(rule, key, st["event"]):
+                        regrouped[key] = st
                         continue
                     if key in silent and (key in expected or not st.get(EXPECTED)):
                         # Closed when events return. (A group only expected, never seen, that
@@ -359,7 +361,7 @@ class Engine:
                         self._table(ABSENCE, name)[key] = silent.pop(key)
                     elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
                         self._table(ABSENCE, name)[key] = st
-                self._regroup_absence(rule, expected, absences, silent)
+                self._regroup_absence(rule, expected, regrouped, silent)
             if isinstance(rule.kind, Sequence):
                 self._keep_progress(rule, rule.kind, sequences, done)
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
@@ -367,10 +369,11 @@ class Engine:
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
 
     def _regroup_absence(
-        self, rule: Rule, expected: set[GroupKey], absences: dict[GroupKey, Any], silent: dict[GroupKey, Any]
+        self, rule: Rule, expected: set[GroupKey], regrouped: dict[GroupKey, Any], silent: dict[GroupKey, Any]
     ) -> None:
-        """An absence whose group_by an edit changed keeps watching each group whose last event
-        has every group_by field, under the group that event makes now (of several old groups
+        """An absence whose group_by an edit changed keeps watching each group (of `regrouped`,
+        those whose last event it puts in another group now) whose last event has every
+        group_by field, under the group that event makes now (of several old groups
         that make one, the latest seen), as an edit that keeps group_by does: one whose last
         event it still matches, and a silent one, whose alert stays open, closed by the alias
         it went out with when its events return, rather than closed at the reload while the
@@ -379,9 +382,9 @@ class Engine:
         be let go of."""
         getters, table = rule.group_getters, self._table(ABSENCE, rule.name)
         latest: dict[GroupKey, tuple[GroupKey, Any]] = {}
-        for key, st in absences.items():
+        for key, st in regrouped.items():
             event = st["event"]
-            if self._grouped_alike(rule, key, event) or (key not in silent and not rule.match(event)):
+            if key not in silent and not rule.match(event):
                 continue
             if any(get(event) is MISSING for get in getters):
                 continue  # (a field the old events lack would put them all in one group)
