@@ -280,6 +280,32 @@ def test_new_value_boundaries_limits_and_edits() -> None:
     assert [("alert", rule, 1)] == run(engine, [(3600 + 7202 + 7200, admin("cid", "10.0.0.8"))])  # 2h after it
 
 
+def test_an_edit_that_keeps_what_a_new_value_rule_learns_keeps_the_values_it_knows() -> None:
+    """ann's two addresses are known when the rule's message, throttle and `forget` are edited
+    (a reload, or a start under the edited rule from the state saved under the old one): they
+    page nothing again, a third does. An edit of what it learns (its `fields`, `match`,
+    `group_by` or `learn`) learns again from the edit. (Every edit forgot every value: after a
+    new message, every address seen before paged again once learning was over.)"""
+    text = NEW_SOURCE.replace("learn: 1h, ", "")
+    engine = engine_for(text)
+    rule = ("new-admin-source-address",)
+    assert [("alert", rule, 1), ("alert", rule, 2)] == run(
+        engine, [(0, admin("ann", "10.0.0.1")), (60, admin("ann", "10.0.0.2"))]
+    )
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    edited = text.replace("forget: 1d", "forget: 2d") + 'throttle: 1m\nalert: {message: "new address {source.ip}"}\n'
+    assert [] == reload(engine, edited)
+    restarted = Engine(ruleset_from_yaml(edited), EngineState.from_json(saved), time_field="t")
+    for each in (engine, restarted):
+        known = [(120, admin("ann", "10.0.0.1")), (180, admin("ann", "10.0.0.2")), (240, admin("ann", "10.0.0.3"))]
+        assert [("alert", rule, 3)] == run(each, known)
+    for relearnt in (text.replace("role: admin}", "role: [admin, root]}"), text.replace("[user]", "[user, host]")):
+        engine = engine_for(text)
+        run(engine, [(0, admin("ann", "10.0.0.1"))])
+        reload(engine, relearnt)
+        assert [("alert", rule, 1)] == run(engine, [(120, admin("ann", "10.0.0.1"))]), relearnt
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """

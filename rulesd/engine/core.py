@@ -336,12 +336,14 @@ class Engine:
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
         longer window) does not stop watching a host that falls silent before it beats again;
-        so are a sequence's waits at its absent step (`_waits_in`)."""
+        so are a sequence's waits at its absent step (`_waits_in`), and the values a new_value
+        rule knows when it learns them as before (`NewValue.learnt`)."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
         absences = tables.get(ABSENCE, {}).get(name, {})
         sequences = tables.get(SEQUENCE, {}).get(name, {})
-        done = tables.get(RULE, {}).get(name, {}).get(NO_GROUP)  # a sequence's steps, as they were
+        done = tables.get(RULE, {}).get(name, {}).get(NO_GROUP)  # a sequence's steps, a new_value's start
+        known = tables.get(NEW_VALUE, {}).get(name, {})
         silent = {k: st for k, st in absences.items() if _silent_alert(st)}
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
@@ -364,6 +366,9 @@ class Engine:
                 self._regroup_absence(rule, expected, regrouped, silent)
             if isinstance(rule.kind, Sequence):
                 self._keep_progress(rule, rule.kind, sequences, done)
+            if isinstance(rule.kind, NewValue) and done is not None and done.get("learnt") == rule.kind.learnt:
+                self._table(RULE, name)[NO_GROUP] = done  # learning goes on from the rule's start
+                self._table(NEW_VALUE, name).update(known)
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
@@ -522,7 +527,7 @@ class Engine:
                         self._timers.add(now + kind.window, ABSENCE, rule.name, key)
                         self._touch(ABSENCE, rule.name, key)
             elif isinstance(kind, NewValue):
-                self._table(RULE, rule.name).setdefault(NO_GROUP, {"since": now})
+                self._table(RULE, rule.name).setdefault(NO_GROUP, {"since": now, "learnt": kind.learnt})
                 self._touch(RULE, rule.name, NO_GROUP)
         self._starting = []
 
