@@ -59,7 +59,7 @@ def outbox_row(alert: OutboxAlert, paused: bool) -> OutboxRow:
             attempts=alert.attempts,
             # The first name, without the reason a reload gives (`a (rule removed), b`).
             lead_rule=note.removeprefix(CLOSE_NOTE).split(",")[0].split(" (")[0].strip(),
-            message=f"close {alert.target}",
+            message=alert.headline(),
             event_source=None,
             last_error=alert.last_error,
             payload={"close": alert.target, **alert.payload},
@@ -72,7 +72,7 @@ def outbox_row(alert: OutboxAlert, paused: bool) -> OutboxRow:
         created=rfc3339(alert.created),
         attempts=alert.attempts,
         lead_rule=_lead_rule(details.get(TRIGGERING_RULES)),
-        message=str(alert.payload.get("message", "")),
+        message=alert.headline(),
         event_source=source if isinstance(source, str) else None,
         last_error=alert.last_error,
         payload=alert.payload,

@@ -138,6 +138,19 @@ def _holders(state: EngineState, rules: dict[str, Rule]) -> dict[str, list[Holde
     return found
 
 
+def _held_back(facts: dict[str, Any], clock: float) -> None:
+    """An absence group its throttle holds back fires when the throttle ends, if still silent
+    (or silent already: the page waits for it; a state saved by an earlier rulesd marked such a
+    silence as open with no alert, and the daemon pages for it then too)."""
+    until = facts.get("throttled_until")
+    if until is None or "silent" not in facts or facts["open_alerts"]:
+        return
+    fires = facts["fires_at"]
+    if fires is None or fires < until:
+        facts["silent"] = facts["silent"] or fires is None or fires <= clock
+        facts["fires_at"] = until
+
+
 def _rule_state(
     name: str,
     rule: Rule | None,
@@ -156,6 +169,8 @@ def _rule_state(
             if "step" in facts and steps and facts["step"] <= len(steps):
                 # The step it waits for (the absent one: the event that ends the wait).
                 facts["waits_for"] = msgspec.to_builtins(steps[facts["step"] - 1])
+    for facts in groups.values():
+        _held_back(facts, clock)
     learning = learning_until(rule, state.tables.get(RULE, {}).get(name, {}).get(NO_GROUP)) if rule else None
     shown = []
     for key, facts in sorted(groups.items()):
@@ -269,7 +284,8 @@ def _facts_text(facts: dict[str, Any], clock: float, shared: bool = False) -> li
         else:
             seen = f"silent since {when(facts['last_seen'], clock)}" if facts["silent"] else ""
         if facts["silent"] and not aliases:
-            out.append(f"{seen}: no alert open (its throttle held the page back)")
+            due = f", fires at {when(facts['fires_at'], clock)} if still silent" if facts["fires_at"] else ""
+            out.append(f"{seen}: no alert open yet (its throttle holds the page back){due}")
         elif facts["silent"]:
             out.append(f"{seen}: alert open ({aliases}), {closes} when one comes")
         else:

@@ -48,15 +48,15 @@ def close_path(base: str, alias: str) -> str:
     return f"{base}/{urllib.parse.quote(alias, safe='')}/close?identifierType=alias"
 
 
-def closed_once(server: FakeOpsGenie, daemon: DaemonProcess, alias: str, note: str) -> None:
+def closed_once(server: FakeOpsGenie, daemon: DaemonProcess, alias: str, note: str, created: int = 1) -> None:
     """`daemon` closes `alias` with `note`, and sends nothing more until it stops (within a
-    second): one alert created, one closed."""
+    second): `created` alerts created, one closed."""
     assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
     assert close_path("/v2/alerts", alias) == closes(server)[0].path
     assert note == closes(server)[0].json()["note"]
     time.sleep(1.0)
     assert 0 == daemon.terminate()
-    assert (1, 1) == (len(creates(server)), len(closes(server)))
+    assert (created, 1) == (len(creates(server)), len(closes(server)))
 
 
 @pytest.mark.parametrize("path", ["/v2/alerts", JSM_PATH])
@@ -64,7 +64,8 @@ def test_an_absence_fires_while_idle_and_closes_when_events_return(
     tmp_path: Path, server: FakeOpsGenie, path: str
 ) -> None:
     """The alert goes out about `window` after the last heartbeat with no other event to move
-    time on, carrying that heartbeat; the next heartbeat closes it by its alias."""
+    time on, carrying that heartbeat; the next heartbeat closes it by its alias, and the log
+    names the close by it. (It said `alert 2 delivered: `, nothing more: a close has no message.)"""
     ws = Workspace(tmp_path, server.url)
     (ws.rules / "rules.yaml").write_text(HEARTBEAT)
     config = yaml.safe_load(ws.config.read_text())
@@ -87,6 +88,53 @@ def test_an_absence_fires_while_idle_and_closes_when_events_return(
     assert {"source": "rulesd", "note": "resolved: worker-heartbeat-missing"} == close.json()
     assert close.headers["Authorization"].startswith("GenieKey ")
     assert 0 == daemon.terminate()
+    # The log names what was delivered: the close by its alias (it has no message).
+    assert f"alert 2 delivered: close {ALIAS}\n" in daemon.stderr()
+
+
+def test_a_host_that_flaps_then_dies_within_the_throttle_is_paged_when_it_ends(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """w1 (2 s window, 6 s throttle) falls silent and is paged, beats again (its alert closed),
+    then dies for good within the throttle; the daemon is restarted meanwhile. w1 is paged again
+    once, when the throttle ends, about 6 s after the first page, under the same alias; the
+    heartbeat that comes then closes it. (The silence the throttle held back was never paged:
+    w1 stayed dead with its alert closed and nobody paged.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT + "throttle: 6s\n")
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    first = time.monotonic()
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    time.sleep(2.5)  # silent again: held back by the throttle
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), ws.all_output()
+    assert time.monotonic() - first > 4.5, "paged again before the throttle ended"
+    assert [ALIAS, ALIAS] == [r.json()["alias"] for r in creates(server)]
+    ws.append({"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(closes(server)) == 2, timeout=10), daemon.output()
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert (2, 2) == (len(creates(server)), len(closes(server)))
+
+
+def test_an_expected_host_an_edit_no_longer_expects_has_its_alert_closed(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """w1 and w9 are expected and never heard from: both are paged. `expect` is edited to w1
+    alone (w9 was a typo) and reloaded by SIGHUP: w9's alert is closed with the note that the
+    rule changed; w1's stays open. (w9's alert stayed open for good: no w9 heartbeat would ever
+    come to close it.)"""
+    ws = Workspace(tmp_path, server.url)
+    expecting = HEARTBEAT.replace("group_by: [host]", "group_by: [host], expect: [{host: w1}, {host: w9}]")
+    (ws.rules / "rules.yaml").write_text(expecting)
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), daemon.output()
+    (ws.rules / "rules.yaml").write_text(expecting.replace(", {host: w9}", ""))
+    daemon.proc.send_signal(signal.SIGHUP)
+    w9 = 'rulesd: worker-heartbeat-missing: {"host":"w9"}'
+    closed_once(server, daemon, w9, "resolved: worker-heartbeat-missing (rule changed)", created=2)
 
 
 def test_a_close_that_finds_no_alert_counts_as_done(tmp_path: Path) -> None:

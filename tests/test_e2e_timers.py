@@ -11,6 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from rulesd.daemon import Daemon
 from tests.daemon_process import Workspace, daemon_parts, wait_until
@@ -39,6 +40,14 @@ def watched(ws: Workspace, kind: str = "absence") -> list[str]:
     """The groups of `kind` (absence, sequence) the daemon's saved state holds."""
     with contextlib.closing(sqlite3.connect(f"file:{ws.root / 'state' / 'state.sqlite'}?mode=ro", uri=True)) as db:
         return [grp for (grp,) in db.execute("SELECT grp FROM engine_groups WHERE kind = ?", (kind,))]
+
+
+def last_seen(ws: Workspace, host: str) -> float | None:
+    """When the saved state last saw `host`, an absence's group grouped by host, if it holds it."""
+    group = json.dumps([json.dumps(host)])
+    with contextlib.closing(sqlite3.connect(f"file:{ws.root / 'state' / 'state.sqlite'}?mode=ro", uri=True)) as db:
+        found = db.execute("SELECT data FROM engine_groups WHERE kind = 'absence' AND grp = ?", (group,)).fetchone()
+    return None if found is None else float(json.loads(found[0])["last"])
 
 
 def paged(server: FakeOpsGenie) -> list[str]:
@@ -161,6 +170,41 @@ def test_an_edited_absence_keeps_watching_the_hosts_it_still_matches(tmp_path: P
     assert ["no heartbeat from h1"] == pages
 
 
+def closes(server: FakeOpsGenie) -> list[tuple[str, str]]:
+    """The aliases (decoded) and notes of the closes `server` received, in order."""
+    return [(unquote(r.path.split("/")[-2]), r.json()["note"]) for r in server.requests if "/close?" in r.path]
+
+
+def test_a_regrouped_absence_keeps_paging_for_the_hosts_it_watched(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """web falls silent and is paged for; db beats on. The absence is regrouped (group_by [host]
+    to [host, dc]) by SIGHUP, and db stops beating at once: db is paged for 6 s after its last
+    heartbeat, under its new group; web's alert stays open (not closed while web is still down)
+    and is closed, by the alias it went out with, when web beats again. (The reload closed web's
+    alert, `resolved: heartbeat-missing (rule changed)`, and forgot both hosts: nothing paged
+    for db, and web, still down, was never paged again.)"""
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(ABSENCE)
+    daemon = ws.start()
+    ws.append(*({"kind": "heartbeat", "host": h, "dc": "x", "t": time.time()} for h in ("web", "db")))
+    while not creates(server):
+        time.sleep(1.0)
+        last_db = time.time()
+        ws.append({"kind": "heartbeat", "host": "db", "dc": "x", "t": last_db})
+    assert ["no heartbeat from web"] == paged(server), daemon.output()
+    assert wait_until(lambda: abs(last_db - (last_seen(ws, "db") or 0)) < 0.01), daemon.output()  # read before
+    (ws.rules / "rules.yaml").write_text(ABSENCE.replace("[host]", "[host, dc]"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("changed: 1 ("), daemon.output()
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), daemon.output()
+    assert time.time() - last_db > 5.5, "paged for db before it had been silent for 6 s"
+    assert ["no heartbeat from web", "no heartbeat from db"] == paged(server)
+    assert [] == closes(server), "web's alert closed while web is still down"
+    ws.append({"kind": "heartbeat", "host": "web", "dc": "x", "t": time.time()})
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=15), daemon.output()
+    assert [('rulesd: heartbeat-missing: {"host":"web"}', "resolved: heartbeat-missing")] == closes(server)
+    assert 0 == daemon.terminate()
+
+
 def test_an_expected_group_is_watched_whatever_the_state_limits(tmp_path: Path, server: FakeOpsGenie) -> None:
     """With `limits.groups_per_rule: 2`, hosts h1-h3 beating every second put the absence over its
     limit: the groups forgotten are theirs (they are made again by their next heartbeat), not
@@ -221,6 +265,20 @@ def test_an_edited_sequence_still_pages_for_a_backup_that_started_before_the_edi
     after, pages = paged_after_an_edit(tmp_path, server, (rule, edited), "sequence", starts)
     assert after > 6.5, "paged before the edited rule's 7 s had passed"
     assert ["backup on db1 never finished"] == pages
+
+
+def test_a_regrouped_sequence_still_pages_for_a_backup_that_started_before_the_edit(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """db1 starts a backup; the rule is regrouped (group_by [host] to [host, dc]) and reloaded
+    by SIGHUP while it waits. The backup never finishes: db1 is paged for 6 s after its start,
+    under its new group. (An edited group_by dropped every wait, and nobody was paged.)"""
+    rule = BACKUP.replace("2h", "6s")
+    edited = rule.replace("[host]", "[host, dc]")
+    after, pages = paged_after_an_edit(tmp_path, server, (rule, edited), "sequence", [{**backup("started"), "dc": "a"}])
+    assert after > 5.5, "paged before 6 s had passed"
+    assert 1 == len(pages)
+    assert 'rulesd: backup-never-finished: {"host":"db1","dc":"a"}' == creates(server)[0].json()["alias"]
 
 
 def test_an_edited_sequence_still_pages_for_a_chain_part_way_through_its_steps(

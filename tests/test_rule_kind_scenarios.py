@@ -5,6 +5,7 @@ and, where time must pass for a timer, the real daemon with a loopback OpsGenie.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,21 @@ def test_a_sequence_step_counts_only_events_dated_after_the_step_before(tmp_path
 """,
     )
     assert (0, "rule tests: 4 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
+
+
+def test_a_login_after_a_second_burst_of_failures_pages_when_the_first_burst_was_too_long_ago(
+    tmp_path: Path,
+) -> None:
+    """Three failed logins from x, a pause, three more 9 minutes later, then one success: the
+    success is 10 minutes after the first burst (too slow for it) and 1 after the second, which
+    was remembered while the first waited: it pages, on that success. (The success only gave up
+    the first burst, and the second was started after it: nothing paged until another login.)"""
+    logins = [("failed", at) for at in (0, 5, 10, 540, 545, 550)] + [("succeeded", 610)]
+    events = "".join(f"      - {{at: {at}s, event: {{event: login_{what}, ip: x}}}}\n" for what, at in logins)
+    test = "  - name: the newer burst and the success page\n    events:\n" + events
+    test += "    expect_alerts: [{event: 7, rules: [login-after-brute-force]}]\n"
+    status, out = rule_tests(tmp_path, SEQUENCES, test)
+    assert (0, "rule tests: 1 passed, 0 failed, 0 invalid") == (status, out.strip().splitlines()[-1]), out
 
 
 HEARTBEAT = """
@@ -211,6 +227,28 @@ def test_the_daemon_learns_new_values_from_its_start(tmp_path: Path, server: Fak
     ws.append({"kind": "login", "ip": "a"})
     assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
     assert 0 == daemon.terminate()
+
+
+def test_a_new_value_rule_whose_message_is_edited_pages_only_for_values_it_never_saw(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """Two user agents of web are paged as new; the rule's message is edited and reloaded by
+    SIGHUP; the same two come again, then a third: only the third is paged. (The edit forgot
+    every value: both known user agents paged again.)"""
+    ws = Workspace(tmp_path, server.url)
+    rule = "name: new-agent\nmatch: {kind: http}\nnew_value: {fields: [ua], group_by: [host]}\n"
+    (ws.rules / "rules.yaml").write_text(rule)
+    daemon = ws.start()
+    ws.append(*({"kind": "http", "host": "web", "ua": ua} for ua in ("curl", "wget")))
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), daemon.output()
+    (ws.rules / "rules.yaml").write_text(rule + 'alert: {message: "new user agent {ua} on {host}"}\n')
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("changed: 1 ("), daemon.output()
+    ws.append(*({"kind": "http", "host": "web", "ua": ua} for ua in ("curl", "wget", "sqlmap")))
+    assert server.wait_for(lambda got: len(creates(server)) == 3, timeout=15), daemon.output()
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert ["new user agent sqlmap on web"] == [r.json()["message"] for r in creates(server)[2:]]
 
 
 def test_a_rule_test_that_begins_with_an_advance_starts_its_clock_at_zero(tmp_path: Path) -> None:

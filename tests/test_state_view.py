@@ -203,7 +203,8 @@ rules:
 def test_an_alert_held_by_several_groups_and_a_silence_whose_page_was_throttled() -> None:
     """Two rules that fired together send one alert: the group whose resolve comes first only
     lets go of it, the alert stays open until the other does too, and both say so. An absence
-    silent again within its throttle paged nothing: no alert open, none to close."""
+    silent again within its throttle has paged nothing yet: no alert open, none to close, and
+    it fires when the throttle ends if still silent."""
     ruleset = ruleset_from_yaml(SHARED)
     engine = Engine(ruleset)
     engine.evaluate({"kind": "heartbeat", "host": "h1"}, T0)
@@ -224,14 +225,18 @@ def test_an_alert_held_by_several_groups_and_a_silence_whose_page_was_throttled(
         "also held by errors-short (one group) until 2026-01-01T00:08:20Z (in 5m): "
         "the alert closes when the last group holding it lets go",
         "heartbeat-missing (absence 1m, group_by host, throttle 1h): 1 group",
-        '  host="h1": silent since 2026-01-01T00:01:40Z (1m40s ago): no alert open (its throttle held the page '
-        "back); throttled until 2026-01-01T01:01:00Z (in 57m40s)",
+        '  host="h1": silent since 2026-01-01T00:01:40Z (1m40s ago): no alert open yet (its throttle holds the '
+        "page back), fires at 2026-01-01T01:01:00Z (in 57m40s) if still silent; throttled until "
+        "2026-01-01T01:01:00Z (in 57m40s)",
     ] == view_text(view, SAVED_AT).splitlines()[1:]
     rules = {r["rule"]: r for r in view_json(view)["rules"]}
     assert [{"alias": alias, "rule": "errors-long", "group": {}, "until": "2026-01-01T00:33:20Z"}] == rules[
         "errors-short"
     ]["groups"][0]["also_held_by"]
-    assert ([], []) == tuple(rules["heartbeat-missing"]["groups"][0][k] for k in ("open_alerts", "also_held_by"))
+    held = rules["heartbeat-missing"]["groups"][0]
+    assert ([], [], True, "2026-01-01T01:01:00Z") == tuple(
+        held[k] for k in ("open_alerts", "also_held_by", "silent", "fires_at")
+    )
 
 
 EXPECTED = """\

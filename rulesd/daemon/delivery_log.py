@@ -36,7 +36,7 @@ class DeliveryLog:
 
     def __call__(self, kind: str, alert: OutboxAlert, detail: str) -> None:
         self._stats.bump(self._stats.delivery, kind)
-        message = alert.payload.get("message", "")
+        message = alert.headline()
         if kind == SENT:
             self._sent(alert, detail, message)
         elif kind == RETRY:

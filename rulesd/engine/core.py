@@ -336,12 +336,14 @@ class Engine:
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
         longer window) does not stop watching a host that falls silent before it beats again;
-        so are a sequence's waits at its absent step (`_still_waiting`)."""
+        so are a sequence's waits at its absent step (`_waits_in`), and the values a new_value
+        rule knows when it learns them as before (`NewValue.learnt`)."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
         absences = tables.get(ABSENCE, {}).get(name, {})
         sequences = tables.get(SEQUENCE, {}).get(name, {})
-        done = tables.get(RULE, {}).get(name, {}).get(NO_GROUP)  # a sequence's steps, as they were
+        done = tables.get(RULE, {}).get(name, {}).get(NO_GROUP)  # a sequence's steps, a new_value's start
+        known = tables.get(NEW_VALUE, {}).get(name, {})
         silent = {k: st for k, st in absences.items() if _silent_alert(st)}
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
@@ -350,40 +352,98 @@ class Engine:
                 opened = {}
             if isinstance(rule.kind, Absence):
                 expected = set(rule.kind.expect)
+                regrouped: dict[GroupKey, Any] = {}  # those its edited group_by puts in other groups
                 for key, st in absences.items():
                     if not self._grouped_alike(rule, key, st["event"]):
+                        regrouped[key] = st
                         continue
-                    if key in silent:
-                        self._table(ABSENCE, name)[key] = silent.pop(key)  # closed when events return
+                    if key in silent and (key in expected or not st.get(EXPECTED)):
+                        # Closed when events return. (A group only expected, never seen, that
+                        # the edit no longer expects has no events to return: it is let go of.)
+                        self._table(ABSENCE, name)[key] = silent.pop(key)
                     elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
                         self._table(ABSENCE, name)[key] = st
+                self._regroup_absence(rule, expected, regrouped, silent)
             if isinstance(rule.kind, Sequence):
-                for key, st in sequences.items():
-                    if self._still_waiting(rule, rule.kind, key, st):  # its timer is set again, for the new `for`
-                        after = st.get("after", st["start"])
-                        self._table(SEQUENCE, name)[key] = {**st, "due": after + rule.kind.steps[-1].wait}
-                    elif (kept := _progress_kept(rule.kind, st, done)) is not None:
-                        self._table(SEQUENCE, name)[key] = kept
+                self._keep_progress(rule, rule.kind, sequences, done)
+            if isinstance(rule.kind, NewValue) and done is not None and done.get("learnt") == rule.kind.learnt:
+                self._table(RULE, name)[NO_GROUP] = done  # learning goes on from the rule's start
+                self._table(NEW_VALUE, name).update(known)
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
 
-    def _still_waiting(self, rule: Rule, kind: Sequence, key: GroupKey, st: dict[str, Any]) -> bool:
-        """Whether an edited sequence (`rule`) would be waiting as the group `st` of its old
-        definition waits at the absent step: the edited rule ends at an absent step the group's
-        step number is, the event that completed the step before it (which the wait holds)
-        still matches that step and is put in the same group, the steps were done within the
-        edited `within`, and, if that step is the first, the first-step events counted are still
-        enough. Progress short of the wait holds only times, not events, so it cannot be judged
-        again: it is forgotten."""
+    def _regroup_absence(
+        self, rule: Rule, expected: set[GroupKey], regrouped: dict[GroupKey, Any], silent: dict[GroupKey, Any]
+    ) -> None:
+        """An absence whose group_by an edit changed keeps watching each group (of `regrouped`,
+        those whose last event it puts in another group now) whose last event has every
+        group_by field, under the group that event makes now (of several old groups
+        that make one, the latest seen), as an edit that keeps group_by does: one whose last
+        event it still matches, and a silent one, whose alert stays open, closed by the alias
+        it went out with when its events return, rather than closed at the reload while the
+        host is still down with nothing left to page for it again. A group only expected, never
+        seen, goes on only if still expected. The silent groups not moved stay in `silent`, to
+        be let go of."""
+        getters, table = rule.group_getters, self._table(ABSENCE, rule.name)
+        latest: dict[GroupKey, tuple[GroupKey, Any]] = {}
+        for key, st in regrouped.items():
+            event = st["event"]
+            if key not in silent and not rule.match(event):
+                continue
+            if any(get(event) is MISSING for get in getters):
+                continue  # (a field the old events lack would put them all in one group)
+            new = self._group_key(getters, event) if getters else NO_GROUP
+            if st.get(EXPECTED) and new not in expected:  # (never seen: its events never come)
+                continue
+            if new not in table and (new not in latest or latest[new][1]["last"] < st["last"]):
+                latest[new] = (key, st)
+        for new, (key, st) in latest.items():
+            table[new] = st
+            if silent.pop(key, None) is not None:  # it holds its alert under its new group now
+                self._holders.replaced((ABSENCE, rule.name, key), st, None)
+                self._holders.replaced((ABSENCE, rule.name, new), None, st)
+
+    def _keep_progress(
+        self, rule: Rule, kind: Sequence, sequences: dict[GroupKey, Any], done: dict[str, Any] | None
+    ) -> None:
+        """Of the groups of an edited sequence (`sequences`, before the edit), keep the waits at
+        the absent step it would have made (`_waits_in`; of several that make one group, the one
+        due first, as a group waits for its first start) and the progress it keeps
+        (`_progress_kept`). A wait's timer is set again from the state, for the new `for`."""
+        groups = self._table(SEQUENCE, rule.name)
+        for key, st in sequences.items():
+            if (group := self._waits_in(rule, kind, key, st)) is not None:
+                due = st.get("after", st["start"]) + kind.steps[-1].wait
+                if group not in groups or groups[group].get("due", due) > due:
+                    groups[group] = {**st, "due": due}
+            elif (kept := _progress_kept(kind, st, done)) is not None:
+                groups[key] = kept
+
+    def _waits_in(self, rule: Rule, kind: Sequence, key: GroupKey, st: dict[str, Any]) -> GroupKey | None:
+        """The group in which an edited sequence (`rule`) would be waiting as the group `key`
+        (`st`) of its old definition waits at the absent step, if it would: the edited rule ends
+        at an absent step the group's step number is, the event that completed the step before
+        it (which the wait holds) still matches that step, the steps were done within the
+        edited `within`, and, if that step is the first, the first-step events counted are
+        still enough. The group is the one that event makes (another under an edited group_by,
+        if it has every group_by field: a field the old events lack would put every wait in
+        one group). Progress short of the wait holds only times, not events, so it cannot be
+        judged again: it is forgotten."""
         steps = kind.steps
         if st.get("due") is None or not steps[-1].absent or st["step"] != len(steps) - 1:
-            return False
+            return None
+        event: Event = st["event"]
         if kind.within is not None and not st.get("after", st["start"]) - st["start"] < kind.within:
-            return False
+            return None
         if len(steps) == 2 and len(st["firsts"]) < steps[0].count:
-            return False
-        return steps[-2].match(st["event"]) and self._grouped_alike(rule, key, st["event"])
+            return None
+        if not steps[-2].match(event):
+            return None
+        getters = rule.group_getters
+        if self._grouped_alike(rule, key, event) or not any(get(event) is MISSING for get in getters):
+            return self._group_key(getters, event) if getters else NO_GROUP
+        return None
 
     def _note_steps(self, name: str, kind: Sequence) -> None:
         """Save with the state what identifies the steps of a sequence and its group_by, for
@@ -467,7 +527,7 @@ class Engine:
                         self._timers.add(now + kind.window, ABSENCE, rule.name, key)
                         self._touch(ABSENCE, rule.name, key)
             elif isinstance(kind, NewValue):
-                self._table(RULE, rule.name).setdefault(NO_GROUP, {"since": now})
+                self._table(RULE, rule.name).setdefault(NO_GROUP, {"since": now, "learnt": kind.learnt})
                 self._touch(RULE, rule.name, NO_GROUP)
         self._starting = []
 
@@ -488,7 +548,7 @@ class Engine:
         rule = self._rules.get(name)
         if rule is None:
             return
-        if kind == ABSENCE and isinstance(rule.kind, Absence) and not st["open"]:
+        if kind == ABSENCE and isinstance(rule.kind, Absence) and not _silent_alert(st):
             self._timers.add(st["last"] + rule.kind.window, ABSENCE, name, key)
         elif kind == OPEN and rule.resolve is not None:
             self._timers.add(st["last"] + rule.resolve, OPEN, name, key)
@@ -896,15 +956,22 @@ class Engine:
         if st is None:
             st = {"firsts": [], "step": 0, "count": 0, "start": time}
         within = kind.within
+        first = steps[0]
         if within is not None:
             # Half-open, as a threshold's window: `within` or longer after its start is too slow
             # for a later step, as the first step's events counted drop out at `within`.
-            if st["step"] > 0 and not time - st["start"] < within:  # too slow: start over
+            too_slow = st["step"] > 0 and not time - st["start"] < within
+            if too_slow:  # start over
                 st["step"], st["count"] = 0, 0
             cutoff = max(time, st["firsts"][-1] if st["firsts"] else time) - within
             st["firsts"] = [t for t in st["firsts"] if t > cutoff]
+            if too_slow and len(st["firsts"]) >= first.count and not steps[1].absent:
+                # The first step's events remembered meanwhile, still within `within`, start it
+                # again before this event counts: it may be the next step's (a newer burst of
+                # failed logins, then the login that gave up the slow attempt).
+                st["start"] = st["firsts"][0]
+                self._next_step(name, kind, group, st, event, st["firsts"][-1])
         step = st["step"]
-        first = steps[0]
         fired = False
         if step > 0 and steps[step].match(event) and time >= st.get("after", st["start"]):
             st["count"] += 1
@@ -1038,17 +1105,22 @@ class Engine:
     def _absence_due(self, rule: Rule, group: GroupKey, due: float) -> None:
         kind = rule.kind
         st = self.state.tables.get(ABSENCE, {}).get(rule.name, {}).get(group)
-        if st is None or st["open"] or not isinstance(kind, Absence):
+        if st is None or _silent_alert(st) or not isinstance(kind, Absence):
             return
         if st["last"] + kind.window > due:  # seen since the timer was set: wait for the new due time
             self._timers.add(st["last"] + kind.window, ABSENCE, rule.name, group)
             return
+        if rule.throttle and not self._allowed(rule, group, due):
+            # Held back, not dropped: a silence that outlasts the throttle is paged when it ends
+            # (a host that flapped and then died would otherwise never be paged for again).
+            throttled = self.state.tables[THROTTLE][rule.name][group] + rule.throttle
+            self._timers.add(throttled, ABSENCE, rule.name, group)
+            return
         st["open"] = True
+        st["aliases"] = [alias := alert_alias((rule,), st["event"])]  # closed by it when events return
+        self._holders.add(alias, (ABSENCE, rule.name, group))
         self._touch(ABSENCE, rule.name, group)
-        if not rule.throttle or self._allowed(rule, group, due):
-            st["aliases"] = [alias := alert_alias((rule,), st["event"])]  # closed by it when events return
-            self._holders.add(alias, (ABSENCE, rule.name, group))
-            self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+        self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
 
     def _absent_step_due(self, rule: Rule, group: GroupKey, due: float) -> None:
         groups = self.state.tables.get(SEQUENCE, {}).get(rule.name, {})
@@ -1173,7 +1245,7 @@ class Engine:
         for kind, name, groups in tables:
             if kind == OPEN:  # every open group holds its alert
                 holding += [(float(value["last"]), kind, name, key) for key, value in groups.items()]
-            elif kind == ABSENCE:  # a silent group holds one (unless its throttle kept it quiet)
+            elif kind == ABSENCE:  # a silent group holds one (once paged: not while its throttle holds it back)
                 rule = self._rules.get(name)
                 expected = set(rule.kind.expect) if rule is not None and isinstance(rule.kind, Absence) else set()
                 for key, value in groups.items():
@@ -1288,8 +1360,9 @@ def _latest(st: dict[str, Any]) -> float:
 
 
 def _silent_alert(st: dict[str, Any]) -> bool:
-    """Whether an absence group holds an open alert: silent, and paged (its throttle may have
-    kept it quiet)."""
+    """Whether an absence group holds an open alert: silent, and paged (a state saved by an
+    earlier rulesd marks a silence its throttle held back as open with no alias: it is paged
+    when the throttle allows, as one held back now)."""
     return bool(st["open"] and st["aliases"])
 
 

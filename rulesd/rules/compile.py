@@ -375,7 +375,10 @@ def _kind(raw: dict[str, Any], key: str, ctx: _Context, patterns: PatternSet, so
         if not sound:
             return None
         fields = tuple(spec["fields"])
-        return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields))
+        match = raw.get("match")
+        learns = {"match": match, "fields": list(fields), "group_by": list(group_by), "learn": learn}
+        learnt = rule_fingerprint(learns, lists_used(match, ctx.lists))
+        return NewValue(fields, group_by, learn, forget, tuple(make_getter(f) for f in fields), learnt)
     window = _period(spec, key, ctx)
     if key == "distinct" and _given(spec, key, "field", ctx) and _given(spec, key, "count", ctx):
         _counted_in_groups(spec, group_by, ctx)

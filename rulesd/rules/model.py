@@ -84,6 +84,10 @@ class NewValue:
     learn: float = 0.0
     forget: float | None = None
     values: tuple[Getter, ...] = field(default=(), compare=False)
+    # What identifies the values it learns (its `match` as written, the values of the lists it
+    # uses, `fields`, `group_by` and `learn`): an edit that keeps it (a message, a throttle,
+    # `forget`) keeps what the rule knows, rather than page again for every value it had seen.
+    learnt: str = field(default="", compare=False)
 
 
 Kind = Threshold | Distinct | Sequence | Absence | NewValue

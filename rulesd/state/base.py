@@ -66,6 +66,13 @@ class OutboxAlert(msgspec.Struct, frozen=True):
     action: str = CREATE
     target: str | None = None  # the alias a close is for
 
+    def headline(self) -> str:
+        """What names it in a log line or a listing: its message, or `close <alias>` for a close
+        (whose payload has no message)."""
+        if self.action == CLOSE:
+            return f"close {self.target}"
+        return str(self.payload.get("message", ""))
+
 
 class Attempt(msgspec.Struct, frozen=True):
     """One failed delivery attempt of an alert: when, what came of it (`retry`, `paused`,
