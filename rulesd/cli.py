@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
 import msgspec
 import orjson
@@ -109,7 +109,27 @@ class _ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Deferred:
+    """A subcommand's parser, made (with its options) only when argparse hands it the command
+    line: a command runs one subcommand, and making the other nine, with their options, was
+    ~2.5 ms of every start. Whatever argparse asks of it is asked of the parser it makes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._options: Callable[[argparse.ArgumentParser], None] | None = None
+        self._made: argparse.ArgumentParser | None = None
+
+    def __getattr__(self, name: str) -> Any:  # (only for what __init__ did not set)
+        if self._made is None:
+            self._made = _ArgumentParser(**self._kwargs)
+            if self._options is not None:
+                self._options(self._made)
+        return getattr(self._made, name)
+
+
+def _parser(*, deferred: bool = False) -> argparse.ArgumentParser:
+    """The command line; `deferred`: each subcommand's parser made only when it is used (see
+    `_Deferred`), for parsing alone (completion and the man page read every option)."""
     # Subcommands accept the logging options too; SUPPRESS keeps their defaults from
     # overwriting a value given before the subcommand.
     common = _ArgumentParser(add_help=False)
@@ -129,15 +149,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help=LOG_FORMAT_HELP)
     parser.add_argument("--version", action="version", version=f"rulesd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # (a _Deferred stands in for an ArgumentParser: it is one once argparse asks anything of it)
+    made_by = cast("type[argparse.ArgumentParser]", _Deferred) if deferred else _ArgumentParser
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=made_by)
+    for name, help_text, options in _COMMANDS:
+        made = sub.add_parser(name, parents=[common], help=help_text)
+        if isinstance(made, _Deferred):
+            made._options = functools.partial(options, common=common)
+        else:
+            options(made, common=common)
+    return parser
 
-    run = sub.add_parser("run", parents=[common], help="run the daemon (in the foreground)")
+
+def _run_options(run: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"the configuration (default {DEFAULT_CONFIG})"
     )
     run.add_argument("--dry-run", action="store_true", help="print alert payloads instead of sending them")
 
-    check = sub.add_parser("check", parents=[common], help="validate rule files and directories")
+
+def _check_options(check: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     check.add_argument(
         "paths",
         nargs="*",
@@ -152,10 +183,12 @@ def _parser() -> argparse.ArgumentParser:
         help="text (path:line:col: error: message), a JSON array, or GitHub Actions annotations",
     )
 
-    forward = sub.add_parser("forward", parents=[common], help="tail the configured sources into a Redis stream")
+
+def _forward_options(forward: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     forward.add_argument("--config", metavar="FILE", required=True, help="the configuration (its sources and forward:)")
 
-    outbox = sub.add_parser("outbox", parents=[common], help="show or requeue queued alerts")
+
+def _outbox_actions(outbox: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     _outbox_options(outbox, defaults=True)
     actions = outbox.add_subparsers(dest="action", metavar="ACTION")
     # The options may follow the action too (`rulesd outbox list --config F --format json`).
@@ -166,13 +199,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=int, metavar="ID", help="the id `rulesd outbox list` shows")
     actions.add_parser("retry-dead", parents=[common, after], help="requeue the dead-lettered alerts")
 
-    test = sub.add_parser("test", parents=[common], help="run rule unit tests")
+
+def _test_options(test: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     test.add_argument(
         "files", nargs="+", metavar="TESTFILE", help="rule test files (*.test.yaml), or directories to search for them"
     )
     test.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
 
-    rep = sub.add_parser("replay", parents=[common], help="evaluate rules over a file of events, offline")
+
+def _replay_options(rep: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     rep.add_argument("--rules", action="append", metavar="PATH", help="rule files or directories (repeatable)")
     rep.add_argument(
         "--config",
@@ -188,9 +223,8 @@ def _parser() -> argparse.ArgumentParser:
         "events", metavar="EVENTS_FILE", help="lines as the source reads them (default: JSON lines), or - for stdin"
     )
 
-    explain = sub.add_parser(
-        "explain", parents=[common], help="why an event does or does not match each rule, and whether it fires"
-    )
+
+def _explain_options(explain: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "event", nargs="?", metavar="EVENT_JSON", help="the event, a JSON object; - reads it from standard input"
     )
@@ -215,7 +249,8 @@ def _parser() -> argparse.ArgumentParser:
         "--time-field", metavar="FIELD", help="with --events: the event field that holds the event's time"
     )
 
-    state = sub.add_parser("state", parents=[common], help="live per-group state of the rules, from the state database")
+
+def _state_options(state: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     state.add_argument(
         "--config",
         default=DEFAULT_CONFIG,
@@ -225,15 +260,31 @@ def _parser() -> argparse.ArgumentParser:
     state.add_argument("--rule", metavar="NAME", help="this rule only")
     state.add_argument("--format", choices=["text", "json"], default="text", help="readable lines, or one JSON object")
 
-    schema = sub.add_parser("schema", parents=[common], help="print a JSON Schema, or write them as files")
+
+def _schema_options(schema: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     schema.add_argument("which", nargs="?", choices=SCHEMAS, help="rule (the default when printing), config or test")
     schema.add_argument(
         "--write", metavar="DIR", help="write rulesd-{rule,config,test}.schema.json (or only WHICH) into DIR"
     )
 
-    completion = sub.add_parser("completion", parents=[common], help="print a shell completion script")
+
+def _completion_options(completion: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
-    return parser
+
+
+# Each subcommand, in the order `rulesd --help` lists them: its name, its help, and what adds its options.
+_COMMANDS: tuple[tuple[str, str, Callable[..., None]], ...] = (
+    ("run", "run the daemon (in the foreground)", _run_options),
+    ("check", "validate rule files and directories", _check_options),
+    ("forward", "tail the configured sources into a Redis stream", _forward_options),
+    ("outbox", "show or requeue queued alerts", _outbox_actions),
+    ("test", "run rule unit tests", _test_options),
+    ("replay", "evaluate rules over a file of events, offline", _replay_options),
+    ("explain", "why an event does or does not match each rule, and whether it fires", _explain_options),
+    ("state", "live per-group state of the rules, from the state database", _state_options),
+    ("schema", "print a JSON Schema, or write them as files", _schema_options),
+    ("completion", "print a shell completion script", _completion_options),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,13 +313,14 @@ def _outbox_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rulesd` command; returns the exit status."""
-    parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # a TAB from the completion script (only then is argcomplete needed)
         import argcomplete
 
+        parser = build_parser()
+
         # Answers the TAB, then exits; options are offered once `-` is typed.
         argcomplete.autocomplete(parser, always_complete_options=False)
-    args = parser.parse_args(argv)
+    args = _parser(deferred=True).parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run,
