@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 import msgspec
 import orjson
 
-from rulesd import __version__, collector, logs, output, printable
+from rulesd import __version__, collector, loggers, output, printable
 from rulesd.alerting.payload import AlertSettings, closed_by
 from rulesd.annotations import github_annotation
 from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
@@ -42,6 +40,8 @@ from rulesd.validation import load_schema
 # What only some commands use is imported by them (explain, test, state, outbox, a --config
 # source's parser): `check` and `replay` start sooner without it.
 if TYPE_CHECKING:
+    import logging
+
     from rulesd.config import Config, SourceConfig
     from rulesd.daemon import Daemon
     from rulesd.explain import Explainer
@@ -49,6 +49,10 @@ if TYPE_CHECKING:
     from rulesd.state_view import WrittenStep
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _log() -> logging.Logger:
+    return loggers.logger("rulesd")
 
 
 def load_config(path: str, *, look: bool = False) -> Config:
@@ -64,7 +68,6 @@ DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
 SCHEMAS = ("rule", "config", "test")
 LOG_LEVEL_HELP = "the least severe log records to write (default info)"
 LOG_FORMAT_HELP = "log records as text lines or JSON objects (default text)"
-log = logging.getLogger("rulesd")
 DESCRIPTION = """\
 rulesd follows a log or event stream, evaluates YAML trigger rules against every event and
 pages through OpsGenie (or Jira Service Management) when rules fire, naming the rules that
@@ -321,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Answers the TAB, then exits; options are offered once `-` is typed.
         argcomplete.autocomplete(parser, always_complete_options=False)
     args = _parser(deferred=True).parse_args(argv)
-    logs.configure(args.log_level, args.log_format)
+    # Set up when first used by `replay` and `check`, whose modules log only through `loggers`
+    # (with --config, the config's modules and libraries are imported: set up at once).
+    loggers.configure(args.log_level, args.log_format, deferred=args.command in ("replay", "check") and not args.config)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run,
         "forward": cmd_forward,
@@ -350,11 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.discard(sys.stdout)
         return EXIT_OK  # `rulesd replay ... | head` is not an error
     except output.OutputError as exc:
-        log.error("%s", exc)
+        _log().error("%s", exc)
         return EXIT_FAIL
     except OSError as exc:  # what no command said itself (`rulesd check > file` on a full disk)
-        log.debug("where it was raised", exc_info=True)
-        log.error("%s", exc)
+        _log().debug("where it was raised", exc_info=True)
+        _log().error("%s", exc)
         output.flush_or_discard(sys.stdout)
         return EXIT_FAIL
 
@@ -487,7 +492,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     def on_invalid(line: int, reason: str) -> None:
         if per_line:
-            log.warning("%s:%d: skipped: %s", args.events, line, reason)
+            _log().warning("%s:%d: skipped: %s", args.events, line, reason)
 
     # A block's alerts are written at once: with unbuffered output (`python -u`,
     # PYTHONUNBUFFERED, as many containers set) each write is a system call.
@@ -704,7 +709,9 @@ def cmd_state(args: argparse.Namespace) -> int:
     result = check_paths(config.rules, RuleCache.for_user(os.environ))
     _print_warnings(result.problems)
     if result.ruleset is None:
-        log.warning("the rule files have %d error(s) (rulesd check): the state is shown as saved", len(result.errors))
+        _log().warning(
+            "the rule files have %d error(s) (rulesd check): the state is shown as saved", len(result.errors)
+        )
     if config.state.backend == "redis":  # (not its URL: it may hold a password)
         where = f"the shared state in Redis (prefix {config.state.prefix})"
     else:
@@ -757,15 +764,17 @@ def _written_steps(ruleset: RuleSet | None) -> dict[str, tuple[WrittenStep, ...]
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
     # Imported here: the authoring commands need none of it.
+    import signal
+
     from rulesd.notify import Notifier
     from rulesd.reload import files_fingerprint
 
     config = load_config(args.config, look=True)
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
-        log.error("cannot start a dry run: %s", output.CLOSED)
+        _log().error("cannot start a dry run: %s", output.CLOSED)
         return EXIT_USAGE
     if sys.stdin is None and any(source.type == "stdin" for source in config.sources):  # `<&-`
-        log.error("cannot start: the source is standard input, which is closed")
+        _log().error("cannot start: the source is standard input, which is closed")
         return EXIT_USAGE
     # SIGHUP's default action ends the process, which systemd counts as a clean exit (and so
     # does not restart): one that comes while the rules load is kept, and reloads once running.
@@ -806,23 +815,23 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
         return EXIT_USAGE
     # Warnings (no rule file found, an expect list the limits cannot hold): the start goes on, said why.
     for problem in [*result.problems, *limit_warnings(result.ruleset, config.limits)]:
-        log.warning("%s: %s", problem.location, problem.message)
+        _log().warning("%s: %s", problem.location, problem.message)
     try:
         stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1  # (-1: closed, and no source reads it)
         parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=stdin_fd)
     except ConfigError:
         raise  # a missing API key: a configuration error, exit 2
     except StateDirectoryBusy as exc:  # a second daemon: a restart cannot help either
-        log.error("cannot start: %s", exc)
+        _log().error("cannot start: %s", exc)
         return EXIT_USAGE
     except StateAuthFailed as exc:  # wrong credentials: a configuration error, a restart cannot help
-        log.error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
+        _log().error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
         return EXIT_USAGE
     except (OSError, sqlite3.Error, RulesdError) as exc:
         # The shared state's errors name Redis, not the setting to look at (nor its URL, which
         # may hold a password).
         shared = config.state.backend == "redis" and isinstance(exc, StateError)
-        log.error("cannot start: %s%s", exc, " (state.url)" if shared else "")
+        _log().error("cannot start: %s%s", exc, " (state.url)" if shared else "")
         return EXIT_FAIL
     if config.state.backend == "redis" and not args.dry_run:  # only this mode needs the Redis client
         from rulesd.daemon.build import stream_reader
@@ -857,10 +866,10 @@ def cmd_forward(args: argparse.Namespace) -> int:
     try:
         return Forwarder(config).run()
     except StateAuthFailed as exc:  # at start (later, it is retried): wrong credentials
-        log.error("cannot forward: %s: fix the user or password in forward.url", exc)
+        _log().error("cannot forward: %s: fix the user or password in forward.url", exc)
         return EXIT_USAGE
     except (OSError, sqlite3.Error, StateError) as exc:
-        log.error("cannot forward: %s", exc)
+        _log().error("cannot forward: %s", exc)
         return EXIT_FAIL
 
 
