@@ -39,7 +39,10 @@ def one_line(text: str) -> str:
 def lines(text: str) -> str:
     """`text` with every control character but the line feed escaped, for output of several
     lines (inside JSON strings only C1 and DEL can be left, and their escapes are JSON's)."""
-    return text if _CONTROLS_BUT_NEWLINE().search(text) is None else _CONTROLS_BUT_NEWLINE().sub(escape, text)
+    # (isprintable() first, as in `one_line`: a text it takes holds none of them)
+    if text.isprintable() or _CONTROLS_BUT_NEWLINE().search(text) is None:
+        return text
+    return _CONTROLS_BUT_NEWLINE().sub(escape, text)
 
 
 def path_text(path: str) -> str:
