@@ -18,10 +18,7 @@ import orjson
 
 from rulesd import __version__, collector, loggers, output, printable
 from rulesd.alerting.payload import AlertSettings, closed_by
-from rulesd.annotations import github_annotation
-from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.engine.core import Limits
-from rulesd.engine.limit_checks import limit_warnings
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
@@ -272,6 +269,8 @@ def _schema_options(schema: argparse.ArgumentParser, common: argparse.ArgumentPa
 
 
 def _completion_options(completion: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    from rulesd.completion import SHELLS
+
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
 
 
@@ -293,6 +292,8 @@ _COMMANDS: tuple[tuple[str, str, Callable[..., None]], ...] = (
 def build_parser() -> argparse.ArgumentParser:
     """The `rulesd` command line; shell completion and the man page are generated from it."""
     parser = _parser()
+    from rulesd.completion import enable_rule_name_completion
+
     enable_rule_name_completion(parser, DEFAULT_CONFIG)
     return parser
 
@@ -401,6 +402,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     tests = [p for p in paths if p.endswith(TEST_SUFFIXES) and os.path.isfile(p)]
     result = check_paths([p for p in paths if p not in tests], RuleCache.for_user(os.environ))
     if limits is not None and result.ruleset is not None:
+        from rulesd.engine.limit_checks import limit_warnings
+
         config_problems += limit_warnings(result.ruleset, limits)
     test_problems = []
     if tests:
@@ -413,6 +416,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps([p.to_json() for p in problems], indent=2))
     else:
         if args.format == "github":
+            from rulesd.annotations import github_annotation
+
             workdir = os.getcwd()
             print("\n".join(github_annotation(p, workdir) for p in problems), end="\n" if problems else "")
         else:
@@ -804,6 +809,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     import sqlite3
 
     from rulesd.daemon import Daemon, build_parts
+    from rulesd.engine.limit_checks import limit_warnings
     from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.lock import StateDirectoryBusy
 
@@ -975,5 +981,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_completion(args: argparse.Namespace) -> int:
     """`rulesd completion SHELL`: print the shell's completion script."""
+    from rulesd.completion import shell_script
+
     print(shell_script(args.shell), end="")
     return EXIT_OK
