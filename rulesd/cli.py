@@ -120,6 +120,8 @@ class _Deferred:
         self._made: argparse.ArgumentParser | None = None
 
     def __getattr__(self, name: str) -> Any:  # (only for what __init__ did not set)
+        if name in ("_kwargs", "_options", "_made"):  # (a copy made without __init__: no recursion)
+            raise AttributeError(name)
         if self._made is None:
             self._made = _ArgumentParser(**self._kwargs)
             if self._options is not None:

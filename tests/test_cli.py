@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -1107,6 +1108,15 @@ def test_deferred_parser_makes_only_the_parser_of_the_command_given() -> None:
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     made = [name for name, sub in subcommands.choices.items() if vars(sub).get("_made") is not None]
     assert ["replay"] == made
+
+
+def test_a_copied_deferred_parser_parses_as_the_original() -> None:
+    """A deferred subcommand's parser copied before it was made (`copy.copy` makes it without
+    `__init__`) is made when used, as the original, instead of recursing without end."""
+    parser = cli._parser(deferred=True)
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    copied = copy.copy(subcommands.choices["replay"])
+    assert cli.build_parser().parse_args(["replay", "e.jsonl"]).events == copied.parse_args(["e.jsonl"]).events
 
 
 def test_replay_and_explain_of_an_events_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
