@@ -5,25 +5,20 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
 import msgspec
 import orjson
 
-from rulesd import __version__, collector, logs, output, printable
+from rulesd import __version__, collector, loggers, output, printable
 from rulesd.alerting.payload import AlertSettings, closed_by
-from rulesd.annotations import github_annotation
-from rulesd.completion import SHELLS, enable_rule_name_completion, shell_script
 from rulesd.engine.core import Limits
-from rulesd.engine.limit_checks import limit_warnings
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
@@ -42,6 +37,8 @@ from rulesd.validation import load_schema
 # What only some commands use is imported by them (explain, test, state, outbox, a --config
 # source's parser): `check` and `replay` start sooner without it.
 if TYPE_CHECKING:
+    import logging
+
     from rulesd.config import Config, SourceConfig
     from rulesd.daemon import Daemon
     from rulesd.explain import Explainer
@@ -49,6 +46,10 @@ if TYPE_CHECKING:
     from rulesd.state_view import WrittenStep
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _log() -> logging.Logger:
+    return loggers.logger("rulesd")
 
 
 def load_config(path: str, *, look: bool = False) -> Config:
@@ -64,7 +65,6 @@ DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
 SCHEMAS = ("rule", "config", "test")
 LOG_LEVEL_HELP = "the least severe log records to write (default info)"
 LOG_FORMAT_HELP = "log records as text lines or JSON objects (default text)"
-log = logging.getLogger("rulesd")
 DESCRIPTION = """\
 rulesd follows a log or event stream, evaluates YAML trigger rules against every event and
 pages through OpsGenie (or Jira Service Management) when rules fire, naming the rules that
@@ -109,7 +109,29 @@ class _ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Deferred:
+    """A subcommand's parser, made (with its options) only when argparse hands it the command
+    line: a command runs one subcommand, and making the other nine, with their options, was
+    ~2.5 ms of every start. Whatever argparse asks of it is asked of the parser it makes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._options: Callable[[argparse.ArgumentParser], None] | None = None
+        self._made: argparse.ArgumentParser | None = None
+
+    def __getattr__(self, name: str) -> Any:  # (only for what __init__ did not set)
+        if name in ("_kwargs", "_options", "_made"):  # (a copy made without __init__: no recursion)
+            raise AttributeError(name)
+        if self._made is None:
+            self._made = _ArgumentParser(**self._kwargs)
+            if self._options is not None:
+                self._options(self._made)
+        return getattr(self._made, name)
+
+
+def _parser(*, deferred: bool = False) -> argparse.ArgumentParser:
+    """The command line; `deferred`: each subcommand's parser made only when it is used (see
+    `_Deferred`), for parsing alone (completion and the man page read every option)."""
     # Subcommands accept the logging options too; SUPPRESS keeps their defaults from
     # overwriting a value given before the subcommand.
     common = _ArgumentParser(add_help=False)
@@ -129,15 +151,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help=LOG_FORMAT_HELP)
     parser.add_argument("--version", action="version", version=f"rulesd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # (a _Deferred stands in for an ArgumentParser: it is one once argparse asks anything of it)
+    made_by = cast("type[argparse.ArgumentParser]", _Deferred) if deferred else _ArgumentParser
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=made_by)
+    for name, help_text, options in _COMMANDS:
+        made = sub.add_parser(name, parents=[common], help=help_text)
+        if isinstance(made, _Deferred):
+            made._options = functools.partial(options, common=common)
+        else:
+            options(made, common=common)
+    return parser
 
-    run = sub.add_parser("run", parents=[common], help="run the daemon (in the foreground)")
+
+def _run_options(run: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"the configuration (default {DEFAULT_CONFIG})"
     )
     run.add_argument("--dry-run", action="store_true", help="print alert payloads instead of sending them")
 
-    check = sub.add_parser("check", parents=[common], help="validate rule files and directories")
+
+def _check_options(check: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     check.add_argument(
         "paths",
         nargs="*",
@@ -152,10 +185,12 @@ def _parser() -> argparse.ArgumentParser:
         help="text (path:line:col: error: message), a JSON array, or GitHub Actions annotations",
     )
 
-    forward = sub.add_parser("forward", parents=[common], help="tail the configured sources into a Redis stream")
+
+def _forward_options(forward: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     forward.add_argument("--config", metavar="FILE", required=True, help="the configuration (its sources and forward:)")
 
-    outbox = sub.add_parser("outbox", parents=[common], help="show or requeue queued alerts")
+
+def _outbox_actions(outbox: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     _outbox_options(outbox, defaults=True)
     actions = outbox.add_subparsers(dest="action", metavar="ACTION")
     # The options may follow the action too (`rulesd outbox list --config F --format json`).
@@ -166,13 +201,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=int, metavar="ID", help="the id `rulesd outbox list` shows")
     actions.add_parser("retry-dead", parents=[common, after], help="requeue the dead-lettered alerts")
 
-    test = sub.add_parser("test", parents=[common], help="run rule unit tests")
+
+def _test_options(test: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     test.add_argument(
         "files", nargs="+", metavar="TESTFILE", help="rule test files (*.test.yaml), or directories to search for them"
     )
     test.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
 
-    rep = sub.add_parser("replay", parents=[common], help="evaluate rules over a file of events, offline")
+
+def _replay_options(rep: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     rep.add_argument("--rules", action="append", metavar="PATH", help="rule files or directories (repeatable)")
     rep.add_argument(
         "--config",
@@ -188,9 +225,8 @@ def _parser() -> argparse.ArgumentParser:
         "events", metavar="EVENTS_FILE", help="lines as the source reads them (default: JSON lines), or - for stdin"
     )
 
-    explain = sub.add_parser(
-        "explain", parents=[common], help="why an event does or does not match each rule, and whether it fires"
-    )
+
+def _explain_options(explain: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "event", nargs="?", metavar="EVENT_JSON", help="the event, a JSON object; - reads it from standard input"
     )
@@ -215,7 +251,8 @@ def _parser() -> argparse.ArgumentParser:
         "--time-field", metavar="FIELD", help="with --events: the event field that holds the event's time"
     )
 
-    state = sub.add_parser("state", parents=[common], help="live per-group state of the rules, from the state database")
+
+def _state_options(state: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     state.add_argument(
         "--config",
         default=DEFAULT_CONFIG,
@@ -225,20 +262,40 @@ def _parser() -> argparse.ArgumentParser:
     state.add_argument("--rule", metavar="NAME", help="this rule only")
     state.add_argument("--format", choices=["text", "json"], default="text", help="readable lines, or one JSON object")
 
-    schema = sub.add_parser("schema", parents=[common], help="print a JSON Schema, or write them as files")
+
+def _schema_options(schema: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     schema.add_argument("which", nargs="?", choices=SCHEMAS, help="rule (the default when printing), config or test")
     schema.add_argument(
         "--write", metavar="DIR", help="write rulesd-{rule,config,test}.schema.json (or only WHICH) into DIR"
     )
 
-    completion = sub.add_parser("completion", parents=[common], help="print a shell completion script")
+
+def _completion_options(completion: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    from rulesd.completion import SHELLS
+
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
-    return parser
+
+
+# Each subcommand, in the order `rulesd --help` lists them: its name, its help, and what adds its options.
+_COMMANDS: tuple[tuple[str, str, Callable[..., None]], ...] = (
+    ("run", "run the daemon (in the foreground)", _run_options),
+    ("check", "validate rule files and directories", _check_options),
+    ("forward", "tail the configured sources into a Redis stream", _forward_options),
+    ("outbox", "show or requeue queued alerts", _outbox_actions),
+    ("test", "run rule unit tests", _test_options),
+    ("replay", "evaluate rules over a file of events, offline", _replay_options),
+    ("explain", "why an event does or does not match each rule, and whether it fires", _explain_options),
+    ("state", "live per-group state of the rules, from the state database", _state_options),
+    ("schema", "print a JSON Schema, or write them as files", _schema_options),
+    ("completion", "print a shell completion script", _completion_options),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `rulesd` command line; shell completion and the man page are generated from it."""
     parser = _parser()
+    from rulesd.completion import enable_rule_name_completion
+
     enable_rule_name_completion(parser, DEFAULT_CONFIG)
     return parser
 
@@ -262,14 +319,17 @@ def _outbox_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rulesd` command; returns the exit status."""
-    parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # a TAB from the completion script (only then is argcomplete needed)
         import argcomplete
 
+        parser = build_parser()
+
         # Answers the TAB, then exits; options are offered once `-` is typed.
         argcomplete.autocomplete(parser, always_complete_options=False)
-    args = parser.parse_args(argv)
-    logs.configure(args.log_level, args.log_format)
+    args = _parser(deferred=True).parse_args(argv)
+    # Set up when first used by `replay` and `check`, whose modules log only through `loggers`
+    # (with --config, the config's modules and libraries are imported: set up at once).
+    loggers.configure(args.log_level, args.log_format, deferred=args.command in ("replay", "check") and not args.config)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run,
         "forward": cmd_forward,
@@ -298,11 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.discard(sys.stdout)
         return EXIT_OK  # `rulesd replay ... | head` is not an error
     except output.OutputError as exc:
-        log.error("%s", exc)
+        _log().error("%s", exc)
         return EXIT_FAIL
     except OSError as exc:  # what no command said itself (`rulesd check > file` on a full disk)
-        log.debug("where it was raised", exc_info=True)
-        log.error("%s", exc)
+        _log().debug("where it was raised", exc_info=True)
+        _log().error("%s", exc)
         output.flush_or_discard(sys.stdout)
         return EXIT_FAIL
 
@@ -344,6 +404,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     tests = [p for p in paths if p.endswith(TEST_SUFFIXES) and os.path.isfile(p)]
     result = check_paths([p for p in paths if p not in tests], RuleCache.for_user(os.environ))
     if limits is not None and result.ruleset is not None:
+        from rulesd.engine.limit_checks import limit_warnings
+
         config_problems += limit_warnings(result.ruleset, limits)
     test_problems = []
     if tests:
@@ -356,6 +418,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps([p.to_json() for p in problems], indent=2))
     else:
         if args.format == "github":
+            from rulesd.annotations import github_annotation
+
             workdir = os.getcwd()
             print("\n".join(github_annotation(p, workdir) for p in problems), end="\n" if problems else "")
         else:
@@ -435,7 +499,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     def on_invalid(line: int, reason: str) -> None:
         if per_line:
-            log.warning("%s:%d: skipped: %s", args.events, line, reason)
+            _log().warning("%s:%d: skipped: %s", args.events, line, reason)
 
     # A block's alerts are written at once: with unbuffered output (`python -u`,
     # PYTHONUNBUFFERED, as many containers set) each write is a system call.
@@ -652,7 +716,9 @@ def cmd_state(args: argparse.Namespace) -> int:
     result = check_paths(config.rules, RuleCache.for_user(os.environ))
     _print_warnings(result.problems)
     if result.ruleset is None:
-        log.warning("the rule files have %d error(s) (rulesd check): the state is shown as saved", len(result.errors))
+        _log().warning(
+            "the rule files have %d error(s) (rulesd check): the state is shown as saved", len(result.errors)
+        )
     if config.state.backend == "redis":  # (not its URL: it may hold a password)
         where = f"the shared state in Redis (prefix {config.state.prefix})"
     else:
@@ -705,15 +771,17 @@ def _written_steps(ruleset: RuleSet | None) -> dict[str, tuple[WrittenStep, ...]
 def cmd_run(args: argparse.Namespace) -> int:
     """`rulesd run`: load config and rules (exit 2 if either is invalid), then run the daemon."""
     # Imported here: the authoring commands need none of it.
+    import signal
+
     from rulesd.notify import Notifier
     from rulesd.reload import files_fingerprint
 
     config = load_config(args.config, look=True)
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
-        log.error("cannot start a dry run: %s", output.CLOSED)
+        _log().error("cannot start a dry run: %s", output.CLOSED)
         return EXIT_USAGE
     if sys.stdin is None and any(source.type == "stdin" for source in config.sources):  # `<&-`
-        log.error("cannot start: the source is standard input, which is closed")
+        _log().error("cannot start: the source is standard input, which is closed")
         return EXIT_USAGE
     # SIGHUP's default action ends the process, which systemd counts as a clean exit (and so
     # does not restart): one that comes while the rules load is kept, and reloads once running.
@@ -743,6 +811,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     import sqlite3
 
     from rulesd.daemon import Daemon, build_parts
+    from rulesd.engine.limit_checks import limit_warnings
     from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.lock import StateDirectoryBusy
 
@@ -754,23 +823,23 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
         return EXIT_USAGE
     # Warnings (no rule file found, an expect list the limits cannot hold): the start goes on, said why.
     for problem in [*result.problems, *limit_warnings(result.ruleset, config.limits)]:
-        log.warning("%s: %s", problem.location, problem.message)
+        _log().warning("%s: %s", problem.location, problem.message)
     try:
         stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1  # (-1: closed, and no source reads it)
         parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=stdin_fd)
     except ConfigError:
         raise  # a missing API key: a configuration error, exit 2
     except StateDirectoryBusy as exc:  # a second daemon: a restart cannot help either
-        log.error("cannot start: %s", exc)
+        _log().error("cannot start: %s", exc)
         return EXIT_USAGE
     except StateAuthFailed as exc:  # wrong credentials: a configuration error, a restart cannot help
-        log.error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
+        _log().error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
         return EXIT_USAGE
     except (OSError, sqlite3.Error, RulesdError) as exc:
         # The shared state's errors name Redis, not the setting to look at (nor its URL, which
         # may hold a password).
         shared = config.state.backend == "redis" and isinstance(exc, StateError)
-        log.error("cannot start: %s%s", exc, " (state.url)" if shared else "")
+        _log().error("cannot start: %s%s", exc, " (state.url)" if shared else "")
         return EXIT_FAIL
     if config.state.backend == "redis" and not args.dry_run:  # only this mode needs the Redis client
         from rulesd.daemon.build import stream_reader
@@ -805,10 +874,10 @@ def cmd_forward(args: argparse.Namespace) -> int:
     try:
         return Forwarder(config).run()
     except StateAuthFailed as exc:  # at start (later, it is retried): wrong credentials
-        log.error("cannot forward: %s: fix the user or password in forward.url", exc)
+        _log().error("cannot forward: %s: fix the user or password in forward.url", exc)
         return EXIT_USAGE
     except (OSError, sqlite3.Error, StateError) as exc:
-        log.error("cannot forward: %s", exc)
+        _log().error("cannot forward: %s", exc)
         return EXIT_FAIL
 
 
@@ -914,5 +983,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_completion(args: argparse.Namespace) -> int:
     """`rulesd completion SHELL`: print the shell's completion script."""
+    from rulesd.completion import shell_script
+
     print(shell_script(args.shell), end="")
     return EXIT_OK

@@ -9,6 +9,7 @@ from typing import Any, Final
 import msgspec
 import orjson
 
+from rulesd.deferred_regex import when_used
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.fieldtypes import CONVERTERS
 from rulesd.rules.fields import Event
@@ -38,7 +39,7 @@ BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which some Windows tools write
 # A `\uXXXX` escape of a UTF-16 surrogate: a high one with the low one after it (a pair: one
 # character), or either alone. Group 1 is the backslashes before the `u`: an escape only if
 # their number is odd (`\\ud800` is a backslash and text).
-_SURROGATE_ESCAPE = re.compile(
+_SURROGATE_ESCAPE = when_used(
     rb"(\\+)u(?:([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?|[dD][c-fC-F][0-9a-fA-F]{2})"
 )  # (JSON's `u` is lower case; its hex digits are either)
 _REPLACEMENT = rb"\ufffd"
@@ -55,7 +56,7 @@ def parse_mended(parse: Callable[[bytes], Any], line: bytes) -> Any:
     stay invalid."""
     mended = line[len(BOM) :] if line.startswith(BOM) else line
     if b"\\u" in mended:
-        mended = _SURROGATE_ESCAPE.sub(_mend_surrogates, mended)
+        mended = _SURROGATE_ESCAPE().sub(_mend_surrogates, mended)
     if mended == line:
         return None
     try:

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from rulesd.deferred_regex import when_used
 from rulesd.rules.fields import MISSING, Event, make_getter
 from rulesd.times import span
 
@@ -41,7 +42,7 @@ AHEAD_LIMIT = 900.0
 FUTURE_SLACK = 86400.0  # a year-less time may lie this far past "now" (zones, clocks) before it is last year's
 # A second 60 (`23:59:60`, any fraction), a leap second where it ends a UTC day: RFC 3339
 # allows it, datetime has no second 60.
-_LEAP_SECOND = re.compile(r"(?<=[0-9]{2}:[0-9]{2}:)60(?:[.,][0-9]+)?(?![0-9.,])")
+_LEAP_SECOND = when_used(r"(?<=[0-9]{2}:[0-9]{2}:)60(?:[.,][0-9]+)?(?![0-9.,])")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SYSLOG = re.compile(r"([A-Za-z]{3}) {1,2}([0-9]{1,2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -158,7 +159,7 @@ def _rfc3339_rest(value: str) -> datetime.datetime | None:
     A second 60 is a leap second only at 23:59 UTC (RFC 3339 5.7: it ends a UTC day, so at
     15:59:60-08:00); elsewhere it is a wrong time, not read as the minute's end."""
     lowered = value[:-1] + "Z" if value.endswith("z") else value
-    text = _LEAP_SECOND.sub("59.999999", lowered, count=1)
+    text = _LEAP_SECOND().sub("59.999999", lowered, count=1)
     if text == value:
         return None
     try:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import msgspec
+
+from rulesd.deferred_regex import when_used
 
 # syslog priorities, as sd-daemon(3) prefixes expect them
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
@@ -82,13 +83,13 @@ def configure(
 # Warnings that differ only in numbers (offsets, sizes, counts) are one kind; past these many
 # characters the rest of a message does not make another kind.
 _KIND_CHARS = 120
-_DIGITS = re.compile(r"\d+")
+_DIGITS = when_used(r"\d+")
 
 
 def warning_kind(message: str) -> str:
     """The kind a warning is rate-limited under: its text with every number made alike, cut to
     its first characters (where the path and what happened to it are)."""
-    return _DIGITS.sub("#", message[: _KIND_CHARS * 2])[:_KIND_CHARS]
+    return _DIGITS().sub("#", message[: _KIND_CHARS * 2])[:_KIND_CHARS]
 
 
 class _Held(msgspec.Struct):

@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import re
 
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+from rulesd.deferred_regex import when_used
+
+_CONTROLS = when_used("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROLS_BUT_NEWLINE = when_used("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _SHORT = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
@@ -31,13 +33,16 @@ def one_line(text: str) -> str:
     """`text` with every control character escaped, line breaks too: one line, as printed."""
     # Most text holds none, and every character escaped is one that isprintable() refuses: it
     # answers in a fraction of the substitution's time (every alert's fields come through here).
-    return text if text.isprintable() else _CONTROLS.sub(escape, text)
+    return text if text.isprintable() else _CONTROLS().sub(escape, text)
 
 
 def lines(text: str) -> str:
     """`text` with every control character but the line feed escaped, for output of several
     lines (inside JSON strings only C1 and DEL can be left, and their escapes are JSON's)."""
-    return text if _CONTROLS_BUT_NEWLINE.search(text) is None else _CONTROLS_BUT_NEWLINE.sub(escape, text)
+    # (isprintable() first, as in `one_line`: a text it takes holds none of them)
+    if text.isprintable() or _CONTROLS_BUT_NEWLINE().search(text) is None:
+        return text
+    return _CONTROLS_BUT_NEWLINE().sub(escape, text)
 
 
 def path_text(path: str) -> str:

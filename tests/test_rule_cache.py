@@ -157,6 +157,29 @@ def test_a_replay_whose_rule_files_are_all_cached_imports_no_yaml(tmp_path: Path
     assert first_out == second_out
 
 
+def test_a_warm_replay_imports_nothing_only_a_mistake_or_another_command_needs(tmp_path: Path) -> None:
+    """What explains a mistake (another tool's keys, a misplaced key, a refused regex) is needed
+    only where a rule file is checked, not when its check comes from the cache; GitHub
+    annotations, the config's limits and shell completion only by other commands."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"service": "api", "message": "timeout after 250ms"}\n')
+    modules = (
+        "rulesd.rules.foreign",
+        "rulesd.rules.misplaced",
+        "rulesd.rules.regex_errors",
+        "rulesd.annotations",
+        "rulesd.engine.limit_checks",
+        "rulesd.completion",
+    )
+    env = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    first, _ = imported_by(modules, "replay", "--rules", str(rules), str(events), env=env)
+    second, out = imported_by(modules, "replay", "--rules", str(rules), str(events), env=env)
+    assert ("['rulesd.rules.foreign', 'rulesd.rules.misplaced']", "[]") == (first, second)
+    assert "alerts: 1" in out
+
+
 def test_a_changed_or_invalid_file_is_read_afresh(tmp_path: Path) -> None:
     """A new content is a new key; a file with problems is never cached, so they are
     reported every time."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +22,7 @@ import msgspec
 import orjson
 
 from rulesd.alerting.alias import alert_alias
+from rulesd.deferred_regex import when_used
 from rulesd.engine import Closing, Firing
 from rulesd.jsontext import indented_json
 from rulesd.printable import lines, one_line
@@ -82,7 +82,7 @@ def truncate(text: str, limit: int) -> str:
 
 # An escape as JSON writes it: the control characters' (`\u001b`, `\n`) that `one_line` and
 # `lines` write, and in the event's JSON a quote's and a backslash's too (`\"`, `\\`).
-_ESCAPE = re.compile(r'\\(?:u[0-9a-fA-F]{4}|["\\/bfnrt])')
+_ESCAPE = when_used(r'\\(?:u[0-9a-fA-F]{4}|["\\/bfnrt])')
 
 
 def cut(text: str, end: int) -> str:
@@ -93,7 +93,7 @@ def cut(text: str, end: int) -> str:
         return text
     while end > 0:
         for at in range(max(0, end - 5), end):  # an escape is at most 6 characters long
-            found = _ESCAPE.match(text, at) if text[at] == "\\" else None
+            found = _ESCAPE().match(text, at) if text[at] == "\\" else None
             if found is not None and found.end() > end:
                 end = at
                 break

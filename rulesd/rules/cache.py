@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from rulesd.loggers import logger
 
 MAGIC = b"rulesd-cache-1\n"
 MAX_FILES = 64  # per kind; the least recently used go first
@@ -69,7 +68,7 @@ class RuleCache:
         try:
             info = os.fstat(fd)
             if info.st_uid != os.geteuid() or info.st_mode & 0o077 or not stat.S_ISREG(info.st_mode):
-                log.warning("ignoring cache file %s: not private to this user", path)
+                logger(__name__).warning("ignoring cache file %s: not private to this user", path)
                 return None
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read()
@@ -106,7 +105,7 @@ class RuleCache:
                 raise
             self._prune(kind)
         except OSError as exc:
-            log.debug("rule cache %s not written: %s", self.directory, exc)
+            logger(__name__).debug("rule cache %s not written: %s", self.directory, exc)
 
     def _path(self, kind: str, key: str) -> str:
         return os.path.join(self.directory, f"{kind}-{key}.bin")

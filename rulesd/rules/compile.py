@@ -21,7 +21,6 @@ from rulesd.rules.conditions import (
 )
 from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
-from rulesd.rules.foreign import stands_for
 from rulesd.rules.kind_checks import kind_mistakes
 from rulesd.rules.lists import (
     NAN_MESSAGE,
@@ -232,7 +231,7 @@ def _rule_match(
     parts are written: its `match`, or for a sequence, any of its steps' (the engine then
     tells the steps apart)."""
     if "sequence" not in raw:
-        if "match" not in raw and "match" not in stands_for(raw):  # (`filter:` is said as ElastAlert's)
+        if "match" not in raw and "match" not in _stands_for(raw):  # (`filter:` is said as ElastAlert's)
             ctx.report((), "missing required key 'match'")
         match = raw.get("match")
         return (match if isinstance(match, dict) else None), _RulePatterns.at(patterns, ctx, ("match",))
@@ -255,6 +254,12 @@ def _rule_match(
         return (*places[int(path[1])], *path[2:]) if len(path) >= 2 and path[0] == "any" else path
 
     return ({"any": conditions} if conditions else None), _RulePatterns(patterns, ctx, place)
+
+
+def _stands_for(raw: dict[str, Any]) -> set[str | None]:
+    from rulesd.rules.foreign import stands_for  # (only a rule without `match` asks)
+
+    return stands_for(raw)
 
 
 def _sequence_condition(match: dict[str, Any], patterns: _RulePatterns, lists: Lists) -> Compiled | None:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from rulesd.deferred_regex import when_used
 from rulesd.document import Document, JsonPath
 from rulesd.durations import parse_duration
 from rulesd.errors import Problem
@@ -189,9 +190,9 @@ _QUERY_DSL = frozenset(
     {"term", "terms", "range", "bool", "match", "match_phrase", "wildcard", "prefix", "query_string", "query"}
 )
 # The names Sigma's rules give their selections, which its condition combines.
-_SIGMA_NAME = re.compile(r"(selection|filter|keywords?|sel|main|exclusion)\w*\*?\Z")
+_SIGMA_NAME = when_used(r"(selection|filter|keywords?|sel|main|exclusion)\w*\*?\Z")
 # fail2ban's tags in a failregex; here they would be matched as the text they are.
-_FAIL2BAN_TAG = re.compile(r"<(HOST|ADDR|IP4|IP6|DNS|CIDR|SUBNET|SKIPLINES|F-[A-Z0-9_-]+|/F-[A-Z0-9_-]+)>")
+_FAIL2BAN_TAG = when_used(r"<(HOST|ADDR|IP4|IP6|DNS|CIDR|SUBNET|SKIPLINES|F-[A-Z0-9_-]+|/F-[A-Z0-9_-]+)>")
 # The control characters YAML makes of a backslash escape in double quotes.
 _ESCAPES = {"\x00": "\\0", "\x07": "\\a", "\x08": "\\b", "\x0b": "\\v", "\x0c": "\\f", "\x1b": "\\e"}
 
@@ -286,7 +287,7 @@ def _as_written(shape: str, value: Any) -> str | None:
     if shape == "level" and isinstance(value, str):
         return _PRIORITIES.get(value.lower())
     if shape == "regex" and isinstance(value, str):
-        return "'" + _FAIL2BAN_TAG.sub(r"\\S+", value).replace("'", "''") + "'"
+        return "'" + _FAIL2BAN_TAG().sub(r"\\S+", value).replace("'", "''") + "'"
     return None
 
 
@@ -423,7 +424,7 @@ def _sigma_selections(condition: dict[str, Any]) -> list[str] | None:
         return None
     words = set(re.findall(r"[A-Za-z_][\w*]*", text)) - {"and", "or", "not", "of", "them", "all"}
     named = [k for k in condition if k in words and isinstance(condition[k], dict | list)]
-    sigma = re.search(r"\b(\d+|all) of \w", text) or (words and all(_SIGMA_NAME.match(w) for w in words))
+    sigma = re.search(r"\b(\d+|all) of \w", text) or (words and all(_SIGMA_NAME().match(w) for w in words))
     return named if named or sigma else None
 
 
@@ -472,7 +473,7 @@ def _regex_problems(doc: Document, where: JsonPath, value: Any) -> Iterator[tupl
     if not isinstance(regex, str):
         return
     at = (*where, "regex")
-    tag = _FAIL2BAN_TAG.search(regex)
+    tag = _FAIL2BAN_TAG().search(regex)
     if tag:
         message = (
             f"fail2ban's {tag[0]} is not a regex here: it matches the text {tag[0]}; write \\S+ in its place (and "

@@ -23,9 +23,7 @@ from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
-from rulesd.rules.foreign import foreign_conditions, reworded
 from rulesd.rules.lists import Lists, merge_lists, read_lists
-from rulesd.rules.misplaced import misplaced_keys
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
 from rulesd.rules.value_kinds import rule_set_warnings as value_kind_warnings
@@ -205,6 +203,10 @@ def _checked(doc: Document, key: str | None = None) -> _Parsed:
         # (a list of rules, without its key)
         message = "(top level): expected a mapping, got a list: write 'rules:' on a line above the list of rules"
         return _Parsed(None, [*doc.problems, Problem(doc.locate(()), message)], set())
+    # (a document checked once, then read from the rule cache: a warm start needs neither)
+    from rulesd.rules.foreign import foreign_conditions, reworded
+    from rulesd.rules.misplaced import misplaced_keys
+
     misplaced = misplaced_keys(doc, _rules_in(doc))
     said = {path for path, _ in misplaced}
     misplaced += [found for found in foreign_conditions(doc, _rules_in(doc)) if found[0] not in said]

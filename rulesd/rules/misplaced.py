@@ -12,15 +12,15 @@ with an operator (`throttle: {equals: 10m}`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
+from rulesd.deferred_regex import when_used
 from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem
 from rulesd.validation import either, format_path, load_schema, pattern_name, place_name
 
-_DURATION = re.compile(r"\s*(\d+\s*[dhms]\s*)+\Z")
+_DURATION = when_used(r"\s*(\d+\s*[dhms]\s*)+\Z")
 _DURATIONS = frozenset({"throttle", "window", "within", "for", "learn", "forget"})
 _FIELD_LISTS = frozenset({"group_by", "fields"})
 _MAPPINGS = frozenset({"threshold", "distinct", "sequence", "absence", "new_value", "resolve", "alert"})
@@ -37,7 +37,7 @@ def _has_its_shape(key: str, value: Any) -> bool:
     """Whether `value` is what `key` takes where it belongs (so it was likely meant there)."""
     if key in _DURATIONS:
         return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, str) and _DURATION.match(value) is not None
+            isinstance(value, str) and _DURATION().match(value) is not None
         )
     if key in _FIELD_LISTS:
         return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)

@@ -24,8 +24,6 @@ import hyperscan
 import msgspec
 import re2
 
-from rulesd.rules.regex_errors import explain_hyperscan, explain_re2
-
 # Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
 # (`a*` is found in every value, as `re.search` finds it).
 FLAGS = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
@@ -79,13 +77,14 @@ def regex_problem(pattern: str, *, hyperscan: bool = True) -> str | None:
     """
     if not _encodable(pattern):
         return f"invalid regex {pattern!r}: not valid Unicode (a lone surrogate)"
-    error = _re2_error(pattern)
-    if error is not None:
-        return explain_re2(pattern, error)
-    error = _hyperscan_error(pattern) if hyperscan else None
-    if error is not None:
-        return explain_hyperscan(pattern, error)
-    return None
+    re2_error = _re2_error(pattern)
+    error = re2_error if re2_error is not None else _hyperscan_error(pattern) if hyperscan else None
+    if error is None:
+        return None
+    # (what explains a refused regex is imported by the start that has one)
+    from rulesd.rules.regex_errors import explain_hyperscan, explain_re2
+
+    return explain_re2(pattern, error) if re2_error is not None else explain_hyperscan(pattern, error)
 
 
 def _re2_error(pattern: str) -> str | None:
@@ -246,6 +245,8 @@ class FieldScanner:
                 flags=[p.flags for p in patterns],
             )
         except hyperscan.error as exc:
+            from rulesd.rules.regex_errors import explain_hyperscan
+
             # Hyperscan names no pattern: find them one by one (only ever on this error path).
             refused = [
                 (origin, explain_hyperscan(p.expression, problem))

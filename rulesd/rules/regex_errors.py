@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from rulesd.deferred_regex import when_used
+
 MAX_REPEAT = 1000  # RE2's limit on a counted repetition
 
 _LINEAR = "regexes must run in time linear in the text (the syntax RE2 and Hyperscan share)"
@@ -34,7 +36,7 @@ _BACKTRACKING = (
 )
 # Hyperscan's complaints about a pattern RE2 took that are plain syntax errors.
 _HYPERSCAN_SYNTAX = ("Group name", "Two named subpatterns")
-_AT_INDEX = re.compile(r"\s+at index (\d+)\.?\Z")
+_AT_INDEX = when_used(r"\s+at index (\d+)\.?\Z")
 
 
 def explain_re2(pattern: str, error: str) -> str:
@@ -64,7 +66,7 @@ def explain_hyperscan(pattern: str, error: str) -> str:
     """Hyperscan's complaint about a pattern that RE2 took, in our words."""
     if error.startswith("Pattern can never match"):
         return f"regex {pattern!r} can never match anything"
-    index = _AT_INDEX.search(error)
+    index = _AT_INDEX().search(error)
     what = error[: index.start()] if index else error.rstrip(".")
     at = f" at position {int(index.group(1)) + 1}" if index else ""
     what = what[0].lower() + what[1:] if what[:2].istitle() else what
