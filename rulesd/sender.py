@@ -141,7 +141,10 @@ class Sender:
         self.paused_reason: str | None = None
         self.last_error: str | None = None
         self.last_success: float | None = None
-        self.failures = 0  # attempts failed in a row (retried, not paused) since the last delivery
+        # Attempts failed in a row (retried, not paused) since OpsGenie last answered (a delivery or a
+        # refusal) while alerts waited on this sender: an empty outbox (the failing alert expired)
+        # or one another instance took over has nothing failing to deliver.
+        self.failures = 0
         # Whether the store's record of a pause may be set: unknown at start (a previous run may
         # have left it), so the first delivery clears it; after that only a pause sets it again.
         self._pause_recorded = True
@@ -264,7 +267,8 @@ class Sender:
                 return None
             now = self._clock()
             alert = self._store.head()
-            if alert is None:
+            if alert is None:  # empty, or another instance holds the outbox (it took the lease over)
+                self.failures = 0  # no alert waits on this sender, so no delivery is failing
                 return math.inf
             if is_expired(alert, now, self._max_age):
                 self._expire(alert, now)
@@ -280,6 +284,7 @@ class Sender:
     def _attempt(self, alert: OutboxAlert, now: float) -> float | None:
         """Send one due alert and record the outcome; the wait before the next try, if any."""
         if not self._store.owns(alert.id):  # another process took the outbox over (after a pause)
+            self.failures = 0  # its deliveries are the new holder's to fail or not
             return OWNERSHIP_WAIT
         try:
             if alert.action == CLOSE:
@@ -347,6 +352,7 @@ class Sender:
     def _dead_letter(self, alert: OutboxAlert, exc: PermanentAlertError) -> None:
         self._store.dead_letter(alert.id, str(exc), exc.body, at=self._clock(), result=DEAD)
         self.last_error = str(exc)
+        self.failures = 0  # OpsGenie answered: the way to it works, whatever it made of this alert
         self._report(DEAD, alert, str(exc))
 
     def _expire(self, alert: OutboxAlert, now: float) -> None:

@@ -385,6 +385,55 @@ def test_delivery_failing_in_a_row_fails_readyz_until_an_alert_gets_through(
     assert 0 == daemon.terminate()
 
 
+def failing_readyz(tmp_path: Path, server: FakeOpsGenie, **opsgenie: object) -> tuple[DaemonProcess, str]:
+    """A daemon (with `opsgenie` settings added) whose one alert has failed three attempts in a
+    row with a 503, so that /readyz says delivery is failing; and the base of its endpoints."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"].update(opsgenie)
+    ws.config.write_text(yaml.safe_dump(config))
+    daemon = ws.start()
+    base = f"http://127.0.0.1:{port}"
+    ws.append({"kind": "page", "id": 1})
+    assert wait_until(lambda: get(f"{base}/readyz")[0] == 503, timeout=20), daemon.output()
+    assert get(f"{base}/readyz")[1].startswith("ok\ndelivery failing, 3 attempts in a row: HTTP 503")
+    return daemon, base
+
+
+def test_a_refusal_that_dead_letters_the_failing_alert_makes_readyz_ok_again(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """After three 503s in a row OpsGenie answers the alert with a 422 (dead-lettered): it
+    answered, so the way to it works and /readyz is 200 again with nothing else queued, though
+    no alert was delivered."""
+    refused = threading.Event()
+
+    def responder(_r: object) -> Reply:
+        return Reply(422, body=b'{"message":"Request body is not processable"}') if refused.is_set() else Reply(503)
+
+    server.responder = responder
+    daemon, base = failing_readyz(tmp_path, server)
+    refused.set()
+    assert daemon.wait_for_log("dead-lettered (dead)", timeout=20), daemon.output()
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"))
+    assert (200, "ok\n") == get(f"{base}/healthz")
+    assert 0 == daemon.terminate()
+
+
+def test_an_expiry_that_empties_the_outbox_makes_readyz_ok_again(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """OpsGenie keeps answering 503 until the failing alert is older than max_age and is
+    dead-lettered as expired: with nothing left to deliver, nothing is failing, so /readyz is
+    200 again (not until some later alert gets through, maybe days on); a new alert that fails
+    three times in a row says so again."""
+    server.responder = lambda _r: Reply(503)
+    daemon, base = failing_readyz(tmp_path, server, max_age="10s")
+    assert daemon.wait_for_log("expired: undelivered after", timeout=20), daemon.output()
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"))
+    assert 1 == metric(get(f"{base}/metrics")[1], "rulesd_alerts_expired_total")
+    assert 0 == daemon.terminate()
+
+
 def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, server: FakeOpsGenie) -> None:
     """A heartbeat ping that fails is a warning and a counter; alerts keep flowing."""
     server.responder = lambda r: Reply(500, body=b"{}") if r.method == "GET" else Reply()
