@@ -909,6 +909,34 @@ def paging_instance(fleet: Fleet, url: str, name: str = "a") -> tuple[DaemonProc
     return daemon, append
 
 
+def test_an_instance_whose_sender_lease_another_took_over_is_not_said_to_be_failing(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Instance a delivers, OpsGenie answers 503 and a's /readyz says delivery is failing; a is
+    paused past its lease (SIGSTOP) and b takes the outbox over. Resumed, a sends nothing (the
+    outbox is b's), so its /readyz is 200 again, not 503 for failures that are b's to have."""
+    opsgenie.responder = lambda _r: Reply(503)
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    events_file = tmp_path / "a.jsonl"
+    events_file.write_text(json.dumps({"kind": "page", "id": 1}) + "\n")
+    a = fleet.start_on_file("a", events_file, time_field=None, metrics={"listen": "127.0.0.1:0"})
+    ready_a = a.metrics_url().replace("/metrics", "/readyz")
+    assert wait_until(lambda: http_get(ready_a)[0] == 503, timeout=20), a.output()
+    assert http_get(ready_a)[1].startswith("ok\ndelivery failing, 3 attempts in a row: HTTP 503")
+    (tmp_path / "b.jsonl").touch()
+    b = fleet.start_on_file("b", tmp_path / "b.jsonl", time_field=None)
+    lease = redis_server.client()
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        taken = wait_until(lambda: (lease.get("rulesd:sender") or b"").startswith(b"b:"), timeout=LEASE_S + 15)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert taken, fleet.output()
+    assert wait_until(lambda: http_get(ready_a) == (200, "ok\n"), timeout=15), http_get(ready_a)
+    assert (lease.get("rulesd:sender") or b"").startswith(b"b:")
+    assert 0 == a.terminate() and 0 == b.terminate()
+
+
 def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_state(
     tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
 ) -> None:
