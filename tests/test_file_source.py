@@ -462,6 +462,47 @@ def test_the_position_of_a_compressed_file_seen_empty_goes_with_it(
     assert [] == warnings
 
 
+def test_a_compressed_file_seen_empty_at_the_stop_and_removed_meanwhile_is_not_warned_about(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """Stopped in the moment between gzip making events.jsonl.2.gz and writing it: the position
+    saved for it holds no byte. Written, then rotated away and removed while rulesd was stopped
+    (logrotate's `rotate 2`: the path names a newer .2.gz), it was never going to be read: the
+    start warned that events written to it may have been lost."""
+    first, packed, state = seen_empty(tmp_path, make_source)
+    first.close()
+    with open(packed, "r+b") as gone:  # held, so that its inode is not given to the next file made
+        gone.write(gzip_kept_as_text(numbered(100, 200)))
+        packed.unlink()
+        packed.write_bytes(gzip_kept_as_text(numbered(200, 300)))
+        second = make_source([f"{packed.parent / 'events.jsonl'}*"], saved=state)
+        assert [] == read_settled(second)
+    assert [] == warnings
+    commit(second, state)
+    assert str(packed) not in state
+
+
+def test_a_file_given_the_inode_of_a_compressed_file_seen_empty_at_the_stop_is_not_read(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """The position saved for events.jsonl.2.gz in the moment gzip had made it empty holds no byte
+    to tell its file by, so once that file was removed while stopped, another file of the
+    directory that got its inode (here: it renamed, outside the glob, and written) passed for it
+    and was followed as events.jsonl.2.gz, its lines read as events. The path naming a compressed
+    file again says what the saved one was: never to be read, so not looked for."""
+    first, packed, state = seen_empty(tmp_path, make_source)
+    first.close()
+    stranger = tmp_path / "other-app.log"
+    os.rename(packed, stranger)
+    stranger.write_bytes(numbered(500, 510))
+    packed.write_bytes(gzip_kept_as_text(numbered(200, 300)))
+    second = make_source([f"{packed.parent / 'events.jsonl'}*"], saved=state)
+    assert [] == read_settled(second)
+    append(stranger, numbered(510, 512))
+    assert [] == read_settled(second)
+    assert 0 == second.lag_bytes()
+
+
 def test_a_rotated_file_compressed_and_removed_is_finished_through_its_descriptor(
     tmp_path: Path, make_source: Factory
 ) -> None:
