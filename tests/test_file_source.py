@@ -756,6 +756,28 @@ def test_lag_bytes_counts_unread_data(tmp_path: Path, make_source: Factory) -> N
     assert 3 == source.lag_bytes()
 
 
+def test_lag_is_not_read_through_a_descriptor_number_another_file_took(tmp_path: Path) -> None:
+    """The metrics thread sums the lag over a copy of the files read, which the reading thread
+    may let go of meanwhile: the closed file's descriptor number then names the next file
+    opened (the state database, another log). Its size is not this file's lag: counted 0, not
+    a spike of the other file's size in rulesd_source_lag_bytes."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"12345\n")
+    fd = os.open(log, os.O_RDONLY)
+    tail = Tail(fd, os.fstat(fd), 0, lambda _offset: None)
+    assert 6 == tail.unread_bytes()
+    other = tmp_path / "state.db"
+    other.write_bytes(b"x" * 100_000)
+    opened = os.open(other, os.O_RDONLY)
+    tail.close()
+    os.dup2(opened, fd)  # as the next open would, given the lowest free number
+    os.close(opened)
+    try:
+        assert 0 == tail.unread_bytes()
+    finally:
+        os.close(fd)
+
+
 def test_unopenable_path_is_reported_once(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:
     """A path that cannot be opened warns once and is retried until it can."""
     log = tmp_path / "events.jsonl"

@@ -228,8 +228,15 @@ class Tail:
         return True
 
     def unread_bytes(self) -> int:
-        """Bytes in the file beyond the last line handed out."""
-        return max(0, os.fstat(self.fd).st_size - self.committed)
+        """Bytes in the file beyond the last line handed out.
+
+        Asked from the metrics thread, which may hold a Tail the reader has closed meanwhile: its
+        descriptor's number may then name the next file opened (the state database, another
+        log), whose size is no lag of this one, so only a descriptor naming this file counts."""
+        st = os.fstat(self.fd)
+        if identity_of(st) != self.identity:
+            return 0
+        return max(0, st.st_size - self.committed)
 
     def close(self) -> None:
         """Release the descriptor."""
