@@ -243,14 +243,22 @@ class Sender:
         failures, error = self.failures, self.last_error
         return (failures, error) if failures >= FAILING_AFTER and error is not None else None
 
-    def resume(self) -> bool:
-        """Retry a paused head at once (after a reload that may have fixed the key); True if paused."""
+    def resume(self, *, key_changed: bool = False) -> bool:
+        """Retry a paused head at once (after a reload that may have fixed the key); True if paused.
+
+        With no alert queued (the paused ones expired) and a new key, the pause ends: the key
+        OpsGenie refused is gone, and the next alert tries the new one (a refusal pauses again
+        at once). Kept, it said sending was paused until some later alert was delivered."""
         with self._lock:
             if self.paused_reason is None:
                 return False
             alert = self._store.head()
             if alert is not None:
                 self._store.reschedule(alert.id, self._clock(), alert.last_error or "", count=False)
+            elif key_changed:
+                self.paused_reason = None
+                self._store.set_paused(None)  # for `rulesd outbox list`
+                self._pause_recorded = False
             return True
 
     # -- one alert ---------------------------------------------------------------------------

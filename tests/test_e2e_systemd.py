@@ -355,6 +355,29 @@ def test_paused_sending_shows_on_healthz_and_fails_readyz(tmp_path: Path, server
     assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
 
 
+def test_a_new_key_after_the_paused_alert_expired_makes_readyz_ok_again(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """OpsGenie refuses the key until the paused alert is older than max_age and expires: the
+    key is still the refused one, so /readyz still says sending is paused. A new key written to
+    the key file has nothing queued to try it on: the pause ends (/readyz 200,
+    rulesd_sending_paused 0), not only once some later alert gets through."""
+    server.responder = lambda _r: Reply(401, body=b'{"message":"Could not authenticate"}')
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"]["max_age"] = "5s"
+    ws.config.write_text(yaml.safe_dump(config))
+    daemon = ws.start()
+    base = f"http://127.0.0.1:{port}"
+    ws.append({"kind": "page", "id": 1})
+    assert daemon.wait_for_log("expired: undelivered after", timeout=20), daemon.output()
+    assert get(f"{base}/readyz")[1].startswith("ok\nsending paused: HTTP 401")
+    ws.key_file.write_text("a-new-key\n")
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n")), get(f"{base}/readyz")
+    assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
+    assert 1 == len(server.requests)
+    assert 0 == daemon.terminate()
+
+
 def test_delivery_failing_in_a_row_fails_readyz_until_an_alert_gets_through(
     tmp_path: Path, server: FakeOpsGenie
 ) -> None:

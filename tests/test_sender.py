@@ -414,6 +414,25 @@ def test_resume_retries_a_paused_head_at_once(store: SqliteState, clock: FakeClo
     assert sender.paused_reason is None
 
 
+def test_a_new_key_with_nothing_queued_ends_the_pause(store: SqliteState, clock: FakeClock) -> None:
+    """The alert a refused key paused expires (max_age): the key is still the refused one, so
+    sending is still paused; once a new key is read, nothing refused it, so the pause ends (in
+    the store too, for `rulesd outbox list`) and the next alert tries it."""
+    queue(store, "a")
+    wrong_key = PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)
+    sender = make_sender(store, FakeTransport(wrong_key), clock, auth_retry=60.0, max_age=100.0)
+    sender.step()
+    clock.advance(100)
+    assert IDLE_DELAY == sender.step()
+    assert ["a"] == [a.payload["message"] for a in store.alerts(DEAD)]
+
+    assert sender.resume()  # a reload that read the same key
+    assert ("HTTP 401: OpsGenie rejected the API key",) * 2 == (sender.paused_reason, store.paused())
+    assert sender.resume(key_changed=True)
+    assert (None, None) == (sender.paused_reason, store.paused())
+    assert not sender.resume(key_changed=True)
+
+
 def test_expiry_after_max_age(store: SqliteState, clock: FakeClock) -> None:
     """An alert still undelivered after max_age is dead-lettered as expired, not sent late."""
     queue(store, "old")

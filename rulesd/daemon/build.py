@@ -123,11 +123,11 @@ class ApiKey:
         why, self._why = self._why, _CHANGED
         return self._read(why)
 
-    def reload(self) -> None:
+    def reload(self) -> bool:
         """Read the key again: now if the key file stands still, else once it does (the next
-        request waits for that, as for a change)."""
+        request waits for that, as for a change). True if it was read now and changed."""
         self._file_seen, self._why = _UNREAD, "reload"
-        self.refresh()
+        return self.refresh()
 
     def abort(self) -> None:
         """The daemon is stopping: wait no more for the key file (a request would be cut anyway)."""

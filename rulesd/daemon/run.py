@@ -375,7 +375,7 @@ class Daemon:
         key = self.parts.api_key
         if self.sender.paused_reason is not None and key is not None and key.refresh():
             # OpsGenie refused the key and a new one was written: try it now, not at the slow retry.
-            self._resume_sender()
+            self._resume_sender(key_changed=True)
 
     def reload(self) -> bool:
         """Load the rules again and wait for the outcome (the main loop does not wait: see
@@ -401,11 +401,10 @@ class Daemon:
 
     def _reload_key(self) -> None:
         if self.parts.api_key is not None:
-            self.parts.api_key.reload()
-            self._resume_sender()
+            self._resume_sender(key_changed=self.parts.api_key.reload())
 
-    def _resume_sender(self) -> None:
-        if self.sender.resume():
+    def _resume_sender(self, *, key_changed: bool) -> None:
+        if self.sender.resume(key_changed=key_changed):
             self.sender_wake.set()
 
     def _apply(self, outcome: LoadOutcome) -> bool:
