@@ -355,19 +355,24 @@ def test_paused_sending_shows_on_healthz_and_fails_readyz(tmp_path: Path, server
     assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
 
 
+def started_with(tmp_path: Path, server: FakeOpsGenie, **opsgenie: object) -> tuple[Workspace, DaemonProcess, str]:
+    """A workspace whose config has `opsgenie` settings added and metrics on a free port, its
+    daemon started, and the base of its endpoints."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"].update(opsgenie)
+    ws.config.write_text(yaml.safe_dump(config))
+    return ws, ws.start(), f"http://127.0.0.1:{port}"
+
+
 def test_a_new_key_after_the_paused_alert_expired_makes_readyz_ok_again(tmp_path: Path, server: FakeOpsGenie) -> None:
     """OpsGenie refuses the key until the paused alert is older than max_age and expires: the
     key is still the refused one, so /readyz still says sending is paused. A new key written to
     the key file has nothing queued to try it on: the pause ends (/readyz 200,
     rulesd_sending_paused 0), not only once some later alert gets through."""
     server.responder = lambda _r: Reply(401, body=b'{"message":"Could not authenticate"}')
-    port = free_port()
-    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
-    config = yaml.safe_load(ws.config.read_text())
-    config["opsgenie"]["max_age"] = "5s"
-    ws.config.write_text(yaml.safe_dump(config))
-    daemon = ws.start()
-    base = f"http://127.0.0.1:{port}"
+    ws, daemon, base = started_with(tmp_path, server, max_age="5s")
     ws.append({"kind": "page", "id": 1})
     assert daemon.wait_for_log("expired: undelivered after", timeout=20), daemon.output()
     assert get(f"{base}/readyz")[1].startswith("ok\nsending paused: HTTP 401")
@@ -411,13 +416,7 @@ def test_delivery_failing_in_a_row_fails_readyz_until_an_alert_gets_through(
 def failing_readyz(tmp_path: Path, server: FakeOpsGenie, **opsgenie: object) -> tuple[DaemonProcess, str]:
     """A daemon (with `opsgenie` settings added) whose one alert has failed three attempts in a
     row with a 503, so that /readyz says delivery is failing; and the base of its endpoints."""
-    port = free_port()
-    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
-    config = yaml.safe_load(ws.config.read_text())
-    config["opsgenie"].update(opsgenie)
-    ws.config.write_text(yaml.safe_dump(config))
-    daemon = ws.start()
-    base = f"http://127.0.0.1:{port}"
+    ws, daemon, base = started_with(tmp_path, server, **opsgenie)
     ws.append({"kind": "page", "id": 1})
     assert wait_until(lambda: get(f"{base}/readyz")[0] == 503, timeout=20), daemon.output()
     assert get(f"{base}/readyz")[1].startswith("ok\ndelivery failing, 3 attempts in a row: HTTP 503")
@@ -460,16 +459,11 @@ def test_an_expiry_that_empties_the_outbox_makes_readyz_ok_again(tmp_path: Path,
 def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, server: FakeOpsGenie) -> None:
     """A heartbeat ping that fails is a warning and a counter; alerts keep flowing."""
     server.responder = lambda r: Reply(500, body=b"{}") if r.method == "GET" else Reply()
-    port = free_port()
-    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
-    config = yaml.safe_load(ws.config.read_text())
-    config["opsgenie"]["heartbeat"] = "rulesd"
-    ws.config.write_text(yaml.safe_dump(config))
-    daemon = ws.start()
+    ws, daemon, base = started_with(tmp_path, server, heartbeat="rulesd")
     assert daemon.wait_for_log("heartbeat 'rulesd' not pinged")
     ws.append({"kind": "page", "id": 1})
     assert server.wait_for(lambda r: any(x.method == "POST" for x in r))
-    text = get(f"http://127.0.0.1:{port}/metrics")[1]
+    text = get(f"{base}/metrics")[1]
     assert 1 <= metric(text, 'rulesd_heartbeats_total{result="failed"}')
     assert daemon.proc.poll() is None
 
