@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -325,6 +326,26 @@ def test_status_shows_a_refused_key(tmp_path: Path, server: FakeOpsGenie, notify
     status = next(m for _, m in reversed(notify.messages) if "401" in m)
     assert "outbox 1" in status
     assert API_KEY not in status
+    assert 0 == daemon.terminate()
+
+
+def test_status_shows_delivery_failing_and_its_end(tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket) -> None:
+    """While the way to OpsGenie fails (three attempts in a row), STATUS= (what `systemctl
+    status` shows) says delivery is failing with the last error, as /readyz does; once an alert
+    gets through it says so no more. It showed only the outbox growing."""
+    server.responder = lambda _r: Reply(503, body=b"upstream down")
+    ws = Workspace(tmp_path, server.url)
+    daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+    ws.append({"kind": "page", "id": 1})
+
+    def status() -> str:
+        return next((m for _, m in reversed(notify.messages) if "STATUS=" in m), "")
+
+    # Sent every 5 s: by then a fourth attempt may have failed too.
+    failing = re.compile(r"delivery failing, \d+ attempts in a row: HTTP 503")
+    assert wait_until(lambda: failing.search(status()) is not None, timeout=30), status()
+    server.responder = lambda _r: Reply()
+    assert wait_until(lambda: "outbox 0" in status() and "failing" not in status(), timeout=30), status()
     assert 0 == daemon.terminate()
 
 

@@ -485,13 +485,19 @@ def scraped_depth(store: StateBackend) -> Callable[[], tuple[int, float | None]]
 
 
 def problems(parts: Parts) -> list[str]:
-    """What keeps the daemon from paging now, for /healthz and /readyz (and STATUS=)."""
+    """What keeps the daemon from paging now, for /healthz and /readyz."""
     found = []
-    sender = parts.sender
-    if sender.paused_reason is not None:
-        found.append(f"sending paused: {sender.paused_reason}")
-    elif (failing := sender.failing()) is not None:
-        found.append(f"delivery failing, {failing[0]} attempts in a row: {failing[1]}")
+    if (delivery := delivery_problem(parts.sender)) is not None:
+        found.append(delivery)
     if parts.stats.state_problem is not None:
         found.append(parts.stats.state_problem)
     return found
+
+
+def delivery_problem(sender: Sender) -> str | None:
+    """What keeps alerts from reaching OpsGenie now (for /readyz and STATUS=), if anything."""
+    if sender.paused_reason is not None:
+        return f"sending paused: {sender.paused_reason}"
+    if (failing := sender.failing()) is not None:
+        return f"delivery failing, {failing[0]} attempts in a row: {failing[1]}"
+    return None

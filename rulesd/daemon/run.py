@@ -20,7 +20,7 @@ from typing import Any
 
 from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
-from rulesd.daemon.build import Parts
+from rulesd.daemon.build import Parts, delivery_problem
 from rulesd.daemon.committer import Committer, Pending
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
@@ -235,7 +235,7 @@ class Daemon:
         depth, _ = self.parts.store.depth()
         events = self.stats.total("events")
         text = f"{self.stats.rules_loaded} rules, {events} events, outbox {depth}"
-        problem = self.stats.state_problem or self.sender.paused_reason or self.stats.last_error
+        problem = self.stats.state_problem or delivery_problem(self.sender) or self.stats.last_error
         return f"{text}; last error: {problem}" if problem else text
 
     def _process(self, batch: list[tuple[str, Source, list[Lines]]]) -> None:
