@@ -477,6 +477,23 @@ def test_an_expiry_that_empties_the_outbox_makes_readyz_ok_again(tmp_path: Path,
     assert 0 == daemon.terminate()
 
 
+def test_readyz_says_stopping_while_the_outbox_is_drained(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """After SIGTERM nothing more is read, so no new alert can come: /readyz answers 503 saying
+    the daemon is stopping while the grace drains the outbox (it answered 200 "ok"), and
+    /healthz (the process is not stuck) 200 with the same body."""
+    server.responder = lambda _r: Reply(503, {"Retry-After": "1"}, b"{}")
+    ws, daemon, base = started_with(tmp_path, server)
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert (200, "ok\n") == get(f"{base}/readyz")  # one failed attempt is a blip
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: get(f"{base}/readyz")[0] == 503, timeout=4)
+    live, ready = get(f"{base}/healthz"), get(f"{base}/readyz")
+    assert 200 == live[0] and live[1] == ready[1]
+    assert "\nstopping: nothing more is read, what is queued is being delivered\n" in live[1]
+    assert 0 == daemon.proc.wait(timeout=15)
+
+
 def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, server: FakeOpsGenie) -> None:
     """A heartbeat ping that fails is a warning and a counter; alerts keep flowing."""
     server.responder = lambda r: Reply(500, body=b"{}") if r.method == "GET" else Reply()

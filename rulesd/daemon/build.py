@@ -486,7 +486,8 @@ def scraped_depth(store: StateBackend) -> Callable[[], tuple[int, float | None]]
 
 def problems(parts: Parts) -> list[str]:
     """What keeps the daemon from paging now, for /healthz and /readyz."""
-    found = []
+    # While it stops, nothing more is read, so no new alert can come, whatever else holds.
+    found = ["stopping: nothing more is read, what is queued is being delivered"] if parts.stats.stopping else []
     if (delivery := delivery_problem(parts.sender)) is not None:
         found.append(delivery)
     if parts.stats.state_problem is not None:

@@ -158,6 +158,7 @@ class Daemon:
             self.notifier.status(f"fatal error: {exc}")
             status = 1
         finally:
+            self.stats.stopping = True
             self.notifier.stopping()
             self._shutdown(threads)
         return status
