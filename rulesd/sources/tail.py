@@ -234,7 +234,8 @@ class Tail:
         descriptor's number may then name the next file opened (the state database, another
         log), whose size is no lag of this one, so only a descriptor naming this file counts."""
         st = os.fstat(self.fd)
-        if identity_of(st) != self.identity:
+        dev, ino = self.identity
+        if st.st_ino != ino or st.st_dev != dev:  # compared apart: no tuple made per file and scrape
             return 0
         return max(0, st.st_size - self.committed)
 
