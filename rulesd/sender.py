@@ -7,7 +7,9 @@ after a failed attempt is decided by the class of the transport's error:
 - `RetryableAlertError` (network, 408, 429, 5xx): reschedule with exponential
   backoff and jitter, or the server's `Retry-After`; counts as an attempt.
 - `PausingAlertError` (401/403, a redirect): every alert would fail alike, so
-  reschedule at `auth_retry` without counting it and report `paused_reason`.
+  reschedule at `auth_retry` without counting it and report `paused_reason`; meanwhile the
+  outbox is only looked at, not held, so another instance sharing it (its key may work) can
+  take it over.
 - `PermanentAlertError` (other 4xx): dead-letter with the response body, go on.
 - `OutputClosed` (a dry run's standard output was closed): leave the alert as it is; the
   daemon is stopping.
@@ -139,6 +141,9 @@ class Sender:
         # Serialises `step`, `run` and `drain` so that no alert is ever in flight twice.
         self._lock = threading.Lock()
         self.paused_reason: str | None = None
+        # While paused, until when the sender only looks at the outbox without holding it: where
+        # instances share it, another one, whose key may work, then takes it over meanwhile.
+        self._paused_until = -math.inf
         self.last_error: str | None = None
         self.last_success: float | None = None
         # Attempts failed in a row (retried, not paused) since OpsGenie last answered (a delivery or a
@@ -252,6 +257,7 @@ class Sender:
         with self._lock:
             if self.paused_reason is None:
                 return False
+            self._paused_until = -math.inf  # the new key may be tried at once
             alert = self._store.head()
             if alert is not None:
                 self._store.reschedule(alert.id, self._clock(), alert.last_error or "", count=False)
@@ -274,7 +280,7 @@ class Sender:
                 self._record_delivery()
                 return None
             now = self._clock()
-            alert = self._store.head()
+            alert = self._store.head(take=self.paused_reason is None or now >= self._paused_until)
             if alert is None:  # empty, or another instance holds the outbox (it took the lease over)
                 self.failures = 0  # no alert waits on this sender, so no delivery is failing
                 return math.inf
@@ -353,6 +359,7 @@ class Sender:
         # Recorded in the store too, so that `rulesd outbox list` (another process) shows it.
         self._store.set_paused(str(exc))
         self._pause_recorded = True
+        self._paused_until = now + self._auth_retry
         self.paused_reason = self.last_error = str(exc)
         self._report(PAUSED, alert, f"{exc}; delivery paused, retrying in {self._auth_retry:.0f}s")
         return self._wait(alert, now + self._auth_retry, now)

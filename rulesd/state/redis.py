@@ -473,12 +473,12 @@ class RedisState:
     def _now(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
-    def head(self) -> OutboxAlert | None:
-        """The oldest queued alert, if this instance holds the sender's lease (or takes it)."""
+    def head(self, *, take: bool = True) -> OutboxAlert | None:
+        """The oldest queued alert, if this instance holds the sender's lease (or, with `take`,
+        takes it); without `take` the lease is not renewed: it lapses, for another to take."""
         k = self.k
-        reply = self.call(
-            lambda: self._script("HEAD")(keys=[k.sender, k.outbox, k.outbox_state], args=[self.token, self.lease_ms])
-        )
+        args: list[str | int] = [self.token, self.lease_ms, int(take)]
+        reply = self.call(lambda: self._script("HEAD")(keys=[k.sender, k.outbox, k.outbox_state], args=args))
         if not reply:
             return None
         alert = _queued(int(reply[0]), reply[1], reply[2])

@@ -210,13 +210,16 @@ return 1
 """
 
 # The oldest queued alert, for the lease holder only. KEYS: 1 lease, 2 outbox, 3 per-alert
-# state; ARGV: 1 token, 2 lease milliseconds. Returns false, or {id, fields, state}. The
-# holder renews with PEXPIRE, which Redis allows at its maxmemory (SET it refuses): queued
-# alerts still go then, and their removal frees memory.
+# state; ARGV: 1 token, 2 lease milliseconds, 3 '1' to take or renew the lease, '0' to look
+# only (a paused sender: its lease lapses, for another instance to deliver). Returns false, or
+# {id, fields, state}. The holder renews with PEXPIRE, which Redis allows at its maxmemory (SET
+# it refuses): queued alerts still go then, and their removal frees memory.
 HEAD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
-if holder then
+if ARGV[3] ~= '1' then
+  if not holder then return false end
+elseif holder then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 else
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
