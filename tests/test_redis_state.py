@@ -166,20 +166,25 @@ def test_a_sender_paused_for_its_key_lets_another_instance_deliver(client: redis
     while it waits: b takes the outbox over once it lapses and delivers, in order."""
     a, b = store(client, "a", lease=0.3), store(client, "b", lease=0.3)
     a.load_engine_state()
+    working = FakeTransport()
+    other = Sender(b, working, clock=time.time, auth_retry=0.5)
+    a.commit(positions={}, payloads=[{"message": "0"}], now=time.time())
+    other.step()  # b delivers first, then lets its lease lapse (paused itself, say)
+    time.sleep(0.4)
     a.commit(positions={}, payloads=[{"message": "1"}, {"message": "2"}], now=time.time())
     refused = PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)
     paused = Sender(a, FakeTransport(*[refused] * 100), clock=time.time, auth_retry=0.5)
-    working = FakeTransport()
-    other = Sender(b, working, clock=time.time, auth_retry=0.5)
     paused.step()
-    assert paused.paused_reason is not None
+    assert paused.paused_reason is not None and b.paused() is not None
     deadline = time.monotonic() + 10
-    while working.sent != ["1", "2"] and time.monotonic() < deadline:
+    while working.sent != ["0", "1", "2"] and time.monotonic() < deadline:
         paused.step()
         other.step()
         time.sleep(0.05)
-    assert ["1", "2"] == working.sent
+    assert ["0", "1", "2"] == working.sent
     assert (0, None) == b.depth()
+    # Delivering, b says sending is not paused: `rulesd outbox list` showed its alerts paused.
+    assert b.paused() is None
 
 
 def test_a_close_of_a_dead_lettered_alert_is_kept_to_be_requeued_with_it(client: redis.Redis) -> None:

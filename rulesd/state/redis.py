@@ -502,10 +502,11 @@ class RedisState:
         )
 
     def mark_sent(self, alert_id: int) -> None:
-        """Delivered: the alert leaves the outbox (whoever holds the lease now); a close of an
-        alert whose create is a dead letter stays among them (see `KEPT_CLOSE`)."""
+        """Delivered: the alert leaves the outbox (whoever holds the lease now), and sending is
+        not paused any more, as far as `rulesd outbox list` tells; a close of an alert whose
+        create is a dead letter stays among them (see `KEPT_CLOSE`)."""
         k = self.k
-        keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id)]
+        keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id), k.paused]
         args: list[Any] = [alert_id, KEPT_CLOSE, self._created(alert_id)]
         self.call(lambda: self._script("MARK_SENT")(keys=keys, args=args))
 

@@ -298,8 +298,10 @@ return 1
 
 # Delivered: the alert leaves the queue; but a close whose alias has a create queued before it
 # among the dead letters becomes one itself (see `base.KEPT_CLOSE`). KEYS: 1 outbox, 2 state,
-# 3 dead, 4 its attempts; ARGV: 1 id, 2 the kept close's error, 3 created (see `the_alert`).
-# Deletions only but for a kept close, so Redis runs it at its maxmemory (a MULTI it refuses then).
+# 3 dead, 4 its attempts, 5 the record of a pause (a delivery ends it, whichever instance paused:
+# one whose key works may have taken the outbox over from one whose key is refused); ARGV: 1 id,
+# 2 the kept close's error, 3 created (see `the_alert`). Deletions only but for a kept close, so
+# Redis runs it at its maxmemory (a MULTI it refuses then).
 MARK_SENT = (
     THE_ALERT
     + """
@@ -328,6 +330,7 @@ end
 redis.call('XDEL', KEYS[1], ARGV[1] .. '-0')
 redis.call('HDEL', KEYS[2], ARGV[1])
 if not kept then redis.call('DEL', KEYS[4]) end  -- a dead letter keeps its attempts, as in SQLite
+redis.call('DEL', KEYS[5])
 return 1
 """
 )
