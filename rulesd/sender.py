@@ -7,7 +7,9 @@ after a failed attempt is decided by the class of the transport's error:
 - `RetryableAlertError` (network, 408, 429, 5xx): reschedule with exponential
   backoff and jitter, or the server's `Retry-After`; counts as an attempt.
 - `PausingAlertError` (401/403, a redirect): every alert would fail alike, so
-  reschedule at `auth_retry` without counting it and report `paused_reason`.
+  reschedule at `auth_retry` without counting it and report `paused_reason`; meanwhile the
+  outbox is only looked at, not held, so another instance sharing it (its key may work) can
+  take it over.
 - `PermanentAlertError` (other 4xx): dead-letter with the response body, go on.
 - `OutputClosed` (a dry run's standard output was closed): leave the alert as it is; the
   daemon is stopping.
@@ -139,9 +141,15 @@ class Sender:
         # Serialises `step`, `run` and `drain` so that no alert is ever in flight twice.
         self._lock = threading.Lock()
         self.paused_reason: str | None = None
+        # While paused, until when the sender only looks at the outbox without holding it: where
+        # instances share it, another one, whose key may work, then takes it over meanwhile.
+        self._paused_until = -math.inf
         self.last_error: str | None = None
         self.last_success: float | None = None
-        self.failures = 0  # attempts failed in a row (retried, not paused) since the last delivery
+        # Attempts failed in a row (retried, not paused) since OpsGenie last answered (a delivery or a
+        # refusal) while alerts waited on this sender: an empty outbox (the failing alert expired)
+        # or one another instance took over has nothing failing to deliver.
+        self.failures = 0
         # Whether the store's record of a pause may be set: unknown at start (a previous run may
         # have left it), so the first delivery clears it; after that only a pause sets it again.
         self._pause_recorded = True
@@ -240,14 +248,23 @@ class Sender:
         failures, error = self.failures, self.last_error
         return (failures, error) if failures >= FAILING_AFTER and error is not None else None
 
-    def resume(self) -> bool:
-        """Retry a paused head at once (after a reload that may have fixed the key); True if paused."""
+    def resume(self, *, key_changed: bool = False) -> bool:
+        """Retry a paused head at once (after a reload that may have fixed the key); True if paused.
+
+        With no alert queued (the paused ones expired) and a new key, the pause ends: the key
+        OpsGenie refused is gone, and the next alert tries the new one (a refusal pauses again
+        at once). Kept, it said sending was paused until some later alert was delivered."""
         with self._lock:
             if self.paused_reason is None:
                 return False
+            self._paused_until = -math.inf  # the new key may be tried at once
             alert = self._store.head()
             if alert is not None:
                 self._store.reschedule(alert.id, self._clock(), alert.last_error or "", count=False)
+            elif key_changed:
+                self.paused_reason = None
+                self._store.set_paused(None)  # for `rulesd outbox list`
+                self._pause_recorded = False
             return True
 
     # -- one alert ---------------------------------------------------------------------------
@@ -263,8 +280,9 @@ class Sender:
                 self._record_delivery()
                 return None
             now = self._clock()
-            alert = self._store.head()
-            if alert is None:
+            alert = self._store.head(take=self.paused_reason is None or now >= self._paused_until)
+            if alert is None:  # empty, or another instance holds the outbox (it took the lease over)
+                self.failures = 0  # no alert waits on this sender, so no delivery is failing
                 return math.inf
             if is_expired(alert, now, self._max_age):
                 self._expire(alert, now)
@@ -280,6 +298,7 @@ class Sender:
     def _attempt(self, alert: OutboxAlert, now: float) -> float | None:
         """Send one due alert and record the outcome; the wait before the next try, if any."""
         if not self._store.owns(alert.id):  # another process took the outbox over (after a pause)
+            self.failures = 0  # its deliveries are the new holder's to fail or not
             return OWNERSHIP_WAIT
         try:
             if alert.action == CLOSE:
@@ -340,6 +359,7 @@ class Sender:
         # Recorded in the store too, so that `rulesd outbox list` (another process) shows it.
         self._store.set_paused(str(exc))
         self._pause_recorded = True
+        self._paused_until = now + self._auth_retry
         self.paused_reason = self.last_error = str(exc)
         self._report(PAUSED, alert, f"{exc}; delivery paused, retrying in {self._auth_retry:.0f}s")
         return self._wait(alert, now + self._auth_retry, now)
@@ -347,6 +367,7 @@ class Sender:
     def _dead_letter(self, alert: OutboxAlert, exc: PermanentAlertError) -> None:
         self._store.dead_letter(alert.id, str(exc), exc.body, at=self._clock(), result=DEAD)
         self.last_error = str(exc)
+        self.failures = 0  # OpsGenie answered: the way to it works, whatever it made of this alert
         self._report(DEAD, alert, str(exc))
 
     def _expire(self, alert: OutboxAlert, now: float) -> None:

@@ -41,6 +41,7 @@ class Stats(msgspec.Struct):
     last_error: str | None = None
     state_problem: str | None = None  # why the state cannot be written now (reading waits meanwhile)
     loop_alive: float = msgspec.field(default_factory=time.monotonic)  # when the main loop last turned
+    stopping: bool = False  # reading has ended: the daemon drains its outbox and exits
     # What the sources forgotten (`forget_source`) had counted, by table: still in the totals.
     forgotten: dict[str, int] = msgspec.field(default_factory=dict)
 

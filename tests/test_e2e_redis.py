@@ -895,19 +895,47 @@ def test_a_password_rotated_under_a_running_instance_is_waited_out_and_said(
 PAGE_RULES = "name: r\nmatch: {kind: page}\nalert: {alias: 'p-{id}'}\n"
 
 
-def paging_instance(fleet: Fleet, url: str, name: str = "a") -> tuple[DaemonProcess, Callable[..., None]]:
-    """Instance `name` in fleet mode (with PAGE_RULES) reading its file from the beginning, and
-    how to append pages (by id) to that file."""
+def paging_instance(fleet: Fleet, url: str, name: str = "a", **extra: Any) -> tuple[DaemonProcess, Callable[..., None]]:
+    """Instance `name` in fleet mode (with PAGE_RULES and `extra` settings) reading its file from
+    the beginning, and how to append pages (by id) to that file."""
     events_file = fleet.root / f"{name}.jsonl"
     events_file.touch()
     source = {"type": "file", "path": str(events_file), "start_at": "beginning"}
-    daemon = fleet.start(name, source=source, state={"backend": "redis", "url": url, "instance": name})
+    daemon = fleet.start(name, source=source, state={"backend": "redis", "url": url, "instance": name}, **extra)
 
     def append(*ids: int) -> None:
         with open(events_file, "a") as fh:
             fh.write("".join(json.dumps({"kind": "page", "id": i}) + "\n" for i in ids))
 
     return daemon, append
+
+
+def test_an_instance_whose_sender_lease_another_took_over_is_not_said_to_be_failing(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Instance a delivers, OpsGenie answers 503 and a's /readyz says delivery is failing; a is
+    paused past its lease (SIGSTOP) and b takes the outbox over. Resumed, a sends nothing (the
+    outbox is b's), so its /readyz is 200 again, not 503 for failures that are b's to have."""
+    opsgenie.responder = lambda _r: Reply(503)
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=PAGE_RULES)
+    events_file = tmp_path / "a.jsonl"
+    events_file.write_text(json.dumps({"kind": "page", "id": 1}) + "\n")
+    a = fleet.start_on_file("a", events_file, time_field=None, metrics={"listen": "127.0.0.1:0"})
+    ready_a = a.metrics_url().replace("/metrics", "/readyz")
+    assert wait_until(lambda: http_get(ready_a)[0] == 503, timeout=20), a.output()
+    assert http_get(ready_a)[1].startswith("ok\ndelivery failing, 3 attempts in a row: HTTP 503")
+    (tmp_path / "b.jsonl").touch()
+    b = fleet.start_on_file("b", tmp_path / "b.jsonl", time_field=None)
+    lease = redis_server.client()
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        taken = wait_until(lambda: (lease.get("rulesd:sender") or b"").startswith(b"b:"), timeout=LEASE_S + 15)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert taken, fleet.output()
+    assert wait_until(lambda: http_get(ready_a) == (200, "ok\n"), timeout=15), http_get(ready_a)
+    assert (lease.get("rulesd:sender") or b"").startswith(b"b:")
+    assert 0 == a.terminate() and 0 == b.terminate()
 
 
 def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_state(
@@ -1266,12 +1294,17 @@ def test_a_redis_restarted_from_an_older_copy_is_said_and_the_alerts_it_lost_are
 def test_an_idle_instance_says_an_outage_once_and_its_end_once(tmp_path: Path, redis_server: RedisServer) -> None:
     """Redis down for a few seconds under an idle fleet instance: it says so once and, when
     Redis is back, that it is available again, once (it spun, saying both at every turn of its
-    loop, since a turn that read nothing counted as Redis available)."""
+    loop, since a turn that read nothing counted as Redis available). /healthz (200) and /readyz
+    (503) say it in their bodies meanwhile."""
     fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=PAGE_RULES)
-    daemon, _ = paging_instance(fleet, redis_server.url)
+    daemon, _ = paging_instance(fleet, redis_server.url, metrics={"listen": "127.0.0.1:0"})
+    base = daemon.metrics_url().removesuffix("/metrics")
     time.sleep(1.0)  # it loaded the state
     redis_server.stop()
     assert daemon.wait_for_log("state unavailable, reading paused", timeout=15), daemon.stderr()
+    live, ready = http_get(f"{base}/healthz"), http_get(f"{base}/readyz")
+    assert (200, 503) == (live[0], ready[0]) and live[1] == ready[1], (live, ready)
+    assert live[1].startswith("ok\nRedis unavailable: "), live
     time.sleep(6.0)  # past an idle sweep, which asks Redis
     redis_server.start()
     assert daemon.wait_for_log("state available again", timeout=15), daemon.stderr()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -328,6 +329,26 @@ def test_status_shows_a_refused_key(tmp_path: Path, server: FakeOpsGenie, notify
     assert 0 == daemon.terminate()
 
 
+def test_status_shows_delivery_failing_and_its_end(tmp_path: Path, server: FakeOpsGenie, notify: NotifySocket) -> None:
+    """While the way to OpsGenie fails (three attempts in a row), STATUS= (what `systemctl
+    status` shows) says delivery is failing with the last error, as /readyz does; once an alert
+    gets through it says so no more. It showed only the outbox growing."""
+    server.responder = lambda _r: Reply(503, body=b"upstream down")
+    ws = Workspace(tmp_path, server.url)
+    daemon = ws.start(env={"NOTIFY_SOCKET": notify.path})
+    ws.append({"kind": "page", "id": 1})
+
+    def status() -> str:
+        return next((m for _, m in reversed(notify.messages) if "STATUS=" in m), "")
+
+    # Sent every 5 s: by then a fourth attempt may have failed too.
+    failing = re.compile(r"delivery failing, \d+ attempts in a row: HTTP 503")
+    assert wait_until(lambda: failing.search(status()) is not None, timeout=30), status()
+    server.responder = lambda _r: Reply()
+    assert wait_until(lambda: "outbox 0" in status() and "failing" not in status(), timeout=30), status()
+    assert 0 == daemon.terminate()
+
+
 def test_paused_sending_shows_on_healthz_and_fails_readyz(tmp_path: Path, server: FakeOpsGenie) -> None:
     """While OpsGenie refuses the key, /healthz (liveness) stays 200 but says sending is paused,
     /readyz (can page) answers 503 with the same reason, and rulesd_sending_paused is 1; once a
@@ -353,6 +374,34 @@ def test_paused_sending_shows_on_healthz_and_fails_readyz(tmp_path: Path, server
     assert (200, "ok\n") == get(f"{base}/healthz")
     assert 200 == head(f"{base}/readyz")
     assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
+
+
+def started_with(tmp_path: Path, server: FakeOpsGenie, **opsgenie: object) -> tuple[Workspace, DaemonProcess, str]:
+    """A workspace whose config has `opsgenie` settings added and metrics on a free port, its
+    daemon started, and the base of its endpoints."""
+    port = free_port()
+    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
+    config = yaml.safe_load(ws.config.read_text())
+    config["opsgenie"].update(opsgenie)
+    ws.config.write_text(yaml.safe_dump(config))
+    return ws, ws.start(), f"http://127.0.0.1:{port}"
+
+
+def test_a_new_key_after_the_paused_alert_expired_makes_readyz_ok_again(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """OpsGenie refuses the key until the paused alert is older than max_age and expires: the
+    key is still the refused one, so /readyz still says sending is paused. A new key written to
+    the key file has nothing queued to try it on: the pause ends (/readyz 200,
+    rulesd_sending_paused 0), not only once some later alert gets through."""
+    server.responder = lambda _r: Reply(401, body=b'{"message":"Could not authenticate"}')
+    ws, daemon, base = started_with(tmp_path, server, max_age="5s")
+    ws.append({"kind": "page", "id": 1})
+    assert daemon.wait_for_log("expired: undelivered after", timeout=20), daemon.output()
+    assert get(f"{base}/readyz")[1].startswith("ok\nsending paused: HTTP 401")
+    ws.key_file.write_text("a-new-key\n")
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n")), get(f"{base}/readyz")
+    assert 0 == metric(get(f"{base}/metrics")[1], "rulesd_sending_paused")
+    assert 1 == len(server.requests)
+    assert 0 == daemon.terminate()
 
 
 def test_delivery_failing_in_a_row_fails_readyz_until_an_alert_gets_through(
@@ -385,19 +434,74 @@ def test_delivery_failing_in_a_row_fails_readyz_until_an_alert_gets_through(
     assert 0 == daemon.terminate()
 
 
+def failing_readyz(tmp_path: Path, server: FakeOpsGenie, **opsgenie: object) -> tuple[DaemonProcess, str]:
+    """A daemon (with `opsgenie` settings added) whose one alert has failed three attempts in a
+    row with a 503, so that /readyz says delivery is failing; and the base of its endpoints."""
+    ws, daemon, base = started_with(tmp_path, server, **opsgenie)
+    ws.append({"kind": "page", "id": 1})
+    assert wait_until(lambda: get(f"{base}/readyz")[0] == 503, timeout=20), daemon.output()
+    assert get(f"{base}/readyz")[1].startswith("ok\ndelivery failing, 3 attempts in a row: HTTP 503")
+    return daemon, base
+
+
+def test_a_refusal_that_dead_letters_the_failing_alert_makes_readyz_ok_again(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """After three 503s in a row OpsGenie answers the alert with a 422 (dead-lettered): it
+    answered, so the way to it works and /readyz is 200 again with nothing else queued, though
+    no alert was delivered."""
+    refused = threading.Event()
+
+    def responder(_r: object) -> Reply:
+        return Reply(422, body=b'{"message":"Request body is not processable"}') if refused.is_set() else Reply(503)
+
+    server.responder = responder
+    daemon, base = failing_readyz(tmp_path, server)
+    refused.set()
+    assert daemon.wait_for_log("dead-lettered (dead)", timeout=20), daemon.output()
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"))
+    assert (200, "ok\n") == get(f"{base}/healthz")
+    assert 0 == daemon.terminate()
+
+
+def test_an_expiry_that_empties_the_outbox_makes_readyz_ok_again(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """OpsGenie keeps answering 503 until the failing alert is older than max_age and is
+    dead-lettered as expired: with nothing left to deliver, nothing is failing, so /readyz is
+    200 again (not until some later alert gets through, maybe days on); a new alert that fails
+    three times in a row says so again."""
+    server.responder = lambda _r: Reply(503)
+    daemon, base = failing_readyz(tmp_path, server, max_age="10s")
+    assert daemon.wait_for_log("expired: undelivered after", timeout=20), daemon.output()
+    assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"))
+    assert 1 == metric(get(f"{base}/metrics")[1], "rulesd_alerts_expired_total")
+    assert 0 == daemon.terminate()
+
+
+def test_readyz_says_stopping_while_the_outbox_is_drained(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """After SIGTERM nothing more is read, so no new alert can come: /readyz answers 503 saying
+    the daemon is stopping while the grace drains the outbox (it answered 200 "ok"), and
+    /healthz (the process is not stuck) 200 with the same body."""
+    server.responder = lambda _r: Reply(503, {"Retry-After": "1"}, b"{}")
+    ws, daemon, base = started_with(tmp_path, server)
+    ws.append({"kind": "page", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    assert (200, "ok\n") == get(f"{base}/readyz")  # one failed attempt is a blip
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: get(f"{base}/readyz")[0] == 503, timeout=4)
+    live, ready = get(f"{base}/healthz"), get(f"{base}/readyz")
+    assert 200 == live[0] and live[1] == ready[1]
+    assert "\nstopping: nothing more is read, what is queued is being delivered\n" in live[1]
+    assert 0 == daemon.proc.wait(timeout=15)
+
+
 def test_failed_heartbeats_are_logged_and_counted_never_fatal(tmp_path: Path, server: FakeOpsGenie) -> None:
     """A heartbeat ping that fails is a warning and a counter; alerts keep flowing."""
     server.responder = lambda r: Reply(500, body=b"{}") if r.method == "GET" else Reply()
-    port = free_port()
-    ws = Workspace(tmp_path, server.url, metrics={"listen": f"127.0.0.1:{port}"})
-    config = yaml.safe_load(ws.config.read_text())
-    config["opsgenie"]["heartbeat"] = "rulesd"
-    ws.config.write_text(yaml.safe_dump(config))
-    daemon = ws.start()
+    ws, daemon, base = started_with(tmp_path, server, heartbeat="rulesd")
     assert daemon.wait_for_log("heartbeat 'rulesd' not pinged")
     ws.append({"kind": "page", "id": 1})
     assert server.wait_for(lambda r: any(x.method == "POST" for x in r))
-    text = get(f"http://127.0.0.1:{port}/metrics")[1]
+    text = get(f"{base}/metrics")[1]
     assert 1 <= metric(text, 'rulesd_heartbeats_total{result="failed"}')
     assert daemon.proc.poll() is None
 

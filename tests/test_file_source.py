@@ -462,6 +462,47 @@ def test_the_position_of_a_compressed_file_seen_empty_goes_with_it(
     assert [] == warnings
 
 
+def test_a_compressed_file_seen_empty_at_the_stop_and_removed_meanwhile_is_not_warned_about(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """Stopped in the moment between gzip making events.jsonl.2.gz and writing it: the position
+    saved for it holds no byte. Written, then rotated away and removed while rulesd was stopped
+    (logrotate's `rotate 2`: the path names a newer .2.gz), it was never going to be read: the
+    start warned that events written to it may have been lost."""
+    first, packed, state = seen_empty(tmp_path, make_source)
+    first.close()
+    with open(packed, "r+b") as gone:  # held, so that its inode is not given to the next file made
+        gone.write(gzip_kept_as_text(numbered(100, 200)))
+        packed.unlink()
+        packed.write_bytes(gzip_kept_as_text(numbered(200, 300)))
+        second = make_source([f"{packed.parent / 'events.jsonl'}*"], saved=state)
+        assert [] == read_settled(second)
+    assert [] == warnings
+    commit(second, state)
+    assert str(packed) not in state
+
+
+def test_a_file_given_the_inode_of_a_compressed_file_seen_empty_at_the_stop_is_not_read(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """The position saved for events.jsonl.2.gz in the moment gzip had made it empty holds no byte
+    to tell its file by, so once that file was removed while stopped, another file of the
+    directory that got its inode (here: it renamed, outside the glob, and written) passed for it
+    and was followed as events.jsonl.2.gz, its lines read as events. The path naming a compressed
+    file again says what the saved one was: never to be read, so not looked for."""
+    first, packed, state = seen_empty(tmp_path, make_source)
+    first.close()
+    stranger = tmp_path / "other-app.log"
+    os.rename(packed, stranger)
+    stranger.write_bytes(numbered(500, 510))
+    packed.write_bytes(gzip_kept_as_text(numbered(200, 300)))
+    second = make_source([f"{packed.parent / 'events.jsonl'}*"], saved=state)
+    assert [] == read_settled(second)
+    append(stranger, numbered(510, 512))
+    assert [] == read_settled(second)
+    assert 0 == second.lag_bytes()
+
+
 def test_a_rotated_file_compressed_and_removed_is_finished_through_its_descriptor(
     tmp_path: Path, make_source: Factory
 ) -> None:
@@ -713,6 +754,28 @@ def test_lag_bytes_counts_unread_data(tmp_path: Path, make_source: Factory) -> N
     assert 9 == source.lag_bytes()
     assert 1 == len(read_n(source, 1))
     assert 3 == source.lag_bytes()
+
+
+def test_lag_is_not_read_through_a_descriptor_number_another_file_took(tmp_path: Path) -> None:
+    """The metrics thread sums the lag over a copy of the files read, which the reading thread
+    may let go of meanwhile: the closed file's descriptor number then names the next file
+    opened (the state database, another log). Its size is not this file's lag: counted 0, not
+    a spike of the other file's size in rulesd_source_lag_bytes."""
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"12345\n")
+    fd = os.open(log, os.O_RDONLY)
+    tail = Tail(fd, os.fstat(fd), 0, lambda _offset: None)
+    assert 6 == tail.unread_bytes()
+    other = tmp_path / "state.db"
+    other.write_bytes(b"x" * 100_000)
+    opened = os.open(other, os.O_RDONLY)
+    tail.close()
+    os.dup2(opened, fd)  # as the next open would, given the lowest free number
+    os.close(opened)
+    try:
+        assert 0 == tail.unread_bytes()
+    finally:
+        os.close(fd)
 
 
 def test_unopenable_path_is_reported_once(tmp_path: Path, make_source: Factory, warnings: list[str]) -> None:

@@ -12,16 +12,19 @@ import orjson
 import pytest
 import redis
 
+from rulesd.alerting.api import PausingAlertError
 from rulesd.daemon.shared import SharedEngine
 from rulesd.engine import Engine, StateDelta
 from rulesd.events import make_parser
 from rulesd.pipeline import advance, evaluate_lines, pending
+from rulesd.sender import Sender
 from rulesd.state import CLOSE, Request, StateUnavailable
 from rulesd.state.redis import LAST_WAIT, Conflict, Made, RedisState, StreamBatch, connect
 from tests.daemon_process import wait_until
 from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.redis_server import RedisServer
 from tests.ruletools import ruleset_from_yaml
+from tests.test_sender import FakeTransport
 from tests.test_state import DEEP_ABSENCE, DEEP_HEARTBEAT
 
 
@@ -154,6 +157,34 @@ def test_one_sender_at_a_time_and_a_paused_one_rechecks(client: redis.Redis) -> 
     b.mark_sent(head.id)
     b.close()  # a clean stop gives the lease up at once
     assert a.head() is not None and not a.owns(head.id)
+
+
+def test_a_sender_paused_for_its_key_lets_another_instance_deliver(client: redis.Redis) -> None:
+    """Instance a's key is refused (a key file not yet rolled out to its host): its sender pauses,
+    holding the lease, so instance b, whose key works, never got the outbox; every alert waited
+    for a's key, until max_age dead-lettered them. A paused sender no longer keeps the lease
+    while it waits: b takes the outbox over once it lapses and delivers, in order."""
+    a, b = store(client, "a", lease=0.3), store(client, "b", lease=0.3)
+    a.load_engine_state()
+    working = FakeTransport()
+    other = Sender(b, working, clock=time.time, auth_retry=0.5)
+    a.commit(positions={}, payloads=[{"message": "0"}], now=time.time())
+    other.step()  # b delivers first, then lets its lease lapse (paused itself, say)
+    time.sleep(0.4)
+    a.commit(positions={}, payloads=[{"message": "1"}, {"message": "2"}], now=time.time())
+    refused = PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)
+    paused = Sender(a, FakeTransport(*[refused] * 100), clock=time.time, auth_retry=0.5)
+    paused.step()
+    assert paused.paused_reason is not None and b.paused() is not None
+    deadline = time.monotonic() + 10
+    while working.sent != ["0", "1", "2"] and time.monotonic() < deadline:
+        paused.step()
+        other.step()
+        time.sleep(0.05)
+    assert ["0", "1", "2"] == working.sent
+    assert (0, None) == b.depth()
+    # Delivering, b says sending is not paused: `rulesd outbox list` showed its alerts paused.
+    assert b.paused() is None
 
 
 def test_a_close_of_a_dead_lettered_alert_is_kept_to_be_requeued_with_it(client: redis.Redis) -> None:

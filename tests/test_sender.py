@@ -200,6 +200,56 @@ def test_delivery_is_failing_after_three_failed_attempts_in_a_row_until_one_succ
     assert ["a", "b"] == transport.sent
 
 
+def failing_three_times(store: SqliteState, clock: FakeClock, then: Exception | None, **kwargs: Any) -> Sender:
+    """A sender whose head alert "a" has failed three attempts in a row (so delivery is said to
+    be failing); the transport answers the next attempt with `then`."""
+    transport = FakeTransport(retryable(), retryable(), retryable(), then)
+    sender = make_sender(store, transport, clock, **kwargs)
+    for _ in range(3):
+        clock.advance(sender.step())
+    assert (3, "HTTP 503") == sender.failing()
+    return sender
+
+
+def test_a_refusal_that_dead_letters_the_failing_alert_ends_the_failing(store: SqliteState, clock: FakeClock) -> None:
+    """OpsGenie answering at all (here a 422 that dead-letters the alert) proves the way to it
+    works: delivery is no longer said to be failing, though nothing was delivered."""
+    queue(store, "a")
+    sender = failing_three_times(store, clock, PermanentAlertError("HTTP 422: rejected", 422, "{}"))
+
+    assert IDLE_DELAY == sender.step()
+
+    assert ["a"] == [a.payload["message"] for a in store.alerts(DEAD)]
+    assert (0, None) == (sender.failures, sender.failing())
+
+
+def test_an_expiry_that_empties_the_outbox_ends_the_failing(store: SqliteState, clock: FakeClock) -> None:
+    """The failing alert expires (max_age) and nothing else waits: nothing is failing to deliver,
+    so delivery is not said to be failing until new alerts fail three times in a row."""
+    queue(store, "a")
+    sender = failing_three_times(store, clock, None, max_age=20.0)
+    clock.advance(20.0)
+
+    assert IDLE_DELAY == sender.step()
+
+    assert ["a"] == [a.payload["message"] for a in store.alerts(DEAD)]
+    assert (0, None) == (sender.failures, sender.failing())
+
+
+def test_an_expiry_with_alerts_still_waiting_keeps_the_failing(store: SqliteState, clock: FakeClock) -> None:
+    """An expiry after network errors proves nothing about the way to OpsGenie: with another
+    alert behind it failing too, delivery is still said to be failing, the count going on."""
+    queue(store, "a")
+    queue(store, "b", now=T0 + 10)
+    sender = failing_three_times(store, clock, retryable(502), max_age=20.0)
+    clock.advance(20.0)
+
+    sender.step()
+
+    assert ["a"] == [a.payload["message"] for a in store.alerts(DEAD)]
+    assert (4, "HTTP 502") == sender.failing()
+
+
 # -- backoff -----------------------------------------------------------------------------------
 
 
@@ -362,6 +412,25 @@ def test_resume_retries_a_paused_head_at_once(store: SqliteState, clock: FakeClo
 
     assert ["a"] == transport.sent
     assert sender.paused_reason is None
+
+
+def test_a_new_key_with_nothing_queued_ends_the_pause(store: SqliteState, clock: FakeClock) -> None:
+    """The alert a refused key paused expires (max_age): the key is still the refused one, so
+    sending is still paused; once a new key is read, nothing refused it, so the pause ends (in
+    the store too, for `rulesd outbox list`) and the next alert tries it."""
+    queue(store, "a")
+    wrong_key = PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)
+    sender = make_sender(store, FakeTransport(wrong_key), clock, auth_retry=60.0, max_age=100.0)
+    sender.step()
+    clock.advance(100)
+    assert IDLE_DELAY == sender.step()
+    assert ["a"] == [a.payload["message"] for a in store.alerts(DEAD)]
+
+    assert sender.resume()  # a reload that read the same key
+    assert ("HTTP 401: OpsGenie rejected the API key",) * 2 == (sender.paused_reason, store.paused())
+    assert sender.resume(key_changed=True)
+    assert (None, None) == (sender.paused_reason, store.paused())
+    assert not sender.resume(key_changed=True)
 
 
 def test_expiry_after_max_age(store: SqliteState, clock: FakeClock) -> None:

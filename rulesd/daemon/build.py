@@ -123,11 +123,11 @@ class ApiKey:
         why, self._why = self._why, _CHANGED
         return self._read(why)
 
-    def reload(self) -> None:
+    def reload(self) -> bool:
         """Read the key again: now if the key file stands still, else once it does (the next
-        request waits for that, as for a change)."""
+        request waits for that, as for a change). True if it was read now and changed."""
         self._file_seen, self._why = _UNREAD, "reload"
-        self.refresh()
+        return self.refresh()
 
     def abort(self) -> None:
         """The daemon is stopping: wait no more for the key file (a request would be cut anyway)."""
@@ -485,13 +485,20 @@ def scraped_depth(store: StateBackend) -> Callable[[], tuple[int, float | None]]
 
 
 def problems(parts: Parts) -> list[str]:
-    """What keeps the daemon from paging now, for /healthz and /readyz (and STATUS=)."""
-    found = []
-    sender = parts.sender
-    if sender.paused_reason is not None:
-        found.append(f"sending paused: {sender.paused_reason}")
-    elif (failing := sender.failing()) is not None:
-        found.append(f"delivery failing, {failing[0]} attempts in a row: {failing[1]}")
+    """What keeps the daemon from paging now, for /healthz and /readyz."""
+    # While it stops, nothing more is read, so no new alert can come, whatever else holds.
+    found = ["stopping: nothing more is read, what is queued is being delivered"] if parts.stats.stopping else []
+    if (delivery := delivery_problem(parts.sender)) is not None:
+        found.append(delivery)
     if parts.stats.state_problem is not None:
         found.append(parts.stats.state_problem)
     return found
+
+
+def delivery_problem(sender: Sender) -> str | None:
+    """What keeps alerts from reaching OpsGenie now (for /readyz and STATUS=), if anything."""
+    if sender.paused_reason is not None:
+        return f"sending paused: {sender.paused_reason}"
+    if (failing := sender.failing()) is not None:
+        return f"delivery failing, {failing[0]} attempts in a row: {failing[1]}"
+    return None

@@ -20,7 +20,7 @@ from typing import Any
 
 from rulesd.alerting.api import AlertError, heartbeat_url
 from rulesd.config import Config
-from rulesd.daemon.build import Parts
+from rulesd.daemon.build import Parts, delivery_problem
 from rulesd.daemon.committer import Committer, Pending
 from rulesd.daemon.misses import MissReporter
 from rulesd.daemon.reloader import LoadOutcome, RuleLoader, describe_change
@@ -158,6 +158,7 @@ class Daemon:
             self.notifier.status(f"fatal error: {exc}")
             status = 1
         finally:
+            self.stats.stopping = True
             self.notifier.stopping()
             self._shutdown(threads)
         return status
@@ -235,7 +236,7 @@ class Daemon:
         depth, _ = self.parts.store.depth()
         events = self.stats.total("events")
         text = f"{self.stats.rules_loaded} rules, {events} events, outbox {depth}"
-        problem = self.stats.state_problem or self.sender.paused_reason or self.stats.last_error
+        problem = self.stats.state_problem or delivery_problem(self.sender) or self.stats.last_error
         return f"{text}; last error: {problem}" if problem else text
 
     def _process(self, batch: list[tuple[str, Source, list[Lines]]]) -> None:
@@ -375,7 +376,7 @@ class Daemon:
         key = self.parts.api_key
         if self.sender.paused_reason is not None and key is not None and key.refresh():
             # OpsGenie refused the key and a new one was written: try it now, not at the slow retry.
-            self._resume_sender()
+            self._resume_sender(key_changed=True)
 
     def reload(self) -> bool:
         """Load the rules again and wait for the outcome (the main loop does not wait: see
@@ -401,11 +402,10 @@ class Daemon:
 
     def _reload_key(self) -> None:
         if self.parts.api_key is not None:
-            self.parts.api_key.reload()
-            self._resume_sender()
+            self._resume_sender(key_changed=self.parts.api_key.reload())
 
-    def _resume_sender(self) -> None:
-        if self.sender.resume():
+    def _resume_sender(self, *, key_changed: bool) -> None:
+        if self.sender.resume(key_changed=key_changed):
             self.sender_wake.set()
 
     def _apply(self, outcome: LoadOutcome) -> bool:

@@ -298,6 +298,14 @@ class FileSource:
         if st is not None and identity_of(st) == saved.identity:
             self._append(watch, self._open_saved(watch.path, watch.path, saved, rotated=False))
             return
+        new = self._open_new(watch.path) if st is not None else None
+        if new is not None and new.compressed and saved.fp_len == 0:
+            # A file saved with no byte yet, where a compressed one is now: gzip's output, seen in
+            # the moment between its making and its writing. Never to be read, so not looked for:
+            # with no byte to tell it by, another file given its inode would pass for it.
+            log.debug("%s: the compressed file seen empty last time is gone", watch.path)
+            self._append(watch, new)
+            return
         old_path = find_by_identity(os.path.dirname(watch.path) or ".", saved.identity)
         old = self._open_saved(watch.path, old_path, saved, rotated=True) if old_path else None
         if old is not None and old_path is not None and old.compressed:
@@ -314,8 +322,7 @@ class FileSource:
                 f"{watch.path}: the file read last time is gone; "
                 "events written to it after the saved position may have been lost"
             )
-        if st is not None:
-            self._append(watch, self._open_new(watch.path))
+        self._append(watch, new)
 
     def _open_saved(self, path: str, real_path: str, saved: Position, *, rotated: bool) -> Tail | None:
         """Open the file a saved position describes, at the offset `resume_saved` allows."""

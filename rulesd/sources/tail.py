@@ -228,8 +228,16 @@ class Tail:
         return True
 
     def unread_bytes(self) -> int:
-        """Bytes in the file beyond the last line handed out."""
-        return max(0, os.fstat(self.fd).st_size - self.committed)
+        """Bytes in the file beyond the last line handed out.
+
+        Asked from the metrics thread, which may hold a Tail the reader has closed meanwhile: its
+        descriptor's number may then name the next file opened (the state database, another
+        log), whose size is no lag of this one, so only a descriptor naming this file counts."""
+        st = os.fstat(self.fd)
+        dev, ino = self.identity
+        if st.st_ino != ino or st.st_dev != dev:  # compared apart: no tuple made per file and scrape
+            return 0
+        return max(0, st.st_size - self.committed)
 
     def close(self) -> None:
         """Release the descriptor."""

@@ -86,8 +86,10 @@ class Attempt(msgspec.Struct, frozen=True):
 class Outbox(Protocol):
     """The queue of alerts to deliver, oldest first, as the sender and `rulesd outbox` use it."""
 
-    def head(self) -> OutboxAlert | None:
-        """The oldest pending alert: the sender delivers strictly in order."""
+    def head(self, *, take: bool = True) -> OutboxAlert | None:
+        """The oldest pending alert: the sender delivers strictly in order. Where processes
+        share the outbox, only the one that holds it sees it; `take`: hold it (or go on holding
+        it), else only look, so that a sender with nothing to try for a while lets it go."""
         ...
 
     def owns(self, alert_id: int) -> bool:

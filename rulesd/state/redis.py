@@ -473,12 +473,12 @@ class RedisState:
     def _now(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
-    def head(self) -> OutboxAlert | None:
-        """The oldest queued alert, if this instance holds the sender's lease (or takes it)."""
+    def head(self, *, take: bool = True) -> OutboxAlert | None:
+        """The oldest queued alert, if this instance holds the sender's lease (or, with `take`,
+        takes it); without `take` the lease is not renewed: it lapses, for another to take."""
         k = self.k
-        reply = self.call(
-            lambda: self._script("HEAD")(keys=[k.sender, k.outbox, k.outbox_state], args=[self.token, self.lease_ms])
-        )
+        args: list[str | int] = [self.token, self.lease_ms, int(take)]
+        reply = self.call(lambda: self._script("HEAD")(keys=[k.sender, k.outbox, k.outbox_state], args=args))
         if not reply:
             return None
         alert = _queued(int(reply[0]), reply[1], reply[2])
@@ -502,10 +502,11 @@ class RedisState:
         )
 
     def mark_sent(self, alert_id: int) -> None:
-        """Delivered: the alert leaves the outbox (whoever holds the lease now); a close of an
-        alert whose create is a dead letter stays among them (see `KEPT_CLOSE`)."""
+        """Delivered: the alert leaves the outbox (whoever holds the lease now), and sending is
+        not paused any more, as far as `rulesd outbox list` tells; a close of an alert whose
+        create is a dead letter stays among them (see `KEPT_CLOSE`)."""
         k = self.k
-        keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id)]
+        keys = [k.outbox, k.outbox_state, k.outbox_dead, k.attempts(alert_id), k.paused]
         args: list[Any] = [alert_id, KEPT_CLOSE, self._created(alert_id)]
         self.call(lambda: self._script("MARK_SENT")(keys=keys, args=args))
 

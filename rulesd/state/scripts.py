@@ -225,13 +225,16 @@ return 1
 """
 
 # The oldest queued alert, for the lease holder only. KEYS: 1 lease, 2 outbox, 3 per-alert
-# state; ARGV: 1 token, 2 lease milliseconds. Returns false, or {id, fields, state}. The
-# holder renews with PEXPIRE, which Redis allows at its maxmemory (SET it refuses): queued
-# alerts still go then, and their removal frees memory.
+# state; ARGV: 1 token, 2 lease milliseconds, 3 '1' to take or renew the lease, '0' to look
+# only (a paused sender: its lease lapses, for another instance to deliver). Returns false, or
+# {id, fields, state}. The holder renews with PEXPIRE, which Redis allows at its maxmemory (SET
+# it refuses): queued alerts still go then, and their removal frees memory.
 HEAD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
-if holder then
+if ARGV[3] ~= '1' then
+  if not holder then return false end
+elseif holder then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 else
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -310,8 +313,10 @@ return 1
 
 # Delivered: the alert leaves the queue; but a close whose alias has a create queued before it
 # among the dead letters becomes one itself (see `base.KEPT_CLOSE`). KEYS: 1 outbox, 2 state,
-# 3 dead, 4 its attempts; ARGV: 1 id, 2 the kept close's error, 3 created (see `the_alert`).
-# Deletions only but for a kept close, so Redis runs it at its maxmemory (a MULTI it refuses then).
+# 3 dead, 4 its attempts, 5 the record of a pause (a delivery ends it, whichever instance paused:
+# one whose key works may have taken the outbox over from one whose key is refused); ARGV: 1 id,
+# 2 the kept close's error, 3 created (see `the_alert`). Deletions only but for a kept close, so
+# Redis runs it at its maxmemory (a MULTI it refuses then).
 MARK_SENT = (
     THE_ALERT
     + """
@@ -340,6 +345,7 @@ end
 redis.call('XDEL', KEYS[1], ARGV[1] .. '-0')
 redis.call('HDEL', KEYS[2], ARGV[1])
 if not kept then redis.call('DEL', KEYS[4]) end  -- a dead letter keeps its attempts, as in SQLite
+redis.call('DEL', KEYS[5])
 return 1
 """
 )

@@ -234,8 +234,9 @@ class SqliteState:
 
     # -- the outbox ---------------------------------------------------------------------------
 
-    def head(self) -> OutboxAlert | None:
-        """The oldest pending alert: the sender delivers strictly in order."""
+    def head(self, *, take: bool = True) -> OutboxAlert | None:
+        """The oldest pending alert: the sender delivers strictly in order (one process delivers
+        from this outbox, so `take` changes nothing)."""
         rows = self._rows(f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1")
         return _alert(rows[0]) if rows else None
 
