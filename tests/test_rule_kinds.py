@@ -306,6 +306,26 @@ def test_an_edit_that_keeps_what_a_new_value_rule_learns_keeps_the_values_it_kno
         assert [("alert", rule, 1)] == run(engine, [(120, admin("ann", "10.0.0.1"))]), relearnt
 
 
+def test_a_new_value_state_saved_before_what_it_learns_was_noted_keeps_its_values_across_an_edit() -> None:
+    """A state saved by an older rulesd notes the learning's start without what the rule learns.
+    Restored under the same rule, it is marked as that rule's, so that a later edit of the
+    message keeps the values known, as for a state saved now (it forgot them all: after the
+    first edit following an upgrade, every address seen before paged again)."""
+    text = NEW_SOURCE.replace("learn: 1h, ", "")
+    engine = engine_for(text)
+    rule = ("new-admin-source-address",)
+    run(engine, [(0, admin("ann", "10.0.0.1")), (60, admin("ann", "10.0.0.2"))])
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    for groups in saved["rule"].values():
+        for _key, start in groups:
+            del start["learnt"]  # as an older rulesd saved it
+    restarted = Engine(ruleset_from_yaml(text), EngineState.from_json(saved), time_field="t")
+    edited = text + 'alert: {message: "new address {source.ip}"}\n'
+    assert [] == reload(restarted, edited)
+    known = [(120, admin("ann", "10.0.0.1")), (180, admin("ann", "10.0.0.2")), (240, admin("ann", "10.0.0.3"))]
+    assert [("alert", rule, 3)] == run(restarted, known)
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """

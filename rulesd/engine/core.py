@@ -314,6 +314,8 @@ class Engine:
         for rule in ruleset.rules:
             if rule.enabled and isinstance(rule.kind, Sequence):
                 self._note_steps(rule.name, rule.kind)
+            elif rule.enabled and isinstance(rule.kind, NewValue):
+                self._note_learnt(rule.name, rule.kind)
         waiting = {r.name for r in self._starting}  # added while no time was known: not started yet
         self._starting = [
             r
@@ -453,6 +455,15 @@ class Engine:
         saved = self._table(RULE, name)
         if saved.get(NO_GROUP) != steps:
             saved[NO_GROUP] = steps
+            self._touch(RULE, name, NO_GROUP)
+
+    def _note_learnt(self, name: str, kind: NewValue) -> None:
+        """Mark a learning start saved by an older rulesd, which did not note what the rule
+        learns, as this rule's: it is unchanged since (a changed rule's start was dropped above),
+        so a later edit that keeps what it learns keeps its values, as for a start saved now."""
+        start = self.state.tables.get(RULE, {}).get(name, {}).get(NO_GROUP)
+        if start is not None and "learnt" not in start:
+            self._table(RULE, name)[NO_GROUP] = {**start, "learnt": kind.learnt}
             self._touch(RULE, name, NO_GROUP)
 
     def _grouped_alike(self, rule: Rule, key: GroupKey, event: Event) -> bool:
