@@ -2702,3 +2702,35 @@ def test_a_name_redis_lost_is_claimed_again(tmp_path: Path, redis_server: RedisS
     )
     assert 2 == twin.returncode and "instance 'a' is in use by another rulesd process" in twin.stderr, twin.stderr
     assert 0 == first.terminate()
+
+
+def test_alerts_redis_lost_while_standard_input_ended_are_queued_again(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """An alert committed, not yet delivered (OpsGenie unreachable), then Redis goes down and
+    comes back without its data while standard input ends: the instance looks once more before it
+    stops reading, finds the alert lost and queues it again (it returned at the end of input at
+    once, and the page was lost without a word)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    config = fleet.config("a", source={"type": "stdin"}, time_field=None)
+    process = DaemonProcess(tmp_path, ["run", "--config", str(config)], None, stdin=subprocess.PIPE)
+    assert process.wait_for_log("rulesd started", 60), process.output()
+    assert process.proc.stdin is not None
+    process.proc.stdin.write(
+        b"".join(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n" for _ in range(5))
+    )
+    process.proc.stdin.flush()
+    assert process.wait_for_log("committed version"), process.output()
+    redis_server.stop()
+    process.proc.stdin.close()
+    time.sleep(2.0)
+    shutil.rmtree(redis_server.directory / "appendonlydir", ignore_errors=True)
+    redis_server.start()
+    assert process.wait_for_log("alert(s) this instance queued and had not seen delivered are queued again", 30), (
+        process.output()
+    )
+    assert wait_until(lambda: redis_server.client().xlen("rulesd:outbox") == 1, 15), process.output()
+    assert 0 == process.proc.wait(60), process.output()  # (after the 30 s given to deliver at the end of input)
+    assert ["brute force on x"] == [
+        json.loads(f[b"payload"])["message"] for _, f in redis_server.client().xrange("rulesd:outbox")
+    ]

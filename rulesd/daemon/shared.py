@@ -266,6 +266,7 @@ class SharedDaemon(Daemon):
         self._lost_tick: LostTick | None = None
         self._idle_at: float | None = None  # the wall time of the last idle moment since a batch was read
         self._renew_due = time.monotonic() + RENEW_EVERY  # the name was claimed at start (`claim_name`)
+        self._looked_at_end = False  # an idle pass was made since the input ended
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -287,7 +288,8 @@ class SharedDaemon(Daemon):
             self._available()
             if busy:
                 continue
-            if self.reader is None and self.sources and all(s.exhausted() for s in self.sources.values()):
+            ended = self.reader is None and bool(self.sources) and all(s.exhausted() for s in self.sources.values())
+            if ended and self._looked_at_end and not self._owed():
                 log.info("end of input: delivering what is left")
                 return
             try:
@@ -296,9 +298,17 @@ class SharedDaemon(Daemon):
                 self._unavailable(exc)
                 self.stop_requested.wait(RETRY_UNAVAILABLE)  # not at once: it spun, logging each turn
                 continue
-            if self.reader is None:
+            # At the end of input, one idle pass made (and again while it owes a commit): the alerts
+            # Redis lost meanwhile (found as it syncs) are queued again, not dropped with the process.
+            self._looked_at_end = ended
+            if self.reader is None and not ended:
                 self._wait(IDLE_WAIT)
         self._stop_clock()
+
+    def _owed(self) -> bool:
+        """Whether a commit is owed: alerts to queue again (Redis lost them), or an idle pass whose
+        answer was lost to ask about."""
+        return bool(self.shared.requeue or self.shared.redo or self._lost_tick)
 
     def _renew_name(self) -> None:
         """Renew the lease on the instance's name every few seconds (commits renew it too); found
