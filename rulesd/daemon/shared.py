@@ -379,7 +379,8 @@ class SharedDaemon(Daemon):
 
     def _check_eviction(self) -> None:
         """Said at start: a policy that evicts any key loses the state without a word from Redis
-        (the volatile-* ones evict only keys with a TTL, of which rulesd has the lease alone)."""
+        (the volatile-* ones evict only keys with a TTL: the sender's lease and the instances'
+        names, which their holders claim again)."""
         policy = self.store.eviction_policy()
         if policy is not None and policy.startswith("allkeys-"):
             log.error(
