@@ -813,6 +813,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     from rulesd.daemon import Daemon, build_parts
     from rulesd.engine.limit_checks import limit_warnings
     from rulesd.state import StateAuthFailed, StateError
+    from rulesd.state.claim import NameTaken
     from rulesd.state.lock import StateDirectoryBusy
 
     # A dry run leaves the state directory alone; its cache is the user's.
@@ -829,7 +830,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
         parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=stdin_fd)
     except ConfigError:
         raise  # a missing API key: a configuration error, exit 2
-    except StateDirectoryBusy as exc:  # a second daemon: a restart cannot help either
+    except (StateDirectoryBusy, NameTaken) as exc:  # a second daemon: a restart cannot help either
         _log().error("cannot start: %s", exc)
         return EXIT_USAGE
     except StateAuthFailed as exc:  # wrong credentials: a configuration error, a restart cannot help

@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -2563,3 +2564,206 @@ def test_a_stop_while_a_batch_waits_its_turn_says_so_and_not_an_older_error(
         with caplog.at_level(logging.WARNING, logger="rulesd"):
             w.a._loop()  # (stopping at once)
         assert "the batch read was not committed (stopped before its turn came): its 1 stream entries" in caplog.text
+
+
+def run_twin(fleet: Fleet, name: str, config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`rulesd run` on `config` in the foreground, to its exit."""
+    args = [sys.executable, "-m", "rulesd", "run", "--config", str(config)]
+    return subprocess.run(args, capture_output=True, text=True, cwd=fleet.root, env=clean_env(), timeout=timeout)
+
+
+def name_holder(redis_server: RedisServer, name: str) -> dict[str, Any] | None:
+    raw = redis_server.client().get(f"rulesd:instance:{name}")
+    return json.loads(raw) if raw else None
+
+
+def append_logins(path: Path, count: int) -> None:
+    with open(path, "a") as fh:
+        fh.write("".join(json.dumps({"event": "login_failed", "user": "x"}) + "\n" for _ in range(count)))
+
+
+@pytest.mark.parametrize("mode", ["fleet", "stream"])
+def test_a_second_live_process_under_an_instance_name_refuses_to_start(
+    tmp_path: Path, redis_server: RedisServer, mode: str
+) -> None:
+    """A templated config naming every host's instance alike (another state directory, the
+    same `instance:`): the second process exits 2 at once, naming the instance, the holder and
+    what to change; the first goes on holding the name, which a clean stop gives up."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    log_file = tmp_path / "a.jsonl"
+    log_file.touch()
+    first = fleet.start_on_file("a", log_file) if mode == "fleet" else fleet.start("a")
+    holder = name_holder(redis_server, "a")
+    assert holder is not None and holder["pid"] == first.proc.pid
+    extra: dict[str, Any] = {"state": {"backend": "redis", "url": redis_server.url, "instance": "a"}}
+    if mode == "fleet":
+        extra["source"] = {"type": "file", "path": str(log_file), "start_at": "beginning"}
+    twin = run_twin(fleet, "a", fleet.config("a-copy", **extra))
+    assert 2 == twin.returncode, twin.stderr
+    first_line = twin.stderr.splitlines()[0]
+    assert first_line.startswith(
+        f"rulesd: error: cannot start: instance 'a' is in use by another rulesd process (pid {first.proc.pid} on host "
+    ), twin.stderr
+    assert "give each its own name with state: {instance: …} in " in first_line and "a-copy.yaml" in first_line
+    assert "rulesd started" not in twin.stderr and "Traceback" not in twin.stderr
+    assert first.proc.poll() is None and name_holder(redis_server, "a") == holder
+    assert 0 == first.terminate()
+    assert name_holder(redis_server, "a") is None  # given up at the clean stop
+
+
+def test_a_name_whose_holder_was_killed_on_this_host_is_taken_at_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """kill -9 leaves the name held for its lease (30 s): a restart on the same host sees the
+    holder's pid gone and takes it at once, resuming at the positions the killed one committed."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 3)
+    first = fleet.start_on_file("a", log_file)
+    assert first.wait_for_log("committed version")
+    first.kill()
+    assert name_holder(redis_server, "a") is not None
+    started = time.monotonic()
+    again = fleet.start_on_file("a", log_file)
+    assert time.monotonic() - started < 20, again.output()
+    assert f"instance 'a' taken over from pid {first.proc.pid} on host " in again.stderr()
+    holder = name_holder(redis_server, "a")
+    assert holder is not None and holder["pid"] == again.proc.pid
+    assert 0 == again.terminate()
+
+
+def held_elsewhere(redis_server: RedisServer, name: str, lease_ms: int) -> None:
+    holder = {"token": "elsewhere:1:x", "host": "elsewhere", "pid": 4242, "since": time.time() - 60}
+    holder |= {"boot": "another-boot", "pidns": "pid:[1]", "started": "1"}
+    redis_server.client().set(f"rulesd:instance:{name}", json.dumps(holder), px=lease_ms)
+
+
+def test_a_name_held_on_another_host_is_waited_out_or_refused_if_renewed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A holder this host cannot look at (another host, or container): its lease is waited out,
+    said in the log, and the name taken; renewed meanwhile (a live process), the start refuses."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    log_file = tmp_path / "a.jsonl"
+    log_file.touch()
+    held_elsewhere(redis_server, "a", 3000)
+    started = time.monotonic()
+    process = fleet.start_on_file("a", log_file)
+    assert time.monotonic() - started >= 2.5
+    stderr = process.stderr()
+    assert "instance 'a' is held by pid 4242 on host elsewhere since " in stderr, stderr
+    assert re.search(r"waiting up to [1-3] s for its lease to run out", stderr), stderr
+    assert "instance 'a' claimed: the lease of its last holder ran out" in stderr
+    assert 0 == process.terminate()
+
+    held_elsewhere(redis_server, "a", 3000)
+    renewing = threading.Event()
+
+    def renew() -> None:
+        while not renewing.wait(0.5):
+            redis_server.client().pexpire("rulesd:instance:a", 3000)
+
+    thread = threading.Thread(target=renew, daemon=True)
+    thread.start()
+    try:
+        refused = run_twin(fleet, "a", fleet.on_file("a", log_file, redis_server.url))
+    finally:
+        renewing.set()
+        thread.join()
+    assert 2 == refused.returncode, refused.stderr
+    assert "cannot start: instance 'a' is in use by another rulesd process (pid 4242 on host elsewhere" in (
+        refused.stderr
+    )
+
+
+def test_a_paused_process_whose_name_was_taken_stops_and_commits_nothing(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """SIGSTOP past the lease (its expiry is made here at once), another process takes the name
+    and reads on: the paused one, back, stops with exit 2 and commits nothing (its positions
+    would send the next restart back, or ahead); the five failed logins page once."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url, rules=FLEET_RULES)
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 2)
+    first = fleet.start_on_file("a", log_file)
+    assert first.wait_for_log("committed version")
+    first.proc.send_signal(signal.SIGSTOP)
+    try:
+        redis_server.client().delete("rulesd:instance:a")  # its lease ran out
+        second = fleet.start(
+            "a2",
+            source={"type": "file", "path": str(log_file), "start_at": "beginning"},
+            state={"backend": "redis", "url": redis_server.url, "instance": "a"},
+        )
+        append_logins(log_file, 3)
+        assert opsgenie.wait_for(lambda r: len(r) >= 1, 20), second.output()
+        positions = redis_server.client().hgetall("rulesd:positions")
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
+    append_logins(log_file, 5)
+    assert 2 == first.proc.wait(30), first.output()
+    stderr = first.stderr()
+    assert "instance 'a' is now held by another rulesd process (pid " in stderr, stderr
+    assert "this one commits nothing more" in stderr and "Traceback" not in stderr
+    assert opsgenie.wait_for(lambda r: len(r) >= 2, 20), second.output()
+    assert wait_until(lambda: redis_server.client().hgetall("rulesd:positions") != positions, 15)
+    holder = name_holder(redis_server, "a")
+    assert holder is not None and holder["pid"] == second.proc.pid
+    assert 0 == second.terminate()
+    assert ["brute force on x"] * 2 == [r.json()["message"] for r in opsgenie.requests]
+
+
+def test_a_name_redis_lost_is_claimed_again(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Redis restarted without its data: the running instance claims its name again (said), so
+    a second process under it is still refused."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    log_file = tmp_path / "a.jsonl"
+    log_file.touch()
+    first = fleet.start_on_file("a", log_file)
+    redis_server.restart_empty()
+    assert first.wait_for_log("was no longer held by this process in Redis", 30), first.output()
+    holder = name_holder(redis_server, "a")
+    assert holder is not None and holder["pid"] == first.proc.pid
+    twin = run_twin(
+        fleet,
+        "a",
+        fleet.config(
+            "a-copy",
+            source={"type": "file", "path": str(log_file)},
+            state={"backend": "redis", "url": redis_server.url, "instance": "a"},
+        ),
+    )
+    assert 2 == twin.returncode and "instance 'a' is in use by another rulesd process" in twin.stderr, twin.stderr
+    assert 0 == first.terminate()
+
+
+def test_alerts_redis_lost_while_standard_input_ended_are_queued_again(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """An alert committed, not yet delivered (OpsGenie unreachable), then Redis goes down and
+    comes back without its data while standard input ends: the instance looks once more before it
+    stops reading, finds the alert lost and queues it again (it returned at the end of input at
+    once, and the page was lost without a word)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    config = fleet.config("a", source={"type": "stdin"}, time_field=None)
+    process = DaemonProcess(tmp_path, ["run", "--config", str(config)], None, stdin=subprocess.PIPE)
+    assert process.wait_for_log("rulesd started", 60), process.output()
+    assert process.proc.stdin is not None
+    process.proc.stdin.write(
+        b"".join(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n" for _ in range(5))
+    )
+    process.proc.stdin.flush()
+    assert process.wait_for_log("committed version"), process.output()
+    redis_server.stop()
+    process.proc.stdin.close()
+    time.sleep(2.0)
+    shutil.rmtree(redis_server.directory / "appendonlydir", ignore_errors=True)
+    redis_server.start()
+    assert process.wait_for_log("alert(s) this instance queued and had not seen delivered are queued again", 30), (
+        process.output()
+    )
+    assert wait_until(lambda: redis_server.client().xlen("rulesd:outbox") == 1, 15), process.output()
+    assert 0 == process.proc.wait(60), process.output()  # (after the 30 s given to deliver at the end of input)
+    assert ["brute force on x"] == [
+        json.loads(f[b"payload"])["message"] for _, f in redis_server.client().xrange("rulesd:outbox")
+    ]

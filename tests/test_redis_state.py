@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -564,3 +565,33 @@ def test_forward_asks_how_full_redis_is_once_a_second_while_there_is_room(
         client.config_set("maxmemory", 0)
     assert (None, None) == (forwarder._full(10), forwarder._full(10))
     assert 1 == info_calls()
+
+
+def test_a_process_whose_instance_name_another_took_commits_and_fences_nothing(client: redis.Redis) -> None:
+    """Paused past its lease while another process took its name: its commit writes nothing
+    (its positions would overwrite the other's), nor does asking about a lost commit fence the
+    other's record; a name that is free (the lease ran out, Redis emptied) is held again."""
+    from rulesd.state.claim import NameTaken
+
+    paused, other = store(client), store(client)
+    assert paused.claim() is None
+    paused.load_engine_state()
+    paused.commit(positions={"/x": {"o": 1}}, payloads=[], now=1.0, token="p1")
+    client.delete(paused.name_key)  # the lease ran out
+    assert other.claim() is None
+    other.load_engine_state()
+    other.commit(positions={"/x": {"o": 2}}, payloads=[{"n": 1}], now=2.0, token="o1")
+    paused.load_engine_state()
+    for attempt in (
+        lambda: paused.commit(positions={"/x": {"o": 9}}, payloads=[{"n": 2}], now=3.0, token="p2"),
+        lambda: paused.resolve("p1"),
+    ):
+        with pytest.raises(NameTaken) as refused:
+            attempt()
+        assert f"instance 'a' is now held by another rulesd process (pid {os.getpid()} on host " in str(refused.value)
+    assert {"/x": {"o": 2}} == other.load_positions() and 1 == len(other.alerts())
+    assert other.resolve("o1") is not None  # its record is its own still
+    assert isinstance(paused.claim(), tuple)  # and renewing says who holds it
+    client.delete(paused.name_key)  # Redis lost it: the next commit holds it again
+    other.commit(positions={"/x": {"o": 3}}, payloads=[], now=4.0, token="o2")
+    assert 0 < client.pttl(other.name_key) <= 30_000 and client.get(other.name_key) == other.holder

@@ -275,6 +275,12 @@ def _build_parts(
         poll=SHARED_POLL if shared(config, dry_run) else POLL_INTERVAL,
     )
     stream = config.stream_source
+    if shared(config, dry_run):
+        from rulesd.daemon.name import claim_name
+        from rulesd.state.redis import RedisState
+
+        assert isinstance(store, RedisState)
+        claim_name(store, Notifier(environ))  # before its positions are read
     positions = store.load_positions()  # read in stream mode too: a Redis that does not answer stops the start
     sources = {} if stream is not None else open_sources(config, positions, warn, stdin_fd)
     notifier = Notifier(environ)
@@ -376,7 +382,13 @@ def open_redis_state(config: Config) -> RedisState:
     instance = config.state.instance or default_instance(config.state_dir)
     # The lease outlives a whole attempt (a slow OpsGenie must not make another instance resend).
     lease = max(LEASE_S, 2 * config.opsgenie.timeout_s + 5)
-    return RedisState(connect(config.state.url), instance=instance, prefix=config.state.prefix, lease=lease)
+    return RedisState(
+        connect(config.state.url),
+        instance=instance,
+        prefix=config.state.prefix,
+        lease=lease,
+        config=config.path or "the config",
+    )
 
 
 def stream_reader(config: Config, store: RedisState) -> StreamReader | None:

@@ -33,6 +33,7 @@ from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.state import CLOSE, Request
+from rulesd.state.claim import NameTaken
 from rulesd.stats import Stats
 
 log = logging.getLogger("rulesd")
@@ -152,6 +153,10 @@ class Daemon:
         status = 0
         try:
             self._loop()
+        except NameTaken as exc:  # a configuration error: a restart cannot help (exit 2, as at start)
+            log.critical("stopping: %s", exc)
+            self.notifier.status(f"fatal error: {exc}")
+            status = 2
         except Exception as exc:  # the top of the main loop: say what happened, stop, let systemd restart
             # Nothing is lost: the source position only advances with the alerts it caused.
             log.critical("fatal error, stopping; a restart resumes from the last commit: %s", exc, exc_info=True)

@@ -53,6 +53,7 @@ from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, 
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
+from rulesd.state.claim import RENEW_EVERY, NameTaken, decode
 from rulesd.state.redis import Conflict, Made, RedisState
 
 log = logging.getLogger("rulesd")
@@ -264,6 +265,8 @@ class SharedDaemon(Daemon):
         self._auth_failed = False  # the state problem is Redis refusing the credentials
         self._lost_tick: LostTick | None = None
         self._idle_at: float | None = None  # the wall time of the last idle moment since a batch was read
+        self._renew_due = time.monotonic() + RENEW_EVERY  # the name was claimed at start (`claim_name`)
+        self._looked_at_end = False  # an idle pass was made since the input ended
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -272,6 +275,7 @@ class SharedDaemon(Daemon):
             self._alive()
             self._reloads()
             try:
+                self._renew_name()
                 if not self._started:
                     self.shared.start()
                     self._started = True
@@ -284,7 +288,8 @@ class SharedDaemon(Daemon):
             self._available()
             if busy:
                 continue
-            if self.reader is None and self.sources and all(s.exhausted() for s in self.sources.values()):
+            ended = self.reader is None and bool(self.sources) and all(s.exhausted() for s in self.sources.values())
+            if ended and self._looked_at_end and not self._owed():
                 log.info("end of input: delivering what is left")
                 return
             try:
@@ -293,9 +298,29 @@ class SharedDaemon(Daemon):
                 self._unavailable(exc)
                 self.stop_requested.wait(RETRY_UNAVAILABLE)  # not at once: it spun, logging each turn
                 continue
-            if self.reader is None:
+            # At the end of input, one idle pass made (and again while it owes a commit): the alerts
+            # Redis lost meanwhile (found as it syncs) are queued again, not dropped with the process.
+            self._looked_at_end = ended
+            if self.reader is None and not ended:
                 self._wait(IDLE_WAIT)
         self._stop_clock()
+
+    def _owed(self) -> bool:
+        """Whether a commit is owed: alerts to queue again (Redis lost them), or an idle pass whose
+        answer was lost to ask about."""
+        return bool(self.shared.requeue or self.shared.redo or self._lost_tick)
+
+    def _renew_name(self) -> None:
+        """Renew the lease on the instance's name every few seconds (commits renew it too); found
+        held by another process (this one was paused past its lease, or Redis lost the name and
+        another process took it), this one stops: it must commit nothing more."""
+        now = time.monotonic()
+        if now < self._renew_due:
+            return
+        found = self.store.claim()
+        self._renew_due = now + RENEW_EVERY
+        if found is not None:
+            raise NameTaken(self.store.instance, decode(found[0]), self.store.config, running=True)
 
     def _stop_clock(self) -> None:
         """At a stop, the shared clock runs on to now, as the idle run-on rule runs it in any
@@ -354,7 +379,8 @@ class SharedDaemon(Daemon):
 
     def _check_eviction(self) -> None:
         """Said at start: a policy that evicts any key loses the state without a word from Redis
-        (the volatile-* ones evict only keys with a TTL, of which rulesd has the lease alone)."""
+        (the volatile-* ones evict only keys with a TTL: the sender's lease and the instances'
+        names, which their holders claim again)."""
         policy = self.store.eviction_policy()
         if policy is not None and policy.startswith("allkeys-"):
             log.error(
@@ -821,6 +847,10 @@ class SharedDaemon(Daemon):
         log.error("%s", message)
         self.stats.last_error = message
         self.notifier.status(self._status())
+        # Its name went with the rest: claimed again before the commit that follows (which would
+        # do it unsaid), or this process stops if another took it meanwhile.
+        self._renew_due = 0.0
+        self._renew_name()
 
     def _available(self) -> None:
         # Only once Redis answered: a step that had nothing to read asked it nothing.

@@ -12,6 +12,7 @@ The keys (under a prefix, `rulesd:` by default):
   alerts), `outbox:dead`, `outbox:attempts:N`, `sender` (the lease of the one instance that
   delivers, so that alerts leave in order), `sender:paused`.
 - `cursor`: the last stream entry committed (stream mode).
+- `instance:NAME`: the process that holds instance NAME's name, with a lease (`rulesd.state.claim`).
 - `epoch`: a random name the state gets when an instance first finds none: another one (or
   none) under a running instance means Redis lost what it held (restarted without its data,
   flushed, or its keys evicted).
@@ -43,7 +44,7 @@ from rulesd.engine import StateDelta
 from rulesd.engine.state import json_name, key_from_json
 from rulesd.engine.values import GroupKey
 from rulesd.jsontext import read_json
-from rulesd.state import scripts
+from rulesd.state import claim, scripts
 from rulesd.state.base import (
     CREATE,
     DEAD,
@@ -169,11 +170,13 @@ class RedisState:
         prefix: str = PREFIX,
         lease: float = LEASE_S,
         clock: Callable[[], float] | None = None,
+        config: str = "the config",
     ) -> None:
         # redis-py types its replies as unions of its sync and async clients' answers: they are
         # checked here where they are read instead.
         self.client: Any = client
         self.instance = instance
+        self.config = config  # the file that names it, for NameTaken
         self.prefix = prefix
         self.lease_ms = int(lease * 1000)
         self.token = f"{instance}:{os.getpid()}:{secrets.token_hex(4)}"  # this process, for the lease
@@ -189,6 +192,12 @@ class RedisState:
         self._head: tuple[int, str] = (0, "")  # the id and creation time of the alert `head` read last
         self._deadline: float | None = None  # see `bound`
         self._armed: float | None = None  # the wait the connections were last given (`_arm`)
+        # This process as the holder of the instance's name, once it claimed it (`claim`): then
+        # every commit checks it still holds it, and renews it.
+        self.holder = b""
+        self._claimed = False
+        self.name_lease_ms = int(claim.NAME_LEASE_S * 1000)
+        self.name_key = self.k.prefix + "instance:" + instance
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -250,6 +259,9 @@ class RedisState:
         except redis.exceptions.OutOfMemoryError as exc:  # noeviction at maxmemory: nothing was written
             raise StateUnavailable(f"{OUT_OF_MEMORY}: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith("NAMETAKEN "):  # scripts.HOLD_NAME
+                holder = claim.decode(str(exc).removeprefix("NAMETAKEN ").encode())
+                raise claim.NameTaken(self.instance, holder, self.config, running=True) from None
             if _unavailable(exc):
                 raise StateUnavailable(f"Redis unavailable: {exc}") from exc
             if "DB index is out of range" in str(exc):  # the connection's SELECT: waiting cannot help
@@ -279,6 +291,33 @@ class RedisState:
             return None
         policy = info.get("maxmemory_policy")
         return str(policy) if policy is not None else None
+
+    # -- the instance's name -------------------------------------------------------------------
+
+    def claim(self, replace: bytes = b"") -> tuple[bytes, int] | None:
+        """Claim or renew the instance's name for this process (over `replace`, a holder found
+        gone): None if it holds it now, else the holder's value and its lease's ms left. Said
+        in the log when it had to be claimed again while held (Redis lost it, or the lease ran
+        out: a pause)."""
+        if not self.holder:
+            self.holder = claim.encode(claim.this_process(self.token))
+        reply = self.call(
+            lambda: self._script("CLAIM")(keys=[self.name_key], args=[self.holder, self.name_lease_ms, replace])
+        )
+        if isinstance(reply, list):
+            return bytes(reply[0]), int(reply[1])
+        if self._claimed and int(reply) == 0:
+            log.warning(
+                "instance %r was no longer held by this process in Redis (Redis lost its data, or the lease ran "
+                "out while the process was paused) and no other holds it: claimed again",
+                self.instance,
+            )
+        self._claimed = True
+        return None
+
+    def _held(self) -> bytes:
+        """This process as the name's holder for the scripts to check (b"": not claimed, checked not)."""
+        return self.holder if self._claimed else b""
 
     # -- the rule set -------------------------------------------------------------------------
 
@@ -411,6 +450,8 @@ class RedisState:
             token,
             self.instance,
             note,
+            self._held(),
+            self.name_lease_ms,
         ]
         for pair in upserts:
             args += pair
@@ -434,6 +475,7 @@ class RedisState:
             stream.stream if stream else k.prefix + "none",
             k.cursor,
             k.batches,
+            self.name_key,
         ]
         reply = self.call(lambda: self._script("COMMIT")(keys=keys, args=args))
         why, detail = reply[0].decode(), reply[1].decode()
@@ -448,7 +490,9 @@ class RedisState:
         """Whether this instance's commit named `token`, whose answer was lost, was made (None:
         not made, and it never will be: Redis refuses it if it still comes)."""
         k = self.k
-        reply = self.call(lambda: self._script("RESOLVE")(keys=[k.batches, k.outbox], args=[self.instance, token]))
+        keys = [k.batches, k.outbox, self.name_key]
+        args: list[Any] = [self.instance, token, self._held(), self.name_lease_ms]
+        reply = self.call(lambda: self._script("RESOLVE")(keys=keys, args=args))
         return _made(reply) if reply else None
 
     # -- source positions ---------------------------------------------------------------------
@@ -609,8 +653,10 @@ class RedisState:
         try:
             if self.client.get(self.k.sender) == self.token.encode():
                 self.client.delete(self.k.sender)
+            if self._claimed:
+                self._script("RELEASE")(keys=[self.name_key], args=[self.holder])
         except redis.exceptions.RedisError:
-            pass  # it expires by itself
+            pass  # they expire by themselves
 
 
 class _Keys:

@@ -20,13 +20,47 @@ local function last_commit(records, instance, token, outbox)
 end
 """
 
+# The instance's name held by this process: KEYS[n] (the name's key) holds `value` (the holder,
+# as JSON) or nothing (the lease ran out, Redis lost its data), and is set to it for `lease` ms;
+# held by another process, an error `NAMETAKEN holder` (nothing else is written). '' checks nothing.
+HOLD_NAME = """
+local function hold_name(key, value, lease)
+  if value == '' then return true end
+  local holder = redis.call('GET', key)
+  if holder and holder ~= value then return redis.error_reply('NAMETAKEN ' .. holder) end
+  redis.call('SET', key, value, 'PX', lease)
+  return true
+end
+"""
+
+# Claim (ARGV[3] '': unless another process holds it; else also over that holder's value, found
+# gone) or renew the instance's name KEYS[1] for this process (ARGV[1]) for ARGV[2] ms: 1 renewed,
+# 0 claimed (it was free: the lease ran out, or Redis lost its data), or {holder, its ms left}.
+CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= ARGV[3] then return {holder, redis.call('PTTL', KEYS[1])} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if holder == ARGV[1] then return 1 end
+return 0
+"""
+
+# Give the instance's name KEYS[1] up if this process (ARGV[1]) holds it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # Whether the commit named ARGV[2] (the instance ARGV[1]'s last, its answer lost) was made:
 # LAST_COMMIT's answer, or false; then it is fenced, so that the script, if Redis has not run it
 # yet (still in its input, the connection given up), is refused when it runs: it is never made
-# unknown to the instance. KEYS: 1 the last commit of each instance, 2 outbox.
+# unknown to the instance. KEYS: 1 the last commit of each instance, 2 outbox, 3 the instance's
+# name (HOLD_NAME: ARGV 3 and 4): another process's record is never fenced.
 RESOLVE = (
     LAST_COMMIT
+    + HOLD_NAME
     + """
+local held = hold_name(KEYS[3], ARGV[3], ARGV[4])
+if held ~= true then return held end
 local made = last_commit(KEYS[1], ARGV[1], ARGV[2], KEYS[2])
 if made and made ~= 'fenced' then return made end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ')
@@ -35,16 +69,18 @@ return false
 )
 
 # KEYS: 1 version, 2 rules, 3 clock, 4 fingerprints, 5 groups, 6 changes, 7 positions, 8 outbox,
-#       9 outbox sequence, 10 event stream, 11 stream cursor, 12 the last commit of each instance
+#       9 outbox sequence, 10 event stream, 11 stream cursor, 12 the last commit of each instance,
+#       13 the instance's name (HOLD_NAME)
 # ARGV: 1 expected version, 2 rule set hash, 3 now, 4 clock ('' = unchanged), 5 full ('1'),
 #       6 fingerprints, 7 upserts, 8 deletes, 9 positions, 10 outbox entries, 11 consumer group
 #       ('' = no stream), 12 first id, 13 last id, 14 ids to acknowledge, 15 entries the batch
 #       must span (0: no check), 16 change records kept, 17 the batch's token ('' = none: a
 #       batch committed already, whose answer was lost, is refused as taken), 18 the instance,
 #       19 the batch's note (kept with its token and the outbox ids it gave, the instance's
-#       last: see LAST_COMMIT), then the lists in that order: upserts (field, value), deletes
-#       (field), positions (field, value; '' deletes the field), outbox (payload, action,
-#       target), ids.
+#       last: see LAST_COMMIT), 20 this process as the name's holder, 21 the name's lease (ms)
+#       (HOLD_NAME: a process whose name another took commits nothing), then the lists in that
+#       order: upserts (field, value), deletes (field), positions (field, value; '' deletes the
+#       field), outbox (payload, action, target), ids.
 # Returns {'ok', version, the last outbox id given ('0': none)} or {why, detail} with why: rules
 # (published hash), version (current), taken (the batch was committed by another instance; by
 # this one if detail is '': then with the note it was committed with and the outbox entries it
@@ -53,6 +89,7 @@ return false
 # found the commit not made: it came too late).
 COMMIT = (
     LAST_COMMIT
+    + HOLD_NAME
     + """
 local function id_less_or_equal(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -72,6 +109,8 @@ local function gap(stream, at, span)
   end
   return false
 end
+local held = hold_name(KEYS[13], ARGV[20], ARGV[21])
+if held ~= true then return held end
 local published = redis.call('GET', KEYS[2])
 if published ~= ARGV[2] then return {'rules', published or ''} end
 if ARGV[17] ~= '' then
@@ -92,11 +131,11 @@ if group ~= '' then
     return {'turn', cursor}
   end
   local span = tonumber(ARGV[15])
-  if span > 0 and gap(KEYS[10], 20 + 2 * n_up + n_del + 2 * n_pos + 3 * n_out, span) then
+  if span > 0 and gap(KEYS[10], 22 + 2 * n_up + n_del + 2 * n_pos + 3 * n_out, span) then
     return {'gap', cursor}
   end
 end
-local i = 20
+local i = 22
 local touched = {}
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[5])
