@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import rulesd
+from rulesd.alerting import connections
 from rulesd.alerting.api import (
     BODY_MAX,
     REDACTED,
@@ -486,9 +487,14 @@ def test_a_server_that_never_answers_is_a_retryable_timeout() -> None:
     assert "timeout" in str(info.value)
 
 
-def test_https_verifies_the_server_before_sending_anything(tmp_path: Path) -> None:
+def test_https_verifies_the_server_before_sending_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server whose certificate no known authority signed (here self-signed) gets no request,
-    key included: the attempt fails as a connection error, to be retried."""
+    key included: each attempt fails as a connection error, to be retried. The TLS settings
+    (certifi's bundle read and parsed) are made once per process, not once per connection."""
+    made: list[ssl.SSLContext] = []
+    create = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: made.append(create(*a, **k)) or made[-1])
+    connections.tls_context.cache_clear()
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -504,12 +510,14 @@ def test_https_verifies_the_server_before_sending_anything(tmp_path: Path) -> No
     with FakeOpsGenie() as server:
         server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
         url = f"https://127.0.0.1:{server.server.server_address[1]}/v2/alerts"
-        with pytest.raises(RetryableAlertError) as info:
-            OpsGenieClient(url, lambda: KEY, 5.0).create_alert(PAYLOAD)
-
-    assert "connection error" in str(info.value)
-    assert "certificate verify failed" in str(info.value)
+        for client in (OpsGenieClient(url, lambda: KEY, 5.0), OpsGenieClient(url, lambda: KEY, 5.0)):
+            for _ in range(2):  # a new connection for each attempt
+                with pytest.raises(RetryableAlertError) as info:
+                    client.create_alert(PAYLOAD)
+                assert "connection error" in str(info.value)
+                assert "certificate verify failed" in str(info.value)
     assert [] == server.requests
+    assert 1 == len(made)
 
 
 def test_error_classes_share_the_root() -> None:
