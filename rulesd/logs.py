@@ -76,7 +76,7 @@ def configure(
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries stay quiet unless asked: their debug output may echo request details.
-    for noisy in ("urllib3", "watchdog"):
+    for noisy in ("watchdog",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

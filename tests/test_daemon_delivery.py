@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from rulesd.alerting import opsgenie
-from rulesd.alerting.deadline import connection_pool
+from rulesd.alerting.connections import connection_pool
 from rulesd.config import Config, OpsgenieConfig, SourceConfig
 from rulesd.daemon import Daemon, build_parts
 from rulesd.daemon.run import STOP_GRACE
@@ -235,8 +235,8 @@ def test_one_connection_pool_serves_every_request(
     environment) and sends every alert and heartbeat through it."""
     made: list[Any] = []
 
-    def counting_pool(url: str, maxsize: int) -> Any:
-        made.append(connection_pool(url, maxsize))
+    def counting_pool(url: str, maxsize: int, timeout: tuple[float, float]) -> Any:
+        made.append(connection_pool(url, maxsize, timeout))
         return made[-1]
 
     monkeypatch.setattr(opsgenie, "connection_pool", counting_pool)

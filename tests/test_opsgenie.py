@@ -9,6 +9,8 @@ import os
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 import rulesd
+from rulesd.alerting import connections
 from rulesd.alerting.api import (
     BODY_MAX,
     REDACTED,
@@ -105,6 +108,22 @@ def test_request_is_pinned(server: FakeOpsGenie) -> None:
     assert (10.0, 10.0) == client.timeout
 
 
+def test_a_path_with_a_space_or_a_letter_outside_ascii_is_sent_percent_encoded(server: FakeOpsGenie) -> None:
+    """A relay's path as written in alert_url, with a space or `é`: each request goes out with it
+    percent-encoded (http.client refuses a space in a request line and cannot write an `é`: every
+    alert would fail), the escapes already written kept."""
+    client = OpsGenieClient(f"{server.url}/relay é%2Fx/v2/alerts", lambda: KEY, 10.0)
+    client.create_alert(PAYLOAD)
+    client.close_alert("a b", {})
+    client.ping_heartbeat("beat")
+
+    assert [
+        "/relay%20%C3%A9%2Fx/v2/alerts",
+        "/relay%20%C3%A9%2Fx/v2/alerts/a%20b/close?identifierType=alias",
+        "/relay%20%C3%A9%2Fx/v2/heartbeats/beat/ping",
+    ] == [r.path for r in server.requests]
+
+
 def test_connect_timeout_can_differ() -> None:
     """`timeout` is (connect, read)."""
     client = OpsGenieClient(URL, lambda: KEY, 10.0, connect_timeout=3.0)
@@ -134,6 +153,22 @@ def test_a_kept_alive_connection_serves_the_next_request() -> None:
     assert 1 == len({r.client for r in server.requests})
 
 
+def test_a_kept_connection_the_server_closed_meanwhile_is_replaced() -> None:
+    """An answer that lets the connection be kept (HTTP/1.1, framed by its length), then the
+    server closes it while idle, as OpsGenie's load balancers do: the next alert goes out on a new
+    connection and is delivered at once, not failed on the closed one and retried a second later."""
+    raw = RawServer(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
+    try:
+        client = OpsGenieClient(raw.url, lambda: KEY, 5.0, clock=lambda: NOW)
+        client.create_alert(PAYLOAD)
+        for send in (lambda: client.create_alert(PAYLOAD), lambda: client.close_alert("a", {})):
+            time.sleep(0.2)  # the server has closed the connection it answered on
+            send()
+        assert 3 == raw.requests
+    finally:
+        raw.close()
+
+
 class RecordedWrites:
     """A connection's socket whose writes are recorded (everything else is the socket's own)."""
 
@@ -156,12 +191,12 @@ def test_a_request_goes_out_in_one_write_with_its_body() -> None:
         client = make_client(server)
         pool = client._pool
 
-        class Recording(pool.ConnectionCls):  # type: ignore[name-defined,misc]
+        class Recording(pool.connection_class):  # type: ignore[name-defined,misc]
             def connect(self) -> None:
                 super().connect()
                 self.sock = RecordedWrites(self.sock, writes)
 
-        pool.ConnectionCls = Recording
+        pool.connection_class = Recording
         client.create_alert(PAYLOAD)
         client.close_alert("an alias", {"note": "resolved"})
         client.ping_heartbeat("beat")
@@ -218,8 +253,8 @@ ACCEPTED = b'{"result":"Request will be processed","took":0.01,"requestId":"r"}'
         (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc", False, True),
         (b"HTTP/1.1 202 Accepted\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnotgz", False, True),
         (b"HTTP/1.0 202 Accepted\r\n\r\n" + ACCEPTED, False, True),
-        # ...also when the headers after it cannot be read: http.client refuses them, and urllib3
-        # raised as for a connection that broke before any answer (a retry: a duplicate page).
+        # ...also when the headers after it cannot be read: http.client refuses them, and raises
+        # as for a connection that broke before any answer (a retry: a duplicate page).
         (b"HTTP/1.1 202 Accepted\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n", False, True),
         (b"HTTP/1.1 202 Accepted\r\n" + b"X-H: v\r\n" * 101 + b"Content-Length: 0\r\n\r\n", False, True),
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n" + b"X-H: v\r\n" * 101 + b"\r\n", False, True),
@@ -273,6 +308,35 @@ def test_raw_answers(answer: bytes, reset_after: bool, delivered: bool) -> None:
         assert 2 == raw.requests
     finally:
         raw.close()
+
+
+def test_a_101_answer_on_an_open_connection_fails_at_once() -> None:
+    """`101 Switching Protocols` has no body, and the connection then speaks another protocol: the
+    attempt fails at once as retryable (not after waiting for a body until the timeout), and that
+    connection is not used again."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        held: list[socket.socket] = []
+
+        def serve() -> None:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                held.append(conn)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        client = OpsGenieClient(f"http://127.0.0.1:{listener.getsockname()[1]}/v2/alerts", lambda: KEY, 5.0)
+        started = time.monotonic()
+        for _ in range(2):  # a second connection for the second attempt
+            with pytest.raises(RetryableAlertError) as info:
+                client.create_alert(PAYLOAD)
+            assert 101 == info.value.status
+        assert time.monotonic() - started < 2.0
+        server.join(5.0)
+        assert 2 == len(held)
+        for conn in held:
+            conn.close()
 
 
 @pytest.mark.parametrize(
@@ -423,9 +487,14 @@ def test_a_server_that_never_answers_is_a_retryable_timeout() -> None:
     assert "timeout" in str(info.value)
 
 
-def test_https_verifies_the_server_before_sending_anything(tmp_path: Path) -> None:
+def test_https_verifies_the_server_before_sending_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server whose certificate no known authority signed (here self-signed) gets no request,
-    key included: the attempt fails as a connection error, to be retried."""
+    key included: each attempt fails as a connection error, to be retried. The TLS settings
+    (certifi's bundle read and parsed) are made once per process, not once per connection."""
+    made: list[ssl.SSLContext] = []
+    create = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: made.append(create(*a, **k)) or made[-1])
+    connections.tls_context.cache_clear()
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -441,12 +510,14 @@ def test_https_verifies_the_server_before_sending_anything(tmp_path: Path) -> No
     with FakeOpsGenie() as server:
         server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
         url = f"https://127.0.0.1:{server.server.server_address[1]}/v2/alerts"
-        with pytest.raises(RetryableAlertError) as info:
-            OpsGenieClient(url, lambda: KEY, 5.0).create_alert(PAYLOAD)
-
-    assert "connection error" in str(info.value)
-    assert "certificate verify failed" in str(info.value)
+        for client in (OpsGenieClient(url, lambda: KEY, 5.0), OpsGenieClient(url, lambda: KEY, 5.0)):
+            for _ in range(2):  # a new connection for each attempt
+                with pytest.raises(RetryableAlertError) as info:
+                    client.create_alert(PAYLOAD)
+                assert "connection error" in str(info.value)
+                assert "certificate verify failed" in str(info.value)
     assert [] == server.requests
+    assert 1 == len(made)
 
 
 def test_error_classes_share_the_root() -> None:

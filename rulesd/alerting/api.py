@@ -8,8 +8,9 @@ slowly without giving up on anything, `PermanentAlertError` -> dead-letter it, `
 (a dry run's standard output closed) -> leave it queued: the daemon stops.
 
 `rulesd.alerting.opsgenie.OpsGenieClient` is the HTTP shell around these; only it (with the
-`deadline` module it uses) imports the HTTP client (urllib3: ~45 ms of a start), so that the
-commands that read a configuration and a `--dry-run`, which send nothing, do not load it.
+`connections` module it uses) imports the HTTP client (`http.client`, with `ssl` and `email`),
+so that the commands that read a configuration and a `--dry-run`, which send nothing, do not
+load it.
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ def retry_after(headers: Mapping[str, str], now: float, *, rate_limited: bool) -
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value by case-insensitive name (plain dicts in tests, urllib3's in use)."""
+    """A header's value by case-insensitive name (plain dicts in tests, http.client's in use)."""
     wanted = name.lower()
     for key, value in headers.items():
         if key.lower() == wanted:

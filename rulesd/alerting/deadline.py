@@ -1,11 +1,11 @@
 """A deadline for a whole HTTP request: connecting, sending, the headers and the body.
 
-urllib3 only bounds each socket operation: a server that answers one byte per second never
+A socket's timeout only bounds each operation: a server that answers one byte per second never
 trips a read timeout, and would hold the sender (and shutdown) for as long as it likes. Here a
-watcher thread shuts the request's socket down when its time is up, which ends whatever call is blocked
-on it at once, in any phase. The socket is found through the connection classes of the pool
-`connection_pool` makes: each registers its socket with the deadline of the request running on
-its thread. `Deadlines.abort` ends every request in flight (at shutdown).
+watcher thread shuts the request's socket down when its time is up, which ends whatever call is
+blocked on it at once, in any phase. The connection a request uses hands its socket to the
+request's deadline (`Deadline.watch`, see `connections`). `Deadlines.abort` ends every request
+in flight (at shutdown).
 """
 
 from __future__ import annotations
@@ -16,18 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
-
-import certifi
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import parse_url
-
-from rulesd.alerting.status_line import StatusLineResponse
-
-# The deadline of the request running on each thread, for the connections it uses to find.
-# Global state, kept to this module: urllib3 gives a connection no other way to know it.
-_current = threading.local()
 
 
 class Deadline:
@@ -110,12 +98,10 @@ class Deadlines:
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="rulesd-deadlines", daemon=True)
                 self._watcher.start()
-        _current.deadline = deadline
         try:
             yield deadline
         finally:
             deadline.finish()
-            _current.deadline = None
             with self._lock:
                 self._active.discard(deadline)
 
@@ -137,71 +123,3 @@ class Deadlines:
             active = list(self._active)
         for deadline in active:
             deadline.expire()
-
-
-def _watch(sock: socket.socket | None) -> None:
-    deadline: Deadline | None = getattr(_current, "deadline", None)
-    if deadline is not None and sock is not None:
-        deadline.watch(sock)
-
-
-class _Watched:
-    """What rulesd's connections add to urllib3's: their sockets are watched by the request's
-    deadline, and a request whose body is given whole goes out in one write with its head.
-
-    http.client writes the head and then urllib3 the body, two system calls and two packets per
-    alert; the sender shares the reader's CPU (`rulesd.shared_cpu`), and each call is a hand-over
-    of the GIL to the reader and back."""
-
-    sock: socket.socket | None
-    _head: bytes | None = None  # the request's head, held until its body is written
-    _hold = False  # the next write is a head to hold
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        _watch(self.sock)
-
-    def request(self, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> None:
-        _watch(self.sock)  # a kept-alive connection: connect() is not called again
-        self._hold = isinstance(body, bytes) and bool(body)
-        try:
-            super().request(method, url, body, *args, **kwargs)  # type: ignore[misc]
-            if self._head is not None:  # no body was written after all
-                super().send(self._head)  # type: ignore[misc]
-        finally:
-            self._head, self._hold = None, False
-
-    def send(self, data: Any) -> None:
-        if self._hold:
-            self._head, self._hold = data, False
-            return
-        if self._head is not None:
-            data, self._head = self._head + data, None
-        super().send(data)  # type: ignore[misc]
-
-
-class _HTTPConnection(_Watched, HTTPConnection):
-    response_class = StatusLineResponse  # a 2xx status line is kept, whatever its headers
-
-
-class _HTTPSConnection(_Watched, HTTPSConnection):
-    response_class = StatusLineResponse  # a 2xx status line is kept, whatever its headers
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-def connection_pool(url: str, maxsize: int) -> HTTPConnectionPool:
-    """A pool of kept-alive connections to `url`'s host (at most `maxsize` kept), whose sockets
-    a `Deadline` can cut. https verifies the server against certifi's CA bundle (Mozilla's
-    roots, whatever the host's own store holds)."""
-    parts = parse_url(url)
-    host = parts.host or ""
-    if parts.scheme == "https":
-        return _HTTPSPool(host, parts.port, maxsize=maxsize, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
-    return _HTTPPool(host, parts.port, maxsize=maxsize)

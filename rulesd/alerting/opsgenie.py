@@ -1,22 +1,20 @@
 """Transport to OpsGenie: one POST per alert, every outcome classified (`rulesd.alerting.api`).
 
-`OpsGenieClient` is the thin I/O shell around `api`'s pure decisions, on urllib3 (one pool of
-kept-alive connections to the alert host). The API key is read on every request (a reload may
-change it) and is scrubbed from everything that leaves this module: exception messages,
-response bodies and redirect targets.
+`OpsGenieClient` is the thin I/O shell around `api`'s pure decisions, on the standard library's
+`http.client` (a few kept-alive connections to the alert host: `connections`). The API key is
+read on every request (a reload may change it) and is scrubbed from everything that leaves
+this module: exception messages, response bodies and redirect targets.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from http.client import HTTPException, HTTPResponse, IncompleteRead
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import orjson
-import urllib3
-from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, SSLError
-from urllib3.exceptions import TimeoutError as UrllibTimeout
-from urllib3.util import parse_url
 
 from rulesd import __version__
 from rulesd.alerting.api import (
@@ -33,15 +31,18 @@ from rulesd.alerting.api import (
     redact,
     validate_alert_url,
 )
-from rulesd.alerting.deadline import Deadline, Deadlines, connection_pool
+from rulesd.alerting.connections import Connection, connection_pool
+from rulesd.alerting.deadline import Deadline, Deadlines
 from rulesd.alerting.payload import truncate
-from rulesd.alerting.status_line import accepted_status
+from rulesd.alerting.status_line import HeadersUnreadable
 
 USER_AGENT = f"rulesd/{__version__}"
 # What is read of a response body at most: a misbehaving proxy must not fill memory.
 BODY_READ_LIMIT = 64 * 1024
 # Connections kept to the alert host: the sender's and the heartbeat's.
 POOL_SIZE = 2
+# A request target's characters as RFC 3986 allows them (an escape kept as written).
+_TARGET_SAFE = "/?%!$&'()*+,;=:@-._~"
 
 
 class OpsGenieClient:
@@ -66,12 +67,11 @@ class OpsGenieClient:
         self.alert_url = validate_alert_url(alert_url)
         self._api_key = api_key
         self.timeout = (connect_timeout if connect_timeout is not None else timeout, timeout)
-        self._timeout = urllib3.Timeout(connect=self.timeout[0], read=self.timeout[1])
         self._total = timeout
         self._clock = clock
         self._deadlines = Deadlines()
-        self._pool = connection_pool(self.alert_url, POOL_SIZE)
-        self._alert_path = parse_url(self.alert_url).request_uri  # every create goes there
+        self._pool = connection_pool(self.alert_url, POOL_SIZE, self.timeout)
+        self._alert_path = _target(self.alert_url)  # every create goes there
         # 2xx answers that were web pages, not the Alert API's (`rulesd_answers_not_from_api_total`).
         self.not_from_api = 0
 
@@ -86,7 +86,7 @@ class OpsGenieClient:
         """`POST <alert_url>/<alias>/close?identifierType=alias`; a 404 (closed or deleted
         already) counts as done, like a 2xx. Other outcomes raise as for create_alert."""
         try:
-            self._call("POST", parse_url(close_url(self.alert_url, alias)).request_uri, body)
+            self._call("POST", _target(close_url(self.alert_url, alias)), body)
         except PermanentAlertError as exc:
             if exc.status != 404:
                 raise
@@ -99,7 +99,7 @@ class OpsGenieClient:
         url = heartbeat_url(self.alert_url, name)
         if url is None:
             raise ValueError(f"{self.alert_url} has no heartbeat API")
-        self._call("GET", parse_url(url).request_uri, None)
+        self._call("GET", _target(url), None)
 
     def abort(self) -> None:
         """End every request in flight now (each fails as retryable) and every later one at once."""
@@ -109,26 +109,29 @@ class OpsGenieClient:
         """Send one request to `path` on the pool's host; return on 2xx, else raise."""
         key = self._read_key()
         with self._deadlines.within(self._total) as deadline:
+            conn = self._pool.take(deadline)
+            whole = False  # the answer read to its end: the connection can serve another request
             try:
-                response = self._request(method, path, payload, key)
-            except (HTTPError, OSError) as exc:
-                if accepted_status(exc) is not None:
-                    return  # a 2xx status line came: taken, whatever became of the headers after it
+                response = self._request(conn, method, path, payload, key)
+                try:
+                    # Read even a 2xx body: a fully read answer lets the connection be reused.
+                    body = _read_body(response)
+                    whole = response.isclosed()
+                except (HTTPException, OSError):
+                    # A 2xx status line means the request was taken, whatever becomes of its body
+                    # (cut at the deadline, reset): sending it again would only be a duplicate.
+                    cut = None if 200 <= response.status < 300 else self._cut_short(deadline)
+                    if cut is not None:
+                        raise cut from None
+                    body = "(the response body could not be read)"
+            except HeadersUnreadable:
+                return  # a 2xx status line came: taken, whatever became of the headers after it
+            except (HTTPException, OSError) as exc:
                 raise self._cut_short(deadline) or RetryableAlertError(_describe(exc, key)) from None
-            try:
-                # Read even a 2xx body: a fully read response lets the connection be reused.
-                body = _read_body(response)
-            except (HTTPError, OSError):
-                # A 2xx status line means the request was taken, whatever becomes of its body
-                # (cut at the deadline, reset): sending it again would only be a duplicate.
-                cut = None if 200 <= response.status < 300 else self._cut_short(deadline)
-                if cut is not None:
-                    raise cut from None
-                body = "(the response body could not be read)"
             finally:
-                if not response.closed:  # not read to its end: the connection cannot serve another
-                    response.close()
-                response.release_conn()
+                if not whole:
+                    conn.close()  # and the answer with it
+                self._pool.give(conn)
         if 200 <= response.status < 300 and not is_web_page(body):
             return  # delivered: nothing of the answer is kept or shown
         # Scrubbed of the key before anything can log or store them.
@@ -158,34 +161,45 @@ class OpsGenieClient:
             raise PausingAlertError(f"the OpsGenie API key {problem}")
         return key
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None, key: str) -> urllib3.BaseHTTPResponse:
-        return self._pool.urlopen(
+    @staticmethod
+    def _request(conn: Connection, method: str, path: str, payload: dict[str, Any] | None, key: str) -> HTTPResponse:
+        # http.client follows no redirect (the Authorization header would go wherever Location
+        # points) and retries nothing (the outbox retries, with backoff).
+        conn.request(
             method,
             path,
-            body=orjson.dumps(payload) if payload is not None else None,
-            headers={
-                "Authorization": f"GenieKey {key}",
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-            timeout=self._timeout,
-            # Never follow: the Authorization header would go wherever Location points.
-            redirect=False,
-            retries=False,  # the outbox retries, with backoff
-            preload_content=False,
+            orjson.dumps(payload) if payload is not None else None,
+            {"Authorization": f"GenieKey {key}", "Content-Type": "application/json", "User-Agent": USER_AGENT},
         )
+        return conn.getresponse()
 
 
-def _read_body(response: urllib3.BaseHTTPResponse) -> str:
-    return response.read(BODY_READ_LIMIT).decode("utf-8", "replace")
+def _target(url: str) -> str:
+    """The request target of `url`: its path (at least `/`) and query, percent-encoded where a
+    request line allows no such character (http.client refuses a space or a control character,
+    and cannot write one outside ASCII: every alert would fail)."""
+    parts = urlsplit(url)
+    return quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_TARGET_SAFE)
 
 
-def _describe(exc: HTTPError | OSError, key: str) -> str:
-    # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError too.
-    if isinstance(exc, NewConnectionError | ProtocolError | SSLError | ConnectionError):
-        kind = "connection error"
-    elif isinstance(exc, UrllibTimeout | TimeoutError):
-        kind = "timeout"
-    else:
-        kind = "request failed"
+def _read_body(response: HTTPResponse) -> str:
+    if response.status < 200:
+        # A final 101 Switching Protocols: no body, and the connection now speaks another
+        # protocol (reading would wait for the deadline): the attempt fails at once, and the
+        # connection, left unread, is dropped.
+        return ""
+    if response.length is None:  # chunks (http.client checks their framing), or up to the connection's end
+        return response.read(BODY_READ_LIMIT).decode("utf-8", "replace")
+    expected = min(response.length, BODY_READ_LIMIT)
+    data = response.read(expected)
+    if len(data) < expected:
+        # The connection ended inside the body (a deadline shut it down, a reset): for a read of a
+        # given size http.client returns what came, without a word.
+        raise IncompleteRead(data, expected - len(data))
+    return data.decode("utf-8", "replace")
+
+
+def _describe(exc: HTTPException | OSError, key: str) -> str:
+    # A refused or reset connection, a failed TLS handshake or DNS lookup, an answer that is not HTTP.
+    kind = "timeout" if isinstance(exc, TimeoutError) else "connection error"
     return redact(f"{kind}: {type(exc).__name__}: {exc}", key)
