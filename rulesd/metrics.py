@@ -90,6 +90,7 @@ class _Collector(Collector):
         )
         yield GaugeMetricFamily("rulesd_state_groups", "Groups the engine keeps state for.", value=s.state_groups)
         yield CounterMetricFamily("rulesd_alerts_queued", "Alerts written to the outbox.", value=s.alerts_queued)
+        yield CounterMetricFamily("rulesd_closes_queued", "Alert closes written to the outbox.", value=s.closes_queued)
         for kind, help_text in _DELIVERY_HELP:
             yield CounterMetricFamily(f"rulesd_alerts_{kind}", help_text, value=s.delivery.get(kind, 0))
         yield CounterMetricFamily(

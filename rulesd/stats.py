@@ -28,7 +28,9 @@ class Stats(msgspec.Struct):
     limit_closed: dict[str, int] = msgspec.field(default_factory=dict)  # per rule: open alerts closed for the limits
     too_long: int = 0  # lines of a redis_stream source skipped for max_line_bytes (file sources count their own)
     state_groups: int = 0  # groups the engine keeps state for, after the latest batch
-    alerts_queued: int = 0
+    alerts_queued: int = 0  # alerts created (a close is a request of its own: closes_queued)
+    closes_queued: int = 0
+    closes_sent: int = 0  # of delivery[SENT]: the closes (a dry run's printed ones too)
     delivery: dict[str, int] = msgspec.field(default_factory=dict)  # sent / retry / paused / dead / expired
     reloads: dict[str, int] = msgspec.field(default_factory=lambda: {"ok": 0, "failed": 0})
     last_reload_ok: bool = True  # False from a failed reload until one succeeds

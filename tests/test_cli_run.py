@@ -327,3 +327,26 @@ def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> Non
     assert "[]" == replayed
     assert "(alias: p-8)" in replay_out
     assert "['http.client', 'ssl']" == imported("run", "--config", cfg)[0]
+
+
+def test_the_stop_line_counts_the_closes_apart_from_the_alerts(tmp_path: Path) -> None:
+    """A close is a request of its own, but no alert: a dry run's stop line says how many of
+    each it printed (it counted a close as an alert; a run that queues counts them as the
+    committer does, tested with it)."""
+    cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\ntime_field: t\n")
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "name: r\nmatch: {kind: page}\nthreshold: {count: 1, window: 1m, group_by: [host]}\nresolve: {after: 1m}\n"
+    )
+    events = b"".join(
+        json.dumps(e).encode() + b"\n"
+        for e in [
+            {"t": 1700000000, "kind": "page", "host": "a"},
+            {"t": 1700000001, "kind": "page", "host": "b"},
+            {"t": 1700000300, "kind": "noise"},  # both quiet for 1m: both close
+            {"t": 1700000301, "kind": "page", "host": "a"},
+        ]
+    )
+    result = rulesd_cli("run", "--config", cfg, "--dry-run", stdin=events)
+    assert 0 == result.returncode, result.stderr
+    assert 5 == len(result.stdout.splitlines())
+    assert "stopped: 4 event(s), 0 invalid, 3 alert(s) and 2 close(s) printed" in result.stderr, result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rulesd.daemon.committer import STATE_RETRY, Committer, Pending
-from rulesd.state import SqliteState, StateUnavailable
+from rulesd.state import CLOSE, Request, SqliteState, StateUnavailable
 from rulesd.stats import Stats
 from tests.fake_clock import FakeClock
 
@@ -56,3 +56,14 @@ def test_a_batch_that_cannot_be_written_is_kept_and_tried_again_as_it_was(tmp_pa
     assert 2 == len(changes)
     assert changes[0] is not None and changes[1] is None
     assert ({"/log": {"offset": 10}}, 1) == (store.load_positions(), store.depth()[0])
+
+
+def test_closes_are_counted_apart_from_the_alerts_created(tmp_path: Path) -> None:
+    """A close is queued as a request of its own but creates no alert: rulesd_alerts_queued
+    counts the alerts, rulesd_closes_queued the closes (the first counted both)."""
+    store, stats = SqliteState(str(tmp_path / "s.db")), Stats()
+    committer = Committer(store, stats, on_change=lambda: None, on_queued=lambda: None, clock=FakeClock())
+    close = Request({"source": "rulesd"}, action=CLOSE, target="rulesd: r")
+    batch = Pending(positions={}, payloads=[{"message": "m"}, close, {"message": "n"}], now=1.0, engine=None)
+    assert committer.commit(batch) is True
+    assert (2, 1, 3) == (stats.alerts_queued, stats.closes_queued, store.depth()[0])

@@ -28,8 +28,8 @@ rules:
   - name: errors-per-host
     match: {kind: error}
     threshold: {count: 3, window: 10m, group_by: [host]}
-    throttle: 1h
-    resolve: {after: 30m}
+    throttle: 30m
+    resolve: {after: 1h}
     alert: {alias: "errors-{host}"}
   - name: users-per-address
     match: {kind: login_failed}
@@ -91,14 +91,14 @@ def test_state_beside_a_running_daemon(workspace: Workspace, server: FakeOpsGeni
     assert wait_until(lambda: "throttled_until" in groups(state(workspace), "errors-per-host").get("a", {}), timeout=20)
     fired = groups(state(workspace, "--rule", "errors-per-host"), "errors-per-host")["a"]
     assert ["errors-a"] == fired["open_alerts"]
-    assert 3600.0 == seconds(fired["throttled_until"]) - seconds(fired["last_fired"])
-    assert 1800.0 == seconds(fired["closes_at"]) - seconds(fired["last_fired"])
+    assert 1800.0 == seconds(fired["throttled_until"]) - seconds(fired["last_fired"])
+    assert 3600.0 == seconds(fired["closes_at"]) - seconds(fired["last_fired"])
     assert "count" not in fired  # the group's count started again from zero when it fired
 
     text = rulesd_cli("state", "--config", str(workspace.config), "--rule", "errors-per-host")
     assert 0 == text.returncode
     lines = text.stdout.splitlines()
-    assert "errors-per-host (threshold 3 in 10m, group_by host, throttle 1h, resolve after 30m): 2 groups" == lines[1]
+    assert "errors-per-host (threshold 3 in 10m, group_by host, throttle 30m, resolve after 1h): 2 groups" == lines[1]
     assert lines[2].startswith('  host="a": throttled until ')
     assert "alert open (errors-a); closes at " in lines[2]
     assert lines[3].startswith('  host="b": 1 of 3 in 10m, the oldest ')

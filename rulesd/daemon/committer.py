@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from rulesd.engine import StateDelta
-from rulesd.state import Request, StateBackend, StateUnavailable
+from rulesd.state import CLOSE, Request, StateBackend, StateUnavailable
 from rulesd.stats import Stats
 
 log = logging.getLogger("rulesd")
@@ -73,7 +73,9 @@ class Committer:
         self.pending = None
         if self._stats.state_problem is not None:
             self._recovered()
-        self._stats.alerts_queued += len(batch.payloads)
+        closes = sum(1 for p in batch.payloads if type(p) is Request and p.action == CLOSE)
+        self._stats.alerts_queued += len(batch.payloads) - closes
+        self._stats.closes_queued += closes
         if batch.payloads:
             self._on_queued()
         return True

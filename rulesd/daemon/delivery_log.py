@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from rulesd.logs import FailureRun, failure_kind
 from rulesd.sender import PAUSED, RETRY, SENT
-from rulesd.state import OutboxAlert
+from rulesd.state import CLOSE, OutboxAlert
 from rulesd.stats import Stats
 
 log = logging.getLogger("rulesd")
@@ -36,6 +36,8 @@ class DeliveryLog:
 
     def __call__(self, kind: str, alert: OutboxAlert, detail: str) -> None:
         self._stats.bump(self._stats.delivery, kind)
+        if kind == SENT and alert.action == CLOSE:
+            self._stats.closes_sent += 1
         message = alert.headline()
         if kind == SENT:
             self._sent(alert, detail, message)

@@ -517,13 +517,18 @@ class Daemon:
             self.parts.lock.release()
         self.parts.warn.flush()  # so that every invalid line counted below was warned about
         self._misses.flush()
-        log.info(
-            "stopped: %d event(s), %d invalid, %d alert(s) %s",
-            self.stats.total("events"),
-            self.stats.total("invalid"),
-            self.stats.delivery.get(SENT, 0) if self.parts.dry_run else self.stats.alerts_queued,
-            "printed" if self.parts.dry_run else "queued",
-        )
+        events, invalid = self.stats.total("events"), self.stats.total("invalid")
+        log.info("stopped: %d event(s), %d invalid, %s", events, invalid, self._done())
+
+    def _done(self) -> str:
+        """The alerts (and closes, a request each) this run queued, or a dry run printed."""
+        stats = self.stats
+        if self.parts.dry_run:
+            closes, how = stats.closes_sent, "printed"
+            alerts = stats.delivery.get(SENT, 0) - closes
+        else:
+            alerts, closes, how = stats.alerts_queued, stats.closes_queued, "queued"
+        return f"{alerts} alert(s) and {closes} close(s) {how}" if closes else f"{alerts} alert(s) {how}"
 
 
 def checkpoints(sources: dict[str, Source], stats: Stats) -> dict[str, dict[str, Any]]:

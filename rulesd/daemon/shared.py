@@ -95,6 +95,7 @@ class Tally(msgspec.Struct):
     alerts: int
     evicted: dict[str, int]
     limit_closed: dict[str, int]
+    closes: int = 0  # closes queued (`alerts` counts the alerts created; a tally saved before counted both)
 
 
 class LostTick(msgspec.Struct):
@@ -680,17 +681,18 @@ class SharedDaemon(Daemon):
                 stats.bump(stats.invalid, counted, len(result.invalid) - len(too_long))
             if result.ignored:
                 stats.bump(stats.ignored, counted, result.ignored)
-        self._queued(tally.firings, tally.alerts)
+        self._queued(tally.firings, tally.alerts, tally.closes)
         stats.state_groups = self.engine.state.group_count()
         self._warn_limits()
         if (stats.last_error or "").startswith(REFUSING):
             stats.last_error = None
 
-    def _queued(self, firings: dict[str, int], alerts: int) -> None:
+    def _queued(self, firings: dict[str, int], alerts: int, closes: int) -> None:
         for name, count in firings.items():
             self.stats.bump(self.stats.firings, name, count)
         self.stats.alerts_queued += alerts
-        if alerts:
+        self.stats.closes_queued += closes
+        if alerts or closes:
             self.sender_wake.set()
 
     # -- time, reload, availability ---------------------------------------------------------------
@@ -790,7 +792,7 @@ class SharedDaemon(Daemon):
             self._forgets.clear()
             self._committed = still_saved(positions)
         self.shared.committed(queued, positions=True)
-        self._queued(tally.firings, tally.alerts)
+        self._queued(tally.firings, tally.alerts, tally.closes)
         self.stats.state_groups = self.engine.state.group_count()
         self._warn_limits()
 
@@ -887,12 +889,14 @@ def _fired(alerts: list[Alert]) -> dict[str, int]:
 def _tally(matched: dict[str, int], alerts: list[Alert], before: Counts, after: Counts) -> Tally:
     """What applying a batch counts: its `matched` events and `alerts`, and what the limits
     counted between the engine's counts `before` and `after`."""
+    closes = sum(1 for alert in alerts if alert.close is not None)
     return Tally(
         dict(matched),
         _fired(alerts),
-        len(alerts),
+        len(alerts) - closes,
         _difference(after.evicted, before.evicted),
         _difference(after.limit_closed, before.limit_closed),
+        closes,
     )
 
 
@@ -907,7 +911,14 @@ def _loaded(tally: Tally, rules: Collection[str]) -> Tally:
     def kept(per_rule: dict[str, int]) -> dict[str, int]:
         return {name: count for name, count in per_rule.items() if name in rules}
 
-    return Tally(kept(tally.matches), kept(tally.firings), tally.alerts, kept(tally.evicted), kept(tally.limit_closed))
+    return Tally(
+        kept(tally.matches),
+        kept(tally.firings),
+        tally.alerts,
+        kept(tally.evicted),
+        kept(tally.limit_closed),
+        tally.closes,
+    )
 
 
 def _plus(counts: Counts, tally: Tally) -> Counts:
