@@ -130,14 +130,14 @@ def test_what_still_fires_but_pages_less_than_it_seems_is_a_warning(tmp_path: Pa
 def test_an_absence_of_groups_its_match_names_but_does_not_expect_is_a_warning(tmp_path: Path) -> None:
     """An absence grouped by host whose match lets host be only web-1 or web-2 watches a host
     only once it is seen: one down since rulesd started is never paged. A warning at the
-    group_by, saying the expect to write; all of them expected, or a host the match does not
-    pin, draws none."""
+    group_by, saying the expect to write; all of them expected (a dotted field's too, which
+    the expected group holds nested), or a host the match does not pin, draws none."""
     assert (
         0,
         "DIR/r.yaml:4:38: warning: rules[0].absence.group_by[0]: the match lets 'host' be only \"web-1\", "
         '"web-2", and "web-2" is not expected: a group is watched only once seen or expected, so one silent since '
         'rulesd started is never paged. Write expect: [{host: "web-1"}, {host: "web-2"}]\n'
-        "OK: 1 file(s), 3 rule(s), 0 error(s), 1 warning(s)\n",
+        "OK: 1 file(s), 4 rule(s), 0 error(s), 1 warning(s)\n",
     ) == check(
         tmp_path,
         HEAD + "    match: {event: beat, host: [web-1, web-2]}\n"
@@ -145,5 +145,7 @@ def test_an_absence_of_groups_its_match_names_but_does_not_expect_is_a_warning(t
         "  - name: all\n    match: {event: beat, host: {in: [a, b]}}\n"
         "    absence: {window: 5m, group_by: [host], expect: [{host: a}, {host: b}]}\n"
         "  - name: any\n    match: {event: beat, host: {startswith: web}}\n"
-        "    absence: {window: 5m, group_by: [host]}\n",
+        "    absence: {window: 5m, group_by: [host]}\n"
+        "  - name: nested\n    match: {event: beat, labels.host: [a, b]}\n"
+        "    absence: {window: 5m, group_by: [labels.host], expect: [{labels.host: a}, {labels.host: b}]}\n",
     )
