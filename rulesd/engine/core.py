@@ -357,10 +357,12 @@ class Engine:
                     if not self._grouped_alike(rule, key, st["event"]):
                         regrouped[key] = st
                         continue
-                    if key in silent and (key in expected or not st.get(EXPECTED)):
+                    if key in silent:
                         # Closed when events return. (A group only expected, never seen, that
-                        # the edit no longer expects has no events to return: it is let go of.)
-                        self._table(ABSENCE, name)[key] = silent.pop(key)
+                        # the edit no longer expects has no events to return: it is let go of,
+                        # its alert closed, and not kept as if still open, whatever it matches.)
+                        if key in expected or not st.get(EXPECTED):
+                            self._table(ABSENCE, name)[key] = silent.pop(key)
                     elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
                         self._table(ABSENCE, name)[key] = st
                 self._regroup_absence(rule, expected, regrouped, silent)
