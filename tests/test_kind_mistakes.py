@@ -137,7 +137,10 @@ def test_an_absence_of_groups_its_match_names_but_does_not_expect_is_a_warning(t
         "DIR/r.yaml:4:38: warning: rules[0].absence.group_by[0]: the match lets 'host' be only \"web-1\", "
         '"web-2", and "web-2" is not expected: a group is watched only once seen or expected, so one silent since '
         'rulesd started is never paged. Write expect: [{host: "web-1"}, {host: "web-2"}]\n'
-        "OK: 1 file(s), 4 rule(s), 0 error(s), 1 warning(s)\n",
+        'DIR/r.yaml:16:38: warning: rules[4].absence.group_by[0]: the match lets \'host\' be only "c", "d", and '
+        "none of them is expected: a group is watched only once seen or expected, so one silent since rulesd "
+        'started is never paged. Write expect: [{host: "c"}, {host: "d"}]\n'
+        "OK: 1 file(s), 5 rule(s), 0 error(s), 2 warning(s)\n",
     ) == check(
         tmp_path,
         HEAD + "    match: {event: beat, host: [web-1, web-2]}\n"
@@ -147,7 +150,8 @@ def test_an_absence_of_groups_its_match_names_but_does_not_expect_is_a_warning(t
         "  - name: any\n    match: {event: beat, host: {startswith: web}}\n"
         "    absence: {window: 5m, group_by: [host]}\n"
         "  - name: nested\n    match: {event: beat, labels.host: [a, b]}\n"
-        "    absence: {window: 5m, group_by: [labels.host], expect: [{labels.host: a}, {labels.host: b}]}\n",
+        "    absence: {window: 5m, group_by: [labels.host], expect: [{labels.host: a}, {labels.host: b}]}\n"
+        "  - name: none\n    match: {event: beat, host: [c, d]}\n    absence: {window: 5m, group_by: [host]}\n",
     )
 
 

@@ -100,11 +100,13 @@ def _unexpected_groups(
     left = [json.dumps(v) for _, v in allowed if key_text(v) not in expected]
     if left:
         groups = ", ".join(f"{{{field}: {json.dumps(v)}}}" for _, v in allowed)
-        verb = "is" if len(left) == 1 else "are"
+        unexpected = f"{', '.join(left)} {'is' if len(left) == 1 else 'are'} not expected"
+        if len(left) == len(allowed) > 1:  # (rather than the same values listed again)
+            unexpected = "none of them is expected"
         yield (
             (key, "group_by", 0),
-            f"the match lets {field!r} be only {', '.join(json.dumps(v) for _, v in allowed)}, and {', '.join(left)} "
-            f"{verb} not expected: a group is watched only once seen or expected, so one silent since rulesd "
+            f"the match lets {field!r} be only {', '.join(json.dumps(v) for _, v in allowed)}, and {unexpected}: "
+            "a group is watched only once seen or expected, so one silent since rulesd "
             f"started is never paged. Write expect: [{groups}]",
             True,
         )
