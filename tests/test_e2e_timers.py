@@ -16,6 +16,7 @@ from urllib.parse import unquote
 from rulesd.daemon import Daemon
 from tests.daemon_process import Workspace, daemon_parts, wait_until
 from tests.fake_opsgenie import FakeOpsGenie, Received
+from tests.run_cli import rulesd_cli
 from tests.test_rule_kinds import BACKUP, backup
 
 ABSENCE = """
@@ -320,3 +321,30 @@ def test_a_late_heartbeat_read_first_after_a_restart_does_not_end_the_silence(
     time.sleep(8.0)
     assert ["/v2/alerts"] == [r.path for r in server.requests], ws.all_output()
     assert 0 == daemon.terminate()
+
+
+def test_a_silence_held_until_a_throttle_end_that_rounds_down_is_paged(tmp_path: Path) -> None:
+    """h1 (1m window, 2m throttle) is paged at 103.8 s, beats again (closed) and falls silent
+    within the throttle: paged when it ends. Times near 0 (as near 2^31 s) round the throttle's
+    end below 223.8 s; the timer set there found h1 still throttled and was set again at the
+    same time, for good: `rulesd replay` hung, as a daemon's reader would."""
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - name: beats\n    match: {event: beat}\n    alert: {message: 'down {host}'}\n"
+        "    throttle: 2m\n    absence: {window: 1m, group_by: [host]}\n"
+    )
+    start = 43.837110055302176  # (start + 60 + 120) - (start + 60) < 120
+    assert start + 60 + 120 - (start + 60) < 120
+    events = [(start, "beat"), (start + 70, "beat"), (start + 300, "other")]
+    (tmp_path / "events.jsonl").write_text(
+        "".join(json.dumps({"time": t, "event": e, "host": "h1"}) + "\n" for t, e in events)
+    )
+    result = rulesd_cli(
+        "replay", "--time-field", "time", "--rules", "rules.yaml", "events.jsonl", cwd=tmp_path, timeout=30
+    )
+    assert 0 == result.returncode, result.stderr
+    alias = '(alias: rulesd: beats: {"host":"h1"})'
+    assert [
+        f"line 1: P3 [beats] down h1  {alias}",
+        f"line 2: close [beats] {alias}",
+        f"line 2: P3 [beats] down h1  {alias}",
+    ] == (result.stdout.splitlines()[:3])

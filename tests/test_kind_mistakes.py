@@ -130,14 +130,17 @@ def test_what_still_fires_but_pages_less_than_it_seems_is_a_warning(tmp_path: Pa
 def test_an_absence_of_groups_its_match_names_but_does_not_expect_is_a_warning(tmp_path: Path) -> None:
     """An absence grouped by host whose match lets host be only web-1 or web-2 watches a host
     only once it is seen: one down since rulesd started is never paged. A warning at the
-    group_by, saying the expect to write; all of them expected, or a host the match does not
-    pin, draws none."""
+    group_by, saying the expect to write; all of them expected (a dotted field's too, which
+    the expected group holds nested), or a host the match does not pin, draws none."""
     assert (
         0,
         "DIR/r.yaml:4:38: warning: rules[0].absence.group_by[0]: the match lets 'host' be only \"web-1\", "
         '"web-2", and "web-2" is not expected: a group is watched only once seen or expected, so one silent since '
         'rulesd started is never paged. Write expect: [{host: "web-1"}, {host: "web-2"}]\n'
-        "OK: 1 file(s), 3 rule(s), 0 error(s), 1 warning(s)\n",
+        'DIR/r.yaml:16:38: warning: rules[4].absence.group_by[0]: the match lets \'host\' be only "c", "d", and '
+        "none of them is expected: a group is watched only once seen or expected, so one silent since rulesd "
+        'started is never paged. Write expect: [{host: "c"}, {host: "d"}]\n'
+        "OK: 1 file(s), 5 rule(s), 0 error(s), 2 warning(s)\n",
     ) == check(
         tmp_path,
         HEAD + "    match: {event: beat, host: [web-1, web-2]}\n"
@@ -145,5 +148,32 @@ def test_an_absence_of_groups_its_match_names_but_does_not_expect_is_a_warning(t
         "  - name: all\n    match: {event: beat, host: {in: [a, b]}}\n"
         "    absence: {window: 5m, group_by: [host], expect: [{host: a}, {host: b}]}\n"
         "  - name: any\n    match: {event: beat, host: {startswith: web}}\n"
-        "    absence: {window: 5m, group_by: [host]}\n",
+        "    absence: {window: 5m, group_by: [host]}\n"
+        "  - name: nested\n    match: {event: beat, labels.host: [a, b]}\n"
+        "    absence: {window: 5m, group_by: [labels.host], expect: [{labels.host: a}, {labels.host: b}]}\n"
+        "  - name: none\n    match: {event: beat, host: [c, d]}\n    absence: {window: 5m, group_by: [host]}\n",
     )
+
+
+def test_a_rules_own_number_yaml_reads_as_octal_is_a_warning(tmp_path: Path) -> None:
+    """`count: 017` is the octal number 15 to YAML 1.1: the rule fires at the 15th event, and
+    nothing said so. A warning at it, saying what to write for either; a duration's says it
+    with its unit. Hex and `1_000`, read as what they look like, and decimals draw nothing."""
+    code, out = check(
+        tmp_path,
+        HEAD + "    match: {event: err}\n    threshold: {count: 017, window: 5m, group_by: [host]}\n"
+        "    throttle: 0600\n"
+        "  - name: s\n    sequence:\n      steps:\n        - {match: {k: 1}, count: 0x10}\n"
+        "        - {match: {k: 2}, count: 1_000}\n",
+    )
+    assert (
+        0,
+        [
+            "DIR/r.yaml:4:24: warning: rules[0].threshold.count: YAML reads the unquoted 017 as the octal number 15: "
+            "write 17 if that is meant, else 15",
+            "DIR/r.yaml:5:15: warning: rules[0].throttle: 384 has no unit, so it is 384 seconds: write 384s to say so",
+            "DIR/r.yaml:5:15: warning: rules[0].throttle: YAML reads the unquoted 0600 as the octal number 384: write "
+            "600s if that is meant, else 384s",
+            "OK: 1 file(s), 2 rule(s), 0 error(s), 3 warning(s)",
+        ],
+    ) == (code, out.splitlines())

@@ -83,3 +83,32 @@ def test_an_absence_expecting_a_text_where_the_field_is_a_number_is_warned_about
         code,
         out[: len("DIR/r.yaml:4:61: warning: rules[0].absence.expect[0].port: port is compared with the text")],
     )
+
+
+def test_a_value_written_as_both_kinds_is_not_warned_about(tmp_path: Path) -> None:
+    """A rule that writes a value as both kinds (`[500, "500"]`, in `in`, or in two branches of
+    `any`) is meant for events of either kind: neither `rulesd check` (another rule testing the
+    field with gte) nor `rulesd test` (events carrying numbers) warns that the text should be the
+    number it already lists; the text alone still draws the warning."""
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: bound\n    match: {status: {gte: 500}}\n"
+        "  - name: listed\n    match: {status: [500, '500']}\n"
+        "  - name: among\n    match: {status: {in: ['502', 502]}}\n"
+        "  - name: branches\n    match: {any: [{status: 503}, {status: '503'}]}\n"
+        "  - name: text\n    match: {status: '504'}\n"
+    )
+    result = rulesd_cli("check", str(tmp_path / "r.yaml"))
+    code, out = result.returncode, result.stdout.replace(str(tmp_path), "DIR")
+    assert (
+        0,
+        'DIR/r.yaml:11:21: warning: rules[4].match.status: status is compared with the text "504", but '
+        "rules[0].match.status.gte (DIR/r.yaml:3:27: gte: 500) holds only for a number: if status is a number, "
+        "write 504 unquoted\nOK: 1 file(s), 5 rule(s), 0 error(s), 1 warning(s)\n",
+    ) == (code, out)
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: numbers\n    events:\n"
+        "      - {at: 0s, event: {status: 200}}\n    expect_alerts: []\n"
+    )
+    where = f"{tmp_path}/r.yaml:11:21: warning: rules[4].match.status: "
+    assert [where] == [w[: len(where)] for w in warnings_of_test(test)]

@@ -359,10 +359,12 @@ class Engine:
                     if not self._grouped_alike(rule, key, st["event"]):
                         regrouped[key] = st
                         continue
-                    if key in silent and (key in expected or not st.get(EXPECTED)):
+                    if key in silent:
                         # Closed when events return. (A group only expected, never seen, that
-                        # the edit no longer expects has no events to return: it is let go of.)
-                        self._table(ABSENCE, name)[key] = silent.pop(key)
+                        # the edit no longer expects has no events to return: it is let go of,
+                        # its alert closed, and not kept as if still open, whatever it matches.)
+                        if key in expected or not st.get(EXPECTED):
+                            self._table(ABSENCE, name)[key] = silent.pop(key)
                     elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
                         self._table(ABSENCE, name)[key] = st
                 self._regroup_absence(rule, expected, regrouped, silent)
@@ -1124,7 +1126,7 @@ class Engine:
         if rule.throttle and not self._allowed(rule, group, due):
             # Held back, not dropped: a silence that outlasts the throttle is paged when it ends
             # (a host that flapped and then died would otherwise never be paged for again).
-            throttled = self.state.tables[THROTTLE][rule.name][group] + rule.throttle
+            throttled = _throttle_end(self.state.tables[THROTTLE][rule.name][group], rule.throttle)
             self._timers.add(throttled, ABSENCE, rule.name, group)
             return
         st["open"] = True
@@ -1368,6 +1370,17 @@ def _rank(rule: Rule) -> tuple[int, str]:
 def _latest(st: dict[str, Any]) -> float:
     """The latest event time a sequence's progress holds."""
     return float(max([st["start"], *st["firsts"]]))
+
+
+def _throttle_end(last: float, throttle: float) -> float:
+    """The first time `Engine._allowed` lets a group throttled from `last` fire again. The sum
+    `last + throttle` may round below it (`(43.8 + 60 + 120) - (43.8 + 60)` is less than 120):
+    a timer set there would find the group still throttled and be set again at the same time,
+    for good, holding the clock (and every rule) still."""
+    end = last + throttle
+    while end - last < throttle:
+        end = math.nextafter(end, math.inf)
+    return end
 
 
 def _silent_alert(st: dict[str, Any]) -> bool:

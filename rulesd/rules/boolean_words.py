@@ -8,7 +8,7 @@ not an error: at its place, saying how to write either meaning. The reader recor
 such word was (`Document.boolean_words`); only the places whose value is compared with an
 event's are warned about: the operands of a condition (not `exists` and `nocase`, which take
 booleans), the items of a named list, the groups an absence rule expects, and the events of a
-rule test.
+rule test; and, of a rule's own numbers (a count, a duration), those read as octal.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rulesd.validation import format_path
 
 _WORDS = frozenset({"yes", "no", "on", "off"})
 _ORDERING = frozenset({"gt", "gte", "lt", "lte"})
+_DURATIONS = frozenset({"window", "within", "for", "learn", "forget", "throttle", "after"})
 
 
 def rule_file_warnings(
@@ -35,6 +36,7 @@ def rule_file_warnings(
     words = doc.boolean_words
     if not words:  # (nearly every file: nothing to walk)
         return []
+    rules = list(rules)  # (walked twice)
     compared: list[JsonPath] = []
     if isinstance(doc.value, dict) and "name" not in doc.value:  # a rule list's named lists
         compared.extend(path for path in words if len(path) == 3 and path[0] == "lists")
@@ -46,7 +48,12 @@ def rule_file_warnings(
                     compared.extend((*path, i) for i in range(len(operand)))
         compared.extend(expected_value_paths(raw, base))
     found = (_warning(doc, path) for path in compared if path in words and path not in faulted)
-    return [warning for warning in found if warning is not None]
+    warnings = [warning for warning in found if warning is not None]
+    looked_at, bases = set(compared), [base for _, base in rules]
+    for path in words:  # a rule's own number (`count: 017`) read otherwise than written
+        if path not in looked_at and path not in faulted and any(path[: len(b)] == b for b in bases):
+            warnings.extend(_setting_warning(doc, path))
+    return warnings
 
 
 def rule_test_warnings(doc: Document) -> list[Problem]:
@@ -78,6 +85,19 @@ def _warning(doc: Document, path: JsonPath) -> Problem | None:
             f"the text is meant, or write {meant} is"
         )
     return Problem(doc.locate(path), f"{format_path(path)}: {message}", "warning")
+
+
+def _setting_warning(doc: Document, path: JsonPath) -> Iterator[Problem]:
+    """A warning at a number of a rule's own (a count, a duration in seconds) that YAML 1.1 reads
+    as octal: `count: 017` is 15, so the rule fires at the 15th event, not the 17th. (Hex,
+    `1_000` and `1:30`, 90, read as what they look like.)"""
+    word, number = doc.boolean_words[path], value_at(doc.value, path)
+    if re.match(r"[-+]?0[0-9]", word) and isinstance(number, int) and not isinstance(number, bool):
+        unit = "s" if path[-1] in _DURATIONS else ""
+        message = f"YAML reads the unquoted {word} as the octal number {number}: write {_decimal(word)}{unit}"
+        yield Problem(
+            doc.locate(path), f"{format_path(path)}: {message} if that is meant, else {number}{unit}", "warning"
+        )
 
 
 def rule_conditions(raw: dict[str, Any], base: JsonPath) -> Iterator[tuple[Any, JsonPath]]:

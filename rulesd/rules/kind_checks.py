@@ -18,6 +18,7 @@ from typing import Any
 
 from rulesd.document import JsonPath
 from rulesd.rules.conditions import ConditionError, conjunct_items, resolved_matcher
+from rulesd.rules.fields import key_text
 from rulesd.rules.lists import Lists
 from rulesd.rules.model import Absence, Distinct, Kind, NewValue
 from rulesd.rules.value_kinds import kind_of
@@ -93,15 +94,19 @@ def _unexpected_groups(
         return
     field = kind.group_by[0]
     allowed = sorted(_allowed_values(items, field, lists) or (), key=str)
-    expected = {(str(kind_of(e.get(field))), e.get(field)) for e in kind.expect_events}
-    left = [json.dumps(v) for k, v in allowed if (k, v) not in expected]
+    # Each value as the engine keys its group: the expected events nest a dotted field
+    # (`labels.host` under `labels`), so their keys, not a lookup in them, say what is expected.
+    expected = set(kind.expect)
+    left = [json.dumps(v) for _, v in allowed if key_text(v) not in expected]
     if left:
         groups = ", ".join(f"{{{field}: {json.dumps(v)}}}" for _, v in allowed)
-        verb = "is" if len(left) == 1 else "are"
+        unexpected = f"{', '.join(left)} {'is' if len(left) == 1 else 'are'} not expected"
+        if len(left) == len(allowed) > 1:  # (rather than the same values listed again)
+            unexpected = "none of them is expected"
         yield (
             (key, "group_by", 0),
-            f"the match lets {field!r} be only {', '.join(json.dumps(v) for _, v in allowed)}, and {', '.join(left)} "
-            f"{verb} not expected: a group is watched only once seen or expected, so one silent since rulesd "
+            f"the match lets {field!r} be only {', '.join(json.dumps(v) for _, v in allowed)}, and {unexpected}: "
+            "a group is watched only once seen or expected, so one silent since rulesd "
             f"started is never paged. Write expect: [{groups}]",
             True,
         )

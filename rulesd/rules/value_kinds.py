@@ -105,6 +105,9 @@ def rule_set_warnings(docs: Iterable[tuple[Document, list[tuple[dict[str, Any], 
                     if kind is not None and kind_of(operand) == kind:
                         implied.setdefault(str(path[-2]), (doc, path, kind, operand))
     warnings: list[Problem] = []
+    written_by: dict[tuple[int, JsonPath], set[tuple[str, str | None, Any]]] = {}
+    for doc, base, test_path, op, operand in equalities if implied else ():
+        written_by.setdefault((id(doc), base), set()).update(_compared(_values(test_path, op, operand)))
     for doc, base, test_path, op, operand in equalities if implied else ():
         if str(test_path[-1] if op is None else test_path[-2]) not in implied:
             continue
@@ -113,12 +116,20 @@ def rule_set_warnings(docs: Iterable[tuple[Document, list[tuple[dict[str, Any], 
             meant = _other_kind(value, kind)
             if meant is None or (there is doc and where[: len(base)] == base):
                 continue  # (in one rule, contradictions.py says when the two can never hold together)
+            if (field, kind, meant) in written_by[id(doc), base]:
+                continue  # both written (`[500, "500"]`): meant for events of either kind
             clause = (
                 f"{field} is compared with {show(value)}, but {format_path(where)} ({there.locate(where)}: "
                 f"{where[-1]}: {json.dumps(bound)}) holds only for a {kind}: if {field} is a {kind}, write"
             )
             warnings.append(_warning(doc, path, clause, meant))
     return warnings
+
+
+def _compared(values: Iterable[tuple[JsonPath, str, Any]]) -> set[tuple[str, str | None, Any]]:
+    """Each field with each value it is compared with, and that value's kind (1 and true, equal
+    in Python, are two values)."""
+    return {(field, kind_of(value), value) for _, field, value in values}
 
 
 def _other_kind(value: Any, kind: str) -> Any:
@@ -155,11 +166,13 @@ def event_warnings(
 
     warnings: list[Problem] = []
     for doc, raw, base in rules:
-        for path, field, value in compared_values(raw, base):
+        compared = list(compared_values(raw, base))
+        both = _compared(compared)  # (a value the rule also writes as the other kind is meant so)
+        for path, field, value in compared:
             kinds = event_kinds(events, field, make_getter(field))
             ((kind, example),) = kinds.items() if len(kinds) == 1 else [("", None)]
             meant = _other_kind(value, kind) if kind else None
-            if meant is not None:
+            if meant is not None and (field, kind, meant) not in both:
                 clause = (
                     f"{raw.get('name')!r} compares {field} with {show(value)}, but the events of {events_path} "
                     f"carry it as a {kind} ({json.dumps(example)}), which is never equal to it: write"
