@@ -503,6 +503,9 @@ def test_a_file_given_the_inode_of_a_compressed_file_seen_empty_at_the_stop_is_n
     assert 0 == second.lag_bytes()
 
 
+MAY_BE_LOST = "events written to it after the saved position may have been lost"
+
+
 def stopped_seeing_empty(make_source: Factory, pattern: Path | str, empty: Path) -> dict[str, dict[str, Any]]:
     """The state a source on `pattern` committed having seen `empty` with no byte in it, then stopped."""
     empty.touch()
@@ -542,7 +545,9 @@ def test_a_job_file_given_the_inode_of_one_seen_empty_is_read_under_its_own_name
     commit(second, state)
     second.close()
     assert [] == read_settled(make_source([pattern], saved=state))  # nothing read twice
-    assert [] == warnings
+    # What became of the file job-b.jsonl named at the stop is not known (as for any file seen
+    # last at a path that names another one now).
+    assert [f"{job_b}: the file read last time is gone; {MAY_BE_LOST}"] == warnings
 
 
 def test_a_neighbour_given_the_inode_of_a_file_seen_empty_is_not_followed(

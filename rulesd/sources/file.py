@@ -46,6 +46,7 @@ from rulesd.sources.rotation import (
     may_be_the_saved,
     resume_retired,
     resume_saved,
+    rotation_name,
     writer_gone,
 )
 from rulesd.sources.tail import (
@@ -307,10 +308,10 @@ class FileSource:
             log.debug("%s: the compressed file seen empty last time is gone", watch.path)
             self._append(watch, new)
             return
-        old_path = find_by_identity(os.path.dirname(watch.path) or ".", saved.identity)
-        followed = old_path is not None and self._follows(old_path)
-        if old_path is not None and not may_be_the_saved(saved, watch.path, old_path, followed=followed):
-            log.debug("%s: seen empty last time; %s, with its inode, is not taken for it", watch.path, old_path)
+        found = old_path = find_by_identity(os.path.dirname(watch.path) or ".", saved.identity)
+        followed = found is not None and self._follows(found)
+        if found is not None and not may_be_the_saved(saved, watch.path, found, followed=followed):
+            log.debug("%s: seen empty last time; %s, with its inode, is not taken for it", watch.path, found)
             old_path = None
         old = self._open_saved(watch.path, old_path, saved, rotated=True, elsewhere=True) if old_path else None
         if old is not None and old_path is not None and old.compressed:
@@ -322,8 +323,9 @@ class FileSource:
             self._append(watch, old)
         elif saved.drained:  # rotated on (and compressed, or removed) as it should be
             log.debug("%s: the file read to its end last time is gone", watch.path)
-        elif followed and saved.fp_len == 0:  # if it was that file, it is read whole there
-            log.debug("%s: the file seen empty last time may be read under another name", watch.path)
+        elif found is not None and old_path is None and followed and rotation_name(watch.path, found):
+            # Rotated while stopped (events.jsonl.1 for events.jsonl*): read whole under that name.
+            log.debug("%s: the file seen empty last time is read as %s", watch.path, found)
         else:
             self._warn(
                 f"{watch.path}: the file read last time is gone; "

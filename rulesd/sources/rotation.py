@@ -154,8 +154,11 @@ def may_be_the_saved(saved: Position, path: str, found: str, *, followed: bool) 
     `events.1.jsonl` with `extension`)."""
     if saved.fp_len:
         return True  # the fingerprint tells (`resume_saved`)
-    if followed:
-        return False
+    return not followed and rotation_name(path, found)
+
+
+def rotation_name(path: str, found: str) -> bool:
+    """Whether `found` is named as logrotate names a rotation of `path` (same directory)."""
     name, other = os.path.basename(path), os.path.basename(found)
     stem = name.split(".", 1)[0]
     return other.startswith(name) or (len(other) > len(stem) and other.startswith(stem) and other[len(stem)] in ".-_")
