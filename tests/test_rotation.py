@@ -144,6 +144,9 @@ def test_a_position_with_no_byte_over_lines_read_resumes_elsewhere_from_zero(els
         ("/d/events.jsonl.1", True, False),  # a glob follows it under its own name: read there
         ("/d/other-app.log", False, False),  # a neighbour given the inode
         ("/d/eventsfeed.jsonl", False, False),
+        ("/d/events-debug.jsonl", False, False),  # the same application's other log
+        ("/d/events.jsonl.tmp", False, False),
+        ("/d/events.jsonl.1.gz", False, True),
     ],
 )
 def test_a_position_seen_empty_is_taken_only_for_a_rotation_of_it(found: str, followed: bool, expected: bool) -> None:

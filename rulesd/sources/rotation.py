@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import msgspec
 
 FINGERPRINT_BYTES = 1024
+# What logrotate puts in a rotated file's name: a separator, then a number or a date (dateformat,
+# -%Y%m%d by default), maybe a compressor's extension.
+_ROTATION_MARK = re.compile(r"[.\-_]\d[\d\-_.]*(\.[a-z0-9]+)?")
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -158,10 +162,18 @@ def may_be_the_saved(saved: Position, path: str, found: str, *, followed: bool) 
 
 
 def rotation_name(path: str, found: str) -> bool:
-    """Whether `found` is named as logrotate names a rotation of `path` (same directory)."""
+    """Whether `found` is named as logrotate names a rotation of `path` (same directory): a number
+    or a date after the name (`events.jsonl.1`, `events.jsonl-20261206`, either compressed), or
+    before its extension (`extension .jsonl`: `events.1.jsonl`, `events-20261206.jsonl`). Not
+    `events-debug.jsonl` nor `events.jsonl.tmp`: another application's files."""
     name, other = os.path.basename(path), os.path.basename(found)
-    stem = name.split(".", 1)[0]
-    return other.startswith(name) or (len(other) > len(stem) and other.startswith(stem) and other[len(stem)] in ".-_")
+    stem, dot, extension = name.partition(".")
+    if other.startswith(name) and _ROTATION_MARK.fullmatch(other[len(name) :]):
+        return True
+    ending = dot + extension
+    if not dot or len(other) <= len(name) or not (other.startswith(stem) and other.endswith(ending)):
+        return False
+    return bool(_ROTATION_MARK.fullmatch(other[len(stem) : len(other) - len(ending)]))
 
 
 class Retired(msgspec.Struct, frozen=True):
