@@ -11,7 +11,8 @@ after a failed attempt is decided by the class of the transport's error:
   outbox is only looked at, not held, so another instance sharing it (its key may work) can
   take it over.
 - `PermanentAlertError` (other 4xx): dead-letter with the response body, go on.
-- `OutputClosed` (a dry run's standard output was closed): leave the alert as it is; the
+- `OutputClosed` (a dry run's standard output was closed) or `StopCut` (the request was cut at
+  the end of the stop grace): leave the alert as it is, due at once at the next start; the
   daemon is stopping.
 
 An alert older than `max_age` is dead-lettered as expired instead of sent: a page
@@ -38,6 +39,7 @@ from rulesd.alerting.api import (
     PausingAlertError,
     PermanentAlertError,
     RetryableAlertError,
+    StopCut,
     Transport,
 )
 from rulesd.logs import FailureRun
@@ -310,7 +312,9 @@ class Sender:
             return None
         except PausingAlertError as exc:
             return self._pause(alert, now, exc)
-        except OutputClosed:  # the daemon is stopping: nothing to record, nothing to retry
+        except (OutputClosed, StopCut):  # the daemon is stopping: nothing to record, nothing to retry
+            # A cut attempt counted as failed stored its backoff (up to MAX_BACKOFF), and the
+            # alert waited that out after the restart before its first try.
             return IDLE_DELAY
         except RetryableAlertError as exc:
             return self._retry(alert, now, str(exc), exc.retry_after)

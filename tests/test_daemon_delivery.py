@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -470,3 +471,34 @@ def test_the_daemons_sender_waits_at_most_a_minute_or_five_for_a_429(tmp_path: P
     assert all(0.5 <= wait <= 60 for wait in waits[:12]), waits
     assert 30 <= waits[11]  # the cap is reached: half fixed, half jitter
     assert 300 == waits[12]
+
+
+def test_a_request_cut_by_the_stop_is_no_failed_attempt_and_is_sent_at_once_after_a_restart(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """SIGTERM while OpsGenie holds its answer: the request is cut at the end of the stop grace.
+    That is rulesd's own doing, not a failure of the way to OpsGenie: the cut attempt counted as
+    failed, with its backoff stored, so the next start waited that out before its first try."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_first(_r: Received) -> Reply:
+        if not held.is_set():
+            held.set()
+            release.wait(STOP_GRACE + 20)
+        return Reply()
+
+    server.responder = hold_the_first
+    ws = timed_workspace(tmp_path, server, 120)
+    daemon = ws.start()
+    ws.append(page(0))
+    assert held.wait(10)
+    assert 0 == daemon.terminate(timeout=30)
+    release.set()
+    assert "cutting the request in flight" in daemon.stderr()
+    listed = rulesd_cli("outbox", "list", "--config", str(ws.config))
+    assert "1 pending" in listed.stdout, listed.stdout
+    assert "attempts=1" not in listed.stdout and "aborted" not in listed.stdout, listed.stdout
+    again = ws.start()
+    assert again.wait_for_log("alert 1 delivered", timeout=10), again.stderr()
+    assert "failed attempt" not in again.stderr()
+    assert ["page-0", "page-0"] == aliases(server)

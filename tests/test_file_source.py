@@ -503,6 +503,121 @@ def test_a_file_given_the_inode_of_a_compressed_file_seen_empty_at_the_stop_is_n
     assert 0 == second.lag_bytes()
 
 
+MAY_BE_LOST = "events written to it after the saved position may have been lost"
+
+
+def stopped_seeing_empty(make_source: Factory, pattern: Path | str, empty: Path) -> dict[str, dict[str, Any]]:
+    """The state a source on `pattern` committed having seen `empty` with no byte in it, then stopped."""
+    empty.touch()
+    first = make_source([pattern], start_at="beginning")
+    assert [] == read_settled(first)
+    state: dict[str, dict[str, Any]] = {}
+    commit(first, state)
+    first.close()
+    assert 0 == state[str(empty)]["fp_len"]
+    return state
+
+
+def named(lines: list[Line]) -> list[tuple[str, bytes]]:
+    return [(os.path.basename(line.path), line.data) for line in lines]
+
+
+def test_a_job_file_given_the_inode_of_one_seen_empty_is_read_under_its_own_name(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """A glob of job files: job-b.jsonl seen empty at the stop, removed meanwhile, its inode given
+    to job-c.jsonl, and job-b.jsonl made again for the next run. The position saved for job-b, no
+    byte to tell its file by, matched job-c by the inode alone: job-c's lines were read as
+    job-b's (the alerts named the wrong file)."""
+    job_b, job_c = tmp_path / "job-b.jsonl", tmp_path / "job-c.jsonl"
+    pattern = f"{tmp_path}/job-*.jsonl"
+    state = stopped_seeing_empty(make_source, pattern, job_b)
+    os.rename(job_b, job_c)  # what a removal and the next file given its inode come to
+    job_c.write_bytes(numbered(500, 503))
+    job_b.write_bytes(numbered(0, 2))
+    second = make_source([pattern], saved=state)
+    lines = read_settled(second)
+    expected = [("job-b.jsonl", b"line %d" % i) for i in range(2)]
+    expected += [("job-c.jsonl", b"line %d" % i) for i in range(500, 503)]
+    assert expected == sorted(named(lines))
+    append(job_c, numbered(503, 504))
+    assert [("job-c.jsonl", b"line 503")] == named(read_settled(second))
+    commit(second, state)
+    second.close()
+    assert [] == read_settled(make_source([pattern], saved=state))  # nothing read twice
+    # What became of the file job-b.jsonl named at the stop is not known (as for any file seen
+    # last at a path that names another one now).
+    assert [f"{job_b}: the file read last time is gone; {MAY_BE_LOST}"] == warnings
+
+
+def test_a_neighbour_given_the_inode_of_a_file_seen_empty_is_not_followed(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """A literal path seen empty at the stop, removed meanwhile, its inode given to another
+    application's log in the directory: that log was followed as the path, its lines read as
+    events under the path's name for as long as the path was missing."""
+    log, stranger = tmp_path / "events.jsonl", tmp_path / "other-app.log"
+    state = stopped_seeing_empty(make_source, log, log)
+    os.rename(log, stranger)
+    stranger.write_bytes(numbered(500, 503))
+    second = make_source([log], saved=state)
+    assert [] == read_settled(second)
+    append(stranger, numbered(503, 505))
+    assert [] == read_settled(second)
+    assert [
+        f"{log}: the file read last time is gone; events written to it after the saved position may have been lost"
+    ] == warnings
+    log.write_bytes(numbered(0, 2))
+    assert [("events.jsonl", b"line 0"), ("events.jsonl", b"line 1")] == named(read_settled(second))
+
+
+@pytest.mark.parametrize("as_glob", [False, True])
+def test_a_file_seen_empty_then_rotated_by_create_and_written_while_stopped_is_read_once(
+    tmp_path: Path, make_source: Factory, warnings: list[str], as_glob: bool
+) -> None:
+    """logrotate's create mode while rulesd was stopped, the file empty at the stop: renamed to
+    events.jsonl.1, written there by the application before it reopened, a new events.jsonl made.
+    The rotated file is still found by its inode and finished first (under events.jsonl); a glob
+    that names it reads it under its own name instead. Each line once, without a warning."""
+    log, rotated = tmp_path / "events.jsonl", tmp_path / "events.jsonl.1"
+    pattern: Path | str = f"{log}*" if as_glob else log
+    state = stopped_seeing_empty(make_source, pattern, log)
+    os.rename(log, rotated)
+    rotated.write_bytes(numbered(0, 3))
+    log.write_bytes(numbered(3, 5))
+    second = make_source([pattern], saved=state)
+    lines = read_settled(second)
+    assert numbered(0, 5).splitlines() == texts(lines)
+    assert {"events.jsonl.1" if as_glob else "events.jsonl"} == {name for name, _ in named(lines[:3])}
+    assert [] == warnings
+
+
+def test_lines_read_from_a_file_opened_empty_are_in_its_saved_fingerprint(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """A file empty when opened, written before its first read: the position saved with its lines
+    held no byte of it (fp_len 0, offset 21). Removed while stopped and its inode given to another
+    file the glob matches, that file was taken for it and read from offset 21: its first lines
+    skipped, the next one torn ('e 502')."""
+    job_b, job_a = tmp_path / "job-b.jsonl", tmp_path / "job-a.jsonl"
+    job_b.touch()
+    first = make_source([f"{tmp_path}/job-*.jsonl"], start_at="beginning")
+    append(job_b, numbered(0, 3))
+    lines: list[Line] = []
+    while not lines:  # the lines of the read that first finds them, checkpointed with them
+        first.wait(POLL)
+        lines = list(each_line(first.read(1000)))
+    assert numbered(0, 3).splitlines() == texts(lines)
+    state: dict[str, dict[str, Any]] = {}
+    commit(first, state)
+    first.close()
+    assert 21 == state[str(job_b)]["fp_len"]
+    os.rename(job_b, job_a)
+    job_a.write_bytes(numbered(500, 510))
+    second = make_source([f"{tmp_path}/job-*.jsonl"], saved=state)
+    assert numbered(500, 510).splitlines() == texts(read_settled(second))
+
+
 def test_a_rotated_file_compressed_and_removed_is_finished_through_its_descriptor(
     tmp_path: Path, make_source: Factory
 ) -> None:

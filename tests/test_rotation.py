@@ -14,6 +14,7 @@ from rulesd.sources.rotation import (
     classify_saved,
     fingerprint,
     judge,
+    may_be_the_saved,
     resume_retired,
     resume_saved,
     writer_gone,
@@ -110,15 +111,50 @@ def test_resume_saved(
 ) -> None:
     """Where a saved position resumes at start-up, if the file found is the one saved."""
     saved = Position(1, 1, 12, FP_LEN, FP_HASH)
-    assert expected == resume_saved(saved, identity, size, head, rotated=rotated, claimed=claimed)
+    assert expected == resume_saved(saved, identity, size, head, rotated=rotated, claimed=claimed, elsewhere=rotated)
 
 
 def test_resume_saved_truncated_reads_from_zero() -> None:
     """A file shorter than the saved offset (truncated while down) is read from its start."""
     fp_len, fp_hash = fingerprint(b"ab")
     assert (0, "truncated") == resume_saved(
-        Position(1, 1, 10, fp_len, fp_hash), (1, 1), 4, b"ab\nc", rotated=False, claimed=False
+        Position(1, 1, 10, fp_len, fp_hash), (1, 1), 4, b"ab\nc", rotated=False, claimed=False, elsewhere=False
     )
+
+
+@pytest.mark.parametrize(("elsewhere", "expected"), [(False, 21), (True, 0)])
+def test_a_position_with_no_byte_over_lines_read_resumes_elsewhere_from_zero(elsewhere: bool, expected: int) -> None:
+    """A position an earlier rulesd saved with no fingerprint over the lines it had read (the file
+    opened empty): at its own path it resumes, but a file found by its inode under another name
+    may be another one given the inode: read whole, not from an offset that would skip and tear."""
+    empty = Position(1, 1, 21, *fingerprint(b""))
+    head = b"line 500\nline 501\nline 502\n"
+    assert (expected, "resume") == resume_saved(
+        empty, (1, 1), len(head), head, rotated=False, claimed=False, elsewhere=elsewhere
+    )
+
+
+@pytest.mark.parametrize(
+    ("found", "followed", "expected"),
+    [
+        ("/d/events.jsonl.1", False, True),  # logrotate's create mode
+        ("/d/events.jsonl-20261206", False, True),  # dateext
+        ("/d/events.1.jsonl", False, True),  # extension .jsonl
+        ("/d/events-20261206.jsonl", False, True),
+        ("/d/events.jsonl.1", True, False),  # a glob follows it under its own name: read there
+        ("/d/other-app.log", False, False),  # a neighbour given the inode
+        ("/d/eventsfeed.jsonl", False, False),
+        ("/d/events-debug.jsonl", False, False),  # the same application's other log
+        ("/d/events.jsonl.tmp", False, False),
+        ("/d/events.jsonl.1.gz", False, True),
+    ],
+)
+def test_a_position_seen_empty_is_taken_only_for_a_rotation_of_it(found: str, followed: bool, expected: bool) -> None:
+    """With no byte to tell it by, the inode alone names the file: only a file named as a rotation
+    of the saved path, and not followed under its own name, may be taken for it."""
+    empty = Position(1, 1, 0, *fingerprint(b""))
+    assert expected == may_be_the_saved(empty, "/d/events.jsonl", found, followed=followed)
+    assert may_be_the_saved(Position(1, 1, 0, *fingerprint(b"x\n")), "/d/events.jsonl", found, followed=followed)
 
 
 @pytest.mark.parametrize(

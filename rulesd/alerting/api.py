@@ -73,6 +73,13 @@ class RetryableAlertError(AlertError):
         self.retry_after = retry_after
 
 
+class StopCut(RetryableAlertError):
+    """The request was cut at the end of the stop grace (`abort`): rulesd's own doing, not a
+    failure of the way to OpsGenie. The sender leaves the alert untouched (no attempt counted, no
+    backoff stored), so the next start tries it at once; OpsGenie folds a repeat by its alias.
+    Retryable for any other caller."""
+
+
 class NotTheApi(RetryableAlertError):
     """A 2xx that the Alert API did not send: a web page, a proxy's or a captive portal's, where
     OpsGenie answers JSON. The alert did not reach OpsGenie, so it is retried like a 5xx."""

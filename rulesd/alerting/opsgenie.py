@@ -23,6 +23,7 @@ from rulesd.alerting.api import (
     PausingAlertError,
     PermanentAlertError,
     RetryableAlertError,
+    StopCut,
     api_key_problem,
     classify,
     close_url,
@@ -147,7 +148,7 @@ class OpsGenieClient:
         if not deadline.expired:
             return None
         if self._deadlines.aborted:
-            return RetryableAlertError("aborted: rulesd is stopping; the alert stays queued")
+            return StopCut("aborted: rulesd is stopping; the alert stays queued")
         return RetryableAlertError(f"timeout: no complete answer within {self._total:g}s (opsgenie.timeout_s)")
 
     def _read_key(self) -> str:

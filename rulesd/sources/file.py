@@ -43,8 +43,10 @@ from rulesd.sources.rotation import (
     Retired,
     Verdict,
     judge,
+    may_be_the_saved,
     resume_retired,
     resume_saved,
+    rotation_name,
     writer_gone,
 )
 from rulesd.sources.tail import (
@@ -296,7 +298,7 @@ class FileSource:
         """Continue where a previous run stopped, finishing a file rotated meanwhile."""
         st = stat_or_none(watch.path)
         if st is not None and identity_of(st) == saved.identity:
-            self._append(watch, self._open_saved(watch.path, watch.path, saved, rotated=False))
+            self._append(watch, self._open_saved(watch.path, watch.path, saved, rotated=False, elsewhere=False))
             return
         new = self._open_new(watch.path) if st is not None else None
         if new is not None and new.compressed and saved.fp_len == 0:
@@ -306,8 +308,12 @@ class FileSource:
             log.debug("%s: the compressed file seen empty last time is gone", watch.path)
             self._append(watch, new)
             return
-        old_path = find_by_identity(os.path.dirname(watch.path) or ".", saved.identity)
-        old = self._open_saved(watch.path, old_path, saved, rotated=True) if old_path else None
+        found = old_path = find_by_identity(os.path.dirname(watch.path) or ".", saved.identity)
+        followed = found is not None and self._follows(found)
+        if found is not None and not may_be_the_saved(saved, watch.path, found, followed=followed):
+            log.debug("%s: seen empty last time; %s, with its inode, is not taken for it", watch.path, found)
+            old_path = None
+        old = self._open_saved(watch.path, old_path, saved, rotated=True, elsewhere=True) if old_path else None
         if old is not None and old_path is not None and old.compressed:
             # Opened empty before gzip wrote it, then rotated on (.2.gz to .3.gz): noted where
             # it is now, not as the file its old name holds (that one is noted for itself).
@@ -317,6 +323,9 @@ class FileSource:
             self._append(watch, old)
         elif saved.drained:  # rotated on (and compressed, or removed) as it should be
             log.debug("%s: the file read to its end last time is gone", watch.path)
+        elif found is not None and old_path is None and followed and rotation_name(watch.path, found):
+            # Rotated while stopped (events.jsonl.1 for events.jsonl*): read whole under that name.
+            log.debug("%s: the file seen empty last time is read as %s", watch.path, found)
         else:
             self._warn(
                 f"{watch.path}: the file read last time is gone; "
@@ -324,7 +333,7 @@ class FileSource:
             )
         self._append(watch, new)
 
-    def _open_saved(self, path: str, real_path: str, saved: Position, *, rotated: bool) -> Tail | None:
+    def _open_saved(self, path: str, real_path: str, saved: Position, *, rotated: bool, elsewhere: bool) -> Tail | None:
         """Open the file a saved position describes, at the offset `resume_saved` allows."""
         opened = self._open(real_path)
         if opened is None:
@@ -332,7 +341,13 @@ class FileSource:
         fd, st = opened
         identity = identity_of(st)
         offset, verdict = resume_saved(
-            saved, identity, st.st_size, read_head(fd), rotated=rotated, claimed=self._claimed(identity)
+            saved,
+            identity,
+            st.st_size,
+            read_head(fd),
+            rotated=rotated,
+            claimed=self._claimed(identity),
+            elsewhere=elsewhere,
         )
         if offset is None:
             os.close(fd)
@@ -352,7 +367,7 @@ class FileSource:
             os.close(fd)
         elif saved is not None:
             os.close(fd)
-            self._append(watch, self._open_saved(watch.path, watch.path, saved, rotated=False))
+            self._append(watch, self._open_saved(watch.path, watch.path, saved, rotated=False, elsewhere=True))
         else:
             offset = 0 if start_at == "beginning" else last_line_start(fd, st.st_size)
             self._append(watch, Tail(fd, st, offset, self._on_long_for(watch.path)))
@@ -569,6 +584,10 @@ class FileSource:
         if len(self._compressed) > _RETIRED_MAX:
             del self._compressed[next(iter(self._compressed))]
         tail.close()
+
+    def _follows(self, path: str) -> bool:
+        """Whether `path` is one the patterns name (literally, or as a glob's match)."""
+        return any(path == p or (glob.has_magic(p) and glob_matches(p, path)) for p in self._patterns)
 
     def _claimed(self, identity: Identity) -> bool:
         """Is this file already being read (for this or another path)?"""

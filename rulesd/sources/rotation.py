@@ -11,12 +11,17 @@ file source know theirs.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import msgspec
 
 FINGERPRINT_BYTES = 1024
+# What logrotate puts in a rotated file's name: a separator, then a number or a date (dateformat,
+# -%Y%m%d by default), maybe a compressor's extension.
+_ROTATION_MARK = re.compile(r"[.\-_]\d[\d\-_.]*(\.[a-z0-9]+)?")
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -121,9 +126,11 @@ def judge(tracked: Tracked, path_identity: Identity | None, size: int, head: Cal
 
 
 def resume_saved(
-    saved: Position, identity: Identity, size: int, head: bytes, *, rotated: bool, claimed: bool
+    saved: Position, identity: Identity, size: int, head: bytes, *, rotated: bool, claimed: bool, elsewhere: bool
 ) -> tuple[int | None, Verdict]:
     """Where to read a file found for a saved position (at start-up): its offset and the verdict.
+    `elsewhere`: found by its identity under another name than the one the position was saved
+    under (`rotated`: to be read under the saved name).
 
     None when the file is not the one saved: another identity, a rotated file whose first bytes
     differ (its inode was reused by another file), or one already read under another name.
@@ -131,7 +138,42 @@ def resume_saved(
     verdict = classify_saved(saved, size, head)
     if identity != saved.identity or (rotated and verdict == "changed") or claimed:
         return None, verdict
+    if elsewhere and saved.fp_len == 0:
+        # No byte to tell it by (an earlier rulesd saved no fingerprint for lines read from a
+        # file opened empty): maybe another file given the inode, read whole rather than from
+        # an offset that would skip its first lines and tear one.
+        return 0, verdict
     return (saved.offset if verdict == "resume" else 0), verdict
+
+
+def may_be_the_saved(saved: Position, path: str, found: str, *, followed: bool) -> bool:
+    """Whether the file found at `found` by the identity of a position saved for `path` (which
+    names another file now, or none) may be taken for the saved one and read under `path`.
+
+    A position with no byte to tell its file by (saved while the file was empty) is matched by
+    the inode alone: a file given that inode once the saved one was removed (a job's file, a
+    neighbour's log) passed for it and was read under its name. Then only a rotation of it may
+    be: not a file followed under its own name (read there whole, once), and named after `path`
+    as logrotate names what it rotates (`events.jsonl.1`, `events.jsonl-20261206`,
+    `events.1.jsonl` with `extension`)."""
+    if saved.fp_len:
+        return True  # the fingerprint tells (`resume_saved`)
+    return not followed and rotation_name(path, found)
+
+
+def rotation_name(path: str, found: str) -> bool:
+    """Whether `found` is named as logrotate names a rotation of `path` (same directory): a number
+    or a date after the name (`events.jsonl.1`, `events.jsonl-20261206`, either compressed), or
+    before its extension (`extension .jsonl`: `events.1.jsonl`, `events-20261206.jsonl`). Not
+    `events-debug.jsonl` nor `events.jsonl.tmp`: another application's files."""
+    name, other = os.path.basename(path), os.path.basename(found)
+    stem, dot, extension = name.partition(".")
+    if other.startswith(name) and _ROTATION_MARK.fullmatch(other[len(name) :]):
+        return True
+    ending = dot + extension
+    if not dot or len(other) <= len(name) or not (other.startswith(stem) and other.endswith(ending)):
+        return False
+    return bool(_ROTATION_MARK.fullmatch(other[len(stem) : len(other) - len(ending)]))
 
 
 class Retired(msgspec.Struct, frozen=True):

@@ -198,6 +198,12 @@ class Tail:
         self._buf = self._buf[self._pos :] + chunk
         self._pos = 0
         self.read_pos += len(chunk)
+        if self._buf_offset == 0 and self.fp_len < min(len(self._buf), FINGERPRINT_BYTES):
+            # Bytes read from the start, past what the fingerprint covers (the file was empty or
+            # short when opened): taken in, so that the position saved with the lines read from
+            # them holds them. A position of 0 bytes over lines read matched any file given the
+            # inode, which a restart then read from that offset: its first lines skipped, one torn.
+            self.fp_len, self.fp_hash = fingerprint(self._buf)
         if self._buf_offset == 0 and (kind := compression(self._buf)):
             # The file was empty (or shorter than a magic number) when opened: gzip writes the
             # file it made. No line of it has been handed out (a magic number holds no newline).
