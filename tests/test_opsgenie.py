@@ -43,6 +43,7 @@ from rulesd.errors import RulesdError
 from rulesd.output import discard
 from tests.fake_opsgenie import FakeOpsGenie, Reply
 from tests.raw_http import RawServer
+from tests.slow_tls import SlowHandshake
 
 URL = "https://api.opsgenie.com/v2/alerts"  # for the pure helpers; requests go to the local server
 KEY = "eb243592-faa2-4ba2-a551-1afdf565c889"
@@ -485,6 +486,61 @@ def test_a_server_that_never_answers_is_a_retryable_timeout() -> None:
 
     assert info.value.status is None
     assert "timeout" in str(info.value)
+
+
+def failed_create(client: OpsGenieClient) -> tuple[RetryableAlertError, float]:
+    """The retryable error `client` fails a create with, and how long it took to fail."""
+    started = time.monotonic()
+    with pytest.raises(RetryableAlertError) as info:
+        client.create_alert(PAYLOAD)
+    return info.value, time.monotonic() - started
+
+
+def test_a_connect_left_unanswered_is_cut_at_the_deadline() -> None:
+    """A host that drops the SYN (here a listener whose backlog is full): connecting is bounded by
+    the whole-request deadline (timeout, 1 s), not by the connect timeout alone (here 30 s)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        queued = [socket.socket() for _ in range(4)]  # never accepted: the backlog is full
+        for sock in queued:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        try:
+            client = OpsGenieClient(f"http://127.0.0.1:{port}/v2/alerts", lambda: KEY, 1.0, connect_timeout=30.0)
+            error, took = failed_create(client)
+        finally:
+            for sock in queued:
+                sock.close()
+    assert "timeout: no complete answer within 1s (opsgenie.timeout_s)" == str(error)
+    assert 1.0 <= took < 2.0
+
+
+def test_a_tls_handshake_that_drips_is_cut_at_the_deadline() -> None:
+    """A server that accepts and then sends its handshake a byte every 0.2 s: the whole-request
+    deadline (timeout, 1 s) cuts the handshake as a retryable timeout, however long connecting
+    may take (it was bounded by the connect timeout alone, here 30 s)."""
+    slow = SlowHandshake()
+    try:
+        error, took = failed_create(OpsGenieClient(slow.url, lambda: KEY, 1.0, connect_timeout=30.0))
+    finally:
+        slow.close()
+    assert 1 == slow.hellos
+    assert "timeout: no complete answer within 1s (opsgenie.timeout_s)" == str(error)
+    assert 1.0 <= took < 2.0
+
+
+def test_abort_ends_a_tls_handshake_in_flight() -> None:
+    """At shutdown `abort` cuts a request still shaking hands: it fails at once as retryable (the
+    alert stays queued), long before its timeout."""
+    slow = SlowHandshake()
+    try:
+        client = OpsGenieClient(slow.url, lambda: KEY, 60.0)
+        threading.Timer(0.5, client.abort).start()
+        error, took = failed_create(client)
+    finally:
+        slow.close()
+    assert "aborted: rulesd is stopping; the alert stays queued" == str(error)
+    assert took < 2.0
 
 
 def test_https_verifies_the_server_before_sending_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
