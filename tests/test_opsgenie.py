@@ -37,6 +37,8 @@ from rulesd.alerting.api import (
     retry_after,
     validate_alert_url,
 )
+from rulesd.alerting.connections import connection_pool
+from rulesd.alerting.deadline import Deadline
 from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.errors import RulesdError
@@ -168,6 +170,35 @@ def test_a_kept_connection_the_server_closed_meanwhile_is_replaced() -> None:
         assert 3 == raw.requests
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("http://[::1]/v2/alerts", "::1", 80),
+        ("https://[2001:db8::1]/v2/alerts", "2001:db8::1", 443),
+        ("https://[2001:db8::1]:8443/v2/alerts", "2001:db8::1", 8443),
+        ("https://API.opsgenie.com/v2/alerts", "api.opsgenie.com", 443),
+        ("https://api.opsgenie.com:443/v2/alerts", "api.opsgenie.com", 443),
+    ],
+)
+def test_connections_go_to_the_host_and_port_of_alert_url(url: str, host: str, port: int) -> None:
+    """An IPv6 literal without a port goes to its scheme's port: http.client took its last group
+    for the port (`https://[2001:db8::1]/` went to [2001:db8::]:1)."""
+    conn = connection_pool(url, 1, (1.0, 1.0)).take(Deadline())
+
+    assert (host, port) == (conn.host, conn.port)
+
+
+def test_an_ipv6_literal_alert_url_is_delivered_to() -> None:
+    """A relay on an IPv6 address, with a port: delivered, the Host header bracketed."""
+    raw = RawServer(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", host="::1")
+    try:
+        OpsGenieClient(raw.url, lambda: KEY, 5.0).create_alert(PAYLOAD)
+    finally:
+        raw.close()
+    port = raw.url.split("]:")[1].split("/")[0]
+    assert f"Host: [::1]:{port}".encode() in raw.heads[0].split(b"\r\n")
 
 
 class RecordedWrites:

@@ -105,8 +105,11 @@ class ConnectionPool:
 
     def __init__(self, url: str, maxsize: int, timeout: tuple[float, float]) -> None:
         parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "", parts.port
         self.tls = parts.scheme.lower() == "https"
+        # The port always given: http.client takes what follows a host's last ':' for the port
+        # when none is, and an IPv6 literal's last group is no port (`https://[2001:db8::1]/`).
+        self.host = parts.hostname or ""
+        self.port = parts.port or (http.client.HTTPS_PORT if self.tls else http.client.HTTP_PORT)
         self.connect_timeout, self.read_timeout = timeout
         self.connection_class: type[Connection] = HTTPSConnection if self.tls else HTTPConnection
         self._maxsize = maxsize
