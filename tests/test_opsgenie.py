@@ -180,6 +180,7 @@ def test_a_kept_connection_the_server_closed_meanwhile_is_replaced() -> None:
         ("https://[2001:db8::1]:8443/v2/alerts", "2001:db8::1", 8443),
         ("https://API.opsgenie.com/v2/alerts", "api.opsgenie.com", 443),
         ("https://api.opsgenie.com:443/v2/alerts", "api.opsgenie.com", 443),
+        ("https://api.opsgenie.com./v2/alerts", "api.opsgenie.com", 443),  # looked up with its dot
     ],
 )
 def test_connections_go_to_the_host_and_port_of_alert_url(url: str, host: str, port: int) -> None:
@@ -572,6 +573,66 @@ def test_abort_ends_a_tls_handshake_in_flight() -> None:
         slow.close()
     assert "aborted: rulesd is stopping; the alert stays queued" == str(error)
     assert took < 2.0
+
+
+def signed_server_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str | None]) -> ssl.SSLContext:
+    """A server's TLS settings with a certificate for `localhost` and 127.0.0.1 from a test
+    authority, which the client's TLS settings (verification and name check as in use) trust in
+    place of certifi's; each name a client asks for (SNI) is appended to `names`."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", "ca.key", "-out", "ca.pem"),
+        *("-subj", "/CN=rulesd test authority"),
+    )
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.pem", "-subj", "/CN=localhost")
+    (tmp_path / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        *("x509", "-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"),
+        *("-days", "1", "-out", "cert.pem", "-extfile", "ext"),
+    )
+    client = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    monkeypatch.setattr(connections, "tls_context", lambda: client)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.sni_callback = lambda _sock, name, _context: names.append(name)  # type: ignore[assignment,func-returns-value]
+    return server
+
+
+@pytest.mark.parametrize(
+    ("host", "sni"),
+    [("localhost", "localhost"), ("localhost.", "localhost"), ("127.0.0.1", None)],
+    ids=["name", "absolute-name", "address"],
+)
+def test_https_to_a_verified_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str, sni: str | None
+) -> None:
+    """A server whose certificate is for the host: alerts delivered over one kept-alive TLS
+    connection, the host name sent (SNI) and checked. An absolute name (`api.opsgenie.com.`) is
+    looked up as written but named without its dot, as certificates name hosts: every alert failed
+    certificate verification ('Hostname mismatch'), as the Host header named no host either."""
+    names: list[str | None] = []
+    context = signed_server_context(tmp_path, monkeypatch, names)
+    looked_up: list[str] = []
+    lookup = socket.getaddrinfo
+
+    def resolver(name: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(name)  # no resolver here knows `localhost.`: the name without its dot
+        return lookup(name.removesuffix("."), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with FakeOpsGenie(keep_alive=True) as server:
+        server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+        port = server.server.server_address[1]
+        client = OpsGenieClient(f"https://{host}:{port}/v2/alerts", lambda: KEY, 5.0)
+        client.create_alert(PAYLOAD)
+        client.close_alert("a", {})
+    assert [host] == looked_up
+    assert [sni] == names
+    assert [f"{host.rstrip('.')}:{port}"] * 2 == [r.headers["Host"] for r in server.requests]
+    assert 1 == len({r.client for r in server.requests})
 
 
 def test_https_verifies_the_server_before_sending_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,7 @@ class _Watched:
     deadline: Deadline | None = None  # the deadline of the request using the connection
     read_timeout: float | None = None
     tls: ssl.SSLContext | None = None  # https: the server is verified with these settings
+    lookup: str | None = None  # the name to look up, where it is not `host` (an absolute name)
     _head: bytes | None = None  # the request's head, held until its body is written
     _hold = False  # the next write is a head to hold
 
@@ -60,7 +61,7 @@ class _Watched:
         middlebox) that accepts and then drips its handshake, or never answers the ClientHello:
         the sender, and a stop, waited as long as each byte kept coming within a read timeout."""
         deadline = self.deadline or Deadline()  # none: only the socket's own timeouts bound it
-        self.sock = _open(self.host, self.port, self.timeout, deadline)
+        self.sock = _open(self.lookup or self.host, self.port, self.timeout, deadline)
         if self.tls is not None:
             self.sock = _handshake(self.sock, self.tls, self.host, deadline)
         self.sock.settimeout(self.read_timeout)  # the connection's own timeout bounded connecting
@@ -108,7 +109,11 @@ class ConnectionPool:
         self.tls = parts.scheme.lower() == "https"
         # The port always given: http.client takes what follows a host's last ':' for the port
         # when none is, and an IPv6 literal's last group is no port (`https://[2001:db8::1]/`).
-        self.host = parts.hostname or ""
+        # An absolute name (`api.opsgenie.com.`) is looked up as written (not in the search
+        # domains), but certificates, SNI and Host headers name the host without the dot: with
+        # it, every handshake failed ('Hostname mismatch').
+        self.lookup = parts.hostname or ""
+        self.host = self.lookup.rstrip(".") or self.lookup
         self.port = parts.port or (http.client.HTTPS_PORT if self.tls else http.client.HTTP_PORT)
         self.connect_timeout, self.read_timeout = timeout
         self.connection_class: type[Connection] = HTTPSConnection if self.tls else HTTPConnection
@@ -125,6 +130,7 @@ class ConnectionPool:
             conn = self.connection_class(self.host, self.port, timeout=self.connect_timeout)
             conn.read_timeout = self.read_timeout
             conn.tls = tls_context() if self.tls else None
+            conn.lookup = self.lookup
         elif conn.sock is not None and _dropped(conn.sock):
             # Closed by the server while idle (a load balancer's idle timeout): sending on it would
             # fail the alert, to be retried a backoff later. http.client connects again when used.
