@@ -3,6 +3,7 @@ against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -200,6 +201,54 @@ def test_an_ipv6_literal_alert_url_is_delivered_to() -> None:
         raw.close()
     port = raw.url.split("]:")[1].split("/")[0]
     assert f"Host: [::1]:{port}".encode() in raw.heads[0].split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("first", "connections_used"),
+    [
+        (Reply(503, body=b"x" * 1000), 1),  # an error answer read whole: the connection serves on
+        (Reply(204, body=b""), 1),
+        (Reply(202, {"Connection": "close"}), 2),  # the server said it closes: a new one, no failure
+        (Reply(503, body=b"x" * 200_000), 2),  # more than is read (64 KiB): that connection is dropped
+        (Reply(202, body=b"{" + b"x" * 200_000), 2),
+        (Reply(503, trickle=1.0), 2),  # cut at the deadline: dropped, never reused half read
+    ],
+    ids=["5xx-with-a-body", "204", "connection-close", "5xx-past-the-read-limit", "2xx-past-the-read-limit", "cut"],
+)
+def test_what_answer_lets_a_connection_serve_the_next_request(first: Reply, connections_used: int) -> None:
+    """After each kind of answer the next two alerts are delivered at once, on the same connection
+    when the answer was read to its end and the server keeps it, on a new one otherwise."""
+    replies = iter([first, Reply(), Reply()])
+    with FakeOpsGenie(lambda _r: next(replies), keep_alive=True) as server:
+        client = OpsGenieClient(f"{server.url}/v2/alerts", lambda: KEY, 1.0)
+        with pytest.raises(RetryableAlertError) if first.status >= 300 else contextlib.nullcontext():
+            client.create_alert(PAYLOAD)
+        client.create_alert(PAYLOAD)
+        client.create_alert(PAYLOAD)
+
+    assert 3 == len(server.requests)
+    assert connections_used == len({r.client for r in server.requests})
+
+
+def test_a_connection_whose_deadline_passed_as_its_answer_ended_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline's timer can fire just as an answer was read whole: the socket it shuts down
+    must not be left in the pool, where the next request (the heartbeat's, in another thread)
+    could take it first and then be cut by it, a sent alert retried: a duplicate page."""
+    finish = Deadline.finish
+
+    def late(deadline: Deadline) -> None:
+        deadline.expire()  # the timer, just before the request could say it was over
+        finish(deadline)
+
+    with FakeOpsGenie(keep_alive=True) as server:
+        client = make_client(server)
+        monkeypatch.setattr(Deadline, "finish", late)
+        client.create_alert(PAYLOAD)
+        monkeypatch.setattr(Deadline, "finish", finish)
+        idle = [conn.sock for conn in client._pool._idle if conn.sock is not None]
+        assert not any(connections._dropped(sock) for sock in idle)
+        client.create_alert(PAYLOAD)
+    assert 2 == len(server.requests)
 
 
 class RecordedWrites:
