@@ -12,11 +12,13 @@ class RawServer:
     """Reads one request per connection, writes `answer`, then closes the connection: with
     `reset_after`, by a reset (RST) instead of an orderly close."""
 
-    def __init__(self, answer: bytes, *, reset_after: bool = False) -> None:
+    def __init__(self, answer: bytes, *, reset_after: bool = False, host: str = "127.0.0.1") -> None:
         self.answer, self.reset_after = answer, reset_after
         self.requests = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v2/alerts"
+        self.heads: list[bytes] = []  # each request's head, as received
+        ipv6 = ":" in host
+        self.sock = socket.create_server((host, 0), family=socket.AF_INET6 if ipv6 else socket.AF_INET)
+        self.url = f"http://{f'[{host}]' if ipv6 else host}:{self.sock.getsockname()[1]}/v2/alerts"
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -43,6 +45,7 @@ class RawServer:
         while len(body) < length:
             body += conn.recv(65536)
         self.requests += 1
+        self.heads.append(head)
         conn.sendall(self.answer)
         if self.reset_after:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

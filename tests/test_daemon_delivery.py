@@ -38,6 +38,7 @@ from tests.fake_clock import FakeClock
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import rulesd_cli
+from tests.slow_tls import SlowHandshake
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATOR = create_alert_validator()
@@ -227,6 +228,29 @@ def test_sigterm_ends_within_the_grace_whatever_the_network_does(tmp_path: Path,
     assert "1 alert(s) still queued" in daemon.stderr()
     listed = rulesd_cli("outbox", "list", "--config", str(ws.config))
     assert "1 pending" in listed.stdout, listed.stdout
+
+
+def test_sigterm_ends_a_tls_handshake_that_drips(tmp_path: Path) -> None:
+    """A server (or a middlebox) that accepts and then drips its TLS handshake a byte at a time:
+    SIGTERM ends the process within the stop grace and a little, the handshake cut at the end of
+    the grace and the alert staying queued (the cut could not reach a handshake: the process
+    left its sender behind in it)."""
+    slow = SlowHandshake(lasting=60.0)
+    try:
+        opsgenie = {"api_key_file": "opsgenie.key", "alert_url": slow.url, "timeout_s": 120}
+        ws = Workspace(tmp_path, slow.url, opsgenie=opsgenie)
+        daemon = ws.start()
+        ws.append(page(0))
+        assert wait_until(lambda: slow.hellos >= 1), daemon.stderr()
+        stopped = time.monotonic()
+        assert 0 == daemon.terminate(timeout=90)
+        assert time.monotonic() - stopped < STOP_GRACE + 3, daemon.stderr()
+    finally:
+        slow.close()
+    assert "cutting the request in flight" in daemon.stderr()
+    # The attempt itself ended (the process did not just leave its thread behind, mid-handshake).
+    assert "alert 1 not delivered, will retry: aborted: rulesd is stopping" in daemon.stderr()
+    assert "1 alert(s) still queued" in daemon.stderr()
 
 
 def test_one_connection_pool_serves_every_request(

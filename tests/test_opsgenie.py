@@ -3,6 +3,7 @@ against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -37,12 +38,15 @@ from rulesd.alerting.api import (
     retry_after,
     validate_alert_url,
 )
+from rulesd.alerting.connections import connection_pool
+from rulesd.alerting.deadline import Deadline
 from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.opsgenie import OpsGenieClient
 from rulesd.errors import RulesdError
 from rulesd.output import discard
 from tests.fake_opsgenie import FakeOpsGenie, Reply
 from tests.raw_http import RawServer
+from tests.slow_tls import SlowHandshake
 
 URL = "https://api.opsgenie.com/v2/alerts"  # for the pure helpers; requests go to the local server
 KEY = "eb243592-faa2-4ba2-a551-1afdf565c889"
@@ -167,6 +171,84 @@ def test_a_kept_connection_the_server_closed_meanwhile_is_replaced() -> None:
         assert 3 == raw.requests
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("http://[::1]/v2/alerts", "::1", 80),
+        ("https://[2001:db8::1]/v2/alerts", "2001:db8::1", 443),
+        ("https://[2001:db8::1]:8443/v2/alerts", "2001:db8::1", 8443),
+        ("https://API.opsgenie.com/v2/alerts", "api.opsgenie.com", 443),
+        ("https://api.opsgenie.com:443/v2/alerts", "api.opsgenie.com", 443),
+        ("https://api.opsgenie.com./v2/alerts", "api.opsgenie.com", 443),  # looked up with its dot
+    ],
+)
+def test_connections_go_to_the_host_and_port_of_alert_url(url: str, host: str, port: int) -> None:
+    """An IPv6 literal without a port goes to its scheme's port: http.client took its last group
+    for the port (`https://[2001:db8::1]/` went to [2001:db8::]:1)."""
+    conn = connection_pool(url, 1, (1.0, 1.0)).take(Deadline())
+
+    assert (host, port) == (conn.host, conn.port)
+
+
+def test_an_ipv6_literal_alert_url_is_delivered_to() -> None:
+    """A relay on an IPv6 address, with a port: delivered, the Host header bracketed."""
+    raw = RawServer(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", host="::1")
+    try:
+        OpsGenieClient(raw.url, lambda: KEY, 5.0).create_alert(PAYLOAD)
+    finally:
+        raw.close()
+    port = raw.url.split("]:")[1].split("/")[0]
+    assert f"Host: [::1]:{port}".encode() in raw.heads[0].split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("first", "connections_used"),
+    [
+        (Reply(503, body=b"x" * 1000), 1),  # an error answer read whole: the connection serves on
+        (Reply(204, body=b""), 1),
+        (Reply(202, {"Connection": "close"}), 2),  # the server said it closes: a new one, no failure
+        (Reply(503, body=b"x" * 200_000), 2),  # more than is read (64 KiB): that connection is dropped
+        (Reply(202, body=b"{" + b"x" * 200_000), 2),
+        (Reply(503, trickle=1.0), 2),  # cut at the deadline: dropped, never reused half read
+    ],
+    ids=["5xx-with-a-body", "204", "connection-close", "5xx-past-the-read-limit", "2xx-past-the-read-limit", "cut"],
+)
+def test_what_answer_lets_a_connection_serve_the_next_request(first: Reply, connections_used: int) -> None:
+    """After each kind of answer the next two alerts are delivered at once, on the same connection
+    when the answer was read to its end and the server keeps it, on a new one otherwise."""
+    replies = iter([first, Reply(), Reply()])
+    with FakeOpsGenie(lambda _r: next(replies), keep_alive=True) as server:
+        client = OpsGenieClient(f"{server.url}/v2/alerts", lambda: KEY, 1.0)
+        with pytest.raises(RetryableAlertError) if first.status >= 300 else contextlib.nullcontext():
+            client.create_alert(PAYLOAD)
+        client.create_alert(PAYLOAD)
+        client.create_alert(PAYLOAD)
+
+    assert 3 == len(server.requests)
+    assert connections_used == len({r.client for r in server.requests})
+
+
+def test_a_connection_whose_deadline_passed_as_its_answer_ended_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline's timer can fire just as an answer was read whole: the socket it shuts down
+    must not be left in the pool, where the next request (the heartbeat's, in another thread)
+    could take it first and then be cut by it, a sent alert retried: a duplicate page."""
+    finish = Deadline.finish
+
+    def late(deadline: Deadline) -> None:
+        deadline.expire()  # the timer, just before the request could say it was over
+        finish(deadline)
+
+    with FakeOpsGenie(keep_alive=True) as server:
+        client = make_client(server)
+        monkeypatch.setattr(Deadline, "finish", late)
+        client.create_alert(PAYLOAD)
+        monkeypatch.setattr(Deadline, "finish", finish)
+        idle = [conn.sock for conn in client._pool._idle if conn.sock is not None]
+        assert not any(connections._dropped(sock) for sock in idle)
+        client.create_alert(PAYLOAD)
+    assert 2 == len(server.requests)
 
 
 class RecordedWrites:
@@ -485,6 +567,121 @@ def test_a_server_that_never_answers_is_a_retryable_timeout() -> None:
 
     assert info.value.status is None
     assert "timeout" in str(info.value)
+
+
+def failed_create(client: OpsGenieClient) -> tuple[RetryableAlertError, float]:
+    """The retryable error `client` fails a create with, and how long it took to fail."""
+    started = time.monotonic()
+    with pytest.raises(RetryableAlertError) as info:
+        client.create_alert(PAYLOAD)
+    return info.value, time.monotonic() - started
+
+
+def test_a_connect_left_unanswered_is_cut_at_the_deadline() -> None:
+    """A host that drops the SYN (here a listener whose backlog is full): connecting is bounded by
+    the whole-request deadline (timeout, 1 s), not by the connect timeout alone (here 30 s)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        queued = [socket.socket() for _ in range(4)]  # never accepted: the backlog is full
+        for sock in queued:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        try:
+            client = OpsGenieClient(f"http://127.0.0.1:{port}/v2/alerts", lambda: KEY, 1.0, connect_timeout=30.0)
+            error, took = failed_create(client)
+        finally:
+            for sock in queued:
+                sock.close()
+    assert "timeout: no complete answer within 1s (opsgenie.timeout_s)" == str(error)
+    assert 1.0 <= took < 2.0
+
+
+def test_a_tls_handshake_that_drips_is_cut_at_the_deadline() -> None:
+    """A server that accepts and then sends its handshake a byte every 0.2 s: the whole-request
+    deadline (timeout, 1 s) cuts the handshake as a retryable timeout, however long connecting
+    may take (it was bounded by the connect timeout alone, here 30 s)."""
+    slow = SlowHandshake()
+    try:
+        error, took = failed_create(OpsGenieClient(slow.url, lambda: KEY, 1.0, connect_timeout=30.0))
+    finally:
+        slow.close()
+    assert 1 == slow.hellos
+    assert "timeout: no complete answer within 1s (opsgenie.timeout_s)" == str(error)
+    assert 1.0 <= took < 2.0
+
+
+def test_abort_ends_a_tls_handshake_in_flight() -> None:
+    """At shutdown `abort` cuts a request still shaking hands: it fails at once as retryable (the
+    alert stays queued), long before its timeout."""
+    slow = SlowHandshake()
+    try:
+        client = OpsGenieClient(slow.url, lambda: KEY, 60.0)
+        threading.Timer(0.5, client.abort).start()
+        error, took = failed_create(client)
+    finally:
+        slow.close()
+    assert "aborted: rulesd is stopping; the alert stays queued" == str(error)
+    assert took < 2.0
+
+
+def signed_server_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str | None]) -> ssl.SSLContext:
+    """A server's TLS settings with a certificate for `localhost` and 127.0.0.1 from a test
+    authority, which the client's TLS settings (verification and name check as in use) trust in
+    place of certifi's; each name a client asks for (SNI) is appended to `names`."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", "ca.key", "-out", "ca.pem"),
+        *("-subj", "/CN=rulesd test authority"),
+    )
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.pem", "-subj", "/CN=localhost")
+    (tmp_path / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        *("x509", "-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"),
+        *("-days", "1", "-out", "cert.pem", "-extfile", "ext"),
+    )
+    client = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    monkeypatch.setattr(connections, "tls_context", lambda: client)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.sni_callback = lambda _sock, name, _context: names.append(name)  # type: ignore[assignment,func-returns-value]
+    return server
+
+
+@pytest.mark.parametrize(
+    ("host", "sni"),
+    [("localhost", "localhost"), ("localhost.", "localhost"), ("127.0.0.1", None)],
+    ids=["name", "absolute-name", "address"],
+)
+def test_https_to_a_verified_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str, sni: str | None
+) -> None:
+    """A server whose certificate is for the host: alerts delivered over one kept-alive TLS
+    connection, the host name sent (SNI) and checked. An absolute name (`api.opsgenie.com.`) is
+    looked up as written but named without its dot, as certificates name hosts: every alert failed
+    certificate verification ('Hostname mismatch'), as the Host header named no host either."""
+    names: list[str | None] = []
+    context = signed_server_context(tmp_path, monkeypatch, names)
+    looked_up: list[str] = []
+    lookup = socket.getaddrinfo
+
+    def resolver(name: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(name)  # no resolver here knows `localhost.`: the name without its dot
+        return lookup(name.removesuffix("."), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with FakeOpsGenie(keep_alive=True) as server:
+        server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+        port = server.server.server_address[1]
+        client = OpsGenieClient(f"https://{host}:{port}/v2/alerts", lambda: KEY, 5.0)
+        client.create_alert(PAYLOAD)
+        client.close_alert("a", {})
+    assert [host] == looked_up
+    assert [sni] == names
+    assert [f"{host.rstrip('.')}:{port}"] * 2 == [r.headers["Host"] for r in server.requests]
+    assert 1 == len({r.client for r in server.requests})
 
 
 def test_https_verifies_the_server_before_sending_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

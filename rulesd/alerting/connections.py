@@ -4,8 +4,9 @@ A pool here is a few `http.client` connections and a lock: each request takes an
 makes one) and gives it back once its answer was read whole. urllib3's pool, its response
 objects and their bookkeeping cost each delivered alert ~200 µs of CPU that rulesd used none
 of (no retries, no redirects, no proxy, one host). What rulesd adds to `http.client`'s
-connections: each one's socket is handed to the deadline of the request using it (which shuts
-it down when its time is up), the read timeout is set once connected, a request's head and body
+connections: they connect and shake hands themselves, so that each socket is handed to the
+deadline of the request using it before anything can block on it (the deadline shuts it down
+when its time is up, in any phase), the read timeout is set once connected, a request's head and body
 go out in one write, a connection the server closed while it was idle is replaced before use,
 and a 2xx status line whose headers cannot be read is still known as a 2xx (`status_line`).
 """
@@ -43,17 +44,27 @@ class _Watched:
     the GIL to the reader and back."""
 
     sock: socket.socket | None
+    host: str
+    port: int
+    timeout: float | None
     deadline: Deadline | None = None  # the deadline of the request using the connection
     read_timeout: float | None = None
+    tls: ssl.SSLContext | None = None  # https: the server is verified with these settings
+    lookup: str | None = None  # the name to look up, where it is not `host` (an absolute name)
     _head: bytes | None = None  # the request's head, held until its body is written
     _hold = False  # the next write is a head to hold
 
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        assert self.sock is not None
+        """TCP, then for https the TLS handshake, each socket given to the request's deadline
+        before anything can block on it. http.client's own connect does both in one call, and
+        a deadline given the socket only after it returns could not cut a server (or a
+        middlebox) that accepts and then drips its handshake, or never answers the ClientHello:
+        the sender, and a stop, waited as long as each byte kept coming within a read timeout."""
+        deadline = self.deadline or Deadline()  # none: only the socket's own timeouts bound it
+        self.sock = _open(self.lookup or self.host, self.port, self.timeout, deadline)
+        if self.tls is not None:
+            self.sock = _handshake(self.sock, self.tls, self.host, deadline)
         self.sock.settimeout(self.read_timeout)  # the connection's own timeout bounded connecting
-        if self.deadline is not None:
-            self.deadline.watch(self.sock)
 
     def request(self, method: str, url: str, body: Any = None, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None and self.deadline is not None:  # kept alive: connect() is not called
@@ -79,8 +90,11 @@ class HTTPConnection(_Watched, http.client.HTTPConnection):
     response_class = StatusLineResponse  # a 2xx status line is kept, whatever its headers
 
 
-class HTTPSConnection(_Watched, http.client.HTTPSConnection):
-    response_class = StatusLineResponse  # a 2xx status line is kept, whatever its headers
+class HTTPSConnection(HTTPConnection):
+    """An https connection: `tls` set, and the Host header without the port when it is 443.
+    Not http.client's HTTPSConnection, whose connect shakes hands out of the deadline's reach."""
+
+    default_port = http.client.HTTPS_PORT
 
 
 Connection = HTTPConnection | HTTPSConnection
@@ -92,8 +106,15 @@ class ConnectionPool:
 
     def __init__(self, url: str, maxsize: int, timeout: tuple[float, float]) -> None:
         parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "", parts.port
         self.tls = parts.scheme.lower() == "https"
+        # The port always given: http.client takes what follows a host's last ':' for the port
+        # when none is, and an IPv6 literal's last group is no port (`https://[2001:db8::1]/`).
+        # An absolute name (`api.opsgenie.com.`) is looked up as written (not in the search
+        # domains), but certificates, SNI and Host headers name the host without the dot: with
+        # it, every handshake failed ('Hostname mismatch').
+        self.lookup = parts.hostname or ""
+        self.host = self.lookup.rstrip(".") or self.lookup
+        self.port = parts.port or (http.client.HTTPS_PORT if self.tls else http.client.HTTP_PORT)
         self.connect_timeout, self.read_timeout = timeout
         self.connection_class: type[Connection] = HTTPSConnection if self.tls else HTTPConnection
         self._maxsize = maxsize
@@ -106,9 +127,10 @@ class ConnectionPool:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            tls: dict[str, Any] = {"context": tls_context()} if self.tls else {}
-            conn = self.connection_class(self.host, self.port, timeout=self.connect_timeout, **tls)
+            conn = self.connection_class(self.host, self.port, timeout=self.connect_timeout)
             conn.read_timeout = self.read_timeout
+            conn.tls = tls_context() if self.tls else None
+            conn.lookup = self.lookup
         elif conn.sock is not None and _dropped(conn.sock):
             # Closed by the server while idle (a load balancer's idle timeout): sending on it would
             # fail the alert, to be retried a backoff later. http.client connects again when used.
@@ -124,6 +146,40 @@ class ConnectionPool:
                 self._idle.append(conn)
                 return
         conn.close()
+
+
+def _open(host: str, port: int, timeout: float | None, deadline: Deadline) -> socket.socket:
+    """A TCP connection to `host`, each address tried in turn as `socket.create_connection`
+    does, each socket given to `deadline` before it connects: a shutdown ends a connect under
+    way (a host that drops the SYN), and once the time is up no other address is tried."""
+    error: OSError = OSError(f"no address found for {host}")
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            deadline.watch(sock)
+            sock.settimeout(timeout)
+            sock.connect(address)
+            if deadline.expired:  # it came just before the connect, which the shutdown did not end
+                raise TimeoutError("the request's deadline passed while connecting")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
+            return sock
+        except OSError as exc:
+            sock.close()
+            if deadline.expired:
+                raise
+            error = exc
+    raise error
+
+
+def _handshake(sock: socket.socket, context: ssl.SSLContext, host: str, deadline: Deadline) -> ssl.SSLSocket:
+    """`sock` with TLS: the server's certificate verified and its name checked against `host`
+    (which is also the SNI), the handshake under `deadline`. The TLS socket takes the
+    descriptor from `sock` (left detached, a shutdown of it a no-op): the deadline is given
+    the TLS socket before the handshake may block."""
+    tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+    deadline.watch(tls)
+    tls.do_handshake()
+    return tls
 
 
 def _dropped(sock: socket.socket) -> bool:

@@ -58,8 +58,11 @@ class Deadline:
 
 
 def _shut(sock: socket.socket) -> None:
+    # The descriptor's own shutdown, also for a TLS socket: its `shutdown` first drops its TLS
+    # state, and a call in another thread that then looked at it (a handshake just starting,
+    # a request being written) would fail in a way no caller expects, or write in the clear.
     with suppress(OSError):  # already closed: nothing is blocked on it
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class Deadlines:

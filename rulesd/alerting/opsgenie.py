@@ -130,7 +130,11 @@ class OpsGenieClient:
             except (HTTPException, OSError) as exc:
                 raise self._cut_short(deadline) or RetryableAlertError(_describe(exc, key)) from None
             finally:
-                if not whole:
+                # Over before the connection is given back: a deadline that passed by now has shut
+                # its socket down (or is about to), one that has not never will. Kept, such a
+                # socket could be taken by the other thread's request and cut it mid-way.
+                deadline.finish()
+                if not whole or deadline.expired:
                     conn.close()  # and the answer with it
                 self._pool.give(conn)
         if 200 <= response.status < 300 and not is_web_page(body):
