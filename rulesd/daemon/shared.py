@@ -36,6 +36,7 @@ import msgspec
 import redis
 
 from rulesd.daemon.build import Parts
+from rulesd.daemon.name import NameRenewal
 from rulesd.daemon.reloader import LoadOutcome
 from rulesd.daemon.run import (
     BATCH_LINES,
@@ -53,7 +54,6 @@ from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, 
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
-from rulesd.state.claim import RENEW_EVERY, NameTaken, decode
 from rulesd.state.redis import Conflict, Made, RedisState
 
 log = logging.getLogger("rulesd")
@@ -266,7 +266,7 @@ class SharedDaemon(Daemon):
         self._auth_failed = False  # the state problem is Redis refusing the credentials
         self._lost_tick: LostTick | None = None
         self._idle_at: float | None = None  # the wall time of the last idle moment since a batch was read
-        self._renew_due = time.monotonic() + RENEW_EVERY  # the name was claimed at start (`claim_name`)
+        self._renew_name = NameRenewal(self.store)  # commits renew it too
         self._looked_at_end = False  # an idle pass was made since the input ended
 
     # -- the loop --------------------------------------------------------------------------------
@@ -310,18 +310,6 @@ class SharedDaemon(Daemon):
         """Whether a commit is owed: alerts to queue again (Redis lost them), or an idle pass whose
         answer was lost to ask about."""
         return bool(self.shared.requeue or self.shared.redo or self._lost_tick)
-
-    def _renew_name(self) -> None:
-        """Renew the lease on the instance's name every few seconds (commits renew it too); found
-        held by another process (this one was paused past its lease, or Redis lost the name and
-        another process took it), this one stops: it must commit nothing more."""
-        now = time.monotonic()
-        if now < self._renew_due:
-            return
-        found = self.store.claim()
-        self._renew_due = now + RENEW_EVERY
-        if found is not None:
-            raise NameTaken(self.store.instance, decode(found[0]), self.store.config, running=True)
 
     def _stop_clock(self) -> None:
         """At a stop, the shared clock runs on to now, as the idle run-on rule runs it in any
@@ -851,8 +839,7 @@ class SharedDaemon(Daemon):
         self.notifier.status(self._status())
         # Its name went with the rest: claimed again before the commit that follows (which would
         # do it unsaid), or this process stops if another took it meanwhile.
-        self._renew_due = 0.0
-        self._renew_name()
+        self._renew_name(now=True)
 
     def _available(self) -> None:
         # Only once Redis answered: a step that had nothing to read asked it nothing.

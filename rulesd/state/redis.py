@@ -171,6 +171,7 @@ class RedisState:
         lease: float = LEASE_S,
         clock: Callable[[], float] | None = None,
         config: str = "the config",
+        role: str = "",
     ) -> None:
         # redis-py types its replies as unions of its sync and async clients' answers: they are
         # checked here where they are read instead.
@@ -197,7 +198,8 @@ class RedisState:
         self.holder = b""
         self._claimed = False
         self.name_lease_ms = int(claim.NAME_LEASE_S * 1000)
-        self.name_key = self.k.prefix + "instance:" + instance
+        # `role` "forward:": a forwarder's name, apart from the daemon's (their positions are too).
+        self.name_key = self.k.prefix + role + "instance:" + instance
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
