@@ -2776,6 +2776,29 @@ def test_alerts_redis_lost_while_standard_input_ended_are_queued_again(
     ]
 
 
+def test_a_stop_with_a_batch_from_standard_input_not_committed_says_its_lines_are_lost(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A line piped in while the commit is refused (another instance published other rules, as
+    while Redis is unavailable), then SIGTERM: the batch is not committed, and standard input
+    cannot be read again, so the stop says as an error that its line is lost (it said its lines
+    would be read again at the next start, hiding the loss)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    config = fleet.config("a", source={"type": "stdin"}, time_field=None)
+    process = DaemonProcess(tmp_path, ["run", "--config", str(config)], None, stdin=subprocess.PIPE)
+    assert process.wait_for_log("rulesd started", 60), process.output()
+    assert process.proc.stdin is not None
+    redis_server.client().set("rulesd:rules", "0123456789abcdef")
+    process.proc.stdin.write(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n")
+    process.proc.stdin.flush()
+    assert process.wait_for_log("refusing to commit", 30), process.output()
+    assert 0 == process.terminate(60), process.output()
+    said = "the batch read was not committed (refusing to commit: rule set "
+    assert said in process.stderr(), process.output()
+    assert "its 1 line(s) from standard input cannot be read again and are lost" in process.stderr()
+    assert "read again at the next start" not in process.stderr()
+
+
 def forward_config(root: Path, redis_url: str, log_file: Path, name: str, file: str) -> Path:
     """A `rulesd forward` config under instance `name`, with its own state directory."""
     config = root / file

@@ -53,6 +53,7 @@ from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
+from rulesd.sources.stdin import StdinSource
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
 from rulesd.state.redis import Conflict, Made, RedisState
 
@@ -342,9 +343,21 @@ class SharedDaemon(Daemon):
         said, with where their events are then, as the single-host daemon says its batch kept."""
         entries = sum(len(p.entries.ids) for p in self.pending if p.entries is not None)
         refused = self.stats.last_error if (self.stats.last_error or "").startswith(REFUSING) else None
+        why = self.stats.state_problem or refused or "stopped before its turn came"
+        # Standard input cannot be read again: its lines are lost, said as an error with their count.
+        piped = {source.name for source in self.sources.values() if isinstance(source, StdinSource)}
+        lost = sum(len(run.data) for p in self.pending for _, run, *_ in p.runs if run.path in piped)
+        if lost:
+            log.error(
+                "the batch read was not committed (%s): its %d line(s) from standard input cannot be read"
+                " again and are lost, with any alert they would have queued: feed them to rulesd again",
+                why,
+                lost,
+            )
+            return
         log.warning(
             "the batch read was not committed (%s): %s",
-            self.stats.state_problem or refused or "stopped before its turn came",
+            why,
             f"its {entries} stream entries stay pending, claimed after claim_idle by a running worker"
             " (this one, restarted)"
             if self.reader is not None
