@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -2883,3 +2884,43 @@ def test_a_forwarder_that_finds_its_name_taken_stops(tmp_path: Path, redis_serve
     assert said in process.stderr(), process.output()
     assert list(range(10)) == forwarded(redis_server)
     assert forward_holder(redis_server, "a") == holder  # not given up: it is the other's
+
+
+def test_a_stop_while_redis_is_down_commits_a_batch_from_standard_input_if_redis_comes_back_in_time(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Five lines piped in, Redis killed before their commit, the instance stopped, Redis back a
+    moment later (a restart, a failover): within the stop's bound the batch is committed and its
+    alert queued (standard input cannot be read again: the batch was dropped with the process,
+    said lost)."""
+    from rulesd.config import load_config
+    from rulesd.daemon import build_parts
+    from rulesd.rules.loader import load_ruleset
+
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    config = load_config(str(fleet.config("a", source={"type": "stdin"}, time_field=None)))
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"".join(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n" for _ in range(5)))
+    os.close(write_end)
+    with contextlib.ExitStack() as stack:
+        parts = build_parts(config, load_ruleset(config.rules), environ={}, stdin_fd=read_end)
+        stack.callback(parts.store.close)
+        assert parts.lock is not None
+        stack.callback(parts.lock.release)
+        assert isinstance(parts.store, RedisState)
+        a = SharedDaemon(parts, parts.store, None)
+        a.shared.start()
+        a._started = True
+        redis_server.stop()
+        with pytest.raises(StateUnavailable) as raised:
+            a._step()
+        a._unavailable(raised.value)
+        assert 1 == len(a.pending)
+        back = threading.Timer(0.5, redis_server.start)
+        back.start()
+        a.stop_requested.set()
+        a._loop()  # (stopping at once: the batch waited for)
+        back.join()
+        assert not a.pending
+    payloads = [json.loads(f[b"payload"])["message"] for _, f in redis_server.client().xrange("rulesd:outbox")]
+    assert ["brute force on x"] == payloads

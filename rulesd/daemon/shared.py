@@ -321,6 +321,8 @@ class SharedDaemon(Daemon):
         never moved back: the commit is made on the state synced, again if another was first."""
         # A Redis that hangs holds it no longer than the delivery's grace would.
         self.store.bound(time.monotonic() + STOP_GRACE)
+        if self.pending and self._piped_lines():
+            self._keep_piped()
         if self.pending:
             self._said_kept()
         if not self._started:
@@ -345,8 +347,7 @@ class SharedDaemon(Daemon):
         refused = self.stats.last_error if (self.stats.last_error or "").startswith(REFUSING) else None
         why = self.stats.state_problem or refused or "stopped before its turn came"
         # Standard input cannot be read again: its lines are lost, said as an error with their count.
-        piped = {source.name for source in self.sources.values() if isinstance(source, StdinSource)}
-        lost = sum(len(run.data) for p in self.pending for _, run, *_ in p.runs if run.path in piped)
+        lost = self._piped_lines()
         if lost:
             log.error(
                 "the batch read was not committed (%s): its %d line(s) from standard input cannot be read"
@@ -363,6 +364,33 @@ class SharedDaemon(Daemon):
             if self.reader is not None
             else "its lines are read again at the next start",
         )
+
+    def _piped_lines(self) -> int:
+        """How many lines of the batches in hand came from standard input."""
+        piped = {source.name for source in self.sources.values() if isinstance(source, StdinSource)}
+        return sum(len(run.data) for p in self.pending for _, run, *_ in p.runs if run.path in piped)
+
+    def _keep_piped(self) -> None:
+        """Lines from standard input cannot be read again: stopped while Redis is unavailable,
+        the batches holding some are committed if it answers within the stop's bound (a restart,
+        a failover), tried every second. Refused for other rules, they are not: waiting cannot
+        cure that."""
+        if self.stats.state_problem is None or not self._started:
+            return
+        end = time.monotonic() + STOP_GRACE
+        while self.pending:
+            held = len(self.pending)
+            try:
+                self._commit_first()
+            except StateUnavailable:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                time.sleep(min(RETRY_UNAVAILABLE, left))
+                continue
+            self._available()
+            if len(self.pending) == held:  # refused: not for Redis
+                return
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         # Redis's answers are waited for as long as the grace lasts, then `LAST_WAIT` each (the
