@@ -172,7 +172,8 @@ class Forwarder:
         for key, value in positions.items():
             fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value) if value else b""]  # b"": deleted
         script = self.store.client.register_script(scripts.FORWARD)
-        keys = [self.forward.stream, self.positions_key]
+        keys = [self.forward.stream, self.positions_key, self.store.name_key]
+        name = [self.store.held_name(), self.store.name_lease_ms]  # (renewed by each append)
         failed, said, cause, held = 0, -math.inf, None, 0.0
         size = sum(map(len, entries))
         while True:
@@ -180,7 +181,7 @@ class Forwarder:
                 self._renew()  # also while it waits: held back by a full Redis for longer than the lease
                 full = self._full(size)
                 if full is None:
-                    self.store.call(lambda: script(keys=keys, args=[*fields_count(fields), *args]))
+                    self.store.call(lambda: script(keys=keys, args=[*fields_count(fields), *args, *name]))
                     self.room_bytes -= size
                     break
                 if not held or time.monotonic() - said >= RETRY_SAID_EVERY:

@@ -317,7 +317,7 @@ class RedisState:
         self._claimed = True
         return None
 
-    def _held(self) -> bytes:
+    def held_name(self) -> bytes:
         """This process as the name's holder for the scripts to check (b"": not claimed, checked not)."""
         return self.holder if self._claimed else b""
 
@@ -452,7 +452,7 @@ class RedisState:
             token,
             self.instance,
             note,
-            self._held(),
+            self.held_name(),
             self.name_lease_ms,
         ]
         for pair in upserts:
@@ -493,7 +493,7 @@ class RedisState:
         not made, and it never will be: Redis refuses it if it still comes)."""
         k = self.k
         keys = [k.batches, k.outbox, self.name_key]
-        args: list[Any] = [self.instance, token, self._held(), self.name_lease_ms]
+        args: list[Any] = [self.instance, token, self.held_name(), self.name_lease_ms]
         reply = self.call(lambda: self._script("RESOLVE")(keys=keys, args=args))
         return _made(reply) if reply else None
 
