@@ -864,6 +864,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
     from rulesd.forward import Forwarder
     from rulesd.state import StateAuthFailed, StateError
+    from rulesd.state.claim import NameTaken
 
     config = load_config(args.config, look=True)
     if config.forward is None:
@@ -874,6 +875,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return Forwarder(config).run()
+    except NameTaken as exc:  # another live forwarder under this name: a restart cannot help
+        _log().error("cannot start: %s", exc)
+        return EXIT_USAGE
     except StateAuthFailed as exc:  # at start (later, it is retried): wrong credentials
         _log().error("cannot forward: %s: fix the user or password in forward.url", exc)
         return EXIT_USAGE

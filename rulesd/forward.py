@@ -12,6 +12,7 @@ events their parser makes of them (the stream holds JSON events). An entry holds
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,12 +27,14 @@ import redis
 
 from rulesd.config import Config
 from rulesd.daemon.build import STATE_FILE, make_state_dir, open_sources
+from rulesd.daemon.name import NameRenewal, claim_name
 from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, STATUS_EVERY
 from rulesd.events import IGNORED, parse_block
 from rulesd.logs import RateLimitedWarning
 from rulesd.notify import Notifier
 from rulesd.sources.base import Source
 from rulesd.state import SqliteState, StateAuthFailed, StateUnavailable, scripts
+from rulesd.state.claim import NameTaken
 from rulesd.state.redis import SEPARATOR, RedisState, connect, default_instance
 
 log = logging.getLogger("rulesd")
@@ -59,6 +62,8 @@ class Forwarder:
             connect(forward.url),
             instance=config.state.instance or default_instance(config.state_dir),
             prefix=config.state.prefix,
+            config=config.path or "the config",
+            role="forward:",
         )
         self.positions_key = self.store.k.prefix + "forward:positions"
         make_state_dir(config.state_dir)
@@ -73,6 +78,7 @@ class Forwarder:
         self.room_seen = -math.inf  # (clock) when Redis last had room
         self.room_bytes = 0.0  # bytes to append before asking again, even within the second
         self.sources: dict[str, Source] = {}
+        self.renew_name: NameRenewal | None = None  # once the name is claimed (`run`)
 
     def saved_positions(self) -> dict[str, dict[str, Any]]:
         """The positions stored with the last append (Redis), else the local copy."""
@@ -86,15 +92,31 @@ class Forwarder:
         return found or self.local.load_positions()
 
     def run(self) -> int:
-        """Forward until SIGTERM/SIGINT (or the input's end); 0 after a clean stop."""
+        """Forward until SIGTERM/SIGINT (or the input's end); 0 after a clean stop, 2 once another
+        forwarder took its name (NameTaken at start: another holds it)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _s, _f: self.stop_requested.set())
+        # Its positions are kept under its name, as a daemon's: one forwarder per name (a daemon
+        # under the same name keeps its own positions, under its own claim: both may run).
+        claim_name(self.store, self.notifier)
+        self.renew_name = NameRenewal(self.store)
+        try:
+            return self._run()
+        except NameTaken as exc:  # a configuration error: a restart cannot help (exit 2, as at start)
+            log.critical("stopping: %s", exc)
+            self.notifier.status(f"fatal error: {exc}")
+            return 2
+        finally:
+            self.store.close()  # the name given up (kept while another holds it)
+
+    def _run(self) -> int:
         self.sources = open_sources(self.config, self.saved_positions(), self.warn, 0)
         log.info("rulesd forward started: to %s %s", self.forward.url.split("@")[-1], self.forward.stream)
         self.notifier.ready(self._status())
         last_status = 0.0
         try:
             while not self.stop_requested.is_set():
+                self._renew()
                 if self.notifier.enabled and time.monotonic() - last_status >= STATUS_EVERY:
                     last_status = time.monotonic()
                     self.notifier.status(self._status())
@@ -110,6 +132,14 @@ class Forwarder:
                 source.close()
             log.info("stopped: %d line(s) forwarded", self.lines_sent)
         return 0
+
+    def _renew(self) -> None:
+        """Renew the name's lease when due; NameTaken if another process holds it now. A Redis
+        that does not answer is said by the append that waits for it, not here (idle, nothing
+        waits: the forwarder does not stop for it)."""
+        if self.renew_name is not None:
+            with contextlib.suppress(StateUnavailable):
+                self.renew_name()
 
     def _status(self) -> str:
         return self.held or f"{self.lines_sent} lines forwarded to {self.forward.stream}"
@@ -142,14 +172,16 @@ class Forwarder:
         for key, value in positions.items():
             fields += [self.store.instance + SEPARATOR + key, orjson.dumps(value) if value else b""]  # b"": deleted
         script = self.store.client.register_script(scripts.FORWARD)
-        keys = [self.forward.stream, self.positions_key]
+        keys = [self.forward.stream, self.positions_key, self.store.name_key]
+        name = [self.store.held_name(), self.store.name_lease_ms]  # (renewed by each append)
         failed, said, cause, held = 0, -math.inf, None, 0.0
         size = sum(map(len, entries))
         while True:
             try:
+                self._renew()  # also while it waits: held back by a full Redis for longer than the lease
                 full = self._full(size)
                 if full is None:
-                    self.store.call(lambda: script(keys=keys, args=[*fields_count(fields), *args]))
+                    self.store.call(lambda: script(keys=keys, args=[*fields_count(fields), *args, *name]))
                     self.room_bytes -= size
                     break
                 if not held or time.monotonic() - said >= RETRY_SAID_EVERY:

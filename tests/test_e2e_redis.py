@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -2566,10 +2567,23 @@ def test_a_stop_while_a_batch_waits_its_turn_says_so_and_not_an_older_error(
         assert "the batch read was not committed (stopped before its turn came): its 1 stream entries" in caplog.text
 
 
-def run_twin(fleet: Fleet, name: str, config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`rulesd run` on `config` in the foreground, to its exit."""
-    args = [sys.executable, "-m", "rulesd", "run", "--config", str(config)]
+def run_twin(
+    fleet: Fleet, name: str, config: Path, timeout: float = 60, command: str = "run"
+) -> subprocess.CompletedProcess[str]:
+    """`rulesd run` (or `command`) on `config` in the foreground, to its exit."""
+    args = [sys.executable, "-m", "rulesd", command, "--config", str(config)]
     return subprocess.run(args, capture_output=True, text=True, cwd=fleet.root, env=clean_env(), timeout=timeout)
+
+
+def refused_as_taken(twin: subprocess.CompletedProcess[str], pid: int, config: str, started: str) -> None:
+    """`twin` exited 2 at start, naming the holder of the name 'a' (`pid`) and the `config` to change."""
+    assert 2 == twin.returncode, twin.stderr
+    first_line = twin.stderr.splitlines()[0]
+    assert first_line.startswith(
+        f"rulesd: error: cannot start: instance 'a' is in use by another rulesd process (pid {pid} on host "
+    ), twin.stderr
+    assert "give each its own name with state: {instance: …} in " in first_line and config in first_line
+    assert started not in twin.stderr and "Traceback" not in twin.stderr
 
 
 def name_holder(redis_server: RedisServer, name: str) -> dict[str, Any] | None:
@@ -2599,13 +2613,7 @@ def test_a_second_live_process_under_an_instance_name_refuses_to_start(
     if mode == "fleet":
         extra["source"] = {"type": "file", "path": str(log_file), "start_at": "beginning"}
     twin = run_twin(fleet, "a", fleet.config("a-copy", **extra))
-    assert 2 == twin.returncode, twin.stderr
-    first_line = twin.stderr.splitlines()[0]
-    assert first_line.startswith(
-        f"rulesd: error: cannot start: instance 'a' is in use by another rulesd process (pid {first.proc.pid} on host "
-    ), twin.stderr
-    assert "give each its own name with state: {instance: …} in " in first_line and "a-copy.yaml" in first_line
-    assert "rulesd started" not in twin.stderr and "Traceback" not in twin.stderr
+    refused_as_taken(twin, first.proc.pid, "a-copy.yaml", "rulesd started")
     assert first.proc.poll() is None and name_holder(redis_server, "a") == holder
     assert 0 == first.terminate()
     assert name_holder(redis_server, "a") is None  # given up at the clean stop
@@ -2767,3 +2775,152 @@ def test_alerts_redis_lost_while_standard_input_ended_are_queued_again(
     assert ["brute force on x"] == [
         json.loads(f[b"payload"])["message"] for _, f in redis_server.client().xrange("rulesd:outbox")
     ]
+
+
+def test_a_stop_with_a_batch_from_standard_input_not_committed_says_its_lines_are_lost(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A line piped in while the commit is refused (another instance published other rules, as
+    while Redis is unavailable), then SIGTERM: the batch is not committed, and standard input
+    cannot be read again, so the stop says as an error that its line is lost (it said its lines
+    would be read again at the next start, hiding the loss)."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    config = fleet.config("a", source={"type": "stdin"}, time_field=None)
+    process = DaemonProcess(tmp_path, ["run", "--config", str(config)], None, stdin=subprocess.PIPE)
+    assert process.wait_for_log("rulesd started", 60), process.output()
+    assert process.proc.stdin is not None
+    redis_server.client().set("rulesd:rules", "0123456789abcdef")
+    process.proc.stdin.write(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n")
+    process.proc.stdin.flush()
+    assert process.wait_for_log("refusing to commit", 30), process.output()
+    assert 0 == process.terminate(60), process.output()
+    said = "the batch read was not committed (refusing to commit: rule set "
+    assert said in process.stderr(), process.output()
+    assert "its 1 line(s) from standard input cannot be read again and are lost" in process.stderr()
+    assert "read again at the next start" not in process.stderr()
+
+
+def forward_config(root: Path, redis_url: str, log_file: Path, name: str, file: str) -> Path:
+    """A `rulesd forward` config under instance `name`, with its own state directory."""
+    config = root / file
+    state = {"backend": "redis", "url": redis_url, "instance": name}
+    source = {"type": "file", "path": str(log_file), "start_at": "beginning"}
+    forward = {"url": redis_url, "stream": STREAM, "batch_lines": 50}
+    settings = {"source": source, "state_dir": file + ".state", "state": state, "forward": forward}
+    config.write_text(yaml.safe_dump(settings))
+    return config
+
+
+def forwarded(redis_server: RedisServer) -> list[int]:
+    """The `n` of every event in the stream, in order."""
+    out = []
+    for _, fields in redis_server.client().xrange(STREAM):
+        out += [json.loads(line)["n"] for line in fields[b"events"].split(b"\n")]
+    return out
+
+
+def forward_holder(redis_server: RedisServer, name: str) -> dict[str, Any] | None:
+    raw = redis_server.client().get(f"rulesd:forward:instance:{name}")
+    return json.loads(raw) if raw else None
+
+
+def test_one_forwarder_per_instance_name_beside_a_daemon_of_that_name(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A second `rulesd forward` under a live forwarder's name (another state directory: another
+    container) does not start: exit 2, naming the holder (they overwrote each other's positions, so
+    a restart sent lines twice or skipped them). A `rulesd run` of that name runs beside it (its
+    positions and name are other keys). Killed, the forwarder's name is taken at once on this
+    host; every line is in the stream once, and a clean stop gives the name up."""
+    log_file = tmp_path / "app.jsonl"
+
+    def write(first: int, count: int) -> None:
+        with open(log_file, "a") as fh:
+            fh.write("".join(json.dumps({"n": first + i}) + "\n" for i in range(count)))
+
+    write(0, 100)
+    one = forward_config(tmp_path, redis_server.url, log_file, "a", "one.yaml")
+    two = forward_config(tmp_path, redis_server.url, log_file, "a", "two.yaml")
+    first = DaemonProcess(tmp_path, ["forward", "--config", str(one)], None)
+    assert first.wait_for_log("rulesd forward started"), first.output()
+    holder = forward_holder(redis_server, "a")
+    assert holder is not None and holder["pid"] == first.proc.pid
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    other = tmp_path / "other.jsonl"
+    append_logins(other, 1)
+    daemon = fleet.start_on_file("a", other)
+    assert daemon.wait_for_log("committed version"), daemon.output()
+    twin = run_twin(fleet, "a", two, command="forward")
+    refused_as_taken(twin, first.proc.pid, "two.yaml", "rulesd forward started")
+    assert wait_until(lambda: len(forwarded(redis_server)) >= 100, 15)
+    first.kill()
+    write(100, 50)
+    started = time.monotonic()
+    second = DaemonProcess(tmp_path, ["forward", "--config", str(two)], None)
+    assert second.wait_for_log("rulesd forward started"), second.output()
+    assert time.monotonic() - started < 20, second.output()
+    assert f"instance 'a' taken over from pid {first.proc.pid} on host " in second.stderr()
+    assert wait_until(lambda: len(forwarded(redis_server)) >= 150, 15)
+    assert 0 == second.terminate()
+    assert forward_holder(redis_server, "a") is None  # given up at the clean stop
+    assert list(range(150)) == forwarded(redis_server)
+    assert daemon.proc.poll() is None and name_holder(redis_server, "a") is not None
+    assert 0 == daemon.terminate()
+
+
+def test_a_forwarder_that_finds_its_name_taken_stops(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The name is held by another process (this one was paused past its lease and another took
+    it): within the renewal's 5 s the forwarder stops with exit 2 and leaves the name to it."""
+    log_file = tmp_path / "app.jsonl"
+    log_file.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(10)))
+    config = forward_config(tmp_path, redis_server.url, log_file, "a", "one.yaml")
+    process = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
+    assert process.wait_for_log("rulesd forward started"), process.output()
+    assert wait_until(lambda: len(forwarded(redis_server)) >= 10, 15)
+    holder = {"token": "elsewhere:1:x", "host": "elsewhere", "pid": 4242, "since": time.time() - 60}
+    redis_server.client().set("rulesd:forward:instance:a", json.dumps(holder), px=60_000)
+    assert 2 == process.proc.wait(30), process.output()
+    said = "stopping: instance 'a' is now held by another rulesd process (pid 4242 on host elsewhere"
+    assert said in process.stderr(), process.output()
+    assert list(range(10)) == forwarded(redis_server)
+    assert forward_holder(redis_server, "a") == holder  # not given up: it is the other's
+
+
+def test_a_stop_while_redis_is_down_commits_a_batch_from_standard_input_if_redis_comes_back_in_time(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Five lines piped in, Redis killed before their commit, the instance stopped, Redis back a
+    moment later (a restart, a failover): within the stop's bound the batch is committed and its
+    alert queued (standard input cannot be read again: the batch was dropped with the process,
+    said lost)."""
+    from rulesd.config import load_config
+    from rulesd.daemon import build_parts
+    from rulesd.rules.loader import load_ruleset
+
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    config = load_config(str(fleet.config("a", source={"type": "stdin"}, time_field=None)))
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"".join(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n" for _ in range(5)))
+    os.close(write_end)
+    with contextlib.ExitStack() as stack:
+        parts = build_parts(config, load_ruleset(config.rules), environ={}, stdin_fd=read_end)
+        stack.callback(parts.store.close)
+        assert parts.lock is not None
+        stack.callback(parts.lock.release)
+        assert isinstance(parts.store, RedisState)
+        a = SharedDaemon(parts, parts.store, None)
+        a.shared.start()
+        a._started = True
+        redis_server.stop()
+        with pytest.raises(StateUnavailable) as raised:
+            a._step()
+        a._unavailable(raised.value)
+        assert 1 == len(a.pending)
+        back = threading.Timer(0.5, redis_server.start)
+        back.start()
+        a.stop_requested.set()
+        a._loop()  # (stopping at once: the batch waited for)
+        back.join()
+        assert not a.pending
+    payloads = [json.loads(f[b"payload"])["message"] for _, f in redis_server.client().xrange("rulesd:outbox")]
+    assert ["brute force on x"] == payloads

@@ -412,6 +412,30 @@ def test_a_forwarded_batch_sent_again_is_appended_once(client: redis.Redis) -> N
     assert 3 == client.xlen("events")
 
 
+def test_a_forwarder_whose_name_another_process_took_appends_nothing(client: redis.Redis) -> None:
+    """A forwarder paused past its name's lease (another forwarder took the name and went on
+    from the positions) resumes inside an append: the script refuses it, naming the holder, and
+    neither the stream nor the positions change (it appended its lines again and set the positions
+    back, so the other's restart sent lines twice)."""
+    from rulesd.forward import fields_count
+    from rulesd.state import scripts
+    from rulesd.state.claim import NameTaken
+
+    paused, other = (RedisState(client, instance="a", role="forward:") for _ in range(2))
+    assert paused.claim() is None
+    client.delete(paused.name_key)  # its lease ran out while it was paused
+    assert other.claim() is None
+    append = client.register_script(scripts.FORWARD)
+    fields = ["a\x00events.jsonl", b'{"offset": 100}']
+    args = [*fields_count(fields), 1, b'{"n": 1}', paused.held_name(), paused.name_lease_ms]
+    with pytest.raises(NameTaken, match="instance 'a' is now held by another rulesd process"):
+        paused.call(lambda: append(keys=["events", "positions", paused.name_key], args=args))
+    assert 0 == client.xlen("events") and {} == client.hgetall("positions")
+    args[-2] = other.held_name()
+    assert 1 == other.call(lambda: append(keys=["events", "positions", other.name_key], args=args))
+    assert 1 == client.xlen("events")
+
+
 def test_the_alert_in_flight_when_redis_lost_the_outbox_leaves_no_other_alert_that_got_its_id(
     client: redis.Redis,
 ) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from rulesd.notify import Notifier
-from rulesd.state.claim import NameTaken, decode, describe, gone
+from rulesd.state.claim import RENEW_EVERY, NameTaken, decode, describe, gone
 from rulesd.state.redis import RedisState
 
 log = logging.getLogger("rulesd")
@@ -54,3 +54,26 @@ def claim_name(store: RedisState, notifier: Notifier, sleep: Callable[[float], N
         sleep(LOOK_EVERY)
     if waited is not None:
         log.info("instance %r claimed: the lease of its last holder ran out", store.instance)
+
+
+class NameRenewal:
+    """Renews the lease on a claimed name every RENEW_EVERY seconds, when called; found held by
+    another process (this one was paused past its lease, or Redis lost the name and another took
+    it), it raises NameTaken: this process must write nothing more under the name."""
+
+    def __init__(self, store: RedisState) -> None:
+        self.store = store
+        self.due = time.monotonic() + RENEW_EVERY  # claimed just now (`claim_name`)
+
+    def __call__(self, now: bool = False) -> None:
+        """Renew if due (`now`: at once, e.g. after Redis lost its data, and at every call until
+        Redis answers: before a commit, which would claim it unsaid)."""
+        if now:
+            self.due = 0.0
+        at = time.monotonic()
+        if at < self.due:
+            return
+        found = self.store.claim()
+        self.due = at + RENEW_EVERY
+        if found is not None:
+            raise NameTaken(self.store.instance, decode(found[0]), self.store.config, running=True)

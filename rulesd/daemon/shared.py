@@ -36,6 +36,7 @@ import msgspec
 import redis
 
 from rulesd.daemon.build import Parts
+from rulesd.daemon.name import NameRenewal
 from rulesd.daemon.reloader import LoadOutcome
 from rulesd.daemon.run import (
     BATCH_LINES,
@@ -52,8 +53,8 @@ from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
+from rulesd.sources.stdin import StdinSource
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
-from rulesd.state.claim import RENEW_EVERY, NameTaken, decode
 from rulesd.state.redis import Conflict, Made, RedisState
 
 log = logging.getLogger("rulesd")
@@ -266,7 +267,7 @@ class SharedDaemon(Daemon):
         self._auth_failed = False  # the state problem is Redis refusing the credentials
         self._lost_tick: LostTick | None = None
         self._idle_at: float | None = None  # the wall time of the last idle moment since a batch was read
-        self._renew_due = time.monotonic() + RENEW_EVERY  # the name was claimed at start (`claim_name`)
+        self._renew_name = NameRenewal(self.store)  # commits renew it too
         self._looked_at_end = False  # an idle pass was made since the input ended
 
     # -- the loop --------------------------------------------------------------------------------
@@ -311,18 +312,6 @@ class SharedDaemon(Daemon):
         answer was lost to ask about."""
         return bool(self.shared.requeue or self.shared.redo or self._lost_tick)
 
-    def _renew_name(self) -> None:
-        """Renew the lease on the instance's name every few seconds (commits renew it too); found
-        held by another process (this one was paused past its lease, or Redis lost the name and
-        another process took it), this one stops: it must commit nothing more."""
-        now = time.monotonic()
-        if now < self._renew_due:
-            return
-        found = self.store.claim()
-        self._renew_due = now + RENEW_EVERY
-        if found is not None:
-            raise NameTaken(self.store.instance, decode(found[0]), self.store.config, running=True)
-
     def _stop_clock(self) -> None:
         """At a stop, the shared clock runs on to now, as the idle run-on rule runs it in any
         instance, and is committed even if nothing else changed (idle moments commit nothing): a
@@ -332,6 +321,8 @@ class SharedDaemon(Daemon):
         never moved back: the commit is made on the state synced, again if another was first."""
         # A Redis that hangs holds it no longer than the delivery's grace would.
         self.store.bound(time.monotonic() + STOP_GRACE)
+        if self.pending and self._piped_lines():
+            self._keep_piped()
         if self.pending:
             self._said_kept()
         if not self._started:
@@ -354,14 +345,52 @@ class SharedDaemon(Daemon):
         said, with where their events are then, as the single-host daemon says its batch kept."""
         entries = sum(len(p.entries.ids) for p in self.pending if p.entries is not None)
         refused = self.stats.last_error if (self.stats.last_error or "").startswith(REFUSING) else None
+        why = self.stats.state_problem or refused or "stopped before its turn came"
+        # Standard input cannot be read again: its lines are lost, said as an error with their count.
+        lost = self._piped_lines()
+        if lost:
+            log.error(
+                "the batch read was not committed (%s): its %d line(s) from standard input cannot be read"
+                " again and are lost, with any alert they would have queued: feed them to rulesd again",
+                why,
+                lost,
+            )
+            return
         log.warning(
             "the batch read was not committed (%s): %s",
-            self.stats.state_problem or refused or "stopped before its turn came",
+            why,
             f"its {entries} stream entries stay pending, claimed after claim_idle by a running worker"
             " (this one, restarted)"
             if self.reader is not None
             else "its lines are read again at the next start",
         )
+
+    def _piped_lines(self) -> int:
+        """How many lines of the batches in hand came from standard input."""
+        piped = {source.name for source in self.sources.values() if isinstance(source, StdinSource)}
+        return sum(len(run.data) for p in self.pending for _, run, *_ in p.runs if run.path in piped)
+
+    def _keep_piped(self) -> None:
+        """Lines from standard input cannot be read again: stopped while Redis is unavailable,
+        the batches holding some are committed if it answers within the stop's bound (a restart,
+        a failover), tried every second. Refused for other rules, they are not: waiting cannot
+        cure that."""
+        if self.stats.state_problem is None or not self._started:
+            return
+        end = time.monotonic() + STOP_GRACE
+        while self.pending:
+            held = len(self.pending)
+            try:
+                self._commit_first()
+            except StateUnavailable:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                time.sleep(min(RETRY_UNAVAILABLE, left))
+                continue
+            self._available()
+            if len(self.pending) == held:  # refused: not for Redis
+                return
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         # Redis's answers are waited for as long as the grace lasts, then `LAST_WAIT` each (the
@@ -851,8 +880,7 @@ class SharedDaemon(Daemon):
         self.notifier.status(self._status())
         # Its name went with the rest: claimed again before the commit that follows (which would
         # do it unsaid), or this process stops if another took it meanwhile.
-        self._renew_due = 0.0
-        self._renew_name()
+        self._renew_name(now=True)
 
     def _available(self) -> None:
         # Only once Redis answered: a step that had nothing to read asked it nothing.

@@ -171,6 +171,7 @@ class RedisState:
         lease: float = LEASE_S,
         clock: Callable[[], float] | None = None,
         config: str = "the config",
+        role: str = "",
     ) -> None:
         # redis-py types its replies as unions of its sync and async clients' answers: they are
         # checked here where they are read instead.
@@ -197,7 +198,8 @@ class RedisState:
         self.holder = b""
         self._claimed = False
         self.name_lease_ms = int(claim.NAME_LEASE_S * 1000)
-        self.name_key = self.k.prefix + "instance:" + instance
+        # `role` "forward:": a forwarder's name, apart from the daemon's (their positions are too).
+        self.name_key = self.k.prefix + role + "instance:" + instance
 
     def _script(self, name: str) -> Script:
         script = self._scripts.get(name)
@@ -315,7 +317,7 @@ class RedisState:
         self._claimed = True
         return None
 
-    def _held(self) -> bytes:
+    def held_name(self) -> bytes:
         """This process as the name's holder for the scripts to check (b"": not claimed, checked not)."""
         return self.holder if self._claimed else b""
 
@@ -450,7 +452,7 @@ class RedisState:
             token,
             self.instance,
             note,
-            self._held(),
+            self.held_name(),
             self.name_lease_ms,
         ]
         for pair in upserts:
@@ -491,7 +493,7 @@ class RedisState:
         not made, and it never will be: Redis refuses it if it still comes)."""
         k = self.k
         keys = [k.batches, k.outbox, self.name_key]
-        args: list[Any] = [self.instance, token, self._held(), self.name_lease_ms]
+        args: list[Any] = [self.instance, token, self.held_name(), self.name_lease_ms]
         reply = self.call(lambda: self._script("RESOLVE")(keys=keys, args=args))
         return _made(reply) if reply else None
 

@@ -415,7 +415,15 @@ return #ids
 # then the entries (each one or more newline-separated events). Positions only move on, so a
 # batch whose every position is stored already was appended: it is the forwarder trying again
 # after the answer was lost (a timeout, a connection reset), and is not appended twice.
-FORWARD = """
+# KEYS[3], if given: the forwarder's name (HOLD_NAME, with this process and the lease as the
+# last two ARGV): a forwarder whose name another took appends nothing.
+FORWARD = (
+    HOLD_NAME
+    + """
+if KEYS[3] then
+  local held = hold_name(KEYS[3], ARGV[#ARGV - 1], ARGV[#ARGV])
+  if held ~= true then return held end
+end
 local n_pos = tonumber(ARGV[1])
 local stored = n_pos > 0
 for k = 0, n_pos - 1 do
@@ -442,3 +450,4 @@ for j = 1, n do
 end
 return n
 """
+)
