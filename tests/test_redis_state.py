@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -619,3 +620,21 @@ def test_a_process_whose_instance_name_another_took_commits_and_fences_nothing(c
     client.delete(paused.name_key)  # Redis lost it: the next commit holds it again
     other.commit(positions={"/x": {"o": 3}}, payloads=[], now=4.0, token="o2")
     assert 0 < client.pttl(other.name_key) <= 30_000 and client.get(other.name_key) == other.holder
+
+
+def test_a_name_no_process_holds_is_claimed_again_and_said_before_a_commit(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis lost the name (or its lease ran out while the process was paused) and no other process
+    took it: the next commit claims it again and says so, then commits (a commit held it again
+    without a word, so whether the loss was said depended on which came first: the renewal or a
+    commit)."""
+    holder = store(client)
+    assert holder.claim() is None
+    holder.load_engine_state()
+    client.delete(holder.name_key)
+    with caplog.at_level(logging.WARNING, logger="rulesd"):
+        holder.commit(positions={"/x": {"o": 1}}, payloads=[{"n": 1}], now=1.0, token="t1")
+    assert "instance 'a' was no longer held by this process in Redis" in caplog.text
+    assert client.get(holder.name_key) == holder.holder and {"/x": {"o": 1}} == holder.load_positions()
+    assert 1 == len(holder.alerts())

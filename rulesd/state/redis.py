@@ -112,6 +112,10 @@ class Made(msgspec.Struct):
     queued: dict[int, dict[str, Any] | Request]
 
 
+class NameLost(Exception):
+    """A script found the instance's name held by no process (`RedisState.call` claims it again)."""
+
+
 class Conflict(Exception):
     """A commit that wrote nothing: `why` is `rules`, `version`, `taken`, `turn`, `gap` or
     `fenced` (see `scripts.COMMIT`), `detail` what the store holds instead; `made` the commit of
@@ -236,6 +240,16 @@ class RedisState:
 
     def call(self, what: Callable[[], T]) -> T:
         """Run `what` (Redis commands); StateUnavailable when Redis cannot be used now."""
+        try:
+            return self._call(what)
+        except NameLost:
+            # A script found the name held by none (Redis lost its data, or the lease ran out
+            # while this process was paused): claimed again, which is said, then run again.
+            if (found := self.claim()) is not None:
+                raise claim.NameTaken(self.instance, claim.decode(found[0]), self.config, running=True) from None
+            return self._call(what)
+
+    def _call(self, what: Callable[[], T]) -> T:
         self._arm()
         started = time.monotonic()
         try:
@@ -261,6 +275,8 @@ class RedisState:
         except redis.exceptions.OutOfMemoryError as exc:  # noeviction at maxmemory: nothing was written
             raise StateUnavailable(f"{OUT_OF_MEMORY}: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
+            if str(exc) == "NAMELOST":  # scripts.HOLD_NAME
+                raise NameLost from None
             if str(exc).startswith("NAMETAKEN "):  # scripts.HOLD_NAME
                 holder = claim.decode(str(exc).removeprefix("NAMETAKEN ").encode())
                 raise claim.NameTaken(self.instance, holder, self.config, running=True) from None

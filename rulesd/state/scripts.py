@@ -21,13 +21,16 @@ end
 """
 
 # The instance's name held by this process: KEYS[n] (the name's key) holds `value` (the holder,
-# as JSON) or nothing (the lease ran out, Redis lost its data), and is set to it for `lease` ms;
-# held by another process, an error `NAMETAKEN holder` (nothing else is written). '' checks nothing.
+# as JSON), renewed for `lease` ms; held by another process, an error `NAMETAKEN holder`; held by
+# none (the lease ran out, Redis lost its data), an error `NAMELOST`, for the process to claim it
+# again through CLAIM, which says so, and run the script again (nothing else is written either
+# way). '' checks nothing.
 HOLD_NAME = """
 local function hold_name(key, value, lease)
   if value == '' then return true end
   local holder = redis.call('GET', key)
-  if holder and holder ~= value then return redis.error_reply('NAMETAKEN ' .. holder) end
+  if not holder then return redis.error_reply('NAMELOST') end
+  if holder ~= value then return redis.error_reply('NAMETAKEN ' .. holder) end
   redis.call('SET', key, value, 'PX', lease)
   return true
 end
