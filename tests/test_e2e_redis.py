@@ -979,6 +979,39 @@ def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_st
     assert 4 == len(opsgenie.requests), fleet.output()
 
 
+def test_a_new_value_group_over_values_per_group_is_trimmed_in_the_shared_state(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """With `limits.values_per_group: 2`, h1's three agents and enough events for the engine to
+    sweep: the agent seen longest ago (a) is forgotten in the shared state, so a seen again
+    pages again; said once for the rule; the shared state holds h1's two latest agents."""
+    fleet = Fleet(
+        tmp_path,
+        redis_server.url,
+        opsgenie.url,
+        rules="rules:\n"
+        "  - {name: new-agent, match: {event: login}, new_value: {fields: [agent], group_by: [host]}}\n"
+        "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n",
+    )
+    now = time.time()
+    lines = [{"event": "login", "host": "h1", "agent": a, "ts": now + i} for i, a in enumerate("abc")]
+    lines += [{"event": "noise", "ts": now + 5}] * 4200  # the engine sweeps every 4096 matched events
+    lines += [{"event": "login", "host": "h1", "agent": a, "ts": now + 6 + i} for i, a in enumerate("ca")]
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    source = {"type": "file", "path": str(events), "start_at": "beginning"}
+    daemon = fleet.start("a", source=source, state=state, limits={"values_per_group": 2})
+    assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
+    said = "rule 'new-agent': a group knows limits.values_per_group (2) values"
+    assert wait_until(lambda: said in daemon.stderr()), daemon.stderr()
+    assert 0 == daemon.terminate()
+    assert 1 == daemon.stderr().count(said)
+    client = redis.Redis.from_url(redis_server.url)
+    saved = client.hget("rulesd:groups", "\t".join(("new_value", "new-agent", '["\\"h1\\""]')))
+    assert saved is not None and ['"a"', '"c"'] == sorted(json.loads(saved))
+
+
 def test_an_outage_that_ends_in_a_refused_password_says_the_new_cause_in_the_log(
     tmp_path: Path, opsgenie: FakeOpsGenie
 ) -> None:
