@@ -347,6 +347,7 @@ def test_a_new_value_group_over_values_per_group_forgets_its_stalest_values_said
     assert 1 == daemon.stderr().count(said), daemon.stderr()
     shown = rulesd_cli("state", "--config", str(ws.config)).stdout
     assert 'host="h1": 2 value(s) known: "d" (seen ' in shown, shown
+    assert "; at limits.values_per_group (2): the values seen longest ago are forgotten" in shown, shown
 
 
 def test_a_restart_keeps_the_clock_of_a_quiet_source_on_event_time(tmp_path: Path) -> None:
