@@ -1097,6 +1097,35 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
         assert 4 == len(queued) and 1 == sum(action == "close" for action, _ in queued), queued
 
 
+def test_values_forgotten_in_a_batch_applied_again_after_losing_the_race_count_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Instance b's batch makes the engine sweep a new_value group over `values_per_group: 2`;
+    instance a commits first, so b applies the batch again on the newer state: b counts the one
+    value forgotten once, as evicted and as a value (what makes the daemon name the limit)."""
+    rules = (
+        "rules:\n"
+        "  - {name: new-agent, match: {event: login}, new_value: {fields: [agent], group_by: [host]}}\n"
+        "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n"
+    )
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=rules)
+    now = time.time()
+    lines = [{"event": "login", "host": "h1", "agent": agent} for agent in "abc"]
+    lines += [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
+    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
+    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
+    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
+    with contextlib.ExitStack() as stack:
+        a, b = (
+            in_process(stack, fleet.on_file(name, path, redis_server.url, limits={"values_per_group": 2}), lambda: now)
+            for name, path in files.items()
+        )
+        refused = commits_first(a, b)
+        assert b._step()
+        assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+        assert ({"new-agent": 1, "noise": 0}, {"new-agent": 1}) == (b.stats.evicted, b.engine.values_evicted)
+
+
 def commits_first(a: SharedDaemon, b: SharedDaemon) -> list[Exception]:
     """Make `a` commit a batch between b's catching up and b's next commit; what b's commits
     raised (its first: a version conflict) are added to the list returned."""
