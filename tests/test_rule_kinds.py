@@ -369,6 +369,18 @@ def test_a_new_value_state_over_values_per_group_is_trimmed_at_the_first_sweep_a
     assert {"new-admin-source-address": 2} == restarted.evicted
 
 
+def test_a_new_value_group_another_process_committed_over_values_per_group_is_trimmed() -> None:
+    """A group loaded as another process committed it (an instance under a higher limit) with
+    more values than `values_per_group` is trimmed at the next sweep, as one that grew here."""
+    engine = engine_for(NEW_SOURCE.replace("learn: 1h, ", ""), limits=Limits(values_per_group=3))
+    engine.sweep(T0)  # (a sweep after the rules were adopted: from now on only the groups that grow)
+    values = {f'"10.0.0.{i}"': T0 + i for i in range(5)}
+    engine.load_groups({("new_value", "new-admin-source-address", '"ann"'): values}, T0 + 5)
+    engine.sweep(T0 + 5)
+    kept = seen_values(engine.state.tables["new_value"]["new-admin-source-address"]['"ann"'])
+    assert {f'"10.0.0.{i}"': T0 + i for i in (2, 3, 4)} == kept
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """

@@ -623,6 +623,8 @@ class Engine:
             groups[key] = value = restored_value(kind, value)
             if kind in (ABSENCE, SEQUENCE, OPEN):
                 self._arm(kind, name, key, value)
+            elif kind == NEW_VALUE and self._crowded is not None and len(value) > self.limits.values_per_group:
+                self._crowded.add((name, key))  # (another instance under a higher limit)
         self.now = now
 
     # -- time -----------------------------------------------------------------------------------
