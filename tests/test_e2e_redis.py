@@ -1077,20 +1077,9 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
     state: b counts one group evicted and one alert closed (it counted each twice), and queues
     the close once."""
     fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LIMIT_RULES)
-    now = time.time()
     lines = [{"level": "error", "host": f"h{i}"} for i in (1, 2, 3)]
-    lines += [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
-    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
-    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
-    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
     with contextlib.ExitStack() as stack:
-        a, b = (
-            in_process(stack, fleet.on_file(name, path, redis_server.url, limits={"groups_per_rule": 2}), lambda: now)
-            for name, path in files.items()
-        )
-        refused = commits_first(a, b)
-        assert b._step()
-        assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+        b = loses_the_race(stack, fleet, redis_server.url, lines, {"groups_per_rule": 2})
         assert {"errors": 1, "noise": 0} == b.stats.evicted
         assert {"errors": 1, "noise": 0} == b.stats.limit_closed
         queued = [(a.action, a.target or a.payload["message"]) for a in b.store.alerts()]
@@ -1109,21 +1098,30 @@ def test_values_forgotten_in_a_batch_applied_again_after_losing_the_race_count_o
         "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n"
     )
     fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=rules)
-    now = time.time()
     lines = [{"event": "login", "host": "h1", "agent": agent} for agent in "abc"]
-    lines += [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
-    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
-    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
-    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
     with contextlib.ExitStack() as stack:
-        a, b = (
-            in_process(stack, fleet.on_file(name, path, redis_server.url, limits={"values_per_group": 2}), lambda: now)
-            for name, path in files.items()
-        )
-        refused = commits_first(a, b)
-        assert b._step()
-        assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+        b = loses_the_race(stack, fleet, redis_server.url, lines, {"values_per_group": 2})
         assert ({"new-agent": 1, "noise": 0}, {"new-agent": 1}) == (b.stats.evicted, b.engine.values_evicted)
+
+
+def loses_the_race(
+    stack: contextlib.ExitStack, fleet: Fleet, url: str, lines: list[dict[str, Any]], limits: dict[str, int]
+) -> SharedDaemon:
+    """Instance b, turned by hand under `limits`, with one batch of `lines` and then enough noise
+    for the engine to sweep; instance a commits first, so b's commit is refused and b applies its
+    batch again on the newer state. Returns b, its batch committed."""
+    now = time.time()
+    files = {"a": fleet.root / "a.jsonl", "b": fleet.root / "b.jsonl"}
+    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
+    noise = [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
+    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines + noise))
+    a, b = (
+        in_process(stack, fleet.on_file(name, path, url, limits=limits), lambda: now) for name, path in files.items()
+    )
+    refused = commits_first(a, b)
+    assert b._step()
+    assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+    return b
 
 
 def commits_first(a: SharedDaemon, b: SharedDaemon) -> list[Exception]:
