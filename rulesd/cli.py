@@ -737,7 +737,8 @@ def cmd_state(args: argparse.Namespace) -> int:
     if args.rule is not None and args.rule not in names | saved_names:
         print(f"rulesd state: {unknown_rule(args.rule, sorted(names))}", file=sys.stderr)
         return EXIT_USAGE
-    view = state_view(saved, result.ruleset, now, args.rule, _written_steps(result.ruleset))
+    limit = config.limits.values_per_group
+    view = state_view(saved, result.ruleset, now, args.rule, _written_steps(result.ruleset), limit)
     if args.format == "json":
         print(indented_json(view_json(view)))
     else:

@@ -23,7 +23,7 @@ from rulesd.config_durations import duration_warnings
 from rulesd.config_paths import path_findings, source_places
 from rulesd.document import Document
 from rulesd.durations import parse_duration
-from rulesd.engine.core import MAX_GROUPS, MAX_GROUPS_PER_RULE, Limits
+from rulesd.engine.core import MAX_GROUPS, MAX_GROUPS_PER_RULE, MAX_VALUES_PER_GROUP, Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
 from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
@@ -249,7 +249,11 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
             for keys in (("metrics", "listen"), ("state_dir",))
             if _written(raw, keys)
         },
-        limits=Limits(limits.get("groups_per_rule", MAX_GROUPS_PER_RULE), limits.get("groups", MAX_GROUPS)),
+        limits=Limits(
+            limits.get("groups_per_rule", MAX_GROUPS_PER_RULE),
+            limits.get("groups", MAX_GROUPS),
+            limits.get("values_per_group", MAX_VALUES_PER_GROUP),
+        ),
         state=state,
         forward=ForwardConfig(forward["url"], forward.get("stream", DEFAULT_STREAM), forward.get("batch_lines", 1000))
         if forward

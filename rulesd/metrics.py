@@ -78,7 +78,7 @@ class _Collector(Collector):
         yield _per("rulesd_rule_firings", "Times a rule fired.", "rule", s.firings)
         yield _per(
             "rulesd_state_groups_evicted",
-            "Groups whose state was forgotten, the stalest first, to stay within the limits.",
+            "Groups (and new_value groups' values) forgotten, the stalest first, to stay within the limits.",
             "rule",
             s.evicted,
         )

@@ -85,6 +85,7 @@ class StateView(msgspec.Struct, frozen=True):
     engine: bool
     rules: tuple[RuleState, ...]
     rules_loaded: bool = True  # False: the rule files did not load, every state is shown as saved
+    values_per_group: int | None = None  # the config's limit on a new_value group's values (None: not known)
 
 
 def engine_clock(saved: dict[str, Any] | None, now: float) -> float | None:
@@ -101,10 +102,12 @@ def state_view(
     now: float,
     only: str | None = None,
     steps: Mapping[str, tuple[WrittenStep, ...]] = MappingProxyType({}),
+    values_per_group: int | None = None,
 ) -> StateView:
     """The view of `saved` (in `EngineState.to_json` form, or None: nothing saved), for the
     rules of `ruleset` (None: unknown), at wall time `now`; `only`: one rule by name; `steps`:
-    each sequence rule's steps as written, to say what each group waits for."""
+    each sequence rule's steps as written, to say what each group waits for; `values_per_group`:
+    the limit, to say which new_value groups are at it."""
     clock = engine_clock(saved, now)
     state = EngineState.from_json(saved or {})
     loaded = ruleset.by_name() if ruleset is not None else {}
@@ -121,7 +124,7 @@ def state_view(
         rule = current.get(name)  # (None for a rule changed: the state belongs to the rule as it was)
         rules.append(_rule_state(name, rule, state, at, holders, steps.get(name, ()) if rule else ()))
     shown = tuple(r for r in rules if r.groups or only is not None)
-    return StateView(at, clock is not None, shown, ruleset is not None)
+    return StateView(at, clock is not None, shown, ruleset is not None, values_per_group)
 
 
 def _holders(state: EngineState, rules: dict[str, Rule]) -> dict[str, list[Holder]]:
@@ -201,6 +204,11 @@ def view_text(view: StateView, now: float) -> str:
         for group in rule_state.groups:
             label = _group_label(rule_state.rule, group.key)
             facts = _facts_text(group.facts, view.clock, bool(group.shared))
+            if view.values_per_group is not None and group.facts.get("known", 0) >= view.values_per_group:
+                facts.append(
+                    f"at limits.values_per_group ({view.values_per_group}): the values seen longest ago are "
+                    "forgotten as new ones come, and page again when next seen"
+                )
             if group.shared:
                 facts.append(_shared_text(group, view.clock))
             lines.append(f"  {label}: {'; '.join(facts)}")

@@ -9,6 +9,7 @@ import pytest
 
 from rulesd.alerting.api import validate_alert_url
 from rulesd.config import load_config, resolve_api_key
+from rulesd.engine import Limits
 from rulesd.errors import ConfigError
 from rulesd.eventtime import EventTime
 from rulesd.rules.model import Responder
@@ -35,6 +36,14 @@ def test_empty_config_gets_defaults(tmp_path: Path) -> None:
     assert "stdin" == config.source.type
     assert "https://api.opsgenie.com/v2/alerts" == config.opsgenie.alert_url
     assert 86400.0 == config.opsgenie.max_age
+
+
+def test_the_state_limits_default_and_are_read(tmp_path: Path) -> None:
+    """`limits` bounds the groups and a new_value group's values: 10,000 values by default."""
+    assert Limits() == load_config(write(tmp_path, ""), environ={}).limits
+    assert 10_000 == Limits().values_per_group
+    text = "limits: {groups_per_rule: 5, groups: 50, values_per_group: 20}\n"
+    assert Limits(5, 50, 20) == load_config(write(tmp_path, text), environ={}).limits
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
@@ -125,6 +134,10 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
             "rulesd.yaml:1:19: error: metrics.listen: '127.0.0.1:99999': the port must be 0 to 65535",
         ),
         ("- a\n- b\n", "rulesd.yaml:1:1: error: the configuration must be a mapping of keys"),
+        (
+            "limits: {values_per_group: 0}\n",
+            "rulesd.yaml:1:28: error: limits.values_per_group: 0 is less than the minimum of 1",
+        ),
     ],
 )
 def test_config_errors_name_the_key_and_place(tmp_path: Path, text: str, expected: str) -> None:

@@ -339,6 +339,44 @@ def test_a_silent_host_is_not_forgotten_for_the_limits(tmp_path: Path, server: F
     assert 0 == daemon.terminate()
 
 
+NEW_AGENT = """
+name: new-agent
+match: {event: login}
+new_value: {fields: [agent], group_by: [host]}
+"""
+
+
+def test_a_new_value_group_over_values_per_group_forgets_its_stalest_values_said_once(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """With `limits.values_per_group: 2`, h1's third agent makes the daemon forget the one seen
+    longest ago (a): warned about once for the rule, counted as evicted, saved trimmed, and a
+    seen again is new (paged again). (A group's values grew without bound, saved whole.)"""
+    ws = Workspace(
+        tmp_path, server.url, limits={"values_per_group": 2}, time_field="t", metrics={"listen": "127.0.0.1:0"}
+    )
+    (ws.rules / "rules.yaml").write_text(NEW_AGENT)
+    daemon = ws.start()
+    start = time.time()
+    ws.append(*[{"event": "login", "host": "h1", "agent": a, "t": start + 1 + i} for i, a in enumerate("abc")])
+    said = "rule 'new-agent': a group knows limits.values_per_group (2) values"
+    assert wait_until(lambda: said in daemon.stderr(), timeout=20), daemon.output()
+    metrics = requests.get(daemon.metrics_url(), timeout=5).text
+    assert 'rulesd_state_groups_evicted_total{rule="new-agent"} 1.0' in metrics, metrics
+    assert "state limit reached" not in daemon.stderr()  # (that warning names the group limits)
+    ws.append(*[{"event": "login", "host": "h1", "agent": a, "t": start + 10 + i} for i, a in enumerate("bad")])
+    assert server.wait_for(lambda got: len(creates(server)) == 5, timeout=15), daemon.output()
+    agents = [json.loads(r.json()["description"].removeprefix("Event:\n"))["agent"] for r in creates(server)]
+    assert ["a", "b", "c", "a", "d"] == agents  # b seen again is known, a forgotten is new
+    evicted = 'rulesd_state_groups_evicted_total{rule="new-agent"} 3.0'  # b, c, a, d: c and b go
+    assert wait_until(lambda: evicted in requests.get(daemon.metrics_url(), timeout=5).text, timeout=20)
+    assert 0 == daemon.terminate()
+    assert 1 == daemon.stderr().count(said), daemon.stderr()
+    shown = rulesd_cli("state", "--config", str(ws.config)).stdout
+    assert 'host="h1": 2 value(s) known: "d" (seen ' in shown, shown
+    assert "; at limits.values_per_group (2): the values seen longest ago are forgotten" in shown, shown
+
+
 def test_a_restart_keeps_the_clock_of_a_quiet_source_on_event_time(tmp_path: Path) -> None:
     """While no event comes, the clock moves on with the wall clock from the latest event time
     seen, across a restart too: events an hour behind the wall clock do not make every timer due

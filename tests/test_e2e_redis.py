@@ -980,6 +980,39 @@ def test_an_open_alert_the_state_limit_forgets_is_closed_once_with_the_shared_st
     assert 4 == len(opsgenie.requests), fleet.output()
 
 
+def test_a_new_value_group_over_values_per_group_is_trimmed_in_the_shared_state(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """With `limits.values_per_group: 2`, h1's three agents and enough events for the engine to
+    sweep: the agent seen longest ago (a) is forgotten in the shared state, so a seen again
+    pages again; said once for the rule; the shared state holds h1's two latest agents."""
+    fleet = Fleet(
+        tmp_path,
+        redis_server.url,
+        opsgenie.url,
+        rules="rules:\n"
+        "  - {name: new-agent, match: {event: login}, new_value: {fields: [agent], group_by: [host]}}\n"
+        "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n",
+    )
+    now = time.time()
+    lines = [{"event": "login", "host": "h1", "agent": a, "ts": now + i} for i, a in enumerate("abc")]
+    lines += [{"event": "noise", "ts": now + 5}] * 4200  # the engine sweeps every 4096 matched events
+    lines += [{"event": "login", "host": "h1", "agent": a, "ts": now + 6 + i} for i, a in enumerate("ca")]
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    state = {"backend": "redis", "url": redis_server.url, "instance": "a"}
+    source = {"type": "file", "path": str(events), "start_at": "beginning"}
+    daemon = fleet.start("a", source=source, state=state, limits={"values_per_group": 2})
+    assert opsgenie.wait_for(lambda r: len(r) == 4, 20), fleet.output()
+    said = "rule 'new-agent': a group knows limits.values_per_group (2) values"
+    assert wait_until(lambda: said in daemon.stderr()), daemon.stderr()
+    assert 0 == daemon.terminate()
+    assert 1 == daemon.stderr().count(said)
+    client = redis.Redis.from_url(redis_server.url)
+    saved = client.hget("rulesd:groups", "\t".join(("new_value", "new-agent", '["\\"h1\\""]')))
+    assert saved is not None and ['"a"', '"c"'] == sorted(json.loads(saved))
+
+
 def test_an_outage_that_ends_in_a_refused_password_says_the_new_cause_in_the_log(
     tmp_path: Path, opsgenie: FakeOpsGenie
 ) -> None:
@@ -1045,24 +1078,51 @@ def test_a_batch_applied_again_after_losing_the_race_to_commit_counts_its_evicti
     state: b counts one group evicted and one alert closed (it counted each twice), and queues
     the close once."""
     fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=LIMIT_RULES)
-    now = time.time()
     lines = [{"level": "error", "host": f"h{i}"} for i in (1, 2, 3)]
-    lines += [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
-    files = {"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}
-    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
-    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines))
     with contextlib.ExitStack() as stack:
-        a, b = (
-            in_process(stack, fleet.on_file(name, path, redis_server.url, limits={"groups_per_rule": 2}), lambda: now)
-            for name, path in files.items()
-        )
-        refused = commits_first(a, b)
-        assert b._step()
-        assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+        b = loses_the_race(stack, fleet, redis_server.url, lines, {"groups_per_rule": 2})
         assert {"errors": 1, "noise": 0} == b.stats.evicted
         assert {"errors": 1, "noise": 0} == b.stats.limit_closed
         queued = [(a.action, a.target or a.payload["message"]) for a in b.store.alerts()]
         assert 4 == len(queued) and 1 == sum(action == "close" for action, _ in queued), queued
+
+
+def test_values_forgotten_in_a_batch_applied_again_after_losing_the_race_count_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Instance b's batch makes the engine sweep a new_value group over `values_per_group: 2`;
+    instance a commits first, so b applies the batch again on the newer state: b counts the one
+    value forgotten once, as evicted and as a value (what makes the daemon name the limit)."""
+    rules = (
+        "rules:\n"
+        "  - {name: new-agent, match: {event: login}, new_value: {fields: [agent], group_by: [host]}}\n"
+        "  - {name: noise, match: {event: noise}, threshold: {count: 1000000, window: 1h}}\n"
+    )
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=rules)
+    lines = [{"event": "login", "host": "h1", "agent": agent} for agent in "abc"]
+    with contextlib.ExitStack() as stack:
+        b = loses_the_race(stack, fleet, redis_server.url, lines, {"values_per_group": 2})
+        assert ({"new-agent": 1, "noise": 0}, {"new-agent": 1}) == (b.stats.evicted, b.engine.values_evicted)
+
+
+def loses_the_race(
+    stack: contextlib.ExitStack, fleet: Fleet, url: str, lines: list[dict[str, Any]], limits: dict[str, int]
+) -> SharedDaemon:
+    """Instance b, turned by hand under `limits`, with one batch of `lines` and then enough noise
+    for the engine to sweep; instance a commits first, so b's commit is refused and b applies its
+    batch again on the newer state. Returns b, its batch committed."""
+    now = time.time()
+    files = {"a": fleet.root / "a.jsonl", "b": fleet.root / "b.jsonl"}
+    files["a"].write_text(json.dumps({"event": "other"}) + "\n")
+    noise = [{"event": "noise"}] * 4200  # the engine sweeps every 4096 matched events
+    files["b"].write_text("".join(json.dumps(e) + "\n" for e in lines + noise))
+    a, b = (
+        in_process(stack, fleet.on_file(name, path, url, limits=limits), lambda: now) for name, path in files.items()
+    )
+    refused = commits_first(a, b)
+    assert b._step()
+    assert 1 == len(refused) and "version" == getattr(refused[0], "why", None)
+    return b
 
 
 def commits_first(a: SharedDaemon, b: SharedDaemon) -> list[Exception]:

@@ -326,6 +326,61 @@ def test_a_new_value_state_saved_before_what_it_learns_was_noted_keeps_its_value
     assert [("alert", rule, 3)] == run(restarted, known)
 
 
+def test_a_new_value_group_knows_at_most_values_per_group_the_stalest_forgotten_first() -> None:
+    """`values_per_group: 2`: ann's third address makes the sweep forget the one seen longest ago
+    (.2, not .1 seen again since), counted as evicted, so .2 pages again when it comes back and
+    .1 does not. (A group's values grew without bound: an attacker's user agents or addresses
+    kept until `forget`, and every commit rewrote them all.)"""
+    text = NEW_SOURCE.replace("learn: 1h, ", "")
+    engine = engine_for(text, limits=Limits(values_per_group=2))
+    rule = ("new-admin-source-address",)
+    steps: list[Step] = [
+        (0, admin("ann", "10.0.0.1")),
+        (10, admin("ann", "10.0.0.2")),
+        (20, admin("ann", "10.0.0.1")),
+        (30, admin("ann", "10.0.0.3")),
+        (31, admin("bob", "10.0.0.2")),  # bob's values are his own
+    ]
+    assert [("alert", rule, n) for n in (1, 2, 4, 5)] == run(engine, steps)
+    engine.sweep(engine.now)
+    assert {'"10.0.0.1"': T0 + 20, '"10.0.0.3"': T0 + 30} == seen_values(
+        engine.state.tables["new_value"][rule[0]]['"ann"']
+    )
+    assert ({rule[0]: 1}, {rule[0]: 1}) == (engine.evicted, engine.values_evicted)
+    later: list[Step] = [(40, admin("ann", "10.0.0.1")), (50, admin("ann", "10.0.0.2"))]
+    assert [("alert", rule, 2)] == run(engine, later)
+
+
+def test_a_new_value_state_over_values_per_group_is_trimmed_at_the_first_sweep_and_saved() -> None:
+    """A state saved under a higher limit (or restored from Redis) is trimmed to the limit at
+    the first sweep after it is adopted, and the group trimmed is among the rows to save."""
+    text = NEW_SOURCE.replace("learn: 1h, ", "")
+    engine = engine_for(text)
+    run(engine, [(i, admin("ann", f"10.0.0.{i}")) for i in range(5)])
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    restarted = Engine(
+        ruleset_from_yaml(text), EngineState.from_json(saved), time_field="t", limits=Limits(values_per_group=3)
+    )
+    restarted.state.delta()
+    restarted.sweep(T0 + 10)
+    (row,) = restarted.state.delta().upserts
+    assert ("new_value", "new-admin-source-address") == row[:2]
+    assert {f'"10.0.0.{i}"': T0 + i for i in (2, 3, 4)} == json.loads(row[3])
+    assert {"new-admin-source-address": 2} == restarted.evicted
+
+
+def test_a_new_value_group_another_process_committed_over_values_per_group_is_trimmed() -> None:
+    """A group loaded as another process committed it (an instance under a higher limit) with
+    more values than `values_per_group` is trimmed at the next sweep, as one that grew here."""
+    engine = engine_for(NEW_SOURCE.replace("learn: 1h, ", ""), limits=Limits(values_per_group=3))
+    engine.sweep(T0)  # (a sweep after the rules were adopted: from now on only the groups that grow)
+    values = {f'"10.0.0.{i}"': T0 + i for i in range(5)}
+    engine.load_groups({("new_value", "new-admin-source-address", '"ann"'): values}, T0 + 5)
+    engine.sweep(T0 + 5)
+    kept = seen_values(engine.state.tables["new_value"]["new-admin-source-address"]['"ann"'])
+    assert {f'"10.0.0.{i}"': T0 + i for i in (2, 3, 4)} == kept
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """

@@ -103,6 +103,20 @@ def test_every_kind_of_group_state_as_text() -> None:
     ] == view_text(view, SAVED_AT + 60).splitlines()
 
 
+def test_a_new_value_group_at_values_per_group_says_so() -> None:
+    """A group that knows `limits.values_per_group` values says that its stalest values are
+    forgotten as new ones come (and page again); below the limit, or with no limit known, not."""
+    ruleset = ruleset_from_yaml(RULES)
+    saved = saved_state(ruleset)
+    said = (
+        '  user="u1": 1 value(s) known: "a" (seen 1m20s ago); at limits.values_per_group (1): the values '
+        "seen longest ago are forgotten as new ones come, and page again when next seen"
+    )
+    for limit, expected in ((1, said), (2, '  user="u1": 1 value(s) known: "a" (seen 1m20s ago)')):
+        view = state_view(saved, ruleset, SAVED_AT + 60, "new-admin-address", values_per_group=limit)
+        assert expected == view_text(view, SAVED_AT + 60).splitlines()[-1]
+
+
 def test_counts_leave_the_window_as_the_clock_runs_on() -> None:
     """Ten minutes of wall time later the engine clock has moved on as the daemon's does while
     idle: the windows are empty, the throttle is over, the absence is due."""

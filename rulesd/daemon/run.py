@@ -71,6 +71,7 @@ class Daemon:
         self._seen = parts.seen
         self.engine.resume(self._seen[0])  # not back to the times of the first lines read
         self._evicting = False  # whether the state limits were said to be reached
+        self._values_said: set[str] = set()  # the rules said to reach limits.values_per_group
         self._limit_closed = 0  # the alerts the limits closed, as last warned about
         self._misses = MissReporter(parts.stats)
         for label, source in self.sources.items():
@@ -346,8 +347,10 @@ class Daemon:
     def _warn_limits(self) -> None:
         """Say when the state limits are first reached, and whenever they closed open alerts."""
         engine = self.engine
+        if engine.values_evicted.keys() - self._values_said:
+            self._warn_values()
         if not self._evicting:  # checked per commit: until a limit is reached, only this
-            if not any(engine.evicted.values()):
+            if not any(n > engine.values_evicted.get(rule, 0) for rule, n in engine.evicted.items()):
                 return  # nor were alerts closed: each closed group is counted as evicted too
             self._evicting = True  # said once: the metric counts the rest
             log.warning(
@@ -363,6 +366,18 @@ class Daemon:
                 f"(rules: {_some_rules(engine.limit_closed)}); raise limits.groups or limits.groups_per_rule "
                 "(rulesd_state_alerts_closed_total counts them)",
                 kind="state limit: open alerts closed",
+            )
+
+    def _warn_values(self) -> None:
+        """Say, once per rule, that a new_value group reached limits.values_per_group."""
+        for name in sorted(self.engine.values_evicted.keys() - self._values_said):
+            self._values_said.add(name)
+            log.warning(
+                "rule %r: a group knows limits.values_per_group (%d) values: the values seen longest ago are being "
+                "forgotten, and each pages again as new when next seen; raise limits.values_per_group, or group "
+                "by more fields (rulesd_state_groups_evicted_total counts them)",
+                name,
+                self.engine.limits.values_per_group,
             )
 
     def _reloads(self) -> None:

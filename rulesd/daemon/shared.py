@@ -97,6 +97,7 @@ class Tally(msgspec.Struct):
     evicted: dict[str, int]
     limit_closed: dict[str, int]
     closes: int = 0  # closes queued (`alerts` counts the alerts created; a tally saved before counted both)
+    values_evicted: dict[str, int] = msgspec.field(default_factory=dict)  # of `evicted`: new_value values
 
 
 class LostTick(msgspec.Struct):
@@ -925,6 +926,7 @@ def _tally(matched: dict[str, int], alerts: list[Alert], before: Counts, after: 
         _difference(after.evicted, before.evicted),
         _difference(after.limit_closed, before.limit_closed),
         closes,
+        _difference(after.values_evicted, before.values_evicted),
     )
 
 
@@ -946,16 +948,17 @@ def _loaded(tally: Tally, rules: Collection[str]) -> Tally:
         kept(tally.evicted),
         kept(tally.limit_closed),
         tally.closes,
+        kept(tally.values_evicted),
     )
 
 
 def _plus(counts: Counts, tally: Tally) -> Counts:
     """The engine's `counts` with what the limits counted in `tally` added."""
-    evicted, closed = dict(counts.evicted), dict(counts.limit_closed)
-    for live, added in ((evicted, tally.evicted), (closed, tally.limit_closed)):
+    evicted, closed, values = dict(counts.evicted), dict(counts.limit_closed), dict(counts.values_evicted)
+    for live, added in ((evicted, tally.evicted), (closed, tally.limit_closed), (values, tally.values_evicted)):
         for rule, count in added.items():
             live[rule] = live.get(rule, 0) + count
-    return Counts(evicted, closed, counts.until_sweep)
+    return Counts(evicted, closed, counts.until_sweep, values)
 
 
 def _requests(alerts: list[Alert]) -> list[dict[str, Any] | Request]:

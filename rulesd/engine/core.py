@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -48,6 +49,9 @@ from rulesd.rules.view import INVALID, Viewer
 SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired groups
 MAX_GROUPS_PER_RULE = 100_000
 MAX_GROUPS = 1_000_000
+# Values a new_value group knows: its field may be anyone's to choose (a user agent, a URI), and a
+# group's values are saved whole at each commit that touches it.
+MAX_VALUES_PER_GROUP = 10_000
 ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
 EXPECTED = "expected"  # an absence's expected group no event has come for yet
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
@@ -82,13 +86,16 @@ class Counts(msgspec.Struct, frozen=True):
     evicted: dict[str, int]
     limit_closed: dict[str, int]
     until_sweep: int
+    values_evicted: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Limits(msgspec.Struct, frozen=True):
-    """How many groups the engine keeps: per rule, and for all rules together."""
+    """How many groups the engine keeps: per rule, and for all rules together; and how many
+    values a new_value group knows."""
 
     per_rule: int = MAX_GROUPS_PER_RULE
     total: int = MAX_GROUPS
+    values_per_group: int = MAX_VALUES_PER_GROUP
 
 
 class GroupKeys:
@@ -155,6 +162,13 @@ class Engine:
         self._counted: dict[Rule, int] = {}
         self.evicted: dict[str, int] = {}  # per rule: groups forgotten to stay within the limits
         self.limit_closed: dict[str, int] = {}  # per rule: open alerts closed as their groups were forgotten
+        # Per rule: values its new_value groups forgot for `limits.values_per_group` (counted
+        # in `evicted` too, which the metric shows; these tell the daemon which limit to name).
+        self.values_evicted: dict[str, int] = {}
+        # The new_value groups (rule, group) that went over `limits.values_per_group` since the
+        # last sweep, which trims them (None: every group is to be looked at, the state having
+        # been restored or adopted, perhaps saved under a higher limit).
+        self._crowded: set[tuple[str, GroupKey]] | None = None
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
         self.now = _NEVER  # the engine's clock: the latest event time seen or advanced to
         # The latest event time evaluated (not advanced to) since the caller last set it: the
@@ -215,7 +229,7 @@ class Engine:
             self.limit_closed.setdefault(name, 0)
         # A removed rule's counters go with it: rules renamed by reload after reload would
         # otherwise add series to /metrics for as long as the daemon runs.
-        for per_rule in (self._matches, self.evicted, self.limit_closed, self._latest):
+        for per_rule in (self._matches, self.evicted, self.limit_closed, self.values_evicted, self._latest):
             for name in per_rule.keys() - self._rules.keys():
                 del per_rule[name]
         self.timed = _timed(ruleset)
@@ -325,6 +339,7 @@ class Engine:
         ]
         self.state.fingerprints = current
         self.state.dirty = True
+        self._crowded = None  # (a state saved under a higher limit is trimmed at the next sweep)
         if self._starting and self.now > _NEVER:
             self._start(self.now)
 
@@ -610,6 +625,8 @@ class Engine:
             groups[key] = value = restored_value(kind, value)
             if kind in (ABSENCE, SEQUENCE, OPEN):
                 self._arm(kind, name, key, value)
+            elif kind == NEW_VALUE and self._crowded is not None and len(value) > self.limits.values_per_group:
+                self._crowded.add((name, key))  # (another instance under a higher limit)
         self.now = now
 
     # -- time -----------------------------------------------------------------------------------
@@ -1056,8 +1073,13 @@ class Engine:
         if MISSING in parts:  # an event without the fields has no value to be new
             return False
         text = self._texts.text(parts[0]) if len(parts) == 1 else key_text(parts)
-        last = _note_value(self._table(NEW_VALUE, name), group, text, time)
+        groups = self._table(NEW_VALUE, name)
+        last = _note_value(groups, group, text, time)
         self._touch(NEW_VALUE, name, group)
+        if last is None and self._crowded is not None:
+            values = groups[group]
+            if type(values) is dict and len(values) > self.limits.values_per_group:
+                self._crowded.add((name, group))  # trimmed by the next sweep: no scan per value
         if last is not None and (kind.forget is None or time - last < kind.forget):
             return False
         since: float = self._table(RULE, name).get(NO_GROUP, {}).get("since", time)
@@ -1164,11 +1186,15 @@ class Engine:
     def counts(self) -> Counts:
         """The counts as they are, taken before events are applied to a state that may be put
         back (a shared state's commit refused): `rewind` then, so that they count once."""
-        return Counts(dict(self.evicted), dict(self.limit_closed), self._until_sweep)
+        return Counts(dict(self.evicted), dict(self.limit_closed), self._until_sweep, dict(self.values_evicted))
 
     def rewind(self, counts: Counts) -> None:
         """Put the counts back as `counts` took them (in place: the daemon's statistics read them)."""
-        for live, saved in ((self.evicted, counts.evicted), (self.limit_closed, counts.limit_closed)):
+        for live, saved in (
+            (self.evicted, counts.evicted),
+            (self.limit_closed, counts.limit_closed),
+            (self.values_evicted, counts.values_evicted),
+        ):
             live.clear()
             live.update(saved)
         self._until_sweep = counts.until_sweep
@@ -1191,6 +1217,7 @@ class Engine:
                 self._expire_values(NEW_VALUE, name, at - kind.forget)
             if isinstance(kind, Sequence) and kind.within is not None and name in tables.get(SEQUENCE, {}):
                 self._forget(SEQUENCE, name, at - kind.within)
+        self._trim_values()
         self._keep_within_limits()
 
     def _forget(self, kind: str, name: str, cutoff: float) -> None:
@@ -1225,6 +1252,30 @@ class Engine:
             elif len(values) == 1:
                 groups[key] = next(iter(values.items()))
             self._touch(kind, name, key)
+
+    def _trim_values(self) -> None:
+        """Keep each new_value group within `limits.values_per_group`: the values seen longest ago
+        go (of those seen at the same time, the first noted), each counted in `evicted`. A value
+        forgotten is new again, as the values of a group forgotten for the limits are. Only the
+        groups that went over since the last sweep are looked at, so a burst of new values costs
+        one trim per sweep, not a scan of the group per value."""
+        limit, tables = self.limits.values_per_group, self.state.tables.get(NEW_VALUE, {})
+        crowded, self._crowded = self._crowded, set()
+        if crowded is None:  # every group, once
+            crowded = {(n, k) for n, groups in tables.items() for k, v in groups.items() if type(v) is dict}
+        for name, key in crowded:
+            groups = tables.get(name, {})
+            values = groups.get(key)
+            if type(values) is not dict or len(values) <= limit:
+                continue  # (forgotten since, or a state replaced)
+            excess = len(values) - limit
+            for text in heapq.nsmallest(excess, values, key=values.__getitem__):
+                del values[text]
+            if len(values) == 1:
+                groups[key] = next(iter(values.items()))
+            self._touch(NEW_VALUE, name, key)
+            self.evicted[name] = self.evicted.get(name, 0) + excess
+            self.values_evicted[name] = self.values_evicted.get(name, 0) + excess
 
     def _keep_within_limits(self) -> None:
         """Forget the stalest groups beyond the limit of each rule, then beyond the total."""

@@ -2,7 +2,7 @@
 with fastjsonschema; do not edit."""
 
 # fmt: off
-SCHEMA_SHA256 = "feb88fc81f8cfd30cac42a5dc3c5353b1461af7fc8b820aa45eaf50ebdf5882e"
+SCHEMA_SHA256 = "6d132769ed4d06c026d0ff7680a80e46d31d0e48a00aef6a887d65165b71e08c"
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
@@ -136,6 +136,14 @@ def validate_urn_rulesd_schema_config(data, custom_formats={}, name_prefix=None)
                     if isinstance(data__limits__groups, (int, float, Decimal)) and not isinstance(data__limits__groups, bool):
                         if data__limits__groups < 1:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".limits.groups must be bigger than or equal to 1")
+                if "values_per_group" in data__limits_keys:
+                    data__limits_keys.remove("values_per_group")
+                    data__limits__valuespergroup = data__limits["values_per_group"]
+                    if not isinstance(data__limits__valuespergroup, (int)) and not (isinstance(data__limits__valuespergroup, float) and data__limits__valuespergroup.is_integer()) or isinstance(data__limits__valuespergroup, bool):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".limits.values_per_group must be integer")
+                    if isinstance(data__limits__valuespergroup, (int, float, Decimal)) and not isinstance(data__limits__valuespergroup, bool):
+                        if data__limits__valuespergroup < 1:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".limits.values_per_group must be bigger than or equal to 1")
                 if data__limits_keys:
                     raise JsonSchemaValueException("" + (name_prefix or "data") + ".limits must not contain "+str(data__limits_keys)+" properties")
         if "state" in data_keys:
