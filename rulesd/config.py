@@ -249,10 +249,12 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
             for keys in (("metrics", "listen"), ("state_dir",))
             if _written(raw, keys)
         },
+        # int(): the schema lets an integer be written as 2000.0, which the engine would take
+        # as a count to slice by, and fail on once a limit is reached.
         limits=Limits(
-            limits.get("groups_per_rule", MAX_GROUPS_PER_RULE),
-            limits.get("groups", MAX_GROUPS),
-            limits.get("values_per_group", MAX_VALUES_PER_GROUP),
+            int(limits.get("groups_per_rule", MAX_GROUPS_PER_RULE)),
+            int(limits.get("groups", MAX_GROUPS)),
+            int(limits.get("values_per_group", MAX_VALUES_PER_GROUP)),
         ),
         state=state,
         forward=ForwardConfig(forward["url"], forward.get("stream", DEFAULT_STREAM), forward.get("batch_lines", 1000))
