@@ -249,13 +249,18 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
             for keys in (("metrics", "listen"), ("state_dir",))
             if _written(raw, keys)
         },
+        # int(): the schema lets an integer be written as 2000.0, which the engine would take
+        # as a count to slice by, and fail on once a limit is reached (batch_lines: rulesd
+        # forward's range() at its first batch).
         limits=Limits(
-            limits.get("groups_per_rule", MAX_GROUPS_PER_RULE),
-            limits.get("groups", MAX_GROUPS),
-            limits.get("values_per_group", MAX_VALUES_PER_GROUP),
+            int(limits.get("groups_per_rule", MAX_GROUPS_PER_RULE)),
+            int(limits.get("groups", MAX_GROUPS)),
+            int(limits.get("values_per_group", MAX_VALUES_PER_GROUP)),
         ),
         state=state,
-        forward=ForwardConfig(forward["url"], forward.get("stream", DEFAULT_STREAM), forward.get("batch_lines", 1000))
+        forward=ForwardConfig(
+            forward["url"], forward.get("stream", DEFAULT_STREAM), int(forward.get("batch_lines", 1000))
+        )
         if forward
         else None,
         warnings=warnings,
@@ -344,7 +349,7 @@ def _source(
         paths=tuple(_absolute(base, p) for p in paths),
         reading=_reading(raw, where, report, time_field),
         start_at=raw.get("start_at", "end"),
-        max_line_bytes=raw.get("max_line_bytes", 1_048_576),
+        max_line_bytes=int(raw.get("max_line_bytes", 1_048_576)),  # (written 1048576.0 too)
         units=tuple(raw.get("units", ())),
         matches=tuple((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in raw.get("matches", {}).items()),
         url=raw.get("url"),

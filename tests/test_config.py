@@ -46,6 +46,33 @@ def test_the_state_limits_default_and_are_read(tmp_path: Path) -> None:
     assert Limits(5, 50, 20) == load_config(write(tmp_path, text), environ={}).limits
 
 
+@pytest.mark.parametrize("key", ["values_per_group", "groups_per_rule"])
+def test_a_limit_written_as_a_whole_float_holds_as_the_integer(tmp_path: Path, key: str) -> None:
+    """The schema takes `2.0` for an integer: the limit reached, the engine sliced by the float
+    and the process failed with a TypeError (rulesd run's reader, rulesd replay). It acts as 2."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "rules:\n  - name: new-agent\n    match: {event: request}\n"
+        "    new_value: {fields: [agent], group_by: [host]}\n    alert: {message: 'new {agent} on {host}'}\n"
+    )
+    many = "agent" if key == "values_per_group" else "host"
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(
+            f'{{"event": "request", "host": "h", "agent": "a", "{many}": "{many}-{i % 50}"}}\n' for i in range(5000)
+        )
+    )
+    outputs = []
+    for written in ("2", "2.0"):
+        config = tmp_path / f"rulesd-{written}.yaml"
+        config.write_text(f"rules: [rules]\nsource: {{type: stdin}}\nlimits: {{{key}: {written}}}\n")
+        result = rulesd_cli("replay", "--config", str(config), str(events), cwd=tmp_path)
+        assert 0 == result.returncode, result.stderr
+        assert "Traceback" not in result.stderr
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1] and outputs[0].count("new-agent") > 50  # forgotten, new again
+
+
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     """rules, source.path, state_dir and api_key_file are relative to the config file."""
     config = load_config(

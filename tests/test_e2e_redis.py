@@ -560,6 +560,30 @@ def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServe
     assert 0 == forwarder.terminate(), forwarder.output()
 
 
+def test_a_forwarder_with_batch_lines_written_as_a_whole_float_forwards(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """`batch_lines: 3.0` passes the schema as an integer; `rulesd forward` failed with a
+    TypeError (range() by a float) at its first batch and exited 1. It is 3 lines an entry."""
+    log_file = tmp_path / "app.jsonl"
+    log_file.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(7)))
+    config = tmp_path / "forward.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"type": "file", "path": str(log_file), "start_at": "beginning", "max_line_bytes": 4096.0},
+                "state_dir": "state",
+                "forward": {"url": redis_server.url, "stream": STREAM, "batch_lines": 3.0},
+            }
+        )
+    )
+    forwarder = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
+    client = redis_server.client()
+    assert wait_until(lambda: len(client.xrange(STREAM)) >= 3, 15), forwarder.output()
+    assert [3, 3, 1] == [len(f[b"events"].split(b"\n")) for _, f in client.xrange(STREAM)]
+    assert 0 == forwarder.terminate(), forwarder.output()
+
+
 def test_a_database_number_redis_does_not_have_is_said_once_not_a_traceback(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:

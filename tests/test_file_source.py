@@ -592,6 +592,27 @@ def test_a_file_seen_empty_then_rotated_by_create_and_written_while_stopped_is_r
     assert [] == warnings
 
 
+@pytest.mark.parametrize(
+    ("name", "rotated_name"),
+    [("web01.example.com.log", "web01.example.com.1.log"), ("app.events.jsonl", "app.events-20261206.jsonl")],
+)
+def test_a_dotted_name_seen_empty_then_rotated_with_extension_while_stopped_is_read_once(
+    tmp_path: Path, make_source: Factory, warnings: list[str], name: str, rotated_name: str
+) -> None:
+    """logrotate's `extension .log` (or `.jsonl`) keeps the ending of a name that holds dots of its
+    own: web01.example.com.log rotated as web01.example.com.1.log. Seen empty at the stop and
+    written there while stopped, its lines were skipped, warned about as maybe lost: its name was
+    not taken for a rotation, the stem taken as all before the name's first dot."""
+    log, rotated = tmp_path / name, tmp_path / rotated_name
+    state = stopped_seeing_empty(make_source, log, log)
+    os.rename(log, rotated)
+    rotated.write_bytes(numbered(0, 3))
+    log.write_bytes(numbered(3, 5))
+    lines = read_settled(make_source([log], saved=state))
+    assert numbered(0, 5).splitlines() == texts(lines)
+    assert [] == warnings
+
+
 def test_lines_read_from_a_file_opened_empty_are_in_its_saved_fingerprint(
     tmp_path: Path, make_source: Factory, warnings: list[str]
 ) -> None:

@@ -12,6 +12,7 @@ from typing import IO
 import pytest
 
 from rulesd.config import CREDENTIAL_NAME, load_config, resolve_api_key
+from rulesd.state.claim import BOOT_ID_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "packaging" / "rulesd.service"
@@ -97,6 +98,9 @@ def test_unit_exposure_is_at_most_two(unit_copy: Path) -> None:
         # The sender placed on the reader's CPU while it delivers (rulesd.shared_cpu); EPERM not SIGSYS.
         ("SystemCallFilter", ["@system-service", "~@privileged @resources", "sched_setaffinity"]),
         ("SystemCallErrorNumber", ["EPERM"]),
+        # ProcSubset=pid hides /proc/sys: the boot id rulesd.state.claim tells a crashed holder by.
+        ("ProcSubset", ["pid"]),
+        ("Environment", [f"{BOOT_ID_VARIABLE}=%b"]),
     ],
 )
 def test_unit_setting(key: str, expected: list[str]) -> None:

@@ -158,6 +158,29 @@ def test_a_position_seen_empty_is_taken_only_for_a_rotation_of_it(found: str, fo
 
 
 @pytest.mark.parametrize(
+    ("path", "found", "expected"),
+    [
+        # `extension .log` for a name holding dots of its own (a host's): the number or date goes
+        # before the configured ending, not before the name's first dot.
+        ("/d/web01.example.com.log", "/d/web01.example.com.1.log", True),
+        ("/d/web01.example.com.log", "/d/web01.example.com-20261206.log", True),
+        ("/d/app.events.jsonl", "/d/app.events.2.jsonl", True),
+        # `extension` with `compress`: the compressor's extension after the kept one.
+        ("/d/events.jsonl", "/d/events.1.jsonl.gz", True),
+        ("/d/app.events.jsonl", "/d/app.events.2.jsonl.gz", True),
+        ("/d/app.events.jsonl", "/d/app.1.jsonl", False),  # another file of the directory
+        ("/d/web01.example.com.log", "/d/web01.example.com.log.tmp", False),
+        ("/d/web01.example.com.log", "/d/web01.example.org.log", False),
+    ],
+)
+def test_rotation_names_with_dotted_names_and_a_compressed_extension(path: str, found: str, expected: bool) -> None:
+    """logrotate's `extension` keeps the ending it is given, which for a dotted name is not all
+    after the first dot; with `compress` the compressor's extension follows it."""
+    empty = Position(1, 1, 0, *fingerprint(b""))
+    assert expected == may_be_the_saved(empty, path, found, followed=False)
+
+
+@pytest.mark.parametrize(
     ("retired", "mtime_ns", "head", "expected"),
     [
         (None, 7, HELLO, 0),  # never seen: from its start

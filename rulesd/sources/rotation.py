@@ -21,7 +21,9 @@ import msgspec
 FINGERPRINT_BYTES = 1024
 # What logrotate puts in a rotated file's name: a separator, then a number or a date (dateformat,
 # -%Y%m%d by default), maybe a compressor's extension.
-_ROTATION_MARK = re.compile(r"[.\-_]\d[\d\-_.]*(\.[a-z0-9]+)?")
+_MARK = r"[.\-_]\d[\d\-_.]*"
+_COMPRESSED = r"(\.[a-z0-9]+)?"
+_ROTATION_MARK = re.compile(_MARK + _COMPRESSED)
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -164,16 +166,20 @@ def may_be_the_saved(saved: Position, path: str, found: str, *, followed: bool) 
 def rotation_name(path: str, found: str) -> bool:
     """Whether `found` is named as logrotate names a rotation of `path` (same directory): a number
     or a date after the name (`events.jsonl.1`, `events.jsonl-20261206`, either compressed), or
-    before its extension (`extension .jsonl`: `events.1.jsonl`, `events-20261206.jsonl`). Not
-    `events-debug.jsonl` nor `events.jsonl.tmp`: another application's files."""
+    before one of its extensions (`extension .jsonl`: `events.1.jsonl`, `events-20261206.jsonl`,
+    compressed `events.1.jsonl.gz`; `extension .log` of `web01.example.com.log`:
+    `web01.example.com.1.log`). Not `events-debug.jsonl` nor `events.jsonl.tmp`: another
+    application's files."""
     name, other = os.path.basename(path), os.path.basename(found)
-    stem, dot, extension = name.partition(".")
     if other.startswith(name) and _ROTATION_MARK.fullmatch(other[len(name) :]):
         return True
-    ending = dot + extension
-    if not dot or len(other) <= len(name) or not (other.startswith(stem) and other.endswith(ending)):
-        return False
-    return bool(_ROTATION_MARK.fullmatch(other[len(stem) : len(other) - len(ending)]))
+    # logrotate's `extension` is whatever ending the configuration names, not the first dot's:
+    # a host's or an application's name holds dots too.
+    return any(
+        re.fullmatch(re.escape(name[:at]) + _MARK + re.escape(name[at:]) + _COMPRESSED, other)
+        for at in range(1, len(name))
+        if name[at] == "."
+    )
 
 
 class Retired(msgspec.Struct, frozen=True):

@@ -24,6 +24,7 @@ from rulesd.errors import RulesdError
 
 NAME_LEASE_S = 30.0  # see README: longer than a loop pass can take between two renewals
 RENEW_EVERY = 5.0  # seconds between renewals from the loop (commits renew it too)
+BOOT_ID_VARIABLE = "RULESD_BOOT_ID"  # set by the unit (see `_boot_id`)
 
 
 class Holder(msgspec.Struct, frozen=True):
@@ -83,12 +84,27 @@ def gone(holder: Holder) -> bool | None:
     cannot tell (another host, boot or pid namespace)."""
     if not holder.boot or not holder.pidns:
         return None
-    if (holder.host, holder.boot, holder.pidns) != (socket.gethostname(), _boot_id(), _pid_namespace()):
+    boot = holder.boot.replace("-", "").lower()  # as written by a process that read /proc
+    if (holder.host, boot, holder.pidns) != (socket.gethostname(), _boot_id(), _pid_namespace()):
         return None
     if holder.pid == os.getpid():  # this pid, in the same namespace: an earlier process's
         return True
     started = _started(holder.pid)
-    return not started or (bool(holder.started) and started != holder.started)
+    if not started:
+        return _no_process(holder.pid)
+    return bool(holder.started) and started != holder.started
+
+
+def _no_process(pid: int) -> bool | None:
+    """True if no process has `pid`, None if one does that /proc does not show this one (the unit's
+    ProtectProc=invisible hides other users' processes: a rulesd run by hand under the same name)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it runs, as another user
+        return None
+    return None
 
 
 def _read(path: str) -> str:
@@ -100,7 +116,11 @@ def _read(path: str) -> str:
 
 
 def _boot_id() -> str:
-    return _read("/proc/sys/kernel/random/boot_id")
+    """The kernel's boot id, without dashes. The unit's ProcSubset=pid hides /proc/sys: it passes
+    systemd's own (%b) as RULESD_BOOT_ID instead; without either no holder was known gone, and
+    every restart after a crash waited out the lease."""
+    boot = _read("/proc/sys/kernel/random/boot_id") or os.environ.get(BOOT_ID_VARIABLE, "").strip()
+    return boot.replace("-", "").lower()
 
 
 def _pid_namespace() -> str:
