@@ -312,9 +312,15 @@ class Sender:
             return None
         except PausingAlertError as exc:
             return self._pause(alert, now, exc)
-        except (OutputClosed, StopCut):  # the daemon is stopping: nothing to record, nothing to retry
-            # A cut attempt counted as failed stored its backoff (up to MAX_BACKOFF), and the
-            # alert waited that out after the restart before its first try.
+        except OutputClosed:  # the daemon is stopping: nothing to record, nothing to retry
+            return IDLE_DELAY
+        except StopCut:
+            # Not counted: a cut attempt counted as failed stored its backoff (up to MAX_BACKOFF),
+            # and the alert waited that out after the restart before its first try. Said, so that
+            # the stop shows the attempt ended rather than a thread left behind in it.
+            log.info(
+                "alert %d: its request was cut by the stop; it stays queued, sent first at the next start", alert.id
+            )
             return IDLE_DELAY
         except RetryableAlertError as exc:
             return self._retry(alert, now, str(exc), exc.retry_after)

@@ -248,8 +248,10 @@ def test_sigterm_ends_a_tls_handshake_that_drips(tmp_path: Path) -> None:
     finally:
         slow.close()
     assert "cutting the request in flight" in daemon.stderr()
-    # The attempt itself ended (the process did not just leave its thread behind, mid-handshake).
-    assert "alert 1 not delivered, will retry: aborted: rulesd is stopping" in daemon.stderr()
+    # The attempt itself ended (the process did not just leave its thread behind, mid-handshake),
+    # and, cut by the stop, counts as no failed attempt.
+    assert "alert 1: its request was cut by the stop; it stays queued" in daemon.stderr()
+    assert "not delivered, will retry" not in daemon.stderr()
     assert "1 alert(s) still queued" in daemon.stderr()
 
 
@@ -519,6 +521,7 @@ def test_a_request_cut_by_the_stop_is_no_failed_attempt_and_is_sent_at_once_afte
     assert 0 == daemon.terminate(timeout=30)
     release.set()
     assert "cutting the request in flight" in daemon.stderr()
+    assert "alert 1: its request was cut by the stop; it stays queued" in daemon.stderr()
     listed = rulesd_cli("outbox", "list", "--config", str(ws.config))
     assert "1 pending" in listed.stdout, listed.stdout
     assert "attempts=1" not in listed.stdout and "aborted" not in listed.stdout, listed.stdout
