@@ -529,3 +529,29 @@ def test_a_request_cut_by_the_stop_is_no_failed_attempt_and_is_sent_at_once_afte
     assert again.wait_for_log("alert 1 delivered", timeout=10), again.stderr()
     assert "failed attempt" not in again.stderr()
     assert ["page-0", "page-0"] == aliases(server)
+
+
+def test_a_heartbeat_ping_cut_by_the_stop_says_it_was_a_heartbeat_and_that_nothing_is_lost(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """SIGTERM while OpsGenie holds a heartbeat ping's answer: the ping is cut at the end of the
+    grace. That is said as a heartbeat's, at info, with nothing lost (it was a warning that the
+    heartbeat was not pinged, with the client's 'the alert stays queued', and no alert was)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold_pings(r: Received) -> Reply:
+        if r.method == "GET":
+            held.set()
+            release.wait(STOP_GRACE + 20)
+        return Reply()
+
+    server.responder = hold_pings
+    opsgenie = {"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 120}
+    ws = Workspace(tmp_path, server.url, opsgenie={**opsgenie, "heartbeat": "rulesd"})
+    daemon = ws.start()
+    assert held.wait(10), daemon.stderr()
+    assert 0 == daemon.terminate(timeout=30)
+    release.set()
+    stderr = daemon.stderr()
+    assert "info: heartbeat 'rulesd': its ping was cut by the stop; nothing is lost (a ping queues nothing)" in stderr
+    assert "not pinged" not in stderr and "stays queued" not in stderr, stderr
