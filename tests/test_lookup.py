@@ -13,9 +13,10 @@ import pytest
 
 from rulesd.alerting.api import RetryableAlertError, StopCut
 from rulesd.alerting.deadline import Deadlines
-from rulesd.alerting.lookup import LookupTimeout, Resolver
+from rulesd.alerting.lookup import REUSE_FOR, LookupTimeout, Resolver
 from rulesd.alerting.opsgenie import OpsGenieClient
 from tests.daemon_process import wait_until
+from tests.fake_clock import FakeClock
 
 HOST = "api.opsgenie.example"
 ANSWER = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 443))]
@@ -69,14 +70,21 @@ def test_attempts_behind_a_resolver_that_does_not_answer_await_the_one_lookup_un
     resolver: HeldResolver,
 ) -> None:
     """Attempt after attempt while the resolver holds its answer: one lookup, one thread (a thread
-    each would pile up behind a dead resolver). Once it answers, the next request looks up again."""
-    lookups, deadlines = Resolver(HOST, 443), Deadlines()
+    each would pile up behind a dead resolver). Its answer, come after they gave up, serves the
+    requests of the next second; then the host is looked up again."""
+    clock = FakeClock(100.0)
+    lookups, deadlines = Resolver(HOST, 443, clock), Deadlines()
     for _ in range(5):
         with deadlines.within(0.05) as deadline, pytest.raises(LookupTimeout):
             lookups.addresses(deadline, 30.0)
     assert [HOST] == resolver.names
     resolver.answer.set()
     assert wait_until(lambda: lookups._under_way is None)
+    clock.advance(REUSE_FOR - 0.01)
+    with deadlines.within(5.0) as deadline:
+        assert ANSWER == lookups.addresses(deadline, 5.0)
+    assert [HOST] == resolver.names
+    clock.advance(0.01)
     with deadlines.within(5.0) as deadline:
         assert ANSWER == lookups.addresses(deadline, 5.0)
     assert [HOST, HOST] == resolver.names

@@ -6,8 +6,11 @@ sockets down has no socket to shut there. So a host name is looked up in a worke
 answer the request awaits within its deadline, which a stop also ends. A lookup that outlives
 the wait is abandoned to end on its own; while it is under way a later request awaits that same
 lookup rather than start another, so a resolver that never answers holds one thread, however
-many attempts and heartbeat pings are retried meanwhile. Each request that needs a new
-connection looks up again: nothing is kept past the answer (the resolver keeps to its TTLs).
+many attempts and heartbeat pings are retried meanwhile.
+
+An answer is used again for `REUSE_FOR` seconds, no longer: a thread per lookup costs ~200 µs of
+CPU, paid by each alert where the server closes every connection (a relay speaking HTTP/1.0), and
+a second is far below any record's TTL, so a moved host is found about as soon as before.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rulesd.alerting.deadline import Deadline
 
 AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]  # as getaddrinfo gives it
+REUSE_FOR = 1.0  # seconds an answer serves new connections before the host is looked up again
 
 
 class LookupTimeout(TimeoutError):
@@ -42,10 +46,12 @@ class Resolver:
     """Looks up `host` (for TCP to `port`) for the connections of one pool, at most one lookup
     at a time."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.host, self.port = host, port
         self._literal = _is_address(host)  # an address is no lookup: nothing can block
         self._under_way: _Lookup | None = None
+        self._answered: tuple[float, Sequence[AddressInfo]] = (-REUSE_FOR, ())  # when, and the answer
+        self._clock = clock
         self._lock = threading.Lock()
 
     def addresses(self, deadline: Deadline, timeout: float | None) -> Sequence[AddressInfo]:
@@ -53,8 +59,11 @@ class Resolver:
         pass with no answer; the resolver's own failure as an `OSError` naming the host."""
         if self._literal:
             return self._lookup()
+        started = self._clock()
+        at, answer = self._answered
+        if started - at < REUSE_FOR:
+            return answer
         woken = threading.Event()
-        started = time.monotonic()
         lookup = self._join(woken)
         deadline.alarm(woken)
         try:
@@ -63,7 +72,7 @@ class Resolver:
             with self._lock:
                 lookup.waiting.discard(woken)
         if not lookup.done or deadline.expired:  # an answer just come is too late: the sockets are cut
-            waited = time.monotonic() - started
+            waited = self._clock() - started
             raise LookupTimeout(f"the lookup of {self.host}'s address had no answer within {waited:.1f}s")
         if lookup.error is not None:
             raise lookup.error
@@ -87,6 +96,8 @@ class Resolver:
             lookup.answer = self._lookup()
         except Exception as exc:  # handed to the requests waiting, as a future does (their caller decides)
             lookup.error = exc
+        else:
+            self._answered = (self._clock(), lookup.answer)
         with self._lock:
             lookup.done = True
             self._under_way = None  # the next request looks up afresh
