@@ -103,6 +103,12 @@ def test_the_resolvers_failure_names_the_host(resolver: HeldResolver) -> None:
     with Deadlines().within(10.0) as deadline, pytest.raises(socket.gaierror) as raised:
         Resolver(HOST, 443).addresses(deadline, 10.0)
     assert f"cannot look up {HOST}: Name or service not known" == raised.value.strerror
+    client = OpsGenieClient(f"https://{HOST}/v2/alerts", lambda: "a-key-0123456789", 10.0)
+    with pytest.raises(RetryableAlertError) as retried:
+        client.create_alert({"message": "m"})
+    assert f"connection error: gaierror: [Errno -2] cannot look up {HOST}: Name or service not known" == str(
+        retried.value
+    )
 
 
 def test_an_address_is_no_lookup(resolver: HeldResolver) -> None:
