@@ -2,14 +2,16 @@
 outbox, sent through rulesd's OpsGenie client, its delivery recorded) against a bare
 `http.client` POST of the same bodies with the same headers, measured in the same run.
 
-    python benchmarks/delivery.py [--alerts N] [--repeat N] [--keep-alive] [--quick]
+    python benchmarks/delivery.py [--alerts N] [--repeat N] [--keep-alive] [--host-name] [--quick]
 
 The alerts are what `rulesd replay --format json` prints for the "ops" events and 100 rules
 (the payloads the daemon would queue), repeated up to `--alerts`. The loopback server
 standing in for OpsGenie (`tests/fake_opsgenie.py`) runs in a process of its own, so that
 its CPU time is not counted and it takes no GIL from the sender; it closes each connection
 after its answer (HTTP/1.0, as in `process.py`), or with `--keep-alive` keeps it for the next
-request (HTTP/1.1, as OpsGenie does; both sides then reuse one connection). CPU time of this process
+request (HTTP/1.1, as OpsGenie does; both sides then reuse one connection). With `--host-name` the
+server is addressed as `localhost`, a name looked up (in /etc/hosts) for each new connection, as
+`api.opsgenie.com` is, rather than by its address. CPU time of this process
 (every thread: the client's deadline watcher too), best of N; "x floor" is the bare POST's
 CPU per alert over the sender's.
 """
@@ -118,6 +120,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     parser.add_argument("--keep-alive", action="store_true", help="a server that keeps connections open")
+    parser.add_argument("--host-name", action="store_true", help="address the server as localhost (a lookup)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 100 alerts, best of 1")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -132,6 +135,8 @@ def main() -> None:
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip() + "/v2/alerts"
+        if args.host_name:
+            url = url.replace("//127.0.0.1:", "//localhost:", 1)
         floor(url, bodies[:20], args.keep_alive)  # warm both paths once
         sender(url, bodies[:20])
         bare = ours = float("inf")
@@ -144,7 +149,8 @@ def main() -> None:
     size = sum(len(orjson.dumps(b)) for b in bodies) / len(bodies)
     print(
         f"{args.alerts:,} alerts of {size:.0f} bytes, connections "
-        f"{'kept alive' if args.keep_alive else 'closed by the server'}, best of {args.repeat}, "
+        f"{'kept alive' if args.keep_alive else 'closed by the server'}"
+        f"{', to localhost' if args.host_name else ''}, best of {args.repeat}, "
         "CPU time of this process, "
         f"load {os.getloadavg()[0]:.2f}"
     )

@@ -158,10 +158,18 @@ class Workspace:
         with open(self.events, "ab") as fh:
             fh.write(data)
 
-    def start(self, *args: str, env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL) -> DaemonProcess:
+    def start(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdin: int = subprocess.DEVNULL,
+        wrapper: tuple[str, ...] = (),
+    ) -> DaemonProcess:
         """Start `rulesd run` on this workspace and wait until it is running (`stdin`:
-        subprocess.PIPE for a stdin source that stays open; the pipe is `proc.stdin`)."""
-        process = DaemonProcess(self.root, ["run", "--config", str(self.config), *args], env, stdin=stdin)
+        subprocess.PIPE for a stdin source that stays open; the pipe is `proc.stdin`; `wrapper`:
+        a command that runs it, as `dead_resolver.wrapper` gives)."""
+        args = ("run", "--config", str(self.config), *args)
+        process = DaemonProcess(self.root, list(args), env, stdin=stdin, wrapper=wrapper)
         self.processes.append(process)
         assert process.wait_for_log("rulesd started"), process.output()
         return process
@@ -188,15 +196,17 @@ class DaemonProcess:
         env: dict[str, str] | None,
         launcher: tuple[str, ...] = ("-m", "rulesd"),
         stdin: int = subprocess.DEVNULL,
+        wrapper: tuple[str, ...] = (),
     ) -> None:
-        """`launcher`: how python starts rulesd (`-c CODE`, to run it with a constant changed)."""
+        """`launcher`: how python starts rulesd (`-c CODE`, to run it with a constant changed);
+        `wrapper`: a command that runs python, which becomes the process (keeping its id)."""
         DaemonProcess.count += 1
         self.stdout_path = root / f"stdout-{DaemonProcess.count}.txt"
         self.stderr_path = root / f"stderr-{DaemonProcess.count}.txt"
         full_env = clean_env(env)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, *launcher, "--log-level", "debug", *args],
+                [*wrapper, sys.executable, *launcher, "--log-level", "debug", *args],
                 stdout=out,
                 stderr=err,
                 stdin=stdin,

@@ -147,6 +147,21 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path) -> None:
             "'api..opsgenie.com' is no host name (a label is empty or over 63 characters)",
         ),
         (
+            "opsgenie: {alert_url: 'http://[::1%25lo]:8080/v2/alerts'}\n",
+            "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'http://[::1%25lo]:8080/v2/alerts': "
+            "an IPv6 zone id ('%25lo') is not supported: write the address without it ([::1]) or a host name",
+        ),
+        (
+            "opsgenie: {alert_url: 'https://[fe80::1%25eth0]/v2/alerts'}\n",
+            "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'https://[fe80::1%25eth0]/v2/alerts': "
+            "an IPv6 zone id ('%25eth0') is not supported: write the address without it ([fe80::1]) or a host name",
+        ),
+        (
+            "opsgenie: {alert_url: 'https://api%2Eopsgenie.com/v2/alerts'}\n",
+            "rulesd.yaml:1:23: error: opsgenie.alert_url: alert_url 'https://api%2Eopsgenie.com/v2/alerts': "
+            "'api%2Eopsgenie.com' is no host name (a '%' escape): write the host as it is",
+        ),
+        (
             "opsgenie: {max_age: 3 days}\n",
             'rulesd.yaml:1:21: error: opsgenie.max_age: "3 days": a duration is a number of seconds or a string '
             "like 30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -24,6 +25,7 @@ from rulesd.daemon import Daemon, build_parts
 from rulesd.daemon.run import STOP_GRACE
 from rulesd.rules.loader import load_ruleset
 from rulesd.sender import IDLE_DELAY
+from tests import dead_resolver
 from tests.daemon_process import (
     API_KEY,
     PAGE_RULE,
@@ -250,6 +252,62 @@ def test_sigterm_ends_a_tls_handshake_that_drips(tmp_path: Path) -> None:
     assert "cutting the request in flight" in daemon.stderr()
     # The attempt itself ended (the process did not just leave its thread behind, mid-handshake),
     # and, cut by the stop, counts as no failed attempt.
+    assert "alert 1: its request was cut by the stop; it stays queued" in daemon.stderr()
+    assert "not delivered, will retry" not in daemon.stderr()
+    assert "1 alert(s) still queued" in daemon.stderr()
+
+
+# A host name that only the dead resolver is asked about (nsswitch: /etc/hosts, then DNS).
+UNANSWERED = "api.rulesd-dead-resolver.example"
+
+
+def unanswered_workspace(tmp_path: Path, timeout_s: float) -> Workspace:
+    """A workspace whose alert_url names a host that the dead resolver is asked to look up."""
+    opsgenie = {"api_key_file": "opsgenie.key", "alert_url": f"https://{UNANSWERED}/v2/alerts", "timeout_s": timeout_s}
+    return Workspace(tmp_path, f"https://{UNANSWERED}", opsgenie=opsgenie)
+
+
+def lookups(queries: Path) -> list[str]:
+    """The queries the dead resolver took (`A name`, `AAAA name`), in order."""
+    return queries.read_text().splitlines() if queries.exists() else []
+
+
+def test_a_lookup_the_resolver_never_answers_is_cut_at_timeout_s_and_retried_without_piling_up(tmp_path: Path) -> None:
+    """The resolver rulesd's process sees takes its queries and answers none (its own timeout is
+    30 s): each attempt ends at timeout_s (1 s) as a timeout naming the host and the time waited,
+    and is retried with the usual backoff, while the one lookup under way goes on alone (its A and
+    AAAA queries, never more). The lookup held the sender for the resolver's own timeouts."""
+    queries = tmp_path / "queries"
+    ws = unanswered_workspace(tmp_path, 1)
+    daemon = ws.start(wrapper=dead_resolver.wrapper(queries))
+    ws.append(page(0))
+    said = f"alert 1 not delivered, will retry: timeout: the lookup of {UNANSWERED}'s address had no answer within "
+    assert daemon.wait_for_log(said, timeout=15), daemon.stderr()
+    assert daemon.wait_for_log("attempt 3 failed", timeout=15), daemon.stderr()
+    # The time waited on the lookup: up to timeout_s, which the request's deadline began a moment before.
+    waited = re.search(r"no answer within (\d+\.\d)s \(opsgenie.timeout_s\); attempt 1 failed", daemon.stderr())
+    assert waited is not None and 0.5 <= float(waited[1]) <= 1.0, daemon.stderr()
+    assert {f"A {UNANSWERED}", f"AAAA {UNANSWERED}"} >= set(lookups(queries)), lookups(queries)
+    assert 1 <= len(lookups(queries)) <= 2, lookups(queries)
+    stopped = time.monotonic()
+    assert 0 == daemon.terminate(timeout=30)
+    assert time.monotonic() - stopped < STOP_GRACE + 3, daemon.stderr()
+    assert "1 alert(s) still queued" in daemon.stderr()
+
+
+def test_sigterm_ends_a_lookup_the_resolver_never_answers(tmp_path: Path) -> None:
+    """With a long timeout_s, a stop while the host's lookup waits on a resolver that never
+    answers: the wait is cut at the end of the grace like a connect, the attempt ends as cut by the
+    stop (no failed attempt) and the alert stays queued. The sender was left in the lookup, and
+    the process exited without a word about its attempt."""
+    queries = tmp_path / "queries"
+    ws = unanswered_workspace(tmp_path, 120)
+    daemon = ws.start(wrapper=dead_resolver.wrapper(queries))
+    ws.append(page(0))
+    assert wait_until(lambda: bool(lookups(queries))), daemon.stderr()
+    stopped = time.monotonic()
+    assert 0 == daemon.terminate(timeout=30)
+    assert time.monotonic() - stopped < STOP_GRACE + 3, daemon.stderr()
     assert "alert 1: its request was cut by the stop; it stays queued" in daemon.stderr()
     assert "not delivered, will retry" not in daemon.stderr()
     assert "1 alert(s) still queued" in daemon.stderr()
@@ -529,3 +587,29 @@ def test_a_request_cut_by_the_stop_is_no_failed_attempt_and_is_sent_at_once_afte
     assert again.wait_for_log("alert 1 delivered", timeout=10), again.stderr()
     assert "failed attempt" not in again.stderr()
     assert ["page-0", "page-0"] == aliases(server)
+
+
+def test_a_heartbeat_ping_cut_by_the_stop_says_it_was_a_heartbeat_and_that_nothing_is_lost(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """SIGTERM while OpsGenie holds a heartbeat ping's answer: the ping is cut at the end of the
+    grace. That is said as a heartbeat's, at info, with nothing lost (it was a warning that the
+    heartbeat was not pinged, with the client's 'the alert stays queued', and no alert was)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold_pings(r: Received) -> Reply:
+        if r.method == "GET":
+            held.set()
+            release.wait(STOP_GRACE + 20)
+        return Reply()
+
+    server.responder = hold_pings
+    opsgenie = {"api_key_file": "opsgenie.key", "alert_url": f"{server.url}/v2/alerts", "timeout_s": 120}
+    ws = Workspace(tmp_path, server.url, opsgenie={**opsgenie, "heartbeat": "rulesd"})
+    daemon = ws.start()
+    assert held.wait(10), daemon.stderr()
+    assert 0 == daemon.terminate(timeout=30)
+    release.set()
+    stderr = daemon.stderr()
+    assert "info: heartbeat 'rulesd': its ping was cut by the stop; nothing is lost (a ping queues nothing)" in stderr
+    assert "not pinged" not in stderr and "stays queued" not in stderr, stderr

@@ -140,6 +140,9 @@ def validate_alert_url(url: str) -> str:
         # Credentials in a URL end up in logs and error messages.
         raise ValueError("alert_url must not contain credentials (user:password@)")
     _ = parts.port  # raises ValueError for a malformed port
+    problem = _host_escape(host)
+    if problem is not None:
+        raise ValueError(f"alert_url {url!r}: {problem}")
     try:
         host.encode("idna")  # as every connection looks it up
     except UnicodeError:
@@ -151,6 +154,21 @@ def validate_alert_url(url: str) -> str:
     if scheme == "http":
         raise ValueError(f"alert_url {url!r}: http is allowed only for loopback hosts; use https")
     raise ValueError(f"alert_url {url!r}: the scheme must be https")
+
+
+def _host_escape(host: str) -> str | None:
+    """Why a host written with a `%` cannot be connected to; None without one. An IPv6 zone id
+    (`[fe80::1%25eth0]`, RFC 6874) names an interface of this host: no lookup takes it as written
+    (every attempt failed with 'Name or service not known'), no certificate can name it, and a
+    Host header must not carry it. Nor does a host name take percent-escapes."""
+    if "%" not in host:
+        return None
+    address, _, zone = host.partition("%")
+    if ":" in address:
+        return (
+            f"an IPv6 zone id ('%{zone}') is not supported: write the address without it ([{address}]) or a host name"
+        )
+    return f"{host!r} is no host name (a '%' escape): write the host as it is"
 
 
 def alert_api(url: str) -> str | None:

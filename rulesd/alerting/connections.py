@@ -4,11 +4,12 @@ A pool here is a few `http.client` connections and a lock: each request takes an
 makes one) and gives it back once its answer was read whole. urllib3's pool, its response
 objects and their bookkeeping cost each delivered alert ~200 µs of CPU that rulesd used none
 of (no retries, no redirects, no proxy, one host). What rulesd adds to `http.client`'s
-connections: they connect and shake hands themselves, so that each socket is handed to the
-deadline of the request using it before anything can block on it (the deadline shuts it down
-when its time is up, in any phase), the read timeout is set once connected, a request's head and body
-go out in one write, a connection the server closed while it was idle is replaced before use,
-and a 2xx status line whose headers cannot be read is still known as a 2xx (`status_line`).
+connections: they look their host up under the request's deadline (`lookup`), connect and
+shake hands themselves, so that each socket is handed to the deadline of the request using it
+before anything can block on it (the deadline shuts it down when its time is up, in any phase),
+the read timeout is set once connected, a request's head and body go out in one write, a
+connection the server closed while it was idle is replaced before use, and a 2xx status line
+whose headers cannot be read is still known as a 2xx (`status_line`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 import certifi
 
 from rulesd.alerting.deadline import Deadline
+from rulesd.alerting.lookup import AddressInfo, Resolver
 from rulesd.alerting.status_line import StatusLineResponse
 
 
@@ -50,18 +53,20 @@ class _Watched:
     deadline: Deadline | None = None  # the deadline of the request using the connection
     read_timeout: float | None = None
     tls: ssl.SSLContext | None = None  # https: the server is verified with these settings
-    lookup: str | None = None  # the name to look up, where it is not `host` (an absolute name)
+    resolver: Resolver | None = None  # the lookups of the pool's host (one at a time, under the deadline)
     _head: bytes | None = None  # the request's head, held until its body is written
     _hold = False  # the next write is a head to hold
 
     def connect(self) -> None:
-        """TCP, then for https the TLS handshake, each socket given to the request's deadline
-        before anything can block on it. http.client's own connect does both in one call, and
-        a deadline given the socket only after it returns could not cut a server (or a
-        middlebox) that accepts and then drips its handshake, or never answers the ClientHello:
-        the sender, and a stop, waited as long as each byte kept coming within a read timeout."""
-        deadline = self.deadline or Deadline()  # none: only the socket's own timeouts bound it
-        self.sock = _open(self.lookup or self.host, self.port, self.timeout, deadline)
+        """The host's addresses (awaited within the request's deadline), TCP, then for https the
+        TLS handshake, each socket given to the request's deadline before anything can block on
+        it. http.client's own connect does both in one call, and a deadline given the socket
+        only after it returns could not cut a server (or a middlebox) that accepts and then drips
+        its handshake, or never answers the ClientHello: the sender, and a stop, waited as long as
+        each byte kept coming within a read timeout."""
+        deadline = self.deadline or Deadline()  # none: only the timeouts bound it
+        resolver = self.resolver or Resolver(self.host, self.port)
+        self.sock = _open(resolver.addresses(deadline, self.timeout), self.timeout, deadline)
         if self.tls is not None:
             self.sock = _handshake(self.sock, self.tls, self.host, deadline)
         self.sock.settimeout(self.read_timeout)  # the connection's own timeout bounded connecting
@@ -112,9 +117,10 @@ class ConnectionPool:
         # An absolute name (`api.opsgenie.com.`) is looked up as written (not in the search
         # domains), but certificates, SNI and Host headers name the host without the dot: with
         # it, every handshake failed ('Hostname mismatch').
-        self.lookup = parts.hostname or ""
-        self.host = self.lookup.rstrip(".") or self.lookup
+        lookup = parts.hostname or ""
+        self.host = lookup.rstrip(".") or lookup
         self.port = parts.port or (http.client.HTTPS_PORT if self.tls else http.client.HTTP_PORT)
+        self.resolver = Resolver(lookup, self.port)
         self.connect_timeout, self.read_timeout = timeout
         self.connection_class: type[Connection] = HTTPSConnection if self.tls else HTTPConnection
         self._maxsize = maxsize
@@ -130,7 +136,7 @@ class ConnectionPool:
             conn = self.connection_class(self.host, self.port, timeout=self.connect_timeout)
             conn.read_timeout = self.read_timeout
             conn.tls = tls_context() if self.tls else None
-            conn.lookup = self.lookup
+            conn.resolver = self.resolver
         elif conn.sock is not None and _dropped(conn.sock):
             # Closed by the server while idle (a load balancer's idle timeout): sending on it would
             # fail the alert, to be retried a backoff later. http.client connects again when used.
@@ -148,12 +154,12 @@ class ConnectionPool:
         conn.close()
 
 
-def _open(host: str, port: int, timeout: float | None, deadline: Deadline) -> socket.socket:
-    """A TCP connection to `host`, each address tried in turn as `socket.create_connection`
+def _open(addresses: Sequence[AddressInfo], timeout: float | None, deadline: Deadline) -> socket.socket:
+    """A TCP connection to one of `addresses`, each tried in turn as `socket.create_connection`
     does, each socket given to `deadline` before it connects: a shutdown ends a connect under
     way (a host that drops the SYN), and once the time is up no other address is tried."""
-    error: OSError = OSError(f"no address found for {host}")
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+    error: OSError = OSError("the lookup found no address")
+    for family, kind, proto, _, address in addresses:
         sock = socket.socket(family, kind, proto)
         try:
             deadline.watch(sock)

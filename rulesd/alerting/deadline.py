@@ -25,6 +25,7 @@ class Deadline:
         self.expired = False
         self._finished = False
         self._sockets: list[socket.socket] = []
+        self._alarms: list[threading.Event] = []
         self._lock = threading.Lock()
 
     def watch(self, sock: socket.socket) -> None:
@@ -35,21 +36,34 @@ class Deadline:
                 return
         _shut(sock)
 
+    def alarm(self, event: threading.Event) -> None:
+        """Set `event` when the deadline expires (at once if it has): a wait with no socket to
+        shut down (an address lookup's) ends then too."""
+        with self._lock:
+            if not self.expired:
+                self._alarms.append(event)
+                return
+        event.set()
+
     def expire(self) -> None:
-        """Time is up: end every blocked call on this request's sockets."""
+        """Time is up: end every blocked call on this request's sockets, and every wait."""
         with self._lock:
             if self._finished:
                 return
             self.expired = True
             sockets, self._sockets = self._sockets, []
+            alarms, self._alarms = self._alarms, []
         for sock in sockets:
             _shut(sock)
+        for event in alarms:
+            event.set()
 
     def finish(self) -> None:
         """The request is over: a late timer must not cut a connection kept for the next one."""
         with self._lock:
             self._finished = True
             self._sockets = []
+            self._alarms = []
 
     @property
     def finished(self) -> bool:

@@ -34,6 +34,7 @@ from rulesd.alerting.api import (
 )
 from rulesd.alerting.connections import Connection, connection_pool
 from rulesd.alerting.deadline import Deadline, Deadlines
+from rulesd.alerting.lookup import LookupTimeout
 from rulesd.alerting.payload import truncate
 from rulesd.alerting.status_line import HeadersUnreadable
 
@@ -121,14 +122,14 @@ class OpsGenieClient:
                 except (HTTPException, OSError):
                     # A 2xx status line means the request was taken, whatever becomes of its body
                     # (cut at the deadline, reset): sending it again would only be a duplicate.
-                    cut = None if 200 <= response.status < 300 else self._cut_short(deadline)
+                    cut = None if 200 <= response.status < 300 else self._cut_short(deadline, None)
                     if cut is not None:
                         raise cut from None
                     body = "(the response body could not be read)"
             except HeadersUnreadable:
                 return  # a 2xx status line came: taken, whatever became of the headers after it
             except (HTTPException, OSError) as exc:
-                raise self._cut_short(deadline) or RetryableAlertError(_describe(exc, key)) from None
+                raise self._cut_short(deadline, exc) or RetryableAlertError(_describe(exc, key)) from None
             finally:
                 # Over before the connection is given back: a deadline that passed by now has shut
                 # its socket down (or is about to), one that has not never will. Kept, such a
@@ -147,12 +148,15 @@ class OpsGenieClient:
         if error is not None:
             raise error
 
-    def _cut_short(self, deadline: Deadline) -> RetryableAlertError | None:
-        """The error for a request its deadline (or `abort`) ended; None if it was not that."""
+    def _cut_short(self, deadline: Deadline, exc: Exception | None) -> RetryableAlertError | None:
+        """The error for a request its deadline (or `abort`) ended, or whose lookup of the host
+        had no answer in time (`exc`); None if it was neither."""
+        if deadline.expired and self._deadlines.aborted:
+            return StopCut("aborted: rulesd is stopping; the alert stays queued")
+        if isinstance(exc, LookupTimeout):  # the host named, and the time waited: no answer came at all
+            return RetryableAlertError(f"timeout: {exc} (opsgenie.timeout_s)")
         if not deadline.expired:
             return None
-        if self._deadlines.aborted:
-            return StopCut("aborted: rulesd is stopping; the alert stays queued")
         return RetryableAlertError(f"timeout: no complete answer within {self._total:g}s (opsgenie.timeout_s)")
 
     def _read_key(self) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from rulesd.alerting.api import AlertError, heartbeat_url
+from rulesd.alerting.api import AlertError, StopCut, heartbeat_url
 from rulesd.config import Config
 from rulesd.daemon.build import Parts, delivery_problem
 from rulesd.daemon.committer import Committer, Pending
@@ -461,7 +461,8 @@ class Daemon:
         if self.parts.api_key is not None:
             self.parts.api_key.abort()
         if self.parts.client is not None:
-            log.warning("stopping: cutting the request in flight; its alert stays queued")
+            # Each request cut says what it was and what becomes of it (an alert stays queued).
+            log.warning("stopping: cutting the request in flight")
             self.parts.client.abort()
 
     def _heartbeats(self) -> None:
@@ -475,6 +476,10 @@ class Daemon:
             self._heartbeat_due.clear()
             try:
                 client.ping_heartbeat(name)
+            except StopCut:
+                # rulesd's own doing at the end of the stop grace, not a failed ping: a ping queues
+                # nothing (the client's message speaks of an alert kept for the next start).
+                log.info("heartbeat %r: its ping was cut by the stop; nothing is lost (a ping queues nothing)", name)
             except AlertError as exc:
                 self.stats.bump(self.stats.heartbeats, "failed")
                 log.log(failing.failed(str(exc)), "heartbeat %r not pinged: %s", name, exc)

@@ -360,7 +360,8 @@ class SharedDaemon(Daemon):
         log.warning(
             "the batch read was not committed (%s): %s",
             why,
-            f"its {entries} stream entries stay pending, claimed after claim_idle by a running worker"
+            f"its {entries} stream {'entry stays' if entries == 1 else 'entries stay'} pending, claimed after"
+            " claim_idle by a running worker"
             " (this one, restarted)"
             if self.reader is not None
             else "its lines are read again at the next start",

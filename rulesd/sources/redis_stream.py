@@ -165,8 +165,9 @@ class StreamReader:
         if not entries:
             return None
         log.info(
-            "claimed %d stream entries left pending for %.0fs or more by another instance",
+            "claimed %d stream %s left pending for %.0fs or more by another instance",
             len(entries),
+            "entry" if len(entries) == 1 else "entries",
             self.claim_idle_ms / 1000,
         )
         return self._batch(entries, claimed=True)
