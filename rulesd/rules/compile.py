@@ -84,6 +84,8 @@ class _Context:
 
     def ok(self, path: JsonPath) -> bool:
         """True when the schema found nothing wrong at or below `path`."""
+        if not self.faulted:  # (every rule of a sound file: asked ~6 times per rule)
+            return True
         full = (*self.base, *path)
         return not any(v[: len(full)] == full for v in self.faulted)
 
