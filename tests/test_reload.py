@@ -17,7 +17,7 @@ from rulesd.config import Config, SourceConfig
 from rulesd.daemon import Daemon, build_parts, describe_change
 from rulesd.reload import RuleWatcher
 from rulesd.rules.loader import load_ruleset, load_ruleset_text
-from tests.daemon_process import PAGE_RULE, Workspace, aliases, http_get, page, wait_until
+from tests.daemon_process import PAGE_RULE, DaemonProcess, Workspace, aliases, http_get, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.opsgenie_schema import create_alert_validator
 
@@ -172,6 +172,37 @@ def test_a_reload_warns_at_a_regex_found_in_every_text_and_a_field_in_doubled_br
     literal = f"rulesd: warning: {rule_file}:3:18: alert.message: '{{{{host}}}}' is the text '{{host}}' in the alert"
     assert any(line.startswith(literal) for line in lines), daemon.stderr()
     assert 0 == daemon.terminate()
+
+
+def test_a_restart_says_the_warnings_its_rule_cache_kept_and_its_rules_page(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """The daemon's rule cache (in its state directory) keeps the warnings of a rule set that
+    loaded: the next start compiles it without checking it again, says the same warnings at the
+    same places and pages as before; a changed file is checked afresh at its reload."""
+    rule_file = workspace.rules / "timeouts.yaml"
+    rule_file.write_text("name: timeouts\nmatch: {message: {regex: '(timeout)?'}}\nalert: {alias: 't-{id}{{x}}'}\n")
+
+    def warnings(process: DaemonProcess) -> list[str]:
+        return [line for line in process.stderr().splitlines() if line.startswith("rulesd: warning: ")]
+
+    first = workspace.start()
+    assert 0 == first.terminate()
+    said = warnings(first)
+    assert 2 == len(said) and all(str(rule_file) in line for line in said), first.stderr()
+    assert 1 == len(list((workspace.root / "state" / "cache").glob("checked-*.bin")))
+    second = workspace.start()
+    assert said == warnings(second)
+    workspace.append({"message": "any text", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1)
+    rule_file.write_text("name: timeouts\nmatch: {message: {regex: 'timeout'}}\nalert: {alias: 't-{id}'}\n")
+    assert second.wait_for_log("reload ok: 2 rules; changed: 1 (timeouts)"), second.stderr()
+    assert said == warnings(second)  # (none more: the changed file draws none)
+    workspace.append({"message": "any text", "id": 2}, {"message": "a timeout", "id": 3})
+    assert server.wait_for(lambda r: len(r) >= 2)
+    assert 0 == second.terminate()
+    assert ["t-1{x}", "t-3"] == aliases(server)
+    assert 2 == len(list((workspace.root / "state" / "cache").glob("checked-*.bin")))
 
 
 BULK = 10_000

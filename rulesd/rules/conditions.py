@@ -139,11 +139,12 @@ class _Writer:
     (`C0`, `C1`, ...) in the function's globals, never written into its source.
     """
 
-    def __init__(self, patterns: Patterns, lists: Lists) -> None:
+    def __init__(self, patterns: Patterns, lists: Lists, *, checked: bool = False) -> None:
         self.names: dict[str, Any] = {"MISSING": MISSING, "NUMBER": _NUMBER, "TEXT_OR_LIST": (str, list)}
         self.values = 0  # locals v0, v1, ... holding field values
         self.patterns = patterns
         self.lists = lists
+        self.checked = checked  # (its regexes were found sound by a load of the same rule set)
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
@@ -323,7 +324,8 @@ def _value_expression(
     operators are written inline, the others call a compiled test; with `caseless`, the text
     operators ask the field's scan."""
     if op == "regex":
-        problem = regex_problem(operand, hyperscan=False)  # Hyperscan's own check: when the set is built
+        # (Hyperscan's own check: when the set is built; none for a rule set checked before)
+        problem = regex_problem(operand, hyperscan=False) if not w.checked else None
         if problem is not None:
             raise ValueError(problem)
         scanner, pattern_id = w.patterns.add(key, Pattern(operand, caseless), path)
@@ -490,21 +492,27 @@ def _nested(cond: dict[str, Any], path: tuple[str | int, ...], w: _Writer, depth
     Python parser refuses expressions nested beyond about a hundred levels."""
     if depth < _MAX_NESTING:
         return _condition(cond, path, w, depth + 1)
-    sub = compile_condition(cond, path, w.patterns, w.lists)
+    sub = compile_condition(cond, path, w.patterns, w.lists, checked=w.checked)
     return f"{w.const(sub.test)}(e)", sub.cost
 
 
 def compile_condition(
-    cond: dict[str, Any], path: tuple[str | int, ...] = (), patterns: Patterns | None = None, lists: Lists = NO_LISTS
+    cond: dict[str, Any],
+    path: tuple[str | int, ...] = (),
+    patterns: Patterns | None = None,
+    lists: Lists = NO_LISTS,
+    *,
+    checked: bool = False,
 ) -> Compiled:
     """Compile a schema-valid condition mapping into one predicate.
 
     Its patterns go into `patterns`, whose owner builds them before the predicate runs;
     without one, the condition gets patterns of its own, built here. `$name` operands are
-    the named `lists` (see `rulesd.rules.lists`).
+    the named `lists` (see `rulesd.rules.lists`). `checked`: of a rule set that loaded without
+    an error from the same files and code before, whose regexes RE2 need not be asked about.
     """
     own = _Unplaced() if patterns is None else None
-    writer = _Writer(own or patterns, lists)  # type: ignore[arg-type]
+    writer = _Writer(own or patterns, lists, checked=checked)  # type: ignore[arg-type]
     expression, cost = _condition(cond, path, writer)
     if own is not None:
         try:

@@ -39,6 +39,7 @@ import bisect
 import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any, NamedTuple, TypeVar
 
 from rulesd.rules.casefold import fold
@@ -298,14 +299,10 @@ def _fields_to_read(options: list[_Options]) -> set[str]:
     left = [(o, fields) for o in options if (fields := o.fields)]
     read: set[str] = set()
     while left:
-        covers: Counter[str] = Counter()
-        equal: Counter[str] = Counter()
-        bound: Counter[str] = Counter()
-        for o, fields in left:
-            covers.update(fields)
-            equal.update(o.equal)
-            if o.bound:
-                bound[o.bound[0]] += 1
+        # (each counted from one iterable: an `update` per entry was a fifth of a warm index)
+        covers = Counter(chain.from_iterable(fields for _, fields in left))
+        equal = Counter(chain.from_iterable(o.equal for o, _ in left))
+        bound = Counter(o.bound[0] for o, _ in left if o.bound)
         best = max(covers, key=lambda f: (covers[f], equal[f], bound[f], f))
         read.add(best)
         left = [(o, fields) for o, fields in left if best not in fields]

@@ -22,6 +22,7 @@ from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
+from rulesd.rules.checked import checked_key, keep, known_problems
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
@@ -161,12 +162,14 @@ class _Loaded(msgspec.Struct, frozen=True):
 class _Parsed(msgspec.Struct):
     """A rule file read and schema-checked: its document (None if there is none to compile),
     its problems so far, the paths the schema faulted, and the key to cache it under once it
-    has loaded without a problem (None: not to be cached)."""
+    has loaded without a problem (None: not to be cached); `source` is the key of its bytes
+    whenever there is a cache (the rule set's checked problems are kept under those)."""
 
     doc: Document | None
     problems: list[Problem]
     faulted: set[JsonPath]
     key: str | None = None
+    source: str | None = None
 
 
 def _parse_file(path: str, cache: RuleCache | None) -> _Parsed:
@@ -178,12 +181,14 @@ def _parse_file(path: str, cache: RuleCache | None) -> _Parsed:
     if cache is not None and key is not None:
         doc = _cached_document(cache, key, path)
         if doc is not None:
-            return _Parsed(doc, [], set())  # known to be free of schema violations
+            return _Parsed(doc, [], set(), source=key)  # known to be free of schema violations
     try:
         doc = _read_yaml(path, data)
     except InvalidInputError as exc:
         return _Parsed(None, list(exc.problems), set())
-    return _checked(doc, key)
+    parsed = _checked(doc, key)
+    parsed.source = key
+    return parsed
 
 
 def _read_yaml(path: str, data: bytes) -> Document:
@@ -224,9 +229,12 @@ def _checked(doc: Document, key: str | None = None) -> _Parsed:
     return _Parsed(doc, problems, {vpath for vpath, _ in violations} | unread_paths(doc), key)
 
 
-def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | None) -> list[_Loaded]:
+def _load_files(
+    parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | None, *, checked: bool = False
+) -> list[_Loaded]:
     """The rules of every file, compiled with the named lists of them all (a list is visible
-    to every file of the rule set, and defined once in it)."""
+    to every file of the rule set, and defined once in it). `checked`: the rule set's problems
+    are known (see `rulesd.rules.checked`), and the checks that only find problems skipped."""
     per_file = []
     for file in parsed:
         if file.doc is not None:
@@ -234,13 +242,13 @@ def _load_files(parsed: list[_Parsed], patterns: PatternSet, cache: RuleCache | 
             per_file.append(found)
             file.problems.extend(problems)
     lists, duplicates = merge_lists(per_file)
-    loaded = [_load_document(file, patterns, lists) for file in parsed]
+    loaded = [_load_document(file, patterns, lists, checked=checked) for file in parsed]
     for file, result in zip(parsed, loaded, strict=True):
         if cache is not None and file.key is not None and file.doc is not None and not _errors(result.problems):
             _cache_document(cache, file.key, file.doc)  # (its warnings come from the document)
     # (a field's kind is known from how any file of the rule set tests it)
     files = [(file.doc, list(_rules_in(file.doc))) for file in parsed if file.doc is not None]
-    loaded.append(_Loaded([], [], [*duplicates, *value_kind_warnings(files)]))
+    loaded.append(_Loaded([], [], [*duplicates, *(value_kind_warnings(files) if not checked else ())]))
     return loaded
 
 
@@ -284,7 +292,7 @@ def _cache_document(cache: RuleCache, key: str, doc: Document) -> None:
     cache.put("document", key, blob)
 
 
-def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists) -> _Loaded:
+def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists, *, checked: bool = False) -> _Loaded:
     """The rules of a parsed document (semantic checks skip the parts the schema faulted,
     see compile_rule)."""
     problems = list(parsed.problems)
@@ -292,11 +300,12 @@ def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists) -> _Load
     doc = parsed.doc
     if doc is None:
         return loaded
-    problems.extend(rule_file_warnings(doc, _rules_in(doc), parsed.faulted))
+    if not checked:
+        problems.extend(rule_file_warnings(doc, _rules_in(doc), parsed.faulted))
     for raw, base in _rules_in(doc):
         if isinstance(raw.get("name"), str):
             loaded.names.append((raw["name"], doc.locate((*base, "name"))))
-        rule, found = compile_rule(raw, doc, base, parsed.faulted, patterns=patterns, lists=lists)
+        rule, found = compile_rule(raw, doc, base, parsed.faulted, patterns=patterns, lists=lists, checked=checked)
         problems.extend(found)
         if rule is not None:
             loaded.rules.append(rule)
@@ -310,10 +319,37 @@ def check_paths(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None
     checked and compiled again (see `RuleCache`); the result is the same.
     """
     files, problems = discover_files(paths)
-    patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
     with collector.paused():
-        loaded = _load_files([_parse_file(path, cache) for path in files], patterns, cache)
-        return _combine(loaded, files, problems, patterns, cache)
+        parsed = [_parse_file(path, cache) for path in files]
+        key = _checked_key(files, parsed) if cache is not None else None
+        known = known_problems(cache, key) if cache is not None and key is not None else None
+        if known is not None:
+            count, kept = known
+            patterns = PatternSet()
+            loaded = _load_files(parsed, patterns, None, checked=True)
+            rules = [rule for file in loaded for rule in file.rules]
+            if len(rules) == count:  # (else the code or a library changed unseen: checked in full)
+                names = [name for file in loaded for name in file.names]
+                return _combine([_Loaded(rules, names, kept)], files, problems, patterns, cache)
+            parsed = [_parse_file(path, cache) for path in files]  # (the lists' problems were added)
+        patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
+        loaded = _load_files(parsed, patterns, cache)
+        found = [problem for file in loaded for problem in file.problems]
+        result = _combine(loaded, files, problems, patterns, cache)
+        if key is not None and cache is not None and result.ruleset is not None:
+            keep(cache, key, len(result.ruleset.rules), found)
+        return result
+
+
+def _checked_key(files: list[str], parsed: list[_Parsed]) -> str | None:
+    """The key of the rule set's kept problems: None unless every file was read whole and
+    found free of schema violations (only a rule set without an error is kept)."""
+    sources = []
+    for path, file in zip(files, parsed, strict=True):
+        if file.source is None or file.doc is None or file.problems or file.faulted:
+            return None
+        sources.append((path, file.source))
+    return checked_key(sources)
 
 
 def check_text(text: str, path: str = "<rules>") -> CheckResult:

@@ -1,0 +1,153 @@
+"""The problems of a rule set checked before, kept in the rule cache (`rulesd.rules.checked`):
+a warm load says the same warnings at the same places without checking again, and anything
+changed, damaged or foreign is checked in full."""
+
+from __future__ import annotations
+
+import marshal
+from pathlib import Path
+
+import pytest
+
+from rulesd.rules import checked, compile, conditions, loader
+from rulesd.rules.cache import RuleCache
+from rulesd.rules.loader import check_paths
+
+# Warnings of each kind a warm load skips: a value of another kind than a test in the other
+# file takes, a regex found in every text, a brace read as text, a glob in `equals`.
+FIRST = """
+rules:
+  - {name: a, match: {http.status: "500", message: {regex: "(timeout)?"}}}
+  - {name: b, match: {host: "web-*"}, alert: {message: "{{host}} is {host}"}}
+"""
+SECOND = """
+rules:
+  - {name: c, match: {http.status: {gte: 500}}, threshold: {count: 3, window: 1m, group_by: [host]}}
+"""
+
+
+def _files(tmp_path: Path) -> list[Path]:
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    first, second = tmp_path / "rules" / "first.yaml", tmp_path / "rules" / "second.yaml"
+    first.write_text(FIRST)
+    second.write_text(SECOND)
+    return [first, second]
+
+
+def _summary(tmp_path: Path, cache: RuleCache) -> tuple[list[str], list[str], str, list[str]]:
+    result = check_paths([tmp_path / "rules"], cache)
+    assert result.ruleset is not None
+    rules = result.ruleset.rules
+    return (
+        [r.name for r in rules],
+        [r.fingerprint for r in rules],
+        result.ruleset.fingerprint,
+        list(map(str, result.problems)),
+    )
+
+
+def _checks_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check that only finds problems fails the test when run."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("checked again")
+
+    for module, name in [
+        (loader, "value_kind_warnings"),
+        (loader, "rule_file_warnings"),
+        (compile, "contradictions"),
+        (compile, "matches_every_text"),
+        (compile, "literal_fields"),
+        (compile, "kind_mistakes"),
+        (compile, "reference_problems"),
+        (conditions, "regex_problem"),
+    ]:
+        monkeypatch.setattr(module, name, fail)
+
+
+def _kept(cache: RuleCache) -> list[Path]:
+    return sorted(cache.directory.glob("checked-*.bin"))
+
+
+def test_a_rule_set_checked_before_says_its_warnings_without_checking_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rules, fingerprints (stored with the state) and warnings, at the same lines."""
+    _files(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(tmp_path, cache)
+    assert 4 == len(first[3]) and all(": warning: " in p for p in first[3])
+    assert first == _summary(tmp_path, RuleCache(tmp_path / "no-cache"))
+    assert 1 == len(_kept(cache))
+    _checks_fail(monkeypatch)
+    assert first == _summary(tmp_path, cache)
+    ruleset = check_paths([tmp_path / "rules"], cache).ruleset
+    assert ruleset is not None
+    assert ruleset.by_name()["a"].match({"http": {"status": "500"}, "message": "x"})
+    assert not ruleset.by_name()["a"].match({"http": {"status": 500}, "message": "x"})
+
+
+def test_any_file_changed_or_moved_is_checked_again(tmp_path: Path) -> None:
+    """A file of the rule set changed (the other file's warning depends on it), or the files
+    found under other names: the problems are found afresh and kept for the new rule set."""
+    first, second = _files(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    before = _summary(tmp_path, cache)
+    assert any("http.status is compared with the text" in p for p in before[3])
+    second.write_text(SECOND.replace("{gte: 500}", "500"))
+    after = _summary(tmp_path, cache)
+    assert not any("http.status is compared" in p for p in after[3])
+    assert after == _summary(tmp_path, RuleCache(tmp_path / "no-cache"))
+    first.rename(tmp_path / "rules" / "renamed.yaml")
+    moved = _summary(tmp_path, cache)
+    assert [p.replace("first.yaml", "renamed.yaml") for p in after[3]] == moved[3]
+    assert 3 == len(_kept(cache))
+
+
+def test_a_rule_set_with_an_error_is_not_kept(tmp_path: Path) -> None:
+    """Only a rule set that loaded is kept: its errors are found every time."""
+    first, _ = _files(tmp_path)
+    first.write_text(FIRST + "  - {name: d, match: {host: {regex: '(?=x)'}}}\n")
+    cache = RuleCache(tmp_path / "cache")
+    for _ in range(2):
+        result = check_paths([tmp_path / "rules"], cache)
+        assert result.ruleset is None and any("look-ahead" in p.message for p in result.errors)
+    assert [] == _kept(cache)
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        b"not marshal",
+        marshal.dumps("a text"),
+        marshal.dumps((3, [("p", 1, 1, "m", "warning", "extra")])),
+        marshal.dumps((3.0, [])),
+        marshal.dumps((3, [("p", "1", 1, "m", "warning")])),
+        marshal.dumps((3, [("p", 1, 1, "made up", "error")])),  # (an error is never kept)
+        marshal.dumps((2, [])),  # (a count of rules other than the rule set's)
+    ],
+)
+def test_a_damaged_or_foreign_entry_is_a_miss(tmp_path: Path, foreign: bytes) -> None:
+    """What is read back and is not what a load writes, or whose rules do not add up: the rule
+    set is checked in full, and its problems kept again."""
+    _files(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(tmp_path, cache)
+    (entry,) = _kept(cache)
+    cache.put("checked", entry.name[len("checked-") : -len(".bin")], foreign)
+    assert first == _summary(tmp_path, cache)
+    assert checked.known_problems(cache, entry.name[len("checked-") : -len(".bin")]) is not None
+
+
+def test_an_entry_not_private_or_not_matching_its_checksum_is_a_miss(tmp_path: Path) -> None:
+    """As for every file of the cache: the problems are found afresh."""
+    _files(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(tmp_path, cache)
+    (entry,) = _kept(cache)
+    data = entry.read_bytes()
+    entry.write_bytes(data.replace(b"warning", b"warnin_"))
+    assert first == _summary(tmp_path, cache)
+    entry.chmod(0o660)
+    assert checked.known_problems(cache, entry.name[len("checked-") : -len(".bin")]) is None
+    assert first == _summary(tmp_path, cache)
