@@ -121,6 +121,36 @@ def test_a_host_that_flaps_then_dies_within_the_throttle_is_paged_when_it_ends(
     assert (2, 2) == (len(creates(server)), len(closes(server)))
 
 
+JOB_HUNG = """
+name: job-never-finished
+sequence: {group_by: [job], steps: [match: {kind: started}, absent: {match: {kind: finished}, for: 2s}]}
+throttle: 6s
+"""
+
+
+def test_a_job_that_hangs_again_within_the_throttle_is_paged_when_it_ends(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """j1 starts and never finishes: paged 2 s later. It starts again and hangs again, its
+    absent step due within the 6 s throttle; the daemon is restarted meanwhile. j1 is paged
+    again once, when the throttle ends, about 6 s after the first page, with the start that
+    armed it. (The page the throttle held back was dropped: the second hang was never paged.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(JOB_HUNG)
+    daemon = ws.start()
+    ws.append({"kind": "started", "job": "j1", "seq": 1})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    first = time.monotonic()
+    ws.append({"kind": "started", "job": "j1", "seq": 2})
+    time.sleep(2.5)  # its absent step is due: held back by the throttle
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), ws.all_output()
+    assert time.monotonic() - first > 4.5, "paged again before the throttle ended"
+    assert '"seq": 2' in creates(server)[1].json()["description"]
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert 2 == len(creates(server))
+
+
 def test_an_expected_host_an_edit_no_longer_expects_has_its_alert_closed(tmp_path: Path, server: FakeOpsGenie) -> None:
     """w1 and w9 are expected and never heard from: both are paged. `expect` is edited to w1
     alone (w9 was a typo) and reloaded by SIGHUP: w9's alert is closed with the note that the

@@ -572,6 +572,28 @@ def test_a_silence_the_throttle_holds_back_is_paged_when_the_throttle_ends() -> 
     assert [] == run(engine, [(3500, beat("pay-1")), (3800, beat("pay-1")), (4000, None)])
 
 
+def test_an_absent_step_the_throttle_holds_back_is_paged_when_the_throttle_ends() -> None:
+    """db1's backup never finishes (paged at 2h), and the next one, started at 8000, hangs too:
+    its absent step is due at 8000 + 2h, within the 3h throttle, and is paged once when the
+    throttle ends (7200 + 3h), carrying the start that armed it, if the finish still has not
+    come. The same after a restart from the state saved while the page was held back; a finish
+    that comes before the throttle ends pages nothing. (A held step was never paged: the hung
+    backup went unnoticed.)"""
+    rule = BACKUP + "throttle: 3h\n"
+    engine = engine_for(rule)
+    hung: list[Step] = [(0, backup("started")), (7200, None), (8000, backup("started")), (16000, None)]
+    assert [("alert", ("backup-never-finished",), 1)] == run(engine, hung)
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    restarted = Engine(ruleset_from_yaml(rule), EngineState.from_json(saved), time_field="t")
+    restarted.resume(engine.now)
+    for each in (engine, restarted):
+        assert [] == run(each, [(17999, None)])
+        assert [("alert", ("backup-never-finished",), 2)] == run(each, [(18000, None), (40000, None)])
+    engine = engine_for(rule)
+    run(engine, hung)
+    assert [] == run(engine, [(17000, backup("finished")), (40000, None)])
+
+
 def test_a_firing_the_throttle_holds_back_keeps_the_groups_alert_open() -> None:
     """Errors every minute for 20 minutes, throttled to one alert per 10 minutes, resolved after
     5 quiet minutes: the alert stays open while they go on (the firings the throttle holds back

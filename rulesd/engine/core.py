@@ -1145,11 +1145,7 @@ class Engine:
         if st["last"] + kind.window > due:  # seen since the timer was set: wait for the new due time
             self._timers.add(st["last"] + kind.window, ABSENCE, rule.name, group)
             return
-        if rule.throttle and not self._allowed(rule, group, due):
-            # Held back, not dropped: a silence that outlasts the throttle is paged when it ends
-            # (a host that flapped and then died would otherwise never be paged for again).
-            throttled = _throttle_end(self.state.tables[THROTTLE][rule.name][group], rule.throttle)
-            self._timers.add(throttled, ABSENCE, rule.name, group)
+        if self._held_back(rule, group, due, ABSENCE) is not None:
             return
         st["open"] = True
         st["aliases"] = [alias := alert_alias((rule,), st["event"])]  # closed by it when events return
@@ -1162,10 +1158,25 @@ class Engine:
         st = groups.get(group)
         if st is None or st.get("due") != due:
             return
-        del groups[group]
         self._touch(SEQUENCE, rule.name, group)
+        held = self._held_back(rule, group, due, SEQUENCE)
+        if held is not None:  # the group waits on, due when the throttle ends
+            st["due"] = held
+            return
+        del groups[group]
+        self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+
+    def _held_back(self, rule: Rule, group: GroupKey, due: float, kind: str) -> float | None:
+        """Whether the rule's throttle holds back what a timer of `kind` fires for the group at
+        `due` (else the firing counts for the throttle): when the throttle ends, at which a
+        timer is set. Held back, not dropped: what is still the case then (a host still silent,
+        a step's event still not come) is paged then; a host that flapped and then died, or a
+        deploy that hung right after one that was paged, would otherwise never be paged for."""
         if not rule.throttle or self._allowed(rule, group, due):
-            self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+            return None
+        end = _throttle_end(self.state.tables[THROTTLE][rule.name][group], rule.throttle)
+        self._timers.add(end, kind, rule.name, group)
+        return end
 
     def _resolve_due(self, rule: Rule, group: GroupKey, due: float) -> None:
         groups = self.state.tables.get(OPEN, {}).get(rule.name, {})
