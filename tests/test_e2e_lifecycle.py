@@ -567,6 +567,33 @@ def test_an_open_alert_of_an_edited_absence_closes_when_events_return(tmp_path: 
     assert (1, 1) == (len(creates(server)), len(closes(server)))
 
 
+def test_an_absence_edited_to_no_longer_see_a_silent_host_closes_its_alert(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """w1 and w2 fall silent and are paged. The match is narrowed to w1 and the message edited,
+    reloaded by SIGHUP: w2's alert is closed with the note that the rule changed (nothing the
+    rule sees would close it); w1's stays open, not paged again, and its heartbeat closes it; a
+    w2 heartbeat then closes nothing again. (w2's alert stayed open for good.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1"}, {"kind": "heartbeat", "host": "w2"})
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), daemon.output()
+    edited = HEARTBEAT.replace("{kind: heartbeat}", "{kind: heartbeat, host: w1}").replace("no heartbeat", "silent:")
+    (ws.rules / "rules.yaml").write_text(edited)
+    daemon.proc.send_signal(signal.SIGHUP)
+    w2 = 'rulesd: worker-heartbeat-missing: {"host":"w2"}'
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", w2) == closes(server)[0].path
+    assert "resolved: worker-heartbeat-missing (rule changed)" == closes(server)[0].json()["note"]
+    ws.append({"kind": "heartbeat", "host": "w2"}, {"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(closes(server)) == 2, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", ALIAS) == closes(server)[1].path
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert (2, 2) == (len(creates(server)), len(closes(server)))
+
+
 def test_an_open_group_of_a_rule_edited_to_resolve_no_more_is_closed_at_the_reload(
     tmp_path: Path, server: FakeOpsGenie
 ) -> None:

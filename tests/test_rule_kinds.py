@@ -992,6 +992,45 @@ def test_an_expected_group_never_seen_that_an_edit_no_longer_expects_has_its_ale
     assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(400, beat("pay-1"))])
 
 
+def test_an_absence_edited_so_that_it_no_longer_sees_a_silent_host_closes_its_alert() -> None:
+    """pay-1 is silent and paged. The match is narrowed to dc a, which pay-1's heartbeats lack:
+    pay-1's alert is closed at the reload (no event the rule sees would ever close it), and a
+    heartbeat of pay-1 then closes nothing again. The same when `expect` loses pay-1 under such
+    a match; while expected, pay-1 stays watched. A reload that changes only the message keeps
+    the alert open, pages nothing again, and the heartbeat's return closes it. (pay-1's alert
+    stayed open for good.)"""
+    note = "resolved: payments-heartbeat-missing (rule changed)"
+    narrowed = HEARTBEAT.replace("event: heartbeat}", "event: heartbeat, dc: a}")
+    for before, after in [
+        (HEARTBEAT.replace(", expect: [{host: pay-1}, {host: pay-9}]", ""), "expect: [{host: pay-9}]"),
+        (HEARTBEAT, "expect: [{host: pay-9}]"),
+    ]:
+        engine = engine_for(before)
+        run(engine, SILENT)
+        edited = narrowed.replace("expect: [{host: pay-1}, {host: pay-9}]", after)
+        assert [("close", HEARTBEAT_RULE, PAY_1, note)] == reload(engine, edited), before
+        assert [] == [a for a in run(engine, [(400, beat("pay-1")), (3000, None)]) if a[1:3] == PAY_1]
+    engine = engine_for(HEARTBEAT)
+    run(engine, SILENT)
+    assert [] == reload(engine, narrowed)  # still expected
+    engine = engine_for(HEARTBEAT)
+    run(engine, SILENT)
+    assert [] == reload(engine, HEARTBEAT + 'alert: {message: "no heartbeat from {host}"}\n')
+    assert [] == run(engine, [(399, None)])
+    assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(400, beat("pay-1"))])
+
+
+def test_an_expected_host_an_edit_no_longer_expects_is_not_paged_for_even_if_matched() -> None:
+    """pay-9, expected and never seen, is taken out of `expect` before its window ran out, under
+    a match its heartbeat would pass: it is no longer watched, and nothing is paged for it.
+    (It was paged for at the window's end, though no longer expected.)"""
+    rule = HEARTBEAT.replace("{service: payments, event: heartbeat}", "{host: {startswith: pay}}")
+    engine = engine_for(rule)
+    run(engine, [(0, beat("pay-1")), (100, beat("pay-1"))])
+    assert [] == reload(engine, rule.replace(", {host: pay-9}", ""))
+    assert [] == run(engine, [(250, beat("pay-1")), (500, beat("pay-1"))])
+
+
 def test_a_changed_rule_that_still_resolves_closes_its_open_group_after_the_quiet_period() -> None:
     """Edited but still resolving, the rule keeps its open groups: a group closes once quiet
     for the new `after` since its last firing, a firing of the edited rule counting; without

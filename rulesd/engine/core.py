@@ -347,8 +347,9 @@ class Engine:
         """Forget the state of a rule that was removed or changed (`rule`: what runs under its
         name now), all but its open alerts and the groups its absence watches: the open alerts
         the rule now running closes as it would have (an open `resolve` group, when it still
-        resolves; an absence's silent group, when it is still an absence that puts the silence's
-        event in the same group) are kept for it, and the others let go of their aliases
+        resolves; an absence's silent group, when it is still an absence that still sees the
+        group, `expect`s it or matches its last event, and puts that event in the same group)
+        are kept for it, and the others let go of their aliases
         (`_let_go`), those no other group holds noted in `closing`, to be closed now: nothing
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
@@ -373,15 +374,11 @@ class Engine:
                 for key, st in absences.items():
                     if not self._grouped_alike(rule, key, st["event"]):
                         regrouped[key] = st
-                        continue
-                    if key in silent:
-                        # Closed when events return. (A group only expected, never seen, that
-                        # the edit no longer expects has no events to return: it is let go of,
-                        # its alert closed, and not kept as if still open, whatever it matches.)
-                        if key in expected or not st.get(EXPECTED):
-                            self._table(ABSENCE, name)[key] = silent.pop(key)
-                    elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
-                        self._table(ABSENCE, name)[key] = st
+                    elif key in expected or _sees(rule, st):
+                        # A silent group's alert is closed when its events return; another's
+                        # timer is set again, for the new window. The others are forgotten,
+                        # their open alerts closed: no event the rule sees would close them.
+                        self._table(ABSENCE, name)[key] = silent.pop(key, st)
                 self._regroup_absence(rule, expected, regrouped, silent)
             if isinstance(rule.kind, Sequence):
                 self._keep_progress(rule, rule.kind, sequences, done)
@@ -399,16 +396,16 @@ class Engine:
         those whose last event it puts in another group now) whose last event has every
         group_by field, under the group that event makes now (of several old groups
         that make one, the latest seen), as an edit that keeps group_by does: one whose last
-        event it still matches, and a silent one, whose alert stays open, closed by the alias
-        it went out with when its events return, rather than closed at the reload while the
-        host is still down with nothing left to page for it again. A group only expected, never
-        seen, goes on only if still expected. The silent groups not moved stay in `silent`, to
+        event it still matches; a silent one's alert stays open, closed by the alias it went
+        out with when its events return, rather than closed at the reload while the host is
+        still down with nothing left to page for it again. A group only expected, never seen,
+        goes on only if still expected. The silent groups not moved stay in `silent`, to
         be let go of."""
         getters, table = rule.group_getters, self._table(ABSENCE, rule.name)
         latest: dict[GroupKey, tuple[GroupKey, Any]] = {}
         for key, st in regrouped.items():
             event = st["event"]
-            if key not in silent and not rule.match(event):
+            if not (st.get(EXPECTED) or _sees(rule, st)):
                 continue
             if any(get(event) is MISSING for get in getters):
                 continue  # (a field the old events lack would put them all in one group)
@@ -1443,6 +1440,14 @@ def _throttle_end(last: float, throttle: float) -> float:
     while end - last < throttle:
         end = math.nextafter(end, math.inf)
     return end
+
+
+def _sees(rule: Rule, st: dict[str, Any]) -> bool:
+    """Whether an edited absence (`rule`) still sees the events of a group seen before the edit
+    (`st`): it matches the group's last event. A group only expected, never seen, is seen by no
+    event: `expect` alone keeps it (the event it holds is made of the `expect` entry, and an
+    entry the edit took out, a typo say, would be paged for though no longer expected)."""
+    return not st.get(EXPECTED) and bool(rule.match(st["event"]))
 
 
 def _silent_alert(st: dict[str, Any]) -> bool:
