@@ -381,6 +381,85 @@ def test_a_new_value_group_another_process_committed_over_values_per_group_is_tr
     assert {f'"10.0.0.{i}"': T0 + i for i in (2, 3, 4)} == kept
 
 
+class ReadCount(dict[str, float]):
+    """A group's values that count how many of them a sweep reads."""
+
+    read = 0
+
+    def items(self) -> Any:
+        for item in super().items():
+            self.read += 1
+            yield item
+
+
+FORGETTING = NEW_SOURCE.replace("learn: 1h, ", "").replace("forget: 1d", "forget: 1h")
+FORGETTING_RULE = "new-admin-source-address"
+
+
+def known(engine: Engine, user: str = "ann") -> dict[str, float]:
+    return seen_values(engine.state.tables["new_value"][FORGETTING_RULE].get(f'"{user}"'))
+
+
+def test_a_sweep_reads_only_the_new_values_that_expire() -> None:
+    """ann knows 1,000 addresses, seen one a second; at a sweep where the first is past
+    `forget`, it alone is forgotten, and the sweep reads it and the next only, not every value
+    of the group. (Each sweep read every value of every group: up to groups x
+    values_per_group, 10 million, every 4,096 events.)"""
+    engine = engine_for(FORGETTING)
+    run(engine, [(i, admin("ann", f"10.0.{i // 256}.{i % 256}")) for i in range(1000)])
+    engine.sweep(engine.now)
+    groups = engine.state.tables["new_value"][FORGETTING_RULE]
+    groups['"ann"'] = counted = ReadCount(groups['"ann"'])
+    run(engine, [(3600, admin("bob", "10.9.9.9"))])  # (a rule's groups are swept by its latest event's time)
+    engine.sweep(engine.now)
+    assert (999, 2) == (len(counted), counted.read)
+    assert '"10.0.0.0"' not in counted
+
+
+def test_new_values_seen_late_or_again_are_forgotten_by_when_each_was_last_seen() -> None:
+    """Values seen again move after the others, and a late event's value (dated before values
+    seen already) is put back in its place at the next sweep: each is forgotten `forget` after
+    it was last seen, whatever order the events came in, and pages again then. The same from a
+    state saved by an earlier rulesd, which kept a group's values in the order first seen (.3,
+    seen again last, first)."""
+    engine = engine_for(FORGETTING)
+    engine.sweep(T0)  # (a sweep after the rules were adopted: from now on only the groups put out of order)
+    steps: list[Step] = [
+        (0, admin("ann", "10.0.0.3")),
+        (100, admin("ann", "10.0.0.1")),
+        (200, admin("ann", "10.0.0.2")),
+        (300, admin("ann", "10.0.0.3")),  # seen again: now the latest
+        (150, admin("ann", "10.0.0.4")),  # late: between .1 and .2
+        (350, admin("ann", "10.0.0.1")),  # seen again: the latest
+    ]
+    run(engine, steps)
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    old_order = {'"10.0.0.3"': T0 + 300, '"10.0.0.1"': T0 + 350, '"10.0.0.2"': T0 + 200, '"10.0.0.4"': T0 + 150}
+    saved["new_value"][FORGETTING_RULE] = [[['"ann"'], old_order]]
+    restarted = Engine(ruleset_from_yaml(FORGETTING), EngineState.from_json(saved), time_field="t")
+    for each in (engine, restarted):
+        expected = ['"10.0.0.4"', '"10.0.0.2"', '"10.0.0.3"', '"10.0.0.1"']  # by when last seen
+        for at in (3750, 3800, 3900, 3950):
+            run(each, [(at, admin("bob", "10.9.9.9"))])
+            each.sweep(each.now)
+            expected.pop(0)
+            assert set(expected) == set(known(each)), at
+        assert [("alert", (FORGETTING_RULE,), 1)] == run(each, [(3960, admin("ann", "10.0.0.4"))])
+
+
+def test_new_values_loaded_as_another_process_committed_them_out_of_order_are_forgotten_in_time() -> None:
+    """A group loaded as another process (an earlier rulesd) committed it, its values in the
+    order first seen, is put in order at the next sweep: its values are forgotten by when each
+    was last seen."""
+    engine = engine_for(FORGETTING)
+    engine.sweep(T0)
+    values = {'"10.0.0.1"': T0 + 300, '"10.0.0.2"': T0 + 100, '"10.0.0.3"': T0 + 200}
+    engine.load_groups({("new_value", FORGETTING_RULE, '"ann"'): values}, T0 + 300)
+    run(engine, [(3750, admin("bob", "10.9.9.9"))])
+    engine.sweep(engine.now)
+    assert {'"10.0.0.3"', '"10.0.0.1"'} == set(known(engine))
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """

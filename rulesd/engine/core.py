@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 import functools
-import heapq
+import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -169,6 +169,12 @@ class Engine:
         # last sweep, which trims them (None: every group is to be looked at, the state having
         # been restored or adopted, perhaps saved under a higher limit).
         self._crowded: set[tuple[str, GroupKey]] | None = None
+        # A new_value group keeps its values in the order they were last seen, so that a sweep
+        # reads only those that expire (`_expire_values`); the groups a late event (dated before
+        # the group's latest value) put out of order since the last sweep, which puts them back
+        # in order (None: every group is to be looked at, the state having been restored or
+        # adopted: saved by an earlier rulesd, or by another instance).
+        self._unordered: set[tuple[str, GroupKey]] | None = None
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
         self.now = _NEVER  # the engine's clock: the latest event time seen or advanced to
         # The latest event time evaluated (not advanced to) since the caller last set it: the
@@ -340,6 +346,7 @@ class Engine:
         self.state.fingerprints = current
         self.state.dirty = True
         self._crowded = None  # (a state saved under a higher limit is trimmed at the next sweep)
+        self._unordered = None
         if self._starting and self.now > _NEVER:
             self._start(self.now)
 
@@ -622,8 +629,11 @@ class Engine:
             groups[key] = value = restored_value(kind, value)
             if kind in (ABSENCE, SEQUENCE, OPEN):
                 self._arm(kind, name, key, value)
-            elif kind == NEW_VALUE and self._crowded is not None and len(value) > self.limits.values_per_group:
-                self._crowded.add((name, key))  # (another instance under a higher limit)
+            elif kind == NEW_VALUE and type(value) is dict:
+                if self._crowded is not None and len(value) > self.limits.values_per_group:
+                    self._crowded.add((name, key))  # (another instance under a higher limit)
+                if self._unordered is not None:
+                    self._unordered.add((name, key))
         self.now = now
 
     # -- time -----------------------------------------------------------------------------------
@@ -1071,12 +1081,20 @@ class Engine:
             return False
         text = self._texts.text(parts[0]) if len(parts) == 1 else key_text(parts)
         groups = self._table(NEW_VALUE, name)
-        last = _note_value(groups, group, text, time)
+        values = groups.get(group)
         self._touch(NEW_VALUE, name, group)
-        if last is None and self._crowded is not None:
-            values = groups[group]
-            if type(values) is dict and len(values) > self.limits.values_per_group:
-                self._crowded.add((name, group))  # trimmed by the next sweep: no scan per value
+        if type(values) is dict:  # more than one value: in the order they were last seen
+            last = values.get(text)
+            if last is None or time > last:
+                if last is not None:
+                    del values[text]  # (to go last)
+                if values and time < values[next(reversed(values))] and self._unordered is not None:
+                    self._unordered.add((name, group))  # a late event: put in order by the next sweep
+                values[text] = time
+                if last is None and self._crowded is not None and len(values) > self.limits.values_per_group:
+                    self._crowded.add((name, group))  # trimmed by the next sweep: no scan per value
+        else:
+            last = _note_value(groups, group, text, time)
         if last is not None and (kind.forget is None or time - last < kind.forget):
             return False
         since: float = self._table(RULE, name).get(NO_GROUP, {}).get("since", time)
@@ -1212,6 +1230,7 @@ class Engine:
         the latest time of an event it matched), then keep within the limits."""
         tables = self.state.tables
         latest = self._latest
+        self._order_values()
         for rule in self.ruleset.rules:
             name, kind = rule.name, rule.kind
             at = min(now, latest.get(name, now))
@@ -1242,7 +1261,11 @@ class Engine:
             self._touch(kind, name, key)
 
     def _expire_values(self, kind: str, name: str, cutoff: float) -> None:
-        """Forget values last seen at or before `cutoff`, and groups left with none."""
+        """Forget values last seen at or before `cutoff`, and groups left with none. A new_value
+        group's values are in the order they were last seen (`_order_values`): only those that
+        expire are read, and the first that does not (up to `limits.values_per_group` per group,
+        read at each sweep, where most stay for `forget`). A distinct group's, fewer than its
+        `count`, are read all."""
         groups = self.state.tables[kind][name]
         for key, values in list(groups.items()):
             if type(values) is tuple:  # one value
@@ -1250,7 +1273,7 @@ class Engine:
                     del groups[key]
                     self._touch(kind, name, key)
                 continue
-            old = [v for v, seen in values.items() if seen <= cutoff]
+            old = _expired(values, cutoff, ordered=kind == NEW_VALUE)
             if not old:
                 continue
             for value in old:
@@ -1261,23 +1284,29 @@ class Engine:
                 groups[key] = next(iter(values.items()))
             self._touch(kind, name, key)
 
+    def _order_values(self) -> None:
+        """Put back in the order they were last seen the values of the new_value groups a late
+        event put out of order since the last sweep (after a restore, every group's not in
+        order: saved by an earlier rulesd, which kept them in the order first seen). Of values
+        seen at the same time, the first noted stays first."""
+        unordered, self._unordered = self._unordered, set()
+        for _, key, groups, values in _value_groups(self.state.tables.get(NEW_VALUE, {}), unordered):
+            if not _in_order(values):
+                groups[key] = dict(sorted(values.items(), key=_second))
+
     def _trim_values(self) -> None:
         """Keep each new_value group within `limits.values_per_group`: the values seen longest ago
         go (of those seen at the same time, the first noted), each counted in `evicted`. A value
         forgotten is new again, as the values of a group forgotten for the limits are. Only the
         groups that went over since the last sweep are looked at, so a burst of new values costs
         one trim per sweep, not a scan of the group per value."""
-        limit, tables = self.limits.values_per_group, self.state.tables.get(NEW_VALUE, {})
+        limit = self.limits.values_per_group
         crowded, self._crowded = self._crowded, set()
-        if crowded is None:  # every group, once
-            crowded = {(n, k) for n, groups in tables.items() for k, v in groups.items() if type(v) is dict}
-        for name, key in crowded:
-            groups = tables.get(name, {})
-            values = groups.get(key)
-            if type(values) is not dict or len(values) <= limit:
-                continue  # (forgotten since, or a state replaced)
+        for name, key, groups, values in _value_groups(self.state.tables.get(NEW_VALUE, {}), crowded):
+            if len(values) <= limit:
+                continue
             excess = len(values) - limit
-            for text in heapq.nsmallest(excess, values, key=values.__getitem__):
+            for text in list(itertools.islice(values, excess)):  # (in order: see `_order_values`)
                 del values[text]
             if len(values) == 1:
                 groups[key] = next(iter(values.items()))
@@ -1352,23 +1381,22 @@ class Engine:
 
 
 def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: float) -> float | None:
-    """Note that `group` (of a distinct or new_value rule) saw the value `text` at `time`; when
-    it last saw it before (None: never). A group of one value keeps it as a pair (text, when),
-    a group of more a dict: a dict of one costs 128 bytes more than the pair, and most groups
-    of a high-cardinality group_by see one value."""
+    """Note that `group` (of a distinct or new_value rule), holding no value or one, saw the
+    value `text` at `time`; when it last saw it before (None: never). A group of one value keeps
+    it as a pair (text, when), a group of more a dict (noted by the caller then): a dict of one
+    costs 128 bytes more than the pair, and most groups of a high-cardinality group_by see one
+    value."""
     seen = groups.get(group)
     if seen is None:
         groups[group] = (text, time)
         return None
-    if type(seen) is tuple:
-        if seen[0] == text:
-            groups[group] = (text, max(time, seen[1]))
-            return float(seen[1])
-        groups[group] = {seen[0]: seen[1], text: time}
-        return None
-    last: float | None = seen.get(text)
-    seen[text] = max(time, last) if last is not None else time
-    return last
+    assert type(seen) is tuple
+    if seen[0] == text:
+        groups[group] = (text, max(time, seen[1]))
+        return float(seen[1])
+    # In the order they were seen (a new_value group's are kept so: see `Engine._order_values`).
+    groups[group] = {seen[0]: seen[1], text: time} if time >= seen[1] else {text: time, seen[0]: seen[1]}
+    return None
 
 
 def _progress_kept(kind: Sequence, st: dict[str, Any], done: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -1459,6 +1487,44 @@ def _silent_alert(st: dict[str, Any]) -> bool:
 
 def _first(candidate: tuple[float, str, str, GroupKey]) -> float:
     return candidate[0]
+
+
+def _value_groups(
+    tables: dict[str, dict[GroupKey, Any]], marked: set[tuple[str, GroupKey]] | None
+) -> Iterator[tuple[str, GroupKey, dict[GroupKey, Any], dict[str, float]]]:
+    """The new_value groups of `tables` (rule -> group -> values) that `marked` names (None:
+    every one, once) and that hold more than one value: (rule, group, the rule's groups, the
+    group's values). A group marked may have been forgotten since, or its state replaced."""
+    if marked is None:
+        marked = {(n, k) for n, groups in tables.items() for k, v in groups.items() if type(v) is dict}
+    for name, key in marked:
+        groups = tables.get(name, {})
+        values = groups.get(key)
+        if type(values) is dict:
+            yield name, key, groups, values
+
+
+def _second(item: tuple[str, float]) -> float:
+    return item[1]
+
+
+def _expired(values: dict[str, float], cutoff: float, *, ordered: bool) -> list[str]:
+    """The values of a group seen at or before `cutoff`; `ordered`: the group's values are in
+    the order they were last seen, and those after the first seen later are not read."""
+    if not ordered:
+        return [text for text, seen in values.items() if seen <= cutoff]
+    old = []
+    for text, seen in values.items():
+        if seen > cutoff:
+            break
+        old.append(text)
+    return old
+
+
+def _in_order(values: dict[str, float]) -> bool:
+    """Whether a group's values are in the order they were last seen."""
+    seen = list(values.values())
+    return seen == sorted(seen)  # (in C: a sort of what is in order reads it once)
 
 
 def _staleness(kind: str, value: Any) -> float:
