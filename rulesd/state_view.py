@@ -142,13 +142,20 @@ def _holders(state: EngineState, rules: dict[str, Rule]) -> dict[str, list[Holde
 
 
 def _held_back(facts: dict[str, Any], clock: float) -> None:
-    """An absence group its throttle holds back fires when the throttle ends, if still silent
-    (or silent already: the page waits for it; a state saved by an earlier rulesd marked such a
-    silence as open with no alert, and the daemon pages for it then too)."""
+    """A group whose timer its throttle holds back fires when the throttle ends: an absence's
+    if still silent (or silent already: the page waits for it; a state saved by an earlier
+    rulesd marked such a silence as open with no alert, and the daemon pages for it then too),
+    a sequence's absent step if its event has not come by then."""
     until = facts.get("throttled_until")
-    if until is None or "silent" not in facts or facts["open_alerts"]:
+    if until is None:
         return
-    fires = facts["fires_at"]
+    fires = facts.get("fires_at")
+    if "step" in facts:
+        if fires is not None and fires < until:
+            facts["fires_at"] = until
+        return
+    if "silent" not in facts or facts["open_alerts"]:
+        return
     if fires is None or fires < until:
         facts["silent"] = facts["silent"] or fires is None or fires <= clock
         facts["fires_at"] = until

@@ -121,6 +121,36 @@ def test_a_host_that_flaps_then_dies_within_the_throttle_is_paged_when_it_ends(
     assert (2, 2) == (len(creates(server)), len(closes(server)))
 
 
+JOB_HUNG = """
+name: job-never-finished
+sequence: {group_by: [job], steps: [match: {kind: started}, absent: {match: {kind: finished}, for: 2s}]}
+throttle: 6s
+"""
+
+
+def test_a_job_that_hangs_again_within_the_throttle_is_paged_when_it_ends(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """j1 starts and never finishes: paged 2 s later. It starts again and hangs again, its
+    absent step due within the 6 s throttle; the daemon is restarted meanwhile. j1 is paged
+    again once, when the throttle ends, about 6 s after the first page, with the start that
+    armed it. (The page the throttle held back was dropped: the second hang was never paged.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(JOB_HUNG)
+    daemon = ws.start()
+    ws.append({"kind": "started", "job": "j1", "seq": 1})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    first = time.monotonic()
+    ws.append({"kind": "started", "job": "j1", "seq": 2})
+    time.sleep(2.5)  # its absent step is due: held back by the throttle
+    assert 0 == daemon.terminate()
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), ws.all_output()
+    assert time.monotonic() - first > 4.5, "paged again before the throttle ended"
+    assert '"seq": 2' in creates(server)[1].json()["description"]
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert 2 == len(creates(server))
+
+
 def test_an_expected_host_an_edit_no_longer_expects_has_its_alert_closed(tmp_path: Path, server: FakeOpsGenie) -> None:
     """w1 and w9 are expected and never heard from: both are paged. `expect` is edited to w1
     alone (w9 was a typo) and reloaded by SIGHUP: w9's alert is closed with the note that the
@@ -535,6 +565,33 @@ def test_an_open_alert_of_an_edited_absence_closes_when_events_return(tmp_path: 
     assert {"source": "rulesd", "note": "resolved: worker-heartbeat-missing"} == closes(server)[0].json()
     assert 0 == daemon.terminate()
     assert (1, 1) == (len(creates(server)), len(closes(server)))
+
+
+def test_an_absence_edited_to_no_longer_see_a_silent_host_closes_its_alert(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """w1 and w2 fall silent and are paged. The match is narrowed to w1 and the message edited,
+    reloaded by SIGHUP: w2's alert is closed with the note that the rule changed (nothing the
+    rule sees would close it); w1's stays open, not paged again, and its heartbeat closes it; a
+    w2 heartbeat then closes nothing again. (w2's alert stayed open for good.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT)
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": "w1"}, {"kind": "heartbeat", "host": "w2"})
+    assert server.wait_for(lambda got: len(creates(server)) == 2, timeout=15), daemon.output()
+    edited = HEARTBEAT.replace("{kind: heartbeat}", "{kind: heartbeat, host: w1}").replace("no heartbeat", "silent:")
+    (ws.rules / "rules.yaml").write_text(edited)
+    daemon.proc.send_signal(signal.SIGHUP)
+    w2 = 'rulesd: worker-heartbeat-missing: {"host":"w2"}'
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", w2) == closes(server)[0].path
+    assert "resolved: worker-heartbeat-missing (rule changed)" == closes(server)[0].json()["note"]
+    ws.append({"kind": "heartbeat", "host": "w2"}, {"kind": "heartbeat", "host": "w1"})
+    assert server.wait_for(lambda got: len(closes(server)) == 2, timeout=10), daemon.output()
+    assert close_path("/v2/alerts", ALIAS) == closes(server)[1].path
+    time.sleep(1.0)
+    assert 0 == daemon.terminate()
+    assert (2, 2) == (len(creates(server)), len(closes(server)))
 
 
 def test_an_open_group_of_a_rule_edited_to_resolve_no_more_is_closed_at_the_reload(

@@ -27,7 +27,7 @@ from tests.outbox_checks import check_a_close_of_a_dead_create_is_kept_with_it
 from tests.redis_server import RedisServer
 from tests.ruletools import ruleset_from_yaml
 from tests.test_sender import FakeTransport
-from tests.test_state import DEEP_ABSENCE, DEEP_HEARTBEAT
+from tests.test_state import DEEP_ABSENCE, DEEP_HEARTBEAT, HELD_AND_ORDERED, check_held_and_ordered, held_and_ordered
 
 
 @pytest.fixture(scope="module")
@@ -543,6 +543,23 @@ def test_an_absence_that_keeps_an_event_nested_as_deep_as_events_go_is_read_by_e
     c.load_all()
     fired = [[(f.lead.name, f.event["host"]) for _, f, _ in advance(one.engine, 1e9 + 61).firings] for one in (b, c)]
     assert [[("hb", "h")]] * 2 == fired
+
+
+def test_new_values_as_last_seen_and_a_held_absent_step_are_read_by_every_instance(client: redis.Redis) -> None:
+    """a commits a new_value group that saw a value again and a sequence's wait its throttle
+    holds back: b, which catches up on them, and c, which loads the whole state, read the values
+    in the order last seen, and the wait fires at the throttle's end."""
+    ruleset = ruleset_from_yaml(HELD_AND_ORDERED)
+    a, b, c = (SharedEngine(Engine(ruleset), store(client, name)) for name in "abc")
+    for one in (a, b, c):
+        one.store.publish_rules(ruleset.fingerprint)
+    a.load_all(), b.load_all()
+    held_and_ordered(a.engine)
+    a.store.commit(positions={}, payloads=[], now=1e9, engine=a.engine.state.delta(), clock=a.engine.now)
+    b.sync()
+    c.load_all()
+    for one in (b, c):
+        check_held_and_ordered(one.engine)
 
 
 def test_forward_asks_how_full_redis_is_once_a_second_while_there_is_room(

@@ -381,6 +381,85 @@ def test_a_new_value_group_another_process_committed_over_values_per_group_is_tr
     assert {f'"10.0.0.{i}"': T0 + i for i in (2, 3, 4)} == kept
 
 
+class ReadCount(dict[str, float]):
+    """A group's values that count how many of them a sweep reads."""
+
+    read = 0
+
+    def items(self) -> Any:
+        for item in super().items():
+            self.read += 1
+            yield item
+
+
+FORGETTING = NEW_SOURCE.replace("learn: 1h, ", "").replace("forget: 1d", "forget: 1h")
+FORGETTING_RULE = "new-admin-source-address"
+
+
+def known(engine: Engine, user: str = "ann") -> dict[str, float]:
+    return seen_values(engine.state.tables["new_value"][FORGETTING_RULE].get(f'"{user}"'))
+
+
+def test_a_sweep_reads_only_the_new_values_that_expire() -> None:
+    """ann knows 1,000 addresses, seen one a second; at a sweep where the first is past
+    `forget`, it alone is forgotten, and the sweep reads it and the next only, not every value
+    of the group. (Each sweep read every value of every group: up to groups x
+    values_per_group, 10 million, every 4,096 events.)"""
+    engine = engine_for(FORGETTING)
+    run(engine, [(i, admin("ann", f"10.0.{i // 256}.{i % 256}")) for i in range(1000)])
+    engine.sweep(engine.now)
+    groups = engine.state.tables["new_value"][FORGETTING_RULE]
+    groups['"ann"'] = counted = ReadCount(groups['"ann"'])
+    run(engine, [(3600, admin("bob", "10.9.9.9"))])  # (a rule's groups are swept by its latest event's time)
+    engine.sweep(engine.now)
+    assert (999, 2) == (len(counted), counted.read)
+    assert '"10.0.0.0"' not in counted
+
+
+def test_new_values_seen_late_or_again_are_forgotten_by_when_each_was_last_seen() -> None:
+    """Values seen again move after the others, and a late event's value (dated before values
+    seen already) is put back in its place at the next sweep: each is forgotten `forget` after
+    it was last seen, whatever order the events came in, and pages again then. The same from a
+    state saved by an earlier rulesd, which kept a group's values in the order first seen (.3,
+    seen again last, first)."""
+    engine = engine_for(FORGETTING)
+    engine.sweep(T0)  # (a sweep after the rules were adopted: from now on only the groups put out of order)
+    steps: list[Step] = [
+        (0, admin("ann", "10.0.0.3")),
+        (100, admin("ann", "10.0.0.1")),
+        (200, admin("ann", "10.0.0.2")),
+        (300, admin("ann", "10.0.0.3")),  # seen again: now the latest
+        (150, admin("ann", "10.0.0.4")),  # late: between .1 and .2
+        (350, admin("ann", "10.0.0.1")),  # seen again: the latest
+    ]
+    run(engine, steps)
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    old_order = {'"10.0.0.3"': T0 + 300, '"10.0.0.1"': T0 + 350, '"10.0.0.2"': T0 + 200, '"10.0.0.4"': T0 + 150}
+    saved["new_value"][FORGETTING_RULE] = [[['"ann"'], old_order]]
+    restarted = Engine(ruleset_from_yaml(FORGETTING), EngineState.from_json(saved), time_field="t")
+    for each in (engine, restarted):
+        expected = ['"10.0.0.4"', '"10.0.0.2"', '"10.0.0.3"', '"10.0.0.1"']  # by when last seen
+        for at in (3750, 3800, 3900, 3950):
+            run(each, [(at, admin("bob", "10.9.9.9"))])
+            each.sweep(each.now)
+            expected.pop(0)
+            assert set(expected) == set(known(each)), at
+        assert [("alert", (FORGETTING_RULE,), 1)] == run(each, [(3960, admin("ann", "10.0.0.4"))])
+
+
+def test_new_values_loaded_as_another_process_committed_them_out_of_order_are_forgotten_in_time() -> None:
+    """A group loaded as another process (an earlier rulesd) committed it, its values in the
+    order first seen, is put in order at the next sweep: its values are forgotten by when each
+    was last seen."""
+    engine = engine_for(FORGETTING)
+    engine.sweep(T0)
+    values = {'"10.0.0.1"': T0 + 300, '"10.0.0.2"': T0 + 100, '"10.0.0.3"': T0 + 200}
+    engine.load_groups({("new_value", FORGETTING_RULE, '"ann"'): values}, T0 + 300)
+    run(engine, [(3750, admin("bob", "10.9.9.9"))])
+    engine.sweep(engine.now)
+    assert {'"10.0.0.3"', '"10.0.0.1"'} == set(known(engine))
+
+
 # -- resolve ----------------------------------------------------------------------------------
 
 RESOLVING = """
@@ -570,6 +649,28 @@ def test_a_silence_the_throttle_holds_back_is_paged_when_the_throttle_ends() -> 
     engine = engine_for(rule)
     run(engine, flap)
     assert [] == run(engine, [(3500, beat("pay-1")), (3800, beat("pay-1")), (4000, None)])
+
+
+def test_an_absent_step_the_throttle_holds_back_is_paged_when_the_throttle_ends() -> None:
+    """db1's backup never finishes (paged at 2h), and the next one, started at 8000, hangs too:
+    its absent step is due at 8000 + 2h, within the 3h throttle, and is paged once when the
+    throttle ends (7200 + 3h), carrying the start that armed it, if the finish still has not
+    come. The same after a restart from the state saved while the page was held back; a finish
+    that comes before the throttle ends pages nothing. (A held step was never paged: the hung
+    backup went unnoticed.)"""
+    rule = BACKUP + "throttle: 3h\n"
+    engine = engine_for(rule)
+    hung: list[Step] = [(0, backup("started")), (7200, None), (8000, backup("started")), (16000, None)]
+    assert [("alert", ("backup-never-finished",), 1)] == run(engine, hung)
+    saved = json.loads(json.dumps(engine.state.to_json()))
+    restarted = Engine(ruleset_from_yaml(rule), EngineState.from_json(saved), time_field="t")
+    restarted.resume(engine.now)
+    for each in (engine, restarted):
+        assert [] == run(each, [(17999, None)])
+        assert [("alert", ("backup-never-finished",), 2)] == run(each, [(18000, None), (40000, None)])
+    engine = engine_for(rule)
+    run(engine, hung)
+    assert [] == run(engine, [(17000, backup("finished")), (40000, None)])
 
 
 def test_a_firing_the_throttle_holds_back_keeps_the_groups_alert_open() -> None:
@@ -968,6 +1069,45 @@ def test_an_expected_group_never_seen_that_an_edit_no_longer_expects_has_its_ale
     note = "resolved: payments-heartbeat-missing (rule changed)"
     assert [("close", HEARTBEAT_RULE, PAY_9, note)] == reload(engine, HEARTBEAT.replace(", {host: pay-9}", ""))
     assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(400, beat("pay-1"))])
+
+
+def test_an_absence_edited_so_that_it_no_longer_sees_a_silent_host_closes_its_alert() -> None:
+    """pay-1 is silent and paged. The match is narrowed to dc a, which pay-1's heartbeats lack:
+    pay-1's alert is closed at the reload (no event the rule sees would ever close it), and a
+    heartbeat of pay-1 then closes nothing again. The same when `expect` loses pay-1 under such
+    a match; while expected, pay-1 stays watched. A reload that changes only the message keeps
+    the alert open, pages nothing again, and the heartbeat's return closes it. (pay-1's alert
+    stayed open for good.)"""
+    note = "resolved: payments-heartbeat-missing (rule changed)"
+    narrowed = HEARTBEAT.replace("event: heartbeat}", "event: heartbeat, dc: a}")
+    for before, after in [
+        (HEARTBEAT.replace(", expect: [{host: pay-1}, {host: pay-9}]", ""), "expect: [{host: pay-9}]"),
+        (HEARTBEAT, "expect: [{host: pay-9}]"),
+    ]:
+        engine = engine_for(before)
+        run(engine, SILENT)
+        edited = narrowed.replace("expect: [{host: pay-1}, {host: pay-9}]", after)
+        assert [("close", HEARTBEAT_RULE, PAY_1, note)] == reload(engine, edited), before
+        assert [] == [a for a in run(engine, [(400, beat("pay-1")), (3000, None)]) if a[1:3] == PAY_1]
+    engine = engine_for(HEARTBEAT)
+    run(engine, SILENT)
+    assert [] == reload(engine, narrowed)  # still expected
+    engine = engine_for(HEARTBEAT)
+    run(engine, SILENT)
+    assert [] == reload(engine, HEARTBEAT + 'alert: {message: "no heartbeat from {host}"}\n')
+    assert [] == run(engine, [(399, None)])
+    assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(400, beat("pay-1"))])
+
+
+def test_an_expected_host_an_edit_no_longer_expects_is_not_paged_for_even_if_matched() -> None:
+    """pay-9, expected and never seen, is taken out of `expect` before its window ran out, under
+    a match its heartbeat would pass: it is no longer watched, and nothing is paged for it.
+    (It was paged for at the window's end, though no longer expected.)"""
+    rule = HEARTBEAT.replace("{service: payments, event: heartbeat}", "{host: {startswith: pay}}")
+    engine = engine_for(rule)
+    run(engine, [(0, beat("pay-1")), (100, beat("pay-1"))])
+    assert [] == reload(engine, rule.replace(", {host: pay-9}", ""))
+    assert [] == run(engine, [(250, beat("pay-1")), (500, beat("pay-1"))])
 
 
 def test_a_changed_rule_that_still_resolves_closes_its_open_group_after_the_quiet_period() -> None:

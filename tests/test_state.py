@@ -424,3 +424,39 @@ def test_an_absence_that_keeps_an_event_nested_as_deep_as_events_go_is_read_back
     firings = advance(restored, ARRIVAL + 61).firings
     assert [("hb", "h")] == [(f.lead.name, f.event["host"]) for _, f, _ in firings]
     assert compact_json(orjson.loads(DEEP_HEARTBEAT)) == compact_json(firings[0][1].event)  # (== recurses)
+
+
+# A new_value rule whose group sees a value again, and a sequence whose absent step's page its
+# throttle holds back: u1 was paged at 4600, and the wait started at 5000, due at 8600, waits
+# on to 15400, when the throttle ends.
+HELD_AND_ORDERED = (
+    "rules:\n"
+    "  - {name: n, match: {k: n}, new_value: {fields: [u], forget: 1d}}\n"
+    "  - {name: s, sequence: {steps: [{match: {k: s1}}, {absent: {match: {k: s2}, for: 1h}}]}, throttle: 3h}\n"
+)
+
+
+def held_and_ordered(engine: Engine) -> None:
+    for i, user in enumerate(["a", "b", "c", "a"]):
+        engine.evaluate({"k": "n", "u": user}, 1000.0 + i)
+    engine.evaluate({"k": "s1"}, 1000.0)
+    engine.evaluate({"k": "s1"}, 5000.0)
+    assert [4600.0] == [firing.time for _, firing, _ in advance(engine, 9000.0).firings]
+
+
+def check_held_and_ordered(restored: Engine) -> None:
+    """The values of `held_and_ordered` as last seen, and its held wait, which fires at 15400."""
+    assert ['"b"', '"c"', '"a"'] == list(restored.state.tables["new_value"]["n"][""])
+    assert [] == advance(restored, 15399.0).firings
+    assert [("s", 15400.0)] == [(f.lead.name, f.time) for _, f, _ in advance(restored, 15400.0).firings]
+
+
+def test_new_values_as_last_seen_and_a_held_absent_step_are_read_back(tmp_path: Path) -> None:
+    """A new_value group's values are read back in the order last seen (a sweep reads only
+    those that expire), and a sequence's wait that its throttle holds back waits on to the
+    throttle's end after a restart, and fires then."""
+    ruleset = ruleset_from_yaml(HELD_AND_ORDERED)
+    engine = Engine(ruleset)
+    held_and_ordered(engine)
+    store(tmp_path).commit(positions={}, payloads=[], now=ARRIVAL, engine=engine.state.delta())
+    check_held_and_ordered(Engine(ruleset, EngineState.from_json(store(tmp_path).load_engine_state() or {})))

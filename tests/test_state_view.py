@@ -323,3 +323,30 @@ def test_a_sequence_group_says_which_step_it_waits_for_as_written() -> None:
     assert {"condition": long, "location": "r.yaml:4:5"} == group["waits_for"]
     plain = view_text(state_view(saved, ruleset, SAVED_AT, "login-then-sudo"), SAVED_AT).splitlines()[-1]
     assert plain.startswith('  user="alice": at step 2 of 2, started ')
+
+
+HUNG = """\
+name: backup-never-finished
+sequence: {group_by: [host], steps: [match: {event: backup_started}, absent: {match: {event: backup_done}, for: 1h}]}
+throttle: 3h
+"""
+
+
+def test_an_absent_step_its_throttle_holds_back_says_it_fires_when_the_throttle_ends() -> None:
+    """db's first backup hung (paged at 1h); the next, started at 1h30m, is due at 2h30m, within
+    the 3h throttle: the group says it fires when the throttle ends, at 4h, both while it waits
+    for the step's due time and once that time has passed with the page held back."""
+    ruleset = ruleset_from_yaml(HUNG)
+    engine = Engine(ruleset)
+    engine.evaluate({"event": "backup_started", "host": "db"}, T0)
+    engine.advance(T0 + 3600)
+    engine.evaluate({"event": "backup_started", "host": "db"}, T0 + 5400)
+    for clock in (T0 + 7200, T0 + 10800):  # before the step's due time, and after it
+        engine.advance(clock)
+        saved = {**engine.state.to_json(), "clock": engine.now, "clock_saved": SAVED_AT}
+        view = state_view(saved, ruleset, SAVED_AT)
+        [group] = view_json(view)["rules"][0]["groups"]
+        assert ("2026-01-01T04:00:00Z", "2026-01-01T04:00:00Z") == (group["fires_at"], group["throttled_until"])
+        assert "step 1 of 2 done; fires at 2026-01-01T04:00:00Z" in view_text(view, SAVED_AT), clock
+    engine.advance(T0 + 14400)
+    assert [T0 + 3600, T0 + 14400] == [firing.time for firing in engine.out]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 import functools
-import heapq
+import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -169,6 +169,12 @@ class Engine:
         # last sweep, which trims them (None: every group is to be looked at, the state having
         # been restored or adopted, perhaps saved under a higher limit).
         self._crowded: set[tuple[str, GroupKey]] | None = None
+        # A new_value group keeps its values in the order they were last seen, so that a sweep
+        # reads only those that expire (`_expire_values`); the groups a late event (dated before
+        # the group's latest value) put out of order since the last sweep, which puts them back
+        # in order (None: every group is to be looked at, the state having been restored or
+        # adopted: saved by an earlier rulesd, or by another instance).
+        self._unordered: set[tuple[str, GroupKey]] | None = None
         self.out: list[Firing | Closing] = []  # timer firings and closings, in order: the caller takes them
         self.now = _NEVER  # the engine's clock: the latest event time seen or advanced to
         # The latest event time evaluated (not advanced to) since the caller last set it: the
@@ -340,6 +346,7 @@ class Engine:
         self.state.fingerprints = current
         self.state.dirty = True
         self._crowded = None  # (a state saved under a higher limit is trimmed at the next sweep)
+        self._unordered = None
         if self._starting and self.now > _NEVER:
             self._start(self.now)
 
@@ -347,8 +354,9 @@ class Engine:
         """Forget the state of a rule that was removed or changed (`rule`: what runs under its
         name now), all but its open alerts and the groups its absence watches: the open alerts
         the rule now running closes as it would have (an open `resolve` group, when it still
-        resolves; an absence's silent group, when it is still an absence that puts the silence's
-        event in the same group) are kept for it, and the others let go of their aliases
+        resolves; an absence's silent group, when it is still an absence that still sees the
+        group, `expect`s it or matches its last event, and puts that event in the same group)
+        are kept for it, and the others let go of their aliases
         (`_let_go`), those no other group holds noted in `closing`, to be closed now: nothing
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
@@ -373,15 +381,11 @@ class Engine:
                 for key, st in absences.items():
                     if not self._grouped_alike(rule, key, st["event"]):
                         regrouped[key] = st
-                        continue
-                    if key in silent:
-                        # Closed when events return. (A group only expected, never seen, that
-                        # the edit no longer expects has no events to return: it is let go of,
-                        # its alert closed, and not kept as if still open, whatever it matches.)
-                        if key in expected or not st.get(EXPECTED):
-                            self._table(ABSENCE, name)[key] = silent.pop(key)
-                    elif key in expected or rule.match(st["event"]):  # its timer is set again, for the new window
-                        self._table(ABSENCE, name)[key] = st
+                    elif key in expected or _sees(rule, st):
+                        # A silent group's alert is closed when its events return; another's
+                        # timer is set again, for the new window. The others are forgotten,
+                        # their open alerts closed: no event the rule sees would close them.
+                        self._table(ABSENCE, name)[key] = silent.pop(key, st)
                 self._regroup_absence(rule, expected, regrouped, silent)
             if isinstance(rule.kind, Sequence):
                 self._keep_progress(rule, rule.kind, sequences, done)
@@ -399,16 +403,16 @@ class Engine:
         those whose last event it puts in another group now) whose last event has every
         group_by field, under the group that event makes now (of several old groups
         that make one, the latest seen), as an edit that keeps group_by does: one whose last
-        event it still matches, and a silent one, whose alert stays open, closed by the alias
-        it went out with when its events return, rather than closed at the reload while the
-        host is still down with nothing left to page for it again. A group only expected, never
-        seen, goes on only if still expected. The silent groups not moved stay in `silent`, to
+        event it still matches; a silent one's alert stays open, closed by the alias it went
+        out with when its events return, rather than closed at the reload while the host is
+        still down with nothing left to page for it again. A group only expected, never seen,
+        goes on only if still expected. The silent groups not moved stay in `silent`, to
         be let go of."""
         getters, table = rule.group_getters, self._table(ABSENCE, rule.name)
         latest: dict[GroupKey, tuple[GroupKey, Any]] = {}
         for key, st in regrouped.items():
             event = st["event"]
-            if key not in silent and not rule.match(event):
+            if not (st.get(EXPECTED) or _sees(rule, st)):
                 continue
             if any(get(event) is MISSING for get in getters):
                 continue  # (a field the old events lack would put them all in one group)
@@ -625,8 +629,11 @@ class Engine:
             groups[key] = value = restored_value(kind, value)
             if kind in (ABSENCE, SEQUENCE, OPEN):
                 self._arm(kind, name, key, value)
-            elif kind == NEW_VALUE and self._crowded is not None and len(value) > self.limits.values_per_group:
-                self._crowded.add((name, key))  # (another instance under a higher limit)
+            elif kind == NEW_VALUE and type(value) is dict:
+                if self._crowded is not None and len(value) > self.limits.values_per_group:
+                    self._crowded.add((name, key))  # (another instance under a higher limit)
+                if self._unordered is not None:
+                    self._unordered.add((name, key))
         self.now = now
 
     # -- time -----------------------------------------------------------------------------------
@@ -1074,12 +1081,20 @@ class Engine:
             return False
         text = self._texts.text(parts[0]) if len(parts) == 1 else key_text(parts)
         groups = self._table(NEW_VALUE, name)
-        last = _note_value(groups, group, text, time)
+        values = groups.get(group)
         self._touch(NEW_VALUE, name, group)
-        if last is None and self._crowded is not None:
-            values = groups[group]
-            if type(values) is dict and len(values) > self.limits.values_per_group:
-                self._crowded.add((name, group))  # trimmed by the next sweep: no scan per value
+        if type(values) is dict:  # more than one value: in the order they were last seen
+            last = values.get(text)
+            if last is None or time > last:
+                if last is not None:
+                    del values[text]  # (to go last)
+                if values and time < values[next(reversed(values))] and self._unordered is not None:
+                    self._unordered.add((name, group))  # a late event: put in order by the next sweep
+                values[text] = time
+                if last is None and self._crowded is not None and len(values) > self.limits.values_per_group:
+                    self._crowded.add((name, group))  # trimmed by the next sweep: no scan per value
+        else:
+            last = _note_value(groups, group, text, time)
         if last is not None and (kind.forget is None or time - last < kind.forget):
             return False
         since: float = self._table(RULE, name).get(NO_GROUP, {}).get("since", time)
@@ -1145,11 +1160,7 @@ class Engine:
         if st["last"] + kind.window > due:  # seen since the timer was set: wait for the new due time
             self._timers.add(st["last"] + kind.window, ABSENCE, rule.name, group)
             return
-        if rule.throttle and not self._allowed(rule, group, due):
-            # Held back, not dropped: a silence that outlasts the throttle is paged when it ends
-            # (a host that flapped and then died would otherwise never be paged for again).
-            throttled = _throttle_end(self.state.tables[THROTTLE][rule.name][group], rule.throttle)
-            self._timers.add(throttled, ABSENCE, rule.name, group)
+        if self._held_back(rule, group, due, ABSENCE) is not None:
             return
         st["open"] = True
         st["aliases"] = [alias := alert_alias((rule,), st["event"])]  # closed by it when events return
@@ -1162,10 +1173,25 @@ class Engine:
         st = groups.get(group)
         if st is None or st.get("due") != due:
             return
-        del groups[group]
         self._touch(SEQUENCE, rule.name, group)
+        held = self._held_back(rule, group, due, SEQUENCE)
+        if held is not None:  # the group waits on, due when the throttle ends
+            st["due"] = held
+            return
+        del groups[group]
+        self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+
+    def _held_back(self, rule: Rule, group: GroupKey, due: float, kind: str) -> float | None:
+        """Whether the rule's throttle holds back what a timer of `kind` fires for the group at
+        `due` (else the firing counts for the throttle): when the throttle ends, at which a
+        timer is set. Held back, not dropped: what is still the case then (a host still silent,
+        a step's event still not come) is paged then; a host that flapped and then died, or a
+        deploy that hung right after one that was paged, would otherwise never be paged for."""
         if not rule.throttle or self._allowed(rule, group, due):
-            self.out.append(Firing(st["event"], due, (rule,), st["origin"]))
+            return None
+        end = _throttle_end(self.state.tables[THROTTLE][rule.name][group], rule.throttle)
+        self._timers.add(end, kind, rule.name, group)
+        return end
 
     def _resolve_due(self, rule: Rule, group: GroupKey, due: float) -> None:
         groups = self.state.tables.get(OPEN, {}).get(rule.name, {})
@@ -1204,6 +1230,7 @@ class Engine:
         the latest time of an event it matched), then keep within the limits."""
         tables = self.state.tables
         latest = self._latest
+        self._order_values()
         for rule in self.ruleset.rules:
             name, kind = rule.name, rule.kind
             at = min(now, latest.get(name, now))
@@ -1234,7 +1261,11 @@ class Engine:
             self._touch(kind, name, key)
 
     def _expire_values(self, kind: str, name: str, cutoff: float) -> None:
-        """Forget values last seen at or before `cutoff`, and groups left with none."""
+        """Forget values last seen at or before `cutoff`, and groups left with none. A new_value
+        group's values are in the order they were last seen (`_order_values`): only those that
+        expire are read, and the first that does not (up to `limits.values_per_group` per group,
+        read at each sweep, where most stay for `forget`). A distinct group's, fewer than its
+        `count`, are read all."""
         groups = self.state.tables[kind][name]
         for key, values in list(groups.items()):
             if type(values) is tuple:  # one value
@@ -1242,7 +1273,7 @@ class Engine:
                     del groups[key]
                     self._touch(kind, name, key)
                 continue
-            old = [v for v, seen in values.items() if seen <= cutoff]
+            old = _expired(values, cutoff, ordered=kind == NEW_VALUE)
             if not old:
                 continue
             for value in old:
@@ -1253,23 +1284,29 @@ class Engine:
                 groups[key] = next(iter(values.items()))
             self._touch(kind, name, key)
 
+    def _order_values(self) -> None:
+        """Put back in the order they were last seen the values of the new_value groups a late
+        event put out of order since the last sweep (after a restore, every group's not in
+        order: saved by an earlier rulesd, which kept them in the order first seen). Of values
+        seen at the same time, the first noted stays first."""
+        unordered, self._unordered = self._unordered, set()
+        for _, key, groups, values in _value_groups(self.state.tables.get(NEW_VALUE, {}), unordered):
+            if not _in_order(values):
+                groups[key] = dict(sorted(values.items(), key=_second))
+
     def _trim_values(self) -> None:
         """Keep each new_value group within `limits.values_per_group`: the values seen longest ago
         go (of those seen at the same time, the first noted), each counted in `evicted`. A value
         forgotten is new again, as the values of a group forgotten for the limits are. Only the
         groups that went over since the last sweep are looked at, so a burst of new values costs
         one trim per sweep, not a scan of the group per value."""
-        limit, tables = self.limits.values_per_group, self.state.tables.get(NEW_VALUE, {})
+        limit = self.limits.values_per_group
         crowded, self._crowded = self._crowded, set()
-        if crowded is None:  # every group, once
-            crowded = {(n, k) for n, groups in tables.items() for k, v in groups.items() if type(v) is dict}
-        for name, key in crowded:
-            groups = tables.get(name, {})
-            values = groups.get(key)
-            if type(values) is not dict or len(values) <= limit:
-                continue  # (forgotten since, or a state replaced)
+        for name, key, groups, values in _value_groups(self.state.tables.get(NEW_VALUE, {}), crowded):
+            if len(values) <= limit:
+                continue
             excess = len(values) - limit
-            for text in heapq.nsmallest(excess, values, key=values.__getitem__):
+            for text in list(itertools.islice(values, excess)):  # (in order: see `_order_values`)
                 del values[text]
             if len(values) == 1:
                 groups[key] = next(iter(values.items()))
@@ -1344,23 +1381,22 @@ class Engine:
 
 
 def _note_value(groups: dict[GroupKey, Any], group: GroupKey, text: str, time: float) -> float | None:
-    """Note that `group` (of a distinct or new_value rule) saw the value `text` at `time`; when
-    it last saw it before (None: never). A group of one value keeps it as a pair (text, when),
-    a group of more a dict: a dict of one costs 128 bytes more than the pair, and most groups
-    of a high-cardinality group_by see one value."""
+    """Note that `group` (of a distinct or new_value rule), holding no value or one, saw the
+    value `text` at `time`; when it last saw it before (None: never). A group of one value keeps
+    it as a pair (text, when), a group of more a dict (noted by the caller then): a dict of one
+    costs 128 bytes more than the pair, and most groups of a high-cardinality group_by see one
+    value."""
     seen = groups.get(group)
     if seen is None:
         groups[group] = (text, time)
         return None
-    if type(seen) is tuple:
-        if seen[0] == text:
-            groups[group] = (text, max(time, seen[1]))
-            return float(seen[1])
-        groups[group] = {seen[0]: seen[1], text: time}
-        return None
-    last: float | None = seen.get(text)
-    seen[text] = max(time, last) if last is not None else time
-    return last
+    assert type(seen) is tuple
+    if seen[0] == text:
+        groups[group] = (text, max(time, seen[1]))
+        return float(seen[1])
+    # In the order they were seen (a new_value group's are kept so: see `Engine._order_values`).
+    groups[group] = {seen[0]: seen[1], text: time} if time >= seen[1] else {text: time, seen[0]: seen[1]}
+    return None
 
 
 def _progress_kept(kind: Sequence, st: dict[str, Any], done: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -1434,6 +1470,14 @@ def _throttle_end(last: float, throttle: float) -> float:
     return end
 
 
+def _sees(rule: Rule, st: dict[str, Any]) -> bool:
+    """Whether an edited absence (`rule`) still sees the events of a group seen before the edit
+    (`st`): it matches the group's last event. A group only expected, never seen, is seen by no
+    event: `expect` alone keeps it (the event it holds is made of the `expect` entry, and an
+    entry the edit took out, a typo say, would be paged for though no longer expected)."""
+    return not st.get(EXPECTED) and bool(rule.match(st["event"]))
+
+
 def _silent_alert(st: dict[str, Any]) -> bool:
     """Whether an absence group holds an open alert: silent, and paged (a state saved by an
     earlier rulesd marks a silence its throttle held back as open with no alias: it is paged
@@ -1443,6 +1487,44 @@ def _silent_alert(st: dict[str, Any]) -> bool:
 
 def _first(candidate: tuple[float, str, str, GroupKey]) -> float:
     return candidate[0]
+
+
+def _value_groups(
+    tables: dict[str, dict[GroupKey, Any]], marked: set[tuple[str, GroupKey]] | None
+) -> Iterator[tuple[str, GroupKey, dict[GroupKey, Any], dict[str, float]]]:
+    """The new_value groups of `tables` (rule -> group -> values) that `marked` names (None:
+    every one, once) and that hold more than one value: (rule, group, the rule's groups, the
+    group's values). A group marked may have been forgotten since, or its state replaced."""
+    if marked is None:
+        marked = {(n, k) for n, groups in tables.items() for k, v in groups.items() if type(v) is dict}
+    for name, key in marked:
+        groups = tables.get(name, {})
+        values = groups.get(key)
+        if type(values) is dict:
+            yield name, key, groups, values
+
+
+def _second(item: tuple[str, float]) -> float:
+    return item[1]
+
+
+def _expired(values: dict[str, float], cutoff: float, *, ordered: bool) -> list[str]:
+    """The values of a group seen at or before `cutoff`; `ordered`: the group's values are in
+    the order they were last seen, and those after the first seen later are not read."""
+    if not ordered:
+        return [text for text, seen in values.items() if seen <= cutoff]
+    old = []
+    for text, seen in values.items():
+        if seen > cutoff:
+            break
+        old.append(text)
+    return old
+
+
+def _in_order(values: dict[str, float]) -> bool:
+    """Whether a group's values are in the order they were last seen."""
+    seen = list(values.values())
+    return seen == sorted(seen)  # (in C: a sort of what is in order reads it once)
 
 
 def _staleness(kind: str, value: Any) -> float:
