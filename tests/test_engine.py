@@ -444,6 +444,37 @@ def test_each_source_s_time_is_read_its_own_way_and_only_for_events_a_rule_may_m
     assert firing is not None and ARRIVAL + 10 == firing.time  # paired with the untimed one
 
 
+def test_a_time_text_read_again_is_not_converted_again_and_misses_are_each_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Matching events that share a timestamp text (a second's resolution) have it converted
+    once; at another arrival it is read again (a year-less time depends on it). Unreadable
+    times and times too far ahead are counted on every event, even the same text again, and
+    are read as their arrival, not as a time kept from before."""
+    from rulesd import eventtime
+
+    parsed: list[str] = []
+    iso = eventtime._iso
+    monkeypatch.setattr(eventtime, "_iso", lambda text: parsed.append(text) or iso(text))
+    engine = Engine(ruleset_from_yaml("name: all\nmatch: {level: error}\n"), time_field="ts", saved=False)
+    stamp = "2024-06-11T10:00:00+00:00"
+    times = [engine.evaluate({"level": "error", "ts": stamp, "n": n}, ARRIVAL) for n in range(3)]
+    assert [1718100000.0] * 3 == [firing.time for firing in times if firing is not None]
+    assert [stamp] == parsed
+    assert engine.evaluate({"level": "info", "ts": "2024-06-11T10:00:01+00:00"}, ARRIVAL) is None  # not timed
+    engine.evaluate({"level": "error", "ts": stamp}, ARRIVAL + 1)
+    assert [stamp, stamp] == parsed
+    reader = engine.time
+    assert reader is not None and 0 == reader.misses
+    ahead = "2099-01-01T00:00:00Z"
+    for text in ("soon", "soon", ahead, ahead):
+        firing = engine.evaluate({"level": "error", "ts": text}, ARRIVAL)
+        assert firing is not None and ARRIVAL == firing.time
+    assert (4, ahead, True) == (reader.misses, reader.latest_miss, reader.latest_ahead)
+    firing = engine.evaluate({"level": "error", "ts": stamp}, ARRIVAL)
+    assert firing is not None and 1718100000.0 == firing.time
+
+
 def test_load_groups_replaces_groups_and_sets_their_timers() -> None:
     """Groups another process committed replace the cached ones (None forgets one) and their
     timers are set again: the loaded silence fires when due, the stale timer of a group seen

@@ -100,3 +100,26 @@ def test_alerts_of_the_same_rules_share_their_names() -> None:
     assert 3 == len(alerts)
     assert ("a", *(f"r-{i:02d}" for i in range(30))) == alerts[0].rules
     assert alerts[0].rules is alerts[1].rules is alerts[2].rules
+
+
+def test_an_alert_s_event_source_is_said_when_its_body_is_built() -> None:
+    """`replay` builds few bodies (its text lines show the headline): where an event came from
+    is asked only for the alert whose body is built, and once."""
+    engine = Engine(ruleset_from_yaml(RULES), time=TimeReader(EventTime("ts")), saved=False)
+    asked: list[int] = []
+
+    def source_of(index: int) -> str:
+        asked.append(index)
+        return f"events.jsonl:{index + 1}"
+
+    events = [{"ts": 1_700_000_000.0 + i, "level": "critical", "host": "h1", "n": i} for i in range(3)]
+    batch = evaluate_lines([orjson.dumps(e) for e in events], orjson.loads, engine, ARRIVAL, str, engine.time)
+    alerts = build_alerts(batch, AlertSettings(), source_of)
+    assert [0, 1, 2] == [a.index for a in alerts] and [] == asked
+    assert ("plain", "P3") == (alerts[0].rules[0], alerts[0].headline()[0])
+    assert [] == asked
+    assert "events.jsonl:2" == alerts[1].payload["details"]["Event Source"]
+    assert [1] == asked
+    assert "events.jsonl:2" == alerts[1].payload["details"]["Event Source"]
+    assert "events.jsonl:1" == alerts[0].payload["details"]["Event Source"]
+    assert [1, 0] == asked

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from rulesd.rules import templates
+from rulesd.rules.fields import make_getter
 from rulesd.rules.templates import TemplateError, parse_template
 
 EVENT: dict[str, Any] = {
@@ -56,6 +58,21 @@ def test_render(source: str, expected: str) -> None:
 def test_rendering_does_not_evaluate_the_value() -> None:
     """A value that looks like a template is written as it is."""
     assert "{host} {{x}}" == parse_template("{v}").render({"v": "{host} {{x}}", "host": "h"})
+
+
+def test_a_top_level_field_is_read_by_its_key_and_a_deeper_one_by_its_getter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every alert's message is rendered: a top-level field (most templates) is read with the
+    event's `get`, no getter called; a dotted path through its getter, as a condition reads it."""
+    walked: list[str] = []
+
+    def counted(path: str) -> Any:
+        get = make_getter(path)
+        return lambda event: walked.append(path) or get(event)
+
+    monkeypatch.setattr(templates, "make_getter", counted)
+    template = parse_template("{host} answered {http.status}{missing} (read by key)")  # a text no other test parses
+    assert "web-1 answered 502 (read by key)" == template.render(EVENT)
+    assert ["http.status"] == walked
 
 
 def test_fields_lists_the_paths() -> None:

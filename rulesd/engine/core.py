@@ -58,6 +58,7 @@ LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be 
 IN_ORDER_KEPT = 4096  # combinations of fired rules whose order is remembered (see `_apply`)
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
+_NO_TEXT = object()  # what no event time equals (see `Engine._decider`)
 
 Evaluate = Callable[[Event, float], Firing | None]
 Parse = Callable[[bytes], Any]  # how a source parses a line (`Parser.fast`)
@@ -724,16 +725,31 @@ class Engine:
         self, reader: TimeReader | None, decide: Callable[[Event, float, list[Rule]], T]
     ) -> Callable[[Event, float, list[Rule]], T]:
         """`decide` for events whose time `reader` reads: the event's time is read first
-        (locals, not calls: a float in seconds is taken as it is)."""
+        (locals, not calls: a float in seconds is taken as it is).
+
+        The last text read and its time are kept: events that match come in bursts that share
+        a timestamp (a second's resolution), and converting one is three calls and a parse. A
+        conversion depends on the text and the arrival time alone, unless it misses (counted
+        each time, and read as `reader.untimed` says), so only a time read without a miss is
+        kept."""
         if reader is None:
             return decide
         key, getter, convert, floats = reader.key, reader.getter, reader.convert, reader.floats_are_seconds
+        last: tuple[object, float, float] = (_NO_TEXT, 0.0, 0.0)  # text, arrival, its time
 
         def read_time_then_decide(event: Event, arrival: float, candidates: list[Rule]) -> T:
+            nonlocal last
             value = event.get(key) if getter is None else getter(event)
             if type(value) is float and floats and value <= arrival + AHEAD_LIMIT:
                 return decide(event, value, candidates)
-            return decide(event, convert(value, arrival), candidates)
+            text, at, seconds = last
+            if value == text and arrival == at:
+                return decide(event, seconds, candidates)
+            misses = reader.misses
+            seconds = convert(value, arrival)
+            if reader.misses == misses and type(value) is str:
+                last = (value, arrival, seconds)  # one tuple, replaced whole
+            return decide(event, seconds, candidates)
 
         return read_time_then_decide
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rulesd.jsontext import compact_json
-from rulesd.rules.fields import MISSING, Event, Getter, make_getter
+from rulesd.rules.fields import MISSING, Event, Getter, make_getter, shallow_keys
 
 # Characters that would suggest Python format syntax are refused, so that nobody expects
 # `{x!r}`, `{x:>5}` or `{x[0]}` to do anything but fail `rulesd check`.
@@ -38,16 +38,18 @@ class Template:
 
     source: str
     parts: tuple[str | tuple[str, Getter], ...]
-    # `parts` ready to render: the leading literal, then each field's getter with the literal
-    # after it (often empty).
+    # `parts` ready to render: the leading literal, then each field with the literal after it
+    # (often empty). A top-level field is its key, read with `dict.get` (most templates,
+    # `{host} {uri}`: a call less per field of every alert's message); a deeper one its getter.
     _head: str = field(init=False, repr=False, compare=False)
-    _rest: tuple[tuple[Getter, str], ...] = field(init=False, repr=False, compare=False)
+    _rest: tuple[tuple[str | Getter, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         head, rest = "", []
         for part in self.parts:
             if not isinstance(part, str):
-                rest.append((part[1], ""))
+                keys = shallow_keys(part[0])
+                rest.append((keys[0] if keys is not None and len(keys) == 1 else part[1], ""))
             elif rest:
                 rest[-1] = (rest[-1][0], rest[-1][1] + part)
             else:
@@ -59,7 +61,7 @@ class Template:
         """The text with every `{field}` replaced by the event's value (missing: empty)."""
         text = self._head
         for get, literal in self._rest:
-            value = get(event)
+            value = event.get(get, MISSING) if type(get) is str else get(event)  # type: ignore[operator]
             text += (value if type(value) is str else to_text(value)) + literal
         return text
 
