@@ -812,6 +812,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     import sqlite3
 
     from rulesd.daemon import Daemon, build_parts
+    from rulesd.daemon.name import StoppedWaiting
     from rulesd.engine.limit_checks import limit_warnings
     from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.claim import NameTaken
@@ -834,6 +835,9 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     except (StateDirectoryBusy, NameTaken) as exc:  # a second daemon: a restart cannot help either
         _log().error("cannot start: %s", exc)
         return EXIT_USAGE
+    except StoppedWaiting as exc:  # systemctl stop while another host's lease was waited out
+        _log().info("%s", exc)
+        return EXIT_OK
     except StateAuthFailed as exc:  # wrong credentials: a configuration error, a restart cannot help
         _log().error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
         return EXIT_USAGE
@@ -863,6 +867,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     """`rulesd forward`: append the configured sources' lines to the `forward:` stream."""
     import sqlite3
 
+    from rulesd.daemon.name import StoppedWaiting
     from rulesd.forward import Forwarder
     from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.claim import NameTaken
@@ -879,6 +884,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
     except NameTaken as exc:  # another live forwarder under this name: a restart cannot help
         _log().error("cannot start: %s", exc)
         return EXIT_USAGE
+    except StoppedWaiting as exc:  # systemctl stop while another host's lease was waited out
+        _log().info("%s", exc)
+        return EXIT_OK
     except StateAuthFailed as exc:  # at start (later, it is retried): wrong credentials
         _log().error("cannot forward: %s: fix the user or password in forward.url", exc)
         return EXIT_USAGE

@@ -2730,10 +2730,14 @@ def test_a_name_whose_holder_was_killed_on_this_host_is_taken_at_once(
     assert 0 == again.terminate()
 
 
-def held_elsewhere(redis_server: RedisServer, name: str, lease_ms: int) -> None:
+def held_elsewhere(redis_server: RedisServer, name: str, lease_ms: int, role: str = "") -> bytes:
+    """The name claimed as a process on another host would (`role`: "forward:" for a forwarder's);
+    the key's value."""
     holder = {"token": "elsewhere:1:x", "host": "elsewhere", "pid": 4242, "since": time.time() - 60}
     holder |= {"boot": "another-boot", "pidns": "pid:[1]", "started": "1"}
-    redis_server.client().set(f"rulesd:instance:{name}", json.dumps(holder), px=lease_ms)
+    raw = json.dumps(holder).encode()
+    redis_server.client().set(f"rulesd:{role}instance:{name}", raw, px=lease_ms)
+    return raw
 
 
 def test_a_name_held_on_another_host_is_waited_out_or_refused_if_renewed(
@@ -2772,6 +2776,38 @@ def test_a_name_held_on_another_host_is_waited_out_or_refused_if_renewed(
     assert "cannot start: instance 'a' is in use by another rulesd process (pid 4242 on host elsewhere" in (
         refused.stderr
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("command", ["run", "forward"])
+def test_a_stop_while_a_name_held_elsewhere_is_waited_out_ends_the_start_at_once(
+    tmp_path: Path, redis_server: RedisServer, command: str, signum: signal.Signals
+) -> None:
+    """`systemctl stop` while a start waits out the lease of a holder on another host: the
+    process ends at once with exit 0, saying it stopped before claiming the name; the name stays
+    the other's and nothing was read (the forwarder waited the lease out, up to 30 s, and started
+    before it stopped; `rulesd run` was ended by the signal's default action without a word, or
+    by SIGINT's KeyboardInterrupt with exit 130)."""
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 3)
+    if command == "run":
+        fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+        config, role = fleet.on_file("a", log_file, redis_server.url), ""
+    else:
+        config, role = forward_config(tmp_path, redis_server.url, log_file, "a", "one.yaml"), "forward:"
+    holder = held_elsewhere(redis_server, "a", 60_000, role)
+    process = DaemonProcess(tmp_path, [command, "--config", str(config)], None)
+    assert process.wait_for_log("for its lease to run out", 60), process.output()
+    process.proc.send_signal(signum)
+    sent = time.monotonic()
+    assert 0 == process.proc.wait(20), process.output()
+    assert time.monotonic() - sent < 10, process.output()
+    stderr = process.stderr()
+    said = f"received {signum.name}: stopping before the start: instance 'a' was not claimed (held by pid 4242 on host"
+    assert said in stderr and "nothing was read" in stderr, stderr
+    assert "started" not in stderr and "Traceback" not in stderr, stderr
+    assert holder == redis_server.client().get(f"rulesd:{role}instance:a")
+    assert 0 == redis_server.client().exists(STREAM, "rulesd:positions", "rulesd:forward:positions")
 
 
 def test_a_paused_process_whose_name_was_taken_stops_and_commits_nothing(
