@@ -871,6 +871,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     from rulesd.forward import Forwarder
     from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.claim import NameTaken
+    from rulesd.state.lock import StateDirectoryBusy
 
     config = load_config(args.config, look=True)
     if config.forward is None:
@@ -881,7 +882,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return Forwarder(config).run()
-    except NameTaken as exc:  # another live forwarder under this name: a restart cannot help
+    except (StateDirectoryBusy, NameTaken) as exc:  # another process on its state_dir, or name: as for run
         _log().error("cannot start: %s", exc)
         return EXIT_USAGE
     except StoppedWaiting as exc:  # systemctl stop while another host's lease was waited out

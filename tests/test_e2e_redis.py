@@ -3012,6 +3012,37 @@ def test_a_forwarder_that_finds_its_name_taken_stops(tmp_path: Path, redis_serve
     assert forward_holder(redis_server, "a") == holder  # not given up: it is the other's
 
 
+@pytest.mark.parametrize(("first", "second"), [("run", "forward"), ("forward", "run"), ("forward", "forward")])
+def test_a_forwarder_and_another_process_on_one_state_directory_do_not_run_together(
+    tmp_path: Path, redis_server: RedisServer, first: str, second: str
+) -> None:
+    """`rulesd forward` keeps its positions in `state_dir` as `rulesd run` does: started on the
+    directory of a running daemon or forwarder (under another instance name), or a daemon on a
+    forwarder's, the second exits 2 at once naming the directory and the first's pid, as a second
+    daemon does (they ran together and overwrote each other's positions: lines skipped or read
+    twice); the first runs on and stops cleanly."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 3)
+    source = {"type": "file", "path": str(log_file), "start_at": "beginning"}
+
+    def config(command: str, name: str) -> Path:
+        if command == "run":
+            return fleet.config(name, source=source, state={"backend": "sqlite"}, state_dir="shared", time_field=None)
+        forward = {"url": redis_server.url, "stream": STREAM}
+        state = {"backend": "redis", "url": redis_server.url, "instance": name}
+        return fleet.config(name, source=source, state=state, state_dir="shared", forward=forward)
+
+    running = DaemonProcess(tmp_path, [first, "--config", str(config(first, "one"))], None)
+    assert running.wait_for_log("rulesd started" if first == "run" else "rulesd forward started", 60), running.output()
+    refused = run_twin(fleet, "two", config(second, "two"), timeout=30, command=second)
+    assert 2 == refused.returncode, refused.stderr
+    said = f"cannot start: state directory {tmp_path / 'shared'} is in use by another rulesd (pid {running.proc.pid})"
+    assert said in refused.stderr and "started" not in refused.stderr, refused.stderr
+    assert running.proc.poll() is None
+    assert 0 == running.terminate(), running.output()
+
+
 def test_a_stop_while_redis_is_down_commits_a_batch_from_standard_input_if_redis_comes_back_in_time(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
