@@ -438,13 +438,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     """`rulesd test`: run rule unit tests, report each failure with expected and actual."""
     from rulesd.junit import RuleTestFile, junit_xml
-    from rulesd.ruletest import run_test_files
+    from rulesd.ruletest import WrittenRules, run_test_files
 
     files, found = discover_test_files(args.files)  # (a directory without tests: an error of its own)
     warnings = [p for p in found if p.severity != "error"]
     results = [RuleTestFile(p.location.path, (), (p,)) for p in found if p.severity == "error"]
+    written = WrittenRules()  # the rule files as written, read once for all the test files
     for path in files:  # one at a time, so that JUnit can say which file each problem stopped
-        file_outcomes, file_problems = run_test_files([path])
+        file_outcomes, file_problems = run_test_files([path], written)
         warnings += [p for p in file_problems if p.severity != "error"]  # said, but they fail nothing
         errors = tuple(p for p in file_problems if p.severity == "error")
         results.append(RuleTestFile(path, tuple(file_outcomes), errors))

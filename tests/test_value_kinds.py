@@ -4,8 +4,15 @@ at the value's line."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
+
+from rulesd.rules import loader
+from rulesd.rules.cache import RuleCache
+from rulesd.rules.loader import RuleSource
+from rulesd.rules.model import Rule
 from tests.run_cli import rulesd_cli
 from tests.test_rule_mistakes import check, warnings_of_test
 
@@ -42,6 +49,38 @@ def test_rulesd_test_warns_at_a_value_its_events_carry_as_another_kind(tmp_path:
         f"{rule}:6:21: warning: rules[0].match.region.in[0]: 'server-errors' compares region with the text "
         f'"true", {events} boolean (true), which is never equal to it: write true unquoted',
     ] == warnings_of_test(test)
+
+
+def test_rulesd_test_reads_the_written_rules_once_for_all_its_test_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three test files over one rule file, their events carrying http.status as a number, a
+    text and a number: each file's warnings are said, naming its events, while the rules as
+    written (for the value-kind check) are read once in the run, not once per test file (1,000
+    rules and 50 test files read the rule files 50 times over)."""
+    from rulesd import ruletest
+    from rulesd.cli import main
+
+    (tmp_path / "http.yaml").write_text(HTTP)
+    asked: list[str] = []
+
+    def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[str, RuleSource]:
+        wanted = list(rules)
+        asked.extend(rule.name for rule in wanted)
+        return loader.rule_sources(wanted, cache)
+
+    monkeypatch.setattr(ruletest, "rule_sources", rule_sources)
+    tests = []
+    for name, status in (("a", "500"), ("b", "'500'"), ("c", "502")):
+        tests.append(tmp_path / f"{name}.test.yaml")
+        tests[-1].write_text(
+            f"rule_files: [http.yaml]\ntests:\n  - name: {name}\n    events:\n"
+            f"      - {{event: {{http: {{status: {status}}}}}}}\n    expect_alerts: []\n"
+        )
+    assert 0 == main(["test", *map(str, tests)])
+    said = [line for line in capsys.readouterr().out.splitlines() if "compares http.status" in line]
+    assert [tests[0], tests[2]] == [t for line in said for t in tests if f"events of {t} carry it as a number" in line]
+    assert ["server-errors"] == asked
 
 
 def test_rulesd_check_warns_where_another_test_of_the_field_takes_another_kind(tmp_path: Path) -> None:
