@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,6 +82,37 @@ def test_rulesd_test_reads_the_written_rules_once_for_all_its_test_files(
     said = [line for line in capsys.readouterr().out.splitlines() if "compares http.status" in line]
     assert [tests[0], tests[2]] == [t for line in said for t in tests if f"events of {t} carry it as a number" in line]
     assert ["server-errors"] == asked
+
+
+def test_the_events_are_looked_at_once_per_field_however_many_rules_compare_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three rules compare http.status with a text, the events carry a number: three warnings,
+    while the events' http.status is read by one getter (once per compared value, a test file's
+    events were read over again for each of a large rule set's thousands of values)."""
+    from rulesd.rules import fields
+    from rulesd.ruletest import run_test_files
+
+    made: list[str] = []
+    real = fields.make_getter
+
+    def make_getter(path: str) -> Any:
+        made.append(path)
+        return real(path)
+
+    monkeypatch.setattr(fields, "make_getter", make_getter)
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n" + "".join(f"  - name: r{i}\n    match: {{http.status: '50{i}'}}\n" for i in range(3))
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events:\n      - {event: {http: {status: 404}}}\n"
+        "    expect_alerts: []\n"
+    )
+    outcomes, warnings = run_test_files([str(test)])
+    assert [True] == [o.passed for o in outcomes]
+    assert [3, 5, 7] == [w.location.line for w in warnings if "carry it as a number (404)" in w.message]
+    assert 1 == made.count("http.status")
 
 
 def test_rulesd_check_warns_where_another_test_of_the_field_takes_another_kind(tmp_path: Path) -> None:
