@@ -2926,6 +2926,68 @@ def test_a_stop_with_a_batch_from_standard_input_not_committed_says_its_lines_ar
     assert "read again at the next start" not in process.stderr()
 
 
+def piped_and_file(root: Path, redis_server: RedisServer, log_file: Path) -> Path:
+    """The config of instance a in fleet mode over two named sources: standard input, and the
+    file at `log_file` from its beginning."""
+    Fleet(root, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    settings = {
+        "rules": ["rules"],
+        "sources": [
+            {"name": "piped", "type": "stdin"},
+            {"name": "app", "type": "file", "path": str(log_file), "start_at": "beginning"},
+        ],
+        "state": {"backend": "redis", "url": redis_server.url, "instance": "a"},
+        "state_dir": "state-a",
+        "opsgenie": {"api_key_file": "opsgenie.key", "alert_url": "http://127.0.0.1:9/v2/alerts"},
+    }
+    (root / "a.yaml").write_text(yaml.safe_dump(settings))
+    return root / "a.yaml"
+
+
+def on_piped_logins(stack: contextlib.ExitStack, config_path: Path, count: int) -> SharedDaemon:
+    """Instance a of `config_path` turned by hand, started, `count` failed logins piped to its
+    standard input (its end closed)."""
+    from rulesd.config import load_config
+    from rulesd.daemon import build_parts
+    from rulesd.rules.loader import load_ruleset
+
+    config = load_config(str(config_path))
+    read_end, write_end = os.pipe()
+    os.write(write_end, (json.dumps({"event": "login_failed", "user": "x"}) + "\n").encode() * count)
+    os.close(write_end)
+    parts = build_parts(config, load_ruleset(config.rules), environ={}, stdin_fd=read_end)
+    stack.callback(parts.store.close)
+    assert parts.lock is not None
+    stack.callback(parts.lock.release)
+    assert isinstance(parts.store, RedisState)
+    daemon = SharedDaemon(parts, parts.store, None)
+    daemon.shared.start()
+    daemon._started = True
+    return daemon
+
+
+def test_a_stop_with_a_batch_from_standard_input_and_a_file_not_committed_says_where_each_goes(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sources standard input and a file, one batch holding three lines of the one and two of
+    the other, refused (another instance published other rules), then the stop: it says the
+    lines from standard input are lost and those from the file are read again at the next start
+    (it spoke of standard input's alone, as if the file's were lost too, or not there)."""
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 2)
+    with contextlib.ExitStack() as stack:
+        a = on_piped_logins(stack, piped_and_file(tmp_path, redis_server, log_file), 3)
+        a.store.client.set(a.store.k.rules, "0123456789abcdef")
+        assert a._step() and 1 == len(a.pending)
+        a.stop_requested.set()
+        with caplog.at_level(logging.WARNING, logger="rulesd"):
+            a._loop()  # (stopping at once)
+    said = [r.getMessage() for r in caplog.records if "the batch read was not committed" in r.getMessage()]
+    assert 1 == len(said), caplog.text
+    assert "its 3 line(s) from standard input cannot be read again and are lost" in said[0]
+    assert "; the 2 line(s) from its other sources are read again at the next start" in said[0]
+
+
 def forward_config(root: Path, redis_url: str, log_file: Path, name: str, file: str) -> Path:
     """A `rulesd forward` config under instance `name`, with its own state directory."""
     config = root / file
@@ -3043,31 +3105,23 @@ def test_a_forwarder_and_another_process_on_one_state_directory_do_not_run_toget
     assert 0 == running.terminate(), running.output()
 
 
+@pytest.mark.parametrize("named", [False, True])
 def test_a_stop_while_redis_is_down_commits_a_batch_from_standard_input_if_redis_comes_back_in_time(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, named: bool
 ) -> None:
     """Five lines piped in, Redis killed before their commit, the instance stopped, Redis back a
     moment later (a restart, a failover): within the stop's bound the batch is committed and its
     alert queued (standard input cannot be read again: the batch was dropped with the process,
-    said lost)."""
-    from rulesd.config import load_config
-    from rulesd.daemon import build_parts
-    from rulesd.rules.loader import load_ruleset
-
-    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
-    config = load_config(str(fleet.config("a", source={"type": "stdin"}, time_field=None)))
-    read_end, write_end = os.pipe()
-    os.write(write_end, b"".join(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n" for _ in range(5)))
-    os.close(write_end)
+    said lost). `named`: standard input as a named source beside a file, under `sources:` (not
+    known as standard input there, the batch was dropped, said to be read again)."""
+    if named:
+        (tmp_path / "a.jsonl").touch()
+        config = piped_and_file(tmp_path, redis_server, tmp_path / "a.jsonl")
+    else:
+        fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+        config = fleet.config("a", source={"type": "stdin"}, time_field=None)
     with contextlib.ExitStack() as stack:
-        parts = build_parts(config, load_ruleset(config.rules), environ={}, stdin_fd=read_end)
-        stack.callback(parts.store.close)
-        assert parts.lock is not None
-        stack.callback(parts.lock.release)
-        assert isinstance(parts.store, RedisState)
-        a = SharedDaemon(parts, parts.store, None)
-        a.shared.start()
-        a._started = True
+        a = on_piped_logins(stack, config, 5)
         redis_server.stop()
         with pytest.raises(StateUnavailable) as raised:
             a._step()
