@@ -64,10 +64,14 @@ class Usage:
 
 
 def measure(
-    command: list[str], stdin: Path | None = None, stdout: Path | None = None, env: dict[str, str] | None = None
+    command: list[str],
+    stdin: Path | None = None,
+    stdout: Path | None = None,
+    env: dict[str, str] | None = None,
+    exits: tuple[int, ...] = (0,),
 ) -> Usage:
     """Run `command` to completion (stdout discarded, or written to `stdout`) and return its
-    own resource use."""
+    own resource use; RuntimeError if its exit status is not one of `exits`."""
     with open(stdin or os.devnull, "rb") as inp, open(stdout or os.devnull, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdin=inp, stdout=out, stderr=subprocess.PIPE, env=env)
@@ -76,7 +80,7 @@ def measure(
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    if proc.returncode not in exits:
         raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{err.decode()[-3000:]}")
     return Usage(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024)
 

@@ -438,13 +438,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     """`rulesd test`: run rule unit tests, report each failure with expected and actual."""
     from rulesd.junit import RuleTestFile, junit_xml
-    from rulesd.ruletest import run_test_files
+    from rulesd.ruletest import WrittenRules, run_test_files
 
     files, found = discover_test_files(args.files)  # (a directory without tests: an error of its own)
     warnings = [p for p in found if p.severity != "error"]
     results = [RuleTestFile(p.location.path, (), (p,)) for p in found if p.severity == "error"]
+    written = WrittenRules()  # the rule files as written, read once for all the test files
     for path in files:  # one at a time, so that JUnit can say which file each problem stopped
-        file_outcomes, file_problems = run_test_files([path])
+        file_outcomes, file_problems = run_test_files([path], written)
         warnings += [p for p in file_problems if p.severity != "error"]  # said, but they fail nothing
         errors = tuple(p for p in file_problems if p.severity == "error")
         results.append(RuleTestFile(path, tuple(file_outcomes), errors))
@@ -812,6 +813,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     import sqlite3
 
     from rulesd.daemon import Daemon, build_parts
+    from rulesd.daemon.name import StoppedWaiting
     from rulesd.engine.limit_checks import limit_warnings
     from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.claim import NameTaken
@@ -834,6 +836,9 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     except (StateDirectoryBusy, NameTaken) as exc:  # a second daemon: a restart cannot help either
         _log().error("cannot start: %s", exc)
         return EXIT_USAGE
+    except StoppedWaiting as exc:  # systemctl stop while another host's lease was waited out
+        _log().info("%s", exc)
+        return EXIT_OK
     except StateAuthFailed as exc:  # wrong credentials: a configuration error, a restart cannot help
         _log().error("cannot start: %s: fix the user or password in %s", exc, redis_settings(config))
         return EXIT_USAGE
@@ -863,9 +868,11 @@ def cmd_forward(args: argparse.Namespace) -> int:
     """`rulesd forward`: append the configured sources' lines to the `forward:` stream."""
     import sqlite3
 
+    from rulesd.daemon.name import StoppedWaiting
     from rulesd.forward import Forwarder
     from rulesd.state import StateAuthFailed, StateError
     from rulesd.state.claim import NameTaken
+    from rulesd.state.lock import StateDirectoryBusy
 
     config = load_config(args.config, look=True)
     if config.forward is None:
@@ -876,9 +883,12 @@ def cmd_forward(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return Forwarder(config).run()
-    except NameTaken as exc:  # another live forwarder under this name: a restart cannot help
+    except (StateDirectoryBusy, NameTaken) as exc:  # another process on its state_dir, or name: as for run
         _log().error("cannot start: %s", exc)
         return EXIT_USAGE
+    except StoppedWaiting as exc:  # systemctl stop while another host's lease was waited out
+        _log().info("%s", exc)
+        return EXIT_OK
     except StateAuthFailed as exc:  # at start (later, it is retried): wrong credentials
         _log().error("cannot forward: %s: fix the user or password in forward.url", exc)
         return EXIT_USAGE

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import math
 import os
-import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -26,9 +25,10 @@ import orjson
 import redis
 
 from rulesd.config import Config
-from rulesd.daemon.build import STATE_FILE, make_state_dir, open_sources
+from rulesd.daemon.build import STATE_FILE, lock_state, open_sources
 from rulesd.daemon.name import NameRenewal, claim_name
 from rulesd.daemon.run import BATCH_LINES, IDLE_WAIT, STATUS_EVERY
+from rulesd.daemon.stop_signals import StopSignals
 from rulesd.events import IGNORED, parse_block
 from rulesd.logs import RateLimitedWarning
 from rulesd.notify import Notifier
@@ -58,6 +58,9 @@ class Forwarder:
         forward = config.forward
         assert forward is not None
         self.config, self.forward = config, forward
+        # Its positions are kept in state_dir as a daemon's are: one process per state directory
+        # (a daemon's lock: StateDirectoryBusy), or each would overwrite the other's positions.
+        self.lock = lock_state(config.state_dir)
         self.store = RedisState(
             connect(forward.url),
             instance=config.state.instance or default_instance(config.state_dir),
@@ -66,7 +69,6 @@ class Forwarder:
             role="forward:",
         )
         self.positions_key = self.store.k.prefix + "forward:positions"
-        make_state_dir(config.state_dir)
         self.local = SqliteState(os.path.join(config.state_dir, STATE_FILE))
         self.warn = RateLimitedWarning(log, time.monotonic)
         self.notifier = Notifier(environ)
@@ -93,21 +95,24 @@ class Forwarder:
 
     def run(self) -> int:
         """Forward until SIGTERM/SIGINT (or the input's end); 0 after a clean stop, 2 once another
-        forwarder took its name (NameTaken at start: another holds it)."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda _s, _f: self.stop_requested.set())
-        # Its positions are kept under its name, as a daemon's: one forwarder per name (a daemon
-        # under the same name keeps its own positions, under its own claim: both may run).
-        claim_name(self.store, self.notifier)
-        self.renew_name = NameRenewal(self.store)
+        forwarder took its name (NameTaken at start: another holds it; StoppedWaiting: stopped
+        while its lease was waited out)."""
         try:
-            return self._run()
-        except NameTaken as exc:  # a configuration error: a restart cannot help (exit 2, as at start)
-            log.critical("stopping: %s", exc)
-            self.notifier.status(f"fatal error: {exc}")
-            return 2
+            with StopSignals(self.stop_requested) as stop:
+                # Its positions are kept under its name, as a daemon's: one forwarder per name (a daemon
+                # under the same name keeps its own positions, under its own claim: both may run).
+                claim_name(self.store, self.notifier, stop)
+                self.renew_name = NameRenewal(self.store)
+                try:
+                    return self._run()
+                except NameTaken as exc:  # a configuration error: a restart cannot help (exit 2, as at start)
+                    log.critical("stopping: %s", exc)
+                    self.notifier.status(f"fatal error: {exc}")
+                    return 2
+                finally:
+                    self.store.close()  # the name given up (kept while another holds it)
         finally:
-            self.store.close()  # the name given up (kept while another holds it)
+            self.lock.release()  # last: nothing more is written in state_dir
 
     def _run(self) -> int:
         self.sources = open_sources(self.config, self.saved_positions(), self.warn, 0)

@@ -23,7 +23,7 @@ from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.boolean_words import rule_test_warnings
-from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, check_paths, discover_files, rule_sources
+from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, RuleSource, check_paths, discover_files, rule_sources
 from rulesd.rules.model import Absence, Rule, RuleSet, rule_hint
 from rulesd.rules.unseen import unseen_fields
 from rulesd.rules.value_kinds import event_warnings
@@ -182,12 +182,35 @@ def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[st
                 yield Problem(doc.locate((*path, key)), f"{format_path((*path, key))}: {exc}")
 
 
+class WrittenRules:
+    """The rules as written (`rule_sources`: their mappings and documents, to locate warnings
+    at), read once in a run of `rulesd test` and shared by its test files: each file read every
+    enabled rule's file again (1,000 rules and 50 test files: the rule files read 50 times over).
+    A rule is known by its file, name and fingerprint, so a rule file changed between two test
+    files is read again for the second (whose rules were loaded from the new text)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str, str], RuleSource] = {}
+
+    def of(self, rules: list[Rule]) -> dict[str, RuleSource]:
+        """The written form of each of `rules` by name; RuleError as `rule_sources`."""
+        missing = [rule for rule in rules if _written_key(rule) not in self._known]
+        if missing:
+            read = rule_sources(missing)
+            self._known.update((_written_key(rule), read[rule.name]) for rule in missing)
+        return {rule.name: self._known[_written_key(rule)] for rule in rules}
+
+
+def _written_key(rule: Rule) -> tuple[str, str, str]:
+    return rule.location.path, rule.name, rule.fingerprint
+
+
 def run_test_file(path: str) -> list[TestOutcome]:
     """Run every test in `path`; InvalidInputError when the file or its rules are invalid."""
-    return _run_test_file(path)[0]
+    return _run_test_file(path, WrittenRules())[0]
 
 
-def _run_test_file(path: str) -> tuple[list[TestOutcome], list[Problem]]:
+def _run_test_file(path: str, written: WrittenRules) -> tuple[list[TestOutcome], list[Problem]]:
     """`run_test_file`, and the warnings of the file and of its rule files: a test may pass
     only because of what one warns about (`country: NO` in the rule and in the event, both
     read as false), so they are said where the test runs."""
@@ -200,13 +223,14 @@ def _run_test_file(path: str) -> tuple[list[TestOutcome], list[Problem]]:
     if ruleset is None:
         raise RuleError(checked.errors)
     assert isinstance(doc.value, dict)
-    warnings = [p for p in checked.problems if p.severity != "error"] + _warnings(doc) + _unseen(doc, ruleset)
+    others = _other_kinds(doc, ruleset, written)  # (first: it reads every enabled rule as written, _unseen a few)
+    warnings = [p for p in checked.problems if p.severity != "error"] + _warnings(doc) + _unseen(doc, ruleset, written)
     said = {p.location for p in warnings}  # (the rule set's own tests may have said it already)
-    warnings += [p for p in _other_kinds(doc, ruleset) if p.location not in said]
+    warnings += [p for p in others if p.location not in said]
     return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])], warnings
 
 
-def _unseen(doc: Document, ruleset: RuleSet) -> list[Problem]:
+def _unseen(doc: Document, ruleset: RuleSet, written: WrittenRules) -> list[Problem]:
     """A warning at each field a rule groups or counts by that no event of the file's tests it
     matched has (a misspelled group_by puts every event in one group, and the test may pass)."""
     assert isinstance(doc.value, dict)
@@ -215,7 +239,7 @@ def _unseen(doc: Document, ruleset: RuleSet) -> list[Problem]:
     if not found:
         return []
     try:
-        sources = rule_sources([rule for rule, *_ in found])
+        sources = written.of([rule for rule, *_ in found])
     except RuleError:  # (a rule file changed meanwhile: its own check says so)
         return []
     warnings = []
@@ -230,13 +254,13 @@ def _unseen(doc: Document, ruleset: RuleSet) -> list[Problem]:
     return warnings
 
 
-def _other_kinds(doc: Document, ruleset: RuleSet) -> list[Problem]:
+def _other_kinds(doc: Document, ruleset: RuleSet, written: WrittenRules) -> list[Problem]:
     """A warning at each value a rule compares a field with that the file's events carry as
     another kind of value (`http.status: "500"`, the events' status the number 500)."""
     assert isinstance(doc.value, dict)
     events = [step["event"] for test in doc.value["tests"] for step in test["events"] if "event" in step]
     try:
-        sources = rule_sources([rule for rule in ruleset.rules if rule.enabled])
+        sources = written.of([rule for rule in ruleset.rules if rule.enabled])
     except RuleError:  # (a rule file changed meanwhile: its own check says so)
         return []
     return event_warnings(((s.doc, s.raw, s.base) for s in sources.values()), events, doc.path)
@@ -414,14 +438,16 @@ def _describe_actual(alert: Alert) -> str:
     return f"event {alert.event}: rules {sorted(alert.rules)}, priority {p['priority']!r}, message {p['message']!r}"
 
 
-def run_test_files(paths: list[str]) -> tuple[list[TestOutcome], list[Problem]]:
+def run_test_files(paths: list[str], written: WrittenRules | None = None) -> tuple[list[TestOutcome], list[Problem]]:
     """Run all files; invalid files become problems rather than stopping the run, and the
-    warnings of the files run are problems of severity warning."""
+    warnings of the files run are problems of severity warning. `written`: the rules as
+    written, shared with the other calls of the same run."""
+    written = written or WrittenRules()
     outcomes: list[TestOutcome] = []
     problems: list[Problem] = []
     for path in paths:
         try:
-            ran, warnings = _run_test_file(path)
+            ran, warnings = _run_test_file(path, written)
         except InvalidInputError as exc:
             problems.extend(exc.problems)
         else:

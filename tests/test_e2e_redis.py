@@ -2734,10 +2734,14 @@ def test_a_name_whose_holder_was_killed_on_this_host_is_taken_at_once(
     assert 0 == again.terminate()
 
 
-def held_elsewhere(redis_server: RedisServer, name: str, lease_ms: int) -> None:
+def held_elsewhere(redis_server: RedisServer, name: str, lease_ms: int, role: str = "") -> bytes:
+    """The name claimed as a process on another host would (`role`: "forward:" for a forwarder's);
+    the key's value."""
     holder = {"token": "elsewhere:1:x", "host": "elsewhere", "pid": 4242, "since": time.time() - 60}
     holder |= {"boot": "another-boot", "pidns": "pid:[1]", "started": "1"}
-    redis_server.client().set(f"rulesd:instance:{name}", json.dumps(holder), px=lease_ms)
+    raw = json.dumps(holder).encode()
+    redis_server.client().set(f"rulesd:{role}instance:{name}", raw, px=lease_ms)
+    return raw
 
 
 def test_a_name_held_on_another_host_is_waited_out_or_refused_if_renewed(
@@ -2776,6 +2780,38 @@ def test_a_name_held_on_another_host_is_waited_out_or_refused_if_renewed(
     assert "cannot start: instance 'a' is in use by another rulesd process (pid 4242 on host elsewhere" in (
         refused.stderr
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("command", ["run", "forward"])
+def test_a_stop_while_a_name_held_elsewhere_is_waited_out_ends_the_start_at_once(
+    tmp_path: Path, redis_server: RedisServer, command: str, signum: signal.Signals
+) -> None:
+    """`systemctl stop` while a start waits out the lease of a holder on another host: the
+    process ends at once with exit 0, saying it stopped before claiming the name; the name stays
+    the other's and nothing was read (the forwarder waited the lease out, up to 30 s, and started
+    before it stopped; `rulesd run` was ended by the signal's default action without a word, or
+    by SIGINT's KeyboardInterrupt with exit 130)."""
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 3)
+    if command == "run":
+        fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+        config, role = fleet.on_file("a", log_file, redis_server.url), ""
+    else:
+        config, role = forward_config(tmp_path, redis_server.url, log_file, "a", "one.yaml"), "forward:"
+    holder = held_elsewhere(redis_server, "a", 60_000, role)
+    process = DaemonProcess(tmp_path, [command, "--config", str(config)], None)
+    assert process.wait_for_log("for its lease to run out", 60), process.output()
+    process.proc.send_signal(signum)
+    sent = time.monotonic()
+    assert 0 == process.proc.wait(20), process.output()
+    assert time.monotonic() - sent < 10, process.output()
+    stderr = process.stderr()
+    said = f"received {signum.name}: stopping before the start: instance 'a' was not claimed (held by pid 4242 on host"
+    assert said in stderr and "nothing was read" in stderr, stderr
+    assert "started" not in stderr and "Traceback" not in stderr, stderr
+    assert holder == redis_server.client().get(f"rulesd:{role}instance:a")
+    assert 0 == redis_server.client().exists(STREAM, "rulesd:positions", "rulesd:forward:positions")
 
 
 def test_a_paused_process_whose_name_was_taken_stops_and_commits_nothing(
@@ -2894,6 +2930,68 @@ def test_a_stop_with_a_batch_from_standard_input_not_committed_says_its_lines_ar
     assert "read again at the next start" not in process.stderr()
 
 
+def piped_and_file(root: Path, redis_server: RedisServer, log_file: Path) -> Path:
+    """The config of instance a in fleet mode over two named sources: standard input, and the
+    file at `log_file` from its beginning."""
+    Fleet(root, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    settings = {
+        "rules": ["rules"],
+        "sources": [
+            {"name": "piped", "type": "stdin"},
+            {"name": "app", "type": "file", "path": str(log_file), "start_at": "beginning"},
+        ],
+        "state": {"backend": "redis", "url": redis_server.url, "instance": "a"},
+        "state_dir": "state-a",
+        "opsgenie": {"api_key_file": "opsgenie.key", "alert_url": "http://127.0.0.1:9/v2/alerts"},
+    }
+    (root / "a.yaml").write_text(yaml.safe_dump(settings))
+    return root / "a.yaml"
+
+
+def on_piped_logins(stack: contextlib.ExitStack, config_path: Path, count: int) -> SharedDaemon:
+    """Instance a of `config_path` turned by hand, started, `count` failed logins piped to its
+    standard input (its end closed)."""
+    from rulesd.config import load_config
+    from rulesd.daemon import build_parts
+    from rulesd.rules.loader import load_ruleset
+
+    config = load_config(str(config_path))
+    read_end, write_end = os.pipe()
+    os.write(write_end, (json.dumps({"event": "login_failed", "user": "x"}) + "\n").encode() * count)
+    os.close(write_end)
+    parts = build_parts(config, load_ruleset(config.rules), environ={}, stdin_fd=read_end)
+    stack.callback(parts.store.close)
+    assert parts.lock is not None
+    stack.callback(parts.lock.release)
+    assert isinstance(parts.store, RedisState)
+    daemon = SharedDaemon(parts, parts.store, None)
+    daemon.shared.start()
+    daemon._started = True
+    return daemon
+
+
+def test_a_stop_with_a_batch_from_standard_input_and_a_file_not_committed_says_where_each_goes(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sources standard input and a file, one batch holding three lines of the one and two of
+    the other, refused (another instance published other rules), then the stop: it says the
+    lines from standard input are lost and those from the file are read again at the next start
+    (it spoke of standard input's alone, as if the file's were lost too, or not there)."""
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 2)
+    with contextlib.ExitStack() as stack:
+        a = on_piped_logins(stack, piped_and_file(tmp_path, redis_server, log_file), 3)
+        a.store.client.set(a.store.k.rules, "0123456789abcdef")
+        assert a._step() and 1 == len(a.pending)
+        a.stop_requested.set()
+        with caplog.at_level(logging.WARNING, logger="rulesd"):
+            a._loop()  # (stopping at once)
+    said = [r.getMessage() for r in caplog.records if "the batch read was not committed" in r.getMessage()]
+    assert 1 == len(said), caplog.text
+    assert "its 3 line(s) from standard input cannot be read again and are lost" in said[0]
+    assert "; the 2 line(s) from its other sources are read again at the next start" in said[0]
+
+
 def forward_config(root: Path, redis_url: str, log_file: Path, name: str, file: str) -> Path:
     """A `rulesd forward` config under instance `name`, with its own state directory."""
     config = root / file
@@ -2980,31 +3078,54 @@ def test_a_forwarder_that_finds_its_name_taken_stops(tmp_path: Path, redis_serve
     assert forward_holder(redis_server, "a") == holder  # not given up: it is the other's
 
 
+@pytest.mark.parametrize(("first", "second"), [("run", "forward"), ("forward", "run"), ("forward", "forward")])
+def test_a_forwarder_and_another_process_on_one_state_directory_do_not_run_together(
+    tmp_path: Path, redis_server: RedisServer, first: str, second: str
+) -> None:
+    """`rulesd forward` keeps its positions in `state_dir` as `rulesd run` does: started on the
+    directory of a running daemon or forwarder (under another instance name), or a daemon on a
+    forwarder's, the second exits 2 at once naming the directory and the first's pid, as a second
+    daemon does (they ran together and overwrote each other's positions: lines skipped or read
+    twice); the first runs on and stops cleanly."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+    log_file = tmp_path / "a.jsonl"
+    append_logins(log_file, 3)
+    source = {"type": "file", "path": str(log_file), "start_at": "beginning"}
+
+    def config(command: str, name: str) -> Path:
+        if command == "run":
+            return fleet.config(name, source=source, state={"backend": "sqlite"}, state_dir="shared", time_field=None)
+        forward = {"url": redis_server.url, "stream": STREAM}
+        state = {"backend": "redis", "url": redis_server.url, "instance": name}
+        return fleet.config(name, source=source, state=state, state_dir="shared", forward=forward)
+
+    running = DaemonProcess(tmp_path, [first, "--config", str(config(first, "one"))], None)
+    assert running.wait_for_log("rulesd started" if first == "run" else "rulesd forward started", 60), running.output()
+    refused = run_twin(fleet, "two", config(second, "two"), timeout=30, command=second)
+    assert 2 == refused.returncode, refused.stderr
+    said = f"cannot start: state directory {tmp_path / 'shared'} is in use by another rulesd (pid {running.proc.pid})"
+    assert said in refused.stderr and "started" not in refused.stderr, refused.stderr
+    assert running.proc.poll() is None
+    assert 0 == running.terminate(), running.output()
+
+
+@pytest.mark.parametrize("named", [False, True])
 def test_a_stop_while_redis_is_down_commits_a_batch_from_standard_input_if_redis_comes_back_in_time(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, named: bool
 ) -> None:
     """Five lines piped in, Redis killed before their commit, the instance stopped, Redis back a
     moment later (a restart, a failover): within the stop's bound the batch is committed and its
     alert queued (standard input cannot be read again: the batch was dropped with the process,
-    said lost)."""
-    from rulesd.config import load_config
-    from rulesd.daemon import build_parts
-    from rulesd.rules.loader import load_ruleset
-
-    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
-    config = load_config(str(fleet.config("a", source={"type": "stdin"}, time_field=None)))
-    read_end, write_end = os.pipe()
-    os.write(write_end, b"".join(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n" for _ in range(5)))
-    os.close(write_end)
+    said lost). `named`: standard input as a named source beside a file, under `sources:` (not
+    known as standard input there, the batch was dropped, said to be read again)."""
+    if named:
+        (tmp_path / "a.jsonl").touch()
+        config = piped_and_file(tmp_path, redis_server, tmp_path / "a.jsonl")
+    else:
+        fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules=FLEET_RULES)
+        config = fleet.config("a", source={"type": "stdin"}, time_field=None)
     with contextlib.ExitStack() as stack:
-        parts = build_parts(config, load_ruleset(config.rules), environ={}, stdin_fd=read_end)
-        stack.callback(parts.store.close)
-        assert parts.lock is not None
-        stack.callback(parts.lock.release)
-        assert isinstance(parts.store, RedisState)
-        a = SharedDaemon(parts, parts.store, None)
-        a.shared.start()
-        a._started = True
+        a = on_piped_logins(stack, config, 5)
         redis_server.stop()
         with pytest.raises(StateUnavailable) as raised:
             a._step()

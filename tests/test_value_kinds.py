@@ -4,8 +4,16 @@ at the value's line."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from rulesd.rules import loader
+from rulesd.rules.cache import RuleCache
+from rulesd.rules.loader import RuleSource
+from rulesd.rules.model import Rule
 from tests.run_cli import rulesd_cli
 from tests.test_rule_mistakes import check, warnings_of_test
 
@@ -42,6 +50,69 @@ def test_rulesd_test_warns_at_a_value_its_events_carry_as_another_kind(tmp_path:
         f"{rule}:6:21: warning: rules[0].match.region.in[0]: 'server-errors' compares region with the text "
         f'"true", {events} boolean (true), which is never equal to it: write true unquoted',
     ] == warnings_of_test(test)
+
+
+def test_rulesd_test_reads_the_written_rules_once_for_all_its_test_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three test files over one rule file, their events carrying http.status as a number, a
+    text and a number: each file's warnings are said, naming its events, while the rules as
+    written (for the value-kind check) are read once in the run, not once per test file (1,000
+    rules and 50 test files read the rule files 50 times over)."""
+    from rulesd import ruletest
+    from rulesd.cli import main
+
+    (tmp_path / "http.yaml").write_text(HTTP)
+    asked: list[str] = []
+
+    def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[str, RuleSource]:
+        wanted = list(rules)
+        asked.extend(rule.name for rule in wanted)
+        return loader.rule_sources(wanted, cache)
+
+    monkeypatch.setattr(ruletest, "rule_sources", rule_sources)
+    tests = []
+    for name, status in (("a", "500"), ("b", "'500'"), ("c", "502")):
+        tests.append(tmp_path / f"{name}.test.yaml")
+        tests[-1].write_text(
+            f"rule_files: [http.yaml]\ntests:\n  - name: {name}\n    events:\n"
+            f"      - {{event: {{http: {{status: {status}}}}}}}\n    expect_alerts: []\n"
+        )
+    assert 0 == main(["test", *map(str, tests)])
+    said = [line for line in capsys.readouterr().out.splitlines() if "compares http.status" in line]
+    assert [tests[0], tests[2]] == [t for line in said for t in tests if f"events of {t} carry it as a number" in line]
+    assert ["server-errors"] == asked
+
+
+def test_the_events_are_looked_at_once_per_field_however_many_rules_compare_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three rules compare http.status with a text, the events carry a number: three warnings,
+    while the events' http.status is read by one getter (once per compared value, a test file's
+    events were read over again for each of a large rule set's thousands of values)."""
+    from rulesd.rules import fields
+    from rulesd.ruletest import run_test_files
+
+    made: list[str] = []
+    real = fields.make_getter
+
+    def make_getter(path: str) -> Any:
+        made.append(path)
+        return real(path)
+
+    monkeypatch.setattr(fields, "make_getter", make_getter)
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n" + "".join(f"  - name: r{i}\n    match: {{http.status: '50{i}'}}\n" for i in range(3))
+    )
+    test = tmp_path / "r.test.yaml"
+    test.write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events:\n      - {event: {http: {status: 404}}}\n"
+        "    expect_alerts: []\n"
+    )
+    outcomes, warnings = run_test_files([str(test)])
+    assert [True] == [o.passed for o in outcomes]
+    assert [3, 5, 7] == [w.location.line for w in warnings if "carry it as a number (404)" in w.message]
+    assert 1 == made.count("http.status")
 
 
 def test_rulesd_check_warns_where_another_test_of_the_field_takes_another_kind(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.payload import AlertSettings
 from rulesd.config import Config, OpsgenieConfig, SourceConfig, resolve_api_key
 from rulesd.daemon.delivery_log import DeliveryLog
+from rulesd.daemon.stop_signals import StopSignals
 from rulesd.engine import Engine, EngineState
 from rulesd.errors import ConfigError, InvalidInputError, Problem, SourceLocation
 from rulesd.events import Parser
@@ -280,7 +281,8 @@ def _build_parts(
         from rulesd.state.redis import RedisState
 
         assert isinstance(store, RedisState)
-        claim_name(store, Notifier(environ))  # before its positions are read
+        with StopSignals(stop) as signals:  # heard while a lease is waited out (the loop's own come later)
+            claim_name(store, Notifier(environ), signals)  # before its positions are read
     positions = store.load_positions()  # read in stream mode too: a Redis that does not answer stops the start
     sources = {} if stream is not None else open_sources(config, positions, warn, stdin_fd)
     notifier = Notifier(environ)

@@ -1,17 +1,19 @@
 """At start, an instance claims its name in Redis before it reads its positions there (see
 `rulesd.state.claim`): held by a live process, it refuses to start; by one known gone (same
 host, its pid ended), it takes it at once; by one it cannot tell of, it waits the lease out,
-saying so, and refuses if the holder renews it meanwhile (it is live)."""
+saying so, and refuses if the holder renews it meanwhile (it is live); stopped meanwhile
+(SIGTERM, SIGINT), it ends at once, having claimed and read nothing."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable
 
+from rulesd.daemon.stop_signals import StopSignals
+from rulesd.errors import RulesdError
 from rulesd.notify import Notifier
-from rulesd.state.claim import RENEW_EVERY, NameTaken, decode, describe, gone
+from rulesd.state.claim import RENEW_EVERY, Holder, NameTaken, decode, describe, gone
 from rulesd.state.redis import RedisState
 
 log = logging.getLogger("rulesd")
@@ -21,8 +23,20 @@ LOOK_EVERY = 0.5  # seconds between looks at a lease waited out
 RENEWED_BY = 1.0
 
 
-def claim_name(store: RedisState, notifier: Notifier, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Hold the instance's name for this process, or raise NameTaken (StateUnavailable: Redis)."""
+class StoppedWaiting(RulesdError):
+    """A stop came while the start waited out another process's lease: the process ends as after
+    any stop (exit 0), its name not claimed, nothing read (so nothing lost)."""
+
+    def __init__(self, instance: str, holder: Holder, heard: str) -> None:
+        super().__init__(
+            f"received {heard or 'a stop'}: stopping before the start: instance {instance!r} was not claimed (held"
+            f" by {describe(holder)}, whose lease was being waited out) and nothing was read"
+        )
+
+
+def claim_name(store: RedisState, notifier: Notifier, stop: StopSignals) -> None:
+    """Hold the instance's name for this process, or raise NameTaken (StateUnavailable: Redis;
+    StoppedWaiting: `stop` came while a lease was waited out)."""
     waited: tuple[bytes, float] | None = None  # the holder whose lease is waited out, and its end (monotonic)
     while True:
         asked = time.monotonic()
@@ -51,7 +65,8 @@ def claim_name(store: RedisState, notifier: Notifier, sleep: Callable[[float], N
             log.warning("%s", message)
             notifier.status(message)
             waited = (raw, ends)
-        sleep(LOOK_EVERY)
+        if stop.wait(LOOK_EVERY):
+            raise StoppedWaiting(store.instance, holder, stop.heard)
     if waited is not None:
         log.info("instance %r claimed: the lease of its last holder ran out", store.instance)
 

@@ -53,7 +53,6 @@ from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
 from rulesd.sources.lines import Lines, Offsets
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
-from rulesd.sources.stdin import StdinSource
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
 from rulesd.state.redis import Conflict, Made, RedisState
 
@@ -322,7 +321,7 @@ class SharedDaemon(Daemon):
         never moved back: the commit is made on the state synced, again if another was first."""
         # A Redis that hangs holds it no longer than the delivery's grace would.
         self.store.bound(time.monotonic() + STOP_GRACE)
-        if self.pending and self._piped_lines():
+        if self.pending and self._lines_in_hand()[0]:
             self._keep_piped()
         if self.pending:
             self._said_kept()
@@ -347,14 +346,16 @@ class SharedDaemon(Daemon):
         entries = sum(len(p.entries.ids) for p in self.pending if p.entries is not None)
         refused = self.stats.last_error if (self.stats.last_error or "").startswith(REFUSING) else None
         why = self.stats.state_problem or refused or "stopped before its turn came"
-        # Standard input cannot be read again: its lines are lost, said as an error with their count.
-        lost = self._piped_lines()
+        # Standard input cannot be read again: its lines are lost, said as an error with their count,
+        # and so are those of the other sources in hand with them, which are not.
+        lost, other = self._lines_in_hand()
         if lost:
             log.error(
                 "the batch read was not committed (%s): its %d line(s) from standard input cannot be read"
-                " again and are lost, with any alert they would have queued: feed them to rulesd again",
+                " again and are lost, with any alert they would have queued: feed them to rulesd again%s",
                 why,
                 lost,
+                f"; the {other} line(s) from its other sources are read again at the next start" if other else "",
             )
             return
         log.warning(
@@ -367,10 +368,15 @@ class SharedDaemon(Daemon):
             else "its lines are read again at the next start",
         )
 
-    def _piped_lines(self) -> int:
-        """How many lines of the batches in hand came from standard input."""
-        piped = {source.name for source in self.sources.values() if isinstance(source, StdinSource)}
-        return sum(len(run.data) for p in self.pending for _, run, *_ in p.runs if run.path in piped)
+    def _lines_in_hand(self) -> tuple[int, int]:
+        """How many lines of the batches in hand came from standard input, and how many from the
+        other sources. Standard input is known by its configured type: under `sources:` it is a
+        named source, not a StdinSource (its lines were said to be read again, and a stop while
+        Redis was unavailable did not wait for it to commit them)."""
+        stdin = [self.sources[config.label] for config in self.config.sources if config.type == "stdin"]
+        piped = {name for source in stdin for name in source.names()}
+        lines = [(run.path in piped, len(run.data)) for p in self.pending for _, run, *_ in p.runs]
+        return sum(n for from_stdin, n in lines if from_stdin), sum(n for from_stdin, n in lines if not from_stdin)
 
     def _keep_piped(self) -> None:
         """Lines from standard input cannot be read again: stopped while Redis is unavailable,

@@ -165,11 +165,14 @@ def event_warnings(
     from rulesd.rules.fields import make_getter  # (only where a rule test runs)
 
     warnings: list[Problem] = []
+    seen: dict[str, dict[str, Any]] = {}  # each field's kinds in the events: a field is compared in many rules
     for doc, raw, base in rules:
         compared = list(compared_values(raw, base))
         both = _compared(compared)  # (a value the rule also writes as the other kind is meant so)
         for path, field, value in compared:
-            kinds = event_kinds(events, field, make_getter(field))
+            kinds = seen.get(field)
+            if kinds is None:
+                kinds = seen[field] = event_kinds(events, field, make_getter(field))
             ((kind, example),) = kinds.items() if len(kinds) == 1 else [("", None)]
             meant = _other_kind(value, kind) if kind else None
             if meant is not None and (field, kind, meant) not in both:

@@ -1,8 +1,10 @@
 """One daemon per state directory: an advisory lock on a file in it, held for the life of
-`rulesd run`.
+`rulesd run` or `rulesd forward`.
 
 Two daemons on one state directory would both read the same positions and both drain the
-same outbox, so every alert would be sent twice. The lock is `flock(2)` on `rulesd.lock`: the
+same outbox, so every alert would be sent twice; a forwarder keeps its positions there too, so
+beside a daemon or another forwarder each would overwrite the other's (lines skipped or sent
+twice). The lock is `flock(2)` on `rulesd.lock`: the
 kernel releases it when the process dies however it dies, so a crash never leaves a stale
 lock behind, and the file itself is never deleted (deleting a lock file races with the next
 locker). The holder writes its pid into the file so that a refused second daemon can name it.
