@@ -443,9 +443,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     files, found = discover_test_files(args.files)  # (a directory without tests: an error of its own)
     warnings = [p for p in found if p.severity != "error"]
     results = [RuleTestFile(p.location.path, (), (p,)) for p in found if p.severity == "error"]
-    written = WrittenRules()  # the rule files as written, read once for all the test files
+    cache = RuleCache.for_user(os.environ)  # (test files naming one rule set load it from there)
+    written = WrittenRules(cache)  # the rule files as written, read once for all the test files
     for path in files:  # one at a time, so that JUnit can say which file each problem stopped
-        file_outcomes, file_problems = run_test_files([path], written)
+        file_outcomes, file_problems = run_test_files([path], written, cache)
         warnings += [p for p in file_problems if p.severity != "error"]  # said, but they fail nothing
         errors = tuple(p for p in file_problems if p.severity == "error")
         results.append(RuleTestFile(path, tuple(file_outcomes), errors))

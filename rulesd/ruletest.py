@@ -23,6 +23,7 @@ from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules.boolean_words import rule_test_warnings
+from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, RuleSource, check_paths, discover_files, rule_sources
 from rulesd.rules.model import Absence, Rule, RuleSet, rule_hint
 from rulesd.rules.unseen import unseen_fields
@@ -89,13 +90,14 @@ def _warnings(doc: Document) -> list[Problem]:
     return sorted(found)
 
 
-def _examined(doc: Document) -> tuple[list[Problem], CheckResult | None]:
+def _examined(doc: Document, cache: RuleCache | None = None) -> tuple[list[Problem], CheckResult | None]:
     """The test file's own problems: its document's, else the expectations of rules its rule
-    files do not define or disable; and the check of those rule files (None if not reached)."""
+    files do not define or disable; and the check of those rule files (None if not reached),
+    through `cache` if given (test files of one rule set load it from there after the first)."""
     problems = _test_file_problems(doc)
     if problems:
         return problems, None
-    checked = check_paths(_rule_paths(doc))
+    checked = check_paths(_rule_paths(doc), cache)
     return ([] if checked.ruleset is None else list(_unknown_rules(doc, checked.ruleset))), checked
 
 
@@ -189,14 +191,15 @@ class WrittenRules:
     A rule is known by its file, name and fingerprint, so a rule file changed between two test
     files is read again for the second (whose rules were loaded from the new text)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: RuleCache | None = None) -> None:
         self._known: dict[tuple[str, str, str], RuleSource] = {}
+        self._cache = cache  # (their documents are read back from it, as the rules were loaded)
 
     def of(self, rules: list[Rule]) -> dict[str, RuleSource]:
         """The written form of each of `rules` by name; RuleError as `rule_sources`."""
         missing = [rule for rule in rules if _written_key(rule) not in self._known]
         if missing:
-            read = rule_sources(missing)
+            read = rule_sources(missing, self._cache)
             self._known.update((_written_key(rule), read[rule.name]) for rule in missing)
         return {rule.name: self._known[_written_key(rule)] for rule in rules}
 
@@ -210,12 +213,14 @@ def run_test_file(path: str) -> list[TestOutcome]:
     return _run_test_file(path, WrittenRules())[0]
 
 
-def _run_test_file(path: str, written: WrittenRules) -> tuple[list[TestOutcome], list[Problem]]:
+def _run_test_file(
+    path: str, written: WrittenRules, cache: RuleCache | None = None
+) -> tuple[list[TestOutcome], list[Problem]]:
     """`run_test_file`, and the warnings of the file and of its rule files: a test may pass
     only because of what one warns about (`country: NO` in the rule and in the event, both
     read as false), so they are said where the test runs."""
     doc = read_yaml(path, keep_going=True)  # once: a pipe (`<(...)`) can be read only once
-    problems, checked = _examined(doc)
+    problems, checked = _examined(doc, cache)
     if problems:  # (a test expecting a rule that is not there could only fail, not saying why)
         raise InvalidInputError(problems)
     assert checked is not None
@@ -438,16 +443,19 @@ def _describe_actual(alert: Alert) -> str:
     return f"event {alert.event}: rules {sorted(alert.rules)}, priority {p['priority']!r}, message {p['message']!r}"
 
 
-def run_test_files(paths: list[str], written: WrittenRules | None = None) -> tuple[list[TestOutcome], list[Problem]]:
+def run_test_files(
+    paths: list[str], written: WrittenRules | None = None, cache: RuleCache | None = None
+) -> tuple[list[TestOutcome], list[Problem]]:
     """Run all files; invalid files become problems rather than stopping the run, and the
     warnings of the files run are problems of severity warning. `written`: the rules as
-    written, shared with the other calls of the same run."""
+    written, shared with the other calls of the same run; `cache`: the rule cache to load the
+    rule files through (the result is the same, sooner)."""
     written = written or WrittenRules()
     outcomes: list[TestOutcome] = []
     problems: list[Problem] = []
     for path in paths:
         try:
-            ran, warnings = _run_test_file(path, written)
+            ran, warnings = _run_test_file(path, written, cache)
         except InvalidInputError as exc:
             problems.extend(exc.problems)
         else:

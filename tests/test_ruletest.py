@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from rulesd.ruletest import check_test_file, run_test_files
 
@@ -457,3 +460,39 @@ def test_event_fields_written_beside_at_say_they_go_under_event(tmp_path: Path) 
         f"{tmp_path}/t.test.yaml:6:18: error: tests[0].events[0].host: unknown key 'host'; a step is "
         "{at: …, event: {…}} or {advance: …}: an event's fields go under event"
     ] == problems
+
+
+def test_rulesd_test_loads_a_rule_set_its_test_files_share_through_the_rule_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two test files over one rule file: the rule file's YAML is parsed for the first and read
+    back from the rule cache for the second (each test file loaded its rules cold: at 1,000
+    rules ~0.45 s a file), and a run on a warm cache says exactly what the cold one said,
+    its warning included."""
+    from rulesd.cli import main
+    from rulesd.rules import loader
+
+    (tmp_path / "rules.yaml").write_text(RULES + "  - name: shouting\n    match: {country: NO}\n")
+    tests = []
+    for name in ("a", "b"):
+        tests.append(str(tmp_path / f"{name}.test.yaml"))
+        Path(tests[-1]).write_text(
+            f"rule_files: [rules.yaml]\ntests:\n  - name: {name}\n    events:\n"
+            "      - {event: {level: error, host: h}}\n    expect_alerts: [{event: 1, rules: [any-error]}]\n"
+        )
+    parsed: list[str] = []
+    read_yaml = loader._read_yaml
+
+    def counted(path: str, data: bytes) -> Any:
+        parsed.append(path)
+        return read_yaml(path, data)
+
+    monkeypatch.setattr(loader, "_read_yaml", counted)
+    monkeypatch.setenv("RULESD_CACHE_DIR", str(tmp_path / "cache"))
+    said = []
+    for _ in range(2):
+        assert 0 == main(["test", *tests])
+        said.append(capsys.readouterr().out)
+    assert [str(tmp_path / "rules.yaml")] == parsed
+    assert said[0] == said[1]
+    assert "rule tests: 2 passed, 0 failed, 0 invalid, 1 warning(s)" in said[0]
