@@ -5,11 +5,12 @@ changed, damaged or foreign is checked in full."""
 from __future__ import annotations
 
 import marshal
+import types
 from pathlib import Path
 
 import pytest
 
-from rulesd.rules import checked, compile, conditions, loader
+from rulesd.rules import checked, compile, conditions, loader, patterns
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import check_paths
 
@@ -151,3 +152,36 @@ def test_an_entry_not_private_or_not_matching_its_checksum_is_a_miss(tmp_path: P
     entry.chmod(0o660)
     assert checked.known_problems(cache, entry.name[len("checked-") : -len(".bin")]) is None
     assert first == _summary(tmp_path, cache)
+
+
+def test_a_regex_library_upgraded_in_place_checks_the_rule_set_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install -U google-re2` in the same environment rewrites its package's files: what
+    RE2 refuses (an error) may change with its version, and a rule set kept under the old one
+    must not hide the error. (re2 has no `__version__`: the key stayed the same.) The package
+    here is a copy of the module's files standing in for the installed one."""
+    installed = tmp_path / "site-packages" / "re2"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("# google-re2 1.1\n")
+    (installed / "_re2.so").write_bytes(b"\x7fELF 1.1")
+    library = types.ModuleType("re2")
+    library.__file__ = str(installed / "__init__.py")
+    monkeypatch.setattr(checked, "re2", library)
+    checked._code_fingerprint.cache_clear()
+    _files(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    try:
+        _summary(tmp_path, cache)
+        (installed / "_re2.so").write_bytes(b"\x7fELF 1.2, refusing more")  # the upgrade
+
+        def refused(pattern: str) -> tuple[str | None, bool]:  # (the upgraded RE2's answer)
+            return ("missing ): (timeout)?" if pattern == "(timeout)?" else None), False
+
+        monkeypatch.setattr(patterns, "_re2_checked", refused)
+        checked._code_fingerprint.cache_clear()
+        result = check_paths([tmp_path / "rules"], cache)
+    finally:
+        checked._code_fingerprint.cache_clear()  # (the next test's key: the library as installed)
+    assert result.ruleset is None
+    assert [("first.yaml", 3)] == [(Path(p.location.path).name, p.location.line) for p in result.errors]

@@ -5,7 +5,7 @@ nothing they read does: the warnings of every rule (a regex found in every text,
 can never hold, a value of another kind than the field's), the rule set's and the files'.
 A rule set that loaded without an error keeps its problems (warnings only, then) and its
 number of rules here, under a hash of its files' paths and bytes (their order too), of the
-code that checks them and of the regex libraries' versions. A later load of the same rule
+code that checks them and of the regex libraries' files as installed. A later load of the same rule
 set compiles the rules without those checks and says the problems kept; anything read back
 that is not what was written is a miss, and the rule set is checked in full.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import marshal
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +40,23 @@ def _code_fingerprint() -> str:
     sources = sorted(here.glob("*.py"))
     top = ("document", "durations", "errors", "validation", "deferred_regex", "jsontext", "times", "key_places")
     sources += [here.parent / f"{name}.py" for name in top]
-    versions = f"{getattr(hyperscan, '__version__', '')}\n{getattr(re2, '__version__', '')}"
-    return digest(versions, *(p.read_bytes() for p in sources))
+    return digest(_libraries(), *(p.read_bytes() for p in sources))
+
+
+def _libraries() -> str:
+    """The regex libraries as installed: each file of their packages, its size and modification
+    time. RE2's module has no `__version__`, and what RE2 refuses (an error) or finds in every
+    text (a warning) changes with it, so an upgrade in place (which rewrites them) must check the
+    rule set afresh; a stat per file costs far less than asking `importlib.metadata` (~25 ms)."""
+    parts = []
+    for module in (re2, hyperscan):
+        if module.__file__ is None:  # (no file of its own to look at)
+            continue
+        for entry in sorted(os.scandir(Path(module.__file__).parent), key=lambda e: e.name):
+            if entry.is_file():
+                stat = entry.stat()
+                parts.append(f"{module.__name__}/{entry.name} {stat.st_size} {stat.st_mtime_ns}")
+    return "\n".join(parts)
 
 
 def known_problems(cache: RuleCache, key: str) -> tuple[int, list[Problem]] | None:
