@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -363,8 +364,12 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
             or _first_of_block(lines, indentation)
             or _first_item_undashed(lines, indentation)
             or _emptied_parent(lines, indentation)
+            or _first_line_off_step(lines, indentation)
             or indentation
         )
+    if exc.problem == "did not find expected key":  # (a block of items whose first moved: no column said)
+        found = Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
+        return _first_line_off_step(lines, found) or found
     return _unclosed(exc, lines, path) or Problem(
         SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}"
     )
@@ -487,6 +492,53 @@ def _key_out_of_block(lines: list[str], problem: Problem) -> Problem | None:
         f"{column + 1}: indent it to column {column + 1}, with the lines under it"
     )
     return Problem(SourceLocation(problem.location.path, key + 1, odd + 1), message)
+
+
+def _steps(lines: list[str], shapes: list[tuple[bool, int] | None], leave: int) -> dict[bool, int]:
+    """How far this file indents a block under its key, for a block of keys (False) and of items
+    (True): the most common distance from a key opening a block to the block's first line, of
+    every such pair but the one at the line `leave` (the line in question). Items may be at their
+    key's column (a distance of 0), keys not: under a key of no value they are its siblings. A
+    kind the file has no other block of is not said: then which line is wrong is not told."""
+    counts: dict[bool, Counter[int]] = {False: Counter(), True: Counter()}
+    opener = None
+    for i, shape in enumerate(shapes):
+        if shape is None:
+            continue
+        if opener is not None and i != leave and shape[1] + shape[0] > _column(shapes[opener]):
+            counts[shape[0]][shape[1] - _column(shapes[opener])] += 1
+        opener = i if _opens_block(lines[i]) else None
+    return {kind: found.most_common(1)[0][0] for kind, found in counts.items() if found}
+
+
+def _first_line_off_step(lines: list[str], problem: Problem) -> Problem | None:
+    """The first line of a block, under the key opening it, indented otherwise than this file
+    indents every other block, when the line YAML stopped at (right after it) is where that line's
+    sibling or its own key would be had it been indented as the others (`alert:`, then `priority`
+    a column too deep and `tags` as the file has it): YAML takes the block's indentation from its
+    first line and finds fault with the second, which is the one written right. A block whose two
+    lines are both indented otherwise than the file's (4 where it has 2) is left as it is."""
+    at = problem.location.line - 1  # (0-based)
+    shapes = [_shape(line) for line in lines]
+    here = shapes[at] if at < len(shapes) else None
+    first = next((i for i in range(at - 1, -1, -1) if shapes[i] is not None), None)
+    opener = next((i for i in range((first or 0) - 1, -1, -1) if shapes[i] is not None), None)
+    if here is None or first is None or opener is None or not _opens_block(lines[opener]):
+        return None
+    shape, parent = shapes[first], _column(shapes[opener])
+    step = _steps(lines, shapes, first).get(shape[0]) if shape is not None else None
+    if shape is None or step is None or shape[1] == parent + step:
+        return None
+    meant = (shape[0], parent + step)  # the first line as this file would indent it
+    if here != meant and not (meant[0] and here == (False, meant[1] + 2)):  # (a sibling, or a key of its item)
+        return None
+    what = "the items ('- ')" if shape[0] else "the keys"
+    message = (
+        f"YAML syntax error: this line is indented to column {shape[1] + 1}, but it is the first line under "
+        f"{_key(lines[opener])!r} (line {opener + 1}), and this file indents {what} of a block {step} columns under "
+        f"its key, and line {at + 1} after it is indented as that would have it: indent it to column {meant[1] + 1}"
+    )
+    return Problem(SourceLocation(problem.location.path, first + 1, shape[1] + 1), message)
 
 
 def _is_item(shape: tuple[bool, int] | None) -> bool:
