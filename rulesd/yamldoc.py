@@ -357,6 +357,10 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
             f"backslash (\\{escape})"
         )
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+    if exc.problem == "did not find expected <document start>":
+        top = _top_line_out(lines, mark.line, path)
+        if top is not None:
+            return top
     indentation = _missing_colon(exc, text, path) or _misindented(exc, path)
     if indentation is not None:
         return (
@@ -691,6 +695,8 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
     shown = scalar.value if len(scalar.value) <= 40 else scalar.value[:37] + "..."
     below = lines[mark.line] if mark.line < len(lines) else ""
+    if first.column == key and len(below) - len(below.lstrip(" ")) > key and _bare_key(line):
+        return _colon_missing_at(path, first.line, key)  # `rules` then its items: the text began the line
     if len(below) - len(below.lstrip(" ")) == first.column:  # a key and its value, then a key beside it
         message = (
             f"YAML syntax error: the text {shown!r} that starts here runs on to line {mark.line + 1}, where a ':' "
@@ -702,6 +708,37 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
         f"indented wrong, or line {first.line + 1}, or is a ':' missing there?)"
     )
     return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+
+
+def _bare_key(line: str) -> bool:
+    """Whether a line is one plain word and nothing else (`rules`): a key missing its ':' when the
+    lines after it are deeper, for no value begins a line on its own."""
+    body = line.split(" #")[0].strip()
+    return bool(re.fullmatch(r"[A-Za-z_][\w.-]*", body))
+
+
+def _top_line_out(lines: list[str], at: int, path: str) -> Problem | None:
+    """The first line of a file, when YAML ends its document there and finds another at the line
+    `at` (0-based): a top-level key missing its ':' (`rules` above its items), or a first key
+    indented deeper than the top-level keys after it (` lists:`, then `rules:` at column 1)."""
+    shapes = [_shape(line) for line in lines]
+    written = [i for i, shape in enumerate(shapes) if shape is not None]
+    here = shapes[at] if at < len(shapes) else None
+    if len(written) < 2 or here is None or here[0] or written[0] >= at:
+        return None
+    first, below = written[0], written[1]
+    column = _column(shapes[first])
+    if _is_item(shapes[first]):
+        return None
+    if _bare_key(lines[first]) and _column(shapes[below]) > column:
+        return _colon_missing_at(path, first, column)
+    if column > here[1]:
+        message = (
+            f"YAML syntax error: this line is indented to column {column + 1}, but the top-level keys of the file "
+            f"(line {at + 1}) are at column {here[1] + 1}: indent it to column {here[1] + 1}"
+        )
+        return Problem(SourceLocation(path, first + 1, column + 1), message)
+    return None
 
 
 def _colon_missing_at(path: str, line: int, column: int) -> Problem:

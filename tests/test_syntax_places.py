@@ -1,6 +1,7 @@
 """A one-line indentation or ':' mistake that YAML finds fault with only at a later line is
 reported at the line that is wrong: the first line of a block indented otherwise than the file
-indents its blocks."""
+indents its blocks, and the first line of a file (a top-level key without its ':', or indented
+deeper than the top-level keys after it)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,22 @@ def test_a_block_indented_unlike_the_file_everywhere_is_left_where_yaml_stops() 
     # (no other block of keys to learn the file's indentation from: left where it was)
     assert errors(RULE + "    alert:\n        message: x\n      priority: P2\n")[0].startswith("6:7: ")
     assert errors("a:\n   b: 1\n  c: 2\n")[0].startswith("3:")
+
+
+def test_a_top_level_key_without_its_colon_is_the_line_named() -> None:
+    missing = "YAML syntax error: could not find the ':' after the key that starts here (is it missing?)"
+    assert [f"1:1: {missing}"] == errors("rules\n  - name: a\n    match: {m: x}\n")
+    assert [f"2:1: {missing}"] == errors("# rules\nlists\n  # the office\n  office: [10.0.0.0/8]\n" + RULE)
+
+
+def test_a_first_line_indented_deeper_than_the_top_level_keys_is_the_line_named() -> None:
+    for column in (2, 3):
+        text = " " * (column - 1) + "lists:\n  office: [10.0.0.0/8]\n" + RULE
+        message = (
+            f"YAML syntax error: this line is indented to column {column}, but the top-level keys of the file "
+            f"(line 3) are at column 1: indent it to column 1"
+        )
+        assert [f"1:{column}: {message}"] == errors(text)
 
 
 def test_rulesd_check_names_the_first_line_of_a_block_out_of_step(tmp_path: Path) -> None:
