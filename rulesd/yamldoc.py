@@ -488,10 +488,16 @@ def _key_out_of_block(lines: list[str], problem: Problem) -> Problem | None:
         return None
     odd = _column(shapes[key])
     opener = _shaped(shapes, before - 1, -1, column - 1)
-    if opener is None or not _opens_block(lines[opener]) or not _rule_key_meant_in(lines, shapes, key, at, opener):
+    if opener is None or not _opens_block(lines[opener]):
+        return None
+    if _rule_key_meant_in(lines, shapes, key, at, opener):
+        owner = "a rule"
+    elif (field_of := _field_meant_in(lines, shapes, key, opener)) is not None:
+        owner = f"{_key(lines[field_of])!r} (line {field_of + 1})"
+    else:
         return None
     message = (
-        f"YAML syntax error: this line is indented to column {odd + 1}, but it is no key of a rule: it belongs under "
+        f"YAML syntax error: this line is indented to column {odd + 1}, but it is no key of {owner}: it belongs under "
         f"{_key(lines[opener])!r} (line {opener + 1}), whose keys (lines {before + 1} and {at + 1}) are at column "
         f"{column + 1}: indent it to column {column + 1}, with the lines under it"
     )
@@ -575,6 +581,27 @@ def _rule_key_meant_in(lines: list[str], shapes: list[tuple[bool, int] | None], 
         return not difflib.get_close_matches(name, rule_keys(), n=1, cutoff=0.8)
     taken = keys_of_rule_key(parent)
     return parent in rule_keys() and name in taken and _key(lines[at]) in taken
+
+
+def _field_meant_in(lines: list[str], shapes: list[tuple[bool, int] | None], key: int, opener: int) -> int | None:
+    """The line of the rule key (`alert`) whose keys' column the line `key` is written at, when
+    it names no key of that mapping (nor one misspelled) and the block it interrupts, under
+    `opener`, is one of that mapping's that takes any key (`details`): then the line is the one
+    out of its block. None otherwise."""
+    import difflib
+
+    from rulesd.key_places import keys_of_rule_key, rule_keys  # (only for a syntax error)
+
+    column = _column(shapes[key])
+    owner = _shaped(shapes, key - 1, -1, column - 1)
+    if owner is None or _is_item(shapes[owner]) or not _opens_block(lines[owner]) or _column(shapes[opener]) != column:
+        return None
+    taken, parent, name = keys_of_rule_key(_key(lines[owner])), _key(lines[opener]), _key(lines[key])
+    if _key(lines[owner]) not in rule_keys() or parent not in taken or keys_of_rule_key(parent):
+        return None  # (`details` takes any key: the schema names none under it)
+    if name in taken or difflib.get_close_matches(name, taken, n=1, cutoff=0.8):
+        return None
+    return owner
 
 
 def _emptied_parent(lines: list[str], problem: Problem) -> Problem | None:

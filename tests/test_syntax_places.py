@@ -91,6 +91,19 @@ def test_a_first_line_indented_deeper_than_the_top_level_keys_is_the_line_named(
         assert [f"1:{column}: {message}"] == errors(text)
 
 
+def test_a_key_of_no_alert_in_the_middle_of_its_details_is_the_line_named() -> None:
+    head = RULE + "    alert:\n      message: x\n      details:\n        host: h\n"
+    moved = head + "      last_status: s\n        runbook: r\n"
+    assert [
+        "8:7: YAML syntax error: this line is indented to column 7, but it is no key of 'alert' (line 4): it belongs "
+        "under 'details' (line 6), whose keys (lines 7 and 9) are at column 9: indent it to column 9, with the lines "
+        "under it"
+    ] == errors(moved)
+    # (a key of the alert, or one misspelled, may be where it belongs: the line after it is named)
+    for key in ("priority: P2", "prioirty: P2"):
+        assert errors(head + f"      {key}\n        runbook: r\n")[0].startswith("9:")
+
+
 def test_rulesd_check_names_the_first_line_of_a_block_out_of_step(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(BLOCK + "    alert:\n       priority: P3\n      tags: [memory]\n")
     result = rulesd_cli("check", str(tmp_path / "r.yaml"))
