@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -356,6 +357,10 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
             f"backslash (\\{escape})"
         )
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+    if exc.problem == "did not find expected <document start>":
+        top = _top_line_out(lines, mark.line, path)
+        if top is not None:
+            return top
     indentation = _missing_colon(exc, text, path) or _misindented(exc, path)
     if indentation is not None:
         return (
@@ -363,8 +368,12 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
             or _first_of_block(lines, indentation)
             or _first_item_undashed(lines, indentation)
             or _emptied_parent(lines, indentation)
+            or _first_line_off_step(lines, indentation)
             or indentation
         )
+    if exc.problem == "did not find expected key":  # (a block of items whose first moved: no column said)
+        found = Problem(SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}")
+        return _first_line_off_step(lines, found) or found
     return _unclosed(exc, lines, path) or Problem(
         SourceLocation(path, mark.line + 1, mark.column + 1), f"YAML syntax error: {_describe(exc)}"
     )
@@ -479,14 +488,67 @@ def _key_out_of_block(lines: list[str], problem: Problem) -> Problem | None:
         return None
     odd = _column(shapes[key])
     opener = _shaped(shapes, before - 1, -1, column - 1)
-    if opener is None or not _opens_block(lines[opener]) or not _rule_key_meant_in(lines, shapes, key, at, opener):
+    if opener is None or not _opens_block(lines[opener]):
+        return None
+    if _rule_key_meant_in(lines, shapes, key, at, opener):
+        owner = "a rule"
+    elif (field_of := _field_meant_in(lines, shapes, key, opener)) is not None:
+        owner = f"{_key(lines[field_of])!r} (line {field_of + 1})"
+    else:
         return None
     message = (
-        f"YAML syntax error: this line is indented to column {odd + 1}, but it is no key of a rule: it belongs under "
+        f"YAML syntax error: this line is indented to column {odd + 1}, but it is no key of {owner}: it belongs under "
         f"{_key(lines[opener])!r} (line {opener + 1}), whose keys (lines {before + 1} and {at + 1}) are at column "
         f"{column + 1}: indent it to column {column + 1}, with the lines under it"
     )
     return Problem(SourceLocation(problem.location.path, key + 1, odd + 1), message)
+
+
+def _steps(lines: list[str], shapes: list[tuple[bool, int] | None], leave: int) -> dict[bool, int]:
+    """How far this file indents a block under its key, for a block of keys (False) and of items
+    (True): the most common distance from a key opening a block to the block's first line, of
+    every such pair but the one at the line `leave` (the line in question). Items may be at their
+    key's column (a distance of 0), keys not: under a key of no value they are its siblings. A
+    kind the file has no other block of is not said: then which line is wrong is not told."""
+    counts: dict[bool, Counter[int]] = {False: Counter(), True: Counter()}
+    opener = None
+    for i, shape in enumerate(shapes):
+        if shape is None:
+            continue
+        if opener is not None and i != leave and shape[1] + shape[0] > _column(shapes[opener]):
+            counts[shape[0]][shape[1] - _column(shapes[opener])] += 1
+        opener = i if _opens_block(lines[i]) else None
+    return {kind: found.most_common(1)[0][0] for kind, found in counts.items() if found}
+
+
+def _first_line_off_step(lines: list[str], problem: Problem) -> Problem | None:
+    """The first line of a block, under the key opening it, indented otherwise than this file
+    indents every other block, when the line YAML stopped at (right after it) is where that line's
+    sibling or its own key would be had it been indented as the others (`alert:`, then `priority`
+    a column too deep and `tags` as the file has it): YAML takes the block's indentation from its
+    first line and finds fault with the second, which is the one written right. A block whose two
+    lines are both indented otherwise than the file's (4 where it has 2) is left as it is."""
+    at = problem.location.line - 1  # (0-based)
+    shapes = [_shape(line) for line in lines]
+    here = shapes[at] if at < len(shapes) else None
+    first = next((i for i in range(at - 1, -1, -1) if shapes[i] is not None), None)
+    opener = next((i for i in range((first or 0) - 1, -1, -1) if shapes[i] is not None), None)
+    if here is None or first is None or opener is None or not _opens_block(lines[opener]):
+        return None
+    shape, parent = shapes[first], _column(shapes[opener])
+    step = _steps(lines, shapes, first).get(shape[0]) if shape is not None else None
+    if shape is None or step is None or shape[1] == parent + step:
+        return None
+    meant = (shape[0], parent + step)  # the first line as this file would indent it
+    if here != meant and not (meant[0] and here == (False, meant[1] + 2)):  # (a sibling, or a key of its item)
+        return None
+    what = "the items ('- ')" if shape[0] else "the keys"
+    message = (
+        f"YAML syntax error: this line is indented to column {shape[1] + 1}, but it is the first line under "
+        f"{_key(lines[opener])!r} (line {opener + 1}), and this file indents {what} of a block {step} columns under "
+        f"its key, and line {at + 1} after it is indented as that would have it: indent it to column {meant[1] + 1}"
+    )
+    return Problem(SourceLocation(problem.location.path, first + 1, shape[1] + 1), message)
 
 
 def _is_item(shape: tuple[bool, int] | None) -> bool:
@@ -519,6 +581,27 @@ def _rule_key_meant_in(lines: list[str], shapes: list[tuple[bool, int] | None], 
         return not difflib.get_close_matches(name, rule_keys(), n=1, cutoff=0.8)
     taken = keys_of_rule_key(parent)
     return parent in rule_keys() and name in taken and _key(lines[at]) in taken
+
+
+def _field_meant_in(lines: list[str], shapes: list[tuple[bool, int] | None], key: int, opener: int) -> int | None:
+    """The line of the rule key (`alert`) whose keys' column the line `key` is written at, when
+    it names no key of that mapping (nor one misspelled) and the block it interrupts, under
+    `opener`, is one of that mapping's that takes any key (`details`): then the line is the one
+    out of its block. None otherwise."""
+    import difflib
+
+    from rulesd.key_places import keys_of_rule_key, rule_keys  # (only for a syntax error)
+
+    column = _column(shapes[key])
+    owner = _shaped(shapes, key - 1, -1, column - 1)
+    if owner is None or _is_item(shapes[owner]) or not _opens_block(lines[owner]) or _column(shapes[opener]) != column:
+        return None
+    taken, parent, name = keys_of_rule_key(_key(lines[owner])), _key(lines[opener]), _key(lines[key])
+    if _key(lines[owner]) not in rule_keys() or parent not in taken or keys_of_rule_key(parent):
+        return None  # (`details` takes any key: the schema names none under it)
+    if name in taken or difflib.get_close_matches(name, taken, n=1, cutoff=0.8):
+        return None
+    return owner
 
 
 def _emptied_parent(lines: list[str], problem: Problem) -> Problem | None:
@@ -639,6 +722,8 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
         return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
     shown = scalar.value if len(scalar.value) <= 40 else scalar.value[:37] + "..."
     below = lines[mark.line] if mark.line < len(lines) else ""
+    if first.column == key and len(below) - len(below.lstrip(" ")) > key and _bare_key(line):
+        return _colon_missing_at(path, first.line, key)  # `rules` then its items: the text began the line
     if len(below) - len(below.lstrip(" ")) == first.column:  # a key and its value, then a key beside it
         message = (
             f"YAML syntax error: the text {shown!r} that starts here runs on to line {mark.line + 1}, where a ':' "
@@ -650,6 +735,37 @@ def _missing_colon(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem |
         f"indented wrong, or line {first.line + 1}, or is a ':' missing there?)"
     )
     return Problem(SourceLocation(path, mark.line + 1, mark.column + 1), message)
+
+
+def _bare_key(line: str) -> bool:
+    """Whether a line is one plain word and nothing else (`rules`): a key missing its ':' when the
+    lines after it are deeper, for no value begins a line on its own."""
+    body = line.split(" #")[0].strip()
+    return bool(re.fullmatch(r"[A-Za-z_][\w.-]*", body))
+
+
+def _top_line_out(lines: list[str], at: int, path: str) -> Problem | None:
+    """The first line of a file, when YAML ends its document there and finds another at the line
+    `at` (0-based): a top-level key missing its ':' (`rules` above its items), or a first key
+    indented deeper than the top-level keys after it (` lists:`, then `rules:` at column 1)."""
+    shapes = [_shape(line) for line in lines]
+    written = [i for i, shape in enumerate(shapes) if shape is not None]
+    here = shapes[at] if at < len(shapes) else None
+    if len(written) < 2 or here is None or here[0] or written[0] >= at:
+        return None
+    first, below = written[0], written[1]
+    column = _column(shapes[first])
+    if _is_item(shapes[first]):
+        return None
+    if _bare_key(lines[first]) and _column(shapes[below]) > column:
+        return _colon_missing_at(path, first, column)
+    if column > here[1]:
+        message = (
+            f"YAML syntax error: this line is indented to column {column + 1}, but the top-level keys of the file "
+            f"(line {at + 1}) are at column {here[1] + 1}: indent it to column {here[1] + 1}"
+        )
+        return Problem(SourceLocation(path, first + 1, column + 1), message)
+    return None
 
 
 def _colon_missing_at(path: str, line: int, column: int) -> Problem:
