@@ -196,6 +196,14 @@ def test_a_rotation_with_nothing_new_is_saved_so_a_restart_warns_of_no_loss(
     new_file = os.stat(workspace.events).st_ino
     rotated.unlink()  # as logrotate's compress does
     wait_until(lambda: json.loads(positions(workspace)[str(workspace.events)])["ino"] == new_file, timeout=3)
+    # (page 1's delivery recorded first: killed between its answer and its record, it is sent
+    # again after the restart, as documented, which is not what this test is about)
+    wait_until(
+        lambda: (
+            not json.loads(rulesd_cli("outbox", "list", "--format", "json", "--config", str(workspace.config)).stdout)
+        ),
+        timeout=10,
+    )
     daemon.kill()
     workspace.append(page(2))
     again = workspace.start()
