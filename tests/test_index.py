@@ -597,3 +597,54 @@ rules:
     assert ["half"] == names({"ratio": 0.5000000000000001}) == names({"ratio": 1})
     # Beyond 2**53 an integer lies between adjacent floats: the bound is not raised there.
     assert ["big"] == names({"id": 2**53 + 1})
+
+
+def test_a_table_compares_the_number_of_a_lone_bound_beneath_it_itself() -> None:
+    """A rule's equality often leaves one bound (`service: api, latency: {gt: 500}`): where
+    every node beneath a table is one bound on one field, the table holds those bounds and
+    rules, not nodes to call, and an event reaching it is compared as a node of its own would
+    compare it (upper bounds, strict ones, values that are no number); a table with a node of
+    another kind beside them keeps calling every node (each call would pay a type test)."""
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: api-slow, match: {service: api, latency: {gt: 500}}}
+  - {name: api-crawl, match: {service: api, latency: {gte: 2000}}}
+  - {name: db-slow, match: {service: db, latency: {gte: 100}}}
+  - {name: web-slow, match: {service: web, latency: {gte: 0.5}}}
+  - {name: web-fast, match: {kind: web, latency: {lt: 5}}}
+  - {name: web-instant, match: {kind: edge, latency: {lte: 1}}}
+  - {name: batch, match: {service: batch}}
+  - {name: queue-deep, match: {type: queue, backlog.depth: {gte: 10}}}
+  - {name: queue-slow, match: {type: queue-x, latency: {gte: 10}}}
+  - {name: cache, match: {type: cache, level: error}}
+  - {name: cache-warn, match: {type: cache, level: warning}}
+""")
+    index = RuleIndex(ruleset.rules)
+    assert {"service", "kind", "type"} == {field for field, _ in index._root.tables}
+
+    def hits(key: str) -> dict[str, str]:
+        (table,) = [v for v in index.collect.__globals__.values() if type(v) is dict and key in v]
+        return {k: type(hit).__name__ for k, hit in table.items()}
+
+    assert {"api": "_BoundHit", "db": "_BoundHit", "web": "_BoundHit", "batch": "tuple"} == hits("api")
+    assert {"web": "_BoundHit", "edge": "_BoundHit"} == hits("edge")  # upper bounds: `-latency`
+    assert {"queue": "function", "queue-x": "function", "cache": "function"} == hits("queue")
+
+    def names(event: dict[str, Any]) -> list[str]:
+        return sorted(r.name for r in index.candidates(event))
+
+    assert [] == names({"service": "api", "latency": 500}) == names({"service": "api", "latency": 500.0})
+    assert ["api-slow"] == names({"service": "api", "latency": 500.5}) == names({"service": "api", "latency": 1999})
+    assert ["api-crawl", "api-slow"] == names({"service": "api", "latency": 2000})
+    assert [] == names({"service": "api"}) == names({"service": "api", "latency": "9000"})
+    assert [] == names({"service": "api", "latency": None}) == names({"service": "api", "latency": [9000]})
+    assert ["db-slow"] == names({"service": "db", "latency": 100}) == names({"service": "db", "latency": 1e9})
+    assert ["web-slow"] == names({"service": "web", "latency": 0.5}) == names({"service": "web", "latency": True})
+    assert ["web-fast"] == names({"kind": "web", "latency": 4.9}) == names({"kind": "web", "latency": -3})
+    assert [] == names({"kind": "web", "latency": 5}) == names({"kind": "web", "latency": False})
+    assert ["web-instant"] == names({"kind": "edge", "latency": 1}) == names({"kind": "edge", "latency": -1e300})
+    assert [] == names({"kind": "edge", "latency": 1.5}) == names({"kind": "edge"})
+    assert ["batch"] == names({"service": "batch", "latency": 3})
+    assert ["queue-deep"] == names({"type": "queue", "backlog": {"depth": 10}})
+    assert [] == names({"type": "queue", "backlog": {"depth": 9}}) == names({"type": "queue", "latency": 99})
+    assert ["cache"] == names({"type": "cache", "level": "error", "latency": 3})
