@@ -308,6 +308,25 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     assert [] == advance(second.engine, 300.0).firings
 
 
+def test_an_edit_keeps_a_throttle_for_every_instance_of_the_shared_state(client: redis.Redis) -> None:
+    """One instance pages (throttled) and commits; the rule is edited (its message) and the
+    instance reloads it and commits the state it keeps: another instance, started under the
+    edited rule, and then under a further edit, finds the group still throttled."""
+    text = "name: t\nmatch: {level: error}\nthrottle: 600\n"
+    first = SharedEngine(Engine(ruleset_from_yaml(text)), store(client, "a"))
+    first.load_all()
+    assert first.engine.evaluate({"level": "error"}, 1_700_000_000.0) is not None
+    first.store.commit(positions={}, payloads=[{"message": "t"}], now=0.0, engine=first.engine.state.delta())
+    edited = ruleset_from_yaml(text + "alert: {message: again}\n")
+    first.engine.replace_rules(edited)
+    first.load_all()
+    first.store.commit(positions={}, payloads=[], now=0.0, engine=first.engine.state.delta())
+    second = SharedEngine(Engine(ruleset_from_yaml(text + "alert: {message: once more}\n")), store(client, "b"))
+    second.load_all()
+    assert second.engine.evaluate({"level": "error"}, 1_700_000_060.0) is None  # still throttled
+    assert second.engine.evaluate({"level": "error"}, 1_700_000_600.0) is not None
+
+
 def test_instances_restoring_a_state_their_new_rules_leave_open_queue_its_close_once(client: redis.Redis) -> None:
     """Both instances reload rules without the absence whose alert is open and restore the
     shared state: both find the alert to close, the first commits the close with the state
