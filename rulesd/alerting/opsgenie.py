@@ -104,9 +104,10 @@ class OpsGenieClient:
             raise ValueError(f"{self.alert_url} has no heartbeat API")
         self._call("GET", _target(url), None)
 
-    def abort(self) -> None:
-        """End every request in flight now (each fails as retryable) and every later one at once."""
-        self._deadlines.abort()
+    def abort(self) -> int:
+        """End every request in flight now (each fails as retryable) and every later one at once;
+        how many were in flight."""
+        return self._deadlines.abort()
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> None:
         """Send one request to `path` on the pool's host; return on 2xx, else raise."""
