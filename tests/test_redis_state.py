@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from rulesd.alerting.api import PausingAlertError
+from rulesd.alerting.api import PausingAlertError, RetryableAlertError
 from rulesd.daemon.shared import SharedEngine
 from rulesd.engine import Engine, StateDelta
 from rulesd.events import make_parser
@@ -187,6 +187,30 @@ def test_a_sender_paused_for_its_key_lets_another_instance_deliver(client: redis
     assert (0, None) == b.depth()
     # Delivering, b says sending is not paused: `rulesd outbox list` showed its alerts paused.
     assert b.paused() is None
+
+
+def test_an_instance_taking_over_from_a_paused_sender_tries_at_once_and_waits_out_its_own_backoff(
+    client: redis.Redis,
+) -> None:
+    """a's key is refused: a, paused, tries nothing more until its pause (60 s) ends. b takes the
+    outbox over once a's lease lapses and tries the alert at once (it waited out a's 60 s); that
+    try failing (a 503), b waits out its own backoff, as for any failed attempt."""
+    a, b = store(client, "a", lease=0.3), store(client, "b", lease=0.3)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"message": "0"}], now=time.time())
+    refused = FakeTransport(*[PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)] * 10)
+    paused = Sender(a, refused, clock=time.time, auth_retry=60.0)
+    paused.step()
+    paused.step()
+    assert ["0"] == refused.attempts  # the refused key is not tried again meanwhile
+    time.sleep(0.4)  # a's lease lapses
+    working = FakeTransport(RetryableAlertError("HTTP 503: unavailable", 503))
+    other = Sender(b, working, clock=time.time, auth_retry=60.0, initial_backoff=30.0, random=lambda: 0.5)
+    other.step()
+    assert ["0"] == working.attempts  # at once, not 60 s after a's refusal
+    other.step()
+    paused.step()
+    assert (["0"], ["0"], []) == (working.attempts, refused.attempts, working.sent)
 
 
 def test_a_close_of_a_dead_lettered_alert_is_kept_to_be_requeued_with_it(client: redis.Redis) -> None:
