@@ -366,8 +366,9 @@ class Engine:
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
         longer window) does not stop watching a host that falls silent before it beats again;
-        so are a sequence's waits at its absent step (`_waits_in`), and the values a new_value
-        rule knows when it learns them as before (`NewValue.learnt`)."""
+        so are a sequence's waits at its absent step (`_waits_in`), the values a new_value
+        rule knows when it learns them as before (`NewValue.learnt`), and the throttles of a rule
+        that makes its groups as before (`_grouping`)."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
         absences = tables.get(ABSENCE, {}).get(name, {})
