@@ -192,9 +192,10 @@ def test_a_sender_paused_for_its_key_lets_another_instance_deliver(client: redis
 def test_an_instance_taking_over_from_a_paused_sender_tries_at_once_and_waits_out_its_own_backoff(
     client: redis.Redis,
 ) -> None:
-    """a's key is refused: a, paused, tries nothing more until its pause (60 s) ends. b takes the
-    outbox over once a's lease lapses and tries the alert at once (it waited out a's 60 s); that
-    try failing (a 503), b waits out its own backoff, as for any failed attempt."""
+    """a's key is refused: a, paused, tries nothing more until its pause (60 s) ends, and gives
+    the sender's lease up. b takes the outbox over at its next look and tries the alert at once
+    (it waited for a's lease to lapse, then out a's 60 s); that try failing (a 503), b waits out
+    its own backoff, as for any failed attempt."""
     a, b = store(client, "a", lease=0.3), store(client, "b", lease=0.3)
     a.load_engine_state()
     a.commit(positions={}, payloads=[{"message": "0"}], now=time.time())
@@ -203,7 +204,7 @@ def test_an_instance_taking_over_from_a_paused_sender_tries_at_once_and_waits_ou
     paused.step()
     paused.step()
     assert ["0"] == refused.attempts  # the refused key is not tried again meanwhile
-    time.sleep(0.4)  # a's lease lapses
+    assert client.get("rulesd:sender") is None  # a gave the lease up as it paused: none to wait out
     working = FakeTransport(RetryableAlertError("HTTP 503: unavailable", 503))
     other = Sender(b, working, clock=time.time, auth_retry=60.0, initial_backoff=30.0, random=lambda: 0.5)
     other.step()
