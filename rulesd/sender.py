@@ -289,9 +289,19 @@ class Sender:
             if is_expired(alert, now, self._max_age):
                 self._expire(alert, now)
                 return None
-            if alert.next_attempt > now:
+            if alert.next_attempt > now and not self._paused_elsewhere(alert):
                 return self._wait(alert, alert.next_attempt, now)
             return self._attempt(alert, now)
+
+    def _paused_elsewhere(self, alert: OutboxAlert) -> bool:
+        """Whether the head waits out a pause that is not this sender's: another instance's key
+        was refused (its retry time, `auth_retry` after the refusal, is the alert's; its reason
+        the alert's last error and the pause recorded), or this process's before a restart. This
+        sender, not paused, tries it at once: its key may work, and the pause is to keep the
+        refused key from being tried again, not the alert from being sent. A sender paused
+        itself waits its pause out, as before; a retry's backoff is waited out too (its last
+        error is not the pause's)."""
+        return self.paused_reason is None and alert.last_error is not None and alert.last_error == self._store.paused()
 
     def _wait(self, alert: OutboxAlert, next_attempt: float, now: float) -> float:
         """Seconds until the head needs attention: its next attempt or its expiry, if sooner."""

@@ -154,3 +154,17 @@ def test_a_heartbeat_outage_is_one_warning_and_its_end_is_said(
         ("DEBUG", 'heartbeat \'rulesd\' not pinged: HTTP 503: {"message":"down"}'),
         ("INFO", "heartbeat 'rulesd' pinged again"),
     ] == pings[:4]
+
+
+def test_the_end_of_the_stop_grace_with_no_request_in_flight_cuts_nothing_and_says_nothing_of_a_cut(
+    tmp_path: Path, server: FakeOpsGenie, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """A stop whose grace ends while no request is in flight (here the heartbeat thread, between
+    pings, takes up to a second to notice the stop, past a grace made short) says nothing of
+    a cut: it warned 'stopping: cutting the request in flight' with none under way."""
+    parts = daemon_parts(tmp_path, server, pipe[0], heartbeat="rulesd")
+    monkeypatch.setattr("rulesd.daemon.run.STOP_GRACE", 0.05)
+
+    assert 0 == run_until(parts, lambda: wait_until(lambda: parts.stats.heartbeats.get("ok", 0) >= 1))
+    assert 1 == len(server.requests)
+    assert "cutting the request in flight" not in caplog.text

@@ -63,3 +63,19 @@ def test_a_deadline_the_watcher_was_not_woken_for_still_expires_in_time() -> Non
         pass
     with deadlines.within(0.4) as later:  # behind a finished, earlier one: no wake-up
         assert expires_within(later, 5.0)
+
+
+def test_an_abort_says_how_many_requests_it_cut() -> None:
+    """The stop's cut counts the requests in flight, so that the daemon says it cut one only when
+    it did (it warned of cutting the request in flight with none under way); a later request is
+    ended at once all the same."""
+    deadlines = Deadlines()
+    with deadlines.within(30.0) as finished:
+        pass
+    assert finished.finished
+    with deadlines.within(30.0) as in_flight:
+        assert 1 == deadlines.abort()
+        assert in_flight.expired
+    assert 0 == deadlines.abort()
+    with deadlines.within(30.0) as later:
+        assert later.expired

@@ -594,6 +594,56 @@ def test_an_absence_edited_to_no_longer_see_a_silent_host_closes_its_alert(
     assert (2, 2) == (len(creates(server)), len(closes(server)))
 
 
+THROTTLED = """
+rules:
+  - {name: root-login, match: {kind: root}, throttle: 1h, alert: {priority: P3}}
+  - name: brute-force
+    match: {kind: failed}
+    threshold: {count: 2, window: 1m, group_by: [host]}
+    throttle: 1h
+    alert: {priority: P3}
+  - name: worker-silent
+    match: {kind: heartbeat}
+    absence: {window: 2s, group_by: [host]}
+    throttle: 1h
+    alert: {priority: P3, message: "no heartbeat from {host}"}
+  - name: backup-hung
+    sequence:
+      group_by: [host]
+      steps:
+        - match: {kind: backup_started}
+        - absent: {match: {kind: backup_finished}, for: 2s}
+    throttle: 1h
+    alert: {priority: P3}
+"""
+
+
+def test_an_edit_that_keeps_a_rule_s_groups_keeps_their_throttles(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """Each kind pages once and its throttle then holds it back: a match and a threshold, an
+    absence whose host flaps (silent again after its alert closed) and a backup that hangs again.
+    SIGHUP reloads them edited (another priority): the held silence and hang are not paged at
+    the reload, nor the match and threshold again at their next events. (The edit dropped the
+    throttles: four pages again, at once.)"""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(THROTTLED)
+    daemon = ws.start()
+    h1 = {"host": "h1"}
+    ws.append({"kind": "root"}, {"kind": "failed", **h1}, {"kind": "failed", **h1})
+    ws.append({"kind": "heartbeat", **h1}, {"kind": "backup_started", **h1})
+    assert server.wait_for(lambda got: len(creates(server)) == 4, timeout=15), daemon.output()
+    ws.append({"kind": "heartbeat", **h1}, {"kind": "backup_started", **h1})
+    assert server.wait_for(lambda got: len(closes(server)) == 1, timeout=10), daemon.output()
+    time.sleep(3.0)  # silent and hung again, both held back by their throttles
+    assert (4, 1) == (len(creates(server)), len(closes(server)))
+    (ws.rules / "rules.yaml").write_text(THROTTLED.replace("P3", "P2"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert daemon.wait_for_log("changed: 4"), daemon.output()
+    ws.append({"kind": "root"}, {"kind": "failed", **h1}, {"kind": "failed", **h1})
+    time.sleep(2.0)
+    assert 0 == daemon.terminate()
+    assert (4, 1) == (len(creates(server)), len(closes(server))), [r.json().get("message") for r in creates(server)]
+
+
 def test_an_open_group_of_a_rule_edited_to_resolve_no_more_is_closed_at_the_reload(
     tmp_path: Path, server: FakeOpsGenie
 ) -> None:

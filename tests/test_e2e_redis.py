@@ -36,6 +36,7 @@ from rulesd.daemon.shared import SharedDaemon
 from rulesd.state import StateUnavailable
 from rulesd.state.redis import LEASE_S, Conflict, RedisState
 from tests.daemon_process import (
+    API_KEY,
     DaemonProcess,
     Workspace,
     daemon_parts,
@@ -434,6 +435,37 @@ def test_workers_go_on_after_redis_comes_back_empty(
     assert ["error on h1", "error on h2"] == [r.json()["message"] for r in opsgenie.requests]
     assert "consumer group rulesd is gone" in fleet.output()
     assert all(p.proc.poll() is None for p in processes), fleet.output()
+
+
+def test_an_instance_taking_the_outbox_over_from_one_whose_key_is_refused_sends_at_once(
+    tmp_path: Path, redis_server: RedisServer, opsgenie: FakeOpsGenie
+) -> None:
+    """Instance a's key is refused (401): its sender pauses and gives the sender's lease up.
+    Instance b, whose key works, started then, takes the outbox over at its first look and
+    sends the alert at once: it waited for a's lease to lapse (15 s), and then out a's pause,
+    60 s after the refusal, although its own key had never been refused. a, still paused,
+    tries nothing more meanwhile (its refused key is not tried again)."""
+    fleet = Fleet(tmp_path, redis_server.url, opsgenie.url)
+    refused = install_key(tmp_path / "refused.key").read_text().strip()[::-1]
+    (tmp_path / "refused.key").write_text(refused + "\n")
+    os.utime(tmp_path / "refused.key", (time.time() - 60, time.time() - 60))
+    opsgenie.responder = lambda r: Reply(401) if refused in r.headers.get("Authorization", "") else Reply()
+    opsgenie_a = {"api_key_file": "refused.key", "alert_url": f"{opsgenie.url}/v2/alerts", "timeout_s": 2}
+    a = fleet.start("a", opsgenie=opsgenie_a)
+    feed(redis_server, [{"ts": int(time.time()), "level": "error", "host": "h1"}])
+    assert a.wait_for_log("delivery paused", 20), a.output()
+    b = fleet.start("b")
+    started = time.monotonic()
+    assert opsgenie.wait_for(lambda r: any(f"GenieKey {API_KEY}" == x.headers.get("Authorization") for x in r), 45)
+    took = time.monotonic() - started
+    assert took < LEASE_S / 3, (took, fleet.output())  # b's first looks, not a's lease nor a's pause
+    time.sleep(1.0)
+    statuses = [
+        (x.headers.get("Authorization") == f"GenieKey {API_KEY}", x.json()["message"]) for x in opsgenie.requests
+    ]
+    assert [(False, "error on h1"), (True, "error on h1")] == statuses
+    assert "alert 1 delivered" in b.output(), b.output()
+    assert a.proc.poll() is None and b.proc.poll() is None
 
 
 FLEET_RULES = """

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -549,11 +550,26 @@ def test_503_retry_after(server: FakeOpsGenie) -> None:
 def test_connection_refused_is_retryable() -> None:
     """No server at all: try again later."""
     closed, url = refused_url()
+    port = closed.getsockname()[1]
     with closed, pytest.raises(RetryableAlertError) as info:
         OpsGenieClient(url, lambda: KEY, 5.0).create_alert(PAYLOAD)
 
     assert info.value.status is None
-    assert "connection error" in str(info.value)
+    expected = f"connection error: ConnectionRefusedError: [Errno 111] Connection refused (127.0.0.1:{port})"
+    assert expected == str(info.value)
+
+
+def test_a_connection_reset_before_the_answer_names_the_host() -> None:
+    """A reset says which host and port reset it, as a failed lookup names the host. (It said
+    `connection error: ConnectionResetError: [Errno 104] Connection reset by peer`, no more.)"""
+    raw = RawServer(b"", reset_after=True)
+    try:
+        with pytest.raises(RetryableAlertError) as info:
+            OpsGenieClient(raw.url, lambda: KEY, 5.0).create_alert(PAYLOAD)
+    finally:
+        raw.close()
+    host = urlsplit(raw.url).netloc
+    assert f"connection error: ConnectionResetError: [Errno 104] Connection reset by peer ({host})" == str(info.value)
 
 
 def test_a_server_that_never_answers_is_a_retryable_timeout() -> None:

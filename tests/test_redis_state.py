@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from rulesd.alerting.api import PausingAlertError
+from rulesd.alerting.api import PausingAlertError, RetryableAlertError
 from rulesd.daemon.shared import SharedEngine
 from rulesd.engine import Engine, StateDelta
 from rulesd.events import make_parser
@@ -189,6 +189,31 @@ def test_a_sender_paused_for_its_key_lets_another_instance_deliver(client: redis
     assert b.paused() is None
 
 
+def test_an_instance_taking_over_from_a_paused_sender_tries_at_once_and_waits_out_its_own_backoff(
+    client: redis.Redis,
+) -> None:
+    """a's key is refused: a, paused, tries nothing more until its pause (60 s) ends, and gives
+    the sender's lease up. b takes the outbox over at its next look and tries the alert at once
+    (it waited for a's lease to lapse, then out a's 60 s); that try failing (a 503), b waits out
+    its own backoff, as for any failed attempt."""
+    a, b = store(client, "a", lease=0.3), store(client, "b", lease=0.3)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"message": "0"}], now=time.time())
+    refused = FakeTransport(*[PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)] * 10)
+    paused = Sender(a, refused, clock=time.time, auth_retry=60.0)
+    paused.step()
+    paused.step()
+    assert ["0"] == refused.attempts  # the refused key is not tried again meanwhile
+    assert client.get("rulesd:sender") is None  # a gave the lease up as it paused: none to wait out
+    working = FakeTransport(RetryableAlertError("HTTP 503: unavailable", 503))
+    other = Sender(b, working, clock=time.time, auth_retry=60.0, initial_backoff=30.0, random=lambda: 0.5)
+    other.step()
+    assert ["0"] == working.attempts  # at once, not 60 s after a's refusal
+    other.step()
+    paused.step()
+    assert (["0"], ["0"], []) == (working.attempts, refused.attempts, working.sent)
+
+
 def test_a_close_of_a_dead_lettered_alert_is_kept_to_be_requeued_with_it(client: redis.Redis) -> None:
     """As in SQLite: retry-dead sends the dead-lettered create, then the close delivered after it."""
     a = store(client)
@@ -306,6 +331,25 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     second.sync()
     assert [] == advance(second.engine, 200.0).firings  # applied again: the silence already fired
     assert [] == advance(second.engine, 300.0).firings
+
+
+def test_an_edit_keeps_a_throttle_for_every_instance_of_the_shared_state(client: redis.Redis) -> None:
+    """One instance pages (throttled) and commits; the rule is edited (its message) and the
+    instance reloads it and commits the state it keeps: another instance, started under the
+    edited rule, and then under a further edit, finds the group still throttled."""
+    text = "name: t\nmatch: {level: error}\nthrottle: 600\n"
+    first = SharedEngine(Engine(ruleset_from_yaml(text)), store(client, "a"))
+    first.load_all()
+    assert first.engine.evaluate({"level": "error"}, 1_700_000_000.0) is not None
+    first.store.commit(positions={}, payloads=[{"message": "t"}], now=0.0, engine=first.engine.state.delta())
+    edited = ruleset_from_yaml(text + "alert: {message: again}\n")
+    first.engine.replace_rules(edited)
+    first.load_all()
+    first.store.commit(positions={}, payloads=[], now=0.0, engine=first.engine.state.delta())
+    second = SharedEngine(Engine(ruleset_from_yaml(text + "alert: {message: once more}\n")), store(client, "b"))
+    second.load_all()
+    assert second.engine.evaluate({"level": "error"}, 1_700_000_060.0) is None  # still throttled
+    assert second.engine.evaluate({"level": "error"}, 1_700_000_600.0) is not None
 
 
 def test_instances_restoring_a_state_their_new_rules_leave_open_queue_its_close_once(client: redis.Redis) -> None:

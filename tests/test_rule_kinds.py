@@ -710,6 +710,49 @@ def test_a_reload_keeps_the_state_of_unchanged_rules_only() -> None:
     assert [] == run(engine, [(5, failed("u3"))])
 
 
+THROTTLED_SPRAY = SPRAY.replace("match:", "throttle: 1h\nmatch:")
+THROTTLED_MATCH = "name: root-login\nmatch: {event: login_failed, user: root}\nthrottle: 1h\n"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "kept"),
+    [
+        (THROTTLED_SPRAY, THROTTLED_SPRAY + "alert: {message: 'spray from {ip}', priority: P1}\n", True),
+        (THROTTLED_SPRAY, THROTTLED_SPRAY.replace("throttle: 1h", "throttle: 2h"), True),
+        (THROTTLED_SPRAY, THROTTLED_SPRAY.replace("{event: login_failed}", "{event: {in: [login_failed, x]}}"), True),
+        (THROTTLED_MATCH, THROTTLED_MATCH.replace(", user: root", ""), True),
+        (THROTTLED_SPRAY, THROTTLED_SPRAY.replace("group_by: [ip]", "group_by: [ip, dc]"), False),
+        (THROTTLED_SPRAY, THROTTLED_SPRAY.replace("distinct: {field: user,", "threshold: {"), False),
+    ],
+    ids=["message", "throttle", "wider-match", "match-kind-wider", "group_by", "kind"],
+)
+def test_an_edit_keeps_the_throttle_of_each_group_it_makes_alike(before: str, after: str, kept: bool) -> None:
+    """A group paged for and held back by its throttle is not paged again by a reload of its
+    edited rule (message, priority, throttle, match) while that throttle holds; a new kind or
+    group_by makes other groups, whose throttles start anew. (Every edit paged again at once.)"""
+    engine = engine_for(before)
+    steps: list[Step] = [(0, failed("u1")), (1, failed("u2")), (2, failed("root"))]
+    assert 1 == len(run(engine, steps))
+    engine.replace_rules(ruleset_from_yaml(after))
+    again: list[Step] = [(10, failed("root")), (11, failed("u4")), (12, failed("u5"))]
+    assert kept == (run(engine, again) == [])
+
+
+def test_a_throttle_kept_across_an_edit_survives_a_restart_under_the_edited_rule() -> None:
+    """A state saved under the old rule and restored under the edited one (rules edited while
+    the daemon was stopped) keeps the throttle as a reload does; the edited rule's groups are
+    noted afresh, so the next edit keeps it too."""
+    first = engine_for(THROTTLED_MATCH)
+    assert 1 == len(run(first, [(0, failed("root"))]))
+    saved = json.loads(json.dumps(first.state.to_json()))
+    edited = THROTTLED_MATCH + "alert: {message: root again}\n"
+    second = Engine(ruleset_from_yaml(edited), EngineState.from_json(saved), time_field="t")
+    assert [] == run(second, [(10, failed("root"))])
+    second.replace_rules(ruleset_from_yaml(edited.replace("root again", "root!")))
+    assert [] == run(second, [(20, failed("root"))])
+    assert [("alert", ("root-login",), 1)] == run(second, [(3601, failed("root"))])
+
+
 def test_rules_added_before_any_event_start_after_a_reload() -> None:
     """A new_value rule learns from, and expected groups are watched from, the first time known,
     even when a reload came before it (the rule that never started learnt forever, and the

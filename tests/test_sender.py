@@ -414,6 +414,22 @@ def test_resume_retries_a_paused_head_at_once(store: SqliteState, clock: FakeClo
     assert sender.paused_reason is None
 
 
+def test_a_restarted_sender_tries_the_head_a_pause_held_at_once(store: SqliteState, clock: FakeClock) -> None:
+    """The pause is the refused key's: a sender started afresh (a restart, often to fix the key)
+    tries the head the paused one held at once, not when that pause would have ended; a retry's
+    backoff (its error not the pause's) is waited out by a new sender as before."""
+    queue(store, "a")
+    wrong_key = PausingAlertError("HTTP 401: OpsGenie rejected the API key", 401)
+    make_sender(store, FakeTransport(wrong_key), clock, auth_retry=60.0).step()
+    clock.advance(1)
+    transport = FakeTransport(RetryableAlertError("HTTP 503: unavailable", 503))
+    assert 0 < make_sender(store, transport, clock, initial_backoff=30.0).step()
+    assert ["a"] == transport.attempts
+    again = FakeTransport()
+    assert 0 < make_sender(store, again, clock).step()
+    assert ([], "HTTP 503: unavailable") == (again.attempts, store.alerts(PENDING)[0].last_error)
+
+
 def test_a_new_key_with_nothing_queued_ends_the_pause(store: SqliteState, clock: FakeClock) -> None:
     """The alert a refused key paused expires (max_age): the key is still the refused one, so
     sending is still paused; once a new key is read, nothing refused it, so the pause ends (in

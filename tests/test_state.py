@@ -15,7 +15,7 @@ import pytest
 
 from rulesd.engine import Closing, Engine, EngineState, StateDelta
 from rulesd.engine.core import EXPECTED
-from rulesd.engine.state import ABSENCE
+from rulesd.engine.state import ABSENCE, RULE
 from rulesd.events import make_parser
 from rulesd.jsontext import compact_json
 from rulesd.pipeline import advance, evaluate_lines
@@ -131,19 +131,39 @@ def test_engine_state_round_trip_with_incremental_saves(tmp_path: Path) -> None:
 def test_state_saved_whole_in_one_row_by_an_older_rulesd_is_kept(tmp_path: Path) -> None:
     """Before groups had rows of their own, the whole state was one JSON row: an upgrade
     restores its windows and throttles (else throttled alerts would page again), and the
-    first save writes them as rows."""
+    first save writes them as rows (with the note of how the throttled rule makes its groups,
+    which that row never held)."""
     rules = ruleset_from_yaml("name: t\nmatch: {level: error}\nthrottle: 600\n")
     old = Engine(rules)
     old.evaluate({"level": "error"}, 1_700_000_000.0)
+    row = {kind: saved for kind, saved in old.state.to_json().items() if kind != RULE}
     s = store(tmp_path)
     with s._lock:
-        s._conn().execute("INSERT INTO engine_state (id, data) VALUES (1, ?)", (json.dumps(old.state.to_json()),))
+        s._conn().execute("INSERT INTO engine_state (id, data) VALUES (1, ?)", (json.dumps(row),))
     restored = EngineState.from_json(store(tmp_path).load_engine_state() or {})
-    assert old.state.to_json() == restored.to_json()
+    assert row == restored.to_json()
     engine = Engine(rules, restored)
     assert engine.evaluate({"level": "error"}, 1_700_000_060.0) is None  # still throttled
     s.commit(positions={}, payloads=[], now=0.0, engine=engine.state.delta())
     assert old.state.to_json() == EngineState.from_json(store(tmp_path).load_engine_state() or {}).to_json()
+
+
+def test_a_throttle_an_edit_keeps_is_saved_with_how_its_groups_are_made(tmp_path: Path) -> None:
+    """A throttled rule edited (its message) keeps its throttle through the database: a restart
+    under the edited rule is still throttled, and so is one after a further edit, since the
+    saved state says how the edited rule makes its groups. (A reload paged again at once.)"""
+    text = "name: t\nmatch: {level: error}\nthrottle: 600\n"
+    engine = Engine(ruleset_from_yaml(text))
+    assert engine.evaluate({"level": "error"}, 1_700_000_000.0) is not None
+    s = store(tmp_path)
+    s.commit(positions={}, payloads=[], now=0.0, engine=engine.state.delta())
+    engine.replace_rules(ruleset_from_yaml(text + "alert: {message: again}\n"))
+    assert engine.evaluate({"level": "error"}, 1_700_000_030.0) is None
+    s.commit(positions={}, payloads=[], now=0.0, engine=engine.state.delta())
+    edited = ruleset_from_yaml(text + "alert: {message: once more}\n")
+    restored = Engine(edited, EngineState.from_json(store(tmp_path).load_engine_state() or {}))
+    assert restored.evaluate({"level": "error"}, 1_700_000_060.0) is None  # still throttled
+    assert restored.evaluate({"level": "error"}, 1_700_000_600.0) is not None
 
 
 def test_the_sender_pause_is_recorded_for_other_processes(tmp_path: Path) -> None:
@@ -348,7 +368,7 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
     and two group_by fields, none, a missing field, a value holding the parts' separator) is
     read back as it was: the engine carries on exactly as one that never stopped, and writes
     the same rows again (the same group keys, so an update replaces the old row), besides
-    those that note its sequences' steps."""
+    those that note its sequences' steps and how its throttled rules make their groups."""
     path = tmp_path / "state.sqlite"
     with sqlite3.connect(path) as db:
         db.executescript((Path(__file__).parent / "data" / "engine-state-before-string-keys.sql").read_text())
@@ -358,6 +378,10 @@ def test_a_database_written_while_group_keys_were_tuples_loads_and_carries_on(tm
     assert saved is not None
     restored = Engine(ruleset, EngineState.from_json(saved), time_field="t")
     rows = sorted(restored.state.delta().upserts)
+    # How each throttled rule makes its groups is noted (an edit that keeps them keeps its throttles).
+    throttled = [row for row in rows if row[2] == '["throttled"]']
+    assert [("rule", "first", '["throttled"]', '{"kind":"Threshold","group_by":["host"]}')] == throttled
+    rows = [row for row in rows if row not in throttled]
     # The steps of its sequences are noted too (what an edit keeps of their groups is told by
     # them), and what its new_value rule learns beside its learning's start (so that an edit
     # that keeps it keeps the values known); every other row is written byte for byte again.

@@ -133,10 +133,12 @@ class Deadlines:
                         deadline.expire()  # takes only the deadline's own lock
                 self._changed.wait(self._due[0][0] - now if self._due else None)
 
-    def abort(self) -> None:
-        """End every request in flight now, and every later one at once."""
+    def abort(self) -> int:
+        """End every request in flight now, and every later one at once; how many were in flight
+        (none: said so rather than a cut that did not happen)."""
         with self._lock:
             self.aborted = True
-            active = list(self._active)
+            active = [deadline for deadline in self._active if not deadline.finished]
         for deadline in active:
             deadline.expire()
+        return len(active)

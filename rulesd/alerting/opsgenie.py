@@ -8,6 +8,7 @@ this module: exception messages, response bodies and redirect targets.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from http.client import HTTPException, HTTPResponse, IncompleteRead
@@ -103,9 +104,10 @@ class OpsGenieClient:
             raise ValueError(f"{self.alert_url} has no heartbeat API")
         self._call("GET", _target(url), None)
 
-    def abort(self) -> None:
-        """End every request in flight now (each fails as retryable) and every later one at once."""
-        self._deadlines.abort()
+    def abort(self) -> int:
+        """End every request in flight now (each fails as retryable) and every later one at once;
+        how many were in flight."""
+        return self._deadlines.abort()
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> None:
         """Send one request to `path` on the pool's host; return on 2xx, else raise."""
@@ -129,7 +131,7 @@ class OpsGenieClient:
             except HeadersUnreadable:
                 return  # a 2xx status line came: taken, whatever became of the headers after it
             except (HTTPException, OSError) as exc:
-                raise self._cut_short(deadline, exc) or RetryableAlertError(_describe(exc, key)) from None
+                raise self._cut_short(deadline, exc) or RetryableAlertError(self._describe(exc, key)) from None
             finally:
                 # Over before the connection is given back: a deadline that passed by now has shut
                 # its socket down (or is about to), one that has not never will. Kept, such a
@@ -158,6 +160,18 @@ class OpsGenieClient:
         if not deadline.expired:
             return None
         return RetryableAlertError(f"timeout: no complete answer within {self._total:g}s (opsgenie.timeout_s)")
+
+    def _describe(self, exc: HTTPException | OSError, key: str) -> str:
+        """A refused or reset connection, a failed TLS handshake or lookup, an answer that is not
+        HTTP, said with the host and port it concerns (an error of the socket names neither: a
+        config of several instances, or a proxy's address, would leave the reader guessing);
+        a failed lookup's error names the host itself."""
+        kind = "timeout" if isinstance(exc, TimeoutError) else "connection error"
+        text = f"{kind}: {type(exc).__name__}: {exc}"
+        if not isinstance(exc, socket.gaierror):
+            host = self._pool.host
+            text += f" ({f'[{host}]' if ':' in host else host}:{self._pool.port})"
+        return redact(text, key)
 
     def _read_key(self) -> str:
         try:
@@ -206,9 +220,3 @@ def _read_body(response: HTTPResponse) -> str:
         # given size http.client returns what came, without a word.
         raise IncompleteRead(data, expected - len(data))
     return data.decode("utf-8", "replace")
-
-
-def _describe(exc: HTTPException | OSError, key: str) -> str:
-    # A refused or reset connection, a failed TLS handshake or DNS lookup, an answer that is not HTTP.
-    kind = "timeout" if isinstance(exc, TimeoutError) else "connection error"
-    return redact(f"{kind}: {type(exc).__name__}: {exc}", key)

@@ -460,10 +460,11 @@ class Daemon:
         """The grace period is over: end the requests still in flight, and a wait for the key file."""
         if self.parts.api_key is not None:
             self.parts.api_key.abort()
-        if self.parts.client is not None:
-            # Each request cut says what it was and what becomes of it (an alert stays queued).
+        if self.parts.client is not None and self.parts.client.abort():
+            # Said once a request was in flight to cut: the sender between two requests, or
+            # waiting for the key file, cuts nothing. Each request cut says what it was and what
+            # becomes of it (an alert stays queued).
             log.warning("stopping: cutting the request in flight")
-            self.parts.client.abort()
 
     def _heartbeats(self) -> None:
         """Ping the OpsGenie heartbeat whenever the main loop asks; failures are logged, never fatal."""

@@ -58,6 +58,8 @@ LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be 
 IN_ORDER_KEPT = 4096  # combinations of fired rules whose order is remembered (see `_apply`)
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
+# The key, in a rule's own state (RULE), of how its throttled groups were made (`_grouping`).
+THROTTLED: GroupKey = "throttled"
 _NO_TEXT = object()  # what no event time equals (see `Engine._decider`)
 
 Evaluate = Callable[[Event, float], Firing | None]
@@ -333,6 +335,8 @@ class Engine:
             self._drop_rule(name, self._rules.get(name), closing)
         self._close(closing, self.now)
         for rule in ruleset.rules:
+            if rule.enabled and rule.throttle:
+                self._note_grouping(rule)
             if rule.enabled and isinstance(rule.kind, Sequence):
                 self._note_steps(rule.name, rule.kind)
             elif rule.enabled and isinstance(rule.kind, NewValue):
@@ -362,8 +366,9 @@ class Engine:
         else would ever close them. An absence's other groups are kept when it would have made
         them of their last events (or still expects them), so that an edit (a new message, a
         longer window) does not stop watching a host that falls silent before it beats again;
-        so are a sequence's waits at its absent step (`_waits_in`), and the values a new_value
-        rule knows when it learns them as before (`NewValue.learnt`)."""
+        so are a sequence's waits at its absent step (`_waits_in`), the values a new_value
+        rule knows when it learns them as before (`NewValue.learnt`), and the throttles of a rule
+        that makes its groups as before (`_grouping`)."""
         tables = self.state.tables
         opened = tables.get(OPEN, {}).get(name, {})
         absences = tables.get(ABSENCE, {}).get(name, {})
@@ -371,8 +376,15 @@ class Engine:
         done = tables.get(RULE, {}).get(name, {}).get(NO_GROUP)  # a sequence's steps, a new_value's start
         known = tables.get(NEW_VALUE, {}).get(name, {})
         silent = {k: st for k, st in absences.items() if _silent_alert(st)}
+        throttles = tables.get(THROTTLE, {}).get(name, {})
+        grouped = tables.get(RULE, {}).get(name, {}).get(THROTTLED)
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
+            if rule.throttle and throttles and grouped == _grouping(rule):
+                # An edit of the message, the match or the throttle's length leaves the groups
+                # as they were: each keeps when it last fired, or a reload would page again at
+                # once what the throttle held back. Another kind or group_by makes other groups.
+                self._table(THROTTLE, name).update(throttles)
             if rule.resolve is not None and opened:
                 self._table(OPEN, name).update(opened)  # its timers are set again from the state
                 opened = {}
@@ -478,6 +490,16 @@ class Engine:
         if saved.get(NO_GROUP) != steps:
             saved[NO_GROUP] = steps
             self._touch(RULE, name, NO_GROUP)
+
+    def _note_grouping(self, rule: Rule) -> None:
+        """Save with the state how a throttled rule makes its groups (`_grouping`), for
+        `_drop_rule` to tell, after an edit (a reload, or rules edited while the daemon was
+        stopped), whether its throttles are still those of the edited rule's groups."""
+        grouping = _grouping(rule)
+        saved = self._table(RULE, rule.name)
+        if saved.get(THROTTLED) != grouping:
+            saved[THROTTLED] = grouping
+            self._touch(RULE, rule.name, THROTTLED)
 
     def _note_learnt(self, name: str, kind: NewValue) -> None:
         """Mark a learning start saved by an older rulesd, which did not note what the rule
@@ -1492,6 +1514,16 @@ def _sees(rule: Rule, st: dict[str, Any]) -> bool:
     event: `expect` alone keeps it (the event it holds is made of the `expect` entry, and an
     entry the edit took out, a typo say, would be paged for though no longer expected)."""
     return not st.get(EXPECTED) and bool(rule.match(st["event"]))
+
+
+def _grouping(rule: Rule) -> dict[str, Any]:
+    """How a rule makes the groups its throttle holds, as saved (JSON): its kind and group_by
+    (a rule without a kind is throttled as one group)."""
+    kind = rule.kind
+    return {
+        "kind": type(kind).__name__ if kind is not None else "match",
+        "group_by": list(kind.group_by) if kind is not None else [],
+    }
 
 
 def _silent_alert(st: dict[str, Any]) -> bool:

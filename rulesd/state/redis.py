@@ -610,11 +610,15 @@ class RedisState:
         return next((a for a in self.alerts() if a.id == alert_id), None)
 
     def set_paused(self, reason: str | None) -> None:
-        """Record that the sender is paused (a refused key) and why, or that it is not."""
+        """Record that the sender is paused (a refused key) and why, or that it is not. Paused,
+        it gives the sender's lease up if it holds it: an instance whose key works takes the
+        outbox over at its next look, not once the lease has lapsed (up to LEASE_S later); the
+        paused sender only looks without taking it until its pause ends (`head`)."""
         if reason is None:
             self.call(lambda: self.client.delete(self.k.paused))
-        else:
-            self.call(lambda: self.client.set(self.k.paused, reason))
+            return
+        self.call(lambda: self.client.set(self.k.paused, reason))
+        self.call(lambda: self._script("RELEASE")(keys=[self.k.sender], args=[self.token]))
 
     def paused(self) -> str | None:
         """Why the sender is paused, as last recorded; None when it is not."""

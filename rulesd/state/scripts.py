@@ -47,7 +47,7 @@ if holder == ARGV[1] then return 1 end
 return 0
 """
 
-# Give the instance's name KEYS[1] up if this process (ARGV[1]) holds it.
+# Give the instance's name (or the sender's lease) KEYS[1] up if this process (ARGV[1]) holds it.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
