@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -159,6 +160,32 @@ def test_one_sender_at_a_time_and_a_paused_one_rechecks(client: redis.Redis) -> 
     b.mark_sent(head.id)
     b.close()  # a clean stop gives the lease up at once
     assert a.head() is not None and not a.owns(head.id)
+
+
+def test_a_close_gives_up_only_its_own_sender_lease(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """a's lease lapses and b takes the outbox over just as a stops, between the two steps a
+    read and a delete would make: a's close must leave b's lease alone (it deleted b's, and a
+    third instance could take the outbox over while b still sent)."""
+    a, b = store(client, "a", lease=0.3), store(client, "b", lease=0.3)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"n": 1}], now=1.0)
+    assert a.head() is not None and b.head() is None
+    command = a.client.execute_command
+    taken: list[bool] = []
+
+    def then_taken(*args: Any, **options: Any) -> Any:
+        answer = command(*args, **options)
+        if not taken:  # the lease lapses right after the close's first command, and b takes it
+            taken.append(True)
+            client.delete(a.k.sender)
+            assert b.head() is not None
+        return answer
+
+    monkeypatch.setattr(a.client, "execute_command", then_taken)
+    a.close()
+    assert store(client, "c", lease=0.3).head() is None
+    head = b.head()
+    assert head is not None and b.owns(head.id)
 
 
 def test_a_sender_paused_for_its_key_lets_another_instance_deliver(client: redis.Redis) -> None:

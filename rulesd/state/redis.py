@@ -673,8 +673,9 @@ class RedisState:
         """Give up the sender's lease if this process holds it, so another takes over at once."""
         self._arm()
         try:
-            if self.client.get(self.k.sender) == self.token.encode():
-                self.client.delete(self.k.sender)
+            # In one script: a lease that lapsed between a read and a delete, taken by another
+            # instance meanwhile, would be deleted under it, and a third could send beside it.
+            self._script("RELEASE")(keys=[self.k.sender], args=[self.token])
             if self._claimed:
                 self._script("RELEASE")(keys=[self.name_key], args=[self.holder])
         except redis.exceptions.RedisError:
