@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": cmd_schema,
         "completion": cmd_completion,
     }
-    if args.command not in ("replay", "check"):  # these resume once they have built their rule set
+    if args.command not in ("replay", "check", "run"):  # these resume once they have built what they keep
         collector.resume()
     try:
         return commands[args.command](args)
@@ -822,6 +822,10 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
 
     # A dry run leaves the state directory alone; its cache is the user's.
     cache = RuleCache.for_user(os.environ) if args.dry_run else RuleCache.in_state_dir(config.state_dir)
+    # The config, the daemon's modules and the libraries it imports live as long as the process:
+    # frozen, no collection walks them again (16 collections did before the first event). The
+    # rule set is loaded after, collectable: a reload drops it.
+    collector.resume()
     result = check_paths(config.rules, cache)
     if result.ruleset is None:
         _print_problems(result.errors, sys.stderr)

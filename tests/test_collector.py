@@ -18,14 +18,15 @@ from tests.run_cli import clean_env
 REPO = Path(__file__).resolve().parent.parent
 
 # Runs `python -m rulesd ARGS` as runpy does, recording whether the collector was on when the
-# rule set was loaded, every collection from the command's start (runpy's compiling of
+# rule set was loaded, the collections before it and what was frozen then, every collection
+# from the command's start (runpy's compiling of
 # `__main__` comes before it) until the first block of events was judged, and the
 # collector's state at the end; prints them as JSON on standard error.
 OBSERVED = """
 import gc, json, runpy, sys
 import rulesd.collector, rulesd.pipeline, rulesd.rules.loader
 
-seen = {"collections": 0, "on_at_load": None, "before_first_block": None}
+seen = {"collections": 0, "on_at_load": None, "before_load": None, "before_first_block": None}
 gc.callbacks.append(lambda phase, info: phase == "start" and seen.update(collections=seen["collections"] + 1))
 load, evaluate, pause = rulesd.rules.loader.check_paths, rulesd.pipeline.evaluate_lines, rulesd.collector.pause
 
@@ -37,6 +38,7 @@ rulesd.collector.pause = started
 
 def check_paths(*args, **kwargs):
     seen["on_at_load"] = gc.isenabled()
+    seen["before_load"], seen["frozen_at_load"] = seen["collections"], gc.get_freeze_count()
     return load(*args, **kwargs)
 
 def evaluate_lines(*args, **kwargs):
@@ -98,6 +100,14 @@ def test_the_daemon_loads_its_rules_with_the_collector_on() -> None:
     seen = _observe("run", "--config", "examples/rulesd.yaml", "--dry-run", stdin=_events(10))
     assert seen["on_at_load"] is True
     assert seen["on_at_end"] is True
+
+
+def test_the_daemon_starts_without_a_collection_and_freezes_its_modules_before_its_rules() -> None:
+    # Its config (PyYAML), the rule watcher (watchdog), the state and the daemon's own modules:
+    # imported with the collector off, then frozen, so no later collection walks them again.
+    seen = _observe("run", "--config", "examples/rulesd.yaml", "--dry-run", stdin=_events(10))
+    assert seen["before_load"] == 0
+    assert isinstance(seen["frozen_at_load"], int) and seen["frozen_at_load"] > 25_000
 
 
 def test_check_keeps_the_collector_off_until_it_ends_then_on() -> None:
