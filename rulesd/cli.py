@@ -814,10 +814,9 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     import sqlite3
 
     from rulesd.daemon import Daemon, build_parts
-    from rulesd.daemon.name import StoppedWaiting
     from rulesd.engine.limit_checks import limit_warnings
     from rulesd.state import StateAuthFailed, StateError
-    from rulesd.state.claim import NameTaken
+    from rulesd.state.claim import NameTaken, StoppedWaiting
     from rulesd.state.lock import StateDirectoryBusy
 
     # A dry run leaves the state directory alone; its cache is the user's.
@@ -873,10 +872,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
     """`rulesd forward`: append the configured sources' lines to the `forward:` stream."""
     import sqlite3
 
-    from rulesd.daemon.name import StoppedWaiting
     from rulesd.forward import Forwarder
     from rulesd.state import StateAuthFailed, StateError
-    from rulesd.state.claim import NameTaken
+    from rulesd.state.claim import NameTaken, StoppedWaiting
     from rulesd.state.lock import StateDirectoryBusy
 
     config = load_config(args.config, look=True)

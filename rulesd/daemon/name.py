@@ -11,9 +11,8 @@ import math
 import time
 
 from rulesd.daemon.stop_signals import StopSignals
-from rulesd.errors import RulesdError
 from rulesd.notify import Notifier
-from rulesd.state.claim import RENEW_EVERY, Holder, NameTaken, decode, describe, gone
+from rulesd.state.claim import RENEW_EVERY, NameTaken, StoppedWaiting, decode, describe, gone
 from rulesd.state.redis import RedisState
 
 log = logging.getLogger("rulesd")
@@ -21,17 +20,6 @@ LOOK_EVERY = 0.5  # seconds between looks at a lease waited out
 # Seconds: a lease that ends this much later than when first seen was renewed (more than an
 # answer's delay could make it look: its end is reckoned from when the question was sent).
 RENEWED_BY = 1.0
-
-
-class StoppedWaiting(RulesdError):
-    """A stop came while the start waited out another process's lease: the process ends as after
-    any stop (exit 0), its name not claimed, nothing read (so nothing lost)."""
-
-    def __init__(self, instance: str, holder: Holder, heard: str) -> None:
-        super().__init__(
-            f"received {heard or 'a stop'}: stopping before the start: instance {instance!r} was not claimed (held"
-            f" by {describe(holder)}, whose lease was being waited out) and nothing was read"
-        )
 
 
 def claim_name(store: RedisState, notifier: Notifier, stop: StopSignals) -> None:

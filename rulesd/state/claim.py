@@ -55,6 +55,17 @@ class NameTaken(RulesdError):
         )
 
 
+class StoppedWaiting(RulesdError):
+    """A stop came while the start waited out another process's lease: the process ends as after
+    any stop (exit 0), its name not claimed, nothing read (so nothing lost)."""
+
+    def __init__(self, instance: str, holder: Holder, heard: str) -> None:
+        super().__init__(
+            f"received {heard or 'a stop'}: stopping before the start: instance {instance!r} was not claimed (held"
+            f" by {describe(holder)}, whose lease was being waited out) and nothing was read"
+        )
+
+
 def describe(holder: Holder) -> str:
     """`pid 41 on host web-1 since 2026-12-06 15:04:30 UTC`."""
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.since))
