@@ -2951,6 +2951,8 @@ def test_a_stop_with_a_batch_from_standard_input_not_committed_says_its_lines_ar
     process = DaemonProcess(tmp_path, ["run", "--config", str(config)], None, stdin=subprocess.PIPE)
     assert process.wait_for_log("rulesd started", 60), process.output()
     assert process.proc.stdin is not None
+    # (its own rule set is published by its loop's first pass, after the start is said)
+    assert wait_until(lambda: redis_server.client().get("rulesd:rules") is not None, 30), process.output()
     redis_server.client().set("rulesd:rules", "0123456789abcdef")
     process.proc.stdin.write(json.dumps({"event": "login_failed", "user": "x"}).encode() + b"\n")
     process.proc.stdin.flush()
