@@ -23,8 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Last, so that a tree put on PYTHONPATH to be measured comes first (it is said which ran).
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
+import rulesd
 from rulesd.engine import Engine, Limits
 from rulesd.rules.loader import load_ruleset_text
 from rulesd.state.sqlite import SqliteState
@@ -80,7 +82,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     limit = getattr(Limits(), "values_per_group", "none (unbounded)")  # (none: a rulesd before the limit)
-    print(f"values_per_group: {limit}, load {os.getloadavg()[0]:.2f}")
+    print(f"values_per_group: {limit}, load {os.getloadavg()[0]:.2f}; {rulesd.__file__}")
     with tempfile.TemporaryDirectory() as tmp:
         for known in (100, 1_000, 10_000, 100_000):
             store = SqliteState(os.path.join(tmp, f"per-{known}.db"))
