@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,3 +208,36 @@ def test_a_daemon_s_first_start_makes_its_state_directory_private_for_the_cache(
         os.umask(old)
     assert 0o700 == stat.S_IMODE(state.stat().st_mode)
     assert b"payload" == cache.get("document", "k")
+
+
+def test_a_yaml_library_upgraded_in_place_reads_the_rule_files_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pip install -U PyYAML` in the same environment rewrites its package's files, and the new
+    version may read a file otherwise: a document kept under the old one is parsed again. The
+    package here is a copy of PyYAML's files standing in for the installed one."""
+    installed = tmp_path / "site-packages" / "yaml"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("__version__ = '6.0.1'\n")
+    monkeypatch.setattr(loader, "_yaml_packages", lambda: [installed], raising=False)
+    loader._code_fingerprint.cache_clear()
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    cache = RuleCache(tmp_path / "cache")
+    parsed: list[str] = []
+    read_yaml = loader._read_yaml
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        parsed.append("parsed")
+        return read_yaml(*args, **kwargs)
+
+    monkeypatch.setattr(loader, "_read_yaml", counted)
+    try:
+        first = _summary(path, cache)
+        assert first == _summary(path, cache) and ["parsed"] == parsed  # (kept)
+        (installed / "__init__.py").write_text("__version__ = '6.0.2'\n")  # the upgrade
+        loader._code_fingerprint.cache_clear()
+        assert first == _summary(path, cache)
+    finally:
+        loader._code_fingerprint.cache_clear()  # (the next test's key: the library as installed)
+    assert ["parsed", "parsed"] == parsed

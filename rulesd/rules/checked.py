@@ -16,7 +16,7 @@ import functools
 import marshal
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import hyperscan
@@ -44,18 +44,22 @@ def _code_fingerprint() -> str:
 
 
 def _libraries() -> str:
-    """The regex libraries as installed: each file of their packages, its size and modification
-    time. RE2's module has no `__version__`, and what RE2 refuses (an error) or finds in every
-    text (a warning) changes with it, so an upgrade in place (which rewrites them) must check the
-    rule set afresh; a stat per file costs far less than asking `importlib.metadata` (~25 ms)."""
+    """The regex libraries as installed. RE2's module has no `__version__`, and what RE2 refuses
+    (an error) or finds in every text (a warning) changes with it, so an upgrade in place must
+    check the rule set afresh."""
+    return installed(Path(module.__file__).parent for module in (re2, hyperscan) if module.__file__ is not None)
+
+
+def installed(packages: Iterable[Path]) -> str:
+    """Each file of the package directories `packages`, its size and modification time, which an
+    upgrade in place rewrites: a stat per file costs far less than asking `importlib.metadata`
+    (~25 ms)."""
     parts = []
-    for module in (re2, hyperscan):
-        if module.__file__ is None:  # (no file of its own to look at)
-            continue
-        for entry in sorted(os.scandir(Path(module.__file__).parent), key=lambda e: e.name):
+    for package in packages:
+        for entry in sorted(os.scandir(package), key=lambda e: e.name):
             if entry.is_file():
                 stat = entry.stat()
-                parts.append(f"{module.__name__}/{entry.name} {stat.st_size} {stat.st_mtime_ns}")
+                parts.append(f"{package.name}/{entry.name} {stat.st_size} {stat.st_mtime_ns}")
     return "\n".join(parts)
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import marshal
 import os
 import stat
@@ -22,7 +23,7 @@ from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
-from rulesd.rules.checked import checked_key, keep, known_problems
+from rulesd.rules.checked import checked_key, installed, keep, known_problems
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
@@ -261,7 +262,7 @@ def _errors(problems: Iterable[Problem]) -> list[Problem]:
 
 def _document_key(data: bytes) -> str:
     """What a parsed, schema-checked rule file depends on: its bytes, the schema and the
-    code that parses and checks it, Python's version (marshal's format)."""
+    code that parses and checks it, PyYAML as installed, Python's version (marshal's format)."""
     return digest("document", sys.version, _code_fingerprint(), data)
 
 
@@ -270,7 +271,15 @@ def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent.parent
     sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "key_places.py"]
     sources += [here / "rules" / "misplaced.py", here / "rules" / "foreign.py", SCHEMA_DIR / "rule.schema.json"]
-    return digest(*(p.read_bytes() for p in sources))
+    return digest(installed(_yaml_packages()), *(p.read_bytes() for p in sources))
+
+
+def _yaml_packages() -> list[Path]:
+    """PyYAML's package directory, found without importing it (a warm load never does): an
+    upgrade in place may read a file differently (a YAML 1.2 change, a fixed scanner bug), so
+    the documents kept under the old one must be read again."""
+    spec = importlib.util.find_spec("yaml")
+    return [Path(location) for location in (spec.submodule_search_locations or ())] if spec is not None else []
 
 
 def _cached_document(cache: RuleCache, key: str, path: str) -> Document | None:
