@@ -448,11 +448,17 @@ class Engine:
         due first, as a group waits for its first start) and the progress it keeps
         (`_progress_kept`). A wait's timer is set again from the state, for the new `for`."""
         groups = self._table(SEQUENCE, rule.name)
+        firsts: dict[GroupKey, float] = {}  # each wait's due under the edited rule
         for key, st in sequences.items():
             if (group := self._waits_in(rule, kind, key, st)) is not None:
                 due = st.get("after", st["start"]) + kind.steps[-1].wait
-                if group not in groups or groups[group].get("due", due) > due:
-                    groups[group] = {**st, "due": due}
+                if group not in firsts or firsts[group] > due:
+                    firsts[group] = due
+                    # Due before the edit (a shorter `for`; or held by a throttle the edit
+                    # shortened or dropped): paged at the edit and dated then, not at a time
+                    # already past, from which the throttle would run and let the next page
+                    # out sooner than `throttle` after this one.
+                    groups[group] = {**st, "due": max(due, self.now)}
             elif (kept := _progress_kept(kind, st, done)) is not None:
                 groups[key] = kept
 
@@ -603,10 +609,13 @@ class Engine:
         rule = self._rules.get(name)
         if rule is None:
             return
+        # Not before the clock: a time already past is one an edit brought forward (a shorter
+        # window or `resolve`; a silence held by a throttle the edit shortened or dropped), and
+        # what it fires for happens at the edit, dated then (a throttle runs from that page).
         if kind == ABSENCE and isinstance(rule.kind, Absence) and not _silent_alert(st):
-            self._timers.add(st["last"] + rule.kind.window, ABSENCE, name, key)
+            self._timers.add(max(st["last"] + rule.kind.window, self.now), ABSENCE, name, key)
         elif kind == OPEN and rule.resolve is not None:
-            self._timers.add(st["last"] + rule.resolve, OPEN, name, key)
+            self._timers.add(max(st["last"] + rule.resolve, self.now), OPEN, name, key)
 
     # -- state shared with other processes -----------------------------------------------------
 
@@ -687,9 +696,16 @@ class Engine:
         goes back: the first events read after the restart may be older (a line logged late
         during the stop), and judged by their own times they would end silences as long as
         `window` over. Nothing fires or starts at it: timers due by then fired before it was
-        saved, and rules that start at a time start when the clock next moves."""
+        saved, and rules that start at a time start when the clock next moves. Those due before
+        it are of rules edited while the daemon was stopped (`_arm`): set at it, as at a reload."""
         if clock > self.now:
             self.now = self.state.clock = clock
+            for name, groups in self.state.tables.get(SEQUENCE, {}).items():
+                for key, st in groups.items():
+                    if st.get("due") is not None and st["due"] < clock:  # (see `_keep_progress`)
+                        st["due"] = clock
+                        self._touch(SEQUENCE, name, key)
+            self._set_timers()
 
     def run_on(self, clock: float, wall: float | None, now: float) -> None:
         """While no event comes, the clock runs on with the wall clock: from `clock`, which runs
