@@ -380,11 +380,11 @@ class Engine:
         grouped = tables.get(RULE, {}).get(name, {}).get(THROTTLED)
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
-            if rule.throttle and throttles and grouped == _grouping(rule):
-                # An edit of the message, the match or the throttle's length leaves the groups
-                # as they were: each keeps when it last fired, or a reload would page again at
-                # once what the throttle held back. Another kind or group_by makes other groups.
-                self._table(THROTTLE, name).update(throttles)
+            # An edit of the message, the match or the throttle's length leaves the groups as
+            # they were: each keeps when it last fired, or a reload would page again at once
+            # what the throttle held back. Another kind or group_by makes other groups.
+            if rule.throttle and throttles and (kept := self._throttles_kept(rule, throttles, grouped, done, absences)):
+                self._table(THROTTLE, name).update(kept)
             if rule.resolve is not None and opened:
                 self._table(OPEN, name).update(opened)  # its timers are set again from the state
                 opened = {}
@@ -408,6 +408,30 @@ class Engine:
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
+
+    def _throttles_kept(
+        self,
+        rule: Rule,
+        throttles: dict[GroupKey, Any],
+        grouped: dict[str, Any] | None,
+        done: dict[str, Any] | None,
+        absences: dict[GroupKey, Any],
+    ) -> dict[GroupKey, Any]:
+        """Of the throttles of an edited rule's groups (`throttles`), those of groups the edited
+        `rule` makes as before: all, when it makes its groups as the rule before did (`grouped`,
+        `_note_grouping`). A state saved by an earlier rulesd noted nothing: what it shows of how
+        the rule before made its groups stands for it, a sequence's steps saved with its group_by
+        (`done`), or else, of an absence (`absences`: its groups), each group whose last event
+        the edited absence puts in that group again. What a rule of another kind saves does not
+        tell its kind and group_by: its throttles start anew, as they would after such an edit."""
+        if grouped is None and done is not None and "steps" in done and "group_by" in done:
+            grouped = {"kind": Sequence.__name__, "group_by": done["group_by"]}
+        if grouped == _grouping(rule):
+            return throttles
+        if grouped is not None or not absences or not isinstance(rule.kind, Absence):
+            return {}
+        alike = {k for k, st in absences.items() if self._grouped_alike(rule, k, st["event"])}
+        return {k: t for k, t in throttles.items() if k in alike}
 
     def _regroup_absence(
         self, rule: Rule, expected: set[GroupKey], regrouped: dict[GroupKey, Any], silent: dict[GroupKey, Any]
