@@ -754,49 +754,55 @@ def test_a_throttle_kept_across_an_edit_survives_a_restart_under_the_edited_rule
     assert [("alert", ("root-login",), 1)] == run(second, [(3601, failed("root"))])
 
 
-def _edited(engine: Engine, text: str, *, restart: bool) -> Engine:
-    """`engine` under the rule `text`: reloaded, or (`restart`) restarted from its saved state
-    and clock, the rules having been edited while the daemon was stopped."""
-    if not restart:
+def _edited(engine: Engine, text: str, *, how: str) -> Engine:
+    """`engine` under the rule `text`: reloaded; restarted from its saved state and clock, the
+    rules having been edited while the daemon was stopped ("restart"); or one under the edited
+    rule taking the state and clock as shared ones are taken from Redis ("shared")."""
+    if how == "reload":
         engine.replace_rules(ruleset_from_yaml(text))
         return engine
-    saved = json.loads(json.dumps(engine.state.to_json()))
-    restarted = Engine(ruleset_from_yaml(text), EngineState.from_json(saved), time_field="t")
+    saved = EngineState.from_json(json.loads(json.dumps(engine.state.to_json())))
+    if how == "shared":
+        other = engine_for(text)
+        other.restore(saved, engine.now)
+        return other
+    restarted = Engine(ruleset_from_yaml(text), saved, time_field="t")
     restarted.resume(engine.now)
     return restarted
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["reload", "restart"])
-def test_a_held_silence_an_edit_lets_out_is_paged_at_the_edit_and_throttled_from_then(restart: bool) -> None:
+@pytest.mark.parametrize("how", ["reload", "restart", "shared"])
+def test_a_held_silence_an_edit_lets_out_is_paged_at_the_edit_and_throttled_from_then(how: str) -> None:
     """pay-1 flaps (paged at 300) and falls silent within its 1h throttle; at 3000 the throttle
     is made 30m, which ended at 2100: the silence is paged at the edit, and the throttle runs
     from that page, so pay-1's next silence (due 3400) waits until 3000 + 30m. (The timer was
     set again at the silence's old due time, 700: the page was dated 2100, and the next one
-    went out at 3900, 15 minutes after it.) The same for rules edited while stopped."""
+    went out at 3900, 15 minutes after it.) The same for rules edited while stopped, and for a
+    state taken from Redis by an instance under the edited rule."""
     rule = HEARTBEAT.replace(", expect: [{host: pay-1}, {host: pay-9}]", "") + "throttle: 1h\n"
     engine = engine_for(rule)
     flap: list[Step] = [(0, beat("pay-1")), (300, None), (400, beat("pay-1")), (3000, None)]
     assert [("alert", HEARTBEAT_RULE, 1), ("close", HEARTBEAT_RULE, PAY_1)] == run(engine, flap)
-    engine = _edited(engine, rule.replace("throttle: 1h", "throttle: 30m"), restart=restart)
+    engine = _edited(engine, rule.replace("throttle: 1h", "throttle: 30m"), how=how)
     assert [("alert", HEARTBEAT_RULE, 2)] == run(engine, [(3001, None)])
     assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(3100, beat("pay-1")), (4799, None)])
     assert [("alert", HEARTBEAT_RULE, 1)] == run(engine, [(4800, None)])
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["reload", "restart"])
-def test_a_held_hang_an_edit_lets_out_is_paged_at_the_edit_and_throttled_from_then(restart: bool) -> None:
+@pytest.mark.parametrize("how", ["reload", "restart", "shared"])
+def test_a_held_hang_an_edit_lets_out_is_paged_at_the_edit_and_throttled_from_then(how: str) -> None:
     """db1's second backup hangs within the 3h throttle of the first hang's page (7200); at
     16000 the throttle is made 1h and `for` 30m: the wait, due at 8000 + 30m by the edited rule,
     is paged at the edit, and the throttle runs from that page, so the next backup's hang (due
     16100 + 30m) waits until 16000 + 1h. (The wait was set again at its old due time: paged
     dated 10800, and the next hang went out at 17900, half an hour after it.) The same for rules
-    edited while stopped."""
+    edited while stopped, and for a state taken from Redis by an instance under the edited rule."""
     rule = BACKUP + "throttle: 3h\n"
     engine = engine_for(rule)
     hung: list[Step] = [(0, backup("started")), (7200, None), (8000, backup("started")), (16000, None)]
     assert [("alert", ("backup-never-finished",), 1)] == run(engine, hung)
     edited = rule.replace("throttle: 3h", "throttle: 1h").replace("for: 2h", "for: 30m")
-    engine = _edited(engine, edited, restart=restart)
+    engine = _edited(engine, edited, how=how)
     assert [("alert", ("backup-never-finished",), 2)] == run(engine, [(16001, None)])
     assert [] == run(engine, [(16100, backup("started")), (19599, None)])
     assert [("alert", ("backup-never-finished",), 1)] == run(engine, [(19600, None)])
