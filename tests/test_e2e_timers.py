@@ -348,3 +348,42 @@ def test_a_silence_held_until_a_throttle_end_that_rounds_down_is_paged(tmp_path:
         f"line 2: close [beats] {alias}",
         f"line 2: P3 [beats] down h1  {alias}",
     ] == (result.stdout.splitlines()[:3])
+
+
+def test_a_silence_a_restart_under_a_shorter_throttle_lets_out_is_throttled_from_its_page(
+    tmp_path: Path, server: FakeOpsGenie
+) -> None:
+    """h1 (5m window, 1h throttle; event times from T, a day ago) is paged at T+300, beats again
+    (closed) and falls silent within the throttle. Stopped, the throttle made 30m, started again:
+    the silence, whose throttle has ended, is paged at the start, and the 30m run from that page
+    (the clock at the stop, T+3000 and the seconds since): h1's next silence, due at T+3400, is
+    not paged by T+4400, and is by T+5000. (The timer was set again at the silence's old due
+    time: paged dated T+2100, and the next silence paged at T+3900.) The marks' pages show where
+    the daemon's clock is; each comes less than 15m after the one before, or its time would not
+    be believed."""
+    rules = (
+        "rules:\n  - name: silent\n    match: {kind: heartbeat}\n    absence: {window: 5m, group_by: [host]}\n"
+        "    throttle: 1h\n    alert: {message: 'no heartbeat from {host}'}\n"
+        "  - {name: mark, match: {kind: mark}, alert: {message: 'mark {n}'}}\n"
+    )
+    ws = Workspace(tmp_path, server.url, time_field="t")
+    (ws.rules / "rules.yaml").write_text(rules)
+    start = time.time() - 86400.0
+    beat = {"kind": "heartbeat", "host": "h1"}
+    ws.append({**beat, "t": start}, {"kind": "mark", "n": 1, "t": start + 300})
+    ws.append({**beat, "t": start + 400}, {"kind": "mark", "n": 2, "t": start + 3000})
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 3, timeout=15), ws.all_output()
+    assert 0 == daemon.terminate()
+    (ws.rules / "rules.yaml").write_text(rules.replace("throttle: 1h", "throttle: 30m"))
+    daemon = ws.start()
+    assert server.wait_for(lambda got: len(creates(server)) == 4, timeout=15), ws.all_output()
+    ws.append({**beat, "t": start + 3100}, {"kind": "mark", "n": 3, "t": start + 3950})
+    assert server.wait_for(lambda got: "mark 3" in paged(server), timeout=15), ws.all_output()
+    ws.append({"kind": "mark", "n": 4, "t": start + 4400})
+    assert server.wait_for(lambda got: "mark 4" in paged(server), timeout=15), ws.all_output()
+    ws.append({"kind": "mark", "n": 5, "t": start + 5000})
+    assert server.wait_for(lambda got: "mark 5" in paged(server), timeout=15), ws.all_output()
+    silent = "no heartbeat from h1"
+    assert [silent, "mark 1", "mark 2", silent, "mark 3", "mark 4", silent, "mark 5"] == paged(server)
+    assert 0 == daemon.terminate()

@@ -11,7 +11,8 @@ import pytest
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.engine import Closing, Engine, EngineState, Limits
-from rulesd.engine.state import ABSENCE, OPEN, SEQUENCE, seen_values
+from rulesd.engine.core import THROTTLED
+from rulesd.engine.state import ABSENCE, OPEN, RULE, SEQUENCE, seen_values
 from rulesd.errors import RuleError
 from rulesd.pipeline import build_alerts, evaluate_events, pending
 from tests.ruletools import bytes_per_call, ruleset_from_yaml
@@ -751,6 +752,110 @@ def test_a_throttle_kept_across_an_edit_survives_a_restart_under_the_edited_rule
     second.replace_rules(ruleset_from_yaml(edited.replace("root again", "root!")))
     assert [] == run(second, [(20, failed("root"))])
     assert [("alert", ("root-login",), 1)] == run(second, [(3601, failed("root"))])
+
+
+def _edited(engine: Engine, text: str, *, how: str) -> Engine:
+    """`engine` under the rule `text`: reloaded; restarted from its saved state and clock, the
+    rules having been edited while the daemon was stopped ("restart"); or one under the edited
+    rule taking the state and clock as shared ones are taken from Redis ("shared")."""
+    if how == "reload":
+        engine.replace_rules(ruleset_from_yaml(text))
+        return engine
+    saved = EngineState.from_json(json.loads(json.dumps(engine.state.to_json())))
+    if how == "shared":
+        other = engine_for(text)
+        other.restore(saved, engine.now)
+        return other
+    restarted = Engine(ruleset_from_yaml(text), saved, time_field="t")
+    restarted.resume(engine.now)
+    return restarted
+
+
+@pytest.mark.parametrize("how", ["reload", "restart", "shared"])
+def test_a_held_silence_an_edit_lets_out_is_paged_at_the_edit_and_throttled_from_then(how: str) -> None:
+    """pay-1 flaps (paged at 300) and falls silent within its 1h throttle; at 3000 the throttle
+    is made 30m, which ended at 2100: the silence is paged at the edit, and the throttle runs
+    from that page, so pay-1's next silence (due 3400) waits until 3000 + 30m. (The timer was
+    set again at the silence's old due time, 700: the page was dated 2100, and the next one
+    went out at 3900, 15 minutes after it.) The same for rules edited while stopped, and for a
+    state taken from Redis by an instance under the edited rule."""
+    rule = HEARTBEAT.replace(", expect: [{host: pay-1}, {host: pay-9}]", "") + "throttle: 1h\n"
+    engine = engine_for(rule)
+    flap: list[Step] = [(0, beat("pay-1")), (300, None), (400, beat("pay-1")), (3000, None)]
+    assert [("alert", HEARTBEAT_RULE, 1), ("close", HEARTBEAT_RULE, PAY_1)] == run(engine, flap)
+    engine = _edited(engine, rule.replace("throttle: 1h", "throttle: 30m"), how=how)
+    assert [("alert", HEARTBEAT_RULE, 2)] == run(engine, [(3001, None)])
+    assert [("close", HEARTBEAT_RULE, PAY_1)] == run(engine, [(3100, beat("pay-1")), (4799, None)])
+    assert [("alert", HEARTBEAT_RULE, 1)] == run(engine, [(4800, None)])
+
+
+@pytest.mark.parametrize("how", ["reload", "restart", "shared"])
+def test_a_held_hang_an_edit_lets_out_is_paged_at_the_edit_and_throttled_from_then(how: str) -> None:
+    """db1's second backup hangs within the 3h throttle of the first hang's page (7200); at
+    16000 the throttle is made 1h and `for` 30m: the wait, due at 8000 + 30m by the edited rule,
+    is paged at the edit, and the throttle runs from that page, so the next backup's hang (due
+    16100 + 30m) waits until 16000 + 1h. (The wait was set again at its old due time: paged
+    dated 10800, and the next hang went out at 17900, half an hour after it.) The same for rules
+    edited while stopped, and for a state taken from Redis by an instance under the edited rule."""
+    rule = BACKUP + "throttle: 3h\n"
+    engine = engine_for(rule)
+    hung: list[Step] = [(0, backup("started")), (7200, None), (8000, backup("started")), (16000, None)]
+    assert [("alert", ("backup-never-finished",), 1)] == run(engine, hung)
+    edited = rule.replace("throttle: 3h", "throttle: 1h").replace("for: 2h", "for: 30m")
+    engine = _edited(engine, edited, how=how)
+    assert [("alert", ("backup-never-finished",), 2)] == run(engine, [(16001, None)])
+    assert [] == run(engine, [(16100, backup("started")), (19599, None)])
+    assert [("alert", ("backup-never-finished",), 1)] == run(engine, [(19600, None)])
+
+
+def _saved_before_grouping_notes(engine: Engine) -> dict[str, Any]:
+    """`engine`'s state as an earlier rulesd saved it: without the notes of how its throttled
+    rules make their groups."""
+    saved: dict[str, Any] = json.loads(json.dumps(engine.state.to_json()))
+    saved[RULE] = {name: [row for row in rows if row[0] != [THROTTLED]] for name, rows in saved[RULE].items()}
+    return saved
+
+
+@pytest.mark.parametrize(
+    ("rule", "steps", "held_until"),
+    [
+        (
+            HEARTBEAT.replace(", expect: [{host: pay-1}, {host: pay-9}]", "") + "throttle: 1h\n",
+            [(0, beat("pay-1")), (300, None), (400, beat("pay-1")), (3000, None)],
+            3900,
+        ),
+        (
+            BACKUP + "throttle: 3h\n",
+            [(0, backup("started")), (7200, None), (8000, backup("started")), (16000, None)],
+            18000,
+        ),
+    ],
+    ids=["absence", "sequence"],
+)
+def test_a_state_saved_before_grouping_notes_keeps_what_it_shows_of_the_groups(
+    rule: str, steps: list[Step], held_until: float
+) -> None:
+    """A state saved by an earlier rulesd does not note how a throttled rule makes its groups;
+    restored under the rule edited meanwhile (its message), a sequence keeps its throttles (its
+    steps are saved with its group_by) and an absence those of the groups whose last events it
+    puts in them again: the silence or the hang the throttle holds back is paged when the
+    throttle ends, not at the start. (Their throttles started anew: paged at the start.) A rule
+    whose state does not say how it made its groups starts its throttles anew."""
+    engine = engine_for(rule)
+    assert 1 == sum(fired[0] == "alert" for fired in run(engine, steps))
+    restarted = Engine(
+        ruleset_from_yaml(rule + "alert: {message: edited}\n"),
+        EngineState.from_json(_saved_before_grouping_notes(engine)),
+        time_field="t",
+    )
+    restarted.resume(engine.now)
+    assert [] == run(restarted, [(steps[-1][0] + 1, None), (held_until - 1, None)])
+    assert [("alert", (restarted.ruleset.rules[0].name,), 2)] == run(restarted, [(held_until, None)])
+    plain = engine_for(THROTTLED_MATCH)
+    assert 1 == len(run(plain, [(0, failed("root"))]))
+    saved = EngineState.from_json(_saved_before_grouping_notes(plain))
+    edited = Engine(ruleset_from_yaml(THROTTLED_MATCH + "alert: {message: edited}\n"), saved, time_field="t")
+    assert [("alert", ("root-login",), 1)] == run(edited, [(10, failed("root"))])
 
 
 def test_rules_added_before_any_event_start_after_a_reload() -> None:

@@ -380,11 +380,11 @@ class Engine:
         grouped = tables.get(RULE, {}).get(name, {}).get(THROTTLED)
         self.state.drop_rule(name)
         if rule is not None and rule.enabled:
-            if rule.throttle and throttles and grouped == _grouping(rule):
-                # An edit of the message, the match or the throttle's length leaves the groups
-                # as they were: each keeps when it last fired, or a reload would page again at
-                # once what the throttle held back. Another kind or group_by makes other groups.
-                self._table(THROTTLE, name).update(throttles)
+            # An edit of the message, the match or the throttle's length leaves the groups as
+            # they were: each keeps when it last fired, or a reload would page again at once
+            # what the throttle held back. Another kind or group_by makes other groups.
+            if rule.throttle and throttles and (kept := self._throttles_kept(rule, throttles, grouped, done, absences)):
+                self._table(THROTTLE, name).update(kept)
             if rule.resolve is not None and opened:
                 self._table(OPEN, name).update(opened)  # its timers are set again from the state
                 opened = {}
@@ -408,6 +408,30 @@ class Engine:
         why = "rule removed" if rule is None else "rule disabled" if not rule.enabled else "rule changed"
         gone: list[tuple[Holder, Any]] = [((OPEN, name, k), st) for k, st in opened.items()]
         self._let_go_of(gone + [((ABSENCE, name, k), st) for k, st in silent.items()], why, closing)
+
+    def _throttles_kept(
+        self,
+        rule: Rule,
+        throttles: dict[GroupKey, Any],
+        grouped: dict[str, Any] | None,
+        done: dict[str, Any] | None,
+        absences: dict[GroupKey, Any],
+    ) -> dict[GroupKey, Any]:
+        """Of the throttles of an edited rule's groups (`throttles`), those of groups the edited
+        `rule` makes as before: all, when it makes its groups as the rule before did (`grouped`,
+        `_note_grouping`). A state saved by an earlier rulesd noted nothing: what it shows of how
+        the rule before made its groups stands for it, a sequence's steps saved with its group_by
+        (`done`), or else, of an absence (`absences`: its groups), each group whose last event
+        the edited absence puts in that group again. What a rule of another kind saves does not
+        tell its kind and group_by: its throttles start anew, as they would after such an edit."""
+        if grouped is None and done is not None and "steps" in done and "group_by" in done:
+            grouped = {"kind": Sequence.__name__, "group_by": done["group_by"]}
+        if grouped == _grouping(rule):
+            return throttles
+        if grouped is not None or not absences or not isinstance(rule.kind, Absence):
+            return {}
+        alike = {k for k, st in absences.items() if self._grouped_alike(rule, k, st["event"])}
+        return {k: t for k, t in throttles.items() if k in alike}
 
     def _regroup_absence(
         self, rule: Rule, expected: set[GroupKey], regrouped: dict[GroupKey, Any], silent: dict[GroupKey, Any]
@@ -448,11 +472,17 @@ class Engine:
         due first, as a group waits for its first start) and the progress it keeps
         (`_progress_kept`). A wait's timer is set again from the state, for the new `for`."""
         groups = self._table(SEQUENCE, rule.name)
+        firsts: dict[GroupKey, float] = {}  # each wait's due under the edited rule
         for key, st in sequences.items():
             if (group := self._waits_in(rule, kind, key, st)) is not None:
                 due = st.get("after", st["start"]) + kind.steps[-1].wait
-                if group not in groups or groups[group].get("due", due) > due:
-                    groups[group] = {**st, "due": due}
+                if group not in firsts or firsts[group] > due:
+                    firsts[group] = due
+                    # Due before the edit (a shorter `for`; or held by a throttle the edit
+                    # shortened or dropped): paged at the edit and dated then, not at a time
+                    # already past, from which the throttle would run and let the next page
+                    # out sooner than `throttle` after this one.
+                    groups[group] = {**st, "due": max(due, self.now)}
             elif (kept := _progress_kept(kind, st, done)) is not None:
                 groups[key] = kept
 
@@ -603,10 +633,13 @@ class Engine:
         rule = self._rules.get(name)
         if rule is None:
             return
+        # Not before the clock: a time already past is one an edit brought forward (a shorter
+        # window or `resolve`; a silence held by a throttle the edit shortened or dropped), and
+        # what it fires for happens at the edit, dated then (a throttle runs from that page).
         if kind == ABSENCE and isinstance(rule.kind, Absence) and not _silent_alert(st):
-            self._timers.add(st["last"] + rule.kind.window, ABSENCE, name, key)
+            self._timers.add(max(st["last"] + rule.kind.window, self.now), ABSENCE, name, key)
         elif kind == OPEN and rule.resolve is not None:
-            self._timers.add(st["last"] + rule.resolve, OPEN, name, key)
+            self._timers.add(max(st["last"] + rule.resolve, self.now), OPEN, name, key)
 
     # -- state shared with other processes -----------------------------------------------------
 
@@ -687,9 +720,16 @@ class Engine:
         goes back: the first events read after the restart may be older (a line logged late
         during the stop), and judged by their own times they would end silences as long as
         `window` over. Nothing fires or starts at it: timers due by then fired before it was
-        saved, and rules that start at a time start when the clock next moves."""
+        saved, and rules that start at a time start when the clock next moves. Those due before
+        it are of rules edited while the daemon was stopped (`_arm`): set at it, as at a reload."""
         if clock > self.now:
             self.now = self.state.clock = clock
+            for name, groups in self.state.tables.get(SEQUENCE, {}).items():
+                for key, st in groups.items():
+                    if st.get("due") is not None and st["due"] < clock:  # (see `_keep_progress`)
+                        st["due"] = clock
+                        self._touch(SEQUENCE, name, key)
+            self._set_timers()
 
     def run_on(self, clock: float, wall: float | None, now: float) -> None:
         """While no event comes, the clock runs on with the wall clock: from `clock`, which runs
