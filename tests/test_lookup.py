@@ -119,6 +119,21 @@ def test_an_address_is_no_lookup(resolver: HeldResolver) -> None:
     assert [threading.current_thread().name] == resolver.threads
 
 
+def test_an_address_is_resolved_once_for_every_connection(resolver: HeldResolver) -> None:
+    """Where the server closes each connection, every alert connects anew: an address's answer,
+    which cannot change, is kept rather than asked for again; a failure is not kept."""
+    resolver.answer.set()
+    resolver.error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    literal = Resolver("fe80::1%eth9", 443)
+    with Deadlines().within(10.0) as deadline, pytest.raises(OSError):
+        literal.addresses(deadline, 10.0)
+    resolver.error = None
+    for _ in range(3):
+        with Deadlines().within(10.0) as deadline:
+            assert ANSWER == list(literal.addresses(deadline, 10.0))
+    assert ["fe80::1%eth9"] * 2 == resolver.names
+
+
 def test_the_clients_error_for_a_lookup_with_no_answer_and_for_one_cut_by_the_stop(resolver: HeldResolver) -> None:
     """An attempt whose lookup had no answer within timeout_s is a retryable timeout naming the
     host; one cut by the stop is the stop's cut (its alert left untouched)."""

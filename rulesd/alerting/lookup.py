@@ -10,7 +10,8 @@ many attempts and heartbeat pings are retried meanwhile.
 
 An answer is used again for `REUSE_FOR` seconds, no longer: a thread per lookup costs ~200 µs of
 CPU, paid by each alert where the server closes every connection (a relay speaking HTTP/1.0), and
-a second is far below any record's TTL, so a moved host is found about as soon as before.
+a second is far below any record's TTL, so a moved host is found about as soon as before. An
+address (`alert_url` naming an IP) is resolved in the request's own thread, once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Resolver:
     def __init__(self, host: str, port: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.host, self.port = host, port
         self._literal = _is_address(host)  # an address is no lookup: nothing can block
+        # An address's answer, once had: it cannot change, and `getaddrinfo` (~4 µs, a release of
+        # the GIL to the reader) was paid by every alert where the server closes each connection.
+        # A failure (an IPv6 scope naming an interface not there yet) is not kept.
+        self._fixed: Sequence[AddressInfo] | None = None
         self._under_way: _Lookup | None = None
         self._answered: tuple[float, Sequence[AddressInfo]] = (-REUSE_FOR, ())  # when, and the answer
         self._clock = clock
@@ -58,7 +63,9 @@ class Resolver:
         """The host's addresses, or `LookupTimeout` once `deadline` expires or `timeout` seconds
         pass with no answer; the resolver's own failure as an `OSError` naming the host."""
         if self._literal:
-            return self._lookup()
+            if self._fixed is None:
+                self._fixed = self._lookup()
+            return self._fixed
         started = self._clock()
         at, answer = self._answered
         if started - at < REUSE_FOR:
