@@ -1,6 +1,7 @@
 """Generate reproducible benchmark inputs: a JSON-lines event file and rule sets.
 
-    python benchmarks/generate.py [--shape classic|ops|sigma|heldout] [--events N] [--seed S] [--out DIR]
+    python benchmarks/generate.py [--shape classic|ops|sigma|heldout|kinds|fleet|estate] [--events N] [--seed S]
+                                  [--out DIR]
 
 Writes `events-<N>-s<S>.jsonl` and `rules-<R>-s<S>.yaml` for R in 10, 100 and 1000 (other
 shapes than `classic` put their name first: `events-ops-<N>-s<S>.jsonl`). The same seed
@@ -34,7 +35,7 @@ DEFAULT_SEED = 20240611
 DATA_DIR = Path(__file__).resolve().parent / "data"
 START_TIME = 1_700_000_000.0
 TIME_FIELD = "ts"
-SHAPES = ("classic", "ops", "sigma", "heldout", "kinds", "fleet")
+SHAPES = ("classic", "ops", "sigma", "heldout", "kinds", "fleet", "estate")
 
 _AREAS = (
     "checkout",

@@ -123,6 +123,8 @@ SHAPE_SIZES = [
     ("sigma", 1000, 1500),
     ("heldout", 100, 4000),  # dozens of rules alike: one predicate call stands for them
     ("heldout", 1000, 1500),
+    ("estate", 100, 4000),  # written after the tuning, thresholds and throttles in plenty
+    ("estate", 1000, 1500),
 ]
 
 
@@ -142,7 +144,7 @@ def test_engine_fires_what_brute_force_fires(shape: str, rules: int, events: int
     assert fired_events > events // 100  # the comparison covered real firings
 
 
-@pytest.mark.parametrize("shape", ["classic", "ops", "sigma", "heldout"])
+@pytest.mark.parametrize("shape", ["classic", "ops", "sigma", "heldout", "estate"])
 @pytest.mark.parametrize("rules", [100, 1000])
 def test_every_matching_rule_is_a_candidate_exactly_once(shape: str, rules: int) -> None:
     """For each event, every enabled rule whose predicate holds is among the candidates, once."""

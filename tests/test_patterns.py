@@ -221,9 +221,8 @@ def test_a_lone_surrogate_in_a_value_scans_as_a_replacement_character() -> None:
     assert not found("\\x{d800}|x", "a\ud800b")
 
 
-def test_the_scan_remembers_only_the_very_same_text() -> None:
-    """The answer is remembered for the same object only: an equal text built anew gives the
-    same answer, a different text its own."""
+def test_the_scan_remembers_the_last_text_and_answers_each_text_its_own() -> None:
+    """An equal text built anew gives the same answer, a different text its own."""
     patterns = PatternSet()
     scanner, i = patterns.add("f", Pattern("err"))
     patterns.build()
@@ -265,6 +264,20 @@ def test_a_text_seen_lately_is_answered_without_a_scan() -> None:
         text = "".join(list(rng.choice(texts)))  # a new object each time
         assert scanner.scan(text) == {i for i, p in enumerate(patterns) if re.search(p, text)}
     assert len(texts) == counting.scans
+
+
+def test_the_last_text_is_answered_again_without_a_scan_when_the_memo_is_off() -> None:
+    """The index scans the text of a line's view, the predicates then ask about the same
+    text in the line parsed whole (another object): a long text, never in the memo, is
+    scanned once for both, and the next different text gets a scan and its own answer."""
+    scanner, counting = _counted_scanner("boom [0-9]+")
+    long = "x" * MEMO_TEXT_MAX + " boom 42"
+    for _ in range(3):
+        assert {0} == scanner.scan("".join(list(long)))  # a new object each time
+    assert 1 == counting.scans
+    assert set() == scanner.scan("y" * len(long))  # as long, but another text
+    assert {0} == scanner.scan("".join(list(long)))
+    assert 3 == counting.scans
 
 
 def test_the_texts_remembered_are_few_and_short() -> None:

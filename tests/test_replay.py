@@ -182,3 +182,35 @@ def test_the_summary_counts_each_rule_of_alerts_that_repeat_in_the_order_rules_f
         expected.update(alert.rules)
     assert list(expected.items()) == list(summary.firings.items())
     assert {"a": 2, "b": 2, **{f"z-{i}": 4 for i in range(5)}} == summary.firings
+
+
+def test_a_line_with_candidates_scans_its_free_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index scans a field in the line's view; the line, having candidates, is parsed
+    whole and their predicates test the same field's text in it: one Hyperscan scan per line,
+    though the text is too long for the memo of recent texts (as free-text messages are)."""
+    from rulesd.rules import patterns
+
+    scans: list[bytes] = []
+    use = patterns.FieldScanner.use
+
+    class Counting:
+        def __init__(self, database: Any) -> None:
+            self.database = database
+
+        def scan(self, data: bytes, on_match: Any) -> Any:
+            scans.append(data)
+            return self.database.scan(data, match_event_handler=on_match)
+
+    monkeypatch.setattr(patterns.FieldScanner, "use", lambda self, database: use(self, Counting(database)))
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: boom, match: {message: {regex: "boom [0-9]+"}}}
+  - {name: boom-api, match: {service: api, message: {regex: "boom [0-9]+ on api"}}}
+  - {name: not-quiet, match: {service: api, not: {message: {regex: "^quiet"}}}}
+""")
+    messages = [f"{'x' * 300} boom {i} on api" for i in range(40)] + [f"quiet {'y' * 300} {i}" for i in range(40)]
+    data = b"".join(orjson.dumps({"service": "api", "message": m}) + b"\n" for m in messages)
+    replayed = [a for a in replay(ruleset, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0)]
+    fired = [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
+    assert [("boom", "boom-api", "not-quiet")] * 40 == [tuple(sorted(r)) for r in fired]
+    assert [m.encode() for m in messages] == scans
