@@ -329,6 +329,20 @@ def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> Non
     assert "['http.client', 'ssl']" == imported("run", "--config", cfg)[0]
 
 
+def test_a_start_at_opsgenie_imports_neither_the_idna_codec_nor_difflib(tmp_path: Path) -> None:
+    """The alert host's name is judged without the IDNA codec when it is ASCII, and difflib
+    (whose suggestion is for a host that is not OpsGenie's) is imported only for such a host."""
+    opsgenie = "opsgenie: {api_key: k, alert_url: 'https://api.opsgenie.com/v2/alerts'}"
+    for opsgenie_line, modules in [
+        (opsgenie, "[]"),
+        (opsgenie.replace("api.opsgenie", "api.opsgenei"), "['difflib']"),
+        (opsgenie.replace("api.opsgenie", "api.ópsgenie"), "['difflib', 'encodings.idna']"),
+    ]:
+        cfg = config(tmp_path, f"state_dir: st\nsource: {{type: stdin}}\n{opsgenie_line}\n")
+        wanted = ("encodings.idna", "difflib")
+        assert modules == imported_by(wanted, "run", "--config", cfg, "--dry-run", cwd=tmp_path)[0]
+
+
 def test_a_warm_start_reads_its_config_from_the_cache_without_pyyaml(tmp_path: Path) -> None:
     """The parsed config is kept by its bytes: the second start of a dry run (in the user's
     cache) and of a daemon under systemd (in `$STATE_DIRECTORY`) import no PyYAML and print the
