@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
@@ -52,13 +52,27 @@ def _log() -> logging.Logger:
     return loggers.logger("rulesd")
 
 
-def load_config(path: str, *, look: bool = False) -> Config:
+def load_config(path: str, *, look: bool = False, cache: RuleCache | None = None) -> Config:
     """The daemon config, imported when a command needs one: it brings in the HTTP client,
     which `check`, `replay` and `test` without `--config` do without (shorter start-up).
-    `look`: also what its paths name on disk (for the commands that use them)."""
+    `look`: also what its paths name on disk (for the commands that use them); `cache`: where
+    its parsed document is kept."""
     from rulesd.config import load_config as load
 
-    return load(path, look=look)
+    return load(path, look=look, cache=cache)
+
+
+def _config_cache(dry_run: bool, environ: Mapping[str, str]) -> RuleCache | None:
+    """Where `rulesd run` keeps its parsed config. The config names the state directory, so
+    the daemon cannot look there first: it uses systemd's `$STATE_DIRECTORY` (its own, private
+    directory: `StateDirectory=`), else `$RULESD_CACHE_DIR` if set, else none; a dry run the
+    user's cache, as for its rules."""
+    if dry_run:
+        return RuleCache.for_user(environ)
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if os.path.isabs(state):
+        return RuleCache.in_state_dir(state)
+    return RuleCache.for_user(environ) if "RULESD_CACHE_DIR" in environ else None
 
 
 DEFAULT_CONFIG = "/etc/rulesd/rulesd.yaml"
@@ -779,7 +793,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rulesd.notify import Notifier
     from rulesd.reload import files_fingerprint
 
-    config = load_config(args.config, look=True)
+    config = load_config(args.config, look=True, cache=_config_cache(args.dry_run, os.environ))
     if args.dry_run and sys.stdout is None:  # started with `>&-`: nowhere to print the alerts
         _log().error("cannot start a dry run: %s", output.CLOSED)
         return EXIT_USAGE

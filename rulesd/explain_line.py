@@ -27,6 +27,7 @@ from rulesd.pipeline import evaluate_lines
 from rulesd.replay import blocks, replay_engine, without_long_lines
 from rulesd.rules.fields import Event
 from rulesd.rules.model import RuleSet
+from rulesd.sources.lines import line_text
 from rulesd.times import rfc3339
 
 
@@ -130,7 +131,7 @@ def _event(text: bytes, parser: Parser, line: int, name: str) -> Event:
     if event is IGNORED:
         raise LineError(f"{name}:{line}: the source's ignore_pattern drops this line")
     if type(event) is not dict:
-        raise LineError(f"{name}:{line}: not an event: {parser.why_invalid(text)}")
+        raise LineError(f"{name}:{line}: not an event: {parser.why_invalid(line_text(text))}")
     return event
 
 

@@ -33,6 +33,7 @@ from rulesd.events import IGNORED, parse_block
 from rulesd.logs import RateLimitedWarning
 from rulesd.notify import Notifier
 from rulesd.sources.base import Source
+from rulesd.sources.lines import line_text
 from rulesd.state import SqliteState, StateAuthFailed, StateUnavailable, scripts
 from rulesd.state.claim import NameTaken
 from rulesd.state.redis import SEPARATOR, RedisState, connect, default_instance
@@ -251,7 +252,7 @@ def _events(source: Source, lines: list[bytes]) -> list[bytes]:
     """What to append for `lines`: JSON lines as they are, other formats' events as JSON."""
     parser = source.parser
     if parser.fast is orjson.loads:  # plain JSON lines: the workers parse them (and count bad ones)
-        return [line for line in lines if line.strip()]
+        return [line_text(line) for line in lines if line.strip()]  # entries are joined by newlines
     out = []
     for event in parse_block(parser.fast, lines):
         if type(event) is dict:

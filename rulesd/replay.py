@@ -21,6 +21,7 @@ from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines
 from rulesd.printable import one_line
 from rulesd.rules.model import RuleSet
+from rulesd.sources.lines import line_text
 
 # Read at a time: lines up to and including the one that crosses BLOCK_BYTES (about 60 events
 # of 200 bytes; one long line alone), then parsed and evaluated (see `pipeline`). A byte
@@ -206,7 +207,7 @@ def _invalid(
 ) -> None:
     """Count an invalid line, keep it as a sample if it is among the first, and pass it on."""
     summary.invalid += 1
-    reason = parser.why_invalid(line)
+    reason = parser.why_invalid(line_text(line))  # (orjson counts a cut line's newline)
     if len(summary.samples) < SAMPLES:
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
         cut = text[:SAMPLE_CHARS] + ("…" if len(text) > SAMPLE_CHARS else "")

@@ -218,6 +218,16 @@ def test_replay_text(tmp_path: Path) -> None:
     assert "events.jsonl:2: skipped: invalid JSON" in result.stderr
 
 
+def test_replay_explains_a_cut_line_as_the_daemon_does(tmp_path: Path) -> None:
+    """orjson counts the newline of a JSON line cut short: `replay` says why of the line
+    without it, as the daemon does (it said "line 2 column 1" of a one-line event)."""
+    rules = write(tmp_path / "rules.yaml", RULES)
+    (tmp_path / "events.jsonl").write_bytes(b'{"level": "error",\n{"level": "error", "host": "b"}\n')
+    result = rulesd_cli("replay", "--rules", str(rules), "events.jsonl", cwd=tmp_path)
+    reason = "events.jsonl:1: skipped: invalid JSON: unexpected end of data: line 1 column 19 (char 18)"
+    assert reason in result.stderr, result.stderr
+
+
 def test_replay_json(tmp_path: Path) -> None:
     """`--format json` prints one payload per line; the summary goes to stderr."""
     rules = write(tmp_path / "rules.yaml", RULES)

@@ -329,6 +329,56 @@ def test_only_a_daemon_that_sends_imports_the_http_client(tmp_path: Path) -> Non
     assert "['http.client', 'ssl']" == imported("run", "--config", cfg)[0]
 
 
+def test_a_start_at_opsgenie_imports_neither_the_idna_codec_nor_difflib(tmp_path: Path) -> None:
+    """The alert host's name is judged without the IDNA codec when it is ASCII, and difflib
+    (whose suggestion is for a host that is not OpsGenie's) is imported only for such a host."""
+    opsgenie = "opsgenie: {api_key: k, alert_url: 'https://api.opsgenie.com/v2/alerts'}"
+    for opsgenie_line, modules in [
+        (opsgenie, "[]"),
+        (opsgenie.replace("api.opsgenie", "api.opsgenei"), "['difflib']"),
+        (opsgenie.replace("api.opsgenie", "api.ópsgenie"), "['difflib', 'encodings.idna']"),
+    ]:
+        cfg = config(tmp_path, f"state_dir: st\nsource: {{type: stdin}}\n{opsgenie_line}\n")
+        wanted = ("encodings.idna", "difflib")
+        assert modules == imported_by(wanted, "run", "--config", cfg, "--dry-run", cwd=tmp_path)[0]
+
+
+def test_a_warm_start_reads_its_config_from_the_cache_without_pyyaml(tmp_path: Path) -> None:
+    """The parsed config is kept by its bytes: the second start of a dry run (in the user's
+    cache) and of a daemon under systemd (in `$STATE_DIRECTORY`) import no PyYAML and print the
+    same; an edited config is parsed again, a mistake in it said at its line every time; a
+    daemon with neither directory keeps nothing."""
+    text = "state_dir: st\nsource: {type: stdin}\nopsgenie: {api_key: k, alert_url: 'http://127.0.0.1:9/v2/alerts'}\n"
+    cfg = config(tmp_path, text)
+
+    def yaml_imported(*args: str, env: dict[str, str], stdin: str = "") -> tuple[str, str]:
+        return imported_by(("yaml",), "run", "--config", cfg, *args, stdin=stdin, cwd=tmp_path, env=env)
+
+    user = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    first, printed = yaml_imported("--dry-run", env=user, stdin='{"kind": "page", "id": 7}\n')
+    second, printed_again = yaml_imported("--dry-run", env=user, stdin='{"kind": "page", "id": 7}\n')
+    assert ("['yaml']", "[]") == (first, second)
+    assert "p-7" == json.loads(printed)["alias"] == json.loads(printed_again)["alias"]
+    assert 1 == len(list((tmp_path / "cache").glob("config-*.bin")))
+
+    for edited, error in [
+        (text.replace("alert_url", "alert_urll"), "3:24: error: opsgenie.alert_urll: unknown key"),
+        (text.replace("}", ""), "2:21: error: YAML syntax error: the '{' at column 9 is not closed"),
+    ]:
+        Path(cfg).write_text(edited)
+        for _ in range(2):
+            result = rulesd_cli("run", "--config", cfg, "--dry-run", env=user)
+            assert 2 == result.returncode
+            assert f"{cfg}:{error}" in result.stderr, result.stderr
+    Path(cfg).write_text(text)
+
+    systemd = {"STATE_DIRECTORY": str(tmp_path / "state")}
+    assert ("['yaml']", "[]") == (yaml_imported(env=systemd)[0], yaml_imported(env=systemd)[0])
+    assert 1 == len(list((tmp_path / "state" / "cache").glob("config-*.bin")))
+    assert ("['yaml']", "['yaml']") == (yaml_imported(env={})[0], yaml_imported(env={})[0])
+    assert [] == list((tmp_path / "st" / "cache").glob("config-*.bin"))
+
+
 def test_the_stop_line_counts_the_closes_apart_from_the_alerts(tmp_path: Path) -> None:
     """A close is a request of its own, but no alert: a dry run's stop line says how many of
     each it printed (it counted a close as an alert; a run that queues counts them as the

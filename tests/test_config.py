@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rulesd.alerting.api import validate_alert_url
+from rulesd.alerting.api import is_host_name, validate_alert_url
 from rulesd.config import load_config, resolve_api_key
 from rulesd.engine import Limits
 from rulesd.errors import ConfigError
@@ -862,3 +864,17 @@ def test_a_key_file_that_is_a_fifo_stops_the_start_instead_of_blocking_it(tmp_pa
         f"{reason.replace(': error: ', ': warning: ')}; rulesd run will not start (but with --dry-run)"
         in checked.stdout
     )
+
+
+@given(st.text(st.sampled_from("a-.0é"), min_size=1, max_size=70) | st.from_regex(r"[a.]{60,70}", fullmatch=True))
+@settings(max_examples=400, deadline=None)
+def test_a_host_name_is_judged_as_the_idna_codec_judges_it(host: str) -> None:
+    """ASCII names are judged without the codec (not imported at start), as the codec judges
+    them: labels empty or over 63 characters refused, a final dot allowed."""
+    try:
+        host.encode("idna")
+        taken = True
+    except UnicodeError:
+        taken = False
+    assert taken == is_host_name(host)
+    assert is_host_name("a" * 63 + "." + "b" * 63 + ".") and not is_host_name("a" * 64 + ".b")

@@ -227,3 +227,33 @@ def groups_saved(workspace: Workspace) -> int:
 def nested_line(kind: bytes, number: bytes, i: int, depth: int) -> bytes:
     """A JSON line of `kind` numbered `i`, whose field `v` is lists nested `depth` levels deep."""
     return b'{"kind":"%s","%s":%d,"v":%s%s}\n' % (kind, number, i, b"[" * depth, b"]" * depth)
+
+
+def test_lines_end_at_newline_alone_with_their_offsets_and_the_parsers_complaint(tmp_path: Path) -> None:
+    """Only `\\n` ends a line: a CR before it, and the bytes other splitters end lines at, stay
+    in the line; each alert names its line's offset, and a line cut short is explained as it
+    reads without its newline (orjson counts the newline in its place: line 2, not column 16)."""
+    config = stdin_config(
+        tmp_path,
+        "name: t\nmatch: {message: {contains: full}}\nalert: {alias: 't: {message}'}\n",
+        source={"type": "stdin", "format": "regex", "pattern": r"^(?P<host>[a-z]+) "},
+    )
+    stream = b"db disk\rfull\r\n\xc2\x85\nweb \x0b\x0c\x1c\xe2\x80\xa8 full\n\nlb \xc2\x85 full"
+    result = rulesd_cli("run", "--config", str(config), "--dry-run", stdin=stream)
+    assert 0 == result.returncode, result.stderr
+    payloads = [json.loads(line) for line in result.stdout.splitlines()]
+    aliases = ["t: db disk\\rfull", "t: web \\u000b\\u000c\\u001c\\u2028 full", "t: lb \\u0085 full"]  # escaped
+    assert aliases == [p["alias"] for p in payloads]
+    assert ["<stdin> (offset 0)", "<stdin> (offset 17)", "<stdin> (offset 34)"] == [
+        p["details"]["Event Source"] for p in payloads
+    ]
+    assert "<stdin> (offset 14): skipped: does not match the source pattern" in result.stderr
+    assert "the latest: <stdin> (offset 33): skipped: does not match the source pattern" in result.stderr
+
+    config = stdin_config(tmp_path, PAGE_RULE)
+    stream = b'{"kind": "page",\n{"kind": "page", "id": 2}\r\n'
+    result = rulesd_cli("run", "--config", str(config), "--dry-run", stdin=stream)
+    assert 0 == result.returncode, result.stderr
+    assert ["p-2"] == [json.loads(line)["alias"] for line in result.stdout.splitlines()]
+    cut = "<stdin> (offset 0): skipped: invalid JSON: unexpected end of data: line 1 column 17 (char 16)"
+    assert cut in result.stderr

@@ -561,12 +561,8 @@ def test_forward_restarted_sends_no_line_twice_and_skips_none(tmp_path: Path, re
     assert list(range(written)) == in_stream()
 
 
-def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServer) -> None:
-    """A script keeping Redis busy (BUSY answers) is Redis unavailable for a while: the
-    forwarder says so once, retries every second and goes on (it does not stop), and says when
-    it appended again."""
-    log_file = tmp_path / "app.jsonl"
-    log_file.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(10)))
+def start_forward(tmp_path: Path, log_file: Path, redis_server: RedisServer) -> DaemonProcess:
+    """`rulesd forward` of `log_file` from its beginning to STREAM, once it has started."""
     config = tmp_path / "forward.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -579,6 +575,29 @@ def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServe
     )
     forwarder = DaemonProcess(tmp_path, ["forward", "--config", str(config)], None)
     assert forwarder.wait_for_log("rulesd forward started"), forwarder.output()
+    return forwarder
+
+
+def test_forward_appends_json_lines_as_they_were_written(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Each JSON line goes into the stream byte for byte, a CR before its newline kept, blank
+    lines left out, the lines of an entry joined by one newline each."""
+    log_file = tmp_path / "app.jsonl"
+    log_file.write_bytes(b'{"n": 0}\r\n\n{"n": 1, "s": "\xc2\x85\x0b"}\n  \n{"n": 2}\n')
+    forwarder = start_forward(tmp_path, log_file, redis_server)
+    client = redis_server.client()
+    assert wait_until(lambda: client.xlen(STREAM) >= 1, 15)
+    assert 0 == forwarder.terminate(), forwarder.output()
+    entries = [fields[b"events"] for _, fields in client.xrange(STREAM)]
+    assert [b'{"n": 0}\r\n{"n": 1, "s": "\xc2\x85\x0b"}\n{"n": 2}'] == entries
+
+
+def test_forward_waits_out_a_busy_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A script keeping Redis busy (BUSY answers) is Redis unavailable for a while: the
+    forwarder says so once, retries every second and goes on (it does not stop), and says when
+    it appended again."""
+    log_file = tmp_path / "app.jsonl"
+    log_file.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(10)))
+    forwarder = start_forward(tmp_path, log_file, redis_server)
     thread = redis_server.busy(2)
     with open(log_file, "a") as fh:
         fh.write("".join(json.dumps({"n": i}) + "\n" for i in range(10, 20)))

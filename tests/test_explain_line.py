@@ -305,6 +305,15 @@ def test_bad_lines_are_errors(tmp_path: Path) -> None:
     ] == messages
 
 
+def test_a_cut_line_is_explained_as_the_daemon_explains_it(tmp_path: Path) -> None:
+    """orjson counts the newline of a JSON line cut short: the reason is taken of the line
+    without it, at line 1 of the event (as the daemon says), not at a line 2 it lacks."""
+    ruleset, explainer = load(tmp_path)
+    with pytest.raises(LineError) as caught:
+        explain_line(ruleset, explainer, io.BytesIO(b'{"t": 1}\n{"t":\n'), 2, name="ev", parser=JSON_PARSER)
+    assert "ev:2: not an event: invalid JSON: unexpected end of data: line 1 column 6 (char 5)" == str(caught.value)
+
+
 # ---- the command ---------------------------------------------------------------------------
 
 

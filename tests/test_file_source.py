@@ -9,6 +9,7 @@ import logging
 import lzma
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from rulesd.sources import tail as tail_module
 from rulesd.sources.file import FileSource
 from rulesd.sources.rotation import Position
 from rulesd.sources.tail import Tail
 from tests.fake_clock import FakeClock
-from tests.lines_view import Line, each_line
+from tests.lines_view import JUNK, Line, each_line, split_as_before
 
 POLL = 0.02
 Factory = Callable[..., FileSource]
@@ -943,7 +947,7 @@ def test_the_clock_decides_when_paths_are_looked_at_again(tmp_path: Path, make_s
     time.sleep(3 * POLL)  # wall time passing changes nothing
     assert [] == source.read(10)
     clock.advance(2 * POLL)
-    assert [b'{"a": 1}'] == [line for run in source.read(10) for line in run.data]
+    assert [b'{"a": 1}'] == texts(list(each_line(source.read(10))))
 
 
 # -- paths that are not regular files ----------------------------------------------------------
@@ -987,3 +991,36 @@ def test_saved_positions_of_a_globs_files_gone_are_forgotten_at_start(tmp_path: 
     checkpoint = second.checkpoint()
     assert {str(here): position, gone: {}} == {k: v.to_json() for k, v in checkpoint.items()}
     assert gone not in second.checkpoint()  # said once (nothing moved since: nothing at all)
+
+
+@given(
+    st.lists(st.sampled_from(JUNK), max_size=60),
+    st.integers(1, 23),
+    st.lists(st.integers(1, 9), min_size=1),
+    st.integers(0, 12),
+)
+@settings(max_examples=200, deadline=None)
+def test_tail_gives_the_lines_and_offsets_of_a_split_at_newlines_alone(
+    pieces: list[bytes], chunk: int, limits: list[int], max_line_bytes: int
+) -> None:
+    """Lines end at `\\n` alone, whatever other bytes they hold, read in chunks of any size
+    and handed out a few at a time; a last line without its newline waits for it."""
+    stream = b"".join(pieces)
+    long: list[int] = []
+    with tempfile.NamedTemporaryFile() as log, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tail_module, "CHUNK_BYTES", chunk)
+        log.write(stream)
+        log.flush()
+        fd = os.open(log.name, os.O_RDONLY)
+        tail = Tail(fd, os.fstat(fd), 0, long.append)
+        got: list[Line] = []
+        for turn in range(len(stream) + 2):
+            runs = tail.read_lines(limits[turn % len(limits)], log.name, max_line_bytes)
+            assert all(run.end - run.start == sum(map(len, run.data)) for run in runs)
+            got += each_line(runs)
+            if not runs and tail.eof:
+                break
+        tail.close()
+    lines, too_long = split_as_before(stream, max_line_bytes, ended=False, path=log.name)
+    assert (lines, too_long) == (got, long)
+    assert stream.rfind(b"\n") + 1 == tail.committed  # a position just after the last complete line

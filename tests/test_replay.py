@@ -54,7 +54,8 @@ def reference(ruleset: RuleSet, data: bytes) -> tuple[list[Any], list[tuple[int,
             event = None
         if type(event) is not dict:
             if line.strip():
-                invalid.append((lineno, why_invalid(parse_json, line)))
+                # (of the line without its newline, as the daemon says it: orjson counts it)
+                invalid.append((lineno, why_invalid(parse_json, line.removesuffix(b"\n"))))
                 summary.invalid += 1
                 if len(summary.samples) < SAMPLES:
                     text = line.decode(errors="replace").rstrip("\r\n")

@@ -31,7 +31,7 @@ from rulesd.pipeline import Alert, build_alerts, evaluate_lines, pending
 from rulesd.sender import SENT
 from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
-from rulesd.sources.lines import Lines, Offsets
+from rulesd.sources.lines import Lines, Offsets, line_text
 from rulesd.state import CLOSE, Request
 from rulesd.state.claim import NameTaken
 from rulesd.stats import Stats
@@ -576,7 +576,7 @@ def _nothing() -> None:
 
 def _skipped(parser: Parser, run: Lines, offset: Offsets, index: int) -> str:
     """The warning for an invalid line: where it is and why (the parser is asked again)."""
-    return f"{_where(run, offset, index)}: skipped: {parser.why_invalid(run.data[index])}"
+    return f"{_where(run, offset, index)}: skipped: {parser.why_invalid(line_text(run.data[index]))}"
 
 
 def describe_sources(config: Config) -> str:

@@ -51,7 +51,7 @@ from rulesd.daemon.run import (
 from rulesd.engine import Counts, Engine, EngineState, StateDelta
 from rulesd.events import Parser
 from rulesd.pipeline import Alert, Batch, Matches, apply_matches, build_alerts, match_lines, pending
-from rulesd.sources.lines import Lines, Offsets
+from rulesd.sources.lines import Lines, Offsets, line_text
 from rulesd.sources.redis_stream import EntryBatch, StreamReader
 from rulesd.state import CLOSE, Request, StateAuthFailed, StateUnavailable
 from rulesd.state.redis import Conflict, Made, RedisState
@@ -975,7 +975,7 @@ def _requests(alerts: list[Alert]) -> list[dict[str, Any] | Request]:
 
 def _skipped(parser: Parser, line: bytes, where: Callable[[int], str], index: int) -> str:
     """The warning for an invalid line: where it is and why (the parser is asked again)."""
-    return f"{where(index)}: skipped: {parser.why_invalid(line)}"
+    return f"{where(index)}: skipped: {parser.why_invalid(line_text(line))}"
 
 
 def _where(run: Lines, offset: Offsets) -> Callable[[int], str]:

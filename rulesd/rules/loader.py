@@ -178,9 +178,9 @@ def _parse_file(path: str, cache: RuleCache | None) -> _Parsed:
         data = read_file(path)  # once: the cache key and the document are of the same bytes
     except InvalidInputError as exc:
         return _Parsed(None, list(exc.problems), set())
-    key = _document_key(data) if cache is not None else None
+    key = document_key(data) if cache is not None else None
     if cache is not None and key is not None:
-        doc = _cached_document(cache, key, path)
+        doc = cached_document(cache, key, path)
         if doc is not None:
             return _Parsed(doc, [], set(), source=key)  # known to be free of schema violations
     try:
@@ -246,7 +246,7 @@ def _load_files(
     loaded = [_load_document(file, patterns, lists, checked=checked) for file in parsed]
     for file, result in zip(parsed, loaded, strict=True):
         if cache is not None and file.key is not None and file.doc is not None and not _errors(result.problems):
-            _cache_document(cache, file.key, file.doc)  # (its warnings come from the document)
+            cache_document(cache, file.key, file.doc)  # (its warnings come from the document)
     # (a field's kind is known from how any file of the rule set tests it)
     files = [(file.doc, list(_rules_in(file.doc))) for file in parsed if file.doc is not None]
     loaded.append(_Loaded([], [], [*duplicates, *(value_kind_warnings(files) if not checked else ())]))
@@ -260,10 +260,11 @@ def _errors(problems: Iterable[Problem]) -> list[Problem]:
 # ---- the cache of parsed and schema-checked rule files ---------------------------------
 
 
-def _document_key(data: bytes) -> str:
-    """What a parsed, schema-checked rule file depends on: its bytes, the schema and the
-    code that parses and checks it, PyYAML as installed, Python's version (marshal's format)."""
-    return digest("document", sys.version, _code_fingerprint(), data)
+def document_key(data: bytes, kind: str = "document") -> str:
+    """What a parsed, schema-checked rule file (or, `kind` "config", a parsed config)
+    depends on: its bytes, the schema and the code that parses and checks it, PyYAML as
+    installed, Python's version (marshal's format)."""
+    return digest(kind, sys.version, _code_fingerprint(), data)
 
 
 @functools.cache
@@ -282,8 +283,9 @@ def _yaml_packages() -> list[Path]:
     return [Path(location) for location in (spec.submodule_search_locations or ())] if spec is not None else []
 
 
-def _cached_document(cache: RuleCache, key: str, path: str) -> Document | None:
-    blob = cache.get("document", key)
+def cached_document(cache: RuleCache, key: str, path: str, kind: str = "document") -> Document | None:
+    """The document of `path` kept under `key` (see `document_key`), or None."""
+    blob = cache.get(kind, key)
     if blob is None:
         return None
     try:
@@ -293,12 +295,13 @@ def _cached_document(cache: RuleCache, key: str, path: str) -> Document | None:
     return Document(path, value, value_marks, key_marks, boolean_words=boolean_words)
 
 
-def _cache_document(cache: RuleCache, key: str, doc: Document) -> None:
+def cache_document(cache: RuleCache, key: str, doc: Document, kind: str = "document") -> None:
+    """Keep `doc` under `key`, unless it holds what marshal cannot write."""
     try:
         blob = marshal.dumps((doc.value, doc.value_marks, doc.key_marks, doc.boolean_words))  # type: ignore[arg-type]
     except ValueError:  # a YAML timestamp or set: not worth caching
         return
-    cache.put("document", key, blob)
+    cache.put(kind, key, blob)
 
 
 def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists, *, checked: bool = False) -> _Loaded:
@@ -445,7 +448,7 @@ def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[
     found: dict[str, RuleSource] = {}
     for path in dict.fromkeys(rule.location.path for rule in wanted.values()):
         data = read_file(path)
-        doc = _cached_document(cache, _document_key(data), path) if cache is not None else None
+        doc = cached_document(cache, document_key(data), path) if cache is not None else None
         doc = doc or _read_yaml(path, data)
         for raw, base in _rules_in(doc):
             rule = wanted.get(raw.get("name"))  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Callable
 
 from rulesd.sources.compressed import compression
-from rulesd.sources.lines import BATCH_BYTES, Lines, runs_of
+from rulesd.sources.lines import BATCH_BYTES, Lines, runs_of, split_lines
 from rulesd.sources.rotation import FINGERPRINT_BYTES, Identity, Position, Tracked, fingerprint
 
 CHUNK_BYTES = 64 * 1024
@@ -177,16 +177,16 @@ class Tail:
     def _take_lines(self, runs: list[Lines], limit: int, path: str, max_line_bytes: int) -> int:
         """Appends the buffer's complete lines (at most `limit`) to `runs`; how many it took."""
         buf, pos = self._buf, self._pos
-        end = buf.rfind(b"\n", pos)
-        if end < 0:
+        end = buf.rfind(b"\n", pos) + 1  # just after the last complete line
+        if end == 0:
             return 0
-        lines = buf[pos:end].split(b"\n")
+        lines = split_lines(buf[pos:end])
         if len(lines) > limit:
             del lines[limit:]
-            end = pos + sum(map(len, lines)) + len(lines) - 1
+            end = pos + sum(map(len, lines))
         start = self._buf_offset + pos
-        runs += runs_of(path, start, lines, self._buf_offset + end + 1, max_line_bytes, self._on_long)
-        self._pos = end + 1
+        runs += runs_of(path, start, lines, self._buf_offset + end, max_line_bytes, self._on_long)
+        self._pos = end
         return len(lines)
 
     def _fill(self) -> bool:
