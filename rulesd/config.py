@@ -177,9 +177,23 @@ def _document(path: str, cache: RuleCache | None) -> Document:
         from rulesd.yamldoc import parse_yaml_bytes
 
         doc = parse_yaml_bytes(data, path, keep_going=True)
-        if not doc.problems:  # a problem is said from the YAML each time
+        # A problem is said from the YAML each time; a secret stays in the files the operator
+        # protects, never copied into a cache that backups and other tools may read.
+        if not doc.problems and not _holds_secret(doc.value):
             cache_document(cache, key, doc, CONFIG_DOCUMENT)
     return doc
+
+
+def _holds_secret(value: Any) -> bool:
+    """Whether a parsed config holds a secret: an inline API key, or a URL naming a user or a
+    password (`redis://:password@host`)."""
+    if isinstance(value, dict):
+        return any((key == "api_key" and item is not None) or _holds_secret(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_secret(item) for item in value)
+    if isinstance(value, str) and "://" in value:
+        return "@" in value.partition("://")[2].partition("/")[0]  # (userinfo ends the authority's part)
+    return False
 
 
 # The cache's kind for a parsed config: never taken for a rule file of the same bytes, whose

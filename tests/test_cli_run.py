@@ -348,7 +348,9 @@ def test_a_warm_start_reads_its_config_from_the_cache_without_pyyaml(tmp_path: P
     cache) and of a daemon under systemd (in `$STATE_DIRECTORY`) import no PyYAML and print the
     same; an edited config is parsed again, a mistake in it said at its line every time; a
     daemon with neither directory keeps nothing."""
-    text = "state_dir: st\nsource: {type: stdin}\nopsgenie: {api_key: k, alert_url: 'http://127.0.0.1:9/v2/alerts'}\n"
+    (tmp_path / "key").write_text("k\n")
+    key = f"api_key_file: {tmp_path / 'key'}"
+    text = f"state_dir: st\nsource: {{type: stdin}}\nopsgenie: {{alert_url: 'http://127.0.0.1:9/v2/alerts', {key}}}\n"
     cfg = config(tmp_path, text)
 
     def yaml_imported(*args: str, env: dict[str, str], stdin: str = "") -> tuple[str, str]:
@@ -362,7 +364,7 @@ def test_a_warm_start_reads_its_config_from_the_cache_without_pyyaml(tmp_path: P
     assert 1 == len(list((tmp_path / "cache").glob("config-*.bin")))
 
     for edited, error in [
-        (text.replace("alert_url", "alert_urll"), "3:24: error: opsgenie.alert_urll: unknown key"),
+        (text.replace("alert_url", "alert_urll"), "3:12: error: opsgenie.alert_urll: unknown key"),
         (text.replace("}", ""), "2:21: error: YAML syntax error: the '{' at column 9 is not closed"),
     ]:
         Path(cfg).write_text(edited)
@@ -377,6 +379,29 @@ def test_a_warm_start_reads_its_config_from_the_cache_without_pyyaml(tmp_path: P
     assert 1 == len(list((tmp_path / "state" / "cache").glob("config-*.bin")))
     assert ("['yaml']", "['yaml']") == (yaml_imported(env={})[0], yaml_imported(env={})[0])
     assert [] == list((tmp_path / "st" / "cache").glob("config-*.bin"))
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "opsgenie: {api_key: s3cret, alert_url: 'http://127.0.0.1:9/v2/alerts'}",
+        "opsgenie: {api_key_file: KEY}\nstate: {backend: redis, url: 'redis://:s3cret@127.0.0.1:9/0'}",
+        "opsgenie: {api_key_file: KEY, alert_url: 'http://rulesd:s3cret@127.0.0.1:9/v2/alerts'}",
+    ],
+)
+def test_a_config_holding_a_secret_is_never_kept_in_the_cache(tmp_path: Path, secret: str) -> None:
+    """An inline API key or a URL with a password is parsed at every start: the secret stays in
+    the file the operator protects, and no cache file holds it."""
+    (tmp_path / "key").write_text("k\n")
+    cfg = config(
+        tmp_path, "state_dir: st\nsource: {type: stdin}\n" + secret.replace("KEY", str(tmp_path / "key")) + "\n"
+    )
+    user = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(2):
+        imported, _ = imported_by(("yaml",), "run", "--config", cfg, "--dry-run", cwd=tmp_path, env=user)
+        assert "['yaml']" == imported
+    assert [] == list((tmp_path / "cache").glob("config-*.bin"))
+    assert all(b"s3cret" not in path.read_bytes() for path in (tmp_path / "cache").rglob("*") if path.is_file())
 
 
 def test_the_stop_line_counts_the_closes_apart_from_the_alerts(tmp_path: Path) -> None:
