@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rulesd.alerting.deadline import Deadline
+from rulesd.deadline import Deadline
 
 AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]  # as getaddrinfo gives it
 REUSE_FOR = 1.0  # seconds an answer serves new connections before the host is looked up again
