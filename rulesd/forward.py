@@ -62,8 +62,9 @@ class Forwarder:
         # Its positions are kept in state_dir as a daemon's are: one process per state directory
         # (a daemon's lock: StateDirectoryBusy), or each would overwrite the other's positions.
         self.lock = lock_state(config.state_dir)
+        self.stop_requested = threading.Event()
         self.store = RedisState(
-            connect(forward.url),
+            connect(forward.url, self.stop_requested),
             instance=config.state.instance or default_instance(config.state_dir),
             prefix=config.state.prefix,
             config=config.path or "the config",
@@ -73,7 +74,6 @@ class Forwarder:
         self.local = SqliteState(os.path.join(config.state_dir, STATE_FILE))
         self.warn = RateLimitedWarning(log, time.monotonic)
         self.notifier = Notifier(environ)
-        self.stop_requested = threading.Event()
         self.lines_sent = 0
         self.held: str | None = None  # why appends are held back, while they are
         self.memory_known = True  # False once Redis refused INFO to this user

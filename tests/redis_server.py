@@ -26,13 +26,14 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `restart` stops it and starts it again on the same port and data."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, unix_socket: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None, "redis-server is not installed (apt-get install redis-server)"
         self.binary = binary
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.password = password  # `requirepass`: the default user's password
+        self.unix_socket = unix_socket  # where it listens too (a path under 108 bytes)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -66,6 +67,7 @@ class RedisServer:
             "--protected-mode",
             "yes",
             *(["--requirepass", self.password] if self.password else []),
+            *(["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"] if self.unix_socket else []),
         ]
         with open(self.directory / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -6,7 +6,7 @@ import threading
 import time
 from contextlib import ExitStack
 
-from rulesd.alerting.deadline import Deadline, Deadlines
+from rulesd.deadline import Deadline, Deadlines
 
 
 class CountingCondition(threading.Condition):

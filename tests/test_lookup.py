@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from rulesd.alerting.api import RetryableAlertError, StopCut
-from rulesd.alerting.deadline import Deadlines
-from rulesd.alerting.lookup import REUSE_FOR, LookupTimeout, Resolver
 from rulesd.alerting.opsgenie import OpsGenieClient
+from rulesd.deadline import Deadlines
+from rulesd.lookup import REUSE_FOR, LookupTimeout, Resolver
 from tests.daemon_process import wait_until
 from tests.fake_clock import FakeClock
 

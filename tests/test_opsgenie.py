@@ -40,9 +40,9 @@ from rulesd.alerting.api import (
     validate_alert_url,
 )
 from rulesd.alerting.connections import connection_pool
-from rulesd.alerting.deadline import Deadline
 from rulesd.alerting.dry_run import PrintTransport
 from rulesd.alerting.opsgenie import OpsGenieClient
+from rulesd.deadline import Deadline
 from rulesd.errors import RulesdError
 from rulesd.output import discard
 from tests.fake_opsgenie import FakeOpsGenie, Reply

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import certifi
 
-from rulesd.alerting.deadline import Deadline
-from rulesd.alerting.lookup import AddressInfo, Resolver
 from rulesd.alerting.status_line import StatusLineResponse
+from rulesd.deadline import Deadline
+from rulesd.lookup import AddressInfo, Resolver
 
 
 @cache

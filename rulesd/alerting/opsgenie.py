@@ -34,10 +34,10 @@ from rulesd.alerting.api import (
     validate_alert_url,
 )
 from rulesd.alerting.connections import Connection, connection_pool
-from rulesd.alerting.deadline import Deadline, Deadlines
-from rulesd.alerting.lookup import LookupTimeout
 from rulesd.alerting.payload import truncate
 from rulesd.alerting.status_line import HeadersUnreadable
+from rulesd.deadline import Deadline, Deadlines
+from rulesd.lookup import LookupTimeout
 
 USER_AGENT = f"rulesd/{__version__}"
 # What is read of a response body at most: a misbehaving proxy must not fill memory.

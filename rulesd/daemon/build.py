@@ -255,7 +255,8 @@ def _build_parts(
 ) -> Parts:
     stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules), last_reload_success=clock())
     warn = RateLimitedWarning(log, time.monotonic)
-    store = open_state(config, dry_run)
+    stop = threading.Event()
+    store = open_state(config, dry_run, stop)
     # A shared state is loaded by the daemon's loop (and again whenever it falls behind).
     saved = None if shared(config, dry_run) else store.load_engine_state()
     engine = Engine(ruleset, EngineState.from_json(saved) if saved else None, limits=config.limits)
@@ -264,7 +265,6 @@ def _build_parts(
     stats.rules_now(ruleset.by_name())
     api_key = None if dry_run else ApiKey(config.opsgenie, environ)
     client = None if api_key is None else opsgenie_client(config.opsgenie, api_key)
-    stop = threading.Event()
     transport: Transport = client or PrintTransport(stdout, on_closed=stop.set)
     sender = Sender(
         store,
@@ -343,9 +343,9 @@ def shared(config: Config, dry_run: bool) -> bool:
     return config.state.backend == "redis" and not dry_run
 
 
-def open_state(config: Config, dry_run: bool) -> StateBackend:
+def open_state(config: Config, dry_run: bool, stop: threading.Event | None = None) -> StateBackend:
     """The state database in `state_dir` (in memory for a dry run: the real state is never
-    touched), or the shared state in Redis."""
+    touched), or the shared state in Redis (whose lookups under way when `stop` is set are cut)."""
     if dry_run:
         if config.stream_source is not None:
             raise ConfigError(
@@ -358,7 +358,7 @@ def open_state(config: Config, dry_run: bool) -> StateBackend:
             )
         return SqliteState(":memory:")
     if config.state.backend == "redis":
-        return open_redis_state(config)
+        return open_redis_state(config, stop)
     return SqliteState(os.path.join(config.state_dir, STATE_FILE))
 
 
@@ -376,8 +376,9 @@ def state_reader(config: Config) -> StateBackend | None:
     return store if store.has_schema() else None
 
 
-def open_redis_state(config: Config) -> RedisState:
-    """The shared state at `state.url`, for this instance (`state.instance`)."""
+def open_redis_state(config: Config, stop: threading.Event | None = None) -> RedisState:
+    """The shared state at `state.url`, for this instance (`state.instance`); the lookups of its
+    host under way when `stop` is set are cut."""
     from rulesd.state.redis import LEASE_S, RedisState, connect, default_instance
 
     assert config.state.url is not None  # the configuration requires it
@@ -385,7 +386,7 @@ def open_redis_state(config: Config) -> RedisState:
     # The lease outlives a whole attempt (a slow OpsGenie must not make another instance resend).
     lease = max(LEASE_S, 2 * config.opsgenie.timeout_s + 5)
     return RedisState(
-        connect(config.state.url),
+        connect(config.state.url, stop),
         instance=instance,
         prefix=config.state.prefix,
         lease=lease,

@@ -12,6 +12,7 @@ import time
 
 from rulesd.daemon.stop_signals import StopSignals
 from rulesd.notify import Notifier
+from rulesd.state import StateUnavailable
 from rulesd.state.claim import RENEW_EVERY, NameTaken, StoppedWaiting, decode, describe, gone
 from rulesd.state.redis import RedisState
 
@@ -24,11 +25,16 @@ RENEWED_BY = 1.0
 
 def claim_name(store: RedisState, notifier: Notifier, stop: StopSignals) -> None:
     """Hold the instance's name for this process, or raise NameTaken (StateUnavailable: Redis;
-    StoppedWaiting: `stop` came while a lease was waited out)."""
+    StoppedWaiting: `stop` came while a lease was waited out, or cut the wait for Redis)."""
     waited: tuple[bytes, float] | None = None  # the holder whose lease is waited out, and its end (monotonic)
     while True:
         asked = time.monotonic()
-        found = store.claim()
+        try:
+            found = store.claim()
+        except StateUnavailable as exc:
+            if stop.heard:  # the stop cut the wait (for the host's lookup): a stop, not a failed start
+                raise StoppedWaiting(store.instance, None, stop.heard, str(exc)) from None
+            raise
         if found is None:
             break
         raw, left = found

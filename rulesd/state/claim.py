@@ -56,13 +56,19 @@ class NameTaken(RulesdError):
 
 
 class StoppedWaiting(RulesdError):
-    """A stop came while the start waited out another process's lease: the process ends as after
-    any stop (exit 0), its name not claimed, nothing read (so nothing lost)."""
+    """A stop came while the start waited out another process's lease (or for Redis: `unanswered`,
+    why it had not answered): the process ends as after any stop (exit 0), its name not claimed,
+    nothing read (so nothing lost)."""
 
-    def __init__(self, instance: str, holder: Holder, heard: str) -> None:
+    def __init__(self, instance: str, holder: Holder | None, heard: str, unanswered: str = "") -> None:
+        waited = (
+            f"Redis had not answered: {unanswered}"
+            if holder is None
+            else f"held by {describe(holder)}, whose lease was being waited out"
+        )
         super().__init__(
-            f"received {heard or 'a stop'}: stopping before the start: instance {instance!r} was not claimed (held"
-            f" by {describe(holder)}, whose lease was being waited out) and nothing was read"
+            f"received {heard or 'a stop'}: stopping before the start: instance {instance!r} was not claimed"
+            f" ({waited}) and nothing was read"
         )
 
 

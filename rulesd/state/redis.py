@@ -31,6 +31,7 @@ import math
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -57,6 +58,7 @@ from rulesd.state.base import (
     StateError,
     StateUnavailable,
 )
+from rulesd.state.connection import resolved_pool
 
 log = logging.getLogger("rulesd.state")
 
@@ -97,11 +99,14 @@ def default_instance(state_dir: str) -> str:
     return f"{socket.gethostname()}:{os.path.abspath(state_dir)}"
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for `url` (redis://, rediss://, unix://), bytes in and out."""
-    return redis.Redis.from_url(
+def connect(url: str, stop: threading.Event | None = None) -> redis.Redis:
+    """A client for `url` (redis://, rediss://, unix://), bytes in and out; its host looked up
+    within the connect timeout, the lookups under way when `stop` is set cut (`connection`)."""
+    client = redis.Redis.from_url(
         url, socket_timeout=ANSWER_WAIT, socket_connect_timeout=CONNECT_WAIT, health_check_interval=30
     )
+    resolved_pool(client.connection_pool, stop)
+    return client
 
 
 class Made(msgspec.Struct):

@@ -1,4 +1,5 @@
-"""The alert host's addresses, looked up under the request's deadline.
+"""A host's addresses, looked up under a deadline: the alert host's for each request
+(`rulesd.alerting.connections`), Redis's for each connection (`rulesd.state.connection`).
 
 `getaddrinfo` cannot be cut: it blocks for as long as the resolver takes (5 s per attempt and
 server by default, far longer behind a stuck NSS module), and a deadline that shuts a request's
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rulesd.alerting.deadline import Deadline
+from rulesd.deadline import Deadline
 
 AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]  # as getaddrinfo gives it
 REUSE_FOR = 1.0  # seconds an answer serves new connections before the host is looked up again
