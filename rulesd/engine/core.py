@@ -617,15 +617,21 @@ class Engine:
         self._starting = []
 
     def _set_timers(self) -> None:
-        """The timers the state asks for (after a restore or a reload)."""
+        """The timers the state asks for (after a restore or a reload), not before the clock: a
+        time already past then is one an edit brought forward (a shorter window or `resolve`; a
+        silence held by a throttle the edit shortened or dropped), and what it fires for happens
+        at the edit, dated then (a throttle runs from that page). Groups another instance
+        committed (`load_groups`) keep their times: what came due meanwhile is dated when it
+        came due, as one process would have dated it."""
         self._timers.clear()
         for kind in (ABSENCE, SEQUENCE, OPEN):
             for name, groups in self.state.tables.get(kind, {}).items():
                 for key, st in groups.items():
-                    self._arm(kind, name, key, st)
+                    self._arm(kind, name, key, st, self.now)
 
-    def _arm(self, kind: str, name: str, key: GroupKey, st: Any) -> None:
-        """Set the timer a group's state asks for, if any (the engine skips stale ones when due)."""
+    def _arm(self, kind: str, name: str, key: GroupKey, st: Any, floor: float = _NEVER) -> None:
+        """Set the timer a group's state asks for, if any (the engine skips stale ones when due),
+        not before `floor`."""
         if kind == SEQUENCE:
             if st.get("due") is not None:
                 self._timers.add(st["due"], SEQUENCE, name, key)
@@ -633,13 +639,10 @@ class Engine:
         rule = self._rules.get(name)
         if rule is None:
             return
-        # Not before the clock: a time already past is one an edit brought forward (a shorter
-        # window or `resolve`; a silence held by a throttle the edit shortened or dropped), and
-        # what it fires for happens at the edit, dated then (a throttle runs from that page).
         if kind == ABSENCE and isinstance(rule.kind, Absence) and not _silent_alert(st):
-            self._timers.add(max(st["last"] + rule.kind.window, self.now), ABSENCE, name, key)
+            self._timers.add(max(st["last"] + rule.kind.window, floor), ABSENCE, name, key)
         elif kind == OPEN and rule.resolve is not None:
-            self._timers.add(max(st["last"] + rule.resolve, self.now), OPEN, name, key)
+            self._timers.add(max(st["last"] + rule.resolve, floor), OPEN, name, key)
 
     # -- state shared with other processes -----------------------------------------------------
 
