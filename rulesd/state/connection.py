@@ -126,17 +126,13 @@ class ResolvedConnection(_Resolved):
     """redis:// — TCP."""
 
 
-class ResolvedTLSConnection(_Resolved, redis.SSLConnection):
-    """rediss:// — TLS over that TCP connection, the certificate checked against the host name."""
+class ResolvedTLSConnection(redis.SSLConnection, _Resolved):
+    """rediss:// — TLS over that TCP connection, the certificate checked against the host name.
 
-    def _connect(self) -> socket.socket:
-        sock = super()._connect()
-        try:
-            tls: socket.socket = self._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
-            return tls  # (redis-py wraps it with server_hostname=self.host: the name is checked)
-        except (OSError, redis.exceptions.RedisError):
-            sock.close()
-            raise
+    redis-py's own `SSLConnection._connect` wraps the socket (with `server_hostname=self.host`:
+    the name is checked) that its `super()._connect()` makes, which this order of the bases
+    makes `_Resolved`'s; its helper for the wrapping (`_wrap_socket_with_ssl`) is not called,
+    being absent before redis-py 5.1, where a rediss:// URL failed at each connect."""
 
 
 def resolved_pool(pool: redis.ConnectionPool, stop: threading.Event | None) -> None:
