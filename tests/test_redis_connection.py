@@ -187,7 +187,7 @@ def test_tls_connects_with_redis_py_5_0s_wrapping(tmp_path: Path, monkeypatch: p
     itself: the host is still looked up by rulesd, and the certificate still checked by name (a
     connection that called 5.1's helper failed at each connect with an AttributeError)."""
     monkeypatch.setattr(redis.SSLConnection, "_connect", _wrapped_as_redis_py_5_0)
-    monkeypatch.delattr(redis.SSLConnection, "_wrap_socket_with_ssl")
+    monkeypatch.delattr(redis.SSLConnection, "_wrap_socket_with_ssl", raising=False)
     looked_up: list[str] = []
     lookup = socket.getaddrinfo
 
@@ -201,6 +201,30 @@ def test_tls_connects_with_redis_py_5_0s_wrapping(tmp_path: Path, monkeypatch: p
         client = connect(f"rediss://localhost:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}&ssl_check_hostname=true")
         assert RedisState(client, instance="a").call(client.ping)
         assert ["localhost"] == looked_up
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_tls_checks_the_host_name_where_redis_py_would_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py before 6.0 checks a certificate's name only if told to (ssl_check_hostname
+    False by default): rulesd tells it, so a certificate for another name is refused there too,
+    unless the URL itself says not to check."""
+    made = redis.SSLConnection.__init__
+
+    def as_before_6_0(self: redis.SSLConnection, **kwargs: Any) -> None:
+        kwargs.setdefault("ssl_check_hostname", False)
+        made(self, **kwargs)
+
+    monkeypatch.setattr(redis.SSLConnection, "__init__", as_before_6_0)
+    process, port = tls_redis(tmp_path, "other.example")
+    try:
+        url = f"rediss://localhost:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+        client = connect(url)
+        with pytest.raises(StateUnavailable, match="Hostname mismatch"):
+            RedisState(client, instance="a").call(client.ping)
+        unchecked = connect(url + "&ssl_check_hostname=false")
+        assert RedisState(unchecked, instance="a").call(unchecked.ping)
     finally:
         process.kill()
         process.wait(10)

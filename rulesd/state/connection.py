@@ -18,6 +18,7 @@ connections are redis-py's own.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -148,4 +149,8 @@ def resolved_pool(pool: redis.ConnectionPool, stop: threading.Event | None) -> N
     kwargs = pool.connection_kwargs
     kwargs["resolver"] = Resolver(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
     kwargs["cuts"] = LookupCuts(stop)
+    if resolved is ResolvedTLSConnection and kwargs.get("ssl_cert_reqs", "required") not in ("none", ssl.CERT_NONE):
+        # redis-py before 6.0 checks no name unless told to: a certificate any authority the
+        # system trusts signed, for any name, was taken. The URL may still say otherwise.
+        kwargs.setdefault("ssl_check_hostname", True)
     pool.connection_class = resolved
