@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -186,13 +186,15 @@ def _document(path: str, cache: RuleCache | None) -> Document:
 
 def _holds_secret(value: Any) -> bool:
     """Whether a parsed config holds a secret: an inline API key, or a URL naming a user or a
-    password (`redis://:password@host`)."""
+    password (`redis://:password@host`, or `redis://host?password=…`, which redis-py reads too)."""
     if isinstance(value, dict):
         return any((key == "api_key" and item is not None) or _holds_secret(item) for key, item in value.items())
     if isinstance(value, list):
         return any(_holds_secret(item) for item in value)
     if isinstance(value, str) and "://" in value:
-        return "@" in value.partition("://")[2].partition("/")[0]  # (userinfo ends the authority's part)
+        rest = value.partition("://")[2]
+        # (userinfo ends the authority's part; redis-py unquotes the query's names as parse_qs does)
+        return "@" in rest.partition("/")[0] or "password" in parse_qs(rest.partition("?")[2].partition("#")[0])
     return False
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -165,6 +166,65 @@ def test_tls_checks_the_certificate_against_the_host_name(tmp_path: Path, certif
         else:
             with pytest.raises(StateUnavailable, match="Hostname mismatch"):
                 store.call(client.ping)
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def _wrapped_as_redis_py_5_0(self: redis.SSLConnection) -> socket.socket:
+    """redis-py 5.0's `SSLConnection._connect`: the TCP socket of `super()._connect()` wrapped
+    inline, with no `_wrap_socket_with_ssl` (added in 5.1)."""
+    sock = super(redis.SSLConnection, self)._connect()  # type: ignore[misc]
+    context = ssl.create_default_context()
+    context.check_hostname = self.check_hostname
+    context.verify_mode = self.cert_reqs
+    context.load_verify_locations(cafile=self.ca_certs)
+    return context.wrap_socket(sock, server_hostname=self.host)
+
+
+def test_tls_connects_with_redis_py_5_0s_wrapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The requirement allows redis-py 5.0, whose SSLConnection wraps the socket in `_connect`
+    itself: the host is still looked up by rulesd, and the certificate still checked by name (a
+    connection that called 5.1's helper failed at each connect with an AttributeError)."""
+    monkeypatch.setattr(redis.SSLConnection, "_connect", _wrapped_as_redis_py_5_0)
+    monkeypatch.delattr(redis.SSLConnection, "_wrap_socket_with_ssl", raising=False)
+    looked_up: list[str] = []
+    lookup = socket.getaddrinfo
+
+    def noted(host: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        return lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", noted)
+    process, port = tls_redis(tmp_path, "localhost")
+    try:
+        client = connect(f"rediss://localhost:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}&ssl_check_hostname=true")
+        assert RedisState(client, instance="a").call(client.ping)
+        assert ["localhost"] == looked_up
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_tls_checks_the_host_name_where_redis_py_would_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py before 6.0 checks a certificate's name only if told to (ssl_check_hostname
+    False by default): rulesd tells it, so a certificate for another name is refused there too,
+    unless the URL itself says not to check."""
+    made = redis.SSLConnection.__init__
+
+    def as_before_6_0(self: redis.SSLConnection, **kwargs: Any) -> None:
+        kwargs.setdefault("ssl_check_hostname", False)
+        made(self, **kwargs)
+
+    monkeypatch.setattr(redis.SSLConnection, "__init__", as_before_6_0)
+    process, port = tls_redis(tmp_path, "other.example")
+    try:
+        url = f"rediss://localhost:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+        client = connect(url)
+        with pytest.raises(StateUnavailable, match="Hostname mismatch"):
+            RedisState(client, instance="a").call(client.ping)
+        unchecked = connect(url + "&ssl_check_hostname=false")
+        assert RedisState(unchecked, instance="a").call(unchecked.ping)
     finally:
         process.kill()
         process.wait(10)

@@ -18,6 +18,7 @@ connections are redis-py's own.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -126,17 +127,13 @@ class ResolvedConnection(_Resolved):
     """redis:// — TCP."""
 
 
-class ResolvedTLSConnection(_Resolved, redis.SSLConnection):
-    """rediss:// — TLS over that TCP connection, the certificate checked against the host name."""
+class ResolvedTLSConnection(redis.SSLConnection, _Resolved):
+    """rediss:// — TLS over that TCP connection, the certificate checked against the host name.
 
-    def _connect(self) -> socket.socket:
-        sock = super()._connect()
-        try:
-            tls: socket.socket = self._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
-            return tls  # (redis-py wraps it with server_hostname=self.host: the name is checked)
-        except (OSError, redis.exceptions.RedisError):
-            sock.close()
-            raise
+    redis-py's own `SSLConnection._connect` wraps the socket (with `server_hostname=self.host`:
+    the name is checked) that its `super()._connect()` makes, which this order of the bases
+    makes `_Resolved`'s; its helper for the wrapping (`_wrap_socket_with_ssl`) is not called,
+    being absent before redis-py 5.1, where a rediss:// URL failed at each connect."""
 
 
 def resolved_pool(pool: redis.ConnectionPool, stop: threading.Event | None) -> None:
@@ -152,4 +149,8 @@ def resolved_pool(pool: redis.ConnectionPool, stop: threading.Event | None) -> N
     kwargs = pool.connection_kwargs
     kwargs["resolver"] = Resolver(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
     kwargs["cuts"] = LookupCuts(stop)
+    if resolved is ResolvedTLSConnection and kwargs.get("ssl_cert_reqs", "required") not in ("none", ssl.CERT_NONE):
+        # redis-py before 6.0 checks no name unless told to: a certificate any authority the
+        # system trusts signed, for any name, was taken. The URL may still say otherwise.
+        kwargs.setdefault("ssl_check_hostname", True)
     pool.connection_class = resolved
