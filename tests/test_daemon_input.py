@@ -40,6 +40,19 @@ def test_text_format_makes_each_line_a_message(tmp_path: Path) -> None:
     ]
 
 
+def test_a_blank_line_is_skipped_without_a_warning(tmp_path: Path) -> None:
+    """A blank line (an empty one, or spaces and a CR) is no event and nothing to explain, as
+    in fleet mode and replay; a bad line beside it is still explained at its line."""
+    config = stdin_config(tmp_path, PAGE_RULE)
+    result = rulesd_cli(
+        "run", "--config", str(config), "--dry-run", stdin=b'{"kind": "page", "id": 1}\r\n\n  \r\n{"kind": \n'
+    )
+    assert 0 == result.returncode, result.stderr
+    assert ["p-1"] == [json.loads(line)["alias"] for line in result.stdout.splitlines()]
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert 1 == len(warnings) and "<stdin> (offset 32): skipped: invalid JSON" in warnings[0], result.stderr
+
+
 def test_regex_format_turns_named_groups_into_fields(tmp_path: Path) -> None:
     """format: regex -> named groups become fields (and `message` the line); a line that does
     not match is skipped with a warning."""
@@ -248,7 +261,7 @@ def test_lines_end_at_newline_alone_with_their_offsets_and_the_parsers_complaint
         p["details"]["Event Source"] for p in payloads
     ]
     assert "<stdin> (offset 14): skipped: does not match the source pattern" in result.stderr
-    assert "the latest: <stdin> (offset 33): skipped: does not match the source pattern" in result.stderr
+    assert "(offset 33)" not in result.stderr  # a blank line: skipped, nothing to explain
 
     config = stdin_config(tmp_path, PAGE_RULE)
     stream = b'{"kind": "page",\n{"kind": "page", "id": 2}\r\n'

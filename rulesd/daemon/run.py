@@ -262,6 +262,8 @@ class Daemon:
                 result = evaluate_lines(run.data, parser.fast, engine, now, where, parser.time)
                 counted = prefix + run.path
                 for i in result.invalid:
+                    if not run.data[i].strip():  # a blank line: nothing to explain (as in fleet mode)
+                        continue
                     # Built only if logged; one kind per source, whatever the reason.
                     self.parts.warn(partial(_skipped, parser, run, offset, i), kind=f"{counted}: invalid line")
                 requests += self._requests(build_alerts(result, settings, where))
