@@ -23,6 +23,7 @@ from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, Ru
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
 from rulesd.eventtime import AUTO, EventTime
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
+from rulesd.rules import generated_code
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import (
     TEST_SUFFIXES,
@@ -508,7 +509,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not rule_paths:
         print("rulesd replay: give --rules PATH or --config FILE", file=sys.stderr)
         return EXIT_USAGE
-    ruleset = _load_rules(rule_paths, RuleCache.for_user(os.environ))
+    cache = RuleCache.for_user(os.environ)
+    code_key = generated_code.code_key(rule_paths)
+    generated_code.load(cache, code_key)  # (the code the last replay of these rule files compiled)
+    ruleset = _load_rules(rule_paths, cache)
     as_json = args.format == "json"
     out = sys.stdout
     per_line = reading is None or reading.format == "json"  # else the summary shows samples
@@ -528,6 +532,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     def block_done() -> None:
         collector.resume()  # the first block judged: the rule set and its engine are built
+        generated_code.keep(cache, code_key)  # (and their code written: kept if compiled anew)
         write_pending()
 
     stream = _open_events(args.events)
@@ -557,6 +562,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             write_pending()  # what was found before Ctrl-C is shown, as when alerts were written one by one
             raise
+    generated_code.keep(cache, code_key)  # (no block judged: the engine's code alone)
     return EXIT_OK
 
 

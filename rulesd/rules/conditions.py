@@ -16,7 +16,6 @@ values. Operands are resolved first: `$name` is a named list, `$$` a literal `$`
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from types import CodeType, FunctionType
@@ -27,6 +26,7 @@ import msgspec
 from rulesd.rules import casefold
 from rulesd.rules.casefold import fold
 from rulesd.rules.fields import MISSING, Event, make_getter
+from rulesd.rules.generated_code import code_for
 from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, ListError, Lists, NamedList, reference, resolve_operand
 from rulesd.rules.networks import NetworkError, Networks, networks_of
 from rulesd.rules.patterns import (
@@ -177,7 +177,7 @@ def generated_function(source: str, names: dict[str, Any]) -> Any:
     interpreter specialises a global lookup for one globals dict, and code shared between
     functions with different globals would keep losing that on the hot path.
     """
-    return FunctionType(_code_for(source).replace(), names)
+    return FunctionType(code_for(source).replace(), names)
 
 
 def behaviour_key(test: Predicate) -> Any:
@@ -197,14 +197,6 @@ def behaviour_key(test: Predicate) -> Any:
     except TypeError:  # a value compared by contents that cannot be hashed: not shared
         return test
     return key
-
-
-@functools.lru_cache(maxsize=1024)
-def _code_for(source: str) -> CodeType:
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<rulesd>", "exec"), namespace)
-    code: CodeType = namespace["run"].__code__
-    return code
 
 
 def resolved_matcher(matcher: Any, path: tuple[str | int, ...], lists: Lists) -> Any:
