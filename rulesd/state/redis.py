@@ -622,8 +622,7 @@ class RedisState:
         if reason is None:
             self.call(lambda: self.client.delete(self.k.paused))
             return
-        self.call(lambda: self.client.set(self.k.paused, reason))
-        self.call(lambda: self._script("RELEASE")(keys=[self.k.sender], args=[self.token]))
+        self.call(lambda: self._script("PAUSE")(keys=[self.k.paused, self.k.sender], args=[reason, self.token]))
 
     def paused(self) -> str | None:
         """Why the sender is paused, as last recorded; None when it is not."""
