@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import generate
 from run import best_of, floor, floor_in_blocks
+from tree import RULESD, ran
 
 from tests.fake_opsgenie import FakeOpsGenie, Received, Reply
 
@@ -48,7 +49,7 @@ PROBE_RULE = {
 
 
 def rulesd(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "rulesd", "--log-format", "json", *args], **kwargs)
+    return subprocess.Popen([*RULESD, "--log-format", "json", *args], **kwargs)
 
 
 def write_config(root: Path, rules: list[Path], source: dict[str, Any], url: str) -> Path:
@@ -225,7 +226,10 @@ def main() -> None:
     with FakeOpsGenie() as server:
         runs = [throughput(events, rules, server.url) for _ in range(args.repeat)]
     took, alerts = min(runs)
-    print(f"{n:,} events, 100 rules, best of {args.repeat}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(
+        f"{n:,} events, 100 rules, best of {args.repeat}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs;"
+        f" {ran()}"
+    )
     print(f"floor (read + orjson.loads)      {n / base:>10,.0f} events/s")
     print(
         f"rulesd run (stdin, SQLite)       {n / took:>10,.0f} events/s  {base / took:.3f}x floor  "

@@ -32,9 +32,9 @@ from urllib.parse import urlsplit
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import generate
+from tree import RULESD, ran
 
 from rulesd import __version__
 from rulesd.config import OpsgenieConfig
@@ -62,7 +62,7 @@ def payloads(count: int, seed: int) -> list[dict[str, Any]]:
     events, rules = 200_000, 100
     generate.write_all(out, events, seed, "ops", (rules,))
     command = [
-        *(sys.executable, "-m", "rulesd", "replay", "--format", "json", "--time-field", "timestamp"),
+        *(*RULESD, "replay", "--format", "json", "--time-field", "timestamp"),
         *("--rules", str(generate.rules_path(out, rules, seed, "ops"))),
         str(generate.events_path(out, events, seed, "ops")),
     ]
@@ -152,7 +152,7 @@ def main() -> None:
         f"{'kept alive' if args.keep_alive else 'closed by the server'}"
         f"{', to localhost' if args.host_name else ''}, best of {args.repeat}, "
         "CPU time of this process, "
-        f"load {os.getloadavg()[0]:.2f}"
+        f"load {os.getloadavg()[0]:.2f}; {ran()}"
     )
     print(f"bare http.client POST: {bare * 1e6:.0f} us per alert")
     print(f"rulesd sender:         {ours * 1e6:.0f} us per alert ({bare / ours:.3f} x floor)")

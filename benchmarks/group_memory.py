@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import generate
 from process import measure, replay_command
+from tree import ran
 
 from rulesd.engine import Engine, GroupKeys
 from rulesd.rules.loader import load_ruleset_text
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.groups, args.rules = 2 * GroupKeys.TEXTS_MAX + 1, 100
-    print(f"load average {os.getloadavg()[0]:.2f} (memory does not depend on it)")
+    print(f"load average {os.getloadavg()[0]:.2f} (memory does not depend on it); {ran()}")
     if not args.no_process:  # first, while this process is small (see the module's docstring)
         live, one = rss_per_group(args.groups, args.rules, args.seed)
         print(

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon import Arrivals, rulesd, wait_for, write_config
+from tree import ran
 
 from tests.fake_opsgenie import FakeOpsGenie
 
@@ -122,11 +123,11 @@ def main() -> None:
     load = os.getloadavg()[0]
     if args.startup:
         ready, cpu = startup(args.files, args.repeat)
-        print(f"{args.files:,} files, glob source, Python {sys.version.split()[0]}, load {load:.1f}")
+        print(f"{args.files:,} files, glob source, Python {sys.version.split()[0]}, load {load:.1f}; {ran()}")
         print(f"start to ready, median of {args.repeat}: {ready:.2f} s, {cpu:.2f} s of CPU")
         return
     idle, latencies = measure(args.files, args.seconds, args.lines)
-    print(f"{args.files:,} files, glob source, Python {sys.version.split()[0]}, load {load:.1f}")
+    print(f"{args.files:,} files, glob source, Python {sys.version.split()[0]}, load {load:.1f}; {ran()}")
     print(f"idle CPU over {args.seconds:.0f} s: {idle * 100:.1f}% of a core")
     print(
         f"append to alert, {len(latencies)} lines: median {statistics.median(latencies) * 1000:.0f} ms, "

@@ -22,6 +22,9 @@ shows what loading costs without it.
   each replay run, the fastest of the whole table dividing every row (so that a floor taken
   at a busy moment cannot flatter a table); and over an empty file for its own start-up.
 
+The commands run the first `rulesd` on PYTHONPATH (a tree to compare), else this checkout's,
+wherever the script is started (`tree.py`); the first line says which.
+
 A ratio is floor CPU / command CPU over the same events ("x floor"; 1.0 would be as fast
 as parsing alone). Also printed without start-up on either side (`steady`). `--rss` adds
 peak RSS of `rulesd replay` and `rulesd run` with the 1,000-rule set of the shape plus one
@@ -48,9 +51,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate
+from tree import RULESD, ran
 
 HERE = Path(__file__).resolve().parent
-RULESD = [sys.executable, "-m", "rulesd"]
 CACHE = Path(tempfile.mkdtemp(prefix="rulesd-bench-cache-"))  # a private rule cache for this run
 
 
@@ -262,6 +265,7 @@ def main() -> None:
         args.events, args.repeat, args.rules = 5_000, 1, "10,100"
     counts = [int(c) for c in args.rules.split(",")]
     os.environ["RULESD_CACHE_DIR"] = tempfile.mkdtemp(prefix="rulesd-bench-user-cache-")
+    print(f"rulesd: {ran()}")
     if args.rss:  # first, as the figures in benchmarks/README.md were taken
         with loopback_server() as url:
             rss_check("ops", args, url)

@@ -39,6 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import DEFAULT_SEED, events_path, rules_path, shape_module, write_all
+from tree import RULESD, ran
 
 STREAM, GROUP, PER_ENTRY = "rulesd:events", "rulesd", 1000
 
@@ -117,9 +118,7 @@ def run_once(
             )
         )
         err = open(work / f"w{i}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen([sys.executable, "-m", "rulesd", "run", "--config", str(config)], stderr=err, stdout=err)
-        )
+        procs.append(subprocess.Popen([*RULESD, "run", "--config", str(config)], stderr=err, stdout=err))
     for i in range(n):
         while b"rulesd started" not in (work / f"w{i}.log").read_bytes():
             if procs[i].poll() is not None:
@@ -197,7 +196,7 @@ def main() -> None:
     if not events.exists() or not rules.exists():
         write_all(data, args.events, DEFAULT_SEED, args.shape, (args.rules,))
     shape_module(args.shape)
-    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared with other work)")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared with other work); {ran()}")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     alert_url = f"http://127.0.0.1:{server.server_address[1]}/v2/alerts"

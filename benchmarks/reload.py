@@ -39,7 +39,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate
-from process import RULESD, best
+from process import best
+from tree import RULESD, ran
 
 ENV = {**os.environ, "RULESD_CACHE_DIR": ""}  # no rule cache: a changed rule set is never cached
 RUNNING_RULE = "name: page\nmatch: {kind: page}\nalert: {alias: 'page-{id}'}\n"
@@ -183,7 +184,7 @@ def main() -> None:
     repeat = 1 if args.quick else args.repeat
     print(
         f"live reload, {args.shape} rules, no rule cache; best of {repeat} by CPU (100,000 rules: of 1); "
-        f"load {os.getloadavg()[0]:.2f}"
+        f"load {os.getloadavg()[0]:.2f}; {ran()}"
     )
     print(
         f"{'rules':>7} {'wall s':>7} {'cpu s':>7} {'check cpu s':>11} {'reload/check':>12} "

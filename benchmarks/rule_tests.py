@@ -32,7 +32,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate
-from process import RULESD, measure
+from process import measure
+from tree import RULESD
 
 
 def write_test_files(root: Path, rules: Path, events: Path, files: int, tests: int, per_test: int) -> list[Path]:

@@ -29,6 +29,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate
+from tree import ran
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.replay import BLOCK_BYTES, ReplaySummary, replay
@@ -175,7 +176,7 @@ def print_table(shape: str, results: list[Result], args: argparse.Namespace) -> 
     clock = "CPU time" if args.cpu else "wall time"
     print(
         f"shape {shape}: {results[0].events:,} events, best of {args.repeat} ({clock}), Python "
-        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {ran()}"
     )
     print(f"{'measurement':<30} {'events/s':>12} {'x floor':>8} {'best s':>8} {'alerts':>7}")
     for r in results:

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate
 import shape_ops
-from process import RULESD, Usage, measure
+from process import Usage, measure
+from tree import RULESD, ran
 
 # Regexes on `message` that mean the same in Perl (on the raw JSON line, inside the message's
 # quotes) and in rulesd: no anchors, no `.`, no class that could match a quote.
@@ -186,7 +187,7 @@ def main() -> None:
     version = subprocess.run(["sec", "-version"], capture_output=True, text=True).stdout.splitlines()[0]
     print(
         f"{version}, {args.events:,} ops events, whole processes, CPU time, best of {args.repeat}, "
-        f"load {os.getloadavg()[0]:.2f}"
+        f"load {os.getloadavg()[0]:.2f}; {ran()}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

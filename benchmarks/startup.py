@@ -27,7 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate
-from process import RULESD, best
+from process import best
+from tree import PYTHON, RULESD, ran
 
 from rulesd import collector
 from rulesd.engine import Engine
@@ -67,10 +68,13 @@ def main() -> None:
     rules = generate.rules_path(out, args.rules, args.seed, args.shape)
     empty = out / "empty.jsonl"
     empty.write_bytes(b"")
-    print(f"start-up, {args.shape}, {args.rules} rules, CPU time, best of {args.repeat}, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"start-up, {args.shape}, {args.rules} rules, CPU time, best of {args.repeat}, load {os.getloadavg()[0]:.2f};"
+        f" {ran()}"
+    )
     commands = {
-        "python -c pass": ([sys.executable, "-c", "pass"], False),
-        "python -c 'import rulesd.cli'": ([sys.executable, "-c", "import rulesd.cli"], False),
+        "python -c pass": ([*PYTHON, "-c", "pass"], False),
+        "python -c 'import rulesd.cli'": ([*PYTHON, "-c", "import rulesd.cli"], False),
         "rulesd check RULES": ([*RULESD, "check", str(rules)], True),
         "rulesd replay --rules RULES EMPTY": ([*RULESD, "replay", "--rules", str(rules), str(empty)], True),
     }

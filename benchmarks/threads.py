@@ -7,8 +7,8 @@ sender, delivering to a loopback server that closes every connection, against `-
 Each thread's CPU is read from /proc/PID/task/*/stat every 10 ms while the daemon runs (the
 last reading before it ends: up to 10 ms short), the whole process's and its context switches
 from `wait4`. The daemon runs as in `process.py` (stdin source, state on disk, the rule cache
-warm in its state directory), from the tree whose `rulesd` Python imports (PYTHONPATH names
-another). The main thread's growth beside the sender is what delivering costs the reader; see
+warm in its state directory), from the first `rulesd` on PYTHONPATH, else this checkout's
+(`tree.py`; the header says which). The main thread's growth beside the sender is what delivering costs the reader; see
 "what the reader does beside the sender" in benchmarks/README.md.
 """
 
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import generate
-from process import CACHE, RULESD, loopback_server, measure, replay_command, write_config
+from process import CACHE, loopback_server, measure, replay_command, write_config
+from tree import RULESD, ran
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -103,7 +104,7 @@ def main() -> None:
     measure(replay_command(rules, empty, time_field))  # fills the rule cache
     print(
         f"shape {args.shape}, {args.rules} rules, {count:,} events; CPU seconds per thread "
-        "(main, then the others, most first), whole process, voluntary / involuntary switches"
+        f"(main, then the others, most first), whole process, voluntary / involuntary switches; {ran()}"
     )
     with loopback_server() as url:
         for _ in range(1 if args.quick else args.repeat):  # alternated, so that a busy spell slows both alike

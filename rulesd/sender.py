@@ -376,12 +376,15 @@ class Sender:
     def _pause(self, alert: OutboxAlert, now: float, exc: PausingAlertError) -> float:
         # Not counted: the alert is not at fault, and nothing may be dead-lettered for it.
         self._store.reschedule(alert.id, now + self._auth_retry, str(exc), count=False, at=now, result=PAUSED)
-        # Recorded in the store too, so that `rulesd outbox list` (another process) shows it.
-        self._store.set_paused(str(exc))
+        # Paused before the store records it: a record that fails (Redis gone, or its answer lost
+        # once made) must leave this sender paused, or its next step takes the recorded pause for
+        # another instance's and tries the refused key again at once (`_paused_elsewhere`).
         self._pause_recorded = True
         self._paused_until = now + self._auth_retry
         self.paused_reason = self.last_error = str(exc)
         self._report(PAUSED, alert, f"{exc}; delivery paused, retrying in {self._auth_retry:.0f}s")
+        # Recorded in the store too, so that `rulesd outbox list` (another process) shows it.
+        self._store.set_paused(str(exc))
         return self._wait(alert, now + self._auth_retry, now)
 
     def _dead_letter(self, alert: OutboxAlert, exc: PermanentAlertError) -> None:

@@ -2344,6 +2344,7 @@ def test_a_stop_while_redis_hangs_ends_well_within_systemds_stop_timeout(
     assert 0 == a.terminate(timeout=60), a.output()
     assert time.monotonic() - began < 25, a.output()
     assert "state unavailable" in a.stderr(), a.output()
+    assert "the outbox's length is unknown" in a.stderr(), a.output()  # not the count last read
 
 
 def test_a_stop_after_the_instance_saw_redis_go_away_says_the_clock_is_left(
@@ -2356,6 +2357,26 @@ def test_a_stop_after_the_instance_saw_redis_go_away_says_the_clock_is_left(
     assert a.wait_for_log("state unavailable, reading paused"), a.output()
     assert 0 == a.terminate(), a.output()
     assert "state unavailable at the stop: the clock is left as last committed" in a.stderr(), a.output()
+
+
+def test_a_stop_with_redis_down_says_the_outboxs_length_is_unknown_not_a_count(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """An alert is queued and OpsGenie cannot be reached; Redis goes away before SIGTERM: the
+    stop cannot read how many alerts the outbox holds, and says so. It said the count last read
+    (`0 alert(s) still queued; they will be sent on the next start`, with one queued) as if it
+    had been read then."""
+    fleet = Fleet(tmp_path, redis_server.url, "http://127.0.0.1:9", rules="name: page\nmatch: {event: page}\n")
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"ts": time.time(), "event": "page"}) + "\n")
+    a = fleet.start_on_file("a", path)
+    assert a.wait_for_log("retrying in"), a.output()
+    assert 1 == redis_server.client().xlen("rulesd:outbox")
+    redis_server.stop()
+    assert 0 == a.terminate(), a.output()
+    assert "still queued" not in a.stderr(), a.output()
+    said = "state unavailable at the stop: the outbox's length is unknown; what it holds is sent at the next start"
+    assert said in a.stderr(), a.output()
 
 
 @pytest.mark.parametrize("case", ["one instance", "two instances", "restarted"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -239,6 +240,65 @@ def test_an_instance_taking_over_from_a_paused_sender_tries_at_once_and_waits_ou
     other.step()
     paused.step()
     assert (["0"], ["0"], []) == (working.attempts, refused.attempts, working.sent)
+
+
+REFUSED = "HTTP 401: OpsGenie rejected the API key"
+
+
+def test_a_pause_whose_record_fails_leaves_the_sender_paused(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause is recorded in Redis but its answer is lost (StateUnavailable: the connection
+    dropped, Redis restarting): the sender is paused all the same, and its next step does not
+    try the refused key again. It was left unpaused, and at once tried the alert again (whose
+    last error was the pause recorded, as if another instance had paused): a second request
+    OpsGenie refused."""
+    a = store(client)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"message": "0"}], now=time.time())
+    refused = FakeTransport(*[PausingAlertError(REFUSED, 401)] * 10)
+    paused = Sender(a, refused, clock=time.time, auth_retry=60.0)
+    record = a.set_paused
+
+    def answer_lost(reason: str | None) -> None:
+        record(reason)
+        raise StateUnavailable("Redis unavailable: Connection closed by server.")
+
+    monkeypatch.setattr(a, "set_paused", answer_lost)
+    with pytest.raises(StateUnavailable):
+        paused.step()
+    monkeypatch.undo()
+    paused.step()
+    assert (["0"], REFUSED, REFUSED) == (refused.attempts, paused.paused_reason, a.paused())
+
+
+def test_a_pause_is_recorded_with_the_lease_given_up_or_not_at_all(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away during the pause's record: it is never left recorded with the sender's
+    lease still held (the pause's reason said, and the outbox not given up for another instance
+    to take over at once); the record and the release were two commands."""
+    a = store(client)
+    a.load_engine_state()
+    a.commit(positions={}, payloads=[{"message": "0"}], now=time.time())
+    a.set_paused(REFUSED)  # the scripts loaded: each call below is one command
+    a.set_paused(None)
+    assert a.head() is not None and a.token.encode() == client.get(a.k.sender)
+    command = a.client.execute_command
+    calls: list[object] = []
+
+    def then_gone(*args: Any, **options: Any) -> Any:
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return command(*args, **options)
+
+    monkeypatch.setattr(a.client, "execute_command", then_gone)
+    with contextlib.suppress(StateUnavailable):
+        a.set_paused(REFUSED)
+    monkeypatch.undo()
+    recorded, held = client.get(a.k.paused), client.get(a.k.sender) == a.token.encode()
+    assert (REFUSED.encode(), False) == (recorded, held) or (None, True) == (recorded, held)
 
 
 def test_a_close_of_a_dead_lettered_alert_is_kept_to_be_requeued_with_it(client: redis.Redis) -> None:

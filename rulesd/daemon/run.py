@@ -32,7 +32,7 @@ from rulesd.sender import SENT
 from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
 from rulesd.sources.lines import Lines, Offsets, line_text
-from rulesd.state import CLOSE, Request
+from rulesd.state import CLOSE, Request, StateUnavailable
 from rulesd.state.claim import NameTaken
 from rulesd.stats import Stats
 
@@ -521,12 +521,7 @@ class Daemon:
             drained = not threads[0].is_alive() and self.sender.drain(self.clock() + max(0.0, end - time.monotonic()))
         finally:
             cutoff.cancel()
-        depth, _ = self.parts.store.depth()
-        if not drained or depth:
-            if self.parts.dry_run:
-                log.warning("%d alert(s) not printed (a dry run's queue is in memory: none is sent later)", depth)
-            else:
-                log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
+        self._say_left_queued(drained)
         if self.committer.pending is not None:
             log.warning(
                 "the last batch read was not committed (%s): its lines are read again at the next start",
@@ -542,6 +537,25 @@ class Daemon:
         self._misses.flush()
         events, invalid = self.stats.total("events"), self.stats.total("invalid")
         log.info("stopped: %d event(s), %d invalid, %s", events, invalid, self._done())
+
+    def _say_left_queued(self, drained: bool) -> None:
+        """Say what the stop leaves queued, as far as it is known: with Redis away, the count last
+        read may be stale either way (alerts queued or delivered by another instance since)."""
+        try:
+            depth, _ = self.parts.store.depth(last_known=False)
+        except StateUnavailable as exc:
+            log.warning(
+                "state unavailable at the stop: the outbox's length is unknown; what it holds is sent at the next"
+                " start: %s",
+                exc,
+            )
+            return
+        if drained and not depth:
+            return
+        if self.parts.dry_run:
+            log.warning("%d alert(s) not printed (a dry run's queue is in memory: none is sent later)", depth)
+        else:
+            log.warning("%d alert(s) still queued; they will be sent on the next start", depth)
 
     def _done(self) -> str:
         """The alerts (and closes, a request each) this run queued, or a dry run printed."""

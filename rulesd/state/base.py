@@ -147,8 +147,9 @@ class Outbox(Protocol):
         """Queued alerts in order, optionally only those with `status`."""
         ...
 
-    def depth(self) -> tuple[int, float | None]:
-        """Pending alerts and the creation time of the oldest."""
+    def depth(self, *, last_known: bool = True) -> tuple[int, float | None]:
+        """Pending alerts and the creation time of the oldest. A store that can be away (Redis)
+        answers the last known meanwhile, or, without `last_known`, raises StateUnavailable."""
         ...
 
     def relax_durability(self) -> None:

@@ -622,8 +622,7 @@ class RedisState:
         if reason is None:
             self.call(lambda: self.client.delete(self.k.paused))
             return
-        self.call(lambda: self.client.set(self.k.paused, reason))
-        self.call(lambda: self._script("RELEASE")(keys=[self.k.sender], args=[self.token]))
+        self.call(lambda: self._script("PAUSE")(keys=[self.k.paused, self.k.sender], args=[reason, self.token]))
 
     def paused(self) -> str | None:
         """Why the sender is paused, as last recorded; None when it is not."""
@@ -655,8 +654,10 @@ class RedisState:
             found += [_dead(int(alert_id), orjson.loads(raw)) for alert_id, raw in dead.items()]
         return sorted(found, key=lambda a: a.id)
 
-    def depth(self) -> tuple[int, float | None]:
-        """Queued alerts and the creation time of the oldest (the last known while Redis is away)."""
+    def depth(self, *, last_known: bool = True) -> tuple[int, float | None]:
+        """Queued alerts and the creation time of the oldest: the last known while Redis is away
+        (for metrics and STATUS=), or, without `last_known`, StateUnavailable (a stop must not say
+        an old count as the one it leaves)."""
 
         def read() -> Any:
             pipe = self.client.pipeline(transaction=False)
@@ -666,7 +667,9 @@ class RedisState:
         try:
             count, first = self.call(read)
         except StateUnavailable:
-            return self._depth  # for metrics and STATUS= while Redis is away: the last known
+            if not last_known:
+                raise
+            return self._depth
         oldest = float(first[0][1][b"created"]) if first else None
         self._depth = int(count), oldest
         return self._depth

@@ -53,6 +53,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Record that the sender is paused (KEYS[1], ARGV[1] why) and give its lease (KEYS[2]) up if this
+# process (ARGV[2]) holds it, in one step: Redis gone between two commands left the pause recorded
+# with the lease held. SET first: refused at maxmemory, it leaves nothing written.
+PAUSE = """
+redis.call('SET', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
 # Whether the commit named ARGV[2] (the instance ARGV[1]'s last, its answer lost) was made:
 # LAST_COMMIT's answer, or false; then it is fenced, so that the script, if Redis has not run it
 # yet (still in its input, the connection given up), is refused when it runs: it is never made

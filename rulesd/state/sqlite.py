@@ -331,8 +331,8 @@ class SqliteState:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         return [_alert(r) for r in self._rows(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id", args)]
 
-    def depth(self) -> tuple[int, float | None]:
-        """Pending alerts and the creation time of the oldest."""
+    def depth(self, *, last_known: bool = True) -> tuple[int, float | None]:
+        """Pending alerts and the creation time of the oldest (always read: the file is here)."""
         ((count, oldest),) = self._rows("SELECT COUNT(*), MIN(created) FROM outbox WHERE status = 'pending'")
         return int(count), oldest
 
