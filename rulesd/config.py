@@ -184,9 +184,15 @@ def _document(path: str, cache: RuleCache | None) -> Document:
     return doc
 
 
+# The secrets redis-py reads from a URL's query (it hides them as it hides the userinfo's):
+# the server's password, and the one that unlocks an encrypted client key (rediss://).
+_QUERY_SECRETS = frozenset({"password", "ssl_password"})
+
+
 def _holds_secret(value: Any) -> bool:
     """Whether a parsed config holds a secret: an inline API key, or a URL naming a user or a
-    password (`redis://:password@host`, or `redis://host?password=…`, which redis-py reads too)."""
+    password (`redis://:password@host`, or `redis://host?password=…` or `?ssl_password=…`, which
+    redis-py reads too)."""
     if isinstance(value, dict):
         return any((key == "api_key" and item is not None) or _holds_secret(item) for key, item in value.items())
     if isinstance(value, list):
@@ -194,7 +200,9 @@ def _holds_secret(value: Any) -> bool:
     if isinstance(value, str) and "://" in value:
         rest = value.partition("://")[2]
         # (userinfo ends the authority's part; redis-py unquotes the query's names as parse_qs does)
-        return "@" in rest.partition("/")[0] or "password" in parse_qs(rest.partition("?")[2].partition("#")[0])
+        return "@" in rest.partition("/")[0] or not _QUERY_SECRETS.isdisjoint(
+            parse_qs(rest.partition("?")[2].partition("#")[0])
+        )
     return False
 
 

@@ -390,6 +390,8 @@ def test_a_warm_start_reads_its_config_from_the_cache_without_pyyaml(tmp_path: P
         # redis-py reads a password from the URL's query as well as from its userinfo.
         "opsgenie: {api_key_file: KEY}\nstate: {backend: redis, url: 'redis://127.0.0.1:9/0?password=s3cret'}",
         "opsgenie: {api_key_file: KEY}\nstate: {backend: redis, url: 'unix:///run/redis.sock?pass%77ord=s3cret'}",
+        # ... and the password of an encrypted client key (rediss://), which it hides as one.
+        "opsgenie: {api_key_file: KEY}\nstate: {backend: redis, url: 'rediss://127.0.0.1:9/0?ssl_password=s3cret'}",
     ],
 )
 def test_a_config_holding_a_secret_is_never_kept_in_the_cache(tmp_path: Path, secret: str) -> None:

@@ -420,6 +420,40 @@ def test_two_instances_fire_a_due_timer_once(client: redis.Redis) -> None:
     assert [] == advance(second.engine, 300.0).firings
 
 
+def test_a_silence_an_edit_brought_forward_is_dated_at_the_edit_after_a_refused_commit(client: redis.Redis) -> None:
+    """The window is shortened (600 -> 60 s) at 400, a silence since 100 then due at once: it
+    fires dated 400, the edit, as one process dates it. The commit is refused (another instance
+    committed first) and the batch applied again: still 400. The retry armed the group's timer
+    again without the edit's floor, and paged the silence dated 160, before the edit, its
+    throttle running from then."""
+    edited = ruleset_from_yaml(ABSENCE)
+    ruleset = ruleset_from_yaml(ABSENCE.replace("window: 60", "window: 600"))
+    shared = []
+    for name in ("a", "b"):
+        s = RedisState(client, instance=name)
+        s.publish_rules(ruleset.fingerprint)
+        shared.append(SharedEngine(Engine(ruleset, time_field="t"), s))
+    first, second = shared
+    first.load_all()
+    first.engine.evaluate({"kind": "beat", "host": "h", "t": 100.0}, 0.0)
+    first.store.commit(positions={}, payloads=[], now=0.0, engine=first.engine.state.delta(), clock=400.0)
+    second.sync()
+    second.engine.advance(400.0)
+    second.engine.replace_rules(edited)  # (committed: the clock did not move on)
+    second.store.commit(positions={}, payloads=[], now=0.0, engine=second.engine.state.delta(), clock=400.0)
+    counts = second.engine.counts()
+    fired = [f.time for _, f, _ in advance(second.engine, 401.0).firings]
+    first.sync()
+    first.store.commit(positions={"/x": {"offset": 1}}, payloads=[], now=0.0, clock=401.0)
+    delta_ = second.engine.state.delta()
+    with pytest.raises(Conflict):
+        second.store.commit(positions={}, payloads=[], now=0.0, engine=delta_, clock=401.0)
+    second.undo(delta_, 400.0, counts)
+    second.sync()
+    fired += [f.time for _, f, _ in advance(second.engine, 402.0).firings]
+    assert [400.0, 400.0] == fired
+
+
 def test_an_edit_keeps_a_throttle_for_every_instance_of_the_shared_state(client: redis.Redis) -> None:
     """One instance pages (throttled) and commits; the rule is edited (its message) and the
     instance reloads it and commits the state it keeps: another instance, started under the

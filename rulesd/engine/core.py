@@ -188,6 +188,9 @@ class Engine:
         self.source: Callable[[int], Any] | None = None
         self.position = 0
         self._timers = Timers()
+        # The clock when the timers were last set from the state (a restore, a reload, a
+        # resume): no timer of the state then held is set before it, nor when loaded again.
+        self._timers_floor = _NEVER
         self._holders = Holders()  # which groups hold each open alert's alias
         self._starting: list[Rule] = []  # rules that start (expected groups, learning) at the next time
         self._until_sweep = SWEEP_EVERY
@@ -622,12 +625,13 @@ class Engine:
         silence held by a throttle the edit shortened or dropped), and what it fires for happens
         at the edit, dated then (a throttle runs from that page). Groups another instance
         committed (`load_groups`) keep their times: what came due meanwhile is dated when it
-        came due, as one process would have dated it."""
+        came due, as one process would have dated it; but not before this clock either."""
         self._timers.clear()
+        self._timers_floor = self.now
         for kind in (ABSENCE, SEQUENCE, OPEN):
             for name, groups in self.state.tables.get(kind, {}).items():
                 for key, st in groups.items():
-                    self._arm(kind, name, key, st, self.now)
+                    self._arm(kind, name, key, st, self._timers_floor)
 
     def _arm(self, kind: str, name: str, key: GroupKey, st: Any, floor: float = _NEVER) -> None:
         """Set the timer a group's state asks for, if any (the engine skips stale ones when due),
@@ -687,7 +691,9 @@ class Engine:
                 groups = by_rule[name] = {}
             groups[key] = value = restored_value(kind, value)
             if kind in (ABSENCE, SEQUENCE, OPEN):
-                self._arm(kind, name, key, value)
+                # Not before the last reload's clock: a group loaded again after a refused
+                # commit (`undo`) is one that reload set at its clock (an edit brought it forward).
+                self._arm(kind, name, key, value, self._timers_floor)
             elif kind == NEW_VALUE and type(value) is dict:
                 if self._crowded is not None and len(value) > self.limits.values_per_group:
                     self._crowded.add((name, key))  # (another instance under a higher limit)
