@@ -26,16 +26,21 @@ import tempfile
 import threading
 from pathlib import Path
 
-# The resolver's own bounds, as a resolv.conf may set them: 30 s for the one query, not retried,
-# so that a lookup outlasts any test's deadline by far (the default is 5 s per attempt, twice).
-RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n"
+# The resolver's own bounds, as a resolv.conf may set them: 30 s for the one query unless a test
+# says otherwise, not retried, so that a lookup outlasts any test's deadline by far (the default
+# is 5 s per attempt, twice).
+RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:{timeout} attempts:1\n"
 QUERY_TYPES = {1: "A", 28: "AAAA"}
 
 
-def wrapper(queries: Path, hosts: Path | None = None, relay: tuple[int, Path] | None = None) -> tuple[str, ...]:
+def wrapper(
+    queries: Path, hosts: Path | None = None, relay: tuple[int, Path] | None = None, timeout: int = 30
+) -> tuple[str, ...]:
     """The command prefix that runs what follows with the dead resolver, its queries in `queries`
-    (`hosts`: its /etc/hosts; `relay`: a port of its loopback led to a Unix socket)."""
+    (`hosts`: its /etc/hosts; `relay`: a port of its loopback led to a Unix socket; `timeout`:
+    how long the resolver waits for a query's answer)."""
     options = (*(("--hosts", str(hosts)) if hosts else ()), *(("--relay", f"{relay[0]}:{relay[1]}") if relay else ()))
+    options = (*options, "--timeout", str(timeout))
     unshare = ("unshare", "--user", "--map-root-user", "--mount", "--net", "--")
     return (*unshare, sys.executable, __file__, str(queries), *options)
 
@@ -96,9 +101,10 @@ def private_file(text: str, over: str) -> None:
 
 
 def options(args: list[str]) -> tuple[dict[str, str], list[str]]:
-    """The leading `--hosts FILE` / `--relay PORT:SOCKET` of `args`, and the command after them."""
+    """The leading `--hosts FILE` / `--relay PORT:SOCKET` / `--timeout S` of `args`, and the
+    command after them."""
     found: dict[str, str] = {}
-    while args and args[0] in ("--hosts", "--relay"):
+    while args and args[0] in ("--hosts", "--relay", "--timeout"):
         found[args[0]], args = args[1], args[2:]
     return found, args
 
@@ -106,7 +112,7 @@ def options(args: list[str]) -> tuple[dict[str, str], list[str]]:
 def main(queries: Path, args: list[str]) -> None:
     given, command = options(args)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    private_file(RESOLV_CONF, "/etc/resolv.conf")
+    private_file(RESOLV_CONF.format(timeout=int(given.get("--timeout", "30"))), "/etc/resolv.conf")
     private_file("hosts: files dns\n", "/etc/nsswitch.conf")
     if "--hosts" in given:
         subprocess.run(["mount", "--bind", given["--hosts"], "/etc/hosts"], check=True)

@@ -39,7 +39,7 @@ class Setting:
         self.events = root / "a.jsonl"
         self.events.write_text(json.dumps({"ts": time.time(), "event": "heartbeat", "host": "h0"}) + "\n")
 
-    def start(self, *command: str, **config: object) -> DaemonProcess:
+    def start(self, *command: str, resolver_timeout: int = 30, **config: object) -> DaemonProcess:
         """`rulesd COMMAND --config` on a config reading `a.jsonl` with the state in this Redis."""
         settings = {
             "rules": ["rules"],
@@ -52,7 +52,7 @@ class Setting:
         }
         path = self.root / "a.yaml"
         path.write_text(yaml.safe_dump(settings))
-        wrapper = dead_resolver.wrapper(self.queries, self.hosts, (self.port, self.socket))
+        wrapper = dead_resolver.wrapper(self.queries, self.hosts, (self.port, self.socket), resolver_timeout)
         return DaemonProcess(self.root, [*command, "--config", str(path)], None, wrapper=wrapper)
 
     def resolver_dies(self) -> None:
@@ -104,9 +104,9 @@ def test_redis_lost_while_the_resolver_is_dead_pauses_reading_and_resumes_once_i
     """Redis restarts (the connections close) while the resolver is dead: the loop is held by
     no lookup longer than the connect timeout (5 s): it says the outage naming the host and the
     time waited, and resumes once the name is found again, after the query under way ended (the
-    resolver's own 30 s: one lookup at a time). (The loop waited out the resolver, 30 s a
-    query and twice per command, before it said anything.)"""
-    a = setting.start("run")
+    resolver's own timeout, 12 s here, past the 5 s: one lookup at a time). (The loop waited out
+    the resolver, 30 s a query and twice per command, before it said anything.)"""
+    a = setting.start("run", resolver_timeout=12)
     assert a.wait_for_log("committed version 1", 60), a.output()
     setting.resolver_dies()
     setting.server.restart()
