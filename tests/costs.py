@@ -6,7 +6,7 @@ worker was left with a queue of them and ran it while the other sat idle for min
 first, longest first, and handed out one at a time (`one_at_a_time`), they leave only quick
 tests for the end, which even out the two workers.
 
-The times are recorded: `pytest -n 2 --record-costs` writes to COSTS_FILE the tests of this
+The times are recorded: `pytest -n 3 --record-costs` writes to COSTS_FILE the tests of this
 run that took at least RECORDED_FROM seconds (set-up, call and tear-down), keeping the entries
 of tests it did not run. A test not recorded runs after the recorded ones, in collection order,
 so that a module's quick tests still share its module-scoped fixtures.
