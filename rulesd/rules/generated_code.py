@@ -32,15 +32,12 @@ _COMPILED_MAX = 1024  # sources remembered in a process (a daemon's reloads writ
 _kept: dict[str, CodeType] = {}  # read from the cache for the rule set loaded
 _compiled: dict[str, CodeType] = {}  # compiled in this process
 _used: dict[str, CodeType] | None = None  # asked for since `load`, to keep with the rule set
-_missed = False  # a source asked for since `load` was not among the kept
 
 
 def code_for(source: str) -> CodeType:
     """The code of the function `run` that `source` defines."""
-    global _missed
     code = _kept.get(source)
     if code is None:
-        _missed = True
         code = _compiled.get(source)
         if code is None:
             code = _compile(source)
@@ -68,10 +65,9 @@ def code_key(rule_paths: Iterable[str]) -> str:
 
 def load(cache: RuleCache | None, key: str) -> None:
     """Use the code kept under `key` (none on a miss, or anything else than `keep` writes)."""
-    global _missed, _used
+    global _used
     _kept.clear()
     _used = {}
-    _missed = False
     blob = cache.get(KIND, key) if cache is not None else None
     if blob is None:
         return
@@ -84,8 +80,8 @@ def load(cache: RuleCache | None, key: str) -> None:
 
 
 def keep(cache: RuleCache | None, key: str) -> None:
-    """Keep under `key` the code asked for since `load`, if any of it was compiled anew."""
-    global _missed
-    if cache is not None and _missed and _used is not None:
+    """Keep under `key` the code asked for since `load`, if any of it was compiled anew (not
+    among the kept: what a `keep` wrote is kept from then on)."""
+    if cache is not None and _used is not None and any(source not in _kept for source in _used):
         cache.put(KIND, key, marshal.dumps(_used))
-        _missed = False
+        _kept.update(_used)
