@@ -198,11 +198,12 @@ def _holds_secret(value: Any) -> bool:
     if isinstance(value, list):
         return any(_holds_secret(item) for item in value)
     if isinstance(value, str) and "://" in value:
-        rest = value.partition("://")[2]
-        # (userinfo ends the authority's part; redis-py unquotes the query's names as parse_qs does)
-        return "@" in rest.partition("/")[0] or not _QUERY_SECRETS.isdisjoint(
-            parse_qs(rest.partition("?")[2].partition("#")[0])
-        )
+        try:
+            url = urlsplit(value)
+        except ValueError:  # (an unclosed IPv6 bracket: the config's check says so; not kept meanwhile)
+            return True
+        # (redis-py unquotes the query's names as parse_qs does)
+        return "@" in url.netloc or not _QUERY_SECRETS.isdisjoint(parse_qs(url.query))
     return False
 
 
