@@ -7,7 +7,11 @@ import marshal
 import subprocess
 import sys
 from pathlib import Path
+from types import CodeType
 
+import pytest
+
+from rulesd.rules import generated_code
 from rulesd.rules.cache import RuleCache
 from tests.run_cli import clean_env
 
@@ -106,3 +110,35 @@ def test_a_cache_directory_that_is_not_private_keeps_no_code(tmp_path: Path) -> 
     first, first_out = _replay(tmp_path)
     assert [] == list((tmp_path / "cache").glob("code-*.bin"))
     assert (first, first_out) == _replay(tmp_path)
+
+
+def test_a_keep_with_nothing_asked_anew_reads_no_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`replay` keeps after every block: once what was used is kept, a keep with nothing asked
+    for since costs one test, not a look at every source (it is on the replay's every block)."""
+    looked: list[str] = []
+
+    class Counting(dict[str, CodeType]):
+        def __contains__(self, source: object) -> bool:
+            looked.append(str(source))
+            return super().__contains__(source)
+
+    monkeypatch.setattr(generated_code, "_kept", Counting())
+    for name in ("_used", "_checked"):  # (set back after the test, for other tests in process)
+        monkeypatch.setattr(generated_code, name, getattr(generated_code, name))
+    cache = RuleCache(tmp_path / "cache")
+    generated_code.load(cache, "key")
+    sources = [f"def run(e):\n    return e + {n}\n" for n in range(3)]
+    for source in sources:
+        generated_code.code_for(source)
+    generated_code.keep(cache, "key")
+    assert looked  # the first keep looks, and writes what was compiled
+    assert cache.get("code", "key") is not None
+    looked.clear()
+    for source in sources:  # asked again: nothing new
+        generated_code.code_for(source)
+    for _ in range(3):
+        generated_code.keep(cache, "key")
+    assert [] == looked
+    generated_code.code_for("def run(e):\n    return e * 2\n")  # a source asked anew is kept
+    generated_code.keep(cache, "key")
+    assert 4 == len(marshal.loads(cache.get("code", "key") or b""))
