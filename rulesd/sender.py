@@ -316,7 +316,7 @@ class Sender:
             if alert.action == CLOSE:
                 self.transport.close_alert(alert.target or "", alert.payload)
             else:
-                self.transport.create_alert(alert.payload)
+                self.transport.create_alert(alert.encoded())
         except PermanentAlertError as exc:
             self._dead_letter(alert, exc)
             return None

@@ -1020,6 +1020,15 @@ def test_print_transport_writes_one_compact_json_line() -> None:
     assert 2 == stream.flushes
 
 
+def test_print_transport_writes_a_queued_json_text_as_it_is() -> None:
+    """A create given as the outbox's JSON text (bytes) is printed as that line, not parsed."""
+    stream = FlushCountingStream()
+    PrintTransport(stream).create_alert('{"message":"ünïcode","n":1.5}'.encode())
+
+    assert '{"message":"ünïcode","n":1.5}\n' == stream.getvalue()
+    assert 1 == stream.flushes
+
+
 def test_print_transport_stops_at_a_closed_output() -> None:
     """`rulesd run --dry-run | head`: once the reader is gone, the alert being printed and every
     later one raise OutputClosed (nothing more is written), and `on_closed` is called once."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,12 +47,14 @@ class FakeTransport:
         self.sent: list[str] = []
         self.on_send = on_send
 
-    def create_alert(self, payload: dict[str, Any]) -> None:
-        self.attempts.append(payload["message"])
+    def create_alert(self, payload: dict[str, Any] | bytes) -> None:
+        # The sender gives a create's JSON as queued (bytes), a close's body as a dict.
+        message = (json.loads(payload) if isinstance(payload, bytes) else payload)["message"]
+        self.attempts.append(message)
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
-        self.sent.append(payload["message"])
+        self.sent.append(message)
         if self.on_send is not None:
             self.on_send()
 
@@ -762,6 +765,32 @@ def test_real_client_delivers_to_a_local_server(
     assert {f"GenieKey {KEY}"} == {s.headers["Authorization"] for s in opsgenie.seen}
     assert {"application/json"} == {s.headers["Content-Type"] for s in opsgenie.seen}
     assert (0, None) == store.depth()
+
+
+def test_a_create_is_sent_as_the_json_text_queued(
+    store: SqliteState, db: str, clock: FakeClock, servers: Callable[..., LocalServer]
+) -> None:
+    """The transport is given a create's JSON exactly as the outbox keeps it, and the client
+    posts those bytes as they are: no parse and dump per alert on the sender's thread."""
+    given: list[Any] = []
+
+    class Recording(FakeTransport):
+        def create_alert(self, payload: dict[str, Any] | bytes) -> None:
+            given.append(payload)
+            super().create_alert(payload)
+
+    payload = {"message": "é \u2028 x", "details": {"n": "1"}, "priority": "P2", "count": 1.5}
+    store.commit(positions={}, payloads=[payload, {"message": "b"}], now=T0)
+    with sqlite3.connect(db) as conn:
+        queued = [text.encode() for (text,) in conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    make_sender(store, Recording(), clock).step()
+    assert queued == given
+
+    accepted = b'{"result":"Request will be processed","took":0.01,"requestId":"r"}'
+    opsgenie = servers(lambda _path: (202, {"Content-Type": "application/json"}, accepted))
+    OpsGenieClient(opsgenie.url, lambda: KEY, 5.0).create_alert(queued[0])
+    assert [queued[0]] == [seen.body for seen in opsgenie.seen]
+    assert payload == json.loads(opsgenie.seen[0].body)
 
 
 def test_redirect_to_another_port_is_not_followed(

@@ -43,8 +43,8 @@ _KEY_SYNTAX = re.compile(r"[\x21-\x7e]+")
 class Transport(Protocol):
     """Something that delivers alert requests, raising `AlertError` when it cannot."""
 
-    def create_alert(self, payload: dict[str, Any]) -> None:
-        """Deliver `payload`; return only once it has been accepted."""
+    def create_alert(self, payload: dict[str, Any] | bytes) -> None:
+        """Deliver `payload` (or its JSON, sent as it is); return only once it has been accepted."""
 
     def close_alert(self, alias: str, body: dict[str, Any]) -> None:
         """Close the alert `alias`; return once closed, or known to be closed or gone."""

@@ -30,12 +30,14 @@ class PrintTransport:
     def __repr__(self) -> str:
         return "PrintTransport()"
 
-    def create_alert(self, payload: dict[str, Any]) -> None:
-        """Write `payload` as one JSON line and flush, so a pipe reader sees it at once."""
+    def create_alert(self, payload: dict[str, Any] | bytes) -> None:
+        """Write `payload` as one JSON line (given as JSON, the outbox's compact text: as it is)
+        and flush, so a pipe reader sees it at once."""
         if self.closed:
             raise OutputClosed("standard output is closed")
         try:
-            self._stream.write(orjson.dumps(payload).decode() + "\n")
+            line = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+            self._stream.write(line.decode() + "\n")
             self._stream.flush()
         except BrokenPipeError:
             self._close()

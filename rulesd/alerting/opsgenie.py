@@ -81,8 +81,9 @@ class OpsGenieClient:
     def __repr__(self) -> str:
         return f"OpsGenieClient(alert_url={self.alert_url!r})"
 
-    def create_alert(self, payload: dict[str, Any]) -> None:
-        """POST `payload`; return on 2xx, else raise the `AlertError` subclass that fits."""
+    def create_alert(self, payload: dict[str, Any] | bytes) -> None:
+        """POST `payload` (given as JSON, the outbox's text: sent as it is); return on 2xx, else
+        raise the `AlertError` subclass that fits."""
         self._call("POST", self._alert_path, payload)
 
     def close_alert(self, alias: str, body: dict[str, Any]) -> None:
@@ -109,7 +110,7 @@ class OpsGenieClient:
         how many were in flight."""
         return self._deadlines.abort()
 
-    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> None:
+    def _call(self, method: str, path: str, payload: dict[str, Any] | bytes | None) -> None:
         """Send one request to `path` on the pool's host; return on 2xx, else raise."""
         key = self._read_key()
         with self._deadlines.within(self._total) as deadline:
@@ -185,13 +186,15 @@ class OpsGenieClient:
         return key
 
     @staticmethod
-    def _request(conn: Connection, method: str, path: str, payload: dict[str, Any] | None, key: str) -> HTTPResponse:
+    def _request(
+        conn: Connection, method: str, path: str, payload: dict[str, Any] | bytes | None, key: str
+    ) -> HTTPResponse:
         # http.client follows no redirect (the Authorization header would go wherever Location
         # points) and retries nothing (the outbox retries, with backoff).
         conn.request(
             method,
             path,
-            orjson.dumps(payload) if payload is not None else None,
+            payload if payload is None or isinstance(payload, bytes) else orjson.dumps(payload),
             {"Authorization": f"GenieKey {key}", "Content-Type": "application/json", "User-Agent": USER_AGENT},
         )
         return conn.getresponse()

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import msgspec
+import orjson
 
 from rulesd.engine import StateDelta
 from rulesd.errors import RulesdError
@@ -65,6 +66,14 @@ class OutboxAlert(msgspec.Struct, frozen=True):
     response: str | None
     action: str = CREATE
     target: str | None = None  # the alias a close is for
+    # The payload's JSON as queued (every backend queues `orjson.dumps(payload)`); None where
+    # the reader kept no text of it.
+    body: bytes | None = None
+
+    def encoded(self) -> bytes:
+        """The payload's JSON, to send: the queued text as it is, without a parse and a dump per
+        alert (the sender's, ~2 µs); encoded here only where the reader kept none."""
+        return self.body if self.body is not None else orjson.dumps(self.payload)
 
     def headline(self) -> str:
         """What names it in a log line or a listing: its message, or `close <alias>` for a close

@@ -761,6 +761,7 @@ def _queued(alert_id: int, fields: Any, raw_state: bytes) -> OutboxAlert:
         response=None,
         action=fields[b"action"].decode(),
         target=target or None,
+        body=fields[b"payload"],
     )
 
 

@@ -488,7 +488,20 @@ def _add_columns(conn: sqlite3.Connection) -> None:
 
 
 def _alert(row: tuple[Any, ...]) -> OutboxAlert:
-    return OutboxAlert(row[0], row[1], orjson.loads(row[2]), *row[3:])
+    alert_id, created, payload, status, attempts, next_attempt, last_error, response, action, target = row
+    return OutboxAlert(
+        alert_id,
+        created,
+        orjson.loads(payload),
+        status,
+        attempts,
+        next_attempt,
+        last_error,
+        response,
+        action,
+        target,
+        payload.encode(),  # the text queued, sent as it is
+    )
 
 
 def _outbox_row(request: dict[str, Any] | Request, now: float) -> tuple[Any, ...]:
