@@ -793,6 +793,18 @@ def test_a_create_is_sent_as_the_json_text_queued(
     assert payload == json.loads(opsgenie.seen[0].body)
 
 
+def test_a_payload_kept_as_a_blob_is_sent_as_it_is(store: SqliteState, db: str, clock: FakeClock) -> None:
+    """A row whose payload is a blob (SQLite keeps what a hand-made insert gives it) is read and
+    sent like the text rulesd writes."""
+    queue(store, "a")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE outbox SET payload = CAST(payload AS BLOB)")
+    transport = FakeTransport()
+    make_sender(store, transport, clock).step()
+    assert ["a"] == transport.sent
+    assert (0, None) == store.depth()
+
+
 def test_redirect_to_another_port_is_not_followed(
     store: SqliteState, clock: FakeClock, servers: Callable[..., LocalServer]
 ) -> None:

@@ -500,7 +500,8 @@ def _alert(row: tuple[Any, ...]) -> OutboxAlert:
         response,
         action,
         target,
-        payload.encode(),  # the text queued, sent as it is
+        # The text queued, sent as it is (bytes where the row holds a blob: written by hand).
+        payload if isinstance(payload, bytes) else payload.encode(),
     )
 
 
