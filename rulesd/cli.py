@@ -606,13 +606,18 @@ RECOVERED = "recovered"  # a close's reason in replay's JSON where its group rec
 
 
 def _alert_line(alert: ReplayedAlert) -> str:
-    rules = ", ".join(alert.rules)
     where = f"line {alert.line}" if alert.line else "expected group"
-    if alert.close is not None:
-        closed = ", ".join(closed_by(alert.rules, alert.alert.reasons))  # why, as the close's note says
-        return f"{where}: close [{closed}] (alias: {printable.one_line(alert.close)})\n"
-    priority, message, alias = alert.headline()
-    return f"{where}: {priority} [{rules}] {printable.one_line(message)}  (alias: {printable.one_line(alias)})\n"
+    found = alert.alert
+    if found.close is not None:
+        closed = ", ".join(closed_by(found.rules, found.reasons))  # why, as the close's note says
+        return f"{where}: close [{closed}] (alias: {printable.one_line(found.close)})\n"
+    priority, message, alias = found.headline()
+    # The payload's message and alias are escaped already (`one_line`), as printable text is.
+    if not message.isprintable():
+        message = printable.one_line(message)
+    if not alias.isprintable():
+        alias = printable.one_line(alias)
+    return f"{where}: {priority} [{', '.join(found.rules)}] {message}  (alias: {alias})\n"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

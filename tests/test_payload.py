@@ -9,6 +9,7 @@ import enum
 import hashlib
 import http
 import json
+import random
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from rulesd.alerting.payload import (
     triggering_rules,
 )
 from rulesd.engine import Firing
+from rulesd.printable import one_line
 from rulesd.rules.loader import check_text, load_ruleset_text
 from rulesd.rules.model import Responder, Rule
 from tests.opsgenie_schema import DETAILS_MAX, create_alert_validator, details_size
@@ -307,6 +309,56 @@ def test_the_names_alias_of_rules_alike_is_made_once_for_every_event() -> None:
     assert ['rulesd: r: {"host":"a"}', 'rulesd: r: {"host":"b"}'] == [
         build([grouped], {"host": host})["alias"] for host in "ab"
     ]
+
+
+def test_what_rules_alike_give_every_alert_is_made_once_and_the_events_part_for_each() -> None:
+    """Dozens of rules alike fire together alert after alert: their "Triggering Rules" (dozens
+    of names) is made once and every body of theirs carries it, while what each event gives is
+    rendered from it: a templated description, tags and details beside rules' fixed ones, and
+    the "Event Source" said of each alert over a rule's detail of that name."""
+    alike = rules_from_yaml(
+        "rules:\n"
+        + "".join(f"  - {{name: web-{i:04d}, description: ' plain {i} ', match: {{x: 1}}}}\n" for i in range(40))
+        + """
+  - name: templated
+    match: {x: 1}
+    alert:
+      description: "on {host}"
+      tags: ["host:{host}", fixed, "host:{host}"]
+      details: {where: "{host}", Event Source: "rule's", Triggering Rules: "never"}
+"""
+    )
+    rules = [alike["templated"], *(alike[f"web-{i:04d}"] for i in range(40))]
+    first = build(rules, {"x": 1, "host": "a"}, source="app.log:1")
+    again = build(rules, {"x": 1, "host": "b"}, source="")
+    names = '["templated",' + ",".join(f'"web-{i:04d}"' for i in range(40)) + "]"
+    assert names == first["details"]["Triggering Rules"]
+    assert first["details"]["Triggering Rules"] is again["details"]["Triggering Rules"]
+    assert {"Triggering Rules": names, "Event Source": "app.log:1", "where": "a"} == first["details"]
+    assert {"Triggering Rules": names, "where": "b", "Event Source": "rule's"} == again["details"]
+    assert (["host:a", "fixed"], ["host:b", "fixed"]) == (first["tags"], again["tags"])
+    said = "templated: on {}\n" + "\n".join(f"web-{i:04d}: plain {i}" for i in range(40))
+    assert first["description"].startswith(said.format("a") + "\n\nEvent:\n")
+    assert again["description"].startswith(said.format("b") + "\n\nEvent:\n")
+    first["tags"].append("mine")  # each body is its own: one alert's change is no other's
+    first["details"]["where"] = "changed"
+    assert (["host:b", "fixed"], "b") == (build(rules, {"x": 1, "host": "b"})["tags"], again["details"]["where"])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_message_is_the_text_on_one_line_whatever_its_white_space_and_controls(seed: int) -> None:
+    """The message is the rendered template (else the event's message) with its runs of white
+    space made one space, its controls escaped and cut to 130: most messages, printable and
+    without two spaces together, are taken as they are; any other is made so."""
+    rng = random.Random(seed)
+    pieces = ["word", " ", "  ", "\t", "\n", "\x1b[31m", "\u00a0", "\u2028", "\x85", "\u3000", "é", "…", "x" * 60]
+    lead = rule("alert: {message: '{text}'}")
+    for _ in range(50):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 8)))
+        flat = one_line(" ".join(text.split()))
+        expected = flat if len(flat) <= 130 else cut(flat, 129) + "…"
+        assert (expected or "rulesd: r") == build([lead], {"text": text})["message"]
+        assert (expected or "rulesd: bare") == build([RULES["bare"]], {"message": text})["message"]
 
 
 def test_description_is_cut_at_15000() -> None:

@@ -13,20 +13,22 @@ outbox can store it and tests can pin it exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 import orjson
 
-from rulesd.alerting.alias import alert_alias
+from rulesd.alerting.alias import NAMES_KEPT, alert_alias, rule_names
 from rulesd.deferred_regex import when_used
 from rulesd.engine import Closing, Firing
 from rulesd.jsontext import indented_json
 from rulesd.printable import lines, one_line
+from rulesd.rules.fields import Event
 from rulesd.rules.model import Responder, Rule
+from rulesd.rules.templates import Template
 
 # OpsGenie Alert API v2 limits (characters).
 MESSAGE_MAX = 130
@@ -104,15 +106,15 @@ def cut(text: str, end: int) -> str:
 
 def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "") -> dict[str, Any]:
     """The JSON body of the OpsGenie create-alert request for `firing`."""
-    lead, event = firing.lead, firing.event
-    spec = lead.alert
+    rules, event = firing.rules, firing.event
+    spec, parts = rules[0].alert, _parts(rules)
     payload: dict[str, Any] = {
-        "message": _message(firing),
-        "alias": _alias(firing),
-        "description": truncate(_description(firing), DESCRIPTION_MAX),
-        "responders": [r.to_json() for r in _responders(firing.rules, settings.recipients)],
-        "tags": _tags(firing),
-        "details": _details(firing, event_source),
+        "message": message(rules[0], event),
+        "alias": alert_alias(rules, event),
+        "description": truncate(_description(parts, event), DESCRIPTION_MAX),
+        "responders": [r.to_json() for r in _responders(rules, settings.recipients)],
+        "tags": _tags(parts, event),
+        "details": _details(parts, event, event_source),
         "priority": spec.priority,
         "source": truncate(one_line(settings.source), SOURCE_MAX),
     }
@@ -129,32 +131,75 @@ def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "
 def headline(firing: Firing) -> tuple[str, str, str]:
     """The payload's priority, message and alias (what a one-line account of an alert shows),
     without the rest of it."""
-    return firing.lead.alert.priority, _message(firing), _alias(firing)
+    rules, event = firing.rules, firing.event
+    return rules[0].alert.priority, message(rules[0], event), alert_alias(rules, event)
 
 
-def _message(firing: Firing) -> str:
-    spec, event = firing.lead.alert, firing.event
-    text = spec.message.render(event).strip() if spec.message else ""
+def message(lead: Rule, event: Event) -> str:
+    """The message of an alert `lead` leads: its template rendered with `event`, else the
+    event's own `message`, its runs of white space made one space, escaped (`one_line`) and
+    cut to MESSAGE_MAX; else `rulesd: <lead's name>`."""
+    template = lead.alert.message
+    text = template.render(event).strip() if template is not None else ""
     if not text:
         fallback = event.get("message")
         text = fallback.strip() if isinstance(fallback, str) else ""
-    # OpsGenie rejects multi-line messages poorly; keep the first line readable.
-    text = one_line(" ".join(text.split()))
-    return truncate(text or f"rulesd: {firing.lead.name}", MESSAGE_MAX)
+        if not text:
+            return truncate(f"rulesd: {lead.name}", MESSAGE_MAX)
+    # OpsGenie rejects multi-line messages poorly; keep the first line readable. The only
+    # printable white space is the space: printable text without two together is as the
+    # joining and escaping would leave it (most messages, each a list of words saved).
+    if "  " in text or not text.isprintable():
+        text = one_line(" ".join(text.split()))
+    return text if len(text) <= MESSAGE_MAX else truncate(text, MESSAGE_MAX)
 
 
-def _alias(firing: Firing) -> str:
-    return alert_alias(firing.rules, firing.event)
+class _Parts(msgspec.Struct, frozen=True, eq=False):
+    """What an alert's body takes from the rules that fired alone, whatever the event: worked
+    out once per tuple of rules, which the engine shares between firings of the same rules
+    (dozens of rules alike fire together, alert after alert); the templates are rendered per
+    alert."""
+
+    said: tuple[tuple[str, Template | None, str], ...]  # per rule with a description: "name: ", template, text
+    head: str | None  # the descriptions' lines when no template is among them
+    tags: tuple[Template, ...]  # each source once (one source renders one text), in the rules' order
+    details: tuple[tuple[str, Template], ...]  # each key once (escaped): the first rule's
+    triggering: str  # "Triggering Rules"
+    budget: int  # what the other details may take
 
 
-def _description(firing: Firing) -> str:
-    said: list[str] = []
-    for rule in firing.rules:
-        text = rule.alert.description.render(firing.event) if rule.alert.description else rule.description
-        if text.strip():
-            said.append(f"{rule.name}: {text.strip()}")
-    event_json = event_text(firing.event)
-    head = "\n".join(said)
+# As the names in `rulesd.alerting.alias`: per tuple of rules, least recently used let go.
+@functools.lru_cache(maxsize=NAMES_KEPT)
+def _parts(rules: tuple[Rule, ...]) -> _Parts:
+    said: list[tuple[str, Template | None, str]] = []
+    tags: dict[str, Template] = {}
+    details: dict[str, Template] = {}
+    for rule in rules:
+        spec = rule.alert
+        if spec.description is not None or rule.description.strip():
+            said.append((f"{rule.name}: ", spec.description, rule.description.strip()))
+        for template in spec.tags:
+            tags.setdefault(template.source, template)
+        for key, template in spec.details:
+            details.setdefault(one_line(key), template)
+    details.pop(TRIGGERING_RULES, None)
+    head = None if any(template is not None for _, template, _ in said) else "\n".join(p + t for p, _, t in said)
+    triggering = triggering_rules(list(rule_names(rules)))
+    budget = DETAILS_TOTAL_MAX - len(TRIGGERING_RULES) - len(triggering)
+    return _Parts(tuple(said), head, tuple(tags.values()), tuple(details.items()), triggering, budget)
+
+
+def _description(parts: _Parts, event: Event) -> str:
+    head = parts.head
+    if head is None:
+        said: list[str] = []
+        for prefix, template, text in parts.said:
+            if template is not None:
+                text = template.render(event).strip()
+            if text:
+                said.append(prefix + text)
+        head = "\n".join(said)
+    event_json = event_text(event)
     # JSON escapes C0 in the event's text but leaves DEL, C1 and the line separators as they are.
     return lines(f"{head}\n\nEvent:\n{event_json}" if head else f"Event:\n{event_json}")
 
@@ -205,36 +250,32 @@ def _not_json(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _responders(rules: Iterable[Rule], recipients: Iterable[Responder]) -> list[Responder]:
+@functools.lru_cache(maxsize=NAMES_KEPT)
+def _responders(rules: tuple[Rule, ...], recipients: tuple[Responder, ...]) -> tuple[Responder, ...]:
+    """The rules' responders and the configured ones, each once, in order (once per tuple of
+    rules and the configuration's, as `_parts`)."""
     seen = dict.fromkeys(r for rule in rules for r in rule.alert.responders)
     seen.update(dict.fromkeys(recipients))
-    return list(seen)[:RESPONDERS_MAX]
+    return tuple(seen)[:RESPONDERS_MAX]
 
 
-def _tags(firing: Firing) -> list[str]:
+def _tags(parts: _Parts, event: Event) -> list[str]:
     tags: dict[str, None] = {}
-    done: set[str] = set()  # template sources: rules often share tags, and a source renders one text
-    for rule in firing.rules:
-        for template in rule.alert.tags:
-            if template.source not in done:
-                done.add(template.source)
-                tag = cut(one_line(template.render(firing.event).replace(",", "").strip()), TAG_MAX).strip()
-                if tag:
-                    tags[tag] = None
+    for template in parts.tags:
+        tag = cut(one_line(template.render(event).replace(",", "").strip()), TAG_MAX).strip()
+        if tag:
+            tags[tag] = None
     return list(tags)[:TAGS_MAX]
 
 
-def _details(firing: Firing, event_source: str) -> dict[str, str]:
-    fixed = {TRIGGERING_RULES: triggering_rules([r.name for r in firing.rules])}
+def _details(parts: _Parts, event: Event, event_source: str) -> dict[str, str]:
     extra: dict[str, str] = {}
     if event_source:
         extra[EVENT_SOURCE] = one_line(event_source)
-    for rule in firing.rules:
-        for key, template in rule.alert.details:
-            key = one_line(key)
-            if key not in fixed and key not in extra:
-                extra[key] = lines(template.render(firing.event))
-    return {**fixed, **_fit_details(extra, DETAILS_TOTAL_MAX - _size(fixed))}
+    for key, template in parts.details:
+        if key not in extra:  # (the rules' "Event Source" gives way to the one said)
+            extra[key] = lines(template.render(event))
+    return {TRIGGERING_RULES: parts.triggering, **_fit_details(extra, parts.budget)}
 
 
 def triggering_rules(names: list[str], limit: int = DETAILS_TOTAL_MAX - len(TRIGGERING_RULES)) -> str:
