@@ -417,7 +417,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             paths = args.paths or list(exc.rules or ())
     # A rule test file named on the command line is checked as a test file, not as rules.
     tests = [p for p in paths if p.endswith(TEST_SUFFIXES) and os.path.isfile(p)]
-    result = check_paths([p for p in paths if p not in tests], RuleCache.for_user(os.environ))
+    rule_paths = [p for p in paths if p not in tests]
+    cache = RuleCache.for_user(os.environ)
+    code_key = generated_code.code_key(rule_paths)
+    generated_code.load(cache, code_key)  # (the code the last load of these rule files compiled)
+    result = check_paths(rule_paths, cache)
+    if result.ruleset is not None:  # (a set with errors would put part of its code in the whole set's place)
+        generated_code.keep(cache, code_key)
     if limits is not None and result.ruleset is not None:
         from rulesd.engine.limit_checks import limit_warnings
 
@@ -642,14 +648,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
             parser, max_line_bytes = source_parser(source), source.max_line_bytes
     cache = RuleCache.for_user(os.environ)
-    ruleset = _load_rules(rule_paths or [str(p) for p in default_rule_paths()], cache)
+    rule_paths = rule_paths or [str(p) for p in default_rule_paths()]
+    code_key = generated_code.code_key(rule_paths)
+    generated_code.load(cache, code_key)  # (as replay: the code the last load of these rule files compiled)
+    ruleset = _load_rules(rule_paths, cache)
     rules = select(ruleset.rules, args.rule)
     if not rules:
         print(f"rulesd explain: {unknown_rule(args.rule, [r.name for r in ruleset.rules])}", file=sys.stderr)
         return EXIT_USAGE
     explainer = Explainer(rules, rule_sources(rules, cache))
     if args.events:
-        return _explain_line(args, ruleset, explainer, parser, max_line_bytes, limits)
+        status = _explain_line(args, ruleset, explainer, parser, max_line_bytes, limits)
+        generated_code.keep(cache, code_key)  # (with the engine's, which judged the line)
+        return status
+    generated_code.keep(cache, code_key)
     if args.event == "-" and sys.stdin is None:  # started with `<&-`
         print("-: error: cannot read the event: standard input is closed", file=sys.stderr)
         return EXIT_USAGE
@@ -850,6 +862,8 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     # frozen, no collection walks them again (16 collections did before the first event). The
     # rule set is loaded after, collectable: a reload drops it.
     collector.resume()
+    # The generated code kept by the last start or reload, kept anew by the daemon's loop.
+    generated_code.load(cache, generated_code.code_key(config.rules))
     result = check_paths(config.rules, cache)
     if result.ruleset is None:
         _print_problems(result.errors, sys.stderr)

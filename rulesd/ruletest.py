@@ -22,6 +22,7 @@ from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
+from rulesd.rules import generated_code
 from rulesd.rules.boolean_words import rule_test_warnings
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, RuleSource, check_paths, discover_files, rule_sources
@@ -97,6 +98,8 @@ def _examined(doc: Document, cache: RuleCache | None = None) -> tuple[list[Probl
     problems = _test_file_problems(doc)
     if problems:
         return problems, None
+    if cache is not None:  # (the code the last load of these rule files compiled: see `_run_test_file`)
+        generated_code.load(cache, generated_code.code_key(_rule_paths(doc)))
     checked = check_paths(_rule_paths(doc), cache)
     return ([] if checked.ruleset is None else list(_unknown_rules(doc, checked.ruleset))), checked
 
@@ -232,7 +235,10 @@ def _run_test_file(
     warnings = [p for p in checked.problems if p.severity != "error"] + _warnings(doc) + _unseen(doc, ruleset, written)
     said = {p.location for p in warnings}  # (the rule set's own tests may have said it already)
     warnings += [p for p in others if p.location not in said]
-    return [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])], warnings
+    outcomes = [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])]
+    if cache is not None:  # (with the engine's, which the tests ran)
+        generated_code.keep(cache, generated_code.code_key(_rule_paths(doc)))
+    return outcomes, warnings
 
 
 def _unseen(doc: Document, ruleset: RuleSet, written: WrittenRules) -> list[Problem]:

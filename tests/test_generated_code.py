@@ -6,13 +6,17 @@ from __future__ import annotations
 import marshal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from types import CodeType
 
 import pytest
 
+from rulesd.daemon import Daemon
 from rulesd.rules import generated_code
 from rulesd.rules.cache import RuleCache
+from tests.daemon_process import DaemonProcess, Workspace, aliases, daemon_parts, page, wait_until
+from tests.fake_opsgenie import FakeOpsGenie
 from tests.run_cli import clean_env
 
 RULES = """
@@ -49,12 +53,18 @@ print(len(compiled), file=sys.stderr)
 
 def _replay(tmp_path: Path, rules: str = RULES) -> tuple[int, str]:
     """How many generated sources a `rulesd replay` of EVENTS compiled, and its output."""
-    path = tmp_path / "rules.yaml"
-    path.write_text(rules)
     events = tmp_path / "events.jsonl"
     events.write_text(EVENTS)
+    return _counted(tmp_path, rules, "replay", "--rules", "{rules}", str(events))
+
+
+def _counted(tmp_path: Path, rules: str, *args: str) -> tuple[int, str]:
+    """How many generated sources `rulesd ARGS` compiled ({rules}: the path of `rules`, written
+    to a file), and its output."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules)
     done = subprocess.run(
-        [sys.executable, "-c", _COUNTED, "replay", "--rules", str(path), str(events)],
+        [sys.executable, "-c", _COUNTED, *(arg.replace("{rules}", str(path)) for arg in args)],
         capture_output=True,
         text=True,
         env=clean_env({"RULESD_CACHE_DIR": str(tmp_path / "cache")}),
@@ -117,16 +127,15 @@ def test_a_keep_with_nothing_asked_anew_reads_no_source(tmp_path: Path, monkeypa
     for since costs one test, not a look at every source (it is on the replay's every block)."""
     looked: list[str] = []
 
-    class Counting(dict[str, CodeType]):
+    class Counting(set[str]):  # (the sources the cache holds)
         def __contains__(self, source: object) -> bool:
             looked.append(str(source))
             return super().__contains__(source)
 
-    monkeypatch.setattr(generated_code, "_kept", Counting())
-    for name in ("_used", "_checked"):  # (set back after the test, for other tests in process)
-        monkeypatch.setattr(generated_code, name, getattr(generated_code, name))
+    _set_back_after(monkeypatch)
     cache = RuleCache(tmp_path / "cache")
     generated_code.load(cache, "key")
+    monkeypatch.setattr(generated_code, "_written", Counting())
     sources = [f"def run(e):\n    return e + {n}\n" for n in range(3)]
     for source in sources:
         generated_code.code_for(source)
@@ -134,6 +143,7 @@ def test_a_keep_with_nothing_asked_anew_reads_no_source(tmp_path: Path, monkeypa
     assert looked  # the first keep looks, and writes what was compiled
     assert cache.get("code", "key") is not None
     looked.clear()
+    monkeypatch.setattr(generated_code, "_written", Counting(generated_code._written))  # (what that keep wrote)
     for source in sources:  # asked again: nothing new
         generated_code.code_for(source)
     for _ in range(3):
@@ -142,3 +152,189 @@ def test_a_keep_with_nothing_asked_anew_reads_no_source(tmp_path: Path, monkeypa
     generated_code.code_for("def run(e):\n    return e * 2\n")  # a source asked anew is kept
     generated_code.keep(cache, "key")
     assert 4 == len(marshal.loads(cache.get("code", "key") or b""))
+
+
+def _set_back_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's state as it is, set back after the test (for the other tests in process)."""
+    for name in ("_kept", "_written"):
+        monkeypatch.setattr(generated_code, name, getattr(generated_code, name))
+    monkeypatch.setattr(generated_code, "_building", threading.local())
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("check", "{rules}"), "OK: 1 file(s), 3 rule(s)"),
+        (("explain", "--rules", "{rules}", '{"service": "api", "message": "timeout after 250ms"}'), "api-timeout"),
+        (("test", "{tests}"), "rule tests: 1 passed, 0 failed"),
+    ],
+    ids=["check", "explain", "test"],
+)
+def test_a_warm_check_explain_or_test_compiles_no_generated_code(
+    tmp_path: Path, args: tuple[str, ...], said: str
+) -> None:
+    """`rulesd check`, `explain` and `test` keep the code of the rule set they load as replay
+    does: the next run of each reads it back, and says the same."""
+    tests = tmp_path / "rules.test.yaml"
+    tests.write_text(
+        "rule_files: [rules.yaml]\ntests:\n  - name: a slow db pages\n"
+        "    events: [{event: {service: db, latency_ms: 1200}}]\n    expect_alerts: [{event: 1, rules: [slow]}]\n"
+    )
+    args = tuple(arg.replace("{tests}", str(tests)) for arg in args)
+    first, first_out = _counted(tmp_path, RULES, *args)
+    assert first > 0
+    assert (0, first_out) == _counted(tmp_path, RULES, *args)
+    assert said in first_out
+
+
+def test_a_check_of_rules_with_errors_keeps_no_code(tmp_path: Path) -> None:
+    """Only a rule set that loads is kept: the code of part of one would take the whole set's
+    place under the same key."""
+    broken = RULES + "  - {name: broken, match: {service: {gt: api}}}\n"
+    path = tmp_path / "rules.yaml"
+    path.write_text(broken)
+    done = subprocess.run(
+        [sys.executable, "-m", "rulesd", "check", str(path)],
+        capture_output=True,
+        env=clean_env({"RULESD_CACHE_DIR": str(tmp_path / "cache")}),
+        timeout=60,
+        check=False,
+    )
+    assert 1 == done.returncode, done.stdout
+    assert [] == list((tmp_path / "cache").glob("code-*.bin"))
+
+
+# `rulesd ARGS` run by `runpy`, saying on standard error each generated source it compiles.
+_MARKED = """
+import builtins, runpy, sys
+original = builtins.compile
+def marking(source, filename, *args, **kwargs):
+    if filename == "<rulesd>":
+        print("test: generated code compiled", file=sys.stderr, flush=True)
+    return original(source, filename, *args, **kwargs)
+builtins.compile = marking
+sys.argv = ["rulesd", *sys.argv[1:]]
+runpy.run_module("rulesd", run_name="__main__")
+"""
+COMPILED = "test: generated code compiled"
+
+
+def _run(workspace: Workspace) -> DaemonProcess:
+    """`rulesd run` on `workspace`, started, saying each generated source it compiles."""
+    process = DaemonProcess(workspace.root, ["run", "--config", str(workspace.config)], None, launcher=("-c", _MARKED))
+    workspace.processes.append(process)
+    assert process.wait_for_log("rulesd started"), process.output()
+    return process
+
+
+def _kept_sources(workspace: Workspace) -> set[str]:
+    """The sources whose code the daemon's rule cache holds (in its state directory)."""
+    found = list((workspace.root / "state" / "cache").glob("code-*.bin"))
+    if not found:
+        return set()
+    (entry,) = found
+    key = entry.name.removeprefix("code-").removesuffix(".bin")
+    blob = RuleCache(entry.parent).get("code", key)
+    return set(marshal.loads(blob)) if blob is not None else set()
+
+
+def test_a_warm_run_start_compiles_no_generated_code_and_an_edited_rule_alerts_as_edited(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """The daemon keeps its rule set's code in its state directory's cache, the functions the
+    first events wrote included: the next start compiles none of it and pages as before; a
+    reload with an edited rule (the same sources, other values) pages as edited."""
+    first = _run(workspace)
+    workspace.append(page(1))
+    assert server.wait_for(lambda r: len(r) >= 1), first.output()
+    compiled = first.stderr().count(COMPILED)
+    assert compiled > 0
+    assert wait_until(lambda: len(_kept_sources(workspace)) == compiled), first.stderr()
+    assert 0 == first.terminate()
+    second = _run(workspace)
+    workspace.append(page(2))
+    assert server.wait_for(lambda r: len(r) >= 2), second.output()
+    rule_file = workspace.rules / "rules.yaml"
+    rule_file.write_text(rule_file.read_text().replace("kind: page", "kind: other"))
+    assert second.wait_for_log("reload ok: 1 rule; changed: 1 (page-on-demand)"), second.stderr()
+    workspace.append(page(3), {"kind": "other", "id": 4})
+    assert server.wait_for(lambda r: len(r) >= 3), second.output()
+    assert 0 == second.terminate()
+    assert ["page-1", "page-2", "page-4"] == aliases(server)
+    assert 0 == second.stderr().count(COMPILED), second.stderr()
+
+
+NEW_SHAPE = "name: slow\nmatch: {latency_ms: {gt: 900}, service: {in: [db, cache]}}\nalert: {alias: 'slow-{id}'}\n"
+
+
+def test_what_a_reload_compiles_is_kept_once_it_runs_and_a_failed_reload_keeps_nothing(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """A reload whose rule set has errors may have compiled its good rules' code: none of it is
+    kept. Once the rules load, the code they compiled anew is kept, and a restart compiles
+    nothing."""
+    daemon = _run(workspace)
+    assert wait_until(lambda: len(_kept_sources(workspace)) > 0), daemon.stderr()
+    before = _kept_sources(workspace)
+    compiled = daemon.stderr().count(COMPILED)
+    (workspace.rules / "slow.yaml").write_text(NEW_SHAPE)
+    (workspace.rules / "broken.yaml").write_text("name: broken\nmatch: {kind: {gt: text}}\n")
+    assert daemon.wait_for_log("reload failed"), daemon.stderr()
+    assert daemon.stderr().count(COMPILED) > compiled  # (the good rule's code: compiled, not kept)
+    time.sleep(1)  # (turns of the loop, each of which keeps what the running set compiled anew)
+    assert before == _kept_sources(workspace)
+    (workspace.rules / "broken.yaml").unlink()
+    assert daemon.wait_for_log("reload ok: 2 rules; added: 1 (slow)"), daemon.stderr()
+    assert wait_until(lambda: _kept_sources(workspace) > before), daemon.stderr()
+    workspace.append({"latency_ms": 1200, "service": "db", "id": 1})
+    assert server.wait_for(lambda r: len(r) >= 1), daemon.output()
+    assert 0 == daemon.terminate()
+    again = _run(workspace)
+    workspace.append({"latency_ms": 1500, "service": "cache", "id": 2}, page(3))
+    assert server.wait_for(lambda r: len(r) >= 3), again.output()
+    assert 0 == again.terminate()
+    assert ["slow-1", "slow-2", "page-3"] == aliases(server)
+    assert 0 == again.stderr().count(COMPILED), again.stderr()
+
+
+def test_a_daemon_whose_cache_is_not_private_keeps_no_code(workspace: Workspace, server: FakeOpsGenie) -> None:
+    """Code read back must be this user's alone: a state directory's cache that others may
+    write keeps nothing, and every start compiles its code again."""
+    cache = workspace.root / "state" / "cache"
+    cache.mkdir(parents=True)
+    (workspace.root / "state").chmod(0o700)
+    cache.chmod(0o777)
+    counts = []
+    for i in range(2):
+        daemon = _run(workspace)
+        workspace.append(page(i))
+        assert server.wait_for(lambda r, n=i: len(r) > n), daemon.output()
+        time.sleep(0.5)  # (turns of the loop)
+        assert 0 == daemon.terminate()
+        counts.append(daemon.stderr().count(COMPILED))
+    assert counts[0] > 0 and counts[0] == counts[1]
+    assert [] == list(cache.glob("code-*.bin"))
+
+
+def test_a_daemon_reloaded_again_and_again_holds_one_rule_sets_code(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reload here brings rules of a shape never seen (one more comparison): what the
+    module serves and keeps stays the running set's, not every set's the daemon ever loaded."""
+    _set_back_after(monkeypatch)
+    with daemon_parts(workspace.config, time.time) as parts:
+        generated_code.load(parts.rule_cache, generated_code.code_key(parts.config.rules))  # (as `rulesd run`)
+        daemon = Daemon(parts)
+        rule_file = workspace.rules / "rules.yaml"
+        seen: set[str] = set()
+        for n in range(1, 25):
+            fields = ", ".join(f"f{i}: {{gt: {i}}}" for i in range(n))
+            rule_file.write_text(f"name: r\nmatch: {{{fields}}}\n")
+            assert daemon.reload()
+            daemon._reloads()  # (a turn of the loop: the new set's code kept)
+            running = generated_code._building.uses.code
+            seen |= set(running)
+            assert set(generated_code._kept) <= set(running)
+            assert generated_code._written == set(running)
+            assert _kept_sources(workspace) == set(running)
+        assert len(seen) > 3 * len(running)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 import msgspec
 
 from rulesd.engine import PreparedRules
+from rulesd.rules import generated_code
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.loader import CheckResult, check_paths
 from rulesd.rules.model import RuleSet
@@ -32,6 +33,8 @@ class LoadOutcome(msgspec.Struct, frozen=True):
     prepared: PreparedRules | None
     seconds: float
     crashed: str | None = None  # an unexpected error of the loader itself
+    # The generated code the new rule set asked for: kept in the rule cache once it runs.
+    code: generated_code.Uses | None = None
 
 
 class RuleLoader:
@@ -82,12 +85,13 @@ class RuleLoader:
 
     def _load(self) -> None:
         started = self._clock()
+        code = generated_code.record()  # (this thread's: the running set's is the main loop's)
         try:
             result = check_paths(self.paths, self._cache)
             ruleset = result.ruleset
             changed = ruleset is not None and ruleset.fingerprint != self._running()
             prepared = self._prepare(ruleset) if ruleset is not None and changed else None
-            self._outcome = LoadOutcome(result, prepared, self._clock() - started)
+            self._outcome = LoadOutcome(result, prepared, self._clock() - started, code=code)
         except Exception as exc:  # the top of the loader thread: the daemon keeps the running rules
             log.exception("reload failed: unexpected error while loading the rules")
             empty = CheckResult(None, (), ())

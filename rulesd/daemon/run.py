@@ -28,6 +28,7 @@ from rulesd.engine.limit_checks import limit_warnings
 from rulesd.events import Parser
 from rulesd.logs import FailureRun
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines, pending
+from rulesd.rules import generated_code
 from rulesd.sender import SENT
 from rulesd.shared_cpu import SharedCpu
 from rulesd.sources.base import Source
@@ -81,6 +82,7 @@ class Daemon:
         self.loader = RuleLoader(
             self.config.rules, parts.rule_cache, self.engine.prepare_rules, lambda: self.engine.ruleset.fingerprint
         )
+        self._code_key = generated_code.code_key(self.config.rules)  # (see `_reloads`)
         self._reload_wanted = False  # a change was seen while a load was under way
         self._stop_extending: Callable[[], None] = _nothing  # EXTEND_TIMEOUT_USEC= while a reload loads
         self._died: str | None = None  # a thread ended by an unexpected exception (see `_thread_died`)
@@ -383,10 +385,13 @@ class Daemon:
             )
 
     def _reloads(self) -> None:
-        """Between batches: start a load when the rules changed, swap in a finished one."""
+        """Between batches: start a load when the rules changed, swap in a finished one; keep
+        the generated code the running rule set compiled anew (its functions are written as
+        they are first used: a turn after the first batch, or after a reload, has them)."""
         outcome = self.loader.take()
         if outcome is not None:
             self._finish_reload(outcome)
+        generated_code.keep(self.parts.rule_cache, self._code_key)
         if self.parts.watcher.due():
             self._reload_wanted = True
         if self._reload_wanted and not self.loader.busy:
@@ -450,6 +455,8 @@ class Daemon:
             self.stats.last_error = None  # the rules on disk are good again
         if result.ruleset.fingerprint != old.fingerprint:
             self.engine.replace_rules(result.ruleset, outcome.prepared)
+            if outcome.code is not None:  # its code is the running set's now, to keep
+                generated_code.adopt(outcome.code)
             self.stats.rules_now(self.engine.ruleset.by_name())
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
         # Warnings (no rule file found, an expect list the limits cannot hold), before the reload's last word.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import marshal
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from types import CodeType
 from typing import Any
@@ -29,10 +30,24 @@ from rulesd.rules.cache import RuleCache, digest
 KIND = "code"
 _COMPILED_MAX = 1024  # sources remembered in a process (a daemon's reloads write new ones)
 
-_kept: dict[str, CodeType] = {}  # read from the cache for the rule set loaded
+
+class Uses:
+    """The code one rule set asked for, by source: what `keep` writes for it."""
+
+    def __init__(self) -> None:
+        self.code: dict[str, CodeType] = {}
+        self.checked = 0  # how many of `code` a `keep` found written (it grows only by sources asked anew)
+
+
+# What `code_for` serves without compiling: read from the cache by `load`, then the running
+# rule set's code (`adopt`), so that it holds one rule set's, not every one a daemon loaded.
+_kept: dict[str, CodeType] = {}
+_written: set[str] = set()  # the sources the cache holds under the key: what `keep` need not write
 _compiled: dict[str, CodeType] = {}  # compiled in this process
-_used: dict[str, CodeType] | None = None  # asked for since `load`, to keep with the rule set
-_checked = 0  # how many of `_used` a `keep` found kept (it grows only by sources asked anew)
+# Per thread, the `Uses` of the rule set it builds: a daemon's reload builds the next set in a
+# thread of its own while the main loop writes the running set's functions; neither's is the
+# other's, and a reload's is kept only once it runs (`adopt`). None: nothing is recorded.
+_building = threading.local()
 
 
 def code_for(source: str) -> CodeType:
@@ -45,8 +60,9 @@ def code_for(source: str) -> CodeType:
             if len(_compiled) >= _COMPILED_MAX:
                 _compiled.clear()
             _compiled[source] = code
-    if _used is not None:  # (only a command that loads and keeps code remembers what it used)
-        _used[source] = code
+    uses: Uses | None = getattr(_building, "uses", None)
+    if uses is not None:  # (only a command that loads and keeps code remembers what it used)
+        uses.code[source] = code
     return code
 
 
@@ -65,10 +81,11 @@ def code_key(rule_paths: Iterable[str]) -> str:
 
 
 def load(cache: RuleCache | None, key: str) -> None:
-    """Use the code kept under `key` (none on a miss, or anything else than `keep` writes)."""
-    global _used, _checked
-    _kept.clear()
-    _used, _checked = {}, 0
+    """Use the code kept under `key` (none on a miss, or anything else than `keep` writes), and
+    record in this thread what the rule set loaded next asks for."""
+    global _kept, _written
+    _kept, _written = {}, set()
+    record()
     blob = cache.get(KIND, key) if cache is not None else None
     if blob is None:
         return
@@ -77,18 +94,39 @@ def load(cache: RuleCache | None, key: str) -> None:
     except (EOFError, ValueError, TypeError):
         return
     if type(kept) is dict and all(type(s) is str and type(c) is CodeType for s, c in kept.items()):
-        _kept.update(kept)
+        _kept, _written = kept, set(kept)
+
+
+def record() -> Uses:
+    """Record from now on, in this thread, what a rule set being built asks for (a daemon's
+    reload, in its loader thread: see `adopt`)."""
+    uses = _building.uses = Uses()
+    return uses
+
+
+def adopt(uses: Uses) -> None:
+    """The rule set whose code `uses` holds now runs (a reload that succeeded): this thread
+    records for it from now on, the next `keep` writes its code if any was compiled anew, and
+    it alone is served without compiling. So a daemon reloaded for months holds one rule set's
+    code here, whatever every set before it asked for; a reload that failed, or whose set never
+    ran, is never adopted and keeps nothing."""
+    global _kept
+    _building.uses = uses
+    uses.checked = 0
+    _kept = dict(uses.code)
 
 
 def keep(cache: RuleCache | None, key: str) -> None:
-    """Keep under `key` the code asked for since `load`, if any of it was compiled anew (not
-    among the kept: what a `keep` wrote is kept from then on). `rulesd replay` calls it after
-    every block: nothing asked for since the last call is a test of one length, not a walk of
-    every source (3 % of the instructions of a replay of the estate benchmark at 100 rules)."""
-    global _checked
-    if _used is None or len(_used) == _checked:
+    """Keep under `key` the code this thread's rule set asked for, if any of it was compiled
+    anew (not among what the cache holds). `rulesd replay` calls it after every block and the
+    daemon at every turn of its loop: nothing asked for since the last call is a test of one
+    length, not a walk of every source (3 % of the instructions of a replay of the estate
+    benchmark at 100 rules)."""
+    global _written
+    uses: Uses | None = getattr(_building, "uses", None)
+    if uses is None or len(uses.code) == uses.checked:
         return
-    if cache is not None and any(source not in _kept for source in _used):
-        cache.put(KIND, key, marshal.dumps(_used))
-        _kept.update(_used)
-    _checked = len(_used)
+    if cache is not None and any(source not in _written for source in uses.code):
+        cache.put(KIND, key, marshal.dumps(uses.code))
+        _written = set(uses.code)
+    uses.checked = len(uses.code)
