@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from rulesd.rules import patterns
 from rulesd.rules.conditions import folded_field
 from rulesd.rules.index import RuleIndex, _Scan
 from rulesd.rules.model import Rule, RuleSet
@@ -438,6 +439,43 @@ def test_rules_on_one_field_share_one_scan_and_the_candidates_are_exact() -> Non
     ]:
         event = {"message": message}
         assert expected == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
+
+
+def test_a_node_beneath_a_pattern_takes_the_answer_of_the_scan_above_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rules needing two patterns in one field are filed under the first and indexed again on
+    the second beneath it, in a node of its own: that node takes the scan's answer from the
+    node above, so a text is scanned once (one call of the field's scan), not once per node."""
+    calls: list[str] = []
+    memoised = patterns._memoised_scan
+
+    def counted(field: str) -> tuple[Any, Any]:
+        scan, use = memoised(field)
+
+        def counting(value: str) -> frozenset[int]:
+            calls.append(value)
+            return scan(value)
+
+        return counting, use
+
+    monkeypatch.setattr(patterns, "_memoised_scan", counted)
+    both = "  - {{name: {}, match: {{all: [{{cmd: {{{}}}}}, {{cmd: {{contains: '{}'}}}}]}}}}"
+    lines = [both.format(f"c{i}", "contains: cmd.exe", f" /c {i}") for i in range(3)]
+    lines += [both.format(f"p{i}", "regex: powershell", f" -e{i}") for i in range(3)]
+    lines.append("  - {name: list, match: {cmd: {contains: cmd.exe}}}")
+    rules = ruleset_from_yaml("rules:\n" + "\n".join(lines) + "\n")
+    index = RuleIndex(rules.rules)
+    for event, expected in [
+        ({"cmd": "cmd.exe /c 1 dir"}, {"c1", "list"}),
+        ({"cmd": "powershell -e2 x; cmd.exe"}, {"p2", "list"}),
+        ({"cmd": "cmd.exe"}, {"list"}),
+        ({"cmd": "notepad"}, set()),
+        ({"cmd": ["cmd.exe", "x"]}, {"list"}),
+    ]:
+        calls.clear()
+        assert expected == via_index(index, event) == brute_force(rules.rules, event)
+        calls.clear()
+        index.candidates(event)
+        assert (1 if type(event["cmd"]) is str else 0) == len(calls), event
 
 
 def test_a_list_value_makes_only_contains_rules_candidates_not_regex_ones() -> None:

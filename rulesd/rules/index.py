@@ -151,7 +151,9 @@ def _placements(hints: Hints) -> list[Hints]:
     return [hints]
 
 
-_Collect = Callable[[Event, list[Rule]], None]
+# A node's function: `collect(event, out, *found)`, `found` being what its parent's scans
+# found (see `_NodeWriter.child`).
+_Collect = Callable[..., None]
 T = TypeVar("T")
 _Decide = Callable[[Event, float, list[Rule]], T]
 
@@ -383,6 +385,11 @@ _SHORT_BOUNDS = 4  # up to this many bounds are compared one by one, not bisecte
 _INLINE_DEPTH = 8  # nodes written inline within one another in one function, at most
 
 
+def _arguments(found: dict[str, str]) -> str:
+    """The locals holding scans' answers, as the trailing arguments of a node's call."""
+    return "".join(f", {local}" for local in found.values())
+
+
 class _NodeWriter:
     """Writes the function for one node: straight-line code, no loops over its parts.
 
@@ -412,9 +419,11 @@ class _NodeWriter:
         """Add a line of source, indented `depth` levels."""
         self.lines.append("    " * (self.base + depth) + line)
 
-    def node(self, plan: _Plan) -> _Collect:
-        """The collect function of a node."""
-        self.lines.append("def run(event, out):")
+    def node(self, plan: _Plan, found: dict[str, str] | None = None) -> _Collect:
+        """The collect function of a node; `found`: the fields its parent scanned, by the local
+        holding their answers, which the function takes as arguments of those names."""
+        self.found = dict(found or {})
+        self.lines.append(f"def run(event, out{_arguments(self.found)}):")
         self.body(plan)
         collect: _Collect = self.function()
         return collect
@@ -674,12 +683,12 @@ class _NodeWriter:
         elif kinds == {True}:
             self.emit(2, "out.extend(hit)")
         elif kinds == {False}:
-            self.emit(2, "hit(event, out)")
+            self.emit(2, f"hit(event, out{_arguments(self.found)})")
         else:  # both, or an empty table
             self.emit(2, "if type(hit) is tuple:")
             self.emit(3, "out.extend(hit)")
             self.emit(2, "else:")
-            self.emit(3, "hit(event, out)")
+            self.emit(3, f"hit(event, out{_arguments(self.found)})")
 
     def bound_hit(self, field: str, deeper: int) -> None:
         """The test of a `_BoundHit` in `hit` on the field's number, written where the table
@@ -707,7 +716,10 @@ class _NodeWriter:
             (_, test), *_ = hit.tests
             assert isinstance(test, _Bound)
             return _BoundHit(_exact_float(min(test.bounds)), test.bounds, test.rules)
-        return _NodeWriter(self.layout).node(hit)
+        # The answers of the scans done here are handed down: a node beneath that scans the
+        # same field (a pattern's rules indexed again on their other patterns, on the same
+        # text) takes the answer instead of calling the scan again for the same value.
+        return _NodeWriter(self.layout).node(hit, self.found)
 
     def inline(self, plan: _Plan) -> None:
         """`plan`'s code one level deeper; the fields it reads are known only inside it."""
@@ -732,7 +744,10 @@ class _NodeWriter:
         Few texts hold any pattern, so the common path is the scan (done when the node
         started) and one truth test of its empty answer.
         """
-        value, found = self.read(field), self.scanned(field, test.scan)
+        found = self.scanned(field, test.scan)
+        # (the value itself is read again only to look for a list item: a node beneath that
+        # was handed the answer has not read it)
+        value = self.read(field) if test.in_lists else ""
         self.emit(1, f"if {found}:")
         lookup = {k: self.child(hit) for k, hit in test.by_id.items()}
         kinds = {type(hit) is tuple for hit in lookup.values()}
@@ -746,12 +761,12 @@ class _NodeWriter:
             if kinds == {True}:
                 self.emit(4, "out.extend(hit)")
             elif kinds == {False}:
-                self.emit(4, "hit(event, out)")
+                self.emit(4, f"hit(event, out{_arguments(self.found)})")
             else:
                 self.emit(4, "if type(hit) is tuple:")
                 self.emit(5, "out.extend(hit)")
                 self.emit(4, "else:")
-                self.emit(5, "hit(event, out)")
+                self.emit(5, f"hit(event, out{_arguments(self.found)})")
         if test.in_lists:  # `contains` also looks for an equal item in a list; other patterns never match one
             self.emit(1, f"elif type({value}) is list:")
             self.add_rules(2, test.in_lists)
