@@ -145,6 +145,29 @@ def test_stream_batches_commit_in_order_and_once(client: redis.Redis) -> None:
     assert 2 == client.xpending("events", "g")["pending"]
 
 
+def test_a_create_is_sent_as_the_json_bytes_the_stream_holds(client: redis.Redis) -> None:
+    """The sender hands the transport a create's JSON exactly as the outbox stream keeps it
+    (the bytes Redis gives back, no parse and dump), a close's body as a dict, in order."""
+    given: list[Any] = []
+
+    class Recording(FakeTransport):
+        def create_alert(self, payload: dict[str, Any] | bytes) -> None:
+            given.append(payload)
+            super().create_alert(payload)
+
+        def close_alert(self, alias: str, body: dict[str, Any]) -> None:
+            given.append((alias, body))
+
+    a = store(client)
+    a.load_engine_state()
+    created = {"message": "é \u2028 x", "details": {"n": "1"}, "priority": "P2", "count": 1.5}
+    a.commit(positions={}, payloads=[created, Request({"note": "n"}, CLOSE, "al"), {"message": "b"}], now=time.time())
+    queued = [fields[b"payload"] for _, fields in client.xrange(a.k.outbox)]
+    Sender(a, Recording(), clock=time.time).step()
+    assert [queued[0], ("al", {"note": "n"}), queued[2]] == given
+    assert created == orjson.loads(queued[0]) and all(type(body) is bytes for body in (given[0], given[2]))
+
+
 def test_one_sender_at_a_time_and_a_paused_one_rechecks(client: redis.Redis) -> None:
     """The lease: only its holder sees the head; when it lapses another takes over, and the
     first, back from a pause, no longer owns the alert."""
