@@ -441,10 +441,8 @@ def test_rules_on_one_field_share_one_scan_and_the_candidates_are_exact() -> Non
         assert expected == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
 
 
-def test_a_node_beneath_a_pattern_takes_the_answer_of_the_scan_above_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rules needing two patterns in one field are filed under the first and indexed again on
-    the second beneath it, in a node of its own: that node takes the scan's answer from the
-    node above, so a text is scanned once (one call of the field's scan), not once per node."""
+def scans_counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The fields of the scans called from now on, once per call (a scanner made after this)."""
     calls: list[str] = []
     memoised = patterns._memoised_scan
 
@@ -452,12 +450,20 @@ def test_a_node_beneath_a_pattern_takes_the_answer_of_the_scan_above_it(monkeypa
         scan, use = memoised(field)
 
         def counting(value: str) -> frozenset[int]:
-            calls.append(value)
+            calls.append(field)
             return scan(value)
 
         return counting, use
 
     monkeypatch.setattr(patterns, "_memoised_scan", counted)
+    return calls
+
+
+def test_a_node_beneath_a_pattern_takes_the_answer_of_the_scan_above_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rules needing two patterns in one field are filed under the first and indexed again on
+    the second beneath it, in a node of its own: that node takes the scan's answer from the
+    node above, so a text is scanned once (one call of the field's scan), not once per node."""
+    calls = scans_counted(monkeypatch)
     both = "  - {{name: {}, match: {{all: [{{cmd: {{{}}}}}, {{cmd: {{contains: '{}'}}}}]}}}}"
     lines = [both.format(f"c{i}", "contains: cmd.exe", f" /c {i}") for i in range(3)]
     lines += [both.format(f"p{i}", "regex: powershell", f" -e{i}") for i in range(3)]
@@ -476,6 +482,43 @@ def test_a_node_beneath_a_pattern_takes_the_answer_of_the_scan_above_it(monkeypa
         calls.clear()
         index.candidates(event)
         assert (1 if type(event["cmd"]) is str else 0) == len(calls), event
+
+
+NESTED_SCANS = """
+rules:
+  - {name: both-fields, match: {all: [{msg: {contains: panic}}, {cmd: {contains: cmd.exe}}, {cmd: {contains: ' /c '}}]}}
+  - {name: back-to-msg, match: {all: [{msg: {contains: panic}}, {host: a}, {cmd: {regex: powershell}},
+      {msg: {endswith: disk}}]}}
+  - {name: host-then-msg, match: {all: [{host: a}, {msg: {contains: panic}}, {msg: {startswith: kernel}}]}}
+  - {name: deep, match: {all: [{p.cmd: {contains: cmd.exe}}, {msg: {contains: panic}}, {p.cmd: {endswith: '.bat'}}]}}
+  - {name: list-item, match: {all: [{msg: {contains: panic}}, {cmd: {contains: cmd.exe}}]}}
+  - {name: nocase, match: {all: [{msg: {contains: PANIC, nocase: true}}, {cmd: {contains: Cmd.Exe, nocase: true}}]}}
+"""
+
+
+def test_answers_handed_down_are_of_the_field_the_node_beneath_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes beneath nodes beneath scans, on other fields and back on the first one, through a
+    table on another field, on a nested path, with list-valued and missing fields: each node
+    takes the answers of the scans above it for the field it reads and no other, so the
+    candidates are exact; the field scanned at the root is scanned once per event, however
+    deep the nodes that read it again (nodes side by side scan a field of their own apiece)."""
+    calls = scans_counted(monkeypatch)
+    rules = ruleset_from_yaml(NESTED_SCANS)
+    index = RuleIndex(rules.rules)
+    texts: list[Any] = ["kernel panic: disk", "panic", "cmd.exe /c dir", "powershell -e x", "run.bat", "KERNEL PANIC"]
+    texts += [["cmd.exe", "panic"], None, 7]
+    rng = random.Random(5)
+    for _ in range(600):
+        event: dict[str, Any] = {}
+        for key in ("msg", "cmd", "host", "p"):
+            if rng.random() < 0.8:
+                value = " ".join(rng.sample(texts[:6], rng.randint(1, 3))) if rng.random() < 0.7 else rng.choice(texts)
+                event[key] = {"cmd": value} if key == "p" else rng.choice(("a", "b")) if key == "host" else value
+        calls.clear()
+        assert brute_force(rules.rules, event) == via_index(index, event), event
+        calls.clear()
+        index.candidates(event)
+        assert calls.count("msg") <= 1, (event, calls)  # (scanned above all: beneath, taken)
 
 
 def test_a_list_value_makes_only_contains_rules_candidates_not_regex_ones() -> None:
