@@ -3,6 +3,7 @@ reported, and a reload is all-or-nothing and names what changed."""
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.config import Config, SourceConfig
 from rulesd.daemon import Daemon, build_parts, describe_change
+from rulesd.engine import Firing
 from rulesd.reload import RuleWatcher
 from rulesd.rules.loader import load_ruleset, load_ruleset_text
+from rulesd.rules.model import Rule
 from tests.daemon_process import PAGE_RULE, DaemonProcess, Workspace, aliases, http_get, page, wait_until
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.opsgenie_schema import create_alert_validator
@@ -99,6 +103,43 @@ def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog:
         assert daemon.reload() is True
         assert {"a", "c", "keep"} == set(daemon.engine.ruleset.by_name())
         assert "reload ok: 3 rules; added: 1 (c); removed: 1 (b); changed: 1 (a)" in caplog.text
+    finally:
+        daemon.parts.source.close()
+
+
+def test_the_rules_a_reload_replaced_are_let_go_once_their_alerts_were_built(tmp_path: Path) -> None:
+    """Alert bodies' parts are remembered per tuple of rules that fired; a reload replaces
+    every rule object, and the tuples of the rules before are never asked for again. They
+    must not keep those rules alive (their predicates and Hyperscan databases with them): a
+    daemon reloaded again and again, with alerts between reloads, holds its running set."""
+    rules = tmp_path / "rules.yaml"
+    (tmp_path / "events.jsonl").touch()
+    config = Config(
+        path=str(tmp_path / "rulesd.yaml"),
+        rules=(str(rules),),
+        sources=(SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),),
+        state_dir=str(tmp_path / "state"),
+    )
+
+    def written(n: int) -> str:  # (half with an alias template, half with the names' alias)
+        alias = ["", ", alert: {alias: '{message}', responders: [{type: team, name: ops}]}"]
+        return "rules:\n" + "".join(
+            f"  - {{name: replaced-{i}, match: {{message: {{regex: 'e{n}x{i}'}}}}{alias[i % 2]}}}\n" for i in range(8)
+        )
+
+    rules.write_text(written(0))
+    daemon = Daemon(build_parts(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO()))
+    try:
+        for n in range(1, 30):
+            rules.write_text(written(n))
+            assert daemon.reload() is True
+            running = daemon.engine.ruleset.rules
+            for fired in (running[:1], running[1:2], running[:3]):  # (alerts between reloads)
+                build_payload(Firing({"message": f"e{n}x0"}, 1.0, fired), AlertSettings(), "app.log:1")
+        del running, fired
+        gc.collect()
+        alive = [o for o in gc.get_objects() if type(o) is Rule and o.name.startswith("replaced-")]
+        assert len(alive) <= 8, len(alive)  # the running set's alone
     finally:
         daemon.parts.source.close()
 

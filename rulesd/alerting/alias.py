@@ -76,3 +76,9 @@ def _names_alias(rules: tuple[Rule, ...]) -> str:
     """The alias of `rules` whose lead has neither an alias nor a group: its names (hashed,
     beyond ALIAS_MAX, as they are once dozens of rules alike fire together)."""
     return _bounded(_names_text(rules))
+
+
+def forget() -> None:
+    """Let go of every tuple of rules remembered here (see `payload.forget_rules`)."""
+    for memo in (rule_names, _names_text, _names_alias):
+        memo.cache_clear()

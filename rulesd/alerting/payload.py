@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from rulesd.alerting import alias
 from rulesd.alerting.alias import NAMES_KEPT, alert_alias, rule_names
 from rulesd.deferred_regex import when_used
 from rulesd.engine import Closing, Firing
@@ -187,6 +188,18 @@ def _parts(rules: tuple[Rule, ...]) -> _Parts:
     triggering = triggering_rules(list(rule_names(rules)))
     budget = DETAILS_TOTAL_MAX - len(TRIGGERING_RULES) - len(triggering)
     return _Parts(tuple(said), head, tuple(tags.values()), tuple(details.items()), triggering, budget)
+
+
+def forget_rules() -> None:
+    """Let go of every tuple of rules the memos hold (here and the alias's names): a daemon's
+    reload calls it once its new rule set runs. The tuples of the rules before are never asked
+    for again, yet each keeps its rules alive, and with them their predicates, lists and
+    Hyperscan databases: up to NAMES_KEPT tuples, a whole rule set per reload where one alert
+    came between reloads (a set of 300 rules, 20 of them firing between reloads: +38 MiB after
+    55 reloads)."""
+    _parts.cache_clear()
+    _responders.cache_clear()
+    alias.forget()
 
 
 def _description(parts: _Parts, event: Event) -> str:

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from rulesd.alerting.api import AlertError, StopCut, heartbeat_url
+from rulesd.alerting.payload import forget_rules
 from rulesd.config import Config
 from rulesd.daemon.build import Parts, delivery_problem
 from rulesd.daemon.committer import Committer, Pending
@@ -457,6 +458,7 @@ class Daemon:
             self.engine.replace_rules(result.ruleset, outcome.prepared)
             if outcome.code is not None:  # its code is the running set's now, to keep
                 generated_code.adopt(outcome.code)
+            forget_rules()  # (the rules before are not kept alive by the bodies' memos)
             self.stats.rules_now(self.engine.ruleset.by_name())
             self.stats.ruleset_hash, self.stats.rules_loaded = result.ruleset.fingerprint, len(result.ruleset.rules)
         # Warnings (no rule file found, an expect list the limits cannot hold), before the reload's last word.
