@@ -71,6 +71,18 @@ def test_rule_watcher_periodic_check_catches_a_change_no_event_reported(tmp_path
     assert not watcher.due()
 
 
+def dry_run_daemon(tmp_path: Path, rules: Path) -> Daemon:
+    """A daemon (dry run, its loop turned by hand) of the rules at `rules` and an empty file."""
+    (tmp_path / "events.jsonl").touch()
+    config = Config(
+        path=str(tmp_path / "rulesd.yaml"),
+        rules=(str(rules),),
+        sources=(SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),),
+        state_dir=str(tmp_path / "state"),
+    )
+    return Daemon(build_parts(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO()))
+
+
 def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A reload with one good change and one broken file applies nothing and logs every error
     as path:line:col; once fixed, one line names the rules added, removed and changed."""
@@ -79,14 +91,7 @@ def test_reload_is_all_or_nothing_and_names_what_changed(tmp_path: Path, caplog:
     (rules / "a.yaml").write_text("name: a\nmatch: {kind: a}\n")
     (rules / "b.yaml").write_text("name: b\nmatch: {kind: b}\n")
     (rules / "keep.yaml").write_text("name: keep\nmatch: {kind: k}\n")
-    (tmp_path / "events.jsonl").touch()
-    config = Config(
-        path=str(tmp_path / "rulesd.yaml"),
-        rules=(str(rules),),
-        sources=(SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),),
-        state_dir=str(tmp_path / "state"),
-    )
-    daemon = Daemon(build_parts(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO()))
+    daemon = dry_run_daemon(tmp_path, rules)
     caplog.set_level(logging.INFO, logger="rulesd")
     try:
         before = daemon.engine.ruleset.fingerprint
@@ -113,13 +118,6 @@ def test_the_rules_a_reload_replaced_are_let_go_once_their_alerts_were_built(tmp
     must not keep those rules alive (their predicates and Hyperscan databases with them): a
     daemon reloaded again and again, with alerts between reloads, holds its running set."""
     rules = tmp_path / "rules.yaml"
-    (tmp_path / "events.jsonl").touch()
-    config = Config(
-        path=str(tmp_path / "rulesd.yaml"),
-        rules=(str(rules),),
-        sources=(SourceConfig(type="file", paths=(str(tmp_path / "events.jsonl"),)),),
-        state_dir=str(tmp_path / "state"),
-    )
 
     def written(n: int) -> str:  # (half with an alias template, half with the names' alias)
         alias = ["", ", alert: {alias: '{message}', responders: [{type: team, name: ops}]}"]
@@ -128,7 +126,7 @@ def test_the_rules_a_reload_replaced_are_let_go_once_their_alerts_were_built(tmp
         )
 
     rules.write_text(written(0))
-    daemon = Daemon(build_parts(config, load_ruleset(config.rules), dry_run=True, environ={}, stdout=io.StringIO()))
+    daemon = dry_run_daemon(tmp_path, rules)
     try:
         for n in range(1, 30):
             rules.write_text(written(n))
