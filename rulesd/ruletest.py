@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from rulesd.alerting.payload import AlertSettings
+from rulesd.alerting.payload import AlertSettings, forget_rules
 from rulesd.document import Document, JsonPath
 from rulesd.durations import parse_duration, unitless
 from rulesd.engine import Engine
@@ -238,6 +238,7 @@ def _run_test_file(
     outcomes = [_run_one(doc, i, test, ruleset) for i, test in enumerate(doc.value["tests"])]
     if cache is not None:  # (with the engine's, which the tests ran)
         generated_code.keep(cache, generated_code.code_key(_rule_paths(doc)))
+    forget_rules()  # (each file loads its rule set anew: the bodies' memos would keep every one alive)
     return outcomes, warnings
 
 

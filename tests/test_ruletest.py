@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rulesd.rules.model import Rule
 from rulesd.ruletest import check_test_file, run_test_files
 
 RULES = """
@@ -161,6 +163,27 @@ def test_every_payload_field_an_expectation_names_is_compared(tmp_path: Path) ->
     assert [("all", True)] + [(k, False) for k in right] == [(o.name, o.passed) for o in outcomes]
     for key, outcome in zip(right, outcomes[1:], strict=True):
         assert f"    {key}: expected " in outcome.report
+
+
+def test_the_rule_sets_of_the_files_run_before_are_let_go(tmp_path: Path) -> None:
+    """Each test file loads its rule files anew; once its tests ran, the alert bodies' memos
+    of the combinations that fired must not keep its rule set alive (predicates, Hyperscan
+    databases) while the next files run: a CI run of hundreds of files holds one set."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    paths = [tmp_path / f"t{i}.test.yaml" for i in range(12)]
+    for path in paths:
+        path.write_text(
+            "rule_files: [rules.yaml]\ntests:\n  - name: one\n    events:\n"
+            "      - {event: {level: error, host: a}}\n      - {event: {level: error, host: a}}\n"
+            "    expect_alerts:\n      - {event: 1, rules: [any-error]}\n"
+            "      - {event: 2, rules: [burst, any-error]}\n"
+        )
+    outcomes, problems = run_test_files([str(p) for p in paths])
+    assert ([True] * 12, []) == ([o.passed for o in outcomes], problems)
+    del outcomes
+    gc.collect()
+    alive = [o.name for o in gc.get_objects() if type(o) is Rule and o.name in ("burst", "any-error")]
+    assert len(alive) <= 2, alive  # (one set at most, not one per file)
 
 
 def invalid(paths: list[Path]) -> list[str]:
