@@ -198,8 +198,8 @@ def test_a_line_with_candidates_scans_its_free_text_once(monkeypatch: pytest.Mon
         def __init__(self, database: Any) -> None:
             self.database = database
 
-        def scan(self, data: bytes, on_match: Any) -> Any:
-            scans.append(data)
+        def scan(self, data: tuple[bytes], on_match: Any) -> Any:  # (a vector of one buffer)
+            scans.extend(data)
             return self.database.scan(data, match_event_handler=on_match)
 
     monkeypatch.setattr(patterns.FieldScanner, "use", lambda self, database: use(self, Counting(database)))
@@ -215,3 +215,16 @@ rules:
     fired = [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
     assert [("boom", "boom-api", "not-quiet")] * 40 == [tuple(sorted(r)) for r in fired]
     assert [m.encode() for m in messages] == scans
+
+
+def test_a_two_character_contains_beside_an_endswith_rule_fires() -> None:
+    """A rule looking for a two-character text at the end of a short value fires, though the
+    field's database also holds another rule's `endswith` (Hyperscan's block mode lost it)."""
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: r12, match: {host: a, msg: {endswith: foo, nocase: true}, cmd: {regex: /c, nocase: true}}}
+  - {name: r20, match: {host: a, cmd: {endswith: cmd.exe}, msg: {contains: /c}}}
+""")
+    data = b'{"cmd": "cmd.exe", "msg": "cmd.exe dir cmd.exe /c", "host": "a"}\n'
+    replayed = list(replay(ruleset, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
+    assert [("r20",)] == [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
