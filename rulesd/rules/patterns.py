@@ -304,10 +304,10 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any], None]]:
     def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
         append(pattern_id)
 
-    def unbuilt(data: bytes, on_match: object) -> None:
+    def unbuilt(data: tuple[bytes], on_match: object) -> None:
         raise RuntimeError(f"the patterns on {field!r} were scanned before they were compiled")
 
-    database_scan: Callable[[bytes, object], object] = unbuilt
+    database_scan: Callable[[tuple[bytes], object], object] = unbuilt
 
     def scan(value: str) -> frozenset[int]:
         nonlocal last_value, last_ids, repeats
