@@ -74,6 +74,17 @@ def test_a_write_that_fails_leaves_no_file_behind(tmp_path: Path) -> None:
     assert [] == os.listdir(tmp_path / "cache")
 
 
+def test_a_temporary_file_left_by_a_killed_writer_does_not_stop_writes(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves its temporary file; a later process given the same
+    process id (often, in containers) still writes the entry (it was a miss at every start)."""
+    cache = RuleCache(tmp_path / "cache")
+    cache.put("kind", "other", b"x")  # (the directory made)
+    path = tmp_path / "cache" / "kind-k.bin"
+    Path(f"{path}.{os.getpid()}.tmp").write_bytes(b"half a wri")
+    cache.put("kind", "k", b"payload")
+    assert b"payload" == cache.get("kind", "k")
+
+
 def test_user_cache_location(tmp_path: Path) -> None:
     """RULESD_CACHE_DIR, else XDG_CACHE_HOME/rulesd; an empty RULESD_CACHE_DIR turns it off."""
     assert RuleCache.for_user({"RULESD_CACHE_DIR": ""}) is None

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import os
 import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -88,8 +89,10 @@ class RuleCache:
         try:
             self._ensure_directory()
             path = self._path(kind, key)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            # A name of its own (O_EXCL, 0600): one named after the process was taken for good
+            # by a writer killed mid-write whose id a later process got (in containers, often),
+            # and by the daemon's other thread writing the same entry.
+            fd, tmp = tempfile.mkstemp(prefix=f"{kind}-{key}.", suffix=".tmp", dir=self.directory)
             try:
                 try:
                     os.fchmod(fd, 0o600)
