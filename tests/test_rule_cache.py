@@ -252,3 +252,18 @@ def test_a_yaml_library_upgraded_in_place_reads_the_rule_files_again(
     finally:
         loader._code_fingerprint.cache_clear()  # (the next test's key: the library as installed)
     assert ["parsed", "parsed"] == parsed
+
+
+def test_a_state_directory_moved_away_is_not_made_again_by_a_later_write(tmp_path: Path) -> None:
+    """The daemon's cache makes its state directory at the first write (a first start loads
+    its rules before anything else made it), not at a later one: a state directory moved or
+    removed while the daemon runs stays so (the daemon keeps code as its first events write it)."""
+    cache = RuleCache.in_state_dir(str(tmp_path / "state"))
+    cache.put("kind", "first", b"x")
+    assert b"x" == cache.get("kind", "first")
+    (tmp_path / "state").rename(tmp_path / "state.moved")
+    cache.put("kind", "later", b"y")
+    assert not (tmp_path / "state").exists()
+    (tmp_path / "state.moved").rename(tmp_path / "state")
+    cache.put("kind", "again", b"z")
+    assert b"z" == cache.get("kind", "again")

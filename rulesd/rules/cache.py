@@ -38,7 +38,9 @@ class RuleCache:
         self.directory = Path(directory)
         # Missing parent directories are made (with `parent_mode`, less the umask) if asked:
         # the first start of a daemon loads its rules before anything else made its state
-        # directory, which must be as private as the daemon makes it (0700).
+        # directory, which must be as private as the daemon makes it (0700). At the first write
+        # only: a state directory moved or removed while the daemon runs is not made again by
+        # a later write (the daemon keeps generated code as its first events write it).
         self.create_parents = create_parents
         self.parent_mode = parent_mode
 
@@ -115,6 +117,7 @@ class RuleCache:
 
     def _ensure_directory(self) -> None:
         if self.create_parents:
+            self.create_parents = False
             os.makedirs(self.directory.parent, mode=self.parent_mode, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.directory, 0o700)
