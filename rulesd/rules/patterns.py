@@ -132,7 +132,7 @@ def _text(value: Any) -> str:
 @functools.lru_cache(maxsize=4096)
 def _hyperscan_error(pattern: str, flags: int = FLAGS) -> str | None:
     try:
-        hyperscan.Database().compile(expressions=[pattern.encode()], flags=flags)
+        hyperscan.Database(mode=MODE).compile(expressions=[pattern.encode()], flags=flags)
     except hyperscan.error as exc:
         return _text(exc.args[0] if exc.args else exc)
     return None
