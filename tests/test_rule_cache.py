@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rulesd.rules import loader
-from rulesd.rules.cache import MAX_FILES, RuleCache
+from rulesd.rules.cache import MAX_FILES, STALE_AFTER, RuleCache
 from rulesd.rules.loader import check_paths
 from rulesd.rules.patterns import FieldScanner
 from tests.run_cli import imported_by
@@ -82,6 +84,69 @@ def test_a_temporary_file_left_by_a_killed_writer_does_not_stop_writes(tmp_path:
     path = tmp_path / "cache" / "kind-k.bin"
     Path(f"{path}.{os.getpid()}.tmp").write_bytes(b"half a wri")
     cache.put("kind", "k", b"payload")
+    assert b"payload" == cache.get("kind", "k")
+
+
+def writer(directory: Path, at_rename: str) -> subprocess.Popen[str]:
+    """A process writing the entry ("kind", "k") of the cache in `directory`, running `at_rename`
+    (Python; `replace(tmp, path)` renames) where it would rename its temporary file."""
+    program = (
+        "import os, signal, sys\n"
+        "from rulesd.rules.cache import RuleCache\n"
+        "replace = os.replace\n"
+        f"os.replace = lambda tmp, path: [{at_rename}]\n"
+        "RuleCache(sys.argv[1]).put('kind', 'k', b'payload')\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", program, str(directory)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
+def temporary_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.tmp"))
+
+
+def test_temporary_files_of_killed_writers_are_removed_by_a_later_write(tmp_path: Path) -> None:
+    """A writer killed between writing its temporary file and renaming it (a daemon restarted
+    after SIGKILL, a `check` killed by CI's timeout) left the file for good, one more at each
+    kill. A later write removes those older than STALE_AFTER; a younger one stays (its writer
+    may be about to lock it), and so do the entries."""
+    directory = tmp_path / "cache"
+    cache = RuleCache(directory)
+    cache.put("kind", "other", b"x")
+    for _ in range(2):
+        killed = writer(directory, "os.kill(os.getpid(), signal.SIGKILL)")
+        assert -signal.SIGKILL == killed.wait(timeout=30)
+    old, young = temporary_files(directory)
+    long_ago = time.time() - STALE_AFTER - 60
+    os.utime(old, (long_ago, long_ago))
+    legacy = directory / f"kind-k.bin.{os.getpid()}.tmp"  # an earlier rulesd's name for one
+    legacy.write_bytes(b"half a wri")
+    os.utime(legacy, (long_ago, long_ago))
+    cache.put("kind", "later", b"y")
+    assert [young] == temporary_files(directory)
+    assert (b"x", b"y") == (cache.get("kind", "other"), cache.get("kind", "later"))
+
+
+def test_a_live_writer_s_temporary_file_is_left_alone_however_old(tmp_path: Path) -> None:
+    """A writer holds its temporary file locked until it renames it: another process's write
+    removes none that a live writer is at, even one untouched for a day (a writer stopped,
+    a clock set back), and the entry is written once the writer goes on."""
+    directory = tmp_path / "cache"
+    cache = RuleCache(directory)
+    cache.put("kind", "other", b"x")
+    live = writer(directory, "print('renaming', flush=True), sys.stdin.readline(), replace(tmp, path)")
+    assert live.stdout is not None and live.stdin is not None
+    assert "renaming\n" == live.stdout.readline()
+    (held,) = temporary_files(directory)
+    day_ago = time.time() - 86400
+    os.utime(held, (day_ago, day_ago))
+    cache.put("kind", "later", b"y")
+    assert [held] == temporary_files(directory)
+    live.stdin.write("\n")
+    live.stdin.close()
+    assert 0 == live.wait(timeout=30)
+    assert [] == temporary_files(directory)
     assert b"payload" == cache.get("kind", "k")
 
 

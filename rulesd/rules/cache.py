@@ -16,10 +16,12 @@ the cache only ever saves time.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +29,11 @@ from rulesd.loggers import logger
 
 MAGIC = b"rulesd-cache-1\n"
 MAX_FILES = 64  # per kind; the least recently used go first
+# A temporary file no writer holds locked and untouched this long is a killed writer's, removed by
+# the next write. A write takes milliseconds; the age covers a writer between making its file and
+# locking it, an older rulesd's writer (which locks nothing) and the clocks of hosts sharing a
+# cache over NFS, which may disagree.
+STALE_AFTER = 600.0
 
 
 class RuleCache:
@@ -96,18 +103,22 @@ class RuleCache:
             # and by the daemon's other thread writing the same entry.
             fd, tmp = tempfile.mkstemp(prefix=f"{kind}-{key}.", suffix=".tmp", dir=self.directory)
             try:
-                try:
-                    os.fchmod(fd, 0o600)
-                    with os.fdopen(fd, "wb", closefd=False) as fh:
-                        fh.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-                finally:
-                    os.close(fd)
+                # Locked until renamed: a later writer removes a temporary file left by one killed
+                # in between (`_sweep`), never one a live writer holds. A file system that takes no
+                # lock (NFS without its lock service) still takes the entry: the age protects it.
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "wb", closefd=False) as fh:
+                    fh.write(MAGIC + hashlib.sha256(payload).digest() + payload)
                 os.replace(tmp, path)
             except OSError:
                 # (a full disk): the part written would stay for good, as pruning sees entries only
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
+            finally:
+                os.close(fd)
             self._prune(kind)
         except OSError as exc:
             logger(__name__).debug("rule cache %s not written: %s", self.directory, exc)
@@ -126,13 +137,40 @@ class RuleCache:
             raise PermissionError(f"{self.directory} is not private to this user")
 
     def _prune(self, kind: str) -> None:
-        entries = [e for e in os.scandir(self.directory) if e.name.startswith(f"{kind}-") and e.name.endswith(".bin")]
+        """Keep the MAX_FILES entries of `kind` used last, and remove what killed writers left."""
+        entries = []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(".tmp"):
+                _sweep(entry.path)
+            elif entry.name.startswith(f"{kind}-") and entry.name.endswith(".bin"):
+                entries.append(entry)
         if len(entries) <= MAX_FILES:
             return
         entries.sort(key=lambda e: e.stat().st_mtime)
         for entry in entries[: len(entries) - MAX_FILES]:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
+
+
+def _sweep(path: str) -> None:
+    """Remove the temporary file at `path` if its writer is gone: killed between making it and
+    renaming it (SIGKILL, a CI job's timeout), which left it for good, one more at each such
+    kill. Gone means no lock on it (a writer holds one until it renames the file, and the kernel
+    lets go of a killed one's) and untouched for STALE_AFTER."""
+    try:
+        if time.time() - os.stat(path, follow_symlinks=False).st_mtime < STALE_AFTER:
+            return
+        # Read-write: over NFS an exclusive flock is a POSIX lock, which needs a file open for writing.
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)  # under the lock: no writer can be holding it meanwhile
+    except OSError:  # held (a writer is at it), or gone already
+        pass
+    finally:
+        os.close(fd)
 
 
 def digest(*parts: bytes | str) -> str:
