@@ -380,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log().error("%s", exc)
         output.flush_or_discard(sys.stdout)
         return EXIT_FAIL
+    finally:
+        generated_code.release()  # (an in-process caller's thread records nothing for the set gone)
 
 
 def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:

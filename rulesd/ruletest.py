@@ -460,12 +460,15 @@ def run_test_files(
     written = written or WrittenRules()
     outcomes: list[TestOutcome] = []
     problems: list[Problem] = []
-    for path in paths:
-        try:
-            ran, warnings = _run_test_file(path, written, cache)
-        except InvalidInputError as exc:
-            problems.extend(exc.problems)
-        else:
-            outcomes.extend(ran)
-            problems.extend(warnings)
+    try:
+        for path in paths:
+            try:
+                ran, warnings = _run_test_file(path, written, cache)
+            except InvalidInputError as exc:
+                problems.extend(exc.problems)
+            else:
+                outcomes.extend(ran)
+                problems.extend(warnings)
+    finally:
+        generated_code.release()  # (each file recorded for its own rule set: the last is done with)
     return outcomes, problems

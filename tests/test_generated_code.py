@@ -338,3 +338,50 @@ def test_a_daemon_reloaded_again_and_again_holds_one_rule_sets_code(
             assert generated_code._written == set(running)
             assert _kept_sources(workspace) == set(running)
         assert len(seen) > 3 * len(running)
+
+
+def _recorded_after(command: list[str], tmp_path: Path) -> int:
+    """How many sources a thread's record holds after `rulesd COMMAND` ran in it (in process, as a
+    program using rulesd runs it) and the thread then checked 30 rule sets of shapes never seen
+    (one more comparison each)."""
+    from rulesd.cli import main
+    from rulesd.rules.loader import check_paths
+
+    rule_file = tmp_path / "shapes.yaml"
+    held: list[int] = []
+
+    def program() -> None:
+        assert 0 == main(command)
+        for n in range(1, 31):
+            fields = ", ".join(f"f{i}: {{gt: {i}}}" for i in range(n))
+            rule_file.write_text(f"name: r\nmatch: {{{fields}}}\n")
+            assert check_paths([rule_file]).ruleset is not None
+        uses = getattr(generated_code._building, "uses", None)
+        held.append(0 if uses is None else len(uses.code))
+
+    thread = threading.Thread(target=program)  # (a thread of its own: its record goes with it)
+    thread.start()
+    thread.join(timeout=60)
+    return held[0]
+
+
+@pytest.mark.parametrize("command", ["check", "test"])
+def test_a_command_run_in_process_leaves_its_thread_recording_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """`rulesd check` or `test` run by a program in one of its threads: once the command returns,
+    the rule sets the thread checks or builds afterwards are recorded nowhere. The record the
+    command began took every source asked for in the thread from then on, and never let go (a
+    code object for each shape of rule met: 30 here), while the code the command kept is in the
+    cache."""
+    _set_back_after(monkeypatch)
+    monkeypatch.setenv("RULESD_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "rules.yaml").write_text(RULES)
+    tests = tmp_path / "rules.test.yaml"
+    tests.write_text(
+        "rule_files: [rules.yaml]\ntests:\n  - name: a slow db pages\n"
+        "    events: [{event: {service: db, latency_ms: 1200}}]\n    expect_alerts: [{event: 1, rules: [slow]}]\n"
+    )
+    named = tests if command == "test" else tmp_path / "rules.yaml"
+    assert 0 == _recorded_after([command, str(named)], tmp_path)
+    assert list((tmp_path / "cache").glob("code-*.bin")), capsys.readouterr()

@@ -104,6 +104,14 @@ def record() -> Uses:
     return uses
 
 
+def release() -> None:
+    """The rule set this thread recorded for is done with (its command returned): record nothing
+    more in this thread. Left on, the record took every source that any rule set built later in
+    the thread asked for, and never let go (a program that ran `rulesd.cli.main`, then checked
+    or built rule sets of its own: one more code object for each shape of rule it met)."""
+    _building.uses = None
+
+
 def adopt(uses: Uses) -> None:
     """The rule set whose code `uses` holds now runs (a reload that succeeded): this thread
     records for it from now on, the next `keep` writes its code if any was compiled anew, and
