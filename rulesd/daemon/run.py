@@ -510,26 +510,36 @@ class Daemon:
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         """Stop within the grace period whatever the network does: the sender finishes its
         attempt and drains what it can; at the end of the grace a request still in flight is cut
-        (its alert stays queued for the next start)."""
+        (its alert stays queued for the next start). Each cut is said before the stop goes on:
+        said by a timer's thread that the process did not wait for, a cut went unsaid when that
+        thread was held between the cut and its log line (a loaded machine) and the rest of the
+        stop ran to the process's end meanwhile."""
         grace = EOF_GRACE if self._input_ended() else STOP_GRACE
         end = time.monotonic() + grace
-        cutoff = threading.Timer(grace, self._abort_requests)
-        cutoff.daemon = True
-        cutoff.start()
-        try:
-            self._stop_extending()  # a reload still loading is abandoned
-            self.parts.watcher.stop()
-            for source in self.sources.values():
-                source.close()
-            self.sender_stop.set()
-            self.sender_wake.set()
+        self._stop_extending()  # a reload still loading is abandoned
+        self.parts.watcher.stop()
+        for source in self.sources.values():
+            source.close()
+        self.sender_stop.set()
+        self.sender_wake.set()
+        for thread in threads:
+            thread.join(timeout=max(0.0, end - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):  # a request (or a wait for the key file) outlasted the grace
+            self._abort_requests()
             for thread in threads:
-                thread.join(timeout=max(0.0, end - time.monotonic()) + ABORT_WAIT)
-            # The sender's thread is done (unless a request outlived even the cut): the rest of
-            # the grace drains what is left from here.
-            drained = not threads[0].is_alive() and self.sender.drain(self.clock() + max(0.0, end - time.monotonic()))
-        finally:
-            cutoff.cancel()
+                thread.join(timeout=max(0.0, end + ABORT_WAIT - time.monotonic()))
+        # The sender's thread is done (unless a request outlived even the cut): the rest of the
+        # grace drains what is left from here, a request still in flight at its end cut as above.
+        drained = False
+        if not threads[0].is_alive():
+            cutoff = threading.Timer(max(0.0, end - time.monotonic()), self._abort_requests)
+            cutoff.daemon = True
+            cutoff.start()
+            try:
+                drained = self.sender.drain(self.clock() + max(0.0, end - time.monotonic()))
+            finally:
+                cutoff.cancel()
+                cutoff.join()  # (a cut under way is said before the stop goes on)
         self._say_left_queued(drained)
         if self.committer.pending is not None:
             log.warning(
