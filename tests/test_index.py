@@ -521,6 +521,52 @@ def test_answers_handed_down_are_of_the_field_the_node_beneath_reads(monkeypatch
         assert calls.count("msg") <= 1, (event, calls)  # (scanned above all: beneath, taken)
 
 
+PAIRED_PATTERNS = r"""
+rules:
+  - {name: cmd-k, match: {all: [{cmd: {contains: cmd.exe}}, {cmd: {endswith: ' /k'}}]}}
+  - {name: cmd-q, match: {all: [{cmd: {contains: cmd.exe}}, {cmd: {regex: ' /q\b'}}]}}
+  - {name: ps-enc, match: {all: [{cmd: {contains: powershell}}, {cmd: {regex: '-enc\b'}}]}}
+  - {name: ps-hidden, match: {all: [{cmd: {contains: powershell}}, {cmd: {regex: '-w(indowstyle)? hidden'}}]}}
+  - {name: rundll, match: {cmd: {contains: rundll32}}}
+  - {name: mshta, match: {parent: {endswith: mshta.exe}}}
+  - {name: office-shell, match: {all: [{parent: {endswith: winword.exe}}, {cmd: {regex: ' /c '}}]}}
+  - {name: office-ps, match: {all: [{parent: {endswith: winword.exe}}, {cmd: {regex: 'powershell.*-enc'}}]}}
+"""
+
+
+def test_a_node_that_only_looks_up_a_scan_done_above_it_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node beneath a pattern whose one test is the answer of a scan made above it (a parent
+    image found, then its command line's patterns) is not a function to call: the scan's hit is
+    that node's rules by pattern id, looked up where the hit is taken, beside the rules filed
+    under patterns alone; where nodes of other kinds are among the hits, every node is called.
+    The candidates are exact, and each field is scanned once per event."""
+    calls = scans_counted(monkeypatch)
+    rules = ruleset_from_yaml(PAIRED_PATTERNS)
+    index = RuleIndex(rules.rules)
+    lookups = [
+        v for v in index.collect.__globals__.values() if type(v) is dict and v and all(type(k) is int for k in v)
+    ]
+    kinds = sorted(sorted({type(hit).__name__ for hit in lookup.values()}) for lookup in lookups)
+    assert [["dict", "tuple"], ["function", "tuple"]] == kinds  # parent's patterns; the command line's
+    texts: list[Any] = ["cmd.exe /k", "cmd.exe /q x", "powershell -enc AA", "powershell -windowstyle hidden"]
+    texts += ["rundll32 a.dll", "x /c dir", "c:\\office\\winword.exe", "mshta.exe", "powershell"]
+    rng = random.Random(7)
+    for _ in range(600):
+        event: dict[str, Any] = {}
+        for key in ("cmd", "parent"):
+            if rng.random() < 0.85:
+                event[key] = (
+                    " ".join(rng.sample(texts, rng.randint(1, 3)))
+                    if rng.random() < 0.8
+                    else rng.choice([*texts, ["cmd.exe /k"], None, 7])
+                )
+        calls.clear()
+        assert brute_force(rules.rules, event) == via_index(index, event), event
+        calls.clear()
+        index.candidates(event)
+        assert calls.count("cmd") <= 1 and calls.count("parent") <= 1, (event, calls)
+
+
 def test_a_list_value_makes_only_contains_rules_candidates_not_regex_ones() -> None:
     """`contains` may find an equal item in a list; a regex never matches a list, so a list
     in the gated field sends no regex rule on to the engine."""

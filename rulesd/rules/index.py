@@ -41,7 +41,7 @@ import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from rulesd.rules.casefold import fold
 from rulesd.rules.conditions import (
@@ -385,6 +385,26 @@ _SHORT_BOUNDS = 4  # up to this many bounds are compared one by one, not bisecte
 _INLINE_DEPTH = 8  # nodes written inline within one another in one function, at most
 
 
+def _lone_scan(plan: _Plan) -> str | None:
+    """The field of the plan's one test if that is a scan whose every pattern leads to rules
+    (no node beneath it, no list to look in) and the plan does nothing else."""
+    if plan.always or plan.tables or plan.screened or len(plan.tests) != 1:
+        return None
+    ((field, test),) = plan.tests
+    if not isinstance(test, _Scan) or test.in_lists or any(isinstance(hit, _Plan) for hit in test.by_id.values()):
+        return None
+    return field
+
+
+def _lone_scan_field(hits: Iterable[_Plan | tuple[Rule, ...]], found: dict[str, str]) -> str | None:
+    """The field, scanned already (`found`), that every node among a scan's hits looks up alone
+    in that scan's answer, if there is one; as for `_lone_bound_field`, a node of any other kind
+    beside them keeps every node called."""
+    fields = {_lone_scan(hit) for hit in hits if isinstance(hit, _Plan)}
+    field = fields.pop() if len(fields) == 1 else None
+    return field if field in found else None
+
+
 def _arguments(found: dict[str, str]) -> str:
     """The locals holding scans' answers, as the trailing arguments of a node's call."""
     return "".join(f", {local}" for local in found.values())
@@ -706,12 +726,17 @@ class _NodeWriter:
         self.locals, self.found, self.exact = known, found, exact
 
     def child(
-        self, hit: _Plan | tuple[Rule, ...], bounded: str | None = None
-    ) -> _Collect | tuple[Rule, ...] | _BoundHit:
-        """A table's hit as the generated code takes it: a node's function, or the rules, or
-        (a node of one bound on the field `bounded`) its bounds and rules."""
+        self, hit: _Plan | tuple[Rule, ...], bounded: str | None = None, scanned: str | None = None
+    ) -> _Collect | tuple[Rule, ...] | _BoundHit | dict[int, tuple[Rule, ...]]:
+        """A table's or a scan's hit as the generated code takes it: a node's function, or the
+        rules, or (a node of one bound on the field `bounded`) its bounds and rules, or (a node
+        looking up the answer of the field `scanned` alone) its rules by pattern id."""
         if not isinstance(hit, _Plan):
             return hit
+        if scanned is not None and _lone_scan(hit) == scanned:
+            (_, test), *_ = hit.tests
+            assert isinstance(test, _Scan)
+            return cast(dict[int, tuple[Rule, ...]], test.by_id)
         if bounded is not None and _lone_bound(hit) == bounded:
             (_, test), *_ = hit.tests
             assert isinstance(test, _Bound)
@@ -749,7 +774,8 @@ class _NodeWriter:
         # was handed the answer has not read it)
         value = self.read(field) if test.in_lists else ""
         self.emit(1, f"if {found}:")
-        lookup = {k: self.child(hit) for k, hit in test.by_id.items()}
+        alone = _lone_scan_field(test.by_id.values(), self.found)
+        lookup = {k: self.child(hit, scanned=alone) for k, hit in test.by_id.items()}
         kinds = {type(hit) is tuple for hit in lookup.values()}
         if len(lookup) == 1 and kinds == {True}:
             ((pattern_id, rules),) = lookup.items()
@@ -758,7 +784,9 @@ class _NodeWriter:
         else:
             self.emit(2, f"for i in {found}:")
             self.emit(3, f"if (hit := {self.const(lookup)}.get(i)) is not None:")
-            if kinds == {True}:
+            if alone is not None:
+                self.scan_hit(alone, found, kinds)
+            elif kinds == {True}:
                 self.emit(4, "out.extend(hit)")
             elif kinds == {False}:
                 self.emit(4, f"hit(event, out{_arguments(self.found)})")
@@ -770,6 +798,24 @@ class _NodeWriter:
         if test.in_lists:  # `contains` also looks for an equal item in a list; other patterns never match one
             self.emit(1, f"elif type({value}) is list:")
             self.add_rules(2, test.in_lists)
+
+    def scan_hit(self, field: str, outer: str, kinds: set[bool]) -> None:
+        """The test of a node that looks up the answer of the field's scan alone, written where
+        the scan above took its hit (a dict: the node's rules by pattern id), the node's call
+        saved (a Sigma rule's parent image found, then its command line's patterns looked up).
+        `outer`: the answer the scan above loops over."""
+        found, depth = self.found[field], 5
+        if True in kinds:  # rules filed under the pattern itself, beside such nodes
+            self.emit(4, "if type(hit) is tuple:")
+            self.emit(5, "out.extend(hit)")
+            self.emit(4, f"elif {found}:")
+        elif found != outer:
+            self.emit(4, f"if {found}:")
+        else:  # the answer the loop is over: found something already
+            depth = 4
+        self.emit(depth, f"for k in {found}:")
+        self.emit(depth + 1, "if (got := hit.get(k)) is not None:")
+        self.emit(depth + 2, "out.extend(got)")
 
     def bound(self, field: str, test: _Bound) -> None:
         """The rules whose bound the field's number reaches.
