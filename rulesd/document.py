@@ -7,6 +7,7 @@ cache reads no YAML, and does not import PyYAML (~12 ms) to name this type.
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Iterable
 
 import msgspec
@@ -29,10 +30,15 @@ class Document(msgspec.Struct):
     """The values written as an unquoted yes, no, on or off (YAML 1.1 reads them as true or
     false), or as a number YAML 1.1 reads otherwise than written (`0123` is octal 83), by
     path, with the word as written: a user may have meant the text."""
+    deeper: bytes | None = None
+    """The marks of the paths longer than `SHALLOW`, still marshalled, when the marks above
+    hold only the others (a document read from the rule cache; see `marks`)."""
 
     def locate(self, path: Iterable[str | int], *, key: bool = False) -> SourceLocation:
         """The location of the value (or of its key) at `path`, else of its nearest parent."""
         parts = tuple(path)
+        if len(parts) > SHALLOW and self.deeper is not None:
+            self.marks()
         if key and parts in self.key_marks:
             return SourceLocation(self.path, *self.key_marks[parts])
         while parts:
@@ -41,6 +47,32 @@ class Document(msgspec.Struct):
             parts = parts[:-1]
         line, col = self.value_marks.get((), (1, 1))
         return SourceLocation(self.path, line, col)
+
+    def marks(self) -> tuple[dict[JsonPath, tuple[int, int]], dict[JsonPath, tuple[int, int]]]:
+        """Every mark of values and of keys, the deeper ones read first if they are not yet."""
+        if self.deeper is not None:
+            deeper_values, deeper_keys = marshal.loads(self.deeper)
+            self.value_marks.update(deeper_values)
+            self.key_marks.update(deeper_keys)
+            self.deeper = None
+        return self.value_marks, self.key_marks
+
+
+# A warm start locates each rule and its name (`rules[3]`, `rules[3].name`: paths of 3 parts at
+# most), and the parts of a rule only for a problem: the marks of longer paths, three quarters
+# of a cached document's and most of the time reading it back, are read when first asked for.
+SHALLOW = 3
+
+
+def split_marks(
+    marks: dict[JsonPath, tuple[int, int]],
+) -> tuple[dict[JsonPath, tuple[int, int]], dict[JsonPath, tuple[int, int]]]:
+    """`marks` of paths of `SHALLOW` parts at most, and the others."""
+    shallow: dict[JsonPath, tuple[int, int]] = {}
+    deeper: dict[JsonPath, tuple[int, int]] = {}
+    for path, mark in marks.items():
+        (shallow if len(path) <= SHALLOW else deeper)[path] = mark
+    return shallow, deeper
 
 
 def read_file(path: str) -> bytes:

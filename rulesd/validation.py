@@ -167,7 +167,7 @@ def unread_paths(doc: Document) -> set[JsonPath]:
     from rulesd.key_places import value_at
 
     unread = {(problem.location.line, problem.location.col) for problem in doc.problems}
-    return {path for path, mark in doc.value_marks.items() if mark in unread and value_at(doc.value, path) is None}
+    return {path for path, mark in doc.marks()[0].items() if mark in unread and value_at(doc.value, path) is None}
 
 
 def schema_violations(doc: Document, schema: str) -> list[tuple[JsonPath, Problem]]:

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from rulesd.document import Document
 from rulesd.rules import loader
 from rulesd.rules.cache import MAX_FILES, STALE_AFTER, RuleCache
 from rulesd.rules.loader import check_paths
 from rulesd.rules.patterns import FieldScanner
+from rulesd.yamldoc import parse_yaml
 from tests.run_cli import imported_by
 
 RULES = """
@@ -195,6 +197,54 @@ def test_an_unchanged_rule_file_is_not_parsed_checked_or_compiled_again(
     rule_a = ruleset.by_name()["a"]
     assert rule_a.match({"service": "api", "message": "upstream timeout after 250ms"})
     assert not rule_a.match({"service": "api", "message": "timeout after ms"})
+
+
+def test_a_warm_load_reads_no_deeper_marks_and_they_still_locate_every_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached document's marks of the paths below a rule's keys (three quarters of them) are
+    read back only when such a part is located: a warm load locates only the rules and their
+    names. Read then, they are where the YAML put each part, as if the file were read again."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(path, cache)
+    read_back: list[Document] = []
+    cached_document = loader.cached_document
+
+    def recorded(*args: Any) -> Document | None:
+        doc = cached_document(*args)
+        read_back.extend([doc] if doc is not None else [])
+        return doc
+
+    monkeypatch.setattr(loader, "cached_document", recorded)
+    assert first == _summary(path, cache)
+    marks = [(max(map(len, doc.value_marks)), max(map(len, doc.key_marks))) for doc in read_back]
+    assert [(3, 3)] == marks  # (`rules[0].match`: the paths of a rule's keys at most)
+    fresh = parse_yaml(RULES, str(path))
+    parts = [("rules", 0, "match", "message", "regex"), ("rules", 1, "match", "host"), ("rules", 0), ("rules", 9)]
+    for key in (False, True):
+        assert [fresh.locate(p, key=key) for p in parts] == [read_back[0].locate(p, key=key) for p in parts]
+    assert (fresh.value_marks, fresh.key_marks) == (read_back[0].value_marks, read_back[0].key_marks)
+    ruleset = check_paths([path], cache).ruleset
+    assert ruleset is not None
+    explained = loader.rule_sources(ruleset.rules, cache)["a"].doc  # (`rulesd explain` reads it so)
+    assert fresh.locate(parts[0]) == explained.locate(parts[0])
+
+
+def test_a_pattern_hyperscan_refuses_is_reported_once_at_its_place_from_a_cached_document(tmp_path: Path) -> None:
+    """`\\C` passes RE2, so the file is cached, but not Hyperscan: each load reports it once (its
+    predicate and its hints register it), at the regex's line, the second from the document read
+    back, whose deeper marks are then read."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - name: r\n    match: {message: {regex: 'x\\C'}}\n")
+    cache = RuleCache(tmp_path / "cache")
+    first, second = (_summary(path, cache)[2] for _ in range(2))
+    assert [f"{path}:3:30: error: rules[0].match.message.regex: regex 'x\\\\C' is refused"] == [
+        p[: p.index(": \\C")] for p in first
+    ]
+    assert first == second
+    assert any(name.startswith("document-") for name in os.listdir(cache.directory))
 
 
 def test_a_file_with_warnings_is_cached_and_warned_about_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

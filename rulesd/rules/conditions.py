@@ -204,14 +204,25 @@ def resolved_matcher(matcher: Any, path: tuple[str | int, ...], lists: Lists) ->
     values (`cidr`: its compiled networks), `$$text` as `$text`; ConditionError at a misused `$`."""
     if not isinstance(matcher, dict):
         return _operand(None, matcher, path, lists)
-    return {op: v if op in _MODIFIERS else _operand(op, v, (*path, op), lists) for op, v in matcher.items()}
+    return {op: v if op in _MODIFIERS else _operand(op, v, path, lists) for op, v in matcher.items()}
+
+
+_RESOLVED = (str, list)  # the operands that `resolve_operand` may change
 
 
 def _operand(op: str | None, operand: Any, path: tuple[str | int, ...], lists: Lists) -> Any:
+    """The operand of `op` resolved (None: the field's matcher itself, written at `path`; else
+    the operator's, at `path` + `op`)."""
+    # (most operands: a number, a boolean, or a text not starting with `$` where a text is
+    # taken, which `resolve_operand` would give back as they are, after the calls finding so)
+    if not isinstance(operand, _RESOLVED):
+        return operand
+    if isinstance(operand, str) and operand[:1] != "$" and op != "in" and op != "not_in":
+        return operand
     try:
         value = resolve_operand(op, operand, lists)
     except ListError as exc:
-        raise ConditionError((*path, *exc.path), str(exc)) from None
+        raise ConditionError((*path, *((op,) if op is not None else ()), *exc.path), str(exc)) from None
     if isinstance(value, NamedList):
         return value.networks if op in ("cidr", "not_cidr") else list(value.values)
     return value
@@ -603,6 +614,10 @@ def necessary_hints(
         if key in ("any", "not"):
             continue
         value = resolved_matcher(written, where, lists)
+        if type(value) is str:  # (`field: text`, the commonest test: an equality alone)
+            present.add(key)
+            _narrow(equalities, key, frozenset((value,)))
+            continue
         if not (isinstance(value, dict) and value.get("exists") is False):
             present.add(key)
         values = _value_options(value)

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from rulesd import collector
-from rulesd.document import Document, JsonPath, read_file
+from rulesd.document import Document, JsonPath, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
@@ -289,16 +289,23 @@ def cached_document(cache: RuleCache, key: str, path: str, kind: str = "document
     if blob is None:
         return None
     try:
-        value, value_marks, key_marks, boolean_words = marshal.loads(blob)
+        value, value_marks, key_marks, boolean_words, deeper = marshal.loads(blob)
     except (EOFError, ValueError, TypeError):
         return None
-    return Document(path, value, value_marks, key_marks, boolean_words=boolean_words)
+    if type(deeper) is not bytes:
+        return None
+    return Document(path, value, value_marks, key_marks, boolean_words=boolean_words, deeper=deeper)
 
 
 def cache_document(cache: RuleCache, key: str, doc: Document, kind: str = "document") -> None:
-    """Keep `doc` under `key`, unless it holds what marshal cannot write."""
+    """Keep `doc` under `key`, unless it holds what marshal cannot write. The marks of long
+    paths are kept marshalled apart, read back only if a part of a rule is located (see
+    `Document.deeper`)."""
+    value_marks, key_marks = doc.marks()
+    (shallow_values, deeper_values), (shallow_keys, deeper_keys) = split_marks(value_marks), split_marks(key_marks)
     try:
-        blob = marshal.dumps((doc.value, doc.value_marks, doc.key_marks, doc.boolean_words))  # type: ignore[arg-type]
+        deeper = marshal.dumps((deeper_values, deeper_keys))
+        blob = marshal.dumps((doc.value, shallow_values, shallow_keys, doc.boolean_words, deeper))  # type: ignore[arg-type]
     except ValueError:  # a YAML timestamp or set: not worth caching
         return
     cache.put(kind, key, blob)
@@ -410,7 +417,8 @@ def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
     try:
         compiled = patterns.build(load)
     except PatternError as exc:
-        return [Problem(where, f"{path}: {message}") for (where, path), message in exc.refused]
+        places = [(origin.place(), message) for origin, message in exc.refused]  # (see `compile.Written`)
+        return [Problem(where, f"{path}: {message}") for (where, path), message in places]
     if cache is not None:
         for scanner in compiled:
             cache.put("hyperscan", scanner.key(), dump_database(scanner.database))
