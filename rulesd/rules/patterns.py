@@ -24,7 +24,7 @@ import hyperscan
 import msgspec
 import re2
 
-from rulesd.rules.ascii_case import ascii_folded, byte_caseless, holds_folded
+from rulesd.rules.ascii_case import FOLD_TRAP, TRAP, ascii_folded, byte_caseless
 
 # Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
 # (`a*` is found in every value, as `re.search` finds it).
@@ -49,6 +49,9 @@ class Pattern(msgspec.Struct, frozen=True):
     def flags(self) -> int:
         """The Hyperscan flags it is compiled with."""
         return FLAGS | (hyperscan.HS_FLAG_CASELESS if self.caseless else 0)
+
+
+TRAP_PATTERN = Pattern(TRAP)  # (see `ascii_case`)
 
 
 def literal_pattern(text: str, where: str, caseless: bool = False) -> Pattern | None:
@@ -250,14 +253,21 @@ class FieldScanner:
         A caseless pattern of ASCII atoms is compiled as bytes (see `ascii_case`): the scan
         answers for it as in UTF-8 mode, for a fraction of the compile."""
         patterns = list(self.patterns)
-        ids = [self.patterns[p] for p in patterns]
-        flags = [p.flags for p in patterns]
+        written, ids = patterns, [self.patterns[p] for p in patterns]
+        utf8 = [p.flags for p in patterns]
         as_bytes = [
-            p.flags & ~hyperscan.HS_FLAG_UTF8 if byte_caseless(p.expression, p.caseless) else p.flags for p in patterns
+            f & ~hyperscan.HS_FLAG_UTF8 if byte_caseless(p.expression, p.caseless) else f
+            for p, f in zip(patterns, utf8, strict=True)
         ]
-        for attempt in (as_bytes, flags) if as_bytes != flags else (flags,):
-            try:  # (should the bytes' compile fail, all in UTF-8 mode: the scan answers the same)
-                return _database(patterns, ids, attempt)
+        attempts = [utf8]
+        if as_bytes != utf8:
+            # The trap finds a text those patterns must be asked about again (see the scan).
+            # Should the bytes' compile fail, all in UTF-8 mode: the scan answers the same.
+            written, ids = [*patterns, TRAP_PATTERN], [*ids, FOLD_TRAP]
+            attempts = [[*as_bytes, FLAGS], [*utf8, FLAGS]]
+        for flags in attempts:
+            try:
+                return _database(written, ids, flags)
             except hyperscan.error as exc:
                 error = exc
         from rulesd.rules.regex_errors import explain_hyperscan
@@ -342,11 +352,11 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int]], No
             database_scan((value.encode(),), on_match)  # (a vector of one buffer: see MODE)
         except UnicodeEncodeError:  # a lone surrogate (not from JSON): Hyperscan needs valid UTF-8
             database_scan((_replace_surrogates(value),), on_match)
-        if folded and not value.isascii() and holds_folded(value):
-            refold(value)
         if found:
             ids = frozenset(found)
             found.clear()
+            if folded and FOLD_TRAP in ids:  # (asked only of a text where something was found)
+                ids = refolded(value, ids)
         else:
             ids = NO_IDS
         if remember and len(value) <= MEMO_TEXT_MAX and type(value) is str:
@@ -356,13 +366,15 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int]], No
         last_value, last_ids = value, ids
         return ids
 
-    def refold(value: str) -> None:
-        # The patterns compiled as bytes answer for the text with the Kelvin sign and the long s
-        # written as the letters they fold to (see `ascii_case`); the others as scanned.
-        kept = [i for i in found if i not in folded]
-        found.clear()
+    def refolded(value: str, ids: frozenset[int]) -> frozenset[int]:
+        # The text holds the Kelvin sign or the long s (the trap was found): the patterns compiled
+        # as bytes answer for it with them written as the letters they fold to (see
+        # `ascii_case`), the others as scanned.
         database_scan((_utf8(ascii_folded(value)),), on_match)
-        found[:] = kept + [i for i in found if i in folded]
+        kept = {i for i in ids if i not in folded and i != FOLD_TRAP}
+        kept.update(i for i in found if i in folded)
+        found.clear()
+        return frozenset(kept) if kept else NO_IDS
 
     def full() -> None:
         nonlocal remember, repeats
