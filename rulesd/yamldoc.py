@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -42,26 +43,35 @@ class _RuleLoader(_Loader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self._plain_tags: dict[str, str] = {}
+        if not self.yaml_path_resolvers:
+            # The composer calls these three through the loader's attributes for every node
+            # (34,000 for 1,000 rules): builtins that do nothing and a closure, set on the
+            # instance, spare a Python frame and a method's look-up each time (~6 ms of ~65).
+            self.__dict__.update(
+                descend_resolver={}.get,  # (given the node and its index: nothing to do)
+                ascend_resolver=().__len__,
+                resolve=_plain_tags_once(super().resolve),
+            )
 
-    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-        if self.yaml_path_resolvers:
-            super().descend_resolver(current_node, current_index)
 
-    def ascend_resolver(self) -> None:
-        if self.yaml_path_resolvers:
-            super().ascend_resolver()
+def _plain_tags_once(resolve: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """`resolve`, answering a plain scalar's text from a dict after its first time."""
+    tags: dict[str, str] = {}
+    known = tags.get
+    scalar = yaml.ScalarNode
 
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is yaml.ScalarNode and implicit[0] and not self.yaml_path_resolvers:
-            tag = self._plain_tags.get(value)
+    def resolve_plain(kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is scalar and implicit[0]:
+            tag = known(value)
             if tag is None:
-                tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+                tag = resolve(kind, value, implicit)
                 if tag == _BOOL_TAG and value not in _TRUE_FALSE:
                     tag = _WORD_BOOL_TAG
-                self._plain_tags[value] = tag
+                tags[value] = tag
             return tag
-        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return resolve(kind, value, implicit)
+
+    return resolve_plain
 
 
 MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
