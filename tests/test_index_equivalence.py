@@ -167,7 +167,7 @@ def test_building_the_index_of_1000_rules_stays_within_120_python_calls_a_rule(s
     """Every `replay` and `run` builds the index at start (its plan is not kept in the rule
     cache): counted in calls (Python functions and generators entered, C functions called),
     which the machine's load does not move, it was 130-175 a rule at 1,000 rules, a sixth of a
-    warm start; with the fields a node reads chosen once per kind of entry it is ~95-105."""
+    warm start; with the fields a node reads chosen once per kind of entry it is 93-104."""
     ruleset, _ = _ruleset(1000, shape)
     calls = 0
 
