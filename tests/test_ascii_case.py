@@ -19,7 +19,7 @@ from rulesd.rules.patterns import MODE, FieldScanner, Pattern, literal_pattern
         "(?i)segmentation fault",
         "(?i)\\\\(users\\\\public|programdata)\\\\[a-z]+\\.(exe|ps1|dll)",
         "(?i)\\s-e(nc|ncodedcommand)?\\s+[a-z0-9+/=]{20,}",
-        "(?i)^/etc/(passwd|shadow)$",
+        "(?i)^/etc/(passwd|shadow)\\z",
         "(?i)\\x4b\\x{73}[]k]\\A\\z\\Z\\d\\n\\t",
         "(?i)(?:ab)+",
     ],
@@ -50,6 +50,7 @@ def test_caseless_patterns_of_ascii_atoms_are_compiled_as_bytes(expression: str)
         "(?i)\\pLk",
         "(?i)k\\",
         "(?i)[k",
+        "(?i)^/etc/(passwd|shadow)$",  # `$` before a final newline (see below)
     ],
 )
 def test_patterns_that_could_answer_otherwise_as_bytes_stay_in_utf8_mode(expression: str) -> None:
@@ -138,3 +139,16 @@ def test_a_caseless_pattern_compiled_as_bytes_finds_the_kelvin_sign_and_the_long
     assert {kelvin, plain} == scanner.scan("\u212aelvin 300\u212a")
     assert {long_s} == scanner.scan("DI\u017fK")
     assert set() == scanner.scan("kelvin 300 di\u017f")
+
+
+def test_a_caseless_pattern_ending_in_dollar_finds_what_utf8_mode_finds_before_a_final_newline() -> None:
+    """Hyperscan in byte mode misses `ks*$` in a text of 17 bytes or more ending `k` and a
+    newline, which caseless UTF-8 mode finds (as Python's `re` does): such a pattern stays in
+    UTF-8 mode."""
+    scanner = FieldScanner("message")
+    ids = [scanner.add(Pattern(e, caseless=True)) for e in ("ks*$", "disk full s*$", "^/tmp/x*$")]
+    scanner.use(scanner.compile())
+    expected = _in_utf8_mode(scanner.patterns)
+    for text in ("x" * 15 + "k\n", "/var: disk full\n" * 2, "/tmp/" + "x" * 20 + "\n", "k\n"):
+        assert expected(text) == set(scanner.scan(text)), text
+    assert {ids[0]} == scanner.scan("x" * 30 + "K\n")
