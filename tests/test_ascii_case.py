@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Any
 
 import hyperscan
 import pytest
 
+from rulesd.rules import patterns
 from rulesd.rules.ascii_case import byte_caseless
 from rulesd.rules.patterns import MODE, FieldScanner, Pattern, literal_pattern
 
@@ -152,3 +154,24 @@ def test_a_caseless_pattern_ending_in_dollar_finds_what_utf8_mode_finds_before_a
     for text in ("x" * 15 + "k\n", "/var: disk full\n" * 2, "/tmp/" + "x" * 20 + "\n", "k\n"):
         assert expected(text) == set(scanner.scan(text)), text
     assert {ids[0]} == scanner.scan("x" * 30 + "K\n")
+
+
+def test_a_database_compiled_with_another_choice_of_bytes_is_keyed_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule cache names a database by `key`: one written by a build that compiled a pattern
+    as bytes where this one does not (`ks*$` before `$` stayed in UTF-8 mode) is not read back,
+    nor the other way round; it would answer as that build did."""
+    scanner = FieldScanner("message")
+    scanner.add(Pattern("ks*$", caseless=True))
+    scanner.add(Pattern("disk", caseless=True))
+    key = scanner.key()
+    assert key == scanner.key()
+    # the key of a build that marked nothing, and compiled `ks*$` as bytes
+    text = "\n".join(f"{i}:{int(p.caseless)}:{p.expression}" for p, i in scanner.patterns.items())
+    version, flags = getattr(hyperscan, "__version__", ""), patterns.FLAGS
+    unmarked = hashlib.sha256(f"{version}\n{MODE}\n{flags}\nascii-caseless-bytes\n{text}".encode()).hexdigest()
+    assert unmarked != key
+    monkeypatch.setattr(patterns, "byte_caseless", lambda expression, caseless: caseless)
+    elsewhere = FieldScanner("message")
+    for pattern in scanner.patterns:
+        elsewhere.add(pattern)
+    assert key != elsewhere.key()

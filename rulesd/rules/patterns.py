@@ -232,6 +232,7 @@ class FieldScanner:
         self.scan: Scan
         self.scan, self._use = _memoised_scan(field)
         self.database: Any = None
+        self._bytes: tuple[int, frozenset[int]] = (0, NO_IDS)  # (see `as_bytes`)
 
     def add(self, pattern: Pattern, origin: object = None) -> int:
         """The id of `pattern` (the same pattern twice gets one id)."""
@@ -242,10 +243,16 @@ class FieldScanner:
 
     def key(self) -> str:
         """A hash of the patterns and ids, naming a compiled database of them."""
-        text = "\n".join(f"{i}:{int(p.caseless)}:{p.expression}" for p, i in self.patterns.items())
+        # Each pattern compiled as bytes is marked (see `compile`): a database from a build that
+        # chose otherwise for a pattern answers otherwise for it, and is keyed apart.
+        as_bytes = self.as_bytes()
+        text = "\n".join(
+            f"{i}:{int(p.caseless)}{'b' if i in as_bytes else ''}:{p.expression}" for p, i in self.patterns.items()
+        )
         version = getattr(hyperscan, "__version__", "")
-        # (caseless ASCII patterns are compiled as bytes since: a database of before is keyed apart)
-        return hashlib.sha256(f"{version}\n{MODE}\n{FLAGS}\nascii-caseless-bytes\n{text}".encode()).hexdigest()
+        # (a database of a build before the marks, which may have compiled a pattern with `$` as
+        # bytes, is keyed apart: the text of its key is the same for every pattern left unmarked)
+        return hashlib.sha256(f"{version}\n{MODE}\n{FLAGS}\nascii-caseless-bytes-2\n{text}".encode()).hexdigest()
 
     def compile(self) -> Any:
         """The Hyperscan database of all the patterns; PatternError names every one refused.
@@ -254,9 +261,9 @@ class FieldScanner:
         answers for it as in UTF-8 mode, for a fraction of the compile."""
         patterns = list(self.patterns)
         written, ids = patterns, [self.patterns[p] for p in patterns]
-        utf8 = [p.flags for p in patterns]
+        utf8, byte_ids = [p.flags for p in patterns], self.as_bytes()
         as_bytes = [
-            f & ~hyperscan.HS_FLAG_UTF8 if byte_caseless(p.expression, p.caseless) else f
+            f & ~hyperscan.HS_FLAG_UTF8 if self.patterns[p] in byte_ids else f
             for p, f in zip(patterns, utf8, strict=True)
         ]
         attempts = [utf8]
@@ -287,8 +294,16 @@ class FieldScanner:
     def use(self, database: Any) -> None:
         """Scan with `database` (compiled from these patterns, or loaded from a cache)."""
         self.database = database
-        folded = frozenset(i for p, i in self.patterns.items() if byte_caseless(p.expression, p.caseless))
-        self._use(database, folded)
+        self._use(database, self.as_bytes())
+
+    def as_bytes(self) -> frozenset[int]:
+        """The ids of the patterns compiled as bytes (`byte_caseless`), found once for the key, the
+        compile and the scan: a warm start asks twice."""
+        count, ids = self._bytes
+        if count != len(self.patterns):  # (patterns added since)
+            ids = frozenset(i for p, i in self.patterns.items() if byte_caseless(p.expression, p.caseless))
+            self._bytes = (len(self.patterns), ids)
+        return ids
 
 
 def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
