@@ -399,3 +399,62 @@ def test_a_field_finds_short_literals_at_the_end_of_any_text() -> None:
             if (found := scanner.scan(value)) != expected:
                 wrong.append((sorted(written.values()), value, sorted(found), sorted(expected)))
     assert [] == wrong[:3]
+
+
+def _regex_with_repeats(rng: random.Random, depth: int = 0) -> str:
+    """A random run of ASCII atoms, some repeated (`*`, `+`, `?`, `{m,n}`), some grouped."""
+    atoms = ["a", "b", "k", "s", ":", ".", "[ab]", "[a-z]", "[^a]", "\\d", "x"]
+    repeats = ["", "", "*", "+", "?", "{0,2}", "{1,3}"]
+    parts = []
+    for _ in range(rng.randint(1, 3)):
+        if depth < 2 and rng.random() < 0.15:  # (a group repeated at most once: `re` backtracks)
+            branches = "|".join(_regex_with_repeats(rng, depth + 1) for _ in range(rng.randint(1, 2)))
+            parts.append(f"(?:{branches})" + rng.choice(["", "?"]))
+        else:
+            parts.append(rng.choice(atoms) + rng.choice(repeats))
+    return "".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("regex", "text"),
+    [
+        ("ks*$", "xxxxxxxxxxxxxxxk\n"),
+        ("b+:*k?$", "a1yaxk1s\nyxx1xykbk"),
+        ("k:*$", "1ykysxxysxxkbyysbsk:"),
+        ("(?:[ab]+[ab]+[a-z]{0,2}|xs?x{0,2})k$", "ys:1ybyayxyxxx:xk"),
+        ("(?i)KS*$", "xxxxxxxxxxxxxxxk\n"),
+        ("(?m)ks*$", "xxxxxxxxxxxxxxxk\nyy"),
+    ],
+)
+def test_a_regex_ending_in_a_dollar_after_a_repeat_is_found(regex: str, text: str) -> None:
+    """Hyperscan (the `hyperscan` package 0.9.1, every mode) does not find these, which `re`
+    finds: such regexes are also asked of RE2."""
+    assert re.search(regex, text)
+    scanner = FieldScanner("f")
+    pattern_id = scanner.add(Pattern(regex))
+    scanner.use(scanner.compile())
+    assert pattern_id in scanner.scan(text)
+    assert pattern_id not in scanner.scan(text.replace("k", "q"))
+
+
+def test_regexes_ending_in_a_dollar_find_what_re_finds() -> None:
+    """A field's scan of regexes with repeats ending in `$` (mixed with others, and with
+    literals) finds what `re.search` finds, on texts with and without a final newline."""
+    rng = random.Random(20241207)
+    alphabet = "abks:x1\nxy"
+    wrong = []
+    for _ in range(1000):
+        scanner = FieldScanner("f")
+        written: dict[int, str] = {}
+        for _ in range(rng.randint(1, 4)):
+            regex = _regex_with_repeats(rng)
+            regex = ("^" if rng.random() < 0.3 else "") + regex + rng.choice(["$", "$", "$", ""])
+            written[scanner.add(Pattern(regex))] = regex
+        scanner.use(scanner.compile())
+        for _ in range(15):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 2, 5, 15, 16, 17, 20, 40, 70])))
+            text += rng.choice(["", "k\n", "s\n", "\n", "k", "k:\n", "bk"])
+            expected = {i for i, regex in written.items() if re.search(regex, text)}
+            if (found := scanner.scan(text)) != expected:
+                wrong.append((sorted(written.values()), text, sorted(found), sorted(expected)))
+    assert [] == wrong[:3]

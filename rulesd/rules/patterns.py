@@ -252,7 +252,9 @@ class FieldScanner:
         version = getattr(hyperscan, "__version__", "")
         # (a database of a build before the marks, which may have compiled a pattern with `$` as
         # bytes, is keyed apart: the text of its key is the same for every pattern left unmarked)
-        return hashlib.sha256(f"{version}\n{MODE}\n{FLAGS}\nascii-caseless-bytes-2\n{text}".encode()).hexdigest()
+        return hashlib.sha256(
+            f"{version}\n{MODE}\n{FLAGS}\nascii-caseless-bytes-2\nend-prefilter-1\n{text}".encode()
+        ).hexdigest()
 
     def compile(self) -> Any:
         """The Hyperscan database of all the patterns; PatternError names every one refused.
@@ -266,11 +268,17 @@ class FieldScanner:
             f & ~hyperscan.HS_FLAG_UTF8 if self.patterns[p] in byte_ids else f
             for p, f in zip(patterns, utf8, strict=True)
         ]
+        # Each regex RE2 answers for (see `_end_checker`) whose `$` ends it is also written
+        # without it: where that is not found, neither is the regex, and RE2 is not asked.
+        bodies = [(Pattern(body, p.caseless), PREFILTER + self.patterns[p]) for p in patterns if (body := _body(p))]
+        if bodies:
+            written, ids = [*written, *(b for b, _ in bodies)], [*ids, *(i for _, i in bodies)]
+            utf8, as_bytes = [*utf8, *(b.flags for b, _ in bodies)], [*as_bytes, *(b.flags for b, _ in bodies)]
         attempts = [utf8]
         if as_bytes != utf8:
             # The trap finds a text those patterns must be asked about again (see the scan).
             # Should the bytes' compile fail, all in UTF-8 mode: the scan answers the same.
-            written, ids = [*patterns, TRAP_PATTERN], [*ids, FOLD_TRAP]
+            written, ids = [*written, TRAP_PATTERN], [*ids, FOLD_TRAP]
             attempts = [[*as_bytes, FLAGS], [*utf8, FLAGS]]
         for flags in attempts:
             try:
@@ -294,7 +302,7 @@ class FieldScanner:
     def use(self, database: Any) -> None:
         """Scan with `database` (compiled from these patterns, or loaded from a cache)."""
         self.database = database
-        self._use(database, self.as_bytes())
+        self._use(database, self.as_bytes(), _end_checker(self.patterns))
 
     def as_bytes(self) -> frozenset[int]:
         """The ids of the patterns compiled as bytes (`byte_caseless`), found once for the key, the
@@ -304,6 +312,69 @@ class FieldScanner:
             ids = frozenset(i for p, i in self.patterns.items() if byte_caseless(p.expression, p.caseless))
             self._bytes = (len(self.patterns), ids)
         return ids
+
+
+# Hyperscan (the `hyperscan` package 0.9.1, every mode) misses some matches of a regex holding a
+# repeat and a `$`: `ks*$` in a text of 17 bytes or more ending "k\n", `b+:*k?$` in "...kbk". In
+# randomized comparisons with `re`, regexes with `$` and no repeat, and any with `\z` instead,
+# were never wrong. Such regexes of a field are also asked of an RE2 set (linear time, as
+# Hyperscan), and what either finds is found: Hyperscan reports no match that is not one.
+_REPEATS = frozenset("*+?{")
+PREFILTER = 2**30  # added to a regex's id: the id of the regex without its final `$`
+
+
+def _end_checked(pattern: Pattern) -> bool:
+    return "$" in pattern.expression and not _REPEATS.isdisjoint(pattern.expression)
+
+
+def _body(pattern: Pattern) -> str | None:
+    """An end-checked regex without the `$` that ends it (found wherever the regex is); None if
+    it does not end in an unescaped `$`."""
+    expression = pattern.expression
+    if not _end_checked(pattern) or not expression.endswith("$"):
+        return None
+    escapes = len(expression) - 1 - len(expression[:-1].rstrip("\\"))
+    return expression[:-1] if escapes % 2 == 0 and len(expression) > 1 else None
+
+
+EndCheck = Callable[[str, frozenset[int]], frozenset[int]]
+
+
+def _end_checker(patterns: dict[Pattern, int]) -> EndCheck | None:
+    """What gives a scan's answer with the regexes holding `$` and a repeat as RE2 finds them in
+    the text (`$` before a final newline too, as Hyperscan and `re` mean it), and without the
+    ids of their bodies; None if there are none."""
+    chosen = [(p, i) for p, i in patterns.items() if _end_checked(p)]
+    if not chosen:
+        return None
+    found_by = re2.Set.SearchSet(re2.Options())
+    ids = []
+    for pattern, pattern_id in chosen:
+        # (every rule regex compiles in RE2: `check` refuses those it does not)
+        if found_by.Add(("(?i)" if pattern.caseless else "") + pattern.expression) >= 0:
+            ids.append(pattern_id)
+    found_by.Compile()
+    match = found_by.Match
+    bodies = frozenset(PREFILTER + i for p, i in chosen if _body(p))
+    unfiltered = len(bodies) < len(chosen)  # (some have no body: RE2 is asked of every text)
+
+    def check(value: str, found: frozenset[int]) -> frozenset[int]:
+        if not unfiltered and found.isdisjoint(bodies):
+            return found
+        text: str | bytes = value
+        try:
+            hits = match(value) or []
+        except UnicodeEncodeError:  # (a lone surrogate: see `_replace_surrogates`)
+            text = _replace_surrogates(value)
+            hits = match(text) or []
+        # RE2's `$` is the very end of the text: a match ending before a final newline is one in
+        # the text without it.
+        if value.endswith("\n"):
+            hits = [*hits, *(match(text[:-1]) or [])]
+        answer = found - bodies
+        return answer.union(ids[k] for k in hits) if hits else answer
+
+    return check
 
 
 def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
@@ -320,7 +391,7 @@ MEMO_SIZE = 1024  # texts remembered per field; all are forgotten when it is ful
 MEMO_TEXT_MAX = 256  # characters
 
 
-def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int]], None]]:
+def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int], EndCheck | None], None]]:
     """`scan` and the function that gives it its database; a closure, so that the hot path
     reads its state from cells instead of an object's attributes.
 
@@ -340,6 +411,7 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int]], No
     remember = True
     repeats = 0
     folded = NO_IDS  # the ids of the patterns compiled as bytes
+    ended: EndCheck | None = None  # (see `_end_checker`)
 
     def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
         append(pattern_id)
@@ -374,6 +446,8 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int]], No
                 ids = refolded(value, ids)
         else:
             ids = NO_IDS
+        if ended is not None:
+            ids = ended(value, ids)
         if remember and len(value) <= MEMO_TEXT_MAX and type(value) is str:
             memo[value] = ids
             if len(memo) >= MEMO_SIZE:
@@ -397,9 +471,9 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int]], No
         memo.clear()
         repeats = 0
 
-    def use(database: Any, byte_caseless: frozenset[int]) -> None:
-        nonlocal database_scan, last_value, last_ids, remember, repeats, folded
-        database_scan, last_value, last_ids, folded = database.scan, None, NO_IDS, byte_caseless
+    def use(database: Any, byte_caseless: frozenset[int], end_checker: EndCheck | None) -> None:
+        nonlocal database_scan, last_value, last_ids, remember, repeats, folded, ended
+        database_scan, last_value, last_ids, folded, ended = database.scan, None, NO_IDS, byte_caseless, end_checker
         memo.clear()
         remember, repeats = True, 0
 
