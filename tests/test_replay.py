@@ -228,3 +228,22 @@ rules:
     data = b'{"cmd": "cmd.exe", "msg": "cmd.exe dir cmd.exe /c", "host": "a"}\n'
     replayed = list(replay(ruleset, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
     assert [("r20",)] == [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
+
+
+def test_a_regex_with_a_repeat_before_its_dollar_fires() -> None:
+    """Rules whose regex holds a repeat and a `$` fire where Hyperscan alone missed them (a text
+    of 17 bytes or more ending `k` and a newline; `...kbk`), beside a rule of the same field
+    Hyperscan answers alone, and not where they do not match."""
+    ruleset = ruleset_from_yaml("""
+rules:
+  - {name: trailing, match: {msg: {regex: "ks*$"}}}
+  - {name: optional, match: {msg: {regex: "b+:*k?$"}}}
+  - {name: plain, match: {msg: {contains: yxx}}}
+""")
+    data = (
+        b'{"msg": "xxxxxxxxxxxxxxxk\\n"}\n'
+        b'{"msg": "a1yaxk1s\\nyxx1xykbk"}\n'
+        b'{"msg": "xxxxxxxxxxxxxxxq\\n"}\n'
+    )
+    replayed = list(replay(ruleset, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
+    assert [("trailing",), ("optional", "plain", "trailing")] == [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
