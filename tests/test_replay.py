@@ -240,10 +240,7 @@ rules:
   - {name: optional, match: {msg: {regex: "b+:*k?$"}}}
   - {name: plain, match: {msg: {contains: yxx}}}
 """)
-    data = (
-        b'{"msg": "xxxxxxxxxxxxxxxk\\n"}\n'
-        b'{"msg": "a1yaxk1s\\nyxx1xykbk"}\n'
-        b'{"msg": "xxxxxxxxxxxxxxxq\\n"}\n'
-    )
+    data = b'{"msg": "xxxxxxxxxxxxxxxk\\n"}\n{"msg": "a1yaxk1s\\nyxx1xykbk"}\n{"msg": "xxxxxxxxxxxxxxxq\\n"}\n'
     replayed = list(replay(ruleset, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
-    assert [("trailing",), ("optional", "plain", "trailing")] == [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
+    fired = [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
+    assert [("trailing",), ("optional", "plain", "trailing")] == fired
