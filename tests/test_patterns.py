@@ -458,3 +458,15 @@ def test_regexes_ending_in_a_dollar_find_what_re_finds() -> None:
             if (found := scanner.scan(text)) != expected:
                 wrong.append((sorted(written.values()), text, sorted(found), sorted(expected)))
     assert [] == wrong[:3]
+
+
+def test_a_regex_with_dollar_and_z_is_not_found_before_a_final_newline_by_its_z() -> None:
+    """RE2 is asked of a text ending in a newline again without it, for `$`; a `\\z` of the same
+    regex must not then be found before that newline."""
+    scanner = FieldScanner("f")
+    pattern_id = scanner.add(Pattern("ba*$|c\\z"))
+    scanner.use(scanner.compile())
+    assert pattern_id not in scanner.scan("xxxxxxxxxxxxxxxxxxxc\n")
+    assert pattern_id in scanner.scan("xxxxxxxxxxxxxxxxxxxc")
+    assert pattern_id in scanner.scan("xxxxxxxxxxxxxxxxxxxba\n")
+    assert pattern_id in scanner.scan("xxxxxxxxxxxxxxxxxxxbaa")

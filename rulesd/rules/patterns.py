@@ -348,10 +348,13 @@ def _end_checker(patterns: dict[Pattern, int]) -> EndCheck | None:
     if not chosen:
         return None
     found_by = re2.Set.SearchSet(re2.Options())
-    ids = []
+    ids: list[int] = []
+    before_newline: set[int] = set()  # (see `check`)
     for pattern, pattern_id in chosen:
         # (every rule regex compiles in RE2: `check` refuses those it does not)
         if found_by.Add(("(?i)" if pattern.caseless else "") + pattern.expression) >= 0:
+            if "\\z" not in pattern.expression:
+                before_newline.add(len(ids))
             ids.append(pattern_id)
     found_by.Compile()
     match = found_by.Match
@@ -368,9 +371,9 @@ def _end_checker(patterns: dict[Pattern, int]) -> EndCheck | None:
             text = _replace_surrogates(value)
             hits = match(text) or []
         # RE2's `$` is the very end of the text: a match ending before a final newline is one in
-        # the text without it.
+        # the text without it (but for a regex with `\z`, which would be found there wrongly).
         if value.endswith("\n"):
-            hits = [*hits, *(match(text[:-1]) or [])]
+            hits = [*hits, *(k for k in match(text[:-1]) or () if k in before_newline)]
         answer = found - bodies
         return answer.union(ids[k] for k in hits) if hits else answer
 
