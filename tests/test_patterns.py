@@ -16,6 +16,7 @@ from rulesd.rules.patterns import (
     Pattern,
     PatternError,
     PatternSet,
+    _end_checker,
     compile_source_pattern,
     literal_pattern,
     regex_problem,
@@ -470,3 +471,11 @@ def test_a_regex_with_dollar_and_z_is_not_found_before_a_final_newline_by_its_z(
     assert pattern_id in scanner.scan("xxxxxxxxxxxxxxxxxxxc")
     assert pattern_id in scanner.scan("xxxxxxxxxxxxxxxxxxxba\n")
     assert pattern_id in scanner.scan("xxxxxxxxxxxxxxxxxxxbaa")
+
+
+def test_regexes_too_many_for_one_re2_set_still_load() -> None:
+    """A field whose regexes with `$` and a repeat are too large together for RE2 loads, and is
+    answered by Hyperscan alone (RE2 refuses to compile such a set)."""
+    patterns = {Pattern(f"a{i:04d}.{{0,100}}[0-9a-f]{{1,60}}z+$"): i for i in range(300)}
+    assert _end_checker(patterns) is None
+    assert _end_checker(dict(list(patterns.items())[:3])) is not None

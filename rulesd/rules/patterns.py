@@ -356,7 +356,10 @@ def _end_checker(patterns: dict[Pattern, int]) -> EndCheck | None:
             if "\\z" not in pattern.expression:
                 before_newline.add(len(ids))
             ids.append(pattern_id)
-    found_by.Compile()
+    try:
+        found_by.Compile()
+    except re2.error:  # (too large for RE2's memory as one set: Hyperscan answers alone, as it did)
+        return None
     match = found_by.Match
     bodies = frozenset(PREFILTER + i for p, i in chosen if _body(p))
     unfiltered = len(bodies) < len(chosen)  # (some have no body: RE2 is asked of every text)
