@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 
+from rulesd.alerting import headers
+
 
 class HeadersUnreadable(http.client.HTTPException):
     """The 2xx status line came (`status`) but the headers after it could not be read."""
@@ -23,11 +25,11 @@ class HeadersUnreadable(http.client.HTTPException):
 
 class StatusLineResponse(http.client.HTTPResponse):
     """http.client's response, raising `HeadersUnreadable` when its headers fail after a 2xx
-    status line."""
+    status line, its plain headers read without the `email` parser (`headers`)."""
 
     def begin(self) -> None:
         try:
-            super().begin()
+            headers.begin(self)
         except (http.client.HTTPException, OSError) as exc:
             # `status` is set once the final status line is read, before the headers are.
             if isinstance(self.status, int) and 200 <= self.status < 300:
