@@ -1026,14 +1026,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if not args.write:
         print(json.dumps(load_schema(args.which or "rule"), indent=2))
         return EXIT_OK
+    from rulesd.atomic_file import write_atomically
+
     directory = Path(args.write)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name in [args.which] if args.which else SCHEMAS:
             target = directory / f"rulesd-{name}.schema.json"
-            partial = target.with_name(f".{target.name}.tmp")  # renamed into place: editors never read half a file
-            partial.write_text(json.dumps(load_schema(name), indent=2) + "\n", encoding="utf-8")
-            partial.replace(target)
+            # Whole or not at all: an editor never reads half a file, nor one writer the other's.
+            write_atomically(target, (json.dumps(load_schema(name), indent=2) + "\n").encode())
             print(target)
     except OSError as exc:
         print(f"{args.write}: error: cannot write the schemas: {exc.strerror}", file=sys.stderr)

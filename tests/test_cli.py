@@ -672,6 +672,62 @@ def test_schema_write_one_schema_and_errors(tmp_path: Path) -> None:
     assert f"{blocker / 'sub'}: error: cannot write the schemas" in failed.stderr
 
 
+# `rulesd schema --write DIR` run ROUNDS times by one process once the test says go, each run's
+# files read back at once: the first failure (a status, or a file that is not whole) is printed.
+_SCHEMA_WRITER = """
+import contextlib, io, json, sys
+from rulesd import cli
+directory, rounds = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(rounds):
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        status = cli.main(["schema", "--write", directory])
+    if status:
+        sys.exit(f"status {status}: {said.getvalue()}")
+    for path in said.getvalue().split():
+        try:
+            json.loads(open(path, "rb").read())
+        except ValueError as exc:
+            sys.exit(f"{path} read back not whole: {exc}")
+"""
+
+
+def test_schema_write_run_twice_at_once_writes_whole_files_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Two `schema --write` of the same directory at once (two CI jobs in one checkout, make -j)
+    each replace the files whole; a temporary file of a fixed name was renamed by the other
+    writer half-written, or gone when its own writer renamed it (a status 2). The files keep the
+    mode a new file is given (0666 less the umask), not a temporary file's 0600."""
+    directory = tmp_path / "schemas"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SCHEMA_WRITER, str(directory), "150"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        for _ in range(2)
+    ]
+    for writer in writers:  # both have imported rulesd: they write at the same time
+        assert writer.stdout is not None and "ready\n" == writer.stdout.readline()
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    said = [writer.communicate(timeout=120) for writer in writers]
+    assert [(0, "", "")] * 2 == [(w.returncode, *s) for w, s in zip(writers, said, strict=True)]
+    names = sorted(f"rulesd-{name}.schema.json" for name in ("rule", "config", "test"))
+    assert names == sorted(p.name for p in directory.iterdir())
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in names:
+        assert 0o666 & ~umask == (directory / name).stat().st_mode & 0o777
+        json.loads((directory / name).read_text())
+
+
 AUTH_LOG = """\
 Dec 10 06:55:46 host sshd[1]: Failed password for root from 203.0.113.9 port 50022 ssh2
 Dec 10 06:55:47 host sshd[1]: Connection closed by 203.0.113.9 port 50022 [preauth]
