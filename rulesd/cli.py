@@ -460,6 +460,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """`rulesd test`: run rule unit tests, report each failure with expected and actual."""
+    from rulesd.atomic_file import write_atomically
     from rulesd.junit import RuleTestFile, junit_xml
     from rulesd.ruletest import WrittenRules, run_test_files
 
@@ -489,7 +490,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     print(f"rule tests: {len(outcomes) - failed} passed, {failed} failed, {len(problems)} invalid{said}")
     if args.junit:
         try:
-            Path(args.junit).write_bytes(junit_xml(results))
+            # Whole or not at all: a run killed mid-write (a CI timeout) or a full disk leaves the
+            # report before it, never a truncated XML that CI fails to parse.
+            write_atomically(args.junit, junit_xml(results))
         except OSError as exc:
             print(f"{args.junit}: error: cannot write the JUnit report: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from rulesd import ruletest
 from rulesd.errors import Problem, SourceLocation
 from rulesd.junit import INVALID_CASE, RuleTestFile, junit_xml
-from tests.run_cli import rulesd_cli
+from tests.run_cli import clean_env, rulesd_cli
 
 RULES = "name: err\nmatch: {level: error}\nalert: {priority: P2, message: 'error on {host}'}\n"
 PASSING = (
@@ -80,6 +82,35 @@ def test_all_passing_report_has_no_failure(tmp_path: Path) -> None:
     root = ET.parse(tmp_path / "report.xml").getroot()
     assert (0, "1", "0", "0") == (result.returncode, root.get("tests"), root.get("failures"), root.get("errors"))
     assert [] == root.findall(".//failure") + root.findall(".//error")
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_one_before_it(tmp_path: Path) -> None:
+    """A write that fails part-way (here the file size limit of `ulimit -f`; a full disk, a run
+    killed by CI's timeout) leaves the report of the run before whole, and no temporary file: it
+    was truncated in place, a part of an XML document CI then failed to parse."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "good.test.yaml").write_text(PASSING)
+    assert 1 == rulesd_test("--junit", "report.xml", "good.test.yaml", cwd=tmp_path).returncode
+    before = (tmp_path / "report.xml").read_bytes()
+    assert len(before) > 600
+
+    def limit_file_size() -> None:  # (Python ignores SIGXFSZ: a write past it fails with EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
+
+    limited = subprocess.run(
+        [sys.executable, "-m", "rulesd", "test", "--junit", "report.xml", "good.test.yaml"],
+        cwd=tmp_path,
+        env=clean_env({"RULESD_CACHE_DIR": ""}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=limit_file_size,
+    )
+    assert 2 == limited.returncode
+    assert "report.xml: error: cannot write the JUnit report: File too large" in limited.stderr
+    assert before == (tmp_path / "report.xml").read_bytes()
+    assert ["good.test.yaml", "report.xml", "rules.yaml"] == sorted(p.name for p in tmp_path.iterdir())
 
 
 def test_markup_in_names_and_reports_survives_the_round_trip() -> None:
