@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from rulesd import ruletest
 from rulesd.errors import Problem, SourceLocation
 from rulesd.junit import INVALID_CASE, RuleTestFile, junit_xml
-from tests.run_cli import clean_env, rulesd_cli
+from tests.run_cli import rulesd_cli
 
 RULES = "name: err\nmatch: {level: error}\nalert: {priority: P2, message: 'error on {host}'}\n"
 PASSING = (
@@ -26,9 +25,9 @@ PASSING = (
 INVALID = "rule_files: [rules.yaml]\ntests:\n  - name: t\n    evnts: []\n"
 
 
-def rulesd_test(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `rulesd test ARGS` in `cwd`."""
-    return rulesd_cli("test", *args, cwd=cwd)
+def rulesd_test(*args: str, cwd: Path, rlimit: tuple[int, int] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `rulesd test ARGS` in `cwd` (with no rule cache: nothing written but the report)."""
+    return rulesd_cli("test", *args, cwd=cwd, env={"RULESD_CACHE_DIR": ""}, rlimit=rlimit)
 
 
 def cases(suite: ET.Element) -> dict[str, ET.Element]:
@@ -94,19 +93,8 @@ def test_a_report_that_cannot_be_written_whole_leaves_the_one_before_it(tmp_path
     before = (tmp_path / "report.xml").read_bytes()
     assert len(before) > 600
 
-    def limit_file_size() -> None:  # (Python ignores SIGXFSZ: a write past it fails with EFBIG)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
-
-    limited = subprocess.run(
-        [sys.executable, "-m", "rulesd", "test", "--junit", "report.xml", "good.test.yaml"],
-        cwd=tmp_path,
-        env=clean_env({"RULESD_CACHE_DIR": ""}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=limit_file_size,
-    )
+    # (Python ignores SIGXFSZ: a write past the limit fails with EFBIG)
+    limited = rulesd_test("--junit", "report.xml", "good.test.yaml", cwd=tmp_path, rlimit=(resource.RLIMIT_FSIZE, 512))
     assert 2 == limited.returncode
     assert "report.xml: error: cannot write the JUnit report: File too large" in limited.stderr
     assert before == (tmp_path / "report.xml").read_bytes()
