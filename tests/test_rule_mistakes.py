@@ -4,6 +4,7 @@ them: an error at the file, line and column, and exit status 1."""
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 
 from tests.run_cli import rulesd_cli
@@ -1255,3 +1256,18 @@ def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> No
             ),
         ],
     )
+
+
+def test_a_device_named_as_a_rule_test_or_config_file_is_an_error_not_read_forever(tmp_path: Path) -> None:
+    """`/dev/zero` named where a file is read (rules, a test's rule_files, a config) is said to be a
+    device; it was read until memory ran out (here a limit of 1.5 GB: a MemoryError traceback)."""
+    (tmp_path / "t.test.yaml").write_text(
+        "rule_files: [/dev/zero]\ntests:\n  - name: t\n    events: [{event: {a: 1}}]\n    expect_alerts: []\n"
+    )
+
+    said = "/dev/zero: error: cannot read: it is a character device, not a file\n"
+    for args in (["check", "/dev/zero"], ["test", "t.test.yaml"], ["check", "--config", "/dev/zero"]):
+        limit = (resource.RLIMIT_AS, 1536 << 20)
+        result = rulesd_cli(*args, cwd=tmp_path, env={"RULESD_CACHE_DIR": ""}, rlimit=limit)
+        assert (1, "") == (result.returncode, result.stderr), args
+        assert result.stdout.startswith(said), args
