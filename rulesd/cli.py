@@ -20,7 +20,7 @@ from rulesd import __version__, collector, loggers, output, printable
 from rulesd.alerting.payload import AlertSettings, closed_by
 from rulesd.engine.core import Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
-from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
+from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json, parse_mended
 from rulesd.eventtime import AUTO, EventTime
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules import generated_code
@@ -670,11 +670,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.event == "-" and sys.stdin is None:  # started with `<&-`
         print("-: error: cannot read the event: standard input is closed", file=sys.stderr)
         return EXIT_USAGE
+    # The argument's own bytes (os.fsencode: not UTF-8 ones too), read as a line of events is.
+    line = sys.stdin.buffer.read() if args.event == "-" else os.fsencode(args.event)
     try:
-        event = parse_json(sys.stdin.buffer.read() if args.event == "-" else args.event.encode())
+        event = parse_json(line)
     except InvalidEvent as exc:
-        print(f"rulesd explain: the event is {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        event = parse_mended(parse_json, line)  # a lone surrogate's escape, as replay reads it
+        if event is None:
+            print(f"rulesd explain: the event is {exc}", file=sys.stderr)
+            return EXIT_USAGE
     for explanation in explainer.explain(event):
         print(printable.lines("\n".join(explanation_lines(explanation))))
     return EXIT_OK

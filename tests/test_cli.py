@@ -425,6 +425,21 @@ def test_explain_of_a_closed_standard_input_says_so(tmp_path: Path) -> None:
     assert (2, "-: error: cannot read the event: standard input is closed\n") == (result.returncode, result.stderr)
 
 
+def test_explain_of_an_event_argument_that_is_not_utf8_or_holds_a_lone_surrogate(tmp_path: Path) -> None:
+    """An EVENT_JSON argument's bytes are judged as a line's are: one that is not UTF-8 is said
+    with its column (it raised UnicodeEncodeError re-encoding the argument), and a lone
+    surrogate's escape is read as U+FFFD, as replay and the daemon read it (it was refused)."""
+    write(tmp_path / "rules.yaml", RULES)
+    result = rulesd_cli("explain", "--rules", "rules.yaml", '{"level": "error", "host": "a\udcffb"}', cwd=tmp_path)
+    said = "rulesd explain: the event is invalid JSON: not valid UTF-8: byte 0xff at column 30\n"
+    assert (2, said) == (result.returncode, result.stderr)
+    event = '{"level": "error", "host": "a\\ud800b"}'
+    result = rulesd_cli("explain", "--rules", "rules.yaml", event, cwd=tmp_path)
+    assert (0, "", "err: matches\n") == (result.returncode, result.stderr, result.stdout)
+    replayed = rulesd_cli("replay", "--rules", "rules.yaml", "-", stdin=event + "\n", cwd=tmp_path)
+    assert "line 1: P2 [err] error on a\ufffdb  (alias: rulesd: err)\n" == replayed.stdout.splitlines(keepends=True)[0]
+
+
 def _named_by_a_pipe(args: list[str], text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`rulesd ARGS` where `{}` in ARGS names a pipe holding `text`, as the shell's `<(...)`
     names one (`/dev/fd/N`): it can be read once only. The rule cache is on."""
