@@ -1211,6 +1211,30 @@ def test_a_copied_deferred_parser_parses_as_the_original() -> None:
     assert cli.build_parser().parse_args(["replay", "e.jsonl"]).events == copied.parse_args(["e.jsonl"]).events
 
 
+def test_check_and_replay_of_a_rule_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """A rule file named on the command line whose name is not UTF-8 (`r-\\xff.yaml`): check and
+    replay raised UnicodeEncodeError making the key of the generated code from its path, with
+    the rule cache or without. The rules load, and an error is placed in that file."""
+    rules = tmp_path / os.fsdecode(b"r-\xff.yaml")
+    rules.write_text(RULES)
+    (tmp_path / "events.jsonl").write_text('{"level": "error", "host": "a"}\n')
+    for cache in ("", str(tmp_path / "cache")):
+        env = {"RULESD_CACHE_DIR": cache}
+        checked = rulesd_cli("check", rules.name, cwd=tmp_path, env=env)
+        assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == (checked.returncode, checked.stdout)
+        replayed = rulesd_cli("replay", "--rules", rules.name, "events.jsonl", cwd=tmp_path, env=env)
+        assert (0, "line 1: P2 [err] error on a  (alias: rulesd: err)") == (
+            replayed.returncode,
+            replayed.stdout.splitlines()[0],
+        )
+    rules.write_text(RULES.replace("P2", "P0"))
+    checked = rulesd_cli("check", rules.name, cwd=tmp_path)
+    assert (1, 'r-\ufffd.yaml:3:19: error: alert.priority: "P0" is not one of') == (
+        checked.returncode,
+        checked.stdout[: checked.stdout.index(": P1")],
+    )
+
+
 def test_replay_and_explain_of_an_events_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
     """An events file whose name is not UTF-8 (`app-\\xff.jsonl`): `replay --format json` stopped
     with a traceback (the name, in the alert's Event Source, could not be written as JSON). It is
