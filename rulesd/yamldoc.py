@@ -808,5 +808,8 @@ def parse_yaml_bytes(data: bytes, path: str, *, keep_going: bool = False) -> Doc
         before = data[: exc.start].decode("utf-8-sig")  # valid up to the bad byte
         where = _offset_location(path, before, len(before))
         bad = data[exc.start]
-        raise InvalidInputError([Problem(where, f"not valid UTF-8 (byte {bad:#04x})")]) from None
+        message = f"not valid UTF-8 (byte {bad:#04x})"
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # (what Windows PowerShell's `>` writes)
+            message += ": the file is UTF-16 (it begins with UTF-16's byte order mark); save it as UTF-8"
+        raise InvalidInputError([Problem(where, message)]) from None
     return parse_yaml(text, path, keep_going=keep_going)

@@ -1271,3 +1271,15 @@ def test_a_device_named_as_a_rule_test_or_config_file_is_an_error_not_read_forev
         result = rulesd_cli(*args, cwd=tmp_path, env={"RULESD_CACHE_DIR": ""}, rlimit=limit)
         assert (1, "") == (result.returncode, result.stderr), args
         assert result.stdout.startswith(said), args
+
+
+def test_a_rule_file_saved_as_utf16_is_said_to_be_utf16(tmp_path: Path) -> None:
+    """A file that Windows PowerShell's `>` wrote (UTF-16 with its byte order mark) is named as
+    such, not only as "not valid UTF-8 (byte 0xff)"."""
+    (tmp_path / "r.yaml").write_bytes("\ufeffname: a\nmatch: {level: error}\n".encode("utf-16-le"))
+    result = rulesd_cli("check", "r.yaml", cwd=tmp_path)
+    said = (
+        "r.yaml:1:1: error: not valid UTF-8 (byte 0xff): the file is UTF-16 (it begins with UTF-16's byte order "
+        "mark); save it as UTF-8\n"
+    )
+    assert (1, said) == (result.returncode, result.stdout[: result.stdout.index("FAILED")])
