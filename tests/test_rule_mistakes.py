@@ -1283,3 +1283,14 @@ def test_a_rule_file_saved_as_utf16_is_said_to_be_utf16(tmp_path: Path) -> None:
         "mark); save it as UTF-8\n"
     )
     assert (1, said) == (result.returncode, result.stdout[: result.stdout.index("FAILED")])
+
+
+def test_an_integer_longer_than_python_reads_is_said_as_such(tmp_path: Path) -> None:
+    """An unquoted integer of more than 4300 digits (Python's limit on reading one from text): the
+    error said "is not a valid !!int: a number needs no tag", of a number written with none."""
+    assert (
+        1,
+        "DIR/r.yaml:2:13: error: '10000000000000000000'… is an integer of 5001 digits, more than the 4300 read "
+        "as a number: quote it if the text is meant\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, "name: a\nmatch: {id: 1" + "0" * 5000 + "}\n")
