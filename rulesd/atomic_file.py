@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 
 # Tried again with another name if taken: only a collision of 64 random bits repeats.
 _ATTEMPTS = 16
@@ -19,19 +20,27 @@ _ATTEMPTS = 16
 
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace the file at `path` (a symbolic link: the file it names) with `data`; OSError if
-    it cannot be written, with the target as it was and no temporary file left behind.
+    it cannot be written, with the target as it was and no temporary file left behind. What is
+    not a regular file (a device, a pipe) is written to as it is.
 
     The file keeps the permissions of the one it replaces; a new one gets those `open` would
     give it (0666 less the umask and a directory's default ACL), which is why the temporary file
     is created with O_EXCL and mode 0666 rather than by `tempfile.mkstemp`, whose 0600 could only
     be widened by reading the umask, and that means changing it for every thread of the process.
     """
+    try:
+        info: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        # A device or a pipe (/dev/null, /dev/stdout, a FIFO a CI step reads): nothing there to
+        # replace, and a rename would put a file in the device's place (as root: /dev/null).
+        with open(path, "wb") as fh:  # (a directory: IsADirectoryError, as before)
+            fh.write(data)
+        return
     target = os.path.realpath(path)
     directory, name = os.path.split(target)
-    try:
-        kept: int | None = os.stat(target).st_mode & 0o777  # (never a set-id bit on bytes written here)
-    except FileNotFoundError:
-        kept = None
+    kept = None if info is None else info.st_mode & 0o777  # (never a set-id bit on bytes written here)
     fd, partial = _create(directory, name)
     try:
         try:
