@@ -1294,3 +1294,16 @@ def test_an_integer_longer_than_python_reads_is_said_as_such(tmp_path: Path) -> 
         "as a number: quote it if the text is meant\n"
         "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
     ) == check(tmp_path, "name: a\nmatch: {id: 1" + "0" * 5000 + "}\n")
+
+
+def test_a_rule_listed_again_by_an_alias_is_said_to_be_so(tmp_path: Path) -> None:
+    """`- *a` after the rule anchored `&a`: the duplicate name was said at the anchor's place,
+    "also defined at" that same place. It says an alias lists the rule again, and how to copy it."""
+    text = "rules:\n  - &a\n    name: r\n    match: {level: error}\n  - *a\n"
+    assert (
+        1,
+        "DIR/r.yaml:3:11: error: duplicate rule name 'r': the rule written here is listed again by a YAML alias "
+        "of it (`- *NAME`); to copy it, merge it and rename the copy (`- <<: *NAME` then `name: ...`)\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, text)
+    assert 0 == check(tmp_path, text.replace("- *a", "- <<: *a\n    name: s"))[0]

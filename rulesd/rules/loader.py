@@ -425,12 +425,22 @@ def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
     return []
 
 
+# (An alias is the very node of its anchor once composed: only the anchor's place is known.)
+_LISTED_AGAIN = (
+    "the rule written here is listed again by a YAML alias of it (`- *NAME`); to copy it, merge it "
+    "and rename the copy (`- <<: *NAME` then `name: ...`)"
+)
+
+
 def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
     first: dict[str, SourceLocation] = {}
     problems: list[Problem] = []
     for name, here in names:
         there = first.setdefault(name, here)
         if there is here:
+            continue
+        if there == here:  # one rule listed again by an alias: the alias has no place of its own
+            problems.append(Problem(here, f"duplicate rule name '{name}': {_LISTED_AGAIN}"))
             continue
         problems.append(Problem(here, f"duplicate rule name '{name}' (also defined at {there})"))
         problems.append(Problem(there, f"duplicate rule name '{name}' (also defined at {here})"))
