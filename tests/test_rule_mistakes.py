@@ -1307,3 +1307,12 @@ def test_a_rule_listed_again_by_an_alias_is_said_to_be_so(tmp_path: Path) -> Non
         "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
     ) == check(tmp_path, text)
     assert 0 == check(tmp_path, text.replace("- *a", "- <<: *a\n    name: s"))[0]
+
+    test = "rule_files: [r.yaml]\ntests:\n  - &t\n    name: t\n    events: [{event: {level: error}}]\n"
+    (tmp_path / "r.test.yaml").write_text(test + "    expect_alerts: []\n  - *t\n")
+    tested = rulesd_cli("test", "r.test.yaml", cwd=tmp_path)
+    assert (
+        1,
+        "r.test.yaml:4:11: error: tests[1].name: duplicate test name 't': the test written here is listed again by "
+        "a YAML alias of it (`- *NAME`); to copy it, merge it and rename the copy (`- <<: *NAME` then `name: ...`)",
+    ) == (tested.returncode, tested.stdout.splitlines()[0])

@@ -20,7 +20,7 @@ import msgspec
 
 from rulesd import collector
 from rulesd.document import Document, JsonPath, read_file, split_marks
-from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
+from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.checked import checked_key, installed, keep, known_problems
@@ -425,13 +425,6 @@ def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
     return []
 
 
-# (An alias is the very node of its anchor once composed: only the anchor's place is known.)
-_LISTED_AGAIN = (
-    "the rule written here is listed again by a YAML alias of it (`- *NAME`); to copy it, merge it "
-    "and rename the copy (`- <<: *NAME` then `name: ...`)"
-)
-
-
 def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
     first: dict[str, SourceLocation] = {}
     problems: list[Problem] = []
@@ -440,7 +433,7 @@ def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
         if there is here:
             continue
         if there == here:  # one rule listed again by an alias: the alias has no place of its own
-            problems.append(Problem(here, f"duplicate rule name '{name}': {_LISTED_AGAIN}"))
+            problems.append(Problem(here, f"duplicate rule name '{name}': {listed_again('rule')}"))
             continue
         problems.append(Problem(here, f"duplicate rule name '{name}' (also defined at {there})"))
         problems.append(Problem(there, f"duplicate rule name '{name}' (also defined at {here})"))
