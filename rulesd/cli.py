@@ -20,7 +20,7 @@ from rulesd import __version__, collector, loggers, output, printable
 from rulesd.alerting.payload import AlertSettings, closed_by
 from rulesd.engine.core import Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
-from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json
+from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json, parse_mended
 from rulesd.eventtime import AUTO, EventTime
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules import generated_code
@@ -460,6 +460,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """`rulesd test`: run rule unit tests, report each failure with expected and actual."""
+    from rulesd.atomic_file import write_atomically
     from rulesd.junit import RuleTestFile, junit_xml
     from rulesd.ruletest import WrittenRules, run_test_files
 
@@ -489,7 +490,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     print(f"rule tests: {len(outcomes) - failed} passed, {failed} failed, {len(problems)} invalid{said}")
     if args.junit:
         try:
-            Path(args.junit).write_bytes(junit_xml(results))
+            # Whole or not at all: a run killed mid-write (a CI timeout) or a full disk leaves the
+            # report before it, never a truncated XML that CI fails to parse.
+            write_atomically(args.junit, junit_xml(results))
         except OSError as exc:
             print(f"{args.junit}: error: cannot write the JUnit report: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
@@ -667,11 +670,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.event == "-" and sys.stdin is None:  # started with `<&-`
         print("-: error: cannot read the event: standard input is closed", file=sys.stderr)
         return EXIT_USAGE
+    # The argument's own bytes (os.fsencode: not UTF-8 ones too), read as a line of events is.
+    line = sys.stdin.buffer.read() if args.event == "-" else os.fsencode(args.event)
     try:
-        event = parse_json(sys.stdin.buffer.read() if args.event == "-" else args.event.encode())
+        event = parse_json(line)
     except InvalidEvent as exc:
-        print(f"rulesd explain: the event is {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        event = parse_mended(parse_json, line)  # a lone surrogate's escape, as replay reads it
+        if event is None:
+            print(f"rulesd explain: the event is {exc}", file=sys.stderr)
+            return EXIT_USAGE
     for explanation in explainer.explain(event):
         print(printable.lines("\n".join(explanation_lines(explanation))))
     return EXIT_OK
@@ -1026,14 +1033,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if not args.write:
         print(json.dumps(load_schema(args.which or "rule"), indent=2))
         return EXIT_OK
+    from rulesd.atomic_file import write_atomically
+
     directory = Path(args.write)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name in [args.which] if args.which else SCHEMAS:
             target = directory / f"rulesd-{name}.schema.json"
-            partial = target.with_name(f".{target.name}.tmp")  # renamed into place: editors never read half a file
-            partial.write_text(json.dumps(load_schema(name), indent=2) + "\n", encoding="utf-8")
-            partial.replace(target)
+            # Whole or not at all: an editor never reads half a file, nor one writer the other's.
+            write_atomically(target, (json.dumps(load_schema(name), indent=2) + "\n").encode())
             print(target)
     except OSError as exc:
         print(f"{args.write}: error: cannot write the schemas: {exc.strerror}", file=sys.stderr)

@@ -10,7 +10,7 @@ import functools
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -271,6 +271,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
 
     rule_paths = _rule_paths(base, raw)
     assert rule_paths is not None  # the schema has checked `rules`
+    _nul_in_paths(doc, raw, rule_paths)
     written_with_variables = _check_variables(raw, report)
     if look:  # (a path written with a variable is said once)
         for keys, severity, message in path_findings(raw, functools.partial(_absolute, base), rule_paths):
@@ -340,6 +341,19 @@ def _check_variables(raw: dict[str, Any], report: Report) -> set[tuple[str | int
     the configuration is expanded, so it would name a file or directory called `${LOG_DIR}`
     beside the config (waited for, or made, for good). The keys of those reported."""
     found_at: set[tuple[str | int, ...]] = set()
+    for where, text in _path_places(raw):
+        found = _VARIABLE.search(text)
+        if found is None:
+            continue
+        hint = " (leave state_dir out to use $STATE_DIRECTORY, as systemd sets it)" if where == ("state_dir",) else ""
+        report(where, f"{text!r}: environment variables such as {found[0]} are not expanded; write the path out{hint}")
+        found_at.add(where)
+    return found_at
+
+
+def _path_places(raw: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Each path the configuration names (rules, state_dir, api_key_file, file sources' paths),
+    with its keys."""
     places: list[tuple[tuple[str | int, ...], Any]] = [
         (("rules",), raw.get("rules")),
         (("state_dir",), raw.get("state_dir")),
@@ -348,18 +362,19 @@ def _check_variables(raw: dict[str, Any], report: Report) -> set[tuple[str | int
     places += [((*where, "path"), source.get("path")) for where, source in source_places(raw)]
     for keys, value in places:
         items = [(keys, value)] if not isinstance(value, list) else [((*keys, i), v) for i, v in enumerate(value)]
-        for where, text in items:
-            found = _VARIABLE.search(text) if isinstance(text, str) else None
-            if found is None:
-                continue
-            hint = (
-                " (leave state_dir out to use $STATE_DIRECTORY, as systemd sets it)" if keys == ("state_dir",) else ""
-            )
-            report(
-                where, f"{text!r}: environment variables such as {found[0]} are not expanded; write the path out{hint}"
-            )
-            found_at.add(where)
-    return found_at
+        yield from ((where, text) for where, text in items if isinstance(text, str))
+
+
+def _nul_in_paths(doc: Document, raw: dict[str, Any], rule_paths: tuple[str, ...]) -> None:
+    """ConfigError at each path holding a NUL character (`"/var/log/a\\0.log"`), which no file
+    system's path can: every use of it (a stat, an open) would fail with a traceback. Said at
+    once, before anything looks at the paths; the rule paths without one are checked still."""
+    found = [(keys, text) for keys, text in _path_places(raw) if "\0" in text]
+    if found:
+        raise ConfigError(
+            [Problem(doc.locate(k), f"{format_path(k)}: {t!r}: a path cannot hold a NUL character") for k, t in found],
+            tuple(p for p in rule_paths if "\0" not in p),
+        )
 
 
 def _sources(raw: dict[str, Any], base: str, report: Report) -> tuple[SourceConfig, ...]:

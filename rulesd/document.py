@@ -8,6 +8,8 @@ cache reads no YAML, and does not import PyYAML (~12 ms) to name this type.
 from __future__ import annotations
 
 import marshal
+import os
+import stat
 from collections.abc import Iterable
 
 import msgspec
@@ -80,6 +82,13 @@ def read_file(path: str) -> bytes:
     once); InvalidInputError saying why it cannot be read."""
     try:
         with open(path, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            # A device has no end (/dev/zero, /dev/urandom: read until memory ran out) or is no file.
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                device = "a character device" if stat.S_ISCHR(mode) else "a block device"
+                raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: it is {device}, not a file")])
             return fh.read()
     except OSError as exc:
         raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: {exc.strerror or exc}")]) from None
+    except MemoryError:  # (a file larger than the memory rulesd may take)
+        raise InvalidInputError([Problem(SourceLocation(path), "cannot read: too large to hold in memory")]) from None

@@ -18,6 +18,16 @@ class SourceLocation(msgspec.Struct, frozen=True, order=True):
         return f"{self.path}:{self.line}:{self.col}"
 
 
+def listed_again(what: str) -> str:
+    """Why an item of a list holds the same place as one before it: YAML's alias (`- *a`) is,
+    once composed, the very node of its anchor, so only the anchor's place is known. `what`:
+    "rule", "test"."""
+    return (
+        f"the {what} written here is listed again by a YAML alias of it (`- *NAME`); to copy it, merge it "
+        "and rename the copy (`- <<: *NAME` then `name: ...`)"
+    )
+
+
 class Problem(msgspec.Struct, frozen=True, order=True):
     """One finding of a check: where, how bad, and what."""
 

@@ -25,10 +25,20 @@ def parse_json(line: bytes) -> Event:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"invalid JSON: {exc}") from None
+        raise InvalidEvent(f"invalid JSON: {_not_utf8(line) or exc}") from None
     if type(value) is not dict:
         raise InvalidEvent(f"not a JSON object but {_kind(value)}")
     return value
+
+
+def _not_utf8(line: bytes) -> str | None:
+    """Where `line` stops being UTF-8, or None if it is UTF-8. orjson says "str is not valid
+    UTF-8: surrogates not allowed" at line 1 column 1 for any such byte, wherever it is."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8: byte {line[bad.start]:#04x} at column {bad.start + 1}"
+    return None
 
 
 # Lines parsed before any of them is evaluated (see `parse_block`).

@@ -19,7 +19,7 @@ from rulesd.alerting.payload import AlertSettings, forget_rules
 from rulesd.document import Document, JsonPath
 from rulesd.durations import parse_duration, unitless
 from rulesd.engine import Engine
-from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
+from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
 from rulesd.pipeline import Alert as PipelineAlert
 from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules import generated_code
@@ -138,7 +138,11 @@ def _duplicate_test_names(doc: Document) -> Iterator[Problem]:
         path = ("tests", t_index, "name")
         here = doc.locate(path)
         there = first.setdefault(test["name"], here)
-        if there is not here:
+        if there is here:
+            continue
+        if there == here:  # the same test, listed again by an alias
+            yield Problem(here, f"{format_path(path)}: duplicate test name {test['name']!r}: {listed_again('test')}")
+        else:
             yield Problem(here, f"{format_path(path)}: duplicate test name {test['name']!r} (also at {there})")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -253,7 +254,14 @@ class _Builder:
             # An explicit tag on a text it cannot read (`!!int x`, `!!int ""`, `!!bool maybe`,
             # `!!timestamp 2020-99-99`): PyYAML's constructors fail with Python's own errors.
             message = f"{str(node.value)[:80]!r} is not a valid {_show_tag(node.tag)}"
-            if node.tag in _NUMBER_TAGS:
+            length = sum(c.isdigit() for c in str(node.value))
+            if node.tag in _NUMBER_TAGS and not _tag_written(node) and length > sys.get_int_max_str_digits():
+                # (Python reads no longer integer from text: a limit against quadratic time)
+                message = (
+                    f"{str(node.value)[:20]!r}… is an integer of {length} digits, more than the "
+                    f"{sys.get_int_max_str_digits()} read as a number: quote it if the text is meant"
+                )
+            elif node.tag in _NUMBER_TAGS:
                 message += ": a number needs no tag (count: 5), nor a duration, written with its unit (window: 5m)"
             self.unread(node, message)
             return None
@@ -808,5 +816,8 @@ def parse_yaml_bytes(data: bytes, path: str, *, keep_going: bool = False) -> Doc
         before = data[: exc.start].decode("utf-8-sig")  # valid up to the bad byte
         where = _offset_location(path, before, len(before))
         bad = data[exc.start]
-        raise InvalidInputError([Problem(where, f"not valid UTF-8 (byte {bad:#04x})")]) from None
+        message = f"not valid UTF-8 (byte {bad:#04x})"
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # (what Windows PowerShell's `>` writes)
+            message += ": the file is UTF-16 (it begins with UTF-16's byte order mark); save it as UTF-8"
+        raise InvalidInputError([Problem(where, message)]) from None
     return parse_yaml(text, path, keep_going=keep_going)

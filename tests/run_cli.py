@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,16 @@ def rulesd_cli(
     cwd: Path | str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 60,
+    rlimit: tuple[int, int] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m rulesd ARGS` to its end; its output as text (undecodable bytes replaced),
-    so that tests may feed any bytes, invalid UTF-8 included, on standard input."""
+    so that tests may feed any bytes, invalid UTF-8 included, on standard input. `rlimit`: a
+    resource limit of the process (`(resource.RLIMIT_FSIZE, 512)`), as `ulimit` sets one."""
+
+    def set_limit() -> None:
+        if rlimit is not None:
+            resource.setrlimit(rlimit[0], (rlimit[1], resource.RLIM_INFINITY))
+
     result = subprocess.run(
         [sys.executable, "-m", "rulesd", *args],
         input=stdin.encode() if isinstance(stdin, str) else stdin,
@@ -33,6 +41,7 @@ def rulesd_cli(
         check=False,
         cwd=cwd,
         env=clean_env(env),
+        preexec_fn=set_limit if rlimit is not None else None,
     )
     return subprocess.CompletedProcess(
         result.args,

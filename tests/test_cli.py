@@ -228,6 +228,17 @@ def test_replay_explains_a_cut_line_as_the_daemon_does(tmp_path: Path) -> None:
     assert reason in result.stderr, result.stderr
 
 
+def test_replay_says_where_a_line_stops_being_utf8(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 is named with its column; orjson's own words were "surrogates not
+    allowed: line 1 column 1 (char 0)" for any such byte, wherever it was."""
+    rules = write(tmp_path / "rules.yaml", RULES)
+    (tmp_path / "events.jsonl").write_bytes(b'{"level": "error", "host": "a\xffb"}\n{"level": "error", "host": "b"}\n')
+    result = rulesd_cli("replay", "--rules", str(rules), "events.jsonl", cwd=tmp_path)
+    assert (0, "events: 1, invalid lines: 1, alerts: 1") == (result.returncode, result.stdout.splitlines()[1])
+    reason = "events.jsonl:1: skipped: invalid JSON: not valid UTF-8: byte 0xff at column 30\n"
+    assert reason in result.stderr, result.stderr
+
+
 def test_replay_json(tmp_path: Path) -> None:
     """`--format json` prints one payload per line; the summary goes to stderr."""
     rules = write(tmp_path / "rules.yaml", RULES)
@@ -412,6 +423,21 @@ def test_explain_of_a_closed_standard_input_says_so(tmp_path: Path) -> None:
     write(tmp_path / "rules.yaml", RULES)
     result = _with_closed("<&-", "explain --rules rules.yaml -", tmp_path)
     assert (2, "-: error: cannot read the event: standard input is closed\n") == (result.returncode, result.stderr)
+
+
+def test_explain_of_an_event_argument_that_is_not_utf8_or_holds_a_lone_surrogate(tmp_path: Path) -> None:
+    """An EVENT_JSON argument's bytes are judged as a line's are: one that is not UTF-8 is said
+    with its column (it raised UnicodeEncodeError re-encoding the argument), and a lone
+    surrogate's escape is read as U+FFFD, as replay and the daemon read it (it was refused)."""
+    write(tmp_path / "rules.yaml", RULES)
+    result = rulesd_cli("explain", "--rules", "rules.yaml", '{"level": "error", "host": "a\udcffb"}', cwd=tmp_path)
+    said = "rulesd explain: the event is invalid JSON: not valid UTF-8: byte 0xff at column 30\n"
+    assert (2, said) == (result.returncode, result.stderr)
+    event = '{"level": "error", "host": "a\\ud800b"}'
+    result = rulesd_cli("explain", "--rules", "rules.yaml", event, cwd=tmp_path)
+    assert (0, "", "err: matches\n") == (result.returncode, result.stderr, result.stdout)
+    replayed = rulesd_cli("replay", "--rules", "rules.yaml", "-", stdin=event + "\n", cwd=tmp_path)
+    assert "line 1: P2 [err] error on a\ufffdb  (alias: rulesd: err)\n" == replayed.stdout.splitlines(keepends=True)[0]
 
 
 def _named_by_a_pipe(args: list[str], text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -670,6 +696,62 @@ def test_schema_write_one_schema_and_errors(tmp_path: Path) -> None:
     failed = rulesd_cli("schema", "--write", str(blocker / "sub"))
     assert (2, "") == (failed.returncode, failed.stdout)
     assert f"{blocker / 'sub'}: error: cannot write the schemas" in failed.stderr
+
+
+# `rulesd schema --write DIR` run ROUNDS times by one process once the test says go, each run's
+# files read back at once: the first failure (a status, or a file that is not whole) is printed.
+_SCHEMA_WRITER = """
+import contextlib, io, json, sys
+from rulesd import cli
+directory, rounds = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(rounds):
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        status = cli.main(["schema", "--write", directory])
+    if status:
+        sys.exit(f"status {status}: {said.getvalue()}")
+    for path in said.getvalue().split():
+        try:
+            json.loads(open(path, "rb").read())
+        except ValueError as exc:
+            sys.exit(f"{path} read back not whole: {exc}")
+"""
+
+
+def test_schema_write_run_twice_at_once_writes_whole_files_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Two `schema --write` of the same directory at once (two CI jobs in one checkout, make -j)
+    each replace the files whole; a temporary file of a fixed name was renamed by the other
+    writer half-written, or gone when its own writer renamed it (a status 2). The files keep the
+    mode a new file is given (0666 less the umask), not a temporary file's 0600."""
+    directory = tmp_path / "schemas"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SCHEMA_WRITER, str(directory), "150"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        for _ in range(2)
+    ]
+    for writer in writers:  # both have imported rulesd: they write at the same time
+        assert writer.stdout is not None and "ready\n" == writer.stdout.readline()
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    said = [writer.communicate(timeout=120) for writer in writers]
+    assert [(0, "", "")] * 2 == [(w.returncode, *s) for w, s in zip(writers, said, strict=True)]
+    names = sorted(f"rulesd-{name}.schema.json" for name in ("rule", "config", "test"))
+    assert names == sorted(p.name for p in directory.iterdir())
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in names:
+        assert 0o666 & ~umask == (directory / name).stat().st_mode & 0o777
+        json.loads((directory / name).read_text())
 
 
 AUTH_LOG = """\
@@ -1127,6 +1209,30 @@ def test_a_copied_deferred_parser_parses_as_the_original() -> None:
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     copied = copy.copy(subcommands.choices["replay"])
     assert cli.build_parser().parse_args(["replay", "e.jsonl"]).events == copied.parse_args(["e.jsonl"]).events
+
+
+def test_check_and_replay_of_a_rule_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """A rule file named on the command line whose name is not UTF-8 (`r-\\xff.yaml`): check and
+    replay raised UnicodeEncodeError making the key of the generated code from its path, with
+    the rule cache or without. The rules load, and an error is placed in that file."""
+    rules = tmp_path / os.fsdecode(b"r-\xff.yaml")
+    rules.write_text(RULES)
+    (tmp_path / "events.jsonl").write_text('{"level": "error", "host": "a"}\n')
+    for cache in ("", str(tmp_path / "cache")):
+        env = {"RULESD_CACHE_DIR": cache}
+        checked = rulesd_cli("check", rules.name, cwd=tmp_path, env=env)
+        assert (0, "OK: 1 file(s), 1 rule(s), 0 error(s), 0 warning(s)\n") == (checked.returncode, checked.stdout)
+        replayed = rulesd_cli("replay", "--rules", rules.name, "events.jsonl", cwd=tmp_path, env=env)
+        assert (0, "line 1: P2 [err] error on a  (alias: rulesd: err)") == (
+            replayed.returncode,
+            replayed.stdout.splitlines()[0],
+        )
+    rules.write_text(RULES.replace("P2", "P0"))
+    checked = rulesd_cli("check", rules.name, cwd=tmp_path)
+    assert (1, 'r-\ufffd.yaml:3:19: error: alert.priority: "P0" is not one of') == (
+        checked.returncode,
+        checked.stdout[: checked.stdout.index(": P1")],
+    )
 
 
 def test_replay_and_explain_of_an_events_file_whose_name_is_not_utf8(tmp_path: Path) -> None:

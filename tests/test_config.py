@@ -866,6 +866,29 @@ def test_a_key_file_that_is_a_fifo_stops_the_start_instead_of_blocking_it(tmp_pa
     )
 
 
+def test_a_path_holding_a_nul_character_is_an_error_at_its_place(tmp_path: Path) -> None:
+    """A NUL in state_dir, a file source's path, api_key_file or a rule path (an escape `\\0` in a
+    quoted string) is said where it is written; check and run raised ValueError ("embedded null
+    byte") at the first look at such a path."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text("name: a\nmatch: {level: error}\n")
+    config = write(
+        tmp_path,
+        'rules: [rules, "r\\0.yaml"]\nsource: {type: file, path: "/var/log/a\\0.log"}\nstate_dir: "st\\0"\n'
+        'opsgenie: {api_key_file: "k\\0", recipients: "team:ops"}\n',
+    )
+    said = [
+        f"{config}:1:16: error: rules[1]: 'r\\x00.yaml': a path cannot hold a NUL character",
+        f"{config}:2:28: error: source.path: '/var/log/a\\x00.log': a path cannot hold a NUL character",
+        f"{config}:3:12: error: state_dir: 'st\\x00': a path cannot hold a NUL character",
+        f"{config}:4:26: error: opsgenie.api_key_file: 'k\\x00': a path cannot hold a NUL character",
+    ]
+    checked = rulesd_cli("check", "--config", config)
+    assert (1, "", said) == (checked.returncode, checked.stderr, checked.stdout.splitlines()[:-1])
+    run = rulesd_cli("run", "--dry-run", "--config", config)
+    assert (2, said) == (run.returncode, run.stderr.splitlines())
+
+
 @given(st.text(st.sampled_from("a-.0é"), min_size=1, max_size=70) | st.from_regex(r"[a.]{60,70}", fullmatch=True))
 @settings(max_examples=400, deadline=None)
 def test_a_host_name_is_judged_as_the_idna_codec_judges_it(host: str) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -24,9 +26,9 @@ PASSING = (
 INVALID = "rule_files: [rules.yaml]\ntests:\n  - name: t\n    evnts: []\n"
 
 
-def rulesd_test(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `rulesd test ARGS` in `cwd`."""
-    return rulesd_cli("test", *args, cwd=cwd)
+def rulesd_test(*args: str, cwd: Path, rlimit: tuple[int, int] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `rulesd test ARGS` in `cwd` (with no rule cache: nothing written but the report)."""
+    return rulesd_cli("test", *args, cwd=cwd, env={"RULESD_CACHE_DIR": ""}, rlimit=rlimit)
 
 
 def cases(suite: ET.Element) -> dict[str, ET.Element]:
@@ -80,6 +82,44 @@ def test_all_passing_report_has_no_failure(tmp_path: Path) -> None:
     root = ET.parse(tmp_path / "report.xml").getroot()
     assert (0, "1", "0", "0") == (result.returncode, root.get("tests"), root.get("failures"), root.get("errors"))
     assert [] == root.findall(".//failure") + root.findall(".//error")
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_one_before_it(tmp_path: Path) -> None:
+    """A write that fails part-way (here the file size limit of `ulimit -f`; a full disk, a run
+    killed by CI's timeout) leaves the report of the run before whole, and no temporary file: it
+    was truncated in place, a part of an XML document CI then failed to parse."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "good.test.yaml").write_text(PASSING)
+    assert 1 == rulesd_test("--junit", "report.xml", "good.test.yaml", cwd=tmp_path).returncode
+    before = (tmp_path / "report.xml").read_bytes()
+    assert len(before) > 600
+
+    # (Python ignores SIGXFSZ: a write past the limit fails with EFBIG)
+    limited = rulesd_test("--junit", "report.xml", "good.test.yaml", cwd=tmp_path, rlimit=(resource.RLIMIT_FSIZE, 512))
+    assert 2 == limited.returncode
+    assert "report.xml: error: cannot write the JUnit report: File too large" in limited.stderr
+    assert before == (tmp_path / "report.xml").read_bytes()
+    assert ["good.test.yaml", "report.xml", "rules.yaml"] == sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_a_report_to_standard_output_or_a_pipe_is_written_there_not_renamed_over_it(tmp_path: Path) -> None:
+    """`--junit /dev/stdout`, and a FIFO that a CI step reads, are written to as they are: a
+    report renamed into place would have replaced the FIFO (as root, /dev/null too) with a
+    file, and the link /dev/stdout names led to no directory to make one in."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "good.test.yaml").write_text(PASSING)
+    result = rulesd_test("--junit", "/dev/stdout", "good.test.yaml", cwd=tmp_path)
+    assert (1, "") == (result.returncode, result.stderr)
+    assert 1 == result.stdout.count("<?xml version") and result.stdout.rstrip().endswith("</testsuites>")
+    fifo = tmp_path / "report.xml"
+    os.mkfifo(fifo)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert 1 == rulesd_test("--junit", "report.xml", "good.test.yaml", cwd=tmp_path).returncode
+    reader.join(timeout=30)
+    assert fifo.is_fifo()
+    assert [2] == [len(ET.fromstring(data).findall(".//testcase")) for data in read]
 
 
 def test_markup_in_names_and_reports_survives_the_round_trip() -> None:

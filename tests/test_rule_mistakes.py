@@ -4,6 +4,7 @@ them: an error at the file, line and column, and exit status 1."""
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 
 from tests.run_cli import rulesd_cli
@@ -1255,3 +1256,63 @@ def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> No
             ),
         ],
     )
+
+
+def test_a_device_named_as_a_rule_test_or_config_file_is_an_error_not_read_forever(tmp_path: Path) -> None:
+    """`/dev/zero` named where a file is read (rules, a test's rule_files, a config) is said to be a
+    device; it was read until memory ran out (here a limit of 1.5 GB: a MemoryError traceback)."""
+    (tmp_path / "t.test.yaml").write_text(
+        "rule_files: [/dev/zero]\ntests:\n  - name: t\n    events: [{event: {a: 1}}]\n    expect_alerts: []\n"
+    )
+
+    said = "/dev/zero: error: cannot read: it is a character device, not a file\n"
+    for args in (["check", "/dev/zero"], ["test", "t.test.yaml"], ["check", "--config", "/dev/zero"]):
+        limit = (resource.RLIMIT_AS, 1536 << 20)
+        result = rulesd_cli(*args, cwd=tmp_path, env={"RULESD_CACHE_DIR": ""}, rlimit=limit)
+        assert (1, "") == (result.returncode, result.stderr), args
+        assert result.stdout.startswith(said), args
+
+
+def test_a_rule_file_saved_as_utf16_is_said_to_be_utf16(tmp_path: Path) -> None:
+    """A file that Windows PowerShell's `>` wrote (UTF-16 with its byte order mark) is named as
+    such, not only as "not valid UTF-8 (byte 0xff)"."""
+    (tmp_path / "r.yaml").write_bytes("\ufeffname: a\nmatch: {level: error}\n".encode("utf-16-le"))
+    result = rulesd_cli("check", "r.yaml", cwd=tmp_path)
+    said = (
+        "r.yaml:1:1: error: not valid UTF-8 (byte 0xff): the file is UTF-16 (it begins with UTF-16's byte order "
+        "mark); save it as UTF-8\n"
+    )
+    assert (1, said) == (result.returncode, result.stdout[: result.stdout.index("FAILED")])
+
+
+def test_an_integer_longer_than_python_reads_is_said_as_such(tmp_path: Path) -> None:
+    """An unquoted integer of more than 4300 digits (Python's limit on reading one from text): the
+    error said "is not a valid !!int: a number needs no tag", of a number written with none."""
+    assert (
+        1,
+        "DIR/r.yaml:2:13: error: '10000000000000000000'… is an integer of 5001 digits, more than the 4300 read "
+        "as a number: quote it if the text is meant\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, "name: a\nmatch: {id: 1" + "0" * 5000 + "}\n")
+
+
+def test_a_rule_listed_again_by_an_alias_is_said_to_be_so(tmp_path: Path) -> None:
+    """`- *a` after the rule anchored `&a`: the duplicate name was said at the anchor's place,
+    "also defined at" that same place. It says an alias lists the rule again, and how to copy it."""
+    text = "rules:\n  - &a\n    name: r\n    match: {level: error}\n  - *a\n"
+    assert (
+        1,
+        "DIR/r.yaml:3:11: error: duplicate rule name 'r': the rule written here is listed again by a YAML alias "
+        "of it (`- *NAME`); to copy it, merge it and rename the copy (`- <<: *NAME` then `name: ...`)\n"
+        "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n",
+    ) == check(tmp_path, text)
+    assert 0 == check(tmp_path, text.replace("- *a", "- <<: *a\n    name: s"))[0]
+
+    test = "rule_files: [r.yaml]\ntests:\n  - &t\n    name: t\n    events: [{event: {level: error}}]\n"
+    (tmp_path / "r.test.yaml").write_text(test + "    expect_alerts: []\n  - *t\n")
+    tested = rulesd_cli("test", "r.test.yaml", cwd=tmp_path)
+    assert (
+        1,
+        "r.test.yaml:4:11: error: tests[1].name: duplicate test name 't': the test written here is listed again by "
+        "a YAML alias of it (`- *NAME`); to copy it, merge it and rename the copy (`- <<: *NAME` then `name: ...`)",
+    ) == (tested.returncode, tested.stdout.splitlines()[0])

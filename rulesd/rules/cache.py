@@ -174,10 +174,13 @@ def _sweep(path: str) -> None:
 
 
 def digest(*parts: bytes | str) -> str:
-    """A hex SHA-256 of `parts`, each length-prefixed (so that no two lists of parts collide)."""
+    """A hex SHA-256 of `parts`, each length-prefixed (so that no two lists of parts collide).
+    A text is taken as UTF-8 with its escaped bytes as they were (a path whose name is not UTF-8,
+    `os.fsdecode`'s surrogates: plain `encode` raised at it); other texts' bytes, and so the
+    keys, are as before."""
     h = hashlib.sha256()
     for part in parts:
-        data = part.encode() if isinstance(part, str) else part
+        data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return h.hexdigest()

@@ -20,7 +20,7 @@ import msgspec
 
 from rulesd import collector
 from rulesd.document import Document, JsonPath, read_file, split_marks
-from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
+from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, digest
 from rulesd.rules.checked import checked_key, installed, keep, known_problems
@@ -431,6 +431,9 @@ def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:
     for name, here in names:
         there = first.setdefault(name, here)
         if there is here:
+            continue
+        if there == here:  # one rule listed again by an alias: the alias has no place of its own
+            problems.append(Problem(here, f"duplicate rule name '{name}': {listed_again('rule')}"))
             continue
         problems.append(Problem(here, f"duplicate rule name '{name}' (also defined at {there})"))
         problems.append(Problem(there, f"duplicate rule name '{name}' (also defined at {here})"))

@@ -64,6 +64,8 @@ def generate(name: str) -> str:
 
 
 def main() -> None:
+    # Written in place, not renamed: a developer's command in a source checkout, where a file
+    # torn by an interruption is seen by `git diff` and fails the tests (it does not import).
     for name in NAMES:
         path = HERE / f"{name}.py"
         path.write_text(generate(name), encoding="utf-8")

@@ -71,7 +71,8 @@ def lock_state_dir(directory: str) -> StateLock:
 def _write_pid(fd: int) -> None:
     """Write our pid into the held lock file, for a refused second daemon to name. On a full
     disk the file stays empty (the second daemon says `pid unknown`): the lock holds all the
-    same, and what the full disk stops is reported by the state database."""
+    same, and what the full disk stops is reported by the state database. Written in place, not
+    renamed into place: the lock is this file's inode, which a rename would swap for another."""
     os.ftruncate(fd, 0)
     try:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
