@@ -23,7 +23,7 @@ from rulesd.document import Document, JsonPath, Marks, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, Sealed, digest
-from rulesd.rules.checked import checked_key, installed, keep, known_problems
+from rulesd.rules.checked import checked_key, installed, keep, known_problems, written
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
@@ -272,7 +272,7 @@ def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent.parent
     sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "key_places.py"]
     sources += [here / "rules" / "misplaced.py", here / "rules" / "foreign.py", SCHEMA_DIR / "rule.schema.json"]
-    return digest(installed(_yaml_packages()), *(p.read_bytes() for p in sources))
+    return digest(installed(_yaml_packages()), written(sources))
 
 
 def _yaml_packages() -> list[Path]:
