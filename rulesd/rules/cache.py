@@ -94,7 +94,8 @@ class RuleCache:
         if len(checked) != 40 + length or hashlib.sha256(checked).digest() != digest:
             return None
         self._used(kind, key)
-        sealed = Sealed(memoryview(data)[start + 72 + length :], bytes(checked[8:40]))
+        # (copied out, so that the file's bytes are not all held for as long as the part is)
+        sealed = Sealed(data[start + 72 + length :], bytes(checked[8:40]))
         return bytes(checked[40:]), sealed
 
     def _read(self, kind: str, key: str) -> bytes | None:
@@ -196,11 +197,11 @@ class Sealed:
 
     __slots__ = ("_data", "_digest")
 
-    def __init__(self, data: memoryview, digest: bytes) -> None:
+    def __init__(self, data: bytes, digest: bytes) -> None:
         self._data = data
         self._digest = digest
 
-    def open(self) -> memoryview | None:
+    def open(self) -> bytes | None:
         """The part's bytes, or None if they are not what was stored (a damaged file)."""
         return self._data if hashlib.sha256(self._data).digest() == self._digest else None
 
