@@ -172,7 +172,7 @@ def _document(path: str, cache: RuleCache | None) -> Document:
 
     data = read_file(path)  # once: the key and the document are of the same bytes
     key = document_key(data, CONFIG_DOCUMENT)
-    doc = cached_document(cache, key, path, CONFIG_DOCUMENT)
+    doc = cached_document(cache, key, path, data, CONFIG_DOCUMENT)
     if doc is None:
         from rulesd.yamldoc import parse_yaml_bytes
 

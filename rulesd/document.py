@@ -7,16 +7,16 @@ cache reads no YAML, and does not import PyYAML (~12 ms) to name this type.
 
 from __future__ import annotations
 
-import marshal
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
 from rulesd.errors import InvalidInputError, Problem, SourceLocation
 
 JsonPath = tuple[str | int, ...]
+Marks = dict[JsonPath, tuple[int, int]]  # (line, column) by path
 
 
 class Document(msgspec.Struct):
@@ -32,9 +32,9 @@ class Document(msgspec.Struct):
     """The values written as an unquoted yes, no, on or off (YAML 1.1 reads them as true or
     false), or as a number YAML 1.1 reads otherwise than written (`0123` is octal 83), by
     path, with the word as written: a user may have meant the text."""
-    deeper: bytes | None = None
-    """The marks of the paths longer than `SHALLOW`, still marshalled, when the marks above
-    hold only the others (a document read from the rule cache; see `marks`)."""
+    deeper: Callable[[], tuple[Marks, Marks]] | None = None
+    """What reads the marks (of values, of keys) of the paths longer than `SHALLOW`, when the
+    marks above hold only the others (a document read from the rule cache; see `marks`)."""
 
     def locate(self, path: Iterable[str | int], *, key: bool = False) -> SourceLocation:
         """The location of the value (or of its key) at `path`, else of its nearest parent."""
@@ -53,7 +53,7 @@ class Document(msgspec.Struct):
     def marks(self) -> tuple[dict[JsonPath, tuple[int, int]], dict[JsonPath, tuple[int, int]]]:
         """Every mark of values and of keys, the deeper ones read first if they are not yet."""
         if self.deeper is not None:
-            deeper_values, deeper_keys = marshal.loads(self.deeper)
+            deeper_values, deeper_keys = self.deeper()
             self.value_marks.update(deeper_values)
             self.key_marks.update(deeper_keys)
             self.deeper = None

@@ -5,6 +5,8 @@ changed, damaged or foreign is checked in full."""
 from __future__ import annotations
 
 import marshal
+import os
+import time
 import types
 from pathlib import Path
 
@@ -185,3 +187,46 @@ def test_a_regex_library_upgraded_in_place_checks_the_rule_set_again(
         checked._code_fingerprint.cache_clear()  # (the next test's key: the library as installed)
     assert result.ruleset is None
     assert [("first.yaml", 3)] == [(Path(p.location.path).name, p.location.line) for p in result.errors]
+
+
+def test_a_source_edited_in_place_changes_its_stamp_even_with_its_time_and_size_put_back(tmp_path: Path) -> None:
+    """The cache's keys name rulesd's own sources by a stamp of each file, not its bytes: an edit
+    of the same length whose mtime is then set back (`touch -r`, `cp -p`) still changes it (the
+    ctime, which nothing sets back), and so does the file replaced by another (a new inode)."""
+    source = tmp_path / "compile.py"
+    source.write_text("ANSWER = 1\n")
+    before = checked.written([source])
+    info = source.stat()
+    time.sleep(0.02)  # (a clock tick: the times are taken from a coarse clock)
+    source.write_text("ANSWER = 2\n")
+    os.utime(source, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert (info.st_size, info.st_mtime_ns) == (source.stat().st_size, source.stat().st_mtime_ns)
+    assert before != checked.written([source])
+    replaced = tmp_path / "new.py"
+    replaced.write_text("ANSWER = 1\n")
+    os.replace(replaced, source)
+    assert before != checked.written([source])
+    assert checked.written([source]) == checked.written([source])  # (unchanged: the same stamp)
+
+
+def test_a_warm_load_reads_none_of_rulesd_s_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keys of a warm load's entries stamp rulesd's sources instead of hashing them (~470 KB
+    read and hashed at every start): the load reads no source file."""
+    _files(tmp_path)
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(tmp_path, cache)
+    read = Path.read_bytes
+
+    def refused(path: Path) -> bytes:
+        assert path.suffix not in (".py", ".json"), f"{path} read"
+        return read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    for fingerprint in (checked._code_fingerprint, loader._code_fingerprint):
+        fingerprint.cache_clear()
+    try:
+        assert first == _summary(tmp_path, cache)
+    finally:
+        monkeypatch.undo()
+        for fingerprint in (checked._code_fingerprint, loader._code_fingerprint):
+            fingerprint.cache_clear()

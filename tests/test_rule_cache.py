@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import signal
 import stat
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from rulesd.document import Document
+from rulesd.document import Document, split_marks
+from rulesd.rules import cache as cache_module
 from rulesd.rules import loader
 from rulesd.rules.cache import MAX_FILES, STALE_AFTER, RuleCache
 from rulesd.rules.loader import check_paths
@@ -230,6 +232,90 @@ def test_a_warm_load_reads_no_deeper_marks_and_they_still_locate_every_part(
     assert ruleset is not None
     explained = loader.rule_sources(ruleset.rules, cache)["a"].doc  # (`rulesd explain` reads it so)
     assert fresh.locate(parts[0]) == explained.locate(parts[0])
+
+
+def test_a_sealed_part_is_checked_when_opened_and_the_rest_at_every_read(tmp_path: Path) -> None:
+    """`put_sealed`: the blob and the sealed part's digest are checked by `get_sealed`, the
+    part's bytes only by `open`, which gives nothing once they are damaged; a damaged blob is a
+    miss, and neither kind of entry is read as the other."""
+    cache = RuleCache(tmp_path / "cache")
+    cache.put_sealed("kind", "k", b"blob", b"sealed part")
+    cache.put("kind", "plain", b"blob")
+    entry = cache.get_sealed("kind", "k")
+    assert entry is not None
+    assert (b"blob", b"sealed part") == (entry[0], bytes(entry[1].open() or b""))
+    assert cache.get("kind", "k") is None
+    assert cache.get_sealed("kind", "plain") is None
+    (path,) = (tmp_path / "cache").glob("kind-k.bin")
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-1] + b"T")  # the sealed part's last byte
+    entry = cache.get_sealed("kind", "k")
+    assert entry is not None
+    assert (b"blob", None) == (entry[0], entry[1].open())
+    blob_at = whole.index(b"blob")
+    for damaged in (whole[:blob_at] + b"glob" + whole[blob_at + 4 :], whole[: blob_at + 2]):
+        path.write_bytes(damaged)
+        assert cache.get_sealed("kind", "k") is None
+
+
+def _equalities(count: int) -> str:
+    """`count` rules without patterns (no Hyperscan database among the entries)."""
+    return "rules:\n" + "".join(
+        f"  - name: r{i}\n    match:\n      service: api-{i}\n      host: {{endswith: .example.com}}\n"
+        for i in range(count)
+    )
+
+
+def test_a_warm_load_checks_no_deeper_marks_until_they_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached document's deeper marks (three quarters of its entry at a thousand rules) are
+    hashed against their checksum only when they are read: a warm load hashes none of them."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(_equalities(40))
+    cache = RuleCache(tmp_path / "cache")
+    first = _summary(path, cache)
+    (entry,) = (tmp_path / "cache").glob("document-*.bin")
+    value_marks, key_marks = parse_yaml(path.read_text(), str(path)).marks()
+    deeper = len(marshal.dumps((split_marks(value_marks)[1], split_marks(key_marks)[1])))
+    hashed: list[int] = []
+    sha256 = cache_module.hashlib.sha256
+
+    def counted(*data: bytes) -> Any:
+        hashed.extend(len(part) for part in data)
+        return sha256(*data)
+
+    monkeypatch.setattr(cache_module.hashlib, "sha256", counted)
+    assert first == _summary(path, cache)
+    assert 0 < max(hashed) < entry.stat().st_size - deeper / 2
+
+
+@pytest.mark.parametrize("damage", ["other marks", "not marshal", "cut"])
+def test_deeper_marks_damaged_in_the_cache_are_never_served(tmp_path: Path, damage: str) -> None:
+    """Deeper marks damaged after the entry was written (here: rewritten, garbled, cut short)
+    are not used: the part is located where the file puts it, from the file read again."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(_equalities(3))
+    cache = RuleCache(tmp_path / "cache")
+    _summary(path, cache)
+    (entry,) = (tmp_path / "cache").glob("document-*.bin")
+    fresh = parse_yaml(path.read_text(), str(path))
+    value_marks, key_marks = fresh.marks()
+    sealed = marshal.dumps((value_marks, key_marks))
+    whole = entry.read_bytes()
+    start = whole.index(b"rulesd-cache-sealed-1\n") + len(b"rulesd-cache-sealed-1\n")
+    tail = 72 + start + int.from_bytes(whole[start + 32 : start + 40], "big")
+    wrong = {p: (99, 9) for p in value_marks}
+    replaced = {"other marks": marshal.dumps((wrong, wrong)), "not marshal": b"\xff" * 50, "cut": b""}[damage]
+    entry.write_bytes(whole[:tail] + replaced)
+    assert len(whole) - tail < len(sealed)  # (the deeper marks alone)
+    data = path.read_bytes()
+    doc = loader.cached_document(cache, loader.document_key(data), str(path), data)
+    assert doc is not None  # (the rest of the entry is whole)
+    parts = [("rules", 2, "match", "host", "endswith"), ("rules", 1, "match", "service"), ("rules", 0)]
+    for key in (False, True):
+        assert [fresh.locate(p, key=key) for p in parts] == [doc.locate(p, key=key) for p in parts]
+    assert (value_marks, key_marks) == doc.marks()
 
 
 def test_a_pattern_hyperscan_refuses_is_reported_once_at_its_place_from_a_cached_document(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ What is read back is turned into Python objects (`marshal`) and into Hyperscan d
 which must never come from anyone else: the directory is created 0700, every file 0600
 whatever the umask, and a file is used only if this user owns it, nobody else may write it,
 and its content matches the SHA-256 stored with it. Anything else is a miss, never an error:
-the cache only ever saves time.
+the cache only ever saves time. An entry may hold a part seldom read (`put_sealed`): its
+SHA-256 is stored within what the entry's checksum covers, and it is checked against it only
+when the part is read (`Sealed.open`), not at every read of the entry.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from rulesd.loggers import logger
 
 MAGIC = b"rulesd-cache-1\n"
+SEALED_MAGIC = b"rulesd-cache-sealed-1\n"  # (a sealed entry is no entry to `get`, nor a plain one to `get_sealed`)
 MAX_FILES = 64  # per kind; the least recently used go first
 # A temporary file no writer holds locked and untouched this long is a killed writer's, removed by
 # the next write. A write takes milliseconds; the age covers a writer between making its file and
@@ -70,6 +73,33 @@ class RuleCache:
 
     def get(self, kind: str, key: str) -> bytes | None:
         """The blob stored under (kind, key), or None."""
+        data = self._read(kind, key)
+        if data is None:
+            return None
+        head, digest, payload = data[: len(MAGIC)], data[len(MAGIC) : len(MAGIC) + 32], data[len(MAGIC) + 32 :]
+        if head != MAGIC or hashlib.sha256(payload).digest() != digest:
+            return None
+        self._used(kind, key)
+        return payload
+
+    def get_sealed(self, kind: str, key: str) -> tuple[bytes, Sealed] | None:
+        """The blob and the sealed part stored under (kind, key) by `put_sealed`, or None. The
+        blob is checked here, the sealed part only when it is opened."""
+        data = self._read(kind, key)
+        if data is None or not data.startswith(SEALED_MAGIC):
+            return None
+        start = len(SEALED_MAGIC)
+        digest, length = data[start : start + 32], int.from_bytes(data[start + 32 : start + 40], "big")
+        checked = memoryview(data)[start + 32 : start + 72 + length]  # its length, the part's digest, the blob
+        if len(checked) != 40 + length or hashlib.sha256(checked).digest() != digest:
+            return None
+        self._used(kind, key)
+        # (copied out, so that the file's bytes are not all held for as long as the part is)
+        sealed = Sealed(data[start + 72 + length :], bytes(checked[8:40]))
+        return bytes(checked[40:]), sealed
+
+    def _read(self, kind: str, key: str) -> bytes | None:
+        """The content of the entry's file if it is this user's alone, else None."""
         path = self._path(kind, key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -81,20 +111,29 @@ class RuleCache:
                 logger(__name__).warning("ignoring cache file %s: not private to this user", path)
                 return None
             with os.fdopen(fd, "rb", closefd=False) as fh:
-                data = fh.read()
+                return fh.read()
         except OSError:
             return None
         finally:
             os.close(fd)
-        head, digest, payload = data[: len(MAGIC)], data[len(MAGIC) : len(MAGIC) + 32], data[len(MAGIC) + 32 :]
-        if head != MAGIC or hashlib.sha256(payload).digest() != digest:
-            return None
+
+    def _used(self, kind: str, key: str) -> None:
         with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: kept when the directory is pruned
-        return payload
+            os.utime(self._path(kind, key))  # recently used: kept when the directory is pruned
 
     def put(self, kind: str, key: str, payload: bytes) -> None:
         """Store `payload` under (kind, key); a failure to write is only logged."""
+        self._write(kind, key, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+    def put_sealed(self, kind: str, key: str, payload: bytes, sealed: bytes) -> None:
+        """Store `payload` under (kind, key) with `sealed` after it, whose SHA-256 the entry's
+        checksum covers instead of its bytes: a read checks `payload` and the digest, and
+        hashes `sealed` only if it is opened (a document's deeper marks, three quarters of
+        its entry, which a start from the cache seldom reads)."""
+        checked = len(payload).to_bytes(8, "big") + hashlib.sha256(sealed).digest() + payload
+        self._write(kind, key, SEALED_MAGIC + hashlib.sha256(checked).digest() + checked + sealed)
+
+    def _write(self, kind: str, key: str, content: bytes) -> None:
         try:
             self._ensure_directory()
             path = self._path(kind, key)
@@ -110,7 +149,7 @@ class RuleCache:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 os.fchmod(fd, 0o600)
                 with os.fdopen(fd, "wb", closefd=False) as fh:
-                    fh.write(MAGIC + hashlib.sha256(payload).digest() + payload)
+                    fh.write(content)
                 os.replace(tmp, path)
             except OSError:
                 # (a full disk): the part written would stay for good, as pruning sees entries only
@@ -150,6 +189,21 @@ class RuleCache:
         for entry in entries[: len(entries) - MAX_FILES]:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
+
+
+class Sealed:
+    """The sealed part of a cache entry: its bytes, given only if they still have the SHA-256
+    that the entry's checked part holds for them."""
+
+    __slots__ = ("_data", "_digest")
+
+    def __init__(self, data: bytes, digest: bytes) -> None:
+        self._data = data
+        self._digest = digest
+
+    def open(self) -> bytes | None:
+        """The part's bytes, or None if they are not what was stored (a damaged file)."""
+        return self._data if hashlib.sha256(self._data).digest() == self._digest else None
 
 
 def _sweep(path: str) -> None:

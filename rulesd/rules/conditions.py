@@ -189,7 +189,7 @@ def behaviour_key(test: Predicate) -> Any:
     names = getattr(test, "__globals__", None)
     if code is None or names is None or getattr(test, "__closure__", None):
         return test
-    if any(isinstance(c, CodeType) for c in code.co_consts):
+    if CodeType in map(type, code.co_consts):  # (no type derives from CodeType)
         return test  # names read by nested code are not in `co_names`: not keyed here
     key = (code, tuple((n, type(names[n]), names[n]) for n in code.co_names if n in names))
     try:

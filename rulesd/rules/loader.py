@@ -12,18 +12,18 @@ import marshal
 import os
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from rulesd import collector
-from rulesd.document import Document, JsonPath, read_file, split_marks
+from rulesd.document import Document, JsonPath, Marks, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
 from rulesd.rules.boolean_words import rule_file_warnings
-from rulesd.rules.cache import RuleCache, digest
-from rulesd.rules.checked import checked_key, installed, keep, known_problems
+from rulesd.rules.cache import RuleCache, Sealed, digest
+from rulesd.rules.checked import checked_key, installed, keep, known_problems, written
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
@@ -180,7 +180,7 @@ def _parse_file(path: str, cache: RuleCache | None) -> _Parsed:
         return _Parsed(None, list(exc.problems), set())
     key = document_key(data) if cache is not None else None
     if cache is not None and key is not None:
-        doc = cached_document(cache, key, path)
+        doc = cached_document(cache, key, path, data)
         if doc is not None:
             return _Parsed(doc, [], set(), source=key)  # known to be free of schema violations
     try:
@@ -272,7 +272,7 @@ def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent.parent
     sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "key_places.py"]
     sources += [here / "rules" / "misplaced.py", here / "rules" / "foreign.py", SCHEMA_DIR / "rule.schema.json"]
-    return digest(installed(_yaml_packages()), *(p.read_bytes() for p in sources))
+    return digest(installed(_yaml_packages()), written(sources))
 
 
 def _yaml_packages() -> list[Path]:
@@ -283,32 +283,54 @@ def _yaml_packages() -> list[Path]:
     return [Path(location) for location in (spec.submodule_search_locations or ())] if spec is not None else []
 
 
-def cached_document(cache: RuleCache, key: str, path: str, kind: str = "document") -> Document | None:
-    """The document of `path` kept under `key` (see `document_key`), or None."""
-    blob = cache.get(kind, key)
-    if blob is None:
+def cached_document(cache: RuleCache, key: str, path: str, data: bytes, kind: str = "document") -> Document | None:
+    """The document of `path` kept under `key` (see `document_key`, of `data`), or None."""
+    entry = cache.get_sealed(kind, key)
+    if entry is None:
         return None
+    blob, deeper = entry
     try:
-        value, value_marks, key_marks, boolean_words, deeper = marshal.loads(blob)
+        value, value_marks, key_marks, boolean_words = marshal.loads(blob)
     except (EOFError, ValueError, TypeError):
         return None
-    if type(deeper) is not bytes:
-        return None
-    return Document(path, value, value_marks, key_marks, boolean_words=boolean_words, deeper=deeper)
+    return Document(
+        path, value, value_marks, key_marks, boolean_words=boolean_words, deeper=_deeper_marks(deeper, path, data)
+    )
+
+
+def _deeper_marks(sealed: Sealed, path: str, data: bytes) -> Callable[[], tuple[Marks, Marks]]:
+    """What reads a cached document's deeper marks when first asked for: from the cache entry
+    if its part is still what was written, else from the file's bytes parsed again (the cache
+    may be damaged between a load and an `explain` of its rules; its marks are then never
+    served, and the problem still points at its line)."""
+
+    def read() -> tuple[Marks, Marks]:
+        blob = sealed.open()
+        if blob is not None:
+            try:
+                values, keys = marshal.loads(blob)
+            except (EOFError, ValueError, TypeError):
+                pass
+            else:
+                return values, keys
+        value_marks, key_marks = _read_yaml(path, data).marks()
+        return split_marks(value_marks)[1], split_marks(key_marks)[1]
+
+    return read
 
 
 def cache_document(cache: RuleCache, key: str, doc: Document, kind: str = "document") -> None:
     """Keep `doc` under `key`, unless it holds what marshal cannot write. The marks of long
-    paths are kept marshalled apart, read back only if a part of a rule is located (see
-    `Document.deeper`)."""
+    paths are kept apart, sealed: checked and read back only if a part of a rule is located
+    (see `Document.deeper`)."""
     value_marks, key_marks = doc.marks()
     (shallow_values, deeper_values), (shallow_keys, deeper_keys) = split_marks(value_marks), split_marks(key_marks)
     try:
         deeper = marshal.dumps((deeper_values, deeper_keys))
-        blob = marshal.dumps((doc.value, shallow_values, shallow_keys, doc.boolean_words, deeper))  # type: ignore[arg-type]
+        blob = marshal.dumps((doc.value, shallow_values, shallow_keys, doc.boolean_words))  # type: ignore[arg-type]
     except ValueError:  # a YAML timestamp or set: not worth caching
         return
-    cache.put(kind, key, blob)
+    cache.put_sealed(kind, key, blob, deeper)
 
 
 def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists, *, checked: bool = False) -> _Loaded:
@@ -459,7 +481,7 @@ def rule_sources(rules: Iterable[Rule], cache: RuleCache | None = None) -> dict[
     found: dict[str, RuleSource] = {}
     for path in dict.fromkeys(rule.location.path for rule in wanted.values()):
         data = read_file(path)
-        doc = cached_document(cache, document_key(data), path) if cache is not None else None
+        doc = cached_document(cache, document_key(data), path, data) if cache is not None else None
         doc = doc or _read_yaml(path, data)
         for raw, base in _rules_in(doc):
             rule = wanted.get(raw.get("name"))  # type: ignore[arg-type]
