@@ -628,8 +628,9 @@ def _alert_line(alert: ReplayedAlert) -> str:
     return f"{where}: {priority} [{_joined(found.rules)}] {message}  (alias: {alias})\n"
 
 
-# The names of the rules that fired together come as one tuple per combination (an `Interned`,
-# hashed by its address): joined once, not per alert (~40 names an alert at 1,000 held-out rules).
+# The names of the rules that fired together come as one tuple per combination (`rule_names`,
+# whose hash is that of its names' cached hashes): joined once, not per alert (~40 names an
+# alert at 1,000 held-out rules).
 _joined = functools.lru_cache(maxsize=1024)(", ".join)
 
 

@@ -2,7 +2,7 @@
 
 The engine makes one tuple per combination of rules that fire together (dozens of rules alike
 fire on one event, alert after alert), and the alerts' memos are keyed by it: the names, the
-default alias, a body's parts, the text line's names. A tuple's own hash hashes every item
+default alias, a body's parts. A tuple's own hash hashes every item
 each time (41 rules an alert at 1,000 held-out rules: a call of msgspec's `Struct_hash` for
 each rule, per memo); this one is its address, as `object`'s.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from rulesd.interned import Interned
 from rulesd.printable import one_line
 from rulesd.rules.fields import MISSING, Event, key_text
 from rulesd.rules.model import Rule
@@ -63,9 +62,11 @@ NAMES_KEPT = 1024
 
 @functools.lru_cache(maxsize=NAMES_KEPT)
 def rule_names(rules: tuple[Rule, ...]) -> tuple[str, ...]:
-    """The names of `rules`, in their order (one tuple per tuple of rules: the replay's counts
-    and text line key by it)."""
-    return Interned([rule.name for rule in rules])
+    """The names of `rules`, in their order (one tuple per tuple of rules; a plain tuple, which
+    the collector stops tracking, as it holds texts alone: an `Interned` it walks at every
+    collection, and estate's many combinations cost more so than their hashes of cached text
+    hashes)."""
+    return tuple([rule.name for rule in rules])
 
 
 @functools.lru_cache(maxsize=NAMES_KEPT)
