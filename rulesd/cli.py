@@ -628,7 +628,13 @@ def _alert_line(alert: ReplayedAlert) -> str:
         message = printable.one_line(message)
     if not alias.isprintable():
         alias = printable.one_line(alias)
-    return f"{where}: {priority} [{', '.join(found.rules)}] {message}  (alias: {alias})\n"
+    return f"{where}: {priority} [{_joined(found.rules)}] {message}  (alias: {alias})\n"
+
+
+# The names of the rules that fired together come as one tuple per combination (`rule_names`,
+# whose hash is that of its names' cached hashes): joined once, not per alert (~40 names an
+# alert at 1,000 held-out rules).
+_joined = functools.lru_cache(maxsize=1024)(", ".join)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -62,7 +62,8 @@ NAMES_KEPT = 1024
 
 @functools.lru_cache(maxsize=NAMES_KEPT)
 def rule_names(rules: tuple[Rule, ...]) -> tuple[str, ...]:
-    """The names of `rules`, in their order."""
+    """The names of `rules`, in their order: one plain tuple per tuple of rules (the collector
+    stops tracking a tuple of texts alone, and would walk an `Interned` at every collection)."""
     return tuple([rule.name for rule in rules])
 
 

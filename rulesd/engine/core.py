@@ -41,6 +41,7 @@ from rulesd.engine.timers import Timers
 from rulesd.engine.values import NO_GROUP, Closing, Firing, GroupKey, Matched
 from rulesd.events import SOURCE_NAME, Named, parse_mended
 from rulesd.eventtime import AHEAD_LIMIT, EventTime, TimeReader
+from rulesd.interned import Interned
 from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
@@ -935,7 +936,7 @@ class Engine:
             fired.sort(key=_rank)
         if len(self._in_order) >= IN_ORDER_KEPT:
             self._in_order.clear()
-        in_order = self._in_order[what] = tuple(fired)
+        in_order = self._in_order[what] = Interned(fired)  # the alerts' memos key by it (see `Interned`)
         return in_order
 
     def _other_kind(self, rule: Rule, group: GroupKey, event: Event, time: float) -> bool:
@@ -1528,7 +1529,7 @@ def members(index: RuleIndex) -> dict[Rule, Members]:
     found: dict[Rule, Members] = {}
     for rule in index.rules:
         same = index.alike.get(rule, (rule,))
-        plain = tuple(r for r in same if _plain(r))
+        plain = Interned(r for r in same if _plain(r))  # (a run is part of `_apply`'s key: hashed cheaply)
         found[rule] = (tuple(r for r in same if not _plain(r)), plain, tuple(r.name for r in same))
     return found
 
