@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from rulesd.alerting.api import alert_url_warnings, api_key_problem, is_loopback, validate_alert_url
-from rulesd.alerting.payload import parse_recipients
+from rulesd.alerting.payload import parse_recipients, recipient_typos
 from rulesd.config_durations import duration_warnings
 from rulesd.config_paths import path_findings, source_places
 from rulesd.document import Document
@@ -294,6 +294,8 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
     for keys, message in duration_warnings(raw, loopback=is_loopback(urlsplit(opsgenie.alert_url).hostname or "")):
         warn(keys, message)
     _opsgenie_warnings(opsgenie, warn)
+    for message in recipient_typos((raw.get("opsgenie") or {}).get("recipients")):
+        warn(("opsgenie", "recipients"), message)
     warnings = (*noted, *key_file_warnings(opsgenie.api_key_file))
     return Config(
         path=os.path.abspath(doc.path),

@@ -77,6 +77,25 @@ def split_marks(
     return shallow, deeper
 
 
+def missing(path: str) -> str | None:
+    """Why `path` names nothing (`check`'s words: "no such file or directory", a link whose target
+    is gone, a loop of links, a directory that may not be searched); None if it names something."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return _gone(path) or "no such file or directory"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return reason[:1].lower() + reason[1:]
+    except ValueError:  # (a NUL byte: no file is named so)
+        return "no such file or directory"
+    return None
+
+
+def _gone(path: str) -> str | None:
+    return f"it is a link to {os.readlink(path)}, which does not exist" if os.path.islink(path) else None
+
+
 def read_file(path: str) -> bytes:
     """The bytes of the file `path`, read once (a pipe, as `<(...)` names one, has them only
     once); InvalidInputError saying why it cannot be read."""
@@ -89,6 +108,7 @@ def read_file(path: str) -> bytes:
                 raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: it is {device}, not a file")])
             return fh.read()
     except OSError as exc:
-        raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: {exc.strerror or exc}")]) from None
+        reason = (isinstance(exc, FileNotFoundError) and _gone(path)) or exc.strerror or str(exc)
+        raise InvalidInputError([Problem(SourceLocation(path), f"cannot read: {reason}")]) from None
     except MemoryError:  # (a file larger than the memory rulesd may take)
         raise InvalidInputError([Problem(SourceLocation(path), "cannot read: too large to hold in memory")]) from None

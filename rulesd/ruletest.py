@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from rulesd.alerting.payload import AlertSettings, forget_rules
-from rulesd.document import Document, JsonPath
+from rulesd.document import Document, JsonPath, missing
 from rulesd.durations import parse_duration, unitless
 from rulesd.engine import Engine
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
@@ -149,8 +149,9 @@ def _duplicate_test_names(doc: Document) -> Iterator[Problem]:
 def _rule_file_problem(path: str) -> str | None:
     """Why `path` gives a test no rules: missing, a test file, or a directory without rule
     files (the tests would run against no rules, and those expecting no alert would pass)."""
-    if not os.path.exists(path):
-        return "no such file or directory"
+    reason = missing(path)
+    if reason is not None:
+        return reason
     if is_test_file(path):
         return "a rule test file, not a rule file: name the rule files it tests"
     if os.path.isdir(path) and not discover_files([path])[0]:

@@ -901,3 +901,16 @@ def test_a_host_name_is_judged_as_the_idna_codec_judges_it(host: str) -> None:
         taken = False
     assert taken == is_host_name(host)
     assert is_host_name("a" * 63 + "." + "b" * 63 + ".") and not is_host_name("a" * 64 + ".b")
+
+
+def test_a_recipient_whose_kind_is_misspelt_draws_a_warning_at_its_line(tmp_path: Path) -> None:
+    """`tem:ops` is valid (a team of that name) but pages nobody if `team:ops` was meant: check
+    says so at the line (the warnings come sorted); a team name holding a colon unlike any kind
+    draws nothing."""
+    assert [
+        f"{tmp_path}/rulesd.yaml:2:15: warning: opsgenie.recipients: 'Usr: bob' is taken as a team named "
+        "'Usr: bob'; if user:bob was meant, write user:",
+        f"{tmp_path}/rulesd.yaml:2:15: warning: opsgenie.recipients: 'tem:ops' is taken as a team named "
+        "'tem:ops'; if team:ops was meant, write team:",
+    ] == config_warnings(tmp_path, 'opsgenie:\n  recipients: "tem:ops, Usr: bob, schedule:night, db:primary, a@b.c"\n')
+    assert [] == config_warnings(tmp_path, 'opsgenie:\n  recipients: "team:ops, db:primary, Escalation:x"\n')

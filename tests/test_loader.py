@@ -289,6 +289,24 @@ def test_a_file_under_two_names_is_read_once(tmp_path: Path) -> None:
     assert ((str(tmp_path / "current.yaml"),), ()) == (result.files, result.problems)
 
 
+def test_a_link_loop_or_a_dangling_link_is_said_as_such_not_as_missing(tmp_path: Path) -> None:
+    """`check loop.yaml` (a link to itself) and a link whose target was removed (a deploy that
+    renamed the file) say what is wrong with the path, for rules and a test's rule_files alike."""
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    (tmp_path / "gone.yaml").symlink_to("v1.yaml")
+    loop, gone = tmp_path / "loop.yaml", tmp_path / "gone.yaml"
+    assert [f"{loop}: error: too many levels of symbolic links"] == check_lines(loop)
+    assert [f"{gone}: error: it is a link to v1.yaml, which does not exist"] == check_lines(gone)
+    test = tmp_path / "t.test.yaml"
+    test.write_text(
+        "rule_files: [loop.yaml, gone.yaml]\ntests: [{name: t, events: [{event: {}}], expect_alerts: []}]\n"
+    )
+    assert [
+        f"{test}:1:14: error: rule_files[0]: too many levels of symbolic links",
+        f"{test}:1:25: error: rule_files[1]: it is a link to v1.yaml, which does not exist",
+    ] == rulesd_cli("test", str(test)).stdout.splitlines()[:2]
+
+
 def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
     """A missing path is an error; a directory without rules is only a warning."""
     missing = tmp_path / "nope.yaml"

@@ -77,6 +77,27 @@ def parse_recipients(text: str | None) -> tuple[Responder, ...]:
     return tuple(out)
 
 
+def recipient_typos(text: str | None) -> list[str]:
+    """What `check` warns of in `recipients`: an entry whose prefix before a colon is close to a
+    responder kind but is none (`tem:ops`) is taken whole as a team's name, so a typo would page
+    a team nobody is in; a plain team name with a colon (`db:primary`) draws nothing."""
+    said = []
+    for raw in (text or "").split(","):
+        entry = raw.strip()
+        kind, sep, name = entry.partition(":")
+        kind = kind.strip().lower()
+        if sep and "@" not in entry and kind not in RESPONDER_KINDS:
+            import difflib  # (only here: a replay's start-up does not pay for it)
+
+            close = difflib.get_close_matches(kind, RESPONDER_KINDS, n=1, cutoff=0.6)
+            if close:
+                said.append(
+                    f"{entry!r} is taken as a team named {entry!r}; if {close[0]}:{name.strip()} was meant, "
+                    f"write {close[0]}:"
+                )
+    return said
+
+
 def truncate(text: str, limit: int) -> str:
     """`text` cut to `limit` characters, ending in an ellipsis when cut (before an escape the
     cut would split: see `cut`)."""

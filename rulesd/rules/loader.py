@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from rulesd import collector
-from rulesd.document import Document, JsonPath, Marks, read_file, split_marks
+from rulesd.document import Document, JsonPath, Marks, missing, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
 from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, Sealed, digest
@@ -66,10 +66,10 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
                 warning = Problem(SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning")
                 problems.append(warning)
             files.extend(found)
-        elif os.path.exists(path):
+        elif (reason := missing(path)) is None:
             files.append(path)
         else:
-            problems.append(Problem(SourceLocation(path), "no such file or directory"))
+            problems.append(Problem(SourceLocation(path), reason))
     return _distinct(files), problems
 
 
