@@ -1,4 +1,4 @@
-"""A rule regex read as a run of its pieces, for the two rewrites the second engine needs.
+"""A rule regex read as a run of its pieces, for what the second engine needs to know of it.
 
 Hyperscan misses some matches of a regex holding a repeat and `$` (see `patterns`), which RE2
 is asked about too. Two texts are made from such a regex here, both of them by reading where
@@ -10,6 +10,9 @@ left as written:
   its body; RE2 is asked only of a text where Hyperscan finds a body.
 - `for_re2`: the regex as RE2 must be given it to mean what Hyperscan means: RE2's `\\s` has no
   vertical tab, Hyperscan's and Python's have.
+
+`multiline_start` says whether a regex may hold a `^` of `(?m)`, which RE2 finds after a text's
+final newline and Hyperscan does not.
 """
 
 from __future__ import annotations
