@@ -355,7 +355,7 @@ def end_checked(patterns: dict[Pattern, int]) -> tuple[Ended, ...]:
     return tuple(
         Ended(p, i, regex_text.body(p.expression))
         for p, i in patterns.items()
-        if not _REPEATS.isdisjoint(p.expression) and regex_text.has_dollar(p.expression)
+        if "$" in p.expression and not _REPEATS.isdisjoint(p.expression) and regex_text.has_dollar(p.expression)
     )
 
 
