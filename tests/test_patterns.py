@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import re2
 
+from rulesd.rules import regex_text
 from rulesd.rules.loader import check_text
 from rulesd.rules.patterns import (
     MEMO_SIZE,
     MEMO_TEXT_MAX,
+    PREFILTER,
     FieldScanner,
     Pattern,
     PatternError,
     PatternSet,
     _end_checker,
     compile_source_pattern,
+    end_checked,
     literal_pattern,
     regex_problem,
 )
@@ -438,26 +443,39 @@ def test_a_regex_ending_in_a_dollar_after_a_repeat_is_found(regex: str, text: st
     assert pattern_id not in scanner.scan(text.replace("k", "q"))
 
 
+def _wrong_answers(
+    rng: random.Random, regexes: Callable[[], list[tuple[str, str]]], alphabet: str, ends: list[str]
+) -> list[tuple[list[str], str, list[int], list[int]]]:
+    """Where a field's scan differs from `re.search`, on 1,000 sets of `regexes()` (each a rule
+    regex and what `re` is to find for it), 15 random texts each ending in one of `ends`."""
+    wrong = []
+    for _ in range(1000):
+        scanner = FieldScanner("f")
+        written = {scanner.add(Pattern(regex)): oracle for regex, oracle in regexes()}
+        scanner.use(scanner.compile())
+        for _ in range(15):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 2, 5, 15, 16, 17, 20, 40, 70])))
+            text += rng.choice(ends)
+            expected = {i for i, regex in written.items() if re.search(regex, text)}
+            if (found := scanner.scan(text)) != expected:
+                wrong.append((sorted(written.values()), text, sorted(found), sorted(expected)))
+    return wrong
+
+
 def test_regexes_ending_in_a_dollar_find_what_re_finds() -> None:
     """A field's scan of regexes with repeats ending in `$` (mixed with others, and with
     literals) finds what `re.search` finds, on texts with and without a final newline."""
     rng = random.Random(20241207)
-    alphabet = "abks:x1\nxy"
-    wrong = []
-    for _ in range(1000):
-        scanner = FieldScanner("f")
-        written: dict[int, str] = {}
+
+    def regexes() -> list[tuple[str, str]]:
+        written = []
         for _ in range(rng.randint(1, 4)):
             regex = _regex_with_repeats(rng)
             regex = ("^" if rng.random() < 0.3 else "") + regex + rng.choice(["$", "$", "$", ""])
-            written[scanner.add(Pattern(regex))] = regex
-        scanner.use(scanner.compile())
-        for _ in range(15):
-            text = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 2, 5, 15, 16, 17, 20, 40, 70])))
-            text += rng.choice(["", "k\n", "s\n", "\n", "k", "k:\n", "bk"])
-            expected = {i for i, regex in written.items() if re.search(regex, text)}
-            if (found := scanner.scan(text)) != expected:
-                wrong.append((sorted(written.values()), text, sorted(found), sorted(expected)))
+            written.append((regex, regex))
+        return written
+
+    wrong = _wrong_answers(rng, regexes, "abks:x1\nxy", ["", "k\n", "s\n", "\n", "k", "k:\n", "bk"])
     assert [] == wrong[:3]
 
 
@@ -473,9 +491,172 @@ def test_a_regex_with_dollar_and_z_is_not_found_before_a_final_newline_by_its_z(
     assert pattern_id in scanner.scan("xxxxxxxxxxxxxxxxxxxbaa")
 
 
-def test_regexes_too_many_for_one_re2_set_still_load() -> None:
-    """A field whose regexes with `$` and a repeat are too large together for RE2 loads, and is
-    answered by Hyperscan alone (RE2 refuses to compile such a set)."""
+def test_a_regex_among_too_many_for_one_re2_set_is_still_found() -> None:
+    """RE2 refuses to compile 300 regexes with `$` and long repeats as one set; the set is
+    compiled in parts, and a regex among them that Hyperscan misses (`ks*$` in a text of 17
+    bytes ending "k\\n") is still found where its body is. (RE2 alone is asked here: Hyperscan
+    takes minutes to compile such a field.)"""
     patterns = {Pattern(f"a{i:04d}.{{0,100}}[0-9a-f]{{1,60}}z+$"): i for i in range(300)}
-    assert _end_checker(patterns) is None
-    assert _end_checker(dict(list(patterns.items())[:3])) is not None
+    missed = patterns[Pattern("ks*$")] = len(patterns)
+    whole = re2.Set.SearchSet(re2.Options())
+    for pattern in patterns:
+        whole.Add(pattern.expression)
+    with pytest.raises(re2.error):
+        whole.Compile()
+    check = _end_checker(end_checked(patterns))
+    assert check is not None
+    assert check("x" * 15 + "k\n", frozenset({PREFILTER + missed})) == {missed}
+    assert check("x" * 15 + "q\n", frozenset({PREFILTER + missed})) == set()
+    assert check("a0007" + "-" * 90 + "9fzz\n", frozenset({PREFILTER + 7, 5})) == {5, 7}
+
+
+def test_the_cache_key_names_the_bodies_written() -> None:
+    """A database written under another rule for the bodies (see `regex_text.body`) holds other
+    expressions under the bodies' ids: the same patterns under another body rule have another
+    key, so it is never read back."""
+    scanner = FieldScanner("message")
+    scanner.add(Pattern("(a+$|b)"))
+    scanner.add(Pattern("disk"))
+    key = scanner.key()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(regex_text, "body", lambda expression: expression[:-1])  # (an older rule)
+        elsewhere = FieldScanner("message")
+        for pattern in scanner.patterns:
+            elsewhere.add(pattern)
+        assert key != elsewhere.key()
+    assert key == scanner.key()
+
+
+def test_re2_is_asked_only_where_a_body_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regex whose `$` is not its last character (`(a+$|b)`, `k+$|c+d`) has a body too (its
+    `$` assertions removed): RE2 is not asked of a text where no body is found."""
+    asked: list[object] = []
+
+    class Counted:
+        def __init__(self, options: object) -> None:
+            self.inner = real(options)
+            self.Add, self.Compile = self.inner.Add, self.inner.Compile
+
+        def Match(self, text: object) -> object:
+            asked.append(text)
+            return self.inner.Match(text)
+
+    real = re2.Set.SearchSet
+    monkeypatch.setattr(re2.Set, "SearchSet", Counted)
+    scanner = FieldScanner("f")
+    ids = [scanner.add(Pattern(regex)) for regex in ("(a+$|b)", "k+$|c+d", "(?m)(x+$|yz)")]
+    scanner.use(scanner.compile())
+    for text in ("some free words", "qqq", "y" * 40):
+        assert scanner.scan(text) == set()
+    assert asked == []
+    assert scanner.scan("x" * 15 + "k\n") == {ids[1]}
+    assert scanner.scan("ccd") == {ids[1]}
+    assert scanner.scan("xx\nq") == {ids[2]}
+    assert asked
+
+
+def test_a_multiline_start_is_not_found_after_a_final_newline() -> None:
+    """`(?m)^` does not match after a text's final newline, in a regex RE2 answers too as in
+    one Hyperscan answers alone (Python's `re` finds `(?m)^$` in "x\\n", Hyperscan does not)."""
+    scanner = FieldScanner("f")
+    ids = [scanner.add(Pattern(regex)) for regex in ("(?m)^a*b{0,2}$", "(?m)^$", "(?m)^x*ks*$")]
+    scanner.use(scanner.compile())
+    assert scanner.scan("xsx\n") == set()
+    assert scanner.scan("xsx\n\n") == set(ids[:2])
+    assert scanner.scan("\n") == set(ids[:2])
+    assert scanner.scan("x\n" + "x" * 15 + "k\n") == {ids[2]}
+
+
+def test_s_holds_the_vertical_tab_in_every_regex() -> None:
+    """`\\s` matches a vertical tab and `\\S` does not, as in Hyperscan and Python's `re`, in a
+    regex RE2 answers too (RE2's `\\s` has no `\\v`)."""
+    scanner = FieldScanner("f")
+    ids = [scanner.add(Pattern(regex)) for regex in ("a\\S*$", "a[\\S]+$", "a[^\\s]*$", "k\\s*$")]
+    scanner.use(scanner.compile())
+    assert scanner.scan("a\v") == set()
+    assert scanner.scan("ab\v") == set()
+    assert scanner.scan("x" * 15 + "k\v\v") == {ids[3]}
+    assert scanner.scan("ab") == set(ids[:3])
+
+
+def _regex_with_dollars(rng: random.Random, depth: int = 0) -> tuple[str, str]:
+    """A random regex with `$` and `^` anywhere (in alternatives too), escaped `$`, `$` in
+    classes and `\\s`; and the same for `re` with each `^` meaning what PCRE's does (not after
+    a final newline), which is written only in `(?m)`."""
+    atoms = ["a", "b", "k", "s", "x", ".", "\\$", "[a$]", "[]$]", "[^$]", "\\\\", "\\s", "\\S", "[\\sk]", "\\n"]
+    repeats = ["", "", "*", "+", "?", "{0,2}", "{1,3}"]
+    parts, oracle = [], []
+    for _ in range(rng.randint(1, 4)):
+        roll = rng.random()
+        if depth < 2 and roll < 0.15:
+            branches = [_regex_with_dollars(rng, depth + 1) for _ in range(rng.randint(1, 3))]
+            parts.append("(?:" + "|".join(b for b, _ in branches) + ")")
+            oracle.append("(?:" + "|".join(o for _, o in branches) + ")")
+        elif roll < 0.3:
+            parts.append("$")
+            oracle.append("$")
+        elif roll < 0.35:
+            parts.append("^")
+            oracle.append("(?:\\A|^(?!\\Z))")
+        else:
+            atom = rng.choice(atoms) + rng.choice(repeats)
+            parts.append(atom)
+            oracle.append(atom)
+    return "".join(parts), "".join(oracle)
+
+
+def test_a_body_is_found_wherever_its_regex_is() -> None:
+    """A regex without its `$` assertions (`regex_text.body`) is found in every text the regex is
+    found in, on random regexes with `$` anywhere, `\\$`, `$` in classes and `(?m)`."""
+    rng = random.Random(20261207)
+    lost, tried = [], 0
+    while tried < 3000:
+        regex = rng.choice(["", "(?m)", "(?i)"]) + _regex_with_dollars(rng)[0]
+        if regex_problem(regex, hyperscan=False) is not None:
+            continue
+        tried += 1
+        body = regex_text.body(regex)
+        assert "$" not in body.replace("\\$", "").replace("[a$]", "").replace("[]$]", "").replace("[^$]", "")
+        for _ in range(10):
+            text = "".join(rng.choice("abks$x\n \v]\\") for _ in range(rng.randint(0, 20)))
+            if re.search(regex, text) and not re.search(body, text):
+                lost.append((regex, body, text))
+    assert [] == lost[:3]
+
+
+@pytest.mark.parametrize(
+    ("regex", "body"),
+    [
+        ("(a+$|b)", "(a+|b)"),
+        ("a+$|c+d", "a+|c+d"),
+        ("(?m)(x+$|yz)", "(?m)(x+|yz)"),
+        ("a\\$b+$", "a\\$b+"),
+        ("[]$]+[^$]*[$\\]]$", "[]$]+[^$]*[$\\]]"),
+        ("[[:alpha:]$]+$", "[[:alpha:]$]+"),
+        ("\\Qa$\\E+$", "\\Qa$\\E+"),
+        ("\\\\$", "\\\\"),
+        ("\\x{24}+$", "\\x{24}+"),
+    ],
+)
+def test_a_body_keeps_every_dollar_that_is_not_an_assertion(regex: str, body: str) -> None:
+    assert regex_problem(regex) is None
+    assert regex_text.body(regex) == body
+
+
+def test_regexes_with_dollar_anywhere_find_what_re_finds() -> None:
+    """A field's scan of regexes with `$` anywhere (mixed with others) finds what `re.search`
+    finds, `(?m)^` aside after a final newline (see `_regex_with_dollars`): every such regex
+    with a repeat is filtered by its body, and a body lost nothing."""
+    rng = random.Random(20261208)
+
+    def regexes() -> list[tuple[str, str]]:
+        written: list[tuple[str, str]] = []
+        while len(written) < rng.randint(1, 4):
+            flags = rng.choice(["", "", "(?m)"])
+            regex, oracle = _regex_with_dollars(rng)
+            if regex_problem(flags + regex) is None:
+                written.append((flags + regex, flags + oracle))
+        return written
+
+    wrong = _wrong_answers(rng, regexes, "abks:x1\nxy \v$", ["", "k\n", "s\n", "\n", "k", "\n\n", "bk"])
+    assert [] == wrong[:3]

@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import hyperscan
 import msgspec
 import re2
 
+from rulesd.rules import regex_text
 from rulesd.rules.ascii_case import FOLD_TRAP, TRAP, ascii_folded, byte_caseless
 
 # Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
@@ -233,6 +234,7 @@ class FieldScanner:
         self.scan, self._use = _memoised_scan(field)
         self.database: Any = None
         self._bytes: tuple[int, frozenset[int]] = (0, NO_IDS)  # (see `as_bytes`)
+        self._ended: tuple[int, tuple[Ended, ...]] = (0, ())  # (see `ended`)
 
     def add(self, pattern: Pattern, origin: object = None) -> int:
         """The id of `pattern` (the same pattern twice gets one id)."""
@@ -245,15 +247,23 @@ class FieldScanner:
         """A hash of the patterns and ids, naming a compiled database of them."""
         # Each pattern compiled as bytes is marked (see `compile`): a database from a build that
         # chose otherwise for a pattern answers otherwise for it, and is keyed apart.
+        # So is each body written for a regex RE2 answers too, under its own id (see `compile`).
         as_bytes = self.as_bytes()
         text = "\n".join(
-            f"{i}:{int(p.caseless)}{'b' if i in as_bytes else ''}:{p.expression}" for p, i in self.patterns.items()
+            [
+                *(
+                    f"{i}:{int(p.caseless)}{'b' if i in as_bytes else ''}:{p.expression}"
+                    for p, i in self.patterns.items()
+                ),
+                *(f"{PREFILTER + e.id}:{int(e.pattern.caseless)}:{e.body}" for e in self.ended()),
+            ]
         )
         version = getattr(hyperscan, "__version__", "")
         # (a database of a build before the marks, which may have compiled a pattern with `$` as
-        # bytes, is keyed apart: the text of its key is the same for every pattern left unmarked)
+        # bytes, is keyed apart: the text of its key is the same for every pattern left unmarked;
+        # so is one of a build that wrote bodies without their lines in the key)
         return hashlib.sha256(
-            f"{version}\n{MODE}\n{FLAGS}\nascii-caseless-bytes-2\nend-prefilter-1\n{text}".encode()
+            f"{version}\n{MODE}\n{FLAGS}\nascii-caseless-bytes-2\nend-prefilter-2\n{text}".encode()
         ).hexdigest()
 
     def compile(self) -> Any:
@@ -268,9 +278,9 @@ class FieldScanner:
             f & ~hyperscan.HS_FLAG_UTF8 if self.patterns[p] in byte_ids else f
             for p, f in zip(patterns, utf8, strict=True)
         ]
-        # Each regex RE2 answers for (see `_end_checker`) whose `$` ends it is also written
-        # without it: where that is not found, neither is the regex, and RE2 is not asked.
-        bodies = [(Pattern(body, p.caseless), PREFILTER + self.patterns[p]) for p in patterns if (body := _body(p))]
+        # Each regex RE2 answers for too (see `_end_checker`) is also written without its `$`
+        # assertions: where that is not found, neither is the regex, and RE2 is not asked.
+        bodies = [(Pattern(e.body, e.pattern.caseless), PREFILTER + e.id) for e in self.ended()]
         if bodies:
             written, ids = [*written, *(b for b, _ in bodies)], [*ids, *(i for _, i in bodies)]
             utf8, as_bytes = [*utf8, *(b.flags for b, _ in bodies)], [*as_bytes, *(b.flags for b, _ in bodies)]
@@ -302,7 +312,7 @@ class FieldScanner:
     def use(self, database: Any) -> None:
         """Scan with `database` (compiled from these patterns, or loaded from a cache)."""
         self.database = database
-        self._use(database, self.as_bytes(), _end_checker(self.patterns))
+        self._use(database, self.as_bytes(), _end_checker(self.ended()))
 
     def as_bytes(self) -> frozenset[int]:
         """The ids of the patterns compiled as bytes (`byte_caseless`), found once for the key, the
@@ -313,74 +323,115 @@ class FieldScanner:
             self._bytes = (len(self.patterns), ids)
         return ids
 
+    def ended(self) -> tuple[Ended, ...]:
+        """The regexes RE2 answers for too, with their bodies (`end_checked`), found once for the
+        key, the compile and the scan, as `as_bytes` is."""
+        count, ended = self._ended
+        if count != len(self.patterns):
+            ended = end_checked(self.patterns)
+            self._ended = (len(self.patterns), ended)
+        return ended
+
 
 # Hyperscan (the `hyperscan` package 0.9.1, every mode) misses some matches of a regex holding a
 # repeat and a `$`: `ks*$` in a text of 17 bytes or more ending "k\n", `b+:*k?$` in "...kbk". In
 # randomized comparisons with `re`, regexes with `$` and no repeat, and any with `\z` instead,
-# were never wrong. Such regexes of a field are also asked of an RE2 set (linear time, as
-# Hyperscan), and what either finds is found: Hyperscan reports no match that is not one.
+# were never wrong. Such regexes of a field are also asked of RE2 (linear time, as Hyperscan),
+# and what either finds is found: Hyperscan reports no match that is not one.
 _REPEATS = frozenset("*+?{")
-PREFILTER = 2**30  # added to a regex's id: the id of the regex without its final `$`
+PREFILTER = 2**30  # added to a regex's id: the id of its body (see `regex_text.body`)
 
 
-def _end_checked(pattern: Pattern) -> bool:
-    return "$" in pattern.expression and not _REPEATS.isdisjoint(pattern.expression)
+class Ended(NamedTuple):
+    """A regex of a field that RE2 answers for too (see `end_checked`)."""
+
+    pattern: Pattern
+    id: int
+    body: str  # written into the database too, as id `PREFILTER + id`
 
 
-def _body(pattern: Pattern) -> str | None:
-    """An end-checked regex without the `$` that ends it (found wherever the regex is); None if
-    it does not end in an unescaped `$`."""
-    expression = pattern.expression
-    if not _end_checked(pattern) or not expression.endswith("$"):
-        return None
-    escapes = len(expression) - 1 - len(expression[:-1].rstrip("\\"))
-    return expression[:-1] if escapes % 2 == 0 and len(expression) > 1 else None
+def end_checked(patterns: dict[Pattern, int]) -> tuple[Ended, ...]:
+    """The regexes of `patterns` holding a `$` assertion and a repeat, with their bodies."""
+    return tuple(
+        Ended(p, i, regex_text.body(p.expression))
+        for p, i in patterns.items()
+        if "$" in p.expression and not _REPEATS.isdisjoint(p.expression) and regex_text.has_dollar(p.expression)
+    )
 
 
 EndCheck = Callable[[str, frozenset[int]], frozenset[int]]
 
 
-def _end_checker(patterns: dict[Pattern, int]) -> EndCheck | None:
-    """What gives a scan's answer with the regexes holding `$` and a repeat as RE2 finds them in
-    the text (`$` before a final newline too, as Hyperscan and `re` mean it), and without the
-    ids of their bodies; None if there are none."""
-    chosen = [(p, i) for p, i in patterns.items() if _end_checked(p)]
-    if not chosen:
+class _Part(NamedTuple):
+    """RE2 sets are compiled in parts when one is too large (see `_parts`)."""
+
+    match: Callable[[str | bytes], list[int] | None]
+    ids: list[int]  # a pattern's id by its index in the set
+    bodies: frozenset[int]  # the ids of their bodies: RE2 is asked only where one is found
+    again: frozenset[int]  # (indexes) asked again without a text's final newline: no `\z`
+    whole: frozenset[int]  # (indexes) asked of a text ending in a newline whole: no `(?m)^`
+
+
+def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
+    """What gives a scan's answer with the regexes of `ended` as RE2 finds them in the text too
+    (`$` before a final newline too, as Hyperscan and `re` mean it), and without the ids of
+    their bodies; None if there are none, or RE2 takes none of them."""
+    parts = _parts(ended)
+    if not parts:
         return None
-    found_by = re2.Set.SearchSet(re2.Options())
-    ids: list[int] = []
-    before_newline: set[int] = set()  # (see `check`)
-    for pattern, pattern_id in chosen:
-        # (every rule regex compiles in RE2: `check` refuses those it does not)
-        if found_by.Add(("(?i)" if pattern.caseless else "") + pattern.expression) >= 0:
-            if "\\z" not in pattern.expression:
-                before_newline.add(len(ids))
-            ids.append(pattern_id)
-    try:
-        found_by.Compile()
-    except re2.error:  # (too large for RE2's memory as one set: Hyperscan answers alone, as it did)
-        return None
-    match = found_by.Match
-    bodies = frozenset(PREFILTER + i for p, i in chosen if _body(p))
-    unfiltered = len(bodies) < len(chosen)  # (some have no body: RE2 is asked of every text)
+    bodies = frozenset(PREFILTER + e.id for e in ended)
 
     def check(value: str, found: frozenset[int]) -> frozenset[int]:
-        if not unfiltered and found.isdisjoint(bodies):
+        if found.isdisjoint(bodies):
             return found
-        text: str | bytes = value
-        try:
-            hits = match(value) or []
-        except UnicodeEncodeError:  # (a lone surrogate: see `_replace_surrogates`)
-            text = _replace_surrogates(value)
-            hits = match(text) or []
-        # RE2's `$` is the very end of the text: a match ending before a final newline is one in
-        # the text without it (but for a regex with `\z`, which would be found there wrongly).
-        if value.endswith("\n"):
-            hits = [*hits, *(k for k in match(text[:-1]) or () if k in before_newline)]
         answer = found - bodies
-        return answer.union(ids[k] for k in hits) if hits else answer
+        text: str | bytes = value
+        for part in parts:
+            if found.isdisjoint(part.bodies):
+                continue
+            match, ids = part.match, part.ids
+            try:
+                hits = match(text) or ()
+            except UnicodeEncodeError:  # (a lone surrogate: see `_replace_surrogates`)
+                text = _replace_surrogates(value)
+                hits = match(text) or ()
+            # RE2's `$` is the very end of the text: a match ending before a final newline is one
+            # in the text without it (but for a regex with `\z`, which would be found there
+            # wrongly). RE2's `(?m)^` matches after a final newline, Hyperscan's does not: a regex
+            # that may hold one is asked only of the text without that newline.
+            if value.endswith("\n"):
+                hits = [*(k for k in hits if k in part.whole), *(k for k in match(text[:-1]) or () if k in part.again)]
+            if hits:
+                answer = answer.union(ids[k] for k in hits)
+        return answer
 
     return check
+
+
+def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
+    """RE2 sets of the regexes of `ended`: one, or when RE2 refuses it as too large, halves of
+    it, halved again until each compiles; a regex RE2 refuses alone is answered by Hyperscan
+    alone (as are all when RE2 could not take them)."""
+    found_by = re2.Set.SearchSet(_RE2_OPTIONS)
+    ids: list[int] = []
+    again: set[int] = set()
+    whole: set[int] = set()
+    for e in ended:
+        expression = ("(?i)" if e.pattern.caseless else "") + regex_text.for_re2(e.pattern.expression)
+        # (every rule regex compiles in RE2: `check` refuses those it does not)
+        if found_by.Add(expression) >= 0:
+            if "\\z" not in e.pattern.expression:
+                again.add(len(ids))
+            if not regex_text.multiline_start(e.pattern.expression):
+                whole.add(len(ids))
+            ids.append(e.id)
+    try:
+        found_by.Compile()
+    except re2.error:  # (too large for RE2's memory as one set)
+        half = len(ended) // 2
+        return [*_parts(ended[:half]), *_parts(ended[half:])] if half else []
+    bodies = frozenset(PREFILTER + i for i in ids)
+    return [_Part(found_by.Match, ids, bodies, frozenset(again), frozenset(whole))]
 
 
 def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
