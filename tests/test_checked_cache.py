@@ -209,6 +209,24 @@ def test_a_source_edited_in_place_changes_its_stamp_even_with_its_time_and_size_
     assert checked.written([source]) == checked.written([source])  # (unchanged: the same stamp)
 
 
+def test_a_library_upgraded_in_place_with_its_times_and_sizes_kept_changes_its_stamp(tmp_path: Path) -> None:
+    """An installer that keeps a wheel's file times and writes a file of the same size over the
+    old one (in place, or by a rename) changes the library's stamp: a database or a check kept
+    under the old library is not served under the new one."""
+    package = tmp_path / "re2"
+    package.mkdir()
+    library = package / "_re2.so"
+    library.write_bytes(b"\x7fELF 1.1")
+    before = checked.installed([package])
+    info = library.stat()
+    time.sleep(0.02)  # (a clock tick: the times are taken from a coarse clock)
+    library.write_bytes(b"\x7fELF 1.2")
+    os.utime(library, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert (info.st_size, info.st_mtime_ns) == (library.stat().st_size, library.stat().st_mtime_ns)
+    assert before != checked.installed([package])
+    assert checked.installed([package]) == checked.installed([package])
+
+
 def test_a_warm_load_reads_none_of_rulesd_s_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The keys of a warm load's entries stamp rulesd's sources instead of hashing them (~470 KB
     read and hashed at every start): the load reads no source file."""

@@ -67,15 +67,17 @@ def written(sources: Iterable[Path]) -> str:
 
 
 def installed(packages: Iterable[Path]) -> str:
-    """Each file of the package directories `packages`, its size and modification time, which an
-    upgrade in place rewrites: a stat per file costs far less than asking `importlib.metadata`
-    (~25 ms)."""
+    """Each file of the package directories `packages`, stamped as `written` stamps a source (an
+    installer that keeps a wheel's times and writes a file of the same size in place still sets
+    its ctime): a stat per file costs far less than asking `importlib.metadata` (~25 ms)."""
     parts = []
     for package in packages:
         for entry in sorted(os.scandir(package), key=lambda e: e.name):
             if entry.is_file():
                 stat = entry.stat()
-                parts.append(f"{package.name}/{entry.name} {stat.st_size} {stat.st_mtime_ns}")
+                parts.append(
+                    f"{package.name}/{entry.name} {stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns}"
+                )
     return "\n".join(parts)
 
 
