@@ -622,12 +622,10 @@ def _alert_line(alert: ReplayedAlert) -> str:
     if found.close is not None:
         closed = ", ".join(closed_by(found.rules, found.reasons))  # why, as the close's note says
         return f"{where}: close [{closed}] (alias: {printable.one_line(found.close)})\n"
+    # Printed as they are: the payload's message and alias hold no control character, each
+    # made by `one_line` or taken because `isprintable()` found none (`payload.message`,
+    # `alias._bounded`), and a rule's name is letters, digits and `_.-` alone.
     priority, message, alias = found.headline()
-    # The payload's message and alias are escaped already (`one_line`), as printable text is.
-    if not message.isprintable():
-        message = printable.one_line(message)
-    if not alias.isprintable():
-        alias = printable.one_line(alias)
     return f"{where}: {priority} [{_joined(found.rules)}] {message}  (alias: {alias})\n"
 
 

@@ -654,3 +654,19 @@ def test_matches_of_rules_alike_are_counted_per_rule_when_read_not_per_event() -
     engine.evaluate({"uri": "/admin"}, T0 + 51)
     engine.count_matches()
     assert 51 == live["admin-00"] and live is engine.matches
+
+
+def test_matches_counted_over_a_long_replay_stay_exact_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay never reads the counts: the matches listed per candidate are added up once
+    `COUNTED_KEPT` have piled up, so a long replay holds no more than that, and the counts
+    stay exact across each adding up, as when read in between."""
+    monkeypatch.setattr(core, "COUNTED_KEPT", 7)
+    engine = engine_for("rules:\n" + ALIKE + "  - {name: other, match: {uri: /other}}\n")
+    live = engine.matches = Writes()
+    for i in range(100):
+        engine.evaluate({"uri": "/admin" if i % 3 else "/other"}, T0 + i)
+        assert len(engine._counted) < 7
+        if i == 50:
+            assert {**{f"admin-{i:02d}": 34 for i in range(40)}, "other": 17} == engine.matches
+    assert 0 < live.writes
+    assert {**{f"admin-{i:02d}": 66 for i in range(40)}, "other": 34} == engine.matches

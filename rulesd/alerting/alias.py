@@ -19,8 +19,9 @@ ALIAS_MAX = 512  # OpsGenie's limit, in characters
 def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
     """The alias of the alert for `rules` (lead first) firing on `event`: the lead rule's
     `alert.alias` rendered, else `default_alias`; a stable hash beyond ALIAS_MAX characters."""
-    spec = rules[0].alert
-    if not spec.alias and not rules[0].group_by:  # the rules' names alone, whatever the event
+    lead = rules[0]  # (once: CPython 3.11 specialises no subscript of a tuple subclass, `Interned`)
+    spec = lead.alert
+    if not spec.alias and not lead.group_by:  # the rules' names alone, whatever the event
         return _names_alias(rules)
     alias = spec.alias.render(event).strip() if spec.alias else ""
     return _bounded(alias or default_alias(rules, event))

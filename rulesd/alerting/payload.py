@@ -129,9 +129,10 @@ def cut(text: str, end: int) -> str:
 def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "") -> dict[str, Any]:
     """The JSON body of the OpsGenie create-alert request for `firing`."""
     rules, event = firing.rules, firing.event
-    spec, parts = rules[0].alert, _parts(rules)
+    lead = rules[0]  # (once: see `alert_alias`)
+    spec, parts = lead.alert, _parts(rules)
     payload: dict[str, Any] = {
-        "message": message(rules[0], event),
+        "message": message(lead, event),
         "alias": alert_alias(rules, event),
         "description": truncate(_description(parts, event), DESCRIPTION_MAX),
         "responders": [r.to_json() for r in _responders(rules, settings.recipients)],
@@ -154,7 +155,8 @@ def headline(firing: Firing) -> tuple[str, str, str]:
     """The payload's priority, message and alias (what a one-line account of an alert shows),
     without the rest of it."""
     rules, event = firing.rules, firing.event
-    return rules[0].alert.priority, message(rules[0], event), alert_alias(rules, event)
+    lead = rules[0]  # (once: see `alert_alias`)
+    return lead.alert.priority, message(lead, event), alert_alias(rules, event)
 
 
 def message(lead: Rule, event: Event) -> str:

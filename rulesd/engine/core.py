@@ -14,6 +14,7 @@ are closed then: counted in `limit_closed`).
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
 import itertools
 import math
@@ -56,6 +57,7 @@ MAX_VALUES_PER_GROUP = 10_000
 ALIASES_KEPT = 8  # aliases of open alerts remembered per group, to close them
 EXPECTED = "expected"  # an absence's expected group no event has come for yet
 LIMIT_CLOSED = "state limit"  # why an alert is closed when its group had to be forgotten
+COUNTED_KEPT = 65_536  # matches of candidates listed before they are added up (see `count_matches`)
 IN_ORDER_KEPT = 4096  # combinations of fired rules whose order is remembered (see `_apply`)
 SUPERSEDED = "superseded"  # why a group's oldest alert is closed when it opens one more than ALIASES_KEPT
 _NEVER = -math.inf
@@ -161,9 +163,11 @@ class Engine:
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
         self._matches: dict[str, int] = {}  # per rule: events that satisfied its condition (`matches`)
-        # Per candidate rule, the events it matched not yet added to `matches`: one count for
-        # the dozens of rules alike it may stand for (see `members`).
-        self._counted: dict[Rule, int] = {}
+        # The candidates matched since `matches` was last brought up to date, one entry per
+        # match: one count for the dozens of rules alike a candidate may stand for (see
+        # `members`), and one list append per match, where a dict's count was two lookups that
+        # hashed the rule. Added up when read, or once COUNTED_KEPT have piled up.
+        self._counted: list[Rule] = []
         self.evicted: dict[str, int] = {}  # per rule: groups forgotten to stay within the limits
         self.limit_closed: dict[str, int] = {}  # per rule: open alerts closed as their groups were forgotten
         # Per rule: values its new_value groups forgot for `limits.values_per_group` (counted
@@ -272,11 +276,14 @@ class Engine:
         """Add the matches counted per candidate to `matches`, per rule: when they are read (the
         daemon, after each batch), not per event, where one candidate stands for dozens of
         rules alike."""
+        counted = self._counted
+        if not counted:
+            return
         matches = self._matches
-        for candidate, count in self._counted.items():
+        for candidate, count in collections.Counter(counted).items():  # (in the order first matched)
             for name in self._members[candidate][2]:
                 matches[name] = matches.get(name, 0) + count
-        self._counted.clear()
+        counted.clear()
 
     def evaluator(self, time: TimeReader | None) -> Evaluate:
         """`evaluate` for events whose time `time` reads (None: their arrival time); written
@@ -852,13 +859,15 @@ class Engine:
             members = self._members
             for candidate in unique:
                 if candidate.match(event):
-                    counted[candidate] = counted.get(candidate, 0) + 1
+                    counted.append(candidate)
                     stateful, always, _ = members[candidate]
                     if always:
                         plain.append(always)
                     for rule in stateful:
                         rules.append(rule)
                         groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else NO_GROUP)
+            if len(counted) >= COUNTED_KEPT:  # (replay never reads the counts: bounded all the same)
+                self.count_matches()
             return rules, groups, plain
         finally:
             candidates.clear()  # also if a predicate raised: the next event starts empty
