@@ -579,6 +579,24 @@ def test_s_holds_the_vertical_tab_in_every_regex() -> None:
     assert scanner.scan("ab") == set(ids[:3])
 
 
+def test_a_hyphen_beside_s_in_a_class_is_a_character_for_re2() -> None:
+    """`[\\s-x]` is a blank, `-` or `x` in a regex RE2 answers too, not the range from a blank
+    to `x` (which holds `M`: a false page); `[\\s-\\s]` is one RE2 takes (it raised, and `check`
+    and `replay` crashed building the rules)."""
+    scanner = FieldScanner("f")
+    ids = [scanner.add(Pattern(regex)) for regex in ("[\\s-x]+$", "[^\\s-x]+$", "a[\\s-\\s]*$", "a[\\w-\\S]+$")]
+    scanner.use(scanner.compile())
+    assert scanner.scan("x M") == {ids[1]}
+    assert scanner.scan("M x-\v") == {ids[0]}
+    assert scanner.scan("a -\t") == {ids[0], ids[2]}
+    assert scanner.scan("a-M\v") == {ids[0]}
+    assert scanner.scan("a-M") == {ids[1], ids[3]}
+    assert (
+        regex_text.for_re2("[\\s-x][-\\S]\\s-x")
+        == "[\\t\\n\\v\\f\\r \\-x][\\-\\x00-\\x08\\x0e-\\x1f!-\\x{10ffff}][\\t\\n\\v\\f\\r ]-x"
+    )
+
+
 def _regex_with_dollars(rng: random.Random, depth: int = 0) -> tuple[str, str]:
     """A random regex with `$` and `^` anywhere (in alternatives too), escaped `$`, `$` in
     classes and `\\s`; and the same for `re` with each `^` meaning what PCRE's does (not after
