@@ -369,7 +369,9 @@ class _Part(NamedTuple):
     ids: list[int]  # a pattern's id by its index in the set
     bodies: frozenset[int]  # the ids of their bodies: RE2 is asked only where one is found
     again: frozenset[int]  # (indexes) asked again without a text's final newline: no `\z`
-    whole: frozenset[int]  # (indexes) asked of a text ending in a newline whole: no `(?m)^`
+    # (indexes) the search of each regex that may hold a `(?m)^`: its match in a whole text
+    # ending in a newline is one only if it starts before the end (see `check`)
+    starts: dict[int, Callable[[str | bytes], Any]]
 
 
 def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
@@ -397,15 +399,25 @@ def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
                 hits = match(text) or ()
             # RE2's `$` is the very end of the text: a match ending before a final newline is one
             # in the text without it (but for a regex with `\z`, which would be found there
-            # wrongly). RE2's `(?m)^` matches after a final newline, Hyperscan's does not: a regex
-            # that may hold one is asked only of the text without that newline.
+            # wrongly). RE2's `(?m)^` matches after a final newline, Hyperscan's does not: there a
+            # match is empty, at the end; a regex that may hold one is found in the whole text
+            # only where its leftmost match starts before the end (a match may take that newline).
             if value.endswith("\n"):
-                hits = [*(k for k in hits if k in part.whole), *(k for k in match(text[:-1]) or () if k in part.again)]
+                starts = part.starts
+                hits = [
+                    *(k for k in hits if k not in starts or _starts_before_end(starts[k], text)),
+                    *(k for k in match(text[:-1]) or () if k in part.again),
+                ]
             if hits:
                 answer = answer.union(ids[k] for k in hits)
         return answer
 
     return check
+
+
+def _starts_before_end(search: Callable[[str | bytes], Any], text: str | bytes) -> bool:
+    found = search(text)
+    return found is not None and found.start() < len(text)
 
 
 def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
@@ -415,15 +427,15 @@ def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
     found_by = re2.Set.SearchSet(_RE2_OPTIONS)
     ids: list[int] = []
     again: set[int] = set()
-    whole: set[int] = set()
+    starts: dict[int, Callable[[str | bytes], Any]] = {}
     for e in ended:
         expression = ("(?i)" if e.pattern.caseless else "") + regex_text.for_re2(e.pattern.expression)
         # (every rule regex compiles in RE2: `check` refuses those it does not)
         if found_by.Add(expression) >= 0:
             if "\\z" not in e.pattern.expression:
                 again.add(len(ids))
-            if not regex_text.multiline_start(e.pattern.expression):
-                whole.add(len(ids))
+            if regex_text.multiline_start(e.pattern.expression):
+                starts[len(ids)] = re2.compile(expression, options=_RE2_OPTIONS).search
             ids.append(e.id)
     try:
         found_by.Compile()
@@ -431,7 +443,7 @@ def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
         half = len(ended) // 2
         return [*_parts(ended[:half]), *_parts(ended[half:])] if half else []
     bodies = frozenset(PREFILTER + i for i in ids)
-    return [_Part(found_by.Match, ids, bodies, frozenset(again), frozenset(whole))]
+    return [_Part(found_by.Match, ids, bodies, frozenset(again), starts)]
 
 
 def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
