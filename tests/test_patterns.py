@@ -7,14 +7,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import hyperscan
 import pytest
 import re2
 
 from rulesd.rules import regex_text
 from rulesd.rules.loader import check_text
 from rulesd.rules.patterns import (
+    FLAGS,
     MEMO_SIZE,
     MEMO_TEXT_MAX,
+    MODE,
     PREFILTER,
     FieldScanner,
     Pattern,
@@ -507,7 +510,25 @@ def test_a_regex_among_too_many_for_one_re2_set_is_still_found() -> None:
     assert check is not None
     assert check("x" * 15 + "k\n", frozenset({PREFILTER + missed})) == {missed}
     assert check("x" * 15 + "q\n", frozenset({PREFILTER + missed})) == set()
-    assert check("a0007" + "-" * 90 + "9fzz\n", frozenset({PREFILTER + 7, 5})) == {5, 7}
+    # (5 is RE2's to answer, and is not in the text; 999 is another regex's, kept as found)
+    assert check("a0007" + "-" * 90 + "9fzz\n", frozenset({PREFILTER + 7, 5, 999})) == {7, 999}
+
+
+def test_re2_alone_answers_for_a_regex_with_a_repeat_and_dollar_hyperscan_reports_wrongly() -> None:
+    """Hyperscan reports `\\s\\S+$` found in a text where it is not, when it shares a database
+    with `(?m)^\\S\\s{1,2}\\S{1,2}$` (a false page); such a regex is RE2's to answer alone, as
+    where Hyperscan misses one: RE2 is asked where Hyperscan reports it, and RE2's answer stands."""
+    text = " k \t s\t\t ks\v\t\v\tsk\v\n"
+    regexes = ["\\s\\S+$", "(?m)^\\S\\s{1,2}\\S{1,2}$"]
+    database = hyperscan.Database(mode=MODE)
+    database.compile(expressions=[r.encode() for r in regexes], ids=[0, 1], flags=[FLAGS, FLAGS])
+    reported: list[int] = []
+    database.scan((text.encode(),), lambda i, *_: reported.append(i))
+    assert reported == [0] and not any(re.search(r, text) for r in regexes)  # (Hyperscan's own answer)
+    check = _end_checker(end_checked({Pattern(r): i for i, r in enumerate(regexes)}))
+    assert check is not None
+    assert check(text, frozenset(reported)) == set()
+    assert check(text + "x", frozenset({0, 7})) == {0, 7}  # (found there: RE2 says so; 7 is another's)
 
 
 def test_the_cache_key_names_the_bodies_written() -> None:

@@ -337,7 +337,8 @@ class FieldScanner:
 # repeat and a `$`: `ks*$` in a text of 17 bytes or more ending "k\n", `b+:*k?$` in "...kbk". In
 # randomized comparisons with `re`, regexes with `$` and no repeat, and any with `\z` instead,
 # were never wrong. Such regexes of a field are also asked of RE2 (linear time, as Hyperscan),
-# and what either finds is found: Hyperscan reports no match that is not one.
+# whose answer for them counts (Hyperscan also reports some that are none: see `_Part.owned`),
+# but for one holding `\z`, found where either finds it (see `_Part.again`).
 _REPEATS = frozenset("*+?{")
 PREFILTER = 2**30  # added to a regex's id: the id of its body (see `regex_text.body`)
 
@@ -369,6 +370,11 @@ class _Part(NamedTuple):
     ids: list[int]  # a pattern's id by its index in the set
     bodies: frozenset[int]  # the ids of their bodies: RE2 is asked only where one is found
     again: frozenset[int]  # (indexes) asked again without a text's final newline: no `\z`
+    # The ids RE2 answers for alone (those asked again): Hyperscan, which misses some of their
+    # matches, also reports some that are none, when other regexes share its database
+    # (`\s\S+$` beside `(?m)^\S\s{1,2}\S{1,2}$` in " k \t s\t\t ks\v\t\v\tsk\v\n").
+    owned: frozenset[int]
+    asked: frozenset[int]  # where Hyperscan finds one of these ids, RE2 is asked: bodies and owned
     # (indexes) the search of each regex that may hold a `(?m)^`: its match in a whole text
     # ending in a newline is one only if it starts before the end (see `check`)
     starts: dict[int, Callable[[str | bytes], Any]]
@@ -382,15 +388,17 @@ def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
     if not parts:
         return None
     bodies = frozenset(PREFILTER + e.id for e in ended)
+    asked = frozenset().union(*(part.asked for part in parts))
 
     def check(value: str, found: frozenset[int]) -> frozenset[int]:
-        if found.isdisjoint(bodies):
+        if found.isdisjoint(asked):
             return found
         answer = found - bodies
         text: str | bytes = value
         for part in parts:
-            if found.isdisjoint(part.bodies):
+            if found.isdisjoint(part.asked):
                 continue
+            answer -= part.owned
             match, ids = part.match, part.ids
             try:
                 hits = match(text) or ()
@@ -443,7 +451,8 @@ def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
         half = len(ended) // 2
         return [*_parts(ended[:half]), *_parts(ended[half:])] if half else []
     bodies = frozenset(PREFILTER + i for i in ids)
-    return [_Part(found_by.Match, ids, bodies, frozenset(again), starts)]
+    owned = frozenset(ids[k] for k in again)
+    return [_Part(found_by.Match, ids, bodies, frozenset(again), owned, bodies | owned, starts)]
 
 
 def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
