@@ -531,6 +531,18 @@ def test_re2_alone_answers_for_a_regex_with_a_repeat_and_dollar_hyperscan_report
     assert check(text + "x", frozenset({0, 7})) == {0, 7}  # (found there: RE2 says so; 7 is another's)
 
 
+def test_a_regex_re2_refuses_as_written_for_it_is_left_to_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a rule regex, as written for RE2, be refused by it (`check` refuses those RE2 does
+    not take as written in the rule), the others are still asked of RE2, and the rule set loads
+    (RE2's Add raises rather than answering -1)."""
+    written = regex_text.for_re2
+    monkeypatch.setattr(regex_text, "for_re2", lambda e: "(" if e.startswith("bad") else written(e))
+    check = _end_checker(end_checked({Pattern("bad+$"): 0, Pattern("ks*$"): 1}))
+    assert check is not None
+    assert check("x" * 15 + "k\n", frozenset({PREFILTER + 1})) == {1}
+    assert check("xbad", frozenset({0, PREFILTER + 0})) == {0}
+
+
 def test_the_cache_key_names_the_bodies_written() -> None:
     """A database written under another rule for the bodies (see `regex_text.body`) holds other
     expressions under the bodies' ids: the same patterns under another body rule have another

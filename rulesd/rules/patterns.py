@@ -383,12 +383,13 @@ class _Part(NamedTuple):
 def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
     """What gives a scan's answer with the regexes of `ended` as RE2 finds them in the text too
     (`$` before a final newline too, as Hyperscan and `re` mean it), and without the ids of
-    their bodies; None if there are none, or RE2 takes none of them."""
-    parts = _parts(ended)
-    if not parts:
+    their bodies; None if there are none."""
+    if not ended:
         return None
+    parts = _parts(ended)
     bodies = frozenset(PREFILTER + e.id for e in ended)
-    asked = frozenset().union(*(part.asked for part in parts))
+    # (a body found is never an answer: those of regexes RE2 could not take are taken out too)
+    asked = bodies.union(*(part.asked for part in parts))
 
     def check(value: str, found: frozenset[int]) -> frozenset[int]:
         if found.isdisjoint(asked):
@@ -431,15 +432,20 @@ def _starts_before_end(search: Callable[[str | bytes], Any], text: str | bytes) 
 def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
     """RE2 sets of the regexes of `ended`: one, or when RE2 refuses it as too large, halves of
     it, halved again until each compiles; a regex RE2 refuses alone is answered by Hyperscan
-    alone (as are all when RE2 could not take them)."""
+    alone (as are all when RE2 could not take them), its body still taken out of the answer."""
     found_by = re2.Set.SearchSet(_RE2_OPTIONS)
     ids: list[int] = []
     again: set[int] = set()
     starts: dict[int, Callable[[str | bytes], Any]] = {}
     for e in ended:
         expression = ("(?i)" if e.pattern.caseless else "") + regex_text.for_re2(e.pattern.expression)
-        # (every rule regex compiles in RE2: `check` refuses those it does not)
-        if found_by.Add(expression) >= 0:
+        # (every rule regex compiles in RE2: `check` refuses those it does not; should one not,
+        # as written for RE2, Add raises or gives -1, and Hyperscan answers for it alone)
+        try:
+            added = found_by.Add(expression)
+        except re2.error:
+            added = -1
+        if added >= 0:
             if "\\z" not in e.pattern.expression:
                 again.add(len(ids))
             if regex_text.multiline_start(e.pattern.expression):
