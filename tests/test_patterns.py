@@ -7,14 +7,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import hyperscan
 import pytest
 import re2
 
 from rulesd.rules import regex_text
 from rulesd.rules.loader import check_text
 from rulesd.rules.patterns import (
+    FLAGS,
     MEMO_SIZE,
     MEMO_TEXT_MAX,
+    MODE,
     PREFILTER,
     FieldScanner,
     Pattern,
@@ -507,7 +510,37 @@ def test_a_regex_among_too_many_for_one_re2_set_is_still_found() -> None:
     assert check is not None
     assert check("x" * 15 + "k\n", frozenset({PREFILTER + missed})) == {missed}
     assert check("x" * 15 + "q\n", frozenset({PREFILTER + missed})) == set()
-    assert check("a0007" + "-" * 90 + "9fzz\n", frozenset({PREFILTER + 7, 5})) == {5, 7}
+    # (5 is RE2's to answer, and is not in the text; 999 is another regex's, kept as found)
+    assert check("a0007" + "-" * 90 + "9fzz\n", frozenset({PREFILTER + 7, 5, 999})) == {7, 999}
+
+
+def test_re2_alone_answers_for_a_regex_with_a_repeat_and_dollar_hyperscan_reports_wrongly() -> None:
+    """Hyperscan reports `\\s\\S+$` found in a text where it is not, when it shares a database
+    with `(?m)^\\S\\s{1,2}\\S{1,2}$` (a false page); such a regex is RE2's to answer alone, as
+    where Hyperscan misses one: RE2 is asked where Hyperscan reports it, and RE2's answer stands."""
+    text = " k \t s\t\t ks\v\t\v\tsk\v\n"
+    regexes = ["\\s\\S+$", "(?m)^\\S\\s{1,2}\\S{1,2}$"]
+    database = hyperscan.Database(mode=MODE)
+    database.compile(expressions=[r.encode() for r in regexes], ids=[0, 1], flags=[FLAGS, FLAGS])
+    reported: list[int] = []
+    database.scan((text.encode(),), lambda i, *_: reported.append(i))
+    assert reported == [0] and not any(re.search(r, text) for r in regexes)  # (Hyperscan's own answer)
+    check = _end_checker(end_checked({Pattern(r): i for i, r in enumerate(regexes)}))
+    assert check is not None
+    assert check(text, frozenset(reported)) == set()
+    assert check(text + "x", frozenset({0, 7})) == {0, 7}  # (found there: RE2 says so; 7 is another's)
+
+
+def test_a_regex_re2_refuses_as_written_for_it_is_left_to_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a rule regex, as written for RE2, be refused by it (`check` refuses those RE2 does
+    not take as written in the rule), the others are still asked of RE2, and the rule set loads
+    (RE2's Add raises rather than answering -1)."""
+    written = regex_text.for_re2
+    monkeypatch.setattr(regex_text, "for_re2", lambda e: "(" if e.startswith("bad") else written(e))
+    check = _end_checker(end_checked({Pattern("bad+$"): 0, Pattern("ks*$"): 1}))
+    assert check is not None
+    assert check("x" * 15 + "k\n", frozenset({PREFILTER + 1})) == {1}
+    assert check("xbad", frozenset({0, PREFILTER + 0})) == {0}
 
 
 def test_the_cache_key_names_the_bodies_written() -> None:
@@ -567,6 +600,22 @@ def test_a_multiline_start_is_not_found_after_a_final_newline() -> None:
     assert scanner.scan("x\n" + "x" * 15 + "k\n") == {ids[2]}
 
 
+def test_a_multiline_regex_is_found_where_its_match_takes_the_final_newline() -> None:
+    """A regex that may hold `(?m)^` is found where its match takes a text's final newline (in
+    both texts Hyperscan misses it, and RE2 was asked only of the text without that newline:
+    a lost page), and not where its only match is empty after that newline."""
+    # (each set as a randomized comparison with `re` found it: Hyperscan's misses depend on it)
+    for regexes, text in [
+        (("(?m)^\\s(?:ks)*$", "(?m)x|^\\s*\\z", "(?m)^\\sx+$"), "ss x kx  \nsxkkkx  sskxk\nsxsx\nx kss  \nk  \n\n"),
+        (("(?m)^\\sk?.*$", "(?m)^[ks]+(?:ks)*$", "(?m)^k?.*\\z"), "sk\nkxskkk kx sxkk  x\n\n"),
+    ]:
+        scanner = FieldScanner("f")
+        ids = [scanner.add(Pattern(regex)) for regex in regexes]
+        scanner.use(scanner.compile())
+        assert ids[0] in scanner.scan(text)
+        assert ids[0] not in scanner.scan("k\n")
+
+
 def test_s_holds_the_vertical_tab_in_every_regex() -> None:
     """`\\s` matches a vertical tab and `\\S` does not, as in Hyperscan and Python's `re`, in a
     regex RE2 answers too (RE2's `\\s` has no `\\v`)."""
@@ -577,6 +626,24 @@ def test_s_holds_the_vertical_tab_in_every_regex() -> None:
     assert scanner.scan("ab\v") == set()
     assert scanner.scan("x" * 15 + "k\v\v") == {ids[3]}
     assert scanner.scan("ab") == set(ids[:3])
+
+
+def test_a_hyphen_beside_s_in_a_class_is_a_character_for_re2() -> None:
+    """`[\\s-x]` is a blank, `-` or `x` in a regex RE2 answers too, not the range from a blank
+    to `x` (which holds `M`: a false page); `[\\s-\\s]` is one RE2 takes (it raised, and `check`
+    and `replay` crashed building the rules)."""
+    scanner = FieldScanner("f")
+    ids = [scanner.add(Pattern(regex)) for regex in ("[\\s-x]+$", "[^\\s-x]+$", "a[\\s-\\s]*$", "a[\\w-\\S]+$")]
+    scanner.use(scanner.compile())
+    assert scanner.scan("x M") == {ids[1]}
+    assert scanner.scan("M x-\v") == {ids[0]}
+    assert scanner.scan("a -\t") == {ids[0], ids[2]}
+    assert scanner.scan("a-M\v") == {ids[0]}
+    assert scanner.scan("a-M") == {ids[1], ids[3]}
+    assert (
+        regex_text.for_re2("[\\s-x][-\\S]\\s-x")
+        == "[\\t\\n\\v\\f\\r \\-x][\\-\\x00-\\x08\\x0e-\\x1f!-\\x{10ffff}][\\t\\n\\v\\f\\r ]-x"
+    )
 
 
 def _regex_with_dollars(rng: random.Random, depth: int = 0) -> tuple[str, str]:

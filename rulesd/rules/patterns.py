@@ -337,7 +337,8 @@ class FieldScanner:
 # repeat and a `$`: `ks*$` in a text of 17 bytes or more ending "k\n", `b+:*k?$` in "...kbk". In
 # randomized comparisons with `re`, regexes with `$` and no repeat, and any with `\z` instead,
 # were never wrong. Such regexes of a field are also asked of RE2 (linear time, as Hyperscan),
-# and what either finds is found: Hyperscan reports no match that is not one.
+# whose answer for them counts (Hyperscan also reports some that are none: see `_Part.owned`),
+# but for one holding `\z`, found where either finds it (see `_Part.again`).
 _REPEATS = frozenset("*+?{")
 PREFILTER = 2**30  # added to a regex's id: the id of its body (see `regex_text.body`)
 
@@ -369,26 +370,36 @@ class _Part(NamedTuple):
     ids: list[int]  # a pattern's id by its index in the set
     bodies: frozenset[int]  # the ids of their bodies: RE2 is asked only where one is found
     again: frozenset[int]  # (indexes) asked again without a text's final newline: no `\z`
-    whole: frozenset[int]  # (indexes) asked of a text ending in a newline whole: no `(?m)^`
+    # The ids RE2 answers for alone (those asked again): Hyperscan, which misses some of their
+    # matches, also reports some that are none, when other regexes share its database
+    # (`\s\S+$` beside `(?m)^\S\s{1,2}\S{1,2}$` in " k \t s\t\t ks\v\t\v\tsk\v\n").
+    owned: frozenset[int]
+    asked: frozenset[int]  # where Hyperscan finds one of these ids, RE2 is asked: bodies and owned
+    # (indexes) the search of each regex that may hold a `(?m)^`: its match in a whole text
+    # ending in a newline is one only if it starts before the end (see `check`)
+    starts: dict[int, Callable[[str | bytes], Any]]
 
 
 def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
     """What gives a scan's answer with the regexes of `ended` as RE2 finds them in the text too
     (`$` before a final newline too, as Hyperscan and `re` mean it), and without the ids of
-    their bodies; None if there are none, or RE2 takes none of them."""
-    parts = _parts(ended)
-    if not parts:
+    their bodies; None if there are none."""
+    if not ended:
         return None
+    parts = _parts(ended)
     bodies = frozenset(PREFILTER + e.id for e in ended)
+    # (a body found is never an answer: those of regexes RE2 could not take are taken out too)
+    asked = bodies.union(*(part.asked for part in parts))
 
     def check(value: str, found: frozenset[int]) -> frozenset[int]:
-        if found.isdisjoint(bodies):
+        if found.isdisjoint(asked):
             return found
         answer = found - bodies
         text: str | bytes = value
         for part in parts:
-            if found.isdisjoint(part.bodies):
+            if found.isdisjoint(part.asked):
                 continue
+            answer -= part.owned
             match, ids = part.match, part.ids
             try:
                 hits = match(text) or ()
@@ -397,10 +408,15 @@ def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
                 hits = match(text) or ()
             # RE2's `$` is the very end of the text: a match ending before a final newline is one
             # in the text without it (but for a regex with `\z`, which would be found there
-            # wrongly). RE2's `(?m)^` matches after a final newline, Hyperscan's does not: a regex
-            # that may hold one is asked only of the text without that newline.
+            # wrongly). RE2's `(?m)^` matches after a final newline, Hyperscan's does not: there a
+            # match is empty, at the end; a regex that may hold one is found in the whole text
+            # only where its leftmost match starts before the end (a match may take that newline).
             if value.endswith("\n"):
-                hits = [*(k for k in hits if k in part.whole), *(k for k in match(text[:-1]) or () if k in part.again)]
+                starts = part.starts
+                hits = [
+                    *(k for k in hits if k not in starts or _starts_before_end(starts[k], text)),
+                    *(k for k in match(text[:-1]) or () if k in part.again),
+                ]
             if hits:
                 answer = answer.union(ids[k] for k in hits)
         return answer
@@ -408,22 +424,32 @@ def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
     return check
 
 
+def _starts_before_end(search: Callable[[str | bytes], Any], text: str | bytes) -> bool:
+    found = search(text)
+    return found is not None and found.start() < len(text)
+
+
 def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
     """RE2 sets of the regexes of `ended`: one, or when RE2 refuses it as too large, halves of
     it, halved again until each compiles; a regex RE2 refuses alone is answered by Hyperscan
-    alone (as are all when RE2 could not take them)."""
+    alone (as are all when RE2 could not take them), its body still taken out of the answer."""
     found_by = re2.Set.SearchSet(_RE2_OPTIONS)
     ids: list[int] = []
     again: set[int] = set()
-    whole: set[int] = set()
+    starts: dict[int, Callable[[str | bytes], Any]] = {}
     for e in ended:
         expression = ("(?i)" if e.pattern.caseless else "") + regex_text.for_re2(e.pattern.expression)
-        # (every rule regex compiles in RE2: `check` refuses those it does not)
-        if found_by.Add(expression) >= 0:
+        # (every rule regex compiles in RE2: `check` refuses those it does not; should one not,
+        # as written for RE2, Add raises or gives -1, and Hyperscan answers for it alone)
+        try:
+            added = found_by.Add(expression)
+        except re2.error:
+            added = -1
+        if added >= 0:
             if "\\z" not in e.pattern.expression:
                 again.add(len(ids))
-            if not regex_text.multiline_start(e.pattern.expression):
-                whole.add(len(ids))
+            if regex_text.multiline_start(e.pattern.expression):
+                starts[len(ids)] = re2.compile(expression, options=_RE2_OPTIONS).search
             ids.append(e.id)
     try:
         found_by.Compile()
@@ -431,7 +457,8 @@ def _parts(ended: tuple[Ended, ...]) -> list[_Part]:
         half = len(ended) // 2
         return [*_parts(ended[:half]), *_parts(ended[half:])] if half else []
     bodies = frozenset(PREFILTER + i for i in ids)
-    return [_Part(found_by.Match, ids, bodies, frozenset(again), frozenset(whole))]
+    owned = frozenset(ids[k] for k in again)
+    return [_Part(found_by.Match, ids, bodies, frozenset(again), owned, bodies | owned, starts)]
 
 
 def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:

@@ -37,6 +37,7 @@ _FOR_RE2 = {
     (IN_CLASS, "\\s"): _SPACE,
     (IN_CLASS, "\\S"): _NOT_SPACE,
 }
+_SPACE_ESCAPES = frozenset({(IN_CLASS, "\\s"), (IN_CLASS, "\\S")})
 
 
 def pieces(expression: str) -> Iterator[tuple[str, str]]:
@@ -103,7 +104,14 @@ def body(expression: str) -> str:
 
 def for_re2(expression: str) -> str:
     """`expression` as RE2 is to be given it to find what Hyperscan finds (`\\s` with `\\v`)."""
-    return "".join(_FOR_RE2.get(piece, piece[1]) for piece in pieces(expression))
+    written = list(pieces(expression))
+    texts = [_FOR_RE2.get(piece, piece[1]) for piece in written]
+    # A `-` beside `\\s` or `\\S` in a class is a character (`[\\s-x]` is a blank, `-` or `x`):
+    # beside their characters written out it would join one of them in a range (`[ -x]`).
+    for k, piece in enumerate(written):
+        if piece == (CLASS, "-") and any(written[j] in _SPACE_ESCAPES for j in (k - 1, k + 1) if 0 <= j < len(written)):
+            texts[k] = "\\-"
+    return "".join(texts)
 
 
 def multiline_start(expression: str) -> bool:
