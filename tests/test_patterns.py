@@ -11,7 +11,7 @@ import hyperscan
 import pytest
 import re2
 
-from rulesd.rules import regex_text
+from rulesd.rules import patterns, regex_text
 from rulesd.rules.loader import check_text
 from rulesd.rules.patterns import (
     FLAGS,
@@ -306,6 +306,23 @@ def test_the_texts_remembered_are_few_and_short() -> None:
         scanner.scan("".join(["a", ""]))
         scanner.scan("b")
     assert 3 + MEMO_SIZE + 2 + 2 == counting.scans  # "a" was forgotten with the others, then remembered
+
+
+def test_the_memo_answers_as_a_scan_across_its_fills(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Randomized: with a small memo filled and emptied many times (and turned off by a run of
+    texts that do not repeat, until the scanner is given its database again), every answer
+    is the scan's, for texts remembered, forgotten or new."""
+    monkeypatch.setattr(patterns, "MEMO_SIZE", 8)
+    expressions = ("err(or)?", "^/api/", "\\.exe$", "[0-9]{3}")
+    scanner, counting = _counted_scanner(*expressions)
+    rng = random.Random(11)
+    pool = [f"/api/{rng.randrange(1000)}" for _ in range(10)] + ["a.exe", "error 500", "fine"]
+    for round_ in range(30):
+        repeats = 0.7 if round_ % 3 else 0.0  # every third round free text: the memo turns off
+        for _ in range(100):
+            text = rng.choice(pool) if rng.random() < repeats else f"x{rng.randrange(10**6)}.exe"
+            assert scanner.scan("".join(list(text))) == {i for i, p in enumerate(expressions) if re.search(p, text)}
+        scanner.use(counting)  # (its memo starts again)
 
 
 def test_texts_that_do_not_repeat_stop_the_memo() -> None:
