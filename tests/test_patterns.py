@@ -560,6 +560,16 @@ def test_a_regex_re2_refuses_as_written_for_it_is_left_to_hyperscan(monkeypatch:
     assert check("xbad", frozenset({0, PREFILTER + 0})) == {0}
 
 
+def test_a_field_without_regexes_for_re2_asks_nothing_more_per_text() -> None:
+    """A field with no regex holding `$` and a repeat gets no second check at all: an empty RE2
+    set's checker was called for every text of every field (+6 % per event on ops at 100 rules)."""
+    assert _end_checker(()) is None
+    scanner = FieldScanner("f")
+    scanner.add(Pattern("disk full$"))
+    scanner.add(Pattern("a+b"))
+    assert end_checked(scanner.patterns) == ()
+
+
 def test_the_cache_key_names_the_bodies_written() -> None:
     """A database written under another rule for the bodies (see `regex_text.body`) holds other
     expressions under the bodies' ids: the same patterns under another body rule have another
