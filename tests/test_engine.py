@@ -331,6 +331,36 @@ rules:
     assert 2 == engine.state.group_count()  # only "later", in both rules
 
 
+def test_a_sweep_reads_windows_and_throttles_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep reads each window and throttle group's time where it is (one time, the latest
+    of several, none), not through a call per group: a held-out replay at 1,000 rules sweeps
+    ~11,000 window groups at a time. It forgets what ended, and only that."""
+    engine = engine_for(
+        """
+rules:
+  - {name: w, match: {level: error}, threshold: {count: 3, window: 60, group_by: [host]}}
+  - {name: t, match: {level: error}, throttle: 100}
+"""
+    )
+    for host, at in [("one", 0), ("two", 0), ("two", 30), ("old-two", 0), ("old-two", 1)]:
+        engine.evaluate({"level": "error", "host": host}, T0 + at)
+    windows = engine.state.windows["w"]
+    windows['"none"'] = []  # (as a window of 0s leaves a group)
+    assert [float, list, list, list] == [type(windows[k]) for k in ['"one"', '"two"', '"old-two"', '"none"']]
+
+    def called(kind: str, value: Any) -> float:
+        raise AssertionError(f"a call per {kind} group")
+
+    monkeypatch.setattr(core, "_staleness", called)
+    engine.evaluate({"level": "error", "host": "new"}, T0 + 61)
+    engine.sweep(T0 + 61)  # windows that ended by T0 + 1: "one" (T0), "old-two" (T0 + 1), "none"
+    assert ['"new"', '"two"'] == sorted(windows)
+    assert {"": T0} == engine.state.throttles["t"]
+    engine.evaluate({"level": "error", "host": "new"}, T0 + 101)
+    engine.sweep(T0 + 101)
+    assert {"": T0 + 101} == engine.state.throttles["t"]  # fired again once its throttle ended
+
+
 def test_sweep_keeps_live_groups() -> None:
     """A sweep keeps groups still inside their window, and their counts."""
     engine = engine_for(GROUPED)

@@ -1350,11 +1350,18 @@ class Engine:
         """Forget the groups whose state ended at or before `cutoff` (a sequence waiting at its
         absent step never ends this way: its timer ends it)."""
         groups = self.state.tables[kind][name]
-        gone = [
-            key
-            for key, value in groups.items()
-            if (kind != SEQUENCE or value.get("due") is None) and not _staleness(kind, value) > cutoff
-        ]
+        if kind in (WINDOW, THROTTLE):  # (most groups: `_staleness` inlined, not a call per group)
+            gone = [
+                key
+                for key, last in groups.items()
+                if not (last if type(last) is not list else last[-1] if last else _NEVER) > cutoff
+            ]
+        else:
+            gone = [
+                key
+                for key, value in groups.items()
+                if (kind != SEQUENCE or value.get("due") is None) and not _staleness(kind, value) > cutoff
+            ]
         for key in gone:
             del groups[key]
             self._touch(kind, name, key)
