@@ -922,7 +922,7 @@ class Engine:
                 self._still_firing(rule.name, group, time)
         if not fired and not plain:
             return None
-        if not fired and len(plain) == 1:  # one run alone (most firings of most rule sets)
+        if not fired and len(plain) == 1:  # one run alone (a lone plain rule is one)
             fired_rules: tuple[Rule, ...] = plain[0]  # in order already, and shared (see `members`)
         else:
             # The same rules fire together again and again (dozens of rules alike on one event):
