@@ -331,6 +331,36 @@ rules:
     assert 2 == engine.state.group_count()  # only "later", in both rules
 
 
+def test_a_sweep_reads_windows_and_throttles_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep reads each window and throttle group's time where it is (one time, the latest
+    of several, none), not through a call per group: a held-out replay at 1,000 rules sweeps
+    ~11,000 window groups at a time. It forgets what ended, and only that."""
+    engine = engine_for(
+        """
+rules:
+  - {name: w, match: {level: error}, threshold: {count: 3, window: 60, group_by: [host]}}
+  - {name: t, match: {level: error}, throttle: 100}
+"""
+    )
+    for host, at in [("one", 0), ("two", 0), ("two", 30), ("old-two", 0), ("old-two", 1)]:
+        engine.evaluate({"level": "error", "host": host}, T0 + at)
+    windows = engine.state.windows["w"]
+    windows['"none"'] = []  # (as a window of 0s leaves a group)
+    assert [float, list, list, list] == [type(windows[k]) for k in ['"one"', '"two"', '"old-two"', '"none"']]
+
+    def called(kind: str, value: Any) -> float:
+        raise AssertionError(f"a call per {kind} group")
+
+    monkeypatch.setattr(core, "_staleness", called)
+    engine.evaluate({"level": "error", "host": "new"}, T0 + 61)
+    engine.sweep(T0 + 61)  # windows that ended by T0 + 1: "one" (T0), "old-two" (T0 + 1), "none"
+    assert ['"new"', '"two"'] == sorted(windows)
+    assert {"": T0} == engine.state.throttles["t"]
+    engine.evaluate({"level": "error", "host": "new"}, T0 + 101)
+    engine.sweep(T0 + 101)
+    assert {"": T0 + 101} == engine.state.throttles["t"]  # fired again once its throttle ended
+
+
 def test_sweep_keeps_live_groups() -> None:
     """A sweep keeps groups still inside their window, and their counts."""
     engine = engine_for(GROUPED)
@@ -575,7 +605,7 @@ def test_plain_rules_alike_are_applied_as_one_run() -> None:
     matched = engine.matcher(None)(event, T0)
     assert matched is not None
     assert ["admin-burst"] == [r.name for r in matched.rules]
-    plain_names = [f"admin-{i:02d}" for i in range(40)] + ["admin-first"]
+    plain_names = ["admin-first"] + [f"admin-{i:02d}" for i in range(40)]  # a run is lead first
     assert [plain_names] == [[r.name for r in run] for run in matched.plain]
     assert engine.apply(matched) is not None
     firing = engine.evaluate(event, T0 + 1)
@@ -605,6 +635,23 @@ def test_rules_alike_that_fire_together_again_share_one_tuple_in_order() -> None
     burst = [*alike, "admin-burst"]
     assert [alike, burst, alike, burst] == [[r.name for r in t] for t in rules]
     assert rules[0] is rules[2] and rules[1] is rules[3]
+
+
+def test_a_run_of_plain_rules_that_fires_alone_is_the_firings_tuple() -> None:
+    """Plain rules alike that fire with nothing else (most firings of most rule sets: one plain
+    rule, or one run of them) need no lookup of their order: the run is made lead first with
+    the rule set, and each firing carries it as it is, the same tuple every time."""
+    engine = engine_for(
+        "rules:\n" + ALIKE + "  - {name: admin-first, match: {uri: {startswith: /admin}}, alert: {priority: P1}}\n"
+    )
+    firings = [engine.evaluate({"uri": f"/admin/{i}"}, T0 + i) for i in range(3)]
+    assert all(f is not None for f in firings)
+    rules = [f.rules for f in firings if f is not None]
+    assert [["admin-first"] + [f"admin-{i:02d}" for i in range(40)]] * 3 == [[r.name for r in t] for t in rules]
+    assert rules[0] is rules[1] is rules[2]
+    matched = engine.matcher(None)({"uri": "/admin"}, T0 + 3)
+    assert matched is not None and [rules[0]] == matched.plain and matched.plain[0] is rules[0]
+    assert not engine._in_order  # nothing to remember: the run is its own order
 
 
 def test_the_order_of_rules_that_fired_follows_a_reload_and_a_full_memory(monkeypatch: pytest.MonkeyPatch) -> None:

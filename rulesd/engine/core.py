@@ -922,12 +922,14 @@ class Engine:
                 self._still_firing(rule.name, group, time)
         if not fired and not plain:
             return None
-        # The same rules fire together again and again (dozens of rules alike on one event):
-        # they are put in order once per combination, and each firing shares the one tuple.
-        what: Fired = (*fired, *plain)  # the rules with state that fired, then the runs (tuples)
-        fired_rules = self._in_order.get(what)
-        if fired_rules is None:
-            fired_rules = self._put_in_order(what, fired, plain)
+        if not fired and len(plain) == 1:  # one run alone (a lone plain rule is one)
+            fired_rules: tuple[Rule, ...] = plain[0]  # in order already, and shared (see `members`)
+        else:
+            # The same rules fire together again and again (dozens of rules alike on one event):
+            # they are put in order once per combination, and each firing shares the one tuple.
+            what: Fired = (*fired, *plain)  # the rules with state that fired, then the runs (tuples)
+            in_order = self._in_order.get(what)
+            fired_rules = self._put_in_order(what, fired, plain) if in_order is None else in_order
         if resolving:  # the alert closes later by the alias it goes out with
             alias = alert_alias(fired_rules, event)
             for name, group in resolving:
@@ -1348,11 +1350,18 @@ class Engine:
         """Forget the groups whose state ended at or before `cutoff` (a sequence waiting at its
         absent step never ends this way: its timer ends it)."""
         groups = self.state.tables[kind][name]
-        gone = [
-            key
-            for key, value in groups.items()
-            if (kind != SEQUENCE or value.get("due") is None) and not _staleness(kind, value) > cutoff
-        ]
+        if kind in (WINDOW, THROTTLE):  # (most groups: `_staleness` inlined, not a call per group)
+            gone = [
+                key
+                for key, last in groups.items()
+                if not (last if type(last) is not list else last[-1] if last else _NEVER) > cutoff
+            ]
+        else:
+            gone = [
+                key
+                for key, value in groups.items()
+                if (kind != SEQUENCE or value.get("due") is None) and not _staleness(kind, value) > cutoff
+            ]
         for key in gone:
             del groups[key]
             self._touch(kind, name, key)
@@ -1538,7 +1547,12 @@ def members(index: RuleIndex) -> dict[Rule, Members]:
     found: dict[Rule, Members] = {}
     for rule in index.rules:
         same = index.alike.get(rule, (rule,))
-        plain = Interned(r for r in same if _plain(r))  # (a run is part of `_apply`'s key: hashed cheaply)
+        # A run is in the firing's order already (lead first, as `_put_in_order` sorts; names are
+        # unique, so by rank is by `PreparedRules.order`): a run that fires alone is the firing's
+        # tuple as it is. (A run is also part of `_apply`'s key: hashed cheaply.)
+        plain = Interned(r for r in same if _plain(r))
+        if len(plain) > 1:  # (most rules stand for themselves alone: nothing to sort at start-up)
+            plain = Interned(sorted(plain, key=_rank))
         found[rule] = (tuple(r for r in same if not _plain(r)), plain, tuple(r.name for r in same))
     return found
 
