@@ -37,7 +37,9 @@ def _not_utf8(line: bytes) -> str | None:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as bad:
-        return f"not valid UTF-8: byte {line[bad.start]:#04x} at column {bad.start + 1}"
+        # (a column counts characters, as an editor does: the bytes before are valid UTF-8)
+        column = len(line[: bad.start].decode("utf-8")) + 1
+        return f"not valid UTF-8: byte {line[bad.start]:#04x} at column {column}"
     return None
 
 

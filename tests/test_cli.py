@@ -232,10 +232,13 @@ def test_replay_says_where_a_line_stops_being_utf8(tmp_path: Path) -> None:
     """A byte that is not UTF-8 is named with its column; orjson's own words were "surrogates not
     allowed: line 1 column 1 (char 0)" for any such byte, wherever it was."""
     rules = write(tmp_path / "rules.yaml", RULES)
-    (tmp_path / "events.jsonl").write_bytes(b'{"level": "error", "host": "a\xffb"}\n{"level": "error", "host": "b"}\n')
+    (tmp_path / "events.jsonl").write_bytes(
+        '{"level": "error", "host": "é€a'.encode() + b'\xffb"}\n{"level": "error", "host": "b"}\n'
+    )
     result = rulesd_cli("replay", "--rules", str(rules), "events.jsonl", cwd=tmp_path)
     assert (0, "events: 1, invalid lines: 1, alerts: 1") == (result.returncode, result.stdout.splitlines()[1])
-    reason = "events.jsonl:1: skipped: invalid JSON: not valid UTF-8: byte 0xff at column 30\n"
+    # (the column counts characters, as an editor shows them: "é" and "€" one each)
+    reason = "events.jsonl:1: skipped: invalid JSON: not valid UTF-8: byte 0xff at column 32\n"
     assert reason in result.stderr, result.stderr
 
 
