@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -62,13 +63,9 @@ class AlertSettings(msgspec.Struct, frozen=True):
 def parse_recipients(text: str | None) -> tuple[Responder, ...]:
     """`"team:ops, alice@example.com"` -> responders; ValueError names a bad entry."""
     out: list[Responder] = []
-    for raw in (text or "").split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        kind, sep, name = entry.partition(":")
-        if sep and kind.strip().lower() in RESPONDER_KINDS:
-            kind, name = kind.strip().lower(), name.strip()
+    for entry, prefix, name in _recipient_entries(text):
+        if prefix in RESPONDER_KINDS:
+            kind = prefix
         else:
             kind, name = ("user" if "@" in entry else "team"), entry
         if not name:
@@ -82,20 +79,26 @@ def recipient_typos(text: str | None) -> list[str]:
     responder kind but is none (`tem:ops`) is taken whole as a team's name, so a typo would page
     a team nobody is in; a plain team name with a colon (`db:primary`) draws nothing."""
     said = []
-    for raw in (text or "").split(","):
-        entry = raw.strip()
-        kind, sep, name = entry.partition(":")
-        kind = kind.strip().lower()
-        if sep and "@" not in entry and kind not in RESPONDER_KINDS:
+    for entry, prefix, name in _recipient_entries(text):
+        if prefix and "@" not in entry and prefix not in RESPONDER_KINDS:
             import difflib  # (only here: a replay's start-up does not pay for it)
 
-            close = difflib.get_close_matches(kind, RESPONDER_KINDS, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(prefix, RESPONDER_KINDS, n=1, cutoff=0.6)
             if close:
                 said.append(
-                    f"{entry!r} is taken as a team named {entry!r}; if {close[0]}:{name.strip()} was meant, "
-                    f"write {close[0]}:"
+                    f"{entry!r} is taken as a team named {entry!r}; if {close[0]}:{name} was meant, write {close[0]}:"
                 )
     return said
+
+
+def _recipient_entries(text: str | None) -> Iterator[tuple[str, str, str]]:
+    """Each entry of `recipients` (stripped, empty ones skipped), with the part before its first
+    colon lowercased and stripped ("" without a colon) and the name after it stripped."""
+    for raw in (text or "").split(","):
+        entry = raw.strip()
+        if entry:
+            prefix, sep, name = entry.partition(":")
+            yield entry, prefix.strip().lower() if sep else "", name.strip()
 
 
 def truncate(text: str, limit: int) -> str:
