@@ -560,6 +560,17 @@ def test_a_regex_re2_refuses_as_written_for_it_is_left_to_hyperscan(monkeypatch:
     assert check("xbad", frozenset({0, PREFILTER + 0})) == {0}
 
 
+def test_only_a_regex_with_a_dollar_and_a_repeat_is_answered_by_re2() -> None:
+    """The `?` of a flags group repeats nothing: `(?i)disk full$` is Hyperscan's alone, as every
+    regex with `$` and no repeat (never wrong in the comparisons with `re`), so its texts are
+    not asked of RE2; an escaped or classed `?`, `*`, `$` neither counts."""
+    ids = {
+        Pattern(regex): i
+        for i, regex in enumerate(["(?i)disk full$", "(?i)ks*$", "a\\?$", "[?*]x$", "a\\$b*", "(?:ab)?$"])
+    }
+    assert [e.pattern.expression for e in end_checked(ids)] == ["(?i)ks*$", "(?:ab)?$"]
+
+
 def test_a_field_without_regexes_for_re2_asks_nothing_more_per_text() -> None:
     """A field with no regex holding `$` and a repeat gets no second check at all: an empty RE2
     set's checker was called for every text of every field (+6 % per event on ops at 100 rules)."""

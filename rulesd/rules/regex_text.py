@@ -92,9 +92,11 @@ def _flags_end(expression: str, at: int) -> int:
     return j + 1 if j > at and j < len(expression) and expression[j] in "):" else 0
 
 
-def has_dollar(expression: str) -> bool:
-    """Whether `expression` holds a `$` assertion (not `\\$`, nor one in a class or a quote)."""
-    return any(kind == DOLLAR for kind, _ in pieces(expression))
+def dollar_and_repeat(expression: str) -> bool:
+    """Whether `expression` holds a `$` assertion and a repeat (`*`, `+`, `?`, `{`, outside
+    escapes, classes and quotes; not the `?` of a flags group `(?i)`, which repeats nothing)."""
+    kinds = {kind if kind != OTHER or text not in "*+?{" else "repeat" for kind, text in pieces(expression)}
+    return DOLLAR in kinds and "repeat" in kinds
 
 
 def body(expression: str) -> str:
