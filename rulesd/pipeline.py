@@ -176,7 +176,7 @@ def evaluate_lines(
     if engine.waiting and (start := _first_time(lines, parse, engine, arrival, time)) is not None:
         engine.advance(start)
     # JSON lines are judged from views of the fields the rules' index reads (see `rulesd.rules.view`).
-    viewer = _viewer(parse, engine, time)
+    viewer = _viewer(parse, engine, time, lines=lines)
     if viewer is not None:
         for start, block in _numbered_blocks(lines):
             views = _views(block, viewer)
@@ -237,14 +237,18 @@ def _evaluate(events: list[Any], start: int, evaluate: Evaluate, arrival: float,
 
 
 def _viewer(
-    parse: Callable[[bytes], Any], engine: Engine, time: TimeReader | None, match: bool = False
+    parse: Callable[[bytes], Any],
+    engine: Engine,
+    time: TimeReader | None,
+    match: bool = False,
+    lines: Sequence[bytes] = (),
 ) -> Viewer | None:
     """The engine's viewer (`match`: its match viewer) for lines that `parse` reads as JSON (a
-    named source's too), else None."""
+    named source's too), else None; `lines`, the first it views (see `Engine.viewer`)."""
     json = parse.parse if type(parse) is Named else parse
     if json is not orjson.loads:
         return None
-    return engine.viewer(time, parse, matching=match)
+    return engine.viewer(time, parse, matching=match, lines=lines)
 
 
 def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
@@ -401,7 +405,7 @@ def match_lines(
     invalid, matched = matches.invalid, matches.matched
     if engine.waiting:
         matches.start = _first_time(lines, parse, engine, arrival, time)
-    viewer = _viewer(parse, engine, time, match=True)
+    viewer = _viewer(parse, engine, time, match=True, lines=lines)
     if viewer is not None:  # JSON lines: judged from views, as in `evaluate_lines`
         assert viewer.evaluate_block is not None
         for start, block in _numbered_blocks(lines):

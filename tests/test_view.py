@@ -698,3 +698,33 @@ def test_scale_out_matching_from_views_takes_a_named_sources_name() -> None:
     assert got[:2] == expected[:2]
     assert [(i, names) for i, names, _, _ in got[1]] == [(0, ["by-source"]), (1, ["by-source"])]
     assert any(matching for _, _, matching in engine._viewers), "the lines were judged from views"
+
+
+KEYED = """
+rules:
+  - {name: zoned, match: {zone: b}}
+  - {name: named, match: {app: x}}
+  - {name: slow, match: {h.latency: {gte: 9}}}
+  - {name: failing, match: {h.status: {gte: 500}}}
+"""
+
+
+def test_a_views_fields_follow_the_order_of_the_first_lines_keys() -> None:
+    """msgspec looks each key of a line up among the view's fields from the one after the field
+    it last found: the view lists its fields (and an inner object's) in the order the first line
+    it judges holds them, whatever order the index reads them in, a rule set reloaded too; a line
+    in another order is judged the same."""
+    lines = [
+        b'{"t": 1, "app": "x", "h": {"status": 503, "latency": 10}, "zone": "b"}\n',
+        b'{"zone": "b", "h": {"latency": 10, "status": 503}, "app": "x"}\n',
+    ]
+    engine = Engine(ruleset_from_yaml(KEYED))
+    batch = evaluate_lines(lines, orjson.loads, engine, ARRIVAL)
+    assert outcome(batch) == outcome(evaluate_lines(lines, whole, Engine(ruleset_from_yaml(KEYED)), ARRIVAL))
+    assert sorted(outcome(batch)[1][0][1]) == ["failing", "named", "slow", "zoned"]
+    engine.replace_rules(ruleset_from_yaml(KEYED + "  - {name: other, match: {zone: c}}\n"))
+    for viewer in (engine.viewer(None), _viewer(orjson.loads, engine, None, match=True)):
+        assert viewer is not None
+        view = viewer.decode(lines[0])
+        assert view.__struct_encode_fields__ == ("app", "h", "zone")
+        assert _viewed_value(viewer, lines[0], "h").__struct_encode_fields__ == ("status", "latency")

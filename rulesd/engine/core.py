@@ -18,7 +18,7 @@ import collections
 import functools
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -46,7 +46,7 @@ from rulesd.interned import Interned
 from rulesd.rules.fields import KEY_SEPARATOR, MISSING, Event, Getter, key_text
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, RuleSet, Sequence, Threshold
-from rulesd.rules.view import INVALID, Viewer
+from rulesd.rules.view import INVALID, KeyOrder, Viewer, key_order
 
 SWEEP_EVERY = 4096  # events with candidate rules between sweeps of expired groups
 MAX_GROUPS_PER_RULE = 100_000
@@ -159,6 +159,9 @@ class Engine:
         self._evaluators: dict[TimeReader | None, Evaluate] = {}
         # By (time reader, parse, matching): see `viewer`.
         self._viewers: dict[tuple[TimeReader | None, Parse, bool], Viewer | None] = {}
+        # The order of the keys of the first JSON line viewed, which every view's fields follow,
+        # those of a rule set reloaded too (see `key_order`).
+        self._keys: KeyOrder | None = None
         self._matchers: dict[TimeReader | None, Callable[[Event, float], Matched | None]] = {}
         self._candidates: list[Rule] = []  # reused: no allocation per event
         self.limits = limits
@@ -295,15 +298,25 @@ class Engine:
             )
         return evaluate
 
-    def viewer(self, time: TimeReader | None, parse: Parse = orjson.loads, *, matching: bool = False) -> Viewer | None:
+    def viewer(
+        self,
+        time: TimeReader | None,
+        parse: Parse = orjson.loads,
+        *,
+        matching: bool = False,
+        lines: Iterable[bytes] = (),
+    ) -> Viewer | None:
         """`evaluator`'s counterpart for lines that `parse` reads as JSON (`orjson.loads`, or a
         named source's `Named` over it), judging most of them from a view of the fields the
         index reads (see `RuleIndex.viewer`); None where the rule set has no use for one.
         `matching`: `matcher`'s counterpart instead, which gives a line the `Matched` of its
-        rules (appended to the block's `firings`), or INVALID."""
+        rules (appended to the block's `firings`), or INVALID. `lines`: the lines it is first
+        asked for, whose first object tells the order of the keys (see `key_order`)."""
         key = (time, parse, matching)
         if key in self._viewers:
             return self._viewers[key]
+        if self._keys is None:
+            self._keys = _first_key_order(lines)
         viewer = self._viewers[key] = self._write_viewer(self.index, self.timed, time, parse, matching=matching)
         return viewer
 
@@ -318,7 +331,9 @@ class Engine:
         step, decide = (self.matcher, self._match_only) if matching else (self.evaluator, self._decide)
         whole = functools.partial(self._whole, step, time, parse)
         blocks = matching or not timed
-        return index.viewer(self._decider(time, decide), self._candidates, parse, whole, stamp, blocks=blocks)
+        return index.viewer(
+            self._decider(time, decide), self._candidates, parse, whole, stamp, blocks=blocks, keys=self._keys
+        )
 
     def _whole(
         self,
@@ -1527,6 +1542,18 @@ def _progress_kept(kind: Sequence, st: dict[str, Any], done: dict[str, Any] | No
     if at and before[at : at + 1] != now[at : at + 1] and st["count"]:
         return {**{k: v for k, v in st.items() if k != "last"}, "count": 0}
     return st
+
+
+def _first_key_order(lines: Iterable[bytes]) -> KeyOrder | None:
+    """The order of the keys of the first of `lines` that is a JSON object (None: none is)."""
+    for line in lines:
+        try:
+            keys = key_order(orjson.loads(line))
+        except ValueError:
+            continue
+        if keys is not None:
+            return keys
+    return None
 
 
 def _timed(ruleset: RuleSet) -> bool:

@@ -55,7 +55,7 @@ from rulesd.rules.conditions import (
 from rulesd.rules.fields import MISSING, Event, is_index, make_getter, make_walker, shallow_keys, split_path
 from rulesd.rules.model import Rule
 from rulesd.rules.patterns import Scan
-from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, Layout, NoStruct, Viewer, WholeLine
+from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, KeyOrder, Layout, NoStruct, Viewer, WholeLine
 
 
 class RuleIndex:
@@ -91,6 +91,7 @@ class RuleIndex:
         stamp: tuple[str, str] | None = None,
         *,
         blocks: bool,
+        keys: KeyOrder | None = None,
     ) -> Viewer | None:
         """The `evaluator` for JSON lines, reading views of them (see `rulesd.rules.view`):
         only an event with candidates is parsed whole, by `parse`, for `decide`; `whole` judges
@@ -98,13 +99,16 @@ class RuleIndex:
         the whole event anyway. `stamp` is a top-level field and the text `parse` sets in every
         event, over the line's own (a named source's `source_name`). `blocks`: the viewer
         judges a block of lines per call (`Viewer.evaluate_block`), else one line per call
-        (`Viewer.evaluate`: a rule set with timers takes what they fire between lines)."""
+        (`Viewer.evaluate`: a rule set with timers takes what they fire between lines). `keys`:
+        the order the lines hold their keys in, which the view's fields follow (see `key_order`)."""
         if self._root.screened:
             return None
         layout = Layout()
         writer = _NodeWriter(layout)
         evaluate = writer.viewed(self._root, decide, out, parse, whole, blocks=blocks)
-        return layout.viewer(None, evaluate, whole, stamp) if blocks else layout.viewer(evaluate, None, whole, stamp)
+        if blocks:
+            return layout.viewer(None, evaluate, whole, stamp, keys)
+        return layout.viewer(evaluate, None, whole, stamp, keys)
 
     @functools.cached_property
     def collect(self) -> _Collect:
