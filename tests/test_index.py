@@ -534,6 +534,12 @@ rules:
 """
 
 
+def lookup_tables(function: Any) -> list[dict[Any, Any]]:
+    """The dicts a generated function looks its hits up in (each bound as its `get`)."""
+    names = function.__globals__.values()
+    return [v.__self__ for v in names if type(getattr(v, "__self__", None)) is dict and v.__name__ == "get"]
+
+
 def test_a_node_that_only_looks_up_a_scan_done_above_it_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
     """A node beneath a pattern whose one test is the answer of a scan made above it (a parent
     image found, then its command line's patterns) is not a function to call: the scan's hit is
@@ -543,9 +549,7 @@ def test_a_node_that_only_looks_up_a_scan_done_above_it_is_not_called(monkeypatc
     calls = scans_counted(monkeypatch)
     rules = ruleset_from_yaml(PAIRED_PATTERNS)
     index = RuleIndex(rules.rules)
-    lookups = [
-        v for v in index.collect.__globals__.values() if type(v) is dict and v and all(type(k) is int for k in v)
-    ]
+    lookups = [v for v in lookup_tables(index.collect) if v and all(type(k) is int for k in v)]
     kinds = sorted(sorted({type(hit).__name__ for hit in lookup.values()}) for lookup in lookups)
     assert [["dict", "tuple"], ["function", "tuple"]] == kinds  # parent's patterns; the command line's
     texts: list[Any] = ["cmd.exe /k", "cmd.exe /q x", "powershell -enc AA", "powershell -windowstyle hidden"]
@@ -726,6 +730,16 @@ rules:
     assert ["big"] == names({"id": 2**53 + 1})
 
 
+def test_a_tables_lookup_is_a_call_of_its_bound_get() -> None:
+    """A table of more values than are compared one by one is looked up through its `get`,
+    bound once into the generated code's names rather than looked up on the table per event."""
+    text = "rules:\n" + "".join(f"  - {{name: r{i}, match: {{service: s{i}, level: error}}}}\n" for i in range(5))
+    index = RuleIndex(ruleset_from_yaml(text).rules)
+    assert [{f"s{i}" for i in range(5)}] == [set(table) for table in lookup_tables(index.collect)]
+    assert ["r3"] == [r.name for r in index.candidates({"service": "s3", "level": "error"})]
+    assert [] == index.candidates({"service": ["s3"], "level": "error"})
+
+
 def test_a_table_compares_the_number_of_a_lone_bound_beneath_it_itself() -> None:
     """A rule's equality often leaves one bound (`service: api, latency: {gt: 500}`): where
     every node beneath a table is one bound on one field, the table holds those bounds and
@@ -740,22 +754,25 @@ rules:
   - {name: web-slow, match: {service: web, latency: {gte: 0.5}}}
   - {name: web-fast, match: {kind: web, latency: {lt: 5}}}
   - {name: web-instant, match: {kind: edge, latency: {lte: 1}}}
+  - {name: db-instant, match: {kind: db, latency: {lt: 2}}}
+  - {name: mq-instant, match: {kind: mq, latency: {lte: 3}}}
   - {name: batch, match: {service: batch}}
   - {name: queue-deep, match: {type: queue, backlog.depth: {gte: 10}}}
   - {name: queue-slow, match: {type: queue-x, latency: {gte: 10}}}
   - {name: cache, match: {type: cache, level: error}}
   - {name: cache-warn, match: {type: cache, level: warning}}
+  - {name: timer, match: {type: timer, level: debug}}
 """)
     index = RuleIndex(ruleset.rules)
     assert {"service", "kind", "type"} == {field for field, _ in index._root.tables}
 
     def hits(key: str) -> dict[str, str]:
-        (table,) = [v for v in index.collect.__globals__.values() if type(v) is dict and key in v]
+        (table,) = [v for v in lookup_tables(index.collect) if key in v]
         return {k: type(hit).__name__ for k, hit in table.items()}
 
     assert {"api": "_BoundHit", "db": "_BoundHit", "web": "_BoundHit", "batch": "tuple"} == hits("api")
-    assert {"web": "_BoundHit", "edge": "_BoundHit"} == hits("edge")  # upper bounds: `-latency`
-    assert {"queue": "function", "queue-x": "function", "cache": "function"} == hits("queue")
+    assert {"web": "_BoundHit", "edge": "_BoundHit", "db": "_BoundHit", "mq": "_BoundHit"} == hits("edge")  # `-latency`
+    assert {"queue": "function", "queue-x": "function", "cache": "function", "timer": "function"} == hits("queue")
 
     def names(event: dict[str, Any]) -> list[str]:
         return sorted(r.name for r in index.candidates(event))
@@ -771,6 +788,10 @@ rules:
     assert [] == names({"kind": "web", "latency": 5}) == names({"kind": "web", "latency": False})
     assert ["web-instant"] == names({"kind": "edge", "latency": 1}) == names({"kind": "edge", "latency": -1e300})
     assert [] == names({"kind": "edge", "latency": 1.5}) == names({"kind": "edge"})
+    assert ["db-instant"] == names({"kind": "db", "latency": 1.5}) == names({"kind": "db", "latency": -2})
+    assert [] == names({"kind": "db", "latency": 2}) == names({"kind": "mq", "latency": 3.5})
+    assert ["mq-instant"] == names({"kind": "mq", "latency": 3})
+    assert ["timer"] == names({"type": "timer", "level": "debug"})
     assert ["batch"] == names({"service": "batch", "latency": 3})
     assert ["queue-deep"] == names({"type": "queue", "backlog": {"depth": 10}})
     assert [] == names({"type": "queue", "backlog": {"depth": 9}}) == names({"type": "queue", "latency": 99})
