@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import rulesd.rules.index as index_module
 from rulesd.rules import patterns
 from rulesd.rules.conditions import folded_field
 from rulesd.rules.index import RuleIndex, _Scan
@@ -728,6 +729,47 @@ rules:
     assert ["half"] == names({"ratio": 0.5000000000000001}) == names({"ratio": 1})
     # Beyond 2**53 an integer lies between adjacent floats: the bound is not raised there.
     assert ["big"] == names({"id": 2**53 + 1})
+
+
+CHAINED = """
+rules:
+  - {name: api-slow, match: {level: error, service: api, latency: {gte: 500}}}
+  - {name: api-down, match: {level: error, service: api, status: [502, 503]}}
+  - {name: db, match: {level: critical, service: db}}
+  - {name: one, match: {level: warn, code: 1}}
+  - {name: flagged, match: {level: warn, flag: true}}
+  - {name: paged, match: {level: [error, critical], pager: "up"}}
+"""
+
+
+def test_a_table_of_a_few_values_is_compared_value_by_value_its_nodes_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table of up to three values is comparisons, each value's node written inline: one
+    function for the whole index, no lookup of the event's value; it finds what a dict finds
+    (1, 1.0 and true alike, a list or an object nothing)."""
+    written: list[str] = []
+    generated_function = index_module.generated_function
+    monkeypatch.setattr(
+        index_module,
+        "generated_function",
+        lambda source, names: (written.append(source), generated_function(source, names))[1],
+    )
+    index = RuleIndex(ruleset_from_yaml(CHAINED).rules)
+    index.collect({}, [])
+    assert len(written) == 1
+    assert [] == lookup_tables(index.collect)
+
+    def names(event: dict[str, Any]) -> list[str]:
+        return sorted(r.name for r in index.candidates(event))
+
+    assert ["api-slow"] == names({"level": "error", "service": "api", "latency": 500})
+    assert ["api-down", "paged"] == names({"level": "error", "service": "api", "status": 503, "pager": "up"})
+    assert ["db", "paged"] == names({"level": "critical", "service": "db", "pager": "up"})
+    assert ["flagged", "one"] == names({"level": "warn", "code": 1.0, "flag": True})
+    assert ["flagged", "one"] == names({"level": "warn", "code": True, "flag": 1})
+    assert [] == names({"level": "warn", "code": [1], "flag": {"a": 1}}) == names({"level": ["error"]})
+    assert [] == names({"level": "info", "service": "api"}) == names({"level": None}) == names({})
 
 
 def test_a_tables_lookup_is_a_call_of_its_bound_get() -> None:

@@ -415,6 +415,7 @@ def _lone_bound_field(hits: Iterable[_Plan | tuple[Rule, ...]]) -> str | None:
 
 _SHORT_BOUNDS = 4  # up to this many bounds are compared one by one, not bisected
 _INLINE_DEPTH = 8  # nodes written inline within one another in one function, at most
+_CHAINED = 3  # a table of up to this many values is compared value by value (see `_NodeWriter.table`)
 
 
 def _lone_scan(plan: _Plan) -> str | None:
@@ -706,19 +707,23 @@ class _NodeWriter:
     def table(self, value: str, table: _Table) -> None:
         """One dict lookup: the hit is either the rules or a child node's function.
 
-        A table of one value is a comparison instead, with its child node written inline,
-        so that a chain such as `service: api` -> `type: http_access` -> a bound costs one
-        call, not three.
+        A table of up to _CHAINED values is comparisons instead, each value's child node
+        written inline, so that a chain such as `service: api` -> `type: http_access` -> a
+        bound costs one call, not three. A value equals a key exactly when a dict would find
+        it under that key (JSON values of equal value hash alike, and a list or an object
+        equals no key), so the comparisons find what the lookup finds; and they cost less
+        than the lookup, which hashes the event's text (a new string per view) and calls the
+        table's `get`, and than the call of a child's function.
         """
         if any(type(key) is int or type(key) is float for key in table):
             self.check_exact(value)
-        if len(table) == 1 and self.base - self.margin < _INLINE_DEPTH:
-            ((key, only),) = table.items()
-            self.emit(1, f"if {value} == {self.const(key)}:")
-            if isinstance(only, _Plan):
-                self.inline(only)
-            else:
-                self.add_rules(2, only)
+        if len(table) <= _CHAINED and self.base - self.margin < _INLINE_DEPTH:
+            for n, (key, hit) in enumerate(table.items()):
+                self.emit(1, f"{'elif' if n else 'if'} {value} == {self.const(key)}:")
+                if isinstance(hit, _Plan):
+                    self.inline(hit)
+                else:
+                    self.add_rules(2, hit)
             return
         bounded = _lone_bound_field(table.values())
         lookup = {k: self.child(hit, bounded) for k, hit in table.items()}
