@@ -657,6 +657,38 @@ def test_blocks_judged_in_one_call_give_each_line_its_own_index() -> None:
     assert Engine(ruleset_from_yaml(text)).viewer(None).evaluate_block is not None  # type: ignore[union-attr]
 
 
+class CountedLines(list[bytes]):
+    """A block's lines that count how many of them are read."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        super().__init__(lines)
+        self.read = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        self.read += 1
+        return super().__getitem__(index)
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
+
+
+def test_a_blocks_loop_reads_only_the_lines_it_parses() -> None:
+    """The generated loop over a block takes each view with its index, and a line only where
+    it is parsed: one without a view, or one with candidates (most lines are neither)."""
+    text = "rules:\n  - {name: failing, match: {status: {gte: 500}}}\n"
+    viewer = Engine(ruleset_from_yaml(text)).viewer(None)
+    assert viewer is not None and viewer.evaluate_block is not None
+    lines = CountedLines([b'{"status": 200}\n', b'{"status": 503}\n', b'{"status": 2}\n', b"[}\n", b"{}\n"])
+    views = [viewer.decode(line) for line in lines[:3]] + [None, viewer.decode(lines[4])]
+    lines.read = 0
+    invalid: list[int] = []
+    firings: list[Any] = []
+    viewer.evaluate_block(views, lines, 10, ARRIVAL, invalid, firings)
+    assert [10 + 3] == invalid
+    assert [(11, ["failing"])] == [(i, [r.name for r in f.rules]) for i, f, _ in firings]
+    assert 2 == lines.read
+
+
 def _matched(matches: Matches) -> tuple[list[int], list[tuple[int, list[str], list[Any], float]], list[Any]]:
     """What `match_lines` found, comparable across engines."""
     found = [(i, [r.name for r in m.matching], m.groups, m.time) for i, m in matches.matched]

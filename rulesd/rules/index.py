@@ -511,21 +511,21 @@ class _NodeWriter:
         """`evaluator`'s function for views of JSON lines (see `RuleIndex.viewer`): of a block
         of lines, the loop inside it, a Python call less per line, which most lines cost little
         more than (`Viewer.evaluate_block`; `at` is the line's index, as the body's own locals
-        are v0, s0, n0, hit and i); or of one line (`Viewer.evaluate`)."""
+        are v0, s0, n0, hit and i); or of one line (`Viewer.evaluate`). A block's loop takes
+        each view with its index alone, and its line only where the line is parsed (a line
+        without a view, or with candidates): most lines are neither."""
         self.lines.append(
             "def run(views, lines, start, time, invalid, firings):" if blocks else "def run(event, line, time):"
         )
         self.emit(1, f"out = {self.const(out)}")
         if not blocks:
-            self.judge_view(1, plan, decide, parse, whole, "return", "return None")
+            self.judge_view(1, plan, decide, parse, whole, "return", "return None", "line")
             return self.function()
-        self.emit(1, "at = start - 1")
-        self.emit(1, "for event, line in zip(views, lines):")
-        self.emit(2, "at += 1")
+        self.emit(1, "for at, event in enumerate(views, start):")
         self.emit(2, "if event is None:")
-        self.emit(3, f"firing = {self.const(whole)}(line, time)")
+        self.emit(3, f"firing = {self.const(whole)}(lines[at - start], time)")
         self.emit(2, "else:")
-        self.judge_view(3, plan, decide, parse, whole, "firing =", "continue")
+        self.judge_view(3, plan, decide, parse, whole, "firing =", "continue", "lines[at - start]")
         self.emit(2, "if firing is not None:")
         self.emit(3, f"if firing is {self.const(INVALID)}:")
         self.emit(4, "invalid.append(at)")
@@ -542,9 +542,10 @@ class _NodeWriter:
         whole: Callable[[bytes, float], Any],
         give: str,
         skip: str,
+        line: str,
     ) -> None:
-        """The index's tests on the view `event`, then what the line gives (`give` the firing,
-        None or INVALID), or `skip` when it has no candidate."""
+        """The index's tests on the view `event`, then what the line (the expression `line`)
+        gives (`give` the firing, None or INVALID), or `skip` when it has no candidate."""
         self.emit(depth, "try:")
         tests = len(self.lines)
         self.base += depth
@@ -556,12 +557,12 @@ class _NodeWriter:
         self.margin = 0
         self.emit(depth, f"except {self.const(WholeLine)}:")
         self.emit(depth + 1, "out.clear()")
-        self.emit(depth + 1, f"{give} {self.const(whole)}(line, time)")
+        self.emit(depth + 1, f"{give} {self.const(whole)}({line}, time)")
         self.emit(depth, "else:")
         self.emit(depth + 1, "if not out:")
         self.emit(depth + 2, skip)
         self.emit(depth + 1, "try:")
-        self.emit(depth + 2, f"parsed = {self.const(parse)}(line)")
+        self.emit(depth + 2, f"parsed = {self.const(parse)}({line})")
         self.emit(depth + 1, "except ValueError:")  # a field no rule reads holds what JSON cannot
         self.emit(depth + 2, "out.clear()")
         self.emit(depth + 2, f"{give} {self.const(INVALID)}")
