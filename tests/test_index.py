@@ -731,6 +731,18 @@ rules:
     assert ["big"] == names({"id": 2**53 + 1})
 
 
+def sources_written(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sources of the functions the index writes from now on, in order."""
+    written: list[str] = []
+    generated_function = index_module.generated_function
+    monkeypatch.setattr(
+        index_module,
+        "generated_function",
+        lambda source, names: (written.append(source), generated_function(source, names))[1],
+    )
+    return written
+
+
 CHAINED = """
 rules:
   - {name: api-slow, match: {level: error, service: api, latency: {gte: 500}}}
@@ -748,13 +760,7 @@ def test_a_table_of_a_few_values_is_compared_value_by_value_its_nodes_inline(
     """A table of up to three values is comparisons, each value's node written inline: one
     function for the whole index, no lookup of the event's value; it finds what a dict finds
     (1, 1.0 and true alike, a list or an object nothing)."""
-    written: list[str] = []
-    generated_function = index_module.generated_function
-    monkeypatch.setattr(
-        index_module,
-        "generated_function",
-        lambda source, names: (written.append(source), generated_function(source, names))[1],
-    )
+    written = sources_written(monkeypatch)
     index = RuleIndex(ruleset_from_yaml(CHAINED).rules)
     index.collect({}, [])
     assert len(written) == 1

@@ -11,7 +11,6 @@ import orjson
 import pytest
 import yaml
 
-import rulesd.rules.index as index_module
 from rulesd.engine import Engine
 from rulesd.events import Named
 from rulesd.eventtime import EventTime, TimeReader
@@ -19,6 +18,7 @@ from rulesd.pipeline import BLOCK_LINES, Batch, Matches, _viewer, _views, evalua
 from rulesd.rules.index import RuleIndex
 from rulesd.rules.view import Layout
 from tests.ruletools import ruleset_from_yaml
+from tests.test_index import sources_written
 from tests.test_index_equivalence import (
     SHAPE_SIZES,
     BruteForce,
@@ -422,13 +422,7 @@ def test_a_views_code_inlines_a_chain_of_equalities_as_deep_as_the_code_for_whol
 ) -> None:
     """A rule of seven equalities is one function, in a view's block loop as for whole events
     (the loop and the try block around the root's body do not count as inlining)."""
-    written: list[str] = []
-    generated_function = index_module.generated_function
-    monkeypatch.setattr(
-        index_module,
-        "generated_function",
-        lambda source, names: (written.append(source), generated_function(source, names))[1],
-    )
+    written = sources_written(monkeypatch)
     index = RuleIndex(
         ruleset_from_yaml("rules:\n  - {name: r, match: {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7}}\n").rules
     )
