@@ -717,3 +717,43 @@ def test_matches_counted_over_a_long_replay_stay_exact_and_bounded(monkeypatch: 
             assert {**{f"admin-{i:02d}": 34 for i in range(40)}, "other": 17} == engine.matches
     assert 0 < live.writes
     assert {**{f"admin-{i:02d}": 66 for i in range(40)}, "other": 34} == engine.matches
+
+
+def test_rules_that_group_alike_make_an_events_group_key_once() -> None:
+    """Rules drawn from a few variants group by a handful of paths: the rules an event matches
+    that group by the same paths share one tuple of getters, and the event's key is made once
+    for them (a rule grouping otherwise gets its own), each rule still counting in its group."""
+    engine = engine_for(
+        "rules:\n"
+        + "".join(
+            f"  - {{name: burst-{i}, match: {{level: error}}, threshold: {{count: 2, window: 60, group_by: [host]}}}}\n"
+            for i in range(3)
+        )
+        + "  - {name: by-both, match: {level: error}, threshold: {count: 2, window: 60, group_by: [host, app]}}\n"
+        + "  - {name: plain, match: {level: error}}\n"
+    )
+    rules = {r.name: r for r in engine.ruleset.rules}
+    assert rules["burst-0"].group_getters is rules["burst-1"].group_getters is rules["burst-2"].group_getters
+    assert rules["by-both"].group_getters is not rules["burst-0"].group_getters
+    made: list[tuple[int, ...]] = []
+    keys = engine._group_key
+
+    def counting(getters: tuple[Any, ...], event: dict[str, Any]) -> str:
+        made.append(tuple(map(id, getters)))
+        return keys(getters, event)
+
+    engine._group_key = counting
+    event = {"level": "error", "host": "a", "app": "x"}
+    matched = engine.matcher(None)(event, T0)
+    assert matched is not None
+    assert 2 == len(made) and len(set(made)) == 2  # one key for the three, one for by-both
+    assert ['"a"'] * 3 + ['"a"\x1f"x"'] == [
+        g for r, g in zip(matched.rules, matched.groups, strict=True) if r.name != "plain"
+    ]
+    assert ["plain"] == fired(engine, event, 0)
+    assert ["burst-0", "burst-1", "burst-2", "by-both", "plain"] == sorted(fired(engine, event, 1))
+    assert ["plain"] == fired(engine, {"level": "error", "host": "b", "app": "x"}, 2)
+    assert ["plain"] == fired(engine, {"level": "error", "host": "a", "app": "y"}, 3)
+    assert ["burst-0", "burst-1", "burst-2", "plain"] == sorted(
+        fired(engine, {"level": "error", "host": "b", "app": "y"}, 4)
+    )

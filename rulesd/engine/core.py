@@ -776,7 +776,8 @@ class Engine:
             self.now = self.state.clock = now
             if self._starting:
                 self._start(now)
-            if self._timers.next_due <= now:
+            heap = self._timers.heap  # (read here, not by a property: once per event with candidates)
+            if heap and heap[0][0] <= now:
                 self._fire_timers(now)
 
     @functools.cached_property
@@ -872,6 +873,9 @@ class Engine:
             plain: list[tuple[Rule, ...]] = []
             counted = self._counted
             members = self._members
+            # The event's group key per `group_by`, made once for the rules that group alike (their
+            # getters are one tuple: `group_getters`); made only for an event with such rules.
+            keys: dict[tuple[Getter, ...], GroupKey] | None = None
             for candidate in unique:
                 if candidate.match(event):
                     counted.append(candidate)
@@ -880,7 +884,16 @@ class Engine:
                         plain.append(always)
                     for rule in stateful:
                         rules.append(rule)
-                        groups.append(self._group_key(rule.group_getters, event) if rule.group_getters else NO_GROUP)
+                        getters = rule.group_getters
+                        if not getters:
+                            groups.append(NO_GROUP)
+                            continue
+                        if keys is None:
+                            keys = {}
+                        key = keys.get(getters)
+                        if key is None:
+                            key = keys[getters] = self._group_key(getters, event)
+                        groups.append(key)
             if len(counted) >= COUNTED_KEPT:  # (replay never reads the counts: bounded all the same)
                 self.count_matches()
             return rules, groups, plain

@@ -12,39 +12,33 @@ from collections.abc import Iterator
 
 from rulesd.engine.values import GroupKey
 
-INFINITY = float("inf")
-
 
 class Timers:
     """Pending timers, earliest first."""
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_seq", "heap")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str, str, GroupKey]] = []
+        # Earliest first: `heap[0][0]` is the next due time (the engine reads it per event).
+        self.heap: list[tuple[float, int, str, str, GroupKey]] = []
         self._seq = 0  # keeps entries of equal due time in the order they were set
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def add(self, due: float, kind: str, rule: str, group: GroupKey) -> None:
         """Ask to be told when event time reaches `due`."""
         self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, kind, rule, group))
-
-    @property
-    def next_due(self) -> float:
-        """The earliest due time, infinity when none is pending."""
-        return self._heap[0][0] if self._heap else INFINITY
+        heapq.heappush(self.heap, (due, self._seq, kind, rule, group))
 
     def pop_due(self, now: float) -> Iterator[tuple[float, str, str, GroupKey]]:
         """Each timer due at or before `now`, earliest first (due, kind, rule, group), removed
         as it is handed out (so a timer set meanwhile that is due too comes up as well)."""
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][0] <= now:
             due, _, kind, rule, group = heapq.heappop(heap)
             yield due, kind, rule, group
 
     def clear(self) -> None:
         """Forget every timer (they are set again from the state)."""
-        self._heap.clear()
+        self.heap.clear()

@@ -20,7 +20,7 @@ from rulesd.rules.conditions import (
     necessary_hints,
 )
 from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
-from rulesd.rules.fields import MISSING, event_with, group_key, key_text, make_getter
+from rulesd.rules.fields import MISSING, event_with, group_getters, group_key, key_text, make_getter
 from rulesd.rules.kind_checks import kind_mistakes
 from rulesd.rules.lists import (
     NAN_MESSAGE,
@@ -247,7 +247,7 @@ def compile_rule(
         threshold=kind if isinstance(kind, Threshold) else None,
         throttle=throttle,
         alert=alert,
-        group_getters=tuple(make_getter(p) for p in kind.group_by) if kind is not None else (),
+        group_getters=group_getters(kind.group_by) if kind is not None else (),
         kind=kind,
         resolve=resolve,
         lists=ctx.lists_used,
