@@ -33,6 +33,7 @@ from rulesd.rules.loader import (
     rule_sources,
 )
 from rulesd.rules.model import RuleSet, rule_hint
+from rulesd.sources.base import MAX_LINE_BYTES
 from rulesd.validation import load_schema
 
 # What only some commands use is imported by them (explain, test, state, outbox, a --config
@@ -501,7 +502,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """`rulesd replay`: print every alert that would be sent, then a summary."""
-    settings, rule_paths, reading, parser, max_line_bytes = AlertSettings(), args.rules, None, JSON_PARSER, None
+    settings, rule_paths, reading, parser = AlertSettings(), args.rules, None, JSON_PARSER
+    max_line_bytes = MAX_LINE_BYTES  # the sources' default: a line of any length is never read whole
     limits = Limits()
     if args.source and not args.config:
         print("rulesd replay: --source needs --config", file=sys.stderr)
@@ -644,7 +646,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"rulesd explain: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    rule_paths, parser, max_line_bytes, limits = args.rules, JSON_PARSER, None, Limits()
+    rule_paths, parser, max_line_bytes, limits = args.rules, JSON_PARSER, MAX_LINE_BYTES, Limits()
     if args.config:
         config = load_config(args.config)
         rule_paths = rule_paths or list(config.rules)
@@ -722,7 +724,7 @@ def _explain_line(
     ruleset: RuleSet,
     explainer: Explainer,
     parser: Parser,
-    max_line_bytes: int | None,
+    max_line_bytes: int,
     limits: Limits,
 ) -> int:
     from rulesd.explain_line import LineError, explain_line, explained_line_text
