@@ -7,6 +7,7 @@ key and `path:line:col`; `load_config` reports all of them at once.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import stat
@@ -571,6 +572,12 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     key_file = raw.get("api_key_file")
     if raw.get("heartbeat") is not None and not raw["heartbeat"].strip():  # it would ping /v2/heartbeats//ping
         report(("opsgenie", "heartbeat"), "a heartbeat name cannot be empty (null: no heartbeat)")
+    if math.isnan(raw.get("timeout_s", 10)):  # (NaN is within the schema's bounds: it compares false with both)
+        report(
+            ("opsgenie", "timeout_s"),
+            "expected a number of seconds, got .nan: a socket takes no such timeout, so every request would fail "
+            "and no alert be delivered (the default is 10)",
+        )
     return OpsgenieConfig(
         alert_url=url,
         api_key_file=_absolute(base, key_file) if key_file else None,

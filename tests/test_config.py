@@ -289,6 +289,16 @@ def test_a_duration_with_a_unit_where_seconds_are_a_number_says_the_number(tmp_p
     assert [f'{path}:1:23: error: {seconds} "ten": timeout_s is a number of seconds (timeout_s: 10)'] == problems(path)
 
 
+def test_a_timeout_of_nan_is_an_error_at_its_line(tmp_path: Path) -> None:
+    """YAML's .nan is a number within timeout_s's bounds (it compares false with both): it was
+    taken, and every request to OpsGenie then failed on `settimeout(nan)`, no alert delivered."""
+    path = write(tmp_path, "opsgenie:\n  timeout_s: .nan\n")
+    assert [
+        f"{path}:2:14: error: opsgenie.timeout_s: expected a number of seconds, got .nan: a socket takes no such "
+        "timeout, so every request would fail and no alert be delivered (the default is 10)"
+    ] == problems(path)
+
+
 SOURCES = """\
 time_field: ts
 sources:
