@@ -697,6 +697,24 @@ def test_rulesd_check_warns_at_a_field_in_doubled_braces(tmp_path: Path) -> None
     )
 
 
+def test_rulesd_check_warns_at_a_responder_written_as_a_template(tmp_path: Path) -> None:
+    """The alert's texts are templates, a responder is not: `name: "{team}"` asked OpsGenie for
+    a team literally named {team}, which it cannot resolve, and check said nothing. A warning at
+    the responder; a name without a field, `{{team}}` included, draws none."""
+    assert (
+        0,
+        "DIR/r.yaml:5:68: warning: rules[0].alert.responders[1].username: a responder is not a template: OpsGenie "
+        "is asked for the one named '{owner.email}' as written, not for the value of owner.email; to page by a "
+        "field's value, write a rule for each value\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 1 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match: {m: x}\n    alert:\n"
+        '      responders: [{type: team, name: ops}, {type: user, username: "{owner.email}"}, '
+        '{type: team, name: "{{team}}"}]\n',
+    )
+
+
 def test_rulesd_check_says_how_a_misindented_line_or_an_unclosed_brace_should_be_written(tmp_path: Path) -> None:
     """libyaml's "did not find expected key (while parsing a block mapping started at 2:5)"
     says neither that indentation is wrong nor which column was expected, and its "did not

@@ -590,6 +590,8 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
     responders: tuple[Responder, ...] = ()
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))
+        for i, responder in enumerate(() if ctx.checked else responders):
+            _literal_responder(ctx, ("alert", "responders", i, responder.key), responder.value)
     templates = {key: tmpl(key) for key in _TEMPLATE_KEYS}
     return AlertSpec(
         priority=raw.get("priority", DEFAULT_PRIORITY),
@@ -598,6 +600,22 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
         details=details,
         **templates,
     )
+
+
+def _literal_responder(ctx: _Context, path: JsonPath, value: str) -> None:
+    """A warning at a responder written as a template (`name: "{team}"`): the alert's other
+    texts are templates, a responder is not, and OpsGenie is asked for one literally named so,
+    which it cannot resolve. A warning, not an error: braces may be in a real name."""
+    try:
+        fields = parse_template(value).fields
+    except TemplateError:
+        return
+    if fields:
+        message = (
+            f"a responder is not a template: OpsGenie is asked for the one named {value!r} as written, not "
+            f"for the value of {fields[0]}; to page by a field's value, write a rule for each value"
+        )
+        ctx.report(path, message, warning=True)
 
 
 def _responder(raw: dict[str, str]) -> Responder:
