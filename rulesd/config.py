@@ -31,6 +31,7 @@ from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.model import Responder
 from rulesd.rules.patterns import compile_source_pattern
+from rulesd.rules.templates import not_a_template
 from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
 
@@ -601,6 +602,10 @@ def _opsgenie_warnings(cfg: OpsgenieConfig, warn: Report) -> None:
         )
     if cfg.api_key_file and cfg.api_key is not None:
         warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
+    for recipient in cfg.recipients:  # (as a rule's responders: see `not_a_template`)
+        message = not_a_template(recipient.value, "a recipient")
+        if message is not None:
+            warn(("opsgenie", "recipients"), message)
 
 
 def key_file_warnings(path: str | None) -> tuple[Problem, ...]:

@@ -640,6 +640,12 @@ def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace:
             "read from it first",
         ),
         (
+            "opsgenie: {recipients: 'team:ops, user:{owner}'}\n",
+            "rulesd.yaml:1:24: warning: opsgenie.recipients: a recipient is not a template: OpsGenie is asked for the "
+            "one named '{{owner}}' as written, not for the value of owner; to page by a field's value, write a rule for "
+            "each value",
+        ),
+        (
             "opsgenie: {api_key_file: missing.key}\n",
             "missing.key: warning: cannot read the API key (opsgenie.api_key_file): No such file or directory; "
             "rulesd run will not start (but with --dry-run)",

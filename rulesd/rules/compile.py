@@ -46,7 +46,7 @@ from rulesd.rules.model import (
     Threshold,
 )
 from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet, matches_every_text
-from rulesd.rules.templates import Template, TemplateError, literal_fields, parse_template
+from rulesd.rules.templates import Template, TemplateError, literal_fields, not_a_template, parse_template
 from rulesd.validation import format_path
 
 _TEMPLATE_KEYS = ("message", "description", "alias", "entity", "note")
@@ -590,8 +590,10 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
     responders: tuple[Responder, ...] = ()
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))
-        for i, responder in enumerate(() if ctx.checked else responders):
-            _literal_responder(ctx, ("alert", "responders", i, responder.key), responder.value)
+        for i, responder in enumerate(() if ctx.checked else responders):  # (a warning: braces may be in a name)
+            message = not_a_template(responder.value, "a responder")
+            if message is not None:
+                ctx.report(("alert", "responders", i, responder.key), message, warning=True)
     templates = {key: tmpl(key) for key in _TEMPLATE_KEYS}
     return AlertSpec(
         priority=raw.get("priority", DEFAULT_PRIORITY),
@@ -600,22 +602,6 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
         details=details,
         **templates,
     )
-
-
-def _literal_responder(ctx: _Context, path: JsonPath, value: str) -> None:
-    """A warning at a responder written as a template (`name: "{team}"`): the alert's other
-    texts are templates, a responder is not, and OpsGenie is asked for one literally named so,
-    which it cannot resolve. A warning, not an error: braces may be in a real name."""
-    try:
-        fields = parse_template(value).fields
-    except TemplateError:
-        return
-    if fields:
-        message = (
-            f"a responder is not a template: OpsGenie is asked for the one named {value!r} as written, not "
-            f"for the value of {fields[0]}; to page by a field's value, write a rule for each value"
-        )
-        ctx.report(path, message, warning=True)
 
 
 def _responder(raw: dict[str, str]) -> Responder:
