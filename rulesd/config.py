@@ -30,7 +30,7 @@ from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.model import Responder
-from rulesd.rules.patterns import compile_source_pattern
+from rulesd.rules.patterns import compile_source_pattern, matches_every_text
 from rulesd.rules.templates import not_a_template
 from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
@@ -449,7 +449,13 @@ def _reading(raw: dict[str, Any], where: tuple[str | int, ...], report: Report, 
     """How the source's lines become events: format, patterns, field types, time."""
     fmt, name = raw.get("format", "json"), raw.get("name")
     patterns = _pattern_list(raw, "pattern", where, report)
-    _pattern_list(raw, "ignore_pattern", where, report)  # reported if one does not compile
+    ignores = _pattern_list(raw, "ignore_pattern", where, report)  # reported if one does not compile
+    for i, text in enumerate(_texts(raw.get("ignore_pattern"))):
+        if i in ignores and matches_every_text(text):  # (`.*`, `(debug)?`: lines drop before any rule)
+            keys = (
+                (*where, "ignore_pattern") if isinstance(raw["ignore_pattern"], str) else (*where, "ignore_pattern", i)
+            )
+            report(keys, f"{text!r} is found in every line (it matches an empty text): every line would be dropped")
     fields: dict[str, str] = raw.get("fields") or {}
     if fmt == "regex" and not raw.get("pattern"):
         report(where, "format: regex needs a 'pattern' with named groups")

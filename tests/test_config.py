@@ -299,6 +299,21 @@ def test_a_timeout_of_nan_is_an_error_at_its_line(tmp_path: Path) -> None:
     ] == problems(path)
 
 
+def test_an_ignore_pattern_found_in_every_line_is_an_error_at_it(tmp_path: Path) -> None:
+    """`ignore_pattern: ".*"` (or `(debug)?`, `DEBUG|$`) matches the empty text, so the source
+    dropped every line before any rule saw it, and check said OK; one that drops only blank
+    lines (`^\\s*$`) is taken."""
+    patterns = '["^\\\\s*$", "(?i)(debug)?", "DEBUG|$"]'
+    path = write(tmp_path, f"source:\n  type: stdin\n  format: text\n  ignore_pattern: {patterns}\n")
+    every = "is found in every line (it matches an empty text): every line would be dropped"
+    assert [
+        f"{path}:4:30: error: source.ignore_pattern[1]: '(?i)(debug)?' {every}",
+        f"{path}:4:46: error: source.ignore_pattern[2]: 'DEBUG|$' {every}",
+    ] == problems(path)
+    path = write(tmp_path, "source: {type: stdin, format: text, ignore_pattern: .*}\n")
+    assert [f"{path}:1:53: error: source.ignore_pattern: '.*' {every}"] == problems(path)
+
+
 SOURCES = """\
 time_field: ts
 sources:
@@ -642,8 +657,8 @@ def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace:
         (
             "opsgenie: {recipients: 'team:ops, user:{owner}'}\n",
             "rulesd.yaml:1:24: warning: opsgenie.recipients: a recipient is not a template: OpsGenie is asked for the "
-            "one named '{{owner}}' as written, not for the value of owner; to page by a field's value, write a rule for "
-            "each value",
+            "one named '{{owner}}' as written, not for the value of owner; to page by a field's value, write a rule "
+            "for each value",
         ),
         (
             "opsgenie: {api_key_file: missing.key}\n",
