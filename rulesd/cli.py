@@ -33,7 +33,7 @@ from rulesd.rules.loader import (
     rule_sources,
 )
 from rulesd.rules.model import RuleSet, rule_hint
-from rulesd.sources.base import MAX_LINE_BYTES
+from rulesd.sources.lines import MAX_LINE_BYTES
 from rulesd.validation import load_schema
 
 # What only some commands use is imported by them (explain, test, state, outbox, a --config

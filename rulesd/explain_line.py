@@ -28,8 +28,7 @@ from rulesd.replay import replay_engine
 from rulesd.replay_blocks import blocks
 from rulesd.rules.fields import Event
 from rulesd.rules.model import RuleSet
-from rulesd.sources.base import MAX_LINE_BYTES
-from rulesd.sources.lines import line_text
+from rulesd.sources.lines import MAX_LINE_BYTES, line_text
 from rulesd.times import rfc3339
 
 

@@ -22,8 +22,7 @@ from rulesd.pipeline import Alert, build_alerts, evaluate_lines
 from rulesd.printable import one_line
 from rulesd.replay_blocks import blocks
 from rulesd.rules.model import RuleSet
-from rulesd.sources.base import MAX_LINE_BYTES
-from rulesd.sources.lines import line_text
+from rulesd.sources.lines import MAX_LINE_BYTES, line_text
 
 SAMPLES = 5  # invalid (unmatched) lines the summary shows
 SAMPLE_CHARS = 200
