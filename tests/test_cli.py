@@ -961,6 +961,24 @@ def test_replay_and_explain_without_config_skip_a_huge_line_without_holding_it(t
         assert (0, "err: matches") == (status, out.splitlines()[1].split(";")[0]), out + err
 
 
+def test_a_time_field_that_names_no_field_is_a_usage_error(tmp_path: Path) -> None:
+    """`--time-field a..b` (or an empty one) names no field: replay took it, and evaluated every
+    event as untimed, said only in the summary's last line; it is refused as the configuration's
+    time_field is, by replay and explain alike."""
+    write(tmp_path / "r.yaml", RULES)
+    write(tmp_path / "events.jsonl", '{"level":"error","t":{"s":1700000000}}\n')
+    said = "a field path is one or more non-empty names joined by dots (e.g. ts or meta.time)"
+    for command in (["replay", "events.jsonl"], ["explain", "--events", "events.jsonl", "--line", "1"]):
+        for field in ("a..b", "", ".ts", "{ts}"):
+            result = rulesd_cli(command[0], "--rules", "r.yaml", "--time-field", field, *command[1:], cwd=tmp_path)
+            assert (2, f"rulesd {command[0]}: error: argument --time-field: {field!r}: {said}") == (
+                result.returncode,
+                result.stderr.splitlines()[-1],
+            )
+    replayed = rulesd_cli("replay", "--rules", "r.yaml", "--time-field", "t.s", "events.jsonl", cwd=tmp_path)
+    assert "0 event(s) without a readable time" in replayed.stdout, replayed.stderr
+
+
 def test_replay_picks_one_of_several_sources_by_name(tmp_path: Path) -> None:
     """With several sources `--source NAME` says whose reading to use; without it, or with an
     unknown name, replay lists the names and exits 2. Events carry the source's name."""
