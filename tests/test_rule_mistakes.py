@@ -490,16 +490,17 @@ def test_rulesd_check_refuses_an_expected_group_the_match_rules_out(tmp_path: Pa
     expected value, naming the test that rules it out. A value the match allows is fine."""
     assert (
         1,
-        "DIR/r.yaml:4:71: error: absence.expect[1].host: contradicts match.host (DIR/r.yaml:2:27): they allow no "
+        "DIR/r.yaml:4:83: error: absence.expect[1].host: contradicts match.host (DIR/r.yaml:2:27): they allow no "
         "value in common; no event of this expected group can match the rule, so its absence is always paged\n"
-        "DIR/r.yaml:4:85: error: absence.expect[2].port: contradicts match.port.gte (DIR/r.yaml:2:55): the value "
+        "DIR/r.yaml:4:122: error: absence.expect[2].port: contradicts match.port.gte (DIR/r.yaml:2:55): the value "
         "must be 80, which the other test rules out; no event of this expected group can match the rule, so its "
         "absence is always paged\n"
         "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
     ) == check(
         tmp_path,
         "name: heartbeats\nmatch: {kind: beat, host: [web-1, web-2], port: {gte: 1024}}\n"
-        "absence:\n  {window: 5m, group_by: [host, port], expect: [{host: web-1}, {host: db-1}, {port: 80}]}\n",
+        "absence:\n  {window: 5m, group_by: [host, port], expect: [{host: web-1, port: 8080}, {host: db-1, port: "
+        "8080}, {host: web-2, port: 80}]}\n",
     )
 
 

@@ -554,6 +554,14 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, sou
         if nan:  # (a group key would even read it as null)
             ctx.report(("absence", "expect", i, nan[0]), NAN_MESSAGE)
             continue
+        left = [p for p in group_by if p not in expected]
+        if left and not ctx.checked:  # (a warning: events without the field may be what is watched)
+            message = (
+                f"names no {left[0]} (group_by is [{', '.join(group_by)}]): it expects the group of events without "
+                f"{left[0]}, and an event with one is in another group, so this group is paged as never seen "
+                f"unless events without {left[0]} come; give {left[0]}'s value"
+            )
+            ctx.report(("absence", "expect", i), message, warning=True)
         keys.append(group_key(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
         events.append(event_with(expected))
     if not sound or window is None:
