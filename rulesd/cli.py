@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from rulesd.rules.loader import (
     rule_sources,
 )
 from rulesd.rules.model import RuleSet, rule_hint
+from rulesd.sources.lines import MAX_LINE_BYTES
 from rulesd.validation import load_schema
 
 # What only some commands use is imported by them (explain, test, state, outbox, a --config
@@ -224,6 +226,20 @@ def _test_options(test: argparse.ArgumentParser, common: argparse.ArgumentParser
     test.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
 
 
+# A field path, as the configuration's time_field takes one (its schema's pattern).
+_FIELD_PATH = re.compile(r"[^.{}]+(?:\.[^.{}]+)*")
+
+
+def _field_path(text: str) -> str:
+    """`--time-field`'s value, refused as the configuration's time_field is: `a..b` or an empty
+    text named no field, and every event was evaluated as untimed, said only in the summary."""
+    if _FIELD_PATH.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a field path is one or more non-empty names joined by dots (e.g. ts or meta.time)"
+        )
+    return text
+
+
 def _replay_options(rep: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     rep.add_argument("--rules", action="append", metavar="PATH", help="rule files or directories (repeatable)")
     rep.add_argument(
@@ -234,7 +250,9 @@ def _replay_options(rep: argparse.ArgumentParser, common: argparse.ArgumentParse
     rep.add_argument(
         "--source", metavar="NAME", help="with --config: the source to read the lines as (needed with several)"
     )
-    rep.add_argument("--time-field", metavar="FIELD", help="the event field that holds the event's time")
+    rep.add_argument(
+        "--time-field", type=_field_path, metavar="FIELD", help="the event field that holds the event's time"
+    )
     rep.add_argument("--format", choices=["text", "json"], default="text", help="readable lines, or payloads as JSON")
     rep.add_argument(
         "events", metavar="EVENTS_FILE", help="lines as the source reads them (default: JSON lines), or - for stdin"
@@ -263,7 +281,10 @@ def _explain_options(explain: argparse.ArgumentParser, common: argparse.Argument
         "--source", metavar="NAME", help="with --config and --events: the source to read the lines as (with several)"
     )
     explain.add_argument(
-        "--time-field", metavar="FIELD", help="with --events: the event field that holds the event's time"
+        "--time-field",
+        type=_field_path,
+        metavar="FIELD",
+        help="with --events: the event field that holds the event's time",
     )
 
 
@@ -501,7 +522,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """`rulesd replay`: print every alert that would be sent, then a summary."""
-    settings, rule_paths, reading, parser, max_line_bytes = AlertSettings(), args.rules, None, JSON_PARSER, None
+    settings, rule_paths, reading, parser = AlertSettings(), args.rules, None, JSON_PARSER
+    max_line_bytes = MAX_LINE_BYTES  # the sources' default: a line of any length is never read whole
     limits = Limits()
     if args.source and not args.config:
         print("rulesd replay: --source needs --config", file=sys.stderr)
@@ -644,7 +666,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"rulesd explain: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    rule_paths, parser, max_line_bytes, limits = args.rules, JSON_PARSER, None, Limits()
+    rule_paths, parser, max_line_bytes, limits = args.rules, JSON_PARSER, MAX_LINE_BYTES, Limits()
     if args.config:
         config = load_config(args.config)
         rule_paths = rule_paths or list(config.rules)
@@ -722,7 +744,7 @@ def _explain_line(
     ruleset: RuleSet,
     explainer: Explainer,
     parser: Parser,
-    max_line_bytes: int | None,
+    max_line_bytes: int,
     limits: Limits,
 ) -> int:
     from rulesd.explain_line import LineError, explain_line, explained_line_text

@@ -7,6 +7,7 @@ key and `path:line:col`; `load_config` reports all of them at once.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import stat
@@ -29,7 +30,8 @@ from rulesd.events import Reading
 from rulesd.eventtime import AUTO, EventTime, check_time_format
 from rulesd.rules.cache import RuleCache
 from rulesd.rules.model import Responder
-from rulesd.rules.patterns import compile_source_pattern
+from rulesd.rules.patterns import compile_source_pattern, matches_every_text
+from rulesd.rules.templates import not_a_template
 from rulesd.sources.tail import file_kind
 from rulesd.validation import format_path, validate_document
 
@@ -447,7 +449,13 @@ def _reading(raw: dict[str, Any], where: tuple[str | int, ...], report: Report, 
     """How the source's lines become events: format, patterns, field types, time."""
     fmt, name = raw.get("format", "json"), raw.get("name")
     patterns = _pattern_list(raw, "pattern", where, report)
-    _pattern_list(raw, "ignore_pattern", where, report)  # reported if one does not compile
+    ignores = _pattern_list(raw, "ignore_pattern", where, report)  # reported if one does not compile
+    for i, text in enumerate(_texts(raw.get("ignore_pattern"))):
+        if i in ignores and matches_every_text(text):  # (`.*`, `(debug)?`: lines drop before any rule)
+            keys = (
+                (*where, "ignore_pattern") if isinstance(raw["ignore_pattern"], str) else (*where, "ignore_pattern", i)
+            )
+            report(keys, f"{text!r} is found in every line (it matches an empty text): every line would be dropped")
     fields: dict[str, str] = raw.get("fields") or {}
     if fmt == "regex" and not raw.get("pattern"):
         report(where, "format: regex needs a 'pattern' with named groups")
@@ -571,6 +579,12 @@ def _opsgenie(raw: dict[str, Any], base: str, report: Report) -> OpsgenieConfig:
     key_file = raw.get("api_key_file")
     if raw.get("heartbeat") is not None and not raw["heartbeat"].strip():  # it would ping /v2/heartbeats//ping
         report(("opsgenie", "heartbeat"), "a heartbeat name cannot be empty (null: no heartbeat)")
+    if math.isnan(raw.get("timeout_s", 10)):  # (NaN is within the schema's bounds: it compares false with both)
+        report(
+            ("opsgenie", "timeout_s"),
+            "expected a number of seconds, got .nan: a socket takes no such timeout, so every request would fail "
+            "and no alert be delivered (the default is 10)",
+        )
     return OpsgenieConfig(
         alert_url=url,
         api_key_file=_absolute(base, key_file) if key_file else None,
@@ -594,6 +608,10 @@ def _opsgenie_warnings(cfg: OpsgenieConfig, warn: Report) -> None:
         )
     if cfg.api_key_file and cfg.api_key is not None:
         warn(("opsgenie", "api_key"), "not used: opsgenie.api_key_file is given, and the key is read from it first")
+    for recipient in cfg.recipients:  # (as a rule's responders: see `not_a_template`)
+        message = not_a_template(recipient.value, "a recipient")
+        if message is not None:
+            warn(("opsgenie", "recipients"), message)
 
 
 def key_file_warnings(path: str | None) -> tuple[Problem, ...]:

@@ -24,10 +24,11 @@ from rulesd.events import IGNORED, Parser, parse_mended
 from rulesd.eventtime import TimeReader
 from rulesd.explain import Explainer, RuleExplanation, explanation_lines, show
 from rulesd.pipeline import evaluate_lines
-from rulesd.replay import blocks, replay_engine, without_long_lines
+from rulesd.replay import replay_engine
+from rulesd.replay_blocks import blocks
 from rulesd.rules.fields import Event
 from rulesd.rules.model import RuleSet
-from rulesd.sources.lines import line_text
+from rulesd.sources.lines import MAX_LINE_BYTES, line_text
 from rulesd.times import rfc3339
 
 
@@ -56,7 +57,7 @@ def explain_line(
     parser: Parser,
     time_field: str | None = None,
     start: float | None = None,
-    max_line_bytes: int | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
     limits: Limits = Limits(),
 ) -> ExplainedLine:
     """Explain line `line` (1-based) of `stream` after replaying the lines before it.
@@ -102,12 +103,11 @@ def _replay_until(
     reader: TimeReader | None,
     arrival: float,
     name: str,
-    max_line_bytes: int | None,
+    max_line_bytes: int,
 ) -> bytes:
     """Evaluate the lines before `line` as replay does; line `line` itself."""
     seen = 0
-    for block in blocks(stream):
-        block, long = without_long_lines(block, max_line_bytes)
+    for block, long in blocks(stream, max_line_bytes):
         if line - 1 - seen in long:
             raise LineError(f"{name}:{line}: longer than max_line_bytes ({max_line_bytes} bytes): the source skips it")
         if seen + len(block) >= line:

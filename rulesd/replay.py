@@ -20,13 +20,10 @@ from rulesd.events import JSON_PARSER, Parser, Reading, unmatched_reason
 from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines
 from rulesd.printable import one_line
+from rulesd.replay_blocks import blocks
 from rulesd.rules.model import RuleSet
-from rulesd.sources.lines import line_text
+from rulesd.sources.lines import MAX_LINE_BYTES, line_text
 
-# Read at a time: lines up to and including the one that crosses BLOCK_BYTES (about 60 events
-# of 200 bytes; one long line alone), then parsed and evaluated (see `pipeline`). A byte
-# count, not the daemon's BLOCK_LINES, so that long lines do not make a block large.
-BLOCK_BYTES = 12 * 1024
 SAMPLES = 5  # invalid (unmatched) lines the summary shows
 SAMPLE_CHARS = 200
 
@@ -103,7 +100,7 @@ def replay(
     parser: Parser = JSON_PARSER,
     time_field: str | None = None,
     start: float | None = None,
-    max_line_bytes: int | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
     limits: Limits = Limits(),
     on_invalid: Callable[[int, str], None] = lambda line, reason: None,
     block_done: Callable[[], None] = lambda: None,
@@ -118,7 +115,8 @@ def replay(
     `time_field` is read as epoch seconds or RFC 3339. Without either, every event counts as
     arriving at `start` (default: now); an event whose time cannot be read (or is too far after
     `start`) counts at the latest event time before it (see `replay_engine`). Lines longer
-    than `max_line_bytes` (the configured source's) are skipped and counted, as the source skips them.
+    than `max_line_bytes` (the configured source's, else the sources' default) are skipped and
+    counted, as the source skips them, and never held whole (see `replay_blocks`).
     The state is kept within `limits` (the configuration's), as the daemon keeps it: the groups
     they forget, and the open alerts they close, are the daemon's.
     """
@@ -130,16 +128,15 @@ def replay(
     # Alerts counted by the names they carry, each name counted at the end: the same dozens of
     # rules alike fire together again and again.
     fired: Counter[tuple[str, ...]] = Counter()
-    for block in blocks(stream):
+    for block, long in blocks(stream, max_line_bytes):
         first = lineno + 1
-        block, long = without_long_lines(block, max_line_bytes)
         # A timer keeps its event's line number; its alert names it.
         batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader)
         summary.ignored += batch.ignored
         for i in batch.invalid:
             if i in long:
                 summary.too_long += 1
-                on_invalid(lineno + i + 1, f"longer than max_line_bytes ({max_line_bytes} bytes)")
+                on_invalid(lineno + i + 1, f"longer than max_line_bytes ({max_line_bytes} bytes): {long[i]} bytes")
             elif block[i].strip():
                 _invalid(summary, parser, lineno + i + 1, block[i], on_invalid)
             else:
@@ -185,21 +182,6 @@ def replay_engine(
 def _at_clock(engine: Engine, arrival: float) -> float:
     """The engine's clock; `arrival` (the replay's start) before any time is known."""
     return engine.now if engine.now > -math.inf else arrival
-
-
-def blocks(stream: BinaryIO) -> Iterator[list[bytes]]:
-    """The lines of `stream` in the blocks replay evaluates at a time (see BLOCK_BYTES)."""
-    while block := stream.readlines(BLOCK_BYTES):
-        yield block
-
-
-def without_long_lines(block: list[bytes], limit: int | None) -> tuple[list[bytes], set[int]]:
-    """`block` with each line longer than `limit` bytes (its newline not counted, as the
-    sources count) made blank, and the indexes of those lines; `block` itself if none is."""
-    if limit is None or max(map(len, block)) <= limit:  # the usual case: no line is near it
-        return block, set()
-    long = {i for i, line in enumerate(block) if len(line) - line.endswith(b"\n") > limit}
-    return [b"\n" if i in long else line for i, line in enumerate(block)], long
 
 
 def _invalid(

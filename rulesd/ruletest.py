@@ -8,6 +8,7 @@ exactly, except `details`, whose listed keys are compared.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from functools import partial
@@ -120,6 +121,7 @@ def _test_file_problems(doc: Document) -> list[Problem]:
                 where = doc.locate(("tests", t_index, "events", e_index))
                 problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
             problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
+            problems.extend(_non_finite(doc, ("tests", t_index, "events", e_index, "event"), item.get("event")))
         problems.extend(_event_number_problems(doc, t_index, test))
         problems.extend(_repeated_rule_names(doc, t_index, test))
     for i, name in enumerate(doc.value["rule_files"]):
@@ -190,6 +192,25 @@ def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[st
                 parse_duration(step[key])
             except ValueError as exc:
                 yield Problem(doc.locate((*path, key)), f"{format_path((*path, key))}: {exc}")
+
+
+def _non_finite(doc: Document, path: tuple[str | int, ...], value: Any) -> Iterator[Problem]:
+    """YAML's .nan and .inf in an event: JSON has no such number, a line holding one (NaN,
+    Infinity, a number beyond a double) is invalid and skipped, and a typed field never
+    converts to one, so a test that passes on such an event tests what no rule ever sees."""
+    if isinstance(value, float) and not math.isfinite(value):
+        written = ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+        message = (
+            f"{written} is no value an event can hold: JSON has no such number (a line with one is invalid, "
+            "skipped before any rule sees it) and no typed field converts to one"
+        )
+        yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(doc, (*path, key), item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(doc, (*path, index), item)
 
 
 class WrittenRules:

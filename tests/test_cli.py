@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator
 
 import rulesd
 from rulesd import cli
-from rulesd.replay import blocks
+from rulesd.replay_blocks import blocks
 from tests.daemon_process import PAGE_RULE
 from tests.opsgenie_schema import create_alert_validator
 from tests.run_cli import clean_env, rulesd_cli
@@ -286,7 +286,7 @@ def test_replay_writes_the_alerts_of_a_block_at_once(tmp_path: Path, count: int,
     rules = write(tmp_path / "rules.yaml", RULES)
     data = b"".join(b'{"level":"error","host":"h%05d","pad":"%s"}\n' % (i, b"x" * 200) for i in range(count))
     (tmp_path / "events.jsonl").write_bytes(data)
-    assert expected_blocks == sum(1 for _ in blocks(io.BytesIO(data)))
+    assert expected_blocks == sum(1 for _ in blocks(io.BytesIO(data), 1 << 20))
     command = [
         sys.executable,
         "-c",
@@ -909,6 +909,74 @@ def test_replay_and_explain_skip_the_lines_the_source_skips_as_too_long(tmp_path
         long.stderr,
     )
     assert "f: matches; fires: threshold reached, 2 of 2" in rulesd_cli(*explain, "3", cwd=tmp_path).stdout
+
+
+def _peak_memory_run(*args: str, cwd: Path) -> tuple[int, str, str, int]:
+    """Run `rulesd ARGS` to its end: its status, output, errors and peak resident size in bytes."""
+    # Output to files, not pipes: the process is waited for by os.wait4, which says its peak.
+    with open(cwd / "out", "w+b") as out, open(cwd / "err", "w+b") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rulesd", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env=clean_env(),
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    texts = [(cwd / name).read_text(encoding="utf-8") for name in ("out", "err")]
+    return process.returncode, texts[0], texts[1], usage.ru_maxrss * 1024
+
+
+@pytest.mark.parametrize("newline", [True, False])
+def test_replay_and_explain_without_config_skip_a_huge_line_without_holding_it(tmp_path: Path, newline: bool) -> None:
+    """Without --config, replay and explain skip a line longer than the sources' default
+    max_line_bytes (1 MiB), as the daemon does, said with its line number, and go on: a line of
+    256 MiB, last in the file without a newline or before another event, is never held whole
+    (it was read whole: a MemoryError traceback for a line of 2 GB)."""
+    write(tmp_path / "r.yaml", RULES)
+    huge = 256 << 20
+    with open(tmp_path / "events.jsonl", "wb") as events:  # sparse: the line is NUL bytes on no disk
+        events.write(b'{"level":"error","host":"a"}\n')
+        events.truncate(events.tell() + huge)
+        events.seek(0, os.SEEK_END)
+        events.write(b'\n{"level":"error","host":"c"}\n' if newline else b"")
+    status, out, err, peak = _peak_memory_run("replay", "--rules", "r.yaml", "events.jsonl", cwd=tmp_path)
+    assert 0 == status, err
+    assert peak < huge // 2, peak
+    assert f"events.jsonl:2: skipped: longer than max_line_bytes (1048576 bytes): {huge} bytes\n" in err
+    fired = ["line 1: P2 [err] error on a", *(["line 3: P2 [err] error on c"] if newline else [])]
+    assert fired == [line.split("  (alias")[0] for line in out.splitlines()[:-2]], out
+    assert f"lines longer than max_line_bytes (skipped): 1, alerts: {len(fired)}" in out
+    explain = ("explain", "--rules", "r.yaml", "--events", "events.jsonl", "--line")
+    status, out, err, peak = _peak_memory_run(*explain, "2", cwd=tmp_path)
+    assert (2, "rulesd explain: events.jsonl:2: longer than max_line_bytes (1048576 bytes): the source skips it\n") == (
+        status,
+        err,
+    )
+    assert peak < huge // 2, peak
+    if newline:
+        status, out, err, _ = _peak_memory_run(*explain, "3", cwd=tmp_path)
+        assert (0, "err: matches") == (status, out.splitlines()[1].split(";")[0]), out + err
+
+
+def test_a_time_field_that_names_no_field_is_a_usage_error(tmp_path: Path) -> None:
+    """`--time-field a..b` (or an empty one) names no field: replay took it, and evaluated every
+    event as untimed, said only in the summary's last line; it is refused as the configuration's
+    time_field is, by replay and explain alike."""
+    write(tmp_path / "r.yaml", RULES)
+    write(tmp_path / "events.jsonl", '{"level":"error","t":{"s":1700000000}}\n')
+    said = "a field path is one or more non-empty names joined by dots (e.g. ts or meta.time)"
+    for command in (["replay", "events.jsonl"], ["explain", "--events", "events.jsonl", "--line", "1"]):
+        for field in ("a..b", "", ".ts", "{ts}"):
+            result = rulesd_cli(command[0], "--rules", "r.yaml", "--time-field", field, *command[1:], cwd=tmp_path)
+            assert (2, f"rulesd {command[0]}: error: argument --time-field: {field!r}: {said}") == (
+                result.returncode,
+                result.stderr.splitlines()[-1],
+            )
+    replayed = rulesd_cli("replay", "--rules", "r.yaml", "--time-field", "t.s", "events.jsonl", cwd=tmp_path)
+    assert "0 event(s) without a readable time" in replayed.stdout, replayed.stderr
 
 
 def test_replay_picks_one_of_several_sources_by_name(tmp_path: Path) -> None:

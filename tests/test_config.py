@@ -289,6 +289,31 @@ def test_a_duration_with_a_unit_where_seconds_are_a_number_says_the_number(tmp_p
     assert [f'{path}:1:23: error: {seconds} "ten": timeout_s is a number of seconds (timeout_s: 10)'] == problems(path)
 
 
+def test_a_timeout_of_nan_is_an_error_at_its_line(tmp_path: Path) -> None:
+    """YAML's .nan is a number within timeout_s's bounds (it compares false with both): it was
+    taken, and every request to OpsGenie then failed on `settimeout(nan)`, no alert delivered."""
+    path = write(tmp_path, "opsgenie:\n  timeout_s: .nan\n")
+    assert [
+        f"{path}:2:14: error: opsgenie.timeout_s: expected a number of seconds, got .nan: a socket takes no such "
+        "timeout, so every request would fail and no alert be delivered (the default is 10)"
+    ] == problems(path)
+
+
+def test_an_ignore_pattern_found_in_every_line_is_an_error_at_it(tmp_path: Path) -> None:
+    """`ignore_pattern: ".*"` (or `(debug)?`, `DEBUG|$`) matches the empty text, so the source
+    dropped every line before any rule saw it, and check said OK; one that drops only blank
+    lines (`^\\s*$`) is taken."""
+    patterns = '["^\\\\s*$", "(?i)(debug)?", "DEBUG|$"]'
+    path = write(tmp_path, f"source:\n  type: stdin\n  format: text\n  ignore_pattern: {patterns}\n")
+    every = "is found in every line (it matches an empty text): every line would be dropped"
+    assert [
+        f"{path}:4:30: error: source.ignore_pattern[1]: '(?i)(debug)?' {every}",
+        f"{path}:4:46: error: source.ignore_pattern[2]: 'DEBUG|$' {every}",
+    ] == problems(path)
+    path = write(tmp_path, "source: {type: stdin, format: text, ignore_pattern: .*}\n")
+    assert [f"{path}:1:53: error: source.ignore_pattern: '.*' {every}"] == problems(path)
+
+
 SOURCES = """\
 time_field: ts
 sources:
@@ -628,6 +653,12 @@ def test_a_source_path_that_names_no_file_draws_a_warning_at_its_line(workspace:
             "opsgenie: {api_key_file: key, api_key: inline-key}\n",
             "rulesd.yaml:1:40: warning: opsgenie.api_key: not used: opsgenie.api_key_file is given, and the key is "
             "read from it first",
+        ),
+        (
+            "opsgenie: {recipients: 'team:ops, user:{owner}'}\n",
+            "rulesd.yaml:1:24: warning: opsgenie.recipients: a recipient is not a template: OpsGenie is asked for the "
+            "one named '{{owner}}' as written, not for the value of owner; to page by a field's value, write a rule "
+            "for each value",
         ),
         (
             "opsgenie: {api_key_file: missing.key}\n",

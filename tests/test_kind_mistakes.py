@@ -177,3 +177,21 @@ def test_a_rules_own_number_yaml_reads_as_octal_is_a_warning(tmp_path: Path) -> 
             "OK: 1 file(s), 2 rule(s), 0 error(s), 3 warning(s)",
         ],
     ) == (code, out.splitlines())
+
+
+def test_an_expected_group_without_a_group_by_field_is_warned_about(tmp_path: Path) -> None:
+    """`group_by: [host, dc]` expecting `{host: a}` expects the group of events without dc:
+    host a's beats, which carry a dc, are another group, so the expected one was paged as never
+    seen while host a beat, and check said nothing. A warning at the group (events without the
+    field may be what is watched); one naming every field draws none."""
+    assert (
+        0,
+        "DIR/r.yaml:5:51: warning: rules[0].absence.expect[0]: names no dc (group_by is [host, dc]): it expects "
+        "the group of events without dc, and an event with one is in another group, so this group is paged as "
+        "never seen unless events without dc come; give dc's value\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 1 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: hb\n    match: {kind: beat}\n    absence:\n"
+        "      {window: 5m, group_by: [host, dc], expect: [{host: a}, {host: b, dc: x}]}\n",
+    )

@@ -14,7 +14,8 @@ from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.engine import Engine
 from rulesd.events import parse_json, why_invalid
 from rulesd.pipeline import Alert
-from rulesd.replay import BLOCK_BYTES, SAMPLE_CHARS, SAMPLES, ReplayedAlert, ReplaySummary, Sample, replay
+from rulesd.replay import SAMPLE_CHARS, SAMPLES, ReplayedAlert, ReplaySummary, Sample, replay
+from rulesd.replay_blocks import BLOCK_BYTES, blocks
 from rulesd.rules.model import RuleSet
 from tests.ruletools import ruleset_from_yaml
 
@@ -244,3 +245,29 @@ rules:
     replayed = list(replay(ruleset, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
     fired = [a.rules for a in replayed if isinstance(a, ReplayedAlert)]
     assert [("trailing",), ("optional", "plain", "trailing")] == fired
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_blocks_are_those_readlines_makes_with_long_lines_blank(seed: int) -> None:
+    """The blocks read a bounded piece at a time (a short read of a pipe too) are those
+    `readlines(BLOCK_BYTES)` made, each line longer than the limit blank in them with its
+    length beside it: the engine's clock moves between the same lines as before."""
+    rng = random.Random(seed)
+    limit = rng.choice([64, 100, 500, 5000, 20000])
+    sizes = [0, 1, 5, 63, 64, 65, 100, 101, 300, 2000, BLOCK_BYTES - 1, BLOCK_BYTES, BLOCK_BYTES + 1, 30000]
+    lines = [b"x" * rng.choice(sizes) + b"\n" for _ in range(rng.randrange(200))]
+    if lines and rng.random() < 0.5:
+        lines[-1] = lines[-1][:-1]  # the last line without a newline
+    data = b"".join(lines)
+    expected = []
+    stream = io.BufferedReader(io.BytesIO(data))  # (as replay opens a file; a BytesIO's stops at the hint)
+    while block := stream.readlines(BLOCK_BYTES):
+        long = {i: len(line) - line.endswith(b"\n") for i, line in enumerate(block)}
+        long = {i: length for i, length in long.items() if length > limit}
+        expected.append(([b"\n" if i in long else line for i, line in enumerate(block)], long))
+
+    class ShortReads(io.BytesIO):
+        def read1(self, size: int = -1) -> bytes:
+            return super().read1(rng.randint(1, max(1, size)))
+
+    assert expected == list(blocks(ShortReads(data), limit))

@@ -490,16 +490,17 @@ def test_rulesd_check_refuses_an_expected_group_the_match_rules_out(tmp_path: Pa
     expected value, naming the test that rules it out. A value the match allows is fine."""
     assert (
         1,
-        "DIR/r.yaml:4:71: error: absence.expect[1].host: contradicts match.host (DIR/r.yaml:2:27): they allow no "
+        "DIR/r.yaml:4:83: error: absence.expect[1].host: contradicts match.host (DIR/r.yaml:2:27): they allow no "
         "value in common; no event of this expected group can match the rule, so its absence is always paged\n"
-        "DIR/r.yaml:4:85: error: absence.expect[2].port: contradicts match.port.gte (DIR/r.yaml:2:55): the value "
+        "DIR/r.yaml:4:122: error: absence.expect[2].port: contradicts match.port.gte (DIR/r.yaml:2:55): the value "
         "must be 80, which the other test rules out; no event of this expected group can match the rule, so its "
         "absence is always paged\n"
         "FAILED: 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)\n",
     ) == check(
         tmp_path,
         "name: heartbeats\nmatch: {kind: beat, host: [web-1, web-2], port: {gte: 1024}}\n"
-        "absence:\n  {window: 5m, group_by: [host, port], expect: [{host: web-1}, {host: db-1}, {port: 80}]}\n",
+        "absence:\n  {window: 5m, group_by: [host, port], expect: [{host: web-1, port: 8080}, {host: db-1, port: "
+        "8080}, {host: web-2, port: 80}]}\n",
     )
 
 
@@ -694,6 +695,24 @@ def test_rulesd_check_warns_at_a_field_in_doubled_braces(tmp_path: Path) -> None
         '      message: "Disk full on {{host}}: {{{dev}}} {{\\"a\\": 1}} {{}}"\n'
         '      tags: ["host:{{ .host }}"]\n'
         '      details: {h: "{{ $labels.dev }}"}\n',
+    )
+
+
+def test_rulesd_check_warns_at_a_responder_written_as_a_template(tmp_path: Path) -> None:
+    """The alert's texts are templates, a responder is not: `name: "{team}"` asked OpsGenie for
+    a team literally named {team}, which it cannot resolve, and check said nothing. A warning at
+    the responder; a name without a field, `{{team}}` included, draws none."""
+    assert (
+        0,
+        "DIR/r.yaml:5:68: warning: rules[0].alert.responders[1].username: a responder is not a template: OpsGenie "
+        "is asked for the one named '{owner.email}' as written, not for the value of owner.email; to page by a "
+        "field's value, write a rule for each value\n"
+        "OK: 1 file(s), 1 rule(s), 0 error(s), 1 warning(s)\n",
+    ) == check(
+        tmp_path,
+        "rules:\n  - name: a\n    match: {m: x}\n    alert:\n"
+        '      responders: [{type: team, name: ops}, {type: user, username: "{owner.email}"}, '
+        '{type: team, name: "{{team}}"}]\n',
     )
 
 

@@ -519,3 +519,27 @@ def test_rulesd_test_loads_a_rule_set_its_test_files_share_through_the_rule_cach
     assert [str(tmp_path / "rules.yaml")] == parsed
     assert said[0] == said[1]
     assert "rule tests: 2 passed, 0 failed, 0 invalid, 1 warning(s)" in said[0]
+
+
+def test_an_event_holding_nan_or_inf_is_a_problem_at_the_value(tmp_path: Path) -> None:
+    """No event holds .nan or .inf (a JSON line with NaN or Infinity is invalid and skipped; a
+    typed field never converts to one): a test passing on one (a rule's `gt` holds for .inf)
+    passed where the daemon pages nothing. Each is an error at its value, nested ones too."""
+    _, problems = run(
+        tmp_path,
+        """
+  - name: infinite
+    events:
+      - {event: {level: error, host: .nan}}
+      - {event: {level: error, host: a, took: {ms: [1, -.inf]}}}
+    expect_alerts: []
+""",
+    )
+    said = (
+        "is no value an event can hold: JSON has no such number (a line with one is invalid, skipped before any "
+        "rule sees it) and no typed field converts to one"
+    )
+    assert [
+        f"{tmp_path}/t.test.yaml:6:38: error: tests[0].events[0].event.host: .nan {said}",
+        f"{tmp_path}/t.test.yaml:7:56: error: tests[0].events[1].event.took.ms[1]: -.inf {said}",
+    ] == problems

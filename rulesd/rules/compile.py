@@ -46,7 +46,7 @@ from rulesd.rules.model import (
     Threshold,
 )
 from rulesd.rules.patterns import FieldScanner, Pattern, PatternSet, matches_every_text
-from rulesd.rules.templates import Template, TemplateError, literal_fields, parse_template
+from rulesd.rules.templates import Template, TemplateError, literal_fields, not_a_template, parse_template
 from rulesd.validation import format_path
 
 _TEMPLATE_KEYS = ("message", "description", "alias", "entity", "note")
@@ -554,6 +554,14 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, sou
         if nan:  # (a group key would even read it as null)
             ctx.report(("absence", "expect", i, nan[0]), NAN_MESSAGE)
             continue
+        left = [p for p in group_by if p not in expected]
+        if left and not ctx.checked:  # (a warning: events without the field may be what is watched)
+            message = (
+                f"names no {left[0]} (group_by is [{', '.join(group_by)}]): it expects the group of events without "
+                f"{left[0]}, and an event with one is in another group, so this group is paged as never seen "
+                f"unless events without {left[0]} come; give {left[0]}'s value"
+            )
+            ctx.report(("absence", "expect", i), message, warning=True)
         keys.append(group_key(key_text(expected[p]) if p in expected else key_text(MISSING) for p in group_by))
         events.append(event_with(expected))
     if not sound or window is None:
@@ -590,6 +598,10 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
     responders: tuple[Responder, ...] = ()
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))
+        for i, responder in enumerate(() if ctx.checked else responders):  # (a warning: braces may be in a name)
+            message = not_a_template(responder.value, "a responder")
+            if message is not None:
+                ctx.report(("alert", "responders", i, responder.key), message, warning=True)
     templates = {key: tmpl(key) for key in _TEMPLATE_KEYS}
     return AlertSpec(
         priority=raw.get("priority", DEFAULT_PRIORITY),

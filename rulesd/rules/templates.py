@@ -28,6 +28,22 @@ def literal_fields(source: str) -> list[tuple[str, str]]:
     return [(m.group(0), m.group(1)) for m in _DOUBLED_FIELD.finditer(source)]
 
 
+def not_a_template(value: str, what: str) -> str | None:
+    """Why `value`, sent as written (`what`: a responder), is likely a mistake: it names a
+    field as a template would (`{team}`), and the alert's other texts are templates. None if
+    it names none."""
+    try:
+        fields = parse_template(value).fields
+    except TemplateError:
+        return None
+    if not fields:
+        return None
+    return (
+        f"{what} is not a template: OpsGenie is asked for the one named {value!r} as written, not for the value of "
+        f"{fields[0]}; to page by a field's value, write a rule for each value"
+    )
+
+
 class TemplateError(ValueError):
     """A template that cannot be parsed; the message says where in the string."""
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from rulesd.events import Parser
+from rulesd.sources.lines import MAX_LINE_BYTES as MAX_LINE_BYTES  # (defined beside the line splitting)
 from rulesd.sources.lines import Lines
 
 # Defaults shared by the sources and the configuration.
-MAX_LINE_BYTES = 1_048_576  # longer lines are skipped and counted, never held whole
 START_AT = "end"  # where a source with no saved position starts: "beginning" or "end"
 START_AT_CHOICES = ("beginning", "end")
 CHUNK = 1 << 18  # bytes per read of a pipe (stdin, journalctl)

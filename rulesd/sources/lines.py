@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from io import BytesIO
 from typing import NamedTuple
 
+# Defaults shared by the sources, the configuration and replay.
+MAX_LINE_BYTES = 1_048_576  # longer lines are skipped and counted, never held whole
 # A batch also stops growing at this size, since a line may be up to `max_line_bytes` long.
 BATCH_BYTES = 8 << 20
 # Reads of a pipe per read() at most: an over-long line being skipped adds no lines, so the
