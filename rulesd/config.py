@@ -173,11 +173,13 @@ def _document(path: str, cache: RuleCache | None) -> Document:
     from rulesd.rules.loader import cache_document, cached_document, document_key
 
     data = read_file(path)  # once: the keys and the document are of the same bytes
-    key, blanked_key = document_key(data, CONFIG_DOCUMENT), document_key(data, CONFIG_BLANKED)
+    key = document_key(data, CONFIG_DOCUMENT)
     doc = cached_document(cache, key, path, data, CONFIG_DOCUMENT)
-    if doc is None:
-        kept = cached_document(cache, blanked_key, path, data, CONFIG_BLANKED)
-        doc = restored(kept, data) if kept is not None else None
+    if doc is not None:
+        return doc
+    blanked_key = document_key(data, CONFIG_BLANKED)
+    kept = cached_document(cache, blanked_key, path, data, CONFIG_BLANKED)
+    doc = restored(kept, data) if kept is not None else None
     if doc is None:
         from rulesd.yamldoc import parse_yaml_bytes
 
