@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -22,6 +22,7 @@ from rulesd.alerting.api import alert_url_warnings, api_key_problem, is_loopback
 from rulesd.alerting.payload import parse_recipients, recipient_typos
 from rulesd.config_durations import duration_warnings
 from rulesd.config_paths import path_findings, source_places
+from rulesd.config_secrets import blanked, restored, secrets
 from rulesd.document import Document
 from rulesd.durations import parse_duration
 from rulesd.engine.core import MAX_GROUPS, MAX_GROUPS_PER_RULE, MAX_VALUES_PER_GROUP, Limits
@@ -162,7 +163,8 @@ def _document(path: str, cache: RuleCache | None) -> Document:
     """The config's parsed document (its line marks too), read from `cache` by its bytes when
     they were parsed before without a problem: the daemon's warm start then imports no PyYAML
     (~13 ms, a third of it compiling a pattern the C parser never uses). Everything after the
-    parse (the schema, the checks, the paths on disk) is done again from it, as from YAML."""
+    parse (the schema, the checks, the paths on disk) is done again from it, as from YAML. A
+    document holding a secret is kept without it (`rulesd.config_secrets`)."""
     from rulesd.document import read_file
 
     # PyYAML is imported only where YAML is read.
@@ -172,46 +174,33 @@ def _document(path: str, cache: RuleCache | None) -> Document:
         return read_yaml(path, keep_going=True)
     from rulesd.rules.loader import cache_document, cached_document, document_key
 
-    data = read_file(path)  # once: the key and the document are of the same bytes
+    data = read_file(path)  # once: the keys and the document are of the same bytes
     key = document_key(data, CONFIG_DOCUMENT)
     doc = cached_document(cache, key, path, data, CONFIG_DOCUMENT)
+    if doc is not None:
+        return doc
+    blanked_key = document_key(data, CONFIG_BLANKED)
+    kept = cached_document(cache, blanked_key, path, data, CONFIG_BLANKED)
+    doc = restored(kept, data) if kept is not None else None
     if doc is None:
         from rulesd.yamldoc import parse_yaml_bytes
 
         doc = parse_yaml_bytes(data, path, keep_going=True)
-        # A problem is said from the YAML each time; a secret stays in the files the operator
-        # protects, never copied into a cache that backups and other tools may read.
-        if not doc.problems and not _holds_secret(doc.value):
-            cache_document(cache, key, doc, CONFIG_DOCUMENT)
+        # A problem is said from the YAML each time.
+        if not doc.problems:
+            if next(secrets(doc.value), None) is None:
+                cache_document(cache, key, doc, CONFIG_DOCUMENT)
+            elif (without := blanked(doc, data)) is not None:
+                cache_document(cache, blanked_key, without, CONFIG_BLANKED)
     return doc
-
-
-# The secrets redis-py reads from a URL's query (it hides them as it hides the userinfo's):
-# the server's password, and the one that unlocks an encrypted client key (rediss://).
-_QUERY_SECRETS = frozenset({"password", "ssl_password"})
-
-
-def _holds_secret(value: Any) -> bool:
-    """Whether a parsed config holds a secret: an inline API key, or a URL naming a user or a
-    password (`redis://:password@host`, or `redis://host?password=…` or `?ssl_password=…`, which
-    redis-py reads too)."""
-    if isinstance(value, dict):
-        return any((key == "api_key" and item is not None) or _holds_secret(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_secret(item) for item in value)
-    if isinstance(value, str) and "://" in value:
-        try:
-            url = urlsplit(value)
-        except ValueError:  # (an unclosed IPv6 bracket: the config's check says so; not kept meanwhile)
-            return True
-        # (redis-py unquotes the query's names as parse_qs does)
-        return "@" in url.netloc or not _QUERY_SECRETS.isdisjoint(parse_qs(url.query))
-    return False
 
 
 # The cache's kind for a parsed config: never taken for a rule file of the same bytes, whose
 # cached document is known to be free of schema violations.
 CONFIG_DOCUMENT = "config"
+# ... and for one kept without its secrets (`rulesd.config_secrets`): the version says what its
+# places mean, and changes with it, so that no other version reads them.
+CONFIG_BLANKED = "config-blanked-1"
 
 
 def _written(raw: dict[str, Any], keys: tuple[str, ...]) -> bool:
