@@ -26,6 +26,7 @@ from rulesd.alerting import alias
 from rulesd.alerting.alias import NAMES_KEPT, alert_alias, rule_names
 from rulesd.deferred_regex import when_used
 from rulesd.engine import Closing, Firing
+from rulesd.interned import Memo
 from rulesd.jsontext import indented_json
 from rulesd.printable import lines, one_line
 from rulesd.rules.fields import Event
@@ -195,9 +196,7 @@ class _Parts(msgspec.Struct, frozen=True, eq=False):
     budget: int  # what the other details may take
 
 
-# As the names in `rulesd.alerting.alias`: per tuple of rules, least recently used let go.
-@functools.lru_cache(maxsize=NAMES_KEPT)
-def _parts(rules: tuple[Rule, ...]) -> _Parts:
+def _parts_of(rules: tuple[Rule, ...]) -> _Parts:
     said: list[tuple[str, Template | None, str]] = []
     tags: dict[str, Template] = {}
     details: dict[str, Template] = {}
@@ -216,6 +215,11 @@ def _parts(rules: tuple[Rule, ...]) -> _Parts:
     return _Parts(tuple(said), head, tuple(tags.values()), tuple(details.items()), triggering, budget)
 
 
+# As the names in `rulesd.alerting.alias`: per tuple of rules, all let go when full.
+_PARTS: Memo[tuple[Rule, ...], _Parts] = Memo(_parts_of, NAMES_KEPT)
+_parts = _PARTS.__getitem__
+
+
 def forget_rules() -> None:
     """Let go of every tuple of rules the memos hold (here and the alias's names): a daemon's
     reload calls it once its new rule set runs. The tuples of the rules before are never asked
@@ -223,7 +227,7 @@ def forget_rules() -> None:
     Hyperscan databases: up to NAMES_KEPT tuples, a whole rule set per reload where one alert
     came between reloads (a set of 300 rules, 20 of them firing between reloads: +38 MiB after
     55 reloads)."""
-    _parts.cache_clear()
+    _PARTS.clear()
     _responders.cache_clear()
     alias.forget()
 
