@@ -39,8 +39,7 @@ def test_a_memo_answers_as_its_function_and_empties_when_full() -> None:
 def test_a_hit_is_a_lookup_of_the_dict_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """The names and the default alias of the rules that fire together are looked up without
     calling a Python function or `functools.lru_cache`'s wrapper on a hit (a key tuple packed,
-    hashed and compared, and the recency list moved: about twice the lookup, three times per
-    alert of a replay's text lines)."""
+    hashed and compared, and the recency list moved: three such hits an alert of a replay)."""
     rules = rules_from_yaml("rules:\n  - {name: b, match: {x: 1}}\n  - {name: a, match: {x: 1}}\n")
     fired = Interned([rules["b"], rules["a"]])
     names, said = rule_names(fired), alert_alias(fired, {})
