@@ -23,6 +23,7 @@ from rulesd.engine.core import Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json, parse_mended
 from rulesd.eventtime import AUTO, EventTime
+from rulesd.interned import Memo
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules import generated_code
 from rulesd.rules.cache import RuleCache
@@ -654,7 +655,7 @@ def _alert_line(alert: ReplayedAlert) -> str:
 # The names of the rules that fired together come as one tuple per combination (`rule_names`,
 # whose hash is that of its names' cached hashes): joined once, not per alert (~40 names an
 # alert at 1,000 held-out rules).
-_joined = functools.lru_cache(maxsize=1024)(", ".join)
+_joined = Memo(", ".join, 1024).__getitem__
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from rulesd.alerting.payload import (
     triggering_rules,
 )
 from rulesd.engine import Firing
-from rulesd.printable import one_line
+from rulesd.printable import lines, one_line
 from rulesd.rules.loader import check_text, load_ruleset_text
 from rulesd.rules.model import Responder, Rule
 from tests.opsgenie_schema import DETAILS_MAX, create_alert_validator, details_size
@@ -445,6 +445,45 @@ def test_floats_under_1e_minus_4_keep_their_value_but_not_json_dumpss_exponent()
 def test_the_description_ends_with_the_event() -> None:
     """After the rules' descriptions comes the event, indented."""
     event = {"service": "payments", "tags": ["a", "b"], "n": 1.5}
+    payload = build([RULES["described"]], event)
+    assert "described: rendered for\n\nEvent:\n" + json.dumps(event, indent=2) == payload["description"]
+
+
+def test_the_description_is_escaped_as_one_text_whatever_part_holds_the_controls() -> None:
+    """The rules' text and the event's JSON are escaped apart (the rules' once per combination,
+    the event's only when it is not ASCII or holds DEL): the description is what escaping it
+    whole gives, wherever a control character is (a rule's description, a template's text,
+    the event's values: DEL, C1, the line separators, a tab)."""
+    rng = random.Random(7)
+    pieces = ["a", " ", "é", "\t", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\x1b", "\n", "雪", '"', "\\"]
+    for _ in range(300):
+        said, value = ("".join(rng.choices(pieces, k=rng.randint(0, 8))) for _ in range(2))
+        rules = rules_from_yaml(
+            "rules:\n"
+            f"  - name: fixed\n    description: {json.dumps(said)}\n    match: {{x: 1}}\n"
+            f"  - name: templated\n    description: {json.dumps(said)}\n    match: {{x: 1}}\n"
+            "    alert: {description: 'got {v}'}\n"
+        )
+        event = {"v": value, "n": [value, 1]}
+        for fired in ([rules["fixed"]], [rules["templated"], rules["fixed"]]):
+            written = build(fired, event)["description"]
+            parts = [f"{r.name}: " + (f"got {value}".strip() if r.alert.description else said.strip()) for r in fired]
+            head = "\n".join(p for p in parts if not p.endswith(": "))
+            whole = f"{head}\n\nEvent:\n{event_text(event)}" if head else f"Event:\n{event_text(event)}"
+            assert lines(whole) == written, (said, value)
+
+
+def test_an_ascii_event_is_not_searched_for_control_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON escapes C0 in the event's text, so ASCII JSON without DEL needs no escape: the
+    description's event is not searched for what `lines` would escape (~2.5 µs a body of 500
+    characters, for every alert `--format json` writes and the daemon queues)."""
+    import rulesd.printable
+
+    def searched() -> Any:
+        raise AssertionError("the event's JSON was searched")
+
+    monkeypatch.setattr(rulesd.printable, "_CONTROLS_BUT_NEWLINE", searched)
+    event = {"service": "payments", "tags": ["a", "b"], "n": 1.5, "text": "tab\there \u001b"}
     payload = build([RULES["described"]], event)
     assert "described: rendered for\n\nEvent:\n" + json.dumps(event, indent=2) == payload["description"]
 

@@ -6,9 +6,9 @@ alerts later (resolve, absence) remembers the aliases they went out with.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 
+from rulesd.interned import Memo
 from rulesd.printable import one_line
 from rulesd.rules.fields import MISSING, Event, key_text
 from rulesd.rules.model import Rule
@@ -61,26 +61,30 @@ def default_alias(rules: tuple[Rule, ...], event: Event) -> str:
 NAMES_KEPT = 1024
 
 
-@functools.lru_cache(maxsize=NAMES_KEPT)
-def rule_names(rules: tuple[Rule, ...]) -> tuple[str, ...]:
-    """The names of `rules`, in their order: one plain tuple per tuple of rules (the collector
-    stops tracking a tuple of texts alone, and would walk an `Interned` at every collection)."""
+def _names(rules: tuple[Rule, ...]) -> tuple[str, ...]:
+    # One plain tuple per tuple of rules (the collector stops tracking a tuple of texts alone,
+    # and would walk an `Interned` at every collection).
     return tuple([rule.name for rule in rules])
 
 
-@functools.lru_cache(maxsize=NAMES_KEPT)
-def _names_text(rules: tuple[Rule, ...]) -> str:
+def _sorted_names(rules: tuple[Rule, ...]) -> str:
     return "rulesd: " + ", ".join(sorted(rule_names(rules)))
 
 
-@functools.lru_cache(maxsize=NAMES_KEPT)
-def _names_alias(rules: tuple[Rule, ...]) -> str:
-    """The alias of `rules` whose lead has neither an alias nor a group: its names (hashed,
-    beyond ALIAS_MAX, as they are once dozens of rules alike fire together)."""
+def _names_only(rules: tuple[Rule, ...]) -> str:
     return _bounded(_names_text(rules))
+
+
+_MEMOS = (Memo(_names, NAMES_KEPT), Memo(_sorted_names, NAMES_KEPT), Memo(_names_only, NAMES_KEPT))
+# `rule_names(rules)`: the names of `rules`, in their order.
+rule_names = _MEMOS[0].__getitem__
+_names_text = _MEMOS[1].__getitem__
+# The alias of `rules` whose lead has neither an alias nor a group: its names (hashed, beyond
+# ALIAS_MAX, as they are once dozens of rules alike fire together).
+_names_alias = _MEMOS[2].__getitem__
 
 
 def forget() -> None:
     """Let go of every tuple of rules remembered here (see `payload.forget_rules`)."""
-    for memo in (rule_names, _names_text, _names_alias):
-        memo.cache_clear()
+    for memo in _MEMOS:
+        memo.clear()
