@@ -612,3 +612,29 @@ def test_an_unquoted_word_read_as_a_boolean_where_a_value_is_compared_is_warned_
     rule = result.ruleset.by_name()["a"]
     event = {"country": False, "region": False, "mode": True, "answer": True, "enabled": True, "user": "no"}
     assert rule.match({**event, "exists": False})  # what was read is what is compared
+
+
+def test_an_alert_s_every_part_is_compiled_and_every_malformed_template_said(tmp_path: Path) -> None:
+    """Each of the alert's texts becomes its template (a text of the wrong kind is the schema's
+    error alone), its responders and details kept in their order; a malformed template is an error
+    wherever it is written, each at its own line, in the file's order."""
+    good = (
+        "rules:\n  - name: a\n    match: {x: 1}\n    alert:\n      priority: P2\n      message: '{host} down'\n"
+        "      description: d {x}\n      alias: '{host}'\n      entity: e\n      note: n\n"
+        "      tags: [t1, '{x}']\n      responders: [{type: team, name: ops}, {type: user, id: u1}]\n"
+        "      details: {b: '{x}', a: plain}\n"
+    )
+    path = tmp_path / "good.yaml"
+    path.write_text(good)
+    (rule,) = load_ruleset([path]).rules
+    alert = rule.alert
+    event = {"host": "h", "x": 7}
+    parts = (alert.message, alert.description, alert.alias, alert.entity, alert.note)
+    assert ["P2", "h down", "d 7", "h", "e", "n"] == [alert.priority, *(t and t.render(event) for t in parts)]
+    assert ["t1", "7"] == [t.render(event) for t in alert.tags]
+    assert (Responder("team", "name", "ops"), Responder("user", "id", "u1")) == alert.responders
+    assert [("b", "7"), ("a", "plain")] == [(k, t.render(event)) for k, t in alert.details]
+    bad = good.replace("'{host} down'", "'{a!r}'").replace("'{x}']", "'{'] ").replace("b: '{x}'", "b: '}'")
+    path.write_text(bad)
+    lines = [line.split(": error: ")[0].removeprefix(f"{path}:") for line in check_lines(path)]
+    assert ["6:16", "11:18", "13:20"] == lines

@@ -568,42 +568,32 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, sou
 
 
 def _alert(raw: Any, ctx: _Context) -> AlertSpec:
+    # (written as plain loops, not closures and generators: it runs for every rule of every start,
+    # warm ones too; its parts are read in the order their problems were always said)
     if not isinstance(raw, dict):
         return AlertSpec()
-
-    def tmpl(key: str) -> Template | None:
-        value = raw.get(key)
-        if isinstance(value, str) and ctx.ok(("alert", key)):
-            return ctx.template(value, ("alert", key))
-        return None
-
-    def each(key: str) -> tuple[Template, ...]:
-        items = raw.get(key)
-        if not isinstance(items, list):
-            return ()
-        return tuple(
-            ctx.template(s, ("alert", key, i))
-            for i, s in enumerate(items)
-            if isinstance(s, str) and ctx.ok(("alert", key, i))
-        )
-
+    details = []
     details_raw = raw.get("details")
-    details = tuple(
-        (k, ctx.template(v, ("alert", "details", k)))
-        for k, v in (details_raw.items() if isinstance(details_raw, dict) else ())
-        if isinstance(v, str) and ctx.ok(("alert", "details", k))
-    )
+    for k, v in details_raw.items() if isinstance(details_raw, dict) else ():
+        if isinstance(v, str) and ctx.ok(("alert", "details", k)):
+            details.append((k, ctx.template(v, ("alert", "details", k))))
     responders: tuple[Responder, ...] = ()
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))
-    templates = {key: tmpl(key) for key in _TEMPLATE_KEYS}
-    return AlertSpec(
-        priority=raw.get("priority", DEFAULT_PRIORITY),
-        tags=each("tags"),
-        responders=responders,
-        details=details,
-        **templates,
-    )
+    templates: list[Template | None] = []
+    for key in _TEMPLATE_KEYS:
+        value = raw.get(key)
+        templates.append(
+            ctx.template(value, ("alert", key)) if isinstance(value, str) and ctx.ok(("alert", key)) else None
+        )
+    tags = []
+    items = raw.get("tags")
+    for i, s in enumerate(items) if isinstance(items, list) else ():
+        if isinstance(s, str) and ctx.ok(("alert", "tags", i)):
+            tags.append(ctx.template(s, ("alert", "tags", i)))
+    message, description, alias, entity, note = templates
+    priority = raw.get("priority", DEFAULT_PRIORITY)
+    return AlertSpec(priority, message, description, alias, entity, note, tuple(tags), responders, tuple(details))
 
 
 def _responder(raw: dict[str, str]) -> Responder:
