@@ -108,6 +108,11 @@ def resolve_operand(op: str | None, operand: Any, lists: Lists) -> Any:
     if name is not None:
         return _named(op, name, lists)
     if isinstance(operand, list):
+        for item in operand:  # (the usual list, no text starting with `$`: read as it is, in one pass)
+            if isinstance(item, str) and item[:1] == "$":
+                break
+        else:
+            return operand[:]
         for i, item in enumerate(operand):
             if reference(item) is not None:
                 message = f"an item of a list cannot be a named list (lists are not merged); write ${item} for the text"
