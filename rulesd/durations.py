@@ -8,6 +8,7 @@ is seconds, but draws a warning (`unitless`): Prometheus refuses `for: 5` and El
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -26,6 +27,10 @@ def parse_duration(value: int | str) -> float:
         if value < 0:
             raise ValueError(f"bad duration {value!r}: must not be negative")
         return _seconds(value)
+    return _known_text(value) if type(value) is str else _text_seconds(value)
+
+
+def _text_seconds(value: str) -> float:
     plain = _PLAIN.match(value)
     if plain:
         return _seconds(int(plain.group(1)))
@@ -40,6 +45,11 @@ def parse_duration(value: int | str) -> float:
     if pos != len(value) or pos == 0:
         raise ValueError(f"bad duration {value!r}: use seconds or e.g. 30s, 5m, 2h, 1d, 1h30m")
     return _seconds(total)
+
+
+# A rule set repeats its few durations (`5m` in hundreds of rules), read again at every start:
+# each text is parsed once per process. (A text that is no duration raises each time.)
+_known_text = functools.lru_cache(maxsize=1024)(_text_seconds)
 
 
 def _seconds(count: int) -> float:

@@ -166,3 +166,33 @@ def test_rulesd_check_and_test_refuse_a_huge_duration_at_its_place(tmp_path: Pat
         f"{test}:4:70: error: tests[0].events[1].advance: {TOO_LONG_MESSAGE}\n"
         "rule tests: 0 passed, 0 failed, 2 invalid\n",
     ) == (tested.returncode, tested.stdout)
+
+
+def test_a_text_is_parsed_once_per_process_and_a_bad_one_refused_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule set repeats its few durations (`5m` in hundreds of rules) at every start: a text
+    is parsed once, and answers the same after; a text that is no duration is refused every
+    time, with the same message; a number, and a boolean, are read as before."""
+    from rulesd import durations
+
+    parsed: list[str] = []
+    plain = durations._PLAIN
+
+    class Counting:
+        def match(self, text: str) -> re.Match[str] | None:
+            parsed.append(text)
+            return plain.match(text)
+
+    monkeypatch.setattr(durations, "_PLAIN", Counting())
+    text = " 3d 2h 1m 59s "  # (no other test reads it)
+    assert [266519.0] * 3 == [parse_duration(text) for _ in range(3)]
+    assert [text] == parsed
+    for bad in ("9m 9m", "4x"):
+        messages = []
+        for _ in range(2):
+            with pytest.raises(ValueError, match="bad duration") as raised:
+                parse_duration(bad)
+            messages.append(str(raised.value))
+        assert messages[0] == messages[1]
+    assert (60.0, 60.0) == (parse_duration(60), parse_duration("60"))
+    with pytest.raises(ValueError, match="bad duration True"):
+        parse_duration(True)

@@ -11,6 +11,7 @@ import yaml
 
 from rulesd.engine import Engine
 from rulesd.rules.index import RuleIndex
+from rulesd.rules.lists import ListError, resolve_operand
 from rulesd.rules.loader import check_paths, check_text, load_ruleset
 from tests.ruletools import rules_from_yaml
 
@@ -245,3 +246,17 @@ def test_a_single_rule_file_has_no_lists() -> None:
         "name, new_value, resolve, sequence, threshold, throttle",
         "3:15: match.user: undefined list $a (no lists are defined: a rule file defines them under a top-level lists:)",
     ] == check("lists: {a: [1]}\nname: r\nmatch: {user: $a}\n")
+
+
+def test_a_list_operand_is_read_as_a_new_list_its_double_dollar_texts_as_single() -> None:
+    """A list written in a rule is its test's operand as a list of its own (the document's stays
+    as written); an item `$$text` is the text `$text`, one `$name` an error at its index."""
+    written: list[Any] = ["a", 1, None, True, 2.5, "b$", "$$c"]
+    plain = written[:-1]
+    for op in ("in", "not_in", None):
+        resolved = resolve_operand(op, plain, {})
+        assert plain == resolved and resolved is not plain
+        assert [*plain, "$c"] == resolve_operand(op, written, {})
+    with pytest.raises(ListError) as raised:
+        resolve_operand("in", ["a", "$c"], {})
+    assert (1,) == raised.value.path

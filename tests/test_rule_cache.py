@@ -21,7 +21,7 @@ from rulesd.rules.cache import MAX_FILES, STALE_AFTER, RuleCache
 from rulesd.rules.loader import check_paths
 from rulesd.rules.patterns import FieldScanner
 from rulesd.yamldoc import parse_yaml
-from tests.run_cli import imported_by
+from tests.run_cli import imported_by, rulesd_cli
 
 RULES = """
 rules:
@@ -374,10 +374,6 @@ def test_a_warm_replay_imports_nothing_only_a_mistake_or_another_command_needs(t
     """What explains a mistake (another tool's keys, a misplaced key, a refused regex) is needed
     only where a rule file is checked, not when its check comes from the cache; GitHub
     annotations, the config's limits and shell completion only by other commands."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    events = tmp_path / "events.jsonl"
-    events.write_text('{"service": "api", "message": "timeout after 250ms"}\n')
     modules = (
         "rulesd.rules.foreign",
         "rulesd.rules.misplaced",
@@ -386,11 +382,52 @@ def test_a_warm_replay_imports_nothing_only_a_mistake_or_another_command_needs(t
         "rulesd.engine.limit_checks",
         "rulesd.completion",
     )
-    env = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
-    first, _ = imported_by(modules, "replay", "--rules", str(rules), str(events), env=env)
-    second, out = imported_by(modules, "replay", "--rules", str(rules), str(events), env=env)
+    (first, _), (second, out) = _replayed_cold_then_warm(tmp_path, RULES, modules)
     assert ("['rulesd.rules.foreign', 'rulesd.rules.misplaced']", "[]") == (first, second)
     assert "alerts: 1" in out
+
+
+def _replayed_cold_then_warm(tmp_path: Path, text: str, modules: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Which of `modules` a replay of one event over the rules `text` imported, and what it wrote:
+    with an empty rule cache, then with the cache that start filled."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"service": "api", "message": "timeout after 250ms"}\n')
+    env = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    return [imported_by(modules, "replay", "--rules", str(rules), str(events), env=env) for _ in range(2)]
+
+
+def test_a_warm_replay_imports_no_check_that_only_finds_problems_nor_what_writes_the_cache(tmp_path: Path) -> None:
+    """A rule set loaded from the cache has its warnings kept there: the checks whose only product
+    is a problem (contradictions, kinds' mistakes, values of another kind, boolean words) are
+    skipped, and so need not be imported; nor does a start that writes nothing need tempfile
+    (with shutil, random and the compression modules). The first, cold start needs them all, and
+    the warm one says the same warning."""
+    text = (
+        RULES
+        + "  - {name: c, match: {status: 500}, threshold: {count: 3, window: 1m, group_by: [host]}}\n"
+        + "  - {name: d, match: {debug: yes}}\n"
+        + '  - {name: g, match: {code: "500"}}\n  - {name: h, match: {code: {gt: 400}}}\n'
+        + "  - name: e\n    match: {service: api}\n    absence: {window: 5m, group_by: [host], expect: [{host: h1}]}\n"
+        + "  - name: f\n    sequence:\n      group_by: [host]\n"
+        + "      steps: [{match: {message: {contains: login}}}, {match: {message: {contains: sudo}}}]\n"
+    )
+    modules = (
+        "rulesd.rules.boolean_words",
+        "rulesd.rules.contradictions",
+        "rulesd.rules.kind_checks",
+        "rulesd.rules.value_kinds",
+        "tempfile",
+    )
+    (first, first_out), (second, second_out) = _replayed_cold_then_warm(tmp_path, text, modules)
+    assert (str(sorted(modules)), "[]") == (first, second)
+    assert "alerts: 1" in second_out
+    assert first_out == second_out
+    env = {"RULESD_CACHE_DIR": str(tmp_path / "cache2")}
+    said = [rulesd_cli("check", str(tmp_path / "rules.yaml"), env=env).stdout for _ in range(2)]
+    assert "2 warning(s)" in said[0] and "unquoted yes" in said[0] and "write 500 unquoted" in said[0], said[0]
+    assert said[0] == said[1]
 
 
 def test_a_changed_or_invalid_file_is_read_afresh(tmp_path: Path) -> None:

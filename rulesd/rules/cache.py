@@ -22,7 +22,6 @@ import fcntl
 import hashlib
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,6 +136,10 @@ class RuleCache:
         try:
             self._ensure_directory()
             path = self._path(kind, key)
+            # Imported here: a start from a warm cache writes nothing, and tempfile brings shutil,
+            # random and the compression modules (~2 ms of every start).
+            import tempfile
+
             # A name of its own (O_EXCL, 0600): one named after the process was taken for good
             # by a writer killed mid-write whose id a later process got (in containers, often),
             # and by the daemon's other thread writing the same entry.

@@ -19,9 +19,7 @@ from rulesd.rules.conditions import (
     compile_condition,
     necessary_hints,
 )
-from rulesd.rules.contradictions import contradictions, messages, shared_field_clash
 from rulesd.rules.fields import MISSING, event_with, group_getters, group_key, key_text, make_getter
-from rulesd.rules.kind_checks import kind_mistakes
 from rulesd.rules.lists import (
     NAN_MESSAGE,
     NO_LISTS,
@@ -110,6 +108,8 @@ class _Context:
         (a branch of `any`, what `not` negates, an absent step's condition)."""
         if self.checked:
             return
+        from rulesd.rules.contradictions import contradictions, messages
+
         for found, message in messages(contradictions(match, (*self.base, *path), self.lists, scope)):
             self.contradiction(found.path, found.other, message, warning=not found.certain)
 
@@ -232,6 +232,8 @@ def compile_rule(
         ctx.report(("resolve",), f"resolve is for threshold and distinct rules ({why})", key=True)
     alert = _alert(raw.get("alert", {}), ctx)
     if kind is not None and sound_match and not ctx.problems and not checked:  # (how its sound parts meet)
+        from rulesd.rules.kind_checks import kind_mistakes
+
         for path, message, warning in kind_mistakes(raw, kinds[0], kind, throttle, resolve, lists):
             ctx.report(path, message, warning=warning)
     if ctx.problems or ctx.faulted or compiled is None or match is None:
@@ -514,6 +516,8 @@ def _steps_of_one_group(raw_steps: list[dict[str, Any]], group_by: tuple[str, ..
     """An error where the steps' tests of a group_by field contradict each other: the events
     of a sequence are those of one group, with one value of each group_by field, so steps that
     need different values (`host: a`, then `host: b`, grouped by host) never follow each other."""
+    from rulesd.rules.contradictions import shared_field_clash
+
     where = [(*ctx.base, "sequence", "steps", i, "match") for i in range(len(raw_steps))]
     matches = [(step["match"], at) for step, at in zip(raw_steps, where, strict=True) if "match" in step]
     for field in group_by:
@@ -527,6 +531,8 @@ def _expected_never_matching(spec: dict[str, Any], match: dict[str, Any], ctx: _
     """An error at a value of an expected group that the rule's match rules out (`host: [web-1,
     web-2]` expecting `{host: db-1}`): no event of that group ever matches, so its absence is
     paged every time and never closes."""
+    from rulesd.rules.contradictions import shared_field_clash
+
     where: JsonPath = (*ctx.base, "match")
     for i, expected in enumerate(spec.get("expect", ())):
         for field, value in expected.items() if isinstance(expected, dict) else ():
@@ -570,31 +576,15 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, sou
 
 
 def _alert(raw: Any, ctx: _Context) -> AlertSpec:
+    # (written as plain loops, not closures and generators: it runs for every rule of every start,
+    # warm ones too; its parts are read in the order their problems were always said)
     if not isinstance(raw, dict):
         return AlertSpec()
-
-    def tmpl(key: str) -> Template | None:
-        value = raw.get(key)
-        if isinstance(value, str) and ctx.ok(("alert", key)):
-            return ctx.template(value, ("alert", key))
-        return None
-
-    def each(key: str) -> tuple[Template, ...]:
-        items = raw.get(key)
-        if not isinstance(items, list):
-            return ()
-        return tuple(
-            ctx.template(s, ("alert", key, i))
-            for i, s in enumerate(items)
-            if isinstance(s, str) and ctx.ok(("alert", key, i))
-        )
-
+    details = []
     details_raw = raw.get("details")
-    details = tuple(
-        (k, ctx.template(v, ("alert", "details", k)))
-        for k, v in (details_raw.items() if isinstance(details_raw, dict) else ())
-        if isinstance(v, str) and ctx.ok(("alert", "details", k))
-    )
+    for k, v in details_raw.items() if isinstance(details_raw, dict) else ():
+        if isinstance(v, str) and ctx.ok(("alert", "details", k)):
+            details.append((k, ctx.template(v, ("alert", "details", k))))
     responders: tuple[Responder, ...] = ()
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))
@@ -602,14 +592,20 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
             message = not_a_template(responder.value, "a responder")
             if message is not None:
                 ctx.report(("alert", "responders", i, responder.key), message, warning=True)
-    templates = {key: tmpl(key) for key in _TEMPLATE_KEYS}
-    return AlertSpec(
-        priority=raw.get("priority", DEFAULT_PRIORITY),
-        tags=each("tags"),
-        responders=responders,
-        details=details,
-        **templates,
-    )
+    templates: list[Template | None] = []
+    for key in _TEMPLATE_KEYS:
+        value = raw.get(key)
+        templates.append(
+            ctx.template(value, ("alert", key)) if isinstance(value, str) and ctx.ok(("alert", key)) else None
+        )
+    tags = []
+    items = raw.get("tags")
+    for i, s in enumerate(items) if isinstance(items, list) else ():
+        if isinstance(s, str) and ctx.ok(("alert", "tags", i)):
+            tags.append(ctx.template(s, ("alert", "tags", i)))
+    message, description, alias, entity, note = templates
+    priority = raw.get("priority", DEFAULT_PRIORITY)
+    return AlertSpec(priority, message, description, alias, entity, note, tuple(tags), responders, tuple(details))
 
 
 def _responder(raw: dict[str, str]) -> Responder:

@@ -16,8 +16,10 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
+from msgspec.structs import force_setattr
 
 from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem, SourceLocation
@@ -30,21 +32,22 @@ _NETWORK_OPERATORS = ("cidr", "not_cidr")
 NAN_MESSAGE = "cannot compare with .nan: NaN is equal to nothing, not even itself"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class NamedList:
+class NamedList(msgspec.Struct, frozen=True, eq=False):
     """A list defined under `lists:`: its values (with `$$` read as `$`), where it is, and what
     its values are compiled into once for all the rules that use it."""
 
+    # (a struct rather than a dataclass: making a dataclass's class writes and compiles its
+    # methods' source, ~4.7 M instructions of every start; its last three fields are its own)
     name: str
     values: tuple[Any, ...]
     location: SourceLocation
     items: tuple[SourceLocation, ...] = ()  # where each value is written
     broken: bool = False  # the definition has errors of its own (reported there)
-    options: frozenset[Any] = field(init=False)
+    options: frozenset[Any] = frozenset()
     """The values as a set (for `in` and a field's matcher)."""
-    networks: Networks | None = field(init=False)
+    networks: Networks | None = None
     """The values as networks (for `cidr`), or None if one is not a network (see `network_issue`)."""
-    network_issue: str | None = field(init=False)
+    network_issue: str | None = None
     """Why the values are not networks: the first that is not one, where it is, and why."""
 
     def __post_init__(self) -> None:
@@ -59,9 +62,9 @@ class NamedList:
                 networks = networks_of(tuple(written))
             except NetworkError as exc:
                 issue = f"{exc} (at {self.items[exc.index]})" if exc.index < len(self.items) else str(exc)
-        object.__setattr__(self, "network_issue", issue)
-        object.__setattr__(self, "networks", networks if issue is None else None)
-        object.__setattr__(self, "options", frozenset(v for v in self.values if _hashable(v)))
+        force_setattr(self, "network_issue", issue)
+        force_setattr(self, "networks", networks if issue is None else None)
+        force_setattr(self, "options", frozenset(v for v in self.values if _hashable(v)))
 
     def is_networks(self) -> bool:
         """Whether every item is a network and one at least is written with a prefix length
@@ -108,6 +111,11 @@ def resolve_operand(op: str | None, operand: Any, lists: Lists) -> Any:
     if name is not None:
         return _named(op, name, lists)
     if isinstance(operand, list):
+        for item in operand:  # (the usual list, no text starting with `$`: read as it is, in one pass)
+            if isinstance(item, str) and item[:1] == "$":
+                break
+        else:
+            return operand[:]
         for i, item in enumerate(operand):
             if reference(item) is not None:
                 message = f"an item of a list cannot be a named list (lists are not merged); write ${item} for the text"

@@ -21,14 +21,12 @@ import msgspec
 from rulesd import collector
 from rulesd.document import Document, JsonPath, Marks, missing, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
-from rulesd.rules.boolean_words import rule_file_warnings
 from rulesd.rules.cache import RuleCache, Sealed, digest
 from rulesd.rules.checked import checked_key, installed, keep, known_problems, written
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
-from rulesd.rules.value_kinds import rule_set_warnings as value_kind_warnings
 from rulesd.validation import SCHEMA_DIR, schema_violations, unread_dropped, unread_paths
 
 RULE_SUFFIXES = (".yaml", ".yml")
@@ -247,9 +245,13 @@ def _load_files(
     for file, result in zip(parsed, loaded, strict=True):
         if cache is not None and file.key is not None and file.doc is not None and not _errors(result.problems):
             cache_document(cache, file.key, file.doc)  # (its warnings come from the document)
-    # (a field's kind is known from how any file of the rule set tests it)
-    files = [(file.doc, list(_rules_in(file.doc))) for file in parsed if file.doc is not None]
-    loaded.append(_Loaded([], [], [*duplicates, *(value_kind_warnings(files) if not checked else ())]))
+    warnings = list(duplicates)
+    if not checked:  # (a field's kind is known from how any file of the rule set tests it)
+        from rulesd.rules.value_kinds import rule_set_warnings
+
+        files = [(file.doc, list(_rules_in(file.doc))) for file in parsed if file.doc is not None]
+        warnings += rule_set_warnings(files)
+    loaded.append(_Loaded([], [], warnings))
     return loaded
 
 
@@ -342,6 +344,8 @@ def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists, *, check
     if doc is None:
         return loaded
     if not checked:
+        from rulesd.rules.boolean_words import rule_file_warnings
+
         problems.extend(rule_file_warnings(doc, _rules_in(doc), parsed.faulted))
     for raw, base in _rules_in(doc):
         if isinstance(raw.get("name"), str):

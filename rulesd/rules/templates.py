@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
+from msgspec.structs import force_setattr
 
 from rulesd.jsontext import compact_json
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter, shallow_keys
@@ -48,17 +50,19 @@ class TemplateError(ValueError):
     """A template that cannot be parsed; the message says where in the string."""
 
 
-@dataclass(frozen=True, slots=True)
-class Template:
+class Template(msgspec.Struct, frozen=True):
     """A parsed template: literal text and field getters, in order."""
 
+    # (a struct rather than a dataclass: making a dataclass's class writes and compiles its
+    # methods' source, ~4.7 M instructions of every start)
     source: str
     parts: tuple[str | tuple[str, Getter], ...]
     # `parts` ready to render: the leading literal, then each field with the literal after it
     # (often empty). A top-level field is its key, read with `dict.get` (most templates,
     # `{host} {uri}`: a call less per field of every alert's message); a deeper one its getter.
-    _head: str = field(init=False, repr=False, compare=False)
-    _rest: tuple[tuple[str | Getter, str], ...] = field(init=False, repr=False, compare=False)
+    # Made from `parts` alone, so they compare and hash as `parts` do.
+    _head: str = ""
+    _rest: tuple[tuple[str | Getter, str], ...] = ()
 
     def __post_init__(self) -> None:
         head, rest = "", []
@@ -70,8 +74,8 @@ class Template:
                 rest[-1] = (rest[-1][0], rest[-1][1] + part)
             else:
                 head += part
-        object.__setattr__(self, "_head", head)
-        object.__setattr__(self, "_rest", tuple(rest))
+        force_setattr(self, "_head", head)
+        force_setattr(self, "_rest", tuple(rest))
 
     def render(self, event: Event) -> str:
         """The text with every `{field}` replaced by the event's value (missing: empty)."""
