@@ -589,9 +589,9 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))
         for i, responder in enumerate(() if ctx.checked else responders):  # (a warning: braces may be in a name)
-            message = not_a_template(responder.value, "a responder")
-            if message is not None:
-                ctx.report(("alert", "responders", i, responder.key), message, warning=True)
+            mistake = not_a_template(responder.value, "a responder")
+            if mistake is not None:
+                ctx.report(("alert", "responders", i, responder.key), mistake, warning=True)
     templates: list[Template | None] = []
     for key in _TEMPLATE_KEYS:
         value = raw.get(key)
