@@ -32,7 +32,8 @@ import generate
 from tree import ran
 
 from rulesd.alerting.payload import AlertSettings
-from rulesd.replay import BLOCK_BYTES, ReplaySummary, replay
+from rulesd.replay import ReplaySummary, replay
+from rulesd.replay_blocks import BLOCK_BYTES
 from rulesd.rules.loader import load_ruleset
 
 FLOORS = 2  # the first runs measure the floor, two ways
