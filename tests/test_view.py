@@ -754,3 +754,21 @@ def test_a_views_fields_follow_the_order_of_the_first_lines_keys() -> None:
         view = viewer.decode(lines[0])
         assert view.__struct_encode_fields__ == ("app", "h", "zone")
         assert _viewed_value(viewer, lines[0], "h").__struct_encode_fields__ == ("status", "latency")
+
+
+def test_the_key_order_kept_is_bounded_and_a_line_of_many_keys_judged_alike() -> None:
+    """The engine keeps the first line's key order for its life: of a first line of 100,000 keys
+    (and an inner object of as many) it keeps KEYS_KEPT of each; the lines are judged as before."""
+    from rulesd.rules.view import KEYS_KEPT, key_order
+
+    many = {f"k{i}": i for i in range(100_000)}
+    order = key_order({**many, "h": dict(many), "app": "x"})
+    assert order is not None and len(order) == KEYS_KEPT and list(order)[:2] == ["k0", "k1"]
+    assert key_order({"h": dict(many)}) == {"h": tuple(f"k{i}" for i in range(KEYS_KEPT))}
+    lines = [
+        orjson.dumps({**many, "app": "x", "h": {"status": 503, "latency": 10}, "zone": "b"}) + b"\n",
+        b'{"zone": "b", "h": {"latency": 10, "status": 503}, "app": "x"}\n',
+    ]
+    batch = evaluate_lines(lines, orjson.loads, Engine(ruleset_from_yaml(KEYED)), ARRIVAL)
+    assert outcome(batch) == outcome(evaluate_lines(lines, whole, Engine(ruleset_from_yaml(KEYED)), ARRIVAL))
+    assert sorted(outcome(batch)[1][0][1]) == ["failing", "named", "slow", "zoned"]
