@@ -1,7 +1,9 @@
-"""Tests for packaging/: the systemd unit and the example production configuration."""
+"""Tests for packaging/: the systemd unit, the example production configuration, and the
+package's dependencies as pyproject.toml states them."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -170,3 +172,35 @@ def test_daemon_runs_without_writable_executable_memory() -> None:
         pytest.skip("the kernel has no PR_SET_MDWE (Linux >= 6.3)")
     assert 0 == result.returncode, result.stderr
     assert result.stdout.strip()
+
+
+# What rulesd's sources take from msgspec that its first releases lack, with the release that
+# brought it (msgspec's changelog, each checked against the release before): `force_setattr`,
+# and a `!=` that asks a struct's own `__eq__` (0.18.4 compared every field).
+MSGSPEC_ADDED = {"force_setattr": (0, 18, 5), "a struct's own __eq__": (0, 18, 5)}
+
+
+def msgspec_needs(tree: ast.Module) -> set[str]:
+    """The entries of MSGSPEC_ADDED a module uses."""
+    needs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("msgspec"):
+            needs.update(alias.name for alias in node.names if alias.name in MSGSPEC_ADDED)
+        elif isinstance(node, ast.ClassDef) and "msgspec.Struct" in map(ast.unparse, node.bases):
+            methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
+            needs.update(["a struct's own __eq__"] if "__eq__" in methods else [])
+    return needs
+
+
+def test_the_msgspec_floor_has_what_rulesd_uses() -> None:
+    """pip keeps an installed msgspec that meets the floor: under 0.18.4, which `msgspec>=0.18`
+    took, every command failed at import (no `force_setattr`), and two new_value kinds equal by
+    `==` were different by `!=`."""
+    needs = set()
+    for source in sorted((ROOT / "rulesd").rglob("*.py")):
+        needs |= msgspec_needs(ast.parse(source.read_text(), str(source)))
+    assert {"force_setattr", "a struct's own __eq__"} <= needs  # (else the table is out of date)
+    floor = re.search(r'"msgspec>=([0-9.]+)', (ROOT / "pyproject.toml").read_text())
+    assert floor is not None
+    version = tuple(int(part) for part in floor.group(1).split("."))
+    assert [] == [need for need in sorted(needs) if version < MSGSPEC_ADDED[need]]
