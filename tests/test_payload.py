@@ -556,6 +556,16 @@ def test_source_limit() -> None:
     assert "s" * 99 + "…" == payload["source"]
 
 
+def test_the_source_is_escaped_and_cut_once_for_every_body() -> None:
+    """The configured source is the same for every alert and close: escaped and cut once, each
+    body carries that text, and the same text is made from settings made apart."""
+    settings = AlertSettings(source="edge\tproxy " + "s" * 150)
+    first, again = build([RULES["bare"]], settings=settings), build([RULES["upstream"]], settings=settings)
+    assert ("edge\\tproxy " + "s" * 87 + "…", True) == (first["source"], first["source"] is again["source"])
+    apart = AlertSettings(source="edge\tproxy " + "s" * 150)
+    assert first["source"] == build([RULES["bare"]], settings=apart)["source"]
+
+
 def test_payload_is_deterministic() -> None:
     """The same firing always gives the same payload (the outbox stores it)."""
     first = build([RULES["upstream"], RULES["described"]])

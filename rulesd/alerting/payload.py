@@ -143,7 +143,7 @@ def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "
         "tags": _tags(parts, event),
         "details": _details(parts, event, event_source),
         "priority": spec.priority,
-        "source": truncate(one_line(settings.source), SOURCE_MAX),
+        "source": _source(settings.source),
     }
     # Left out when they render blank (a missing field), as an unset one is: not sent empty.
     entity = one_line(spec.entity.render(event).strip()) if spec.entity is not None else ""
@@ -161,6 +161,15 @@ def headline(firing: Firing) -> tuple[str, str, str]:
     rules, event = firing.rules, firing.event
     lead = rules[0]  # (once: see `alert_alias`)
     return lead.alert.priority, message(lead, event), alert_alias(rules, event)
+
+
+def _source_of(source: str) -> str:
+    return truncate(one_line(source), SOURCE_MAX)
+
+
+# The configured source, escaped and cut once rather than per body (a daemon has one; a memo,
+# not a field of `AlertSettings`, so that settings built by hand give the same body).
+_source = Memo(_source_of, 16).__getitem__
 
 
 def message(lead: Rule, event: Event) -> str:
@@ -318,13 +327,20 @@ def _tags(parts: _Parts, event: Event) -> list[str]:
 
 
 def _details(parts: _Parts, event: Event, event_source: str) -> dict[str, str]:
-    extra: dict[str, str] = {}
+    # Made as sent, "Triggering Rules" first, and sized as made: no copy of the others and no
+    # second pass over them unless they exceed the budget (rare), when the largest are dropped.
+    details = {TRIGGERING_RULES: parts.triggering}
+    size = 0
     if event_source:
-        extra[EVENT_SOURCE] = one_line(event_source)
+        value = details[EVENT_SOURCE] = one_line(event_source)
+        size = len(EVENT_SOURCE) + len(value)
     for key, template in parts.details:
-        if key not in extra:  # (the rules' "Event Source" gives way to the one said)
-            extra[key] = lines(template.render(event))
-    return {TRIGGERING_RULES: parts.triggering, **_fit_details(extra, parts.budget)}
+        if key not in details:  # (the rules' "Event Source" gives way to the one said)
+            value = details[key] = lines(template.render(event))
+            size += len(key) + len(value)
+    if size > parts.budget:
+        _drop_largest(details, size, parts.budget)
+    return details
 
 
 def triggering_rules(names: list[str], limit: int = DETAILS_TOTAL_MAX - len(TRIGGERING_RULES)) -> str:
@@ -351,21 +367,13 @@ def _more(count: int) -> str:
     return _encode_ascii(f"… {count} more")
 
 
-def _size(details: dict[str, str]) -> int:
-    return sum(len(k) + len(v) for k, v in details.items())
-
-
-def _fit_details(details: dict[str, str], budget: int) -> dict[str, str]:
-    """Drop the largest entries (key and value together) until they fit in `budget` characters."""
-    size = _size(details)
-    if size <= budget:  # the usual case, without sorting
-        return dict(details)
-    kept = dict(details)
-    for key in sorted(details, key=lambda k: (-len(k) - len(details[k]), k)):
+def _drop_largest(details: dict[str, str], size: int, budget: int) -> None:
+    """Drop the largest entries (key and value together) but "Triggering Rules" until those
+    left, `size` characters in all, fit in `budget`."""
+    for key in sorted(details.keys() - {TRIGGERING_RULES}, key=lambda k: (-len(k) - len(details[k]), k)):
         if size <= budget:
             break
-        size -= len(key) + len(kept.pop(key))
-    return kept
+        size -= len(key) + len(details.pop(key))
 
 
 def closed_by(rules: tuple[str, ...], reasons: tuple[str, ...]) -> tuple[str, ...]:
@@ -382,6 +390,6 @@ def close_body(closing: Closing, settings: AlertSettings) -> dict[str, Any]:
     group recovered (`resolved: heartbeat-missing (rule removed), errors`)."""
     names = closed_by(closing.rules, closing.reasons)
     return {
-        "source": truncate(one_line(settings.source), SOURCE_MAX),
+        "source": _source(settings.source),
         "note": truncate(lines(f"{CLOSE_NOTE}{', '.join(names)}"), NOTE_MAX),
     }

@@ -38,9 +38,8 @@ class DeliveryLog:
         self._stats.bump(self._stats.delivery, kind)
         if kind == SENT and alert.action == CLOSE:
             self._stats.closes_sent += 1
-        message = alert.headline()
         if kind == SENT:
-            self._sent(alert, detail, message)
+            self._sent(alert, detail)
         elif kind == RETRY:
             self._retry(alert, detail)
         elif kind == PAUSED:  # shown live through sender.paused_reason until a delivery succeeds
@@ -54,18 +53,19 @@ class DeliveryLog:
                 "fixed 'rulesd outbox retry-dead' sends it again",
                 alert.id,
                 kind,
-                message,
+                alert.headline(),
                 detail,
                 alert.id,
             )
 
-    def _sent(self, alert: OutboxAlert, detail: str, message: str) -> None:
+    def _sent(self, alert: OutboxAlert, detail: str) -> None:
         self._stats.last_delivery = self._clock()
         if self._paused.ended():
             log.info("sending resumed: OpsGenie accepted alert %d", alert.id)
         # After failed attempts (logged as a warning) the recovery is news too.
-        news = alert.attempts or self._failing is not None
-        log.log(logging.INFO if news else logging.DEBUG, "alert %d %s: %s", alert.id, detail, message)
+        level = logging.INFO if alert.attempts or self._failing is not None else logging.DEBUG
+        if log.isEnabledFor(level):  # (most deliveries: a debug line not written, its headline not made)
+            log.log(level, "alert %d %s: %s", alert.id, detail, alert.headline())
         self._failing = None
 
     def _retry(self, alert: OutboxAlert, detail: str) -> None:
