@@ -911,22 +911,34 @@ def test_replay_and_explain_skip_the_lines_the_source_skips_as_too_long(tmp_path
     assert "f: matches; fires: threshold reached, 2 of 2" in rulesd_cli(*explain, "3", cwd=tmp_path).stdout
 
 
+# Runs rulesd as its child and writes its exit status and peak resident size (KiB) to argv[1].
+# A child's peak as wait4 says it counts the memory of the process it was started from (Linux
+# keeps the larger of the two at exec), so rulesd is started from this small process, never
+# from the test's own (a pytest worker of ~300 MB made a run of 30 MB read as 329 MB).
+_PEAK = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-m", "rulesd", *sys.argv[2:]])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def _peak_memory_run(*args: str, cwd: Path) -> tuple[int, str, str, int]:
     """Run `rulesd ARGS` to its end: its status, output, errors and peak resident size in bytes."""
-    # Output to files, not pipes: the process is waited for by os.wait4, which says its peak.
     with open(cwd / "out", "w+b") as out, open(cwd / "err", "w+b") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rulesd", *args],
+        subprocess.run(
+            [sys.executable, "-c", _PEAK, str(cwd / "peak"), *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             cwd=cwd,
             env=clean_env(),
+            check=True,
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+    status, peak = map(int, (cwd / "peak").read_text(encoding="utf-8").split())
     texts = [(cwd / name).read_text(encoding="utf-8") for name in ("out", "err")]
-    return process.returncode, texts[0], texts[1], usage.ru_maxrss * 1024
+    return status, texts[0], texts[1], peak * 1024
 
 
 @pytest.mark.parametrize("newline", [True, False])
