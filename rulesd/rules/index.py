@@ -840,7 +840,9 @@ class _NodeWriter:
                 self.emit(4, "else:")
                 self.emit(5, f"hit(event, out{_arguments(self.found)})")
         if test.in_lists:  # `contains` also looks for an equal item in a list; other patterns never match one
-            self.emit(1, f"elif type({value}) is list:")
+            # (the answer is None only where the value is not a text: a text in which the scan
+            # found nothing, the common case, skips the list's type test)
+            self.emit(1, f"elif {found} is None and type({value}) is list:")
             self.add_rules(2, test.in_lists)
 
     def scan_hit(self, field: str, outer: str, kinds: set[bool]) -> None:
