@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import pytest
@@ -583,6 +584,28 @@ rules:
     index = RuleIndex(rules.rules)
     event = {"message": ["timeout after 5", "timeout after"]}
     assert {"ct"} == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
+
+
+def test_only_a_value_that_is_no_text_is_tested_for_a_list_to_look_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text in which the scan found nothing (most events) is no list: the list's type test
+    is written after the test of the scan's answer for None (the answer for a value that is no
+    text), and the candidates stay exact for a text, a list, a number, null and a missing field."""
+    written = sources_written(monkeypatch)
+    rules = ruleset_from_yaml(r"""
+rules:
+  - {name: ct, match: {message: {contains: "timeout after"}}}
+  - {name: rx, match: {message: {regex: "disk \\d+ full"}}}
+""")
+    index = RuleIndex(rules.rules)
+    index.collect({}, [])
+    (source,) = written
+    tests = [line.strip() for line in source.splitlines() if "is list" in line]
+    assert len(tests) == 1 and re.fullmatch(r"elif (s\d+) is None and type\(v\d+\) is list:", tests[0]), source
+    for message in ["timeout after 5", "disk 3 full", "ok", ["timeout after"], 5, None, {"a": 1}]:
+        event = {"message": message}
+        assert brute_force(rules.rules, event) == {r.name for r in index.candidates(event)}, event
+    assert ["ct"] == [r.name for r in index.candidates({"message": ["x"]})]  # any list: `contains` looks in it
+    assert [] == index.candidates({})
 
 
 def test_an_equality_ignoring_case_is_looked_up_by_the_case_fold_of_the_value() -> None:
