@@ -181,6 +181,28 @@ def test_throttle_is_per_group() -> None:
     assert [["t"], ["t"], []] == run(engine, events)
 
 
+def test_a_throttle_saves_the_firings_it_lets_through_and_starts_its_table_again_in_a_new_state() -> None:
+    """A firing the throttle lets through is a changed group of the saved state; one it holds
+    back changes nothing. A state restored without the rule's throttle table (another
+    instance's, or none yet) throttles from the next firing on, as a first one does."""
+    engine = engine_for(
+        "name: t\nmatch: {level: error}\nthreshold: {count: 1, window: 10, group_by: [host]}\nthrottle: 100\n"
+    )
+    engine.state.delta()  # the initial full save
+    a, b = {"level": "error", "host": "a"}, {"level": "error", "host": "b"}
+    assert [["t"], [], ["t"]] == run(engine, [(0, a), (1, a), (2, b)])
+    delta = engine.state.delta()
+    assert [
+        ("throttle", "t", '["\\"a\\""]', "1700000000.0"),
+        ("throttle", "t", '["\\"b\\""]', "1700000002.0"),
+    ] == sorted(delta.upserts)
+    assert [[]] == run(engine, [(3, a)])
+    assert not engine.state.delta().upserts
+    engine.restore(EngineState(), T0 + 4)
+    assert [["t"], [], ["t"]] == run(engine, [(5, a), (6, a), (105, a)])
+    assert {'"a"': T0 + 105} == engine.state.tables["throttle"]["t"]
+
+
 def test_rules_firing_together_make_one_firing_lead_first() -> None:
     """All rules firing on one event are one firing; lead = highest priority, then name."""
     engine = engine_for(
