@@ -940,22 +940,10 @@ class Engine:
                 fires = self._other_kind(rule, group, event, time)
             if not fires:
                 continue
-            throttle = rule.throttle
-            if throttle:
-                # `_allowed` written out, two calls fewer: a large estate checks a throttle on most
-                # matches that fire. The rule's table is there after its first firing (`_table`).
-                by_rule = self.state.tables.get(THROTTLE)
-                last_fired = None if by_rule is None else by_rule.get(rule.name)
-                if last_fired is None:
-                    last_fired = self._table(THROTTLE, rule.name)
-                last = last_fired.get(group)
-                if last is not None and time - last < throttle:  # throttled
-                    if rule.resolve is not None:
-                        self._still_firing(rule.name, group, time)
-                    continue
-                last_fired[group] = time
-                if self._touched is not None:
-                    self._touched.add((THROTTLE, rule.name, group))
+            if rule.throttle and not self._allowed(rule, group, time):
+                if rule.resolve is not None:
+                    self._still_firing(rule.name, group, time)
+                continue
             fired.append(rule)
             if rule.resolve is not None:
                 if resolving is None:
@@ -1074,16 +1062,21 @@ class Engine:
         return True
 
     def _allowed(self, rule: Rule, group: GroupKey, time: float) -> bool:
-        """False while the group is throttled; else the firing counts for the throttle. (`_apply`
-        writes the same steps out for a matched event's firings: the two go together.)"""
+        """False while the group is throttled; else the firing counts for the throttle. (Called
+        for most matches that fire on a large rule set: the rule's table, there after its first
+        firing, is read with two lookups rather than through `_table` and `_touch`.)"""
         throttle = rule.throttle
         assert throttle is not None
-        last_fired = self._table(THROTTLE, rule.name)
+        by_rule = self.state.tables.get(THROTTLE)
+        last_fired = None if by_rule is None else by_rule.get(rule.name)
+        if last_fired is None:
+            last_fired = self._table(THROTTLE, rule.name)
         last = last_fired.get(group)
         if last is not None and time - last < throttle:
             return False
         last_fired[group] = time
-        self._touch(THROTTLE, rule.name, group)
+        if self._touched is not None:
+            self._touched.add((THROTTLE, rule.name, group))
         return True
 
     def _distinct(self, name: str, kind: Distinct, group: GroupKey, event: Event, time: float) -> bool:
