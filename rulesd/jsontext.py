@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,6 +50,17 @@ def indented_json(value: Any) -> str:
     nested as deep as saved state holds (a group keyed by an event's value 1,023 levels deep):
     `rulesd state --format json` ended in a traceback on one."""
     return _written(value, indent=2)
+
+
+def deep(function: Callable[[Any], Any], value: Any) -> Any:
+    """`function(value)` for a function that recurses into the value, with room to recurse as
+    deep as events go (asked only for a value deeper than the interpreter's limit)."""
+    try:
+        return function(value)
+    except RecursionError:
+        pass
+    with _room_to_recurse():
+        return function(value)
 
 
 def _written(value: Any, **how: Any) -> str:

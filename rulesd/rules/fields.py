@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import orjson
 
-from rulesd.jsontext import compact_json
+from rulesd.jsontext import compact_json, deep
 
 Event = dict[str, Any]
 
@@ -92,13 +92,56 @@ def make_walker(parts: tuple[str, ...]) -> Callable[[Any], Any]:
 
 def key_text(value: Any) -> str:
     """A value as a part of a group key: its compact JSON (objects with sorted keys), so that
-    values of different types never share a key; a missing field is a key of its own."""
+    values of different types never share a key; a missing field is a key of its own.
+
+    Values the conditions find equal share a key: a number that is whole is written as the
+    integer it equals (`1.0` and `-0.0` as `1` and `0`, `1e20` as `100000000000000000000`),
+    inside lists and objects too, as `equals` finds `1.0` equal to `1`. A boolean stays
+    apart from a number (`true` is not `1`), as it does for the conditions."""
     if value is MISSING:
         return "\x00missing"
+    kind = type(value)
+    if kind is float:
+        return number_text(value)
+    if kind is list or kind is dict:
+        value = whole_numbers(value)
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:  # nested deeper than 254, an integer beyond 64 bits: json's text
         return compact_json(value, sort_keys=True)
+
+
+def number_text(value: float) -> str:
+    """A float as a part of a group key: a whole one as the integer it equals (`int` of a whole
+    float is exact, however large), any other as its JSON."""
+    if value.is_integer():
+        return str(int(value))
+    return orjson.dumps(value).decode()
+
+
+_NUMBER_HOLDERS = (float, list, dict)  # what may be or hold a whole float
+
+
+def whole_numbers(value: Any) -> Any:
+    """`value` with every whole float in it, however deep, as the integer it equals (a copy
+    only of the lists and objects that may hold one), so that their JSON is what `key_text`
+    keys; nested deeper than the interpreter recurses, as deep as events go (`jsontext.deep`)."""
+    return deep(_whole_numbers, value)
+
+
+def _whole_numbers(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is list:
+        if not any(type(item) in _NUMBER_HOLDERS for item in value):
+            return value
+        return [_whole_numbers(item) for item in value]
+    if kind is dict:
+        if not any(type(item) in _NUMBER_HOLDERS for item in value.values()):
+            return value
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    return value
 
 
 # Between the parts of a group key. JSON writes a control character inside a string as an
