@@ -137,7 +137,7 @@ def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "
     spec, parts = lead.alert, _parts(rules)
     payload: dict[str, Any] = {
         "message": message(lead, event),
-        "alias": alert_alias(rules, event),
+        "alias": firing.alias or alert_alias(rules, event),
         "description": truncate(_description(parts, event), DESCRIPTION_MAX),
         "responders": [r.to_json() for r in _responders(rules, settings.recipients)],
         "tags": _tags(parts, event),
@@ -160,7 +160,7 @@ def headline(firing: Firing) -> tuple[str, str, str]:
     without the rest of it."""
     rules, event = firing.rules, firing.event
     lead = rules[0]  # (once: see `alert_alias`)
-    return lead.alert.priority, message(lead, event), alert_alias(rules, event)
+    return lead.alert.priority, message(lead, event), firing.alias or alert_alias(rules, event)
 
 
 def _source_of(source: str) -> str:

@@ -677,7 +677,7 @@ class Engine:
         """Replace the whole state with `state` (what a shared store holds) and the clock with
         `now`; the state of rules whose definition differs from the running one's is dropped
         (their open alerts kept or closed as at a reload). The state is marked for a full save
-        only if something was dropped or started.
+        only if something was dropped or started, or its keys were made again (`rekey`).
 
         Closings not yet taken are forgotten: they came from the state replaced, and `state`
         (not yet adopted if it holds such rules) makes them again, or holds that another
@@ -691,7 +691,7 @@ class Engine:
         self.now = now
         self._adopt(self.ruleset)
         if same and not self._starting:
-            state.dirty = False
+            state.dirty = state.rekeyed  # (its rows under keys an earlier rulesd made go)
         self._set_timers()
 
     def load_groups(self, values: Mapping[tuple[str, str, GroupKey], Any], now: float) -> None:
@@ -961,9 +961,29 @@ class Engine:
             fired_rules = self._put_in_order(what, fired, plain) if in_order is None else in_order
         if resolving:  # the alert closes later by the alias it goes out with
             alias = alert_alias(fired_rules, event)
+            held = self._held_earlier(resolving, alias)
             for name, group in resolving:
-                self._opened(name, group, time, alias)
+                self._opened(name, group, time, held or alias)
+            if held is not None:
+                return Firing(event, time, fired_rules, alias=held)
         return Firing(event, time, fired_rules)
+
+    def _held_earlier(self, resolving: list[tuple[str, GroupKey]], alias: str) -> str | None:
+        """The alias an open alert of one of the `resolving` groups went out with, if an earlier
+        rulesd wrote that group in it otherwise than `alias` does (`1.0` for `1`): the firing
+        goes out under it, so that OpsGenie folds it into the alert open since before the
+        upgrade rather than page again."""
+        opened = self.state.tables.get(OPEN, {})
+        for name, group in resolving:
+            st = opened.get(name, {}).get(group)
+            if st is not None and alias not in st["aliases"]:
+                # (imported here: a replay, which restores no state, need not load it at start)
+                from rulesd.engine.rekey import rekeyed_alias
+
+                for earlier in st["aliases"]:
+                    if rekeyed_alias(earlier) == alias:
+                        return str(earlier)
+        return None
 
     def _put_in_order(self, what: Fired, fired: list[Rule], plain: list[tuple[Rule, ...]]) -> tuple[Rule, ...]:
         """The rules of `fired` and of the runs of `plain` sorted lead first, remembered by `what`

@@ -61,8 +61,11 @@ def key_json(key: GroupKey) -> str:
 
 
 def key_from_json(text: str | bytes) -> GroupKey:
-    """A group key as saved (`key_json`), as the engine keys groups."""
-    return group_key(orjson.loads(text))
+    """A group key as saved (`key_json`), as the engine keys groups (one an earlier rulesd
+    saved made again as this one makes it: see `rekey`)."""
+    from rulesd.engine.rekey import rekeyed_parts  # (it reads this module's kinds)
+
+    return group_key(rekeyed_parts(orjson.loads(text)))
 
 
 def value_json(kind: str, value: Any) -> str:
@@ -111,6 +114,8 @@ class EngineState:
     # groups changed since the last save, so a busy engine with many groups saves only those.
     dirty: bool = field(default=False, compare=False)
     touched: set[tuple[str, str, GroupKey]] = field(default_factory=set, compare=False)
+    # Read from a state an earlier rulesd saved with keys made otherwise (`rekey`): written whole.
+    rekeyed: bool = field(default=False, compare=False)
 
     def table(self, kind: str) -> Table:
         """The groups of every rule for one kind of state."""
@@ -144,13 +149,21 @@ class EngineState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineState:
-        """The inverse of to_json."""
+        """The inverse of to_json; a state saved by an earlier rulesd has its keys made again as
+        this one makes them (`rekey`), and is then marked to be written whole (`dirty`), so that
+        its rows under the old keys go."""
+        from rulesd.engine import rekey  # (it reads this module's kinds)
+
         tables: dict[str, Table] = {}
+        rekeyed = False
         for kind in KINDS:
             saved = data.get(json_name(kind), {})
             if saved:
-                tables[kind] = {r: {group_key(k): restored_value(kind, v) for k, v in g} for r, g in saved.items()}
-        return cls(tables=tables, fingerprints=dict(data.get("fingerprints", {})))
+                tables[kind] = by_rule = {}
+                for rule, rows in saved.items():
+                    by_rule[rule], changed = rekey.restored_groups(kind, rows)
+                    rekeyed |= changed
+        return cls(tables=tables, fingerprints=dict(data.get("fingerprints", {})), dirty=rekeyed, rekeyed=rekeyed)
 
     @property
     def changed(self) -> bool:

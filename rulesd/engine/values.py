@@ -24,6 +24,9 @@ class Firing(msgspec.Struct, frozen=True):
     time: float
     rules: tuple[Rule, ...]
     origin: Any = None
+    # The alias the group's open alert went out with, where an earlier rulesd wrote the group
+    # otherwise (`rekey.rekeyed_alias`): its firings fold into it. None: the rules' own alias.
+    alias: str | None = None
 
     @property
     def lead(self) -> Rule:
