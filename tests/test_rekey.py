@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from urllib.parse import unquote
 import pytest
 
 from rulesd.engine import StateDelta
-from rulesd.engine.rekey import merged_state, rekeyed_alias, rekeyed_text
+from rulesd.engine.rekey import merged_state, rekeyed_alias, rekeyed_text, restored_groups
 from rulesd.engine.state import ABSENCE, DISTINCT, NEW_VALUE, OPEN, SEQUENCE, THROTTLE, WINDOW, EngineState
 from rulesd.state.redis import RedisState
 from rulesd.state.sqlite import SqliteState
@@ -183,3 +184,18 @@ def test_a_state_read_with_keys_made_again_is_written_whole() -> None:
 )
 def test_a_default_alias_an_earlier_rulesd_made_is_read_as_this_one_makes_it(earlier: str, now: str) -> None:
     assert now == rekeyed_alias(earlier)
+
+
+def test_the_one_search_for_old_keys_finds_exactly_the_keys_made_again() -> None:
+    """A state is read as fast as before unless a search finds a key (or a value text) that
+    may be written otherwise: on random keys of texts, integers, floats, lists and objects,
+    a state is said to be made again exactly when one of its texts is."""
+    rng = random.Random(3)
+    texts = ['"a"', '"1.0"', "1", "-12", "0.5", "1.0", "-0.0", "1e+20", "[1,2]", "[1.0]", '{"a":1}', "true"]
+    texts.append("\x00missing")
+    for _ in range(300):
+        rows = [[rng.sample(texts, rng.randint(1, 2)), {rng.choice(texts): 1.0}] for _ in range(rng.randint(1, 4))]
+        unique = {tuple(parts): value for parts, value in rows}
+        expected = any(rekeyed_text(t) != t for parts, value in unique.items() for t in [*parts, *value])
+        _, changed = restored_groups(NEW_VALUE, [[list(p), v] for p, v in unique.items()])
+        assert expected == changed, unique
