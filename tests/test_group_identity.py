@@ -16,7 +16,7 @@ import pytest
 from rulesd.engine import Engine
 from rulesd.rules.conditions import equals_test
 from rulesd.rules.fields import key_text
-from tests.daemon_process import Workspace
+from tests.daemon_process import Workspace, wait_until
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.ruletools import ruleset_from_yaml
 from tests.run_cli import rulesd_cli
@@ -215,3 +215,26 @@ def test_the_daemon_pages_no_expected_group_written_as_a_whole_float_while_its_i
     assert server.wait_for(lambda got: len(got) >= 1, timeout=10), daemon.output()
     assert 0 == daemon.terminate()
     assert ['rulesd: heartbeat-missing: {"host":2}'] == [r.json()["alias"] for r in server.requests]
+
+
+def test_rulesd_state_shows_a_group_as_its_alias_names_it(tmp_path: Path, server: FakeOpsGenie) -> None:
+    """`rulesd state --format json` beside the daemon: events of host `1` and `1.0` are one
+    group of two events, shown as 1; host `1e20`'s group is shown as the integer it equals,
+    as its alias writes it (it was shown as the float 1e+20)."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(
+        "rules:\n  - {name: errors, match: {event: error}, threshold: {count: 3, window: 1h, group_by: [host]}}\n"
+    )
+    daemon = ws.start()
+    ws.append(b'{"event":"error","host":1}\n{"event":"error","host":1.0}\n{"event":"error","host":1e20}\n')
+
+    def counts() -> list[tuple[Any, str, int]]:
+        result = rulesd_cli("state", "--config", str(ws.config), "--format", "json")
+        assert 0 == result.returncode, result.stderr
+        rules = json.loads(result.stdout)["rules"]
+        hosts = [(g["group"]["host"], g["count"]) for r in rules for g in r["groups"]]
+        return sorted((host, type(host).__name__, count) for host, count in hosts)
+
+    assert wait_until(lambda: len(counts()) == 2, timeout=20), daemon.output()
+    assert [(1, "int", 2), (10**20, "int", 1)] == counts()
+    assert 0 == daemon.terminate()

@@ -252,8 +252,15 @@ def learning_until(rule: Rule, rule_state: dict[str, Any] | None) -> float | Non
 
 
 def key_value(text: str) -> Any:
-    """A part of a group key (or a value kept as key text) as the value it stands for."""
-    return MISSING if text == key_text(MISSING) else orjson.loads(text)
+    """A part of a group key (or a value kept as key text) as the value it stands for: an
+    integer beyond 64 bits (a whole float's key, `1e20`) exactly, as the alias writes it, not
+    as the float orjson reads it as."""
+    if text == key_text(MISSING):
+        return MISSING
+    value = orjson.loads(text)
+    if type(value) is float and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+        return int(text)
+    return value
 
 
 def group_text(paths: tuple[str, ...], key: GroupKey) -> str:
