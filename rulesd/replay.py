@@ -131,7 +131,8 @@ def replay(
     for block, long in blocks(stream, max_line_bytes):
         first = lineno + 1
         # A timer keeps its event's line number; its alert names it.
-        batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader)
+        # (`split`: the blocks are a file's lines, each up to its newline: see `blocks`)
+        batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader, split=True)
         summary.ignored += batch.ignored
         for i in batch.invalid:
             if i in long:

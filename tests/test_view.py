@@ -772,3 +772,63 @@ def test_the_key_order_kept_is_bounded_and_a_line_of_many_keys_judged_alike() ->
     batch = evaluate_lines(lines, orjson.loads, Engine(ruleset_from_yaml(KEYED)), ARRIVAL)
     assert outcome(batch) == outcome(evaluate_lines(lines, whole, Engine(ruleset_from_yaml(KEYED)), ARRIVAL))
     assert sorted(outcome(batch)[1][0][1]) == ["failing", "named", "slow", "zoned"]
+
+
+def test_a_files_lines_are_viewed_in_one_call() -> None:
+    """Lines split at their newlines (`split`, as replay's are) are decoded in one call of the
+    viewer's `decode_lines`, none of them alone, into the views each line has alone."""
+    viewer = Engine(ruleset_from_yaml(RULES)).viewer(None)
+    assert viewer is not None
+    lines = [b'{"service": "api", "n": 1}\n', b'  {"service": "db"}\r\n', b'{"host": "h"}\n', b'{"service": "api"}']
+    alone: list[bytes] = []
+
+    def decode(line: bytes) -> Any:
+        alone.append(line)
+        return viewer.decode(line)
+
+    views = _views(lines, viewer._replace(decode=decode), split=True)
+    assert alone == []
+    assert views == [viewer.decode(line) for line in lines]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # a blank line, or one of blanks: no value, so fewer views than lines
+        [b'{"service": "api"}\n', b"\n", b'{"service": "api"}\n'],
+        [b'{"service": "api"}\n', b" \t\r\n", b'{"service": "db"}\n'],
+        # a value across two lines is one view of the joined lines, and invalid line by line
+        [b'{"service":\n', b'"api"}\n', b'{"service": "api"}\n'],
+        # refused by the decoder: a bad line, a line that is no object, two values on a line
+        [b'{"service": "api"}\n', b'{"service": [}\n', b"[]\n", b'{"service": "api"} {}\n'],
+        # not ASCII, and the last line without its newline
+        ['{"service": "api", "m": "caf\u00e9"}\n'.encode(), b'{"service": "api"}'],
+    ],
+)
+def test_a_files_lines_the_joined_view_cannot_match_are_viewed_line_by_line(lines: list[bytes]) -> None:
+    """Where the views of the joined lines would not be one per line, each line is viewed alone,
+    and the lines fire and are invalid as they are parsed whole."""
+    viewer = Engine(ruleset_from_yaml(RULES)).viewer(None)
+    assert viewer is not None
+    assert _views(lines, viewer, split=True) == _views(lines, viewer)
+    viewed, parsed = Engine(ruleset_from_yaml(RULES)), Engine(ruleset_from_yaml(RULES))
+    split = evaluate_lines(lines, orjson.loads, viewed, ARRIVAL, split=True)
+    assert outcome(split) == outcome(evaluate_lines(lines, whole, parsed, ARRIVAL))
+
+
+@pytest.mark.parametrize(("shape", "rules", "events"), SHAPE_SIZES)
+def test_benchmark_shapes_fire_the_same_from_a_files_lines_viewed_in_one_call(
+    shape: str, rules: int, events: int
+) -> None:
+    """The benchmark shapes' lines, each with its newline and blank lines among them, judged
+    from views of blocks decoded in one call: what the lines parsed whole fire."""
+    ruleset, raw = _ruleset(rules, shape)
+    viewed, parsed = Engine(ruleset), Engine(ruleset)
+    lines = [orjson.dumps(e) + b"\n" for e in planted_events(raw, events, shape)]
+    for i in range(0, len(lines), 997):
+        lines[i] = b"\n"
+    for start in range(0, len(lines), BLOCK_LINES):
+        block, arrival = lines[start : start + BLOCK_LINES], 1_700_000_000.0 + start
+        expected = outcome(evaluate_lines(block, whole, parsed, arrival))
+        assert outcome(evaluate_lines(block, orjson.loads, viewed, arrival, split=True)) == expected
+    assert sum(viewed.matches.values()) == sum(parsed.matches.values()) > events // 100

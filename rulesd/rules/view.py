@@ -114,9 +114,9 @@ class Layout:
         # nesting deeper than the decoder's recursion allows, and text that is not UTF-8.
         refused = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
         stamped = (self.attributes[stamp[0]], stamp[1]) if stamp and stamp[0] in self.attributes else None
-        decode = msgspec.json.Decoder(view).decode
-        deep = _deeper_than_orjson(decode, refused, self.attributes)
-        return Viewer(decode, evaluate, evaluate_block, whole, refused, stamped, deep)
+        decoder = msgspec.json.Decoder(view)
+        deep = _deeper_than_orjson(decoder.decode, refused, self.attributes)
+        return Viewer(decoder.decode, evaluate, evaluate_block, whole, refused, decoder.decode_lines, stamped, deep)
 
 
 # The keys of a line in their order, each with its object's keys in theirs (none if its value is
@@ -170,7 +170,8 @@ class Viewer(NamedTuple):
     `stamp`, if not None, is an attribute and the text to set it to in every view, as its
     source sets that field in every event (a named source's `source_name`). `deep`: the
     decoder takes nesting deeper than orjson allows, so a line holding more than MAX_DEPTH
-    brackets is parsed whole.
+    brackets is parsed whole. `decode_lines(text)` is the views of the JSON values of `text`, one
+    per line that holds one (a blank line holds none, and a value may run across lines).
     """
 
     decode: Callable[[bytes], Any]
@@ -178,6 +179,7 @@ class Viewer(NamedTuple):
     evaluate_block: EvaluateBlock | None
     whole: Callable[[bytes, float], Any]
     refused: tuple[type[Exception], ...]
+    decode_lines: Callable[[bytes], list[Any]]
     stamp: tuple[str, str] | None = None
     deep: bool = False
 
