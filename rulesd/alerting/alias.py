@@ -75,13 +75,26 @@ def _names_only(rules: tuple[Rule, ...]) -> str:
     return _bounded(_names_text(rules))
 
 
-_MEMOS = (Memo(_names, NAMES_KEPT), Memo(_sorted_names, NAMES_KEPT), Memo(_names_only, NAMES_KEPT))
+def _joined(rules: tuple[Rule, ...]) -> str:
+    return ", ".join(rule_names(rules))
+
+
+_MEMOS = (
+    Memo(_names, NAMES_KEPT),
+    Memo(_sorted_names, NAMES_KEPT),
+    Memo(_names_only, NAMES_KEPT),
+    Memo(_joined, NAMES_KEPT),
+)
 # `rule_names(rules)`: the names of `rules`, in their order.
 rule_names = _MEMOS[0].__getitem__
 _names_text = _MEMOS[1].__getitem__
 # The alias of `rules` whose lead has neither an alias nor a group: its names (hashed, beyond
 # ALIAS_MAX, as they are once dozens of rules alike fire together).
 _names_alias = _MEMOS[2].__getitem__
+# `joined_names(rules)`: the names of `rules`, in their order, joined by ", " (replay's text
+# line): keyed by the rules' tuple, hashed by its identity, not by the names' (a tuple of texts
+# hashes every name at each lookup).
+joined_names = _MEMOS[3].__getitem__
 
 
 def forget() -> None:
