@@ -21,8 +21,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from rulesd.alerting.alias import rule_names
-from rulesd.alerting.payload import AlertSettings, build_payload, close_body, headline
+from rulesd.alerting.alias import alert_alias, rule_names
+from rulesd.alerting.payload import AlertSettings, build_payload, close_body, message
 from rulesd.engine import Closing, Engine, Firing
 from rulesd.engine.values import Matched
 from rulesd.events import BLOCK_LINES, IGNORED, Named, parse_block, parse_mended
@@ -137,11 +137,16 @@ class Alert:
         return self._payload
 
     def headline(self) -> tuple[str, str, str]:
-        """The body's priority, message and alias, without building the rest of it."""
-        if self._firing is None or self._payload is not None:
+        """The body's priority, message and alias, without building the rest of it: made here
+        as `build_payload` makes them (every text line of a replay asks for one; a call of a
+        function of the payload's for it cost a frame more per alert)."""
+        firing = self._firing
+        if firing is None or self._payload is not None:
             p = self.payload
             return p["priority"], p["message"], p["alias"]
-        return headline(self._firing)
+        rules, event = firing.rules, firing.event
+        lead = rules[0]  # (once: see `alert_alias`)
+        return lead.alert.priority, message(lead, event), alert_alias(rules, event)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Alert):

@@ -151,6 +151,30 @@ rules:
         assert headline == alert.headline()  # and after, from the payload
 
 
+def test_a_headline_calls_only_the_message_s_and_the_alias_s_functions() -> None:
+    """Every text line of a replay asks its alert for the headline: beside the message (its
+    template rendered) and the alias, no Python function is called for it, neither a function
+    of the payload's nor the rule's `group_by` property (a frame each, per alert)."""
+    import sys
+
+    data = b'{"level":"error","host":"a"}\n{"level":"error","host":"b"}\n'
+    *alerts, _ = list(replay(RULES, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
+    assert ("P3", "error on a", "rulesd: err") == alerts[0].alert.headline()  # the alias's memo filled
+    called: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            called.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        headline = alerts[1].alert.headline()
+    finally:
+        sys.setprofile(None)
+    assert ("P3", "error on b", "rulesd: err") == headline
+    assert ["headline", "message", "render", "alert_alias"] == called
+
+
 def test_a_text_line_builds_no_payload() -> None:
     """`rulesd replay`'s text output needs only the headline: the rest of the body (the
     indented event JSON, details, tags, responders) is never built for it."""
