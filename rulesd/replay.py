@@ -25,6 +25,9 @@ from rulesd.rules.model import Rule, RuleSet
 from rulesd.sources.lines import MAX_LINE_BYTES, line_text
 
 SAMPLES = 5  # invalid (unmatched) lines the summary shows
+# Tuples of rules that fired counted apart before their counts go to the rules' (see `replay`):
+# the engine makes a combination's tuple again once it has forgotten it, so they are bounded.
+FIRED_KEPT = 4096
 SAMPLE_CHARS = 200
 
 
@@ -150,17 +153,27 @@ def replay(
             summary.alerts += 1
             fired[alert.fired] += 1
             yield ReplayedAlert((alert.origin or 0) if alert.timer else first + alert.index, alert)
+        if len(fired) >= FIRED_KEPT:
+            _count_firings(fired, summary.firings)
         lineno += len(block)
         block_done()
-    for rules, count in fired.items():
-        for rule in rules:
-            summary.firings[rule.name] += count
+    _count_firings(fired, summary.firings)
     summary.lines = lineno
     summary.events = lineno - summary.blank - summary.invalid - summary.ignored - summary.too_long
     summary.unconverted = dict(parser.misses.counts)
     if time_reader is not None and time_reader.misses:
         summary.untimed, summary.latest_untimed = time_reader.misses, time_reader.describe_miss()
     yield summary
+
+
+def _count_firings(fired: Counter[tuple[Rule, ...]], firings: Counter[str]) -> None:
+    """Add the alerts of each tuple of rules in `fired` to its rules' counts, in the order the
+    tuples first fired (a rule is counted where it first fired, as before any was let go), and
+    let the tuples go."""
+    for rules, count in fired.items():
+        for rule in rules:
+            firings[rule.name] += count
+    fired.clear()
 
 
 def replay_engine(

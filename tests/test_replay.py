@@ -245,6 +245,45 @@ rules:
     assert {**dict.fromkeys(names, 3), "w": 2, "v": 2} == summary.firings
 
 
+def test_the_tuples_counted_apart_stay_bounded_and_count_as_the_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine makes a combination's tuple again whenever it has forgotten its order of what
+    fired, and the summary counts alerts by tuple: over a long replay of many combinations the
+    tuples counted apart would grow with the alerts. They go to the rules' counts once
+    FIRED_KEPT are held (after a block), in the order they first fired: the counts, and their
+    order, are those of the alerts' names."""
+    from rulesd import replay as replay_module
+    from rulesd.engine import core
+
+    monkeypatch.setattr(core, "IN_ORDER_KEPT", 1)  # a tuple made again at each other combination
+    monkeypatch.setattr(replay_module, "FIRED_KEPT", 3)
+    held: list[int] = []
+    count_firings = replay_module._count_firings
+
+    def counted(fired: Counter[Any], firings: Counter[str]) -> None:
+        held.append(len(fired))
+        count_firings(fired, firings)
+
+    monkeypatch.setattr(replay_module, "_count_firings", counted)
+    ruleset = ruleset_from_yaml(
+        "rules:\n"
+        + "".join(
+            f"  - {{name: r{i}, match: {{n: {{gte: {i}}}}}, threshold: {{count: 1, window: 1m}}}}\n" for i in range(4)
+        )
+        + "  - {name: all, match: {n: {gte: 0}}}\n"
+    )
+    rng = random.Random(5)
+    data = b"".join(b'{"n": %d, "pad": "%s"}\n' % (rng.randrange(5), b"x" * 100) for _ in range(2000))
+    items, _ = replayed(ruleset, data)
+    *alerts, summary = items
+    expected: Counter[str] = Counter()
+    for alert in alerts:
+        expected.update(alert.rules)
+    assert list(expected.items()) == list(summary.firings.items())  # the same counts, in the same order
+    # let go as the replay went: at most FIRED_KEPT - 1 and a block's alerts (its lines, each over 100 bytes)
+    assert 1 < len(held) and max(held) < 3 + BLOCK_BYTES // 100
+    assert len({id(a.alert.fired) for a in alerts}) > 50  # (tuples made again and again)
+
+
 def test_a_line_with_candidates_scans_its_free_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The index scans a field in the line's view; the line, having candidates, is parsed
     whole and their predicates test the same field's text in it: one Hyperscan scan per line,
