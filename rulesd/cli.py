@@ -18,12 +18,12 @@ import msgspec
 import orjson
 
 from rulesd import __version__, collector, loggers, output, printable
+from rulesd.alerting.alias import joined_names
 from rulesd.alerting.payload import AlertSettings, closed_by
 from rulesd.engine.core import Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json, parse_mended
 from rulesd.eventtime import AUTO, EventTime
-from rulesd.interned import Memo
 from rulesd.replay import ReplayedAlert, ReplaySummary, replay, summary_text
 from rulesd.rules import generated_code
 from rulesd.rules.cache import RuleCache
@@ -649,13 +649,8 @@ def _alert_line(alert: ReplayedAlert) -> str:
     # made by `one_line` or taken because `isprintable()` found none (`payload.message`,
     # `alias._bounded`), and a rule's name is letters, digits and `_.-` alone.
     priority, message, alias = found.headline()
-    return f"{where}: {priority} [{_joined(found.rules)}] {message}  (alias: {alias})\n"
-
-
-# The names of the rules that fired together come as one tuple per combination (`rule_names`,
-# whose hash is that of its names' cached hashes): joined once, not per alert (~40 names an
-# alert at 1,000 held-out rules).
-_joined = Memo(", ".join, 1024).__getitem__
+    # The names joined once per combination of rules (~40 names an alert at 1,000 held-out rules).
+    return f"{where}: {priority} [{joined_names(found.fired)}] {message}  (alias: {alias})\n"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

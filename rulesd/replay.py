@@ -21,10 +21,13 @@ from rulesd.eventtime import EventTime, TimeReader
 from rulesd.pipeline import Alert, build_alerts, evaluate_lines
 from rulesd.printable import one_line
 from rulesd.replay_blocks import blocks
-from rulesd.rules.model import RuleSet
+from rulesd.rules.model import Rule, RuleSet
 from rulesd.sources.lines import MAX_LINE_BYTES, line_text
 
 SAMPLES = 5  # invalid (unmatched) lines the summary shows
+# Tuples of rules that fired counted apart before their counts go to the rules' (see `replay`):
+# the engine makes a combination's tuple again once it has forgotten it, so they are bounded.
+FIRED_KEPT = 4096
 SAMPLE_CHARS = 200
 
 
@@ -125,9 +128,10 @@ def replay(
     summary = ReplaySummary(time=time_reader.spec if time_reader else None)
     fast = parser.fast
     lineno = 0  # events are the lines neither blank, invalid nor ignored
-    # Alerts counted by the names they carry, each name counted at the end: the same dozens of
-    # rules alike fire together again and again.
-    fired: Counter[tuple[str, ...]] = Counter()
+    # Alerts counted by the rules that fired, each rule's name counted at the end: the same
+    # dozens of rules alike fire together again and again, and the engine shares one tuple of
+    # them, hashed by its identity, between their firings (`Alert.fired`).
+    fired: Counter[tuple[Rule, ...]] = Counter()
     for block, long in blocks(stream, max_line_bytes):
         first = lineno + 1
         # A timer keeps its event's line number; its alert names it.
@@ -148,19 +152,29 @@ def replay(
                 yield ReplayedAlert(first + alert.index, alert)
                 continue
             summary.alerts += 1
-            fired[alert.rules] += 1
+            fired[alert.fired] += 1
             yield ReplayedAlert((alert.origin or 0) if alert.timer else first + alert.index, alert)
+        if len(fired) >= FIRED_KEPT:
+            _count_firings(fired, summary.firings)
         lineno += len(block)
         block_done()
-    for names, count in fired.items():
-        for name in names:
-            summary.firings[name] += count
+    _count_firings(fired, summary.firings)
     summary.lines = lineno
     summary.events = lineno - summary.blank - summary.invalid - summary.ignored - summary.too_long
     summary.unconverted = dict(parser.misses.counts)
     if time_reader is not None and time_reader.misses:
         summary.untimed, summary.latest_untimed = time_reader.misses, time_reader.describe_miss()
     yield summary
+
+
+def _count_firings(fired: Counter[tuple[Rule, ...]], firings: Counter[str]) -> None:
+    """Add the alerts of each tuple of rules in `fired` to its rules' counts, in the order the
+    tuples first fired (a rule is counted where it first fired, as before any was let go), and
+    let the tuples go."""
+    for rules, count in fired.items():
+        for rule in rules:
+            firings[rule.name] += count
+    fired.clear()
 
 
 def replay_engine(

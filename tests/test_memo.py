@@ -66,6 +66,7 @@ def test_the_bodies_memos_stay_bounded_and_go_at_a_reload() -> None:
         body = build_payload(Firing({"x": 1}, 1.0, fired), AlertSettings())
         assert body == build_payload(Firing({"x": 1}, 1.0, tuple(fired)), AlertSettings())
         assert f'["{rules[0].name}"' == body["details"]["Triggering Rules"][: len(rules[0].name) + 3]
+        assert ", ".join(rule_names(fired)) == alias.joined_names(fired)  # (replay's text line)
     for memo in (*alias._MEMOS, payload._PARTS):
         assert 0 < len(memo) <= NAMES_KEPT
     forget_rules()

@@ -21,7 +21,8 @@ def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
     `alert.alias` rendered, else `default_alias`; a stable hash beyond ALIAS_MAX characters."""
     lead = rules[0]  # (once: CPython 3.11 specialises no subscript of a tuple subclass, `Interned`)
     spec = lead.alert
-    if not spec.alias and not lead.group_by:  # the rules' names alone, whatever the event
+    # (`group_getters`, a field, is empty when `group_by`, a property, a call per alert, is)
+    if not spec.alias and not lead.group_getters:  # the rules' names alone, whatever the event
         return _names_alias(rules)
     alias = spec.alias.render(event).strip() if spec.alias else ""
     return _bounded(alias or default_alias(rules, event))
@@ -46,7 +47,7 @@ def default_alias(rules: tuple[Rule, ...], event: Event) -> str:
     """
     alias = _names_text(rules)
     lead = rules[0]
-    if lead.group_by:
+    if lead.group_getters:  # (as `alert_alias`: a field, not the property `group_by`)
         fields = [
             key_text(path) + ":" + key_text(value)
             for path, get in zip(lead.group_by, lead.group_getters, strict=True)
@@ -75,13 +76,26 @@ def _names_only(rules: tuple[Rule, ...]) -> str:
     return _bounded(_names_text(rules))
 
 
-_MEMOS = (Memo(_names, NAMES_KEPT), Memo(_sorted_names, NAMES_KEPT), Memo(_names_only, NAMES_KEPT))
+def _joined(rules: tuple[Rule, ...]) -> str:
+    return ", ".join(rule_names(rules))
+
+
+_MEMOS = (
+    Memo(_names, NAMES_KEPT),
+    Memo(_sorted_names, NAMES_KEPT),
+    Memo(_names_only, NAMES_KEPT),
+    Memo(_joined, NAMES_KEPT),
+)
 # `rule_names(rules)`: the names of `rules`, in their order.
 rule_names = _MEMOS[0].__getitem__
 _names_text = _MEMOS[1].__getitem__
 # The alias of `rules` whose lead has neither an alias nor a group: its names (hashed, beyond
 # ALIAS_MAX, as they are once dozens of rules alike fire together).
 _names_alias = _MEMOS[2].__getitem__
+# `joined_names(rules)`: the names of `rules`, in their order, joined by ", " (replay's text
+# line): keyed by the rules' tuple, hashed by its identity, not by the names' (a tuple of texts
+# hashes every name at each lookup).
+joined_names = _MEMOS[3].__getitem__
 
 
 def forget() -> None:

@@ -155,14 +155,6 @@ def build_payload(firing: Firing, settings: AlertSettings, event_source: str = "
     return payload
 
 
-def headline(firing: Firing) -> tuple[str, str, str]:
-    """The payload's priority, message and alias (what a one-line account of an alert shows),
-    without the rest of it."""
-    rules, event = firing.rules, firing.event
-    lead = rules[0]  # (once: see `alert_alias`)
-    return lead.alert.priority, message(lead, event), firing.alias or alert_alias(rules, event)
-
-
 def _source_of(source: str) -> str:
     return truncate(one_line(source), SOURCE_MAX)
 
