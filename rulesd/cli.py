@@ -6,7 +6,6 @@ import argparse
 import functools
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ import orjson
 from rulesd import __version__, collector, loggers, output, printable
 from rulesd.alerting.alias import joined_names
 from rulesd.alerting.payload import AlertSettings, closed_by
+from rulesd.deferred_regex import when_used
 from rulesd.engine.core import Limits
 from rulesd.errors import ConfigError, InvalidInputError, Problem, RuleError, RulesdError
 from rulesd.events import JSON_PARSER, InvalidEvent, Parser, parse_json, parse_mended
@@ -227,14 +227,15 @@ def _test_options(test: argparse.ArgumentParser, common: argparse.ArgumentParser
     test.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
 
 
-# A field path, as the configuration's time_field takes one (its schema's pattern).
-_FIELD_PATH = re.compile(r"[^.{}]+(?:\.[^.{}]+)*")
+# A field path, as the configuration's time_field takes one (its schema's pattern): compiled for a
+# `--time-field` given.
+_FIELD_PATH = when_used(r"[^.{}]+(?:\.[^.{}]+)*")
 
 
 def _field_path(text: str) -> str:
     """`--time-field`'s value, refused as the configuration's time_field is: `a..b` or an empty
     text named no field, and every event was evaluated as untimed, said only in the summary."""
-    if _FIELD_PATH.fullmatch(text) is None:
+    if _FIELD_PATH().fullmatch(text) is None:
         raise argparse.ArgumentTypeError(
             f"{text!r}: a field path is one or more non-empty names joined by dots (e.g. ts or meta.time)"
         )

@@ -51,6 +51,16 @@ def rulesd_cli(
     )
 
 
+# The command line run by `runpy` in a child's own interpreter (`python -c SCRIPT ARGS`, the
+# script having imported `runpy` and `sys` and set up what it watches).
+RUN_RULESD = """
+sys.argv = ["rulesd", *sys.argv[1:]]
+try:
+    runpy.run_module("rulesd", run_name="__main__")
+except SystemExit:
+    pass
+"""
+
 # `rulesd ARGS` run by `runpy` in a fresh interpreter, then which of some modules it imported.
 _IMPORTED = """
 import runpy, sys

@@ -75,8 +75,16 @@ def _checks_fail(monkeypatch: pytest.MonkeyPatch) -> None:
         (kind_checks, "kind_mistakes"),
         (compile, "reference_problems"),
         (conditions, "regex_problem"),
+        (conditions, "_refuse_nan"),  # (errors: a rule set kept has none)
+        (compile, "unitless"),
     ]:
         monkeypatch.setattr(module, name, fail)
+
+    def no_names(names: list[object]) -> list[object]:
+        assert not names, "rule names located again for duplicates (errors: a rule set kept has none)"
+        return []
+
+    monkeypatch.setattr(loader, "_duplicate_names", no_names)
 
 
 def _kept(cache: RuleCache) -> list[Path]:

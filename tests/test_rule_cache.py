@@ -21,7 +21,7 @@ from rulesd.rules.cache import MAX_FILES, STALE_AFTER, RuleCache
 from rulesd.rules.loader import check_paths
 from rulesd.rules.patterns import FieldScanner
 from rulesd.yamldoc import parse_yaml
-from tests.run_cli import imported_by, rulesd_cli
+from tests.run_cli import RUN_RULESD, clean_env, imported_by, rulesd_cli
 
 RULES = """
 rules:
@@ -428,6 +428,50 @@ def test_a_warm_replay_imports_no_check_that_only_finds_problems_nor_what_writes
     said = [rulesd_cli("check", str(tmp_path / "rules.yaml"), env=env).stdout for _ in range(2)]
     assert "2 warning(s)" in said[0] and "unquoted yes" in said[0] and "write 500 unquoted" in said[0], said[0]
     assert said[0] == said[1]
+
+
+# `rulesd ARGS` run by `runpy` with an audit hook: the rulesd modules whose own body compiled
+# source text as it ran (a dataclass's methods, the annotations `typing` makes ForwardRefs of),
+# a namedtuple's `__new__`, which every tuple class has, aside.
+_COMPILED_AT_IMPORT = """
+import runpy, sys
+
+found = set()
+
+
+def hook(event, args):
+    if event != "compile" or not isinstance(args[0], (str, bytes)) or args[1] != "<string>":
+        return
+    frame = sys._getframe(1)
+    if frame.f_code.co_name == "namedtuple":
+        return
+    while frame is not None and frame.f_code.co_name != "<module>":
+        frame = frame.f_back
+    name = frame.f_globals.get("__name__", "") if frame is not None else ""
+    if name.startswith("rulesd"):
+        found.add(name)
+
+
+sys.addaudithook(hook)
+"""
+
+
+def test_a_warm_replay_compiles_no_source_text_for_rulesd_s_classes(tmp_path: Path) -> None:
+    """The engine's state is a class written out, not a dataclass (whose methods are written as
+    source and compiled at every start), and the index's, the view's and the lines' tuples give
+    `NamedTuple` their types as objects, not as text it compiles: a warm start compiles text
+    only for the pattern module's two tuples."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"service": "api", "message": "timeout after 250ms"}\n')
+    env = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    script = _COMPILED_AT_IMPORT + RUN_RULESD + "print(sorted(found), file=sys.stderr)\n"
+    command = [sys.executable, "-c", script, "replay", "--rules", str(rules), str(events)]
+    for _ in range(2):  # (cold, then warm)
+        done = subprocess.run(command, capture_output=True, text=True, env=clean_env(env), timeout=60, check=False)
+    assert "alerts: 1" in done.stdout, done.stderr
+    assert "['rulesd.rules.patterns']" == done.stderr.strip().splitlines()[-1]
 
 
 def test_a_changed_or_invalid_file_is_read_afresh(tmp_path: Path) -> None:

@@ -484,3 +484,21 @@ def test_new_values_as_last_seen_and_a_held_absent_step_are_read_back(tmp_path: 
     held_and_ordered(engine)
     store(tmp_path).commit(positions={}, payloads=[], now=ARRIVAL, engine=engine.state.delta())
     check_held_and_ordered(Engine(ruleset, EngineState.from_json(store(tmp_path).load_engine_state() or {})))
+
+
+def test_engine_states_compare_by_their_groups_and_fingerprints_alone() -> None:
+    """Two states are equal when they hold the same groups and fingerprints, whatever their
+    clocks and what each has yet to save; a state is no key (it changes); each new state has
+    tables of its own; and it shows every part."""
+    one, two = EngineState(), EngineState()
+    assert one == two and one.tables is not two.tables and one.touched is not two.touched
+    two.clock, two.dirty = 5.0, True
+    two.touch("windows", "r", ("h",))
+    assert one == two
+    assert EngineState(fingerprints={"r": "f"}) != one
+    assert EngineState(tables={"windows": {"r": {}}}) != one
+    assert one != ("not", "a", "state")
+    with pytest.raises(TypeError):
+        hash(one)
+    expected = "EngineState(tables={}, fingerprints={}, clock=-inf, dirty=False, touched=set())"
+    assert expected == repr(one)

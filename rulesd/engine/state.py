@@ -10,7 +10,6 @@ everything.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -101,21 +100,50 @@ def window_times(value: float | list[float]) -> list[float]:
     return value if type(value) is list else [value]  # type: ignore[list-item]
 
 
-@dataclass(slots=True)
 class EngineState:
-    """Every rule's per-group state, by kind; JSON-serialisable."""
+    """Every rule's per-group state, by kind; JSON-serialisable.
 
-    tables: dict[str, Table] = field(default_factory=dict)
-    fingerprints: dict[str, str] = field(default_factory=dict)
-    # The engine's clock, the latest event time seen (-inf: none yet); saved with the state so
-    # that `rulesd state` can show times as the engine sees them.
-    clock: float = field(default=-math.inf, compare=False)
-    # What to save: `dirty` asks for a full rewrite (new state, new rules); `touched` names the
-    # groups changed since the last save, so a busy engine with many groups saves only those.
-    dirty: bool = field(default=False, compare=False)
-    touched: set[tuple[str, str, GroupKey]] = field(default_factory=set, compare=False)
-    # Read from a state an earlier rulesd saved with keys made otherwise (`rekey`): written whole.
-    rekeyed: bool = field(default=False, compare=False)
+    Written out rather than made by `dataclass`, which writes these methods as source and
+    compiles them at every start (~4.7 M instructions of a 350 M `replay`'s), and with `slots`
+    makes the class twice: the same slots, the same methods."""
+
+    __slots__ = ("clock", "dirty", "fingerprints", "rekeyed", "tables", "touched")
+
+    def __init__(
+        self,
+        tables: dict[str, Table] | None = None,
+        fingerprints: dict[str, str] | None = None,
+        clock: float = -math.inf,
+        dirty: bool = False,
+        touched: set[tuple[str, str, GroupKey]] | None = None,
+        rekeyed: bool = False,
+    ) -> None:
+        self.tables: dict[str, Table] = {} if tables is None else tables
+        self.fingerprints: dict[str, str] = {} if fingerprints is None else fingerprints
+        # The engine's clock, the latest event time seen (-inf: none yet); saved with the state so
+        # that `rulesd state` can show times as the engine sees them.
+        self.clock = clock
+        # What to save: `dirty` asks for a full rewrite (new state, new rules); `touched` names the
+        # groups changed since the last save, so a busy engine with many groups saves only those.
+        self.dirty = dirty
+        self.touched: set[tuple[str, str, GroupKey]] = set() if touched is None else touched
+        # Read from a state an earlier rulesd saved with keys made otherwise (`rekey`): written whole.
+        self.rekeyed = rekeyed
+
+    def __eq__(self, other: object) -> bool:
+        """Equal states hold the same groups and fingerprints (the clock and what is to save
+        aside)."""
+        if not isinstance(other, EngineState):
+            return NotImplemented
+        return (self.tables, self.fingerprints) == (other.tables, other.fingerprints)
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable, compared by contents)
+
+    def __repr__(self) -> str:
+        return (
+            f"EngineState(tables={self.tables!r}, fingerprints={self.fingerprints!r}, clock={self.clock!r}, "
+            f"dirty={self.dirty!r}, touched={self.touched!r}, rekeyed={self.rekeyed!r})"
+        )
 
     def table(self, kind: str) -> Table:
         """The groups of every rule for one kind of state."""

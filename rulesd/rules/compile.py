@@ -130,7 +130,7 @@ class _Context:
             return 0.0
         if positive and seconds <= 0:
             self.report(path, f"the {path[-1]} must be longer than 0s")
-        warning = unitless(value)
+        warning = unitless(value) if not self.checked else None  # (kept with the rule set's problems)
         if warning is not None:
             self.report(path, warning, warning=True)
         return seconds

@@ -247,7 +247,8 @@ def _refuse_nan(matcher: Any, path: tuple[str | int, ...]) -> None:
 def _field(key: str, written: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
     """The expression for `field: matcher`, and its rough cost."""
     matcher = resolved_matcher(written, path, w.lists)
-    _refuse_nan(matcher, path)
+    if not w.checked:  # (an error: a rule set checked before has none)
+        _refuse_nan(matcher, path)
     if isinstance(matcher, list):
         if all(isinstance(o, str) for o in matcher) and "." not in key:
             v = w.local()

@@ -139,11 +139,13 @@ def _alike(rules: Sequence[Rule]) -> dict[Rule, tuple[Rule, ...]]:
     return {same[0]: tuple(same) for same in by_key.values() if len(same) > 1}
 
 
-class _Entry(NamedTuple):
-    """A rule and the hints it is filed under (its own, or those of one `any` branch)."""
+# The index's tuples are made by `NamedTuple`'s functional form, their fields' types given as
+# objects: the class form, whose annotations are text here (`from __future__ import
+# annotations`), has typing compile each into a ForwardRef at every start (~0.14 M
+# instructions a field); so they have no defaults.
 
-    rule: Rule
-    hints: Hints
+# A rule and the hints it is filed under (its own, or those of one `any` branch).
+_Entry = NamedTuple("_Entry", [("rule", Rule), ("hints", Hints)])  # noqa: UP014
 
 
 def _placements(hints: Hints) -> list[Hints]:
@@ -161,49 +163,44 @@ T = TypeVar("T")
 _Decide = Callable[[Event, float, list[Rule]], T]
 
 
-class _Scan(NamedTuple):
-    """Rules that need a pattern found in a field: the field's scan, and by pattern id the
-    rules filed under it or a node indexing them on what else they need."""
-
-    scan: Scan
-    by_id: dict[int, _Plan | tuple[Rule, ...]]
-    in_lists: tuple[Rule, ...]  # `contains` rules: a list holding an equal item matches too
-
-
-class _Bound(NamedTuple):
-    """Rules that need a field to be a number reaching a bound, sorted by bound."""
-
-    bounds: tuple[float, ...]
-    rules: tuple[Rule, ...]
+# Rules that need a pattern found in a field: the field's scan, and by pattern id the rules
+# filed under it or a node indexing them on what else they need; `in_lists`, the `contains`
+# rules (a list holding an equal item matches too).
+_Scan = NamedTuple(  # noqa: UP014
+    "_Scan", [("scan", Scan), ("by_id", dict[int, "_Plan | tuple[Rule, ...]"]), ("in_lists", tuple[Rule, ...])]
+)
 
 
-class _Exclude(NamedTuple):
-    """Rules that need a field not to be certain texts (and nothing the index can look up):
-    by each of those texts, the rules it leaves; any other value leaves them all."""
+# Rules that need a field to be a number reaching a bound, sorted by bound.
+_Bound = NamedTuple("_Bound", [("bounds", tuple[float, ...]), ("rules", tuple[Rule, ...])])  # noqa: UP014
 
-    left: dict[str, tuple[Rule, ...]]
-    every: tuple[Rule, ...]
+
+# Rules that need a field not to be certain texts (and nothing the index can look up): by each
+# of those texts, the rules it leaves; any other value leaves them all.
+_Exclude = NamedTuple("_Exclude", [("left", dict[str, tuple[Rule, ...]]), ("every", tuple[Rule, ...])])  # noqa: UP014
 
 
 _Table = dict[Any, "_Plan | tuple[Rule, ...]"]
 _Test = tuple[str, "_Scan | _Bound | _Exclude"]
 
 
-class _Plan(NamedTuple):
-    """What one node does: its rules for every event, its tables and its tests.
-
-    `screened` are the root's rules with no test to be filed under (`error.code: {exists:
-    true}`, a `cidr` alone, `not_equals` of a number, an `any` with such a branch): each is
-    a candidate only for an event its own predicate accepts. Sent on with every event, one
-    such rule would make the engine read every event's time and run its step: +50% CPU at
-    100 rules. The predicate runs again in the engine's step, but only for an event it
-    matched, which few are.
-    """
-
-    always: tuple[Rule, ...]
-    tables: list[tuple[str, _Table]]
-    tests: list[_Test]
-    screened: tuple[Rule, ...] = ()
+# What one node does: its rules for every event, its tables and its tests.
+#
+# `screened` are the root's rules with no test to be filed under (`error.code: {exists:
+# true}`, a `cidr` alone, `not_equals` of a number, an `any` with such a branch): each is
+# a candidate only for an event its own predicate accepts. Sent on with every event, one
+# such rule would make the engine read every event's time and run its step: +50% CPU at
+# 100 rules. The predicate runs again in the engine's step, but only for an event it
+# matched, which few are. (Empty but at the root.)
+_Plan = NamedTuple(  # noqa: UP014
+    "_Plan",
+    [
+        ("always", tuple[Rule, ...]),
+        ("tables", list[tuple[str, _Table]]),
+        ("tests", list[_Test]),
+        ("screened", tuple[Rule, ...]),
+    ],
+)
 
 
 def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
@@ -257,7 +254,7 @@ def _plan(entries: Sequence[_Entry], used: frozenset[str]) -> _Plan:
         *((f, _bound_test(members)) for f, members in bounded.items()),
         *(_exclusion_tests(excluded) if excluded else ()),
     ]
-    return _Plan(tuple(always), tables, tests)
+    return _Plan(tuple(always), tables, tests, ())
 
 
 def _tables_children(table: dict[Any, list[_Entry]], used: frozenset[str]) -> _Table:
@@ -384,15 +381,11 @@ def _bound_test(members: list[tuple[float, Rule]]) -> _Bound:
     return _Bound(tuple(b for b, _ in members), tuple(r for _, r in members))
 
 
-class _BoundHit(NamedTuple):
-    """A table's hit standing for a node whose only test is one bound (see `_lone_bound`),
-    where every node of the table is such a node on one field: the table's code compares the
-    number itself, a call less for each event it sends there (at 1,000 rules, a rule's
-    equalities often leave a latency or status bound alone)."""
-
-    low: float  # the smallest bound, as `_exact_float` gives it
-    bounds: tuple[float, ...]
-    rules: tuple[Rule, ...]
+# A table's hit standing for a node whose only test is one bound (see `_lone_bound`), where
+# every node of the table is such a node on one field: the table's code compares the number
+# itself, a call less for each event it sends there (at 1,000 rules, a rule's equalities often
+# leave a latency or status bound alone). `low`: the smallest bound, as `_exact_float` gives it.
+_BoundHit = NamedTuple("_BoundHit", [("low", float), ("bounds", tuple[float, ...]), ("rules", tuple[Rule, ...])])  # noqa: UP014
 
 
 def _lone_bound(plan: _Plan) -> str | None:

@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
 from msgspec.structs import force_setattr
 
+from rulesd.deferred_regex import when_used
 from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem, SourceLocation
 from rulesd.rules.networks import NetworkError, Networks, networks_of
 
 LIST_OPERATORS = ("in", "not_in", "cidr", "not_cidr")
 """The operators whose operand may be a named list (besides a field's matcher itself)."""
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+NAME = when_used(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")  # (compiled for a rule set that names a list)
 _NETWORK_OPERATORS = ("cidr", "not_cidr")
 NAN_MESSAGE = "cannot compare with .nan: NaN is equal to nothing, not even itself"
 
@@ -135,7 +135,7 @@ def _named(op: str | None, name: str, lists: Lists) -> NamedList:
             f"{op} takes one value, not a named list (lists go with in, not_in, cidr, not_cidr or as the "
             f"field's matcher); write ${written} for the text {written!r}",
         )
-    if NAME.fullmatch(name) is None:
+    if NAME().fullmatch(name) is None:
         raise ListError((), f"{written!r} is not a list name (write ${written} for the text {written!r})")
     named = lists.get(name)
     if named is None:

@@ -348,7 +348,7 @@ def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists, *, check
 
         problems.extend(rule_file_warnings(doc, _rules_in(doc), parsed.faulted))
     for raw, base in _rules_in(doc):
-        if isinstance(raw.get("name"), str):
+        if not checked and isinstance(raw.get("name"), str):  # (for duplicates: errors, none in a set checked before)
             loaded.names.append((raw["name"], doc.locate((*base, "name"))))
         rule, found = compile_rule(raw, doc, base, parsed.faulted, patterns=patterns, lists=lists, checked=checked)
         problems.extend(found)
@@ -374,8 +374,7 @@ def check_paths(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None
             loaded = _load_files(parsed, patterns, None, checked=True)
             rules = [rule for file in loaded for rule in file.rules]
             if len(rules) == count:  # (else the code or a library changed unseen: checked in full)
-                names = [name for file in loaded for name in file.names]
-                return _combine([_Loaded(rules, names, kept)], files, problems, patterns, cache)
+                return _combine([_Loaded(rules, [], kept)], files, problems, patterns, cache)
             parsed = [_parse_file(path, cache) for path in files]  # (the lists' problems were added)
         patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
         loaded = _load_files(parsed, patterns, cache)

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import force_setattr
 
+from rulesd.deferred_regex import when_used
 from rulesd.jsontext import compact_json
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter, shallow_keys
 
@@ -18,8 +19,9 @@ _FIELD = re.compile(r"[^.{}!:\[\]()\s]+(?:\.[^.{}!:\[\]()\s]+)*\Z")
 
 
 # `{{host}}`, `{{ .host }}`, `{{ $labels.host }}`: another template language's way to write a
-# field, which here is the literal text `{host}` (a doubled brace is a brace).
-_DOUBLED_FIELD = re.compile(r"(?<!\{)\{\{\s*\$?\.?([A-Za-z_][\w.-]*)\s*\}\}(?!\})")
+# field, which here is the literal text `{host}` (a doubled brace is a brace). Compiled when first
+# used: only a check finds them (a warning), which a rule set checked before skips.
+_DOUBLED_FIELD = when_used(r"(?<!\{)\{\{\s*\$?\.?([A-Za-z_][\w.-]*)\s*\}\}(?!\})")
 
 
 def literal_fields(source: str) -> list[tuple[str, str]]:
@@ -27,7 +29,7 @@ def literal_fields(source: str) -> list[tuple[str, str]]:
     as the literal text `{field}` rather than the field's value."""
     if "{{" not in source:  # (nearly every template)
         return []
-    return [(m.group(0), m.group(1)) for m in _DOUBLED_FIELD.finditer(source)]
+    return [(m.group(0), m.group(1)) for m in _DOUBLED_FIELD().finditer(source)]
 
 
 def not_a_template(value: str, what: str) -> str | None:

@@ -155,33 +155,38 @@ def _ordered(fields: dict[str, str], order: Sequence[str]) -> list[tuple[str, st
 EvaluateBlock = Callable[[list[Any], Sequence[bytes], int, float, list[int], list[tuple[int, Any, bool]]], None]
 
 
-class Viewer(NamedTuple):
-    """How an index judges JSON lines from their views.
-
-    `decode(line)` is the line's view, or raises one of `refused`; `evaluate(view, line,
-    time)` is what the engine's `evaluate` returns for the parsed line, or INVALID when the
-    line had candidates and the full parser refused it (the view checks the skipped fields'
-    syntax, not that their numbers fit a double). `whole(line, time)` is the same for a line
-    judged from its whole parse: one without a view, or one whose view cannot judge it (see
-    `WholeLine`), for which `evaluate` calls it. A viewer for a rule set without timers has
-    `evaluate_block(views, lines, start, time, invalid, firings)` instead, which judges a
-    block of lines (a view None: judged by `whole`) and appends the index of each invalid
-    one (counted from `start`) to `invalid` and `(index, firing, False)` to `firings`.
-    `stamp`, if not None, is an attribute and the text to set it to in every view, as its
-    source sets that field in every event (a named source's `source_name`). `deep`: the
-    decoder takes nesting deeper than orjson allows, so a line holding more than MAX_DEPTH
-    brackets is parsed whole. `decode_lines(text)` is the views of the JSON values of `text`, one
-    per line that holds one (a blank line holds none, and a value may run across lines).
-    """
-
-    decode: Callable[[bytes], Any]
-    evaluate: Callable[[Any, bytes, float], Any] | None
-    evaluate_block: EvaluateBlock | None
-    whole: Callable[[bytes, float], Any]
-    refused: tuple[type[Exception], ...]
-    decode_lines: Callable[[bytes], list[Any]]
-    stamp: tuple[str, str] | None = None
-    deep: bool = False
+# How an index judges JSON lines from their views.
+#
+# `decode(line)` is the line's view, or raises one of `refused`; `evaluate(view, line,
+# time)` is what the engine's `evaluate` returns for the parsed line, or INVALID when the
+# line had candidates and the full parser refused it (the view checks the skipped fields'
+# syntax, not that their numbers fit a double). `whole(line, time)` is the same for a line
+# judged from its whole parse: one without a view, or one whose view cannot judge it (see
+# `WholeLine`), for which `evaluate` calls it. A viewer for a rule set without timers has
+# `evaluate_block(views, lines, start, time, invalid, firings)` instead, which judges a
+# block of lines (a view None: judged by `whole`) and appends the index of each invalid
+# one (counted from `start`) to `invalid` and `(index, firing, False)` to `firings`.
+# `stamp`, if not None, is an attribute and the text to set it to in every view, as its
+# source sets that field in every event (a named source's `source_name`). `deep`: the
+# decoder takes nesting deeper than orjson allows, so a line holding more than MAX_DEPTH
+# brackets is parsed whole. `decode_lines(text)` is the views of the JSON values of `text`, one
+# per line that holds one (a blank line holds none, and a value may run across lines).
+#
+# (`NamedTuple`'s functional form, the types given as objects: the class form's annotations
+# are text here, and typing compiles each into a ForwardRef at every start.)
+Viewer = NamedTuple(  # noqa: UP014
+    "Viewer",
+    [
+        ("decode", Callable[[bytes], Any]),
+        ("evaluate", Callable[[Any, bytes, float], Any] | None),
+        ("evaluate_block", EvaluateBlock | None),
+        ("whole", Callable[[bytes, float], Any]),
+        ("refused", tuple[type[Exception], ...]),
+        ("decode_lines", Callable[[bytes], list[Any]]),
+        ("stamp", tuple[str, str] | None),
+        ("deep", bool),
+    ],
+)
 
 
 class NoStruct:

@@ -30,15 +30,11 @@ BATCH_BYTES = 8 << 20
 MAX_CHUNKS_PER_READ = 64
 
 
-class Lines(NamedTuple):
-    """Consecutive complete lines of one source, read from the bytes `start` to `end` (the
-    first line starts at `start`). Each keeps its newline but the last line of a stream that
-    ended without one: their lengths add up to `end - start`."""
-
-    path: str
-    start: int
-    data: list[bytes]
-    end: int
+# Consecutive complete lines of one source, read from the bytes `start` to `end` (the first line
+# starts at `start`). Each keeps its newline but the last line of a stream that ended without
+# one: their lengths add up to `end - start`. (`NamedTuple`'s functional form, the types given
+# as objects: the class form's annotations are text here, which typing compiles at every start.)
+Lines = NamedTuple("Lines", [("path", str), ("start", int), ("data", list[bytes]), ("end", int)])  # noqa: UP014
 
 
 class Offsets:
