@@ -500,5 +500,5 @@ def test_engine_states_compare_by_their_groups_and_fingerprints_alone() -> None:
     assert one != ("not", "a", "state")
     with pytest.raises(TypeError):
         hash(one)
-    expected = "EngineState(tables={}, fingerprints={}, clock=-inf, dirty=False, touched=set())"
+    expected = "EngineState(tables={}, fingerprints={}, clock=-inf, dirty=False, touched=set(), rekeyed=False)"
     assert expected == repr(one)
