@@ -289,6 +289,18 @@ def test_a_duration_with_a_unit_where_seconds_are_a_number_says_the_number(tmp_p
     assert [f'{path}:1:23: error: {seconds} "ten": timeout_s is a number of seconds (timeout_s: 10)'] == problems(path)
 
 
+def test_a_number_with_an_exponent_that_yaml_read_as_text_says_the_number(tmp_path: Path) -> None:
+    """`timeout_s: 1e1` and `max_line_bytes: 1e6` are text to YAML 1.1 (a number with an
+    exponent needs a point and a signed exponent): the error says the number to write, not that
+    timeout_s is a number of seconds."""
+    path = write(tmp_path, "opsgenie: {timeout_s: 1e1}\nsource: {type: stdin, max_line_bytes: 1e6}\n")
+    said = "as text (a number with an exponent needs a point and a signed exponent, 1.0e+3): write"
+    assert [
+        f'{path}:1:23: error: opsgenie.timeout_s: expected a number, got "1e1": YAML reads 1e1 {said} 10',
+        f'{path}:2:39: error: source.max_line_bytes: expected an integer, got "1e6": YAML reads 1e6 {said} 1000000',
+    ] == problems(path)
+
+
 def test_a_timeout_of_nan_is_an_error_at_its_line(tmp_path: Path) -> None:
     """YAML's .nan is a number within timeout_s's bounds (it compares false with both): it was
     taken, and every request to OpsGenie then failed on `settimeout(nan)`, no alert delivered."""

@@ -1226,6 +1226,29 @@ def test_a_number_where_a_text_is_taken_says_to_quote_it_as_written(tmp_path: Pa
     ] == output.splitlines()
 
 
+def test_a_number_with_an_exponent_that_yaml_read_as_text_says_what_to_write(tmp_path: Path) -> None:
+    """YAML 1.1 reads `1e3` and `1.5e3` as text (a number with an exponent needs a point and a
+    signed exponent, `1.0e+3`), so `gt: 1e3` or `count: 1e1` was "expected a number, got
+    "1e3"", as if the text were what was written wrong: the error says the number to write."""
+    text = (
+        "name: x\nmatch: {a: {gt: 1e3}, b: {lt: 2E-3}, c: {lt: 1e-7}, d: {gt: 1e400}}\n"
+        "threshold: {count: 1e1, window: 1m}\n"
+    )
+    said = "as text (a number with an exponent needs a point and a signed exponent, 1.0e+3): write"
+    status, output = check(tmp_path, text)
+    assert (
+        1,
+        [
+            f'DIR/r.yaml:2:17: error: match.a.gt: expected a number, got "1e3": YAML reads 1e3 {said} 1000',
+            f'DIR/r.yaml:2:31: error: match.b.lt: expected a number, got "2E-3": YAML reads 2E-3 {said} 0.002',
+            f'DIR/r.yaml:2:46: error: match.c.lt: expected a number, got "1e-7": YAML reads 1e-7 {said} 1.0e-07',
+            'DIR/r.yaml:2:61: error: match.d.gt: expected a number, got "1e400"',
+            f'DIR/r.yaml:3:20: error: threshold.count: expected an integer, got "1e1": YAML reads 1e1 {said} 10',
+            "FAILED: 1 file(s), 0 rule(s), 5 error(s), 0 warning(s)",
+        ],
+    ) == (status, output.splitlines())
+
+
 def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> None:
     """A key in the middle of a block moved to its parent's column is valid YAML up to the line
     after it, where YAML stopped and the error was: it is at the key when it is no key of a
