@@ -348,12 +348,39 @@ def parse_yaml(text: str, path: str, *, keep_going: bool = False) -> Document:
         doc.value = builder.build(node, ())
     except _TooLarge as exc:
         builder.problem(exc.node, f"document too large (more than {MAX_NODES} nodes)")
-    except RecursionError:
-        builder.problem(node, "document nested too deeply")
+    except RecursionError as exc:
+        builder.problems.append(_too_deep(doc, exc, node))
     if builder.problems or (builder.kept and not keep_going):
         raise InvalidInputError(sorted([*builder.problems, *builder.kept]))
     doc.problems = builder.kept
     return doc
+
+
+def _too_deep(doc: Document, exc: RecursionError, root: yaml.Node) -> Problem:
+    """Where a document nested too deeply for the interpreter is, read from the frames of the
+    `_Builder.build` calls `exc` went through (nothing is kept while building): an alias within
+    the mapping or list it names (`self: *d` under `details: &d`), which never ends, at the
+    key holding it; else the deepest node reached."""
+    build = _Builder.build.__code__
+    seen: dict[int, JsonPath] = {}
+    node, tb = root, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is build:
+            node, path = tb.tb_frame.f_locals["node"], tb.tb_frame.f_locals["path"]
+            if id(node) in seen:  # (an alias is the node its anchor names: no mark of its own)
+                held = path[: max(i for i, part in enumerate(path, 1) if isinstance(part, str))]
+                line, col = doc.key_marks.get(held, (node.start_mark.line + 1, node.start_mark.column + 1))
+                named = format_path(seen[id(node)]) if seen[id(node)] else "the whole document"
+                message = (
+                    f"{format_path(path)}: this alias names the mapping or list that holds it "
+                    f"({named}, line {node.start_mark.line + 1}), so it would never end: an alias may only "
+                    "repeat a mapping or list outside it"
+                )
+                return Problem(SourceLocation(doc.path, line, col), message)
+            seen[id(node)] = path
+        tb = tb.tb_next
+    mark = node.start_mark
+    return Problem(SourceLocation(doc.path, mark.line + 1, mark.column + 1), "document nested too deeply")
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:

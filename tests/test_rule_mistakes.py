@@ -1249,6 +1249,21 @@ def test_a_number_with_an_exponent_that_yaml_read_as_text_says_what_to_write(tmp
     ) == (status, output.splitlines())
 
 
+def test_an_alias_inside_what_it_names_is_an_error_at_its_key(tmp_path: Path) -> None:
+    """`details: &d` holding `self: *d` never ends: check said "document nested too deeply" at
+    1:1, naming no line of the file; it names the key holding the alias and the anchor's line."""
+    text = "name: x\nmatch: {a: 1}\nalert:\n  details: &d\n    runbook: r\n    again: *d\n"
+    status, output = check(tmp_path, text)
+    assert (
+        1,
+        [
+            "DIR/r.yaml:6:5: error: alert.details.again: this alias names the mapping or list that holds it "
+            "(alert.details, line 4), so it would never end: an alias may only repeat a mapping or list outside it",
+            "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)",
+        ],
+    ) == (status, output.splitlines())
+
+
 def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> None:
     """A key in the middle of a block moved to its parent's column is valid YAML up to the line
     after it, where YAML stopped and the error was: it is at the key when it is no key of a
