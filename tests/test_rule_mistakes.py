@@ -1264,6 +1264,21 @@ def test_an_alias_inside_what_it_names_is_an_error_at_its_key(tmp_path: Path) ->
     ) == (status, output.splitlines())
 
 
+def test_conditions_nested_hundreds_deep_are_an_error_at_the_line_not_a_traceback(tmp_path: Path) -> None:
+    """330 `not:` within one another: check, replay and explain ended in a RecursionError's
+    traceback (the checks that walk a condition go a few frames deep per level); now the
+    nesting is an error at the line where it goes deeper than 128 levels."""
+    text = "name: x\nmatch:\n" + "".join("  " * (i + 1) + "not:\n" for i in range(330)) + "    a: 1\n"
+    status, output = check(tmp_path, text)
+    said = "document nested too deeply: more than 128 mappings and lists within one another"
+    assert (1, [f"DIR/r.yaml:130:257: error: {said}", "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)"]) == (
+        status,
+        output.splitlines(),
+    )
+    explained = rulesd_cli("explain", "--rules", str(tmp_path / "r.yaml"), '{"a": 2}')
+    assert (1, f"{tmp_path}/r.yaml:130:257: error: {said}\n") == (explained.returncode, explained.stderr)
+
+
 def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> None:
     """A key in the middle of a block moved to its parent's column is valid YAML up to the line
     after it, where YAML stopped and the error was: it is at the key when it is no key of a
