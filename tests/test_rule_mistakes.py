@@ -1279,6 +1279,27 @@ def test_conditions_nested_hundreds_deep_are_an_error_at_the_line_not_a_tracebac
     assert (1, f"{tmp_path}/r.yaml:130:257: error: {said}\n") == (explained.returncode, explained.stderr)
 
 
+def test_a_rule_s_own_triggering_rules_detail_is_warned_about_at_its_key(tmp_path: Path) -> None:
+    """Every alert's "Triggering Rules" detail names the rules that fired, so a rule's own detail
+    of that name was dropped from every page without a word; its "Event Source" is sent where no
+    event's source is said (an expected group never seen), and is not warned about."""
+    text = (
+        "name: x\nmatch: {a: 1}\nalert:\n  details:\n    Triggering Rules: disk checks\n"
+        "    Event Source: the disk monitor\n"
+    )
+    for _ in range(2):  # (read back from the rule cache the second time: the warning is said again)
+        status, output = check(tmp_path, text)
+        assert (
+            0,
+            [
+                "DIR/r.yaml:5:5: warning: alert.details[\"Triggering Rules\"]: 'Triggering Rules' is the detail "
+                "rulesd writes itself, the names of the rules that fired: this value is never sent; give the detail "
+                "another name",
+                "OK: 1 file(s), 1 rule(s), 0 error(s), 1 warning(s)",
+            ],
+        ) == (status, output.splitlines())
+
+
 def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> None:
     """A key in the middle of a block moved to its parent's column is valid YAML up to the line
     after it, where YAML stopped and the error was: it is at the key when it is no key of a

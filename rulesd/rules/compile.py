@@ -31,6 +31,7 @@ from rulesd.rules.lists import (
 from rulesd.rules.model import (
     DEFAULT_PRIORITY,
     KIND_KEYS,
+    TRIGGERING_RULES,
     Absence,
     AlertSpec,
     Distinct,
@@ -586,6 +587,12 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
     for k, v in details_raw.items() if isinstance(details_raw, dict) else ():
         if isinstance(v, str) and ctx.ok(("alert", "details", k)):
             details.append((k, ctx.template(v, ("alert", "details", k))))
+            if k == TRIGGERING_RULES and not ctx.checked:  # (its value may be meant, for another tool)
+                said = (
+                    f"'{k}' is the detail rulesd writes itself, the names of the rules that fired: this value is "
+                    "never sent; give the detail another name"
+                )
+                ctx.report(("alert", "details", k), said, key=True, warning=True)
     responders: tuple[Responder, ...] = ()
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))
