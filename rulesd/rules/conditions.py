@@ -38,6 +38,7 @@ from rulesd.rules.patterns import (
     literal_pattern,
     regex_problem,
 )
+from rulesd.rules.view import INT_MAX, INT_MIN
 
 Predicate = Callable[[Event], bool]
 ValueTest = Callable[[Any], bool]
@@ -241,7 +242,8 @@ def _refuse_unequalled(matcher: Any, path: tuple[str | int, ...]) -> None:
     for operand, where in places:
         items = enumerate(operand) if isinstance(operand, list) else [(None, operand)]
         for i, item in items:
-            if type(item) is float or type(item) is int:
+            # (no call for the usual operand: it runs for every rule of every start, warm ones too)
+            if (type(item) is float and item != item) or (type(item) is int and not INT_MIN <= item <= INT_MAX):
                 why = equality_problem(item)
                 if why is not None:
                     raise ConditionError(where if i is None else (*where, i), why)
