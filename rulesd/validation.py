@@ -258,6 +258,8 @@ def _exponent(text: str) -> bool:
 
     if re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?[eE][-+]?[0-9]+", text) is None:
         return False
+    if "." in text and re.search("[eE][-+]", text):  # (YAML's own form: a text only if quoted)
+        return False
     return float(text) not in (float("inf"), float("-inf"))
 
 

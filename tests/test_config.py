@@ -299,6 +299,11 @@ def test_a_number_with_an_exponent_that_yaml_read_as_text_says_the_number(tmp_pa
         f'{path}:1:23: error: opsgenie.timeout_s: expected a number, got "1e1": YAML reads 1e1 {said} 10',
         f'{path}:2:39: error: source.max_line_bytes: expected an integer, got "1e6": YAML reads 1e6 {said} 1000000',
     ] == problems(path)
+    quoted = write(tmp_path, "opsgenie: {timeout_s: '1.5e+1'}\n")  # (YAML's own form: a text only as quoted)
+    assert [
+        f'{quoted}:1:23: error: opsgenie.timeout_s: expected a number, got "1.5e+1": timeout_s is a number of '
+        "seconds (timeout_s: 10)"
+    ] == problems(quoted)
 
 
 def test_a_time_format_without_a_date_is_refused_by_check_and_replay(tmp_path: Path) -> None:
