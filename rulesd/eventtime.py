@@ -70,9 +70,18 @@ def check_time_format(fmt: str) -> str | None:
             "with % directives such as '%d/%b/%Y:%H:%M:%S %z'"
         )
     try:  # a format that cannot read back what it writes is no use (`%Q`, a lone `%`)
-        datetime.datetime.strptime(_SAMPLE.strftime(fmt), fmt)
+        read = datetime.datetime.strptime(_SAMPLE.strftime(fmt), fmt)
     except ValueError as exc:
         return f"time_format {fmt!r} is not a usable strptime format: {exc}"
+    if (read.month, read.day) != (_SAMPLE.month, _SAMPLE.day):
+        # strptime takes 1 January for a missing date: every event months before its arrival,
+        # and a day back at each midnight (heartbeats dated a window before the clock: absences
+        # paged for hosts still beating)
+        return (
+            f"time_format {fmt!r} reads no date (a month and a day): every event would be dated 1 January; "
+            "add the date's directives (%b %d, %m/%d, %j), or leave out time_field to count events at their "
+            "arrival"
+        )
     return None
 
 

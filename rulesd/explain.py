@@ -33,6 +33,7 @@ import orjson
 
 from rulesd.document import JsonPath
 from rulesd.errors import SourceLocation
+from rulesd.jsontext import compact_json
 from rulesd.rules.conditions import Predicate, caseless_applies, compile_condition
 from rulesd.rules.fields import MISSING, Event, Getter, make_getter
 from rulesd.rules.lists import Lists, reference
@@ -289,7 +290,10 @@ def show(value: Any) -> str:
     """A value as compact JSON (`missing` for a field the event lacks), cut short if long."""
     if value is MISSING:
         return "missing"
-    text = orjson.dumps(value, default=str).decode()
+    try:
+        text = orjson.dumps(value, default=str).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (an event may nest 1,024 levels)
+        text = compact_json(value)
     return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
 
 

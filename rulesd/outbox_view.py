@@ -13,8 +13,9 @@ from typing import Any
 
 import msgspec
 
-from rulesd.alerting.payload import CLOSE_NOTE, EVENT_SOURCE, TRIGGERING_RULES
+from rulesd.alerting.payload import CLOSE_NOTE, EVENT_SOURCE
 from rulesd.printable import one_line
+from rulesd.rules.model import TRIGGERING_RULES
 from rulesd.state import CLOSE, DEAD, PAUSED, PENDING, Attempt, OutboxAlert
 from rulesd.times import rfc3339
 

@@ -26,6 +26,7 @@ from rulesd.pipeline import build_alerts, evaluate_events
 from rulesd.rules import generated_code
 from rulesd.rules.boolean_words import rule_test_warnings
 from rulesd.rules.cache import RuleCache
+from rulesd.rules.lists import unheld_integer
 from rulesd.rules.loader import TEST_SUFFIXES, CheckResult, RuleSource, check_paths, discover_files, rule_sources
 from rulesd.rules.model import Absence, Rule, RuleSet, rule_hint
 from rulesd.rules.unseen import unseen_fields
@@ -121,7 +122,7 @@ def _test_file_problems(doc: Document) -> list[Problem]:
                 where = doc.locate(("tests", t_index, "events", e_index))
                 problems.append(Problem(where, "a step is an event (with an optional at) or an advance"))
             problems.extend(_duration_problems(doc, ("tests", t_index, "events", e_index), item))
-            problems.extend(_non_finite(doc, ("tests", t_index, "events", e_index, "event"), item.get("event")))
+            problems.extend(_unheld_numbers(doc, ("tests", t_index, "events", e_index, "event"), item.get("event")))
         problems.extend(_event_number_problems(doc, t_index, test))
         problems.extend(_repeated_rule_names(doc, t_index, test))
     for i, name in enumerate(doc.value["rule_files"]):
@@ -194,23 +195,29 @@ def _duration_problems(doc: Document, path: tuple[str | int, ...], step: dict[st
                 yield Problem(doc.locate((*path, key)), f"{format_path((*path, key))}: {exc}")
 
 
-def _non_finite(doc: Document, path: tuple[str | int, ...], value: Any) -> Iterator[Problem]:
-    """YAML's .nan and .inf in an event: JSON has no such number, a line holding one (NaN,
-    Infinity, a number beyond a double) is invalid and skipped, and a typed field never
-    converts to one, so a test that passes on such an event tests what no rule ever sees."""
+def _unheld_numbers(doc: Document, path: tuple[str | int, ...], value: Any) -> Iterator[Problem]:
+    """Numbers in an event that no event holds, so that a test passing on one tests what no rule
+    ever sees: YAML's .nan and .inf (JSON has no such number, a line holding one (NaN, Infinity,
+    a number beyond a double) is invalid and skipped, and a typed field never converts to one),
+    and an integer beyond 64 bits (a JSON line's is a float: `equals: 99999999999999999999`
+    holds for the test's event and for no line)."""
+    message = None
     if isinstance(value, float) and not math.isfinite(value):
         written = ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
         message = (
             f"{written} is no value an event can hold: JSON has no such number (a line with one is invalid, "
             "skipped before any rule sees it) and no typed field converts to one"
         )
-        yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _non_finite(doc, (*path, key), item)
+            yield from _unheld_numbers(doc, (*path, key), item)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _non_finite(doc, (*path, index), item)
+            yield from _unheld_numbers(doc, (*path, index), item)
+    else:
+        message = unheld_integer(value)
+    if message is not None:
+        yield Problem(doc.locate(path), f"{format_path(path)}: {message}")
 
 
 class WrittenRules:

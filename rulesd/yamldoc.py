@@ -76,6 +76,10 @@ def _plain_tags_once(resolve: Callable[[Any, Any, Any], Any]) -> Callable[[Any, 
 
 
 MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+# Mappings and lists within one another, at most: the checks that walk a rule's conditions (or a
+# rule test's event) go a few frames deep per level, and beyond some 300 levels ended in a
+# RecursionError's traceback; no rule, test or setting is written a tenth as deep.
+MAX_DEPTH = 128
 _YAML_TAG = "tag:yaml.org,2002:"
 # Plain data only: a tag naming anything else (`!!python/object`, `!custom`) is refused
 # outright instead of being dropped silently, so nobody believes it does something.
@@ -143,8 +147,12 @@ class _Builder:
             )
             return None
         if isinstance(node, yaml.MappingNode):
+            if len(path) >= MAX_DEPTH:
+                raise _TooDeep
             return self.build_mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
+            if len(path) >= MAX_DEPTH:
+                raise _TooDeep
             return self.build_sequence(node, path)
         if node.tag == _WORD_BOOL_TAG:
             self.doc.boolean_words[path] = node.value
@@ -300,6 +308,10 @@ def _show_tag(tag: str) -> str:
     return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
 
 
+class _TooDeep(Exception):
+    """A mapping or list nested more than MAX_DEPTH levels deep (where: see `_too_deep`)."""
+
+
 class _TooLarge(Exception):
     def __init__(self, node: yaml.Node) -> None:
         self.node = node
@@ -348,12 +360,40 @@ def parse_yaml(text: str, path: str, *, keep_going: bool = False) -> Document:
         doc.value = builder.build(node, ())
     except _TooLarge as exc:
         builder.problem(exc.node, f"document too large (more than {MAX_NODES} nodes)")
-    except RecursionError:
-        builder.problem(node, "document nested too deeply")
+    except (_TooDeep, RecursionError) as exc:
+        builder.problems.append(_too_deep(doc, exc, node))
     if builder.problems or (builder.kept and not keep_going):
         raise InvalidInputError(sorted([*builder.problems, *builder.kept]))
     doc.problems = builder.kept
     return doc
+
+
+def _too_deep(doc: Document, exc: Exception, root: yaml.Node) -> Problem:
+    """Where a document nested too deeply is, read from the frames of the `_Builder.build`
+    calls `exc` went through (nothing is kept while building): an alias within the mapping or
+    list it names (`self: *d` under `details: &d`), which never ends, at the key holding it;
+    else the node that went too deep."""
+    build = _Builder.build.__code__
+    seen: dict[int, JsonPath] = {}
+    node, tb = root, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is build:
+            node, path = tb.tb_frame.f_locals["node"], tb.tb_frame.f_locals["path"]
+            if id(node) in seen:  # (an alias is the node its anchor names: no mark of its own)
+                held = path[: max(i for i, part in enumerate(path, 1) if isinstance(part, str))]
+                line, col = doc.key_marks.get(held, (node.start_mark.line + 1, node.start_mark.column + 1))
+                named = format_path(seen[id(node)]) if seen[id(node)] else "the whole document"
+                message = (
+                    f"{format_path(path)}: this alias names the mapping or list that holds it "
+                    f"({named}, line {node.start_mark.line + 1}), so it would never end: an alias may only "
+                    "repeat a mapping or list outside it"
+                )
+                return Problem(SourceLocation(doc.path, line, col), message)
+            seen[id(node)] = path
+        tb = tb.tb_next
+    mark = node.start_mark
+    message = f"document nested too deeply: more than {MAX_DEPTH} mappings and lists within one another"
+    return Problem(SourceLocation(doc.path, mark.line + 1, mark.column + 1), message)
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:

@@ -192,6 +192,32 @@ def test_rule_tests_pass_and_fail(tmp_path: Path) -> None:
     ) == failed.stdout
 
 
+def test_an_integer_beyond_64_bits_is_caught_by_check_and_test_as_replay_never_matches_it(tmp_path: Path) -> None:
+    """A JSON line's integer beyond 64 bits is read as the nearest float, so a rule comparing
+    an event's id with 99999999999999999999 never fired (replay of that line paged nothing),
+    while a rule test whose YAML event held that integer passed: check, replay and test say so
+    at each place."""
+    rules = write(tmp_path / "ids.yaml", "rules:\n  - name: one-id\n    match: {id: 99999999999999999999}\n")
+    where = "no event holds 99999999999999999999: a JSON line's integer beyond 64 bits is read as the nearest float"
+    said = f"{rules}:3:17: error: rules[0].match.id: {where}, 1e+20;"
+    checked = rulesd_cli("check", str(rules))
+    assert 1 == checked.returncode
+    assert checked.stdout.startswith(said)
+    events = write(tmp_path / "events.jsonl", '{"id": 99999999999999999999}\n')
+    replayed = rulesd_cli("replay", "--rules", str(rules), str(events))
+    assert (1, "") == (replayed.returncode, replayed.stdout)
+    assert replayed.stderr.startswith(said)
+    test_file = write(
+        tmp_path / "ids.test.yaml",
+        "rule_files: [ids.yaml]\ntests:\n  - name: pages\n    events:\n"
+        "      - {event: {id: 99999999999999999999}}\n    expect_alerts: [{event: 1, rules: [one-id]}]\n",
+    )
+    tested = rulesd_cli("test", str(test_file))
+    assert 1 == tested.returncode
+    assert f"{test_file}:5:22: error: tests[0].events[0].event.id: {where}, 1e+20;" in tested.stdout
+    assert "rule tests: 0 passed, 0 failed, 1 invalid\n" in tested.stdout
+
+
 def test_rule_tests_of_the_repository_pass() -> None:
     """The example rules in rules/ pass their own tests."""
     root = Path(__file__).resolve().parent.parent

@@ -277,15 +277,17 @@ def test_outbox_json_and_show_without_a_database(tmp_path: Path) -> None:
 
 
 def test_outbox_show_of_an_alert_no_longer_queued(tmp_path: Path) -> None:
-    """An id that is not (or no longer) in the outbox: exit 1, saying that delivered alerts leave it."""
+    """An id that is not (or no longer) in the outbox: exit 1, saying that delivered alerts leave it;
+    also one beyond the 64 bits of SQLite's integers, which ended in an OverflowError's traceback."""
     cfg = config(tmp_path, "state_dir: st\n")
     (tmp_path / "st").mkdir()
     SqliteState(str(tmp_path / "st" / "state.sqlite"))
-    shown = rulesd_cli("outbox", "--config", cfg, "show", "42")
-    assert (1, "rulesd outbox show: no alert 42 in the outbox (delivered alerts leave it)\n") == (
-        shown.returncode,
-        shown.stderr,
-    )
+    for alert_id in ("42", "99999999999999999999", "-9223372036854775809"):
+        shown = rulesd_cli("outbox", "--config", cfg, "show", "--", alert_id)
+        assert (1, f"rulesd outbox show: no alert {alert_id} in the outbox (delivered alerts leave it)\n") == (
+            shown.returncode,
+            shown.stderr,
+        )
 
 
 def test_outbox_of_a_damaged_database_or_a_redis_down_says_so(tmp_path: Path) -> None:

@@ -296,6 +296,41 @@ def test_equality_with_nan_is_refused_at_its_place(condition: dict[str, Any], pa
     assert path == raised.value.path
 
 
+BEYOND = 99999999999999999999  # beyond 64 bits: a JSON line's is read as the float 1e+20
+
+
+@pytest.mark.parametrize(
+    ("condition", "path"),
+    [
+        ({"id": BEYOND}, ("id",)),
+        ({"id": [1, BEYOND]}, ("id", 1)),
+        ({"id": {"equals": -(2**63) - 3}}, ("id", "equals")),
+        ({"id": {"not_equals": BEYOND}}, ("id", "not_equals")),
+        ({"id": {"in": ["a", 10**400]}}, ("id", "in", 1)),
+        ({"ids": {"contains": BEYOND}}, ("ids", "contains")),
+    ],
+)
+def test_equality_with_an_integer_no_event_holds_is_refused_at_its_place(
+    condition: dict[str, Any], path: tuple[Any, ...]
+) -> None:
+    """An integer beyond 64 bits in a JSON line is read as the nearest float, which such an
+    operand never equals: a test that could never hold (or, negated, always would), an error
+    at the integer."""
+    with pytest.raises(ConditionError, match=r"no event holds .*: a JSON line's integer beyond 64 bits") as raised:
+        matches(condition)
+    assert path == raised.value.path
+
+
+@pytest.mark.parametrize(
+    ("operand", "held"), [(2**64 - 1, 2**64 - 1), (-(2**63), -(2**63)), (2**70, 2.0**70), (-(2**64), -(2.0**64))]
+)
+def test_an_integer_an_event_may_hold_or_equal_is_compared(operand: int, held: float) -> None:
+    """Up to 64 bits an event holds the integer itself; beyond, an integer a double holds
+    exactly is equal to the float a line's is read as: neither is refused."""
+    assert matches({"id": operand}, {"id": held})
+    assert matches({"id": {"in": [operand]}}, {"id": held})
+
+
 @pytest.mark.parametrize(("condition", "expected"), OPERATOR_CASES)
 def test_operator(condition: dict[str, Any], expected: bool) -> None:
     """Each operator decides as the README's operator table says."""

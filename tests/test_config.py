@@ -289,6 +289,39 @@ def test_a_duration_with_a_unit_where_seconds_are_a_number_says_the_number(tmp_p
     assert [f'{path}:1:23: error: {seconds} "ten": timeout_s is a number of seconds (timeout_s: 10)'] == problems(path)
 
 
+def test_a_number_with_an_exponent_that_yaml_read_as_text_says_the_number(tmp_path: Path) -> None:
+    """`timeout_s: 1e1` and `max_line_bytes: 1e6` are text to YAML 1.1 (a number with an
+    exponent needs a point and a signed exponent): the error says the number to write, not that
+    timeout_s is a number of seconds."""
+    path = write(tmp_path, "opsgenie: {timeout_s: 1e1}\nsource: {type: stdin, max_line_bytes: 1e6}\n")
+    said = "as text (a number with an exponent needs a point and a signed exponent, 1.0e+3): write"
+    assert [
+        f'{path}:1:23: error: opsgenie.timeout_s: expected a number, got "1e1": YAML reads 1e1 {said} 10',
+        f'{path}:2:39: error: source.max_line_bytes: expected an integer, got "1e6": YAML reads 1e6 {said} 1000000',
+    ] == problems(path)
+    quoted = write(tmp_path, "opsgenie: {timeout_s: '1.5e+1'}\n")  # (YAML's own form: a text only as quoted)
+    assert [
+        f'{quoted}:1:23: error: opsgenie.timeout_s: expected a number, got "1.5e+1": timeout_s is a number of '
+        "seconds (timeout_s: 10)"
+    ] == problems(quoted)
+
+
+def test_a_time_format_without_a_date_is_refused_by_check_and_replay(tmp_path: Path) -> None:
+    """`time_format: '%H:%M:%S'` (a log that writes only the time) was taken: strptime dates it
+    1 January, so every event was months before its arrival and went a day back at each
+    midnight, where heartbeats dated a window before the clock end no silence. Both commands
+    say so at the line, before anything is read."""
+    (tmp_path / "r.yaml").write_text("rules:\n  - {name: e, match: {level: error}}\n")
+    (tmp_path / "events.jsonl").write_text('{"level": "error", "t": "10:00:01"}\n')
+    cfg = write(tmp_path, "rules: [r.yaml]\nsource:\n  type: stdin\n  time_field: t\n  time_format: '%H:%M:%S'\n")
+    said = f"{cfg}:5:16: error: source.time_format: time_format '%H:%M:%S' reads no date (a month and a day)"
+    checked = rulesd_cli("check", "--config", cfg)
+    assert 1 == checked.returncode and checked.stdout.startswith(said), checked.stdout
+    replayed = rulesd_cli("replay", "--config", cfg, str(tmp_path / "events.jsonl"))
+    assert (2, "") == (replayed.returncode, replayed.stdout)
+    assert replayed.stderr.startswith(said), replayed.stderr
+
+
 def test_a_timeout_of_nan_is_an_error_at_its_line(tmp_path: Path) -> None:
     """YAML's .nan is a number within timeout_s's bounds (it compares false with both): it was
     taken, and every request to OpsGenie then failed on `settimeout(nan)`, no alert delivered."""
@@ -372,6 +405,12 @@ def test_a_single_source_may_have_a_name_and_an_unnamed_one_is_labelled_by_its_t
             "source: {type: stdin, time_field: t, time_format: '%d/%Q'}\n",
             "1:51: error: source.time_format: time_format '%d/%Q' is not a usable strptime format: "
             "'Q' is a bad directive in format '%d/%Q'",
+        ),
+        (
+            "source: {type: stdin, time_field: t, time_format: '%H:%M:%S'}\n",
+            "1:51: error: source.time_format: time_format '%H:%M:%S' reads no date (a month and a day): every event "
+            "would be dated 1 January; add the date's directives (%b %d, %m/%d, %j), or leave out time_field to "
+            "count events at their arrival",
         ),
         (
             "source: {type: stdin, time_format: epoch_ms}\n",

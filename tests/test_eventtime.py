@@ -135,10 +135,18 @@ def test_a_strptime_format_with_a_zone_and_no_year_takes_the_year_as_syslog_does
         ("%d/%b/%Y:%H:%M:%S %z", None),
         ("epoch", "unknown time_format 'epoch': one of auto, epoch_s, epoch_ms, rfc3339, syslog, or a strptime"),
         ("%Y-%Q", "time_format '%Y-%Q' is not a usable strptime format: 'Q' is a bad directive"),
+        ("%b %d %H:%M:%S", None),
+        ("%Y %j %H:%M", None),
+        ("%H:%M:%S", "time_format '%H:%M:%S' reads no date (a month and a day): every event would be dated 1 Jan"),
+        ("%Y-%m %H:%M", "time_format '%Y-%m %H:%M' reads no date (a month and a day)"),
+        ("%z", "time_format '%z' reads no date"),
+        ("%%", "time_format '%%' reads no date"),
     ],
 )
 def test_time_formats_are_checked(fmt: str, problem: str | None) -> None:
-    """Named formats and strptime formats pass; an unknown name or a bad directive says why."""
+    """Named formats and strptime formats pass; an unknown name or a bad directive says why, and
+    so does a format that reads no date (strptime takes 1 January: `%H:%M:%S` dated every event
+    months before its arrival, and a day back at each midnight)."""
     found = check_time_format(fmt)
     assert (problem is None and found is None) or (problem is not None and found is not None and problem in found)
 

@@ -14,7 +14,7 @@ import pytest
 
 from rulesd.alerting.payload import AlertSettings
 from rulesd.events import JSON_PARSER
-from rulesd.explain import Explainer
+from rulesd.explain import VALUE_CHARS, Explainer
 from rulesd.explain_line import ExplainedLine, LineError, explain_line, explained_line_text
 from rulesd.replay import ReplayedAlert, replay
 from rulesd.rules.loader import load_ruleset, rule_sources
@@ -351,6 +351,22 @@ def test_command_explains_a_line_read_as_the_configured_source_reads_it(tmp_path
         bad.returncode,
         bad.stderr,
     )
+
+
+def test_an_event_nested_hundreds_deep_is_explained_not_a_traceback(tmp_path: Path) -> None:
+    """A JSON line may nest up to 1,024 levels (orjson reads it, replay pages on it); explain
+    wrote the event and a failing value with orjson, which writes 254 at most, and ended in a
+    traceback (`TypeError: Recursion limit reached`)."""
+    (tmp_path / "rules.yaml").write_text("rules:\n  - name: deep\n    match: {d: 5}\n")
+    deep = '{"x":' * 1000 + "1" + "}" * 1000
+    (tmp_path / "events.jsonl").write_text(f'{{"a":1,"d":{deep}}}\n')
+    result = rulesd_cli("explain", "--rules", "rules.yaml", "--events", "events.jsonl", "--line", "1", cwd=tmp_path)
+    assert (0, "") == (result.returncode, result.stderr)
+    head, verdict, failed = result.stdout.splitlines()
+    event = '{"a":1,"d":' + deep + "}"
+    assert head.startswith("events.jsonl:1 (event time ") and head.endswith(f"): {event[: VALUE_CHARS - 1]}…")
+    shown = f"{deep[: VALUE_CHARS - 1]}…"
+    assert ("deep: does not match", f"  rules.yaml:3:16: d: {shown}, wanted 5") == (verdict, failed)
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,22 @@ rules:
     ] == check(text)
 
 
+def test_an_integer_beyond_64_bits_in_a_list_is_an_error_at_the_item() -> None:
+    """A JSON line's integer beyond 64 bits is read as the nearest float (1e+20), which the
+    list's integer never equals: `in: $ids` would never find it."""
+    text = """\
+lists:
+  ids: [1, 99999999999999999999]
+rules:
+  - {name: r, match: {id: $ids}}
+"""
+    assert [
+        "2:12: lists.ids[1]: no event holds 99999999999999999999: a JSON line's integer beyond 64 bits is read "
+        "as the nearest float, 1e+20; quote it to compare it as text, as the events must quote it to keep it exact",
+        "4:27: rules[0].match.id: the list $ids defined at r.yaml:2:3 has errors",
+    ] == check(text)
+
+
 @pytest.mark.parametrize(
     ("lists", "expected"),
     [

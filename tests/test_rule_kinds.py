@@ -1445,6 +1445,10 @@ def test_a_group_of_one_value_costs_a_pair_not_a_dict() -> None:
             "name: r\nmatch: {a: 1}\nabsence: {window: 1m, group_by: [host], expect: [{host: .nan}]}\n",
             "3:57: error: absence.expect[0].host: cannot compare with .nan: NaN is equal to nothing",
         ),
+        (
+            "name: r\nmatch: {a: 1}\nabsence: {window: 1m, group_by: [id], expect: [{id: 99999999999999999999}]}\n",
+            "3:53: error: absence.expect[0].id: no event holds 99999999999999999999: a JSON line's integer beyond",
+        ),
         ("name: r\n", "1:1: error: (top level): missing required key 'match'"),
         (
             "name: r\nsequence: {steps: [{match: {a: 1}}]}\n",

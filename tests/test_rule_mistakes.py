@@ -1226,6 +1226,80 @@ def test_a_number_where_a_text_is_taken_says_to_quote_it_as_written(tmp_path: Pa
     ] == output.splitlines()
 
 
+def test_a_number_with_an_exponent_that_yaml_read_as_text_says_what_to_write(tmp_path: Path) -> None:
+    """YAML 1.1 reads `1e3` and `1.5e3` as text (a number with an exponent needs a point and a
+    signed exponent, `1.0e+3`), so `gt: 1e3` or `count: 1e1` was "expected a number, got
+    "1e3"", as if the text were what was written wrong: the error says the number to write."""
+    text = (
+        "name: x\nmatch: {a: {gt: 1e3}, b: {lt: 2E-3}, c: {lt: 1e-7}, d: {gt: 1e400}}\n"
+        "threshold: {count: 1e1, window: 1m}\n"
+    )
+    said = "as text (a number with an exponent needs a point and a signed exponent, 1.0e+3): write"
+    status, output = check(tmp_path, text)
+    assert (
+        1,
+        [
+            f'DIR/r.yaml:2:17: error: match.a.gt: expected a number, got "1e3": YAML reads 1e3 {said} 1000',
+            f'DIR/r.yaml:2:31: error: match.b.lt: expected a number, got "2E-3": YAML reads 2E-3 {said} 0.002',
+            f'DIR/r.yaml:2:46: error: match.c.lt: expected a number, got "1e-7": YAML reads 1e-7 {said} 1.0e-07',
+            'DIR/r.yaml:2:61: error: match.d.gt: expected a number, got "1e400"',
+            f'DIR/r.yaml:3:20: error: threshold.count: expected an integer, got "1e1": YAML reads 1e1 {said} 10',
+            "FAILED: 1 file(s), 0 rule(s), 5 error(s), 0 warning(s)",
+        ],
+    ) == (status, output.splitlines())
+
+
+def test_an_alias_inside_what_it_names_is_an_error_at_its_key(tmp_path: Path) -> None:
+    """`details: &d` holding `self: *d` never ends: check said "document nested too deeply" at
+    1:1, naming no line of the file; it names the key holding the alias and the anchor's line."""
+    text = "name: x\nmatch: {a: 1}\nalert:\n  details: &d\n    runbook: r\n    again: *d\n"
+    status, output = check(tmp_path, text)
+    assert (
+        1,
+        [
+            "DIR/r.yaml:6:5: error: alert.details.again: this alias names the mapping or list that holds it "
+            "(alert.details, line 4), so it would never end: an alias may only repeat a mapping or list outside it",
+            "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)",
+        ],
+    ) == (status, output.splitlines())
+
+
+def test_conditions_nested_hundreds_deep_are_an_error_at_the_line_not_a_traceback(tmp_path: Path) -> None:
+    """330 `not:` within one another: check, replay and explain ended in a RecursionError's
+    traceback (the checks that walk a condition go a few frames deep per level); now the
+    nesting is an error at the line where it goes deeper than 128 levels."""
+    text = "name: x\nmatch:\n" + "".join("  " * (i + 1) + "not:\n" for i in range(330)) + "    a: 1\n"
+    status, output = check(tmp_path, text)
+    said = "document nested too deeply: more than 128 mappings and lists within one another"
+    assert (1, [f"DIR/r.yaml:130:257: error: {said}", "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)"]) == (
+        status,
+        output.splitlines(),
+    )
+    explained = rulesd_cli("explain", "--rules", str(tmp_path / "r.yaml"), '{"a": 2}')
+    assert (1, f"{tmp_path}/r.yaml:130:257: error: {said}\n") == (explained.returncode, explained.stderr)
+
+
+def test_a_rule_s_own_triggering_rules_detail_is_warned_about_at_its_key(tmp_path: Path) -> None:
+    """Every alert's "Triggering Rules" detail names the rules that fired, so a rule's own detail
+    of that name was dropped from every page without a word; its "Event Source" is sent where no
+    event's source is said (an expected group never seen), and is not warned about."""
+    text = (
+        "name: x\nmatch: {a: 1}\nalert:\n  details:\n    Triggering Rules: disk checks\n"
+        "    Event Source: the disk monitor\n"
+    )
+    for _ in range(2):  # (read back from the rule cache the second time: the warning is said again)
+        status, output = check(tmp_path, text)
+        assert (
+            0,
+            [
+                "DIR/r.yaml:5:5: warning: alert.details[\"Triggering Rules\"]: 'Triggering Rules' is the detail "
+                "rulesd writes itself, the names of the rules that fired: this value is never sent; give the detail "
+                "another name",
+                "OK: 1 file(s), 1 rule(s), 0 error(s), 1 warning(s)",
+            ],
+        ) == (status, output.splitlines())
+
+
 def test_a_key_indented_out_of_its_block_is_the_line_named(tmp_path: Path) -> None:
     """A key in the middle of a block moved to its parent's column is valid YAML up to the line
     after it, where YAML stopped and the error was: it is at the key when it is no key of a

@@ -521,6 +521,29 @@ def test_rulesd_test_loads_a_rule_set_its_test_files_share_through_the_rule_cach
     assert "rule tests: 2 passed, 0 failed, 0 invalid, 1 warning(s)" in said[0]
 
 
+def test_an_event_holding_an_integer_beyond_64_bits_is_a_problem_at_the_value(tmp_path: Path) -> None:
+    """No event holds an integer beyond 64 bits (a JSON line's is read as the nearest float):
+    a test passing on one passed where the daemon compares a float. Each is an error at its
+    value, nested ones too, also one a double holds exactly (a template writes it otherwise)."""
+    _, problems = run(
+        tmp_path,
+        """
+  - name: huge ids
+    events:
+      - {event: {level: error, host: a, id: 99999999999999999999}}
+      - {event: {level: error, host: a, ids: [1, 1180591620717411303424], n: 18446744073709551615}}
+    expect_alerts: []
+""",
+    )
+    said = "a JSON line's integer beyond 64 bits is read as the nearest float"
+    assert [
+        f"{tmp_path}/t.test.yaml:6:45: error: tests[0].events[0].event.id: no event holds 99999999999999999999: "
+        f"{said}, 1e+20; quote it to compare it as text, as the events must quote it to keep it exact",
+        f"{tmp_path}/t.test.yaml:7:50: error: tests[0].events[1].event.ids[1]: no event holds 1180591620717411303424: "
+        f"{said}, 1.1805916207174113e+21; quote it to compare it as text, as the events must quote it to keep it exact",
+    ] == problems
+
+
 def test_an_event_holding_nan_or_inf_is_a_problem_at_the_value(tmp_path: Path) -> None:
     """No event holds .nan or .inf (a JSON line with NaN or Infinity is invalid and skipped; a
     typed field never converts to one): a test passing on one (a rule's `gt` holds for .inf)

@@ -235,6 +235,49 @@ def test_too_large_is_found_at_the_same_node(monkeypatch: pytest.MonkeyPatch, li
     _same("a: x\nb: [y, z, {c: w, d: [v, 1]}]\ne: u\nf: [t, s]\n")
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "rules:\n- name: a\n  alert:\n    details: &d\n      x: y\n      self: *d\n",
+            "r.yaml:6:7: error: rules[0].alert.details.self: this alias names the mapping or list that holds it "
+            "(rules[0].alert.details, line 4)",
+        ),
+        (
+            "rules:\n- name: a\n  match: &m\n    any:\n    - {a: 1}\n    - *m\n",
+            "r.yaml:4:5: error: rules[0].match.any[1]: this alias names the mapping or list that holds it "
+            "(rules[0].match, line 3)",
+        ),
+        (
+            "&all\nrules: *all\n",
+            "r.yaml:2:1: error: rules: this alias names the mapping or list that holds it (the whole",
+        ),
+    ],
+)
+def test_an_alias_within_what_it_names_is_an_error_at_the_key_holding_it(text: str, said: str) -> None:
+    """An alias inside the mapping or list its anchor names never ends: it was "document
+    nested too deeply" at the document's first line, naming no place in it."""
+    with pytest.raises(InvalidInputError) as raised:
+        parse_yaml(text, "r.yaml")
+    (problem,) = raised.value.problems
+    assert str(problem).startswith(said), problem
+    assert str(problem).endswith("so it would never end: an alias may only repeat a mapping or list outside it")
+
+
+def test_a_document_nested_too_deeply_is_said_where_it_goes_too_deep() -> None:
+    """Mappings and lists nested more than MAX_DEPTH levels (700 `not:`, within PyYAML's limit
+    of 1,000) are an error at the one that goes too deep, not at the document's first line, and
+    before any check walks them (beyond some 300 levels, they ended in a RecursionError)."""
+    text = "match:\n" + "".join("  " * (i + 1) + "not:\n" for i in range(700)) + "    a: 1\n"
+    with pytest.raises(InvalidInputError) as raised:
+        parse_yaml(text, "r.yaml")
+    (problem,) = raised.value.problems
+    said = f"document nested too deeply: more than {yamldoc.MAX_DEPTH} mappings and lists within one another"
+    assert (said, yamldoc.MAX_DEPTH + 1) == (problem.message, problem.location.line)
+    inside = "match:\n" + "".join("  " * (i + 1) + "not:\n" for i in range(yamldoc.MAX_DEPTH - 2)) + "    a: 1\n"
+    assert parse_yaml(inside, "r.yaml").value is not None
+
+
 def test_a_registered_path_resolver_is_still_applied() -> None:
     """The loader skips the resolver's path bookkeeping only while nothing uses it."""
 

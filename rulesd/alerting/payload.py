@@ -30,7 +30,7 @@ from rulesd.interned import Memo
 from rulesd.jsontext import indented_json
 from rulesd.printable import lines, one_line
 from rulesd.rules.fields import Event
-from rulesd.rules.model import Responder, Rule
+from rulesd.rules.model import TRIGGERING_RULES, Responder, Rule
 from rulesd.rules.templates import Template
 
 # OpsGenie Alert API v2 limits (characters).
@@ -44,7 +44,6 @@ ENTITY_MAX = 512
 SOURCE_MAX = 100
 NOTE_MAX = 25_000
 
-TRIGGERING_RULES = "Triggering Rules"
 CLOSE_NOTE = "resolved: "  # a close's note: this, then the rule names
 EVENT_SOURCE = "Event Source"
 RESPONDER_KINDS = ("team", "user", "escalation", "schedule")

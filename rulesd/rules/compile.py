@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -21,10 +20,10 @@ from rulesd.rules.conditions import (
 )
 from rulesd.rules.fields import MISSING, event_with, group_getters, group_key, key_text, make_getter
 from rulesd.rules.lists import (
-    NAN_MESSAGE,
     NO_LISTS,
     Lists,
     NamedList,
+    equality_problem,
     lists_used,
     operands,
     reference_problems,
@@ -32,6 +31,7 @@ from rulesd.rules.lists import (
 from rulesd.rules.model import (
     DEFAULT_PRIORITY,
     KIND_KEYS,
+    TRIGGERING_RULES,
     Absence,
     AlertSpec,
     Distinct,
@@ -556,9 +556,11 @@ def _absence(spec: dict[str, Any], group_by: tuple[str, ...], ctx: _Context, sou
             where = f"group_by is [{', '.join(group_by)}]" if group_by else "the rule has no group_by"
             ctx.report(("absence", "expect", i), f"an expected group names the group_by fields ({where})")
             continue
-        nan = [p for p, v in expected.items() if isinstance(v, float) and math.isnan(v)]
-        if nan:  # (a group key would even read it as null)
-            ctx.report(("absence", "expect", i, nan[0]), NAN_MESSAGE)
+        # NaN (a group key would even read it as null), an integer beyond 64 bits (an event's is a
+        # float, a group of its own): no event is ever in this group, which is paged as never seen
+        unequalled = [(p, why) for p, v in expected.items() if (why := equality_problem(v)) is not None]
+        if unequalled:
+            ctx.report(("absence", "expect", i, unequalled[0][0]), unequalled[0][1])
             continue
         left = [p for p in group_by if p not in expected]
         if left and not ctx.checked:  # (a warning: events without the field may be what is watched)
@@ -585,6 +587,12 @@ def _alert(raw: Any, ctx: _Context) -> AlertSpec:
     for k, v in details_raw.items() if isinstance(details_raw, dict) else ():
         if isinstance(v, str) and ctx.ok(("alert", "details", k)):
             details.append((k, ctx.template(v, ("alert", "details", k))))
+            if k == TRIGGERING_RULES and not ctx.checked:  # (its value may be meant, for another tool)
+                said = (
+                    f"'{k}' is the detail rulesd writes itself, the names of the rules that fired: this value is "
+                    "never sent; give the detail another name"
+                )
+                ctx.report(("alert", "details", k), said, key=True, warning=True)
     responders: tuple[Responder, ...] = ()
     if ctx.ok(("alert", "responders")):
         responders = tuple(_responder(r) for r in raw.get("responders", ()))

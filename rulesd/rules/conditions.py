@@ -27,7 +27,7 @@ from rulesd.rules import casefold
 from rulesd.rules.casefold import fold
 from rulesd.rules.fields import MISSING, Event, make_getter
 from rulesd.rules.generated_code import code_for
-from rulesd.rules.lists import NAN_MESSAGE, NO_LISTS, ListError, Lists, NamedList, reference, resolve_operand
+from rulesd.rules.lists import NO_LISTS, ListError, Lists, NamedList, equality_problem, reference, resolve_operand
 from rulesd.rules.networks import NetworkError, Networks, networks_of
 from rulesd.rules.patterns import (
     FieldScanner,
@@ -38,6 +38,7 @@ from rulesd.rules.patterns import (
     literal_pattern,
     regex_problem,
 )
+from rulesd.rules.view import INT_MAX, INT_MIN
 
 Predicate = Callable[[Event], bool]
 ValueTest = Callable[[Any], bool]
@@ -231,24 +232,28 @@ def _operand(op: str | None, operand: Any, path: tuple[str | int, ...], lists: L
 _EQUALITY = ("equals", "not_equals", "contains", "in", "not_in")  # the operators that compare values for equality
 
 
-def _refuse_nan(matcher: Any, path: tuple[str | int, ...]) -> None:
-    """ConditionError at a NaN that an equality would compare with: a test that could never
-    hold (or, negated, always would)."""
+def _refuse_unequalled(matcher: Any, path: tuple[str | int, ...]) -> None:
+    """ConditionError at a value that an equality would compare with and no event's value
+    equals (NaN, an integer beyond 64 bits: `equality_problem`): a test that could never hold
+    (or, negated, always would)."""
     places = [(matcher, path)]
     if isinstance(matcher, dict):
         places = [(matcher[op], (*path, op)) for op in _EQUALITY if op in matcher]
     for operand, where in places:
         items = enumerate(operand) if isinstance(operand, list) else [(None, operand)]
         for i, item in items:
-            if isinstance(item, float) and math.isnan(item):
-                raise ConditionError(where if i is None else (*where, i), NAN_MESSAGE)
+            # (no call for the usual operand: it runs for every rule of every start, warm ones too)
+            if (type(item) is float and item != item) or (type(item) is int and not INT_MIN <= item <= INT_MAX):
+                why = equality_problem(item)
+                if why is not None:
+                    raise ConditionError(where if i is None else (*where, i), why)
 
 
 def _field(key: str, written: Any, path: tuple[str | int, ...], w: _Writer) -> tuple[str, int]:
     """The expression for `field: matcher`, and its rough cost."""
     matcher = resolved_matcher(written, path, w.lists)
     if not w.checked:  # (an error: a rule set checked before has none)
-        _refuse_nan(matcher, path)
+        _refuse_unequalled(matcher, path)
     if isinstance(matcher, list):
         if all(isinstance(o, str) for o in matcher) and "." not in key:
             v = w.local()

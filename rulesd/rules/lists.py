@@ -24,12 +24,46 @@ from rulesd.deferred_regex import when_used
 from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem, SourceLocation
 from rulesd.rules.networks import NetworkError, Networks, networks_of
+from rulesd.rules.view import INT_MAX, INT_MIN
 
 LIST_OPERATORS = ("in", "not_in", "cidr", "not_cidr")
 """The operators whose operand may be a named list (besides a field's matcher itself)."""
 NAME = when_used(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")  # (compiled for a rule set that names a list)
 _NETWORK_OPERATORS = ("cidr", "not_cidr")
 NAN_MESSAGE = "cannot compare with .nan: NaN is equal to nothing, not even itself"
+
+
+def equality_problem(value: Any) -> str | None:
+    """Why no event's value is ever equal to `value`: NaN, or an integer no event holds (see
+    `unheld_integer`); None for any other value."""
+    if isinstance(value, float) and math.isnan(value):
+        return NAN_MESSAGE
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        return unheld_integer(value, exact=True)
+    return None
+
+
+def unheld_integer(value: Any, *, exact: bool = False) -> str | None:
+    """Why no event holds the integer `value`, or None if one may: an integer beyond 64 bits in
+    a JSON line is read as the nearest float (or, beyond a double, makes the line invalid), and a
+    typed field or journald converts none. With `exact`, None also for an integer that float
+    holds exactly (`2**70`): an event's float is then equal to it."""
+    if type(value) is not int or INT_MIN <= value <= INT_MAX:
+        return None
+    try:
+        near = float(value)
+    except OverflowError:
+        read = "beyond a double, makes the line invalid"
+    else:
+        if exact and near == value:
+            return None
+        read = f"is read as the nearest float, {near!r}"
+    digits = str(value)
+    written = digits if len(digits) <= 40 else f"an integer of {len(digits)} digits"
+    return (
+        f"no event holds {written}: a JSON line's integer beyond 64 bits {read}; quote it to compare it "
+        "as text, as the events must quote it to keep it exact"
+    )
 
 
 class NamedList(msgspec.Struct, frozen=True, eq=False):
@@ -231,13 +265,11 @@ def read_lists(doc: Document, faulted: set[JsonPath]) -> tuple[dict[str, NamedLi
 
 
 def _item_problem(item: Any) -> str | None:
-    """Why `item` cannot be an item of a list: a `$name` (lists do not nest), or NaN (which
-    equals nothing, so an `in` would never find it)."""
+    """Why `item` cannot be an item of a list: a `$name` (lists do not nest), or a value no
+    event's equals, so an `in` would never find it (`equality_problem`)."""
     if reference(item) is not None:
         return f"lists do not nest: write ${item} for the text {item!r}"
-    if isinstance(item, float) and math.isnan(item):
-        return NAN_MESSAGE
-    return None
+    return equality_problem(item)
 
 
 def merge_lists(per_file: list[dict[str, NamedList]]) -> tuple[dict[str, NamedList], list[Problem]]:

@@ -16,6 +16,9 @@ from rulesd.rules.templates import Template
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 
 DEFAULT_PRIORITY = "P3"
+# The detail of every alert that names the rules that fired (`alerting.payload` writes it, as the
+# Sentry OpsGenie plugin does): a rule's own detail of that name is never sent.
+TRIGGERING_RULES = "Triggering Rules"
 
 
 class Threshold(msgspec.Struct, frozen=True):

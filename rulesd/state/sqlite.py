@@ -32,6 +32,9 @@ PAUSED = "paused"  # not a status of a row: pending while the sender is paused (
 _PAUSED_KEY = "sender_paused"
 # The meta row with the engine's clock as last saved and the wall time then, for `rulesd state`.
 _CLOCK_KEY = "engine_clock"
+# The ids an outbox row may have: SQLite's integers are 64 bits, and it raises OverflowError at
+# any other (`rulesd outbox show 99999999999999999999`), which is no alert of the outbox.
+_IDS = range(-(2**63), 2**63)
 # Failed attempts kept per alert for `rulesd outbox show`: a pause is retried every minute,
 # so the history of a long one is cut to its latest entries.
 ATTEMPTS_KEPT = 50
@@ -298,11 +301,15 @@ class SqliteState:
 
     def attempts(self, alert_id: int) -> list[Attempt]:
         """The failed attempts of an alert still in the outbox, oldest first (at most ATTEMPTS_KEPT)."""
+        if alert_id not in _IDS:
+            return []
         rows = self._rows("SELECT at, result, error FROM outbox_attempts WHERE alert_id = ? ORDER BY at", (alert_id,))
         return [Attempt(*row) for row in rows]
 
     def alert(self, alert_id: int) -> OutboxAlert | None:
         """One alert of the outbox by id, if it is still there."""
+        if alert_id not in _IDS:  # (SQLite refuses to compare with it: OverflowError)
+            return None
         rows = self._rows(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (alert_id,))
         return _alert(rows[0]) if rows else None
 
