@@ -75,7 +75,7 @@ def _checks_fail(monkeypatch: pytest.MonkeyPatch) -> None:
         (kind_checks, "kind_mistakes"),
         (compile, "reference_problems"),
         (conditions, "regex_problem"),
-        (conditions, "_refuse_nan"),  # (errors: a rule set kept has none)
+        (conditions, "_refuse_unequalled"),  # (errors: a rule set kept has none)
         (compile, "unitless"),
     ]:
         monkeypatch.setattr(module, name, fail)
