@@ -343,12 +343,10 @@ _REPEATS = frozenset("*+?{")
 PREFILTER = 2**30  # added to a regex's id: the id of its body (see `regex_text.body`)
 
 
-class Ended(NamedTuple):
-    """A regex of a field that RE2 answers for too (see `end_checked`)."""
-
-    pattern: Pattern
-    id: int
-    body: str  # written into the database too, as id `PREFILTER + id`
+# A regex of a field that RE2 answers for too (see `end_checked`); its `body` is written into
+# the database too, as id `PREFILTER + id`. (`NamedTuple`'s functional form, the types given as
+# objects: the class form's annotations are text here, which typing compiles at every start.)
+Ended = NamedTuple("Ended", [("pattern", Pattern), ("id", int), ("body", str)])  # noqa: UP014
 
 
 def end_checked(patterns: dict[Pattern, int]) -> tuple[Ended, ...]:
@@ -364,21 +362,27 @@ def end_checked(patterns: dict[Pattern, int]) -> tuple[Ended, ...]:
 EndCheck = Callable[[str, frozenset[int]], frozenset[int]]
 
 
-class _Part(NamedTuple):
-    """RE2 sets are compiled in parts when one is too large (see `_parts`)."""
-
-    match: Callable[[str | bytes], list[int] | None]
-    ids: list[int]  # a pattern's id by its index in the set
-    bodies: frozenset[int]  # the ids of their bodies: RE2 is asked only where one is found
-    again: frozenset[int]  # (indexes) asked again without a text's final newline: no `\z`
-    # The ids RE2 answers for alone (those asked again): Hyperscan, which misses some of their
-    # matches, also reports some that are none, when other regexes share its database
-    # (`\s\S+$` beside `(?m)^\S\s{1,2}\S{1,2}$` in " k \t s\t\t ks\v\t\v\tsk\v\n").
-    owned: frozenset[int]
-    asked: frozenset[int]  # where Hyperscan finds one of these ids, RE2 is asked: bodies and owned
-    # (indexes) the search of each regex that may hold a `(?m)^`: its match in a whole text
-    # ending in a newline is one only if it starts before the end (see `check`)
-    starts: dict[int, Callable[[str | bytes], Any]]
+# RE2 sets are compiled in parts when one is too large (see `_parts`). `ids`: a pattern's id by
+# its index in the set; `bodies`: the ids of their bodies (RE2 is asked only where one is
+# found); `again`: (indexes) asked again without a text's final newline (no `\z`); `owned`: the
+# ids RE2 answers for alone (those asked again): Hyperscan, which misses some of their matches,
+# also reports some that are none when other regexes share its database (`\s\S+$` beside
+# `(?m)^\S\s{1,2}\S{1,2}$` in " k \t s\t\t ks\v\t\v\tsk\v\n"); `asked`: where Hyperscan finds one
+# of these ids, RE2 is asked (bodies and owned); `starts`: (indexes) the search of each regex
+# that may hold a `(?m)^`, whose match in a whole text ending in a newline is one only if it
+# starts before the end (see `check`). (The functional form, as `Ended`.)
+_Part = NamedTuple(  # noqa: UP014
+    "_Part",
+    [
+        ("match", Callable[[str | bytes], list[int] | None]),
+        ("ids", list[int]),
+        ("bodies", frozenset[int]),
+        ("again", frozenset[int]),
+        ("owned", frozenset[int]),
+        ("asked", frozenset[int]),
+        ("starts", dict[int, Callable[[str | bytes], Any]]),
+    ],
+)
 
 
 def _end_checker(ended: tuple[Ended, ...]) -> EndCheck | None:
