@@ -730,7 +730,9 @@ class _NodeWriter:
             return
         bounded = _lone_bound_field(table.values())
         lookup = {k: self.child(hit, bounded) for k, hit in table.items()}
-        safe = all(_safe_bounds(hit.bounds) for hit in lookup.values() if type(hit) is _BoundHit)
+        safe = bounded is not None and all(
+            _safe_bounds(hit.bounds) for hit in lookup.values() if type(hit) is _BoundHit
+        )
         # The keys are strings, which no other JSON value equals; only a list or an
         # object cannot be looked up, rare enough to pay for an exception instead of a
         # type check on every event. The table's `get` is bound once (`_lookup`).
@@ -972,13 +974,13 @@ class _NodeWriter:
 _NO_NUMBER = float("-inf")  # what a missing number reads as: it reaches no bound
 
 
-def _safe_bounds(bounds: Iterable[float]) -> bool:
+def _safe_bounds(bounds: Sequence[float]) -> bool:
     """Whether an integer beyond INT_MIN..INT_MAX reaches each of `bounds` exactly when the
     float orjson reads it as does (within 2**63 either way: beyond INT_MAX both are at least
     2**64; below INT_MIN the float is at most -2**63, which rounding never passes, and still
     below). An integer of a view that reaches no such bound then need not be told apart: the
     line parsed whole would reach none either, so the test is made only once one is reached."""
-    return all(-(2**63) < bound < 2**63 for bound in bounds)
+    return min(bounds) > -(2**63) and max(bounds) < 2**63
 
 
 def _exact_float(bound: float) -> float:
