@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from rulesd.engine import Engine, core
+from rulesd.engine.state import THROTTLE
+from rulesd.engine.values import NO_GROUP
 from rulesd.rules.conditions import behaviour_key, generated_function
 from rulesd.rules.fields import MISSING, make_getter
 from rulesd.rules.index import RuleIndex
@@ -593,6 +595,23 @@ ALIKE_WITH_STATE = (
 )
 
 
+def _outcome(ruleset: RuleSet, events: list[dict[str, Any]], two_steps: bool) -> tuple[Any, ...]:
+    """What `events` give, one a second: each firing's rules and closings, the match counts and
+    the state; evaluated in one step, or in the scale-out workers' two."""
+    engine = Engine(ruleset)
+    matcher = engine.matcher(None)
+    seen = []
+    for i, event in enumerate(events):
+        if two_steps:
+            matched = matcher(event, float(i))
+            firing = engine.apply(matched) if matched is not None else None
+        else:
+            firing = engine.evaluate(event, float(i))
+        seen.append((firing.rules if firing else None, list(engine.out)))
+        engine.out.clear()
+    return seen, engine.matches, engine.state.tables
+
+
 @pytest.mark.parametrize(("text", "shape"), [(ALIKE_WITH_STATE, None), (None, "heldout")])
 def test_plain_rules_applied_as_runs_fire_count_and_keep_state_as_rule_by_rule(
     text: str | None, shape: str | None, monkeypatch: pytest.MonkeyPatch
@@ -608,26 +627,54 @@ def test_plain_rules_applied_as_runs_fire_count_and_keep_state_as_rule_by_rule(
         ruleset, raw = _ruleset(100, "heldout")
         events = planted_events(raw, 3000, "heldout")
 
-    def outcome(two_steps: bool) -> tuple[Any, ...]:
-        engine = Engine(ruleset)
-        matcher = engine.matcher(None)
-        seen = []
-        for i, event in enumerate(events):
-            if two_steps:
-                matched = matcher(event, float(i))
-                firing = engine.apply(matched) if matched is not None else None
-            else:
-                firing = engine.evaluate(event, float(i))
-            seen.append((firing.rules if firing else None, list(engine.out)))
-            engine.out.clear()
-        return seen, engine.matches, engine.state.tables
-
-    runs = (outcome(False), outcome(True))
-    assert any(plain for _, plain, _ in core.members(Engine(ruleset).index).values())
+    runs = (_outcome(ruleset, events, False), _outcome(ruleset, events, True))
+    assert any(plain for _, plain, _, _ in core.members(Engine(ruleset).index).values())
     monkeypatch.setattr(core, "_plain", lambda rule: False)  # every rule through the stateful step
-    assert (outcome(False), outcome(True)) == runs
+    assert (_outcome(ruleset, events, False), _outcome(ruleset, events, True)) == runs
     assert sum(bool(rules) for rules, _ in runs[0][0]) > 100  # the comparison covered real firings
     assert text is None or any(closed for _, closed in runs[0][0])  # and closings
+
+
+# Rules with state and no group_by, alone and among rules alike: a throttle, a threshold, a
+# resolve; beside them the same predicates with a group_by, or a plain rule.
+UNGROUPED = (
+    ALIKE_WITH_STATE
+    + """
+  - {name: u1, match: {user: Bob}, throttle: 4s}
+  - {name: u2, match: {user: Bob}, threshold: {count: 2, window: 20}, throttle: 3s}
+  - {name: u3, match: {host: b}, threshold: {count: 1, window: 10}, resolve: {after: 15}}
+"""
+)
+
+
+@pytest.mark.parametrize(("text", "shape"), [(UNGROUPED, None), (None, "estate")])
+def test_rules_with_state_and_no_group_added_at_once_as_rule_by_rule(
+    text: str | None, shape: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A matched candidate whose rules with state have no group_by adds them to the stateful
+    step with their groups at once (`members`' fourth part): the same firings, closings, match
+    counts and state as when each of them is looked at for its group_by, in one step and in
+    the scale-out workers' two."""
+    if text is not None:
+        ruleset, rng = ruleset_from_yaml(text), random.Random(SEED)
+        values = {**ALIKE_VALUES, "user": (*ALIKE_VALUES["user"], "Bob", "Bob")}
+        events = [{k: rng.choice(v) for k, v in values.items() if rng.random() < 0.6} for _ in range(3000)]
+    else:
+        ruleset, raw = _ruleset(100, "estate")
+        events = planted_events(raw, 3000, "estate")
+
+    found = core.members(Engine(ruleset).index)
+    ungrouped = [(stateful, groups) for stateful, _, _, groups in found.values() if groups]
+    assert ungrouped and all(groups == (NO_GROUP,) * len(stateful) for stateful, groups in ungrouped)
+    assert any(groups is None for _, _, _, groups in found.values())  # and candidates that group
+    runs = (_outcome(ruleset, events, False), _outcome(ruleset, events, True))
+    every = core.members
+    # each rule with state looked at for its group_by, as a candidate that groups is
+    monkeypatch.setattr(core, "members", lambda index: {r: (*m[:3], None) for r, m in every(index).items()})
+    assert (_outcome(ruleset, events, False), _outcome(ruleset, events, True)) == runs
+    assert sum(bool(rules) for rules, _ in runs[0][0]) > 100  # the comparison covered real firings
+    assert text is None or any(closed for _, closed in runs[0][0])  # and closings
+    assert any(NO_GROUP in groups for groups in runs[0][2][THROTTLE].values())  # and their throttles
 
 
 def test_only_generated_predicates_reading_their_own_names_are_keyed_alike() -> None:

@@ -607,6 +607,60 @@ def test_a_number_beyond_a_double_in_an_inner_key_no_rule_reads_is_an_event() ->
     assert both(MEMBERS, [b'{"http": {"status": 200, "other": 1e400}}']) == (([], []), ([0], []))
 
 
+# Bounds on a number at the top level, below it, and beneath a table of a service's lone
+# bounds; one bound is -2**63 itself, which the float of an integer below it can equal.
+BOUNDED = """
+rules:
+  - {name: failing, match: {http.status: {gte: 500}}}
+  - {name: floor, match: {http.bytes: {gte: -9223372036854775808}}}
+  - {name: big, match: {size: {gte: 1000}}}
+  - {name: api, match: {service: api, latency: {gte: 100}}}
+  - {name: web, match: {service: web, latency: {gte: 200}}}
+  - {name: db, match: {service: db, latency: {gte: 50}}}
+  - {name: auth, match: {service: auth, latency: {gte: 300}}}
+"""
+BEYOND = "1" + "0" * 400  # an integer beyond a double: orjson refuses it, msgspec keeps it
+
+
+@pytest.mark.parametrize(
+    ("line", "fires"),
+    [
+        (b'{"http": {"status": 18446744073709551617}}', ["failing"]),  # orjson: a rounded float
+        (b'{"http": {"status": -18446744073709551617}}', []),
+        (b'{"size": 18446744073709551617}', ["big"]),
+        (b'{"size": -18446744073709551617}', []),
+        (b'{"service": "web", "latency": 18446744073709551617}', ["web"]),
+        (b'{"service": "db", "latency": -18446744073709551617}', []),
+        (b'{"http": {"bytes": -9223372036854775809}}', ["floor"]),  # orjson: -2**63, the bound
+        (b'{"http": {"bytes": -9223372036854775808}}', ["floor"]),
+        (b'{"http": {"bytes": -9223372036854777857}}', []),  # orjson: the float below -2**63
+        (b'{"http": {"status": %s}}' % BEYOND.encode(), None),  # reaches the bound: invalid
+        (b'{"size": %s}' % BEYOND.encode(), None),
+        (b'{"service": "auth", "latency": %s}' % BEYOND.encode(), None),
+    ],
+)
+def test_an_integer_beyond_64_bits_is_compared_as_orjson_reads_it(line: bytes, fires: list[str] | None) -> None:
+    """A view keeps such an integer exact; the line parsed whole holds orjson's float: what the
+    bounds let in is what the float reaches (the line is parsed whole once a bound is reached)."""
+    from_view, parsed = both(BOUNDED, [line])
+    assert from_view == parsed == (([0], []) if fires is None else ([], [(0, fires)] if fires else []))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"http": {"status": -%s}}' % BEYOND.encode(),
+        b'{"size": -%s}' % BEYOND.encode(),
+        b'{"service": "api", "latency": -%s}' % BEYOND.encode(),
+    ],
+)
+def test_an_integer_beyond_a_double_below_every_bound_is_an_event(line: bytes) -> None:
+    """The documented difference holds for a number the index compares and that reaches none of
+    the bounds it is compared with (all within 2**63 either way): the line is not parsed whole
+    to be told apart, as no rule could match it (parsed whole, it is invalid)."""
+    assert both(BOUNDED, [line]) == (([], []), ([0], []))
+
+
 def test_a_field_read_whole_and_below_is_viewed_as_a_dict() -> None:
     """A rule reading `http` itself keeps the whole object as a dict; the rules reading inside
     it read the dict."""

@@ -879,9 +879,15 @@ class Engine:
             for candidate in unique:
                 if candidate.match(event):
                     counted.append(candidate)
-                    stateful, always, _ = members[candidate]
+                    stateful, always, _, ungrouped = members[candidate]
                     if always:
                         plain.append(always)
+                        if not stateful:
+                            continue
+                    if ungrouped:  # rules with state and no group_by: their groups are known
+                        rules += stateful
+                        groups += ungrouped
+                        continue
                     for rule in stateful:
                         rules.append(rule)
                         getters = rule.group_getters
@@ -1601,16 +1607,19 @@ def _timed(ruleset: RuleSet) -> bool:
     return any(rule.timed and rule.enabled for rule in ruleset.rules)
 
 
-Members = tuple[tuple[Rule, ...], tuple[Rule, ...], tuple[str, ...]]
+Members = tuple[tuple[Rule, ...], tuple[Rule, ...], tuple[str, ...], tuple[GroupKey, ...] | None]
 
 
 def members(index: RuleIndex) -> dict[Rule, Members]:
     """For each rule the index may give as a candidate, the rules that match when it does
     (itself, or those it stands for: `RuleIndex.alike`): those with state to apply, the plain
     ones (no kind, throttle, resolve nor group: they fire whenever they match, and no sweep
-    looks at them) and the names of all, to count. A rule set drawn from a few variants has
+    looks at them), the names of all, to count, and, when none of those with state has a
+    `group_by`, their groups (NO_GROUP each; else None). A rule set drawn from a few variants has
     dozens of plain rules matching one event; they cost a count each, not a pass through
-    the stateful step."""
+    the stateful step. Rules with state but no group (a throttle alone: most matches of a
+    large rule set that pages often) are added to the step's lists at once, with their
+    groups, instead of one by one with a look at each one's `group_by`."""
     found: dict[Rule, Members] = {}
     for rule in index.rules:
         same = index.alike.get(rule, (rule,))
@@ -1620,8 +1629,17 @@ def members(index: RuleIndex) -> dict[Rule, Members]:
         plain = Interned(r for r in same if _plain(r))
         if len(plain) > 1:  # (most rules stand for themselves alone: nothing to sort at start-up)
             plain = Interned(sorted(plain, key=_rank))
-        found[rule] = (tuple(r for r in same if not _plain(r)), plain, tuple(r.name for r in same))
+        stateful = tuple(r for r in same if not _plain(r))
+        found[rule] = (stateful, plain, tuple(r.name for r in same), _ungrouped(stateful) if stateful else ())
     return found
+
+
+def _ungrouped(stateful: tuple[Rule, ...]) -> tuple[GroupKey, ...] | None:
+    """The groups of `stateful` if none of them has a `group_by` (NO_GROUP each), else None."""
+    for rule in stateful:
+        if rule.group_getters:
+            return None
+    return (NO_GROUP,) * len(stateful)
 
 
 def _plain(rule: Rule) -> bool:

@@ -723,6 +723,9 @@ class _NodeWriter:
             return
         bounded = _lone_bound_field(table.values())
         lookup = {k: self.child(hit, bounded) for k, hit in table.items()}
+        safe = bounded is not None and all(
+            _safe_bounds(hit.bounds) for hit in lookup.values() if type(hit) is _BoundHit
+        )
         # The keys are strings, which no other JSON value equals; only a list or an
         # object cannot be looked up, rare enough to pay for an exception instead of a
         # type check on every event. The table's `get` is bound once (`_lookup`).
@@ -733,12 +736,12 @@ class _NodeWriter:
         self.emit(1, "if hit is not None:")
         kinds = {type(hit) is tuple for hit in lookup.values() if type(hit) is not _BoundHit}
         if bounded is not None and not kinds:
-            self.bound_hit(bounded, 0)
+            self.bound_hit(bounded, 0, safe)
         elif bounded is not None:
             self.emit(2, "if type(hit) is tuple:")
             self.emit(3, "out.extend(hit)")
             self.emit(2, "else:")
-            self.bound_hit(bounded, 1)
+            self.bound_hit(bounded, 1, safe)
         elif kinds == {True}:
             self.emit(2, "out.extend(hit)")
         elif kinds == {False}:
@@ -749,15 +752,18 @@ class _NodeWriter:
             self.emit(2, "else:")
             self.emit(3, f"hit(event, out{_arguments(self.found)})")
 
-    def bound_hit(self, field: str, deeper: int) -> None:
+    def bound_hit(self, field: str, deeper: int, safe: bool) -> None:
         """The test of a `_BoundHit` in `hit` on the field's number, written where the table
         took it (`deeper` levels inside its `if hit`): the child's call saved, its code alike
-        but for the bounds, read from the hit. The number read there is not known after it."""
+        but for the bounds, read from the hit. The number read there is not known after it.
+        `safe`: every hit's bounds are `_safe_bounds`."""
         known, found, exact = dict(self.locals), dict(self.found), set(self.exact)
         self.base += 1 + deeper
-        number = self.bound_number(field)
+        number, late = self.bound_number(field, safe)
         self.emit(1, "try:")
         self.emit(2, f"if {number} >= hit[0]:")
+        if late:
+            self.check_integer(3, number)
         self.emit(3, f"out.extend(hit[2][:bisect_right(hit[1], {number})])")
         self.emit(1, "except TypeError:")
         self.emit(2, "pass")
@@ -799,8 +805,12 @@ class _NodeWriter:
         if self.layout is None or value in self.exact:
             return
         self.exact.add(value)
-        self.emit(1, f"if type({value}) is int and not {self.const(INT_MIN)} <= {value} <= {self.const(INT_MAX)}:")
-        self.emit(2, f"raise {self.const(WholeLine)}")
+        self.check_integer(1, value)
+
+    def check_integer(self, depth: int, value: str) -> None:
+        """`check_exact`'s test, written at `depth`."""
+        self.emit(depth, f"if type({value}) is int and not {self.const(INT_MIN)} <= {value} <= {self.const(INT_MAX)}:")
+        self.emit(depth + 1, f"raise {self.const(WholeLine)}")
 
     def scan(self, field: str, test: _Scan) -> None:
         """The rules filed under the patterns found in the field's text.
@@ -869,23 +879,30 @@ class _NodeWriter:
         decides. An upper bound compares the negated number, read with a type check (any
         value that is not a number, booleans included, reads as -inf).
         """
-        number = self.bound_number(field)
+        number, late = self.bound_number(field, _safe_bounds(test.bounds))
         distinct = sorted(set(test.bounds))
         # How many rules (sorted by bound) each distinct bound lets in.
         reached = [bisect.bisect_right(test.bounds, b) for b in distinct]
         self.emit(1, "try:")
         if len(distinct) <= _SHORT_BOUNDS:
-            self._nested_bounds(2, number, [_exact_float(b) for b in distinct], reached, test.rules)
+            self._nested_bounds(2, number, [_exact_float(b) for b in distinct], reached, test.rules, late)
         else:
             self.emit(2, f"if {number} >= {self.const(_exact_float(distinct[0]))}:")
+            if late:
+                self.check_integer(3, number)
             self.emit(3, f"out.extend({self.const(test.rules)}[:bisect_right({self.const(test.bounds)}, {number})])")
         self.emit(1, "except TypeError:")
         self.emit(2, "pass")
 
-    def bound_number(self, field: str) -> str:
-        """A local holding the number a bound on `field` compares (see `bound`)."""
+    def bound_number(self, field: str, safe: bool) -> tuple[str, bool]:
+        """A local holding the number a bound on `field` compares (see `bound`), and whether the
+        view's test of an integer beyond 64 bits (`check_exact`) is still to be written, after
+        the smallest bound is reached: so where the bounds are `safe` and the field is read
+        as it is from a view (most numbers reach no bound, and pay the comparison alone)."""
         source = negated_source(field)
-        number = self.number(field) if source is None else None
+        number = self.number(field, checked=not safe) if source is None else None
+        if number is not None:
+            return number, safe and self.layout is not None
         if number is None:  # a deep path or an upper bound: read the value, then check the type
             value, number = self.read(source or field), f"n{len(self.lines)}"
             self.check_exact(value)
@@ -895,7 +912,7 @@ class _NodeWriter:
                 f"{number} = {sign}{value} if type({value}) is int or type({value}) is float "
                 f"else {self.const(_NO_NUMBER)}",
             )
-        return number
+        return number, False
 
     def exclude(self, field: str, test: _Exclude) -> None:
         """The rules the field's text leaves: all of them unless it is one they exclude (a
@@ -908,18 +925,21 @@ class _NodeWriter:
         self.emit(2, "out.extend(hit)")
 
     def _nested_bounds(
-        self, depth: int, number: str, bounds: list[float], reached: list[int], rules: tuple[Rule, ...]
+        self, depth: int, number: str, bounds: list[float], reached: list[int], rules: tuple[Rule, ...], late: bool
     ) -> None:
         self.emit(depth, f"if {number} >= {self.const(bounds[0])}:")
+        if late:
+            self.check_integer(depth + 1, number)
         if len(bounds) == 1:
             self.add_rules(depth + 1, rules[: reached[0]])
             return
-        self._nested_bounds(depth + 1, number, bounds[1:], reached[1:], rules)
+        self._nested_bounds(depth + 1, number, bounds[1:], reached[1:], rules, False)
         self.emit(depth + 1, "else:")
         self.add_rules(depth + 2, rules[: reached[0]])
 
-    def number(self, field: str) -> str | None:
-        """A local holding the field's value, -inf if it is missing; None for deep paths."""
+    def number(self, field: str, *, checked: bool) -> str | None:
+        """A local holding the field's value, -inf if it is missing; None for deep paths. In a
+        view's code, `checked`: tested for an integer beyond 64 bits here (`check_exact`)."""
         keys = shallow_keys(field)
         if keys is None:
             return None
@@ -931,7 +951,8 @@ class _NodeWriter:
             else:
                 self.member(local, keys[0], keys[1], missing)
             self.emit(1, f"{local} = {missing} if {local} is {self.const(MISSING)} else {local}")
-            self.check_exact(local)
+            if checked:
+                self.check_exact(local)
             return local
         if len(keys) == 1:
             self.emit(1, f"{local} = event.get({self.const(keys[0])}, {missing})")
@@ -944,6 +965,15 @@ class _NodeWriter:
 
 
 _NO_NUMBER = float("-inf")  # what a missing number reads as: it reaches no bound
+
+
+def _safe_bounds(bounds: Sequence[float]) -> bool:
+    """Whether an integer beyond INT_MIN..INT_MAX reaches each of `bounds` exactly when the
+    float orjson reads it as does (within 2**63 either way: beyond INT_MAX both are at least
+    2**64; below INT_MIN the float is at most -2**63, which rounding never passes, and still
+    below). An integer of a view that reaches no such bound then need not be told apart: the
+    line parsed whole would reach none either, so the test is made only once one is reached."""
+    return min(bounds) > -(2**63) and max(bounds) < 2**63
 
 
 def _exact_float(bound: float) -> float:
