@@ -170,7 +170,6 @@ def evaluate_lines(
     source: Callable[[int], Any] | None = None,
     time: TimeReader | None = None,
     cut: bool = False,
-    split: bool = False,
 ) -> Batch:
     """Parse and evaluate `lines`, all arriving at `arrival`.
 
@@ -182,8 +181,6 @@ def evaluate_lines(
     Events no rule matches move the clock at the end of each block of BLOCK_LINES; `cut`:
     `lines` stop short of the block they are the start of (`rulesd explain --events` stops
     before line N), so a last block cut short leaves the clock where it was at that line.
-    `split`: each line ends at its one newline (the last may have none), as a file's lines
-    split at their newlines do; JSON lines are then viewed a block at a time (see `_views`).
     """
     batch = Batch(len(lines))
     if engine.timed:
@@ -194,7 +191,7 @@ def evaluate_lines(
     viewer = _viewer(parse, engine, time, lines=lines)
     if viewer is not None:
         for start, block in _numbered_blocks(lines):
-            views = _views(block, viewer, split)
+            views = _views(block, viewer)
             if viewer.evaluate_block is not None:  # no timers: the loop is in the generated code
                 viewer.evaluate_block(views, block, start, arrival, batch.invalid, batch.firings)
             else:
@@ -266,28 +263,14 @@ def _viewer(
     return engine.viewer(time, parse, matching=match, lines=lines)
 
 
-def _views(lines: Sequence[bytes], viewer: Viewer, split: bool = False) -> list[Any]:
+def _views(lines: Sequence[bytes], viewer: Viewer) -> list[Any]:
     """Each JSON line's view, or None where the view refuses it (not JSON, not an object, not
     UTF-8: a line that is not ASCII has its UTF-8 checked, as the view checks only the fields
-    it reads). `split`: each line ends at its one newline, the last perhaps without one."""
+    it reads)."""
     decode, refused, deep = viewer.decode, viewer.refused, viewer.deep
     views: list[Any] = []
     joined = b"".join(lines)
     if joined.isascii() and not (deep and max(map(len, lines)) > MAX_DEPTH and _brackets(joined) > MAX_DEPTH):
-        if split:
-            # The views of the joined lines in one call, no call per line (~260 instructions a
-            # line fewer). A view per line exactly where the lines held one value each: a blank
-            # line is skipped and a value across lines is one, so a block holding either gets
-            # fewer views than lines, and is viewed line by line instead, as is one the decoder
-            # refuses. (Without `split`, a line holding a newline before its end could make up
-            # for a blank one, and views would be matched with the wrong lines.)
-            try:
-                views = viewer.decode_lines(joined)
-            except refused:
-                views = []
-            if len(views) == len(lines):
-                return _stamped(views, viewer)
-            views = []
         try:  # most blocks: one test, and every line's view at once
             views.extend(map(decode, lines))
         except refused:
@@ -302,11 +285,6 @@ def _views(lines: Sequence[bytes], viewer: Viewer, split: bool = False) -> list[
             views.append(decode(line))
         except refused:
             views.append(None)
-    return _stamped(views, viewer)
-
-
-def _stamped(views: list[Any], viewer: Viewer) -> list[Any]:
-    """`views`, each holding the viewer's stamp if it has one."""
     if viewer.stamp is not None:  # a named source's name, over the line's own `source_name`
         attribute, text = viewer.stamp
         for view in views:

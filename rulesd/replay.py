@@ -135,8 +135,7 @@ def replay(
     for block, long in blocks(stream, max_line_bytes):
         first = lineno + 1
         # A timer keeps its event's line number; its alert names it.
-        # (`split`: the blocks are a file's lines, each up to its newline: see `blocks`)
-        batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader, split=True)
+        batch = evaluate_lines(block, fast, engine, arrival, partial(operator.add, first), time_reader)
         summary.ignored += batch.ignored
         for i in batch.invalid:
             if i in long:

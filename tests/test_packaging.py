@@ -176,9 +176,8 @@ def test_daemon_runs_without_writable_executable_memory() -> None:
 
 # What rulesd's sources take from msgspec that its first releases lack, with the release that
 # brought it (msgspec's changelog, each checked against the release before): `force_setattr`,
-# a `!=` that asks a struct's own `__eq__` (0.18.4 compared every field), and the JSON
-# decoder's `decode_lines` (a block of views in one call).
-MSGSPEC_ADDED = {"force_setattr": (0, 18, 5), "a struct's own __eq__": (0, 18, 5), "decode_lines": (0, 18, 0)}
+# and a `!=` that asks a struct's own `__eq__` (0.18.4 compared every field).
+MSGSPEC_ADDED = {"force_setattr": (0, 18, 5), "a struct's own __eq__": (0, 18, 5)}
 
 
 def msgspec_needs(tree: ast.Module) -> set[str]:
@@ -190,8 +189,6 @@ def msgspec_needs(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.ClassDef) and "msgspec.Struct" in map(ast.unparse, node.bases):
             methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
             needs.update(["a struct's own __eq__"] if "__eq__" in methods else [])
-        elif isinstance(node, ast.Attribute) and node.attr == "decode_lines":
-            needs.add(node.attr)
     return needs
 
 

@@ -13,7 +13,7 @@ import pytest
 from rulesd.alerting.payload import AlertSettings, build_payload
 from rulesd.engine import Engine
 from rulesd.events import parse_json, why_invalid
-from rulesd.pipeline import Alert
+from rulesd.pipeline import Alert, evaluate_lines
 from rulesd.replay import SAMPLE_CHARS, SAMPLES, ReplayedAlert, ReplaySummary, Sample, replay
 from rulesd.replay_blocks import BLOCK_BYTES, blocks
 from rulesd.rules.model import RuleSet
@@ -173,6 +173,40 @@ def test_a_headline_calls_only_the_message_s_and_the_alias_s_functions() -> None
         sys.setprofile(None)
     assert ("P3", "error on b", "rulesd: err") == headline
     assert ["headline", "message", "render", "alert_alias"] == called
+
+
+def test_two_values_on_a_line_before_a_blank_one_leave_the_next_line_its_own_event() -> None:
+    """A line holding two JSON values is invalid, and the line after it is judged as itself:
+    a file's block was viewed in one call, whose views (one per value, none for a blank line)
+    were as many as its lines, and the error line was judged from the second value of the line
+    before (no alert, and no invalid line said)."""
+    data = b'{"level":"info"} {"level":"info"}\n{"level":"error","host":"a"}\n\n'
+    *alerts, summary = list(replay(RULES, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
+    assert [(2, ("err",))] == [(a.line, a.alert.rules) for a in alerts if isinstance(a, ReplayedAlert)]
+    assert isinstance(summary, ReplaySummary) and (1, 1) == (summary.events, summary.invalid)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_lines_fire_and_are_invalid_as_each_line_parsed_alone(seed: int) -> None:
+    """Lines drawn from whole values, blank lines, values across lines, two values on a line,
+    CRLF and bad JSON: each line replayed fires, and is invalid, as it does parsed alone (the
+    views of a block are each its own line's, whatever makes up for what)."""
+    from tests.test_view import outcome, whole
+
+    rng = random.Random(seed)
+    values = [b'{"level":"error","host":"a"}', b'{"level":"warning","host":"b"}', b'{"level":"info"}', b"{}"]
+    pieces = [b"\n", b" \n", b"\r\n", b'{"level":\n', b'"error"}', b"[}", b" ", b'{"a": [{}]}']
+    for _ in range(100):
+        parts = (rng.choice(values if rng.random() < 0.7 else pieces) for _ in range(8))
+        data = b"".join(part + rng.choice([b"\n", b"", b"\r\n"]) for part in parts)
+        lines = data.splitlines(keepends=True)
+        if not lines:
+            continue
+        *alerts, summary = list(replay(RULES, io.BytesIO(data), name="x", settings=AlertSettings(), start=0.0))
+        invalid, fired = outcome(evaluate_lines(lines, whole, Engine(RULES), 0.0))
+        assert [(i + 1, tuple(names)) for i, names in fired] == [(a.line, a.alert.rules) for a in alerts], data
+        bad = [i for i in invalid if lines[i].strip()]  # (a blank line is counted apart)
+        assert isinstance(summary, ReplaySummary) and len(bad) == summary.invalid, data
 
 
 def test_a_text_line_builds_no_payload() -> None:

@@ -116,7 +116,7 @@ class Layout:
         stamped = (self.attributes[stamp[0]], stamp[1]) if stamp and stamp[0] in self.attributes else None
         decoder = msgspec.json.Decoder(view)
         deep = _deeper_than_orjson(decoder.decode, refused, self.attributes)
-        return Viewer(decoder.decode, evaluate, evaluate_block, whole, refused, decoder.decode_lines, stamped, deep)
+        return Viewer(decoder.decode, evaluate, evaluate_block, whole, refused, stamped, deep)
 
 
 # The keys of a line in their order, each with its object's keys in theirs (none if its value is
@@ -169,8 +169,7 @@ EvaluateBlock = Callable[[list[Any], Sequence[bytes], int, float, list[int], lis
 # `stamp`, if not None, is an attribute and the text to set it to in every view, as its
 # source sets that field in every event (a named source's `source_name`). `deep`: the
 # decoder takes nesting deeper than orjson allows, so a line holding more than MAX_DEPTH
-# brackets is parsed whole. `decode_lines(text)` is the views of the JSON values of `text`, one
-# per line that holds one (a blank line holds none, and a value may run across lines).
+# brackets is parsed whole.
 #
 # (`NamedTuple`'s functional form, the types given as objects: the class form's annotations
 # are text here, and typing compiles each into a ForwardRef at every start.)
@@ -182,7 +181,6 @@ Viewer = NamedTuple(  # noqa: UP014
         ("evaluate_block", EvaluateBlock | None),
         ("whole", Callable[[bytes, float], Any]),
         ("refused", tuple[type[Exception], ...]),
-        ("decode_lines", Callable[[bytes], list[Any]]),
         ("stamp", tuple[str, str] | None),
         ("deep", bool),
     ],
