@@ -82,9 +82,12 @@ def test_lists_and_objects_share_a_key_when_their_items_are_equal() -> None:
 def test_a_condition_matches_exactly_the_values_of_its_operands_group() -> None:
     """The rule `v: <operand>` through the engine (the index's tables, then the compiled
     condition), on each value in a random order: it fires exactly when the value's key is the
-    operand's."""
+    operand's. (An integer beyond 64 bits that no float equals is refused as an operand: no
+    JSON line holds it, see `test_conditions`.)"""
     rng = random.Random(5)
-    for operand in [v for v in SCALARS if v is not None]:
+    beyond = [v for v in SCALARS if type(v) is int and not -(2**63) <= v < 2**64 and float(v) != v]
+    assert beyond  # (the refused operand is still among the values compared)
+    for operand in [v for v in SCALARS if v is not None and v not in beyond]:
         ruleset = ruleset_from_yaml(f"rules: [{{name: r, match: {{v: {yaml_scalar(operand)}}}}}]")
         evaluate = Engine(ruleset, saved=False).evaluate
         for value in rng.sample(SCALARS, len(SCALARS)):
