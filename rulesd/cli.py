@@ -648,7 +648,7 @@ def _alert_line(alert: ReplayedAlert) -> str:
         return f"{where}: close [{closed}] (alias: {printable.one_line(found.close)})\n"
     # Printed as they are: the payload's message and alias hold no control character, each
     # made by `one_line` or taken because `isprintable()` found none (`payload.message`,
-    # `alias._bounded`), and a rule's name is letters, digits and `_.-` alone.
+    # `alias.bounded`), and a rule's name is letters, digits and `_.-` alone.
     priority, message, alias = found.headline()
     # The names joined once per combination of rules (~40 names an alert at 1,000 held-out rules).
     return f"{where}: {priority} [{joined_names(found.fired)}] {message}  (alias: {alias})\n"

@@ -199,3 +199,33 @@ def test_the_one_search_for_old_keys_finds_exactly_the_keys_made_again() -> None
         expected = any(rekeyed_text(t) != t for parts, value in unique.items() for t in [*parts, *value])
         _, changed = restored_groups(NEW_VALUE, [[list(p), v] for p, v in unique.items()])
         assert expected == changed, unique
+
+
+def test_an_alert_open_under_a_hashed_alias_an_earlier_rulesd_made_is_fired_into_it() -> None:
+    """A default alias beyond ALIAS_MAX characters went out as its hash, which cannot be read
+    back: a group whose event writes its values as the one that opened the alert did (`1.0`) is
+    fired into it, not paged again under the hash of the alias written now (`1`); one whose
+    alert is closed is paged under the new alias."""
+    import hashlib
+
+    from rulesd.engine import Engine
+
+    ruleset = ruleset_from_yaml("""
+rules:
+  - name: failing
+    match: {event: failing}
+    threshold: {count: 1, window: 1h, group_by: [host, detail]}
+    resolve: {after: 1h}
+""")
+    detail = "d" * 600
+    written = 'rulesd: failing: {"host":1.0,"detail":"' + detail + '"}'
+    earlier = "rulesd-sha256: " + hashlib.sha256(written.encode()).hexdigest()
+    fingerprints = {r.name: r.fingerprint for r in ruleset.rules}
+    key = ["1.0", json.dumps(detail)]
+    saved = {"fingerprints": fingerprints, "open": {"failing": [[key, {"last": 1000.0, "aliases": [earlier]}]]}}
+    engine = Engine(ruleset, EngineState.from_json(saved))
+    firing = engine.evaluate({"event": "failing", "host": 1.0, "detail": detail}, 1100.0)
+    assert firing is not None and earlier == firing.alias
+    assert [earlier] == engine.state.tables[OPEN]["failing"][f"1\x1f{json.dumps(detail)}"]["aliases"]
+    other = engine.evaluate({"event": "failing", "host": 2.0, "detail": detail}, 1100.0)
+    assert other is not None and other.alias is None

@@ -7,6 +7,8 @@ alerts later (resolve, absence) remembers the aliases they went out with.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 from rulesd.interned import Memo
 from rulesd.printable import one_line
@@ -25,10 +27,11 @@ def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
     if not spec.alias and not lead.group_getters:  # the rules' names alone, whatever the event
         return _names_alias(rules)
     alias = spec.alias.render(event).strip() if spec.alias else ""
-    return _bounded(alias or default_alias(rules, event))
+    return bounded(alias or default_alias(rules, event))
 
 
-def _bounded(alias: str) -> str:
+def bounded(alias: str) -> str:
+    """`alias` on one line, hashed beyond ALIAS_MAX characters."""
     # Control characters escaped (see `rulesd.alerting.payload`): in the default alias JSON has
     # escaped C0 already, not DEL, C1 or the line separators.
     alias = one_line(alias)
@@ -37,19 +40,20 @@ def _bounded(alias: str) -> str:
     return alias
 
 
-def default_alias(rules: tuple[Rule, ...], event: Event) -> str:
+def default_alias(rules: tuple[Rule, ...], event: Event, text: Callable[[Any], str] = key_text) -> str:
     """`rulesd: <names, sorted>` then, when the lead rule groups, `: <group as compact JSON>`.
 
     The group is a JSON object of the lead rule's `group_by` fields (in their order) and
     values, a missing field left out. JSON keeps apart what a joined text would not:
     (`user="a, b"`, `src="c"`) and (`user="a"`, `src="b, c"`), `"1"` and `1`, `""`, `null` and
-    a missing field, so two groups of the engine never share an alias.
+    a missing field, so two groups of the engine never share an alias. `text` writes a value
+    (an earlier rulesd's way: `rekey.earlier_alias`).
     """
     alias = _names_text(rules)
     lead = rules[0]
     if lead.group_getters:  # (as `alert_alias`: a field, not the property `group_by`)
         fields = [
-            key_text(path) + ":" + key_text(value)
+            key_text(path) + ":" + text(value)
             for path, get in zip(lead.group_by, lead.group_getters, strict=True)
             if (value := get(event)) is not MISSING
         ]
@@ -73,7 +77,7 @@ def _sorted_names(rules: tuple[Rule, ...]) -> str:
 
 
 def _names_only(rules: tuple[Rule, ...]) -> str:
-    return _bounded(_names_text(rules))
+    return bounded(_names_text(rules))
 
 
 def _joined(rules: tuple[Rule, ...]) -> str:

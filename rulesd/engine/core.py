@@ -967,27 +967,31 @@ class Engine:
             fired_rules = self._put_in_order(what, fired, plain) if in_order is None else in_order
         if resolving:  # the alert closes later by the alias it goes out with
             alias = alert_alias(fired_rules, event)
-            held = self._held_earlier(resolving, alias)
+            held = self._held_earlier(resolving, alias, fired_rules, event)
             for name, group in resolving:
                 self._opened(name, group, time, held or alias)
             if held is not None:
                 return Firing(event, time, fired_rules, alias=held)
         return Firing(event, time, fired_rules)
 
-    def _held_earlier(self, resolving: list[tuple[str, GroupKey]], alias: str) -> str | None:
+    def _held_earlier(
+        self, resolving: list[tuple[str, GroupKey]], alias: str, rules: tuple[Rule, ...], event: Event
+    ) -> str | None:
         """The alias an open alert of one of the `resolving` groups went out with, if an earlier
-        rulesd wrote that group in it otherwise than `alias` does (`1.0` for `1`): the firing
-        goes out under it, so that OpsGenie folds it into the alert open since before the
-        upgrade rather than page again."""
+        rulesd wrote that group in it otherwise than `alias` does (`1.0` for `1`), or wrote it
+        as it would for `rules` firing on `event` (an alias hashed beyond ALIAS_MAX characters
+        cannot be read back): the firing goes out under it, so that OpsGenie folds it into the
+        alert open since before the upgrade rather than page again."""
         opened = self.state.tables.get(OPEN, {})
         for name, group in resolving:
             st = opened.get(name, {}).get(group)
             if st is not None and alias not in st["aliases"]:
                 # (imported here: a replay, which restores no state, need not load it at start)
-                from rulesd.engine.rekey import rekeyed_alias
+                from rulesd.engine.rekey import earlier_alias, rekeyed_alias
 
+                before = earlier_alias(rules, event)
                 for earlier in st["aliases"]:
-                    if rekeyed_alias(earlier) == alias:
+                    if earlier == before or rekeyed_alias(earlier) == alias:
                         return str(earlier)
         return None
 

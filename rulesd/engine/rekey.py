@@ -15,6 +15,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
+from rulesd.alerting.alias import bounded, default_alias
 from rulesd.engine.holders import RELEASED, merged
 from rulesd.engine.state import (
     ABSENCE,
@@ -27,8 +30,9 @@ from rulesd.engine.state import (
     restored_value,
     saved_value,
 )
-from rulesd.jsontext import deep
-from rulesd.rules.fields import group_key, key_text
+from rulesd.jsontext import compact_json, deep
+from rulesd.rules.fields import MISSING, Event, group_key, key_text
+from rulesd.rules.model import Rule
 
 # The first characters of a key text that may be written otherwise now: a number, a list or an
 # object (a text, a boolean, null and a missing field are written as they always were).
@@ -64,6 +68,27 @@ def rekeyed_alias(alias: str) -> str:
     if type(group) is not dict:
         return alias
     return alias[: at + 2] + "{" + ",".join(key_text(k) + ":" + key_text(v) for k, v in group.items()) + "}"
+
+
+def earlier_text(value: Any) -> str:
+    """A value as an earlier rulesd wrote it in a key or a default alias: its compact JSON,
+    a whole float as JSON writes it (`1.0`, `1e+20`)."""
+    if value is MISSING:
+        return key_text(MISSING)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # (as `key_text`)
+        return compact_json(value, sort_keys=True)
+
+
+def earlier_alias(rules: tuple[Rule, ...], event: Event) -> str | None:
+    """The default alias an earlier rulesd gave the alert of `rules` firing on `event` (None
+    where the lead rule has an alias of its own, rendered as before): the one an alert open
+    since before the upgrade went out with where `rekeyed_alias` cannot read it back, hashed
+    beyond ALIAS_MAX characters, when the event writes its values as the one that opened it."""
+    if rules[0].alert.alias:
+        return None
+    return bounded(default_alias(rules, event, earlier_text))
 
 
 def rekeyed_values(value: Any) -> Any:
