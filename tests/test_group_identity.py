@@ -241,3 +241,14 @@ def test_rulesd_state_shows_a_group_as_its_alias_names_it(tmp_path: Path, server
     assert wait_until(lambda: len(counts()) == 2, timeout=20), daemon.output()
     assert [(1, "int", 2), (10**20, "int", 1)] == counts()
     assert 0 == daemon.terminate()
+
+
+@pytest.mark.parametrize("value", [[1e20], {"a": [1e20, 2.5], "b": "1e20"}, [10**20 + 1, -(10**20)], [[1.0]]])
+def test_a_group_value_holding_an_integer_beyond_64_bits_is_shown_exactly(value: Any) -> None:
+    """`rulesd state` reads a group's values back from their key texts: an integer beyond 64
+    bits inside a list or an object is the integer its key text writes, as at the top level
+    (orjson read it as the float 1e+20)."""
+    from rulesd.engine.progress import key_value
+
+    shown = key_value(key_text(value))
+    assert key_text(value) == json.dumps(shown, separators=(",", ":"), sort_keys=True)

@@ -9,6 +9,7 @@ times, and `clock` is the engine's clock they are seen from.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from rulesd.engine.state import (
     window_times,
 )
 from rulesd.engine.values import NO_GROUP, GroupKey
+from rulesd.jsontext import deep
 from rulesd.rules.fields import MISSING, Event, key_parts, key_text
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, Sequence, Threshold
 from rulesd.times import span, when
@@ -254,9 +256,11 @@ def learning_until(rule: Rule, rule_state: dict[str, Any] | None) -> float | Non
 def key_value(text: str) -> Any:
     """A part of a group key (or a value kept as key text) as the value it stands for: an
     integer beyond 64 bits (a whole float's key, `1e20`) exactly, as the alias writes it, not
-    as the float orjson reads it as."""
+    as the float orjson reads it as, inside a list or an object too."""
     if text == key_text(MISSING):
         return MISSING
+    if text[:1] in ("[", "{"):  # (json keeps an integer in it exact; nested as deep as events go)
+        return deep(json.loads, text)
     value = orjson.loads(text)
     if type(value) is float and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
         return int(text)
