@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from rulesd.alerting.alias import bounded
 from rulesd.engine import StateDelta
 from rulesd.engine.rekey import merged_state, rekeyed_alias, rekeyed_text, restored_groups
 from rulesd.engine.state import ABSENCE, DISTINCT, NEW_VALUE, OPEN, SEQUENCE, THROTTLE, WINDOW, EngineState
@@ -180,6 +181,12 @@ def test_a_state_read_with_keys_made_again_is_written_whole() -> None:
         ("rulesd-sha256: 0a1b", "rulesd-sha256: 0a1b"),
         ("host 1.0 down", "host 1.0 down"),  # (an `alert.alias` is the template's text)
         ('rulesd: a: {"host":1.0', 'rulesd: a: {"host":1.0'),
+        # characters the alias escapes, escaped again; grown beyond ALIAS_MAX, hashed
+        ('rulesd: a: {"host":1.0,"d":"x\\u2028y\\u007f"}', 'rulesd: a: {"host":1,"d":"x\\u2028y\\u007f"}'),
+        (
+            'rulesd: a: {"host":1e+20,"d":"' + "d" * 470 + '"}',
+            bounded('rulesd: a: {"host":100000000000000000000,"d":"' + "d" * 470 + '"}'),
+        ),
     ],
 )
 def test_a_default_alias_an_earlier_rulesd_made_is_read_as_this_one_makes_it(earlier: str, now: str) -> None:

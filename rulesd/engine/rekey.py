@@ -67,7 +67,8 @@ def rekeyed_alias(alias: str) -> str:
         return alias
     if type(group) is not dict:
         return alias
-    return alias[: at + 2] + "{" + ",".join(key_text(k) + ":" + key_text(v) for k, v in group.items()) + "}"
+    # (bounded as the alias is made: its characters escaped again, hashed if it grew too long)
+    return bounded(alias[: at + 2] + "{" + ",".join(key_text(k) + ":" + key_text(v) for k, v in group.items()) + "}")
 
 
 def earlier_text(value: Any) -> str:
