@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rulesd.sources.file import expand_patterns
-from rulesd.sources.tail import file_kind
+from rulesd.sources.tail import SIZELESS, file_kind, sizeless
 
 Keys = tuple[str | int, ...]
 Finding = tuple[Keys, str, str]
@@ -92,11 +92,32 @@ def _not_followable(path: str) -> str | None:
     except OSError:
         return None  # missing: waited for; unreadable: warned about by the source
     if stat.S_ISREG(mode):
-        return None
+        return _sizeless(path)
     if stat.S_ISDIR(mode):
         return f"{path} is a directory; to follow the files in it give a glob, e.g. {os.path.join(path, '*.log')}"
     hint = "; to read a pipe, use source: {type: stdin} and run: rulesd run < " + path if stat.S_ISFIFO(mode) else ""
     return f"{path} is {file_kind(mode)}, not a regular file: a file source follows regular files{hint}"
+
+
+def _sizeless(path: str) -> str | None:
+    """Why a regular file whose size reads 0 though it holds data (`tail.sizeless`: a file of
+    /proc or /sys) cannot be followed: it has no end, and lines appended are what a file
+    source reads; skipped while running, it would read nothing, for good."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None  # unreadable: warned about by the source
+    try:
+        if not sizeless(fd, os.fstat(fd)):
+            return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return (
+        f"{path} is {SIZELESS}: a file source follows files that lines are appended to, and this one "
+        f"has no end to follow; to read its lines once, use source: {{type: stdin}} and run: rulesd run < {path}"
+    )
 
 
 def _nothing_there(path: str) -> str | None:
