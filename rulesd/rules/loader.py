@@ -31,6 +31,9 @@ from rulesd.validation import SCHEMA_DIR, schema_violations, unread_dropped, unr
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
+# The files and directories a rule directory may hold (not counting hidden ones' contents): a
+# Sigma rule tree holds about 3,000; a walk of them all stops once past it, in about a second.
+MAX_ENTRIES = 100_000
 
 
 class CheckResult(msgspec.Struct, frozen=True):
@@ -59,7 +62,9 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     for raw in paths:
         path = os.fspath(raw)
         if os.path.isdir(path):
-            found = sorted(_walk(path, problems))
+            found = _walk(path, problems)
+            if found is None:
+                continue
             if not found:
                 warning = Problem(SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning")
                 problems.append(warning)
@@ -81,15 +86,43 @@ def discover_test_files(paths: Iterable[str]) -> tuple[list[str], list[Problem]]
         if not os.path.isdir(path):
             files.append(path)  # (a missing file is said by reading it)
             continue
-        found = sorted(_walk(path, problems, tests=True))
+        found = _walk(path, problems, tests=True)
+        if found is None:
+            continue
         if not found:
             problems.append(Problem(SourceLocation(path), "no rule test files (*.test.yaml, *.test.yml) found"))
         files.extend(found)
     return _distinct(files), problems
 
 
-def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> Iterator[str]:
-    """The rule files under `top` (`tests`: the rule test files instead)."""
+def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> list[str] | None:
+    """The rule files under `top`, sorted (`tests`: the rule test files instead); None, with an
+    error, past MAX_ENTRIES: `rules: ['/']` walked the whole file system, /proc's too, and read
+    every *.yaml on the way as rules."""
+    found: list[str] = []
+    walk_problems: list[Problem] = []
+    seen = 0
+    for root, dirs, names in _directories(top, walk_problems):
+        seen += len(dirs) + len(names)
+        if seen > MAX_ENTRIES:
+            problems.append(Problem(SourceLocation(top), too_many_entries(top)))
+            return None
+        for name in names:
+            if name.startswith(".") or name.endswith(TEST_SUFFIXES) != tests:
+                continue
+            if name.endswith(RULE_SUFFIXES):
+                path = os.path.join(root, name)
+                if _special(path):  # opening a named pipe would wait for a writer, maybe forever
+                    walk_problems.append(Problem(SourceLocation(path), "not a regular file (a pipe, socket or device)"))
+                    continue
+                found.append(path)
+    problems += walk_problems
+    return sorted(found)
+
+
+def _directories(top: str, problems: list[Problem]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """Each directory under `top` (links followed, each searched once, hidden ones skipped) with
+    the directories and the other names it holds."""
     searched: dict[tuple[int, int], str] = {}
     for root, dirs, names in os.walk(top, followlinks=True):
         here = file_identity(root)
@@ -101,15 +134,16 @@ def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> Iterator
         if here is not None:
             searched[here] = root
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in names:
-            if name.startswith(".") or name.endswith(TEST_SUFFIXES) != tests:
-                continue
-            if name.endswith(RULE_SUFFIXES):
-                path = os.path.join(root, name)
-                if _special(path):  # opening a named pipe would wait for a writer, maybe forever
-                    problems.append(Problem(SourceLocation(path), "not a regular file (a pipe, socket or device)"))
-                    continue
-                yield path
+        yield root, dirs, names
+
+
+def too_many_entries(top: str) -> str:
+    """Why a rule directory is not searched to its end: it holds a file system, not rules."""
+    return (
+        f"{top} holds more than {MAX_ENTRIES:,} files and directories: a rule directory is searched to its "
+        "depths for *.yaml and *.yml, so it should hold the rule files and little else; name the directory "
+        "they are in"
+    )
 
 
 def _special(path: str) -> bool:
