@@ -260,6 +260,26 @@ def test_rulesd_test_says_the_warnings_of_the_files_it_runs(tmp_path: Path) -> N
     assert "rule tests: 2 passed, 0 failed, 0 invalid, 3 warning(s)" == lines[-1]
 
 
+def test_rulesd_test_says_to_write_a_test_events_exponent_as_a_number_not_the_rules_number_as_text(
+    tmp_path: Path,
+) -> None:
+    """A rule test's event `{code: 1e3}` (the text "1e3" to YAML 1.1) against `code: 1000`: the one
+    warning is at the event, saying to write 1000; the rule's 1000 was also told to be written as
+    the text "1000", which would match no JSON line's 1e3."""
+    (tmp_path / "r.yaml").write_text("name: thousand\nmatch: {code: 1000}\n")
+    (tmp_path / "r.test.yaml").write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{event: {code: 1e3}}]\n"
+        "    expect_alerts: [{event: 1, rules: [thousand]}]\n"
+    )
+    result = rulesd_cli("test", str(tmp_path / "r.test.yaml"))
+    assert 1 == result.returncode, result.stdout
+    assert [
+        "DIR/r.test.yaml:4:29: warning: tests[0].events[0].event.code: YAML reads 1e3 as text (a number with an "
+        'exponent needs a point and a signed exponent, 1.0e+3): write 1000 if the number is meant, or quote it ("1e3") '
+        "if the text is"
+    ] == [line for line in result.stdout.replace(str(tmp_path), "DIR").splitlines() if ": warning: " in line]
+
+
 def test_rulesd_check_refuses_a_condition_that_can_never_match(tmp_path: Path) -> None:
     """Tests of a field that no value passes together (in one operator mapping, or in one
     conjunction through `all`, a sequence step's included) are an error at the test that made it
