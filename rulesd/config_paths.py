@@ -13,6 +13,7 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rulesd.rules.rule_directories import oversized, too_many_entries
 from rulesd.sources.file import expand_patterns
 from rulesd.sources.tail import SIZELESS, file_kind, sizeless
 
@@ -29,13 +30,17 @@ def source_places(raw: dict[str, Any]) -> list[tuple[Keys, dict[str, Any]]]:
 def path_findings(
     raw: dict[str, Any], absolute: Callable[[str], str], rule_paths: tuple[str, ...]
 ) -> Iterator[Finding]:
-    """Rule paths that do not exist; file sources' paths that name no file yet (a warning: they
+    """Rule paths that do not exist, or name a directory too large to search (a file system's
+    root); file sources' paths that name no file yet (a warning: they
     are waited for), or something that is not a regular file (an error); a state_dir that is
     not a directory."""
     given = raw.get("rules")
     for i, path in enumerate(rule_paths if given is not None else ()):
+        rule_keys: Keys = ("rules",) if isinstance(given, str) else ("rules", i)
         if not os.path.lexists(path):
-            yield ("rules",) if isinstance(given, str) else ("rules", i), "error", f"{path}: no such file or directory"
+            yield rule_keys, "error", f"{path}: no such file or directory"
+        elif os.path.isdir(path) and oversized(path):
+            yield rule_keys, "error", too_many_entries(path)
     read_by: dict[str, Keys] = {}  # each file a source reads now, and the first source reading it
     for where, source in source_places(raw):
         if source.get("type") != "file":

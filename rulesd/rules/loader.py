@@ -21,19 +21,18 @@ import msgspec
 from rulesd import collector
 from rulesd.document import Document, JsonPath, Marks, missing, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
+from rulesd.rules import rule_directories
 from rulesd.rules.cache import RuleCache, Sealed, digest
 from rulesd.rules.checked import checked_key, installed, keep, known_problems, written
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
+from rulesd.rules.rule_directories import directories, file_identity, too_many_entries
 from rulesd.validation import SCHEMA_DIR, schema_violations, unread_dropped, unread_paths
 
 RULE_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")  # rule tests may live beside the rules they test
-# The files and directories a rule directory may hold (not counting hidden ones' contents): a
-# Sigma rule tree holds about 3,000; a walk of them all stops once past it, in about a second.
-MAX_ENTRIES = 100_000
 
 
 class CheckResult(msgspec.Struct, frozen=True):
@@ -102,9 +101,9 @@ def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> list[str
     found: list[str] = []
     walk_problems: list[Problem] = []
     seen = 0
-    for root, dirs, names in _directories(top, walk_problems):
+    for root, dirs, names in directories(top, walk_problems):
         seen += len(dirs) + len(names)
-        if seen > MAX_ENTRIES:
+        if seen > rule_directories.MAX_ENTRIES:
             problems.append(Problem(SourceLocation(top), too_many_entries(top)))
             return None
         for name in names:
@@ -120,47 +119,12 @@ def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> list[str
     return sorted(found)
 
 
-def _directories(top: str, problems: list[Problem]) -> Iterator[tuple[str, list[str], list[str]]]:
-    """Each directory under `top` (links followed, each searched once, hidden ones skipped) with
-    the directories and the other names it holds."""
-    searched: dict[tuple[int, int], str] = {}
-    for root, dirs, names in os.walk(top, followlinks=True):
-        here = file_identity(root)
-        if here is not None and here in searched:
-            message = f"skipped: the same directory as {searched[here]} (a link to a directory already searched)"
-            problems.append(Problem(SourceLocation(root), message, "warning"))
-            dirs[:] = []
-            continue
-        if here is not None:
-            searched[here] = root
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield root, dirs, names
-
-
-def too_many_entries(top: str) -> str:
-    """Why a rule directory is not searched to its end: it holds a file system, not rules."""
-    return (
-        f"{top} holds more than {MAX_ENTRIES:,} files and directories: a rule directory is searched to its "
-        "depths for *.yaml and *.yml, so it should hold the rule files and little else; name the directory "
-        "they are in"
-    )
-
-
 def _special(path: str) -> bool:
     """Whether `path` is there but is no regular file (links followed)."""
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:  # a broken link: reading it says why
         return False
-
-
-def file_identity(path: str) -> tuple[int, int] | None:
-    """The file `path` names (device and inode, links followed); None if it cannot be looked at."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _distinct(files: list[str]) -> list[str]:
