@@ -264,10 +264,13 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
     assert rule_paths is not None  # the schema has checked `rules`
     _nul_in_paths(doc, raw, rule_paths)
     written_with_variables = _check_variables(raw, report)
+    refused: set[str] = set()  # rule paths said to be missing or too large here: not looked at again
     if look:  # (a path written with a variable is said once)
         for keys, severity, message in path_findings(raw, functools.partial(_absolute, base), rule_paths):
             if keys not in written_with_variables:
                 (report if severity == "error" else warn)(keys, message)
+            if keys[0] == "rules" and severity == "error":
+                refused.add(rule_paths[int(keys[1]) if len(keys) > 1 else 0])
     sources = _sources(raw, base, report)
     opsgenie = _opsgenie(raw.get("opsgenie") or {}, base, report)
     state_dir = raw.get("state_dir") or environ.get("STATE_DIRECTORY", "").split(":")[0]
@@ -279,7 +282,7 @@ def _resolve(doc: Document, raw: dict[str, Any], environ: Mapping[str, str], loo
     if forward:
         _check_redis_url(forward["url"], ("forward", "url"), report)
     if problems:  # the rules that are there are checked still; a missing one is said here once
-        raise ConfigError(problems, tuple(p for p in rule_paths if os.path.lexists(p) or not look))
+        raise ConfigError(problems, tuple(p for p in rule_paths if p not in refused))
     for key, message in alert_url_warnings(opsgenie.alert_url, opsgenie.heartbeat):
         warn(("opsgenie", key), message)
     for keys, message in duration_warnings(raw, loopback=is_loopback(urlsplit(opsgenie.alert_url).hostname or "")):

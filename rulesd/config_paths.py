@@ -13,8 +13,9 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rulesd.rules.rule_directories import oversized, too_many_entries
 from rulesd.sources.file import expand_patterns
-from rulesd.sources.tail import file_kind
+from rulesd.sources.tail import SIZELESS, file_kind, sizeless
 
 Keys = tuple[str | int, ...]
 Finding = tuple[Keys, str, str]
@@ -29,13 +30,17 @@ def source_places(raw: dict[str, Any]) -> list[tuple[Keys, dict[str, Any]]]:
 def path_findings(
     raw: dict[str, Any], absolute: Callable[[str], str], rule_paths: tuple[str, ...]
 ) -> Iterator[Finding]:
-    """Rule paths that do not exist; file sources' paths that name no file yet (a warning: they
+    """Rule paths that do not exist, or name a directory too large to search (a file system's
+    root); file sources' paths that name no file yet (a warning: they
     are waited for), or something that is not a regular file (an error); a state_dir that is
     not a directory."""
     given = raw.get("rules")
     for i, path in enumerate(rule_paths if given is not None else ()):
+        rule_keys: Keys = ("rules",) if isinstance(given, str) else ("rules", i)
         if not os.path.lexists(path):
-            yield ("rules",) if isinstance(given, str) else ("rules", i), "error", f"{path}: no such file or directory"
+            yield rule_keys, "error", f"{path}: no such file or directory"
+        elif os.path.isdir(path) and oversized(path):
+            yield rule_keys, "error", too_many_entries(path)
     read_by: dict[str, Keys] = {}  # each file a source reads now, and the first source reading it
     for where, source in source_places(raw):
         if source.get("type") != "file":
@@ -92,11 +97,32 @@ def _not_followable(path: str) -> str | None:
     except OSError:
         return None  # missing: waited for; unreadable: warned about by the source
     if stat.S_ISREG(mode):
-        return None
+        return _sizeless(path)
     if stat.S_ISDIR(mode):
         return f"{path} is a directory; to follow the files in it give a glob, e.g. {os.path.join(path, '*.log')}"
     hint = "; to read a pipe, use source: {type: stdin} and run: rulesd run < " + path if stat.S_ISFIFO(mode) else ""
     return f"{path} is {file_kind(mode)}, not a regular file: a file source follows regular files{hint}"
+
+
+def _sizeless(path: str) -> str | None:
+    """Why a regular file whose size reads 0 though it holds data (`tail.sizeless`: a file of
+    /proc or /sys) cannot be followed: it has no end, and lines appended are what a file
+    source reads; skipped while running, it would read nothing, for good."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None  # unreadable: warned about by the source
+    try:
+        if not sizeless(fd, os.fstat(fd)):
+            return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return (
+        f"{path} is {SIZELESS}: a file source follows files that lines are appended to, and this one "
+        f"has no end to follow; to read its lines once, use source: {{type: stdin}} and run: rulesd run < {path}"
+    )
 
 
 def _nothing_there(path: str) -> str | None:

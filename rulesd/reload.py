@@ -18,7 +18,8 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from rulesd.rules.loader import discover_files, file_identity
+from rulesd.rules.loader import discover_files
+from rulesd.rules.rule_directories import file_identity
 
 log = logging.getLogger("rulesd")
 

@@ -244,14 +244,14 @@ def _problems(doc: Document, error: ValidationError, *, quote: bool) -> Iterator
         # (a number where a text is taken: `tags: [2024]`, `name: 404`; as written, if YAML read it otherwise)
         written = doc.boolean_words.get(path, str(error.instance))
         message += f': quote it ("{written}") for the text'
-    elif {"integer", "number"} & set(kinds) and isinstance(error.instance, str) and _exponent(error.instance):
-        message += _exponent_advice(error.instance, whole="number" not in kinds)
+    elif {"integer", "number"} & set(kinds) and isinstance(error.instance, str) and exponent(error.instance):
+        message += exponent_advice(error.instance, whole="number" not in kinds)
     elif "number" in kinds and path and str(path[-1]).endswith("_s") and isinstance(error.instance, str):
         message += _seconds_advice(str(path[-1]), error.instance)
     yield Problem(doc.locate(path), f"{where}: {message}")
 
 
-def _exponent(text: str) -> bool:
+def exponent(text: str) -> bool:
     """Whether `text` is a number with an exponent as JSON writes one (`1e3`, `1.5E-3`) that is
     finite: YAML 1.1 reads it unquoted as text unless it has a point and a signed exponent."""
     import re  # (only for a value the schema faulted)
@@ -263,8 +263,8 @@ def _exponent(text: str) -> bool:
     return float(text) not in (float("inf"), float("-inf"))
 
 
-def _exponent_advice(text: str, *, whole: bool) -> str:
-    """What to write for the number `text` (see `_exponent`), which YAML read as text: the
+def exponent_advice(text: str, *, whole: bool) -> str:
+    """What to write for the number `text` (see `exponent`), which YAML read as text: the
     integer it is, or the float as YAML 1.1 reads one (`1e-7` -> `1.0e-07`)."""
     value = float(text)
     said = f": YAML reads {text} as text (a number with an exponent needs a point and a signed exponent, 1.0e+3)"

@@ -39,7 +39,9 @@ class _RuleLoader(_Loader):
     a plain scalar depends on its text alone, so each distinct text of a document is resolved
     once (a rule file repeats its keys and many values). The tags are those of the loader, but
     for a plain yes, no, on or off, tagged `_WORD_BOOL_TAG` (still a boolean) so that the
-    builder can tell it from a true or false (or a `!!bool yes`, whose tag was written).
+    builder can tell it from a true or false (or a `!!bool yes`, whose tag was written), and for
+    a plain number with an exponent YAML 1.1 reads as text (`1e3`), tagged `_EXPONENT_TEXT_TAG`
+    (still a text) so that the builder records it as well.
     """
 
     def __init__(self, stream: str) -> None:
@@ -68,6 +70,8 @@ def _plain_tags_once(resolve: Callable[[Any, Any, Any], Any]) -> Callable[[Any, 
                 tag = resolve(kind, value, implicit)
                 if tag == _BOOL_TAG and value not in _TRUE_FALSE:
                     tag = _WORD_BOOL_TAG
+                elif tag == _STR_TAG and _EXPONENT_TEXT.match(value):
+                    tag = _EXPONENT_TEXT_TAG
                 tags[value] = tag
             return tag
         return resolve(kind, value, implicit)
@@ -94,10 +98,18 @@ _NUMBER_TAGS = frozenset({_YAML_TAG + "int", _YAML_TAG + "float"})
 _NUMBER_WORD = re.compile(
     r"[-+]?(0[0-9_]+|0x[0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[0-9.]*_[0-9_.]*|[0-9]*\.[0-9]*[0-9]0)\Z"
 )
+# A plain number with an exponent as JSON writes one (1e3, 1.5e3, 2E-5), which YAML 1.1 reads as
+# text (its float needs a point and a signed exponent, 1.0e+3) where JSON and YAML 1.2 read a number.
+_EXPONENT_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?[eE][-+]?[0-9]+\Z")
+_EXPONENT_TEXT_TAG = "tag:rulesd.invalid,2026:yaml11-exponent-text"
 _MERGE_TAGS = frozenset({_YAML_TAG + "merge", _YAML_TAG + "value"})  # what flatten_mapping rewrites
 _ScalarNode = yaml.ScalarNode
 _SCALAR_TAGS = frozenset(
-    {_WORD_BOOL_TAG, *(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))}
+    {
+        _WORD_BOOL_TAG,
+        _EXPONENT_TEXT_TAG,
+        *(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")),
+    }
 )
 
 
@@ -157,6 +169,9 @@ class _Builder:
         if node.tag == _WORD_BOOL_TAG:
             self.doc.boolean_words[path] = node.value
             return SafeConstructor.bool_values[node.value.lower()]
+        if node.tag == _EXPONENT_TEXT_TAG:
+            self.doc.boolean_words[path] = node.value  # (read as text, not as the number written)
+            return node.value
         if (
             node.tag in _NUMBER_TAGS
             and not getattr(node, "style", None)

@@ -576,6 +576,24 @@ def test_check_refuses_a_source_path_that_names_a_fifo_or_a_directory(tmp_path: 
     ] == [line for line in result.stdout.splitlines() if ": error: " in line]
 
 
+def test_check_refuses_a_source_path_that_names_a_file_of_proc(tmp_path: Path) -> None:
+    """A file of /proc (its size reads 0, yet it holds lines; here through a link) is an error at
+    its line, saying how to read its lines once: followed, it was read again at every turn. An
+    empty regular file beside it is no error (it is waited on to grow)."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "empty.log").touch()
+    (tmp_path / "status").symlink_to("/proc/self/status")
+    config = write(tmp_path, "source: {type: file, path: [empty.log, status]}\n")
+    result = rulesd_cli("check", "--config", config)
+    assert 1 == result.returncode, result.stdout
+    assert [
+        f"{config}:1:40: error: source.path[1]: {tmp_path}/status is a file whose size reads 0 though it holds data "
+        "(as the files of /proc and /sys do): a file source follows files that lines are appended to, and this one "
+        f"has no end to follow; to read its lines once, use source: {{type: stdin}} and run: rulesd run < "
+        f"{tmp_path}/status",
+    ] == [line for line in result.stdout.splitlines() if "source.path" in line]
+
+
 def test_a_path_written_with_an_environment_variable_is_an_error_at_its_line(tmp_path: Path) -> None:
     """Nothing in rulesd.yaml is expanded: `${LOG_DIR}/app.jsonl` named a file of that name
     beside the config (waited for, for good) and `$STATE_DIRECTORY/rulesd` made a directory

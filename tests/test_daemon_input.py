@@ -147,6 +147,15 @@ def test_start_at_end_applies_to_the_first_run_only(tmp_path: Path, server: Fake
         ws.stop_all()
 
 
+def assert_refused_at_start(workspace: Workspace, problem: str) -> None:
+    """`rulesd run` exits 2 before it starts, with `problem` as the error at source.path's line."""
+    refused = rulesd_cli("run", "--config", str(workspace.config), timeout=30)
+    line = workspace.config.read_text().splitlines().index(f"  path: {workspace.events.name}") + 1
+    assert 2 == refused.returncode, refused.stderr
+    assert f"{workspace.config}:{line}:9: error: source.path: {problem}\n" in refused.stderr
+    assert "rulesd started" not in refused.stderr
+
+
 def test_a_fifo_at_the_source_path_is_skipped_while_running_and_refused_at_start(
     workspace: Workspace, server: FakeOpsGenie
 ) -> None:
@@ -162,15 +171,11 @@ def test_a_fifo_at_the_source_path_is_skipped_while_running_and_refused_at_start
         f"{workspace.events}: a FIFO, not a regular file; skipped until a regular file is there"
     ), daemon.output()
     assert 0 == daemon.terminate()
-    refused = rulesd_cli("run", "--config", str(workspace.config), timeout=30)
-    line = workspace.config.read_text().splitlines().index(f"  path: {workspace.events.name}") + 1
-    assert 2 == refused.returncode, refused.stderr
-    assert (
-        f"{workspace.config}:{line}:9: error: source.path: {workspace.events} is a FIFO, not a regular file: a file "
-        f"source follows regular files; to read a pipe, use source: {{type: stdin}} and run: rulesd run < "
-        f"{workspace.events}\n"
-    ) in refused.stderr
-    assert "rulesd started" not in refused.stderr
+    assert_refused_at_start(
+        workspace,
+        f"{workspace.events} is a FIFO, not a regular file: a file source follows regular files; to read a pipe, "
+        f"use source: {{type: stdin}} and run: rulesd run < {workspace.events}",
+    )
     listed = rulesd_cli("outbox", "list", "--config", str(workspace.config))  # the read-only commands do not look
     assert (0, "") == (listed.returncode, listed.stderr)
     workspace.events.unlink()
@@ -179,6 +184,45 @@ def test_a_fifo_at_the_source_path_is_skipped_while_running_and_refused_at_start
     assert server.wait_for(lambda r: len(r) >= 2)
     assert ["page-1", "page-2"] == aliases(server)
     assert 0 == restarted.terminate()
+
+
+def test_a_proc_file_at_the_source_path_is_skipped_while_running_and_refused_at_start(
+    workspace: Workspace, server: FakeOpsGenie
+) -> None:
+    """The events file is replaced by a link to a file of /proc (size 0, yet lines to read): the
+    running daemon warns once naming the path and goes on, where it took the size of 0 for a
+    truncation at every turn, read the file again and again (each line an event again: ~100,000
+    alerts queued in 4 s), a core burnt; a restart exits 2 with the error at the config's line;
+    once a regular file is back its events are alerted, each once."""
+    rule = "name: any-line\nmatch: {message: {exists: true}}\nalert: {alias: 'line-{message}'}\n"
+    (workspace.rules / "rules.yaml").write_text(rule)
+    workspace.config.write_text(workspace.config.read_text().replace("type: file", "format: text\n  type: file"))
+    daemon = workspace.start()
+    workspace.append(b"before\n")
+    assert server.wait_for(lambda r: len(r) >= 1)
+    workspace.events.unlink()
+    workspace.events.symlink_to("/proc/self/status")
+    sizeless = "a file whose size reads 0 though it holds data (as the files of /proc and /sys do)"
+    assert daemon.wait_for_log(
+        f"{workspace.events}: {sizeless}, not a regular file; skipped until a regular file is there"
+    ), daemon.output()
+    time.sleep(1)  # turns of the main loop: none reads the file
+    assert 0 == daemon.terminate()
+    assert 1 == daemon.output().count(str(workspace.events)), daemon.output()
+    assert ["line-before"] == aliases(server)
+    assert_refused_at_start(
+        workspace,
+        f"{workspace.events} is {sizeless}: a file source follows files that lines are appended to, and this one "
+        f"has no end to follow; to read its lines once, use source: {{type: stdin}} and run: rulesd run < "
+        f"{workspace.events}",
+    )
+    workspace.events.unlink()
+    workspace.append(b"after\n")
+    restarted = workspace.start()
+    assert server.wait_for(lambda r: len(r) >= 2)
+    time.sleep(0.5)
+    assert 0 == restarted.terminate()
+    assert ["line-before", "line-after"] == aliases(server)
 
 
 def test_an_event_nested_deeper_than_json_encoders_go_pages_and_the_next_one_too(

@@ -472,6 +472,25 @@ def open_groups(ws: Workspace) -> list[tuple[str, dict[str, object]]]:
         ]
 
 
+@pytest.mark.parametrize("host", [".", ".."])
+def test_an_alias_rendered_as_a_dot_segment_goes_out_as_the_default_alias_and_closes(
+    tmp_path: Path, server: FakeOpsGenie, host: str
+) -> None:
+    """An alias template that renders to `.` or `..` (`alias: '{host}'`): the close named it as
+    a path segment, `/v2/alerts/../close`, which an HTTP stack takes for `/v2/close`; its 404
+    counted as done, so the alert stayed open for good. Such an alias is no alias (as an empty
+    one): the alert goes out under the default alias, and is closed by it."""
+    ws = Workspace(tmp_path, server.url)
+    (ws.rules / "rules.yaml").write_text(HEARTBEAT.replace("alert: {", "alert: {alias: '{host}', "))
+    daemon = ws.start()
+    ws.append({"kind": "heartbeat", "host": host, "seq": 1})
+    assert server.wait_for(lambda got: len(creates(server)) == 1, timeout=15), daemon.output()
+    alias = f'rulesd: worker-heartbeat-missing: {{"host":"{host}"}}'
+    assert alias == creates(server)[0].json()["alias"]
+    ws.append({"kind": "heartbeat", "host": host, "seq": 2})
+    closed_once(server, daemon, alias, "resolved: worker-heartbeat-missing")
+
+
 def test_an_alert_two_rules_fired_together_is_closed_once_when_both_recovered(
     tmp_path: Path, server: FakeOpsGenie
 ) -> None:

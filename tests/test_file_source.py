@@ -973,6 +973,27 @@ def test_a_fifo_at_the_path_never_blocks_and_is_skipped_until_a_file_is_there(
     assert 1 == len(warnings)
 
 
+def test_a_proc_file_at_the_path_is_skipped_once_not_read_again_and_again(
+    tmp_path: Path, make_source: Factory, warnings: list[str]
+) -> None:
+    """A link to a file of /proc (its size reads 0, yet it holds lines) is warned about once and
+    skipped: its size below what was read looked like a truncation at every look, so its lines
+    were read again from 0 at every turn (each made an event again), a core burnt. A regular
+    file that takes its place is read from its start, once."""
+    path = tmp_path / "events.jsonl"
+    path.symlink_to("/proc/self/status")
+    source = make_source([path], start_at="beginning")
+    for _ in range(5):
+        assert [] == read_settled(source)
+    sizeless = "a file whose size reads 0 though it holds data (as the files of /proc and /sys do)"
+    assert [f"{path}: {sizeless}, not a regular file; skipped until a regular file is there"] == warnings
+    path.unlink()
+    path.write_bytes(numbered(0, 3))
+    assert numbered(0, 3).splitlines() == texts(read_n(source, 3))
+    assert [] == read_settled(source)
+    assert 1 == len(warnings)
+
+
 def test_saved_positions_of_a_globs_files_gone_are_forgotten_at_start(tmp_path: Path, make_source: Factory) -> None:
     """Positions saved for files a glob matched that were deleted while stopped come back
     FORGOTTEN from the first checkpoint (the state deletes them), once; those of files still

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rulesd.errors import RuleError, SourceLocation
+from rulesd.rules import loader, rule_directories
 from rulesd.rules.fields import make_getter
 from rulesd.rules.lists import NamedList
 from rulesd.rules.loader import check_paths, load_ruleset
@@ -283,6 +284,49 @@ def test_a_named_pipe_in_a_rule_directory_is_an_error_not_a_wait(tmp_path: Path)
         f"{tmp_path}/fifo.yaml: error: not a regular file (a pipe, socket or device)\n"
         "FAILED: 1 file(s), 0 rule(s), 1 error(s), 0 warning(s)\n"
     ) == result.stdout
+
+
+def test_the_root_directory_as_rules_is_an_error_said_at_once_not_a_walk_of_everything(tmp_path: Path) -> None:
+    """`rules: ['/']` in a configuration walked the whole file system (/proc's ever-changing
+    tree too) and read every *.yaml on the way as rules: `check --config` had not ended after
+    20 s. A directory past MAX_ENTRIES files and directories is an error at the configuration's
+    line, said in about a second, none of its files read; the other rule paths are checked
+    still."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text("name: a\nmatch: {x: 1}\nthrottle: 5m5m\n")
+    (tmp_path / "rulesd.yaml").write_text("rules: ['/', rules]\nsource: {type: stdin}\n")
+    result = rulesd_cli("check", "--config", str(tmp_path / "rulesd.yaml"), timeout=30)
+    assert 1 == result.returncode
+    assert [
+        f'{tmp_path}/rules/a.yaml:3:11: error: throttle: "5m5m": a duration is a number of seconds or a string like '
+        "30s, 5m, 2h, 1d or 1h30m (each unit at most once, largest first)",
+        f"{tmp_path}/rulesd.yaml:1:9: error: rules[0]: / holds more than 100,000 files and directories: a rule "
+        "directory is searched to its depths for *.yaml and *.yml, so it should hold the rule files and little else; "
+        "name the directory they are in",
+        f"FAILED: config {tmp_path}/rulesd.yaml, 1 file(s), 0 rule(s), 2 error(s), 0 warning(s)",
+    ] == result.stdout.splitlines()
+
+
+def test_a_rule_directory_past_the_bound_loads_none_of_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_ENTRIES (counting directories and files, a hidden directory's contents not) a
+    rule directory is an error and none of the files found so far is read; up to it, all are.
+    Rule test directories are bounded alike."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".git").mkdir()
+    for name in ("a.yaml", "sub/b.yaml", ".git/c", ".git/d", ".git/e"):
+        (tmp_path / name).write_text(f"name: {name[-6]}\nmatch: {{x: 1}}\n")
+    monkeypatch.setattr(rule_directories, "MAX_ENTRIES", 3)  # a.yaml, sub, sub/b.yaml (not .git, hidden)
+    result = check_paths([tmp_path])
+    assert ((str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yaml")), ()) == (result.files, result.problems)
+    (tmp_path / "sub" / "notes.txt").touch()
+    result = check_paths([tmp_path])
+    expected = [f"{tmp_path}: error: {rule_directories.too_many_entries(str(tmp_path))}"]
+    assert ((), expected) == (result.files, [str(p) for p in result.problems])
+    assert ([], expected) == (lambda found: (found[0], [str(p) for p in found[1]]))(
+        loader.discover_test_files([str(tmp_path)])
+    )
 
 
 def test_a_file_under_two_names_is_read_once(tmp_path: Path) -> None:

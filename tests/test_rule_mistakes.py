@@ -202,6 +202,47 @@ def test_rulesd_check_warns_where_an_unquoted_word_is_compared_as_a_boolean(tmp_
     assert [] != list((tmp_path / "cache").glob("document-*.bin"))
 
 
+def test_rulesd_check_warns_where_a_number_with_an_exponent_is_read_as_text(tmp_path: Path) -> None:
+    """`code: 1e3` is the text "1e3" to YAML 1.1 (a float needs a point and a signed exponent), so
+    the rule never matched an event's 1000 (a JSON line's `1e3`), and `rulesd check` said OK: it
+    warns at each such operand (a matcher, `equals`, a list's item, a named list's), and at a rule
+    test's event value, saying what to write for the number and for the text. A quoted one (the
+    text meant), an alert's text and YAML's own float form (1.0e+3, 2.5E-3: numbers) are left alone;
+    in an ordering (`gte: 1e3`) it is the schema's error, as before; the cache says it again."""
+    (tmp_path / "r.yaml").write_text(
+        "lists:\n  codes: [5E-3, '7e1', 2.5E-3]\nrules:\n  - name: codes\n    match:\n      code: 1e3\n"
+        "      other: {equals: 1.5e3, not_in: $codes}\n      third: [1, 2e+2, '1e3', 1.0e+3]\n"
+        "    alert: {message: 1e3}\n"
+    )
+    (tmp_path / "r.test.yaml").write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{event: {other: 1e3}}]\n    expect_alerts: []\n"
+    )
+
+    def said(place: str, word: str, number: str) -> str:
+        return (
+            f"{place}: YAML reads {word} as text (a number with an exponent needs a point and a signed exponent, "
+            f'1.0e+3): write {number} if the number is meant, or quote it ("{word}") if the text is\n'
+        )
+
+    expected = (
+        "DIR/r.test.yaml:4:30: warning: "
+        + said("tests[0].events[0].event.other", "1e3", "1000")
+        + "DIR/r.yaml:2:11: warning: "
+        + said("lists.codes[0]", "5E-3", "0.005")
+        + "DIR/r.yaml:6:13: warning: "
+        + said("rules[0].match.code", "1e3", "1000")
+        + "DIR/r.yaml:7:23: warning: "
+        + said("rules[0].match.other.equals", "1.5e3", "1500")
+        + "DIR/r.yaml:8:18: warning: "
+        + said("rules[0].match.third[1]", "2e+2", "200")
+        + "OK: 1 file(s), 1 rule(s), 1 rule test file(s) (run them with rulesd test), 0 error(s), 5 warning(s)\n"
+    )
+    cache = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in ("cold", "warm"):
+        result = rulesd_cli("check", str(tmp_path / "r.yaml"), str(tmp_path / "r.test.yaml"), env=cache)
+        assert (0, "", expected) == (result.returncode, result.stderr, result.stdout.replace(str(tmp_path), "DIR"))
+
+
 def test_rulesd_test_says_the_warnings_of_the_files_it_runs(tmp_path: Path) -> None:
     """A test may pass only because of what a warning is about (`country: NO` in the rule and in
     the event, both read as false): `rulesd test` says the rule files' and the test files'
@@ -217,6 +258,26 @@ def test_rulesd_test_says_the_warnings_of_the_files_it_runs(tmp_path: Path) -> N
     warned = [line.split(": warning: ")[0] for line in lines if ": warning: " in line]
     assert ["r.yaml:2:18", "a.test.yaml:4:32", "b.test.yaml:4:32"] == warned
     assert "rule tests: 2 passed, 0 failed, 0 invalid, 3 warning(s)" == lines[-1]
+
+
+def test_rulesd_test_says_to_write_a_test_events_exponent_as_a_number_not_the_rules_number_as_text(
+    tmp_path: Path,
+) -> None:
+    """A rule test's event `{code: 1e3}` (the text "1e3" to YAML 1.1) against `code: 1000`: the one
+    warning is at the event, saying to write 1000; the rule's 1000 was also told to be written as
+    the text "1000", which would match no JSON line's 1e3."""
+    (tmp_path / "r.yaml").write_text("name: thousand\nmatch: {code: 1000}\n")
+    (tmp_path / "r.test.yaml").write_text(
+        "rule_files: [r.yaml]\ntests:\n  - name: t\n    events: [{event: {code: 1e3}}]\n"
+        "    expect_alerts: [{event: 1, rules: [thousand]}]\n"
+    )
+    result = rulesd_cli("test", str(tmp_path / "r.test.yaml"))
+    assert 1 == result.returncode, result.stdout
+    assert [
+        "DIR/r.test.yaml:4:29: warning: tests[0].events[0].event.code: YAML reads 1e3 as text (a number with an "
+        'exponent needs a point and a signed exponent, 1.0e+3): write 1000 if the number is meant, or quote it ("1e3") '
+        "if the text is"
+    ] == [line for line in result.stdout.replace(str(tmp_path), "DIR").splitlines() if ": warning: " in line]
 
 
 def test_rulesd_check_refuses_a_condition_that_can_never_match(tmp_path: Path) -> None:

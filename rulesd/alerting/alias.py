@@ -16,6 +16,10 @@ from rulesd.rules.fields import MISSING, Event, key_text
 from rulesd.rules.model import Rule
 
 ALIAS_MAX = 512  # OpsGenie's limit, in characters
+# Aliases a close cannot name: it puts the alias in its URL as a path segment, and an HTTP stack
+# takes these for the directory itself or its parent (percent-encoded too, as RFC 3986 says);
+# the close then went to another path, its 404 counted as done, and the alert stayed open.
+_DOT_SEGMENTS = frozenset((".", ".."))
 
 
 def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
@@ -27,6 +31,8 @@ def alert_alias(rules: tuple[Rule, ...], event: Event) -> str:
     if not spec.alias and not lead.group_getters:  # the rules' names alone, whatever the event
         return _names_alias(rules)
     alias = spec.alias.render(event).strip() if spec.alias else ""
+    if alias in _DOT_SEGMENTS:
+        alias = ""  # no alias: a close names it as a path segment, and `/v2/alerts/../close` is `/v2/close`
     return bounded(alias or default_alias(rules, event))
 
 

@@ -63,7 +63,7 @@ def rekeyed_alias(alias: str) -> str:
         return alias
     try:
         group = deep(json.loads, alias[at + 2 :])
-    except ValueError:  # (a hash, or a value `_bounded` escaped)
+    except ValueError:  # (a hash, or a value `bounded` escaped)
         return alias
     if type(group) is not dict:
         return alias

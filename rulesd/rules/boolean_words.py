@@ -8,7 +8,9 @@ not an error: at its place, saying how to write either meaning. The reader recor
 such word was (`Document.boolean_words`); only the places whose value is compared with an
 event's are warned about: the operands of a condition (not `exists` and `nocase`, which take
 booleans), the items of a named list, the groups an absence rule expects, and the events of a
-rule test; and, of a rule's own numbers (a count, a duration), those read as octal.
+rule test; and, of a rule's own numbers (a count, a duration), those read as octal. So is a number
+written with an exponent as JSON writes one (`code: 1e3`), which YAML 1.1 reads as the text
+"1e3": an event's 1000 (a JSON line's `1e3`) is never equal to it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem
 from rulesd.key_places import value_at
 from rulesd.rules.lists import operands
-from rulesd.validation import format_path
+from rulesd.validation import exponent, exponent_advice, format_path
 
 _WORDS = frozenset({"yes", "no", "on", "off"})
 _ORDERING = frozenset({"gt", "gte", "lt", "lte"})
@@ -74,8 +76,12 @@ def _warning(doc: Document, path: JsonPath) -> Problem | None:
             f'YAML reads the unquoted {word} as {value}, not as text: quote it ("{word}") if the text is '
             f"meant, or write {value} if the boolean is"
         )
+    elif isinstance(number := value_at(doc.value, path), str):  # `code: 1e3`, a text to YAML 1.1
+        if not exponent(word):  # (1e999: no number a JSON line holds either)
+            return None
+        advice = exponent_advice(word, whole=False)
+        message = f'{advice.removeprefix(": ")} if the number is meant, or quote it ("{word}") if the text is'
     else:  # a number YAML 1.1 reads otherwise than written (`service: 0123` is 83)
-        number = value_at(doc.value, path)
         how = " octal" if re.match(r"[-+]?0[0-9]", word) else " base-60" if ":" in word else ""
         if not how and path[-1] in _ORDERING:  # (1_000 or 1.10 is the number meant there)
             return None

@@ -21,12 +21,14 @@ import msgspec
 from rulesd import collector
 from rulesd.document import Document, JsonPath, Marks, missing, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
+from rulesd.rules import rule_directories
 from rulesd.rules.cache import RuleCache, Sealed, digest
 from rulesd.rules.checked import checked_key, installed, keep, known_problems, written
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
+from rulesd.rules.rule_directories import directories, file_identity, too_many_entries
 from rulesd.validation import SCHEMA_DIR, schema_violations, unread_dropped, unread_paths
 
 RULE_SUFFIXES = (".yaml", ".yml")
@@ -59,7 +61,9 @@ def discover_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     for raw in paths:
         path = os.fspath(raw)
         if os.path.isdir(path):
-            found = sorted(_walk(path, problems))
+            found = _walk(path, problems)
+            if found is None:
+                continue
             if not found:
                 warning = Problem(SourceLocation(path), "no rule files (*.yaml, *.yml) found", "warning")
                 problems.append(warning)
@@ -81,35 +85,38 @@ def discover_test_files(paths: Iterable[str]) -> tuple[list[str], list[Problem]]
         if not os.path.isdir(path):
             files.append(path)  # (a missing file is said by reading it)
             continue
-        found = sorted(_walk(path, problems, tests=True))
+        found = _walk(path, problems, tests=True)
+        if found is None:
+            continue
         if not found:
             problems.append(Problem(SourceLocation(path), "no rule test files (*.test.yaml, *.test.yml) found"))
         files.extend(found)
     return _distinct(files), problems
 
 
-def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> Iterator[str]:
-    """The rule files under `top` (`tests`: the rule test files instead)."""
-    searched: dict[tuple[int, int], str] = {}
-    for root, dirs, names in os.walk(top, followlinks=True):
-        here = file_identity(root)
-        if here is not None and here in searched:
-            message = f"skipped: the same directory as {searched[here]} (a link to a directory already searched)"
-            problems.append(Problem(SourceLocation(root), message, "warning"))
-            dirs[:] = []
-            continue
-        if here is not None:
-            searched[here] = root
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> list[str] | None:
+    """The rule files under `top`, sorted (`tests`: the rule test files instead); None, with an
+    error, past MAX_ENTRIES: `rules: ['/']` walked the whole file system, /proc's too, and read
+    every *.yaml on the way as rules."""
+    found: list[str] = []
+    walk_problems: list[Problem] = []
+    seen = 0
+    for root, dirs, names in directories(top, walk_problems):
+        seen += len(dirs) + len(names)
+        if seen > rule_directories.MAX_ENTRIES:
+            problems.append(Problem(SourceLocation(top), too_many_entries(top)))
+            return None
         for name in names:
             if name.startswith(".") or name.endswith(TEST_SUFFIXES) != tests:
                 continue
             if name.endswith(RULE_SUFFIXES):
                 path = os.path.join(root, name)
                 if _special(path):  # opening a named pipe would wait for a writer, maybe forever
-                    problems.append(Problem(SourceLocation(path), "not a regular file (a pipe, socket or device)"))
+                    walk_problems.append(Problem(SourceLocation(path), "not a regular file (a pipe, socket or device)"))
                     continue
-                yield path
+                found.append(path)
+    problems += walk_problems
+    return sorted(found)
 
 
 def _special(path: str) -> bool:
@@ -118,15 +125,6 @@ def _special(path: str) -> bool:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:  # a broken link: reading it says why
         return False
-
-
-def file_identity(path: str) -> tuple[int, int] | None:
-    """The file `path` names (device and inode, links followed); None if it cannot be looked at."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _distinct(files: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from rulesd.document import Document, JsonPath
 from rulesd.errors import Problem
 from rulesd.rules.boolean_words import expected_value_paths, rule_conditions
 from rulesd.rules.lists import operands
-from rulesd.validation import format_path
+from rulesd.validation import exponent, format_path
 
 _EQUALITY = frozenset({None, "equals", "not_equals", "in", "not_in"})
 # What an operator holds for: a number (the orderings), a text (the text-only operators)
@@ -145,12 +145,14 @@ def _warning(doc: Document, path: JsonPath, clause: str, meant: Any) -> Problem:
 
 def event_kinds(events: Iterable[dict[str, Any]], field: str, getter: Any) -> dict[str, Any]:
     """The kinds of value `events` carry in `field` (read by `getter`), each with the first
-    value of that kind."""
+    value of that kind. A text that is a number with an exponent (`1e3`, which YAML 1.1 reads as
+    text) is of no kind: the event is warned about as likely meant a number, and the rule's
+    1000 is not to be written as the text "1000" for it."""
     found: dict[str, Any] = {}
     for event in events:
         value = getter(event)
         kind = kind_of(value)
-        if kind is not None:
+        if kind is not None and not (kind == "text" and exponent(value)):
             found.setdefault(kind, value)
     return found
 

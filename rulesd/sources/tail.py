@@ -43,9 +43,22 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+SIZELESS = "a file whose size reads 0 though it holds data (as the files of /proc and /sys do)"
+
+
+def sizeless(fd: int, st: os.stat_result) -> bool:
+    """Whether an open regular file's size reads 0 though reading it gives bytes, as a file of
+    /proc or /sys that the kernel makes as it is read: it has no end to follow, and a size of 0
+    below what was read looked like a truncation at every look (read again from 0, its lines
+    made events again, a core burnt). A file written to since it was looked at has grown: its
+    size is asked again after the read."""
+    return st.st_size == 0 and bool(os.pread(fd, 1, 0)) and os.fstat(fd).st_size == 0
+
+
 def open_regular(path: str) -> tuple[int, os.stat_result] | None:
     """Open a regular file for reading; None when it is missing. NotRegularFile when the path
-    names something else; other errors (permission denied) are raised for the caller to report.
+    names something else, or a file whose size reads 0 though it holds data (`sizeless`);
+    other errors (permission denied) are raised for the caller to report.
 
     Never blocks: opening a FIFO for reading would wait for a writer. What is not a regular file
     is not opened at all (opening a FIFO would disturb its writer), and in case the path changes
@@ -57,10 +70,14 @@ def open_regular(path: str) -> tuple[int, os.stat_result] | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or sizeless(fd, st):
+            kind = file_kind(st.st_mode) if not stat.S_ISREG(st.st_mode) else SIZELESS
+            raise NotRegularFile(f"{kind}, not a regular file")
+    except OSError:  # NotRegularFile, or the first byte could not be read: not kept open
         os.close(fd)
-        raise NotRegularFile(f"{file_kind(st.st_mode)}, not a regular file")
+        raise
     os.set_blocking(fd, True)
     return fd, st
 
