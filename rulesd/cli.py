@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 
 import msgspec
@@ -431,7 +430,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """`rulesd check`: every problem in GCC style (or JSON), then a summary."""
     config_problems: list[Problem] = []
     limits = None  # the configuration's state limits, when it loaded
-    paths: list[str] = args.paths or [str(p) for p in default_rule_paths()]
+    paths: list[str] = args.paths or default_rule_paths()
     if args.config:
         try:
             config = load_config(args.config, look=True)
@@ -676,7 +675,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
             parser, max_line_bytes = source_parser(source), source.max_line_bytes
     cache = RuleCache.for_user(os.environ)
-    rule_paths = rule_paths or [str(p) for p in default_rule_paths()]
+    rule_paths = rule_paths or default_rule_paths()
     code_key = generated_code.code_key(rule_paths)
     generated_code.load(cache, code_key)  # (as replay: the code the last load of these rule files compiled)
     ruleset = _load_rules(rule_paths, cache)
@@ -1056,6 +1055,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if not args.write:
         print(json.dumps(load_schema(args.which or "rule"), indent=2))
         return EXIT_OK
+    from pathlib import Path  # (a write only: a warm start imports no pathlib)
+
     from rulesd.atomic_file import write_atomically
 
     directory = Path(args.write)

@@ -63,7 +63,7 @@ def rule_paths_of(args: argparse.Namespace, default_config: str) -> list[str]:
             return list(load_config(config).rules)
         except ConfigError as exc:
             return list(exc.rules or ())
-    return [str(p) for p in default_rule_paths()]
+    return default_rule_paths()
 
 
 def rule_names(paths: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -74,17 +75,28 @@ print(sorted(m for m in modules if m in sys.modules), file=sys.stderr)
 """
 
 
+# As `pip install .` (not `-e`) runs rulesd: the tree and site-packages put on the path by hand
+# under `python -S`, so that no `.pth` file runs, the editable install's finder among them (it
+# imports `pathlib`, `urllib.parse`, ... before rulesd starts, which would hide rulesd's own).
+_AS_INSTALLED = f"""
+import sys
+sys.path[:0] = [{str(Path(__file__).resolve().parent.parent)!r}, *{site.getsitepackages()!r}]
+"""
+
+
 def imported_by(
     modules: tuple[str, ...],
     *args: str,
     stdin: str = "",
     cwd: Path | str | None = None,
     env: dict[str, str] | None = None,
+    installed: bool = False,
 ) -> tuple[str, str]:
     """Which of `modules` `rulesd ARGS` imported (the sorted list as Python prints it), and
-    what it wrote to standard output."""
+    what it wrote to standard output; `installed`: run as an installed (not editable) rulesd."""
+    command = [sys.executable, *(["-S", "-c", _AS_INSTALLED + _IMPORTED] if installed else ["-c", _IMPORTED])]
     done = subprocess.run(
-        [sys.executable, "-c", _IMPORTED, ",".join(modules), *args],
+        [*command, ",".join(modules), *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -88,7 +88,7 @@ def _checks_fail(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _kept(cache: RuleCache) -> list[Path]:
-    return sorted(cache.directory.glob("checked-*.bin"))
+    return sorted(Path(cache.directory).glob("checked-*.bin"))
 
 
 def test_a_rule_set_checked_before_says_its_warnings_without_checking_again(

@@ -291,7 +291,7 @@ def test_the_generated_checks_are_those_of_the_schemas_as_they_are(schema: str) 
     import fastjsonschema
 
     module = importlib.import_module(f"rulesd.schema_checks.{schema}")
-    text = (SCHEMA_DIR / f"{schema}.schema.json").read_bytes()
+    text = Path(SCHEMA_DIR, f"{schema}.schema.json").read_bytes()
     assert schema_digest(text) == module.SCHEMA_SHA256, "run `python -m rulesd.schema_checks`"
     assert _generated_check(schema) is module.validate
     if module.VERSION == fastjsonschema.VERSION:

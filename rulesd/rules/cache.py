@@ -24,7 +24,6 @@ import os
 import stat
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from rulesd.loggers import logger
 
@@ -44,7 +43,7 @@ class RuleCache:
     def __init__(
         self, directory: str | os.PathLike[str], *, create_parents: bool = False, parent_mode: int = 0o777
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = os.fspath(directory)  # (text: the reads of a warm start import no pathlib)
         # Missing parent directories are made (with `parent_mode`, less the umask) if asked:
         # the first start of a daemon loads its rules before anything else made its state
         # directory, which must be as private as the daemon makes it (0700). At the first write
@@ -163,7 +162,7 @@ class RuleCache:
                 os.close(fd)
             self._prune(kind)
         except OSError as exc:
-            logger(__name__).debug("rule cache %s not written: %s", self.directory, exc)
+            logger(__name__).debug("rule cache %s not written: %s", _shown(self.directory), exc)
 
     def _path(self, kind: str, key: str) -> str:
         return os.path.join(self.directory, f"{kind}-{key}.bin")
@@ -171,12 +170,12 @@ class RuleCache:
     def _ensure_directory(self) -> None:
         if self.create_parents:
             self.create_parents = False
-            os.makedirs(self.directory.parent, mode=self.parent_mode, exist_ok=True)
+            os.makedirs(_parent(self.directory), mode=self.parent_mode, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.directory, 0o700)
         info = os.stat(self.directory)
         if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-            raise PermissionError(f"{self.directory} is not private to this user")
+            raise PermissionError(f"{_shown(self.directory)} is not private to this user")
 
     def _prune(self, kind: str) -> None:
         """Keep the MAX_FILES entries of `kind` used last, and remove what killed writers left."""
@@ -241,3 +240,17 @@ def digest(*parts: bytes | str) -> str:
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return h.hexdigest()
+
+
+# A write's own: pathlib's reading of the directory's path (its parent, its text as shown), where a
+# warm start, which only reads, imports no pathlib.
+def _parent(directory: str) -> str:
+    from pathlib import Path
+
+    return str(Path(directory).parent)
+
+
+def _shown(directory: str) -> str:
+    from pathlib import Path
+
+    return str(Path(directory))

@@ -18,7 +18,6 @@ import marshal
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import hyperscan
 import re2
@@ -37,10 +36,10 @@ def checked_key(files: Sequence[tuple[str, str]]) -> str:
 @functools.cache
 def _code_fingerprint() -> str:
     # Every module a rule's compiling and checking reads: the rules package and what it imports.
-    here = Path(__file__).resolve().parent
-    sources = sorted(here.glob("*.py"))
+    here = os.path.dirname(os.path.realpath(__file__))
+    sources = sorted(entry.path for entry in os.scandir(here) if entry.name.endswith(".py"))
     top = ("document", "durations", "errors", "validation", "deferred_regex", "jsontext", "times", "key_places")
-    sources += [here.parent / f"{name}.py" for name in top]
+    sources += [os.path.join(os.path.dirname(here), f"{name}.py") for name in top]
     return digest(_libraries(), written(sources))
 
 
@@ -48,10 +47,10 @@ def _libraries() -> str:
     """The regex libraries as installed. RE2's module has no `__version__`, and what RE2 refuses
     (an error) or finds in every text (a warning) changes with it, so an upgrade in place must
     check the rule set afresh."""
-    return installed(Path(module.__file__).parent for module in (re2, hyperscan) if module.__file__ is not None)
+    return installed(os.path.dirname(module.__file__) for module in (re2, hyperscan) if module.__file__ is not None)
 
 
-def written(sources: Iterable[Path]) -> str:
+def written(sources: Iterable[str]) -> str:
     """What tells an edit of any of the files `sources`, from a stat of each: its inode, size, and
     the times of its last write (mtime) and of its last change (ctime). Any write or rename
     sets the ctime to the clock's time, and no call sets it back (`touch` and `cp -p` set the
@@ -66,18 +65,17 @@ def written(sources: Iterable[Path]) -> str:
     return "\n".join(parts)
 
 
-def installed(packages: Iterable[Path]) -> str:
+def installed(packages: Iterable[str]) -> str:
     """Each file of the package directories `packages`, stamped as `written` stamps a source (an
     installer that keeps a wheel's times and writes a file of the same size in place still sets
     its ctime): a stat per file costs far less than asking `importlib.metadata` (~25 ms)."""
     parts = []
     for package in packages:
+        name = os.path.basename(package)
         for entry in sorted(os.scandir(package), key=lambda e: e.name):
             if entry.is_file():
                 stat = entry.stat()
-                parts.append(
-                    f"{package.name}/{entry.name} {stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns}"
-                )
+                parts.append(f"{name}/{entry.name} {stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns}")
     return "\n".join(parts)
 
 

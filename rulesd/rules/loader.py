@@ -13,7 +13,6 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -269,18 +268,19 @@ def document_key(data: bytes, kind: str = "document") -> str:
 
 @functools.cache
 def _code_fingerprint() -> str:
-    here = Path(__file__).resolve().parent.parent
-    sources = [here / "yamldoc.py", here / "document.py", here / "validation.py", here / "key_places.py"]
-    sources += [here / "rules" / "misplaced.py", here / "rules" / "foreign.py", SCHEMA_DIR / "rule.schema.json"]
+    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    sources = [os.path.join(here, f"{name}.py") for name in ("yamldoc", "document", "validation", "key_places")]
+    sources += [os.path.join(here, "rules", f"{name}.py") for name in ("misplaced", "foreign")]
+    sources.append(os.path.join(SCHEMA_DIR, "rule.schema.json"))
     return digest(installed(_yaml_packages()), written(sources))
 
 
-def _yaml_packages() -> list[Path]:
+def _yaml_packages() -> list[str]:
     """PyYAML's package directory, found without importing it (a warm load never does): an
     upgrade in place may read a file differently (a YAML 1.2 change, a fixed scanner bug), so
     the documents kept under the old one must be read again."""
     spec = importlib.util.find_spec("yaml")
-    return [Path(location) for location in (spec.submodule_search_locations or ())] if spec is not None else []
+    return list(spec.submodule_search_locations or ()) if spec is not None else []
 
 
 def cached_document(cache: RuleCache, key: str, path: str, data: bytes, kind: str = "document") -> Document | None:
@@ -511,6 +511,6 @@ def _ruleset_of(result: CheckResult) -> RuleSet:
     return result.ruleset
 
 
-def default_rule_paths() -> list[Path]:
+def default_rule_paths() -> list[str]:
     """`./rules`, the default for commands given no path."""
-    return [Path("rules")]
+    return ["rules"]
