@@ -15,7 +15,7 @@ from typing import Any
 
 from rulesd.rules.rule_directories import oversized, too_many_entries
 from rulesd.sources.file import expand_patterns
-from rulesd.sources.tail import SIZELESS, file_kind, sizeless
+from rulesd.sources.tail import SIZELESS, NotRegularFile, file_kind, open_regular
 
 Keys = tuple[str | int, ...]
 Finding = tuple[Keys, str, str]
@@ -109,16 +109,15 @@ def _sizeless(path: str) -> str | None:
     /proc or /sys) cannot be followed: it has no end, and lines appended are what a file
     source reads; skipped while running, it would read nothing, for good."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        opened = open_regular(path)  # (what the source does: `NotRegularFile` for such a file)
+    except NotRegularFile:
+        pass
     except OSError:
         return None  # unreadable: warned about by the source
-    try:
-        if not sizeless(fd, os.fstat(fd)):
-            return None
-    except OSError:
+    else:
+        if opened is not None:
+            os.close(opened[0])
         return None
-    finally:
-        os.close(fd)
     return (
         f"{path} is {SIZELESS}: a file source follows files that lines are appended to, and this one "
         f"has no end to follow; to read its lines once, use source: {{type: stdin}} and run: rulesd run < {path}"

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -66,12 +67,8 @@ def deep(function: Callable[[Any], Any], value: Any) -> Any:
 def _written(value: Any, **how: Any) -> str:
     """json's text of `value`, with room to recurse for a value deeper than its recursion goes
     (asked only then: most values are shallow)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str, **how)
-    except RecursionError:
-        pass
-    with _room_to_recurse():
-        return json.dumps(value, ensure_ascii=False, default=str, **how)
+    text: str = deep(partial(json.dumps, ensure_ascii=False, default=str, **how), value)
+    return text
 
 
 @contextmanager

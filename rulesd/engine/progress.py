@@ -30,7 +30,7 @@ from rulesd.engine.state import (
 )
 from rulesd.engine.values import NO_GROUP, GroupKey
 from rulesd.jsontext import deep
-from rulesd.rules.fields import MISSING, Event, key_parts, key_text
+from rulesd.rules.fields import MISSING, Event, integer_text, key_parts, key_text
 from rulesd.rules.model import Absence, Distinct, NewValue, Rule, Sequence, Threshold
 from rulesd.times import span, when
 
@@ -262,7 +262,7 @@ def key_value(text: str) -> Any:
     if text[:1] in ("[", "{"):  # (json keeps an integer in it exact; nested as deep as events go)
         return deep(json.loads, text)
     value = orjson.loads(text)
-    if type(value) is float and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+    if type(value) is float and integer_text(text):
         return int(text)
     return value
 

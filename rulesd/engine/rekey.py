@@ -15,8 +15,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from rulesd.alerting.alias import bounded, default_alias
 from rulesd.engine.holders import RELEASED, merged
 from rulesd.engine.state import (
@@ -30,8 +28,8 @@ from rulesd.engine.state import (
     restored_value,
     saved_value,
 )
-from rulesd.jsontext import compact_json, deep
-from rulesd.rules.fields import MISSING, Event, group_key, key_text
+from rulesd.jsontext import deep
+from rulesd.rules.fields import MISSING, Event, group_key, integer_text, key_text, sorted_json
 from rulesd.rules.model import Rule
 
 # The first characters of a key text that may be written otherwise now: a number, a list or an
@@ -42,7 +40,7 @@ _NUMBERS_FIRST = frozenset("-0123456789[{")
 def rekeyed_text(text: str) -> str:
     """A key text (a part of a group key, or a value kept as key text) as `key_text` writes
     its value now: the same text unless it holds a number written otherwise before."""
-    if text[:1] not in _NUMBERS_FIRST or text.isdigit() or (text[1:].isdigit() and text[0] == "-"):
+    if text[:1] not in _NUMBERS_FIRST or integer_text(text):
         return text  # (an integer is written as it was)
     # json, not orjson: an integer beyond 64 bits stays exact (orjson reads it as a float)
     return key_text(deep(json.loads, text))
@@ -74,12 +72,7 @@ def rekeyed_alias(alias: str) -> str:
 def earlier_text(value: Any) -> str:
     """A value as an earlier rulesd wrote it in a key or a default alias: its compact JSON,
     a whole float as JSON writes it (`1.0`, `1e+20`)."""
-    if value is MISSING:
-        return key_text(MISSING)
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except orjson.JSONEncodeError:  # (as `key_text`)
-        return compact_json(value, sort_keys=True)
+    return key_text(MISSING) if value is MISSING else sorted_json(value)
 
 
 def earlier_alias(rules: tuple[Rule, ...], event: Event) -> str | None:

@@ -105,10 +105,25 @@ def key_text(value: Any) -> str:
         return number_text(value)
     if kind is list or kind is dict:
         value = whole_numbers(value)
+    try:  # (`sorted_json` written out: a call less for each key made on the event path)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return compact_json(value, sort_keys=True)
+
+
+def sorted_json(value: Any) -> str:
+    """`value`'s compact JSON, objects with sorted keys (what a key part was before whole
+    numbers were written as integers: see `rulesd.engine.rekey`)."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:  # nested deeper than 254, an integer beyond 64 bits: json's text
         return compact_json(value, sort_keys=True)
+
+
+def integer_text(text: str) -> bool:
+    """Whether a key text is an integer's (`12`, `-3`): written alike before and now, and read
+    exactly only by `int` when beyond 64 bits. (JSON numbers are ASCII: `isdigit` suffices.)"""
+    return text.isdigit() or (text[:1] == "-" and text[1:].isdigit())
 
 
 def number_text(value: float) -> str:
