@@ -254,12 +254,17 @@ def _problems(doc: Document, error: ValidationError, *, quote: bool) -> Iterator
     yield Problem(doc.locate(path), f"{where}: {message}")
 
 
+# A number with an exponent as JSON writes one (1e3, 1.5e3, 2E-5), which YAML 1.1 reads as text
+# unless it has a point and a signed exponent (1.0e+3), where JSON and YAML 1.2 read a number.
+EXPONENT_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?[eE][-+]?[0-9]+"
+
+
 def exponent(text: str) -> bool:
     """Whether `text` is a number with an exponent as JSON writes one (`1e3`, `1.5E-3`) that is
     finite: YAML 1.1 reads it unquoted as text unless it has a point and a signed exponent."""
     import re  # (only for a value the schema faulted)
 
-    if re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?[eE][-+]?[0-9]+", text) is None:
+    if re.fullmatch(EXPONENT_NUMBER, text) is None:
         return False
     if "." in text and re.search("[eE][-+]", text):  # (YAML's own form: a text only if quoted)
         return False

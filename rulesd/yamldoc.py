@@ -20,7 +20,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from rulesd.document import Document, JsonPath, read_file
 from rulesd.errors import InvalidInputError as InvalidInputError  # re-exported
 from rulesd.errors import Problem, SourceLocation
-from rulesd.validation import format_path
+from rulesd.validation import EXPONENT_NUMBER, format_path
 
 try:  # the C composer is much faster on large rule sets
     from yaml import CSafeLoader as _Loader
@@ -98,9 +98,8 @@ _NUMBER_TAGS = frozenset({_YAML_TAG + "int", _YAML_TAG + "float"})
 _NUMBER_WORD = re.compile(
     r"[-+]?(0[0-9_]+|0x[0-9a-fA-F_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[0-9.]*_[0-9_.]*|[0-9]*\.[0-9]*[0-9]0)\Z"
 )
-# A plain number with an exponent as JSON writes one (1e3, 1.5e3, 2E-5), which YAML 1.1 reads as
-# text (its float needs a point and a signed exponent, 1.0e+3) where JSON and YAML 1.2 read a number.
-_EXPONENT_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?[eE][-+]?[0-9]+\Z")
+# A plain number with an exponent as JSON writes one, which YAML 1.1 resolves as text (`validation`).
+_EXPONENT_TEXT = re.compile(EXPONENT_NUMBER + r"\Z")
 _EXPONENT_TEXT_TAG = "tag:rulesd.invalid,2026:yaml11-exponent-text"
 _MERGE_TAGS = frozenset({_YAML_TAG + "merge", _YAML_TAG + "value"})  # what flatten_mapping rewrites
 _ScalarNode = yaml.ScalarNode
