@@ -20,14 +20,13 @@ import msgspec
 from rulesd import collector
 from rulesd.document import Document, JsonPath, Marks, missing, read_file, split_marks
 from rulesd.errors import InvalidInputError, Problem, RuleError, SourceLocation, listed_again
-from rulesd.rules import rule_directories
 from rulesd.rules.cache import RuleCache, Sealed, digest
 from rulesd.rules.checked import checked_key, installed, keep, known_problems, written
 from rulesd.rules.compile import compile_rule, fingerprint, rule_fingerprint
 from rulesd.rules.lists import Lists, merge_lists, read_lists
 from rulesd.rules.model import Rule, RuleSet
 from rulesd.rules.patterns import FieldScanner, PatternError, PatternSet, dump_database, load_database
-from rulesd.rules.rule_directories import directories, file_identity, too_many_entries
+from rulesd.rules.rule_directories import TooManyEntries, bounded_directories, file_identity, too_many_entries
 from rulesd.validation import SCHEMA_DIR, schema_violations, unread_dropped, unread_paths
 
 RULE_SUFFIXES = (".yaml", ".yml")
@@ -99,21 +98,21 @@ def _walk(top: str, problems: list[Problem], *, tests: bool = False) -> list[str
     every *.yaml on the way as rules."""
     found: list[str] = []
     walk_problems: list[Problem] = []
-    seen = 0
-    for root, dirs, names in directories(top, walk_problems):
-        seen += len(dirs) + len(names)
-        if seen > rule_directories.MAX_ENTRIES:
-            problems.append(Problem(SourceLocation(top), too_many_entries(top)))
-            return None
-        for name in names:
-            if name.startswith(".") or name.endswith(TEST_SUFFIXES) != tests:
-                continue
-            if name.endswith(RULE_SUFFIXES):
-                path = os.path.join(root, name)
-                if _special(path):  # opening a named pipe would wait for a writer, maybe forever
-                    walk_problems.append(Problem(SourceLocation(path), "not a regular file (a pipe, socket or device)"))
+    try:
+        for root, _, names in bounded_directories(top, walk_problems):
+            for name in names:
+                if name.startswith(".") or name.endswith(TEST_SUFFIXES) != tests:
                     continue
-                found.append(path)
+                if name.endswith(RULE_SUFFIXES):
+                    path = os.path.join(root, name)
+                    if _special(path):  # opening a named pipe would wait for a writer, maybe forever
+                        said = "not a regular file (a pipe, socket or device)"
+                        walk_problems.append(Problem(SourceLocation(path), said))
+                        continue
+                    found.append(path)
+    except TooManyEntries:
+        problems.append(Problem(SourceLocation(top), too_many_entries(top)))
+        return None
     problems += walk_problems
     return sorted(found)
 

@@ -41,14 +41,29 @@ def directories(top: str, problems: list[Problem]) -> Iterator[tuple[str, list[s
         yield root, dirs, names
 
 
-def oversized(top: str) -> bool:
-    """Whether the directory `top` holds more than MAX_ENTRIES files and directories (counted as
-    the loader's walk counts them, which stops there)."""
+class TooManyEntries(Exception):
+    """A rule directory holds more than MAX_ENTRIES files and directories (`too_many_entries`)."""
+
+
+def bounded_directories(top: str, problems: list[Problem]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`directories(top, problems)`, raising TooManyEntries once they have held more than
+    MAX_ENTRIES files and directories (the loader's walk and the configuration's check count
+    alike)."""
     seen = 0
-    for _, dirs, names in directories(top, []):
+    for root, dirs, names in directories(top, problems):
         seen += len(dirs) + len(names)
         if seen > MAX_ENTRIES:
-            return True
+            raise TooManyEntries(top)
+        yield root, dirs, names
+
+
+def oversized(top: str) -> bool:
+    """Whether the directory `top` holds more than MAX_ENTRIES files and directories."""
+    try:
+        for _ in bounded_directories(top, []):
+            pass
+    except TooManyEntries:
+        return True
     return False
 
 
