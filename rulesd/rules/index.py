@@ -54,7 +54,7 @@ from rulesd.rules.conditions import (
 )
 from rulesd.rules.fields import MISSING, Event, is_index, make_getter, make_walker, shallow_keys, split_path
 from rulesd.rules.model import Rule
-from rulesd.rules.patterns import Scan
+from rulesd.rules.patterns import BlockScan, Scan, block_scan_of, prime_of
 from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, KeyOrder, Layout, NoStruct, Viewer, WholeLine
 
 
@@ -456,6 +456,10 @@ class _NodeWriter:
         self.exact: set[str] = set()  # the locals a view's code has checked for integers beyond 64 bits
         self.base = 0  # indentation of the node being written (inlined nodes sit deeper)
         self.margin = 0  # the part of `base` that is not inlining (a view's loop and try block)
+        # The lines before a block's loop that scan its views' texts of a field (`block_scanned`);
+        # None where the function judges no block.
+        self.block_scans: list[str] | None = None
+        self.block_fields: dict[str, tuple[str, BlockScan]] = {}  # field -> its answer's local, its block scan
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
@@ -516,6 +520,8 @@ class _NodeWriter:
         if not blocks:
             self.judge_view(1, plan, decide, parse, whole, "return", "return None", "line")
             return self.function()
+        loop = len(self.lines)
+        self.block_scans, self.block_fields = [], {}
         self.emit(1, "for at, event in enumerate(views, start):")
         self.emit(2, "if event is None:")
         self.emit(3, f"firing = {self.const(whole)}(lines[at - start], time)")
@@ -526,6 +532,8 @@ class _NodeWriter:
         self.emit(4, "invalid.append(at)")
         self.emit(3, "else:")
         self.emit(4, "firings.append((at, firing, False))")
+        self.lines[loop:loop] = self.block_scans
+        self.block_scans, self.block_fields = None, {}
         return self.function()
 
     def judge_view(
@@ -556,6 +564,8 @@ class _NodeWriter:
         self.emit(depth, "else:")
         self.emit(depth + 1, "if not out:")
         self.emit(depth + 2, skip)
+        for field, (scanned, block) in self.block_fields.items():  # (see `block_scanned`)
+            self.emit(depth + 1, f"{self.const(prime_of(block))}({self.locals[field]}, {scanned})")
         self.emit(depth + 1, "try:")
         self.emit(depth + 2, f"parsed = {self.const(parse)}({line})")
         self.emit(depth + 1, "except ValueError:")  # a field no rule reads holds what JSON cannot
@@ -632,8 +642,31 @@ class _NodeWriter:
         if field not in self.found:
             value = self.read(field)
             found = self.found[field] = f"s{len(self.found)}"
-            self.emit(1, f"{found} = {self.const(scan)}({value}) if type({value}) is str else None")
+            block = self.block_scanned(field, scan, found)
+            if block is not None:
+                self.emit(1, f"{found} = {block}[at - start]")
+            else:
+                self.emit(1, f"{found} = {self.const(scan)}({value}) if type({value}) is str else None")
         return self.found[field]
+
+    def block_scanned(self, field: str, scan: Scan, found: str) -> str | None:
+        """The local holding the answers of the scan of the field's texts of a whole block of
+        views, by index in the block (see `patterns.BlockScan`), for a field that the root
+        scans and a view holds at the top level; None for any other. An event with candidates
+        gives the field's scan its answer (`prime_of`): their predicates ask the scan, which
+        has not scanned the text alone."""
+        block = block_scan_of(scan)
+        if self.block_scans is None or self.base != self.margin or block is None or folded_source(field):
+            return None
+        key, *rest = split_path(field)
+        if rest or self.layout is None:
+            return None
+        answers = f"b{len(self.block_scans)}"
+        attribute = self.layout.attribute(key)
+        views = f"[e.{attribute} if e is not None else None for e in views]"
+        self.block_scans.append(f"    {answers} = {self.const(block)}({views})")
+        self.block_fields[field] = (found, block)
+        return answers
 
     def read(self, field: str) -> str:
         """The local holding the event's value of `field`, read once per node.

@@ -13,6 +13,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -444,7 +445,19 @@ def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
     if cache is not None:
         for scanner in compiled:
             cache.put("hyperscan", scanner.key(), dump_database(scanner.database))
+    for scanner in patterns.fields.values():
+        scanner.join(
+            partial(cache.get, JOINED) if cache is not None else _nothing,
+            partial(cache.put, JOINED) if cache is not None else _nothing,
+        )
     return []
+
+
+JOINED = "hyperscan-joined"  # the rule cache's kind of what scans a block's texts joined
+
+
+def _nothing(*args: Any) -> None:
+    return None
 
 
 def _duplicate_names(names: list[tuple[str, SourceLocation]]) -> list[Problem]:

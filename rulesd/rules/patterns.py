@@ -24,7 +24,7 @@ import hyperscan
 import msgspec
 import re2
 
-from rulesd.rules import regex_text
+from rulesd.rules import joined, regex_text
 from rulesd.rules.ascii_case import FOLD_TRAP, TRAP, ascii_folded, byte_caseless
 
 # Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
@@ -212,6 +212,56 @@ def compile_source_pattern(pattern: str) -> SourcePattern:
 # ---- scanning -----------------------------------------------------------------------------
 
 Scan = Callable[[str], frozenset[int]]
+# The answers of a block's values of the field: a scan's for a text, None for any other value.
+BlockScan = Callable[[list[Any]], list[frozenset[int] | None]]
+# Whether a field's block is scanned joined or text by text is judged by what each costs, in
+# scans of a text alone (~0.45 us each, the binding's call most of it), counted, not timed, so
+# that a replay's choices are the same on any machine: text by text, a text is a scan or, its
+# answer remembered (the last text, or the memo of a field whose texts repeat), ANSWERED_COST;
+# joined, JOINED_COST and JOINED_TEXT_COST a text (joining, encoding, the joined scan), and
+# REPORT_COST a match reported (a call into Python) and FLAG_COST a text flagged (its own
+# answer). What a text costs text by text is counted on a block so scanned: the first of a
+# rule set, then one in PROBE_EVERY. A joined block dearer than its texts one by one (or whose
+# scan reports more matches than that allows: it stops) makes this block and the next few be
+# scanned text by text; the blocks so scanned double at each block so found again, from
+# PAUSED_FEWEST to PAUSED_MOST (a field whose texts mostly hold a pattern, or mostly repeat),
+# and go back to the fewest once a joined block costs less. The choice changes how fast a
+# field is scanned, never its answers.
+ANSWERED_COST = 0.35
+JOINED_COST = 6.0
+JOINED_TEXT_COST = 0.15
+REPORT_COST = 1.5
+FLAG_COST = 1.2
+PROBE_EVERY = 64
+PAUSED_FEWEST = 8
+PAUSED_MOST = 256
+# What `FieldScanner.join` keeps for a field whose texts are scanned one by one; and what names
+# the way its database of joined texts is written (`joined.joined_expression` and the flags).
+_JOINED_OFF = b"off"
+JOINED_WRITING = "joined-every-match-1"
+
+
+# The attribute of a field's scan holding its block scan: the index is given the scan alone.
+# (On the function, not in a table by function: the two hold each other, and go together.)
+_BLOCK = "block_scan"
+
+
+def block_scan_of(scan: Scan) -> BlockScan | None:
+    """The block scan of the field whose scan is `scan`; None for another function."""
+    block: BlockScan | None = getattr(scan, _BLOCK, None)
+    return block
+
+
+# The attribute of a block scan holding `prime(text, answer)`: the field's scan answers `answer`
+# for `text` without scanning it, where the block's answer is not None (a candidate's predicates
+# ask about the text of the event parsed whole, an equal text).
+_PRIME = "prime"
+
+
+def prime_of(block: BlockScan) -> Callable[[Any, frozenset[int] | None], None]:
+    """What gives the field's scan the answer a block scan found for a text (see `_PRIME`)."""
+    prime: Callable[[Any, frozenset[int] | None], None] = getattr(block, _PRIME)
+    return prime
 
 
 class FieldScanner:
@@ -231,7 +281,8 @@ class FieldScanner:
         self.patterns: dict[Pattern, int] = {}
         self.origins: dict[Pattern, list[object]] = {}  # where each was written, for errors
         self.scan: Scan
-        self.scan, self._use = _memoised_scan(field)
+        self.scan, self._use, self.scan_block, self._join = _memoised_scan(field)
+        self.scan.__dict__[_BLOCK] = self.scan_block  # (see `block_scan_of`)
         self.database: Any = None
         self._bytes: tuple[int, frozenset[int]] = (0, NO_IDS)  # (see `as_bytes`)
         self._ended: tuple[int, tuple[Ended, ...]] = (0, ())  # (see `ended`)
@@ -313,6 +364,50 @@ class FieldScanner:
         """Scan with `database` (compiled from these patterns, or loaded from a cache)."""
         self.database = database
         self._use(database, self.as_bytes(), _end_checker(self.ended()))
+
+    def join(self, load: Callable[[str], bytes | None], keep: Callable[[str, bytes], None]) -> None:
+        """Give the scanner the database that scans a block's texts joined (see `joined`), once
+        it has its own: read by `load(key)`, else compiled when a block is first scanned and
+        given to `keep(key, blob)` then (`check` and a start's own work never compile it)."""
+        # (keyed apart from the field's own database, and from any other way of writing it)
+        key = hashlib.sha256(f"{JOINED_WRITING}\n{self.key()}".encode()).hexdigest()
+        blob = load(key)
+        if blob == _JOINED_OFF:
+            return
+        database = load_database(blob) if blob is not None else None
+        if database is not None:
+            self._join(database)
+            return
+
+        def compiled() -> Any:
+            database = self._compile_joined()
+            keep(key, _JOINED_OFF if database is None else dump_database(database))
+            return database
+
+        self._join(compiled)
+
+    def _compile_joined(self) -> Any:
+        """The database of joined texts: every pattern as `joined.joined_expression` writes it
+        (a regex RE2 answers for too by its body, as in the field's own), each match reported;
+        None if a pattern cannot be so written, or the database is refused (a pattern that
+        matches an empty text)."""
+        ended = self.ended()
+        answered = {e.pattern for e in ended}
+        expressions = [(p.expression, p.caseless) for p in self.patterns if p not in answered]
+        expressions += [(e.body, e.pattern.caseless) for e in ended]
+        written = []
+        for expression, _ in expressions:
+            rewritten = joined.joined_expression(expression)
+            if rewritten is None:
+                return None
+            written.append(rewritten.encode())
+        flags = [joined.FLAGS | (hyperscan.HS_FLAG_CASELESS if caseless else 0) for _, caseless in expressions]
+        database = hyperscan.Database(mode=MODE)
+        try:
+            database.compile(expressions=written, ids=list(range(len(written))), flags=flags)
+        except hyperscan.error:
+            return None
+        return database
 
     def as_bytes(self) -> frozenset[int]:
         """The ids of the patterns compiled as bytes (`byte_caseless`), found once for the key, the
@@ -480,8 +575,11 @@ MEMO_SIZE = 1024  # texts remembered per field; all are forgotten when it is ful
 MEMO_TEXT_MAX = 256  # characters
 
 
-def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int], EndCheck | None], None]]:
-    """`scan` and the function that gives it its database; a closure, so that the hot path
+def _memoised_scan(
+    field: str,
+) -> tuple[Scan, Callable[[Any, frozenset[int], EndCheck | None], None], BlockScan, Callable[[Any], None]]:
+    """`scan`, the function that gives it its database, `scan_block` and the function that
+    gives that its second database (see `FieldScanner.join`); a closure, so that the hot path
     reads its state from cells instead of an object's attributes.
 
     Besides the last text, the answers for up to `MEMO_SIZE` recent short texts are kept by
@@ -501,6 +599,19 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int], End
     repeats = 0
     folded = NO_IDS  # the ids of the patterns compiled as bytes
     ended: EndCheck | None = None  # (see `_end_checker`)
+    # Block scans (see `joined`): the scan of joined texts (none until `join` gives it its
+    # database, or what compiles it when a block first needs it); the ends of the matches it
+    # reported, and how many stop it; the blocks left to scan text by text, and the next pause.
+    joined_scan: Callable[[tuple[Any], object], object] | None = None
+    joined_later: Callable[[], Any] | None = None
+    reported: list[int] = []
+    report = reported.append
+    most = 0
+    paused = 0
+    pause = PAUSED_FEWEST
+    scans = 0  # texts scanned alone
+    alone = 0.0  # what a text costs text by text, as last counted (0: not yet)
+    blocks = 0  # blocks scanned joined since one text by text
 
     def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
         append(pattern_id)
@@ -511,7 +622,7 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int], End
     database_scan: Callable[[tuple[bytes], object], object] = unbuilt
 
     def scan(value: str) -> frozenset[int]:
-        nonlocal last_value, last_ids, repeats
+        nonlocal last_value, last_ids, repeats, scans
         # By text, not identity: a line with candidates is parsed whole after its view was
         # scanned, and a free-text field (no memo) was scanned again for the predicates (the
         # estate benchmark shape at 1,000 rules: a tenth more scans than events). Another
@@ -524,6 +635,7 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int], End
                 repeats += 1
                 last_value, last_ids = value, ids
                 return ids
+        scans += 1
         try:
             database_scan((value.encode(),), on_match)  # (a vector of one buffer: see MODE)
         except UnicodeEncodeError:  # a lone surrogate (not from JSON): Hyperscan needs valid UTF-8
@@ -562,11 +674,113 @@ def _memoised_scan(field: str) -> tuple[Scan, Callable[[Any, frozenset[int], End
 
     def use(database: Any, byte_caseless: frozenset[int], end_checker: EndCheck | None) -> None:
         nonlocal database_scan, last_value, last_ids, remember, repeats, folded, ended
+        nonlocal joined_scan, joined_later, paused, pause, alone, blocks
         database_scan, last_value, last_ids, folded, ended = database.scan, None, NO_IDS, byte_caseless, end_checker
         memo.clear()
         remember, repeats = True, 0
+        joined_scan, joined_later, paused, pause, alone, blocks = None, None, 0, PAUSED_FEWEST, 0.0, 0
 
-    return scan, use
+    def prime(value: Any, ids: frozenset[int] | None) -> None:
+        # A block's answer for a text a candidate's predicate will ask about again.
+        nonlocal last_value, last_ids
+        if ids is not None:
+            last_value, last_ids = value, ids
+
+    def on_joined_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> bool | None:
+        report(end)
+        return len(reported) > most or None  # (True stops the scan)
+
+    def one_by_one(values: list[Any]) -> list[frozenset[int] | None]:
+        return [scan(v) if type(v) is str else None for v in values]
+
+    def counted(values: list[Any]) -> list[frozenset[int] | None]:
+        # `one_by_one`, counting what a text costs so
+        nonlocal alone, blocks
+        before = scans
+        answers = one_by_one(values)
+        texts = len(values) - answers.count(None)
+        if texts:
+            scanned = scans - before
+            alone = (scanned + ANSWERED_COST * (texts - scanned)) / texts
+        blocks = 0
+        return answers
+
+    def scan_block(values: list[Any]) -> list[frozenset[int] | None]:
+        nonlocal paused, pause, blocks
+        if paused:
+            paused -= 1
+            return one_by_one(values)
+        if joined_scan is None or not alone or blocks >= PROBE_EVERY:
+            if joined_scan is None and joined_later is not None:
+                join(joined_later())
+            return counted(values)
+        budget = alone * len(values)  # (what the block would cost text by text)
+        answers = joined_answers(values, budget - JOINED_COST - JOINED_TEXT_COST * len(values))
+        blocks += 1
+        if answers is None:  # dearer than text by text: so for a while
+            paused_next()
+            return one_by_one(values)
+        if not paused:
+            pause = PAUSED_FEWEST
+        return answers
+
+    def joined_answers(values: list[Any], spare: float) -> list[frozenset[int] | None] | None:
+        # The block's answers from the scan of its texts joined (see `joined`); None where
+        # its reports and texts flagged cost more than `spare`, or a text cannot be scanned.
+        nonlocal most
+        others: list[int] = []
+        try:
+            text = joined.SEPARATOR.join(values)
+            texts = values
+        except TypeError:  # (a value that is not a text: missing, a number, a list)
+            texts = [v if type(v) is str else "" for v in values]
+            others = [i for i, v in enumerate(values) if type(v) is not str]
+            text = joined.SEPARATOR.join(texts)
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (not from JSON)
+            return None
+        assert joined_scan is not None
+        most = int(spare / (REPORT_COST + FLAG_COST))  # (each report may flag a text)
+        if most < 1:
+            return None
+        try:
+            joined_scan((data,), on_joined_match)
+        except hyperscan.ScanTerminated:  # more matches than `most`
+            reported.clear()
+            return None
+        answers: list[frozenset[int] | None] = [NO_IDS] * len(values)
+        if reported:
+            flagged = joined.flagged(reported, joined.ends(texts, data, text))
+            for i in flagged:
+                if type(value := values[i]) is str:
+                    answers[i] = scan(value)
+            dearer = REPORT_COST * len(reported) + FLAG_COST * len(flagged) > spare
+            reported.clear()
+            if dearer:  # (its answers are right: the next blocks are scanned text by text)
+                for i in others:
+                    answers[i] = None
+                paused_next()
+                return answers
+        for i in others:
+            answers[i] = None
+        return answers
+
+    def paused_next() -> None:
+        nonlocal paused, pause
+        paused, pause = pause, min(2 * pause, PAUSED_MOST)
+
+    def join(database: Any) -> None:
+        # The database of joined texts; or what compiles it (None: texts are scanned one by one).
+        nonlocal joined_scan, joined_later
+        joined_scan, joined_later = None, None
+        if callable(database):
+            joined_later = database
+        elif database is not None:
+            joined_scan = database.scan
+
+    scan_block.__dict__[_PRIME] = prime  # (see `prime_of`)
+    return scan, use, scan_block, join
 
 
 def _utf8(value: str) -> bytes:
