@@ -16,10 +16,11 @@ the joined text (`joined_expression`) so that it is found there wherever it was 
 - `\\b` and `\\B` see a newline at a text's edge where they saw the edge: alike (neither is an
   ASCII word character); every other item matches the same bytes inside a text.
 A pattern found in more places than in the texts alone costs only the scan of a text flagged. A
-regex that RE2 answers for too stands in by its body, as in the field's own database. A pattern
-whose anchors cannot be so written (a flags group clearing `m`, or the extended syntax of
-`(?x)`, where a comment may hide an anchor), or that matches an empty text (which Hyperscan
-refuses without `HS_FLAG_ALLOWEMPTY`), keeps its field scanned text by text.
+regex that RE2 answers for too stands in by its body, as in the field's own database. An empty
+match ends where it starts: it is the text's before it and the text's after it (`flagged`). A
+pattern whose anchors cannot be so written (a flags group clearing `m`, or the extended syntax
+of `(?x)`, where a comment may hide an anchor), or that is found in an empty text, keeps its
+field scanned text by text.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import hyperscan
 from rulesd.rules import regex_text
 
 SEPARATOR = "\n"
-# UTF-8 like the field's own database, every match reported (no HS_FLAG_SINGLEMATCH), `^` after
-# every newline, and no empty match (see the module's text).
-FLAGS = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_MULTILINE
+# UTF-8 and empty matches like the field's own database, every match reported (no
+# HS_FLAG_SINGLEMATCH), `^` after every newline.
+FLAGS = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_ALLOWEMPTY | hyperscan.HS_FLAG_MULTILINE
 # What each absolute anchor is written as.
 _ANCHORS = {"\\A": "^", "\\z": "", "\\Z": ""}
 
@@ -61,7 +62,11 @@ def ends(texts: list[str], data: bytes, text: str) -> list[int]:
 
 def flagged(reported: list[int], after: list[int]) -> set[int]:
     """The indexes of the texts holding the ends of the matches `reported` (end offsets in
-    the joined text), `after` what `ends` gives: the text holding a match's last byte, or
-    whose separator it is (no text alone holds that match: it is flagged in vain)."""
+    the joined text), `after` what `ends` gives: the text holding a match's last byte (or
+    whose separator it is: no text alone holds that match, it is flagged in vain), and, for a
+    match that may be empty, the text starting at its end (an empty match there is that
+    text's, at its start)."""
     last = len(after) - 1
-    return {min(bisect_right(after, end - 1), last) for end in reported}
+    found = {min(bisect_right(after, end - 1), last) for end in reported}
+    found.update(min(bisect_right(after, end), last) for end in reported)
+    return found

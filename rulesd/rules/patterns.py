@@ -389,8 +389,7 @@ class FieldScanner:
     def _compile_joined(self) -> Any:
         """The database of joined texts: every pattern as `joined.joined_expression` writes it
         (a regex RE2 answers for too by its body, as in the field's own), each match reported;
-        None if a pattern cannot be so written, or the database is refused (a pattern that
-        matches an empty text)."""
+        None if a pattern cannot be so written, or the database is refused."""
         ended = self.ended()
         answered = {e.pattern for e in ended}
         expressions = [(p.expression, p.caseless) for p in self.patterns if p not in answered]
@@ -777,7 +776,14 @@ def _memoised_scan(
         if callable(database):
             joined_later = database
         elif database is not None:
-            joined_scan = database.scan
+            try:  # (the first report stops it: `most` is 0 here)  # noqa: SIM105
+                database.scan((b"",), on_joined_match)
+            except hyperscan.ScanTerminated:
+                pass
+            if reported:  # a pattern found in an empty text: found everywhere, flagging every text
+                reported.clear()
+            else:
+                joined_scan = database.scan
 
     scan_block.__dict__[_PRIME] = prime  # (see `prime_of`)
     return scan, use, scan_block, join

@@ -1,0 +1,144 @@
+"""A field's texts of a block scanned joined (`rulesd.rules.joined`): the answers are each
+text's own, whatever the patterns and texts, and the joined scan is used where it is cheaper."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from typing import Any
+
+import pytest
+
+from rulesd.rules import joined, patterns
+from rulesd.rules.patterns import FieldScanner, Pattern, literal_pattern, regex_problem
+
+
+def _scanner(written: list[Pattern], kept: dict[str, bytes] | None = None) -> FieldScanner:
+    scanner = FieldScanner("f")
+    for pattern in written:
+        scanner.add(pattern)
+    scanner.use(scanner.compile())
+    store = {} if kept is None else kept
+    scanner.join(store.get, store.__setitem__)
+    return scanner
+
+
+def _state(scanner: FieldScanner, name: str) -> Any:
+    """A value the field's scan keeps (its closure), to see which way a block went."""
+    return inspect.getclosurevars(scanner.scan_block).nonlocals.get(name, None) or dict(
+        zip(scanner.scan.__code__.co_freevars, (c.cell_contents for c in scanner.scan.__closure__ or ()), strict=True)
+    ).get(name)
+
+
+@pytest.fixture
+def always_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every block after the first is scanned joined, however dear."""
+    monkeypatch.setattr(patterns, "JOINED_COST", -1e9)
+    monkeypatch.setattr(patterns, "PROBE_EVERY", 10**9)
+
+
+def _regex(rng: random.Random) -> str:
+    atoms = ["a", "b", "k", "ab", "[ab]", "[^a]", ".", "\\s", "\\d", "\\w", "x1", " ", "é", "\\n"]
+    quantifiers = ["", "", "", "*", "+", "?", "{1,2}"]
+    body = "".join(rng.choice(atoms) + rng.choice(quantifiers) for _ in range(rng.randint(1, 3)))
+    start = rng.choice(["", "", "^", "\\A", "\\b", "(?m)^", "(?i)", "(?s)"])
+    end = rng.choice(["", "", "$", "\\z", "\\Z", "\\b", "\\B"])
+    return start + body + end
+
+
+def _patterns(rng: random.Random) -> list[Pattern]:
+    written: list[Pattern] = []
+    while len(written) < rng.randint(1, 6):
+        if rng.random() < 0.3:
+            text = "".join(rng.choice("abk é") for _ in range(rng.randint(1, 3)))
+            where = rng.choice(["contains", "startswith", "endswith", "equals"])
+            pattern = literal_pattern(text, where, rng.random() < 0.3)
+            if pattern is not None:
+                written.append(pattern)
+        elif regex_problem(regex := _regex(rng)) is None:
+            written.append(Pattern(regex, rng.random() < 0.2))
+    return written
+
+
+def _values(rng: random.Random) -> list[Any]:
+    def text() -> str:
+        return "".join(rng.choice("abkx1 \n\té.K\u212a") for _ in range(rng.randint(0, 12)))
+
+    others: list[Any] = [None, 7, ["ab"], True]
+    return [text() if rng.random() < 0.9 else rng.choice(others) for _ in range(rng.randint(1, 50))]
+
+
+def test_a_block_is_answered_as_each_text_alone(always_joined: None) -> None:
+    """Randomized patterns (anchors of every kind, `\\b`, `(?m)`, `(?i)`, `(?s)`, literals
+    anchored as `startswith`, `endswith` and `equals` write them, caseless) against blocks of
+    texts holding newlines, empty texts, non-ASCII and values that are no text: each answer of
+    the joined scan is the text's own scan (None for another value)."""
+    rng = random.Random(20261207)
+    wrong = []
+    used = 0
+    for _ in range(300):
+        written = _patterns(rng)
+        scanner = _scanner(written)
+        alone = _scanner(written)
+        scanner.scan_block(_values(rng))  # (the first block is scanned text by text)
+        for _ in range(4):
+            values = _values(rng)
+            before = _state(scanner, "scans")
+            got = scanner.scan_block(values)
+            used += _state(scanner, "scans") - before < sum(type(v) is str for v in values)
+            expected = [alone.scan(v) if type(v) is str else None for v in values]
+            if got != expected:
+                wrong.append(([p.expression for p in written], values, got, expected))
+    assert [] == wrong[:3]
+    assert used > 600  # (most blocks scanned fewer texts alone than they hold)
+
+
+def test_only_the_texts_holding_a_match_are_scanned_alone(always_joined: None) -> None:
+    scanner = _scanner([Pattern("timeout"), Pattern("^panic: ")])
+    scanner.scan_block(["warm-up"])
+    texts = ["GET /a 200", "upstream timeout after 3s", "ok", "panic: nil map", "x panic: no"]
+    values = [f"{text} {i}" for i in range(8) for text in texts]  # (none repeats: no memo)
+    before = _state(scanner, "scans")
+    answers = scanner.scan_block(values)
+    assert _state(scanner, "scans") - before == 16  # the two texts of each five holding one
+    assert [bool(a) for a in answers] == [False, True, False, True, False] * 8
+
+
+def test_anchors_are_written_for_joined_texts() -> None:
+    assert joined.joined_expression("\\Afoo\\z") == "^foo"
+    assert joined.joined_expression("^a+$") == "^a+"
+    assert joined.joined_expression("x\\Z") == "x"
+    assert joined.joined_expression("\\\\A[$^\\z]\\Q$\\E") == "\\\\A[$^\\z]\\Q$\\E"  # not anchors
+    assert joined.joined_expression("(?i)a(?m:^b)") == "(?i)a(?m:^b)"
+    assert joined.joined_expression("(?-m)^a") is None
+    assert joined.joined_expression("(?x)a # ^") is None
+
+
+def test_a_field_whose_texts_mostly_hold_a_pattern_is_scanned_text_by_text() -> None:
+    """The joined scan would report a match in nearly every text: each block's texts are
+    scanned one by one instead, for a while, the answers the same."""
+    scanner = _scanner([Pattern("a")])
+    alone = _scanner([Pattern("a")])
+    values = [f"a{i}" for i in range(40)]
+    for _ in range(5):
+        assert scanner.scan_block(values) == [alone.scan(v) for v in values]
+    assert _state(scanner, "paused") > 0
+
+
+def test_a_pattern_found_in_an_empty_text_leaves_its_field_text_by_text() -> None:
+    scanner = _scanner([Pattern("a*"), Pattern("b")])
+    values = ["", "b", "c"] * 10
+    for _ in range(3):
+        assert scanner.scan_block(values) == [scanner.scan(v) for v in values]
+    assert _state(scanner, "joined_scan") is None
+
+
+def test_the_database_of_joined_texts_is_compiled_once_and_kept() -> None:
+    kept: dict[str, bytes] = {}
+    first = _scanner([Pattern("fatal"), Pattern("^x")], kept)
+    assert not kept  # (compiled when a block first needs it, not at a start)
+    first.scan_block(["a", "b"])
+    assert len(kept) == 1
+    second = _scanner([Pattern("fatal"), Pattern("^x")], kept)
+    assert _state(second, "joined_scan") is not None  # read back, not compiled
+    assert second.scan_block(["x fatal", "y"]) == [first.scan("x fatal"), first.scan("y")]
