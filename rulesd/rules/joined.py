@@ -53,20 +53,25 @@ def joined_expression(expression: str) -> str | None:
     return "".join(written)
 
 
-def ends(texts: list[str], data: bytes, text: str) -> list[int]:
-    """For each of `texts`, the offset in `data` (their UTF-8, joined by SEPARATOR as `text`)
-    just past the separator after it."""
-    lengths = map(len, texts) if len(data) == len(text) else (len(t.encode()) for t in texts)
-    return [end + i for i, end in enumerate(accumulate(lengths), 1)]
-
-
-def flagged(reported: list[int], after: list[int]) -> set[int]:
-    """The indexes of the texts holding the ends of the matches `reported` (end offsets in
-    the joined text), `after` what `ends` gives: the text holding a match's last byte (or
-    whose separator it is: no text alone holds that match, it is flagged in vain), and, for a
-    match that may be empty, the text starting at its end (an empty match there is that
-    text's, at its start)."""
-    last = len(after) - 1
+def flagged(reported: list[int], texts: list[str], data: bytes, text: str) -> set[int]:
+    """The indexes of the `texts` (joined by SEPARATOR as `text`, whose UTF-8 is `data`)
+    holding the ends of the matches `reported` (end offsets in `data`): the text holding a
+    match's last byte (or whose separator it is: no text alone holds that match, it is flagged
+    in vain), and, for a match that may be empty, the text starting at its end (an empty match
+    there is that text's, at its start)."""
+    last = len(texts) - 1
+    if data.count(b"\n") == last:  # (no text holds a newline: a text's index is the separators before it)
+        count = data.count
+        found = {count(b"\n", 0, end - 1) if end else 0 for end in reported}
+        found.update(min(count(b"\n", 0, end), last) for end in reported)
+        return found
+    after = _ends(texts, data, text)
     found = {min(bisect_right(after, end - 1), last) for end in reported}
     found.update(min(bisect_right(after, end), last) for end in reported)
     return found
+
+
+def _ends(texts: list[str], data: bytes, text: str) -> list[int]:
+    """For each of `texts`, the offset in `data` just past the separator after it."""
+    lengths = map(len, texts) if len(data) == len(text) else (len(t.encode()) for t in texts)
+    return [end + i for i, end in enumerate(accumulate(lengths), 1)]

@@ -750,7 +750,7 @@ def _memoised_scan(
             return None
         answers: list[frozenset[int] | None] = [NO_IDS] * len(values)
         if reported:
-            flagged = joined.flagged(reported, joined.ends(texts, data, text))
+            flagged = joined.flagged(reported, texts, data, text)
             for i in flagged:
                 if type(value := values[i]) is str:
                     answers[i] = scan(value)
