@@ -414,7 +414,7 @@ def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
 def _load_rules(paths: Sequence[str], cache: RuleCache | None) -> RuleSet:
     """The rule set of `paths`, its warnings said as `rulesd check` says them (on standard
     error: standard output is the command's); RuleError with every problem if it has errors."""
-    result = check_paths(paths, cache)
+    result = check_paths(paths, cache, scanning=True)
     if result.ruleset is None:
         raise RuleError(list(dict.fromkeys(result.problems)))
     _print_warnings(result.problems)
@@ -895,7 +895,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     collector.resume()
     # The generated code kept by the last start or reload, kept anew by the daemon's loop.
     generated_code.load(cache, generated_code.code_key(config.rules))
-    result = check_paths(config.rules, cache)
+    result = check_paths(config.rules, cache, scanning=True)
     if result.ruleset is None:
         _print_problems(result.errors, sys.stderr)
         return EXIT_USAGE

@@ -448,14 +448,14 @@ def scans_counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     memoised = patterns._memoised_scan
 
-    def counted(field: str) -> tuple[Any, Any]:
-        scan, use = memoised(field)
+    def counted(field: str) -> tuple[Any, Any, Any, Any]:
+        scan, use, scan_block, join = memoised(field)
 
         def counting(value: str) -> frozenset[int]:
             calls.append(field)
             return scan(value)
 
-        return counting, use
+        return counting, use, scan_block, join
 
     monkeypatch.setattr(patterns, "_memoised_scan", counted)
     return calls

@@ -3,7 +3,6 @@ text's own, whatever the patterns and texts, and the joined scan is used where i
 
 from __future__ import annotations
 
-import inspect
 import random
 from typing import Any
 
@@ -19,15 +18,17 @@ def _scanner(written: list[Pattern], kept: dict[str, bytes] | None = None) -> Fi
         scanner.add(pattern)
     scanner.use(scanner.compile())
     store = {} if kept is None else kept
-    scanner.join(store.get, store.__setitem__)
+    scanner.join(store.get, store.__setitem__, now=False)
     return scanner
 
 
 def _state(scanner: FieldScanner, name: str) -> Any:
     """A value the field's scan keeps (its closure), to see which way a block went."""
-    return inspect.getclosurevars(scanner.scan_block).nonlocals.get(name, None) or dict(
-        zip(scanner.scan.__code__.co_freevars, (c.cell_contents for c in scanner.scan.__closure__ or ()), strict=True)
-    ).get(name)
+    for function in (scanner.scan_block, scanner.scan):
+        cells = dict(zip(function.__code__.co_freevars, function.__closure__ or (), strict=True))
+        if name in cells:
+            return cells[name].cell_contents
+    raise KeyError(name)
 
 
 @pytest.fixture
@@ -68,6 +69,15 @@ def _values(rng: random.Random) -> list[Any]:
     return [text() if rng.random() < 0.9 else rng.choice(others) for _ in range(rng.randint(1, 50))]
 
 
+def test_the_database_of_joined_texts_is_compiled_at_once_for_a_rule_set_that_scans() -> None:
+    scanner = FieldScanner("f")
+    scanner.add(Pattern("fatal"))
+    scanner.use(scanner.compile())
+    kept: dict[str, bytes] = {}
+    scanner.join(kept.get, kept.__setitem__, now=True)
+    assert len(kept) == 1 and _state(scanner, "joined_scan") is not None
+
+
 def test_a_block_is_answered_as_each_text_alone(always_joined: None) -> None:
     """Randomized patterns (anchors of every kind, `\\b`, `(?m)`, `(?i)`, `(?s)`, literals
     anchored as `startswith`, `endswith` and `equals` write them, caseless) against blocks of
@@ -106,12 +116,34 @@ def test_only_the_texts_holding_a_match_are_scanned_alone(always_joined: None) -
 
 def test_anchors_are_written_for_joined_texts() -> None:
     assert joined.joined_expression("\\Afoo\\z") == "^foo"
-    assert joined.joined_expression("^a+$") == "^a+"
+    assert joined.joined_expression("^a+$") == "^a"
     assert joined.joined_expression("x\\Z") == "x"
     assert joined.joined_expression("\\\\A[$^\\z]\\Q$\\E") == "\\\\A[$^\\z]\\Q$\\E"  # not anchors
     assert joined.joined_expression("(?i)a(?m:^b)") == "(?i)a(?m:^b)"
     assert joined.joined_expression("(?-m)^a") is None
     assert joined.joined_expression("(?x)a # ^") is None
+
+
+def test_a_repeat_ending_a_pattern_is_cut_to_its_least() -> None:
+    """`error.*` would report a match at every byte after `error`: `error` is found where it
+    may start, each text holding it reported once or so."""
+    assert joined.joined_expression("timeout after \\d+ms.*$") == "timeout after \\d+ms"
+    assert joined.joined_expression("ab[cd]*\\s+") == "ab[cd]*\\s"
+    assert joined.joined_expression("x{2,}") == "x{2}"
+    assert joined.joined_expression("a|b.*") == "a|b.*"  # (an alternative may hold the repeat)
+    assert joined.joined_expression("(ab)*") == "(ab)*"
+    assert joined.joined_expression("a\\x{24}") == "a\\x{24}"  # (a code point, not a count)
+
+
+def test_a_pattern_ending_in_dot_star_keeps_its_field_joined() -> None:
+    scanner = _scanner([Pattern("ERROR user .*")])
+    values = [f"INFO request {i}" for i in range(43)]
+    scanner.scan_block(values)  # (the first block is scanned text by text)
+    for n in range(20):
+        before = _state(scanner, "scans")
+        assert scanner.scan_block([*values, f"ERROR user u{n}: " + "x" * 60])[-1]
+        assert _state(scanner, "scans") - before == 1
+    assert _state(scanner, "paused") == 0
 
 
 def test_a_field_whose_texts_mostly_hold_a_pattern_is_scanned_text_by_text() -> None:

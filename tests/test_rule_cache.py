@@ -65,6 +65,19 @@ def test_old_entries_are_pruned(tmp_path: Path) -> None:
     assert MAX_FILES == len(list(tmp_path.glob("kind-*.bin")))
 
 
+def test_a_kind_whose_name_begins_another_kinds_is_pruned_apart(tmp_path: Path) -> None:
+    """The entries of `config-blanked-1` (or any kind whose name begins with another's and a
+    "-") do not count against `config`'s, nor are pruned with them: 10 of one kind and MAX_FILES
+    + 1 of the other leave the 10 and MAX_FILES."""
+    cache = RuleCache(tmp_path)
+    for i in range(10):
+        cache.put("config-blanked-1", f"b{i}", b"x")
+    for i in range(MAX_FILES + 1):
+        cache.put("config", f"c{i}", b"x")
+    assert 10 == len(list(tmp_path.glob("config-blanked-1-*.bin")))
+    assert MAX_FILES == len(list(tmp_path.glob("config-c*.bin")))
+
+
 def test_a_write_that_fails_leaves_no_file_behind(tmp_path: Path) -> None:
     """A cache write cut short (here by a file size limit, as a full disk would) leaves
     neither an entry nor its temporary file: each failed start would otherwise leave one

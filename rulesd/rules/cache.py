@@ -183,8 +183,12 @@ class RuleCache:
         for entry in os.scandir(self.directory):
             if entry.name.endswith(".tmp"):
                 _sweep(entry.path)
-            elif entry.name.startswith(f"{kind}-") and entry.name.endswith(".bin"):
-                entries.append(entry)
+            elif (
+                entry.name.startswith(f"{kind}-")
+                and entry.name.endswith(".bin")
+                and "-" not in entry.name[len(kind) + 1 :]
+            ):
+                entries.append(entry)  # (a key holds no "-": another kind's name may begin with this one's)
         if len(entries) <= MAX_FILES:
             return
         entries.sort(key=lambda e: e.stat().st_mtime)

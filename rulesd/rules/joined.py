@@ -42,15 +42,63 @@ _ANCHORS = {"\\A": "^", "\\z": "", "\\Z": ""}
 
 def joined_expression(expression: str) -> str | None:
     """`expression` for the database of joined texts (see the module's text); None if it
-    cannot be written so."""
-    written = []
+    cannot be written so. A repeat that ends it is cut to its least (`a.*` is written `a`,
+    `\\d+` `\\d`, `x{2,}` `x{2}`), where no `|` may hold it: a match found ends where a
+    match of the whole pattern may start its repeat, which is reported at every byte it
+    takes (`error.*` at each byte after `error`), each report a call into Python."""
+    written: list[tuple[str, str]] = []
     for kind, text in regex_text.pieces(expression):
         if kind == regex_text.FLAGS and ("x" in text or "m" in text.partition("-")[2]):
             return None
         if kind == regex_text.DOLLAR:
             continue
-        written.append(_ANCHORS.get(text, text) if kind == regex_text.ESCAPE else text)
-    return "".join(written)
+        written.append((kind, _ANCHORS.get(text, text) if kind == regex_text.ESCAPE else text))
+    if (regex_text.OTHER, "|") not in written:
+        while _least_repeat(written):
+            pass
+    return "".join(text for _, text in written)
+
+
+def _least_repeat(written: list[tuple[str, str]]) -> bool:
+    """Cut the repeat that ends `written` (an atom: a character, an escape or a class) to its
+    least; whether there was one to cut."""
+    if not written or written[-1][0] != regex_text.OTHER or written[-1][1] not in "*+?}":
+        return False
+    end = len(written) - 1
+    least, start = 0, end  # the repeat's least count, and where its quantifier starts
+    if written[end][1] == "}":
+        start = next((j for j in range(end - 1, -1, -1) if written[j][1] == "{"), -1)
+        inside = "".join(text for _, text in written[start + 1 : end]) if start > 0 else ""
+        low = inside.partition(",")[0]
+        if not low.isdigit() or not all(c.isdigit() or c == "," for c in inside):
+            return False  # (not a count: `\x{24}`, `\p{L}`)
+        least = int(low)
+    elif written[end][1] == "+":
+        least = 1
+    atom = _atom_start(written, start)
+    if atom < 0:
+        return False
+    if least == 0:
+        del written[atom:]
+    else:
+        written[start:] = [] if least == 1 else [(regex_text.OTHER, f"{{{least}}}")]
+    return True
+
+
+def _atom_start(written: list[tuple[str, str]], end: int) -> int:
+    """Where the atom before `end` starts: a character, an escape or a class; -1 for any
+    other (a group, a quoted text, another repeat, nothing)."""
+    if end == 0:
+        return -1
+    kind, text = written[end - 1]
+    if kind == regex_text.ESCAPE or (kind == regex_text.OTHER and text not in "()|*+?{}^"):
+        return end - 1
+    if kind == regex_text.CLASS and text == "]":
+        return next(
+            (j for j in range(end - 1, -1, -1) if written[j][0] == regex_text.CLASS and written[j][1].startswith("[")),
+            -1,
+        )
+    return -1
 
 
 def flagged(reported: list[int], texts: list[str], data: bytes, text: str) -> set[int]:

@@ -355,11 +355,15 @@ def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists, *, check
     return loaded
 
 
-def check_paths(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None = None) -> CheckResult:
+def check_paths(
+    paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None = None, *, scanning: bool = False
+) -> CheckResult:
     """Load every rule file under `paths`, collecting all problems.
 
     With a `cache`, unchanged files and pattern sets are read back instead of parsed,
-    checked and compiled again (see `RuleCache`); the result is the same.
+    checked and compiled again (see `RuleCache`); the result is the same. `scanning`: the rule
+    set is to scan events (a daemon, `rulesd replay`): what scans a block's texts joined is
+    compiled now (see `FieldScanner.join`), not when a block first needs it.
     """
     files, problems = discover_files(paths)
     with collector.paused():
@@ -372,12 +376,12 @@ def check_paths(paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None
             loaded = _load_files(parsed, patterns, None, checked=True)
             rules = [rule for file in loaded for rule in file.rules]
             if len(rules) == count:  # (else the code or a library changed unseen: checked in full)
-                return _combine([_Loaded(rules, [], kept)], files, problems, patterns, cache)
+                return _combine([_Loaded(rules, [], kept)], files, problems, patterns, cache, scanning)
             parsed = [_parse_file(path, cache) for path in files]  # (the lists' problems were added)
         patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
         loaded = _load_files(parsed, patterns, cache)
         found = [problem for file in loaded for problem in file.problems]
-        result = _combine(loaded, files, problems, patterns, cache)
+        result = _combine(loaded, files, problems, patterns, cache, scanning)
         if key is not None and cache is not None and result.ruleset is not None:
             keep(cache, key, len(result.ruleset.rules), found)
         return result
@@ -412,8 +416,10 @@ def _combine(
     problems: list[Problem],
     patterns: PatternSet,
     cache: RuleCache | None = None,
+    scanning: bool = False,
 ) -> CheckResult:
-    """One rule set of the rules of every file, unless any problem is an error."""
+    """One rule set of the rules of every file, unless any problem is an error (`scanning`:
+    see `check_paths`)."""
     rules: list[Rule] = []
     names: list[tuple[str, SourceLocation]] = []
     for loaded in loaded_files:
@@ -421,7 +427,7 @@ def _combine(
         names.extend(loaded.names)
         problems.extend(loaded.problems)
     problems.extend(_duplicate_names(names))
-    problems.extend(_build(patterns, cache))
+    problems.extend(_build(patterns, cache, scanning))
     ruleset = None
     if not _errors(problems):
         digest = fingerprint([[r.name, r.fingerprint] for r in rules])
@@ -429,9 +435,10 @@ def _combine(
     return CheckResult(ruleset, tuple(sorted(problems)), tuple(files))
 
 
-def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
+def _build(patterns: PatternSet, cache: RuleCache | None, scanning: bool = False) -> list[Problem]:
     """Compile the rule set's pattern databases (or read them from the cache); a pattern
-    Hyperscan refuses is an error at each place it was written."""
+    Hyperscan refuses is an error at each place it was written. The databases that scan a
+    block's texts joined are compiled now if `scanning`, else when first needed."""
 
     def load(scanner: FieldScanner) -> Any:
         blob = cache.get("hyperscan", scanner.key()) if cache is not None else None
@@ -449,11 +456,14 @@ def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
         scanner.join(
             partial(cache.get, JOINED) if cache is not None else _nothing,
             partial(cache.put, JOINED) if cache is not None else _nothing,
+            now=scanning,
         )
     return []
 
 
-JOINED = "hyperscan-joined"  # the rule cache's kind of what scans a block's texts joined
+# The rule cache's kind of what scans a block's texts joined (no kind's name begins another's:
+# each kind's entries are pruned by their names' beginning).
+JOINED = "joined"
 
 
 def _nothing(*args: Any) -> None:

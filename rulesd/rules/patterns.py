@@ -365,10 +365,11 @@ class FieldScanner:
         self.database = database
         self._use(database, self.as_bytes(), _end_checker(self.ended()))
 
-    def join(self, load: Callable[[str], bytes | None], keep: Callable[[str, bytes], None]) -> None:
+    def join(self, load: Callable[[str], bytes | None], keep: Callable[[str, bytes], None], *, now: bool) -> None:
         """Give the scanner the database that scans a block's texts joined (see `joined`), once
-        it has its own: read by `load(key)`, else compiled when a block is first scanned and
-        given to `keep(key, blob)` then (`check` and a start's own work never compile it)."""
+        it has its own: read by `load(key)`, else compiled (`now`, or when a block is first
+        scanned: `rulesd check`, a rule test) and given to `keep(key, blob)`. A daemon
+        compiles it `now`, while it builds the rule set: beside its reading, not in its loop."""
         # (keyed apart from the field's own database, and from any other way of writing it)
         key = hashlib.sha256(f"{JOINED_WRITING}\n{self.key()}".encode()).hexdigest()
         blob = load(key)
@@ -384,7 +385,7 @@ class FieldScanner:
             keep(key, _JOINED_OFF if database is None else dump_database(database))
             return database
 
-        self._join(compiled)
+        self._join(compiled() if now else compiled)
 
     def _compile_joined(self) -> Any:
         """The database of joined texts: every pattern as `joined.joined_expression` writes it
