@@ -589,7 +589,7 @@ def test_a_sighup_while_the_rules_load_at_start_is_a_reload_once_running(
     ws = Workspace(tmp_path, server.url)
     code = (
         "import os, signal, sys; from rulesd import cli; load = cli.check_paths; "
-        "cli.check_paths = lambda *a: (os.kill(os.getpid(), signal.SIGHUP), load(*a))[1]; "
+        "cli.check_paths = lambda *a, **k: (os.kill(os.getpid(), signal.SIGHUP), load(*a, **k))[1]; "
         "sys.exit(cli.main(sys.argv[1:]))"
     )
     daemon = DaemonProcess(
@@ -615,8 +615,8 @@ def test_a_rule_saved_while_the_rules_load_at_start_is_loaded_once_running(
     later = ws.rules / "later.yaml"
     code = (
         "import pathlib, sys; from rulesd import cli; load = cli.check_paths\n"
-        "def saved(*a):\n"
-        "    result = load(*a)\n"
+        "def saved(*a, **k):\n"
+        "    result = load(*a, **k)\n"
         f"    pathlib.Path({str(later)!r}).write_text({LATER_RULE!r})\n"
         "    return result\n"
         "cli.check_paths = saved\n"
