@@ -31,6 +31,17 @@ def _state(scanner: FieldScanner, name: str) -> Any:
     raise KeyError(name)
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def _answers(scanner: FieldScanner, values: list[Any]) -> list[Any]:
+    """The block's answers, from its scan or, where it leaves them to the caller (text by
+    text), each text's own scan, as the index's code takes them."""
+    answers = scanner.scan_block(values, _same)
+    return [scanner.scan(v) if type(v) is str else None for v in values] if answers is None else answers
+
+
 @pytest.fixture
 def always_joined(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every block after the first is scanned joined, however dear."""
@@ -90,11 +101,11 @@ def test_a_block_is_answered_as_each_text_alone(always_joined: None) -> None:
         written = _patterns(rng)
         scanner = _scanner(written)
         alone = _scanner(written)
-        scanner.scan_block(_values(rng))  # (the first block is scanned text by text)
+        _answers(scanner, _values(rng))  # (the first block is scanned text by text)
         for _ in range(4):
             values = _values(rng)
             before = _state(scanner, "scans")
-            got = scanner.scan_block(values)
+            got = _answers(scanner, values)
             used += _state(scanner, "scans") - before < sum(type(v) is str for v in values)
             expected = [alone.scan(v) if type(v) is str else None for v in values]
             if got != expected:
@@ -105,11 +116,12 @@ def test_a_block_is_answered_as_each_text_alone(always_joined: None) -> None:
 
 def test_only_the_texts_holding_a_match_are_scanned_alone(always_joined: None) -> None:
     scanner = _scanner([Pattern("timeout"), Pattern("^panic: ")])
-    scanner.scan_block(["warm-up"])
+    _answers(scanner, ["warm-up"])
     texts = ["GET /a 200", "upstream timeout after 3s", "ok", "panic: nil map", "x panic: no"]
     values = [f"{text} {i}" for i in range(8) for text in texts]  # (none repeats: no memo)
     before = _state(scanner, "scans")
-    answers = scanner.scan_block(values)
+    answers = scanner.scan_block(values, _same)
+    assert answers is not None
     assert _state(scanner, "scans") - before == 16  # the two texts of each five holding one
     assert [bool(a) for a in answers] == [False, True, False, True, False] * 8
 
@@ -138,10 +150,11 @@ def test_a_repeat_ending_a_pattern_is_cut_to_its_least() -> None:
 def test_a_pattern_ending_in_dot_star_keeps_its_field_joined() -> None:
     scanner = _scanner([Pattern("ERROR user .*")])
     values = [f"INFO request {i}" for i in range(43)]
-    scanner.scan_block(values)  # (the first block is scanned text by text)
+    _answers(scanner, values)  # (the first block is scanned text by text)
     for n in range(20):
         before = _state(scanner, "scans")
-        assert scanner.scan_block([*values, f"ERROR user u{n}: " + "x" * 60])[-1]
+        answers = scanner.scan_block([*values, f"ERROR user u{n}: " + "x" * 60], _same)
+        assert answers is not None and answers[-1]
         assert _state(scanner, "scans") - before == 1
     assert _state(scanner, "paused") == 0
 
@@ -153,7 +166,7 @@ def test_a_field_whose_texts_mostly_hold_a_pattern_is_scanned_text_by_text() -> 
     alone = _scanner([Pattern("a")])
     values = [f"a{i}" for i in range(40)]
     for _ in range(5):
-        assert scanner.scan_block(values) == [alone.scan(v) for v in values]
+        assert _answers(scanner, values) == [alone.scan(v) for v in values]
     assert _state(scanner, "paused") > 0
 
 
@@ -161,7 +174,7 @@ def test_a_pattern_found_in_an_empty_text_leaves_its_field_text_by_text() -> Non
     scanner = _scanner([Pattern("a*"), Pattern("b")])
     values = ["", "b", "c"] * 10
     for _ in range(3):
-        assert scanner.scan_block(values) == [scanner.scan(v) for v in values]
+        assert scanner.scan_block(values, _same) is None  # (each text is scanned by the caller)
     assert _state(scanner, "joined_scan") is None
 
 
@@ -169,8 +182,8 @@ def test_the_database_of_joined_texts_is_compiled_once_and_kept() -> None:
     kept: dict[str, bytes] = {}
     first = _scanner([Pattern("fatal"), Pattern("^x")], kept)
     assert not kept  # (compiled when a block first needs it, not at a start)
-    first.scan_block(["a", "b"])
+    _answers(first, ["a", "b"])
     assert len(kept) == 1
     second = _scanner([Pattern("fatal"), Pattern("^x")], kept)
     assert _state(second, "joined_scan") is not None  # read back, not compiled
-    assert second.scan_block(["x fatal", "y"]) == [first.scan("x fatal"), first.scan("y")]
+    assert _answers(second, ["x fatal", "y"]) == [first.scan("x fatal"), first.scan("y")]

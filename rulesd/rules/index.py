@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
@@ -459,7 +460,8 @@ class _NodeWriter:
         # The lines before a block's loop that scan its views' texts of a field (`block_scanned`);
         # None where the function judges no block.
         self.block_scans: list[str] | None = None
-        self.block_fields: dict[str, tuple[str, BlockScan]] = {}  # field -> its answer's local, its block scan
+        # field -> the local of its answer, its block scan, the local of the block's answers
+        self.block_fields: dict[str, tuple[str, BlockScan, str]] = {}
 
     def const(self, value: Any) -> str:
         """A generated name bound to `value`."""
@@ -564,8 +566,9 @@ class _NodeWriter:
         self.emit(depth, "else:")
         self.emit(depth + 1, "if not out:")
         self.emit(depth + 2, skip)
-        for field, (scanned, block) in self.block_fields.items():  # (see `block_scanned`)
-            self.emit(depth + 1, f"{self.const(prime_of(block))}({self.locals[field]}, {scanned})")
+        for field, (scanned, block, answers) in self.block_fields.items():  # (see `block_scanned`)
+            self.emit(depth + 1, f"if {answers} is not None:")
+            self.emit(depth + 2, f"{self.const(prime_of(block))}({self.locals[field]}, {scanned})")
         self.emit(depth + 1, "try:")
         self.emit(depth + 2, f"parsed = {self.const(parse)}({line})")
         self.emit(depth + 1, "except ValueError:")  # a field no rule reads holds what JSON cannot
@@ -643,10 +646,11 @@ class _NodeWriter:
             value = self.read(field)
             found = self.found[field] = f"s{len(self.found)}"
             block = self.block_scanned(field, scan, found)
-            if block is not None:
-                self.emit(1, f"{found} = {block}[at - start]")
+            alone = f"{self.const(scan)}({value}) if type({value}) is str else None"
+            if block is not None:  # (the block's answers, or each text scanned here)
+                self.emit(1, f"{found} = {block}[at - start] if {block} is not None else {alone}")
             else:
-                self.emit(1, f"{found} = {self.const(scan)}({value}) if type({value}) is str else None")
+                self.emit(1, f"{found} = {alone}")
         return self.found[field]
 
     def block_scanned(self, field: str, scan: Scan, found: str) -> str | None:
@@ -662,10 +666,9 @@ class _NodeWriter:
         if rest or self.layout is None:
             return None
         answers = f"b{len(self.block_scans)}"
-        attribute = self.layout.attribute(key)
-        views = f"[e.{attribute} if e is not None else None for e in views]"
-        self.block_scans.append(f"    {answers} = {self.const(block)}({views})")
-        self.block_fields[field] = (found, block)
+        value_of = operator.attrgetter(self.layout.attribute(key))
+        self.block_scans.append(f"    {answers} = {self.const(block)}(views, {self.const(value_of)})")
+        self.block_fields[field] = (found, block, answers)
         return answers
 
     def read(self, field: str) -> str:

@@ -212,8 +212,10 @@ def compile_source_pattern(pattern: str) -> SourcePattern:
 # ---- scanning -----------------------------------------------------------------------------
 
 Scan = Callable[[str], frozenset[int]]
-# The answers of a block's values of the field: a scan's for a text, None for any other value.
-BlockScan = Callable[[list[Any]], list[frozenset[int] | None]]
+# `scan_block(views, value_of)`: the answers for a block of views' values of the field
+# (`value_of(view)`; a view None has none): a scan's for a text, None for any other value; or
+# None, where the caller is to scan each text itself (the field is scanned text by text now).
+BlockScan = Callable[[list[Any], Callable[[Any], Any]], list[frozenset[int] | None] | None]
 # Whether a field's block is scanned joined or text by text is judged by what each costs, in
 # scans of a text alone (~0.45 us each, the binding's call most of it), counted, not timed, so
 # that a replay's choices are the same on any machine: text by text, a text is a scan or, its
@@ -238,7 +240,7 @@ PAUSED_MOST = 256
 # What `FieldScanner.join` keeps for a field whose texts are scanned one by one; and what names
 # the way its database of joined texts is written (`joined.joined_expression` and the flags).
 _JOINED_OFF = b"off"
-JOINED_WRITING = "joined-every-match-1"
+JOINED_WRITING = "joined-every-match-least-repeat-2"  # (a new name for any change of the writing)
 
 
 # The attribute of a field's scan holding its block scan: the index is given the scan alone.
@@ -371,7 +373,7 @@ class FieldScanner:
         scanned: `rulesd check`, a rule test) and given to `keep(key, blob)`. A daemon
         compiles it `now`, while it builds the rule set: beside its reading, not in its loop."""
         # (keyed apart from the field's own database, and from any other way of writing it)
-        key = hashlib.sha256(f"{JOINED_WRITING}\n{self.key()}".encode()).hexdigest()
+        key = hashlib.sha256(f"{JOINED_WRITING}\n{joined.FLAGS}\n{self.key()}".encode()).hexdigest()
         blob = load(key)
         if blob == _JOINED_OFF:
             return
@@ -705,24 +707,27 @@ def _memoised_scan(
         blocks = 0
         return answers
 
-    def scan_block(values: list[Any]) -> list[frozenset[int] | None]:
+    def scan_block(views: list[Any], value_of: Callable[[Any], Any]) -> list[frozenset[int] | None] | None:
         nonlocal paused, pause, blocks
         if paused:
             paused -= 1
-            return one_by_one(values)
-        if joined_scan is None or not alone or blocks >= PROBE_EVERY:
-            if joined_scan is None and joined_later is not None:
-                join(joined_later())
-            return counted(values)
-        budget = alone * len(values)  # (what the block would cost text by text)
-        answers = joined_answers(values, budget - JOINED_COST - JOINED_TEXT_COST * len(values))
-        blocks += 1
-        if answers is None:  # dearer than text by text: so for a while
-            paused_next()
-            return one_by_one(values)
-        if not paused:
-            pause = PAUSED_FEWEST
-        return answers
+            return None
+        if joined_scan is None and joined_later is not None:
+            join(joined_later())
+        if joined_scan is None:
+            return None
+        if alone and blocks < PROBE_EVERY:
+            spare = (alone - JOINED_TEXT_COST) * len(views) - JOINED_COST  # (for reports and texts flagged)
+            blocks += 1
+            answers = None
+            if spare >= REPORT_COST + FLAG_COST:
+                answers = joined_answers([value_of(e) if e is not None else None for e in views], spare)
+            if answers is None:  # dearer than text by text: so for a while
+                paused_next()
+            elif not paused:
+                pause = PAUSED_FEWEST
+            return answers
+        return counted([value_of(e) if e is not None else None for e in views])
 
     def joined_answers(values: list[Any], spare: float) -> list[frozenset[int] | None] | None:
         # The block's answers from the scan of its texts joined (see `joined`); None where
@@ -742,8 +747,6 @@ def _memoised_scan(
             return None
         assert joined_scan is not None
         most = int(spare / (REPORT_COST + FLAG_COST))  # (each report may flag a text)
-        if most < 1:
-            return None
         try:
             joined_scan((data,), on_joined_match)
         except hyperscan.ScanTerminated:  # more matches than `most`
