@@ -288,6 +288,7 @@ class FieldScanner:
         self.database: Any = None
         self._bytes: tuple[int, frozenset[int]] = (0, NO_IDS)  # (see `as_bytes`)
         self._ended: tuple[int, tuple[Ended, ...]] = (0, ())  # (see `ended`)
+        self._key: tuple[int, str] = (-1, "")  # (see `key`)
 
     def add(self, pattern: Pattern, origin: object = None) -> int:
         """The id of `pattern` (the same pattern twice gets one id)."""
@@ -297,7 +298,15 @@ class FieldScanner:
         return self.patterns.setdefault(pattern, len(self.patterns))
 
     def key(self) -> str:
-        """A hash of the patterns and ids, naming a compiled database of them."""
+        """A hash of the patterns and ids, naming a compiled database of them (found once for
+        the field's database and its joined texts' database, as `as_bytes` is)."""
+        count, key = self._key
+        if count != len(self.patterns):
+            key = self._key_of_patterns()
+            self._key = (len(self.patterns), key)
+        return key
+
+    def _key_of_patterns(self) -> str:
         # Each pattern compiled as bytes is marked (see `compile`): a database from a build that
         # chose otherwise for a pattern answers otherwise for it, and is keyed apart.
         # So is each body written for a regex RE2 answers too, under its own id (see `compile`).
