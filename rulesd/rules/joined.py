@@ -13,6 +13,8 @@ the joined text (`joined_expression`) so that it is found there wherever it was 
 - `^` matches at the start of every text (the database is multi-line), and `\\A` is written `^`;
 - `$`, `\\z` and `\\Z` are left out: a zero-width assertion left out only widens where a
   pattern is found (this also keeps clear of Hyperscan's misses of a `$` after a repeat);
+- a repeat that ends a pattern is cut to its least: a match of the pattern holds one of the
+  pattern so cut, ending inside it (and `error.*` no longer reports a match at every byte);
 - `\\b` and `\\B` see a newline at a text's edge where they saw the edge: alike (neither is an
   ASCII word character); every other item matches the same bytes inside a text.
 A pattern found in more places than in the texts alone costs only the scan of a text flagged. A

@@ -461,9 +461,7 @@ def _build(patterns: PatternSet, cache: RuleCache | None, scanning: bool = False
     return []
 
 
-# The rule cache's kind of what scans a block's texts joined (no kind's name begins another's:
-# each kind's entries are pruned by their names' beginning).
-JOINED = "joined"
+JOINED = "joined"  # the rule cache's kind of what scans a block's texts joined
 
 
 def _nothing(*args: Any) -> None:

@@ -784,8 +784,8 @@ def _memoised_scan(
 
     def join(database: Any) -> None:
         # The database of joined texts; or what compiles it (None: texts are scanned one by one).
-        nonlocal joined_scan, joined_later
-        joined_scan, joined_later = None, None
+        nonlocal joined_scan, joined_later, most
+        joined_scan, joined_later, most = None, None, 0
         if callable(database):
             joined_later = database
         elif database is not None:
