@@ -725,3 +725,47 @@ def test_a_new_value_kind_compares_and_hashes_by_what_it_tests() -> None:
     networks = NamedList("l", ("10.0.0.0/8", "10.1.0.0/16"), where, (where, where))
     assert (frozenset({"10.0.0.0/8", "10.1.0.0/16"}), None) == (networks.options, networks.network_issue)
     assert networks.is_networks() and not NamedList("l", ("a",), where, (where,)).is_networks()
+
+
+def test_a_rule_set_that_scans_events_compiles_its_joined_texts_database_with_it(tmp_path: Path) -> None:
+    """The database that scans a block's texts joined is compiled while the rule set is built
+    for a command that scans events (the daemon's start and reloads, `replay`), so that a
+    daemon never compiles it in its loop; `check` leaves it to the first block."""
+    from rulesd.rules.cache import RuleCache
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: panic, match: {message: {regex: 'panic: .*'}}}\n")
+    cache = RuleCache(tmp_path / "cache")
+    assert check_paths([rules], cache).ruleset is not None
+    assert [] == list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin"))
+    assert check_paths([rules], cache, scanning=True).ruleset is not None
+    assert 1 == len(list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin")))
+
+
+def test_a_daemons_reload_compiles_the_joined_texts_database_in_its_loader_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload builds the rule set in the loader thread, the database of joined texts with
+    it: the daemon's loop, which takes the set, never compiles it (a thousand message patterns
+    take ~0.1 s, a hundred thousand seconds)."""
+    import threading
+
+    from rulesd.daemon.reloader import RuleLoader
+    from rulesd.rules.cache import RuleCache
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: panic, match: {message: {regex: 'panic: .*'}}}\n")
+    written: list[str] = []
+    keep = RuleCache.put
+
+    def put(cache: RuleCache, kind: str, key: str, payload: bytes) -> None:
+        written.append(f"{kind} in {threading.current_thread().name}")
+        keep(cache, kind, key, payload)
+
+    monkeypatch.setattr(RuleCache, "put", put)
+    reloader = RuleLoader([str(rules)], RuleCache(tmp_path / "cache"), lambda ruleset: None, lambda: "")  # type: ignore[arg-type,return-value]
+    reloader.start()
+    assert reloader.done.wait(30)
+    outcome = reloader.take()
+    assert outcome is not None and outcome.result.ruleset is not None
+    assert f"{loader.JOINED} in rulesd-reload" in written

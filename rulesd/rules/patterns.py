@@ -26,6 +26,7 @@ import re2
 
 from rulesd.rules import joined, regex_text
 from rulesd.rules.ascii_case import FOLD_TRAP, TRAP, ascii_folded, byte_caseless
+from rulesd.rules.cache import digest
 
 # Found anywhere (one report per pattern and scan), in UTF-8 text, empty matches included
 # (`a*` is found in every value, as `re.search` finds it).
@@ -382,7 +383,7 @@ class FieldScanner:
         scanned: `rulesd check`, a rule test) and given to `keep(key, blob)`. A daemon
         compiles it `now`, while it builds the rule set: beside its reading, not in its loop."""
         # (keyed apart from the field's own database, and from any other way of writing it)
-        key = hashlib.sha256(f"{JOINED_WRITING}\n{joined.FLAGS}\n{self.key()}".encode()).hexdigest()
+        key = digest(JOINED_WRITING, str(joined.FLAGS), self.key())
         blob = load(key)
         if blob == _JOINED_OFF:
             return
@@ -725,18 +726,18 @@ def _memoised_scan(
             join(joined_later())
         if joined_scan is None:
             return None
-        if alone and blocks < PROBE_EVERY:
-            spare = (alone - JOINED_TEXT_COST) * len(views) - JOINED_COST  # (for reports and texts flagged)
-            blocks += 1
-            answers = None
-            if spare >= REPORT_COST + FLAG_COST:
-                answers = joined_answers([value_of(e) if e is not None else None for e in views], spare)
-            if answers is None:  # dearer than text by text: so for a while
-                paused_next()
-            elif not paused:
-                pause = PAUSED_FEWEST
-            return answers
-        return counted([value_of(e) if e is not None else None for e in views])
+        if not alone or blocks >= PROBE_EVERY:
+            return counted([value_of(e) if e is not None else None for e in views])
+        spare = (alone - JOINED_TEXT_COST) * len(views) - JOINED_COST  # (for reports and texts flagged)
+        blocks += 1
+        answers = None
+        if spare >= REPORT_COST + FLAG_COST:
+            answers = joined_answers([value_of(e) if e is not None else None for e in views], spare)
+        if answers is None:  # dearer than text by text: so for a while
+            paused_next()
+        elif not paused:
+            pause = PAUSED_FEWEST
+        return answers
 
     def joined_answers(values: list[Any], spare: float) -> list[frozenset[int] | None] | None:
         # The block's answers from the scan of its texts joined (see `joined`); None where
@@ -762,20 +763,16 @@ def _memoised_scan(
             reported.clear()
             return None
         answers: list[frozenset[int] | None] = [NO_IDS] * len(values)
+        for i in others:
+            answers[i] = None
         if reported:
             flagged = joined.flagged(reported, texts, data, text)
             for i in flagged:
                 if type(value := values[i]) is str:
                     answers[i] = scan(value)
-            dearer = REPORT_COST * len(reported) + FLAG_COST * len(flagged) > spare
+            if REPORT_COST * len(reported) + FLAG_COST * len(flagged) > spare:
+                paused_next()  # (its answers are right: the next blocks are scanned text by text)
             reported.clear()
-            if dearer:  # (its answers are right: the next blocks are scanned text by text)
-                for i in others:
-                    answers[i] = None
-                paused_next()
-                return answers
-        for i in others:
-            answers[i] = None
         return answers
 
     def paused_next() -> None:
