@@ -111,9 +111,20 @@ def flagged(reported: list[int], texts: list[str], data: bytes, text: str) -> se
     there is that text's, at its start)."""
     last = len(texts) - 1
     if data.count(b"\n") == last:  # (no text holds a newline: a text's index is the separators before it)
+        # The ends in order, each counting on from the one before: the bytes are read once,
+        # not once per match (a block with many matches read them as often).
         count = data.count
-        found = {count(b"\n", 0, end - 1) if end else 0 for end in reported}
-        found.update(min(count(b"\n", 0, end), last) for end in reported)
+        found: set[int] = set()
+        at = separators = 0  # the separators in data[:at]
+        for end in sorted(set(reported)):
+            if not end:
+                found.add(0)  # (an empty match at the start: the first text's)
+                continue
+            separators += count(b"\n", at, end - 1)
+            at = end - 1
+            found.add(separators)  # the text holding the match's last byte (or its separator)
+            if data[at] == 10:  # (an empty match may follow that separator: the next text's)
+                found.add(min(separators + 1, last))
         return found
     after = _ends(texts, data, text)
     found = {min(bisect_right(after, end - 1), last) for end in reported}
