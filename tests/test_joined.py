@@ -50,7 +50,7 @@ def always_joined(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _regex(rng: random.Random) -> str:
-    atoms = ["a", "b", "k", "ab", "[ab]", "[^a]", ".", "\\s", "\\d", "\\w", "x1", " ", "é", "\\n"]
+    atoms = ["a", "b", "k", "s", "ab", "[ab]", "[^a]", ".", "\\s", "\\d", "\\w", "x1", " ", "é", "\\n"]
     quantifiers = ["", "", "", "*", "+", "?", "{1,2}"]
     body = "".join(rng.choice(atoms) + rng.choice(quantifiers) for _ in range(rng.randint(1, 3)))
     start = rng.choice(["", "", "^", "\\A", "\\b", "(?m)^", "(?i)", "(?s)"])
@@ -62,7 +62,7 @@ def _patterns(rng: random.Random) -> list[Pattern]:
     written: list[Pattern] = []
     while len(written) < rng.randint(1, 6):
         if rng.random() < 0.3:
-            text = "".join(rng.choice("abk é") for _ in range(rng.randint(1, 3)))
+            text = "".join(rng.choice("abks é") for _ in range(rng.randint(1, 3)))
             where = rng.choice(["contains", "startswith", "endswith", "equals"])
             pattern = literal_pattern(text, where, rng.random() < 0.3)
             if pattern is not None:
@@ -74,7 +74,7 @@ def _patterns(rng: random.Random) -> list[Pattern]:
 
 def _values(rng: random.Random) -> list[Any]:
     def text() -> str:
-        return "".join(rng.choice("abkx1 \n\té.K\u212a") for _ in range(rng.randint(0, 12)))
+        return "".join(rng.choice("abksx1 \n\té.K\u212a\u017f") for _ in range(rng.randint(0, 12)))
 
     others: list[Any] = [None, 7, ["ab"], True]
     return [text() if rng.random() < 0.9 else rng.choice(others) for _ in range(rng.randint(1, 50))]
@@ -124,6 +124,21 @@ def test_only_the_texts_holding_a_match_are_scanned_alone(always_joined: None) -
     assert answers is not None
     assert _state(scanner, "scans") - before == 16  # the two texts of each five holding one
     assert [bool(a) for a in answers] == [False, True, False, True, False] * 8
+
+
+def test_caseless_patterns_of_ascii_are_joined_as_bytes_and_the_folded_letters_found(always_joined: None) -> None:
+    """As in the field's own database (see `ascii_case`), the caseless patterns of ASCII are
+    compiled as bytes, where the Kelvin sign is not `k` nor the long s `s`: the trap's match
+    flags a text holding one, whose own scan finds them."""
+    written = [Pattern("kill -9", caseless=True), Pattern("(?i)session lost"), Pattern("panic")]
+    scanner = _scanner(written)
+    assert scanner.as_bytes() == {0, 1}
+    _answers(scanner, ["warm-up"])
+    values = ["ok", "\u212aILL -9", "Se\u017f\u017fion LOST", "KILL -9", "panic", "\u212a"]
+    before = _state(scanner, "scans")
+    answers = scanner.scan_block(values, _same)
+    assert answers == [frozenset(), {0}, {1}, {0}, {2}, frozenset()]
+    assert _state(scanner, "scans") - before == 5  # (the trap flags the last text in vain)
 
 
 def test_anchors_are_written_for_joined_texts() -> None:

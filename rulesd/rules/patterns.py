@@ -241,7 +241,7 @@ PAUSED_MOST = 256
 # What `FieldScanner.join` keeps for a field whose texts are scanned one by one; and what names
 # the way its database of joined texts is written (`joined.joined_expression` and the flags).
 _JOINED_OFF = b"off"
-JOINED_WRITING = "joined-every-match-least-repeat-2"  # (a new name for any change of the writing)
+JOINED_WRITING = "joined-every-match-least-repeat-ascii-caseless-bytes-3"  # (a new name for any change of the writing)
 
 
 # The attribute of a field's scan holding its block scan: the index is given the scan alone.
@@ -402,24 +402,39 @@ class FieldScanner:
     def _compile_joined(self) -> Any:
         """The database of joined texts: every pattern as `joined.joined_expression` writes it
         (a regex RE2 answers for too by its body, as in the field's own), each match reported;
-        None if a pattern cannot be so written, or the database is refused."""
+        None if a pattern cannot be so written, or the database is refused.
+
+        The patterns the field's own database compiles as bytes (`as_bytes`) are compiled as
+        bytes here too, for a third of the compile (0.19 against 0.07 s for one field of 1,000
+        rules), with the trap: a text holding a character they would miss as bytes is flagged
+        by the trap's match, and its own scan answers for it (see `ascii_case`)."""
         ended = self.ended()
         answered = {e.pattern for e in ended}
-        expressions = [(p.expression, p.caseless) for p in self.patterns if p not in answered]
-        expressions += [(e.body, e.pattern.caseless) for e in ended]
+        as_bytes = self.as_bytes()
+        expressions = [
+            (p.expression, p.caseless, self.patterns[p] in as_bytes) for p in self.patterns if p not in answered
+        ]
+        expressions += [(e.body, e.pattern.caseless, False) for e in ended]
         written = []
-        for expression, _ in expressions:
+        for expression, _, _ in expressions:
             rewritten = joined.joined_expression(expression)
             if rewritten is None:
                 return None
             written.append(rewritten.encode())
-        flags = [joined.FLAGS | (hyperscan.HS_FLAG_CASELESS if caseless else 0) for _, caseless in expressions]
-        database = hyperscan.Database(mode=MODE)
-        try:
-            database.compile(expressions=written, ids=list(range(len(written))), flags=flags)
-        except hyperscan.error:
-            return None
-        return database
+        utf8 = [joined.FLAGS | (hyperscan.HS_FLAG_CASELESS if caseless else 0) for _, caseless, _ in expressions]
+        attempts = [utf8]
+        if as_bytes:  # (should the bytes' compile fail, all in UTF-8 mode: the answers are the same)
+            written.append(TRAP.encode())
+            byte_flags = [f & ~hyperscan.HS_FLAG_UTF8 if b else f for f, (*_, b) in zip(utf8, expressions, strict=True)]
+            attempts = [[*byte_flags, joined.FLAGS], [*utf8, joined.FLAGS]]
+        for flags in attempts:
+            database = hyperscan.Database(mode=MODE)
+            try:
+                database.compile(expressions=written, ids=list(range(len(written))), flags=flags)
+            except hyperscan.error:
+                continue
+            return database
+        return None
 
     def as_bytes(self) -> frozenset[int]:
         """The ids of the patterns compiled as bytes (`byte_caseless`), found once for the key, the
