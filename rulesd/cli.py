@@ -414,7 +414,9 @@ def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
 def _load_rules(paths: Sequence[str], cache: RuleCache | None) -> RuleSet:
     """The rule set of `paths`, its warnings said as `rulesd check` says them (on standard
     error: standard output is the command's); RuleError with every problem if it has errors."""
-    result = check_paths(paths, cache, scanning=True)
+    # (not `scanning`: a database of joined texts not in the cache is compiled when a replay has
+    # scanned enough blocks to gain from it; a short one never pays for it)
+    result = check_paths(paths, cache)
     if result.ruleset is None:
         raise RuleError(list(dict.fromkeys(result.problems)))
     _print_warnings(result.problems)

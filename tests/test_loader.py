@@ -728,9 +728,9 @@ def test_a_new_value_kind_compares_and_hashes_by_what_it_tests() -> None:
 
 
 def test_a_rule_set_that_scans_events_compiles_its_joined_texts_database_with_it(tmp_path: Path) -> None:
-    """The database that scans a block's texts joined is compiled while the rule set is built
-    for a command that scans events (the daemon's start and reloads, `replay`), so that a
-    daemon never compiles it in its loop; `check` leaves it to the first block."""
+    """The database that scans a block's texts joined is compiled while a daemon's rule set is
+    built (its start and reloads), so that it never compiles it in its loop; other commands
+    leave it until enough blocks have been scanned."""
     from rulesd.rules.cache import RuleCache
 
     rules = tmp_path / "rules.yaml"
@@ -740,6 +740,33 @@ def test_a_rule_set_that_scans_events_compiles_its_joined_texts_database_with_it
     assert [] == list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin"))
     assert check_paths([rules], cache, scanning=True).ruleset is not None
     assert 1 == len(list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin")))
+
+
+def test_a_replay_compiles_the_joined_texts_database_only_once_it_has_scanned_enough_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replay of a sample (a few blocks) with a rule set not in the cache scans its texts one
+    by one and compiles no database of joined texts; a long one compiles it and keeps it, its
+    alerts the same."""
+    from rulesd import cli
+    from rulesd.rules import patterns
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: panic, match: {message: {regex: 'panic: .*'}}}\n")
+    monkeypatch.setenv("RULESD_CACHE_DIR", str(tmp_path / "cache"))
+    padding = "x" * 150  # (~60 events a block: COMPILE_AFTER blocks are ~4,000 events)
+    lines = [
+        f'{{"message": "{"panic: nil map" if i % 1000 == 7 else f"GET /item/{i} 200"} {padding}"}}\n'
+        for i in range(10_000)
+    ]
+    events = tmp_path / "events.jsonl"
+    for count, compiled in ((500, 0), (10_000, 1)):
+        events.write_text("".join(lines[:count]))
+        assert cli.main(["replay", "--rules", str(rules), str(events)]) == 0
+        alerts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("line ")]
+        assert len(alerts) == len(range(7, count, 1000))
+        assert len(list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin"))) == compiled
+    assert patterns.COMPILE_AFTER * 60 < 10_000
 
 
 def test_a_daemons_reload_compiles_the_joined_texts_database_in_its_loader_thread(

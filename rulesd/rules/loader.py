@@ -362,8 +362,8 @@ def check_paths(
 
     With a `cache`, unchanged files and pattern sets are read back instead of parsed,
     checked and compiled again (see `RuleCache`); the result is the same. `scanning`: the rule
-    set is to scan events (a daemon, `rulesd replay`): what scans a block's texts joined is
-    compiled now (see `FieldScanner.join`), not when a block first needs it.
+    set is a daemon's, which must not stall its loop: what scans a block's texts joined is
+    compiled now (see `FieldScanner.join`), not once enough blocks have been scanned.
     """
     files, problems = discover_files(paths)
     with collector.paused():
@@ -438,7 +438,7 @@ def _combine(
 def _build(patterns: PatternSet, cache: RuleCache | None, scanning: bool = False) -> list[Problem]:
     """Compile the rule set's pattern databases (or read them from the cache); a pattern
     Hyperscan refuses is an error at each place it was written. The databases that scan a
-    block's texts joined are compiled now if `scanning`, else when first needed."""
+    block's texts joined are compiled now if `scanning`, else once enough blocks need them."""
 
     def load(scanner: FieldScanner) -> Any:
         blob = cache.get("hyperscan", scanner.key()) if cache is not None else None
