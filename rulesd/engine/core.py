@@ -149,7 +149,10 @@ class Engine:
         time: TimeReader | None = None,
         saved: bool = True,
         limits: Limits = Limits(),
+        index: RuleIndex | None = None,
     ) -> None:
+        """`index`: the index of `ruleset`'s rules, if made already (it holds no state: the
+        engines of one rule set, a rule test file's, share one)."""
         self.state = state or EngineState()
         # Changed groups are tracked only if the state is saved (the daemon); replay and tests
         # would only pile them up.
@@ -210,15 +213,16 @@ class Engine:
         self._texts = GroupKeys()
         # The rules that fired together, in order, by what fired (see `_apply`).
         self._in_order: dict[Fired, tuple[Rule, ...]] = {}
-        self.replace_rules(ruleset)
+        self.replace_rules(ruleset, self.prepare_rules(ruleset, index) if index is not None else None)
 
     # -- rules --------------------------------------------------------------------------------
 
-    def prepare_rules(self, ruleset: RuleSet) -> PreparedRules:
-        """Build what `replace_rules` swaps in (the index, and the evaluators of the time readers
-        in use): the slow part of a reload, safe to run in another thread, since it reads and
-        changes no state."""
-        index = RuleIndex(ruleset.rules)
+    def prepare_rules(self, ruleset: RuleSet, index: RuleIndex | None = None) -> PreparedRules:
+        """Build what `replace_rules` swaps in (the index, unless given, and the evaluators of
+        the time readers in use): the slow part of a reload, safe to run in another thread,
+        since it reads and changes no state."""
+        if index is None:
+            index = RuleIndex(ruleset.rules)
         try:
             readers = tuple(self._evaluators)
         except RuntimeError:  # a source asked for its first evaluator meanwhile: it is written then
