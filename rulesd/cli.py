@@ -414,7 +414,7 @@ def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
 def _load_rules(paths: Sequence[str], cache: RuleCache | None) -> RuleSet:
     """The rule set of `paths`, its warnings said as `rulesd check` says them (on standard
     error: standard output is the command's); RuleError with every problem if it has errors."""
-    # (not `scanning`: a database of joined texts not in the cache is compiled when a replay has
+    # (not a `daemon`: a database of joined texts not in the cache is compiled when a replay has
     # scanned enough blocks to gain from it; a short one never pays for it)
     result = check_paths(paths, cache)
     if result.ruleset is None:
@@ -897,7 +897,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
     collector.resume()
     # The generated code kept by the last start or reload, kept anew by the daemon's loop.
     generated_code.load(cache, generated_code.code_key(config.rules))
-    result = check_paths(config.rules, cache, scanning=True)
+    result = check_paths(config.rules, cache, daemon=True)
     if result.ruleset is None:
         _print_problems(result.errors, sys.stderr)
         return EXIT_USAGE

@@ -163,6 +163,24 @@ def test_a_start_warns_where_yaml_read_an_unquoted_word_as_a_boolean(tmp_path: P
     assert [] != list((tmp_path / "cache").glob("document-*.bin"))
 
 
+def test_a_daemons_start_compiles_the_joined_texts_database_replay_of_a_sample_does_not(tmp_path: Path) -> None:
+    """The daemon compiles the database that scans a block's texts joined while it loads its
+    rules, so that its loop never stops for it; `replay` of a few events, with the same cold
+    cache, leaves it until enough blocks have been scanned."""
+    cfg = config(tmp_path, "rules: [msg.yaml]\nsource: {type: stdin}\n")
+    (tmp_path / "msg.yaml").write_text("name: panic\nmatch: {message: {regex: 'panic: .*'}}\n")
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"message": "panic: nil map"}\n{"message": "ok"}\n')
+    env = {"RULESD_CACHE_DIR": str(tmp_path / "cache")}
+    result = rulesd_cli("replay", "--rules", str(tmp_path / "msg.yaml"), str(events), env=env)
+    assert 0 == result.returncode, result.stderr
+    assert [] == list((tmp_path / "cache").glob("joined-*.bin"))
+    result = rulesd_cli("run", "--config", cfg, "--dry-run", stdin=events.read_bytes(), env=env)
+    assert 0 == result.returncode, result.stderr
+    assert 1 == len(result.stdout.splitlines())
+    assert 1 == len(list((tmp_path / "cache").glob("joined-*.bin")))
+
+
 def test_dry_run_on_stdin_prints_payloads_and_exits_0(tmp_path: Path) -> None:
     """stdin to EOF, one JSON payload per alert on stdout, exit 0; invalid lines only warned about."""
     cfg = config(tmp_path, "opsgenie: {recipients: 'team:ops'}\n")

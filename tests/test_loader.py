@@ -738,7 +738,7 @@ def test_a_rule_set_that_scans_events_compiles_its_joined_texts_database_with_it
     cache = RuleCache(tmp_path / "cache")
     assert check_paths([rules], cache).ruleset is not None
     assert [] == list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin"))
-    assert check_paths([rules], cache, scanning=True).ruleset is not None
+    assert check_paths([rules], cache, daemon=True).ruleset is not None
     assert 1 == len(list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin")))
 
 

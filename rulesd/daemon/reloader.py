@@ -87,7 +87,7 @@ class RuleLoader:
         started = self._clock()
         code = generated_code.record()  # (this thread's: the running set's is the main loop's)
         try:
-            result = check_paths(self.paths, self._cache, scanning=True)
+            result = check_paths(self.paths, self._cache, daemon=True)
             ruleset = result.ruleset
             changed = ruleset is not None and ruleset.fingerprint != self._running()
             prepared = self._prepare(ruleset) if ruleset is not None and changed else None

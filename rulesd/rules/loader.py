@@ -356,13 +356,13 @@ def _load_document(parsed: _Parsed, patterns: PatternSet, lists: Lists, *, check
 
 
 def check_paths(
-    paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None = None, *, scanning: bool = False
+    paths: Iterable[str | os.PathLike[str]], cache: RuleCache | None = None, *, daemon: bool = False
 ) -> CheckResult:
     """Load every rule file under `paths`, collecting all problems.
 
     With a `cache`, unchanged files and pattern sets are read back instead of parsed,
-    checked and compiled again (see `RuleCache`); the result is the same. `scanning`: the rule
-    set is a daemon's, which must not stall its loop: what scans a block's texts joined is
+    checked and compiled again (see `RuleCache`); the result is the same. `daemon`: the rule set
+    is a daemon's, which must not stall its loop: what scans a block's texts joined is
     compiled now (see `FieldScanner.join`), not once enough blocks have been scanned.
     """
     files, problems = discover_files(paths)
@@ -376,12 +376,12 @@ def check_paths(
             loaded = _load_files(parsed, patterns, None, checked=True)
             rules = [rule for file in loaded for rule in file.rules]
             if len(rules) == count:  # (else the code or a library changed unseen: checked in full)
-                return _combine([_Loaded(rules, [], kept)], files, problems, patterns, cache, scanning)
+                return _combine([_Loaded(rules, [], kept)], files, problems, patterns, cache, daemon)
             parsed = [_parse_file(path, cache) for path in files]  # (the lists' problems were added)
         patterns = PatternSet()  # every rule's patterns, compiled together once all are loaded
         loaded = _load_files(parsed, patterns, cache)
         found = [problem for file in loaded for problem in file.problems]
-        result = _combine(loaded, files, problems, patterns, cache, scanning)
+        result = _combine(loaded, files, problems, patterns, cache, daemon)
         if key is not None and cache is not None and result.ruleset is not None:
             keep(cache, key, len(result.ruleset.rules), found)
         return result
@@ -416,9 +416,9 @@ def _combine(
     problems: list[Problem],
     patterns: PatternSet,
     cache: RuleCache | None = None,
-    scanning: bool = False,
+    daemon: bool = False,
 ) -> CheckResult:
-    """One rule set of the rules of every file, unless any problem is an error (`scanning`:
+    """One rule set of the rules of every file, unless any problem is an error (`daemon`:
     see `check_paths`)."""
     rules: list[Rule] = []
     names: list[tuple[str, SourceLocation]] = []
@@ -427,7 +427,7 @@ def _combine(
         names.extend(loaded.names)
         problems.extend(loaded.problems)
     problems.extend(_duplicate_names(names))
-    problems.extend(_build(patterns, cache, scanning))
+    problems.extend(_build(patterns, cache, daemon))
     ruleset = None
     if not _errors(problems):
         digest = fingerprint([[r.name, r.fingerprint] for r in rules])
@@ -435,10 +435,10 @@ def _combine(
     return CheckResult(ruleset, tuple(sorted(problems)), tuple(files))
 
 
-def _build(patterns: PatternSet, cache: RuleCache | None, scanning: bool = False) -> list[Problem]:
+def _build(patterns: PatternSet, cache: RuleCache | None, daemon: bool = False) -> list[Problem]:
     """Compile the rule set's pattern databases (or read them from the cache); a pattern
     Hyperscan refuses is an error at each place it was written. The databases that scan a
-    block's texts joined are compiled now if `scanning`, else once enough blocks need them."""
+    block's texts joined are compiled now for a `daemon`, else once enough blocks need them."""
 
     def load(scanner: FieldScanner) -> Any:
         blob = cache.get("hyperscan", scanner.key()) if cache is not None else None
@@ -456,7 +456,7 @@ def _build(patterns: PatternSet, cache: RuleCache | None, scanning: bool = False
         scanner.join(
             partial(cache.get, JOINED) if cache is not None else _nothing,
             partial(cache.put, JOINED) if cache is not None else _nothing,
-            now=scanning,
+            now=daemon,
         )
     return []
 
