@@ -404,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     finally:
         generated_code.release()  # (an in-process caller's thread records nothing for the set gone)
+        loggers.drop_deferred()
 
 
 def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:

@@ -28,6 +28,14 @@ def configure(level: str, fmt: str, *, deferred: bool = False) -> None:
         _set_up(level, fmt, sys.stderr)
 
 
+def drop_deferred() -> None:
+    """Forget a deferred set-up not yet made: its command has returned. (A process that runs
+    commands one after another, as an embedding program or a test does, must not have a later
+    logger set up to a stream an earlier command was given, and closed since.)"""
+    global _deferred
+    _deferred = None
+
+
 def logger(name: str) -> logging.Logger:
     """The logger `name`, logging set up first if that was deferred."""
     global _deferred

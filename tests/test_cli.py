@@ -1358,3 +1358,27 @@ def test_replay_and_explain_of_an_events_file_whose_name_is_not_utf8(tmp_path: P
     explained = rulesd_cli("explain", "--rules", "rules", "--events", name, "--line", "1", cwd=tmp_path)
     assert 0 == explained.returncode, explained.stderr
     assert "app-\\xff.jsonl:1" in explained.stdout
+
+
+def test_a_returned_commands_deferred_log_set_up_is_not_made_by_a_later_logger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check` and `replay` set logging up only when they first log. One that returned without
+    logging leaves nothing pending: a later logger in the same process (another command, a
+    daemon built by an embedding program) keeps the handlers it has, not a stream the
+    finished command was given and its caller has closed since."""
+    import logging
+
+    from rulesd import loggers
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    assert 0 == cli.main(["check", str(write(tmp_path / "r.yaml", RULES))])
+    stream.close()
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        loggers.logger("rulesd").info("after the command")
+        assert before == root.handlers
+    finally:
+        root.handlers[:] = before
