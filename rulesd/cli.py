@@ -487,15 +487,16 @@ def cmd_test(args: argparse.Namespace) -> int:
     """`rulesd test`: run rule unit tests, report each failure with expected and actual."""
     from rulesd.atomic_file import write_atomically
     from rulesd.junit import RuleTestFile, junit_xml
-    from rulesd.ruletest import WrittenRules, run_test_files
+    from rulesd.ruletest import CheckedRules, WrittenRules, run_test_files
 
     files, found = discover_test_files(args.files)  # (a directory without tests: an error of its own)
     warnings = [p for p in found if p.severity != "error"]
     results = [RuleTestFile(p.location.path, (), (p,)) for p in found if p.severity == "error"]
     cache = RuleCache.for_user(os.environ)  # (test files naming one rule set load it from there)
     written = WrittenRules(cache)  # the rule files as written, read once for all the test files
+    checked = CheckedRules(cache)  # and checked, once for the test files that share them
     for path in files:  # one at a time, so that JUnit can say which file each problem stopped
-        file_outcomes, file_problems = run_test_files([path], written, cache)
+        file_outcomes, file_problems = run_test_files([path], written, checked)
         warnings += [p for p in file_problems if p.severity != "error"]  # said, but they fail nothing
         errors = tuple(p for p in file_problems if p.severity == "error")
         results.append(RuleTestFile(path, tuple(file_outcomes), errors))

@@ -385,3 +385,22 @@ def test_a_command_run_in_process_leaves_its_thread_recording_nothing(
     named = tests if command == "test" else tmp_path / "rules.yaml"
     assert 0 == _recorded_after([command, str(named)], tmp_path)
     assert list((tmp_path / "cache").glob("code-*.bin")), capsys.readouterr()
+
+
+def test_rule_tests_keep_the_code_each_file_asked_for_though_they_share_a_rule_set(tmp_path: Path) -> None:
+    """Test files naming the same rule files share their check: code first asked for by the
+    second (the index's, which a first file of only a timer's advance never ran) is kept with
+    the rest, and a second `rulesd test` compiles nothing."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tmp_path / "rules.yaml").write_text(RULES)
+    head = "rule_files: [../rules.yaml]\ntests:\n  - name: t\n    events:\n"
+    (tests / "a.test.yaml").write_text(head + "      - {advance: 1m}\n    expect_alerts: []\n")
+    (tests / "b.test.yaml").write_text(
+        head + '      - {event: {host: w1.example.com, message: "kernel panic"}}\n'
+        "    expect_alerts: [{event: 1, rules: [panic]}]\n"
+    )
+    first, first_out = _counted(tmp_path, RULES, "test", str(tests))
+    assert "2 passed" in first_out, first_out
+    assert first > 0
+    assert (0, first_out) == _counted(tmp_path, RULES, "test", str(tests))

@@ -195,6 +195,99 @@ def test_every_payload_field_an_expectation_names_is_compared(tmp_path: Path) ->
         assert f"    {key}: expected " in outcome.report
 
 
+def count_checks(monkeypatch: pytest.MonkeyPatch) -> tuple[list[list[str]], list[int]]:
+    """The rule paths of every check `rulesd test` makes, and the size of every index built."""
+    from rulesd import ruletest
+    from rulesd.rules import index
+
+    checks: list[list[str]] = []
+    made: list[int] = []
+    check, make = ruletest.check_paths, index.RuleIndex.__init__
+
+    def counted_check(paths: Any, cache: Any = None, **kw: Any) -> Any:
+        checks.append([Path(p).name for p in paths])
+        return check(paths, cache, **kw)
+
+    def counted_index(self: index.RuleIndex, rules: Any) -> None:
+        made.append(len(rules))
+        make(self, rules)
+
+    monkeypatch.setattr(ruletest, "check_paths", counted_check)
+    monkeypatch.setattr(index.RuleIndex, "__init__", counted_index)
+    return checks, made
+
+
+ONE_BURST = (
+    "tests:\n  - name: one\n    events:\n"
+    "      - {event: {level: error, host: a}}\n      - {event: {level: error, host: a}}\n"
+    "    expect_alerts:\n      - {event: 1, rules: [any-error]}\n"
+    "      - {event: 2, rules: [burst, any-error]}\n"
+)
+
+
+def test_test_files_naming_the_same_rule_files_share_their_check_and_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test files of one run that name the same rule files, unchanged, share one check of them
+    and one index (at 1,000 rules, three quarters of each file's time); a file naming them
+    otherwise (its problems are located by the paths it wrote) is checked on its own."""
+    checks, made = count_checks(monkeypatch)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    paths = [tmp_path / f"t{i}.test.yaml" for i in range(4)]
+    for i, path in enumerate(paths):
+        path.write_text(f"rule_files: [{'./' if i == 2 else ''}rules.yaml]\n" + ONE_BURST)
+    outcomes, problems = run_test_files([str(p) for p in paths])
+    assert ([True] * 4, []) == ([o.passed for o in outcomes], problems)
+    assert [["rules.yaml"], ["rules.yaml"], ["rules.yaml"]] == checks  # the first, ./rules.yaml, then rules.yaml again
+    assert [2, 2, 2] == made
+
+
+def test_a_rule_file_edited_between_two_test_files_is_checked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every byte of the rule files is compared: one edited between two test files (as
+    `rulesd test` runs them, one call each) is checked anew, and the second file's tests run
+    the rules as they are now, even when the edit kept the file's size."""
+    from rulesd.ruletest import CheckedRules, WrittenRules
+
+    checks, _ = count_checks(monkeypatch)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    first, second = tmp_path / "a.test.yaml", tmp_path / "b.test.yaml"
+    first.write_text("rule_files: [rules.yaml]\n" + ONE_BURST)
+    second.write_text("rule_files: [rules.yaml]\n" + ONE_BURST)
+    written, checked = WrittenRules(), CheckedRules()
+    outcomes, _ = run_test_files([str(first)], written, checked)
+    assert [True] == [o.passed for o in outcomes]
+    rules.write_text(RULES.replace("count: 2", "count: 3"))
+    outcomes, _ = run_test_files([str(second)], written, checked)
+    assert [False] == [o.passed for o in outcomes]  # (the burst needs a third error now)
+    outcomes, _ = run_test_files([str(first)], written, checked)
+    assert [False] == [o.passed for o in outcomes]
+    assert 2 == len(checks)
+
+
+def test_a_rule_file_that_is_not_a_regular_file_is_not_read_to_be_compared(tmp_path: Path) -> None:
+    """A FIFO (or a shell's `<(...)`) can be read once, by the check: its text is not read to
+    be compared, nor is it opened (which would wait for a writer), so its check is not shared."""
+    import os
+    import threading
+
+    from rulesd.ruletest import _rule_texts
+
+    fifo = tmp_path / "rules.yaml"
+    os.mkfifo(fifo)
+    (tmp_path / "other.yaml").write_text(RULES)  # (a FIFO found in a folder is an error of the check's)
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(_rule_texts([str(fifo)])), daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # (let it go: it waits for a writer)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert [None] == found
+    assert _rule_texts([str(tmp_path / "other.yaml")]) is not None
+
+
 def test_the_rule_sets_of_the_files_run_before_are_let_go(tmp_path: Path) -> None:
     """Each test file loads its rule files anew; once its tests ran, the alert bodies' memos
     of the combinations that fired must not keep its rule set alive (predicates, Hyperscan

@@ -80,27 +80,29 @@ def code_key(rule_paths: Iterable[str]) -> str:
     return digest(KIND, sys.version, *(os.path.abspath(path) for path in rule_paths))
 
 
-def load(cache: RuleCache | None, key: str) -> None:
+def load(cache: RuleCache | None, key: str) -> Uses:
     """Use the code kept under `key` (none on a miss, or anything else than `keep` writes), and
-    record in this thread what the rule set loaded next asks for."""
+    record in this thread what the rule set loaded next asks for (in the `Uses` returned)."""
     global _kept, _written
     _kept, _written = {}, set()
-    record()
+    uses = record()
     blob = cache.get(KIND, key) if cache is not None else None
     if blob is None:
-        return
+        return uses
     try:
         kept = marshal.loads(blob)
     except (EOFError, ValueError, TypeError):
-        return
+        return uses
     if type(kept) is dict and all(type(s) is str and type(c) is CodeType for s, c in kept.items()):
         _kept, _written = kept, set(kept)
+    return uses
 
 
-def record() -> Uses:
+def record(uses: Uses | None = None) -> Uses:
     """Record from now on, in this thread, what a rule set being built asks for (a daemon's
-    reload, in its loader thread: see `adopt`)."""
-    uses = _building.uses = Uses()
+    reload, in its loader thread: see `adopt`); `uses`: what one loaded before asked for, which
+    runs again (`rulesd test`'s next file over the same rule files)."""
+    uses = _building.uses = uses or Uses()
     return uses
 
 
