@@ -779,3 +779,29 @@ def test_rules_that_group_alike_make_an_events_group_key_once() -> None:
     assert ["burst-0", "burst-1", "burst-2", "plain"] == sorted(
         fired(engine, {"level": "error", "host": "b", "app": "y"}, 4)
     )
+
+
+def test_engines_sharing_an_index_share_its_written_evaluator_and_keep_their_own_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An index writes its root's function once (`rulesd test` builds an engine a test on one
+    index: at 1,000 rules the writing was most of a test's time); each engine's copy binds its
+    own candidates and step, so interleaved events count in their own engine alone."""
+    from rulesd.rules import index as index_module
+
+    written = []
+    write = index_module._NodeWriter.evaluator
+
+    def counted(self: Any, plan: Any) -> Any:
+        written.append(plan)
+        return write(self, plan)
+
+    monkeypatch.setattr(index_module._NodeWriter, "evaluator", counted)
+    ruleset = ruleset_from_yaml(THRESHOLD)
+    shared = index_module.RuleIndex(ruleset.rules)
+    one, other = Engine(ruleset, index=shared), Engine(ruleset, index=shared)
+    burst = [{"level": "error", "host": "a"}] * 3
+    assert [[], [], []] == [fired(one, burst[0], 0), fired(other, burst[1], 1), fired(one, burst[2], 2)]
+    assert ["burst"] == fired(one, burst[0], 3)  # (its third error: the other's is not its)
+    assert [] == fired(other, burst[0], 4)
+    assert 1 == len(written)

@@ -41,6 +41,7 @@ import functools
 import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from types import FunctionType
 from typing import Any, NamedTuple, TypeVar, cast
 
 from rulesd.rules.casefold import fold
@@ -73,15 +74,21 @@ class RuleIndex:
         self.may_repeat = len(entries) > len(filed)
         root = _plan(entries, frozenset())
         self._root = root._replace(always=(), screened=root.always)
+        self._evaluator: Any = None  # (written once, see `evaluator`)
 
     def evaluator(self, decide: _Decide[T], out: list[Rule]) -> Callable[[Event, float], T | None]:
         """`evaluate(event, time)`: collects the candidates into `out`, and if there are
         any returns `decide(event, time, out)`, else None.
 
         Most events have no candidate at all; written into the root's own function,
-        they cost one Python call instead of two.
+        they cost one Python call instead of two. It is written once: each engine of the
+        index (`rulesd test`'s, one a test) binds its own `decide` and `out` to a copy.
         """
-        return _NodeWriter().evaluator(self._root, decide, out)
+        written = self._evaluator
+        if written is None:
+            written = self._evaluator = _NodeWriter().evaluator(self._root)
+        names = {**written.__globals__, "OUT": out, "DECIDE": decide}
+        return cast(Callable[[Event, float], "T | None"], FunctionType(written.__code__.replace(), names))
 
     def viewer(
         self,
@@ -488,16 +495,17 @@ class _NodeWriter:
         collect: _Collect = self.function()
         return collect
 
-    def evaluator(self, plan: _Plan, decide: _Decide[T], out: list[Rule]) -> Callable[[Event, float], T | None]:
-        """The root's function fused with the engine's step (see `RuleIndex.evaluator`)."""
+    def evaluator(self, plan: _Plan) -> Any:
+        """The root's function fused with an engine's step (see `RuleIndex.evaluator`), the
+        engine's list of candidates and its step the globals OUT and DECIDE, unbound here."""
+        self.names.update(OUT=None, DECIDE=None)
         self.lines.append("def run(event, time):")
-        self.emit(1, f"out = {self.const(out)}")
+        self.emit(1, "out = OUT")
         self.body(plan)
         self.emit(1, "if out:")
-        self.emit(2, f"return {self.const(decide)}(event, time, out)")
+        self.emit(2, "return DECIDE(event, time, out)")
         self.emit(1, "return None")
-        evaluate: Callable[[Event, float], T | None] = self.function()
-        return evaluate
+        return self.function()
 
     def viewed(
         self,
