@@ -785,18 +785,25 @@ def test_engines_sharing_an_index_share_its_written_evaluator_and_keep_their_own
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An index writes its root's function once (`rulesd test` builds an engine a test on one
-    index: at 1,000 rules the writing was most of a test's time); each engine's copy binds its
-    own candidates and step, so interleaved events count in their own engine alone."""
+    index: at 1,000 rules the writing was most of a test's time), and what the engines derive
+    from the index alone (`members`, the rules' order) is derived once; each engine's copy of
+    the function binds its own candidates and step, so interleaved events count in their own
+    engine alone."""
     from rulesd.rules import index as index_module
 
-    written = []
-    write = index_module._NodeWriter.evaluator
+    written, derived = [], []
+    write, derive = index_module._NodeWriter.evaluator, core.members
 
     def counted(self: Any, plan: Any) -> Any:
         written.append(plan)
         return write(self, plan)
 
+    def counted_members(index: Any) -> Any:
+        derived.append(index)
+        return derive(index)
+
     monkeypatch.setattr(index_module._NodeWriter, "evaluator", counted)
+    monkeypatch.setattr(core, "members", counted_members)
     ruleset = ruleset_from_yaml(THRESHOLD)
     shared = index_module.RuleIndex(ruleset.rules)
     one, other = Engine(ruleset, index=shared), Engine(ruleset, index=shared)
@@ -805,3 +812,4 @@ def test_engines_sharing_an_index_share_its_written_evaluator_and_keep_their_own
     assert ["burst"] == fired(one, burst[0], 3)  # (its third error: the other's is not its)
     assert [] == fired(other, burst[0], 4)
     assert 1 == len(written)
+    assert [shared] == derived
