@@ -289,14 +289,16 @@ def test_a_rule_file_that_is_not_a_regular_file_is_not_read_to_be_compared(tmp_p
 
 
 def test_the_rule_sets_of_the_files_run_before_are_let_go(tmp_path: Path) -> None:
-    """Each test file loads its rule files anew; once its tests ran, the alert bodies' memos
-    of the combinations that fired must not keep its rule set alive (predicates, Hyperscan
-    databases) while the next files run: a CI run of hundreds of files holds one set."""
+    """Test files naming other rule files than the file before load theirs anew; once a file's
+    tests ran, the alert bodies' memos of the combinations that fired must not keep its rule
+    set alive (predicates, Hyperscan databases) while the next files run: a CI run of hundreds
+    of files, each naming one of two rule sets in turn, holds one set."""
     (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "other.yaml").write_text(RULES + "# the same rules, another file\n")
     paths = [tmp_path / f"t{i}.test.yaml" for i in range(12)]
-    for path in paths:
+    for i, path in enumerate(paths):
         path.write_text(
-            "rule_files: [rules.yaml]\ntests:\n  - name: one\n    events:\n"
+            f"rule_files: [{('rules.yaml', 'other.yaml')[i % 2]}]\ntests:\n  - name: one\n    events:\n"
             "      - {event: {level: error, host: a}}\n      - {event: {level: error, host: a}}\n"
             "    expect_alerts:\n      - {event: 1, rules: [any-error]}\n"
             "      - {event: 2, rules: [burst, any-error]}\n"
