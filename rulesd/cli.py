@@ -457,9 +457,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         config_problems += limit_warnings(result.ruleset, limits)
     test_problems = []
     if tests:
-        from rulesd.ruletest import check_test_file
+        from rulesd.ruletest import CheckedRules, check_test_file
 
-        test_problems = [problem for path in tests for problem in check_test_file(path)]
+        checked = CheckedRules(cache)  # (test files naming the same rule files check them once)
+        test_problems = [problem for path in tests for problem in check_test_file(path, checked)]
     problems = sorted([*config_problems, *result.problems, *test_problems])
     errors = [p for p in problems if p.severity == "error"]
     if args.format == "json":

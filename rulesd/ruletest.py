@@ -66,17 +66,18 @@ def is_test_file(path: str) -> bool:
     return path.endswith(TEST_SUFFIXES)
 
 
-def check_test_file(path: str) -> list[Problem]:
+def check_test_file(path: str, rules: CheckedRules | None = None) -> list[Problem]:
     """Every problem of the test file `path` itself (YAML, schema, rule files that do not
     exist, expectations of rules those do not define or that are disabled), without running
     it, and warnings: the values of its events that YAML read as booleans from a word. The
     rule files' own problems are not its: they are reported where those are checked (and by
-    `rulesd test`)."""
+    `rulesd test`). `rules`: the rule files checked last, shared with the other test files
+    checked by the same run (`rulesd check` of many test files over one large rule set)."""
     try:
         doc = read_yaml(path, keep_going=True)
     except InvalidInputError as exc:
         return list(exc.problems)
-    problems, _ = _examined(doc)
+    problems, _ = _examined(doc, rules)
     return [*problems, *_warnings(doc)]
 
 

@@ -536,6 +536,29 @@ def test_checking_a_test_file_finds_expectations_of_unknown_rules(tmp_path: Path
     assert [] == check_test_file(str(test))
 
 
+def test_rulesd_check_of_test_files_naming_the_same_rule_files_checks_those_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rulesd check` of many test files (a pre-commit hook given every changed one) checks the
+    rule files they share once, through the rule cache, and still says each file's problems."""
+    from rulesd import cli
+
+    monkeypatch.setenv("RULESD_CACHE_DIR", str(tmp_path / "cache"))
+    checks, _ = count_checks(monkeypatch)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    tests = [tmp_path / f"t{i}.test.yaml" for i in range(3)]
+    for i, test in enumerate(tests):
+        test.write_text(
+            "rule_files: [rules.yaml]\ntests:\n  - name: t\n    events: [{event: {level: error}}]\n"
+            f"    expect_alerts: [{{event: 1, rules: [{('any-error', 'brst')[i == 1]}]}}]\n"
+        )
+    assert 1 == cli.main(["check", *map(str, tests)])
+    out = capsys.readouterr().out
+    assert f"{tests[1]}:5:40: error: tests[0].expect_alerts[0].rules[0]: no such rule 'brst'" in out
+    assert 1 == out.count("no such rule")
+    assert [["rules.yaml"]] == checks
+
+
 def test_an_expected_responder_is_checked_as_a_rules_responder_is(tmp_path: Path) -> None:
     """A misspelled key of an expected responder, or a pairing OpsGenie cannot resolve, is an
     error at its line (as in a rule's alert.responders), not a test failing at run time over
