@@ -249,9 +249,9 @@ def _written_key(rule: Rule) -> tuple[str, str, str]:
 class CheckedRules:
     """The rule files a test file names, checked, and their rule set's index: the last kept
     for the next test file of the run that names the same files (the paths as written, as its
-    problems locate them), while their bytes are the same (their SHA-256). At 1,000 rules the check
-    and the index were three quarters of each test file's time, and test files mostly share
-    their rule files. One rule set is kept, not every one met; a rule file edited between two
+    problems locate them), while their bytes are the same (their SHA-256). At 1,000 rules the
+    check and the index were three quarters of each test file's time, and test files mostly
+    share their rule files. One rule set is kept, not every one met; a rule file edited between two
     test files is checked again for the second."""
 
     def __init__(self, cache: RuleCache | None = None) -> None:
@@ -260,9 +260,9 @@ class CheckedRules:
 
     def check(self, paths: list[str]) -> CheckResult:
         """The check of the rule files at `paths` (`check_paths`), through the cache."""
-        texts = _rule_texts(paths)
+        seen = _rule_files_seen(paths)
         last = self._last
-        if last is not None and texts is not None and texts == last.texts:
+        if last is not None and seen is not None and seen == last.seen:
             if last.uses is not None:  # (the code its rule set asks for from now on is kept with it)
                 generated_code.record(last.uses)
             return last.result
@@ -271,8 +271,8 @@ class CheckedRules:
         if self.cache is not None:  # (the code the last load of these rule files compiled)
             uses = generated_code.load(self.cache, generated_code.code_key(paths))
         result = check_paths(paths, self.cache)
-        if texts is not None and texts == _rule_texts(paths):  # (else what was read is not what was checked)
-            self._last = _Checked(texts, result, uses)
+        if seen is not None and seen == _rule_files_seen(paths):  # (else what was read is not what was checked)
+            self._last = _Checked(seen, result, uses)
         return result
 
     def index(self, ruleset: RuleSet) -> RuleIndex:
@@ -287,17 +287,17 @@ class CheckedRules:
 
 
 class _Checked:
-    def __init__(self, texts: _Texts, result: CheckResult, uses: generated_code.Uses | None) -> None:
-        self.texts, self.result, self.uses = texts, result, uses
+    def __init__(self, seen: _Seen, result: CheckResult, uses: generated_code.Uses | None) -> None:
+        self.seen, self.result, self.uses = seen, result, uses
         self.index: RuleIndex | None = None
 
 
 # The rule files at some paths as a check would find them: the paths, the files found there
 # and what finding them said, and the SHA-256 of every file's bytes.
-_Texts = tuple[tuple[str, ...], tuple[str, ...], tuple[Problem, ...], tuple[bytes, ...]]
+_Seen = tuple[tuple[str, ...], tuple[str, ...], tuple[Problem, ...], tuple[bytes, ...]]
 
 
-def _rule_texts(paths: list[str]) -> _Texts | None:
+def _rule_files_seen(paths: list[str]) -> _Seen | None:
     """The rule files at `paths` as a check would find them; None if one cannot be read twice
     alike (not a regular file: a pipe's text is the check's to read) or cannot be read (the
     check says why). Each file is hashed as it is read, never held whole."""

@@ -273,19 +273,19 @@ def test_a_rule_file_that_is_not_a_regular_file_is_not_read_to_be_compared(tmp_p
     import os
     import threading
 
-    from rulesd.ruletest import _rule_texts
+    from rulesd.ruletest import _rule_files_seen
 
     fifo = tmp_path / "rules.yaml"
     os.mkfifo(fifo)
     (tmp_path / "other.yaml").write_text(RULES)  # (a FIFO found in a folder is an error of the check's)
     found: list[object] = []
-    reader = threading.Thread(target=lambda: found.append(_rule_texts([str(fifo)])), daemon=True)
+    reader = threading.Thread(target=lambda: found.append(_rule_files_seen([str(fifo)])), daemon=True)
     reader.start()
     reader.join(5)
     if reader.is_alive():  # (let it go: it waits for a writer)
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert [None] == found
-    assert _rule_texts([str(tmp_path / "other.yaml")]) is not None
+    assert _rule_files_seen([str(tmp_path / "other.yaml")]) is not None
 
 
 def test_the_rule_sets_of_the_files_run_before_are_let_go(tmp_path: Path) -> None:
