@@ -102,7 +102,7 @@ def record(uses: Uses | None = None) -> Uses:
     """Record from now on, in this thread, what a rule set being built asks for (a daemon's
     reload, in its loader thread: see `adopt`); `uses`: what one loaded before asked for, which
     runs again (`rulesd test`'s next file over the same rule files)."""
-    uses = _building.uses = uses or Uses()
+    uses = _building.uses = uses if uses is not None else Uses()
     return uses
 
 

@@ -88,6 +88,9 @@ class RuleIndex:
         if written is None:
             written = self._evaluator = _NodeWriter().evaluator(self._root)
         names = {**written.__globals__, "OUT": out, "DECIDE": decide}
+        # A code object of its own for each copy: the interpreter specialises a global's lookup
+        # per code object, for one globals dict, and engines taking turns would undo each
+        # other's (two copies called in turn: ~0.2 against ~0.3 µs a call sharing one).
         return cast(Callable[[Event, float], "T | None"], FunctionType(written.__code__.replace(), names))
 
     def viewer(
