@@ -5,7 +5,10 @@
 Whole processes first (CPU time of the child, best of N): the bare interpreter, the
 interpreter importing rulesd's command line, `rulesd check RULES` and `rulesd replay` over
 an empty file, each with an empty rule cache (cold: what a changed rule file costs) and with
-the cache the previous run left (warm: an unchanged rule set). Then in this process, each
+the cache the previous run left (warm: an unchanged rule set); and the wall time a daemon
+(`rulesd run`, stdin source) takes from its launch to its "rulesd started" line, with a
+fresh state directory (cold) and with one whose rule cache a previous start filled (warm),
+median and least of N. Then in this process, each
 phase of loading the rule file timed alone (best of N, the cyclic collector paused as loading
 pauses it): reading the YAML with line marks,
 the JSON Schema, compiling every rule, compiling the Hyperscan databases (and loading them
@@ -16,7 +19,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +93,12 @@ def main() -> None:
             cold = min(_cold(command, Path(tmp) / f"cold-{label}-{i}") for i in range(args.repeat))
             warm = best(args.repeat, command, env={**os.environ, "RULESD_CACHE_DIR": str(Path(tmp) / "warm")})
             print(f"  {label:<36} {cold:.3f} s cold, {warm.cpu:.3f} s warm (rule cache)")
+        for label, cached in (("cold", False), ("warm", True)):
+            waits = sorted(_daemon_ready(rules, Path(tmp) / "daemon", cached) for _ in range(args.repeat))
+            print(
+                f"  {'rulesd run, launch to started':<36} {statistics.median(waits):.3f} s {label}"
+                f" (wall, median; least {waits[0]:.3f} s)"
+            )
 
     doc = read_yaml(str(rules))
     violations = schema_violations(doc, "rule")
@@ -117,6 +130,43 @@ def main() -> None:
         print("in process:")
         for label, run in phases.items():
             print(f"  {label:<36} {phase(args.repeat, run):.3f} s")
+
+
+def _daemon_ready(rules: Path, root: Path, cached: bool) -> float:
+    """Wall seconds from launching `rulesd run` (stdin source, state under `root`) to its
+    "rulesd started" line; `cached`: the state directory (its rule cache) kept from the last
+    start, else a fresh one."""
+    if not cached:
+        shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(exist_ok=True)
+    config = {
+        "rules": [str(rules)],
+        "source": {"type": "stdin"},
+        "state_dir": "state",
+        "opsgenie": {"api_key": "benchmark-key", "alert_url": "http://127.0.0.1:9/v2/alerts"},  # (nothing is sent)
+    }
+    (root / "rulesd.yaml").write_text(json.dumps(config))
+    started = time.perf_counter()
+    daemon = subprocess.Popen(
+        [*RULESD, "run", "--config", str(root / "rulesd.yaml")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "RULESD_CACHE_DIR"},
+    )
+    assert daemon.stdin is not None and daemon.stderr is not None
+    lines = []
+    for line in daemon.stderr:
+        lines.append(line)
+        if "rulesd started" in line:
+            break
+    waited = time.perf_counter() - started
+    time.sleep(0.3)  # (what a start left to do beside its loop, as a database compiled beside it)
+    daemon.stdin.close()
+    if daemon.wait() != 0 or not any("rulesd started" in line for line in lines):
+        raise RuntimeError(f"rulesd run did not start: {''.join(lines)[-2000:]}")
+    return waited
 
 
 def _cold(command: list[str], directory: Path) -> float:

@@ -4,23 +4,25 @@ text's own, whatever the patterns and texts, and the joined scan is used where i
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 import pytest
 
 from rulesd.rules import joined, patterns
-from rulesd.rules.patterns import FieldScanner, Pattern, literal_pattern, regex_problem
+from rulesd.rules.patterns import FieldScanner, Pattern, When, literal_pattern, regex_problem
+from tests.daemon_process import wait_until
 
 
-def _scanner(written: list[Pattern], kept: dict[str, bytes] | None = None, *, now: bool = True) -> FieldScanner:
-    """A field's scanner of `written`, its database of joined texts compiled at once (`now`, as
-    the daemon's) or after COMPILE_AFTER blocks (every other command)."""
+def _scanner(written: list[Pattern], kept: dict[str, bytes] | None = None, *, when: When = "now") -> FieldScanner:
+    """A field's scanner of `written`, its database of joined texts compiled before it is
+    returned ("now"), or after COMPILE_AFTER blocks ("later": every command but the daemon)."""
     scanner = FieldScanner("f")
     for pattern in written:
         scanner.add(pattern)
     scanner.use(scanner.compile())
     store = {} if kept is None else kept
-    scanner.join(store.get, store.__setitem__, now=now)
+    scanner.join(store.get, store.__setitem__, when=when)
     return scanner
 
 
@@ -87,7 +89,7 @@ def test_the_database_of_joined_texts_is_compiled_at_once_for_a_rule_set_that_sc
     scanner.add(Pattern("fatal"))
     scanner.use(scanner.compile())
     kept: dict[str, bytes] = {}
-    scanner.join(kept.get, kept.__setitem__, now=True)
+    scanner.join(kept.get, kept.__setitem__, when="now")
     assert len(kept) == 1 and _state(scanner, "joined_scan") is not None
 
 
@@ -199,12 +201,57 @@ def test_the_database_of_joined_texts_is_compiled_once_and_kept() -> None:
     """Not at a start, but after COMPILE_AFTER blocks scanned text by text (a short replay or a
     rule test never pays for it); then kept, and read back by the next start."""
     kept: dict[str, bytes] = {}
-    first = _scanner([Pattern("fatal"), Pattern("^x")], kept, now=False)
+    first = _scanner([Pattern("fatal"), Pattern("^x")], kept, when="later")
     for _ in range(patterns.COMPILE_AFTER):
         assert first.scan_block(["a", "b"], _same) is None
     assert not kept
     _answers(first, ["a", "b"])
     assert len(kept) == 1
-    second = _scanner([Pattern("fatal"), Pattern("^x")], kept, now=False)
+    second = _scanner([Pattern("fatal"), Pattern("^x")], kept, when="later")
     assert _state(second, "joined_scan") is not None  # read back, not compiled: used at once
     assert _answers(second, ["x fatal", "y"]) == [first.scan("x fatal"), first.scan("y")]
+
+
+def test_a_daemon_compiles_the_database_of_joined_texts_beside_its_loop(
+    monkeypatch: pytest.MonkeyPatch, always_joined: None
+) -> None:
+    """When "beside", the compile runs in a thread of its own from the start; until it is done
+    every block is scanned text by text (not waited for), then joined, and it is kept."""
+    release = threading.Event()
+    compile_joined = FieldScanner._compile_joined
+
+    def held(self: FieldScanner) -> Any:
+        assert release.wait(10)
+        return compile_joined(self)
+
+    monkeypatch.setattr(FieldScanner, "_compile_joined", held)
+    kept: dict[str, bytes] = {}
+    scanner = _scanner([Pattern("fatal"), Pattern("^x")], kept, when="beside")  # (returns at once)
+    alone = _scanner([Pattern("fatal"), Pattern("^x")], when="later")
+    for _ in range(3):
+        assert scanner.scan_block(["x fatal", "y"], _same) is None  # (not waited for)
+    assert not kept and _state(scanner, "joined_scan") is None
+    release.set()
+    assert wait_until(lambda: bool(kept))
+    _answers(scanner, ["a"])  # (the first block once it is done is counted text by text)
+    assert _state(scanner, "joined_scan") is not None
+    values = ["x fatal", "y", "z"]
+    before = _state(scanner, "scans")
+    got = _answers(scanner, values)
+    assert _state(scanner, "scans") - before == 1  # (only "x fatal", flagged by the joined scan)
+    assert got == [alone.scan(v) for v in values]
+
+
+def test_a_compile_beside_that_fails_leaves_texts_scanned_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing(self: FieldScanner) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(FieldScanner, "_compile_joined", failing)
+    scanner = _scanner([Pattern("fatal")], {}, when="beside")
+    assert wait_until(lambda: "was not compiled" in caplog.text)
+    for _ in range(3):
+        assert scanner.scan_block(["fatal", "b"], _same) is None
+    assert _state(scanner, "joined_scan") is None and _state(scanner, "joined_later") is None
+    assert "'f' texts joined was not compiled" in caplog.text

@@ -363,7 +363,8 @@ def check_paths(
     With a `cache`, unchanged files and pattern sets are read back instead of parsed,
     checked and compiled again (see `RuleCache`); the result is the same. `daemon`: the rule set
     is a daemon's, which must not stall its loop: what scans a block's texts joined is
-    compiled now (see `FieldScanner.join`), not once enough blocks have been scanned.
+    compiled at once in a thread of its own (see `FieldScanner.join`), not in the loop once
+    enough blocks have been scanned.
     """
     files, problems = discover_files(paths)
     with collector.paused():
@@ -438,7 +439,7 @@ def _combine(
 def _build(patterns: PatternSet, cache: RuleCache | None, daemon: bool = False) -> list[Problem]:
     """Compile the rule set's pattern databases (or read them from the cache); a pattern
     Hyperscan refuses is an error at each place it was written. The databases that scan a
-    block's texts joined are compiled now for a `daemon`, else once enough blocks need them."""
+    block's texts joined are compiled beside for a `daemon`, else once enough blocks need them."""
 
     def load(scanner: FieldScanner) -> Any:
         blob = cache.get("hyperscan", scanner.key()) if cache is not None else None
@@ -456,7 +457,7 @@ def _build(patterns: PatternSet, cache: RuleCache | None, daemon: bool = False) 
         scanner.join(
             partial(cache.get, JOINED) if cache is not None else _nothing,
             partial(cache.put, JOINED) if cache is not None else _nothing,
-            now=daemon,
+            when="beside" if daemon else "later",
         )
     return []
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import hyperscan
 import msgspec
 import re2
 
+from rulesd.loggers import logger
 from rulesd.rules import joined, regex_text
 from rulesd.rules.ascii_case import FOLD_TRAP, TRAP, ascii_folded, byte_caseless
 from rulesd.rules.cache import digest
@@ -243,6 +244,8 @@ PAUSED_MOST = 256
 # (~4,000 events), scanned text by text: at 1,000 rules its compile takes 0.05-0.14 s, which
 # a replay of a sample after a rule was changed, or a rule test, never gets back.
 COMPILE_AFTER = 64
+COMPILING = object()  # (what a compile beside answers until it is done)
+When = Literal["now", "beside", "later"]  # (see `FieldScanner.join`)
 # What `FieldScanner.join` keeps for a field whose texts are scanned one by one; and what names
 # the way its database of joined texts is written (`joined.joined_expression` and the flags).
 _JOINED_OFF = b"off"
@@ -382,12 +385,13 @@ class FieldScanner:
         self.database = database
         self._use(database, self.as_bytes(), _end_checker(self.ended()))
 
-    def join(self, load: Callable[[str], bytes | None], keep: Callable[[str, bytes], None], *, now: bool) -> None:
+    def join(self, load: Callable[[str], bytes | None], keep: Callable[[str, bytes], None], *, when: When) -> None:
         """Give the scanner the database that scans a block's texts joined (see `joined`), once
-        it has its own: read by `load(key)`, else compiled (`now`, or after COMPILE_AFTER
-        blocks scanned text by text: `replay`, `check`, a rule test) and given to `keep(key,
-        blob)`. A daemon compiles it `now`, while it builds the rule set: beside its reading,
-        not in its loop."""
+        it has its own: read by `load(key)`, else compiled and given to `keep(key, blob)`:
+        "later", after COMPILE_AFTER blocks scanned text by text (`replay`, `check`, a rule
+        test: a short run never pays for it); "beside", at once in a thread of its own, the
+        blocks scanned text by text until it is done (a daemon: neither its start nor its
+        loop waits for the compile, which lets go of the GIL); "now", before this returns."""
         # (keyed apart from the field's own database, and from any other way of writing it)
         key = digest(JOINED_WRITING, str(joined.FLAGS), self.key())
         blob = load(key)
@@ -395,7 +399,7 @@ class FieldScanner:
             return
         database = load_database(blob) if blob is not None else None
         if database is not None:
-            self._join(database)
+            self._join(database, 0)
             return
 
         def compiled() -> Any:
@@ -403,7 +407,10 @@ class FieldScanner:
             keep(key, _JOINED_OFF if database is None else dump_database(database))
             return database
 
-        self._join(compiled() if now else compiled)
+        if when == "beside":
+            self._join(_compiled_beside(compiled, self.field), 0)
+        else:
+            self._join(compiled() if when == "now" else compiled, COMPILE_AFTER)
 
     def _compile_joined(self) -> Any:
         """The database of joined texts: every pattern as `joined.joined_expression` writes it
@@ -610,7 +617,7 @@ MEMO_TEXT_MAX = 256  # characters
 
 def _memoised_scan(
     field: str,
-) -> tuple[Scan, Callable[[Any, frozenset[int], EndCheck | None], None], BlockScan, Callable[[Any], None]]:
+) -> tuple[Scan, Callable[[Any, frozenset[int], EndCheck | None], None], BlockScan, Callable[[Any, int], None]]:
     """`scan`, the function that gives it its database, `scan_block` and the function that
     gives that its second database (see `FieldScanner.join`); a closure, so that the hot path
     reads its state from cells instead of an object's attributes.
@@ -744,7 +751,10 @@ def _memoised_scan(
             paused -= 1
             return None
         if joined_scan is None and joined_later is not None:
-            join(joined_later())
+            database = joined_later()
+            if database is COMPILING:  # (compiled beside: text by text meanwhile)
+                return None
+            join(database, 0)
         if joined_scan is None:
             return None
         if not alone or blocks >= PROBE_EVERY:
@@ -800,12 +810,13 @@ def _memoised_scan(
         nonlocal paused, pause
         paused, pause = pause, min(2 * pause, PAUSED_MOST)
 
-    def join(database: Any) -> None:
-        # The database of joined texts; or what compiles it (None: texts are scanned one by one).
+    def join(database: Any, after: int) -> None:
+        # The database of joined texts, or what gives it once `after` blocks were scanned text
+        # by text (COMPILING until it has it); None: texts are scanned one by one.
         nonlocal joined_scan, joined_later, most, paused
         joined_scan, joined_later, most = None, None, 0
         if callable(database):
-            joined_later, paused = database, COMPILE_AFTER
+            joined_later, paused = database, after
         elif database is not None:
             try:  # (the first report stops it: `most` is 0 here)  # noqa: SIM105
                 database.scan((b"",), on_joined_match)
@@ -818,6 +829,25 @@ def _memoised_scan(
 
     scan_block.__dict__[_PRIME] = prime  # (see `prime_of`)
     return scan, use, scan_block, join
+
+
+def _compiled_beside(compile: Callable[[], Any], field: str) -> Callable[[], Any]:
+    """Run `compile` in a thread of its own now; what is returned answers COMPILING until it
+    is done, then what it returned (None if it failed: texts are scanned one by one)."""
+    done: list[Any] = []
+
+    def run() -> None:
+        try:
+            done.append(compile())
+        except Exception:  # (MemoryError, a bug): the answers are the same without it
+            logger(__name__).exception("the database scanning %r texts joined was not compiled", field)
+            done.append(None)
+
+    import threading  # (here: only a daemon compiles beside)
+
+    # A daemon thread: a daemon stopping meanwhile does not wait for the compile.
+    threading.Thread(target=run, name="rulesd-compile", daemon=True).start()
+    return lambda: done[0] if done else COMPILING
 
 
 def _utf8(value: str) -> bytes:
