@@ -242,6 +242,32 @@ def test_a_daemon_compiles_the_database_of_joined_texts_beside_its_loop(
     assert got == [alone.scan(v) for v in values]
 
 
+def test_compiles_beside_run_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quick reloads do not compile their rule sets' databases all at once (each a thread of
+    its own): a compile beside begins once the one before it is done."""
+    release = threading.Event()
+    begun: list[str] = []
+    compile_joined = FieldScanner._compile_joined
+
+    def held(self: FieldScanner) -> Any:
+        begun.append(self.field)
+        assert release.wait(10)
+        return compile_joined(self)
+
+    monkeypatch.setattr(FieldScanner, "_compile_joined", held)
+    first, second = FieldScanner("first"), FieldScanner("second")
+    kept: dict[str, bytes] = {}
+    for scanner, pattern in ((first, "fatal"), (second, "panic")):
+        scanner.add(Pattern(pattern))
+        scanner.use(scanner.compile())
+        scanner.join(kept.get, kept.__setitem__, when="beside")
+    assert wait_until(lambda: begun == ["first"])
+    assert not release.wait(0.2) and begun == ["first"]  # (the second waits its turn)
+    release.set()
+    assert wait_until(lambda: len(kept) == 2)
+    assert begun == ["first", "second"]
+
+
 def test_a_compile_beside_that_fails_leaves_texts_scanned_one_by_one(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
