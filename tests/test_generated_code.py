@@ -51,14 +51,15 @@ print(len(compiled), file=sys.stderr)
 """
 
 
-def _replay(tmp_path: Path, rules: str = RULES) -> tuple[int, str]:
-    """How many generated sources a `rulesd replay` of EVENTS compiled, and its output."""
-    events = tmp_path / "events.jsonl"
-    events.write_text(EVENTS)
-    return _counted(tmp_path, rules, "replay", "--rules", "{rules}", str(events))
+def _replay(tmp_path: Path, rules: str = RULES, events: str = EVENTS, seed: str = "random") -> tuple[int, str]:
+    """How many generated sources a `rulesd replay` of `events` compiled, and its output
+    (`seed`: the process's PYTHONHASHSEED)."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(events)
+    return _counted(tmp_path, rules, "replay", "--rules", "{rules}", str(path), seed=seed)
 
 
-def _counted(tmp_path: Path, rules: str, *args: str) -> tuple[int, str]:
+def _counted(tmp_path: Path, rules: str, *args: str, seed: str = "random") -> tuple[int, str]:
     """How many generated sources `rulesd ARGS` compiled ({rules}: the path of `rules`, written
     to a file), and its output."""
     path = tmp_path / "rules.yaml"
@@ -67,7 +68,7 @@ def _counted(tmp_path: Path, rules: str, *args: str) -> tuple[int, str]:
         [sys.executable, "-c", _COUNTED, *(arg.replace("{rules}", str(path)) for arg in args)],
         capture_output=True,
         text=True,
-        env=clean_env({"RULESD_CACHE_DIR": str(tmp_path / "cache")}),
+        env=clean_env({"RULESD_CACHE_DIR": str(tmp_path / "cache"), "PYTHONHASHSEED": seed}),
         timeout=60,
         check=False,
     )
@@ -84,6 +85,26 @@ def test_a_warm_replay_compiles_no_generated_code(tmp_path: Path) -> None:
     assert 0 == second
     assert "alerts: 3" in second_out
     assert first_out == second_out
+
+
+def test_the_code_written_is_the_same_whatever_the_hash_seed(tmp_path: Path) -> None:
+    """A rule's values (`in: [...]`, a set once read) fill a table in an order of their own,
+    not the one the process's hash seed gives a set: a table's order is that of the code
+    written for it, so code kept by one start serves the next, whatever its seed."""
+    rules = """
+rules:
+  - {name: bad, match: {service: api, level: [error, fatal]}}
+  - {name: panic, match: {service: api, level: fatal, message: {contains: panic}}}
+  - {name: web, match: {service: web}}
+"""
+    events = "".join(
+        f'{{"service": "{service}", "level": "{level}", "message": "panic"}}\n'
+        for service, level in (("api", "error"), ("api", "fatal"), ("web", "info"))
+    )
+    first, first_out = _replay(tmp_path, rules, events, seed="1")
+    assert first > 0 and "alerts: 3" in first_out and "panic: 1 firing" in first_out
+    for seed in ("2", "3", "4", "5", "6", "7", "8"):
+        assert (0, first_out) == _replay(tmp_path, rules, events, seed=seed)
 
 
 def test_kept_code_not_as_written_is_compiled_afresh(tmp_path: Path) -> None:
