@@ -232,7 +232,8 @@ def test_a_daemon_compiles_the_database_of_joined_texts_beside_its_loop(
         assert scanner.scan_block(["x fatal", "y"], _same) is None  # (not waited for)
     assert not kept and _state(scanner, "joined_scan") is None
     release.set()
-    assert wait_until(lambda: bool(kept))
+    assert wait_until(lambda: _state(scanner, "joined_later")() is not patterns.COMPILING)
+    assert kept  # (kept before it is given)
     _answers(scanner, ["a"])  # (the first block once it is done is counted text by text)
     assert _state(scanner, "joined_scan") is not None
     values = ["x fatal", "y", "z"]

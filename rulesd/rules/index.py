@@ -273,7 +273,7 @@ def _in_order(values: frozenset[Any]) -> list[Any]:
     """A rule's values of a field in an order that is the same in every process. A table's
     order is the order of the code written for it, and that code's text keys the code kept in
     the rule cache (see `generated_code`); a set's order is its process's hash seed's: a later
-    start found up to 150 of the 220 functions of the estate benchmark's index at 1,000 rules
+    replay found up to 152 of the ~220 functions of the estate benchmark's index at 1,000 rules
     written otherwise, and compiled them again. (Across rules a table keeps the rules' order,
     so that an edited value leaves the code's text as it was.)"""
     try:

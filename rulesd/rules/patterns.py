@@ -849,8 +849,8 @@ def _compiled_beside(compile: Callable[[], Any], field: str) -> Callable[[], Any
             with _ONE_BESIDE:
                 done.append(compile())
         except Exception:  # (MemoryError, a bug): the answers are the same without it
-            logger(__name__).exception("the database scanning %r texts joined was not compiled", field)
             done.append(None)
+            logger(__name__).exception("the database scanning %r texts joined was not compiled", field)
 
     import threading  # (here: only a daemon compiles beside)
 
