@@ -162,10 +162,14 @@ def _daemon_ready(rules: Path, root: Path, cached: bool) -> float:
         if "rulesd started" in line:
             break
     waited = time.perf_counter() - started
-    time.sleep(0.3)  # (what a start left to do beside its loop, as a database compiled beside it)
-    daemon.stdin.close()
-    if daemon.wait() != 0 or not any("rulesd started" in line for line in lines):
-        raise RuntimeError(f"rulesd run did not start: {''.join(lines)[-2000:]}")
+    # What a start leaves to do beside its loop (the databases of joined texts compiled and kept)
+    # is let finish, so that the next warm start finds them: one is kept per field scanned.
+    deadline = time.monotonic() + 10
+    while not list((root / "state" / "cache").glob("joined-*.bin")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _, rest = daemon.communicate()  # (its input closed: it stops)
+    if daemon.returncode != 0 or not any("rulesd started" in line for line in lines):
+        raise RuntimeError(f"rulesd run did not start: {''.join(lines)[-2000:]}{rest[-2000:]}")
     return waited
 
 

@@ -226,12 +226,14 @@ def test_a_daemon_compiles_the_database_of_joined_texts_beside_its_loop(
 
     monkeypatch.setattr(FieldScanner, "_compile_joined", held)
     kept: dict[str, bytes] = {}
-    scanner = _scanner([Pattern("fatal"), Pattern("^x")], kept, when="beside")  # (returns at once)
-    alone = _scanner([Pattern("fatal"), Pattern("^x")], when="later")
-    for _ in range(3):
-        assert scanner.scan_block(["x fatal", "y"], _same) is None  # (not waited for)
-    assert not kept and _state(scanner, "joined_scan") is None
-    release.set()
+    try:
+        scanner = _scanner([Pattern("fatal"), Pattern("^x")], kept, when="beside")  # (returns at once)
+        alone = _scanner([Pattern("fatal"), Pattern("^x")], when="later")
+        for _ in range(3):
+            assert scanner.scan_block(["x fatal", "y"], _same) is None  # (not waited for)
+        assert not kept and _state(scanner, "joined_scan") is None
+    finally:
+        release.set()  # (else the compile would hold every later one back)
     assert wait_until(lambda: _state(scanner, "joined_later")() is not patterns.COMPILING)
     assert kept  # (kept before it is given)
     _answers(scanner, ["a"])  # (the first block once it is done is counted text by text)
@@ -256,17 +258,66 @@ def test_compiles_beside_run_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> N
         return compile_joined(self)
 
     monkeypatch.setattr(FieldScanner, "_compile_joined", held)
-    first, second = FieldScanner("first"), FieldScanner("second")
     kept: dict[str, bytes] = {}
-    for scanner, pattern in ((first, "fatal"), (second, "panic")):
-        scanner.add(Pattern(pattern))
-        scanner.use(scanner.compile())
-        scanner.join(kept.get, kept.__setitem__, when="beside")
-    assert wait_until(lambda: begun == ["first"])
-    assert not release.wait(0.2) and begun == ["first"]  # (the second waits its turn)
-    release.set()
+    try:
+        for scanner, pattern in ((FieldScanner("first"), "fatal"), (FieldScanner("second"), "panic")):
+            scanner.add(Pattern(pattern))
+            scanner.use(scanner.compile())
+            scanner.join(kept.get, kept.__setitem__, when="beside")
+            assert wait_until(lambda: begun == ["first"])  # (the first has begun before the second is asked)
+        assert not release.wait(0.2) and begun == ["first"]  # (the second waits its turn)
+    finally:
+        release.set()
     assert wait_until(lambda: len(kept) == 2)
     assert begun == ["first", "second"]
+
+
+def test_a_compile_beside_queued_behind_one_of_the_same_patterns_reads_what_it_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Quick reloads that leave a field's patterns as they were queue compiles of one database:
+    the second finds it kept by the first, and does not compile it again."""
+    release = threading.Event()
+    compiles: list[str] = []
+    compile_joined = FieldScanner._compile_joined
+
+    def held(self: FieldScanner) -> Any:
+        compiles.append(self.field)
+        assert release.wait(10)
+        return compile_joined(self)
+
+    monkeypatch.setattr(FieldScanner, "_compile_joined", held)
+    kept: dict[str, bytes] = {}
+    try:
+        first = _scanner([Pattern("fatal")], kept, when="beside")
+        assert wait_until(lambda: compiles == ["f"])
+        second = _scanner([Pattern("fatal")], kept, when="beside")
+    finally:
+        release.set()
+    for scanner in (first, second):
+        assert wait_until(lambda s=scanner: _state(s, "joined_later")() is not patterns.COMPILING)  # type: ignore[misc]
+        assert _state(scanner, "joined_later")() is not None
+    assert compiles == ["f"] and len(kept) == 1
+
+
+def test_a_compile_beside_without_a_thread_is_compiled_later(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where no thread can be started (a container's limit on processes), the database is
+    compiled as every other command compiles it, after COMPILE_AFTER blocks; nothing fails."""
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    kept: dict[str, bytes] = {}
+    scanner = _scanner([Pattern("fatal")], kept, when="beside")
+    assert "compiled later: can't start new thread" in caplog.text
+    for _ in range(patterns.COMPILE_AFTER):
+        assert scanner.scan_block(["fatal", "b"], _same) is None
+    assert not kept
+    _answers(scanner, ["fatal", "b"])
+    assert len(kept) == 1 and _state(scanner, "joined_scan") is not None
 
 
 def test_a_compile_beside_that_fails_leaves_texts_scanned_one_by_one(

@@ -743,6 +743,26 @@ def test_a_rule_set_that_scans_events_compiles_its_joined_texts_database_with_it
     assert wait_until(lambda: 1 == len(list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin"))))
 
 
+def test_a_rule_set_with_an_error_compiles_no_joined_texts_database(tmp_path: Path) -> None:
+    """A reload refused for an error (its rules never run) starts no compile of its joined
+    texts' database beside the running daemon."""
+    from rulesd.rules.cache import RuleCache
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {name: panic, match: {message: {regex: 'panic: .*'}}}\n"
+        "  - {name: panic, match: {message: {contains: oops}}}\n"  # (a duplicate name: an error)
+    )
+    result = check_paths([rules], RuleCache(tmp_path / "cache"), daemon=True)
+    assert result.ruleset is None and result.errors
+    rules.write_text("rules:\n  - {name: panic, match: {message: {regex: 'panic: .*'}}}\n")
+    assert check_paths([rules], RuleCache(tmp_path / "other"), daemon=True).ruleset is not None
+    # (the same rules without the error: kept there)
+    assert wait_until(lambda: list((tmp_path / "other").glob(f"{loader.JOINED}-*.bin")))
+    assert [] == list((tmp_path / "cache").glob(f"{loader.JOINED}-*.bin"))
+
+
 def test_a_replay_compiles_the_joined_texts_database_only_once_it_has_scanned_enough_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -100,6 +100,12 @@ def test_keep_extending_asks_for_more_time_until_stopped(tmp_path: Path, monkeyp
             messages.append(sock.recv(4096).decode())
     assert 2 <= len(messages) <= 4, messages
     assert {f"EXTEND_TIMEOUT_USEC={int(notify.EXTEND_BY * 1_000_000)}"} == set(messages)
-    threads = threading.active_count()
+    threads = _threads()
     Notifier({}).keep_extending()()
-    assert threads == threading.active_count()
+    assert threads == _threads()
+
+
+def _threads() -> set[threading.Thread]:
+    """The threads alive, but a compile beside a daemon's loop that an earlier test's rule set
+    began (`rulesd-compile`): it may end at any moment."""
+    return {t for t in threading.enumerate() if t.name != "rulesd-compile"}

@@ -278,7 +278,7 @@ def _in_order(values: frozenset[Any]) -> list[Any]:
     so that an edited value leaves the code's text as it was.)"""
     try:
         return sorted(values)
-    except TypeError:  # (texts beside numbers, booleans or null)
+    except TypeError:  # (texts beside numbers or booleans: `_is_scalar` lets nothing else in)
         return sorted(values, key=lambda v: (type(v).__name__, repr(v)))
 
 

@@ -428,18 +428,18 @@ def _combine(
         names.extend(loaded.names)
         problems.extend(loaded.problems)
     problems.extend(_duplicate_names(names))
-    problems.extend(_build(patterns, cache, daemon))
+    problems.extend(_build(patterns, cache))
     ruleset = None
     if not _errors(problems):
+        _join_texts(patterns, cache, daemon)  # (not for a rule set that will not run)
         digest = fingerprint([[r.name, r.fingerprint] for r in rules])
         ruleset = RuleSet(tuple(rules), tuple(files), digest)
     return CheckResult(ruleset, tuple(sorted(problems)), tuple(files))
 
 
-def _build(patterns: PatternSet, cache: RuleCache | None, daemon: bool = False) -> list[Problem]:
+def _build(patterns: PatternSet, cache: RuleCache | None) -> list[Problem]:
     """Compile the rule set's pattern databases (or read them from the cache); a pattern
-    Hyperscan refuses is an error at each place it was written. The databases that scan a
-    block's texts joined are compiled beside for a `daemon`, else once enough blocks need them."""
+    Hyperscan refuses is an error at each place it was written."""
 
     def load(scanner: FieldScanner) -> Any:
         blob = cache.get("hyperscan", scanner.key()) if cache is not None else None
@@ -453,13 +453,18 @@ def _build(patterns: PatternSet, cache: RuleCache | None, daemon: bool = False) 
     if cache is not None:
         for scanner in compiled:
             cache.put("hyperscan", scanner.key(), dump_database(scanner.database))
+    return []
+
+
+def _join_texts(patterns: PatternSet, cache: RuleCache | None, daemon: bool) -> None:
+    """Give each field's scanner its database of joined texts: read from the cache, else
+    compiled beside for a `daemon`, else once enough blocks need it."""
     for scanner in patterns.fields.values():
         scanner.join(
             partial(cache.get, JOINED) if cache is not None else _nothing,
             partial(cache.put, JOINED) if cache is not None else _nothing,
             when="beside" if daemon else "later",
         )
-    return []
 
 
 JOINED = "joined"  # the rule cache's kind of what scans a block's texts joined

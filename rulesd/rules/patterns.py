@@ -392,7 +392,8 @@ class FieldScanner:
         "later", after COMPILE_AFTER blocks scanned text by text (`replay`, `check`, a rule
         test: a short run never pays for it); "beside", at once in a thread of its own, the
         blocks scanned text by text until it is done (a daemon: neither its start nor its
-        loop waits for the compile, which lets go of the GIL); "now", before this returns."""
+        loop waits for the compile, whose Hyperscan part lets go of the GIL); "now", before
+        this returns."""
         # (keyed apart from the field's own database, and from any other way of writing it)
         key = digest(JOINED_WRITING, str(joined.FLAGS), self.key())
         blob = load(key)
@@ -404,13 +405,19 @@ class FieldScanner:
             return
 
         def compiled() -> Any:
-            database = self._compile_joined()
-            keep(key, _JOINED_OFF if database is None else dump_database(database))
+            # (read again: a compile beside, queued behind another of the same patterns, finds
+            # it kept by then, as a quick reload that left this field alone does)
+            blob = load(key)
+            database = load_database(blob) if blob is not None and blob != _JOINED_OFF else None
+            if database is None and blob != _JOINED_OFF:
+                database = self._compile_joined()
+                keep(key, _JOINED_OFF if database is None else dump_database(database))
             return database
 
-        if when == "beside":
-            self._join(_compiled_beside(compiled, self.field), 0)
-        else:
+        beside = _compiled_beside(compiled, self.field) if when == "beside" else None
+        if beside is not None:
+            self._join(beside, 0)
+        else:  # (also a compile beside whose thread could not start: then in the loop, later)
             self._join(compiled() if when == "now" else compiled, COMPILE_AFTER)
 
     def _compile_joined(self) -> Any:
@@ -838,10 +845,11 @@ def _memoised_scan(
 _ONE_BESIDE = _thread.allocate_lock()  # (`_thread`: `threading` is only imported by a daemon)
 
 
-def _compiled_beside(compile: Callable[[], Any], field: str) -> Callable[[], Any]:
+def _compiled_beside(compile: Callable[[], Any], field: str) -> Callable[[], Any] | None:
     """Run `compile` in a thread of its own now (once those begun before are done); what is
     returned answers COMPILING until it is done, then what it returned (None if it failed:
-    texts are scanned one by one)."""
+    texts are scanned one by one). None if no thread could be started (a container's limit
+    on processes reached)."""
     done: list[Any] = []
 
     def run() -> None:
@@ -855,7 +863,11 @@ def _compiled_beside(compile: Callable[[], Any], field: str) -> Callable[[], Any
     import threading  # (here: only a daemon compiles beside)
 
     # A daemon thread: a daemon stopping meanwhile does not wait for the compile.
-    threading.Thread(target=run, name="rulesd-compile", daemon=True).start()
+    try:
+        threading.Thread(target=run, name="rulesd-compile", daemon=True).start()
+    except RuntimeError as exc:  # ("can't start new thread")
+        logger(__name__).warning("the database scanning %r texts joined is compiled later: %s", field, exc)
+        return None
     return lambda: done[0] if done else COMPILING
 
 
