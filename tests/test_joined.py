@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -212,42 +213,11 @@ def test_the_database_of_joined_texts_is_compiled_once_and_kept() -> None:
     assert _answers(second, ["x fatal", "y"]) == [first.scan("x fatal"), first.scan("y")]
 
 
-def test_a_daemon_compiles_the_database_of_joined_texts_beside_its_loop(
-    monkeypatch: pytest.MonkeyPatch, always_joined: None
-) -> None:
-    """When "beside", the compile runs in a thread of its own from the start; until it is done
-    every block is scanned text by text (not waited for), then joined, and it is kept."""
-    release = threading.Event()
-    compile_joined = FieldScanner._compile_joined
-
-    def held(self: FieldScanner) -> Any:
-        assert release.wait(10)
-        return compile_joined(self)
-
-    monkeypatch.setattr(FieldScanner, "_compile_joined", held)
-    kept: dict[str, bytes] = {}
-    try:
-        scanner = _scanner([Pattern("fatal"), Pattern("^x")], kept, when="beside")  # (returns at once)
-        alone = _scanner([Pattern("fatal"), Pattern("^x")], when="later")
-        for _ in range(3):
-            assert scanner.scan_block(["x fatal", "y"], _same) is None  # (not waited for)
-        assert not kept and _state(scanner, "joined_scan") is None
-    finally:
-        release.set()  # (else the compile would hold every later one back)
-    assert wait_until(lambda: _state(scanner, "joined_later")() is not patterns.COMPILING)
-    assert kept  # (kept before it is given)
-    _answers(scanner, ["a"])  # (the first block once it is done is counted text by text)
-    assert _state(scanner, "joined_scan") is not None
-    values = ["x fatal", "y", "z"]
-    before = _state(scanner, "scans")
-    got = _answers(scanner, values)
-    assert _state(scanner, "scans") - before == 1  # (only "x fatal", flagged by the joined scan)
-    assert got == [alone.scan(v) for v in values]
-
-
-def test_compiles_beside_run_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Quick reloads do not compile their rule sets' databases all at once (each a thread of
-    its own): a compile beside begins once the one before it is done."""
+@pytest.fixture
+def held_compiles(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[str]]]:
+    """Compiles of a database of joined texts held until the event is set, each field named in
+    the list as its compile begins; set at the end whatever failed (a compile held would hold
+    back every later one)."""
     release = threading.Event()
     begun: list[str] = []
     compile_joined = FieldScanner._compile_joined
@@ -258,46 +228,69 @@ def test_compiles_beside_run_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> N
         return compile_joined(self)
 
     monkeypatch.setattr(FieldScanner, "_compile_joined", held)
+    yield release, begun
+    release.set()
+
+
+def _answered(scanner: FieldScanner) -> bool:
+    """Whether the scanner's compile beside has given its answer (a database, or None)."""
+    return bool(_state(scanner, "joined_later")() is not patterns.COMPILING)
+
+
+def test_a_daemon_compiles_the_database_of_joined_texts_beside_its_loop(
+    held_compiles: tuple[threading.Event, list[str]], always_joined: None
+) -> None:
+    """When "beside", the compile runs in a thread of its own from the start; until it is done
+    every block is scanned text by text (not waited for), then joined, and it is kept."""
+    release, _ = held_compiles
     kept: dict[str, bytes] = {}
-    try:
-        for scanner, pattern in ((FieldScanner("first"), "fatal"), (FieldScanner("second"), "panic")):
-            scanner.add(Pattern(pattern))
-            scanner.use(scanner.compile())
-            scanner.join(kept.get, kept.__setitem__, when="beside")
-            assert wait_until(lambda: begun == ["first"])  # (the first has begun before the second is asked)
-        assert not release.wait(0.2) and begun == ["first"]  # (the second waits its turn)
-    finally:
-        release.set()
+    scanner = _scanner([Pattern("fatal"), Pattern("^x")], kept, when="beside")  # (returns at once)
+    alone = _scanner([Pattern("fatal"), Pattern("^x")], when="later")
+    for _ in range(3):
+        assert scanner.scan_block(["x fatal", "y"], _same) is None  # (not waited for)
+    assert not kept and _state(scanner, "joined_scan") is None
+    release.set()
+    assert wait_until(lambda: _answered(scanner))
+    assert kept  # (kept before it is given)
+    _answers(scanner, ["a"])  # (the first block once it is done is counted text by text)
+    assert _state(scanner, "joined_scan") is not None
+    values = ["x fatal", "y", "z"]
+    before = _state(scanner, "scans")
+    got = _answers(scanner, values)
+    assert _state(scanner, "scans") - before == 1  # (only "x fatal", flagged by the joined scan)
+    assert got == [alone.scan(v) for v in values]
+
+
+def test_compiles_beside_run_one_at_a_time(held_compiles: tuple[threading.Event, list[str]]) -> None:
+    """Quick reloads do not compile their rule sets' databases all at once (each a thread of
+    its own): a compile beside begins once the one before it is done."""
+    release, begun = held_compiles
+    kept: dict[str, bytes] = {}
+    for scanner, pattern in ((FieldScanner("first"), "fatal"), (FieldScanner("second"), "panic")):
+        scanner.add(Pattern(pattern))
+        scanner.use(scanner.compile())
+        scanner.join(kept.get, kept.__setitem__, when="beside")
+        assert wait_until(lambda: begun == ["first"])  # (the first has begun before the second is asked)
+    assert not release.wait(0.2) and begun == ["first"]  # (the second waits its turn)
+    release.set()
     assert wait_until(lambda: len(kept) == 2)
     assert begun == ["first", "second"]
 
 
 def test_a_compile_beside_queued_behind_one_of_the_same_patterns_reads_what_it_kept(
-    monkeypatch: pytest.MonkeyPatch,
+    held_compiles: tuple[threading.Event, list[str]],
 ) -> None:
     """Quick reloads that leave a field's patterns as they were queue compiles of one database:
     the second finds it kept by the first, and does not compile it again."""
-    release = threading.Event()
-    compiles: list[str] = []
-    compile_joined = FieldScanner._compile_joined
-
-    def held(self: FieldScanner) -> Any:
-        compiles.append(self.field)
-        assert release.wait(10)
-        return compile_joined(self)
-
-    monkeypatch.setattr(FieldScanner, "_compile_joined", held)
+    release, begun = held_compiles
     kept: dict[str, bytes] = {}
-    try:
-        first = _scanner([Pattern("fatal")], kept, when="beside")
-        assert wait_until(lambda: compiles == ["f"])
-        second = _scanner([Pattern("fatal")], kept, when="beside")
-    finally:
-        release.set()
-    for scanner in (first, second):
-        assert wait_until(lambda s=scanner: _state(s, "joined_later")() is not patterns.COMPILING)  # type: ignore[misc]
-        assert _state(scanner, "joined_later")() is not None
-    assert compiles == ["f"] and len(kept) == 1
+    first = _scanner([Pattern("fatal")], kept, when="beside")
+    assert wait_until(lambda: begun == ["f"])
+    second = _scanner([Pattern("fatal")], kept, when="beside")
+    release.set()
+    assert wait_until(lambda: _answered(first) and _answered(second))
+    assert _state(first, "joined_later")() is not None and _state(second, "joined_later")() is not None
+    assert begun == ["f"] and len(kept) == 1
 
 
 def test_a_compile_beside_without_a_thread_is_compiled_later(
