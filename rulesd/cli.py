@@ -927,6 +927,8 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
         shared = config.state.backend == "redis" and isinstance(exc, StateError)
         _log().error("cannot start: %s%s", exc, " (state.url)" if shared else "")
         return EXIT_FAIL
+    if cache is not None and not args.dry_run:
+        cache.made_parents()  # (a database of joined texts compiled beside the loop is kept there)
     if config.state.backend == "redis" and not args.dry_run:  # only this mode needs the Redis client
         from rulesd.daemon.build import stream_reader
         from rulesd.daemon.shared import SharedDaemon

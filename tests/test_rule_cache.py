@@ -21,6 +21,7 @@ from rulesd.rules.cache import MAX_FILES, STALE_AFTER, RuleCache
 from rulesd.rules.loader import check_paths
 from rulesd.rules.patterns import FieldScanner
 from rulesd.yamldoc import parse_yaml
+from tests.daemon_process import Workspace, daemon_parts
 from tests.run_cli import RUN_RULESD, clean_env, imported_by, rulesd_cli
 
 RULES = """
@@ -580,3 +581,22 @@ def test_a_state_directory_moved_away_is_not_made_again_by_a_later_write(tmp_pat
     (tmp_path / "state.moved").rename(tmp_path / "state")
     cache.put("kind", "again", b"z")
     assert b"z" == cache.get("kind", "again")
+
+
+def test_a_daemons_later_writes_make_no_state_directory_moved_away(tmp_path: Path) -> None:
+    """The daemon's start made its state directory; the cache its parts keep (the code its loop
+    keeps, a reload's files) was made after, and its first write, after a move, made the
+    directory again, empty, where the daemon then opened a new state database. So was the
+    start's, whose database of joined texts is kept from beside the loop (`made_parents`)."""
+    ws = Workspace(tmp_path, "http://127.0.0.1:9")
+    with daemon_parts(ws.config, time.time) as parts:
+        assert parts.rule_cache is not None
+        (tmp_path / "state").rename(tmp_path / "state.moved")
+        try:
+            parts.rule_cache.put("code", "first", b"x")  # (its first write)
+            started = RuleCache.in_state_dir(str(tmp_path / "state"))
+            started.made_parents()  # (as `rulesd run` does once its parts are built)
+            started.put("joined", "first", b"y")
+            assert not (tmp_path / "state").exists()
+        finally:
+            (tmp_path / "state.moved").rename(tmp_path / "state")

@@ -301,7 +301,10 @@ def _build_parts(
         client=client,
         api_key=api_key,
         # A dry run leaves the state directory alone; its cache is the user's.
-        rule_cache=RuleCache.for_user(environ) if dry_run else RuleCache.in_state_dir(config.state_dir),
+        # (the state directory made above, by `lock_state`: not made again, see `made_parents`)
+        rule_cache=RuleCache.for_user(environ)
+        if dry_run
+        else RuleCache.in_state_dir(config.state_dir, create_parents=False),
         stream_parser=source_parser(stream) if stream is not None else None,
         stop_requested=stop,
         seen=saved_clock(saved),
