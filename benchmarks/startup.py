@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import statistics
@@ -34,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate
-from process import best
+from process import best, write_config
 from tree import PYTHON, RULESD, ran
 
 from rulesd import collector
@@ -93,8 +92,9 @@ def main() -> None:
             cold = min(_cold(command, Path(tmp) / f"cold-{label}-{i}") for i in range(args.repeat))
             warm = best(args.repeat, command, env={**os.environ, "RULESD_CACHE_DIR": str(Path(tmp) / "warm")})
             print(f"  {label:<36} {cold:.3f} s cold, {warm.cpu:.3f} s warm (rule cache)")
+        time_field = generate.shape_module(args.shape).TIME_FIELD
         for label, cached in (("cold", False), ("warm", True)):
-            waits = sorted(_daemon_ready(rules, Path(tmp) / "daemon", cached) for _ in range(args.repeat))
+            waits = sorted(_daemon_ready(rules, time_field, Path(tmp) / "daemon", cached) for _ in range(args.repeat))
             print(
                 f"  {'rulesd run, launch to started':<36} {statistics.median(waits):.3f} s {label}"
                 f" (wall, median; least {waits[0]:.3f} s)"
@@ -132,23 +132,17 @@ def main() -> None:
             print(f"  {label:<36} {phase(args.repeat, run):.3f} s")
 
 
-def _daemon_ready(rules: Path, root: Path, cached: bool) -> float:
+def _daemon_ready(rules: Path, time_field: str, root: Path, cached: bool) -> float:
     """Wall seconds from launching `rulesd run` (stdin source, state under `root`) to its
     "rulesd started" line; `cached`: the state directory (its rule cache) kept from the last
     start, else a fresh one."""
     if not cached:
         shutil.rmtree(root, ignore_errors=True)
     root.mkdir(exist_ok=True)
-    config = {
-        "rules": [str(rules)],
-        "source": {"type": "stdin"},
-        "state_dir": "state",
-        "opsgenie": {"api_key": "benchmark-key", "alert_url": "http://127.0.0.1:9/v2/alerts"},  # (nothing is sent)
-    }
-    (root / "rulesd.yaml").write_text(json.dumps(config))
+    config = write_config(root, rules, "http://127.0.0.1:9", time_field)  # (nothing is sent)
     started = time.perf_counter()
     daemon = subprocess.Popen(
-        [*RULESD, "run", "--config", str(root / "rulesd.yaml")],
+        [*RULESD, "run", "--config", str(config)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

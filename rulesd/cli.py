@@ -909,7 +909,7 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
         _log().warning("%s: %s", problem.location, problem.message)
     try:
         stdin_fd = sys.stdin.fileno() if sys.stdin is not None else -1  # (-1: closed, and no source reads it)
-        parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=stdin_fd)
+        parts = build_parts(config, result.ruleset, dry_run=args.dry_run, stdin_fd=stdin_fd, rule_cache=cache)
     except ConfigError:
         raise  # a missing API key: a configuration error, exit 2
     except (StateDirectoryBusy, NameTaken) as exc:  # a second daemon: a restart cannot help either
@@ -927,8 +927,6 @@ def _start_daemon(args: argparse.Namespace, config: Config) -> Daemon | int:
         shared = config.state.backend == "redis" and isinstance(exc, StateError)
         _log().error("cannot start: %s%s", exc, " (state.url)" if shared else "")
         return EXIT_FAIL
-    if cache is not None and not args.dry_run:
-        cache.made_parents()  # (a database of joined texts compiled beside the loop is kept there)
     if config.state.backend == "redis" and not args.dry_run:  # only this mode needs the Redis client
         from rulesd.daemon.build import stream_reader
         from rulesd.daemon.shared import SharedDaemon

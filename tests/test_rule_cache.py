@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from rulesd.config import load_config
+from rulesd.daemon import build_parts
 from rulesd.document import Document, split_marks
 from rulesd.rules import cache as cache_module
 from rulesd.rules import loader
 from rulesd.rules.cache import MAX_FILES, STALE_AFTER, RuleCache
-from rulesd.rules.loader import check_paths
+from rulesd.rules.loader import check_paths, load_ruleset
 from rulesd.rules.patterns import FieldScanner
 from rulesd.yamldoc import parse_yaml
 from tests.daemon_process import Workspace, daemon_parts
@@ -589,14 +591,26 @@ def test_a_daemons_later_writes_make_no_state_directory_moved_away(tmp_path: Pat
     directory again, empty, where the daemon then opened a new state database. So was the
     start's, whose database of joined texts is kept from beside the loop (`made_parents`)."""
     ws = Workspace(tmp_path, "http://127.0.0.1:9")
-    with daemon_parts(ws.config, time.time) as parts:
+    with daemon_parts(ws.config, time.time) as parts:  # (its parts' own cache)
         assert parts.rule_cache is not None
         (tmp_path / "state").rename(tmp_path / "state.moved")
         try:
             parts.rule_cache.put("code", "first", b"x")  # (its first write)
-            started = RuleCache.in_state_dir(str(tmp_path / "state"))
-            started.made_parents()  # (as `rulesd run` does once its parts are built)
-            started.put("joined", "first", b"y")
             assert not (tmp_path / "state").exists()
         finally:
             (tmp_path / "state.moved").rename(tmp_path / "state")
+    started = RuleCache.in_state_dir(str(tmp_path / "state"))  # (`rulesd run`'s, given to its parts)
+    config = load_config(str(ws.config))
+    parts = build_parts(config, load_ruleset(config.rules), environ={}, rule_cache=started)
+    try:
+        assert parts.rule_cache is started
+        (tmp_path / "state").rename(tmp_path / "state.moved")
+        started.put("joined", "first", b"y")  # (its first write: the start wrote nothing)
+        assert not (tmp_path / "state").exists()
+        (tmp_path / "state.moved").rename(tmp_path / "state")
+    finally:
+        for source in parts.sources.values():
+            source.close()
+        parts.store.close()
+        assert parts.lock is not None
+        parts.lock.release()

@@ -229,13 +229,24 @@ def build_parts(
     stdout: TextIO = sys.stdout,
     stdin_fd: int = 0,
     clock: Callable[[], float] = time.time,
+    rule_cache: RuleCache | None = None,
 ) -> Parts:
     """The real parts for `config`; ConfigError (a missing key), StateDirectoryBusy (another
     daemon runs on the state directory), StateError, OSError and sqlite3.Error say why they
-    cannot be built. A dry run uses no state directory, so it takes no lock."""
+    cannot be built. A dry run uses no state directory, so it takes no lock. `rule_cache`: the
+    cache the rules were loaded with (`rulesd run`'s: one instance for its directory), else one is
+    made: in the state directory, or the user's for a dry run."""
     lock = None if dry_run else lock_state(config.state_dir)
+    if dry_run:
+        rule_cache = rule_cache or RuleCache.for_user(environ)
+    else:
+        rule_cache = rule_cache or RuleCache.in_state_dir(config.state_dir)
+        # The state directory is made now (by `lock_state`): no later write of the cache (a
+        # database compiled beside the loop, the code the loop keeps) makes it again, empty,
+        # where the daemon would open a new state database, should it be moved away.
+        rule_cache.made_parents()
     try:
-        parts = _build_parts(config, ruleset, dry_run, environ, stdout, stdin_fd, clock)
+        parts = _build_parts(config, ruleset, dry_run, environ, stdout, stdin_fd, clock, rule_cache)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -252,6 +263,7 @@ def _build_parts(
     stdout: TextIO,
     stdin_fd: int,
     clock: Callable[[], float],
+    rule_cache: RuleCache | None,
 ) -> Parts:
     stats = Stats(ruleset_hash=ruleset.fingerprint, rules_loaded=len(ruleset.rules), last_reload_success=clock())
     warn = RateLimitedWarning(log, time.monotonic)
@@ -300,11 +312,7 @@ def _build_parts(
         clock=clock,
         client=client,
         api_key=api_key,
-        # A dry run leaves the state directory alone; its cache is the user's.
-        # (the state directory made above, by `lock_state`: not made again, see `made_parents`)
-        rule_cache=RuleCache.for_user(environ)
-        if dry_run
-        else RuleCache.in_state_dir(config.state_dir, create_parents=False),
+        rule_cache=rule_cache,
         stream_parser=source_parser(stream) if stream is not None else None,
         stop_requested=stop,
         seen=saved_clock(saved),

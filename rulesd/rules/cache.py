@@ -65,17 +65,14 @@ class RuleCache:
         return cls(os.path.join(base, "rulesd"), create_parents=True)
 
     @classmethod
-    def in_state_dir(cls, state_dir: str, *, create_parents: bool = True) -> RuleCache:
-        """The daemon's cache: `cache/` in its state directory (made by its first write, unless
-        `create_parents` is false: once the daemon has made it, one moved away while it runs is
-        not made again, see `made_parents`)."""
-        return cls(os.path.join(state_dir, "cache"), create_parents=create_parents, parent_mode=0o700)
+    def in_state_dir(cls, state_dir: str) -> RuleCache:
+        """The daemon's cache: `cache/` in its state directory (made by its first write, until
+        `made_parents`)."""
+        return cls(os.path.join(state_dir, "cache"), create_parents=True, parent_mode=0o700)
 
     def made_parents(self) -> None:
         """The parent directories exist now (the daemon made its state directory): no later
-        write makes them again. A write from a thread of the daemon (a database compiled beside
-        its loop, the code its loop keeps) would otherwise make a state directory moved away
-        while it runs again, empty, where the daemon then opened a new state database."""
+        write makes them again, though they be moved or removed."""
         self.create_parents = False
 
     def get(self, kind: str, key: str) -> bytes | None:

@@ -396,23 +396,29 @@ class FieldScanner:
         this returns."""
         # (keyed apart from the field's own database, and from any other way of writing it)
         key = digest(JOINED_WRITING, str(joined.FLAGS), self.key())
-        blob = load(key)
-        if blob == _JOINED_OFF:
-            return
-        database = load_database(blob) if blob is not None else None
-        if database is not None:
-            self._join(database, 0)
-            return
+
+        def kept() -> tuple[bool, Any]:
+            # Whether the cache answers, and its database (None: the field's texts one by one).
+            blob = load(key)
+            if blob == _JOINED_OFF:
+                return True, None
+            database = load_database(blob) if blob is not None else None
+            return database is not None, database
 
         def compiled() -> Any:
-            # (read again: a compile beside, queued behind another of the same patterns, finds
-            # it kept by then, as a quick reload that left this field alone does)
-            blob = load(key)
-            database = load_database(blob) if blob is not None and blob != _JOINED_OFF else None
-            if database is None and blob != _JOINED_OFF:
+            # (the cache read again: a compile beside, queued behind another of the same
+            # patterns, finds it kept by then, as a quick reload that left this field alone does)
+            found, database = kept()
+            if not found:
                 database = self._compile_joined()
                 keep(key, _JOINED_OFF if database is None else dump_database(database))
             return database
+
+        found, database = kept()
+        if found:
+            if database is not None:
+                self._join(database, 0)
+            return
 
         beside = _compiled_beside(compiled, self.field) if when == "beside" else None
         if beside is not None:
