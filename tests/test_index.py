@@ -443,8 +443,10 @@ def test_rules_on_one_field_share_one_scan_and_the_candidates_are_exact() -> Non
         assert expected == {r.name for r in index.candidates(event)} == brute_force(rules.rules, event)
 
 
-def scans_counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The fields of the scans called from now on, once per call (a scanner made after this)."""
+def scans_counted(monkeypatch: pytest.MonkeyPatch, remembered: bool = False) -> list[str]:
+    """The fields of the scans called from now on, once per call (a scanner made after this).
+    Unless `remembered`, the index finds no text remembered (`memo_of`: an empty memo), so it
+    asks the scan about every text."""
     calls: list[str] = []
     memoised = patterns._memoised_scan
 
@@ -455,6 +457,7 @@ def scans_counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             calls.append(field)
             return scan(value)
 
+        counting.__dict__[patterns._MEMO] = patterns.memo_of(scan) if remembered else {}
         return counting, use, scan_block, join
 
     monkeypatch.setattr(patterns, "_memoised_scan", counted)
@@ -484,6 +487,35 @@ def test_a_node_beneath_a_pattern_takes_the_answer_of_the_scan_above_it(monkeypa
         calls.clear()
         index.candidates(event)
         assert (1 if type(event["cmd"]) is str else 0) == len(calls), event
+
+
+def test_the_index_answers_a_text_remembered_without_calling_the_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index looks a field's text up in its scan's memo (`memo_of`) before it calls the
+    scan: once the scan has seen the texts repeat, a remembered text costs no call, a new
+    one is scanned, and the candidates are exact either way (at the root and beneath it, on a
+    nested path, and for values that are not texts)."""
+    calls = scans_counted(monkeypatch, remembered=True)
+    rules = ruleset_from_yaml(NESTED_SCANS)
+    index = RuleIndex(rules.rules)
+    texts: list[Any] = ["kernel panic: disk", "panic", "cmd.exe /c dir", "powershell -e x", "run.bat", "PANIC"]
+    rng = random.Random(7)
+
+    def event(text: Any) -> dict[str, Any]:
+        return {"msg": text, "cmd": text, "host": rng.choice(("a", "b")), "p": {"cmd": text}}
+
+    for _ in range(8 * patterns.PROBE_SIZE):  # (probed, then remembered: p.cmd is asked beneath msg)
+        index.candidates(event(rng.choice(texts)))
+    for text in [*texts, ["cmd.exe", "panic"], None, 7]:
+        e = event("".join(text) if type(text) is str else text)  # (a new object: found by text)
+        calls.clear()
+        candidates = index.candidates(e)
+        assert [] == calls, text
+        assert brute_force(rules.rules, e) == {r.name for r in candidates if r.match(e)}, e
+    e = event("another panic")
+    calls.clear()
+    candidates = index.candidates(e)
+    assert {"msg", "cmd", "p.cmd"} == set(calls)  # a new text: scanned
+    assert brute_force(rules.rules, e) == {r.name for r in candidates if r.match(e)}
 
 
 NESTED_SCANS = """

@@ -19,6 +19,7 @@ from rulesd.rules.patterns import (
     MEMO_TEXT_MAX,
     MODE,
     PREFILTER,
+    PROBE_SIZE,
     FieldScanner,
     Pattern,
     PatternError,
@@ -27,6 +28,7 @@ from rulesd.rules.patterns import (
     compile_source_pattern,
     end_checked,
     literal_pattern,
+    memo_of,
     regex_problem,
 )
 
@@ -308,21 +310,96 @@ def test_the_texts_remembered_are_few_and_short() -> None:
     assert 3 + MEMO_SIZE + 2 + 2 == counting.scans  # "a" was forgotten with the others, then remembered
 
 
+def _asked_as_the_index_asks(scanner: FieldScanner) -> Callable[[str], frozenset[int]]:
+    """A text's answer as the index gets it: remembered (`memo_of`), else scanned."""
+    recall = memo_of(scanner.scan).get
+
+    def asked(text: str) -> frozenset[int]:
+        ids = recall(text)
+        return scanner.scan(text) if ids is None else ids
+
+    return asked
+
+
 def test_the_memo_answers_as_a_scan_across_its_fills(monkeypatch: pytest.MonkeyPatch) -> None:
     """Randomized: with a small memo filled and emptied many times (and turned off by a run of
     texts that do not repeat, until the scanner is given its database again), every answer
-    is the scan's, for texts remembered, forgotten or new."""
-    monkeypatch.setattr(patterns, "MEMO_SIZE", 8)
+    is the scan's, for texts remembered, forgotten or new, asked of the scan or looked up as
+    the index does."""
+    monkeypatch.setattr(patterns, "MEMO_SIZE", 16)
+    monkeypatch.setattr(patterns, "PROBE_SIZE", 8)
     expressions = ("err(or)?", "^/api/", "\\.exe$", "[0-9]{3}")
     scanner, counting = _counted_scanner(*expressions)
+    asked, recall = _asked_as_the_index_asks(scanner), memo_of(scanner.scan).get
     rng = random.Random(11)
-    pool = [f"/api/{rng.randrange(1000)}" for _ in range(10)] + ["a.exe", "error 500", "fine"]
+    pool = [f"/api/{rng.randrange(1000)}" for _ in range(4)] + ["a.exe", "error 500", "fine"]
+    remembered = 0
     for round_ in range(30):
         repeats = 0.7 if round_ % 3 else 0.0  # every third round free text: the memo turns off
         for _ in range(100):
             text = rng.choice(pool) if rng.random() < repeats else f"x{rng.randrange(10**6)}.exe"
-            assert scanner.scan("".join(list(text))) == {i for i, p in enumerate(expressions) if re.search(p, text)}
+            ask = asked if rng.random() < 0.5 else scanner.scan
+            remembered += ask is asked and recall(text) is not None
+            assert ask("".join(list(text))) == {i for i, p in enumerate(expressions) if re.search(p, text)}
         scanner.use(counting)  # (its memo starts again)
+    assert remembered > 100, remembered  # (196 of the ~1,500 texts the index asked about)
+
+
+def test_the_index_finds_texts_remembered_once_they_are_seen_to_repeat() -> None:
+    """The index looks a text up in the memo before it calls the scan. The memo stays empty
+    while the scan alone counts the repeats (PROBE_SIZE texts); texts that repeat then fill
+    it, and are answered without a scan; a text not seen, or not since the memo was emptied,
+    is scanned and its answer remembered."""
+    scanner, counting = _counted_scanner("err(or)?", "^/api/")
+    recall = memo_of(scanner.scan).get
+    asked = _asked_as_the_index_asks(scanner)
+    texts = ["/api/v1", "an error", "fine"]
+    for i in range(PROBE_SIZE):
+        assert None is recall(texts[i % 3])  # (probing: only the scan looks)
+        asked("".join([texts[i % 3], ""]))
+    assert 3 == counting.scans  # they repeat: remembered
+    assert {0} == recall("an error") and {1} == recall("/api/v1") and frozenset() == recall("fine")
+    for _ in range(100):
+        assert {0} == asked("".join(["an ", "error"]))
+    assert 3 == counting.scans
+    assert None is recall("an error 2")
+    assert {0} == asked("an error 2") == recall("an error 2")
+    assert 4 == counting.scans
+
+
+def test_the_index_finds_no_text_of_a_field_that_does_not_repeat() -> None:
+    """Free text: after PROBE_SIZE texts that do not repeat, none is remembered, a text
+    repeated later included (each scan then only compares with the last text)."""
+    scanner, counting = _counted_scanner("x")
+    recall = memo_of(scanner.scan).get
+    asked = _asked_as_the_index_asks(scanner)
+    for i in range(PROBE_SIZE + MEMO_SIZE):
+        asked(f"message {i}")
+    for text in ("again", "other", "again"):
+        asked(text)
+        assert None is recall(text)
+    assert PROBE_SIZE + MEMO_SIZE + 3 == counting.scans
+
+
+def test_the_memo_is_emptied_after_the_scans_lookups_and_probed_again() -> None:
+    """The memo holds at most MEMO_SIZE texts: once the scan has looked up as many in it, it
+    is emptied, and the next texts are probed again before any is remembered."""
+    scanner, counting = _counted_scanner("x")
+    recall = memo_of(scanner.scan).get
+    asked = _asked_as_the_index_asks(scanner)
+    for i in range(PROBE_SIZE):
+        asked(f"p{i % 2}")
+    assert frozenset() == recall("p0") == recall("p1")
+    for i in range(MEMO_SIZE - 3):  # (2 in the memo from the probe, 1 the scan finds there)
+        asked(f"t{i}")
+        assert frozenset() == asked("p0")
+    assert frozenset() == scanner.scan("p1")  # the scan finds it: MEMO_SIZE looked up
+    assert None is recall("p0") is recall("t0")
+    scans = counting.scans
+    for text in ("t0", "p0", "t0"):  # forgotten: scanned, and probed again
+        asked(text)
+    assert scans + 2 == counting.scans
+    assert None is recall("t0")
 
 
 def test_texts_that_do_not_repeat_stop_the_memo() -> None:

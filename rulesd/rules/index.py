@@ -56,7 +56,7 @@ from rulesd.rules.conditions import (
 )
 from rulesd.rules.fields import MISSING, Event, is_index, make_getter, make_walker, shallow_keys, split_path
 from rulesd.rules.model import Rule
-from rulesd.rules.patterns import BlockScan, Scan, block_scan_of, prime_of
+from rulesd.rules.patterns import BlockScan, Scan, block_scan_of, memo_of, prime_of
 from rulesd.rules.view import INT_MAX, INT_MIN, INVALID, KeyOrder, Layout, NoStruct, Viewer, WholeLine
 
 
@@ -671,11 +671,15 @@ class _NodeWriter:
             value = self.read(field)
             found = self.found[field] = f"s{len(self.found)}"
             block = self.block_scanned(field, scan, found)
-            alone = f"{self.const(scan)}({value}) if type({value}) is str else None"
-            if block is not None:  # (the block's answers, or each text scanned here)
-                self.emit(1, f"{found} = {block}[at - start] if {block} is not None else {alone}")
-            else:
-                self.emit(1, f"{found} = {alone}")
+            # The block's answer; else the text's answer remembered, else its scan.
+            memo = memo_of(scan)
+            first = "if"
+            if block is not None:
+                self.emit(1, f"if {block} is not None: {found} = {block}[at - start]")
+                first = "elif"
+            self.emit(1, f"{first} type({value}) is not str: {found} = None")
+            remembered = f"({found} := {self.const(memo.get)}({value})) is None"
+            self.emit(1, f"elif not {self.const(memo)} or {remembered}: {found} = {self.const(scan)}({value})")
         return self.found[field]
 
     def block_scanned(self, field: str, scan: Scan, found: str) -> str | None:

@@ -276,6 +276,20 @@ def prime_of(block: BlockScan) -> Callable[[Any, frozenset[int] | None], None]:
     return prime
 
 
+# The attribute of a field's scan holding its memo: the answers remembered by text (see
+# `_memoised_scan`). The index looks a text up itself and calls the scan only for a text not
+# remembered: a dict's `get` costs a third of a call of the scan that finds it. It looks only
+# in a memo that holds texts: an empty one (a field of free text, or while the scan probes)
+# costs a test, not the hash of a new text.
+_MEMO = "memo"
+
+
+def memo_of(scan: Scan) -> dict[str, frozenset[int]]:
+    """The memo of the field whose scan is `scan` (see `_MEMO`)."""
+    memo: dict[str, frozenset[int]] = getattr(scan, _MEMO)
+    return memo
+
+
 class FieldScanner:
     """The patterns that rules look for in one field, and the scan of a value for all of them.
 
@@ -625,8 +639,9 @@ def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
 # programs, user agents), and a dict lookup costs a fifth of a scan. Short texts only, so the
 # memory stays small; a field whose texts seldom repeat (free-text messages) stops looking
 # them up (see `_memoised_scan`).
-MEMO_SIZE = 1024  # texts remembered per field; all are forgotten when it is full
+MEMO_SIZE = 1024  # texts looked up per field by its scan (found or added) before all are forgotten
 MEMO_TEXT_MAX = 256  # characters
+PROBE_SIZE = 256  # texts the scan alone looks up before they are remembered (see `_memoised_scan`)
 
 
 def _memoised_scan(
@@ -637,18 +652,27 @@ def _memoised_scan(
     reads its state from cells instead of an object's attributes.
 
     Besides the last text, the answers for up to `MEMO_SIZE` recent short texts are kept by
-    text: the answer depends only on the text, so an equal text gets it
-    without a scan. When the memo is full it is emptied; if fewer than one text in eight
-    was found in it meanwhile, the field's texts do not repeat (free text): they are no
-    longer looked up nor remembered, until the scanner is given a database again (a new
-    rule set).
+    text: the answer depends only on the text, so an equal text gets it without a scan. The
+    index looks texts up in the memo itself (`memo_of`), so a text found there never reaches
+    the scan, which cannot count it. Whether a field's texts repeat is therefore judged while
+    they are remembered apart, in `probe`, where only the scan looks: after a new database, and
+    each time the memo is emptied, the scan alone looks up `PROBE_SIZE` texts (the last text
+    asked again is not counted: the predicates of an event's candidates ask again about the
+    text the index asked about, which says nothing of the next events' texts). If fewer than
+    one in eight was found in the probe, the field's texts do not repeat (free text): they are
+    no longer looked up nor remembered, until the scanner is given a database again (a new rule
+    set); else the probe's texts fill the memo. The memo is emptied once the scan has looked up
+    `MEMO_SIZE` texts in it (found, for a predicate, or added), so it holds at most as many.
     """
     found: list[int] = []
     append = found.append
     last_value: object = None
     last_ids = NO_IDS
-    memo: dict[str, frozenset[int]] = {}
-    recall = memo.get
+    memo: dict[str, frozenset[int]] = {}  # (the index reads it: emptied, never replaced)
+    probe: dict[str, frozenset[int]] = {}
+    filling = probe  # the texts the scan looks up and fills: the probe's, then the memo's
+    recall = filling.get
+    room = PROBE_SIZE  # the texts found in `filling` and added to it when it is full
     remember = True
     repeats = 0
     folded = NO_IDS  # the ids of the patterns compiled as bytes
@@ -681,12 +705,14 @@ def _memoised_scan(
         # scanned, and a free-text field (no memo) was scanned again for the predicates (the
         # estate benchmark shape at 1,000 rules: a tenth more scans than events). Another
         # text mostly differs in length, which the comparison reads first.
-        if value == last_value:
+        if value == last_value:  # (not counted: the predicates ask again about the index's text)
             return last_ids
         if remember:
             ids = recall(value)
             if ids is not None:
                 repeats += 1
+                if repeats + len(filling) >= room:
+                    full()
                 last_value, last_ids = value, ids
                 return ids
         scans += 1
@@ -704,8 +730,8 @@ def _memoised_scan(
         if ended is not None:
             ids = ended(value, ids)
         if remember and len(value) <= MEMO_TEXT_MAX and type(value) is str:
-            memo[value] = ids
-            if len(memo) >= MEMO_SIZE:
+            filling[value] = ids
+            if repeats + len(filling) >= room:
                 full()
         last_value, last_ids = value, ids
         return ids
@@ -721,16 +747,26 @@ def _memoised_scan(
         return frozenset(kept) if kept else NO_IDS
 
     def full() -> None:
-        nonlocal remember, repeats
-        remember = repeats * 8 >= MEMO_SIZE + repeats
-        memo.clear()
-        repeats = 0
+        # The probe full: the texts repeat or not; the memo full: emptied, probe again.
+        nonlocal remember, repeats, filling, recall, room
+        if filling is probe:
+            remember = repeats * 8 >= len(probe) + repeats
+            if remember:
+                memo.update(probe)
+            filling, room = memo, MEMO_SIZE  # (left empty if not remembering)
+            probe.clear()
+        else:
+            memo.clear()
+            filling, room = probe, PROBE_SIZE
+        recall, repeats = filling.get, 0
 
     def use(database: Any, byte_caseless: frozenset[int], end_checker: EndCheck | None) -> None:
-        nonlocal database_scan, last_value, last_ids, remember, repeats, folded, ended
+        nonlocal database_scan, last_value, last_ids, remember, repeats, folded, ended, filling, recall, room
         nonlocal joined_scan, joined_later, paused, pause, alone, blocks
         database_scan, last_value, last_ids, folded, ended = database.scan, None, NO_IDS, byte_caseless, end_checker
         memo.clear()
+        probe.clear()
+        filling, recall, room = probe, probe.get, PROBE_SIZE
         remember, repeats = True, 0
         joined_scan, joined_later, paused, pause, alone, blocks = None, None, 0, PAUSED_FEWEST, 0.0, 0
 
@@ -842,6 +878,7 @@ def _memoised_scan(
                 joined_scan = database.scan
 
     scan_block.__dict__[_PRIME] = prime  # (see `prime_of`)
+    scan.__dict__[_MEMO] = memo  # (see `memo_of`)
     return scan, use, scan_block, join
 
 
