@@ -381,19 +381,25 @@ def test_the_index_finds_no_text_of_a_field_that_does_not_repeat() -> None:
     assert PROBE_SIZE + MEMO_SIZE + 3 == counting.scans
 
 
-def test_the_memo_is_emptied_after_the_scans_lookups_and_probed_again() -> None:
-    """The memo holds at most MEMO_SIZE texts: once the scan has looked up as many in it, it
-    is emptied, and the next texts are probed again before any is remembered."""
+def test_the_memo_is_emptied_once_full_and_probed_again() -> None:
+    """The memo holds at most MEMO_SIZE texts: once full it is emptied, and the next texts are
+    probed again before any is remembered. What the scan finds in it (a predicate asking again)
+    does not fill it, so the texts that repeat most stay remembered."""
     scanner, counting = _counted_scanner("x")
     recall = memo_of(scanner.scan).get
     asked = _asked_as_the_index_asks(scanner)
     for i in range(PROBE_SIZE):
         asked(f"p{i % 2}")
     assert frozenset() == recall("p0") == recall("p1")
-    for i in range(MEMO_SIZE - 3):  # (2 in the memo from the probe, 1 the scan finds there)
+    for _ in range(2 * MEMO_SIZE):  # found by the scan: not counted
+        scanner.scan("p0")
+        scanner.scan("p1")
+    for i in range(MEMO_SIZE - 3):  # (2 in the memo from the probe)
         asked(f"t{i}")
         assert frozenset() == asked("p0")
-    assert frozenset() == scanner.scan("p1")  # the scan finds it: MEMO_SIZE looked up
+    assert 2 + MEMO_SIZE - 3 == counting.scans
+    assert frozenset() == recall("t0") == recall("p0")
+    asked("the last")  # the memo full: emptied
     assert None is recall("p0") is recall("t0")
     scans = counting.scans
     for text in ("t0", "p0", "t0"):  # forgotten: scanned, and probed again
@@ -402,10 +408,26 @@ def test_the_memo_is_emptied_after_the_scans_lookups_and_probed_again() -> None:
     assert None is recall("t0")
 
 
+def test_a_new_database_forgets_every_answer_remembered() -> None:
+    """The answers remembered are those of the database they were scanned with: a scanner
+    given another (a new rule set's) answers every text anew, asked as the index asks."""
+    scanner, _ = _counted_scanner("err(or)?", "^/api/")
+    asked = _asked_as_the_index_asks(scanner)
+    for i in range(PROBE_SIZE + 10):
+        asked(("/api/v1", "an error", "fine")[i % 3])
+    assert {0} == memo_of(scanner.scan).get("an error")
+    other = PatternSet()
+    other_scanner, _ = other.add("f", Pattern("fine"))
+    other.build()
+    scanner.use(other_scanner.database)
+    assert frozenset() == asked("an error") == asked("/api/v1")
+    assert {0} == asked("fine")
+
+
 def test_texts_that_do_not_repeat_stop_the_memo() -> None:
-    """Free text seldom repeats: once the memo is full with fewer than one text in eight
-    found in it, texts are scanned without being looked up or remembered, until the scanner
-    is given a database again."""
+    """Free text seldom repeats: once the scan has looked up PROBE_SIZE texts with fewer than
+    one in eight found again, texts are scanned without being looked up or remembered, until
+    the scanner is given a database again."""
     scanner, counting = _counted_scanner("x")
     for i in range(MEMO_SIZE):
         scanner.scan(f"message {i}")

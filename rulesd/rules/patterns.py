@@ -278,7 +278,7 @@ def prime_of(block: BlockScan) -> Callable[[Any, frozenset[int] | None], None]:
 
 # The attribute of a field's scan holding its memo: the answers remembered by text (see
 # `_memoised_scan`). The index looks a text up itself and calls the scan only for a text not
-# remembered: a dict's `get` costs a third of a call of the scan that finds it. It looks only
+# remembered: a dict's `get` costs less than half a call of the scan that finds it. It looks only
 # in a memo that holds texts: an empty one (a field of free text, or while the scan probes)
 # costs a test, not the hash of a new text.
 _MEMO = "memo"
@@ -639,9 +639,13 @@ def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
 # programs, user agents), and a dict lookup costs a fifth of a scan. Short texts only, so the
 # memory stays small; a field whose texts seldom repeat (free-text messages) stops looking
 # them up (see `_memoised_scan`).
-MEMO_SIZE = 1024  # texts looked up per field by its scan (found or added) before all are forgotten
+MEMO_SIZE = 1024  # texts remembered per field; all are forgotten when it is full
 MEMO_TEXT_MAX = 256  # characters
-PROBE_SIZE = 256  # texts the scan alone looks up before they are remembered (see `_memoised_scan`)
+# Texts the scan alone looks up (found or added) before they are remembered (see
+# `_memoised_scan`): as many as the memo holds, so that a field is judged on the window it was
+# judged on when the scan alone read the memo (a shorter one finds fewer of the texts that
+# repeat: with 256, a field of ~1,500 equally likely texts was judged free text).
+PROBE_SIZE = MEMO_SIZE
 
 
 def _memoised_scan(
@@ -656,13 +660,14 @@ def _memoised_scan(
     index looks texts up in the memo itself (`memo_of`), so a text found there never reaches
     the scan, which cannot count it. Whether a field's texts repeat is therefore judged while
     they are remembered apart, in `probe`, where only the scan looks: after a new database, and
-    each time the memo is emptied, the scan alone looks up `PROBE_SIZE` texts (the last text
-    asked again is not counted: the predicates of an event's candidates ask again about the
-    text the index asked about, which says nothing of the next events' texts). If fewer than
-    one in eight was found in the probe, the field's texts do not repeat (free text): they are
-    no longer looked up nor remembered, until the scanner is given a database again (a new rule
-    set); else the probe's texts fill the memo. The memo is emptied once the scan has looked up
-    `MEMO_SIZE` texts in it (found, for a predicate, or added), so it holds at most as many.
+    each time the memo is emptied, the scan alone looks up `PROBE_SIZE` short texts (the last
+    text asked again is not counted: the predicates of an event's candidates ask again about
+    the text the index asked about, which says nothing of the next events' texts). If fewer
+    than one in eight was found in the probe, the field's texts do not repeat (free text): they
+    are no longer looked up nor remembered, until the scanner is given a database again (a new
+    rule set); else the probe's texts fill the memo. The memo is emptied once it holds
+    `MEMO_SIZE` texts, the probe's among them (what a predicate finds in it does not count:
+    the texts that repeat most would otherwise be probed again and again).
     """
     found: list[int] = []
     append = found.append
@@ -672,7 +677,7 @@ def _memoised_scan(
     probe: dict[str, frozenset[int]] = {}
     filling = probe  # the texts the scan looks up and fills: the probe's, then the memo's
     recall = filling.get
-    room = PROBE_SIZE  # the texts found in `filling` and added to it when it is full
+    room = PROBE_SIZE  # what fills `filling`: texts added to it, and found in the probe
     remember = True
     repeats = 0
     folded = NO_IDS  # the ids of the patterns compiled as bytes
@@ -710,9 +715,10 @@ def _memoised_scan(
         if remember:
             ids = recall(value)
             if ids is not None:
-                repeats += 1
-                if repeats + len(filling) >= room:
-                    full()
+                if filling is probe:  # (counted while probing)
+                    repeats += 1
+                    if repeats + len(probe) >= room:
+                        full()
                 last_value, last_ids = value, ids
                 return ids
         scans += 1
