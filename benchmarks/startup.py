@@ -78,6 +78,16 @@ def main() -> None:
         f"start-up, {args.shape}, {args.rules} rules, CPU time, best of {args.repeat}, load {os.getloadavg()[0]:.2f};"
         f" {ran()}"
     )
+    doc = read_yaml(str(rules))
+    violations = schema_violations(doc, "rule")
+    items = list(_rules_in(doc))
+
+    def compile_all() -> PatternSet:
+        patterns = PatternSet()
+        for raw, base in items:
+            compile_rule(raw, doc, base, violations, patterns=patterns)
+        return patterns
+
     commands = {
         "python -c pass": ([*PYTHON, "-c", "pass"], False),
         "python -c 'import rulesd.cli'": ([*PYTHON, "-c", "import rulesd.cli"], False),
@@ -93,24 +103,17 @@ def main() -> None:
             warm = best(args.repeat, command, env={**os.environ, "RULESD_CACHE_DIR": str(Path(tmp) / "warm")})
             print(f"  {label:<36} {cold:.3f} s cold, {warm.cpu:.3f} s warm (rule cache)")
         time_field = generate.shape_module(args.shape).TIME_FIELD
+        joined = len({scanner.key() for scanner in compile_all().fields.values()})  # (see `_daemon_ready`)
         for label, cached in (("cold", False), ("warm", True)):
-            waits = sorted(_daemon_ready(rules, time_field, Path(tmp) / "daemon", cached) for _ in range(args.repeat))
+            waits = sorted(
+                _daemon_ready(rules, time_field, joined, Path(tmp) / "daemon", cached) for _ in range(args.repeat)
+            )
             print(
                 f"  {'rulesd run, launch to started':<36} {statistics.median(waits):.3f} s {label}"
                 f" (wall, median; least {waits[0]:.3f} s)"
             )
 
-    doc = read_yaml(str(rules))
-    violations = schema_violations(doc, "rule")
-    items = list(_rules_in(doc))
     ruleset = load_ruleset([rules])
-
-    def compile_all() -> PatternSet:
-        patterns = PatternSet()
-        for raw, base in items:
-            compile_rule(raw, doc, base, violations, patterns=patterns)
-        return patterns
-
     patterns = compile_all()
     patterns.build()
     blobs = [dump_database(s.database) for s in patterns.fields.values()]
@@ -132,10 +135,11 @@ def main() -> None:
             print(f"  {label:<36} {phase(args.repeat, run):.3f} s")
 
 
-def _daemon_ready(rules: Path, time_field: str, root: Path, cached: bool) -> float:
+def _daemon_ready(rules: Path, time_field: str, joined: int, root: Path, cached: bool) -> float:
     """Wall seconds from launching `rulesd run` (stdin source, state under `root`) to its
     "rulesd started" line; `cached`: the state directory (its rule cache) kept from the last
-    start, else a fresh one."""
+    start, else a fresh one. `joined`: the entries of joined texts' databases the start keeps
+    (one per field's set of patterns)."""
     if not cached:
         shutil.rmtree(root, ignore_errors=True)
     root.mkdir(exist_ok=True)
@@ -156,10 +160,10 @@ def _daemon_ready(rules: Path, time_field: str, root: Path, cached: bool) -> flo
         if "rulesd started" in line:
             break
     waited = time.perf_counter() - started
-    # What a start leaves to do beside its loop (the databases of joined texts compiled and kept)
-    # is let finish, so that the next warm start finds them: one is kept per field scanned.
+    # What a start leaves to do beside its loop (the databases of joined texts compiled and kept,
+    # one after another) is let finish, so that the next warm start finds them all.
     deadline = time.monotonic() + 10
-    while not list((root / "state" / "cache").glob("joined-*.bin")) and time.monotonic() < deadline:
+    while len(list((root / "state" / "cache").glob("joined-*.bin"))) < joined and time.monotonic() < deadline:
         time.sleep(0.02)
     _, rest = daemon.communicate()  # (its input closed: it stops)
     if daemon.returncode != 0 or not any("rulesd started" in line for line in lines):

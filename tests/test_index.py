@@ -503,7 +503,7 @@ def test_the_index_answers_a_text_remembered_without_calling_the_scan(monkeypatc
     def event(text: Any) -> dict[str, Any]:
         return {"msg": text, "cmd": text, "host": rng.choice(("a", "b")), "p": {"cmd": text}}
 
-    for _ in range(8 * patterns.PROBE_SIZE):  # (probed, then remembered: p.cmd is asked beneath msg)
+    for _ in range(8 * patterns.MEMO_SIZE):  # (probed, then remembered: p.cmd is asked beneath msg)
         index.candidates(event(rng.choice(texts)))
     for text in [*texts, ["cmd.exe", "panic"], None, 7]:
         e = event("".join(text) if type(text) is str else text)  # (a new object: found by text)

@@ -19,7 +19,6 @@ from rulesd.rules.patterns import (
     MEMO_TEXT_MAX,
     MODE,
     PREFILTER,
-    PROBE_SIZE,
     FieldScanner,
     Pattern,
     PatternError,
@@ -327,7 +326,6 @@ def test_the_memo_answers_as_a_scan_across_its_fills(monkeypatch: pytest.MonkeyP
     is the scan's, for texts remembered, forgotten or new, asked of the scan or looked up as
     the index does."""
     monkeypatch.setattr(patterns, "MEMO_SIZE", 16)
-    monkeypatch.setattr(patterns, "PROBE_SIZE", 8)
     expressions = ("err(or)?", "^/api/", "\\.exe$", "[0-9]{3}")
     scanner, counting = _counted_scanner(*expressions)
     asked, recall = _asked_as_the_index_asks(scanner), memo_of(scanner.scan).get
@@ -342,19 +340,19 @@ def test_the_memo_answers_as_a_scan_across_its_fills(monkeypatch: pytest.MonkeyP
             remembered += ask is asked and recall(text) is not None
             assert ask("".join(list(text))) == {i for i, p in enumerate(expressions) if re.search(p, text)}
         scanner.use(counting)  # (its memo starts again)
-    assert remembered > 100, remembered  # (196 of the ~1,500 texts the index asked about)
+    assert remembered > 100, remembered  # (243 of the ~1,500 texts the index asked about)
 
 
 def test_the_index_finds_texts_remembered_once_they_are_seen_to_repeat() -> None:
     """The index looks a text up in the memo before it calls the scan. The memo stays empty
-    while the scan alone counts the repeats (PROBE_SIZE texts); texts that repeat then fill
+    while the scan alone counts the repeats (MEMO_SIZE texts); texts that repeat then fill
     it, and are answered without a scan; a text not seen, or not since the memo was emptied,
     is scanned and its answer remembered."""
     scanner, counting = _counted_scanner("err(or)?", "^/api/")
     recall = memo_of(scanner.scan).get
     asked = _asked_as_the_index_asks(scanner)
     texts = ["/api/v1", "an error", "fine"]
-    for i in range(PROBE_SIZE):
+    for i in range(MEMO_SIZE):
         assert None is recall(texts[i % 3])  # (probing: only the scan looks)
         asked("".join([texts[i % 3], ""]))
     assert 3 == counting.scans  # they repeat: remembered
@@ -368,17 +366,30 @@ def test_the_index_finds_texts_remembered_once_they_are_seen_to_repeat() -> None
 
 
 def test_the_index_finds_no_text_of_a_field_that_does_not_repeat() -> None:
-    """Free text: after PROBE_SIZE texts that do not repeat, none is remembered, a text
+    """Free text: after MEMO_SIZE texts that do not repeat, none is remembered, a text
     repeated later included (each scan then only compares with the last text)."""
     scanner, counting = _counted_scanner("x")
     recall = memo_of(scanner.scan).get
     asked = _asked_as_the_index_asks(scanner)
-    for i in range(PROBE_SIZE + MEMO_SIZE):
+    for i in range(2 * MEMO_SIZE):  # (a probe, and as many again)
         asked(f"message {i}")
     for text in ("again", "other", "again"):
         asked(text)
         assert None is recall(text)
-    assert PROBE_SIZE + MEMO_SIZE + 3 == counting.scans
+    assert 2 * MEMO_SIZE + 3 == counting.scans
+
+
+def test_a_text_asked_again_at_once_is_not_counted_as_repeating() -> None:
+    """The candidates' predicates ask again about the text the index just asked about, which
+    says nothing of the next texts: a field whose texts never repeat, each asked twice in a
+    row, is judged free text all the same, and remembers nothing."""
+    scanner, counting = _counted_scanner("x")
+    asked, memo = _asked_as_the_index_asks(scanner), memo_of(scanner.scan)
+    for i in range(2 * MEMO_SIZE):
+        asked(f"message {i}")
+        assert frozenset() == scanner.scan(f"message {i}")  # (a predicate's question: the last text)
+        assert {} == memo, i
+    assert 2 * MEMO_SIZE == counting.scans
 
 
 def test_the_memo_is_emptied_once_full_and_probed_again() -> None:
@@ -388,7 +399,7 @@ def test_the_memo_is_emptied_once_full_and_probed_again() -> None:
     scanner, counting = _counted_scanner("x")
     recall = memo_of(scanner.scan).get
     asked = _asked_as_the_index_asks(scanner)
-    for i in range(PROBE_SIZE):
+    for i in range(MEMO_SIZE):
         asked(f"p{i % 2}")
     assert frozenset() == recall("p0") == recall("p1")
     for _ in range(2 * MEMO_SIZE):  # found by the scan: not counted
@@ -413,7 +424,7 @@ def test_a_new_database_forgets_every_answer_remembered() -> None:
     given another (a new rule set's) answers every text anew, asked as the index asks."""
     scanner, _ = _counted_scanner("err(or)?", "^/api/")
     asked = _asked_as_the_index_asks(scanner)
-    for i in range(PROBE_SIZE + 10):
+    for i in range(MEMO_SIZE + 10):
         asked(("/api/v1", "an error", "fine")[i % 3])
     assert {0} == memo_of(scanner.scan).get("an error")
     other = PatternSet()
@@ -425,7 +436,7 @@ def test_a_new_database_forgets_every_answer_remembered() -> None:
 
 
 def test_texts_that_do_not_repeat_stop_the_memo() -> None:
-    """Free text seldom repeats: once the scan has looked up PROBE_SIZE texts with fewer than
+    """Free text seldom repeats: once the scan has looked up MEMO_SIZE texts with fewer than
     one in eight found again, texts are scanned without being looked up or remembered, until
     the scanner is given a database again."""
     scanner, counting = _counted_scanner("x")

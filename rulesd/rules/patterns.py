@@ -639,13 +639,8 @@ def _database(patterns: list[Pattern], ids: list[int], flags: list[int]) -> Any:
 # programs, user agents), and a dict lookup costs a fifth of a scan. Short texts only, so the
 # memory stays small; a field whose texts seldom repeat (free-text messages) stops looking
 # them up (see `_memoised_scan`).
-MEMO_SIZE = 1024  # texts remembered per field; all are forgotten when it is full
+MEMO_SIZE = 1024  # texts remembered per field, and looked up by a probe (see `_memoised_scan`)
 MEMO_TEXT_MAX = 256  # characters
-# Texts the scan alone looks up (found or added) before they are remembered (see
-# `_memoised_scan`): as many as the memo holds, so that a field is judged on the window it was
-# judged on when the scan alone read the memo (a shorter one finds fewer of the texts that
-# repeat: with 256, a field of ~1,500 equally likely texts was judged free text).
-PROBE_SIZE = MEMO_SIZE
 
 
 def _memoised_scan(
@@ -660,9 +655,11 @@ def _memoised_scan(
     index looks texts up in the memo itself (`memo_of`), so a text found there never reaches
     the scan, which cannot count it. Whether a field's texts repeat is therefore judged while
     they are remembered apart, in `probe`, where only the scan looks: after a new database, and
-    each time the memo is emptied, the scan alone looks up `PROBE_SIZE` short texts (the last
-    text asked again is not counted: the predicates of an event's candidates ask again about
-    the text the index asked about, which says nothing of the next events' texts). If fewer
+    each time the memo is emptied, the scan alone looks up `MEMO_SIZE` short texts: the window a
+    field was judged on when only the scan read the memo (a shorter one finds fewer of the
+    texts that repeat: with 256, a field of ~1,500 equally likely texts was judged free text).
+    The last text asked again is not counted: the predicates of an event's candidates ask
+    again about the text the index asked about, which says nothing of the next texts. If fewer
     than one in eight was found in the probe, the field's texts do not repeat (free text): they
     are no longer looked up nor remembered, until the scanner is given a database again (a new
     rule set); else the probe's texts fill the memo. The memo is emptied once it holds
@@ -677,7 +674,6 @@ def _memoised_scan(
     probe: dict[str, frozenset[int]] = {}
     filling = probe  # the texts the scan looks up and fills: the probe's, then the memo's
     recall = filling.get
-    room = PROBE_SIZE  # what fills `filling`: texts added to it, and found in the probe
     remember = True
     repeats = 0
     folded = NO_IDS  # the ids of the patterns compiled as bytes
@@ -717,7 +713,7 @@ def _memoised_scan(
             if ids is not None:
                 if filling is probe:  # (counted while probing)
                     repeats += 1
-                    if repeats + len(probe) >= room:
+                    if repeats + len(probe) >= MEMO_SIZE:
                         full()
                 last_value, last_ids = value, ids
                 return ids
@@ -737,7 +733,7 @@ def _memoised_scan(
             ids = ended(value, ids)
         if remember and len(value) <= MEMO_TEXT_MAX and type(value) is str:
             filling[value] = ids
-            if repeats + len(filling) >= room:
+            if repeats + len(filling) >= MEMO_SIZE:  # (`repeats` is 0 but while probing)
                 full()
         last_value, last_ids = value, ids
         return ids
@@ -754,25 +750,25 @@ def _memoised_scan(
 
     def full() -> None:
         # The probe full: the texts repeat or not; the memo full: emptied, probe again.
-        nonlocal remember, repeats, filling, recall, room
+        nonlocal remember, repeats, filling, recall
         if filling is probe:
             remember = repeats * 8 >= len(probe) + repeats
             if remember:
                 memo.update(probe)
-            filling, room = memo, MEMO_SIZE  # (left empty if not remembering)
+            filling = memo  # (left empty if not remembering)
             probe.clear()
         else:
             memo.clear()
-            filling, room = probe, PROBE_SIZE
+            filling = probe
         recall, repeats = filling.get, 0
 
     def use(database: Any, byte_caseless: frozenset[int], end_checker: EndCheck | None) -> None:
-        nonlocal database_scan, last_value, last_ids, remember, repeats, folded, ended, filling, recall, room
+        nonlocal database_scan, last_value, last_ids, remember, repeats, folded, ended, filling, recall
         nonlocal joined_scan, joined_later, paused, pause, alone, blocks
         database_scan, last_value, last_ids, folded, ended = database.scan, None, NO_IDS, byte_caseless, end_checker
         memo.clear()
         probe.clear()
-        filling, recall, room = probe, probe.get, PROBE_SIZE
+        filling, recall = probe, probe.get
         remember, repeats = True, 0
         joined_scan, joined_later, paused, pause, alone, blocks = None, None, 0, PAUSED_FEWEST, 0.0, 0
 
